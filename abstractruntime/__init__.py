@@ -1,0 +1,108 @@
+"""abstractruntime: a durable execution kernel for Python workflows and agents.
+
+A workflow is a graph of node handlers; a run advances node by node, pauses durably when
+a node asks for something slow (a human answer, a timer, an event, a job, an LLM or tool
+call) and resumes later in any process. Every step goes to a hash-chained ledger.
+
+Names are loaded on first use, so ``import abstractruntime`` stays fast and imports only
+the standard library.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # core models and spec
+    "Effect": "abstractruntime.core.models",
+    "EffectType": "abstractruntime.core.models",
+    "RunState": "abstractruntime.core.models",
+    "RunStatus": "abstractruntime.core.models",
+    "StepPlan": "abstractruntime.core.models",
+    "StepRecord": "abstractruntime.core.models",
+    "StepStatus": "abstractruntime.core.models",
+    "RecordKind": "abstractruntime.core.models",
+    "WaitReason": "abstractruntime.core.models",
+    "WaitState": "abstractruntime.core.models",
+    "WorkflowSpec": "abstractruntime.core.spec",
+    "WorkflowSource": "abstractruntime.core.spec",
+    # runtime
+    "Runtime": "abstractruntime.core.runtime",
+    "EffectOutcome": "abstractruntime.core.runtime",
+    "FixedClock": "abstractruntime.core.clock",
+    "Redactor": "abstractruntime.core.redaction",
+    # policies
+    "EffectPolicy": "abstractruntime.core.policy",
+    "DefaultEffectPolicy": "abstractruntime.core.policy",
+    "RetryPolicy": "abstractruntime.core.policy",
+    "NoRetryPolicy": "abstractruntime.core.policy",
+    "compute_idempotency_key": "abstractruntime.core.policy",
+    # stores
+    "RunStore": "abstractruntime.storage.base",
+    "LedgerStore": "abstractruntime.storage.base",
+    "QueryableRunStore": "abstractruntime.storage.base",
+    "Checkpoint": "abstractruntime.storage.base",
+    "LedgerHead": "abstractruntime.storage.base",
+    "InMemoryRunStore": "abstractruntime.storage.in_memory",
+    "InMemoryLedgerStore": "abstractruntime.storage.in_memory",
+    "JsonFileRunStore": "abstractruntime.storage.json_files",
+    "JsonlLedgerStore": "abstractruntime.storage.json_files",
+    "HashChainedLedgerStore": "abstractruntime.storage.ledger_chain",
+    "verify_ledger_chain": "abstractruntime.storage.ledger_chain",
+    "FileStore": "abstractruntime.storage.store",
+    "open_store": "abstractruntime.storage.store",
+    # snapshots
+    "Snapshot": "abstractruntime.storage.snapshots",
+    "SnapshotStore": "abstractruntime.storage.snapshots",
+    "InMemorySnapshotStore": "abstractruntime.storage.snapshots",
+    "JsonSnapshotStore": "abstractruntime.storage.snapshots",
+    # artifacts
+    "Artifact": "abstractruntime.storage.artifacts",
+    "ArtifactMetadata": "abstractruntime.storage.artifacts",
+    "ArtifactStore": "abstractruntime.storage.artifacts",
+    "InMemoryArtifactStore": "abstractruntime.storage.artifacts",
+    "FileArtifactStore": "abstractruntime.storage.artifacts",
+    "artifact_ref": "abstractruntime.storage.artifacts",
+    "is_artifact_ref": "abstractruntime.storage.artifacts",
+    "get_artifact_id": "abstractruntime.storage.artifacts",
+    "resolve_artifact": "abstractruntime.storage.artifacts",
+    "compute_artifact_id": "abstractruntime.storage.artifacts",
+    # identity
+    "ActorFingerprint": "abstractruntime.identity.fingerprint",
+    # scheduler
+    "Scheduler": "abstractruntime.scheduler",
+    "SchedulerStats": "abstractruntime.scheduler",
+    "WorkflowRegistry": "abstractruntime.scheduler",
+    "ScheduledRuntime": "abstractruntime.scheduler",
+    "create_scheduled_runtime": "abstractruntime.scheduler",
+    # errors
+    "AbstractRuntimeError": "abstractruntime.core.errors",
+    "NotFoundError": "abstractruntime.core.errors",
+    "RunNotFoundError": "abstractruntime.core.errors",
+    "InvalidInputError": "abstractruntime.core.errors",
+    "RunNotWaitingError": "abstractruntime.core.errors",
+    "WaitKeyMismatchError": "abstractruntime.core.errors",
+    "CorruptRecordError": "abstractruntime.core.errors",
+    "VerificationFailedError": "abstractruntime.core.errors",
+    "RunLockedError": "abstractruntime.core.errors",
+    "WorkflowDriftError": "abstractruntime.core.errors",
+    "EffectFailedError": "abstractruntime.core.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'abstractruntime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,181 @@
+"""Built-in effect handlers: waits (ask_user, wait_event, wait_until, wait_job) and subworkflows.
+
+A handler is ``handler(run, effect, default_next_node) -> EffectOutcome`` (the two-argument
+form ``handler(run, effect)`` is accepted too). ``default_next_node`` is the plan's
+``next_node``: where a waiting effect resumes unless its payload names ``resume_to_node``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+from .clock import parse_iso, to_iso
+from .models import Effect, RunState, RunStatus, WaitReason, WaitState
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+
+@dataclass(frozen=True)
+class EffectOutcome:
+    """What an effect handler returns: completed with a result, waiting, or failed.
+
+    ``retryable=False`` on a failure tells the runtime not to spend further attempts
+    (e.g. an HTTP 4xx: the same request would fail the same way).
+    """
+
+    status: str
+    result: Optional[dict[str, Any]] = None
+    wait: Optional[WaitState] = None
+    error: Optional[str] = None
+    retryable: bool = True
+
+    @classmethod
+    def completed(cls, result: Optional[dict[str, Any]] = None) -> "EffectOutcome":
+        """The effect is done; ``result`` goes to ``vars[result_key]``."""
+        return cls(status="completed", result=result)
+
+    @classmethod
+    def waiting(cls, wait: WaitState) -> "EffectOutcome":
+        """The run must pause on ``wait``."""
+        return cls(status="waiting", wait=wait)
+
+    @classmethod
+    def failed(cls, error: str, *, retryable: bool = True) -> "EffectOutcome":
+        """The attempt failed with ``error``."""
+        return cls(status="failed", error=error, retryable=retryable)
+
+
+def _resume_to(effect: Effect, default_next_node: Optional[str]) -> Optional[str]:
+    return effect.payload.get("resume_to_node") or default_next_node
+
+
+def _fresh_wait_suffix() -> str:
+    # Generated wait keys are unique per wait, so a repeated resume of an old wait is refused.
+    return uuid.uuid4().hex[:12]
+
+
+def handle_wait_event(run: RunState, effect: Effect, default_next_node: Optional[str]) -> EffectOutcome:
+    """WAIT_EVENT ``{wait_key, resume_to_node?}`` → wait with reason EVENT."""
+    wait_key = effect.payload.get("wait_key")
+    if not wait_key:
+        return EffectOutcome.failed("wait_event requires payload.wait_key", retryable=False)
+    return EffectOutcome.waiting(WaitState(
+        reason=WaitReason.EVENT,
+        wait_key=str(wait_key),
+        resume_to_node=_resume_to(effect, default_next_node),
+        result_key=effect.result_key,
+        details=effect.payload.get("details"),
+    ))
+
+
+def handle_wait_job(run: RunState, effect: Effect, default_next_node: Optional[str]) -> EffectOutcome:
+    """WAIT_JOB ``{job_id, resume_to_node?}`` → wait with reason JOB on key ``job:<job_id>``."""
+    job_id = effect.payload.get("job_id")
+    if not job_id:
+        return EffectOutcome.failed("wait_job requires payload.job_id", retryable=False)
+    return EffectOutcome.waiting(WaitState(
+        reason=WaitReason.JOB,
+        wait_key=str(effect.payload.get("wait_key") or f"job:{job_id}"),
+        resume_to_node=_resume_to(effect, default_next_node),
+        result_key=effect.result_key,
+        details={"job_id": str(job_id), **(effect.payload.get("details") or {})},
+    ))
+
+
+def handle_ask_user(run: RunState, effect: Effect, default_next_node: Optional[str]) -> EffectOutcome:
+    """ASK_USER ``{prompt, choices?, allow_free_text?, wait_key?}`` → wait with reason USER."""
+    prompt = effect.payload.get("prompt")
+    if not prompt:
+        return EffectOutcome.failed("ask_user requires payload.prompt", retryable=False)
+    choices = effect.payload.get("choices")
+    if choices is not None and not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
+        return EffectOutcome.failed("ask_user payload.choices must be a list of strings", retryable=False)
+    wait_key = effect.payload.get("wait_key") or f"user:{run.run_id}:{run.current_node}:{_fresh_wait_suffix()}"
+    return EffectOutcome.waiting(WaitState(
+        reason=WaitReason.USER,
+        wait_key=str(wait_key),
+        resume_to_node=_resume_to(effect, default_next_node),
+        result_key=effect.result_key,
+        prompt=str(prompt),
+        choices=list(choices) if choices else None,
+        allow_free_text=bool(effect.payload.get("allow_free_text", True)),
+    ))
+
+
+def make_wait_until(runtime: "Runtime"):  # type: ignore[no-untyped-def]
+    """WAIT_UNTIL ``{until: ISO}`` → completes at once when due, else waits (reason UNTIL).
+
+    Times are compared as aware datetimes from the runtime's clock, never as strings.
+    """
+
+    def handle_wait_until(run: RunState, effect: Effect, default_next_node: Optional[str]) -> EffectOutcome:
+        until = effect.payload.get("until")
+        if not until:
+            return EffectOutcome.failed("wait_until requires payload.until (ISO timestamp)", retryable=False)
+        try:
+            moment = parse_iso(str(until))
+        except ValueError:
+            return EffectOutcome.failed(f"wait_until: {until!r} is not an ISO-8601 timestamp", retryable=False)
+        if runtime.now() >= moment:
+            return EffectOutcome.completed({"until": str(until), "ready": True})
+        return EffectOutcome.waiting(WaitState(
+            reason=WaitReason.UNTIL,
+            until=to_iso(moment),
+            wait_key=str(effect.payload.get("wait_key") or f"until:{run.run_id}:{_fresh_wait_suffix()}"),
+            resume_to_node=_resume_to(effect, default_next_node),
+            result_key=effect.result_key,
+        ))
+
+    return handle_wait_until
+
+
+def child_run_id(parent_run_id: str, idempotency_key: str) -> str:
+    """The deterministic id of a sync subworkflow's child run, so a crash never starts two."""
+    digest = hashlib.sha256(f"{parent_run_id}:{idempotency_key}".encode()).digest()[:16]
+    return str(uuid.UUID(bytes=digest))
+
+
+def make_start_subworkflow(runtime: "Runtime"):  # type: ignore[no-untyped-def]
+    """START_SUBWORKFLOW ``{workflow_id, vars?, async?}`` through the runtime's registry."""
+
+    def handle_start_subworkflow(run: RunState, effect: Effect, default_next_node: Optional[str]) -> EffectOutcome:
+        workflow_id = effect.payload.get("workflow_id")
+        if not workflow_id:
+            return EffectOutcome.failed("start_subworkflow requires payload.workflow_id", retryable=False)
+        registry = runtime.workflow_registry
+        if registry is None:
+            return EffectOutcome.failed(
+                "start_subworkflow requires a workflow_registry: pass Runtime(workflow_registry=...) "
+                "or call runtime.set_workflow_registry(...)", retryable=False)
+        child_spec = registry.get(workflow_id)
+        if child_spec is None:
+            return EffectOutcome.failed(f"Workflow '{workflow_id}' not found in registry", retryable=False)
+        key = runtime.effect_policy.idempotency_key(run=run, node_id=run.current_node, effect=effect)
+        sub_run_id = child_run_id(run.run_id, key)
+        if runtime.run_store.load(sub_run_id) is None:
+            runtime.start(workflow=child_spec, vars=dict(effect.payload.get("vars") or {}),
+                          actor_id=run.actor_id, parent_run_id=run.run_id, run_id=sub_run_id)
+        if effect.payload.get("async"):
+            return EffectOutcome.completed({"sub_run_id": sub_run_id, "async": True})
+        try:
+            child = runtime.tick(workflow=child_spec, run_id=sub_run_id)
+        except Exception as exc:  # the child's own failure is recorded in its ledger
+            return EffectOutcome.failed(f"Subworkflow '{workflow_id}' failed: {exc}")
+        if child.status is RunStatus.COMPLETED:
+            return EffectOutcome.completed({"sub_run_id": sub_run_id, "output": child.output})
+        if child.status is RunStatus.WAITING:
+            sub_wait = child.waiting.to_dict() if child.waiting else {}
+            return EffectOutcome.waiting(WaitState(
+                reason=WaitReason.SUBWORKFLOW,
+                wait_key=f"subworkflow:{sub_run_id}",
+                resume_to_node=_resume_to(effect, default_next_node),
+                result_key=effect.result_key,
+                details={"sub_run_id": sub_run_id, "sub_workflow_id": workflow_id, "sub_waiting": sub_wait},
+            ))
+        return EffectOutcome.failed(f"Subworkflow '{workflow_id}' failed: {child.error or child.status.value}")
+
+    return handle_start_subworkflow

@@ -1,0 +1,251 @@
+"""The one exception tree of abstractruntime.
+
+Every error the library raises on purpose derives from :class:`AbstractRuntimeError`
+and carries a stable, documented ``code``. The CLI maps codes to exit codes in one
+table (``abstractruntime.cli.exit_codes``); callers match on ``code`` or on the class.
+
+Where upstream AbstractRuntime 0.0.1 raised a builtin (``KeyError`` for an unknown run,
+``ValueError`` for a bad resume), the matching class here also derives from that builtin,
+so ``except KeyError`` / ``except ValueError`` written for upstream keeps working.
+
+Hierarchy::
+
+    AbstractRuntimeError                      code
+    ├── NotFoundError                         not_found
+    │   ├── RunNotFoundError (KeyError)       run_not_found
+    │   ├── SnapshotNotFoundError (KeyError)  snapshot_not_found
+    │   └── BookmarkNotFoundError (KeyError)  bookmark_not_found
+    ├── InvalidInputError (ValueError)        invalid_input
+    │   ├── InvalidIdError                    invalid_id
+    │   ├── PayloadTooLargeError              payload_too_large
+    │   ├── InvalidAnswerError                invalid_answer
+    │   └── WaitKeyMismatchError              wait_key_mismatch
+    ├── RunStateError (ValueError)            run_state
+    │   ├── RunNotWaitingError                run_not_waiting
+    │   └── RunTerminalError                  run_terminal
+    ├── CorruptRecordError                    corrupt_record   (file + line)
+    ├── UnsupportedFormatError                unsupported_format
+    ├── VerificationFailedError               verification_failed
+    ├── RunLockedError                        run_locked
+    ├── WorkflowDriftError                    workflow_drift
+    ├── WorkflowLoadError                     workflow_load
+    ├── EffectFailedError                     effect_failed
+    ├── StorageError (OSError-like causes)    storage_error
+    └── MissingExtraError (ImportError)       missing_extra
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AbstractRuntimeError(Exception):
+    """Base of every error abstractruntime raises deliberately.
+
+    ``code`` is stable across releases; ``message`` is one readable line.
+    """
+
+    code: str = "error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form used by the CLI's ``--json`` error output."""
+        return {"code": self.code, "message": self.message, **self.details}
+
+
+class NotFoundError(AbstractRuntimeError):
+    """Something named by id does not exist."""
+
+    code = "not_found"
+
+
+class RunNotFoundError(NotFoundError, KeyError):
+    """No run with this id in the store (a ``KeyError`` too, as upstream)."""
+
+    code = "run_not_found"
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"Unknown run_id: {run_id}", run_id=run_id)
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return self.message
+
+
+class SnapshotNotFoundError(NotFoundError, KeyError):
+    """No snapshot with this id."""
+
+    code = "snapshot_not_found"
+
+    def __init__(self, snapshot_id: str) -> None:
+        super().__init__(f"Unknown snapshot: {snapshot_id}", snapshot_id=snapshot_id)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BookmarkNotFoundError(NotFoundError, KeyError):
+    """No bookmark with this name on the run."""
+
+    code = "bookmark_not_found"
+
+    def __init__(self, run_id: str, name: str) -> None:
+        super().__init__(f"Run {run_id} has no bookmark named {name!r}", run_id=run_id, name=name)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInputError(AbstractRuntimeError, ValueError):
+    """Input rejected before anything was written."""
+
+    code = "invalid_input"
+
+
+class InvalidIdError(InvalidInputError):
+    """An id (run, snapshot, artifact, bookmark) with unsafe characters."""
+
+    code = "invalid_id"
+
+
+class PayloadTooLargeError(InvalidInputError):
+    """A record or payload over the documented size limit."""
+
+    code = "payload_too_large"
+
+
+class InvalidAnswerError(InvalidInputError):
+    """An answer outside the offered choices when free text is not allowed."""
+
+    code = "invalid_answer"
+
+
+class WaitKeyMismatchError(InvalidInputError):
+    """``resume`` was given a wait_key other than the one the run waits on."""
+
+    code = "wait_key_mismatch"
+
+
+class RunStateError(AbstractRuntimeError, ValueError):
+    """The run is not in a state that allows the operation."""
+
+    code = "run_state"
+
+
+class RunNotWaitingError(RunStateError):
+    """``resume`` on a run that is not waiting (also a repeated resume of one wait)."""
+
+    code = "run_not_waiting"
+
+
+class RunTerminalError(RunStateError):
+    """The run already completed, failed or was cancelled."""
+
+    code = "run_terminal"
+
+
+class CorruptRecordError(AbstractRuntimeError):
+    """A stored file does not parse or does not verify; names file and line."""
+
+    code = "corrupt_record"
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(f"{where}{message}", path=path, line=line)
+        self.path = path
+        self.line = line
+
+
+class UnsupportedFormatError(AbstractRuntimeError):
+    """A file written by a newer abstractruntime (its ``format`` is unknown here)."""
+
+    code = "unsupported_format"
+
+
+class VerificationFailedError(AbstractRuntimeError):
+    """A ledger, checkpoint, bookmark or signature check failed."""
+
+    code = "verification_failed"
+
+
+class RunLockedError(AbstractRuntimeError):
+    """Another process (or thread) holds the run's lock."""
+
+    code = "run_locked"
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"Run {run_id} is locked by another writer; try again or wait for it",
+            run_id=run_id,
+        )
+
+
+class WorkflowDriftError(AbstractRuntimeError):
+    """The workflow source changed since the run (or snapshot) recorded it."""
+
+    code = "workflow_drift"
+
+
+class WorkflowLoadError(AbstractRuntimeError):
+    """A workflow file could not be imported or exposes no workflow."""
+
+    code = "workflow_load"
+
+
+class EffectFailedError(AbstractRuntimeError):
+    """An effect handler failed after all its attempts."""
+
+    code = "effect_failed"
+
+
+class StorageError(AbstractRuntimeError):
+    """The file system refused a read or write (permissions, full disk, symlink)."""
+
+    code = "storage_error"
+
+
+class MissingExtraError(AbstractRuntimeError, ImportError):
+    """An optional dependency is not installed; the message says which extra to add."""
+
+    code = "missing_extra"
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the '{package}' package: pip install 'abstractruntime[{extra}]'",
+            package=package,
+            extra=extra,
+        )
+
+
+__all__ = [
+    "AbstractRuntimeError",
+    "NotFoundError",
+    "RunNotFoundError",
+    "SnapshotNotFoundError",
+    "BookmarkNotFoundError",
+    "InvalidInputError",
+    "InvalidIdError",
+    "PayloadTooLargeError",
+    "InvalidAnswerError",
+    "WaitKeyMismatchError",
+    "RunStateError",
+    "RunNotWaitingError",
+    "RunTerminalError",
+    "CorruptRecordError",
+    "UnsupportedFormatError",
+    "VerificationFailedError",
+    "RunLockedError",
+    "WorkflowDriftError",
+    "WorkflowLoadError",
+    "EffectFailedError",
+    "StorageError",
+    "MissingExtraError",
+]

@@ -1,0 +1,343 @@
+"""The data a run is made of: effects, plans, waits, run state and ledger records.
+
+Everything here is JSON-serialisable (``to_dict`` / ``from_dict``) because everything is
+persisted: a run must be resumable by another process from files alone. Enums are
+``str`` enums so callers may compare ``.value`` or the member.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from .clock import utc_now_iso
+
+# Version of one ledger line; bumped only with a reader for the old form.
+LEDGER_RECORD_FORMAT = 1
+
+
+class RunStatus(str, Enum):
+    """Where a run is in its life."""
+
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for completed, failed and cancelled runs (nothing advances them)."""
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class WaitReason(str, Enum):
+    """Why a waiting run waits."""
+
+    EVENT = "event"
+    UNTIL = "until"
+    USER = "user"
+    JOB = "job"
+    SUBWORKFLOW = "subworkflow"
+
+
+class EffectType(str, Enum):
+    """The side effects a node may ask the runtime to perform."""
+
+    WAIT_EVENT = "wait_event"
+    WAIT_UNTIL = "wait_until"
+    ASK_USER = "ask_user"
+    WAIT_JOB = "wait_job"
+    LLM_CALL = "llm_call"
+    TOOL_CALLS = "tool_calls"
+    START_SUBWORKFLOW = "start_subworkflow"
+
+
+class StepStatus(str, Enum):
+    """Status of one ledger record."""
+
+    STARTED = "started"
+    COMPLETED = "completed"
+    WAITING = "waiting"
+    FAILED = "failed"
+
+
+class RecordKind(str, Enum):
+    """What a ledger record stands for (our addition to the upstream record)."""
+
+    START = "start"
+    NODE = "node"
+    EFFECT = "effect"
+    RESUME = "resume"
+    COMPLETE = "complete"
+    FAIL = "fail"
+    CANCEL = "cancel"
+    RESTORE = "restore"
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A request for a side effect; the result lands in ``vars[result_key]`` (dotted path)."""
+
+    type: EffectType
+    payload: dict[str, Any] = field(default_factory=dict)
+    result_key: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form as stored in ledger records."""
+        return {"type": EffectType(self.type).value, "payload": self.payload, "result_key": self.result_key}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Effect":
+        """Inverse of :meth:`to_dict`."""
+        return cls(type=EffectType(data["type"]), payload=dict(data.get("payload") or {}),
+                   result_key=data.get("result_key"))
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What a node handler returns: an effect, a next node, or the run's output."""
+
+    node_id: str
+    effect: Optional[Effect] = None
+    next_node: Optional[str] = None
+    complete_output: Optional[dict[str, Any]] = None
+
+
+@dataclass
+class WaitState:
+    """A durable pause. ``until`` is an ISO timestamp (UTC); it is mutable on purpose."""
+
+    reason: WaitReason
+    wait_key: Optional[str] = None
+    until: Optional[str] = None
+    resume_to_node: Optional[str] = None
+    result_key: Optional[str] = None
+    prompt: Optional[str] = None
+    choices: Optional[list[str]] = None
+    allow_free_text: bool = True
+    details: Optional[dict[str, Any]] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (the ``waiting`` object of a checkpoint)."""
+        return {
+            "reason": WaitReason(self.reason).value,
+            "wait_key": self.wait_key,
+            "until": self.until,
+            "resume_to_node": self.resume_to_node,
+            "result_key": self.result_key,
+            "prompt": self.prompt,
+            "choices": list(self.choices) if self.choices is not None else None,
+            "allow_free_text": self.allow_free_text,
+            "details": self.details,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "WaitState":
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            reason=WaitReason(data["reason"]),
+            wait_key=data.get("wait_key"),
+            until=data.get("until"),
+            resume_to_node=data.get("resume_to_node"),
+            result_key=data.get("result_key"),
+            prompt=data.get("prompt"),
+            choices=data.get("choices"),
+            allow_free_text=bool(data.get("allow_free_text", True)),
+            details=data.get("details"),
+        )
+
+
+@dataclass
+class RunState:
+    """The durable state of one run: where it is, its variables, its wait or its output."""
+
+    run_id: str
+    workflow_id: str
+    status: RunStatus
+    current_node: str
+    vars: dict[str, Any] = field(default_factory=dict)
+    waiting: Optional[WaitState] = None
+    output: Optional[dict[str, Any]] = None
+    error: Optional[str] = None
+    created_at: str = field(default_factory=utc_now_iso)
+    updated_at: str = field(default_factory=utc_now_iso)
+    actor_id: Optional[str] = None
+    parent_run_id: Optional[str] = None
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        workflow_id: str,
+        entry_node: str,
+        actor_id: Optional[str] = None,
+        vars: Optional[dict[str, Any]] = None,
+        parent_run_id: Optional[str] = None,
+        run_id: Optional[str] = None,
+    ) -> "RunState":
+        """A fresh RUNNING run at ``entry_node`` (random uuid4 id unless ``run_id`` is given)."""
+        return cls(
+            run_id=run_id or str(uuid.uuid4()),
+            workflow_id=workflow_id,
+            status=RunStatus.RUNNING,
+            current_node=entry_node,
+            vars=vars or {},
+            actor_id=actor_id,
+            parent_run_id=parent_run_id,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (the ``run`` object of a checkpoint, and ``--json`` output)."""
+        return {
+            "run_id": self.run_id,
+            "workflow_id": self.workflow_id,
+            "status": RunStatus(self.status).value,
+            "current_node": self.current_node,
+            "vars": self.vars,
+            "waiting": self.waiting.to_dict() if self.waiting is not None else None,
+            "output": self.output,
+            "error": self.error,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "actor_id": self.actor_id,
+            "parent_run_id": self.parent_run_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunState":
+        """Inverse of :meth:`to_dict`."""
+        waiting = data.get("waiting")
+        return cls(
+            run_id=data["run_id"],
+            workflow_id=data["workflow_id"],
+            status=RunStatus(data["status"]),
+            current_node=data["current_node"],
+            vars=dict(data.get("vars") or {}),
+            waiting=WaitState.from_dict(waiting) if waiting else None,
+            output=data.get("output"),
+            error=data.get("error"),
+            created_at=data.get("created_at") or utc_now_iso(),
+            updated_at=data.get("updated_at") or utc_now_iso(),
+            actor_id=data.get("actor_id"),
+            parent_run_id=data.get("parent_run_id"),
+        )
+
+
+@dataclass
+class StepRecord:
+    """One append-only ledger entry.
+
+    ``seq``, ``prev_hash`` and ``record_hash`` are filled by a chained ledger store;
+    ``kind`` says what the record stands for (see :class:`RecordKind`).
+    """
+
+    run_id: str
+    step_id: str
+    node_id: str
+    status: StepStatus
+    effect: Optional[dict[str, Any]] = None
+    result: Optional[dict[str, Any]] = None
+    error: Optional[str] = None
+    started_at: str = field(default_factory=utc_now_iso)
+    ended_at: Optional[str] = None
+    actor_id: Optional[str] = None
+    attempt: int = 1
+    idempotency_key: Optional[str] = None
+    prev_hash: Optional[str] = None
+    record_hash: Optional[str] = None
+    signature: Optional[str] = None
+    seq: Optional[int] = None
+    kind: str = RecordKind.EFFECT.value
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        run: RunState,
+        node_id: str,
+        effect: Optional[Effect],
+        attempt: int = 1,
+        idempotency_key: Optional[str] = None,
+    ) -> "StepRecord":
+        """A STARTED record for ``node_id`` (an effect's intent, or a plain node step)."""
+        return cls(
+            run_id=run.run_id,
+            step_id=str(uuid.uuid4()),
+            node_id=node_id,
+            status=StepStatus.STARTED,
+            effect=effect.to_dict() if effect is not None else None,
+            actor_id=run.actor_id,
+            attempt=attempt,
+            idempotency_key=idempotency_key,
+            kind=(RecordKind.EFFECT if effect is not None else RecordKind.NODE).value,
+        )
+
+    def finish_success(self, result: Optional[dict[str, Any]] = None) -> "StepRecord":
+        """Mark COMPLETED with ``result``; returns self."""
+        self.status = StepStatus.COMPLETED
+        self.result = result
+        self.ended_at = utc_now_iso()
+        return self
+
+    def finish_waiting(self, wait_state: WaitState) -> "StepRecord":
+        """Mark WAITING with the wait in ``result["wait"]``; returns self."""
+        self.status = StepStatus.WAITING
+        self.result = {"wait": wait_state.to_dict()}
+        self.ended_at = utc_now_iso()
+        return self
+
+    def finish_failure(self, error: str) -> "StepRecord":
+        """Mark FAILED with ``error``; returns self."""
+        self.status = StepStatus.FAILED
+        self.error = error
+        self.ended_at = utc_now_iso()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (one ledger line, before chaining adds hashes)."""
+        return {
+            "format": LEDGER_RECORD_FORMAT,
+            "run_id": self.run_id,
+            "step_id": self.step_id,
+            "node_id": self.node_id,
+            "status": StepStatus(self.status).value,
+            "kind": self.kind,
+            "effect": self.effect,
+            "result": self.result,
+            "error": self.error,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "actor_id": self.actor_id,
+            "attempt": self.attempt,
+            "idempotency_key": self.idempotency_key,
+            "seq": self.seq,
+            "prev_hash": self.prev_hash,
+            "record_hash": self.record_hash,
+            "signature": self.signature,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "StepRecord":
+        """Inverse of :meth:`to_dict` (unknown keys are ignored)."""
+        return cls(
+            run_id=data["run_id"],
+            step_id=data["step_id"],
+            node_id=data["node_id"],
+            status=StepStatus(data["status"]),
+            effect=data.get("effect"),
+            result=data.get("result"),
+            error=data.get("error"),
+            started_at=data.get("started_at") or utc_now_iso(),
+            ended_at=data.get("ended_at"),
+            actor_id=data.get("actor_id"),
+            attempt=int(data.get("attempt", 1)),
+            idempotency_key=data.get("idempotency_key"),
+            prev_hash=data.get("prev_hash"),
+            record_hash=data.get("record_hash"),
+            signature=data.get("signature"),
+            seq=data.get("seq"),
+            kind=data.get("kind") or RecordKind.EFFECT.value,
+        )

@@ -1,0 +1,58 @@
+"""Workflow specifications: a graph of node handlers, plus where its code came from.
+
+A node handler is ``handler(run: RunState, ctx) -> StepPlan``. Handlers must keep side
+effects in effects: a pure node may be re-run after a crash (docs/durability.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol
+
+from .models import RunState, StepPlan
+
+
+class RunContext(Protocol):
+    """What node handlers receive as ``ctx``; small on purpose."""
+
+    def now_iso(self) -> str: ...
+
+
+NodeHandler = Callable[[RunState, Any], StepPlan]
+
+
+@dataclass(frozen=True)
+class WorkflowSource:
+    """Where a workflow's code came from: its file and that file's sha256.
+
+    When a run records a source, ``tick``/``resume`` refuse a workflow whose sha256
+    differs (:class:`~abstractruntime.core.errors.WorkflowDriftError`) unless told
+    ``allow_drift=True``.
+    """
+
+    path: str
+    sha256: str
+
+    def to_dict(self, workflow_id: str) -> dict[str, Any]:
+        """The ``workflow`` object of a checkpoint."""
+        return {"source": self.path, "sha256": self.sha256, "workflow_id": workflow_id}
+
+
+@dataclass(frozen=True)
+class WorkflowSpec:
+    """A workflow: an id, an entry node and ``{node_id: handler}``."""
+
+    workflow_id: str
+    entry_node: str
+    nodes: dict[str, NodeHandler]
+    source: Optional[WorkflowSource] = None
+
+    def get_node(self, node_id: str) -> NodeHandler:
+        """The handler for ``node_id`` (``KeyError`` naming the workflow if unknown)."""
+        if node_id not in self.nodes:
+            raise KeyError(f"Unknown node_id '{node_id}' in workflow '{self.workflow_id}'")
+        return self.nodes[node_id]
+
+    def with_source(self, source: Optional[WorkflowSource]) -> "WorkflowSpec":
+        """A copy of this spec that records ``source``."""
+        return WorkflowSpec(self.workflow_id, self.entry_node, self.nodes, source)

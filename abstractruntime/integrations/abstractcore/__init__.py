@@ -1,0 +1,1 @@
+"""abstractruntime.integrations.abstractcore."""

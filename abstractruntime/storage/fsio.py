@@ -1,0 +1,275 @@
+"""File-system primitives shared by every file store: ids, safe paths, atomic writes, locks.
+
+Everything durable in abstractruntime goes through these few functions, so the crash-safety
+argument (docs/durability.md) only has to be made once:
+
+- :func:`atomic_write_bytes` writes a temp file in the target's directory, fsyncs it,
+  ``os.replace``-s it over the target and fsyncs the directory. A reader sees the old
+  file or the new one, never a mix; after it returns the new file survives power loss.
+- :func:`append_line` appends one newline-terminated record and (optionally) fsyncs.
+- :class:`RunLock` is an exclusive ``fcntl.flock`` on a per-run ``.lock`` file.
+
+``durability="none"`` skips every fsync (tests, benchmarks): a process crash still loses
+nothing (the page cache survives it), an OS crash or power loss may.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from ..core.errors import (
+    CorruptRecordError,
+    InvalidIdError,
+    RunLockedError,
+    StorageError,
+    UnsupportedFormatError,
+)
+
+Durability = Literal["fsync", "none"]
+DURABILITY_VALUES: tuple[str, ...] = ("fsync", "none")
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def validate_id(value: object, what: str = "id") -> str:
+    """Return ``value`` if it is a safe id (``[A-Za-z0-9][A-Za-z0-9._-]{0,127}``), else raise.
+
+    Ids become file and directory names, so anything that could climb out of the store
+    (``/``, ``..``, absolute paths, NUL) is refused here, before any path is built.
+    """
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value) or ".." in value:
+        raise InvalidIdError(
+            f"Invalid {what} {value!r}: use 1-128 of A-Z a-z 0-9 . _ - "
+            "(starting with a letter or digit, no '..')",
+            value=str(value),
+        )
+    return value
+
+
+def check_durability(value: str) -> Durability:
+    """Validate a ``durability`` setting."""
+    if value not in DURABILITY_VALUES:
+        raise ValueError(f"durability must be one of {DURABILITY_VALUES}, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) with mode 0700 if missing; refuse a symlink."""
+    try:
+        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"Cannot create directory {path}: {exc.strerror or exc}") from exc
+    if path.is_symlink():
+        raise StorageError(f"Refusing symlinked directory {path}")
+    return path
+
+
+def child_path(root: Path, *parts: str) -> Path:
+    """Join ``parts`` under ``root`` and prove the result stays inside it.
+
+    Ids are validated before they get here; this is the second fence, and it also
+    refuses symlinks on the way that point outside the store.
+    """
+    candidate = root.joinpath(*parts)
+    root_resolved = root.resolve()
+    resolved = candidate.resolve()
+    if resolved != root_resolved and root_resolved not in resolved.parents:
+        raise StorageError(f"Path {candidate} escapes the store {root}")
+    return candidate
+
+
+def refuse_symlink(path: Path) -> None:
+    """Raise :class:`StorageError` if ``path`` is a symlink (run dirs and ledgers never are)."""
+    if path.is_symlink():
+        raise StorageError(f"Refusing symlink {path}: run files must be regular files")
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename or a new file in it survives power loss."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically (temp file, fsync, rename, fsync dir)."""
+    directory = path.parent
+    tmp = directory / f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+        try:
+            _write_all(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        refuse_symlink(path)
+        os.replace(tmp, path)
+        if durable:
+            fsync_dir(directory)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise StorageError(f"Cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def open_append(path: Path) -> int:
+    """Open ``path`` for appending (creating it 0600); refuse a symlink."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StorageError(f"Refusing symlink {path}: run files must be regular files") from exc
+        raise StorageError(f"Cannot open {path}: {exc.strerror or exc}") from exc
+
+
+def append_bytes(fd: int, data: bytes, *, path: Path, durable: bool) -> None:
+    """Append ``data`` on an ``O_APPEND`` descriptor and fsync it when ``durable``."""
+    try:
+        _write_all(fd, data)
+        if durable:
+            os.fsync(fd)
+    except OSError as exc:
+        raise StorageError(f"Cannot append to {path}: {exc.strerror or exc}") from exc
+
+
+def read_bytes(path: Path) -> bytes:
+    """Read a whole regular file; refuse symlinks; map OS errors to :class:`StorageError`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StorageError(f"Refusing symlink {path}: run files must be regular files") from exc
+        raise StorageError(f"Cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise StorageError(f"Cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def loads_strict(data: bytes | str) -> Any:
+    """Parse JSON refusing NaN/Infinity and duplicate keys (raises ``ValueError``)."""
+    if isinstance(data, bytes):
+        data = data.decode("utf-8")
+    return json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_unique_object)
+
+
+def load_json_file(path: Path, *, expected_format: int, kind: str) -> dict[str, Any]:
+    """Read a versioned JSON file (``{"format": N, ...}``) strictly.
+
+    Raises :class:`CorruptRecordError` naming the file when it does not parse and
+    :class:`UnsupportedFormatError` when it was written by a newer version.
+    """
+    raw = read_bytes(path)
+    try:
+        doc = loads_strict(raw)
+    except (ValueError, RecursionError, UnicodeDecodeError) as exc:
+        raise CorruptRecordError(f"{kind} is not valid JSON ({_short(exc)})", path=str(path)) from exc
+    if not isinstance(doc, dict):
+        raise CorruptRecordError(f"{kind} is not a JSON object", path=str(path))
+    check_format(doc.get("format"), expected_format, path=str(path), kind=kind)
+    return doc
+
+
+def check_format(found: object, expected: int, *, path: str, kind: str) -> None:
+    """Refuse a missing or newer ``format`` loudly instead of misreading it."""
+    if not isinstance(found, int) or isinstance(found, bool):
+        raise CorruptRecordError(f"{kind} has no integer 'format' field", path=path)
+    if found > expected:
+        raise UnsupportedFormatError(
+            f"{path}: {kind} format {found} is newer than this abstractruntime understands "
+            f"({expected}); upgrade abstractruntime",
+            path=path,
+        )
+    if found < 1:
+        raise CorruptRecordError(f"{kind} has invalid format {found}", path=path)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def dumps_compact(doc: Any) -> bytes:
+    """Serialize for storage: compact, UTF-8, NaN/Infinity refused."""
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+class RunLock:
+    """Exclusive ``flock`` on ``<run dir>/.lock``, held by whoever advances the run.
+
+    ``wait=0`` fails at once with :class:`RunLockedError`; ``wait=N`` polls up to N seconds.
+    flock locks belong to the open file description, so two ``RunLock`` objects on the same
+    run conflict even inside one process (a thread and the scheduler, say), as they should.
+    """
+
+    def __init__(self, path: Path, run_id: str, *, wait: float = 0.0) -> None:
+        self._path = path
+        self._run_id = run_id
+        self._wait = wait
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
+        except OSError as exc:
+            raise StorageError(f"Cannot open lock {self._path}: {exc.strerror or exc}") from exc
+        deadline = time.monotonic() + max(self._wait, 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise RunLockedError(self._run_id) from None
+                time.sleep(0.01)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is not None:
+            # Closing the descriptor releases the flock.
+            os.close(self._fd)
+            self._fd = None

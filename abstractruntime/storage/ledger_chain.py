@@ -1,0 +1,143 @@
+"""The hash chain: sealing records and verifying a sequence of them.
+
+Each record carries ``seq`` (1, 2, ...), ``prev_hash`` (the previous record's
+``record_hash``; ``None`` — JSON ``null`` — for the first record) and ``record_hash`` =
+SHA-256 of the canonical JSON of the record without ``record_hash`` and ``signature``
+(:func:`abstractruntime.core.canonical.record_hash`). Editing, removing, inserting or
+reordering any record breaks the chain from that point; what a bare chain cannot see (a
+removed tail, a complete rewrite) is caught by the checkpoint, bookmarks, an expected head
+or a signature — see :mod:`abstractruntime.storage.verify` and docs/provenance.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional, Sequence
+
+from ..core.canonical import record_hash
+from ..core.models import StepRecord
+from .base import LedgerHead, LedgerStore
+
+GENESIS_PREV_HASH: Optional[str] = None
+
+
+def seal_record(record: StepRecord, *, head: LedgerHead) -> dict[str, Any]:
+    """The stored form of ``record`` appended after ``head``: format, seq and hashes filled in.
+
+    Also writes ``seq``/``prev_hash``/``record_hash`` back onto ``record`` (as upstream did).
+    """
+    record.seq, record.prev_hash = head.seq + 1, head.head_hash
+    record.record_hash, record.signature = None, None
+    doc = record.to_dict()
+    record.record_hash = doc["record_hash"] = record_hash(doc)
+    return doc
+
+
+def verify_ledger_chain(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Check the hash chain of ``records`` (oldest first).
+
+    Returns ``{"ok", "count", "errors", "first_bad_index", "head_hash",
+    "computed_head_hash"}``. Each error is ``{"index", "seq", "type", "message", ...}`` with
+    ``type`` one of ``missing_record_hash``, ``record_hash_mismatch``,
+    ``prev_hash_mismatch``, ``seq_mismatch``, ``not_an_object``. ``head_hash`` is the stored
+    hash of the last record; ``computed_head_hash`` the hash recomputed for it.
+    """
+    errors: list[dict[str, Any]] = []
+    prev_stored: Optional[str] = GENESIS_PREV_HASH
+    computed: Optional[str] = None
+    for index, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            errors.append(_error(index, None, "not_an_object", "record is not a JSON object"))
+            prev_stored = None
+            continue
+        seq = rec.get("seq")
+        if seq is not None and seq != index + 1:
+            errors.append(_error(index, seq, "seq_mismatch", f"seq {seq} where {index + 1} was expected",
+                                 expected_seq=index + 1))
+        if rec.get("prev_hash") != prev_stored:
+            errors.append(_error(index, seq, "prev_hash_mismatch",
+                                 "prev_hash does not match the previous record's hash",
+                                 expected_prev_hash=prev_stored, actual_prev_hash=rec.get("prev_hash")))
+        stored = rec.get("record_hash")
+        try:
+            computed = record_hash(rec)
+        except ValueError:
+            computed = None
+        if not stored:
+            errors.append(_error(index, seq, "missing_record_hash", "record has no record_hash"))
+        elif computed != stored:
+            errors.append(_error(index, seq, "record_hash_mismatch",
+                                 "record content does not match its record_hash (edited?)",
+                                 stored=stored, computed=computed))
+        prev_stored = stored
+    return {
+        "ok": not errors,
+        "count": len(records),
+        "errors": errors,
+        "first_bad_index": errors[0]["index"] if errors else None,
+        "head_hash": records[-1].get("record_hash") if records and isinstance(records[-1], dict) else None,
+        "computed_head_hash": computed if records else None,
+    }
+
+
+def _error(index: int, seq: Any, kind: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"index": index, "seq": seq, "type": kind, "message": message, **extra}
+
+
+class HashChainedLedgerStore(LedgerStore):
+    """Adds the hash chain to any :class:`LedgerStore`.
+
+    Our own ledger stores chain natively (``chained = True``); wrapping one of them simply
+    delegates, so ``HashChainedLedgerStore(JsonlLedgerStore(d))`` works as in upstream.
+    """
+
+    chained = True
+
+    def __init__(self, inner: LedgerStore) -> None:
+        self._inner = inner
+        self._native = bool(getattr(inner, "chained", False))
+        self._heads: dict[str, LedgerHead] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def inner(self) -> LedgerStore:
+        """The wrapped store."""
+        return self._inner
+
+    def _head(self, run_id: str) -> LedgerHead:
+        if run_id not in self._heads:
+            self._heads[run_id] = self._inner.head(run_id)
+        return self._heads[run_id]
+
+    def append(self, record: StepRecord) -> None:
+        """Chain ``record`` onto the run's head, then append it to the inner store."""
+        if self._native:
+            self._inner.append(record)
+            return
+        with self._lock:
+            doc = seal_record(record, head=self._head(record.run_id))
+            self._inner.append(record)
+            self._heads[record.run_id] = LedgerHead(doc["seq"], doc["record_hash"])
+
+    def append_batch(self, records: Sequence[StepRecord]) -> None:
+        """Append several records in order."""
+        if self._native:
+            self._inner.append_batch(records)
+            return
+        for record in records:
+            self.append(record)
+
+    def list(self, run_id: str) -> list[dict[str, Any]]:
+        """The inner store's records."""
+        return self._inner.list(run_id)
+
+    def head(self, run_id: str) -> LedgerHead:
+        """The chained head."""
+        if self._native:
+            return self._inner.head(run_id)
+        with self._lock:
+            return self._head(run_id)
+
+    def find_completed(self, run_id: str, idempotency_key: str) -> Optional[dict[str, Any]]:
+        """Delegates to the inner store's lookup."""
+        return self._inner.find_completed(run_id, idempotency_key)

@@ -1,0 +1,1 @@
+"""The abstractruntime command line (typer + rich), installed as abstractruntime.cli."""
