@@ -59,6 +59,9 @@ _EXPORTS: dict[str, str] = {
     "SnapshotStore": "abstractruntime.storage.snapshots",
     "InMemorySnapshotStore": "abstractruntime.storage.snapshots",
     "JsonSnapshotStore": "abstractruntime.storage.snapshots",
+    "take_snapshot": "abstractruntime.core.restore",
+    "restore_snapshot": "abstractruntime.core.restore",
+    "fork_snapshot": "abstractruntime.core.restore",
     # artifacts
     "Artifact": "abstractruntime.storage.artifacts",
     "ArtifactMetadata": "abstractruntime.storage.artifacts",
@@ -90,6 +93,7 @@ _EXPORTS: dict[str, str] = {
     "RunLockedError": "abstractruntime.core.errors",
     "WorkflowDriftError": "abstractruntime.core.errors",
     "EffectFailedError": "abstractruntime.core.errors",
+    "WorkflowNotRegisteredError": "abstractruntime.core.errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -1,22 +1,35 @@
-"""Core runtime primitives: models, workflow spec, runtime, policies, errors (standard library only)."""
+"""Core runtime primitives: models, workflow spec, runtime, policies, errors (standard library only).
 
-from .errors import AbstractRuntimeError
-from .models import Effect, EffectType, RunState, RunStatus, StepPlan, StepRecord, WaitReason, WaitState
-from .runtime import EffectOutcome, Runtime
-from .spec import WorkflowSource, WorkflowSpec
+Names load on first use: ``core.runtime`` depends on ``storage.base``, which depends on
+``core.models``, so eager imports here would make the import order matter.
+"""
 
-__all__ = [
-    "AbstractRuntimeError",
-    "Effect",
-    "EffectOutcome",
-    "EffectType",
-    "RunState",
-    "RunStatus",
-    "Runtime",
-    "StepPlan",
-    "StepRecord",
-    "WaitReason",
-    "WaitState",
-    "WorkflowSource",
-    "WorkflowSpec",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AbstractRuntimeError": "errors",
+    "Effect": "models",
+    "EffectType": "models",
+    "RunState": "models",
+    "RunStatus": "models",
+    "StepPlan": "models",
+    "StepRecord": "models",
+    "WaitReason": "models",
+    "WaitState": "models",
+    "EffectOutcome": "runtime",
+    "Runtime": "runtime",
+    "WorkflowSource": "spec",
+    "WorkflowSpec": "spec",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'abstractruntime.core' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -14,7 +14,8 @@ Hierarchy::
     ├── NotFoundError                         not_found
     │   ├── RunNotFoundError (KeyError)       run_not_found
     │   ├── SnapshotNotFoundError (KeyError)  snapshot_not_found
-    │   └── BookmarkNotFoundError (KeyError)  bookmark_not_found
+    │   ├── BookmarkNotFoundError (KeyError)  bookmark_not_found
+    │   └── WorkflowNotRegisteredError (KeyError) workflow_not_registered
     ├── InvalidInputError (ValueError)        invalid_input
     │   ├── InvalidIdError                    invalid_id
     │   ├── PayloadTooLargeError              payload_too_large
@@ -99,6 +100,23 @@ class BookmarkNotFoundError(NotFoundError, KeyError):
         super().__init__(f"Run {run_id} has no bookmark named {name!r}", run_id=run_id, name=name)
 
     def __str__(self) -> str:
+        return self.message
+
+
+class WorkflowNotRegisteredError(NotFoundError, KeyError):
+    """No workflow with this id is registered (a ``KeyError`` too, as in upstream 0.0.1)."""
+
+    code = "workflow_not_registered"
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(
+            f"Workflow '{workflow_id}' is not registered; "
+            "register it with registry.register(workflow) first",
+            workflow_id=workflow_id,
+        )
+        self.workflow_id = workflow_id
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
         return self.message
 
 
@@ -231,6 +249,7 @@ __all__ = [
     "RunNotFoundError",
     "SnapshotNotFoundError",
     "BookmarkNotFoundError",
+    "WorkflowNotRegisteredError",
     "InvalidInputError",
     "InvalidIdError",
     "PayloadTooLargeError",

@@ -29,6 +29,7 @@ from .effects import (
     make_wait_until,
 )
 from .errors import (
+    CorruptRecordError,
     InvalidAnswerError,
     InvalidInputError,
     PayloadTooLargeError,
@@ -341,6 +342,15 @@ class Runtime:
         if run.workflow_id != workflow.workflow_id:
             raise InvalidInputError(
                 f"Run {run_id} belongs to workflow '{run.workflow_id}', not '{workflow.workflow_id}'")
+        recorded_head = checkpoint.ledger
+        if recorded_head.seq:
+            head = self._ledger_store.head(run_id)
+            if head.seq < recorded_head.seq or (head.seq == recorded_head.seq
+                                                and head.head_hash != recorded_head.head_hash):
+                raise CorruptRecordError(
+                    f"run {run_id}: the checkpoint reflects ledger seq {recorded_head.seq} but the ledger "
+                    f"ends at seq {head.seq} with another head (truncated or rewritten?); "
+                    "run `abstractruntime verify` for details")
         session = _Session(self, checkpoint)
         recorded = checkpoint.workflow or {}
         source = workflow.source

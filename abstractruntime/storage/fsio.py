@@ -158,8 +158,8 @@ def append_bytes(fd: int, data: bytes, *, path: Path, durable: bool) -> None:
         raise StorageError(f"Cannot append to {path}: {exc.strerror or exc}") from exc
 
 
-def read_bytes(path: Path) -> bytes:
-    """Read a whole regular file; refuse symlinks; map OS errors to :class:`StorageError`."""
+def read_bytes(path: Path, *, offset: int = 0) -> bytes:
+    """Read a regular file from ``offset`` to its end; refuse symlinks; OS errors → :class:`StorageError`."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
@@ -170,6 +170,8 @@ def read_bytes(path: Path) -> bytes:
         raise StorageError(f"Cannot read {path}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "rb") as handle:
+            if offset:
+                handle.seek(offset)
             return handle.read()
     except OSError as exc:
         raise StorageError(f"Cannot read {path}: {exc.strerror or exc}") from exc

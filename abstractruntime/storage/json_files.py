@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import os
+import stat as stat_module
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ContextManager, Optional, Sequence
 
 from ..core.canonical import canonical_json, check_size
-from ..core.errors import CorruptRecordError, RunNotFoundError
+from ..core.errors import CorruptRecordError, RunNotFoundError, StorageError
 from ..core.models import RunState, RunStatus, StepRecord, WaitReason
 from .base import CHECKPOINT_FORMAT, Checkpoint, LedgerHead, LedgerStore, RunStore
 from .fsio import (
@@ -40,7 +41,7 @@ from .fsio import (
     refuse_symlink,
     validate_id,
 )
-from .ledger_chain import seal_record
+from .ledger_chain import seal_record_line
 from .ledger_file import parse_ledger
 from .query import is_due, matches, reason_value, status_value, timestamp
 from .run_index import RunIndex
@@ -61,9 +62,15 @@ class RunFiles:
         if create:
             ensure_dir(self.root)
         self.runs = self.root / RUNS_DIR
+        # Run directories already validated (and existing) in this process: path checks
+        # resolve symlinks, which costs more than the rest of a step.
+        self._known: dict[str, Path] = {}
 
     def run_dir(self, run_id: str, *, create: bool = False) -> Path:
         """``runs/<run_id>`` (validated; created 0700 when asked)."""
+        known = self._known.get(run_id)
+        if known is not None:
+            return known
         validate_id(run_id, "run id")
         if create:
             ensure_dir(self.runs)
@@ -71,6 +78,8 @@ class RunFiles:
         refuse_symlink(path)
         if create and not path.exists():
             ensure_dir(path)
+        if path.is_dir():
+            self._known[run_id] = path
         return path
 
     def checkpoint(self, run_id: str) -> Path:
@@ -279,8 +288,7 @@ class JsonlLedgerStore(LedgerStore):
         head = cache.head
         lines: list[bytes] = []
         for record in batch:
-            doc = seal_record(record, head=head)
-            line = canonical_json(doc)
+            doc, line = seal_record_line(record, head=head)
             check_size(line, what=f"Ledger record for node {record.node_id!r}")
             head = LedgerHead(doc["seq"], doc["record_hash"])
             lines.append(line + b"\n")
@@ -304,8 +312,7 @@ class JsonlLedgerStore(LedgerStore):
         """Bring the cache up to date with the file, reading only new bytes."""
         cache = self._cache.get(run_id)
         try:
-            refuse_symlink(path)
-            stat = path.stat()
+            stat = os.lstat(path)
         except FileNotFoundError:
             cache = self._cache[run_id] = _LedgerCache()
             return cache
@@ -314,9 +321,9 @@ class JsonlLedgerStore(LedgerStore):
         if stat.st_size == cache.size:
             self._cache[run_id] = cache
             return cache
-        with open(path, "rb") as handle:
-            handle.seek(cache.size)
-            data = handle.read()
+        if not stat_module.S_ISREG(stat.st_mode):
+            raise StorageError(f"Refusing {path}: the ledger must be a regular file, not a symlink")
+        data = read_bytes(path, offset=cache.size)
         parsed = parse_ledger(
             data, path=str(path), start_offset=cache.size, start_line=cache.lines,
             head=cache.head, keep_records=False, run_id=run_id,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Optional, Sequence
 
-from ..core.canonical import record_hash
+from ..core.canonical import canonical_json, record_hash, sha256_hex
 from ..core.models import StepRecord
 from .base import LedgerHead, LedgerStore
 
@@ -26,11 +26,27 @@ def seal_record(record: StepRecord, *, head: LedgerHead) -> dict[str, Any]:
 
     Also writes ``seq``/``prev_hash``/``record_hash`` back onto ``record`` (as upstream did).
     """
+    doc, _line = seal_record_line(record, head=head)
+    return doc
+
+
+def seal_record_line(record: StepRecord, *, head: LedgerHead) -> tuple[dict[str, Any], bytes]:
+    """Like :func:`seal_record`, also returning the stored line (without its newline).
+
+    The line is the canonical JSON of the hashed body with ``record_hash`` and ``signature``
+    appended at the end, so the body is serialised once; readers re-derive the hash from the
+    parsed object, so the key order of the line itself does not matter.
+    """
     record.seq, record.prev_hash = head.seq + 1, head.head_hash
     record.record_hash, record.signature = None, None
     doc = record.to_dict()
-    record.record_hash = doc["record_hash"] = record_hash(doc)
-    return doc
+    del doc["record_hash"], doc["signature"]
+    body = canonical_json(doc)
+    digest = sha256_hex(body)
+    line = body[:-1] + b',"record_hash":"' + digest.encode("ascii") + b'","signature":null}'
+    doc["record_hash"], doc["signature"] = digest, None
+    record.record_hash = digest
+    return doc, line
 
 
 def verify_ledger_chain(records: Sequence[dict[str, Any]]) -> dict[str, Any]:

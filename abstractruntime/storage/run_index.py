@@ -71,6 +71,8 @@ class RunIndex:
         self._load = loader
         self._lock = threading.RLock()
         self._conn: Optional[sqlite3.Connection] = None
+        # run_id -> indexed fields (less updated_at) last written clean by this process.
+        self._clean: dict[str, tuple[object, ...]] = {}
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -95,13 +97,27 @@ class RunIndex:
                 self._conn = None
 
     def put(self, run: RunState, *, dirty: bool) -> None:
-        """Record ``run``'s queryable fields (``dirty`` while its checkpoint is being written)."""
+        """Record ``run``'s queryable fields (``dirty`` while its checkpoint is being written).
+
+        A dirty mark is skipped when only ``updated_at`` changed since this process last
+        indexed the run clean: a crash then leaves at worst a stale ``updated_at`` in the
+        index (an ordering detail), never a status a query would trust wrongly.
+        """
+        row = _row(run, int(dirty))
+        key = row[1:5] + row[6:7]
         with self._lock:
-            self._db().execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)", _row(run, int(dirty)))
+            if dirty and self._clean.get(run.run_id) == key:
+                return
+            self._db().execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)", row)
+            if dirty:
+                self._clean.pop(run.run_id, None)
+            else:
+                self._clean[run.run_id] = key
 
     def forget(self, run_id: str) -> None:
         """Drop a run's row."""
         with self._lock:
+            self._clean.pop(run_id, None)
             self._db().execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
     def note_runs_dir(self) -> None:
@@ -130,6 +146,7 @@ class RunIndex:
             rows = [_row(run, 0) for run in self._scan()]
             db.execute("BEGIN IMMEDIATE")
             try:
+                self._clean.clear()
                 db.execute("DELETE FROM runs")
                 db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)", rows)
                 self._set_meta("runs_mtime_ns", str(mtime))

@@ -1,0 +1,426 @@
+"""The scheduler: resumes runs whose ``wait_until`` time has come.
+
+A run waiting on a timer is just a checkpoint with ``waiting.reason == "until"``;
+nothing wakes it up by itself. :meth:`Scheduler.tick_due` asks the run store which
+timers are due *according to the runtime's clock* (``runtime.now()``, injectable,
+so tests move a :class:`~abstractruntime.core.clock.FixedClock` instead of sleeping)
+and ticks each of those runs with its registered workflow. :meth:`Scheduler.start`
+does that in a background thread every ``poll_interval_s`` seconds.
+
+Several schedulers (threads or processes) may share one file store: a run another
+writer holds locked is skipped for this round, not counted as an error — that
+writer is already advancing it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from ..core.clock import parse_iso, to_iso
+from ..core.errors import InvalidInputError, RunLockedError, RunNotFoundError, RunNotWaitingError
+from ..core.models import RunState, RunStatus, WaitReason
+from ..storage.base import QueryableRunStore
+from .registry import WorkflowNotRegisteredError, WorkflowRegistry
+
+if TYPE_CHECKING:  # the runtime is only needed for type hints here
+    from ..core.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+OnRunResumed = Callable[[RunState], None]
+OnRunFailed = Callable[[str, BaseException], None]
+
+_ACTIVE = (RunStatus.RUNNING, RunStatus.WAITING)
+
+
+@dataclass
+class SchedulerStats:
+    """Counters of a :class:`Scheduler`, updated as it works.
+
+    ``errors`` holds the most recent error lines (``"<iso time>: <message>"``), at most
+    ``max_errors_kept`` of them. ``runs_skipped_locked`` counts due runs left to the
+    writer that held their lock.
+    """
+
+    runs_resumed: int = 0
+    runs_failed: int = 0
+    poll_cycles: int = 0
+    last_poll_at: Optional[str] = None
+    errors: list[str] = field(default_factory=list)
+    runs_skipped_locked: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe copy."""
+        return asdict(self)
+
+
+class Scheduler:
+    """Resumes due ``wait_until`` runs, on demand or from a background thread.
+
+    ``runtime.run_store`` must be a
+    :class:`~abstractruntime.storage.base.QueryableRunStore` (``TypeError`` otherwise).
+    ``on_run_resumed(state)`` is called after each run the scheduler advances;
+    ``on_run_failed(run_id, error)`` when advancing one raised. Exceptions raised by
+    these callbacks are logged and recorded in ``stats.errors``, never propagated.
+    """
+
+    def __init__(
+        self,
+        *,
+        runtime: "Runtime",
+        registry: WorkflowRegistry,
+        poll_interval_s: float = 1.0,
+        max_errors_kept: int = 100,
+        on_run_resumed: Optional[OnRunResumed] = None,
+        on_run_failed: Optional[OnRunFailed] = None,
+        batch_size: int = 100,
+    ) -> None:
+        run_store = runtime.run_store
+        if not isinstance(run_store, QueryableRunStore):
+            raise TypeError(
+                f"Scheduler needs a run store that implements QueryableRunStore "
+                f"(list_runs, list_due_wait_until, list_children); got {type(run_store).__name__}"
+            )
+        if not poll_interval_s > 0:
+            raise InvalidInputError(f"poll_interval_s must be > 0, got {poll_interval_s!r}")
+        if max_errors_kept < 0:
+            raise InvalidInputError(f"max_errors_kept must be >= 0, got {max_errors_kept!r}")
+        if batch_size < 1:
+            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size!r}")
+        self._runtime = runtime
+        self._registry = registry
+        self._run_store: QueryableRunStore = run_store
+        self._poll_interval = float(poll_interval_s)
+        self._max_errors = int(max_errors_kept)
+        self._batch_size = int(batch_size)
+        self._on_run_resumed = on_run_resumed
+        self._on_run_failed = on_run_failed
+
+        self._stats = SchedulerStats()
+        self._stats_lock = threading.Lock()
+        # _state_lock guards start/stop; _stop_event wakes the poll loop early.
+        self._state_lock = threading.Lock()
+        self._stop_event = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._running = False
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def runtime(self) -> "Runtime":
+        """The runtime this scheduler advances runs with."""
+        return self._runtime
+
+    @property
+    def registry(self) -> WorkflowRegistry:
+        """Where run workflow ids are looked up."""
+        return self._registry
+
+    @property
+    def poll_interval_s(self) -> float:
+        """Seconds the background thread sleeps between passes."""
+        return self._poll_interval
+
+    @property
+    def is_running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._running
+
+    @property
+    def stats(self) -> SchedulerStats:
+        """The live counters (use :meth:`stats_snapshot` for a consistent copy)."""
+        return self._stats
+
+    def stats_snapshot(self) -> SchedulerStats:
+        """A copy of the counters taken atomically with respect to the poll thread."""
+        with self._stats_lock:
+            return copy.deepcopy(self._stats)
+
+    # ------------------------------------------------------------------ background thread
+
+    def start(self) -> None:
+        """Start polling in a daemon thread; ``RuntimeError`` if already running."""
+        with self._state_lock:
+            if self._running:
+                raise RuntimeError("Scheduler is already running")
+            if self._thread is not None and self._thread.is_alive():
+                # A previous stop() timed out while a tick was still in progress.
+                raise RuntimeError("Scheduler is still stopping; call stop() again before start()")
+            self._stop_event.clear()
+            self._thread = threading.Thread(
+                target=self._poll_loop, name="abstractruntime-scheduler", daemon=True
+            )
+            self._running = True
+            self._thread.start()
+        logger.info("scheduler started (poll every %.3gs)", self._poll_interval)
+
+    def stop(self, timeout: Optional[float] = 5.0) -> bool:
+        """Stop polling and join the thread; safe to call any number of times.
+
+        The thread finishes the run it is ticking, then exits. Returns ``True`` once the
+        thread is gone, ``False`` if it is still busy after ``timeout`` seconds (``None``
+        waits as long as it takes); call ``stop()`` again to keep waiting.
+        """
+        with self._state_lock:
+            self._running = False
+            self._stop_event.set()
+            thread = self._thread
+        if thread is None:
+            return True
+        if thread is not threading.current_thread():
+            thread.join(timeout)
+        if thread.is_alive():
+            logger.warning("scheduler thread still busy after %ss", timeout)
+            return False
+        with self._state_lock:
+            if self._thread is thread:
+                self._thread = None
+        logger.info("scheduler stopped")
+        return True
+
+    def __enter__(self) -> "Scheduler":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _poll_loop(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self._poll(stop_event=self._stop_event)
+            except Exception as exc:  # the loop must outlive a failing store
+                logger.exception("scheduler poll failed")
+                self._record_error(f"poll failed: {exc}")
+            self._stop_event.wait(self._poll_interval)
+
+    # ------------------------------------------------------------------ one pass
+
+    def poll_once(self) -> int:
+        """One poll cycle: tick every due run (up to ``batch_size``); return how many."""
+        return self._poll(stop_event=None)
+
+    def _poll(self, *, stop_event: Optional[threading.Event]) -> int:
+        now = self._runtime.now()
+        with self._stats_lock:
+            self._stats.poll_cycles += 1
+            self._stats.last_poll_at = to_iso(now)
+        return len(self._tick_due(now=now, limit=self._batch_size, stop_event=stop_event))
+
+    def tick_due(self, *, limit: int = 100) -> list[RunState]:
+        """Tick every run whose ``wait_until`` is due now (``runtime.now()``), once.
+
+        Runs are taken in ``until`` order; at most ``limit`` are advanced. A run locked
+        by another writer is skipped; a run whose workflow is not registered, or whose
+        tick raises, is recorded in ``stats`` and skipped. Returns the new states of the
+        runs advanced.
+        """
+        if limit < 1:
+            raise InvalidInputError(f"limit must be >= 1, got {limit!r}")
+        return self._tick_due(now=self._runtime.now(), limit=limit, stop_event=None)
+
+    def _tick_due(
+        self, *, now: datetime, limit: int, stop_event: Optional[threading.Event]
+    ) -> list[RunState]:
+        now_iso = to_iso(now)
+        advanced: list[RunState] = []
+        seen: set[str] = set()
+        skipped = 0
+        fetch = limit
+        while True:
+            due = self._run_store.list_due_wait_until(now_iso=now_iso, limit=fetch)
+            fresh = [run for run in due if run.run_id not in seen]
+            for run in fresh:
+                if len(advanced) >= limit or (stop_event is not None and stop_event.is_set()):
+                    return advanced
+                seen.add(run.run_id)
+                state = self._advance_due(run, now)
+                if state is None:
+                    skipped += 1
+                else:
+                    advanced.append(state)
+            # Skipped runs stay due and would fill every page: fetch past them.
+            if len(due) < fetch or not fresh or len(advanced) >= limit:
+                return advanced
+            fetch = skipped + (limit - len(advanced))
+
+    def _advance_due(self, run: RunState, now: datetime) -> Optional[RunState]:
+        """Tick one due run; ``None`` if it was skipped (locked, unregistered, failed)."""
+        workflow = self._registry.get(run.workflow_id)
+        if workflow is None:
+            self._fail(run.run_id, WorkflowNotRegisteredError(run.workflow_id))
+            return None
+        try:
+            # The listing may be stale: another worker may have resumed it meanwhile.
+            current = self._runtime.get_state(run.run_id)
+            if not _is_due(current, now):
+                return None
+            state = self._runtime.tick(workflow=workflow, run_id=run.run_id)
+        except RunLockedError:
+            with self._stats_lock:
+                self._stats.runs_skipped_locked += 1
+            logger.debug("run %s is locked by another writer; skipped", run.run_id)
+            return None
+        except RunNotFoundError:
+            return None  # deleted since it was listed
+        except Exception as exc:
+            self._fail(run.run_id, exc)
+            return None
+        with self._stats_lock:
+            self._stats.runs_resumed += 1
+        logger.debug("resumed run %s -> %s", run.run_id, state.status.value)
+        if self._on_run_resumed is not None:
+            try:
+                self._on_run_resumed(state)
+            except Exception as exc:
+                logger.exception("on_run_resumed callback failed")
+                self._record_error(f"on_run_resumed callback failed for run {run.run_id}: {exc}")
+        return state
+
+    def _fail(self, run_id: str, exc: BaseException) -> None:
+        logger.error("could not resume run %s: %s", run_id, exc)
+        with self._stats_lock:
+            self._stats.runs_failed += 1
+        self._record_error(f"run {run_id}: {exc}")
+        if self._on_run_failed is not None:
+            try:
+                self._on_run_failed(run_id, exc)
+            except Exception as cb_exc:
+                logger.exception("on_run_failed callback failed")
+                self._record_error(f"on_run_failed callback failed for run {run_id}: {cb_exc}")
+
+    def _record_error(self, message: str) -> None:
+        line = f"{to_iso(self._runtime.now())}: {message}"
+        with self._stats_lock:
+            errors = self._stats.errors
+            errors.append(line)
+            if len(errors) > self._max_errors:
+                del errors[: len(errors) - self._max_errors]
+
+    # ------------------------------------------------------------------ explicit resumes
+
+    def resume_event(self, *, run_id: str, wait_key: str, payload: dict[str, Any]) -> RunState:
+        """Resume a run waiting on an event or a user answer, with its registered workflow.
+
+        Raises :class:`~abstractruntime.core.errors.RunNotWaitingError` ("not waiting"),
+        :class:`~abstractruntime.core.errors.WaitKeyMismatchError` ("wait_key mismatch"),
+        both ``ValueError``; ``KeyError`` for an unknown run or unregistered workflow.
+        """
+        state = self._runtime.get_state(run_id)
+        if state.status != RunStatus.WAITING or state.waiting is None:
+            raise RunNotWaitingError(
+                f"Run {run_id} is not waiting (status={state.status.value})",
+                run_id=run_id,
+                status=state.status.value,
+            )
+        workflow = self._registry.get_or_raise(state.workflow_id)
+        # The runtime re-checks status and wait_key under the run's lock.
+        return self._runtime.resume(workflow=workflow, run_id=run_id, wait_key=wait_key, payload=payload)
+
+    def find_waiting_runs(
+        self,
+        *,
+        wait_reason: Optional[WaitReason] = None,
+        workflow_id: Optional[str] = None,
+        limit: int = 100,
+    ) -> list[RunState]:
+        """Waiting runs, most recently updated first (e.g. pending questions for a UI)."""
+        return self._run_store.list_runs(
+            status=RunStatus.WAITING, wait_reason=wait_reason, workflow_id=workflow_id, limit=limit
+        )
+
+    def resume_subworkflow_parent(
+        self, *, child_run_id: str, child_output: Optional[dict[str, Any]]
+    ) -> Optional[RunState]:
+        """Resume the parent that waits (reason ``subworkflow``) on ``child_run_id``.
+
+        The parent receives ``{"sub_run_id": child_run_id, "output": child_output}`` at
+        its wait's ``result_key``. Returns the parent's new state, or ``None`` if no run
+        waits on that child. Only one level: a grandparent is not resumed.
+        """
+        parent = self._find_subworkflow_parent(child_run_id)
+        if parent is None or parent.waiting is None:
+            return None
+        workflow = self._registry.get_or_raise(parent.workflow_id)
+        return self._runtime.resume(
+            workflow=workflow,
+            run_id=parent.run_id,
+            wait_key=parent.waiting.wait_key,
+            payload={"sub_run_id": child_run_id, "output": child_output},
+        )
+
+    def _find_subworkflow_parent(self, child_run_id: str) -> Optional[RunState]:
+        try:
+            child = self._runtime.get_state(child_run_id)
+        except KeyError:
+            child = None
+        if child is not None and child.parent_run_id:
+            try:
+                candidates = [self._runtime.get_state(child.parent_run_id)]
+            except KeyError:
+                candidates = []
+        else:
+            # Child unknown here (or parent link missing): look among waiting parents.
+            candidates = self._run_store.list_runs(
+                status=RunStatus.WAITING, wait_reason=WaitReason.SUBWORKFLOW, limit=10_000
+            )
+        for run in candidates:
+            waiting = run.waiting
+            if (
+                run.status == RunStatus.WAITING
+                and waiting is not None
+                and waiting.reason == WaitReason.SUBWORKFLOW
+                and (waiting.details or {}).get("sub_run_id") == child_run_id
+            ):
+                return run
+        return None
+
+    def cancel_with_children(self, run_id: str, *, reason: Optional[str] = None) -> list[RunState]:
+        """Cancel ``run_id`` and every descendant run, parent first.
+
+        Parents are cancelled before their children, so a parent cannot start new
+        children while the tree is being cancelled. The whole tree is visited (a
+        completed child may still have running children of its own); runs already
+        finished are left as they are. Returns, root first then breadth-first, the
+        state of every run of the tree that is cancelled afterwards.
+        ``RunNotFoundError`` if ``run_id`` is unknown; ``RunLockedError`` if a run is
+        being advanced by another writer — calling again is safe.
+        """
+        cancelled: list[RunState] = []
+        queue = [run_id]
+        visited: set[str] = set()
+        while queue:
+            current_id = queue.pop(0)
+            if current_id in visited:
+                continue
+            visited.add(current_id)
+            try:
+                state = self._runtime.get_state(current_id)
+                if state.status in _ACTIVE:
+                    state = self._runtime.cancel_run(current_id, reason=reason)
+            except RunNotFoundError:
+                if current_id == run_id:
+                    raise
+                continue  # a child deleted meanwhile
+            if state.status == RunStatus.CANCELLED:
+                cancelled.append(state)
+            for child in self._run_store.list_children(parent_run_id=current_id):
+                queue.append(child.run_id)
+        return cancelled
+
+
+def _is_due(run: RunState, now: datetime) -> bool:
+    waiting = run.waiting
+    if run.status != RunStatus.WAITING or waiting is None or waiting.reason != WaitReason.UNTIL:
+        return False
+    if not waiting.until:
+        return False
+    try:
+        return parse_iso(waiting.until) <= now
+    except ValueError:
+        return True  # let the runtime report the malformed timestamp
