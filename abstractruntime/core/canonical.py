@@ -21,15 +21,35 @@ HASH_EXCLUDED_FIELDS = ("record_hash", "signature")
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _check_keys(value: Any) -> None:
+    """Refuse non-string object keys: ``json`` would silently turn ``{1: x}`` into ``{"1": x}``."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise InvalidInputError(f"Value is not canonical JSON: object key {key!r} is not a string")
+                if isinstance(child, (dict, list, tuple)):
+                    stack.append(child)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(child for child in item if isinstance(child, (dict, list, tuple)))
+
+
 def canonical_json(value: Any) -> bytes:
-    """The canonical UTF-8 bytes of ``value`` (``ValueError`` for NaN/Infinity or non-JSON types)."""
+    """The canonical UTF-8 bytes of ``value`` (:class:`InvalidInputError` if it is not JSON data)."""
     try:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        _check_keys(value)
+        return _ENCODER.encode(value).encode("utf-8")
+    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        if isinstance(exc, InvalidInputError):
+            raise
         raise InvalidInputError(f"Value is not canonical JSON: {exc}") from exc
     except RecursionError as exc:
         raise InvalidInputError("Value is nested too deeply to store") from exc
-    return text.encode("utf-8")
 
 
 def sha256_hex(data: bytes) -> str:

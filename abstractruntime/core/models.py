@@ -251,6 +251,7 @@ class StepRecord:
     signature: Optional[str] = None
     seq: Optional[int] = None
     kind: str = RecordKind.EFFECT.value
+    format: int = LEDGER_RECORD_FORMAT
 
     @classmethod
     def start(
@@ -299,7 +300,7 @@ class StepRecord:
     def to_dict(self) -> dict[str, Any]:
         """JSON form (one ledger line, before chaining adds hashes)."""
         return {
-            "format": LEDGER_RECORD_FORMAT,
+            "format": self.format,
             "run_id": self.run_id,
             "step_id": self.step_id,
             "node_id": self.node_id,

@@ -17,7 +17,7 @@ DEFAULT_SECRET_KEYS: frozenset[str] = frozenset(
     {
         "api_key", "apikey", "authorization", "proxy_authorization", "password", "passwd",
         "secret", "token", "access_token", "refresh_token", "id_token", "client_secret",
-        "private_key", "cookie", "set_cookie", "x_api_key",
+        "private_key", "cookie", "set_cookie", "x_api_key", "credentials", "passphrase",
     }
 )
 DEFAULT_SECRET_SUFFIXES: tuple[str, ...] = ("_api_key", "_token", "_secret", "_password")

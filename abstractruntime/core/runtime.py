@@ -76,6 +76,10 @@ class _Session:
         self.rt = runtime
         self.checkpoint = checkpoint
         self.pending: list[StepRecord] = []
+        # True when the run changed since the checkpoint was last written.
+        self.dirty = False
+        # Nodes run since the last commit (named when their state cannot be stored).
+        self.uncommitted_nodes: list[str] = []
 
     @property
     def run(self) -> RunState:
@@ -84,27 +88,37 @@ class _Session:
     def record(self, rec: StepRecord) -> StepRecord:
         """Redact and queue ``rec``; it becomes durable at the next :meth:`commit`."""
         self.pending.append(self.rt._redacted(rec))
+        self.dirty = True
         return rec
 
     def append_now(self, rec: StepRecord) -> None:
         """Make ``rec`` (and anything queued before it) durable now, without a checkpoint."""
         self.pending.append(self.rt._redacted(rec))
+        self.dirty = True
         self.rt.ledger_store.append_batch(self.pending)
         self.pending = []
 
     def commit(self) -> None:
-        """Ledger first (one batch, one fsync), then the checkpoint that reflects it."""
+        """Ledger first (one batch, one fsync), then the checkpoint that reflects it.
+
+        The run state is encoded before anything is written, so state that cannot be
+        stored (non-JSON vars) raises before the ledger moves. The checkpoint itself has no
+        size limit; single ledger records do.
+        """
+        run = self.run
+        run.updated_at = self.rt.now().isoformat()
+        canonical_json(run.to_dict())  # refuses non-JSON state before anything is written
         if self.pending:
             self.rt.ledger_store.append_batch(self.pending)
             self.pending = []
-        run = self.run
-        run.updated_at = self.rt.now().isoformat()
         self.checkpoint.ledger = self.rt.ledger_store.head(run.run_id)
         signer = self.rt.signer
         if signer is not None:
             self.checkpoint.signature = signer.sign_head(
                 run_id=run.run_id, seq=self.checkpoint.ledger.seq, head_hash=self.checkpoint.ledger.head_hash)
         self.rt.run_store.save_checkpoint(self.checkpoint)
+        self.dirty = False
+        self.uncommitted_nodes = []
 
 
 class Runtime:
@@ -147,7 +161,7 @@ class Runtime:
         }
         for key, handler in (effect_handlers or {}).items():
             self._handlers[EffectType(key)] = handler
-        self._arity: dict[int, int] = {}
+        self._arity: dict[Any, int] = {}
 
     # -- configuration -----------------------------------------------------------------
 
@@ -263,7 +277,34 @@ class Runtime:
         """
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._open(run_id, workflow, allow_drift)
-            return self._advance(session, workflow, max_steps)
+            return self._advance_or_fail(session, workflow, max_steps)
+
+    def tick_if_due(
+        self,
+        *,
+        workflow: WorkflowSpec,
+        run_id: str,
+        max_steps: int = 100,
+        allow_drift: bool = False,
+        lock_wait: float = 0.0,
+    ) -> Optional[RunState]:
+        """Advance the run only if, under its lock, it waits on a ``wait_until`` that is due.
+
+        Returns ``None`` when it is not due (any more): with several workers, exactly the
+        one that resumes the timer gets a state back.
+        """
+        with self._run_store.lock(run_id, wait=lock_wait):
+            session = self._open(run_id, workflow, allow_drift)
+            wait = session.run.waiting
+            if session.run.status is not RunStatus.WAITING or wait is None or not wait.until \
+                    or WaitReason(wait.reason) is not WaitReason.UNTIL:
+                return None
+            try:
+                if self.now() < parse_iso(wait.until):
+                    return None
+            except ValueError:
+                pass  # _advance records the bad timestamp as a failure
+            return self._advance_or_fail(session, workflow, max_steps)
 
     def resume(
         self,
@@ -309,7 +350,7 @@ class Runtime:
             if wait.resume_to_node:
                 run.current_node = wait.resume_to_node
             session.commit()
-            return self._advance(session, workflow, max_steps)
+            return self._advance_or_fail(session, workflow, max_steps)
 
     def cancel_run(self, run_id: str, *, reason: Optional[str] = None, lock_wait: float = 0.0) -> RunState:
         """RUNNING/WAITING → CANCELLED (``error=reason``); terminal runs are returned unchanged."""
@@ -369,6 +410,24 @@ class Runtime:
                 checkpoint.workflow = source.to_dict(workflow.workflow_id)
         return session
 
+    def _advance_or_fail(self, session: _Session, workflow: WorkflowSpec, max_steps: int) -> RunState:
+        """:meth:`_advance`, failing the run on the record if its state cannot be stored."""
+        try:
+            return self._advance(session, workflow, max_steps)
+        except InvalidInputError as exc:  # includes PayloadTooLargeError
+            return self._fail_unstorable(session.run.run_id, session.uncommitted_nodes, exc)
+
+    def _fail_unstorable(self, run_id: str, nodes: list[str], exc: InvalidInputError) -> RunState:
+        """Nothing of the failed commit was written: fail the run from its last checkpoint."""
+        session = _Session(self, self.get_checkpoint(run_id))
+        session.checkpoint.pending = None
+        node = nodes[0] if nodes else session.run.current_node
+        ran = ", ".join(dict.fromkeys(nodes)) or node
+        self._fail(session, node, f"Run state cannot be stored (nodes run since the last checkpoint: {ran}): {exc}",
+                   exception_type=type(exc).__name__)
+        session.commit()
+        return session.run
+
     def _advance(self, session: _Session, workflow: WorkflowSpec, max_steps: int) -> RunState:
         run = session.run
         if run.status is RunStatus.WAITING:
@@ -377,7 +436,7 @@ class Runtime:
         while run.status is RunStatus.RUNNING and steps < max_steps:
             steps += 1
             self._step(session, workflow)
-        if session.pending or steps:
+        if session.dirty:
             session.commit()
         return run
 
@@ -404,6 +463,14 @@ class Runtime:
 
     def _step(self, session: _Session, workflow: WorkflowSpec) -> None:
         run = session.run
+        session.uncommitted_nodes.append(run.current_node)
+        pending = session.checkpoint.pending
+        if pending is not None and pending.get("node_id") == run.current_node:
+            # A crash interrupted this effect after its intent was durable: perform (or
+            # reuse) it without running the node body, whose var changes already happened.
+            self._run_effect(session, StepPlan(node_id=pending["node_id"], effect=Effect.from_dict(pending["effect"]),
+                                               next_node=pending.get("next_node")))
+            return
         node_id = run.current_node
         handler = workflow.nodes.get(node_id)
         if handler is None:
@@ -461,6 +528,7 @@ class Runtime:
             outcome = EffectOutcome.completed(prior.get("result"))
         else:
             outcome = self._attempt(session, plan, key)
+        session.checkpoint.pending = None
         if outcome.status == "waiting" and outcome.wait is not None:
             run.status, run.waiting = RunStatus.WAITING, outcome.wait
             session.commit()
@@ -485,6 +553,8 @@ class Runtime:
             rec = StepRecord.start(run=run, node_id=plan.node_id, effect=effect, attempt=attempt, idempotency_key=key)
             if attempt == 1:
                 session.record(rec)
+                session.checkpoint.pending = {"node_id": plan.node_id, "effect": effect.to_dict(),
+                                              "next_node": plan.next_node, "idempotency_key": key}
                 session.commit()  # the intent (and every pure step before it) is durable first
             else:
                 session.append_now(rec)
@@ -531,7 +601,7 @@ class Runtime:
 
     def _takes_next_node(self, handler: EffectHandler) -> bool:
         """Handlers may take ``(run, effect)`` or ``(run, effect, default_next_node)``."""
-        arity = self._arity.get(id(handler))
+        arity = self._arity.get(handler)
         if arity is None:
             try:
                 params = list(inspect.signature(handler).parameters.values())
@@ -540,7 +610,7 @@ class Runtime:
                 arity = 3 if varargs or len(positional) >= 3 else 2
             except (TypeError, ValueError):
                 arity = 3
-            self._arity[id(handler)] = arity
+            self._arity[handler] = arity
         return arity >= 3
 
 

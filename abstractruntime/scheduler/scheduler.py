@@ -260,7 +260,10 @@ class Scheduler:
             current = self._runtime.get_state(run.run_id)
             if not _is_due(current, now):
                 return None
-            state = self._runtime.tick(workflow=workflow, run_id=run.run_id)
+            # Re-checked under the run's lock: a worker that lost the race gets None.
+            state = self._runtime.tick_if_due(workflow=workflow, run_id=run.run_id)
+            if state is None:
+                return None
         except RunLockedError:
             with self._stats_lock:
                 self._stats.runs_skipped_locked += 1

@@ -359,8 +359,8 @@ class FileArtifactStore(ArtifactStore):
     ) -> None:
         super().__init__(clock=clock)
         self._durable = fsio.check_durability(durability) == "fsync"
-        self._base = fsio.ensure_dir(Path(base_dir))
-        self._dir = fsio.ensure_dir(self._base / "artifacts")
+        self._base = fsio.ensure_dir(Path(base_dir), durable=self._durable)
+        self._dir = fsio.ensure_dir(self._base / "artifacts", durable=self._durable)
         self._lock_path = self._dir / ".lock"
         # .meta file name -> (stat signature, parsed metadata): listing re-reads only changed files.
         self._cache: dict[str, tuple[tuple[int, ...], ArtifactMetadata]] = {}

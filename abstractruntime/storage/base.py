@@ -42,7 +42,9 @@ class Checkpoint:
     """A run's state plus what it reflects: the ledger head and the workflow source.
 
     ``signature`` is an optional signed head (see :mod:`abstractruntime.storage.signing`);
-    ``origin`` links a forked run to its source run and snapshot.
+    ``origin`` links a forked run to its source run and snapshot. ``pending`` is the effect
+    a node asked for, recorded with its intent before the handler runs: after a crash the
+    runtime performs (or reuses) that effect instead of running the node body again.
     """
 
     run: RunState
@@ -50,6 +52,7 @@ class Checkpoint:
     workflow: Optional[dict[str, Any]] = None
     signature: Optional[dict[str, Any]] = None
     origin: Optional[dict[str, Any]] = None
+    pending: Optional[dict[str, Any]] = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document of ``run.json``."""
@@ -60,6 +63,7 @@ class Checkpoint:
             "workflow": self.workflow,
             "signature": self.signature,
             "origin": self.origin,
+            "pending": self.pending,
         }
 
     @classmethod
@@ -71,6 +75,7 @@ class Checkpoint:
             workflow=data.get("workflow"),
             signature=data.get("signature"),
             origin=data.get("origin"),
+            pending=data.get("pending"),
         )
 
 

@@ -63,10 +63,22 @@ def check_durability(value: str) -> Durability:
     return value  # type: ignore[return-value]
 
 
-def ensure_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) with mode 0700 if missing; refuse a symlink."""
+def ensure_dir(path: Path, *, durable: bool = False) -> Path:
+    """Create ``path`` (and parents) with mode 0700 if missing; refuse a symlink.
+
+    With ``durable``, each directory created is fsynced into its parent, so a new store or
+    run directory survives power loss along with the files later written in it.
+    """
+    missing = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
     try:
         path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        if durable:
+            for created in reversed(missing):
+                fsync_dir(created.parent)
     except OSError as exc:
         raise StorageError(f"Cannot create directory {path}: {exc.strerror or exc}") from exc
     if path.is_symlink():

@@ -14,7 +14,8 @@ from typing import Any, Iterator, Optional, Sequence
 from ..core.errors import RunLockedError, RunNotFoundError
 from ..core.models import RunState, RunStatus, StepRecord, StepStatus, WaitReason
 from .base import Checkpoint, LedgerHead, LedgerStore, RunStore
-from .ledger_chain import seal_record
+from .ledger_chain import seal_record_line
+from ..core.canonical import check_size
 from .query import (
     earliest_until_first,
     is_due,
@@ -63,6 +64,7 @@ class InMemoryRunStore(RunStore):
             workflow=copy.deepcopy(checkpoint.workflow),
             signature=copy.deepcopy(checkpoint.signature),
             origin=copy.deepcopy(checkpoint.origin),
+            pending=copy.deepcopy(checkpoint.pending),
         )
         with self._guard:
             self._checkpoints[checkpoint.run.run_id] = stored
@@ -79,6 +81,7 @@ class InMemoryRunStore(RunStore):
             workflow=copy.deepcopy(stored.workflow),
             signature=copy.deepcopy(stored.signature),
             origin=copy.deepcopy(stored.origin),
+            pending=copy.deepcopy(stored.pending),
         )
 
     @contextlib.contextmanager
@@ -149,13 +152,22 @@ class InMemoryLedgerStore(LedgerStore):
     def append_batch(self, records: Sequence[StepRecord]) -> None:
         """Seal and append records in order."""
         with self._guard:
+            # Seal everything first, so a record that cannot be stored leaves nothing behind
+            # (as in the file store, which writes a batch with one write).
+            heads: dict[str, LedgerHead] = {}
+            sealed: list[dict[str, Any]] = []
             for record in records:
-                rows = self._records.setdefault(record.run_id, [])
-                doc = seal_record(record, head=self._head_locked(record.run_id))
-                rows.append(copy.deepcopy(doc))
+                head = heads.get(record.run_id) or self._head_locked(record.run_id)
+                doc, line = seal_record_line(record, head=head)
+                check_size(line, what=f"Ledger record for node {record.node_id!r}")
+                heads[record.run_id] = LedgerHead(doc["seq"], doc["record_hash"])
+                sealed.append(doc)
+            for doc in sealed:
+                rows = self._records.setdefault(doc["run_id"], [])
+                rows.append(doc)
                 key = doc.get("idempotency_key")
                 if key and doc.get("status") == StepStatus.COMPLETED.value:
-                    self._completed.setdefault((record.run_id, key), len(rows) - 1)
+                    self._completed.setdefault((doc["run_id"], key), len(rows) - 1)
 
     def list(self, run_id: str) -> list[dict[str, Any]]:
         """Copies of the run's records, oldest first."""

@@ -57,10 +57,11 @@ LOCK_FILE = ".lock"
 class RunFiles:
     """Paths of one store root; every run path is validated and kept under the root."""
 
-    def __init__(self, base_dir: str | os.PathLike[str], *, create: bool = True) -> None:
+    def __init__(self, base_dir: str | os.PathLike[str], *, create: bool = True, durable: bool = True) -> None:
         self.root = Path(base_dir)
+        self.durable = durable
         if create:
-            ensure_dir(self.root)
+            ensure_dir(self.root, durable=durable)
         self.runs = self.root / RUNS_DIR
         # Run directories already validated (and existing) in this process: path checks
         # resolve symlinks, which costs more than the rest of a step.
@@ -70,14 +71,20 @@ class RunFiles:
         """``runs/<run_id>`` (validated; created 0700 when asked)."""
         known = self._known.get(run_id)
         if known is not None:
-            return known
+            try:
+                # Cheap re-check: still a real directory (not swapped for a symlink, not deleted).
+                if stat_module.S_ISDIR(os.lstat(known).st_mode):
+                    return known
+            except FileNotFoundError:
+                pass
+            del self._known[run_id]
         validate_id(run_id, "run id")
         if create:
-            ensure_dir(self.runs)
+            ensure_dir(self.runs, durable=self.durable)
         path = child_path(self.root, RUNS_DIR, run_id)
         refuse_symlink(path)
         if create and not path.exists():
-            ensure_dir(path)
+            ensure_dir(path, durable=self.durable)
         if path.is_dir():
             self._known[run_id] = path
         return path
@@ -104,7 +111,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
     doc = load_json_file(path, expected_format=CHECKPOINT_FORMAT, kind="checkpoint")
     try:
         return Checkpoint.from_dict(doc)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CorruptRecordError(f"checkpoint is missing or has a bad field ({exc})", path=str(path)) from exc
 
 
@@ -112,8 +119,8 @@ class JsonFileRunStore(RunStore):
     """Checkpoints as ``runs/<id>/run.json``, queryable through a SQLite index, flock per run."""
 
     def __init__(self, base_dir: str | os.PathLike[str], *, durability: Durability = "fsync") -> None:
-        self._files = RunFiles(base_dir)
         self.durability = check_durability(durability)
+        self._files = RunFiles(base_dir, durable=durability == "fsync")
         self._index = RunIndex(self._files.root, self._files.runs, self.load)
 
     @property
@@ -142,10 +149,8 @@ class JsonFileRunStore(RunStore):
         is_new = not path.exists()
         data = canonical_json(checkpoint.to_dict()) + b"\n"
         self._index.put(run, dirty=True)
+        # (A new run directory was fsynced into runs/ when run_dir created it.)
         atomic_write_bytes(path, data, durable=self.durability == "fsync")
-        if is_new and self.durability == "fsync":
-            # The run directory itself must survive power loss, not only its files.
-            fsync_dir(path.parent.parent)
         self._index.put(run, dirty=False)
         if is_new:
             self._index.note_runs_dir()
@@ -253,8 +258,8 @@ class JsonlLedgerStore(LedgerStore):
     chained = True
 
     def __init__(self, base_dir: str | os.PathLike[str], *, durability: Durability = "fsync") -> None:
-        self._files = RunFiles(base_dir)
         self.durability = check_durability(durability)
+        self._files = RunFiles(base_dir, durable=durability == "fsync")
         self._cache: dict[str, _LedgerCache] = {}
         self._guard = threading.RLock()
 
@@ -287,6 +292,8 @@ class JsonlLedgerStore(LedgerStore):
         cache = self._refresh(run_id, path, repair=True)
         head = cache.head
         lines: list[bytes] = []
+        completed: dict[str, int] = {}
+        offset = cache.size
         for record in batch:
             doc, line = seal_record_line(record, head=head)
             check_size(line, what=f"Ledger record for node {record.node_id!r}")
@@ -294,7 +301,8 @@ class JsonlLedgerStore(LedgerStore):
             lines.append(line + b"\n")
             key = doc.get("idempotency_key")
             if key and doc.get("status") == "completed" and key not in cache.completed:
-                cache.completed[key] = cache.size + sum(len(x) for x in lines[:-1])
+                completed.setdefault(key, offset)
+            offset += len(lines[-1])
         payload = b"".join(lines)
         fd = open_append(path)
         try:
@@ -304,6 +312,9 @@ class JsonlLedgerStore(LedgerStore):
             os.close(fd)
         if cache.size == 0 and self.durability == "fsync":
             fsync_dir(path.parent)  # a new ledger file's directory entry must be durable too
+        # Index the new completed records only once they are written.
+        for key, key_offset in completed.items():
+            cache.completed.setdefault(key, key_offset)
         cache.inode, cache.size = stat.st_ino, stat.st_size
         cache.lines += len(lines)
         cache.head = head

@@ -79,6 +79,8 @@ def parse_ledger(
         result.head = LedgerHead(seq=seq if isinstance(seq, int) else result.head.seq + 1,
                                  head_hash=doc.get("record_hash"))
         key = doc.get("idempotency_key")
+        if key is not None and not isinstance(key, str):
+            raise CorruptRecordError("idempotency_key is not a string", path=path, line=line_no)
         if key and doc.get("status") == StepStatus.COMPLETED.value and key not in result.completed_offsets:
             result.completed_offsets[key] = offset
         if keep_records:

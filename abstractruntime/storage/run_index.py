@@ -17,6 +17,7 @@ loss the index may lag the files, which ``rebuild()`` repairs.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -47,6 +48,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 
 INDEX_FILENAME = "index.sqlite3"
 
+log = logging.getLogger("abstractruntime.storage")
+
 
 def _row(run: RunState, dirty: int) -> tuple[object, ...]:
     waiting = run.waiting
@@ -71,10 +74,36 @@ class RunIndex:
         self._load = loader
         self._lock = threading.RLock()
         self._conn: Optional[sqlite3.Connection] = None
-        # run_id -> indexed fields (less updated_at) last written clean by this process.
-        self._clean: dict[str, tuple[object, ...]] = {}
+
+    def _execute(self, sql: str, params: tuple[object, ...]) -> sqlite3.Cursor:
+        """Run one statement; a damaged index file is set aside and rebuilt once."""
+        try:
+            return self._db().execute(sql, params)
+        except sqlite3.DatabaseError as exc:
+            self._set_aside(exc)
+            return self._db().execute(sql, params)
+
+    def _set_aside(self, exc: Exception) -> None:
+        """Move a damaged index out of the way (kept for inspection); the next use rebuilds it."""
+        self.close()
+        aside = self._path.with_name(f"{INDEX_FILENAME}.damaged")
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.replace(f"{self._path}{suffix}", f"{aside}{suffix}")
+            except FileNotFoundError:
+                pass
+        log.warning("%s was damaged (%s); moved to %s and rebuilt from the run files", self._path, exc, aside)
 
     def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                return self._open()
+            except sqlite3.DatabaseError as exc:
+                self._set_aside(exc)
+                return self._open()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
         if self._conn is None:
             fresh = not self._path.exists()
             if fresh:
@@ -99,26 +128,14 @@ class RunIndex:
     def put(self, run: RunState, *, dirty: bool) -> None:
         """Record ``run``'s queryable fields (``dirty`` while its checkpoint is being written).
 
-        A dirty mark is skipped when only ``updated_at`` changed since this process last
-        indexed the run clean: a crash then leaves at worst a stale ``updated_at`` in the
-        index (an ordering detail), never a status a query would trust wrongly.
         """
-        row = _row(run, int(dirty))
-        key = row[1:5] + row[6:7]
         with self._lock:
-            if dirty and self._clean.get(run.run_id) == key:
-                return
-            self._db().execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)", row)
-            if dirty:
-                self._clean.pop(run.run_id, None)
-            else:
-                self._clean[run.run_id] = key
+            self._execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)", _row(run, int(dirty)))
 
     def forget(self, run_id: str) -> None:
         """Drop a run's row."""
         with self._lock:
-            self._clean.pop(run_id, None)
-            self._db().execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            self._execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
     def note_runs_dir(self) -> None:
         """Remember the ``runs/`` directory's mtime (after this process created a run)."""
@@ -146,7 +163,6 @@ class RunIndex:
             rows = [_row(run, 0) for run in self._scan()]
             db.execute("BEGIN IMMEDIATE")
             try:
-                self._clean.clear()
                 db.execute("DELETE FROM runs")
                 db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)", rows)
                 self._set_meta("runs_mtime_ns", str(mtime))

@@ -379,7 +379,7 @@ class JsonSnapshotStore(_EditableStore):
     def __init__(self, base_dir: str | os.PathLike[str], durability: str = "fsync", *,
                  clock: Optional[ClockFn] = None) -> None:
         self._durable = check_durability(durability) == "fsync"
-        self._base = ensure_dir(Path(base_dir))
+        self._base = ensure_dir(Path(base_dir), durable=self._durable)
         self._clock = clock
         self.last_skipped: tuple[str, ...] = ()
         """Paths of the files the last :meth:`list` call could not read."""

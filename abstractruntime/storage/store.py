@@ -30,8 +30,8 @@ class FileStore:
     """The file stores of one store root (runs, ledgers, snapshots, artifacts, bookmarks)."""
 
     def __init__(self, root: str | os.PathLike[str], *, durability: Durability = "fsync") -> None:
-        self.root = ensure_dir(Path(root))
         self.durability = check_durability(durability)
+        self.root = ensure_dir(Path(root), durable=durability == "fsync")
         self.runs = JsonFileRunStore(self.root, durability=durability)
         self.ledger = JsonlLedgerStore(self.root, durability=durability)
 

@@ -1,0 +1,10 @@
+"""``python -m abstractruntime``: the same command line as the ``abstractruntime`` script."""
+
+from __future__ import annotations
+
+import sys
+
+from abstractruntime.cli.main import main
+
+if __name__ == "__main__":
+    sys.exit(main())

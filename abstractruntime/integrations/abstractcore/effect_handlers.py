@@ -1,0 +1,133 @@
+"""The ``llm_call`` and ``tool_calls`` effect handlers.
+
+``llm_call`` payload: ``{prompt?, messages?, system_prompt?, tools?, params?}`` (at least a
+prompt or messages). Its result is the LLM client's dict, stored at ``result_key``.
+
+``tool_calls`` payload: ``{tool_calls: [...], wait_key?, resume_to_node?}``. When the executor
+ran the calls, its ``{"mode": "executed", "results": [...]}`` is stored at ``result_key``.
+When it passed them through, the run WAITs (reason ``event``) on a stable key
+``tools:<run_id>:<first 16 hex of calls_sha256>`` with ``details = {"mode", "tool_calls",
+"calls_sha256"}``; a host resumes it with the results (see ``approval``).
+
+Failures are :class:`EffectOutcome` failures, never exceptions: a retryable one (timeout,
+refused connection, HTTP 5xx/429) lets the runtime's effect policy try again; a
+non-retryable one (``retryable=False``: HTTP 4xx, malformed response, a bad payload) ends
+the effect at once. Every failure string has credentials scrubbed before it is recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from ...core.runtime import EffectOutcome
+from ...core.errors import AbstractRuntimeError, EffectFailedError, InvalidInputError
+from ...core.models import Effect, EffectType, RunState, WaitReason, WaitState
+from ._support import canonical_sha256, jsonable, normalize_tool_calls, scrub
+from .llm_client import AbstractCoreLLMClient
+from .logging import get_logger
+from .tool_executor import ToolExecutor
+
+logger = get_logger(__name__)
+
+EffectHandler = Callable[[RunState, Effect, Optional[str]], EffectOutcome]
+
+
+def tool_calls_wait_key(run_id: str, calls_sha256: str) -> str:
+    """The wait key of a pass-through ``tool_calls`` wait: same run and same calls → same key."""
+    return f"tools:{run_id}:{calls_sha256[:16]}"
+
+
+def _failure(exc: BaseException, what: str) -> EffectOutcome:
+    # The runtime prefixes "Effect <type> failed after N attempts: ", so the text is the cause only.
+    if isinstance(exc, EffectFailedError):
+        return EffectOutcome.failed(scrub(exc.message), retryable=bool(exc.details.get("retryable", True)))
+    if isinstance(exc, AbstractRuntimeError):  # bad payload, MissingExtraError: another attempt cannot help
+        return EffectOutcome.failed(scrub(f"{what}: {exc}"), retryable=False)
+    return EffectOutcome.failed(scrub(f"{what}: {type(exc).__name__}: {exc}"), retryable=True)
+
+
+def make_llm_call_handler(*, llm: AbstractCoreLLMClient) -> EffectHandler:
+    """The ``llm_call`` handler over ``llm`` (anything with ``generate(**kwargs) -> dict``)."""
+
+    def handle_llm_call(run: RunState, effect: Effect, default_next_node: Optional[str] = None) -> EffectOutcome:
+        payload = effect.payload or {}
+        prompt, messages = payload.get("prompt"), payload.get("messages")
+        if not prompt and not messages:
+            return EffectOutcome.failed("llm_call requires payload.prompt or payload.messages", retryable=False)
+        params = payload.get("params")
+        if params is not None and not isinstance(params, dict):
+            return EffectOutcome.failed("llm_call payload.params must be an object", retryable=False)
+        tools = payload.get("tools")
+        if tools is not None and not isinstance(tools, list):
+            return EffectOutcome.failed("llm_call payload.tools must be a list of tool definitions",
+                                        retryable=False)
+        try:
+            result = llm.generate(
+                prompt=str(prompt or ""),
+                messages=messages,
+                system_prompt=payload.get("system_prompt"),
+                tools=tools,
+                params=params,
+            )
+        except Exception as exc:
+            outcome = _failure(exc, "llm_call")
+            logger.warning("llm_call failed", run_id=run.run_id, node=run.current_node,
+                           retryable=outcome.retryable, error=outcome.error)
+            return outcome
+        if not isinstance(result, dict):
+            return EffectOutcome.failed(
+                f"llm_call: the LLM client returned {type(result).__name__}, not a dict", retryable=False
+            )
+        return EffectOutcome.completed(jsonable(result))
+
+    return handle_llm_call
+
+
+def make_tool_calls_handler(*, tools: ToolExecutor) -> EffectHandler:
+    """The ``tool_calls`` handler over ``tools`` (anything with ``execute(*, tool_calls) -> dict``)."""
+
+    def handle_tool_calls(run: RunState, effect: Effect, default_next_node: Optional[str] = None) -> EffectOutcome:
+        payload = effect.payload or {}
+        raw_calls = payload.get("tool_calls")
+        if not isinstance(raw_calls, list):
+            return EffectOutcome.failed("tool_calls requires payload.tool_calls (a list)", retryable=False)
+        try:
+            calls = normalize_tool_calls(raw_calls)
+        except InvalidInputError as exc:
+            return EffectOutcome.failed(f"tool_calls: {exc}", retryable=False)
+        try:
+            result = tools.execute(tool_calls=calls)
+        except Exception as exc:
+            outcome = _failure(exc, "tool_calls")
+            logger.warning("tool executor failed", run_id=run.run_id, error=outcome.error)
+            return outcome
+        if not isinstance(result, dict):
+            return EffectOutcome.failed(
+                f"tool_calls: the executor returned {type(result).__name__}, not a dict", retryable=False
+            )
+        result = jsonable(result)
+        mode = result.get("mode") or "executed"
+        if mode == "executed":
+            return EffectOutcome.completed(result)
+        # Pass-through: nothing ran. Park the run until a host executes (or refuses) the calls.
+        pending = result.get("tool_calls")
+        pending = normalize_tool_calls(pending) if isinstance(pending, list) else calls
+        digest = canonical_sha256(pending)
+        wait = WaitState(
+            reason=WaitReason.EVENT,
+            wait_key=str(payload.get("wait_key") or tool_calls_wait_key(run.run_id, digest)),
+            resume_to_node=payload.get("resume_to_node") or default_next_node,
+            result_key=effect.result_key,
+            details={"mode": str(mode), "tool_calls": pending, "calls_sha256": digest},
+        )
+        return EffectOutcome.waiting(wait)
+
+    return handle_tool_calls
+
+
+def build_effect_handlers(*, llm: AbstractCoreLLMClient, tools: ToolExecutor) -> dict[EffectType, Any]:
+    """``{EffectType.LLM_CALL: ..., EffectType.TOOL_CALLS: ...}`` for ``Runtime(effect_handlers=...)``."""
+    return {
+        EffectType.LLM_CALL: make_llm_call_handler(llm=llm),
+        EffectType.TOOL_CALLS: make_tool_calls_handler(tools=tools),
+    }

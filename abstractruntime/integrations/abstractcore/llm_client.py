@@ -1,0 +1,282 @@
+"""LLM clients behind the ``llm_call`` effect: in-process AbstractCore, or an AbstractCore server.
+
+Both clients have the same method, ``generate(*, prompt, messages, system_prompt, tools,
+params) -> dict``, and return the same JSON-safe shape::
+
+    {"content": str | None, "tool_calls": [{"name", "arguments", "call_id"}] | None,
+     "usage": dict | None, "model": str | None, "finish_reason": str | None}
+
+(plus ``"data"`` when AbstractCore returned a structured-output object). Tool calls always
+carry a ``call_id``: when the model produced none (prompted tool calling), a deterministic id
+is derived from the call itself.
+
+Failures raise :class:`~abstractruntime.core.errors.EffectFailedError` whose
+``details["retryable"]`` says whether another attempt could succeed (timeouts, refused
+connections, 5xx, 408/429) or not (other 4xx, malformed responses). Error strings never
+contain credentials.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any, Optional, Protocol
+
+from ...core.errors import EffectFailedError, InvalidInputError
+from ._support import import_abstractcore, jsonable, scrub, secret_header_values
+from .http_sender import HttpxRequestSender, RequestSender, display_url, is_retryable_status
+from .wire import (
+    convert_messages,
+    flat_tool_spec,
+    normalize_chat_response,
+    normalize_generate_response,
+    openai_tool_spec,
+    wire_messages,
+)
+
+# AbstractCore exception class names whose cause a retry cannot fix.
+_NON_RETRYABLE_CORE_ERRORS = frozenset(
+    {
+        "AuthenticationError",
+        "InvalidRequestError",
+        "ModelNotFoundError",
+        "UnknownProviderError",
+        "UnsupportedFeatureError",
+        "ConfigurationError",
+        "ModelArtifactMismatchError",
+    }
+)
+
+# Local providers get this HTTP timeout unless llm_kwargs["timeout"] says otherwise.
+DEFAULT_LOCAL_TIMEOUT_S = 600.0
+
+# Body keys the remote client owns; params cannot override them.
+_RESERVED_BODY_KEYS = frozenset({"messages", "stream", "tools"})
+
+
+class AbstractCoreLLMClient(Protocol):
+    """What the ``llm_call`` handler needs from an LLM client."""
+
+    def generate(
+        self,
+        *,
+        prompt: str = "",
+        messages: Optional[list[dict[str, Any]]] = None,
+        system_prompt: Optional[str] = None,
+        tools: Optional[list[dict[str, Any]]] = None,
+        params: Optional[dict[str, Any]] = None,
+    ) -> dict[str, Any]:
+        """Return ``{content, tool_calls, usage, model, finish_reason}`` (JSON-safe)."""
+        ...
+
+
+def _check_timeout(timeout_s: float) -> float:
+    try:
+        value = float(timeout_s)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"timeout_s must be a number of seconds, got {timeout_s!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidInputError(f"timeout_s must be a positive, finite number of seconds, got {timeout_s!r}")
+    return value
+
+
+def _core_error_is_retryable(exc: BaseException) -> bool:
+    """AbstractCore's own verdict where it gives one (class, HTTP status), else "transient"."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & _NON_RETRYABLE_CORE_ERRORS:
+        return False
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and 400 <= status < 500 and not is_retryable_status(status):
+        # AbstractCore marks the few 4xx it knows to be sampling accidents as transient
+        return "transient" in str(exc).lower()
+    return True
+
+
+# --------------------------------------------------------------------------- local
+class LocalAbstractCoreLLMClient:
+    """In-process LLM calls through AbstractCore's ``create_llm(provider, model=...).generate``.
+
+    Needs the ``abstractcore`` extra (checked at construction: :class:`MissingExtraError`).
+    The provider itself is created on the first call, so building a runtime never touches
+    the network; a provider that cannot be reached fails that ``llm_call`` (and is retried
+    by the effect policy) instead of failing the process. ``params.base_url`` selects
+    another endpoint for one call (one provider per distinct base URL is kept).
+
+    Unless ``llm_kwargs`` says otherwise, the provider gets a 600 s HTTP ``timeout`` and
+    ``retry_config=RetryConfig(max_attempts=1)``: retries belong to the runtime's effect
+    policy, where every attempt is recorded.
+    """
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        model: str,
+        llm_kwargs: Optional[dict[str, Any]] = None,
+        llm: Any = None,
+    ) -> None:
+        self._core = import_abstractcore("Local LLM mode")
+        self.provider = provider
+        self.model = model
+        self._llm_kwargs = dict(llm_kwargs or {})
+        self._providers: dict[Optional[str], Any] = {}
+        if llm is not None:
+            self._providers[None] = llm
+        self._lock = threading.Lock()
+
+    def _secrets(self) -> list[str]:
+        return [str(v) for k, v in self._llm_kwargs.items() if "key" in k.lower() or "token" in k.lower() if v]
+
+    def _llm_for(self, base_url: Optional[str]) -> Any:
+        with self._lock:
+            llm = self._providers.get(base_url)
+            if llm is None:
+                kwargs = dict(self._llm_kwargs)
+                if base_url:
+                    kwargs["base_url"] = base_url
+                kwargs.setdefault("timeout", DEFAULT_LOCAL_TIMEOUT_S)
+                if "retry_config" not in kwargs:
+                    # The runtime's effect policy owns retries (each attempt is a ledger record);
+                    # AbstractCore's own retry loop would multiply attempts invisibly.
+                    from abstractcore.core.retry import RetryConfig  # noqa: PLC0415 - optional extra
+
+                    kwargs["retry_config"] = RetryConfig(max_attempts=1)
+                llm = self._core.create_llm(self.provider, model=self.model, **kwargs)
+                self._providers[base_url] = llm
+            return llm
+
+    def generate(
+        self,
+        *,
+        prompt: str = "",
+        messages: Optional[list[dict[str, Any]]] = None,
+        system_prompt: Optional[str] = None,
+        tools: Optional[list[dict[str, Any]]] = None,
+        params: Optional[dict[str, Any]] = None,
+    ) -> dict[str, Any]:
+        """Call the model once (no streaming); see the module docstring for the result."""
+        params = dict(params or {})
+        base_url = params.pop("base_url", None) or None
+        history = convert_messages(messages) or None
+        if not prompt and not history:
+            raise InvalidInputError("llm_call requires payload.prompt or payload.messages")
+        tool_specs = [flat_tool_spec(t) for t in tools] if tools else None
+        try:
+            llm = self._llm_for(base_url)
+            resp = llm.generate(
+                prompt=str(prompt or ""),
+                messages=history,
+                system_prompt=system_prompt,
+                tools=tool_specs,
+                stream=False,
+                **params,
+            )
+        except EffectFailedError:
+            raise
+        except Exception as exc:  # AbstractCore raises its own tree; classify it without importing it
+            retryable = _core_error_is_retryable(exc)
+            hint = "retryable" if retryable else "not retried"
+            message = scrub(f"{self.provider}/{self.model}: {type(exc).__name__}: {exc} ({hint})", self._secrets())
+            raise EffectFailedError(message, retryable=retryable, error_type=type(exc).__name__) from None
+        return normalize_generate_response(resp)
+
+
+# --------------------------------------------------------------------------- remote
+class RemoteAbstractCoreLLMClient:
+    """LLM calls over HTTP to an AbstractCore server's ``POST /v1/chat/completions``.
+
+    Needs only httpx (imported on first call), or nothing at all with an injected
+    ``request_sender`` (any object with ``post(url, *, headers, json, timeout) -> dict``).
+    ``api_key`` is the server's bearer token (``Authorization``); ``provider_api_key`` is
+    sent as ``X-AbstractCore-Provider-API-Key`` for the upstream provider. ``params`` are
+    sent as top-level body fields (``temperature``, ``max_tokens``, ``base_url`` ...);
+    ``params.timeout_s`` overrides the timeout for one call.
+    """
+
+    def __init__(
+        self,
+        *,
+        server_base_url: str,
+        model: str,
+        timeout_s: float = 60.0,
+        headers: Optional[dict[str, str]] = None,
+        request_sender: Optional[RequestSender] = None,
+        api_key: Optional[str] = None,
+        provider_api_key: Optional[str] = None,
+    ) -> None:
+        if not server_base_url or not str(server_base_url).startswith(("http://", "https://")):
+            raise InvalidInputError(f"server_base_url must be an http(s) URL, got {server_base_url!r}")
+        self.server_base_url = str(server_base_url).rstrip("/")
+        self.model = model
+        self.timeout_s = _check_timeout(timeout_s)
+        self._headers = {str(k): str(v) for k, v in (headers or {}).items()}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        if provider_api_key:
+            self._headers["X-AbstractCore-Provider-API-Key"] = str(provider_api_key)
+        self._sender: Optional[RequestSender] = request_sender
+
+    @property
+    def url(self) -> str:
+        """The chat completions endpoint this client posts to."""
+        return f"{self.server_base_url}/v1/chat/completions"
+
+    def __repr__(self) -> str:  # never show headers: they hold credentials
+        return f"RemoteAbstractCoreLLMClient(server_base_url={display_url(self.server_base_url)!r}, model={self.model!r})"
+
+    def build_request(
+        self,
+        *,
+        prompt: str = "",
+        messages: Optional[list[dict[str, Any]]] = None,
+        system_prompt: Optional[str] = None,
+        tools: Optional[list[dict[str, Any]]] = None,
+        params: Optional[dict[str, Any]] = None,
+    ) -> tuple[dict[str, str], dict[str, Any], float]:
+        """The headers, JSON body and timeout :meth:`generate` would send (no I/O)."""
+        params = dict(params or {})
+        timeout = _check_timeout(params.pop("timeout_s", self.timeout_s))
+        headers = {"Content-Type": "application/json", **self._headers}
+        for key in ("api_key", "provider_api_key"):  # a key in params travels as a header, not in the body
+            value = params.pop(key, None)
+            if value:
+                headers["X-AbstractCore-Provider-API-Key"] = str(value)
+        body: dict[str, Any] = {
+            "model": str(params.pop("model", None) or self.model),
+            "messages": wire_messages(prompt=str(prompt or ""), messages=messages, system_prompt=system_prompt),
+            "stream": False,
+        }
+        if tools:
+            body["tools"] = [openai_tool_spec(t) for t in tools]
+        for key, value in params.items():
+            if key not in _RESERVED_BODY_KEYS and value is not None:
+                body[key] = jsonable(value)
+        return headers, body, timeout
+
+    def generate(
+        self,
+        *,
+        prompt: str = "",
+        messages: Optional[list[dict[str, Any]]] = None,
+        system_prompt: Optional[str] = None,
+        tools: Optional[list[dict[str, Any]]] = None,
+        params: Optional[dict[str, Any]] = None,
+    ) -> dict[str, Any]:
+        """POST one chat completion and normalise the answer (see the module docstring)."""
+        headers, body, timeout = self.build_request(
+            prompt=prompt, messages=messages, system_prompt=system_prompt, tools=tools, params=params
+        )
+        secrets = secret_header_values(headers)
+        if self._sender is None:
+            self._sender = HttpxRequestSender()
+        try:
+            resp = self._sender.post(self.url, headers=headers, json=body, timeout=timeout)
+        except EffectFailedError as exc:
+            raise EffectFailedError(scrub(exc.message, secrets), **exc.details) from None
+        except Exception as exc:  # an injected sender's own errors: count as transient
+            message = scrub(f"request to {display_url(self.url)} failed: {type(exc).__name__}: {exc}", secrets)
+            raise EffectFailedError(message, retryable=True, error_type=type(exc).__name__) from None
+        try:
+            return normalize_chat_response(resp)
+        except EffectFailedError as exc:
+            raise EffectFailedError(scrub(exc.message, secrets), **exc.details) from None

@@ -1,0 +1,206 @@
+"""Load a workflow from a Python file: the ``abstractruntime run WORKFLOW.py`` contract.
+
+A workflow file is an ordinary Python module that exposes::
+
+    workflow         a WorkflowSpec (or another attribute named with ``attr=``)
+    tools            optional: {name: callable} or a list of callables (tool_calls effects)
+    effect_handlers  optional: {EffectType or its value: handler}
+
+The file is read once; its bytes are both hashed (sha256) and executed, so the recorded
+hash is exactly the code that ran. The spec comes back with
+``source=WorkflowSource(path=<absolute path>, sha256=...)``, which makes the runtime record
+the file in the run's checkpoint and refuse a changed file on ``tick``/``resume``.
+
+Every failure is a :class:`~abstractruntime.core.errors.WorkflowLoadError` whose message
+starts with ``<file>:<line>:`` when a line is known (syntax errors, exceptions raised while
+importing, the assignment of an attribute that is not a WorkflowSpec).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import itertools
+import os
+import sys
+import traceback
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .core.errors import WorkflowLoadError
+from .core.spec import WorkflowSource, WorkflowSpec
+
+DEFAULT_ATTR = "workflow"
+
+# Each load gets a fresh module name: loading a file twice (or two files with the same
+# name) must never hand back a stale module from sys.modules.
+_counter = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class LoadedWorkflow:
+    """A workflow file after import: the spec (with its source), tools and handlers."""
+
+    workflow: WorkflowSpec
+    path: Path
+    sha256: str
+    module: types.ModuleType
+    tools: Any = None
+    effect_handlers: Optional[dict[Any, Callable[..., Any]]] = None
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes (``WorkflowLoadError`` if it cannot be read)."""
+    return hashlib.sha256(_read(Path(path))).hexdigest()
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise WorkflowLoadError(f"{path}: workflow file not found", path=str(path)) from None
+    except IsADirectoryError:
+        raise WorkflowLoadError(f"{path}: is a directory, not a workflow file", path=str(path)) from None
+    except OSError as exc:
+        raise WorkflowLoadError(f"{path}: cannot read workflow file ({exc.strerror or exc})",
+                                path=str(path)) from None
+
+
+def _line_of_assignment(source: bytes, name: str) -> Optional[int]:
+    """The line where the module assigns ``name`` at top level (for error messages)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    for node in tree.body:
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = list(node.targets)
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            targets = [node.target]
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
+            return node.lineno
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id == name:
+                return node.lineno
+    return None
+
+
+def _import_error_line(exc: BaseException, path: Path) -> Optional[int]:
+    """The deepest traceback line that lies in the workflow file itself."""
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == str(path):
+            line = frame.lineno
+    return line
+
+
+def _execute(path: Path, source: bytes) -> types.ModuleType:
+    """Compile and run the file's bytes as a fresh module."""
+    try:
+        code = compile(source, str(path), "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise WorkflowLoadError(f"{path}:{exc.lineno}: syntax error: {exc.msg}",
+                                path=str(path), line=exc.lineno) from None
+    except ValueError as exc:  # e.g. NUL bytes in the source
+        raise WorkflowLoadError(f"{path}: cannot compile: {exc}", path=str(path)) from None
+    name = f"abstractruntime_workflow_{next(_counter)}_{path.stem.replace('-', '_')}"
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    # Registered while it runs so dataclasses, pickling and typing can find the module.
+    sys.modules[name] = module
+    # The file's own directory goes first on sys.path, so a workflow can import its helpers.
+    folder = str(path.parent)
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+    try:
+        exec(code, module.__dict__)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        line = _import_error_line(exc, path)
+        where = f"{path}:{line}" if line is not None else str(path)
+        raise WorkflowLoadError(f"{where}: importing the workflow raised {type(exc).__name__}: {exc}",
+                                path=str(path), line=line) from exc
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
+    return module
+
+
+def _as_spec(value: Any) -> Optional[WorkflowSpec]:
+    """A WorkflowSpec, or a look-alike (same three fields) converted to one."""
+    if isinstance(value, WorkflowSpec):
+        return value
+    fields = ("workflow_id", "entry_node", "nodes")
+    if all(hasattr(value, f) for f in fields) and isinstance(getattr(value, "nodes"), dict):
+        return WorkflowSpec(str(value.workflow_id), str(value.entry_node), dict(value.nodes))
+    return None
+
+
+def _pick(module: types.ModuleType, path: Path, source: bytes, attr: Optional[str],
+          workflow_id: Optional[str]) -> WorkflowSpec:
+    """The spec named ``attr``; without one, ``workflow`` or the spec whose id matches."""
+    name = attr or DEFAULT_ATTR
+    if attr is None and workflow_id is not None:
+        # A run started with --attr other: find its spec by the workflow id it recorded.
+        default = _as_spec(getattr(module, DEFAULT_ATTR, None))
+        if default is None or default.workflow_id != workflow_id:
+            for key, value in vars(module).items():
+                spec = _as_spec(value) if not key.startswith("_") else None
+                if spec is not None and spec.workflow_id == workflow_id:
+                    return spec
+    if not hasattr(module, name):
+        hint = "" if attr else " (or name another attribute with --attr)"
+        raise WorkflowLoadError(f"{path}: defines no attribute '{name}'{hint}", path=str(path))
+    value = getattr(module, name)
+    spec = _as_spec(value)
+    if spec is None:
+        line = _line_of_assignment(source, name)
+        where = f"{path}:{line}" if line is not None else str(path)
+        raise WorkflowLoadError(f"{where}: '{name}' is a {type(value).__name__}, not a WorkflowSpec",
+                                path=str(path), line=line)
+    return spec
+
+
+def load_workflow_file(
+    path: str | os.PathLike[str],
+    *,
+    attr: Optional[str] = None,
+    workflow_id: Optional[str] = None,
+) -> LoadedWorkflow:
+    """Import a workflow file and return its spec (with ``source`` set), tools and handlers.
+
+    ``attr`` names the spec attribute (default ``workflow``). When ``attr`` is not given and
+    ``workflow_id`` is, a spec with that id is preferred (how ``resume`` finds the spec of a
+    run started with ``--attr``).
+    """
+    resolved = Path(path).expanduser().absolute()
+    source = _read(resolved)
+    sha = hashlib.sha256(source).hexdigest()
+    module = _execute(resolved, source)
+    spec = _pick(module, resolved, source, attr, workflow_id)
+    handlers = getattr(module, "effect_handlers", None)
+    if handlers is not None and not isinstance(handlers, dict):
+        line = _line_of_assignment(source, "effect_handlers")
+        where = f"{resolved}:{line}" if line is not None else str(resolved)
+        raise WorkflowLoadError(f"{where}: 'effect_handlers' must be a dict {{effect type: handler}}",
+                                path=str(resolved), line=line)
+    return LoadedWorkflow(
+        workflow=spec.with_source(WorkflowSource(path=str(resolved), sha256=sha)),
+        path=resolved,
+        sha256=sha,
+        module=module,
+        tools=getattr(module, "tools", None),
+        effect_handlers=handlers,
+    )
+
+
+def load_workflow(path: str | os.PathLike[str], *, attr: Optional[str] = None) -> WorkflowSpec:
+    """Just the spec of :func:`load_workflow_file`."""
+    return load_workflow_file(path, attr=attr).workflow
+
+
+__all__ = ["DEFAULT_ATTR", "LoadedWorkflow", "file_sha256", "load_workflow", "load_workflow_file"]

@@ -1,0 +1,178 @@
+"""One tolerant, streaming, read-only pass over a ledger file, for :mod:`.verify`.
+
+Unlike the writer's parser (:mod:`.ledger_file`), which stops at the first bad line, this
+scan reports every problem it meets (with its seq and 1-based line) into a
+:class:`~abstractruntime.storage.verify.VerifyReport` and carries on: after a line that is not
+a record it re-synchronises on the next record instead of reporting a cascade. It keeps only
+what the caller asked for (hashes at some seqs, the seq of some hashes), so memory does not
+grow with the ledger, and it collects the evidence for a rolled-back checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from ..core.canonical import record_hash
+from ..core.errors import InvalidInputError
+from ..core.models import LEDGER_RECORD_FORMAT
+from .fsio import loads_strict
+
+if TYPE_CHECKING:
+    from .verify import VerifyReport
+
+_FINISHED = ("completed", "failed", "waiting")
+
+
+def int_or_none(value: Any) -> Optional[int]:
+    """``value`` if it is an int (not a bool), else ``None``."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _brief(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _looks_torn(raw: bytes) -> bool:
+    """Not even JSON text (NUL bytes, invalid UTF-8, unbalanced): an interrupted write, not an edit."""
+    if b"\x00" in raw:
+        return True
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return True
+    return not (text.startswith("{") and text.endswith("}"))
+
+
+class LedgerScan:
+    """One streaming pass over ``ledger.jsonl``: chain checks plus the lookups the caller needs."""
+
+    def __init__(self, report: VerifyReport, *, want_seqs: set[int], want_hashes: set[str],
+                 committed_seq: Optional[int]) -> None:
+        self.report = report
+        self.want_seqs, self.want_hashes = want_seqs, want_hashes
+        self.committed_seq = committed_seq
+        self.at_seq: dict[int, tuple[Optional[str], int]] = {}
+        self.hash_at: dict[str, tuple[Optional[int], int]] = {}
+        # True while every record read is a start record (a start retried after crashes).
+        self.only_starts = True
+        self.exists = False
+        # Effect intents after the checkpoint, and the first proof that one was checkpointed.
+        self.intents: dict[str, int] = {}
+        self.witness: Optional[tuple[int, int, int]] = None
+        self._prev_seq, self._prev_hash, self._resync = 0, None, False
+
+    def run(self, path: Path) -> None:
+        """Scan the file at ``path`` (a missing file is an empty ledger; ``exists`` tells which)."""
+        report = self.report
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            report.problem("unreadable_ledger", f"cannot read {path}: {exc.strerror or exc}")
+            return
+        self.exists = True
+        try:
+            with os.fdopen(fd, "rb") as handle:
+                pending: Optional[tuple[int, bytes]] = None
+                for line_no, raw in enumerate(handle, start=1):
+                    if pending is not None:
+                        self._line(*pending, last=False)
+                    pending = (line_no, raw)
+                if pending is not None:
+                    self._line(*pending, last=True)
+        except OSError as exc:
+            report.problem("unreadable_ledger", f"error while reading {path}: {exc.strerror or exc}")
+
+    def _line(self, line_no: int, raw: bytes, *, last: bool) -> None:
+        report = self.report
+        if not raw.endswith(b"\n"):
+            report.note("torn_tail", f"the file ends in {len(raw)} bytes without a newline (an interrupted "
+                        "append; the next writer truncates it)", line=line_no, bytes=len(raw))
+            return
+        report.lines = line_no
+        body = raw[:-1]
+        try:
+            doc = loads_strict(body)
+        except (ValueError, RecursionError, UnicodeDecodeError) as exc:
+            if last and _looks_torn(body):
+                report.note("torn_tail", f"the last line is not JSON text ({len(raw)} bytes; an interrupted "
+                            "append; the next writer truncates it)", line=line_no, bytes=len(raw))
+                return
+            report.problem("invalid_json", f"line {line_no} is not valid JSON ({_brief(exc)})", line=line_no)
+            self._resync = True
+            return
+        if not isinstance(doc, dict):
+            report.problem("invalid_json", f"line {line_no} is not a JSON object", line=line_no)
+            self._resync = True
+            return
+        fmt = doc.get("format")
+        if int_or_none(fmt) is None or fmt < 1:
+            report.problem("invalid_record", "record has no valid integer 'format'", seq=doc.get("seq"),
+                           line=line_no)
+        elif fmt > LEDGER_RECORD_FORMAT:
+            report.problem("unsupported_format", f"record format {fmt} is newer than this abstractruntime "
+                           f"understands ({LEDGER_RECORD_FORMAT}); upgrade abstractruntime",
+                           seq=doc.get("seq"), line=line_no)
+            self._resync = True
+            return
+        self._record(doc, line_no)
+
+    def _record(self, doc: dict[str, Any], line_no: int) -> None:
+        report = self.report
+        seq = int_or_none(doc.get("seq"))
+        expected = self._prev_seq + 1
+        if not self._resync:  # after an unreadable line the link cannot be judged; it is already reported
+            if seq != expected:
+                hint = (" (records missing or out of order?)" if seq is not None and seq > expected
+                        else " (records repeated or out of order?)" if seq is not None else "")
+                report.problem("seq_mismatch", f"seq {doc.get('seq')!r} where {expected} was expected{hint}",
+                               seq=doc.get("seq"), line=line_no, expected_seq=expected)
+            if doc.get("prev_hash") != self._prev_hash:
+                message = ("the first record's prev_hash must be null (genesis)" if self._prev_seq == 0
+                           and self._prev_hash is None else
+                           "prev_hash does not match the previous record's record_hash "
+                           "(records removed, inserted, reordered or re-hashed?)")
+                report.problem("prev_hash_mismatch", message, seq=seq, line=line_no,
+                               expected=self._prev_hash, actual=doc.get("prev_hash"))
+        if doc.get("run_id") != report.run_id:
+            report.problem("wrong_run", f"record belongs to run {doc.get('run_id')!r}", seq=seq, line=line_no)
+        stored = doc.get("record_hash")
+        try:
+            computed: Optional[str] = record_hash(doc)
+        except InvalidInputError:
+            computed = None
+        if not isinstance(stored, str) or not stored:
+            report.problem("missing_record_hash", "record has no record_hash", seq=seq, line=line_no)
+            stored = None
+        elif computed != stored:
+            report.problem("record_hash_mismatch", "record content does not match its record_hash (edited?)",
+                           seq=seq, line=line_no, stored=stored, computed=computed)
+        self._resync = False
+        self._prev_seq, self._prev_hash = (seq if seq is not None else expected), stored
+        report.count += 1
+        report.head_seq, report.head_hash = self._prev_seq, stored
+        if doc.get("kind") != "start":
+            self.only_starts = False
+        if seq in self.want_seqs and seq not in self.at_seq:
+            self.at_seq[seq] = (stored, line_no)
+        if stored in self.want_hashes and stored not in self.hash_at:
+            self.hash_at[stored] = (seq, line_no)
+        self._track_commit_witness(doc, seq, line_no)
+
+    def _track_commit_witness(self, doc: dict[str, Any], seq: Optional[int], line_no: int) -> None:
+        # The runtime calls an effect handler only after checkpointing the effect's first intent
+        # (Runtime._attempt: record, commit, then call). A result for an intent that lies after
+        # the checkpoint therefore proves a newer checkpoint existed: this one was rolled back.
+        if self.committed_seq is None or seq is None or seq <= self.committed_seq or self.witness:
+            return
+        step_id, status = doc.get("step_id"), doc.get("status")
+        if not isinstance(step_id, str):
+            return
+        if doc.get("kind") == "effect" and status == "started" and doc.get("attempt") == 1:
+            self.intents.setdefault(step_id, seq)
+        elif status in _FINISHED and step_id in self.intents:
+            self.witness = (self.intents[step_id], seq, line_no)

@@ -1,0 +1,68 @@
+"""Timing and measuring helpers shared by the runner and the baseline scripts (stdlib only).
+
+Baseline scripts run in the bench venv with ``python -I``, so they can never import this
+project's ``abstractruntime`` by accident (upstream 0.0.1 has the same import name); they put
+the ``benchmarks/`` folder on ``sys.path`` to import this module and ``workloads`` only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+
+def read_spec() -> dict[str, Any]:
+    """The scenario spec: a JSON object given as the only argument."""
+    return json.loads(sys.argv[1])
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Print the result document (the runner parses stdout as one JSON object)."""
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def skipped(reason: str) -> None:
+    """Report the whole baseline as skipped and exit 0."""
+    emit({"skipped": reason})
+    sys.exit(0)
+
+
+def median(values: list[float]) -> float:
+    """Median of ``values`` (0.0 when empty)."""
+    return statistics.median(values) if values else 0.0
+
+
+def repeat(times: int, fn: Callable[[int], float]) -> float:
+    """Median of ``fn(rep)`` over ``times`` repetitions (each returns seconds)."""
+    return median([fn(rep) for rep in range(times)])
+
+
+def step_gaps(stamps: list[float], skip: int = 5) -> float:
+    """Median gap between consecutive timestamps, ignoring the first ``skip`` (warm-up)."""
+    gaps = [b - a for a, b in zip(stamps[skip:], stamps[skip + 1:])]
+    return median(gaps)
+
+
+def tree_bytes(path: str | os.PathLike[str]) -> int:
+    """Total size of the regular files under ``path`` (or of ``path`` itself)."""
+    root = Path(path)
+    if root.is_file():
+        return root.stat().st_size
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def sqlite_bytes(path: str) -> int:
+    """A SQLite database's size on disk including its WAL and shared-memory files."""
+    return sum(os.path.getsize(p) for p in (path, path + "-wal", path + "-shm", path + "-journal")
+               if os.path.exists(p))
+
+
+def clock() -> float:
+    """A monotonic high-resolution clock."""
+    return time.perf_counter()

@@ -1,0 +1,278 @@
+"""Turn raw measurements into rows of ratios with their targets, and render them.
+
+A row compares one measurement with a yardstick measured *in the same run* (an fsync, a
+baseline, a bare loop, the bare interpreter), so its ratio means something on any machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    scenario: str
+    measure: str
+    ours: str
+    versus: str = ""
+    ratio: Optional[float] = None
+    target: str = ""
+    met: Optional[bool] = None  # None: no target, or the comparison could not be made
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return asdict(self)
+
+
+def ms(seconds: float) -> str:
+    """Seconds as milliseconds text."""
+    return f"{seconds * 1e3:,.3f} ms" if seconds < 0.01 else f"{seconds * 1e3:,.1f} ms"
+
+
+def rate(value: float, unit: str) -> str:
+    """A rate with thousands separators."""
+    return f"{value:,.0f} {unit}"
+
+
+def _ok(section: Any) -> bool:
+    return isinstance(section, dict) and "skipped" not in section and "error" not in section
+
+
+def _why(section: Any) -> str:
+    if isinstance(section, dict):
+        return f"skipped: {section.get('skipped') or section.get('error')}"
+    return "skipped: not measured"
+
+
+def _ratio(a: float, b: float) -> Optional[float]:
+    return a / b if b else None
+
+
+def build_rows(results: dict[str, Any]) -> list[Row]:
+    """Every row of the table, from the ``scenarios`` and ``baselines`` of a results document."""
+    sc, base = results["scenarios"], results["baselines"]
+    rows: list[Row] = []
+    floor = sc.get("fsync_floor", {})
+    append = floor.get("append_fsync_seconds", 0.0)
+    if _ok(floor):
+        rows.append(Row("fsync floor", "append + fsync (one ledger line)", ms(append)))
+        rows.append(Row("fsync floor", "atomic replace + fsyncs (one checkpoint)",
+                        ms(floor["atomic_replace_fsync_seconds"])))
+    up, lg, dbos = (base.get(k, {}) for k in ("upstream", "langgraph", "dbos"))
+    durable = sc.get("durable_steps", {})
+    if _ok(durable) and "floor" in durable:  # the floor measured right before: same disk weather
+        append = durable["floor"]["append_fsync_seconds"]
+    rows += _durable_rows(durable, append, up, lg, dbos)
+    rows += _effect_rows(sc.get("effect_steps", {}), floor, up)
+    rows += _flat_rows(sc.get("flat_cost", {}), up)
+    rows += _ask_rows(sc.get("ask_roundtrip", {}), up)
+    rows += _verify_rows(sc.get("verify", {}))
+    rows += _list_rows(sc.get("runs_list", {}))
+    rows += _startup_rows(sc.get("startup", {}))
+    rows += _bytes_rows(sc.get("durable_steps", {}), up, lg, dbos)
+    return rows
+
+
+def _durable_rows(d: Any, append: float, up: Any, lg: Any, dbos: Any) -> list[Row]:
+    name = "durable steps"
+    if not _ok(d):
+        return [Row(name, "linear workflow", _why(d))]
+    n = d["steps"]
+    per, group, off = d["per_step_commit"], d["group_commit"], d["fsync_off"]
+    rows = [
+        Row(name, f"{n} pure steps, fsync, commit every step: cost/step", ms(per["step_seconds"]),
+            f"one append+fsync {ms(append)}", _ratio(per["step_seconds"], append), "≤ 1.5×",
+            per["step_seconds"] <= 1.5 * append if append else None),
+        Row(name, f"{n} pure steps, fsync, group commit (default): cost/step", ms(group["step_seconds"]),
+            f"one append+fsync {ms(append)}", _ratio(group["step_seconds"], append), "≤ 1.5×",
+            group["step_seconds"] <= 1.5 * append if append else None),
+        Row(name, f"{n} pure steps, fsync off", rate(off["steps_per_s"], "steps/s"), "", None,
+            "≥ 20,000 steps/s", off["steps_per_s"] >= 20_000),
+    ]
+    ours = group["steps_per_s"]
+    for label, section, key, need in (("upstream 0.0.1 (no fsync)", up, "durable", 1.0),
+                                      ("LangGraph+SqliteSaver (sync)", lg, "durable", 3.0),
+                                      ("LangGraph+SqliteSaver (async)", lg, "durable_async", None),
+                                      ("DBOS on SQLite", dbos, "durable", None)):
+        measure = f"{n} pure steps, default durability"
+        if _ok(section) and key in section:
+            theirs = section[key]["steps_per_s"]
+            ratio = ours / theirs
+            rows.append(Row(name, measure, rate(ours, "steps/s"), f"{label} {rate(theirs, 'steps/s')}", ratio,
+                            f"≥ {need:g}×" if need else "", ratio >= need if need else None))
+        elif need:
+            rows.append(Row(name, measure, rate(ours, "steps/s"), f"{label}: {_why(section)}", None, f"≥ {need:g}×"))
+    return rows
+
+
+def _effect_rows(e: Any, floor: Any, up: Any) -> list[Row]:
+    name = "effect steps"
+    if not _ok(e):
+        return [Row(name, "effect workflow", _why(e))]
+    measure = f"{e['steps']} effect steps, fsync"
+    rows = []
+    floor = e.get("floor", floor)
+    if _ok(floor):
+        ideal = 2 * floor["append_fsync_seconds"] + floor["atomic_replace_fsync_seconds"]
+        rows.append(Row(name, f"{measure}: cost/step", ms(e["step_seconds"]),
+                        f"2 appends + 1 replace, fsync'd {ms(ideal)}", _ratio(e["step_seconds"], ideal)))
+    if _ok(up) and "effects" in up:
+        theirs = up["effects"]["steps_per_s"]
+        ratio = e["steps_per_s"] / theirs
+        rows.append(Row(name, measure, rate(e["steps_per_s"], "steps/s"),
+                        f"upstream 0.0.1 (no fsync) {rate(theirs, 'steps/s')}", ratio, "≥ 10×", ratio >= 10))
+    else:
+        rows.append(Row(name, measure, rate(e["steps_per_s"], "steps/s"), f"upstream: {_why(up)}", None, "≥ 10×"))
+    return rows
+
+
+def _flat_ratio(points: list[dict[str, Any]]) -> tuple[Optional[float], str]:
+    if len(points) < 2:
+        return None, ""
+    lo = next((p for p in points if p["ledger_length"] == 100), points[0])
+    hi = next((p for p in points if p["ledger_length"] == 10_000), points[-1])
+    return _ratio(hi["step_seconds"], lo["step_seconds"]), f"{hi['ledger_length']:,} vs {lo['ledger_length']:,}"
+
+
+def _flat_rows(f: Any, up: Any) -> list[Row]:
+    name = "flat cost"
+    if not _ok(f):
+        return [Row(name, "cost/step vs ledger length", _why(f))]
+    rows = []
+    for durability in ("fsync", "none"):
+        ratio, span = _flat_ratio(f[durability])
+        last = f[durability][-1]
+        rows.append(Row(name, f"effect step at ledger length {span} (ours, {durability})",
+                        ms(last["step_seconds"]), f"same at {f[durability][0]['ledger_length']:,}", ratio,
+                        "≤ 1.2×", ratio <= 1.2 if ratio is not None else None))
+    if _ok(up) and "flat" in up:
+        ratio, span = _flat_ratio(up["flat"]["points"])
+        last = up["flat"]["points"][-1]
+        rows.append(Row(name, f"effect step at ledger length {span} (upstream 0.0.1)", ms(last["step_seconds"]),
+                        "same at its shortest ledger", ratio))
+    return rows
+
+
+def _ask_rows(a: Any, up: Any) -> list[Row]:
+    name = "ask_user round trip"
+    if not _ok(a):
+        return [Row(name, "start → wait → resume → complete", _why(a))]
+    api = a["api"]["seconds"]
+    rows = []
+    if _ok(up) and "ask" in up:
+        theirs = up["ask"]["seconds"]
+        rows.append(Row(name, "API (fsync)", ms(api), f"upstream 0.0.1 API (no fsync) {ms(theirs)}",
+                        _ratio(api, theirs)))
+    else:
+        rows.append(Row(name, "API (fsync)", ms(api), f"upstream: {_why(up)}"))
+    cli = a.get("cli", {})
+    if _ok(cli):
+        rows.append(Row(name, "CLI: run --no-input, then resume --answer", ms(cli["seconds"]),
+                        f"API {ms(api)}", _ratio(cli["seconds"], api)))
+    else:
+        rows.append(Row(name, "CLI: run --no-input, then resume --answer", _why(cli)))
+    return rows
+
+
+def _verify_rows(v: Any) -> list[Row]:
+    name = "verify"
+    if not _ok(v):
+        return [Row(name, "records/s", _why(v))]
+    measure = f"{v['records']:,} records"
+    return [
+        Row(name, measure, rate(v["records_per_s"], "records/s"), "", None, "≥ 150,000 records/s",
+            v["records_per_s"] >= 150_000),
+        Row(name, f"{measure}: time", ms(v["seconds"]), f"bare json+sha256 loop {ms(v['bare_seconds'])}",
+            _ratio(v["seconds"], v["bare_seconds"]), "≤ 3×", v["seconds"] <= 3 * v["bare_seconds"]),
+    ]
+
+
+def _list_rows(lst: Any) -> list[Row]:
+    name = "runs list --status waiting"
+    if not _ok(lst):
+        return [Row(name, "list", _why(lst))]
+    rows = []
+    for p in lst["points"]:
+        big = p["runs"] >= 100_000
+        rows.append(Row(name, f"{p['runs']:,} runs, library (index built)", ms(p["query_seconds"]), "", None,
+                        "< 1 s" if big else "", p["query_seconds"] < 1 if big else None))
+        rows.append(Row(name, f"{p['runs']:,} runs, first query (builds the index)",
+                        ms(p["first_query_with_index_build_seconds"]),
+                        f"writing the run files {ms(p['write_files_seconds'])}"))
+        if "cli_seconds" in p:
+            rows.append(Row(name, f"{p['runs']:,} runs, CLI process", ms(p["cli_seconds"]), "", None,
+                            "< 1 s" if big else "", p["cli_seconds"] < 1 if big else None))
+    if "cli" in lst:
+        rows.append(Row(name, "CLI", _why(lst["cli"])))
+    return rows
+
+
+def _startup_rows(s: Any) -> list[Row]:
+    name = "start-up"
+    if not _ok(s):
+        return [Row(name, "processes", _why(s))]
+    bare = s["python_pass"]["seconds"]
+    rows = [Row(name, "python -c pass", ms(bare))]
+    for key, label, limit in (("import_abstractruntime", "import abstractruntime", 0.040),
+                              ("import_runtime_and_store", "from abstractruntime import Runtime, FileStore", None),
+                              ("cli_help", "abstractruntime --help", 0.250)):
+        entry = s.get(key, {})
+        if not _ok(entry):
+            rows.append(Row(name, label, _why(entry)))
+            continue
+        t = entry["seconds"]
+        added = max(t - bare, 0.0)
+        rows.append(Row(name, label, f"{ms(t)} ({ms(added)} over python)", f"python -c pass {ms(bare)}",
+                        _ratio(t, bare), f"< {limit * 1e3:.0f} ms" if limit else "",
+                        t < limit if limit else None))
+    return rows
+
+
+def _bytes_rows(d: Any, up: Any, lg: Any, dbos: Any) -> list[Row]:
+    name = "bytes on disk"
+    if not _ok(d):
+        return []
+    ours = d["group_commit"]["bytes_per_step"]
+    rows = []
+    for label, section in (("LangGraph SqliteSaver", lg), ("upstream 0.0.1", up), ("DBOS SQLite", dbos)):
+        if _ok(section) and "durable" in section:
+            theirs = section["durable"]["bytes_per_step"]
+            rows.append(Row(name, f"per step, {d['steps']}-step workflow", f"{ours:,.0f} B",
+                            f"{label} {theirs:,.0f} B", _ratio(ours, theirs)))
+        else:
+            rows.append(Row(name, f"per step, {d['steps']}-step workflow", f"{ours:,.0f} B", f"{label}: {_why(section)}"))
+    return rows
+
+
+def verdict(met: Optional[bool]) -> str:
+    """Plain-text verdict of a row."""
+    return {True: "yes", False: "NO", None: ""}[met]
+
+
+def render_markdown(rows: list[Row]) -> str:
+    """The table as GitHub Markdown (what docs/performance.md shows)."""
+    lines = ["| scenario | measure | ours | compared with | ratio | target | met |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = f"{r.ratio:,.2f}×" if r.ratio is not None else ""
+        cells = (r.scenario, r.measure, r.ours, r.versus, ratio, r.target, verdict(r.met))
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def render_rich(rows: list[Row], title: str) -> Any:
+    """The table as a :class:`rich.table.Table`."""
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for col, kw in (("scenario", {"style": "bold"}), ("measure", {}), ("ours", {"justify": "right"}),
+                    ("compared with", {}), ("ratio", {"justify": "right"}), ("target", {}), ("met", {})):
+        table.add_column(col, **kw)
+    for r in rows:
+        met = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: ""}[r.met]
+        table.add_row(r.scenario, r.measure, r.ours, r.versus,
+                      f"{r.ratio:,.2f}×" if r.ratio is not None else "", r.target, met)
+    return table

@@ -1,0 +1,212 @@
+"""Commands that advance runs: run, start, tick, worker."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any, Optional
+
+import typer
+
+from . import workflows
+from .app import app, finish_run, settings
+from .output import Settings
+
+JSON_HELP = "Write JSON to stdout (schema: docs/cli.md)."
+AttrOpt = typer.Option(None, "--attr", metavar="NAME", help="Attribute holding the WorkflowSpec [default: workflow].")
+
+
+def drive(s: Settings, runtime: Any, workflow: Any, state: Any, *, allow_drift: bool = False,
+          lock_wait: float = 0.0, max_steps: int = 10_000) -> Any:
+    """Tick until the run stops running; on a terminal, answer ask_user prompts and go on."""
+    from abstractruntime.core.models import RunStatus, WaitReason
+
+    from .prompt import ask
+
+    budget = max_steps
+    while True:
+        if state.status is RunStatus.RUNNING and budget > 0:
+            step = min(budget, 100)
+            budget -= step
+            state = runtime.tick(workflow=workflow, run_id=state.run_id, max_steps=step,
+                                 allow_drift=allow_drift, lock_wait=lock_wait)
+            continue
+        wait = state.waiting
+        if (state.status is RunStatus.WAITING and wait is not None and wait.reason is WaitReason.USER
+                and s.may_prompt()):
+            payload = ask(wait)
+            if payload is None:
+                return state
+            state = runtime.resume(workflow=workflow, run_id=state.run_id, wait_key=wait.wait_key,
+                                   payload=payload, allow_drift=allow_drift, lock_wait=lock_wait)
+            continue
+        if state.status is RunStatus.RUNNING:
+            s.info(f"run {state.run_id} is still running after {max_steps} steps; continue with: "
+                   f"abstractruntime tick {state.run_id}")
+        return state
+
+
+@app.command("run")
+def run_cmd(
+    ctx: typer.Context,
+    workflow_file: str = typer.Argument(..., metavar="WORKFLOW.py", help="Python file exposing a WorkflowSpec."),
+    attr: Optional[str] = AttrOpt,
+    var: list[str] = typer.Option([], "--var", metavar="KEY=VALUE",
+                                  help="An input variable (VALUE parsed as JSON when it is JSON); repeatable."),
+    vars_json: Optional[str] = typer.Option(None, "--vars-json", metavar="JSON", help="Input variables as a JSON object."),
+    run_id: Optional[str] = typer.Option(None, "--run-id", metavar="ID", help="Use this run id instead of a random one."),
+    actor: Optional[str] = typer.Option(None, "--actor", metavar="ID", help="Actor id recorded on the run."),
+    max_steps: int = typer.Option(10_000, "--max-steps", min=1, help="Stop after this many node steps."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Start a run and advance it until it completes, fails or waits (exit 0, 1 or 5).
+
+    On a terminal an ask_user prompt is asked here and the run goes on with the answer;
+    with --no-input or without a terminal the command exits 5 and prints the run id.
+    """
+    s = settings(ctx, json_out)
+    inputs = workflows.parse_vars(var, vars_json)
+    loaded = workflows.load(workflow_file, attr=attr)
+    runtime = workflows.runtime_for(s.open_store(), loaded)
+    new_id = runtime.start(workflow=loaded.workflow, vars=inputs, actor_id=actor, run_id=run_id)
+    s.debug(f"started run {new_id}")
+    state = drive(s, runtime, loaded.workflow, runtime.get_state(new_id), max_steps=max_steps)
+    finish_run(s, state)
+
+
+@app.command("start")
+def start_cmd(
+    ctx: typer.Context,
+    workflow_file: str = typer.Argument(..., metavar="WORKFLOW.py", help="Python file exposing a WorkflowSpec."),
+    attr: Optional[str] = AttrOpt,
+    var: list[str] = typer.Option([], "--var", metavar="KEY=VALUE", help="An input variable; repeatable."),
+    vars_json: Optional[str] = typer.Option(None, "--vars-json", metavar="JSON", help="Input variables as a JSON object."),
+    run_id: Optional[str] = typer.Option(None, "--run-id", metavar="ID", help="Use this run id instead of a random one."),
+    actor: Optional[str] = typer.Option(None, "--actor", metavar="ID", help="Actor id recorded on the run."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Create a run without advancing it; prints its id (advance it with `tick RUN`)."""
+    s = settings(ctx, json_out)
+    inputs = workflows.parse_vars(var, vars_json)
+    loaded = workflows.load(workflow_file, attr=attr)
+    runtime = workflows.runtime_for(s.open_store(), loaded)
+    new_id = runtime.start(workflow=loaded.workflow, vars=inputs, actor_id=actor, run_id=run_id)
+    state = runtime.get_state(new_id)
+    if s.json:
+        s.emit_json(state.to_dict())
+    else:
+        s.emit_lines([new_id])
+        s.info(f"run {new_id} created at node {state.current_node}")
+
+
+def tick_due_runs(s: Settings, *, limit: int, allow_drift: bool) -> tuple[list[Any], list[str]]:
+    """Tick every run whose timer is due now; returns (new states, error lines).
+
+    Each due run is ticked with the workflow file its checkpoint names, and that file's
+    tools and handlers, so runs of different workflow files are served in one pass.
+    """
+    from abstractruntime.core.errors import AbstractRuntimeError, RunLockedError, RunNotFoundError
+
+    store = s.open_store()
+    now_iso = store.runtime().now().isoformat()
+    due = store.runs.list_due_wait_until(now_iso=now_iso, limit=limit)
+    cache: dict[tuple[str, str], tuple[Any, Any]] = {}
+    states: list[Any] = []
+    errors: list[str] = []
+    for run in due:
+        try:
+            checkpoint = store.runtime().get_checkpoint(run.run_id)
+            key = (workflows.recorded_source(checkpoint) or "", run.workflow_id)
+            if key not in cache:
+                cache[key] = workflows.load_for_run(store, run.run_id)
+            loaded, runtime = cache[key]
+            # Re-checked under the run's lock, so with several workers each timer fires once.
+            state = runtime.tick_if_due(workflow=loaded.workflow, run_id=run.run_id, allow_drift=allow_drift)
+            if state is not None:
+                states.append(state)
+        except RunLockedError:
+            s.info(f"run {run.run_id} is locked by another writer; skipped")
+        except RunNotFoundError:
+            continue  # deleted since it was listed
+        except AbstractRuntimeError as exc:
+            errors.append(f"run {run.run_id}: {exc}")
+    return states, errors
+
+
+@app.command("tick")
+def tick_cmd(
+    ctx: typer.Context,
+    run_id: Optional[str] = typer.Argument(None, metavar="[RUN]", help="The run to advance."),
+    due: bool = typer.Option(False, "--due", help="Advance every run whose wait_until timer is due."),
+    limit: int = typer.Option(100, "--limit", min=1, help="With --due: at most this many runs."),
+    workflow_file: Optional[str] = typer.Option(None, "--workflow", metavar="FILE",
+                                                help="Workflow file [default: the one the run recorded]."),
+    attr: Optional[str] = AttrOpt,
+    allow_drift: bool = typer.Option(False, "--allow-drift", help="Accept a workflow file that changed since the run started."),
+    wait: float = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for a run locked by another process."),
+    max_steps: int = typer.Option(10_000, "--max-steps", min=1, help="Stop after this many node steps."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Advance one run (`tick RUN`) or every run whose timer is due (`tick --due`).
+
+    A run waiting on a timer that is not yet due, an answer or an event is left as it is (exit 5).
+    """
+    s = settings(ctx, json_out)
+    if due == (run_id is not None):
+        raise typer.BadParameter("give either RUN or --due", param_hint="RUN / --due")
+    if due:
+        states, errors = tick_due_runs(s, limit=limit, allow_drift=allow_drift)
+        if s.json:
+            s.emit_json([st.to_dict() for st in states])
+        else:
+            s.emit_table(["run_id", "status", "node"], [[st.run_id, st.status.value, st.current_node] for st in states])
+        s.info(f"{len(states)} due run(s) advanced")
+        for line in errors:
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(1 if errors else 0)
+    assert run_id is not None
+    loaded, runtime = workflows.load_for_run(s.open_store(), run_id, workflow_file=workflow_file, attr=attr)
+    state = runtime.tick(workflow=loaded.workflow, run_id=run_id, allow_drift=allow_drift, lock_wait=wait,
+                         max_steps=min(max_steps, 100))
+    state = drive(s, runtime, loaded.workflow, state, allow_drift=allow_drift, lock_wait=wait,
+                  max_steps=max(max_steps - 100, 0))
+    finish_run(s, state)
+
+
+@app.command("worker")
+def worker_cmd(
+    ctx: typer.Context,
+    interval: float = typer.Option(1.0, "--interval", metavar="SECONDS", min=0.01, help="Seconds between passes."),
+    once: bool = typer.Option(False, "--once", help="Do one pass and exit."),
+    limit: int = typer.Option(100, "--limit", min=1, help="At most this many runs per pass."),
+    allow_drift: bool = typer.Option(False, "--allow-drift", help="Accept changed workflow files."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per advanced run (JSON lines)."),
+) -> None:
+    """Keep ticking due timers until stopped (SIGINT or SIGTERM end it cleanly, exit 0).
+
+    Prints one line per advanced run: `run_id<TAB>status` (or a JSON object with --json).
+    """
+    import json
+
+    s = settings(ctx, json_out)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    s.info(f"worker started on {s.open_store().root} (every {interval:g}s; Ctrl-C to stop)")
+    try:
+        while not stop.is_set():
+            states, errors = tick_due_runs(s, limit=limit, allow_drift=allow_drift)
+            for st in states:
+                typer.echo(json.dumps(st.to_dict(), ensure_ascii=False) if s.json else f"{st.run_id}\t{st.status.value}")
+            for line in errors:
+                typer.echo(f"error: {line}", err=True)
+            if once:
+                break
+            stop.wait(interval)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    s.info("worker stopped")

@@ -1,0 +1,189 @@
+"""Read-only commands: runs list, runs show, ledger show. None of them imports workflow code."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import typer
+
+from .app import app, settings
+from .cmd_exec import JSON_HELP
+
+runs_app = typer.Typer(help="List and inspect runs.", no_args_is_help=True)
+ledger_app = typer.Typer(help="Read a run's ledger.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(ledger_app, name="ledger")
+
+SORT_KEYS = ("updated", "created", "status", "workflow", "id")
+
+
+def _enum(value: Optional[str], enum: Any, option: str) -> Any:
+    from abstractruntime.core.errors import InvalidInputError
+
+    if value is None:
+        return None
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum)
+        raise InvalidInputError(f"{option} must be one of: {allowed} (got {value!r})") from None
+
+
+def _sort(runs: list[Any], key: str) -> list[Any]:
+    from abstractruntime.core.clock import parse_iso
+
+    def when(text: str) -> float:
+        try:
+            return parse_iso(text).timestamp()
+        except (TypeError, ValueError):
+            return 0.0
+
+    if key == "updated":
+        return sorted(runs, key=lambda r: (-when(r.updated_at), r.run_id))
+    if key == "created":
+        return sorted(runs, key=lambda r: (-when(r.created_at), r.run_id))
+    if key == "status":
+        return sorted(runs, key=lambda r: (r.status.value, r.run_id))
+    if key == "workflow":
+        return sorted(runs, key=lambda r: (r.workflow_id, r.run_id))
+    return sorted(runs, key=lambda r: r.run_id)
+
+
+@runs_app.command("list")
+def runs_list(
+    ctx: typer.Context,
+    status: Optional[str] = typer.Option(None, "--status", metavar="STATUS",
+                                         help="running, waiting, completed, failed or cancelled."),
+    workflow: Optional[str] = typer.Option(None, "--workflow", metavar="ID", help="Only runs of this workflow id."),
+    wait_reason: Optional[str] = typer.Option(None, "--wait-reason", metavar="REASON",
+                                              help="user, event, until, job or subworkflow."),
+    limit: int = typer.Option(100, "--limit", min=0, help="At most this many runs."),
+    sort: str = typer.Option("updated", "--sort", metavar="KEY", help="updated (newest first), created, status, workflow or id."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """List runs (newest first). Piped: run_id, status, workflow_id, node, wait reason, updated_at."""
+    from abstractruntime.core.errors import InvalidInputError
+    from abstractruntime.core.models import RunStatus, WaitReason
+
+    s = settings(ctx, json_out)
+    if sort not in SORT_KEYS:
+        raise InvalidInputError(f"--sort must be one of: {', '.join(SORT_KEYS)} (got {sort!r})")
+    st = _enum(status, RunStatus, "--status")
+    wr = _enum(wait_reason, WaitReason, "--wait-reason")
+    store = s.open_store()
+    # The index answers newest-first; other orders need every match before the limit applies.
+    fetch = limit if sort == "updated" else 1_000_000
+    runs = _sort(store.runs.list_runs(status=st, wait_reason=wr, workflow_id=workflow, limit=fetch), sort)[:limit]
+    if s.json:
+        s.emit_json([r.to_dict() for r in runs])
+        return
+    s.emit_table(
+        ["run_id", "status", "workflow", "node", "waiting", "updated_at"],
+        [[r.run_id, r.status.value, r.workflow_id, r.current_node,
+          r.waiting.reason.value if r.waiting else None, r.updated_at] for r in runs],
+    )
+    if not runs:
+        s.info("no runs match")
+
+
+def _step_summary(rec: dict[str, Any]) -> str:
+    effect = rec.get("effect") or {}
+    what = effect.get("type") if isinstance(effect, dict) else None
+    result = rec.get("result") or {}
+    if rec.get("error"):
+        return str(rec["error"])
+    if isinstance(result, dict) and "next_node" in result:
+        return f"-> {result['next_node']}"
+    if what:
+        return str(what)
+    return ""
+
+
+@runs_app.command("show")
+def runs_show(
+    ctx: typer.Context,
+    run_id: str = typer.Argument(..., metavar="RUN"),
+    steps: int = typer.Option(10, "--steps", min=0, help="How many of the last ledger records to show."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Show a run: its state, what it waits for (prompt, choices, wait key) and its last steps."""
+    s = settings(ctx, json_out)
+    runtime = s.open_store().runtime()
+    checkpoint = runtime.get_checkpoint(run_id)
+    records = runtime.get_ledger(run_id)
+    last = records[-steps:] if steps else []
+    if s.json:
+        doc = checkpoint.to_dict()
+        doc["last_steps"] = last
+        s.emit_json(doc)
+        return
+    run = checkpoint.run
+    pairs: list[tuple[str, Any]] = [
+        ("run_id", run.run_id), ("workflow_id", run.workflow_id), ("status", run.status.value),
+        ("current_node", run.current_node), ("created_at", run.created_at), ("updated_at", run.updated_at),
+    ]
+    if run.actor_id:
+        pairs.append(("actor_id", run.actor_id))
+    if run.parent_run_id:
+        pairs.append(("parent_run_id", run.parent_run_id))
+    if checkpoint.workflow:
+        pairs.append(("workflow_file", checkpoint.workflow.get("source")))
+        pairs.append(("workflow_sha256", checkpoint.workflow.get("sha256")))
+    if checkpoint.origin:
+        pairs.append(("forked_from", checkpoint.origin.get("run_id")))
+    pairs.append(("ledger_seq", checkpoint.ledger.seq))
+    pairs.append(("ledger_head", checkpoint.ledger.head_hash))
+    wait = run.waiting
+    if wait is not None:
+        pairs.append(("wait_reason", wait.reason.value))
+        pairs.append(("wait_key", wait.wait_key))
+        if wait.prompt is not None:
+            pairs.append(("prompt", wait.prompt))
+        if wait.choices:
+            pairs.append(("choices", ", ".join(wait.choices)))
+            pairs.append(("free_text", "allowed" if wait.allow_free_text else "not allowed"))
+        if wait.until:
+            pairs.append(("until", wait.until))
+    if run.output is not None:
+        pairs.append(("output", run.output))
+    if run.error:
+        pairs.append(("error", run.error))
+    pairs.append(("vars", run.vars))
+    s.emit_fields(pairs)
+    if last:
+        from .output import stdout_is_tty
+
+        if stdout_is_tty():
+            s.emit_table(["seq", "kind", "status", "node", "detail", "ended_at"],
+                         [[r.get("seq"), r.get("kind"), r.get("status"), r.get("node_id"), _step_summary(r),
+                           r.get("ended_at")] for r in last], title="last steps")
+        else:
+            for r in last:
+                s.emit_lines(["step\t" + "\t".join(str(v if v is not None else "") for v in (
+                    r.get("seq"), r.get("kind"), r.get("status"), r.get("node_id"))) + "\t" +
+                    _step_summary(r).replace("\t", " ").replace("\n", " ")])
+
+
+@ledger_app.command("show")
+def ledger_show(
+    ctx: typer.Context,
+    run_id: str = typer.Argument(..., metavar="RUN"),
+    jsonl: bool = typer.Option(False, "--jsonl", help="One JSON record per line, exactly the stored fields."),
+    from_seq: int = typer.Option(1, "--from", metavar="SEQ", min=1, help="Start at this seq."),
+    json_out: bool = typer.Option(False, "--json", help="A JSON array of the records."),
+) -> None:
+    """Print a run's ledger records (piped: seq, kind, status, node, detail, record_hash)."""
+    s = settings(ctx, json_out)
+    runtime = s.open_store().runtime()
+    runtime.get_checkpoint(run_id)  # unknown run -> not found, not an empty ledger
+    records = [r for r in runtime.get_ledger(run_id) if int(r.get("seq") or 0) >= from_seq]
+    if jsonl:
+        s.emit_lines(json.dumps(r, ensure_ascii=False, sort_keys=True) for r in records)
+        return
+    if s.json:
+        s.emit_json(records)
+        return
+    s.emit_table(["seq", "kind", "status", "node", "detail", "record_hash"],
+                 [[r.get("seq"), r.get("kind"), r.get("status"), r.get("node_id"), _step_summary(r),
+                   r.get("record_hash")] for r in records])

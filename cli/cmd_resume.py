@@ -1,0 +1,161 @@
+"""Commands that deliver something to runs: resume, emit, cancel."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from . import workflows
+from .app import app, describe_state, finish_run, settings
+from .cmd_exec import AttrOpt, JSON_HELP, drive
+from .exit_codes import NOT_FOUND
+
+
+def _read_text_file(path: str, what: str) -> str:
+    from abstractruntime.core.errors import InvalidInputError
+
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{what} {path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _strip_newline(text: str) -> str:
+    # One trailing newline is how files and `echo` end text; it is not part of the answer.
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith("\n") else text
+
+
+def read_payload(*, answer: Optional[str], answer_file: Optional[str], payload: Optional[str],
+                 payload_file: Optional[str]) -> Optional[Any]:
+    """The resume payload from at most one of the four options (``None`` when none is given)."""
+    from abstractruntime.core.errors import InvalidInputError
+
+    given = [name for name, value in (("--answer", answer), ("--answer-file", answer_file),
+                                      ("--payload", payload), ("--payload-file", payload_file)) if value is not None]
+    if len(given) > 1:
+        raise InvalidInputError(f"give only one of {', '.join(given)}")
+    if answer is not None:
+        return {"answer": _strip_newline(sys.stdin.read()) if answer == "-" else answer}
+    if answer_file is not None:
+        return {"answer": _strip_newline(_read_text_file(answer_file, "--answer-file"))}
+    if payload is not None:
+        return workflows.parse_json(sys.stdin.read() if payload == "-" else payload, "--payload")
+    if payload_file is not None:
+        return workflows.parse_json(_read_text_file(payload_file, "--payload-file"), "--payload-file")
+    return None
+
+
+@app.command("resume")
+def resume_cmd(
+    ctx: typer.Context,
+    run_id: str = typer.Argument(..., metavar="RUN", help="The waiting run."),
+    answer: Optional[str] = typer.Option(None, "--answer", metavar="TEXT",
+                                         help="The answer to an ask_user wait ('-' reads it from stdin)."),
+    answer_file: Optional[str] = typer.Option(None, "--answer-file", metavar="FILE", help="Read the answer from FILE."),
+    payload: Optional[str] = typer.Option(None, "--payload", metavar="JSON", help="A JSON payload ('-' reads stdin)."),
+    payload_file: Optional[str] = typer.Option(None, "--payload-file", metavar="FILE", help="Read the JSON payload from FILE."),
+    wait_key: Optional[str] = typer.Option(None, "--wait-key", metavar="KEY", help="Refuse unless the run waits on KEY."),
+    workflow_file: Optional[str] = typer.Option(None, "--workflow", metavar="FILE",
+                                                help="Workflow file [default: the one the run recorded]."),
+    attr: Optional[str] = AttrOpt,
+    allow_drift: bool = typer.Option(False, "--allow-drift", help="Accept a workflow file that changed since the run started."),
+    wait: float = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for a run locked by another process."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Answer a waiting run and advance it (exit 0 completed, 1 failed, 5 waiting again).
+
+    --answer TEXT sends {"answer": TEXT}; --payload sends any JSON value. Without either, on a
+    terminal the prompt is asked here; otherwise the command exits 5 and prints the wait.
+    """
+    from abstractruntime.core.errors import RunNotWaitingError
+    from abstractruntime.core.models import RunStatus, WaitReason
+
+    from .prompt import ask
+
+    s = settings(ctx, json_out)
+    data = read_payload(answer=answer, answer_file=answer_file, payload=payload, payload_file=payload_file)
+    store = s.open_store()
+    state = store.runtime().get_state(run_id)
+    if state.status is not RunStatus.WAITING or state.waiting is None:
+        # Checked here too so that no workflow code is imported for a hopeless resume.
+        raise RunNotWaitingError(f"Run {run_id} is not waiting (status: {state.status.value})",
+                                 run_id=run_id, status=state.status.value)
+    if data is None:
+        if state.waiting.reason is WaitReason.USER and s.may_prompt():
+            data = ask(state.waiting)
+        if data is None:
+            finish_run(s, state)
+    loaded, runtime = workflows.load_for_run(store, run_id, workflow_file=workflow_file, attr=attr)
+    state = runtime.resume(workflow=loaded.workflow, run_id=run_id, wait_key=wait_key, payload=data,
+                           allow_drift=allow_drift, lock_wait=wait)
+    state = drive(s, runtime, loaded.workflow, state, allow_drift=allow_drift, lock_wait=wait)
+    finish_run(s, state)
+
+
+@app.command("emit")
+def emit_cmd(
+    ctx: typer.Context,
+    event_key: str = typer.Argument(..., metavar="EVENT_KEY", help="The wait key runs are waiting on."),
+    payload: Optional[str] = typer.Option(None, "--payload", metavar="JSON", help="JSON payload [default: {}]."),
+    payload_file: Optional[str] = typer.Option(None, "--payload-file", metavar="FILE", help="Read the JSON payload from FILE."),
+    allow_drift: bool = typer.Option(False, "--allow-drift", help="Accept changed workflow files."),
+    wait: float = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for runs locked by another process."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Resume every run waiting on EVENT_KEY with the payload (exit 4 if none waits on it)."""
+    from abstractruntime.core.errors import AbstractRuntimeError
+    from abstractruntime.core.models import RunStatus
+
+    s = settings(ctx, json_out)
+    data = read_payload(answer=None, answer_file=None, payload=payload, payload_file=payload_file)
+    data = {} if data is None else data
+    store = s.open_store()
+    waiting = [r for r in store.runs.list_runs(status=RunStatus.WAITING, limit=1_000_000)
+               if r.waiting is not None and r.waiting.wait_key == event_key]
+    if not waiting:
+        typer.echo(f"error: no run is waiting on {event_key!r}", err=True)
+        raise typer.Exit(NOT_FOUND)
+    states, errors = [], []
+    for run in waiting:
+        try:
+            loaded, runtime = workflows.load_for_run(store, run.run_id)
+            states.append(runtime.resume(workflow=loaded.workflow, run_id=run.run_id, wait_key=event_key,
+                                         payload=data, allow_drift=allow_drift, lock_wait=wait))
+        except AbstractRuntimeError as exc:
+            errors.append(f"run {run.run_id}: {exc}")
+    if s.json:
+        s.emit_json([st.to_dict() for st in states])
+    else:
+        s.emit_table(["run_id", "status", "node"], [[st.run_id, st.status.value, st.current_node] for st in states])
+    s.info(f"{len(states)} run(s) resumed on {event_key}")
+    for line in errors:
+        typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(1 if errors else 0)
+
+
+@app.command("cancel")
+def cancel_cmd(
+    ctx: typer.Context,
+    run_id: str = typer.Argument(..., metavar="RUN", help="The run to cancel."),
+    reason: Optional[str] = typer.Option(None, "--reason", metavar="TEXT", help="Why (recorded as the run's error)."),
+    wait: float = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for a run locked by another process."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Cancel a running or waiting run (a finished run is left as it is)."""
+    s = settings(ctx, json_out)
+    runtime = s.open_store().runtime()
+    before = runtime.get_state(run_id).status.value
+    state = runtime.cancel_run(run_id, reason=reason, lock_wait=wait)
+    if s.json:
+        s.emit_json(state.to_dict())
+    else:
+        s.emit_lines([state.run_id])
+        if before == state.status.value and before != "cancelled":
+            s.info(f"run {run_id} already {before}; nothing to cancel")
+        else:
+            describe_state(s, state)

@@ -1,0 +1,106 @@
+"""``verify``: check ledgers offline. It reads files only; it never imports workflow code."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+import typer
+
+from .app import app, settings
+from .exit_codes import VERIFY_FAILED
+from .output import Settings
+
+
+def _first_problem(doc: dict[str, Any]) -> str:
+    problems = doc.get("problems") or []
+    if not problems:
+        return f"{doc.get('problems_omitted')} problem(s)" if doc.get("problems_omitted") else ""
+    first = problems[0]
+    where = f"seq {first['seq']}: " if first.get("seq") is not None else ""
+    return f"{first.get('type')}: {where}{first.get('message')}"
+
+
+def _row(doc: dict[str, Any]) -> list[Any]:
+    ok = bool(doc.get("ok"))
+    return ["ok" if ok else "FAILED", doc.get("run_id"), doc.get("count"),
+            doc.get("head_hash") if ok else _first_problem(doc)]
+
+
+def _emit(s: Settings, docs: list[dict[str, Any]], *, single: bool) -> None:
+    if s.json:
+        s.emit_json(docs[0] if single else docs)
+        return
+    s.emit_table(["result", "run_id", "records", "head hash / first problem"], [_row(d) for d in docs])
+    for d in docs:
+        if not d.get("ok"):
+            for problem in d.get("problems") or []:
+                where = f" (seq {problem['seq']})" if problem.get("seq") is not None else ""
+                typer.echo(f"error: run {d.get('run_id')}: {problem.get('type')}{where}: {problem.get('message')}",
+                           err=True)
+
+
+class _Progress:
+    """A rich progress bar on stderr while ``verify --all`` runs (only on a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar: Any = None
+        self.task: Any = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self.bar = Progress(console=Console(stderr=True), transient=True)
+
+    def __enter__(self) -> "_Progress":
+        if self.bar is not None:
+            self.bar.start()
+            self.task = self.bar.add_task("verifying", total=None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, done: int, total: int, report: Any) -> None:
+        """``verify_store``'s progress callback: after each run."""
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, total=total)
+
+
+@app.command("verify")
+def verify_cmd(
+    ctx: typer.Context,
+    run_id: Optional[str] = typer.Argument(None, metavar="[RUN]", help="The run to verify."),
+    all_runs: bool = typer.Option(False, "--all", help="Verify every run in the store."),
+    expect_head: Optional[str] = typer.Option(None, "--expect-head", metavar="HASH",
+                                              help="Also require this ledger head hash (published elsewhere)."),
+    public_key: Optional[str] = typer.Option(None, "--public-key", metavar="PEM_FILE",
+                                             help="Require checkpoint signatures valid for this ed25519 key."),
+    json_out: bool = typer.Option(False, "--json", help="The verification report(s) as JSON."),
+) -> None:
+    """Verify ledger hash chains, checkpoints and bookmarks (exit 0 ok, 3 failed).
+
+    Piped output: one line per run, `ok<TAB>run_id<TAB>records<TAB>head_hash` or
+    `FAILED<TAB>run_id<TAB>records<TAB>first problem`; each problem is also an `error:` line
+    on stderr. With --all, --expect-head must appear in some run. Workflow code is never imported.
+    """
+    from abstractruntime.storage import verify as verify_mod
+
+    s = settings(ctx, json_out)
+    if all_runs == (run_id is not None):
+        raise typer.BadParameter("give either RUN or --all", param_hint="RUN / --all")
+    store = s.open_store()
+    if run_id is not None:
+        docs = [verify_mod.verify_run(store, run_id, expect_head=expect_head, public_key=public_key).to_dict()]
+    else:
+        with _Progress(enabled=sys.stderr.isatty() and not s.quiet) as progress:
+            result = verify_mod.verify_store(store, expect_head=expect_head, progress=progress,
+                                             public_key=public_key)
+        docs = [r.to_dict() for r in result]
+    _emit(s, docs, single=run_id is not None)
+    bad = [d for d in docs if not d.get("ok")]
+    if run_id is None:
+        s.info(f"verified {len(docs)} run(s): " + ("all ok" if not bad else f"{len(bad)} failed"))
+    if bad:
+        raise typer.Exit(VERIFY_FAILED)

@@ -1,0 +1,134 @@
+"""LLM mode options (``--llm local|remote|hybrid`` ...) and the handlers they build.
+
+The options are shared by every command that advances a run (``run``, ``resume``, ``tick``,
+``tools approve``, ``tools deny``); each has an ``ABSTRACTRUNTIME_*`` environment variable.
+Credentials never appear on the command line: they are read from the environment only
+(``ABSTRACTRUNTIME_API_KEY``, ``ABSTRACTRUNTIME_PROVIDER_API_KEY``; in local mode AbstractCore
+also reads the provider's own variables such as ``OPENAI_API_KEY``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import typer
+
+MODES = ("local", "remote", "hybrid")
+API_KEY_ENV = "ABSTRACTRUNTIME_API_KEY"
+PROVIDER_API_KEY_ENV = "ABSTRACTRUNTIME_PROVIDER_API_KEY"
+TIMEOUT_ENV = "ABSTRACTRUNTIME_LLM_TIMEOUT"
+
+# Reused as defaults by several commands; typer reads each command's signature separately.
+LlmOpt = typer.Option(None, "--llm", metavar="MODE", envvar="ABSTRACTRUNTIME_LLM", show_envvar=True,
+                      help="Serve llm_call/tool_calls effects: local (AbstractCore in-process), remote "
+                           "(a server; tool calls wait for approval) or hybrid (a server; tools run here).")
+ProviderOpt = typer.Option(None, "--provider", metavar="NAME", envvar="ABSTRACTRUNTIME_PROVIDER", show_envvar=True,
+                           help="AbstractCore provider for --llm local (ollama, openai, openai-compatible ...).")
+ModelOpt = typer.Option(None, "--model", metavar="MODEL", envvar="ABSTRACTRUNTIME_MODEL", show_envvar=True,
+                        help="Model name (needed with --llm).")
+ServerOpt = typer.Option(None, "--server", metavar="URL", envvar="ABSTRACTRUNTIME_SERVER", show_envvar=True,
+                         help="Server base URL for --llm remote|hybrid (POST URL/v1/chat/completions).")
+BaseUrlOpt = typer.Option(None, "--base-url", metavar="URL", envvar="ABSTRACTRUNTIME_BASE_URL", show_envvar=True,
+                          help="The provider's endpoint for --llm local (e.g. http://127.0.0.1:8080/v1).")
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """A validated ``--llm`` configuration (no credentials: those stay in the environment)."""
+
+    mode: str
+    model: str
+    provider: Optional[str] = None
+    server: Optional[str] = None
+    base_url: Optional[str] = None
+
+    def describe(self) -> str:
+        """A one-line summary for ``-v`` (never includes a key)."""
+        where = self.base_url if self.mode == "local" else self.server
+        who = f"{self.provider}/{self.model}" if self.provider else self.model
+        return f"llm {self.mode}: {who}" + (f" at {where}" if where else "")
+
+
+def _check_url(value: str, option: str) -> str:
+    from abstractruntime.core.errors import InvalidInputError
+
+    if not value.startswith(("http://", "https://")):
+        raise InvalidInputError(f"{option} must be an http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def llm_config(mode: Optional[str], *, provider: Optional[str], model: Optional[str], server: Optional[str],
+               base_url: Optional[str]) -> Optional[LLMConfig]:
+    """Check the LLM options; ``None`` when ``--llm`` (and ``$ABSTRACTRUNTIME_LLM``) is not set."""
+    from abstractruntime.core.errors import InvalidInputError
+
+    mode = (mode or "").strip().lower() or None
+    if mode is None:
+        return None
+    if mode not in MODES:
+        raise InvalidInputError(f"--llm must be one of: {', '.join(MODES)} (got {mode!r})")
+    if not model:
+        raise InvalidInputError(f"--llm {mode} needs --model MODEL (or $ABSTRACTRUNTIME_MODEL)")
+    if mode == "local":
+        if not provider:
+            raise InvalidInputError("--llm local needs --provider NAME (or $ABSTRACTRUNTIME_PROVIDER), "
+                                    "e.g. ollama or openai-compatible")
+        return LLMConfig(mode=mode, model=model, provider=provider,
+                         base_url=_check_url(base_url, "--base-url") if base_url else None)
+    if not server:
+        raise InvalidInputError(f"--llm {mode} needs --server URL (or $ABSTRACTRUNTIME_SERVER); "
+                                "--base-url is for --llm local")
+    return LLMConfig(mode=mode, model=model, provider=provider, server=_check_url(server, "--server"))
+
+
+def _timeout() -> float:
+    from abstractruntime.core.errors import InvalidInputError
+
+    raw = os.environ.get(TIMEOUT_ENV)
+    if not raw:
+        return 60.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInputError(f"${TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise InvalidInputError(f"${TIMEOUT_ENV} must be positive, got {raw!r}")
+    return value
+
+
+def mode_handlers(config: LLMConfig, tools: Any) -> dict[str, Any]:
+    """``{"llm_call": ..., "tool_calls": ...}`` for ``config``; ``tools`` is an executor or ``None``.
+
+    Remote mode passes every tool call through (the run waits for ``tools approve``); local
+    and hybrid run them with ``tools`` (``None`` means AbstractCore's global registry).
+    """
+    from abstractruntime.integrations.abstractcore import build_mode_handlers
+
+    api_key = os.environ.get(API_KEY_ENV) or None
+    if config.mode == "local":
+        llm_kwargs: dict[str, Any] = {}
+        if config.base_url:
+            llm_kwargs["base_url"] = config.base_url
+            # An OpenAI-compatible endpoint without a key still needs a value to build the client.
+            llm_kwargs["api_key"] = api_key or ""
+        elif api_key:
+            llm_kwargs["api_key"] = api_key
+        handlers = build_mode_handlers(mode="local", provider=config.provider, model=config.model,
+                                       tools=tools, llm_kwargs=llm_kwargs or None)
+    else:
+        # An AbstractCore server routes "provider/model"; a bare model goes as given.
+        model = config.model
+        if config.provider and "/" not in model:
+            model = f"{config.provider}/{model}"
+        handlers = build_mode_handlers(
+            mode=config.mode, model=model, server_base_url=config.server,
+            tools=tools if config.mode == "hybrid" else None, timeout_s=_timeout(), api_key=api_key,
+            provider_api_key=os.environ.get(PROVIDER_API_KEY_ENV) or None,
+        )
+    return {getattr(k, "value", k): v for k, v in handlers.items()}
+
+
+__all__ = ["LLMConfig", "llm_config", "mode_handlers", "LlmOpt", "ProviderOpt", "ModelOpt", "ServerOpt",
+           "BaseUrlOpt", "MODES", "API_KEY_ENV", "PROVIDER_API_KEY_ENV"]

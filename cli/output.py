@@ -1,0 +1,134 @@
+"""Output discipline: results on stdout, messages on stderr, JSON through the json module.
+
+- ``--json``: one JSON document on stdout, written by :func:`json.dumps` (never by rich).
+- stdout a TTY: rich tables; every user-supplied string goes in as :class:`rich.text.Text`,
+  so markup-like text such as ``[y/n]`` is shown literally.
+- stdout piped: tab-separated lines without a header, one record per line (tabs and
+  newlines inside values are escaped as ``\\t`` and ``\\n``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+
+def stdout_is_tty() -> bool:
+    """True when results go to a terminal (not a pipe, file or test runner)."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def interactive() -> bool:
+    """True when a person can answer a prompt: stdin and stderr are terminals."""
+    try:
+        return sys.stdin.isatty() and sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def tsv_cell(value: Any) -> str:
+    """One value as a TSV cell: None is empty, dicts/lists are compact JSON, tabs/newlines escaped."""
+    if value is None:
+        text = ""
+    elif isinstance(value, (dict, list)):
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    else:
+        text = str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+@dataclass
+class Settings:
+    """Global options, shared by every command through ``ctx.obj``."""
+
+    store: Optional[str] = None
+    json: bool = False
+    no_input: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    _file_store: Any = field(default=None, repr=False)
+
+    def open_store(self) -> Any:
+        """The :class:`~abstractruntime.storage.store.FileStore` for ``--store`` (opened once)."""
+        if self._file_store is None:
+            from abstractruntime.storage.store import open_store
+
+            self._file_store = open_store(self.store)
+        return self._file_store
+
+    def close(self) -> None:
+        """Release the store's index connection."""
+        if self._file_store is not None:
+            self._file_store.close()
+            self._file_store = None
+
+    # -- messages (stderr) -----------------------------------------------------------
+
+    def info(self, message: str) -> None:
+        """A progress or status message on stderr (silenced by ``-q``)."""
+        if not self.quiet:
+            typer.echo(message, err=True)
+
+    def debug(self, message: str) -> None:
+        """A message shown only with ``-v``."""
+        if self.verbose:
+            typer.echo(message, err=True)
+
+    def may_prompt(self) -> bool:
+        """Whether commands may ask the user (a TTY and no ``--no-input``)."""
+        return not self.no_input and interactive()
+
+    # -- results (stdout) ------------------------------------------------------------
+
+    def emit_json(self, document: Any) -> None:
+        """Write one JSON document to stdout."""
+        typer.echo(json.dumps(document, indent=2, ensure_ascii=False, sort_keys=False))
+
+    def emit_lines(self, lines: Iterable[str]) -> None:
+        """Write plain lines to stdout."""
+        for line in lines:
+            typer.echo(line)
+
+    def emit_table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: Optional[str] = None) -> None:
+        """A rich table on a TTY, tab-separated lines (no header) otherwise."""
+        if not stdout_is_tty():
+            for row in rows:
+                typer.echo("\t".join(tsv_cell(v) for v in row))
+            return
+        table = Table(title=Text(title) if title else None, show_lines=False)
+        for column in columns:
+            table.add_column(Text(column), overflow="fold")
+        for row in rows:
+            table.add_row(*(Text(_short_cell(v)) for v in row))
+        Console(file=sys.stdout, highlight=False).print(table)
+
+    def emit_fields(self, pairs: Sequence[tuple[str, Any]]) -> None:
+        """Key/value pairs: aligned on a TTY, ``key<TAB>value`` lines otherwise."""
+        if not stdout_is_tty():
+            for key, value in pairs:
+                typer.echo(f"{key}\t{tsv_cell(value)}")
+            return
+        table = Table(show_header=False, box=None, pad_edge=False)
+        table.add_column(style="bold")
+        table.add_column(overflow="fold")
+        for key, value in pairs:
+            table.add_row(Text(key), Text(_short_cell(value, limit=2000)))
+        Console(file=sys.stdout, highlight=False).print(table)
+
+
+def _short_cell(value: Any, limit: int = 200) -> str:
+    text = tsv_cell(value).replace("\\n", " ").replace("\\t", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+__all__ = ["Settings", "stdout_is_tty", "interactive", "tsv_cell"]

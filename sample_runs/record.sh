@@ -1,0 +1,69 @@
+#!/bin/sh
+# Regenerate sample_runs/store/ with the real `abstractruntime` command.
+#
+#   sh sample_runs/record.sh            (from anywhere; needs `abstractruntime` on PATH,
+#                                        or ABSTRACTRUNTIME=/path/to/abstractruntime)
+#
+# Each step's expected exit code is checked, so a behaviour change fails loudly here.
+set -eu
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+AR=${ABSTRACTRUNTIME:-abstractruntime}
+STORE="$HERE/store"
+WF="$HERE/workflows"
+
+rm -rf "$STORE"
+export ABSTRACTRUNTIME_STORE="$STORE"
+export ABSTRACTRUNTIME_NO_INPUT=1   # never prompt, even when run from a terminal
+
+# expect CODE COMMAND...: run a command, fail unless it exits with CODE.
+expect() {
+    want=$1; shift
+    set +e
+    "$@" >/dev/null
+    got=$?
+    set -e
+    if [ "$got" -ne "$want" ]; then
+        echo "record.sh: expected exit $want, got $got: $*" >&2
+        exit 1
+    fi
+}
+
+# 1. Approval flow: approved, rejected, and one left waiting for an answer.
+expect 5 "$AR" --no-input run "$WF/approval.py" --run-id approval-approved --var service=billing
+expect 0 "$AR" resume approval-approved --answer yes
+expect 5 "$AR" --no-input run "$WF/approval.py" --run-id approval-rejected --var service=search
+expect 0 "$AR" resume approval-rejected --answer no
+expect 5 "$AR" --no-input run "$WF/approval.py" --run-id approval-waiting --var service=payments
+
+# 2. Timer: waits one second, then `tick --due` finishes it.
+expect 5 "$AR" run "$WF/timer.py" --run-id timer-done --var delay_seconds=1
+sleep 2
+expect 0 "$AR" tick --due
+
+# 3. Event: waits on payment:o-42 until `emit` delivers it.
+expect 5 "$AR" run "$WF/event.py" --run-id event-paid --var order_id=o-42
+expect 0 "$AR" emit payment:o-42 --payload '{"amount": 19.99, "currency": "EUR"}'
+
+# 4. Local tools: the workflow file's `tools` run in-process.
+expect 0 "$AR" run "$WF/tools.py" --run-id tools-run --var text="durable runs survive restarts"
+
+# 5. A snapshot of the waiting approval, and a bookmark on the approved run's head.
+expect 0 "$AR" snapshot create approval-waiting --name before-answer --tag demo
+expect 0 "$AR" bookmark add approval-approved approved --note "approved by release manager"
+
+# 6. A deliberately tampered run: approved, then its recorded answer is edited in place.
+expect 5 "$AR" --no-input run "$WF/approval.py" --run-id tampered --var service=billing
+expect 0 "$AR" resume tampered --answer no
+python3 - "$STORE/runs/tampered/ledger.jsonl" <<'PY'
+import sys
+path = sys.argv[1]
+text = open(path, encoding="utf-8").read()
+assert '"answer":"no"' in text, "expected the recorded answer in the ledger"
+open(path, "w", encoding="utf-8").write(text.replace('"answer":"no"', '"answer":"yes"'))
+PY
+
+# Everything but the tampered run verifies; the index is a cache and is not kept.
+expect 3 "$AR" verify --all
+rm -f "$STORE"/index.sqlite3*
+echo "sample runs recorded in $STORE" >&2

@@ -1,0 +1,85 @@
+"""Shared helpers for the CLI tests: an in-process runner and the installed command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pytest
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "sample_runs"
+WORKFLOWS = SAMPLES / "workflows"
+BIN = Path(sys.executable).parent / "abstractruntime"
+
+
+@dataclass
+class Result:
+    """What a command did: exit code and the two streams, kept apart."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """An empty store directory (created by the first command)."""
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def wf(tmp_path: Path) -> Path:
+    """A private copy of the sample workflows (tests may edit them)."""
+    target = tmp_path / "workflows"
+    shutil.copytree(WORKFLOWS, target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+@pytest.fixture
+def cli(store: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run the app in-process with typer's CliRunner against ``store``."""
+    from abstractruntime.cli.main import app
+
+    monkeypatch.delenv("ABSTRACTRUNTIME_STORE", raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    runner = CliRunner()
+
+    def invoke(*args: str, input: Optional[str] = None) -> Result:
+        result = runner.invoke(app, ["--store", str(store), *args], input=input, color=False)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return Result(result.exit_code, result.stdout, result.stderr)
+
+    return invoke
+
+
+@pytest.fixture
+def sh(store: Path, tmp_path: Path):
+    """Run the installed ``abstractruntime`` command as a real subprocess."""
+
+    def run(*args: str, input: Optional[str] = None, env: Optional[dict[str, str]] = None,
+            timeout: float = 60) -> Result:
+        full_env = {**os.environ, "ABSTRACTRUNTIME_STORE": str(store), "NO_COLOR": "1", **(env or {})}
+        proc = subprocess.run([str(BIN), *args], input=input, capture_output=True, text=True,
+                              env=full_env, cwd=tmp_path, timeout=timeout)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+def store_files(root: Path) -> dict[str, bytes]:
+    """Every file under a store except the rebuildable index and lock files."""
+    if not root.exists():
+        return {}
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.name.startswith("index.sqlite3") and path.name != ".lock":
+            out[str(path.relative_to(root))] = path.read_bytes()
+    return out

@@ -1,0 +1,114 @@
+"""docs/cli.md is generated from --help; the recorded sample runs still verify."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SAMPLES
+
+CLEAN_RUNS = ["approval-approved", "approval-rejected", "approval-waiting", "event-paid", "timer-done", "tools-run"]
+
+
+def test_cli_reference_is_up_to_date() -> None:
+    from abstractruntime.cli.docgen import render
+
+    committed = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert committed == render(), "docs/cli.md is stale: python -m abstractruntime.cli.docgen > docs/cli.md"
+
+
+def test_reference_lists_every_command_and_exit_code() -> None:
+    from abstractruntime.cli.exit_codes import ERROR_EXIT_CODES
+    from abstractruntime.core import errors
+
+    text = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+    for title in ("abstractruntime run", "abstractruntime resume", "abstractruntime snapshot restore",
+                  "abstractruntime bookmark remove", "abstractruntime verify", "abstractruntime graph"):
+        assert f"### `{title}`" in text
+    # every error class of the library has a row in the one table
+    codes = {cls.code for cls in vars(errors).values() if isinstance(cls, type) and hasattr(cls, "code")}
+    assert codes <= set(ERROR_EXIT_CODES)
+
+
+def test_cli_startup_does_not_import_the_kernel() -> None:
+    code = ("import sys, abstractruntime.cli.main; "
+            "print(sorted(m for m in sys.modules if m.startswith(('abstractruntime.core', "
+            "'abstractruntime.storage', 'abstractcore', 'httpx'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
+@pytest.fixture
+def sample_store(tmp_path: Path) -> Path:
+    """A copy of the recorded store (queries build an index; the committed one has none)."""
+    target = tmp_path / "samples"
+    shutil.copytree(SAMPLES / "store", target)
+    assert not list(target.glob("index.sqlite3*"))
+    return target
+
+
+def test_recorded_runs_verify(cli, sample_store: Path) -> None:
+    for run_id in CLEAN_RUNS:
+        r = cli("--store", str(sample_store), "verify", run_id)
+        assert r.exit_code == 0, (run_id, r.stderr)
+    r = cli("--store", str(sample_store), "verify", "tampered", "--json")
+    assert r.exit_code == 3
+    report = json.loads(r.stdout)
+    assert report["ok"] is False
+    assert [p["type"] for p in report["problems"]][0] == "record_hash_mismatch"
+    r = cli("--store", str(sample_store), "verify", "--all")
+    assert r.exit_code == 3
+    verdicts = dict(line.split("\t")[:2][::-1] for line in r.stdout.splitlines())
+    assert verdicts == {**{run_id: "ok" for run_id in CLEAN_RUNS}, "tampered": "FAILED"}
+
+
+def test_recorded_runs_show_without_an_index(cli, sample_store: Path) -> None:
+    r = cli("--store", str(sample_store), "runs", "list", "--json")
+    assert r.exit_code == 0
+    by_id = {d["run_id"]: d for d in json.loads(r.stdout)}
+    assert set(by_id) == set(CLEAN_RUNS) | {"tampered"}
+    assert by_id["approval-waiting"]["waiting"]["prompt"] == "Deploy payments to production? [y/n]"
+    assert by_id["event-paid"]["output"]["paid"] == {"amount": 19.99, "currency": "EUR"}
+    assert by_id["tools-run"]["output"] == {"words": 4, "shouted": "DURABLE RUNS SURVIVE RESTARTS"}
+    assert by_id["timer-done"]["status"] == "completed"
+    marks = json.loads(cli("--store", str(sample_store), "bookmark", "list", "approval-approved", "--json").stdout)
+    assert [m["name"] for m in marks] == ["approved"]
+    snaps = json.loads(cli("--store", str(sample_store), "snapshot", "list", "--json").stdout)
+    assert [s["run_id"] for s in snaps] == ["approval-waiting"]
+
+
+@pytest.mark.slow
+def test_record_script_regenerates_the_samples(tmp_path: Path) -> None:
+    """record.sh, run on a copy of sample_runs/, recreates the same runs with the same outcomes."""
+    copy = tmp_path / "sample_runs"
+    shutil.copytree(SAMPLES, copy, ignore=shutil.ignore_patterns("store", "__pycache__"))
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run(["sh", str(copy / "record.sh")], capture_output=True, text=True, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    runs = sorted(p.name for p in (copy / "store" / "runs").iterdir())
+    assert runs == sorted(CLEAN_RUNS + ["tampered"])
+    assert not list((copy / "store").glob("index.sqlite3*"))
+
+
+def test_scripting_guide_shell_blocks_run(tmp_path: Path) -> None:
+    """Every ```sh block of docs/scripting.md, in order, in one `sh -e` session."""
+    import re
+
+    text = (REPO / "docs" / "scripting.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+    assert len(blocks) >= 8
+    shutil.copytree(SAMPLES / "workflows", tmp_path / "sample_runs" / "workflows",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "docs" / "examples", tmp_path / "docs" / "examples")
+    script = "set -eu\n" + "\n".join(blocks)
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "waiting for an answer:" in proc.stdout
+    assert "Deploy billing to production? [y/n] ['yes', 'no']" in proc.stdout
+    assert '{"deployed": true, "service": "web"}' in proc.stdout

@@ -1,0 +1,79 @@
+"""Checks shared by the crash batteries: does every file load, does every run verify."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from abstractruntime.storage.bookmarks import BOOKMARKS_FILE, read_bookmarks
+from abstractruntime.storage.fsio import read_bytes
+from abstractruntime.storage.json_files import CHECKPOINT_FILE, LEDGER_FILE, read_checkpoint
+from abstractruntime.storage.ledger_file import parse_ledger
+from abstractruntime.storage.verify import verify_run
+
+
+def run_ids(root: Path) -> list[str]:
+    """Run directories present under ``root/runs``."""
+    runs = root / "runs"
+    return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+
+
+def ledger_records(root: Path, run_id: str) -> list[dict[str, Any]]:
+    """The run's records, chain-checked (a torn tail is ignored, as the runtime does)."""
+    path = root / "runs" / run_id / LEDGER_FILE
+    try:
+        data = read_bytes(path)
+    except FileNotFoundError:
+        return []
+    return parse_ledger(data, path=str(path), verify_chain=True, run_id=run_id).records
+
+
+def store_problems(root: Path) -> list[str]:
+    """Every file of every run loads and every run verifies; returns what is wrong (empty = fine)."""
+    problems: list[str] = []
+    for run_id in run_ids(root):
+        run_dir = root / "runs" / run_id
+        try:
+            if (run_dir / CHECKPOINT_FILE).exists():
+                read_checkpoint(run_dir / CHECKPOINT_FILE)
+            ledger_records(root, run_id)
+            read_bookmarks(run_dir / BOOKMARKS_FILE)
+        except Exception as exc:  # any failure to load is the finding
+            problems.append(f"{run_id}: cannot load: {type(exc).__name__}: {exc}")
+            continue
+        if not (run_dir / CHECKPOINT_FILE).exists() and not (run_dir / LEDGER_FILE).exists():
+            continue  # an empty directory left by an interrupted start
+        report = verify_run(root, run_id)
+        for finding in report.problems:
+            problems.append(f"{run_id}: verify: {finding.type}: {finding.message}")
+    return problems
+
+
+def durable_problems(root: Path, run_id: str, acked: dict[int, str]) -> list[str]:
+    """Each acknowledged ``seq -> hash`` is still in the ledger and covered by the checkpoint."""
+    if not acked:
+        return []
+    problems: list[str] = []
+    try:
+        records = ledger_records(root, run_id)
+        checkpoint = read_checkpoint(root / "runs" / run_id / CHECKPOINT_FILE)
+    except Exception as exc:
+        return [f"{run_id}: acknowledged steps unreadable: {type(exc).__name__}: {exc}"]
+    by_seq = {r.get("seq"): r.get("record_hash") for r in records}
+    for seq, digest in sorted(acked.items()):
+        if by_seq.get(seq) != digest:
+            problems.append(f"{run_id}: acknowledged seq {seq} lost (ledger has {by_seq.get(seq)!r})")
+    newest = max(acked)
+    if checkpoint.ledger.seq < newest:
+        problems.append(f"{run_id}: checkpoint at seq {checkpoint.ledger.seq}, behind acknowledged seq {newest}")
+    return problems
+
+
+def completed_effect_keys(root: Path) -> set[str]:
+    """Idempotency keys with a completed effect record in any ledger of the store."""
+    keys: set[str] = set()
+    for run_id in run_ids(root):
+        for rec in ledger_records(root, run_id):
+            if rec.get("kind") == "effect" and rec.get("status") == "completed" and rec.get("idempotency_key"):
+                keys.add(rec["idempotency_key"])
+    return keys

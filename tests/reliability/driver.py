@@ -1,0 +1,98 @@
+"""Drives one ``crashy`` run to completion; the kill loop runs it as a subprocess and kills it.
+
+    python -m tests.reliability.driver ROOT RUN_ID T0 [--die-at-op N]
+
+Prints ``READY`` once imported and the store is open, ``DURABLE <seq> <hash>`` after every
+``start``/``tick``/``resume`` that returned (the ledger head its checkpoint reflects: a step
+the caller was told about), and ``DONE <status>`` at the end. Restarting it continues the
+run from whatever is on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, TextIO
+
+from abstractruntime.core.clock import parse_iso, utc_now
+from abstractruntime.core.errors import RunNotFoundError
+from abstractruntime.core.models import RunState, RunStatus, WaitReason
+from abstractruntime.core.runtime import Runtime
+from abstractruntime.storage.store import FileStore
+
+from . import fsops, workload
+
+TICK_STEPS = 3
+
+
+def make_runtime(store: FileStore, log: workload.EffectLog) -> Runtime:
+    """A runtime over ``store`` with the workload's handlers, policy and registry."""
+    return Runtime(run_store=store.runs, ledger_store=store.ledger, effect_handlers=workload.handlers(log),
+                   effect_policy=workload.policy(), workflow_registry=workload.registry())
+
+
+def drive(root: Path, run_id: str, t0: str, log_path: Path, out: TextIO,
+          *, durability: str = "fsync", on_ready: Optional[Callable[[], None]] = None) -> RunState:
+    """Start (if needed) and advance the run until it completes or fails; report durable steps."""
+    store = FileStore(root, durability=durability)  # type: ignore[arg-type]
+    try:
+        rt = make_runtime(store, workload.EffectLog(log_path))
+        spec = workload.parent_spec()
+        out.write("READY\n")
+        out.flush()
+        if on_ready is not None:
+            on_ready()
+
+        def durable() -> None:
+            head = rt.get_checkpoint(run_id).ledger
+            out.write(f"DURABLE {head.seq} {head.head_hash}\n")
+            out.flush()
+
+        try:
+            state = rt.get_state(run_id)
+        except RunNotFoundError:
+            rt.start(workflow=spec, vars={"t0": t0}, run_id=run_id)
+            durable()
+            state = rt.get_state(run_id)
+        while not state.status.is_terminal:
+            wait = state.waiting
+            if state.status is RunStatus.WAITING and wait is not None:
+                reason = WaitReason(wait.reason)
+                if reason is WaitReason.UNTIL:
+                    delay = (parse_iso(wait.until or t0) - utc_now()).total_seconds()
+                    if delay > 0:
+                        time.sleep(delay)
+                    state = rt.tick(workflow=spec, run_id=run_id, max_steps=TICK_STEPS)
+                else:
+                    state = rt.resume(workflow=spec, run_id=run_id, wait_key=wait.wait_key,
+                                      payload=workload.answer_for(state), max_steps=TICK_STEPS)
+            else:
+                state = rt.tick(workflow=spec, run_id=run_id, max_steps=TICK_STEPS)
+            durable()
+        out.write(f"DONE {state.status.value}\n")
+        out.flush()
+        return state
+    finally:
+        store.close()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the subprocess."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("root", type=Path)
+    parser.add_argument("run_id")
+    parser.add_argument("t0")
+    parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--die-at-op", type=int, default=0)
+    args = parser.parse_args(argv)
+    guard = fsops.die_at_op(args.die_at_op) if args.die_at_op > 0 else contextlib.nullcontext()
+    with guard:
+        drive(args.root, args.run_id, args.t0, args.log, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""Battery 1: kill -9 a real process at random moments until its run completes.
+
+``RELIABILITY_KILLS`` sets the number of kills (CI: 200); ``python -m tests.reliability.run
+--kills 1000`` runs the long form with the same code.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from . import checks, driver, killloop, workload
+from abstractruntime.core.clock import to_iso, utc_now
+
+KILLS = int(os.environ.get("RELIABILITY_KILLS", "200"))
+SEED = int(os.environ.get("RELIABILITY_SEED", "0"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_kill9_loop_loses_nothing_and_finishes_like_an_uncrashed_run(tmp_path: Path) -> None:
+    stats = killloop.kill_loop(tmp_path, kills=KILLS, seed=SEED)
+    print(f"kill loop: {stats.to_dict()}")
+    assert stats.failures == []
+    assert stats.kills >= KILLS
+    assert stats.timer_kills > 0 and stats.op_kills > 0
+    assert stats.episodes == stats.completed >= 1
+    assert stats.lost == 0
+    assert stats.duplicate_effects == 0
+    assert stats.durable_checked > 0
+
+
+def test_uncrashed_driver_run_exercises_every_effect_kind(tmp_path: Path) -> None:
+    import io
+
+    out = io.StringIO()
+    state = driver.drive(tmp_path / "store", "one", to_iso(utc_now()), tmp_path / "fx.log", out, durability="none")
+    assert state.status.value == "completed"
+    kinds = {(r.get("effect") or {}).get("type") for r in checks.ledger_records(tmp_path / "store", "one")}
+    assert {"tool_calls", "llm_call", "ask_user", "wait_event", "wait_job", "wait_until",
+            "start_subworkflow"} <= kinds
+    lines = workload.EffectLog(tmp_path / "fx.log").lines()
+    # 4 rounds + 1 in the child, each once; the flaky effect failed once, then succeeded.
+    assert [f[1] for f in lines if f[0] == "flaky"] == ["fail", "ok"]
+    assert sum(1 for f in lines if f[0] == "tool") == workload.ROUNDS + 1
+    assert state.output and state.output["answers"] == {
+        "user": {"answer": "yes"}, "event": {"event": "evt:go"}, "job": {"job": "job-7", "status": "done"}}
+    assert out.getvalue().count("DURABLE") >= 10
+
+
+def test_the_checks_notice_a_lost_durable_step(tmp_path: Path) -> None:
+    import io
+
+    root = tmp_path / "store"
+    out = io.StringIO()
+    driver.drive(root, "one", to_iso(utc_now()), tmp_path / "fx.log", out, durability="none")
+    acked = {int(line.split()[1]): line.split()[2] for line in out.getvalue().splitlines()
+             if line.startswith("DURABLE")}
+    assert checks.durable_problems(root, "one", acked) == []
+    assert checks.store_problems(root) == []
+    ledger = root / "runs" / "one" / "ledger.jsonl"
+    lines = ledger.read_bytes().splitlines(keepends=True)
+    ledger.write_bytes(b"".join(lines[:-3]))  # drop the last three records
+    assert any("lost" in p for p in checks.durable_problems(root, "one", acked))
+    assert any("ledger_truncated" in p for p in checks.store_problems(root))
+
+
+_MUTATING_NODE = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    from abstractruntime.core.models import Effect, EffectType, StepPlan
+    from abstractruntime.core.runtime import EffectOutcome
+    from abstractruntime.core.spec import WorkflowSpec
+    from abstractruntime.storage.store import FileStore
+
+    root, log, marker = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+
+    def count(run, ctx):
+        # A node that updates vars and then asks for an effect (docs/concepts.md allows both).
+        run.vars["n"] = run.vars.get("n", 0) + 1
+        return StepPlan("count", effect=Effect(EffectType.TOOL_CALLS, {"n": run.vars["n"]}, result_key="r"),
+                        next_node="after")
+
+    def after(run, ctx):
+        if not marker.exists():
+            marker.write_text("x")
+            os.kill(os.getpid(), 9)   # crash after the effect's result record is durable
+        return StepPlan("after", complete_output={"n": run.vars["n"]})
+
+    def tool(run, effect):
+        with open(log, "a") as fh:
+            fh.write("executed\\n")
+        return EffectOutcome.completed({"ok": True})
+
+    wf = WorkflowSpec("mut", "count", {"count": count, "after": after})
+    store = FileStore(root)
+    rt = store.runtime(effect_handlers={EffectType.TOOL_CALLS: tool})
+    if store.runs.load("m1") is None:
+        rt.start(workflow=wf, run_id="m1")
+    print(rt.tick(workflow=wf, run_id="m1").output)
+""")
+
+
+def test_node_var_updates_before_an_effect_are_not_applied_twice_after_a_kill(tmp_path: Path) -> None:
+    script = tmp_path / "mutating.py"
+    script.write_text(_MUTATING_NODE)
+    args = [sys.executable, str(script), str(tmp_path / "store"), str(tmp_path / "fx.log"), str(tmp_path / "m")]
+    first = subprocess.run(args, capture_output=True, text=True)
+    assert first.returncode == -9
+    second = subprocess.run(args, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == "{'n': 1}"
+    assert (tmp_path / "fx.log").read_text().count("executed") == 1
+
+
+def test_a_start_interrupted_twice_verifies_as_an_interrupted_start(tmp_path: Path) -> None:
+    """The kill loop found this state: a start killed twice before its first checkpoint."""
+    from abstractruntime.core.models import StepPlan
+    from abstractruntime.core.spec import WorkflowSpec
+    from abstractruntime.storage.store import FileStore
+    from abstractruntime.storage.verify import verify_run
+
+    class Crash(BaseException):
+        """Stands for a kill -9 between the start record's append and the checkpoint."""
+
+    store = FileStore(tmp_path / "s", durability="none")
+    rt = store.runtime()
+    wf = WorkflowSpec("w", "a", {"a": lambda run, ctx: StepPlan("a", complete_output={})})
+
+    def crash(checkpoint: object) -> None:
+        raise Crash()
+
+    store.runs.save_checkpoint = crash  # type: ignore[method-assign]
+    for _ in range(2):
+        with pytest.raises(Crash):
+            rt.start(workflow=wf, run_id="r1")
+    assert len(checks.ledger_records(store.root, "r1")) == 2
+    assert verify_run(store.root, "r1").problems == []
+    store.runs.save_checkpoint = type(store.runs).save_checkpoint.__get__(store.runs)  # type: ignore[method-assign]
+    rt.start(workflow=wf, run_id="r1")
+    assert rt.tick(workflow=wf, run_id="r1").status.value == "completed"
+    assert verify_run(store.root, "r1").ok

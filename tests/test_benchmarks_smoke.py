@@ -1,0 +1,74 @@
+"""Smoke test of the benchmark runner: ``python -m benchmarks --quick`` works end to end.
+
+It asserts that the runner exits 0 and writes a results document in which every scenario
+is either measured or explicitly skipped — never any timing (CI machines are noisy).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCENARIOS = ("fsync_floor", "durable_steps", "effect_steps", "flat_cost", "ask_roundtrip", "verify",
+             "runs_list", "startup")
+BASELINES = ("upstream", "langgraph", "dbos")
+BENCH_PYTHON = REPO / ".bench-venv" / "bin" / "python"
+
+
+def _run(tmp_path: Path, *extra: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(tmp_path), *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    written = list(tmp_path.glob("*-quick.json"))
+    assert len(written) == 1, written
+    assert str(written[0]) in proc.stderr  # the runner says where the results are
+    return json.loads(written[0].read_text())
+
+
+def _measured_or_skipped(section: dict) -> bool:
+    if "error" in section:
+        return False
+    return bool(section.get("skipped")) or len(section) > 0
+
+
+def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
+    results = _run(tmp_path, "--baselines", "none")
+    assert results["quick"] is True
+    assert set(SCENARIOS) <= set(results["scenarios"])
+    for name in SCENARIOS:
+        section = results["scenarios"][name]
+        assert _measured_or_skipped(section), (name, section)
+        assert "skipped" not in section, (name, section)  # our own scenarios always run
+    for name in BASELINES:
+        assert results["baselines"][name]["skipped"], name
+    # Nested parts that may be unavailable are explicitly skipped, never silently absent.
+    assert "api" in results["scenarios"]["ask_roundtrip"]
+    assert "cli" in results["scenarios"]["ask_roundtrip"]
+    assert results["scenarios"]["verify"]["records"] > 0
+    scenarios_in_table = {row["scenario"] for row in results["table"]}
+    assert {"durable steps", "effect steps", "flat cost", "verify", "start-up"} <= scenarios_in_table
+
+
+def test_missing_bench_venv_is_reported_as_skipped(tmp_path: Path) -> None:
+    results = _run(tmp_path, "--only", "fsync_floor", "--bench-python", str(tmp_path / "no-such-python"))
+    for name in BASELINES:
+        assert "no bench venv" in results["baselines"][name]["skipped"]
+    assert results["scenarios"]["durable_steps"]["skipped"]
+
+
+@pytest.mark.skipif(not BENCH_PYTHON.exists(), reason="no bench venv (.bench-venv) on this machine")
+def test_quick_run_with_the_upstream_baseline(tmp_path: Path) -> None:
+    results = _run(tmp_path, "--only", "durable_steps", "--baselines", "upstream")
+    upstream = results["baselines"]["upstream"]
+    if "skipped" in upstream:
+        pytest.skip(upstream["skipped"])
+    assert "error" not in upstream, upstream
+    assert upstream["package"] == "abstractruntime 0.0.1"
+    assert upstream["durable"]["steps"] == results["sizes"]["steps"]
