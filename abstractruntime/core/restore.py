@@ -16,7 +16,8 @@ from ..storage.base import Checkpoint, LedgerHead
 from .canonical import canonical_json, sha256_hex
 from .errors import InvalidInputError, WorkflowDriftError
 from .models import RecordKind, RunState, StepRecord
-from .runtime import Runtime, _Session
+from .runtime import Runtime
+from .session import RunSession
 from .spec import WorkflowSpec
 
 
@@ -66,7 +67,7 @@ def restore_snapshot(
     with runtime.run_store.lock(snapshot.run_id, wait=lock_wait):
         current = runtime.get_checkpoint(snapshot.run_id)
         keep_workflow = _check_drift(snapshot, current.workflow, workflow, allow_drift)
-        session = _Session(runtime, Checkpoint(run=state, ledger=current.ledger, workflow=keep_workflow,
+        session = RunSession(runtime, Checkpoint(run=state, ledger=current.ledger, workflow=keep_workflow,
                                                origin=current.origin))
         rec = StepRecord.start(run=state, node_id=state.current_node, effect=None)
         rec.kind = RecordKind.RESTORE.value
@@ -102,7 +103,7 @@ def fork_snapshot(
     fresh.status, fresh.waiting, fresh.output, fresh.error = base.status, base.waiting, base.output, base.error
     fresh.created_at = fresh.updated_at = runtime.now().isoformat()
     origin = {"run_id": snapshot.run_id, "snapshot_id": snapshot.snapshot_id, "ledger": snapshot.ledger}
-    session = _Session(runtime, Checkpoint(run=fresh, ledger=LedgerHead(), workflow=keep_workflow, origin=origin))
+    session = RunSession(runtime, Checkpoint(run=fresh, ledger=LedgerHead(), workflow=keep_workflow, origin=origin))
     rec = StepRecord.start(run=fresh, node_id=fresh.current_node, effect=None)
     rec.kind = RecordKind.START.value
     rec.finish_success({"workflow_id": fresh.workflow_id, "vars": fresh.vars, "forked_from": origin,

@@ -11,11 +11,9 @@ called again. See docs/concepts.md and docs/durability.md.
 
 from __future__ import annotations
 
-import inspect
-import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from ..storage.base import Checkpoint, LedgerStore, RunStore
 from .canonical import canonical_json, check_size
@@ -46,16 +44,17 @@ from .models import (
     RunStatus,
     StepPlan,
     StepRecord,
-    StepStatus,
     WaitReason,
 )
 from .policy import DefaultEffectPolicy, EffectPolicy
 from .redaction import Redactor
+from .effect_exec import EffectHandler, run_effect
+from .session import RunSession, fail_run, set_nested
 from .spec import WorkflowSpec
 
-EffectHandler = Callable[..., EffectOutcome]
 
 __all__ = ["Runtime", "EffectOutcome", "EffectHandler", "DefaultRunContext"]
+
 
 
 @dataclass
@@ -67,58 +66,6 @@ class DefaultRunContext:
     def now_iso(self) -> str:
         """Current UTC time, ISO-8601."""
         return self.clock().isoformat()
-
-
-class _Session:
-    """One locked run being advanced: its checkpoint and the records not yet committed."""
-
-    def __init__(self, runtime: "Runtime", checkpoint: Checkpoint) -> None:
-        self.rt = runtime
-        self.checkpoint = checkpoint
-        self.pending: list[StepRecord] = []
-        # True when the run changed since the checkpoint was last written.
-        self.dirty = False
-        # Nodes run since the last commit (named when their state cannot be stored).
-        self.uncommitted_nodes: list[str] = []
-
-    @property
-    def run(self) -> RunState:
-        return self.checkpoint.run
-
-    def record(self, rec: StepRecord) -> StepRecord:
-        """Redact and queue ``rec``; it becomes durable at the next :meth:`commit`."""
-        self.pending.append(self.rt._redacted(rec))
-        self.dirty = True
-        return rec
-
-    def append_now(self, rec: StepRecord) -> None:
-        """Make ``rec`` (and anything queued before it) durable now, without a checkpoint."""
-        self.pending.append(self.rt._redacted(rec))
-        self.dirty = True
-        self.rt.ledger_store.append_batch(self.pending)
-        self.pending = []
-
-    def commit(self) -> None:
-        """Ledger first (one batch, one fsync), then the checkpoint that reflects it.
-
-        The run state is encoded before anything is written, so state that cannot be
-        stored (non-JSON vars) raises before the ledger moves. The checkpoint itself has no
-        size limit; single ledger records do.
-        """
-        run = self.run
-        run.updated_at = self.rt.now().isoformat()
-        canonical_json(run.to_dict())  # refuses non-JSON state before anything is written
-        if self.pending:
-            self.rt.ledger_store.append_batch(self.pending)
-            self.pending = []
-        self.checkpoint.ledger = self.rt.ledger_store.head(run.run_id)
-        signer = self.rt.signer
-        if signer is not None:
-            self.checkpoint.signature = signer.sign_head(
-                run_id=run.run_id, seq=self.checkpoint.ledger.seq, head_hash=self.checkpoint.ledger.head_hash)
-        self.rt.run_store.save_checkpoint(self.checkpoint)
-        self.dirty = False
-        self.uncommitted_nodes = []
 
 
 class Runtime:
@@ -239,7 +186,7 @@ class Runtime:
         rec.kind = RecordKind.START.value
         rec.finish_success({"workflow_id": workflow.workflow_id, "vars": run.vars, "parent_run_id": parent_run_id})
         source = workflow.source.to_dict(workflow.workflow_id) if workflow.source else None
-        session = _Session(self, Checkpoint(run=run, ledger=self._ledger_store.head(run.run_id), workflow=source))
+        session = RunSession(self, Checkpoint(run=run, ledger=self._ledger_store.head(run.run_id), workflow=source))
         session.record(rec)
         session.commit()
         return run.run_id
@@ -345,7 +292,7 @@ class Runtime:
                                 "payload": payload})
             session.record(rec)
             if wait.result_key:
-                _set_nested(run.vars, wait.result_key, payload)
+                set_nested(run.vars, wait.result_key, payload)
             run.status, run.waiting = RunStatus.RUNNING, None
             if wait.resume_to_node:
                 run.current_node = wait.resume_to_node
@@ -359,7 +306,7 @@ class Runtime:
             run = checkpoint.run
             if run.status.is_terminal:
                 return run
-            session = _Session(self, checkpoint)
+            session = RunSession(self, checkpoint)
             rec = StepRecord.start(run=run, node_id=run.current_node, effect=None)
             rec.kind = RecordKind.CANCEL.value
             rec.finish_success({"reason": reason, "previous_status": run.status.value})
@@ -370,14 +317,15 @@ class Runtime:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _redacted(self, rec: StepRecord) -> StepRecord:
+    def redact_record(self, rec: StepRecord) -> StepRecord:
+        """Scrub secrets from a record's effect and result (before hashing and writing)."""
         if rec.effect is not None:
             rec.effect = self._redactor.redact(rec.effect)
         if rec.result is not None:
             rec.result = self._redactor.redact(rec.result)
         return rec
 
-    def _open(self, run_id: str, workflow: WorkflowSpec, allow_drift: bool) -> _Session:
+    def _open(self, run_id: str, workflow: WorkflowSpec, allow_drift: bool) -> RunSession:
         checkpoint = self.get_checkpoint(run_id)
         run = checkpoint.run
         if run.workflow_id != workflow.workflow_id:
@@ -392,7 +340,7 @@ class Runtime:
                     f"run {run_id}: the checkpoint reflects ledger seq {recorded_head.seq} but the ledger "
                     f"ends at seq {head.seq} with another head (truncated or rewritten?); "
                     "run `abstractruntime verify` for details")
-        session = _Session(self, checkpoint)
+        session = RunSession(self, checkpoint)
         recorded = checkpoint.workflow or {}
         source = workflow.source
         if source is not None and recorded.get("sha256") and recorded["sha256"] != source.sha256:
@@ -410,7 +358,7 @@ class Runtime:
                 checkpoint.workflow = source.to_dict(workflow.workflow_id)
         return session
 
-    def _advance_or_fail(self, session: _Session, workflow: WorkflowSpec, max_steps: int) -> RunState:
+    def _advance_or_fail(self, session: RunSession, workflow: WorkflowSpec, max_steps: int) -> RunState:
         """:meth:`_advance`, failing the run on the record if its state cannot be stored."""
         try:
             return self._advance(session, workflow, max_steps)
@@ -419,16 +367,16 @@ class Runtime:
 
     def _fail_unstorable(self, run_id: str, nodes: list[str], exc: InvalidInputError) -> RunState:
         """Nothing of the failed commit was written: fail the run from its last checkpoint."""
-        session = _Session(self, self.get_checkpoint(run_id))
+        session = RunSession(self, self.get_checkpoint(run_id))
         session.checkpoint.pending = None
         node = nodes[0] if nodes else session.run.current_node
         ran = ", ".join(dict.fromkeys(nodes)) or node
-        self._fail(session, node, f"Run state cannot be stored (nodes run since the last checkpoint: {ran}): {exc}",
+        fail_run(session, node, f"Run state cannot be stored (nodes run since the last checkpoint: {ran}): {exc}",
                    exception_type=type(exc).__name__)
         session.commit()
         return session.run
 
-    def _advance(self, session: _Session, workflow: WorkflowSpec, max_steps: int) -> RunState:
+    def _advance(self, session: RunSession, workflow: WorkflowSpec, max_steps: int) -> RunState:
         run = session.run
         if run.status is RunStatus.WAITING:
             self._resume_due_timer(session)
@@ -440,14 +388,14 @@ class Runtime:
             session.commit()
         return run
 
-    def _resume_due_timer(self, session: _Session) -> None:
+    def _resume_due_timer(self, session: RunSession) -> None:
         run, wait = session.run, session.run.waiting
         if wait is None or WaitReason(wait.reason) is not WaitReason.UNTIL or not wait.until:
             return
         try:
             due = self.now() >= parse_iso(wait.until)
         except ValueError:
-            self._fail(session, run.current_node, f"wait_until: {wait.until!r} is not an ISO-8601 timestamp")
+            fail_run(session, run.current_node, f"wait_until: {wait.until!r} is not an ISO-8601 timestamp")
             return
         if not due:
             return
@@ -456,162 +404,59 @@ class Runtime:
         rec.finish_success({"reason": WaitReason.UNTIL.value, "wait_key": wait.wait_key, "until": wait.until})
         session.record(rec)
         if wait.result_key:
-            _set_nested(run.vars, wait.result_key, {"until": wait.until, "ready": True})
+            set_nested(run.vars, wait.result_key, {"until": wait.until, "ready": True})
         run.status, run.waiting = RunStatus.RUNNING, None
         if wait.resume_to_node:
             run.current_node = wait.resume_to_node
 
-    def _step(self, session: _Session, workflow: WorkflowSpec) -> None:
+    def _step(self, session: RunSession, workflow: WorkflowSpec) -> None:
         run = session.run
         session.uncommitted_nodes.append(run.current_node)
         pending = session.checkpoint.pending
         if pending is not None and pending.get("node_id") == run.current_node:
             # A crash interrupted this effect after its intent was durable: perform (or
             # reuse) it without running the node body, whose var changes already happened.
-            self._run_effect(session, StepPlan(node_id=pending["node_id"], effect=Effect.from_dict(pending["effect"]),
+            run_effect(self, session, StepPlan(node_id=pending["node_id"], effect=Effect.from_dict(pending["effect"]),
                                                next_node=pending.get("next_node")))
             return
         node_id = run.current_node
         handler = workflow.nodes.get(node_id)
         if handler is None:
-            self._fail(session, node_id, f"Unknown node_id '{node_id}' in workflow '{workflow.workflow_id}'")
+            fail_run(session, node_id, f"Unknown node_id '{node_id}' in workflow '{workflow.workflow_id}'")
             return
         try:
             plan = handler(run, self._ctx)
         except Exception as exc:  # a node's bug fails the run, on the record, instead of crashing the caller
-            self._fail(session, node_id, f"Node '{node_id}' raised {type(exc).__name__}: {exc}",
+            fail_run(session, node_id, f"Node '{node_id}' raised {type(exc).__name__}: {exc}",
                        exception_type=type(exc).__name__)
             return
         if not isinstance(plan, StepPlan):
-            self._fail(session, node_id, f"Node '{node_id}' returned {type(plan).__name__}, not a StepPlan")
+            fail_run(session, node_id, f"Node '{node_id}' returned {type(plan).__name__}, not a StepPlan")
             return
         if plan.complete_output is not None:
             self._complete(session, plan)
         elif plan.effect is None:
             if not plan.next_node:
-                self._fail(session, plan.node_id, f"Node '{plan.node_id}' returned no effect and no next_node")
+                fail_run(session, plan.node_id, f"Node '{plan.node_id}' returned no effect and no next_node")
                 return
             rec = StepRecord.start(run=run, node_id=plan.node_id, effect=None)
             session.record(rec.finish_success({"next_node": plan.next_node}))
             run.current_node = plan.next_node
         else:
-            self._run_effect(session, plan)
+            run_effect(self, session, plan)
 
-    def _complete(self, session: _Session, plan: StepPlan) -> None:
+    def _complete(self, session: RunSession, plan: StepPlan) -> None:
         run = session.run
         rec = StepRecord.start(run=run, node_id=plan.node_id, effect=None)
         rec.kind = RecordKind.COMPLETE.value
         try:
             check_size(canonical_json(plan.complete_output), what=f"Output of node {plan.node_id!r}")
         except (InvalidInputError, PayloadTooLargeError) as exc:
-            self._fail(session, plan.node_id, str(exc))
+            fail_run(session, plan.node_id, str(exc))
             return
         session.record(rec.finish_success({"completed": True, "output": plan.complete_output}))
         run.status, run.output, run.waiting = RunStatus.COMPLETED, plan.complete_output, None
 
-    def _fail(self, session: _Session, node_id: str, message: str, *, exception_type: Optional[str] = None) -> None:
-        run = session.run
-        rec = StepRecord.start(run=run, node_id=node_id, effect=None)
-        rec.kind = RecordKind.FAIL.value
-        rec.finish_failure(message)
-        rec.result = {"exception_type": exception_type} if exception_type else None
-        session.record(rec)
-        run.status, run.error, run.waiting = RunStatus.FAILED, message, None
-
-    def _run_effect(self, session: _Session, plan: StepPlan) -> None:
-        run = session.run
-        effect = plan.effect
-        assert effect is not None
-        key = self._effect_policy.idempotency_key(run=run, node_id=plan.node_id, effect=effect)
-        prior = self._ledger_store.find_completed(run.run_id, key)
-        if prior is not None:
-            outcome = EffectOutcome.completed(prior.get("result"))
-        else:
-            outcome = self._attempt(session, plan, key)
-        session.checkpoint.pending = None
-        if outcome.status == "waiting" and outcome.wait is not None:
-            run.status, run.waiting = RunStatus.WAITING, outcome.wait
-            session.commit()
-        elif outcome.status == "completed":
-            if effect.result_key and outcome.result is not None:
-                _set_nested(run.vars, effect.result_key, outcome.result)
-            if not plan.next_node:
-                self._fail(session, plan.node_id, f"Node '{plan.node_id}' executed an effect but set no next_node")
-                return
-            run.current_node = plan.next_node
-        else:
-            run.status, run.error, run.waiting = RunStatus.FAILED, outcome.error or "unknown error", None
-
-    def _attempt(self, session: _Session, plan: StepPlan, key: str) -> EffectOutcome:
-        run, effect = session.run, plan.effect
-        assert effect is not None
-        max_attempts = self._effect_policy.max_attempts(effect)
-        last_error = "unknown error"
-        attempt = 0
-        while attempt < max_attempts:
-            attempt += 1
-            rec = StepRecord.start(run=run, node_id=plan.node_id, effect=effect, attempt=attempt, idempotency_key=key)
-            if attempt == 1:
-                session.record(rec)
-                session.checkpoint.pending = {"node_id": plan.node_id, "effect": effect.to_dict(),
-                                              "next_node": plan.next_node, "idempotency_key": key}
-                session.commit()  # the intent (and every pure step before it) is durable first
-            else:
-                session.append_now(rec)
-            outcome = self._call_handler(effect, run, plan.next_node)
-            if outcome.status == "completed":
-                try:
-                    check_size(canonical_json(outcome.result), what=f"Result of {effect.type.value} effect")
-                except (InvalidInputError, PayloadTooLargeError) as exc:
-                    outcome = EffectOutcome.failed(str(exc), retryable=False)
-                else:
-                    session.append_now(rec.finish_success(outcome.result))
-                    return outcome
-            if outcome.status == "waiting" and outcome.wait is not None:
-                session.record(rec.finish_waiting(outcome.wait))
-                return outcome
-            last_error = outcome.error or "unknown error"
-            session.append_now(rec.finish_failure(last_error))
-            if not outcome.retryable:
-                break
-            if attempt < max_attempts:
-                backoff = self._effect_policy.backoff_seconds(effect=effect, attempt=attempt)
-                if backoff > 0:
-                    time.sleep(backoff)  # looked up at call time, so tests can patch time.sleep
-        plural = "attempt" if attempt == 1 else "attempts"
-        return EffectOutcome.failed(f"Effect {effect.type.value} failed after {attempt} {plural}: {last_error}")
-
-    def _call_handler(self, effect: Effect, run: RunState, next_node: Optional[str]) -> EffectOutcome:
-        handler = self._handlers.get(EffectType(effect.type))
-        if handler is None:
-            return EffectOutcome.failed(f"No effect handler registered for {EffectType(effect.type).value}",
-                                        retryable=False)
-        try:
-            if self._takes_next_node(handler):
-                outcome = handler(run, effect, next_node)
-            else:
-                outcome = handler(run, effect)
-        except Exception as exc:  # a handler's exception is a failed attempt, retried per policy
-            return EffectOutcome.failed(f"Effect handler raised {type(exc).__name__}: {exc}")
-        if not isinstance(outcome, EffectOutcome):
-            return EffectOutcome.failed(
-                f"Effect handler for {effect.type.value} returned {type(outcome).__name__}, not an EffectOutcome",
-                retryable=False)
-        return outcome
-
-    def _takes_next_node(self, handler: EffectHandler) -> bool:
-        """Handlers may take ``(run, effect)`` or ``(run, effect, default_next_node)``."""
-        arity = self._arity.get(handler)
-        if arity is None:
-            try:
-                params = list(inspect.signature(handler).parameters.values())
-                positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-                varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
-                arity = 3 if varargs or len(positional) >= 3 else 2
-            except (TypeError, ValueError):
-                arity = 3
-            self._arity[handler] = arity
-        return arity >= 3
 
 
 def _check_answer(choices: Optional[list[str]], allow_free_text: bool, payload: Any) -> None:
@@ -622,16 +467,3 @@ def _check_answer(choices: Optional[list[str]], allow_free_text: bool, payload: 
     if answer not in choices:
         raise InvalidAnswerError(
             f"Answer {answer!r} is not one of the choices: {', '.join(choices)}", choices=list(choices))
-
-
-def _set_nested(target: dict[str, Any], dotted_key: str, value: Any) -> None:
-    """``target[a][b] = value`` for ``"a.b"``, creating dicts on the way."""
-    parts = dotted_key.split(".")
-    cur = target
-    for part in parts[:-1]:
-        nxt = cur.get(part)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            cur[part] = nxt
-        cur = nxt
-    cur[parts[-1]] = value
