@@ -121,6 +121,18 @@ def settings(ctx: typer.Context, json_flag: bool = False) -> Settings:
     return obj
 
 
+def finish_batch(s: Settings, states: list[Any], errors: list[str], summary: str) -> NoReturn:
+    """Print the runs a batch command advanced, then its errors; exit 1 if any run failed to advance."""
+    if s.json:
+        s.emit_json([st.to_dict() for st in states])
+    else:
+        s.emit_table(["run_id", "status", "node"], [[st.run_id, st.status.value, st.current_node] for st in states])
+    s.info(summary)
+    for line in errors:
+        typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(1 if errors else 0)
+
+
 def finish_run(s: Settings, state: Any) -> NoReturn:
     """Print a run's outcome (run id on stdout, or its JSON) and exit with its status code."""
     status = state.status.value
@@ -153,6 +165,13 @@ def describe_state(s: Settings, state: Any) -> None:
             s.info(f"  until: {wait.until} (then: abstractruntime tick --due)")
         if reason == "user":
             s.info(f"  answer with: abstractruntime resume {state.run_id} --answer TEXT")
+        elif isinstance(wait.details, dict) and isinstance(wait.details.get("tool_calls"), list):
+            for call in wait.details["tool_calls"]:
+                if isinstance(call, dict):
+                    s.info(f"  tool call {call.get('call_id')}: {call.get('name')} "
+                           + json.dumps(call.get("arguments"), ensure_ascii=False, sort_keys=True))
+            s.info(f"  approve with: abstractruntime tools approve {state.run_id}   "
+                   f"(or: tools deny {state.run_id} --reason TEXT)")
         elif reason in ("event", "job") and wait.wait_key:
             s.info(f"  resume with: abstractruntime emit {wait.wait_key} --payload JSON")
     elif status in ("failed", "cancelled"):

@@ -9,7 +9,8 @@ from typing import Any, Optional
 import typer
 
 from . import workflows
-from .app import app, finish_run, settings
+from .app import app, finish_batch, finish_run, settings
+from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_config
 from .output import Settings
 
 JSON_HELP = "Write JSON to stdout (schema: docs/cli.md)."
@@ -57,17 +58,26 @@ def run_cmd(
     run_id: Optional[str] = typer.Option(None, "--run-id", metavar="ID", help="Use this run id instead of a random one."),
     actor: Optional[str] = typer.Option(None, "--actor", metavar="ID", help="Actor id recorded on the run."),
     max_steps: int = typer.Option(10_000, "--max-steps", min=1, help="Stop after this many node steps."),
+    llm: Optional[str] = LlmOpt,
+    provider: Optional[str] = ProviderOpt,
+    model: Optional[str] = ModelOpt,
+    server: Optional[str] = ServerOpt,
+    base_url: Optional[str] = BaseUrlOpt,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Start a run and advance it until it completes, fails or waits (exit 0, 1 or 5).
 
     On a terminal an ask_user prompt is asked here and the run goes on with the answer;
     with --no-input or without a terminal the command exits 5 and prints the run id.
+    With --llm, llm_call and tool_calls effects go to an LLM (API keys: environment only).
     """
     s = settings(ctx, json_out)
     inputs = workflows.parse_vars(var, vars_json)
+    config = llm_config(llm, provider=provider, model=model, server=server, base_url=base_url)
     loaded = workflows.load(workflow_file, attr=attr)
-    runtime = workflows.runtime_for(s.open_store(), loaded)
+    if config is not None:
+        s.debug(config.describe())
+    runtime = workflows.runtime_for(s.open_store(), loaded, config)
     new_id = runtime.start(workflow=loaded.workflow, vars=inputs, actor_id=actor, run_id=run_id)
     s.debug(f"started run {new_id}")
     state = drive(s, runtime, loaded.workflow, runtime.get_state(new_id), max_steps=max_steps)
@@ -99,7 +109,8 @@ def start_cmd(
         s.info(f"run {new_id} created at node {state.current_node}")
 
 
-def tick_due_runs(s: Settings, *, limit: int, allow_drift: bool) -> tuple[list[Any], list[str]]:
+def tick_due_runs(s: Settings, *, limit: int, allow_drift: bool,
+                  llm: Any = None) -> tuple[list[Any], list[str]]:
     """Tick every run whose timer is due now; returns (new states, error lines).
 
     Each due run is ticked with the workflow file its checkpoint names, and that file's
@@ -118,7 +129,7 @@ def tick_due_runs(s: Settings, *, limit: int, allow_drift: bool) -> tuple[list[A
             checkpoint = store.runtime().get_checkpoint(run.run_id)
             key = (workflows.recorded_source(checkpoint) or "", run.workflow_id)
             if key not in cache:
-                cache[key] = workflows.load_for_run(store, run.run_id)
+                cache[key] = workflows.load_for_run(store, run.run_id, llm=llm)
             loaded, runtime = cache[key]
             # Re-checked under the run's lock, so with several workers each timer fires once.
             state = runtime.tick_if_due(workflow=loaded.workflow, run_id=run.run_id, allow_drift=allow_drift)
@@ -145,6 +156,11 @@ def tick_cmd(
     allow_drift: bool = typer.Option(False, "--allow-drift", help="Accept a workflow file that changed since the run started."),
     wait: float = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for a run locked by another process."),
     max_steps: int = typer.Option(10_000, "--max-steps", min=1, help="Stop after this many node steps."),
+    llm: Optional[str] = LlmOpt,
+    provider: Optional[str] = ProviderOpt,
+    model: Optional[str] = ModelOpt,
+    server: Optional[str] = ServerOpt,
+    base_url: Optional[str] = BaseUrlOpt,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Advance one run (`tick RUN`) or every run whose timer is due (`tick --due`).
@@ -154,18 +170,13 @@ def tick_cmd(
     s = settings(ctx, json_out)
     if due == (run_id is not None):
         raise typer.BadParameter("give either RUN or --due", param_hint="RUN / --due")
+    config = llm_config(llm, provider=provider, model=model, server=server, base_url=base_url)
     if due:
-        states, errors = tick_due_runs(s, limit=limit, allow_drift=allow_drift)
-        if s.json:
-            s.emit_json([st.to_dict() for st in states])
-        else:
-            s.emit_table(["run_id", "status", "node"], [[st.run_id, st.status.value, st.current_node] for st in states])
-        s.info(f"{len(states)} due run(s) advanced")
-        for line in errors:
-            typer.echo(f"error: {line}", err=True)
-        raise typer.Exit(1 if errors else 0)
+        states, errors = tick_due_runs(s, limit=limit, allow_drift=allow_drift, llm=config)
+        finish_batch(s, states, errors, f"{len(states)} due run(s) advanced")
     assert run_id is not None
-    loaded, runtime = workflows.load_for_run(s.open_store(), run_id, workflow_file=workflow_file, attr=attr)
+    loaded, runtime = workflows.load_for_run(s.open_store(), run_id, workflow_file=workflow_file, attr=attr,
+                                             llm=config)
     state = runtime.tick(workflow=loaded.workflow, run_id=run_id, allow_drift=allow_drift, lock_wait=wait,
                          max_steps=min(max_steps, 100))
     state = drive(s, runtime, loaded.workflow, state, allow_drift=allow_drift, lock_wait=wait,

@@ -145,6 +145,15 @@ def runs_show(
             pairs.append(("free_text", "allowed" if wait.allow_free_text else "not allowed"))
         if wait.until:
             pairs.append(("until", wait.until))
+        details = wait.details if isinstance(wait.details, dict) else {}
+        if isinstance(details.get("tool_calls"), list):
+            # The calls an operator is asked to approve, one line each, and the hash they approve.
+            pairs.append(("calls_sha256", details.get("calls_sha256")))
+            for call in details["tool_calls"]:
+                if isinstance(call, dict):
+                    pairs.append(("tool_call", f"{call.get('call_id')} {call.get('name')} "
+                                  + json.dumps(call.get("arguments"), ensure_ascii=False, sort_keys=True)))
+            pairs.append(("approve_with", f"abstractruntime tools approve {run.run_id}"))
     if run.output is not None:
         pairs.append(("output", run.output))
     if run.error:

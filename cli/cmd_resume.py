@@ -9,9 +9,10 @@ from typing import Any, Optional
 import typer
 
 from . import workflows
-from .app import app, describe_state, finish_run, settings
+from .app import app, describe_state, finish_batch, finish_run, settings
 from .cmd_exec import AttrOpt, JSON_HELP, drive
 from .exit_codes import NOT_FOUND
+from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_config
 
 
 def _read_text_file(path: str, what: str) -> str:
@@ -65,6 +66,11 @@ def resume_cmd(
     attr: Optional[str] = AttrOpt,
     allow_drift: bool = typer.Option(False, "--allow-drift", help="Accept a workflow file that changed since the run started."),
     wait: float = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for a run locked by another process."),
+    llm: Optional[str] = LlmOpt,
+    provider: Optional[str] = ProviderOpt,
+    model: Optional[str] = ModelOpt,
+    server: Optional[str] = ServerOpt,
+    base_url: Optional[str] = BaseUrlOpt,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Answer a waiting run and advance it (exit 0 completed, 1 failed, 5 waiting again).
@@ -79,18 +85,25 @@ def resume_cmd(
 
     s = settings(ctx, json_out)
     data = read_payload(answer=answer, answer_file=answer_file, payload=payload, payload_file=payload_file)
+    config = llm_config(llm, provider=provider, model=model, server=server, base_url=base_url)
     store = s.open_store()
     state = store.runtime().get_state(run_id)
     if state.status is not RunStatus.WAITING or state.waiting is None:
         # Checked here too so that no workflow code is imported for a hopeless resume.
         raise RunNotWaitingError(f"Run {run_id} is not waiting (status: {state.status.value})",
                                  run_id=run_id, status=state.status.value)
+    from abstractruntime.integrations.abstractcore import is_tool_approval_wait
+
+    if data is not None and is_tool_approval_wait(state.waiting):
+        from .cmd_tools import check_tool_payload
+
+        check_tool_payload(state.waiting, data, store.runtime().get_ledger(run_id))
     if data is None:
         if state.waiting.reason is WaitReason.USER and s.may_prompt():
             data = ask(state.waiting)
         if data is None:
             finish_run(s, state)
-    loaded, runtime = workflows.load_for_run(store, run_id, workflow_file=workflow_file, attr=attr)
+    loaded, runtime = workflows.load_for_run(store, run_id, workflow_file=workflow_file, attr=attr, llm=config)
     state = runtime.resume(workflow=loaded.workflow, run_id=run_id, wait_key=wait_key, payload=data,
                            allow_drift=allow_drift, lock_wait=wait)
     state = drive(s, runtime, loaded.workflow, state, allow_drift=allow_drift, lock_wait=wait)
@@ -111,6 +124,8 @@ def emit_cmd(
     from abstractruntime.core.errors import AbstractRuntimeError
     from abstractruntime.core.models import RunStatus
 
+    from abstractruntime.integrations.abstractcore import is_tool_approval_wait
+
     s = settings(ctx, json_out)
     data = read_payload(answer=None, answer_file=None, payload=payload, payload_file=payload_file)
     data = {} if data is None else data
@@ -123,19 +138,17 @@ def emit_cmd(
     states, errors = [], []
     for run in waiting:
         try:
+            if is_tool_approval_wait(run.waiting):
+                # Tool calls are decided with `tools approve|deny`; a raw event needs their hash.
+                from .cmd_tools import check_tool_payload
+
+                check_tool_payload(run.waiting, data, store.runtime().get_ledger(run.run_id))
             loaded, runtime = workflows.load_for_run(store, run.run_id)
             states.append(runtime.resume(workflow=loaded.workflow, run_id=run.run_id, wait_key=event_key,
                                          payload=data, allow_drift=allow_drift, lock_wait=wait))
         except AbstractRuntimeError as exc:
             errors.append(f"run {run.run_id}: {exc}")
-    if s.json:
-        s.emit_json([st.to_dict() for st in states])
-    else:
-        s.emit_table(["run_id", "status", "node"], [[st.run_id, st.status.value, st.current_node] for st in states])
-    s.info(f"{len(states)} run(s) resumed on {event_key}")
-    for line in errors:
-        typer.echo(f"error: {line}", err=True)
-    raise typer.Exit(1 if errors else 0)
+    finish_batch(s, states, errors, f"{len(states)} run(s) resumed on {event_key}")
 
 
 @app.command("cancel")

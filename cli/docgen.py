@@ -84,6 +84,53 @@ workflow code.
 
 A run locked by another process (someone else is advancing it) is an error at once, or
 waited for up to `--wait SECONDS`.
+
+## LLM mode
+
+`run`, `resume`, `tick`, `tools approve` and `tools deny` serve `llm_call` and `tool_calls`
+effects through the AbstractCore integration (docs/integrations/abstractcore.md) when given
+`--llm MODE`. Without `--llm` nothing changes: the workflow file's `tools` run in-process and
+an `llm_call` fails for want of a handler. A handler in the file's `effect_handlers` wins.
+
+| option | environment | meaning |
+|---|---|---|
+| `--llm local\\|remote\\|hybrid` | `ABSTRACTRUNTIME_LLM` | local: AbstractCore in-process; remote: a server, every tool call waits for approval; hybrid: a server, the file's tools run here |
+| `--model MODEL` | `ABSTRACTRUNTIME_MODEL` | required with `--llm` |
+| `--provider NAME` | `ABSTRACTRUNTIME_PROVIDER` | required for local (`ollama`, `openai`, `openai-compatible` ...); for remote/hybrid a bare model is sent as `NAME/MODEL` |
+| `--server URL` | `ABSTRACTRUNTIME_SERVER` | remote/hybrid: an AbstractCore (or any OpenAI-compatible) server; requests go to `URL/v1/chat/completions` |
+| `--base-url URL` | `ABSTRACTRUNTIME_BASE_URL` | local: the provider's endpoint (e.g. `http://127.0.0.1:8080/v1`) |
+
+Credentials are read from the environment only, never from the command line:
+`ABSTRACTRUNTIME_API_KEY` (the server's bearer token; in local mode the provider key),
+`ABSTRACTRUNTIME_PROVIDER_API_KEY` (remote/hybrid: sent as `X-AbstractCore-Provider-API-Key`),
+and in local mode whatever AbstractCore itself reads (`OPENAI_API_KEY` ...). Keys never reach
+the ledger. `ABSTRACTRUNTIME_LLM_TIMEOUT` sets the HTTP timeout in seconds (default 60).
+The LLM options are not stored with the run: give them again (or export them) for each
+command that advances it.
+
+## Tool approval
+
+A `tool_calls` effect waits for an operator instead of running when the calls are passed
+through: always with `--llm remote`, and otherwise when the batch names a tool the workflow
+file lists in `require_approval` (a list of tool names; the whole batch waits). The run exits 5;
+`runs show RUN` prints each pending call (`tool_call` lines) and its `calls_sha256`, and
+`tools list RUN` lists them.
+
+- `tools approve RUN` runs the calls with the workflow file's `tools` and resumes the run;
+  `--only CALL_ID` (repeatable) approves some and refuses the others (`--reason`).
+- `tools deny RUN --reason TEXT` resumes it with every call refused: the workflow sees
+  `{"success": false, "error": "Tool call refused: TEXT"}` for each.
+- `--calls-sha256 HEX` (both) refuses, exit 2, unless the run still waits on exactly the calls
+  with that hash: approve what you reviewed, not whatever is pending by then.
+
+The resume payload is `{"mode": "executed", "results": [...], "calls_sha256": HEX,
+"approval": {"decision", "calls_sha256", "approved", "denied", "reason"}}`; it is recorded in
+the ledger. Before anything runs the command checks that the pending calls hash to their
+recorded `calls_sha256` and that the hash-chained ledger recorded that same hash for the wait
+(an edited checkpoint: exit 3). `resume --payload` on a tool wait is refused (exit 2; `emit`
+reports it as an error for that run, exit 1) unless the payload's `calls_sha256` is the pending
+calls' hash, so a recorded approval cannot be replayed onto other calls. A run not waiting
+on tool calls: exit 1.
 """
 
 JSON_SCHEMAS = """\
@@ -125,6 +172,8 @@ unless the run waits (`reason`: `user`, `event`, `until`, `job`, `subworkflow`).
 - `graph --json`: `{"workflow_id", "entry_node", "nodes", "edges": [[from, to], …], "run_id",
   "visited", "taken": [[from, to], …], "current_node", "mermaid"}` (the run fields are
   empty without `--run`).
+- `tools list --json`: `{"run_id", "wait_key", "calls_sha256", "tool_calls": [{"name",
+  "arguments", "call_id"}, …]}`; `tools approve|deny --json`: the run, as `resume`.
 - `bookmark add --json`: the bookmark, `Bookmark.to_dict()` (`name`, `seq`, `record_hash`,
   `note`, `created_at`, `checkpoint_seq`);
   `bookmark list --json`: an array of them.
@@ -135,11 +184,11 @@ def exit_code_section() -> str:
     """The exit code table and the error-code mapping, from ``exit_codes``."""
     meanings = [
         (0, "ok; the run completed (or is still running after `--max-steps`)"),
-        (1, "error, or the run failed or was cancelled"),
+        (1, "error, or the run failed or was cancelled; `tools approve|deny` on a run not waiting on tool calls"),
         (2, "usage error or bad input: unsafe id, malformed JSON, an answer outside the choices"),
         (3, "verification failed"),
         (4, "not found: run, snapshot, bookmark; `emit` with no run waiting on the key"),
-        (5, "the run is waiting (answer, event, timer or job); stdout carries the run id"),
+        (5, "the run is waiting (answer, event, timer, job or tool approval); stdout carries the run id"),
         (130, "interrupted (Ctrl-C); the run stays as last checkpointed"),
     ]
     lines = ["## Exit codes", "", "| code | meaning |", "|---|---|"]

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from . import cmd_exec, cmd_graph, cmd_inspect, cmd_resume, cmd_snapshot, cmd_verify  # noqa: F401  (register)
+from . import cmd_exec, cmd_graph, cmd_inspect, cmd_resume, cmd_snapshot, cmd_tools, cmd_verify  # noqa: F401  (register)
 from .app import app
 from .exit_codes import INTERRUPTED
 

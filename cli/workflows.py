@@ -43,7 +43,8 @@ class ApprovalGate:
 def tool_calls_handler(tools: Any) -> Callable[..., Any]:
     """A ``tool_calls`` effect handler that runs ``tools`` locally (``tools`` may be an executor)."""
     try:
-        from abstractruntime.integrations.abstractcore import LocalToolExecutor, make_tool_calls_handler
+        from abstractruntime.integrations.abstractcore.effect_handlers import make_tool_calls_handler
+        from abstractruntime.integrations.abstractcore.tool_executor import LocalToolExecutor
     except ImportError:  # the integration package is optional; a minimal local runner suffices
         return _fallback_tool_calls_handler(tools)
     executor = tools if callable(getattr(tools, "execute", None)) else LocalToolExecutor(tools)

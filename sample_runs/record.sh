@@ -48,11 +48,36 @@ expect 0 "$AR" emit payment:o-42 --payload '{"amount": 19.99, "currency": "EUR"}
 # 4. Local tools: the workflow file's `tools` run in-process.
 expect 0 "$AR" run "$WF/tools.py" --run-id tools-run --var text="durable runs survive restarts"
 
-# 5. A snapshot of the waiting approval, and a bookmark on the approved run's head.
+# 5. An LLM agent (agent.py) against a scripted OpenAI-compatible server on 127.0.0.1:
+#    get_weather runs at once; send_email waits for `tools approve` / `tools deny`.
+LLM_URL_FILE=$(mktemp)
+python3 "$HERE/scripted_llm.py" "$LLM_URL_FILE" &
+LLM_PID=$!
+trap 'kill "$LLM_PID" 2>/dev/null || true; rm -f "$LLM_URL_FILE"' EXIT
+i=0
+while [ ! -s "$LLM_URL_FILE" ]; do
+    i=$((i + 1))
+    if [ "$i" -gt 100 ]; then echo "record.sh: scripted LLM server did not start" >&2; exit 1; fi
+    sleep 0.1
+done
+export ABSTRACTRUNTIME_SERVER="$(cat "$LLM_URL_FILE")"
+export ABSTRACTRUNTIME_MODEL=scripted
+Q='What is the weather in Paris? Email it to ana@example.com'
+expect 5 "$AR" run "$WF/agent.py" --llm hybrid --run-id agent-approved --var question="$Q"
+expect 0 "$AR" tools approve agent-approved --llm hybrid
+expect 5 "$AR" run "$WF/agent.py" --llm hybrid --run-id agent-denied --var question="$Q"
+expect 0 "$AR" tools deny agent-denied --llm hybrid --reason "no emails today"
+expect 5 "$AR" run "$WF/agent.py" --llm remote --run-id agent-remote --var question="$Q"
+expect 5 "$AR" tools approve agent-remote --llm remote
+unset ABSTRACTRUNTIME_SERVER ABSTRACTRUNTIME_MODEL
+kill "$LLM_PID"
+wait "$LLM_PID" 2>/dev/null || true
+
+# 6. A snapshot of the waiting approval, and a bookmark on the approved run's head.
 expect 0 "$AR" snapshot create approval-waiting --name before-answer --tag demo
 expect 0 "$AR" bookmark add approval-approved approved --note "approved by release manager"
 
-# 6. A deliberately tampered run: approved, then its recorded answer is edited in place.
+# 7. A deliberately tampered run: approved, then its recorded answer is edited in place.
 expect 5 "$AR" --no-input run "$WF/approval.py" --run-id tampered --var service=billing
 expect 0 "$AR" resume tampered --answer no
 python3 - "$STORE/runs/tampered/ledger.jsonl" <<'PY'

@@ -13,10 +13,9 @@ from typing import Optional
 import pytest
 from typer.testing import CliRunner
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLES = REPO / "sample_runs"
-WORKFLOWS = SAMPLES / "workflows"
-BIN = Path(sys.executable).parent / "abstractruntime"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cli_support import BIN, REPO, SAMPLES, WORKFLOWS, store_files  # noqa: E402,F401  (re-exported)
 
 
 @dataclass
@@ -72,14 +71,3 @@ def sh(store: Path, tmp_path: Path):
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     return run
-
-
-def store_files(root: Path) -> dict[str, bytes]:
-    """Every file under a store except the rebuildable index and lock files."""
-    if not root.exists():
-        return {}
-    out = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.name.startswith("index.sqlite3") and path.name != ".lock":
-            out[str(path.relative_to(root))] = path.read_bytes()
-    return out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import store_files
+from cli_support import store_files
 
 
 def one_error_line(stderr: str) -> str:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SAMPLES
+from cli_support import REPO, SAMPLES
 
-CLEAN_RUNS = ["approval-approved", "approval-rejected", "approval-waiting", "event-paid", "timer-done", "tools-run"]
+CLEAN_RUNS = ["agent-approved", "agent-denied", "agent-remote", "approval-approved", "approval-rejected",
+              "approval-waiting", "event-paid", "timer-done", "tools-run"]
 
 
 def test_cli_reference_is_up_to_date() -> None:

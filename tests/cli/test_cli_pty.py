@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pexpect
 
-from conftest import BIN
+from cli_support import BIN
 
 
 def spawn(store: Path, *args: str) -> pexpect.spawn:

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import BIN, REPO
+from cli_support import BIN, REPO
 
 
 def test_version_and_python_m(sh, tmp_path: Path) -> None:

@@ -1,0 +1,212 @@
+"""``tools list|approve|deny``: decide on the tool calls a run is waiting on.
+
+A ``tool_calls`` effect that is passed through (``--llm remote``, or a batch naming a tool
+the workflow lists in ``require_approval``) parks the run with the calls and their
+``calls_sha256``. ``tools approve`` runs them with the workflow file's own ``tools`` and
+resumes the run with the results; ``tools deny`` resumes it with a refusal for each call.
+
+The resume payload carries ``calls_sha256`` (the hash of the exact calls decided on) and an
+``approval`` record, both kept in the run's ledger. Before resuming, the command re-hashes
+the pending calls against the recorded hash (an edited checkpoint is refused, exit 3) and,
+with ``--calls-sha256``, against the hash the operator reviewed (a different set of calls
+is refused, exit 2), so an approval cannot be replayed onto other arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from . import workflows
+from .app import app, finish_run, settings
+from .cmd_exec import AttrOpt, JSON_HELP, drive
+from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_config
+from .output import Settings
+
+tools_app = typer.Typer(help="Approve or deny the tool calls a run is waiting on.", no_args_is_help=True)
+app.add_typer(tools_app, name="tools")
+
+ShaOpt = typer.Option(None, "--calls-sha256", metavar="HEX",
+                      help="Refuse unless the pending calls hash to HEX (the calls_sha256 you reviewed).")
+WorkflowOpt = typer.Option(None, "--workflow", metavar="FILE", help="Workflow file [default: the one the run recorded].")
+DriftOpt = typer.Option(False, "--allow-drift", help="Accept a workflow file that changed since the run started.")
+WaitOpt = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for a run locked by another process.")
+
+
+def tool_wait(run_id: str, state: Any) -> Any:
+    """The run's waiting state when it waits on tool calls; ``RunNotWaitingError`` otherwise."""
+    from abstractruntime.core.errors import RunNotWaitingError
+    from abstractruntime.integrations.abstractcore import is_tool_approval_wait
+
+    if state.waiting is None or state.status.value != "waiting" or not is_tool_approval_wait(state.waiting):
+        what = (f"waiting on {state.waiting.reason.value}" if state.waiting is not None
+                else f"status: {state.status.value}")
+        raise RunNotWaitingError(f"Run {run_id} is not waiting on tool calls ({what})",
+                                 run_id=run_id, status=state.status.value)
+    return state.waiting
+
+
+def checked_calls(waiting: Any, expected_sha256: Optional[str], *, ledger: Optional[list[dict[str, Any]]] = None
+                  ) -> tuple[list[dict[str, Any]], str]:
+    """The pending calls and their hash, checked against the record and ``expected_sha256``.
+
+    With ``ledger`` (the run's records), the hash must also be the one the hash-chained ledger
+    recorded when the run started waiting, so an edit of the checkpoint alone is refused.
+    """
+    from abstractruntime.core.errors import InvalidInputError, VerificationFailedError
+    from abstractruntime.integrations.abstractcore import pending_tool_calls
+
+    calls = pending_tool_calls(waiting)  # VerificationFailedError when the record was edited
+    digest = str(waiting.details["calls_sha256"])
+    if ledger is not None and _ledger_digest(ledger, waiting.wait_key) != digest:
+        raise VerificationFailedError("the pending tool calls are not the ones the ledger recorded for this wait; "
+                                      "refusing to run them (see: abstractruntime verify)")
+    if expected_sha256 is not None and expected_sha256.strip().lower() != digest:
+        raise InvalidInputError(f"calls_sha256 mismatch: the run waits on calls {digest}, "
+                                f"not {expected_sha256.strip()}; review them with `tools list` and decide again")
+    return calls, digest
+
+
+def _ledger_digest(ledger: list[dict[str, Any]], wait_key: Optional[str]) -> Optional[str]:
+    # The newest "waiting" record for this wait key carries the details the effect produced.
+    for rec in reversed(ledger):
+        wait = (rec.get("result") or {}).get("wait") if isinstance(rec.get("result"), dict) else None
+        if rec.get("status") == "waiting" and isinstance(wait, dict) and wait.get("wait_key") == wait_key:
+            details = wait.get("details")
+            return details.get("calls_sha256") if isinstance(details, dict) else None
+    return None
+
+
+def check_tool_payload(waiting: Any, payload: Any, ledger: list[dict[str, Any]]) -> None:
+    """Refuse a resume of a tool-call wait whose payload does not name the pending calls' hash."""
+    from abstractruntime.core.errors import InvalidInputError
+
+    _, digest = checked_calls(waiting, None, ledger=ledger)
+    given = payload.get("calls_sha256") if isinstance(payload, dict) else None
+    if given is None:
+        raise InvalidInputError("this run waits on tool calls: resume it with `tools approve` or `tools deny`, "
+                                f"or a payload whose calls_sha256 is {digest}")
+    if given != digest:
+        raise InvalidInputError(f"calls_sha256 mismatch: the run waits on calls {digest}, the payload names {given}")
+
+
+def _summary(calls: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[c["call_id"], c["name"], c["arguments"]] for c in calls]
+
+
+@tools_app.command("list")
+def tools_list(
+    ctx: typer.Context,
+    run_id: str = typer.Argument(..., metavar="RUN", help="A run waiting on tool calls."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Show the tool calls a run waits on (piped: call_id, name, arguments as JSON)."""
+    s = settings(ctx, json_out)
+    runtime = s.open_store().runtime()
+    waiting = tool_wait(run_id, runtime.get_state(run_id))
+    calls, digest = checked_calls(waiting, None, ledger=runtime.get_ledger(run_id))
+    if s.json:
+        s.emit_json({"run_id": run_id, "wait_key": waiting.wait_key, "calls_sha256": digest, "tool_calls": calls})
+        return
+    s.emit_table(["call_id", "name", "arguments"], _summary(calls), title=f"calls_sha256 {digest}")
+    s.info(f"calls_sha256: {digest}")
+
+
+def _decide(s: Settings, run_id: str, *, decision: str, only: list[str], reason: Optional[str],
+            expected_sha256: Optional[str], workflow_file: Optional[str], attr: Optional[str], allow_drift: bool,
+            lock_wait: float, config: Any) -> Any:
+    from abstractruntime.core.errors import InvalidInputError, WorkflowLoadError
+    from abstractruntime.integrations.abstractcore import approve_tool_calls, deny_tool_calls
+
+    store = s.open_store()
+    waiting = tool_wait(run_id, store.runtime().get_state(run_id))
+    calls, digest = checked_calls(waiting, expected_sha256, ledger=store.runtime().get_ledger(run_id))
+    ids = [c["call_id"] for c in calls]
+    unknown = [i for i in only if i not in ids]
+    if unknown:
+        raise InvalidInputError(f"--only {unknown[0]}: no such pending call (pending: {', '.join(ids)})")
+    loaded, runtime = workflows.load_for_run(store, run_id, workflow_file=workflow_file, attr=attr, llm=config)
+    if decision == "approved":
+        executor = workflows.local_executor(loaded)
+        if executor is None:
+            raise WorkflowLoadError(f"{loaded.path}: the workflow file exposes no tools to run the calls with",
+                                    path=str(loaded.path))
+        approved = [i for i in ids if not only or i in only]
+        refusal = reason or "not approved"
+        # Re-read under the same checks right before running anything: the run may have moved on.
+        waiting = tool_wait(run_id, runtime.get_state(run_id))
+        checked_calls(waiting, digest, ledger=runtime.get_ledger(run_id))
+        payload = approve_tool_calls(waiting, executor, only=approved, reason=refusal)
+    else:
+        approved = []
+        payload = deny_tool_calls(waiting, reason=reason or "denied by operator")
+    payload["calls_sha256"] = digest
+    payload["approval"] = {"decision": decision, "calls_sha256": digest, "approved": approved,
+                           "denied": [i for i in ids if i not in approved], "reason": reason}
+    s.debug(f"{decision} {len(approved)} of {len(ids)} call(s) of run {run_id} ({digest})")
+    # The wait key embeds the calls' hash: the runtime refuses it if the run waits on other calls now.
+    state = runtime.resume(workflow=loaded.workflow, run_id=run_id, wait_key=waiting.wait_key, payload=payload,
+                           allow_drift=allow_drift, lock_wait=lock_wait)
+    s.info(f"run {run_id}: {len(approved)} call(s) approved, {len(ids) - len(approved)} refused")
+    return drive(s, runtime, loaded.workflow, state, allow_drift=allow_drift, lock_wait=lock_wait)
+
+
+@tools_app.command("approve")
+def tools_approve(
+    ctx: typer.Context,
+    run_id: str = typer.Argument(..., metavar="RUN", help="A run waiting on tool calls."),
+    only: list[str] = typer.Option([], "--only", metavar="CALL_ID",
+                                   help="Approve only this call (repeatable); the others are refused."),
+    reason: Optional[str] = typer.Option(None, "--reason", metavar="TEXT", help="Why the calls left out were refused."),
+    calls_sha256: Optional[str] = ShaOpt,
+    workflow_file: Optional[str] = WorkflowOpt,
+    attr: Optional[str] = AttrOpt,
+    allow_drift: bool = DriftOpt,
+    wait: float = WaitOpt,
+    llm: Optional[str] = LlmOpt,
+    provider: Optional[str] = ProviderOpt,
+    model: Optional[str] = ModelOpt,
+    server: Optional[str] = ServerOpt,
+    base_url: Optional[str] = BaseUrlOpt,
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Run the pending tool calls with the workflow file's tools and resume the run.
+
+    Exit like `resume`: 0 completed, 1 failed, 5 waiting again (e.g. on the next calls).
+    A run not waiting on tool calls is an error (exit 1); an unknown run exit 4.
+    """
+    s = settings(ctx, json_out)
+    config = llm_config(llm, provider=provider, model=model, server=server, base_url=base_url)
+    state = _decide(s, run_id, decision="approved", only=only, reason=reason, expected_sha256=calls_sha256,
+                    workflow_file=workflow_file, attr=attr, allow_drift=allow_drift, lock_wait=wait, config=config)
+    finish_run(s, state)
+
+
+@tools_app.command("deny")
+def tools_deny(
+    ctx: typer.Context,
+    run_id: str = typer.Argument(..., metavar="RUN", help="A run waiting on tool calls."),
+    reason: str = typer.Option("denied by operator", "--reason", metavar="TEXT",
+                               help="Why; the workflow sees 'Tool call refused: TEXT' for each call."),
+    calls_sha256: Optional[str] = ShaOpt,
+    workflow_file: Optional[str] = WorkflowOpt,
+    attr: Optional[str] = AttrOpt,
+    allow_drift: bool = DriftOpt,
+    wait: float = WaitOpt,
+    llm: Optional[str] = LlmOpt,
+    provider: Optional[str] = ProviderOpt,
+    model: Optional[str] = ModelOpt,
+    server: Optional[str] = ServerOpt,
+    base_url: Optional[str] = BaseUrlOpt,
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Refuse every pending tool call and resume the run (exit codes as `tools approve`)."""
+    s = settings(ctx, json_out)
+    config = llm_config(llm, provider=provider, model=model, server=server, base_url=base_url)
+    state = _decide(s, run_id, decision="denied", only=[], reason=reason, expected_sha256=calls_sha256,
+                    workflow_file=workflow_file, attr=attr, allow_drift=allow_drift, lock_wait=wait, config=config)
+    finish_run(s, state)
+
+
+__all__ = ["tools_app", "tool_wait", "checked_calls", "check_tool_payload"]
