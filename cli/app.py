@@ -2,55 +2,117 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import traceback
 from typing import Any, NoReturn, Optional
 
 import typer
 from typer.core import TyperGroup
 
-from .exit_codes import INTERRUPTED, exit_code_for, exit_code_for_status
+from .argv import wants_json
+from .exit_codes import INTERRUPTED, TERMINATED, USAGE, exit_code_for, exit_code_for_status
 from .output import Settings
 
 HELP = """Run, resume, inspect and verify durable workflow runs.
 
-Runs live in a store directory (--store, $ABSTRACTRUNTIME_STORE, default ./.abstractruntime).
+Runs live in a store directory: --store DIR, else $ABSTRACTRUNTIME_STORE, else the nearest
+.abstractruntime directory in the current directory or a parent (as git finds .git).
+Only run and start create a store. Global options go before or after the command.
 Results go to stdout (JSON with --json, tab-separated when piped); messages go to stderr.
 Exit codes: 0 ok, 1 error or run failed, 2 bad input, 3 verification failed, 4 not found,
-5 run waiting, 130 interrupted.
+5 run waiting, 130 interrupted, 143 terminated.
 """
 
 
 # typer's own exit/abort/usage exceptions pass through untouched. Newer typer releases
 # vendor click, so the usage-error base class is taken from typer.BadParameter itself.
-_CONTROL_FLOW: tuple[type[BaseException], ...] = (typer.Exit, typer.Abort) + tuple(
+_CLICK_EXCEPTION: type[BaseException] = next(
     c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_CONTROL_FLOW: tuple[type[BaseException], ...] = (typer.Exit, typer.Abort, _CLICK_EXCEPTION)
 
 
-def _report(ctx: typer.Context, message: str) -> None:
+class Terminated(KeyboardInterrupt):
+    """Raised by the SIGTERM handler, so a terminated command unwinds like Ctrl-C."""
+
+
+def on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM handler installed by ``main``: stop the command where it is."""
+    raise Terminated()
+
+
+def _settings_of(ctx: typer.Context) -> Optional[Settings]:
+    obj = ctx.find_object(Settings)
+    return obj if isinstance(obj, Settings) else None
+
+
+def _json_wanted(ctx: typer.Context) -> bool:
+    s = _settings_of(ctx)
+    return bool((s is not None and s.json) or wants_json(ctx.meta.get("abstractruntime.argv", [])))
+
+
+def report_error(ctx: typer.Context, code: str, message: str, exit_code: int, **details: Any) -> None:
+    """One ``error:`` line on stderr; with ``--json`` also ``{"error": {...}}`` on stdout."""
     typer.echo(f"error: {message}", err=True)
+    if _json_wanted(ctx):
+        doc = {"code": code, "message": message, "exit_code": exit_code, **details}
+        typer.echo(json.dumps({"error": doc}, indent=2, ensure_ascii=False, default=str))
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush of a closed pipe is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 class RootGroup(TyperGroup):
-    """Turns every error raised by a command into one stderr line and an exit code."""
+    """Accepts global options anywhere; turns every error into one stderr line and an exit code."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        from .argv import hoist_global_options
+
+        ctx.meta["abstractruntime.argv"] = list(args)
+        return super().parse_args(ctx, hoist_global_options(self, ctx, list(args)))
 
     def invoke(self, ctx: typer.Context) -> Any:
         from abstractruntime.core.errors import AbstractRuntimeError
 
         try:
             return super().invoke(ctx)
-        except _CONTROL_FLOW:
+        except (typer.Exit, typer.Abort):
             raise
+        except _CLICK_EXCEPTION as exc:  # usage errors: the parser prints them; JSON too if asked
+            if _json_wanted(ctx):
+                code = "usage" if getattr(exc, "exit_code", 1) == USAGE else "error"
+                doc = {"code": code, "message": exc.format_message(), "exit_code": exc.exit_code}
+                typer.echo(json.dumps({"error": doc}, indent=2, ensure_ascii=False))
+            raise
+        except BrokenPipeError:
+            # The reader went away (`| head -1`): stop quietly and successfully, so
+            # `set -o pipefail` pipelines do not fail on a command that did its job.
+            silence_stdout()
+            raise typer.Exit(0) from None
         except AbstractRuntimeError as exc:
-            _report(ctx, _one_line(str(exc)))
+            exit_code = exit_code_for(exc)
+            details = {k: v for k, v in exc.to_dict().items() if k not in ("code", "message")}
+            report_error(ctx, exc.code, _with_store(ctx, exc), exit_code, **details)
             _traceback_if_verbose(ctx)
-            raise typer.Exit(exit_code_for(exc)) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(INTERRUPTED) from None
+            raise typer.Exit(exit_code) from None
+        except KeyboardInterrupt as exc:
+            code = TERMINATED if isinstance(exc, Terminated) else INTERRUPTED
+            _report_interrupt(ctx, code)
+            raise typer.Exit(code) from None
         except Exception as exc:  # a bug or an environment problem: one line, traceback with -v
-            _report(ctx, _one_line(f"{type(exc).__name__}: {exc}") + " (run with -v for the traceback)")
+            exit_code = exit_code_for(exc)
+            report_error(ctx, "error", _one_line(f"{type(exc).__name__}: {exc}") + " (run with -v for the traceback)",
+                         exit_code)
             _traceback_if_verbose(ctx)
-            raise typer.Exit(exit_code_for(exc)) from None
+            raise typer.Exit(exit_code) from None
         finally:
             obj = ctx.obj
             if isinstance(obj, Settings):
@@ -62,9 +124,81 @@ def _one_line(text: str) -> str:
 
 
 def _traceback_if_verbose(ctx: typer.Context) -> None:
-    obj = ctx.obj
-    if isinstance(obj, Settings) and obj.verbose:
+    s = _settings_of(ctx)
+    if s is not None and s.verbose:
         typer.echo(traceback.format_exc().rstrip(), err=True)
+
+
+def _with_store(ctx: typer.Context, exc: Exception) -> str:
+    """The error's message; a run/snapshot/bookmark not found also names the store searched."""
+    from abstractruntime.core.errors import NotFoundError
+
+    message = _one_line(str(exc))
+    s = _settings_of(ctx)
+    root = s.store_root() if s is not None else None
+    if isinstance(exc, NotFoundError) and getattr(exc, "code", "") != "store_not_found" and root and root not in message:
+        message += f" (store: {root})"
+    return message
+
+
+def _report_interrupt(ctx: typer.Context, code: int) -> None:
+    """Where the run stopped and the command that continues it."""
+    what = "terminated" if code == TERMINATED else "interrupted"
+    s = _settings_of(ctx)
+    run_id = s.current_run if s is not None else None
+    if run_id is None:
+        report_error(ctx, what, what, code)
+        return
+    message = f"{what}: run {run_id}"
+    details: dict[str, Any] = {"run_id": run_id}
+    try:
+        state = s.open_store().runtime().get_state(run_id)  # type: ignore[union-attr]
+    except Exception:  # the store may be mid-write; the run id and tick are still right
+        state = None
+    if state is not None:
+        status = state.status.value
+        details.update(status=status, node=state.current_node)
+        message += f" stopped at node {state.current_node} ({status})"
+        cont = continue_command(state)
+    else:
+        cont = f"abstractruntime tick {run_id}"
+    details["continue_with"] = cont
+    report_error(ctx, what, f"{message}; continue with: {cont}", code, **details)
+
+
+def continue_command(state: Any) -> str:
+    """The command that moves a stopped run on (``tick`` unless it waits for someone)."""
+    status = state.status.value
+    wait = state.waiting
+    if status == "waiting" and wait is not None:
+        reason = wait.reason.value
+        if reason == "user":
+            return f"abstractruntime resume {wait_handle(state)} --answer TEXT"
+        if isinstance(wait.details, dict) and isinstance(wait.details.get("tool_calls"), list):
+            return f"abstractruntime tools approve {state.run_id}"
+        if reason in ("event", "job") and wait.wait_key and not _needs_handler(wait):
+            return f"abstractruntime emit {wait.wait_key} --payload JSON"
+        if reason == "until":
+            return "abstractruntime tick --due"
+    if status in ("completed", "failed", "cancelled"):
+        return f"abstractruntime runs show {state.run_id}"
+    return f"abstractruntime tick {state.run_id}"
+
+
+def _needs_handler(wait: Any) -> bool:
+    return isinstance(wait.details, dict) and "needs_handler" in wait.details
+
+
+def wait_handle(state: Any) -> str:
+    """What ``resume`` takes for the run's current wait: ``RUN@wN`` when waits have ids, else the run id."""
+    wait_id = getattr(state.waiting, "wait_id", None) if state.waiting is not None else None
+    if not wait_id:
+        return state.run_id
+    try:
+        from abstractruntime.core.waits import format_wait_handle
+    except ImportError:
+        return f"{state.run_id}@{wait_id}"
+    return format_wait_handle(state.run_id, wait_id)
 
 
 app = typer.Typer(
@@ -92,8 +226,9 @@ def _version(value: bool) -> None:
 def main_options(
     ctx: typer.Context,
     store: Optional[str] = typer.Option(
-        None, "--store", metavar="DIR", envvar="ABSTRACTRUNTIME_STORE", show_envvar=True,
-        help="Store directory [default: ./.abstractruntime]."),
+        None, "--store", metavar="DIR",
+        help="Store directory [env var: ABSTRACTRUNTIME_STORE; default: the nearest .abstractruntime "
+             "here or in a parent directory]."),
     json_out: bool = typer.Option(False, "--json", help="Write results as JSON (every data command)."),
     no_input: bool = typer.Option(False, "--no-input", envvar="ABSTRACTRUNTIME_NO_INPUT", show_envvar=True,
                                   help="Never prompt; a run that waits exits 5."),
@@ -102,7 +237,7 @@ def main_options(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Show the version and exit."),
 ) -> None:
-    """Global options (they go before the command)."""
+    """Global options (before or after the command)."""
     ctx.obj = Settings(store=store, json=json_out, no_input=no_input, quiet=quiet, verbose=verbose)
     if verbose:
         import logging
@@ -137,11 +272,20 @@ def finish_run(s: Settings, state: Any) -> NoReturn:
     """Print a run's outcome (run id on stdout, or its JSON) and exit with its status code."""
     status = state.status.value
     if s.json:
-        s.emit_json(state.to_dict())
+        s.emit_json(state_document(state))
     else:
-        s.emit_lines([state.run_id])
+        s.emit_lines([wait_handle(state) if status == "waiting" else state.run_id])
         describe_state(s, state)
     raise typer.Exit(exit_code_for_status(status))
+
+
+def state_document(state: Any) -> dict[str, Any]:
+    """``RunState.to_dict()``, plus ``wait_id`` and ``wait_handle`` when the run waits."""
+    doc = state.to_dict()
+    if state.waiting is not None:
+        doc["wait_id"] = getattr(state.waiting, "wait_id", None)
+        doc["wait_handle"] = wait_handle(state)
+    return doc
 
 
 def describe_state(s: Settings, state: Any) -> None:
@@ -163,8 +307,11 @@ def describe_state(s: Settings, state: Any) -> None:
             s.info("  choices: " + ", ".join(wait.choices))
         if wait.until:
             s.info(f"  until: {wait.until} (then: abstractruntime tick --due)")
-        if reason == "user":
-            s.info(f"  answer with: abstractruntime resume {state.run_id} --answer TEXT")
+        if _needs_handler(wait):
+            s.info(f"  needs --llm MODE --model MODEL ... to perform {wait.details['needs_handler']}; then: "
+                   f"abstractruntime tick {state.run_id} --llm MODE ...")
+        elif reason == "user":
+            s.info(f"  answer with: abstractruntime resume {wait_handle(state)} --answer TEXT")
         elif isinstance(wait.details, dict) and isinstance(wait.details.get("tool_calls"), list):
             for call in wait.details["tool_calls"]:
                 if isinstance(call, dict):
@@ -180,4 +327,5 @@ def describe_state(s: Settings, state: Any) -> None:
         s.info(f"run {state.run_id} is {status} at node {state.current_node}")
 
 
-__all__ = ["app", "RootGroup", "settings", "finish_run", "describe_state"]
+__all__ = ["app", "RootGroup", "Terminated", "on_sigterm", "settings", "finish_run", "finish_batch", "describe_state",
+           "state_document", "wait_handle", "continue_command", "report_error", "silence_stdout"]

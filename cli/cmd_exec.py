@@ -11,6 +11,7 @@ import typer
 from . import workflows
 from .app import app, finish_batch, finish_run, settings
 from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_config
+from .handles import run_id_of
 from .output import Settings
 
 JSON_HELP = "Write JSON to stdout (schema: docs/cli.md)."
@@ -77,8 +78,9 @@ def run_cmd(
     loaded = workflows.load(workflow_file, attr=attr)
     if config is not None:
         s.debug(config.describe())
-    runtime = workflows.runtime_for(s.open_store(), loaded, config)
+    runtime = workflows.runtime_for(s.open_store(create=True), loaded, config)
     new_id = runtime.start(workflow=loaded.workflow, vars=inputs, actor_id=actor, run_id=run_id)
+    s.current_run = new_id
     s.debug(f"started run {new_id}")
     state = drive(s, runtime, loaded.workflow, runtime.get_state(new_id), max_steps=max_steps)
     finish_run(s, state)
@@ -99,7 +101,7 @@ def start_cmd(
     s = settings(ctx, json_out)
     inputs = workflows.parse_vars(var, vars_json)
     loaded = workflows.load(workflow_file, attr=attr)
-    runtime = workflows.runtime_for(s.open_store(), loaded)
+    runtime = workflows.runtime_for(s.open_store(create=True), loaded)
     new_id = runtime.start(workflow=loaded.workflow, vars=inputs, actor_id=actor, run_id=run_id)
     state = runtime.get_state(new_id)
     if s.json:
@@ -175,8 +177,10 @@ def tick_cmd(
         states, errors = tick_due_runs(s, limit=limit, allow_drift=allow_drift, llm=config)
         finish_batch(s, states, errors, f"{len(states)} due run(s) advanced")
     assert run_id is not None
+    run_id = run_id_of(run_id)
     loaded, runtime = workflows.load_for_run(s.open_store(), run_id, workflow_file=workflow_file, attr=attr,
                                              llm=config)
+    s.current_run = run_id
     state = runtime.tick(workflow=loaded.workflow, run_id=run_id, allow_drift=allow_drift, lock_wait=wait,
                          max_steps=min(max_steps, 100))
     state = drive(s, runtime, loaded.workflow, state, allow_drift=allow_drift, lock_wait=wait,

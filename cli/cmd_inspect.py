@@ -7,8 +7,9 @@ from typing import Any, Optional
 
 import typer
 
-from .app import app, settings
+from .app import app, settings, wait_handle
 from .cmd_exec import JSON_HELP
+from .handles import run_id_of
 
 runs_app = typer.Typer(help="List and inspect runs.", no_args_is_help=True)
 ledger_app = typer.Typer(help="Read a run's ledger.", no_args_is_help=True)
@@ -60,9 +61,13 @@ def runs_list(
                                               help="user, event, until, job or subworkflow."),
     limit: int = typer.Option(100, "--limit", min=0, help="At most this many runs."),
     sort: str = typer.Option("updated", "--sort", metavar="KEY", help="updated (newest first), created, status, workflow or id."),
+    wide: bool = typer.Option(False, "--wide", help="On a terminal, show every column in full, however wide."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """List runs (newest first). Piped: run_id, status, workflow_id, node, wait reason, updated_at."""
+    """List runs (newest first). Piped: run_id, status, workflow_id, node, wait reason, updated_at.
+
+    On a terminal run ids are never wrapped; other columns wrap to fit (or --wide).
+    """
     from abstractruntime.core.errors import InvalidInputError
     from abstractruntime.core.models import RunStatus, WaitReason
 
@@ -82,6 +87,7 @@ def runs_list(
         ["run_id", "status", "workflow", "node", "waiting", "updated_at"],
         [[r.run_id, r.status.value, r.workflow_id, r.current_node,
           r.waiting.reason.value if r.waiting else None, r.updated_at] for r in runs],
+        wide=wide,
     )
     if not runs:
         s.info("no runs match")
@@ -109,12 +115,16 @@ def runs_show(
 ) -> None:
     """Show a run: its state, what it waits for (prompt, choices, wait key) and its last steps."""
     s = settings(ctx, json_out)
+    run_id = run_id_of(run_id)
     runtime = s.open_store().runtime()
     checkpoint = runtime.get_checkpoint(run_id)
     records = runtime.get_ledger(run_id)
     last = records[-steps:] if steps else []
     if s.json:
         doc = checkpoint.to_dict()
+        if checkpoint.run.waiting is not None:
+            doc["wait_id"] = getattr(checkpoint.run.waiting, "wait_id", None)
+            doc["wait_handle"] = wait_handle(checkpoint.run)
         doc["last_steps"] = last
         s.emit_json(doc)
         return
@@ -136,6 +146,7 @@ def runs_show(
     pairs.append(("ledger_head", checkpoint.ledger.head_hash))
     wait = run.waiting
     if wait is not None:
+        pairs.append(("wait_handle", wait_handle(run)))
         pairs.append(("wait_reason", wait.reason.value))
         pairs.append(("wait_key", wait.wait_key))
         if wait.prompt is not None:
@@ -184,6 +195,7 @@ def ledger_show(
 ) -> None:
     """Print a run's ledger records (piped: seq, kind, status, node, detail, record_hash)."""
     s = settings(ctx, json_out)
+    run_id = run_id_of(run_id)
     runtime = s.open_store().runtime()
     runtime.get_checkpoint(run_id)  # unknown run -> not found, not an empty ledger
     records = [r for r in runtime.get_ledger(run_id) if int(r.get("seq") or 0) >= from_seq]

@@ -9,9 +9,10 @@ from typing import Any, Optional
 import typer
 
 from . import workflows
+from .handles import run_id_of
 from .app import app, describe_state, finish_batch, finish_run, settings
 from .cmd_exec import AttrOpt, JSON_HELP, drive
-from .exit_codes import NOT_FOUND
+from .exit_codes import ERROR
 from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_config
 
 
@@ -54,7 +55,10 @@ def read_payload(*, answer: Optional[str], answer_file: Optional[str], payload: 
 @app.command("resume")
 def resume_cmd(
     ctx: typer.Context,
-    run_id: str = typer.Argument(..., metavar="RUN", help="The waiting run."),
+    target: str = typer.Argument(..., metavar="RUN@WAIT|RUN",
+                                 help="The wait handle `run` printed (RUN@wN), or a run id (see --current)."),
+    current: bool = typer.Option(False, "--current",
+                                 help="With a bare run id, answer whatever the run waits on now (needed in scripts)."),
     answer: Optional[str] = typer.Option(None, "--answer", metavar="TEXT",
                                          help="The answer to an ask_user wait ('-' reads it from stdin)."),
     answer_file: Optional[str] = typer.Option(None, "--answer-file", metavar="FILE", help="Read the answer from FILE."),
@@ -75,25 +79,40 @@ def resume_cmd(
 ) -> None:
     """Answer a waiting run and advance it (exit 0 completed, 1 failed, 5 waiting again).
 
-    --answer TEXT sends {"answer": TEXT}; --payload sends any JSON value. Without either, on a
-    terminal the prompt is asked here; otherwise the command exits 5 and prints the wait.
+    Give the wait handle `run`, `tick` or `resume` printed (RUN@wN): a handle already answered
+    is refused (exit 1, nothing written). A bare run id answers the current wait on a terminal
+    or with --current; in a script it is refused (exit 2) naming the handle.
+    --answer TEXT sends {"answer": TEXT} (a unique prefix of a choice, any case, picks that
+    choice); --payload sends any JSON value. Without either, on a terminal the prompt is
+    asked here; otherwise the command exits 5 and prints the wait handle.
     """
     from abstractruntime.core.errors import RunNotWaitingError
     from abstractruntime.core.models import RunStatus, WaitReason
 
     from .prompt import ask
 
+    from .handles import check_target, resume_accepts_wait_id, split_handle
+    from .prompt import match_choice
+
     s = settings(ctx, json_out)
+    run_id, wait_id = split_handle(target)
     data = read_payload(answer=answer, answer_file=answer_file, payload=payload, payload_file=payload_file)
     config = llm_config(llm, provider=provider, model=model, server=server, base_url=base_url)
     store = s.open_store()
     state = store.runtime().get_state(run_id)
+    check_target(state, target, wait_id, current=current, interactive=s.may_prompt())
     if state.status is not RunStatus.WAITING or state.waiting is None:
         # Checked here too so that no workflow code is imported for a hopeless resume.
-        raise RunNotWaitingError(f"Run {run_id} is not waiting (status: {state.status.value})",
+        hint = ""
+        if state.status is RunStatus.RUNNING:
+            hint = (f"; it was stopped mid-step or another process is advancing it: "
+                    f"continue it with: abstractruntime tick {run_id}")
+        raise RunNotWaitingError(f"Run {run_id} is not waiting (status: {state.status.value}){hint}",
                                  run_id=run_id, status=state.status.value)
     from abstractruntime.integrations.abstractcore import is_tool_approval_wait
 
+    if (answer is not None or answer_file is not None) and isinstance(data, dict):
+        data = {"answer": match_choice(state.waiting, data["answer"])}
     if data is not None and is_tool_approval_wait(state.waiting):
         from .cmd_tools import check_tool_payload
 
@@ -104,8 +123,11 @@ def resume_cmd(
         if data is None:
             finish_run(s, state)
     loaded, runtime = workflows.load_for_run(store, run_id, workflow_file=workflow_file, attr=attr, llm=config)
+    s.current_run = run_id
+    # The kernel re-checks the wait id under the run's lock (two resumes racing on one handle).
+    extra = {"wait_id": wait_id} if wait_id is not None and resume_accepts_wait_id(runtime) else {}
     state = runtime.resume(workflow=loaded.workflow, run_id=run_id, wait_key=wait_key, payload=data,
-                           allow_drift=allow_drift, lock_wait=wait)
+                           allow_drift=allow_drift, lock_wait=wait, **extra)
     state = drive(s, runtime, loaded.workflow, state, allow_drift=allow_drift, lock_wait=wait)
     finish_run(s, state)
 
@@ -133,8 +155,9 @@ def emit_cmd(
     waiting = [r for r in store.runs.list_runs(status=RunStatus.WAITING, limit=1_000_000)
                if r.waiting is not None and r.waiting.wait_key == event_key]
     if not waiting:
-        typer.echo(f"error: no run is waiting on {event_key!r}", err=True)
-        raise typer.Exit(NOT_FOUND)
+        from abstractruntime.core.errors import NotFoundError
+
+        raise NotFoundError(f"no run is waiting on {event_key!r}", event_key=event_key)
     states, errors = [], []
     for run in waiting:
         try:
@@ -159,8 +182,12 @@ def cancel_cmd(
     wait: float = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for a run locked by another process."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Cancel a running or waiting run (a finished run is left as it is)."""
+    """Cancel a running or waiting run (exit 0; also when it was already cancelled).
+
+    A run that already completed or failed is left as it is: exit 1, "nothing to cancel".
+    """
     s = settings(ctx, json_out)
+    run_id = run_id_of(run_id)
     runtime = s.open_store().runtime()
     before = runtime.get_state(run_id).status.value
     state = runtime.cancel_run(run_id, reason=reason, lock_wait=wait)
@@ -168,7 +195,8 @@ def cancel_cmd(
         s.emit_json(state.to_dict())
     else:
         s.emit_lines([state.run_id])
-        if before == state.status.value and before != "cancelled":
-            s.info(f"run {run_id} already {before}; nothing to cancel")
-        else:
+        if before != state.status.value or before == "cancelled":
             describe_state(s, state)
+    if state.status.value != "cancelled":
+        typer.echo(f"error: run {run_id} already {state.status.value}; nothing to cancel", err=True)
+        raise typer.Exit(ERROR)

@@ -127,6 +127,7 @@ def _decide(s: Settings, run_id: str, *, decision: str, only: list[str], reason:
     if unknown:
         raise InvalidInputError(f"--only {unknown[0]}: no such pending call (pending: {', '.join(ids)})")
     loaded, runtime = workflows.load_for_run(store, run_id, workflow_file=workflow_file, attr=attr, llm=config)
+    s.current_run = run_id
     if decision == "approved":
         executor = workflows.local_executor(loaded)
         if executor is None:

@@ -9,6 +9,7 @@ import typer
 
 from .app import app, settings
 from .exit_codes import VERIFY_FAILED
+from .handles import run_id_of
 from .output import Settings
 
 
@@ -83,7 +84,8 @@ def verify_cmd(
 
     Piped output: one line per run, `ok<TAB>run_id<TAB>records<TAB>head_hash` or
     `FAILED<TAB>run_id<TAB>records<TAB>first problem`; each problem is also an `error:` line
-    on stderr. With --all, --expect-head must appear in some run. Workflow code is never imported.
+    on stderr. With --all, --expect-head must appear in some run; a store with no runs is
+    exit 4 ("no runs to verify"), never "all ok". Workflow code is never imported.
     """
     from abstractruntime.storage import verify as verify_mod
 
@@ -92,12 +94,19 @@ def verify_cmd(
         raise typer.BadParameter("give either RUN or --all", param_hint="RUN / --all")
     store = s.open_store()
     if run_id is not None:
+        run_id = run_id_of(run_id)
         docs = [verify_mod.verify_run(store, run_id, expect_head=expect_head, public_key=public_key).to_dict()]
     else:
         with _Progress(enabled=sys.stderr.isatty() and not s.quiet) as progress:
             result = verify_mod.verify_store(store, expect_head=expect_head, progress=progress,
                                              public_key=public_key)
         docs = [r.to_dict() for r in result]
+        if not docs:
+            # Nothing verified is not "all ok": a wrong --store would otherwise pass.
+            from abstractruntime.core.errors import NotFoundError
+
+            raise NotFoundError(f"no runs to verify in store {store.root.absolute()}",
+                                store=str(store.root.absolute()))
     _emit(s, docs, single=run_id is not None)
     bad = [d for d in docs if not d.get("ok")]
     if run_id is None:

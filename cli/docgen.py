@@ -29,44 +29,89 @@ verifies what is stored. `python -m abstractruntime` is the same command. Shell 
 
 ```sh
 abstractruntime run sample_runs/workflows/approval.py        # asks on a terminal; else exits 5
-abstractruntime resume RUN --answer yes                        # answer it later, from anywhere
+abstractruntime resume RUN@w2 --answer yes                     # answer that wait later, from anywhere
 abstractruntime runs list --status waiting
 abstractruntime verify --all
 ```
 
+In a script, capture the wait handle `run` prints and answer it:
+`H=$(abstractruntime run wf.py --no-input)` then `abstractruntime resume "$H" --answer yes`.
+
 ## Global options and the store
 
-Global options go before the command: `abstractruntime --store DIR --no-input run wf.py`.
-`--json` is accepted in both places (`abstractruntime runs list --json`).
+Global options (`--store`, `--no-input`, `--json`, `-q`, `-v`) go before or after the
+command: `abstractruntime --store DIR run wf.py` and `abstractruntime run wf.py --store DIR`
+are the same.
 
-The store is the directory `--store DIR`, else `$ABSTRACTRUNTIME_STORE`, else
-`./.abstractruntime`. It is created on first use. Its `index.sqlite3` is only a query cache:
-delete it at any time, it is rebuilt from the run files on the next query.
+The store is the directory `--store DIR`, else `$ABSTRACTRUNTIME_STORE`, else the nearest
+`.abstractruntime` directory in the current directory or one of its parents (the way git
+finds `.git`), so commands work from any subdirectory of a project. Only `run` and `start`
+create a store (`./.abstractruntime` when none is found), and say so on stderr the first
+time. Every other command exits 4 when there is no store, naming the path or paths it
+searched, and creates nothing; a run id that is not found names the store searched.
+The library does the same: `abstractruntime.storage.store.find_store()` / `locate_store()`.
+The store's `index.sqlite3` is only a query cache: delete it at any time, it is rebuilt
+from the run files on the next query.
 
 ## Output rules
 
 - **Results go to stdout, everything else to stderr** (progress, summaries, prompts, errors).
-  `RUN=$(abstractruntime run wf.py --no-input)` captures just the run id.
+  `H=$(abstractruntime run wf.py --no-input)` captures just the run id, or the wait handle
+  when the run waits.
 - **`--json`** prints one JSON document on stdout, written with Python's `json` module
   (UTF-8, 2-space indent). The schemas are below; they are the library's `to_dict()` forms.
-- **On a terminal**, lists are tables. **When stdout is a pipe or a file**, they are
-  tab-separated lines without a header, one record per line; inside a value a tab, newline,
-  carriage return and backslash are written `\\t`, `\\n`, `\\r`, `\\\\`; an absent value is an
-  empty field; an object or list is compact JSON.
+- **On a terminal**, lists are tables; ids are never wrapped (other columns wrap to fit the
+  width; `runs list --wide` shows every column in full). **When stdout is a pipe or a file**,
+  they are tab-separated lines without a header, one record per line; inside a value a tab,
+  newline, carriage return and backslash are written `\\t`, `\\n`, `\\r`, `\\\\`; an absent
+  value is an empty field; an object or list is compact JSON.
 - Text that came from a workflow or a user (prompts, answers, outputs) is printed literally:
   `[y/n]` stays `[y/n]`.
 - **Errors** are one line on stderr, `error: <message>`, never a traceback (`-v` adds the
-  traceback for unexpected errors). Usage errors (unknown option, missing argument) are
-  reported by the option parser with a usage line, exit code 2.
+  traceback for unexpected errors). With `--json` the error is also written to stdout as
+  `{"error": {"code", "message", "exit_code", ...details}}` (docs/errors.md). Usage errors
+  (unknown option, missing argument) are reported by the option parser with a usage line,
+  exit code 2 (with `--json` also `{"error": {"code": "usage", ...}}`).
+- **A closed stdout** (`abstractruntime ledger show RUN --jsonl | head -1`) ends the command
+  quietly with exit 0, as `set -o pipefail` scripts need.
 - `-q` silences messages on stderr (not errors); `-v` adds debug messages.
+
+## Waits and wait handles
+
+A run that stops to wait prints its *wait handle* on stdout, `RUN@wN` (`--json`:
+`wait_handle` and `wait_id`); `runs show` shows it too. `resume` takes the handle, so an
+answer reaches the wait it was meant for: `resume` of a handle whose wait was already
+answered exits 1 ("already answered") and writes nothing, also when the run now waits on
+something else, so a retried CI step cannot answer the next question. A bare run id answers
+whatever the run waits on now: on a terminal, or with `--current`; in a script it is refused
+with exit 2, naming the handle to use. Runs recorded before waits had ids are answered by
+run id. `runs show`, `ledger show`, `verify`, `tick` and `cancel` accept a handle as the run.
 
 ## Interactive prompts
 
 On a terminal (stdin and stderr are TTYs), `run`, `resume` and `tick` ask an `ask_user`
 prompt themselves: the prompt and numbered choices are shown on stderr; answer with a
-number, a choice, or (when the wait allows free text) any text. Ctrl-D leaves the run
-waiting (exit 5). With `--no-input`, or without a terminal, they never prompt: the command
-prints the run id (or, with `--json`, the run and its `waiting` object) and exits 5.
+number, a choice, a unique prefix of a choice in any case (`y` for `yes`, as a prompt
+ending in `[y/n]` suggests), or (when the wait allows free text) any text. `--answer` takes
+a unique prefix the same way. Ctrl-D leaves the run waiting (exit 5). With `--no-input`, or
+without a terminal, they never prompt: the command prints the wait handle (or, with
+`--json`, the run and its `waiting` object) and exits 5.
+
+## Interrupts
+
+Ctrl-C (exit 130) or SIGTERM (exit 143) during `run`, `tick`, `resume` or `tools
+approve|deny` stops the command where it is; the run stays as last checkpointed. The
+command says which run, the node it stopped at and its status, and the command that
+continues it, e.g. `error: interrupted: run R stopped at node fetch (running); continue
+with: abstractruntime tick R` (with `--json` also `{"error": {"code": "interrupted",
+"run_id", "status", "node", "continue_with", ...}}`). `resume` of a run left `running`
+exits 1 and points to `tick`. `worker` ends cleanly on either signal (exit 0).
+
+## Cancelling
+
+`cancel RUN` cancels a running or waiting run and exits 0 (also when the run was already
+cancelled); a run that already completed or failed is left as it is, exit 1, "nothing to
+cancel".
 
 ## Workflow files
 
@@ -148,14 +193,18 @@ JSON_SCHEMAS = """\
 ```
 
 `status` is `running`, `waiting`, `completed`, `failed` or `cancelled`; `waiting` is `null`
-unless the run waits (`reason`: `user`, `event`, `until`, `job`, `subworkflow`).
+unless the run waits (`reason`: `user`, `event`, `until`, `job`, `subworkflow`). A waiting
+run's document (`run`, `tick RUN`, `resume`, `tools approve|deny`) also has `"wait_id"` and
+`"wait_handle"` (`"RUN@wN"`, what `resume` takes).
 
 - `runs list`, `tick --due`, `emit`: a JSON array of runs.
 - `worker --json`: one run per line (JSON lines).
 - `runs show`: the checkpoint, `Checkpoint.to_dict()`, plus the last ledger records:
   `{"format": 1, "run": {…run…}, "ledger": {"seq", "head_hash"},
   "workflow": {"source", "sha256", "workflow_id"} | null, "signature": … | null,
-  "origin": {"run_id", "snapshot_id", "ledger"} | null, "last_steps": [record, …]}`.
+  "origin": {"run_id", "snapshot_id", "ledger"} | null, "last_steps": [record, …]}`, plus
+  `"wait_id"` and `"wait_handle"` when the run waits.
+- An error (any command, with `--json`): `{"error": {"code", "message", "exit_code", …}}`.
 - `ledger show --json`: an array of ledger records; `--jsonl`: one record per line. A record
   is `{"format", "run_id", "step_id", "node_id", "status", "kind", "effect", "result",
   "error", "started_at", "ended_at", "actor_id", "attempt", "idempotency_key", "seq",
@@ -184,12 +233,16 @@ def exit_code_section() -> str:
     """The exit code table and the error-code mapping, from ``exit_codes``."""
     meanings = [
         (0, "ok; the run completed (or is still running after `--max-steps`)"),
-        (1, "error, or the run failed or was cancelled; `tools approve|deny` on a run not waiting on tool calls"),
+        (1, "error, or the run failed or was cancelled; `resume` of a wait already answered; `cancel` of a "
+            "finished run; `tools approve|deny` on a run not waiting on tool calls"),
         (2, "usage error or bad input: unsafe id, malformed JSON, an answer outside the choices"),
         (3, "verification failed"),
-        (4, "not found: run, snapshot, bookmark; `emit` with no run waiting on the key"),
-        (5, "the run is waiting (answer, event, timer, job or tool approval); stdout carries the run id"),
-        (130, "interrupted (Ctrl-C); the run stays as last checkpointed"),
+        (4, "not found: store, run, snapshot, bookmark; `emit` with no run waiting on the key; `verify --all` "
+            "with no runs"),
+        (5, "the run is waiting (answer, event, timer, job, tool approval or a missing handler); stdout carries "
+            "the wait handle"),
+        (130, "interrupted (Ctrl-C); the run stays as last checkpointed; the message names the command that continues it"),
+        (143, "terminated (SIGTERM); as 130"),
     ]
     lines = ["## Exit codes", "", "| code | meaning |", "|---|---|"]
     lines += [f"| {code} | {text} |" for code, text in meanings]

@@ -7,9 +7,10 @@ code   meaning
 1      error, or the run failed / was cancelled
 2      usage error or bad input (unsafe id, malformed JSON, answer not a choice)
 3      verification failed
-4      not found (run, snapshot, bookmark, no run waiting on an event)
+4      not found (store, run, snapshot, bookmark, no run waiting on an event, no runs to verify)
 5      the run is waiting (for an answer, an event, a timer or a job)
 130    interrupted (Ctrl-C)
+143    terminated (SIGTERM)
 =====  =========================================================================
 """
 
@@ -22,6 +23,7 @@ VERIFY_FAILED = 3
 NOT_FOUND = 4
 WAITING = 5
 INTERRUPTED = 130
+TERMINATED = 143
 
 # Error ``code`` (abstractruntime.core.errors) -> exit code. A subclass without a row of
 # its own uses its nearest base class's row (see exit_code_for), so new error classes
@@ -29,6 +31,7 @@ INTERRUPTED = 130
 ERROR_EXIT_CODES: dict[str, int] = {
     "error": ERROR,
     "not_found": NOT_FOUND,
+    "store_not_found": NOT_FOUND,
     "run_not_found": NOT_FOUND,
     "snapshot_not_found": NOT_FOUND,
     "bookmark_not_found": NOT_FOUND,
@@ -41,10 +44,14 @@ ERROR_EXIT_CODES: dict[str, int] = {
     "run_state": ERROR,
     "run_not_waiting": ERROR,
     "run_terminal": ERROR,
+    "run_exists": ERROR,
+    "already_answered": ERROR,
+    "not_retryable": ERROR,
     "corrupt_record": ERROR,
     "unsupported_format": ERROR,
     "verification_failed": VERIFY_FAILED,
     "run_locked": ERROR,
+    "ledger_conflict": ERROR,
     "workflow_drift": ERROR,
     "workflow_load": ERROR,
     "effect_failed": ERROR,
@@ -76,5 +83,5 @@ def exit_code_for_status(status: str) -> int:
     return STATUS_EXIT_CODES.get(status, ERROR)
 
 
-__all__ = ["OK", "ERROR", "USAGE", "VERIFY_FAILED", "NOT_FOUND", "WAITING", "INTERRUPTED",
+__all__ = ["OK", "ERROR", "USAGE", "VERIFY_FAILED", "NOT_FOUND", "WAITING", "INTERRUPTED", "TERMINATED",
            "ERROR_EXIT_CODES", "STATUS_EXIT_CODES", "exit_code_for", "exit_code_for_status"]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Optional
 
 import typer
 
 from . import cmd_exec, cmd_graph, cmd_inspect, cmd_resume, cmd_snapshot, cmd_tools, cmd_verify  # noqa: F401  (register)
-from .app import app
+from . import cmd_report  # noqa: F401,E402  (register)
+from .app import app, on_sigterm, silence_stdout
 from .exit_codes import INTERRUPTED
 
 
@@ -16,15 +18,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Run the command line; returns the exit code (see ``abstractruntime.cli.exit_codes``)."""
     command = typer.main.get_command(app)
     try:
+        # SIGTERM unwinds the command like Ctrl-C does, so it can say where the run stopped.
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread (embedded use): keep the default
+        pass
+    try:
         command.main(args=argv, prog_name="abstractruntime", standalone_mode=True)
     except SystemExit as exc:
         code = exc.code
         if code is None:
             return 0
         return code if isinstance(code, int) else 1
-    except KeyboardInterrupt:  # outside a command (e.g. while parsing): still a clean 130
-        typer.echo("interrupted", err=True)
-        return INTERRUPTED
+    except BrokenPipeError:  # the reader closed stdout: end quietly, like a finished `cat`
+        silence_stdout()
+        return 0
+    except KeyboardInterrupt as exc:  # outside a command (e.g. while parsing): still a clean exit
+        from .app import Terminated
+        from .exit_codes import TERMINATED
+
+        typer.echo("terminated" if isinstance(exc, Terminated) else "interrupted", err=True)
+        return TERMINATED if isinstance(exc, Terminated) else INTERRUPTED
     return 0
 
 

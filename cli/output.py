@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -56,15 +57,32 @@ class Settings:
     no_input: bool = False
     quiet: bool = False
     verbose: bool = False
+    current_run: Optional[str] = None  # the run being advanced, named if the command is interrupted
     _file_store: Any = field(default=None, repr=False)
 
-    def open_store(self) -> Any:
-        """The :class:`~abstractruntime.storage.store.FileStore` for ``--store`` (opened once)."""
-        if self._file_store is None:
-            from abstractruntime.storage.store import open_store
+    def open_store(self, *, create: bool = False) -> Any:
+        """The :class:`~abstractruntime.storage.store.FileStore` the command means (opened once).
 
-            self._file_store = open_store(self.store)
+        Found as git finds ``.git`` (``--store``, ``$ABSTRACTRUNTIME_STORE``, else the nearest
+        ``.abstractruntime`` up from here). Only commands that start runs pass ``create=True``;
+        for every other command a missing store is exit 4 naming where it was looked for.
+        """
+        if self._file_store is None:
+            from abstractruntime.storage.store import FileStore, find_store, locate_store
+
+            if create:
+                location = locate_store(self.store)
+                existed = location.exists
+                self._file_store = FileStore(location.path)
+                if not existed:
+                    self.info(f"created store {location.path.absolute()}")
+            else:
+                self._file_store = FileStore(find_store(self.store))
         return self._file_store
+
+    def store_root(self) -> Optional[str]:
+        """The opened store's directory (for messages), or ``None``."""
+        return str(self._file_store.root.absolute()) if self._file_store is not None else None
 
     def close(self) -> None:
         """Release the store's index connection."""
@@ -99,18 +117,32 @@ class Settings:
         for line in lines:
             typer.echo(line)
 
-    def emit_table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: Optional[str] = None) -> None:
-        """A rich table on a TTY, tab-separated lines (no header) otherwise."""
+    def emit_table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: Optional[str] = None,
+                   wide: bool = False) -> None:
+        """A rich table on a TTY, tab-separated lines (no header) otherwise.
+
+        On a terminal, id columns (``run_id``, ``snapshot_id`` ...) never wrap, so an id
+        can be copied whole; other columns wrap or shorten to fit. ``wide`` uses the width
+        the values need, whatever the terminal's.
+        """
         if not stdout_is_tty():
             for row in rows:
                 typer.echo("\t".join(tsv_cell(v) for v in row))
             return
-        table = Table(title=Text(title) if title else None, show_lines=False)
-        for column in columns:
-            table.add_column(Text(column), overflow="fold")
-        for row in rows:
-            table.add_row(*(Text(_short_cell(v)) for v in row))
-        Console(file=sys.stdout, highlight=False).print(table)
+        table = Table(title=Text(title) if title else None, show_lines=False, box=box.SIMPLE_HEAD, pad_edge=False)
+        cells = [[Text(_short_cell(_display(col, v))) for col, v in zip(columns, row)] for row in rows]
+        for i, column in enumerate(columns):
+            if column.endswith("_id") or wide:
+                longest = max([len(column)] + [len(r[i]) for r in cells])
+                table.add_column(Text(column), no_wrap=True, min_width=longest)
+            else:
+                table.add_column(Text(column), overflow="fold")
+        for row in cells:
+            table.add_row(*row)
+        console = Console(file=sys.stdout, highlight=False)
+        if wide:
+            console = Console(file=sys.stdout, highlight=False, width=max(console.width, 10_000))
+        console.print(table)
 
     def emit_fields(self, pairs: Sequence[tuple[str, Any]]) -> None:
         """Key/value pairs: aligned on a TTY, ``key<TAB>value`` lines otherwise."""
@@ -124,6 +156,13 @@ class Settings:
         for key, value in pairs:
             table.add_row(Text(key), Text(_short_cell(value, limit=2000)))
         Console(file=sys.stdout, highlight=False).print(table)
+
+
+def _display(column: str, value: Any) -> Any:
+    """A timestamp shown to a person on a terminal: to the second, ``Z`` for UTC (piped output keeps it whole)."""
+    if column.endswith("_at") and isinstance(value, str) and len(value) >= 19 and value[10:11] == "T":
+        return value[:10] + " " + value[11:19] + ("Z" if value.endswith(("+00:00", "Z")) else "")
+    return value
 
 
 def _short_cell(value: Any, limit: int = 200) -> str:

@@ -1,7 +1,9 @@
 """The interactive ask_user prompt (only on a terminal, never with --no-input).
 
 The prompt and choices are written to stderr with rich, as :class:`rich.text.Text`, so
-text like ``[y/n]`` is shown as typed; the answer is read from stdin.
+text like ``[y/n]`` is shown as typed; the answer is read from stdin. An answer picks a
+choice by its number, its text in any case, or a unique prefix of it: a prompt that shows
+``[y/n]`` over the choices ``yes``/``no`` takes ``y``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,27 @@ def _read_line() -> Optional[str]:
     return line.rstrip("\r\n")
 
 
+def match_choice(wait: Any, text: str) -> str:
+    """The choice ``text`` picks (same text in any case, or a unique prefix), else ``text`` itself.
+
+    With free text allowed only a whole choice (any case) is taken as that choice: a short
+    free-text answer must not turn into a choice it happens to begin.
+    """
+    choices = list(getattr(wait, "choices", None) or [])
+    if not choices or text in choices:
+        return text
+    wanted = text.strip().casefold()
+    if not wanted:
+        return text
+    same = [c for c in choices if c.casefold() == wanted]
+    if len(same) == 1:
+        return same[0]
+    if getattr(wait, "allow_free_text", False):
+        return text
+    prefixed = [c for c in choices if c.casefold().startswith(wanted)]
+    return prefixed[0] if len(prefixed) == 1 else text
+
+
 def ask(wait: Any) -> Optional[dict[str, Any]]:
     """Ask the wait's prompt; ``{"answer": text}``, or ``None`` if the user gave none (EOF)."""
     console = Console(stderr=True, highlight=False)
@@ -38,14 +61,16 @@ def ask(wait: Any) -> Optional[dict[str, Any]]:
         text = line.strip()
         if choices and text.isdigit() and 1 <= int(text) <= len(choices):
             return {"answer": choices[int(text) - 1]}
-        if choices and text in choices:
-            return {"answer": text}
+        picked = match_choice(wait, text)
+        if choices and picked in choices:
+            return {"answer": picked}
         if choices and not wait.allow_free_text:
-            console.print(Text("Please answer with one of: " + ", ".join(choices) + " (or its number)"))
+            console.print(Text("Please answer with one of: " + ", ".join(choices)
+                               + " (or its number, or the first letters of one)"))
             continue
         if not text:
             continue
         return {"answer": line}
 
 
-__all__ = ["ask"]
+__all__ = ["ask", "match_choice"]

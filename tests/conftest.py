@@ -99,7 +99,8 @@ BACKENDS = ["memory", "file-fsync", "file-none", "chained-memory", "chained-file
 def make_backend(name: str, root: Path) -> Backend:
     """Build backend ``name`` (file backends live under ``root``)."""
     if name == "memory":
-        return Backend(name, InMemoryRunStore(), InMemoryLedgerStore())
+        # As upstream 0.0.1: the in-memory ledger on its own keeps no hash chain.
+        return Backend(name, InMemoryRunStore(), InMemoryLedgerStore(), chained=False)
     if name == "chained-memory":
         return Backend(name, InMemoryRunStore(), HashChainedLedgerStore(InMemoryLedgerStore()))
     if name == "upstream-style":

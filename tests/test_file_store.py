@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import pytest
 
 import abstractruntime.storage.json_files as json_files
+import abstractruntime.storage.ledger_files as ledger_files
 from abstractruntime.core.canonical import canonical_json
 from abstractruntime.core.errors import (
     CorruptRecordError,
@@ -179,7 +180,7 @@ def test_tampered_last_record_is_not_taken_for_a_torn_tail(ledger: JsonlLedgerSt
 def test_newer_ledger_format_is_refused(ledger: JsonlLedgerStore) -> None:
     path = _records(ledger, "r1", 2)
     lines = _lines(path)
-    lines.insert(1, b'{"format":2,"run_id":"r1"}\n')
+    lines.insert(1, b'{"format":3,"run_id":"r1"}\n')
     path.write_bytes(b"".join(lines))
     with pytest.raises(UnsupportedFormatError) as info:
         JsonlLedgerStore(path.parents[2], durability="none").list("r1")
@@ -209,7 +210,7 @@ def test_corrupt_checkpoint_names_the_file(runs: JsonFileRunStore, content: byte
 def test_newer_checkpoint_format_is_refused(runs: JsonFileRunStore) -> None:
     path = _save(runs)
     doc = Checkpoint(run=runs.load("r1"), ledger=LedgerHead()).to_dict()
-    doc["format"] = 2
+    doc["format"] = 3
     path.write_bytes(canonical_json(doc))
     with pytest.raises(UnsupportedFormatError) as info:
         runs.load("r1")
@@ -234,7 +235,8 @@ def test_checkpoint_pointing_past_the_ledger_is_corruption(root: Path, damage: s
     else:
         # The last record replaced by another validly chained one: same seq, another head.
         path.write_bytes(b"".join(lines[:-1]))
-        forged = StepRecord.start(run=rt.get_state(run_id), node_id="b", effect=None).finish_success({"forged": 1})
+        forged = StepRecord.start(run=RunState.new(workflow_id="wf", entry_node="b", run_id=run_id), node_id="b",
+                                  effect=None).finish_success({"forged": 1})
         JsonlLedgerStore(root, durability="none").append(forged)
     damaged = path.read_bytes()
     fresh = Runtime(run_store=JsonFileRunStore(root, durability="none"),
@@ -611,7 +613,7 @@ def test_step_cost_does_not_grow_with_the_ledger(root: Path, monkeypatch: pytest
     assert ledger_size > 1_000_000
 
     read: list[int] = []
-    real = json_files.read_bytes
+    real = ledger_files.read_bytes
 
     def counting(path: Path, **kwargs: Any) -> bytes:
         data = real(path, **kwargs)
@@ -619,7 +621,7 @@ def test_step_cost_does_not_grow_with_the_ledger(root: Path, monkeypatch: pytest
             read.append(len(data))
         return data
 
-    monkeypatch.setattr(json_files, "read_bytes", counting)
+    monkeypatch.setattr(ledger_files, "read_bytes", counting)
     state = rt.tick(workflow=wf, run_id=run_id, max_steps=1001)  # includes an effect (idempotency lookup)
     assert state.vars["n"] == 6001
     assert sum(read) < 2_000, read  # only what this process had not seen yet

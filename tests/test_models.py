@@ -113,7 +113,7 @@ def test_run_state_round_trip(run: RunState) -> None:
 @given(rec=step_records)
 def test_step_record_round_trip(rec: StepRecord) -> None:
     data = _through_json(rec.to_dict())
-    assert data["format"] == 1
+    assert data["format"] == 2 and "delta" in data and "effect_id" in data
     back = StepRecord.from_dict(data)
     assert back == rec
     assert isinstance(back.status, StepStatus)
@@ -135,7 +135,7 @@ def test_checkpoint_round_trip(run: RunState, seq: int, head: str | None) -> Non
                             workflow={"source": "f.py", "sha256": "0" * 64, "workflow_id": run.workflow_id},
                             origin={"run_id": "x"})
     data = _through_json(checkpoint.to_dict())
-    assert data["format"] == 1
+    assert data["format"] == 2
     back = Checkpoint.from_dict(data)
     assert back == checkpoint
 

@@ -429,6 +429,7 @@ def test_ids_cannot_escape_the_directory(snap_dir: Path) -> None:
 
 def test_a_symlinked_snapshot_file_is_not_followed(snap_dir: Path, tmp_path: Path) -> None:
     store = JsonSnapshotStore(snap_dir)
+    snap_dir.mkdir(parents=True, exist_ok=True)  # the store creates it only on its first save
     snap = Snapshot.from_run(run=make_run(), name="n")
     elsewhere = tmp_path / "elsewhere.json"
     elsewhere.write_text(json.dumps({"format": 1, **snap.to_dict()}))

@@ -5,13 +5,19 @@ code point, separators ``(',', ':')``, UTF-8 without ``\\u`` escaping of non-ASC
 Infinity refused. Python's float repr is the shortest round-tripping text, stable across
 platforms, so the same record always hashes the same. (This is not RFC 8785: that scheme
 formats numbers like JavaScript, e.g. ``1.0`` as ``1``; ours keeps Python's ``1.0``.)
+
+A value that cannot be stored — a reference cycle (``vars["self"] = vars``), a set, an
+object, a non-string key, NaN — raises :class:`InvalidInputError` naming the path to it
+(``run.vars.self``), at once: the encoder's own cycle check stops a cycle on first
+re-entry, and the path is worked out only after a failure, so valid values pay nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+import math
+from typing import Any, Optional
 
 from .errors import InvalidInputError, PayloadTooLargeError
 
@@ -20,36 +26,133 @@ HASH_EXCLUDED_FIELDS = ("record_hash", "signature")
 # One ledger line (or resume payload) may not exceed this; large values belong in artifacts.
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 
+# check_circular=True is the default and what turns a cycle into an immediate ValueError
+# instead of unbounded recursion; it is spelled out because the hang it prevents is silent.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                            check_circular=True)
 
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_SCALARS = (str, int, float, bool, type(None))
+_CONTAINERS = (dict, list, tuple)
 
 
-def _check_keys(value: Any) -> None:
-    """Refuse non-string object keys: ``json`` would silently turn ``{1: x}`` into ``{"1": x}``."""
+def _check_keys(value: Any) -> Optional[str]:
+    """The path of the first non-string object key, or ``None``.
+
+    ``json`` would silently turn ``{1: x}`` into ``{"1": x}``, so such keys are refused.
+    Only called on values the encoder accepted, so the value is acyclic and this ends.
+    """
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    return f"object key {key!r} at {format_path(path)} is not a string"
+                if isinstance(child, _CONTAINERS):
+                    stack.append((child, (*path, key)))
+        else:
+            stack.extend((child, (*path, i)) for i, child in enumerate(item) if isinstance(child, _CONTAINERS))
+    return None
+
+
+def _has_bad_key(value: Any) -> bool:
+    """Fast check for a non-string key anywhere (no path bookkeeping on the hot path)."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             for key, child in item.items():
-                if not isinstance(key, str):
-                    raise InvalidInputError(f"Value is not canonical JSON: object key {key!r} is not a string")
-                if isinstance(child, (dict, list, tuple)):
+                if key.__class__ is not str and not isinstance(key, str):
+                    return True
+                if isinstance(child, _CONTAINERS):
                     stack.append(child)
-        elif isinstance(item, (list, tuple)):
-            stack.extend(child for child in item if isinstance(child, (dict, list, tuple)))
+        else:
+            stack.extend(child for child in item if isinstance(child, _CONTAINERS))
+    return False
+
+
+def format_path(path: tuple[Any, ...]) -> str:
+    """``("run", "vars", "items", 3)`` → ``run.vars.items[3]`` (the root alone is ``(root)``)."""
+    if not path:
+        return "(root)"
+    text = ""
+    for part in path:
+        if isinstance(part, int) and not isinstance(part, bool):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + str(part)
+    return text
+
+
+def find_unstorable(value: Any) -> Optional[str]:
+    """Describe the first part of ``value`` that canonical JSON cannot hold, or ``None``.
+
+    Iterative, depth-first, tracking the containers on the current path (so a cycle is told
+    apart from a container that is merely shared by two parents, which is fine).
+    """
+    on_path: set[int] = set()
+    # Each frame: (container, path, iterator over children); the container's id is in on_path.
+    stack: list[tuple[Any, tuple[Any, ...], Any]] = []
+
+    def enter(item: Any, path: tuple[Any, ...]) -> Optional[str]:
+        if isinstance(item, _CONTAINERS):
+            if id(item) in on_path:
+                return f"a reference cycle at {format_path(path)} (a container that contains itself)"
+            on_path.add(id(item))
+            children = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.append((item, path, iter(children)))
+            return None
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"{item!r} at {format_path(path)} (NaN and Infinity are not JSON)"
+        if not isinstance(item, _SCALARS):
+            return f"a value of type {type(item).__name__} at {format_path(path)}, which is not JSON data"
+        return None
+
+    problem = enter(value, ())
+    while problem is None and stack:
+        container, path, children = stack[-1]
+        step = next(children, None)
+        if step is None:
+            stack.pop()
+            on_path.discard(id(container))
+            continue
+        key, child = step
+        if isinstance(container, dict) and not isinstance(key, str):
+            return f"a non-string object key {key!r} in {format_path(path)}"
+        problem = enter(child, (*path, key))
+    return problem
 
 
 def canonical_json(value: Any) -> bytes:
-    """The canonical UTF-8 bytes of ``value`` (:class:`InvalidInputError` if it is not JSON data)."""
+    """The canonical UTF-8 bytes of ``value`` (:class:`InvalidInputError` if it is not JSON data).
+
+    The error message names what is wrong and where, e.g. ``Value is not canonical JSON:
+    it contains a reference cycle at run.vars.self (a container that contains itself)``.
+    """
     try:
-        _check_keys(value)
-        return _ENCODER.encode(value).encode("utf-8")
-    except (TypeError, ValueError, UnicodeEncodeError) as exc:
-        if isinstance(exc, InvalidInputError):
-            raise
-        raise InvalidInputError(f"Value is not canonical JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise InvalidInputError("Value is nested too deeply to store") from exc
+        encoded = _ENCODER.encode(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInputError(_explain(value, exc)) from None
+    # Keys are checked after encoding: the encoder has then proved the value acyclic.
+    if _has_bad_key(value):
+        raise InvalidInputError(f"Value is not canonical JSON: {_check_keys(value)}")
+    try:
+        return encoded.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate in some string
+        raise InvalidInputError(f"Value is not canonical JSON: a string is not valid Unicode ({exc.reason})") \
+            from None
+
+
+def _explain(value: Any, exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "Value is nested too deeply to store"
+    try:
+        where = find_unstorable(value)
+    except RecursionError:  # pragma: no cover - find_unstorable is iterative; belt and braces
+        where = None
+    if where is None:
+        return f"Value is not canonical JSON: {exc}"
+    return f"Value is not canonical JSON: it contains {where}"
 
 
 def sha256_hex(data: bytes) -> str:

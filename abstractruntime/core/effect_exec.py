@@ -1,21 +1,29 @@
-"""Performing one effect: idempotent reuse, bracketed attempts, retries with backoff.
+"""Performing one effect: its identity by position, bracketed attempts, retries with backoff.
 
-The intent record (with the checkpoint naming the pending effect) is durable before the
-handler runs; the result record is durable before the run moves on. A completed record with
-the same idempotency key is reused instead of calling the handler again.
+An effect is identified by its ordinal in the run (``effect_id``: the run's first effect is 1,
+the next 2, ...), never by its payload: a loop that performs the same effect twice runs it
+twice. Its intent record is durable before a handler with side effects runs (the one fsync of
+the step); its outcome is queued and becomes durable with the next batch (the next intent, a
+wait or the end of the tick). A crash inside a handler leaves the intent without an outcome:
+the next tick performs the effect again (at least once, documented). An explicit key in the
+payload (``"idempotency_key"``) — or an effect policy with its own ``idempotency_key`` —
+deduplicates across the run: a completed effect with that key is reused.
 """
 
 from __future__ import annotations
 
-import inspect
+import hashlib
 import time
-from typing import TYPE_CHECKING, Callable, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .canonical import canonical_json, check_size
 from .effects import EffectOutcome
 from .errors import InvalidInputError, PayloadTooLargeError
-from .models import Effect, EffectType, RunState, RunStatus, StepPlan, StepRecord
-from .session import RunSession, fail_run, set_nested
+from .models import Effect, EffectType, RecordKind, RunState, RunStatus, StepPlan, StepRecord, WaitReason, WaitState
+from .policy import DefaultEffectPolicy, compute_idempotency_key
+from .session import RunSession, fail_run, new_record, set_nested
+from .wal import restore_secrets
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -23,97 +31,187 @@ if TYPE_CHECKING:
 EffectHandler = Callable[..., EffectOutcome]
 
 
-def run_effect(rt: "Runtime", session: RunSession, plan: StepPlan) -> None:
-    run = session.run
+@dataclass(frozen=True)
+class RegisteredHandler:
+    """An effect handler and whether it takes ``default_next_node`` (decided at registration)."""
+
+    fn: EffectHandler
+    takes_next_node: bool
+    # Built-in waits only build a WaitState: their intent need not be durable first.
+    pure: bool = False
+
+    def __call__(self, run: RunState, effect: Effect, next_node: Optional[str]) -> Any:
+        return self.fn(run, effect, next_node) if self.takes_next_node else self.fn(run, effect)
+
+
+def positional_key(run_id: str, effect_id: int) -> str:
+    """The 32-hex idempotency key of the run's ``effect_id``-th effect."""
+    return hashlib.sha256(f"{run_id}\x00effect\x00{effect_id}".encode()).hexdigest()[:32]
+
+
+def explicit_key(run_id: str, key: str) -> str:
+    """The 32-hex idempotency key of an effect the workflow named ``key``."""
+    return hashlib.sha256(f"{run_id}\x00key\x00{key}".encode()).hexdigest()[:32]
+
+
+def wait_id_of(effect_id: int) -> str:
+    """The wait id of a wait created by the run's ``effect_id``-th effect: ``w<effect_id>``."""
+    return f"w{effect_id}"
+
+
+def _key_for(rt: "Runtime", run: RunState, node_id: str, effect: Effect, effect_id: int) -> tuple[str, bool]:
+    """``(key, explicit)``: the workflow's own key when it names one, else the position."""
+    named = effect.payload.get("idempotency_key") if isinstance(effect.payload, dict) else None
+    if isinstance(named, str) and named:
+        return explicit_key(run.run_id, named), True
+    policy = rt.effect_policy
+    if type(policy).idempotency_key is not DefaultEffectPolicy.idempotency_key and hasattr(policy, "idempotency_key"):
+        return str(policy.idempotency_key(run=run, node_id=node_id, effect=effect)), True
+    return positional_key(run.run_id, effect_id), False
+
+
+def run_effect(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending: Optional[dict[str, Any]] = None,
+               extra_attempts: Optional[int] = None) -> None:
+    """Perform ``plan.effect`` (or resume the ``pending`` one after a crash or a retry)."""
+    run, ckpt = session.run, session.checkpoint
     effect = plan.effect
     assert effect is not None
-    key = rt.effect_policy.idempotency_key(run=run, node_id=plan.node_id, effect=effect)
-    prior = rt.ledger_store.find_completed(run.run_id, key)
+    if pending is not None:
+        effect_id, key = int(pending["effect_id"]), str(pending["idempotency_key"])
+        first_attempt = int(pending.get("attempt") or 0) + 1
+        explicit = bool(pending.get("explicit"))
+    else:
+        ckpt.effects += 1
+        effect_id, first_attempt = ckpt.effects, 1
+        key, explicit = _key_for(rt, run, plan.node_id, effect, effect_id)
+    prior = _prior_result(rt, session, plan, key, explicit)
     if prior is not None:
-        outcome = EffectOutcome.completed(prior.get("result"))
-    else:
-        outcome = _attempt(rt, session, plan, key)
-    session.checkpoint.pending = None
-    if outcome.status == "waiting" and outcome.wait is not None:
-        run.status, run.waiting = RunStatus.WAITING, outcome.wait
-        session.commit()
-    elif outcome.status == "completed":
-        if effect.result_key and outcome.result is not None:
-            set_nested(run.vars, effect.result_key, outcome.result)
-        if not plan.next_node:
-            fail_run(session, plan.node_id, f"Node '{plan.node_id}' executed an effect but set no next_node")
-            return
-        run.current_node = plan.next_node
-    else:
-        run.status, run.error, run.waiting = RunStatus.FAILED, outcome.error or "unknown error", None
-
-def _attempt(rt: "Runtime", session: RunSession, plan: StepPlan, key: str) -> EffectOutcome:
-    run, effect = session.run, plan.effect
-    assert effect is not None
-    max_attempts = rt.effect_policy.max_attempts(effect)
-    last_error = "unknown error"
-    attempt = 0
-    while attempt < max_attempts:
+        _complete(session, plan, effect_id, key, prior, attempt=first_attempt, reused=True)
+        return
+    budget = extra_attempts if extra_attempts is not None else rt.effect_policy.max_attempts(effect)
+    last_attempt = first_attempt + budget - 1 if extra_attempts is not None else max(budget, first_attempt)
+    last_error, retryable, attempt = "unknown error", True, first_attempt - 1
+    while attempt < last_attempt:
         attempt += 1
         rec = StepRecord.start(run=run, node_id=plan.node_id, effect=effect, attempt=attempt, idempotency_key=key)
-        if attempt == 1:
-            session.record(rec)
-            session.checkpoint.pending = {"node_id": plan.node_id, "effect": effect.to_dict(),
-                                          "next_node": plan.next_node, "idempotency_key": key}
-            session.commit()  # the intent (and every pure step before it) is durable first
-        else:
-            session.append_now(rec)
-        outcome = _call_handler(rt, effect, run, plan.next_node)
+        rec.effect_id = effect_id
+        ckpt.pending = {"effect_id": effect_id, "node_id": plan.node_id, "effect": effect.to_dict(),
+                        "next_node": plan.next_node, "idempotency_key": key, "attempt": attempt}
+        if explicit:
+            ckpt.pending["explicit"] = True
+        handler = rt.handler_for(effect.type)
+        session.record(rec)
+        if handler is None:
+            if rt.missing_handler == "wait":
+                _wait_for_handler(session, plan, effect, effect_id, rec)
+                return
+            last_error, retryable = f"No effect handler registered for {EffectType(effect.type).value}", False
+            rec.finish_failure(last_error)
+            rec.kind = RecordKind.EFFECT.value
+            break
+        if not handler.pure:
+            session.flush()  # the intent (and every step before it) is durable before the handler runs
+        outcome = _call(rt, handler, effect, run, plan.next_node, effect_id, key)
         if outcome.status == "completed":
             try:
                 check_size(canonical_json(outcome.result), what=f"Result of {effect.type.value} effect")
             except (InvalidInputError, PayloadTooLargeError) as exc:
                 outcome = EffectOutcome.failed(str(exc), retryable=False)
             else:
-                session.append_now(rec.finish_success(outcome.result))
-                return outcome
+                _complete(session, plan, effect_id, key, outcome.result, attempt=attempt)
+                return
         if outcome.status == "waiting" and outcome.wait is not None:
-            session.record(rec.finish_waiting(outcome.wait))
-            return outcome
-        last_error = outcome.error or "unknown error"
-        session.append_now(rec.finish_failure(last_error))
-        if not outcome.retryable:
+            wait = outcome.wait
+            wait.wait_id = wait_id_of(effect_id)
+            ckpt.pending = None
+            run.status, run.waiting = RunStatus.WAITING, wait
+            done = StepRecord.start(run=run, node_id=plan.node_id, effect=effect, attempt=attempt, idempotency_key=key)
+            done.effect_id = effect_id
+            session.record(done.finish_waiting(wait))
+            return
+        last_error, retryable = outcome.error or "unknown error", outcome.retryable
+        failed = StepRecord.start(run=run, node_id=plan.node_id, effect=effect, attempt=attempt, idempotency_key=key)
+        failed.effect_id = effect_id
+        session.record(failed.finish_failure(last_error))
+        if not retryable:
             break
-        if attempt < max_attempts:
+        if attempt < last_attempt:
             backoff = rt.effect_policy.backoff_seconds(effect=effect, attempt=attempt)
             if backoff > 0:
                 time.sleep(backoff)  # looked up at call time, so tests can patch time.sleep
-    plural = "attempt" if attempt == 1 else "attempts"
-    return EffectOutcome.failed(f"Effect {effect.type.value} failed after {attempt} {plural}: {last_error}")
+    count = attempt - first_attempt + 1
+    plural = "attempt" if count == 1 else "attempts"
+    # The pending effect stays in the state, so `retry` can attempt it again.
+    fail_run(session, plan.node_id, f"Effect {effect.type.value} failed after {count} {plural}: {last_error}",
+             details={"effect_id": effect_id, "retryable": retryable, "attempts": attempt})
 
-def _call_handler(rt: "Runtime", effect: Effect, run: RunState, next_node: Optional[str]) -> EffectOutcome:
-    handler = rt._handlers.get(EffectType(effect.type))
-    if handler is None:
-        return EffectOutcome.failed(f"No effect handler registered for {EffectType(effect.type).value}",
-                                    retryable=False)
+
+def _complete(session: RunSession, plan: StepPlan, effect_id: int, key: str, result: Any, *, attempt: int,
+              reused: bool = False) -> None:
+    run, effect = session.run, plan.effect
+    assert effect is not None
+    session.checkpoint.pending = None
+    if not plan.next_node:
+        fail_run(session, plan.node_id, f"Node '{plan.node_id}' executed an effect but set no next_node")
+        return
+    if effect.result_key and result is not None:
+        set_nested(run.vars, effect.result_key, result)
+    run.current_node = plan.next_node
+    rec = StepRecord.start(run=run, node_id=plan.node_id, effect=effect, attempt=attempt, idempotency_key=key)
+    rec.effect_id = effect_id
+    rec.finish_success(result)
+    if reused:
+        rec.kind = RecordKind.EFFECT.value
+    session.record(rec, result=result)
+
+
+def _prior_result(rt: "Runtime", session: RunSession, plan: StepPlan, key: str, explicit: bool) -> Optional[Any]:
+    """A completed result to reuse: by explicit key, or by node and payload after an outside edit."""
+    run_id = session.run_id
+    found: Optional[dict[str, Any]] = None
+    if explicit:
+        found = rt.ledger_store.find_completed(run_id, key)
+    elif session.legacy_reuse and plan.effect is not None:
+        wanted = rt.redactor.redact(plan.effect.to_dict())
+        legacy = compute_idempotency_key(run_id=run_id, node_id=plan.node_id, effect=plan.effect)
+        for doc in rt.ledger_store.list(run_id):
+            if doc.get("status") != "completed" or doc.get("node_id") != plan.node_id:
+                continue
+            if doc.get("effect") == wanted or doc.get("idempotency_key") == legacy:
+                found = doc
+                break
+    if found is None:
+        return None
+    entries = [e for e in rt.ledger_store.get_secrets(run_id) if e.get("record_hash") == found.get("record_hash")]
+    if entries:
+        found = restore_secrets(found, entries)
+    return found.get("result")
+
+
+def _wait_for_handler(session: RunSession, plan: StepPlan, effect: Effect, effect_id: int, rec: StepRecord) -> None:
+    """No handler is registered: wait (the intent stays pending) until a tick brings one."""
+    run = session.run
+    kind = EffectType(effect.type).value
+    wait = WaitState(reason=WaitReason.EVENT, wait_key=f"handler:{kind}:{run.run_id}:{wait_id_of(effect_id)}",
+                     details={"needs_handler": kind}, wait_id=wait_id_of(effect_id))
+    run.status, run.waiting = RunStatus.WAITING, wait
+    note = new_record(run, RecordKind.EFFECT, plan.node_id)
+    note.effect_id, note.attempt, note.idempotency_key = effect_id, rec.attempt, rec.idempotency_key
+    note.finish_waiting(wait)
+    session.record(note)
+
+
+def _call(rt: "Runtime", handler: "RegisteredHandler", effect: Effect, run: RunState, next_node: Optional[str],
+          effect_id: int, key: str) -> EffectOutcome:
+    rt.current_effect = (run.run_id, effect_id, key)
     try:
-        if _takes_next_node(rt, handler):
-            outcome = handler(run, effect, next_node)
-        else:
-            outcome = handler(run, effect)
+        outcome = handler(run, effect, next_node)
     except Exception as exc:  # a handler's exception is a failed attempt, retried per policy
         return EffectOutcome.failed(f"Effect handler raised {type(exc).__name__}: {exc}")
+    finally:
+        rt.current_effect = None
     if not isinstance(outcome, EffectOutcome):
         return EffectOutcome.failed(
             f"Effect handler for {effect.type.value} returned {type(outcome).__name__}, not an EffectOutcome",
             retryable=False)
     return outcome
-
-def _takes_next_node(rt: "Runtime", handler: EffectHandler) -> bool:
-    """Handlers may take ``(run, effect)`` or ``(run, effect, default_next_node)``."""
-    arity = rt._arity.get(handler)
-    if arity is None:
-        try:
-            params = list(inspect.signature(handler).parameters.values())
-            positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-            varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
-            arity = 3 if varargs or len(positional) >= 3 else 2
-        except (TypeError, ValueError):
-            arity = 3
-        rt._arity[handler] = arity
-    return arity >= 3

@@ -154,7 +154,11 @@ def make_start_subworkflow(runtime: "Runtime"):  # type: ignore[no-untyped-def]
         child_spec = registry.get(workflow_id)
         if child_spec is None:
             return EffectOutcome.failed(f"Workflow '{workflow_id}' not found in registry", retryable=False)
-        key = runtime.effect_policy.idempotency_key(run=run, node_id=run.current_node, effect=effect)
+        # The child's id comes from this effect's position, so a crash never starts two
+        # children and a loop that starts the same subworkflow again gets a new one.
+        current = runtime.current_effect
+        key = current[2] if current and current[0] == run.run_id else \
+            runtime.effect_policy.idempotency_key(run=run, node_id=run.current_node, effect=effect)
         sub_run_id = child_run_id(run.run_id, key)
         if runtime.run_store.load(sub_run_id) is None:
             runtime.start(workflow=child_spec, vars=dict(effect.payload.get("vars") or {}),

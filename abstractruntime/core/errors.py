@@ -20,14 +20,18 @@ Hierarchy::
     │   ├── InvalidIdError                    invalid_id
     │   ├── PayloadTooLargeError              payload_too_large
     │   ├── InvalidAnswerError                invalid_answer
-    │   └── WaitKeyMismatchError              wait_key_mismatch
+    │   ├── WaitKeyMismatchError              wait_key_mismatch
+    │   ├── RunExistsError                    run_exists
+    │   └── RunNotRetryableError              not_retryable
     ├── RunStateError (ValueError)            run_state
     │   ├── RunNotWaitingError                run_not_waiting
+    │   ├── AlreadyAnsweredError              already_answered
     │   └── RunTerminalError                  run_terminal
     ├── CorruptRecordError                    corrupt_record   (file + line)
     ├── UnsupportedFormatError                unsupported_format
     ├── VerificationFailedError               verification_failed
     ├── RunLockedError                        run_locked
+    ├── LedgerConflictError                   ledger_conflict
     ├── WorkflowDriftError                    workflow_drift
     ├── WorkflowLoadError                     workflow_load
     ├── EffectFailedError                     effect_failed
@@ -150,6 +154,18 @@ class WaitKeyMismatchError(InvalidInputError):
     code = "wait_key_mismatch"
 
 
+class RunExistsError(InvalidInputError):
+    """``start`` with the id of a run that already exists (creating a run is exclusive)."""
+
+    code = "run_exists"
+
+
+class RunNotRetryableError(InvalidInputError):
+    """``retry`` on a run that did not fail on a retryable effect error."""
+
+    code = "not_retryable"
+
+
 class RunStateError(AbstractRuntimeError, ValueError):
     """The run is not in a state that allows the operation."""
 
@@ -160,6 +176,15 @@ class RunNotWaitingError(RunStateError):
     """``resume`` on a run that is not waiting (also a repeated resume of one wait)."""
 
     code = "run_not_waiting"
+
+
+class AlreadyAnsweredError(RunNotWaitingError):
+    """``resume`` named a wait (``RUN@wN``) that an earlier resume already answered.
+
+    Nothing is written: a retried answer is never applied to the run's next wait.
+    """
+
+    code = "already_answered"
 
 
 class RunTerminalError(RunStateError):
@@ -180,6 +205,12 @@ class CorruptRecordError(AbstractRuntimeError):
         super().__init__(f"{where}{message}", path=path, line=line)
         self.path = path
         self.line = line
+
+
+class MisplacedRecordError(CorruptRecordError):
+    """A file whose content names another place (a checkpoint of run B in run A's directory)."""
+
+    code = "corrupt_record"
 
 
 class UnsupportedFormatError(AbstractRuntimeError):
@@ -204,6 +235,13 @@ class RunLockedError(AbstractRuntimeError):
             f"Run {run_id} is locked by another writer; try again or wait for it",
             run_id=run_id,
         )
+
+
+class LedgerConflictError(AbstractRuntimeError):
+    """An append found the ledger's head elsewhere than the writer read it: another writer
+    moved it (a lost lock or lease). Nothing was written."""
+
+    code = "ledger_conflict"
 
 
 class WorkflowDriftError(AbstractRuntimeError):

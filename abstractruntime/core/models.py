@@ -14,8 +14,9 @@ from typing import Any, Optional
 
 from .clock import utc_now_iso
 
-# Version of one ledger line; bumped only with a reader for the old form.
-LEDGER_RECORD_FORMAT = 1
+# Version of one ledger line; bumped only with a reader for the old form. Format 2 records
+# carry the state change they made (``delta``) and their effect's position (``effect_id``).
+LEDGER_RECORD_FORMAT = 2
 
 
 class RunStatus(str, Enum):
@@ -75,6 +76,9 @@ class RecordKind(str, Enum):
     FAIL = "fail"
     CANCEL = "cancel"
     RESTORE = "restore"
+    EDIT = "edit"
+    RETRY = "retry"
+    METADATA = "metadata"
 
 
 @dataclass(frozen=True)
@@ -119,10 +123,13 @@ class WaitState:
     choices: Optional[list[str]] = None
     allow_free_text: bool = True
     details: Optional[dict[str, Any]] = None
+    # The wait's identity, from its position: "w<effect ordinal>" (None for waits set by hand).
+    wait_id: Optional[str] = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (the ``waiting`` object of a checkpoint)."""
         return {
+            "wait_id": self.wait_id,
             "reason": WaitReason(self.reason).value,
             "wait_key": self.wait_key,
             "until": self.until,
@@ -136,7 +143,17 @@ class WaitState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "WaitState":
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (``ValueError`` naming the field on a wrong type)."""
+        if not isinstance(data, dict):
+            raise ValueError("waiting must be an object")
+        choices = data.get("choices")
+        if choices is not None and not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
+            raise ValueError("waiting.choices must be a list of strings or null")
+        for name in ("wait_key", "until", "resume_to_node", "result_key", "prompt", "wait_id"):
+            if data.get(name) is not None and not isinstance(data[name], str):
+                raise ValueError(f"waiting.{name} must be a string or null")
+        if data.get("details") is not None and not isinstance(data["details"], dict):
+            raise ValueError("waiting.details must be an object or null")
         return cls(
             reason=WaitReason(data["reason"]),
             wait_key=data.get("wait_key"),
@@ -147,6 +164,7 @@ class WaitState:
             choices=data.get("choices"),
             allow_free_text=bool(data.get("allow_free_text", True)),
             details=data.get("details"),
+            wait_id=data.get("wait_id"),
         )
 
 
@@ -208,7 +226,16 @@ class RunState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunState":
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (``ValueError`` naming the field on a wrong type)."""
+        if not isinstance(data, dict):
+            raise ValueError("run must be an object")
+        for name in ("run_id", "workflow_id", "current_node"):
+            if not isinstance(data.get(name), str):
+                raise ValueError(f"run.{name} must be a string")
+        if data.get("vars") is not None and not isinstance(data["vars"], dict):
+            raise ValueError("run.vars must be an object")
+        if data.get("output") is not None and not isinstance(data["output"], dict):
+            raise ValueError("run.output must be an object or null")
         waiting = data.get("waiting")
         return cls(
             run_id=data["run_id"],
@@ -252,6 +279,10 @@ class StepRecord:
     seq: Optional[int] = None
     kind: str = RecordKind.EFFECT.value
     format: int = LEDGER_RECORD_FORMAT
+    # The effect's position in the run (its ordinal), on every record of that effect.
+    effect_id: Optional[int] = None
+    # The state change this record made (see abstractruntime.core.wal); None in format 1.
+    delta: Optional[dict[str, Any]] = None
 
     @classmethod
     def start(
@@ -315,6 +346,8 @@ class StepRecord:
             "attempt": self.attempt,
             "idempotency_key": self.idempotency_key,
             "seq": self.seq,
+            "effect_id": self.effect_id,
+            "delta": self.delta,
             "prev_hash": self.prev_hash,
             "record_hash": self.record_hash,
             "signature": self.signature,
@@ -341,4 +374,7 @@ class StepRecord:
             signature=data.get("signature"),
             seq=data.get("seq"),
             kind=data.get("kind") or RecordKind.EFFECT.value,
+            format=int(data.get("format") or 1),
+            effect_id=data.get("effect_id"),
+            delta=data.get("delta"),
         )

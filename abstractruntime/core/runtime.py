@@ -1,23 +1,23 @@
-"""The durable graph runner: start, tick, resume, cancel.
+"""The durable graph runner: start, tick, resume, retry, cancel, and the state at any position.
 
-A run advances node by node. Pure node steps are *group-committed*: their ledger records
-and the checkpoint become durable together before any effect handler runs, before a wait is
-reported and at the end of a tick (a crash in between re-runs those pure nodes from the last
-checkpoint). An effect is bracketed: its intent record is durable (with the checkpoint)
-before the handler runs, and its result record is durable before the run moves on, so after
-a crash the re-run node finds the completed result by idempotency key and the handler is not
-called again. See docs/concepts.md and docs/durability.md.
+A run advances node by node. Every step becomes a ledger record carrying the state change
+it made, so the ledger is the write-ahead log: opening a run replays the records after its
+checkpoint, and no node body is ever entered twice for one step. Records are made durable
+in batches, one write and one fsync each: the outcome of effect *k*, the pure steps after it
+and the intent of effect *k+1* share a batch, and an intent is durable before a handler with
+side effects runs. See docs/concepts.md and docs/durability.md.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Optional
 
-from ..storage.base import Checkpoint, LedgerStore, RunStore
 from .canonical import canonical_json, check_size
 from .clock import Clock, parse_iso, utc_now
+from .effect_exec import EffectHandler, RegisteredHandler, run_effect
 from .effects import (
     EffectOutcome,
     handle_ask_user,
@@ -27,34 +27,30 @@ from .effects import (
     make_wait_until,
 )
 from .errors import (
-    CorruptRecordError,
+    AlreadyAnsweredError,
     InvalidAnswerError,
     InvalidInputError,
     PayloadTooLargeError,
+    RunExistsError,
     RunNotFoundError,
+    RunNotRetryableError,
     RunNotWaitingError,
     WaitKeyMismatchError,
     WorkflowDriftError,
 )
-from .models import (
-    Effect,
-    EffectType,
-    RecordKind,
-    RunState,
-    RunStatus,
-    StepPlan,
-    StepRecord,
-    WaitReason,
-)
+from .ids import validate_id
+from .models import Effect, EffectType, RecordKind, RunState, RunStatus, StepPlan, WaitReason
 from .policy import DefaultEffectPolicy, EffectPolicy
+from .ports import Checkpoint, LedgerHead, LedgerStore, RunStore
+from .recovery import OpenedRun, check_signed_head, open_run, state_at
 from .redaction import Redactor
-from .effect_exec import EffectHandler, run_effect
-from .session import RunSession, fail_run, set_nested
+from .session import RunSession, StorePorts, fail_run, new_record, set_nested
 from .spec import WorkflowSpec
-
+from .wal import full_delta
 
 __all__ = ["Runtime", "EffectOutcome", "EffectHandler", "DefaultRunContext"]
 
+_PURE_BUILTINS = (handle_ask_user, handle_wait_event, handle_wait_job)
 
 
 @dataclass
@@ -68,12 +64,24 @@ class DefaultRunContext:
         return self.clock().isoformat()
 
 
+def _takes_next_node(handler: EffectHandler) -> bool:
+    """Handlers may take ``(run, effect)`` or ``(run, effect, default_next_node)``."""
+    try:
+        params = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return any(p.kind is p.VAR_POSITIONAL for p in params) or len(positional) >= 3
+
+
 class Runtime:
     """Runs workflows durably over a run store and a ledger store.
 
     ``effect_handlers`` (``{EffectType: handler}``) are merged over the built-ins.
     ``clock`` (a callable returning an aware UTC datetime) drives ``wait_until``.
-    ``redactor`` scrubs secrets from ledger records; ``signer`` signs each checkpointed head.
+    ``redactor`` scrubs secrets from ledger records; ``signer`` signs the head of every
+    durable batch. ``missing_handler="wait"`` makes an effect without a handler wait (its
+    intent kept) until a tick brings one, instead of failing the run (0.0.1 behaviour).
     """
 
     def __init__(
@@ -89,7 +97,10 @@ class Runtime:
         clock: Optional[Clock] = None,
         redactor: Optional[Redactor] = None,
         signer: Optional[Any] = None,
+        missing_handler: str = "fail",
     ) -> None:
+        if missing_handler not in ("fail", "wait"):
+            raise ValueError("missing_handler must be 'fail' or 'wait'")
         self._run_store = run_store
         self._ledger_store = ledger_store
         self._clock: Clock = clock or utc_now
@@ -99,16 +110,18 @@ class Runtime:
         self._effect_policy: EffectPolicy = effect_policy or DefaultEffectPolicy()
         self._redactor = redactor or Redactor()
         self.signer = signer
-        self._handlers: dict[EffectType, EffectHandler] = {
-            EffectType.WAIT_EVENT: handle_wait_event,
-            EffectType.WAIT_JOB: handle_wait_job,
-            EffectType.ASK_USER: handle_ask_user,
-            EffectType.WAIT_UNTIL: make_wait_until(self),
-            EffectType.START_SUBWORKFLOW: make_start_subworkflow(self),
-        }
+        self.missing_handler = missing_handler
+        # (run_id, effect_id, idempotency_key) of the effect whose handler is running.
+        self.current_effect: Optional[tuple[str, int, str]] = None
+        self._handlers: dict[EffectType, RegisteredHandler] = {}
+        for effect_type, handler in ((EffectType.WAIT_EVENT, handle_wait_event), (EffectType.WAIT_JOB, handle_wait_job),
+                                     (EffectType.ASK_USER, handle_ask_user),
+                                     (EffectType.WAIT_UNTIL, make_wait_until(self)),
+                                     (EffectType.START_SUBWORKFLOW, make_start_subworkflow(self))):
+            self.register_effect_handler(effect_type, handler)
+        self._handlers[EffectType.WAIT_UNTIL] = RegisteredHandler(self._handlers[EffectType.WAIT_UNTIL].fn, True, True)
         for key, handler in (effect_handlers or {}).items():
-            self._handlers[EffectType(key)] = handler
-        self._arity: dict[Any, int] = {}
+            self.register_effect_handler(key, handler)
 
     # -- configuration -----------------------------------------------------------------
 
@@ -159,8 +172,17 @@ class Runtime:
         return self._clock()
 
     def register_effect_handler(self, effect_type: EffectType | str, handler: EffectHandler) -> None:
-        """Add or replace the handler for one effect type."""
-        self._handlers[EffectType(effect_type)] = handler
+        """Add or replace the handler for one effect type (its arity is read once, here)."""
+        self._handlers[EffectType(effect_type)] = RegisteredHandler(
+            handler, _takes_next_node(handler), pure=handler in _PURE_BUILTINS)
+
+    def handler_for(self, effect_type: EffectType | str) -> Optional[RegisteredHandler]:
+        """The registered handler for ``effect_type`` (or ``None``)."""
+        return self._handlers.get(EffectType(effect_type))
+
+    def _ports(self) -> StorePorts:
+        return StorePorts(runs=self._run_store, ledger=self._ledger_store, redactor=self._redactor,
+                          clock=self._clock, signer=self.signer)
 
     # -- public API --------------------------------------------------------------------
 
@@ -172,69 +194,74 @@ class Runtime:
         actor_id: Optional[str] = None,
         parent_run_id: Optional[str] = None,
         run_id: Optional[str] = None,
+        metadata: Optional[dict[str, Any]] = None,
     ) -> str:
-        """Create a RUNNING run at the workflow's entry node; returns its id (nothing runs yet)."""
+        """Create a RUNNING run at the workflow's entry node; returns its id (nothing runs yet).
+
+        Creating a run is exclusive: a second start of the same ``run_id`` raises
+        :class:`RunExistsError` and writes nothing. ``metadata`` (run-level configuration,
+        never secrets) is recorded in the first ledger record.
+        """
         if vars is not None and not isinstance(vars, dict):
             raise InvalidInputError(f"vars must be a JSON object, not {type(vars).__name__}")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidInputError("metadata must be a JSON object")
+        if run_id is not None:
+            validate_id(run_id, "run id")
         check_size(canonical_json(vars or {}), what="Run vars")
         run = RunState.new(workflow_id=workflow.workflow_id, entry_node=workflow.entry_node, actor_id=actor_id,
                            vars=vars, parent_run_id=parent_run_id, run_id=run_id)
         run.created_at = run.updated_at = self.now().isoformat()
-        if run_id is not None and self._run_store.load(run_id) is not None:
-            raise InvalidInputError(f"Run {run_id} already exists")
-        rec = StepRecord.start(run=run, node_id=workflow.entry_node, effect=None)
-        rec.kind = RecordKind.START.value
-        rec.finish_success({"workflow_id": workflow.workflow_id, "vars": run.vars, "parent_run_id": parent_run_id})
         source = workflow.source.to_dict(workflow.workflow_id) if workflow.source else None
-        session = RunSession(self, Checkpoint(run=run, ledger=self._ledger_store.head(run.run_id), workflow=source))
-        session.record(rec)
-        session.commit()
+        with self._run_store.lock(run.run_id, create=True):
+            if self._exists(run.run_id):
+                raise RunExistsError(f"Run {run.run_id} already exists", run_id=run.run_id)
+            checkpoint = Checkpoint(run=run, ledger=LedgerHead(), workflow=source, metadata=dict(metadata or {}))
+            session = RunSession(self._ports(), checkpoint)
+            rec = new_record(run, RecordKind.START)
+            rec.finish_success({"workflow_id": workflow.workflow_id, "parent_run_id": parent_run_id,
+                                **({"signing": self.signer.key_id} if getattr(self.signer, "key_id", None) else {})})
+            session.record(rec, full_delta=full_delta(checkpoint))
+            session.save_checkpoint()
         return run.run_id
+
+    def _exists(self, run_id: str) -> bool:
+        if self._ledger_store.head(run_id).seq:
+            return True
+        try:
+            return self._run_store.load(run_id) is not None
+        except Exception:  # an unreadable checkpoint still occupies the id
+            return True
 
     def get_state(self, run_id: str) -> RunState:
         """The run's current state (:class:`RunNotFoundError`, a ``KeyError``, if unknown)."""
-        run = self._run_store.load(run_id)
-        if run is None:
-            raise RunNotFoundError(run_id)
-        return run
+        return self.get_checkpoint(run_id).run
 
     def get_checkpoint(self, run_id: str) -> Checkpoint:
-        """The run's checkpoint: state, ledger head, workflow source, signature."""
-        checkpoint = self._run_store.load_checkpoint(run_id)
-        if checkpoint is None:
-            raise RunNotFoundError(run_id)
-        return checkpoint
+        """The run's current checkpoint: the stored one with the ledger after it replayed."""
+        return open_run(self._run_store, self._ledger_store, run_id).checkpoint
+
+    def state_at(self, run_id: str, seq: int) -> Checkpoint:
+        """The run as it was right after ledger record ``seq``, rebuilt from the ledger."""
+        return state_at(self._run_store, self._ledger_store, run_id, seq)
 
     def get_ledger(self, run_id: str) -> list[dict[str, Any]]:
         """The run's ledger records, oldest first."""
         return self._ledger_store.list(run_id)
 
-    def tick(
-        self,
-        *,
-        workflow: WorkflowSpec,
-        run_id: str,
-        max_steps: int = 100,
-        allow_drift: bool = False,
-        lock_wait: float = 0.0,
-    ) -> RunState:
+    def tick(self, *, workflow: WorkflowSpec, run_id: str, max_steps: int = 100, allow_drift: bool = False,
+             lock_wait: float = 0.0) -> RunState:
         """Advance the run until it waits, completes, fails or ``max_steps`` nodes ran.
 
-        A run waiting on a due ``wait_until`` continues; other waits are returned unchanged.
+        A run waiting on a due ``wait_until`` continues (so does one waiting for an effect
+        handler this runtime now has); other waits are returned unchanged.
         """
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._open(run_id, workflow, allow_drift)
             return self._advance_or_fail(session, workflow, max_steps)
 
-    def tick_if_due(
-        self,
-        *,
-        workflow: WorkflowSpec,
-        run_id: str,
-        max_steps: int = 100,
-        allow_drift: bool = False,
-        lock_wait: float = 0.0,
-    ) -> Optional[RunState]:
+    def tick_if_due(self, *, workflow: WorkflowSpec, run_id: str, max_steps: int = 100, allow_drift: bool = False,
+                    lock_wait: float = 0.0) -> Optional[RunState]:
         """Advance the run only if, under its lock, it waits on a ``wait_until`` that is due.
 
         Returns ``None`` when it is not due (any more): with several workers, exactly the
@@ -253,30 +280,25 @@ class Runtime:
                 pass  # _advance records the bad timestamp as a failure
             return self._advance_or_fail(session, workflow, max_steps)
 
-    def resume(
-        self,
-        *,
-        workflow: WorkflowSpec,
-        run_id: str,
-        wait_key: Optional[str],
-        payload: Any,
-        allow_drift: bool = False,
-        lock_wait: float = 0.0,
-        max_steps: int = 100,
-    ) -> RunState:
+    def resume(self, *, workflow: WorkflowSpec, run_id: str, wait_key: Optional[str] = None, payload: Any = None,
+               allow_drift: bool = False, lock_wait: float = 0.0, max_steps: int = 100,
+               wait_id: Optional[str] = None) -> RunState:
         """Deliver ``payload`` to a waiting run and advance it.
 
-        The payload is stored at the wait's ``result_key`` and the run continues at its
-        ``resume_to_node``. Refuses a run that is not waiting (:class:`RunNotWaitingError`,
-        also for a repeated resume of one wait), a wrong ``wait_key``
-        (:class:`WaitKeyMismatchError`) and an answer outside the choices when free text is
-        not allowed (:class:`InvalidAnswerError`) — all before anything is written.
+        ``wait_id`` (``"w17"``, from a wait handle ``RUN@w17``) names the wait being answered:
+        if that wait was already answered, :class:`AlreadyAnsweredError` is raised and nothing
+        is written, also when the run now waits on something else. ``wait_key`` is checked
+        as in 0.0.1 (:class:`WaitKeyMismatchError`); a run that is not waiting raises
+        :class:`RunNotWaitingError`; an answer outside the choices when free text is not
+        allowed raises :class:`InvalidAnswerError` — all before anything is written.
         """
         encoded = canonical_json(payload)
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._open(run_id, workflow, allow_drift)
             run = session.run
             wait = run.waiting
+            if wait_id is not None:
+                self._check_wait_id(session, wait_id)
             if run.status is not RunStatus.WAITING or wait is None:
                 raise RunNotWaitingError(f"Run {run_id} is not waiting (status: {run.status.value})",
                                          run_id=run_id, status=run.status.value)
@@ -286,61 +308,129 @@ class Runtime:
                     run_id=run_id, expected=wait.wait_key, got=wait_key)
             _check_answer(wait.choices, wait.allow_free_text, payload)
             check_size(encoded, what="Resume payload")
-            rec = StepRecord.start(run=run, node_id=run.current_node, effect=None)
-            rec.kind = RecordKind.RESUME.value
-            rec.finish_success({"reason": WaitReason(wait.reason).value, "wait_key": wait.wait_key,
-                                "payload": payload})
-            session.record(rec)
             if wait.result_key:
                 set_nested(run.vars, wait.result_key, payload)
             run.status, run.waiting = RunStatus.RUNNING, None
             if wait.resume_to_node:
                 run.current_node = wait.resume_to_node
-            session.commit()
+            rec = new_record(run, RecordKind.RESUME)
+            rec.finish_success({"reason": WaitReason(wait.reason).value, "wait_key": wait.wait_key,
+                                "wait_id": wait.wait_id, "payload": payload})
+            session.record(rec, result=payload, result_path=["payload"])
             return self._advance_or_fail(session, workflow, max_steps)
+
+    def _check_wait_id(self, session: RunSession, wait_id: str) -> None:
+        run = session.run
+        text = str(wait_id)
+        number = text[1:] if text[:1] == "w" else text
+        if not number.isdigit():
+            raise InvalidInputError(f"{wait_id!r} is not a wait id (expected w<number>, e.g. w3)")
+        wanted = f"w{int(number)}"
+        current = run.waiting.wait_id if run.status is RunStatus.WAITING and run.waiting else None
+        if current == wanted:
+            return
+        if int(number) <= session.checkpoint.effects:
+            now = f"it now waits on {current}" if current else f"it is now {run.status.value}"
+            raise AlreadyAnsweredError(f"Wait {run.run_id}@{wanted} was already answered ({now}); nothing was written",
+                                       run_id=run.run_id, wait_id=wanted, current_wait_id=current)
+        raise WaitKeyMismatchError(f"Run {run.run_id} has no wait {wanted} (it has begun "
+                                   f"{session.checkpoint.effects} effects)", run_id=run.run_id, expected=current,
+                                   got=wanted)
+
+    def retry(self, *, workflow: WorkflowSpec, run_id: str, max_steps: int = 100, allow_drift: bool = False,
+              lock_wait: float = 0.0) -> RunState:
+        """Attempt again the effect a run failed on, when that failure was retryable.
+
+        Appends a ``retry`` record (the failure stays in the ledger) and gives the effect a
+        fresh budget of attempts per the effect policy. Raises :class:`RunNotRetryableError`
+        for any other run.
+        """
+        with self._run_store.lock(run_id, wait=lock_wait):
+            session = self._open(run_id, workflow, allow_drift)
+            run, pending = session.run, session.checkpoint.pending
+            last = self._last_failure(run_id)
+            if run.status is not RunStatus.FAILED or pending is None or not last.get("retryable"):
+                why = "it did not fail" if run.status is not RunStatus.FAILED else \
+                    "its failure is not a retryable effect error"
+                raise RunNotRetryableError(f"Run {run_id} cannot be retried: {why}", run_id=run_id)
+            previous = run.error
+            run.status, run.error, run.current_node = RunStatus.RUNNING, None, pending["node_id"]
+            rec = new_record(run, RecordKind.RETRY)
+            rec.finish_success({"effect_id": pending.get("effect_id"), "previous_error": previous})
+            session.record(rec)
+            plan = StepPlan(node_id=pending["node_id"], effect=Effect.from_dict(pending["effect"]),
+                            next_node=pending.get("next_node"))
+            try:
+                run_effect(self, session, plan, pending=pending,
+                           extra_attempts=self._effect_policy.max_attempts(plan.effect))  # type: ignore[arg-type]
+            except InvalidInputError as exc:
+                return self._fail_unstorable(session, exc)
+            return self._advance_or_fail(session, workflow, max_steps)
+
+    def _last_failure(self, run_id: str) -> dict[str, Any]:
+        head, records = self._ledger_store.read_after(run_id, LedgerHead())
+        for doc in reversed(records):
+            if doc.get("kind") == RecordKind.FAIL.value:
+                result = doc.get("result")
+                return result if isinstance(result, dict) else {}
+        return {}
+
+    def update_metadata(self, run_id: str, updates: dict[str, Any], *, lock_wait: float = 0.0) -> Checkpoint:
+        """Merge ``updates`` into the run's metadata, recorded in the ledger (a ``metadata`` record)."""
+        if not isinstance(updates, dict):
+            raise InvalidInputError("metadata updates must be a JSON object")
+        with self._run_store.lock(run_id, wait=lock_wait):
+            session = self._session(self._load(run_id))
+            session.checkpoint.metadata = {**session.checkpoint.metadata, **updates}
+            rec = new_record(session.run, RecordKind.METADATA)
+            rec.finish_success({"updated": sorted(updates)})
+            session.record(rec)
+            session.save_checkpoint()
+            return session.checkpoint
 
     def cancel_run(self, run_id: str, *, reason: Optional[str] = None, lock_wait: float = 0.0) -> RunState:
         """RUNNING/WAITING → CANCELLED (``error=reason``); terminal runs are returned unchanged."""
         with self._run_store.lock(run_id, wait=lock_wait):
-            checkpoint = self.get_checkpoint(run_id)
-            run = checkpoint.run
+            session = self._session(self._load(run_id))
+            run = session.run
             if run.status.is_terminal:
                 return run
-            session = RunSession(self, checkpoint)
-            rec = StepRecord.start(run=run, node_id=run.current_node, effect=None)
-            rec.kind = RecordKind.CANCEL.value
-            rec.finish_success({"reason": reason, "previous_status": run.status.value})
-            session.record(rec)
+            previous = run.status.value
             run.status, run.error, run.waiting = RunStatus.CANCELLED, reason or "Cancelled", None
-            session.commit()
+            session.checkpoint.pending = None
+            rec = new_record(run, RecordKind.CANCEL)
+            rec.finish_success({"reason": reason, "previous_status": previous})
+            session.record(rec)
+            session.save_checkpoint()
             return run
 
     # -- internals ---------------------------------------------------------------------
 
-    def redact_record(self, rec: StepRecord) -> StepRecord:
-        """Scrub secrets from a record's effect and result (before hashing and writing)."""
-        if rec.effect is not None:
-            rec.effect = self._redactor.redact(rec.effect)
-        if rec.result is not None:
-            rec.result = self._redactor.redact(rec.result)
-        return rec
+    def _load(self, run_id: str) -> OpenedRun:
+        opened = open_run(self._run_store, self._ledger_store, run_id)
+        check_signed_head(opened, signer=self.signer, ledger=self._ledger_store, run_id=run_id)
+        return opened
+
+    def _session(self, opened: OpenedRun) -> RunSession:
+        session = RunSession(self._ports(), opened.checkpoint, durable_head=opened.head, saved_head=opened.saved)
+        session.saved_status = opened.saved_status
+        if opened.external:
+            # A state written with RunStore.save outside the runtime: record it, so the
+            # ledger stays the log, and reuse completed effects as 0.0.1 did after such edits.
+            opened.checkpoint.external = False
+            rec = new_record(session.run, RecordKind.EDIT)
+            rec.finish_success({"reason": "state saved outside the runtime"})
+            session.record(rec, full_delta=full_delta(opened.checkpoint))
+            session.saved = None
+            session.legacy_reuse = True
+        return session
 
     def _open(self, run_id: str, workflow: WorkflowSpec, allow_drift: bool) -> RunSession:
-        checkpoint = self.get_checkpoint(run_id)
-        run = checkpoint.run
+        session = self._session(self._load(run_id))
+        checkpoint, run = session.checkpoint, session.run
         if run.workflow_id != workflow.workflow_id:
             raise InvalidInputError(
                 f"Run {run_id} belongs to workflow '{run.workflow_id}', not '{workflow.workflow_id}'")
-        recorded_head = checkpoint.ledger
-        if recorded_head.seq:
-            head = self._ledger_store.head(run_id)
-            if head.seq < recorded_head.seq or (head.seq == recorded_head.seq
-                                                and head.head_hash != recorded_head.head_hash):
-                raise CorruptRecordError(
-                    f"run {run_id}: the checkpoint reflects ledger seq {recorded_head.seq} but the ledger "
-                    f"ends at seq {head.seq} with another head (truncated or rewritten?); "
-                    "run `abstractruntime verify` for details")
-        session = RunSession(self, checkpoint)
         recorded = checkpoint.workflow or {}
         source = workflow.source
         if source is not None and recorded.get("sha256") and recorded["sha256"] != source.sha256:
@@ -351,11 +441,10 @@ class Runtime:
                     "pass allow_drift=True (CLI: --allow-drift) to continue with the new code",
                     recorded=recorded["sha256"], current=source.sha256)
             if not run.status.is_terminal:
-                rec = StepRecord.start(run=run, node_id=run.current_node, effect=None)
-                rec.kind = RecordKind.NODE.value
+                checkpoint.workflow = source.to_dict(workflow.workflow_id)
+                rec = new_record(run, RecordKind.NODE)
                 rec.finish_success({"workflow_drift": {"from": recorded["sha256"], "to": source.sha256}})
                 session.record(rec)
-                checkpoint.workflow = source.to_dict(workflow.workflow_id)
         return session
 
     def _advance_or_fail(self, session: RunSession, workflow: WorkflowSpec, max_steps: int) -> RunState:
@@ -363,29 +452,30 @@ class Runtime:
         try:
             return self._advance(session, workflow, max_steps)
         except InvalidInputError as exc:  # includes PayloadTooLargeError
-            return self._fail_unstorable(session.run.run_id, session.uncommitted_nodes, exc)
+            return self._fail_unstorable(session, exc)
 
-    def _fail_unstorable(self, run_id: str, nodes: list[str], exc: InvalidInputError) -> RunState:
-        """Nothing of the failed commit was written: fail the run from its last checkpoint."""
-        session = RunSession(self, self.get_checkpoint(run_id))
-        session.checkpoint.pending = None
-        node = nodes[0] if nodes else session.run.current_node
+    def _fail_unstorable(self, session: RunSession, exc: InvalidInputError) -> RunState:
+        """What was recorded stays; the run fails from the last recorded state."""
+        nodes = session.uncommitted_nodes
+        session.flush()
+        fresh = self._session(self._load(session.run_id))
+        node = nodes[-1] if nodes else fresh.run.current_node
         ran = ", ".join(dict.fromkeys(nodes)) or node
-        fail_run(session, node, f"Run state cannot be stored (nodes run since the last checkpoint: {ran}): {exc}",
-                   exception_type=type(exc).__name__)
-        session.commit()
-        return session.run
+        fail_run(fresh, node, f"Run state cannot be stored (nodes run since the last record: {ran}): {exc}",
+                 exception_type=type(exc).__name__)
+        fresh.save_checkpoint()
+        return fresh.run
 
     def _advance(self, session: RunSession, workflow: WorkflowSpec, max_steps: int) -> RunState:
         run = session.run
         if run.status is RunStatus.WAITING:
             self._resume_due_timer(session)
+            self._resume_for_handler(session)
         steps = 0
         while run.status is RunStatus.RUNNING and steps < max_steps:
             steps += 1
             self._step(session, workflow)
-        if session.dirty:
-            session.commit()
+        session.finish()
         return run
 
     def _resume_due_timer(self, session: RunSession) -> None:
@@ -399,25 +489,37 @@ class Runtime:
             return
         if not due:
             return
-        rec = StepRecord.start(run=run, node_id=run.current_node, effect=None)
-        rec.kind = RecordKind.RESUME.value
-        rec.finish_success({"reason": WaitReason.UNTIL.value, "wait_key": wait.wait_key, "until": wait.until})
-        session.record(rec)
+        fired = {"until": wait.until, "ready": True}
         if wait.result_key:
-            set_nested(run.vars, wait.result_key, {"until": wait.until, "ready": True})
+            set_nested(run.vars, wait.result_key, fired)
         run.status, run.waiting = RunStatus.RUNNING, None
         if wait.resume_to_node:
             run.current_node = wait.resume_to_node
+        rec = new_record(run, RecordKind.RESUME)
+        rec.finish_success({"reason": WaitReason.UNTIL.value, "wait_key": wait.wait_key, "wait_id": wait.wait_id,
+                            "until": wait.until})
+        session.record(rec)
+
+    def _resume_for_handler(self, session: RunSession) -> None:
+        run, wait, pending = session.run, session.run.waiting, session.checkpoint.pending
+        needed = (wait.details or {}).get("needs_handler") if wait is not None else None
+        if not needed or pending is None or self.handler_for(needed) is None:
+            return
+        run.status, run.waiting = RunStatus.RUNNING, None
+        rec = new_record(run, RecordKind.RESUME)
+        rec.finish_success({"reason": "handler", "wait_id": wait.wait_id if wait else None, "effect_type": needed})
+        session.record(rec)
 
     def _step(self, session: RunSession, workflow: WorkflowSpec) -> None:
         run = session.run
         session.uncommitted_nodes.append(run.current_node)
         pending = session.checkpoint.pending
         if pending is not None and pending.get("node_id") == run.current_node:
-            # A crash interrupted this effect after its intent was durable: perform (or
-            # reuse) it without running the node body, whose var changes already happened.
-            run_effect(self, session, StepPlan(node_id=pending["node_id"], effect=Effect.from_dict(pending["effect"]),
-                                               next_node=pending.get("next_node")))
+            # The effect's intent is durable and its outcome is not: perform it again
+            # without re-entering the node body, whose changes are already recorded.
+            plan = StepPlan(node_id=pending["node_id"], effect=Effect.from_dict(pending["effect"]),
+                            next_node=pending.get("next_node"))
+            run_effect(self, session, plan, pending=pending if "effect_id" in pending else None)
             return
         node_id = run.current_node
         handler = workflow.nodes.get(node_id)
@@ -428,7 +530,7 @@ class Runtime:
             plan = handler(run, self._ctx)
         except Exception as exc:  # a node's bug fails the run, on the record, instead of crashing the caller
             fail_run(session, node_id, f"Node '{node_id}' raised {type(exc).__name__}: {exc}",
-                       exception_type=type(exc).__name__)
+                     exception_type=type(exc).__name__)
             return
         if not isinstance(plan, StepPlan):
             fail_run(session, node_id, f"Node '{node_id}' returned {type(plan).__name__}, not a StepPlan")
@@ -439,24 +541,22 @@ class Runtime:
             if not plan.next_node:
                 fail_run(session, plan.node_id, f"Node '{plan.node_id}' returned no effect and no next_node")
                 return
-            rec = StepRecord.start(run=run, node_id=plan.node_id, effect=None)
-            session.record(rec.finish_success({"next_node": plan.next_node}))
             run.current_node = plan.next_node
+            rec = new_record(run, RecordKind.NODE, plan.node_id)
+            session.record(rec.finish_success({"next_node": plan.next_node}))
         else:
             run_effect(self, session, plan)
 
     def _complete(self, session: RunSession, plan: StepPlan) -> None:
         run = session.run
-        rec = StepRecord.start(run=run, node_id=plan.node_id, effect=None)
-        rec.kind = RecordKind.COMPLETE.value
         try:
             check_size(canonical_json(plan.complete_output), what=f"Output of node {plan.node_id!r}")
         except (InvalidInputError, PayloadTooLargeError) as exc:
             fail_run(session, plan.node_id, str(exc))
             return
-        session.record(rec.finish_success({"completed": True, "output": plan.complete_output}))
         run.status, run.output, run.waiting = RunStatus.COMPLETED, plan.complete_output, None
-
+        rec = new_record(run, RecordKind.COMPLETE, plan.node_id)
+        session.record(rec.finish_success({"completed": True}))
 
 
 def _check_answer(choices: Optional[list[str]], allow_free_text: bool, payload: Any) -> None:
@@ -465,5 +565,12 @@ def _check_answer(choices: Optional[list[str]], allow_free_text: bool, payload: 
         return
     answer = payload.get("answer") if isinstance(payload, dict) else None
     if answer not in choices:
+        shown = repr(answer)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
         raise InvalidAnswerError(
-            f"Answer {answer!r} is not one of the choices: {', '.join(choices)}", choices=list(choices))
+            f"Answer {shown} is not one of the choices: {', '.join(choices)}", choices=list(choices))
+
+
+# Kept importable for code that reached for it before the runtime was split.
+RunNotFoundError = RunNotFoundError

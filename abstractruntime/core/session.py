@@ -1,83 +1,212 @@
-"""One locked run being advanced: its checkpoint, the records not yet durable, and commit.
+"""One locked run being advanced: its state, the records not yet durable, and group commit.
 
-Group commit lives here: pure steps queue records with :meth:`RunSession.record`;
-:meth:`RunSession.commit` appends them with one fsync and then replaces the checkpoint that
-reflects them; :meth:`RunSession.append_now` makes an effect's records durable at once.
+:meth:`RunSession.record` turns a step into a sealed ledger line at once (the state change it
+made, redacted, hashed), so later mutations of the run cannot leak into it.
+:meth:`RunSession.flush` makes every queued line durable with one write and one fsync —
+the result of effect *k*, the pure steps after it and the intent of effect *k+1* share one
+batch. The checkpoint (``run.json``) is a cache of the state at a ledger position: it is
+written when it pays (:meth:`RunSession.finish`), never per effect; a missing or older one
+is rebuilt from the ledger. See docs/durability.md.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
 
-from ..storage.base import Checkpoint
-from .canonical import canonical_json
+from .canonical import check_size
+from .chain import attach_signature, seal_record_line
+from .clock import Clock
+from .errors import LedgerConflictError
 from .models import RecordKind, RunState, RunStatus, StepRecord
+from .ports import Checkpoint, LedgerHead, LedgerStore, RunStore
+from .redaction import Redactor
+from .wal import DeltaTracker, secret_key
 
-if TYPE_CHECKING:
-    from .runtime import Runtime
+# A checkpoint is written at least every CHECKPOINT_EVERY records or CHECKPOINT_BYTES bytes
+# of ledger, so recovery replays a bounded tail (docs/performance.md has the measurements).
+CHECKPOINT_EVERY = 512
+CHECKPOINT_BYTES = 1 << 20
+
+
+@dataclass
+class StorePorts:
+    """What a session writes to, handed over explicitly by the runtime."""
+
+    runs: RunStore
+    ledger: LedgerStore
+    redactor: Redactor
+    clock: Clock
+    signer: Optional[Any] = None
 
 
 class RunSession:
-    """One locked run being advanced: its checkpoint and the records not yet committed."""
+    """One locked run being advanced: its checkpoint and the records not yet durable."""
 
-    def __init__(self, runtime: "Runtime", checkpoint: Checkpoint) -> None:
-        self.rt = runtime
+    def __init__(self, ports: StorePorts, checkpoint: Checkpoint, *, durable_head: Optional[LedgerHead] = None,
+                 saved_head: Optional[LedgerHead] = None) -> None:
+        self.ports = ports
         self.checkpoint = checkpoint
-        self.pending: list[StepRecord] = []
-        # True when the run changed since the checkpoint was last written.
-        self.dirty = False
-        # Nodes run since the last commit (named when their state cannot be stored).
+        self.chained = bool(getattr(ports.ledger, "chained", False))
+        # The ledger head including queued records, and the head that is on disk.
+        self.head = durable_head if durable_head is not None else checkpoint.ledger
+        self.durable = self.head
+        # The head the stored checkpoint reflects (None: no checkpoint stored yet).
+        self.saved = saved_head
+        self.saved_status: Optional[RunStatus] = checkpoint.run.status if saved_head is not None else None
+        self.tracker = DeltaTracker(checkpoint)
+        self._docs: list[dict[str, Any]] = []
+        self._lines: list[bytes] = []
+        self._secrets: list[dict[str, Any]] = []
+        # Nodes run since the last durable record (named when their state cannot be stored).
         self.uncommitted_nodes: list[str] = []
+        # True while an edit written outside the runtime (RunStore.save) is being replayed:
+        # effects then reuse completed results by node and payload, as 0.0.1 did.
+        self.legacy_reuse = False
 
     @property
     def run(self) -> RunState:
+        """The run's live state."""
         return self.checkpoint.run
 
-    def record(self, rec: StepRecord) -> StepRecord:
-        """Redact and queue ``rec``; it becomes durable at the next :meth:`commit`."""
-        self.pending.append(self.rt.redact_record(rec))
-        self.dirty = True
-        return rec
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return self.checkpoint.run.run_id
 
-    def append_now(self, rec: StepRecord) -> None:
-        """Make ``rec`` (and anything queued before it) durable now, without a checkpoint."""
-        self.pending.append(self.rt.redact_record(rec))
-        self.dirty = True
-        self.rt.ledger_store.append_batch(self.pending)
-        self.pending = []
+    # -- recording -----------------------------------------------------------------------
 
-    def commit(self) -> None:
-        """Ledger first (one batch, one fsync), then the checkpoint that reflects it.
+    def record(self, rec: StepRecord, *, result: Any = None, result_path: Optional[list[Any]] = None,
+               full_delta: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        """Seal ``rec`` with the state change since the previous record; queue its line.
 
-        The run state is encoded before anything is written, so state that cannot be
-        stored (non-JSON vars) raises before the ledger moves. The checkpoint itself has no
-        size limit; single ledger records do.
+        ``result`` is the object the run stored in its vars from this record's result (so
+        the delta refers to it instead of copying it). Raises ``InvalidInputError`` before
+        queueing anything when the state or the record cannot be stored.
         """
-        run = self.run
-        run.updated_at = self.rt.now().isoformat()
-        canonical_json(run.to_dict())  # refuses non-JSON state before anything is written
-        if self.pending:
-            self.rt.ledger_store.append_batch(self.pending)
-            self.pending = []
-        self.checkpoint.ledger = self.rt.ledger_store.head(run.run_id)
-        signer = self.rt.signer
-        if signer is not None:
-            self.checkpoint.signature = signer.sign_head(
-                run_id=run.run_id, seq=self.checkpoint.ledger.seq, head_hash=self.checkpoint.ledger.head_hash)
-        self.rt.run_store.save_checkpoint(self.checkpoint)
-        self.dirty = False
+        if full_delta is not None:
+            delta = full_delta
+            self.tracker.reset(self.checkpoint)
+        else:
+            delta = self.tracker.delta(self.checkpoint, result=result, result_path=result_path)
+        pending = delta.get("pending")
+        if isinstance(pending, dict) and rec.effect is not None and pending.get("effect") == rec.effect:
+            # The intent record already carries the effect; replay takes it from there.
+            delta["pending"] = {k: v for k, v in pending.items() if k != "effect"}
+        rec.delta = delta
+        secrets = self._redact(rec)
+        doc, line = seal_record_line(rec, head=self.head, chained=self.chained)
+        check_size(line, what=f"Ledger record for node {rec.node_id!r}")
+        for entry in secrets:
+            entry["record_hash"] = secret_key(doc)
+        self._docs.append(doc)
+        self._lines.append(line)
+        self._secrets.extend(secrets)
+        self.head = LedgerHead(doc["seq"], doc["record_hash"])
+        return doc
+
+    def _redact(self, rec: StepRecord) -> list[dict[str, Any]]:
+        redactor = self.ports.redactor
+        collect: Optional[Callable[[Any], tuple[Any, list[tuple[tuple[Any, ...], Any]]]]] = getattr(
+            redactor, "redact_collect", None)
+        secrets: list[dict[str, Any]] = []
+        for name in ("effect", "result", "delta"):
+            value = getattr(rec, name)
+            if value is None:
+                continue
+            if collect is None:
+                setattr(rec, name, redactor.redact(value))
+                continue
+            redacted, found = collect(value)
+            setattr(rec, name, redacted)
+            secrets.extend({"field": name, "path": list(path), "value": original} for path, original in found)
+        return secrets
+
+    @property
+    def queued(self) -> int:
+        """Records sealed but not yet durable."""
+        return len(self._lines)
+
+    # -- making it durable ---------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Append every queued record with one write and one fsync (secrets first, if any)."""
+        if not self._lines:
+            return
+        ports = self.ports
+        signer = ports.signer
+        if signer is not None and self.chained:
+            last = self._docs[-1]
+            signature = signer.sign_head(run_id=self.run_id, seq=last["seq"], head_hash=last["record_hash"])
+            self._lines[-1] = attach_signature(last, self._lines[-1], signature)
+            self.checkpoint.signature = signature
+        if self._secrets:
+            # Before the records: a crash in between leaves unused values, never a redacted
+            # record whose real value is lost.
+            ports.ledger.put_secrets(self.run_id, self._secrets)
+        append_lines = getattr(ports.ledger, "append_lines", None)
+        if append_lines is not None:
+            head = append_lines(self.run_id, self._docs, self._lines, expect=self.durable)
+        else:
+            ports.ledger.append_batch([StepRecord.from_dict(doc) for doc in self._docs])
+            head = LedgerHead(self.head.seq, self.head.head_hash)
+        if head.seq != self.head.seq:
+            raise LedgerConflictError(f"run {self.run_id}: the ledger ended at seq {head.seq} after an append "
+                                      f"that should end at {self.head.seq}")
+        self.head = self.durable = head
+        self.checkpoint.ledger = head
+        self._docs, self._lines, self._secrets = [], [], []
         self.uncommitted_nodes = []
 
+    def save_checkpoint(self) -> None:
+        """Flush, then store the checkpoint that reflects the durable head (no fsync needed:
+        the ledger is the log; a lost checkpoint is rebuilt from it)."""
+        self.flush()
+        run = self.run
+        run.updated_at = self.ports.clock().isoformat()
+        self.checkpoint.ledger = self.durable
+        self.checkpoint.external = False
+        self.ports.runs.save_checkpoint(self.checkpoint)
+        self.saved = self.durable
+        self.saved_status = run.status
 
-def fail_run(session: RunSession, node_id: str, message: str, *, exception_type: Optional[str] = None) -> None:
-    """Fail the run with ``message`` and queue the ``fail`` record naming the node."""
+    def finish(self) -> None:
+        """End of a tick: flush, and write the checkpoint when it pays.
+
+        It pays when the run's status changed (runs list and the scheduler read it), when it
+        waits or ended, or when the tail since the last checkpoint grew past
+        :data:`CHECKPOINT_EVERY` records / :data:`CHECKPOINT_BYTES` bytes.
+        """
+        self.flush()
+        if self.saved is None or self.saved_status is not self.run.status or self.run.status is not RunStatus.RUNNING:
+            if self.saved != self.durable or self.saved_status is not self.run.status:
+                self.save_checkpoint()
+            return
+        behind = self.durable.seq - self.saved.seq
+        grown = (self.durable.offset or 0) - (self.saved.offset or 0)
+        if behind >= CHECKPOINT_EVERY or grown >= CHECKPOINT_BYTES:
+            self.save_checkpoint()
+
+
+def new_record(run: RunState, kind: RecordKind, node_id: Optional[str] = None) -> StepRecord:
+    """A record of ``kind`` for the run's current node (or ``node_id``)."""
+    rec = StepRecord.start(run=run, node_id=node_id or run.current_node, effect=None)
+    rec.kind = kind.value
+    return rec
+
+
+def fail_run(session: RunSession, node_id: str, message: str, *, exception_type: Optional[str] = None,
+             details: Optional[dict[str, Any]] = None) -> None:
+    """Fail the run with ``message`` and record the ``fail`` record naming the node."""
     run = session.run
-    rec = StepRecord.start(run=run, node_id=node_id, effect=None)
-    rec.kind = RecordKind.FAIL.value
-    rec.finish_failure(message)
-    rec.result = {"exception_type": exception_type} if exception_type else None
-    session.record(rec)
     run.status, run.error, run.waiting = RunStatus.FAILED, message, None
+    rec = new_record(run, RecordKind.FAIL, node_id)
+    rec.finish_failure(message)
+    result = dict(details or {})
+    if exception_type:
+        result["exception_type"] = exception_type
+    rec.result = result or None
+    session.record(rec)
 
 
 def set_nested(target: dict[str, Any], dotted_key: str, value: Any) -> None:
@@ -91,3 +220,11 @@ def set_nested(target: dict[str, Any], dotted_key: str, value: Any) -> None:
             cur[part] = nxt
         cur = nxt
     cur[parts[-1]] = value
+
+
+def secrets_by_record(entries: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Group kept secret values by the record they belong to."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        grouped.setdefault(str(entry.get("record_hash")), []).append(entry)
+    return grouped

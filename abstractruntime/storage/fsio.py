@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import re
+import stat as stat_module
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -38,22 +39,8 @@ DURABILITY_VALUES: tuple[str, ...] = ("fsync", "none")
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def validate_id(value: object, what: str = "id") -> str:
-    """Return ``value`` if it is a safe id (``[A-Za-z0-9][A-Za-z0-9._-]{0,127}``), else raise.
-
-    Ids become file and directory names, so anything that could climb out of the store
-    (``/``, ``..``, absolute paths, NUL) is refused here, before any path is built.
-    """
-    if not isinstance(value, str) or not _ID_RE.fullmatch(value) or ".." in value:
-        raise InvalidIdError(
-            f"Invalid {what} {value!r}: use 1-128 of A-Z a-z 0-9 . _ - "
-            "(starting with a letter or digit, no '..')",
-            value=str(value),
-        )
-    return value
+# One id validator for the whole project (core owns it: ids are checked before any I/O).
+from ..core.ids import validate_id  # noqa: E402
 
 
 def check_durability(value: str) -> Durability:
@@ -287,3 +274,64 @@ class RunLock:
             # Closing the descriptor releases the flock.
             os.close(self._fd)
             self._fd = None
+
+
+# ``atomic_write_bytes`` names its temp file ``.<target>.<pid>.<monotonic_ns>.tmp``.
+_TMP_RE = re.compile(r"\.(?P<target>.+)\.(?P<pid>[0-9]+)\.[0-9]+\.tmp")
+STALE_TMP_AGE = 3600.0
+"""Seconds after which a temp file is stale even if its writer's pid is alive (pids are reused)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_tmp_files(directory: Path, *, max_age: float = STALE_TMP_AGE,
+                           targets: tuple[str, ...] | None = None) -> list[Path]:
+    """Delete the temp files that :func:`atomic_write_bytes` left in ``directory`` when killed.
+
+    A temp file is stale when the process that wrote it (the pid in its name) is gone, or
+    when it is older than ``max_age`` seconds (no atomic write takes that long, and a live
+    pid may be a reused one). Files of this process are left alone unless that old: another
+    thread may be writing them. Only regular files whose names follow the temp pattern are
+    touched; ``targets`` limits it to temp files of those file names (e.g. ``("run.json",)``).
+    Call it while holding the lock that serialises writers of ``directory`` (the run lock
+    for a run directory). Returns the paths removed; errors other than "already gone" are
+    left to the next caller.
+    """
+    removed: list[Path] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    now = time.time()
+    me = os.getpid()
+    for name in names:
+        match = _TMP_RE.fullmatch(name)
+        if match is None or (targets is not None and match.group("target") not in targets):
+            continue
+        path = directory / name
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat_module.S_ISREG(st.st_mode):
+            continue
+        pid = int(match.group("pid"))
+        old = now - st.st_mtime > max_age
+        if not old and (pid == me or _pid_alive(pid)):
+            continue
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            continue
+    return removed

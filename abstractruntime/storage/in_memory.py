@@ -11,7 +11,7 @@ import copy
 import threading
 from typing import Any, Iterator, Optional, Sequence
 
-from ..core.errors import RunLockedError, RunNotFoundError
+from ..core.errors import LedgerConflictError, RunLockedError, RunNotFoundError
 from ..core.models import RunState, RunStatus, StepRecord, StepStatus, WaitReason
 from .base import Checkpoint, LedgerHead, LedgerStore, RunStore
 from .ledger_chain import seal_record_line
@@ -31,6 +31,22 @@ def _copy_run(run: RunState) -> RunState:
     return RunState.from_dict(copy.deepcopy(run.to_dict()))
 
 
+def _copy_checkpoint(checkpoint: Checkpoint, **changes: Any) -> Checkpoint:
+    data = {
+        "run": _copy_run(checkpoint.run),
+        "ledger": checkpoint.ledger,
+        "workflow": copy.deepcopy(checkpoint.workflow),
+        "signature": copy.deepcopy(checkpoint.signature),
+        "origin": copy.deepcopy(checkpoint.origin),
+        "pending": copy.deepcopy(checkpoint.pending),
+        "effects": checkpoint.effects,
+        "metadata": copy.deepcopy(checkpoint.metadata),
+        "external": checkpoint.external,
+    }
+    data.update(changes)
+    return Checkpoint(**data)
+
+
 class InMemoryRunStore(RunStore):
     """Checkpoints in a dict; queryable; per-run non-blocking locks."""
 
@@ -40,16 +56,14 @@ class InMemoryRunStore(RunStore):
         self._guard = threading.Lock()
 
     def save(self, run: RunState) -> None:
-        """Store a copy of ``run``, keeping existing checkpoint metadata."""
+        """Store a copy of ``run`` as edited outside the runtime, keeping checkpoint metadata.
+
+        The runtime records such an edit in the ledger the next time it opens the run.
+        """
         with self._guard:
             old = self._checkpoints.get(run.run_id)
-            self._checkpoints[run.run_id] = Checkpoint(
-                run=_copy_run(run),
-                ledger=old.ledger if old else LedgerHead(),
-                workflow=old.workflow if old else None,
-                signature=old.signature if old else None,
-                origin=old.origin if old else None,
-            )
+            base = old if old is not None else Checkpoint(run=run, ledger=LedgerHead())
+            self._checkpoints[run.run_id] = _copy_checkpoint(base, run=_copy_run(run), external=True)
 
     def load(self, run_id: str) -> Optional[RunState]:
         """A copy of the stored run, or ``None``."""
@@ -58,14 +72,7 @@ class InMemoryRunStore(RunStore):
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Store a copy of the checkpoint."""
-        stored = Checkpoint(
-            run=_copy_run(checkpoint.run),
-            ledger=checkpoint.ledger,
-            workflow=copy.deepcopy(checkpoint.workflow),
-            signature=copy.deepcopy(checkpoint.signature),
-            origin=copy.deepcopy(checkpoint.origin),
-            pending=copy.deepcopy(checkpoint.pending),
-        )
+        stored = _copy_checkpoint(checkpoint)
         with self._guard:
             self._checkpoints[checkpoint.run.run_id] = stored
 
@@ -73,22 +80,16 @@ class InMemoryRunStore(RunStore):
         """A copy of the stored checkpoint, or ``None``."""
         with self._guard:
             stored = self._checkpoints.get(run_id)
-        if stored is None:
-            return None
-        return Checkpoint(
-            run=_copy_run(stored.run),
-            ledger=stored.ledger,
-            workflow=copy.deepcopy(stored.workflow),
-            signature=copy.deepcopy(stored.signature),
-            origin=copy.deepcopy(stored.origin),
-            pending=copy.deepcopy(stored.pending),
-        )
+        return None if stored is None else _copy_checkpoint(stored)
 
     @contextlib.contextmanager
-    def lock(self, run_id: str, *, wait: float = 0.0) -> Iterator[None]:
-        """Exclusive access to one run; :class:`RunLockedError` if held (after ``wait`` s)."""
+    def lock(self, run_id: str, *, wait: float = 0.0, create: bool = False) -> Iterator[None]:
+        """Exclusive access to one run; :class:`RunLockedError` if held (after ``wait`` s).
+
+        ``create=True`` (used by ``start``) locks an id that has no run yet.
+        """
         with self._guard:
-            if run_id not in self._checkpoints:
+            if run_id not in self._checkpoints and not create:
                 raise RunNotFoundError(run_id)
             lock = self._locks.setdefault(run_id, threading.Lock())
         if not lock.acquire(timeout=wait) if wait > 0 else not lock.acquire(blocking=False):
@@ -136,49 +137,75 @@ class InMemoryRunStore(RunStore):
 
 
 class InMemoryLedgerStore(LedgerStore):
-    """A hash-chained ledger per run, in memory, with an O(1) idempotency index."""
+    """A ledger per run, in memory, with an O(1) idempotency index.
 
-    chained = True
+    As in upstream 0.0.1, records carry no hash chain on their own (``record_hash`` stays
+    ``None``); wrap the store in :class:`~abstractruntime.storage.ledger_chain.HashChainedLedgerStore`
+    to chain it, or pass ``chained=True``.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, *, chained: bool = False) -> None:
+        self.chained = chained
         self._records: dict[str, list[dict[str, Any]]] = {}
         self._completed: dict[tuple[str, str], int] = {}
         self._guard = threading.Lock()
 
     def append(self, record: StepRecord) -> None:
-        """Seal and append one record."""
+        """Append one record (sealed here unless the caller already sealed it)."""
         self.append_batch([record])
 
     def append_batch(self, records: Sequence[StepRecord]) -> None:
-        """Seal and append records in order."""
+        """Append records in order, all or nothing."""
         with self._guard:
-            # Seal everything first, so a record that cannot be stored leaves nothing behind
-            # (as in the file store, which writes a batch with one write).
             heads: dict[str, LedgerHead] = {}
             sealed: list[dict[str, Any]] = []
             for record in records:
                 head = heads.get(record.run_id) or self._head_locked(record.run_id)
-                doc, line = seal_record_line(record, head=head)
-                check_size(line, what=f"Ledger record for node {record.node_id!r}")
+                if record.seq == head.seq + 1 and (record.record_hash or not self.chained):
+                    doc = record.to_dict()
+                else:
+                    doc, line = seal_record_line(record, head=head, chained=self.chained)
+                    check_size(line, what=f"Ledger record for node {record.node_id!r}")
                 heads[record.run_id] = LedgerHead(doc["seq"], doc["record_hash"])
                 sealed.append(doc)
-            for doc in sealed:
-                rows = self._records.setdefault(doc["run_id"], [])
-                rows.append(doc)
-                key = doc.get("idempotency_key")
-                if key and doc.get("status") == StepStatus.COMPLETED.value:
-                    self._completed.setdefault((doc["run_id"], key), len(rows) - 1)
+            self._store_locked(sealed)
+
+    def append_lines(self, run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
+                     *, expect: LedgerHead) -> LedgerHead:
+        """Conditional group append of sealed records: nothing is stored unless the head is ``expect``."""
+        with self._guard:
+            head = self._head_locked(run_id)
+            if head.seq != expect.seq or head.head_hash != expect.head_hash:
+                raise LedgerConflictError(f"run {run_id}: the ledger is at seq {head.seq}, not {expect.seq} "
+                                          "as this writer read it; nothing was written")
+            self._store_locked([copy.deepcopy(dict(d)) for d in docs])
+            return self._head_locked(run_id)
+
+    def _store_locked(self, docs: list[dict[str, Any]]) -> None:
+        for doc in docs:
+            rows = self._records.setdefault(doc["run_id"], [])
+            rows.append(doc)
+            key = doc.get("idempotency_key")
+            if key and doc.get("status") == StepStatus.COMPLETED.value:
+                self._completed.setdefault((doc["run_id"], key), len(rows) - 1)
 
     def list(self, run_id: str) -> list[dict[str, Any]]:
         """Copies of the run's records, oldest first."""
         with self._guard:
             return copy.deepcopy(self._records.get(run_id, []))
 
+    def read_after(self, run_id: str, position: LedgerHead) -> tuple[LedgerHead, list[dict[str, Any]]]:
+        """Copies of the records after ``position`` and the current head."""
+        with self._guard:
+            rows = self._records.get(run_id, [])
+            tail = copy.deepcopy(rows[position.seq:]) if position.seq <= len(rows) else []
+            return self._head_locked(run_id), tail
+
     def _head_locked(self, run_id: str) -> LedgerHead:
         rows = self._records.get(run_id)
         if not rows:
             return LedgerHead()
-        return LedgerHead(seq=rows[-1]["seq"], head_hash=rows[-1]["record_hash"])
+        return LedgerHead(seq=rows[-1]["seq"] or len(rows), head_hash=rows[-1].get("record_hash"))
 
     def head(self, run_id: str) -> LedgerHead:
         """The run's last seq and record hash."""

@@ -2,14 +2,16 @@
 
 Layout under the store root (the ``base_dir`` both stores are given)::
 
-    runs/<run_id>/run.json       checkpoint {"format", "run", "ledger", "workflow", "signature"}
-    runs/<run_id>/ledger.jsonl   hash-chained records, one per line
+    runs/<run_id>/ledger.jsonl   hash-chained records, one per line: the write-ahead log
+    runs/<run_id>/run.json       checkpoint: a cache of the state at one ledger position
+    runs/<run_id>/secrets.jsonl  real values the ledger redacted (0600, never hashed)
     runs/<run_id>/.lock          flock target
     index.sqlite3                rebuildable query index (run_index.py)
 
-Durability protocol (docs/durability.md): ledger records are appended and fsynced before
-the checkpoint that reflects them is replaced atomically; the checkpoint records the ledger
-``seq`` and ``head_hash`` it reflects. ``durability="none"`` skips fsyncs (tests, benchmarks).
+Durability protocol (docs/durability.md): the ledger is the log — records are appended in
+batches, one write and one fsync each. The checkpoint is replaced atomically but without an
+fsync: it only saves replaying the ledger, and one lost or torn by a power loss is rebuilt
+from the ledger. ``durability="none"`` skips fsyncs (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -17,32 +19,24 @@ from __future__ import annotations
 import logging
 import os
 import stat as stat_module
-import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ContextManager, Optional, Sequence
+from typing import Any, ContextManager, Optional
 
-from ..core.canonical import canonical_json, check_size
-from ..core.errors import CorruptRecordError, RunNotFoundError, StorageError
-from ..core.models import RunState, RunStatus, StepRecord, WaitReason
-from .base import CHECKPOINT_FORMAT, Checkpoint, LedgerHead, LedgerStore, RunStore
+from ..core.canonical import canonical_json
+from ..core.errors import CorruptRecordError, MisplacedRecordError, RunNotFoundError
+from ..core.models import RunState, RunStatus, WaitReason
+from .base import CHECKPOINT_FORMAT, Checkpoint, LedgerHead, RunStore
 from .fsio import (
     Durability,
     RunLock,
-    append_bytes,
     atomic_write_bytes,
     check_durability,
     child_path,
     ensure_dir,
-    fsync_dir,
     load_json_file,
-    open_append,
-    read_bytes,
     refuse_symlink,
     validate_id,
 )
-from .ledger_chain import seal_record_line
-from .ledger_file import parse_ledger
 from .query import is_due, matches, reason_value, status_value, timestamp
 from .run_index import RunIndex
 
@@ -51,6 +45,7 @@ log = logging.getLogger("abstractruntime.storage")
 RUNS_DIR = "runs"
 CHECKPOINT_FILE = "run.json"
 LEDGER_FILE = "ledger.jsonl"
+SECRETS_FILE = "secrets.jsonl"
 LOCK_FILE = ".lock"
 
 
@@ -107,12 +102,16 @@ def _until_key(run: RunState) -> tuple[float, str]:
 
 
 def read_checkpoint(path: Path) -> Checkpoint:
-    """Parse one ``run.json`` strictly (errors name the file)."""
+    """Parse one ``run.json`` strictly (errors name the file); its run id must be its directory's."""
     doc = load_json_file(path, expected_format=CHECKPOINT_FORMAT, kind="checkpoint")
     try:
-        return Checkpoint.from_dict(doc)
+        checkpoint = Checkpoint.from_dict(doc)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CorruptRecordError(f"checkpoint is missing or has a bad field ({exc})", path=str(path)) from exc
+    if path.parent.name != checkpoint.run.run_id and path.parent.parent.name == RUNS_DIR:
+        raise MisplacedRecordError(f"checkpoint describes run {checkpoint.run.run_id!r} but lives in the directory "
+                                 f"of run {path.parent.name!r}", path=str(path))
+    return checkpoint
 
 
 class JsonFileRunStore(RunStore):
@@ -129,28 +128,32 @@ class JsonFileRunStore(RunStore):
         return self._files.root
 
     def save(self, run: RunState) -> None:
-        """Write ``run``, keeping the ledger head and workflow already recorded for it."""
+        """Write ``run`` as edited outside the runtime, keeping the rest of its checkpoint.
+
+        The runtime records such an edit in the ledger the next time it opens the run.
+        """
         try:
             old = self.load_checkpoint(run.run_id)
         except CorruptRecordError:
             old = None
-        self.save_checkpoint(Checkpoint(
-            run=run,
-            ledger=old.ledger if old else LedgerHead(),
-            workflow=old.workflow if old else None,
-            signature=old.signature if old else None,
-            origin=old.origin if old else None,
-        ))
+        checkpoint = old if old is not None else Checkpoint(run=run, ledger=LedgerHead())
+        checkpoint.run, checkpoint.external = run, True
+        self.save_checkpoint(checkpoint)
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Atomically replace the run's checkpoint (index row marked dirty around the write)."""
+        """Atomically replace the run's checkpoint (its index row marked dirty around the write).
+
+        No fsync: the ledger is the log, and a checkpoint lost with the page cache is
+        rebuilt from it (the index row self-checks against the file it describes).
+        """
         run = checkpoint.run
         path = self._files.run_dir(run.run_id, create=True) / CHECKPOINT_FILE
         is_new = not path.exists()
         data = canonical_json(checkpoint.to_dict()) + b"\n"
+        # The index row is marked dirty around the write, so a crash in between leaves a
+        # row that is re-read from the file instead of trusted.
         self._index.put(run, dirty=True)
-        # (A new run directory was fsynced into runs/ when run_dir created it.)
-        atomic_write_bytes(path, data, durable=self.durability == "fsync")
+        atomic_write_bytes(path, data, durable=False)
         self._index.put(run, dirty=False)
         if is_new:
             self._index.note_runs_dir()
@@ -169,13 +172,18 @@ class JsonFileRunStore(RunStore):
             return None
 
     def exists(self, run_id: str) -> bool:
-        """True when the run has a checkpoint."""
-        return self._files.checkpoint(run_id).exists()
-
-    def lock(self, run_id: str, *, wait: float = 0.0) -> ContextManager[Any]:
-        """The run's flock (``RunLockedError`` when another writer holds it)."""
+        """True when the run has a checkpoint or a ledger."""
         run_dir = self._files.run_dir(run_id)
-        if not (run_dir / CHECKPOINT_FILE).exists():
+        return (run_dir / CHECKPOINT_FILE).exists() or (run_dir / LEDGER_FILE).exists()
+
+    def lock(self, run_id: str, *, wait: float = 0.0, create: bool = False) -> ContextManager[Any]:
+        """The run's flock (``RunLockedError`` when another writer holds it).
+
+        ``create=True`` (``start``) creates the run directory first: two processes starting
+        the same id serialise on this lock, and the second finds the first one's ledger.
+        """
+        run_dir = self._files.run_dir(run_id, create=create)
+        if not create and not ((run_dir / CHECKPOINT_FILE).exists() or (run_dir / LEDGER_FILE).exists()):
             raise RunNotFoundError(run_id)
         return RunLock(run_dir / LOCK_FILE, run_id, wait=wait)
 
@@ -236,159 +244,7 @@ class JsonFileRunStore(RunStore):
         self._index.close()
 
 
-@dataclass
-class _LedgerCache:
-    """What this process knows of one ledger file, valid while size and inode match."""
+from .ledger_files import JsonlLedgerStore  # noqa: E402  (kept importable from here, as in 0.0.1)
 
-    inode: int = 0
-    size: int = 0
-    lines: int = 0
-    head: LedgerHead = field(default_factory=LedgerHead)
-    completed: dict[str, int] = field(default_factory=dict)
-
-
-class JsonlLedgerStore(LedgerStore):
-    """Hash-chained JSONL ledgers, ``runs/<id>/ledger.jsonl``, with an O(1) idempotency index.
-
-    The writer's view of each ledger (head, idempotency offsets) is cached and refreshed
-    incrementally from the file's size, so per-append cost does not grow with the ledger.
-    Appends must happen under the run's lock (the runtime takes it).
-    """
-
-    chained = True
-
-    def __init__(self, base_dir: str | os.PathLike[str], *, durability: Durability = "fsync") -> None:
-        self.durability = check_durability(durability)
-        self._files = RunFiles(base_dir, durable=durability == "fsync")
-        self._cache: dict[str, _LedgerCache] = {}
-        self._guard = threading.RLock()
-
-    @property
-    def base_dir(self) -> Path:
-        """The store root."""
-        return self._files.root
-
-    def path(self, run_id: str) -> Path:
-        """The ledger file of ``run_id``."""
-        return self._files.ledger(run_id)
-
-    # -- writing -----------------------------------------------------------------------
-
-    def append(self, record: StepRecord) -> None:
-        """Seal, append and (with durability "fsync") fsync one record."""
-        self.append_batch([record])
-
-    def append_batch(self, records: Sequence[StepRecord]) -> None:
-        """Seal and append records with a single write and a single fsync per run."""
-        by_run: dict[str, list[StepRecord]] = {}
-        for record in records:
-            by_run.setdefault(record.run_id, []).append(record)
-        with self._guard:
-            for run_id, batch in by_run.items():
-                self._append_run(run_id, batch)
-
-    def _append_run(self, run_id: str, batch: list[StepRecord]) -> None:
-        path = self._files.run_dir(run_id, create=True) / LEDGER_FILE
-        cache = self._refresh(run_id, path, repair=True)
-        head = cache.head
-        lines: list[bytes] = []
-        completed: dict[str, int] = {}
-        offset = cache.size
-        for record in batch:
-            doc, line = seal_record_line(record, head=head)
-            check_size(line, what=f"Ledger record for node {record.node_id!r}")
-            head = LedgerHead(doc["seq"], doc["record_hash"])
-            lines.append(line + b"\n")
-            key = doc.get("idempotency_key")
-            if key and doc.get("status") == "completed" and key not in cache.completed:
-                completed.setdefault(key, offset)
-            offset += len(lines[-1])
-        payload = b"".join(lines)
-        fd = open_append(path)
-        try:
-            append_bytes(fd, payload, path=path, durable=self.durability == "fsync")
-            stat = os.fstat(fd)
-        finally:
-            os.close(fd)
-        if cache.size == 0 and self.durability == "fsync":
-            fsync_dir(path.parent)  # a new ledger file's directory entry must be durable too
-        # Index the new completed records only once they are written.
-        for key, key_offset in completed.items():
-            cache.completed.setdefault(key, key_offset)
-        cache.inode, cache.size = stat.st_ino, stat.st_size
-        cache.lines += len(lines)
-        cache.head = head
-
-    def _refresh(self, run_id: str, path: Path, *, repair: bool) -> _LedgerCache:
-        """Bring the cache up to date with the file, reading only new bytes."""
-        cache = self._cache.get(run_id)
-        try:
-            stat = os.lstat(path)
-        except FileNotFoundError:
-            cache = self._cache[run_id] = _LedgerCache()
-            return cache
-        if cache is None or cache.inode != stat.st_ino or stat.st_size < cache.size:
-            cache = _LedgerCache(inode=stat.st_ino)
-        if stat.st_size == cache.size:
-            self._cache[run_id] = cache
-            return cache
-        if not stat_module.S_ISREG(stat.st_mode):
-            raise StorageError(f"Refusing {path}: the ledger must be a regular file, not a symlink")
-        data = read_bytes(path, offset=cache.size)
-        parsed = parse_ledger(
-            data, path=str(path), start_offset=cache.size, start_line=cache.lines,
-            head=cache.head, keep_records=False, run_id=run_id,
-        )
-        if parsed.torn_bytes:
-            log.warning("%s: torn tail of %d bytes after line %d (an interrupted append)%s",
-                        path, parsed.torn_bytes, parsed.lines, "; truncated" if repair else "; ignored")
-            if repair:
-                os.truncate(path, parsed.valid_end)
-                if self.durability == "fsync":
-                    fd = os.open(path, os.O_WRONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-        for key, offset in parsed.completed_offsets.items():
-            cache.completed.setdefault(key, offset)
-        cache.size, cache.lines, cache.head = parsed.valid_end, parsed.lines, parsed.head
-        self._cache[run_id] = cache
-        return cache
-
-    # -- reading -----------------------------------------------------------------------
-
-    def list(self, run_id: str) -> list[dict[str, Any]]:
-        """All records of the run as stored (hashes are not checked here: see ``verify``).
-
-        A torn tail is skipped with a warning; a bad line before it raises
-        :class:`CorruptRecordError` naming the file and line.
-        """
-        path = self._files.ledger(run_id)
-        try:
-            data = read_bytes(path)
-        except FileNotFoundError:
-            return []
-        parsed = parse_ledger(data, path=str(path), verify_chain=False)
-        if parsed.torn_bytes:
-            log.warning("%s: ignoring a torn tail of %d bytes after line %d", path, parsed.torn_bytes, parsed.lines)
-        return parsed.records
-
-    def head(self, run_id: str) -> LedgerHead:
-        """The last valid record's seq and hash (chain-checked)."""
-        with self._guard:
-            return self._refresh(run_id, self._files.ledger(run_id), repair=False).head
-
-    def find_completed(self, run_id: str, idempotency_key: str) -> Optional[dict[str, Any]]:
-        """O(1): seek to the first completed record with this key, if any."""
-        with self._guard:
-            path = self._files.ledger(run_id)
-            cache = self._refresh(run_id, path, repair=False)
-            offset = cache.completed.get(idempotency_key)
-            if offset is None:
-                return None
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                line = handle.readline()
-        parsed = parse_ledger(line, path=str(path), verify_chain=False)
-        return parsed.records[0] if parsed.records else None
+__all__ = ["CHECKPOINT_FILE", "LEDGER_FILE", "RUNS_DIR", "JsonFileRunStore", "JsonlLedgerStore", "RunFiles",
+           "read_checkpoint"]

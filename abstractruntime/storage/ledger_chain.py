@@ -1,12 +1,7 @@
-"""The hash chain: sealing records and verifying a sequence of them.
+"""The hash chain for any ledger store: :class:`HashChainedLedgerStore` (upstream 0.0.1 name).
 
-Each record carries ``seq`` (1, 2, ...), ``prev_hash`` (the previous record's
-``record_hash``; ``None`` — JSON ``null`` — for the first record) and ``record_hash`` =
-SHA-256 of the canonical JSON of the record without ``record_hash`` and ``signature``
-(:func:`abstractruntime.core.canonical.record_hash`). Editing, removing, inserting or
-reordering any record breaks the chain from that point; what a bare chain cannot see (a
-removed tail, a complete rewrite) is caught by the checkpoint, bookmarks, an expected head
-or a signature — see :mod:`abstractruntime.storage.verify` and docs/provenance.md.
+Sealing and chain verification are pure functions of :mod:`abstractruntime.core.chain`,
+re-exported here under their 0.0.1 import path.
 """
 
 from __future__ import annotations
@@ -14,97 +9,19 @@ from __future__ import annotations
 import threading
 from typing import Any, Optional, Sequence
 
-from ..core.canonical import canonical_json, record_hash, sha256_hex
+from ..core.chain import GENESIS_PREV_HASH, seal_record, seal_record_line, verify_ledger_chain
 from ..core.models import StepRecord
-from .base import LedgerHead, LedgerStore
+from ..core.ports import LedgerHead, LedgerStore
 
-GENESIS_PREV_HASH: Optional[str] = None
-
-
-def seal_record(record: StepRecord, *, head: LedgerHead) -> dict[str, Any]:
-    """The stored form of ``record`` appended after ``head``: format, seq and hashes filled in.
-
-    Also writes ``seq``/``prev_hash``/``record_hash`` back onto ``record`` (as upstream did).
-    """
-    doc, _line = seal_record_line(record, head=head)
-    return doc
-
-
-def seal_record_line(record: StepRecord, *, head: LedgerHead) -> tuple[dict[str, Any], bytes]:
-    """Like :func:`seal_record`, also returning the stored line (without its newline).
-
-    The line is the canonical JSON of the hashed body with ``record_hash`` and ``signature``
-    appended at the end, so the body is serialised once; readers re-derive the hash from the
-    parsed object, so the key order of the line itself does not matter.
-    """
-    record.seq, record.prev_hash = head.seq + 1, head.head_hash
-    record.record_hash, record.signature = None, None
-    doc = record.to_dict()
-    del doc["record_hash"], doc["signature"]
-    body = canonical_json(doc)
-    digest = sha256_hex(body)
-    line = body[:-1] + b',"record_hash":"' + digest.encode("ascii") + b'","signature":null}'
-    doc["record_hash"], doc["signature"] = digest, None
-    record.record_hash = digest
-    return doc, line
-
-
-def verify_ledger_chain(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Check the hash chain of ``records`` (oldest first).
-
-    Returns ``{"ok", "count", "errors", "first_bad_index", "head_hash",
-    "computed_head_hash"}``. Each error is ``{"index", "seq", "type", "message", ...}`` with
-    ``type`` one of ``missing_record_hash``, ``record_hash_mismatch``,
-    ``prev_hash_mismatch``, ``seq_mismatch``, ``not_an_object``. ``head_hash`` is the stored
-    hash of the last record; ``computed_head_hash`` the hash recomputed for it.
-    """
-    errors: list[dict[str, Any]] = []
-    prev_stored: Optional[str] = GENESIS_PREV_HASH
-    computed: Optional[str] = None
-    for index, rec in enumerate(records):
-        if not isinstance(rec, dict):
-            errors.append(_error(index, None, "not_an_object", "record is not a JSON object"))
-            prev_stored = None
-            continue
-        seq = rec.get("seq")
-        if seq is not None and seq != index + 1:
-            errors.append(_error(index, seq, "seq_mismatch", f"seq {seq} where {index + 1} was expected",
-                                 expected_seq=index + 1))
-        if rec.get("prev_hash") != prev_stored:
-            errors.append(_error(index, seq, "prev_hash_mismatch",
-                                 "prev_hash does not match the previous record's hash",
-                                 expected_prev_hash=prev_stored, actual_prev_hash=rec.get("prev_hash")))
-        stored = rec.get("record_hash")
-        try:
-            computed = record_hash(rec)
-        except ValueError:
-            computed = None
-        if not stored:
-            errors.append(_error(index, seq, "missing_record_hash", "record has no record_hash"))
-        elif computed != stored:
-            errors.append(_error(index, seq, "record_hash_mismatch",
-                                 "record content does not match its record_hash (edited?)",
-                                 stored=stored, computed=computed))
-        prev_stored = stored
-    return {
-        "ok": not errors,
-        "count": len(records),
-        "errors": errors,
-        "first_bad_index": errors[0]["index"] if errors else None,
-        "head_hash": records[-1].get("record_hash") if records and isinstance(records[-1], dict) else None,
-        "computed_head_hash": computed if records else None,
-    }
-
-
-def _error(index: int, seq: Any, kind: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"index": index, "seq": seq, "type": kind, "message": message, **extra}
+__all__ = ["GENESIS_PREV_HASH", "HashChainedLedgerStore", "seal_record", "seal_record_line", "verify_ledger_chain"]
 
 
 class HashChainedLedgerStore(LedgerStore):
     """Adds the hash chain to any :class:`LedgerStore`.
 
-    Our own ledger stores chain natively (``chained = True``); wrapping one of them simply
-    delegates, so ``HashChainedLedgerStore(JsonlLedgerStore(d))`` works as in upstream.
+    Our file ledger chains natively (``chained = True``); wrapping it simply delegates, so
+    ``HashChainedLedgerStore(JsonlLedgerStore(d))`` works as in upstream. Records the runtime
+    already sealed (``record_hash`` set) pass through unchanged.
     """
 
     chained = True
@@ -131,9 +48,11 @@ class HashChainedLedgerStore(LedgerStore):
             self._inner.append(record)
             return
         with self._lock:
-            doc = seal_record(record, head=self._head(record.run_id))
+            head = self._head(record.run_id)
+            if not (record.record_hash and record.seq == head.seq + 1 and record.prev_hash == head.head_hash):
+                seal_record(record, head=head)
             self._inner.append(record)
-            self._heads[record.run_id] = LedgerHead(doc["seq"], doc["record_hash"])
+            self._heads[record.run_id] = LedgerHead(int(record.seq or 0), record.record_hash)
 
     def append_batch(self, records: Sequence[StepRecord]) -> None:
         """Append several records in order."""
@@ -142,6 +61,19 @@ class HashChainedLedgerStore(LedgerStore):
             return
         for record in records:
             self.append(record)
+
+    def append_lines(self, run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
+                     *, expect: LedgerHead) -> LedgerHead:
+        """Conditional group append of sealed records (delegated when the inner store has it)."""
+        inner_append = getattr(self._inner, "append_lines", None)
+        if inner_append is not None:
+            head: LedgerHead = inner_append(run_id, docs, lines, expect=expect)
+            with self._lock:
+                self._heads[run_id] = LedgerHead(head.seq, head.head_hash)
+            return head
+        for doc in docs:
+            self.append(StepRecord.from_dict(doc))
+        return self.head(run_id)
 
     def list(self, run_id: str) -> list[dict[str, Any]]:
         """The inner store's records."""
@@ -154,6 +86,18 @@ class HashChainedLedgerStore(LedgerStore):
         with self._lock:
             return self._head(run_id)
 
+    def read_after(self, run_id: str, position: LedgerHead) -> tuple[LedgerHead, list[dict[str, Any]]]:
+        """Delegates to the inner store."""
+        return self._inner.read_after(run_id, position)
+
     def find_completed(self, run_id: str, idempotency_key: str) -> Optional[dict[str, Any]]:
         """Delegates to the inner store's lookup."""
         return self._inner.find_completed(run_id, idempotency_key)
+
+    def put_secrets(self, run_id: str, entries: Sequence[dict[str, Any]]) -> None:
+        """Delegates to the inner store."""
+        self._inner.put_secrets(run_id, entries)
+
+    def get_secrets(self, run_id: str) -> list[dict[str, Any]]:
+        """Delegates to the inner store."""
+        return self._inner.get_secrets(run_id)

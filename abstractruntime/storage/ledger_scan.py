@@ -6,6 +6,9 @@ scan reports every problem it meets (with its seq and 1-based line) into a
 a record it re-synchronises on the next record instead of reporting a cascade. It keeps only
 what the caller asked for (hashes at some seqs, the seq of some hashes), so memory does not
 grow with the ledger, and it collects the evidence for a rolled-back checkpoint.
+
+:func:`scan_runs_dir` lists what ``verify --all`` must check: the runs, and the entries of
+``runs/`` that are not runs.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..core.canonical import record_hash
-from ..core.errors import InvalidInputError
+from ..core.errors import InvalidInputError, StorageError
 from ..core.models import LEDGER_RECORD_FORMAT
-from .fsio import loads_strict
+from .fsio import loads_strict, validate_id
 
 if TYPE_CHECKING:
     from .verify import VerifyReport
@@ -176,3 +179,50 @@ class LedgerScan:
             self.intents.setdefault(step_id, seq)
         elif status in _FINISHED and step_id in self.intents:
             self.witness = (self.intents[step_id], seq, line_no)
+
+
+def scan_runs_dir(runs_dir: Path, *run_files: str) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """The runs under ``runs_dir``, and ``(name, problem type, message)`` for every entry that is not one.
+
+    A run is a real directory with a valid run id holding one of ``run_files``. The store only
+    ever creates such directories under ``runs/``, and the runtime refuses to open anything
+    else, so a symlink, a badly named entry or a stray file there was put by someone else:
+    passing over it silently would let ``verify --all`` say "all ok" about a store it did not
+    fully check. A valid directory holding none of ``run_files`` is the trace of a start
+    interrupted before its first write, and is neither.
+    """
+    try:
+        entries = sorted(os.scandir(runs_dir), key=lambda e: e.name)
+    except FileNotFoundError:
+        return [], []
+    except OSError as exc:
+        raise StorageError(f"Cannot list {runs_dir}: {exc.strerror or exc}", path=str(runs_dir)) from exc
+    found: list[str] = []
+    strays: list[tuple[str, str, str]] = []
+    for entry in entries:
+        problem = _stray_problem(entry)
+        if problem is not None:
+            strays.append((entry.name, *problem))
+        elif any(os.path.exists(os.path.join(entry.path, name)) for name in run_files):
+            found.append(entry.name)
+    return found, strays
+
+
+def _stray_problem(entry: os.DirEntry[str]) -> Optional[tuple[str, str]]:
+    """``(type, message)`` when a ``runs/`` entry is not a run directory the store could have made."""
+    shown = repr(entry.name)
+    if entry.is_symlink():
+        try:
+            target = os.readlink(entry.path)
+        except OSError:
+            target = "?"
+        return ("symlinked_run_dir", f"runs/{shown} is a symlink (to {target!r}); run directories are never "
+                "symlinks, so it was not verified (the runtime refuses to open it)")
+    try:
+        validate_id(entry.name, "run id")
+    except InvalidInputError:
+        return ("invalid_run_dir_name", f"runs/{shown} is not a valid run id, so it was not verified (the "
+                "runtime cannot open it)")
+    if not entry.is_dir(follow_symlinks=False):
+        return ("not_a_run_dir", f"runs/{shown} is not a directory, so it holds no run and was not verified")
+    return None

@@ -1,18 +1,28 @@
 """A rebuildable SQLite index of run checkpoints, so queries never re-parse every run file.
 
 ``<store>/index.sqlite3`` holds one row per run (status, wait reason, workflow, ``until``,
-``updated_at``, parent). It is a cache of the ``run.json`` files, which stay the truth:
+``updated_at``, parent, and the ``run.json`` it was taken from: mtime_ns, size, inode). It is
+a cache of the ``run.json`` files, which stay the truth:
 
 - before a checkpoint is written its row is set to the new values with ``dirty = 1``, and
   after the write succeeds ``dirty = 0``. A crash in between leaves a dirty row, and queries
   always re-read dirty rows' files, so the index can never hide a run from a query;
+- every query compares each clean row's recorded file identity with a ``stat`` of its
+  ``run.json`` and re-reads only the runs whose file changed (restored from a backup, edited,
+  written while the index could not be), so a stale row cannot hide a run either;
 - query results are re-read from ``run.json`` and re-checked against the filter;
 - a run directory the index has never seen (copied in by hand) is picked up because the
   ``runs/`` directory's mtime differs from the one last recorded;
-- ``rebuild()`` (CLI: ``abstractruntime runs reindex``) recreates it from the files.
+- :func:`rebuild_index` (CLI: ``abstractruntime runs reindex``) recreates it from the files.
+
+A store that cannot be written (read-only mount, no write permission) is queried through a
+read-only connection, or by reading the run files when there is no index: nothing is
+written, nothing is moved. Only a file SQLite reports as corrupt is set aside (as
+``index.sqlite3.damaged``) and rebuilt; a full disk or an I/O error is a
+:class:`StorageError` naming the cause, and touches nothing.
 
 WAL mode with ``synchronous=NORMAL``: an index write survives a process crash; after power
-loss the index may lag the files, which ``rebuild()`` repairs.
+loss the index may lag the files, which the per-row check and ``rebuild()`` repair.
 """
 
 from __future__ import annotations
@@ -21,9 +31,11 @@ import logging
 import os
 import sqlite3
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
+from ..core.errors import StorageError
 from ..core.models import RunState, RunStatus, WaitReason
 from .query import timestamp
 
@@ -36,7 +48,10 @@ CREATE TABLE IF NOT EXISTS runs (
     until_ts REAL,
     updated_ts REAL,
     parent_run_id TEXT,
-    dirty INTEGER NOT NULL DEFAULT 0
+    dirty INTEGER NOT NULL DEFAULT 0,
+    ck_mtime_ns INTEGER,
+    ck_size INTEGER,
+    ck_ino INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_status_updated ON runs (status, updated_ts);
 CREATE INDEX IF NOT EXISTS runs_updated ON runs (updated_ts);
@@ -45,13 +60,35 @@ CREATE INDEX IF NOT EXISTS runs_parent ON runs (parent_run_id);
 CREATE INDEX IF NOT EXISTS runs_dirty ON runs (dirty);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
+_IDENTITY_COLUMNS = ("ck_mtime_ns", "ck_size", "ck_ino")  # added after the first release: migrated in place
+_INSERT = "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 
 INDEX_FILENAME = "index.sqlite3"
+CHECKPOINT_NAME = "run.json"
 
 log = logging.getLogger("abstractruntime.storage")
 
+Identity = tuple[Optional[int], Optional[int], Optional[int]]
+_MISSING: Identity = (None, None, None)
 
-def _row(run: RunState, dirty: int) -> tuple[object, ...]:
+
+def _error_kind(exc: sqlite3.Error) -> str:
+    """``corrupt`` | ``readonly`` | ``full`` | ``io`` | ``busy`` | ``other`` (codes on 3.11+, text before)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        primary = code & 0xFF
+        return {11: "corrupt", 26: "corrupt", 8: "readonly", 13: "full", 10: "io", 5: "busy", 6: "busy",
+                14: "io"}.get(primary, "other")
+    text = str(exc).lower()
+    for needle, kind in (("not a database", "corrupt"), ("malformed", "corrupt"), ("readonly", "readonly"),
+                         ("read-only", "readonly"), ("disk is full", "full"), ("disk i/o", "io"),
+                         ("unable to open", "io"), ("locked", "busy")):
+        if needle in text:
+            return kind
+    return "other"
+
+
+def _row(run: RunState, dirty: int, identity: Identity) -> tuple[object, ...]:
     waiting = run.waiting
     return (
         run.run_id,
@@ -62,7 +99,21 @@ def _row(run: RunState, dirty: int) -> tuple[object, ...]:
         timestamp(run.updated_at) or 0.0,
         run.parent_run_id,
         dirty,
+        *identity,
     )
+
+
+@dataclass
+class ReindexReport:
+    """What :func:`rebuild_index` did: runs indexed, run directories it could not read."""
+
+    path: str
+    indexed: int
+    unreadable: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"path", "indexed", "unreadable"}``."""
+        return {"path": self.path, "indexed": self.indexed, "unreadable": list(self.unreadable)}
 
 
 class RunIndex:
@@ -70,21 +121,108 @@ class RunIndex:
 
     def __init__(self, root: Path, runs_dir: Path, loader: Callable[[str], Optional[RunState]]) -> None:
         self._path = root / INDEX_FILENAME
+        self._root = root
         self._runs_dir = runs_dir
         self._load = loader
         self._lock = threading.RLock()
         self._conn: Optional[sqlite3.Connection] = None
+        self._readonly = False  # set once the store turns out not to be writable
+        self._no_index = False  # read-only and no usable index: queries read the files
+        self.last_unreadable: list[str] = []
 
-    def _execute(self, sql: str, params: tuple[object, ...]) -> sqlite3.Cursor:
-        """Run one statement; a damaged index file is set aside and rebuilt once."""
+    @property
+    def readonly(self) -> bool:
+        """True when this index only reads (the store cannot be written)."""
+        return self._readonly
+
+    # -- connection --------------------------------------------------------------------------
+
+    def _writable(self) -> bool:
+        # access() reports a read-only mount even to root; permission bits only bind non-root.
+        if not os.access(self._root, os.W_OK):
+            return False
+        return not self._path.exists() or os.access(self._path, os.W_OK)
+
+    def _db(self) -> Optional[sqlite3.Connection]:
+        """The connection, or ``None`` when queries must read the run files instead."""
+        if self._conn is not None or self._no_index:
+            return self._conn
+        if not self._readonly and not self._writable():
+            self._readonly = True
+        if not self._readonly:
+            try:
+                return self._open()
+            except sqlite3.DatabaseError as exc:
+                self._handle(exc, "opening")  # sets a corrupt file aside or turns read-only; else raises
+            if not self._readonly:
+                try:
+                    return self._open()
+                except sqlite3.DatabaseError as exc:
+                    raise StorageError(f"The run index {self._path} cannot be opened: {exc}",
+                                       path=str(self._path)) from exc
+        return self._open_readonly()
+
+    def _open(self) -> sqlite3.Connection:
+        fresh = not self._path.exists()
+        if fresh:
+            # Create it 0600 before SQLite does (SQLite would use the umask).
+            try:
+                os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+            except OSError as exc:
+                raise StorageError(f"Cannot create the run index {self._path}: {exc.strerror or exc}") from exc
+        conn = sqlite3.connect(self._path, timeout=30.0, check_same_thread=False, isolation_level=None)
         try:
-            return self._db().execute(sql, params)
-        except sqlite3.DatabaseError as exc:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            have = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+            for column in _IDENTITY_COLUMNS:
+                if column not in have:  # rows without an identity are re-read once, then recorded
+                    conn.execute(f"ALTER TABLE runs ADD COLUMN {column} INTEGER")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        if fresh:
+            self.rebuild()
+        return conn
+
+    def _open_readonly(self) -> Optional[sqlite3.Connection]:
+        if not self._path.exists():
+            self._no_index = True
+            return None
+        # mode=ro never writes; immutable=1 also works when SQLite cannot create the -shm file
+        # of a WAL database in a read-only directory.
+        for query in ("mode=ro", "mode=ro&immutable=1"):
+            try:
+                conn = sqlite3.connect(f"{self._path.absolute().as_uri()}?{query}", uri=True, timeout=30.0,
+                                       check_same_thread=False, isolation_level=None)
+                conn.execute("SELECT run_id, dirty FROM runs LIMIT 1").fetchall()
+                self._conn = conn
+                return conn
+            except sqlite3.Error:
+                continue
+        log.warning("%s cannot be opened read-only; reading the run files instead", self._path)
+        self._no_index = True
+        return None
+
+    def _handle(self, exc: sqlite3.DatabaseError, doing: str) -> None:
+        """React to an SQLite error: set a corrupt file aside, go read-only, or raise StorageError."""
+        kind = _error_kind(exc)
+        if kind == "corrupt":
             self._set_aside(exc)
-            return self._db().execute(sql, params)
+            return
+        if kind == "readonly":
+            self.close()
+            self._readonly = True
+            return
+        cause = {"full": "the disk is full", "io": "a disk I/O error", "busy": "another process holds it locked"}
+        raise StorageError(f"The run index {self._path} could not be used ({doing}): "
+                           f"{cause.get(kind, 'an SQLite error')} ({exc}); the run files were not changed",
+                           path=str(self._path)) from exc
 
     def _set_aside(self, exc: Exception) -> None:
-        """Move a damaged index out of the way (kept for inspection); the next use rebuilds it."""
+        """Move a corrupt index out of the way (kept for inspection); the next use rebuilds it."""
         self.close()
         aside = self._path.with_name(f"{INDEX_FILENAME}.damaged")
         for suffix in ("", "-wal", "-shm"):
@@ -92,31 +230,25 @@ class RunIndex:
                 os.replace(f"{self._path}{suffix}", f"{aside}{suffix}")
             except FileNotFoundError:
                 pass
+            except OSError as move_exc:
+                raise StorageError(f"The run index {self._path} is damaged ({exc}) and cannot be moved "
+                                   f"aside ({move_exc.strerror or move_exc})", path=str(self._path)) from exc
         log.warning("%s was damaged (%s); moved to %s and rebuilt from the run files", self._path, exc, aside)
 
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
+    def _write(self, sql: str, params: tuple[object, ...]) -> None:
+        """One writing statement; a corrupt index is set aside and rebuilt once; read-only: skipped."""
+        for attempt in (1, 2):
+            db = self._db()
+            if db is None or self._readonly:
+                return
             try:
-                return self._open()
+                db.execute(sql, params)
+                return
             except sqlite3.DatabaseError as exc:
-                self._set_aside(exc)
-                return self._open()
-        return self._conn
-
-    def _open(self) -> sqlite3.Connection:
-        if self._conn is None:
-            fresh = not self._path.exists()
-            if fresh:
-                # Create it 0600 before SQLite does (SQLite would use the umask).
-                os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
-            conn = sqlite3.connect(self._path, timeout=30.0, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            self._conn = conn
-            if fresh:
-                self.rebuild()
-        return self._conn
+                if attempt == 2:
+                    raise StorageError(f"The run index {self._path} could not be written: {exc}",
+                                       path=str(self._path)) from exc
+                self._handle(exc, "writing")
 
     def close(self) -> None:
         """Close the SQLite connection."""
@@ -125,22 +257,34 @@ class RunIndex:
                 self._conn.close()
                 self._conn = None
 
+    # -- writer side ---------------------------------------------------------------------------
+
+    def _identity(self, run_id: str) -> Identity:
+        try:
+            st = os.lstat(os.path.join(self._runs_dir, run_id, CHECKPOINT_NAME))
+        except OSError:
+            return _MISSING
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
     def put(self, run: RunState, *, dirty: bool) -> None:
         """Record ``run``'s queryable fields (``dirty`` while its checkpoint is being written).
 
+        A clean row also records the identity of the ``run.json`` it describes, so a later
+        change to that file behind the index's back is noticed.
         """
         with self._lock:
-            self._execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)", _row(run, int(dirty)))
+            identity = _MISSING if dirty else self._identity(run.run_id)
+            self._write(_INSERT, _row(run, int(dirty), identity))
 
     def forget(self, run_id: str) -> None:
         """Drop a run's row."""
         with self._lock:
-            self._execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            self._write("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
     def note_runs_dir(self) -> None:
         """Remember the ``runs/`` directory's mtime (after this process created a run)."""
         with self._lock:
-            self._set_meta("runs_mtime_ns", str(self._runs_mtime()))
+            self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(self._runs_mtime())))
 
     def _runs_mtime(self) -> int:
         try:
@@ -148,39 +292,47 @@ class RunIndex:
         except FileNotFoundError:
             return 0
 
-    def _set_meta(self, key: str, value: str) -> None:
-        self._db().execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-
-    def _get_meta(self, key: str) -> Optional[str]:
-        row = self._db().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
     def rebuild(self) -> int:
-        """Recreate every row from the run files; returns the number of runs indexed."""
+        """Recreate every row from the run files; returns the number of runs indexed.
+
+        Raises :class:`StorageError` on a store that cannot be written.
+        """
         with self._lock:
             db = self._db()
+            if db is None or self._readonly:
+                raise StorageError(f"Cannot rebuild the run index: the store {self._root} is read-only",
+                                   path=str(self._path))
             mtime = self._runs_mtime()
-            rows = [_row(run, 0) for run in self._scan()]
-            db.execute("BEGIN IMMEDIATE")
+            self.last_unreadable = []
+            rows = [_row(run, 0, identity) for run, identity in self._scan()]
             try:
-                db.execute("DELETE FROM runs")
-                db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)", rows)
-                self._set_meta("runs_mtime_ns", str(mtime))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.execute("DELETE FROM runs")
+                    db.executemany(_INSERT, rows)
+                    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(mtime)))
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            except sqlite3.DatabaseError as exc:
+                self._handle(exc, "rebuilding")
+                raise StorageError(f"The run index {self._path} could not be rebuilt: {exc}",
+                                   path=str(self._path)) from exc
             return len(rows)
 
-    def _scan(self) -> Iterator[RunState]:
+    def _scan(self) -> Iterator[tuple[RunState, Identity]]:
         try:
-            names = os.listdir(self._runs_dir)
+            names = sorted(os.listdir(self._runs_dir))
         except FileNotFoundError:
             return
         for name in names:
+            identity = self._identity(name)  # before reading: a later change then shows as a mismatch
             run = self._safe_load(name)
             if run is not None:
-                yield run
+                yield run, identity
+            elif identity != _MISSING:
+                self.last_unreadable.append(name)
 
     def _safe_load(self, run_id: str) -> Optional[RunState]:
         try:
@@ -188,23 +340,64 @@ class RunIndex:
         except Exception:  # an unreadable run must not hide the others from a query
             return None
 
-    def _reconcile(self) -> None:
-        """Pick up run directories created behind the index's back (cheap when none were)."""
-        mtime = self._runs_mtime()
-        if self._get_meta("runs_mtime_ns") == str(mtime):
+    # -- reader side ---------------------------------------------------------------------------
+
+    def _best_effort(self, sql: str, params: tuple[object, ...]) -> None:
+        """A maintenance write made while answering a query: skipped when the index cannot take it."""
+        if self._readonly or self._conn is None:
             return
         try:
-            on_disk = set(os.listdir(self._runs_dir))
-        except FileNotFoundError:
-            on_disk = set()
-        known = {r[0] for r in self._db().execute("SELECT run_id FROM runs")}
-        for run_id in on_disk - known:
+            self._conn.execute(sql, params)
+        except sqlite3.DatabaseError as exc:
+            if _error_kind(exc) == "readonly":
+                self._readonly = True
+            log.warning("%s: could not record a repair (%s); the query is answered from the files", self._path, exc)
+
+    def _suspects(self, db: sqlite3.Connection) -> dict[str, Optional[RunState]]:
+        """Runs whose rows cannot be trusted, re-read from their files (``None``: gone or unreadable).
+
+        Dirty rows, rows whose ``run.json`` changed since the row was written (repaired in
+        place when the store is writable), and run directories the index has not seen.
+        """
+        suspects: dict[str, Optional[RunState]] = {}
+        rows = db.execute("SELECT run_id, dirty, ck_mtime_ns, ck_size, ck_ino FROM runs").fetchall()
+        known = set()
+        for run_id, dirty, *recorded in rows:
+            known.add(run_id)
+            if dirty:
+                suspects[run_id] = self._safe_load(run_id)
+                continue
+            identity = self._identity(run_id)
+            if identity == tuple(recorded):
+                continue
             run = self._safe_load(run_id)
+            suspects[run_id] = run
+            # Compare-and-set on the identity just seen: only the run's writer clears ``dirty``,
+            # and a writer that got in between wins.
+            where = " WHERE run_id = ? AND dirty = 0 AND ck_mtime_ns IS ? AND ck_size IS ? AND ck_ino IS ?"
             if run is not None:
-                self.put(run, dirty=False)
-        for run_id in known - on_disk:
-            self.forget(run_id)
-        self._set_meta("runs_mtime_ns", str(mtime))
+                update = ("UPDATE runs SET workflow_id=?, status=?, wait_reason=?, until_ts=?, updated_ts=?, "
+                          "parent_run_id=?, ck_mtime_ns=?, ck_size=?, ck_ino=?" + where)
+                self._best_effort(update, (*_row(run, 0, identity)[1:7], *identity, run_id, *recorded))
+            elif identity == _MISSING:
+                self._best_effort("DELETE FROM runs" + where, (run_id, *recorded))
+        mtime = self._runs_mtime()
+        row = db.execute("SELECT value FROM meta WHERE key = 'runs_mtime_ns'").fetchone()
+        if row is None or row[0] != str(mtime):
+            try:
+                on_disk = set(os.listdir(self._runs_dir))
+            except FileNotFoundError:
+                on_disk = set()
+            for run_id in sorted(on_disk - known):
+                identity = self._identity(run_id)
+                run = suspects[run_id] = self._safe_load(run_id)
+                if run is not None:
+                    self._best_effort(_INSERT.replace("OR REPLACE", "OR IGNORE"), _row(run, 0, identity))
+            for run_id in known - on_disk:
+                suspects[run_id] = None
+                self._best_effort("DELETE FROM runs WHERE run_id = ? AND dirty = 0", (run_id,))
+            self._best_effort("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(mtime)))
+        return suspects
 
     def query(
         self,
@@ -217,25 +410,56 @@ class RunIndex:
     ) -> list[RunState]:
         """Runs whose rows match ``where``, re-read and re-checked with ``accept``, in ``order``."""
         with self._lock:
-            db = self._db()
-            self._reconcile()
-            dirty_ids = [r[0] for r in db.execute("SELECT run_id FROM runs WHERE dirty = 1")]
-            cursor = db.execute(f"SELECT run_id FROM runs WHERE dirty = 0 AND ({where}) ORDER BY {order}",
-                                tuple(params))
-            found: list[RunState] = []
-            for run_id in dirty_ids:
-                run = self._safe_load(run_id)
-                # Only the run's writer clears ``dirty``: doing it here could race with a
-                # writer mid-checkpoint and leave a stale clean row.
-                if run is not None and accept(run):
-                    found.append(run)
-            wanted = None if limit is None else limit + len(found)
-            clean: list[RunState] = []
-            for (run_id,) in cursor:
-                run = self._safe_load(run_id)
-                if run is not None and accept(run):
-                    clean.append(run)
-                    if wanted is not None and len(clean) >= wanted:
-                        break
+            try:
+                return self._query(where, tuple(params), order, accept, sort_key, limit)
+            except sqlite3.DatabaseError as exc:
+                self._handle(exc, "querying")  # a corrupt index is set aside: answer from a fresh one
+                return self._query(where, tuple(params), order, accept, sort_key, limit)
+
+    def _query(self, where: str, params: tuple[object, ...], order: str, accept: Callable[[RunState], bool],
+               sort_key: Callable[[RunState], object], limit: Optional[int]) -> list[RunState]:
+        db = self._db()
+        if db is None:  # read-only store without an index: the files are the truth
+            found = [run for run, _ in self._scan() if accept(run)]
+            merged = sorted(found, key=sort_key)  # type: ignore[arg-type]
+            return merged if limit is None else merged[:limit]
+        suspects = self._suspects(db)
+        found = [run for run in suspects.values() if run is not None and accept(run)]
+        cursor = db.execute(f"SELECT run_id FROM runs WHERE dirty = 0 AND ({where}) ORDER BY {order}", params)
+        wanted = None if limit is None else limit + len(found)
+        clean: list[RunState] = []
+        for (run_id,) in cursor:
+            if run_id in suspects:
+                continue
+            run = self._safe_load(run_id)
+            if run is not None and accept(run):
+                clean.append(run)
+                if wanted is not None and len(clean) >= wanted:
+                    break
         merged = sorted(found + clean, key=sort_key)  # type: ignore[arg-type]
         return merged if limit is None else merged[:limit]
+
+
+def rebuild_index(store: Any) -> ReindexReport:
+    """Recreate a file store's query index from its run files (CLI: ``abstractruntime runs reindex``).
+
+    ``store`` is a ``FileStore``, a ``JsonFileRunStore`` or the store's root path. Returns how
+    many runs were indexed and which run directories could not be read (they are left out;
+    ``verify`` says why). Raises :class:`StorageError` when the store cannot be written.
+    """
+    from .json_files import JsonFileRunStore  # json_files imports this module
+
+    runs = getattr(store, "runs", store)
+    own = not isinstance(runs, JsonFileRunStore)
+    if own:
+        runs = JsonFileRunStore(Path(store), durability="none")
+    try:
+        index: RunIndex = runs._index
+        count = index.rebuild()
+        return ReindexReport(path=str(index._path), indexed=count, unreadable=list(index.last_unreadable))
+    finally:
+        if own:
+            runs.close()
+
+
+__all__ = ["RunIndex", "ReindexReport", "rebuild_index", "INDEX_FILENAME"]

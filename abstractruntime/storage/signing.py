@@ -133,6 +133,11 @@ class Ed25519Signer:
         }
 
 
+    def verify_head(self, signature: Any, *, run_id: str) -> dict[str, Any]:
+        """Check a signature document against this signer's public key (see :func:`verify_head_signature`)."""
+        return verify_head_signature(signature, run_id=run_id, public_key=self)
+
+
 @dataclass(frozen=True)
 class KeyPair:
     """Where :func:`generate_keypair` wrote the keys, and the key's id."""

@@ -368,8 +368,9 @@ class JsonSnapshotStore(_EditableStore):
     """One ``<base_dir>/<snapshot_id>.json`` file per snapshot.
 
     ``base_dir`` is the snapshots directory itself (``<store>/snapshots`` in the default
-    layout); it is created with mode 0700. Files are written atomically with mode 0600;
-    ``durability="none"`` skips fsync (tests, benchmarks).
+    layout); it is created with mode 0700 by the first :meth:`save`, never by reading, so
+    listing the snapshots of a read-only store works and writes nothing. Files are written
+    atomically with mode 0600; ``durability="none"`` skips fsync (tests, benchmarks).
 
     ``load`` of a damaged file raises :class:`CorruptRecordError` naming it, and of a file
     from a newer release :class:`UnsupportedFormatError`. ``list`` skips such files
@@ -379,7 +380,7 @@ class JsonSnapshotStore(_EditableStore):
     def __init__(self, base_dir: str | os.PathLike[str], durability: str = "fsync", *,
                  clock: Optional[ClockFn] = None) -> None:
         self._durable = check_durability(durability) == "fsync"
-        self._base = ensure_dir(Path(base_dir), durable=self._durable)
+        self._base = Path(base_dir)
         self._clock = clock
         self.last_skipped: tuple[str, ...] = ()
         """Paths of the files the last :meth:`list` call could not read."""
@@ -400,6 +401,7 @@ class JsonSnapshotStore(_EditableStore):
         """Validate and write the snapshot atomically (readers see the old file or the new one)."""
         snapshot.validate()
         doc = {"format": SNAPSHOT_FORMAT, **_json_copy(snapshot.to_dict(), "Snapshot")}
+        ensure_dir(self._base, durable=self._durable)
         atomic_write_bytes(self.path_for(snapshot.snapshot_id), dumps_compact(doc) + b"\n",
                            durable=self._durable)
 

@@ -5,15 +5,20 @@
     store.snapshots, store.artifacts, store.bookmarks
 
 The CLI uses exactly this; embedders may too, or assemble the stores themselves.
+:func:`locate_store` / :func:`find_store` find the store the way git finds ``.git``: an
+explicit path, else ``$ABSTRACTRUNTIME_STORE``, else the nearest ``.abstractruntime``
+directory in the current directory or a parent.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
 
+from ..core.errors import NotFoundError
 from .fsio import Durability, check_durability, ensure_dir
 from .json_files import JsonFileRunStore, JsonlLedgerStore
 
@@ -21,9 +26,82 @@ DEFAULT_STORE_DIR = ".abstractruntime"
 STORE_ENV = "ABSTRACTRUNTIME_STORE"
 
 
+class StoreNotFoundError(NotFoundError):
+    """No store where one was looked for (``searched`` lists the paths, in order)."""
+
+    code = "store_not_found"
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where the store is (or would be created) and how that was decided.
+
+    ``source`` is ``"option"`` (an explicit path), ``"env"`` (``$ABSTRACTRUNTIME_STORE``),
+    ``"found"`` (a ``.abstractruntime`` directory in the start directory or a parent) or
+    ``"default"`` (none found: ``<start>/.abstractruntime``, not created yet).
+    """
+
+    path: Path
+    source: str
+    searched: tuple[Path, ...] = ()
+
+    @property
+    def exists(self) -> bool:
+        """Whether the store directory is there."""
+        return self.path.is_dir()
+
+    def describe(self) -> str:
+        """Where the store came from, for messages."""
+        return {"option": "--store", "env": f"${STORE_ENV}"}.get(self.source, "")
+
+
+def locate_store(explicit: Optional[str | os.PathLike[str]] = None, *,
+                 start: Optional[str | os.PathLike[str]] = None) -> StoreLocation:
+    """Decide which store a command means, the way git finds ``.git``.
+
+    ``explicit``, else ``$ABSTRACTRUNTIME_STORE``, else the nearest ``.abstractruntime``
+    directory in ``start`` (default: the current directory) or one of its parents, else
+    ``<start>/.abstractruntime`` (source ``"default"``). Nothing is created.
+    """
+    if explicit:
+        return StoreLocation(Path(explicit), "option", (Path(explicit),))
+    env = os.environ.get(STORE_ENV)
+    if env:
+        return StoreLocation(Path(env), "env", (Path(env),))
+    here = Path(start) if start is not None else Path.cwd()
+    here = here.absolute()
+    searched: list[Path] = []
+    for directory in (here, *here.parents):
+        candidate = directory / DEFAULT_STORE_DIR
+        searched.append(candidate)
+        if candidate.is_dir():
+            return StoreLocation(candidate, "found", tuple(searched))
+    return StoreLocation(here / DEFAULT_STORE_DIR, "default", tuple(searched))
+
+
+def find_store(explicit: Optional[str | os.PathLike[str]] = None, *,
+               start: Optional[str | os.PathLike[str]] = None) -> Path:
+    """The path of an existing store (see :func:`locate_store`); ``StoreNotFoundError`` if none."""
+    location = locate_store(explicit, start=start)
+    if not location.exists:
+        raise StoreNotFoundError(_missing_message(location), path=str(location.path),
+                                 searched=[str(p) for p in location.searched])
+    return location.path
+
+
+def _missing_message(location: StoreLocation) -> str:
+    if location.source in ("option", "env"):
+        return f"no store at {location.path} (from {location.describe()})"
+    first, last = location.searched[0], location.searched[-1]
+    where = str(first) if first == last else f"{first} and every parent up to {last}"
+    return f"no store found: looked for {where}; give --store DIR or set ${STORE_ENV}"
+
+
 def default_store_path(explicit: Optional[str | os.PathLike[str]] = None) -> Path:
-    """``explicit``, else ``$ABSTRACTRUNTIME_STORE``, else ``./.abstractruntime``."""
-    return Path(explicit or os.environ.get(STORE_ENV) or DEFAULT_STORE_DIR)
+    """``explicit``, else ``$ABSTRACTRUNTIME_STORE``, else the nearest ``.abstractruntime``
+    up from the current directory, else ``./.abstractruntime``."""
+    location = locate_store(explicit)
+    return Path(DEFAULT_STORE_DIR) if location.source == "default" else location.path
 
 
 class FileStore:
@@ -68,6 +146,12 @@ class FileStore:
         self.runs.close()
 
 
-def open_store(root: Optional[str | os.PathLike[str]] = None, *, durability: Durability = "fsync") -> FileStore:
-    """Open (creating if needed) the store at ``root`` or the default location."""
-    return FileStore(default_store_path(root), durability=durability)
+def open_store(root: Optional[str | os.PathLike[str]] = None, *, durability: Durability = "fsync",
+               create: bool = True) -> FileStore:
+    """Open the store at ``root`` or the one :func:`default_store_path` finds.
+
+    With ``create=False`` a missing store is a :class:`StoreNotFoundError` (naming the
+    paths searched) and nothing is written; with ``create=True`` it is created.
+    """
+    path = default_store_path(root) if create else find_store(root)
+    return FileStore(path, durability=durability)

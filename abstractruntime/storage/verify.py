@@ -14,6 +14,8 @@ Checkpoint: ``checkpoint_missing``, ``checkpoint_corrupt``, ``ledger_truncated``
 ``checkpoint_head_mismatch``, ``checkpoint_rollback``. Bookmarks: ``bookmark_missing_record``,
 ``bookmark_mismatch``, ``bookmarks_corrupt``. Published head: ``expected_head_missing``,
 ``run_missing``. Signature: ``signature_missing``, ``signature_invalid``, ``signature_mismatch``.
+Store layout (:func:`verify_store` only, one report per entry of ``runs/`` that is not a run):
+``symlinked_run_dir``, ``invalid_run_dir_name``, ``not_a_run_dir``.
 
 Notes never fail a run: ``torn_tail``, ``uncommitted_tail``, ``checkpoint_missing`` (a start
 interrupted before its first checkpoint), ``no_ledger_position``, ``expected_head_found``,
@@ -42,7 +44,7 @@ from .base import Checkpoint, LedgerHead
 from .bookmarks import BOOKMARKS_FILE, Bookmark, read_bookmarks
 from .fsio import validate_id
 from .json_files import CHECKPOINT_FILE, LEDGER_FILE, RUNS_DIR, RunFiles, read_checkpoint
-from .ledger_scan import LedgerScan, int_or_none
+from .ledger_scan import LedgerScan, int_or_none, scan_runs_dir
 
 MAX_FINDINGS = 200  # per list; a spliced million-record ledger must not produce a million lines
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
@@ -381,12 +383,18 @@ def verify_store(
         mapping = {validate_id(k, "run id"): _normalise_hash(v) for k, v in expect_head.items()}
     elif expect_head is not None:
         single = _normalise_hash(expect_head)
-    run_ids = _list_runs(base / RUNS_DIR)
+    run_ids, stray_entries = scan_runs_dir(base / RUNS_DIR, CHECKPOINT_FILE, LEDGER_FILE)
+    strays: dict[str, VerifyReport] = {}
+    for name, kind, message in stray_entries:  # not runs: each fails, so --all cannot say "all ok"
+        strays[name] = VerifyReport(run_id=name, path=str(base / RUNS_DIR / name))
+        strays[name].problem(kind, message, entry=name)
     missing = sorted(set(mapping) - set(run_ids))
-    total = len(run_ids) + len(missing)
+    total = len(run_ids) + len(missing) + len(strays)
     reports: list[VerifyReport] = []
-    for run_id in sorted(set(run_ids) | set(missing)):
-        if run_id in missing:
+    for run_id in sorted(set(run_ids) | set(missing) | set(strays)):
+        if run_id in strays:
+            report = strays[run_id]
+        elif run_id in missing:
             report = VerifyReport(run_id=run_id, path=str(base / RUNS_DIR / run_id), expect_head=mapping[run_id])
             report.problem("run_missing", f"run {run_id} has an expected head but is not in the store")
         else:
@@ -402,25 +410,6 @@ def verify_store(
             report.expect_head = single
             report.problem("expected_head_missing", f"the expected head {single} is in no run of the store")
     return reports
-
-
-def _list_runs(runs_dir: Path) -> list[str]:
-    """Run directories holding a checkpoint or a ledger (other entries are not runs)."""
-    try:
-        entries = sorted(os.scandir(runs_dir), key=lambda e: e.name)
-    except FileNotFoundError:
-        return []
-    found = []
-    for entry in entries:
-        try:
-            validate_id(entry.name, "run id")
-        except InvalidInputError:
-            continue
-        path = Path(entry.path)
-        if entry.is_dir(follow_symlinks=False) and ((path / CHECKPOINT_FILE).exists()
-                                                    or (path / LEDGER_FILE).exists()):
-            found.append(entry.name)
-    return found
 
 
 __all__ = ["Finding", "VerifyReport", "verify_run", "verify_store", "MAX_FINDINGS"]

@@ -29,8 +29,10 @@ class Result:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
-    """An empty store directory (created by the first command)."""
-    return tmp_path / "store"
+    """An empty store directory (commands other than run/start need one to exist)."""
+    path = tmp_path / "store"
+    path.mkdir()
+    return path
 
 
 @pytest.fixture

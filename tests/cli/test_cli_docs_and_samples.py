@@ -108,8 +108,58 @@ def test_scripting_guide_shell_blocks_run(tmp_path: Path) -> None:
     shutil.copytree(REPO / "docs" / "examples", tmp_path / "docs" / "examples")
     script = "set -eu\n" + "\n".join(blocks)
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    before = sorted(p.name for p in tmp_path.iterdir())
     proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # The examples clean up after themselves: no run.json, show.json, .runs/ ... left here.
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert "waiting for an answer:" in proc.stdout
     assert "Deploy billing to production? [y/n] ['yes', 'no']" in proc.stdout
     assert '{"deployed": true, "service": "web"}' in proc.stdout
+
+
+def test_docs_never_install_the_unrelated_pypi_project() -> None:
+    """`pip install abstractruntime` fetches a different project from the public index."""
+    import re
+
+    pages = [REPO / "README.md", REPO / "docs" / "scripting.md", REPO / "docs" / "cli.md",
+             REPO / "docs" / "errors.md", REPO / "docs" / "reliability.md"]
+    bad = re.compile(r"pip install\s+['\"]?abstractruntime\b")
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert not bad.search(text), page
+    scripting = (REPO / "docs" / "scripting.md").read_text(encoding="utf-8")
+    assert "- run: pip install .\n" in scripting
+
+
+def test_cli_reference_examples_run_as_written(tmp_path: Path) -> None:
+    """The capture-then-answer lines of docs/cli.md work in a script."""
+    import re
+
+    text = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+    capture = re.search(r"`(H=\$\(abstractruntime run wf\.py --no-input\))`", text)
+    answer = re.search(r"`(abstractruntime resume \"\$H\" --answer yes)`", text)
+    assert capture and answer, "docs/cli.md lost its scripted example"
+    shutil.copy(SAMPLES / "workflows" / "approval.py", tmp_path / "wf.py")
+    script = f"set -u\n{capture.group(1)} || test $? -eq 5\n{answer.group(1)}\n{answer.group(1)} || echo retried=$?\n"
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "ABSTRACTRUNTIME_STORE": str(tmp_path / "store")}
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "retried=1" in proc.stdout
+
+
+def test_reliability_page_figures_hold() -> None:
+    """reliability.md names no one machine's paths, pins no stale xfails, and its CI count is the suite's."""
+    import re
+
+    text = (REPO / "docs" / "reliability.md").read_text(encoding="utf-8")
+    assert not re.search(r"(/tmp/|/home/|/Users/|/work/)", text)
+    assert "strict xfails" not in text and "## Known bugs" not in text
+    claimed = re.search(r"(\d+) passed", text)
+    assert claimed, "the CI form states how many tests passed"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "tests/reliability"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    collected = re.search(r"(\d+) tests? collected", proc.stdout)
+    assert collected, proc.stdout[-500:]
+    assert int(claimed.group(1)) == int(collected.group(1))

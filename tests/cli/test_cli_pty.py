@@ -62,3 +62,56 @@ def test_eof_leaves_the_run_waiting(store: Path, wf: Path, sh) -> None:
     child.close()
     assert child.exitstatus == 5
     assert json.loads(sh("runs", "show", "tty4", "--json").stdout)["run"]["status"] == "waiting"
+
+
+def test_prompt_takes_what_it_shows(store: Path, wf: Path, sh) -> None:
+    # The sample shows "[y/n]" over the choices yes/no: "y" and "N" are answers, not errors.
+    child = spawn(store, "run", str(wf / "approval.py"), "--run-id", "tty5", "--var", "service=billing")
+    child.expect_exact("Deploy billing to production? [y/n]")
+    child.expect_exact("> ")
+    child.sendline("y")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    assert json.loads(sh("runs", "show", "tty5", "--json").stdout)["run"]["output"]["deployed"] is True
+    child = spawn(store, "run", str(wf / "approval.py"), "--run-id", "tty6")
+    child.expect_exact("> ")
+    child.sendline("N")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert json.loads(sh("runs", "show", "tty6", "--json").stdout)["run"]["output"]["deployed"] is False
+
+
+def test_scripted_answer_takes_a_unique_prefix_in_any_case(sh, wf: Path) -> None:
+    handle = sh("run", str(wf / "approval.py"), "--run-id", "p1").stdout.strip()
+    r = sh("resume", handle, "--answer", "Y", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["vars"]["decision"] == {"answer": "yes"}
+    handle = sh("run", str(wf / "approval.py"), "--run-id", "p2").stdout.strip()
+    r = sh("resume", handle, "--answer", "maybe")
+    assert r.exit_code == 2 and "yes" in r.stderr
+    assert json.loads(sh("runs", "show", "p2", "--json").stdout)["run"]["status"] == "waiting"
+
+
+def test_runs_list_keeps_ids_whole_at_80_columns(store: Path, wf: Path, sh) -> None:
+    ids = []
+    for _ in range(3):
+        r = sh("run", str(wf / "approval.py"), "--var", "service=a-rather-long-service-name-for-the-table")
+        ids.append(r.stdout.strip().split("@")[0])
+    env = {**os.environ, "ABSTRACTRUNTIME_STORE": str(store), "NO_COLOR": "1", "TERM": "dumb"}
+    child = pexpect.spawn(str(BIN), ["runs", "list"], env=env, encoding="utf-8", timeout=30, dimensions=(40, 80))
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    lines = child.before.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    for run_id in ids:
+        assert any(run_id in line for line in lines), (run_id, lines)
+    child = pexpect.spawn(str(BIN), ["runs", "list", "--wide"], env=env, encoding="utf-8", timeout=30,
+                          dimensions=(40, 80))
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    for run_id in ids:
+        assert run_id in child.before

@@ -146,7 +146,8 @@ def test_ctrl_c_exits_130_with_one_line(store: Path, tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130
-    assert err.splitlines() == ["interrupted"]
+    assert err.splitlines()[-1] == ("error: interrupted: run slow1 stopped at node wait (running); "
+                                    "continue with: abstractruntime tick slow1")
     # the run is as last checkpointed: still running at its node, and its ledger verifies
     r = subprocess.run([str(BIN), "runs", "show", "slow1", "--json"], capture_output=True, text=True, env=env)
     assert json.loads(r.stdout)["run"]["status"] == "running"

@@ -1,0 +1,292 @@
+"""``JsonlLedgerStore``: hash-chained JSONL ledgers, ``runs/<id>/ledger.jsonl`` — the write-ahead log.
+
+The writer's view of each ledger (its head, the file size it covers) is cached per process
+and refreshed from the file's size, so an append never re-reads what it already knows and
+recovery reads only the tail after a checkpoint (:meth:`JsonlLedgerStore.read_after` seeks
+to the byte offset the checkpoint recorded). Appends are conditional on the head the writer
+read: another writer's records in between raise :class:`LedgerConflictError` and nothing is
+written. Appends happen under the run's lock (the runtime takes it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat as stat_module
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from ..core.canonical import canonical_json, check_size
+from ..core.errors import CorruptRecordError, LedgerConflictError, StorageError
+from ..core.models import StepRecord
+from ..core.ports import LedgerHead, LedgerStore
+from .fsio import Durability, append_bytes, check_durability, fsync_dir, loads_strict, open_append, read_bytes
+from .json_files import LEDGER_FILE, SECRETS_FILE, RunFiles
+from .ledger_chain import seal_record_line
+from .ledger_file import parse_ledger
+
+log = logging.getLogger("abstractruntime.storage")
+
+# How far before a recorded offset to look for the line that must end there.
+_ANCHOR_WINDOW = 4096
+
+
+@dataclass
+class _LedgerCache:
+    """What this process knows of one ledger file, valid while size and inode match."""
+
+    inode: int = 0
+    size: int = 0
+    lines: int = 0
+    head: LedgerHead = field(default_factory=LedgerHead)
+    # idempotency_key -> offset of its first completed record; None until first needed.
+    completed: Optional[dict[str, int]] = None
+
+
+class JsonlLedgerStore(LedgerStore):
+    """Hash-chained JSONL ledgers with conditional group appends and tail reads."""
+
+    chained = True
+
+    def __init__(self, base_dir: str | os.PathLike[str], *, durability: Durability = "fsync") -> None:
+        self.durability = check_durability(durability)
+        self._files = RunFiles(base_dir, durable=durability == "fsync")
+        self._cache: dict[str, _LedgerCache] = {}
+        self._guard = threading.RLock()
+
+    @property
+    def base_dir(self) -> Path:
+        """The store root."""
+        return self._files.root
+
+    def path(self, run_id: str) -> Path:
+        """The ledger file of ``run_id``."""
+        return self._files.ledger(run_id)
+
+    @property
+    def _durable(self) -> bool:
+        return self.durability == "fsync"
+
+    # -- writing -----------------------------------------------------------------------
+
+    def append(self, record: StepRecord) -> None:
+        """Seal, append and (with durability "fsync") fsync one record."""
+        self.append_batch([record])
+
+    def append_batch(self, records: Sequence[StepRecord]) -> None:
+        """Seal and append records with a single write and a single fsync per run."""
+        by_run: dict[str, list[StepRecord]] = {}
+        for record in records:
+            by_run.setdefault(record.run_id, []).append(record)
+        with self._guard:
+            for run_id, batch in by_run.items():
+                path = self._files.run_dir(run_id, create=True) / LEDGER_FILE
+                head = self._refresh(run_id, path, repair=True).head
+                docs, lines = [], []
+                for record in batch:
+                    doc, line = seal_record_line(record, head=head)
+                    check_size(line, what=f"Ledger record for node {record.node_id!r}")
+                    head = LedgerHead(doc["seq"], doc["record_hash"])
+                    docs.append(doc)
+                    lines.append(line)
+                self._write(run_id, path, docs, lines)
+
+    def append_lines(self, run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
+                     *, expect: LedgerHead) -> LedgerHead:
+        """Append sealed records (one write, one fsync) if the ledger still ends at ``expect``."""
+        with self._guard:
+            path = self._files.run_dir(run_id, create=True) / LEDGER_FILE
+            cache = self._refresh(run_id, path, repair=True)
+            if cache.head.seq != expect.seq or cache.head.head_hash != expect.head_hash:
+                raise LedgerConflictError(
+                    f"run {run_id}: the ledger is at seq {cache.head.seq}, not {expect.seq} as this writer read "
+                    "it (another writer appended); nothing was written")
+            return self._write(run_id, path, docs, lines)
+
+    def _write(self, run_id: str, path: Path, docs: Sequence[dict[str, Any]], lines: Sequence[bytes]) -> LedgerHead:
+        cache = self._cache[run_id]
+        payload = b"".join(line + b"\n" for line in lines)
+        fd = open_append(path)
+        try:
+            append_bytes(fd, payload, path=path, durable=self._durable)
+            stat = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if cache.size == 0 and self._durable:
+            fsync_dir(path.parent)  # a new ledger file's directory entry must be durable too
+        if cache.completed is not None:
+            offset = cache.size
+            for doc, line in zip(docs, lines):
+                key = doc.get("idempotency_key")
+                if key and doc.get("status") == "completed":
+                    cache.completed.setdefault(key, offset)
+                offset += len(line) + 1
+        last = docs[-1]
+        cache.inode, cache.size, cache.lines = stat.st_ino, stat.st_size, cache.lines + len(lines)
+        cache.head = LedgerHead(last["seq"], last["record_hash"], offset=stat.st_size)
+        return cache.head
+
+    def _refresh(self, run_id: str, path: Path, *, repair: bool) -> _LedgerCache:
+        """Bring the cache up to date with the file, reading only bytes it has not seen."""
+        cache = self._cache.get(run_id)
+        try:
+            stat = os.lstat(path)
+        except FileNotFoundError:
+            cache = self._cache[run_id] = _LedgerCache(completed={})
+            return cache
+        if not stat_module.S_ISREG(stat.st_mode):
+            raise StorageError(f"Refusing {path}: the ledger must be a regular file, not a symlink")
+        if cache is None or cache.inode != stat.st_ino or stat.st_size < cache.size:
+            cache = _LedgerCache(inode=stat.st_ino)
+        if stat.st_size == cache.size:
+            self._cache[run_id] = cache
+            return cache
+        data = read_bytes(path, offset=cache.size)
+        parsed = parse_ledger(data, path=str(path), start_offset=cache.size, start_line=cache.lines,
+                              head=cache.head, keep_records=False, run_id=run_id)
+        if parsed.torn_bytes:
+            log.warning("%s: torn tail of %d bytes after line %d (an interrupted append)%s",
+                        path, parsed.torn_bytes, parsed.lines, "; truncated" if repair else "; ignored")
+            if repair:
+                os.truncate(path, parsed.valid_end)
+                if self._durable:
+                    fd = os.open(path, os.O_WRONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+        if cache.completed is not None:
+            for key, offset in parsed.completed_offsets.items():
+                cache.completed.setdefault(key, offset)
+        elif cache.size == 0:
+            cache.completed = dict(parsed.completed_offsets)
+        cache.size, cache.lines = parsed.valid_end, parsed.lines
+        cache.head = LedgerHead(parsed.head.seq, parsed.head.head_hash, offset=parsed.valid_end)
+        self._cache[run_id] = cache
+        return cache
+
+    # -- reading -----------------------------------------------------------------------
+
+    def list(self, run_id: str) -> list[dict[str, Any]]:
+        """All records of the run as stored (hashes are not checked here: see ``verify``).
+
+        A torn tail is skipped with a warning; a bad line before it raises
+        :class:`CorruptRecordError` naming the file and line.
+        """
+        path = self._files.ledger(run_id)
+        try:
+            data = read_bytes(path)
+        except FileNotFoundError:
+            return []
+        parsed = parse_ledger(data, path=str(path), verify_chain=False)
+        if parsed.torn_bytes:
+            log.warning("%s: ignoring a torn tail of %d bytes after line %d", path, parsed.torn_bytes, parsed.lines)
+        return parsed.records
+
+    def read_after(self, run_id: str, position: LedgerHead) -> tuple[LedgerHead, list[dict[str, Any]]]:
+        """The chain-checked records after ``position`` and the head they end at.
+
+        Reads from ``position.offset`` when the line ending there is the record
+        ``position`` names; otherwise (no offset, another file) reads the whole ledger. A
+        torn tail is left for the writer to truncate. Seeds the writer's cache.
+        """
+        with self._guard:
+            path = self._files.ledger(run_id)
+            try:
+                stat = os.lstat(path)
+            except FileNotFoundError:
+                self._cache[run_id] = _LedgerCache(completed={})
+                return LedgerHead(), []
+            if not stat_module.S_ISREG(stat.st_mode):
+                raise StorageError(f"Refusing {path}: the ledger must be a regular file, not a symlink")
+            start, start_head = 0, LedgerHead()
+            if position.seq and position.offset is not None and self._anchored(path, position, stat.st_size):
+                start, start_head = position.offset, LedgerHead(position.seq, position.head_hash)
+            data = read_bytes(path, offset=start)
+            parsed = parse_ledger(data, path=str(path), start_offset=start, start_line=start_head.seq,
+                                  head=start_head, run_id=run_id)
+            records = [r for r in parsed.records if r.get("seq", 0) > position.seq] if start == 0 else parsed.records
+            self._cache[run_id] = _LedgerCache(
+                inode=stat.st_ino, size=parsed.valid_end, lines=parsed.lines,
+                head=LedgerHead(parsed.head.seq, parsed.head.head_hash, offset=parsed.valid_end),
+                completed=dict(parsed.completed_offsets) if start == 0 else None)
+            return self._cache[run_id].head, records
+
+    @staticmethod
+    def _anchored(path: Path, position: LedgerHead, size: int) -> bool:
+        """True when the line ending at ``position.offset`` carries ``position.head_hash``."""
+        offset = position.offset or 0
+        if offset > size or not position.head_hash:
+            return False
+        begin = max(0, offset - _ANCHOR_WINDOW)
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(begin)
+                window = handle.read(offset - begin)
+        except OSError:
+            return False
+        if not window.endswith(b"\n"):
+            return False
+        last_line = window[:-1].rsplit(b"\n", 1)[-1]
+        return b'"record_hash":"' + position.head_hash.encode("ascii", "replace") + b'"' in last_line
+
+    def head(self, run_id: str) -> LedgerHead:
+        """The last valid record's seq and hash (chain-checked)."""
+        with self._guard:
+            return self._refresh(run_id, self._files.ledger(run_id), repair=False).head
+
+    def find_completed(self, run_id: str, idempotency_key: str) -> Optional[dict[str, Any]]:
+        """The first completed record with this key (an index built on first use, then O(1))."""
+        with self._guard:
+            path = self._files.ledger(run_id)
+            cache = self._refresh(run_id, path, repair=False)
+            if cache.completed is None:
+                data = read_bytes(path)[: cache.size]
+                cache.completed = dict(parse_ledger(data, path=str(path), keep_records=False,
+                                                    verify_chain=False).completed_offsets)
+            offset = cache.completed.get(idempotency_key)
+            if offset is None:
+                return None
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                line = handle.readline()
+        parsed = parse_ledger(line, path=str(path), verify_chain=False)
+        return parsed.records[0] if parsed.records else None
+
+    # -- values kept beside the run -------------------------------------------------------
+
+    def put_secrets(self, run_id: str, entries: Sequence[dict[str, Any]]) -> None:
+        """Append the real values of redacted fields to ``secrets.jsonl`` (0600, fsynced)."""
+        if not entries:
+            return
+        path = self._files.run_dir(run_id, create=True) / SECRETS_FILE
+        payload = b"".join(canonical_json(dict(e)) + b"\n" for e in entries)
+        fd = open_append(path)
+        try:
+            append_bytes(fd, payload, path=path, durable=self._durable)
+        finally:
+            os.close(fd)
+
+    def get_secrets(self, run_id: str) -> list[dict[str, Any]]:
+        """The kept values (a torn last line from an interrupted append is skipped)."""
+        path = self._files.run_dir(run_id) / SECRETS_FILE
+        try:
+            data = read_bytes(path)
+        except FileNotFoundError:
+            return []
+        entries: list[dict[str, Any]] = []
+        for raw in data.split(b"\n"):
+            if not raw.strip():
+                continue
+            try:
+                doc = loads_strict(raw)
+            except (ValueError, UnicodeDecodeError):
+                continue  # torn by a crash before its records were written: never needed
+            if isinstance(doc, dict):
+                entries.append(doc)
+        return entries
+
+
+__all__ = ["JsonlLedgerStore", "CorruptRecordError"]
