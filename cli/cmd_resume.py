@@ -100,7 +100,8 @@ def resume_cmd(
     config = llm_config(llm, provider=provider, model=model, server=server, base_url=base_url)
     store = s.open_store()
     state = store.runtime().get_state(run_id)
-    check_target(state, target, wait_id, current=current, interactive=s.may_prompt())
+    # Only an answer can reach the wrong wait; without one the command just shows the wait.
+    check_target(state, target, wait_id, current=current or data is None, interactive=s.may_prompt())
     if state.status is not RunStatus.WAITING or state.waiting is None:
         # Checked here too so that no workflow code is imported for a hopeless resume.
         hint = ""

@@ -41,7 +41,7 @@ def _check_keys(value: Any) -> Optional[str]:
     ``json`` would silently turn ``{1: x}`` into ``{"1": x}``, so such keys are refused.
     Only called on values the encoder accepted, so the value is acyclic and this ends.
     """
-    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())] if isinstance(value, _CONTAINERS) else []
     while stack:
         item, path = stack.pop()
         if isinstance(item, dict):
@@ -57,7 +57,7 @@ def _check_keys(value: Any) -> Optional[str]:
 
 def _has_bad_key(value: Any) -> bool:
     """Fast check for a non-string key anywhere (no path bookkeeping on the hot path)."""
-    stack = [value]
+    stack = [value] if isinstance(value, _CONTAINERS) else []
     while stack:
         item = stack.pop()
         if isinstance(item, dict):

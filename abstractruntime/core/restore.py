@@ -1,7 +1,7 @@
 """Snapshots of runs: take one, restore a run to it in place, or fork a new run from it.
 
-Restoring never rewrites history: the checkpoint is replaced by the snapshot's state and a
-``restore`` record is appended to the ledger, which keeps verifying. Forking starts a new
+Restoring never rewrites history: a ``restore`` record carrying the snapshot's whole state is
+appended to the ledger (which keeps verifying), and the checkpoint follows it. Forking starts a new
 run whose checkpoint (``origin``) and first ledger record name the source run and snapshot.
 Both refuse a workflow whose source sha256 differs from the snapshot's unless
 ``allow_drift=True``.
@@ -12,13 +12,15 @@ from __future__ import annotations
 import copy
 from typing import Any, Optional
 
-from ..storage.base import Checkpoint, LedgerHead
 from .canonical import canonical_json, sha256_hex
-from .errors import InvalidInputError, WorkflowDriftError
-from .models import RecordKind, RunState, StepRecord
+from .errors import RunExistsError, WorkflowDriftError
+from .ids import validate_id
+from .models import RecordKind, RunState
+from .ports import Checkpoint, LedgerHead
 from .runtime import Runtime
-from .session import RunSession
+from .session import new_record
 from .spec import WorkflowSpec
+from .wal import full_delta
 
 
 def take_snapshot(
@@ -28,11 +30,13 @@ def take_snapshot(
     name: str,
     description: Optional[str] = None,
     tags: Optional[list[str]] = None,
+    at: Optional[int] = None,
 ) -> Any:
-    """A :class:`~abstractruntime.storage.snapshots.Snapshot` of the run as checkpointed now."""
+    """A :class:`~abstractruntime.storage.snapshots.Snapshot` of the run now, or as it was right
+    after ledger record ``at`` (rebuilt from the ledger), so any past step can be restored or forked."""
     from ..storage.snapshots import Snapshot
 
-    checkpoint = runtime.get_checkpoint(run_id)
+    checkpoint = runtime.get_checkpoint(run_id) if at is None else runtime.state_at(run_id, at)
     return Snapshot.from_run(
         run=checkpoint.run, name=name, description=description, tags=tags,
         workflow=copy.deepcopy(checkpoint.workflow), ledger=checkpoint.ledger.to_dict(), clock=runtime.now,
@@ -62,25 +66,28 @@ def restore_snapshot(
     allow_drift: bool = False,
     lock_wait: float = 0.0,
 ) -> RunState:
-    """Put the snapshot's state back into its run; appends a ``restore`` ledger record."""
+    """Put the snapshot's state back into its run; appends a ``restore`` ledger record.
+
+    The record carries the whole restored state, so replaying the ledger gives it back.
+    """
     state = RunState.from_dict(copy.deepcopy(snapshot.run_state))
     with runtime.run_store.lock(snapshot.run_id, wait=lock_wait):
-        current = runtime.get_checkpoint(snapshot.run_id)
-        keep_workflow = _check_drift(snapshot, current.workflow, workflow, allow_drift)
-        session = RunSession(runtime, Checkpoint(run=state, ledger=current.ledger, workflow=keep_workflow,
-                                               origin=current.origin))
-        rec = StepRecord.start(run=state, node_id=state.current_node, effect=None)
-        rec.kind = RecordKind.RESTORE.value
+        session = runtime.open_session(snapshot.run_id)
+        current = session.checkpoint
+        previous_status, previous_node = current.run.status.value, current.run.current_node
+        current.workflow = _check_drift(snapshot, current.workflow, workflow, allow_drift)
+        current.run, current.pending = state, None
+        rec = new_record(state, RecordKind.RESTORE)
         rec.finish_success({
             "snapshot_id": snapshot.snapshot_id,
             "snapshot_name": snapshot.name,
             "snapshot_ledger": snapshot.ledger,
-            "previous_status": current.run.status.value,
-            "previous_node": current.run.current_node,
+            "previous_status": previous_status,
+            "previous_node": previous_node,
             "state_sha256": sha256_hex(canonical_json(snapshot.run_state)),
         })
-        session.record(rec)
-        session.commit()
+        session.record(rec, full_delta=full_delta(current))
+        session.save_checkpoint()
         return state
 
 
@@ -93,21 +100,27 @@ def fork_snapshot(
     run_id: Optional[str] = None,
 ) -> str:
     """Start a new run from the snapshot's state; returns the new run id."""
-    source_ckpt = runtime.run_store.load_checkpoint(snapshot.run_id)
+    try:
+        source_ckpt = runtime.run_store.load_checkpoint(snapshot.run_id)
+    except Exception:  # a damaged source checkpoint does not stop a fork from the snapshot
+        source_ckpt = None
     keep_workflow = _check_drift(snapshot, source_ckpt.workflow if source_ckpt else None, workflow, allow_drift)
     base = RunState.from_dict(copy.deepcopy(snapshot.run_state))
+    if run_id is not None:
+        validate_id(run_id, "run id")
     fresh = RunState.new(workflow_id=base.workflow_id, entry_node=base.current_node, actor_id=base.actor_id,
                          vars=base.vars, parent_run_id=base.parent_run_id, run_id=run_id)
-    if run_id is not None and runtime.run_store.load(run_id) is not None:
-        raise InvalidInputError(f"Run {run_id} already exists")
     fresh.status, fresh.waiting, fresh.output, fresh.error = base.status, base.waiting, base.output, base.error
     fresh.created_at = fresh.updated_at = runtime.now().isoformat()
     origin = {"run_id": snapshot.run_id, "snapshot_id": snapshot.snapshot_id, "ledger": snapshot.ledger}
-    session = RunSession(runtime, Checkpoint(run=fresh, ledger=LedgerHead(), workflow=keep_workflow, origin=origin))
-    rec = StepRecord.start(run=fresh, node_id=fresh.current_node, effect=None)
-    rec.kind = RecordKind.START.value
-    rec.finish_success({"workflow_id": fresh.workflow_id, "vars": fresh.vars, "forked_from": origin,
-                        "status": fresh.status.value})
-    session.record(rec)
-    session.commit()
+    checkpoint = Checkpoint(run=fresh, ledger=LedgerHead(), workflow=keep_workflow, origin=origin,
+                            effects=int(getattr(snapshot, "effects", 0) or 0))
+    with runtime.run_store.lock(fresh.run_id, create=True):
+        if runtime.run_exists(fresh.run_id):
+            raise RunExistsError(f"Run {fresh.run_id} already exists", run_id=fresh.run_id)
+        session = runtime.new_session(checkpoint)
+        rec = new_record(fresh, RecordKind.START)
+        rec.finish_success({"workflow_id": fresh.workflow_id, "forked_from": origin, "status": fresh.status.value})
+        session.record(rec, full_delta=full_delta(checkpoint))
+        session.save_checkpoint()
     return fresh.run_id

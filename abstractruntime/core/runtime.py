@@ -225,6 +225,18 @@ class Runtime:
             session.save_checkpoint()
         return run.run_id
 
+    def open_session(self, run_id: str) -> RunSession:
+        """A session over the run as rebuilt now (the caller holds the run's lock)."""
+        return self._session(self._load(run_id))
+
+    def new_session(self, checkpoint: Checkpoint) -> RunSession:
+        """A session for a run being created from ``checkpoint`` (the caller holds the create lock)."""
+        return RunSession(self._ports(), checkpoint)
+
+    def run_exists(self, run_id: str) -> bool:
+        """True when the run has a ledger or a checkpoint."""
+        return self._exists(run_id)
+
     def _exists(self, run_id: str) -> bool:
         if self._ledger_store.head(run_id).seq:
             return True

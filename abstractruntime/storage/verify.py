@@ -118,7 +118,8 @@ class VerifyReport:
             "lines": self.lines,
             "head_seq": self.head_seq,
             "head_hash": self.head_hash,
-            "checkpoint_head": self.checkpoint_head.to_dict() if self.checkpoint_head else None,
+            "checkpoint_head": {"seq": self.checkpoint_head.seq, "head_hash": self.checkpoint_head.head_hash}
+            if self.checkpoint_head else None,
             "run_status": self.run_status,
             "expect_head": self.expect_head,
             "expect_head_seq": self.expect_head_seq,

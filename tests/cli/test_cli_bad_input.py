@@ -50,7 +50,7 @@ def test_malformed_payload_is_2_and_writes_nothing(cli, store: Path, wf: Path) -
     cli("run", str(wf / "event.py"), "--run-id", "e1")
     before = store_files(store)
     for bad in ('{"amount": 1', "NaN", '{"a": 1, "a": 2}'):
-        r = cli("resume", "e1", "--payload", bad)
+        r = cli("resume", "e1", "--current", "--payload", bad)
         assert r.exit_code == 2
         assert "--payload is not valid JSON" in one_error_line(r.stderr)
         r = cli("emit", "payment:o-1", "--payload", bad)
@@ -63,7 +63,7 @@ def test_malformed_payload_is_2_and_writes_nothing(cli, store: Path, wf: Path) -
 def test_answer_outside_choices_is_2(cli, store: Path, wf: Path) -> None:
     cli("run", str(wf / "approval.py"), "--run-id", "a1")
     before = store_files(store)
-    r = cli("resume", "a1", "--answer", "maybe")
+    r = cli("resume", "a1", "--current", "--answer", "maybe")
     assert r.exit_code == 2
     assert "not one of the choices: yes, no" in one_error_line(r.stderr)
     assert store_files(store) == before
@@ -71,7 +71,7 @@ def test_answer_outside_choices_is_2(cli, store: Path, wf: Path) -> None:
 
 def test_two_answer_sources_is_2(cli, wf: Path) -> None:
     cli("run", str(wf / "approval.py"), "--run-id", "a1")
-    r = cli("resume", "a1", "--answer", "yes", "--payload", "{}")
+    r = cli("resume", "a1", "--current", "--answer", "yes", "--payload", "{}")
     assert r.exit_code == 2 and "only one of" in one_error_line(r.stderr)
 
 
@@ -106,7 +106,7 @@ def test_corrupt_run_file_is_1_naming_file_and_line(cli, store: Path, wf: Path) 
     assert r.exit_code == 1
     line = one_error_line(r.stderr)
     assert str(path) in line and "line 2" in line
-    assert cli("resume", "c1", "--answer", "x").exit_code == 1
+    assert cli("resume", "c1", "--current", "--answer", "x").exit_code == 1
 
 
 def test_corrupt_ledger_line_is_1_naming_file_and_line(cli, store: Path, wf: Path) -> None:
@@ -125,7 +125,7 @@ def test_corrupt_ledger_line_is_1_naming_file_and_line(cli, store: Path, wf: Pat
 def test_resume_not_waiting_is_1(cli, store: Path, wf: Path) -> None:
     cli("run", str(wf / "tools.py"), "--run-id", "done")
     before = store_files(store)
-    r = cli("resume", "done", "--answer", "x")
+    r = cli("resume", "done", "--current", "--answer", "x")
     assert r.exit_code == 1
     assert "not waiting" in one_error_line(r.stderr)
     assert store_files(store) == before
@@ -139,12 +139,12 @@ def test_changed_workflow_is_1_naming_both_hashes(cli, store: Path, wf: Path) ->
         handle.write("\n# edited after the run started\n")
     new = hashlib.sha256(path.read_bytes()).hexdigest()
     before = store_files(store)
-    r = cli("resume", "d1", "--answer", "yes")
+    r = cli("resume", "d1", "--current", "--answer", "yes")
     assert r.exit_code == 1
     line = one_error_line(r.stderr)
     assert old in line and new in line and "--allow-drift" in line
     assert store_files(store) == before
-    r = cli("resume", "d1", "--answer", "yes", "--allow-drift", "--json")
+    r = cli("resume", "d1", "--current", "--answer", "yes", "--allow-drift", "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["status"] == "completed"
     ckpt = json.loads(cli("runs", "show", "d1", "--json").stdout)
@@ -153,11 +153,11 @@ def test_changed_workflow_is_1_naming_both_hashes(cli, store: Path, wf: Path) ->
 
 def test_resume_without_answer_and_no_tty_exits_5(cli, wf: Path) -> None:
     cli("run", str(wf / "approval.py"), "--run-id", "n1")
-    r = cli("resume", "n1", "--json")
+    r = cli("resume", "n1", "--current", "--json")
     assert r.exit_code == 5
     assert json.loads(r.stdout)["waiting"]["choices"] == ["yes", "no"]
     r = cli("resume", "n1")
-    assert r.exit_code == 5 and r.stdout == "n1\n"
+    assert r.exit_code == 5 and r.stdout.split("@")[0] == "n1"
 
 
 def test_unexpected_exception_is_one_line(cli, tmp_path: Path) -> None:
@@ -180,8 +180,8 @@ def test_missing_recorded_workflow_file_is_1_with_a_hint(cli, wf: Path) -> None:
     cli("run", str(wf / "approval.py"), "--run-id", "m1")
     moved = wf / "moved.py"
     (wf / "approval.py").rename(moved)
-    r = cli("resume", "m1", "--answer", "yes")
+    r = cli("resume", "m1", "--current", "--answer", "yes")
     assert r.exit_code == 1
     assert "pass --workflow FILE" in one_error_line(r.stderr)
-    r = cli("resume", "m1", "--answer", "yes", "--workflow", str(moved), "--allow-drift")
+    r = cli("resume", "m1", "--current", "--answer", "yes", "--workflow", str(moved), "--allow-drift")
     assert r.exit_code == 0, r.stderr

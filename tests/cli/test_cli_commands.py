@@ -38,7 +38,7 @@ def test_run_waits_then_resume_completes(cli, wf: Path) -> None:
     assert r.exit_code == 5
     assert r.stdout == "a1\n"
     assert "Deploy billing to production? [y/n]" in r.stderr  # the prompt's brackets survive
-    r = cli("resume", "a1", "--answer", "yes", "--json")
+    r = cli("resume", "a1", "--current", "--answer", "yes", "--json")
     assert r.exit_code == 0, r.stderr
     state = RunState.from_dict(json.loads(r.stdout))
     assert state.status.value == "completed"
@@ -62,13 +62,13 @@ def test_run_json_carries_the_wait(cli, wf: Path) -> None:
 
 def test_answer_from_stdin_and_file(cli, wf: Path, tmp_path: Path) -> None:
     cli("run", str(wf / "approval.py"), "--run-id", "s1")
-    r = cli("resume", "s1", "--answer", "-", input="no\n")
+    r = cli("resume", "s1", "--current", "--answer", "-", input="no\n")
     assert r.exit_code == 0, r.stderr
     assert json.loads(cli("runs", "show", "s1", "--json").stdout)["run"]["output"]["deployed"] is False
     cli("run", str(wf / "approval.py"), "--run-id", "f1")
     answer = tmp_path / "answer.txt"
     answer.write_text("yes\n")
-    assert cli("resume", "f1", "--answer-file", str(answer)).exit_code == 0
+    assert cli("resume", "f1", "--current", "--answer-file", str(answer)).exit_code == 0
     assert json.loads(cli("runs", "show", "f1", "--json").stdout)["run"]["output"]["deployed"] is True
 
 
@@ -85,7 +85,7 @@ def test_payload_file_and_event_emit(cli, wf: Path, tmp_path: Path) -> None:
     # e3 still waits; deliver with resume --payload-file
     payload = tmp_path / "p.json"
     payload.write_text('{"amount": 8}')
-    r = cli("resume", "e3", "--payload-file", str(payload), "--wait-key", "payment:o-8")
+    r = cli("resume", "e3", "--current", "--payload-file", str(payload), "--wait-key", "payment:o-8")
     assert r.exit_code == 0, r.stderr
     # nobody waits any more
     r = cli("emit", "payment:o-7")
@@ -94,7 +94,7 @@ def test_payload_file_and_event_emit(cli, wf: Path, tmp_path: Path) -> None:
 
 def test_wait_key_mismatch_is_bad_input(cli, wf: Path) -> None:
     cli("run", str(wf / "event.py"), "--var", "order_id=o-1", "--run-id", "k1")
-    r = cli("resume", "k1", "--payload", "{}", "--wait-key", "payment:other")
+    r = cli("resume", "k1", "--current", "--payload", "{}", "--wait-key", "payment:other")
     assert r.exit_code == 2
     assert r.stderr.startswith("error: ") and "wait_key mismatch" in r.stderr
 
@@ -148,7 +148,7 @@ def test_cancel(cli, wf: Path) -> None:
     assert r.exit_code == 0
     doc = json.loads(r.stdout)
     assert doc["status"] == "cancelled" and doc["error"] == "not needed"
-    r = cli("resume", "x1", "--answer", "yes")
+    r = cli("resume", "x1", "--current", "--answer", "yes")
     assert r.exit_code == 1 and "not waiting" in r.stderr
 
 
@@ -204,7 +204,7 @@ def test_snapshot_lifecycle(cli, wf: Path) -> None:
     snap = json.loads(r.stdout)
     sid = snap["snapshot_id"]
     assert snap["run_id"] == "sn1" and snap["run_state"]["status"] == "waiting"
-    cli("resume", "sn1", "--answer", "no")
+    cli("resume", "sn1", "--current", "--answer", "no")
     assert json.loads(cli("runs", "show", "sn1", "--json").stdout)["run"]["status"] == "completed"
     listed = cli("snapshot", "list", "--run", "sn1").stdout.splitlines()
     assert [line.split("\t")[0] for line in listed] == [sid]
@@ -213,7 +213,7 @@ def test_snapshot_lifecycle(cli, wf: Path) -> None:
     r = cli("snapshot", "restore", sid, "--fork", "--run-id", "sn1-fork", "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["status"] == "waiting"
-    assert cli("resume", "sn1-fork", "--answer", "yes").exit_code == 0
+    assert cli("resume", "sn1-fork", "--current", "--answer", "yes").exit_code == 0
     # restore in place: the completed run waits again; history is kept and verifies
     r = cli("snapshot", "restore", sid)
     assert r.exit_code == 0 and r.stdout == "sn1\n"
@@ -290,7 +290,7 @@ def test_graph(cli, wf: Path) -> None:
         assert f"{ids[a]} --> {ids[b]}" in text
     assert "class " not in text
     cli("run", str(wf / "approval.py"), "--run-id", "g1")
-    cli("resume", "g1", "--answer", "no")
+    cli("resume", "g1", "--current", "--answer", "no")
     marked = cli("graph", str(wf / "approval.py"), "--run", "g1").stdout
     assert "classDef visited" in marked and "linkStyle" in marked
     visited_line = next(line for line in marked.splitlines() if line.strip().startswith("class ") and "visited" in line)
@@ -302,13 +302,13 @@ def test_graph(cli, wf: Path) -> None:
 def test_quiet_silences_messages_not_results(cli, wf: Path) -> None:
     r = cli("-q", "run", str(wf / "approval.py"), "--run-id", "q1")
     assert r.exit_code == 5 and r.stdout == "q1\n" and r.stderr == ""
-    r = cli("-q", "resume", "q1", "--answer", "bogus")
+    r = cli("-q", "resume", "q1", "--current", "--answer", "bogus")
     assert r.exit_code == 2 and r.stderr.startswith("error: ")
 
 
 def test_graph_json(cli, wf: Path) -> None:
     cli("run", str(wf / "approval.py"), "--run-id", "gj")
-    cli("resume", "gj", "--answer", "yes")
+    cli("resume", "gj", "--current", "--answer", "yes")
     doc = json.loads(cli("graph", str(wf / "approval.py"), "--run", "gj", "--json").stdout)
     assert doc["nodes"] == ["ask", "decide", "deploy", "rejected"]
     assert ["decide", "rejected"] in doc["edges"]

@@ -73,7 +73,7 @@ def test_llm_options_come_from_the_environment(cli, monkeypatch: pytest.MonkeyPa
     r = cli("tick", "some-run")
     assert r.exit_code == 2 and "--server must be an http(s) URL" in r.stderr
     # The command line wins over the environment.
-    r = cli("resume", "missing-run", "--answer", "x", "--llm", "remote", "--server", "http://127.0.0.1:9")
+    r = cli("resume", "missing-run", "--current", "--answer", "x", "--llm", "remote", "--server", "http://127.0.0.1:9")
     assert r.exit_code == 4
 
 
@@ -125,7 +125,7 @@ def test_tools_deny_and_exit_codes(cli, gated: str) -> None:
     listed = json.loads(cli("tools", "list", "g2", "--json").stdout)
     r = cli("tools", "approve", "g2", "--calls-sha256", "0" * 64)
     assert r.exit_code == 2 and "calls_sha256 mismatch" in r.stderr
-    r = cli("resume", "g2", "--payload", json.dumps({"mode": "executed", "results": []}))
+    r = cli("resume", "g2", "--current", "--payload", json.dumps({"mode": "executed", "results": []}))
     assert r.exit_code == 2 and "tools approve" in r.stderr
     forged = {"mode": "executed", "results": [], "calls_sha256": "f" * 64}
     r = cli("emit", json.loads(cli("tools", "list", "g2", "--json").stdout)["wait_key"], "--payload",

@@ -30,11 +30,12 @@ def test_version_and_python_m(sh, tmp_path: Path) -> None:
 def test_approval_flow_from_a_shell(sh, wf: Path) -> None:
     r = sh("run", str(wf / "approval.py"), "--var", "service=billing")
     assert r.exit_code == 5
-    run_id = r.stdout.strip()
+    handle = r.stdout.strip()
+    run_id = handle.split("@")[0]
     assert "Deploy billing to production? [y/n]" in r.stderr
     listed = sh("runs", "list", "--status", "waiting").stdout.splitlines()
     assert [line.split("\t")[0] for line in listed] == [run_id]
-    r = sh("resume", run_id, "--answer", "-", input="yes\n")
+    r = sh("resume", handle, "--answer", "-", input="yes\n")
     assert r.exit_code == 0, r.stderr
     assert r.stdout == run_id + "\n"
     r = sh("verify", run_id)
@@ -61,7 +62,7 @@ def test_locked_run_fails_or_waits(sh, store: Path, wf: Path) -> None:
     sh("run", str(wf / "approval.py"), "--run-id", "L1")
     lock_path = store / "runs" / "L1" / ".lock"
     with RunLock(lock_path, "L1"):
-        r = sh("resume", "L1", "--answer", "yes")
+        r = sh("resume", "L1", "--current", "--answer", "yes")
         assert r.exit_code == 1
         assert r.stderr.splitlines() == [r.stderr.strip()] and "locked" in r.stderr
     assert json.loads(sh("runs", "show", "L1", "--json").stdout)["run"]["status"] == "waiting"
@@ -70,7 +71,7 @@ def test_locked_run_fails_or_waits(sh, store: Path, wf: Path) -> None:
     timer = threading.Timer(0.5, lock.__exit__, args=(None, None, None))
     timer.start()
     try:
-        r = sh("resume", "L1", "--answer", "yes", "--wait", "10")
+        r = sh("resume", "L1", "--current", "--answer", "yes", "--wait", "10")
     finally:
         timer.join()
     assert r.exit_code == 0, r.stderr

@@ -19,8 +19,11 @@ import pytest
 from abstractruntime.storage.signing import Ed25519Signer
 from abstractruntime.storage.verify import verify_run
 
+from abstractruntime.core.errors import RunNotWaitingError
+
 from prov_helpers import (
     ASK_ONLY,
+    DEMO,
     checkpoint_path,
     documented_hash,
     finish,
@@ -227,19 +230,23 @@ def test_corrupt_checkpoint(demo: tuple[Path, str]) -> None:
 
 # -- rollback of run.json -------------------------------------------------------------------------
 
-def test_checkpoint_rolled_back_after_an_effect_is_caught_by_the_chain(tmp_path: Path) -> None:
+def test_checkpoint_rolled_back_after_an_effect_changes_nothing(tmp_path: Path) -> None:
+    # The ledger is the write-ahead log: an older run.json is a stale cache, replayed forward.
     root = tmp_path / "store"
     _, runtime = open_demo(root)
     waiting = start_waiting(runtime, "victim")
     old = checkpoint_path(root, "victim").read_bytes()  # run.json at seq 6, waiting for the answer
-    finish(runtime, waiting)
+    final = finish(runtime, waiting)
+    head = verify_run(root, "victim").head_hash
     checkpoint_path(root, "victim").write_bytes(old)
 
-    report = verify_run(root, "victim")
-    assert problem_types(report) == {"checkpoint_rollback"}
-    problem = the_problem(report, "checkpoint_rollback")
-    # seq 8 is fetch2's intent; its result (seq 9) exists only if run.json once reached seq 8.
-    assert (problem.seq, problem.details["intent_seq"], problem.details["checkpoint_seq"]) == (9, 8, 6)
+    report = verify_run(root, "victim", expect_head=head)
+    assert report.ok and "uncommitted_tail" in {n.type for n in report.notes}
+    replayed = {k: v for k, v in runtime.get_state("victim").to_dict().items() if k != "updated_at"}
+    assert replayed == {k: v for k, v in final.to_dict().items() if k != "updated_at"}
+    with pytest.raises(RunNotWaitingError):  # the answered wait is not answered again
+        runtime.resume(workflow=DEMO, run_id="victim", wait_key=waiting.waiting.wait_key, payload={"answer": "x"})
+    assert verify_run(root, "victim", expect_head=head).head_hash == head  # nothing was written
 
 
 def test_checkpoint_rolled_back_without_later_effects_needs_a_bookmark(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from abstractruntime.core.errors import RunExistsError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -97,14 +99,15 @@ def test_a_crash_before_the_checkpoint_is_a_note(tmp_path: Path) -> None:
     waiting = start_waiting(runtime, "r1")
     runs.crash_next = True
     with pytest.raises(SimulatedCrash):
-        finish(runtime, waiting)  # the resume record is in the ledger; run.json still says seq 6
+        finish(runtime, waiting)  # the whole resume is in the ledger (one batch); run.json still says seq 6
 
     report = verify_run(root, "r1")
     assert report.ok
-    assert (report.head_seq, report.checkpoint_head.seq) == (7, 6)
+    assert (report.head_seq, report.checkpoint_head.seq) == (10, 6)
     assert [(n.type, n.seq) for n in report.notes] == [("uncommitted_tail", 7)]
-
-    finish(runtime, waiting)  # the retry continues from the checkpoint and commits
+    # The ledger is the log: the run is already complete, and the next tick only writes run.json.
+    assert runtime.get_state("r1").status.value == "completed"
+    runtime.tick(workflow=DEMO, run_id="r1")
     after = verify_run(root, "r1")
     assert after.ok and after.notes == [] and after.run_status == "completed"
 
@@ -273,14 +276,14 @@ def test_symlinked_run_files_are_problems_not_crashes(tmp_path: Path) -> None:
 def test_a_start_retried_after_crashes_is_a_note(tmp_path: Path) -> None:
     root = tmp_path / "store"
     runs, runtime = crashing_runtime(root)
-    for _ in range(2):
-        runs.crash_next = True
-        with pytest.raises(SimulatedCrash):
-            runtime.start(workflow=DEMO, run_id="r1")
+    runs.crash_next = True
+    with pytest.raises(SimulatedCrash):
+        runtime.start(workflow=DEMO, run_id="r1")  # the start record is durable, run.json is not
     report = verify_run(root, "r1")
-    assert report.ok and report.count == 2 and [n.type for n in report.notes] == ["checkpoint_missing"]
-    runtime.start(workflow=DEMO, run_id="r1")  # the third attempt commits: three start records, then run.json
-    runtime.tick(workflow=DEMO, run_id="r1")
+    assert report.ok and report.count == 1 and [n.type for n in report.notes] == ["checkpoint_missing"]
+    with pytest.raises(RunExistsError):
+        runtime.start(workflow=DEMO, run_id="r1")  # creating a run is exclusive: the ledger holds it
+    runtime.tick(workflow=DEMO, run_id="r1")  # rebuilt from the ledger, then checkpointed
     after = verify_run(root, "r1")
     assert after.ok and after.notes == [] and after.checkpoint_head is not None
 

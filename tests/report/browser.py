@@ -76,6 +76,7 @@ class Browser:
         from selenium.webdriver.support.ui import WebDriverWait
 
         self.logs("performance")  # drop what earlier pages logged
+        self.logs("browser")
         self.driver.get(path.resolve().as_uri())
         WebDriverWait(self.driver, 30).until(
             lambda d: d.execute_script("return document.readyState") == "complete")
@@ -94,14 +95,14 @@ class Browser:
         Requests of the browser's own UI (``chrome://`` pages loaded for the initial tab) are
         not the page's and are left out; any other URL, whoever asked for it, is listed.
         """
-        page = self.driver.current_url
+        page = self.driver.current_url.split("#")[0]
         urls = []
         for entry in self.logs("performance"):
             message = json.loads(entry["message"])["message"]
             if message.get("method") == "Network.requestWillBeSent":
                 url = message["params"]["request"]["url"]
                 document = str(message["params"].get("documentURL") or "")
-                if url != page and not document.startswith(_BROWSER_UI):
+                if url.split("#")[0] != page and not document.startswith(_BROWSER_UI):
                     urls.append(url)
         return urls
 
