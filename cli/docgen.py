@@ -221,6 +221,9 @@ run's document (`run`, `tick RUN`, `resume`, `tools approve|deny`) also has `"wa
 - `graph --json`: `{"workflow_id", "entry_node", "nodes", "edges": [[from, to], …], "run_id",
   "visited", "taken": [[from, to], …], "current_node", "mermaid"}` (the run fields are
   empty without `--run`).
+- `report RUN --json`: `{"run_id", "path", "rows", "verified", "status", "graph_engine",
+  "problems", "bytes", "workflow_id", "updated_at", "error"}`; `report --all --json`:
+  `{"index", "runs": [that, …]}`. What the HTML page shows: [report](report.md).
 - `tools list --json`: `{"run_id", "wait_key", "calls_sha256", "tool_calls": [{"name",
   "arguments", "call_id"}, …]}`; `tools approve|deny --json`: the run, as `resume`.
 - `bookmark add --json`: the bookmark, `Bookmark.to_dict()` (`name`, `seq`, `record_hash`,

@@ -3,18 +3,17 @@
 #
 #   sh sample_runs/record.sh            (from anywhere; needs `abstractruntime` on PATH,
 #                                        or ABSTRACTRUNTIME=/path/to/abstractruntime)
+#   sh sample_runs/record.sh --reports-only
+#                                       (only rewrite reports/ from the recorded store)
 #
 # Each step's expected exit code is checked, so a behaviour change fails loudly here.
 set -eu
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 AR=${ABSTRACTRUNTIME:-abstractruntime}
+case "$AR" in /*) ;; */*) AR="$(pwd)/$AR" ;; esac   # the report step runs from another directory
 STORE="$HERE/store"
 WF="$HERE/workflows"
-
-rm -rf "$STORE"
-export ABSTRACTRUNTIME_STORE="$STORE"
-export ABSTRACTRUNTIME_NO_INPUT=1   # never prompt, even when run from a terminal
 
 # expect CODE COMMAND...: run a command, fail unless it exits with CODE.
 expect() {
@@ -28,6 +27,24 @@ expect() {
         exit 1
     fi
 }
+
+# write_reports: one self-contained HTML page per run, plus reports/index.html. It runs from
+# the repository root with a relative --store, so the pages name a path that works in a clone.
+write_reports() {
+    rm -rf "$HERE/reports"
+    (cd "$HERE/.." && expect 0 "$AR" --store sample_runs/store report --all -o sample_runs/reports)
+    rm -f "$STORE"/index.sqlite3*
+}
+
+if [ "${1:-}" = "--reports-only" ]; then
+    write_reports
+    echo "reports written in $HERE/reports" >&2
+    exit 0
+fi
+
+rm -rf "$STORE"
+export ABSTRACTRUNTIME_STORE="$STORE"
+export ABSTRACTRUNTIME_NO_INPUT=1   # never prompt, even when run from a terminal
 
 # 1. Approval flow: approved, rejected, and one left waiting for an answer.
 expect 5 "$AR" --no-input run "$WF/approval.py" --run-id approval-approved --var service=billing
@@ -91,4 +108,7 @@ PY
 # Everything but the tampered run verifies; the index is a cache and is not kept.
 expect 3 "$AR" verify --all
 rm -f "$STORE"/index.sqlite3*
-echo "sample runs recorded in $STORE" >&2
+
+# 8. A report of every run (the tampered one shows its failed verification).
+write_reports
+echo "sample runs recorded in $STORE, reports in $HERE/reports" >&2

@@ -35,7 +35,7 @@ _SCALARS = (str, int, float, bool, type(None))
 _CONTAINERS = (dict, list, tuple)
 
 
-def _check_keys(value: Any) -> Optional[str]:
+def _check_keys(value: Any, root: str = "") -> Optional[str]:
     """The path of the first non-string object key, or ``None``.
 
     ``json`` would silently turn ``{1: x}`` into ``{"1": x}``, so such keys are refused.
@@ -47,7 +47,7 @@ def _check_keys(value: Any) -> Optional[str]:
         if isinstance(item, dict):
             for key, child in item.items():
                 if not isinstance(key, str):
-                    return f"object key {key!r} at {format_path(path)} is not a string"
+                    return f"object key {key!r} at {format_path(path, root)} is not a string"
                 if isinstance(child, _CONTAINERS):
                     stack.append((child, (*path, key)))
         else:
@@ -71,11 +71,11 @@ def _has_bad_key(value: Any) -> bool:
     return False
 
 
-def format_path(path: tuple[Any, ...]) -> str:
-    """``("run", "vars", "items", 3)`` → ``run.vars.items[3]`` (the root alone is ``(root)``)."""
+def format_path(path: tuple[Any, ...], root: str = "") -> str:
+    """``("run", "vars", "items", 3)`` → ``run.vars.items[3]`` (the root alone is ``root`` or ``(root)``)."""
     if not path:
-        return "(root)"
-    text = ""
+        return root or "(root)"
+    text = root
     for part in path:
         if isinstance(part, int) and not isinstance(part, bool):
             text += f"[{part}]"
@@ -84,11 +84,12 @@ def format_path(path: tuple[Any, ...]) -> str:
     return text
 
 
-def find_unstorable(value: Any) -> Optional[str]:
+def find_unstorable(value: Any, *, root: str = "") -> Optional[str]:
     """Describe the first part of ``value`` that canonical JSON cannot hold, or ``None``.
 
     Iterative, depth-first, tracking the containers on the current path (so a cycle is told
-    apart from a container that is merely shared by two parents, which is fine).
+    apart from a container that is merely shared by two parents, which is fine). ``root``
+    names ``value`` in the paths (``root="vars"``: ``vars.self``).
     """
     on_path: set[int] = set()
     # Each frame: (container, path, iterator over children); the container's id is in on_path.
@@ -97,15 +98,15 @@ def find_unstorable(value: Any) -> Optional[str]:
     def enter(item: Any, path: tuple[Any, ...]) -> Optional[str]:
         if isinstance(item, _CONTAINERS):
             if id(item) in on_path:
-                return f"a reference cycle at {format_path(path)} (a container that contains itself)"
+                return f"a reference cycle at {format_path(path, root)} (a container that contains itself)"
             on_path.add(id(item))
             children = item.items() if isinstance(item, dict) else enumerate(item)
             stack.append((item, path, iter(children)))
             return None
         if isinstance(item, float) and not math.isfinite(item):
-            return f"{item!r} at {format_path(path)} (NaN and Infinity are not JSON)"
+            return f"{item!r} at {format_path(path, root)} (NaN and Infinity are not JSON)"
         if not isinstance(item, _SCALARS):
-            return f"a value of type {type(item).__name__} at {format_path(path)}, which is not JSON data"
+            return f"a value of type {type(item).__name__} at {format_path(path, root)}, which is not JSON data"
         return None
 
     problem = enter(value, ())
@@ -118,24 +119,25 @@ def find_unstorable(value: Any) -> Optional[str]:
             continue
         key, child = step
         if isinstance(container, dict) and not isinstance(key, str):
-            return f"a non-string object key {key!r} in {format_path(path)}"
+            return f"a non-string object key {key!r} in {format_path(path, root)}"
         problem = enter(child, (*path, key))
     return problem
 
 
-def canonical_json(value: Any) -> bytes:
+def canonical_json(value: Any, *, root: str = "") -> bytes:
     """The canonical UTF-8 bytes of ``value`` (:class:`InvalidInputError` if it is not JSON data).
 
-    The error message names what is wrong and where, e.g. ``Value is not canonical JSON:
-    it contains a reference cycle at run.vars.self (a container that contains itself)``.
+    The error message names what is wrong and where, ``root`` being the name of ``value``:
+    ``canonical_json(run.vars, root="vars")`` of a self-containing dict says ``Value is not
+    canonical JSON: it contains a reference cycle at vars.self (a container that contains itself)``.
     """
     try:
         encoded = _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidInputError(_explain(value, exc)) from None
+        raise InvalidInputError(_explain(value, exc, root)) from None
     # Keys are checked after encoding: the encoder has then proved the value acyclic.
     if _has_bad_key(value):
-        raise InvalidInputError(f"Value is not canonical JSON: {_check_keys(value)}")
+        raise InvalidInputError(f"Value is not canonical JSON: {_check_keys(value, root)}")
     try:
         return encoded.encode("utf-8")
     except UnicodeEncodeError as exc:  # a lone surrogate in some string
@@ -143,11 +145,11 @@ def canonical_json(value: Any) -> bytes:
             from None
 
 
-def _explain(value: Any, exc: BaseException) -> str:
+def _explain(value: Any, exc: BaseException, root: str) -> str:
     if isinstance(exc, RecursionError):
         return "Value is nested too deeply to store"
     try:
-        where = find_unstorable(value)
+        where = find_unstorable(value, root=root)
     except RecursionError:  # pragma: no cover - find_unstorable is iterative; belt and braces
         where = None
     if where is None:

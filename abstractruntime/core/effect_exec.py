@@ -170,7 +170,7 @@ def _prior_result(rt: "Runtime", session: RunSession, plan: StepPlan, key: str, 
     run_id = session.run_id
     found: Optional[dict[str, Any]] = None
     if explicit:
-        found = rt.ledger_store.find_completed(run_id, key)
+        found = session.queued_completed(key) or rt.ledger_store.find_completed(run_id, key)
     elif session.legacy_reuse and plan.effect is not None:
         wanted = rt.redactor.redact(plan.effect.to_dict())
         legacy = compute_idempotency_key(run_id=run_id, node_id=plan.node_id, effect=plan.effect)
@@ -182,7 +182,8 @@ def _prior_result(rt: "Runtime", session: RunSession, plan: StepPlan, key: str, 
                 break
     if found is None:
         return None
-    entries = [e for e in rt.ledger_store.get_secrets(run_id) if e.get("record_hash") == found.get("record_hash")]
+    entries = [e for e in session.pending_secrets() + rt.ledger_store.get_secrets(run_id)
+               if e.get("record_hash") == found.get("record_hash")]
     if entries:
         found = restore_secrets(found, entries)
     return found.get("result")

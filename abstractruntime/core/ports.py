@@ -241,3 +241,10 @@ class LedgerStore(ABC):
         """The entries :meth:`put_secrets` kept for the run (oldest first)."""
         kept: dict[str, list[dict[str, Any]]] = self.__dict__.get("_secrets_in_memory", {})
         return list(kept.get(run_id, []))
+
+    def prune_secrets(self, run_id: str, *, through_seq: int) -> None:
+        """Forget kept values of records up to ``through_seq``: a checkpoint now holds the state
+        they were needed to rebuild, so secrets stay on disk only inside the recovery window."""
+        kept: dict[str, list[dict[str, Any]]] = self.__dict__.get("_secrets_in_memory", {})
+        if run_id in kept:
+            kept[run_id] = [e for e in kept[run_id] if int(e.get("seq") or 0) > through_seq]

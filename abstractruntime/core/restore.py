@@ -13,7 +13,7 @@ import copy
 from typing import Any, Optional
 
 from .canonical import canonical_json, sha256_hex
-from .errors import RunExistsError, WorkflowDriftError
+from .errors import WorkflowDriftError
 from .ids import validate_id
 from .models import RecordKind, RunState
 from .ports import Checkpoint, LedgerHead
@@ -115,9 +115,7 @@ def fork_snapshot(
     origin = {"run_id": snapshot.run_id, "snapshot_id": snapshot.snapshot_id, "ledger": snapshot.ledger}
     checkpoint = Checkpoint(run=fresh, ledger=LedgerHead(), workflow=keep_workflow, origin=origin,
                             effects=int(getattr(snapshot, "effects", 0) or 0))
-    with runtime.run_store.lock(fresh.run_id, create=True):
-        if runtime.run_exists(fresh.run_id):
-            raise RunExistsError(f"Run {fresh.run_id} already exists", run_id=fresh.run_id)
+    with runtime.create_lock(fresh.run_id):
         session = runtime.new_session(checkpoint)
         rec = new_record(fresh, RecordKind.START)
         rec.finish_success({"workflow_id": fresh.workflow_id, "forked_from": origin, "status": fresh.status.value})

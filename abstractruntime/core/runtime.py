@@ -10,10 +10,12 @@ side effects runs. See docs/concepts.md and docs/durability.md.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import sys
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from .canonical import canonical_json, check_size
 from .clock import Clock, parse_iso, utc_now
@@ -32,6 +34,7 @@ from .errors import (
     InvalidInputError,
     PayloadTooLargeError,
     RunExistsError,
+    RunLockedError,
     RunNotFoundError,
     RunNotRetryableError,
     RunNotWaitingError,
@@ -213,9 +216,7 @@ class Runtime:
                            vars=vars, parent_run_id=parent_run_id, run_id=run_id)
         run.created_at = run.updated_at = self.now().isoformat()
         source = workflow.source.to_dict(workflow.workflow_id) if workflow.source else None
-        with self._run_store.lock(run.run_id, create=True):
-            if self._exists(run.run_id):
-                raise RunExistsError(f"Run {run.run_id} already exists", run_id=run.run_id)
+        with self.create_lock(run.run_id):
             checkpoint = Checkpoint(run=run, ledger=LedgerHead(), workflow=source, metadata=dict(metadata or {}))
             session = RunSession(self._ports(), checkpoint)
             rec = new_record(run, RecordKind.START)
@@ -224,6 +225,27 @@ class Runtime:
             session.record(rec, full_delta=full_delta(checkpoint))
             session.save_checkpoint()
         return run.run_id
+
+    @contextlib.contextmanager
+    def create_lock(self, run_id: str) -> Iterator[None]:
+        """Exclusive creation: the run's lock, then the check that nothing exists under its id.
+
+        A lock held by another process means the id is being created or advanced: it exists.
+        """
+        try:
+            lock = self._run_store.lock(run_id, create=True)
+            lock.__enter__()
+        except RunLockedError:
+            raise RunExistsError(f"Run {run_id} already exists (another process holds it)", run_id=run_id) from None
+        try:
+            if self._exists(run_id):
+                raise RunExistsError(f"Run {run_id} already exists", run_id=run_id)
+            yield
+        except BaseException:
+            if not lock.__exit__(*sys.exc_info()):
+                raise
+        else:
+            lock.__exit__(None, None, None)
 
     def open_session(self, run_id: str) -> RunSession:
         """A session over the run as rebuilt now (the caller holds the run's lock)."""

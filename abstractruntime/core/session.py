@@ -63,6 +63,8 @@ class RunSession:
         # True while an edit written outside the runtime (RunStore.save) is being replayed:
         # effects then reuse completed results by node and payload, as 0.0.1 did.
         self.legacy_reuse = False
+        # Whether values were kept beside the run since it was opened (pruned at a checkpoint).
+        self.kept_secrets = False
 
     @property
     def run(self) -> RunState:
@@ -98,7 +100,8 @@ class RunSession:
         doc, line = seal_record_line(rec, head=self.head, chained=self.chained)
         check_size(line, what=f"Ledger record for node {rec.node_id!r}")
         for entry in secrets:
-            entry["record_hash"] = secret_key(doc)
+            entry["record_hash"], entry["seq"] = secret_key(doc), doc["seq"]
+        self.kept_secrets = self.kept_secrets or bool(secrets)
         self._docs.append(doc)
         self._lines.append(line)
         self._secrets.extend(secrets)
@@ -121,6 +124,17 @@ class RunSession:
             setattr(rec, name, redacted)
             secrets.extend({"field": name, "path": list(path), "value": original} for path, original in found)
         return secrets
+
+    def queued_completed(self, idempotency_key: str) -> Optional[dict[str, Any]]:
+        """A completed record with this key among those not yet durable (group commit)."""
+        for doc in self._docs:
+            if doc.get("idempotency_key") == idempotency_key and doc.get("status") == "completed":
+                return doc
+        return None
+
+    def pending_secrets(self) -> list[dict[str, Any]]:
+        """Kept values of records not yet durable."""
+        return list(self._secrets)
 
     @property
     def queued(self) -> int:
@@ -167,6 +181,9 @@ class RunSession:
         self.checkpoint.ledger = self.durable
         self.checkpoint.external = False
         self.ports.runs.save_checkpoint(self.checkpoint)
+        if self.kept_secrets:
+            self.ports.ledger.prune_secrets(self.run_id, through_seq=self.durable.seq)
+            self.kept_secrets = False
         self.saved = self.durable
         self.saved_status = run.status
 

@@ -101,3 +101,7 @@ class HashChainedLedgerStore(LedgerStore):
     def get_secrets(self, run_id: str) -> list[dict[str, Any]]:
         """Delegates to the inner store."""
         return self._inner.get_secrets(run_id)
+
+    def prune_secrets(self, run_id: str, *, through_seq: int) -> None:
+        """Delegates to the inner store."""
+        self._inner.prune_secrets(run_id, through_seq=through_seq)

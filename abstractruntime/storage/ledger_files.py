@@ -22,7 +22,7 @@ from ..core.canonical import canonical_json, check_size
 from ..core.errors import CorruptRecordError, LedgerConflictError, StorageError
 from ..core.models import StepRecord
 from ..core.ports import LedgerHead, LedgerStore
-from .fsio import Durability, append_bytes, check_durability, fsync_dir, loads_strict, open_append, read_bytes
+from .fsio import Durability, append_bytes, atomic_write_bytes, check_durability, fsync_dir, loads_strict, open_append, read_bytes
 from .json_files import LEDGER_FILE, SECRETS_FILE, RunFiles
 from .ledger_chain import seal_record_line
 from .ledger_file import parse_ledger
@@ -269,6 +269,17 @@ class JsonlLedgerStore(LedgerStore):
         finally:
             os.close(fd)
 
+    def prune_secrets(self, run_id: str, *, through_seq: int) -> None:
+        """Drop kept values of records up to ``through_seq`` (the file goes when none is left)."""
+        path = self._files.run_dir(run_id) / SECRETS_FILE
+        if not path.exists():
+            return
+        keep = [e for e in self.get_secrets(run_id) if int(e.get("seq") or 0) > through_seq]
+        if not keep:
+            path.unlink()
+            return
+        atomic_write_bytes(path, b"".join(canonical_json(e) + b"\n" for e in keep), durable=self._durable)
+
     def get_secrets(self, run_id: str) -> list[dict[str, Any]]:
         """The kept values (a torn last line from an interrupted append is skipped)."""
         path = self._files.run_dir(run_id) / SECRETS_FILE
@@ -289,4 +300,4 @@ class JsonlLedgerStore(LedgerStore):
         return entries
 
 
-__all__ = ["JsonlLedgerStore", "CorruptRecordError"]
+__all__ = ["JsonlLedgerStore"]

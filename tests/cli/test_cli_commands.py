@@ -36,7 +36,7 @@ def test_run_completes_with_tools(cli, wf: Path) -> None:
 def test_run_waits_then_resume_completes(cli, wf: Path) -> None:
     r = cli("run", str(wf / "approval.py"), "--run-id", "a1", "--var", "service=billing")
     assert r.exit_code == 5
-    assert r.stdout == "a1\n"
+    assert r.stdout.startswith("a1@w") and r.stdout.endswith("\n")  # the wait handle
     assert "Deploy billing to production? [y/n]" in r.stderr  # the prompt's brackets survive
     r = cli("resume", "a1", "--current", "--answer", "yes", "--json")
     assert r.exit_code == 0, r.stderr
@@ -301,7 +301,7 @@ def test_graph(cli, wf: Path) -> None:
 
 def test_quiet_silences_messages_not_results(cli, wf: Path) -> None:
     r = cli("-q", "run", str(wf / "approval.py"), "--run-id", "q1")
-    assert r.exit_code == 5 and r.stdout == "q1\n" and r.stderr == ""
+    assert r.exit_code == 5 and r.stdout.startswith("q1@w") and r.stderr == ""
     r = cli("-q", "resume", "q1", "--current", "--answer", "bogus")
     assert r.exit_code == 2 and r.stderr.startswith("error: ")
 
