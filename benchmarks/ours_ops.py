@@ -86,8 +86,9 @@ def ask_roundtrip(sizes: Sizes, work: str) -> dict[str, Any]:
     totals, runs, resumes = [], [], []
     for _ in range(sizes.cli_roundtrips):
         t_run, stdout = _run(base + ["run", "ask.py", "--json"], expect=5, cwd=str(folder))
-        run_id = json.loads(stdout)["run_id"]
-        t_resume, stdout = _run(base + ["resume", run_id, "--answer", "yes", "--json"], expect=0, cwd=str(folder))
+        doc = json.loads(stdout)
+        handle = doc.get("wait_handle") or doc["run_id"]  # the wait handle names the wait being answered
+        t_resume, stdout = _run(base + ["resume", handle, "--answer", "yes", "--json"], expect=0, cwd=str(folder))
         assert json.loads(stdout)["status"] == "completed", stdout
         runs.append(t_run)
         resumes.append(t_resume)

@@ -72,6 +72,9 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
     rows += _verify_rows(sc.get("verify", {}))
     rows += _list_rows(sc.get("runs_list", {}))
     rows += _startup_rows(sc.get("startup", {}))
+    from .cli_latency import rows as cli_latency_rows  # here: that module builds its rows with Row
+
+    rows += cli_latency_rows(sc.get("cli_latency", {}))
     rows += _bytes_rows(sc.get("durable_steps", {}), up, lg, dbos)
     return rows
 

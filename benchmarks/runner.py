@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import ours, ours_ops, report
+from . import cli_latency, ours, ours_ops, ours_recovery, report
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -39,6 +39,8 @@ SCENARIOS: dict[str, Callable[[ours.Sizes, str], dict[str, Any]]] = {
     "verify": ours_ops.verify_throughput,
     "runs_list": ours_ops.runs_list,
     "startup": ours_ops.startup,
+    "recovery": ours_recovery.recovery,
+    "cli_latency": cli_latency.cli_latency,
 }
 VENV_HINT = "python -m venv .bench-venv && .bench-venv/bin/pip install -r benchmarks/requirements.txt"
 

@@ -16,7 +16,8 @@ def report_cmd(
     run_id: Optional[str] = typer.Argument(None, metavar="[RUN]", help="The run to report on."),
     output: Optional[str] = typer.Option(
         None, "-o", "--output", metavar="PATH",
-        help="The HTML file to write ('-' for stdout) [default: RUN.html]; with --all, a directory [default: reports]."),
+        help="The HTML file to write ('-' for stdout) [default: RUN.html]; "
+             "with --all, a directory [default: reports]."),
     at: Optional[int] = typer.Option(None, "--at", metavar="SEQ", help="Show the run as it was at ledger seq SEQ."),
     all_runs: bool = typer.Option(False, "--all", help="One page per run in the store, plus DIR/index.html."),
     layout: str = typer.Option("auto", "--layout", metavar="auto|dot|simple",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -14,9 +14,16 @@ from .app import app, on_sigterm, silence_stdout
 from .exit_codes import INTERRUPTED
 
 
+def build_command() -> Any:
+    """The click command tree of the app, with plain (pydantic-free) option coercion."""
+    from .fastparams import install_plain_coercion
+
+    return install_plain_coercion(typer.main.get_command(app))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the command line; returns the exit code (see ``abstractruntime.cli.exit_codes``)."""
-    command = typer.main.get_command(app)
+    command = build_command()
     try:
         # SIGTERM unwinds the command like Ctrl-C does, so it can say where the run stopped.
         signal.signal(signal.SIGTERM, on_sigterm)

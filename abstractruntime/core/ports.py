@@ -206,19 +206,33 @@ class LedgerStore(ABC):
         last = records[-1]
         return LedgerHead(seq=int(last.get("seq") or len(records)), head_hash=last.get("record_hash"))
 
-    def read_after(self, run_id: str, position: LedgerHead) -> tuple[LedgerHead, list[dict[str, Any]]]:
-        """The records after ``position`` and the head they end at (default: a full read).
+    def read_after(self, run_id: str, position: LedgerHead, *,
+                   until_seq: Optional[int] = None) -> tuple[LedgerHead, list[dict[str, Any]]]:
+        """The records after ``position`` (up to ``until_seq``) and the ledger's head (default: a full read).
 
         File stores seek to ``position.offset``; the first record read must continue the
         chain from ``position`` or the whole ledger is read instead.
         """
         records = self.list(run_id)
-        tail = [r for r in records if isinstance(r.get("seq"), int) and r["seq"] > position.seq]
+        tail = [r for r in records if isinstance(r.get("seq"), int) and r["seq"] > position.seq
+                and (until_seq is None or r["seq"] <= until_seq)]
         if not records:
             return LedgerHead(), []
         last = records[-1]
         seq = last.get("seq") if isinstance(last.get("seq"), int) else len(records)
         return LedgerHead(seq=seq, head_hash=last.get("record_hash")), tail
+
+    def put_anchor(self, run_id: str, anchor: dict[str, Any]) -> None:
+        """Keep a redacted state at a ledger position, so past states rebuild from near them.
+
+        ``anchor`` is ``{"seq", "head_hash", "offset", "checkpoint"}``. A cache: losing one
+        only makes :meth:`~abstractruntime.core.runtime.Runtime.state_at` replay further.
+        The default keeps none.
+        """
+
+    def find_anchor(self, run_id: str, seq: int) -> Optional[dict[str, Any]]:
+        """The kept anchor with the highest ``seq`` not after ``seq`` (default: none)."""
+        return None
 
     def find_completed(self, run_id: str, idempotency_key: str) -> Optional[dict[str, Any]]:
         """The first COMPLETED record with this idempotency key, or ``None`` (default: a scan)."""

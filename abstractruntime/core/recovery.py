@@ -111,19 +111,31 @@ def _has_redactions(records: list[dict[str, Any]]) -> bool:
 
 
 def state_at(runs: RunStore, ledger: LedgerStore, run_id: str, seq: int) -> Checkpoint:
-    """The run as it was right after ledger record ``seq`` (rebuilt from the ledger alone)."""
-    head, records = ledger.read_after(run_id, LedgerHead())
-    if not records:
+    """The run as it was right after ledger record ``seq``, rebuilt from the ledger.
+
+    Starts from the nearest kept anchor at or before ``seq`` (values redacted in the ledger
+    show as the ledger has them there) or from the first record, and replays up to ``seq``.
+    """
+    peek = getattr(ledger, "peek_head", None)
+    head = peek(run_id) if peek is not None else ledger.head(run_id)
+    if not head.seq:
         raise RunNotFoundError(run_id)
-    if not isinstance(seq, int) or seq < 1 or seq > head.seq:
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1 or seq > head.seq:
         raise InvalidInputError(f"Run {run_id} has records 1..{head.seq}; there is no seq {seq}")
-    wanted = [r for r in records if isinstance(r.get("seq"), int) and r["seq"] <= seq]
+    base, start = _blank(run_id), LedgerHead()
+    anchor = ledger.find_anchor(run_id, seq)
+    if anchor is not None:
+        try:
+            base = Checkpoint.from_dict(anchor["checkpoint"])
+            start = LedgerHead(int(anchor["seq"]), anchor.get("head_hash"), anchor.get("offset"))
+        except (KeyError, TypeError, ValueError):
+            base, start = _blank(run_id), LedgerHead()
+    _, wanted = ledger.read_after(run_id, start, until_seq=seq)
     if any(r.get("delta") is None for r in wanted):
         raise InvalidInputError(f"Run {run_id}: records up to seq {seq} were written before point-in-time "
                                 "records (format 2); its past states cannot be rebuilt")
     secrets = secrets_by_record(ledger.get_secrets(run_id)) if _has_redactions(wanted) else None
-    checkpoint = replay(_blank(run_id), wanted, secrets=secrets, path=f"ledger of run {run_id}")
-    return checkpoint
+    return replay(base, wanted, secrets=secrets, path=f"ledger of run {run_id}")
 
 
 def check_signed_head(opened: OpenedRun, *, signer: Any, ledger: LedgerStore, run_id: str) -> None:

@@ -11,6 +11,7 @@ side effects runs. See docs/concepts.md and docs/durability.md.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import sys
 from dataclasses import dataclass
@@ -117,6 +118,8 @@ class Runtime:
         # (run_id, effect_id, idempotency_key) of the effect whose handler is running.
         self.current_effect: Optional[tuple[str, int, str]] = None
         self._handlers: dict[EffectType, RegisteredHandler] = {}
+        # run_id -> (file tokens, state) of runs this runtime advanced last (see _load).
+        self._warm: dict[str, tuple[Any, OpenedRun]] = {}
         for effect_type, handler in ((EffectType.WAIT_EVENT, handle_wait_event), (EffectType.WAIT_JOB, handle_wait_job),
                                      (EffectType.ASK_USER, handle_ask_user),
                                      (EffectType.WAIT_UNTIL, make_wait_until(self)),
@@ -441,9 +444,31 @@ class Runtime:
     # -- internals ---------------------------------------------------------------------
 
     def _load(self, run_id: str) -> OpenedRun:
+        warm = self._warm.pop(run_id, None)
+        if warm is not None and warm[0] is not None and warm[0] == self._tokens(run_id):
+            # Nothing touched the run's files since this runtime last advanced it.
+            return warm[1]
         opened = open_run(self._run_store, self._ledger_store, run_id)
         check_signed_head(opened, signer=self.signer, ledger=self._ledger_store, run_id=run_id)
         return opened
+
+    def _tokens(self, run_id: str) -> Optional[tuple[Any, Any]]:
+        ledger_token = getattr(self._ledger_store, "position_token", None)
+        run_token = getattr(self._run_store, "checkpoint_token", None)
+        if ledger_token is None or run_token is None:
+            return None
+        return ledger_token(run_id), run_token(run_id)
+
+    def _remember(self, session: RunSession) -> None:
+        """Keep the run's state for this runtime's next tick, valid while its files are unchanged."""
+        tokens = self._tokens(session.run_id)
+        if tokens is None or session.queued:
+            return
+        if len(self._warm) >= 64:
+            self._warm.pop(next(iter(self._warm)))
+        self._warm[session.run_id] = (tokens, OpenedRun(
+            checkpoint=copy.deepcopy(session.checkpoint), saved=session.saved, head=session.durable,
+            saved_status=session.saved_status))
 
     def _session(self, opened: OpenedRun) -> RunSession:
         session = RunSession(self._ports(), opened.checkpoint, durable_head=opened.head, saved_head=opened.saved)
@@ -509,7 +534,10 @@ class Runtime:
         while run.status is RunStatus.RUNNING and steps < max_steps:
             steps += 1
             self._step(session, workflow)
+            if session.tail_is_long():
+                session.save_checkpoint()  # every CHECKPOINT_EVERY records, also inside a long tick
         session.finish()
+        self._remember(session)
         return run
 
     def _resume_due_timer(self, session: RunSession) -> None:

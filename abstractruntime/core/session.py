@@ -27,6 +27,9 @@ from .wal import DeltaTracker, secret_key
 # of ledger, so recovery replays a bounded tail (docs/performance.md has the measurements).
 CHECKPOINT_EVERY = 512
 CHECKPOINT_BYTES = 1 << 20
+# Every ANCHOR_EVERY records a redacted copy of the state is kept beside the ledger, so a
+# past state (state_at, --at) is rebuilt from the nearest anchor instead of from the start.
+ANCHOR_EVERY = 1024
 
 
 @dataclass
@@ -181,11 +184,22 @@ class RunSession:
         self.checkpoint.ledger = self.durable
         self.checkpoint.external = False
         self.ports.runs.save_checkpoint(self.checkpoint)
+        previous = self.saved.seq if self.saved is not None else 0
+        if self.durable.seq // ANCHOR_EVERY > previous // ANCHOR_EVERY:
+            self._anchor()
         if self.kept_secrets:
             self.ports.ledger.prune_secrets(self.run_id, through_seq=self.durable.seq)
             self.kept_secrets = False
         self.saved = self.durable
         self.saved_status = run.status
+
+    def _anchor(self) -> None:
+        put = getattr(self.ports.ledger, "put_anchor", None)
+        if put is None:
+            return
+        head = self.durable
+        put(self.run_id, {"seq": head.seq, "head_hash": head.head_hash, "offset": head.offset,
+                          "checkpoint": self.ports.redactor.redact(self.checkpoint.to_dict())})
 
     def finish(self) -> None:
         """End of a tick: flush, and write the checkpoint when it pays.
@@ -199,10 +213,16 @@ class RunSession:
             if self.saved != self.durable or self.saved_status is not self.run.status:
                 self.save_checkpoint()
             return
-        behind = self.durable.seq - self.saved.seq
-        grown = (self.durable.offset or 0) - (self.saved.offset or 0)
-        if behind >= CHECKPOINT_EVERY or grown >= CHECKPOINT_BYTES:
+        if self.tail_is_long():
             self.save_checkpoint()
+
+    def tail_is_long(self) -> bool:
+        """True when the records since the stored checkpoint passed the checkpoint thresholds."""
+        saved = self.saved.seq if self.saved is not None else 0
+        if self.head.seq - saved >= CHECKPOINT_EVERY:
+            return True
+        grown = (self.durable.offset or 0) - ((self.saved.offset or 0) if self.saved is not None else 0)
+        return grown >= CHECKPOINT_BYTES
 
 
 def new_record(run: RunState, kind: RecordKind, node_id: Optional[str] = None) -> StepRecord:

@@ -203,7 +203,8 @@ def fallback_svg(graph: Graph) -> str:
         y = ys[name]
         parts.append(f'<g class="node {cls}"><title>{html.escape(name)}</title>'
                      f'<rect x="{left}" y="{y}" width="{width_box}" height="{box_h}" rx="6"/>'
-                     f'<text x="{cx}" y="{y + box_h / 2 + 4}" text-anchor="middle">{html.escape(_short(name))}</text></g>')
+                     f'<text x="{cx}" y="{y + box_h / 2 + 4}" text-anchor="middle">'
+                     f"{html.escape(_short(name))}</text></g>")
     parts.append("</svg>")
     return "".join(parts)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import quote
 
-from ..core.errors import AbstractRuntimeError
+from ..core.errors import AbstractRuntimeError, NotFoundError
 from .escape import text
 from .graph import transitions
 from .load import load_run
@@ -16,10 +16,17 @@ from .page import page_head
 from .write import ReportFile, render_run, write_text
 
 
-def _run_ids(store: Any) -> list[str]:
-    """Every run of the store, in run-id order (the index's order)."""
-    runs = store.runs.list_runs(limit=1_000_000)
-    return sorted({r.run_id for r in runs})
+def _verified_runs(store: Any) -> dict[str, Optional[dict[str, Any]]]:
+    """Every run of the store, in run-id order, with its verification when the store has files.
+
+    A file store is listed by ``verify_store`` (which reads the run directories and writes
+    nothing); any other store through its query API.
+    """
+    if getattr(store, "root", None) is not None:
+        from ..storage.verify import verify_store
+
+        return {r.run_id: r.to_dict() for r in verify_store(store)}
+    return {run_id: None for run_id in sorted({r.run_id for r in store.runs.list_runs(limit=1_000_000)})}
 
 
 def _related_by_workflow(store: Any, run_ids: list[str]) -> dict[str, list[tuple[str, list, list]]]:
@@ -43,19 +50,23 @@ def write_index(store: Any, out_dir: str | os.PathLike[str], *, layout: str = "a
     """Write ``<out_dir>/<run_id>.html`` for every run and ``<out_dir>/index.html``; returns both.
 
     A run whose files cannot be read at all still gets a row in the index, with the error.
+    A store without runs raises :class:`NotFoundError` (an empty index would hide a wrong store).
     """
     if not version:
         from .. import __version__ as version
+    verified = _verified_runs(store)
+    run_ids = list(verified)
+    if not run_ids:
+        raise NotFoundError(f"no runs to report on in store {getattr(store, 'root', store)}")
     target = Path(out_dir)
     target.mkdir(parents=True, exist_ok=True)
-    run_ids = _run_ids(store)
     related = _related_by_workflow(store, run_ids)
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     written: list[ReportFile] = []
     for run_id in run_ids:
         path = target / f"{run_id}.html"
         try:
-            data = load_run(store, run_id, related=0)
+            data = load_run(store, run_id, related=0, verify=verified[run_id])
             data.related = [(n, e) for rid, n, e in related.get(data.workflow_id, []) if rid != run_id]
             html, info = render_run(data, layout=layout, version=version, generated_at=generated)
             write_text(path, html)

@@ -186,8 +186,12 @@ def related_records(store: Any, run_id: str, workflow_id: str, *,
     return out
 
 
-def load_run(store: Any, run_id: str, *, at: Optional[int] = None, related: int = RELATED_RUNS) -> RunData:
+def load_run(store: Any, run_id: str, *, at: Optional[int] = None, related: int = RELATED_RUNS,
+             verify: Optional[dict[str, Any]] = None) -> RunData:
     """Read one run for a report; ``at`` cuts the ledger after that seq (the run as it was then).
+
+    ``verify`` is the run's ``VerifyReport.to_dict()`` when the caller already has it
+    (``report --all`` verifies the whole store first); otherwise the run is verified here.
 
     Raises :class:`RunNotFoundError` when the store has neither a checkpoint nor a ledger for
     the run, and :class:`InvalidInputError` for an ``at`` outside the ledger.
@@ -197,7 +201,10 @@ def load_run(store: Any, run_id: str, *, at: Optional[int] = None, related: int 
     records = _records(store, run_id, warnings)
     if checkpoint is None and not records:
         raise RunNotFoundError(run_id)
-    verify, scope = _verify(store, run_id, records)
+    if verify is not None:
+        scope = "files"
+    else:
+        verify, scope = _verify(store, run_id, records)
     total = len(records)
     if at is not None:
         last = _seq(records[-1]) if records else 0

@@ -7,10 +7,12 @@ HTML: summaries are plain text (the page sets them with ``textContent``).
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any, Optional
 
 SUMMARY_CHARS = 240
+_FRACTION = re.compile(r"\.(\d+)")
 # A single record's detail larger than this is cut to a preview in the page (the full
 # record stays in the ledger: ``abstractruntime ledger show RUN``).
 MAX_DETAIL_CHARS = 200_000
@@ -27,10 +29,16 @@ def parse_time(value: Any) -> Optional[float]:
     """An ISO-8601 timestamp as POSIX seconds, or None."""
     if not isinstance(value, str) or not value:
         return None
+    text = value.replace("Z", "+00:00")
     try:
-        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        stamp = datetime.fromisoformat(text)
     except ValueError:
-        return None
+        # Python 3.10 accepts only 3 or 6 fraction digits: pad or cut the fraction to 6.
+        fixed = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
+        try:
+            stamp = datetime.fromisoformat(fixed)
+        except ValueError:
+            return None
     if stamp.tzinfo is None:  # naive stamps are UTC by the ledger's convention
         from datetime import timezone
 
@@ -128,7 +136,8 @@ def _summary(rec: dict[str, Any], etype: Optional[str]) -> str:
         payload = result.get("payload")
         if isinstance(payload, dict) and isinstance(payload.get("approval"), dict):
             ap = payload["approval"]
-            text = f"tool calls {ap.get('decision')}: approved {ap.get('approved') or []}, denied {ap.get('denied') or []}"
+            text = (f"tool calls {ap.get('decision')}: approved {ap.get('approved') or []}, "
+                    f"denied {ap.get('denied') or []}")
             return text + (f" ({ap.get('reason')})" if ap.get("reason") else "")
         if isinstance(payload, dict) and "answer" in payload and len(payload) == 1:
             return f"answered: {_compact(payload['answer'])}"

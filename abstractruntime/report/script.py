@@ -129,7 +129,8 @@ function answerBlock(parent, r) {
   if (big(b, a)) { return; }
   if (a && typeof a === "object" && a.approval) {
     var ap = a.approval;
-    b.appendChild(el("p", "decision", "decision: " + ap.decision + " · approved: " + JSON.stringify(ap.approved || []) +
+    b.appendChild(el("p", "decision", "decision: " + ap.decision + " · approved: " +
+      JSON.stringify(ap.approved || []) +
       " · denied: " + JSON.stringify(ap.denied || []) + (ap.reason ? " · reason: " + ap.reason : "")));
     b.appendChild(el("p", "muted", "calls sha256: " + (ap.calls_sha256 || a.calls_sha256 || "?")));
     if (Array.isArray(a.results)) { toolResults(b, a); }
@@ -141,9 +142,13 @@ function answerBlock(parent, r) {
 }
 function detail(r, host) {
   var box = el("div", "detail");
-  var eff = r.eff !== undefined ? r.eff : (r.eff_ref !== undefined && bySeq[r.eff_ref] ? bySeq[r.eff_ref].eff : undefined);
+  var eff = r.eff !== undefined ? r.eff
+    : (r.eff_ref !== undefined && bySeq[r.eff_ref] ? bySeq[r.eff_ref].eff : undefined);
   if (r.err !== undefined) { var e = block(box, "Error", "error"); if (!big(e, r.err)) { pre(e, r.err); } }
-  if (r.bad) { var p = block(box, "Verification problem", "error"); r.bad.forEach(function (t) { p.appendChild(el("p", null, t)); }); }
+  if (r.bad) {
+    var p = block(box, "Verification problem", "error");
+    r.bad.forEach(function (t) { p.appendChild(el("p", null, t)); });
+  }
   if (eff !== undefined && !big(box, eff)) {
     var payload = (eff && eff.payload) || {};
     if (r.eff_ref !== undefined) { box.appendChild(el("p", "muted", "effect as requested at seq " + r.eff_ref)); }

@@ -52,6 +52,7 @@ class InMemoryRunStore(RunStore):
 
     def __init__(self) -> None:
         self._checkpoints: dict[str, Checkpoint] = {}
+        self._versions: dict[str, int] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -64,6 +65,7 @@ class InMemoryRunStore(RunStore):
             old = self._checkpoints.get(run.run_id)
             base = old if old is not None else Checkpoint(run=run, ledger=LedgerHead())
             self._checkpoints[run.run_id] = _copy_checkpoint(base, run=_copy_run(run), external=True)
+            self._versions[run.run_id] = self._versions.get(run.run_id, 0) + 1
 
     def load(self, run_id: str) -> Optional[RunState]:
         """A copy of the stored run, or ``None``."""
@@ -75,6 +77,12 @@ class InMemoryRunStore(RunStore):
         stored = _copy_checkpoint(checkpoint)
         with self._guard:
             self._checkpoints[checkpoint.run.run_id] = stored
+            self._versions[checkpoint.run.run_id] = self._versions.get(checkpoint.run.run_id, 0) + 1
+
+    def checkpoint_token(self, run_id: str) -> int:
+        """A counter that every save of the run moves."""
+        with self._guard:
+            return self._versions.get(run_id, 0)
 
     def load_checkpoint(self, run_id: str) -> Optional[Checkpoint]:
         """A copy of the stored checkpoint, or ``None``."""
@@ -133,6 +141,7 @@ class InMemoryRunStore(RunStore):
     def delete(self, run_id: str) -> bool:
         """Forget a run; ``True`` if it existed."""
         with self._guard:
+            self._versions[run_id] = self._versions.get(run_id, 0) + 1
             return self._checkpoints.pop(run_id, None) is not None
 
 
@@ -194,11 +203,19 @@ class InMemoryLedgerStore(LedgerStore):
         with self._guard:
             return copy.deepcopy(self._records.get(run_id, []))
 
-    def read_after(self, run_id: str, position: LedgerHead) -> tuple[LedgerHead, list[dict[str, Any]]]:
-        """Copies of the records after ``position`` and the current head."""
+    def position_token(self, run_id: str) -> tuple[int, int]:
+        """``(id of the run's list, its length)``: changes with every append."""
+        with self._guard:
+            rows = self._records.get(run_id)
+            return (id(rows), len(rows)) if rows is not None else (0, 0)
+
+    def read_after(self, run_id: str, position: LedgerHead, *,
+                   until_seq: Optional[int] = None) -> tuple[LedgerHead, list[dict[str, Any]]]:
+        """Copies of the records after ``position`` (up to ``until_seq``) and the current head."""
         with self._guard:
             rows = self._records.get(run_id, [])
-            tail = copy.deepcopy(rows[position.seq:]) if position.seq <= len(rows) else []
+            end = len(rows) if until_seq is None else min(until_seq, len(rows))
+            tail = copy.deepcopy(rows[position.seq:end]) if position.seq <= len(rows) else []
             return self._head_locked(run_id), tail
 
     def _head_locked(self, run_id: str) -> LedgerHead:

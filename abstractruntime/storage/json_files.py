@@ -5,6 +5,7 @@ Layout under the store root (the ``base_dir`` both stores are given)::
     runs/<run_id>/ledger.jsonl   hash-chained records, one per line: the write-ahead log
     runs/<run_id>/run.json       checkpoint: a cache of the state at one ledger position
     runs/<run_id>/secrets.jsonl  real values the ledger redacted (0600, never hashed)
+    runs/<run_id>/anchors.jsonl  redacted states every 1,024 records, for point-in-time reads
     runs/<run_id>/.lock          flock target
     index.sqlite3                rebuildable query index (run_index.py)
 
@@ -46,6 +47,7 @@ RUNS_DIR = "runs"
 CHECKPOINT_FILE = "run.json"
 LEDGER_FILE = "ledger.jsonl"
 SECRETS_FILE = "secrets.jsonl"
+ANCHORS_FILE = "anchors.jsonl"
 LOCK_FILE = ".lock"
 
 
@@ -170,6 +172,14 @@ class JsonFileRunStore(RunStore):
             return read_checkpoint(path)
         except FileNotFoundError:
             return None
+
+    def checkpoint_token(self, run_id: str) -> Optional[tuple[int, int, int]]:
+        """``(inode, mtime_ns, size)`` of ``run.json``: changes whenever anyone replaces it."""
+        try:
+            stat = os.lstat(self._files.checkpoint(run_id))
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
     def exists(self, run_id: str) -> bool:
         """True when the run has a checkpoint or a ledger."""

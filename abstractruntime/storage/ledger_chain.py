@@ -86,9 +86,18 @@ class HashChainedLedgerStore(LedgerStore):
         with self._lock:
             return self._head(run_id)
 
-    def read_after(self, run_id: str, position: LedgerHead) -> tuple[LedgerHead, list[dict[str, Any]]]:
+    def read_after(self, run_id: str, position: LedgerHead, *,
+                   until_seq: Optional[int] = None) -> tuple[LedgerHead, list[dict[str, Any]]]:
         """Delegates to the inner store."""
-        return self._inner.read_after(run_id, position)
+        return self._inner.read_after(run_id, position, until_seq=until_seq)
+
+    def put_anchor(self, run_id: str, anchor: dict[str, Any]) -> None:
+        """Delegates to the inner store."""
+        self._inner.put_anchor(run_id, anchor)
+
+    def find_anchor(self, run_id: str, seq: int) -> Optional[dict[str, Any]]:
+        """Delegates to the inner store."""
+        return self._inner.find_anchor(run_id, seq)
 
     def find_completed(self, run_id: str, idempotency_key: str) -> Optional[dict[str, Any]]:
         """Delegates to the inner store's lookup."""

@@ -45,18 +45,22 @@ def parse_ledger(
     verify_chain: bool = True,
     keep_records: bool = True,
     run_id: Optional[str] = None,
+    until_seq: Optional[int] = None,
 ) -> ParsedLedger:
     """Parse ``data`` (the file's bytes from ``start_offset``) continuing after ``head``.
 
     With ``verify_chain`` every record's hash, ``seq`` and ``prev_hash`` are checked (the
     writer's view: it refuses to extend a broken chain); without it only the JSON is
-    checked (readers that must still show a tampered ledger). Raises
+    checked (readers that must still show a tampered ledger). ``until_seq`` stops after that
+    record (point-in-time reads). Raises
     :class:`CorruptRecordError` with the 1-based line number on any bad line before the tail.
     """
     result = ParsedLedger(head=head, valid_end=start_offset, lines=start_line)
     pos = 0
     size = len(data)
     while pos < size:
+        if until_seq is not None and result.head.seq >= until_seq:
+            break  # the caller wants the records up to until_seq only
         newline = data.find(b"\n", pos)
         line_no = result.lines + 1
         if newline == -1:

@@ -23,7 +23,7 @@ from ..core.errors import CorruptRecordError, LedgerConflictError, StorageError
 from ..core.models import StepRecord
 from ..core.ports import LedgerHead, LedgerStore
 from .fsio import Durability, append_bytes, atomic_write_bytes, check_durability, fsync_dir, loads_strict, open_append, read_bytes
-from .json_files import LEDGER_FILE, SECRETS_FILE, RunFiles
+from .json_files import ANCHORS_FILE, LEDGER_FILE, SECRETS_FILE, RunFiles
 from .ledger_chain import seal_record_line
 from .ledger_file import parse_ledger
 
@@ -185,7 +185,8 @@ class JsonlLedgerStore(LedgerStore):
             log.warning("%s: ignoring a torn tail of %d bytes after line %d", path, parsed.torn_bytes, parsed.lines)
         return parsed.records
 
-    def read_after(self, run_id: str, position: LedgerHead) -> tuple[LedgerHead, list[dict[str, Any]]]:
+    def read_after(self, run_id: str, position: LedgerHead, *,
+                   until_seq: Optional[int] = None) -> tuple[LedgerHead, list[dict[str, Any]]]:
         """The chain-checked records after ``position`` and the head they end at.
 
         Reads from ``position.offset`` when the line ending there is the record
@@ -204,6 +205,10 @@ class JsonlLedgerStore(LedgerStore):
             start, start_head = 0, LedgerHead()
             if position.seq and position.offset is not None and self._anchored(path, position, stat.st_size):
                 start, start_head = position.offset, LedgerHead(position.seq, position.head_hash)
+            if until_seq is not None:
+                # A partial read (point in time): only the bytes it needs, and no cache seeded.
+                records = self._read_until(path, run_id, start, start_head, until_seq)
+                return self.peek_head(run_id), [r for r in records if r.get("seq", 0) > position.seq]
             data = read_bytes(path, offset=start)
             parsed = parse_ledger(data, path=str(path), start_offset=start, start_line=start_head.seq,
                                   head=start_head, run_id=run_id)
@@ -213,6 +218,54 @@ class JsonlLedgerStore(LedgerStore):
                 head=LedgerHead(parsed.head.seq, parsed.head.head_hash, offset=parsed.valid_end),
                 completed=dict(parsed.completed_offsets) if start == 0 else None)
             return self._cache[run_id].head, records
+
+    @staticmethod
+    def _read_until(path: Path, run_id: str, start: int, head: LedgerHead, until_seq: int) -> list[dict[str, Any]]:
+        """Chain-checked records from byte ``start`` up to seq ``until_seq``, read in chunks."""
+        records: list[dict[str, Any]] = []
+        offset, line, pending = start, head.seq, b""
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            while head.seq < until_seq:
+                chunk = handle.read(1 << 18)
+                if not chunk:
+                    break
+                data = pending + chunk
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:
+                    pending = data
+                    continue
+                parsed = parse_ledger(data[:cut], path=str(path), start_offset=offset, start_line=line, head=head,
+                                      run_id=run_id, until_seq=until_seq)
+                records.extend(parsed.records)
+                head, line = parsed.head, parsed.lines
+                offset += cut
+                pending = data[cut:]
+        return records
+
+    def peek_head(self, run_id: str) -> LedgerHead:
+        """The head as this process last saw it, else read off the file's last line (not chain-checked)."""
+        with self._guard:
+            cache = self._cache.get(run_id)
+            path = self._files.ledger(run_id)
+            try:
+                size = os.lstat(path).st_size
+            except FileNotFoundError:
+                return LedgerHead()
+            if cache is not None and cache.size == size:
+                return cache.head
+            begin = max(0, size - _ANCHOR_WINDOW * 16)
+            with open(path, "rb") as handle:
+                handle.seek(begin)
+                window = handle.read()
+            for raw in reversed(window.rstrip(b"\n").split(b"\n")):
+                try:
+                    doc = loads_strict(raw)
+                except (ValueError, UnicodeDecodeError):
+                    continue
+                if isinstance(doc, dict) and isinstance(doc.get("seq"), int):
+                    return LedgerHead(doc["seq"], doc.get("record_hash"))
+            return self.head(run_id)
 
     @staticmethod
     def _anchored(path: Path, position: LedgerHead, size: int) -> bool:
@@ -231,6 +284,14 @@ class JsonlLedgerStore(LedgerStore):
             return False
         last_line = window[:-1].rsplit(b"\n", 1)[-1]
         return b'"record_hash":"' + position.head_hash.encode("ascii", "replace") + b'"' in last_line
+
+    def position_token(self, run_id: str) -> Optional[tuple[int, int]]:
+        """``(inode, size)`` of the ledger file: changes with every append by anyone."""
+        try:
+            stat = os.lstat(self._files.ledger(run_id))
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_size
 
     def head(self, run_id: str) -> LedgerHead:
         """The last valid record's seq and hash (chain-checked)."""
@@ -256,6 +317,32 @@ class JsonlLedgerStore(LedgerStore):
         return parsed.records[0] if parsed.records else None
 
     # -- values kept beside the run -------------------------------------------------------
+
+    def put_anchor(self, run_id: str, anchor: dict[str, Any]) -> None:
+        """Append an anchor to ``anchors.jsonl`` (0600; a cache, so not fsynced)."""
+        path = self._files.run_dir(run_id, create=True) / ANCHORS_FILE
+        fd = open_append(path)
+        try:
+            append_bytes(fd, canonical_json(anchor) + b"\n", path=path, durable=False)
+        finally:
+            os.close(fd)
+
+    def find_anchor(self, run_id: str, seq: int) -> Optional[dict[str, Any]]:
+        """The last anchor at or before ``seq`` (a damaged line is skipped: anchors are a cache)."""
+        try:
+            data = read_bytes(self._files.run_dir(run_id) / ANCHORS_FILE)
+        except FileNotFoundError:
+            return None
+        best: Optional[dict[str, Any]] = None
+        for raw in data.split(b"\n"):
+            try:
+                doc = loads_strict(raw) if raw.strip() else None
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(doc, dict) and isinstance(doc.get("seq"), int) and doc["seq"] <= seq:
+                if best is None or doc["seq"] > best["seq"]:
+                    best = doc
+        return best
 
     def put_secrets(self, run_id: str, entries: Sequence[dict[str, Any]]) -> None:
         """Append the real values of redacted fields to ``secrets.jsonl`` (0600, fsynced)."""

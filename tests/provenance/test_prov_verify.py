@@ -195,9 +195,7 @@ def test_verify_store(tmp_path: Path) -> None:
     _, runtime = open_demo(root)
     for run_id in ("c", "a", "b"):
         run_demo(runtime, run_id)
-    (root / "runs" / "not a run").mkdir()
-    (root / "runs" / "stray.txt").write_text("x")
-    (root / "runs" / "empty").mkdir()
+    (root / "runs" / "empty").mkdir()  # entries that are not runs fail: test_prov_verify_strays.py
     seen: list[tuple[int, int, str]] = []
     reports = verify_store(root, progress=lambda done, total, r: seen.append((done, total, r.run_id)))
     assert [r.run_id for r in reports] == ["a", "b", "c"] and all(r.ok for r in reports)

@@ -30,7 +30,7 @@ def hostile_store(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     """One headless Chromium per test module (skipped without it, unless CI=true)."""
-    from browser import Browser, require_browser
+    from report_browser import Browser, require_browser
 
     require_browser()
     session = Browser()

@@ -60,7 +60,8 @@ def assert_self_contained(html: str, *, allow_relative_links: bool = False) -> N
     assert html.count("<script") == (2 if not allow_relative_links else 0)
     parser = _Fetchers()
     parser.feed(html)
-    found = [f for f in parser.found if not (allow_relative_links and re.fullmatch(r"a href=[A-Za-z0-9._%-]+\.html", f))]
+    found = [f for f in parser.found
+             if not (allow_relative_links and re.fullmatch(r"a href=[A-Za-z0-9._%-]+\.html", f))]
     assert not found, f"page refers to something outside itself: {found}"
     assert "Content-Security-Policy" in html and "default-src &#x27;none&#x27;" in html
 
@@ -206,3 +207,47 @@ def test_corrupt_ledger_line_still_renders(samples: Path, tmp_path: Path) -> Non
     assert doc["verified"] is False and doc["rows"] == 6
     html = (tmp_path / "c.html").read_text(encoding="utf-8")
     assert "ledger partly unreadable" in html and "invalid_json" in html
+
+
+def test_snapshot_and_bookmark_marks(samples: Path, tmp_path: Path) -> None:
+    result = invoke(samples, "report", "approval-waiting", "-o", str(tmp_path / "w.html"))
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "w.html").read_text(encoding="utf-8")
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', html, re.S)[1])
+    marks = {r["seq"]: r.get("marks") for r in data["rows"]}
+    assert marks[3] == [{"type": "snapshot", "name": "before-answer",
+                         "id": "327a9620-af94-4e91-9472-ff91784f1d33"}]
+    assert 'class="mark-snapshot"' in html and 'id="f-status">waiting<' in html
+    assert '<details class="state-waiting" open>' in html and "Deploy payments to production? [y/n]" in html
+
+
+def test_failed_run(tmp_path: Path) -> None:
+    from abstractruntime import StepPlan, WorkflowSpec, open_store
+
+    def a(run, ctx):
+        return StepPlan("a", next_node="b")
+
+    def b(run, ctx):
+        raise RuntimeError("boom <b>")
+
+    store = tmp_path / "store"
+    fs = open_store(store)
+    runtime = fs.runtime()
+    workflow = WorkflowSpec("failing", entry_node="a", nodes={"a": a, "b": b})
+    runtime.tick(workflow=workflow, run_id=runtime.start(workflow=workflow, run_id="f1"))
+    fs.close()
+    result = invoke(store, "--json", "report", "f1", "-o", str(tmp_path / "f.html"))
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "failed" and doc["verified"] is True and doc["rows"] == 3
+    html = (tmp_path / "f.html").read_text(encoding="utf-8")
+    assert "boom &lt;b&gt;" in html or "boom \\u003cb\\u003e" in html
+    assert '<body class="status-failed">' in html
+
+
+def test_all_on_a_store_without_runs_is_not_found(tmp_path: Path) -> None:
+    from abstractruntime import open_store
+
+    open_store(tmp_path / "empty").close()
+    proc = run_cli(tmp_path / "empty", "report", "--all", "-o", str(tmp_path / "site"))
+    assert proc.returncode == 4 and "no runs" in proc.stderr
+    assert not (tmp_path / "site").exists()

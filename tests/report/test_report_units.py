@@ -137,7 +137,8 @@ def test_importing_abstractruntime_does_not_load_the_report() -> None:
     import subprocess
     import sys
 
-    code = "import sys, abstractruntime; abstractruntime.open_store; print(any(m.startswith('abstractruntime.report') for m in sys.modules))"
+    code = ("import sys, abstractruntime; abstractruntime.open_store; "
+            "print(any(m.startswith('abstractruntime.report') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parent)
     assert out.stdout.strip() == "False"

@@ -30,25 +30,24 @@ _BROWSER_UI = ("chrome://", "chrome-untrusted://", "devtools://", "about:")
 
 def chromium_paths() -> tuple[Optional[str], Optional[str]]:
     """``(browser, driver)`` executables, or None for whichever is missing."""
-    browser = next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium") or "") if p and os.access(p, os.X_OK)), None)
+    candidates = ("/usr/lib/chromium/chromium", shutil.which("chromium") or "")
+    browser = next((p for p in candidates if p and os.access(p, os.X_OK)), None)
     return browser, shutil.which("chromedriver")
 
 
 def require_browser() -> tuple[str, str]:
-    """The executables; skips the test when absent, unless CI=true (where CI installs them)."""
+    """The executables. Skips the test only when chromium or chromedriver is missing and CI is
+    not "true" (CI installs both); selenium is a dev dependency, so its absence is a failure."""
     browser, driver = chromium_paths()
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        selenium_ok = False
-    else:
-        selenium_ok = True
-    missing = [name for name, ok in (("chromium", browser), ("chromedriver", driver), ("selenium", selenium_ok))
-               if not ok]
+    missing = [name for name, path in (("chromium", browser), ("chromedriver", driver)) if not path]
     if missing:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but {', '.join(missing)} missing (.ci/run installs chromium and chromium-driver)")
-        pytest.skip(f"{', '.join(missing)} not installed")
+        pytest.skip(f"{', '.join(missing)} not installed (apt-get install chromium chromium-driver)")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        pytest.fail("selenium is missing: pip install -e '.[dev]'")
     assert browser and driver
     return browser, driver
 
