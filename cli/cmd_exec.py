@@ -1,7 +1,8 @@
-"""Commands that advance runs: run, start, tick, worker."""
+"""Commands that advance runs: run, start, tick, retry, worker."""
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from typing import Any, Optional
@@ -10,7 +11,7 @@ import typer
 
 from . import workflows
 from .app import app, finish_batch, finish_run, settings
-from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_config
+from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_flags
 from .handles import run_id_of
 from .output import Settings
 
@@ -70,16 +71,20 @@ def run_cmd(
 
     On a terminal an ask_user prompt is asked here and the run goes on with the answer;
     with --no-input or without a terminal the command exits 5 and prints the run id.
-    With --llm, llm_call and tool_calls effects go to an LLM (API keys: environment only).
+    With --llm, llm_call and tool_calls effects go to an LLM (API keys: environment only); the
+    configuration is recorded with the run (never a key) and reused by later commands. An
+    llm_call with no --llm makes the run wait (exit 5, "needs --llm ...") rather than fail.
     """
     s = settings(ctx, json_out)
     inputs = workflows.parse_vars(var, vars_json)
-    config = llm_config(llm, provider=provider, model=model, server=server, base_url=base_url)
+    config = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url).config()
     loaded = workflows.load(workflow_file, attr=attr)
     if config is not None:
         s.debug(config.describe())
     runtime = workflows.runtime_for(s.open_store(create=True), loaded, config)
-    new_id = runtime.start(workflow=loaded.workflow, vars=inputs, actor_id=actor, run_id=run_id)
+    # The LLM configuration goes with the run, so later commands need no --llm again.
+    metadata = {"llm": config.to_metadata()} if config is not None else None
+    new_id = runtime.start(workflow=loaded.workflow, vars=inputs, actor_id=actor, run_id=run_id, metadata=metadata)
     s.current_run = new_id
     s.debug(f"started run {new_id}")
     state = drive(s, runtime, loaded.workflow, runtime.get_state(new_id), max_steps=max_steps)
@@ -129,9 +134,10 @@ def tick_due_runs(s: Settings, *, limit: int, allow_drift: bool,
     for run in due:
         try:
             checkpoint = store.runtime().get_checkpoint(run.run_id)
-            key = (workflows.recorded_source(checkpoint) or "", run.workflow_id)
+            recorded = json.dumps((getattr(checkpoint, "metadata", None) or {}).get("llm"), sort_keys=True)
+            key = (workflows.recorded_source(checkpoint) or "", run.workflow_id, recorded)
             if key not in cache:
-                cache[key] = workflows.load_for_run(store, run.run_id, llm=llm)
+                cache[key] = workflows.load_for_run(store, run.run_id, llm=llm, info=s.info)
             loaded, runtime = cache[key]
             # Re-checked under the run's lock, so with several workers each timer fires once.
             state = runtime.tick_if_due(workflow=loaded.workflow, run_id=run.run_id, allow_drift=allow_drift)
@@ -168,21 +174,68 @@ def tick_cmd(
     """Advance one run (`tick RUN`) or every run whose timer is due (`tick --due`).
 
     A run waiting on a timer that is not yet due, an answer or an event is left as it is (exit 5).
+    A run waiting for a handler (an llm_call started without --llm) is performed now when the
+    run's recorded LLM configuration, or --llm given here, provides one.
     """
     s = settings(ctx, json_out)
     if due == (run_id is not None):
         raise typer.BadParameter("give either RUN or --due", param_hint="RUN / --due")
-    config = llm_config(llm, provider=provider, model=model, server=server, base_url=base_url)
+    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url)
     if due:
-        states, errors = tick_due_runs(s, limit=limit, allow_drift=allow_drift, llm=config)
+        states, errors = tick_due_runs(s, limit=limit, allow_drift=allow_drift, llm=flags)
         finish_batch(s, states, errors, f"{len(states)} due run(s) advanced")
     assert run_id is not None
     run_id = run_id_of(run_id)
     loaded, runtime = workflows.load_for_run(s.open_store(), run_id, workflow_file=workflow_file, attr=attr,
-                                             llm=config)
+                                             llm=flags, info=s.info)
     s.current_run = run_id
     state = runtime.tick(workflow=loaded.workflow, run_id=run_id, allow_drift=allow_drift, lock_wait=wait,
                          max_steps=min(max_steps, 100))
+    state = drive(s, runtime, loaded.workflow, state, allow_drift=allow_drift, lock_wait=wait,
+                  max_steps=max(max_steps - 100, 0))
+    finish_run(s, state)
+
+
+@app.command("retry")
+def retry_cmd(
+    ctx: typer.Context,
+    run_id: str = typer.Argument(..., metavar="RUN", help="A run that failed on a retryable effect error."),
+    workflow_file: Optional[str] = typer.Option(None, "--workflow", metavar="FILE",
+                                                help="Workflow file [default: the one the run recorded]."),
+    attr: Optional[str] = AttrOpt,
+    allow_drift: bool = typer.Option(False, "--allow-drift", help="Accept a workflow file that changed since the run started."),
+    wait: float = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for a run locked by another process."),
+    max_steps: int = typer.Option(10_000, "--max-steps", min=1, help="Stop after this many node steps."),
+    llm: Optional[str] = LlmOpt,
+    provider: Optional[str] = ProviderOpt,
+    model: Optional[str] = ModelOpt,
+    server: Optional[str] = ServerOpt,
+    base_url: Optional[str] = BaseUrlOpt,
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Attempt again the effect a run failed on, when the failure was retryable (a blip).
+
+    The failure stays in the ledger and a retry record starts a new set of attempts; the run
+    then goes on as `tick` would (exit 0, 1 or 5). A run that did not fail on a retryable
+    effect error is refused (exit 1, nothing written). The run's recorded LLM configuration
+    is used unless --llm ... options override it.
+    """
+    s = settings(ctx, json_out)
+    run_id = run_id_of(run_id)
+    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url)
+    store = s.open_store()
+    state = store.runtime().get_state(run_id)
+    if state.status.value != "failed":
+        from abstractruntime.core.errors import RunNotRetryableError
+
+        # Checked before any workflow code is imported (the kernel checks again under the lock).
+        raise RunNotRetryableError(f"Run {run_id} cannot be retried: it is {state.status.value}, not failed",
+                                   run_id=run_id, status=state.status.value)
+    loaded, runtime = workflows.load_for_run(store, run_id, workflow_file=workflow_file, attr=attr, llm=flags,
+                                             info=s.info)
+    s.current_run = run_id
+    state = runtime.retry(workflow=loaded.workflow, run_id=run_id, allow_drift=allow_drift, lock_wait=wait,
+                          max_steps=min(max_steps, 100))
     state = drive(s, runtime, loaded.workflow, state, allow_drift=allow_drift, lock_wait=wait,
                   max_steps=max(max_steps - 100, 0))
     finish_run(s, state)
@@ -201,7 +254,6 @@ def worker_cmd(
 
     Prints one line per advanced run: `run_id<TAB>status` (or a JSON object with --json).
     """
-    import json
 
     s = settings(ctx, json_out)
     stop = threading.Event()

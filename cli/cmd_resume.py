@@ -13,7 +13,7 @@ from .handles import run_id_of
 from .app import app, describe_state, finish_batch, finish_run, settings
 from .cmd_exec import AttrOpt, JSON_HELP, drive
 from .exit_codes import ERROR
-from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_config
+from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_flags
 
 
 def _read_text_file(path: str, what: str) -> str:
@@ -50,6 +50,16 @@ def read_payload(*, answer: Optional[str], answer_file: Optional[str], payload: 
     if payload_file is not None:
         return workflows.parse_json(_read_text_file(payload_file, "--payload-file"), "--payload-file")
     return None
+
+
+def _tool_wait(waiting: Any) -> bool:
+    """Whether the run waits for tool-call approval (the integration is imported only then)."""
+    details = getattr(waiting, "details", None)
+    if not (isinstance(details, dict) and "tool_calls" in details):
+        return False
+    from abstractruntime.integrations.abstractcore import is_tool_approval_wait
+
+    return bool(is_tool_approval_wait(waiting))
 
 
 @app.command("resume")
@@ -97,7 +107,7 @@ def resume_cmd(
     s = settings(ctx, json_out)
     run_id, wait_id = split_handle(target)
     data = read_payload(answer=answer, answer_file=answer_file, payload=payload, payload_file=payload_file)
-    config = llm_config(llm, provider=provider, model=model, server=server, base_url=base_url)
+    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url)
     store = s.open_store()
     state = store.runtime().get_state(run_id)
     # Only an answer can reach the wrong wait; without one the command just shows the wait.
@@ -110,11 +120,9 @@ def resume_cmd(
                     f"continue it with: abstractruntime tick {run_id}")
         raise RunNotWaitingError(f"Run {run_id} is not waiting (status: {state.status.value}){hint}",
                                  run_id=run_id, status=state.status.value)
-    from abstractruntime.integrations.abstractcore import is_tool_approval_wait
-
     if (answer is not None or answer_file is not None) and isinstance(data, dict):
         data = {"answer": match_choice(state.waiting, data["answer"])}
-    if data is not None and is_tool_approval_wait(state.waiting):
+    if data is not None and _tool_wait(state.waiting):
         from .cmd_tools import check_tool_payload
 
         check_tool_payload(state.waiting, data, store.runtime().get_ledger(run_id))
@@ -123,7 +131,8 @@ def resume_cmd(
             data = ask(state.waiting)
         if data is None:
             finish_run(s, state)
-    loaded, runtime = workflows.load_for_run(store, run_id, workflow_file=workflow_file, attr=attr, llm=config)
+    loaded, runtime = workflows.load_for_run(store, run_id, workflow_file=workflow_file, attr=attr, llm=flags,
+                                             info=s.info)
     s.current_run = run_id
     # The kernel re-checks the wait id under the run's lock (two resumes racing on one handle).
     extra = {"wait_id": wait_id} if wait_id is not None and resume_accepts_wait_id(runtime) else {}
@@ -147,8 +156,6 @@ def emit_cmd(
     from abstractruntime.core.errors import AbstractRuntimeError
     from abstractruntime.core.models import RunStatus
 
-    from abstractruntime.integrations.abstractcore import is_tool_approval_wait
-
     s = settings(ctx, json_out)
     data = read_payload(answer=None, answer_file=None, payload=payload, payload_file=payload_file)
     data = {} if data is None else data
@@ -162,7 +169,7 @@ def emit_cmd(
     states, errors = [], []
     for run in waiting:
         try:
-            if is_tool_approval_wait(run.waiting):
+            if _tool_wait(run.waiting):
                 # Tool calls are decided with `tools approve|deny`; a raw event needs their hash.
                 from .cmd_tools import check_tool_payload
 

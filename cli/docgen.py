@@ -132,10 +132,22 @@ waited for up to `--wait SECONDS`.
 
 ## LLM mode
 
-`run`, `resume`, `tick`, `tools approve` and `tools deny` serve `llm_call` and `tool_calls`
-effects through the AbstractCore integration (docs/integrations/abstractcore.md) when given
-`--llm MODE`. Without `--llm` nothing changes: the workflow file's `tools` run in-process and
-an `llm_call` fails for want of a handler. A handler in the file's `effect_handlers` wins.
+`run`, `resume`, `tick`, `retry`, `tools approve` and `tools deny` serve `llm_call` and
+`tool_calls` effects through the AbstractCore integration (docs/integrations/abstractcore.md)
+when given `--llm MODE`. Without `--llm` the workflow file's `tools` run in-process, and an
+`llm_call` with no handler makes the run *wait* for one (exit 5, "needs --llm ..."; `runs show`
+shows `details: {"needs_handler": "llm_call"}`): `tick RUN --llm ...` then performs it. A
+handler in the file's `effect_handlers` wins.
+
+`run --llm ...` records the configuration with the run (its metadata's `llm`: mode,
+provider, model, server, base URL; never a key). `resume`, `tick`, `retry`, `emit`, `worker`
+and `tools approve|deny` reuse it without any option; options given to them override it field
+by field (a different `--llm` mode starts afresh) and the new configuration is recorded (a
+`metadata` ledger record). An `llm_call` gets up to 3 attempts (backoff 1 s, then 2 s), the
+policy of the library's AbstractCore factories; a run that still failed on a retryable error
+(a timeout, a refused connection, HTTP 429/5xx) continues with `abstractruntime retry RUN`: the
+failure stays in the ledger and a `retry` record starts new attempts. `retry` of any other
+run exits 1 and writes nothing.
 
 | option | environment | meaning |
 |---|---|---|
@@ -149,9 +161,8 @@ Credentials are read from the environment only, never from the command line:
 `ABSTRACTRUNTIME_API_KEY` (the server's bearer token; in local mode the provider key),
 `ABSTRACTRUNTIME_PROVIDER_API_KEY` (remote/hybrid: sent as `X-AbstractCore-Provider-API-Key`),
 and in local mode whatever AbstractCore itself reads (`OPENAI_API_KEY` ...). Keys never reach
-the ledger. `ABSTRACTRUNTIME_LLM_TIMEOUT` sets the HTTP timeout in seconds (default 60).
-The LLM options are not stored with the run: give them again (or export them) for each
-command that advances it.
+the ledger or the run's files. `ABSTRACTRUNTIME_LLM_TIMEOUT` sets the HTTP timeout in seconds
+(default 60).
 
 ## Tool approval
 

@@ -1,7 +1,10 @@
 """LLM mode options (``--llm local|remote|hybrid`` ...) and the handlers they build.
 
 The options are shared by every command that advances a run (``run``, ``resume``, ``tick``,
-``tools approve``, ``tools deny``); each has an ``ABSTRACTRUNTIME_*`` environment variable.
+``retry``, ``tools approve``, ``tools deny``); each has an ``ABSTRACTRUNTIME_*`` environment
+variable. ``run`` records the configuration (mode, provider, model, server, base URL) in the
+run's metadata under ``"llm"``; later commands reuse it, options given again override it
+field by field (a new ``--llm`` mode starts afresh) and the override is recorded.
 Credentials never appear on the command line: they are read from the environment only
 (``ABSTRACTRUNTIME_API_KEY``, ``ABSTRACTRUNTIME_PROVIDER_API_KEY``; in local mode AbstractCore
 also reads the provider's own variables such as ``OPENAI_API_KEY``).
@@ -44,6 +47,11 @@ class LLMConfig:
     server: Optional[str] = None
     base_url: Optional[str] = None
 
+    def to_metadata(self) -> dict[str, Any]:
+        """The form recorded with the run (never a key: keys stay in the environment)."""
+        return {"mode": self.mode, "provider": self.provider, "model": self.model,
+                "server": self.server, "base_url": self.base_url}
+
     def describe(self) -> str:
         """A one-line summary for ``-v`` (never includes a key)."""
         where = self.base_url if self.mode == "local" else self.server
@@ -81,6 +89,65 @@ def llm_config(mode: Optional[str], *, provider: Optional[str], model: Optional[
         raise InvalidInputError(f"--llm {mode} needs --server URL (or $ABSTRACTRUNTIME_SERVER); "
                                 "--base-url is for --llm local")
     return LLMConfig(mode=mode, model=model, provider=provider, server=_check_url(server, "--server"))
+
+
+@dataclass(frozen=True)
+class LlmFlags:
+    """The LLM options as given on one command line (or by their environment variables)."""
+
+    mode: Optional[str] = None
+    provider: Optional[str] = None
+    model: Optional[str] = None
+    server: Optional[str] = None
+    base_url: Optional[str] = None
+
+    def given(self) -> dict[str, str]:
+        """The options that were set, by field name."""
+        return {k: v for k, v in (("mode", self.mode), ("provider", self.provider), ("model", self.model),
+                                  ("server", self.server), ("base_url", self.base_url)) if v}
+
+    def config(self) -> Optional[LLMConfig]:
+        """These options alone, checked (``None`` without ``--llm``)."""
+        return llm_config(self.mode, provider=self.provider, model=self.model, server=self.server,
+                          base_url=self.base_url)
+
+
+def llm_flags(mode: Optional[str], *, provider: Optional[str], model: Optional[str], server: Optional[str],
+              base_url: Optional[str]) -> LlmFlags:
+    """Collect the options, checking each given value on its own (before anything is read or written).
+
+    Whether they make a whole configuration is checked when they are used, together with
+    what the run recorded (``resolve_llm``).
+    """
+    from abstractruntime.core.errors import InvalidInputError
+
+    mode = (mode or "").strip().lower() or None
+    if mode is not None and mode not in MODES:
+        raise InvalidInputError(f"--llm must be one of: {', '.join(MODES)} (got {mode!r})")
+    return LlmFlags(mode, provider or None, model or None,
+                    _check_url(server, "--server") if server else None,
+                    _check_url(base_url, "--base-url") if base_url else None)
+
+
+def resolve_llm(flags: Optional[LlmFlags], recorded: Any) -> tuple[Optional[LLMConfig], bool]:
+    """The configuration a command uses for a run, and whether it differs from the recorded one.
+
+    No options: the recorded configuration (or none). Options: the recorded one with the
+    given fields replaced; a ``--llm`` mode other than the recorded one starts from nothing.
+    """
+    rec = {k: v for k, v in recorded.items() if v} if isinstance(recorded, dict) else {}
+    given = flags.given() if flags is not None else {}
+    if not given:
+        if not rec:
+            return None, False
+        return llm_config(rec.get("mode"), provider=rec.get("provider"), model=rec.get("model"),
+                          server=rec.get("server"), base_url=rec.get("base_url")), False
+    base = rec if given.get("mode", rec.get("mode")) == rec.get("mode") else {}
+    merged = {**base, **given}
+    config = llm_config(merged.get("mode"), provider=merged.get("provider"), model=merged.get("model"),
+                        server=merged.get("server"), base_url=merged.get("base_url"))
+    changed = config is not None and {k: v for k, v in config.to_metadata().items() if v} != rec
+    return config, changed
 
 
 def _timeout() -> float:
@@ -130,5 +197,5 @@ def mode_handlers(config: LLMConfig, tools: Any) -> dict[str, Any]:
     return {getattr(k, "value", k): v for k, v in handlers.items()}
 
 
-__all__ = ["LLMConfig", "llm_config", "mode_handlers", "LlmOpt", "ProviderOpt", "ModelOpt", "ServerOpt",
+__all__ = ["LLMConfig", "LlmFlags", "llm_flags", "resolve_llm", "llm_config", "mode_handlers", "LlmOpt", "ProviderOpt", "ModelOpt", "ServerOpt",
            "BaseUrlOpt", "MODES", "API_KEY_ENV", "PROVIDER_API_KEY_ENV"]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 if TYPE_CHECKING:  # the kernel is imported when a command needs it, not at startup
     from abstractruntime.loader import LoadedWorkflow
 
-    from .llm import LLMConfig
+    from .llm import LLMConfig, LlmFlags
 
 APPROVAL_ATTR = "require_approval"
 
@@ -132,8 +132,20 @@ def _plain_executor(tools: Any) -> Any:
 
 
 def runtime_for(store: Any, loaded: Optional["LoadedWorkflow"], llm: Optional["LLMConfig"] = None) -> Any:
-    """A runtime over ``store`` with the workflow file's (and the LLM mode's) handlers registered."""
-    return store.runtime(effect_handlers=handlers_for(loaded, llm) if loaded else None)
+    """A runtime over ``store`` with the workflow file's (and the LLM mode's) handlers registered.
+
+    An effect with no handler here (an ``llm_call`` without ``--llm``) makes the run wait for
+    one instead of failing it. With handlers that can fail (LLM mode, the file's tools or
+    handlers) the effect policy is the AbstractCore factories' (an ``llm_call`` gets 3 attempts).
+    """
+    handlers = handlers_for(loaded, llm) if loaded else {}
+    kwargs: dict[str, Any] = {"effect_handlers": handlers or None, "missing_handler": "wait"}
+    if handlers:
+        # Imported only here: plain workflows (the common, latency-sensitive case) do not need it.
+        from abstractruntime.integrations.abstractcore.factory import default_effect_policy
+
+        kwargs["effect_policy"] = default_effect_policy()
+    return store.runtime(**kwargs)
 
 
 def load(path: str | Path, *, attr: Optional[str] = None, workflow_id: Optional[str] = None) -> "LoadedWorkflow":
@@ -149,11 +161,20 @@ def recorded_source(checkpoint: Any) -> Optional[str]:
 
 
 def load_for_run(store: Any, run_id: str, *, workflow_file: Optional[str] = None,
-                 attr: Optional[str] = None, llm: Optional["LLMConfig"] = None) -> tuple["LoadedWorkflow", Any]:
-    """The workflow (from ``--workflow`` or the run's checkpoint) and a runtime for it."""
+                 attr: Optional[str] = None, llm: Optional["LlmFlags"] = None,
+                 info: Optional[Callable[[str], None]] = None) -> tuple["LoadedWorkflow", Any]:
+    """The workflow (from ``--workflow`` or the run's checkpoint) and a runtime for it.
+
+    The LLM configuration is the one the run recorded, with ``llm`` (the options given to
+    this command) over it; a changed configuration is recorded in the run's metadata.
+    """
     from abstractruntime.core.errors import InvalidInputError
 
+    from .llm import resolve_llm
+
     checkpoint = store.runtime().get_checkpoint(run_id)
+    metadata = getattr(checkpoint, "metadata", None) or {}
+    config, changed = resolve_llm(llm, metadata.get("llm"))
     path = workflow_file or recorded_source(checkpoint)
     if not path:
         raise InvalidInputError(f"Run {run_id} recorded no workflow file; pass --workflow FILE")
@@ -163,7 +184,11 @@ def load_for_run(store: Any, run_id: str, *, workflow_file: Optional[str] = None
         raise WorkflowLoadError(f"{path}: the workflow file run {run_id} recorded is not there; "
                                 "pass --workflow FILE", path=path)
     loaded = load(path, attr=attr, workflow_id=checkpoint.run.workflow_id)
-    return loaded, runtime_for(store, loaded, llm)
+    if changed and config is not None:
+        store.runtime().update_metadata(run_id, {"llm": config.to_metadata()})
+        if info is not None:
+            info(f"run {run_id}: recorded the new LLM configuration ({config.describe()})")
+    return loaded, runtime_for(store, loaded, config)
 
 
 def parse_vars(pairs: list[str], vars_json: Optional[str]) -> dict[str, Any]:

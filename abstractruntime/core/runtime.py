@@ -11,7 +11,6 @@ side effects runs. See docs/concepts.md and docs/durability.md.
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 import sys
 from dataclasses import dataclass
@@ -467,7 +466,7 @@ class Runtime:
         if len(self._warm) >= 64:
             self._warm.pop(next(iter(self._warm)))
         self._warm[session.run_id] = (tokens, OpenedRun(
-            checkpoint=copy.deepcopy(session.checkpoint), saved=session.saved, head=session.durable,
+            checkpoint=session.tracker.detached(session.checkpoint), saved=session.saved, head=session.durable,
             saved_status=session.saved_status))
 
     def _session(self, opened: OpenedRun) -> RunSession:

@@ -101,6 +101,23 @@ class DeltaTracker:
         return delta
 
 
+    def detached(self, checkpoint: Checkpoint) -> Checkpoint:
+        """A copy of ``checkpoint`` that shares nothing with the live run, built from what the last
+        :meth:`delta` remembered (valid only when nothing changed since; cheaper than a deep copy)."""
+        image = self._image
+        waiting = image["waiting"]
+        run = RunState(
+            run_id=checkpoint.run.run_id, workflow_id=image["workflow_id"], status=RunStatus(image["status"]),
+            current_node=image["current_node"], vars=self._vars,
+            waiting=WaitState.from_dict(waiting) if waiting is not None else None, output=image["output"],
+            error=image["error"], created_at=image["created_at"], updated_at=checkpoint.run.updated_at,
+            actor_id=image["actor_id"], parent_run_id=image["parent_run_id"])
+        return Checkpoint(run=run, ledger=checkpoint.ledger, workflow=image["workflow"],
+                          signature=copy.deepcopy(checkpoint.signature), origin=image["origin"],
+                          pending=image["pending"], effects=image["effects"], metadata=image["metadata"],
+                          external=False)
+
+
 def _diff(old: Any, new: Any, path: Path, ops: list[list[Any]], result: tuple[Any, Path | None]) -> None:
     if isinstance(old, dict) and isinstance(new, dict):
         for key in old:

@@ -45,6 +45,7 @@ class RunData:
     snapshots: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     related: list[tuple[list[str], list[tuple[str, str]]]] = field(default_factory=list)
+    rebuilt: bool = False  # ``run`` is the state rebuilt at ``at`` (not the last checkpoint)
 
     @property
     def workflow_id(self) -> str:
@@ -212,6 +213,7 @@ def load_run(store: Any, run_id: str, *, at: Optional[int] = None, related: int 
             raise InvalidInputError(f"--at {at} is outside the ledger of run {run_id} (seq 1..{last})")
         records = [r for r in records if (_seq(r) or 0) <= at]
     run = dict((checkpoint or {}).get("run") or {})
+    rebuilt = None
     if at is not None:
         rebuilt, why = _state_at(store, run_id, at)
         if rebuilt is not None:
@@ -222,7 +224,7 @@ def load_run(store: Any, run_id: str, *, at: Optional[int] = None, related: int 
     data = RunData(run_id=run_id, store_path=str(getattr(store, "root", "") or ""), run=run, checkpoint=checkpoint,
                    records=records, total_records=total, at=at, verify=verify, verify_scope=scope,
                    bookmarks=_bookmarks(store, run_id, warnings), snapshots=_snapshots(store, run_id, warnings),
-                   warnings=warnings)
+                   warnings=warnings, rebuilt=rebuilt is not None)
     if related:
         data.related = related_records(store, run_id, data.workflow_id, limit=related)
     return data

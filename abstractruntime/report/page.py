@@ -27,7 +27,9 @@ PATH_SHOWN = 60
 def page_head(title: str, *, script: Optional[str] = SCRIPT) -> str:
     """``<head>`` with the policy that keeps the page offline (and allows only ``script``), and the style."""
     allowed = csp_hash(script) if script else "'none'"
-    policy = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    # The style element and the script are allowed by their hashes: nothing else inline can
+    # apply or run (the script still sets bar widths through the CSSOM, which CSP allows).
+    policy = (f"default-src 'none'; img-src data:; style-src {csp_hash(STYLE)}; "
               f"script-src {allowed}; base-uri 'none'; form-action 'none'")
     return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{text(policy)}">'
@@ -130,14 +132,16 @@ def build_page(data: RunData, *, layout: str = "auto", generated_at: Optional[st
     """The page's HTML and facts about it (``rows``, ``verified``, ``graph_engine``)."""
     generated_at = generated_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
     run = data.run
-    status = status_at(data.records) if data.at is not None or not run.get("status") else run.get("status")
+    # A report cut at a seq shows the status that seq left: the rebuilt state's, else the record's.
+    cut_unrebuilt = data.at is not None and not data.rebuilt
+    status = status_at(data.records) if cut_unrebuilt or not run.get("status") else run.get("status")
     problems: dict[int, list[str]] = {}
     for p in data.verify.get("problems") or []:
         if isinstance(p.get("seq"), int):
             problems.setdefault(p["seq"], []).append(f"{p.get('type')}: {p.get('message')}")
     marks_by_seq, marks_html = _marks(data)
     rows, stats = build_rows(data.records, problems=problems, marks=marks_by_seq)
-    current = run.get("current_node") if data.at is None else None
+    current = run.get("current_node") if not cut_unrebuilt else None
     graph = build_graph(data.records, related=data.related, current=current, status=status)
     svg, engine = render_graph(graph, layout=layout)
     workflow = (data.checkpoint or {}).get("workflow") or {}
@@ -145,7 +149,7 @@ def build_page(data: RunData, *, layout: str = "auto", generated_at: Optional[st
     header = _fields([
         ("workflow", data.workflow_id, "f-workflow"), ("run id", data.run_id, "f-run"),
         ("status", status, "f-status"), ("as of seq", at_text, "f-at"),
-        ("current node", run.get("current_node") if data.at is None else None, None),
+        ("current node", current, None),
         ("created", run.get("created_at"), "f-created"), ("updated", run.get("updated_at"), "f-updated"),
         ("actor", run.get("actor_id") or "—", "f-actor"), ("parent run", run.get("parent_run_id"), None),
         ("workflow file", workflow.get("source"), None), ("workflow sha256", workflow.get("sha256"), None),

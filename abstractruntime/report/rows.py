@@ -235,7 +235,7 @@ def build_rows(records: list[dict[str, Any]], *, problems: Optional[dict[int, li
                 "key": rec.get("idempotency_key"), "actor": rec.get("actor_id"), "t0": rec.get("started_at"),
                 "t1": rec.get("ended_at"), "sig": rec.get("signature")}
         row["meta"] = {k: v for k, v in meta.items() if v is not None}
-        extra = {k: v for k, v in rec.items() if k not in _KNOWN}
+        extra = {k: v for k, v in rec.items() if k not in _KNOWN and v is not None}
         if extra:
             row["extra"] = _detail_value(extra)
         if seq is not None and seq in problems:

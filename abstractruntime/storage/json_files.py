@@ -63,6 +63,7 @@ class RunFiles:
         # Run directories already validated (and existing) in this process: path checks
         # resolve symlinks, which costs more than the rest of a step.
         self._known: dict[str, Path] = {}
+        self._children: dict[tuple[str, str], tuple[Path, Path]] = {}
 
     def run_dir(self, run_id: str, *, create: bool = False) -> Path:
         """``runs/<run_id>`` (validated; created 0700 when asked)."""
@@ -86,13 +87,23 @@ class RunFiles:
             self._known[run_id] = path
         return path
 
+    def child(self, run_id: str, name: str) -> Path:
+        """``runs/<run_id>/<name>`` (the run directory re-checked; the joined path cached)."""
+        run_dir = self.run_dir(run_id)
+        cached = self._children.get((run_id, name))
+        if cached is not None and cached[0] is run_dir:
+            return cached[1]
+        path = run_dir / name
+        self._children[(run_id, name)] = (run_dir, path)
+        return path
+
     def checkpoint(self, run_id: str) -> Path:
         """``runs/<run_id>/run.json``."""
-        return self.run_dir(run_id) / CHECKPOINT_FILE
+        return self.child(run_id, CHECKPOINT_FILE)
 
     def ledger(self, run_id: str) -> Path:
         """``runs/<run_id>/ledger.jsonl``."""
-        return self.run_dir(run_id) / LEDGER_FILE
+        return self.child(run_id, LEDGER_FILE)
 
 
 def _newest_key(run: RunState) -> tuple[float, str]:
@@ -143,7 +154,7 @@ class JsonFileRunStore(RunStore):
         self.save_checkpoint(checkpoint)
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Atomically replace the run's checkpoint (its index row marked dirty around the write).
+        """Atomically replace the run's checkpoint, then its index row.
 
         No fsync: the ledger is the log, and a checkpoint lost with the page cache is
         rebuilt from it (the index row self-checks against the file it describes).
@@ -152,10 +163,9 @@ class JsonFileRunStore(RunStore):
         path = self._files.run_dir(run.run_id, create=True) / CHECKPOINT_FILE
         is_new = not path.exists()
         data = canonical_json(checkpoint.to_dict()) + b"\n"
-        # The index row is marked dirty around the write, so a crash in between leaves a
-        # row that is re-read from the file instead of trusted.
-        self._index.put(run, dirty=True)
         atomic_write_bytes(path, data, durable=False)
+        # One index write after the file: the row records the file's identity (inode, mtime,
+        # size), so a crash before this line leaves a row that is re-read, not trusted.
         self._index.put(run, dirty=False)
         if is_new:
             self._index.note_runs_dir()
@@ -192,10 +202,11 @@ class JsonFileRunStore(RunStore):
         ``create=True`` (``start``) creates the run directory first: two processes starting
         the same id serialise on this lock, and the second finds the first one's ledger.
         """
-        run_dir = self._files.run_dir(run_id, create=create)
-        if not create and not ((run_dir / CHECKPOINT_FILE).exists() or (run_dir / LEDGER_FILE).exists()):
+        files = self._files
+        files.run_dir(run_id, create=create)
+        if not create and not (files.ledger(run_id).exists() or files.checkpoint(run_id).exists()):
             raise RunNotFoundError(run_id)
-        return RunLock(run_dir / LOCK_FILE, run_id, wait=wait)
+        return RunLock(files.child(run_id, LOCK_FILE), run_id, wait=wait)
 
     def list_runs(
         self,

@@ -1,28 +1,23 @@
 """A rebuildable SQLite index of run checkpoints, so queries never re-parse every run file.
 
 ``<store>/index.sqlite3`` holds one row per run (status, wait reason, workflow, ``until``,
-``updated_at``, parent, and the ``run.json`` it was taken from: mtime_ns, size, inode). It is
-a cache of the ``run.json`` files, which stay the truth:
+``updated_at``, parent, and the identity — mtime_ns, size, inode — of the ``run.json`` it
+was taken from). It is a cache of the ``run.json`` files, which stay the truth:
 
-- before a checkpoint is written its row is set to the new values with ``dirty = 1``, and
-  after the write succeeds ``dirty = 0``. A crash in between leaves a dirty row, and queries
-  always re-read dirty rows' files, so the index can never hide a run from a query;
-- every query compares each clean row's recorded file identity with a ``stat`` of its
-  ``run.json`` and re-reads only the runs whose file changed (restored from a backup, edited,
-  written while the index could not be), so a stale row cannot hide a run either;
+- a row is marked ``dirty`` while its checkpoint is being written; queries re-read dirty rows;
+- every query ``stat``-s each clean row's ``run.json`` and re-reads the runs whose file is not
+  the one the row was taken from (restored, edited, or written while the index could not be),
+  so a stale row never hides a run; rows are repaired in place when the store is writable;
 - query results are re-read from ``run.json`` and re-checked against the filter;
-- a run directory the index has never seen (copied in by hand) is picked up because the
-  ``runs/`` directory's mtime differs from the one last recorded;
+- run directories copied in by hand are found through the ``runs/`` directory's mtime;
 - :func:`rebuild_index` (CLI: ``abstractruntime runs reindex``) recreates it from the files.
 
 A store that cannot be written (read-only mount, no write permission) is queried through a
-read-only connection, or by reading the run files when there is no index: nothing is
-written, nothing is moved. Only a file SQLite reports as corrupt is set aside (as
-``index.sqlite3.damaged``) and rebuilt; a full disk or an I/O error is a
-:class:`StorageError` naming the cause, and touches nothing.
-
-WAL mode with ``synchronous=NORMAL``: an index write survives a process crash; after power
-loss the index may lag the files, which the per-row check and ``rebuild()`` repair.
+read-only connection, or from the run files when there is no index: nothing is written or
+moved. Only a file SQLite reports as corrupt is set aside (``index.sqlite3.damaged``) and
+rebuilt; a full disk or an I/O error is a :class:`StorageError` naming the cause.
+WAL mode with ``synchronous=NORMAL``: after power loss the index may lag the files, which the
+per-row check repairs.
 """
 
 from __future__ import annotations
@@ -31,9 +26,8 @@ import logging
 import os
 import sqlite3
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from ..core.errors import StorageError
 from ..core.models import RunState, RunStatus, WaitReason
@@ -72,48 +66,25 @@ Identity = tuple[Optional[int], Optional[int], Optional[int]]
 _MISSING: Identity = (None, None, None)
 
 
+_CODES = {11: "corrupt", 26: "corrupt", 8: "readonly", 13: "full", 10: "io", 14: "io", 5: "busy", 6: "busy"}
+_TEXTS = (("not a database", "corrupt"), ("malformed", "corrupt"), ("readonly", "readonly"), ("read-only", "readonly"),
+          ("disk is full", "full"), ("disk i/o", "io"), ("unable to open", "io"), ("locked", "busy"))
+
+
 def _error_kind(exc: sqlite3.Error) -> str:
     """``corrupt`` | ``readonly`` | ``full`` | ``io`` | ``busy`` | ``other`` (codes on 3.11+, text before)."""
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
-        primary = code & 0xFF
-        return {11: "corrupt", 26: "corrupt", 8: "readonly", 13: "full", 10: "io", 5: "busy", 6: "busy",
-                14: "io"}.get(primary, "other")
+        return _CODES.get(code & 0xFF, "other")
     text = str(exc).lower()
-    for needle, kind in (("not a database", "corrupt"), ("malformed", "corrupt"), ("readonly", "readonly"),
-                         ("read-only", "readonly"), ("disk is full", "full"), ("disk i/o", "io"),
-                         ("unable to open", "io"), ("locked", "busy")):
-        if needle in text:
-            return kind
-    return "other"
+    return next((kind for needle, kind in _TEXTS if needle in text), "other")
 
 
 def _row(run: RunState, dirty: int, identity: Identity) -> tuple[object, ...]:
     waiting = run.waiting
-    return (
-        run.run_id,
-        run.workflow_id,
-        RunStatus(run.status).value,
-        WaitReason(waiting.reason).value if waiting else None,
-        timestamp(waiting.until) if waiting else None,
-        timestamp(run.updated_at) or 0.0,
-        run.parent_run_id,
-        dirty,
-        *identity,
-    )
-
-
-@dataclass
-class ReindexReport:
-    """What :func:`rebuild_index` did: runs indexed, run directories it could not read."""
-
-    path: str
-    indexed: int
-    unreadable: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """``{"path", "indexed", "unreadable"}``."""
-        return {"path": self.path, "indexed": self.indexed, "unreadable": list(self.unreadable)}
+    return (run.run_id, run.workflow_id, RunStatus(run.status).value,
+            WaitReason(waiting.reason).value if waiting else None, timestamp(waiting.until) if waiting else None,
+            timestamp(run.updated_at) or 0.0, run.parent_run_id, dirty, *identity)
 
 
 class RunIndex:
@@ -129,13 +100,9 @@ class RunIndex:
         self._readonly = False  # set once the store turns out not to be writable
         self._no_index = False  # read-only and no usable index: queries read the files
         self.last_unreadable: list[str] = []
-
-    @property
-    def readonly(self) -> bool:
-        """True when this index only reads (the store cannot be written)."""
-        return self._readonly
-
-    # -- connection --------------------------------------------------------------------------
+        self._identity_sql = ", ".join(_IDENTITY_COLUMNS)
+        self.self_check = True
+        """Compare every clean row with its ``run.json`` on each query (one ``stat`` per run)."""
 
     def _writable(self) -> bool:
         # access() reports a read-only mount even to root; permission bits only bind non-root.
@@ -149,17 +116,16 @@ class RunIndex:
             return self._conn
         if not self._readonly and not self._writable():
             self._readonly = True
-        if not self._readonly:
+        for attempt in (1, 2):
+            if self._readonly:
+                break
             try:
                 return self._open()
             except sqlite3.DatabaseError as exc:
-                self._handle(exc, "opening")  # sets a corrupt file aside or turns read-only; else raises
-            if not self._readonly:
-                try:
-                    return self._open()
-                except sqlite3.DatabaseError as exc:
+                if attempt == 2:
                     raise StorageError(f"The run index {self._path} cannot be opened: {exc}",
                                        path=str(self._path)) from exc
+                self._handle(exc, "opening")  # sets a corrupt file aside or turns read-only; else raises
         return self._open_readonly()
 
     def _open(self) -> sqlite3.Connection:
@@ -197,7 +163,10 @@ class RunIndex:
             try:
                 conn = sqlite3.connect(f"{self._path.absolute().as_uri()}?{query}", uri=True, timeout=30.0,
                                        check_same_thread=False, isolation_level=None)
-                conn.execute("SELECT run_id, dirty FROM runs LIMIT 1").fetchall()
+                have = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+                # An index from before identities were recorded: every row is checked against its file.
+                self._identity_sql = ", ".join(c if c in have else "NULL" for c in _IDENTITY_COLUMNS)
+                conn.execute(f"SELECT run_id, dirty, {self._identity_sql} FROM runs LIMIT 1").fetchall()
                 self._conn = conn
                 return conn
             except sqlite3.Error:
@@ -253,11 +222,9 @@ class RunIndex:
     def close(self) -> None:
         """Close the SQLite connection."""
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    # -- writer side ---------------------------------------------------------------------------
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
 
     def _identity(self, run_id: str) -> Identity:
         try:
@@ -269,12 +236,17 @@ class RunIndex:
     def put(self, run: RunState, *, dirty: bool) -> None:
         """Record ``run``'s queryable fields (``dirty`` while its checkpoint is being written).
 
-        A clean row also records the identity of the ``run.json`` it describes, so a later
-        change to that file behind the index's back is noticed.
+        A clean row also records the identity of the ``run.json`` it describes. Failing to mark a
+        row clean is only logged: a dirty row is always re-read, and the checkpoint is written.
         """
         with self._lock:
-            identity = _MISSING if dirty else self._identity(run.run_id)
-            self._write(_INSERT, _row(run, int(dirty), identity))
+            if dirty:
+                self._write(_INSERT, _row(run, 1, _MISSING))
+                return
+            try:
+                self._write(_INSERT, _row(run, 0, self._identity(run.run_id)))
+            except StorageError as exc:
+                log.warning("%s; run %s stays marked for re-reading", exc, run.run_id)
 
     def forget(self, run_id: str) -> None:
         """Drop a run's row."""
@@ -287,16 +259,10 @@ class RunIndex:
             self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(self._runs_mtime())))
 
     def _runs_mtime(self) -> int:
-        try:
-            return self._runs_dir.stat().st_mtime_ns
-        except FileNotFoundError:
-            return 0
+        return os.stat(self._runs_dir).st_mtime_ns if os.path.isdir(self._runs_dir) else 0
 
     def rebuild(self) -> int:
-        """Recreate every row from the run files; returns the number of runs indexed.
-
-        Raises :class:`StorageError` on a store that cannot be written.
-        """
+        """Recreate every row from the run files; the number indexed (StorageError if read-only)."""
         with self._lock:
             db = self._db()
             if db is None or self._readonly:
@@ -340,8 +306,6 @@ class RunIndex:
         except Exception:  # an unreadable run must not hide the others from a query
             return None
 
-    # -- reader side ---------------------------------------------------------------------------
-
     def _best_effort(self, sql: str, params: tuple[object, ...]) -> None:
         """A maintenance write made while answering a query: skipped when the index cannot take it."""
         if self._readonly or self._conn is None:
@@ -354,18 +318,17 @@ class RunIndex:
             log.warning("%s: could not record a repair (%s); the query is answered from the files", self._path, exc)
 
     def _suspects(self, db: sqlite3.Connection) -> dict[str, Optional[RunState]]:
-        """Runs whose rows cannot be trusted, re-read from their files (``None``: gone or unreadable).
-
-        Dirty rows, rows whose ``run.json`` changed since the row was written (repaired in
-        place when the store is writable), and run directories the index has not seen.
-        """
+        """Runs whose rows cannot be trusted — dirty, ``run.json`` changed since, or not indexed yet —
+        re-read from their files (``None``: gone or unreadable); rows are repaired when possible."""
         suspects: dict[str, Optional[RunState]] = {}
-        rows = db.execute("SELECT run_id, dirty, ck_mtime_ns, ck_size, ck_ino FROM runs").fetchall()
+        rows = db.execute(f"SELECT run_id, dirty, {self._identity_sql} FROM runs").fetchall()
         known = set()
         for run_id, dirty, *recorded in rows:
             known.add(run_id)
             if dirty:
                 suspects[run_id] = self._safe_load(run_id)
+                continue
+            if not self.self_check:
                 continue
             identity = self._identity(run_id)
             if identity == tuple(recorded):
@@ -399,15 +362,8 @@ class RunIndex:
             self._best_effort("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(mtime)))
         return suspects
 
-    def query(
-        self,
-        where: str,
-        params: Iterable[object],
-        order: str,
-        accept: Callable[[RunState], bool],
-        sort_key: Callable[[RunState], object],
-        limit: Optional[int],
-    ) -> list[RunState]:
+    def query(self, where: str, params: Iterable[object], order: str, accept: Callable[[RunState], bool],
+              sort_key: Callable[[RunState], object], limit: Optional[int]) -> list[RunState]:
         """Runs whose rows match ``where``, re-read and re-checked with ``accept``, in ``order``."""
         with self._lock:
             try:
@@ -419,13 +375,11 @@ class RunIndex:
     def _query(self, where: str, params: tuple[object, ...], order: str, accept: Callable[[RunState], bool],
                sort_key: Callable[[RunState], object], limit: Optional[int]) -> list[RunState]:
         db = self._db()
-        if db is None:  # read-only store without an index: the files are the truth
-            found = [run for run, _ in self._scan() if accept(run)]
-            merged = sorted(found, key=sort_key)  # type: ignore[arg-type]
-            return merged if limit is None else merged[:limit]
-        suspects = self._suspects(db)
+        # A read-only store without an index: every run is a suspect, read from its file.
+        suspects = self._suspects(db) if db is not None else {run.run_id: run for run, _ in self._scan()}
         found = [run for run in suspects.values() if run is not None and accept(run)]
-        cursor = db.execute(f"SELECT run_id FROM runs WHERE dirty = 0 AND ({where}) ORDER BY {order}", params)
+        cursor = db.execute(f"SELECT run_id FROM runs WHERE dirty = 0 AND ({where}) ORDER BY {order}", params) \
+            if db is not None else ()
         wanted = None if limit is None else limit + len(found)
         clean: list[RunState] = []
         for (run_id,) in cursor:
@@ -440,26 +394,6 @@ class RunIndex:
         return merged if limit is None else merged[:limit]
 
 
-def rebuild_index(store: Any) -> ReindexReport:
-    """Recreate a file store's query index from its run files (CLI: ``abstractruntime runs reindex``).
-
-    ``store`` is a ``FileStore``, a ``JsonFileRunStore`` or the store's root path. Returns how
-    many runs were indexed and which run directories could not be read (they are left out;
-    ``verify`` says why). Raises :class:`StorageError` when the store cannot be written.
-    """
-    from .json_files import JsonFileRunStore  # json_files imports this module
-
-    runs = getattr(store, "runs", store)
-    own = not isinstance(runs, JsonFileRunStore)
-    if own:
-        runs = JsonFileRunStore(Path(store), durability="none")
-    try:
-        index: RunIndex = runs._index
-        count = index.rebuild()
-        return ReindexReport(path=str(index._path), indexed=count, unreadable=list(index.last_unreadable))
-    finally:
-        if own:
-            runs.close()
-
+from .reindex import ReindexReport, rebuild_index  # noqa: E402  (``runs reindex``; imports this module lazily)
 
 __all__ = ["RunIndex", "ReindexReport", "rebuild_index", "INDEX_FILENAME"]

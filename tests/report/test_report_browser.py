@@ -177,3 +177,19 @@ def test_ten_thousand_steps_open_and_paginate(browser: Browser, tmp_path: Path) 
     browser.driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")
     assert browser.js("return 1 + 1") == 2  # still responsive
     assert browser.requests() == [] and _errors(browser) == []
+
+
+def test_the_policy_blocks_markup_that_got_through(browser: Browser, site: tuple[Path, Path],
+                                                    tmp_path: Path) -> None:
+    """Defence in depth: were some text ever written as markup, the page's policy stops it."""
+    _, pages = site
+    html = (pages / "approval-approved.html").read_text(encoding="utf-8")
+    injected = html.replace("<main>", '<main><script>window.__pwned = 1</script>'
+                            '<img src="http://example.invalid/i.png"><p id="styled" style="color: red">x</p>', 1)
+    page = tmp_path / "injected.html"
+    page.write_text(injected, encoding="utf-8")
+    browser.open(page)
+    assert browser.js("return window.__pwned === undefined") is True
+    assert browser.js("return document.body.getAttribute('data-ready')") == "1"  # the page's own script ran
+    assert browser.js("return getComputedStyle(document.getElementById('styled')).color") != "rgb(255, 0, 0)"
+    assert browser.requests() == []

@@ -251,3 +251,13 @@ def test_all_on_a_store_without_runs_is_not_found(tmp_path: Path) -> None:
     proc = run_cli(tmp_path / "empty", "report", "--all", "-o", str(tmp_path / "site"))
     assert proc.returncode == 4 and "no runs" in proc.stderr
     assert not (tmp_path / "site").exists()
+
+
+def test_at_shows_the_state_rebuilt_from_the_ledger(hostile_store: Path, tmp_path: Path) -> None:
+    result = invoke(hostile_store, "--json", "report", "hostile", "--at", "3", "-o", str(tmp_path / "h.html"))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["status"] == "waiting"
+    html = (tmp_path / "h.html").read_text(encoding="utf-8")
+    assert "could not be rebuilt" not in html
+    assert '<details class="state-waiting" open>' in html and "Approve &lt;script&gt;" in html
+    assert "<script>window" not in html

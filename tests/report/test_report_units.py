@@ -108,6 +108,7 @@ def test_rows_tolerate_other_formats_and_missing_fields() -> None:
     ]
     rows, stats = build_rows(records)
     assert rows[0]["extra"] == {"delta": {"vars": {"x": 1}}, "effect_id": 7}
+    assert "extra" not in build_rows([{"seq": 1, "kind": "node", "wait_id": None}])[0][0]
     assert rows[1]["seq"] is None and rows[1]["node"] is None
     assert rows[2]["wait"]["wait_id"] == "w-3"
     assert rows[3]["err"] == "line 4 is not JSON" and stats["failures"] == 1
@@ -146,3 +147,14 @@ def test_importing_abstractruntime_does_not_load_the_report() -> None:
 
 def test_rtl_text_survives_escaping() -> None:
     assert RTL in json.loads(script_json(RTL)) and text(RTL) == RTL
+
+
+def test_the_report_package_uses_only_the_standard_library() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; base = set(sys.modules); import abstractruntime.report; "
+            "new = {m.split('.')[0] for m in set(sys.modules) - base}; "
+            "print(sorted(new - set(sys.stdlib_module_names) - {'abstractruntime'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
