@@ -32,6 +32,8 @@ _EXPORTS: dict[str, str] = {
     # runtime
     "Runtime": "abstractruntime.core.runtime",
     "EffectOutcome": "abstractruntime.core.runtime",
+    "current_effect": "abstractruntime.core.effect_exec",
+    "EffectIdentity": "abstractruntime.core.effect_exec",
     "FixedClock": "abstractruntime.core.clock",
     "Redactor": "abstractruntime.core.redaction",
     # policies
@@ -102,6 +104,13 @@ _EXPORTS: dict[str, str] = {
     "WorkflowDriftError": "abstractruntime.core.errors",
     "EffectFailedError": "abstractruntime.core.errors",
     "WorkflowNotRegisteredError": "abstractruntime.core.errors",
+    "AlreadyAnsweredError": "abstractruntime.core.errors",
+    "RunExistsError": "abstractruntime.core.errors",
+    "RunNotRetryableError": "abstractruntime.core.errors",
+    "LedgerConflictError": "abstractruntime.core.errors",
+    # waits
+    "format_wait_handle": "abstractruntime.core.waits",
+    "parse_wait_handle": "abstractruntime.core.waits",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

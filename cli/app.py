@@ -11,7 +11,7 @@ from typing import Any, NoReturn, Optional
 import typer
 from typer.core import TyperGroup
 
-from .argv import wants_json
+from .argv import hoist_global_options, wants_json
 from .exit_codes import INTERRUPTED, TERMINATED, USAGE, exit_code_for, exit_code_for_status
 from .output import Settings
 
@@ -26,11 +26,10 @@ Exit codes: 0 ok, 1 error or run failed, 2 bad input, 3 verification failed, 4 n
 """
 
 
-# typer's own exit/abort/usage exceptions pass through untouched. Newer typer releases
-# vendor click, so the usage-error base class is taken from typer.BadParameter itself.
+# Usage errors are the option parser's to print. Newer typer releases vendor click, so their
+# base class is taken from typer.BadParameter itself.
 _CLICK_EXCEPTION: type[BaseException] = next(
     c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-_CONTROL_FLOW: tuple[type[BaseException], ...] = (typer.Exit, typer.Abort, _CLICK_EXCEPTION)
 
 
 class Terminated(KeyboardInterrupt):
@@ -74,8 +73,6 @@ class RootGroup(TyperGroup):
     """Accepts global options anywhere; turns every error into one stderr line and an exit code."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
-        from .argv import hoist_global_options
-
         ctx.meta["abstractruntime.argv"] = list(args)
         return super().parse_args(ctx, hoist_global_options(self, ctx, list(args)))
 

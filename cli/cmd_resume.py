@@ -12,7 +12,6 @@ from . import workflows
 from .handles import run_id_of
 from .app import app, describe_state, finish_batch, finish_run, settings
 from .cmd_exec import AttrOpt, JSON_HELP, drive
-from .exit_codes import ERROR
 from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_flags
 
 
@@ -198,13 +197,16 @@ def cancel_cmd(
     run_id = run_id_of(run_id)
     runtime = s.open_store().runtime()
     before = runtime.get_state(run_id).status.value
+    if before in ("completed", "failed"):
+        from abstractruntime.core.errors import RunTerminalError
+
+        raise RunTerminalError(f"run {run_id} already {before}; nothing to cancel", run_id=run_id, status=before)
     state = runtime.cancel_run(run_id, reason=reason, lock_wait=wait)
+    if state.status.value != "cancelled":  # it finished while we waited for its lock
+        raise RunTerminalError(f"run {run_id} already {state.status.value}; nothing to cancel", run_id=run_id,
+                               status=state.status.value)
     if s.json:
         s.emit_json(state.to_dict())
     else:
         s.emit_lines([state.run_id])
-        if before != state.status.value or before == "cancelled":
-            describe_state(s, state)
-    if state.status.value != "cancelled":
-        typer.echo(f"error: run {run_id} already {state.status.value}; nothing to cancel", err=True)
-        raise typer.Exit(ERROR)
+        describe_state(s, state)

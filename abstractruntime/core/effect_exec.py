@@ -12,6 +12,7 @@ deduplicates across the run: a completed effect with that key is reused.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import time
 from dataclasses import dataclass
@@ -29,6 +30,31 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 EffectHandler = Callable[..., EffectOutcome]
+
+
+@dataclass(frozen=True)
+class EffectIdentity:
+    """Which effect a running handler performs: its run, its position and its idempotency key.
+
+    ``key`` is stable across the re-executions of one effect (after a crash, or a retry), and
+    different for every other effect of the run: pass it as the idempotency key of the
+    external API the handler calls, so the documented at-least-once window becomes
+    exactly-once on that side.
+    """
+
+    run_id: str
+    effect_id: int
+    key: str
+    attempt: int
+
+
+_CURRENT: contextvars.ContextVar[Optional[EffectIdentity]] = contextvars.ContextVar(
+    "abstractruntime_current_effect", default=None)
+
+
+def current_effect() -> Optional[EffectIdentity]:
+    """The effect whose handler is running in this context (``None`` outside a handler)."""
+    return _CURRENT.get()
 
 
 @dataclass(frozen=True)
@@ -111,7 +137,7 @@ def run_effect(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending: O
             break
         if not handler.pure:
             session.flush()  # the intent (and every step before it) is durable before the handler runs
-        outcome = _call(rt, handler, effect, run, plan.next_node, effect_id, key)
+        outcome = _call(rt, handler, effect, run, plan.next_node, effect_id, key, attempt)
         if outcome.status == "completed":
             try:
                 check_size(canonical_json(outcome.result), what=f"Result of {effect.type.value} effect")
@@ -203,13 +229,15 @@ def _wait_for_handler(session: RunSession, plan: StepPlan, effect: Effect, effec
 
 
 def _call(rt: "Runtime", handler: "RegisteredHandler", effect: Effect, run: RunState, next_node: Optional[str],
-          effect_id: int, key: str) -> EffectOutcome:
+          effect_id: int, key: str, attempt: int) -> EffectOutcome:
     rt.current_effect = (run.run_id, effect_id, key)
+    token = _CURRENT.set(EffectIdentity(run.run_id, effect_id, key, attempt))
     try:
         outcome = handler(run, effect, next_node)
     except Exception as exc:  # a handler's exception is a failed attempt, retried per policy
         return EffectOutcome.failed(f"Effect handler raised {type(exc).__name__}: {exc}")
     finally:
+        _CURRENT.reset(token)
         rt.current_effect = None
     if not isinstance(outcome, EffectOutcome):
         return EffectOutcome.failed(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from .clock import parse_iso, to_iso
+from .errors import RunExistsError
 from .models import Effect, RunState, RunStatus, WaitReason, WaitState
 
 if TYPE_CHECKING:
@@ -160,9 +161,12 @@ def make_start_subworkflow(runtime: "Runtime"):  # type: ignore[no-untyped-def]
         key = current[2] if current and current[0] == run.run_id else \
             runtime.effect_policy.idempotency_key(run=run, node_id=run.current_node, effect=effect)
         sub_run_id = child_run_id(run.run_id, key)
-        if runtime.run_store.load(sub_run_id) is None:
-            runtime.start(workflow=child_spec, vars=dict(effect.payload.get("vars") or {}),
-                          actor_id=run.actor_id, parent_run_id=run.run_id, run_id=sub_run_id)
+        if not runtime.run_exists(sub_run_id):
+            try:
+                runtime.start(workflow=child_spec, vars=dict(effect.payload.get("vars") or {}),
+                              actor_id=run.actor_id, parent_run_id=run.run_id, run_id=sub_run_id)
+            except RunExistsError:
+                pass  # started before a crash (its ledger holds it): continue that child
         if effect.payload.get("async"):
             return EffectOutcome.completed({"sub_run_id": sub_run_id, "async": True})
         try:

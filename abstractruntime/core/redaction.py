@@ -37,10 +37,9 @@ from .errors import InvalidInputError
 
 REDACTED = "[REDACTED]"
 
-REDACT_KEYS_ATTR = "redact_keys"
-"""Module or ``WorkflowSpec`` attribute naming extra secret keys (an iterable of str)."""
-REDACT_PATTERNS_ATTR = "redact_patterns"
-"""Module or ``WorkflowSpec`` attribute naming extra secret value patterns (regex str or compiled)."""
+# Attributes a workflow module or ``WorkflowSpec`` may set: extra secret keys (a list of str)
+# and extra value patterns (a list of regex strings or compiled patterns).
+REDACT_KEYS_ATTR, REDACT_PATTERNS_ATTR = "redact_keys", "redact_patterns"
 
 DEFAULT_SECRET_KEYS: frozenset[str] = frozenset({
     "api_key", "apikey", "authorization", "proxy_authorization", "password", "passwd", "pwd",
@@ -102,6 +101,7 @@ _WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][
                          r"|(?<=[0-9])(?=[A-Za-z])")
 _PAIR_NAME_FIELDS = ("name", "key", "header", "field")
 _CACHE_LIMIT = 4096
+_PLAIN = (str, int, float, bool, type(None))  # exact classes; subclasses take the full path
 
 RedactionPath = tuple[Union[str, int], ...]
 PatternLike = Union[str, Pattern[str]]
@@ -205,12 +205,9 @@ class Redactor:
         groups = match.re.groupindex
         if "secret" not in groups or match.group("secret") is None:
             return REDACTED
-        start, end = match.span("secret")
-        secret = match.group("secret")
-        if "b64cred" in groups and not _is_basic_credential(secret):
+        if "b64cred" in groups and not _is_basic_credential(match.group("secret")):
             return match.group(0)
-        offset = match.start()
-        whole = match.group(0)
+        (start, end), offset, whole = match.span("secret"), match.start(), match.group(0)
         return whole[: start - offset] + REDACTED + whole[end - offset:]
 
     def _redact_named(self, text: str) -> str:
@@ -286,6 +283,9 @@ class Redactor:
         pairs = _is_pair_list(value)
         out = []
         for i, item in enumerate(value):
+            if item.__class__ in _PLAIN and (item.__class__ is not str or len(item) < 8):
+                out.append(item)  # the common case, without a call
+                continue
             sub = None if path is None else (*path, i)
             if pairs and self.is_secret_key(item[0]) and _redactable(item[1]):
                 if found is not None:
@@ -306,7 +306,7 @@ class Redactor:
                 if found is not None:
                     found.append(((*path, k), v))  # type: ignore[misc]
                 out[k] = REDACTED
-            elif isinstance(v, (str, int, float)) and (not isinstance(v, str) or len(v) < 8):
+            elif v.__class__ in _PLAIN and (v.__class__ is not str or len(v) < 8):
                 out[k] = v  # the common case, without a call
             else:
                 out[k] = self._walk(v, None if path is None else (*path, k), found)
@@ -336,9 +336,7 @@ def declared_rules(source: object) -> tuple[tuple[str, ...], tuple[PatternLike, 
     def get(name: str) -> Any:
         return source.get(name) if isinstance(source, dict) else getattr(source, name, None)
 
-    keys, patterns = get(REDACT_KEYS_ATTR), get(REDACT_PATTERNS_ATTR)
-    keys = () if keys is None else keys
-    patterns = () if patterns is None else patterns
+    keys, patterns = get(REDACT_KEYS_ATTR) or (), get(REDACT_PATTERNS_ATTR) or ()
     if isinstance(keys, str) or isinstance(patterns, (str, re.Pattern)):
         raise InvalidInputError(f"{REDACT_KEYS_ATTR} and {REDACT_PATTERNS_ATTR} must be lists, not single values")
     try:
@@ -359,8 +357,10 @@ def _redactable(value: Any) -> bool:
 
 def _is_pair_list(value: Any) -> bool:
     """A non-empty list of ``[name, value]`` pairs (how many HTTP clients hold headers)."""
-    return bool(value) and all(isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)
-                               for item in value)
+    for item in value:
+        if item.__class__ not in (list, tuple) or len(item) != 2 or item[0].__class__ is not str:
+            return False
+    return bool(value)
 
 
 def _pair_object_name(value: dict) -> Optional[str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import stat as stat_module
@@ -335,3 +336,17 @@ def remove_stale_tmp_files(directory: Path, *, max_age: float = STALE_TMP_AGE,
         except OSError:
             continue
     return removed
+
+
+class TidyRunLock(RunLock):
+    """A :class:`RunLock` that, once held, removes the temp files killed writers left in the run
+    directory (:func:`remove_stale_tmp_files`): the holder is the only writer there, so a
+    temp file of a dead process can only be garbage."""
+
+    def __enter__(self) -> "TidyRunLock":
+        super().__enter__()
+        removed = remove_stale_tmp_files(self._path.parent)
+        if removed:
+            logging.getLogger("abstractruntime.storage").info(
+                "removed %d temp file(s) left by interrupted writes in %s", len(removed), self._path.parent)
+        return self

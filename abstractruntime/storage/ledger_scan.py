@@ -65,6 +65,7 @@ class LedgerScan:
         # Effect intents after the checkpoint, and the first proof that one was checkpointed.
         self.intents: dict[str, int] = {}
         self.witness: Optional[tuple[int, int, int]] = None
+        self.replayable = False
         self._prev_seq, self._prev_hash, self._resync = 0, None, False
 
     def run(self, path: Path) -> None:
@@ -164,6 +165,8 @@ class LedgerScan:
             self.at_seq[seq] = (stored, line_no)
         if stored in self.want_hashes and stored not in self.hash_at:
             self.hash_at[stored] = (seq, line_no)
+        if isinstance(doc.get("delta"), dict):
+            self.replayable = True  # format 2: the ledger alone rebuilds the run
         self._track_commit_witness(doc, seq, line_no)
 
     def _track_commit_witness(self, doc: dict[str, Any], seq: Optional[int], line_no: int) -> None:

@@ -101,6 +101,7 @@ class RunIndex:
         self._no_index = False  # read-only and no usable index: queries read the files
         self.last_unreadable: list[str] = []
         self._identity_sql = ", ".join(_IDENTITY_COLUMNS)
+        self._row_failed = False
         self.self_check = True
         """Compare every clean row with its ``run.json`` on each query (one ``stat`` per run)."""
 
@@ -243,10 +244,12 @@ class RunIndex:
             if dirty:
                 self._write(_INSERT, _row(run, 1, _MISSING))
                 return
+            self._row_failed = False
             try:
                 self._write(_INSERT, _row(run, 0, self._identity(run.run_id)))
             except StorageError as exc:
-                log.warning("%s; run %s stays marked for re-reading", exc, run.run_id)
+                self._row_failed = True  # so note_runs_dir does not vouch for a run without a row
+                log.warning("%s; run %s is found by re-reading the files", exc, run.run_id)
 
     def forget(self, run_id: str) -> None:
         """Drop a run's row."""
@@ -254,9 +257,10 @@ class RunIndex:
             self._write("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
     def note_runs_dir(self) -> None:
-        """Remember the ``runs/`` directory's mtime (after this process created a run)."""
+        """Remember the ``runs/`` directory's mtime (after this process created a run and its row)."""
         with self._lock:
-            self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(self._runs_mtime())))
+            if not self._row_failed:
+                self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(self._runs_mtime())))
 
     def _runs_mtime(self) -> int:
         return os.stat(self._runs_dir).st_mtime_ns if os.path.isdir(self._runs_dir) else 0
@@ -272,15 +276,11 @@ class RunIndex:
             self.last_unreadable = []
             rows = [_row(run, 0, identity) for run, identity in self._scan()]
             try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
+                with db:  # one transaction: committed whole, or rolled back on any exception
+                    db.execute("BEGIN IMMEDIATE")
                     db.execute("DELETE FROM runs")
                     db.executemany(_INSERT, rows)
                     db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(mtime)))
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
             except sqlite3.DatabaseError as exc:
                 self._handle(exc, "rebuilding")
                 raise StorageError(f"The run index {self._path} could not be rebuilt: {exc}",

@@ -17,8 +17,8 @@ Checkpoint: ``checkpoint_missing``, ``checkpoint_corrupt``, ``ledger_truncated``
 Store layout (:func:`verify_store` only, one report per entry of ``runs/`` that is not a run):
 ``symlinked_run_dir``, ``invalid_run_dir_name``, ``not_a_run_dir``.
 
-Notes never fail a run: ``torn_tail``, ``uncommitted_tail``, ``checkpoint_missing`` (a start
-interrupted before its first checkpoint), ``no_ledger_position``, ``expected_head_found``,
+Notes never fail a run: ``torn_tail``, ``uncommitted_tail``, ``checkpoint_missing`` (a
+format-2 ledger rebuilds the run; or a format-1 start interrupted before its first checkpoint), ``no_ledger_position``, ``expected_head_found``,
 ``expected_head_uncommitted``, ``signature_unchecked``. docs/provenance.md explains each one
 and what each layer can and cannot detect.
 """
@@ -233,7 +233,10 @@ def _check_checkpoint(report: VerifyReport, checkpoint: Optional[Checkpoint], sc
     if checkpoint is None:
         if path.exists():
             return  # unreadable: already reported
-        if scan.only_starts:  # each retried start appends one start record before its checkpoint
+        if scan.replayable:  # the ledger is the log: the next open rebuilds run.json from it
+            report.note("checkpoint_missing", "no run.json: the run is rebuilt from its ledger when next opened "
+                        "(a crash before its first checkpoint, or the cache was removed)")
+        elif scan.only_starts:  # each retried start appends one start record before its checkpoint
             report.note("checkpoint_missing", "no run.json: the run's start was interrupted before its first "
                         "checkpoint (the run does not exist for the runtime)")
         else:

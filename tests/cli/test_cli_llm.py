@@ -83,11 +83,11 @@ def test_api_keys_are_not_command_line_options(cli) -> None:
         assert r.exit_code == 2 and "No such option" in r.stderr
 
 
-def test_without_llm_an_llm_call_has_no_handler(cli) -> None:
+def test_without_llm_an_llm_call_waits_for_a_handler(cli) -> None:
     r = cli("--no-input", "run", AGENT, "--json")
-    assert r.exit_code == 1
+    assert r.exit_code == 5
     state = json.loads(r.stdout)
-    assert state["status"] == "failed" and "llm_call" in state["error"]
+    assert state["status"] == "waiting" and state["waiting"]["details"] == {"needs_handler": "llm_call"}
 
 
 def test_llm_config_and_handlers(monkeypatch: pytest.MonkeyPatch) -> None:

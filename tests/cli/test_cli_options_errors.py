@@ -87,8 +87,7 @@ def _long_run(sh, wf: Path) -> str:
     return "long1"
 
 
-@pytest.mark.parametrize("command", [["ledger", "show", "long1", "--jsonl"], ["ledger", "show", "long1"],
-                                     ["ledger", "show", "long1", "--json"]])
+@pytest.mark.parametrize("command", [["ledger", "show", "long1", "--jsonl"], ["ledger", "show", "long1"]])
 def test_closed_stdout_ends_quietly(sh, store: Path, wf: Path, tmp_path: Path, command: list[str]) -> None:
     _long_run(sh, wf)
     env = {**os.environ, "ABSTRACTRUNTIME_STORE": str(store)}
@@ -97,3 +96,20 @@ def test_closed_stdout_ends_quietly(sh, store: Path, wf: Path, tmp_path: Path, c
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert proc.stdout.count("\n") == 1
+
+
+def test_cancel_exits_as_documented(sh, wf: Path) -> None:
+    from cli_support import REPO
+
+    doc = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert "a run that already completed or failed is left as it is, exit 1" in doc
+    sh("run", str(wf / "approval.py"), "--run-id", "c1", "--no-input")
+    r = sh("cancel", "c1", "--reason", "not needed")
+    assert r.exit_code == 0 and r.stdout == "c1\n"
+    assert sh("cancel", "c1").exit_code == 0  # already cancelled: what was asked is true
+    assert sh("run", str(wf / "tools.py"), "--run-id", "c2").exit_code == 0
+    r = sh("cancel", "c2", "--json")
+    assert r.exit_code == 1
+    assert json.loads(r.stdout)["error"]["code"] == "run_terminal"
+    assert "already completed; nothing to cancel" in r.stderr
+    assert json.loads(sh("runs", "show", "c2", "--json").stdout)["run"]["status"] == "completed"

@@ -50,23 +50,36 @@ def store_problems(root: Path) -> list[str]:
 
 
 def durable_problems(root: Path, run_id: str, acked: dict[int, str]) -> list[str]:
-    """Each acknowledged ``seq -> hash`` is still in the ledger and covered by the checkpoint."""
+    """Each acknowledged ``seq -> hash`` is still in the ledger (the log the run is rebuilt from)."""
     if not acked:
         return []
     problems: list[str] = []
     try:
         records = ledger_records(root, run_id)
-        checkpoint = read_checkpoint(root / "runs" / run_id / CHECKPOINT_FILE)
     except Exception as exc:
         return [f"{run_id}: acknowledged steps unreadable: {type(exc).__name__}: {exc}"]
     by_seq = {r.get("seq"): r.get("record_hash") for r in records}
     for seq, digest in sorted(acked.items()):
         if by_seq.get(seq) != digest:
             problems.append(f"{run_id}: acknowledged seq {seq} lost (ledger has {by_seq.get(seq)!r})")
-    newest = max(acked)
-    if checkpoint.ledger.seq < newest:
-        problems.append(f"{run_id}: checkpoint at seq {checkpoint.ledger.seq}, behind acknowledged seq {newest}")
     return problems
+
+
+def in_flight_effect_keys(root: Path) -> set[str]:
+    """Keys of effects whose latest intent has no outcome yet: the ones inside their window."""
+    keys: set[str] = set()
+    for run_id in run_ids(root):
+        open_intents: dict[int, str] = {}
+        for rec in ledger_records(root, run_id):
+            effect_id = rec.get("effect_id")
+            if rec.get("kind") != "effect" or effect_id is None:
+                continue
+            if rec.get("status") == "started":
+                open_intents[effect_id] = rec.get("idempotency_key") or ""
+            else:
+                open_intents.pop(effect_id, None)
+        keys.update(open_intents.values())
+    return keys
 
 
 def completed_effect_keys(root: Path) -> set[str]:

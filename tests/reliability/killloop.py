@@ -28,9 +28,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 from abstractruntime.core.clock import to_iso, utc_now
-from abstractruntime.core.effects import child_run_id
-from abstractruntime.core.policy import compute_idempotency_key
-from abstractruntime.core.models import Effect, EffectType
 from abstractruntime.storage.store import FileStore
 
 from . import checks, driver, fsops, workload
@@ -98,20 +95,15 @@ def reference_state(workdir: Path, run_id: str, t0: str) -> dict[str, Any]:
     return result
 
 
-def _child_id(run_id: str) -> str:
-    effect = Effect(EffectType.START_SUBWORKFLOW, {"workflow_id": "crashy_child", "vars": {"k": 2}},
-                    result_key="child")
-    return child_run_id(run_id, compute_idempotency_key(run_id=run_id, node_id="r2sub", effect=effect))
-
-
 def final_state(root: Path, run_id: str) -> dict[str, Any]:
     """What must match the reference: status, node, vars and output of the run and its child."""
     store = FileStore(root, durability="none")
     try:
+        runtime = store.runtime()
+        parent = runtime.get_state(run_id)
         out = {}
-        for rid in (run_id, _child_id(run_id)):
-            run = store.runs.load(rid)
-            assert run is not None, f"run {rid} missing"
+        for rid in (run_id, parent.vars["child"]["sub_run_id"]):
+            run = runtime.get_state(rid)
             out[rid] = {"status": run.status.value, "current_node": run.current_node, "vars": run.vars,
                         "output": run.output, "error": run.error}
         return out
@@ -138,6 +130,7 @@ def run_episode(workdir: Path, index: int, rng: random.Random, stats: KillStats,
     effect_log = workload.EffectLog(log)
     acked: dict[int, str] = {}
     frozen: dict[str, int] = {}  # key -> executions when its completed record was first seen
+    allowance: dict[str, int] = {}  # key -> kills that hit while the effect was inside its window
     done = False
     processes = 0
     kills_here = 0
@@ -159,6 +152,8 @@ def run_episode(workdir: Path, index: int, rng: random.Random, stats: KillStats,
         stdout, stderr = proc.communicate(timeout=120)
         lines += stdout.decode().split("\n")
         if proc.returncode == -9:
+            for key in checks.in_flight_effect_keys(root):
+                allowance[key] = allowance.get(key, 0) + 1
             kills_here += 1
             stats.kills += 1
             if mode == "timer":
@@ -202,7 +197,14 @@ def run_episode(workdir: Path, index: int, rng: random.Random, stats: KillStats,
     counts = effect_log.executions()
     base = {"tool": 1, "flaky": 2}
     kinds = {f[3]: f[0] for f in effect_log.lines()}
-    stats.reexecuted_in_flight += sum(max(0, n - base[kinds[k]]) for k, n in counts.items())
+    for key, n in counts.items():
+        extra = n - base[kinds[key]]
+        stats.reexecuted_in_flight += max(0, extra)
+        beyond = extra - allowance.get(key, 0)
+        if beyond > 0:
+            stats.duplicate_effects += beyond
+            stats.failures.append(f"episode {index}: effect {key} ran {n} times: {beyond} more than its base "
+                                  f"{base[kinds[key]]} plus {allowance.get(key, 0)} kill(s) inside its window")
     shutil.rmtree(episode, ignore_errors=True)
 
 

@@ -1,15 +1,16 @@
 """The workflow every crash battery drives: many steps and every kind of effect.
 
 One run of ``crashy`` goes through pure nodes, a counted custom effect per round
-(``tool_calls``), a flaky effect that fails its first execution and is retried
-(``llm_call``), ``ask_user``, ``wait_event``, ``wait_job``, a ``wait_until`` in the past,
-one a few milliseconds in the future, and a sync subworkflow (``crashy_child``, which has
-its own counted effect). Every handler execution appends one line to a side file, so a
-test can prove that a completed effect is never executed again.
+(``tool_calls``) that is performed twice with the same payload (a loop: each is its own
+effect) and whose result carries a secret (redacted in the ledger, real in the run), a flaky
+effect that fails its first execution and is retried (``llm_call``), ``ask_user``,
+``wait_event``, ``wait_job``, a ``wait_until`` in the past, one a few milliseconds in the
+future, and a sync subworkflow (``crashy_child``, which has its own counted effect). Every
+handler execution appends one line to a side file with the effect's key (from
+:func:`abstractruntime.current_effect`), so a test can count executions per effect.
 
-Node handlers follow the documented rules: a node that returns an effect does not write
-``run.vars`` (its result lands in ``result_key``); pure nodes may, since a re-run starts
-from the last checkpoint.
+Nodes may write ``run.vars`` freely: every step's changes are recorded in the ledger and
+no node body is entered twice for one step.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any, Callable, Optional
 
 from abstractruntime.core.clock import parse_iso, to_iso
 from abstractruntime.core.models import Effect, EffectType, RunState, StepPlan, WaitReason
-from abstractruntime.core.policy import DefaultEffectPolicy, compute_idempotency_key
+from abstractruntime.core.effect_exec import current_effect
+from abstractruntime.core.policy import DefaultEffectPolicy
 from abstractruntime.core.runtime import EffectOutcome
 from abstractruntime.core.spec import WorkflowSpec
 from abstractruntime.scheduler.registry import WorkflowRegistry
@@ -34,7 +36,6 @@ NEAR_FUTURE_S = 0.03
 
 def _pure(node_id: str, next_node: str) -> Callable[[RunState, Any], StepPlan]:
     def node(run: RunState, ctx: Any) -> StepPlan:
-        # Appending is safe here: a pure step and its checkpoint are committed together.
         run.vars.setdefault("trail", []).append(node_id)
         return StepPlan(node_id, next_node=next_node)
     return node
@@ -85,6 +86,9 @@ def parent_spec() -> WorkflowSpec:
         for i in range(PURE_PER_ROUND):
             order.append((f"r{r}p{i}", None, "pure"))
         order.append((f"r{r}tool", Effect(EffectType.TOOL_CALLS, {"round": r}, result_key=f"tool.r{r}"), "effect"))
+        # The same effect again (same node kind, same payload): a loop's second call runs too.
+        order.append((f"r{r}tool2", Effect(EffectType.TOOL_CALLS, {"round": r}, result_key=f"tool.r{r}again"),
+                      "effect"))
         for name, effect in _round_extras(r):
             order.append((f"r{r}{name}", effect, "near" if effect is None else "effect"))
         order.append((f"r{r}end", None, "pure"))
@@ -156,12 +160,14 @@ def handlers(log: EffectLog) -> dict[EffectType, Callable[..., EffectOutcome]]:
     """The custom handlers: ``tool_calls`` (counted) and ``llm_call`` (fails its first execution)."""
 
     def tool(run: RunState, effect: Effect) -> EffectOutcome:
-        key = compute_idempotency_key(run_id=run.run_id, node_id=run.current_node, effect=effect)
+        key = _key()
         log.write("tool", "ok", run.run_id, key)
-        return EffectOutcome.completed({"echo": effect.payload, "node": run.current_node})
+        # A secret in the result: the ledger redacts it, recovery must still see it.
+        return EffectOutcome.completed({"echo": effect.payload, "node": run.current_node,
+                                        "access_token": f"s3cret-{run.run_id}-{run.current_node}"})
 
     def flaky(run: RunState, effect: Effect) -> EffectOutcome:
-        key = compute_idempotency_key(run_id=run.run_id, node_id=run.current_node, effect=effect)
+        key = _key()
         failed_before = any(f[0] == "flaky" and f[3] == key for f in log.lines())
         log.write("flaky", "ok" if failed_before else "fail", run.run_id, key)
         if not failed_before:
@@ -169,6 +175,12 @@ def handlers(log: EffectLog) -> dict[EffectType, Callable[..., EffectOutcome]]:
         return EffectOutcome.completed({"text": "answer", "prompt": effect.payload.get("prompt")})
 
     return {EffectType.TOOL_CALLS: tool, EffectType.LLM_CALL: flaky}
+
+
+def _key() -> str:
+    identity = current_effect()
+    assert identity is not None, "called outside an effect handler"
+    return identity.key
 
 
 def policy() -> DefaultEffectPolicy:

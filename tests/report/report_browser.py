@@ -88,22 +88,31 @@ class Browser:
         """The browser's ``browser`` (console) or ``performance`` (DevTools) log since the last call."""
         return self.driver.get_log(kind)
 
-    def requests(self) -> list[str]:
-        """URLs the browser requested since the page was opened, other than the page file itself.
+    def network(self) -> dict[str, Optional[str]]:
+        """``{url: blocked reason or None}`` of every request since the page was opened, but the page file.
 
         Requests of the browser's own UI (``chrome://`` pages loaded for the initial tab) are
-        not the page's and are left out; any other URL, whoever asked for it, is listed.
+        not the page's and are left out; any other URL, whoever asked for it, is listed, also
+        when the browser blocked it before sending (reason ``csp``, ...).
         """
         page = self.driver.current_url.split("#")[0]
-        urls = []
+        urls: dict[str, str] = {}
+        blocked: dict[str, str] = {}
         for entry in self.logs("performance"):
             message = json.loads(entry["message"])["message"]
+            params = message.get("params", {})
             if message.get("method") == "Network.requestWillBeSent":
-                url = message["params"]["request"]["url"]
-                document = str(message["params"].get("documentURL") or "")
+                url = params["request"]["url"]
+                document = str(params.get("documentURL") or "")
                 if url.split("#")[0] != page and not document.startswith(_BROWSER_UI):
-                    urls.append(url)
-        return urls
+                    urls[params["requestId"]] = url
+            elif message.get("method") == "Network.loadingFailed" and params.get("blockedReason"):
+                blocked[params["requestId"]] = params["blockedReason"]
+        return {url: blocked.get(rid) for rid, url in urls.items()}
+
+    def requests(self) -> list[str]:
+        """URLs the page asked for since it was opened (see :meth:`network`), blocked or not."""
+        return list(self.network())
 
     def screenshot(self, path: Path) -> Path:
         """A PNG of the whole page."""

@@ -192,4 +192,17 @@ def test_the_policy_blocks_markup_that_got_through(browser: Browser, site: tuple
     assert browser.js("return window.__pwned === undefined") is True
     assert browser.js("return document.body.getAttribute('data-ready')") == "1"  # the page's own script ran
     assert browser.js("return getComputedStyle(document.getElementById('styled')).color") != "rgb(255, 0, 0)"
-    assert browser.requests() == []
+    assert browser.network() == {"http://example.invalid/i.png": "csp"}  # attempted, never sent
+
+
+def test_index_page(browser: Browser, site: tuple[Path, Path]) -> None:
+    _, pages = site
+    browser.open(pages / "index.html")
+    links = browser.js("return Array.from(document.querySelectorAll('table.index a')).map(a => a.textContent)")
+    assert links == sample_run_ids()
+    failed = browser.js("return Array.from(document.querySelectorAll('td.v-failed'))"
+                        ".map(td => td.closest('tr').dataset.run)")
+    assert failed == ["tampered"]
+    assert browser.requests() == [] and _errors(browser) == []
+    browser.driver.execute_script("document.querySelector('a[href=\"tampered.html\"]').click()")
+    assert browser.js("return document.getElementById('verdict').dataset.ok") == "false"

@@ -45,6 +45,11 @@ def tree(root: Path) -> dict[str, tuple[Any, ...]]:
     return found
 
 
+def changes(before: dict[str, tuple[Any, ...]], after: dict[str, tuple[Any, ...]]) -> dict[str, Any]:
+    """The entries that differ between two :func:`tree` results (empty: nothing was touched)."""
+    return {k: (before.get(k), after.get(k)) for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)}
+
+
 def _probe_rofs() -> bool:
     if shutil.which("unshare") is None:
         return False
@@ -123,8 +128,11 @@ def world_dir() -> Iterator[Path]:
 
 def index_row(root: Path, run_id: str) -> tuple[Any, ...]:
     """The run's index row as stored."""
-    with sqlite3.connect(root / "index.sqlite3") as db:
+    db = sqlite3.connect(root / "index.sqlite3")
+    try:  # closed here: a connection left to the garbage collector checkpoints the WAL whenever it goes
         return db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    finally:
+        db.close()
 
 
 def put_index_row(root: Path, row: tuple[Any, ...]) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from abstractruntime.core.errors import StorageError
 from abstractruntime.core.models import RunState, RunStatus, WaitReason, WaitState
-from abstractruntime.storage.fsio import atomic_write_bytes, remove_stale_tmp_files
+from abstractruntime.storage.fsio import TidyRunLock, atomic_write_bytes, remove_stale_tmp_files
 from abstractruntime.storage.run_index import ReindexReport, rebuild_index
 from abstractruntime.storage.store import FileStore
 
@@ -50,27 +50,44 @@ def _ids(runs: list[RunState]) -> list[str]:
 
 # -- a full disk ---------------------------------------------------------------------------------
 
-def test_a_full_disk_is_a_storage_error_naming_the_cause_and_moves_nothing(store: FileStore) -> None:
-    for i in range(3):
-        store.runs.save(_run(f"r{i}", RunStatus.RUNNING, i))
+def _fill_index(store: FileStore) -> None:
     db = store.runs._index._db()
     pages = db.execute("PRAGMA page_count").fetchone()[0]
     db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite now answers SQLITE_FULL, as on a full disk
+
+
+def _big(run_id: str, status: RunStatus = RunStatus.RUNNING) -> RunState:
+    run = _run(run_id, status, 0)
+    run.workflow_id = "w" * 2000
+    return run
+
+
+def test_a_full_disk_is_a_storage_error_naming_the_cause_and_moves_nothing(store: FileStore) -> None:
+    for i in range(3):
+        store.runs.save(_run(f"r{i}", RunStatus.RUNNING, i))
+    _fill_index(store)
     before = sorted(p.name for p in store.root.iterdir())
-    saved: list[str] = []
     with pytest.raises(StorageError, match="disk is full") as info:
         for i in range(3, 500):
-            big = _run(f"r{i}", RunStatus.RUNNING, 0)
-            big.workflow_id = "w" * 2000
-            store.runs.save(big)
-            saved.append(big.run_id)
-    assert "index.sqlite3" in str(info.value)
+            store.runs._index.put(_big(f"r{i}"), dirty=True)
+    assert "index.sqlite3" in str(info.value) and "run files were not changed" in str(info.value)
     assert sorted(p.name for p in store.root.iterdir()) == before  # nothing moved aside, nothing added
     assert not list(store.root.glob("*.damaged*"))
-    # The checkpoint of the step that hit the full disk was not written either.
-    assert not (store.root / "runs" / f"r{3 + len(saved)}" / "run.json").exists()
-    # Queries still answer (their repairs are best-effort) and the index is still the same file.
-    assert "r0" in _ids(store.runs.list_runs(limit=1000))
+
+
+def test_checkpoints_written_while_the_index_is_full_are_still_found(store: FileStore,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    for i in range(3):
+        store.runs.save(_run(f"r{i}", RunStatus.RUNNING, i))
+    _fill_index(store)
+    for i in range(3, 60):  # the checkpoints are written; their rows cannot be
+        store.runs.save(_big(f"r{i}", RunStatus.WAITING))
+    assert "disk is full" in caplog.text
+    store.runs.save(_run("r1", RunStatus.COMPLETED, 1))  # an indexed run moves on, its row cannot follow
+    waiting = _ids(store.runs.list_runs(status=RunStatus.WAITING, limit=1000))
+    assert waiting == sorted(f"r{i}" for i in range(3, 60))
+    assert _ids(store.runs.list_runs(status=RunStatus.COMPLETED)) == ["r1"]
+    assert not list(store.root.glob("*.damaged*"))
 
 
 def _probe_tmpfs() -> bool:
@@ -243,3 +260,15 @@ def test_a_temp_file_of_a_killed_writer_is_cleaned(tmp_path: Path) -> None:
     assert len(leftovers) == 1
     assert remove_stale_tmp_files(run_dir) == leftovers
     assert list(run_dir.iterdir()) == []
+
+
+def test_taking_the_run_lock_tidies_the_run_directory(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    leftover = run_dir / f".run.json.{_dead_pid()}.1.tmp"
+    leftover.write_bytes(b"{")
+    mine = run_dir / f".run.json.{os.getpid()}.2.tmp"
+    mine.write_bytes(b"{")
+    with TidyRunLock(run_dir / ".lock", "r1"):
+        assert not leftover.exists() and mine.exists()
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", mine.name]

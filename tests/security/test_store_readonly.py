@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from store_support import (CLI, READONLY_MODES, WAITING_WORKFLOW, index_row, make_readonly_for_nobody,  # noqa: E402
+from store_support import (CLI, READONLY_MODES, WAITING_WORKFLOW, changes, index_row, make_readonly_for_nobody,  # noqa: E402
                            put_index_row, readonly_mode, run_readonly, tree, world_dir)  # noqa: F401
 
 LIBRARY_READS = """
@@ -87,7 +87,7 @@ def test_read_commands_work_on_a_readonly_store_and_write_nothing(mode: str, wor
     assert json.loads(library.stdout) == {"all": sorted([done_id, waiting_id]), "waiting": [waiting_id],
                                           "completed": [done_id], "due": [], "snapshots": [],
                                           "verified": [True, True]}
-    assert tree(store) == before
+    assert changes(before, tree(store)) == {}
     assert not (store / "snapshots").exists()
 
 
@@ -106,7 +106,7 @@ def test_a_readonly_store_without_an_index_is_read_from_the_files(mode: str, wor
     assert result["waiting"] == [waiting_id] and result["completed"] == [done_id]
     listed = run_readonly(mode, store, [*CLI, "--store", str(store), "runs", "list", "--status", "completed"])
     assert listed.returncode == 0 and done_id in listed.stdout and waiting_id not in listed.stdout
-    assert tree(store) == before
+    assert changes(before, tree(store)) == {}
     assert not list(store.glob("index.sqlite3*"))
 
 
@@ -122,7 +122,7 @@ def test_a_stale_row_does_not_hide_a_run_on_a_readonly_store(mode: str, world_di
     assert library.returncode == 0, library.stderr
     result = json.loads(library.stdout)
     assert result["completed"] == [done_id] and result["waiting"] == [waiting_id]
-    assert tree(store) == before  # answered in memory; the row is not repaired on a read-only store
+    assert changes(before, tree(store)) == {}  # answered in memory; the row is not repaired on a read-only store
 
 
 def test_the_same_reads_on_a_writable_store_agree(world_dir: Path) -> None:
@@ -132,3 +132,18 @@ def test_the_same_reads_on_a_writable_store_agree(world_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["completed"] == [done_id]
     assert not (store / "snapshots").exists()  # listing never creates the directory
+
+
+@pytest.mark.xfail(strict=True, reason="storage/artifacts.py creates artifacts/ when the runtime is built, so "
+                   "tick --due fails on a read-only store that never stored an artifact; it should create the "
+                   "directory on its first write, as snapshots/ now is")
+def test_tick_due_on_a_readonly_store_without_artifacts(world_dir: Path) -> None:
+    mode = readonly_mode("read-only mount")
+    store, _, _, _ = _build(world_dir)
+    for path in sorted(store.rglob("*"), reverse=True):
+        if path.relative_to(store).parts[0] == "artifacts":
+            path.rmdir() if path.is_dir() else path.unlink()
+    before = tree(store)
+    due = run_readonly(mode, store, [*CLI, "--store", str(store), "tick", "--due"])
+    assert changes(before, tree(store)) == {}
+    assert due.returncode == 0, due.stderr
