@@ -361,6 +361,7 @@ def test_orphan_bin_is_invisible_and_overwritten(fstore: FileArtifactStore, tmp_
     # What a crash between the .bin and the .meta write leaves behind.
     content = b"half stored"
     art_dir = tmp_path / "store" / "artifacts"
+    art_dir.mkdir(exist_ok=True)  # created by an earlier store()
     (art_dir / f"{sha_id(content)}.bin").write_bytes(b"partial garbage")
     assert not fstore.exists(sha_id(content))
     assert fstore.load(sha_id(content)) is None
@@ -422,6 +423,7 @@ def test_symlinked_bin_is_refused(fstore: FileArtifactStore, tmp_path: Path) -> 
     outside.write_bytes(b"do not touch")
     content = b"payload"
     link = tmp_path / "store" / "artifacts" / f"{sha_id(content)}.bin"
+    link.parent.mkdir(exist_ok=True)  # created by an earlier store()
     link.symlink_to(outside)
     with pytest.raises(StorageError, match="symlink"):
         fstore.store(content)

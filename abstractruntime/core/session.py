@@ -20,7 +20,7 @@ from .clock import Clock
 from .errors import LedgerConflictError
 from .models import RecordKind, RunState, RunStatus, StepRecord
 from .ports import Checkpoint, LedgerHead, LedgerStore, RunStore
-from .redaction import Redactor
+from .redaction import REDACTED, Redactor
 from .wal import DeltaTracker, secret_key
 
 # A checkpoint is written at least every CHECKPOINT_EVERY records or CHECKPOINT_BYTES bytes
@@ -112,20 +112,55 @@ class RunSession:
         return doc
 
     def _redact(self, rec: StepRecord) -> list[dict[str, Any]]:
+        """Redact the record's effect, result and delta before hashing; return what was replaced.
+
+        A delta operation names the variable it sets by its path, not by a dict key, so it is
+        judged by its path (``vars.password = ...`` is a secret whatever the value); a result
+        stored under a secret path is redacted whole.
+        """
         redactor = self.ports.redactor
-        collect: Optional[Callable[[Any], tuple[Any, list[tuple[tuple[Any, ...], Any]]]]] = getattr(
-            redactor, "redact_collect", None)
+        collect = getattr(redactor, "redact_collect", None)
+        if collect is None:  # a redactor without collection: redact, keep nothing beside the run
+            for name in ("effect", "result", "delta"):
+                if getattr(rec, name) is not None:
+                    setattr(rec, name, redactor.redact(getattr(rec, name)))
+            return []
+        at = getattr(redactor, "redact_at", None)
         secrets: list[dict[str, Any]] = []
-        for name in ("effect", "result", "delta"):
-            value = getattr(rec, name)
-            if value is None:
-                continue
-            if collect is None:
-                setattr(rec, name, redactor.redact(value))
-                continue
-            redacted, found = collect(value)
-            setattr(rec, name, redacted)
-            secrets.extend({"field": name, "path": list(path), "value": original} for path, original in found)
+
+        def keep(name: str, found: Any, prefix: tuple[Any, ...] = ()) -> None:
+            secrets.extend({"field": name, "path": [*prefix, *path], "value": original} for path, original in found)
+
+        if rec.effect is not None:
+            rec.effect, found = collect(rec.effect)
+            keep("effect", found)
+        secret_result = False
+        if rec.delta is not None:
+            delta = dict(rec.delta)
+            ops = delta.get("vars")
+            if isinstance(ops, list):
+                judged = []
+                for index, op in enumerate(ops):
+                    if op[0] == "s" and at is not None:
+                        value, found = at(op[1], op[2])
+                        keep("delta", found, ("vars", index, 2))
+                        judged.append(["s", op[1], value])
+                        continue
+                    if op[0] == "r" and any(redactor.is_secret_key(part) for part in op[1]):
+                        secret_result = True
+                    judged.append(op)
+                delta["vars"] = judged
+            rest = {k: v for k, v in delta.items() if k != "vars"}
+            redacted, found = collect(rest)
+            keep("delta", found)
+            delta.update(redacted)
+            rec.delta = delta
+        if rec.result is not None:
+            if secret_result:
+                rec.result, found = REDACTED, [((), rec.result)]
+            else:
+                rec.result, found = collect(rec.result)
+            keep("result", found)
         return secrets
 
     def queued_completed(self, idempotency_key: str) -> Optional[dict[str, Any]]:

@@ -88,7 +88,7 @@ class DeltaTracker:
         Raises :class:`~abstractruntime.core.errors.InvalidInputError` (before changing
         anything) when the run's variables cannot be stored as JSON.
         """
-        vars_bytes = canonical_json(checkpoint.run.vars)
+        vars_bytes = canonical_json(checkpoint.run.vars, root="vars")
         image = _image(checkpoint)
         delta: dict[str, Any] = {k: v for k, v in image.items() if v != self._image.get(k)}
         if vars_bytes != self._vars_bytes:
@@ -213,6 +213,8 @@ def apply_record(checkpoint: Checkpoint, doc: dict[str, Any], *, offset: Optiona
         run.updated_at = stamp
     checkpoint.ledger = LedgerHead(seq=int(doc.get("seq") or checkpoint.ledger.seq + 1),
                                    head_hash=doc.get("record_hash"), offset=offset)
+    if isinstance(doc.get("signature"), dict):
+        checkpoint.signature = copy.deepcopy(doc["signature"])  # the signed head of its batch
 
 
 def secret_key(doc: dict[str, Any]) -> str:
@@ -226,7 +228,10 @@ def restore_secrets(doc: dict[str, Any], entries: Iterable[dict[str, Any]]) -> d
     restored = copy.deepcopy(doc)
     for entry in entries:
         field_name, path = entry.get("field"), entry.get("path")
-        if field_name not in ("effect", "result", "delta") or not isinstance(path, list) or not path:
+        if field_name not in ("effect", "result", "delta") or not isinstance(path, list):
+            continue
+        if not path:  # the whole field was redacted
+            restored[field_name] = copy.deepcopy(entry.get("value"))
             continue
         target: Any = restored.get(field_name)
         try:

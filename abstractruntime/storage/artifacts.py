@@ -17,6 +17,8 @@ docs/artifacts.md.
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import fcntl
 import hashlib
@@ -360,7 +362,11 @@ class FileArtifactStore(ArtifactStore):
         super().__init__(clock=clock)
         self._durable = fsio.check_durability(durability) == "fsync"
         self._base = fsio.ensure_dir(Path(base_dir), durable=self._durable)
-        self._dir = fsio.ensure_dir(self._base / "artifacts", durable=self._durable)
+        # artifacts/ is created by the first store(), so opening a store never writes (a
+        # read-only store, or one that never stored an artifact, stays as it is).
+        self._dir = self._base / "artifacts"
+        if self._dir.is_symlink():
+            raise StorageError(f"Refusing symlinked directory {self._dir}")
         self._lock_path = self._dir / ".lock"
         # .meta file name -> (stat signature, parsed metadata): listing re-reads only changed files.
         self._cache: dict[str, tuple[tuple[int, ...], ArtifactMetadata]] = {}
@@ -379,7 +385,11 @@ class FileArtifactStore(ArtifactStore):
     def _meta_path(self, artifact_id: str) -> Path:
         return self._dir / f"{validate_artifact_id(artifact_id)}.meta"
 
-    def _locked(self, exclusive: bool) -> "_FileLock":
+    def _locked(self, exclusive: bool) -> "Any":
+        if exclusive:
+            fsio.ensure_dir(self._dir, durable=self._durable)
+        elif not self._dir.is_dir():
+            return contextlib.nullcontext()  # nothing stored yet: readers find nothing
         return _FileLock(self._lock_path, exclusive)
 
     def _put(self, content: bytes, meta: ArtifactMetadata) -> None:
@@ -461,6 +471,8 @@ class FileArtifactStore(ArtifactStore):
     def _scan(self) -> Iterator[ArtifactMetadata]:
         try:
             entries = [e for e in os.scandir(self._dir) if e.name.endswith(".meta")]
+        except FileNotFoundError:
+            entries = []  # nothing stored yet
         except OSError as exc:
             raise StorageError(f"Cannot list {self._dir}: {exc.strerror or exc}") from exc
         with self._cache_lock:

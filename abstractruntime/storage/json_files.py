@@ -30,6 +30,7 @@ from .base import CHECKPOINT_FORMAT, Checkpoint, LedgerHead, RunStore
 from .fsio import (
     Durability,
     RunLock,
+    TidyRunLock,
     atomic_write_bytes,
     check_durability,
     child_path,
@@ -134,6 +135,7 @@ class JsonFileRunStore(RunStore):
         self.durability = check_durability(durability)
         self._files = RunFiles(base_dir, durable=durability == "fsync")
         self._index = RunIndex(self._files.root, self._files.runs, self.load)
+        self._tidied: set[str] = set()
 
     @property
     def base_dir(self) -> Path:
@@ -206,6 +208,10 @@ class JsonFileRunStore(RunStore):
         files.run_dir(run_id, create=create)
         if not create and not (files.ledger(run_id).exists() or files.checkpoint(run_id).exists()):
             raise RunNotFoundError(run_id)
+        if run_id not in self._tidied:
+            # The first lock in this process also removes temp files a killed writer left.
+            self._tidied.add(run_id)
+            return TidyRunLock(files.child(run_id, LOCK_FILE), run_id, wait=wait)
         return RunLock(files.child(run_id, LOCK_FILE), run_id, wait=wait)
 
     def list_runs(

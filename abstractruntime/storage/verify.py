@@ -191,6 +191,13 @@ def _verify(root: Path, run_id: str, *, expect_head: Optional[str], public_key: 
     scan = LedgerScan(report, want_seqs=want_seqs, want_hashes=want_hashes,
                       committed_seq=checkpoint.ledger.seq if checkpoint else None)
     scan.run(ledger_path)
+    if scan.replayable:
+        # A format-2 ledger is the log and run.json only its cache, written without fsync: a
+        # damaged one is rebuilt on the next open, so it is worth a note, not a failure.
+        for finding in [f for f in report.problems
+                        if f.type == "checkpoint_corrupt" and f.details.get("cause") == "content"]:
+            report.problems.remove(finding)
+            report.note("checkpoint_corrupt", finding.message + " (rebuilt from the ledger when next opened)")
 
     _check_checkpoint(report, checkpoint, scan, ckpt_path)
     _check_bookmarks(report, bookmarks, scan, checkpoint, ckpt_path)
@@ -208,8 +215,11 @@ def _load_checkpoint(report: VerifyReport, path: Path) -> Optional[Checkpoint]:
     except UnsupportedFormatError as exc:
         report.problem("unsupported_format", str(exc))
         return None
-    except (CorruptRecordError, StorageError) as exc:  # StorageError: unreadable (permissions, symlink)
-        report.problem("checkpoint_corrupt", str(exc))
+    except CorruptRecordError as exc:
+        report.problem("checkpoint_corrupt", str(exc), cause="content")
+        return None
+    except StorageError as exc:  # unreadable (permissions, symlink): never a crash's doing
+        report.problem("checkpoint_corrupt", str(exc), cause="unreadable")
         return None
     except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a field of the wrong JSON type
         report.problem("checkpoint_corrupt", f"{path}: checkpoint has a malformed field ({type(exc).__name__})")

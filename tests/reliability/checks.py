@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from abstractruntime.core.errors import CorruptRecordError
 from abstractruntime.storage.bookmarks import BOOKMARKS_FILE, read_bookmarks
 from abstractruntime.storage.fsio import read_bytes
 from abstractruntime.storage.json_files import CHECKPOINT_FILE, LEDGER_FILE, read_checkpoint
@@ -35,7 +36,12 @@ def store_problems(root: Path) -> list[str]:
         run_dir = root / "runs" / run_id
         try:
             if (run_dir / CHECKPOINT_FILE).exists():
-                read_checkpoint(run_dir / CHECKPOINT_FILE)
+                try:
+                    read_checkpoint(run_dir / CHECKPOINT_FILE)
+                except CorruptRecordError:
+                    # run.json is a cache written without fsync: a crash may tear it. It must
+                    # not matter — the run rebuilds from its ledger.
+                    _rebuild(root, run_id)
             ledger_records(root, run_id)
             read_bookmarks(run_dir / BOOKMARKS_FILE)
         except Exception as exc:  # any failure to load is the finding
@@ -47,6 +53,16 @@ def store_problems(root: Path) -> list[str]:
         for finding in report.problems:
             problems.append(f"{run_id}: verify: {finding.type}: {finding.message}")
     return problems
+
+
+def _rebuild(root: Path, run_id: str) -> None:
+    from abstractruntime.storage.store import FileStore
+
+    store = FileStore(root, durability="none")
+    try:
+        store.runtime().get_state(run_id)
+    finally:
+        store.close()
 
 
 def durable_problems(root: Path, run_id: str, acked: dict[int, str]) -> list[str]:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from abstractruntime.core.errors import RunNotFoundError
 from abstractruntime.core.models import Effect, EffectType, RunStatus, WaitReason
 from abstractruntime.core.restore import restore_snapshot, take_snapshot
 from abstractruntime.core.runtime import Runtime
@@ -354,9 +355,10 @@ def recovery_problems(root: Path, side: Path) -> list[str]:
         rt = make_runtime(store, log)
         registry = sim_registry()
         for run_id in checks.run_ids(root):
-            run = store.runs.load(run_id)
-            if run is None:
-                continue
+            try:
+                run = rt.get_state(run_id)  # rebuilt from the ledger when run.json is missing or torn
+            except RunNotFoundError:
+                continue  # an empty run directory: a start that wrote nothing durable
             spec = registry.get(run.workflow_id)
             for _ in range(20):
                 if run.status.is_terminal:

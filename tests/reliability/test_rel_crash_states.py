@@ -29,7 +29,7 @@ def test_every_crash_state_opens_verifies_and_loses_no_acknowledged_step(tmp_pat
     report = crashsim.simulate(tmp_path / "sim", samples=SAMPLES, seed=SEED)
     print(f"crash states: { {k: v for k, v in report.to_dict().items() if k != 'violations'} }")
     assert report.violations == []
-    assert report.crash_points > 100  # the workload really wrote things
+    assert report.crash_points > 60  # the workload really wrote things
     assert report.states == report.crash_points * (2 + SAMPLES)
 
 
@@ -41,7 +41,7 @@ FSYNC_SITES = {
     "fsync_dir: every directory fsync": ("fsync_dir",),
     "atomic_write_bytes: directory after the rename": ("fsync_dir", "atomic_write_bytes"),
     "ensure_dir: runs/ after a new run directory": ("fsync_dir", "ensure_dir"),
-    "_append_run: run directory after a new ledger file": ("fsync_dir", "_append_run"),
+    "_write: run directory after a new ledger file": ("fsync_dir", "_write"),
 }
 
 

@@ -311,9 +311,6 @@ def _vars_node(run: Any, ctx: Any) -> StepPlan:
     return StepPlan("n", complete_output={"ok": True})
 
 
-@pytest.mark.xfail(strict=True, reason="ledger deltas name a var by its path ([\"s\", [\"password\"], value]), "
-                   "which no dict key redaction sees; the runtime must pass each delta op through "
-                   "Redactor.redact_at(path, value)")
 def test_secrets_a_node_puts_in_vars_never_reach_the_ledger(tmp_path: Path) -> None:
     flow = WorkflowSpec("vars-secrets", "n", {"n": _vars_node})
     store = open_store(tmp_path / "store")

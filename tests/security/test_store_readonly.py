@@ -134,9 +134,6 @@ def test_the_same_reads_on_a_writable_store_agree(world_dir: Path) -> None:
     assert not (store / "snapshots").exists()  # listing never creates the directory
 
 
-@pytest.mark.xfail(strict=True, reason="storage/artifacts.py creates artifacts/ when the runtime is built, so "
-                   "tick --due fails on a read-only store that never stored an artifact; it should create the "
-                   "directory on its first write, as snapshots/ now is")
 def test_tick_due_on_a_readonly_store_without_artifacts(world_dir: Path) -> None:
     mode = readonly_mode("read-only mount")
     store, _, _, _ = _build(world_dir)
