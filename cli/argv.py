@@ -71,6 +71,8 @@ def hoist_global_options(group: Any, ctx: Any, args: list[str]) -> list[str]:
     i = start
     # Walk down sub-groups (`runs show`, `snapshot create` ...) to the command that runs.
     while i < len(args) and hasattr(command, "get_command"):
+        if args[i].startswith("-"):
+            break  # options between a group and its command (`runs --json list`)
         sub = command.get_command(ctx, args[i])
         if sub is None:
             return args  # an unknown command: let the parser say so

@@ -129,6 +129,9 @@ def graph_cmd(
     current = None
     workflow_id = None
     if run_id is not None:
+        from .handles import run_id_of
+
+        run_id = run_id_of(run_id)
         runtime = s.open_store().runtime()
         run = runtime.get_state(run_id)
         records, current, workflow_id = runtime.get_ledger(run_id), run.current_node, run.workflow_id

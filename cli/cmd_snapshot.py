@@ -9,6 +9,7 @@ import typer
 from . import workflows
 from .app import app, describe_state, settings
 from .cmd_exec import AttrOpt, JSON_HELP
+from .handles import run_id_of
 
 snapshot_app = typer.Typer(help="Save a run's state; restore it in place or fork a new run from it.",
                            no_args_is_help=True)
@@ -30,6 +31,7 @@ def snapshot_create(
     from abstractruntime.core.restore import take_snapshot
 
     s = settings(ctx, json_out)
+    run_id = run_id_of(run_id)
     store = s.open_store()
     snapshot = take_snapshot(store.runtime(), run_id, name=name, description=description, tags=list(tag))
     store.snapshots.save(snapshot)
@@ -51,6 +53,7 @@ def snapshot_list(
 ) -> None:
     """List snapshots, newest first (piped: snapshot_id, run_id, name, run status, created_at, tags)."""
     s = settings(ctx, json_out)
+    run_id = run_id_of(run_id) if run_id else None
     store = s.open_store()
     snaps = store.snapshots.list(run_id=run_id, tag=tag, query=query, limit=limit)
     for path in getattr(store.snapshots, "last_skipped", ()):
@@ -151,6 +154,7 @@ def bookmark_add(
 ) -> None:
     """Bookmark a ledger position (it records the record hash there; verify checks it)."""
     s = settings(ctx, json_out)
+    run_id = run_id_of(run_id)
     store = s.open_store()
     doc = store.bookmarks.add(run_id, name, seq=seq, note=note, replace=replace).to_dict()
     if s.json:
@@ -168,6 +172,7 @@ def bookmark_list(
 ) -> None:
     """List a run's bookmarks (piped: name, seq, record_hash, created_at, note)."""
     s = settings(ctx, json_out)
+    run_id = run_id_of(run_id)
     store = s.open_store()
     store.runtime().get_checkpoint(run_id)
     docs = [m.to_dict() for m in store.bookmarks.list(run_id)]
@@ -186,6 +191,7 @@ def bookmark_remove(
 ) -> None:
     """Remove a bookmark (exit 4 if the run has none with this name)."""
     s = settings(ctx)
+    run_id = run_id_of(run_id)
     store = s.open_store()
     store.runtime().get_checkpoint(run_id)
     store.bookmarks.remove(run_id, name)

@@ -21,6 +21,7 @@ import typer
 from . import workflows
 from .app import app, finish_run, settings
 from .cmd_exec import AttrOpt, JSON_HELP, drive
+from .handles import run_id_of
 from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_flags
 from .output import Settings
 
@@ -98,11 +99,12 @@ def _summary(calls: list[dict[str, Any]]) -> list[list[Any]]:
 @tools_app.command("list")
 def tools_list(
     ctx: typer.Context,
-    run_id: str = typer.Argument(..., metavar="RUN", help="A run waiting on tool calls."),
+    run_id: str = typer.Argument(..., metavar="RUN", help="A run waiting on tool calls (or its wait handle RUN@wN)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Show the tool calls a run waits on (piped: call_id, name, arguments as JSON)."""
     s = settings(ctx, json_out)
+    run_id = run_id_of(run_id)
     runtime = s.open_store().runtime()
     waiting = tool_wait(run_id, runtime.get_state(run_id))
     calls, digest = checked_calls(waiting, None, ledger=runtime.get_ledger(run_id))
@@ -119,8 +121,15 @@ def _decide(s: Settings, run_id: str, *, decision: str, only: list[str], reason:
     from abstractruntime.core.errors import InvalidInputError, WorkflowLoadError
     from abstractruntime.integrations.abstractcore import approve_tool_calls, deny_tool_calls
 
+    from .handles import check_target, split_handle
+
+    given = run_id
+    run_id, wait_id = split_handle(given)
     store = s.open_store()
-    waiting = tool_wait(run_id, store.runtime().get_state(run_id))
+    state = store.runtime().get_state(run_id)
+    # A handle (RUN@wN) must still name the pending batch: a retried approve is refused.
+    check_target(state, given, wait_id, current=True, interactive=True)
+    waiting = tool_wait(run_id, state)
     calls, digest = checked_calls(waiting, expected_sha256, ledger=store.runtime().get_ledger(run_id))
     ids = [c["call_id"] for c in calls]
     unknown = [i for i in only if i not in ids]
@@ -157,7 +166,7 @@ def _decide(s: Settings, run_id: str, *, decision: str, only: list[str], reason:
 @tools_app.command("approve")
 def tools_approve(
     ctx: typer.Context,
-    run_id: str = typer.Argument(..., metavar="RUN", help="A run waiting on tool calls."),
+    run_id: str = typer.Argument(..., metavar="RUN", help="A run waiting on tool calls (or its wait handle RUN@wN)."),
     only: list[str] = typer.Option([], "--only", metavar="CALL_ID",
                                    help="Approve only this call (repeatable); the others are refused."),
     reason: Optional[str] = typer.Option(None, "--reason", metavar="TEXT", help="Why the calls left out were refused."),
@@ -188,7 +197,7 @@ def tools_approve(
 @tools_app.command("deny")
 def tools_deny(
     ctx: typer.Context,
-    run_id: str = typer.Argument(..., metavar="RUN", help="A run waiting on tool calls."),
+    run_id: str = typer.Argument(..., metavar="RUN", help="A run waiting on tool calls (or its wait handle RUN@wN)."),
     reason: str = typer.Option("denied by operator", "--reason", metavar="TEXT",
                                help="Why; the workflow sees 'Tool call refused: TEXT' for each call."),
     calls_sha256: Optional[str] = ShaOpt,

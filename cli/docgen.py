@@ -85,7 +85,9 @@ answered exits 1 ("already answered") and writes nothing, also when the run now 
 something else, so a retried CI step cannot answer the next question. A bare run id answers
 whatever the run waits on now: on a terminal, or with `--current`; in a script it is refused
 with exit 2, naming the handle to use. Runs recorded before waits had ids are answered by
-run id. `runs show`, `ledger show`, `verify`, `tick` and `cancel` accept a handle as the run.
+run id. Every other command that takes a run (`runs show`, `ledger show`, `verify`, `tick`,
+`cancel`, `retry`, `tools`, `snapshot create`, `bookmark`, `graph --run`) accepts a handle as
+the run; `tools approve|deny` given a handle refuse it once that wait was answered.
 
 ## Interactive prompts
 

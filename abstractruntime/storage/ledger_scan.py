@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from ..core.canonical import record_hash
 from ..core.errors import InvalidInputError, StorageError
 from ..core.models import LEDGER_RECORD_FORMAT
+from .record_rules import SignatureTrail, signature_problem, unknown_fields
 from .fsio import loads_strict, validate_id
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class LedgerScan:
         self.intents: dict[str, int] = {}
         self.witness: Optional[tuple[int, int, int]] = None
         self.replayable = False
+        self.signatures = SignatureTrail()
         self._prev_seq, self._prev_hash, self._resync = 0, None, False
 
     def run(self, path: Path) -> None:
@@ -167,6 +169,15 @@ class LedgerScan:
             self.hash_at[stored] = (seq, line_no)
         if isinstance(doc.get("delta"), dict):
             self.replayable = True  # format 2: the ledger alone rebuilds the run
+        extra = unknown_fields(doc)
+        if extra:
+            report.problem("unknown_field", f"record has fields its format never has: {', '.join(extra)}",
+                           seq=seq, line=line_no, fields=extra)
+        bad_signature = signature_problem(doc)
+        if bad_signature is not None:
+            report.problem("signature_malformed", bad_signature, seq=seq, line=line_no)
+        else:
+            self.signatures.see(doc, seq)
         self._track_commit_witness(doc, seq, line_no)
 
     def _track_commit_witness(self, doc: dict[str, Any], seq: Optional[int], line_no: int) -> None:

@@ -10,10 +10,12 @@ look longer than the checkpoint (normal), never shorter.
 Problems (any one makes ``ok`` false), by layer. Ledger lines: ``invalid_json``,
 ``invalid_record``, ``unsupported_format``, ``unreadable_ledger``. Chain: ``seq_mismatch``,
 ``prev_hash_mismatch``, ``missing_record_hash``, ``record_hash_mismatch``, ``wrong_run``.
+Record shape: ``unknown_field``, ``signature_malformed``.
 Checkpoint: ``checkpoint_missing``, ``checkpoint_corrupt``, ``ledger_truncated``,
 ``checkpoint_head_mismatch``, ``checkpoint_rollback``. Bookmarks: ``bookmark_missing_record``,
 ``bookmark_mismatch``, ``bookmarks_corrupt``. Published head: ``expected_head_missing``,
-``run_missing``. Signature: ``signature_missing``, ``signature_invalid``, ``signature_mismatch``.
+``run_missing``. Signature: ``signature_missing``, ``signature_invalid``, ``signature_mismatch``,
+``unsigned_tail``.
 Store layout (:func:`verify_store` only, one report per entry of ``runs/`` that is not a run):
 ``symlinked_run_dir``, ``invalid_run_dir_name``, ``not_a_run_dir``.
 
@@ -203,7 +205,7 @@ def _verify(root: Path, run_id: str, *, expect_head: Optional[str], public_key: 
     _check_bookmarks(report, bookmarks, scan, checkpoint, ckpt_path)
     if expected is not None or search is not None:
         _check_expected(report, expected, search, scan)
-    _check_signature(report, signature, public_key, checkpoint)
+    _check_signature(report, scan, signature, public_key, checkpoint)
     return report
 
 
@@ -342,16 +344,32 @@ def _check_expected(report: VerifyReport, expected: Optional[str], search: Optio
                     seq=found[0])
 
 
-def _check_signature(report: VerifyReport, signature: Any, public_key: Any,
+def _check_signature(report: VerifyReport, scan: LedgerScan, checkpoint_signature: Any, public_key: Any,
                      checkpoint: Optional[Checkpoint]) -> None:
+    """The head's signature: the last signed record's (format 2: every batch is signed), else the
+    checkpoint's (format 1). Records after the last signed one are always a problem."""
+    trail = scan.signatures
+    if trail.after_last:
+        report.problem("unsigned_tail", f"{trail.after_last} record(s) after the last signed head (seq "
+                       f"{trail.last_seq}) carry no signature: a signing writer signs every batch and a crash "
+                       "cannot leave whole records after it, so they were appended without the key",
+                       seq=trail.first_unsigned_after)
+    if trail.last is not None:
+        signature, covered = trail.last, (trail.last_seq, trail.last.get("head_hash"))
+    else:
+        signature = checkpoint_signature
+        covered = (checkpoint.ledger.seq, checkpoint.ledger.head_hash) if checkpoint is not None else (None, None)
     if signature is None:
-        if public_key is not None and checkpoint is not None:
-            report.problem("signature_missing", "a public key was given but the checkpoint is not signed")
+        if trail.declared is not None:
+            report.problem("signature_missing", f"the run's first record says its batches are signed with key "
+                           f"{trail.declared}, but no record carries a signature (removed?)")
+        elif public_key is not None and (checkpoint is not None or report.count):
+            report.problem("signature_missing", "a public key was given but the run's head is not signed")
         return
     report.signature_key_id = signature.get("key_id") if isinstance(signature, dict) else None
     if public_key is None:
         report.signature = "unchecked"
-        report.note("signature_unchecked", "the checkpoint is signed; pass a public key to check the signature")
+        report.note("signature_unchecked", "the head is signed; pass a public key to check the signature")
         return
     from .signing import verify_head_signature
 
@@ -361,13 +379,11 @@ def _check_signature(report: VerifyReport, signature: Any, public_key: Any,
         report.signature = "invalid"
         report.problem("signature_invalid", str(exc))
         return
-    assert checkpoint is not None
     signed = (signature.get("seq"), signature.get("head_hash"))
-    if signed != (checkpoint.ledger.seq, checkpoint.ledger.head_hash):
+    if signed != covered:
         report.signature = "invalid"
-        report.problem("signature_mismatch", f"the signature covers seq {signed[0]} (hash {signed[1]}) but the "
-                       f"checkpoint reflects seq {checkpoint.ledger.seq} (hash {checkpoint.ledger.head_hash})",
-                       seq=signed[0])
+        report.problem("signature_mismatch", f"the signature covers seq {signed[0]} (hash {signed[1]}) but it "
+                       f"stands for seq {covered[0]} (hash {covered[1]})", seq=signed[0])
         return
     report.signature = "valid"
 

@@ -97,3 +97,44 @@ def test_json_carries_the_handle(sh, tmp_path: Path) -> None:
     r = sh("resume", doc["wait_handle"], "--answer", "yes", "--json")
     again = json.loads(r.stdout)
     assert r.exit_code == 5 and again["wait_handle"] != doc["wait_handle"]
+
+
+GATED = '''
+from abstractruntime import Effect, EffectType, StepPlan, WorkflowSpec
+
+def launch(target: str) -> str:
+    """Launch something (needs approval)."""
+    return "launched " + target
+
+tools = [launch]
+require_approval = ["launch"]
+
+def go(run, ctx):
+    n = run.vars.get("n", 0) + 1
+    run.vars["n"] = n
+    calls = [{"name": "launch", "arguments": {"target": f"t{n}"}, "call_id": f"c{n}"}]
+    return StepPlan("go", effect=Effect(EffectType.TOOL_CALLS, {"tool_calls": calls}, result_key="res"),
+                    next_node="go" if n < 2 else "done")
+
+def done(run, ctx):
+    return StepPlan("done", complete_output={"n": run.vars["n"]})
+
+workflow = WorkflowSpec("gated2", entry_node="go", nodes={"go": go, "done": done})
+'''
+
+
+def test_tools_approve_takes_the_handle_and_refuses_it_once_answered(sh, store: Path, tmp_path: Path) -> None:
+    path = tmp_path / "gated2.py"
+    path.write_text(GATED, encoding="utf-8")
+    first = sh("run", str(path), "--run-id", "t1").stdout.strip()
+    assert first.startswith("t1@w")
+    assert sh("tools", "list", first).exit_code == 0
+    r = sh("tools", "approve", first)
+    assert r.exit_code == 5, r.stderr  # the loop's second batch now waits
+    second = r.stdout.strip()
+    assert second != first
+    before = store_files(store)
+    r = sh("tools", "approve", first)  # retried: must not approve the second batch
+    assert r.exit_code == 1 and "already answered" in r.stderr
+    assert store_files(store) == before
+    assert sh("tools", "approve", second).exit_code == 0

@@ -328,26 +328,31 @@ def signed(tmp_path: Path) -> tuple[Path, str, Ed25519Signer]:
 
 
 def test_truncation_with_rewritten_checkpoint_vs_signature(signed: tuple[Path, str, Ed25519Signer]) -> None:
+    # Every batch ends with a signed record: a ledger cut inside a batch ends unsigned.
     root, run_id, signer = signed
     records = read_records(ledger_path(root, run_id))[:7]
     write_records(ledger_path(root, run_id), records)
-    point_checkpoint_at(root, run_id, records)  # the signature of seq 10 stays
+    point_checkpoint_at(root, run_id, records)
 
-    report = verify_run(root, run_id, public_key=signer.public_key_pem())
-    assert problem_types(report) == {"signature_mismatch"}
-    assert report.signature == "invalid"
+    for key in (None, signer.public_key_pem()):
+        report = verify_run(root, run_id, public_key=key)
+        assert problem_types(report) == {"unsigned_tail"}
+        assert the_problem(report, "unsigned_tail").seq == 7
 
 
-def test_signature_removed_by_the_forger(signed: tuple[Path, str, Ed25519Signer]) -> None:
+def test_signatures_removed_by_the_forger(signed: tuple[Path, str, Ed25519Signer]) -> None:
+    # The first record (hashed, chained) says the run is signed: stripping every signature shows.
     root, run_id, signer = signed
     records = read_records(ledger_path(root, run_id))[:7]
+    for record in records:
+        record["signature"] = None
     write_records(ledger_path(root, run_id), records)
     point_checkpoint_at(root, run_id, records)
     doc = read_checkpoint_doc(root, run_id)
     doc["signature"] = None
     write_checkpoint_doc(root, run_id, doc)
 
-    assert verify_run(root, run_id).ok  # without the key, nothing says a signature was expected
+    assert problem_types(verify_run(root, run_id)) == {"signature_missing"}
     assert problem_types(verify_run(root, run_id, public_key=signer.public_key)) == {"signature_missing"}
 
 
@@ -355,19 +360,17 @@ def test_signature_by_the_forgers_own_key(signed: tuple[Path, str, Ed25519Signer
     root, run_id, signer = signed
     forger = Ed25519Signer.generate()
     records = read_records(ledger_path(root, run_id))[:7]
+    records[-1]["signature"] = forger.sign_head(run_id=run_id, seq=7, head_hash=records[-1]["record_hash"])
     write_records(ledger_path(root, run_id), records)
     point_checkpoint_at(root, run_id, records)
-    doc = read_checkpoint_doc(root, run_id)
-    doc["signature"] = forger.sign_head(run_id=run_id, seq=7, head_hash=records[-1]["record_hash"])
-    write_checkpoint_doc(root, run_id, doc)
 
     report = verify_run(root, run_id, public_key=signer.public_key)
     assert problem_types(report) == {"signature_invalid"}
     assert signer.key_id in the_problem(report, "signature_invalid").message
 
     # Claiming the real key's id does not help: the signature does not verify with it.
-    doc["signature"]["key_id"] = signer.key_id
-    write_checkpoint_doc(root, run_id, doc)
+    records[-1]["signature"]["key_id"] = signer.key_id
+    write_records(ledger_path(root, run_id), records)
     report = verify_run(root, run_id, public_key=signer.public_key)
     assert problem_types(report) == {"signature_invalid"}
     assert "does not match" in the_problem(report, "signature_invalid").message
@@ -423,8 +426,10 @@ def test_full_rewrite_vs_bookmarks(tmp_path: Path) -> None:
 def test_full_rewrite_vs_signature(signed: tuple[Path, str, Ed25519Signer]) -> None:
     root, run_id, signer = signed
     full_rewrite(root, run_id)
-    report = verify_run(root, run_id, public_key=signer.public_key)
-    assert problem_types(report) == {"signature_mismatch"}
+    # The rewritten records keep signatures that name their old hashes: caught with or without the key.
+    for key in (None, signer.public_key):
+        report = verify_run(root, run_id, public_key=key)
+        assert "signature_malformed" in problem_types(report) and not report.ok
 
 
 def test_rewritten_bookmark_file_is_reported(tmp_path: Path) -> None:
