@@ -72,6 +72,7 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
     rows += _verify_rows(sc.get("verify", {}))
     rows += _list_rows(sc.get("runs_list", {}))
     rows += _startup_rows(sc.get("startup", {}))
+    rows += _recovery_rows(sc.get("recovery", {}))
     from .cli_latency import rows as cli_latency_rows  # here: that module builds its rows with Row
 
     rows += cli_latency_rows(sc.get("cli_latency", {}))
@@ -86,9 +87,9 @@ def _durable_rows(d: Any, append: float, up: Any, lg: Any, dbos: Any) -> list[Ro
     n = d["steps"]
     per, group, off = d["per_step_commit"], d["group_commit"], d["fsync_off"]
     rows = [
-        Row(name, f"{n} pure steps, fsync, commit every step: cost/step", ms(per["step_seconds"]),
-            f"one append+fsync {ms(append)}", _ratio(per["step_seconds"], append), "≤ 1.5×",
-            per["step_seconds"] <= 1.5 * append if append else None),
+        Row(name, f"{n} pure steps, fsync, commit every step (tick max_steps=1): cost/step",
+            ms(per["step_seconds"]), f"one append+fsync {ms(append)}", _ratio(per["step_seconds"], append),
+            "≤ 2×", per["step_seconds"] <= 2 * append if append else None),
         Row(name, f"{n} pure steps, fsync, group commit (default): cost/step", ms(group["step_seconds"]),
             f"one append+fsync {ms(append)}", _ratio(group["step_seconds"], append), "≤ 1.5×",
             group["step_seconds"] <= 1.5 * append if append else None),
@@ -96,7 +97,7 @@ def _durable_rows(d: Any, append: float, up: Any, lg: Any, dbos: Any) -> list[Ro
             "≥ 20,000 steps/s", off["steps_per_s"] >= 20_000),
     ]
     ours = group["steps_per_s"]
-    for label, section, key, need in (("upstream 0.0.1 (no fsync)", up, "durable", 1.0),
+    for label, section, key, need in (("upstream 0.0.1 (no fsync)", up, "durable", 5.0),
                                       ("LangGraph+SqliteSaver (sync)", lg, "durable", 3.0),
                                       ("LangGraph+SqliteSaver (async)", lg, "durable_async", None),
                                       ("DBOS on SQLite", dbos, "durable", None)):
@@ -119,16 +120,17 @@ def _effect_rows(e: Any, floor: Any, up: Any) -> list[Row]:
     rows = []
     floor = e.get("floor", floor)
     if _ok(floor):
-        ideal = 2 * floor["append_fsync_seconds"] + floor["atomic_replace_fsync_seconds"]
-        rows.append(Row(name, f"{measure}: cost/step", ms(e["step_seconds"]),
-                        f"2 appends + 1 replace, fsync'd {ms(ideal)}", _ratio(e["step_seconds"], ideal)))
+        append = floor["append_fsync_seconds"]
+        ratio = _ratio(e["step_seconds"], append)
+        rows.append(Row(name, f"{measure}: cost/step", ms(e["step_seconds"]), f"one append+fsync {ms(append)}",
+                        ratio, "≤ 2×", ratio <= 2 if ratio is not None else None))
     if _ok(up) and "effects" in up:
         theirs = up["effects"]["steps_per_s"]
         ratio = e["steps_per_s"] / theirs
         rows.append(Row(name, measure, rate(e["steps_per_s"], "steps/s"),
-                        f"upstream 0.0.1 (no fsync) {rate(theirs, 'steps/s')}", ratio, "≥ 10×", ratio >= 10))
+                        f"upstream 0.0.1 (no fsync) {rate(theirs, 'steps/s')}", ratio, "≥ 15×", ratio >= 15))
     else:
-        rows.append(Row(name, measure, rate(e["steps_per_s"], "steps/s"), f"upstream: {_why(up)}", None, "≥ 10×"))
+        rows.append(Row(name, measure, rate(e["steps_per_s"], "steps/s"), f"upstream: {_why(up)}", None, "≥ 15×"))
     return rows
 
 
@@ -167,8 +169,9 @@ def _ask_rows(a: Any, up: Any) -> list[Row]:
     rows = []
     if _ok(up) and "ask" in up:
         theirs = up["ask"]["seconds"]
+        ratio = _ratio(api, theirs)
         rows.append(Row(name, "API (fsync)", ms(api), f"upstream 0.0.1 API (no fsync) {ms(theirs)}",
-                        _ratio(api, theirs)))
+                        ratio, "≤ 1.5×", ratio <= 1.5 if ratio is not None else None))
     else:
         rows.append(Row(name, "API (fsync)", ms(api), f"upstream: {_why(up)}"))
     cli = a.get("cli", {})
@@ -239,7 +242,8 @@ def _bytes_rows(d: Any, up: Any, lg: Any, dbos: Any) -> list[Row]:
     if not _ok(d):
         return []
     ours = d["group_commit"]["bytes_per_step"]
-    rows = []
+    rows = [Row(name, f"per step, {d['steps']}-step workflow (ledger, deltas included)", f"{ours:,.0f} B", "",
+                None, "≤ 1 KB", ours <= 1024)]
     for label, section in (("LangGraph SqliteSaver", lg), ("upstream 0.0.1", up), ("DBOS SQLite", dbos)):
         if _ok(section) and "durable" in section:
             theirs = section["durable"]["bytes_per_step"]
@@ -248,6 +252,19 @@ def _bytes_rows(d: Any, up: Any, lg: Any, dbos: Any) -> list[Row]:
         else:
             rows.append(Row(name, f"per step, {d['steps']}-step workflow", f"{ours:,.0f} B", f"{label}: {_why(section)}"))
     return rows
+
+
+def _recovery_rows(r: Any) -> list[Row]:
+    name = "recovery"
+    if not _ok(r):
+        return [Row(name, "long run", _why(r))]
+    measure = f"{r['records']:,} records, checkpoint {r['checkpoint_behind']:,} behind"
+    return [
+        Row(name, f"{measure}: open + one step", ms(r["open_and_step_seconds"]), "", None, "< 100 ms",
+            r["open_and_step_seconds"] < 0.1),
+        Row(name, f"state_at, {r['state_at_samples']} positions: slowest", ms(r["state_at_max_seconds"]),
+            f"median {ms(r['state_at_median_seconds'])}", None, "< 200 ms", r["state_at_max_seconds"] < 0.2),
+    ]
 
 
 def verdict(met: Optional[bool]) -> str:

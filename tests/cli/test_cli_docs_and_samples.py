@@ -163,3 +163,7 @@ def test_reliability_page_figures_hold() -> None:
     collected = re.search(r"(\d+) tests? collected", proc.stdout)
     assert collected, proc.stdout[-500:]
     assert int(claimed.group(1)) == int(collected.group(1))
+    # Each test the page names exists in the battery.
+    battery = "".join(f.read_text(encoding="utf-8") for f in (REPO / "tests" / "reliability").glob("test_*.py"))
+    named = re.findall(r"`(test_\w+)`", text)
+    assert named and all(f"def {name}(" in battery for name in named), named
