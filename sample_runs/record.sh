@@ -48,9 +48,9 @@ export ABSTRACTRUNTIME_NO_INPUT=1   # never prompt, even when run from a termina
 
 # 1. Approval flow: approved, rejected, and one left waiting for an answer.
 expect 5 "$AR" --no-input run "$WF/approval.py" --run-id approval-approved --var service=billing
-expect 0 "$AR" resume approval-approved --answer yes
+expect 0 "$AR" resume approval-approved --current --answer yes
 expect 5 "$AR" --no-input run "$WF/approval.py" --run-id approval-rejected --var service=search
-expect 0 "$AR" resume approval-rejected --answer no
+expect 0 "$AR" resume approval-rejected --current --answer no
 expect 5 "$AR" --no-input run "$WF/approval.py" --run-id approval-waiting --var service=payments
 
 # 2. Timer: waits one second, then `tick --due` finishes it.
@@ -96,7 +96,7 @@ expect 0 "$AR" bookmark add approval-approved approved --note "approved by relea
 
 # 7. A deliberately tampered run: approved, then its recorded answer is edited in place.
 expect 5 "$AR" --no-input run "$WF/approval.py" --run-id tampered --var service=billing
-expect 0 "$AR" resume tampered --answer no
+expect 0 "$AR" resume tampered --current --answer no
 python3 - "$STORE/runs/tampered/ledger.jsonl" <<'PY'
 import sys
 path = sys.argv[1]

@@ -275,7 +275,8 @@ class MissingExtraError(AbstractRuntimeError, ImportError):
 
     def __init__(self, package: str, extra: str, purpose: str) -> None:
         super().__init__(
-            f"{purpose} needs the '{package}' package: pip install 'abstractruntime[{extra}]'",
+            f"{purpose} needs the '{package}' package: install the '{extra}' extra "
+            f"(from the repository: pip install -e '.[{extra}]')",
             package=package,
             extra=extra,
         )

@@ -94,7 +94,7 @@ def test_local_mode_without_abstractcore_raises_missing_extra(call: str) -> None
     report = json.loads(proc.stdout)
     assert report["code"] == "missing_extra"
     assert report["details"] == {"package": "abstractcore", "extra": "abstractcore"}
-    assert "pip install 'abstractruntime[abstractcore]'" in report["message"]
+    assert "pip install -e '.[abstractcore]'" in report["message"]
 
 
 def test_local_mode_error_names_its_purpose() -> None:

@@ -195,7 +195,7 @@ print(json.dumps(out))
     assert len(out["errors"]) == 2
     for code, message in out["errors"]:
         assert code == "missing_extra"
-        assert "pip install 'abstractruntime[signing]'" in message and "cryptography" in message
+        assert "pip install -e '.[signing]'" in message and "cryptography" in message
 
 
 def test_checkpoint_signature_survives_a_reload(tmp_path: Path) -> None:
