@@ -118,7 +118,7 @@ def _execute(path: Path, source: bytes) -> types.ModuleType:
         sys.path.insert(0, folder)
     try:
         exec(code, module.__dict__)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a file calling sys.exit() must not end the caller
         sys.modules.pop(name, None)
         line = _import_error_line(exc, path)
         where = f"{path}:{line}" if line is not None else str(path)

@@ -106,19 +106,50 @@ def _step_summary(rec: dict[str, Any]) -> str:
     return ""
 
 
+def position_of(store: Any, run_id: str, at: str) -> int:
+    """A ledger seq from ``--at``: a number, or the name of one of the run's bookmarks."""
+    if at.isdigit():
+        return int(at)
+    return int(store.bookmarks.get(run_id, at).seq)
+
+
+@runs_app.command("reindex")
+def runs_reindex(
+    ctx: typer.Context,
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Rebuild the store's query index (index.sqlite3) from the run files."""
+    from abstractruntime.storage.reindex import rebuild_index
+
+    s = settings(ctx, json_out)
+    report = rebuild_index(s.open_store())
+    if s.json:
+        s.emit_json(report.to_dict())
+    else:
+        s.emit_fields([("indexed", report.indexed), ("path", report.path)])
+    for name in report.unreadable:
+        s.info(f"warning: run directory {name} could not be read; `abstractruntime verify {name}` says why")
+
+
 @runs_app.command("show")
 def runs_show(
     ctx: typer.Context,
     run_id: str = typer.Argument(..., metavar="RUN"),
     steps: int = typer.Option(10, "--steps", min=0, help="How many of the last ledger records to show."),
+    at: Optional[str] = typer.Option(None, "--at", metavar="SEQ|BOOKMARK",
+                                     help="Show the run as it was right after this ledger record (or bookmark)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Show a run: its state, what it waits for (prompt, choices, wait key) and its last steps."""
     s = settings(ctx, json_out)
     run_id = run_id_of(run_id)
-    runtime = s.open_store().runtime()
-    checkpoint = runtime.get_checkpoint(run_id)
-    records = runtime.get_ledger(run_id)
+    store = s.open_store()
+    runtime = store.runtime()
+    if at is None:
+        checkpoint = runtime.get_checkpoint(run_id)
+    else:
+        checkpoint = runtime.state_at(run_id, position_of(store, run_id, at))
+    records = runtime.get_ledger(run_id)[: checkpoint.ledger.seq]
     last = records[-steps:] if steps else []
     if s.json:
         doc = checkpoint.to_dict()

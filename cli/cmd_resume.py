@@ -141,6 +141,10 @@ def resume_cmd(
     finish_run(s, state)
 
 
+# Seconds an emit waits for a run another process holds (most likely another emitter resuming it).
+EMIT_LOCK_WAIT = 10.0
+
+
 @app.command("emit")
 def emit_cmd(
     ctx: typer.Context,
@@ -165,7 +169,9 @@ def emit_cmd(
         from abstractruntime.core.errors import NotFoundError
 
         raise NotFoundError(f"no run is waiting on {event_key!r}", event_key=event_key)
-    states, errors = [], []
+    from abstractruntime.core.errors import AlreadyAnsweredError
+
+    states, errors, elsewhere = [], [], []
     for run in waiting:
         try:
             if _tool_wait(run.waiting):
@@ -174,10 +180,19 @@ def emit_cmd(
 
                 check_tool_payload(run.waiting, data, store.runtime().get_ledger(run.run_id))
             loaded, runtime = workflows.load_for_run(store, run.run_id)
+            # The wait seen in the listing is the one answered: another emitter that got there
+            # first makes this an "already answered", never a resume of the run's next wait.
+            # A short lock wait lets a concurrent emitter finish with the run first.
             states.append(runtime.resume(workflow=loaded.workflow, run_id=run.run_id, wait_key=event_key,
-                                         payload=data, allow_drift=allow_drift, lock_wait=wait))
+                                         wait_id=run.waiting.wait_id if run.waiting else None, payload=data,
+                                         allow_drift=allow_drift, lock_wait=max(wait, EMIT_LOCK_WAIT)))
+        except AlreadyAnsweredError:
+            elsewhere.append(run.run_id)
         except AbstractRuntimeError as exc:
             errors.append(f"run {run.run_id}: {exc}")
+    if elsewhere:
+        s.info(f"{len(elsewhere)} run(s) already resumed by another process: {', '.join(elsewhere[:10])}"
+               + (" ..." if len(elsewhere) > 10 else ""))
     finish_batch(s, states, errors, f"{len(states)} run(s) resumed on {event_key}")
 
 

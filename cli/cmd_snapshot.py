@@ -25,15 +25,22 @@ def snapshot_create(
     name: str = typer.Option(..., "--name", metavar="NAME", help="A name for the snapshot."),
     description: Optional[str] = typer.Option(None, "--description", metavar="TEXT"),
     tag: list[str] = typer.Option([], "--tag", metavar="TAG", help="A tag; repeatable."),
+    at: Optional[str] = typer.Option(None, "--at", metavar="SEQ|BOOKMARK",
+                                     help="Snapshot the run as it was right after this ledger record (or bookmark)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Snapshot a run as it is checkpointed now; prints the snapshot id."""
+    """Snapshot a run as it is now (or at a past position); prints the snapshot id.
+
+    Restore or fork the snapshot to go back to, or branch from, that step."""
     from abstractruntime.core.restore import take_snapshot
+
+    from .cmd_inspect import position_of
 
     s = settings(ctx, json_out)
     run_id = run_id_of(run_id)
     store = s.open_store()
-    snapshot = take_snapshot(store.runtime(), run_id, name=name, description=description, tags=list(tag))
+    seq = position_of(store, run_id, at) if at is not None else None
+    snapshot = take_snapshot(store.runtime(), run_id, name=name, description=description, tags=list(tag), at=seq)
     store.snapshots.save(snapshot)
     if s.json:
         s.emit_json(snapshot.to_dict())

@@ -168,16 +168,16 @@ def load_for_run(store: Any, run_id: str, *, workflow_file: Optional[str] = None
     The LLM configuration is the one the run recorded, with ``llm`` (the options given to
     this command) over it; a changed configuration is recorded in the run's metadata.
     """
-    from abstractruntime.core.errors import InvalidInputError
-
     from .llm import resolve_llm
 
-    checkpoint = store.runtime().get_checkpoint(run_id)
+    from abstractruntime.trust import chain_workflow, trusted_workflow_path
+
+    plain = store.runtime()
+    checkpoint = plain.get_checkpoint(run_id)
     metadata = getattr(checkpoint, "metadata", None) or {}
     config, changed = resolve_llm(llm, metadata.get("llm"))
-    path = workflow_file or recorded_source(checkpoint)
-    if not path:
-        raise InvalidInputError(f"Run {run_id} recorded no workflow file; pass --workflow FILE")
+    # Code is imported only from where the operator or the hash chain says, never run.json.
+    path = trusted_workflow_path(run_id, checkpoint, chain_workflow(plain, run_id, checkpoint), workflow_file)
     if workflow_file is None and not Path(path).is_file():
         from abstractruntime.core.errors import WorkflowLoadError
 

@@ -234,7 +234,7 @@ def _call(rt: "Runtime", handler: "RegisteredHandler", effect: Effect, run: RunS
     token = _CURRENT.set(EffectIdentity(run.run_id, effect_id, key, attempt))
     try:
         outcome = handler(run, effect, next_node)
-    except Exception as exc:  # a handler's exception is a failed attempt, retried per policy
+    except (Exception, SystemExit) as exc:  # a handler's exception (or sys.exit) is a failed attempt
         return EffectOutcome.failed(f"Effect handler raised {type(exc).__name__}: {exc}")
     finally:
         _CURRENT.reset(token)

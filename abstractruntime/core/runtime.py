@@ -589,7 +589,7 @@ class Runtime:
             return
         try:
             plan = handler(run, self._ctx)
-        except Exception as exc:  # a node's bug fails the run, on the record, instead of crashing the caller
+        except (Exception, SystemExit) as exc:  # a node's bug (or sys.exit) fails the run on the record
             fail_run(session, node_id, f"Node '{node_id}' raised {type(exc).__name__}: {exc}",
                      exception_type=type(exc).__name__)
             return

@@ -67,6 +67,7 @@ class LedgerScan:
         self.intents: dict[str, int] = {}
         self.witness: Optional[tuple[int, int, int]] = None
         self.replayable = False
+        self.workflow: Any = None
         self.signatures = SignatureTrail()
         self._prev_seq, self._prev_hash, self._resync = 0, None, False
 
@@ -167,8 +168,11 @@ class LedgerScan:
             self.at_seq[seq] = (stored, line_no)
         if stored in self.want_hashes and stored not in self.hash_at:
             self.hash_at[stored] = (seq, line_no)
-        if isinstance(doc.get("delta"), dict):
+        delta = doc.get("delta")
+        if isinstance(delta, dict):
             self.replayable = True  # format 2: the ledger alone rebuilds the run
+            if "workflow" in delta:
+                self.workflow = delta["workflow"]  # the workflow record as the chain has it
         extra = unknown_fields(doc)
         if extra:
             report.problem("unknown_field", f"record has fields its format never has: {', '.join(extra)}",

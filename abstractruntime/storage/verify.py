@@ -11,7 +11,7 @@ Problems (any one makes ``ok`` false), by layer. Ledger lines: ``invalid_json``,
 ``invalid_record``, ``unsupported_format``, ``unreadable_ledger``. Chain: ``seq_mismatch``,
 ``prev_hash_mismatch``, ``missing_record_hash``, ``record_hash_mismatch``, ``wrong_run``.
 Record shape: ``unknown_field``, ``signature_malformed``.
-Checkpoint: ``checkpoint_missing``, ``checkpoint_corrupt``, ``ledger_truncated``,
+Checkpoint: ``checkpoint_workflow_mismatch``, ``checkpoint_missing``, ``checkpoint_corrupt``, ``ledger_truncated``,
 ``checkpoint_head_mismatch``, ``checkpoint_rollback``. Bookmarks: ``bookmark_missing_record``,
 ``bookmark_mismatch``, ``bookmarks_corrupt``. Published head: ``expected_head_missing``,
 ``run_missing``. Signature: ``signature_missing``, ``signature_invalid``, ``signature_mismatch``,
@@ -202,6 +202,11 @@ def _verify(root: Path, run_id: str, *, expect_head: Optional[str], public_key: 
             report.note("checkpoint_corrupt", finding.message + " (rebuilt from the ledger when next opened)")
 
     _check_checkpoint(report, checkpoint, scan, ckpt_path)
+    if checkpoint is not None and scan.replayable and (checkpoint.workflow or None) != (scan.workflow or None):
+        # run.json names code to load: it must be what the hash chain recorded.
+        report.problem("checkpoint_workflow_mismatch", "run.json names workflow "
+                       f"{(checkpoint.workflow or {}).get('source')!r} but the ledger recorded "
+                       f"{(scan.workflow or {}).get('source')!r} (edited to point at other code?)")
     _check_bookmarks(report, bookmarks, scan, checkpoint, ckpt_path)
     if expected is not None or search is not None:
         _check_expected(report, expected, search, scan)

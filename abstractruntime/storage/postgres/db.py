@@ -1,0 +1,163 @@
+"""One PostgreSQL database as the stores see it: a shared connection and lock connections.
+
+psycopg 3 is imported here, lazily, when a store is opened: ``import abstractruntime`` and
+the kernel load no third-party module. Every psycopg error that leaves this package is turned
+into an :class:`~abstractruntime.core.errors.AbstractRuntimeError` whose message has passed
+through :func:`~.url.redact`, so a password in a URL never reaches a log or ``--json``.
+
+The shared connection (autocommit; explicit transactions where several statements must be
+atomic) serves every read and write, serialised by a lock because a psycopg connection runs
+one statement at a time. Run locks are PostgreSQL session-level advisory locks, so each held
+lock needs its own connection: those come from a small pool and go back to it when released.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import threading
+from typing import Any, Iterator, Optional
+
+from ...core.errors import MissingExtraError, StorageError
+from .schema import DEFAULT_SCHEMA, check_schema_name, installed_version, migrate, quoted, refuse_newer
+from .url import redact
+
+# Idle lock connections kept for reuse (more are opened when needed and closed on release).
+LOCK_POOL_SIZE = 4
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise MissingExtraError("psycopg", "postgres", "A PostgreSQL store") from None
+    return psycopg
+
+
+def _loads_sorted(data: Any) -> Any:
+    """jsonb → Python with object keys in code-point order, as the file store's canonical JSON
+    gives them (jsonb keeps its own order: by length, then bytes)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = bytes(data).decode("utf-8")
+    return json.loads(data, object_pairs_hook=lambda pairs: dict(sorted(pairs)))
+
+
+def advisory_key(*parts: str) -> int:
+    """A signed 64-bit advisory-lock key for ``parts`` (stable across processes and versions)."""
+    digest = hashlib.sha256("\x1f".join(("abstractruntime", *parts)).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class PgDatabase:
+    """The connections of one store: ``url`` (libpq URL; ``PG*`` variables fill the gaps) and
+    the PostgreSQL ``schema`` holding its tables.
+
+    ``create=False`` refuses a database without the schema (``StoreNotFoundError``) instead
+    of creating it. A schema newer than this code is refused (``UnsupportedFormatError``).
+    """
+
+    def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, create: bool = True,
+                 connect_timeout: int = 10) -> None:
+        self.url = url
+        self.schema = check_schema_name(schema)
+        self.s = quoted(schema)
+        self.connect_timeout = connect_timeout
+        self.psycopg = _psycopg()
+        self._guard = threading.RLock()
+        self._pool_guard = threading.Lock()
+        self._pool: list[Any] = []
+        self._closed = False
+        self._conn: Optional[Any] = None
+        try:
+            self._prepare(create)
+        except BaseException:
+            self.close()
+            raise
+
+    def _prepare(self, create: bool) -> None:
+        with self.connection() as conn:
+            if create:
+                migrate(conn, self.schema, lock_key=advisory_key("migrate", self.schema), where=self.describe())
+                return
+            version = installed_version(conn, self.schema)
+        if version == 0:
+            from ..store import StoreNotFoundError
+
+            raise StoreNotFoundError(f"no abstractruntime store in {self.describe()}", path=self.describe())
+        refuse_newer(version, self.describe())
+
+    def describe(self) -> str:
+        """The URL with its password redacted, plus the schema when not the default."""
+        where = redact(self.url)
+        return where if self.schema == DEFAULT_SCHEMA else f"{where} (schema {self.schema})"
+
+    # -- connections --------------------------------------------------------------------
+
+    def connect(self) -> Any:
+        """A new autocommit connection (``StorageError``, redacted, when the server refuses)."""
+        psycopg = self.psycopg
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=self.connect_timeout)
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot connect to PostgreSQL at {redact(self.url)}: {redact(str(exc).strip())}",
+                               store=redact(self.url)) from None
+        psycopg.types.json.set_json_loads(_loads_sorted, conn)
+        return conn
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        """The shared connection, held exclusively for the block; reopened if it broke.
+
+        A psycopg error raised in the block becomes a redacted :class:`StorageError`.
+        """
+        with self._guard:
+            if self._closed:
+                raise StorageError(f"the PostgreSQL store {self.describe()} is closed")
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = self.connect()
+            try:
+                yield self._conn
+            except self.psycopg.Error as exc:
+                raise self.storage_error(exc) from None
+
+    def storage_error(self, exc: BaseException) -> StorageError:
+        """A redacted :class:`StorageError` for a psycopg error."""
+        state = getattr(exc, "sqlstate", None)
+        text = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        return StorageError(f"PostgreSQL error in {self.describe()}: {text}", sqlstate=state)
+
+    def take_lock_connection(self) -> Any:
+        """A connection for holding one advisory lock (from the pool, else a new one)."""
+        with self._pool_guard:
+            while self._pool:
+                conn = self._pool.pop()
+                if not conn.closed and not conn.broken:
+                    return conn
+        return self.connect()
+
+    def give_back(self, conn: Any) -> None:
+        """Return a lock connection that holds no lock any more (closed if the pool is full)."""
+        with self._pool_guard:
+            if not self._closed and not conn.closed and not conn.broken and len(self._pool) < LOCK_POOL_SIZE:
+                self._pool.append(conn)
+                return
+        conn.close()
+
+    def lock_key(self, run_id: str) -> int:
+        """The advisory-lock key of a run (scoped by schema: two stores in one database do not clash)."""
+        return advisory_key("run", self.schema, run_id)
+
+    def close(self) -> None:
+        """Close every connection; locks still held are released by the server with them."""
+        with self._guard, self._pool_guard:
+            self._closed = True
+            pool, self._pool = self._pool, []
+            for conn in pool:
+                conn.close()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+__all__ = ["LOCK_POOL_SIZE", "PgDatabase", "advisory_key"]

@@ -1,0 +1,253 @@
+"""``PostgresRunStore``: run checkpoints in the ``runs`` table, one writer per run by advisory lock.
+
+A row holds the checkpoint (``jsonb``) and the columns the scheduler and the CLI query:
+status, workflow, wait reason and key, due time, parent, last update. As on files, the
+checkpoint is a cache of the state at a ledger position: the ledger is the log, and a run
+whose checkpoint is behind is rebuilt from it (core/recovery.py).
+
+Locking: ``lock(run_id)`` takes a PostgreSQL session-level advisory lock on a connection of
+its own and holds it for the block; the server releases it when that connection ends, so a
+writer killed with -9 frees its runs at once. A lock that is lost while held (the connection
+dropped) cannot corrupt the run: every ledger append is conditional on the head the writer
+read (:meth:`PostgresLedgerStore.append_lines`), so the loser's append is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime
+from typing import Any, Iterator, Optional
+
+from ...core.canonical import canonical_json
+from ...core.clock import parse_iso
+from ...core.errors import CorruptRecordError, RunLockedError, RunNotFoundError, UnsupportedFormatError
+from ...core.models import RunState, RunStatus, WaitReason
+from ...core.ports import CHECKPOINT_FORMAT, Checkpoint, LedgerHead, RunStore
+from ...core.ids import validate_id
+from ..fsio import loads_strict
+from ..query import reason_value, status_value
+from .db import PgDatabase
+
+_NUL_ESCAPE = b"\\u0000"
+
+
+def _instant(value: Optional[str]) -> Optional[datetime]:
+    """ISO text → aware datetime for an indexed column (``None`` when absent or unparsable)."""
+    if not value:
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError:
+        return None
+
+
+def _json_or_raw(data: bytes) -> tuple[Optional[str], Optional[bytes]]:
+    """``(jsonb text, None)``, or ``(None, exact bytes)`` when jsonb cannot hold the JSON
+    (PostgreSQL's jsonb has no U+0000)."""
+    if _NUL_ESCAPE in data:
+        return None, data
+    return data.decode("utf-8"), None
+
+
+class PostgresRunStore(RunStore):
+    """Checkpoints as rows of ``runs``; queryable; advisory-lock per run."""
+
+    def __init__(self, db: PgDatabase | str) -> None:
+        self.db = db if isinstance(db, PgDatabase) else PgDatabase(db)
+        self._t = f"{self.db.s}.runs"
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def save(self, run: RunState) -> None:
+        """Store ``run`` as edited outside the runtime, keeping the rest of its checkpoint.
+
+        The runtime records such an edit in the ledger the next time it opens the run.
+        """
+        with self.db.connection() as conn, conn.transaction():
+            row = conn.execute(f"SELECT checkpoint, checkpoint_raw FROM {self._t} WHERE run_id = %s FOR UPDATE",
+                               [run.run_id]).fetchone()
+            try:
+                old = self._parse(run.run_id, row) if row else None
+            except (CorruptRecordError, UnsupportedFormatError):
+                old = None
+            checkpoint = old if old is not None else Checkpoint(run=run, ledger=LedgerHead())
+            checkpoint.run, checkpoint.external = run, True
+            self._upsert(conn, checkpoint)
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Insert or replace the run's row (one statement: atomic, committed at once)."""
+        with self.db.connection() as conn:
+            self._upsert(conn, checkpoint)
+
+    def _upsert(self, conn: Any, checkpoint: Checkpoint) -> None:
+        run = checkpoint.run
+        validate_id(run.run_id, "run id")
+        doc, raw = _json_or_raw(canonical_json(checkpoint.to_dict()))
+        waiting = run.waiting
+        conn.execute(
+            f"""INSERT INTO {self._t} (run_id, status, workflow_id, wait_reason, wait_key, until_ts, updated_ts,
+                    parent_run_id, checkpoint, checkpoint_raw)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)
+                ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, workflow_id = EXCLUDED.workflow_id,
+                    wait_reason = EXCLUDED.wait_reason, wait_key = EXCLUDED.wait_key, until_ts = EXCLUDED.until_ts,
+                    updated_ts = EXCLUDED.updated_ts, parent_run_id = EXCLUDED.parent_run_id,
+                    checkpoint = EXCLUDED.checkpoint, checkpoint_raw = EXCLUDED.checkpoint_raw,
+                    version = {self._t}.version + 1""",
+            [run.run_id, RunStatus(run.status).value, run.workflow_id,
+             WaitReason(waiting.reason).value if waiting else None, waiting.wait_key if waiting else None,
+             _instant(waiting.until) if waiting else None, _instant(run.updated_at), run.parent_run_id, doc, raw])
+
+    def delete(self, run_id: str) -> bool:
+        """Forget a run's checkpoint; ``True`` if it existed (its ledger is kept)."""
+        with self.db.connection() as conn:
+            return conn.execute(f"DELETE FROM {self._t} WHERE run_id = %s", [run_id]).rowcount > 0
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def load(self, run_id: str) -> Optional[RunState]:
+        """The stored run, or ``None``."""
+        checkpoint = self.load_checkpoint(run_id)
+        return checkpoint.run if checkpoint else None
+
+    def load_checkpoint(self, run_id: str) -> Optional[Checkpoint]:
+        """The stored checkpoint, or ``None`` if the run has none."""
+        with self.db.connection() as conn:
+            row = conn.execute(f"SELECT checkpoint, checkpoint_raw FROM {self._t} WHERE run_id = %s",
+                               [run_id]).fetchone()
+        return None if row is None else self._parse(run_id, row)
+
+    def _parse(self, run_id: str, row: Any) -> Checkpoint:
+        where = f"checkpoint of run {run_id} in {self.db.describe()}"
+        doc, raw = row
+        if doc is None:
+            try:
+                doc = loads_strict(bytes(raw))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise CorruptRecordError(f"{where} is not valid JSON ({exc})") from None
+        if not isinstance(doc, dict):
+            raise CorruptRecordError(f"{where} is not a JSON object")
+        found = doc.get("format")
+        if isinstance(found, int) and not isinstance(found, bool) and found > CHECKPOINT_FORMAT:
+            raise UnsupportedFormatError(f"{where}: checkpoint format {found} is newer than this abstractruntime "
+                                         f"understands ({CHECKPOINT_FORMAT}); upgrade abstractruntime")
+        try:
+            checkpoint = Checkpoint.from_dict(doc)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CorruptRecordError(f"{where} is missing or has a bad field ({exc})") from None
+        if checkpoint.run.run_id != run_id:
+            raise CorruptRecordError(f"{where} describes run {checkpoint.run.run_id!r}")
+        return checkpoint
+
+    def exists(self, run_id: str) -> bool:
+        """True when the run has a checkpoint or ledger records."""
+        with self.db.connection() as conn:
+            row = conn.execute(
+                f"SELECT EXISTS (SELECT 1 FROM {self._t} WHERE run_id = %s)"
+                f" OR EXISTS (SELECT 1 FROM {self.db.s}.ledger WHERE run_id = %s)", [run_id, run_id]).fetchone()
+        return bool(row[0])
+
+    # -- locking ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, run_id: str, *, wait: float = 0.0, create: bool = False) -> Iterator[None]:
+        """Exclusive access to one run across processes and machines.
+
+        :class:`RunLockedError` when another session holds it (after waiting up to ``wait``
+        seconds, without polling: PostgreSQL's ``lock_timeout``). ``create=True`` (used by
+        ``start``) locks an id that has no run yet; otherwise an unknown run is
+        :class:`RunNotFoundError`.
+        """
+        validate_id(run_id, "run id")
+        if not create and not self.exists(run_id):
+            raise RunNotFoundError(run_id)
+        db = self.db
+        key = db.lock_key(run_id)
+        conn = db.take_lock_connection()
+        try:
+            got = self._acquire(conn, key, wait)
+        except BaseException:
+            conn.close()  # its session, and any lock it might hold, ends with it
+            raise
+        if not got:
+            db.give_back(conn)
+            raise RunLockedError(run_id)
+        try:
+            yield
+        finally:
+            self._release(conn, key)
+
+    def _acquire(self, conn: Any, key: int, wait: float) -> bool:
+        psycopg = self.db.psycopg
+        try:
+            if wait <= 0:
+                return bool(conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0])
+            with conn.transaction():
+                # The advisory lock is session-level: it outlives this transaction.
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", [f"{max(1, int(wait * 1000))}ms"])
+                conn.execute("SELECT pg_advisory_lock(%s)", [key])
+            return True
+        except psycopg.errors.LockNotAvailable:
+            return False
+        except psycopg.Error as exc:
+            raise self.db.storage_error(exc) from None
+
+    def _release(self, conn: Any, key: int) -> None:
+        try:
+            released = conn.execute("SELECT pg_advisory_unlock(%s)", [key]).fetchone()[0]
+        except self.db.psycopg.Error:
+            released = False  # the connection is gone, and the server released the lock with it
+        if released:
+            self.db.give_back(conn)
+        else:
+            conn.close()
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def _select(self, where: str, params: list[Any], order: str, limit: Optional[int]) -> list[RunState]:
+        sql = f"SELECT run_id, checkpoint, checkpoint_raw FROM {self._t} WHERE {where} ORDER BY {order}"
+        if limit is not None:
+            sql += " LIMIT %s"
+            params = [*params, max(limit, 0)]
+        with self.db.connection() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [self._parse(row[0], row[1:]).run for row in rows]
+
+    def list_runs(
+        self,
+        *,
+        status: Optional[RunStatus] = None,
+        wait_reason: Optional[WaitReason] = None,
+        workflow_id: Optional[str] = None,
+        limit: int = 100,
+    ) -> list[RunState]:
+        """Runs matching all given filters, most recently updated first."""
+        where, params = ["TRUE"], []
+        for column, value in (("status", status_value(status)), ("wait_reason", reason_value(wait_reason)),
+                              ("workflow_id", workflow_id)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        return self._select(" AND ".join(where), params, "updated_ts DESC NULLS LAST, run_id", limit)
+
+    def list_due_wait_until(self, *, now_iso: str, limit: int = 100) -> list[RunState]:
+        """WAITING runs with reason UNTIL whose ``until`` <= ``now_iso``, earliest first."""
+        now = _instant(now_iso)
+        if now is None:
+            raise ValueError(f"now_iso is not an ISO timestamp: {now_iso!r}")
+        return self._select("status = 'waiting' AND wait_reason = 'until' AND until_ts <= %s", [now],
+                            "until_ts, run_id", limit)
+
+    def list_children(self, *, parent_run_id: str, status: Optional[RunStatus] = None) -> list[RunState]:
+        """Runs whose ``parent_run_id`` is the given run, most recently updated first."""
+        where, params = ["parent_run_id = %s"], [parent_run_id]
+        if status is not None:
+            where.append("status = %s")
+            params.append(status_value(status))
+        return self._select(" AND ".join(where), params, "updated_ts DESC NULLS LAST, run_id", None)
+
+    def close(self) -> None:
+        """Close the store's connections."""
+        self.db.close()
+
+
+__all__ = ["PostgresRunStore"]

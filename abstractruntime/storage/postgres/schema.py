@@ -1,0 +1,137 @@
+"""The PostgreSQL schema, versioned by its own ``schema_migrations`` table.
+
+Every table lives in one PostgreSQL schema (``abstractruntime`` unless the store is opened
+with another), so the store can share a database with an application's own tables. A
+migration is applied once, in order, inside a transaction that holds a transaction-level
+advisory lock, so processes opening a fresh database at the same moment do not race. A
+database whose schema is newer than this code is refused: an older release must not write
+rows it does not understand.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ...core.errors import InvalidInputError, UnsupportedFormatError
+
+SCHEMA_VERSION = 1
+DEFAULT_SCHEMA = "abstractruntime"
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+# Each entry: (version, description, statements). ``{s}`` is the quoted schema name.
+MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
+    (1, "runs, ledger, secrets, anchors", (
+        # The checkpoint is jsonb so operators can query it; checkpoint_raw holds the exact
+        # JSON instead when jsonb cannot (a string containing U+0000).
+        """CREATE TABLE {s}.runs (
+            run_id         text PRIMARY KEY,
+            status         text NOT NULL,
+            workflow_id    text NOT NULL,
+            wait_reason    text,
+            wait_key       text,
+            until_ts       timestamptz,
+            updated_ts     timestamptz,
+            parent_run_id  text,
+            version        bigint NOT NULL DEFAULT 1,
+            checkpoint     jsonb,
+            checkpoint_raw bytea,
+            CHECK (checkpoint IS NOT NULL OR checkpoint_raw IS NOT NULL))""",
+        "CREATE INDEX runs_updated ON {s}.runs (updated_ts DESC, run_id)",
+        "CREATE INDEX runs_status ON {s}.runs (status, updated_ts DESC)",
+        "CREATE INDEX runs_workflow ON {s}.runs (workflow_id, updated_ts DESC)",
+        "CREATE INDEX runs_due ON {s}.runs (until_ts, run_id) WHERE status = 'waiting' AND wait_reason = 'until'",
+        "CREATE INDEX runs_wait_key ON {s}.runs (wait_key) WHERE wait_key IS NOT NULL",
+        "CREATE INDEX runs_parent ON {s}.runs (parent_run_id) WHERE parent_run_id IS NOT NULL",
+        # line: the record exactly as sealed (hashes re-verify byte for byte, offline);
+        # record: the same record as jsonb for queries (NULL when jsonb cannot hold it).
+        """CREATE TABLE {s}.ledger (
+            run_id          text NOT NULL,
+            seq             bigint NOT NULL CHECK (seq >= 1),
+            line            bytea NOT NULL,
+            record          jsonb,
+            record_hash     text,
+            prev_hash       text,
+            status          text,
+            idempotency_key text,
+            PRIMARY KEY (run_id, seq))""",
+        """CREATE INDEX ledger_completed ON {s}.ledger (run_id, idempotency_key, seq)
+            WHERE status = 'completed' AND idempotency_key IS NOT NULL""",
+        # Real values of redacted fields: never hashed, pruned once a checkpoint covers them.
+        """CREATE TABLE {s}.secrets (
+            id     bigserial PRIMARY KEY,
+            run_id text NOT NULL,
+            seq    bigint NOT NULL,
+            entry  bytea NOT NULL)""",
+        "CREATE INDEX secrets_run ON {s}.secrets (run_id, seq)",
+        # Redacted states every ANCHOR_EVERY records: a cache for point-in-time reads.
+        """CREATE TABLE {s}.anchors (
+            run_id text NOT NULL,
+            seq    bigint NOT NULL,
+            anchor bytea NOT NULL,
+            PRIMARY KEY (run_id, seq))""",
+    )),
+]
+
+
+def check_schema_name(name: str) -> str:
+    """``name`` if it is a plain lower-case SQL identifier, else :class:`InvalidInputError`."""
+    if not isinstance(name, str) or not _SCHEMA_NAME.fullmatch(name):
+        raise InvalidInputError(f"PostgreSQL schema name must match [a-z_][a-z0-9_]{{0,62}}, not {name!r}")
+    return name
+
+
+def quoted(name: str) -> str:
+    """The schema name as a quoted identifier (already restricted by :func:`check_schema_name`)."""
+    return '"' + check_schema_name(name) + '"'
+
+
+def installed_version(conn: Any, schema: str) -> int:
+    """The highest applied migration (0 when the schema or its migrations table is absent)."""
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{quoted(schema)}.schema_migrations"]).fetchone()
+    if not row or not row[0]:
+        return 0
+    row = conn.execute(f"SELECT coalesce(max(version), 0) FROM {quoted(schema)}.schema_migrations").fetchone()
+    return int(row[0])
+
+
+def refuse_newer(version: int, where: str) -> None:
+    """Raise :class:`UnsupportedFormatError` when ``version`` is newer than this code's."""
+    if version > SCHEMA_VERSION:
+        raise UnsupportedFormatError(
+            f"the abstractruntime schema in {where} is version {version}, newer than this abstractruntime "
+            f"understands ({SCHEMA_VERSION}); upgrade abstractruntime before opening it",
+            found=version, supported=SCHEMA_VERSION)
+
+
+def migrate(conn: Any, schema: str, *, lock_key: int, where: str) -> int:
+    """Create or upgrade the schema to :data:`SCHEMA_VERSION`; returns the version found before.
+
+    ``conn`` is in autocommit mode; all migrations run in one transaction.
+    """
+    s = quoted(schema)
+    with conn.transaction():
+        # Serialises concurrent first opens; released at commit.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [lock_key])
+        before = installed_version(conn, schema)
+        refuse_newer(before, where)
+        if before == SCHEMA_VERSION:
+            return before
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+        conn.execute(f"""CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
+            version     integer PRIMARY KEY,
+            description text NOT NULL,
+            applied_at  timestamptz NOT NULL DEFAULT now())""")
+        for version, description, statements in MIGRATIONS:
+            if version <= before:
+                continue
+            for statement in statements:
+                conn.execute(statement.format(s=s))
+            conn.execute(f"INSERT INTO {s}.schema_migrations (version, description) VALUES (%s, %s)",
+                         [version, description])
+    return before
+
+
+__all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "check_schema_name", "installed_version", "migrate",
+           "quoted", "refuse_newer"]
