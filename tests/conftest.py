@@ -1,16 +1,21 @@
 """Shared fixtures: every store backend the kernel ships (plus an upstream-style custom one).
 
 ``backend`` is parametrised over all of them, so a test that takes it runs once per backend;
-``rt_backend`` covers the two a runtime is normally built on (memory and files).
+``rt_backend`` covers the two a runtime is normally built on (memory and files). The
+``postgres`` backend runs against a throwaway PostgreSQL cluster the session starts itself
+(``postgres_url``; tests/postgres/cluster.py), each test in a schema of its own.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
+import os
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
@@ -68,6 +73,8 @@ class Backend:
     # False when the run store keeps only the run (the RunStore ABC's checkpoint default).
     checkpoints: bool = True
     reopen: Optional[Callable[[], "Backend"]] = field(default=None, repr=False)
+    # Called at teardown (closes database connections).
+    closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     @property
     def files(self) -> bool:
@@ -91,13 +98,15 @@ class Backend:
 
 
 # Run stores differ only in the first four (the others pair the same run stores with chained ledgers).
-RUN_BACKENDS = ["memory", "file-fsync", "file-none", "upstream-style"]
+RUN_BACKENDS = ["memory", "file-fsync", "file-none", "upstream-style", "postgres"]
 BACKENDS = ["memory", "file-fsync", "file-none", "chained-memory", "chained-file", "upstream-style",
-            "chained-upstream-style"]
+            "chained-upstream-style", "postgres"]
 
 
-def make_backend(name: str, root: Path) -> Backend:
-    """Build backend ``name`` (file backends live under ``root``)."""
+def make_backend(name: str, root: Path, *, postgres_url: Optional[str] = None) -> Backend:
+    """Build backend ``name`` (file backends live under ``root``; ``postgres`` in ``postgres_url``)."""
+    if name == "postgres":
+        return _postgres_backend(postgres_url)
     if name == "memory":
         # As upstream 0.0.1: the in-memory ledger on its own keeps no hash chain.
         return Backend(name, InMemoryRunStore(), InMemoryLedgerStore(), chained=False)
@@ -121,22 +130,48 @@ def make_backend(name: str, root: Path) -> Backend:
     return build()
 
 
+def _postgres_backend(url: Optional[str]) -> Backend:
+    """The PostgreSQL stores in a fresh schema of the session's database (reopen: same schema)."""
+    from abstractruntime.storage.postgres.store import PostgresStore
+
+    assert url, "the postgres backend needs the postgres_url fixture"
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    closers: list[Callable[[], None]] = []
+
+    def build() -> Backend:
+        store = PostgresStore(url, schema=schema)
+        closers.append(store.close)
+        return Backend("postgres", store.runs, store.ledger, reopen=build, closers=closers)
+
+    return build()
+
+
+def _built(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    return make_backend(request.param, tmp_path / "store", postgres_url=url)
+
+
+def _teardown(made: Backend) -> None:
+    if isinstance(made.runs, JsonFileRunStore):
+        made.runs.close()
+    for close in made.closers:
+        close()
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     """Every backend, one test run each."""
-    made = make_backend(request.param, tmp_path / "store")
+    made = _built(request, tmp_path)
     yield made
-    if isinstance(made.runs, JsonFileRunStore):
-        made.runs.close()
+    _teardown(made)
 
 
 @pytest.fixture(params=RUN_BACKENDS)
 def run_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     """Every distinct run store."""
-    made = make_backend(request.param, tmp_path / "store")
+    made = _built(request, tmp_path)
     yield made
-    if isinstance(made.runs, JsonFileRunStore):
-        made.runs.close()
+    _teardown(made)
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -160,3 +195,33 @@ def file_backend(tmp_path: Path) -> Backend:
 def clock() -> FixedClock:
     """A clock that stands still at T0 until the test moves it."""
     return FixedClock(T0_ISO)
+
+
+def _pg_cluster_module() -> Any:
+    """tests/postgres/cluster.py, loaded by path (tests/ is not a package)."""
+    path = Path(__file__).parent / "postgres" / "cluster.py"
+    spec = importlib.util.spec_from_file_location("abstractruntime_tests_pg_cluster", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database in a throwaway PostgreSQL cluster started for this session (stopped at its end).
+
+    Skipped only when PostgreSQL's ``initdb`` is not installed and ``CI`` is not ``true``;
+    in CI a missing PostgreSQL fails the tests (.ci/run installs it).
+    """
+    cluster_module = _pg_cluster_module()
+    bindir = cluster_module.find_bindir()
+    if bindir is None:
+        message = "PostgreSQL is not installed (no initdb; Debian: apt-get install postgresql)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}: CI must run the PostgreSQL tests", pytrace=False)
+        pytest.skip(message)
+    cluster = cluster_module.Cluster(bindir)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

@@ -1,33 +1,37 @@
-"""Storage backends: run stores, ledger stores, snapshots, artifacts (standard library only)."""
+"""Storage backends: run stores, ledger stores, snapshots, artifacts (standard library only).
 
-from .base import Checkpoint, LedgerHead, LedgerStore, QueryableRunStore, RunStore
-from .in_memory import InMemoryLedgerStore, InMemoryRunStore
-from .json_files import JsonFileRunStore, JsonlLedgerStore
-from .ledger_chain import HashChainedLedgerStore, verify_ledger_chain
+Names load on first use, so importing one backend (the CLI opening a file store) does not
+import the others.
+"""
 
-__all__ = [
-    "Checkpoint",
-    "LedgerHead",
-    "RunStore",
-    "LedgerStore",
-    "QueryableRunStore",
-    "InMemoryRunStore",
-    "InMemoryLedgerStore",
-    "JsonFileRunStore",
-    "JsonlLedgerStore",
-    "HashChainedLedgerStore",
-    "verify_ledger_chain",
-    "Snapshot",
-    "SnapshotStore",
-    "InMemorySnapshotStore",
-    "JsonSnapshotStore",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Checkpoint": "base",
+    "LedgerHead": "base",
+    "RunStore": "base",
+    "LedgerStore": "base",
+    "QueryableRunStore": "base",
+    "InMemoryRunStore": "in_memory",
+    "InMemoryLedgerStore": "in_memory",
+    "JsonFileRunStore": "json_files",
+    "JsonlLedgerStore": "json_files",
+    "HashChainedLedgerStore": "ledger_chain",
+    "verify_ledger_chain": "ledger_chain",
+    "Snapshot": "snapshots",
+    "SnapshotStore": "snapshots",
+    "InMemorySnapshotStore": "snapshots",
+    "JsonSnapshotStore": "snapshots",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> object:
-    # Snapshots load on first use (they are not needed to run workflows).
-    if name in ("Snapshot", "SnapshotStore", "InMemorySnapshotStore", "JsonSnapshotStore"):
-        from . import snapshots
-
-        return getattr(snapshots, name)
-    raise AttributeError(f"module 'abstractruntime.storage' has no attribute {name!r}")
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'abstractruntime.storage' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

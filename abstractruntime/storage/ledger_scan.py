@@ -68,6 +68,7 @@ class LedgerScan:
         self.witness: Optional[tuple[int, int, int]] = None
         self.replayable = False
         self.workflow: Any = None
+        self.workflow_in_chain = False
         self.signatures = SignatureTrail()
         self._prev_seq, self._prev_hash, self._resync = 0, None, False
 
@@ -171,6 +172,8 @@ class LedgerScan:
         delta = doc.get("delta")
         if isinstance(delta, dict):
             self.replayable = True  # format 2: the ledger alone rebuilds the run
+            if seq == 1:
+                self.workflow_in_chain = True  # the first record names the run's workflow
             if "workflow" in delta:
                 self.workflow = delta["workflow"]  # the workflow record as the chain has it
         extra = unknown_fields(doc)

@@ -16,11 +16,14 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..core.errors import NotFoundError
 from .fsio import Durability, check_durability, ensure_dir
 from .json_files import JsonFileRunStore, JsonlLedgerStore
+
+if TYPE_CHECKING:
+    from .postgres.store import PostgresStore
 
 DEFAULT_STORE_DIR = ".abstractruntime"
 STORE_ENV = "ABSTRACTRUNTIME_STORE"
@@ -147,11 +150,20 @@ class FileStore:
 
 
 def open_store(root: Optional[str | os.PathLike[str]] = None, *, durability: Durability = "fsync",
-               create: bool = True) -> FileStore:
+               create: bool = True) -> "FileStore | PostgresStore":
     """Open the store at ``root`` or the one :func:`default_store_path` finds.
 
     With ``create=False`` a missing store is a :class:`StoreNotFoundError` (naming the
     paths searched) and nothing is written; with ``create=True`` it is created.
+
+    A ``postgresql://`` URL (given, or in ``$ABSTRACTRUNTIME_STORE``) opens a
+    :class:`~abstractruntime.storage.postgres.store.PostgresStore` instead (the ``postgres``
+    extra; docs/postgres.md): every commit is durable there, so ``durability`` does not apply.
     """
+    target = root if root else os.environ.get(STORE_ENV)
+    if isinstance(target, str) and target.strip().lower().startswith(("postgresql://", "postgres://")):
+        from .postgres.store import PostgresStore
+
+        return PostgresStore(target.strip(), create=create)
     path = default_store_path(root) if create else find_store(root)
     return FileStore(path, durability=durability)

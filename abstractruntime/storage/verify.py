@@ -202,7 +202,7 @@ def _verify(root: Path, run_id: str, *, expect_head: Optional[str], public_key: 
             report.note("checkpoint_corrupt", finding.message + " (rebuilt from the ledger when next opened)")
 
     _check_checkpoint(report, checkpoint, scan, ckpt_path)
-    if checkpoint is not None and scan.replayable and (checkpoint.workflow or None) != (scan.workflow or None):
+    if checkpoint is not None and scan.workflow_in_chain and (checkpoint.workflow or None) != (scan.workflow or None):
         # run.json names code to load: it must be what the hash chain recorded.
         report.problem("checkpoint_workflow_mismatch", "run.json names workflow "
                        f"{(checkpoint.workflow or {}).get('source')!r} but the ledger recorded "

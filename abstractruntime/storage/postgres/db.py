@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import threading
 from typing import Any, Iterator, Optional
@@ -28,11 +29,11 @@ LOCK_POOL_SIZE = 4
 
 
 def _psycopg() -> Any:
+    """psycopg 3, loaded only when a PostgreSQL store is opened (the ``postgres`` extra)."""
     try:
-        import psycopg
+        return importlib.import_module("psycopg")
     except ImportError:
         raise MissingExtraError("psycopg", "postgres", "A PostgreSQL store") from None
-    return psycopg
 
 
 def _loads_sorted(data: Any) -> Any:

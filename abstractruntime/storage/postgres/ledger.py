@@ -1,0 +1,215 @@
+"""``PostgresLedgerStore``: the hash-chained ledger (the write-ahead log) in the ``ledger`` table.
+
+One row per record, keyed by ``(run_id, seq)``. ``line`` keeps the record exactly as the
+runtime sealed it, so its hash re-verifies byte for byte anywhere (``lines`` exports them as
+a ``ledger.jsonl`` would hold them); ``record`` is the same record as ``jsonb`` for queries.
+
+Appends are conditional on the head the writer read: :meth:`PostgresLedgerStore.append_lines`
+checks the head and inserts every line of a batch in one transaction, committed once (the
+equivalent of the file store's one fsync per batch). A head elsewhere, or a concurrent
+writer's rows at the same positions (the primary key), is :class:`LedgerConflictError` and
+nothing of the batch is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Optional, Sequence
+
+from ...core.canonical import canonical_json, check_size
+from ...core.chain import seal_record_line
+from ...core.errors import InvalidInputError, LedgerConflictError
+from ...core.models import StepRecord
+from ...core.ports import LedgerHead, LedgerStore
+from ..fsio import loads_strict
+from ..ledger_file import parse_ledger
+from .db import PgDatabase
+from .runs import _json_or_raw
+
+# Larger than any seq: "no upper bound" in a query that takes one.
+_NO_LIMIT = 1 << 62
+
+
+class PostgresLedgerStore(LedgerStore):
+    """Hash-chained ledgers in PostgreSQL with conditional group appends and tail reads."""
+
+    chained = True
+
+    def __init__(self, db: PgDatabase | str) -> None:
+        self.db = db if isinstance(db, PgDatabase) else PgDatabase(db)
+        self._t = f"{self.db.s}.ledger"
+
+    def _where(self, run_id: str) -> str:
+        return f"ledger of run {run_id} in {self.db.describe()}"
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(self, record: StepRecord) -> None:
+        """Seal and append one record."""
+        self.append_batch([record])
+
+    def append_batch(self, records: Sequence[StepRecord]) -> None:
+        """Seal records after each run's current head and insert them in one transaction."""
+        by_run: dict[str, list[StepRecord]] = {}
+        for record in records:
+            by_run.setdefault(record.run_id, []).append(record)
+        with self.db.connection() as conn:
+            with self._conflicts_refused(", ".join(by_run)), conn.transaction():
+                for run_id, batch in by_run.items():
+                    head = self._head(conn, run_id)
+                    docs, lines = [], []
+                    for record in batch:
+                        doc, line = seal_record_line(record, head=head)
+                        check_size(line, what=f"Ledger record for node {record.node_id!r}")
+                        head = LedgerHead(doc["seq"], doc["record_hash"])
+                        docs.append(doc)
+                        lines.append(line)
+                    self._insert(conn, run_id, docs, lines)
+
+    def append_lines(self, run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
+                     *, expect: LedgerHead) -> LedgerHead:
+        """Insert sealed records in one transaction if the ledger still ends at ``expect``.
+
+        Raises :class:`LedgerConflictError` (nothing written) when another writer moved the
+        head, before this transaction or concurrently with it.
+        """
+        if len(docs) != len(lines):
+            raise InvalidInputError("append_lines needs one sealed line per record")
+        for index, doc in enumerate(docs):
+            if doc.get("seq") != expect.seq + 1 + index or doc.get("run_id") != run_id:
+                raise InvalidInputError(f"run {run_id}: record {index} of the batch does not continue the ledger "
+                                        f"from seq {expect.seq} (seq {doc.get('seq')!r})")
+        with self.db.connection() as conn:
+            with self._conflicts_refused(run_id), conn.transaction():
+                head = self._head(conn, run_id)
+                if head.seq != expect.seq or head.head_hash != expect.head_hash:
+                    raise LedgerConflictError(
+                        f"run {run_id}: the ledger is at seq {head.seq}, not {expect.seq} as this writer read it "
+                        "(another writer appended); nothing was written", run_id=run_id, seq=head.seq)
+                if not docs:
+                    return head
+                self._insert(conn, run_id, docs, lines)
+        return LedgerHead(docs[-1]["seq"], docs[-1].get("record_hash"))
+
+    @contextlib.contextmanager
+    def _conflicts_refused(self, run_id: str) -> Iterator[None]:
+        """Turns a primary-key clash (a concurrent writer took the same seq) into a conflict."""
+        try:
+            yield
+        except self.db.psycopg.errors.UniqueViolation:
+            raise LedgerConflictError(f"run {run_id}: another writer appended at the same position; "
+                                      "nothing was written", run_id=run_id) from None
+
+    def _insert(self, conn: Any, run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes]) -> None:
+        rows = []
+        for doc, line in zip(docs, lines):
+            record, _ = _json_or_raw(bytes(line))
+            rows.append((run_id, doc["seq"], bytes(line), record, doc.get("record_hash"), doc.get("prev_hash"),
+                         doc.get("status"), doc.get("idempotency_key")))
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"""INSERT INTO {self._t} (run_id, seq, line, record, record_hash, prev_hash, status, idempotency_key)
+                    VALUES (%s, %s, %s, %s::jsonb, %s, %s, %s, %s)""", rows)
+
+    def _head(self, conn: Any, run_id: str) -> LedgerHead:
+        row = conn.execute(f"SELECT seq, record_hash FROM {self._t} WHERE run_id = %s ORDER BY seq DESC LIMIT 1",
+                           [run_id]).fetchone()
+        return LedgerHead() if row is None else LedgerHead(int(row[0]), row[1])
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def list(self, run_id: str) -> list[dict[str, Any]]:
+        """All records of the run as stored (hashes are not checked here: see ``verify``)."""
+        data = b"".join(line + b"\n" for line in self.lines(run_id))
+        return parse_ledger(data, path=self._where(run_id), verify_chain=False).records
+
+    def lines(self, run_id: str) -> list[bytes]:
+        """The run's records exactly as sealed, oldest first (a ``ledger.jsonl`` without newlines)."""
+        with self.db.connection() as conn:
+            rows = conn.execute(f"SELECT line FROM {self._t} WHERE run_id = %s ORDER BY seq", [run_id]).fetchall()
+        return [bytes(row[0]) for row in rows]
+
+    def read_after(self, run_id: str, position: LedgerHead, *,
+                   until_seq: Optional[int] = None) -> tuple[LedgerHead, list[dict[str, Any]]]:
+        """The chain-checked records after ``position`` (up to ``until_seq``) and the ledger's head.
+
+        One statement, so the head and the records come from one snapshot. The first record
+        must continue the chain from ``position``: anything else is a
+        :class:`~abstractruntime.core.errors.CorruptRecordError` naming the seq.
+        """
+        upper = _NO_LIMIT if until_seq is None else until_seq
+        with self.db.connection() as conn:
+            rows = conn.execute(
+                f"""SELECT seq, record_hash, line FROM {self._t}
+                    WHERE run_id = %(r)s AND ((seq > %(p)s AND seq <= %(u)s)
+                          OR seq = (SELECT max(seq) FROM {self._t} WHERE run_id = %(r)s))
+                    ORDER BY seq""", {"r": run_id, "p": position.seq, "u": upper}).fetchall()
+        if not rows:
+            return LedgerHead(), []
+        head = LedgerHead(int(rows[-1][0]), rows[-1][1])
+        data = b"".join(bytes(row[2]) + b"\n" for row in rows if position.seq < row[0] <= upper)
+        start = LedgerHead(position.seq, position.head_hash) if position.seq else LedgerHead()
+        parsed = parse_ledger(data, path=self._where(run_id), start_line=position.seq, head=start, run_id=run_id)
+        return head, parsed.records
+
+    def head(self, run_id: str) -> LedgerHead:
+        """The last record's seq and hash (empty head when the run has no records)."""
+        with self.db.connection() as conn:
+            return self._head(conn, run_id)
+
+    def find_completed(self, run_id: str, idempotency_key: str) -> Optional[dict[str, Any]]:
+        """The first COMPLETED record with this idempotency key (an index lookup)."""
+        with self.db.connection() as conn:
+            row = conn.execute(
+                f"""SELECT line FROM {self._t} WHERE run_id = %s AND idempotency_key = %s AND status = 'completed'
+                    ORDER BY seq LIMIT 1""", [run_id, idempotency_key]).fetchone()
+        return None if row is None else loads_strict(bytes(row[0]))
+
+    # -- values kept beside the run ----------------------------------------------------------
+
+    def put_anchor(self, run_id: str, anchor: dict[str, Any]) -> None:
+        """Keep a redacted state at a ledger position (a cache: replaced if present)."""
+        with self.db.connection() as conn:
+            conn.execute(f"""INSERT INTO {self.db.s}.anchors (run_id, seq, anchor) VALUES (%s, %s, %s)
+                             ON CONFLICT (run_id, seq) DO UPDATE SET anchor = EXCLUDED.anchor""",
+                         [run_id, int(anchor["seq"]), canonical_json(anchor)])
+
+    def find_anchor(self, run_id: str, seq: int) -> Optional[dict[str, Any]]:
+        """The kept anchor with the highest ``seq`` not after ``seq`` (an unreadable one is skipped)."""
+        with self.db.connection() as conn:
+            row = conn.execute(f"""SELECT anchor FROM {self.db.s}.anchors WHERE run_id = %s AND seq <= %s
+                                   ORDER BY seq DESC LIMIT 1""", [run_id, seq]).fetchone()
+        if row is None:
+            return None
+        try:
+            doc = loads_strict(bytes(row[0]))
+        except (ValueError, UnicodeDecodeError):
+            return None  # anchors are a cache: the state is rebuilt from the ledger instead
+        return doc if isinstance(doc, dict) else None
+
+    def put_secrets(self, run_id: str, entries: Sequence[dict[str, Any]]) -> None:
+        """Keep the real values of redacted fields (committed before the records that need them)."""
+        if not entries:
+            return
+        rows = [(run_id, int(e.get("seq") or 0), canonical_json(dict(e))) for e in entries]
+        with self.db.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(f"INSERT INTO {self.db.s}.secrets (run_id, seq, entry) VALUES (%s, %s, %s)", rows)
+
+    def get_secrets(self, run_id: str) -> list[dict[str, Any]]:
+        """The kept values, oldest first."""
+        with self.db.connection() as conn:
+            rows = conn.execute(f"SELECT entry FROM {self.db.s}.secrets WHERE run_id = %s ORDER BY id",
+                                [run_id]).fetchall()
+        return [doc for doc in (loads_strict(bytes(row[0])) for row in rows) if isinstance(doc, dict)]
+
+    def prune_secrets(self, run_id: str, *, through_seq: int) -> None:
+        """Forget kept values of records up to ``through_seq`` (a checkpoint now covers them)."""
+        with self.db.connection() as conn:
+            conn.execute(f"DELETE FROM {self.db.s}.secrets WHERE run_id = %s AND seq <= %s", [run_id, through_seq])
+
+    def close(self) -> None:
+        """Close the store's connections."""
+        self.db.close()
+
+
+__all__ = ["PostgresLedgerStore"]

@@ -1,0 +1,80 @@
+"""``PostgresStore``: the stores of one PostgreSQL database, with the surface of ``FileStore``.
+
+    store = open_store("postgresql://app@db.internal/runs")   # or PostgresStore(url)
+    runtime = store.runtime()
+    store.runs, store.ledger
+
+Credentials come only from the URL or libpq's ``PG*`` environment variables; every message
+shows the URL with its password replaced by ``***``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...core.errors import InvalidInputError
+from .db import PgDatabase
+from .ledger import PostgresLedgerStore
+from .runs import PostgresRunStore
+from .schema import DEFAULT_SCHEMA
+from .url import redact
+
+
+def _not_yet(what: str) -> InvalidInputError:
+    return InvalidInputError(f"{what} are not supported on PostgreSQL yet; use a folder store for them "
+                             "(see docs/postgres.md)", store="postgresql")
+
+
+class PostgresStore:
+    """The run and ledger stores of one database (``schema`` names the PostgreSQL schema)."""
+
+    def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, create: bool = True) -> None:
+        self.db = PgDatabase(url, schema=schema, create=create)
+        self.runs = PostgresRunStore(self.db)
+        self.ledger = PostgresLedgerStore(self.db)
+
+    @property
+    def url(self) -> str:
+        """The connection URL with its password redacted (safe to print)."""
+        return redact(self.db.url)
+
+    def describe(self) -> str:
+        """Where the store is, for messages: the redacted URL (and the schema when not the default)."""
+        return self.db.describe()
+
+    @property
+    def snapshots(self) -> Any:
+        """Not available on PostgreSQL yet (:class:`InvalidInputError`)."""
+        raise _not_yet("snapshots")
+
+    @property
+    def bookmarks(self) -> Any:
+        """Not available on PostgreSQL yet (:class:`InvalidInputError`)."""
+        raise _not_yet("bookmarks")
+
+    @property
+    def artifacts(self) -> Any:
+        """Not available on PostgreSQL yet (:class:`InvalidInputError`)."""
+        raise _not_yet("artifacts")
+
+    def runtime(self, **kwargs: Any) -> Any:
+        """A :class:`~abstractruntime.core.runtime.Runtime` over this store (kwargs pass through)."""
+        from ...core.runtime import Runtime
+
+        return Runtime(run_store=self.runs, ledger_store=self.ledger, **kwargs)
+
+    def close(self) -> None:
+        """Close every connection (locks still held are released by the server)."""
+        self.db.close()
+
+    def __enter__(self) -> "PostgresStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.db.describe()!r})"
+
+
+__all__ = ["PostgresStore"]

@@ -1,0 +1,233 @@
+"""The PostgreSQL stores beyond the shared conformance suite: schema versioning, opening,
+redacted credentials, byte-exact ledger lines, conditional appends and what jsonb cannot hold."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Callable
+
+import pytest
+
+from abstractruntime.core.chain import seal_record_line
+from abstractruntime.core.errors import (
+    InvalidInputError,
+    LedgerConflictError,
+    StorageError,
+    UnsupportedFormatError,
+)
+from abstractruntime.core.models import RunState, StepRecord
+from abstractruntime.core.ports import LedgerHead
+from abstractruntime.storage.ledger_chain import verify_ledger_chain
+from abstractruntime.storage.postgres.schema import SCHEMA_VERSION
+from abstractruntime.storage.postgres.store import PostgresStore
+from abstractruntime.storage.postgres.url import redact
+from abstractruntime.storage.store import STORE_ENV, StoreNotFoundError, open_store
+
+
+def _sealed(run_id: str, head: LedgerHead, count: int, node: str = "n") -> tuple[list[dict], list[bytes]]:
+    run = RunState.new(workflow_id="wf", entry_node="a", run_id=run_id)
+    docs, lines = [], []
+    for i in range(count):
+        rec = StepRecord.start(run=run, node_id=f"{node}{i}", effect=None)
+        rec.finish_success({"i": i, "text": "héllo ☃"})
+        doc, line = seal_record_line(rec, head=head)
+        head = LedgerHead(doc["seq"], doc["record_hash"])
+        docs.append(doc)
+        lines.append(line)
+    return docs, lines
+
+
+# -- schema --------------------------------------------------------------------------------
+
+
+def test_schema_is_created_once_and_versioned(open_pg: Callable[..., Any], admin: Any, pg_schema: str) -> None:
+    open_pg()
+    open_pg()  # a second open migrates nothing
+    rows = admin.execute(f'SELECT version, description FROM "{pg_schema}".schema_migrations').fetchall()
+    assert [r[0] for r in rows] == [SCHEMA_VERSION]
+    tables = {r[0] for r in admin.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [pg_schema]).fetchall()}
+    assert {"runs", "ledger", "secrets", "anchors", "schema_migrations"} <= tables
+
+
+def test_newer_schema_is_refused(open_pg: Callable[..., Any], admin: Any, pg_schema: str) -> None:
+    open_pg()
+    admin.execute(f'INSERT INTO "{pg_schema}".schema_migrations (version, description) VALUES (%s, %s)',
+                  [SCHEMA_VERSION + 1, "from the future"])
+    for create in (True, False):
+        with pytest.raises(UnsupportedFormatError) as info:
+            open_pg(create=create)
+        assert f"version {SCHEMA_VERSION + 1}" in str(info.value) and "upgrade abstractruntime" in str(info.value)
+
+
+def test_create_false_refuses_an_empty_database(open_pg: Callable[..., Any], admin: Any, pg_schema: str) -> None:
+    with pytest.raises(StoreNotFoundError):
+        open_pg(create=False)
+    assert admin.execute("SELECT to_regnamespace(%s)", [pg_schema]).fetchone()[0] is None  # nothing created
+    open_pg()
+    open_pg(create=False)
+
+
+def test_open_store_takes_a_url_or_the_environment(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store(postgres_url)
+    try:
+        assert isinstance(store, PostgresStore)
+    finally:
+        store.close()
+    monkeypatch.setenv(STORE_ENV, postgres_url)
+    store = open_store()
+    try:
+        assert isinstance(store, PostgresStore)
+        assert store.runtime().run_store is store.runs
+        for name in ("snapshots", "bookmarks", "artifacts"):
+            with pytest.raises(InvalidInputError, match="not supported on PostgreSQL yet"):
+                getattr(store, name)
+    finally:
+        store.close()
+
+
+# -- credentials ---------------------------------------------------------------------------
+
+
+def test_redact_hides_passwords() -> None:
+    assert redact("postgresql://bob:s3cr@t@db:5432/x") == "postgresql://bob:***@db:5432/x"
+    assert redact("postgres://bob@db/x") == "postgres://bob@db/x"
+    assert "pw" not in redact("postgresql://u@h/d?password=pw and host=h password='p w'")
+
+
+def test_passwords_never_reach_messages(postgres_url: str) -> None:
+    # Trust authentication ignores the password, so the connection itself succeeds.
+    with_password = postgres_url.replace("postgres@", "postgres:hunter2@")
+    store = open_store(with_password)
+    try:
+        assert "hunter2" not in store.url + repr(store) + store.describe()
+        assert "***" in store.url
+    finally:
+        store.close()
+    missing = with_password.rsplit("/", 1)[0] + "/no_such_database"
+    with pytest.raises(StorageError) as info:
+        open_store(missing)
+    text = str(info.value) + json.dumps(info.value.to_dict())
+    assert "hunter2" not in text and "no_such_database" in text and "***" in text
+
+
+# -- the ledger ----------------------------------------------------------------------------
+
+
+def test_lines_are_stored_byte_for_byte(open_pg: Callable[..., Any], admin: Any, pg_schema: str) -> None:
+    ledger = open_pg().ledger
+    docs, lines = _sealed("r1", LedgerHead(), 3)
+    head = ledger.append_lines("r1", docs, lines, expect=LedgerHead())
+    assert head == LedgerHead(3, docs[-1]["record_hash"])
+    assert ledger.lines("r1") == lines
+    assert ledger.list("r1") == [json.loads(line) for line in lines]
+    assert verify_ledger_chain(ledger.list("r1"))["ok"] is True
+    # The jsonb copy serves queries; the indexed columns match the record.
+    row = admin.execute(f'SELECT record ->> \'node_id\', record_hash, prev_hash FROM "{pg_schema}".ledger '
+                        "WHERE run_id = 'r1' AND seq = 2").fetchone()
+    assert row == ("n1", docs[1]["record_hash"], docs[0]["record_hash"])
+
+
+def test_append_is_conditional_on_the_head(open_pg: Callable[..., Any]) -> None:
+    ledger = open_pg().ledger
+    docs, lines = _sealed("r1", LedgerHead(), 2)
+    ledger.append_lines("r1", docs, lines, expect=LedgerHead())
+    stale_docs, stale_lines = _sealed("r1", LedgerHead(), 1, node="stale")
+    with pytest.raises(LedgerConflictError):
+        ledger.append_lines("r1", stale_docs, stale_lines, expect=LedgerHead())
+    # Right seq, wrong hash: a writer that read another history.
+    forged = LedgerHead(2, "0" * 64)
+    more_docs, more_lines = _sealed("r1", forged, 1, node="forged")
+    with pytest.raises(LedgerConflictError):
+        ledger.append_lines("r1", more_docs, more_lines, expect=forged)
+    assert ledger.lines("r1") == lines
+
+
+def test_concurrent_writer_at_the_same_position_is_refused(open_pg: Callable[..., Any], admin: Any,
+                                                           pg_schema: str) -> None:
+    """Both writers read head 1; the one that inserts second is refused by the primary key
+    even though its own head check passed (the first had not committed yet)."""
+    ledger = open_pg().ledger
+    docs, lines = _sealed("r1", LedgerHead(), 1)
+    ledger.append_lines("r1", docs, lines, expect=LedgerHead())
+    head = ledger.head("r1")
+    first_docs, first_lines = _sealed("r1", head, 2, node="first")
+    second_docs, second_lines = _sealed("r1", head, 2, node="second")
+
+    other = open_pg().ledger
+    outcome: dict[str, Any] = {}
+    with admin.transaction():
+        # The first writer's batch, inserted but not committed.
+        admin.execute(f'INSERT INTO "{pg_schema}".ledger (run_id, seq, line, record_hash, prev_hash) '
+                      "VALUES (%s, %s, %s, %s, %s)",
+                      ["r1", 2, first_lines[0], first_docs[0]["record_hash"], first_docs[0]["prev_hash"]])
+
+        def second() -> None:
+            try:
+                outcome["head"] = other.append_lines("r1", second_docs, second_lines, expect=head)
+            except Exception as exc:  # noqa: BLE001 - the test inspects it
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        # Wait until the second writer is blocked on the first one's uncommitted row.
+        while thread.is_alive() and not admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ).fetchone()[0]:
+            time.sleep(0.01)
+    thread.join()
+    assert isinstance(outcome.get("error"), LedgerConflictError), outcome
+    assert [json.loads(line)["node_id"] for line in ledger.lines("r1")] == ["n0", "first0"]
+
+
+def test_records_jsonb_cannot_hold_round_trip(open_pg: Callable[..., Any], admin: Any, pg_schema: str) -> None:
+    """U+0000 in a value: jsonb refuses it, so the exact JSON is what is kept and read."""
+    store = open_pg()
+    from abstractruntime.core.models import StepPlan
+    from abstractruntime.core.spec import WorkflowSpec
+
+    wf = WorkflowSpec("nul", "a", {"a": lambda run, ctx: StepPlan("a", complete_output={"echo": run.vars["s"]})})
+    rt = store.runtime()
+    run_id = rt.start(workflow=wf, vars={"s": "a\x00b"})
+    state = rt.tick(workflow=wf, run_id=run_id)
+    assert state.output == {"echo": "a\x00b"}
+    assert open_pg().runs.load(run_id).vars["s"] == "a\x00b"
+    assert verify_ledger_chain(store.ledger.list(run_id))["ok"] is True
+    row = admin.execute(f'SELECT checkpoint IS NULL, checkpoint_raw IS NOT NULL FROM "{pg_schema}".runs '
+                        "WHERE run_id = %s", [run_id]).fetchone()
+    assert row == (True, True)
+
+
+def test_secrets_and_anchors(open_pg: Callable[..., Any]) -> None:
+    ledger = open_pg().ledger
+    ledger.put_secrets("r1", [{"record_hash": "h1", "seq": 1, "field": "effect", "path": ["k"], "value": "s1"},
+                              {"record_hash": "h2", "seq": 2, "field": "result", "path": [], "value": {"x": 1}}])
+    assert [e["value"] for e in open_pg().ledger.get_secrets("r1")] == ["s1", {"x": 1}]
+    ledger.prune_secrets("r1", through_seq=1)
+    assert [e["seq"] for e in ledger.get_secrets("r1")] == [2]
+    assert ledger.get_secrets("other") == []
+
+    assert ledger.find_anchor("r1", 10) is None
+    for seq in (5, 9):
+        ledger.put_anchor("r1", {"seq": seq, "head_hash": f"h{seq}", "offset": None, "checkpoint": {"n": seq}})
+    assert ledger.find_anchor("r1", 4) is None
+    assert ledger.find_anchor("r1", 8)["checkpoint"] == {"n": 5}
+    assert ledger.find_anchor("r1", 100)["head_hash"] == "h9"
+
+
+def test_read_after_refuses_a_tail_that_does_not_continue_the_position(open_pg: Callable[..., Any]) -> None:
+    from abstractruntime.core.errors import CorruptRecordError
+
+    ledger = open_pg().ledger
+    docs, lines = _sealed("r1", LedgerHead(), 3)
+    ledger.append_lines("r1", docs, lines, expect=LedgerHead())
+    head, tail = ledger.read_after("r1", LedgerHead(1, docs[0]["record_hash"]))
+    assert head.seq == 3 and [r["seq"] for r in tail] == [2, 3]
+    head, tail = ledger.read_after("r1", LedgerHead(), until_seq=2)
+    assert head.seq == 3 and [r["seq"] for r in tail] == [1, 2]
+    head, tail = ledger.read_after("r1", LedgerHead(3, docs[2]["record_hash"]))
+    assert head.seq == 3 and tail == []
+    with pytest.raises(CorruptRecordError):
+        ledger.read_after("r1", LedgerHead(1, "f" * 64))
