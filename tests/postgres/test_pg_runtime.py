@@ -8,13 +8,13 @@ from typing import Any, Callable
 
 import pytest
 
-from abstractruntime.core.canonical import canonical_json
 from abstractruntime.core.clock import FixedClock
 from abstractruntime.core.errors import RunExistsError, RunNotWaitingError
 from abstractruntime.core.models import Effect, EffectType, RunState, RunStatus, StepPlan, WaitReason
 from abstractruntime.core.runtime import EffectOutcome
 from abstractruntime.core.spec import WorkflowSpec
 from abstractruntime.storage.ledger_chain import verify_ledger_chain
+from abstractruntime.storage.postgres.transfer import export_run
 from abstractruntime.storage.verify import verify_run
 
 
@@ -35,16 +35,6 @@ def _workflow() -> WorkflowSpec:
 
 def _llm(run: RunState, effect: Effect) -> EffectOutcome:
     return EffectOutcome.completed({"text": effect.payload["prompt"].upper()})
-
-
-def _export(store: Any, run_id: str, root: Path) -> Path:
-    """The run as a folder store holds it: ledger lines byte for byte, the checkpoint as run.json."""
-    run_dir = root / "runs" / run_id
-    run_dir.mkdir(parents=True)
-    (run_dir / "ledger.jsonl").write_bytes(b"".join(line + b"\n" for line in store.ledger.lines(run_id)))
-    checkpoint = store.runs.load_checkpoint(run_id)
-    (run_dir / "run.json").write_bytes(canonical_json(checkpoint.to_dict()) + b"\n")
-    return root
 
 
 def test_start_wait_resume_complete_across_processes(open_pg: Callable[..., Any], tmp_path: Path) -> None:
@@ -78,7 +68,8 @@ def test_start_wait_resume_complete_across_processes(open_pg: Callable[..., Any]
     assert third.runtime().state_at(run_id, 1).run.status is RunStatus.RUNNING
 
     # Offline: the exported lines verify with the folder store's verifier, no database involved.
-    offline = verify_run(_export(third, run_id, tmp_path / "offline"), run_id)
+    export_run(third, run_id, tmp_path / "offline")
+    offline = verify_run(tmp_path / "offline", run_id)
     assert offline.ok, offline.to_dict()
     assert offline.head_hash == records[-1]["record_hash"] and offline.count == len(records)
 
