@@ -39,23 +39,28 @@ Path = list[Any]
 
 
 def _image(checkpoint: Checkpoint) -> dict[str, Any]:
-    """The comparable fields of a checkpoint, vars excluded (JSON values, copied)."""
+    """The comparable fields of a checkpoint, vars excluded.
+
+    Not copied: the kernel replaces ``pending``, ``metadata``, ``workflow`` and ``origin``
+    with new objects instead of changing them in place, and ``output`` is set once, at the
+    end; ``waiting`` is a fresh dict from ``to_dict``. (This runs for every record.)
+    """
     run = checkpoint.run
     return {
         "workflow_id": run.workflow_id,
         "status": RunStatus(run.status).value,
         "current_node": run.current_node,
         "waiting": run.waiting.to_dict() if run.waiting is not None else None,
-        "output": copy.deepcopy(run.output),
+        "output": run.output,
         "error": run.error,
         "created_at": run.created_at,
         "actor_id": run.actor_id,
         "parent_run_id": run.parent_run_id,
         "effects": checkpoint.effects,
-        "pending": copy.deepcopy(checkpoint.pending),
-        "metadata": copy.deepcopy(checkpoint.metadata),
-        "workflow": copy.deepcopy(checkpoint.workflow),
-        "origin": copy.deepcopy(checkpoint.origin),
+        "pending": checkpoint.pending,
+        "metadata": checkpoint.metadata,
+        "workflow": checkpoint.workflow,
+        "origin": checkpoint.origin,
     }
 
 
@@ -109,13 +114,14 @@ class DeltaTracker:
         run = RunState(
             run_id=checkpoint.run.run_id, workflow_id=image["workflow_id"], status=RunStatus(image["status"]),
             current_node=image["current_node"], vars=self._vars,
-            waiting=WaitState.from_dict(waiting) if waiting is not None else None, output=image["output"],
+            waiting=WaitState.from_dict(waiting) if waiting is not None else None,
+            output=copy.deepcopy(image["output"]),
             error=image["error"], created_at=image["created_at"], updated_at=checkpoint.run.updated_at,
             actor_id=image["actor_id"], parent_run_id=image["parent_run_id"])
-        return Checkpoint(run=run, ledger=checkpoint.ledger, workflow=image["workflow"],
-                          signature=copy.deepcopy(checkpoint.signature), origin=image["origin"],
-                          pending=image["pending"], effects=image["effects"], metadata=image["metadata"],
-                          external=False)
+        return Checkpoint(run=run, ledger=checkpoint.ledger, workflow=copy.deepcopy(image["workflow"]),
+                          signature=copy.deepcopy(checkpoint.signature), origin=copy.deepcopy(image["origin"]),
+                          pending=copy.deepcopy(image["pending"]), effects=image["effects"],
+                          metadata=copy.deepcopy(image["metadata"]), external=False)
 
 
 def _diff(old: Any, new: Any, path: Path, ops: list[list[Any]], result: tuple[Any, Path | None]) -> None:

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import textwrap
 import time
 from pathlib import Path
 
@@ -110,3 +111,26 @@ def test_ctrl_c_at_the_prompt_says_how_to_answer_later(store: Path, wf: Path) ->
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 130
+
+
+def test_ctrl_c_during_start_up_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    # The first moments of a command import typer, rich and the commands: an interrupt there
+    # must end as cleanly as one later on. The interrupt is raised exactly while typer is
+    # being imported (an import hook), so the test does not depend on timing.
+    import subprocess
+    import sys
+
+    code = textwrap.dedent("""
+        import sys, importlib.abc
+        class Interrupt(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name == "typer":
+                    raise KeyboardInterrupt
+        sys.meta_path.insert(0, Interrupt())
+        from abstractruntime.cli.entry import run
+        sys.exit(run(["runs", "list"]))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip() == "interrupted"

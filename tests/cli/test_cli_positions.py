@@ -113,3 +113,49 @@ def test_sys_exit_in_a_workflow_file_or_a_node_is_an_error_not_an_exit_code(tmp_
     assert "SystemExit" in json.loads(result.stdout)["error"]
     env = dict(os.environ)
     assert _cli(store, "verify", "x1", env=env).returncode == 0
+
+
+POLLER = textwrap.dedent('''
+    import os
+    from pathlib import Path
+    from abstractruntime import Effect, EffectType, StepPlan, WorkflowSpec
+
+    def status(job):
+        """Report a job's status (counts its calls)."""
+        with Path(os.environ["POLL_LOG"]).open("a") as log:
+            log.write(job + "\\n")
+        return "running"
+
+    tools = [status]
+
+    def poll(run, ctx):
+        run.vars["polls"] = run.vars.get("polls", 0) + 1
+        if run.vars["polls"] > 3:
+            return StepPlan("poll", complete_output={"polls": run.vars["polls"] - 1})
+        call = {"name": "status", "arguments": {"job": "j1"}, "call_id": "c1"}
+        return StepPlan("poll", next_node="poll", effect=Effect(EffectType.TOOL_CALLS, {"tool_calls": [call]}, "last"))
+
+    workflow = WorkflowSpec("poller", "poll", {"poll": poll})
+''')
+
+
+def test_a_loop_that_calls_the_same_tool_with_the_same_arguments_runs_it_each_time(tmp_path: Path) -> None:
+    (tmp_path / "poller.py").write_text(POLLER)
+    env = {**os.environ, "POLL_LOG": str(tmp_path / "polls.log")}
+    result = _cli(tmp_path / "store", "run", str(tmp_path / "poller.py"), "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["output"] == {"polls": 3}
+    assert (tmp_path / "polls.log").read_text().splitlines() == ["j1", "j1", "j1"]
+
+
+def test_two_starts_of_one_run_id_at_once_give_one_run_and_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "wf.py").write_text(COUNTER)
+    store = tmp_path / "store"
+    _cli(store, "run", str(tmp_path / "wf.py"), "--run-id", "warmup")  # creates the store
+    procs = [subprocess.Popen([CLI, "--store", str(store), "--no-input", "start", str(tmp_path / "wf.py"),
+                               "--run-id", "same"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              stdin=subprocess.DEVNULL) for _ in range(2)]
+    outcomes = sorted((p.wait(timeout=120), p.stderr.read()) for p in procs if p.stderr is not None)
+    assert [code for code, _ in outcomes] == [0, 1], outcomes
+    assert "already exists" in outcomes[1][1]
+    assert _cli(store, "verify", "same").returncode == 0

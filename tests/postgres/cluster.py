@@ -30,6 +30,19 @@ def find_bindir() -> Optional[Path]:
     return Path(which).parent if which else None
 
 
+def require_bindir(bindir: Optional[Path], ci: Optional[str]) -> Path:
+    """``bindir``, else skip the test — or fail it when ``ci`` is ``"true"``: CI installs
+    PostgreSQL (.ci/run), so there a missing server is a broken setup, never a skip."""
+    import pytest
+
+    if bindir is not None:
+        return bindir
+    message = "PostgreSQL is not installed (no initdb; Debian: apt-get install postgresql)"
+    if ci == "true":
+        pytest.fail(f"{message}: CI must run the PostgreSQL tests", pytrace=False)
+    pytest.skip(message)
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

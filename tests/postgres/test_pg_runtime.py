@@ -3,13 +3,14 @@ and its ledger exported and verified offline with no database."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 from abstractruntime.core.clock import FixedClock
-from abstractruntime.core.errors import RunExistsError, RunNotWaitingError
+from abstractruntime.core.errors import AlreadyAnsweredError, RunExistsError, RunLockedError, RunNotWaitingError
 from abstractruntime.core.models import Effect, EffectType, RunState, RunStatus, StepPlan, WaitReason
 from abstractruntime.core.runtime import EffectOutcome
 from abstractruntime.core.spec import WorkflowSpec
@@ -98,3 +99,72 @@ def test_start_is_exclusive_across_stores(open_pg: Callable[..., Any]) -> None:
     with pytest.raises(RunExistsError):
         other.start(workflow=wf, run_id="only-once")
     assert len(other.get_ledger("only-once")) == 1
+
+
+def test_a_second_answer_to_the_same_wait_from_elsewhere_is_already_answered(open_pg: Callable[..., Any]) -> None:
+    wf = _workflow()
+    here = open_pg()
+    rt = here.runtime(effect_handlers={EffectType.LLM_CALL: _llm})
+    run_id = rt.start(workflow=wf)
+    wait_id = rt.tick(workflow=wf, run_id=run_id).waiting.wait_id
+    assert wait_id
+    rt.resume(workflow=wf, run_id=run_id, wait_id=wait_id, payload={"answer": "yes"})
+    elsewhere = open_pg().runtime(effect_handlers={EffectType.LLM_CALL: _llm})
+    before = here.ledger.lines(run_id)
+    with pytest.raises(AlreadyAnsweredError):
+        elsewhere.resume(workflow=wf, run_id=run_id, wait_id=wait_id, payload={"answer": "no"})
+    assert here.ledger.lines(run_id) == before
+
+
+def test_concurrent_resumers_advance_a_run_once(open_pg: Callable[..., Any]) -> None:
+    """Eight threads, each with its own connections, answer the same wait: one wins; the others
+    are refused (locked, or already answered) and write nothing."""
+    wf = _workflow()
+    store = open_pg()
+    rt = store.runtime(effect_handlers={EffectType.LLM_CALL: _llm})
+    run_id = rt.start(workflow=wf)
+    wait_id = rt.tick(workflow=wf, run_id=run_id).waiting.wait_id
+    runtimes = [open_pg().runtime(effect_handlers={EffectType.LLM_CALL: _llm}) for _ in range(8)]
+    gate = threading.Barrier(len(runtimes))
+    outcomes: list[Any] = [None] * len(runtimes)
+
+    def answer(index: int) -> None:
+        gate.wait()
+        try:
+            outcomes[index] = runtimes[index].resume(workflow=wf, run_id=run_id, wait_id=wait_id,
+                                                     payload={"answer": f"a{index}"}).status
+        except (RunLockedError, AlreadyAnsweredError) as exc:
+            outcomes[index] = type(exc)
+
+    threads = [threading.Thread(target=answer, args=(i,)) for i in range(len(runtimes))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count(RunStatus.COMPLETED) == 1, outcomes
+    assert set(outcomes) <= {RunStatus.COMPLETED, RunLockedError, AlreadyAnsweredError}
+    records = store.ledger.list(run_id)
+    assert verify_ledger_chain(records)["ok"] is True
+    assert sum(1 for r in records if r["kind"] == "resume") == 1
+
+
+def test_the_scheduler_resumes_due_timers(open_pg: Callable[..., Any]) -> None:
+    from abstractruntime.scheduler import create_scheduled_runtime
+
+    clock = FixedClock("2030-01-01T00:00:00+00:00")
+
+    def sleep(run: RunState, ctx: Any) -> StepPlan:
+        return StepPlan("sleep", effect=Effect(EffectType.WAIT_UNTIL, {"until": "2030-01-01T00:10:00Z"}),
+                        next_node="done")
+
+    wf = WorkflowSpec("nap", "sleep", {"sleep": sleep,
+                                        "done": lambda run, ctx: StepPlan("done", complete_output={"woke": True})})
+    store = open_pg()
+    scheduled = create_scheduled_runtime(run_store=store.runs, ledger_store=store.ledger, workflows=[wf],
+                                         auto_start=False, clock=clock)
+    run_id = scheduled.runtime.start(workflow=wf)
+    assert scheduled.runtime.tick(workflow=wf, run_id=run_id).status is RunStatus.WAITING
+    assert scheduled.scheduler.tick_due() == []
+    clock.advance(seconds=600)
+    assert [s.run_id for s in scheduled.scheduler.tick_due()] == [run_id]
+    assert store.runs.load(run_id).output == {"woke": True}

@@ -26,6 +26,7 @@ from .url import redact
 
 # Idle lock connections kept for reuse (more are opened when needed and closed on release).
 LOCK_POOL_SIZE = 4
+_NUL_ESCAPE = b"\\u0000"
 
 
 def _psycopg() -> Any:
@@ -42,6 +43,14 @@ def _loads_sorted(data: Any) -> Any:
     if isinstance(data, (bytes, bytearray, memoryview)):
         data = bytes(data).decode("utf-8")
     return json.loads(data, object_pairs_hook=lambda pairs: dict(sorted(pairs)))
+
+
+def json_or_raw(data: bytes) -> tuple[Optional[str], Optional[bytes]]:
+    """``(jsonb text, None)``, or ``(None, exact bytes)`` when jsonb cannot hold the JSON
+    (PostgreSQL's jsonb has no U+0000, which canonical JSON writes as an escape)."""
+    if _NUL_ESCAPE in data:
+        return None, data
+    return data.decode("utf-8"), None
 
 
 def advisory_key(*parts: str) -> int:
@@ -161,4 +170,4 @@ class PgDatabase:
                 self._conn = None
 
 
-__all__ = ["LOCK_POOL_SIZE", "PgDatabase", "advisory_key"]
+__all__ = ["LOCK_POOL_SIZE", "PgDatabase", "advisory_key", "json_or_raw"]

@@ -23,8 +23,7 @@ from ...core.models import StepRecord
 from ...core.ports import LedgerHead, LedgerStore
 from ..fsio import loads_strict
 from ..ledger_file import parse_ledger
-from .db import PgDatabase
-from .runs import _json_or_raw
+from .db import PgDatabase, json_or_raw
 
 # Larger than any seq: "no upper bound" in a query that takes one.
 _NO_LIMIT = 1 << 62
@@ -103,7 +102,7 @@ class PostgresLedgerStore(LedgerStore):
     def _insert(self, conn: Any, run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes]) -> None:
         rows = []
         for doc, line in zip(docs, lines):
-            record, _ = _json_or_raw(bytes(line))
+            record, _ = json_or_raw(bytes(line))
             rows.append((run_id, doc["seq"], bytes(line), record, doc.get("record_hash"), doc.get("prev_hash"),
                          doc.get("status"), doc.get("idempotency_key")))
         with conn.cursor() as cur:
@@ -156,6 +155,11 @@ class PostgresLedgerStore(LedgerStore):
         """The last record's seq and hash (empty head when the run has no records)."""
         with self.db.connection() as conn:
             return self._head(conn, run_id)
+
+    def position_token(self, run_id: str) -> tuple[int, Optional[str]]:
+        """The head's ``(seq, record_hash)``: changes with every append, by any writer anywhere."""
+        head = self.head(run_id)
+        return head.seq, head.head_hash
 
     def find_completed(self, run_id: str, idempotency_key: str) -> Optional[dict[str, Any]]:
         """The first COMPLETED record with this idempotency key (an index lookup)."""

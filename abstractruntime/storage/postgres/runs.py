@@ -26,10 +26,7 @@ from ...core.ports import CHECKPOINT_FORMAT, Checkpoint, LedgerHead, RunStore
 from ...core.ids import validate_id
 from ..fsio import loads_strict
 from ..query import reason_value, status_value
-from .db import PgDatabase
-
-_NUL_ESCAPE = b"\\u0000"
-
+from .db import PgDatabase, json_or_raw
 
 def _instant(value: Optional[str]) -> Optional[datetime]:
     """ISO text → aware datetime for an indexed column (``None`` when absent or unparsable)."""
@@ -39,14 +36,6 @@ def _instant(value: Optional[str]) -> Optional[datetime]:
         return parse_iso(value)
     except ValueError:
         return None
-
-
-def _json_or_raw(data: bytes) -> tuple[Optional[str], Optional[bytes]]:
-    """``(jsonb text, None)``, or ``(None, exact bytes)`` when jsonb cannot hold the JSON
-    (PostgreSQL's jsonb has no U+0000)."""
-    if _NUL_ESCAPE in data:
-        return None, data
-    return data.decode("utf-8"), None
 
 
 class PostgresRunStore(RunStore):
@@ -82,7 +71,7 @@ class PostgresRunStore(RunStore):
     def _upsert(self, conn: Any, checkpoint: Checkpoint) -> None:
         run = checkpoint.run
         validate_id(run.run_id, "run id")
-        doc, raw = _json_or_raw(canonical_json(checkpoint.to_dict()))
+        doc, raw = json_or_raw(canonical_json(checkpoint.to_dict()))
         waiting = run.waiting
         conn.execute(
             f"""INSERT INTO {self._t} (run_id, status, workflow_id, wait_reason, wait_key, until_ts, updated_ts,
@@ -137,6 +126,16 @@ class PostgresRunStore(RunStore):
         if checkpoint.run.run_id != run_id:
             raise CorruptRecordError(f"{where} describes run {checkpoint.run.run_id!r}")
         return checkpoint
+
+    def checkpoint_token(self, run_id: str) -> Optional[tuple[int, str]]:
+        """``(version, xmin)`` of the run's row: changes whenever anyone saves it (``None``: no row).
+
+        The runtime keeps a run's state between ticks while this and the ledger's
+        ``position_token`` are unchanged, instead of replaying the tail since the checkpoint.
+        """
+        with self.db.connection() as conn:
+            row = conn.execute(f"SELECT version, xmin::text FROM {self._t} WHERE run_id = %s", [run_id]).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
 
     def exists(self, run_id: str) -> bool:
         """True when the run has a checkpoint or ledger records."""

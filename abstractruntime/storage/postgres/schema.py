@@ -15,12 +15,13 @@ from typing import Any
 
 from ...core.errors import InvalidInputError, UnsupportedFormatError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_SCHEMA = "abstractruntime"
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 # Each entry: (version, description, statements). ``{s}`` is the quoted schema name.
+# Never edit an applied migration: add the next one (databases already at version N skip 1..N).
 MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
     (1, "runs, ledger, secrets, anchors", (
         # The checkpoint is jsonb so operators can query it; checkpoint_raw holds the exact
@@ -71,6 +72,25 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
             seq    bigint NOT NULL,
             anchor bytea NOT NULL,
             PRIMARY KEY (run_id, seq))""",
+    )),
+    (2, "snapshots, bookmarks", (
+        """CREATE TABLE {s}.snapshots (
+            snapshot_id  text PRIMARY KEY,
+            run_id       text NOT NULL,
+            created_ts   timestamptz,
+            snapshot     jsonb,
+            snapshot_raw bytea,
+            CHECK (snapshot IS NOT NULL OR snapshot_raw IS NOT NULL))""",
+        "CREATE INDEX snapshots_run ON {s}.snapshots (run_id, created_ts DESC)",
+        """CREATE TABLE {s}.bookmarks (
+            run_id         text NOT NULL,
+            name           text NOT NULL,
+            seq            bigint NOT NULL CHECK (seq >= 1),
+            record_hash    text NOT NULL,
+            note           text,
+            created_at     text NOT NULL,
+            checkpoint_seq bigint,
+            PRIMARY KEY (run_id, name))""",
     )),
 ]
 

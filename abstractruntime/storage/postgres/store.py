@@ -2,7 +2,7 @@
 
     store = open_store("postgresql://app@db.internal/runs")   # or PostgresStore(url)
     runtime = store.runtime()
-    store.runs, store.ledger
+    store.runs, store.ledger, store.snapshots, store.bookmarks
 
 Credentials come only from the URL or libpq's ``PG*`` environment variables; every message
 shows the URL with its password replaced by ``***``.
@@ -10,11 +10,13 @@ shows the URL with its password replaced by ``***``.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from ...core.errors import InvalidInputError
 from .db import PgDatabase
 from .ledger import PostgresLedgerStore
+from .marks import PostgresBookmarkStore, PostgresSnapshotStore
 from .runs import PostgresRunStore
 from .schema import DEFAULT_SCHEMA
 from .url import redact
@@ -26,7 +28,8 @@ def _not_yet(what: str) -> InvalidInputError:
 
 
 class PostgresStore:
-    """The run and ledger stores of one database (``schema`` names the PostgreSQL schema)."""
+    """The stores of one database (``schema`` names the PostgreSQL schema); artifacts are not
+    supported here yet."""
 
     def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, create: bool = True) -> None:
         self.db = PgDatabase(url, schema=schema, create=create)
@@ -42,15 +45,15 @@ class PostgresStore:
         """Where the store is, for messages: the redacted URL (and the schema when not the default)."""
         return self.db.describe()
 
-    @property
-    def snapshots(self) -> Any:
-        """Not available on PostgreSQL yet (:class:`InvalidInputError`)."""
-        raise _not_yet("snapshots")
+    @cached_property
+    def snapshots(self) -> PostgresSnapshotStore:
+        """Snapshots in the ``snapshots`` table."""
+        return PostgresSnapshotStore(self.db)
 
-    @property
-    def bookmarks(self) -> Any:
-        """Not available on PostgreSQL yet (:class:`InvalidInputError`)."""
-        raise _not_yet("bookmarks")
+    @cached_property
+    def bookmarks(self) -> PostgresBookmarkStore:
+        """Bookmarks in the ``bookmarks`` table."""
+        return PostgresBookmarkStore(self.db)
 
     @property
     def artifacts(self) -> Any:

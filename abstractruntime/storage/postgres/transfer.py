@@ -1,8 +1,8 @@
 """Moving runs between a folder store and PostgreSQL, byte for byte.
 
 :func:`export_run` writes a run of a PostgreSQL store into a folder store (``runs/<id>/``:
-``ledger.jsonl`` with the exact lines, ``run.json``, and ``secrets.jsonl`` when values are
-kept), where ``abstractruntime verify`` checks it with no database. :func:`import_run` does
+``ledger.jsonl`` with the exact lines, ``run.json``, ``bookmarks.json`` and ``secrets.jsonl``
+when there are any), where ``abstractruntime verify`` checks it with no database. :func:`import_run` does
 the reverse. The lines are never re-serialised, so every ``record_hash`` is the same on both
 sides.
 """
@@ -17,7 +17,8 @@ from ...core.canonical import canonical_json
 from ...core.errors import RunExistsError, RunNotFoundError
 from ...core.ids import validate_id
 from ...core.ports import LedgerHead
-from ..fsio import atomic_write_bytes, ensure_dir, read_bytes
+from ..bookmarks import BOOKMARKS_FILE, read_bookmarks
+from ..fsio import atomic_write_bytes, dumps_compact, ensure_dir, read_bytes
 from ..json_files import CHECKPOINT_FILE, LEDGER_FILE, RUNS_DIR, SECRETS_FILE, read_checkpoint
 from ..ledger_file import parse_ledger
 
@@ -42,6 +43,8 @@ def export_run(store: Any, run_id: str, root: str | os.PathLike[str]) -> Path:
     secrets = store.ledger.get_secrets(run_id)
     if secrets:
         atomic_write_bytes(run_dir / SECRETS_FILE, b"".join(canonical_json(e) + b"\n" for e in secrets))
+    if checkpoint is not None and store.bookmarks.list(run_id):
+        atomic_write_bytes(run_dir / BOOKMARKS_FILE, dumps_compact(store.bookmarks.to_file_document(run_id)) + b"\n")
     if checkpoint is not None:
         # Last: a folder run without run.json is rebuilt from its ledger, never the reverse.
         atomic_write_bytes(run_dir / CHECKPOINT_FILE, canonical_json(checkpoint.to_dict()) + b"\n")
@@ -77,6 +80,9 @@ def import_run(store: Any, run_id: str, root: str | os.PathLike[str]) -> LedgerH
         head = store.ledger.append_lines(run_id, parsed.records, lines, expect=LedgerHead())
     if checkpoint is not None:
         store.runs.save_checkpoint(checkpoint)
+        bookmarks = read_bookmarks(run_dir / BOOKMARKS_FILE)
+        if bookmarks:
+            store.bookmarks.put(run_id, list(bookmarks.values()))
     return head
 
 
