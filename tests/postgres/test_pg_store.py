@@ -12,7 +12,6 @@ import pytest
 
 from abstractruntime.core.chain import seal_record_line
 from abstractruntime.core.errors import (
-    InvalidInputError,
     LedgerConflictError,
     StorageError,
     UnsupportedFormatError,
@@ -97,8 +96,7 @@ def test_open_store_takes_a_url_or_the_environment(postgres_url: str, monkeypatc
     try:
         assert isinstance(store, PostgresStore)
         assert store.runtime().run_store is store.runs
-        with pytest.raises(InvalidInputError, match="not supported on PostgreSQL yet"):
-            store.artifacts
+        assert store.runtime().artifact_store is store.artifacts
     finally:
         store.close()
 
@@ -126,6 +124,10 @@ def test_passwords_never_reach_messages(postgres_url: str) -> None:
         open_store(missing)
     text = str(info.value) + json.dumps(info.value.to_dict())
     assert "hunter2" not in text and "no_such_database" in text and "***" in text
+    for bad in (with_password + "?no_such_option=1", with_password.replace("@127.0.0.1:", "@127.0.0.1:port")):
+        with pytest.raises(StorageError) as info:
+            open_store(bad)
+        assert "hunter2" not in str(info.value) + json.dumps(info.value.to_dict())
 
 
 # -- the ledger ----------------------------------------------------------------------------
@@ -246,3 +248,43 @@ def test_read_after_refuses_a_tail_that_does_not_continue_the_position(open_pg: 
     assert head.seq == 3 and tail == []
     with pytest.raises(CorruptRecordError):
         ledger.read_after("r1", LedgerHead(1, "f" * 64))
+
+
+# -- connections ---------------------------------------------------------------------------
+
+
+def _backends(admin: Any) -> set[int]:
+    """Backend pids of abstractruntime connections to the test database."""
+    return {r[0] for r in admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                        "AND application_name = 'abstractruntime'").fetchall()}
+
+
+def test_lock_connections_are_pooled_not_leaked(open_pg: Callable[..., Any], admin: Any) -> None:
+    from abstractruntime.storage.postgres.db import LOCK_POOL_SIZE
+
+    store = open_pg()
+    store.runs.save(RunState.new(workflow_id="wf", entry_node="a", run_id="r1"))
+    before = _backends(admin)
+    for _ in range(50):
+        with store.runs.lock("r1"):
+            pass
+    opened = _backends(admin) - before
+    assert 1 <= len(opened) <= LOCK_POOL_SIZE
+    store.close()
+    deadline = time.monotonic() + 60  # backends exit asynchronously after their client leaves
+    while opened & _backends(admin) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not opened & _backends(admin)
+
+
+def test_a_dropped_connection_fails_one_call_then_reconnects(open_pg: Callable[..., Any], admin: Any) -> None:
+    store = open_pg()
+    store.runs.save(RunState.new(workflow_id="wf", entry_node="a", run_id="r1"))
+    with store.db.connection() as conn:
+        pid = conn.info.backend_pid
+    admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    try:
+        store.runs.load("r1")  # may fail (StorageError) or find the connection already gone
+    except StorageError as exc:
+        assert "PostgreSQL" in str(exc)
+    assert store.runs.load("r1").run_id == "r1"

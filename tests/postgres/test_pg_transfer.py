@@ -65,3 +65,28 @@ def test_folder_to_postgres_and_back(open_pg: Callable[..., Any], tmp_path: Path
         back.close()
     with pytest.raises(RunExistsError):
         export_run(pg, run_id, tmp_path / "b")
+
+
+def test_verify_run_checks_a_database_run_with_the_offline_verifier(open_pg: Callable[..., Any], admin: Any,
+                                                                    pg_schema: str) -> None:
+    from abstractruntime.storage.postgres.transfer import verify_run as verify_pg_run
+
+    wf = _workflow()
+    store = open_pg()
+    rt = store.runtime()
+    run_id = rt.start(workflow=wf, vars={"n": 1})
+    rt.resume(workflow=wf, run_id=run_id, wait_key=rt.tick(workflow=wf, run_id=run_id).waiting.wait_key,
+              payload={"answer": "ok"})
+    store.bookmarks.add(run_id, "done")
+    head = store.ledger.head(run_id)
+    report = verify_pg_run(store, run_id, expect_head=head.head_hash)
+    assert report.ok and report.bookmarks_checked == 1 and report.head_hash == head.head_hash, report.to_dict()
+    assert report.path.startswith("postgresql://") and pg_schema in report.path
+
+    # An edit made behind the store's back, in SQL: the chain breaks at that record.
+    admin.execute(f"""UPDATE "{pg_schema}".ledger SET line = convert_to(replace(convert_from(line, 'UTF8'),
+                      '"answer":"ok"', '"answer":"no"'), 'UTF8') WHERE run_id = %s""", [run_id])
+    report = verify_pg_run(store, run_id)
+    assert not report.ok
+    assert "record_hash_mismatch" in {p.type for p in report.problems}
+    assert all("abstractruntime-verify-" not in p.message for p in report.problems)

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import importlib
 import json
+import os
 import threading
 from typing import Any, Iterator, Optional
 
@@ -26,6 +27,7 @@ from .url import redact
 
 # Idle lock connections kept for reuse (more are opened when needed and closed on release).
 LOCK_POOL_SIZE = 4
+APPLICATION_NAME = "abstractruntime"
 _NUL_ESCAPE = b"\\u0000"
 
 
@@ -107,8 +109,14 @@ class PgDatabase:
     def connect(self) -> Any:
         """A new autocommit connection (``StorageError``, redacted, when the server refuses)."""
         psycopg = self.psycopg
+        # fallback_application_name names us in pg_stat_activity unless the URL names itself;
+        # the connect timeout applies unless the URL or PGCONNECT_TIMEOUT sets one.
+        options: dict[str, Any] = {"fallback_application_name": APPLICATION_NAME}
         try:
-            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=self.connect_timeout)
+            if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(self.url) \
+                    and not os.environ.get("PGCONNECT_TIMEOUT"):
+                options["connect_timeout"] = self.connect_timeout
+            conn = psycopg.connect(self.url, autocommit=True, **options)
         except psycopg.Error as exc:
             raise StorageError(f"cannot connect to PostgreSQL at {redact(self.url)}: {redact(str(exc).strip())}",
                                store=redact(self.url)) from None

@@ -73,7 +73,7 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
             anchor bytea NOT NULL,
             PRIMARY KEY (run_id, seq))""",
     )),
-    (2, "snapshots, bookmarks", (
+    (2, "snapshots, bookmarks, artifacts", (
         """CREATE TABLE {s}.snapshots (
             snapshot_id  text PRIMARY KEY,
             run_id       text NOT NULL,
@@ -91,6 +91,18 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
             created_at     text NOT NULL,
             checkpoint_seq bigint,
             PRIMARY KEY (run_id, name))""",
+        """CREATE TABLE {s}.artifacts (
+            artifact_id  text PRIMARY KEY,
+            content      bytea NOT NULL,
+            content_type text NOT NULL,
+            size_bytes   bigint NOT NULL,
+            sha256       text,
+            created_at   text NOT NULL,
+            created_ts   timestamptz NOT NULL,
+            run_id       text,
+            tags         jsonb NOT NULL DEFAULT '{{}}')""",
+        "CREATE INDEX artifacts_run ON {s}.artifacts (run_id, created_ts) WHERE run_id IS NOT NULL",
+        "CREATE INDEX artifacts_created ON {s}.artifacts (created_ts DESC, artifact_id DESC)",
     )),
 ]
 

@@ -2,7 +2,7 @@
 
     store = open_store("postgresql://app@db.internal/runs")   # or PostgresStore(url)
     runtime = store.runtime()
-    store.runs, store.ledger, store.snapshots, store.bookmarks
+    store.runs, store.ledger, store.snapshots, store.bookmarks, store.artifacts
 
 Credentials come only from the URL or libpq's ``PG*`` environment variables; every message
 shows the URL with its password replaced by ``***``.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from ...core.errors import InvalidInputError
+from .artifacts import PostgresArtifactStore
 from .db import PgDatabase
 from .ledger import PostgresLedgerStore
 from .marks import PostgresBookmarkStore, PostgresSnapshotStore
@@ -22,14 +22,8 @@ from .schema import DEFAULT_SCHEMA
 from .url import redact
 
 
-def _not_yet(what: str) -> InvalidInputError:
-    return InvalidInputError(f"{what} are not supported on PostgreSQL yet; use a folder store for them "
-                             "(see docs/postgres.md)", store="postgresql")
-
-
 class PostgresStore:
-    """The stores of one database (``schema`` names the PostgreSQL schema); artifacts are not
-    supported here yet."""
+    """The stores of one database (``schema`` names the PostgreSQL schema)."""
 
     def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, create: bool = True) -> None:
         self.db = PgDatabase(url, schema=schema, create=create)
@@ -55,15 +49,16 @@ class PostgresStore:
         """Bookmarks in the ``bookmarks`` table."""
         return PostgresBookmarkStore(self.db)
 
-    @property
-    def artifacts(self) -> Any:
-        """Not available on PostgreSQL yet (:class:`InvalidInputError`)."""
-        raise _not_yet("artifacts")
+    @cached_property
+    def artifacts(self) -> PostgresArtifactStore:
+        """Artifacts in the ``artifacts`` table."""
+        return PostgresArtifactStore(self.db)
 
     def runtime(self, **kwargs: Any) -> Any:
         """A :class:`~abstractruntime.core.runtime.Runtime` over this store (kwargs pass through)."""
         from ...core.runtime import Runtime
 
+        kwargs.setdefault("artifact_store", self.artifacts)
         return Runtime(run_store=self.runs, ledger_store=self.ledger, **kwargs)
 
     def close(self) -> None:

@@ -10,8 +10,9 @@ sides.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from ...core.canonical import canonical_json
 from ...core.errors import RunExistsError, RunNotFoundError
@@ -23,31 +24,35 @@ from ..json_files import CHECKPOINT_FILE, LEDGER_FILE, RUNS_DIR, SECRETS_FILE, r
 from ..ledger_file import parse_ledger
 
 
-def export_run(store: Any, run_id: str, root: str | os.PathLike[str]) -> Path:
+def export_run(store: Any, run_id: str, root: str | os.PathLike[str], *, durable: bool = True) -> Path:
     """Write run ``run_id`` of PostgreSQL ``store`` into the folder store at ``root``; returns its directory.
 
-    Refuses (:class:`RunExistsError`) when the folder already holds the run.
+    Refuses (:class:`RunExistsError`) when the folder already holds the run. ``durable=False``
+    skips the fsyncs (a throwaway copy).
     """
     validate_id(run_id, "run id")
     lines = store.ledger.lines(run_id)
     checkpoint = store.runs.load_checkpoint(run_id)
     if not lines and checkpoint is None:
         raise RunNotFoundError(run_id)
-    ensure_dir(Path(root), durable=True)
-    ensure_dir(Path(root) / RUNS_DIR, durable=True)
+    ensure_dir(Path(root), durable=durable)
+    ensure_dir(Path(root) / RUNS_DIR, durable=durable)
     run_dir = Path(root) / RUNS_DIR / run_id
     if run_dir.exists():
         raise RunExistsError(f"Run {run_id} already exists in {root}", run_id=run_id)
-    ensure_dir(run_dir, durable=True)
-    atomic_write_bytes(run_dir / LEDGER_FILE, b"".join(line + b"\n" for line in lines))
+    ensure_dir(run_dir, durable=durable)
+    atomic_write_bytes(run_dir / LEDGER_FILE, b"".join(line + b"\n" for line in lines), durable=durable)
     secrets = store.ledger.get_secrets(run_id)
     if secrets:
-        atomic_write_bytes(run_dir / SECRETS_FILE, b"".join(canonical_json(e) + b"\n" for e in secrets))
+        atomic_write_bytes(run_dir / SECRETS_FILE, b"".join(canonical_json(e) + b"\n" for e in secrets),
+                           durable=durable)
     if checkpoint is not None and store.bookmarks.list(run_id):
-        atomic_write_bytes(run_dir / BOOKMARKS_FILE, dumps_compact(store.bookmarks.to_file_document(run_id)) + b"\n")
+        atomic_write_bytes(run_dir / BOOKMARKS_FILE, dumps_compact(store.bookmarks.to_file_document(run_id)) + b"\n",
+                           durable=durable)
     if checkpoint is not None:
         # Last: a folder run without run.json is rebuilt from its ledger, never the reverse.
-        atomic_write_bytes(run_dir / CHECKPOINT_FILE, canonical_json(checkpoint.to_dict()) + b"\n")
+        atomic_write_bytes(run_dir / CHECKPOINT_FILE, canonical_json(checkpoint.to_dict()) + b"\n",
+                           durable=durable)
     return run_dir
 
 
@@ -86,4 +91,23 @@ def import_run(store: Any, run_id: str, root: str | os.PathLike[str]) -> LedgerH
     return head
 
 
-__all__ = ["export_run", "import_run"]
+def verify_run(store: Any, run_id: str, *, expect_head: Optional[str] = None, public_key: Any = None) -> Any:
+    """Verify a run of PostgreSQL ``store`` with the offline verifier of folder stores.
+
+    The run is exported to a temporary folder (its exact lines, checkpoint and bookmarks) and
+    checked there by :func:`abstractruntime.storage.verify.verify_run`, so a run verifies by
+    the same code whichever store holds it. The report names the database, not the folder.
+    """
+    from ..verify import verify_run as verify_folder_run
+
+    with tempfile.TemporaryDirectory(prefix="abstractruntime-verify-") as tmp:
+        run_dir = export_run(store, run_id, tmp, durable=False)
+        report = verify_folder_run(tmp, run_id, expect_head=expect_head, public_key=public_key)
+    label = f"{store.describe()} run {run_id}"
+    report.path = label
+    for finding in [*report.problems, *report.notes]:
+        finding.message = finding.message.replace(str(run_dir), label)
+    return report
+
+
+__all__ = ["export_run", "import_run", "verify_run"]

@@ -1,0 +1,61 @@
+"""Artifacts on PostgreSQL: the artifact store conformance suite (tests/test_artifacts.py),
+unchanged, plus what only a database can get wrong."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import pytest
+from test_artifacts import START, TestArtifactStoreConformance
+
+from abstractruntime.core.clock import FixedClock
+from abstractruntime.core.errors import CorruptRecordError
+from abstractruntime.storage.artifacts import ArtifactStore
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(START)
+
+
+@pytest.fixture
+def store(open_pg: Callable[..., Any], clock: FixedClock) -> Iterator[ArtifactStore]:
+    from abstractruntime.storage.postgres.artifacts import PostgresArtifactStore
+
+    yield PostgresArtifactStore(open_pg().db, clock=clock)
+
+
+class TestPostgresArtifactStore(TestArtifactStoreConformance):
+    """The shared suite over the PostgreSQL artifact store."""
+
+
+def test_altered_content_is_refused(open_pg: Callable[..., Any], admin: Any, pg_schema: str) -> None:
+    artifacts = open_pg().artifacts
+    meta = artifacts.store(b"original bytes", run_id="r1")
+    admin.execute(f'UPDATE "{pg_schema}".artifacts SET content = %s WHERE artifact_id = %s',
+                  [b"altered bytes!", meta.artifact_id])
+    with pytest.raises(CorruptRecordError):
+        artifacts.load(meta.artifact_id)
+
+
+def test_the_runtime_gets_the_database_artifacts(open_pg: Callable[..., Any]) -> None:
+    from abstractruntime.storage.postgres.artifacts import PostgresArtifactStore
+
+    here = open_pg()
+    runtime = here.runtime()
+    assert isinstance(runtime.artifact_store, PostgresArtifactStore)
+    meta = runtime.artifact_store.store_json({"rows": [1, 2, 3]}, run_id="r1")
+    elsewhere = open_pg()  # another process, maybe another machine
+    assert [m.artifact_id for m in elsewhere.artifacts.list_by_run("r1")] == [meta.artifact_id]
+    assert elsewhere.artifacts.load_json(meta.artifact_id) == {"rows": [1, 2, 3]}
+
+
+def test_tags_jsonb_cannot_hold_are_refused_before_writing(open_pg: Callable[..., Any]) -> None:
+    from abstractruntime.core.errors import InvalidInputError
+
+    artifacts = open_pg().artifacts
+    with pytest.raises(InvalidInputError, match="U\\+0000"):
+        artifacts.store(b"x", tags={"note": "a\x00b"}, run_id="r1")
+    assert artifacts.list_by_run("r1") == []
+    meta = artifacts.store(b"x", tags={"note": "naïve ☃", "n": [1, 2.5]}, run_id="r1")
+    assert artifacts.get_metadata(meta.artifact_id).tags == {"note": "naïve ☃", "n": [1, 2.5]}
