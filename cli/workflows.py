@@ -140,6 +140,13 @@ def runtime_for(store: Any, loaded: Optional["LoadedWorkflow"], llm: Optional["L
     """
     handlers = handlers_for(loaded, llm) if loaded else {}
     kwargs: dict[str, Any] = {"effect_handlers": handlers or None, "missing_handler": "wait"}
+    if loaded is not None:
+        # The workflow file may declare redaction rules of its own (redact_keys, redact_patterns).
+        from abstractruntime.core.redaction import Redactor
+
+        redactor = Redactor().for_workflow(loaded.module)
+        if redactor is not None:
+            kwargs["redactor"] = redactor
     if handlers:
         # Imported only here: plain workflows (the common, latency-sensitive case) do not need it.
         from abstractruntime.integrations.abstractcore.factory import default_effect_policy

@@ -159,3 +159,17 @@ def test_two_starts_of_one_run_id_at_once_give_one_run_and_one_clear_error(tmp_p
     assert [code for code, _ in outcomes] == [0, 1], outcomes
     assert "already exists" in outcomes[1][1]
     assert _cli(store, "verify", "same").returncode == 0
+
+
+def test_redaction_rules_a_workflow_file_declares_apply_to_its_runs(tmp_path: Path) -> None:
+    (tmp_path / "hr.py").write_text(textwrap.dedent('''
+        from abstractruntime import StepPlan, WorkflowSpec
+        redact_keys = ["employee_number"]
+        workflow = WorkflowSpec("hr", "n", {"n": lambda run, ctx: StepPlan(
+            "n", complete_output={"employee_number": "E-4711", "name": "Ana"})})
+    '''))
+    store = tmp_path / "store"
+    result = _cli(store, "run", str(tmp_path / "hr.py"), "--run-id", "h1", "--json")
+    assert result.returncode == 0, result.stderr
+    ledger = (store / "runs" / "h1" / "ledger.jsonl").read_text()
+    assert "E-4711" not in ledger and '"employee_number":"[REDACTED]"' in ledger and "Ana" in ledger

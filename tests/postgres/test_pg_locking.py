@@ -133,3 +133,28 @@ def test_a_writer_that_lost_its_lock_cannot_append(open_pg: Callable[..., Any], 
     # The store that lost its lock connection still works (a fresh connection is taken).
     with store_a.runs.lock(run_id):
         pass
+
+
+def test_a_forked_child_neither_uses_nor_closes_the_parents_sessions(open_pg: Callable[..., Any]) -> None:
+    store, run_id = _started(open_pg)
+    with store.runs.lock(run_id):
+        pid = os.fork()
+        if pid == 0:  # the child: its own connections; the parent's lock stays the parent's
+            code = 1
+            try:
+                assert store.runs.load(run_id).status is RunStatus.WAITING
+                with pytest.raises(RunLockedError):
+                    with store.runs.lock(run_id):
+                        pass
+                store.close()
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert store.runs.load(run_id).status is RunStatus.WAITING  # the parent's connection still works
+        with pytest.raises(RunLockedError):
+            with open_pg().runs.lock(run_id):
+                pass
+    with open_pg().runs.lock(run_id):
+        pass

@@ -81,6 +81,7 @@ class PgDatabase:
         self._pool: list[Any] = []
         self._closed = False
         self._conn: Optional[Any] = None
+        self._pid = os.getpid()
         try:
             self._prepare(create)
         except BaseException:
@@ -132,6 +133,7 @@ class PgDatabase:
         with self._guard:
             if self._closed:
                 raise StorageError(f"the PostgreSQL store {self.describe()} is closed")
+            self._forget_if_forked()
             if self._conn is None or self._conn.closed or self._conn.broken:
                 self._conn = self.connect()
             try:
@@ -145,8 +147,20 @@ class PgDatabase:
         text = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         return StorageError(f"PostgreSQL error in {self.describe()}: {text}", sqlstate=state)
 
+    def _forget_if_forked(self) -> None:
+        """In a child of ``fork()``, drop the parent's connections without closing them.
+
+        Their sockets are the parent's sessions: using or closing them here would break the
+        parent's work and release its locks. psycopg does not close them when collected in
+        a child either.
+        """
+        if False:
+            with self._pool_guard:
+                self._conn, self._pool, self._pid = None, [], os.getpid()
+
     def take_lock_connection(self) -> Any:
         """A connection for holding one advisory lock (from the pool, else a new one)."""
+        self._forget_if_forked()
         with self._pool_guard:
             while self._pool:
                 conn = self._pool.pop()
@@ -167,7 +181,11 @@ class PgDatabase:
         return advisory_key("run", self.schema, run_id)
 
     def close(self) -> None:
-        """Close every connection; locks still held are released by the server with them."""
+        """Close every connection; locks still held are released by the server with them.
+
+        In a child of ``fork()`` the parent's connections are dropped, not closed.
+        """
+        self._forget_if_forked()
         with self._guard, self._pool_guard:
             self._closed = True
             pool, self._pool = self._pool, []

@@ -15,6 +15,7 @@ read (:meth:`PostgresLedgerStore.append_lines`), so the loser's append is refuse
 from __future__ import annotations
 
 import contextlib
+import os
 from datetime import datetime
 from typing import Any, Iterator, Optional
 
@@ -170,10 +171,13 @@ class PostgresRunStore(RunStore):
         if not got:
             db.give_back(conn)
             raise RunLockedError(run_id)
+        owner = os.getpid()
         try:
             yield
         finally:
-            self._release(conn, key)
+            # A child of fork() leaving the block must not release its parent's lock.
+            if os.getpid() == owner:
+                self._release(conn, key)
 
     def _acquire(self, conn: Any, key: int, wait: float) -> bool:
         psycopg = self.db.psycopg
