@@ -154,7 +154,7 @@ class PgDatabase:
         parent's work and release its locks. psycopg does not close them when collected in
         a child either.
         """
-        if False:
+        if self._pid != os.getpid():
             with self._pool_guard:
                 self._conn, self._pool, self._pid = None, [], os.getpid()
 
