@@ -135,7 +135,7 @@ def _as_spec(value: Any) -> Optional[WorkflowSpec]:
     if isinstance(value, WorkflowSpec):
         return value
     fields = ("workflow_id", "entry_node", "nodes")
-    if all(hasattr(value, f) for f in fields) and isinstance(getattr(value, "nodes"), dict):
+    if all(hasattr(value, f) for f in fields) and isinstance(value.nodes, dict):
         return WorkflowSpec(str(value.workflow_id), str(value.entry_node), dict(value.nodes))
     return None
 

@@ -159,7 +159,7 @@ def flat_cost(sizes: Sizes, work: str) -> dict[str, Any]:
             runs.append((length, store, rt, wf, run_id, stamps))
         gaps: dict[int, list[float]] = {length: [] for length in sizes.flat_lengths}
         for _ in range(rounds):
-            for length, store, rt, wf, run_id, stamps in runs:
+            for length, _kept_open, rt, wf, run_id, stamps in runs:
                 stamps.clear()
                 rt.tick(workflow=wf, run_id=run_id, max_steps=per_tick)
                 gaps[length] += [b - a for a, b in zip(stamps, stamps[1:])]

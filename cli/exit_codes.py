@@ -52,6 +52,7 @@ ERROR_EXIT_CODES: dict[str, int] = {
     "verification_failed": VERIFY_FAILED,
     "run_locked": ERROR,
     "ledger_conflict": ERROR,
+    "async_required": ERROR,
     "workflow_drift": ERROR,
     "workflow_load": ERROR,
     "effect_failed": ERROR,

@@ -70,7 +70,8 @@ def local_executor(loaded: "LoadedWorkflow") -> Any:
         return None
     from abstractruntime.integrations.abstractcore import make_tool_executor
 
-    return make_tool_executor(loaded.tools)
+    # `tool_threads = N` in the workflow file runs its plain tools in a pool of N threads.
+    return make_tool_executor(loaded.tools, max_threads=int(getattr(loaded.module, "tool_threads", 0) or 0))
 
 
 def _gated(loaded: "LoadedWorkflow", executor: Any) -> Any:

@@ -88,7 +88,7 @@ def _race(tmp_path: Path, root: Path, mode: str, arg: str, names: list[str]) -> 
         time.sleep(0.01)
     (work / "go").touch()
     results = []
-    for name, proc in procs.items():
+    for _name, proc in procs.items():
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         results.append(json.loads(out.strip().splitlines()[-1]))

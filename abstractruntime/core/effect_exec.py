@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from .canonical import canonical_json, check_size
 from .effects import EffectOutcome
 from .errors import InvalidInputError, PayloadTooLargeError
 from .models import Effect, EffectType, RecordKind, RunState, RunStatus, StepPlan, StepRecord, WaitReason, WaitState
 from .policy import DefaultEffectPolicy, compute_idempotency_key
+from .drive import EffectCall, Io, Sleep, Step, drive_sync
 from .session import RunSession, fail_run, new_record, set_nested
 from .wal import restore_secrets
 
@@ -40,12 +41,24 @@ class EffectIdentity:
     different for every other effect of the run: pass it as the idempotency key of the
     external API the handler calls, so the documented at-least-once window becomes
     exactly-once on that side.
+
+    ``parts`` holds the partial results this effect recorded before (e.g. the tool calls of a
+    ``tool_calls`` effect that finished before a crash); :meth:`record_part` makes one durable
+    at once, each in its own ledger record, so a re-run performs only what has no result.
     """
 
     run_id: str
     effect_id: int
     key: str
     attempt: int
+    parts: Mapping[str, Any] = field(default_factory=dict)
+    recorder: Optional[Callable[[str, Any], None]] = field(default=None, repr=False, compare=False)
+
+    def record_part(self, name: str, value: Any) -> None:
+        """Record ``value`` as this effect's part ``name`` (durable when this returns)."""
+        if self.recorder is None:
+            raise InvalidInputError("this effect cannot record partial results")
+        self.recorder(name, value)
 
 
 _CURRENT: contextvars.ContextVar[Optional[EffectIdentity]] = contextvars.ContextVar(
@@ -98,7 +111,17 @@ def _key_for(rt: "Runtime", run: RunState, node_id: str, effect: Effect, effect_
 
 def run_effect(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending: Optional[dict[str, Any]] = None,
                extra_attempts: Optional[int] = None) -> None:
-    """Perform ``plan.effect`` (or resume the ``pending`` one after a crash or a retry)."""
+    """Perform ``plan.effect`` in this thread (see :func:`effect_steps`)."""
+    drive_sync(effect_steps(rt, session, plan, pending=pending, extra_attempts=extra_attempts))
+
+
+def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending: Optional[dict[str, Any]] = None,
+                 extra_attempts: Optional[int] = None) -> Step:
+    """Perform ``plan.effect`` (or resume the ``pending`` one after a crash or a retry).
+
+    Stepping code (:mod:`abstractruntime.core.drive`): it yields the handler call, the flush
+    that makes the intent durable first, and the backoff sleeps.
+    """
     run, ckpt = session.run, session.checkpoint
     effect = plan.effect
     assert effect is not None
@@ -106,9 +129,10 @@ def run_effect(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending: O
         effect_id, key = int(pending["effect_id"]), str(pending["idempotency_key"])
         first_attempt = int(pending.get("attempt") or 0) + 1
         explicit = bool(pending.get("explicit"))
+        parts: dict[str, Any] = dict(pending.get("parts") or {})
     else:
         ckpt.effects += 1
-        effect_id, first_attempt = ckpt.effects, 1
+        effect_id, first_attempt, parts = ckpt.effects, 1, {}
         key, explicit = _key_for(rt, run, plan.node_id, effect, effect_id)
     prior = _prior_result(rt, session, plan, key, explicit)
     if prior is not None:
@@ -117,6 +141,7 @@ def run_effect(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending: O
     budget = extra_attempts if extra_attempts is not None else rt.effect_policy.max_attempts(effect)
     last_attempt = first_attempt + budget - 1 if extra_attempts is not None else max(budget, first_attempt)
     last_error, retryable, attempt = "unknown error", True, first_attempt - 1
+    timeout = _timeout_of(effect)
     while attempt < last_attempt:
         attempt += 1
         rec = StepRecord.start(run=run, node_id=plan.node_id, effect=effect, attempt=attempt, idempotency_key=key)
@@ -125,6 +150,8 @@ def run_effect(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending: O
                         "next_node": plan.next_node, "idempotency_key": key, "attempt": attempt}
         if explicit:
             ckpt.pending["explicit"] = True
+        if parts:
+            ckpt.pending["parts"] = dict(parts)
         handler = rt.handler_for(effect.type)
         session.record(rec)
         if handler is None:
@@ -132,12 +159,17 @@ def run_effect(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending: O
                 _wait_for_handler(session, plan, effect, effect_id, rec)
                 return
             last_error, retryable = f"No effect handler registered for {EffectType(effect.type).value}", False
-            rec.finish_failure(last_error)
-            rec.kind = RecordKind.EFFECT.value
             break
         if not handler.pure:
-            session.flush()  # the intent (and every step before it) is durable before the handler runs
-        outcome = _call(rt, handler, effect, run, plan.next_node, effect_id, key, attempt)
+            yield Io(session.flush)  # the intent (and every step before it) is durable before the handler runs
+        recorder = _part_recorder(session, plan, effect_id, key, attempt, parts)
+        identity = EffectIdentity(run.run_id, effect_id, key, attempt, dict(parts), recorder)
+        rt.current_effect = (run.run_id, effect_id, key)
+        try:
+            outcome = yield EffectCall(handler, run, effect, plan.next_node, identity, _CURRENT, timeout,
+                                       _cancel_recorder(session, plan, effect_id, key, attempt))
+        finally:
+            rt.current_effect = None
         if outcome.status == "completed":
             try:
                 check_size(canonical_json(outcome.result), what=f"Result of {effect.type.value} effect")
@@ -156,20 +188,62 @@ def run_effect(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending: O
             session.record(done.finish_waiting(wait))
             return
         last_error, retryable = outcome.error or "unknown error", outcome.retryable
-        failed = StepRecord.start(run=run, node_id=plan.node_id, effect=effect, attempt=attempt, idempotency_key=key)
-        failed.effect_id = effect_id
-        session.record(failed.finish_failure(last_error))
+        _record_failure(session, plan, effect_id, key, attempt, last_error)
         if not retryable:
             break
         if attempt < last_attempt:
             backoff = rt.effect_policy.backoff_seconds(effect=effect, attempt=attempt)
             if backoff > 0:
-                time.sleep(backoff)  # looked up at call time, so tests can patch time.sleep
+                yield Sleep(backoff)
     count = attempt - first_attempt + 1
     plural = "attempt" if count == 1 else "attempts"
     # The pending effect stays in the state, so `retry` can attempt it again.
     fail_run(session, plan.node_id, f"Effect {effect.type.value} failed after {count} {plural}: {last_error}",
              details={"effect_id": effect_id, "retryable": retryable, "attempts": attempt})
+
+
+def _timeout_of(effect: Effect) -> Optional[float]:
+    """The effect's ``timeout_s`` (seconds an awaitable handler may take), if it names one."""
+    value = effect.payload.get("timeout_s") if isinstance(effect.payload, dict) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
+
+
+def _record_failure(session: RunSession, plan: StepPlan, effect_id: int, key: str, attempt: int, error: str) -> None:
+    failed = StepRecord.start(run=session.run, node_id=plan.node_id, effect=plan.effect, attempt=attempt,
+                              idempotency_key=key)
+    failed.effect_id = effect_id
+    session.record(failed.finish_failure(error))
+
+
+def _cancel_recorder(session: RunSession, plan: StepPlan, effect_id: int, key: str,
+                     attempt: int) -> Callable[[str], None]:
+    """Record a cancelled attempt and make it durable (the intent stays pending: the next tick retries)."""
+
+    def record(message: str) -> None:
+        _record_failure(session, plan, effect_id, key, attempt, message)
+        session.flush()
+
+    return record
+
+
+def _part_recorder(session: RunSession, plan: StepPlan, effect_id: int, key: str, attempt: int,
+                   parts: dict[str, Any]) -> Callable[[str, Any], None]:
+    """``record_part`` for one attempt: each part is its own record, durable before it returns."""
+    guard = threading.Lock()  # tools of one effect may finish on several threads at once
+
+    def record(name: str, value: Any) -> None:
+        with guard:
+            parts[str(name)] = value
+            ckpt = session.checkpoint
+            ckpt.pending = {**(ckpt.pending or {}), "parts": dict(parts)}
+            rec = new_record(session.run, RecordKind.PART, plan.node_id)
+            rec.effect_id, rec.attempt, rec.idempotency_key = effect_id, attempt, key
+            session.record(rec.finish_success({"part": str(name)}))
+            session.flush()
+
+    return record
 
 
 def _complete(session: RunSession, plan: StepPlan, effect_id: int, key: str, result: Any, *, attempt: int,
@@ -226,21 +300,3 @@ def _wait_for_handler(session: RunSession, plan: StepPlan, effect: Effect, effec
     note.effect_id, note.attempt, note.idempotency_key = effect_id, rec.attempt, rec.idempotency_key
     note.finish_waiting(wait)
     session.record(note)
-
-
-def _call(rt: "Runtime", handler: "RegisteredHandler", effect: Effect, run: RunState, next_node: Optional[str],
-          effect_id: int, key: str, attempt: int) -> EffectOutcome:
-    rt.current_effect = (run.run_id, effect_id, key)
-    token = _CURRENT.set(EffectIdentity(run.run_id, effect_id, key, attempt))
-    try:
-        outcome = handler(run, effect, next_node)
-    except (Exception, SystemExit) as exc:  # a handler's exception (or sys.exit) is a failed attempt
-        return EffectOutcome.failed(f"Effect handler raised {type(exc).__name__}: {exc}")
-    finally:
-        _CURRENT.reset(token)
-        rt.current_effect = None
-    if not isinstance(outcome, EffectOutcome):
-        return EffectOutcome.failed(
-            f"Effect handler for {effect.type.value} returned {type(outcome).__name__}, not an EffectOutcome",
-            retryable=False)
-    return outcome

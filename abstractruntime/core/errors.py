@@ -32,6 +32,7 @@ Hierarchy::
     ├── VerificationFailedError               verification_failed
     ├── RunLockedError                        run_locked
     ├── LedgerConflictError                   ledger_conflict
+    ├── AsyncRequiredError                    async_required
     ├── WorkflowDriftError                    workflow_drift
     ├── WorkflowLoadError                     workflow_load
     ├── EffectFailedError                     effect_failed
@@ -242,6 +243,13 @@ class LedgerConflictError(AbstractRuntimeError):
     moved it (a lost lock or lease). Nothing was written."""
 
     code = "ledger_conflict"
+
+
+class AsyncRequiredError(AbstractRuntimeError):
+    """An ``async def`` node or handler met the sync API inside a running event loop: use the
+    ``a*`` methods (``await runtime.atick(...)``). Nothing was written."""
+
+    code = "async_required"
 
 
 class WorkflowDriftError(AbstractRuntimeError):

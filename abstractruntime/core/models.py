@@ -79,6 +79,7 @@ class RecordKind(str, Enum):
     EDIT = "edit"
     RETRY = "retry"
     METADATA = "metadata"
+    PART = "part"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ change it made, and a :class:`Checkpoint` is a cache of the state at one ledger 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -207,7 +208,7 @@ class LedgerStore(ABC):
         return LedgerHead(seq=int(last.get("seq") or len(records)), head_hash=last.get("record_hash"))
 
     def read_after(self, run_id: str, position: LedgerHead, *,
-                   until_seq: Optional[int] = None) -> tuple[LedgerHead, list[dict[str, Any]]]:
+                   until_seq: Optional[int] = None) -> tuple[LedgerHead, builtins.list[dict[str, Any]]]:
         """The records after ``position`` (up to ``until_seq``) and the ledger's head (default: a full read).
 
         File stores seek to ``position.offset``; the first record read must continue the
@@ -219,10 +220,10 @@ class LedgerStore(ABC):
         if not records:
             return LedgerHead(), []
         last = records[-1]
-        seq = last.get("seq") if isinstance(last.get("seq"), int) else len(records)
+        seq: Any = last.get("seq") if isinstance(last.get("seq"), int) else len(records)
         return LedgerHead(seq=seq, head_hash=last.get("record_hash")), tail
 
-    def put_anchor(self, run_id: str, anchor: dict[str, Any]) -> None:
+    def put_anchor(self, run_id: str, anchor: dict[str, Any]) -> None:  # noqa: B027 - optional; keeping none is valid
         """Keep a redacted state at a ledger position, so past states rebuild from near them.
 
         ``anchor`` is ``{"seq", "head_hash", "offset", "checkpoint"}``. A cache: losing one
@@ -251,7 +252,7 @@ class LedgerStore(ABC):
         kept: dict[str, list[dict[str, Any]]] = self.__dict__.setdefault("_secrets_in_memory", {})
         kept.setdefault(run_id, []).extend(dict(e) for e in entries)
 
-    def get_secrets(self, run_id: str) -> list[dict[str, Any]]:
+    def get_secrets(self, run_id: str) -> builtins.list[dict[str, Any]]:
         """The entries :meth:`put_secrets` kept for the run (oldest first)."""
         kept: dict[str, list[dict[str, Any]]] = self.__dict__.get("_secrets_in_memory", {})
         return list(kept.get(run_id, []))

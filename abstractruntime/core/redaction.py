@@ -125,6 +125,9 @@ def _compile(pattern: PatternLike) -> Pattern[str]:
         raise InvalidInputError(f"Invalid redaction pattern {pattern!r}: {exc}") from None
 
 
+_DEFAULT_PATTERNS: tuple[str, ...] = tuple(p for _, p, _ in DEFAULT_VALUE_PATTERNS)
+
+
 class Redactor:
     """Replaces secrets in a JSON-like value, recursively, returning a new structure.
 
@@ -142,10 +145,10 @@ class Redactor:
         extra_suffixes: Iterable[str] = (),
         words: Iterable[str] = DEFAULT_SECRET_WORDS,
         safe_keys: Iterable[str] = DEFAULT_SAFE_KEYS,
-        patterns: Iterable[PatternLike] = tuple(p for _, p, _ in DEFAULT_VALUE_PATTERNS),
+        patterns: Iterable[PatternLike] = _DEFAULT_PATTERNS,
         extra_patterns: Iterable[PatternLike] = (),
     ) -> None:
-        self._args = dict(keys=tuple(keys), suffixes=tuple(suffixes), extra_keys=tuple(extra_keys),
+        self._args: dict[str, tuple[Any, ...]] = dict(keys=tuple(keys), suffixes=tuple(suffixes), extra_keys=tuple(extra_keys),
                           extra_suffixes=tuple(extra_suffixes), words=tuple(words), safe_keys=tuple(safe_keys),
                           patterns=tuple(patterns), extra_patterns=tuple(extra_patterns))
         a = self._args
@@ -281,7 +284,7 @@ class Redactor:
         if not isinstance(value, (list, tuple)):
             return value
         pairs = _is_pair_list(value)
-        out = []
+        out: list[Any] = []
         for i, item in enumerate(value):
             if item.__class__ in _PLAIN and (item.__class__ is not str or len(item) < 8):
                 out.append(item)  # the common case, without a call
@@ -295,12 +298,12 @@ class Redactor:
                 out.append(self._walk(item, sub, found))
         return out
 
-    def _walk_dict(self, value: dict, path: Optional[RedactionPath],
-                   found: Optional[list[tuple[RedactionPath, Any]]]) -> dict:
+    def _walk_dict(self, value: dict[str, Any], path: Optional[RedactionPath],
+                   found: Optional[list[tuple[RedactionPath, Any]]]) -> dict[str, Any]:
         named = _pair_object_name(value) if "value" in value or "Value" in value else None
         named_secret = named is not None and self.is_secret_key(named)
         is_secret = self.is_secret_key
-        out = {}
+        out: dict[str, Any] = {}
         for k, v in value.items():
             if (is_secret(k) or (named_secret and k in ("value", "Value"))) and _redactable(v):
                 if found is not None:
@@ -363,7 +366,7 @@ def _is_pair_list(value: Any) -> bool:
     return bool(value)
 
 
-def _pair_object_name(value: dict) -> Optional[str]:
+def _pair_object_name(value: dict[str, Any]) -> Optional[str]:
     """The name in a ``{"name": ..., "value": ...}`` header object (HAR, Postman, AWS tags), if it is one."""
     if ("value" not in value and "Value" not in value) or len(value) > 4:
         return None

@@ -19,6 +19,7 @@ from .models import RecordKind, RunState
 from .ports import Checkpoint, LedgerHead
 from .runtime import Runtime
 from .session import new_record
+from .snapshot import Snapshot
 from .spec import WorkflowSpec
 from .wal import full_delta
 
@@ -31,11 +32,9 @@ def take_snapshot(
     description: Optional[str] = None,
     tags: Optional[list[str]] = None,
     at: Optional[int] = None,
-) -> Any:
-    """A :class:`~abstractruntime.storage.snapshots.Snapshot` of the run now, or as it was right
+) -> Snapshot:
+    """A :class:`~abstractruntime.core.snapshot.Snapshot` of the run now, or as it was right
     after ledger record ``at`` (rebuilt from the ledger), so any past step can be restored or forked."""
-    from ..storage.snapshots import Snapshot
-
     checkpoint = runtime.get_checkpoint(run_id) if at is None else runtime.state_at(run_id, at)
     return Snapshot.from_run(
         run=checkpoint.run, name=name, description=description, tags=tags,

@@ -10,16 +10,18 @@ side effects runs. See docs/concepts.md and docs/durability.md.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import sys
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator, Optional
+from typing import Any, AsyncIterator, Iterator, Optional
 
 from .canonical import canonical_json, check_size
 from .clock import Clock, parse_iso, utc_now
-from .effect_exec import EffectHandler, RegisteredHandler, run_effect
+from .drive import Step, drive_async, drive_sync
+from .effect_exec import EffectHandler, RegisteredHandler
 from .effects import (
     EffectOutcome,
     handle_ask_user,
@@ -49,6 +51,7 @@ from .recovery import OpenedRun, check_signed_head, open_run, state_at
 from .redaction import Redactor
 from .session import RunSession, StorePorts, fail_run, new_record, set_nested
 from .spec import WorkflowSpec
+from .stepping import advance_steps, retry_steps
 from .wal import full_delta
 
 __all__ = ["Runtime", "EffectOutcome", "EffectHandler", "DefaultRunContext"]
@@ -294,7 +297,31 @@ class Runtime:
         """
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._open(run_id, workflow, allow_drift)
-            return self._advance_or_fail(session, workflow, max_steps)
+            return self._finish(session, advance_steps(self, session, workflow, max_steps))
+
+    async def atick(self, *, workflow: WorkflowSpec, run_id: str, max_steps: int = 100, allow_drift: bool = False,
+                    lock_wait: float = 0.0) -> RunState:
+        """:meth:`tick` for an event loop: ``async def`` nodes and handlers are awaited, blocking
+        handlers and file I/O run in worker threads, so many runs advance at once."""
+        async with self._alock(run_id, lock_wait):
+            session = self._open(run_id, workflow, allow_drift)
+            return await self._afinish(session, advance_steps(self, session, workflow, max_steps))
+
+    @contextlib.asynccontextmanager
+    async def _alock(self, run_id: str, lock_wait: float, *, create: bool = False) -> AsyncIterator[None]:
+        lock = self._run_store.lock(run_id, wait=lock_wait, create=create) if create else \
+            self._run_store.lock(run_id, wait=lock_wait)
+        if lock_wait > 0:
+            await asyncio.to_thread(lock.__enter__)  # waiting for a lock must not block the loop
+        else:
+            lock.__enter__()
+        try:
+            yield
+        except BaseException:
+            if not lock.__exit__(*sys.exc_info()):
+                raise
+        else:
+            lock.__exit__(None, None, None)
 
     def tick_if_due(self, *, workflow: WorkflowSpec, run_id: str, max_steps: int = 100, allow_drift: bool = False,
                     lock_wait: float = 0.0) -> Optional[RunState]:
@@ -313,8 +340,8 @@ class Runtime:
                 if self.now() < parse_iso(wait.until):
                     return None
             except ValueError:
-                pass  # _advance records the bad timestamp as a failure
-            return self._advance_or_fail(session, workflow, max_steps)
+                pass  # stepping records the bad timestamp as a failure
+            return self._finish(session, advance_steps(self, session, workflow, max_steps))
 
     def resume(self, *, workflow: WorkflowSpec, run_id: str, wait_key: Optional[str] = None, payload: Any = None,
                allow_drift: bool = False, lock_wait: float = 0.0, max_steps: int = 100,
@@ -331,29 +358,44 @@ class Runtime:
         encoded = canonical_json(payload)
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._open(run_id, workflow, allow_drift)
-            run = session.run
-            wait = run.waiting
-            if wait_id is not None:
-                self._check_wait_id(session, wait_id)
-            if run.status is not RunStatus.WAITING or wait is None:
-                raise RunNotWaitingError(f"Run {run_id} is not waiting (status: {run.status.value})",
-                                         run_id=run_id, status=run.status.value)
-            if wait_key is not None and wait.wait_key is not None and wait_key != wait.wait_key:
-                raise WaitKeyMismatchError(
-                    f"wait_key mismatch: run {run_id} waits on '{wait.wait_key}', got '{wait_key}'",
-                    run_id=run_id, expected=wait.wait_key, got=wait_key)
-            _check_answer(wait.choices, wait.allow_free_text, payload)
-            check_size(encoded, what="Resume payload")
-            if wait.result_key:
-                set_nested(run.vars, wait.result_key, payload)
-            run.status, run.waiting = RunStatus.RUNNING, None
-            if wait.resume_to_node:
-                run.current_node = wait.resume_to_node
-            rec = new_record(run, RecordKind.RESUME)
-            rec.finish_success({"reason": WaitReason(wait.reason).value, "wait_key": wait.wait_key,
-                                "wait_id": wait.wait_id, "payload": payload})
-            session.record(rec, result=payload, result_path=["payload"])
-            return self._advance_or_fail(session, workflow, max_steps)
+            self._answer(session, wait_id=wait_id, wait_key=wait_key, payload=payload, encoded=encoded)
+            return self._finish(session, advance_steps(self, session, workflow, max_steps))
+
+    async def aresume(self, *, workflow: WorkflowSpec, run_id: str, wait_key: Optional[str] = None,
+                      payload: Any = None, allow_drift: bool = False, lock_wait: float = 0.0, max_steps: int = 100,
+                      wait_id: Optional[str] = None) -> RunState:
+        """:meth:`resume` for an event loop (see :meth:`atick`)."""
+        encoded = canonical_json(payload)
+        async with self._alock(run_id, lock_wait):
+            session = self._open(run_id, workflow, allow_drift)
+            self._answer(session, wait_id=wait_id, wait_key=wait_key, payload=payload, encoded=encoded)
+            return await self._afinish(session, advance_steps(self, session, workflow, max_steps))
+
+    def _answer(self, session: RunSession, *, wait_id: Optional[str], wait_key: Optional[str], payload: Any,
+                encoded: bytes) -> None:
+        """Check the answer against the wait it names, then record it (nothing written on refusal)."""
+        run, run_id = session.run, session.run_id
+        wait = run.waiting
+        if wait_id is not None:
+            self._check_wait_id(session, wait_id)
+        if run.status is not RunStatus.WAITING or wait is None:
+            raise RunNotWaitingError(f"Run {run_id} is not waiting (status: {run.status.value})",
+                                     run_id=run_id, status=run.status.value)
+        if wait_key is not None and wait.wait_key is not None and wait_key != wait.wait_key:
+            raise WaitKeyMismatchError(
+                f"wait_key mismatch: run {run_id} waits on '{wait.wait_key}', got '{wait_key}'",
+                run_id=run_id, expected=wait.wait_key, got=wait_key)
+        _check_answer(wait.choices, wait.allow_free_text, payload)
+        check_size(encoded, what="Resume payload")
+        if wait.result_key:
+            set_nested(run.vars, wait.result_key, payload)
+        run.status, run.waiting = RunStatus.RUNNING, None
+        if wait.resume_to_node:
+            run.current_node = wait.resume_to_node
+        rec = new_record(run, RecordKind.RESUME)
+        rec.finish_success({"reason": WaitReason(wait.reason).value, "wait_key": wait.wait_key,
+                            "wait_id": wait.wait_id, "payload": payload})
+        session.record(rec, result=payload, result_path=["payload"])
 
     def _check_wait_id(self, session: RunSession, wait_id: str) -> None:
         run = session.run
@@ -383,25 +425,32 @@ class Runtime:
         """
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._open(run_id, workflow, allow_drift)
-            run, pending = session.run, session.checkpoint.pending
-            last = self._last_failure(run_id)
-            if run.status is not RunStatus.FAILED or pending is None or not last.get("retryable"):
-                why = "it did not fail" if run.status is not RunStatus.FAILED else \
-                    "its failure is not a retryable effect error"
-                raise RunNotRetryableError(f"Run {run_id} cannot be retried: {why}", run_id=run_id)
-            previous = run.error
-            run.status, run.error, run.current_node = RunStatus.RUNNING, None, pending["node_id"]
-            rec = new_record(run, RecordKind.RETRY)
-            rec.finish_success({"effect_id": pending.get("effect_id"), "previous_error": previous})
-            session.record(rec)
-            plan = StepPlan(node_id=pending["node_id"], effect=Effect.from_dict(pending["effect"]),
-                            next_node=pending.get("next_node"))
-            try:
-                run_effect(self, session, plan, pending=pending,
-                           extra_attempts=self._effect_policy.max_attempts(plan.effect))  # type: ignore[arg-type]
-            except InvalidInputError as exc:
-                return self._fail_unstorable(session, exc)
-            return self._advance_or_fail(session, workflow, max_steps)
+            plan, pending = self._prepare_retry(session)
+            return self._finish(session, retry_steps(self, session, workflow, plan, pending, max_steps))
+
+    async def aretry(self, *, workflow: WorkflowSpec, run_id: str, max_steps: int = 100, allow_drift: bool = False,
+                     lock_wait: float = 0.0) -> RunState:
+        """:meth:`retry` for an event loop (see :meth:`atick`)."""
+        async with self._alock(run_id, lock_wait):
+            session = self._open(run_id, workflow, allow_drift)
+            plan, pending = self._prepare_retry(session)
+            return await self._afinish(session, retry_steps(self, session, workflow, plan, pending, max_steps))
+
+    def _prepare_retry(self, session: RunSession) -> tuple[StepPlan, dict[str, Any]]:
+        run, pending, run_id = session.run, session.checkpoint.pending, session.run_id
+        last = self._last_failure(run_id)
+        if run.status is not RunStatus.FAILED or pending is None or not last.get("retryable"):
+            why = "it did not fail" if run.status is not RunStatus.FAILED else \
+                "its failure is not a retryable effect error"
+            raise RunNotRetryableError(f"Run {run_id} cannot be retried: {why}", run_id=run_id)
+        previous = run.error
+        run.status, run.error, run.current_node = RunStatus.RUNNING, None, pending["node_id"]
+        rec = new_record(run, RecordKind.RETRY)
+        rec.finish_success({"effect_id": pending.get("effect_id"), "previous_error": previous})
+        session.record(rec)
+        plan = StepPlan(node_id=pending["node_id"], effect=Effect.from_dict(pending["effect"]),
+                        next_node=pending.get("next_node"))
+        return plan, pending
 
     def _last_failure(self, run_id: str) -> dict[str, Any]:
         head, records = self._ledger_store.read_after(run_id, LedgerHead())
@@ -458,7 +507,12 @@ class Runtime:
             return None
         return ledger_token(run_id), run_token(run_id)
 
-    def _remember(self, session: RunSession) -> None:
+    @property
+    def context(self) -> Any:
+        """The ``ctx`` node handlers receive."""
+        return self._ctx
+
+    def remember(self, session: RunSession) -> None:
         """Keep the run's state for this runtime's next tick, valid while its files are unchanged."""
         tokens = self._tokens(session.run_id)
         if tokens is None or session.queued:
@@ -505,12 +559,21 @@ class Runtime:
                 session.record(rec)
         return session
 
-    def _advance_or_fail(self, session: RunSession, workflow: WorkflowSpec, max_steps: int) -> RunState:
-        """:meth:`_advance`, failing the run on the record if its state cannot be stored."""
+    def _finish(self, session: RunSession, steps: Step) -> RunState:
+        """Drive ``steps`` in this thread, failing the run on the record if its state cannot be stored."""
         try:
-            return self._advance(session, workflow, max_steps)
+            state: RunState = drive_sync(steps)
+            return state
         except InvalidInputError as exc:  # includes PayloadTooLargeError
             return self._fail_unstorable(session, exc)
+
+    async def _afinish(self, session: RunSession, steps: Step) -> RunState:
+        """:meth:`_finish` under the async driver."""
+        try:
+            state: RunState = await drive_async(steps)
+            return state
+        except InvalidInputError as exc:
+            return await asyncio.to_thread(self._fail_unstorable, session, exc)
 
     def _fail_unstorable(self, session: RunSession, exc: InvalidInputError) -> RunState:
         """What was recorded stays; the run fails from the last recorded state."""
@@ -523,101 +586,6 @@ class Runtime:
                  exception_type=type(exc).__name__)
         fresh.save_checkpoint()
         return fresh.run
-
-    def _advance(self, session: RunSession, workflow: WorkflowSpec, max_steps: int) -> RunState:
-        run = session.run
-        if run.status is RunStatus.WAITING:
-            self._resume_due_timer(session)
-            self._resume_for_handler(session)
-        steps = 0
-        while run.status is RunStatus.RUNNING and steps < max_steps:
-            steps += 1
-            self._step(session, workflow)
-            if session.tail_is_long():
-                session.save_checkpoint()  # every CHECKPOINT_EVERY records, also inside a long tick
-        session.finish()
-        self._remember(session)
-        return run
-
-    def _resume_due_timer(self, session: RunSession) -> None:
-        run, wait = session.run, session.run.waiting
-        if wait is None or WaitReason(wait.reason) is not WaitReason.UNTIL or not wait.until:
-            return
-        try:
-            due = self.now() >= parse_iso(wait.until)
-        except ValueError:
-            fail_run(session, run.current_node, f"wait_until: {wait.until!r} is not an ISO-8601 timestamp")
-            return
-        if not due:
-            return
-        fired = {"until": wait.until, "ready": True}
-        if wait.result_key:
-            set_nested(run.vars, wait.result_key, fired)
-        run.status, run.waiting = RunStatus.RUNNING, None
-        if wait.resume_to_node:
-            run.current_node = wait.resume_to_node
-        rec = new_record(run, RecordKind.RESUME)
-        rec.finish_success({"reason": WaitReason.UNTIL.value, "wait_key": wait.wait_key, "wait_id": wait.wait_id,
-                            "until": wait.until})
-        session.record(rec)
-
-    def _resume_for_handler(self, session: RunSession) -> None:
-        run, wait, pending = session.run, session.run.waiting, session.checkpoint.pending
-        needed = (wait.details or {}).get("needs_handler") if wait is not None else None
-        if not needed or pending is None or self.handler_for(needed) is None:
-            return
-        run.status, run.waiting = RunStatus.RUNNING, None
-        rec = new_record(run, RecordKind.RESUME)
-        rec.finish_success({"reason": "handler", "wait_id": wait.wait_id if wait else None, "effect_type": needed})
-        session.record(rec)
-
-    def _step(self, session: RunSession, workflow: WorkflowSpec) -> None:
-        run = session.run
-        session.uncommitted_nodes.append(run.current_node)
-        pending = session.checkpoint.pending
-        if pending is not None and pending.get("node_id") == run.current_node:
-            # The effect's intent is durable and its outcome is not: perform it again
-            # without re-entering the node body, whose changes are already recorded.
-            plan = StepPlan(node_id=pending["node_id"], effect=Effect.from_dict(pending["effect"]),
-                            next_node=pending.get("next_node"))
-            run_effect(self, session, plan, pending=pending if "effect_id" in pending else None)
-            return
-        node_id = run.current_node
-        handler = workflow.nodes.get(node_id)
-        if handler is None:
-            fail_run(session, node_id, f"Unknown node_id '{node_id}' in workflow '{workflow.workflow_id}'")
-            return
-        try:
-            plan = handler(run, self._ctx)
-        except (Exception, SystemExit) as exc:  # a node's bug (or sys.exit) fails the run on the record
-            fail_run(session, node_id, f"Node '{node_id}' raised {type(exc).__name__}: {exc}",
-                     exception_type=type(exc).__name__)
-            return
-        if not isinstance(plan, StepPlan):
-            fail_run(session, node_id, f"Node '{node_id}' returned {type(plan).__name__}, not a StepPlan")
-            return
-        if plan.complete_output is not None:
-            self._complete(session, plan)
-        elif plan.effect is None:
-            if not plan.next_node:
-                fail_run(session, plan.node_id, f"Node '{plan.node_id}' returned no effect and no next_node")
-                return
-            run.current_node = plan.next_node
-            rec = new_record(run, RecordKind.NODE, plan.node_id)
-            session.record(rec.finish_success({"next_node": plan.next_node}))
-        else:
-            run_effect(self, session, plan)
-
-    def _complete(self, session: RunSession, plan: StepPlan) -> None:
-        run = session.run
-        try:
-            check_size(canonical_json(plan.complete_output), what=f"Output of node {plan.node_id!r}")
-        except (InvalidInputError, PayloadTooLargeError) as exc:
-            fail_run(session, plan.node_id, str(exc))
-            return
-        run.status, run.output, run.waiting = RunStatus.COMPLETED, plan.complete_output, None
-        rec = new_record(run, RecordKind.COMPLETE, plan.node_id)
-        session.record(rec.finish_success({"completed": True}))
 
 
 def _check_answer(choices: Optional[list[str]], allow_free_text: bool, payload: Any) -> None:

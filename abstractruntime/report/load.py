@@ -172,7 +172,7 @@ def related_records(store: Any, run_id: str, workflow_id: str, *,
     except (AbstractRuntimeError, AttributeError, TypeError, OSError) as exc:
         log.debug("related runs not listed: %s", exc)
         return []
-    out = []
+    out: list[tuple[list[str], list[tuple[str, str]]]] = []
     budget = RELATED_RECORDS
     for other in runs:
         if other.run_id == run_id or len(out) >= limit or budget <= 0:

@@ -72,7 +72,7 @@ def _calls(calls: Any) -> str:
 
 def _effect_summary(etype: str, payload: dict[str, Any]) -> str:
     if etype == "llm_call":
-        msgs = payload.get("messages")
+        msgs: Any = payload.get("messages")
         count = len(msgs) if isinstance(msgs, list) else 0
         last = msgs[-1] if count and isinstance(msgs[-1], dict) else {}
         prompt = payload.get("prompt")
@@ -111,7 +111,7 @@ def _result_summary(etype: str, result: Any) -> str:
 
 
 def _wait_info(wait: dict[str, Any]) -> dict[str, Any]:
-    details = wait.get("details") if isinstance(wait.get("details"), dict) else {}
+    details: Any = wait.get("details") if isinstance(wait.get("details"), dict) else {}
     info = {"reason": wait.get("reason"), "prompt": wait.get("prompt"), "choices": wait.get("choices"),
             "wait_key": wait.get("wait_key"), "until": wait.get("until"), "resume_to": wait.get("resume_to_node"),
             "wait_id": wait.get("wait_id"), "free_text": wait.get("allow_free_text")}
@@ -183,7 +183,7 @@ def build_rows(records: list[dict[str, Any]], *, problems: Optional[dict[int, li
                if t is not None), None)
     effects_seen: dict[Any, tuple[int, str]] = {}
     waits: dict[Any, float] = {}
-    stats = {"max_ms": 0.0, "max_wait_ms": 0.0, "llm_calls": 0, "tool_calls": 0, "waits": 0, "failures": 0,
+    stats: dict[str, Any] = {"max_ms": 0.0, "max_wait_ms": 0.0, "llm_calls": 0, "tool_calls": 0, "waits": 0, "failures": 0,
              "retries": 0, "slowest": None}
     for index, rec in enumerate(records):
         effect = rec.get("effect") if isinstance(rec.get("effect"), dict) else None

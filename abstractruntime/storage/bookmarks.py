@@ -78,7 +78,8 @@ class Bookmark:
         """Inverse of :meth:`to_dict`; :class:`CorruptRecordError` naming ``path`` if malformed."""
         if not isinstance(data, dict):
             raise CorruptRecordError(f"bookmark {name!r} is not a JSON object", path=path)
-        seq, record_hash, ckpt = data.get("seq"), data.get("record_hash"), data.get("checkpoint_seq")
+        seq: Any = data.get("seq")
+        record_hash, ckpt = data.get("record_hash"), data.get("checkpoint_seq")
         if not _is_int(seq) or seq < 1 or not isinstance(record_hash, str):
             raise CorruptRecordError(f"bookmark {name!r} has no valid seq/record_hash", path=path)
         if ckpt is not None and not _is_int(ckpt):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import logging
 import os
 import re
@@ -28,7 +27,7 @@ from typing import Any, Literal
 
 from ..core.errors import (
     CorruptRecordError,
-    InvalidIdError,
+    InvalidIdError as InvalidIdError,  # re-exported: callers catch it from here
     RunLockedError,
     StorageError,
     UnsupportedFormatError,
@@ -41,7 +40,9 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 
 # One id validator for the whole project (core owns it: ids are checked before any I/O).
-from ..core.ids import validate_id  # noqa: E402
+from ..core.ids import validate_id as validate_id  # noqa: E402
+# The JSON codec lives in core (snapshots and records use it too); file stores import it from here.
+from ..core.json_codec import dumps_compact as dumps_compact, loads_strict as loads_strict  # noqa: E402
 
 
 def check_durability(value: str) -> Durability:
@@ -177,26 +178,6 @@ def read_bytes(path: Path, *, offset: int = 0) -> bytes:
         raise StorageError(f"Cannot read {path}: {exc.strerror or exc}") from exc
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def loads_strict(data: bytes | str) -> Any:
-    """Parse JSON refusing NaN/Infinity and duplicate keys (raises ``ValueError``)."""
-    if isinstance(data, bytes):
-        data = data.decode("utf-8")
-    return json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_unique_object)
-
-
 def load_json_file(path: Path, *, expected_format: int, kind: str) -> dict[str, Any]:
     """Read a versioned JSON file (``{"format": N, ...}``) strictly.
 
@@ -231,11 +212,6 @@ def check_format(found: object, expected: int, *, path: str, kind: str) -> None:
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 120 else text[:117] + "..."
-
-
-def dumps_compact(doc: Any) -> bytes:
-    """Serialize for storage: compact, UTF-8, NaN/Infinity refused."""
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 class RunLock:

@@ -6,6 +6,7 @@ re-exported here under their 0.0.1 import path.
 
 from __future__ import annotations
 
+import builtins
 import threading
 from typing import Any, Optional, Sequence
 
@@ -87,7 +88,7 @@ class HashChainedLedgerStore(LedgerStore):
             return self._head(run_id)
 
     def read_after(self, run_id: str, position: LedgerHead, *,
-                   until_seq: Optional[int] = None) -> tuple[LedgerHead, list[dict[str, Any]]]:
+                   until_seq: Optional[int] = None) -> tuple[LedgerHead, builtins.list[dict[str, Any]]]:
         """Delegates to the inner store."""
         return self._inner.read_after(run_id, position, until_seq=until_seq)
 
@@ -107,7 +108,7 @@ class HashChainedLedgerStore(LedgerStore):
         """Delegates to the inner store."""
         self._inner.put_secrets(run_id, entries)
 
-    def get_secrets(self, run_id: str) -> list[dict[str, Any]]:
+    def get_secrets(self, run_id: str) -> builtins.list[dict[str, Any]]:
         """Delegates to the inner store."""
         return self._inner.get_secrets(run_id)
 

@@ -70,7 +70,8 @@ class LedgerScan:
         self.workflow: Any = None
         self.workflow_in_chain = False
         self.signatures = SignatureTrail()
-        self._prev_seq, self._prev_hash, self._resync = 0, None, False
+        self._prev_hash: Optional[str] = None
+        self._prev_seq, self._resync = 0, False
 
     def run(self, path: Path) -> None:
         """Scan the file at ``path`` (a missing file is an empty ledger; ``exists`` tells which)."""
@@ -117,7 +118,7 @@ class LedgerScan:
             report.problem("invalid_json", f"line {line_no} is not a JSON object", line=line_no)
             self._resync = True
             return
-        fmt = doc.get("format")
+        fmt: Any = doc.get("format")
         if int_or_none(fmt) is None or fmt < 1:
             report.problem("invalid_record", "record has no valid integer 'format'", seq=doc.get("seq"),
                            line=line_no)
@@ -148,7 +149,7 @@ class LedgerScan:
                                expected=self._prev_hash, actual=doc.get("prev_hash"))
         if doc.get("run_id") != report.run_id:
             report.problem("wrong_run", f"record belongs to run {doc.get('run_id')!r}", seq=seq, line=line_no)
-        stored = doc.get("record_hash")
+        stored: Optional[str] = doc.get("record_hash")
         try:
             computed: Optional[str] = record_hash(doc)
         except InvalidInputError:

@@ -119,7 +119,8 @@ class Ed25519Signer:
     def public_key_pem(self) -> bytes:
         """The public key as PEM (SubjectPublicKeyInfo), to hand to verifiers."""
         ser = _serialization()
-        return self.public_key.public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo)
+        pem: bytes = self.public_key.public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo)
+        return pem
 
     def sign_head(self, *, run_id: str, seq: int, head_hash: Optional[str]) -> dict[str, Any]:
         """The signature document of one head: ``{"alg", "key_id", "seq", "head_hash", "sig"}``."""
@@ -218,7 +219,8 @@ def verify_head_signature(signature: Any, *, run_id: str, public_key: PublicKeyS
         raise VerificationFailedError(
             f"signed by key {signature.get('key_id')!r}, but the public key given is {expected_id!r}")
     try:
-        message = head_message(run_id=run_id, seq=signature.get("seq"), head_hash=signature.get("head_hash"))
+        signed_seq: Any = signature.get("seq")  # head_message refuses a non-integer
+        message = head_message(run_id=run_id, seq=signed_seq, head_hash=signature.get("head_hash"))
         sig = base64.b64decode(str(signature.get("sig")), validate=True)
     except (InvalidInputError, binascii.Error, ValueError) as exc:
         raise VerificationFailedError(f"signature document is malformed ({exc})") from exc

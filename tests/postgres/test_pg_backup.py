@@ -10,7 +10,7 @@ from typing import Any, Callable
 from abstractruntime.core.models import Effect, EffectType, RunState, RunStatus, StepPlan
 from abstractruntime.core.spec import WorkflowSpec
 from abstractruntime.storage.postgres.store import PostgresStore
-from abstractruntime.storage.postgres.transfer import verify_run
+from abstractruntime.storage.postgres.verify import verify_run
 
 
 def _ask() -> WorkflowSpec:

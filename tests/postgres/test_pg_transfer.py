@@ -69,7 +69,7 @@ def test_folder_to_postgres_and_back(open_pg: Callable[..., Any], tmp_path: Path
 
 def test_verify_run_checks_a_database_run_with_the_offline_verifier(open_pg: Callable[..., Any], admin: Any,
                                                                     pg_schema: str) -> None:
-    from abstractruntime.storage.postgres.transfer import verify_run as verify_pg_run
+    from abstractruntime.storage.postgres.verify import verify_run as verify_pg_run, verify_store
 
     wf = _workflow()
     store = open_pg()
@@ -82,6 +82,9 @@ def test_verify_run_checks_a_database_run_with_the_offline_verifier(open_pg: Cal
     report = verify_pg_run(store, run_id, expect_head=head.head_hash)
     assert report.ok and report.bookmarks_checked == 1 and report.head_hash == head.head_hash, report.to_dict()
     assert report.path.startswith("postgresql://") and pg_schema in report.path
+    seen: list[str] = []
+    reports = verify_store(store, progress=lambda done, total, r: seen.append(r.path))
+    assert [r.run_id for r in reports] == [run_id] and reports[0].ok and seen == [report.path]
 
     # An edit made behind the store's back, in SQL: the chain breaks at that record.
     admin.execute(f"""UPDATE "{pg_schema}".ledger SET line = convert_to(replace(convert_from(line, 'UTF8'),

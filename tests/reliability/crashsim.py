@@ -454,7 +454,8 @@ def _rebase(op: tuple[Any, ...], initial: Path) -> tuple[Any, ...]:
     live = _REBASE.get("live")
     if live is None:
         return op
-    fix = (lambda p: os.fspath(initial) + p[len(live):] if isinstance(p, str) and p.startswith(live) else p)
+    def fix(p: object) -> object:
+        return os.fspath(initial) + p[len(live):] if isinstance(p, str) and p.startswith(live) else p
     return tuple(fix(x) for x in op)
 
 

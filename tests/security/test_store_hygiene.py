@@ -227,7 +227,7 @@ def test_stale_temp_files_are_removed_and_live_ones_kept(tmp_path: Path) -> None
     killed = run_dir / f".run.json.{dead}.123456789.tmp"
     killed_bookmarks = run_dir / f".bookmarks.json.{dead}.5.tmp"
     mine = run_dir / f".run.json.{me}.42.tmp"
-    ancient = run_dir / f".run.json.1.77.tmp"  # pid 1 is alive, but the file is a day old
+    ancient = run_dir / ".run.json.1.77.tmp"  # pid 1 is alive, but the file is a day old
     for path in (killed, killed_bookmarks, mine, ancient):
         path.write_bytes(b"partial")
     day_ago = time.time() - 86400

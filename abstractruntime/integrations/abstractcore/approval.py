@@ -24,6 +24,7 @@ from .tool_executor import ToolExecutor
 
 
 def _details(waiting: Any) -> Mapping[str, Any]:
+    details: Any
     if isinstance(waiting, WaitState):
         details = waiting.details
     elif isinstance(waiting, Mapping):
@@ -65,7 +66,8 @@ def approve_tool_calls(
     ran = executor.execute(tool_calls=to_run) if to_run else {"mode": "executed", "results": []}
     if not isinstance(ran, Mapping) or ran.get("mode") != "executed":
         raise InvalidInputError("approving tool calls needs an executor that runs them (mode 'executed')")
-    by_id = {r.get("call_id"): r for r in ran.get("results", [])}
+    ran_results: Any = ran.get("results", [])
+    by_id = {r.get("call_id"): r for r in ran_results}
     results = [by_id.get(c["call_id"]) or _refused(c, reason) for c in calls]
     return {"mode": "executed", "results": results}
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from ...core.effect_exec import current_effect
 from ...core.runtime import EffectOutcome
 from ...core.errors import AbstractRuntimeError, EffectFailedError, InvalidInputError
 from ...core.models import Effect, EffectType, RunState, WaitReason, WaitState
@@ -84,45 +85,81 @@ def make_llm_call_handler(*, llm: AbstractCoreLLMClient) -> EffectHandler:
 
 
 def make_tool_calls_handler(*, tools: ToolExecutor) -> EffectHandler:
-    """The ``tool_calls`` handler over ``tools`` (anything with ``execute(*, tool_calls) -> dict``)."""
+    """The ``tool_calls`` handler over ``tools`` (anything with ``execute(*, tool_calls) -> dict``).
+
+    An executor that can run calls concurrently (``aexecute``, e.g. a
+    :class:`~.tool_executor.LocalToolExecutor` with async tools or threads) gets an ``async``
+    handler: the calls overlap, and each call's result is recorded in its own ledger record as
+    it arrives, so after a crash only the calls without a result run again.
+    """
+    if callable(getattr(tools, "aexecute", None)) and getattr(tools, "concurrent", False):
+        async def handle_tool_calls_async(run: RunState, effect: Effect,
+                                          default_next_node: Optional[str] = None) -> EffectOutcome:
+            calls = _calls_of(effect)
+            if isinstance(calls, EffectOutcome):
+                return calls
+            identity = current_effect()
+            try:
+                result = await tools.aexecute(  # type: ignore[attr-defined]
+                    tool_calls=calls, done=identity.parts if identity else None,
+                    on_result=identity.record_part if identity and identity.recorder else None)
+            except Exception as exc:
+                outcome = _failure(exc, "tool_calls")
+                logger.warning("tool executor failed", run_id=run.run_id, error=outcome.error)
+                return outcome
+            return _tool_outcome(run, effect, default_next_node, calls, result)
+
+        return handle_tool_calls_async
 
     def handle_tool_calls(run: RunState, effect: Effect, default_next_node: Optional[str] = None) -> EffectOutcome:
-        payload = effect.payload or {}
-        raw_calls = payload.get("tool_calls")
-        if not isinstance(raw_calls, list):
-            return EffectOutcome.failed("tool_calls requires payload.tool_calls (a list)", retryable=False)
-        try:
-            calls = normalize_tool_calls(raw_calls)
-        except InvalidInputError as exc:
-            return EffectOutcome.failed(f"tool_calls: {exc}", retryable=False)
+        calls = _calls_of(effect)
+        if isinstance(calls, EffectOutcome):
+            return calls
         try:
             result = tools.execute(tool_calls=calls)
         except Exception as exc:
             outcome = _failure(exc, "tool_calls")
             logger.warning("tool executor failed", run_id=run.run_id, error=outcome.error)
             return outcome
-        if not isinstance(result, dict):
-            return EffectOutcome.failed(
-                f"tool_calls: the executor returned {type(result).__name__}, not a dict", retryable=False
-            )
-        result = jsonable(result)
-        mode = result.get("mode") or "executed"
-        if mode == "executed":
-            return EffectOutcome.completed(result)
-        # Pass-through: nothing ran. Park the run until a host executes (or refuses) the calls.
-        pending = result.get("tool_calls")
-        pending = normalize_tool_calls(pending) if isinstance(pending, list) else calls
-        digest = canonical_sha256(pending)
-        wait = WaitState(
-            reason=WaitReason.EVENT,
-            wait_key=str(payload.get("wait_key") or tool_calls_wait_key(run.run_id, digest)),
-            resume_to_node=payload.get("resume_to_node") or default_next_node,
-            result_key=effect.result_key,
-            details={"mode": str(mode), "tool_calls": pending, "calls_sha256": digest},
-        )
-        return EffectOutcome.waiting(wait)
+        return _tool_outcome(run, effect, default_next_node, calls, result)
 
     return handle_tool_calls
+
+
+def _calls_of(effect: Effect) -> Any:
+    """The effect's normalised calls, or the failed outcome that says why there are none."""
+    raw_calls = (effect.payload or {}).get("tool_calls")
+    if not isinstance(raw_calls, list):
+        return EffectOutcome.failed("tool_calls requires payload.tool_calls (a list)", retryable=False)
+    try:
+        return normalize_tool_calls(raw_calls)
+    except InvalidInputError as exc:
+        return EffectOutcome.failed(f"tool_calls: {exc}", retryable=False)
+
+
+def _tool_outcome(run: RunState, effect: Effect, default_next_node: Optional[str], calls: list[dict[str, Any]],
+                  result: Any) -> EffectOutcome:
+    payload = effect.payload or {}
+    if not isinstance(result, dict):
+        return EffectOutcome.failed(
+            f"tool_calls: the executor returned {type(result).__name__}, not a dict", retryable=False
+        )
+    result = jsonable(result)
+    mode = result.get("mode") or "executed"
+    if mode == "executed":
+        return EffectOutcome.completed(result)
+    # Pass-through: nothing ran. Park the run until a host executes (or refuses) the calls.
+    pending = result.get("tool_calls")
+    pending = normalize_tool_calls(pending) if isinstance(pending, list) else calls
+    digest = canonical_sha256(pending)
+    wait = WaitState(
+        reason=WaitReason.EVENT,
+        wait_key=str(payload.get("wait_key") or tool_calls_wait_key(run.run_id, digest)),
+        resume_to_node=payload.get("resume_to_node") or default_next_node,
+        result_key=effect.result_key,
+        details={"mode": str(mode), "tool_calls": pending, "calls_sha256": digest},
+    )
+    return EffectOutcome.waiting(wait)
 
 
 def build_effect_handlers(*, llm: AbstractCoreLLMClient, tools: ToolExecutor) -> dict[EffectType, Any]:

@@ -20,6 +20,8 @@ malformed responses) are never repeated.
 
 from __future__ import annotations
 
+import inspect
+
 import os
 from typing import Any, Optional, Union
 
@@ -38,6 +40,7 @@ from .tool_executor import (
     PassthroughToolExecutor,
     ToolExecutor,
     ToolsArg,
+    tools_by_name,
 )
 
 MODES = ("local", "remote", "hybrid")
@@ -50,13 +53,15 @@ def default_effect_policy() -> EffectPolicy:
                                effect_max_attempts={EffectType.LLM_CALL.value: 3})
 
 
-def make_tool_executor(tools: ToolsSpec, *, prefer: str = "auto") -> ToolExecutor:
+def make_tool_executor(tools: ToolsSpec, *, prefer: str = "auto", max_threads: int = 0) -> ToolExecutor:
     """An executor for ``tools``: returned as is when it already has ``execute``.
 
     Callables (a list, or a ``{name: callable}`` dict) run through AbstractCore's registry when
     AbstractCore is installed (``prefer="auto"``; it coerces LLM-produced argument types), else
     through the pure-Python :class:`LocalToolExecutor`. ``prefer="local"`` or
     ``"abstractcore"`` forces one. ``None`` → an AbstractCore executor over its global registry.
+    ``async def`` tools, or ``max_threads`` > 0 (a pool for plain tools), choose the local
+    executor, whose calls of one effect run concurrently.
     """
     if tools is not None and callable(getattr(tools, "execute", None)):
         return tools  # type: ignore[return-value]
@@ -64,6 +69,11 @@ def make_tool_executor(tools: ToolsSpec, *, prefer: str = "auto") -> ToolExecuto
         raise InvalidInputError(f"prefer must be 'auto', 'local' or 'abstractcore', not {prefer!r}")
     if tools is None:
         return AbstractCoreToolExecutor()
+    concurrent = max_threads > 0 or any(inspect.iscoroutinefunction(fn) for fn in tools_by_name(tools).values())
+    if prefer == "local" or (prefer == "auto" and concurrent):
+        # Calls that can overlap (async tools, or a thread pool the workflow asked for) run
+        # through the local executor, which awaits them concurrently.
+        return LocalToolExecutor(tools, max_threads=max_threads)  # type: ignore[arg-type]
     if prefer == "abstractcore" or (prefer == "auto" and abstractcore_installed()):
         return AbstractCoreToolExecutor(tools)  # type: ignore[arg-type]
     return LocalToolExecutor(tools)  # type: ignore[arg-type]

@@ -19,11 +19,13 @@ call* — the other calls still run and the effect itself succeeds.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import typing
 from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Union
 
+from ...core.drive import run_coroutine
 from ...core.errors import InvalidInputError
 from ._support import import_abstractcore, jsonable, normalize_tool_calls
 from .logging import get_logger
@@ -117,10 +119,63 @@ def _bad_arguments(call: Mapping[str, Any]) -> Optional[str]:
 
 
 class LocalToolExecutor:
-    """Runs registered Python callables in-process; no AbstractCore needed."""
+    """Runs registered Python callables in-process; no AbstractCore needed.
 
-    def __init__(self, tools: Optional[ToolsArg] = None) -> None:
+    ``async def`` tools of one ``tool_calls`` effect run concurrently (:meth:`aexecute`); plain
+    tools run one after another, or — when ``max_threads`` > 0 (a workflow opts in with
+    ``tool_threads = N``) — in a pool of that many threads. Results keep the calls' order.
+    """
+
+    def __init__(self, tools: Optional[ToolsArg] = None, *, max_threads: int = 0) -> None:
         self._tools = tools_by_name(tools)
+        self.max_threads = max(0, int(max_threads))
+
+    @property
+    def concurrent(self) -> bool:
+        """True when some calls may run at the same time (async tools, or a thread pool)."""
+        return self.max_threads > 0 or any(inspect.iscoroutinefunction(fn) for fn in self._tools.values())
+
+    async def aexecute(self, *, tool_calls: list[dict[str, Any]], done: Optional[Mapping[str, Any]] = None,
+                       on_result: Optional[Callable[[str, dict[str, Any]], None]] = None) -> dict[str, Any]:
+        """Run the calls concurrently where they can; ``done`` holds results already recorded
+        (by ``call_id``: not run again), ``on_result(call_id, result)`` is told of each new one."""
+        calls = normalize_tool_calls(tool_calls)
+        threads = asyncio.Semaphore(self.max_threads) if self.max_threads else None
+        known = dict(done or {})
+
+        async def one(call: dict[str, Any]) -> dict[str, Any]:
+            if call["call_id"] in known:
+                return dict(known[call["call_id"]])
+            fn = self._tools.get(call["name"])
+            if fn is not None and inspect.iscoroutinefunction(fn):
+                result = await self._arun(call, fn)
+            elif threads is not None:
+                async with threads:
+                    result = await asyncio.to_thread(self._run, call)
+            else:
+                result = self._run(call)
+            if on_result is not None:
+                on_result(call["call_id"], result)
+            return result
+
+        if threads is None and not any(inspect.iscoroutinefunction(self._tools.get(c["name"])) for c in calls):
+            results = [await one(call) for call in calls]  # nothing to overlap: keep the calls' order
+        else:
+            results = list(await asyncio.gather(*(one(call) for call in calls)))
+        return {"mode": "executed", "results": results}
+
+    async def _arun(self, call: dict[str, Any], fn: Callable[..., Any]) -> dict[str, Any]:
+        problem = _bad_arguments(call)
+        if problem:
+            return _result(call, success=False, error=problem)
+        try:
+            output = await fn(**call["arguments"])
+        except TypeError as exc:
+            return _result(call, success=False, error=f"Invalid arguments for tool '{call['name']}': {exc}")
+        except Exception as exc:
+            logger.warning("tool raised", tool=call["name"], error_type=type(exc).__name__)
+            return _result(call, success=False, error=f"Tool '{call['name']}' raised {type(exc).__name__}: {exc}")
+        return _result(call, success=True, output=output)
 
     @property
     def tool_names(self) -> list[str]:
@@ -152,6 +207,8 @@ class LocalToolExecutor:
             pass  # builtins without a signature: let the call itself decide
         try:
             output = fn(**call["arguments"])
+            if inspect.isawaitable(output):  # an async tool called from synchronous code
+                output = run_coroutine(output)
         except Exception as exc:
             logger.warning("tool raised", tool=call["name"], error_type=type(exc).__name__)
             return _result(call, success=False, error=f"Tool '{call['name']}' raised {type(exc).__name__}: {exc}")

@@ -8,21 +8,22 @@ sha256 recorded with them is refused on load (:class:`CorruptRecordError`).
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import datetime
 from typing import Any, Callable
 
 from ...core.clock import parse_iso
-from ...core.errors import CorruptRecordError, InvalidInputError
+from ...core.canonical import canonical_json
+from ...core.errors import CorruptRecordError
 from ..artifacts import Artifact, ArtifactMetadata, ArtifactStore, _check_limit, validate_artifact_id
-from .db import PgDatabase
+from ..fsio import loads_strict
+from .db import PgDatabase, jsonb_copy
 
-_COLUMNS = "artifact_id, content_type, size_bytes, created_at, run_id, tags, sha256"
+_COLUMNS = "artifact_id, content_type, size_bytes, created_at, run_id, tags_json, sha256"
 
 
 def _meta(row: Any) -> ArtifactMetadata:
     return ArtifactMetadata(artifact_id=row[0], content_type=row[1], size_bytes=int(row[2]), created_at=row[3],
-                            run_id=row[4], tags=dict(row[5] or {}), sha256=row[6])
+                            run_id=row[4], tags=dict(loads_strict(bytes(row[5]))), sha256=row[6])
 
 
 class PostgresArtifactStore(ArtifactStore):
@@ -34,20 +35,20 @@ class PostgresArtifactStore(ArtifactStore):
         self._t = f"{db.s}.artifacts"
 
     def _put(self, content: bytes, meta: ArtifactMetadata) -> None:
-        tags = json.dumps(meta.tags, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-        if "\\u0000" in tags:
-            raise InvalidInputError("artifact tags cannot contain the character U+0000 on PostgreSQL (jsonb)")
+        # Exact JSON is what is read back; jsonb (rewrites numbers) is the copy for queries.
+        tags = canonical_json(meta.tags)
         with self.db.connection() as conn:
             conn.execute(
                 f"""INSERT INTO {self._t} (artifact_id, content, content_type, size_bytes, sha256, created_at,
-                        created_ts, run_id, tags)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)
+                        created_ts, run_id, tags, tags_json)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)
                     ON CONFLICT (artifact_id) DO UPDATE SET content = EXCLUDED.content,
                         content_type = EXCLUDED.content_type, size_bytes = EXCLUDED.size_bytes,
                         sha256 = EXCLUDED.sha256, created_at = EXCLUDED.created_at,
-                        created_ts = EXCLUDED.created_ts, run_id = EXCLUDED.run_id, tags = EXCLUDED.tags""",
+                        created_ts = EXCLUDED.created_ts, run_id = EXCLUDED.run_id, tags = EXCLUDED.tags,
+                        tags_json = EXCLUDED.tags_json""",
                 [meta.artifact_id, content, meta.content_type, meta.size_bytes, meta.sha256, meta.created_at,
-                 parse_iso(meta.created_at), meta.run_id, tags])
+                 parse_iso(meta.created_at), meta.run_id, jsonb_copy(tags), tags])
 
     def load(self, artifact_id: str) -> Artifact | None:
         """The artifact; :class:`CorruptRecordError` if its bytes do not match its size/sha256."""
@@ -81,7 +82,7 @@ class PostgresArtifactStore(ArtifactStore):
         """Delete the artifact; ``True`` if it existed."""
         validate_artifact_id(artifact_id)
         with self.db.connection() as conn:
-            return conn.execute(f"DELETE FROM {self._t} WHERE artifact_id = %s", [artifact_id]).rowcount > 0
+            return bool(conn.execute(f"DELETE FROM {self._t} WHERE artifact_id = %s", [artifact_id]).rowcount > 0)
 
     def list_by_run(self, run_id: str) -> list[ArtifactMetadata]:
         """Metadata of the run's artifacts, oldest first."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
-import json
 import os
 import threading
 from typing import Any, Iterator, Optional
@@ -39,20 +38,13 @@ def _psycopg() -> Any:
         raise MissingExtraError("psycopg", "postgres", "A PostgreSQL store") from None
 
 
-def _loads_sorted(data: Any) -> Any:
-    """jsonb → Python with object keys in code-point order, as the file store's canonical JSON
-    gives them (jsonb keeps its own order: by length, then bytes)."""
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        data = bytes(data).decode("utf-8")
-    return json.loads(data, object_pairs_hook=lambda pairs: dict(sorted(pairs)))
+def jsonb_copy(data: bytes) -> Optional[str]:
+    """The text for a ``jsonb`` query column beside exact JSON ``data``, or ``None`` when jsonb
+    cannot hold it (it has no U+0000, which canonical JSON writes as an escape).
 
-
-def json_or_raw(data: bytes) -> tuple[Optional[str], Optional[bytes]]:
-    """``(jsonb text, None)``, or ``(None, exact bytes)`` when jsonb cannot hold the JSON
-    (PostgreSQL's jsonb has no U+0000, which canonical JSON writes as an escape)."""
-    if _NUL_ESCAPE in data:
-        return None, data
-    return data.decode("utf-8"), None
+    The jsonb copy is never read back by the stores: jsonb rewrites numbers and key order.
+    """
+    return None if _NUL_ESCAPE in data else data.decode("utf-8")
 
 
 def advisory_key(*parts: str) -> int:
@@ -121,7 +113,6 @@ class PgDatabase:
         except psycopg.Error as exc:
             raise StorageError(f"cannot connect to PostgreSQL at {redact(self.url)}: {redact(str(exc).strip())}",
                                store=redact(self.url)) from None
-        psycopg.types.json.set_json_loads(_loads_sorted, conn)
         return conn
 
     @contextlib.contextmanager
@@ -196,4 +187,4 @@ class PgDatabase:
                 self._conn = None
 
 
-__all__ = ["LOCK_POOL_SIZE", "PgDatabase", "advisory_key", "json_or_raw"]
+__all__ = ["LOCK_POOL_SIZE", "PgDatabase", "advisory_key", "jsonb_copy"]

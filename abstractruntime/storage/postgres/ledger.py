@@ -14,7 +14,7 @@ nothing of the batch is written.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, List, Optional, Sequence
 
 from ...core.canonical import canonical_json, check_size
 from ...core.chain import seal_record_line
@@ -23,7 +23,7 @@ from ...core.models import StepRecord
 from ...core.ports import LedgerHead, LedgerStore
 from ..fsio import loads_strict
 from ..ledger_file import parse_ledger
-from .db import PgDatabase, json_or_raw
+from .db import PgDatabase, jsonb_copy
 
 # Larger than any seq: "no upper bound" in a query that takes one.
 _NO_LIMIT = 1 << 62
@@ -102,8 +102,7 @@ class PostgresLedgerStore(LedgerStore):
     def _insert(self, conn: Any, run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes]) -> None:
         rows = []
         for doc, line in zip(docs, lines):
-            record, _ = json_or_raw(bytes(line))
-            rows.append((run_id, doc["seq"], bytes(line), record, doc.get("record_hash"), doc.get("prev_hash"),
+            rows.append((run_id, doc["seq"], bytes(line), jsonb_copy(bytes(line)), doc.get("record_hash"), doc.get("prev_hash"),
                          doc.get("status"), doc.get("idempotency_key")))
         with conn.cursor() as cur:
             cur.executemany(
@@ -117,19 +116,19 @@ class PostgresLedgerStore(LedgerStore):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def list(self, run_id: str) -> list[dict[str, Any]]:
+    def list(self, run_id: str) -> List[dict[str, Any]]:
         """All records of the run as stored (hashes are not checked here: see ``verify``)."""
         data = b"".join(line + b"\n" for line in self.lines(run_id))
         return parse_ledger(data, path=self._where(run_id), verify_chain=False).records
 
-    def lines(self, run_id: str) -> list[bytes]:
+    def lines(self, run_id: str) -> List[bytes]:
         """The run's records exactly as sealed, oldest first (a ``ledger.jsonl`` without newlines)."""
         with self.db.connection() as conn:
             rows = conn.execute(f"SELECT line FROM {self._t} WHERE run_id = %s ORDER BY seq", [run_id]).fetchall()
         return [bytes(row[0]) for row in rows]
 
     def read_after(self, run_id: str, position: LedgerHead, *,
-                   until_seq: Optional[int] = None) -> tuple[LedgerHead, list[dict[str, Any]]]:
+                   until_seq: Optional[int] = None) -> tuple[LedgerHead, List[dict[str, Any]]]:
         """The chain-checked records after ``position`` (up to ``until_seq``) and the ledger's head.
 
         One statement, so the head and the records come from one snapshot. The first record
@@ -199,7 +198,7 @@ class PostgresLedgerStore(LedgerStore):
         with self.db.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(f"INSERT INTO {self.db.s}.secrets (run_id, seq, entry) VALUES (%s, %s, %s)", rows)
 
-    def get_secrets(self, run_id: str) -> list[dict[str, Any]]:
+    def get_secrets(self, run_id: str) -> List[dict[str, Any]]:
         """The kept values, oldest first."""
         with self.db.connection() as conn:
             rows = conn.execute(f"SELECT entry FROM {self.db.s}.secrets WHERE run_id = %s ORDER BY id",

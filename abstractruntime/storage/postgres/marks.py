@@ -1,7 +1,7 @@
 """Snapshots and bookmarks on PostgreSQL, with the semantics of their folder-store versions.
 
-``PostgresSnapshotStore`` keeps one row per snapshot (the document as ``jsonb``, exact JSON
-when jsonb cannot hold it) and filters by run in SQL; tags and text search use the same
+``PostgresSnapshotStore`` keeps one row per snapshot (the document exactly as written, and a
+``jsonb`` copy for queries) and filters by run in SQL; tags and text search use the same
 :func:`~abstractruntime.storage.snapshots.select_snapshots` as the other stores.
 ``PostgresBookmarkStore`` keeps one row per bookmark; adding one chain-checks the ledger up to
 its head first, so a bookmark never blesses tampering.
@@ -10,7 +10,7 @@ its head first, so a bookmark never blesses tampering.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 from ...core.canonical import canonical_json
 from ...core.clock import parse_iso, to_iso, utc_now_iso
@@ -20,7 +20,7 @@ from ..bookmarks import MAX_NOTE_CHARS, Bookmark
 from ..fsio import loads_strict
 from ..ledger_file import parse_ledger
 from ..snapshots import SNAPSHOT_FORMAT, Snapshot, _EditableStore, _json_copy, select_snapshots
-from .db import PgDatabase, json_or_raw
+from .db import PgDatabase, jsonb_copy
 
 
 class PostgresSnapshotStore(_EditableStore):
@@ -35,23 +35,22 @@ class PostgresSnapshotStore(_EditableStore):
         """Validate and store the snapshot (replacing one with the same id)."""
         snapshot.validate()
         doc = {"format": SNAPSHOT_FORMAT, **_json_copy(snapshot.to_dict(), "Snapshot")}
-        text, raw = json_or_raw(canonical_json(doc))
+        data = canonical_json(doc)
         with self.db.connection() as conn:
             conn.execute(
-                f"""INSERT INTO {self._t} (snapshot_id, run_id, created_ts, snapshot, snapshot_raw)
+                f"""INSERT INTO {self._t} (snapshot_id, run_id, created_ts, snapshot, snapshot_json)
                     VALUES (%s, %s, %s, %s::jsonb, %s)
                     ON CONFLICT (snapshot_id) DO UPDATE SET run_id = EXCLUDED.run_id,
                         created_ts = EXCLUDED.created_ts, snapshot = EXCLUDED.snapshot,
-                        snapshot_raw = EXCLUDED.snapshot_raw""",
-                [snapshot.snapshot_id, snapshot.run_id, parse_iso(snapshot.created_at), text, raw])
+                        snapshot_json = EXCLUDED.snapshot_json""",
+                [snapshot.snapshot_id, snapshot.run_id, parse_iso(snapshot.created_at), jsonb_copy(data), data])
 
-    def _parse(self, snapshot_id: str, doc: Any, raw: Any) -> Snapshot:
+    def _parse(self, snapshot_id: str, data: Any) -> Snapshot:
         where = f"snapshot {snapshot_id} in {self.db.describe()}"
-        if doc is None:
-            try:
-                doc = loads_strict(bytes(raw))
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise CorruptRecordError(f"{where} is not valid JSON ({exc})") from None
+        try:
+            doc = loads_strict(bytes(data))
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise CorruptRecordError(f"{where} is not valid JSON ({exc})") from None
         if not isinstance(doc, dict):
             raise CorruptRecordError(f"{where} is not a JSON object")
         found = doc.get("format")
@@ -72,25 +71,25 @@ class PostgresSnapshotStore(_EditableStore):
         """The snapshot, or ``None``; an unsafe id raises ``InvalidIdError``."""
         validate_id(snapshot_id, "snapshot_id")
         with self.db.connection() as conn:
-            row = conn.execute(f"SELECT snapshot, snapshot_raw FROM {self._t} WHERE snapshot_id = %s",
+            row = conn.execute(f"SELECT snapshot_json FROM {self._t} WHERE snapshot_id = %s",
                                [snapshot_id]).fetchone()
-        return None if row is None else self._parse(snapshot_id, row[0], row[1])
+        return None if row is None else self._parse(snapshot_id, row[0])
 
     def delete(self, snapshot_id: str) -> bool:
         """Remove it; ``False`` if it did not exist."""
         validate_id(snapshot_id, "snapshot_id")
         with self.db.connection() as conn:
-            return conn.execute(f"DELETE FROM {self._t} WHERE snapshot_id = %s", [snapshot_id]).rowcount > 0
+            return bool(conn.execute(f"DELETE FROM {self._t} WHERE snapshot_id = %s", [snapshot_id]).rowcount > 0)
 
     def list(self, *, run_id: Optional[str] = None, tag: Optional[str] = None,
              query: Optional[str] = None, limit: Optional[int] = 100) -> list[Snapshot]:
         """Matching snapshots, newest first (see :func:`select_snapshots`)."""
-        sql, params = f"SELECT snapshot_id, snapshot, snapshot_raw FROM {self._t}", []
+        sql, params = f"SELECT snapshot_id, snapshot_json FROM {self._t}", []
         if run_id:
             sql, params = sql + " WHERE run_id = %s", [run_id]
         with self.db.connection() as conn:
             rows = conn.execute(sql, params).fetchall()
-        found = [self._parse(row[0], row[1], row[2]) for row in rows]
+        found = [self._parse(row[0], row[1]) for row in rows]
         return select_snapshots(found, run_id=run_id, tag=tag, query=query, limit=limit)
 
 
@@ -103,11 +102,10 @@ class PostgresBookmarkStore:
         self._t = f"{db.s}.bookmarks"
 
     def _checkpoint_seq(self, conn: Any, run_id: str) -> int:
-        row = conn.execute(f"SELECT checkpoint, checkpoint_raw FROM {self.db.s}.runs WHERE run_id = %s",
-                           [run_id]).fetchone()
+        row = conn.execute(f"SELECT checkpoint_json FROM {self.db.s}.runs WHERE run_id = %s", [run_id]).fetchone()
         if row is None:
             raise RunNotFoundError(run_id)
-        doc = row[0] if row[0] is not None else loads_strict(bytes(row[1]))
+        doc = loads_strict(bytes(row[0]))
         seq = (doc.get("ledger") or {}).get("seq") if isinstance(doc, dict) else None
         return seq if isinstance(seq, int) else 0
 
@@ -154,7 +152,7 @@ class PostgresBookmarkStore:
                  bookmark.checkpoint_seq])
         return bookmark
 
-    def _rows(self, conn: Any, run_id: str, name: Optional[str] = None) -> list[Bookmark]:
+    def _rows(self, conn: Any, run_id: str, name: Optional[str] = None) -> List[Bookmark]:
         self._checkpoint_seq(conn, run_id)  # an unknown run is RunNotFoundError, as on files
         sql = f"SELECT name, seq, record_hash, note, created_at, checkpoint_seq FROM {self._t} WHERE run_id = %s"
         params: list[Any] = [run_id]
@@ -164,7 +162,7 @@ class PostgresBookmarkStore:
         return [Bookmark(name=r[0], seq=int(r[1]), record_hash=r[2], note=r[3], created_at=r[4],
                          checkpoint_seq=None if r[5] is None else int(r[5])) for r in rows]
 
-    def list(self, run_id: str) -> list[Bookmark]:
+    def list(self, run_id: str) -> List[Bookmark]:
         """The run's bookmarks ordered by ``seq`` (then name); ``[]`` if it has none."""
         with self.db.connection() as conn:
             return self._rows(conn, run_id)
@@ -188,7 +186,7 @@ class PostgresBookmarkStore:
             conn.execute(f"DELETE FROM {self._t} WHERE run_id = %s AND name = %s", [run_id, name])
         return found[0]
 
-    def put(self, run_id: str, bookmarks: list[Bookmark]) -> None:
+    def put(self, run_id: str, bookmarks: List[Bookmark]) -> None:
         """Store bookmarks as they are (copying a run between stores; nothing re-derived)."""
         with self.db.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(

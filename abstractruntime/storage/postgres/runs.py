@@ -1,6 +1,7 @@
 """``PostgresRunStore``: run checkpoints in the ``runs`` table, one writer per run by advisory lock.
 
-A row holds the checkpoint (``jsonb``) and the columns the scheduler and the CLI query:
+A row holds the checkpoint (exactly as written, and a ``jsonb`` copy for operators' queries)
+and the columns the scheduler and the CLI query:
 status, workflow, wait reason and key, due time, parent, last update. As on files, the
 checkpoint is a cache of the state at a ledger position: the ledger is the log, and a run
 whose checkpoint is behind is rebuilt from it (core/recovery.py).
@@ -27,7 +28,8 @@ from ...core.ports import CHECKPOINT_FORMAT, Checkpoint, LedgerHead, RunStore
 from ...core.ids import validate_id
 from ..fsio import loads_strict
 from ..query import reason_value, status_value
-from .db import PgDatabase, json_or_raw
+from .db import PgDatabase, jsonb_copy
+
 
 def _instant(value: Optional[str]) -> Optional[datetime]:
     """ISO text → aware datetime for an indexed column (``None`` when absent or unparsable)."""
@@ -54,10 +56,10 @@ class PostgresRunStore(RunStore):
         The runtime records such an edit in the ledger the next time it opens the run.
         """
         with self.db.connection() as conn, conn.transaction():
-            row = conn.execute(f"SELECT checkpoint, checkpoint_raw FROM {self._t} WHERE run_id = %s FOR UPDATE",
+            row = conn.execute(f"SELECT checkpoint_json FROM {self._t} WHERE run_id = %s FOR UPDATE",
                                [run.run_id]).fetchone()
             try:
-                old = self._parse(run.run_id, row) if row else None
+                old = self._parse(run.run_id, row[0]) if row else None
             except (CorruptRecordError, UnsupportedFormatError):
                 old = None
             checkpoint = old if old is not None else Checkpoint(run=run, ledger=LedgerHead())
@@ -72,25 +74,25 @@ class PostgresRunStore(RunStore):
     def _upsert(self, conn: Any, checkpoint: Checkpoint) -> None:
         run = checkpoint.run
         validate_id(run.run_id, "run id")
-        doc, raw = json_or_raw(canonical_json(checkpoint.to_dict()))
+        data = canonical_json(checkpoint.to_dict())
         waiting = run.waiting
         conn.execute(
             f"""INSERT INTO {self._t} (run_id, status, workflow_id, wait_reason, wait_key, until_ts, updated_ts,
-                    parent_run_id, checkpoint, checkpoint_raw)
+                    parent_run_id, checkpoint, checkpoint_json)
                 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)
                 ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, workflow_id = EXCLUDED.workflow_id,
                     wait_reason = EXCLUDED.wait_reason, wait_key = EXCLUDED.wait_key, until_ts = EXCLUDED.until_ts,
                     updated_ts = EXCLUDED.updated_ts, parent_run_id = EXCLUDED.parent_run_id,
-                    checkpoint = EXCLUDED.checkpoint, checkpoint_raw = EXCLUDED.checkpoint_raw,
+                    checkpoint = EXCLUDED.checkpoint, checkpoint_json = EXCLUDED.checkpoint_json,
                     version = {self._t}.version + 1""",
             [run.run_id, RunStatus(run.status).value, run.workflow_id,
              WaitReason(waiting.reason).value if waiting else None, waiting.wait_key if waiting else None,
-             _instant(waiting.until) if waiting else None, _instant(run.updated_at), run.parent_run_id, doc, raw])
+             _instant(waiting.until) if waiting else None, _instant(run.updated_at), run.parent_run_id, jsonb_copy(data), data])
 
     def delete(self, run_id: str) -> bool:
         """Forget a run's checkpoint; ``True`` if it existed (its ledger is kept)."""
         with self.db.connection() as conn:
-            return conn.execute(f"DELETE FROM {self._t} WHERE run_id = %s", [run_id]).rowcount > 0
+            return bool(conn.execute(f"DELETE FROM {self._t} WHERE run_id = %s", [run_id]).rowcount > 0)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -102,18 +104,15 @@ class PostgresRunStore(RunStore):
     def load_checkpoint(self, run_id: str) -> Optional[Checkpoint]:
         """The stored checkpoint, or ``None`` if the run has none."""
         with self.db.connection() as conn:
-            row = conn.execute(f"SELECT checkpoint, checkpoint_raw FROM {self._t} WHERE run_id = %s",
-                               [run_id]).fetchone()
-        return None if row is None else self._parse(run_id, row)
+            row = conn.execute(f"SELECT checkpoint_json FROM {self._t} WHERE run_id = %s", [run_id]).fetchone()
+        return None if row is None else self._parse(run_id, row[0])
 
-    def _parse(self, run_id: str, row: Any) -> Checkpoint:
+    def _parse(self, run_id: str, data: Any) -> Checkpoint:
         where = f"checkpoint of run {run_id} in {self.db.describe()}"
-        doc, raw = row
-        if doc is None:
-            try:
-                doc = loads_strict(bytes(raw))
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise CorruptRecordError(f"{where} is not valid JSON ({exc})") from None
+        try:
+            doc = loads_strict(bytes(data))
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise CorruptRecordError(f"{where} is not valid JSON ({exc})") from None
         if not isinstance(doc, dict):
             raise CorruptRecordError(f"{where} is not a JSON object")
         found = doc.get("format")
@@ -207,13 +206,13 @@ class PostgresRunStore(RunStore):
     # -- queries ---------------------------------------------------------------------------
 
     def _select(self, where: str, params: list[Any], order: str, limit: Optional[int]) -> list[RunState]:
-        sql = f"SELECT run_id, checkpoint, checkpoint_raw FROM {self._t} WHERE {where} ORDER BY {order}"
+        sql = f"SELECT run_id, checkpoint_json FROM {self._t} WHERE {where} ORDER BY {order}"
         if limit is not None:
             sql += " LIMIT %s"
             params = [*params, max(limit, 0)]
         with self.db.connection() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [self._parse(row[0], row[1:]).run for row in rows]
+        return [self._parse(row[0], row[1]).run for row in rows]
 
     def list_runs(
         self,
@@ -243,9 +242,10 @@ class PostgresRunStore(RunStore):
     def list_children(self, *, parent_run_id: str, status: Optional[RunStatus] = None) -> list[RunState]:
         """Runs whose ``parent_run_id`` is the given run, most recently updated first."""
         where, params = ["parent_run_id = %s"], [parent_run_id]
-        if status is not None:
+        wanted = status_value(status)
+        if wanted is not None:
             where.append("status = %s")
-            params.append(status_value(status))
+            params.append(wanted)
         return self._select(" AND ".join(where), params, "updated_ts DESC NULLS LAST, run_id", None)
 
     def close(self) -> None:

@@ -24,8 +24,9 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # Never edit an applied migration: add the next one (databases already at version N skip 1..N).
 MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
     (1, "runs, ledger, secrets, anchors", (
-        # The checkpoint is jsonb so operators can query it; checkpoint_raw holds the exact
-        # JSON instead when jsonb cannot (a string containing U+0000).
+        # checkpoint_json is the checkpoint exactly as written and what is read back: jsonb
+        # rewrites numbers (a float 1e16 comes back as the integer 10000000000000000) and
+        # cannot hold U+0000. checkpoint is the jsonb copy for queries (NULL when it cannot).
         """CREATE TABLE {s}.runs (
             run_id         text PRIMARY KEY,
             status         text NOT NULL,
@@ -36,9 +37,8 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
             updated_ts     timestamptz,
             parent_run_id  text,
             version        bigint NOT NULL DEFAULT 1,
-            checkpoint     jsonb,
-            checkpoint_raw bytea,
-            CHECK (checkpoint IS NOT NULL OR checkpoint_raw IS NOT NULL))""",
+            checkpoint      jsonb,
+            checkpoint_json bytea NOT NULL)""",
         "CREATE INDEX runs_updated ON {s}.runs (updated_ts DESC, run_id)",
         "CREATE INDEX runs_status ON {s}.runs (status, updated_ts DESC)",
         "CREATE INDEX runs_workflow ON {s}.runs (workflow_id, updated_ts DESC)",
@@ -78,9 +78,8 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
             snapshot_id  text PRIMARY KEY,
             run_id       text NOT NULL,
             created_ts   timestamptz,
-            snapshot     jsonb,
-            snapshot_raw bytea,
-            CHECK (snapshot IS NOT NULL OR snapshot_raw IS NOT NULL))""",
+            snapshot      jsonb,
+            snapshot_json bytea NOT NULL)""",
         "CREATE INDEX snapshots_run ON {s}.snapshots (run_id, created_ts DESC)",
         """CREATE TABLE {s}.bookmarks (
             run_id         text NOT NULL,
@@ -100,7 +99,8 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
             created_at   text NOT NULL,
             created_ts   timestamptz NOT NULL,
             run_id       text,
-            tags         jsonb NOT NULL DEFAULT '{{}}')""",
+            tags         jsonb,
+            tags_json    bytea NOT NULL)""",
         "CREATE INDEX artifacts_run ON {s}.artifacts (run_id, created_ts) WHERE run_id IS NOT NULL",
         "CREATE INDEX artifacts_created ON {s}.artifacts (created_ts DESC, artifact_id DESC)",
     )),

@@ -10,9 +10,8 @@ sides.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ...core.canonical import canonical_json
 from ...core.errors import RunExistsError, RunNotFoundError
@@ -91,23 +90,4 @@ def import_run(store: Any, run_id: str, root: str | os.PathLike[str]) -> LedgerH
     return head
 
 
-def verify_run(store: Any, run_id: str, *, expect_head: Optional[str] = None, public_key: Any = None) -> Any:
-    """Verify a run of PostgreSQL ``store`` with the offline verifier of folder stores.
-
-    The run is exported to a temporary folder (its exact lines, checkpoint and bookmarks) and
-    checked there by :func:`abstractruntime.storage.verify.verify_run`, so a run verifies by
-    the same code whichever store holds it. The report names the database, not the folder.
-    """
-    from ..verify import verify_run as verify_folder_run
-
-    with tempfile.TemporaryDirectory(prefix="abstractruntime-verify-") as tmp:
-        run_dir = export_run(store, run_id, tmp, durable=False)
-        report = verify_folder_run(tmp, run_id, expect_head=expect_head, public_key=public_key)
-    label = f"{store.describe()} run {run_id}"
-    report.path = label
-    for finding in [*report.problems, *report.notes]:
-        finding.message = finding.message.replace(str(run_dir), label)
-    return report
-
-
-__all__ = ["export_run", "import_run", "verify_run"]
+__all__ = ["export_run", "import_run"]

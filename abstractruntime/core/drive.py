@@ -1,0 +1,224 @@
+"""One stepping logic, two drivers: the same run advances under ``tick`` and under ``await atick``.
+
+The runtime's stepping code is written once, as generators that *yield requests* for the
+things that may take time — calling a node, calling an effect handler, sleeping between
+attempts, making a batch durable — and receive their results. :func:`drive_sync` performs the
+requests in the caller's thread (an ``async def`` node or handler runs on this thread's own
+event loop); :func:`drive_async` awaits them, so many runs advance concurrently on one event
+loop: async handlers are awaited, sync effect handlers and file I/O run in worker threads, and
+node bodies run inline (they are meant to be quick and pure).
+
+Durability and identity do not depend on the driver: records, batches and positions are the
+same, so a run may be advanced by either, in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator, Optional
+
+from .effects import EffectOutcome
+from .errors import AsyncRequiredError
+
+Step = Generator["Request", Any, Any]
+
+_LOOPS = threading.local()
+
+
+def run_coroutine(awaitable: Any) -> Any:
+    """Run an awaitable to completion from synchronous code (this thread's own event loop).
+
+    Refused inside a running event loop: there, the caller must use the ``a*`` methods.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        if inspect.iscoroutine(awaitable):
+            awaitable.close()
+        raise AsyncRequiredError("an async node or handler cannot run under tick/resume inside a running event "
+                                 "loop: use await runtime.atick(...) / aresume(...)")
+    loop = getattr(_LOOPS, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _LOOPS.loop = asyncio.new_event_loop()
+    return loop.run_until_complete(awaitable)
+
+
+class Request:
+    """Something the stepping code needs done; each driver performs it its own way."""
+
+    def run_sync(self) -> Any:  # pragma: no cover - every request overrides it
+        raise NotImplementedError
+
+    async def run_async(self) -> Any:  # pragma: no cover - every request overrides it
+        raise NotImplementedError
+
+
+@dataclass
+class NodeCall(Request):
+    """Call a node handler; the result is ``(True, plan)`` or ``(False, exception)``."""
+
+    fn: Callable[..., Any]
+    run: Any
+    ctx: Any
+
+    def run_sync(self) -> tuple[bool, Any]:
+        try:
+            result = self.fn(self.run, self.ctx)
+        except (Exception, SystemExit) as exc:  # a node's bug (or sys.exit) fails the run on the record
+            return False, exc
+        if not inspect.isawaitable(result):
+            return True, result
+        return _settle(lambda: run_coroutine(result))
+
+    async def run_async(self) -> tuple[bool, Any]:
+        try:
+            result = self.fn(self.run, self.ctx)
+            if inspect.isawaitable(result):
+                result = await result
+            return True, result
+        except (Exception, SystemExit) as exc:
+            return False, exc
+
+
+@dataclass
+class EffectCall(Request):
+    """Call an effect handler with its identity in context; always returns an :class:`EffectOutcome`.
+
+    ``timeout`` (seconds, from the effect's ``timeout_s``) bounds an awaitable handler: a timeout
+    is a failed attempt. ``on_cancel`` records a cancelled attempt before the cancellation
+    propagates (async driver), so a cancelled run is never left without a trace.
+    """
+
+    handler: Any
+    run: Any
+    effect: Any
+    next_node: Optional[str]
+    identity: Any
+    context_var: contextvars.ContextVar[Any]
+    timeout: Optional[float] = None
+    on_cancel: Optional[Callable[[str], None]] = None
+
+    def _call(self) -> Any:
+        return self.handler(self.run, self.effect, self.next_node)
+
+    def run_sync(self) -> EffectOutcome:
+        token = self.context_var.set(self.identity)
+        try:
+            result = self._call()
+            if inspect.isawaitable(result):
+                result = run_coroutine(self._bounded(result))
+            return _checked(result, self.effect)
+        except AsyncRequiredError:
+            raise  # the caller must use the async API; not the handler's failure
+        except (Exception, SystemExit) as exc:  # a handler's exception is a failed attempt
+            return _failure(exc, self.timeout)
+        finally:
+            self.context_var.reset(token)
+
+    async def run_async(self) -> EffectOutcome:
+        token = self.context_var.set(self.identity)
+        try:
+            if getattr(self.handler, "pure", False) or _is_async(self.handler):
+                result = self._call()
+            else:
+                # A blocking handler runs in a worker thread, so other runs keep advancing.
+                result = await asyncio.to_thread(contextvars.copy_context().run, self._call)
+            if inspect.isawaitable(result):
+                result = await self._bounded(result)
+            return _checked(result, self.effect)
+        except asyncio.CancelledError:
+            if self.on_cancel is not None:
+                self.on_cancel("Effect cancelled (the worker was stopped); it runs again when the run is next ticked")
+            raise
+        except (Exception, SystemExit) as exc:
+            return _failure(exc, self.timeout)
+        finally:
+            self.context_var.reset(token)
+
+    async def _bounded(self, awaitable: Any) -> Any:
+        if self.timeout is None:
+            return await awaitable
+        return await asyncio.wait_for(awaitable, timeout=self.timeout)
+
+
+def _settle(call: Callable[[], Any]) -> tuple[bool, Any]:
+    """``(True, value)`` or ``(False, exception)``; the async API's own error propagates."""
+    try:
+        return True, call()
+    except AsyncRequiredError:
+        raise
+    except (Exception, SystemExit) as exc:
+        return False, exc
+
+
+def _is_async(handler: Any) -> bool:
+    fn = getattr(handler, "fn", handler)
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+def _failure(exc: BaseException, timeout: Optional[float]) -> EffectOutcome:
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and timeout is not None:
+        return EffectOutcome.failed(f"Effect timed out after {timeout:g} s")
+    return EffectOutcome.failed(f"Effect handler raised {type(exc).__name__}: {exc}")
+
+
+def _checked(result: Any, effect: Any) -> EffectOutcome:
+    if not isinstance(result, EffectOutcome):
+        return EffectOutcome.failed(
+            f"Effect handler for {effect.type.value} returned {type(result).__name__}, not an EffectOutcome",
+            retryable=False)
+    return result
+
+
+@dataclass
+class Sleep(Request):
+    """Back off between attempts (``time.sleep`` looked up at call time, so tests can patch it)."""
+
+    seconds: float
+
+    def run_sync(self) -> None:
+        time.sleep(self.seconds)
+
+    async def run_async(self) -> None:
+        await asyncio.sleep(self.seconds)
+
+
+@dataclass
+class Io(Request):
+    """Blocking store I/O (a batch's fsync, a checkpoint): a worker thread under the async driver."""
+
+    fn: Callable[[], Any]
+    args: tuple[Any, ...] = field(default_factory=tuple)
+
+    def run_sync(self) -> Any:
+        return self.fn(*self.args)
+
+    async def run_async(self) -> Any:
+        return await asyncio.to_thread(self.fn, *self.args)
+
+
+def drive_sync(step: Step) -> Any:
+    """Run stepping code to its end, performing each request in this thread."""
+    try:
+        request = next(step)
+        while True:
+            request = step.send(request.run_sync())
+    except StopIteration as stop:
+        return stop.value
+
+
+async def drive_async(step: Step) -> Any:
+    """Run stepping code to its end, awaiting each request."""
+    try:
+        request = next(step)
+        while True:
+            request = step.send(await request.run_async())
+    except StopIteration as stop:
+        return stop.value

@@ -1,0 +1,135 @@
+"""The import contract of design.md §2, checked over the source with ``ast``.
+
+Layers, lowest first: ``core`` and ``identity`` (standard library only), ``storage``,
+``scheduler``, ``integrations.abstractcore``, then the CLI (the top-level ``cli/`` folder,
+installed as ``abstractruntime.cli``). Imports point downward only. Every import counts,
+including the lazy ones inside functions: a lazy import still makes the lower layer know
+about the upper one.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "abstractruntime"
+CLI = ROOT / "cli"
+
+# Layers that may import nothing third-party, and what above them they must never import.
+KERNEL = ("core", "identity", "storage", "scheduler")
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "core": ("storage", "scheduler", "integrations", "cli", "report", "testing", "loader", "trust"),
+    "identity": ("storage", "scheduler", "integrations", "cli", "report", "testing"),
+    "storage": ("scheduler", "integrations", "cli", "report", "testing"),
+    "scheduler": ("integrations", "cli", "report", "testing"),
+    "integrations": ("cli", "testing"),
+}
+
+# Optional extras a kernel module may import lazily, inside the function that needs them.
+# storage/postgres/ is the one storage package built on a third-party driver: db.py loads
+# psycopg through importlib when a store is opened, so it never shows up as an import here.
+LAZY_EXTRAS: dict[str, set[str]] = {
+    "abstractruntime.storage.signing": {"cryptography"},
+}
+
+
+def _modules(base: Path, package: str) -> Iterator[tuple[str, Path]]:
+    for path in sorted(base.rglob("*.py")):
+        rel = path.relative_to(base).with_suffix("")
+        parts = [p for p in rel.parts if p != "__init__"]
+        yield ".".join([package, *parts]), path
+
+
+def _imports(module: str, path: Path) -> Iterator[tuple[str, int, bool]]:
+    """``(absolute module imported, line, at module level)`` for every import in ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    is_package = path.name == "__init__.py"
+    top_level = {id(node) for node in tree.body}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno, id(node) in top_level
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".")
+                base = base[: len(base) - node.level + (1 if is_package else 0)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            names = [f"{target}.{a.name}" for a in node.names] if not node.module else [target]
+            for name in names:
+                yield name, node.lineno, id(node) in top_level
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "abstractruntime" else parts[0]
+
+
+ALL = list(_modules(PACKAGE, "abstractruntime")) + list(_modules(CLI, "abstractruntime.cli"))
+
+
+def test_the_scan_sees_every_layer() -> None:
+    layers = {_layer(m) for m, _ in ALL}
+    assert {"core", "identity", "storage", "scheduler", "integrations", "cli"} <= layers
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_imports_point_downward_only(layer: str) -> None:
+    bad = []
+    for module, path in ALL:
+        if _layer(module) != layer:
+            continue
+        for target, line, _ in _imports(module, path):
+            if target.startswith("abstractruntime.") and _layer(target) in FORBIDDEN[layer]:
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {target}")
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("layer", KERNEL)
+def test_kernel_layers_import_only_the_standard_library(layer: str) -> None:
+    bad = []
+    for module, path in ALL:
+        if _layer(module) != layer:
+            continue
+        for target, line, module_level in _imports(module, path):
+            top = target.split(".")[0]
+            if top in sys.stdlib_module_names or top in ("abstractruntime", "__future__"):
+                continue
+            if not module_level and top in LAZY_EXTRAS.get(module, set()):
+                continue
+            bad.append(f"{path.relative_to(ROOT)}:{line} imports {target}")
+    assert not bad, "\n".join(bad)
+
+
+def test_only_the_abstractcore_integration_imports_abstractcore() -> None:
+    bad = []
+    for module, path in ALL:
+        if module.startswith("abstractruntime.integrations.abstractcore"):
+            continue
+        for target, line, _ in _imports(module, path):
+            if target.split(".")[0] == "abstractcore":
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {target}")
+    assert not bad, "\n".join(bad)
+
+
+def test_integrations_package_init_stays_empty() -> None:
+    tree = ast.parse((PACKAGE / "integrations" / "__init__.py").read_text(encoding="utf-8"))
+    body = [n for n in tree.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+    assert body == [], "abstractruntime/integrations/__init__.py must hold nothing but a docstring"
+
+
+def test_the_contract_catches_an_upward_import(tmp_path: Path) -> None:
+    """The checker itself: a relative import from core into storage is resolved and seen."""
+    core = tmp_path / "core"
+    core.mkdir()
+    path = core / "bad.py"
+    path.write_text("def f():\n    from ..storage.snapshots import Snapshot\n    from . import ids\n")
+    found = [t for t, _, _ in _imports("abstractruntime.core.bad", path)]
+    assert found == ["abstractruntime.storage.snapshots", "abstractruntime.core.ids"]
+    assert _layer(found[0]) in FORBIDDEN["core"]
