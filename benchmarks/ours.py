@@ -42,6 +42,8 @@ class Sizes:
     verify_records: int = 50_000
     list_counts: list[int] = field(default_factory=lambda: [10_000, 100_000])
     startup_reps: int = 15
+    async_runs: int = 1000
+    async_serial_runs: int = 100
     recovery_records: int = 100_000
     recovery_behind: int = 1_000
     state_at_samples: int = 20
@@ -51,7 +53,8 @@ class Sizes:
         """Tiny sizes: checks that every scenario works, in seconds."""
         return cls(steps=50, effect_steps=30, reps=1, baseline_reps=1, fsync_samples=20, flat_lengths=[20, 200],
                    flat_steps=10, roundtrips=3, cli_roundtrips=1, verify_records=500, list_counts=[300],
-                   startup_reps=3, recovery_records=3000, recovery_behind=100, state_at_samples=5)
+                   startup_reps=3, recovery_records=3000, recovery_behind=100, state_at_samples=5,
+                   async_runs=40, async_serial_runs=5)
 
 
 def _store(work: str, durability: str) -> FileStore:

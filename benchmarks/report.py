@@ -73,6 +73,7 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
     rows += _list_rows(sc.get("runs_list", {}))
     rows += _startup_rows(sc.get("startup", {}))
     rows += _recovery_rows(sc.get("recovery", {}))
+    rows += _async_rows(sc.get("async_path", {}))
     from .cli_latency import rows as cli_latency_rows  # here: that module builds its rows with Row
 
     rows += cli_latency_rows(sc.get("cli_latency", {}))
@@ -264,6 +265,25 @@ def _recovery_rows(r: Any) -> list[Row]:
             r["open_and_step_seconds"] < 0.1),
         Row(name, f"state_at, {r['state_at_samples']} positions: slowest", ms(r["state_at_max_seconds"]),
             f"median {ms(r['state_at_median_seconds'])}", None, "< 200 ms", r["state_at_max_seconds"] < 0.2),
+    ]
+
+
+def _async_rows(a: Any) -> list[Row]:
+    name = "async path"
+    if not _ok(a):
+        return [Row(name, "atick", _why(a))]
+    c, t, p = a["concurrency"], a["tool_calls"], a["pure_steps"]
+    ratio = c["concurrent"]["runs_per_s"] / c["serial"]["runs_per_s"]
+    tool_ratio = t["seconds"] / t["tool_seconds"]
+    step_ratio = p["async"]["step_seconds"] / p["sync"]["step_seconds"]
+    return [
+        Row(name, f"{c['concurrent']['runs']:,} runs, one {c['effect_wait_s'] * 1000:g} ms effect each, "
+            f"--concurrency 100 (all verified: {c['all_verified']})", rate(c["concurrent"]["runs_per_s"], "runs/s"),
+            f"--concurrency 1 {rate(c['serial']['runs_per_s'], 'runs/s')}", ratio, "≥ 50×", ratio >= 50),
+        Row(name, f"tool_calls: {t['tools']} async tools of {t['tool_seconds'] * 1000:g} ms", ms(t["seconds"]),
+            f"one tool {ms(t['tool_seconds'])}", tool_ratio, "≤ 1.3×", tool_ratio <= 1.3),
+        Row(name, f"{p['steps']} pure steps: cost/step, atick", ms(p["async"]["step_seconds"]),
+            f"tick {ms(p['sync']['step_seconds'])}", step_ratio, "≤ 1.3×", step_ratio <= 1.3),
     ]
 
 

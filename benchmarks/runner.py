@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import cli_latency, ours, ours_ops, ours_recovery, report
+from . import cli_latency, ours, ours_async, ours_ops, ours_recovery, report
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -40,6 +40,7 @@ SCENARIOS: dict[str, Callable[[ours.Sizes, str], dict[str, Any]]] = {
     "runs_list": ours_ops.runs_list,
     "startup": ours_ops.startup,
     "recovery": ours_recovery.recovery,
+    "async_path": ours_async.async_path,
     "cli_latency": cli_latency.cli_latency,
 }
 VENV_HINT = "python -m venv .bench-venv && .bench-venv/bin/pip install -r benchmarks/requirements.txt"

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import os
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -21,11 +20,11 @@ import pytest
 
 from abstractruntime.core.clock import FixedClock
 from abstractruntime.core.models import RunState, StepRecord
-from abstractruntime.core.runtime import Runtime
 from abstractruntime.storage.base import LedgerStore, RunStore
 from abstractruntime.storage.in_memory import InMemoryLedgerStore, InMemoryRunStore
 from abstractruntime.storage.json_files import JsonFileRunStore, JsonlLedgerStore
 from abstractruntime.storage.ledger_chain import HashChainedLedgerStore
+from abstractruntime.testing.backend import StoreBackend
 
 # The instant every FixedClock in the battery starts at (timers are set relative to it).
 T0_ISO = "2030-01-01T00:00:00+00:00"
@@ -58,43 +57,8 @@ class UpstreamStyleLedgerStore(LedgerStore):
         return copy.deepcopy(self._records.get(run_id, []))
 
 
-@dataclass
-class Backend:
-    """One run store + ledger store pair, with what the tests need to know about it."""
-
-    name: str
-    runs: RunStore
-    ledger: LedgerStore
-    root: Optional[Path] = None
-    # Capabilities that differ between backends (the suite checks each one where it applies).
-    queryable: bool = True
-    locking: bool = True
-    chained: bool = True
-    # False when the run store keeps only the run (the RunStore ABC's checkpoint default).
-    checkpoints: bool = True
-    reopen: Optional[Callable[[], "Backend"]] = field(default=None, repr=False)
-    # Called at teardown (closes database connections).
-    closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
-
-    @property
-    def files(self) -> bool:
-        """True for the file backends."""
-        return self.root is not None
-
-    def runtime(self, **kwargs: Any) -> Runtime:
-        """A Runtime over this backend."""
-        return Runtime(run_store=self.runs, ledger_store=self.ledger, **kwargs)
-
-    def fingerprint(self, run_id: str) -> Any:
-        """Everything stored for ``run_id``, to prove that a refused call wrote nothing."""
-        if self.root is not None:
-            run_dir = self.root / "runs" / run_id
-            return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.name != ".lock"}
-        checkpoint = self.runs.load_checkpoint(run_id)
-        return (
-            json.dumps(checkpoint.to_dict() if checkpoint else None, sort_keys=True, default=str),
-            json.dumps(self.ledger.list(run_id), sort_keys=True, default=str),
-        )
+# The conformance kit's pair of stores, under the name the battery has always used.
+Backend = StoreBackend
 
 
 # Run stores differ only in the first four (the others pair the same run stores with chained ledgers).

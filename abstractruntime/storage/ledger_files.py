@@ -54,7 +54,10 @@ class JsonlLedgerStore(LedgerStore):
         self.durability = check_durability(durability)
         self._files = RunFiles(base_dir, durable=durability == "fsync")
         self._cache: dict[str, _LedgerCache] = {}
-        self._guard = threading.RLock()
+        # One lock per run, so one run's fsync never holds up another run's reads or appends
+        # (a worker advances many runs at once); _guards_lock only guards the dict.
+        self._guards: dict[str, threading.RLock] = {}
+        self._guards_lock = threading.Lock()
 
     @property
     def base_dir(self) -> Path:
@@ -64,6 +67,13 @@ class JsonlLedgerStore(LedgerStore):
     def path(self, run_id: str) -> Path:
         """The ledger file of ``run_id``."""
         return self._files.ledger(run_id)
+
+    def _guard(self, run_id: str) -> threading.RLock:
+        with self._guards_lock:
+            guard = self._guards.get(run_id)
+            if guard is None:
+                guard = self._guards[run_id] = threading.RLock()
+            return guard
 
     @property
     def _durable(self) -> bool:
@@ -80,8 +90,8 @@ class JsonlLedgerStore(LedgerStore):
         by_run: dict[str, list[StepRecord]] = {}
         for record in records:
             by_run.setdefault(record.run_id, []).append(record)
-        with self._guard:
-            for run_id, batch in by_run.items():
+        for run_id, batch in by_run.items():
+            with self._guard(run_id):
                 path = self._files.run_dir(run_id, create=True) / LEDGER_FILE
                 head = self._refresh(run_id, path, repair=True).head
                 docs, lines = [], []
@@ -96,7 +106,7 @@ class JsonlLedgerStore(LedgerStore):
     def append_lines(self, run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
                      *, expect: LedgerHead) -> LedgerHead:
         """Append sealed records (one write, one fsync) if the ledger still ends at ``expect``."""
-        with self._guard:
+        with self._guard(run_id):
             path = self._files.run_dir(run_id, create=True) / LEDGER_FILE
             cache = self._refresh(run_id, path, repair=True)
             if cache.head.seq != expect.seq or cache.head.head_hash != expect.head_hash:
@@ -193,7 +203,7 @@ class JsonlLedgerStore(LedgerStore):
         ``position`` names; otherwise (no offset, another file) reads the whole ledger. A
         torn tail is left for the writer to truncate. Seeds the writer's cache.
         """
-        with self._guard:
+        with self._guard(run_id):
             path = self._files.ledger(run_id)
             try:
                 stat = os.lstat(path)
@@ -245,7 +255,7 @@ class JsonlLedgerStore(LedgerStore):
 
     def peek_head(self, run_id: str) -> LedgerHead:
         """The head as this process last saw it, else read off the file's last line (not chain-checked)."""
-        with self._guard:
+        with self._guard(run_id):
             cache = self._cache.get(run_id)
             path = self._files.ledger(run_id)
             try:
@@ -295,12 +305,12 @@ class JsonlLedgerStore(LedgerStore):
 
     def head(self, run_id: str) -> LedgerHead:
         """The last valid record's seq and hash (chain-checked)."""
-        with self._guard:
+        with self._guard(run_id):
             return self._refresh(run_id, self._files.ledger(run_id), repair=False).head
 
     def find_completed(self, run_id: str, idempotency_key: str) -> Optional[dict[str, Any]]:
         """The first completed record with this key (an index built on first use, then O(1))."""
-        with self._guard:
+        with self._guard(run_id):
             path = self._files.ledger(run_id)
             cache = self._refresh(run_id, path, repair=False)
             if cache.completed is None:

@@ -1,4 +1,4 @@
-"""Artifacts on PostgreSQL: the artifact store conformance suite (tests/test_artifacts.py),
+"""Artifacts on PostgreSQL: the artifact store conformance suite (abstractruntime.testing),
 unchanged, plus what only a database can get wrong."""
 
 from __future__ import annotations
@@ -6,27 +6,22 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 
 import pytest
-from test_artifacts import START, TestArtifactStoreConformance
 
 from abstractruntime.core.clock import FixedClock
 from abstractruntime.core.errors import CorruptRecordError
 from abstractruntime.storage.artifacts import ArtifactStore
+from abstractruntime.testing import ArtifactStoreConformance
 
 
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(START)
-
-
-@pytest.fixture
-def store(open_pg: Callable[..., Any], clock: FixedClock) -> Iterator[ArtifactStore]:
-    from abstractruntime.storage.postgres.artifacts import PostgresArtifactStore
-
-    yield PostgresArtifactStore(open_pg().db, clock=clock)
-
-
-class TestPostgresArtifactStore(TestArtifactStoreConformance):
+class TestPostgresArtifactStore(ArtifactStoreConformance):
     """The shared suite over the PostgreSQL artifact store."""
+
+    @pytest.fixture
+    def store(self, open_pg: Callable[..., Any], clock: FixedClock) -> Iterator[ArtifactStore]:
+        """A new, empty artifact store in this test's schema."""
+        from abstractruntime.storage.postgres.artifacts import PostgresArtifactStore
+
+        yield PostgresArtifactStore(open_pg().db, clock=clock)
 
 
 def test_altered_content_is_refused(open_pg: Callable[..., Any], admin: Any, pg_schema: str) -> None:

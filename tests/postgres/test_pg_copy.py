@@ -87,3 +87,16 @@ def test_copy_refuses_to_overwrite_and_same_kind(open_pg: Callable[..., Any], tm
             copy_store(folder, folder)
     finally:
         folder.close()
+
+
+def test_runs_copied_into_a_folder_are_listed_there(open_pg: Callable[..., Any], tmp_path: Path) -> None:
+    pg = open_pg()
+    ids = _fill(pg, 3)
+    folder = FileStore(tmp_path / "f", durability="none")
+    try:
+        assert folder.runs.list_runs() == []  # the folder's query index exists before the copy
+        copy_store(pg, folder)
+        assert sorted(r.run_id for r in folder.runs.list_runs()) == ids
+        assert [r.run_id for r in folder.runs.list_runs(status=RunStatus.COMPLETED)] == [ids[0]]
+    finally:
+        folder.close()

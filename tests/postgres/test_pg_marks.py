@@ -1,6 +1,6 @@
-"""Snapshots and bookmarks on PostgreSQL: the snapshot store suite of tests/test_snapshot_stores.py
-run unchanged against the database, the folder stores' bookmark behaviour, and bookmarks that
-``verify`` re-checks after the run is exported."""
+"""Snapshots and bookmarks on PostgreSQL: the snapshot store conformance suite
+(abstractruntime.testing) run unchanged against the database, the folder stores' bookmark
+behaviour, and bookmarks that ``verify`` re-checks after the run is exported."""
 
 from __future__ import annotations
 
@@ -8,19 +8,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from test_snapshot_stores import (  # noqa: F401  (collected here again, over PostgreSQL)
-    test_any_json_run_vars_round_trip,
-    test_delete,
-    test_list_filters,
-    test_list_is_newest_first_with_ties_by_id,
-    test_save_replaces_a_snapshot_with_the_same_id,
-    test_save_then_load_returns_an_equal_independent_copy,
-    test_snapshot_of_a_run_restores_an_equal_run,
-    test_store_satisfies_the_protocol,
-    test_unknown_ids,
-    test_unsafe_ids_are_refused,
-    test_update_edits_metadata_and_bumps_updated_at,
-)
 
 from abstractruntime.core.errors import (
     BookmarkNotFoundError,
@@ -33,15 +20,19 @@ from abstractruntime.core.spec import WorkflowSpec
 from abstractruntime.storage.postgres.transfer import export_run, import_run
 from abstractruntime.storage.snapshots import Snapshot, SnapshotStore
 from abstractruntime.storage.verify import verify_run
+from abstractruntime.testing import SnapshotStoreConformance
 
 
-@pytest.fixture
-def make_store(open_pg: Callable[..., Any]) -> Callable[..., Any]:
-    """The shared suite's store factory, over one PostgreSQL store of this test."""
-    from abstractruntime.storage.postgres.marks import PostgresSnapshotStore
+class TestPostgresSnapshotStore(SnapshotStoreConformance):
+    """The shared suite over the PostgreSQL snapshot store."""
 
-    db = open_pg().db
-    return lambda clock=None: PostgresSnapshotStore(db, clock=clock)
+    @pytest.fixture
+    def make_store(self, open_pg: Callable[..., Any]) -> Callable[..., Any]:
+        """The suite's store factory, over one PostgreSQL store of this test."""
+        from abstractruntime.storage.postgres.marks import PostgresSnapshotStore
+
+        db = open_pg().db
+        return lambda clock=None: PostgresSnapshotStore(db, clock=clock)
 
 
 def _three_steps() -> WorkflowSpec:

@@ -168,3 +168,16 @@ def test_the_scheduler_resumes_due_timers(open_pg: Callable[..., Any]) -> None:
     clock.advance(seconds=600)
     assert [s.run_id for s in scheduled.scheduler.tick_due()] == [run_id]
     assert store.runs.load(run_id).output == {"woke": True}
+
+
+def test_the_run_report_reads_a_database_run(open_pg: Callable[..., Any]) -> None:
+    from abstractruntime.report.write import build_report
+
+    wf = _workflow()
+    store = open_pg()
+    rt = store.runtime(effect_handlers={EffectType.LLM_CALL: _llm})
+    run_id = rt.start(workflow=wf)
+    rt.resume(workflow=wf, run_id=run_id, wait_key=rt.tick(workflow=wf, run_id=run_id).waiting.wait_key,
+              payload={"answer": "yes"})
+    html = build_report(store, run_id)
+    assert run_id in html and "Verified: the ledger is intact" in html

@@ -93,3 +93,30 @@ def test_verify_run_checks_a_database_run_with_the_offline_verifier(open_pg: Cal
     assert not report.ok
     assert "record_hash_mismatch" in {p.type for p in report.problems}
     assert all("abstractruntime-verify-" not in p.message for p in report.problems)
+
+
+def test_an_import_that_fails_half_way_writes_nothing(open_pg: Callable[..., Any], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from abstractruntime.core.errors import StorageError
+
+    wf = _workflow()
+    folder = FileStore(tmp_path / "a", durability="none")
+    try:
+        rt = folder.runtime()
+        run_id = rt.start(workflow=wf, vars={"n": 1, "api_key": "sk-live-123"})
+        rt.tick(workflow=wf, run_id=run_id)
+    finally:
+        folder.close()
+    pg = open_pg()
+
+    def refuse(checkpoint: Any) -> None:
+        raise StorageError("disk full (injected after the ledger was inserted)")
+
+    monkeypatch.setattr(pg.runs, "save_checkpoint", refuse)
+    with pytest.raises(StorageError):
+        import_run(pg, run_id, tmp_path / "a")
+    monkeypatch.undo()
+    assert pg.ledger.lines(run_id) == [] and pg.ledger.get_secrets(run_id) == []
+    assert not pg.runs.exists(run_id)
+    import_run(pg, run_id, tmp_path / "a")
+    assert pg.runtime().get_state(run_id).vars["api_key"] == "sk-live-123"

@@ -48,40 +48,68 @@ def _failure(exc: BaseException, what: str) -> EffectOutcome:
 
 
 def make_llm_call_handler(*, llm: AbstractCoreLLMClient) -> EffectHandler:
-    """The ``llm_call`` handler over ``llm`` (anything with ``generate(**kwargs) -> dict``)."""
+    """The ``llm_call`` handler over ``llm`` (anything with ``generate(**kwargs) -> dict``).
+
+    A client that also has ``agenerate`` (both of ours: AbstractCore's ``agenerate`` locally,
+    ``httpx.AsyncClient`` remotely) gets an ``async`` handler, so LLM calls of many runs overlap
+    under ``atick``/a concurrent worker; the retry policy, timeouts and redaction are the same.
+    """
+    if callable(getattr(llm, "agenerate", None)):
+        async def handle_llm_call_async(run: RunState, effect: Effect,
+                                        default_next_node: Optional[str] = None) -> EffectOutcome:
+            request = _llm_request(effect)
+            if isinstance(request, EffectOutcome):
+                return request
+            try:
+                result = await llm.agenerate(**request)  # type: ignore[attr-defined]
+            except Exception as exc:
+                return _llm_failure(run, exc)
+            return _llm_outcome(result)
+
+        return handle_llm_call_async
 
     def handle_llm_call(run: RunState, effect: Effect, default_next_node: Optional[str] = None) -> EffectOutcome:
-        payload = effect.payload or {}
-        prompt, messages = payload.get("prompt"), payload.get("messages")
-        if not prompt and not messages:
-            return EffectOutcome.failed("llm_call requires payload.prompt or payload.messages", retryable=False)
-        params = payload.get("params")
-        if params is not None and not isinstance(params, dict):
-            return EffectOutcome.failed("llm_call payload.params must be an object", retryable=False)
-        tools = payload.get("tools")
-        if tools is not None and not isinstance(tools, list):
-            return EffectOutcome.failed("llm_call payload.tools must be a list of tool definitions",
-                                        retryable=False)
+        request = _llm_request(effect)
+        if isinstance(request, EffectOutcome):
+            return request
         try:
-            result = llm.generate(
-                prompt=str(prompt or ""),
-                messages=messages,
-                system_prompt=payload.get("system_prompt"),
-                tools=tools,
-                params=params,
-            )
+            result = llm.generate(**request)
         except Exception as exc:
-            outcome = _failure(exc, "llm_call")
-            logger.warning("llm_call failed", run_id=run.run_id, node=run.current_node,
-                           retryable=outcome.retryable, error=outcome.error)
-            return outcome
-        if not isinstance(result, dict):
-            return EffectOutcome.failed(
-                f"llm_call: the LLM client returned {type(result).__name__}, not a dict", retryable=False
-            )
-        return EffectOutcome.completed(jsonable(result))
+            return _llm_failure(run, exc)
+        return _llm_outcome(result)
 
     return handle_llm_call
+
+
+def _llm_request(effect: Effect) -> Any:
+    """The ``generate`` keyword arguments for the effect, or the failed outcome that says what is wrong."""
+    payload = effect.payload or {}
+    prompt, messages = payload.get("prompt"), payload.get("messages")
+    if not prompt and not messages:
+        return EffectOutcome.failed("llm_call requires payload.prompt or payload.messages", retryable=False)
+    params = payload.get("params")
+    if params is not None and not isinstance(params, dict):
+        return EffectOutcome.failed("llm_call payload.params must be an object", retryable=False)
+    tools = payload.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        return EffectOutcome.failed("llm_call payload.tools must be a list of tool definitions", retryable=False)
+    return {"prompt": str(prompt or ""), "messages": messages, "system_prompt": payload.get("system_prompt"),
+            "tools": tools, "params": params}
+
+
+def _llm_failure(run: RunState, exc: Exception) -> EffectOutcome:
+    outcome = _failure(exc, "llm_call")
+    logger.warning("llm_call failed", run_id=run.run_id, node=run.current_node,
+                   retryable=outcome.retryable, error=outcome.error)
+    return outcome
+
+
+def _llm_outcome(result: Any) -> EffectOutcome:
+    if not isinstance(result, dict):
+        return EffectOutcome.failed(
+            f"llm_call: the LLM client returned {type(result).__name__}, not a dict", retryable=False
+        )
+    return EffectOutcome.completed(jsonable(result))
 
 
 def make_tool_calls_handler(*, tools: ToolExecutor) -> EffectHandler:

@@ -19,9 +19,11 @@ A timeout is always set: there is no way to make a call that can hang forever.
 
 from __future__ import annotations
 
+import contextlib
+
 import json as _json
 import threading
-from typing import Any, Optional, Protocol
+from typing import Any, Iterator, Optional, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from ...core.errors import EffectFailedError
@@ -144,25 +146,67 @@ class HttpxRequestSender:
         if not self._own and self._client.is_closed:
             self._client = _default_client(httpx)
         secrets = secret_header_values(headers)
-        where = display_url(url)
-        try:
+        with _mapped_errors(httpx, url, timeout, secrets):
             resp = self._client.post(url, headers=headers, json=json, timeout=httpx.Timeout(timeout))
-        except httpx.TimeoutException as exc:
-            phase = type(exc).__name__.replace("Timeout", "").lower() or "request"
-            raise EffectFailedError(
-                f"timed out after {timeout:g}s waiting for {where} ({phase} timeout; retryable)",
-                retryable=True, error_type=type(exc).__name__,
-            ) from None
-        except httpx.ConnectError as exc:
-            raise EffectFailedError(
-                scrub(f"could not connect to {where}: {exc or 'connection refused'} (retryable)", secrets),
-                retryable=True, error_type=type(exc).__name__,
-            ) from None
-        except httpx.TransportError as exc:  # reset, protocol errors, proxy errors
-            raise EffectFailedError(
-                scrub(f"transport error talking to {where}: {type(exc).__name__}: {exc} (retryable)", secrets),
-                retryable=True, error_type=type(exc).__name__,
-            ) from None
-        if resp.status_code >= 400:
-            raise http_status_error(resp.status_code, resp.reason_phrase or "", url, resp.content, secrets)
-        return decode_json_body(resp.content, url)
+        return _decoded(resp, url, secrets)
+
+
+class AsyncHttpxRequestSender:
+    """:class:`HttpxRequestSender` over ``httpx.AsyncClient``: the same requests and errors, awaited.
+
+    An ``AsyncClient`` belongs to the event loop it first ran on, so one is kept per loop.
+    """
+
+    def __init__(self, *, transport: Any = None) -> None:
+        import httpx  # noqa: PLC0415 - remote mode only
+
+        self._httpx = httpx
+        self._transport = transport
+        self._clients: dict[int, Any] = {}
+
+    def _client(self) -> Any:
+        import asyncio  # noqa: PLC0415
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(id(loop))
+        if client is None or client.is_closed:
+            client = self._clients[id(loop)] = self._httpx.AsyncClient(transport=self._transport)
+        return client
+
+    async def post(self, url: str, *, headers: dict[str, str], json: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """POST and decode; failures are :class:`EffectFailedError` exactly as the sync sender's."""
+        httpx = self._httpx
+        secrets = secret_header_values(headers)
+        with _mapped_errors(httpx, url, timeout, secrets):
+            resp = await self._client().post(url, headers=headers, json=json, timeout=httpx.Timeout(timeout))
+        return _decoded(resp, url, secrets)
+
+
+@contextlib.contextmanager
+def _mapped_errors(httpx: Any, url: str, timeout: float, secrets: list[str]) -> Iterator[None]:
+    """Transport failures as :class:`EffectFailedError`, all retryable (the same for both senders)."""
+    where = display_url(url)
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        phase = type(exc).__name__.replace("Timeout", "").lower() or "request"
+        raise EffectFailedError(
+            f"timed out after {timeout:g}s waiting for {where} ({phase} timeout; retryable)",
+            retryable=True, error_type=type(exc).__name__,
+        ) from None
+    except httpx.ConnectError as exc:
+        raise EffectFailedError(
+            scrub(f"could not connect to {where}: {exc or 'connection refused'} (retryable)", secrets),
+            retryable=True, error_type=type(exc).__name__,
+        ) from None
+    except httpx.TransportError as exc:  # reset, protocol errors, proxy errors
+        raise EffectFailedError(
+            scrub(f"transport error talking to {where}: {type(exc).__name__}: {exc} (retryable)", secrets),
+            retryable=True, error_type=type(exc).__name__,
+        ) from None
+
+
+def _decoded(resp: Any, url: str, secrets: list[str]) -> dict[str, Any]:
+    if resp.status_code >= 400:
+        raise http_status_error(resp.status_code, resp.reason_phrase or "", url, resp.content, secrets)
+    return decode_json_body(resp.content, url)

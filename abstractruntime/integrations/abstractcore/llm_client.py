@@ -18,13 +18,15 @@ contain credentials.
 
 from __future__ import annotations
 
+import asyncio
+
 import math
 import threading
 from typing import Any, Optional, Protocol
 
 from ...core.errors import EffectFailedError, InvalidInputError
 from ._support import import_abstractcore, jsonable, scrub, secret_header_values
-from .http_sender import HttpxRequestSender, RequestSender, display_url, is_retryable_status
+from .http_sender import AsyncHttpxRequestSender, HttpxRequestSender, RequestSender, display_url, is_retryable_status
 from .wire import (
     convert_messages,
     flat_tool_spec,
@@ -180,6 +182,31 @@ class LocalAbstractCoreLLMClient:
             raise EffectFailedError(message, retryable=retryable, error_type=type(exc).__name__) from None
         return normalize_generate_response(resp)
 
+    async def agenerate(self, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`generate` for an event loop, through the provider's own ``agenerate`` when it has one."""
+        params = dict(kwargs.get("params") or {})
+        base_url = params.pop("base_url", None) or None
+        history = convert_messages(kwargs.get("messages")) or None
+        prompt = kwargs.get("prompt") or ""
+        if not prompt and not history:
+            raise InvalidInputError("llm_call requires payload.prompt or payload.messages")
+        llm = await asyncio.to_thread(self._llm_for, base_url)  # creating a provider may touch the network
+        if not callable(getattr(llm, "agenerate", None)):
+            return await asyncio.to_thread(lambda: self.generate(**kwargs))
+        tools = kwargs.get("tools")
+        try:
+            resp = await llm.agenerate(prompt=str(prompt), messages=history, system_prompt=kwargs.get("system_prompt"),
+                                       tools=[flat_tool_spec(t) for t in tools] if tools else None, stream=False,
+                                       **params)
+        except EffectFailedError:
+            raise
+        except Exception as exc:
+            retryable = _core_error_is_retryable(exc)
+            hint = "retryable" if retryable else "not retried"
+            message = scrub(f"{self.provider}/{self.model}: {type(exc).__name__}: {exc} ({hint})", self._secrets())
+            raise EffectFailedError(message, retryable=retryable, error_type=type(exc).__name__) from None
+        return normalize_generate_response(resp)
+
 
 # --------------------------------------------------------------------------- remote
 class RemoteAbstractCoreLLMClient:
@@ -215,6 +242,7 @@ class RemoteAbstractCoreLLMClient:
         if provider_api_key:
             self._headers["X-AbstractCore-Provider-API-Key"] = str(provider_api_key)
         self._sender: Optional[RequestSender] = request_sender
+        self._async_sender: Optional[AsyncHttpxRequestSender] = None
 
     @property
     def url(self) -> str:
@@ -276,6 +304,25 @@ class RemoteAbstractCoreLLMClient:
         except Exception as exc:  # an injected sender's own errors: count as transient
             message = scrub(f"request to {display_url(self.url)} failed: {type(exc).__name__}: {exc}", secrets)
             raise EffectFailedError(message, retryable=True, error_type=type(exc).__name__) from None
+        return self._normalized(resp, secrets)
+
+    async def agenerate(self, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`generate` for an event loop (``httpx.AsyncClient``; an injected synchronous
+        ``request_sender`` runs in a worker thread), with the same errors, redaction and timeout."""
+        if self._sender is not None:
+            return await asyncio.to_thread(lambda: self.generate(**kwargs))
+        headers, body, timeout = self.build_request(**kwargs)
+        secrets = secret_header_values(headers)
+        if self._async_sender is None:
+            self._async_sender = AsyncHttpxRequestSender()
+        try:
+            resp = await self._async_sender.post(self.url, headers=headers, json=body, timeout=timeout)
+        except EffectFailedError as exc:
+            raise EffectFailedError(scrub(exc.message, secrets), **exc.details) from None
+        return self._normalized(resp, secrets)
+
+    @staticmethod
+    def _normalized(resp: Any, secrets: list[str]) -> dict[str, Any]:
         try:
             return normalize_chat_response(resp)
         except EffectFailedError as exc:

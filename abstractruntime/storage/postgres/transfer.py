@@ -58,9 +58,9 @@ def export_run(store: Any, run_id: str, root: str | os.PathLike[str], *, durable
 def import_run(store: Any, run_id: str, root: str | os.PathLike[str]) -> LedgerHead:
     """Copy run ``run_id`` of the folder store at ``root`` into PostgreSQL ``store``; returns its head.
 
-    The folder's ledger must verify (its chain is checked as it is read). The lines go in
-    with one conditional append on an empty ledger: a run already in the database is
-    :class:`RunExistsError` and nothing is written.
+    The folder's ledger must verify (its chain is checked as it is read). Everything goes in
+    with one transaction, the lines with a conditional append on an empty ledger: a run
+    already in the database is :class:`RunExistsError`, and any failure writes nothing.
     """
     validate_id(run_id, "run id")
     run_dir = Path(root) / RUNS_DIR / run_id
@@ -72,21 +72,24 @@ def import_run(store: Any, run_id: str, root: str | os.PathLike[str]) -> LedgerH
     lines = [raw for raw in data[:parsed.valid_end].split(b"\n")[:-1]]
     checkpoint_path = run_dir / CHECKPOINT_FILE
     checkpoint = read_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
-    if store.runs.exists(run_id):
-        raise RunExistsError(f"Run {run_id} already exists in {store.describe()}", run_id=run_id)
-    secrets_path = run_dir / SECRETS_FILE
-    if secrets_path.exists():
+    bookmarks = read_bookmarks(run_dir / BOOKMARKS_FILE)
+    secrets: list[dict[str, Any]] = []
+    if (run_dir / SECRETS_FILE).exists():
         from ..json_files import JsonlLedgerStore
 
-        store.ledger.put_secrets(run_id, JsonlLedgerStore(root, durability="none").get_secrets(run_id))
+        secrets = JsonlLedgerStore(root, durability="none").get_secrets(run_id)
     head = LedgerHead()
-    if lines:
-        head = store.ledger.append_lines(run_id, parsed.records, lines, expect=LedgerHead())
-    if checkpoint is not None:
-        store.runs.save_checkpoint(checkpoint)
-        bookmarks = read_bookmarks(run_dir / BOOKMARKS_FILE)
-        if bookmarks:
-            store.bookmarks.put(run_id, list(bookmarks.values()))
+    # One transaction (the stores' own become savepoints in it): all of the run, or nothing.
+    with store.db.connection() as conn, conn.transaction():
+        if store.runs.exists(run_id):
+            raise RunExistsError(f"Run {run_id} already exists in {store.describe()}", run_id=run_id)
+        store.ledger.put_secrets(run_id, secrets)
+        if lines:
+            head = store.ledger.append_lines(run_id, parsed.records, lines, expect=LedgerHead())
+        if checkpoint is not None:
+            store.runs.save_checkpoint(checkpoint)
+            if bookmarks:
+                store.bookmarks.put(run_id, list(bookmarks.values()))
     return head
 
 

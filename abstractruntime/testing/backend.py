@@ -1,0 +1,63 @@
+"""What a conformance test is handed: a run store and a ledger store, and what they claim to do."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..core.ports import LedgerStore, RunStore
+from ..core.runtime import Runtime
+
+
+@dataclass
+class StoreBackend:
+    """One run store + ledger store pair, with the capabilities the suite checks where they apply.
+
+    ``queryable``: the run store implements :class:`~abstractruntime.core.ports.QueryableRunStore`.
+    ``locking``: ``lock(run_id)`` refuses a second holder. ``chained``: the ledger keeps the
+    hash chain (``seq``, ``prev_hash``, ``record_hash``). ``checkpoints``: the run store keeps
+    full checkpoints, not only the run (the port's default). ``root``: the directory of a file
+    backend (the suite then also compares the files). ``reopen``: builds a second backend over
+    the same storage, to prove what survives a new process. ``closers`` run at teardown.
+    """
+
+    name: str
+    runs: RunStore
+    ledger: LedgerStore
+    root: Optional[Path] = None
+    queryable: bool = True
+    locking: bool = True
+    chained: bool = True
+    checkpoints: bool = True
+    reopen: Optional[Callable[[], "StoreBackend"]] = field(default=None, repr=False)
+    closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    @property
+    def files(self) -> bool:
+        """True for the file backends."""
+        return self.root is not None
+
+    def runtime(self, **kwargs: Any) -> Runtime:
+        """A Runtime over this backend."""
+        return Runtime(run_store=self.runs, ledger_store=self.ledger, **kwargs)
+
+    def fingerprint(self, run_id: str) -> Any:
+        """Everything stored for ``run_id``, to prove that a refused call wrote nothing."""
+        if self.root is not None:
+            run_dir = self.root / "runs" / run_id
+            return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.name != ".lock"}
+        checkpoint = self.runs.load_checkpoint(run_id)
+        return (
+            json.dumps(checkpoint.to_dict() if checkpoint else None, sort_keys=True, default=str),
+            json.dumps(self.ledger.list(run_id), sort_keys=True, default=str),
+        )
+
+    def close(self) -> None:
+        """Run the closers (database connections, file store handles)."""
+        for close in self.closers:
+            close()
+
+
+__all__ = ["StoreBackend"]
