@@ -122,7 +122,7 @@ def resume_cmd(
     if (answer is not None or answer_file is not None) and isinstance(data, dict):
         data = {"answer": match_choice(state.waiting, data["answer"])}
     if data is not None and _tool_wait(state.waiting):
-        from .cmd_tools import check_tool_payload
+        from abstractruntime.integrations.abstractcore.approval_checks import check_tool_payload
 
         check_tool_payload(state.waiting, data, store.runtime().get_ledger(run_id))
     if data is None:
@@ -176,7 +176,7 @@ def emit_cmd(
         try:
             if _tool_wait(run.waiting):
                 # Tool calls are decided with `tools approve|deny`; a raw event needs their hash.
-                from .cmd_tools import check_tool_payload
+                from abstractruntime.integrations.abstractcore.approval_checks import check_tool_payload
 
                 check_tool_payload(run.waiting, data, store.runtime().get_ledger(run.run_id))
             loaded, runtime = workflows.load_for_run(store, run.run_id)

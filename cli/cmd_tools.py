@@ -18,6 +18,9 @@ from typing import Any, Optional
 
 import typer
 
+from abstractruntime.integrations.abstractcore.approval_checks import checked_calls, record_decision
+from abstractruntime.integrations.abstractcore.approval_checks import require_tool_wait as tool_wait
+
 from . import workflows
 from .app import app, finish_run, settings
 from .cmd_exec import AttrOpt, JSON_HELP, drive
@@ -33,63 +36,6 @@ ShaOpt = typer.Option(None, "--calls-sha256", metavar="HEX",
 WorkflowOpt = typer.Option(None, "--workflow", metavar="FILE", help="Workflow file [default: the one the run recorded].")
 DriftOpt = typer.Option(False, "--allow-drift", help="Accept a workflow file that changed since the run started.")
 WaitOpt = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for a run locked by another process.")
-
-
-def tool_wait(run_id: str, state: Any) -> Any:
-    """The run's waiting state when it waits on tool calls; ``RunNotWaitingError`` otherwise."""
-    from abstractruntime.core.errors import RunNotWaitingError
-    from abstractruntime.integrations.abstractcore import is_tool_approval_wait
-
-    if state.waiting is None or state.status.value != "waiting" or not is_tool_approval_wait(state.waiting):
-        what = (f"waiting on {state.waiting.reason.value}" if state.waiting is not None
-                else f"status: {state.status.value}")
-        raise RunNotWaitingError(f"Run {run_id} is not waiting on tool calls ({what})",
-                                 run_id=run_id, status=state.status.value)
-    return state.waiting
-
-
-def checked_calls(waiting: Any, expected_sha256: Optional[str], *, ledger: Optional[list[dict[str, Any]]] = None
-                  ) -> tuple[list[dict[str, Any]], str]:
-    """The pending calls and their hash, checked against the record and ``expected_sha256``.
-
-    With ``ledger`` (the run's records), the hash must also be the one the hash-chained ledger
-    recorded when the run started waiting, so an edit of the checkpoint alone is refused.
-    """
-    from abstractruntime.core.errors import InvalidInputError, VerificationFailedError
-    from abstractruntime.integrations.abstractcore import pending_tool_calls
-
-    calls = pending_tool_calls(waiting)  # VerificationFailedError when the record was edited
-    digest = str(waiting.details["calls_sha256"])
-    if ledger is not None and _ledger_digest(ledger, waiting.wait_key) != digest:
-        raise VerificationFailedError("the pending tool calls are not the ones the ledger recorded for this wait; "
-                                      "refusing to run them (see: abstractruntime verify)")
-    if expected_sha256 is not None and expected_sha256.strip().lower() != digest:
-        raise InvalidInputError(f"calls_sha256 mismatch: the run waits on calls {digest}, "
-                                f"not {expected_sha256.strip()}; review them with `tools list` and decide again")
-    return calls, digest
-
-
-def _ledger_digest(ledger: list[dict[str, Any]], wait_key: Optional[str]) -> Optional[str]:
-    # The newest "waiting" record for this wait key carries the details the effect produced.
-    for rec in reversed(ledger):
-        wait = (rec.get("result") or {}).get("wait") if isinstance(rec.get("result"), dict) else None
-        if rec.get("status") == "waiting" and isinstance(wait, dict) and wait.get("wait_key") == wait_key:
-            details = wait.get("details")
-            return details.get("calls_sha256") if isinstance(details, dict) else None
-    return None
-
-
-def check_tool_payload(waiting: Any, payload: Any, ledger: list[dict[str, Any]]) -> None:
-    """Refuse a resume of a tool-call wait whose payload does not name the pending calls' hash."""
-    from abstractruntime.core.errors import InvalidInputError
-
-    _, digest = checked_calls(waiting, None, ledger=ledger)
-    given = payload.get("calls_sha256") if isinstance(payload, dict) else None
-    if given is None:
-        raise InvalidInputError("this run waits on tool calls: resume it with `tools approve` or `tools deny`, "
-                                f"or a payload whose calls_sha256 is {digest}")
-    if given != digest:
-        raise InvalidInputError(f"calls_sha256 mismatch: the run waits on calls {digest}, the payload names {given}")
 
 
 def _summary(calls: list[dict[str, Any]]) -> list[list[Any]]:
@@ -120,6 +66,7 @@ def _decide(s: Settings, run_id: str, *, decision: str, only: list[str], reason:
             lock_wait: float, config: Any) -> Any:
     from abstractruntime.core.errors import InvalidInputError, WorkflowLoadError
     from abstractruntime.integrations.abstractcore import approve_tool_calls, deny_tool_calls
+    from abstractruntime.integrations.abstractcore.workflow_tools import local_executor
 
     from .handles import check_target, split_handle
 
@@ -139,7 +86,7 @@ def _decide(s: Settings, run_id: str, *, decision: str, only: list[str], reason:
                                              info=s.info)
     s.current_run = run_id
     if decision == "approved":
-        executor = workflows.local_executor(loaded)
+        executor = local_executor(loaded)
         if executor is None:
             raise WorkflowLoadError(f"{loaded.path}: the workflow file exposes no tools to run the calls with",
                                     path=str(loaded.path))
@@ -152,9 +99,7 @@ def _decide(s: Settings, run_id: str, *, decision: str, only: list[str], reason:
     else:
         approved = []
         payload = deny_tool_calls(waiting, reason=reason or "denied by operator")
-    payload["calls_sha256"] = digest
-    payload["approval"] = {"decision": decision, "calls_sha256": digest, "approved": approved,
-                           "denied": [i for i in ids if i not in approved], "reason": reason}
+    record_decision(payload, digest=digest, decision=decision, call_ids=ids, approved=approved, reason=reason)
     s.debug(f"{decision} {len(approved)} of {len(ids)} call(s) of run {run_id} ({digest})")
     # The wait key embeds the calls' hash: the runtime refuses it if the run waits on other calls now.
     state = runtime.resume(workflow=loaded.workflow, run_id=run_id, wait_key=waiting.wait_key, payload=payload,
@@ -220,4 +165,4 @@ def tools_deny(
     finish_run(s, state)
 
 
-__all__ = ["tools_app", "tool_wait", "checked_calls", "check_tool_payload"]
+__all__ = ["tools_app"]

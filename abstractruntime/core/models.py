@@ -7,12 +7,26 @@ persisted: a run must be resumable by another process from files alone. Enums ar
 
 from __future__ import annotations
 
+import os
+import random
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
 from .clock import utc_now_iso
+
+# Step ids only need to be unique, not unpredictable: drawn from a generator seeded once from
+# the OS, because os.urandom per record (uuid4) costs hundreds of microseconds on some VMs.
+_STEP_IDS = random.Random(os.urandom(32))
+if hasattr(os, "register_at_fork"):  # a forked child must not repeat its parent's ids
+    os.register_at_fork(after_in_child=lambda: _STEP_IDS.seed(os.urandom(32)))
+
+
+def _step_id() -> str:
+    """A random (version 4) UUID for a ledger record."""
+    return str(uuid.UUID(int=_STEP_IDS.getrandbits(128), version=4))
+
 
 # Version of one ledger line; bumped only with a reader for the old form. Format 2 records
 # carry the state change they made (``delta``) and their effect's position (``effect_id``).
@@ -298,7 +312,7 @@ class StepRecord:
         """A STARTED record for ``node_id`` (an effect's intent, or a plain node step)."""
         return cls(
             run_id=run.run_id,
-            step_id=str(uuid.uuid4()),
+            step_id=_step_id(),
             node_id=node_id,
             status=StepStatus.STARTED,
             effect=effect.to_dict() if effect is not None else None,
