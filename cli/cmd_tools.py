@@ -18,9 +18,6 @@ from typing import Any, Optional
 
 import typer
 
-from abstractruntime.integrations.abstractcore.approval_checks import checked_calls, record_decision
-from abstractruntime.integrations.abstractcore.approval_checks import require_tool_wait as tool_wait
-
 from . import workflows
 from .app import app, finish_run, settings
 from .cmd_exec import AttrOpt, JSON_HELP, drive
@@ -49,10 +46,12 @@ def tools_list(
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Show the tool calls a run waits on (piped: call_id, name, arguments as JSON)."""
+    from abstractruntime.integrations.abstractcore.approval_checks import checked_calls, require_tool_wait
+
     s = settings(ctx, json_out)
     run_id = run_id_of(run_id)
     runtime = s.open_store().runtime()
-    waiting = tool_wait(run_id, runtime.get_state(run_id))
+    waiting = require_tool_wait(run_id, runtime.get_state(run_id))
     calls, digest = checked_calls(waiting, None, ledger=runtime.get_ledger(run_id))
     if s.json:
         s.emit_json({"run_id": run_id, "wait_key": waiting.wait_key, "calls_sha256": digest, "tool_calls": calls})
@@ -66,6 +65,8 @@ def _decide(s: Settings, run_id: str, *, decision: str, only: list[str], reason:
             lock_wait: float, config: Any) -> Any:
     from abstractruntime.core.errors import InvalidInputError, WorkflowLoadError
     from abstractruntime.integrations.abstractcore import approve_tool_calls, deny_tool_calls
+    from abstractruntime.integrations.abstractcore.approval_checks import (checked_calls, record_decision,
+                                                                           require_tool_wait)
     from abstractruntime.integrations.abstractcore.workflow_tools import local_executor
 
     from .handles import check_target, split_handle
@@ -76,7 +77,7 @@ def _decide(s: Settings, run_id: str, *, decision: str, only: list[str], reason:
     state = store.runtime().get_state(run_id)
     # A handle (RUN@wN) must still name the pending batch: a retried approve is refused.
     check_target(state, given, wait_id, current=True, interactive=True)
-    waiting = tool_wait(run_id, state)
+    waiting = require_tool_wait(run_id, state)
     calls, digest = checked_calls(waiting, expected_sha256, ledger=store.runtime().get_ledger(run_id))
     ids = [c["call_id"] for c in calls]
     unknown = [i for i in only if i not in ids]
@@ -93,7 +94,7 @@ def _decide(s: Settings, run_id: str, *, decision: str, only: list[str], reason:
         approved = [i for i in ids if not only or i in only]
         refusal = reason or "not approved"
         # Re-read under the same checks right before running anything: the run may have moved on.
-        waiting = tool_wait(run_id, runtime.get_state(run_id))
+        waiting = require_tool_wait(run_id, runtime.get_state(run_id))
         checked_calls(waiting, digest, ledger=runtime.get_ledger(run_id))
         payload = approve_tool_calls(waiting, executor, only=approved, reason=refusal)
     else:

@@ -68,3 +68,49 @@ def test_workers_resume_each_due_run_exactly_once(open_pg: Callable[..., Any], w
         records = store.ledger.list(run_id)
         assert verify_ledger_chain(records)["ok"] is True
         assert sum(1 for r in records if r["kind"] == "resume") == 1
+
+
+def test_async_workers_advance_many_runs_over_postgres(open_pg: Callable[..., Any]) -> None:
+    """Two workers (own connections, own event loops) run advance_many over the same runs at once:
+    every run completes once, its one effect called once, and every ledger verifies."""
+    import asyncio
+
+    from abstractruntime.core.runtime import EffectOutcome
+    from abstractruntime.scheduler.concurrent import advance_many
+
+    calls: list[str] = []
+    guard = threading.Lock()
+
+    async def call_model(run: RunState, effect: Effect) -> EffectOutcome:
+        await asyncio.sleep(0.001)
+        with guard:
+            calls.append(run.run_id)
+        return EffectOutcome.completed({"content": "hi " + effect.payload["prompt"]})
+
+    async def ask(run: RunState, ctx: Any) -> StepPlan:
+        return StepPlan("ask", next_node="done", effect=Effect(EffectType.LLM_CALL, {"prompt": run.vars["who"]}, "llm"))
+
+    wf = WorkflowSpec("greet", "ask", {
+        "ask": ask, "done": lambda run, ctx: StepPlan("done", complete_output={"text": run.vars["llm"]["content"]})})
+    store = open_pg()
+    run_ids = [store.runtime().start(workflow=wf, vars={"who": f"n{i}"}) for i in range(12)]
+    runtimes = [open_pg().runtime(effect_handlers={EffectType.LLM_CALL: call_model}) for _ in range(2)]
+    results: list[Any] = [None, None]
+    gate = threading.Barrier(2)
+
+    def worker(index: int) -> None:
+        gate.wait()
+        results[index] = asyncio.run(advance_many(runtimes[index], [(wf, r) for r in run_ids], concurrency=6))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(not r.errors for r in results), [r.errors for r in results]
+    # A run may be ticked by both workers in turn (the second finds it completed); never at once.
+    for run_id in run_ids:
+        state = store.runs.load(run_id)
+        assert state.status is RunStatus.COMPLETED and state.output["text"] == "hi " + state.vars["who"]
+        assert verify_ledger_chain(store.ledger.list(run_id))["ok"] is True
+    assert sorted(calls) == sorted(run_ids)
