@@ -18,7 +18,6 @@ from typing import Any, Optional
 
 import typer
 
-MODES = ("local", "remote", "hybrid")
 API_KEY_ENV = "ABSTRACTRUNTIME_API_KEY"
 PROVIDER_API_KEY_ENV = "ABSTRACTRUNTIME_PROVIDER_API_KEY"
 TIMEOUT_ENV = "ABSTRACTRUNTIME_LLM_TIMEOUT"
@@ -75,19 +74,22 @@ def llm_config(mode: Optional[str], *, provider: Optional[str], model: Optional[
     mode = (mode or "").strip().lower() or None
     if mode is None:
         return None
+    from abstractruntime.integrations.abstractcore.factory import MODES, missing_mode_setting
+
     if mode not in MODES:
         raise InvalidInputError(f"--llm must be one of: {', '.join(MODES)} (got {mode!r})")
     if not model:
         raise InvalidInputError(f"--llm {mode} needs --model MODEL (or $ABSTRACTRUNTIME_MODEL)")
-    if mode == "local":
-        if not provider:
-            raise InvalidInputError("--llm local needs --provider NAME (or $ABSTRACTRUNTIME_PROVIDER), "
-                                    "e.g. ollama or openai-compatible")
-        return LLMConfig(mode=mode, model=model, provider=provider,
-                         base_url=_check_url(base_url, "--base-url") if base_url else None)
-    if not server:
+    missing = missing_mode_setting(mode, provider=provider, server_base_url=server)
+    if missing == "provider":
+        raise InvalidInputError("--llm local needs --provider NAME (or $ABSTRACTRUNTIME_PROVIDER), "
+                                "e.g. ollama or openai-compatible")
+    if missing is not None:
         raise InvalidInputError(f"--llm {mode} needs --server URL (or $ABSTRACTRUNTIME_SERVER); "
                                 "--base-url is for --llm local")
+    if mode == "local":
+        return LLMConfig(mode=mode, model=model, provider=provider,
+                         base_url=_check_url(base_url, "--base-url") if base_url else None)
     return LLMConfig(mode=mode, model=model, provider=provider, server=_check_url(server, "--server"))
 
 
@@ -122,8 +124,11 @@ def llm_flags(mode: Optional[str], *, provider: Optional[str], model: Optional[s
     from abstractruntime.core.errors import InvalidInputError
 
     mode = (mode or "").strip().lower() or None
-    if mode is not None and mode not in MODES:
-        raise InvalidInputError(f"--llm must be one of: {', '.join(MODES)} (got {mode!r})")
+    if mode is not None:
+        from abstractruntime.integrations.abstractcore.factory import MODES
+
+        if mode not in MODES:
+            raise InvalidInputError(f"--llm must be one of: {', '.join(MODES)} (got {mode!r})")
     return LlmFlags(mode, provider or None, model or None,
                     _check_url(server, "--server") if server else None,
                     _check_url(base_url, "--base-url") if base_url else None)
@@ -198,4 +203,4 @@ def mode_handlers(config: LLMConfig, tools: Any) -> dict[str, Any]:
 
 
 __all__ = ["LLMConfig", "LlmFlags", "llm_flags", "resolve_llm", "llm_config", "mode_handlers", "LlmOpt", "ProviderOpt", "ModelOpt", "ServerOpt",
-           "BaseUrlOpt", "MODES", "API_KEY_ENV", "PROVIDER_API_KEY_ENV"]
+           "BaseUrlOpt", "API_KEY_ENV", "PROVIDER_API_KEY_ENV"]

@@ -31,26 +31,21 @@ from .effects import (
     make_wait_until,
 )
 from .errors import (
-    AlreadyAnsweredError,
-    InvalidAnswerError,
     InvalidInputError,
-    PayloadTooLargeError,
     RunExistsError,
     RunLockedError,
     RunNotFoundError,
-    RunNotRetryableError,
-    RunNotWaitingError,
-    WaitKeyMismatchError,
     WorkflowDriftError,
 )
 from .ids import validate_id
-from .models import Effect, EffectType, RecordKind, RunState, RunStatus, StepPlan, WaitReason
+from .models import EffectType, RecordKind, RunState, RunStatus, WaitReason
 from .policy import DefaultEffectPolicy, EffectPolicy
 from .ports import Checkpoint, LedgerHead, LedgerStore, RunStore
 from .recovery import OpenedRun, check_signed_head, open_run, state_at
 from .redaction import Redactor
-from .session import RunSession, StorePorts, fail_run, new_record, set_nested
+from .session import RunSession, StorePorts, fail_run, new_record
 from .spec import WorkflowSpec
+from .answers import prepare_retry, record_answer
 from .stepping import advance_steps, retry_steps
 from .wal import full_delta
 
@@ -358,7 +353,7 @@ class Runtime:
         encoded = canonical_json(payload)
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._open(run_id, workflow, allow_drift)
-            self._answer(session, wait_id=wait_id, wait_key=wait_key, payload=payload, encoded=encoded)
+            record_answer(session, wait_id=wait_id, wait_key=wait_key, payload=payload, encoded=encoded)
             return self._finish(session, advance_steps(self, session, workflow, max_steps))
 
     async def aresume(self, *, workflow: WorkflowSpec, run_id: str, wait_key: Optional[str] = None,
@@ -368,52 +363,8 @@ class Runtime:
         encoded = canonical_json(payload)
         async with self._alock(run_id, lock_wait):
             session = self._open(run_id, workflow, allow_drift)
-            self._answer(session, wait_id=wait_id, wait_key=wait_key, payload=payload, encoded=encoded)
+            record_answer(session, wait_id=wait_id, wait_key=wait_key, payload=payload, encoded=encoded)
             return await self._afinish(session, advance_steps(self, session, workflow, max_steps))
-
-    def _answer(self, session: RunSession, *, wait_id: Optional[str], wait_key: Optional[str], payload: Any,
-                encoded: bytes) -> None:
-        """Check the answer against the wait it names, then record it (nothing written on refusal)."""
-        run, run_id = session.run, session.run_id
-        wait = run.waiting
-        if wait_id is not None:
-            self._check_wait_id(session, wait_id)
-        if run.status is not RunStatus.WAITING or wait is None:
-            raise RunNotWaitingError(f"Run {run_id} is not waiting (status: {run.status.value})",
-                                     run_id=run_id, status=run.status.value)
-        if wait_key is not None and wait.wait_key is not None and wait_key != wait.wait_key:
-            raise WaitKeyMismatchError(
-                f"wait_key mismatch: run {run_id} waits on '{wait.wait_key}', got '{wait_key}'",
-                run_id=run_id, expected=wait.wait_key, got=wait_key)
-        _check_answer(wait.choices, wait.allow_free_text, payload)
-        check_size(encoded, what="Resume payload")
-        if wait.result_key:
-            set_nested(run.vars, wait.result_key, payload)
-        run.status, run.waiting = RunStatus.RUNNING, None
-        if wait.resume_to_node:
-            run.current_node = wait.resume_to_node
-        rec = new_record(run, RecordKind.RESUME)
-        rec.finish_success({"reason": WaitReason(wait.reason).value, "wait_key": wait.wait_key,
-                            "wait_id": wait.wait_id, "payload": payload})
-        session.record(rec, result=payload, result_path=["payload"])
-
-    def _check_wait_id(self, session: RunSession, wait_id: str) -> None:
-        run = session.run
-        text = str(wait_id)
-        number = text[1:] if text[:1] == "w" else text
-        if not number.isdigit():
-            raise InvalidInputError(f"{wait_id!r} is not a wait id (expected w<number>, e.g. w3)")
-        wanted = f"w{int(number)}"
-        current = run.waiting.wait_id if run.status is RunStatus.WAITING and run.waiting else None
-        if current == wanted:
-            return
-        if int(number) <= session.checkpoint.effects:
-            now = f"it now waits on {current}" if current else f"it is now {run.status.value}"
-            raise AlreadyAnsweredError(f"Wait {run.run_id}@{wanted} was already answered ({now}); nothing was written",
-                                       run_id=run.run_id, wait_id=wanted, current_wait_id=current)
-        raise WaitKeyMismatchError(f"Run {run.run_id} has no wait {wanted} (it has begun "
-                                   f"{session.checkpoint.effects} effects)", run_id=run.run_id, expected=current,
-                                   got=wanted)
 
     def retry(self, *, workflow: WorkflowSpec, run_id: str, max_steps: int = 100, allow_drift: bool = False,
               lock_wait: float = 0.0) -> RunState:
@@ -425,7 +376,7 @@ class Runtime:
         """
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._open(run_id, workflow, allow_drift)
-            plan, pending = self._prepare_retry(session)
+            plan, pending = prepare_retry(self._ledger_store, session)
             return self._finish(session, retry_steps(self, session, workflow, plan, pending, max_steps))
 
     async def aretry(self, *, workflow: WorkflowSpec, run_id: str, max_steps: int = 100, allow_drift: bool = False,
@@ -433,32 +384,8 @@ class Runtime:
         """:meth:`retry` for an event loop (see :meth:`atick`)."""
         async with self._alock(run_id, lock_wait):
             session = self._open(run_id, workflow, allow_drift)
-            plan, pending = self._prepare_retry(session)
+            plan, pending = prepare_retry(self._ledger_store, session)
             return await self._afinish(session, retry_steps(self, session, workflow, plan, pending, max_steps))
-
-    def _prepare_retry(self, session: RunSession) -> tuple[StepPlan, dict[str, Any]]:
-        run, pending, run_id = session.run, session.checkpoint.pending, session.run_id
-        last = self._last_failure(run_id)
-        if run.status is not RunStatus.FAILED or pending is None or not last.get("retryable"):
-            why = "it did not fail" if run.status is not RunStatus.FAILED else \
-                "its failure is not a retryable effect error"
-            raise RunNotRetryableError(f"Run {run_id} cannot be retried: {why}", run_id=run_id)
-        previous = run.error
-        run.status, run.error, run.current_node = RunStatus.RUNNING, None, pending["node_id"]
-        rec = new_record(run, RecordKind.RETRY)
-        rec.finish_success({"effect_id": pending.get("effect_id"), "previous_error": previous})
-        session.record(rec)
-        plan = StepPlan(node_id=pending["node_id"], effect=Effect.from_dict(pending["effect"]),
-                        next_node=pending.get("next_node"))
-        return plan, pending
-
-    def _last_failure(self, run_id: str) -> dict[str, Any]:
-        head, records = self._ledger_store.read_after(run_id, LedgerHead())
-        for doc in reversed(records):
-            if doc.get("kind") == RecordKind.FAIL.value:
-                result = doc.get("result")
-                return result if isinstance(result, dict) else {}
-        return {}
 
     def update_metadata(self, run_id: str, updates: dict[str, Any], *, lock_wait: float = 0.0) -> Checkpoint:
         """Merge ``updates`` into the run's metadata, recorded in the ledger (a ``metadata`` record)."""
@@ -586,19 +513,6 @@ class Runtime:
                  exception_type=type(exc).__name__)
         fresh.save_checkpoint()
         return fresh.run
-
-
-def _check_answer(choices: Optional[list[str]], allow_free_text: bool, payload: Any) -> None:
-    """Refuse an answer outside ``choices`` when free text is not allowed."""
-    if not choices or allow_free_text:
-        return
-    answer = payload.get("answer") if isinstance(payload, dict) else None
-    if answer not in choices:
-        shown = repr(answer)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        raise InvalidAnswerError(
-            f"Answer {shown} is not one of the choices: {', '.join(choices)}", choices=list(choices))
 
 
 # Kept importable for code that reached for it before the runtime was split.

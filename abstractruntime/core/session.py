@@ -12,7 +12,7 @@ is rebuilt from the ledger. See docs/durability.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from .canonical import check_size
 from .chain import attach_signature, seal_record_line

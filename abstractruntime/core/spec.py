@@ -47,12 +47,6 @@ class WorkflowSpec:
     nodes: dict[str, NodeHandler]
     source: Optional[WorkflowSource] = None
 
-    def get_node(self, node_id: str) -> NodeHandler:
-        """The handler for ``node_id`` (``KeyError`` naming the workflow if unknown)."""
-        if node_id not in self.nodes:
-            raise KeyError(f"Unknown node_id '{node_id}' in workflow '{self.workflow_id}'")
-        return self.nodes[node_id]
-
     def with_source(self, source: Optional[WorkflowSource]) -> "WorkflowSpec":
         """A copy of this spec that records ``source``."""
         return WorkflowSpec(self.workflow_id, self.entry_node, self.nodes, source)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..core.canonical import canonical_json, check_size
-from ..core.errors import CorruptRecordError, LedgerConflictError, StorageError
+from ..core.errors import LedgerConflictError, StorageError
 from ..core.models import StepRecord
 from ..core.ports import LedgerHead, LedgerStore
 from .fsio import Durability, append_bytes, atomic_write_bytes, check_durability, fsync_dir, loads_strict, open_append, read_bytes

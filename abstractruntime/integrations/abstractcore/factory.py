@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 
 import os
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 from ...core.errors import InvalidInputError
 from ...core.models import EffectType
@@ -45,6 +45,18 @@ from .tool_executor import (
 
 MODES = ("local", "remote", "hybrid")
 ToolsSpec = Union[ToolExecutor, ToolsArg, None]
+
+
+def missing_mode_setting(mode: str, *, provider: Optional[str], server_base_url: Optional[str]) -> Optional[str]:
+    """The setting ``mode`` needs and lacks: ``"provider"`` (local) or ``"server_base_url"`` (remote, hybrid).
+
+    ``None`` when nothing is missing; an unknown mode is :class:`InvalidInputError`.
+    """
+    if mode not in MODES:
+        raise InvalidInputError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+    if mode == "local":
+        return None if provider else "provider"
+    return None if server_base_url else "server_base_url"
 
 
 def default_effect_policy() -> EffectPolicy:
@@ -69,7 +81,8 @@ def make_tool_executor(tools: ToolsSpec, *, prefer: str = "auto", max_threads: i
         raise InvalidInputError(f"prefer must be 'auto', 'local' or 'abstractcore', not {prefer!r}")
     if tools is None:
         return AbstractCoreToolExecutor()
-    concurrent = max_threads > 0 or any(inspect.iscoroutinefunction(fn) for fn in tools_by_name(tools).values())
+    concurrent = max_threads > 0 or any(inspect.iscoroutinefunction(fn)
+                                        for fn in tools_by_name(tools).values())  # type: ignore[arg-type]
     if prefer == "local" or (prefer == "auto" and concurrent):
         # Calls that can overlap (async tools, or a thread pool the workflow asked for) run
         # through the local executor, which awaits them concurrently.
@@ -98,18 +111,17 @@ def build_mode_handlers(
     ``local`` needs ``provider``; ``remote`` and ``hybrid`` need ``server_base_url``. In remote
     mode ``tools`` is ignored unless it is an executor (tools are passed through by default).
     """
-    if mode not in MODES:
-        raise InvalidInputError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+    missing = missing_mode_setting(mode, provider=provider, server_base_url=server_base_url)
+    if missing == "provider":
+        raise InvalidInputError("local mode needs a provider (e.g. 'ollama', 'openai-compatible')")
+    if missing is not None:
+        raise InvalidInputError(f"{mode} mode needs server_base_url (an AbstractCore server)")
     if mode == "local":
-        if not provider:
-            raise InvalidInputError("local mode needs a provider (e.g. 'ollama', 'openai-compatible')")
-        llm: Any = LocalAbstractCoreLLMClient(provider=provider, model=model, llm_kwargs=llm_kwargs)
+        llm: Any = LocalAbstractCoreLLMClient(provider=cast(str, provider), model=model, llm_kwargs=llm_kwargs)
         executor = make_tool_executor(tools) if tools is not None else _default_local_tools()
     else:
-        if not server_base_url:
-            raise InvalidInputError(f"{mode} mode needs server_base_url (an AbstractCore server)")
         llm = RemoteAbstractCoreLLMClient(
-            server_base_url=server_base_url, model=model, timeout_s=timeout_s, headers=headers,
+            server_base_url=cast(str, server_base_url), model=model, timeout_s=timeout_s, headers=headers,
             request_sender=request_sender, api_key=api_key, provider_api_key=provider_api_key,
         )
         if mode == "remote":

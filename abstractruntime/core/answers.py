@@ -1,0 +1,108 @@
+"""Answering a wait, and preparing a retry: the checks that come before anything is written.
+
+:func:`record_answer` checks that an answer fits the wait it names (its ``wait_id``, the
+``wait_key``, the choices, the size) and records it; :func:`prepare_retry` checks that a run
+failed on a retryable effect error and records the ``retry``. Both raise before writing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .canonical import check_size
+from .errors import (
+    AlreadyAnsweredError,
+    InvalidAnswerError,
+    InvalidInputError,
+    RunNotRetryableError,
+    RunNotWaitingError,
+    WaitKeyMismatchError,
+)
+from .models import Effect, RecordKind, RunStatus, StepPlan, WaitReason
+from .ports import LedgerHead, LedgerStore
+from .session import RunSession, new_record, set_nested
+
+
+def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Optional[str], payload: Any,
+            encoded: bytes) -> None:
+    """Check the answer against the wait it names, then record it (nothing written on refusal)."""
+    run, run_id = session.run, session.run_id
+    wait = run.waiting
+    if wait_id is not None:
+        check_wait_id(session, wait_id)
+    if run.status is not RunStatus.WAITING or wait is None:
+        raise RunNotWaitingError(f"Run {run_id} is not waiting (status: {run.status.value})",
+                                 run_id=run_id, status=run.status.value)
+    if wait_key is not None and wait.wait_key is not None and wait_key != wait.wait_key:
+        raise WaitKeyMismatchError(
+            f"wait_key mismatch: run {run_id} waits on '{wait.wait_key}', got '{wait_key}'",
+            run_id=run_id, expected=wait.wait_key, got=wait_key)
+    _check_answer(wait.choices, wait.allow_free_text, payload)
+    check_size(encoded, what="Resume payload")
+    if wait.result_key:
+        set_nested(run.vars, wait.result_key, payload)
+    run.status, run.waiting = RunStatus.RUNNING, None
+    if wait.resume_to_node:
+        run.current_node = wait.resume_to_node
+    rec = new_record(run, RecordKind.RESUME)
+    rec.finish_success({"reason": WaitReason(wait.reason).value, "wait_key": wait.wait_key,
+                        "wait_id": wait.wait_id, "payload": payload})
+    session.record(rec, result=payload, result_path=["payload"])
+
+def check_wait_id(session: RunSession, wait_id: str) -> None:
+    run = session.run
+    text = str(wait_id)
+    number = text[1:] if text[:1] == "w" else text
+    if not number.isdigit():
+        raise InvalidInputError(f"{wait_id!r} is not a wait id (expected w<number>, e.g. w3)")
+    wanted = f"w{int(number)}"
+    current = run.waiting.wait_id if run.status is RunStatus.WAITING and run.waiting else None
+    if current == wanted:
+        return
+    if int(number) <= session.checkpoint.effects:
+        now = f"it now waits on {current}" if current else f"it is now {run.status.value}"
+        raise AlreadyAnsweredError(f"Wait {run.run_id}@{wanted} was already answered ({now}); nothing was written",
+                                   run_id=run.run_id, wait_id=wanted, current_wait_id=current)
+    raise WaitKeyMismatchError(f"Run {run.run_id} has no wait {wanted} (it has begun "
+                               f"{session.checkpoint.effects} effects)", run_id=run.run_id, expected=current,
+                               got=wanted)
+
+
+def prepare_retry(ledger: LedgerStore, session: RunSession) -> tuple[StepPlan, dict[str, Any]]:
+    run, pending, run_id = session.run, session.checkpoint.pending, session.run_id
+    last = _last_failure(ledger, run_id)
+    if run.status is not RunStatus.FAILED or pending is None or not last.get("retryable"):
+        why = "it did not fail" if run.status is not RunStatus.FAILED else \
+            "its failure is not a retryable effect error"
+        raise RunNotRetryableError(f"Run {run_id} cannot be retried: {why}", run_id=run_id)
+    previous = run.error
+    run.status, run.error, run.current_node = RunStatus.RUNNING, None, pending["node_id"]
+    rec = new_record(run, RecordKind.RETRY)
+    rec.finish_success({"effect_id": pending.get("effect_id"), "previous_error": previous})
+    session.record(rec)
+    plan = StepPlan(node_id=pending["node_id"], effect=Effect.from_dict(pending["effect"]),
+                    next_node=pending.get("next_node"))
+    return plan, pending
+
+def _last_failure(ledger: LedgerStore, run_id: str) -> dict[str, Any]:
+    head, records = ledger.read_after(run_id, LedgerHead())
+    for doc in reversed(records):
+        if doc.get("kind") == RecordKind.FAIL.value:
+            result = doc.get("result")
+            return result if isinstance(result, dict) else {}
+    return {}
+
+
+def _check_answer(choices: Optional[list[str]], allow_free_text: bool, payload: Any) -> None:
+    """Refuse an answer outside ``choices`` when free text is not allowed."""
+    if not choices or allow_free_text:
+        return
+    answer = payload.get("answer") if isinstance(payload, dict) else None
+    if answer not in choices:
+        shown = repr(answer)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        raise InvalidAnswerError(
+            f"Answer {shown} is not one of the choices: {', '.join(choices)}", choices=list(choices))
+
+
