@@ -262,7 +262,8 @@ def worker_cmd(
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    s.info(f"worker started on {s.open_store().root} (every {interval:g}s; Ctrl-C to stop)")
+    s.open_store()
+    s.info(f"worker started on {s.store_root()} (every {interval:g}s; Ctrl-C to stop)")
     try:
         while not stop.is_set():
             states, errors = tick_due_runs(s, limit=limit, allow_drift=allow_drift)

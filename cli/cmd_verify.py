@@ -87,12 +87,14 @@ def verify_cmd(
     on stderr. With --all, --expect-head must appear in some run; a store with no runs is
     exit 4 ("no runs to verify"), never "all ok". Workflow code is never imported.
     """
-    from abstractruntime.storage import verify as verify_mod
-
     s = settings(ctx, json_out)
     if all_runs == (run_id is not None):
         raise typer.BadParameter("give either RUN or --all", param_hint="RUN / --all")
     store = s.open_store()
+    if getattr(store, "root", None) is None:  # a PostgreSQL store: its rows, checked by the same verifier
+        from abstractruntime.storage.postgres import verify as verify_mod
+    else:
+        from abstractruntime.storage import verify as verify_mod  # type: ignore[no-redef]
     if run_id is not None:
         run_id = run_id_of(run_id)
         docs = [verify_mod.verify_run(store, run_id, expect_head=expect_head, public_key=public_key).to_dict()]
@@ -105,8 +107,8 @@ def verify_cmd(
             # Nothing verified is not "all ok": a wrong --store would otherwise pass.
             from abstractruntime.core.errors import NotFoundError
 
-            raise NotFoundError(f"no runs to verify in store {store.root.absolute()}",
-                                store=str(store.root.absolute()))
+            where = s.store_root()
+            raise NotFoundError(f"no runs to verify in store {where}", store=str(where))
     _emit(s, docs, single=run_id is not None)
     bad = [d for d in docs if not d.get("ok")]
     if run_id is None:

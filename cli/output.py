@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+
 import json
 import sys
 from dataclasses import dataclass, field
@@ -68,8 +70,14 @@ class Settings:
         for every other command a missing store is exit 4 naming where it was looked for.
         """
         if self._file_store is None:
-            from abstractruntime.storage.store import FileStore, find_store, locate_store
+            from abstractruntime.storage.store import STORE_ENV, FileStore, find_store, locate_store
+            from abstractruntime.storage.store import open_store as open_any_store
 
+            target = self.store or os.environ.get(STORE_ENV)
+            if isinstance(target, str) and target.strip().lower().startswith(("postgresql://", "postgres://")):
+                # A PostgreSQL store: the same commands, the same guarantees (docs/postgres.md).
+                self._file_store = open_any_store(target, create=create)
+                return self._file_store
             if create:
                 location = locate_store(self.store)
                 existed = location.exists
@@ -82,7 +90,10 @@ class Settings:
 
     def store_root(self) -> Optional[str]:
         """The opened store's directory (for messages), or ``None``."""
-        return str(self._file_store.root.absolute()) if self._file_store is not None else None
+        if self._file_store is None:
+            return None
+        root = getattr(self._file_store, "root", None)
+        return str(root.absolute()) if root is not None else str(self._file_store.describe())
 
     def close(self) -> None:
         """Release the store's index connection."""
