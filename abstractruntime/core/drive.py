@@ -160,7 +160,9 @@ def _settle(call: Callable[[], Any]) -> tuple[bool, Any]:
 
 def _is_async(handler: Any) -> bool:
     fn = getattr(handler, "fn", handler)
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    # A callable object whose __call__ is ``async def`` counts too.
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        inspect.getattr_static(type(fn), "__call__", None))
 
 
 def _failure(exc: BaseException, timeout: Optional[float]) -> EffectOutcome:

@@ -59,7 +59,7 @@ def _runtimes(tmp_path: Path, **kwargs: Any) -> list[Runtime]:
 def test_a_mixed_workflow_runs_through_the_async_api(tmp_path: Path) -> None:
     wf = mixed_workflow()
     for rt in _runtimes(tmp_path, effect_handlers={EffectType.LLM_CALL: async_llm}):
-        async def main() -> RunState:
+        async def main(rt: Runtime = rt) -> RunState:
             run_id = rt.start(workflow=wf)
             state = await rt.atick(workflow=wf, run_id=run_id)
             assert state.status is RunStatus.WAITING and state.vars["fetched"] is True

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from .url import is_postgres_url, redact
+from .url import is_postgres_url as is_postgres_url, redact as redact  # re-exported
 
 # name -> module of this package that defines it (loaded on first access).
 _LAZY = {
