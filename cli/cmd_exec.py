@@ -118,38 +118,37 @@ def start_cmd(
 
 def tick_due_runs(s: Settings, *, limit: int, allow_drift: bool,
                   llm: Any = None) -> tuple[list[Any], list[str]]:
-    """Tick every run whose timer is due now; returns (new states, error lines).
+    """One pass of :class:`~abstractruntime.scheduler.Scheduler` over the store; returns (new states, error lines).
 
     Each due run is ticked with the workflow file its checkpoint names, and that file's
     tools and handlers, so runs of different workflow files are served in one pass.
     """
-    from abstractruntime.core.errors import AbstractRuntimeError, RunLockedError, RunNotFoundError
+    import logging
+
+    from abstractruntime.scheduler import Scheduler, WorkflowRegistry
 
     store = s.open_store()
-    now_iso = store.runtime().now().isoformat()
-    due = store.runs.list_due_wait_until(now_iso=now_iso, limit=limit)
-    cache: dict[tuple[str, str], tuple[Any, Any]] = {}
-    states: list[Any] = []
+    cache: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def resolve(run: Any) -> tuple[Any, Any]:
+        checkpoint = store.runtime().get_checkpoint(run.run_id)
+        recorded = json.dumps((getattr(checkpoint, "metadata", None) or {}).get("llm"), sort_keys=True)
+        key = (workflows.recorded_source(checkpoint) or "", run.workflow_id, recorded)
+        if key not in cache:
+            cache[key] = workflows.load_for_run(store, run.run_id, llm=llm, info=s.info)
+        loaded, runtime = cache[key]
+        return loaded.workflow, runtime
+
     errors: list[str] = []
-    for run in due:
-        try:
-            checkpoint = store.runtime().get_checkpoint(run.run_id)
-            recorded = json.dumps((getattr(checkpoint, "metadata", None) or {}).get("llm"), sort_keys=True)
-            key = (workflows.recorded_source(checkpoint) or "", run.workflow_id, recorded)
-            if key not in cache:
-                cache[key] = workflows.load_for_run(store, run.run_id, llm=llm, info=s.info)
-            loaded, runtime = cache[key]
-            # Re-checked under the run's lock, so with several workers each timer fires once.
-            state = runtime.tick_if_due(workflow=loaded.workflow, run_id=run.run_id, allow_drift=allow_drift)
-            if state is not None:
-                states.append(state)
-        except RunLockedError:
-            s.info(f"run {run.run_id} is locked by another writer; skipped")
-        except RunNotFoundError:
-            continue  # deleted since it was listed
-        except AbstractRuntimeError as exc:
-            errors.append(f"run {run.run_id}: {exc}")
-    return states, errors
+    quiet_log = logging.getLogger("abstractruntime.scheduler")
+    if not s.verbose and not quiet_log.handlers:
+        # Failures are reported by the command, once; the scheduler's own log lines are for -v.
+        quiet_log.addHandler(logging.NullHandler())
+    scheduler = Scheduler(runtime=store.runtime(), registry=WorkflowRegistry(), resolve=resolve,
+                          allow_drift=allow_drift, batch_size=limit,
+                          on_run_failed=lambda run_id, exc: errors.append(f"run {run_id}: {exc}"),
+                          on_run_locked=lambda run_id: s.info(f"run {run_id} is locked by another writer; skipped"))
+    return scheduler.tick_due(limit=limit), errors
 
 
 @app.command("tick")
@@ -248,11 +247,15 @@ def worker_cmd(
     once: bool = typer.Option(False, "--once", help="Do one pass and exit."),
     limit: int = typer.Option(100, "--limit", min=1, help="At most this many runs per pass."),
     allow_drift: bool = typer.Option(False, "--allow-drift", help="Accept changed workflow files."),
+    concurrency: int = typer.Option(1, "--concurrency", metavar="N", min=1,
+                                    help="Advance up to N runs at once on one event loop (async handlers overlap)."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per advanced run (JSON lines)."),
 ) -> None:
     """Keep ticking due timers until stopped (SIGINT or SIGTERM end it cleanly, exit 0).
 
     Prints one line per advanced run: `run_id<TAB>status` (or a JSON object with --json).
+    With --concurrency N, up to N runs advance at the same time (still one writer per run);
+    a stop cancels the in-flight ones: each interrupted effect is recorded and runs again later.
     """
 
     s = settings(ctx, json_out)
@@ -266,7 +269,12 @@ def worker_cmd(
     s.info(f"worker started on {s.store_root()} (every {interval:g}s; Ctrl-C to stop)")
     try:
         while not stop.is_set():
-            states, errors = tick_due_runs(s, limit=limit, allow_drift=allow_drift)
+            if concurrency > 1:
+                from .worker_pass import concurrent_pass
+
+                states, errors = concurrent_pass(s, limit=limit, concurrency=concurrency, stop=stop)
+            else:
+                states, errors = tick_due_runs(s, limit=limit, allow_drift=allow_drift)
             for st in states:
                 typer.echo(json.dumps(st.to_dict(), ensure_ascii=False) if s.json else f"{st.run_id}\t{st.status.value}")
             for line in errors:

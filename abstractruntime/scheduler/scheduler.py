@@ -21,21 +21,25 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from ..core.clock import parse_iso, to_iso
-from ..core.errors import InvalidInputError, RunLockedError, RunNotFoundError, RunNotWaitingError
-from ..core.models import RunState, RunStatus, WaitReason
+from ..core.clock import to_iso
+from ..core.errors import InvalidInputError, RunLockedError, RunNotFoundError
+from ..core.models import RunState
+from ..core.timers import run_is_due
 from ..storage.base import QueryableRunStore
 from .registry import WorkflowNotRegisteredError, WorkflowRegistry
+from .run_tree import RunTreeOperations
 
 if TYPE_CHECKING:  # the runtime is only needed for type hints here
     from ..core.runtime import Runtime
+    from ..core.spec import WorkflowSpec
 
 logger = logging.getLogger(__name__)
 
 OnRunResumed = Callable[[RunState], None]
 OnRunFailed = Callable[[str, BaseException], None]
-
-_ACTIVE = (RunStatus.RUNNING, RunStatus.WAITING)
+OnRunLocked = Callable[[str], None]
+WorkflowResolver = Callable[[RunState], "tuple[WorkflowSpec, Runtime]"]
+"""``resolve(run) -> (workflow, runtime)``: what a due run is ticked with, when runs differ."""
 
 
 @dataclass
@@ -59,14 +63,21 @@ class SchedulerStats:
         return asdict(self)
 
 
-class Scheduler:
+class Scheduler(RunTreeOperations):
     """Resumes due ``wait_until`` runs, on demand or from a background thread.
 
     ``runtime.run_store`` must be a
     :class:`~abstractruntime.storage.base.QueryableRunStore` (``TypeError`` otherwise).
     ``on_run_resumed(state)`` is called after each run the scheduler advances;
-    ``on_run_failed(run_id, error)`` when advancing one raised. Exceptions raised by
-    these callbacks are logged and recorded in ``stats.errors``, never propagated.
+    ``on_run_failed(run_id, error)`` when advancing one raised; ``on_run_locked(run_id)``
+    when one was skipped because another writer holds it. Exceptions raised by the first two
+    callbacks are logged and recorded in ``stats.errors``, never propagated.
+
+    Each due run is ticked with the workflow ``registry`` holds for its workflow id, by
+    ``runtime``; ``resolve(run) -> (workflow, runtime)`` replaces both when runs need their
+    own (the CLI loads each run's workflow file, with that file's tools and handlers). An
+    error raised by ``resolve`` fails that run only, like an error of its tick.
+    ``allow_drift`` accepts workflow source that changed since a run started.
     """
 
     def __init__(
@@ -79,6 +90,9 @@ class Scheduler:
         on_run_resumed: Optional[OnRunResumed] = None,
         on_run_failed: Optional[OnRunFailed] = None,
         batch_size: int = 100,
+        resolve: Optional[WorkflowResolver] = None,
+        on_run_locked: Optional[OnRunLocked] = None,
+        allow_drift: bool = False,
     ) -> None:
         run_store = runtime.run_store
         if not isinstance(run_store, QueryableRunStore):
@@ -100,6 +114,9 @@ class Scheduler:
         self._batch_size = int(batch_size)
         self._on_run_resumed = on_run_resumed
         self._on_run_failed = on_run_failed
+        self._resolve = resolve
+        self._on_run_locked = on_run_locked
+        self._allow_drift = allow_drift
 
         self._stats = SchedulerStats()
         self._stats_lock = threading.Lock()
@@ -251,8 +268,7 @@ class Scheduler:
 
     def _advance_due(self, run: RunState, now: datetime) -> Optional[RunState]:
         """Tick one due run; ``None`` if it was skipped (locked, unregistered, failed)."""
-        workflow = self._registry.get(run.workflow_id)
-        if workflow is None:
+        if self._resolve is None and self._registry.get(run.workflow_id) is None:
             self._fail(run.run_id, WorkflowNotRegisteredError(run.workflow_id))
             return None
         try:
@@ -260,14 +276,18 @@ class Scheduler:
             current = self._runtime.get_state(run.run_id)
             if not _is_due(current, now):
                 return None
+            workflow, runtime = (self._resolve(current) if self._resolve is not None
+                                 else (self._registry.get_or_raise(run.workflow_id), self._runtime))
             # Re-checked under the run's lock: a worker that lost the race gets None.
-            state = self._runtime.tick_if_due(workflow=workflow, run_id=run.run_id)
+            state = runtime.tick_if_due(workflow=workflow, run_id=run.run_id, allow_drift=self._allow_drift)
             if state is None:
                 return None
         except RunLockedError:
             with self._stats_lock:
                 self._stats.runs_skipped_locked += 1
             logger.debug("run %s is locked by another writer; skipped", run.run_id)
+            if self._on_run_locked is not None:
+                self._on_run_locked(run.run_id)
             return None
         except RunNotFoundError:
             return None  # deleted since it was listed
@@ -305,125 +325,9 @@ class Scheduler:
             if len(errors) > self._max_errors:
                 del errors[: len(errors) - self._max_errors]
 
-    # ------------------------------------------------------------------ explicit resumes
-
-    def resume_event(self, *, run_id: str, wait_key: str, payload: dict[str, Any]) -> RunState:
-        """Resume a run waiting on an event or a user answer, with its registered workflow.
-
-        Raises :class:`~abstractruntime.core.errors.RunNotWaitingError` ("not waiting"),
-        :class:`~abstractruntime.core.errors.WaitKeyMismatchError` ("wait_key mismatch"),
-        both ``ValueError``; ``KeyError`` for an unknown run or unregistered workflow.
-        """
-        state = self._runtime.get_state(run_id)
-        if state.status != RunStatus.WAITING or state.waiting is None:
-            raise RunNotWaitingError(
-                f"Run {run_id} is not waiting (status={state.status.value})",
-                run_id=run_id,
-                status=state.status.value,
-            )
-        workflow = self._registry.get_or_raise(state.workflow_id)
-        # The runtime re-checks status and wait_key under the run's lock.
-        return self._runtime.resume(workflow=workflow, run_id=run_id, wait_key=wait_key, payload=payload)
-
-    def find_waiting_runs(
-        self,
-        *,
-        wait_reason: Optional[WaitReason] = None,
-        workflow_id: Optional[str] = None,
-        limit: int = 100,
-    ) -> list[RunState]:
-        """Waiting runs, most recently updated first (e.g. pending questions for a UI)."""
-        return self._run_store.list_runs(
-            status=RunStatus.WAITING, wait_reason=wait_reason, workflow_id=workflow_id, limit=limit
-        )
-
-    def resume_subworkflow_parent(
-        self, *, child_run_id: str, child_output: Optional[dict[str, Any]]
-    ) -> Optional[RunState]:
-        """Resume the parent that waits (reason ``subworkflow``) on ``child_run_id``.
-
-        The parent receives ``{"sub_run_id": child_run_id, "output": child_output}`` at
-        its wait's ``result_key``. Returns the parent's new state, or ``None`` if no run
-        waits on that child. Only one level: a grandparent is not resumed.
-        """
-        parent = self._find_subworkflow_parent(child_run_id)
-        if parent is None or parent.waiting is None:
-            return None
-        workflow = self._registry.get_or_raise(parent.workflow_id)
-        return self._runtime.resume(
-            workflow=workflow,
-            run_id=parent.run_id,
-            wait_key=parent.waiting.wait_key,
-            payload={"sub_run_id": child_run_id, "output": child_output},
-        )
-
-    def _find_subworkflow_parent(self, child_run_id: str) -> Optional[RunState]:
-        try:
-            child = self._runtime.get_state(child_run_id)
-        except KeyError:
-            child = None
-        if child is not None and child.parent_run_id:
-            try:
-                candidates = [self._runtime.get_state(child.parent_run_id)]
-            except KeyError:
-                candidates = []
-        else:
-            # Child unknown here (or parent link missing): look among waiting parents.
-            candidates = self._run_store.list_runs(
-                status=RunStatus.WAITING, wait_reason=WaitReason.SUBWORKFLOW, limit=10_000
-            )
-        for run in candidates:
-            waiting = run.waiting
-            if (
-                run.status == RunStatus.WAITING
-                and waiting is not None
-                and waiting.reason == WaitReason.SUBWORKFLOW
-                and (waiting.details or {}).get("sub_run_id") == child_run_id
-            ):
-                return run
-        return None
-
-    def cancel_with_children(self, run_id: str, *, reason: Optional[str] = None) -> list[RunState]:
-        """Cancel ``run_id`` and every descendant run, parent first.
-
-        Parents are cancelled before their children, so a parent cannot start new
-        children while the tree is being cancelled. The whole tree is visited (a
-        completed child may still have running children of its own); runs already
-        finished are left as they are. Returns, root first then breadth-first, the
-        state of every run of the tree that is cancelled afterwards.
-        ``RunNotFoundError`` if ``run_id`` is unknown; ``RunLockedError`` if a run is
-        being advanced by another writer — calling again is safe.
-        """
-        cancelled: list[RunState] = []
-        queue = [run_id]
-        visited: set[str] = set()
-        while queue:
-            current_id = queue.pop(0)
-            if current_id in visited:
-                continue
-            visited.add(current_id)
-            try:
-                state = self._runtime.get_state(current_id)
-                if state.status in _ACTIVE:
-                    state = self._runtime.cancel_run(current_id, reason=reason)
-            except RunNotFoundError:
-                if current_id == run_id:
-                    raise
-                continue  # a child deleted meanwhile
-            if state.status == RunStatus.CANCELLED:
-                cancelled.append(state)
-            for child in self._run_store.list_children(parent_run_id=current_id):
-                queue.append(child.run_id)
-        return cancelled
-
 
 def _is_due(run: RunState, now: datetime) -> bool:
-    waiting = run.waiting
-    if run.status != RunStatus.WAITING or waiting is None or waiting.reason != WaitReason.UNTIL:
-        return False
-    if not waiting.until:
-        return False
     try:
-        return parse_iso(waiting.until) <= now
+        return run_is_due(run, now)
     except ValueError:
-        return True  # let the runtime report the malformed timestamp
+        return True  # ticked, so the runtime records the malformed timestamp as the run's failure

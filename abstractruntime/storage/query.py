@@ -53,7 +53,13 @@ def matches(
 
 
 def is_due(run: RunState, now_ts: float) -> bool:
-    """A WAITING/UNTIL run whose ``until`` is at or before ``now_ts``."""
+    """A WAITING/UNTIL run whose ``until`` is at or before ``now_ts`` (seconds since the epoch).
+
+    This is the run index's query (``until_ts <= now``, over the same float timestamps) for
+    stores without an index, so every backend lists the same runs; a malformed ``until`` has
+    no timestamp and is never listed. Whether one wait is due is
+    :func:`abstractruntime.core.timers.is_due`.
+    """
     if RunStatus(run.status) is not RunStatus.WAITING or run.waiting is None:
         return False
     if WaitReason(run.waiting.reason) is not WaitReason.UNTIL:
