@@ -33,8 +33,9 @@ def _setup() -> tuple[Runtime, FixedClock, list[str]]:
     clock = FixedClock(T0)
     runtime = Runtime(run_store=InMemoryRunStore(), ledger_store=InMemoryLedgerStore(), clock=clock)
     ids = []
-    for wf in (_timer("a"), _timer("b"), _timer("c")):
-        run_id = runtime.start(workflow=wf, vars={"until": to_iso(T0 + timedelta(seconds=5))})
+    for i, wf in enumerate((_timer("a"), _timer("b"), _timer("c"))):
+        # Distinct instants: due runs are listed earliest first, so a before b before c.
+        run_id = runtime.start(workflow=wf, vars={"until": to_iso(T0 + timedelta(seconds=3 + i))})
         runtime.tick(workflow=wf, run_id=run_id)
         ids.append(run_id)
     clock.advance(seconds=5)
