@@ -57,7 +57,7 @@ class UpstreamStyleLedgerStore(LedgerStore):
         return copy.deepcopy(self._records.get(run_id, []))
 
 
-# The conformance kit's pair of stores, under the name the battery has always used.
+# The conformance kit's pair of stores (abstractruntime.testing), as these tests name it.
 Backend = StoreBackend
 
 

@@ -58,7 +58,7 @@ class AbstractRuntimeError(Exception):
         self.message = message
         self.details = details
 
-    def __str__(self) -> str:
+    def __str__(self) -> str:  # first in the MRO of the KeyError subclasses too, which would quote it
         return self.message
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,9 +80,6 @@ class RunNotFoundError(NotFoundError, KeyError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"Unknown run_id: {run_id}", run_id=run_id)
 
-    def __str__(self) -> str:  # KeyError would otherwise quote the message
-        return self.message
-
 
 class SnapshotNotFoundError(NotFoundError, KeyError):
     """No snapshot with this id."""
@@ -92,9 +89,6 @@ class SnapshotNotFoundError(NotFoundError, KeyError):
     def __init__(self, snapshot_id: str) -> None:
         super().__init__(f"Unknown snapshot: {snapshot_id}", snapshot_id=snapshot_id)
 
-    def __str__(self) -> str:
-        return self.message
-
 
 class BookmarkNotFoundError(NotFoundError, KeyError):
     """No bookmark with this name on the run."""
@@ -103,9 +97,6 @@ class BookmarkNotFoundError(NotFoundError, KeyError):
 
     def __init__(self, run_id: str, name: str) -> None:
         super().__init__(f"Run {run_id} has no bookmark named {name!r}", run_id=run_id, name=name)
-
-    def __str__(self) -> str:
-        return self.message
 
 
 class WorkflowNotRegisteredError(NotFoundError, KeyError):
@@ -120,9 +111,6 @@ class WorkflowNotRegisteredError(NotFoundError, KeyError):
             workflow_id=workflow_id,
         )
         self.workflow_id = workflow_id
-
-    def __str__(self) -> str:  # KeyError would otherwise quote the message
-        return self.message
 
 
 class InvalidInputError(AbstractRuntimeError, ValueError):

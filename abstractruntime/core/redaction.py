@@ -90,6 +90,7 @@ DEFAULT_VALUE_PATTERNS: tuple[tuple[str, str, tuple[tuple[str, ...], ...]], ...]
     ("url_password", r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@?#]*:(?P<secret>[^\s@/?#]+)@", (("://",), ("@",))),
 )
 _TRIGGERS = {pattern: triggers for _, pattern, triggers in DEFAULT_VALUE_PATTERNS}
+_DEFAULT_PATTERNS: tuple[str, ...] = tuple(p for _, p, _ in DEFAULT_VALUE_PATTERNS)
 
 # ``name=value``, ``name: value`` and ``"name": "value"`` inside text; the name decides.
 _NAMED_VALUE = re.compile(
@@ -123,9 +124,6 @@ def _compile(pattern: PatternLike) -> Pattern[str]:
         return pattern if isinstance(pattern, re.Pattern) else re.compile(pattern)
     except (re.error, TypeError) as exc:
         raise InvalidInputError(f"Invalid redaction pattern {pattern!r}: {exc}") from None
-
-
-_DEFAULT_PATTERNS: tuple[str, ...] = tuple(p for _, p, _ in DEFAULT_VALUE_PATTERNS)
 
 
 class Redactor:

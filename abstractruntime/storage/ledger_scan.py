@@ -24,7 +24,7 @@ from .record_rules import SignatureTrail, signature_problem, unknown_fields
 from .fsio import loads_strict, validate_id
 
 if TYPE_CHECKING:
-    from .verify import VerifyReport
+    from .verify_report import VerifyReport
 
 _FINISHED = ("completed", "failed", "waiting")
 

@@ -22,7 +22,8 @@ from typing import Any, Callable, Iterable, Optional
 from ..core.errors import (AbstractRuntimeError, CorruptRecordError, InvalidInputError, StorageError,
                            UnsupportedFormatError)
 from ..core.snapshot import (MAX_NAME_CHARS, MAX_TAG_CHARS, SNAPSHOT_FORMAT, ClockFn, Snapshot, SnapshotStore,
-                             _check_name, _check_optional_str, _check_tags, _json_copy, _now_iso, require_snapshot)
+                             _check_name, _check_optional_str, _check_tags, _now_iso, require_snapshot)
+from ..core.snapshot import _json_copy as _json_copy  # the PostgreSQL snapshot store copies through it too
 from .fsio import (atomic_write_bytes, check_durability, child_path, dumps_compact, ensure_dir, fsync_dir,
                    load_json_file, validate_id)
 from .snapshot_search import select_snapshots

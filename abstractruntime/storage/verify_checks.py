@@ -1,0 +1,203 @@
+"""The per-layer checks of :func:`~abstractruntime.storage.verify.verify_run`, past the chain itself.
+
+Each reads what one layer kept (the checkpoint, the bookmarks, a head published elsewhere,
+the signature) and compares it with what the ledger scan found, adding problems and notes
+to the report. The chain checks are :class:`~abstractruntime.storage.ledger_scan.LedgerScan`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from ..core.errors import (
+    CorruptRecordError,
+    StorageError,
+    UnsupportedFormatError,
+    VerificationFailedError,
+)
+from .base import Checkpoint
+from .bookmarks import Bookmark, read_bookmarks
+from .json_files import read_checkpoint
+from .ledger_scan import LedgerScan
+from .verify_report import VerifyReport
+
+
+
+def _load_checkpoint(report: VerifyReport, path: Path) -> Optional[Checkpoint]:
+    try:
+        checkpoint = read_checkpoint(path)
+    except FileNotFoundError:
+        return None
+    except UnsupportedFormatError as exc:
+        report.problem("unsupported_format", str(exc))
+        return None
+    except CorruptRecordError as exc:
+        report.problem("checkpoint_corrupt", str(exc), cause="content")
+        return None
+    except StorageError as exc:  # unreadable (permissions, symlink): never a crash's doing
+        report.problem("checkpoint_corrupt", str(exc), cause="unreadable")
+        return None
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a field of the wrong JSON type
+        report.problem("checkpoint_corrupt", f"{path}: checkpoint has a malformed field ({type(exc).__name__})")
+        return None
+    report.checkpoint_head = checkpoint.ledger
+    report.run_status = checkpoint.run.status.value
+    if checkpoint.run.run_id != report.run_id:
+        report.problem("wrong_run", f"the checkpoint belongs to run {checkpoint.run.run_id!r}")
+    return checkpoint
+
+
+def _load_bookmarks(report: VerifyReport, path: Path) -> list[Bookmark]:
+    try:
+        return sorted(read_bookmarks(path).values(), key=lambda b: (b.seq, b.name))
+    except (CorruptRecordError, UnsupportedFormatError, StorageError) as exc:
+        report.problem("bookmarks_corrupt", str(exc))
+        return []
+
+
+def _check_checkpoint(report: VerifyReport, checkpoint: Optional[Checkpoint], scan: LedgerScan, path: Path) -> None:
+    if checkpoint is None:
+        if path.exists():
+            return  # unreadable: already reported
+        if scan.replayable:  # the ledger is the log: the next open rebuilds run.json from it
+            report.note("checkpoint_missing", "no run.json: the run is rebuilt from its ledger when next opened "
+                        "(a crash before its first checkpoint, or the cache was removed)")
+        elif scan.only_starts:  # each retried start appends one start record before its checkpoint
+            report.note("checkpoint_missing", "no run.json: the run's start was interrupted before its first "
+                        "checkpoint (the run does not exist for the runtime)")
+        else:
+            report.problem("checkpoint_missing", f"run.json is missing but the ledger holds {report.count} "
+                           "records (deleted?)")
+        return
+    seq, head = checkpoint.ledger.seq, checkpoint.ledger.head_hash
+    if seq == 0:
+        if report.count:
+            report.note("no_ledger_position", "the checkpoint records no ledger position, so it cannot "
+                        "vouch for the ledger's length")
+        return
+    found = scan.at_seq.get(seq)
+    if found is None:
+        if seq > report.head_seq:
+            report.problem("ledger_truncated", f"the checkpoint reflects seq {seq} but the ledger ends at seq "
+                           f"{report.head_seq} (records removed from the end)", seq=seq,
+                           ledger_head_seq=report.head_seq)
+        else:
+            report.problem("checkpoint_head_mismatch", f"the checkpoint reflects seq {seq}, which no ledger "
+                           "record has", seq=seq)
+        return
+    if found[0] != head:
+        report.problem("checkpoint_head_mismatch", f"the record at seq {seq} has hash {found[0]} but the "
+                       f"checkpoint recorded {head} (ledger rewritten, or a checkpoint from another ledger)",
+                       seq=seq, line=found[1], checkpoint_hash=head, ledger_hash=found[0])
+        return
+    if report.head_seq > seq:
+        report.note("uncommitted_tail", f"{report.head_seq - seq} record(s) after the checkpoint's seq {seq}: "
+                    "written after the last checkpoint (normal after a crash; the next tick continues from "
+                    "the checkpoint)", seq=seq + 1)
+    if scan.witness is not None:
+        intent_seq, result_seq, line = scan.witness
+        if _reread_seq(path) < intent_seq:  # a concurrent commit would have moved it past the intent
+            report.problem("checkpoint_rollback", f"the checkpoint reflects seq {seq}, but the effect started "
+                           f"at seq {intent_seq} has its result at seq {result_seq}; the runtime writes that only "
+                           f"after checkpointing seq {intent_seq}: run.json was rolled back to an older copy",
+                           seq=result_seq, line=line, checkpoint_seq=seq, intent_seq=intent_seq)
+
+
+def _reread_seq(path: Path) -> int:
+    try:
+        return read_checkpoint(path).ledger.seq
+    except (OSError, CorruptRecordError, UnsupportedFormatError, StorageError, AttributeError, TypeError,
+            KeyError, ValueError):
+        return -1
+
+
+def _check_bookmarks(report: VerifyReport, bookmarks: list[Bookmark], scan: LedgerScan,
+                     checkpoint: Optional[Checkpoint], ckpt_path: Path) -> None:
+    report.bookmarks_checked = len(bookmarks)
+    for mark in bookmarks:
+        found = scan.at_seq.get(mark.seq)
+        if found is None:
+            report.problem("bookmark_missing_record", f"bookmark {mark.name!r} pins seq {mark.seq}, which the "
+                           f"ledger no longer has (it ends at seq {report.head_seq})", seq=mark.seq,
+                           bookmark=mark.name)
+        elif found[0] != mark.record_hash:
+            report.problem("bookmark_mismatch", f"bookmark {mark.name!r}: the record at seq {mark.seq} has hash "
+                           f"{found[0]}, not the bookmarked {mark.record_hash}", seq=mark.seq, line=found[1],
+                           bookmark=mark.name)
+    if checkpoint is None:
+        return
+    newest = max((b for b in bookmarks if b.checkpoint_seq is not None),
+                 key=lambda b: b.checkpoint_seq or 0, default=None)
+    if newest is not None and (newest.checkpoint_seq or 0) > checkpoint.ledger.seq \
+            and _reread_seq(ckpt_path) < (newest.checkpoint_seq or 0):
+        # Checkpoints only move forward; the bookmark saw a newer one.
+        report.problem("checkpoint_rollback", f"the checkpoint reflects seq {checkpoint.ledger.seq}, but when "
+                       f"bookmark {newest.name!r} was added it reflected seq {newest.checkpoint_seq}: run.json "
+                       "was rolled back to an older copy", seq=checkpoint.ledger.seq, bookmark=newest.name)
+
+
+def _check_expected(report: VerifyReport, expected: Optional[str], search: Optional[str], scan: LedgerScan) -> None:
+    target = expected or search
+    assert target is not None
+    found = scan.hash_at.get(target)
+    if found is None:
+        if expected is not None:
+            report.problem("expected_head_missing", f"the expected head {expected} is not in the chain "
+                           "(ledger rewritten, or truncated before it)")
+        return
+    report.expect_head, report.expect_head_seq = target, found[0]
+    later = report.head_seq - found[0] if found[0] is not None else 0
+    report.note("expected_head_found", f"the expected head is the record at seq {found[0]}"
+                + (f" ({later} record(s) were added after it)" if later > 0 else " (the current head)"),
+                seq=found[0], line=found[1])
+    committed = report.checkpoint_head.seq if report.checkpoint_head else None
+    if committed is not None and found[0] is not None and found[0] > committed:
+        # Not a failure: a head published from the uncommitted tail after a crash looks the same.
+        report.note("expected_head_uncommitted", f"the expected head (seq {found[0]}) is beyond the checkpoint "
+                    f"(seq {committed}): the run crashed after writing it, or run.json was rolled back",
+                    seq=found[0])
+
+
+def _check_signature(report: VerifyReport, scan: LedgerScan, checkpoint_signature: Any, public_key: Any,
+                     checkpoint: Optional[Checkpoint]) -> None:
+    """The head's signature: the last signed record's (format 2: every batch is signed), else the
+    checkpoint's (format 1). Records after the last signed one are always a problem."""
+    trail = scan.signatures
+    if trail.after_last:
+        report.problem("unsigned_tail", f"{trail.after_last} record(s) after the last signed head (seq "
+                       f"{trail.last_seq}) carry no signature: a signing writer signs every batch and a crash "
+                       "cannot leave whole records after it, so they were appended without the key",
+                       seq=trail.first_unsigned_after)
+    if trail.last is not None:
+        signature, covered = trail.last, (trail.last_seq, trail.last.get("head_hash"))
+    else:
+        signature = checkpoint_signature
+        covered = (checkpoint.ledger.seq, checkpoint.ledger.head_hash) if checkpoint is not None else (None, None)
+    if signature is None:
+        if trail.declared is not None:
+            report.problem("signature_missing", f"the run's first record says its batches are signed with key "
+                           f"{trail.declared}, but no record carries a signature (removed?)")
+        elif public_key is not None and (checkpoint is not None or report.count):
+            report.problem("signature_missing", "a public key was given but the run's head is not signed")
+        return
+    report.signature_key_id = signature.get("key_id") if isinstance(signature, dict) else None
+    if public_key is None:
+        report.signature = "unchecked"
+        report.note("signature_unchecked", "the head is signed; pass a public key to check the signature")
+        return
+    from .signing import verify_head_signature
+
+    try:
+        verify_head_signature(signature, run_id=report.run_id, public_key=public_key)
+    except VerificationFailedError as exc:
+        report.signature = "invalid"
+        report.problem("signature_invalid", str(exc))
+        return
+    signed = (signature.get("seq"), signature.get("head_hash"))
+    if signed != covered:
+        report.signature = "invalid"
+        report.problem("signature_mismatch", f"the signature covers seq {signed[0]} (hash {signed[1]}) but it "
+                       f"stands for seq {covered[0]} (hash {covered[1]})", seq=signed[0])
+        return
+    report.signature = "valid"
