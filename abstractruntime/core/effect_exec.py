@@ -16,7 +16,7 @@ import contextvars
 import hashlib
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Optional, Union
 
 from .canonical import canonical_json, check_size
 from .effects import EffectOutcome
@@ -30,7 +30,8 @@ from .wal import restore_secrets
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-EffectHandler = Callable[..., EffectOutcome]
+# A handler returns an outcome, or (``async def``) an awaitable of one.
+EffectHandler = Callable[..., Union[EffectOutcome, Awaitable[EffectOutcome]]]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, AsyncIterator, Iterator, Optional
 
 from .canonical import canonical_json, check_size
-from .clock import Clock, parse_iso, utc_now
+from .clock import Clock, utc_now
 from .drive import Step, drive_async, drive_sync
 from .effect_exec import EffectHandler, RegisteredHandler
 from .effects import (
@@ -47,6 +47,7 @@ from .session import RunSession, StorePorts, fail_run, new_record
 from .spec import WorkflowSpec
 from .answers import prepare_retry, record_answer
 from .stepping import advance_steps, retry_steps
+from .timers import is_due
 from .wal import full_delta
 
 __all__ = ["Runtime", "EffectOutcome", "EffectHandler", "DefaultRunContext"]
@@ -220,8 +221,9 @@ class Runtime:
             checkpoint = Checkpoint(run=run, ledger=LedgerHead(), workflow=source, metadata=dict(metadata or {}))
             session = RunSession(self._ports(), checkpoint)
             rec = new_record(run, RecordKind.START)
+            key_id = getattr(self.signer, "key_id", None)
             rec.finish_success({"workflow_id": workflow.workflow_id, "parent_run_id": parent_run_id,
-                                **({"signing": self.signer.key_id} if getattr(self.signer, "key_id", None) else {})})
+                                **({"signing": key_id} if key_id else {})})
             session.record(rec, full_delta=full_delta(checkpoint))
             session.save_checkpoint()
         return run.run_id
@@ -332,7 +334,7 @@ class Runtime:
                     or WaitReason(wait.reason) is not WaitReason.UNTIL:
                 return None
             try:
-                if self.now() < parse_iso(wait.until):
+                if not is_due(wait, self.now()):
                     return None
             except ValueError:
                 pass  # stepping records the bad timestamp as a failure

@@ -157,10 +157,12 @@ class RunSession:
             rec.delta = delta
         if rec.result is not None:
             if secret_result:
-                rec.result, found = REDACTED, [((), rec.result)]
+                whole: list[tuple[tuple[Any, ...], Any]] = [((), rec.result)]
+                rec.result = REDACTED  # type: ignore[assignment]  # a whole result under a secret path
+                keep("result", whole)
             else:
                 rec.result, found = collect(rec.result)
-            keep("result", found)
+                keep("result", found)
         return secrets
 
     def queued_completed(self, idempotency_key: str) -> Optional[dict[str, Any]]:

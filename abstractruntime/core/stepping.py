@@ -13,13 +13,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .canonical import canonical_json, check_size
-from .clock import parse_iso
 from .drive import Io, NodeCall, Step
 from .effect_exec import effect_steps
 from .errors import InvalidInputError, PayloadTooLargeError
 from .models import Effect, RecordKind, RunStatus, StepPlan, WaitReason
 from .session import RunSession, fail_run, new_record, set_nested
 from .spec import WorkflowSpec
+from .timers import is_due
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -56,7 +56,7 @@ def _resume_due_timer(rt: "Runtime", session: RunSession) -> None:
     if wait is None or WaitReason(wait.reason) is not WaitReason.UNTIL or not wait.until:
         return
     try:
-        due = rt.now() >= parse_iso(wait.until)
+        due = is_due(wait, rt.now())
     except ValueError:
         fail_run(session, run.current_node, f"wait_until: {wait.until!r} is not an ISO-8601 timestamp")
         return

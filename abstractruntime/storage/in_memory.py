@@ -6,6 +6,7 @@ stored objects are copies, the ledger is hash-chained, a per-run lock refuses a 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import copy
 import threading
@@ -32,7 +33,7 @@ def _copy_run(run: RunState) -> RunState:
 
 
 def _copy_checkpoint(checkpoint: Checkpoint, **changes: Any) -> Checkpoint:
-    data = {
+    data: dict[str, Any] = {
         "run": _copy_run(checkpoint.run),
         "ledger": checkpoint.ledger,
         "workflow": copy.deepcopy(checkpoint.workflow),
@@ -198,7 +199,7 @@ class InMemoryLedgerStore(LedgerStore):
             if key and doc.get("status") == StepStatus.COMPLETED.value:
                 self._completed.setdefault((doc["run_id"], key), len(rows) - 1)
 
-    def list(self, run_id: str) -> list[dict[str, Any]]:
+    def list(self, run_id: str) -> builtins.list[dict[str, Any]]:
         """Copies of the run's records, oldest first."""
         with self._guard:
             return copy.deepcopy(self._records.get(run_id, []))
@@ -210,7 +211,7 @@ class InMemoryLedgerStore(LedgerStore):
             return (id(rows), len(rows)) if rows is not None else (0, 0)
 
     def read_after(self, run_id: str, position: LedgerHead, *,
-                   until_seq: Optional[int] = None) -> tuple[LedgerHead, list[dict[str, Any]]]:
+                   until_seq: Optional[int] = None) -> tuple[LedgerHead, builtins.list[dict[str, Any]]]:
         """Copies of the records after ``position`` (up to ``until_seq``) and the current head."""
         with self._guard:
             rows = self._records.get(run_id, [])

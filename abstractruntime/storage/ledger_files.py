@@ -10,6 +10,7 @@ written. Appends happen under the run's lock (the runtime takes it).
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import stat as stat_module
@@ -179,7 +180,7 @@ class JsonlLedgerStore(LedgerStore):
 
     # -- reading -----------------------------------------------------------------------
 
-    def list(self, run_id: str) -> list[dict[str, Any]]:
+    def list(self, run_id: str) -> builtins.list[dict[str, Any]]:
         """All records of the run as stored (hashes are not checked here: see ``verify``).
 
         A torn tail is skipped with a warning; a bad line before it raises
@@ -196,7 +197,7 @@ class JsonlLedgerStore(LedgerStore):
         return parsed.records
 
     def read_after(self, run_id: str, position: LedgerHead, *,
-                   until_seq: Optional[int] = None) -> tuple[LedgerHead, list[dict[str, Any]]]:
+                   until_seq: Optional[int] = None) -> tuple[LedgerHead, builtins.list[dict[str, Any]]]:
         """The chain-checked records after ``position`` and the head they end at.
 
         Reads from ``position.offset`` when the line ending there is the record
@@ -230,9 +231,9 @@ class JsonlLedgerStore(LedgerStore):
             return self._cache[run_id].head, records
 
     @staticmethod
-    def _read_until(path: Path, run_id: str, start: int, head: LedgerHead, until_seq: int) -> list[dict[str, Any]]:
+    def _read_until(path: Path, run_id: str, start: int, head: LedgerHead, until_seq: int) -> builtins.list[dict[str, Any]]:
         """Chain-checked records from byte ``start`` up to seq ``until_seq``, read in chunks."""
-        records: list[dict[str, Any]] = []
+        records: builtins.list[dict[str, Any]] = []
         offset, line, pending = start, head.seq, b""
         with open(path, "rb") as handle:
             handle.seek(start)
@@ -377,7 +378,7 @@ class JsonlLedgerStore(LedgerStore):
             return
         atomic_write_bytes(path, b"".join(canonical_json(e) + b"\n" for e in keep), durable=self._durable)
 
-    def get_secrets(self, run_id: str) -> list[dict[str, Any]]:
+    def get_secrets(self, run_id: str) -> builtins.list[dict[str, Any]]:
         """The kept values (a torn last line from an interrupted append is skipped)."""
         path = self._files.run_dir(run_id) / SECRETS_FILE
         try:

@@ -17,7 +17,7 @@ the effect at once. Every failure string has credentials scrubbed before it is r
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional, Union
 
 from ...core.effect_exec import current_effect
 from ...core.runtime import EffectOutcome
@@ -30,7 +30,8 @@ from .tool_executor import ToolExecutor
 
 logger = get_logger(__name__)
 
-EffectHandler = Callable[[RunState, Effect, Optional[str]], EffectOutcome]
+# A handler returns an outcome, or (``async def``) an awaitable of one.
+EffectHandler = Callable[[RunState, Effect, Optional[str]], Union[EffectOutcome, Awaitable[EffectOutcome]]]
 
 
 def tool_calls_wait_key(run_id: str, calls_sha256: str) -> str:
