@@ -38,6 +38,7 @@ def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Opti
             f"wait_key mismatch: run {run_id} waits on '{wait.wait_key}', got '{wait_key}'",
             run_id=run_id, expected=wait.wait_key, got=wait_key)
     _check_answer(wait.choices, wait.allow_free_text, payload)
+    _check_approval(wait.details, payload, run_id)
     check_size(encoded, what="Resume payload")
     if wait.result_key:
         set_nested(run.vars, wait.result_key, payload)
@@ -106,3 +107,14 @@ def _check_answer(choices: Optional[list[str]], allow_free_text: bool, payload: 
             f"Answer {shown} is not one of the choices: {', '.join(choices)}", choices=list(choices))
 
 
+def _check_approval(details: Any, payload: Any, run_id: str) -> None:
+    """A wait on tool calls names their hash; an answer that names a hash must name that one.
+
+    So an approval reviewed for some calls can never be replayed onto other calls. (An answer
+    without a hash is taken as 0.0.1 took it; the CLI's `tools approve|deny` always send one.)
+    """
+    expected = details.get("calls_sha256") if isinstance(details, dict) else None
+    given = payload.get("calls_sha256") if isinstance(payload, dict) else None
+    if expected is not None and given is not None and given != expected:
+        raise InvalidInputError(f"calls_sha256 mismatch: run {run_id} waits on calls {expected}, the answer names "
+                                f"{given}; review the pending calls and decide again", run_id=run_id)

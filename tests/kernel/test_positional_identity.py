@@ -196,3 +196,28 @@ def test_rebuilt_from_the_ledger_alone_when_the_checkpoint_is_gone(tmp_path: Pat
     assert again.to_dict() | {"updated_at": None} == state.to_dict() | {"updated_at": None}
     done = fresh.resume(workflow=wf, run_id=run_id, wait_id="w1", payload={"answer": "no"})
     assert done.waiting is not None and done.waiting.wait_id == "w2"
+
+
+def test_an_answer_naming_other_tool_calls_is_refused_by_the_library(tmp_path: Path) -> None:
+    from abstractruntime.core.errors import InvalidInputError
+    from abstractruntime.integrations.abstractcore import PassthroughToolExecutor
+    from abstractruntime.integrations.abstractcore.effect_handlers import make_tool_calls_handler
+
+    calls = [{"name": "send_email", "arguments": {"to": "a@example.com"}, "call_id": "c1"}]
+    wf = WorkflowSpec("tools", "call", {
+        "call": lambda run, ctx: StepPlan("call", next_node="end", effect=Effect(
+            EffectType.TOOL_CALLS, {"tool_calls": calls}, "r")),
+        "end": lambda run, ctx: StepPlan("end", complete_output={"r": run.vars["r"]})})
+    rt = open_store(tmp_path / "store").runtime(
+        effect_handlers={EffectType.TOOL_CALLS: make_tool_calls_handler(tools=PassthroughToolExecutor())})
+    run_id = rt.start(workflow=wf)
+    wait = rt.tick(workflow=wf, run_id=run_id).waiting
+    digest = wait.details["calls_sha256"]
+    before = rt.get_ledger(run_id)
+    with pytest.raises(InvalidInputError, match="calls_sha256 mismatch"):
+        rt.resume(workflow=wf, run_id=run_id, wait_id=wait.wait_id,
+                  payload={"mode": "executed", "results": [], "calls_sha256": "0" * 64})
+    assert rt.get_ledger(run_id) == before
+    done = rt.resume(workflow=wf, run_id=run_id, wait_id=wait.wait_id,
+                     payload={"mode": "executed", "results": [], "calls_sha256": digest})
+    assert done.status is RunStatus.COMPLETED
