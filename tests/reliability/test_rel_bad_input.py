@@ -233,6 +233,8 @@ _CHILD = textwrap.dedent("""
     from {pkg}.test_rel_bad_input import WF
     mode, root = sys.argv[1], sys.argv[2]
     if mode == "nobody":
+        # Load every module the store needs first: the source tree may not be readable by nobody.
+        import abstractruntime.core.runtime, abstractruntime.storage.artifacts  # noqa: E401,F401
         os.setgid(65534); os.setuid(65534)
     if mode.startswith("fsize"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # writes past the limit fail with EFBIG
