@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from .canonical import canonical_json, record_hash, sha256_hex
+from .canonical import canonical_json, check_size, record_hash, sha256_hex
 from .models import StepRecord
 from .ports import LedgerHead
 
@@ -53,6 +53,23 @@ def seal_record_line(record: StepRecord, *, head: LedgerHead, chained: bool = Tr
     doc["record_hash"], doc["signature"] = digest, None
     record.record_hash = digest
     return doc, line
+
+
+def seal_batch(records: Sequence[StepRecord], *, head: LedgerHead) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """Seal ``records`` one after another from ``head``: their stored forms and lines.
+
+    Each line is checked against the record size limit (:class:`PayloadTooLargeError` before
+    anything is returned, so a store writes all of the batch or none of it).
+    """
+    docs: list[dict[str, Any]] = []
+    lines: list[bytes] = []
+    for record in records:
+        doc, line = seal_record_line(record, head=head)
+        check_size(line, what=f"Ledger record for node {record.node_id!r}")
+        head = LedgerHead(doc["seq"], doc["record_hash"])
+        docs.append(doc)
+        lines.append(line)
+    return docs, lines
 
 
 def attach_signature(doc: dict[str, Any], line: bytes, signature: dict[str, Any]) -> bytes:

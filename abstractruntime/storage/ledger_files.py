@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..core.canonical import canonical_json, check_size
+from ..core.canonical import canonical_json
 from ..core.errors import LedgerConflictError, StorageError
 from ..core.models import StepRecord
 from ..core.ports import LedgerHead, LedgerStore
 from .fsio import Durability, append_bytes, atomic_write_bytes, check_durability, fsync_dir, loads_strict, open_append, read_bytes
 from .json_files import ANCHORS_FILE, LEDGER_FILE, SECRETS_FILE, RunFiles
-from .ledger_chain import seal_record_line
+from ..core.chain import seal_batch
 from .ledger_file import parse_ledger
 
 log = logging.getLogger("abstractruntime.storage")
@@ -94,14 +94,7 @@ class JsonlLedgerStore(LedgerStore):
         for run_id, batch in by_run.items():
             with self._guard(run_id):
                 path = self._files.run_dir(run_id, create=True) / LEDGER_FILE
-                head = self._refresh(run_id, path, repair=True).head
-                docs, lines = [], []
-                for record in batch:
-                    doc, line = seal_record_line(record, head=head)
-                    check_size(line, what=f"Ledger record for node {record.node_id!r}")
-                    head = LedgerHead(doc["seq"], doc["record_hash"])
-                    docs.append(doc)
-                    lines.append(line)
+                docs, lines = seal_batch(batch, head=self._refresh(run_id, path, repair=True).head)
                 self._write(run_id, path, docs, lines)
 
     def append_lines(self, run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],

@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator, List, Optional, Sequence
 
-from ...core.canonical import canonical_json, check_size
-from ...core.chain import seal_record_line
+from ...core.canonical import canonical_json
+from ...core.chain import seal_batch
 from ...core.errors import InvalidInputError, LedgerConflictError
 from ...core.models import StepRecord
 from ...core.ports import LedgerHead, LedgerStore
@@ -55,14 +55,7 @@ class PostgresLedgerStore(LedgerStore):
         with self.db.connection() as conn:
             with self._conflicts_refused(", ".join(by_run)), conn.transaction():
                 for run_id, batch in by_run.items():
-                    head = self._head(conn, run_id)
-                    docs, lines = [], []
-                    for record in batch:
-                        doc, line = seal_record_line(record, head=head)
-                        check_size(line, what=f"Ledger record for node {record.node_id!r}")
-                        head = LedgerHead(doc["seq"], doc["record_hash"])
-                        docs.append(doc)
-                        lines.append(line)
+                    docs, lines = seal_batch(batch, head=self._head(conn, run_id))
                     self._insert(conn, run_id, docs, lines)
 
     def append_lines(self, run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
