@@ -126,21 +126,24 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
     run, ckpt = session.run, session.checkpoint
     effect = plan.effect
     assert effect is not None
+    # ``failed`` counts the attempts whose failure was recorded: an attempt a crash interrupted
+    # (an intent with no outcome) is performed again but does not use up the retry budget.
     if pending is not None:
         effect_id, key = int(pending["effect_id"]), str(pending["idempotency_key"])
         first_attempt = int(pending.get("attempt") or 0) + 1
         explicit = bool(pending.get("explicit"))
         parts: dict[str, Any] = dict(pending.get("parts") or {})
+        failed = int(pending.get("failed") or 0) if extra_attempts is None else 0
     else:
         ckpt.effects += 1
-        effect_id, first_attempt, parts = ckpt.effects, 1, {}
+        effect_id, first_attempt, parts, failed = ckpt.effects, 1, {}, 0
         key, explicit = _key_for(rt, run, plan.node_id, effect, effect_id)
     prior = _prior_result(rt, session, plan, key, explicit)
     if prior is not None:
         _complete(session, plan, effect_id, key, prior, attempt=first_attempt, reused=True)
         return
-    budget = extra_attempts if extra_attempts is not None else rt.effect_policy.max_attempts(effect)
-    last_attempt = first_attempt + budget - 1 if extra_attempts is not None else max(budget, first_attempt)
+    budget = extra_attempts if extra_attempts is not None else rt.effect_policy.max_attempts(effect) - failed
+    last_attempt = first_attempt + max(budget, 1) - 1
     last_error, retryable, attempt = "unknown error", True, first_attempt - 1
     timeout = _timeout_of(effect)
     while attempt < last_attempt:
@@ -153,6 +156,8 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
             ckpt.pending["explicit"] = True
         if parts:
             ckpt.pending["parts"] = dict(parts)
+        if failed:
+            ckpt.pending["failed"] = failed
         handler = rt.handler_for(effect.type)
         session.record(rec)
         if handler is None:
@@ -189,6 +194,8 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
             session.record(done.finish_waiting(wait))
             return
         last_error, retryable = outcome.error or "unknown error", outcome.retryable
+        failed += 1
+        ckpt.pending = {**(ckpt.pending or {}), "failed": failed}
         _record_failure(session, plan, effect_id, key, attempt, last_error)
         if not retryable:
             break
@@ -196,7 +203,8 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
             backoff = rt.effect_policy.backoff_seconds(effect=effect, attempt=attempt)
             if backoff > 0:
                 yield Sleep(backoff)
-    count = attempt - first_attempt + 1
+    count = failed if extra_attempts is None else attempt - first_attempt + 1
+    count = max(count, 1)
     plural = "attempt" if count == 1 else "attempts"
     # The pending effect stays in the state, so `retry` can attempt it again.
     fail_run(session, plan.node_id, f"Effect {effect.type.value} failed after {count} {plural}: {last_error}",
