@@ -61,3 +61,23 @@ def test_a_password_in_the_url_is_never_printed(admin: Any, postgres_url: str) -
         result = _cli(wrong, *args)
         assert result.returncode != 0
         assert secret not in result.stdout + result.stderr
+
+
+def test_store_copy_moves_runs_to_postgresql_and_back(admin: Any, postgres_url: str, tmp_path: Path) -> None:
+    folder, back = tmp_path / "runs", tmp_path / "back"
+    url = _database(admin, postgres_url)
+    started = _cli(str(folder), "run", str(APPROVAL), "--run-id", "f1", "--var", "service=billing")
+    assert started.returncode == 5, started.stderr
+
+    copied = _cli(str(folder), "store", "copy", "--to", url, "--json")
+    assert copied.returncode == 0, copied.stderr
+    assert json.loads(copied.stdout)["copied"] == ["f1"]
+    # The copied run goes on in PostgreSQL, then comes back to another folder and verifies there.
+    assert _cli(url, "resume", started.stdout.strip(), "--answer", "yes").returncode == 0
+    assert _cli(url, "store", "copy", "--to", str(back)).stdout.split() == ["f1"]
+    assert json.loads(_cli(str(back), "runs", "show", "f1", "--json").stdout)["run"]["status"] == "completed"
+    assert _cli(str(back), "verify", "f1").returncode == 0
+
+    again = _cli(str(folder), "store", "copy", "--to", url)  # the destination holds f1: refused
+    assert again.returncode == 1 and "already holds" in again.stderr and "Traceback" not in again.stderr
+    assert json.loads(_cli(url, "runs", "show", "f1", "--json").stdout)["run"]["status"] == "completed"

@@ -1,0 +1,53 @@
+"""``store copy``: move runs between a folder store and a PostgreSQL store."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .app import app, settings
+from .cmd_exec import JSON_HELP
+from .handles import run_id_of
+
+store_app = typer.Typer(help="Work on a whole store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("copy")
+def store_copy(
+    ctx: typer.Context,
+    runs: Optional[list[str]] = typer.Argument(None, metavar="RUN", help="The runs to copy (default: all)."),
+    to: str = typer.Option(..., "--to", metavar="FOLDER|postgresql://...",
+                           help="The destination store (created if missing)."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Copy runs with their ledgers (byte for byte), snapshots, bookmarks and artifacts.
+
+    One side is the current store (--store), the other --to: one is a folder and the other a
+    PostgreSQL database. Nothing is written when the destination already holds a run.
+    """
+    from abstractruntime.storage.postgres.copy import copy_store
+    from abstractruntime.storage.postgres.store import PostgresStore
+    from abstractruntime.core.errors import InvalidInputError
+    from abstractruntime.storage.store import open_store
+
+    s = settings(ctx, json_out)
+    source = s.open_store()
+    if _is_url(to) == isinstance(source, PostgresStore):  # refused before --to is created
+        raise InvalidInputError("store copy moves runs between a folder store and a PostgreSQL store")
+    destination = open_store(to, create=True)
+    try:
+        wanted = [run_id_of(r) for r in runs] if runs else None
+        copied = copy_store(source, destination, runs=wanted)
+    finally:
+        destination.close()
+    if s.json:
+        s.emit_json({"copied": copied, "count": len(copied)})
+    else:
+        s.emit_lines(copied)
+        s.info(f"copied {len(copied)} run(s)")
+
+
+def _is_url(target: str) -> bool:
+    return target.strip().lower().startswith(("postgresql://", "postgres://"))
