@@ -105,11 +105,13 @@ def test_worker_once_and_sigint(store: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0 and proc.stdout == ""
     proc = subprocess.Popen([str(BIN), "worker", "--interval", "0.1"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
-    time.sleep(1.0)
+    assert proc.stderr is not None
+    started = proc.stderr.readline()  # printed once its signal handlers are installed
+    assert "worker started" in started
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 0, err
-    assert "Traceback" not in err
+    assert proc.returncode == 0, started + err
+    assert "worker stopped" in err and "Traceback" not in err
 
 
 def test_ci_approval_script(tmp_path: Path, wf: Path) -> None:

@@ -99,19 +99,10 @@ def test_seed_documents_parse_cleanly(kind: str) -> None:
     fuzz_targets.TARGETS[kind](SEEDS[kind][0])
 
 
-def _known_ledger_bug(exc: fuzz_targets.ForeignException) -> bool:
-    """The one known escape (see the xfail below): a non-string idempotency_key."""
-    return str(exc).startswith("TypeError: unhashable type")
-
-
 @FUZZ
 @given(data=_inputs("ledger"))
 def test_fuzz_ledger_parser_raises_only_project_errors(data: bytes) -> None:
-    try:
-        fuzz_targets.ledger(data)
-    except fuzz_targets.ForeignException as exc:
-        if not _known_ledger_bug(exc):
-            raise
+    fuzz_targets.ledger(data)
 
 
 def test_a_ledger_record_with_a_list_idempotency_key_is_a_corrupt_record() -> None:
@@ -121,19 +112,10 @@ def test_a_ledger_record_with_a_list_idempotency_key_is_a_corrupt_record() -> No
     fuzz_targets.ledger(b"\n".join([json.dumps(doc).encode()] + lines[1:]))
 
 
-def _known_checkpoint_bug(exc: fuzz_targets.ForeignException) -> bool:
-    """The one known escape (see the xfail below): AttributeError from a non-object field."""
-    return str(exc).startswith("AttributeError:") and "has no attribute 'get'" in str(exc)
-
-
 @FUZZ
 @given(data=_inputs("checkpoint"))
 def test_fuzz_checkpoint_parser_raises_only_project_errors(data: bytes) -> None:
-    try:
-        fuzz_targets.checkpoint(data)
-    except fuzz_targets.ForeignException as exc:
-        if not _known_checkpoint_bug(exc):
-            raise
+    fuzz_targets.checkpoint(data)
 
 
 @pytest.mark.parametrize("field,value", [("ledger", [1]), ("run", "x")])
