@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -17,6 +17,9 @@ from .output import Settings
 
 JSON_HELP = "Write JSON to stdout (schema: docs/cli.md)."
 AttrOpt = typer.Option(None, "--attr", metavar="NAME", help="Attribute holding the WorkflowSpec [default: workflow].")
+WorkflowOpt = typer.Option(None, "--workflow", metavar="FILE", help="Workflow file [default: the one the run recorded].")
+DriftOpt = typer.Option(False, "--allow-drift", help="Accept a workflow file that changed since the run started.")
+WaitOpt = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for a run locked by another process.")
 
 
 def drive(s: Settings, runtime: Any, workflow: Any, state: Any, *, allow_drift: bool = False,
@@ -47,6 +50,16 @@ def drive(s: Settings, runtime: Any, workflow: Any, state: Any, *, allow_drift: 
             s.info(f"run {state.run_id} is still running after {max_steps} steps; continue with: "
                    f"abstractruntime tick {state.run_id}")
         return state
+
+
+def _advance(s: Settings, first: Callable[..., Any], runtime: Any, workflow: Any, run_id: str, *,
+             allow_drift: bool, wait: float, max_steps: int) -> None:
+    """Make the ``first`` call (``tick`` or ``retry``) on ``run_id``, drive the run on, report it."""
+    s.current_run = run_id
+    state = first(workflow=workflow, run_id=run_id, allow_drift=allow_drift, lock_wait=wait,
+                  max_steps=min(max_steps, 100))
+    finish_run(s, drive(s, runtime, workflow, state, allow_drift=allow_drift, lock_wait=wait,
+                        max_steps=max(max_steps - 100, 0)))
 
 
 @app.command("run")
@@ -157,11 +170,10 @@ def tick_cmd(
     run_id: Optional[str] = typer.Argument(None, metavar="[RUN]", help="The run to advance."),
     due: bool = typer.Option(False, "--due", help="Advance every run whose wait_until timer is due."),
     limit: int = typer.Option(100, "--limit", min=1, help="With --due: at most this many runs."),
-    workflow_file: Optional[str] = typer.Option(None, "--workflow", metavar="FILE",
-                                                help="Workflow file [default: the one the run recorded]."),
+    workflow_file: Optional[str] = WorkflowOpt,
     attr: Optional[str] = AttrOpt,
-    allow_drift: bool = typer.Option(False, "--allow-drift", help="Accept a workflow file that changed since the run started."),
-    wait: float = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for a run locked by another process."),
+    allow_drift: bool = DriftOpt,
+    wait: float = WaitOpt,
     max_steps: int = typer.Option(10_000, "--max-steps", min=1, help="Stop after this many node steps."),
     llm: Optional[str] = LlmOpt,
     provider: Optional[str] = ProviderOpt,
@@ -187,23 +199,18 @@ def tick_cmd(
     run_id = run_id_of(run_id)
     loaded, runtime = workflows.load_for_run(s.open_store(), run_id, workflow_file=workflow_file, attr=attr,
                                              llm=flags, info=s.info)
-    s.current_run = run_id
-    state = runtime.tick(workflow=loaded.workflow, run_id=run_id, allow_drift=allow_drift, lock_wait=wait,
-                         max_steps=min(max_steps, 100))
-    state = drive(s, runtime, loaded.workflow, state, allow_drift=allow_drift, lock_wait=wait,
-                  max_steps=max(max_steps - 100, 0))
-    finish_run(s, state)
+    _advance(s, runtime.tick, runtime, loaded.workflow, run_id, allow_drift=allow_drift, wait=wait,
+             max_steps=max_steps)
 
 
 @app.command("retry")
 def retry_cmd(
     ctx: typer.Context,
     run_id: str = typer.Argument(..., metavar="RUN", help="A run that failed on a retryable effect error."),
-    workflow_file: Optional[str] = typer.Option(None, "--workflow", metavar="FILE",
-                                                help="Workflow file [default: the one the run recorded]."),
+    workflow_file: Optional[str] = WorkflowOpt,
     attr: Optional[str] = AttrOpt,
-    allow_drift: bool = typer.Option(False, "--allow-drift", help="Accept a workflow file that changed since the run started."),
-    wait: float = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for a run locked by another process."),
+    allow_drift: bool = DriftOpt,
+    wait: float = WaitOpt,
     max_steps: int = typer.Option(10_000, "--max-steps", min=1, help="Stop after this many node steps."),
     llm: Optional[str] = LlmOpt,
     provider: Optional[str] = ProviderOpt,
@@ -232,12 +239,8 @@ def retry_cmd(
                                    run_id=run_id, status=state.status.value)
     loaded, runtime = workflows.load_for_run(store, run_id, workflow_file=workflow_file, attr=attr, llm=flags,
                                              info=s.info)
-    s.current_run = run_id
-    state = runtime.retry(workflow=loaded.workflow, run_id=run_id, allow_drift=allow_drift, lock_wait=wait,
-                          max_steps=min(max_steps, 100))
-    state = drive(s, runtime, loaded.workflow, state, allow_drift=allow_drift, lock_wait=wait,
-                  max_steps=max(max_steps - 100, 0))
-    finish_run(s, state)
+    _advance(s, runtime.retry, runtime, loaded.workflow, run_id, allow_drift=allow_drift, wait=wait,
+             max_steps=max_steps)
 
 
 @app.command("worker")

@@ -11,7 +11,7 @@ import typer
 from . import workflows
 from .handles import run_id_of
 from .app import app, describe_state, finish_batch, finish_run, settings
-from .cmd_exec import AttrOpt, JSON_HELP, drive
+from .cmd_exec import AttrOpt, DriftOpt, JSON_HELP, WaitOpt, WorkflowOpt, drive
 from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_flags
 
 
@@ -74,11 +74,10 @@ def resume_cmd(
     payload: Optional[str] = typer.Option(None, "--payload", metavar="JSON", help="A JSON payload ('-' reads stdin)."),
     payload_file: Optional[str] = typer.Option(None, "--payload-file", metavar="FILE", help="Read the JSON payload from FILE."),
     wait_key: Optional[str] = typer.Option(None, "--wait-key", metavar="KEY", help="Refuse unless the run waits on KEY."),
-    workflow_file: Optional[str] = typer.Option(None, "--workflow", metavar="FILE",
-                                                help="Workflow file [default: the one the run recorded]."),
+    workflow_file: Optional[str] = WorkflowOpt,
     attr: Optional[str] = AttrOpt,
-    allow_drift: bool = typer.Option(False, "--allow-drift", help="Accept a workflow file that changed since the run started."),
-    wait: float = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for a run locked by another process."),
+    allow_drift: bool = DriftOpt,
+    wait: float = WaitOpt,
     llm: Optional[str] = LlmOpt,
     provider: Optional[str] = ProviderOpt,
     model: Optional[str] = ModelOpt,
@@ -201,7 +200,7 @@ def cancel_cmd(
     ctx: typer.Context,
     run_id: str = typer.Argument(..., metavar="RUN", help="The run to cancel."),
     reason: Optional[str] = typer.Option(None, "--reason", metavar="TEXT", help="Why (recorded as the run's error)."),
-    wait: float = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for a run locked by another process."),
+    wait: float = WaitOpt,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Cancel a running or waiting run (exit 0; also when it was already cancelled).

@@ -8,7 +8,7 @@ import typer
 
 from . import workflows
 from .app import app, describe_state, settings
-from .cmd_exec import AttrOpt, JSON_HELP
+from .cmd_exec import AttrOpt, JSON_HELP, WaitOpt
 from .handles import run_id_of
 
 snapshot_app = typer.Typer(help="Save a run's state; restore it in place or fork a new run from it.",
@@ -107,7 +107,7 @@ def snapshot_restore(
                                                 help="Check drift against this workflow file."),
     attr: Optional[str] = AttrOpt,
     allow_drift: bool = typer.Option(False, "--allow-drift", help="Accept a workflow that changed since the snapshot."),
-    wait: float = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for a run locked by another process."),
+    wait: float = WaitOpt,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Put a run back to a snapshot (a `restore` record is appended; history is kept), or --fork it.

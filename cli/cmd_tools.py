@@ -20,7 +20,7 @@ import typer
 
 from . import workflows
 from .app import app, finish_run, settings
-from .cmd_exec import AttrOpt, JSON_HELP, drive
+from .cmd_exec import AttrOpt, DriftOpt, JSON_HELP, WaitOpt, WorkflowOpt, drive
 from .handles import run_id_of
 from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_flags
 from .output import Settings
@@ -30,9 +30,6 @@ app.add_typer(tools_app, name="tools")
 
 ShaOpt = typer.Option(None, "--calls-sha256", metavar="HEX",
                       help="Refuse unless the pending calls hash to HEX (the calls_sha256 you reviewed).")
-WorkflowOpt = typer.Option(None, "--workflow", metavar="FILE", help="Workflow file [default: the one the run recorded].")
-DriftOpt = typer.Option(False, "--allow-drift", help="Accept a workflow file that changed since the run started.")
-WaitOpt = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for a run locked by another process.")
 
 
 def _summary(calls: list[dict[str, Any]]) -> list[list[Any]]:
