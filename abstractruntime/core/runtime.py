@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, AsyncIterator, Iterator, Optional
@@ -239,15 +238,11 @@ class Runtime:
             lock.__enter__()
         except RunLockedError:
             raise RunExistsError(f"Run {run_id} already exists (another process holds it)", run_id=run_id) from None
-        try:
+        with contextlib.ExitStack() as held:
+            held.push(lock)  # entered above: leave it as a ``with`` statement would
             if self._exists(run_id):
                 raise RunExistsError(f"Run {run_id} already exists", run_id=run_id)
             yield
-        except BaseException:
-            if not lock.__exit__(*sys.exc_info()):
-                raise
-        else:
-            lock.__exit__(None, None, None)
 
     def open_session(self, run_id: str) -> RunSession:
         """A session over the run as rebuilt now (the caller holds the run's lock)."""
@@ -312,13 +307,9 @@ class Runtime:
             await asyncio.to_thread(lock.__enter__)  # waiting for a lock must not block the loop
         else:
             lock.__enter__()
-        try:
+        with contextlib.ExitStack() as held:
+            held.push(lock)  # entered above: leave it as a ``with`` statement would
             yield
-        except BaseException:
-            if not lock.__exit__(*sys.exc_info()):
-                raise
-        else:
-            lock.__exit__(None, None, None)
 
     def tick_if_due(self, *, workflow: WorkflowSpec, run_id: str, max_steps: int = 100, allow_drift: bool = False,
                     lock_wait: float = 0.0) -> Optional[RunState]:
