@@ -20,7 +20,7 @@ import os
 import threading
 from typing import Any, Iterator, Optional
 
-from ...core.errors import MissingExtraError, StorageError
+from ...core.errors import CorruptRecordError, MissingExtraError, StorageError, UnsupportedFormatError
 from .schema import DEFAULT_SCHEMA, check_schema_name, installed_version, migrate, quoted, refuse_newer
 from .url import redact
 
@@ -45,6 +45,25 @@ def jsonb_copy(data: bytes) -> Optional[str]:
     The jsonb copy is never read back by the stores: jsonb rewrites numbers and key order.
     """
     return None if _NUL_ESCAPE in data else data.decode("utf-8")
+
+
+def parse_document(data: Any, where: str, *, kind: str, newest: int) -> dict[str, Any]:
+    """Parse an exact JSON column strictly: a :class:`CorruptRecordError` naming ``where`` when it
+    is not a JSON object, an :class:`UnsupportedFormatError` when its ``format`` is newer than
+    ``newest`` (a ``kind`` written by a newer abstractruntime)."""
+    from ..fsio import loads_strict
+
+    try:
+        doc = loads_strict(bytes(data))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise CorruptRecordError(f"{where} is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise CorruptRecordError(f"{where} is not a JSON object")
+    found = doc.get("format")
+    if isinstance(found, int) and not isinstance(found, bool) and found > newest:
+        raise UnsupportedFormatError(f"{where}: {kind} format {found} is newer than this abstractruntime "
+                                     f"understands ({newest}); upgrade abstractruntime")
+    return doc
 
 
 def advisory_key(*parts: str) -> int:

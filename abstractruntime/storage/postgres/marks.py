@@ -20,7 +20,7 @@ from ..bookmarks import MAX_NOTE_CHARS, Bookmark
 from ..fsio import loads_strict
 from ..ledger_file import parse_ledger
 from ..snapshots import SNAPSHOT_FORMAT, Snapshot, _EditableStore, _json_copy, select_snapshots
-from .db import PgDatabase, jsonb_copy
+from .db import PgDatabase, jsonb_copy, parse_document
 
 
 class PostgresSnapshotStore(_EditableStore):
@@ -47,18 +47,7 @@ class PostgresSnapshotStore(_EditableStore):
 
     def _parse(self, snapshot_id: str, data: Any) -> Snapshot:
         where = f"snapshot {snapshot_id} in {self.db.describe()}"
-        try:
-            doc = loads_strict(bytes(data))
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise CorruptRecordError(f"{where} is not valid JSON ({exc})") from None
-        if not isinstance(doc, dict):
-            raise CorruptRecordError(f"{where} is not a JSON object")
-        found = doc.get("format")
-        if isinstance(found, int) and found > SNAPSHOT_FORMAT:
-            from ...core.errors import UnsupportedFormatError
-
-            raise UnsupportedFormatError(f"{where}: snapshot format {found} is newer than this abstractruntime "
-                                         f"understands ({SNAPSHOT_FORMAT}); upgrade abstractruntime")
+        doc = parse_document(data, where, kind="snapshot", newest=SNAPSHOT_FORMAT)
         try:
             snapshot = Snapshot.from_dict(doc)
         except InvalidInputError as exc:

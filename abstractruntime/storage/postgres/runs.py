@@ -26,9 +26,8 @@ from ...core.errors import CorruptRecordError, RunLockedError, RunNotFoundError,
 from ...core.models import RunState, RunStatus, WaitReason
 from ...core.ports import CHECKPOINT_FORMAT, Checkpoint, LedgerHead, RunStore
 from ...core.ids import validate_id
-from ..fsio import loads_strict
 from ..query import reason_value, status_value
-from .db import PgDatabase, jsonb_copy
+from .db import PgDatabase, jsonb_copy, parse_document
 
 
 def _instant(value: Optional[str]) -> Optional[datetime]:
@@ -109,16 +108,7 @@ class PostgresRunStore(RunStore):
 
     def _parse(self, run_id: str, data: Any) -> Checkpoint:
         where = f"checkpoint of run {run_id} in {self.db.describe()}"
-        try:
-            doc = loads_strict(bytes(data))
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise CorruptRecordError(f"{where} is not valid JSON ({exc})") from None
-        if not isinstance(doc, dict):
-            raise CorruptRecordError(f"{where} is not a JSON object")
-        found = doc.get("format")
-        if isinstance(found, int) and not isinstance(found, bool) and found > CHECKPOINT_FORMAT:
-            raise UnsupportedFormatError(f"{where}: checkpoint format {found} is newer than this abstractruntime "
-                                         f"understands ({CHECKPOINT_FORMAT}); upgrade abstractruntime")
+        doc = parse_document(data, where, kind="checkpoint", newest=CHECKPOINT_FORMAT)
         try:
             checkpoint = Checkpoint.from_dict(doc)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
