@@ -51,6 +51,20 @@ LOCK_WAIT_SECONDS = 5.0
 MAX_NOTE_CHARS = 2000
 
 
+
+def bookmark_position(run_id: str, head: int, seq: Optional[int]) -> int:
+    """The seq a new bookmark names: ``seq``, else the ledger's head ``head``.
+
+    Raises :class:`InvalidInputError` for an empty ledger or a seq past its head.
+    """
+    if head == 0:
+        raise InvalidInputError(f"Run {run_id} has an empty ledger: nothing to bookmark")
+    wanted = head if seq is None else seq
+    if wanted > head:
+        raise InvalidInputError(f"Run {run_id}'s ledger ends at seq {head}; cannot bookmark seq {wanted}",
+                                run_id=run_id, seq=wanted, head_seq=head)
+    return wanted
+
 @dataclass(frozen=True)
 class Bookmark:
     """A named ledger position: the record at ``seq`` had hash ``record_hash``."""
@@ -182,13 +196,7 @@ class BookmarkStore:
         except FileNotFoundError:
             data = b""
         parsed = parse_ledger(data, path=str(ledger_path), verify_chain=True, run_id=run_id)
-        head = parsed.head.seq
-        if head == 0:
-            raise InvalidInputError(f"Run {run_id} has an empty ledger: nothing to bookmark")
-        wanted = head if seq is None else seq
-        if wanted > head:
-            raise InvalidInputError(f"Run {run_id}'s ledger ends at seq {head}; cannot bookmark seq {wanted}",
-                                    run_id=run_id, seq=wanted, head_seq=head)
+        wanted = bookmark_position(run_id, parsed.head.seq, seq)
         if self.durability == "fsync":
             # The record we name must survive power loss, even if its writer has not fsynced yet.
             fd = os.open(ledger_path, os.O_RDONLY | os.O_NOFOLLOW)

@@ -16,7 +16,7 @@ from ...core.canonical import canonical_json
 from ...core.clock import parse_iso, to_iso, utc_now_iso
 from ...core.errors import BookmarkNotFoundError, CorruptRecordError, InvalidInputError, RunNotFoundError
 from ...core.ids import validate_id
-from ..bookmarks import MAX_NOTE_CHARS, Bookmark
+from ..bookmarks import MAX_NOTE_CHARS, Bookmark, bookmark_position
 from ..fsio import loads_strict
 from ..ledger_file import parse_ledger
 from ..snapshots import SNAPSHOT_FORMAT, Snapshot, _EditableStore, _json_copy, select_snapshots
@@ -121,13 +121,7 @@ class PostgresBookmarkStore:
                                  [run_id]).fetchall()
             parsed = parse_ledger(b"".join(bytes(r[0]) + b"\n" for r in lines),
                                   path=f"ledger of run {run_id} in {self.db.describe()}", run_id=run_id)
-            head = parsed.head.seq
-            if head == 0:
-                raise InvalidInputError(f"Run {run_id} has an empty ledger: nothing to bookmark")
-            wanted = head if seq is None else seq
-            if wanted > head:
-                raise InvalidInputError(f"Run {run_id}'s ledger ends at seq {head}; cannot bookmark seq {wanted}",
-                                        run_id=run_id, seq=wanted, head_seq=head)
+            wanted = bookmark_position(run_id, parsed.head.seq, seq)
             bookmark = Bookmark(name=name, seq=wanted, record_hash=str(parsed.records[wanted - 1]["record_hash"]),
                                 note=note or None, checkpoint_seq=checkpoint_seq,
                                 created_at=to_iso(self._clock()) if self._clock else utc_now_iso())
