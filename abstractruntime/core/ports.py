@@ -156,7 +156,18 @@ class RunStore(ABC):
 
 @runtime_checkable
 class QueryableRunStore(Protocol):
-    """A run store that can answer the scheduler's and the CLI's questions."""
+    """A run store that can answer the scheduler's and the CLI's questions.
+
+    One optional method, deliberately not a member of this Protocol (a store written for
+    upstream 0.0.1 must still pass ``isinstance``)::
+
+        def list_waiting_on(self, wait_key: str, *, limit: int = 1000) -> list[RunState]:
+            '''WAITING runs whose ``waiting.wait_key == wait_key``, least recently updated first.'''
+
+    Every store abstractruntime ships answers it from an index. Callers use
+    ``abstractruntime.storage.query.waiting_on(run_store, wait_key, limit)``, which calls it
+    when present and otherwise filters ``list_runs(status=WAITING)``.
+    """
 
     def list_runs(
         self,

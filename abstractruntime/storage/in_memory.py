@@ -20,8 +20,10 @@ from ..core.canonical import check_size
 from .query import (
     earliest_until_first,
     is_due,
+    is_waiting_on,
     matches,
     newest_first,
+    oldest_first,
     reason_value,
     status_value,
     timestamp,
@@ -133,6 +135,10 @@ class InMemoryRunStore(RunStore):
         if now_ts is None:
             raise ValueError(f"now_iso is not an ISO timestamp: {now_iso!r}")
         return earliest_until_first(r for r in self._all() if is_due(r, now_ts))[: max(limit, 0)]
+
+    def list_waiting_on(self, wait_key: str, *, limit: int = 1000) -> list[RunState]:
+        """WAITING runs whose wait is on ``wait_key``, least recently updated first."""
+        return oldest_first(r for r in self._all() if is_waiting_on(r, wait_key))[: max(limit, 0)]
 
     def list_children(self, *, parent_run_id: str, status: Optional[RunStatus] = None) -> list[RunState]:
         """Child runs of ``parent_run_id``, most recently updated first."""

@@ -39,7 +39,17 @@ from .fsio import (
     refuse_symlink,
     validate_id,
 )
-from .query import is_due, matches, reason_value, status_value, timestamp
+from .query import (
+    is_due,
+    is_waiting_on,
+    matches,
+    newest_key,
+    oldest_key,
+    reason_value,
+    status_value,
+    timestamp,
+    until_key,
+)
 from .run_index import RunIndex
 
 log = logging.getLogger("abstractruntime.storage")
@@ -105,14 +115,6 @@ class RunFiles:
     def ledger(self, run_id: str) -> Path:
         """``runs/<run_id>/ledger.jsonl``."""
         return self.child(run_id, LEDGER_FILE)
-
-
-def _newest_key(run: RunState) -> tuple[float, str]:
-    return (-(timestamp(run.updated_at) or 0.0), run.run_id)
-
-
-def _until_key(run: RunState) -> tuple[float, str]:
-    return (timestamp(run.waiting.until if run.waiting else None) or 0.0, run.run_id)
 
 
 def read_checkpoint(path: Path) -> Checkpoint:
@@ -232,7 +234,7 @@ class JsonFileRunStore(RunStore):
         return self._index.query(
             " AND ".join(where), params, "updated_ts DESC, run_id",
             lambda r: matches(r, status=st, wait_reason=wr, workflow_id=workflow_id),
-            _newest_key,
+            newest_key,
             max(limit, 0),
         )
 
@@ -244,7 +246,16 @@ class JsonFileRunStore(RunStore):
         return self._index.query(
             "status = 'waiting' AND wait_reason = 'until' AND until_ts <= ?", [now_ts], "until_ts ASC, run_id",
             lambda r: is_due(r, now_ts),
-            _until_key,
+            until_key,
+            max(limit, 0),
+        )
+
+    def list_waiting_on(self, wait_key: str, *, limit: int = 1000) -> list[RunState]:
+        """WAITING runs whose wait is on ``wait_key``, least recently updated first (index-backed)."""
+        return self._index.query(
+            "status = 'waiting' AND wait_key = ?", [wait_key], "updated_ts ASC, run_id",
+            lambda r: is_waiting_on(r, wait_key),
+            oldest_key,
             max(limit, 0),
         )
 
@@ -258,7 +269,7 @@ class JsonFileRunStore(RunStore):
         return self._index.query(
             " AND ".join(where), params, "updated_ts DESC, run_id",
             lambda r: matches(r, parent_run_id=parent_run_id, status=st),
-            _newest_key,
+            newest_key,
             None,
         )
 

@@ -1,8 +1,9 @@
 """A rebuildable SQLite index of run checkpoints, so queries never re-parse every run file.
 
-``<store>/index.sqlite3`` holds one row per run (status, wait reason, workflow, ``until``,
-``updated_at``, parent, and the identity — mtime_ns, size, inode — of the ``run.json`` it
-was taken from). It is a cache of the ``run.json`` files, which stay the truth:
+``<store>/index.sqlite3`` holds one row per run (status, wait reason and key, workflow,
+``until``, ``updated_at``, parent, and the identity — mtime_ns, size, inode — of the
+``run.json`` it was taken from; schema and migrations in :mod:`.run_index_schema`). It is a
+cache of the ``run.json`` files, which stay the truth:
 
 - a row is marked ``dirty`` while its checkpoint is being written; queries re-read dirty rows;
 - every query ``stat``-s each clean row's ``run.json`` and re-reads the runs whose file is not
@@ -30,61 +31,25 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
 from ..core.errors import StorageError
-from ..core.models import RunState, RunStatus, WaitReason
-from .query import timestamp
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    workflow_id TEXT,
-    status TEXT,
-    wait_reason TEXT,
-    until_ts REAL,
-    updated_ts REAL,
-    parent_run_id TEXT,
-    dirty INTEGER NOT NULL DEFAULT 0,
-    ck_mtime_ns INTEGER,
-    ck_size INTEGER,
-    ck_ino INTEGER
-);
-CREATE INDEX IF NOT EXISTS runs_status_updated ON runs (status, updated_ts);
-CREATE INDEX IF NOT EXISTS runs_updated ON runs (updated_ts);
-CREATE INDEX IF NOT EXISTS runs_until ON runs (status, wait_reason, until_ts);
-CREATE INDEX IF NOT EXISTS runs_parent ON runs (parent_run_id);
-CREATE INDEX IF NOT EXISTS runs_dirty ON runs (dirty);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-"""
-_IDENTITY_COLUMNS = ("ck_mtime_ns", "ck_size", "ck_ino")  # added after the first release: migrated in place
-_INSERT = "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+from ..core.models import RunState
+from .run_index_schema import (
+    IDENTITY_COLUMNS,
+    INSERT as _INSERT,
+    MISSING as _MISSING,
+    REPAIR_SET,
+    ROW_COLUMNS,
+    Identity,
+    columns,
+    error_kind as _error_kind,
+    fields,
+    migrate,
+    row as _row,
+)
 
 INDEX_FILENAME = "index.sqlite3"
 CHECKPOINT_NAME = "run.json"
 
 log = logging.getLogger("abstractruntime.storage")
-
-Identity = tuple[Optional[int], Optional[int], Optional[int]]
-_MISSING: Identity = (None, None, None)
-
-
-_CODES = {11: "corrupt", 26: "corrupt", 8: "readonly", 13: "full", 10: "io", 14: "io", 5: "busy", 6: "busy"}
-_TEXTS = (("not a database", "corrupt"), ("malformed", "corrupt"), ("readonly", "readonly"), ("read-only", "readonly"),
-          ("disk is full", "full"), ("disk i/o", "io"), ("unable to open", "io"), ("locked", "busy"))
-
-
-def _error_kind(exc: sqlite3.Error) -> str:
-    """``corrupt`` | ``readonly`` | ``full`` | ``io`` | ``busy`` | ``other`` (codes on 3.11+, text before)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return _CODES.get(code & 0xFF, "other")
-    text = str(exc).lower()
-    return next((kind for needle, kind in _TEXTS if needle in text), "other")
-
-
-def _row(run: RunState, dirty: int, identity: Identity) -> tuple[object, ...]:
-    waiting = run.waiting
-    return (run.run_id, run.workflow_id, RunStatus(run.status).value,
-            WaitReason(waiting.reason).value if waiting else None, timestamp(waiting.until) if waiting else None,
-            timestamp(run.updated_at) or 0.0, run.parent_run_id, dirty, *identity)
 
 
 class RunIndex:
@@ -100,7 +65,8 @@ class RunIndex:
         self._readonly = False  # set once the store turns out not to be writable
         self._no_index = False  # read-only and no usable index: queries read the files
         self.last_unreadable: list[str] = []
-        self._identity_sql = ", ".join(_IDENTITY_COLUMNS)
+        self._identity_sql = ", ".join(IDENTITY_COLUMNS)
+        self._rows_usable = True  # False: a read-only index from an older release, every row re-read
         self._row_failed = False
         self.self_check = True
         """Compare every clean row with its ``run.json`` on each query (one ``stat`` per run)."""
@@ -141,11 +107,7 @@ class RunIndex:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            have = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
-            for column in _IDENTITY_COLUMNS:
-                if column not in have:  # rows without an identity are re-read once, then recorded
-                    conn.execute(f"ALTER TABLE runs ADD COLUMN {column} INTEGER")
+            migrate(conn)  # an index from an older release gets its new columns in place
         except BaseException:
             conn.close()
             raise
@@ -164,9 +126,10 @@ class RunIndex:
             try:
                 conn = sqlite3.connect(f"{self._path.absolute().as_uri()}?{query}", uri=True, timeout=30.0,
                                        check_same_thread=False, isolation_level=None)
-                have = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
-                # An index from before identities were recorded: every row is checked against its file.
-                self._identity_sql = ", ".join(c if c in have else "NULL" for c in _IDENTITY_COLUMNS)
+                # An index from an older release (no identities, no wait keys) cannot be migrated
+                # read-only: no row is trusted, every run is re-read from its file.
+                self._rows_usable = set(ROW_COLUMNS) <= columns(conn)
+                self._identity_sql = ", ".join(IDENTITY_COLUMNS if self._rows_usable else ["NULL"] * 3)
                 conn.execute(f"SELECT run_id, dirty, {self._identity_sql} FROM runs LIMIT 1").fetchall()
                 self._conn = conn
                 return conn
@@ -328,7 +291,7 @@ class RunIndex:
             if dirty:
                 suspects[run_id] = self._safe_load(run_id)
                 continue
-            if not self.self_check:
+            if not self.self_check and self._rows_usable:
                 continue
             identity = self._identity(run_id)
             if identity == tuple(recorded):
@@ -339,9 +302,7 @@ class RunIndex:
             # and a writer that got in between wins.
             where = " WHERE run_id = ? AND dirty = 0 AND ck_mtime_ns IS ? AND ck_size IS ? AND ck_ino IS ?"
             if run is not None:
-                update = ("UPDATE runs SET workflow_id=?, status=?, wait_reason=?, until_ts=?, updated_ts=?, "
-                          "parent_run_id=?, ck_mtime_ns=?, ck_size=?, ck_ino=?" + where)
-                self._best_effort(update, (*_row(run, 0, identity)[1:7], *identity, run_id, *recorded))
+                self._best_effort(f"UPDATE runs SET {REPAIR_SET}" + where, (*fields(run), *identity, run_id, *recorded))
             elif identity == _MISSING:
                 self._best_effort("DELETE FROM runs" + where, (run_id, *recorded))
         mtime = self._runs_mtime()
@@ -379,7 +340,7 @@ class RunIndex:
         suspects = self._suspects(db) if db is not None else {run.run_id: run for run, _ in self._scan()}
         found = [run for run in suspects.values() if run is not None and accept(run)]
         cursor = db.execute(f"SELECT run_id FROM runs WHERE dirty = 0 AND ({where}) ORDER BY {order}", params) \
-            if db is not None else ()
+            if db is not None and self._rows_usable else ()
         wanted = None if limit is None else limit + len(found)
         clean: list[RunState] = []
         for (run_id,) in cursor:

@@ -1,7 +1,9 @@
 """Run store conformance: the contract every :class:`~abstractruntime.core.ports.RunStore` keeps.
 
 Round trips, copies-not-aliases, queries (filters, ordering, limits, real datetime
-comparison for timers), children, the QueryableRunStore protocol and per-run locking.
+comparison for timers), runs waiting on a key (``list_waiting_on`` where a store has it, and
+:func:`~abstractruntime.storage.query.waiting_on` over any queryable store), children, the
+QueryableRunStore protocol and per-run locking.
 Capabilities a store does not claim (``queryable``, ``locking``, ``checkpoints`` on the
 :class:`~abstractruntime.testing.backend.StoreBackend`) are skipped, not failed.
 """
@@ -17,6 +19,7 @@ import pytest
 from ..core.errors import RunLockedError, RunNotFoundError
 from ..core.models import RunState, RunStatus, WaitReason, WaitState
 from ..core.ports import Checkpoint, LedgerHead, QueryableRunStore
+from ..storage.query import waiting_on
 from .backend import StoreBackend
 
 
@@ -197,6 +200,53 @@ class RunStoreConformance:
         run = _run("resumed", status=RunStatus.RUNNING, waiting=_until("2030-01-01T00:00:00Z"))
         backend.runs.save(run)
         assert store.list_due_wait_until(now_iso="2031-01-01T00:00:00Z") == []
+
+    def test_waiting_on_a_key_longest_waiting_first(self, backend: StoreBackend) -> None:
+        store = _queryable(backend)
+
+        def event(key: str) -> WaitState:
+            return WaitState(reason=WaitReason.EVENT, wait_key=key, resume_to_node="next")
+
+        # As strings these sort the other way round; as instants 'early' waited longest.
+        backend.runs.save(_run("late", status=RunStatus.WAITING, waiting=event("paid"),
+                               updated_at="2030-01-01T08:00:00Z"))
+        backend.runs.save(_run("early", status=RunStatus.WAITING, waiting=event("paid"),
+                               updated_at="2030-01-01T12:00:00+05:00"))  # 07:00Z
+        backend.runs.save(_run("middle", status=RunStatus.WAITING, workflow_id="w2", waiting=event("paid"),
+                               updated_at="2030-01-01T07:30:00"))  # naive: read as UTC
+        # Not waiting on "paid": another key, another reason's key, no key, or no longer waiting.
+        backend.runs.save(_run("other", status=RunStatus.WAITING, waiting=event("shipped")))
+        backend.runs.save(_run("timer", status=RunStatus.WAITING, waiting=_until("2030-01-01T00:00:00Z")))
+        backend.runs.save(_run("keyless", status=RunStatus.WAITING,
+                               waiting=WaitState(reason=WaitReason.EVENT, wait_key=None)))
+        backend.runs.save(_run("resumed", status=RunStatus.RUNNING, waiting=event("paid"),
+                               updated_at="2029-01-01T00:00:00Z"))
+        backend.runs.save(_run("done", status=RunStatus.COMPLETED, updated_at="2029-01-01T00:00:00Z"))
+
+        assert _ids(waiting_on(backend.runs, "paid")) == ["early", "middle", "late"]
+        assert _ids(waiting_on(backend.runs, "paid", 2)) == ["early", "middle"]
+        assert waiting_on(backend.runs, "paid", 0) == []
+        assert _ids(waiting_on(backend.runs, "shipped")) == ["other"]
+        assert _ids(waiting_on(backend.runs, "until:2030-01-01T00:00:00Z")) == ["timer"]
+        assert waiting_on(backend.runs, "nobody waits on this") == []
+        own = getattr(store, "list_waiting_on", None)
+        if own is not None:  # optional: a store without it is answered through list_runs
+            assert _ids(own("paid")) == ["early", "middle", "late"]
+            assert _ids(own("paid", limit=1)) == ["early"]
+
+        # Answered: it leaves the list at once.
+        answered = backend.runs.load("early")
+        answered.status, answered.waiting = RunStatus.RUNNING, None
+        backend.runs.save(answered)
+        assert _ids(waiting_on(backend.runs, "paid")) == ["middle", "late"]
+        if backend.reopen is not None:
+            assert _ids(waiting_on(backend.reopen().runs, "paid")) == ["middle", "late"]
+
+    def test_waiting_on_needs_a_store_that_lists_runs(self, backend: StoreBackend) -> None:
+        if backend.queryable:
+            pytest.skip(f"{backend.name} run store is queryable")
+        with pytest.raises(TypeError, match="QueryableRunStore"):
+            waiting_on(backend.runs, "paid")
 
     def test_list_children(self, backend: StoreBackend) -> None:
         store = _queryable(backend)

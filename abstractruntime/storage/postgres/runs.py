@@ -229,6 +229,11 @@ class PostgresRunStore(RunStore):
         return self._select("status = 'waiting' AND wait_reason = 'until' AND until_ts <= %s", [now],
                             "until_ts, run_id", limit)
 
+    def list_waiting_on(self, wait_key: str, *, limit: int = 1000) -> list[RunState]:
+        """WAITING runs whose wait is on ``wait_key``, least recently updated first (index ``runs_wait_key``)."""
+        return self._select("wait_key = %s AND status = 'waiting'", [wait_key],
+                            "updated_ts ASC NULLS FIRST, run_id", limit)
+
     def list_children(self, *, parent_run_id: str, status: Optional[RunStatus] = None) -> list[RunState]:
         """Runs whose ``parent_run_id`` is the given run, most recently updated first."""
         where, params = ["parent_run_id = %s"], [parent_run_id]
