@@ -1,8 +1,9 @@
-"""Glue between workflow files and runtimes: load a file, build its runtime, find a run's file.
+"""Workflow files on the command line: load one, build its runtime, continue a run from its file.
 
-A workflow file's ``tools`` and ``require_approval`` become its ``tool_calls`` handler
-(:mod:`abstractruntime.integrations.abstractcore.workflow_tools`); ``effect_handlers`` it
-exposes are registered as given (they win over the tools and LLM handlers).
+The library does the work (:mod:`abstractruntime.workflow_files`: which file a run may import,
+its tools, handlers and redaction rules); this module adds what only the command line has:
+the ``--llm`` options (:mod:`.llm`), resolved against the configuration the run recorded and
+turned into the LLM mode's effect handlers.
 """
 
 from __future__ import annotations
@@ -13,49 +14,33 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if TYPE_CHECKING:  # the kernel is imported when a command needs it, not at startup
     from abstractruntime.loader import LoadedWorkflow
+    from abstractruntime.workflow_files import LlmHandlers
 
     from .llm import LLMConfig, LlmFlags
 
+
+def _llm_handlers(llm: Optional["LLMConfig"]) -> Optional["LlmHandlers"]:
+    """The handler builder of an LLM mode (``None`` without one)."""
+    if llm is None:
+        return None
+    from .llm import mode_handlers
+
+    return lambda tools: mode_handlers(llm, tools)
+
+
 def handlers_for(loaded: "LoadedWorkflow", llm: Optional["LLMConfig"] = None) -> dict[Any, Any]:
     """Effect handlers for a workflow file: LLM mode or local tools, explicit handlers over them."""
-    handlers: dict[Any, Any] = {}
-    if llm is not None:
-        from abstractruntime.integrations.abstractcore.workflow_tools import gated_executor
+    from abstractruntime.workflow_files import handlers_for as library_handlers_for
 
-        from .llm import mode_handlers
-
-        handlers.update(mode_handlers(llm, gated_executor(loaded)))
-    elif loaded.tools:
-        from abstractruntime.integrations.abstractcore.workflow_tools import workflow_tools_handler
-
-        handlers["tool_calls"] = workflow_tools_handler(loaded)
-    for key, handler in (loaded.effect_handlers or {}).items():
-        handlers[getattr(key, "value", key)] = handler
-    return handlers
+    return library_handlers_for(loaded, llm_handlers=_llm_handlers(llm))
 
 
 def runtime_for(store: Any, loaded: Optional["LoadedWorkflow"], llm: Optional["LLMConfig"] = None) -> Any:
-    """A runtime over ``store`` with the workflow file's (and the LLM mode's) handlers registered.
+    """A runtime over ``store`` with the workflow file's (and the LLM mode's) handlers registered
+    (:func:`abstractruntime.workflow_files.runtime_for`)."""
+    from abstractruntime.workflow_files import runtime_for as library_runtime_for
 
-    An effect with no handler here (an ``llm_call`` without ``--llm``) makes the run wait for
-    one instead of failing it. With handlers that can fail (LLM mode, the file's tools or
-    handlers) the effect policy is the AbstractCore factories' (an ``llm_call`` gets 3 attempts).
-    """
-    handlers = handlers_for(loaded, llm) if loaded else {}
-    kwargs: dict[str, Any] = {"effect_handlers": handlers or None, "missing_handler": "wait"}
-    if loaded is not None:
-        # The workflow file may declare redaction rules of its own (redact_keys, redact_patterns).
-        from abstractruntime.core.redaction import Redactor
-
-        redactor = Redactor().for_workflow(loaded.module)
-        if redactor is not None:
-            kwargs["redactor"] = redactor
-    if handlers:
-        # Imported only here: plain workflows (the common, latency-sensitive case) do not need it.
-        from abstractruntime.integrations.abstractcore.factory import default_effect_policy
-
-        kwargs["effect_policy"] = default_effect_policy()
-    return store.runtime(**kwargs)
+    return library_runtime_for(store, loaded, llm_handlers=_llm_handlers(llm))
 
 
 def load(path: str | Path, *, attr: Optional[str] = None, workflow_id: Optional[str] = None) -> "LoadedWorkflow":
@@ -67,38 +52,34 @@ def load(path: str | Path, *, attr: Optional[str] = None, workflow_id: Optional[
 
 def recorded_source(checkpoint: Any) -> Optional[str]:
     """The workflow file a run recorded in its checkpoint, if any."""
-    return (checkpoint.workflow or {}).get("source")
+    from abstractruntime.workflow_files import recorded_source as library_recorded_source
+
+    return library_recorded_source(checkpoint)
 
 
 def load_for_run(store: Any, run_id: str, *, workflow_file: Optional[str] = None,
                  attr: Optional[str] = None, llm: Optional["LlmFlags"] = None,
                  info: Optional[Callable[[str], None]] = None) -> tuple["LoadedWorkflow", Any]:
-    """The workflow (from ``--workflow`` or the run's checkpoint) and a runtime for it.
+    """The workflow (from ``--workflow`` or the run's hash chain) and a runtime for it.
 
     The LLM configuration is the one the run recorded, with ``llm`` (the options given to
-    this command) over it; a changed configuration is recorded in the run's metadata.
+    this command) over it; a changed configuration is recorded in the run's metadata once
+    the workflow has loaded.
     """
+    from abstractruntime.workflow_files import load_for_run as library_load_for_run
+
     from .llm import resolve_llm
 
-    from abstractruntime.trust import chain_workflow, trusted_workflow_path
-
-    plain = store.runtime()
-    checkpoint = plain.get_checkpoint(run_id)
+    checkpoint = store.runtime().get_checkpoint(run_id)
     metadata = getattr(checkpoint, "metadata", None) or {}
-    config, changed = resolve_llm(llm, metadata.get("llm"))
-    # Code is imported only from where the operator or the hash chain says, never run.json.
-    path = trusted_workflow_path(run_id, checkpoint, chain_workflow(plain, run_id, checkpoint), workflow_file)
-    if workflow_file is None and not Path(path).is_file():
-        from abstractruntime.core.errors import WorkflowLoadError
-
-        raise WorkflowLoadError(f"{path}: the workflow file run {run_id} recorded is not there; "
-                                "pass --workflow FILE", path=path)
-    loaded = load(path, attr=attr, workflow_id=checkpoint.run.workflow_id)
+    config, changed = resolve_llm(llm, metadata.get("llm"))  # bad options fail before any code is imported
+    loaded, runtime = library_load_for_run(store, run_id, workflow_file=workflow_file, attr=attr,
+                                           llm_handlers=_llm_handlers(config), checkpoint=checkpoint)
     if changed and config is not None:
         store.runtime().update_metadata(run_id, {"llm": config.to_metadata()})
         if info is not None:
             info(f"run {run_id}: recorded the new LLM configuration ({config.describe()})")
-    return loaded, runtime_for(store, loaded, config)
+    return loaded, runtime
 
 
 def parse_vars(pairs: list[str], vars_json: Optional[str]) -> dict[str, Any]:
