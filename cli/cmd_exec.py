@@ -1,10 +1,8 @@
-"""Commands that advance runs: run, start, tick, retry, worker."""
+"""Commands that advance runs: run, start, tick, retry."""
 
 from __future__ import annotations
 
 import json
-import signal
-import threading
 from typing import Any, Callable, Optional
 
 import typer
@@ -129,18 +127,9 @@ def start_cmd(
         s.info(f"run {new_id} created at node {state.current_node}")
 
 
-def tick_due_runs(s: Settings, *, limit: int, allow_drift: bool,
-                  llm: Any = None) -> tuple[list[Any], list[str]]:
-    """One pass of :class:`~abstractruntime.scheduler.Scheduler` over the store; returns (new states, error lines).
-
-    Each due run is ticked with the workflow file its checkpoint names, and that file's
-    tools and handlers, so runs of different workflow files are served in one pass.
-    """
-    import logging
-
-    from abstractruntime.scheduler import Scheduler, WorkflowRegistry
-
-    store = s.open_store()
+def run_resolver(s: Settings, store: Any, llm: Any = None) -> Callable[[Any], tuple[Any, Any]]:
+    """``resolve(run) -> (workflow, runtime)``: each run with the workflow file its hash chain
+    trusts, and that file's tools and handlers (loaded once per file, workflow and LLM setup)."""
     cache: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def resolve(run: Any) -> tuple[Any, Any]:
@@ -152,15 +141,34 @@ def tick_due_runs(s: Settings, *, limit: int, allow_drift: bool,
         loaded, runtime = cache[key]
         return loaded.workflow, runtime
 
-    errors: list[str] = []
+    return resolve
+
+
+def scheduler_for(s: Settings, *, limit: int, allow_drift: bool, errors: list[str], llm: Any = None,
+                  **options: Any) -> Any:
+    """A :class:`~abstractruntime.scheduler.Scheduler` over the store that serves runs of any
+    workflow file (:func:`run_resolver`); failures go to ``errors`` (reported once, by the command)."""
+    import logging
+
+    from abstractruntime.scheduler import Scheduler, WorkflowRegistry
+
+    store = s.open_store()
     quiet_log = logging.getLogger("abstractruntime.scheduler")
     if not s.verbose and not quiet_log.handlers:
         # Failures are reported by the command, once; the scheduler's own log lines are for -v.
         quiet_log.addHandler(logging.NullHandler())
-    scheduler = Scheduler(runtime=store.runtime(), registry=WorkflowRegistry(), resolve=resolve,
-                          allow_drift=allow_drift, batch_size=limit,
-                          on_run_failed=lambda run_id, exc: errors.append(f"run {run_id}: {exc}"),
-                          on_run_locked=lambda run_id: s.info(f"run {run_id} is locked by another writer; skipped"))
+    return Scheduler(runtime=store.runtime(), registry=WorkflowRegistry(), resolve=run_resolver(s, store, llm),
+                     allow_drift=allow_drift, batch_size=limit,
+                     on_run_failed=lambda run_id, exc: errors.append(f"run {run_id}: {exc}"),
+                     on_run_locked=lambda run_id: s.info(f"run {run_id} is locked by another writer; skipped"),
+                     **options)
+
+
+def tick_due_runs(s: Settings, *, limit: int, allow_drift: bool,
+                  llm: Any = None) -> tuple[list[Any], list[str]]:
+    """One pass of the scheduler over the store's due timers; returns (new states, error lines)."""
+    errors: list[str] = []
+    scheduler = scheduler_for(s, limit=limit, allow_drift=allow_drift, errors=errors, llm=llm)
     return scheduler.tick_due(limit=limit), errors
 
 
@@ -241,51 +249,3 @@ def retry_cmd(
                                              info=s.info)
     _advance(s, runtime.retry, runtime, loaded.workflow, run_id, allow_drift=allow_drift, wait=wait,
              max_steps=max_steps)
-
-
-@app.command("worker")
-def worker_cmd(
-    ctx: typer.Context,
-    interval: float = typer.Option(1.0, "--interval", metavar="SECONDS", min=0.01, help="Seconds between passes."),
-    once: bool = typer.Option(False, "--once", help="Do one pass and exit."),
-    limit: int = typer.Option(100, "--limit", min=1, help="At most this many runs per pass."),
-    allow_drift: bool = typer.Option(False, "--allow-drift", help="Accept changed workflow files."),
-    concurrency: int = typer.Option(1, "--concurrency", metavar="N", min=1,
-                                    help="Advance up to N runs at once on one event loop (async handlers overlap)."),
-    json_out: bool = typer.Option(False, "--json", help="One JSON object per advanced run (JSON lines)."),
-) -> None:
-    """Keep ticking due timers until stopped (SIGINT or SIGTERM end it cleanly, exit 0).
-
-    Prints one line per advanced run: `run_id<TAB>status` (or a JSON object with --json).
-    With --concurrency N, up to N runs advance at the same time (still one writer per run);
-    a stop cancels the in-flight ones: each interrupted effect is recorded and runs again later.
-    """
-
-    s = settings(ctx, json_out)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    s.open_store()
-    s.info(f"worker started on {s.store_root()} (every {interval:g}s; Ctrl-C to stop)")
-    try:
-        while not stop.is_set():
-            if concurrency > 1:
-                from .worker_pass import concurrent_pass
-
-                states, errors = concurrent_pass(s, limit=limit, concurrency=concurrency, stop=stop)
-            else:
-                states, errors = tick_due_runs(s, limit=limit, allow_drift=allow_drift)
-            for st in states:
-                typer.echo(json.dumps(st.to_dict(), ensure_ascii=False) if s.json else f"{st.run_id}\t{st.status.value}")
-            for line in errors:
-                typer.echo(f"error: {line}", err=True)
-            if once:
-                break
-            stop.wait(interval)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    s.info("worker stopped")

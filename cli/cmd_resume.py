@@ -140,59 +140,50 @@ def resume_cmd(
     finish_run(s, state)
 
 
-# Seconds an emit waits for a run another process holds (most likely another emitter resuming it).
-EMIT_LOCK_WAIT = 10.0
-
-
 @app.command("emit")
 def emit_cmd(
     ctx: typer.Context,
     event_key: str = typer.Argument(..., metavar="EVENT_KEY", help="The wait key runs are waiting on."),
     payload: Optional[str] = typer.Option(None, "--payload", metavar="JSON", help="JSON payload [default: {}]."),
     payload_file: Optional[str] = typer.Option(None, "--payload-file", metavar="FILE", help="Read the JSON payload from FILE."),
+    hand_off: bool = typer.Option(False, "--hand-off",
+                                  help="Record the answers and leave the runs to a worker (woken at once on PostgreSQL)."),
     allow_drift: bool = typer.Option(False, "--allow-drift", help="Accept changed workflow files."),
     wait: float = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for runs locked by another process."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Resume every run waiting on EVENT_KEY with the payload (exit 4 if none waits on it)."""
-    from abstractruntime.core.errors import AbstractRuntimeError
-    from abstractruntime.core.models import RunStatus
+    """Resume every run waiting on EVENT_KEY with the payload (exit 4 if none waits on it).
+
+    Each run is advanced here until it waits again or ends; with --hand-off the answer is
+    recorded and the run left `running` for `abstractruntime worker` to advance.
+    """
+    from abstractruntime.scheduler.events import EMIT_LOCK_WAIT, emit_event
 
     s = settings(ctx, json_out)
     data = read_payload(answer=None, answer_file=None, payload=payload, payload_file=payload_file)
     data = {} if data is None else data
     store = s.open_store()
-    waiting = [r for r in store.runs.list_runs(status=RunStatus.WAITING, limit=1_000_000)
-               if r.waiting is not None and r.waiting.wait_key == event_key]
-    if not waiting:
-        from abstractruntime.core.errors import NotFoundError
 
-        raise NotFoundError(f"no run is waiting on {event_key!r}", event_key=event_key)
-    from abstractruntime.core.errors import AlreadyAnsweredError
+    def resolve(run: Any) -> tuple[Any, Any]:
+        loaded, runtime = workflows.load_for_run(store, run.run_id)
+        return loaded.workflow, runtime
 
-    states, errors, elsewhere = [], [], []
-    for run in waiting:
-        try:
-            if _tool_wait(run.waiting):
-                # Tool calls are decided with `tools approve|deny`; a raw event needs their hash.
-                from abstractruntime.integrations.abstractcore.approval_checks import check_tool_payload
+    def check(run: Any, answer: Any) -> None:
+        if _tool_wait(run.waiting):
+            # Tool calls are decided with `tools approve|deny`; a raw event needs their hash.
+            from abstractruntime.integrations.abstractcore.approval_checks import check_tool_payload
 
-                check_tool_payload(run.waiting, data, store.runtime().get_ledger(run.run_id))
-            loaded, runtime = workflows.load_for_run(store, run.run_id)
-            # The wait seen in the listing is the one answered: another emitter that got there
-            # first makes this an "already answered", never a resume of the run's next wait.
-            # A short lock wait lets a concurrent emitter finish with the run first.
-            states.append(runtime.resume(workflow=loaded.workflow, run_id=run.run_id, wait_key=event_key,
-                                         wait_id=run.waiting.wait_id if run.waiting else None, payload=data,
-                                         allow_drift=allow_drift, lock_wait=max(wait, EMIT_LOCK_WAIT)))
-        except AlreadyAnsweredError:
-            elsewhere.append(run.run_id)
-        except AbstractRuntimeError as exc:
-            errors.append(f"run {run.run_id}: {exc}")
+            check_tool_payload(run.waiting, answer, store.runtime().get_ledger(run.run_id))
+
+    result = emit_event(store.runs, event_key, data, resolve=resolve, check=check, hand_off=hand_off,
+                        allow_drift=allow_drift, lock_wait=max(wait, EMIT_LOCK_WAIT))
+    elsewhere = result.already_answered
     if elsewhere:
         s.info(f"{len(elsewhere)} run(s) already resumed by another process: {', '.join(elsewhere[:10])}"
                + (" ..." if len(elsewhere) > 10 else ""))
-    finish_batch(s, states, errors, f"{len(states)} run(s) resumed on {event_key}")
+    errors = [f"run {run_id}: {message}" for run_id, message in result.errors.items()]
+    verb = "handed off to workers" if hand_off else "resumed"
+    finish_batch(s, result.states, errors, f"{len(result.states)} run(s) {verb} on {event_key}")
 
 
 @app.command("cancel")

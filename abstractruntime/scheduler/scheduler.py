@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..core.clock import to_iso
 from ..core.errors import InvalidInputError, RunLockedError, RunNotFoundError
-from ..core.models import RunState
-from ..core.timers import run_is_due
+from ..core.models import RunState, RunStatus
 from ..storage.base import QueryableRunStore
 from .registry import WorkflowNotRegisteredError, WorkflowRegistry
 from .run_tree import RunTreeOperations
+from .claims import WorkClaims
+from .work_pass import WorkPass, is_due_or_malformed as _is_due
 
 if TYPE_CHECKING:  # the runtime is only needed for type hints here
     from ..core.runtime import Runtime
@@ -63,7 +64,7 @@ class SchedulerStats:
         return asdict(self)
 
 
-class Scheduler(RunTreeOperations):
+class Scheduler(RunTreeOperations, WorkPass):
     """Resumes due ``wait_until`` runs, on demand or from a background thread.
 
     ``runtime.run_store`` must be a
@@ -93,6 +94,8 @@ class Scheduler(RunTreeOperations):
         resolve: Optional[WorkflowResolver] = None,
         on_run_locked: Optional[OnRunLocked] = None,
         allow_drift: bool = False,
+        lease_s: float = 30.0,
+        worker_id: Optional[str] = None,
     ) -> None:
         run_store = runtime.run_store
         if not isinstance(run_store, QueryableRunStore):
@@ -117,6 +120,11 @@ class Scheduler(RunTreeOperations):
         self._resolve = resolve
         self._on_run_locked = on_run_locked
         self._allow_drift = allow_drift
+        if not lease_s > 0:
+            raise InvalidInputError(f"lease_s must be > 0, got {lease_s!r}")
+        self._lease_s = float(lease_s)
+        self._worker_id = worker_id
+        self._claims: Optional[WorkClaims] = None
 
         self._stats = SchedulerStats()
         self._stats_lock = threading.Lock()
@@ -266,44 +274,66 @@ class Scheduler(RunTreeOperations):
                 return advanced
             fetch = skipped + (limit - len(advanced))
 
-    def _advance_due(self, run: RunState, now: datetime) -> Optional[RunState]:
-        """Tick one due run; ``None`` if it was skipped (locked, unregistered, failed)."""
+    def _advance_due(self, run: RunState, now: datetime, *, fresh: bool = False,
+                     take_running: bool = False) -> Optional[RunState]:
+        """Tick one due run; ``None`` if it was skipped (locked, unregistered, failed, not due).
+
+        ``fresh``: ``run`` was just loaded (not from a listing that may be stale).
+        ``take_running``: a run left ``running`` is advanced too (a worker's pass).
+        """
         if self._resolve is None and self._registry.get(run.workflow_id) is None:
             self._fail(run.run_id, WorkflowNotRegisteredError(run.workflow_id))
             return None
         try:
             # The listing may be stale: another worker may have resumed it meanwhile.
-            current = self._runtime.get_state(run.run_id)
-            if not _is_due(current, now):
+            current = run if fresh else self._runtime.get_state(run.run_id)
+            running = take_running and current.status is RunStatus.RUNNING
+            if not running and not _is_due(current, now):
                 return None
-            workflow, runtime = (self._resolve(current) if self._resolve is not None
-                                 else (self._registry.get_or_raise(run.workflow_id), self._runtime))
-            # Re-checked under the run's lock: a worker that lost the race gets None.
-            state = runtime.tick_if_due(workflow=workflow, run_id=run.run_id, allow_drift=self._allow_drift)
+            workflow, runtime = self._workflow_for(current)
+            state: Optional[RunState]
+            if running:
+                # Another process advancing it holds its lock: RunLockedError, skipped below.
+                state = runtime.tick(workflow=workflow, run_id=run.run_id, allow_drift=self._allow_drift)
+            else:
+                # Re-checked under the run's lock: a worker that lost the race gets None.
+                state = runtime.tick_if_due(workflow=workflow, run_id=run.run_id, allow_drift=self._allow_drift)
             if state is None:
                 return None
         except RunLockedError:
-            with self._stats_lock:
-                self._stats.runs_skipped_locked += 1
-            logger.debug("run %s is locked by another writer; skipped", run.run_id)
-            if self._on_run_locked is not None:
-                self._on_run_locked(run.run_id)
+            self._locked(run.run_id)
             return None
         except RunNotFoundError:
             return None  # deleted since it was listed
         except Exception as exc:
             self._fail(run.run_id, exc)
             return None
+        self._resumed(state)
+        return state
+
+    def _workflow_for(self, run: RunState) -> "tuple[WorkflowSpec, Runtime]":
+        """The workflow and runtime a run is ticked with: ``resolve``'s, else the registry's."""
+        if self._resolve is not None:
+            return self._resolve(run)
+        return self._registry.get_or_raise(run.workflow_id), self._runtime
+
+    def _locked(self, run_id: str) -> None:
+        with self._stats_lock:
+            self._stats.runs_skipped_locked += 1
+        logger.debug("run %s is locked by another writer; skipped", run_id)
+        if self._on_run_locked is not None:
+            self._on_run_locked(run_id)
+
+    def _resumed(self, state: RunState) -> None:
         with self._stats_lock:
             self._stats.runs_resumed += 1
-        logger.debug("resumed run %s -> %s", run.run_id, state.status.value)
+        logger.debug("resumed run %s -> %s", state.run_id, state.status.value)
         if self._on_run_resumed is not None:
             try:
                 self._on_run_resumed(state)
             except Exception as exc:
                 logger.exception("on_run_resumed callback failed")
-                self._record_error(f"on_run_resumed callback failed for run {run.run_id}: {exc}")
-        return state
+                self._record_error(f"on_run_resumed callback failed for run {state.run_id}: {exc}")
 
     def _fail(self, run_id: str, exc: BaseException) -> None:
         logger.error("could not resume run %s: %s", run_id, exc)
@@ -325,9 +355,3 @@ class Scheduler(RunTreeOperations):
             if len(errors) > self._max_errors:
                 del errors[: len(errors) - self._max_errors]
 
-
-def _is_due(run: RunState, now: datetime) -> bool:
-    try:
-        return run_is_due(run, now)
-    except ValueError:
-        return True  # ticked, so the runtime records the malformed timestamp as the run's failure

@@ -91,6 +91,18 @@ def test_payload_file_and_event_emit(cli, wf: Path, tmp_path: Path) -> None:
     assert r.exit_code == 4 and r.stdout == "" and "no run is waiting" in r.stderr
 
 
+def test_emit_hand_off_leaves_the_run_to_a_worker(cli, wf: Path) -> None:
+    cli("run", str(wf / "event.py"), "--var", "order_id=o-9", "--run-id", "h1")
+    r = cli("emit", "payment:o-9", "--payload", '{"amount": 2}', "--hand-off", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [(d["run_id"], d["status"]) for d in json.loads(r.stdout)] == [("h1", "running")]
+    assert "handed off" in r.stderr
+    r = cli("worker", "--once")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == "h1\tcompleted\n"
+    assert json.loads(cli("runs", "show", "h1", "--json").stdout)["run"]["output"]["paid"] == {"amount": 2}
+
+
 def test_wait_key_mismatch_is_bad_input(cli, wf: Path) -> None:
     cli("run", str(wf / "event.py"), "--var", "order_id=o-1", "--run-id", "k1")
     r = cli("resume", "k1", "--current", "--payload", "{}", "--wait-key", "payment:other")

@@ -43,3 +43,14 @@ def admin(postgres_url: str) -> Iterator[Any]:
 
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def database_url(admin: Any, postgres_url: str) -> str:
+    """The URL of a fresh database of its own (the CLI's stores use the default schema)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    name = f"db_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(postgres_url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))

@@ -6,21 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "abstractruntime")
 APPROVAL = REPO / "sample_runs" / "workflows" / "approval.py"
-
-
-def _database(admin: Any, postgres_url: str) -> str:
-    name = f"cli_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(postgres_url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
 def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -29,8 +20,8 @@ def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
                           stdin=subprocess.DEVNULL, env=env)
 
 
-def test_run_resume_list_show_verify_and_report_on_postgresql(admin: Any, postgres_url: str, tmp_path: Path) -> None:
-    url = _database(admin, postgres_url)
+def test_run_resume_list_show_verify_and_report_on_postgresql(database_url: str, tmp_path: Path) -> None:
+    url = database_url
     started = _cli(url, "run", str(APPROVAL), "--run-id", "pg1", "--var", "service=billing")
     assert started.returncode == 5, started.stderr
     handle = started.stdout.strip()
@@ -52,8 +43,8 @@ def test_run_resume_list_show_verify_and_report_on_postgresql(admin: Any, postgr
     assert _cli(url, "report", "pg1", "-o", str(page)).returncode == 0 and page.stat().st_size > 1000
 
 
-def test_a_password_in_the_url_is_never_printed(admin: Any, postgres_url: str) -> None:
-    url = _database(admin, postgres_url)
+def test_a_password_in_the_url_is_never_printed(database_url: str) -> None:
+    url = database_url
     parts = urlsplit(url)
     secret = "Pa55-w0rd-never-shown"
     wrong = urlunsplit((parts.scheme, f"nobody:{secret}@{parts.hostname}:{parts.port}", parts.path, "", ""))
@@ -63,9 +54,9 @@ def test_a_password_in_the_url_is_never_printed(admin: Any, postgres_url: str) -
         assert secret not in result.stdout + result.stderr
 
 
-def test_store_copy_moves_runs_to_postgresql_and_back(admin: Any, postgres_url: str, tmp_path: Path) -> None:
+def test_store_copy_moves_runs_to_postgresql_and_back(database_url: str, tmp_path: Path) -> None:
     folder, back = tmp_path / "runs", tmp_path / "back"
-    url = _database(admin, postgres_url)
+    url = database_url
     started = _cli(str(folder), "run", str(APPROVAL), "--run-id", "f1", "--var", "service=billing")
     assert started.returncode == 5, started.stderr
 

@@ -243,6 +243,21 @@ class PostgresRunStore(RunStore):
             params.append(wanted)
         return self._select(" AND ".join(where), params, "updated_ts DESC NULLS LAST, run_id", None)
 
+    # -- a worker fleet ----------------------------------------------------------------------
+
+    def work_claims(self, *, owner: str, lease_s: float) -> Any:
+        """This store's work claims for one worker (leases, ``LISTEN`` wake-ups): see
+        :class:`~abstractruntime.storage.postgres.claims.PostgresClaims`."""
+        from .claims import PostgresClaims
+
+        return PostgresClaims(self.db, owner=owner, lease_s=lease_s)
+
+    def wake(self, run_ids: list[str]) -> None:
+        """Tell idle workers (``NOTIFY``) that ``run_ids`` are ready to advance."""
+        from .claims import notify_wake
+
+        notify_wake(self.db, run_ids)
+
     def close(self) -> None:
         """Close the store's connections."""
         self.db.close()

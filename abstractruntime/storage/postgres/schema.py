@@ -15,7 +15,7 @@ from typing import Any
 
 from ...core.errors import InvalidInputError, UnsupportedFormatError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_SCHEMA = "abstractruntime"
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -103,6 +103,16 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
             tags_json    bytea NOT NULL)""",
         "CREATE INDEX artifacts_run ON {s}.artifacts (run_id, created_ts) WHERE run_id IS NOT NULL",
         "CREATE INDEX artifacts_created ON {s}.artifacts (created_ts DESC, artifact_id DESC)",
+    )),
+    (3, "work leases of a worker fleet", (
+        # A lease says which worker took a run's due work and until when (server time); it
+        # spreads work, the run's advisory lock and conditional appends keep one writer.
+        """CREATE TABLE {s}.leases (
+            run_id      text PRIMARY KEY,
+            owner       text NOT NULL,
+            until       timestamptz NOT NULL,
+            claimed_at  timestamptz NOT NULL DEFAULT now())""",
+        "CREATE INDEX runs_running ON {s}.runs (updated_ts, run_id) WHERE status = 'running'",
     )),
 ]
 

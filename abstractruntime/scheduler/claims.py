@@ -1,0 +1,118 @@
+"""How a worker finds runnable work: the :class:`WorkClaims` port and its listing form.
+
+A store may offer claims of its own (``run_store.work_claims(owner=, lease_s=)``): the
+PostgreSQL store leases runs with ``FOR UPDATE SKIP LOCKED`` and wakes idle workers with
+``LISTEN/NOTIFY`` (:mod:`abstractruntime.storage.postgres.claims`). Every other queryable
+run store gets :class:`ListingClaims`: it lists due timers and runs left ``running``, and the
+run's lock decides which of several workers advances each one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from datetime import datetime
+from typing import Any, Iterable, Optional, Protocol
+
+from ..core.models import RunStatus
+from ..storage.base import QueryableRunStore
+
+
+class WorkClaims(Protocol):
+    """One worker's view of the runnable runs of a store."""
+
+    def claim(self, *, now_iso: str, limit: int, exclude: Iterable[str] = ()) -> list[str]:
+        """Up to ``limit`` runnable run ids (due timers, runs left running), none in ``exclude``."""
+        ...
+
+    def renew(self, run_ids: Iterable[str]) -> None:
+        """Keep this worker's claims on ``run_ids`` alive (it is still working on them)."""
+        ...
+
+    def release(self, run_ids: Iterable[str]) -> None:
+        """This worker is done with ``run_ids``."""
+        ...
+
+    def next_due(self) -> Optional[datetime]:
+        """The earliest pending timer, when the store can tell cheaply (else ``None``)."""
+        ...
+
+    def listen(self) -> None:
+        """Start receiving wake-ups (a no-op where the store has none)."""
+        ...
+
+    def wait_for_work(self, timeout: float, stop: Optional[threading.Event] = None) -> bool:
+        """Block up to ``timeout`` seconds for a wake-up (``True``) or until ``stop`` is set."""
+        ...
+
+    def close(self) -> None:
+        """Release what the claims hold open (connections); leases are left to expire."""
+        ...
+
+
+class ListingClaims:
+    """Claims by listing: due timers first, then runs left ``running``; no leases, no wake-ups.
+
+    Several workers listing the same runs is harmless: each run is advanced under its lock,
+    and a worker that finds a run locked or no longer due skips it.
+    """
+
+    leases = False
+
+    def __init__(self, run_store: QueryableRunStore) -> None:
+        self._runs = run_store
+
+    def claim(self, *, now_iso: str, limit: int, exclude: Iterable[str] = ()) -> list[str]:
+        """See :class:`WorkClaims`."""
+        if limit < 1:
+            return []
+        skip = set(exclude)
+        fetch = limit + len(skip)
+        ids = [run.run_id for run in self._runs.list_due_wait_until(now_iso=now_iso, limit=fetch)]
+        ids += [run.run_id for run in self._runs.list_runs(status=RunStatus.RUNNING, limit=fetch)]
+        picked: list[str] = []
+        for run_id in ids:
+            if run_id not in skip:
+                skip.add(run_id)
+                picked.append(run_id)
+        return picked[:limit]
+
+    def renew(self, run_ids: Iterable[str]) -> None:
+        """Nothing to renew: listing claims hold nothing."""
+
+    def release(self, run_ids: Iterable[str]) -> None:
+        """Nothing to release."""
+
+    def next_due(self) -> Optional[datetime]:
+        """Unknown without a scan: ``None``."""
+        return None
+
+    def listen(self) -> None:
+        """No wake-ups on this store."""
+
+    def wait_for_work(self, timeout: float, stop: Optional[threading.Event] = None) -> bool:
+        """Sleep ``timeout`` seconds (or until ``stop`` is set); never woken by work."""
+        (stop or threading.Event()).wait(max(0.0, timeout))
+        return False
+
+    def close(self) -> None:
+        """Nothing held open."""
+
+
+def claims_for(run_store: Any, *, owner: str, lease_s: float) -> WorkClaims:
+    """The store's own claims when it has them, else :class:`ListingClaims`."""
+    make = getattr(run_store, "work_claims", None)
+    if callable(make):
+        claims: WorkClaims = make(owner=owner, lease_s=lease_s)
+        return claims
+    return ListingClaims(run_store)
+
+
+def new_worker_id() -> str:
+    """A worker's name in leases: host, process and a random suffix (unique per scheduler)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+__all__ = ["ListingClaims", "WorkClaims", "claims_for", "new_worker_id"]

@@ -1,0 +1,262 @@
+"""A worker's pass: claim runnable runs from the store and advance them, one or N at a time.
+
+:meth:`WorkPass.work_pass` is what ``abstractruntime worker`` runs in a loop. Runnable means a
+due ``wait_until`` timer or a run left ``running`` (handed off by ``emit --hand-off``, cut
+short by ``max_steps``, or abandoned by a worker that died). Work is claimed in small batches
+(as many runs as there are free slots), so the runs of a queue spread evenly over a fleet of
+workers; on PostgreSQL a claim is a lease renewed while the worker works on the run (see
+:mod:`abstractruntime.scheduler.claims`). With ``concurrency`` above 1 the runs advance on one
+event loop with ``atick``: while one awaits an LLM or a tool, the others go on.
+
+A stop (``stop_event`` set, e.g. by SIGTERM) ends the pass: a one-at-a-time pass finishes the
+run in hand first; a concurrent pass cancels its in-flight ticks (each interrupted effect is
+recorded as a failed attempt and runs again later, every lock is released). Claims are
+released either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Iterator, Optional
+
+from ..core.clock import to_iso
+from ..core.timers import run_is_due
+from ..core.errors import InvalidInputError, RunLockedError, RunNotFoundError
+from ..core.models import RunState, RunStatus
+from .claims import WorkClaims, claims_for, new_worker_id
+
+if TYPE_CHECKING:
+    from ..core.runtime import Runtime
+
+logger = logging.getLogger("abstractruntime.scheduler")
+
+
+class _Heartbeat:
+    """Renews the leases of the runs in hand every third of the lease time, in a thread."""
+
+    def __init__(self, claims: WorkClaims, lease_s: float) -> None:
+        self._claims, self._every = claims, max(lease_s / 3.0, 0.05)
+        self._held: set[str] = set()
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        if getattr(claims, "leases", True):
+            self._thread = threading.Thread(target=self._loop, name="abstractruntime-leases", daemon=True)
+            self._thread.start()
+
+    def add(self, run_ids: list[str]) -> None:
+        with self._guard:
+            self._held.update(run_ids)
+
+    def done(self, run_ids: list[str]) -> None:
+        """Stop renewing ``run_ids`` and release their claims."""
+        with self._guard:
+            self._held.difference_update(run_ids)
+        self._claims.release(run_ids)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._every):
+            with self._guard:
+                held = sorted(self._held)
+            try:
+                self._claims.renew(held)
+            except Exception:  # a blip: the next beat tries again; the lease has margin
+                logger.warning("could not renew the leases of %d run(s)", len(held), exc_info=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._guard:
+            left = sorted(self._held)
+        with contextlib.suppress(Exception):
+            self._claims.release(left)
+
+
+class WorkPass:
+    """Scheduler methods for workers: :meth:`work_pass`, :meth:`wait_for_work`."""
+
+    _runtime: "Runtime"
+    _run_store: Any
+    _allow_drift: bool
+    _lease_s: float
+    _worker_id: Optional[str]
+    _claims: Optional[WorkClaims]
+
+    def _advance_due(self, run: RunState, now: datetime, *, fresh: bool = False,
+                     take_running: bool = False) -> Optional[RunState]:
+        raise NotImplementedError  # provided by Scheduler
+
+    def _fail(self, run_id: str, exc: BaseException) -> None:
+        raise NotImplementedError  # provided by Scheduler
+
+    def _locked(self, run_id: str) -> None:
+        raise NotImplementedError  # provided by Scheduler
+
+    def _workflow_for(self, run: RunState) -> Any:
+        raise NotImplementedError  # provided by Scheduler
+
+    def _resumed(self, state: RunState) -> None:
+        raise NotImplementedError  # provided by Scheduler
+
+    @property
+    def worker_id(self) -> str:
+        """This scheduler's name in the store's leases (host:pid:random unless given)."""
+        if self._worker_id is None:
+            self._worker_id = new_worker_id()
+        return self._worker_id
+
+    def work_claims(self) -> WorkClaims:
+        """The claims this scheduler takes work with (the store's own, or listing)."""
+        if self._claims is None:
+            self._claims = claims_for(self._run_store, owner=self.worker_id, lease_s=self._lease_s)
+        return self._claims
+
+    def listen_for_work(self) -> None:
+        """Start receiving the store's wake-ups now, so none sent before the next wait is missed."""
+        self.work_claims().listen()
+
+    def wait_for_work(self, timeout: float, stop_event: Optional[threading.Event] = None) -> bool:
+        """Block until the store wakes this worker (``True``), the next timer is due, ``timeout``
+        seconds pass or ``stop_event`` is set."""
+        claims = self.work_claims()
+        due = claims.next_due()
+        if due is not None:
+            until_due = (due - self._runtime.now()) / timedelta(seconds=1)
+            timeout = min(timeout, max(until_due, 0.0))
+        return claims.wait_for_work(timeout, stop_event)
+
+    def close_claims(self) -> None:
+        """Close what the claims hold open (a ``LISTEN`` connection)."""
+        if self._claims is not None:
+            self._claims.close()
+
+    def work_pass(self, *, limit: int = 100, concurrency: int = 1,
+                  stop_event: Optional[threading.Event] = None) -> list[RunState]:
+        """Claim and advance runnable runs (due timers, runs left ``running``), at most ``limit``
+        of them, ``concurrency`` at a time; returns the new states of the runs advanced.
+
+        A run another writer holds is skipped; a run whose tick raises is recorded in
+        ``stats`` (and ``on_run_failed``) and the others go on.
+        """
+        if limit < 1:
+            raise InvalidInputError(f"limit must be >= 1, got {limit!r}")
+        if concurrency < 1:
+            raise InvalidInputError(f"concurrency must be >= 1, got {concurrency!r}")
+        if concurrency > 1:
+            return asyncio.run(self._awork_pass(limit, concurrency, stop_event))
+        claims = self.work_claims()
+        advanced: list[RunState] = []
+        tried: set[str] = set()
+        with self._beating(claims) as beat:
+            while len(tried) < limit and not _stopped(stop_event):
+                now = self._runtime.now()
+                ids = claims.claim(now_iso=to_iso(now), limit=1, exclude=tried)
+                if not ids:
+                    break
+                tried.update(ids)
+                beat.add(ids)
+                try:
+                    state = self._advance_claimed(ids[0], now)
+                finally:
+                    beat.done(ids)
+                if state is not None:
+                    advanced.append(state)
+        return advanced
+
+    @contextlib.contextmanager
+    def _beating(self, claims: WorkClaims) -> Iterator[_Heartbeat]:
+        beat = _Heartbeat(claims, self._lease_s)
+        try:
+            yield beat
+        finally:
+            beat.close()
+
+    def _advance_claimed(self, run_id: str, now: datetime) -> Optional[RunState]:
+        try:
+            current = self._runtime.get_state(run_id)
+        except RunNotFoundError:
+            return None
+        except Exception as exc:
+            self._fail(run_id, exc)
+            return None
+        return self._advance_due(current, now, fresh=True, take_running=True)
+
+    async def _awork_pass(self, limit: int, concurrency: int,
+                          stop_event: Optional[threading.Event]) -> list[RunState]:
+        claims = self.work_claims()
+        advanced: list[RunState] = []
+        tried: set[str] = set()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(run_id: str, beat: _Heartbeat) -> None:
+            try:
+                state = await self._aadvance(run_id)
+                if state is not None:
+                    advanced.append(state)
+            finally:
+                await asyncio.to_thread(beat.done, [run_id])
+
+        with self._beating(claims) as beat:
+            try:
+                while not _stopped(stop_event):
+                    free = concurrency - len(tasks)
+                    if free > 0 and len(tried) < limit:
+                        ids = await asyncio.to_thread(claims.claim, now_iso=to_iso(self._runtime.now()),
+                                                      limit=min(free, limit - len(tried)), exclude=set(tried))
+                        tried.update(ids)
+                        beat.add(ids)
+                        tasks.update(asyncio.create_task(one(run_id, beat)) for run_id in ids)
+                        if ids:
+                            continue
+                    if not tasks:
+                        break
+                    done, _ = await asyncio.wait(tasks, timeout=0.1, return_when=asyncio.FIRST_COMPLETED)
+                    tasks.difference_update(done)
+            finally:
+                for task in tasks:
+                    task.cancel()  # a stop: every in-flight tick unwinds and releases its run
+                await asyncio.gather(*tasks, return_exceptions=True)
+        return advanced
+
+    async def _aadvance(self, run_id: str) -> Optional[RunState]:
+        """One claimed run on the event loop (``atick``); ``None`` when skipped or not advanced."""
+        try:
+            current = await asyncio.to_thread(self._runtime.get_state, run_id)
+            before = current.waiting.wait_id if current.status is RunStatus.WAITING and current.waiting else None
+            if current.status is not RunStatus.RUNNING and not is_due_or_malformed(current, self._runtime.now()):
+                return None
+            workflow, runtime = self._workflow_for(current)
+            state: RunState = await runtime.atick(workflow=workflow, run_id=run_id, allow_drift=self._allow_drift)
+        except RunLockedError:
+            self._locked(run_id)
+            return None
+        except RunNotFoundError:
+            return None
+        except Exception as exc:
+            self._fail(run_id, exc)
+            return None
+        if before is not None and state.waiting is not None and state.waiting.wait_id == before:
+            return None  # another worker fired the timer first, or it is not due under the lock
+        self._resumed(state)
+        return state
+
+
+def _stopped(stop_event: Optional[threading.Event]) -> bool:
+    return stop_event is not None and stop_event.is_set()
+
+
+def is_due_or_malformed(run: RunState, now: datetime) -> bool:
+    """Whether a run's timer is due; a malformed timestamp counts as due, so that the tick
+    records it as the run's failure instead of the run waiting forever."""
+    try:
+        return run_is_due(run, now)
+    except ValueError:
+        return True  # ticked, so the runtime records the malformed timestamp as the run's failure
+
+
+__all__ = ["WorkPass", "is_due_or_malformed"]

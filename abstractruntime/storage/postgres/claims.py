@@ -1,0 +1,162 @@
+"""Work claims of a worker fleet on PostgreSQL: leases taken with ``FOR UPDATE SKIP LOCKED``,
+wake-ups through ``LISTEN/NOTIFY``.
+
+A worker asks :meth:`PostgresClaims.claim` for runnable runs — a due ``wait_until`` timer, or
+a run left ``running`` (handed off by ``emit --hand-off``, cut short by ``max_steps``, or left
+by a worker that died) — that no live lease covers. The claim locks those ``runs`` rows with
+``SKIP LOCKED`` (two workers claiming at once take different runs, neither waits) and records
+a lease ``(owner, until)`` in the ``leases`` table, in one statement. The worker renews its
+leases while it works and deletes them when done; a worker killed with -9 leaves leases that
+expire after ``lease_s`` seconds, and its runs are claimed by another worker then. Lease times
+are the server's clock, so workers on machines with skewed clocks agree.
+
+A lease spreads work; it is not what keeps one writer per run. That is the run's advisory
+lock (released by the server the moment a dead worker's connection goes) and the ledger
+append conditional on the head the writer read: a worker whose lease expired while it was
+still working cannot append over another's records.
+
+``emit --hand-off`` answers a run without advancing it and calls :meth:`wake`:
+``pg_notify`` on the store's channel. Idle workers block in :meth:`wait_for_work` on
+``LISTEN`` and claim the run at once, with no polling interval in between.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any, Iterable, Optional
+
+from ...core.clock import parse_iso
+from .db import PgDatabase
+
+# How long one wait on the LISTEN connection blocks before checking the stop flag again.
+_STOP_CHECK_S = 0.2
+
+
+def wake_channel(schema: str) -> str:
+    """The NOTIFY channel of a store's schema (an identifier: at most 63 characters)."""
+    return ("wake_" + schema)[:63]
+
+
+class PostgresClaims:
+    """One worker's leases in one database (``owner`` names the worker in the ``leases`` table)."""
+
+    def __init__(self, db: PgDatabase, *, owner: str, lease_s: float) -> None:
+        if not lease_s > 0:
+            raise ValueError(f"lease_s must be > 0, got {lease_s!r}")
+        self.db, self.owner, self.lease_s = db, owner, float(lease_s)
+        self._s = db.s
+        self._listen: Optional[Any] = None
+        self._listen_guard = threading.Lock()
+
+    def claim(self, *, now_iso: str, limit: int, exclude: Iterable[str] = ()) -> list[str]:
+        """Lease up to ``limit`` runnable runs no live lease covers; their ids (none in ``exclude``).
+
+        A timer is due when its ``until`` is at or before ``now_iso`` (the runtime's clock, as
+        for ``tick --due``); a timer whose ``until`` could not be read is taken too, so the
+        tick records why the run fails.
+        """
+        if limit < 1:
+            return []
+        now = parse_iso(now_iso)
+        s = self._s
+        sql = f"""
+            WITH picked AS (
+                SELECT r.run_id FROM {s}.runs r
+                WHERE ((r.status = 'waiting' AND r.wait_reason = 'until'
+                        AND (r.until_ts <= %(now)s OR r.until_ts IS NULL))
+                       OR r.status = 'running')
+                  AND r.run_id <> ALL(%(exclude)s)
+                  AND NOT EXISTS (SELECT 1 FROM {s}.leases l WHERE l.run_id = r.run_id AND l.until >= now())
+                ORDER BY r.until_ts NULLS FIRST, r.updated_ts NULLS FIRST, r.run_id
+                LIMIT %(limit)s
+                FOR UPDATE OF r SKIP LOCKED)
+            INSERT INTO {s}.leases (run_id, owner, until)
+                SELECT run_id, %(owner)s, now() + make_interval(secs => %(lease)s) FROM picked
+            ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until,
+                claimed_at = now()
+                WHERE {s}.leases.until < now()
+            RETURNING run_id"""
+        params = {"now": now, "exclude": list(exclude), "limit": int(limit), "owner": self.owner,
+                  "lease": self.lease_s}
+        with self.db.connection() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return sorted(str(row[0]) for row in rows)
+
+    def renew(self, run_ids: Iterable[str]) -> None:
+        """Extend this worker's leases on ``run_ids`` by ``lease_s`` from now."""
+        ids = list(run_ids)
+        if ids:
+            with self.db.connection() as conn:
+                conn.execute(f"UPDATE {self._s}.leases SET until = now() + make_interval(secs => %s)"
+                             " WHERE owner = %s AND run_id = ANY(%s)", [self.lease_s, self.owner, ids])
+
+    def release(self, run_ids: Iterable[str]) -> None:
+        """Give up this worker's leases on ``run_ids`` (other workers' leases are left alone)."""
+        ids = list(run_ids)
+        if ids:
+            with self.db.connection() as conn:
+                conn.execute(f"DELETE FROM {self._s}.leases WHERE owner = %s AND run_id = ANY(%s)",
+                             [self.owner, ids])
+
+    def next_due(self) -> Optional[datetime]:
+        """The earliest ``until`` of the runs waiting on a timer (``None``: no timer)."""
+        with self.db.connection() as conn:
+            row = conn.execute(f"SELECT min(until_ts) FROM {self._s}.runs"
+                               " WHERE status = 'waiting' AND wait_reason = 'until'").fetchone()
+        return row[0] if row and row[0] is not None else None
+
+    def listen(self) -> None:
+        """Start listening for wake-ups (idempotent); notifications sent from now on are kept."""
+        with self._listen_guard:
+            if self._listen is None or self._listen.closed or self._listen.broken:
+                conn = self.db.connect()
+                conn.execute(f'LISTEN "{wake_channel(self.db.schema)}"')
+                self._listen = conn
+
+    def wait_for_work(self, timeout: float, stop: Optional[threading.Event] = None) -> bool:
+        """Block until a wake-up arrives (``True``), ``timeout`` seconds pass or ``stop`` is set.
+
+        Wake-ups that arrived since the last call return at once (they are drained together).
+        """
+        import time
+
+        self.listen()
+        conn = self._listen
+        assert conn is not None
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            left = deadline - time.monotonic()
+            step = min(left, _STOP_CHECK_S) if stop is not None else left
+            try:
+                woken = any(True for _ in conn.notifies(timeout=max(step, 0.0), stop_after=1))
+                if woken:
+                    # Several emits in a row: take them all now, one pass serves them together.
+                    for _ in conn.notifies(timeout=0):
+                        pass
+                    return True
+            except self.db.psycopg.Error as exc:
+                self.close()
+                raise self.db.storage_error(exc) from None
+            if left <= 0 or (stop is not None and stop.is_set()):
+                return False
+
+    def close(self) -> None:
+        """Stop listening (the leases stay until released or expired)."""
+        with self._listen_guard:
+            if self._listen is not None:
+                self._listen.close()
+                self._listen = None
+
+
+def notify_wake(db: PgDatabase, run_ids: Iterable[str]) -> None:
+    """Wake the workers listening on this store: ``run_ids`` are ready to be claimed."""
+    ids = list(run_ids)
+    if ids:
+        with db.connection() as conn:
+            # The payload is informative only (a worker claims whatever is runnable); NOTIFY
+            # payloads are limited to 8,000 bytes, so long lists are cut.
+            conn.execute("SELECT pg_notify(%s, %s)", [wake_channel(db.schema), ",".join(ids)[:7000]])
+
+
+__all__ = ["PostgresClaims", "notify_wake", "wake_channel"]
