@@ -211,6 +211,32 @@ def test_a_worker_killed_with_9_has_its_run_taken_over_after_the_lease(fleet: An
     _all_verify(fleet, ["k1"])
 
 
+def test_killing_one_of_four_workers_mid_drain_loses_nothing(fleet: Any) -> None:
+    run_ids = [f"m{i:02d}" for i in range(32)]
+    for run_id in run_ids:
+        fleet.start(run_id)
+    procs = [fleet.worker("--lease", "1", "--interval", "0.2", seconds=0.1) for _ in range(4)]
+    for proc in procs:
+        _started(proc)
+    victim = procs[0]
+    assert _read_line(victim, 60) is not None  # it is working through the queue
+    victim.kill()
+    victim.wait()
+    done = lambda: all(fleet.runs.runs.load(r).status is RunStatus.COMPLETED for r in run_ids)  # noqa: E731
+    assert _until(done, 120)
+    counts = fleet.executions()
+    assert sorted(counts) == run_ids  # none lost
+    twice = [run_id for run_id, n in counts.items() if n > 1]
+    # At most the one run the victim was inside (concurrency 1), executed once more; never more.
+    assert len(twice) <= 1 and all(counts[r] == 2 for r in twice)
+    # The victim's expired lease is dropped by the next idle claim of a live worker.
+    assert _until(lambda: fleet.leases() == 0, 30)
+    for proc in procs[1:]:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    _all_verify(fleet, run_ids)
+
+
 def test_sigterm_lets_the_worker_finish_its_run_and_release_its_claims(fleet: Any) -> None:
     fleet.start("t1")
     worker = fleet.worker("--interval", "0.2", seconds=1.5)

@@ -81,6 +81,10 @@ class PostgresClaims:
                   "lease": self.lease_s}
         with self.db.connection() as conn:
             rows = conn.execute(sql, params).fetchall()
+            if not rows:
+                # Idle: drop leases that expired (e.g. of a worker killed after finishing a
+                # run); claims ignore them anyway, this only keeps the table small.
+                conn.execute(f"DELETE FROM {s}.leases WHERE until < now()")
         return sorted(str(row[0]) for row in rows)
 
     def renew(self, run_ids: Iterable[str]) -> None:
