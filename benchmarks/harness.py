@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,23 @@ def emit(result: dict[str, Any]) -> None:
     """Print the result document (the runner parses stdout as one JSON object)."""
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
+
+
+def run_json_script(python: str | os.PathLike[str], script: str | os.PathLike[str], spec: dict[str, Any], *,
+                    cwd: str, timeout: float = 3600) -> dict[str, Any]:
+    """Run a baseline ``script`` with ``python -I`` and ``spec`` as its argument; the JSON document
+    it printed last, or ``{"error": ...}`` (exit status, timeout, no output)."""
+    name = Path(script).name
+    try:
+        proc = subprocess.run([str(python), "-I", str(script), json.dumps(spec)], capture_output=True, text=True,
+                              timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return {"error": f"{name} timed out"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        return {"error": f"{name} exited {proc.returncode}: {tail[0]}"}
+    return json.loads(lines[-1])
 
 
 def skipped(reason: str) -> None:

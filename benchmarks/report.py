@@ -78,6 +78,9 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
 
     rows += cli_latency_rows(sc.get("cli_latency", {}))
     rows += _bytes_rows(sc.get("durable_steps", {}), up, lg, dbos)
+    from .postgres import build_rows as postgres_rows  # here: that module builds its rows with Row
+
+    rows += postgres_rows(results.get("postgres"))
     return rows
 
 

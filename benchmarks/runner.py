@@ -4,7 +4,9 @@ Our package is measured in this interpreter (the project venv). Each baseline ru
 subprocess of the bench venv (``.bench-venv``, see benchmarks/requirements.txt) with
 ``python -I``, because upstream AbstractRuntime 0.0.1 has the same import name as ours. A
 missing bench venv or package makes that baseline "skipped" with the reason; nothing is
-ever installed at run time.
+ever installed at run time. ``--postgres`` adds the PostgreSQL group (benchmarks/postgres.py:
+one throwaway cluster, its own baseline DBOS-on-PostgreSQL); ``python -m benchmarks.postgres``
+runs only that group.
 """
 
 from __future__ import annotations
@@ -14,14 +16,13 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import cli_latency, ours, ours_async, ours_ops, ours_recovery, report
+from . import cli_latency, harness, ours, ours_async, ours_ops, ours_recovery, postgres, report
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -59,16 +60,7 @@ def run_baseline(python: Path, name: str, sizes: ours.Sizes, work: str) -> dict[
     spec = {"steps": sizes.steps, "effect_steps": sizes.effect_steps, "reps": sizes.baseline_reps,
             "flat_lengths": sizes.flat_lengths, "flat_steps": sizes.flat_steps, "roundtrips": sizes.roundtrips,
             "scenarios": scenarios, "tmp": work}
-    try:
-        proc = subprocess.run([str(python), "-I", str(HERE / script), json.dumps(spec)], capture_output=True,
-                              text=True, timeout=3600, cwd=work, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return {"error": f"{script} timed out"}
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-        return {"error": f"{script} exited {proc.returncode}: {tail[0]}"}
-    return json.loads(lines[-1])
+    return harness.run_json_script(python, HERE / script, spec, cwd=work)
 
 
 def machine() -> dict[str, Any]:
@@ -103,7 +95,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test that every scenario works")
     parser.add_argument("--baselines", default="all",
                         help="all, none, or a comma list of: " + ", ".join(BASELINES))
-    parser.add_argument("--only", default="", help="comma list of scenarios to run: " + ", ".join(SCENARIOS))
+    parser.add_argument("--only", default="", help="comma list of scenarios to run: "
+                        + ", ".join([*SCENARIOS, *postgres.PG_SCENARIOS]))
+    parser.add_argument("--postgres", action="store_true",
+                        help="also run the PostgreSQL group on a throwaway cluster (needs initdb and psycopg; "
+                             "all its scenarios unless --only names some); python -m benchmarks.postgres runs "
+                             "only that group")
     parser.add_argument("--bench-python", help="interpreter of the bench venv [default: .bench-venv/bin/python]")
     parser.add_argument("--output", default=str(HERE / "results"), help="folder for the JSON results")
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
@@ -117,8 +114,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     console = Console(stderr=True)
     sizes = ours.Sizes.quick() if args.quick else ours.Sizes()
-    only = [s for s in args.only.split(",") if s] or list(SCENARIOS)
-    unknown = set(only) - set(SCENARIOS)
+    named = [s for s in args.only.split(",") if s]
+    only = [s for s in named if s in SCENARIOS] if named else list(SCENARIOS)
+    pg_only = [s for s in named if s in postgres.PG_SCENARIOS] or list(postgres.PG_SCENARIOS)
+    with_pg = args.postgres or any(s in postgres.PG_SCENARIOS for s in named)
+    unknown = set(named) - set(SCENARIOS) - set(postgres.PG_SCENARIOS)
     wanted = list(BASELINES) if args.baselines == "all" else [b for b in args.baselines.split(",") if b and b != "none"]
     unknown |= set(wanted) - set(BASELINES)
     if unknown:
@@ -144,6 +144,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         for name in BASELINES:
             if name not in wanted:
                 results["baselines"][name] = {"skipped": "not selected (--baselines)"}
+            elif not only:
+                results["baselines"][name] = {"skipped": "not selected (no file-store scenario selected)"}
             elif python is None:
                 results["baselines"][name] = {"skipped": f"no bench venv (create it: {VENV_HINT})"}
             else:
@@ -152,12 +154,22 @@ def main(argv: Optional[list[str]] = None) -> int:
             section = results["baselines"][name]
             if "skipped" in section or "error" in section:
                 console.print(f"[yellow]baseline {name}: {section.get('skipped') or section.get('error')}[/yellow]")
+        if with_pg:
+            results["postgres"], pg_failed = postgres.run_group(
+                sizes, work, pg_only, bench_python=python, baselines=set(wanted),
+                log=lambda message: console.print(message, style="dim", markup=False, highlight=False))
+            failed = failed or pg_failed
+            if "skipped" in results["postgres"]:
+                console.print(f"[yellow]PostgreSQL group: {results['postgres']['skipped']}[/yellow]")
+        else:
+            results["postgres"] = {"skipped": "not selected (--postgres)"}
     rows = report.build_rows(results)
     results["table"] = [r.to_dict() for r in rows]
     results["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    out_path = out_dir / f"{started.strftime('%Y%m%dT%H%M%SZ')}{'-quick' if args.quick else ''}.json"
+    suffix = ("-postgres" if with_pg and not only else "") + ("-quick" if args.quick else "")
+    out_path = out_dir / f"{started.strftime('%Y%m%dT%H%M%SZ')}{suffix}.json"
     out_path.write_text(json.dumps(results, indent=2) + "\n")
     out_console = Console() if sys.stdout.isatty() else Console(width=220)
     out_console.print(report.render_rich(rows, f"abstractruntime benchmarks ({'quick' if args.quick else 'full'})"))

@@ -2,11 +2,15 @@
 
 It asserts that the runner exits 0 and writes a results document in which every scenario
 is either measured or explicitly skipped — never any timing (CI machines are noisy).
+The PostgreSQL group (``python -m benchmarks.postgres --quick``) starts its own throwaway
+cluster; like the PostgreSQL tests it skips only where PostgreSQL is missing outside CI.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,9 +24,9 @@ BASELINES = ("upstream", "langgraph", "dbos")
 BENCH_PYTHON = REPO / ".bench-venv" / "bin" / "python"
 
 
-def _run(tmp_path: Path, *extra: str) -> dict:
+def _run(tmp_path: Path, *extra: str, module: str = "benchmarks") -> dict:
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(tmp_path), *extra],
+        [sys.executable, "-m", module, "--quick", "--output", str(tmp_path), *extra],
         cwd=REPO, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -72,3 +76,47 @@ def test_quick_run_with_the_upstream_baseline(tmp_path: Path) -> None:
     assert "error" not in upstream, upstream
     assert upstream["package"] == "abstractruntime 0.0.1"
     assert upstream["durable"]["steps"] == results["sizes"]["steps"]
+
+
+def _require_postgres() -> None:
+    """Skip without PostgreSQL's initdb — or fail in CI (tests/postgres/cluster.py's rule)."""
+    path = REPO / "tests" / "postgres" / "cluster.py"
+    spec = importlib.util.spec_from_file_location("abstractruntime_tests_pg_cluster_bench", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    module.require_bindir(module.find_bindir(), os.environ.get("CI"))
+
+
+def _pg_group(results: dict) -> dict:
+    from benchmarks.postgres import PG_SCENARIOS
+
+    group = results["postgres"]
+    assert "skipped" not in group and "error" not in group, group
+    assert group["server"]["settings"]["fsync"] == "on"  # benchmarks commit durably
+    for name in PG_SCENARIOS:  # every registered scenario runs in the quick form
+        assert _measured_or_skipped(group["scenarios"][name]), (name, group["scenarios"][name])
+        assert "skipped" not in group["scenarios"][name], name
+    return group
+
+
+def test_quick_postgres_group_ours(tmp_path: Path) -> None:
+    _require_postgres()
+    results = _run(tmp_path, "--baselines", "none", module="benchmarks.postgres")
+    group = _pg_group(results)
+    effects = group["scenarios"]["pg_effect_steps"]
+    assert effects["ours"]["steps"] == results["sizes"]["pg_effect_steps"]
+    assert effects["ours"]["steps_per_s"] > 0
+    assert effects["dbos"]["skipped"] == "not selected (--baselines)"
+    assert all(results["scenarios"][name]["skipped"] for name in SCENARIOS)  # only the PostgreSQL group ran
+    assert "effect steps (PostgreSQL)" in {row["scenario"] for row in results["table"]}
+
+
+@pytest.mark.skipif(not BENCH_PYTHON.exists(), reason="no bench venv (.bench-venv) on this machine")
+def test_quick_postgres_group_with_dbos(tmp_path: Path) -> None:
+    _require_postgres()
+    results = _run(tmp_path, "--baselines", "dbos", module="benchmarks.postgres")
+    dbos = _pg_group(results)["scenarios"]["pg_effect_steps"]["dbos"]
+    if "skipped" in dbos:
+        pytest.skip(dbos["skipped"])  # dbos (or its psycopg) not installed in the bench venv
+    assert "error" not in dbos, dbos
+    assert dbos["package"].startswith("dbos ") and dbos["steps"] == results["sizes"]["pg_effect_steps"]
