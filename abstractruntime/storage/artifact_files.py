@@ -8,7 +8,6 @@ store of that id overwrites. See docs/artifacts.md.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -71,11 +70,13 @@ class FileArtifactStore(ArtifactStore):
             fsio.ensure_dir(self._dir, durable=self._durable)
         elif not self._dir.is_dir():
             return contextlib.nullcontext()  # nothing stored yet: readers find nothing
-        return _FileLock(self._lock_path, exclusive)
+        return fsio.FileLock(self._lock_path, shared=not exclusive)  # blocking
 
     def _put(self, content: bytes, meta: ArtifactMetadata) -> None:
         # Called by store(), which validated everything; writes the .bin first, then the .meta.
         doc = {"format": META_FORMAT, **meta.to_dict()}
+        # Not the storage codec's compact form on purpose: a .meta file is written for people to
+        # read (docs/artifacts.md shows one); nothing hashes it, and it is read back strictly.
         meta_bytes = (json.dumps(doc, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode("utf-8")
         meta_path = self._meta_path(meta.artifact_id)
         with self._locked(exclusive=True):
@@ -220,28 +221,6 @@ def _unlink(path: Path) -> bool:
         return False
     except OSError as exc:
         raise StorageError(f"Cannot delete {path}: {exc.strerror or exc}") from exc
-
-
-class _FileLock:
-    """A blocking ``flock`` on the store's lock file (shared for readers, exclusive for writers)."""
-
-    def __init__(self, path: Path, exclusive: bool) -> None:
-        self._path = path
-        self._mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-        self._fd = -1
-
-    def __enter__(self) -> "_FileLock":
-        try:
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, fsio.FILE_MODE)
-            fcntl.flock(self._fd, self._mode)
-        except OSError as exc:
-            if self._fd >= 0:
-                os.close(self._fd)
-            raise StorageError(f"Cannot lock {self._path}: {exc.strerror or exc}") from exc
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        os.close(self._fd)  # closing releases the flock
 
 
 __all__ = ["FileArtifactStore"]

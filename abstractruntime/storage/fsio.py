@@ -7,7 +7,8 @@ argument (docs/durability.md) only has to be made once:
   ``os.replace``-s it over the target and fsyncs the directory. A reader sees the old
   file or the new one, never a mix; after it returns the new file survives power loss.
 - :func:`append_line` appends one newline-terminated record and (optionally) fsyncs.
-- :class:`RunLock` is an exclusive ``fcntl.flock`` on a per-run ``.lock`` file.
+- :class:`FileLock` is the one ``fcntl.flock`` wrapper (shared or exclusive, blocking or
+  polling); :class:`RunLock` is the exclusive one on a per-run ``.lock`` file.
 
 ``durability="none"`` skips every fsync (tests, benchmarks): a process crash still loses
 nothing (the page cache survives it), an OS crash or power loss may.
@@ -23,7 +24,7 @@ import re
 import stat as stat_module
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from ..core.errors import (
     CorruptRecordError,
@@ -188,7 +189,7 @@ def load_json_file(path: Path, *, expected_format: int, kind: str) -> dict[str, 
     try:
         doc = loads_strict(raw)
     except (ValueError, RecursionError, UnicodeDecodeError) as exc:
-        raise CorruptRecordError(f"{kind} is not valid JSON ({_short(exc)})", path=str(path)) from exc
+        raise CorruptRecordError(f"{kind} is not valid JSON ({brief_error(exc)})", path=str(path)) from exc
     if not isinstance(doc, dict):
         raise CorruptRecordError(f"{kind} is not a JSON object", path=str(path))
     check_format(doc.get("format"), expected_format, path=str(path), kind=kind)
@@ -209,48 +210,81 @@ def check_format(found: object, expected: int, *, path: str, kind: str) -> None:
         raise CorruptRecordError(f"{kind} has invalid format {found}", path=path)
 
 
-def _short(exc: BaseException) -> str:
+def brief_error(exc: BaseException, limit: int = 120) -> str:
+    """An exception's message cut to ``limit`` characters (its type's name when it has none)."""
     text = str(exc) or type(exc).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class RunLock:
-    """Exclusive ``flock`` on ``<run dir>/.lock``, held by whoever advances the run.
+class FileLock:
+    """An ``flock`` on a lock file: exclusive (one holder) or ``shared`` (readers, no writer).
 
-    ``wait=0`` fails at once with :class:`RunLockedError`; ``wait=N`` polls up to N seconds.
-    flock locks belong to the open file description, so two ``RunLock`` objects on the same
-    run conflict even inside one process (a thread and the scheduler, say), as they should.
+    ``wait=None`` blocks until the lock is granted; ``wait=N`` polls up to N seconds (0: one
+    try) and then raises what ``busy()`` returns. Closing the descriptor releases the lock,
+    and flock locks belong to the open file description, so two ``FileLock`` objects on the
+    same file conflict even inside one process (a thread and the scheduler, say), as they should.
+    Failing to open or lock the file is a :class:`StorageError` naming it.
     """
 
-    def __init__(self, path: Path, run_id: str, *, wait: float = 0.0) -> None:
+    def __init__(self, path: Path, *, shared: bool = False, wait: float | None = None,
+                 busy: Callable[[], Exception] | None = None) -> None:
         self._path = path
-        self._run_id = run_id
+        self._mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         self._wait = wait
+        self._busy = busy or (lambda: StorageError(f"{path} is locked by another process", path=str(path)))
         self._fd: int | None = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> "FileLock":
         try:
             fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
         except OSError as exc:
             raise StorageError(f"Cannot open lock {self._path}: {exc.strerror or exc}") from exc
-        deadline = time.monotonic() + max(self._wait, 0.0)
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise RunLockedError(self._run_id) from None
-                time.sleep(0.01)
+        try:
+            self._acquire(fd)
+        except BaseException:
+            os.close(fd)
+            raise
         self._fd = fd
         return self
 
+    def _acquire(self, fd: int) -> None:
+        if self._wait is None:
+            try:
+                fcntl.flock(fd, self._mode)
+            except OSError as exc:
+                raise StorageError(f"Cannot lock {self._path}: {exc.strerror or exc}") from exc
+            return
+        deadline = time.monotonic() + max(self._wait, 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, self._mode | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise self._busy() from None
+                time.sleep(0.01)
+            except OSError as exc:
+                raise StorageError(f"Cannot lock {self._path}: {exc.strerror or exc}") from exc
+
     def __exit__(self, *exc_info: object) -> None:
         if self._fd is not None:
-            # Closing the descriptor releases the flock.
-            os.close(self._fd)
+            os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
+
+
+class RunLock(FileLock):
+    """Exclusive ``flock`` on ``<run dir>/.lock``, held by whoever advances the run.
+
+    ``wait=0`` fails at once with :class:`RunLockedError`; ``wait=N`` polls up to N seconds.
+    """
+
+    def __init__(self, path: Path, run_id: str, *, wait: float = 0.0) -> None:
+        super().__init__(path, wait=wait, busy=lambda: RunLockedError(run_id))
+        self._run_id = run_id
+
+    def __enter__(self) -> "RunLock":
+        super().__enter__()
+        return self
 
 
 # ``atomic_write_bytes`` names its temp file ``.<target>.<pid>.<monotonic_ns>.tmp``.

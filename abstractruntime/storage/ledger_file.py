@@ -17,7 +17,7 @@ from ..core.canonical import record_hash
 from ..core.errors import CorruptRecordError
 from ..core.models import LEDGER_RECORD_FORMAT, StepStatus
 from .base import LedgerHead
-from .fsio import check_format, loads_strict
+from .fsio import brief_error, check_format, loads_strict
 
 
 @dataclass
@@ -72,7 +72,7 @@ def parse_ledger(
             if verify_chain:
                 _check_link(doc, result.head, path=path, line_no=line_no, run_id=run_id)
         except CorruptRecordError:
-            if data.find(b"\n", newline + 1) == -1 and not data[newline + 1:].strip() and _looks_torn(raw):
+            if data.find(b"\n", newline + 1) == -1 and not data[newline + 1:].strip() and looks_torn(raw):
                 # The last line is unparsable garbage (e.g. zero-filled blocks after power
                 # loss): a torn tail, not tampering.
                 result.torn_bytes = size - pos
@@ -95,8 +95,9 @@ def parse_ledger(
     return result
 
 
-def _looks_torn(raw: bytes) -> bool:
-    """A line that is not even JSON text: NUL bytes, invalid UTF-8 or an unterminated object."""
+def looks_torn(raw: bytes) -> bool:
+    """A line that is not even JSON text (NUL bytes, invalid UTF-8, an unterminated object):
+    an interrupted write, not an edit. The writer's parser and ``verify``'s scan both ask this."""
     if b"\x00" in raw:
         return True
     try:
@@ -111,7 +112,7 @@ def _parse_line(raw: bytes, *, path: str, line_no: int) -> dict[str, Any]:
     try:
         doc = loads_strict(raw)
     except (ValueError, RecursionError, UnicodeDecodeError) as exc:
-        raise CorruptRecordError(f"ledger line is not valid JSON ({_brief(exc)})", path=path, line=line_no) from exc
+        raise CorruptRecordError(f"ledger line is not valid JSON ({brief_error(exc, 100)})", path=path, line=line_no) from exc
     if not isinstance(doc, dict):
         raise CorruptRecordError("ledger line is not a JSON object", path=path, line=line_no)
     check_format(doc.get("format"), LEDGER_RECORD_FORMAT, path=f"{path}:{line_no}", kind="ledger record")
@@ -128,11 +129,6 @@ def _check_link(doc: dict[str, Any], head: LedgerHead, *, path: str, line_no: in
     try:
         digest = record_hash(doc)
     except ValueError as exc:
-        raise CorruptRecordError(f"record cannot be hashed ({_brief(exc)})", path=path, line=line_no) from exc
+        raise CorruptRecordError(f"record cannot be hashed ({brief_error(exc, 100)})", path=path, line=line_no) from exc
     if digest != doc.get("record_hash"):
         raise CorruptRecordError("record does not match its record_hash", path=path, line=line_no)
-
-
-def _brief(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 100 else text[:97] + "..."

@@ -21,7 +21,8 @@ from ..core.canonical import record_hash
 from ..core.errors import InvalidInputError, StorageError
 from ..core.models import LEDGER_RECORD_FORMAT
 from .record_rules import SignatureTrail, signature_problem, unknown_fields
-from .fsio import loads_strict, validate_id
+from .fsio import brief_error, loads_strict, validate_id
+from .ledger_file import looks_torn
 
 if TYPE_CHECKING:
     from .verify_report import VerifyReport
@@ -32,22 +33,6 @@ _FINISHED = ("completed", "failed", "waiting")
 def int_or_none(value: Any) -> Optional[int]:
     """``value`` if it is an int (not a bool), else ``None``."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _brief(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 100 else text[:97] + "..."
-
-
-def _looks_torn(raw: bytes) -> bool:
-    """Not even JSON text (NUL bytes, invalid UTF-8, unbalanced): an interrupted write, not an edit."""
-    if b"\x00" in raw:
-        return True
-    try:
-        text = raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        return True
-    return not (text.startswith("{") and text.endswith("}"))
 
 
 class LedgerScan:
@@ -107,11 +92,11 @@ class LedgerScan:
         try:
             doc = loads_strict(body)
         except (ValueError, RecursionError, UnicodeDecodeError) as exc:
-            if last and _looks_torn(body):
+            if last and looks_torn(body):
                 report.note("torn_tail", f"the last line is not JSON text ({len(raw)} bytes; an interrupted "
                             "append; the next writer truncates it)", line=line_no, bytes=len(raw))
                 return
-            report.problem("invalid_json", f"line {line_no} is not valid JSON ({_brief(exc)})", line=line_no)
+            report.problem("invalid_json", f"line {line_no} is not valid JSON ({brief_error(exc, 100)})", line=line_no)
             self._resync = True
             return
         if not isinstance(doc, dict):
