@@ -17,9 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from typing import Any, Optional
 
 from .errors import InvalidInputError, PayloadTooLargeError
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 HASH_EXCLUDED_FIELDS = ("record_hash", "signature")
 
@@ -160,6 +163,11 @@ def _explain(value: Any, exc: BaseException, root: str) -> str:
 def sha256_hex(data: bytes) -> str:
     """Hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
+
+
+def is_sha256_hex(value: object) -> bool:
+    """Whether ``value`` has the form of :func:`sha256_hex`'s result (64 lower-case hex digits)."""
+    return isinstance(value, str) and _SHA256_HEX.fullmatch(value) is not None
 
 
 def record_hash(record: dict[str, Any]) -> str:

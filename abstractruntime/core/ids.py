@@ -1,4 +1,10 @@
-"""Ids: the one validator for run, snapshot, artifact and bookmark ids (standard library only)."""
+"""Ids: the one place that says what a run, snapshot, bookmark or artifact id may be (standard library only).
+
+Run, snapshot and bookmark ids share :data:`ID_PATTERN`. Artifact ids keep the narrower rule
+they had in AbstractRuntime 0.0.1 (:data:`ARTIFACT_ID_PATTERN`: no ``.``, since they name
+``<id>.bin`` / ``<id>.meta`` files side by side; a leading ``_`` or ``-`` is allowed), so ids
+stored by either release stay valid.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,9 @@ from .errors import InvalidIdError
 
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 _ID_RE = re.compile(ID_PATTERN)
+MAX_ARTIFACT_ID_LENGTH = 128
+ARTIFACT_ID_PATTERN = r"[A-Za-z0-9_-]{1,128}"
+_ARTIFACT_ID_RE = re.compile(ARTIFACT_ID_PATTERN)
 
 
 def validate_id(value: object, what: str = "id") -> str:
@@ -23,3 +32,18 @@ def validate_id(value: object, what: str = "id") -> str:
             value=str(value),
         )
     return value
+
+
+def validate_artifact_id(artifact_id: object) -> str:
+    """Return ``artifact_id`` if it is 1-128 of ``A-Z a-z 0-9 _ -``, else raise :class:`InvalidIdError`.
+
+    Ids become file names, so anything that could leave the directory (``/``, ``.``) is refused.
+    """
+    if artifact_id == "":
+        raise InvalidIdError("artifact_id cannot be empty", value="")
+    if not isinstance(artifact_id, str) or not _ARTIFACT_ID_RE.fullmatch(artifact_id):
+        raise InvalidIdError(
+            f"Invalid artifact_id {artifact_id!r}: use 1-{MAX_ARTIFACT_ID_LENGTH} of A-Z a-z 0-9 _ -",
+            value=str(artifact_id),
+        )
+    return artifact_id

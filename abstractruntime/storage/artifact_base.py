@@ -10,18 +10,19 @@ exports all of it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
-import json
-import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
+from ..core.canonical import canonical_json
 from ..core.clock import parse_iso, to_iso, utc_now
-from ..core.errors import InvalidIdError, InvalidInputError
-from . import fsio
+from ..core.errors import InvalidInputError
+from ..core.ids import MAX_ARTIFACT_ID_LENGTH, validate_artifact_id
+from ..core.json_codec import loads_strict
 
 META_FORMAT = 1
 """Version of the ``.meta`` file layout; a newer one is refused, never misread."""
@@ -29,33 +30,13 @@ META_FORMAT = 1
 BytesLike = bytes | bytearray | memoryview
 """What ``store`` accepts as content (stored as an immutable ``bytes`` copy)."""
 
-MAX_ID_LENGTH = 128
-_ID_RE = re.compile(r"[A-Za-z0-9_-]+")
+MAX_ID_LENGTH = MAX_ARTIFACT_ID_LENGTH
 _REF_KEY = "$artifact"
 
 
 def compute_artifact_id(content: bytes) -> str:
     """The content address of ``content``: the first 32 hex digits of its SHA-256."""
     return hashlib.sha256(content).hexdigest()[:32]
-
-
-def validate_artifact_id(artifact_id: object) -> str:
-    """Return ``artifact_id`` if it is 1-128 of ``A-Z a-z 0-9 _ -``, else raise :class:`InvalidIdError`.
-
-    Ids become file names, so anything that could leave the directory (``/``, ``.``) is refused.
-    """
-    if artifact_id == "":
-        raise InvalidIdError("artifact_id cannot be empty", value="")
-    if (
-        not isinstance(artifact_id, str)
-        or len(artifact_id) > MAX_ID_LENGTH
-        or not _ID_RE.fullmatch(artifact_id)
-    ):
-        raise InvalidIdError(
-            f"Invalid artifact_id {artifact_id!r}: use 1-{MAX_ID_LENGTH} of A-Z a-z 0-9 _ -",
-            value=str(artifact_id),
-        )
-    return artifact_id
 
 
 @dataclass
@@ -92,7 +73,7 @@ class ArtifactMetadata:
 
     def copy(self) -> "ArtifactMetadata":
         """An independent copy (stores hand these out so callers cannot edit stored state)."""
-        return dataclasses.replace(self, tags=json.loads(json.dumps(self.tags)))
+        return dataclasses.replace(self, tags=copy.deepcopy(self.tags))
 
 
 @dataclass
@@ -118,7 +99,7 @@ class Artifact:
 
     def as_json(self) -> Any:
         """The content parsed as strict JSON (no NaN/Infinity, no duplicate keys)."""
-        return fsio.loads_strict(self.content)
+        return loads_strict(self.content)
 
 
 def _check_inputs(
@@ -139,8 +120,8 @@ def _check_inputs(
         raise InvalidInputError("tags must be a dict with string keys")
     try:
         # A round trip both proves the tags are strict JSON and detaches them from the caller.
-        tags_copy = json.loads(json.dumps(tags, allow_nan=False))
-    except (TypeError, ValueError) as exc:
+        tags_copy = loads_strict(canonical_json(tags, root="tags"))
+    except InvalidInputError as exc:
         raise InvalidInputError(f"tags must be JSON-serialisable: {exc}") from exc
     return bytes(content), tags_copy
 
@@ -243,15 +224,15 @@ class ArtifactStore(ABC):
     ) -> ArtifactMetadata:
         """Store ``data`` as compact, key-sorted JSON (``application/json``).
 
-        Sorted keys make equal values produce equal bytes, hence the same content address.
-        NaN and Infinity are refused: they are not JSON.
+        The bytes are the ledger's canonical JSON (:func:`~abstractruntime.core.canonical.canonical_json`):
+        sorted keys make equal values produce equal bytes, hence the same content address. NaN,
+        Infinity and non-string keys are refused (:class:`InvalidInputError` naming the path).
         """
         try:
-            text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False)
-        except (TypeError, ValueError) as exc:
+            content = canonical_json(data, root="data")  # the ledger's canonical form: same value, same bytes
+        except InvalidInputError as exc:
             raise InvalidInputError(f"store_json needs JSON-serialisable data: {exc}") from exc
-        data = text.encode("utf-8")
-        return self.store(data, content_type="application/json", run_id=run_id, tags=tags, artifact_id=artifact_id)
+        return self.store(content, content_type="application/json", run_id=run_id, tags=tags, artifact_id=artifact_id)
 
     def load_text(self, artifact_id: str, encoding: str = "utf-8") -> str | None:
         """The content decoded as text, or ``None`` if missing."""

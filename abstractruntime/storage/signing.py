@@ -25,11 +25,11 @@ import base64
 import binascii
 import hashlib
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ..core.canonical import is_sha256_hex
 from ..core.errors import InvalidInputError, MissingExtraError, StorageError, VerificationFailedError
 from .fsio import atomic_write_bytes, ensure_dir, read_bytes, validate_id
 
@@ -38,8 +38,6 @@ SIGNATURE_ALG = "ed25519"
 PRIVATE_KEY_FILE = "signing.key"
 PUBLIC_KEY_FILE = "signing.pub"
 KEY_ID_HEX_CHARS = 16
-
-_HASH_RE = re.compile(r"[0-9a-f]{64}")
 
 # A path to a PEM file, PEM bytes, 32 raw bytes, or a cryptography key / Ed25519Signer.
 PublicKeySource = Any
@@ -65,7 +63,7 @@ def head_message(*, run_id: str, seq: int, head_hash: Optional[str]) -> bytes:
     validate_id(run_id, "run id")  # ids cannot contain a newline, so the fields cannot run together
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         raise InvalidInputError(f"Ledger seq must be a non-negative integer, not {seq!r}")
-    if head_hash is not None and not (isinstance(head_hash, str) and _HASH_RE.fullmatch(head_hash)):
+    if head_hash is not None and not is_sha256_hex(head_hash):
         raise InvalidInputError(f"Head hash must be 64 lower-case hex digits, not {head_hash!r}")
     return HEAD_MESSAGE_PREFIX + f"{run_id}\n{seq}\n{head_hash or ''}".encode("ascii")
 

@@ -33,10 +33,10 @@ and what each layer can and cannot detect.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
+from ..core.canonical import is_sha256_hex
 from ..core.errors import (
     InvalidInputError,
     NotFoundError,
@@ -51,9 +51,6 @@ from .verify_checks import (_check_bookmarks, _check_checkpoint, _check_expected
                             _load_checkpoint)
 from .verify_report import MAX_FINDINGS, Finding, VerifyReport
 
-_HASH_RE = re.compile(r"[0-9a-f]{64}")
-
-
 def _store_root(store: Any) -> Path:
     """A ``FileStore`` (anything with ``.root``) or a path."""
     if isinstance(store, (str, os.PathLike)):
@@ -66,7 +63,7 @@ def _store_root(store: Any) -> Path:
 
 def _normalise_hash(value: Any) -> str:
     text = value.strip().lower() if isinstance(value, str) else ""
-    if not _HASH_RE.fullmatch(text):
+    if not is_sha256_hex(text):
         raise InvalidInputError(f"Expected head must be a 64-digit hex SHA-256, not {value!r}")
     return text
 
