@@ -40,7 +40,10 @@ def compute_idempotency_key(*, run_id: str, node_id: str, effect: Effect) -> str
         "effect_type": EffectType(effect.type).value,
         "effect_payload": effect.payload,
     }
-    # default=str keeps odd payload values (datetimes, ...) from crashing key computation.
+    # Not core.canonical on purpose: keys are recorded in ledgers and matched on replay, so this
+    # text must stay byte-identical to AbstractRuntime 0.0.1's (ASCII escapes, NaN allowed). The
+    # key is a hash input, never stored as JSON: a payload that is not JSON still gets a key here
+    # (default=str) and is refused, with its path, when its intent record is encoded.
     text = json.dumps(key_data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 

@@ -85,6 +85,8 @@ class DeltaTracker:
         """Take ``checkpoint`` as the state the next delta is relative to."""
         self._image = _image(checkpoint)
         self._vars_bytes = canonical_json(checkpoint.run.vars)
+        # A private copy decoded from the canonical bytes just encoded (not json_codec.loads_strict:
+        # these bytes cannot hold what it refuses, and this runs on every step).
         self._vars: dict[str, Any] = json.loads(self._vars_bytes)
 
     def delta(self, checkpoint: Checkpoint, *, result: Any = None, result_path: Path | None = None) -> dict[str, Any]:

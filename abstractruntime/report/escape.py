@@ -1,4 +1,10 @@
-"""Escaping for the two places data enters the page: HTML text and an embedded JSON block."""
+"""Escaping for the two places data enters the page: HTML text and an embedded JSON block.
+
+The JSON written here is for display, not storage (:mod:`abstractruntime.core.json_codec`):
+HTML-escaped, indented for ``<pre>`` blocks, in the order the page reads it. ``default=str``
+only guards the page: the values come from stored runs and records, which are JSON already,
+and a report shows an odd value a custom store hands back as its text instead of failing.
+"""
 
 from __future__ import annotations
 

@@ -7,12 +7,12 @@ left blank). Reading never writes to the run and never imports workflow code.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from ..core.json_codec import loads_strict
 from ..core.errors import (
     AbstractRuntimeError,
     CorruptRecordError,
@@ -100,8 +100,8 @@ def _tolerant_read(path: Path) -> list[dict[str, Any]]:
         if not raw.strip():
             continue
         try:
-            doc = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+            doc = loads_strict(raw)  # what the ledger's own reader accepts, no more
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             doc = None
             reason = str(exc)
         if isinstance(doc, dict):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ..core.canonical import canonical_json
 from ..core.ports import LedgerStore, RunStore
 from ..core.runtime import Runtime
 
@@ -49,9 +49,10 @@ class StoreBackend:
             run_dir = self.root / "runs" / run_id
             return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.name != ".lock"}
         checkpoint = self.runs.load_checkpoint(run_id)
+        # The canonical form, not a lossy str() of odd values: two different states never compare equal.
         return (
-            json.dumps(checkpoint.to_dict() if checkpoint else None, sort_keys=True, default=str),
-            json.dumps(self.ledger.list(run_id), sort_keys=True, default=str),
+            canonical_json(checkpoint.to_dict() if checkpoint else None),
+            canonical_json(self.ledger.list(run_id)),
         )
 
     def close(self) -> None:

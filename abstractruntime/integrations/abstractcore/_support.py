@@ -6,7 +6,6 @@ must stay cheap and must not touch the host's logging configuration.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -17,6 +16,7 @@ from dataclasses import asdict, is_dataclass
 from types import ModuleType
 from typing import Any, Iterable, Mapping, Optional
 
+from ...core.canonical import canonical_json, sha256_hex
 from ...core.errors import InvalidInputError, MissingExtraError
 
 REDACTED = "[REDACTED]"
@@ -64,9 +64,8 @@ def jsonable(value: Any) -> Any:
 
 
 def canonical_sha256(value: Any) -> str:
-    """Hex SHA-256 of the canonical JSON of ``value`` (sorted keys, compact, UTF-8)."""
-    text = json.dumps(jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """Hex SHA-256 of the ledger's canonical JSON of :func:`jsonable` ``(value)`` (sorted keys, compact, UTF-8)."""
+    return sha256_hex(canonical_json(jsonable(value)))
 
 
 def stable_call_id(index: int, name: str, arguments: Any) -> str:
