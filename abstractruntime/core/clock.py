@@ -7,8 +7,11 @@ Tests pass their own :class:`Clock` so timers are testable without sleeping.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Callable, Protocol
+
+_FRACTION = re.compile(r"\.(\d+)")
 
 
 class Clock(Protocol):
@@ -30,8 +33,9 @@ def utc_now_iso() -> str:
 def parse_iso(value: str) -> datetime:
     """Parse ISO-8601 text into an aware UTC datetime.
 
-    Accepts a trailing ``Z`` (Python 3.10's ``fromisoformat`` does not) and reads a
-    naive timestamp as UTC — the convention documented in docs/concepts.md.
+    Accepts a trailing ``Z`` (Python 3.10's ``fromisoformat`` does not) and any number of
+    fraction digits (nor that), and reads a naive timestamp as UTC — the convention
+    documented in docs/concepts.md.
     Raises ``ValueError`` on anything else.
     """
     if not isinstance(value, str):
@@ -39,7 +43,14 @@ def parse_iso(value: str) -> datetime:
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
-    parsed = datetime.fromisoformat(text)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        # Python 3.10 reads only 3 or 6 fraction digits (3.11 reads any): pad or cut to 6.
+        fixed = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
+        if fixed == text:
+            raise
+        parsed = datetime.fromisoformat(fixed)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.astimezone(timezone.utc)

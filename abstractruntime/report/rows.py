@@ -7,12 +7,11 @@ HTML: summaries are plain text (the page sets them with ``textContent``).
 from __future__ import annotations
 
 import json
-import re
-from datetime import datetime
 from typing import Any, Optional
 
+from ..storage.query import timestamp
+
 SUMMARY_CHARS = 240
-_FRACTION = re.compile(r"\.(\d+)")
 # A single record's detail larger than this is cut to a preview in the page (the full
 # record stays in the ledger: ``abstractruntime ledger show RUN``).
 MAX_DETAIL_CHARS = 200_000
@@ -26,24 +25,8 @@ _KNOWN = {"run_id", "step_id", "node_id", "status", "kind", "effect", "result", 
 
 
 def parse_time(value: Any) -> Optional[float]:
-    """An ISO-8601 timestamp as POSIX seconds, or None."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.replace("Z", "+00:00")
-    try:
-        stamp = datetime.fromisoformat(text)
-    except ValueError:
-        # Python 3.10 accepts only 3 or 6 fraction digits: pad or cut the fraction to 6.
-        fixed = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
-        try:
-            stamp = datetime.fromisoformat(fixed)
-        except ValueError:
-            return None
-    if stamp.tzinfo is None:  # naive stamps are UTC by the ledger's convention
-        from datetime import timezone
-
-        stamp = stamp.replace(tzinfo=timezone.utc)
-    return stamp.timestamp()
+    """An ISO-8601 timestamp as POSIX seconds, or None (naive stamps are UTC, as everywhere)."""
+    return timestamp(value) if isinstance(value, str) else None
 
 
 def _clip(text: str, limit: int = SUMMARY_CHARS) -> str:

@@ -123,6 +123,11 @@ def read_bookmarks(path: os.PathLike[str] | str) -> dict[str, Bookmark]:
     return {name: Bookmark.from_dict(name, data, path=str(file)) for name, data in entries.items()}
 
 
+def bookmarks_in_order(path: os.PathLike[str] | str) -> list[Bookmark]:
+    """:func:`read_bookmarks` as a list ordered by ``seq``, then name (how they are listed and verified)."""
+    return sorted(read_bookmarks(path).values(), key=lambda b: (b.seq, b.name))
+
+
 class BookmarkStore:
     """Bookmarks of the runs in one store root (``runs/<run_id>/bookmarks.json``)."""
 
@@ -215,7 +220,7 @@ class BookmarkStore:
     def list(self, run_id: str) -> list[Bookmark]:
         """The run's bookmarks ordered by ``seq`` (then name); ``[]`` if it has none."""
         run_dir = self._run_dir(run_id)
-        return sorted(read_bookmarks(run_dir / BOOKMARKS_FILE).values(), key=lambda b: (b.seq, b.name))
+        return bookmarks_in_order(run_dir / BOOKMARKS_FILE)
 
     def get(self, run_id: str, name: str) -> Bookmark:
         """One bookmark (:class:`BookmarkNotFoundError`, a ``KeyError``, if there is none)."""
@@ -239,4 +244,4 @@ class BookmarkStore:
         return removed
 
 
-__all__ = ["Bookmark", "BookmarkStore", "read_bookmarks", "BOOKMARKS_FILE", "BOOKMARKS_FORMAT"]
+__all__ = ["Bookmark", "BookmarkStore", "bookmarks_in_order", "read_bookmarks", "BOOKMARKS_FILE", "BOOKMARKS_FORMAT"]

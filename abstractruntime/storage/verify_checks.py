@@ -17,7 +17,7 @@ from ..core.errors import (
     VerificationFailedError,
 )
 from .base import Checkpoint
-from .bookmarks import Bookmark, read_bookmarks
+from .bookmarks import Bookmark, bookmarks_in_order
 from .json_files import read_checkpoint
 from .ledger_scan import LedgerScan
 from .verify_report import VerifyReport
@@ -50,7 +50,7 @@ def _load_checkpoint(report: VerifyReport, path: Path) -> Optional[Checkpoint]:
 
 def _load_bookmarks(report: VerifyReport, path: Path) -> list[Bookmark]:
     try:
-        return sorted(read_bookmarks(path).values(), key=lambda b: (b.seq, b.name))
+        return bookmarks_in_order(path)
     except (CorruptRecordError, UnsupportedFormatError, StorageError) as exc:
         report.problem("bookmarks_corrupt", str(exc))
         return []
