@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
@@ -13,7 +12,7 @@ from typer.core import TyperGroup
 
 from .argv import hoist_global_options, wants_json
 from .exit_codes import INTERRUPTED, TERMINATED, USAGE, exit_code_for, exit_code_for_status
-from .output import Settings
+from .output import Settings, json_document, json_inline, tool_call_text
 
 HELP = """Run, resume, inspect and verify durable workflow runs.
 
@@ -56,7 +55,7 @@ def report_error(ctx: typer.Context, code: str, message: str, exit_code: int, **
     typer.echo(f"error: {message}", err=True)
     if _json_wanted(ctx):
         doc = {"code": code, "message": message, "exit_code": exit_code, **details}
-        typer.echo(json.dumps({"error": doc}, indent=2, ensure_ascii=False, default=str))
+        typer.echo(json_document({"error": doc}, lenient=True))
 
 
 def silence_stdout() -> None:
@@ -87,7 +86,7 @@ class RootGroup(TyperGroup):
             if _json_wanted(ctx):
                 code = "usage" if getattr(exc, "exit_code", 1) == USAGE else "error"
                 doc = {"code": code, "message": exc.format_message(), "exit_code": exc.exit_code}
-                typer.echo(json.dumps({"error": doc}, indent=2, ensure_ascii=False))
+                typer.echo(json_document({"error": doc}, lenient=True))
             raise
         except BrokenPipeError:
             # The reader went away (`| head -1`): stop quietly and successfully, so
@@ -287,13 +286,11 @@ def state_document(state: Any) -> dict[str, Any]:
 
 def describe_state(s: Settings, state: Any) -> None:
     """A short human summary of a run on stderr."""
-    import json
-
     status = state.status.value
     if status == "completed":
         s.info(f"run {state.run_id} completed")
         if state.output is not None:
-            s.info("output: " + json.dumps(state.output, ensure_ascii=False, sort_keys=True))
+            s.info("output: " + json_inline(state.output))
     elif status == "waiting" and state.waiting is not None:
         wait = state.waiting
         reason = wait.reason.value
@@ -312,8 +309,7 @@ def describe_state(s: Settings, state: Any) -> None:
         elif isinstance(wait.details, dict) and isinstance(wait.details.get("tool_calls"), list):
             for call in wait.details["tool_calls"]:
                 if isinstance(call, dict):
-                    s.info(f"  tool call {call.get('call_id')}: {call.get('name')} "
-                           + json.dumps(call.get("arguments"), ensure_ascii=False, sort_keys=True))
+                    s.info(f"  tool call {tool_call_text(call)}")
             s.info(f"  approve with: abstractruntime tools approve {state.run_id}   "
                    f"(or: tools deny {state.run_id} --reason TEXT)")
         elif reason in ("event", "job") and wait.wait_key:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Optional
 
 import typer
@@ -10,6 +9,7 @@ import typer
 from .app import app, settings, wait_handle
 from .cmd_exec import JSON_HELP
 from .handles import run_id_of
+from .output import json_inline, tool_call_text
 
 runs_app = typer.Typer(help="List and inspect runs.", no_args_is_help=True)
 ledger_app = typer.Typer(help="Read a run's ledger.", no_args_is_help=True)
@@ -32,18 +32,12 @@ def _enum(value: Optional[str], enum: Any, option: str) -> Any:
 
 
 def _sort(runs: list[Any], key: str) -> list[Any]:
-    from abstractruntime.core.clock import parse_iso
-
-    def when(text: str) -> float:
-        try:
-            return parse_iso(text).timestamp()
-        except (TypeError, ValueError):
-            return 0.0
+    from abstractruntime.storage.query import newest_first, timestamp
 
     if key == "updated":
-        return sorted(runs, key=lambda r: (-when(r.updated_at), r.run_id))
+        return newest_first(runs)  # the stores' own order
     if key == "created":
-        return sorted(runs, key=lambda r: (-when(r.created_at), r.run_id))
+        return sorted(runs, key=lambda r: (-(timestamp(r.created_at) or 0.0), r.run_id))
     if key == "status":
         return sorted(runs, key=lambda r: (r.status.value, r.run_id))
     if key == "workflow":
@@ -193,8 +187,7 @@ def runs_show(
             pairs.append(("calls_sha256", details.get("calls_sha256")))
             for call in details["tool_calls"]:
                 if isinstance(call, dict):
-                    pairs.append(("tool_call", f"{call.get('call_id')} {call.get('name')} "
-                                  + json.dumps(call.get("arguments"), ensure_ascii=False, sort_keys=True)))
+                    pairs.append(("tool_call", tool_call_text(call)))
             pairs.append(("approve_with", f"abstractruntime tools approve {run.run_id}"))
     if run.output is not None:
         pairs.append(("output", run.output))
@@ -231,7 +224,7 @@ def ledger_show(
     runtime.get_checkpoint(run_id)  # unknown run -> not found, not an empty ledger
     records = [r for r in runtime.get_ledger(run_id) if int(r.get("seq") or 0) >= from_seq]
     if jsonl:
-        s.emit_lines(json.dumps(r, ensure_ascii=False, sort_keys=True) for r in records)
+        s.emit_lines(json_inline(r) for r in records)
         return
     if s.json:
         s.emit_json(records)

@@ -15,12 +15,10 @@ from typing import Any, Optional
 
 
 def split_handle(text: str) -> tuple[str, Optional[str]]:
-    """``"RUN@w3"`` -> ``("RUN", "w3")``; a bare run id -> ``(run_id, None)``."""
-    try:
-        from abstractruntime.core.waits import parse_wait_handle
-    except ImportError:
-        run_id, sep, wait_id = text.rpartition("@")
-        return (run_id, wait_id or None) if sep and run_id else (text, None)
+    """``"RUN@w3"`` -> ``("RUN", "w3")``; a bare run id -> ``(run_id, None)`` (the kernel's
+    :func:`~abstractruntime.core.waits.parse_wait_handle`: the run id is checked like every id)."""
+    from abstractruntime.core.waits import parse_wait_handle
+
     return parse_wait_handle(text)
 
 

@@ -1,6 +1,8 @@
 """Output discipline: results on stdout, messages on stderr, JSON through the json module.
 
-- ``--json``: one JSON document on stdout, written by :func:`json.dumps` (never by rich).
+- ``--json``: one JSON document on stdout, written by :func:`json_document` (never by rich);
+  values inside messages and ``--jsonl`` lines by :func:`json_inline`. These are display
+  formats: what the stores write goes through ``abstractruntime.core.json_codec``.
 - stdout a TTY: rich tables; every user-supplied string goes in as :class:`rich.text.Text`,
   so markup-like text such as ``[y/n]`` is shown literally.
 - stdout piped: tab-separated lines without a header, one record per line (tabs and
@@ -9,9 +11,8 @@
 
 from __future__ import annotations
 
-import os
-
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
@@ -37,6 +38,25 @@ def interactive() -> bool:
         return sys.stdin.isatty() and sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def json_document(value: Any, *, lenient: bool = False) -> str:
+    """A ``--json`` document: indented, non-ASCII as is, keys in the order given.
+
+    ``lenient`` (error reports): a value JSON cannot hold, such as a path in an error's
+    details, is written as its text rather than failing the report.
+    """
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str if lenient else None)
+
+
+def json_inline(value: Any) -> str:
+    """A value on one line, keys sorted, non-ASCII as is (messages, ``ledger show --jsonl``)."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def tool_call_text(call: dict[str, Any]) -> str:
+    """``CALL_ID NAME {arguments}``: one pending tool call as an operator is asked to approve it."""
+    return f"{call.get('call_id')} {call.get('name')} {json_inline(call.get('arguments'))}"
 
 
 def tsv_cell(value: Any) -> str:
@@ -121,7 +141,7 @@ class Settings:
 
     def emit_json(self, document: Any) -> None:
         """Write one JSON document to stdout."""
-        typer.echo(json.dumps(document, indent=2, ensure_ascii=False, sort_keys=False))
+        typer.echo(json_document(document))
 
     def emit_lines(self, lines: Iterable[str]) -> None:
         """Write plain lines to stdout."""

@@ -8,7 +8,6 @@ turned into the LLM mode's effect handlers.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -89,6 +88,7 @@ def parse_vars(pairs: list[str], vars_json: Optional[str]) -> dict[str, Any]:
     value; anything else is the literal string.
     """
     from abstractruntime.core.errors import InvalidInputError
+    from abstractruntime.core.json_codec import loads_strict
 
     result: dict[str, Any] = {}
     if vars_json is not None:
@@ -101,8 +101,8 @@ def parse_vars(pairs: list[str], vars_json: Optional[str]) -> dict[str, Any]:
         if not sep or not key:
             raise InvalidInputError(f"--var expects key=value, got {pair!r}")
         try:
-            result[key] = json.loads(raw)
-        except ValueError:
+            result[key] = loads_strict(raw)  # NaN or a key given twice is not JSON: the literal text
+        except (ValueError, RecursionError):
             result[key] = raw
     return result
 
@@ -110,7 +110,7 @@ def parse_vars(pairs: list[str], vars_json: Optional[str]) -> dict[str, Any]:
 def parse_json(text: str, what: str) -> Any:
     """Strict JSON (no NaN/Infinity, no duplicate keys); ``InvalidInputError`` naming ``what``."""
     from abstractruntime.core.errors import InvalidInputError
-    from abstractruntime.storage.fsio import loads_strict
+    from abstractruntime.core.json_codec import loads_strict
 
     try:
         return loads_strict(text)
