@@ -52,6 +52,12 @@ class Sizes:
     pg_rounds: int = 3  # interleaved rounds: ours, then the baseline
     pg_reps: int = 3  # workflows per round and side
     pg_commit_samples: int = 200
+    # The worker fleet on PostgreSQL (benchmarks/pg_fleet.py)
+    fleet_runs: int = 2000
+    fleet_effect_s: float = 0.02
+    fleet_workers: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    kill_runs: int = 400
+    emit_samples: int = 30
 
     @classmethod
     def quick(cls) -> "Sizes":
@@ -60,7 +66,7 @@ class Sizes:
                    flat_steps=10, roundtrips=3, cli_roundtrips=1, verify_records=500, list_counts=[300],
                    startup_reps=3, recovery_records=3000, recovery_behind=100, state_at_samples=5,
                    async_runs=40, async_serial_runs=5, pg_effect_steps=20, pg_rounds=1, pg_reps=1,
-                   pg_commit_samples=10)
+                   pg_commit_samples=10, fleet_runs=30, fleet_workers=[1, 2], kill_runs=40, emit_samples=3)
 
 
 def _store(work: str, durability: str) -> FileStore:

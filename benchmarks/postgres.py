@@ -41,6 +41,7 @@ from typing import Any, Callable, Optional
 
 from . import harness, workloads
 from .ours import Sizes
+from .pg_fleet import FLEET_SCENARIOS
 from .report import Row, _ok, _ratio, _why, ms, rate
 
 HERE = Path(__file__).resolve().parent
@@ -320,12 +321,11 @@ def effect_steps_rows(e: Any) -> list[Row]:
 
 # -- the registry --------------------------------------------------------------------------------
 
-# name → scenario, in run order. The other engineer's scenarios go here (module docstring):
-# pg_fleet_scaling (1/2/4/8 worker processes), pg_worker_kill (kill -9 one of 4 workers),
-# pg_emit_pickup (emit → worker pickup latency).
+# name → scenario, in run order; the worker-fleet scenarios are in benchmarks/pg_fleet.py.
 PG_SCENARIOS: dict[str, PgScenario] = {
     "pg_effect_steps": PgScenario(effect_steps, effect_steps_rows,
                                   "N effect steps on open_store(postgresql://...) vs N @DBOS.step on the same server"),
+    **{name: PgScenario(run, rows, about) for name, (run, rows, about) in FLEET_SCENARIOS.items()},
 }
 
 

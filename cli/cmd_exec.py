@@ -128,12 +128,12 @@ def start_cmd(
 
 
 def run_resolver(s: Settings, store: Any, llm: Any = None) -> Callable[[Any], tuple[Any, Any]]:
-    """``resolve(run) -> (workflow, runtime)``: each run with the workflow file its hash chain
-    trusts, and that file's tools and handlers (loaded once per file, workflow and LLM setup)."""
+    """``resolve(checkpoint) -> (workflow, runtime)``: each run with the workflow file its hash
+    chain trusts, and that file's tools and handlers (loaded once per file, workflow and LLM setup)."""
     cache: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
-    def resolve(run: Any) -> tuple[Any, Any]:
-        checkpoint = store.runtime().get_checkpoint(run.run_id)
+    def resolve(checkpoint: Any) -> tuple[Any, Any]:
+        run = checkpoint.run
         recorded = json.dumps((getattr(checkpoint, "metadata", None) or {}).get("llm"), sort_keys=True)
         key = (workflows.recorded_source(checkpoint) or "", run.workflow_id, recorded)
         if key not in cache:
@@ -157,7 +157,7 @@ def scheduler_for(s: Settings, *, limit: int, allow_drift: bool, errors: list[st
     if not s.verbose and not quiet_log.handlers:
         # Failures are reported by the command, once; the scheduler's own log lines are for -v.
         quiet_log.addHandler(logging.NullHandler())
-    return Scheduler(runtime=store.runtime(), registry=WorkflowRegistry(), resolve=run_resolver(s, store, llm),
+    return Scheduler(runtime=store.runtime(), registry=WorkflowRegistry(), resolve_checkpoint=run_resolver(s, store, llm),
                      allow_drift=allow_drift, batch_size=limit,
                      on_run_failed=lambda run_id, exc: errors.append(f"run {run_id}: {exc}"),
                      on_run_locked=lambda run_id: s.info(f"run {run_id} is locked by another writer; skipped"),

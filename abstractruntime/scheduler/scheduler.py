@@ -31,6 +31,7 @@ from .claims import WorkClaims
 from .work_pass import WorkPass, is_due_or_malformed as _is_due
 
 if TYPE_CHECKING:  # the runtime is only needed for type hints here
+    from ..core.ports import Checkpoint
     from ..core.runtime import Runtime
     from ..core.spec import WorkflowSpec
 
@@ -41,6 +42,8 @@ OnRunFailed = Callable[[str, BaseException], None]
 OnRunLocked = Callable[[str], None]
 WorkflowResolver = Callable[[RunState], "tuple[WorkflowSpec, Runtime]"]
 """``resolve(run) -> (workflow, runtime)``: what a due run is ticked with, when runs differ."""
+CheckpointResolver = Callable[["Checkpoint"], "tuple[WorkflowSpec, Runtime]"]
+"""``resolve_checkpoint(checkpoint) -> (workflow, runtime)``: the same, from the run's checkpoint."""
 
 
 @dataclass
@@ -78,6 +81,9 @@ class Scheduler(RunTreeOperations, WorkPass):
     ``runtime``; ``resolve(run) -> (workflow, runtime)`` replaces both when runs need their
     own (the CLI loads each run's workflow file, with that file's tools and handlers). An
     error raised by ``resolve`` fails that run only, like an error of its tick.
+    ``resolve_checkpoint(checkpoint)`` does the same from the run's current checkpoint (the
+    workflow file and metadata it recorded) and is used instead of ``resolve`` when given: the
+    scheduler has just read the checkpoint, so the resolver need not read it again.
     ``allow_drift`` accepts workflow source that changed since a run started.
     """
 
@@ -92,6 +98,7 @@ class Scheduler(RunTreeOperations, WorkPass):
         on_run_failed: Optional[OnRunFailed] = None,
         batch_size: int = 100,
         resolve: Optional[WorkflowResolver] = None,
+        resolve_checkpoint: Optional[CheckpointResolver] = None,
         on_run_locked: Optional[OnRunLocked] = None,
         allow_drift: bool = False,
         lease_s: float = 30.0,
@@ -118,6 +125,7 @@ class Scheduler(RunTreeOperations, WorkPass):
         self._on_run_resumed = on_run_resumed
         self._on_run_failed = on_run_failed
         self._resolve = resolve
+        self._resolve_checkpoint = resolve_checkpoint
         self._on_run_locked = on_run_locked
         self._allow_drift = allow_drift
         if not lease_s > 0:
@@ -274,23 +282,24 @@ class Scheduler(RunTreeOperations, WorkPass):
                 return advanced
             fetch = skipped + (limit - len(advanced))
 
-    def _advance_due(self, run: RunState, now: datetime, *, fresh: bool = False,
+    def _advance_due(self, run: RunState, now: datetime, *, checkpoint: Optional["Checkpoint"] = None,
                      take_running: bool = False) -> Optional[RunState]:
         """Tick one due run; ``None`` if it was skipped (locked, unregistered, failed, not due).
 
-        ``fresh``: ``run`` was just loaded (not from a listing that may be stale).
-        ``take_running``: a run left ``running`` is advanced too (a worker's pass).
+        ``checkpoint``: the run's checkpoint, just read (else it is read here: the listing may
+        be stale). ``take_running``: a run left ``running`` is advanced too (a worker's pass).
         """
-        if self._resolve is None and self._registry.get(run.workflow_id) is None:
+        if self._resolve is None and self._resolve_checkpoint is None and self._registry.get(run.workflow_id) is None:
             self._fail(run.run_id, WorkflowNotRegisteredError(run.workflow_id))
             return None
         try:
             # The listing may be stale: another worker may have resumed it meanwhile.
-            current = run if fresh else self._runtime.get_state(run.run_id)
+            checkpoint = checkpoint or self._runtime.get_checkpoint(run.run_id)
+            current = checkpoint.run
             running = take_running and current.status is RunStatus.RUNNING
             if not running and not _is_due(current, now):
                 return None
-            workflow, runtime = self._workflow_for(current)
+            workflow, runtime = self._workflow_for(checkpoint)
             state: Optional[RunState]
             if running:
                 # Another process advancing it holds its lock: RunLockedError, skipped below.
@@ -311,11 +320,13 @@ class Scheduler(RunTreeOperations, WorkPass):
         self._resumed(state)
         return state
 
-    def _workflow_for(self, run: RunState) -> "tuple[WorkflowSpec, Runtime]":
-        """The workflow and runtime a run is ticked with: ``resolve``'s, else the registry's."""
+    def _workflow_for(self, checkpoint: "Checkpoint") -> "tuple[WorkflowSpec, Runtime]":
+        """The workflow and runtime a run is ticked with: the resolvers', else the registry's."""
+        if self._resolve_checkpoint is not None:
+            return self._resolve_checkpoint(checkpoint)
         if self._resolve is not None:
-            return self._resolve(run)
-        return self._registry.get_or_raise(run.workflow_id), self._runtime
+            return self._resolve(checkpoint.run)
+        return self._registry.get_or_raise(checkpoint.run.workflow_id), self._runtime
 
     def _locked(self, run_id: str) -> None:
         with self._stats_lock:

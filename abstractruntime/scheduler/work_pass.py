@@ -30,6 +30,7 @@ from ..core.models import RunState, RunStatus
 from .claims import WorkClaims, claims_for, new_worker_id
 
 if TYPE_CHECKING:
+    from ..core.ports import Checkpoint
     from ..core.runtime import Runtime
 
 logger = logging.getLogger("abstractruntime.scheduler")
@@ -87,7 +88,7 @@ class WorkPass:
     _worker_id: Optional[str]
     _claims: Optional[WorkClaims]
 
-    def _advance_due(self, run: RunState, now: datetime, *, fresh: bool = False,
+    def _advance_due(self, run: RunState, now: datetime, *, checkpoint: Optional["Checkpoint"] = None,
                      take_running: bool = False) -> Optional[RunState]:
         raise NotImplementedError  # provided by Scheduler
 
@@ -97,7 +98,7 @@ class WorkPass:
     def _locked(self, run_id: str) -> None:
         raise NotImplementedError  # provided by Scheduler
 
-    def _workflow_for(self, run: RunState) -> Any:
+    def _workflow_for(self, checkpoint: "Checkpoint") -> Any:
         raise NotImplementedError  # provided by Scheduler
 
     def _resumed(self, state: RunState) -> None:
@@ -178,13 +179,13 @@ class WorkPass:
 
     def _advance_claimed(self, run_id: str, now: datetime) -> Optional[RunState]:
         try:
-            current = self._runtime.get_state(run_id)
+            checkpoint = self._runtime.get_checkpoint(run_id)
         except RunNotFoundError:
             return None
         except Exception as exc:
             self._fail(run_id, exc)
             return None
-        return self._advance_due(current, now, fresh=True, take_running=True)
+        return self._advance_due(checkpoint.run, now, checkpoint=checkpoint, take_running=True)
 
     async def _awork_pass(self, limit: int, concurrency: int,
                           stop_event: Optional[threading.Event]) -> list[RunState]:
@@ -226,11 +227,12 @@ class WorkPass:
     async def _aadvance(self, run_id: str) -> Optional[RunState]:
         """One claimed run on the event loop (``atick``); ``None`` when skipped or not advanced."""
         try:
-            current = await asyncio.to_thread(self._runtime.get_state, run_id)
+            checkpoint = await asyncio.to_thread(self._runtime.get_checkpoint, run_id)
+            current = checkpoint.run
             before = current.waiting.wait_id if current.status is RunStatus.WAITING and current.waiting else None
             if current.status is not RunStatus.RUNNING and not is_due_or_malformed(current, self._runtime.now()):
                 return None
-            workflow, runtime = self._workflow_for(current)
+            workflow, runtime = self._workflow_for(checkpoint)
             state: RunState = await runtime.atick(workflow=workflow, run_id=run_id, allow_drift=self._allow_drift)
         except RunLockedError:
             self._locked(run_id)
