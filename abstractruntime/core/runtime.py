@@ -432,9 +432,20 @@ class Runtime:
         """The ``ctx`` node handlers receive."""
         return self._ctx
 
+    def _tokens_after_write(self, session: RunSession) -> Optional[tuple[Any, Any]]:
+        """The run's tokens right after this session wrote it, without asking the stores when
+        they can tell (a database store knows the token of what it just wrote)."""
+        at = getattr(self._ledger_store, "position_token_at", None)
+        written = getattr(self._run_store, "written_token", None)
+        if at is not None and written is not None:
+            token = written(session.run_id)
+            if token is not None:
+                return at(session.run_id, session.durable), token
+        return self._tokens(session.run_id)
+
     def remember(self, session: RunSession) -> None:
         """Keep the run's state for this runtime's next tick, valid while its files are unchanged."""
-        tokens = self._tokens(session.run_id)
+        tokens = self._tokens_after_write(session)
         if tokens is None or session.queued:
             return
         if len(self._warm) >= 64:

@@ -23,8 +23,10 @@ from ..storage.base import QueryableRunStore
 class WorkClaims(Protocol):
     """One worker's view of the runnable runs of a store."""
 
-    def claim(self, *, now_iso: str, limit: int, exclude: Iterable[str] = ()) -> list[str]:
-        """Up to ``limit`` runnable run ids (due timers, runs left running), none in ``exclude``."""
+    def claim(self, *, now_iso: str, limit: int, exclude: Iterable[str] = (),
+              release: Iterable[str] = ()) -> list[str]:
+        """Up to ``limit`` runnable run ids (due timers, runs left running), none in ``exclude``;
+        first the claims on ``release`` are given up (this worker is done with them)."""
         ...
 
     def renew(self, run_ids: Iterable[str]) -> None:
@@ -37,6 +39,10 @@ class WorkClaims(Protocol):
 
     def next_due(self) -> Optional[datetime]:
         """The earliest pending timer, when the store can tell cheaply (else ``None``)."""
+        ...
+
+    def take_checkpoint(self, run_id: str) -> Optional[Any]:
+        """The checkpoint read with the run's claim, when the claim read it (else ``None``)."""
         ...
 
     def listen(self) -> None:
@@ -64,8 +70,9 @@ class ListingClaims:
     def __init__(self, run_store: QueryableRunStore) -> None:
         self._runs = run_store
 
-    def claim(self, *, now_iso: str, limit: int, exclude: Iterable[str] = ()) -> list[str]:
-        """See :class:`WorkClaims`."""
+    def claim(self, *, now_iso: str, limit: int, exclude: Iterable[str] = (),
+              release: Iterable[str] = ()) -> list[str]:
+        """See :class:`WorkClaims` (``release``: nothing is held)."""
         if limit < 1:
             return []
         skip = set(exclude)
@@ -87,6 +94,10 @@ class ListingClaims:
 
     def next_due(self) -> Optional[datetime]:
         """Unknown without a scan: ``None``."""
+        return None
+
+    def take_checkpoint(self, run_id: str) -> Optional[Any]:
+        """Listing reads no checkpoint: ``None``."""
         return None
 
     def listen(self) -> None:

@@ -42,6 +42,7 @@ class _Heartbeat:
     def __init__(self, claims: WorkClaims, lease_s: float) -> None:
         self._claims, self._every = claims, max(lease_s / 3.0, 0.05)
         self._held: set[str] = set()
+        self._finished: list[str] = []
         self._guard = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -54,10 +55,16 @@ class _Heartbeat:
             self._held.update(run_ids)
 
     def done(self, run_ids: list[str]) -> None:
-        """Stop renewing ``run_ids`` and release their claims."""
+        """Stop renewing ``run_ids``; their claims go with the next claim (or at :meth:`close`)."""
         with self._guard:
             self._held.difference_update(run_ids)
-        self._claims.release(run_ids)
+            self._finished.extend(run_ids)
+
+    def finished(self) -> list[str]:
+        """The runs done since the last call: to release with the next claim."""
+        with self._guard:
+            done, self._finished = self._finished, []
+        return done
 
     def _loop(self) -> None:
         while not self._stop.wait(self._every):
@@ -73,7 +80,8 @@ class _Heartbeat:
         if self._thread is not None:
             self._thread.join()
         with self._guard:
-            left = sorted(self._held)
+            left = sorted({*self._held, *self._finished})
+            self._finished = []
         with contextlib.suppress(Exception):
             self._claims.release(left)
 
@@ -156,7 +164,7 @@ class WorkPass:
         with self._beating(claims) as beat:
             while len(tried) < limit and not _stopped(stop_event):
                 now = self._runtime.now()
-                ids = claims.claim(now_iso=to_iso(now), limit=1, exclude=tried)
+                ids = claims.claim(now_iso=to_iso(now), limit=1, exclude=tried, release=beat.finished())
                 if not ids:
                     break
                 tried.update(ids)
@@ -177,9 +185,14 @@ class WorkPass:
         finally:
             beat.close()
 
+    def _checkpoint(self, run_id: str) -> "Checkpoint":
+        """The run's checkpoint for choosing its workflow: the one its claim read, else the current one."""
+        claimed: Optional["Checkpoint"] = self.work_claims().take_checkpoint(run_id)
+        return claimed if claimed is not None else self._runtime.get_checkpoint(run_id)
+
     def _advance_claimed(self, run_id: str, now: datetime) -> Optional[RunState]:
         try:
-            checkpoint = self._runtime.get_checkpoint(run_id)
+            checkpoint = self._checkpoint(run_id)
         except RunNotFoundError:
             return None
         except Exception as exc:
@@ -200,7 +213,7 @@ class WorkPass:
                 if state is not None:
                     advanced.append(state)
             finally:
-                await asyncio.to_thread(beat.done, [run_id])
+                beat.done([run_id])
 
         with self._beating(claims) as beat:
             try:
@@ -208,7 +221,8 @@ class WorkPass:
                     free = concurrency - len(tasks)
                     if free > 0 and len(tried) < limit:
                         ids = await asyncio.to_thread(claims.claim, now_iso=to_iso(self._runtime.now()),
-                                                      limit=min(free, limit - len(tried)), exclude=set(tried))
+                                                      limit=min(free, limit - len(tried)), exclude=set(tried),
+                                                      release=beat.finished())
                         tried.update(ids)
                         beat.add(ids)
                         tasks.update(asyncio.create_task(one(run_id, beat)) for run_id in ids)
@@ -227,7 +241,7 @@ class WorkPass:
     async def _aadvance(self, run_id: str) -> Optional[RunState]:
         """One claimed run on the event loop (``atick``); ``None`` when skipped or not advanced."""
         try:
-            checkpoint = await asyncio.to_thread(self._runtime.get_checkpoint, run_id)
+            checkpoint = await asyncio.to_thread(self._checkpoint, run_id)
             current = checkpoint.run
             before = current.waiting.wait_id if current.status is RunStatus.WAITING and current.waiting else None
             if current.status is not RunStatus.RUNNING and not is_due_or_malformed(current, self._runtime.now()):

@@ -156,6 +156,26 @@ def test_claims_are_exclusive_released_and_expire(fleet: Any) -> None:
     assert b.claim(now_iso=now, limit=10) == []
 
 
+def test_a_worker_whose_lease_expired_keeps_the_run_while_it_holds_it(fleet: Any) -> None:
+    """A stalled holder's lease expires and another worker claims the run: it still cannot write."""
+    from abstractruntime.scheduler import Scheduler, WorkflowRegistry
+
+    fleet.start("s1")
+    stalled = fleet.runs.runs.work_claims(owner="stalled", lease_s=0.3)
+    assert stalled.claim(now_iso="2100-01-01T00:00:00+00:00", limit=1) == ["s1"]
+    before = len(fleet.runs.ledger.list("s1"))
+    with fleet.runs.runs.lock("s1"):  # the stalled worker is inside its tick
+        time.sleep(0.5)  # ... past its lease
+        registry = WorkflowRegistry()
+        registry.register(load_workflow_file(fleet.work_log.parent / "fleet.py").workflow)
+        other = Scheduler(runtime=fleet.runs.runtime(), registry=registry, lease_s=5)
+        assert other.work_pass(limit=10) == []  # claimed (the lease expired), then found locked
+        assert other.stats.runs_skipped_locked == 1
+        assert len(fleet.runs.ledger.list("s1")) == before  # nothing written by the second worker
+    assert fleet.leases() == 0  # the other worker took the expired lease over, then released it
+    assert fleet.runs.runs.load("s1").status is RunStatus.RUNNING
+
+
 @pytest.mark.parametrize("workers", [2, 8])
 def test_a_fleet_of_workers_advances_each_run_once(fleet: Any, workers: int) -> None:
     run_ids = [f"r{i:02d}" for i in range(24)]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from ...core.clock import parse_iso
 from .db import PgDatabase
@@ -41,51 +41,81 @@ def wake_channel(schema: str) -> str:
 class PostgresClaims:
     """One worker's leases in one database (``owner`` names the worker in the ``leases`` table)."""
 
-    def __init__(self, db: PgDatabase, *, owner: str, lease_s: float) -> None:
+    def __init__(self, db: PgDatabase, *, owner: str, lease_s: float,
+                 parse: Optional[Callable[[str, Any], Any]] = None) -> None:
         if not lease_s > 0:
             raise ValueError(f"lease_s must be > 0, got {lease_s!r}")
         self.db, self.owner, self.lease_s = db, owner, float(lease_s)
         self._s = db.s
+        self._parse = parse
+        # run id -> the checkpoint bytes read with its claim (see take_checkpoint).
+        self._claimed: dict[str, bytes] = {}
         self._listen: Optional[Any] = None
         self._listen_guard = threading.Lock()
 
-    def claim(self, *, now_iso: str, limit: int, exclude: Iterable[str] = ()) -> list[str]:
+    def claim(self, *, now_iso: str, limit: int, exclude: Iterable[str] = (),
+              release: Iterable[str] = ()) -> list[str]:
         """Lease up to ``limit`` runnable runs no live lease covers; their ids (none in ``exclude``).
 
         A timer is due when its ``until`` is at or before ``now_iso`` (the runtime's clock, as
-        for ``tick --due``); a timer whose ``until`` could not be read is taken too, so the
-        tick records why the run fails.
+        for ``tick --due``); due timers come first, then runs left running. ``release`` gives up this worker's leases on those
+        runs in the same statement (they must be in ``exclude``): one round trip per run.
         """
+        done = list(release)
         if limit < 1:
+            self.release(done)
             return []
         now = parse_iso(now_iso)
         s = self._s
+        free = f"NOT EXISTS (SELECT 1 FROM {s}.leases l WHERE l.run_id = r.run_id AND l.until >= now())"
         sql = f"""
-            WITH picked AS (
-                SELECT r.run_id FROM {s}.runs r
-                WHERE ((r.status = 'waiting' AND r.wait_reason = 'until'
-                        AND (r.until_ts <= %(now)s OR r.until_ts IS NULL))
-                       OR r.status = 'running')
-                  AND r.run_id <> ALL(%(exclude)s)
-                  AND NOT EXISTS (SELECT 1 FROM {s}.leases l WHERE l.run_id = r.run_id AND l.until >= now())
-                ORDER BY r.until_ts NULLS FIRST, r.updated_ts NULLS FIRST, r.run_id
+            WITH gone AS (
+                DELETE FROM {s}.leases WHERE owner = %(owner)s AND run_id = ANY(%(release)s)),
+            -- Two index scans (runs_due, runs_running), each stopping after ``limit`` free rows:
+            -- the cost of a claim does not grow with the queue.
+            due AS (
+                SELECT r.run_id, r.checkpoint_json FROM {s}.runs r
+                WHERE r.status = 'waiting' AND r.wait_reason = 'until' AND r.until_ts <= %(now)s
+                  AND r.run_id <> ALL(%(exclude)s) AND {free}
+                ORDER BY r.until_ts, r.run_id
                 LIMIT %(limit)s
-                FOR UPDATE OF r SKIP LOCKED)
-            INSERT INTO {s}.leases (run_id, owner, until)
-                SELECT run_id, %(owner)s, now() + make_interval(secs => %(lease)s) FROM picked
-            ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until,
-                claimed_at = now()
-                WHERE {s}.leases.until < now()
-            RETURNING run_id"""
-        params = {"now": now, "exclude": list(exclude), "limit": int(limit), "owner": self.owner,
-                  "lease": self.lease_s}
+                FOR UPDATE OF r SKIP LOCKED),
+            running AS (
+                SELECT r.run_id, r.checkpoint_json FROM {s}.runs r
+                WHERE r.status = 'running' AND r.run_id <> ALL(%(exclude)s) AND {free}
+                ORDER BY r.updated_ts, r.run_id
+                LIMIT %(limit)s
+                FOR UPDATE OF r SKIP LOCKED),
+            picked AS (
+                SELECT * FROM (SELECT * FROM due UNION ALL SELECT * FROM running) AS both_kinds LIMIT %(limit)s),
+            leased AS (
+                INSERT INTO {s}.leases (run_id, owner, until)
+                    SELECT run_id, %(owner)s, now() + make_interval(secs => %(lease)s) FROM picked
+                ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until,
+                    claimed_at = now()
+                    WHERE {s}.leases.until < now()
+                RETURNING run_id)
+            SELECT leased.run_id, picked.checkpoint_json FROM leased JOIN picked USING (run_id)"""
+        params = {"now": now, "exclude": sorted({*exclude, *done}), "limit": int(limit), "owner": self.owner,
+                  "lease": self.lease_s, "release": done}
         with self.db.connection() as conn:
             rows = conn.execute(sql, params).fetchall()
             if not rows:
                 # Idle: drop leases that expired (e.g. of a worker killed after finishing a
                 # run); claims ignore them anyway, this only keeps the table small.
                 conn.execute(f"DELETE FROM {s}.leases WHERE until < now()")
-        return sorted(str(row[0]) for row in rows)
+        if not rows:
+            self._claimed.clear()  # whatever was not taken is stale by now
+        claimed = {str(row[0]): bytes(row[1]) for row in rows}
+        self._claimed.update(claimed)
+        return sorted(claimed)
+
+    def take_checkpoint(self, run_id: str) -> Optional[Any]:
+        """The checkpoint of a run claimed by the last :meth:`claim`, as its row held it then (once;
+        ``None`` when not at hand). It may be behind the ledger (a writer that died between its
+        append and its checkpoint): good for choosing the workflow, the tick reopens the run."""
+        data = self._claimed.pop(run_id, None)
+        return None if data is None or self._parse is None else self._parse(run_id, data)
 
     def renew(self, run_ids: Iterable[str]) -> None:
         """Extend this worker's leases on ``run_ids`` by ``lease_s`` from now."""

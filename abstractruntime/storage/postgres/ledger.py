@@ -72,16 +72,46 @@ class PostgresLedgerStore(LedgerStore):
                 raise InvalidInputError(f"run {run_id}: record {index} of the batch does not continue the ledger "
                                         f"from seq {expect.seq} (seq {doc.get('seq')!r})")
         with self.db.connection() as conn:
-            with self._conflicts_refused(run_id), conn.transaction():
-                head = self._head(conn, run_id)
-                if head.seq != expect.seq or head.head_hash != expect.head_hash:
-                    raise LedgerConflictError(
-                        f"run {run_id}: the ledger is at seq {head.seq}, not {expect.seq} as this writer read it "
-                        "(another writer appended); nothing was written", run_id=run_id, seq=head.seq)
-                if not docs:
-                    return head
-                self._insert(conn, run_id, docs, lines)
-        return LedgerHead(docs[-1]["seq"], docs[-1].get("record_hash"))
+            if docs:
+                with self._conflicts_refused(run_id):
+                    # One statement (one round trip, one commit): the rows go in only if the
+                    # head is still the one this writer read; the primary key refuses a writer
+                    # that read the same head at the same moment.
+                    inserted = conn.execute(self._conditional_insert, self._rows(run_id, docs, lines, expect)).fetchall()
+                if len(inserted) == len(docs):
+                    return LedgerHead(docs[-1]["seq"], docs[-1].get("record_hash"))
+            head = self._head(conn, run_id)
+        if head.seq != expect.seq or head.head_hash != expect.head_hash:
+            raise LedgerConflictError(
+                f"run {run_id}: the ledger is at seq {head.seq}, not {expect.seq} as this writer read it "
+                "(another writer appended); nothing was written", run_id=run_id, seq=head.seq)
+        if docs:  # cannot happen: the statement inserts every row or none
+            raise LedgerConflictError(f"run {run_id}: the batch was not written", run_id=run_id)
+        return head
+
+    @property
+    def _conditional_insert(self) -> str:
+        t = self._t
+        return f"""
+            WITH head AS (
+                SELECT coalesce(max(seq), 0) AS seq,
+                       (SELECT record_hash FROM {t} WHERE run_id = %(r)s ORDER BY seq DESC LIMIT 1) AS hash
+                FROM {t} WHERE run_id = %(r)s)
+            INSERT INTO {t} (run_id, seq, line, record, record_hash, prev_hash, status, idempotency_key)
+            SELECT %(r)s, v.seq, v.line, v.record::jsonb, v.record_hash, v.prev_hash, v.status, v.idempotency_key
+            FROM unnest(%(seq)s::bigint[], %(line)s::bytea[], %(record)s::text[], %(hash)s::text[], %(prev)s::text[],
+                        %(status)s::text[], %(key)s::text[])
+                 AS v(seq, line, record, record_hash, prev_hash, status, idempotency_key), head
+            WHERE head.seq = %(eseq)s AND head.hash IS NOT DISTINCT FROM %(ehash)s
+            RETURNING seq"""
+
+    @staticmethod
+    def _rows(run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes], expect: LedgerHead) -> dict[str, Any]:
+        data = [bytes(line) for line in lines]
+        return {"r": run_id, "eseq": expect.seq, "ehash": expect.head_hash,
+                "seq": [doc["seq"] for doc in docs], "line": data, "record": [jsonb_copy(line) for line in data],
+                "hash": [doc.get("record_hash") for doc in docs], "prev": [doc.get("prev_hash") for doc in docs],
+                "status": [doc.get("status") for doc in docs], "key": [doc.get("idempotency_key") for doc in docs]}
 
     @contextlib.contextmanager
     def _conflicts_refused(self, run_id: str) -> Iterator[None]:
@@ -150,7 +180,11 @@ class PostgresLedgerStore(LedgerStore):
 
     def position_token(self, run_id: str) -> tuple[int, Optional[str]]:
         """The head's ``(seq, record_hash)``: changes with every append, by any writer anywhere."""
-        head = self.head(run_id)
+        return self.position_token_at(run_id, self.head(run_id))
+
+    @staticmethod
+    def position_token_at(run_id: str, head: LedgerHead) -> tuple[int, Optional[str]]:
+        """The :meth:`position_token` the ledger has while ``head`` is its head (no query)."""
         return head.seq, head.head_hash
 
     def find_completed(self, run_id: str, idempotency_key: str) -> Optional[dict[str, Any]]:

@@ -46,6 +46,8 @@ class PostgresRunStore(RunStore):
     def __init__(self, db: PgDatabase | str) -> None:
         self.db = db if isinstance(db, PgDatabase) else PgDatabase(db)
         self._t = f"{self.db.s}.runs"
+        # run id -> checkpoint_token of the row as this store last wrote it (see written_token).
+        self._written: dict[str, tuple[int, str]] = {}
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -64,18 +66,26 @@ class PostgresRunStore(RunStore):
             checkpoint = old if old is not None else Checkpoint(run=run, ledger=LedgerHead())
             checkpoint.run, checkpoint.external = run, True
             self._upsert(conn, checkpoint)
+        self._written.pop(run.run_id, None)  # an edit from outside the runtime: never taken as its own
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Insert or replace the run's row (one statement: atomic, committed at once)."""
         with self.db.connection() as conn:
-            self._upsert(conn, checkpoint)
+            token = self._upsert(conn, checkpoint)
+        if len(self._written) >= 4096:  # a cache: forgetting only costs one query later
+            self._written.clear()
+        self._written[checkpoint.run.run_id] = token
 
-    def _upsert(self, conn: Any, checkpoint: Checkpoint) -> None:
+    def parse_checkpoint(self, run_id: str, data: Any) -> Checkpoint:
+        """A checkpoint from the exact bytes of its row (strict: corrupt or newer is refused)."""
+        return self._parse(run_id, data)
+
+    def _upsert(self, conn: Any, checkpoint: Checkpoint) -> tuple[int, str]:
         run = checkpoint.run
         validate_id(run.run_id, "run id")
         data = canonical_json(checkpoint.to_dict())
         waiting = run.waiting
-        conn.execute(
+        row = conn.execute(
             f"""INSERT INTO {self._t} (run_id, status, workflow_id, wait_reason, wait_key, until_ts, updated_ts,
                     parent_run_id, checkpoint, checkpoint_json)
                 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)
@@ -83,13 +93,22 @@ class PostgresRunStore(RunStore):
                     wait_reason = EXCLUDED.wait_reason, wait_key = EXCLUDED.wait_key, until_ts = EXCLUDED.until_ts,
                     updated_ts = EXCLUDED.updated_ts, parent_run_id = EXCLUDED.parent_run_id,
                     checkpoint = EXCLUDED.checkpoint, checkpoint_json = EXCLUDED.checkpoint_json,
-                    version = {self._t}.version + 1""",
+                    version = {self._t}.version + 1
+                RETURNING version, xmin::text""",
             [run.run_id, RunStatus(run.status).value, run.workflow_id,
              WaitReason(waiting.reason).value if waiting else None, waiting.wait_key if waiting else None,
-             _instant(waiting.until) if waiting else None, _instant(run.updated_at), run.parent_run_id, jsonb_copy(data), data])
+             _instant(waiting.until) if waiting else None, _instant(run.updated_at), run.parent_run_id, jsonb_copy(data), data]
+        ).fetchone()
+        return int(row[0]), str(row[1])
+
+    def written_token(self, run_id: str) -> Optional[tuple[int, str]]:
+        """The :meth:`checkpoint_token` of the row as this store last wrote it (``None``: not
+        written by this store lately). Equal to the current token until someone else saves it."""
+        return self._written.get(run_id)
 
     def delete(self, run_id: str) -> bool:
         """Forget a run's checkpoint; ``True`` if it existed (its ledger is kept)."""
+        self._written.pop(run_id, None)
         with self.db.connection() as conn:
             return bool(conn.execute(f"DELETE FROM {self._t} WHERE run_id = %s", [run_id]).rowcount > 0)
 
@@ -147,18 +166,23 @@ class PostgresRunStore(RunStore):
         :class:`RunNotFoundError`.
         """
         validate_id(run_id, "run id")
-        if not create and not self.exists(run_id):
+        if not create and wait > 0 and not self.exists(run_id):
             raise RunNotFoundError(run_id)
         db = self.db
         key = db.lock_key(run_id)
         conn = db.take_lock_connection()
         try:
-            got = self._acquire(conn, key, wait)
+            got, known = self._acquire(conn, key, wait, None if create or wait > 0 else run_id)
         except BaseException:
             conn.close()  # its session, and any lock it might hold, ends with it
             raise
-        if not got:
+        if got and not known:
+            self._release(conn, key)
+        elif not got:
             db.give_back(conn)
+        if not known:
+            raise RunNotFoundError(run_id)
+        if not got:
             raise RunLockedError(run_id)
         owner = os.getpid()
         try:
@@ -168,18 +192,25 @@ class PostgresRunStore(RunStore):
             if os.getpid() == owner:
                 self._release(conn, key)
 
-    def _acquire(self, conn: Any, key: int, wait: float) -> bool:
+    def _acquire(self, conn: Any, key: int, wait: float, check: Optional[str]) -> tuple[bool, bool]:
+        """``(locked, known)``: ``known`` is whether run ``check`` exists (asked in the same
+        round trip as the lock; always true when ``check`` is ``None``)."""
         psycopg = self.db.psycopg
         try:
             if wait <= 0:
-                return bool(conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0])
+                if check is None:
+                    return bool(conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]), True
+                row = conn.execute(
+                    f"SELECT pg_try_advisory_lock(%s), EXISTS (SELECT 1 FROM {self._t} WHERE run_id = %s)"
+                    f" OR EXISTS (SELECT 1 FROM {self.db.s}.ledger WHERE run_id = %s)", [key, check, check]).fetchone()
+                return bool(row[0]), bool(row[1])
             with conn.transaction():
                 # The advisory lock is session-level: it outlives this transaction.
                 conn.execute("SELECT set_config('lock_timeout', %s, true)", [f"{max(1, int(wait * 1000))}ms"])
                 conn.execute("SELECT pg_advisory_lock(%s)", [key])
-            return True
+            return True, True
         except psycopg.errors.LockNotAvailable:
-            return False
+            return False, True
         except psycopg.Error as exc:
             raise self.db.storage_error(exc) from None
 
@@ -250,7 +281,7 @@ class PostgresRunStore(RunStore):
         :class:`~abstractruntime.storage.postgres.claims.PostgresClaims`."""
         from .claims import PostgresClaims
 
-        return PostgresClaims(self.db, owner=owner, lease_s=lease_s)
+        return PostgresClaims(self.db, owner=owner, lease_s=lease_s, parse=self.parse_checkpoint)
 
     def wake(self, run_ids: list[str]) -> None:
         """Tell idle workers (``NOTIFY``) that ``run_ids`` are ready to advance."""
