@@ -312,8 +312,9 @@ class Runtime:
             yield
 
     def tick_if_due(self, *, workflow: WorkflowSpec, run_id: str, max_steps: int = 100, allow_drift: bool = False,
-                    lock_wait: float = 0.0) -> Optional[RunState]:
-        """Advance the run only if, under its lock, it waits on a ``wait_until`` that is due.
+                    lock_wait: float = 0.0, running: bool = False) -> Optional[RunState]:
+        """Advance the run only if, under its lock, it waits on a ``wait_until`` that is due
+        (or, with ``running=True``, it is running: left by a writer that stopped).
 
         Returns ``None`` when it is not due (any more): with several workers, exactly the
         one that resumes the timer gets a state back.
@@ -321,6 +322,8 @@ class Runtime:
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._open(run_id, workflow, allow_drift)
             wait = session.run.waiting
+            if running and session.run.status is RunStatus.RUNNING:
+                return self._finish(session, advance_steps(self, session, workflow, max_steps))
             if session.run.status is not RunStatus.WAITING or wait is None or not wait.until \
                     or WaitReason(wait.reason) is not WaitReason.UNTIL:
                 return None

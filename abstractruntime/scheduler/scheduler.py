@@ -300,13 +300,11 @@ class Scheduler(RunTreeOperations, WorkPass):
             if not running and not _is_due(current, now):
                 return None
             workflow, runtime = self._workflow_for(checkpoint)
-            state: Optional[RunState]
-            if running:
-                # Another process advancing it holds its lock: RunLockedError, skipped below.
-                state = runtime.tick(workflow=workflow, run_id=run.run_id, allow_drift=self._allow_drift)
-            else:
-                # Re-checked under the run's lock: a worker that lost the race gets None.
-                state = runtime.tick_if_due(workflow=workflow, run_id=run.run_id, allow_drift=self._allow_drift)
+            # Re-checked under the run's lock, on the run as its ledger has it (the checkpoint
+            # read here may be behind): a worker that lost the race gets None. Another process
+            # advancing it holds its lock: RunLockedError, skipped below.
+            state = runtime.tick_if_due(workflow=workflow, run_id=run.run_id, allow_drift=self._allow_drift,
+                                        running=take_running)
             if state is None:
                 return None
         except RunLockedError:

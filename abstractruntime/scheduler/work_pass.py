@@ -136,7 +136,10 @@ class WorkPass:
         due = claims.next_due()
         if due is not None:
             until_due = (due - self._runtime.now()) / timedelta(seconds=1)
-            timeout = min(timeout, max(until_due, 0.0))
+            # A timer already due that the last pass did not take is another worker's (leased)
+            # or cannot advance yet: waiting for it would spin, so only future timers shorten.
+            if until_due > 0:
+                timeout = min(timeout, until_due)
         return claims.wait_for_work(timeout, stop_event)
 
     def close_claims(self) -> None:

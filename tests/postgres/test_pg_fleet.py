@@ -176,6 +176,46 @@ def test_a_worker_whose_lease_expired_keeps_the_run_while_it_holds_it(fleet: Any
     assert fleet.runs.runs.load("s1").status is RunStatus.RUNNING
 
 
+def test_a_run_whose_checkpoint_is_behind_its_ledger_is_taken_over(fleet: Any) -> None:
+    """A worker killed between its appends and its checkpoint leaves the row saying "waiting on a
+    due timer" while the ledger says "running": the next worker advances it, not skip it forever."""
+    from abstractruntime.core.clock import FixedClock
+    from abstractruntime.core.models import Effect, EffectType, StepPlan
+    from abstractruntime.core.runtime import EffectOutcome
+    from abstractruntime.core.spec import WorkflowSpec
+    from abstractruntime.scheduler import Scheduler, WorkflowRegistry
+
+    calls: list[str] = []
+
+    def work(run: Any, effect: Any) -> Any:
+        calls.append(run.run_id)
+        return EffectOutcome.completed({"ok": True})
+
+    flow = WorkflowSpec("timed", "wait", {
+        "wait": lambda run, ctx: StepPlan("wait", next_node="work",
+                                          effect=Effect(EffectType.WAIT_UNTIL, {"until": "2030-01-01T00:01:00Z"})),
+        "work": lambda run, ctx: StepPlan("work", next_node="end", effect=Effect(EffectType.TOOL_CALLS, {})),
+        "end": lambda run, ctx: StepPlan("end", complete_output={"ok": True}),
+    })
+    clock = FixedClock("2030-01-01T00:00:00+00:00")
+    runtime = fleet.runs.runtime(clock=clock, effect_handlers={EffectType.TOOL_CALLS: work})
+    runtime.start(workflow=flow, run_id="b1")
+    assert runtime.tick(workflow=flow, run_id="b1").status is RunStatus.WAITING
+    behind = fleet.runs.runs.load_checkpoint("b1")
+    clock.advance(seconds=120)
+    assert runtime.tick(workflow=flow, run_id="b1", max_steps=1).status is RunStatus.RUNNING  # timer fired, work done
+    fleet.runs.runs.save_checkpoint(behind)  # as if killed before its checkpoint: the row says "waiting"
+    registry = WorkflowRegistry()
+    registry.register(flow)
+    scheduler = Scheduler(runtime=runtime, registry=registry)
+
+    states = scheduler.work_pass(limit=10)
+
+    assert [(s.run_id, s.status) for s in states] == [("b1", RunStatus.COMPLETED)]
+    assert calls == ["b1"]  # the completed effect is not run again
+    assert verify_ledger_chain(fleet.runs.ledger.list("b1"))["ok"] is True
+
+
 @pytest.mark.parametrize("workers", [2, 8])
 def test_a_fleet_of_workers_advances_each_run_once(fleet: Any, workers: int) -> None:
     run_ids = [f"r{i:02d}" for i in range(24)]
