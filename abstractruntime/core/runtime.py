@@ -324,15 +324,22 @@ class Runtime:
             wait = session.run.waiting
             if running and session.run.status is RunStatus.RUNNING:
                 return self._finish(session, advance_steps(self, session, workflow, max_steps))
-            if session.run.status is not RunStatus.WAITING or wait is None or not wait.until \
-                    or WaitReason(wait.reason) is not WaitReason.UNTIL:
-                return None
             try:
-                if not is_due(wait, self.now()):
-                    return None
+                due = session.run.status is RunStatus.WAITING and wait is not None and bool(wait.until) \
+                    and WaitReason(wait.reason) is WaitReason.UNTIL and is_due(wait, self.now())
             except ValueError:
-                pass  # stepping records the bad timestamp as a failure
+                due = True  # stepping records the bad timestamp as a failure
+            if not due:
+                self._settle(session)
+                return None
             return self._finish(session, advance_steps(self, session, workflow, max_steps))
+
+    def _settle(self, session: RunSession) -> None:
+        """Store the checkpoint of a run opened with its checkpoint behind its ledger (a writer
+        stopped between the two), so that queries and workers see what the ledger says."""
+        saved = session.saved
+        if saved is None or saved.seq != session.durable.seq or session.saved_status is not session.run.status:
+            session.save_checkpoint()
 
     def resume(self, *, workflow: WorkflowSpec, run_id: str, wait_key: Optional[str] = None, payload: Any = None,
                allow_drift: bool = False, lock_wait: float = 0.0, max_steps: int = 100,

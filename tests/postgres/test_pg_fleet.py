@@ -199,21 +199,32 @@ def test_a_run_whose_checkpoint_is_behind_its_ledger_is_taken_over(fleet: Any) -
     })
     clock = FixedClock("2030-01-01T00:00:00+00:00")
     runtime = fleet.runs.runtime(clock=clock, effect_handlers={EffectType.TOOL_CALLS: work})
-    runtime.start(workflow=flow, run_id="b1")
-    assert runtime.tick(workflow=flow, run_id="b1").status is RunStatus.WAITING
-    behind = fleet.runs.runs.load_checkpoint("b1")
+    behind = {}
+    for run_id in ("b1", "b2"):
+        runtime.start(workflow=flow, run_id=run_id)
+        assert runtime.tick(workflow=flow, run_id=run_id).status is RunStatus.WAITING
+        behind[run_id] = fleet.runs.runs.load_checkpoint(run_id)
     clock.advance(seconds=120)
-    assert runtime.tick(workflow=flow, run_id="b1", max_steps=1).status is RunStatus.RUNNING  # timer fired, work done
-    fleet.runs.runs.save_checkpoint(behind)  # as if killed before its checkpoint: the row says "waiting"
+    # b1 killed after its timer fired and its effect ran; b2 killed after its last append.
+    assert runtime.tick(workflow=flow, run_id="b1", max_steps=1).status is RunStatus.RUNNING
+    assert runtime.tick(workflow=flow, run_id="b2").status is RunStatus.COMPLETED
+    for run_id, checkpoint in behind.items():
+        fleet.runs.runs.save_checkpoint(checkpoint)  # the rows say "waiting on a due timer"
+        assert fleet.runs.runs.load(run_id).status is RunStatus.WAITING
+    calls.clear()
     registry = WorkflowRegistry()
     registry.register(flow)
     scheduler = Scheduler(runtime=runtime, registry=registry)
 
     states = scheduler.work_pass(limit=10)
 
-    assert [(s.run_id, s.status) for s in states] == [("b1", RunStatus.COMPLETED)]
-    assert calls == ["b1"]  # the completed effect is not run again
-    assert verify_ledger_chain(fleet.runs.ledger.list("b1"))["ok"] is True
+    assert [(s.run_id, s.status) for s in states] == [("b1", RunStatus.COMPLETED)]  # b2 had nothing left
+    assert calls == []  # the completed effects are not run again
+    for run_id in behind:
+        assert fleet.runs.runs.load(run_id).status is RunStatus.COMPLETED  # the rows say so now
+        assert verify_ledger_chain(fleet.runs.ledger.list(run_id))["ok"] is True
+    assert fleet.runs.runs.work_claims(owner="x", lease_s=5).claim(now_iso="2030-01-02T00:00:00+00:00",
+                                                                    limit=10) == []
 
 
 @pytest.mark.parametrize("workers", [2, 8])
