@@ -265,6 +265,8 @@ def worker_kill_rows(e: Any) -> list[Row]:
             f"executed twice: {e['executed_twice']}", None, "0", beyond == 0),
         Row(name, f"{measure}: ledgers that do not verify", str(e["not_verifying"]), None, None, "0",
             e["not_verifying"] == 0),
+        Row(name, f"{measure}: from the kill to every run completed", f"{e['drained_after_kill_s']:.1f} s",
+            f"lease {e['lease_s']:g} s"),
     ]
 
 
