@@ -46,12 +46,12 @@ class _StaleReadRuntime(Runtime):
 
     other: "Scheduler | None" = None
 
-    def get_state(self, run_id: str):  # type: ignore[no-untyped-def]
-        state = super().get_state(run_id)
+    def get_checkpoint(self, run_id: str):  # type: ignore[no-untyped-def]
+        checkpoint = super().get_checkpoint(run_id)  # what the scheduler reads before ticking
         if self.other is not None:
             other, self.other = self.other, None
             other.tick_due()
-        return state
+        return checkpoint
 
 
 def test_a_worker_that_loses_the_tick_due_race_does_not_report_the_run(tmp_path: Path) -> None:
