@@ -72,3 +72,54 @@ def test_store_copy_moves_runs_to_postgresql_and_back(database_url: str, tmp_pat
     again = _cli(str(folder), "store", "copy", "--to", url)  # the destination holds f1: refused
     assert again.returncode == 1 and "already holds" in again.stderr and "Traceback" not in again.stderr
     assert json.loads(_cli(url, "runs", "show", "f1", "--json").stdout)["run"]["status"] == "completed"
+
+
+GATED = '''
+from abstractruntime.core.models import Effect, EffectType, StepPlan
+from abstractruntime.core.spec import WorkflowSpec
+
+def launch(target: str) -> str:
+    """Launch something (needs approval)."""
+    return "launched " + target
+
+tools = [launch]
+require_approval = ["launch"]
+
+def go(run, ctx):
+    calls = [{"name": "launch", "arguments": {"target": "moon"}, "call_id": "c1"}]
+    return StepPlan("go", effect=Effect(EffectType.TOOL_CALLS, {"tool_calls": calls}, result_key="res"),
+                    next_node="done")
+
+workflow = WorkflowSpec("gated", "go", {"go": go, "done": lambda run, ctx: StepPlan(
+    "done", complete_output={"out": run.vars["res"]["results"][0]["output"]})})
+'''
+
+
+def test_snapshots_bookmarks_tools_emit_and_cancel_on_postgresql(database_url: str, tmp_path: Path) -> None:
+    url = database_url
+    gated = tmp_path / "gated.py"
+    gated.write_text(GATED)
+    assert _cli(url, "run", str(APPROVAL), "--run-id", "s1", "--var", "service=billing").returncode == 5
+    assert _cli(url, "snapshot", "create", "s1", "--name", "before").returncode == 0
+    snapshots = json.loads(_cli(url, "snapshot", "list", "--json").stdout)
+    assert [s["name"] for s in snapshots] == ["before"]
+    assert _cli(url, "bookmark", "add", "s1", "audited").returncode == 0
+    assert [b["name"] for b in json.loads(_cli(url, "bookmark", "list", "s1", "--json").stdout)] == ["audited"]
+    assert _cli(url, "verify", "s1").returncode == 0  # the bookmark is checked too
+
+    assert _cli(url, "run", str(gated), "--run-id", "g1").returncode == 5
+    listed = json.loads(_cli(url, "tools", "list", "g1", "--json").stdout)
+    assert [c["name"] for c in listed["tool_calls"]] == ["launch"]
+    approved = _cli(url, "tools", "approve", "g1", "--calls-sha256", listed["calls_sha256"], "--json")
+    assert approved.returncode == 0, approved.stderr
+    assert json.loads(approved.stdout)["output"] == {"out": "launched moon"}
+
+    event = REPO / "sample_runs" / "workflows" / "event.py"
+    assert _cli(url, "run", str(event), "--run-id", "e1", "--var", "order_id=o-1").returncode == 5
+    emitted = _cli(url, "emit", "payment:o-1", "--payload", '{"amount": 3}', "--json")
+    assert emitted.returncode == 0, emitted.stderr
+    assert json.loads(emitted.stdout)[0]["output"]["paid"] == {"amount": 3}
+    assert _cli(url, "emit", "payment:o-1").returncode == 4  # nobody waits any more
+
+    assert _cli(url, "cancel", "s1", "--reason", "not today").returncode == 0
+    assert json.loads(_cli(url, "runs", "show", "s1", "--json").stdout)["run"]["status"] == "cancelled"
