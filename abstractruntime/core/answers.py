@@ -49,6 +49,7 @@ def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Opti
     rec.finish_success({"reason": WaitReason(wait.reason).value, "wait_key": wait.wait_key,
                         "wait_id": wait.wait_id, "payload": payload})
     session.record(rec, result=payload, result_path=["payload"])
+    session.answered = True
 
 def check_wait_id(session: RunSession, wait_id: str) -> None:
     run = session.run

@@ -167,7 +167,7 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
             last_error, retryable = f"No effect handler registered for {EffectType(effect.type).value}", False
             break
         if not handler.pure:
-            yield Io(session.flush)  # the intent (and every step before it) is durable before the handler runs
+            yield Io(session.flush_before_effect)  # the intent (and every step before it) is durable first
         recorder = _part_recorder(session, plan, effect_id, key, attempt, parts)
         identity = EffectIdentity(run.run_id, effect_id, key, attempt, dict(parts), recorder)
         rt.current_effect = (run.run_id, effect_id, key)

@@ -68,6 +68,8 @@ class RunSession:
         self.legacy_reuse = False
         # Whether values were kept beside the run since it was opened (pruned at a checkpoint).
         self.kept_secrets = False
+        # An answer from outside (resume, emit) was recorded in this session.
+        self.answered = False
 
     @property
     def run(self) -> RunState:
@@ -211,6 +213,14 @@ class RunSession:
         self.checkpoint.ledger = head
         self._docs, self._lines, self._secrets = [], [], []
         self.uncommitted_nodes = []
+
+    def flush_before_effect(self) -> None:
+        """Make everything before an effect durable (its intent included). A run answered in this
+        session whose stored checkpoint still says "waiting" also gets its checkpoint: if this
+        process dies inside the handler, queries and workers see the run running, not waiting."""
+        self.flush()
+        if self.answered and self.saved_status is RunStatus.WAITING and self.run.status is RunStatus.RUNNING:
+            self.save_checkpoint()
 
     def save_checkpoint(self) -> None:
         """Flush, then store the checkpoint that reflects the durable head (no fsync needed:

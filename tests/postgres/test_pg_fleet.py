@@ -308,6 +308,28 @@ def test_killing_one_of_four_workers_mid_drain_loses_nothing(fleet: Any) -> None
     _all_verify(fleet, run_ids)
 
 
+def test_a_run_whose_resume_was_killed_inside_an_effect_is_taken_by_a_worker(fleet: Any) -> None:
+    """`resume` answers a run and dies with -9 inside the next effect: the row says "running"
+    (not "waiting"), so a worker finds the run and finishes it."""
+    fleet.start("a1", wait=True)
+    resume = subprocess.Popen([CLI, "--store", fleet.url, "resume", "a1", "--current", "--payload", "{}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                              env=fleet.env(60))
+    try:
+        assert _until(lambda: fleet.executions().get("a1") == 1, 60)  # inside the effect
+        assert fleet.runs.runs.load("a1").status is RunStatus.RUNNING
+    finally:
+        resume.kill()
+        resume.wait()
+    worker = fleet.worker("--interval", "0.2", seconds=0)
+    _started(worker)
+    assert _read_line(worker, 60) == "a1\tcompleted\n"
+    assert fleet.executions() == {"a1": 2}  # once more for the one kill inside its window
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    _all_verify(fleet, ["a1"])
+
+
 def test_sigterm_lets_the_worker_finish_its_run_and_release_its_claims(fleet: Any) -> None:
     fleet.start("t1")
     worker = fleet.worker("--interval", "0.2", seconds=1.5)
