@@ -99,14 +99,16 @@ def test_a_crash_before_the_checkpoint_is_a_note(tmp_path: Path) -> None:
     waiting = start_waiting(runtime, "r1")
     runs.crash_next = True
     with pytest.raises(SimulatedCrash):
-        finish(runtime, waiting)  # the whole resume is in the ledger (one batch); run.json still says seq 6
+        # The answer and the next effect's intent are in the ledger (one batch); the checkpoint
+        # written before that effect runs is the write that crashes: run.json still says seq 6.
+        finish(runtime, waiting)
 
     report = verify_run(root, "r1")
     assert report.ok
-    assert (report.head_seq, report.checkpoint_head.seq) == (10, 6)
+    assert (report.head_seq, report.checkpoint_head.seq) == (8, 6)
     assert [(n.type, n.seq) for n in report.notes] == [("uncommitted_tail", 7)]
-    # The ledger is the log: the run is already complete, and the next tick only writes run.json.
-    assert runtime.get_state("r1").status.value == "completed"
+    # The ledger is the log: the run is answered and inside its effect; the next tick goes on.
+    assert runtime.get_state("r1").status.value == "running"
     runtime.tick(workflow=DEMO, run_id="r1")
     after = verify_run(root, "r1")
     assert after.ok and after.notes == [] and after.run_status == "completed"
