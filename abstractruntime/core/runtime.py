@@ -330,16 +330,11 @@ class Runtime:
             except ValueError:
                 due = True  # stepping records the bad timestamp as a failure
             if not due:
-                self._settle(session)
+                # Nothing to advance, but a checkpoint behind the ledger (a writer stopped between
+                # the two) is stored by the end-of-tick rule, so queries and workers see the ledger.
+                session.finish()
                 return None
             return self._finish(session, advance_steps(self, session, workflow, max_steps))
-
-    def _settle(self, session: RunSession) -> None:
-        """Store the checkpoint of a run opened with its checkpoint behind its ledger (a writer
-        stopped between the two), so that queries and workers see what the ledger says."""
-        saved = session.saved
-        if saved is None or saved.seq != session.durable.seq or session.saved_status is not session.run.status:
-            session.save_checkpoint()
 
     def resume(self, *, workflow: WorkflowSpec, run_id: str, wait_key: Optional[str] = None, payload: Any = None,
                allow_drift: bool = False, lock_wait: float = 0.0, max_steps: int = 100,
