@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..core.clock import to_iso
 from ..core.errors import InvalidInputError, RunLockedError, RunNotFoundError
-from ..core.models import RunState, RunStatus
+from ..core.models import RunState
 from ..storage.base import QueryableRunStore
 from .registry import WorkflowNotRegisteredError, WorkflowRegistry
 from .run_tree import RunTreeOperations
 from .claims import WorkClaims
-from .work_pass import WorkPass, is_due_or_malformed as _is_due
+from .work_pass import WorkPass, runnable
 
 if TYPE_CHECKING:  # the runtime is only needed for type hints here
     from ..core.ports import Checkpoint
@@ -296,8 +296,7 @@ class Scheduler(RunTreeOperations, WorkPass):
             # The listing may be stale: another worker may have resumed it meanwhile.
             checkpoint = checkpoint or self._runtime.get_checkpoint(run.run_id)
             current = checkpoint.run
-            running = take_running and current.status is RunStatus.RUNNING
-            if not running and not _is_due(current, now):
+            if not runnable(current, now, take_running=take_running):
                 return None
             workflow, runtime = self._workflow_for(checkpoint)
             # Re-checked under the run's lock, on the run as its ledger has it (the checkpoint

@@ -247,7 +247,7 @@ class WorkPass:
             checkpoint = await asyncio.to_thread(self._checkpoint, run_id)
             current = checkpoint.run
             before = current.waiting.wait_id if current.status is RunStatus.WAITING and current.waiting else None
-            if current.status is not RunStatus.RUNNING and not is_due_or_malformed(current, self._runtime.now()):
+            if not runnable(current, self._runtime.now(), take_running=True):
                 return None
             workflow, runtime = self._workflow_for(checkpoint)
             state: RunState = await runtime.atick(workflow=workflow, run_id=run_id, allow_drift=self._allow_drift)
@@ -269,6 +269,12 @@ def _stopped(stop_event: Optional[threading.Event]) -> bool:
     return stop_event is not None and stop_event.is_set()
 
 
+def runnable(run: RunState, now: datetime, *, take_running: bool) -> bool:
+    """Whether a pass advances ``run``: its timer is due (or malformed), or, when ``take_running``,
+    it was left running."""
+    return (take_running and run.status is RunStatus.RUNNING) or is_due_or_malformed(run, now)
+
+
 def is_due_or_malformed(run: RunState, now: datetime) -> bool:
     """Whether a run's timer is due; a malformed timestamp counts as due, so that the tick
     records it as the run's failure instead of the run waiting forever."""
@@ -278,4 +284,4 @@ def is_due_or_malformed(run: RunState, now: datetime) -> bool:
         return True  # ticked, so the runtime records the malformed timestamp as the run's failure
 
 
-__all__ = ["WorkPass", "is_due_or_malformed"]
+__all__ = ["WorkPass", "is_due_or_malformed", "runnable"]
