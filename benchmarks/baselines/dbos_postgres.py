@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import harness  # noqa: E402
+from baselines.dbos_linear import linear_workflow, timed_launch, timed_run  # noqa: E402
 
 try:
     from dbos import DBOS
@@ -39,26 +40,12 @@ def main() -> None:
     DBOS(config={"name": "bench", "system_database_url": spec["system_database_url"], "run_admin_server": False,
                  "log_level": "WARNING"})
 
-    @DBOS.step()
-    def step(i: int) -> int:
-        return i + 1
-
-    @DBOS.workflow()
-    def linear(n: int) -> int:
-        i = 0
-        for _ in range(n):
-            i = step(i)
-        return i
-
-    t0 = harness.clock()
-    DBOS.launch()
-    launch = harness.clock() - t0
+    linear = linear_workflow(DBOS)
+    launch = timed_launch(DBOS)
     samples = []
     try:
         for _ in range(reps):
-            t = harness.clock()
-            assert linear(steps) == steps
-            samples.append(harness.clock() - t)
+            samples.append(timed_run(linear, steps))
     finally:
         DBOS.destroy()
     elapsed = harness.median(samples)

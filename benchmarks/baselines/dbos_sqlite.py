@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import harness  # noqa: E402
+from baselines.dbos_linear import linear_workflow, timed_launch, timed_run  # noqa: E402
 
 try:
     from dbos import DBOS
@@ -37,29 +38,11 @@ def main() -> None:
         path = os.path.join(work, "dbos.sqlite")
         DBOS(config={"name": "bench", "system_database_url": f"sqlite:///{path}", "run_admin_server": False})
 
-        @DBOS.step()
-        def step(i: int) -> int:
-            return i + 1
-
-        @DBOS.workflow()
-        def linear(n: int) -> int:
-            i = 0
-            for _ in range(n):
-                i = step(i)
-            return i
-
-        t0 = harness.clock()
-        DBOS.launch()
-        launch = harness.clock() - t0
+        linear = linear_workflow(DBOS)
+        launch = timed_launch(DBOS)
         logging.getLogger("dbos").setLevel(logging.WARNING)
         before = harness.sqlite_bytes(path)
-
-        def once(rep: int) -> float:
-            t = harness.clock()
-            assert linear(steps) == steps
-            return harness.clock() - t
-
-        elapsed = harness.repeat(spec["reps"], once)
+        elapsed = harness.repeat(spec["reps"], lambda rep: timed_run(linear, steps))
         DBOS.destroy()
         grown = harness.sqlite_bytes(path) - before
         out["durable"] = {"steps": steps, "seconds": elapsed, "steps_per_s": steps / elapsed,
