@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Optional
 
 import typer
@@ -11,7 +10,7 @@ from . import workflows
 from .app import app, finish_batch, finish_run, settings
 from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_flags
 from .handles import run_id_of
-from .output import Settings
+from .output import Settings, json_inline
 
 JSON_HELP = "Write JSON to stdout (schema: docs/cli.md)."
 AttrOpt = typer.Option(None, "--attr", metavar="NAME", help="Attribute holding the WorkflowSpec [default: workflow].")
@@ -134,7 +133,7 @@ def run_resolver(s: Settings, store: Any, llm: Any = None) -> Callable[[Any], tu
 
     def resolve(checkpoint: Any) -> tuple[Any, Any]:
         run = checkpoint.run
-        recorded = json.dumps((getattr(checkpoint, "metadata", None) or {}).get("llm"), sort_keys=True)
+        recorded = json_inline((getattr(checkpoint, "metadata", None) or {}).get("llm"))
         key = (workflows.recorded_source(checkpoint) or "", run.workflow_id, recorded)
         if key not in cache:
             cache[key] = workflows.load_for_run(store, run.run_id, llm=llm, info=s.info)

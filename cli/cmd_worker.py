@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 from typing import Any
@@ -11,6 +10,7 @@ import typer
 
 from .app import app, settings
 from .cmd_exec import scheduler_for
+from .output import json_inline
 
 
 @app.command("worker")
@@ -46,8 +46,7 @@ def worker_cmd(
         stop.set()
 
     def report(state: Any) -> None:
-        typer.echo(json.dumps(state.to_dict(), ensure_ascii=False) if s.json
-                   else f"{state.run_id}\t{state.status.value}")
+        typer.echo(json_inline(state.to_dict()) if s.json else f"{state.run_id}\t{state.status.value}")
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     errors: list[str] = []
