@@ -19,6 +19,9 @@ from typing import Any, Iterable, Optional, Protocol
 from ..core.models import RunStatus
 from ..storage.base import QueryableRunStore
 
+# Runs one listing asks for (at least): enough for a pass of the default limit.
+LISTING_BATCH = 100
+
 
 class WorkClaims(Protocol):
     """One worker's view of the runnable runs of a store."""
@@ -69,22 +72,34 @@ class ListingClaims:
 
     def __init__(self, run_store: QueryableRunStore) -> None:
         self._runs = run_store
+        # Listed, not handed out yet: one listing serves the one-run claims of a whole pass
+        # (a worker claims one run at a time; listing each time would read the runs again).
+        self._listed: list[str] = []
 
     def claim(self, *, now_iso: str, limit: int, exclude: Iterable[str] = (),
               release: Iterable[str] = ()) -> list[str]:
-        """See :class:`WorkClaims` (``release``: nothing is held)."""
+        """See :class:`WorkClaims` (``release``: nothing is held). Listed runs may have been
+        advanced by someone else since: the pass checks each again under its lock."""
         if limit < 1:
             return []
         skip = set(exclude)
-        fetch = limit + len(skip)
-        ids = [run.run_id for run in self._runs.list_due_wait_until(now_iso=now_iso, limit=fetch)]
-        ids += [run.run_id for run in self._runs.list_runs(status=RunStatus.RUNNING, limit=fetch)]
+        picked = self._take(skip, limit)
+        if len(picked) < limit:
+            fetch = max(limit, LISTING_BATCH) + len(skip)
+            self._listed = [run.run_id for run in self._runs.list_due_wait_until(now_iso=now_iso, limit=fetch)]
+            self._listed += [run.run_id for run in self._runs.list_runs(status=RunStatus.RUNNING, limit=fetch)]
+            picked += self._take(skip, limit - len(picked))
+        return picked
+
+    def _take(self, skip: set[str], limit: int) -> list[str]:
+        """Up to ``limit`` listed ids not in ``skip`` (which grows with them), in listing order."""
         picked: list[str] = []
-        for run_id in ids:
+        while self._listed and len(picked) < limit:
+            run_id = self._listed.pop(0)
             if run_id not in skip:
                 skip.add(run_id)
                 picked.append(run_id)
-        return picked[:limit]
+        return picked
 
     def renew(self, run_ids: Iterable[str]) -> None:
         """Nothing to renew: listing claims hold nothing."""
