@@ -51,7 +51,7 @@ def test_oversized_effect_record_fails_the_run_once(rt_backend: "Backend") -> No
 
     def echo(run: RunState, effect: Effect) -> EffectOutcome:
         calls.append(1)
-        return EffectOutcome.completed({"echo": effect.payload["data"]})
+        return EffectOutcome.completed({"echo": effect.payload["data"], "again": effect.payload["data"] + "z"})
 
     wf = effect_then_done(Effect(type=EffectType.LLM_CALL, payload={"data": half}, result_key="r"))
     rt = rt_backend.runtime(effect_handlers={EffectType.LLM_CALL: echo})
@@ -60,6 +60,20 @@ def test_oversized_effect_record_fails_the_run_once(rt_backend: "Backend") -> No
     assert state.status is RunStatus.FAILED and "limit" in state.error
     assert rt.tick(workflow=wf, run_id=run_id).status is RunStatus.FAILED
     assert calls == [1]
+
+
+def test_an_outcome_does_not_repeat_its_intent_so_half_the_limit_each_fits(rt_backend: "Backend") -> None:
+    # A payload and a result of just over half the limit each: the outcome's record names its
+    # intent instead of repeating the payload, so no record goes over the limit.
+    half = "y" * (MAX_RECORD_BYTES // 2 + 1024)
+
+    def echo(run: RunState, effect: Effect) -> EffectOutcome:
+        return EffectOutcome.completed({"echo": effect.payload["data"][::-1]})
+
+    wf = effect_then_done(Effect(type=EffectType.LLM_CALL, payload={"data": half}, result_key="r"))
+    rt = rt_backend.runtime(effect_handlers={EffectType.LLM_CALL: echo})
+    run_id = rt.start(workflow=wf)
+    assert rt.tick(workflow=wf, run_id=run_id).status is RunStatus.COMPLETED
 
 
 # -- redaction -----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from .errors import (
     WaitKeyMismatchError,
 )
 from .models import Effect, RecordKind, RunStatus, StepPlan, WaitReason
-from .ports import LedgerHead, LedgerStore
+from .ports import LedgerHead, LedgerStore, Pending
 from .session import RunSession, new_record, set_nested
 
 
@@ -52,6 +52,7 @@ def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Opti
     session.answered = True
 
 def check_wait_id(session: RunSession, wait_id: str) -> None:
+    """Refuse an answer naming a wait that is not the one the run waits on (nothing written)."""
     run = session.run
     text = str(wait_id)
     number = text[1:] if text[:1] == "w" else text
@@ -70,7 +71,8 @@ def check_wait_id(session: RunSession, wait_id: str) -> None:
                                got=wanted)
 
 
-def prepare_retry(ledger: LedgerStore, session: RunSession) -> tuple[StepPlan, dict[str, Any]]:
+def prepare_retry(ledger: LedgerStore, session: RunSession) -> tuple[StepPlan, Pending]:
+    """Check that the run failed on a retryable effect error and record the ``retry`` (raises before writing)."""
     run, pending, run_id = session.run, session.checkpoint.pending, session.run_id
     last = _last_failure(ledger, run_id)
     if run.status is not RunStatus.FAILED or pending is None or not last.get("retryable"):
@@ -78,12 +80,11 @@ def prepare_retry(ledger: LedgerStore, session: RunSession) -> tuple[StepPlan, d
             "its failure is not a retryable effect error"
         raise RunNotRetryableError(f"Run {run_id} cannot be retried: {why}", run_id=run_id)
     previous = run.error
-    run.status, run.error, run.current_node = RunStatus.RUNNING, None, pending["node_id"]
+    run.status, run.error, run.current_node = RunStatus.RUNNING, None, pending.node_id
     rec = new_record(run, RecordKind.RETRY)
-    rec.finish_success({"effect_id": pending.get("effect_id"), "previous_error": previous})
+    rec.finish_success({"effect_id": pending.effect_id, "previous_error": previous})
     session.record(rec)
-    plan = StepPlan(node_id=pending["node_id"], effect=Effect.from_dict(pending["effect"]),
-                    next_node=pending.get("next_node"))
+    plan = StepPlan(node_id=pending.node_id, effect=Effect.from_dict(pending.effect), next_node=pending.next_node)
     return plan, pending
 
 def _last_failure(ledger: LedgerStore, run_id: str) -> dict[str, Any]:

@@ -92,11 +92,25 @@ def verify_ledger_chain(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     errors: list[dict[str, Any]] = []
     prev_stored: Optional[str] = GENESIS_PREV_HASH
     computed: Optional[str] = None
+    expander: Optional[Any] = None
     for index, rec in enumerate(records):
         if not isinstance(rec, dict):
             errors.append(_error(index, None, "not_an_object", "record is not a JSON object"))
             prev_stored = None
             continue
+        stored = rec.get("stored")
+        if isinstance(stored, dict) and stored.get("format") == 3:
+            # An expanded format-3 record (LedgerStore.list): the hash covers the stored record,
+            # and the expanded view must be exactly what the stored records expand to.
+            from .records import Expander
+
+            expander = expander or Expander(str(rec.get("run_id")))
+            view = {k: v for k, v in rec.items() if k != "stored"}
+            again = expander.push(stored)
+            if view != {k: v for k, v in again.items() if k != "stored"}:
+                errors.append(_error(index, rec.get("seq"), "record_hash_mismatch",
+                                     "record content does not match its stored form and record_hash (edited?)"))
+            rec = stored
         seq = rec.get("seq")
         if seq is not None and seq != index + 1:
             errors.append(_error(index, seq, "seq_mismatch", f"seq {seq} where {index + 1} was expected",

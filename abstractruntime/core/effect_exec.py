@@ -13,7 +13,6 @@ deduplicates across the run: a completed effect with that key is reused.
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Optional, Union
@@ -24,8 +23,9 @@ from .errors import InvalidInputError, PayloadTooLargeError
 from .models import Effect, EffectType, RecordKind, RunState, RunStatus, StepPlan, StepRecord, WaitReason, WaitState
 from .policy import DefaultEffectPolicy, compute_idempotency_key
 from .drive import EffectCall, Io, Sleep, Step, drive_sync
+from .ports import Pending
 from .session import RunSession, fail_run, new_record, set_nested
-from .wal import restore_secrets
+from .wal import explicit_key, positional_key
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -84,16 +84,6 @@ class RegisteredHandler:
         return self.fn(run, effect, next_node) if self.takes_next_node else self.fn(run, effect)
 
 
-def positional_key(run_id: str, effect_id: int) -> str:
-    """The 32-hex idempotency key of the run's ``effect_id``-th effect."""
-    return hashlib.sha256(f"{run_id}\x00effect\x00{effect_id}".encode()).hexdigest()[:32]
-
-
-def explicit_key(run_id: str, key: str) -> str:
-    """The 32-hex idempotency key of an effect the workflow named ``key``."""
-    return hashlib.sha256(f"{run_id}\x00key\x00{key}".encode()).hexdigest()[:32]
-
-
 def wait_id_of(effect_id: int) -> str:
     """The wait id of a wait created by the run's ``effect_id``-th effect: ``w<effect_id>``."""
     return f"w{effect_id}"
@@ -110,13 +100,13 @@ def _key_for(rt: "Runtime", run: RunState, node_id: str, effect: Effect, effect_
     return positional_key(run.run_id, effect_id), False
 
 
-def run_effect(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending: Optional[dict[str, Any]] = None,
+def run_effect(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending: Optional[Pending] = None,
                extra_attempts: Optional[int] = None) -> None:
     """Perform ``plan.effect`` in this thread (see :func:`effect_steps`)."""
     drive_sync(effect_steps(rt, session, plan, pending=pending, extra_attempts=extra_attempts))
 
 
-def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending: Optional[dict[str, Any]] = None,
+def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending: Optional[Pending] = None,
                  extra_attempts: Optional[int] = None) -> Step:
     """Perform ``plan.effect`` (or resume the ``pending`` one after a crash or a retry).
 
@@ -129,11 +119,11 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
     # ``failed`` counts the attempts whose failure was recorded: an attempt a crash interrupted
     # (an intent with no outcome) is performed again but does not use up the retry budget.
     if pending is not None:
-        effect_id, key = int(pending["effect_id"]), str(pending["idempotency_key"])
-        first_attempt = int(pending.get("attempt") or 0) + 1
-        explicit = bool(pending.get("explicit"))
-        parts: dict[str, Any] = dict(pending.get("parts") or {})
-        failed = int(pending.get("failed") or 0) if extra_attempts is None else 0
+        effect_id, key = pending.effect_id, pending.idempotency_key
+        first_attempt = pending.attempt + 1
+        explicit = pending.explicit
+        parts: dict[str, Any] = dict(pending.parts)
+        failed = pending.failed if extra_attempts is None else 0
     else:
         ckpt.effects += 1
         effect_id, first_attempt, parts, failed = ckpt.effects, 1, {}, 0
@@ -149,15 +139,10 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
     while attempt < last_attempt:
         attempt += 1
         rec = StepRecord.start(run=run, node_id=plan.node_id, effect=effect, attempt=attempt, idempotency_key=key)
-        rec.effect_id = effect_id
-        ckpt.pending = {"effect_id": effect_id, "node_id": plan.node_id, "effect": effect.to_dict(),
-                        "next_node": plan.next_node, "idempotency_key": key, "attempt": attempt}
-        if explicit:
-            ckpt.pending["explicit"] = True
-        if parts:
-            ckpt.pending["parts"] = dict(parts)
-        if failed:
-            ckpt.pending["failed"] = failed
+        rec.effect_id, rec.next_node = effect_id, plan.next_node
+        ckpt.pending = Pending(effect_id=effect_id, node_id=plan.node_id, effect=effect.to_dict(),
+                               next_node=plan.next_node, idempotency_key=key, attempt=attempt, explicit=explicit,
+                               parts=dict(parts), failed=failed)
         handler = rt.handler_for(effect.type)
         session.record(rec)
         if handler is None:
@@ -170,12 +155,8 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
             yield Io(session.flush_before_effect)  # the intent (and every step before it) is durable first
         recorder = _part_recorder(session, plan, effect_id, key, attempt, parts)
         identity = EffectIdentity(run.run_id, effect_id, key, attempt, dict(parts), recorder)
-        rt.current_effect = (run.run_id, effect_id, key)
-        try:
-            outcome = yield EffectCall(handler, run, effect, plan.next_node, identity, _CURRENT, timeout,
-                                       _cancel_recorder(session, plan, effect_id, key, attempt))
-        finally:
-            rt.current_effect = None
+        outcome = yield EffectCall(handler, run, effect, plan.next_node, identity, _CURRENT, timeout,
+                                   _cancel_recorder(session, plan, effect_id, key, attempt))
         if outcome.status == "completed":
             try:
                 check_size(canonical_json(outcome.result), what=f"Result of {effect.type.value} effect")
@@ -195,7 +176,8 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
             return
         last_error, retryable = outcome.error or "unknown error", outcome.retryable
         failed += 1
-        ckpt.pending = {**(ckpt.pending or {}), "failed": failed}
+        if ckpt.pending is not None:
+            ckpt.pending.failed = failed
         _record_failure(session, plan, effect_id, key, attempt, last_error)
         if not retryable:
             break
@@ -246,10 +228,11 @@ def _part_recorder(session: RunSession, plan: StepPlan, effect_id: int, key: str
         with guard:
             parts[str(name)] = value
             ckpt = session.checkpoint
-            ckpt.pending = {**(ckpt.pending or {}), "parts": dict(parts)}
+            if ckpt.pending is not None:
+                ckpt.pending.parts = dict(parts)
             rec = new_record(session.run, RecordKind.PART, plan.node_id)
             rec.effect_id, rec.attempt, rec.idempotency_key = effect_id, attempt, key
-            session.record(rec.finish_success({"part": str(name)}))
+            session.record(rec.finish_success({"part": str(name), "value": value}))
             session.flush()
 
     return record
@@ -284,18 +267,14 @@ def _prior_result(rt: "Runtime", session: RunSession, plan: StepPlan, key: str, 
         wanted = rt.redactor.redact(plan.effect.to_dict())
         legacy = compute_idempotency_key(run_id=run_id, node_id=plan.node_id, effect=plan.effect)
         for doc in rt.ledger_store.list(run_id):
-            if doc.get("status") != "completed" or doc.get("node_id") != plan.node_id:
+            if doc.get("status") != "completed" or doc.get("node_id") != plan.node_id or doc.get("kind") != "effect":
                 continue
             if doc.get("effect") == wanted or doc.get("idempotency_key") == legacy:
-                found = doc
+                found = doc.get("stored", doc)
                 break
     if found is None:
         return None
-    entries = [e for e in session.pending_secrets() + rt.ledger_store.get_secrets(run_id)
-               if e.get("record_hash") == found.get("record_hash")]
-    if entries:
-        found = restore_secrets(found, entries)
-    return found.get("result")
+    return session.stored_result(found)
 
 
 def _wait_for_handler(session: RunSession, plan: StepPlan, effect: Effect, effect_id: int, rec: StepRecord) -> None:

@@ -30,8 +30,10 @@ Hierarchy::
     ├── CorruptRecordError                    corrupt_record   (file + line)
     ├── UnsupportedFormatError                unsupported_format
     ├── VerificationFailedError               verification_failed
+    │   └── SecretMissingError                secret_missing
     ├── RunLockedError                        run_locked
     ├── LedgerConflictError                   ledger_conflict
+    ├── SessionClosedError                    session_closed
     ├── AsyncRequiredError                    async_required
     ├── WorkflowDriftError                    workflow_drift
     ├── WorkflowLoadError                     workflow_load
@@ -214,6 +216,13 @@ class VerificationFailedError(AbstractRuntimeError):
     code = "verification_failed"
 
 
+class SecretMissingError(VerificationFailedError):
+    """A redacted secret the run needs has no value in the run's secrets store: the run is not
+    continued with a placeholder. Nothing was written."""
+
+    code = "secret_missing"
+
+
 class RunLockedError(AbstractRuntimeError):
     """Another process (or thread) holds the run's lock."""
 
@@ -231,6 +240,13 @@ class LedgerConflictError(AbstractRuntimeError):
     moved it (a lost lock or lease). Nothing was written."""
 
     code = "ledger_conflict"
+
+
+class SessionClosedError(AbstractRuntimeError):
+    """A writer tried to write after its session was closed (cancelled, or its lock given up).
+    Nothing was written."""
+
+    code = "session_closed"
 
 
 class AsyncRequiredError(AbstractRuntimeError):

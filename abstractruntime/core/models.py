@@ -94,6 +94,8 @@ class RecordKind(str, Enum):
     RETRY = "retry"
     METADATA = "metadata"
     PART = "part"
+    CHECKPOINT = "checkpoint"
+    SIGNING = "signing"
 
 
 @dataclass(frozen=True)
@@ -298,6 +300,10 @@ class StepRecord:
     effect_id: Optional[int] = None
     # The state change this record made (see abstractruntime.core.wal); None in format 1.
     delta: Optional[dict[str, Any]] = None
+    # Format 3: where an effect's run goes when it completes (on its intent), and when the
+    # record was made (one timestamp per record).
+    next_node: Optional[str] = None
+    at: Optional[str] = None
 
     @classmethod
     def start(
@@ -366,6 +372,8 @@ class StepRecord:
             "prev_hash": self.prev_hash,
             "record_hash": self.record_hash,
             "signature": self.signature,
+            **({"next_node": self.next_node} if self.next_node is not None else {}),
+            **({"at": self.at} if self.at is not None else {}),
         }
 
     @classmethod
@@ -373,8 +381,8 @@ class StepRecord:
         """Inverse of :meth:`to_dict` (unknown keys are ignored)."""
         return cls(
             run_id=data["run_id"],
-            step_id=data["step_id"],
-            node_id=data["node_id"],
+            step_id=data.get("step_id") or _step_id(),
+            node_id=data.get("node_id") or "",
             status=StepStatus(data["status"]),
             effect=data.get("effect"),
             result=data.get("result"),
@@ -392,4 +400,6 @@ class StepRecord:
             format=int(data.get("format") or 1),
             effect_id=data.get("effect_id"),
             delta=data.get("delta"),
+            next_node=data.get("next_node"),
+            at=data.get("at"),
         )

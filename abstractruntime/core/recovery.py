@@ -1,24 +1,42 @@
-"""Opening a run: checkpoint + replay of the ledger tail, and the state at any past position.
+"""Opening a run: a *proven* checkpoint + replay of the ledger tail, and the state at any past position.
 
-The checkpoint is a cache. Opening a run reads it, then replays every ledger record after
-the position it reflects: a checkpoint that is missing, unreadable (a power loss before the
-page cache reached the disk) or rolled back changes nothing — the ledger decides. A ledger
-that ends *before* the checkpoint's position, or at it with another hash, was truncated or
-rewritten: that is corruption, never silently adopted. With a signing key, the head the
-writer is about to extend must carry a valid signature (see :func:`check_signed_head`).
+The checkpoint is a cache and is never believed: it is used only when the ledger record at its
+position carries its hash and the digest of its state (docs/file-format.md, "run.json"). An
+unproven checkpoint — edited, rolled back, copied from another position — is ignored: the run
+is rebuilt from the last proven anchor, or from its first record. A checkpoint naming a position
+the ledger does not have is truncation or forgery: refused. Values the ledger redacted are
+filled in only where a marker commits to them (:mod:`~abstractruntime.core.secret_values`).
+
+Runs whose records are older formats are read as those formats were: format-2 records are
+replayed from the first one (their checkpoint is used only for the secrets their records did
+not keep); a format-1 prefix, which has no deltas, takes its state from the checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .errors import CorruptRecordError, MisplacedRecordError, InvalidInputError, RunNotFoundError, VerificationFailedError
-from .models import RunState, RunStatus
-from .ports import Checkpoint, LedgerHead, LedgerStore, RunStore
-from .session import secrets_by_record
-from .wal import replay
+from .errors import (
+    CorruptRecordError,
+    InvalidInputError,
+    MisplacedRecordError,
+    RunNotFoundError,
+    SecretMissingError,
+    VerificationFailedError,
+)
+from .markers import SECRET
+from .models import RunState, RunStatus, WaitState
+from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, Pending, RunStore, StoredCheckpoint, \
+    has_capability
+from .records import RECORD_FORMAT, record_hash3
+from .secret_values import SecretKeeper, shown_text
+from .session import RunParts
+from .state import StateImage, digest_of
+from .values import UndefinedValueError, ValueTable
+from .wal import apply_record, record_parts
+from .wal_legacy import replay as legacy_replay, secrets_by_record
 
 log = logging.getLogger("abstractruntime.recovery")
 
@@ -27,115 +45,328 @@ log = logging.getLogger("abstractruntime.recovery")
 class OpenedRun:
     """A run as rebuilt for reading or writing."""
 
-    checkpoint: Checkpoint
-    # The position the stored checkpoint reflects (None when it had to be rebuilt).
+    parts: RunParts
+    # The position the stored checkpoint reflects, when it was proven (None: rebuilt).
     saved: Optional[LedgerHead]
     # The ledger's durable head (what the next append must extend).
     head: LedgerHead
-    # The stored checkpoint was written outside the runtime (RunStore.save): adopt it as is.
-    external: bool = False
+    # A state saved with RunStore.save by a store that cannot record edits (in memory): to record.
+    external: Optional[RunState] = None
     # The last record of the ledger as read (None when the tail was empty).
     last_record: Optional[dict[str, Any]] = None
     # The status the stored checkpoint (and so the query index) shows.
     saved_status: Optional[RunStatus] = None
+    # The state came from older-format records: the next record must carry every field.
+    legacy: bool = False
+    # Why the stored checkpoint was not used (for verify and logs).
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """The live run."""
+        return self.parts.checkpoint
 
 
-def _blank(run_id: str) -> Checkpoint:
-    return Checkpoint(run=RunState(run_id=run_id, workflow_id="", status=RunStatus.RUNNING, current_node=""),
-                      ledger=LedgerHead())
-
-
-def _keeps_checkpoints(runs: RunStore) -> bool:
-    return type(runs).load_checkpoint is not RunStore.load_checkpoint
-
-
-def open_run(runs: RunStore, ledger: LedgerStore, run_id: str) -> OpenedRun:
-    """Rebuild ``run_id``: stored checkpoint + replay of the ledger after it.
-
-    Raises :class:`RunNotFoundError` when neither exists, :class:`CorruptRecordError` when
-    the ledger is shorter than the checkpoint or cannot be replayed.
-    """
-    stored: Optional[Checkpoint]
-    unreadable: Optional[CorruptRecordError] = None
+def _load_stored(runs: RunStore, run_id: str) -> Optional[StoredCheckpoint]:
     try:
         stored = runs.load_checkpoint(run_id)
     except MisplacedRecordError:
         raise
     except CorruptRecordError as exc:
-        # The checkpoint is a cache written without fsync: after a power loss it may be torn.
+        # A cache written without fsync: after a power loss it may be torn. The ledger decides.
         log.warning("%s; rebuilding run %s from its ledger", exc, run_id)
-        stored, unreadable = None, exc
-    if stored is not None and stored.run.run_id != run_id:
-        raise MisplacedRecordError(f"the checkpoint of run {run_id} describes run {stored.run.run_id!r} "
-                                 "(a file's content must agree with its place)")
-    if stored is not None and stored.external:
-        head = ledger.head(run_id)
-        return OpenedRun(checkpoint=stored, saved=stored.ledger, head=head, external=True,
-                         saved_status=stored.run.status)
-    if stored is not None and not _keeps_checkpoints(runs):
-        # A 0.0.1-style store keeps only the RunState: the ledger rebuilds the rest.
-        stored = None
-    start = stored.ledger if stored is not None else LedgerHead()
+        return None
+    if stored is not None and stored.run_id != run_id:
+        raise MisplacedRecordError(f"the checkpoint of run {run_id} describes run {stored.run_id!r} "
+                                   "(a file's content must agree with its place)")
+    return stored
+
+
+def prove(ledger: LedgerStore, run_id: str, stored: StoredCheckpoint) -> Optional[dict[str, Any]]:
+    """The ledger record proving ``stored`` (format 3), or ``None`` when it does not prove.
+
+    It proves when the record at its position has that position's hash, is unedited, and
+    carries the digest of the checkpoint's state.
+    """
+    position = stored.ledger
+    if not position.seq or stored.legacy is not None:
+        return None
+    doc = ledger.record_at(run_id, position)
+    if doc is None or doc.get("format") != RECORD_FORMAT or doc.get("record_hash") != position.head_hash:
+        return None
+    try:
+        # An unchained ledger (upstream 0.0.1's in-memory one) has no hashes: the digest alone decides.
+        unchained = position.head_hash is None and doc.get("record_hash") is None
+        if (not unchained and record_hash3(doc) != position.head_hash) or doc.get("state") != digest_of(stored.state):
+            return None
+    except (InvalidInputError, ValueError):
+        return None
+    return doc
+
+
+def open_run(runs: RunStore, ledger: LedgerStore, run_id: str, *, for_writing: bool = True) -> OpenedRun:
+    """Rebuild ``run_id``: a proven checkpoint (or anchor, or nothing) + replay of the ledger after it.
+
+    Raises :class:`RunNotFoundError` when neither exists, :class:`VerificationFailedError` when the
+    checkpoint names a position the ledger does not have, :class:`CorruptRecordError` when the
+    ledger cannot be replayed. ``for_writing``: a redacted secret whose value is gone raises
+    :class:`SecretMissingError` (for reading it is shown redacted).
+    """
+    stored = _load_stored(runs, run_id)
+    if stored is not None and not has_capability(runs, Capability.CHECKPOINTS):
+        stored = None  # a 0.0.1-style store keeps only the RunState: the ledger rebuilds the rest
+    external = stored.run_view() if stored is not None and stored.external else None
+    head = ledger.head(run_id)
+    if stored is not None and stored.ledger.seq > head.seq and stored.legacy is None:
+        raise VerificationFailedError(
+            f"run {run_id}: its checkpoint names ledger seq {stored.ledger.seq} but the ledger ends at seq {head.seq} "
+            "(truncated, or a forged checkpoint); nothing was written — run `abstractruntime verify`, and delete "
+            "run.json only if the ledger is known good")
+    notes: list[str] = []
+    table = ValueTable()
+    base: Optional[StateImage] = None
+    start = LedgerHead()
+    base_doc: Optional[dict[str, Any]] = None
+    if stored is not None and stored.legacy is None:
+        base_doc = prove(ledger, run_id, stored)
+        if base_doc is not None:
+            base, start = StateImage(stored.state), stored.ledger
+        else:
+            notes.append("checkpoint_state_mismatch")
+            log.warning("run %s: its checkpoint is not proven by the ledger; rebuilding from the ledger", run_id)
+    if base is None:
+        anchored = _proven_anchor(ledger, run_id, head.seq)
+        if anchored is not None:
+            base, start, base_doc = anchored
+    if stored is not None and stored.legacy is not None and base is None:
+        return _open_legacy(runs, ledger, run_id, stored, for_writing, external)
     head, tail = ledger.read_after(run_id, start)
-    if stored is None and not tail:
-        if unreadable is not None:
-            raise unreadable
+    if base is None and not tail:
         if head.seq:
             raise CorruptRecordError(f"run {run_id} has no checkpoint and its ledger cannot rebuild it")
         raise RunNotFoundError(run_id)
-    if stored is not None and start.seq:
-        if head.seq < start.seq or (head.seq == start.seq and head.head_hash != start.head_hash):
-            raise CorruptRecordError(
-                f"run {run_id}: the checkpoint reflects ledger seq {start.seq} but the ledger ends at seq "
-                f"{head.seq} with another head (truncated or rewritten?); run `abstractruntime verify` for details")
-    saved_status = stored.run.status if stored is not None else None
-    checkpoint = stored if stored is not None else _blank(run_id)
-    if tail:
-        if stored is None and tail[0].get("delta") is None:
-            raise CorruptRecordError(f"run {run_id} has no checkpoint and its ledger predates format 2: "
-                                     "restore run.json from a backup")
-        secrets = secrets_by_record(ledger.get_secrets(run_id)) if _has_redactions(tail) else None
-        replay(checkpoint, tail, secrets=secrets, path=f"ledger of run {run_id}")
+    if tail and tail[0].get("format") != RECORD_FORMAT and base is None:
+        return _open_legacy(runs, ledger, run_id, stored, for_writing, external)
+    image = base if base is not None else StateImage.blank(run_id)
+    if base is not None:
+        _file_values(ledger, run_id, table, image, stored.values if stored is not None and base_doc is not None
+                     and start == stored.ledger else [], start)
+    _replay(image, tail, table, run_id)
+    last = tail[-1] if tail else base_doc
+    keeper = _keeper(ledger, run_id, image, tail)
+    checkpoint = materialize(image, table, keeper, head, strict=for_writing)
+    parts = RunParts(checkpoint, image, table, keeper, head_digest=last.get("state") if last else None)
+    saved = start if base is not None and stored is not None and start == stored.ledger else None
+    return OpenedRun(parts=parts, saved=saved, head=head, external=external, last_record=last,
+                     saved_status=RunStatus(stored.run_doc.get("status")) if saved is not None and stored is not None
+                     else None, notes=notes)
+
+
+def _replay(image: StateImage, docs: list[dict[str, Any]], table: ValueTable, run_id: str) -> None:
+    for doc in docs:
+        seq = doc.get("seq")
+        if doc.get("format") != RECORD_FORMAT:
+            raise CorruptRecordError(f"record seq {seq} of run {run_id} is format {doc.get('format')} after "
+                                     "format-3 records")
+        try:
+            for part in record_parts(doc):
+                table.collect(part, int(seq or 0), doc.get("_offset"))
+            apply_record(image, doc, table, run_id)
+        except (ValueError, TypeError, KeyError, UndefinedValueError) as exc:
+            raise CorruptRecordError(f"record seq {seq} cannot be replayed: {exc}", path=f"ledger of run {run_id}") \
+                from exc
+
+
+def _file_values(ledger: LedgerStore, run_id: str, table: ValueTable, image: StateImage,
+                 hints: list[list[int]], upto: LedgerHead) -> None:
+    """File the definitions the image refers to: from the hinted lines, else by reading the ledger."""
+    needed = table.closure(image.document())
+    if not needed:
+        return
+    if hints:
+        for doc in ledger.records_at(run_id, [(int(h[0]), h[1]) for h in hints]):
+            for part in record_parts(doc):
+                table.collect(part, int(doc.get("seq") or 0))
+        needed = {vid for vid in table.closure(image.document()) if vid not in table}
+        if not needed:
+            return
+    _, prefix = ledger.read_after(run_id, LedgerHead(), until_seq=upto.seq)
+    for doc in prefix:
+        if doc.get("format") == RECORD_FORMAT:
+            for part in record_parts(doc):
+                table.collect(part, int(doc.get("seq") or 0), doc.get("_offset"))
+
+
+def _proven_anchor(ledger: LedgerStore, run_id: str, upto: int) -> Optional[tuple[StateImage, LedgerHead,
+                                                                                   dict[str, Any]]]:
+    """The last anchor at or before ``upto`` that the ledger proves."""
+    if not has_capability(ledger, Capability.ANCHORS) or not upto:
+        return None
+    anchor = ledger.find_anchor(run_id, upto)  # type: ignore[attr-defined]
+    try:
+        stored = StoredCheckpoint.from_dict(anchor["checkpoint"]) if anchor else None
+    except (KeyError, TypeError, ValueError):
+        return None
+    if stored is None or stored.run_id != run_id:
+        return None
+    doc = prove(ledger, run_id, stored)
+    if doc is None:
+        return None
+    return StateImage(stored.state), stored.ledger, doc
+
+
+def _keeper(ledger: LedgerStore, run_id: str, image: StateImage, tail: list[dict[str, Any]]) -> SecretKeeper:
+    """The run's secrets, read only when a marker needs them (most runs have none)."""
+    from .jcs import jcs
+
+    marker = ('"' + SECRET + '"').encode()
+    if marker in jcs(image.document()) or any(marker in jcs(record_parts(doc)) for doc in tail):
+        return SecretKeeper.from_entries(ledger.get_secrets(run_id))
+    if has_capability(ledger, Capability.SECRETS):
+        # Without markers the run still has its key, if any: new commitments must use it.
+        return SecretKeeper.from_entries(e for e in ledger.get_secrets(run_id) if "key" in e)
+    return SecretKeeper()
+
+
+def materialize(image: StateImage, table: ValueTable, keeper: SecretKeeper, head: LedgerHead, *,
+                strict: bool) -> Checkpoint:
+    """The live run the image stands for: stored values resolved, secrets filled in.
+
+    A secret whose value is gone raises :class:`SecretMissingError` when ``strict`` and the run
+    has not ended; otherwise it shows redacted.
+    """
+    terminal = RunStatus(image.run.get("status") or "running").is_terminal
+
+    def fill(marker: dict[str, Any]) -> Any:
+        if keeper.knows(marker[SECRET]):
+            return keeper.fill(marker)
+        if strict and not terminal:
+            raise SecretMissingError(
+                f"the real value of a redacted secret ({marker['$shown']!r}) is missing from the run's secrets store; "
+                "restore it from a backup — the run is not continued with a placeholder", commitment=marker[SECRET])
+        return shown_text(marker)
+
+    try:
+        run_doc = table.resolve(image.run, fill)
+        kernel = table.resolve(image.kernel, fill)
+    except UndefinedValueError as exc:
+        raise CorruptRecordError(f"run {image.run.get('run_id')}: {exc}") from exc
+    run = RunState.from_dict(run_doc)
+    if run_doc.get("waiting") is not None:
+        run.waiting = WaitState.from_dict(run_doc["waiting"])
+    pending = kernel.get("pending")
+    return Checkpoint(run=run, ledger=head, workflow=kernel.get("workflow"), origin=kernel.get("origin"),
+                      pending=Pending.from_dict(pending) if pending is not None else None,
+                      effects=int(kernel.get("effects") or 0), metadata=kernel.get("metadata") or {})
+
+
+def image_of(checkpoint: Checkpoint, seal: Any) -> StateImage:
+    """An image of a live checkpoint (``seal(value, path)`` gives a value's stored form): used when a
+    run's history is older-format records and its next record carries every field."""
+    run = checkpoint.run.to_dict()
+    document = {
+        "run": {**{k: seal(v, [k]) for k, v in run.items() if k != "vars"},
+                "vars": {k: seal(v, [k]) for k, v in run["vars"].items()}},
+        "kernel": {"effects": checkpoint.effects,
+                   "pending": seal(checkpoint.pending.to_dict(), ["pending"]) if checkpoint.pending else None,
+                   "metadata": seal(checkpoint.metadata, ["metadata"]), "workflow": seal(checkpoint.workflow,
+                                                                                          ["workflow"]),
+                   "origin": seal(checkpoint.origin, ["origin"])},
+    }
+    return StateImage(document)
+
+
+def _open_legacy(runs: RunStore, ledger: LedgerStore, run_id: str, stored: Optional[StoredCheckpoint],
+                 for_writing: bool, external: Optional[RunState]) -> OpenedRun:
+    """A run whose records are format 1 or 2: rebuilt as those formats were (see the module docstring)."""
+    head, records = ledger.read_after(run_id, LedgerHead())
+    if any(r.get("format") == RECORD_FORMAT for r in records):
+        raise CorruptRecordError(f"run {run_id}: format-3 records follow older ones without carrying the whole state")
+    legacy = stored.legacy if stored is not None else None
+    if not records and legacy is None:
+        raise RunNotFoundError(run_id)
+    entries = ledger.get_secrets(run_id)
+    keeper = SecretKeeper.from_entries(entries)
+    grouped = secrets_by_record(keeper.legacy)
+    if records and all(r.get("delta") is not None for r in records):
+        from .wal_legacy import blank_checkpoint
+
+        checkpoint = legacy_replay(blank_checkpoint(run_id), records, secrets=grouped, path=f"ledger of run {run_id}")
+        if legacy is not None and legacy.ledger.seq == head.seq and legacy.ledger.head_hash == head.head_hash:
+            _fill_from(checkpoint.run.vars, legacy.run.vars)
+    elif legacy is not None:
+        if legacy.ledger.seq > head.seq:
+            raise VerificationFailedError(f"run {run_id}: its checkpoint names ledger seq {legacy.ledger.seq} but the "
+                                          f"ledger ends at seq {head.seq}; nothing was written")
+        later = [r for r in records if isinstance(r.get("seq"), int) and r["seq"] > legacy.ledger.seq]
+        checkpoint = legacy_replay(legacy, later, secrets=grouped, path=f"ledger of run {run_id}")
+    else:
+        raise CorruptRecordError(f"run {run_id} has no checkpoint and its ledger predates format 2: "
+                                 "restore run.json from a backup")
     checkpoint.ledger = head
-    return OpenedRun(checkpoint=checkpoint, saved=stored.ledger if stored is not None else None, head=head,
-                     last_record=tail[-1] if tail else None, saved_status=saved_status)
+    parts = RunParts(checkpoint, StateImage.blank(run_id), ValueTable(), keeper)
+    return OpenedRun(parts=parts, saved=None, head=head, external=external,
+                     last_record=records[-1] if records else None,
+                     saved_status=stored.run_view().status if stored is not None else None, legacy=True)
 
 
-def _has_redactions(records: list[dict[str, Any]]) -> bool:
-    # Cheap pre-check so runs without secrets never read the secrets file.
-    from .canonical import canonical_json
+def _fill_from(target: dict[str, Any], source: dict[str, Any]) -> None:
+    """Format-2 secrets a checkpoint kept: put back only where the ledger holds the placeholder."""
     from .redaction import REDACTED
 
-    marker = REDACTED.encode()
-    return any(marker in canonical_json({k: r.get(k) for k in ("effect", "result", "delta")}) for r in records)
+    for key, value in list(target.items()):
+        if value == REDACTED and key in source and source[key] != REDACTED:
+            target[key] = source[key]
+        elif isinstance(value, dict) and isinstance(source.get(key), dict):
+            _fill_from(value, source[key])
 
 
 def state_at(runs: RunStore, ledger: LedgerStore, run_id: str, seq: int) -> Checkpoint:
     """The run as it was right after ledger record ``seq``, rebuilt from the ledger.
 
-    Starts from the nearest kept anchor at or before ``seq`` (values redacted in the ledger
-    show as the ledger has them there) or from the first record, and replays up to ``seq``.
+    Starts from the nearest proven anchor at or before ``seq``, or from the first record, and
+    replays up to ``seq``. Secrets show as their values while the run's secrets keep them.
     """
-    peek = getattr(ledger, "peek_head", None)
-    head = peek(run_id) if peek is not None else ledger.head(run_id)
+    head = ledger.peek_head(run_id) if has_capability(ledger, Capability.PEEK_HEAD) else ledger.head(run_id)  # type: ignore[attr-defined]
     if not head.seq:
         raise RunNotFoundError(run_id)
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1 or seq > head.seq:
         raise InvalidInputError(f"Run {run_id} has records 1..{head.seq}; there is no seq {seq}")
-    base, start = _blank(run_id), LedgerHead()
-    anchor = ledger.find_anchor(run_id, seq)
-    if anchor is not None:
-        try:
-            base = Checkpoint.from_dict(anchor["checkpoint"])
-            start = LedgerHead(int(anchor["seq"]), anchor.get("head_hash"), anchor.get("offset"))
-        except (KeyError, TypeError, ValueError):
-            base, start = _blank(run_id), LedgerHead()
+    table = ValueTable()
+    anchored = _proven_anchor(ledger, run_id, seq)
+    image, start = (anchored[0], anchored[1]) if anchored is not None else (StateImage.blank(run_id), LedgerHead())
     _, wanted = ledger.read_after(run_id, start, until_seq=seq)
+    if any(r.get("format") != RECORD_FORMAT for r in wanted) or (anchored is None and wanted
+                                                                  and wanted[0].get("format") != RECORD_FORMAT):
+        return _legacy_state_at(ledger, run_id, seq)
+    if anchored is not None:
+        _file_values(ledger, run_id, table, image, [], start)
+    _replay(image, wanted, table, run_id)
+    keeper = _keeper(ledger, run_id, image, wanted)
+    return materialize(image, table, keeper, LedgerHead(seq, wanted[-1].get("record_hash") if wanted else None),
+                       strict=False)
+
+
+def _legacy_state_at(ledger: LedgerStore, run_id: str, seq: int) -> Checkpoint:
+    from .wal_legacy import blank_checkpoint
+
+    _, wanted = ledger.read_after(run_id, LedgerHead(), until_seq=seq)
     if any(r.get("delta") is None for r in wanted):
         raise InvalidInputError(f"Run {run_id}: records up to seq {seq} were written before point-in-time "
                                 "records (format 2); its past states cannot be rebuilt")
-    secrets = secrets_by_record(ledger.get_secrets(run_id)) if _has_redactions(wanted) else None
-    return replay(base, wanted, secrets=secrets, path=f"ledger of run {run_id}")
+    if any(r.get("format") == RECORD_FORMAT for r in wanted):
+        image, table = None, ValueTable()
+        checkpoint = blank_checkpoint(run_id)
+        for index, doc in enumerate(wanted):
+            if doc.get("format") == RECORD_FORMAT:
+                image = StateImage.blank(run_id)
+                _replay(image, wanted[index:], table, run_id)
+                keeper = _keeper(ledger, run_id, image, wanted[index:])
+                return materialize(image, table, keeper, LedgerHead(seq, wanted[-1].get("record_hash")), strict=False)
+        return checkpoint
+    keeper = SecretKeeper.from_entries(ledger.get_secrets(run_id))
+    return legacy_replay(blank_checkpoint(run_id), wanted, secrets=secrets_by_record(keeper.legacy),
+                         path=f"ledger of run {run_id}")
 
 
 def check_signed_head(opened: OpenedRun, *, signer: Any, ledger: LedgerStore, run_id: str) -> None:

@@ -21,7 +21,6 @@ from .runtime import Runtime
 from .session import new_record
 from .snapshot import Snapshot
 from .spec import WorkflowSpec
-from .wal import full_delta
 
 
 def take_snapshot(
@@ -85,7 +84,7 @@ def restore_snapshot(
             "previous_node": previous_node,
             "state_sha256": sha256_hex(canonical_json(snapshot.run_state)),
         })
-        session.record(rec, full_delta=full_delta(current))
+        session.record(rec, full=True)
         session.save_checkpoint()
         return state
 
@@ -118,6 +117,6 @@ def fork_snapshot(
         session = runtime.new_session(checkpoint)
         rec = new_record(fresh, RecordKind.START)
         rec.finish_success({"workflow_id": fresh.workflow_id, "forked_from": origin, "status": fresh.status.value})
-        session.record(rec, full_delta=full_delta(checkpoint))
+        session.record(rec, full=True)
         session.save_checkpoint()
     return fresh.run_id

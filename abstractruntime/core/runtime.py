@@ -39,15 +39,16 @@ from .errors import (
 from .ids import validate_id
 from .models import EffectType, RecordKind, RunState, RunStatus, WaitReason
 from .policy import DefaultEffectPolicy, EffectPolicy
-from .ports import Checkpoint, LedgerHead, LedgerStore, RunStore
+from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, Pending, RunStore, has_capability
 from .recovery import OpenedRun, check_signed_head, open_run, state_at
 from .redaction import Redactor
-from .session import RunSession, StorePorts, fail_run, new_record
+from .session import RunParts, RunSession, StorePorts, fail_run, new_record
 from .spec import WorkflowSpec
 from .answers import prepare_retry, record_answer
+from .state import StateImage
 from .stepping import advance_steps, retry_steps
 from .timers import is_due
-from .wal import full_delta
+from .values import json_copy
 
 __all__ = ["Runtime", "EffectOutcome", "EffectHandler", "DefaultRunContext"]
 
@@ -112,8 +113,6 @@ class Runtime:
         self._redactor = redactor or Redactor()
         self.signer = signer
         self.missing_handler = missing_handler
-        # (run_id, effect_id, idempotency_key) of the effect whose handler is running.
-        self.current_effect: Optional[tuple[str, int, str]] = None
         self._handlers: dict[EffectType, RegisteredHandler] = {}
         # run_id -> (file tokens, state) of runs this runtime advanced last (see _load).
         self._warm: dict[str, tuple[Any, OpenedRun]] = {}
@@ -218,12 +217,12 @@ class Runtime:
         source = workflow.source.to_dict(workflow.workflow_id) if workflow.source else None
         with self.create_lock(run.run_id):
             checkpoint = Checkpoint(run=run, ledger=LedgerHead(), workflow=source, metadata=dict(metadata or {}))
-            session = RunSession(self._ports(), checkpoint)
+            session = self.new_session(checkpoint)
             rec = new_record(run, RecordKind.START)
             key_id = getattr(self.signer, "key_id", None)
             rec.finish_success({"workflow_id": workflow.workflow_id, "parent_run_id": parent_run_id,
                                 **({"signing": key_id} if key_id else {})})
-            session.record(rec, full_delta=full_delta(checkpoint))
+            session.record(rec, full=True)
             session.save_checkpoint()
         return run.run_id
 
@@ -249,8 +248,9 @@ class Runtime:
         return self._session(self._load(run_id))
 
     def new_session(self, checkpoint: Checkpoint) -> RunSession:
-        """A session for a run being created from ``checkpoint`` (the caller holds the create lock)."""
-        return RunSession(self._ports(), checkpoint)
+        """A session for a run being created from ``checkpoint`` (the caller holds the create lock);
+        its first record must carry every field (``record(..., full=True)``)."""
+        return RunSession(self._ports(), RunParts(checkpoint, StateImage.blank(checkpoint.run.run_id)))
 
     def run_exists(self, run_id: str) -> bool:
         """True when the run has a ledger or a checkpoint."""
@@ -269,8 +269,9 @@ class Runtime:
         return self.get_checkpoint(run_id).run
 
     def get_checkpoint(self, run_id: str) -> Checkpoint:
-        """The run's current checkpoint: the stored one with the ledger after it replayed."""
-        return open_run(self._run_store, self._ledger_store, run_id).checkpoint
+        """The run's current state with its real values: the proven checkpoint with the ledger after it
+        replayed (a secret whose value is gone shows redacted)."""
+        return open_run(self._run_store, self._ledger_store, run_id, for_writing=False).checkpoint
 
     def state_at(self, run_id: str, seq: int) -> Checkpoint:
         """The run as it was right after ledger record ``seq``, rebuilt from the ledger."""
@@ -426,11 +427,10 @@ class Runtime:
         return opened
 
     def _tokens(self, run_id: str) -> Optional[tuple[Any, Any]]:
-        ledger_token = getattr(self._ledger_store, "position_token", None)
-        run_token = getattr(self._run_store, "checkpoint_token", None)
-        if ledger_token is None or run_token is None:
+        ledger, runs = self._ledger_store, self._run_store
+        if not (has_capability(ledger, Capability.POSITION_TOKENS) and has_capability(runs, Capability.CHECKPOINT_TOKENS)):
             return None
-        return ledger_token(run_id), run_token(run_id)
+        return ledger.position_token(run_id), runs.checkpoint_token(run_id)  # type: ignore[attr-defined]
 
     @property
     def context(self) -> Any:
@@ -440,38 +440,64 @@ class Runtime:
     def _tokens_after_write(self, session: RunSession) -> Optional[tuple[Any, Any]]:
         """The run's tokens right after this session wrote it, without asking the stores when
         they can tell (a database store knows the token of what it just wrote)."""
-        at = getattr(self._ledger_store, "position_token_at", None)
-        written = getattr(self._run_store, "written_token", None)
-        if at is not None and written is not None:
-            token = written(session.run_id)
-            if token is not None:
-                return at(session.run_id, session.durable), token
+        if not (has_capability(self._ledger_store, Capability.POSITION_TOKENS)
+                and has_capability(self._run_store, Capability.CHECKPOINT_TOKENS)):
+            return None
+        token = self._run_store.written_token(session.run_id)  # type: ignore[attr-defined]
+        at = self._ledger_store.position_token_at(session.run_id, session.durable)  # type: ignore[attr-defined]
+        if token is not None and at is not None:
+            return at, token
         return self._tokens(session.run_id)
 
     def remember(self, session: RunSession) -> None:
         """Keep the run's state for this runtime's next tick, valid while its files are unchanged."""
         tokens = self._tokens_after_write(session)
-        if tokens is None or session.queued:
+        if tokens is None or session.queued or session.closed is not None:
             return
         if len(self._warm) >= 64:
             self._warm.pop(next(iter(self._warm)))
-        self._warm[session.run_id] = (tokens, OpenedRun(
-            checkpoint=session.tracker.detached(session.checkpoint), saved=session.saved, head=session.durable,
-            saved_status=session.saved_status))
+        parts = session.parts()
+        parts.checkpoint = _detached(session.checkpoint)
+        self._warm[session.run_id] = (tokens, OpenedRun(parts=parts, saved=session.saved, head=session.durable,
+                                                        saved_status=session.saved_status))
 
     def _session(self, opened: OpenedRun) -> RunSession:
-        session = RunSession(self._ports(), opened.checkpoint, durable_head=opened.head, saved_head=opened.saved)
+        session = RunSession(self._ports(), opened.parts, durable_head=opened.head, saved_head=opened.saved)
         session.saved_status = opened.saved_status
-        if opened.external:
-            # A state written with RunStore.save outside the runtime: record it, so the
-            # ledger stays the log, and reuse completed effects as 0.0.1 did after such edits.
-            opened.checkpoint.external = False
-            rec = new_record(session.run, RecordKind.EDIT)
-            rec.finish_success({"reason": "state saved outside the runtime"})
-            session.record(rec, full_delta=full_delta(opened.checkpoint))
-            session.saved = None
+        if session.run.status.is_terminal and opened.external is None:
+            session.release_secrets()  # a run that ended before its secrets were dropped (a kill)
+        last = opened.last_record
+        if opened.legacy:
+            session.full_next = True  # older-format records before: the next record carries every field
+        if opened.external is not None:
+            # A state saved with RunStore.save by a store that cannot record it itself (in memory):
+            # record it, so the ledger stays the log, and reuse completed effects as 0.0.1 did.
+            self._record_edit(session, opened.external)
+        elif last is not None and last.get("kind") == RecordKind.EDIT.value and (last.get("result") or {}).get(
+                "reason") == EDIT_REASON:
             session.legacy_reuse = True
         return session
+
+    def _record_edit(self, session: RunSession, run: RunState) -> None:
+        session.checkpoint.run = run
+        rec = new_record(run, RecordKind.EDIT)
+        rec.finish_success({"reason": EDIT_REASON})
+        session.record(rec, full=True)
+        session.saved = None
+        session.legacy_reuse = True
+
+    def record_edit(self, run: RunState, *, lock_wait: float = 0.0) -> Checkpoint:
+        """Adopt a state written outside the runtime (``RunStore.save``), recording it in the ledger
+        first (an ``edit`` record carrying the whole state, signed where the runtime signs).
+
+        The run's kernel fields (its pending effect, counters, metadata) are kept; the next tick
+        reuses completed effects by node and payload, as upstream 0.0.1 did after such edits.
+        """
+        with self._run_store.lock(run.run_id, wait=lock_wait):
+            session = self._session(self._load(run.run_id))
+            self._record_edit(session, RunState.from_dict(json_copy(run.to_dict())))
+            session.save_checkpoint()
+            return session.checkpoint
 
     def _open(self, run_id: str, workflow: WorkflowSpec, allow_drift: bool) -> RunSession:
         session = self._session(self._load(run_id))
@@ -522,6 +548,19 @@ class Runtime:
                  exception_type=type(exc).__name__)
         fresh.save_checkpoint()
         return fresh.run
+
+
+# The reason an ``edit`` record gives for a state saved with ``RunStore.save``.
+EDIT_REASON = "state saved outside the runtime"
+
+
+def _detached(checkpoint: Checkpoint) -> Checkpoint:
+    """A copy of a live checkpoint that shares nothing with it (the caller keeps the original)."""
+    run = RunState.from_dict(json_copy(checkpoint.run.to_dict()))
+    pending = Pending.from_dict(json_copy(checkpoint.pending.to_dict())) if checkpoint.pending else None
+    return Checkpoint(run=run, ledger=checkpoint.ledger, workflow=json_copy(checkpoint.workflow),
+                      signature=json_copy(checkpoint.signature), origin=json_copy(checkpoint.origin),
+                      pending=pending, effects=checkpoint.effects, metadata=json_copy(checkpoint.metadata))
 
 
 # Kept importable for code that reached for it before the runtime was split.

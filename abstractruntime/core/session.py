@@ -1,35 +1,54 @@
-"""One locked run being advanced: its state, the records not yet durable, and group commit.
+"""One locked run being advanced: its live state, the records not yet durable, and group commit.
 
-:meth:`RunSession.record` turns a step into a sealed ledger line at once (the state change it
-made, redacted, hashed), so later mutations of the run cannot leak into it.
-:meth:`RunSession.flush` makes every queued line durable with one write and one fsync —
-the result of effect *k*, the pure steps after it and the intent of effect *k+1* share one
-batch. The checkpoint (``run.json``) is a cache of the state at a ledger position: it is
-written when it pays (:meth:`RunSession.finish`), never per effect; a missing or older one
-is rebuilt from the ledger. See docs/durability.md.
+:meth:`RunSession.record` turns a step into a sealed format-3 ledger line at once (the state
+change it made, redacted with commitments, large values stored once), so later mutations of
+the run cannot leak into it, and applies the same line to the run's
+:class:`~abstractruntime.core.state.StateImage` — the state as the ledger holds it.
+:meth:`RunSession.flush` makes every queued line durable with one write and one fsync — the
+result of effect *k*, the pure steps after it and the intent of effect *k+1* share one batch.
+A checkpoint is the image at a ledger position, and the record at that position carries the
+image's digest, so the checkpoint is proven before anyone uses it (docs/file-format.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 from .canonical import check_size
-from .chain import attach_signature, seal_record_line
 from .clock import Clock
+from .encode import RecordEncoder
 from .errors import LedgerConflictError
+from .jcs import jcs
 from .models import RecordKind, RunState, RunStatus, StepRecord
-from .ports import Checkpoint, LedgerHead, LedgerStore, RunStore
-from .redaction import REDACTED, Redactor
-from .wal import DeltaTracker, secret_key
+from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, Pending, RunStore, StoredCheckpoint, \
+    has_capability
+from .records import RECORD_FORMAT, seal, with_signature
+from .redaction import Redactor
+from .markers import SECRET
+from .secret_values import SecretKeeper, shown_text
+from .state import StateImage
+from .values import ValueTable
+from .wal import (
+    DELTA_RUN_FIELDS,
+    DeltaTracker,
+    ResultOp,
+    SetOp,
+    apply_record,
+    implied_effects,
+    implied_pending,
+    positional_key,
+    record_parts,
+)
 
 # A checkpoint is written at least every CHECKPOINT_EVERY records or CHECKPOINT_BYTES bytes
 # of ledger, so recovery replays a bounded tail (docs/performance.md has the measurements).
 CHECKPOINT_EVERY = 512
 CHECKPOINT_BYTES = 1 << 20
-# Every ANCHOR_EVERY records a redacted copy of the state is kept beside the ledger, so a
-# past state (state_at, --at) is rebuilt from the nearest anchor instead of from the start.
+# Every ANCHOR_EVERY records a stored checkpoint is also kept as an anchor, so a past state
+# (state_at, --at) is rebuilt from the nearest anchor instead of from the start.
 ANCHOR_EVERY = 1024
+_KERNEL_SMALL = ("metadata", "workflow", "origin")
 
 
 @dataclass
@@ -43,33 +62,75 @@ class StorePorts:
     signer: Optional[Any] = None
 
 
-class RunSession:
-    """One locked run being advanced: its checkpoint and the records not yet durable."""
+@dataclass
+class RunParts:
+    """A run as opened for writing: its live state and what the writer keeps beside it."""
 
-    def __init__(self, ports: StorePorts, checkpoint: Checkpoint, *, durable_head: Optional[LedgerHead] = None,
+    checkpoint: Checkpoint
+    image: StateImage
+    table: ValueTable = field(default_factory=ValueTable)
+    keeper: SecretKeeper = field(default_factory=SecretKeeper)
+    # The digest the record at the durable head carries (None: none, or unknown).
+    head_digest: Optional[str] = None
+
+
+def _small_fields(checkpoint: Checkpoint) -> dict[str, Any]:
+    """The run's and kernel's fields a delta carries when they change, as JSON-ready values."""
+    run = checkpoint.run
+    fields: dict[str, Any] = {
+        "workflow_id": run.workflow_id, "status": RunStatus(run.status).value, "current_node": run.current_node,
+        "waiting": run.waiting.to_dict() if run.waiting is not None else None, "output": run.output,
+        "error": run.error, "created_at": run.created_at, "actor_id": run.actor_id,
+        "parent_run_id": run.parent_run_id,
+    }
+    for name in _KERNEL_SMALL:
+        fields[name] = getattr(checkpoint, name)
+    return fields
+
+
+class RunSession:
+    """One locked run being advanced: its live checkpoint, its image, and the records not yet durable."""
+
+    def __init__(self, ports: StorePorts, parts: RunParts, *, durable_head: Optional[LedgerHead] = None,
                  saved_head: Optional[LedgerHead] = None) -> None:
         self.ports = ports
-        self.checkpoint = checkpoint
-        self.chained = bool(getattr(ports.ledger, "chained", False))
+        self.checkpoint = parts.checkpoint
+        self.image = parts.image
+        self.table = parts.table
+        self.keeper = parts.keeper
+        ledger = ports.ledger
+        self.chained = has_capability(ledger, Capability.CHAINED)
+        self.sealed_lines = has_capability(ledger, Capability.SEALED_LINES)
+        self.encoder = RecordEncoder(self.run_id, ports.redactor, self.keeper, self.table,
+                                     store_values=self.sealed_lines)
         # The ledger head including queued records, and the head that is on disk.
-        self.head = durable_head if durable_head is not None else checkpoint.ledger
+        self.head = durable_head if durable_head is not None else parts.checkpoint.ledger
         self.durable = self.head
+        self.head_digest = parts.head_digest
         # The head the stored checkpoint reflects (None: no checkpoint stored yet).
         self.saved = saved_head
-        self.saved_status: Optional[RunStatus] = checkpoint.run.status if saved_head is not None else None
-        self.tracker = DeltaTracker(checkpoint)
+        self.saved_status: Optional[RunStatus] = parts.checkpoint.run.status if saved_head is not None else None
+        self.tracker = DeltaTracker(parts.checkpoint.run.vars)
+        self._last = _small_fields(parts.checkpoint)
+        self._last_pending = parts.checkpoint.pending.to_dict() if parts.checkpoint.pending else None
+        self._last_effects = parts.checkpoint.effects
+        self._fields: list[dict[str, Any]] = []
         self._docs: list[dict[str, Any]] = []
         self._lines: list[bytes] = []
         self._secrets: list[dict[str, Any]] = []
+        self._batch_defs: list[tuple[str, int]] = []  # (value id, index of its record in the batch)
+        self._queued_keys: dict[str, dict[str, Any]] = {}  # idempotency key -> queued completed record
         # Nodes run since the last durable record (named when their state cannot be stored).
         self.uncommitted_nodes: list[str] = []
-        # True while an edit written outside the runtime (RunStore.save) is being replayed:
-        # effects then reuse completed results by node and payload, as 0.0.1 did.
+        # True right after a state saved outside the runtime was recorded (an ``edit``): effects
+        # then reuse completed results by node and payload, as 0.0.1 did.
         self.legacy_reuse = False
-        # Whether values were kept beside the run since it was opened (pruned at a checkpoint).
-        self.kept_secrets = False
         # An answer from outside (resume, emit) was recorded in this session.
         self.answered = False
+        # The run's history is older-format records: its next record carries every field.
+        self.full_next = False
+        # Set when the session must write nothing more (cancelled, or its lock was given up).
+        self.closed: Optional[str] = None
 
     @property
     def run(self) -> RunState:
@@ -81,102 +142,156 @@ class RunSession:
         """The run's id."""
         return self.checkpoint.run.run_id
 
+    def parts(self) -> RunParts:
+        """The session's state, to continue in another session (the caller stops using this one)."""
+        return RunParts(self.checkpoint, self.image, self.table, self.keeper, self.head_digest)
+
     # -- recording -----------------------------------------------------------------------
 
-    def record(self, rec: StepRecord, *, result: Any = None, result_path: Optional[list[Any]] = None,
-               full_delta: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-        """Seal ``rec`` with the state change since the previous record; queue its line.
+    def record(self, rec: StepRecord, *, result: Any = None, result_path: Optional[list[str]] = None,
+               full: bool = False) -> dict[str, Any]:
+        """Seal ``rec`` with the state change since the previous record and queue its line.
 
-        ``result`` is the object the run stored in its vars from this record's result (so
-        the delta refers to it instead of copying it). Raises ``InvalidInputError`` before
-        queueing anything when the state or the record cannot be stored.
+        ``result`` is the object the run stored in its vars from this record's result (so the
+        delta refers to it instead of copying it); ``full`` records every field (a run's first
+        record, a restore, an edit). Raises ``InvalidInputError`` (``PayloadTooLargeError``)
+        before queueing anything when the state or the record cannot be stored.
         """
-        if full_delta is not None:
-            delta = full_delta
-            self.tracker.reset(self.checkpoint)
-        else:
-            delta = self.tracker.delta(self.checkpoint, result=result, result_path=result_path)
-        pending = delta.get("pending")
-        if isinstance(pending, dict) and rec.effect is not None and pending.get("effect") == rec.effect:
-            # The intent record already carries the effect; replay takes it from there.
-            delta["pending"] = {k: v for k, v in pending.items() if k != "effect"}
-        rec.delta = delta
-        secrets = self._redact(rec)
-        doc, line = seal_record_line(rec, head=self.head, chained=self.chained)
-        check_size(line, what=f"Ledger record for node {rec.node_id!r}")
-        for entry in secrets:
-            entry["record_hash"], entry["seq"] = secret_key(doc), doc["seq"]
-        self.kept_secrets = self.kept_secrets or bool(secrets)
+        if self.closed is not None:
+            from .errors import SessionClosedError
+
+            raise SessionClosedError(f"run {self.run_id}: {self.closed}; nothing more is written by this writer")
+        full = full or self.full_next
+        self.encoder.begin()
+        try:
+            fields, ops, doc = self._encode(rec, result=result, result_path=result_path, full=full)
+            doc, line = seal(fields, chained=self.chained)
+            check_size(line, what=f"Ledger record for node {rec.node_id!r}")
+            apply_record(self.image, doc, self.table, self.run_id)
+        except BaseException:
+            self.encoder.rollback()
+            raise
+        self.tracker.commit(ops, result)
+        self.full_next = False
+        self._last = _small_fields(self.checkpoint)
+        self._last_pending = self.checkpoint.pending.to_dict() if self.checkpoint.pending else None
+        self._last_effects = self.checkpoint.effects
+        self.run.updated_at = doc["at"]
+        index = len(self._docs)
+        self._batch_defs.extend((vid, index) for vid in self.encoder.defined())
+        self._secrets.extend(self.keeper.take_unsaved())
+        if rec.kind == RecordKind.EFFECT.value and doc["status"] == "completed" and rec.idempotency_key:
+            self._queued_keys.setdefault(rec.idempotency_key, doc)
+        self._fields.append(fields)
         self._docs.append(doc)
         self._lines.append(line)
-        self._secrets.extend(secrets)
         self.head = LedgerHead(doc["seq"], doc["record_hash"])
+        self.head_digest = None
+        rec.seq, rec.record_hash, rec.prev_hash = doc["seq"], doc["record_hash"], doc.get("prev_hash")
         return doc
 
-    def _redact(self, rec: StepRecord) -> list[dict[str, Any]]:
-        """Redact the record's effect, result and delta before hashing; return what was replaced.
-
-        A delta operation names the variable it sets by its path, not by a dict key, so it is
-        judged by its path (``vars.password = ...`` is a secret whatever the value); a result
-        stored under a secret path is redacted whole.
-        """
-        redactor = self.ports.redactor
-        collect = getattr(redactor, "redact_collect", None)
-        if collect is None:  # a redactor without collection: redact, keep nothing beside the run
-            for name in ("effect", "result", "delta"):
-                if getattr(rec, name) is not None:
-                    setattr(rec, name, redactor.redact(getattr(rec, name)))
-            return []
-        at = getattr(redactor, "redact_at", None)
-        secrets: list[dict[str, Any]] = []
-
-        def keep(name: str, found: Any, prefix: tuple[Any, ...] = ()) -> None:
-            secrets.extend({"field": name, "path": [*prefix, *path], "value": original} for path, original in found)
-
-        if rec.effect is not None:
-            rec.effect, found = collect(rec.effect)
-            keep("effect", found)
-        secret_result = False
-        if rec.delta is not None:
-            delta = dict(rec.delta)
-            ops = delta.get("vars")
-            if isinstance(ops, list):
-                judged = []
-                for index, op in enumerate(ops):
-                    if op[0] == "s" and at is not None:
-                        value, found = at(op[1], op[2])
-                        keep("delta", found, ("vars", index, 2))
-                        judged.append(["s", op[1], value])
-                        continue
-                    if op[0] == "r" and any(redactor.is_secret_key(part) for part in op[1]):
-                        secret_result = True
-                    judged.append(op)
-                delta["vars"] = judged
-            rest = {k: v for k, v in delta.items() if k != "vars"}
-            redacted, found = collect(rest)
-            keep("delta", found)
-            delta.update(redacted)
-            rec.delta = delta
+    def _encode(self, rec: StepRecord, *, result: Any, result_path: Optional[list[str]],
+                full: bool) -> tuple[dict[str, Any], list[Any], dict[str, Any]]:
+        """The stored fields of ``rec``, the ``vars`` operations they hold, and the live view used
+        to check what the record's kind implies."""
+        enc, ckpt, run = self.encoder, self.checkpoint, self.run
+        seq = self.head.seq + 1
+        ops = [SetOp([], run.vars)] if full else self.tracker.diff(run.vars, result=result, result_path=result_path)
+        at = rec.ended_at or rec.started_at
+        fields: dict[str, Any] = {"format": RECORD_FORMAT, "seq": seq, "kind": rec.kind,
+                                  "status": getattr(rec.status, "value", rec.status), "at": at,
+                                  "prev_hash": self.head.head_hash if self.chained else None}
+        if seq == 1 or not self.sealed_lines:
+            fields["run_id"] = self.run_id
+        prev = self._last_pending
+        effect_id = rec.effect_id
+        of_effect = effect_id is not None and rec.kind in (RecordKind.EFFECT.value, RecordKind.PART.value)
+        intent = rec.kind == RecordKind.EFFECT.value and fields["status"] == "started"
+        compact = self.sealed_lines  # a store that keeps lines as sealed; others get every field
+        # Node, effect, next node, key and attempt of the pending effect's records come from it.
+        implied = compact and of_effect and prev is not None and prev.get("effect_id") == effect_id
+        live = dict(fields)  # the record with live values, to check what its kind implies
+        if not implied:
+            fields["node_id"] = live["node_id"] = rec.node_id
+        if effect_id is not None:
+            fields["effect_id"] = live["effect_id"] = effect_id
+        if rec.effect is not None and not implied:
+            live["effect"] = rec.effect
+            payload = rec.effect.get("payload") or {}
+            fields["effect"] = {**rec.effect, "payload": {k: enc.slot(v, [k], seq) for k, v in payload.items()}}
+        if intent and not implied and (rec.next_node is not None or not compact):
+            fields["next_node"] = live["next_node"] = rec.next_node
+        if of_effect and not implied and rec.idempotency_key and (
+                not compact or rec.idempotency_key != positional_key(self.run_id, int(effect_id or 0))):
+            fields["idempotency_key"] = live["idempotency_key"] = rec.idempotency_key
+        if of_effect and (not compact or (intent and implied) or (not implied and rec.attempt != 1)):
+            fields["attempt"] = live["attempt"] = rec.attempt
+        secret_result = any(isinstance(op, ResultOp) and enc.is_secret_path(op.path) for op in ops)
         if rec.result is not None:
-            if secret_result:
-                whole: list[tuple[tuple[Any, ...], Any]] = [((), rec.result)]
-                rec.result = REDACTED  # type: ignore[assignment]  # a whole result under a secret path
-                keep("result", whole)
-            else:
-                rec.result, found = collect(rec.result)
-                keep("result", found)
-        return secrets
+            live["result"] = rec.result
+            path = next(op.path for op in ops if isinstance(op, ResultOp)) if secret_result else []
+            fields["result"] = enc.slot(rec.result, path, seq) if not secret_result else enc.sealed(rec.result, path)
+        if rec.error is not None:
+            fields["error"] = enc.error_text(rec.error)
+        delta = self._delta(ops, live, full, seq)
+        if delta:
+            fields["delta"] = delta
+        if not self.chained:
+            fields.pop("prev_hash", None)
+        return fields, ops, live
+
+    def _delta(self, ops: list[Any], live: dict[str, Any], full: bool, seq: int) -> dict[str, Any]:
+        enc, ckpt = self.encoder, self.checkpoint
+        delta: dict[str, Any] = {}
+        if ops:
+            encoded = []
+            for op in ops:
+                if isinstance(op, SetOp):
+                    encoded.append(op.encode(enc.slot(op.value, op.path, seq) if op.path else
+                                             {k: enc.slot(v, [k], seq) for k, v in op.value.items()}))
+                else:
+                    encoded.append(op.encode())
+            delta["vars"] = encoded
+        now = _small_fields(ckpt)
+        for name, value in now.items():
+            if full or value != self._last.get(name) or type(value) is not type(self._last.get(name)):
+                if name == "output":
+                    delta[name] = enc.slot(value, ["output"], seq) if value is not None else None
+                elif name in DELTA_RUN_FIELDS or name in _KERNEL_SMALL:
+                    delta[name] = enc.sealed(value, [name]) if value is not None else None
+        pending = ckpt.pending.to_dict() if ckpt.pending is not None else None
+        implied = implied_pending(self._last_pending, live, self.run_id) if not full else None
+        if full or pending != implied:
+            delta["pending"] = enc.sealed(pending, ["pending"]) if pending is not None else None
+        if full or implied_effects(self._last_effects, live) != ckpt.effects:
+            delta["effects"] = ckpt.effects
+        return delta
 
     def queued_completed(self, idempotency_key: str) -> Optional[dict[str, Any]]:
-        """A completed record with this key among those not yet durable (group commit)."""
-        for doc in self._docs:
-            if doc.get("idempotency_key") == idempotency_key and doc.get("status") == "completed":
-                return doc
-        return None
+        """A completed effect record with this key among those not yet durable (group commit)."""
+        return self._queued_keys.get(idempotency_key)
 
-    def pending_secrets(self) -> list[dict[str, Any]]:
-        """Kept values of records not yet durable."""
-        return list(self._secrets)
+    def stored_result(self, doc: dict[str, Any]) -> Any:
+        """The real result a stored record holds: stored values resolved, secrets filled in."""
+        if doc.get("format") != RECORD_FORMAT:
+            from .wal_legacy import restore_secrets
+
+            self._load_secrets()
+            entries = [e for e in self.keeper.legacy if e.get("record_hash") == doc.get("record_hash")]
+            return (restore_secrets(doc, entries) if entries else doc).get("result")
+        result = doc.get("result")
+        if any(vid not in self.table for vid in self.table.closure(result)):
+            _, records = self.ports.ledger.read_after(self.run_id, LedgerHead())
+            for stored in records:
+                if stored.get("format") == RECORD_FORMAT:
+                    for part in record_parts(stored):
+                        self.table.collect(part, int(stored.get("seq") or 0))
+        if ('"' + SECRET + '"').encode() in jcs(result):
+            self._load_secrets()
+        return self.table.resolve(result, self.keeper.fill)
+
+    def _load_secrets(self) -> None:
+        self.keeper.load(self.ports.ledger.get_secrets(self.run_id))
 
     @property
     def queued(self) -> int:
@@ -185,83 +300,135 @@ class RunSession:
 
     # -- making it durable ---------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Append every queued record with one write and one fsync (secrets first, if any)."""
+    def _attach_digest(self) -> None:
+        """Put the image's digest on the last queued record (a checkpoint will be stored there)."""
+        digest = self.image.digest()
+        fields = dict(self._fields[-1])
+        fields["state"] = digest
+        doc, line = seal(fields, chained=self.chained)
+        self._fields[-1], self._docs[-1], self._lines[-1] = fields, doc, line
+        self.head = LedgerHead(doc["seq"], doc["record_hash"])
+        self.head_digest = digest
+
+    def flush(self, *, checkpoint: bool = False) -> None:
+        """Append every queued record with one write and one fsync (the values they commit to first).
+
+        ``checkpoint``: a checkpoint will be stored at the new head, so its record carries the digest.
+        """
         if not self._lines:
             return
+        if self.closed is not None:
+            from .errors import SessionClosedError
+
+            raise SessionClosedError(f"run {self.run_id}: {self.closed}; nothing more is written by this writer")
+        if checkpoint:
+            self._attach_digest()
         ports = self.ports
         signer = ports.signer
         if signer is not None and self.chained:
             last = self._docs[-1]
             signature = signer.sign_head(run_id=self.run_id, seq=last["seq"], head_hash=last["record_hash"])
-            self._lines[-1] = attach_signature(last, self._lines[-1], signature)
+            self._lines[-1] = with_signature(last, signature)
             self.checkpoint.signature = signature
         if self._secrets:
-            # Before the records: a crash in between leaves unused values, never a redacted
-            # record whose real value is lost.
+            # Before the records: a crash in between leaves unused values, never a marker whose
+            # value is lost.
             ports.ledger.put_secrets(self.run_id, self._secrets)
-        append_lines = getattr(ports.ledger, "append_lines", None)
-        if append_lines is not None:
-            head = append_lines(self.run_id, self._docs, self._lines, expect=self.durable)
+        start = self.durable.offset
+        if self.sealed_lines:
+            head = ports.ledger.append_lines(self.run_id, self._docs, self._lines,  # type: ignore[attr-defined]
+                                             expect=self.durable)
         else:
-            ports.ledger.append_batch([StepRecord.from_dict(doc) for doc in self._docs])
+            ports.ledger.append_batch([StepRecord.from_dict({"run_id": self.run_id, **doc}) for doc in self._docs])
             head = LedgerHead(self.head.seq, self.head.head_hash)
         if head.seq != self.head.seq:
             raise LedgerConflictError(f"run {self.run_id}: the ledger ended at seq {head.seq} after an append "
                                       f"that should end at {self.head.seq}")
+        if start is not None and head.offset is not None:
+            offsets, at = [], start
+            for line in self._lines:
+                offsets.append(at)
+                at += len(line) + 1
+            for vid, index in self._batch_defs:
+                self.table.locate(vid, self._docs[index]["seq"], offsets[index])
         self.head = self.durable = head
         self.checkpoint.ledger = head
-        self._docs, self._lines, self._secrets = [], [], []
+        self._fields, self._docs, self._lines, self._secrets, self._batch_defs = [], [], [], [], []
+        self._queued_keys = {}
         self.uncommitted_nodes = []
 
     def flush_before_effect(self) -> None:
         """Make everything before an effect durable (its intent included). A run answered in this
         session whose stored checkpoint still says "waiting" also gets its checkpoint: if this
         process dies inside the handler, queries and workers see the run running, not waiting."""
-        self.flush()
         if self.answered and self.saved_status is RunStatus.WAITING and self.run.status is RunStatus.RUNNING:
             self.save_checkpoint()
+            return
+        self.flush()
 
     def save_checkpoint(self) -> None:
-        """Flush, then store the checkpoint that reflects the durable head (no fsync needed:
-        the ledger is the log; a lost checkpoint is rebuilt from it)."""
-        self.flush()
-        run = self.run
-        run.updated_at = self.ports.clock().isoformat()
-        self.checkpoint.ledger = self.durable
-        self.checkpoint.external = False
-        self.ports.runs.save_checkpoint(self.checkpoint)
+        """Make everything durable, then store the checkpoint at the durable head, proven by the
+        digest its record carries (no fsync needed: the ledger is the log)."""
+        if self._lines:
+            self.flush(checkpoint=True)
+        elif self.head_digest is None or self.head_digest != self.image.digest():
+            # The record at the head carries no digest of this state: add one that does.
+            rec = new_record(self.run, RecordKind.CHECKPOINT)
+            self.record(rec.finish_success(None))
+            self.flush(checkpoint=True)
+        stored = StoredCheckpoint(state=self._document(), ledger=self.durable, signature=self.checkpoint.signature,
+                                  values=self._hints(), view=self.view)
+        self.ports.runs.save_checkpoint(stored)
         previous = self.saved.seq if self.saved is not None else 0
-        if self.durable.seq // ANCHOR_EVERY > previous // ANCHOR_EVERY:
-            self._anchor()
-        if self.kept_secrets:
-            self.ports.ledger.prune_secrets(self.run_id, through_seq=self.durable.seq)
-            self.kept_secrets = False
+        if self.durable.seq // ANCHOR_EVERY > previous // ANCHOR_EVERY and has_capability(
+                self.ports.ledger, Capability.ANCHORS):
+            self.ports.ledger.put_anchor(self.run_id, {  # type: ignore[attr-defined]
+                "seq": self.durable.seq, "head_hash": self.durable.head_hash, "offset": self.durable.offset,
+                "checkpoint": stored.to_dict()})
         self.saved = self.durable
-        self.saved_status = run.status
+        self.saved_status = self.run.status
+        if self.run.status.is_terminal:
+            self.release_secrets()
 
-    def _anchor(self) -> None:
-        put = getattr(self.ports.ledger, "put_anchor", None)
-        if put is None:
-            return
-        head = self.durable
-        put(self.run_id, {"seq": head.seq, "head_hash": head.head_hash, "offset": head.offset,
-                          "checkpoint": self.ports.redactor.redact(self.checkpoint.to_dict())})
+    def release_secrets(self) -> None:
+        """A finished run needs no secret any more: drop its values, but those a snapshot pins."""
+        ledger = self.ports.ledger
+        if has_capability(ledger, Capability.SECRETS) and (self.keeper.has_key or self.keeper.legacy):
+            ledger.retain_secrets(self.run_id, ())
+
+    def _document(self) -> dict[str, Any]:
+        import json
+
+        copied: dict[str, Any] = json.loads(jcs(self.image.document()))
+        return copied
+
+    def _hints(self) -> list[list[int]]:
+        where = self.table.where
+        found = {where[vid] for vid in self.table.closure(self.image.document()) if vid in where}
+        return sorted([seq, offset] for seq, offset in found if offset is not None)
+
+    def view(self) -> RunState:
+        """The run as readers see it now: secrets shown redacted, stored values resolved."""
+        return RunState.from_dict(self.table.resolve(self.image.run, shown_text))
 
     def finish(self) -> None:
-        """End of a tick: flush, and write the checkpoint when it pays.
+        """End of a tick: flush, and store the checkpoint when it pays.
 
         It pays when the run's status changed (runs list and the scheduler read it), when it
         waits or ended, or when the tail since the last checkpoint grew past
         :data:`CHECKPOINT_EVERY` records / :data:`CHECKPOINT_BYTES` bytes.
         """
-        self.flush()
-        if self.saved is None or self.saved_status is not self.run.status or self.run.status is not RunStatus.RUNNING:
-            if self.saved != self.durable or self.saved_status is not self.run.status:
+        changed = self.saved is None or self.saved_status is not self.run.status
+        if changed or self.run.status is not RunStatus.RUNNING:
+            if changed or self.saved != self.head:
                 self.save_checkpoint()
+                return
+            self.flush()
             return
         if self.tail_is_long():
             self.save_checkpoint()
+            return
+        self.flush()
 
     def tail_is_long(self) -> bool:
         """True when the records since the stored checkpoint passed the checkpoint thresholds."""
@@ -270,6 +437,10 @@ class RunSession:
             return True
         grown = (self.durable.offset or 0) - ((self.saved.offset or 0) if self.saved is not None else 0)
         return grown >= CHECKPOINT_BYTES
+
+    def close(self, reason: str) -> None:
+        """Refuse every later write of this session (its lock is being given up, or it was cancelled)."""
+        self.closed = reason
 
 
 def new_record(run: RunState, kind: RecordKind, node_id: Optional[str] = None) -> StepRecord:
@@ -281,8 +452,9 @@ def new_record(run: RunState, kind: RecordKind, node_id: Optional[str] = None) -
 
 def fail_run(session: RunSession, node_id: str, message: str, *, exception_type: Optional[str] = None,
              details: Optional[dict[str, Any]] = None) -> None:
-    """Fail the run with ``message`` and record the ``fail`` record naming the node."""
+    """Fail the run with ``message`` (its secrets redacted) and record the ``fail`` record naming the node."""
     run = session.run
+    message = session.encoder.error_text(message) or message
     run.status, run.error, run.waiting = RunStatus.FAILED, message, None
     rec = new_record(run, RecordKind.FAIL, node_id)
     rec.finish_failure(message)
@@ -306,9 +478,5 @@ def set_nested(target: dict[str, Any], dotted_key: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
-def secrets_by_record(entries: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Group kept secret values by the record they belong to."""
-    grouped: dict[str, list[dict[str, Any]]] = {}
-    for entry in entries:
-        grouped.setdefault(str(entry.get("record_hash")), []).append(entry)
-    return grouped
+__all__ = ["ANCHOR_EVERY", "CHECKPOINT_BYTES", "CHECKPOINT_EVERY", "RunParts", "RunSession", "StorePorts",
+           "fail_run", "new_record", "set_nested"]

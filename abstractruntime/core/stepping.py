@@ -10,13 +10,14 @@ except through the session.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .canonical import canonical_json, check_size
 from .drive import Io, NodeCall, Step
 from .effect_exec import effect_steps
 from .errors import InvalidInputError, PayloadTooLargeError
 from .models import Effect, RecordKind, RunStatus, StepPlan, WaitReason
+from .ports import Pending
 from .session import RunSession, fail_run, new_record, set_nested
 from .spec import WorkflowSpec
 from .timers import is_due
@@ -43,7 +44,7 @@ def advance_steps(rt: "Runtime", session: RunSession, workflow: WorkflowSpec, ma
 
 
 def retry_steps(rt: "Runtime", session: RunSession, workflow: WorkflowSpec, plan: StepPlan,
-                pending: dict[str, Any], max_steps: int) -> Step:
+                pending: Pending, max_steps: int) -> Step:
     """Attempt a failed run's pending effect again with a fresh budget, then advance it."""
     assert plan.effect is not None
     yield from effect_steps(rt, session, plan, pending=pending,
@@ -89,12 +90,11 @@ def _step(rt: "Runtime", session: RunSession, workflow: WorkflowSpec) -> Step:
     run = session.run
     session.uncommitted_nodes.append(run.current_node)
     pending = session.checkpoint.pending
-    if pending is not None and pending.get("node_id") == run.current_node:
+    if pending is not None and pending.node_id == run.current_node:
         # The effect's intent is durable and its outcome is not: perform it again without
         # re-entering the node body, whose changes are already recorded.
-        plan = StepPlan(node_id=pending["node_id"], effect=Effect.from_dict(pending["effect"]),
-                        next_node=pending.get("next_node"))
-        yield from effect_steps(rt, session, plan, pending=pending if "effect_id" in pending else None)
+        plan = StepPlan(node_id=pending.node_id, effect=Effect.from_dict(pending.effect), next_node=pending.next_node)
+        yield from effect_steps(rt, session, plan, pending=pending)
         return
     node_id = run.current_node
     handler = workflow.nodes.get(node_id)

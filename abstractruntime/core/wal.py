@@ -1,280 +1,343 @@
-"""The ledger as the write-ahead log: the state change each record carries, and replay.
+"""The ledger as the write-ahead log (format 3): state changes, what record kinds imply, and replay.
 
-Every format-2 record has a ``delta``: what the record changed in the run, so that
-``checkpoint + replay(records after it)`` rebuilds the run without re-entering any node.
-A delta is a JSON object with only the keys that changed:
+Every record changes the run's state by (1) what its kind implies (:func:`implied_pending`),
+(2) its ``delta``, (3) ``updated_at = at`` (docs/file-format.md). The ``vars`` part of a delta
+is a list of typed operations (:class:`SetOp`, :class:`DeleteOp`, :class:`ResultOp`), stored as
+``["s", path, value]``, ``["d", path]`` and ``["r", path(, subpath)]``.
 
-- ``vars``: a list of operations on the run's variables, applied in order —
-  ``["s", path, value]`` sets ``vars[path] = value`` (the empty path replaces all vars),
-  ``["d", path]`` deletes it, ``["r", path]`` sets it to this record's ``result``
-  and ``["r", path, subpath]`` to ``result[subpath]`` (an effect's result or a resume's
-  payload is stored once, not twice). Nested objects are diffed key by key;
-  any other value is replaced whole.
-- run fields: ``workflow_id``, ``status``, ``current_node``, ``waiting``, ``output``,
-  ``error``, ``created_at``, ``actor_id``, ``parent_run_id`` — the new value.
-- kernel fields: ``effects`` (effects begun so far), ``pending`` (the effect whose intent is
-  durable and whose outcome is not), ``metadata``, ``workflow``, ``origin``.
-
-The state after record *n* is the state after record *n-1* with record *n*'s delta applied;
-``updated_at`` is the record's ``ended_at`` (or ``started_at``). docs/file-format.md has
-the full description.
+Writers find the operations with a :class:`DeltaTracker`: it keeps a private copy of the
+variables as of the last record and compares the run's variables with it *by content* (``==``
+runs in C; see :func:`~abstractruntime.core.values.same_value`), descending only into objects
+that changed — so a record costs what changed, not the size of the state, and a handler that
+changes an object in place is seen. :func:`apply_record` replays a stored format-3 record onto
+a :class:`~abstractruntime.core.state.StateImage`.
 """
 
 from __future__ import annotations
 
-import copy
-import json
-from typing import Any, Iterable, Optional
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Optional, Union
 
-from .canonical import canonical_json
-from .errors import CorruptRecordError
-from .models import RunState, RunStatus, WaitState
-from .ports import Checkpoint, LedgerHead
+from .errors import InvalidInputError
+from .markers import LIT, REF, VAL, marker_kind
+from .state import RUN_FIELDS, StateImage
+from .values import ValueTable, is_ambiguous, json_copy, same_value
 
-RUN_FIELDS = ("workflow_id", "status", "current_node", "waiting", "output", "error", "created_at",
-              "actor_id", "parent_run_id")
-KERNEL_FIELDS = ("effects", "pending", "metadata", "workflow", "origin")
+Path = list[str]
 
-Path = list[Any]
-
-
-def _image(checkpoint: Checkpoint) -> dict[str, Any]:
-    """The comparable fields of a checkpoint, vars excluded.
-
-    Not copied: the kernel replaces ``pending``, ``metadata``, ``workflow`` and ``origin``
-    with new objects instead of changing them in place, and ``output`` is set once, at the
-    end; ``waiting`` is a fresh dict from ``to_dict``. (This runs for every record.)
-    """
-    run = checkpoint.run
-    return {
-        "workflow_id": run.workflow_id,
-        "status": RunStatus(run.status).value,
-        "current_node": run.current_node,
-        "waiting": run.waiting.to_dict() if run.waiting is not None else None,
-        "output": run.output,
-        "error": run.error,
-        "created_at": run.created_at,
-        "actor_id": run.actor_id,
-        "parent_run_id": run.parent_run_id,
-        "effects": checkpoint.effects,
-        "pending": checkpoint.pending,
-        "metadata": checkpoint.metadata,
-        "workflow": checkpoint.workflow,
-        "origin": checkpoint.origin,
-    }
+SET, DELETE, RESULT = "s", "d", "r"
+# Run fields a delta may carry (the rest of the state document's run part is fixed or implied).
+DELTA_RUN_FIELDS = ("workflow_id", "status", "current_node", "waiting", "output", "error", "created_at",
+                    "actor_id", "parent_run_id")
+DELTA_KERNEL_FIELDS = ("effects", "pending", "metadata", "workflow", "origin")
 
 
-def full_delta(checkpoint: Checkpoint) -> dict[str, Any]:
-    """A delta that sets every field: what a run's first record (or a restore) carries."""
-    delta = _image(checkpoint)
-    delta["vars"] = [["s", [], checkpoint.run.vars]]
-    return delta
+@dataclass(frozen=True)
+class SetOp:
+    """``vars[path] = value`` (the empty path replaces all vars)."""
+
+    path: Path
+    value: Any
+
+    def encode(self, value: Any) -> list[Any]:
+        """The stored operation, with ``value`` as the record stores it."""
+        return [SET, list(self.path), value]
+
+
+@dataclass(frozen=True)
+class DeleteOp:
+    """``del vars[path]``."""
+
+    path: Path
+
+    def encode(self) -> list[Any]:
+        """The stored operation."""
+        return [DELETE, list(self.path)]
+
+
+@dataclass(frozen=True)
+class ResultOp:
+    """``vars[path] = result`` (or ``result[subpath]``): a value the record already holds as its result."""
+
+    path: Path
+    subpath: Optional[Path] = None
+
+    def encode(self) -> list[Any]:
+        """The stored operation."""
+        return [RESULT, list(self.path), list(self.subpath)] if self.subpath else [RESULT, list(self.path)]
+
+
+VarOp = Union[SetOp, DeleteOp, ResultOp]
+
+
+def decode_op(op: Any) -> VarOp:
+    """A stored ``vars`` operation as its type (``ValueError`` for anything else)."""
+    if not isinstance(op, list) or len(op) < 2 or not isinstance(op[1], list) \
+            or not all(isinstance(part, str) for part in op[1]):
+        raise ValueError(f"bad vars operation {op!r}")
+    kind = op[0]
+    if kind == SET and len(op) == 3:
+        return SetOp(op[1], op[2])
+    if kind == DELETE and len(op) == 2:
+        return DeleteOp(op[1])
+    if kind == RESULT and len(op) in (2, 3):
+        sub = op[2] if len(op) == 3 else None
+        if sub is not None and (not isinstance(sub, list) or not all(isinstance(p, str) for p in sub)):
+            raise ValueError(f"bad vars operation {op!r}")
+        return ResultOp(op[1], sub or None)
+    raise ValueError(f"bad vars operation {op!r}")
+
+
+def positional_key(run_id: str, effect_id: int) -> str:
+    """The 32-hex idempotency key of the run's ``effect_id``-th effect."""
+    return hashlib.sha256(f"{run_id}\x00effect\x00{effect_id}".encode()).hexdigest()[:32]
+
+
+def explicit_key(run_id: str, key: str) -> str:
+    """The 32-hex idempotency key of an effect the workflow named ``key``."""
+    return hashlib.sha256(f"{run_id}\x00key\x00{key}".encode()).hexdigest()[:32]
 
 
 class DeltaTracker:
-    """Remembers the state as of the last record and computes the next record's delta.
+    """The variables as of the last record, privately copied, and the operations since."""
 
-    Values in a returned delta may be live objects of the run: the caller encodes the record
-    at once (the session seals it), before a node can mutate them.
-    """
+    def __init__(self, variables: dict[str, Any]) -> None:
+        self.reset(variables)
 
-    def __init__(self, checkpoint: Checkpoint) -> None:
-        self.reset(checkpoint)
+    def reset(self, variables: dict[str, Any]) -> None:
+        """Take ``variables`` as what the next operations are relative to."""
+        self._private: dict[str, Any] = json_copy(variables)
+        self._ambiguous = {name: is_ambiguous(value) for name, value in self._private.items()}
 
-    def reset(self, checkpoint: Checkpoint) -> None:
-        """Take ``checkpoint`` as the state the next delta is relative to."""
-        self._image = _image(checkpoint)
-        self._vars_bytes = canonical_json(checkpoint.run.vars)
-        # A private copy decoded from the canonical bytes just encoded (not json_codec.loads_strict:
-        # these bytes cannot hold what it refuses, and this runs on every step).
-        self._vars: dict[str, Any] = json.loads(self._vars_bytes)
+    def diff(self, variables: Any, *, result: Any = None, result_path: Optional[Path] = None) -> list[VarOp]:
+        """The operations that turn the last variables into ``variables`` (nothing is remembered
+        until :meth:`commit`). ``result`` is the object the record holds as its result: a variable
+        that *is* it becomes a :class:`ResultOp` (``result_path``: where in the result it sits)."""
+        if not isinstance(variables, dict):
+            raise InvalidInputError(f"Run vars must be a JSON object, not {type(variables).__name__}")
+        ops: list[VarOp] = []
+        self._diff(self._private, variables, [], ops, result, result_path, None)
+        return ops
 
-    def delta(self, checkpoint: Checkpoint, *, result: Any = None, result_path: Path | None = None) -> dict[str, Any]:
-        """What changed since the last call (or :meth:`reset`), and remember the new state.
-
-        Raises :class:`~abstractruntime.core.errors.InvalidInputError` (before changing
-        anything) when the run's variables cannot be stored as JSON.
-        """
-        vars_bytes = canonical_json(checkpoint.run.vars, root="vars")
-        image = _image(checkpoint)
-        delta: dict[str, Any] = {k: v for k, v in image.items() if v != self._image.get(k)}
-        if vars_bytes != self._vars_bytes:
-            ops: list[list[Any]] = []
-            _diff(self._vars, checkpoint.run.vars, [], ops, (result, result_path))
-            delta["vars"] = ops
-            self._vars = json.loads(vars_bytes)
-            self._vars_bytes = vars_bytes
-        self._image = image
-        return delta
-
-
-    def detached(self, checkpoint: Checkpoint) -> Checkpoint:
-        """A copy of ``checkpoint`` that shares nothing with the live run, built from what the last
-        :meth:`delta` remembered (valid only when nothing changed since; cheaper than a deep copy)."""
-        image = self._image
-        waiting = image["waiting"]
-        run = RunState(
-            run_id=checkpoint.run.run_id, workflow_id=image["workflow_id"], status=RunStatus(image["status"]),
-            current_node=image["current_node"], vars=self._vars,
-            waiting=WaitState.from_dict(waiting) if waiting is not None else None,
-            output=copy.deepcopy(image["output"]),
-            error=image["error"], created_at=image["created_at"], updated_at=checkpoint.run.updated_at,
-            actor_id=image["actor_id"], parent_run_id=image["parent_run_id"])
-        return Checkpoint(run=run, ledger=checkpoint.ledger, workflow=copy.deepcopy(image["workflow"]),
-                          signature=copy.deepcopy(checkpoint.signature), origin=copy.deepcopy(image["origin"]),
-                          pending=copy.deepcopy(image["pending"]), effects=image["effects"],
-                          metadata=copy.deepcopy(image["metadata"]), external=False)
-
-
-def _diff(old: Any, new: Any, path: Path, ops: list[list[Any]], result: tuple[Any, Path | None]) -> None:
-    if isinstance(old, dict) and isinstance(new, dict):
+    def _diff(self, old: dict[str, Any], new: dict[str, Any], path: Path, ops: list[VarOp], result: Any,
+              result_path: Optional[Path], ambiguous: Optional[bool]) -> None:
         for key in old:
             if key not in new:
-                ops.append(["d", path + [key]])
+                ops.append(DeleteOp(path + [key]))
         for key, value in new.items():
+            if key.__class__ is not str and not isinstance(key, str):
+                raise InvalidInputError(f"Value is not canonical JSON: object key {key!r} in "
+                                        f"vars{''.join('.' + p for p in path)} is not a string")
+            here = path + [key]
+            if result is not None and value is result:
+                # The variable is, right now, the very object the record holds as its result.
+                ops.append(ResultOp(here, result_path))
+                continue
             if key not in old:
-                _set(path + [key], value, ops, result)
-            elif old[key] != value or type(old[key]) is not type(value):
-                if isinstance(old[key], dict) and isinstance(value, dict):
-                    _diff(old[key], value, path + [key], ops, result)
-                else:
-                    _set(path + [key], value, ops, result)
+                ops.append(SetOp(here, value))
+                continue
+            prev = old[key]
+            flag = self._ambiguous.get(key, True) if ambiguous is None else ambiguous
+            if same_value(prev, value, flag):
+                continue
+            if isinstance(prev, dict) and isinstance(value, dict):
+                self._diff(prev, value, here, ops, result, result_path, flag)
+            else:
+                ops.append(SetOp(here, value))
+
+    def commit(self, ops: list[VarOp], result: Any) -> None:
+        """Remember the operations (after the record holding them was sealed)."""
+        for op in ops:
+            if isinstance(op, ResultOp):
+                # ``result`` is the object the variable holds (found at op.subpath in the record's result).
+                _set_path(self, op.path, json_copy(result))
+            elif isinstance(op, SetOp):
+                _set_path(self, op.path, json_copy(op.value))
+            else:
+                target = _walk(self._private, op.path[:-1])
+                if isinstance(target, dict):
+                    target.pop(op.path[-1], None)
+                if len(op.path) == 1:
+                    self._ambiguous.pop(op.path[0], None)
+
+    @property
+    def private(self) -> dict[str, Any]:
+        """The variables as of the last record (the tracker's own copy: do not change it)."""
+        return self._private
+
+
+def _walk(root: dict[str, Any], path: Path) -> Any:
+    target: Any = root
+    for part in path:
+        nxt = target.get(part) if isinstance(target, dict) else None
+        if not isinstance(nxt, dict):
+            nxt = {}
+            target[part] = nxt
+        target = nxt
+    return target
+
+
+def _set_path(tracker: DeltaTracker, path: Path, value: Any) -> None:
+    if not path:
+        tracker.reset(value if isinstance(value, dict) else {})
         return
-    _set(path, new, ops, result)
+    target = _walk(tracker._private, path[:-1])
+    target[path[-1]] = value
+    top = path[0]
+    if len(path) == 1:
+        tracker._ambiguous[top] = is_ambiguous(value)
+    elif not tracker._ambiguous.get(top, False):
+        tracker._ambiguous[top] = is_ambiguous(value)
 
 
-def _set(path: Path, value: Any, ops: list[list[Any]], result: tuple[Any, Path | None]) -> None:
-    obj, subpath = result
-    if obj is not None and value is obj:
-        ops.append(["r", path, subpath] if subpath else ["r", path])
-    else:
-        ops.append(["s", path, value])
+# -- what record kinds imply ------------------------------------------------------------------
 
 
-def apply_var_ops(variables: dict[str, Any], ops: Iterable[Any], result: Any) -> dict[str, Any]:
-    """Apply ``vars`` operations to ``variables`` (in place, except a root replacement)."""
-    for op in ops:
-        if not isinstance(op, list) or len(op) < 2 or not isinstance(op[1], list):
-            raise ValueError(f"bad vars operation {op!r}")
-        kind, path = op[0], op[1]
-        if kind == "s" and len(op) == 3:
-            value = copy.deepcopy(op[2])
-        elif kind == "r":
-            value = result
-            for part in (op[2] if len(op) == 3 and isinstance(op[2], list) else []):
-                value = value[part]
-            value = copy.deepcopy(value)
-        elif kind == "d":
-            value = None
-        else:
-            raise ValueError(f"bad vars operation {op!r}")
-        if not path:
-            if kind == "d" or not isinstance(value, dict):
-                raise ValueError("only an object may replace all vars")
-            variables = value
-            continue
-        target = variables
-        for part in path[:-1]:
-            nxt = target.get(part) if isinstance(target, dict) else None
-            if not isinstance(nxt, dict):
-                nxt = {}
-                target[part] = nxt
-            target = nxt
-        if kind == "d":
-            target.pop(path[-1], None)
-        else:
-            target[path[-1]] = value
-    return variables
+def implied_pending(previous: Optional[dict[str, Any]], doc: dict[str, Any], run_id: str) -> Optional[dict[str, Any]]:
+    """The pending effect after ``doc`` (a format-3 record, stored form), before its delta.
 
-
-def apply_record(checkpoint: Checkpoint, doc: dict[str, Any], *, offset: Optional[int] = None) -> None:
-    """Apply one stored record's delta to ``checkpoint`` (in place) and move its position.
-
-    Raises :class:`ValueError` for a record without a usable delta (format 1, or edited).
+    ``previous`` is the pending effect before it (a ``Pending.to_dict()``-shaped object, or
+    ``None``). See the table of kinds in docs/file-format.md.
     """
-    delta = doc.get("delta")
+    kind, status, effect_id = doc.get("kind"), doc.get("status"), doc.get("effect_id")
+    same = previous is not None and effect_id is not None and previous.get("effect_id") == effect_id
+    if kind == "effect" and status == "started":
+        if not isinstance(effect_id, int) or isinstance(effect_id, bool) or effect_id < 1:
+            raise ValueError("an effect's intent needs its effect_id")
+        base = previous if same and previous is not None else {}
+        effect = doc.get("effect", base.get("effect"))
+        node_id = doc.get("node_id", base.get("node_id"))
+        if not isinstance(effect, dict) or not isinstance(node_id, str):
+            raise ValueError(f"the intent of effect {effect_id} names no effect or node")
+        named = doc.get("idempotency_key")
+        key = named or base.get("idempotency_key") or positional_key(run_id, effect_id)
+        return {"effect_id": effect_id, "node_id": node_id, "effect": effect,
+                "next_node": doc["next_node"] if "next_node" in doc else base.get("next_node"),
+                "idempotency_key": key, "attempt": doc.get("attempt", 1),
+                "explicit": bool(named) or bool(base.get("explicit")),
+                "parts": dict(base.get("parts") or {}), "failed": int(base.get("failed") or 0)}
+    if kind == "effect" and status in ("completed", "waiting"):
+        return None if same or previous is None else previous
+    if kind == "effect" and status == "failed":
+        if same and previous is not None:
+            return {**previous, "failed": int(previous.get("failed") or 0) + 1}
+        return previous
+    if kind == "part":
+        result = doc.get("result")
+        if not same or previous is None or not isinstance(result, dict) or not isinstance(result.get("part"), str):
+            raise ValueError("a part record must name a part of the pending effect")
+        return {**previous, "parts": {**(previous.get("parts") or {}), result["part"]: result.get("value")}}
+    return previous
+
+
+def implied_effects(effects: int, doc: dict[str, Any]) -> int:
+    """``effects`` after ``doc``: the highest effect id a record of an effect names."""
+    effect_id = doc.get("effect_id")
+    if doc.get("kind") in ("effect", "part") and isinstance(effect_id, int) and not isinstance(effect_id, bool):
+        return max(effects, effect_id)
+    return effects
+
+
+# -- replay of a stored record onto the state image -------------------------------------------
+
+
+def apply_record(image: StateImage, doc: dict[str, Any], table: ValueTable, run_id: str) -> None:
+    """Apply one stored format-3 record to ``image`` (definitions in it must be filed in ``table``).
+
+    Raises :class:`ValueError` when the record cannot be replayed.
+    """
+    kernel = image.kernel
+    kernel["pending"] = table.ref_form(implied_pending(kernel["pending"], doc, run_id))
+    kernel["effects"] = implied_effects(int(kernel["effects"] or 0), doc)
+    delta = doc.get("delta") or {}
     if not isinstance(delta, dict):
-        raise ValueError("record carries no delta (written before format 2)")
-    run = checkpoint.run
+        raise ValueError("delta must be an object")
     for key, value in delta.items():
         if key == "vars":
             if not isinstance(value, list):
                 raise ValueError("delta.vars must be a list of operations")
-            run.vars = apply_var_ops(run.vars, value, doc.get("result"))
-        elif key == "status":
-            run.status = RunStatus(value)
-        elif key == "waiting":
-            run.waiting = WaitState.from_dict(value) if value is not None else None
-        elif key in RUN_FIELDS:
-            setattr(run, key, copy.deepcopy(value))
-        elif key == "pending" and isinstance(value, dict) and "effect" not in value:
-            # An intent record's delta names its pending effect without repeating it.
-            checkpoint.pending = {**copy.deepcopy(value), "effect": copy.deepcopy(doc.get("effect"))}
-        elif key in KERNEL_FIELDS:
-            if key == "effects" and (not isinstance(value, int) or isinstance(value, bool)):
-                raise ValueError("delta.effects must be an integer")
-            setattr(checkpoint, key, copy.deepcopy(value) if value is not None or key != "metadata" else {})
+            for raw in value:
+                _apply_op(image, decode_op(raw), doc.get("result"), table)
+        elif key in DELTA_RUN_FIELDS:
+            image.run[key] = table.ref_form(value)
+        elif key in DELTA_KERNEL_FIELDS:
+            if key == "effects" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError("delta.effects must be a non-negative integer")
+            kernel[key] = table.ref_form(value) if key != "metadata" or value is not None else {}
         else:
             raise ValueError(f"unknown delta field {key!r}")
-    stamp = doc.get("ended_at") or doc.get("started_at")
+    stamp = doc.get("at")
     if isinstance(stamp, str):
-        run.updated_at = stamp
-    checkpoint.ledger = LedgerHead(seq=int(doc.get("seq") or checkpoint.ledger.seq + 1),
-                                   head_hash=doc.get("record_hash"), offset=offset)
-    if isinstance(doc.get("signature"), dict):
-        checkpoint.signature = copy.deepcopy(doc["signature"])  # the signed head of its batch
+        image.run["updated_at"] = stamp
 
 
-def secret_key(doc: dict[str, Any]) -> str:
-    """The key kept secret values are filed under: the record's hash (``seq:N`` unchained)."""
-    digest = doc.get("record_hash")
-    return str(digest) if digest else f"seq:{doc.get('seq')}"
+def _apply_op(image: StateImage, op: VarOp, result: Any, table: ValueTable) -> None:
+    if isinstance(op, DeleteOp):
+        target = _walk_image(image.vars, op.path[:-1])
+        target.pop(op.path[-1], None)
+        image.touched([op.path[0]])
+        return
+    if isinstance(op, ResultOp):
+        value = navigate(result, op.subpath or [], table)
+    else:
+        value = op.value
+    value = table.ref_form(value)
+    if not op.path:
+        if not isinstance(value, dict) or marker_kind(value) is not None:
+            raise ValueError("only an object may replace all vars")
+        image.run["vars"] = value
+        image.touched(None)
+        return
+    target = _walk_image(image.vars, op.path[:-1])
+    target[op.path[-1]] = value
+    image.touched([op.path[0]])
 
 
-def restore_secrets(doc: dict[str, Any], entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """A copy of ``doc`` with the real values kept beside the run put back where they were redacted."""
-    restored = copy.deepcopy(doc)
-    for entry in entries:
-        field_name, path = entry.get("field"), entry.get("path")
-        if field_name not in ("effect", "result", "delta") or not isinstance(path, list):
-            continue
-        if not path:  # the whole field was redacted
-            restored[field_name] = copy.deepcopy(entry.get("value"))
-            continue
-        target: Any = restored.get(field_name)
-        try:
-            for part in path[:-1]:
-                target = target[part]
-            target[path[-1]] = copy.deepcopy(entry.get("value"))
-        except (KeyError, IndexError, TypeError):
-            continue  # the entry does not fit this record: it was never applied to it
-    return restored
+def _walk_image(root: dict[str, Any], path: Path) -> dict[str, Any]:
+    target = root
+    for part in path:
+        nxt = target.get(part)
+        if not isinstance(nxt, dict) or marker_kind(nxt) is not None:
+            nxt = {}
+            target[part] = nxt
+        target = nxt
+    return target
 
 
-def replay(
-    checkpoint: Checkpoint,
-    records: Iterable[dict[str, Any]],
-    *,
-    secrets: Optional[dict[str, list[dict[str, Any]]]] = None,
-    path: str = "ledger",
-) -> Checkpoint:
-    """Apply ``records`` (the tail after ``checkpoint.ledger``) to ``checkpoint`` in place.
+def navigate(stored: Any, subpath: Path, table: ValueTable) -> Any:
+    """``stored[subpath]``, looking through stored-value and literal markers on the way."""
+    value = stored
+    for part in subpath:
+        value = _unwrap(value, table)
+        if not isinstance(value, dict) or part not in value:
+            raise ValueError(f"the record's result has no {part!r}")
+        value = value[part]
+    return value
 
-    ``secrets`` maps record hashes to the real values the records redacted. A record that
-    cannot be replayed raises :class:`CorruptRecordError` naming its seq.
-    """
-    for doc in records:
-        seq = doc.get("seq")
-        if doc.get("format") == 1 and doc.get("delta") is None:
-            # Written before the ledger was the WAL: the format-1 checkpoint already holds
-            # its effect; only the position moves.
-            checkpoint.ledger = LedgerHead(seq=int(seq or checkpoint.ledger.seq + 1),
-                                           head_hash=doc.get("record_hash"))
-            continue
-        entries = secrets.get(secret_key(doc)) if secrets else None
-        source = restore_secrets(doc, entries) if entries else doc
-        try:
-            apply_record(checkpoint, source)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise CorruptRecordError(f"record seq {seq} cannot be replayed: {exc}", path=path) from exc
-    return checkpoint
+
+def _unwrap(value: Any, table: ValueTable) -> Any:
+    while isinstance(value, dict):
+        kind = marker_kind(value)
+        if kind == "val":
+            value = value[VAL]
+        elif kind == "ref":
+            node = table.node(value[REF])
+            if node[0] != "val":
+                return value
+            value = node[1]
+        elif kind == "lit":
+            return value[LIT]
+        else:
+            return value
+    return value
+
+
+def record_parts(doc: dict[str, Any]) -> list[Any]:
+    """The parts of a record that may hold stored values and secrets (for filing definitions)."""
+    return [doc.get(name) for name in ("effect", "result", "delta") if doc.get(name) is not None]
+
+
+__all__ = ["DELETE", "DELTA_KERNEL_FIELDS", "DELTA_RUN_FIELDS", "RESULT", "RUN_FIELDS", "SET", "DeleteOp",
+           "DeltaTracker", "Path", "ResultOp", "SetOp", "VarOp", "apply_record", "decode_op", "explicit_key",
+           "implied_effects", "implied_pending", "navigate", "positional_key", "record_parts"]

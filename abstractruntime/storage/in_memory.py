@@ -12,9 +12,13 @@ import copy
 import threading
 from typing import Any, Iterator, Optional, Sequence
 
+from dataclasses import dataclass
+
 from ..core.errors import LedgerConflictError, RunLockedError, RunNotFoundError
 from ..core.models import RunState, RunStatus, StepRecord, StepStatus, WaitReason
-from .base import Checkpoint, LedgerHead, LedgerStore, RunStore
+from ..core.ports import Capability, StoredCheckpoint
+from ..core.records import RECORD_FORMAT, expand_records
+from .base import LedgerHead, LedgerStore, RunStore
 from .ledger_chain import seal_record_line
 from ..core.canonical import check_size
 from .query import (
@@ -34,64 +38,75 @@ def _copy_run(run: RunState) -> RunState:
     return RunState.from_dict(copy.deepcopy(run.to_dict()))
 
 
-def _copy_checkpoint(checkpoint: Checkpoint, **changes: Any) -> Checkpoint:
-    data: dict[str, Any] = {
-        "run": _copy_run(checkpoint.run),
-        "ledger": checkpoint.ledger,
-        "workflow": copy.deepcopy(checkpoint.workflow),
-        "signature": copy.deepcopy(checkpoint.signature),
-        "origin": copy.deepcopy(checkpoint.origin),
-        "pending": copy.deepcopy(checkpoint.pending),
-        "effects": checkpoint.effects,
-        "metadata": copy.deepcopy(checkpoint.metadata),
-        "external": checkpoint.external,
-    }
-    data.update(changes)
-    return Checkpoint(**data)
+@dataclass
+class _Kept:
+    """One run's stored checkpoint document and the run as readers see it."""
+
+    document: dict[str, Any]
+    view: RunState
+    external: bool = False
 
 
 class InMemoryRunStore(RunStore):
-    """Checkpoints in a dict; queryable; per-run non-blocking locks."""
+    """Checkpoints in a dict; queryable; per-run non-blocking locks.
+
+    ``save(run)`` (upstream 0.0.1's way of editing a run) keeps the state as an *external* edit
+    the runtime records in the ledger the next time it opens the run: this store has no ledger
+    of its own to record it in, and lives only in this process.
+    """
+
+    capabilities = frozenset({Capability.CHECKPOINTS, Capability.LOCKS, Capability.CHECKPOINT_TOKENS,
+                              Capability.QUERIES, Capability.WAITING_ON})
 
     def __init__(self) -> None:
-        self._checkpoints: dict[str, Checkpoint] = {}
+        self._checkpoints: dict[str, _Kept] = {}
         self._versions: dict[str, int] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
     def save(self, run: RunState) -> None:
-        """Store a copy of ``run`` as edited outside the runtime, keeping checkpoint metadata.
-
-        The runtime records such an edit in the ledger the next time it opens the run.
-        """
+        """Keep a copy of ``run`` as edited outside the runtime (recorded at the run's next open)."""
         with self._guard:
             old = self._checkpoints.get(run.run_id)
-            base = old if old is not None else Checkpoint(run=run, ledger=LedgerHead())
-            self._checkpoints[run.run_id] = _copy_checkpoint(base, run=_copy_run(run), external=True)
+            document = copy.deepcopy(old.document) if old is not None else {
+                "format": 3, "state": {"run": run.to_dict(), "kernel": {}}, "ledger": {"seq": 0, "head_hash": None}}
+            self._checkpoints[run.run_id] = _Kept(document, _copy_run(run), external=True)
             self._versions[run.run_id] = self._versions.get(run.run_id, 0) + 1
 
     def load(self, run_id: str) -> Optional[RunState]:
-        """A copy of the stored run, or ``None``."""
-        checkpoint = self.load_checkpoint(run_id)
-        return checkpoint.run if checkpoint else None
-
-    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Store a copy of the checkpoint."""
-        stored = _copy_checkpoint(checkpoint)
+        """A copy of the stored run as readers see it, or ``None``."""
         with self._guard:
-            self._checkpoints[checkpoint.run.run_id] = stored
-            self._versions[checkpoint.run.run_id] = self._versions.get(checkpoint.run.run_id, 0) + 1
+            kept = self._checkpoints.get(run_id)
+            return _copy_run(kept.view) if kept is not None else None
+
+    def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        """Keep a copy of the checkpoint document and of the run as readers see it."""
+        kept = _Kept(copy.deepcopy(checkpoint.to_dict()), _copy_run(checkpoint.run_view()))
+        with self._guard:
+            self._checkpoints[checkpoint.run_id] = kept
+            self._versions[checkpoint.run_id] = self._versions.get(checkpoint.run_id, 0) + 1
 
     def checkpoint_token(self, run_id: str) -> int:
         """A counter that every save of the run moves."""
         with self._guard:
             return self._versions.get(run_id, 0)
 
-    def load_checkpoint(self, run_id: str) -> Optional[Checkpoint]:
+    def written_token(self, run_id: str) -> None:
+        """Not known without asking (:meth:`checkpoint_token`)."""
+        return None
+
+    def load_checkpoint(self, run_id: str) -> Optional[StoredCheckpoint]:
         """A copy of the stored checkpoint, or ``None``."""
         with self._guard:
-            stored = self._checkpoints.get(run_id)
-        return None if stored is None else _copy_checkpoint(stored)
+            kept = self._checkpoints.get(run_id)
+            if kept is None:
+                return None
+            stored = StoredCheckpoint.from_dict(copy.deepcopy(kept.document))
+            if kept.external:
+                stored.external = True
+                view = _copy_run(kept.view)
+                stored.view = lambda: view
+            return stored
 
     @contextlib.contextmanager
     def lock(self, run_id: str, *, wait: float = 0.0, create: bool = False) -> Iterator[None]:
@@ -112,7 +127,7 @@ class InMemoryRunStore(RunStore):
 
     def _all(self) -> list[RunState]:
         with self._guard:
-            return [_copy_run(c.run) for c in self._checkpoints.values()]
+            return [_copy_run(c.view) for c in self._checkpoints.values()]
 
     def list_runs(
         self,
@@ -162,8 +177,11 @@ class InMemoryLedgerStore(LedgerStore):
 
     def __init__(self, *, chained: bool = False) -> None:
         self.chained = chained
+        self.capabilities = frozenset({Capability.SEALED_LINES, Capability.POSITION_TOKENS}
+                                      | ({Capability.CHAINED} if chained else set()))
         self._records: dict[str, list[dict[str, Any]]] = {}
         self._completed: dict[tuple[str, str], int] = {}
+        self._intent_keys: dict[tuple[str, int], str] = {}
         self._guard = threading.Lock()
 
     def append(self, record: StepRecord) -> None:
@@ -184,7 +202,8 @@ class InMemoryLedgerStore(LedgerStore):
                     check_size(line, what=f"Ledger record for node {record.node_id!r}")
                 heads[record.run_id] = LedgerHead(doc["seq"], doc["record_hash"])
                 sealed.append(doc)
-            self._store_locked(sealed)
+            for doc in sealed:
+                self._store_locked(doc["run_id"], [doc])
 
     def append_lines(self, run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
                      *, expect: LedgerHead) -> LedgerHead:
@@ -194,21 +213,34 @@ class InMemoryLedgerStore(LedgerStore):
             if head.seq != expect.seq or head.head_hash != expect.head_hash:
                 raise LedgerConflictError(f"run {run_id}: the ledger is at seq {head.seq}, not {expect.seq} "
                                           "as this writer read it; nothing was written")
-            self._store_locked([copy.deepcopy(dict(d)) for d in docs])
+            self._store_locked(run_id, [copy.deepcopy(dict(d)) for d in docs])
             return self._head_locked(run_id)
 
-    def _store_locked(self, docs: list[dict[str, Any]]) -> None:
+    def _store_locked(self, run_id: str, docs: list[dict[str, Any]]) -> None:
+        rows = self._records.setdefault(run_id, [])
         for doc in docs:
-            rows = self._records.setdefault(doc["run_id"], [])
             rows.append(doc)
-            key = doc.get("idempotency_key")
+            key, effect_id = doc.get("idempotency_key"), doc.get("effect_id")
+            if doc.get("format") == RECORD_FORMAT and isinstance(effect_id, int):
+                if key and doc.get("status") == StepStatus.STARTED.value:
+                    self._intent_keys[(run_id, effect_id)] = key
+                elif key is None and doc.get("kind") == "effect":
+                    key = self._intent_keys.get((run_id, effect_id))
             if key and doc.get("status") == StepStatus.COMPLETED.value:
-                self._completed.setdefault((doc["run_id"], key), len(rows) - 1)
+                self._completed.setdefault((run_id, key), len(rows) - 1)
 
     def list(self, run_id: str) -> builtins.list[dict[str, Any]]:
-        """Copies of the run's records, oldest first."""
+        """The run's records, oldest first, expanded as upstream 0.0.1 code reads them."""
+        return expand_records(self.stored(run_id), run_id)
+
+    def stored(self, run_id: str) -> builtins.list[dict[str, Any]]:
+        """Copies of the run's records exactly as stored, oldest first."""
         with self._guard:
             return copy.deepcopy(self._records.get(run_id, []))
+
+    def position_token_at(self, run_id: str, head: LedgerHead) -> None:
+        """Not known without looking: ``None`` (ask :meth:`position_token`)."""
+        return None
 
     def position_token(self, run_id: str) -> tuple[int, int]:
         """``(id of the run's list, its length)``: changes with every append."""

@@ -23,10 +23,11 @@ import stat as stat_module
 from pathlib import Path
 from typing import Any, ContextManager, Optional
 
-from ..core.canonical import canonical_json
 from ..core.errors import CorruptRecordError, MisplacedRecordError, RunNotFoundError
+from ..core.jcs import jcs
 from ..core.models import RunState, RunStatus, WaitReason
-from .base import CHECKPOINT_FORMAT, Checkpoint, LedgerHead, RunStore
+from ..core.ports import Capability, StoredCheckpoint
+from .base import CHECKPOINT_FORMAT, LedgerHead, RunStore
 from .fsio import (
     Durability,
     RunLock,
@@ -117,26 +118,29 @@ class RunFiles:
         return self.child(run_id, LEDGER_FILE)
 
 
-def read_checkpoint(path: Path) -> Checkpoint:
+def read_checkpoint(path: Path) -> StoredCheckpoint:
     """Parse one ``run.json`` strictly (errors name the file); its run id must be its directory's."""
     doc = load_json_file(path, expected_format=CHECKPOINT_FORMAT, kind="checkpoint")
     try:
-        checkpoint = Checkpoint.from_dict(doc)
+        checkpoint = StoredCheckpoint.from_dict(doc)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CorruptRecordError(f"checkpoint is missing or has a bad field ({exc})", path=str(path)) from exc
-    if path.parent.name != checkpoint.run.run_id and path.parent.parent.name == RUNS_DIR:
-        raise MisplacedRecordError(f"checkpoint describes run {checkpoint.run.run_id!r} but lives in the directory "
-                                 f"of run {path.parent.name!r}", path=str(path))
+    if path.parent.name != checkpoint.run_id and path.parent.parent.name == RUNS_DIR:
+        raise MisplacedRecordError(f"checkpoint describes run {checkpoint.run_id!r} but lives in the directory "
+                                   f"of run {path.parent.name!r}", path=str(path))
     return checkpoint
 
 
 class JsonFileRunStore(RunStore):
     """Checkpoints as ``runs/<id>/run.json``, queryable through a SQLite index, flock per run."""
 
+    capabilities = frozenset({Capability.CHECKPOINTS, Capability.LOCKS, Capability.CHECKPOINT_TOKENS,
+                              Capability.QUERIES, Capability.WAITING_ON, Capability.EDITS})
+
     def __init__(self, base_dir: str | os.PathLike[str], *, durability: Durability = "fsync") -> None:
         self.durability = check_durability(durability)
         self._files = RunFiles(base_dir, durable=durability == "fsync")
-        self._index = RunIndex(self._files.root, self._files.runs, self.load)
+        self._index = RunIndex(self._files.root, self._files.runs, self._view)
         self._tidied: set[str] = set()
 
     @property
@@ -145,42 +149,59 @@ class JsonFileRunStore(RunStore):
         return self._files.root
 
     def save(self, run: RunState) -> None:
-        """Write ``run`` as edited outside the runtime, keeping the rest of its checkpoint.
+        """Adopt ``run`` as edited outside the runtime (upstream 0.0.1's way of changing a run).
 
-        The runtime records such an edit in the ledger the next time it opens the run.
+        The edit is recorded in the run's ledger first — an ``edit`` record carrying the whole
+        state — so the ledger stays the only truth; a run with no ledger yet (a bare state saved
+        for queries) gets a checkpoint only, which no runtime takes for proven.
         """
-        try:
-            old = self.load_checkpoint(run.run_id)
-        except CorruptRecordError:
-            old = None
-        checkpoint = old if old is not None else Checkpoint(run=run, ledger=LedgerHead())
-        checkpoint.run, checkpoint.external = run, True
-        self.save_checkpoint(checkpoint)
+        if self._files.ledger(run.run_id).exists():
+            from ..core.runtime import Runtime
+            from .ledger_files import JsonlLedgerStore
 
-    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+            ledger = JsonlLedgerStore(self._files.root, durability=self.durability)
+            Runtime(run_store=self, ledger_store=ledger).record_edit(run)
+            return
+        document = {"run": run.to_dict(), "kernel": {"effects": 0, "pending": None, "metadata": {}, "workflow": None,
+                                                     "origin": None}}
+        self.save_checkpoint(StoredCheckpoint(state=document, ledger=LedgerHead()))
+
+    def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         """Atomically replace the run's checkpoint, then its index row.
 
         No fsync: the ledger is the log, and a checkpoint lost with the page cache is
         rebuilt from it (the index row self-checks against the file it describes).
         """
-        run = checkpoint.run
-        path = self._files.run_dir(run.run_id, create=True) / CHECKPOINT_FILE
+        run_id = checkpoint.run_id
+        path = self._files.run_dir(run_id, create=True) / CHECKPOINT_FILE
         is_new = not path.exists()
-        data = canonical_json(checkpoint.to_dict()) + b"\n"
+        data = jcs(checkpoint.to_dict()) + b"\n"
         atomic_write_bytes(path, data, durable=False)
         # One index write after the file: the row records the file's identity (inode, mtime,
         # size), so a crash before this line leaves a row that is re-read, not trusted.
-        self._index.put(run, dirty=False)
+        self._index.put(checkpoint.shown_run(), dirty=False)
         if is_new:
             self._index.note_runs_dir()
 
     def load(self, run_id: str) -> Optional[RunState]:
-        """The stored run, or ``None``."""
+        """The stored run as readers see it (secrets redacted, stored values resolved), or ``None``."""
         checkpoint = self.load_checkpoint(run_id)
-        return checkpoint.run if checkpoint else None
+        if checkpoint is None:
+            return None
+        if checkpoint.legacy is not None:
+            return checkpoint.legacy.run
+        from .views import resolved_view
+        from .ledger_files import JsonlLedgerStore
 
-    def load_checkpoint(self, run_id: str) -> Optional[Checkpoint]:
-        """The stored checkpoint, or ``None`` if the run does not exist."""
+        return resolved_view(checkpoint, JsonlLedgerStore(self._files.root, durability=self.durability))
+
+    def _view(self, run_id: str) -> Optional[RunState]:
+        """The stored run with stored values left as references (what the query index needs)."""
+        checkpoint = self.load_checkpoint(run_id)
+        return checkpoint.shown_run() if checkpoint is not None else None
+
+    def load_checkpoint(self, run_id: str) -> Optional[StoredCheckpoint]:
+        """The stored checkpoint, or ``None`` if the run has none."""
         path = self._files.checkpoint(run_id)
         try:
             return read_checkpoint(path)
@@ -194,6 +215,10 @@ class JsonFileRunStore(RunStore):
         except FileNotFoundError:
             return None
         return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+    def written_token(self, run_id: str) -> None:
+        """Not known without a stat: ``None`` (ask :meth:`checkpoint_token`)."""
+        return None
 
     def exists(self, run_id: str) -> bool:
         """True when the run has a checkpoint or a ledger."""
@@ -286,3 +311,4 @@ from .ledger_files import JsonlLedgerStore  # noqa: E402  (kept importable from 
 
 __all__ = ["CHECKPOINT_FILE", "LEDGER_FILE", "RUNS_DIR", "JsonFileRunStore", "JsonlLedgerStore", "RunFiles",
            "read_checkpoint"]
+

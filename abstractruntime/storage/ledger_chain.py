@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import builtins
 import threading
-from typing import Any, Optional, Sequence
+from typing import Any, Collection, Optional, Sequence
 
 from ..core.chain import GENESIS_PREV_HASH, seal_record, seal_record_line, verify_ledger_chain
 from ..core.models import StepRecord
-from ..core.ports import LedgerHead, LedgerStore
+from ..core.ports import Capability, LedgerHead, LedgerStore, has_capability
 
 __all__ = ["GENESIS_PREV_HASH", "HashChainedLedgerStore", "seal_record", "seal_record_line", "verify_ledger_chain"]
 
@@ -29,7 +29,10 @@ class HashChainedLedgerStore(LedgerStore):
 
     def __init__(self, inner: LedgerStore) -> None:
         self._inner = inner
-        self._native = bool(getattr(inner, "chained", False))
+        self._native = has_capability(inner, Capability.CHAINED)
+        # What this wrapper does is what its inner store does, plus the chain; sealed lines only
+        # pass through when the inner store keeps them (it then chains them as sealed).
+        self.capabilities = inner.capabilities | {Capability.CHAINED}
         self._heads: dict[str, LedgerHead] = {}
         self._lock = threading.Lock()
 
@@ -66,9 +69,8 @@ class HashChainedLedgerStore(LedgerStore):
     def append_lines(self, run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
                      *, expect: LedgerHead) -> LedgerHead:
         """Conditional group append of sealed records (delegated when the inner store has it)."""
-        inner_append = getattr(self._inner, "append_lines", None)
-        if inner_append is not None:
-            head: LedgerHead = inner_append(run_id, docs, lines, expect=expect)
+        if has_capability(self._inner, Capability.SEALED_LINES):
+            head: LedgerHead = self._inner.append_lines(run_id, docs, lines, expect=expect)  # type: ignore[attr-defined]
             with self._lock:
                 self._heads[run_id] = LedgerHead(head.seq, head.head_hash)
             return head
@@ -79,6 +81,30 @@ class HashChainedLedgerStore(LedgerStore):
     def list(self, run_id: str) -> list[dict[str, Any]]:
         """The inner store's records."""
         return self._inner.list(run_id)
+
+    def stored(self, run_id: str) -> list[dict[str, Any]]:
+        """The inner store's records as stored."""
+        return self._inner.stored(run_id)
+
+    def record_at(self, run_id: str, position: LedgerHead) -> Optional[dict[str, Any]]:
+        """Delegates to the inner store."""
+        return self._inner.record_at(run_id, position)
+
+    def records_at(self, run_id: str, positions: Sequence[tuple[int, Optional[int]]]) -> list[dict[str, Any]]:
+        """Delegates to the inner store."""
+        return self._inner.records_at(run_id, positions)
+
+    def position_token(self, run_id: str) -> Any:
+        """Delegates to the inner store (declared only when it declares ``POSITION_TOKENS``)."""
+        return self._inner.position_token(run_id)  # type: ignore[attr-defined]
+
+    def position_token_at(self, run_id: str, head: LedgerHead) -> Any:
+        """Delegates to the inner store."""
+        return self._inner.position_token_at(run_id, head)  # type: ignore[attr-defined]
+
+    def peek_head(self, run_id: str) -> LedgerHead:
+        """Delegates to the inner store."""
+        return self._inner.peek_head(run_id)  # type: ignore[attr-defined]
 
     def head(self, run_id: str) -> LedgerHead:
         """The chained head."""
@@ -112,6 +138,6 @@ class HashChainedLedgerStore(LedgerStore):
         """Delegates to the inner store."""
         return self._inner.get_secrets(run_id)
 
-    def prune_secrets(self, run_id: str, *, through_seq: int) -> None:
+    def retain_secrets(self, run_id: str, commitments: Collection[str]) -> None:
         """Delegates to the inner store."""
-        self._inner.prune_secrets(run_id, through_seq=through_seq)
+        self._inner.retain_secrets(run_id, commitments)

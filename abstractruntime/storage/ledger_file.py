@@ -15,7 +15,8 @@ from typing import Any, Optional
 
 from ..core.canonical import record_hash
 from ..core.errors import CorruptRecordError
-from ..core.models import LEDGER_RECORD_FORMAT, StepStatus
+from ..core.models import StepStatus
+from ..core.records import RECORD_FORMAT
 from .base import LedgerHead
 from .fsio import brief_error, check_format, loads_strict
 
@@ -33,6 +34,8 @@ class ParsedLedger:
     # idempotency_key -> byte offset of the first COMPLETED record with that key.
     completed_offsets: dict[str, int] = field(default_factory=dict)
     lines: int = 0
+    # effect_id -> the key an intent named (format 3 outcomes take their key from their intent).
+    intent_keys: dict[int, str] = field(default_factory=dict)
 
 
 def parse_ledger(
@@ -46,6 +49,7 @@ def parse_ledger(
     keep_records: bool = True,
     run_id: Optional[str] = None,
     until_seq: Optional[int] = None,
+    intent_keys: Optional[dict[int, str]] = None,
 ) -> ParsedLedger:
     """Parse ``data`` (the file's bytes from ``start_offset``) continuing after ``head``.
 
@@ -55,7 +59,8 @@ def parse_ledger(
     record (point-in-time reads). Raises
     :class:`CorruptRecordError` with the 1-based line number on any bad line before the tail.
     """
-    result = ParsedLedger(head=head, valid_end=start_offset, lines=start_line)
+    result = ParsedLedger(head=head, valid_end=start_offset, lines=start_line,
+                          intent_keys=dict(intent_keys) if intent_keys else {})
     pos = 0
     size = len(data)
     while pos < size:
@@ -85,6 +90,12 @@ def parse_ledger(
         key = doc.get("idempotency_key")
         if key is not None and not isinstance(key, str):
             raise CorruptRecordError("idempotency_key is not a string", path=path, line=line_no)
+        effect_id = doc.get("effect_id")
+        if doc.get("format") == RECORD_FORMAT and isinstance(effect_id, int):
+            if key and doc.get("status") == StepStatus.STARTED.value:
+                result.intent_keys[effect_id] = key
+            elif key is None and doc.get("kind") == "effect":
+                key = result.intent_keys.get(effect_id)
         if key and doc.get("status") == StepStatus.COMPLETED.value and key not in result.completed_offsets:
             result.completed_offsets[key] = offset
         if keep_records:
@@ -115,7 +126,7 @@ def _parse_line(raw: bytes, *, path: str, line_no: int) -> dict[str, Any]:
         raise CorruptRecordError(f"ledger line is not valid JSON ({brief_error(exc, 100)})", path=path, line=line_no) from exc
     if not isinstance(doc, dict):
         raise CorruptRecordError("ledger line is not a JSON object", path=path, line=line_no)
-    check_format(doc.get("format"), LEDGER_RECORD_FORMAT, path=f"{path}:{line_no}", kind="ledger record")
+    check_format(doc.get("format"), RECORD_FORMAT, path=f"{path}:{line_no}", kind="ledger record")
     return doc
 
 
@@ -124,7 +135,7 @@ def _check_link(doc: dict[str, Any], head: LedgerHead, *, path: str, line_no: in
         raise CorruptRecordError(f"seq {doc.get('seq')!r} where {head.seq + 1} was expected", path=path, line=line_no)
     if doc.get("prev_hash") != head.head_hash:
         raise CorruptRecordError("prev_hash does not match the previous record", path=path, line=line_no)
-    if run_id is not None and doc.get("run_id") != run_id:
+    if run_id is not None and doc.get("run_id", run_id if doc.get("format") == RECORD_FORMAT else None) != run_id:
         raise CorruptRecordError(f"record belongs to run {doc.get('run_id')!r}", path=path, line=line_no)
     try:
         digest = record_hash(doc)

@@ -17,12 +17,13 @@ import stat as stat_module
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Collection, Optional, Sequence
 
 from ..core.canonical import canonical_json
 from ..core.errors import LedgerConflictError, StorageError
 from ..core.models import StepRecord
-from ..core.ports import LedgerHead, LedgerStore
+from ..core.ports import Capability, LedgerHead, LedgerStore, retained
+from ..core.records import RECORD_FORMAT, expand_records
 from .fsio import Durability, append_bytes, atomic_write_bytes, check_durability, fsync_dir, loads_strict, open_append, read_bytes
 from .json_files import ANCHORS_FILE, LEDGER_FILE, SECRETS_FILE, RunFiles
 from ..core.chain import seal_batch
@@ -44,12 +45,16 @@ class _LedgerCache:
     head: LedgerHead = field(default_factory=LedgerHead)
     # idempotency_key -> offset of its first completed record; None until first needed.
     completed: Optional[dict[str, int]] = None
+    # effect_id -> the key its intent named (format 3 outcomes do not repeat it).
+    intent_keys: dict[int, str] = field(default_factory=dict)
 
 
 class JsonlLedgerStore(LedgerStore):
     """Hash-chained JSONL ledgers with conditional group appends and tail reads."""
 
     chained = True
+    capabilities = frozenset({Capability.CHAINED, Capability.SEALED_LINES, Capability.POSITION_TOKENS,
+                              Capability.ANCHORS, Capability.SECRETS, Capability.PEEK_HEAD})
 
     def __init__(self, base_dir: str | os.PathLike[str], *, durability: Durability = "fsync") -> None:
         self.durability = check_durability(durability)
@@ -120,13 +125,18 @@ class JsonlLedgerStore(LedgerStore):
             os.close(fd)
         if cache.size == 0 and self._durable:
             fsync_dir(path.parent)  # a new ledger file's directory entry must be durable too
-        if cache.completed is not None:
-            offset = cache.size
-            for doc, line in zip(docs, lines):
-                key = doc.get("idempotency_key")
-                if key and doc.get("status") == "completed":
-                    cache.completed.setdefault(key, offset)
-                offset += len(line) + 1
+        offset = cache.size
+        for doc, line in zip(docs, lines):
+            key = doc.get("idempotency_key")
+            effect_id = doc.get("effect_id")
+            if doc.get("format") == RECORD_FORMAT and isinstance(effect_id, int):
+                if key and doc.get("status") == "started":
+                    cache.intent_keys[effect_id] = key
+                elif key is None and doc.get("kind") == "effect":
+                    key = cache.intent_keys.get(effect_id)
+            if cache.completed is not None and key and doc.get("status") == "completed":
+                cache.completed.setdefault(key, offset)
+            offset += len(line) + 1
         last = docs[-1]
         cache.inode, cache.size, cache.lines = stat.st_ino, stat.st_size, cache.lines + len(lines)
         cache.head = LedgerHead(last["seq"], last["record_hash"], offset=stat.st_size)
@@ -149,7 +159,8 @@ class JsonlLedgerStore(LedgerStore):
             return cache
         data = read_bytes(path, offset=cache.size)
         parsed = parse_ledger(data, path=str(path), start_offset=cache.size, start_line=cache.lines,
-                              head=cache.head, keep_records=False, run_id=run_id)
+                              head=cache.head, keep_records=False, run_id=run_id, intent_keys=cache.intent_keys)
+        cache.intent_keys = parsed.intent_keys
         if parsed.torn_bytes:
             log.warning("%s: torn tail of %d bytes after line %d (an interrupted append)%s",
                         path, parsed.torn_bytes, parsed.lines, "; truncated" if repair else "; ignored")
@@ -174,11 +185,16 @@ class JsonlLedgerStore(LedgerStore):
     # -- reading -----------------------------------------------------------------------
 
     def list(self, run_id: str) -> builtins.list[dict[str, Any]]:
-        """All records of the run as stored (hashes are not checked here: see ``verify``).
+        """All records of the run, expanded as upstream 0.0.1 code reads them (each with the
+        record as stored under ``"stored"``). Hashes are not checked here: see ``verify``.
 
         A torn tail is skipped with a warning; a bad line before it raises
         :class:`CorruptRecordError` naming the file and line.
         """
+        return expand_records(self.stored(run_id), run_id)
+
+    def stored(self, run_id: str) -> builtins.list[dict[str, Any]]:
+        """All records of the run exactly as stored (format 3: compact, values by reference)."""
         path = self._files.ledger(run_id)
         try:
             data = read_bytes(path)
@@ -188,6 +204,54 @@ class JsonlLedgerStore(LedgerStore):
         if parsed.torn_bytes:
             log.warning("%s: ignoring a torn tail of %d bytes after line %d", path, parsed.torn_bytes, parsed.lines)
         return parsed.records
+
+    def record_at(self, run_id: str, position: LedgerHead) -> Optional[dict[str, Any]]:
+        """The stored record at ``position``: the line ending at its byte offset when it has one
+        (else found by reading), or ``None`` when the ledger has no such record."""
+        if position.offset is not None:
+            found = self.records_at(run_id, [(position.seq, position.offset)], ending=True)
+            if found:
+                return found[0]
+        _, records = self.read_after(run_id, LedgerHead(), until_seq=position.seq)
+        return records[-1] if records and records[-1].get("seq") == position.seq else None
+
+    def records_at(self, run_id: str, positions: Sequence[tuple[int, Optional[int]]], *,
+                   ending: bool = False) -> builtins.list[dict[str, Any]]:
+        """The stored records at ``(seq, offset)`` positions: the line starting at each offset
+        (``ending``: the line ending just before it). Positions whose line does not hold that
+        seq are skipped: the offsets are hints, never trusted."""
+        path = self._files.ledger(run_id)
+        found: builtins.list[dict[str, Any]] = []
+        try:
+            handle = open(path, "rb")
+        except FileNotFoundError:
+            return found
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            for seq, offset in positions:
+                if offset is None or offset < 0 or offset > size:
+                    continue
+                if ending:
+                    begin = max(0, offset - _ANCHOR_WINDOW)
+                    handle.seek(begin)
+                    window = handle.read(offset - begin)
+                    if not window.endswith(b"\n"):
+                        continue
+                    raw = window[:-1].rsplit(b"\n", 1)[-1]
+                    if len(raw) + 1 >= len(window) and begin > 0:
+                        handle.seek(0)  # a line longer than the window: read it whole
+                        head = handle.read(offset)[:-1]
+                        raw = head.rsplit(b"\n", 1)[-1]
+                else:
+                    handle.seek(offset)
+                    raw = handle.readline().rstrip(b"\n")
+                try:
+                    doc = loads_strict(raw)
+                except (ValueError, UnicodeDecodeError):
+                    continue
+                if isinstance(doc, dict) and doc.get("seq") == seq:
+                    found.append(doc)
+        return found
 
     def read_after(self, run_id: str, position: LedgerHead, *,
                    until_seq: Optional[int] = None) -> tuple[LedgerHead, builtins.list[dict[str, Any]]]:
@@ -220,7 +284,8 @@ class JsonlLedgerStore(LedgerStore):
             self._cache[run_id] = _LedgerCache(
                 inode=stat.st_ino, size=parsed.valid_end, lines=parsed.lines,
                 head=LedgerHead(parsed.head.seq, parsed.head.head_hash, offset=parsed.valid_end),
-                completed=dict(parsed.completed_offsets) if start == 0 else None)
+                completed=dict(parsed.completed_offsets) if start == 0 else None,
+                intent_keys=parsed.intent_keys if start == 0 else {})
             return self._cache[run_id].head, records
 
     @staticmethod
@@ -289,6 +354,10 @@ class JsonlLedgerStore(LedgerStore):
         last_line = window[:-1].rsplit(b"\n", 1)[-1]
         return b'"record_hash":"' + position.head_hash.encode("ascii", "replace") + b'"' in last_line
 
+    def position_token_at(self, run_id: str, head: LedgerHead) -> None:
+        """Not known without looking at the file: ``None`` (ask :meth:`position_token`)."""
+        return None
+
     def position_token(self, run_id: str) -> Optional[tuple[int, int]]:
         """``(inode, size)`` of the ledger file: changes with every append by anyone."""
         try:
@@ -309,8 +378,8 @@ class JsonlLedgerStore(LedgerStore):
             cache = self._refresh(run_id, path, repair=False)
             if cache.completed is None:
                 data = read_bytes(path)[: cache.size]
-                cache.completed = dict(parse_ledger(data, path=str(path), keep_records=False,
-                                                    verify_chain=False).completed_offsets)
+                full = parse_ledger(data, path=str(path), keep_records=False, verify_chain=False)
+                cache.completed, cache.intent_keys = dict(full.completed_offsets), full.intent_keys
             offset = cache.completed.get(idempotency_key)
             if offset is None:
                 return None
@@ -360,14 +429,16 @@ class JsonlLedgerStore(LedgerStore):
         finally:
             os.close(fd)
 
-    def prune_secrets(self, run_id: str, *, through_seq: int) -> None:
-        """Drop kept values of records up to ``through_seq`` (the file goes when none is left)."""
+    def retain_secrets(self, run_id: str, commitments: Collection[str]) -> None:
+        """Keep only the values ``commitments`` still need (the file goes when none is left)."""
         path = self._files.run_dir(run_id) / SECRETS_FILE
         if not path.exists():
             return
-        keep = [e for e in self.get_secrets(run_id) if int(e.get("seq") or 0) > through_seq]
+        keep = retained(self.get_secrets(run_id), commitments)
         if not keep:
             path.unlink()
+            if self._durable:
+                fsync_dir(path.parent)
             return
         atomic_write_bytes(path, b"".join(canonical_json(e) + b"\n" for e in keep), durable=self._durable)
 

@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..core.canonical import record_hash
 from ..core.errors import InvalidInputError, StorageError
-from ..core.models import LEDGER_RECORD_FORMAT
+from ..core.jcs import is_jcs_line
+from ..core.records import RECORD_FORMAT
 from .record_rules import SignatureTrail, signature_problem, unknown_fields
 from .fsio import brief_error, loads_strict, validate_id
 from .ledger_file import looks_torn
+from .verify_state import StateReplay
 
 if TYPE_CHECKING:
     from .verify_report import VerifyReport
@@ -55,6 +57,9 @@ class LedgerScan:
         self.workflow: Any = None
         self.workflow_in_chain = False
         self.signatures = SignatureTrail()
+        self.replay = StateReplay(report.run_id)
+        # seq -> the "state" digest its record carries (for the seqs the caller wants).
+        self.state_at: dict[int, Optional[str]] = {}
         self._prev_hash: Optional[str] = None
         self._prev_seq, self._resync = 0, False
 
@@ -107,12 +112,15 @@ class LedgerScan:
         if int_or_none(fmt) is None or fmt < 1:
             report.problem("invalid_record", "record has no valid integer 'format'", seq=doc.get("seq"),
                            line=line_no)
-        elif fmt > LEDGER_RECORD_FORMAT:
+        elif fmt > RECORD_FORMAT:
             report.problem("unsupported_format", f"record format {fmt} is newer than this abstractruntime "
-                           f"understands ({LEDGER_RECORD_FORMAT}); upgrade abstractruntime",
+                           f"understands ({RECORD_FORMAT}); upgrade abstractruntime",
                            seq=doc.get("seq"), line=line_no)
             self._resync = True
             return
+        if fmt == RECORD_FORMAT and not is_jcs_line(body, doc):
+            report.problem("not_canonical", "a format-3 line is not the RFC 8785 form of its own content "
+                           "(rewritten by another program?)", seq=doc.get("seq"), line=line_no)
         self._record(doc, line_no)
 
     def _record(self, doc: dict[str, Any], line_no: int) -> None:
@@ -132,7 +140,8 @@ class LedgerScan:
                            "(records removed, inserted, reordered or re-hashed?)")
                 report.problem("prev_hash_mismatch", message, seq=seq, line=line_no,
                                expected=self._prev_hash, actual=doc.get("prev_hash"))
-        if doc.get("run_id") != report.run_id:
+        implied_run = report.run_id if doc.get("format") == RECORD_FORMAT and seq != 1 else None
+        if doc.get("run_id", implied_run) != report.run_id:
             report.problem("wrong_run", f"record belongs to run {doc.get('run_id')!r}", seq=seq, line=line_no)
         stored: Optional[str] = doc.get("record_hash")
         try:
@@ -153,6 +162,10 @@ class LedgerScan:
             self.only_starts = False
         if seq in self.want_seqs and seq not in self.at_seq:
             self.at_seq[seq] = (stored, line_no)
+            self.state_at[seq] = doc.get("state")
+        found = self.replay.see(doc, seq if seq is not None else expected)
+        if found is not None:
+            report.problem(found[0], found[1], seq=seq, line=line_no)
         if stored in self.want_hashes and stored not in self.hash_at:
             self.hash_at[stored] = (seq, line_no)
         delta = doc.get("delta")

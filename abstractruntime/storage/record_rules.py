@@ -15,11 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..core.records import RECORD_FIELDS
+
 COMMON_FIELDS = frozenset({
     "format", "run_id", "step_id", "node_id", "status", "kind", "effect", "result", "error", "started_at",
     "ended_at", "actor_id", "attempt", "idempotency_key", "seq", "prev_hash", "record_hash", "signature",
 })
-FIELDS_BY_FORMAT = {1: COMMON_FIELDS, 2: COMMON_FIELDS | {"effect_id", "delta"}}
+FIELDS_BY_FORMAT = {1: COMMON_FIELDS, 2: COMMON_FIELDS | {"effect_id", "delta", "next_node", "at"},
+                    3: RECORD_FIELDS}
 SIGNATURE_FIELDS = frozenset({"alg", "key_id", "seq", "head_hash", "sig"})
 
 

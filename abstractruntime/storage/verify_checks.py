@@ -16,7 +16,8 @@ from ..core.errors import (
     UnsupportedFormatError,
     VerificationFailedError,
 )
-from .base import Checkpoint
+from ..core.ports import StoredCheckpoint as Checkpoint
+from ..core.state import digest_of
 from .bookmarks import Bookmark, bookmarks_in_order
 from .json_files import read_checkpoint
 from .ledger_scan import LedgerScan
@@ -42,9 +43,9 @@ def _load_checkpoint(report: VerifyReport, path: Path) -> Optional[Checkpoint]:
         report.problem("checkpoint_corrupt", f"{path}: checkpoint has a malformed field ({type(exc).__name__})")
         return None
     report.checkpoint_head = checkpoint.ledger
-    report.run_status = checkpoint.run.status.value
-    if checkpoint.run.run_id != report.run_id:
-        report.problem("wrong_run", f"the checkpoint belongs to run {checkpoint.run.run_id!r}")
+    report.run_status = checkpoint.shown_run().status.value
+    if checkpoint.run_id != report.run_id:
+        report.problem("wrong_run", f"the checkpoint belongs to run {checkpoint.run_id!r}")
     return checkpoint
 
 
@@ -91,6 +92,16 @@ def _check_checkpoint(report: VerifyReport, checkpoint: Optional[Checkpoint], sc
                        f"checkpoint recorded {head} (ledger rewritten, or a checkpoint from another ledger)",
                        seq=seq, line=found[1], checkpoint_hash=head, ledger_hash=found[0])
         return
+    if checkpoint.legacy is None:
+        claimed = scan.state_at.get(seq)
+        try:
+            actual = digest_of(checkpoint.state)
+        except (ValueError, TypeError):
+            actual = None
+        if claimed is None or claimed != actual:
+            report.problem("checkpoint_state_mismatch", f"the checkpoint's state is not the state the ledger "
+                           f"records at seq {seq} (edited, or copied from another position?); the runtime ignores "
+                           "it and rebuilds the run from the ledger", seq=seq, line=found[1])
     if report.head_seq > seq:
         report.note("uncommitted_tail", f"{report.head_seq - seq} record(s) after the checkpoint's seq {seq}: "
                     "written after the last checkpoint (normal after a crash; the next tick continues from "

@@ -123,7 +123,8 @@ def test_sigterm_cancels_a_concurrent_worker_and_every_run_stays_resumable(tmp_p
     runs = tmp_path / "store" / "runs"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # until every run's effect has started (its intent is durable)
-        if all(b'"kind":"effect","node_id":"work"' in (runs / f"t{i}" / "ledger.jsonl").read_bytes()
+        if all(any(r.get("kind") == "effect" and r.get("node_id") == "work"
+                   for r in map(json.loads, (runs / f"t{i}" / "ledger.jsonl").read_bytes().splitlines()))
                for i in range(6)):
             break
         time.sleep(0.05)

@@ -9,6 +9,7 @@ from abstractruntime.core.errors import CorruptRecordError
 from abstractruntime.storage.bookmarks import BOOKMARKS_FILE, read_bookmarks
 from abstractruntime.storage.fsio import read_bytes
 from abstractruntime.storage.json_files import CHECKPOINT_FILE, LEDGER_FILE, read_checkpoint
+from abstractruntime.core.records import expand_records
 from abstractruntime.storage.ledger_file import parse_ledger
 from abstractruntime.storage.verify import verify_run
 
@@ -20,13 +21,14 @@ def run_ids(root: Path) -> list[str]:
 
 
 def ledger_records(root: Path, run_id: str) -> list[dict[str, Any]]:
-    """The run's records, chain-checked (a torn tail is ignored, as the runtime does)."""
+    """The run's records, chain-checked (a torn tail is ignored, as the runtime does), expanded as
+    ``list()`` gives them (each effect record names its effect and idempotency key)."""
     path = root / "runs" / run_id / LEDGER_FILE
     try:
         data = read_bytes(path)
     except FileNotFoundError:
         return []
-    return parse_ledger(data, path=str(path), verify_chain=True, run_id=run_id).records
+    return expand_records(parse_ledger(data, path=str(path), verify_chain=True, run_id=run_id).records, run_id)
 
 
 def store_problems(root: Path) -> list[str]:

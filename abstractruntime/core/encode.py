@@ -1,0 +1,81 @@
+"""Writing a format-3 record: what it stores for each value, and which fields it can leave out.
+
+:class:`RecordEncoder` holds what a writer needs across records — the run's redactor, its
+:class:`~abstractruntime.core.secret_values.SecretKeeper`, its
+:class:`~abstractruntime.core.values.ValueTable` and a
+:class:`~abstractruntime.core.values.ValueWriter` — and turns one value into what the record
+stores (:meth:`RecordEncoder.slot`): secrets replaced by markers committing to them, user
+objects using marker keys escaped, a large value defined once and referred to afterwards.
+Everything it adds is undone by :meth:`RecordEncoder.rollback` when the record cannot be written.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from .jcs import jcs
+from .redaction import Redactor
+from .secret_values import SecretKeeper, seal_value
+from .values import ValueTable, ValueWriter
+
+
+class RecordEncoder:
+    """Turns live values into what a run's next record stores (one encoder per open run)."""
+
+    def __init__(self, run_id: str, redactor: Redactor, keeper: SecretKeeper, table: ValueTable, *,
+                 store_values: bool) -> None:
+        self.run_id = run_id
+        self.redactor = redactor
+        self.keeper = keeper
+        self.table = table
+        self.writer: Optional[ValueWriter] = ValueWriter(table) if store_values else None
+        self._mark: Optional[tuple[int, int]] = None
+
+    def is_secret_path(self, path: Sequence[Any]) -> bool:
+        """True when a key on ``path`` names a secret (the value there is redacted whole)."""
+        judge = getattr(self.redactor, "is_secret_key", None)
+        return judge is not None and any(judge(part) for part in path)
+
+    def sealed(self, value: Any, path: Sequence[Any] = ()) -> Any:
+        """``value`` with secrets replaced by markers and marker keys escaped (never stored by reference)."""
+        return seal_value(value, path, self.redactor, self.keeper)
+
+    def slot(self, value: Any, path: Sequence[Any], seq: int) -> Any:
+        """What a record stores for ``value`` found at ``path``: see the module docstring."""
+        if self.writer is None or self.is_secret_path(path) or not isinstance(value, (dict, list, tuple, str)):
+            return self.sealed(value, path)
+
+        def encode(live: Any) -> tuple[Any, bytes]:
+            stored = self.sealed(live, path)
+            return stored, jcs(stored)
+
+        return self.writer.store(value, encode, seq)
+
+    def begin(self) -> None:
+        """Start a record: what follows can be undone by :meth:`rollback`."""
+        self._mark = (self.table.mark(), self.keeper.mark())
+
+    def defined(self) -> list[str]:
+        """The stored values defined since :meth:`begin`."""
+        return self.table.ids_since(self._mark[0]) if self._mark is not None else []
+
+    def rollback(self) -> None:
+        """Forget the definitions and secrets added since :meth:`begin` (the record was not written)."""
+        if self._mark is None:
+            return
+        table_mark, keeper_mark = self._mark
+        forgotten = self.table.rollback(table_mark)
+        if self.writer is not None:
+            self.writer.forget(forgotten)
+        self.keeper.rollback(keeper_mark)
+        self._mark = None
+
+    def error_text(self, text: Optional[str]) -> Optional[str]:
+        """An error message with every secret the value patterns find replaced."""
+        if not text:
+            return text
+        redact = getattr(self.redactor, "redact_text", None)
+        return redact(text) if redact is not None else text
+
+
+__all__ = ["RecordEncoder"]

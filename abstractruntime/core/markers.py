@@ -1,0 +1,115 @@
+"""The marker objects inside format-3 values — pure functions (docs/file-format.md).
+
+Inside an effect's payload, a result or a delta value, an object of one of these shapes is not
+user data but stands for something:
+
+- ``{"$v": ID}`` — a stored value, defined earlier (or in the same record);
+- ``{"$val": V}`` — defines the stored value ``V`` (its id is ``sha256(JCS(V))``) and stands for it;
+- ``{"$ext": ID, "$items": [...]}`` — defines a list: the stored list ``ID`` plus these items;
+- ``{"$secret": COMMITMENT, "$shown": TEXT}`` — a redacted secret (TEXT is what readers show);
+- ``{"$lit": OBJECT}`` — a user object that happens to use one of these keys, taken literally.
+
+A user object with any of the marker keys is written wrapped in ``$lit`` (:func:`escape`); any
+other object carrying a marker key is corruption (:func:`marker_kind` raises ``ValueError``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+REF, VAL, EXT, ITEMS, SECRET, SHOWN, LIT = "$v", "$val", "$ext", "$items", "$secret", "$shown", "$lit"
+MARKER_KEYS = frozenset({REF, VAL, EXT, ITEMS, SECRET, SHOWN, LIT})
+
+# The shape of each marker: its exact set of keys.
+_SHAPES = {
+    frozenset({REF}): "ref",
+    frozenset({VAL}): "val",
+    frozenset({EXT, ITEMS}): "ext",
+    frozenset({SECRET, SHOWN}): "secret",
+    frozenset({LIT}): "lit",
+}
+
+
+def has_marker_key(obj: dict[str, Any]) -> bool:
+    """True when ``obj`` uses any marker key (cheap: most objects have none)."""
+    return any(key in MARKER_KEYS for key in obj) if len(obj) <= 2 else not MARKER_KEYS.isdisjoint(obj)
+
+
+def marker_kind(obj: dict[str, Any]) -> Optional[str]:
+    """``"ref"``, ``"val"``, ``"ext"``, ``"secret"`` or ``"lit"`` for a marker, ``None`` for user data.
+
+    Raises :class:`ValueError` for an object that uses marker keys in no valid shape, or whose
+    parts have the wrong types.
+    """
+    if not has_marker_key(obj):
+        return None
+    kind = _SHAPES.get(frozenset(obj))
+    if kind is None:
+        raise ValueError(f"an object uses the marker keys {sorted(k for k in obj if k in MARKER_KEYS)} "
+                         "in no valid shape")
+    if kind == "ref" and not _is_id(obj[REF]):
+        raise ValueError("a $v reference is not a 64-digit hex id")
+    if kind == "ext" and (not _is_id(obj[EXT]) or not isinstance(obj[ITEMS], list)):
+        raise ValueError("an $ext definition needs a 64-digit hex id and a list of $items")
+    if kind == "secret" and (not _is_id(obj[SECRET]) or not isinstance(obj[SHOWN], str)):
+        raise ValueError("a $secret marker needs a 64-digit hex commitment and a $shown text")
+    if kind == "lit" and not isinstance(obj[LIT], dict):
+        raise ValueError("$lit wraps an object")
+    return kind
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def escape(value: Any) -> Any:
+    """``value`` with every user object that uses a marker key wrapped in ``{"$lit": ...}``.
+
+    Returns ``value`` itself when nothing needed wrapping (no copy on the common path).
+    """
+    if isinstance(value, dict):
+        changed = False
+        out: dict[str, Any] = {}
+        for key, child in value.items():
+            new = escape(child) if isinstance(child, (dict, list)) else child
+            changed = changed or new is not child
+            out[key] = new
+        if has_marker_key(value):
+            return {LIT: out}
+        return out if changed else value
+    if isinstance(value, list):
+        items = [escape(item) if isinstance(item, (dict, list)) else item for item in value]
+        return items if any(a is not b for a, b in zip(items, value)) else value
+    return value
+
+
+def secret_marker(commitment: str, shown: str) -> dict[str, str]:
+    """The marker of a redacted secret."""
+    return {SECRET: commitment, SHOWN: shown}
+
+
+def show(value: Any) -> Any:
+    """``value`` as readers display it: secrets as their ``$shown`` text, ``$lit`` unwrapped.
+
+    Stored-value markers are left as they are (see :func:`~abstractruntime.core.values.ValueTable.resolve`
+    to resolve them). Returns ``value`` itself when there is nothing to show differently.
+    """
+    if isinstance(value, dict):
+        if has_marker_key(value):
+            kind = marker_kind(value)
+            if kind == "secret":
+                return value[SHOWN]
+            if kind == "lit":
+                inner = value[LIT]
+                return {k: show(v) for k, v in inner.items()}
+            return value
+        out = {k: show(v) for k, v in value.items()}
+        return out if any(out[k] is not value[k] for k in value) else value
+    if isinstance(value, list):
+        items = [show(item) for item in value]
+        return items if any(a is not b for a, b in zip(items, value)) else value
+    return value
+
+
+__all__ = ["EXT", "ITEMS", "LIT", "MARKER_KEYS", "REF", "SECRET", "SHOWN", "VAL", "escape", "has_marker_key",
+           "marker_kind", "secret_marker", "show"]

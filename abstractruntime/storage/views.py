@@ -1,0 +1,41 @@
+"""The run as readers see it, from a stored checkpoint: secrets shown redacted, stored values resolved."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.models import RunState
+from ..core.ports import LedgerStore, StoredCheckpoint
+from ..core.records import RECORD_FORMAT
+from ..core.secret_values import shown_text
+from ..core.values import UndefinedValueError, ValueTable
+from ..core.wal import record_parts
+
+
+def value_table(ledger: LedgerStore, run_id: str) -> ValueTable:
+    """Every stored value a run's ledger defines."""
+    table = ValueTable()
+    for doc in ledger.stored(run_id):
+        if doc.get("format") == RECORD_FORMAT:
+            for part in record_parts(doc):
+                table.collect(part, int(doc.get("seq") or 0))
+    return table
+
+
+def resolved_view(checkpoint: StoredCheckpoint, ledger: LedgerStore) -> RunState:
+    """The checkpoint's run with its stored values read back from ``ledger`` (secrets shown redacted).
+
+    A value the ledger does not define stays a ``{"$v": id}`` reference (the checkpoint is not
+    proven here: readers only show it).
+    """
+    run_doc: dict[str, Any] = checkpoint.run_doc
+    table = ValueTable()
+    if table.closure(run_doc):
+        table = value_table(ledger, checkpoint.run_id)
+    try:
+        return RunState.from_dict(table.resolve(run_doc, shown_text))
+    except UndefinedValueError:
+        return checkpoint.shown_run()
+
+
+__all__ = ["resolved_view", "value_table"]
