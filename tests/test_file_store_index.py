@@ -27,7 +27,7 @@ from abstractruntime.core.models import (
 )
 from abstractruntime.core.runtime import EffectOutcome, Runtime
 from abstractruntime.core.spec import WorkflowSpec
-from abstractruntime.storage.base import Checkpoint, LedgerHead
+from abstractruntime.storage.base import LedgerHead, StoredCheckpoint
 from abstractruntime.storage.fsio import atomic_write_bytes
 from abstractruntime.storage.json_files import JsonFileRunStore, JsonlLedgerStore
 
@@ -40,7 +40,8 @@ from file_store_support import save_run, root, ledger, runs  # noqa: F401 - pyte
 def _write_run_by_hand(root: Path, run: RunState) -> None:
     run_dir = root / "runs" / run.run_id
     run_dir.mkdir(parents=True, mode=0o700)
-    (run_dir / "run.json").write_bytes(canonical_json(Checkpoint(run=run, ledger=LedgerHead()).to_dict()))
+    (run_dir / "run.json").write_bytes(canonical_json(
+        StoredCheckpoint(state={"run": run.to_dict(), "kernel": {}}, ledger=LedgerHead()).to_dict()))
 
 
 def _hand_run(run_id: str, i: int, status: RunStatus = RunStatus.COMPLETED) -> RunState:
@@ -132,7 +133,7 @@ def test_dirty_rows_are_found_after_a_crash(root: Path) -> None:
     waiting = _hand_run("r1", 3, RunStatus.WAITING)
     store._index.put(waiting, dirty=True)
     atomic_write_bytes(root / "runs" / "r1" / "run.json",
-                       canonical_json(Checkpoint(run=waiting, ledger=LedgerHead()).to_dict()), durable=False)
+                       canonical_json(StoredCheckpoint(state={"run": waiting.to_dict(), "kernel": {}}, ledger=LedgerHead()).to_dict()), durable=False)
     fresh = JsonFileRunStore(root, durability="none")
     assert [r.run_id for r in fresh.list_runs(status=RunStatus.WAITING)] == ["r1"]
     assert [r.run_id for r in fresh.list_due_wait_until(now_iso="2031-01-01T00:00:00Z")] == ["r1"]

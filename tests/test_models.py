@@ -22,7 +22,7 @@ from abstractruntime.core.models import (
     WaitReason,
     WaitState,
 )
-from abstractruntime.storage.base import Checkpoint, LedgerHead
+from abstractruntime.storage.base import Checkpoint, LedgerHead, StoredCheckpoint
 from abstractruntime.storage.fsio import loads_strict
 
 _leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63),
@@ -131,13 +131,17 @@ def test_effect_round_trip(effect: Effect) -> None:
 @given(run=run_states, seq=st.integers(0, 10**6), head=st.none() | st.text(alphabet="0123456789abcdef", min_size=64,
                                                                             max_size=64))
 def test_checkpoint_round_trip(run: RunState, seq: int, head: str | None) -> None:
-    checkpoint = Checkpoint(run=run, ledger=LedgerHead(seq=seq, head_hash=head),
-                            workflow={"source": "f.py", "sha256": "0" * 64, "workflow_id": run.workflow_id},
-                            origin={"run_id": "x"})
+    state = {"run": run.to_dict(), "kernel": {"effects": seq, "pending": None, "metadata": {}, "origin": {"run_id": "x"},
+                                              "workflow": {"sha256": "0" * 64, "workflow_id": run.workflow_id}}}
+    checkpoint = StoredCheckpoint(state=state, ledger=LedgerHead(seq=seq, head_hash=head))
     data = _through_json(checkpoint.to_dict())
-    assert data["format"] == 2
-    back = Checkpoint.from_dict(data)
-    assert back == checkpoint
+    assert data["format"] == 3
+    back = StoredCheckpoint.from_dict(data)
+    assert back == checkpoint and back.run_view() == run
+    # An older checkpoint (format 2) still reads, as the live state it held.
+    legacy = Checkpoint(run=run, ledger=LedgerHead(seq=seq, head_hash=head), origin={"run_id": "x"})
+    old = StoredCheckpoint.from_dict({"format": 2, **_through_json(legacy.to_dict())})
+    assert old.legacy == legacy and old.run_view() == run
 
 
 def test_enum_values_are_the_upstream_strings() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+from .errors import InvalidInputError
 from .jcs import jcs
 from .redaction import Redactor
 from .secret_values import SecretKeeper, seal_value
@@ -36,20 +37,34 @@ class RecordEncoder:
         judge = getattr(self.redactor, "is_secret_key", None)
         return judge is not None and any(judge(part) for part in path)
 
-    def sealed(self, value: Any, path: Sequence[Any] = ()) -> Any:
-        """``value`` with secrets replaced by markers and marker keys escaped (never stored by reference)."""
-        return seal_value(value, path, self.redactor, self.keeper)
+    def sealed(self, value: Any, path: Sequence[Any] = (), root: str = "") -> Any:
+        """``value`` with secrets replaced by markers and marker keys escaped (never stored by reference).
 
-    def slot(self, value: Any, path: Sequence[Any], seq: int) -> Any:
+        Raises :class:`InvalidInputError` naming ``root`` + ``path`` for a value JSON cannot hold.
+        """
+        try:
+            stored = seal_value(value, path, self.redactor, self.keeper)
+        except RecursionError:
+            jcs(value, root=_name(root, path))  # a cycle: say where
+            raise InvalidInputError("Value is nested too deeply to store") from None
+        return stored
+
+    def slot(self, value: Any, path: Sequence[Any], seq: int, root: str = "vars") -> Any:
         """What a record stores for ``value`` found at ``path``: see the module docstring."""
         if self.writer is None or self.is_secret_path(path) or not isinstance(value, (dict, list, tuple, str)):
-            return self.sealed(value, path)
+            stored = self.sealed(value, path, root)
+            jcs(stored, root=_name(root, path))  # refused here, naming the value, not later naming the record
+            return stored
 
         def encode(live: Any) -> tuple[Any, bytes]:
-            stored = self.sealed(live, path)
-            return stored, jcs(stored)
+            stored = self.sealed(live, path, root)
+            return stored, jcs(stored, root=_name(root, path))
 
-        return self.writer.store(value, encode, seq)
+        try:
+            return self.writer.store(value, encode, seq)
+        except RecursionError:
+            jcs(value, root=_name(root, path))
+            raise InvalidInputError("Value is nested too deeply to store") from None
 
     def begin(self) -> None:
         """Start a record: what follows can be undone by :meth:`rollback`."""
@@ -76,6 +91,11 @@ class RecordEncoder:
             return text
         redact = getattr(self.redactor, "redact_text", None)
         return redact(text) if redact is not None else text
+
+
+def _name(root: str, path: Sequence[Any]) -> str:
+    """``vars`` + ``["seen", "ids"]`` → ``vars.seen.ids`` (how errors name a value)."""
+    return ".".join([root, *(str(p) for p in path)]) if root else ".".join(str(p) for p in path)
 
 
 __all__ = ["RecordEncoder"]

@@ -372,8 +372,10 @@ class StepRecord:
             "prev_hash": self.prev_hash,
             "record_hash": self.record_hash,
             "signature": self.signature,
-            **({"next_node": self.next_node} if self.next_node is not None else {}),
-            **({"at": self.at} if self.at is not None else {}),
+            # Always present, as in ``dataclasses.asdict(record)`` (how upstream-style stores keep
+            # records): a hash taken over this dict must match one taken over what they store.
+            "next_node": self.next_node,
+            "at": self.at,
         }
 
     @classmethod

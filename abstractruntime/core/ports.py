@@ -272,6 +272,14 @@ class StoredCheckpoint:
             return self.view()
         return self.shown_run()
 
+    @property
+    def workflow(self) -> Optional[dict[str, Any]]:
+        """The workflow record (id and sha256) the checkpoint names (a cache: never used to load code)."""
+        if self.legacy is not None:
+            return self.legacy.workflow
+        found = self.state["kernel"].get("workflow")
+        return found if isinstance(found, dict) else None
+
     def shown_run(self) -> RunState:
         """The run with secrets shown redacted and stored values left as ``{"$v": id}`` references
         (enough for an index row: status, wait, times)."""

@@ -67,7 +67,7 @@ class OpenedRun:
         return self.parts.checkpoint
 
 
-def _load_stored(runs: RunStore, run_id: str) -> Optional[StoredCheckpoint]:
+def _load_stored(runs: RunStore, run_id: str, unreadable: list[CorruptRecordError]) -> Optional[StoredCheckpoint]:
     try:
         stored = runs.load_checkpoint(run_id)
     except MisplacedRecordError:
@@ -75,6 +75,7 @@ def _load_stored(runs: RunStore, run_id: str) -> Optional[StoredCheckpoint]:
     except CorruptRecordError as exc:
         # A cache written without fsync: after a power loss it may be torn. The ledger decides.
         log.warning("%s; rebuilding run %s from its ledger", exc, run_id)
+        unreadable.append(exc)
         return None
     if stored is not None and stored.run_id != run_id:
         raise MisplacedRecordError(f"the checkpoint of run {run_id} describes run {stored.run_id!r} "
@@ -112,7 +113,8 @@ def open_run(runs: RunStore, ledger: LedgerStore, run_id: str, *, for_writing: b
     ledger cannot be replayed. ``for_writing``: a redacted secret whose value is gone raises
     :class:`SecretMissingError` (for reading it is shown redacted).
     """
-    stored = _load_stored(runs, run_id)
+    unreadable: list[CorruptRecordError] = []
+    stored = _load_stored(runs, run_id, unreadable)
     if stored is not None and not has_capability(runs, Capability.CHECKPOINTS):
         stored = None  # a 0.0.1-style store keeps only the RunState: the ledger rebuilds the rest
     external = stored.run_view() if stored is not None and stored.external else None
@@ -142,6 +144,8 @@ def open_run(runs: RunStore, ledger: LedgerStore, run_id: str, *, for_writing: b
         return _open_legacy(runs, ledger, run_id, stored, for_writing, external)
     head, tail = ledger.read_after(run_id, start)
     if base is None and not tail:
+        if unreadable:
+            raise unreadable[0]
         if head.seq:
             raise CorruptRecordError(f"run {run_id} has no checkpoint and its ledger cannot rebuild it")
         raise RunNotFoundError(run_id)
@@ -155,6 +159,8 @@ def open_run(runs: RunStore, ledger: LedgerStore, run_id: str, *, for_writing: b
     last = tail[-1] if tail else base_doc
     keeper = _keeper(ledger, run_id, image, tail)
     checkpoint = materialize(image, table, keeper, head, strict=for_writing)
+    if external is not None:
+        checkpoint.run = external  # a process-local edit (in-memory store): the runtime records it on write
     parts = RunParts(checkpoint, image, table, keeper, head_digest=last.get("state") if last else None)
     saved = start if base is not None and stored is not None and start == stored.ledger else None
     return OpenedRun(parts=parts, saved=saved, head=head, external=external, last_record=last,

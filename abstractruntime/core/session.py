@@ -218,7 +218,8 @@ class RunSession:
         if rec.effect is not None and not implied:
             live["effect"] = rec.effect
             payload = rec.effect.get("payload") or {}
-            fields["effect"] = {**rec.effect, "payload": {k: enc.slot(v, [k], seq) for k, v in payload.items()}}
+            fields["effect"] = {**rec.effect, "payload": {k: enc.slot(v, [k], seq, "effect.payload")
+                                                              for k, v in payload.items()}}
         if intent and not implied and (rec.next_node is not None or not compact):
             fields["next_node"] = live["next_node"] = rec.next_node
         if of_effect and not implied and rec.idempotency_key and (
@@ -230,7 +231,8 @@ class RunSession:
         if rec.result is not None:
             live["result"] = rec.result
             path = next(op.path for op in ops if isinstance(op, ResultOp)) if secret_result else []
-            fields["result"] = enc.slot(rec.result, path, seq) if not secret_result else enc.sealed(rec.result, path)
+            fields["result"] = enc.slot(rec.result, path, seq, "result") if not secret_result else \
+                enc.sealed(rec.result, path)
         if rec.error is not None:
             fields["error"] = enc.error_text(rec.error)
         delta = self._delta(ops, live, full, seq)
@@ -256,7 +258,7 @@ class RunSession:
         for name, value in now.items():
             if full or value != self._last.get(name) or type(value) is not type(self._last.get(name)):
                 if name == "output":
-                    delta[name] = enc.slot(value, ["output"], seq) if value is not None else None
+                    delta[name] = enc.slot(value, ["output"], seq, "") if value is not None else None
                 elif name in DELTA_RUN_FIELDS or name in _KERNEL_SMALL:
                     delta[name] = enc.sealed(value, [name]) if value is not None else None
         pending = ckpt.pending.to_dict() if ckpt.pending is not None else None

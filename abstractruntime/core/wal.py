@@ -248,7 +248,8 @@ def apply_record(image: StateImage, doc: dict[str, Any], table: ValueTable, run_
     Raises :class:`ValueError` when the record cannot be replayed.
     """
     kernel = image.kernel
-    kernel["pending"] = table.ref_form(implied_pending(kernel["pending"], doc, run_id))
+    # The image never shares an object with the record: later records change the image in place.
+    kernel["pending"] = json_copy(table.ref_form(implied_pending(kernel["pending"], doc, run_id)))
     kernel["effects"] = implied_effects(int(kernel["effects"] or 0), doc)
     delta = doc.get("delta") or {}
     if not isinstance(delta, dict):
@@ -260,11 +261,11 @@ def apply_record(image: StateImage, doc: dict[str, Any], table: ValueTable, run_
             for raw in value:
                 _apply_op(image, decode_op(raw), doc.get("result"), table)
         elif key in DELTA_RUN_FIELDS:
-            image.run[key] = table.ref_form(value)
+            image.run[key] = json_copy(table.ref_form(value))
         elif key in DELTA_KERNEL_FIELDS:
             if key == "effects" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ValueError("delta.effects must be a non-negative integer")
-            kernel[key] = table.ref_form(value) if key != "metadata" or value is not None else {}
+            kernel[key] = json_copy(table.ref_form(value)) if key != "metadata" or value is not None else {}
         else:
             raise ValueError(f"unknown delta field {key!r}")
     stamp = doc.get("at")
@@ -282,7 +283,7 @@ def _apply_op(image: StateImage, op: VarOp, result: Any, table: ValueTable) -> N
         value = navigate(result, op.subpath or [], table)
     else:
         value = op.value
-    value = table.ref_form(value)
+    value = json_copy(table.ref_form(value))
     if not op.path:
         if not isinstance(value, dict) or marker_kind(value) is not None:
             raise ValueError("only an object may replace all vars")

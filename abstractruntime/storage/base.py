@@ -14,6 +14,7 @@ from ..core.ports import (
     LedgerStore,
     QueryableRunStore,
     RunStore,
+    StoredCheckpoint,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "LedgerStore",
     "QueryableRunStore",
     "RunStore",
+    "StoredCheckpoint",
 ]

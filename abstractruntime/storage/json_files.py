@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ContextManager, Optional
 
 from ..core.errors import CorruptRecordError, MisplacedRecordError, RunNotFoundError
-from ..core.jcs import jcs
+from ..core.canonical import canonical_json
 from ..core.models import RunState, RunStatus, WaitReason
 from ..core.ports import Capability, StoredCheckpoint
 from .base import CHECKPOINT_FORMAT, LedgerHead, RunStore
@@ -162,6 +162,14 @@ class JsonFileRunStore(RunStore):
             ledger = JsonlLedgerStore(self._files.root, durability=self.durability)
             Runtime(run_store=self, ledger_store=ledger).record_edit(run)
             return
+        try:
+            old = self.load_checkpoint(run.run_id)
+        except CorruptRecordError:
+            old = None
+        if old is not None and old.legacy is None:
+            old.state["run"] = run.to_dict()
+            self.save_checkpoint(old)
+            return
         document = {"run": run.to_dict(), "kernel": {"effects": 0, "pending": None, "metadata": {}, "workflow": None,
                                                      "origin": None}}
         self.save_checkpoint(StoredCheckpoint(state=document, ledger=LedgerHead()))
@@ -175,7 +183,9 @@ class JsonFileRunStore(RunStore):
         run_id = checkpoint.run_id
         path = self._files.run_dir(run_id, create=True) / CHECKPOINT_FILE
         is_new = not path.exists()
-        data = jcs(checkpoint.to_dict()) + b"\n"
+        # The proof is over the document's JCS form (digest_of), not these bytes: a bare state
+        # saved for queries may hold what JCS cannot (a big integer) and still round-trips.
+        data = canonical_json(checkpoint.to_dict()) + b"\n"
         atomic_write_bytes(path, data, durable=False)
         # One index write after the file: the row records the file's identity (inode, mtime,
         # size), so a crash before this line leaves a row that is re-read, not trusted.

@@ -102,11 +102,11 @@ class LedgerScan:
                             "append; the next writer truncates it)", line=line_no, bytes=len(raw))
                 return
             report.problem("invalid_json", f"line {line_no} is not valid JSON ({brief_error(exc, 100)})", line=line_no)
-            self._resync = True
+            self._resync = self.replay.stopped = True
             return
         if not isinstance(doc, dict):
             report.problem("invalid_json", f"line {line_no} is not a JSON object", line=line_no)
-            self._resync = True
+            self._resync = self.replay.stopped = True
             return
         fmt: Any = doc.get("format")
         if int_or_none(fmt) is None or fmt < 1:
@@ -116,7 +116,7 @@ class LedgerScan:
             report.problem("unsupported_format", f"record format {fmt} is newer than this abstractruntime "
                            f"understands ({RECORD_FORMAT}); upgrade abstractruntime",
                            seq=doc.get("seq"), line=line_no)
-            self._resync = True
+            self._resync = self.replay.stopped = True
             return
         if fmt == RECORD_FORMAT and not is_jcs_line(body, doc):
             report.problem("not_canonical", "a format-3 line is not the RFC 8785 form of its own content "
@@ -125,6 +125,7 @@ class LedgerScan:
 
     def _record(self, doc: dict[str, Any], line_no: int) -> None:
         report = self.report
+        problems_before = len(report.problems) + report.problems_omitted
         seq = int_or_none(doc.get("seq"))
         expected = self._prev_seq + 1
         if not self._resync:  # after an unreadable line the link cannot be judged; it is already reported
@@ -163,6 +164,10 @@ class LedgerScan:
         if seq in self.want_seqs and seq not in self.at_seq:
             self.at_seq[seq] = (stored, line_no)
             self.state_at[seq] = doc.get("state")
+        if len(report.problems) + report.problems_omitted > problems_before or self._resync:
+            # The chain is broken here: what follows is not the run's history, so its states are not
+            # judged (each would be a cascade of the problem already reported).
+            self.replay.stopped = True
         found = self.replay.see(doc, seq if seq is not None else expected)
         if found is not None:
             report.problem(found[0], found[1], seq=seq, line=line_no)

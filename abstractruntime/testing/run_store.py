@@ -18,7 +18,7 @@ import pytest
 
 from ..core.errors import RunLockedError, RunNotFoundError
 from ..core.models import RunState, RunStatus, WaitReason, WaitState
-from ..core.ports import Checkpoint, LedgerHead, QueryableRunStore
+from ..core.ports import LedgerHead, QueryableRunStore, StoredCheckpoint
 from ..storage.query import waiting_on
 from .backend import StoreBackend
 
@@ -82,24 +82,27 @@ class RunStoreConformance:
         assert backend.runs.load("r1").status is RunStatus.COMPLETED
 
     def test_checkpoint_round_trip_and_save_keeps_metadata(self, backend: StoreBackend) -> None:
-        checkpoint = Checkpoint(run=_run("r1"), ledger=LedgerHead(seq=3, head_hash="ab" * 32),
-                                workflow={"source": "flow.py", "sha256": "cd" * 32, "workflow_id": "wf"})
+        original = _run("r1")
+        state = {"run": original.to_dict(),
+                 "kernel": {"effects": 2, "pending": None, "metadata": {"m": 1}, "origin": None,
+                            "workflow": {"sha256": "cd" * 32, "workflow_id": "wf"}}}
+        checkpoint = StoredCheckpoint(state=state, ledger=LedgerHead(seq=3, head_hash="ab" * 32))
         backend.runs.save_checkpoint(checkpoint)
         loaded = backend.runs.load_checkpoint("r1")
-        assert loaded.run == checkpoint.run
+        assert loaded.run_view() == original
         if not backend.checkpoints:
             # The ABC default keeps only the run; the head is reported untracked.
             assert loaded.ledger == LedgerHead()
             return
-        assert loaded.ledger == checkpoint.ledger and loaded.workflow == checkpoint.workflow
+        assert loaded.ledger == checkpoint.ledger and loaded.state["kernel"] == state["kernel"]
 
-        # An upstream-style save(run) must not drop what the checkpoint recorded.
-        run = loaded.run
+        # An upstream-style save(run) of a run with no ledger must not drop what the checkpoint recorded.
+        run = loaded.run_view()
         run.current_node = "elsewhere"
         backend.runs.save(run)
         again = backend.runs.load_checkpoint("r1")
-        assert again.run.current_node == "elsewhere"
-        assert again.ledger == checkpoint.ledger and again.workflow == checkpoint.workflow
+        assert again.run_view().current_node == "elsewhere"
+        assert again.ledger == checkpoint.ledger and again.state["kernel"] == state["kernel"]
 
     def test_stored_runs_are_copies_not_aliases(self, backend: StoreBackend) -> None:
         run = _run("r1")

@@ -4,16 +4,17 @@ the code under test)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Optional
+
+from independent_verifier import jcs, record_hash as independent_record_hash
 
 from abstractruntime.core.effects import EffectOutcome
 from abstractruntime.core.models import Effect, EffectType, RunState, StepPlan
 from abstractruntime.core.runtime import Runtime
 from abstractruntime.core.spec import WorkflowSpec
-from abstractruntime.storage.base import Checkpoint
+from abstractruntime.storage.base import StoredCheckpoint
 from abstractruntime.storage.json_files import JsonFileRunStore, JsonlLedgerStore
 from abstractruntime.storage.store import FileStore
 
@@ -98,28 +99,67 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def write_records(path: Path, records: list[dict[str, Any]]) -> None:
-    path.write_bytes(b"".join(json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in records))
+    """Write records back as a careful forger would: each line in its canonical form."""
+    path.write_bytes(b"".join(line_of(r) + b"\n" for r in records))
+
+
+def line_of(record: dict[str, Any]) -> bytes:
+    """A record's line: RFC 8785 for format 3 (docs/file-format.md), plain JSON for older ones."""
+    if record.get("format", 1) >= 3:
+        return jcs(record).encode("utf-8")
+    return json.dumps(record, ensure_ascii=False).encode("utf-8")
 
 
 def documented_hash(record: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of the record minus record_hash and signature (docs/provenance.md)."""
-    body = {k: v for k, v in record.items() if k not in ("record_hash", "signature")}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """sha256 of the canonical form of the record minus record_hash and signature (docs/file-format.md),
+    computed with the independent verifier's JCS, not the package's."""
+    return independent_record_hash(record)
 
 
 def rechain(records: list[dict[str, Any]], *, renumber: bool = True) -> list[dict[str, Any]]:
-    """Give every record a consistent seq / prev_hash / record_hash, as a careful forger would."""
+    """Give every record a consistent seq / prev_hash / record_hash — and every state digest the
+    state the forged records rebuild — as a careful forger would."""
     prev: Optional[str] = None
     out = []
+    replay = _Replay(_run_id_of(records))
     for index, record in enumerate(records, start=1):
         record = dict(record)
         if renumber:
             record["seq"] = index
         record["prev_hash"] = prev
+        digest = replay.apply(record)
+        if "state" in record:
+            record["state"] = digest
         record["record_hash"] = prev = documented_hash(record)
         out.append(record)
     return out
+
+
+def _run_id_of(records: list[dict[str, Any]]) -> str:
+    return str(records[0].get("run_id")) if records else ""
+
+
+class _Replay:
+    """The forger's tool for state digests: the library's own replay (anyone can run it)."""
+
+    def __init__(self, run_id: str) -> None:
+        from abstractruntime.core.state import StateImage
+        from abstractruntime.core.values import ValueTable
+
+        self.run_id, self.image, self.table = run_id, StateImage.blank(run_id), ValueTable()
+
+    def apply(self, record: dict[str, Any]) -> Optional[str]:
+        from abstractruntime.core.wal import apply_record, record_parts
+
+        if record.get("format") != 3:
+            return None
+        for part in record_parts(record):
+            self.table.collect(part, int(record.get("seq") or 0))
+        apply_record(self.image, record, self.table, self.run_id)
+        return self.image.digest()
+
+    def document(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self.image.document()))
 
 
 def read_checkpoint_doc(root: Path, run_id: str) -> dict[str, Any]:
@@ -131,9 +171,22 @@ def write_checkpoint_doc(root: Path, run_id: str, doc: dict[str, Any]) -> None:
 
 
 def point_checkpoint_at(root: Path, run_id: str, records: list[dict[str, Any]]) -> None:
-    """Make run.json claim the last of ``records`` as its head (what a forger rewrites)."""
+    """Make run.json claim the last of ``records`` as its head, as a careful forger would: the state
+    the records rebuild there, whose digest the head record then carries (it is re-hashed, and the
+    ledger file rewritten with it; ``records`` is updated in place)."""
     doc = read_checkpoint_doc(root, run_id)
-    doc["ledger"] = {"seq": records[-1]["seq"], "head_hash": records[-1]["record_hash"]}
+    last = records[-1]
+    if last.get("format") == 3:
+        replay = _Replay(run_id)
+        for record in records:
+            digest = replay.apply(record)
+        last["state"] = digest
+        last["record_hash"] = documented_hash(last)
+        if isinstance(last.get("signature"), dict):
+            last["signature"] = None  # it named the old hash; a forger without the key cannot re-sign
+        write_records(ledger_path(root, run_id), records)
+        doc["state"] = replay.document()
+    doc["ledger"] = {"seq": last["seq"], "head_hash": last["record_hash"]}
     write_checkpoint_doc(root, run_id, doc)
 
 
@@ -155,7 +208,7 @@ class CrashingRunStore(JsonFileRunStore):
         super().__init__(root, durability="none")
         self.crash_next = False
 
-    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+    def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         if self.crash_next:
             self.crash_next = False
             raise SimulatedCrash("the process died before the checkpoint was written")

@@ -115,8 +115,7 @@ def test_deleted_record(demo: tuple[Path, str]) -> None:
 def test_inserted_record(demo: tuple[Path, str]) -> None:
     root, run_id = demo
     records = read_records(ledger_path(root, run_id))
-    forged = dict(records[3], step_id="forged", result={"content": "injected"}, seq=5,
-                  prev_hash=records[3]["record_hash"])
+    forged = dict(records[3], result={"content": "injected"}, seq=5, prev_hash=records[3]["record_hash"])
     forged["record_hash"] = documented_hash(forged)
     records.insert(4, forged)
     write_records(ledger_path(root, run_id), records)
@@ -210,7 +209,8 @@ def test_another_runs_ledger_swapped_in(tmp_path: Path) -> None:
 
     report = verify_run(root, "victim")
     assert problem_types(report) == {"wrong_run", "checkpoint_head_mismatch"}
-    assert [p.line for p in report.problems if p.type == "wrong_run"] == list(range(1, 11))
+    # Format 3 names the run on its first record; every later one is chained to it.
+    assert [p.line for p in report.problems if p.type == "wrong_run"] == [1]
 
 
 def test_deleted_checkpoint_is_a_note_the_ledger_rebuilds_it(demo: tuple[Path, str]) -> None:
@@ -360,9 +360,10 @@ def test_signature_by_the_forgers_own_key(signed: tuple[Path, str, Ed25519Signer
     root, run_id, signer = signed
     forger = Ed25519Signer.generate()
     records = read_records(ledger_path(root, run_id))[:7]
-    records[-1]["signature"] = forger.sign_head(run_id=run_id, seq=7, head_hash=records[-1]["record_hash"])
     write_records(ledger_path(root, run_id), records)
     point_checkpoint_at(root, run_id, records)
+    records[-1]["signature"] = forger.sign_head(run_id=run_id, seq=7, head_hash=records[-1]["record_hash"])
+    write_records(ledger_path(root, run_id), records)
 
     report = verify_run(root, run_id, public_key=signer.public_key)
     assert problem_types(report) == {"signature_invalid"}
@@ -380,7 +381,7 @@ def full_rewrite(root: Path, run_id: str) -> list[dict[str, Any]]:
     """Change the answer given at seq 7 and everything that follows, with fresh, consistent hashes."""
     records = read_records(ledger_path(root, run_id))
     records[6]["result"]["payload"] = {"answer": "no"}
-    records[9]["result"]["output"] = {"answer": {"answer": "no"}}
+    records[9]["delta"]["output"] = {"answer": {"answer": "no"}}
     forged = rechain(records)
     write_records(ledger_path(root, run_id), forged)
     point_checkpoint_at(root, run_id, forged)

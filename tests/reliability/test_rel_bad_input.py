@@ -114,7 +114,7 @@ def test_a_damaged_checkpoint_is_rebuilt_from_the_ledger(waiting: Any, content: 
     assert "run.json" in caplog.text and "rebuilding" in caplog.text
     done = fresh.resume(workflow=WF, run_id="w1", wait_key="evt:k", payload={"ok": 1})
     assert done.status.value == "completed"
-    assert json.loads(_checkpoint(store).read_bytes())["run"]["status"] == "completed"
+    assert json.loads(_checkpoint(store).read_bytes())["state"]["run"]["status"] == "completed"
     assert verify_run(store.root, "w1").ok
 
 

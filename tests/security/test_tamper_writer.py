@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -11,10 +10,9 @@ from typing import Any
 import pytest
 
 from abstractruntime import Effect, EffectOutcome, EffectType, RunState, StepPlan, WorkflowSpec, open_store
-from abstractruntime.core.chain import seal_record_line
+from abstractruntime.core.jcs import jcs
+from abstractruntime.core.records import record_hash3, seal
 from abstractruntime.core.errors import CorruptRecordError, RunNotWaitingError, VerificationFailedError
-from abstractruntime.core.models import StepRecord
-from abstractruntime.core.ports import LedgerHead
 from abstractruntime.storage.signing import Ed25519Signer
 from abstractruntime.storage.verify import verify_run
 
@@ -73,18 +71,16 @@ def test_a_rolled_back_checkpoint_changes_nothing(tmp_path: Path, signing: bool)
 
 
 def _forge_receipt(root: Path, run_id: str) -> None:
-    """Append one correctly chained 'payment completed' record for the upcoming payment."""
+    """Append one correctly chained 'payment completed' record for the upcoming payment (format 3,
+    sealed with the library's own tools, as anyone can)."""
     path = root / "runs" / run_id / "ledger.jsonl"
     last = json.loads(path.read_bytes().splitlines()[-1])
-    run = RunState.new(workflow_id="payment", entry_node="pay", run_id=run_id)
     effect_id = 2  # positions are predictable: the run's second effect
-    key = hashlib.sha256(f"{run_id}\x00effect\x00{effect_id}".encode()).hexdigest()[:32]
-    rec = StepRecord.start(run=run, node_id="pay", effect=Effect(EffectType.TOOL_CALLS, {"pay": 1}), attempt=1,
-                           idempotency_key=key)
-    rec.effect_id = effect_id
-    rec.finish_success({"receipt": "FORGED"})
-    rec.delta = {"current_node": "done", "pending": None, "vars": [["r", ["receipt"]]]}
-    _doc, line = seal_record_line(rec, head=LedgerHead(last["seq"], last["record_hash"]))
+    fields = {"format": 3, "seq": last["seq"] + 1, "kind": "effect", "status": "completed",
+              "at": "2030-01-01T00:00:00.000000+00:00", "prev_hash": last["record_hash"], "node_id": "pay",
+              "effect_id": effect_id, "effect": {"type": "tool_calls", "payload": {"pay": 1}, "result_key": "receipt"},
+              "result": {"receipt": "FORGED"}, "delta": {"current_node": "done", "vars": [["r", ["receipt"]]]}}
+    _doc, line = seal(fields)
     with path.open("ab") as handle:
         handle.write(line + b"\n")
 
@@ -119,11 +115,14 @@ def test_without_a_key_an_appended_record_is_replayed_but_an_edit_is_caught(tmp_
     rt.tick(workflow=wf, run_id=run_id)
     published = verify_run(root, run_id).head_hash
     path = root / "runs" / run_id / "ledger.jsonl"
-    lines = path.read_bytes().splitlines(keepends=True)
-    lines[1] = lines[1].replace(b'"attempt":1', b'"attempt":2')
+    original = path.read_bytes()
+    lines = original.splitlines(keepends=True)
+    edited = json.loads(lines[1])
+    edited["attempt"] = 2  # an edit, without re-hashing
+    lines[1] = jcs(edited) + b"\n"
     path.write_bytes(b"".join(lines))
     assert "record_hash_mismatch" in {p.type for p in verify_run(root, run_id).problems}
-    path.write_bytes(b"".join(line.replace(b'"attempt":2', b'"attempt":1') for line in lines))
+    path.write_bytes(original)
     _forge_receipt(root, run_id)
     report = verify_run(root, run_id, expect_head=published)
     assert report.ok and report.expect_head_seq == 3 and report.head_seq == 4  # the append shows after it
@@ -150,7 +149,9 @@ def test_a_signature_field_that_is_not_a_signature_fails_verification(tmp_path: 
     rt.tick(workflow=wf, run_id=run_id)
     path = root / "runs" / run_id / "ledger.jsonl"
     lines = path.read_bytes().splitlines(keepends=True)
-    lines[0] = lines[0].replace(b'"signature":null', b'"signature":{"note":"APPROVED BY CFO"}')
+    first = json.loads(lines[0])
+    first["signature"] = {"note": "APPROVED BY CFO"}  # outside the hash: the chain alone cannot see it
+    lines[0] = jcs(first) + b"\n"
     path.write_bytes(b"".join(lines))
     report = verify_run(root, run_id)
     assert "signature_malformed" in {p.type for p in report.problems} and not report.ok
@@ -163,8 +164,6 @@ def test_an_unknown_field_in_a_hashed_record_fails_verification(tmp_path: Path) 
     path = root / "runs" / run_id / "ledger.jsonl"
     doc = json.loads(path.read_bytes())
     doc["approved_by"] = "CFO"
-    body = {k: v for k, v in doc.items() if k not in ("record_hash", "signature")}
-    doc["record_hash"] = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
-                                                   ensure_ascii=False).encode()).hexdigest()
-    path.write_text(json.dumps(doc) + "\n")
+    doc["record_hash"] = record_hash3(doc)  # re-hashed: the chain holds, the field is still foreign
+    path.write_bytes(jcs(doc) + b"\n")
     assert "unknown_field" in {p.type for p in verify_run(root, run_id).problems}
