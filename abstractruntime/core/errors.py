@@ -100,13 +100,15 @@ class BookmarkNotFoundError(NotFoundError, KeyError):
 
 
 class WorkflowNotRegisteredError(NotFoundError, KeyError):
-    """No workflow with this id is registered (a ``KeyError`` too, as in upstream 0.0.1)."""
+    """No workflow with this id is registered: in a ``WorkflowRegistry`` (a ``KeyError`` too, as
+    in upstream 0.0.1), or no file of the operator's workflow registry declares it
+    (``abstractruntime.registry``; ``message`` then says how to register one)."""
 
     code = "workflow_not_registered"
 
-    def __init__(self, workflow_id: str) -> None:
+    def __init__(self, workflow_id: str, message: str | None = None) -> None:
         super().__init__(
-            f"Workflow '{workflow_id}' is not registered; "
+            message or f"Workflow '{workflow_id}' is not registered; "
             "register it with registry.register(workflow) first",
             workflow_id=workflow_id,
         )
