@@ -80,8 +80,8 @@ def _decide(s: Settings, run_id: str, *, decision: str, only: list[str], reason:
     unknown = [i for i in only if i not in ids]
     if unknown:
         raise InvalidInputError(f"--only {unknown[0]}: no such pending call (pending: {', '.join(ids)})")
-    loaded, runtime = workflows.load_for_run(store, run_id, workflow_file=workflow_file, attr=attr, llm=config,
-                                             info=s.info)
+    loaded, runtime = workflows.load_for_run(s, store, run_id, workflow_file=workflow_file, attr=attr, llm=config,
+                                             allow_drift=allow_drift)
     s.current_run = run_id
     if decision == "approved":
         executor = local_executor(loaded)
