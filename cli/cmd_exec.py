@@ -207,7 +207,7 @@ def tick_cmd(
     s = settings(ctx, json_out)
     if due == (run_id is not None):
         raise typer.BadParameter("give either RUN or --due", param_hint="RUN / --due")
-    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url)
+    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url, ctx=ctx)
     if due:
         states, errors = tick_due_runs(s, limit=limit, allow_drift=allow_drift, llm=flags)
         finish_batch(s, states, errors, f"{len(states)} due run(s) advanced")
@@ -244,7 +244,7 @@ def retry_cmd(
     """
     s = settings(ctx, json_out)
     run_id = run_id_of(run_id)
-    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url)
+    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url, ctx=ctx)
     store = s.open_store()
     state = store.runtime().get_state(run_id)
     if state.status.value != "failed":

@@ -105,7 +105,7 @@ def resume_cmd(
     s = settings(ctx, json_out)
     run_id, wait_id = split_handle(target)
     data = read_payload(answer=answer, answer_file=answer_file, payload=payload, payload_file=payload_file)
-    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url)
+    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url, ctx=ctx)
     store = s.open_store()
     state = store.runtime().get_state(run_id)
     # Only an answer can reach the wrong wait; without one the command just shows the wait.

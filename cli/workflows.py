@@ -67,17 +67,19 @@ def load_for_run(s: "Settings", store: Any, run_id: str, *, workflow_file: Optio
     """The workflow (from ``--workflow`` or the registry) and a runtime for it.
 
     The LLM configuration is the one the run recorded, with ``llm`` (the options given to
-    this command) over it; a changed configuration is recorded in the run's metadata once
-    the workflow has loaded.
+    this command) over it; an API key goes only to a server the operator configured
+    (:func:`.llm.check_key_destination`); a changed configuration is recorded in the run's
+    metadata once the workflow has loaded.
     """
     from abstractruntime.workflow_files import load_for_run as library_load_for_run
 
-    from .llm import resolve_llm
+    from .llm import check_key_destination, resolve_llm
 
     checkpoint = store.runtime().get_checkpoint(run_id)
     metadata = getattr(checkpoint, "metadata", None) or {}
-    # Bad options fail before any code is imported.
+    # Bad options and a key bound for another server fail before any code is imported.
     config, changed = resolve_llm(llm, metadata.get("llm"))
+    check_key_destination(config, llm, metadata.get("llm"), run_id)
     loaded, runtime = library_load_for_run(store, run_id, workflow_file=workflow_file, attr=attr,
                                            llm_handlers=_llm_handlers(config), checkpoint=checkpoint,
                                            registry=registry(s, store), allow_drift=allow_drift)

@@ -22,7 +22,8 @@ Hierarchy::
     │   ├── InvalidAnswerError                invalid_answer
     │   ├── WaitKeyMismatchError              wait_key_mismatch
     │   ├── RunExistsError                    run_exists
-    │   └── RunNotRetryableError              not_retryable
+    │   ├── RunNotRetryableError              not_retryable
+    │   └── ServerNotConfiguredError          server_not_configured
     ├── RunStateError (ValueError)            run_state
     │   ├── RunNotWaitingError                run_not_waiting
     │   ├── AlreadyAnsweredError              already_answered
@@ -155,6 +156,13 @@ class RunNotRetryableError(InvalidInputError):
     """``retry`` on a run that did not fail on a retryable effect error."""
 
     code = "not_retryable"
+
+
+class ServerNotConfiguredError(InvalidInputError):
+    """An API key would go to a server the operator did not configure for it (one a run
+    recorded, i.e. named by data); nothing was sent."""
+
+    code = "server_not_configured"
 
 
 class RunStateError(AbstractRuntimeError, ValueError):
