@@ -228,8 +228,8 @@ def main_options(
     workflows: list[str] = typer.Option(
         [], "--workflows", metavar="DIR|GLOB|FILE",
         help="Register workflow files: a folder's *.py, a glob or a file; repeatable. Commands that continue "
-             "a run find its code here, then in $ABSTRACTRUNTIME_WORKFLOWS, then in [tool.abstractruntime] "
-             "workflows of the nearest pyproject.toml."),
+             "a run find its code by workflow id and sha256 among these, $ABSTRACTRUNTIME_WORKFLOWS and "
+             "[tool.abstractruntime] workflows in the nearest pyproject.toml."),
     json_out: bool = typer.Option(False, "--json", help="Write results as JSON (every data command)."),
     no_input: bool = typer.Option(False, "--no-input", envvar="ABSTRACTRUNTIME_NO_INPUT", show_envvar=True,
                                   help="Never prompt; a run that waits exits 5."),
