@@ -6,10 +6,12 @@ A workflow file is an ordinary Python module that exposes::
     tools            optional: {name: callable} or a list of callables (tool_calls effects)
     effect_handlers  optional: {EffectType or its value: handler}
 
-The file is read once; its bytes are both hashed (sha256) and executed, so the recorded
-hash is exactly the code that ran. The spec comes back with
-``source=WorkflowSource(path=<absolute path>, sha256=...)``, which makes the runtime record
-the file in the run's checkpoint and refuse a changed file on ``tick``/``resume``.
+The file is read once; its bytes are hashed (sha256) **before** they are executed, and the
+hash is exactly the code that runs. With ``expected_sha256`` (the hash a run recorded) other
+bytes are refused with :class:`~abstractruntime.core.errors.WorkflowDriftError` before any
+of them runs. The spec comes back with ``source=WorkflowSource(path=<absolute path>,
+sha256=...)``: the runtime records the workflow id and the sha256 (never the path) and
+refuses a changed file on ``tick``/``resume``.
 
 Every failure is a :class:`~abstractruntime.core.errors.WorkflowLoadError` whose message
 starts with ``<file>:<line>:`` when a line is known (syntax errors, exceptions raised while
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .core.errors import WorkflowLoadError
+from .core.errors import WorkflowDriftError, WorkflowLoadError
 from .core.spec import WorkflowSource, WorkflowSpec
 
 DEFAULT_ATTR = "workflow"
@@ -54,6 +56,11 @@ class LoadedWorkflow:
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file's bytes (``WorkflowLoadError`` if it cannot be read)."""
     return hashlib.sha256(_read(Path(path))).hexdigest()
+
+
+def read_source(path: str | os.PathLike[str]) -> bytes:
+    """A workflow file's bytes (``WorkflowLoadError`` naming it if it cannot be read)."""
+    return _read(Path(path))
 
 
 def _read(path: Path) -> bytes:
@@ -170,16 +177,24 @@ def load_workflow_file(
     *,
     attr: Optional[str] = None,
     workflow_id: Optional[str] = None,
+    expected_sha256: Optional[str] = None,
 ) -> LoadedWorkflow:
     """Import a workflow file and return its spec (with ``source`` set), tools and handlers.
 
     ``attr`` names the spec attribute (default ``workflow``). When ``attr`` is not given and
     ``workflow_id`` is, a spec with that id is preferred (how ``resume`` finds the spec of a
-    run started with ``--attr``).
+    run started with ``--attr``). ``expected_sha256``: refuse (``WorkflowDriftError``) a
+    file whose bytes hash otherwise, before any of its code runs.
     """
     resolved = Path(path).expanduser().absolute()
     source = _read(resolved)
     sha = hashlib.sha256(source).hexdigest()
+    if expected_sha256 is not None and sha != expected_sha256:
+        # The same bytes are hashed here and executed below: nothing else can slip in between.
+        raise WorkflowDriftError(
+            f"Workflow {resolved} changed since it was recorded (recorded sha256 {expected_sha256}, now {sha}); "
+            "nothing of it was imported; pass --allow-drift to continue with the new code",
+            recorded=expected_sha256, current=sha, path=str(resolved))
     module = _execute(resolved, source)
     spec = _pick(module, resolved, source, attr, workflow_id)
     handlers = getattr(module, "effect_handlers", None)
@@ -203,4 +218,4 @@ def load_workflow(path: str | os.PathLike[str], *, attr: Optional[str] = None) -
     return load_workflow_file(path, attr=attr).workflow
 
 
-__all__ = ["DEFAULT_ATTR", "LoadedWorkflow", "file_sha256", "load_workflow", "load_workflow_file"]
+__all__ = ["DEFAULT_ATTR", "LoadedWorkflow", "file_sha256", "load_workflow", "load_workflow_file", "read_source"]

@@ -1,7 +1,7 @@
 """Continue a run from its workflow file: which file to import, and a runtime with the file's handlers.
 
-What ``tick``, ``resume``, ``retry``, ``worker`` and ``tools approve`` do before they advance a
-run, as a library call::
+What ``tick``, ``resume``, ``retry``, ``worker``, ``emit`` and ``tools approve|deny`` do
+before they advance a run, as a library call::
 
     from abstractruntime.storage.store import open_store
     from abstractruntime.workflow_files import load_for_run
@@ -10,11 +10,16 @@ run, as a library call::
     loaded, runtime = load_for_run(store, run_id)
     state = runtime.tick(workflow=loaded.workflow, run_id=run_id)
 
-- **Which file.** Code is imported only from where the operator or the run's hash chain says
-  (:mod:`abstractruntime.trust`), never on the word of ``run.json``: the ``workflow_file``
-  the caller names, else the file the chain recorded, if it lies in the directory the run was
-  started from or in ``$ABSTRACTRUNTIME_WORKFLOWS``. A recorded file that is gone is a
-  :class:`~abstractruntime.core.errors.WorkflowLoadError` asking for ``workflow_file``.
+- **Which file.** Code is located by the operator, never by data. The run's hash chain says
+  which workflow id and sha256 it recorded (:mod:`abstractruntime.trust`); the file is the
+  ``workflow_file`` the caller names, else the one the operator's registry maps that id and
+  sha256 to (:mod:`abstractruntime.registry`: ``--workflows``, ``$ABSTRACTRUNTIME_WORKFLOWS``,
+  ``[tool.abstractruntime]`` in ``pyproject.toml``). Its bytes are hashed before they are
+  imported: other bytes than the run recorded are refused with
+  :class:`~abstractruntime.core.errors.WorkflowDriftError` before any of their code runs,
+  unless ``allow_drift``. An id no registered file declares is
+  :class:`~abstractruntime.core.errors.WorkflowNotRegisteredError` (how to register one in
+  its message). A path recorded by older runs is never used.
 - **Which handlers.** A workflow file's ``tools`` (behind its ``require_approval`` gate) serve
   its ``tool_calls`` effects; its ``effect_handlers`` are registered as given and win over
   everything else; its ``redact_keys`` / ``redact_patterns`` become the runtime's redactor.
@@ -27,25 +32,25 @@ run, as a library call::
   instead of failing it. With handlers that can fail, the effect policy is AbstractCore's
   default (an ``llm_call`` gets 3 attempts).
 
-The CLI's ``cli/workflows.py`` is a thin layer over this module (it resolves the ``--llm``
-options into ``llm_handlers`` and records a changed LLM configuration in the run).
+The CLI's ``cli/workflows.py`` is a thin layer over this module (it builds the registry from
+``--workflows``, resolves the ``--llm`` options into ``llm_handlers`` and records a changed LLM
+configuration in the run).
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
-from .core.errors import WorkflowLoadError
-from .loader import LoadedWorkflow, load_workflow_file
+from .core.errors import WorkflowDriftError, WorkflowLoadError
+from .core.spec import WorkflowSource
+from .loader import LoadedWorkflow, load_workflow_file, read_source
+from .registry import WorkflowFileRegistry, declared_ids
+from .trust import RecordedWorkflow, recorded_workflow
 
 LlmHandlers = Callable[[Any], Mapping[Any, Callable[..., Any]]]
 """Builds an LLM mode's effect handlers from the workflow file's tool executor (or ``None``)."""
-
-
-def recorded_source(checkpoint: Any) -> Optional[str]:
-    """The workflow file a run's checkpoint names (a cache: use it to group runs, never to import code)."""
-    return (getattr(checkpoint, "workflow", None) or {}).get("source")
 
 
 def _by_value(handlers: Mapping[Any, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
@@ -93,47 +98,95 @@ def runtime_for(store: Any, loaded: Optional[LoadedWorkflow], *, llm_handlers: O
     return store.runtime(**kwargs)
 
 
+def registry_for(store: Any, entries: Sequence[str] = ()) -> WorkflowFileRegistry:
+    """The operator's registry (:meth:`WorkflowFileRegistry.configured`) with ``entries`` first,
+    never listing a file inside ``store``'s directory."""
+    root = getattr(store, "root", None)
+    return WorkflowFileRegistry.configured(entries, exclude=[root] if root is not None else [])
+
+
 def workflow_file_for_run(runtime: Any, run_id: str, checkpoint: Any, *,
-                          workflow_file: Optional[str | Path] = None) -> str:
-    """The workflow file a command continuing ``run_id`` may import (see :mod:`abstractruntime.trust`).
+                          workflow_file: Optional[str | Path] = None,
+                          registry: Optional[WorkflowFileRegistry] = None,
+                          allow_drift: bool = False) -> tuple[Path, RecordedWorkflow]:
+    """The file a command continuing ``run_id`` may import, and the workflow the run recorded.
 
-    ``workflow_file`` is one the caller names; it is returned as given. Otherwise the file is
-    the one the run's hash chain recorded, and it must still be there
-    (:class:`WorkflowLoadError` naming it otherwise). ``runtime`` reads the run's ledger.
+    ``workflow_file`` is one the caller names (returned as given, checked when loaded);
+    otherwise ``registry`` (default: the operator's, :func:`registry_for`) locates the file by
+    the id and sha256 the run's hash chain recorded. Nothing is imported here.
     """
-    from .trust import chain_workflow, trusted_workflow_path
+    recorded = recorded_workflow(runtime, run_id, checkpoint)
+    if workflow_file is not None:
+        return Path(workflow_file), recorded
+    found = (registry or registry_for(None)).locate(recorded.workflow_id, recorded.sha256,
+                                                   allow_drift=allow_drift, recorded_by=f"run {run_id}")
+    return found.path, recorded
 
-    explicit = str(workflow_file) if workflow_file is not None else None
-    path = trusted_workflow_path(run_id, checkpoint, chain_workflow(runtime, run_id, checkpoint), explicit)
-    if explicit is None and not Path(path).is_file():
-        raise WorkflowLoadError(f"{path}: the workflow file run {run_id} recorded is not there; "
-                                "pass --workflow FILE", path=path)
-    return path
+
+def source_for_snapshot(snapshot: Any, *, workflow_file: Optional[str | Path] = None,
+                        registry: Optional[WorkflowFileRegistry] = None,
+                        allow_drift: bool = False) -> Optional[WorkflowSource]:
+    """The workflow file a run restored or forked from ``snapshot`` records (its id and sha256).
+
+    ``workflow_file`` is one the caller names (it must declare the snapshot's workflow id);
+    otherwise ``registry`` (default: the operator's) locates the file by the workflow id and
+    sha256 the snapshot recorded — never by a path written in the snapshot file. ``None`` when
+    the snapshot recorded no workflow and no file is named. Files are hashed, never imported.
+    """
+    workflow_id = str((snapshot.run_state or {}).get("workflow_id") or "")
+    if workflow_file is not None:
+        path = Path(workflow_file).expanduser().absolute()
+        data = read_source(path)
+        if workflow_id not in declared_ids(data, path.stem):
+            raise WorkflowLoadError(f"{path}: declares no workflow '{workflow_id}' (the snapshot's)", path=str(path))
+        return WorkflowSource(str(path), hashlib.sha256(data).hexdigest())
+    if not snapshot.workflow:
+        return None
+    found = (registry or registry_for(None)).locate(workflow_id, snapshot.workflow.get("sha256"),
+                                                   allow_drift=allow_drift,
+                                                   recorded_by=f"snapshot {snapshot.snapshot_id}")
+    return WorkflowSource(str(found.path), found.sha256)
 
 
 def load_for_run(store: Any, run_id: str, *, workflow_file: Optional[str | Path] = None, attr: Optional[str] = None,
-                 llm_handlers: Optional[LlmHandlers] = None,
-                 checkpoint: Any = None) -> tuple[LoadedWorkflow, Any]:
+                 llm_handlers: Optional[LlmHandlers] = None, checkpoint: Any = None,
+                 registry: Optional[WorkflowFileRegistry] = None,
+                 allow_drift: bool = False) -> tuple[LoadedWorkflow, Any]:
     """The workflow file of run ``run_id`` imported, and a runtime over ``store`` to continue it with.
 
     ``store`` is anything with ``runtime(**kwargs)`` (what
     :func:`~abstractruntime.storage.store.open_store` returns). ``workflow_file`` names the
-    file instead of the one the run recorded; ``attr`` the spec's attribute in it (default:
+    file instead of the registry; ``registry`` replaces the operator's (default:
+    :func:`registry_for` ``(store)``); ``attr`` the spec's attribute in the file (default:
     ``workflow``, or the spec whose id the run recorded). ``llm_handlers`` adds an LLM mode's
     handlers (see the module docstring). ``checkpoint`` is the run's current checkpoint when
     the caller already read it (``Runtime.get_checkpoint``); otherwise it is read here.
+    ``allow_drift`` accepts a file whose sha256 is not the one the run recorded (pass it to
+    ``tick``/``resume`` too, which record the change).
 
     Raises :class:`~abstractruntime.core.errors.RunNotFoundError` for an unknown run,
-    :class:`WorkflowLoadError` when no file may or can be imported, and
+    :class:`~abstractruntime.core.errors.WorkflowNotRegisteredError` when no file is
+    registered for the run's workflow, :class:`~abstractruntime.core.errors.WorkflowDriftError`
+    (nothing imported) when the file's bytes are not the ones the run recorded,
+    :class:`~abstractruntime.core.errors.WorkflowLoadError` when the file cannot be imported, and
     :class:`~abstractruntime.core.errors.VerificationFailedError` when ``run.json`` names
-    another file than the hash chain.
+    another workflow than the hash chain.
     """
     plain = store.runtime()
     if checkpoint is None:
         checkpoint = plain.get_checkpoint(run_id)
-    path = workflow_file_for_run(plain, run_id, checkpoint, workflow_file=workflow_file)
-    loaded = load_workflow_file(path, attr=attr, workflow_id=checkpoint.run.workflow_id)
+    path, recorded = workflow_file_for_run(plain, run_id, checkpoint, workflow_file=workflow_file,
+                                           registry=registry or registry_for(store), allow_drift=allow_drift)
+    expected = None if allow_drift else recorded.sha256
+    try:
+        loaded = load_workflow_file(path, attr=attr, workflow_id=recorded.workflow_id, expected_sha256=expected)
+    except WorkflowDriftError as exc:
+        raise WorkflowDriftError(
+            f"Workflow '{recorded.workflow_id}' ({exc.details.get('path', path)}) changed since run {run_id} recorded "
+            f"it (recorded sha256 {exc.details.get('recorded')}, now {exc.details.get('current')}); nothing of it "
+            "was imported; pass --allow-drift to continue with the new code", **exc.details) from None
     return loaded, runtime_for(store, loaded, llm_handlers=llm_handlers)
 
 
-__all__ = ["LlmHandlers", "handlers_for", "load_for_run", "recorded_source", "runtime_for", "workflow_file_for_run"]
+__all__ = ["LlmHandlers", "handlers_for", "load_for_run", "registry_for", "runtime_for", "source_for_snapshot",
+           "workflow_file_for_run"]

@@ -78,7 +78,8 @@ def cli_latency(sizes: Any, work: str) -> dict[str, Any]:
     # An installed package has its bytecode compiled; without this, PYTHONDONTWRITEBYTECODE in
     # the runner's environment would make every process compile each recently edited module.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env.update(ABSTRACTRUNTIME_STORE=str(root / "store"), NO_COLOR="1")
+    # The workflows are registered where an operator would: commands that continue a run find them there.
+    env.update(ABSTRACTRUNTIME_STORE=str(root / "store"), ABSTRACTRUNTIME_WORKFLOWS=str(root), NO_COLOR="1")
     cwd = str(root)
     reps = max(5, int(getattr(sizes, "startup_reps", 5)))
     times: dict[str, list[float]] = {name: [] for name in ("help", *COMMANDS)}

@@ -82,7 +82,8 @@ def ask_roundtrip(sizes: Sizes, work: str) -> dict[str, Any]:
         return out
     folder = Path(tempfile.mkdtemp(dir=work))
     (folder / "ask.py").write_text(ASK_WORKFLOW_FILE)
-    base = cli + ["--store", str(folder / "store"), "--no-input"]
+    # `--workflows`: the operator registers the folder, so `resume` finds ask.py by its id.
+    base = cli + ["--store", str(folder / "store"), "--workflows", str(folder), "--no-input"]
     totals, runs, resumes = [], [], []
     for _ in range(sizes.cli_roundtrips):
         t_run, stdout = _run(base + ["run", "ask.py", "--json"], expect=5, cwd=str(folder))

@@ -78,7 +78,9 @@ class _Fleet:
         self.store = PostgresStore(self.url)
         self.loaded = load_workflow_file(self.flow)
         self.runtime = self.store.runtime()
-        self.env = {**os.environ, "FLEET_EFFECT_S": str(effect_s), "FLEET_LOG": str(self.log)}
+        # The workers find flow.py through the operator's registry, as runs name no file.
+        self.env = {**os.environ, "FLEET_EFFECT_S": str(effect_s), "FLEET_LOG": str(self.log),
+                    "ABSTRACTRUNTIME_WORKFLOWS": str(self.dir)}
         self.env.pop("ABSTRACTRUNTIME_STORE", None)
         self.workers: list[subprocess.Popen[str]] = []
 

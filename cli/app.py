@@ -225,6 +225,11 @@ def main_options(
         None, "--store", metavar="DIR",
         help="Store directory [env var: ABSTRACTRUNTIME_STORE; default: the nearest .abstractruntime "
              "here or in a parent directory]."),
+    workflows: list[str] = typer.Option(
+        [], "--workflows", metavar="DIR|GLOB|FILE",
+        help="Register workflow files: a folder's *.py, a glob or a file; repeatable. Commands that continue "
+             "a run find its code by workflow id and sha256 among these, $ABSTRACTRUNTIME_WORKFLOWS and "
+             "[tool.abstractruntime] workflows in the nearest pyproject.toml."),
     json_out: bool = typer.Option(False, "--json", help="Write results as JSON (every data command)."),
     no_input: bool = typer.Option(False, "--no-input", envvar="ABSTRACTRUNTIME_NO_INPUT", show_envvar=True,
                                   help="Never prompt; a run that waits exits 5."),
@@ -234,7 +239,8 @@ def main_options(
                                  help="Show the version and exit."),
 ) -> None:
     """Global options (before or after the command)."""
-    ctx.obj = Settings(store=store, json=json_out, no_input=no_input, quiet=quiet, verbose=verbose)
+    ctx.obj = Settings(store=store, json=json_out, no_input=no_input, quiet=quiet, verbose=verbose,
+                       workflows=list(workflows))
     if verbose:
         import logging
 

@@ -13,6 +13,7 @@ from typing import Any, Optional
 # Global option -> whether it takes a value.
 GLOBAL_OPTIONS: dict[str, bool] = {
     "--store": True,
+    "--workflows": True,
     "--json": False,
     "--no-input": False,
     "-q": False,
@@ -32,7 +33,7 @@ def _split_root(args: list[str]) -> int:
             return i + 1
         if not token.startswith("-") or token == "-":
             return i
-        i += 2 if token == "--store" else 1
+        i += 2 if GLOBAL_OPTIONS.get(token) else 1
     return i
 
 

@@ -14,7 +14,9 @@ from .output import Settings, json_inline
 
 JSON_HELP = "Write JSON to stdout (schema: docs/cli.md)."
 AttrOpt = typer.Option(None, "--attr", metavar="NAME", help="Attribute holding the WorkflowSpec [default: workflow].")
-WorkflowOpt = typer.Option(None, "--workflow", metavar="FILE", help="Workflow file [default: the one the run recorded].")
+WorkflowOpt = typer.Option(None, "--workflow", metavar="FILE",
+                           help="The run's workflow file [default: the registered file for the run's workflow id "
+                                "and sha256; see --workflows].")
 DriftOpt = typer.Option(False, "--allow-drift", help="Accept a workflow file that changed since the run started.")
 WaitOpt = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for a run locked by another process.")
 
@@ -126,17 +128,23 @@ def start_cmd(
         s.info(f"run {new_id} created at node {state.current_node}")
 
 
-def run_resolver(s: Settings, store: Any, llm: Any = None) -> Callable[[Any], tuple[Any, Any]]:
-    """``resolve(checkpoint) -> (workflow, runtime)``: each run with the workflow file its hash
-    chain trusts, and that file's tools and handlers (loaded once per file, workflow and LLM setup)."""
+def run_resolver(s: Settings, store: Any, llm: Any = None, *,
+                 allow_drift: bool = False) -> Callable[[Any], tuple[Any, Any]]:
+    """``resolve(checkpoint) -> (workflow, runtime)``: each run with the workflow file the
+    operator's registry holds for its recorded id and sha256, and that file's tools and handlers
+    (loaded once per workflow, source hash and LLM setup)."""
     cache: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def resolve(checkpoint: Any) -> tuple[Any, Any]:
+        from abstractruntime.trust import recorded_workflow
+
         run = checkpoint.run
+        # Keyed on what the run's hash chain recorded (checked against run.json for every run).
+        workflow = recorded_workflow(store.runtime(), run.run_id, checkpoint)
         recorded = json_inline((getattr(checkpoint, "metadata", None) or {}).get("llm"))
-        key = (workflows.recorded_source(checkpoint) or "", run.workflow_id, recorded)
+        key = (workflow.workflow_id, workflow.sha256 or "", recorded)
         if key not in cache:
-            cache[key] = workflows.load_for_run(store, run.run_id, llm=llm, info=s.info)
+            cache[key] = workflows.load_for_run(s, store, run.run_id, llm=llm, allow_drift=allow_drift)
         loaded, runtime = cache[key]
         return loaded.workflow, runtime
 
@@ -156,7 +164,8 @@ def scheduler_for(s: Settings, *, limit: int, allow_drift: bool, errors: list[st
     if not s.verbose and not quiet_log.handlers:
         # Failures are reported by the command, once; the scheduler's own log lines are for -v.
         quiet_log.addHandler(logging.NullHandler())
-    return Scheduler(runtime=store.runtime(), registry=WorkflowRegistry(), resolve_checkpoint=run_resolver(s, store, llm),
+    return Scheduler(runtime=store.runtime(), registry=WorkflowRegistry(),
+                     resolve_checkpoint=run_resolver(s, store, llm, allow_drift=allow_drift),
                      allow_drift=allow_drift, batch_size=limit,
                      on_run_failed=lambda run_id, exc: errors.append(f"run {run_id}: {exc}"),
                      on_run_locked=lambda run_id: s.info(f"run {run_id} is locked by another writer; skipped"),
@@ -198,14 +207,14 @@ def tick_cmd(
     s = settings(ctx, json_out)
     if due == (run_id is not None):
         raise typer.BadParameter("give either RUN or --due", param_hint="RUN / --due")
-    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url)
+    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url, ctx=ctx)
     if due:
         states, errors = tick_due_runs(s, limit=limit, allow_drift=allow_drift, llm=flags)
         finish_batch(s, states, errors, f"{len(states)} due run(s) advanced")
     assert run_id is not None
     run_id = run_id_of(run_id)
-    loaded, runtime = workflows.load_for_run(s.open_store(), run_id, workflow_file=workflow_file, attr=attr,
-                                             llm=flags, info=s.info)
+    loaded, runtime = workflows.load_for_run(s, s.open_store(), run_id, workflow_file=workflow_file, attr=attr,
+                                             llm=flags, allow_drift=allow_drift)
     _advance(s, runtime.tick, runtime, loaded.workflow, run_id, allow_drift=allow_drift, wait=wait,
              max_steps=max_steps)
 
@@ -235,7 +244,7 @@ def retry_cmd(
     """
     s = settings(ctx, json_out)
     run_id = run_id_of(run_id)
-    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url)
+    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url, ctx=ctx)
     store = s.open_store()
     state = store.runtime().get_state(run_id)
     if state.status.value != "failed":
@@ -244,7 +253,7 @@ def retry_cmd(
         # Checked before any workflow code is imported (the kernel checks again under the lock).
         raise RunNotRetryableError(f"Run {run_id} cannot be retried: it is {state.status.value}, not failed",
                                    run_id=run_id, status=state.status.value)
-    loaded, runtime = workflows.load_for_run(store, run_id, workflow_file=workflow_file, attr=attr, llm=flags,
-                                             info=s.info)
+    loaded, runtime = workflows.load_for_run(s, store, run_id, workflow_file=workflow_file, attr=attr, llm=flags,
+                                             allow_drift=allow_drift)
     _advance(s, runtime.retry, runtime, loaded.workflow, run_id, allow_drift=allow_drift, wait=wait,
              max_steps=max_steps)

@@ -163,7 +163,8 @@ def runs_show(
     if run.parent_run_id:
         pairs.append(("parent_run_id", run.parent_run_id))
     if checkpoint.workflow:
-        pairs.append(("workflow_file", checkpoint.workflow.get("source")))
+        if checkpoint.workflow.get("source"):  # recorded by older runs; shown, never used to find code
+            pairs.append(("workflow_file", checkpoint.workflow.get("source")))
         pairs.append(("workflow_sha256", checkpoint.workflow.get("sha256")))
     if checkpoint.origin:
         pairs.append(("forked_from", checkpoint.origin.get("run_id")))

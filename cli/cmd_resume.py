@@ -105,7 +105,7 @@ def resume_cmd(
     s = settings(ctx, json_out)
     run_id, wait_id = split_handle(target)
     data = read_payload(answer=answer, answer_file=answer_file, payload=payload, payload_file=payload_file)
-    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url)
+    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url, ctx=ctx)
     store = s.open_store()
     state = store.runtime().get_state(run_id)
     # Only an answer can reach the wrong wait; without one the command just shows the wait.
@@ -129,8 +129,8 @@ def resume_cmd(
             data = ask(state.waiting)
         if data is None:
             finish_run(s, state)
-    loaded, runtime = workflows.load_for_run(store, run_id, workflow_file=workflow_file, attr=attr, llm=flags,
-                                             info=s.info)
+    loaded, runtime = workflows.load_for_run(s, store, run_id, workflow_file=workflow_file, attr=attr, llm=flags,
+                                             allow_drift=allow_drift)
     s.current_run = run_id
     # The kernel re-checks the wait id under the run's lock (two resumes racing on one handle).
     extra = {"wait_id": wait_id} if wait_id is not None and resume_accepts_wait_id(runtime) else {}
@@ -165,7 +165,7 @@ def emit_cmd(
     store = s.open_store()
 
     def resolve(run: Any) -> tuple[Any, Any]:
-        loaded, runtime = workflows.load_for_run(store, run.run_id)
+        loaded, runtime = workflows.load_for_run(s, store, run.run_id, allow_drift=allow_drift)
         return loaded.workflow, runtime
 
     def check(run: Any, answer: Any) -> None:

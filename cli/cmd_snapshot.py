@@ -8,7 +8,7 @@ import typer
 
 from . import workflows
 from .app import app, describe_state, settings
-from .cmd_exec import AttrOpt, JSON_HELP, WaitOpt
+from .cmd_exec import JSON_HELP, WaitOpt
 from .handles import run_id_of
 
 snapshot_app = typer.Typer(help="Save a run's state; restore it in place or fork a new run from it.",
@@ -103,16 +103,21 @@ def snapshot_restore(
     snapshot_id: str = typer.Argument(..., metavar="SNAPSHOT"),
     fork: bool = typer.Option(False, "--fork", help="Start a new run from the snapshot instead of rewinding its run."),
     new_run_id: Optional[str] = typer.Option(None, "--run-id", metavar="ID", help="With --fork: the new run's id."),
-    workflow_file: Optional[str] = typer.Option(None, "--workflow", metavar="FILE",
-                                                help="Check drift against this workflow file."),
-    attr: Optional[str] = AttrOpt,
+    workflow_file: Optional[str] = typer.Option(
+        None, "--workflow", metavar="FILE",
+        help="The workflow file to check drift against and record [default with --fork: the registered file "
+             "for the snapshot's workflow id and sha256; see --workflows]."),
+    attr: Optional[str] = typer.Option(None, "--attr", metavar="NAME", hidden=True,
+                                       help="Accepted for compatibility; the file is hashed, not imported."),
     allow_drift: bool = typer.Option(False, "--allow-drift", help="Accept a workflow that changed since the snapshot."),
     wait: float = WaitOpt,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Put a run back to a snapshot (a `restore` record is appended; history is kept), or --fork it.
 
-    Prints the run id (the new one with --fork).
+    Prints the run id (the new one with --fork). A fork records the workflow id and sha256 of
+    the file the operator's registry (or --workflow) holds for the snapshot's workflow, never a
+    file the snapshot names; no workflow code is imported.
     """
     from abstractruntime.core.restore import fork_snapshot, restore_snapshot
     from abstractruntime.storage.snapshots import require_snapshot
@@ -120,13 +125,15 @@ def snapshot_restore(
     s = settings(ctx, json_out)
     store = s.open_store()
     snap = require_snapshot(store.snapshots, snapshot_id)
-    workflow = workflows.load(workflow_file, attr=attr).workflow if workflow_file else None
+    source = None
+    if fork or workflow_file:
+        source = workflows.source_for_snapshot(s, store, snap, workflow_file=workflow_file, allow_drift=allow_drift)
     runtime = store.runtime()
     if fork:
-        rid = fork_snapshot(runtime, snap, workflow=workflow, allow_drift=allow_drift, run_id=new_run_id)
+        rid = fork_snapshot(runtime, snap, source=source, allow_drift=allow_drift, run_id=new_run_id)
         state = runtime.get_state(rid)
     else:
-        state = restore_snapshot(runtime, snap, workflow=workflow, allow_drift=allow_drift, lock_wait=wait)
+        state = restore_snapshot(runtime, snap, source=source, allow_drift=allow_drift, lock_wait=wait)
     if s.json:
         s.emit_json(state.to_dict())
     else:

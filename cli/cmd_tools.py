@@ -80,8 +80,8 @@ def _decide(s: Settings, run_id: str, *, decision: str, only: list[str], reason:
     unknown = [i for i in only if i not in ids]
     if unknown:
         raise InvalidInputError(f"--only {unknown[0]}: no such pending call (pending: {', '.join(ids)})")
-    loaded, runtime = workflows.load_for_run(store, run_id, workflow_file=workflow_file, attr=attr, llm=config,
-                                             info=s.info)
+    loaded, runtime = workflows.load_for_run(s, store, run_id, workflow_file=workflow_file, attr=attr, llm=config,
+                                             allow_drift=allow_drift)
     s.current_run = run_id
     if decision == "approved":
         executor = local_executor(loaded)
@@ -131,7 +131,7 @@ def tools_approve(
     A run not waiting on tool calls is an error (exit 1); an unknown run exit 4.
     """
     s = settings(ctx, json_out)
-    config = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url)
+    config = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url, ctx=ctx)
     state = _decide(s, run_id, decision="approved", only=only, reason=reason, expected_sha256=calls_sha256,
                     workflow_file=workflow_file, attr=attr, allow_drift=allow_drift, lock_wait=wait, config=config)
     finish_run(s, state)
@@ -157,7 +157,7 @@ def tools_deny(
 ) -> None:
     """Refuse every pending tool call and resume the run (exit codes as `tools approve`)."""
     s = settings(ctx, json_out)
-    config = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url)
+    config = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url, ctx=ctx)
     state = _decide(s, run_id, decision="denied", only=[], reason=reason, expected_sha256=calls_sha256,
                     workflow_file=workflow_file, attr=attr, allow_drift=allow_drift, lock_wait=wait, config=config)
     finish_run(s, state)

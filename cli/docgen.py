@@ -35,13 +35,14 @@ abstractruntime verify --all
 ```
 
 In a script, capture the wait handle `run` prints and answer it:
-`H=$(abstractruntime run wf.py --no-input)` then `abstractruntime resume "$H" --answer yes`.
+`H=$(abstractruntime run wf.py --no-input)` then `abstractruntime resume "$H" --answer yes`
+(`resume` finds `wf.py` through the workflow registry: see *Workflow files*).
 
 ## Global options and the store
 
-Global options (`--store`, `--no-input`, `--json`, `-q`, `-v`) go before or after the
-command: `abstractruntime --store DIR run wf.py` and `abstractruntime run wf.py --store DIR`
-are the same.
+Global options (`--store`, `--workflows`, `--no-input`, `--json`, `-q`, `-v`) go before or
+after the command: `abstractruntime --store DIR run wf.py` and `abstractruntime run wf.py
+--store DIR` are the same.
 
 The store is the directory `--store DIR`, else `$ABSTRACTRUNTIME_STORE`, else the nearest
 `.abstractruntime` directory in the current directory or one of its parents (the way git
@@ -124,10 +125,33 @@ with `--attr NAME`). It may also expose `tools` (`{name: callable}` or a list of
 and `effect_handlers` (`{effect type: handler}`). Inputs: `--var key=value` (the value is
 parsed as JSON when it is valid JSON, else taken as text) and `--vars-json '{...}'`.
 
-The run records the file's absolute path and sha256. `resume` and `tick` load the file the
-run recorded (or `--workflow FILE`) and refuse one whose sha256 changed, naming both hashes,
-unless `--allow-drift` (the drift is then recorded in the ledger). `verify` never imports
-workflow code.
+The run records the workflow id and the file's sha256, never a path: code is located by the
+operator, not by what the store says (docs/security.md). A command that continues a run
+(`tick`, `resume`, `retry`, `emit`, `worker`, `tools approve|deny`, `snapshot restore --fork`)
+takes its code from `--workflow FILE`, else from the **workflow registry**, which maps
+workflow ids to files:
+
+- `--workflows DIR|GLOB|FILE` (global, repeatable),
+- `$ABSTRACTRUNTIME_WORKFLOWS` (entries separated by `:`),
+- `workflows = [...]` under `[tool.abstractruntime]` in the nearest `pyproject.toml` (from the
+  current directory upward) that has such a table, relative to that file (refused when the file
+  or its directory is writable by anyone, or the file is another user's):
+
+```toml
+[tool.abstractruntime]
+workflows = ["flows", "jobs/**/*.py"]
+```
+
+A directory lists its `*.py` files (not recursively), a glob any it matches (`**`: any
+depth); names starting with `_` and files inside the store are left out. A file's ids are
+read without importing it: the literal id of each `WorkflowSpec(...)` (first argument or
+`workflow_id=`) and `@workflow("id")` in it, else its name without `.py`. Among the files of
+the run's workflow id, the one whose sha256 is the recorded one is used; its bytes are hashed
+again right before they are imported. A file whose sha256 changed is refused before any of
+its code runs (exit 1, naming both hashes) unless `--allow-drift` (the drift is then recorded
+in the ledger); an id no registered file declares is exit 4, naming the three ways to
+register it. `run FILE` and `start FILE` import the file they are given. `verify` never
+imports workflow code.
 
 A run locked by another process (someone else is advancing it) is an error at once, or
 waited for up to `--wait SECONDS`.
@@ -145,7 +169,7 @@ handler in the file's `effect_handlers` wins.
 provider, model, server, base URL; never a key). `resume`, `tick`, `retry`, `emit`, `worker`
 and `tools approve|deny` reuse it without any option; options given to them override it field
 by field (a different `--llm` mode starts afresh) and the new configuration is recorded (a
-`metadata` ledger record). An `llm_call` gets up to 3 attempts (backoff 1 s, then 2 s), the
+`metadata` ledger record). A key is sent only to the server configured for it (see below). An `llm_call` gets up to 3 attempts (backoff 1 s, then 2 s), the
 policy of the library's AbstractCore factories; a run that still failed on a retryable error
 (a timeout, a refused connection, HTTP 429/5xx) continues with `abstractruntime retry RUN`: the
 failure stays in the ledger and a `retry` record starts new attempts. `retry` of any other
@@ -165,6 +189,15 @@ Credentials are read from the environment only, never from the command line:
 and in local mode whatever AbstractCore itself reads (`OPENAI_API_KEY` ...). Keys never reach
 the ledger or the run's files. `ABSTRACTRUNTIME_LLM_TIMEOUT` sets the HTTP timeout in seconds
 (default 60).
+
+A key goes only to the server the operator configured for it: `$ABSTRACTRUNTIME_SERVER`
+(remote, hybrid) or `$ABSTRACTRUNTIME_BASE_URL` (local), or the one typed on the command line
+with `--server` / `--base-url` (which moves the run there and records it). The server a run
+recorded is data; when a key is set (remote, hybrid: `ABSTRACTRUNTIME_API_KEY` or
+`ABSTRACTRUNTIME_PROVIDER_API_KEY`; local: always, since providers read their own key
+variables) a recorded server that is not the configured one is refused, exit 2
+(`server_not_configured`), naming both, and nothing is sent. Without a key the recorded
+server is used.
 
 ## Tool approval
 

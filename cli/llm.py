@@ -8,6 +8,10 @@ field by field (a new ``--llm`` mode starts afresh) and the override is recorded
 Credentials never appear on the command line: they are read from the environment only
 (``ABSTRACTRUNTIME_API_KEY``, ``ABSTRACTRUNTIME_PROVIDER_API_KEY``; in local mode AbstractCore
 also reads the provider's own variables such as ``OPENAI_API_KEY``).
+
+A key goes only to the server the operator configured for it, never to one a run recorded
+(:func:`check_key_destination`): the recorded configuration is data, which anyone who can
+write the store can edit.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import typer
 API_KEY_ENV = "ABSTRACTRUNTIME_API_KEY"
 PROVIDER_API_KEY_ENV = "ABSTRACTRUNTIME_PROVIDER_API_KEY"
 TIMEOUT_ENV = "ABSTRACTRUNTIME_LLM_TIMEOUT"
+SERVER_ENV = "ABSTRACTRUNTIME_SERVER"
+BASE_URL_ENV = "ABSTRACTRUNTIME_BASE_URL"
 
 # Reused as defaults by several commands; typer reads each command's signature separately.
 LlmOpt = typer.Option(None, "--llm", metavar="MODE", envvar="ABSTRACTRUNTIME_LLM", show_envvar=True,
@@ -30,9 +36,9 @@ ProviderOpt = typer.Option(None, "--provider", metavar="NAME", envvar="ABSTRACTR
                            help="AbstractCore provider for --llm local (ollama, openai, openai-compatible ...).")
 ModelOpt = typer.Option(None, "--model", metavar="MODEL", envvar="ABSTRACTRUNTIME_MODEL", show_envvar=True,
                         help="Model name (needed with --llm).")
-ServerOpt = typer.Option(None, "--server", metavar="URL", envvar="ABSTRACTRUNTIME_SERVER", show_envvar=True,
+ServerOpt = typer.Option(None, "--server", metavar="URL", envvar=SERVER_ENV, show_envvar=True,
                          help="Server base URL for --llm remote|hybrid (POST URL/v1/chat/completions).")
-BaseUrlOpt = typer.Option(None, "--base-url", metavar="URL", envvar="ABSTRACTRUNTIME_BASE_URL", show_envvar=True,
+BaseUrlOpt = typer.Option(None, "--base-url", metavar="URL", envvar=BASE_URL_ENV, show_envvar=True,
                           help="The provider's endpoint for --llm local (e.g. http://127.0.0.1:8080/v1).")
 
 
@@ -102,6 +108,7 @@ class LlmFlags:
     model: Optional[str] = None
     server: Optional[str] = None
     base_url: Optional[str] = None
+    typed: frozenset[str] = frozenset()  # the fields typed on the command line (not from the environment)
 
     def given(self) -> dict[str, str]:
         """The options that were set, by field name."""
@@ -114,12 +121,19 @@ class LlmFlags:
                           base_url=self.base_url)
 
 
+def _typed(ctx: Any, name: str) -> bool:
+    """Whether option ``name`` was typed on the command line (not taken from its environment variable)."""
+    source = ctx.get_parameter_source(name) if hasattr(ctx, "get_parameter_source") else None
+    return getattr(source, "name", "") == "COMMANDLINE"
+
+
 def llm_flags(mode: Optional[str], *, provider: Optional[str], model: Optional[str], server: Optional[str],
-              base_url: Optional[str]) -> LlmFlags:
+              base_url: Optional[str], ctx: Any = None) -> LlmFlags:
     """Collect the options, checking each given value on its own (before anything is read or written).
 
     Whether they make a whole configuration is checked when they are used, together with
-    what the run recorded (``resolve_llm``).
+    what the run recorded (``resolve_llm``). ``ctx`` (the command's context) tells which
+    options were typed on the command line; without it every given option counts as typed.
     """
     from abstractruntime.core.errors import InvalidInputError
 
@@ -129,9 +143,11 @@ def llm_flags(mode: Optional[str], *, provider: Optional[str], model: Optional[s
 
         if mode not in MODES:
             raise InvalidInputError(f"--llm must be one of: {', '.join(MODES)} (got {mode!r})")
-    return LlmFlags(mode, provider or None, model or None,
-                    _check_url(server, "--server") if server else None,
-                    _check_url(base_url, "--base-url") if base_url else None)
+    flags = LlmFlags(mode, provider or None, model or None,
+                     _check_url(server, "--server") if server else None,
+                     _check_url(base_url, "--base-url") if base_url else None)
+    typed = {name for name in flags.given() if ctx is None or _typed(ctx, name)}
+    return LlmFlags(flags.mode, flags.provider, flags.model, flags.server, flags.base_url, frozenset(typed))
 
 
 def resolve_llm(flags: Optional[LlmFlags], recorded: Any) -> tuple[Optional[LLMConfig], bool]:
@@ -153,6 +169,51 @@ def resolve_llm(flags: Optional[LlmFlags], recorded: Any) -> tuple[Optional[LLMC
                         server=merged.get("server"), base_url=merged.get("base_url"))
     changed = config is not None and {k: v for k, v in config.to_metadata().items() if v} != rec
     return config, changed
+
+
+def check_key_destination(config: Optional[LLMConfig], flags: Optional[LlmFlags], recorded: Any, run_id: str,
+                          environ: Optional[Any] = None) -> None:
+    """Refuse to send an API key to a server the operator did not configure for it.
+
+    The server a key may go to is the one configured for it: ``$ABSTRACTRUNTIME_SERVER``
+    (remote, hybrid) or ``$ABSTRACTRUNTIME_BASE_URL`` (local), or the one typed on this
+    command line (``--server`` / ``--base-url``: the operator moves the run there, and it is
+    recorded). With a key set (remote, hybrid: ``$ABSTRACTRUNTIME_API_KEY`` or
+    ``$ABSTRACTRUNTIME_PROVIDER_API_KEY``; local: any provider endpoint, since AbstractCore
+    reads the providers' own key variables), a server the run recorded that is not the
+    configured one is refused with :class:`ServerNotConfiguredError` naming both; nothing is
+    sent. Without a key the recorded server is used as before.
+    """
+    if config is None:
+        return
+    env = os.environ if environ is None else environ
+    if config.mode == "local":
+        field, option, variable = "base_url", "--base-url", BASE_URL_ENV
+        keyed = config.base_url is not None
+    else:
+        field, option, variable = "server", "--server", SERVER_ENV
+        keyed = bool(env.get(API_KEY_ENV) or env.get(PROVIDER_API_KEY_ENV))
+    used = getattr(config, field)
+    if not keyed or used is None:
+        return
+    configured = _check_url(env[variable], option) if env.get(variable) else None
+    if flags is not None and field in flags.typed:
+        return  # typed on this command line: the operator's choice for this run (recorded)
+    named = recorded.get(field) if isinstance(recorded, dict) else None
+    named = named.rstrip("/") if isinstance(named, str) and named else None
+    if flags is not None and flags.mode and isinstance(recorded, dict) and recorded.get("mode") != flags.mode:
+        named = None  # another --llm mode starts afresh: the recorded server is not used at all
+    if used == configured and (named is None or named == configured):
+        return
+    from abstractruntime.core.errors import ServerNotConfiguredError
+
+    what = named if named is not None and named != configured else used
+    where = f"{configured} (${variable})" if configured else f"none (set ${variable})"
+    raise ServerNotConfiguredError(
+        f"run {run_id} recorded the LLM server {what}, but the API key is configured for {where}; refusing to send "
+        f"the key to a server named by the run's data: set ${variable} to the server the key is for, or pass "
+        f"{option} URL to move the run to a server you name",
+        run_id=run_id, recorded=what, configured=configured)
 
 
 def _timeout() -> float:
@@ -202,5 +263,6 @@ def mode_handlers(config: LLMConfig, tools: Any) -> dict[str, Any]:
     return {getattr(k, "value", k): v for k, v in handlers.items()}
 
 
-__all__ = ["LLMConfig", "LlmFlags", "llm_flags", "resolve_llm", "llm_config", "mode_handlers", "LlmOpt", "ProviderOpt", "ModelOpt", "ServerOpt",
-           "BaseUrlOpt", "API_KEY_ENV", "PROVIDER_API_KEY_ENV"]
+__all__ = ["LLMConfig", "LlmFlags", "llm_flags", "resolve_llm", "llm_config", "check_key_destination", "mode_handlers",
+           "LlmOpt", "ProviderOpt", "ModelOpt", "ServerOpt", "BaseUrlOpt", "API_KEY_ENV", "PROVIDER_API_KEY_ENV",
+           "SERVER_ENV", "BASE_URL_ENV"]

@@ -80,6 +80,8 @@ class Settings:
     quiet: bool = False
     verbose: bool = False
     current_run: Optional[str] = None  # the run being advanced, named if the command is interrupted
+    workflows: list[str] = field(default_factory=list)  # --workflows entries (the workflow registry)
+    _registry: Any = field(default=None, repr=False)
     _file_store: Any = field(default=None, repr=False)
 
     def open_store(self, *, create: bool = False) -> Any:

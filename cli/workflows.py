@@ -1,21 +1,24 @@
 """Workflow files on the command line: load one, build its runtime, continue a run from its file.
 
-The library does the work (:mod:`abstractruntime.workflow_files`: which file a run may import,
-its tools, handlers and redaction rules); this module adds what only the command line has:
-the ``--llm`` options (:mod:`.llm`), resolved against the configuration the run recorded and
-turned into the LLM mode's effect handlers.
+The library does the work (:mod:`abstractruntime.workflow_files`: which file a run may import
+— located through the operator's registry, :mod:`abstractruntime.registry` — its tools,
+handlers and redaction rules); this module adds what only the command line has: the global
+``--workflows`` entries, and the ``--llm`` options (:mod:`.llm`), resolved against the
+configuration the run recorded and turned into the LLM mode's effect handlers.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:  # the kernel is imported when a command needs it, not at startup
     from abstractruntime.loader import LoadedWorkflow
+    from abstractruntime.registry import WorkflowFileRegistry
     from abstractruntime.workflow_files import LlmHandlers
 
     from .llm import LLMConfig, LlmFlags
+    from .output import Settings
 
 
 def _llm_handlers(llm: Optional["LLMConfig"]) -> Optional["LlmHandlers"]:
@@ -43,42 +46,58 @@ def runtime_for(store: Any, loaded: Optional["LoadedWorkflow"], llm: Optional["L
 
 
 def load(path: str | Path, *, attr: Optional[str] = None, workflow_id: Optional[str] = None) -> "LoadedWorkflow":
-    """Load a workflow file (errors are :class:`WorkflowLoadError` naming file and line)."""
+    """Load a workflow file the operator named (errors are :class:`WorkflowLoadError` naming file and line)."""
     from abstractruntime.loader import load_workflow_file
 
     return load_workflow_file(path, attr=attr, workflow_id=workflow_id)
 
 
-def recorded_source(checkpoint: Any) -> Optional[str]:
-    """The workflow file a run recorded in its checkpoint, if any."""
-    from abstractruntime.workflow_files import recorded_source as library_recorded_source
+def registry(s: "Settings", store: Any) -> "WorkflowFileRegistry":
+    """The operator's workflow registry for this command (``--workflows`` first; built once)."""
+    if s._registry is None:
+        from abstractruntime.workflow_files import registry_for
 
-    return library_recorded_source(checkpoint)
+        s._registry = registry_for(store, s.workflows)
+    return s._registry  # type: ignore[no-any-return]
 
 
-def load_for_run(store: Any, run_id: str, *, workflow_file: Optional[str] = None,
+def load_for_run(s: "Settings", store: Any, run_id: str, *, workflow_file: Optional[str] = None,
                  attr: Optional[str] = None, llm: Optional["LlmFlags"] = None,
-                 info: Optional[Callable[[str], None]] = None) -> tuple["LoadedWorkflow", Any]:
-    """The workflow (from ``--workflow`` or the run's hash chain) and a runtime for it.
+                 allow_drift: bool = False) -> tuple["LoadedWorkflow", Any]:
+    """The workflow (from ``--workflow`` or the registry) and a runtime for it.
 
     The LLM configuration is the one the run recorded, with ``llm`` (the options given to
-    this command) over it; a changed configuration is recorded in the run's metadata once
-    the workflow has loaded.
+    this command) over it; an API key goes only to a server the operator configured
+    (:func:`.llm.check_key_destination`); a changed configuration is recorded in the run's
+    metadata once the workflow has loaded.
     """
     from abstractruntime.workflow_files import load_for_run as library_load_for_run
 
-    from .llm import resolve_llm
+    from .llm import check_key_destination, resolve_llm
 
     checkpoint = store.runtime().get_checkpoint(run_id)
     metadata = getattr(checkpoint, "metadata", None) or {}
-    config, changed = resolve_llm(llm, metadata.get("llm"))  # bad options fail before any code is imported
+    # Bad options and a key bound for another server fail before any code is imported.
+    config, changed = resolve_llm(llm, metadata.get("llm"))
+    check_key_destination(config, llm, metadata.get("llm"), run_id)
     loaded, runtime = library_load_for_run(store, run_id, workflow_file=workflow_file, attr=attr,
-                                           llm_handlers=_llm_handlers(config), checkpoint=checkpoint)
+                                           llm_handlers=_llm_handlers(config), checkpoint=checkpoint,
+                                           registry=registry(s, store), allow_drift=allow_drift)
+    s.debug(f"run {run_id}: workflow {loaded.workflow.workflow_id} from {loaded.path}")
     if changed and config is not None:
         store.runtime().update_metadata(run_id, {"llm": config.to_metadata()})
-        if info is not None:
-            info(f"run {run_id}: recorded the new LLM configuration ({config.describe()})")
+        s.info(f"run {run_id}: recorded the new LLM configuration ({config.describe()})")
     return loaded, runtime
+
+
+def source_for_snapshot(s: "Settings", store: Any, snapshot: Any, *, workflow_file: Optional[str] = None,
+                        allow_drift: bool = False) -> Any:
+    """The workflow file a restored or forked run records, located like a run's
+    (:func:`abstractruntime.workflow_files.source_for_snapshot`); nothing is imported."""
+    from abstractruntime.workflow_files import source_for_snapshot as library_source_for_snapshot
+
+    return library_source_for_snapshot(snapshot, workflow_file=workflow_file, registry=registry(s, store),
+                                       allow_drift=allow_drift)
 
 
 def parse_vars(pairs: list[str], vars_json: Optional[str]) -> dict[str, Any]:
@@ -118,4 +137,5 @@ def parse_json(text: str, what: str) -> Any:
         raise InvalidInputError(f"{what} is not valid JSON: {exc}") from None
 
 
-__all__ = ["handlers_for", "runtime_for", "load", "load_for_run", "recorded_source", "parse_vars", "parse_json"]
+__all__ = ["handlers_for", "runtime_for", "load", "load_for_run", "registry", "source_for_snapshot", "parse_vars",
+           "parse_json"]

@@ -155,6 +155,18 @@ def file_backend(tmp_path: Path) -> Backend:
     made.runs.close()  # type: ignore[attr-defined]
 
 
+@pytest.fixture(autouse=True)
+def registered_workflows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The operator's workflow registry of every test: the Python files it writes under its
+    ``tmp_path``, at any depth. A command that continues a run finds the run's code there (by
+    workflow id and sha256, never by a path the store names: docs/security.md), as it would
+    through an operator's ``$ABSTRACTRUNTIME_WORKFLOWS``; subprocesses inherit it. Tests of the
+    registry itself set or remove the variable."""
+    entry = str(tmp_path / "**" / "*.py")
+    monkeypatch.setenv("ABSTRACTRUNTIME_WORKFLOWS", entry)
+    return entry
+
+
 @pytest.fixture
 def clock() -> FixedClock:
     """A clock that stands still at T0 until the test moves it."""

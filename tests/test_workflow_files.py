@@ -5,6 +5,7 @@ Real workflow files in tmp_path, real stores (files, and PostgreSQL when it is i
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import uuid
 from pathlib import Path
@@ -12,13 +13,14 @@ from typing import Any, Iterator
 
 import pytest
 
-from abstractruntime.core.errors import RunNotFoundError, VerificationFailedError, WorkflowLoadError
+from abstractruntime.core.errors import (RunNotFoundError, VerificationFailedError, WorkflowDriftError,
+                                         WorkflowNotRegisteredError)
 from abstractruntime.core.models import EffectType, RunState, RunStatus
 from abstractruntime.core.runtime import EffectOutcome
 from abstractruntime.loader import load_workflow_file
+from abstractruntime.registry import WorkflowFileRegistry
 from abstractruntime.storage.store import open_store
-from abstractruntime.workflow_files import (handlers_for, load_for_run, recorded_source, runtime_for,
-                                            workflow_file_for_run)
+from abstractruntime.workflow_files import handlers_for, load_for_run, runtime_for, workflow_file_for_run
 
 FLOW = '''
 from abstractruntime.core.models import Effect, EffectType, StepPlan
@@ -90,11 +92,11 @@ def _start(store: Any, flow: Path) -> str:
                                                                   vars={"ssn": SECRET}))
 
 
-def test_a_run_continues_from_the_file_it_recorded(store: Any, flow: Path) -> None:
+def test_a_run_continues_from_the_registered_file(store: Any, flow: Path) -> None:
     run_id = _start(store, flow)
-    loaded, runtime = load_for_run(store, run_id)
+    loaded, runtime = load_for_run(store, run_id)   # the registry: $ABSTRACTRUNTIME_WORKFLOWS (tests/conftest.py)
     assert loaded.path == flow and loaded.workflow.workflow_id == "flow"
-    assert recorded_source(runtime.get_checkpoint(run_id)) == str(flow)
+    assert runtime.get_checkpoint(run_id).workflow == {"workflow_id": "flow", "sha256": loaded.sha256}
 
     # The file's tools serve its tool call; the llm_call has no handler, so the run waits for one.
     state = runtime.tick(workflow=loaded.workflow, run_id=run_id)
@@ -112,43 +114,55 @@ def test_a_run_continues_from_the_file_it_recorded(store: Any, flow: Path) -> No
     assert SECRET not in repr(runtime.get_ledger(run_id))
 
 
-def test_named_file_missing_file_and_unknown_run(store: Any, flow: Path, tmp_path: Path) -> None:
+def test_named_file_unregistered_file_and_unknown_run(store: Any, flow: Path, tmp_path: Path) -> None:
     run_id = _start(store, flow)
     elsewhere = tmp_path / "elsewhere.py"
     shutil.copy(flow, elsewhere)
     flow.unlink()
-    with pytest.raises(WorkflowLoadError, match="recorded is not there"):
-        load_for_run(store, run_id)
-    loaded, runtime = load_for_run(store, run_id, workflow_file=elsewhere)  # the caller names the code
+    nothing = WorkflowFileRegistry([str(tmp_path / "nowhere")])
+    with pytest.raises(WorkflowNotRegisteredError, match="--workflow FILE"):
+        load_for_run(store, run_id, registry=nothing)
+    loaded, runtime = load_for_run(store, run_id, workflow_file=elsewhere, registry=nothing)  # the caller's file
     assert loaded.path == elsewhere
     assert runtime.tick(workflow=loaded.workflow, run_id=run_id).status is RunStatus.WAITING
     with pytest.raises(RunNotFoundError):
         load_for_run(store, "no-such-run")
 
 
-def test_a_checkpoint_naming_another_file_is_refused(store: Any, flow: Path, tmp_path: Path) -> None:
+def test_a_checkpoint_naming_another_workflow_is_refused(store: Any, flow: Path) -> None:
     run_id = _start(store, flow)
     planted = flow.parent / "planted.py"
-    planted.write_text("raise SystemExit('must never be imported')\n")
+    planted.write_text(FLOW.replace("tools = [add]", "raise SystemExit('must never be imported')"))
     checkpoint = store.runs.load_checkpoint(run_id)
-    checkpoint.workflow = {**checkpoint.workflow, "source": str(planted)}
+    checkpoint.workflow = {**checkpoint.workflow, "sha256": hashlib.sha256(planted.read_bytes()).hexdigest()}
     store.runs.save_checkpoint(checkpoint)
-    with pytest.raises(VerificationFailedError, match="refusing to import"):
+    with pytest.raises(VerificationFailedError, match="refusing to load code"):
         load_for_run(store, run_id)
     with pytest.raises(VerificationFailedError):
         workflow_file_for_run(store.runtime(), run_id, store.runtime().get_checkpoint(run_id))
 
 
-def test_the_trusted_path(store: Any, flow: Path, tmp_path: Path) -> None:
+def test_a_changed_file_is_refused_before_it_is_imported(store: Any, flow: Path, tmp_path: Path) -> None:
+    run_id = _start(store, flow)
+    flow.write_text("raise SystemExit('must never be imported')\n" + FLOW)
+    with pytest.raises(WorkflowDriftError, match="nothing of it was imported"):
+        load_for_run(store, run_id)
+    with pytest.raises(WorkflowDriftError, match="nothing of it was imported"):
+        load_for_run(store, run_id, workflow_file=flow)
+
+
+def test_the_located_file(store: Any, flow: Path, tmp_path: Path) -> None:
     run_id = _start(store, flow)
     runtime = store.runtime()
     checkpoint = runtime.get_checkpoint(run_id)
-    assert workflow_file_for_run(runtime, run_id, checkpoint) == str(flow)
+    path, recorded = workflow_file_for_run(runtime, run_id, checkpoint)
+    assert path == flow and recorded.workflow_id == "flow" and recorded.sha256 == load_workflow_file(flow).sha256
     named = tmp_path / "not-checked-here.py"
-    assert workflow_file_for_run(runtime, run_id, checkpoint, workflow_file=named) == str(named)
+    assert workflow_file_for_run(runtime, run_id, checkpoint, workflow_file=named)[0] == named
+    # A run started without a file (plain Python use) recorded no hash: its id alone finds the file.
     no_file = str(runtime_for(store, None).start(workflow=load_workflow_file(flow).workflow.with_source(None)))
-    with pytest.raises(WorkflowLoadError, match="recorded no workflow file"):
-        load_for_run(store, no_file)
+    loaded, _ = load_for_run(store, no_file)
+    assert loaded.path == flow
 
 
 def test_handlers_the_file_declares_win(tmp_path: Path) -> None:
@@ -175,10 +189,10 @@ require_approval = ["add"]
 
 def test_the_cli_wrappers_agree(store: Any, flow: Path) -> None:
     from abstractruntime.cli import workflows
+    from abstractruntime.cli.output import Settings
 
     run_id = _start(store, flow)
-    loaded, runtime = workflows.load_for_run(store, run_id)
+    loaded, runtime = workflows.load_for_run(Settings(), store, run_id)
     assert loaded.path == flow
-    assert workflows.recorded_source(runtime.get_checkpoint(run_id)) == str(flow)
     assert workflows.handlers_for(loaded).keys() == {"tool_calls"}
     assert isinstance(runtime.tick(workflow=loaded.workflow, run_id=run_id), RunState)

@@ -22,7 +22,8 @@ Hierarchy::
     │   ├── InvalidAnswerError                invalid_answer
     │   ├── WaitKeyMismatchError              wait_key_mismatch
     │   ├── RunExistsError                    run_exists
-    │   └── RunNotRetryableError              not_retryable
+    │   ├── RunNotRetryableError              not_retryable
+    │   └── ServerNotConfiguredError          server_not_configured
     ├── RunStateError (ValueError)            run_state
     │   ├── RunNotWaitingError                run_not_waiting
     │   ├── AlreadyAnsweredError              already_answered
@@ -102,13 +103,15 @@ class BookmarkNotFoundError(NotFoundError, KeyError):
 
 
 class WorkflowNotRegisteredError(NotFoundError, KeyError):
-    """No workflow with this id is registered (a ``KeyError`` too, as in upstream 0.0.1)."""
+    """No workflow with this id is registered: in a ``WorkflowRegistry`` (a ``KeyError`` too, as
+    in upstream 0.0.1), or no file of the operator's workflow registry declares it
+    (``abstractruntime.registry``; ``message`` then says how to register one)."""
 
     code = "workflow_not_registered"
 
-    def __init__(self, workflow_id: str) -> None:
+    def __init__(self, workflow_id: str, message: str | None = None) -> None:
         super().__init__(
-            f"Workflow '{workflow_id}' is not registered; "
+            message or f"Workflow '{workflow_id}' is not registered; "
             "register it with registry.register(workflow) first",
             workflow_id=workflow_id,
         )
@@ -155,6 +158,13 @@ class RunNotRetryableError(InvalidInputError):
     """``retry`` on a run that did not fail on a retryable effect error."""
 
     code = "not_retryable"
+
+
+class ServerNotConfiguredError(InvalidInputError):
+    """An API key would go to a server the operator did not configure for it (one a run
+    recorded, i.e. named by data); nothing was sent."""
+
+    code = "server_not_configured"
 
 
 class RunStateError(AbstractRuntimeError, ValueError):

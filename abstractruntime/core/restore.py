@@ -4,7 +4,8 @@ Restoring never rewrites history: a ``restore`` record carrying the snapshot's w
 appended to the ledger (which keeps verifying), and the checkpoint follows it. Forking starts a new
 run whose checkpoint (``origin``) and first ledger record name the source run and snapshot.
 Both refuse a workflow whose source sha256 differs from the snapshot's unless
-``allow_drift=True``.
+``allow_drift=True``. A fork records the workflow id and sha256 of the ``source`` the caller
+located (the CLI: through the operator's registry), never a path from the snapshot file.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .ports import Checkpoint, LedgerHead
 from .runtime import Runtime
 from .session import new_record
 from .snapshot import Snapshot
-from .spec import WorkflowSpec
+from .spec import WorkflowSource, WorkflowSpec
 
 
 def take_snapshot(
@@ -41,19 +42,25 @@ def take_snapshot(
     )
 
 
-def _check_drift(snapshot: Any, current: Optional[dict[str, Any]], workflow: Optional[WorkflowSpec],
-                 allow_drift: bool) -> Optional[dict[str, Any]]:
+def _check_drift(snapshot: Any, current: Optional[dict[str, Any]], source: Optional[WorkflowSource],
+                 workflow_id: str, allow_drift: bool) -> Optional[dict[str, Any]]:
     """The workflow record to keep; raises when the source changed and drift is not allowed."""
     recorded = (snapshot.workflow or {}).get("sha256")
-    now_sha = workflow.source.sha256 if workflow is not None and workflow.source else (current or {}).get("sha256")
+    now_sha = source.sha256 if source is not None else (current or {}).get("sha256")
     if recorded and now_sha and recorded != now_sha and not allow_drift:
         raise WorkflowDriftError(
             f"Workflow source changed since snapshot {snapshot.snapshot_id} was taken "
             f"(snapshot sha256 {recorded}, now {now_sha}); pass allow_drift=True (CLI: --allow-drift)",
             recorded=recorded, current=now_sha)
-    if workflow is not None and workflow.source is not None:
-        return workflow.source.to_dict(workflow.workflow_id)
-    return current if current is not None else snapshot.workflow
+    if source is not None:
+        return source.to_dict(workflow_id)
+    kept = current if current is not None else snapshot.workflow
+    # An id and a hash only: a path (recorded by older runs, or written into a file) is never carried on.
+    return {k: v for k, v in kept.items() if k in ("sha256", "workflow_id")} if isinstance(kept, dict) else kept
+
+
+def _source_of(workflow: Optional[WorkflowSpec], source: Optional[WorkflowSource]) -> Optional[WorkflowSource]:
+    return source if source is not None else (workflow.source if workflow is not None else None)
 
 
 def restore_snapshot(
@@ -63,17 +70,20 @@ def restore_snapshot(
     workflow: Optional[WorkflowSpec] = None,
     allow_drift: bool = False,
     lock_wait: float = 0.0,
+    source: Optional[WorkflowSource] = None,
 ) -> RunState:
     """Put the snapshot's state back into its run; appends a ``restore`` ledger record.
 
     The record carries the whole restored state, so replaying the ledger gives it back.
+    ``source`` (or ``workflow.source``) is the workflow file to check drift against and record.
     """
     state = RunState.from_dict(copy.deepcopy(snapshot.run_state))
     with runtime.run_store.lock(snapshot.run_id, wait=lock_wait):
         session = runtime.open_session(snapshot.run_id)
         current = session.checkpoint
         previous_status, previous_node = current.run.status.value, current.run.current_node
-        current.workflow = _check_drift(snapshot, current.workflow, workflow, allow_drift)
+        current.workflow = _check_drift(snapshot, current.workflow, _source_of(workflow, source),
+                                        current.run.workflow_id, allow_drift)
         current.run, current.pending = state, None
         rec = new_record(state, RecordKind.RESTORE)
         rec.finish_success({
@@ -96,14 +106,20 @@ def fork_snapshot(
     workflow: Optional[WorkflowSpec] = None,
     allow_drift: bool = False,
     run_id: Optional[str] = None,
+    source: Optional[WorkflowSource] = None,
 ) -> str:
-    """Start a new run from the snapshot's state; returns the new run id."""
+    """Start a new run from the snapshot's state; returns the new run id.
+
+    ``source`` (or ``workflow.source``) is the workflow file the new run records (its id and
+    sha256); without one the fork records the id and sha256 of the source run or snapshot.
+    """
     try:
         source_ckpt = runtime.run_store.load_checkpoint(snapshot.run_id)
     except Exception:  # a damaged source checkpoint does not stop a fork from the snapshot
         source_ckpt = None
-    keep_workflow = _check_drift(snapshot, source_ckpt.workflow if source_ckpt else None, workflow, allow_drift)
     base = RunState.from_dict(copy.deepcopy(snapshot.run_state))
+    keep_workflow = _check_drift(snapshot, source_ckpt.workflow if source_ckpt else None,
+                                 _source_of(workflow, source), base.workflow_id, allow_drift)
     if run_id is not None:
         validate_id(run_id, "run id")
     fresh = RunState.new(workflow_id=base.workflow_id, entry_node=base.current_node, actor_id=base.actor_id,

@@ -25,17 +25,18 @@ NodeHandler = Callable[[RunState, Any], StepPlan]
 class WorkflowSource:
     """Where a workflow's code came from: its file and that file's sha256.
 
-    When a run records a source, ``tick``/``resume`` refuse a workflow whose sha256
-    differs (:class:`~abstractruntime.core.errors.WorkflowDriftError`) unless told
-    ``allow_drift=True``.
+    A run records the workflow id and the sha256 only: the path is for messages, never
+    recorded, because code is located by the operator, not by data (docs/security.md).
+    When a run records a sha256, ``tick``/``resume`` refuse a workflow whose sha256 differs
+    (:class:`~abstractruntime.core.errors.WorkflowDriftError`) unless told ``allow_drift=True``.
     """
 
     path: str
     sha256: str
 
     def to_dict(self, workflow_id: str) -> dict[str, Any]:
-        """The ``workflow`` object of a checkpoint."""
-        return {"source": self.path, "sha256": self.sha256, "workflow_id": workflow_id}
+        """The ``workflow`` object of a checkpoint and of the run's first ledger record."""
+        return {"sha256": self.sha256, "workflow_id": workflow_id}
 
 
 @dataclass(frozen=True)

@@ -118,12 +118,10 @@ def _verify(root: Path, run_id: str, *, expect_head: Optional[str], public_key: 
             report.note("checkpoint_corrupt", finding.message + " (rebuilt from the ledger when next opened)")
 
     _check_checkpoint(report, checkpoint, scan, ckpt_path)
-    if checkpoint is not None and checkpoint.legacy is not None and scan.workflow_in_chain \
-            and (checkpoint.legacy.workflow or None) != (scan.workflow or None):
-        # run.json names code to load: it must be what the hash chain recorded.
-        report.problem("checkpoint_workflow_mismatch", "run.json names workflow "
-                       f"{(checkpoint.legacy.workflow or {}).get('source')!r} but the ledger recorded "
-                       f"{(scan.workflow or {}).get('source')!r} (edited to point at other code?)")
+    if checkpoint is not None and scan.workflow_in_chain and (checkpoint.workflow or None) != (scan.workflow or None):
+        # run.json names the run's workflow (id, sha256): it must be what the hash chain recorded.
+        report.problem("checkpoint_workflow_mismatch", f"run.json names workflow {checkpoint.workflow!r} but the "
+                       f"ledger recorded {scan.workflow!r} (edited to point at other code?)")
     _check_bookmarks(report, bookmarks, scan, checkpoint, ckpt_path)
     if expected is not None or search is not None:
         _check_expected(report, expected, search, scan)

@@ -44,12 +44,14 @@ def wf(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def cli(store: Path, monkeypatch: pytest.MonkeyPatch):
-    """Run the app in-process with typer's CliRunner against ``store``."""
+def cli(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run the app in-process with typer's CliRunner against ``store``, from ``tmp_path``
+    (so no pyproject.toml of this repository registers workflows)."""
     from abstractruntime.cli.main import app
 
     monkeypatch.delenv("ABSTRACTRUNTIME_STORE", raising=False)
     monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.chdir(tmp_path)
     runner = CliRunner()
 
     def invoke(*args: str, input: Optional[str] = None) -> Result:

@@ -180,12 +180,17 @@ def test_unexpected_exception_is_one_line(cli, tmp_path: Path) -> None:
     assert r.exit_code == 1 and "Traceback" in r.stderr
 
 
-def test_missing_recorded_workflow_file_is_1_with_a_hint(cli, wf: Path) -> None:
+def test_a_workflow_no_longer_registered_is_4_naming_the_ways(cli, wf: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     cli("run", str(wf / "approval.py"), "--run-id", "m1")
     moved = wf / "moved.py"
     (wf / "approval.py").rename(moved)
+    # Moved within the registry: found again by its workflow id and sha256.
+    assert cli("resume", "m1", "--current", "--json").exit_code == 5
+    monkeypatch.setenv("ABSTRACTRUNTIME_WORKFLOWS", str(tmp_path / "nothing-here"))
     r = cli("resume", "m1", "--current", "--answer", "yes")
-    assert r.exit_code == 1
-    assert "pass --workflow FILE" in one_error_line(r.stderr)
-    r = cli("resume", "m1", "--current", "--answer", "yes", "--workflow", str(moved), "--allow-drift")
+    assert r.exit_code == 4
+    line = one_error_line(r.stderr)
+    assert "not registered" in line and "--workflow FILE" in line and "[tool.abstractruntime]" in line
+    r = cli("resume", "m1", "--current", "--answer", "yes", "--workflow", str(moved))
     assert r.exit_code == 0, r.stderr

@@ -142,8 +142,9 @@ def test_cli_reference_examples_run_as_written(tmp_path: Path) -> None:
     assert capture and answer, "docs/cli.md lost its scripted example"
     shutil.copy(SAMPLES / "workflows" / "approval.py", tmp_path / "wf.py")
     script = f"set -u\n{capture.group(1)} || test $? -eq 5\n{answer.group(1)}\n{answer.group(1)} || echo retried=$?\n"
+    # wf.py's folder is registered, as the page says a script's workflows must be.
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
-           "ABSTRACTRUNTIME_STORE": str(tmp_path / "store")}
+           "ABSTRACTRUNTIME_STORE": str(tmp_path / "store"), "ABSTRACTRUNTIME_WORKFLOWS": str(tmp_path)}
     proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "retried=1" in proc.stdout

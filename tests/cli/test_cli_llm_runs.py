@@ -71,7 +71,10 @@ def test_the_run_records_its_llm_configuration_and_later_commands_reuse_it(sh, s
     assert metadata(sh, "L1")["llm"] == {"mode": "remote", "model": "m1", "server": server.base_url,
                                          "provider": None, "base_url": None}
     server.script(chat_completion(content="hello"))
-    r = sh("resume", r.stdout.strip(), "--answer", "yes", "--json", env=env)  # no --llm given again
+    # No --llm given again; the key goes to the server the operator configured for it, which
+    # must be the one the run recorded (docs/security.md).
+    env["ABSTRACTRUNTIME_SERVER"] = server.base_url
+    r = sh("resume", r.stdout.strip(), "--answer", "yes", "--json", env=env)
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["output"]["reply"]["content"] == "hello"
     assert [req.body["model"] for req in server.chat_requests()] == ["m1"]

@@ -51,6 +51,7 @@ def ar(tmp_path: Path):
     def run(*args: str, env: Optional[dict[str, str]] = None) -> Result:
         base = {k: v for k, v in os.environ.items() if not k.startswith("ABSTRACTRUNTIME_")}
         full = {**base, "ABSTRACTRUNTIME_STORE": str(store), "ABSTRACTRUNTIME_NO_INPUT": "1",
+                "ABSTRACTRUNTIME_WORKFLOWS": str(AGENT.parent),  # the operator registers the samples
                 "HOME": str(tmp_path), "NO_COLOR": "1", **(env or {})}
         proc = subprocess.run([str(BIN), *args], capture_output=True, text=True, env=full, cwd=tmp_path,
                               timeout=60)

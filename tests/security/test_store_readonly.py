@@ -38,8 +38,9 @@ print(json.dumps({
 
 
 def _cli(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, "--store", str(store), *args], capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+    # The workflow file lives beside the store: the operator registers that folder.
+    return subprocess.run([*CLI, "--store", str(store), "--workflows", str(store.parent), *args], capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
 def _build(base: Path) -> tuple[Path, str, str, tuple]:
