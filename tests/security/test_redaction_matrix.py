@@ -387,3 +387,38 @@ def test_cli_var_secret_key_is_not_recorded(tmp_path: Path) -> None:
     assert len(ledgers) == 1
     data = ledgers[0].read_text()
     assert "S3CRET-cli" not in data and data.count(REDACTED) >= 2 and "512" in data
+
+
+def _loop(run: Any, ctx: Any) -> StepPlan:
+    run.vars["i"] = run.vars.get("i", 0) + 1
+    if run.vars["i"] == 3:
+        run.vars["api_token"] = "S3CRET-anchored"
+    if run.vars["i"] >= 1100:
+        return StepPlan("loop", complete_output={"n": run.vars["i"]})
+    return StepPlan("loop", next_node="loop")
+
+
+def test_anchors_hold_the_state_as_the_ledger_has_it(tmp_path: Path) -> None:
+    flow = WorkflowSpec("anchored", "loop", {"loop": _loop})
+    store = open_store(tmp_path / "store", durability="none")
+    runtime = store.runtime()
+    run_id = runtime.start(workflow=flow, vars={"password": "S3CRET-start"})
+    assert runtime.tick(workflow=flow, run_id=run_id, max_steps=2000).status.value == "completed"
+    anchors = (Path(store.root) / "runs" / run_id / "anchors.jsonl").read_bytes()
+    assert anchors and b"S3CRET" not in anchors and b'"api_token":"[REDACTED]"' in anchors
+    store.close()
+
+
+def _raises(run: Any, ctx: Any) -> StepPlan:
+    raise RuntimeError("db postgresql://app:S3CRET-pw@db/app said no; api_key=S3CRET-key")
+
+
+def test_the_error_a_state_change_carries_goes_through_the_rules(tmp_path: Path) -> None:
+    flow = WorkflowSpec("fails", "n", {"n": _raises})
+    store = open_store(tmp_path / "store")
+    runtime = store.runtime()
+    run_id = runtime.start(workflow=flow)
+    assert runtime.tick(workflow=flow, run_id=run_id).status.value == "failed"
+    failed = [r for r in runtime.get_ledger(run_id) if r.get("status") == "failed"][-1]
+    assert failed["delta"]["error"].endswith("db postgresql://app:[REDACTED]@db/app said no; api_key=[REDACTED]")
+    store.close()
