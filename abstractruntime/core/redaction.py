@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from typing import Any, Iterable, Optional, Pattern, Sequence, Union
 
@@ -192,12 +193,7 @@ class Redactor:
         self.safe_keys = frozenset("_".join(key_words(k)) for k in a["safe_keys"])
         self.patterns = tuple(_compile(p) for p in (*a["patterns"], *a["extra_patterns"]))
         self._scans = tuple((p, _TRIGGERS.get(p.pattern, ())) for p in self.patterns)
-        # A text naming a secret key contains every word of the name (lower-cased). Checking for
-        # its least common word is enough (``secret`` for ``client_secret``); a name of common
-        # words only is checked for all of them (``api`` and ``key`` for ``api_key``).
-        names = {_trigger_of(w) for w in (*map(key_words, self.keys), *self.suffixes, *((w,) for w in self.words))
-                 if w}
-        self._name_triggers = tuple(sorted(t for t in names if not any(o != t and _implies(t, o) for o in names)))
+        self._name_triggers = _name_triggers(self.keys, self.suffixes, self.words)
         self._verdicts: dict[str, bool] = {}
 
     def is_secret_key(self, key: object) -> bool:
@@ -442,6 +438,19 @@ def declared_rules(source: object) -> tuple[tuple[str, ...], tuple[PatternLike, 
     for pattern in patterns:
         _compile(pattern)
     return keys, patterns
+
+
+@functools.lru_cache(maxsize=32)
+def _name_triggers(keys: frozenset[str], suffixes: tuple[tuple[str, ...], ...],
+                   words: frozenset[str]) -> tuple[tuple[str, ...], ...]:
+    """The word groups a text must contain (all words of one group) to be worth scanning for names.
+
+    A text naming a secret key contains every word of the name (lower-cased). Checking for its
+    least common word is enough (``secret`` for ``client_secret``); a name of common words only
+    is checked for all of them (``api`` and ``key`` for ``api_key``). Computed once per rule set.
+    """
+    names = {_trigger_of(w) for w in (*map(key_words, keys), *suffixes, *((w,) for w in words)) if w}
+    return tuple(sorted(t for t in names if not any(o != t and _implies(t, o) for o in names)))
 
 
 # Words too common in ordinary text to tell that a text may name a secret key on their own.
