@@ -517,6 +517,14 @@ class NoRedaction(Redactor):
         """``(value, [])``: nothing is replaced."""
         return value, []
 
+    def redact_text(self, text: str) -> str:
+        """``text`` unchanged."""
+        return text
+
     def redact_error(self, error: object, *, known: Iterable[object] = ()) -> str:
         """The error's text, unchanged."""
         return error if isinstance(error, str) else str(error)
+
+    def secrets_in(self, text: str) -> list[str]:
+        """``[]``: nothing is replaced."""
+        return []

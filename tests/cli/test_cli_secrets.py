@@ -138,6 +138,8 @@ def test_redact_error_is_the_public_rule(tmp_path: Path) -> None:
     assert redactor.redact_error('bad value "a b c d" for host', known=["a b c d", "ab"]) == \
         'bad value "[REDACTED]" for host'
     assert NoRedaction().redact_error(MESSAGE) == MESSAGE
+    assert NoRedaction().redact_text(MESSAGE) == MESSAGE and NoRedaction().secrets_in(MESSAGE) == []
+    assert redactor.secrets_in("postgresql://user:p@ss@host/db and api_key=abc123") == ["p@ss", "abc123"]
 
 
 DECLARES_RULES = '''
