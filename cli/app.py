@@ -50,12 +50,29 @@ def _json_wanted(ctx: typer.Context) -> bool:
     return bool((s is not None and s.json) or wants_json(ctx.meta.get("abstractruntime.argv", [])))
 
 
+def _scrubber(ctx: typer.Context) -> Settings:
+    """The settings that scrub printed text (fresh ones before the global options are parsed)."""
+    return _settings_of(ctx) or Settings()
+
+
 def report_error(ctx: typer.Context, code: str, message: str, exit_code: int, **details: Any) -> None:
-    """One ``error:`` line on stderr; with ``--json`` also ``{"error": {...}}`` on stdout."""
+    """One ``error:`` line on stderr; with ``--json`` also ``{"error": {...}}`` on stdout.
+
+    The message and every string of ``details`` are scrubbed of secrets first (:meth:`Settings.scrub`).
+    """
+    s = _scrubber(ctx)
+    message = s.scrub(message)
     typer.echo(f"error: {message}", err=True)
     if _json_wanted(ctx):
-        doc = {"code": code, "message": message, "exit_code": exit_code, **details}
+        doc = s.scrub_errors({"code": code, "message": message, "exit_code": exit_code, **details}, inside=True)
         typer.echo(json_document({"error": doc}, lenient=True))
+
+
+def _scrub_usage_error(ctx: typer.Context, exc: Any) -> None:
+    """Click prints a usage error itself, quoting arguments: scrub its message in place first."""
+    message = getattr(exc, "message", None)
+    if isinstance(message, str):
+        exc.message = _scrubber(ctx).scrub(message)
 
 
 def silence_stdout() -> None:
@@ -73,7 +90,11 @@ class RootGroup(TyperGroup):
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         ctx.meta["abstractruntime.argv"] = list(args)
-        return super().parse_args(ctx, hoist_global_options(self, ctx, list(args)))
+        try:
+            return super().parse_args(ctx, hoist_global_options(self, ctx, list(args)))
+        except _CLICK_EXCEPTION as exc:
+            _scrub_usage_error(ctx, exc)
+            raise
 
     def invoke(self, ctx: typer.Context) -> Any:
         from abstractruntime.core.errors import AbstractRuntimeError
@@ -83,6 +104,7 @@ class RootGroup(TyperGroup):
         except (typer.Exit, typer.Abort):
             raise
         except _CLICK_EXCEPTION as exc:  # usage errors: the parser prints them; JSON too if asked
+            _scrub_usage_error(ctx, exc)
             if _json_wanted(ctx):
                 code = "usage" if getattr(exc, "exit_code", 1) == USAGE else "error"
                 doc = {"code": code, "message": exc.format_message(), "exit_code": exc.exit_code}
@@ -122,7 +144,7 @@ def _one_line(text: str) -> str:
 def _traceback_if_verbose(ctx: typer.Context) -> None:
     s = _settings_of(ctx)
     if s is not None and s.verbose:
-        typer.echo(traceback.format_exc().rstrip(), err=True)
+        typer.echo(s.scrub(traceback.format_exc().rstrip()), err=True)
 
 
 def _with_store(ctx: typer.Context, exc: Exception) -> str:
@@ -244,7 +266,20 @@ def main_options(
     if verbose:
         import logging
 
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        handler = logging.StreamHandler()
+        handler.setFormatter(_scrubbing_formatter(ctx.obj, "%(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+def _scrubbing_formatter(s: Settings, fmt: str) -> Any:
+    """A log formatter whose lines (``-v``) are scrubbed of secrets like any message on stderr."""
+    import logging
+
+    class ScrubbingFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return s.scrub(super().format(record))
+
+    return ScrubbingFormatter(fmt)
 
 
 def settings(ctx: typer.Context, json_flag: bool = False) -> Settings:
@@ -266,7 +301,7 @@ def finish_batch(s: Settings, states: list[Any], errors: list[str], summary: str
         s.emit_table(["run_id", "status", "node"], [[st.run_id, st.status.value, st.current_node] for st in states])
     s.info(summary)
     for line in errors:
-        typer.echo(f"error: {line}", err=True)
+        typer.echo(f"error: {s.scrub(line)}", err=True)
     raise typer.Exit(1 if errors else 0)
 
 

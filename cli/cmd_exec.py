@@ -55,6 +55,7 @@ def _advance(s: Settings, first: Callable[..., Any], runtime: Any, workflow: Any
              allow_drift: bool, wait: float, max_steps: int) -> None:
     """Make the ``first`` call (``tick`` or ``retry``) on ``run_id``, drive the run on, report it."""
     s.current_run = run_id
+    s.redactor = runtime.redactor  # errors printed from here on: the workflow's own rules too
     state = first(workflow=workflow, run_id=run_id, allow_drift=allow_drift, lock_wait=wait,
                   max_steps=min(max_steps, 100))
     finish_run(s, drive(s, runtime, workflow, state, allow_drift=allow_drift, lock_wait=wait,
@@ -94,6 +95,7 @@ def run_cmd(
     if config is not None:
         s.debug(config.describe())
     runtime = workflows.runtime_for(s.open_store(create=True), loaded, config)
+    s.redactor = runtime.redactor  # errors printed from here on: the workflow's own rules too
     # The LLM configuration goes with the run, so later commands need no --llm again.
     metadata = {"llm": config.to_metadata()} if config is not None else None
     new_id = runtime.start(workflow=loaded.workflow, vars=inputs, actor_id=actor, run_id=run_id, metadata=metadata)
@@ -167,7 +169,7 @@ def scheduler_for(s: Settings, *, limit: int, allow_drift: bool, errors: list[st
     return Scheduler(runtime=store.runtime(), registry=WorkflowRegistry(),
                      resolve_checkpoint=run_resolver(s, store, llm, allow_drift=allow_drift),
                      allow_drift=allow_drift, batch_size=limit,
-                     on_run_failed=lambda run_id, exc: errors.append(f"run {run_id}: {exc}"),
+                     on_run_failed=lambda run_id, exc: errors.append(s.scrub(f"run {run_id}: {exc}")),
                      on_run_locked=lambda run_id: s.info(f"run {run_id} is locked by another writer; skipped"),
                      **options)
 

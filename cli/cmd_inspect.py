@@ -87,12 +87,12 @@ def runs_list(
         s.info("no runs match")
 
 
-def _step_summary(rec: dict[str, Any]) -> str:
+def _step_summary(s: Any, rec: dict[str, Any]) -> str:
     effect = rec.get("effect") or {}
     what = effect.get("type") if isinstance(effect, dict) else None
     result = rec.get("result") or {}
     if rec.get("error"):
-        return str(rec["error"])
+        return s.scrub(str(rec["error"]))
     if isinstance(result, dict) and "next_node" in result:
         return f"-> {result['next_node']}"
     if what:
@@ -201,13 +201,13 @@ def runs_show(
 
         if stdout_is_tty():
             s.emit_table(["seq", "kind", "status", "node", "detail", "ended_at"],
-                         [[r.get("seq"), r.get("kind"), r.get("status"), r.get("node_id"), _step_summary(r),
+                         [[r.get("seq"), r.get("kind"), r.get("status"), r.get("node_id"), _step_summary(s, r),
                            r.get("ended_at")] for r in last], title="last steps")
         else:
             for r in last:
                 s.emit_lines(["step\t" + "\t".join(str(v if v is not None else "") for v in (
                     r.get("seq"), r.get("kind"), r.get("status"), r.get("node_id"))) + "\t" +
-                    _step_summary(r).replace("\t", " ").replace("\n", " ")])
+                    _step_summary(s, r).replace("\t", " ").replace("\n", " ")])
 
 
 @ledger_app.command("show")
@@ -225,11 +225,11 @@ def ledger_show(
     runtime.get_checkpoint(run_id)  # unknown run -> not found, not an empty ledger
     records = [r for r in runtime.get_ledger(run_id) if int(r.get("seq") or 0) >= from_seq]
     if jsonl:
-        s.emit_lines(json_inline(r) for r in records)
+        s.emit_lines(json_inline(s.scrub_errors(r)) for r in records)
         return
     if s.json:
         s.emit_json(records)
         return
     s.emit_table(["seq", "kind", "status", "node", "detail", "record_hash"],
-                 [[r.get("seq"), r.get("kind"), r.get("status"), r.get("node_id"), _step_summary(r),
+                 [[r.get("seq"), r.get("kind"), r.get("status"), r.get("node_id"), _step_summary(s, r),
                    r.get("record_hash")] for r in records])

@@ -132,6 +132,7 @@ def resume_cmd(
     loaded, runtime = workflows.load_for_run(s, store, run_id, workflow_file=workflow_file, attr=attr, llm=flags,
                                              allow_drift=allow_drift)
     s.current_run = run_id
+    s.redactor = runtime.redactor  # errors printed from here on: the workflow's own rules too
     # The kernel re-checks the wait id under the run's lock (two resumes racing on one handle).
     extra = {"wait_id": wait_id} if wait_id is not None and resume_accepts_wait_id(runtime) else {}
     state = runtime.resume(workflow=loaded.workflow, run_id=run_id, wait_key=wait_key, payload=data,

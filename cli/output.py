@@ -7,12 +7,17 @@
   so markup-like text such as ``[y/n]`` is shown literally.
 - stdout piped: tab-separated lines without a header, one record per line (tabs and
   newlines inside values are escaped as ``\\t`` and ``\\n``).
+- Error text is never printed as it came: every message on stderr, and every string under an
+  ``error``/``errors``/``message`` key of a ``--json`` document, goes through
+  :meth:`Settings.scrub` (the run's :class:`~abstractruntime.core.redaction.Redactor`, plus the
+  password of the store's URL wherever it appears).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
@@ -59,6 +64,11 @@ def tool_call_text(call: dict[str, Any]) -> str:
     return f"{call.get('call_id')} {call.get('name')} {json_inline(call.get('arguments'))}"
 
 
+# Keys of a --json document whose strings are error text (run errors, effect and tool errors,
+# error reports): scrubbed by Settings.scrub_errors before printing.
+ERROR_KEYS = frozenset({"error", "errors", "message"})
+
+
 def tsv_cell(value: Any) -> str:
     """One value as a TSV cell: None is empty, dicts/lists are compact JSON, tabs/newlines escaped."""
     if value is None:
@@ -82,7 +92,9 @@ class Settings:
     current_run: Optional[str] = None  # the run being advanced, named if the command is interrupted
     workflows: list[str] = field(default_factory=list)  # --workflows entries (the workflow registry)
     _registry: Any = field(default=None, repr=False)
+    redactor: Any = field(default=None, repr=False)  # the run's Redactor once a command has loaded one
     _file_store: Any = field(default=None, repr=False)
+    _store_secrets: Optional[list[str]] = field(default=None, repr=False)
 
     def open_store(self, *, create: bool = False) -> Any:
         """The :class:`~abstractruntime.storage.store.FileStore` the command means (opened once).
@@ -123,17 +135,75 @@ class Settings:
             self._file_store.close()
             self._file_store = None
 
+    # -- secrets in what is printed ------------------------------------------------------
+
+    def scrub(self, text: Any) -> str:
+        """``text`` (a message, an error, an exception) as it may be printed: secrets redacted.
+
+        The run's redactor when the command has one (a workflow's own ``redact_patterns``
+        apply), else the default rules; and the password of the store's URL (``--store`` or
+        ``$ABSTRACTRUNTIME_STORE``) and its pieces wherever they appear, since a driver's
+        message may quote a password it could not parse.
+        """
+        if self.redactor is None:
+            from abstractruntime.core.redaction import Redactor
+
+            self.redactor = Redactor()
+        return str(self.redactor.redact_error(text, known=self.store_secrets()))
+
+    def scrub_errors(self, value: Any, *, inside: bool = False) -> Any:
+        """A JSON document with every string under an error key (:data:`ERROR_KEYS`) scrubbed.
+
+        Containers are copied only where something changed (a ledger of thousands of records
+        without errors is walked, not copied).
+        """
+        if isinstance(value, str):
+            return self.scrub(value) if inside else value
+        if isinstance(value, dict):
+            out: Optional[dict[Any, Any]] = None
+            for k, v in value.items():
+                if v is None or v.__class__ in (int, float, bool):
+                    continue
+                new = self.scrub_errors(v, inside=inside or k in ERROR_KEYS)
+                if new is not v:
+                    if out is None:
+                        out = dict(value)
+                    out[k] = new
+            return value if out is None else out
+        if isinstance(value, (list, tuple)):
+            items = [self.scrub_errors(v, inside=inside) for v in value]
+            return value if all(a is b for a, b in zip(items, value)) else items
+        return value
+
+    def store_secrets(self) -> list[str]:
+        """The password in the store's URL, decoded and as typed, and its pieces (empty for a folder)."""
+        if self._store_secrets is None:
+            from urllib.parse import unquote
+
+            from abstractruntime.core.redaction import Redactor
+            from abstractruntime.storage.store import STORE_ENV
+
+            target = self.store or os.environ.get(STORE_ENV) or ""
+            found: set[str] = set()
+            if "://" in target:
+                for part in Redactor().secrets_in(target):
+                    for text in (part, unquote(part)):
+                        found.add(text)
+                        found.update(p for p in re.split(r"[@/:?#\s]+", text) if len(p) >= 4)
+            self._store_secrets = sorted(found)
+        return self._store_secrets
+
     # -- messages (stderr) -----------------------------------------------------------
 
     def info(self, message: str) -> None:
-        """A progress or status message on stderr (silenced by ``-q``)."""
+        """A progress or status message on stderr (silenced by ``-q``; secrets scrubbed)."""
         if not self.quiet:
-            typer.echo(message, err=True)
+            typer.echo(self.scrub(message), err=True)
 
     def debug(self, message: str) -> None:
-        """A message shown only with ``-v``."""
+        """A message shown only with ``-v`` (secrets scrubbed)."""
         if self.verbose:
-            typer.echo(message, err=True)
+            typer.echo(self.scrub(message), err=True)
 
     def may_prompt(self) -> bool:
         """Whether commands may ask the user (a TTY and no ``--no-input``)."""
@@ -142,8 +212,8 @@ class Settings:
     # -- results (stdout) ------------------------------------------------------------
 
     def emit_json(self, document: Any) -> None:
-        """Write one JSON document to stdout."""
-        typer.echo(json_document(document))
+        """Write one JSON document to stdout (error text scrubbed: :meth:`scrub_errors`)."""
+        typer.echo(json_document(self.scrub_errors(document)))
 
     def emit_lines(self, lines: Iterable[str]) -> None:
         """Write plain lines to stdout."""
@@ -179,6 +249,7 @@ class Settings:
 
     def emit_fields(self, pairs: Sequence[tuple[str, Any]]) -> None:
         """Key/value pairs: aligned on a TTY, ``key<TAB>value`` lines otherwise."""
+        pairs = [(key, self.scrub_errors(value, inside=key in ERROR_KEYS)) for key, value in pairs]
         if not stdout_is_tty():
             for key, value in pairs:
                 typer.echo(f"{key}\t{tsv_cell(value)}")
@@ -203,4 +274,4 @@ def _short_cell(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["Settings", "stdout_is_tty", "interactive", "tsv_cell"]
+__all__ = ["Settings", "stdout_is_tty", "interactive", "tsv_cell", "ERROR_KEYS"]

@@ -2,23 +2,28 @@
 
 Two kinds of rule, both documented in docs/redaction.md:
 
-**Keys.** A key is split into words — case, ``_``, ``-``, ``.``, spaces and camelCase
-(``accessToken``, ``APIKey``, ``AWS_SECRET_ACCESS_KEY``) all separate words — and the value
-under it is replaced by ``"[REDACTED]"`` when the words joined by ``_`` (or with no
-separator) are one of :data:`DEFAULT_SECRET_KEYS`, or end with one of
-:data:`DEFAULT_SECRET_SUFFIXES` (``token``, ``secret``, ``api_key``, ``private_key``, ...),
-or contain one of :data:`DEFAULT_SECRET_WORDS` (``password``, ``pwd``, ...) — unless they
-are one of :data:`DEFAULT_SAFE_KEYS` (``next_page_token``, ``eos_token``, ...). A lone
-``key`` or ``token_count``, ``max_tokens``, ``usage``, ``primary_key``, ``keyboard`` are
-not secrets. ``true``/``false``/``null`` under a secret key are kept (they hold no secret).
+**Keys.** A key is a secret when the whole key or its last segment is in the vocabulary. It
+is split into segments — case, ``_``, ``-``, ``.``, spaces and camelCase (``accessToken``,
+``APIKey``, ``AWS_SECRET_ACCESS_KEY``) all separate them — and the value under it is replaced
+by ``"[REDACTED]"`` when the segments joined by ``_`` (or with no separator) are one of
+:data:`DEFAULT_SECRET_KEYS`, or end with one of :data:`DEFAULT_SECRET_SUFFIXES` (``token``,
+``pass``, ``pin``, ``otp``, ``cvv``, or longer entries such as ``api_key``, ``private_key_id``
+whose last word alone is no secret), or contain one of :data:`DEFAULT_SECRET_WORDS`
+(``password``, ``pwd``, ...) — unless they are one of :data:`DEFAULT_SAFE_KEYS`
+(``next_page_token``, ``eos_token``, ...). ``db_pass``, ``PASS``, ``userPin`` are secrets;
+a lone ``key``, ``passenger``, ``pinned``, ``pass_rate``, ``token_count``, ``max_tokens``,
+``primary_key`` are not. ``true``/``false``/``null`` under a secret key are kept.
 Headers given as a list of pairs (``[["Authorization", "Bearer x"]]``) or of
 ``{"name"|"key": ..., "value": ...}`` objects are judged by the pair's name.
 
-**Values.** Inside every string, wherever it is: PEM private keys, JWTs, ``Bearer ...`` and
-``Basic ...`` credentials, well-known provider key formats (:data:`PROVIDER_KEY_PATTERN`),
-the password of a ``scheme://user:password@host`` URL, and ``name=value`` / ``name: value``
-/ ``"name": "value"`` text whose name is a secret key. Only the secret part of the string
-is replaced (``"Bearer [REDACTED]"``), so the rest stays readable.
+**Values.** Inside every string, wherever it is: PEM private keys, JWTs, ``Bearer ...``,
+``Token ...`` and ``Basic ...`` credentials, well-known provider key formats
+(:data:`PROVIDER_KEY_PATTERN`), the password of a ``scheme://user:password@host`` URL (also
+with ``/``, spaces or ``@`` in it), ``curl -u user:pw``, ``mysql -pPW``, Slack and Discord
+webhook URLs, HTTP Digest ``response=``, and ``name=value`` / ``name: value`` /
+``"name": "value"`` text whose name is a secret key. Only the secret part of the string is
+replaced (``"Bearer [REDACTED]"``), so the rest stays readable. :meth:`Redactor.redact_error`
+applies the same to the text of an error, plus values the caller knows are secret.
 
 Workflows add rules with ``Redactor(extra_keys=..., extra_patterns=...)`` or by declaring
 ``redact_keys`` / ``redact_patterns`` on their module or ``WorkflowSpec``
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from typing import Any, Iterable, Optional, Pattern, Sequence, Union
 
@@ -47,11 +53,14 @@ DEFAULT_SECRET_KEYS: frozenset[str] = frozenset({
     "client_secret", "private_key", "cookie", "cookies", "set_cookie", "x_api_key", "credentials",
     "credential", "passphrase", "dsn", "jwt", "auth", "bearer", "connection_string", "conn_str",
 })
+# A key whose last segment(s) are one of these is a secret: ``db_pass``, ``userPin``, ``github_token``.
 DEFAULT_SECRET_SUFFIXES: tuple[str, ...] = (
     "_api_key", "_apikey", "_token", "_secret", "_password", "_passwd", "_pwd", "_passphrase", "_passcode",
-    "_private_key", "_secret_key", "_access_key", "_signing_key", "_encryption_key", "_master_key",
-    "_session_key", "_subscription_key", "_account_key", "_auth", "_authorization", "_cookie", "_cookies",
-    "_credentials", "_credential", "_dsn", "_jwt", "_connection_string", "_secret_string", "_secret_binary",
+    "_pass", "_pin", "_otp", "_totp", "_cvv", "_cvc", "_private_key", "_private_key_id", "_secret_key",
+    "_access_key", "_signing_key", "_encryption_key", "_master_key", "_session_key", "_subscription_key",
+    "_account_key", "_auth", "_authorization", "_cookie", "_cookies", "_credentials", "_credential", "_dsn", "_jwt",
+    "_connection_string", "_secret_string", "_secret_binary", "_pin_code", "_pincode", "_otp_code", "_mfa_code",
+    "_totp_code", "_security_code", "_verification_code", "_auth_code", "_authorization_code",
 )
 DEFAULT_SECRET_WORDS: frozenset[str] = frozenset({"password", "passwd", "pwd", "passphrase", "passcode"})
 DEFAULT_SAFE_KEYS: frozenset[str] = frozenset({
@@ -83,20 +92,44 @@ DEFAULT_VALUE_PATTERNS: tuple[tuple[str, str, tuple[tuple[str, ...], ...]], ...]
     # A bearer token has a digit or is long: "the bearer of this letter" is not one.
     ("bearer", r"(?i:\bbearer)\s+(?P<secret>(?=[A-Za-z._~+/-]*[0-9])[A-Za-z0-9._~+/-]{6,}=*"
                r"|[A-Za-z0-9._~+/-]{16,}=*)", (("bearer",),)),
+    # ``Token ...`` (Django REST framework and others), as opaque as a bearer token, anywhere.
+    ("token_scheme", r"\b(?:Token|TOKEN)[ \t]+(?P<secret>(?=[A-Za-z._~+/-]*[0-9])[A-Za-z0-9._~+/-]{20,}=*)",
+     (("token",),)),
     ("basic", r"(?i:\bbasic)(?P<b64cred>)\s+(?P<secret>[A-Za-z0-9+/]{4,}={0,2})(?![A-Za-z0-9+/=])", (("basic",),)),
     ("provider_key", PROVIDER_KEY_PATTERN, (("sk-", "sk_", "rk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_",
                                              "github_pat_", "xox", "xapp-", "akia", "asia", "aiza", "whsec_",
                                              "hf_", "glpat-", "npm_", "ya29."),)),
-    ("url_password", r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@?#]*:(?P<secret>[^\s@/?#]+)@", (("://",), ("@",))),
+    # The password of a URL runs to the last ``@`` before a host, so one holding ``/``, a space or
+    # an unencoded ``@`` goes whole; ``host:8080/...`` (a port, no password) is left alone.
+    ("url_password", r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@?#\"']*:(?!\d+(?:[/?#\s]|$))"
+                     r"(?P<secret>[^\s\"'](?:[^\r\n\t\"']{0,254}?[^\s\"'])?)"
+                     r"@(?=[A-Za-z0-9\[][A-Za-z0-9.:%_\[\]-]*(?:[/?#\s\"'<>,;)\]}]|$))", (("://",), ("@",))),
+    # curl's ``-u user:password`` / ``--user user:password`` (quoted or not).
+    ("curl_user", r"\bcurl\b[^\n]*?(?<!\S)(?:-u|--user)(?:[ \t]+|=)?(?P<q>['\"])?[^\s:'\"]*:"
+                  r"(?P<secret>(?(q)[^'\"\n]+|[^\s'\"]+))", (("curl",), ("-u", "--user"))),
+    # The MySQL/MariaDB clients' ``-pPASSWORD`` (``-p`` alone prompts and is left alone).
+    ("mysql_password", r"\b(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mariadb)\b[^\n]*?"
+                       r"(?<!\S)-p(?P<q>['\"])?(?P<secret>(?(q)[^'\"\n]+|[^\s'\"]+))",
+     (("mysql", "mariadb"), ("-p",))),
+    # Incoming webhooks: whoever has the URL can post.
+    ("slack_webhook", r"\bhooks\.slack\.com/(?:services|workflows|triggers)/(?P<secret>[A-Za-z0-9_/-]{8,})",
+     (("hooks.slack.com",),)),
+    ("discord_webhook", r"\bdiscord(?:app)?\.com/api/webhooks/(?P<secret>[0-9]+/[A-Za-z0-9_-]{16,})",
+     (("discord",),)),
+    # HTTP Digest: the response is a hash of the password, open to offline guessing.
+    ("digest_response", r"(?i:\bdigest\b)[^\n]*?\bresponse\s*=\s*(?P<q>\\?[\"'])?(?P<secret>[A-Za-z0-9+/=_-]{8,})",
+     (("digest",), ("response",))),
 )
 _TRIGGERS = {pattern: triggers for _, pattern, triggers in DEFAULT_VALUE_PATTERNS}
 _DEFAULT_PATTERNS: tuple[str, ...] = tuple(p for _, p, _ in DEFAULT_VALUE_PATTERNS)
 
 # ``name=value``, ``name: value`` and ``"name": "value"`` inside text; the name decides.
+# A quoted name may have escaped quotes: JSON inside a JSON string (``{\\"password\\": ...}``).
 _NAMED_VALUE = re.compile(
-    r"""(?:(?P<q>["'])(?P<qname>[A-Za-z_][A-Za-z0-9_.-]{0,100})(?P=q)\s*:\s*"""
+    r"""(?:(?P<q>\\?["'])(?P<qname>[A-Za-z_][A-Za-z0-9_.-]{0,100})(?P=q)\s*:\s*"""
     r"""|(?<![A-Za-z0-9_.])(?P<name>[A-Za-z_][A-Za-z0-9_.-]{0,100})[ \t]*(?:=|:(?!//))[ \t]*)""")
-_QUOTED = re.compile(r""""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'""")
+_QUOTED = re.compile(r""""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'"""  # "...", '...'
+                     r'|\\"(?:[^"\\]|\\(?!"))*\\"')  # \"...\" (escaped, in a JSON string)
 _UNQUOTED = re.compile(r"""(?:(?i:bearer|basic|token)[ \t]+)?(?P<v>\[REDACTED\]|[^\s&;,"'<>()\[\]{}]+)""")
 _WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|(?<=[A-Za-z])(?=[0-9])"
                          r"|(?<=[0-9])(?=[A-Za-z])")
@@ -160,9 +193,7 @@ class Redactor:
         self.safe_keys = frozenset("_".join(key_words(k)) for k in a["safe_keys"])
         self.patterns = tuple(_compile(p) for p in (*a["patterns"], *a["extra_patterns"]))
         self._scans = tuple((p, _TRIGGERS.get(p.pattern, ())) for p in self.patterns)
-        # The last word of every secret name: a text naming a secret key contains one of them.
-        names = {w[-1] for w in (*map(key_words, self.keys), *self.suffixes) if w} | self.words
-        self._name_triggers = tuple(t for t in names if not any(o != t and o in t for o in names))
+        self._name_triggers = _name_triggers(self.keys, self.suffixes, self.words)
         self._verdicts: dict[str, bool] = {}
 
     def is_secret_key(self, key: object) -> bool:
@@ -193,33 +224,89 @@ class Redactor:
         """``text`` with every secret the value patterns find replaced (the rest kept)."""
         if len(text) < 8:  # shorter than any pattern can match with a secret in it
             return text
+        return self._scan(text, None)
+
+    def redact_error(self, error: object, *, known: Iterable[object] = ()) -> str:
+        """The text of an error (a message or an exception) as it may be recorded or printed.
+
+        The value patterns and the ``name=value`` rules of :meth:`redact_text` apply to the
+        whole text; every string of ``known`` (values the caller knows are secret, e.g. the
+        password of the store's URL) of four characters or more is replaced wherever it
+        appears, whatever its shape. ``str(exc)`` is what is judged for an exception.
+        """
+        text = error if isinstance(error, str) else str(error)
+        for value in sorted({k for k in known if isinstance(k, str) and len(k) >= 4}, key=len, reverse=True):
+            text = text.replace(value, REDACTED)
+        return self.redact_text(text)
+
+    def secrets_in(self, text: str) -> list[str]:
+        """The parts of ``text`` that :meth:`redact_text` would replace, in order."""
+        found: list[str] = []
+        if isinstance(text, str) and len(text) >= 8:
+            self._scan(text, found)
+        return found
+
+    def _scan(self, text: str, found: Optional[list[str]]) -> str:
         low = text.lower()
+        replace = self._replace_match if found is None else self._collecting(found)
+        # Plain loops, not any()/all() over generators: this runs for every string of every record.
         for pattern, triggers in self._scans:
-            if all(any(t in low for t in group) for group in triggers):
-                text = pattern.sub(self._replace_match, text)
-        if ("=" in text or ":" in text) and any(t in low for t in self._name_triggers):
-            text = self._redact_named(text)
+            for group in triggers:
+                for trigger in group:
+                    if trigger in low:
+                        break
+                else:
+                    break  # no trigger of this group: the pattern cannot match
+            else:
+                text = pattern.sub(replace, text)
+        if "=" in text or ":" in text:
+            for words in self._name_triggers:
+                for word in words:
+                    if word not in low:
+                        break
+                else:
+                    return self._redact_named(text, found)
         return text
 
     @staticmethod
-    def _replace_match(match: re.Match[str]) -> str:
+    def _secret_span(match: re.Match[str]) -> Optional[tuple[int, int]]:
+        """Where the secret is in ``match`` (``None``: the match is no secret after all)."""
         groups = match.re.groupindex
         if "secret" not in groups or match.group("secret") is None:
-            return REDACTED
+            return match.span()
         if "b64cred" in groups and not _is_basic_credential(match.group("secret")):
+            return None
+        return match.span("secret")
+
+    @classmethod
+    def _replace_match(cls, match: re.Match[str]) -> str:
+        span = cls._secret_span(match)
+        if span is None:
             return match.group(0)
-        (start, end), offset, whole = match.span("secret"), match.start(), match.group(0)
+        (start, end), offset, whole = span, match.start(), match.group(0)
         return whole[: start - offset] + REDACTED + whole[end - offset:]
 
-    def _redact_named(self, text: str) -> str:
+    @classmethod
+    def _collecting(cls, found: list[str]) -> Any:
+        def replace(match: re.Match[str]) -> str:
+            span = cls._secret_span(match)
+            if span is not None and match.string[span[0]:span[1]] != REDACTED:
+                found.append(match.string[span[0]:span[1]])
+            return cls._replace_match(match)
+        return replace
+
+    def _redact_named(self, text: str, found: Optional[list[str]] = None) -> str:
         out: list[str] = []
         pos = 0
         for match in _NAMED_VALUE.finditer(text):
             if match.start() < pos or not self.is_secret_key(match.group("qname") or match.group("name")):
                 continue
+            if text.startswith(("Digest ", "digest "), match.end()):
+                continue  # only its response= is secret: the digest_response pattern has it
             quoted = _QUOTED.match(text, match.end())
             if quoted is not None:
-                start, end = quoted.start() + 1, quoted.end() - 1
+                width = 2 if text[quoted.start()] == "\\" else 1
+                start, end = quoted.start() + width, quoted.end() - width
             else:
                 plain = _UNQUOTED.match(text, match.end())
                 if plain is None:
@@ -227,6 +314,8 @@ class Redactor:
                 start, end = plain.span("v")
             if end <= start or text[start:end] == REDACTED:
                 continue
+            if found is not None:
+                found.append(text[start:end])
             out.append(text[pos:start])
             out.append(REDACTED)
             pos = end
@@ -351,6 +440,35 @@ def declared_rules(source: object) -> tuple[tuple[str, ...], tuple[PatternLike, 
     return keys, patterns
 
 
+@functools.lru_cache(maxsize=32)
+def _name_triggers(keys: frozenset[str], suffixes: tuple[tuple[str, ...], ...],
+                   words: frozenset[str]) -> tuple[tuple[str, ...], ...]:
+    """The word groups a text must contain (all words of one group) to be worth scanning for names.
+
+    A text naming a secret key contains every word of the name (lower-cased). Checking for its
+    least common word is enough (``secret`` for ``client_secret``); a name of common words only
+    is checked for all of them (``api`` and ``key`` for ``api_key``). Computed once per rule set.
+    """
+    names = {_trigger_of(w) for w in (*map(key_words, keys), *suffixes, *((w,) for w in words)) if w}
+    return tuple(sorted(t for t in names if not any(o != t and _implies(t, o) for o in names)))
+
+
+# Words too common in ordinary text to tell that a text may name a secret key on their own.
+_COMMON_WORDS = frozenset({"api", "key", "id", "code", "client", "session", "access", "account", "master", "string",
+                           "binary", "set", "x", "proxy", "connection", "conn", "str", "private", "public", "security"})
+
+
+def _trigger_of(words: tuple[str, ...]) -> tuple[str, ...]:
+    """The words a text must contain to be worth scanning for the key ``words`` (see ``_name_triggers``)."""
+    rare = [w for w in words if w not in _COMMON_WORDS]
+    return (max(rare, key=len),) if rare else tuple(sorted(set(words)))
+
+
+def _implies(trigger: tuple[str, ...], other: tuple[str, ...]) -> bool:
+    """True when a text that passes ``trigger`` always passes ``other`` (so ``trigger`` is redundant)."""
+    return all(any(o in t for t in trigger) for o in other)
+
+
 def _redactable(value: Any) -> bool:
     # true/false/null say nothing secret, and keeping them keeps flags like use_auth readable.
     return value is not None and not isinstance(value, bool)
@@ -398,3 +516,15 @@ class NoRedaction(Redactor):
     def redact_at(self, path: Sequence[Union[str, int]], value: Any) -> tuple[Any, list[tuple[RedactionPath, Any]]]:
         """``(value, [])``: nothing is replaced."""
         return value, []
+
+    def redact_text(self, text: str) -> str:
+        """``text`` unchanged."""
+        return text
+
+    def redact_error(self, error: object, *, known: Iterable[object] = ()) -> str:
+        """The error's text, unchanged."""
+        return error if isinstance(error, str) else str(error)
+
+    def secrets_in(self, text: str) -> list[str]:
+        """``[]``: nothing is replaced."""
+        return []

@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 from urllib.parse import quote
 
 from ..core.errors import AbstractRuntimeError, NotFoundError
+from ..core.redaction import Redactor
 from .escape import text
 from .graph import transitions
 from .load import load_run
@@ -46,12 +47,15 @@ def _related_by_workflow(store: Any, run_ids: list[str]) -> dict[str, list[tuple
 
 
 def write_index(store: Any, out_dir: str | os.PathLike[str], *, layout: str = "auto", version: str = "",
-                progress: Optional[Callable[[int, int, ReportFile], None]] = None) -> tuple[Path, list[ReportFile]]:
+                progress: Optional[Callable[[int, int, ReportFile], None]] = None,
+                redactor: Optional[Redactor] = None) -> tuple[Path, list[ReportFile]]:
     """Write ``<out_dir>/<run_id>.html`` for every run and ``<out_dir>/index.html``; returns both.
 
-    A run whose files cannot be read at all still gets a row in the index, with the error.
-    A store without runs raises :class:`NotFoundError` (an empty index would hide a wrong store).
+    A run whose files cannot be read at all still gets a row in the index, with the error
+    (redacted, like every page: see :func:`~.load.load_run`). A store without runs raises
+    :class:`NotFoundError` (an empty index would hide a wrong store).
     """
+    redactor = redactor if redactor is not None else Redactor()
     if not version:
         from .. import __version__ as version
     verified = _verified_runs(store)
@@ -59,21 +63,21 @@ def write_index(store: Any, out_dir: str | os.PathLike[str], *, layout: str = "a
     if not run_ids:
         raise NotFoundError(f"no runs to report on in store {getattr(store, 'root', store)}")
     target = Path(out_dir)
-    target.mkdir(parents=True, exist_ok=True)
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
     related = _related_by_workflow(store, run_ids)
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     written: list[ReportFile] = []
     for run_id in run_ids:
         path = target / f"{run_id}.html"
         try:
-            data = load_run(store, run_id, related=0, verify=verified[run_id])
+            data = load_run(store, run_id, related=0, verify=verified[run_id], redactor=redactor)
             data.related = [(n, e) for rid, n, e in related.get(data.workflow_id, []) if rid != run_id]
             html, info = render_run(data, layout=layout, version=version, generated_at=generated)
             write_text(path, html)
             item = ReportFile(run_id=run_id, path=str(path), bytes=len(html.encode("utf-8")), **info,
                               workflow_id=data.workflow_id, updated_at=data.run.get("updated_at"))
         except AbstractRuntimeError as exc:
-            item = ReportFile(run_id=run_id, path=None, error=str(exc))
+            item = ReportFile(run_id=run_id, path=None, error=redactor.redact_error(exc))
         written.append(item)
         if progress is not None:
             progress(len(written), len(run_ids), item)

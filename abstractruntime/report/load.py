@@ -3,6 +3,16 @@
 Records are read as plain dicts and every field is looked up with ``.get``: the page must
 render ledgers of any record format (extra fields are shown as they are, missing ones are
 left blank). Reading never writes to the run and never imports workflow code.
+
+A page is built from redacted values only. The state it shows is rebuilt from the ledger
+(and its redacted anchors) through a view of the ledger that has no kept secrets, so a value
+the ledger redacted — by the default rules or by rules the workflow declared — shows as the
+ledger has it, whatever the checkpoint or the secrets file hold; the checkpoint's state is
+used only when the ledger cannot be replayed (records older than format 2, a corrupt ledger).
+Then everything the page shows (state, records, errors, verdict, marks, warnings) goes
+through a :class:`~abstractruntime.core.redaction.Redactor`, so a secret the ledger itself
+still holds (an error recorded in the clear, a ledger written under an older vocabulary) is
+not copied into the page either.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.json_codec import loads_strict
+from ..core.redaction import Redactor
 from ..core.errors import (
     AbstractRuntimeError,
     CorruptRecordError,
@@ -188,11 +199,13 @@ def related_records(store: Any, run_id: str, workflow_id: str, *,
 
 
 def load_run(store: Any, run_id: str, *, at: Optional[int] = None, related: int = RELATED_RUNS,
-             verify: Optional[dict[str, Any]] = None) -> RunData:
+             verify: Optional[dict[str, Any]] = None, redactor: Optional[Redactor] = None) -> RunData:
     """Read one run for a report; ``at`` cuts the ledger after that seq (the run as it was then).
 
     ``verify`` is the run's ``VerifyReport.to_dict()`` when the caller already has it
     (``report --all`` verifies the whole store first); otherwise the run is verified here.
+    Everything returned is redacted (see the module docstring) by ``redactor`` (default:
+    ``Redactor()``; pass one with a workflow's own rules to apply them too).
 
     Raises :class:`RunNotFoundError` when the store has neither a checkpoint nor a ledger for
     the run, and :class:`InvalidInputError` for an ``at`` outside the ledger.
@@ -221,24 +234,64 @@ def load_run(store: Any, run_id: str, *, at: Optional[int] = None, related: int 
         else:
             warnings.append(f"the state at seq {at} could not be rebuilt ({why}); the state shown is the last "
                             "checkpoint's, the timeline and graph stop at seq {at}".replace("{at}", str(at)))
+    elif records and _seq(records[-1]):
+        # The state as the ledger has it (redacted), not the checkpoint's copy of the real values.
+        current, _ = _state_at(store, run_id, _seq(records[-1]) or 0)
+        if current is not None:
+            run = current
+    redactor = redactor if redactor is not None else Redactor()
     data = RunData(run_id=run_id, store_path=str(getattr(store, "root", "") or ""), run=run, checkpoint=checkpoint,
                    records=records, total_records=total, at=at, verify=verify, verify_scope=scope,
                    bookmarks=_bookmarks(store, run_id, warnings), snapshots=_snapshots(store, run_id, warnings),
                    warnings=warnings, rebuilt=rebuilt is not None)
+    _redact(data, redactor)
     if related:
         data.related = related_records(store, run_id, data.workflow_id, limit=related)
     return data
 
 
+# Record fields that hold hashes, positions, times and the runtime's own ids: never a secret,
+# and the bulk of a large ledger's strings, so they are not scanned.
+_PLAIN_FIELDS = frozenset({"seq", "format", "prev_hash", "record_hash", "signature", "started_at", "ended_at",
+                           "attempt", "status", "kind", "step_id", "idempotency_key", "run_id"})
+
+
+def _redact(data: RunData, redactor: Redactor) -> None:
+    """Redact, in place, every value of ``data`` the page shows."""
+    data.run = redactor.redact(data.run)
+    if data.checkpoint is not None:
+        data.checkpoint = redactor.redact({**data.checkpoint, "run": data.run})
+    records = []
+    for rec in data.records:
+        rest = {k: v for k, v in rec.items() if k not in _PLAIN_FIELDS}
+        records.append({**rec, **redactor.redact(rest)})
+    data.records = records
+    data.verify = redactor.redact(data.verify)
+    data.bookmarks = redactor.redact(data.bookmarks)
+    data.snapshots = redactor.redact(data.snapshots)
+    data.warnings = [redactor.redact_error(w) for w in data.warnings]
+
+
+class _WithoutSecrets:
+    """A run's ledger as a report reads it: records and (redacted) anchors, never the kept secret values."""
+
+    def __init__(self, ledger: Any) -> None:
+        self._ledger = ledger
+
+    def get_secrets(self, run_id: str) -> list[dict[str, Any]]:
+        return []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+
 def _state_at(store: Any, run_id: str, seq: int) -> tuple[Optional[dict[str, Any]], str]:
-    """The run as it was right after record ``seq`` when the runtime can rebuild it, else why not."""
-    make = getattr(store, "runtime", None)
-    state_at = getattr(make(), "state_at", None) if callable(make) else None
-    if not callable(state_at):
-        return None, "this runtime cannot rebuild past states"
+    """The run as the ledger has it right after record ``seq`` (redacted values as recorded), else why not."""
+    from ..core.recovery import state_at
+
     try:
-        found = state_at(run_id, seq)
-    except (AbstractRuntimeError, TypeError, ValueError, KeyError, NotImplementedError) as exc:
+        found = state_at(store.runs, _WithoutSecrets(store.ledger), run_id, seq)  # type: ignore[arg-type]
+    except (AbstractRuntimeError, TypeError, ValueError, KeyError, AttributeError, NotImplementedError) as exc:
         return None, str(exc)
     doc = found.to_dict() if hasattr(found, "to_dict") else found
     run = doc.get("run") if isinstance(doc, dict) and isinstance(doc.get("run"), dict) else doc

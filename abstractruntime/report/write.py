@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ..core.redaction import Redactor
 from .load import RELATED_RUNS, RunData, load_run
 from .page import build_page
 
@@ -40,22 +41,29 @@ def render_run(data: RunData, *, layout: str = "auto", version: str = "",
 
 
 def build_report(store: Any, run_id: str, *, at: Optional[int] = None, layout: str = "auto",
-                 related: int = RELATED_RUNS) -> str:
-    """The HTML page of one run of ``store`` (a ``FileStore`` or any store with the same attributes)."""
+                 related: int = RELATED_RUNS, redactor: Optional[Redactor] = None) -> str:
+    """The HTML page of one run of ``store`` (a ``FileStore`` or any store with the same attributes).
+
+    Built from redacted values only (``redactor`` adds rules of your own; see :func:`~.load.load_run`).
+    """
     from .. import __version__
 
-    html, _ = render_run(load_run(store, run_id, at=at, related=related), layout=layout, version=__version__)
+    data = load_run(store, run_id, at=at, related=related, redactor=redactor)
+    html, _ = render_run(data, layout=layout, version=__version__)
     return html
 
 
+REPORT_MODE = 0o600  # a page shows what a run did: readable by its writer only, like the store's files
+
+
 def write_text(path: Path, content: str) -> None:
-    """Replace ``path`` with ``content`` through a temporary file in the same directory."""
+    """Replace ``path`` with ``content`` (mode 0600) through a temporary file in the same directory."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent or "."))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(content)
-        os.chmod(tmp, 0o644)  # a report is meant to be shared: not the store's private 0600
+        os.chmod(tmp, REPORT_MODE)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -66,18 +74,18 @@ def write_text(path: Path, content: str) -> None:
 
 
 def write_report(store: Any, run_id: str, path: str | os.PathLike[str], *, at: Optional[int] = None,
-                 layout: str = "auto", related: int = RELATED_RUNS) -> ReportFile:
-    """Write the page of ``run_id`` to ``path`` and say what it shows."""
+                 layout: str = "auto", related: int = RELATED_RUNS, redactor: Optional[Redactor] = None) -> ReportFile:
+    """Write the page of ``run_id`` to ``path`` (mode 0600, from redacted values only) and say what it shows."""
     from .. import __version__
 
-    data = load_run(store, run_id, at=at, related=related)
+    data = load_run(store, run_id, at=at, related=related, redactor=redactor)
     html, info = render_run(data, layout=layout, version=__version__)
     target = Path(path)
     if target.parent and not target.parent.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_text(target, html)
     return ReportFile(run_id=run_id, path=str(target), bytes=len(html.encode("utf-8")), workflow_id=data.workflow_id,
                       updated_at=data.run.get("updated_at"), **info)
 
 
-__all__ = ["ReportFile", "build_report", "write_report", "render_run", "write_text"]
+__all__ = ["ReportFile", "build_report", "write_report", "render_run", "write_text", "REPORT_MODE"]

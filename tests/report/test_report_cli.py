@@ -86,7 +86,7 @@ def test_report_one_sample_run(samples: Path, tmp_path: Path) -> None:
     data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)[1])
     assert len(data["rows"]) == 6 and data["graph"]["path"] == ["ask", "decide", "deploy"]
     assert any(m["type"] == "bookmark" and m["name"] == "approved" for r in data["rows"] for m in r.get("marks", []))
-    assert oct(out.stat().st_mode & 0o777) == "0o644"
+    assert oct(out.stat().st_mode & 0o777) == "0o600"  # private by default (docs/report.md)
 
 
 @pytest.mark.parametrize("run_id", sample_run_ids())

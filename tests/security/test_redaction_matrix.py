@@ -39,6 +39,11 @@ SECRET_KEYS = [
     "Proxy-Authorization", "cookie", "Cookie", "Set-Cookie", "cookies", "token", "id_token", "github_token",
     "oauth2Token", "basic_auth", "auth", "credentials", "passphrase", "connection_string",
     "ocp-apim-subscription-key", "SecretString", "x-amz-security-token", "webhook.secret", "password_confirmation",
+    # The whole key or its last segment is in the vocabulary (issue 22): short words too.
+    "pass", "PASS", "db_pass", "DB_PASS", "smtp-pass", "mail.pass", "wifiPass", "pin", "PIN", "userPin",
+    "card_pin", "otp", "OTP", "sms_otp", "cvv", "CVV2", "card_cvv", "cvc", "private_key_id", "privateKeyId",
+    "gcp_private_key_id", "pin_code", "otp_code", "mfa_code", "totp", "verification_code", "auth_code",
+    "authorization_code", "security_code",
 ]
 HARMLESS_KEYS = [
     "token_count", "max_tokens", "maxTokens", "tokens", "usage", "prompt_tokens", "completion_tokens",
@@ -46,6 +51,10 @@ HARMLESS_KEYS = [
     "event_key", "public_key", "key_id", "next_page_token", "nextPageToken", "eos_token", "pad_token",
     "tokenizer", "token_type", "author", "session_id", "monkey", "secret_name", "name", "url", "headers",
     "description", "passage", "compass", "bypass", "sort_key", "cache_key",
+    # A vocabulary word inside a longer word, or not the last segment, is not a secret.
+    "passenger", "passengers", "pinned", "pinned_at", "pass_rate", "passRate", "pass_count", "passed", "passing",
+    "surpass", "trespass", "passport", "spin", "opinion", "pinpoint", "pin_count", "pinyin", "otp_enabled",
+    "cvv_required", "token_budget", "tokensUsed", "code", "zip_code", "country_code", "status_code", "api_version",
 ]
 
 
@@ -101,6 +110,41 @@ VALUE_MATRIX = [
     ("export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI", f"export AWS_SECRET_ACCESS_KEY={REDACTED}"),
     ("--client-secret=shh123 --verbose", f"--client-secret={REDACTED} --verbose"),
     ("X-Api-Key: abc123xyz", f"X-Api-Key: {REDACTED}"),
+    # Shapes that leaked before issue 22.
+    ("curl -u ann:hunter2 https://api.example.com", f"curl -u ann:{REDACTED} https://api.example.com"),
+    ("curl -s -uann:hunter2 -X POST https://x.io", f"curl -s -uann:{REDACTED} -X POST https://x.io"),
+    ("curl --user ann:hunter2 https://x.io", f"curl --user ann:{REDACTED} https://x.io"),
+    ("curl --user=ann:hunter2 https://x.io", f"curl --user=ann:{REDACTED} https://x.io"),
+    ("curl -u 'ann:pa ss' https://x.io", f"curl -u 'ann:{REDACTED}' https://x.io"),
+    ("mysql -h db -uroot -pS3cretPW shop", f"mysql -h db -uroot -p{REDACTED} shop"),
+    ("mysqldump -u app -p'S3cret PW' shop > d.sql", f"mysqldump -u app -p'{REDACTED}' shop > d.sql"),
+    ("mariadb -pS3cretPW -e 'select 1'", f"mariadb -p{REDACTED} -e 'select 1'"),
+    ("post to https://hooks.slack.com/services/T0123ABCD/B0456EFGH/aBcDeFgHiJkLmNoPqRsTuVwX",
+     f"post to https://hooks.slack.com/services/{REDACTED}"),
+    ("https://hooks.slack.com/workflows/T0123ABCD/A0456/789/aBcDeFgHiJ", f"https://hooks.slack.com/workflows/{REDACTED}"),
+    ("https://discord.com/api/webhooks/123456789012345678/aBcDeFgHiJkLmNoPqRsTuVwXyZ_0123",
+     f"https://discord.com/api/webhooks/{REDACTED}"),
+    ('Authorization: Digest username="ann", realm="api", nonce="dcd98b7102dd2f0e", uri="/x", '
+     'response="6629fae49393a05397450978507c4ef1", opaque="5ccc069c"',
+     f'Authorization: Digest username="ann", realm="api", nonce="dcd98b7102dd2f0e", uri="/x", '
+     f'response="{REDACTED}", opaque="5ccc069c"'),
+    ("digest username=ann, response=6629fae49393a05397450978507c4ef1", f"digest username=ann, response={REDACTED}"),
+    ("Authorization: Token 9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b", f"Authorization: Token {REDACTED}"),
+    ("Authorization: Token xyz", f"Authorization: Token {REDACTED}"),
+    ("X-Upstream: Token 9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b", f"X-Upstream: Token {REDACTED}"),
+    ("-H 'Authorization: Token xyz'", f"-H 'Authorization: Token {REDACTED}'"),
+    ("postgresql://app:pa/ss@db/app", f"postgresql://app:{REDACTED}@db/app"),
+    ("postgresql://user:a b@host", f"postgresql://user:{REDACTED}@host"),
+    ("postgresql://user:p@ss@host/db", f"postgresql://user:{REDACTED}@host/db"),
+    ("connect to mysql://root:p@ss/w0rd@10.0.0.5:3306/shop failed",
+     f"connect to mysql://root:{REDACTED}@10.0.0.5:3306/shop failed"),
+    ('body: {\\"password\\": \\"hunter2\\", \\"user\\": \\"ann\\"}',
+     f'body: {{\\"password\\": \\"{REDACTED}\\", \\"user\\": \\"ann\\"}}'),
+    ("db_pass=hunter2 host=db", f"db_pass={REDACTED} host=db"),
+    ("PASS=hunter2", f"PASS={REDACTED}"),
+    ("userPin: 4711, name: ann", f"userPin: {REDACTED}, name: ann"),
+    ("{'otp': '123456', 'cvv': '737'}", f"{{'otp': '{REDACTED}', 'cvv': '{REDACTED}'}}"),
+    ('"private_key_id": "5f2c9b8e1d"', f'"private_key_id": "{REDACTED}"'),
 ]
 HARMLESS_TEXTS = [
     "the bearer of this letter", "basic information about billing", "mysql://root@localhost/db",
@@ -108,6 +152,14 @@ HARMLESS_TEXTS = [
     "Error: token expired at 12:00", '{"max_tokens": 100, "model": "gpt-4o"}', "see https://example.com/docs",
     "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkq\n-----END PUBLIC KEY-----", "eyJ alone is not a token",
     "max_tokens=512 temperature=0.2",
+    # Near misses of the shapes above.
+    "docker run -u 1000:1000 app", "git push -u origin main", "curl -u ann https://x.io", "mkdir -p /tmp/a/b",
+    "ssh -p 2222 ann@host", "docker run -p8080:80 nginx", "mysql -u root -p shop", "response=json&page=2",
+    "Digest authentication failed for ann", "https://hooks.example.com/services/T0/B0/abc",
+    "http://localhost:8000/api returned 500 for bob@example.com", "redis://cache:6379 is down, mail ops@example.com",
+    "ssh://git@github.com/o/r.git", "scp build.tgz ann@host:/tmp", "passenger: Ann, pinned: true",
+    "pass_rate=0.93 token_count=812", "compass: north", "all tests pass, 12 passed", "Token expired at 12:00", "Token 50256 ends the text",
+    "the next token is 'the'", "postgresql://app@db/app", "key_id=5f2c9b8e1d",
 ]
 
 
@@ -335,3 +387,38 @@ def test_cli_var_secret_key_is_not_recorded(tmp_path: Path) -> None:
     assert len(ledgers) == 1
     data = ledgers[0].read_text()
     assert "S3CRET-cli" not in data and data.count(REDACTED) >= 2 and "512" in data
+
+
+def _loop(run: Any, ctx: Any) -> StepPlan:
+    run.vars["i"] = run.vars.get("i", 0) + 1
+    if run.vars["i"] == 3:
+        run.vars["api_token"] = "S3CRET-anchored"
+    if run.vars["i"] >= 1100:
+        return StepPlan("loop", complete_output={"n": run.vars["i"]})
+    return StepPlan("loop", next_node="loop")
+
+
+def test_anchors_hold_the_state_as_the_ledger_has_it(tmp_path: Path) -> None:
+    flow = WorkflowSpec("anchored", "loop", {"loop": _loop})
+    store = open_store(tmp_path / "store", durability="none")
+    runtime = store.runtime()
+    run_id = runtime.start(workflow=flow, vars={"password": "S3CRET-start"})
+    assert runtime.tick(workflow=flow, run_id=run_id, max_steps=2000).status.value == "completed"
+    anchors = (Path(store.root) / "runs" / run_id / "anchors.jsonl").read_bytes()
+    assert anchors and b"S3CRET" not in anchors and b'"api_token":"[REDACTED]"' in anchors
+    store.close()
+
+
+def _raises(run: Any, ctx: Any) -> StepPlan:
+    raise RuntimeError("db postgresql://app:S3CRET-pw@db/app said no; api_key=S3CRET-key")
+
+
+def test_the_error_a_state_change_carries_goes_through_the_rules(tmp_path: Path) -> None:
+    flow = WorkflowSpec("fails", "n", {"n": _raises})
+    store = open_store(tmp_path / "store")
+    runtime = store.runtime()
+    run_id = runtime.start(workflow=flow)
+    assert runtime.tick(workflow=flow, run_id=run_id).status.value == "failed"
+    failed = [r for r in runtime.get_ledger(run_id) if r.get("status") == "failed"][-1]
+    assert failed["delta"]["error"].endswith("db postgresql://app:[REDACTED]@db/app said no; api_key=[REDACTED]")
+    store.close()
