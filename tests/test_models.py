@@ -22,6 +22,7 @@ from abstractruntime.core.models import (
     WaitReason,
     WaitState,
 )
+from abstractruntime.core.markers import escape
 from abstractruntime.storage.base import Checkpoint, LedgerHead, StoredCheckpoint
 from abstractruntime.storage.fsio import loads_strict
 
@@ -131,7 +132,7 @@ def test_effect_round_trip(effect: Effect) -> None:
 @given(run=run_states, seq=st.integers(0, 10**6), head=st.none() | st.text(alphabet="0123456789abcdef", min_size=64,
                                                                             max_size=64))
 def test_checkpoint_round_trip(run: RunState, seq: int, head: str | None) -> None:
-    state = {"run": run.to_dict(), "kernel": {"effects": seq, "pending": None, "metadata": {}, "origin": {"run_id": "x"},
+    state = {"run": escape(run.to_dict()), "kernel": {"effects": seq, "pending": None, "metadata": {}, "origin": {"run_id": "x"},
                                               "workflow": {"sha256": "0" * 64, "workflow_id": run.workflow_id}}}
     checkpoint = StoredCheckpoint(state=state, ledger=LedgerHead(seq=seq, head_hash=head))
     data = _through_json(checkpoint.to_dict())

@@ -134,12 +134,14 @@ def test_a_checkpoint_naming_another_workflow_is_refused(store: Any, flow: Path)
     planted = flow.parent / "planted.py"
     planted.write_text(FLOW.replace("tools = [add]", "raise SystemExit('must never be imported')"))
     checkpoint = store.runs.load_checkpoint(run_id)
-    checkpoint.workflow = {**checkpoint.workflow, "sha256": hashlib.sha256(planted.read_bytes()).hexdigest()}
+    planted_sha = hashlib.sha256(planted.read_bytes()).hexdigest()
+    checkpoint.state["kernel"]["workflow"] = {**checkpoint.workflow, "sha256": planted_sha}
     store.runs.save_checkpoint(checkpoint)
-    with pytest.raises(VerificationFailedError, match="refusing to load code"):
-        load_for_run(store, run_id)
-    with pytest.raises(VerificationFailedError):
-        workflow_file_for_run(store.runtime(), run_id, store.runtime().get_checkpoint(run_id))
+    # The runtime never believes the edited checkpoint: the workflow identity is the ledger's, so the
+    # registered file the ledger names is loaded, and the planted one is never imported.
+    assert store.runtime().get_checkpoint(run_id).workflow["sha256"] != planted_sha
+    loaded, _ = load_for_run(store, run_id)
+    assert Path(loaded.path).resolve() == flow.resolve()
 
 
 def test_a_changed_file_is_refused_before_it_is_imported(store: Any, flow: Path, tmp_path: Path) -> None:

@@ -425,9 +425,12 @@ class JsonlLedgerStore(LedgerStore):
         payload = b"".join(canonical_json(dict(e)) + b"\n" for e in entries)
         fd = open_append(path)
         try:
+            new = os.fstat(fd).st_size == 0
             append_bytes(fd, payload, path=path, durable=self._durable)
         finally:
             os.close(fd)
+        if new and self._durable:
+            fsync_dir(path.parent)  # a new file's directory entry must be durable before the records
 
     def retain_secrets(self, run_id: str, commitments: Collection[str]) -> None:
         """Keep only the values ``commitments`` still need (the file goes when none is left)."""

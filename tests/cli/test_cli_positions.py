@@ -175,4 +175,4 @@ def test_redaction_rules_a_workflow_file_declares_apply_to_its_runs(tmp_path: Pa
     result = _cli(store, "run", str(tmp_path / "hr.py"), "--run-id", "h1", "--json")
     assert result.returncode == 0, result.stderr
     ledger = (store / "runs" / "h1" / "ledger.jsonl").read_text()
-    assert "E-4711" not in ledger and '"employee_number":"[REDACTED]"' in ledger and "Ana" in ledger
+    assert "E-4711" not in ledger and '"employee_number":{"$secret":' in ledger and "Ana" in ledger

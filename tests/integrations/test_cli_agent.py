@@ -184,34 +184,43 @@ def test_approval_cannot_be_replayed_onto_other_calls(ar, openai_server: OpenAIF
     assert len(openai_server.chat_requests()) == 2
 
 
-def test_edited_pending_calls_are_refused(ar, openai_server: OpenAIFixture) -> None:
-    openai_server.script(chat_completion(tool_calls=[EMAIL]))
+def test_edited_pending_calls_are_not_believed(ar, openai_server: OpenAIFixture) -> None:
+    """The checkpoint is a cache: calls edited in run.json are never what gets approved or run."""
+    openai_server.script(chat_completion(tool_calls=[EMAIL]), chat_completion(content="Done."))
     assert ar("run", str(AGENT), *hybrid(openai_server), "--run-id", "e1").code == 5
     run_file = ar.store / "runs" / "e1" / "run.json"
     text = run_file.read_text(encoding="utf-8")
     assert text.count("ana@example.com") >= 1
     run_file.write_text(text.replace("ana@example.com", "eve@example.com"), encoding="utf-8")
-    r = ar("tools", "approve", "e1", *hybrid(openai_server))
-    assert r.code == 3 and r.out == "" and "calls_sha256" in r.err
+    assert ar("verify", "e1").code == 3  # checkpoint_state_mismatch: the edit is visible
+    listed = ar("tools", "list", "e1", "--json").json()
+    assert "eve@example.com" not in json.dumps(listed)
+    r = ar("tools", "approve", "e1", "--calls-sha256", listed["calls_sha256"], *hybrid(openai_server))
+    assert r.code == 0, r.err
+    receipt = json.loads(tool_messages(openai_server, 1)["call_e"])
+    assert receipt["to"] == "ana@example.com"  # the ledger's call, not the edited one
+    assert "eve@example.com" not in "".join(json.dumps(q.body) for q in openai_server.chat_requests())
+    assert ar("verify", "e1").code == 0  # the checkpoint was rebuilt from the ledger
 
 
-def test_pending_calls_must_match_the_ledger(ar, openai_server: OpenAIFixture) -> None:
-    """An edit that also rewrites calls_sha256 in the checkpoint still disagrees with the ledger."""
+def test_pending_calls_with_a_rewritten_hash_are_not_believed(ar, openai_server: OpenAIFixture) -> None:
+    """An edit that also rewrites calls_sha256 in the checkpoint still does not prove against the ledger."""
     from abstractruntime.integrations.abstractcore._support import canonical_sha256
 
-    openai_server.script(chat_completion(tool_calls=[EMAIL]))
+    openai_server.script(chat_completion(tool_calls=[EMAIL]), chat_completion(content="Done."))
     assert ar("run", str(AGENT), *hybrid(openai_server), "--run-id", "e2").code == 5
     run_file = ar.store / "runs" / "e2" / "run.json"
     doc = json.loads(run_file.read_text(encoding="utf-8"))
-    details = doc["run"]["waiting"]["details"]
+    details = doc["state"]["run"]["waiting"]["details"]
     details["tool_calls"][0]["arguments"]["to"] = "eve@example.com"
     details["calls_sha256"] = canonical_sha256(details["tool_calls"])
     run_file.write_text(json.dumps(doc), encoding="utf-8")
-    r = ar("tools", "approve", "e2", *hybrid(openai_server))
-    assert r.code == 3 and "ledger" in r.err
-    assert len(openai_server.chat_requests()) == 1
-    assert "eve@example.com" not in "".join(json.dumps(q.body) for q in openai_server.chat_requests()[1:])
+    r = ar("tools", "approve", "e2", "--calls-sha256", details["calls_sha256"], *hybrid(openai_server))
+    assert r.code == 2 and "calls_sha256 mismatch" in r.err  # the ledger's calls have another hash
     assert len(openai_server.chat_requests()) == 1  # the run never went on
+    r = ar("tools", "approve", "e2", *hybrid(openai_server))
+    assert r.code == 0, r.err
+    assert json.loads(tool_messages(openai_server, 1)["call_e"])["to"] == "ana@example.com"
 
 
 def test_not_waiting_on_tools_and_unknown_runs(ar, openai_server: OpenAIFixture) -> None:

@@ -113,12 +113,17 @@ def test_a_checkpoint_naming_other_code_is_refused_and_reported(setting: Setting
     evil = setting.evil("job")
     ckpt = setting.store / "runs" / "r1" / "run.json"
     doc = json.loads(ckpt.read_text())
-    doc["workflow"] = {"workflow_id": "job", "source": str(evil), "sha256": hashlib.sha256(evil.read_bytes()).hexdigest()}
+    doc["state"]["kernel"]["workflow"] = {"workflow_id": "job", "source": str(evil),
+                                          "sha256": hashlib.sha256(evil.read_bytes()).hexdigest()}
     ckpt.write_text(json.dumps(doc))
+    found = {p.type for p in verify_run(setting.store, "r1").problems}
+    assert {"checkpoint_workflow_mismatch", "checkpoint_state_mismatch"} <= found
     for args in (("tick", "r1"), ("resume", "r1@w1", "--answer", "x"), ("worker", "--once")):
         result = setting.cli(*args)
         assert not setting.marker.exists(), (args, result.stderr)
-    assert "checkpoint_workflow_mismatch" in {p.type for p in verify_run(setting.store, "r1").problems}
+    # The runtime never believed the edited checkpoint: it rebuilt the run from its ledger and
+    # stored a checkpoint the ledger proves.
+    assert verify_run(setting.store, "r1").ok
 
 
 def test_a_snapshot_naming_other_code_is_not_forked_onto_it(setting: Setting) -> None:

@@ -137,8 +137,9 @@ def test_an_edited_checkpoint_never_sends_the_key_elsewhere(setting: Setting) ->
     assert started.returncode == 5, started.stderr
     ckpt = setting.store / "runs" / "c1" / "run.json"
     doc = json.loads(ckpt.read_text())
-    assert doc["metadata"]["llm"]["server"] == setting.good.base_url
-    doc["metadata"]["llm"]["server"] = setting.evil.base_url
+    metadata = doc["state"]["kernel"]["metadata"]
+    assert metadata["llm"]["server"] == setting.good.base_url
+    metadata["llm"]["server"] = setting.evil.base_url  # the checkpoint no longer proves: it is ignored
     ckpt.write_text(json.dumps(doc))
     setting.good.script(chat_completion(content="hello"))
     setting.evil.script(chat_completion(content="pwned"))
