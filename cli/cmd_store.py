@@ -27,14 +27,15 @@ def store_copy(
     One side is the current store (--store), the other --to: one is a folder and the other a
     PostgreSQL database. Nothing is written when the destination already holds a run.
     """
+    from abstractruntime.core.errors import InvalidInputError
+    from abstractruntime.storage.dsn import is_connection_string
     from abstractruntime.storage.postgres.copy import copy_store
     from abstractruntime.storage.postgres.store import PostgresStore
-    from abstractruntime.core.errors import InvalidInputError
     from abstractruntime.storage.store import open_store
 
     s = settings(ctx, json_out)
     source = s.open_store()
-    if _is_url(to) == isinstance(source, PostgresStore):  # refused before --to is created
+    if is_connection_string(to) == isinstance(source, PostgresStore):  # refused before --to is created
         raise InvalidInputError("store copy moves runs between a folder store and a PostgreSQL store")
     destination = open_store(to, create=True)
     try:
@@ -47,7 +48,3 @@ def store_copy(
     else:
         s.emit_lines(copied)
         s.info(f"copied {len(copied)} run(s)")
-
-
-def _is_url(target: str) -> bool:
-    return target.strip().lower().startswith(("postgresql://", "postgres://"))

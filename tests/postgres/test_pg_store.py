@@ -21,7 +21,7 @@ from abstractruntime.core.ports import LedgerHead
 from abstractruntime.storage.ledger_chain import verify_ledger_chain
 from abstractruntime.storage.postgres.schema import SCHEMA_VERSION
 from abstractruntime.storage.postgres.store import PostgresStore
-from abstractruntime.storage.postgres.url import redact
+from abstractruntime.storage.dsn import redact
 from abstractruntime.storage.store import STORE_ENV, StoreNotFoundError, open_store
 
 
