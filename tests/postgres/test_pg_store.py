@@ -55,16 +55,26 @@ def test_an_older_schema_is_upgraded_in_place(open_pg: Callable[..., Any], admin
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from abstractruntime.storage.postgres import schema
 
+    from abstractruntime.core.canonical import canonical_json
+    from abstractruntime.core.ports import Checkpoint
+
     with monkeypatch.context() as patch:
         patch.setattr(schema, "SCHEMA_VERSION", 1)
         patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
-        old = open_pg()
-        old.runs.save(RunState.new(workflow_id="wf", entry_node="a", run_id="kept"))
+        open_pg()
     assert admin.execute("SELECT to_regclass(%s)", [f"{pg_schema}.bookmarks"]).fetchone()[0] is None
+    # A row as version 1 wrote it (no ledger_seq column yet).
+    checkpoint = Checkpoint(run=RunState.new(workflow_id="wf", entry_node="a", run_id="kept"),
+                            ledger=LedgerHead(3, "ab" * 32))
+    data = canonical_json(checkpoint.to_dict())
+    admin.execute(f'INSERT INTO "{pg_schema}".runs (run_id, status, workflow_id, checkpoint, checkpoint_json)'
+                  " VALUES ('kept', 'running', 'wf', %s::jsonb, %s)", [data.decode(), data])
     new = open_pg()
     assert new.runs.load("kept").run_id == "kept"
     rows = admin.execute(f'SELECT version FROM "{pg_schema}".schema_migrations ORDER BY version').fetchall()
     assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
+    # Version 4 took each row's ledger position from its checkpoint (the fence starts there).
+    assert admin.execute(f'SELECT ledger_seq FROM "{pg_schema}".runs').fetchall() == [(3,)]
 
 
 def test_newer_schema_is_refused(open_pg: Callable[..., Any], admin: Any, pg_schema: str) -> None:

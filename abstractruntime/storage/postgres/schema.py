@@ -15,7 +15,7 @@ from typing import Any
 
 from ...core.errors import InvalidInputError, StorageError, UnsupportedFormatError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_SCHEMA = "abstractruntime"
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -113,6 +113,14 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
             until       timestamptz NOT NULL,
             claimed_at  timestamptz NOT NULL DEFAULT now())""",
         "CREATE INDEX runs_running ON {s}.runs (updated_ts, run_id) WHERE status = 'running'",
+    )),
+    (4, "checkpoint rows fenced by their ledger position", (
+        # The ledger seq the row's checkpoint reflects: a checkpoint write is conditional on it
+        # (a row never moves backwards, whoever writes it). Adding a column with a constant
+        # default rewrites nothing; existing rows take their position from the checkpoint.
+        "ALTER TABLE {s}.runs ADD COLUMN ledger_seq bigint NOT NULL DEFAULT 0",
+        """UPDATE {s}.runs SET ledger_seq = (checkpoint -> 'ledger' ->> 'seq')::bigint
+            WHERE jsonb_typeof(checkpoint -> 'ledger' -> 'seq') = 'number'""",
     )),
 ]
 
