@@ -164,3 +164,75 @@ def test_verify_compares_the_row_with_the_ledger(open_pg: Callable[..., Any], ad
     report = _verify(postgres_url, pg_schema, run_id)
     columns = [p for p in report["problems"] if p["type"] == "row_columns_mismatch"]
     assert len(columns) == 1 and "status" in columns[0]["message"]
+
+
+def test_a_stale_writer_keeps_no_secret(open_pg: Callable[..., Any], admin: Any, pg_schema: str) -> None:
+    """The secret values of a batch go in with the batch: a writer whose append is refused
+    leaves no ``secrets`` row (one that would match no record, never be pruned, be copied)."""
+    inside, go_on = threading.Event(), threading.Event()
+
+    def first_fetch(run: RunState, effect: Any) -> EffectOutcome:
+        inside.set()
+        assert go_on.wait(30)
+        return EffectOutcome.completed({"value": "first-writer-secret"})
+
+    def fetch_token(run: RunState, ctx: Any) -> StepPlan:
+        return StepPlan("fetch", next_node="done", effect=Effect(EffectType.TOOL_CALLS, {}, "api_token"))
+
+    flow = WorkflowSpec("secretive", "fetch", {"fetch": fetch_token,
+                                               "done": lambda run, ctx: StepPlan("done", complete_output={})})
+    first = open_pg().runtime(effect_handlers={EffectType.TOOL_CALLS: first_fetch})
+    second_store = open_pg()
+    second = second_store.runtime(effect_handlers={
+        EffectType.TOOL_CALLS: lambda run, effect: EffectOutcome.completed({"value": "second-writer-secret"})})
+    run_id = first.start(workflow=flow)
+    outcome: dict[str, Any] = {}
+
+    def first_tick() -> None:
+        try:
+            outcome["state"] = first.tick(workflow=flow, run_id=run_id)
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=first_tick)
+    thread.start()
+    try:
+        assert inside.wait(30)
+        admin.execute("SELECT pg_terminate_backend(%s)", _lock_backends(admin))
+        assert second.tick(workflow=flow, run_id=run_id).status is RunStatus.COMPLETED
+    finally:
+        go_on.set()
+        thread.join(60)
+
+    assert isinstance(outcome.get("error"), LedgerConflictError), outcome
+    kept = admin.execute(f'SELECT convert_from(entry, \'UTF8\') FROM "{pg_schema}".secrets WHERE run_id = %s',
+                         [run_id]).fetchall()
+    assert not any("first-writer-secret" in row[0] for row in kept), kept
+    assert second_store.runs.load(run_id).vars["api_token"] == {"value": "second-writer-secret"}
+    records = json.dumps(second_store.ledger.list(run_id))
+    assert "second-writer-secret" not in records  # redacted in the ledger: the value is kept beside it
+
+
+def test_secrets_go_in_with_their_batch_or_not_at_all(open_pg: Callable[..., Any]) -> None:
+    from abstractruntime.core.chain import seal_record_line
+    from abstractruntime.core.models import StepRecord
+    from abstractruntime.core.ports import LedgerHead
+
+    def sealed(node: str) -> tuple[dict[str, Any], bytes]:
+        rec = StepRecord.start(run=RunState.new(workflow_id="wf", entry_node="a", run_id="s1"), node_id=node,
+                               effect=None)
+        rec.finish_success({"node": node})
+        return seal_record_line(rec, head=LedgerHead())
+
+    ledger = open_pg().ledger
+    (mine, my_line), (theirs, their_line) = sealed("mine"), sealed("theirs")
+    ledger.append_lines("s1", [theirs], [their_line], expect=LedgerHead())  # another writer got there first
+    entry = {"record_hash": mine["record_hash"], "seq": 1, "field": "result", "path": ["k"], "value": "v"}
+    ledger.put_secrets("s1", [entry])
+    with pytest.raises(LedgerConflictError):  # the batch read a head that moved: refused ...
+        ledger.append_lines("s1", [mine], [my_line], expect=LedgerHead())
+    assert ledger.get_secrets("s1") == []  # ... and its secret with it
+
+    ledger.put_secrets("s2", [{**entry, "record_hash": mine["record_hash"]}])
+    ledger.append_lines("s2", [{**mine, "run_id": "s2"}], [my_line], expect=LedgerHead())
+    assert [e["value"] for e in open_pg().ledger.get_secrets("s2")] == ["v"]
