@@ -25,29 +25,31 @@ def store_copy(
     """Copy runs with their ledgers (byte for byte), snapshots, bookmarks and artifacts.
 
     One side is the current store (--store), the other --to: one is a folder and the other a
-    PostgreSQL database. Nothing is written when the destination already holds a run.
+    PostgreSQL database. Each run is read at one moment, verified, and written whole or not at
+    all. Run it again after a failure: what the destination already holds identically is
+    skipped. A different run under an existing id is refused (exit 1), a run that does not
+    verify too (exit 3); the others are copied either way.
+
+    Prints the runs copied, one per line (--json: {"copied", "already", "count", ...}).
     """
+    from abstractruntime.core.errors import InvalidInputError
+    from abstractruntime.storage.dsn import is_connection_string
     from abstractruntime.storage.postgres.copy import copy_store
     from abstractruntime.storage.postgres.store import PostgresStore
-    from abstractruntime.core.errors import InvalidInputError
     from abstractruntime.storage.store import open_store
 
     s = settings(ctx, json_out)
     source = s.open_store()
-    if _is_url(to) == isinstance(source, PostgresStore):  # refused before --to is created
+    if is_connection_string(to) == isinstance(source, PostgresStore):  # refused before --to is created
         raise InvalidInputError("store copy moves runs between a folder store and a PostgreSQL store")
     destination = open_store(to, create=True)
     try:
         wanted = [run_id_of(r) for r in runs] if runs else None
-        copied = copy_store(source, destination, runs=wanted)
+        report = copy_store(source, destination, runs=wanted)
     finally:
         destination.close()
     if s.json:
-        s.emit_json({"copied": copied, "count": len(copied)})
+        s.emit_json(report.to_dict())
     else:
-        s.emit_lines(copied)
-        s.info(f"copied {len(copied)} run(s)")
-
-
-def _is_url(target: str) -> bool:
-    return target.strip().lower().startswith(("postgresql://", "postgres://"))
+        s.emit_lines(report.copied)
+        s.info(f"copied {len(report.copied)} run(s); {len(report.already)} already there")

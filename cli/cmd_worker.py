@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from .app import app, settings
 from .cmd_exec import scheduler_for
 from .output import json_inline
+
+if TYPE_CHECKING:
+    from abstractruntime.core.errors import DatabaseUnavailableError
+    from abstractruntime.scheduler.outage import Outage
 
 
 @app.command("worker")
@@ -27,6 +31,9 @@ def worker_cmd(
     lease: float = typer.Option(30.0, "--lease", metavar="SECONDS", min=0.1,
                                 help="PostgreSQL: how long a claimed run stays this worker's without renewal "
                                      "(a worker killed with -9 has its runs taken over after this)."),
+    max_outage: Optional[float] = typer.Option(
+        None, "--max-outage", metavar="SECONDS", min=0.1,
+        help="Exit (1) when the store stays unreachable this long (default: keep retrying)."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per advanced run (JSON lines)."),
 ) -> None:
     """Advance runnable runs until stopped: due timers, and runs left `running` (handed off by
@@ -38,7 +45,15 @@ def worker_cmd(
     is claimed with leases (FOR UPDATE SKIP LOCKED) and idle workers are woken at once by
     `emit --hand-off` (LISTEN/NOTIFY). With --concurrency N, up to N runs advance at the same
     time; a stop cancels the in-flight ones: each interrupted effect is recorded and runs again later.
+
+    When the database goes away (a restart, a cut connection) the worker keeps going: it
+    retries with capped exponential backoff and jitter, prints one line when the outage
+    begins and one when it ends, and exits only on a configuration error (a bad connection
+    string, a refused password, no store there) or once an outage outlasts --max-outage.
     """
+    from abstractruntime.core.errors import DatabaseUnavailableError
+    from abstractruntime.scheduler.outage import Outage
+
     s = settings(ctx, json_out)
     stop = threading.Event()
 
@@ -48,24 +63,60 @@ def worker_cmd(
     def report(state: Any) -> None:
         typer.echo(json_inline(state.to_dict()) if s.json else f"{state.run_id}\t{state.status.value}")
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    def outage_began(exc: BaseException) -> None:
+        limit_note = f" for up to {max_outage:g} s (--max-outage)" if max_outage else ""
+        reason = " ".join(str(exc).split())  # libpq's messages span lines
+        typer.echo(f"warning: database unavailable: {reason}; retrying with backoff{limit_note}", err=True)
+
+    def outage_ended(seconds: float) -> None:
+        typer.echo(f"database available again after {seconds:.1f} s", err=True)
+
     errors: list[str] = []
-    scheduler = scheduler_for(s, limit=limit, allow_drift=allow_drift, errors=errors, on_run_resumed=report,
-                              lease_s=lease)
-    s.info(f"worker started on {s.store_root()} as {scheduler.worker_id} (Ctrl-C to stop)")
+
+    def after_pass(advanced: list[Any]) -> None:
+        for line in errors:
+            typer.echo(f"error: {line}", err=True)
+        errors.clear()
+
+    outage = Outage(max_outage=max_outage, on_start=outage_began, on_end=outage_ended)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    scheduler = None
     try:
-        scheduler.listen_for_work()
-        while not stop.is_set():
-            advanced = scheduler.work_pass(limit=limit, concurrency=concurrency, stop_event=stop)
-            for line in errors:
-                typer.echo(f"error: {line}", err=True)
-            errors.clear()
-            if once:
-                break
-            if not advanced:
-                scheduler.wait_for_work(interval, stop)
+        while scheduler is None and not stop.is_set():
+            try:  # a database that is not up yet is waited for like any outage
+                scheduler = scheduler_for(s, limit=limit, allow_drift=allow_drift, errors=errors,
+                                          on_run_resumed=report, lease_s=lease)
+            except DatabaseUnavailableError as exc:
+                stop.wait(_limited(outage, exc, max_outage))
+        if scheduler is None:
+            return
+        outage.ended()
+        s.info(f"worker started on {s.store_root()} as {scheduler.worker_id} (Ctrl-C to stop)")
+        try:
+            scheduler.serve(limit=limit, concurrency=concurrency, interval=interval, once=once, stop_event=stop,
+                            outage=outage, on_pass=after_pass)
+        except DatabaseUnavailableError as exc:
+            raise _gave_up(exc, max_outage) from None
     finally:
-        scheduler.close_claims()
+        if scheduler is not None:
+            scheduler.close_claims()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     s.info("worker stopped")
+
+
+def _limited(outage: "Outage", exc: "DatabaseUnavailableError", max_outage: Optional[float]) -> float:
+    """The wait before the next attempt, or the outage that outlasted --max-outage."""
+    from abstractruntime.core.errors import DatabaseUnavailableError
+
+    try:
+        return outage.failed(exc)
+    except DatabaseUnavailableError as final:
+        raise _gave_up(final, max_outage) from None
+
+
+def _gave_up(exc: "DatabaseUnavailableError", max_outage: Optional[float]) -> "DatabaseUnavailableError":
+    """The outage that outlasted --max-outage, said in the command's terms."""
+    if max_outage is None or "allowed" not in str(exc):
+        return exc
+    return type(exc)(f"{exc} (--max-outage {max_outage:g})", **exc.details)

@@ -60,6 +60,7 @@ ERROR_EXIT_CODES: dict[str, int] = {
     "workflow_load": ERROR,
     "effect_failed": ERROR,
     "storage_error": ERROR,
+    "database_unavailable": ERROR,
     "missing_extra": ERROR,
 }
 

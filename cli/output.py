@@ -104,11 +104,12 @@ class Settings:
         for every other command a missing store is exit 4 naming where it was looked for.
         """
         if self._file_store is None:
+            from abstractruntime.storage.dsn import is_connection_string
             from abstractruntime.storage.store import STORE_ENV, FileStore, find_store, locate_store
             from abstractruntime.storage.store import open_store as open_any_store
 
             target = self.store or os.environ.get(STORE_ENV)
-            if isinstance(target, str) and target.strip().lower().startswith(("postgresql://", "postgres://")):
+            if isinstance(target, str) and is_connection_string(target):
                 # A PostgreSQL store: the same commands, the same guarantees (docs/postgres.md).
                 self._file_store = open_any_store(target, create=create)
                 return self._file_store

@@ -3,6 +3,12 @@
 A handler is ``handler(run, effect, default_next_node) -> EffectOutcome`` (the two-argument
 form ``handler(run, effect)`` is accepted too). ``default_next_node`` is the plan's
 ``next_node``: where a waiting effect resumes unless its payload names ``resume_to_node``.
+
+Every wait key is checked where the wait is made (:func:`check_wait_key`): a key every store
+can hold and index — non-empty text without U+0000, valid Unicode, at most
+:data:`MAX_WAIT_KEY_BYTES` bytes. A key outside that fails the effect with a clear error
+(recorded, not retried) instead of being recorded and then failing every checkpoint write
+of a store that cannot hold it.
 """
 
 from __future__ import annotations
@@ -13,11 +19,45 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from .clock import parse_iso, to_iso
-from .errors import RunExistsError
+from .errors import InvalidInputError, RunExistsError
 from .models import Effect, RunState, RunStatus, WaitReason, WaitState
 
 if TYPE_CHECKING:
     from .runtime import Runtime
+
+
+# A wait key is indexed by the stores (PostgreSQL's btree entries hold about 2,700 bytes).
+MAX_WAIT_KEY_BYTES = 1024
+
+
+def wait_key_problem(key: object) -> Optional[str]:
+    """Why ``key`` cannot be a wait key (``None`` when it can)."""
+    if not isinstance(key, str):
+        return f"must be text, not {type(key).__name__}"
+    if not key:
+        return "is empty"
+    if "\x00" in key:
+        return "contains the character U+0000 (NUL), which PostgreSQL cannot store"
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid Unicode (it holds a lone surrogate)"
+    if size > MAX_WAIT_KEY_BYTES:
+        return f"is {size} bytes long; at most {MAX_WAIT_KEY_BYTES} bytes (stores index it)"
+    return None
+
+
+def _refusal(key: object, problem: str, what: str) -> str:
+    shown = repr(key) if len(repr(key)) <= 80 else repr(key)[:77] + "..."
+    return f"{what} {shown} {problem}"
+
+
+def check_wait_key(key: object, *, what: str = "wait key") -> str:
+    """``key`` if every store can hold and find it, else :class:`InvalidInputError` saying why."""
+    problem = wait_key_problem(key)
+    if problem is not None:
+        raise InvalidInputError(_refusal(key, problem, what))
+    return key  # type: ignore[return-value]  # a str: checked above
 
 
 @dataclass(frozen=True)
@@ -34,6 +74,10 @@ class EffectOutcome:
     error: Optional[str] = None
     retryable: bool = True
 
+    def __post_init__(self) -> None:
+        if self.wait is not None and self.wait.wait_key is not None:
+            check_wait_key(self.wait.wait_key)
+
     @classmethod
     def completed(cls, result: Optional[dict[str, Any]] = None) -> "EffectOutcome":
         """The effect is done; ``result`` goes to ``vars[result_key]``."""
@@ -41,7 +85,11 @@ class EffectOutcome:
 
     @classmethod
     def waiting(cls, wait: WaitState) -> "EffectOutcome":
-        """The run must pause on ``wait``."""
+        """The run must pause on ``wait``; a wait key no store can hold fails the effect instead
+        (not retryable: the same key would fail the same way)."""
+        problem = wait_key_problem(wait.wait_key) if wait.wait_key is not None else None
+        if problem is not None:
+            return cls.failed(f"cannot wait: {_refusal(wait.wait_key, problem, 'wait key')}", retryable=False)
         return cls(status="waiting", wait=wait)
 
     @classmethod

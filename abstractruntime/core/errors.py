@@ -40,6 +40,7 @@ Hierarchy::
     ├── WorkflowLoadError                     workflow_load
     ├── EffectFailedError                     effect_failed
     ├── StorageError (OSError-like causes)    storage_error
+    │   └── DatabaseUnavailableError          database_unavailable
     └── MissingExtraError (ImportError)       missing_extra
 """
 
@@ -290,6 +291,13 @@ class StorageError(AbstractRuntimeError):
     code = "storage_error"
 
 
+class DatabaseUnavailableError(StorageError):
+    """The database could not be reached, or dropped the connection (a restart, a network cut,
+    a server-side timeout): worth retrying, unlike a configuration error."""
+
+    code = "database_unavailable"
+
+
 class MissingExtraError(AbstractRuntimeError, ImportError):
     """An optional dependency is not installed; the message says which extra to add."""
 
@@ -327,5 +335,6 @@ __all__ = [
     "WorkflowLoadError",
     "EffectFailedError",
     "StorageError",
+    "DatabaseUnavailableError",
     "MissingExtraError",
 ]

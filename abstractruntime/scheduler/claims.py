@@ -56,6 +56,10 @@ class WorkClaims(Protocol):
         """Block up to ``timeout`` seconds for a wake-up (``True``) or until ``stop`` is set."""
         ...
 
+    def reset(self) -> None:
+        """After the store was unreachable: drop this worker's claims (nothing is in hand)."""
+        ...
+
     def close(self) -> None:
         """Release what the claims hold open (connections); leases are left to expire."""
         ...
@@ -122,6 +126,10 @@ class ListingClaims:
         """Sleep ``timeout`` seconds (or until ``stop`` is set); never woken by work."""
         (stop or threading.Event()).wait(max(0.0, timeout))
         return False
+
+    def reset(self) -> None:
+        """Forget the listing (it is read again)."""
+        self._listed = []
 
     def close(self) -> None:
         """Nothing held open."""

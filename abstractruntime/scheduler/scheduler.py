@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..core.clock import to_iso
-from ..core.errors import InvalidInputError, RunLockedError, RunNotFoundError
+from ..core.errors import DatabaseUnavailableError, InvalidInputError, RunLockedError, RunNotFoundError
 from ..core.models import RunState
 from ..storage.base import QueryableRunStore
 from .registry import WorkflowNotRegisteredError, WorkflowRegistry
@@ -311,6 +311,8 @@ class Scheduler(RunTreeOperations, WorkPass):
             return None
         except RunNotFoundError:
             return None  # deleted since it was listed
+        except DatabaseUnavailableError:
+            raise  # not this run's failure: the worker's loop waits for the store (work_pass.serve)
         except Exception as exc:
             self._fail(run.run_id, exc)
             return None

@@ -12,6 +12,11 @@ A stop (``stop_event`` set, e.g. by SIGTERM) ends the pass: a one-at-a-time pass
 run in hand first; a concurrent pass cancels its in-flight ticks (each interrupted effect is
 recorded as a failed attempt and runs again later, every lock is released). Claims are
 released either way.
+
+:meth:`WorkPass.serve` is the worker's loop: passes, and waits for work in between. A store
+that becomes unavailable (:class:`~abstractruntime.core.errors.DatabaseUnavailableError`: a
+restart, a cut connection) ends the pass, not the worker: it waits with backoff, then gives
+up the claims it held, listens again and goes on (:mod:`abstractruntime.scheduler.outage`).
 """
 
 from __future__ import annotations
@@ -21,19 +26,23 @@ import contextlib
 import logging
 import threading
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from ..core.clock import to_iso
 from ..core.timers import run_is_due
-from ..core.errors import InvalidInputError, RunLockedError, RunNotFoundError
+from ..core.errors import DatabaseUnavailableError, InvalidInputError, RunLockedError, RunNotFoundError
 from ..core.models import RunState, RunStatus
 from .claims import WorkClaims, claims_for, new_worker_id
+from .outage import Outage
 
 if TYPE_CHECKING:
     from ..core.ports import Checkpoint
     from ..core.runtime import Runtime
 
 logger = logging.getLogger("abstractruntime.scheduler")
+
+# PostgreSQL's SQLSTATE for a session it closed after idle_session_timeout.
+IDLE_SESSION_CLOSED = "57P05"
 
 
 class _Heartbeat:
@@ -147,6 +156,44 @@ class WorkPass:
         if self._claims is not None:
             self._claims.close()
 
+    def serve(self, *, limit: int = 100, concurrency: int = 1, interval: float = 1.0, once: bool = False,
+              stop_event: Optional[threading.Event] = None, outage: Optional[Outage] = None,
+              on_pass: Optional[Callable[[list[RunState]], None]] = None) -> None:
+        """Work until ``stop_event`` is set (one pass with ``once``): a :meth:`work_pass`, then,
+        when it advanced nothing, :meth:`wait_for_work` (a wake-up, a due timer, ``interval``).
+        ``on_pass(advanced)`` is called after each pass.
+
+        An unavailable store (:class:`DatabaseUnavailableError`) does not end it: it waits as
+        ``outage`` says (backoff with jitter; one ``on_start``/``on_end`` call per outage),
+        then gives up the claims it held, listens again and goes on. It raises what retrying
+        cannot fix, and :class:`DatabaseUnavailableError` once an outage outlasted
+        ``outage.max_outage``.
+        """
+        stop = stop_event if stop_event is not None else threading.Event()
+        outage = outage if outage is not None else Outage()
+        retried = False
+        while not stop.is_set():
+            try:
+                if outage.active:
+                    self.work_claims().reset()  # the passes that held claims were cut short
+                self.listen_for_work()
+                outage.ended()  # the store answered
+                advanced = self.work_pass(limit=limit, concurrency=concurrency, stop_event=stop)
+                retried = False
+                if on_pass is not None:
+                    on_pass(advanced)
+                if once:
+                    return
+                if not advanced:
+                    self.wait_for_work(interval, stop)
+            except DatabaseUnavailableError as exc:
+                if not outage.active and not retried and exc.details.get("sqlstate") == IDLE_SESSION_CLOSED:
+                    # The server closed a session just as it was taken for a statement it did
+                    # not run (it was idle): not an outage; a new session, at once.
+                    retried = True
+                    continue
+                stop.wait(outage.failed(exc))
+
     def work_pass(self, *, limit: int = 100, concurrency: int = 1,
                   stop_event: Optional[threading.Event] = None) -> list[RunState]:
         """Claim and advance runnable runs (due timers, runs left ``running``), at most ``limit``
@@ -198,6 +245,8 @@ class WorkPass:
             checkpoint = self._checkpoint(run_id)
         except RunNotFoundError:
             return None
+        except DatabaseUnavailableError:
+            raise  # the store's outage, not the run's failure: the pass ends (see serve)
         except Exception as exc:
             self._fail(run_id, exc)
             return None
@@ -209,18 +258,23 @@ class WorkPass:
         advanced: list[RunState] = []
         tried: set[str] = set()
         tasks: set[asyncio.Task[None]] = set()
+        unavailable: list[DatabaseUnavailableError] = []
 
         async def one(run_id: str, beat: _Heartbeat) -> None:
             try:
                 state = await self._aadvance(run_id)
                 if state is not None:
                     advanced.append(state)
+            except DatabaseUnavailableError as exc:
+                unavailable.append(exc)  # ends the pass: the other ticks are cancelled below
             finally:
                 beat.done([run_id])
 
         with self._beating(claims) as beat:
             try:
                 while not _stopped(stop_event):
+                    if unavailable:
+                        raise unavailable[0]
                     free = concurrency - len(tasks)
                     if free > 0 and len(tried) < limit:
                         ids = await asyncio.to_thread(claims.claim, now_iso=to_iso(self._runtime.now()),
@@ -235,6 +289,8 @@ class WorkPass:
                         break
                     done, _ = await asyncio.wait(tasks, timeout=0.1, return_when=asyncio.FIRST_COMPLETED)
                     tasks.difference_update(done)
+                if unavailable:
+                    raise unavailable[0]
             finally:
                 for task in tasks:
                     task.cancel()  # a stop: every in-flight tick unwinds and releases its run
@@ -256,6 +312,8 @@ class WorkPass:
             return None
         except RunNotFoundError:
             return None
+        except DatabaseUnavailableError:
+            raise
         except Exception as exc:
             self._fail(run_id, exc)
             return None

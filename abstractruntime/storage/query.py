@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Optional
 
 from ..core.clock import parse_iso
+from ..core.effects import check_wait_key
 from ..core.models import RunState, RunStatus, WaitReason
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -115,8 +116,11 @@ def waiting_on(run_store: Any, wait_key: str, limit: int = 1000) -> list[RunStat
     query on every store abstractruntime ships); a store that only implements
     :class:`~abstractruntime.core.ports.QueryableRunStore` as upstream 0.0.1 defined it is
     asked for every WAITING run (``list_runs``), filtered and ordered here. Raises
-    ``TypeError`` for a store that cannot list runs at all.
+    ``TypeError`` for a store that cannot list runs at all, and
+    :class:`~abstractruntime.core.errors.InvalidInputError` for a key no wait can have
+    (:func:`~abstractruntime.core.effects.check_wait_key`).
     """
+    check_wait_key(wait_key)
     own = getattr(run_store, "list_waiting_on", None)
     if callable(own):
         found: list[RunState] = own(wait_key, limit=limit)

@@ -156,12 +156,15 @@ def open_store(root: Optional[str | os.PathLike[str]] = None, *, durability: Dur
     With ``create=False`` a missing store is a :class:`StoreNotFoundError` (naming the
     paths searched) and nothing is written; with ``create=True`` it is created.
 
-    A ``postgresql://`` URL (given, or in ``$ABSTRACTRUNTIME_STORE``) opens a
+    A ``postgresql://`` URL or a libpq key/value string such as ``host=db dbname=runs``
+    (given, or in ``$ABSTRACTRUNTIME_STORE``; :mod:`abstractruntime.storage.dsn`) opens a
     :class:`~abstractruntime.storage.postgres.store.PostgresStore` instead (the ``postgres``
     extra; docs/postgres.md): every commit is durable there, so ``durability`` does not apply.
     """
+    from .dsn import is_connection_string
+
     target = root if root else os.environ.get(STORE_ENV)
-    if isinstance(target, str) and target.strip().lower().startswith(("postgresql://", "postgres://")):
+    if isinstance(target, str) and is_connection_string(target):
         from .postgres.store import PostgresStore
 
         return PostgresStore(target.strip(), create=create)

@@ -69,8 +69,8 @@ def test_store_copy_moves_runs_to_postgresql_and_back(database_url: str, tmp_pat
     assert json.loads(_cli(str(back), "runs", "show", "f1", "--json").stdout)["run"]["status"] == "completed"
     assert _cli(str(back), "verify", "f1").returncode == 0
 
-    again = _cli(str(folder), "store", "copy", "--to", url)  # the destination holds f1: refused
-    assert again.returncode == 1 and "already holds" in again.stderr and "Traceback" not in again.stderr
+    again = _cli(str(folder), "store", "copy", "--to", url)  # the destination holds f1 further on: refused
+    assert again.returncode == 1 and "holds a different run f1" in again.stderr and "Traceback" not in again.stderr
     assert json.loads(_cli(url, "runs", "show", "f1", "--json").stdout)["run"]["status"] == "completed"
 
 

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-MODULES = ["url", "schema", "db", "runs", "ledger", "marks", "artifacts", "store", "transfer", "copy", "verify"]
+MODULES = ["schema", "db", "runs", "ledger", "marks", "artifacts", "store", "transfer", "copy", "verify"]
 
 PROBE = """
 import importlib, json, sys

@@ -21,7 +21,7 @@ from abstractruntime.core.ports import LedgerHead
 from abstractruntime.storage.ledger_chain import verify_ledger_chain
 from abstractruntime.storage.postgres.schema import SCHEMA_VERSION
 from abstractruntime.storage.postgres.store import PostgresStore
-from abstractruntime.storage.postgres.url import redact
+from abstractruntime.storage.dsn import redact
 from abstractruntime.storage.store import STORE_ENV, StoreNotFoundError, open_store
 
 
@@ -55,16 +55,26 @@ def test_an_older_schema_is_upgraded_in_place(open_pg: Callable[..., Any], admin
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from abstractruntime.storage.postgres import schema
 
+    from abstractruntime.core.canonical import canonical_json
+    from abstractruntime.core.ports import Checkpoint
+
     with monkeypatch.context() as patch:
         patch.setattr(schema, "SCHEMA_VERSION", 1)
         patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
-        old = open_pg()
-        old.runs.save(RunState.new(workflow_id="wf", entry_node="a", run_id="kept"))
+        open_pg()
     assert admin.execute("SELECT to_regclass(%s)", [f"{pg_schema}.bookmarks"]).fetchone()[0] is None
+    # A row as version 1 wrote it (no ledger_seq column yet).
+    checkpoint = Checkpoint(run=RunState.new(workflow_id="wf", entry_node="a", run_id="kept"),
+                            ledger=LedgerHead(3, "ab" * 32))
+    data = canonical_json(checkpoint.to_dict())
+    admin.execute(f'INSERT INTO "{pg_schema}".runs (run_id, status, workflow_id, checkpoint, checkpoint_json)'
+                  " VALUES ('kept', 'running', 'wf', %s::jsonb, %s)", [data.decode(), data])
     new = open_pg()
     assert new.runs.load("kept").run_id == "kept"
     rows = admin.execute(f'SELECT version FROM "{pg_schema}".schema_migrations ORDER BY version').fetchall()
     assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
+    # Version 4 took each row's ledger position from its checkpoint (the fence starts there).
+    assert admin.execute(f'SELECT ledger_seq FROM "{pg_schema}".runs').fetchall() == [(3,)]
 
 
 def test_newer_schema_is_refused(open_pg: Callable[..., Any], admin: Any, pg_schema: str) -> None:
@@ -233,8 +243,13 @@ def test_records_jsonb_cannot_hold_round_trip(open_pg: Callable[..., Any], admin
 
 def test_secrets_and_anchors(open_pg: Callable[..., Any]) -> None:
     ledger = open_pg().ledger
-    ledger.put_secrets("r1", [{"record_hash": "h1", "seq": 1, "field": "effect", "path": ["k"], "value": "s1"},
-                              {"record_hash": "h2", "seq": 2, "field": "result", "path": [], "value": {"x": 1}}])
+    docs, lines = _sealed("r1", LedgerHead(), 2)
+    ledger.append_lines("r1", docs, lines, expect=LedgerHead())
+    # Values of records already in the ledger are kept at once (see test_pg_fencing.py for a batch's own).
+    ledger.put_secrets("r1", [{"record_hash": docs[0]["record_hash"], "seq": 1, "field": "effect", "path": ["k"],
+                               "value": "s1"},
+                              {"record_hash": docs[1]["record_hash"], "seq": 2, "field": "result", "path": [],
+                               "value": {"x": 1}}])
     assert [e["value"] for e in open_pg().ledger.get_secrets("r1")] == ["s1", {"x": 1}]
     ledger.prune_secrets("r1", through_seq=1)
     assert [e["seq"] for e in ledger.get_secrets("r1")] == [2]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 
-from .url import is_postgres_url as is_postgres_url, redact as redact  # re-exported
+from ..dsn import is_connection_string, redact as redact  # re-exported
+
+is_postgres_url = is_connection_string  # a URL or a libpq key/value string
 
 # name -> module of this package that defines it (loaded on first access).
 _LAZY = {

@@ -17,7 +17,12 @@ still working cannot append over another's records.
 
 ``emit --hand-off`` answers a run without advancing it and calls :meth:`wake`:
 ``pg_notify`` on the store's channel. Idle workers block in :meth:`wait_for_work` on
-``LISTEN`` and claim the run at once, with no polling interval in between.
+``LISTEN`` and claim the run at once, with no polling interval in between. A ``LISTEN``
+connection the server closes (``idle_session_timeout``, ``pg_terminate_backend``, a restart)
+is opened and listened again at once, and the wait returns as if woken: a wake-up sent
+while nobody listened is not lost, the next pass claims its run. When the server cannot be
+reached, :class:`~abstractruntime.core.errors.DatabaseUnavailableError` tells the worker's
+loop to back off and retry (:mod:`abstractruntime.scheduler.work_pass`).
 """
 
 from __future__ import annotations
@@ -145,7 +150,11 @@ class PostgresClaims:
         with self._listen_guard:
             if self._listen is None or self._listen.closed or self._listen.broken:
                 conn = self.db.connect()
-                conn.execute(f'LISTEN "{wake_channel(self.db.schema)}"')
+                try:
+                    conn.execute(f'LISTEN "{wake_channel(self.db.schema)}"')
+                except self.db.psycopg.Error as exc:
+                    conn.close()
+                    raise self.db.storage_error(exc, lost=conn.broken) from None
                 self._listen = conn
 
     def wait_for_work(self, timeout: float, stop: Optional[threading.Event] = None) -> bool:
@@ -169,11 +178,22 @@ class PostgresClaims:
                     for _ in conn.notifies(timeout=0):
                         pass
                     return True
-            except self.db.psycopg.Error as exc:
+            except self.db.psycopg.Error:
+                # The server closed the session: listen again on a new one (an outage raises
+                # DatabaseUnavailableError here), and look for work sent meanwhile.
                 self.close()
-                raise self.db.storage_error(exc) from None
+                self.listen()
+                return True
             if left <= 0 or (stop is not None and stop.is_set()):
                 return False
+
+    def reset(self) -> None:
+        """After an outage: give up every lease of this worker (the passes that held them were
+        cut short; nothing is in hand now), so its runs are claimable at once, and forget what
+        the last claims read."""
+        self._claimed.clear()
+        with self.db.connection() as conn:
+            conn.execute(f"DELETE FROM {self._s}.leases WHERE owner = %s", [self.owner])
 
     def close(self) -> None:
         """Stop listening (the leases stay until released or expired)."""

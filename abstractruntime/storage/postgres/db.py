@@ -3,12 +3,18 @@
 psycopg 3 is imported here, lazily, when a store is opened: ``import abstractruntime`` and
 the kernel load no third-party module. Every psycopg error that leaves this package is turned
 into an :class:`~abstractruntime.core.errors.AbstractRuntimeError` whose message has passed
-through :func:`~.url.redact`, so a password in a URL never reaches a log or ``--json``.
+through the store's :class:`~abstractruntime.storage.dsn.ConnectionString`, so a password in
+a URL or a key/value string never reaches a log or ``--json``. An error that retrying can fix
+(the server restarting, a cut connection, a server-side timeout) is a
+:class:`~abstractruntime.core.errors.DatabaseUnavailableError`; anything else (a refused
+password, an unknown database, a bad parameter) a plain :class:`StorageError`.
 
 The shared connection (autocommit; explicit transactions where several statements must be
 atomic) serves every read and write, serialised by a lock because a psycopg connection runs
 one statement at a time. Run locks are PostgreSQL session-level advisory locks, so each held
 lock needs its own connection: those come from a small pool and go back to it when released.
+An idle connection the server closed (a restart, ``idle_session_timeout``,
+``pg_terminate_backend``) is noticed before it is used and replaced, so it costs no error.
 """
 
 from __future__ import annotations
@@ -17,17 +23,55 @@ import contextlib
 import hashlib
 import importlib
 import os
+import select
 import threading
 from typing import Any, Iterator, Optional
 
-from ...core.errors import CorruptRecordError, MissingExtraError, StorageError, UnsupportedFormatError
+from ...core.errors import (
+    CorruptRecordError,
+    DatabaseUnavailableError,
+    MissingExtraError,
+    StorageError,
+    UnsupportedFormatError,
+)
+from ..dsn import parse as parse_connection_string
 from .schema import DEFAULT_SCHEMA, check_schema_name, installed_version, migrate, quoted, refuse_newer
-from .url import redact
 
 # Idle lock connections kept for reuse (more are opened when needed and closed on release).
 LOCK_POOL_SIZE = 4
 APPLICATION_NAME = "abstractruntime"
 _NUL_ESCAPE = b"\\u0000"
+
+# SQLSTATEs of a lost or refused connection that a later attempt may not meet: class 08
+# (connection exception), the server shutting down or starting up, an idle-session timeout,
+# too many connections.
+_TRANSIENT_STATES = frozenset({"57P01", "57P02", "57P03", "57P05", "53300"})
+# Connection failures that retrying cannot fix: the server answered and refused, or libpq
+# refused the parameters. Anything else (refused, unreachable, starting up, reset) is an outage.
+_CONFIGURATION_FAILURES = ("password authentication failed", "authentication failed", "no pg_hba.conf entry",
+                           "does not exist", "is not permitted to log in", "permission denied", "invalid ",
+                           "server does not support ssl", "ssl is not enabled", "certificate", "requires a valid")
+
+
+def is_transient_connect_failure(message: str) -> bool:
+    """Whether libpq's message for a failed connection attempt describes an outage (retry)
+    rather than a configuration error (stop)."""
+    text = message.lower()
+    return not any(marker in text for marker in _CONFIGURATION_FAILURES)
+
+
+def _usable(conn: Any) -> bool:
+    """Whether an idle connection can take a statement: open, not broken, and nothing unread
+    on its socket (an idle session hears from the server only when it is being closed)."""
+    if conn.closed or conn.broken:
+        return False
+    try:
+        if conn.info.transaction_status != 0:  # inside a transaction of an enclosing block
+            return True
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return not readable
 
 
 def _psycopg() -> Any:
@@ -82,7 +126,8 @@ class PgDatabase:
 
     def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, create: bool = True,
                  connect_timeout: int = 10) -> None:
-        self.url = url
+        self.conninfo = parse_connection_string(url)  # refused here, redacted, when libpq would misread it
+        self.url = self.conninfo.text
         self.schema = check_schema_name(schema)
         self.s = quoted(schema)
         self.connect_timeout = connect_timeout
@@ -92,6 +137,7 @@ class PgDatabase:
         self._pool: list[Any] = []
         self._closed = False
         self._conn: Optional[Any] = None
+        self._depth = 0
         self._pid = os.getpid()
         try:
             self._prepare(create)
@@ -104,7 +150,7 @@ class PgDatabase:
             if create:
                 migrate(conn, self.schema, lock_key=advisory_key("migrate", self.schema), where=self.describe())
                 return
-            version = installed_version(conn, self.schema)
+            version = installed_version(conn, self.schema, where=self.describe())
         if version == 0:
             from ..store import StoreNotFoundError
 
@@ -112,50 +158,68 @@ class PgDatabase:
         refuse_newer(version, self.describe())
 
     def describe(self) -> str:
-        """The URL with its password redacted, plus the schema when not the default."""
-        where = redact(self.url)
+        """The connection string with its password redacted, plus the schema when not the default."""
+        where = self.conninfo.redacted()
         return where if self.schema == DEFAULT_SCHEMA else f"{where} (schema {self.schema})"
 
     # -- connections --------------------------------------------------------------------
 
+    def scrub(self, text: str) -> str:
+        """``text`` (e.g. a libpq message) with this store's passwords, in any form, removed."""
+        return self.conninfo.scrub(text)
+
     def connect(self) -> Any:
-        """A new autocommit connection (``StorageError``, redacted, when the server refuses)."""
+        """A new autocommit connection; when the server cannot be had, a redacted
+        :class:`DatabaseUnavailableError` (an outage) or :class:`StorageError` (a configuration error)."""
         psycopg = self.psycopg
         # fallback_application_name names us in pg_stat_activity unless the URL names itself;
         # the connect timeout applies unless the URL or PGCONNECT_TIMEOUT sets one.
         options: dict[str, Any] = {"fallback_application_name": APPLICATION_NAME}
+        if "connect_timeout" not in self.conninfo.params and not os.environ.get("PGCONNECT_TIMEOUT"):
+            options["connect_timeout"] = self.connect_timeout
         try:
-            if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(self.url) \
-                    and not os.environ.get("PGCONNECT_TIMEOUT"):
-                options["connect_timeout"] = self.connect_timeout
             conn = psycopg.connect(self.url, autocommit=True, **options)
         except psycopg.Error as exc:
-            raise StorageError(f"cannot connect to PostgreSQL at {redact(self.url)}: {redact(str(exc).strip())}",
-                               store=redact(self.url)) from None
+            text = self.scrub(str(exc).strip())
+            error = DatabaseUnavailableError if is_transient_connect_failure(text) else StorageError
+            raise error(f"cannot connect to PostgreSQL at {self.describe()}: {text}", store=self.describe()) from None
         return conn
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Any]:
-        """The shared connection, held exclusively for the block; reopened if it broke.
+        """The shared connection, held exclusively for the block; reopened if it broke or the
+        server closed it while it was idle.
 
-        A psycopg error raised in the block becomes a redacted :class:`StorageError`.
+        A psycopg error raised in the block becomes a redacted :class:`StorageError`
+        (:class:`DatabaseUnavailableError` when the connection was lost).
         """
         with self._guard:
             if self._closed:
                 raise StorageError(f"the PostgreSQL store {self.describe()} is closed")
             self._forget_if_forked()
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = self.connect()
+            conn = self._conn
+            if conn is None or (self._depth == 0 and not _usable(conn)):
+                if conn is not None:
+                    conn.close()
+                self._conn = None
+                self._conn = conn = self.connect()
+            self._depth += 1
             try:
-                yield self._conn
+                yield conn
             except self.psycopg.Error as exc:
-                raise self.storage_error(exc) from None
+                raise self.storage_error(exc, lost=conn.closed or conn.broken) from None
+            finally:
+                self._depth -= 1
 
-    def storage_error(self, exc: BaseException) -> StorageError:
-        """A redacted :class:`StorageError` for a psycopg error."""
+    def storage_error(self, exc: BaseException, *, lost: bool = False) -> StorageError:
+        """A redacted :class:`StorageError` for a psycopg error: a
+        :class:`DatabaseUnavailableError` when the connection was ``lost`` or the server says it
+        is going away, starting up or full."""
         state = getattr(exc, "sqlstate", None)
-        text = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-        return StorageError(f"PostgreSQL error in {self.describe()}: {text}", sqlstate=state)
+        text = self.scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        transient = lost or (isinstance(state, str) and (state.startswith("08") or state in _TRANSIENT_STATES))
+        error = DatabaseUnavailableError if transient else StorageError
+        return error(f"PostgreSQL error in {self.describe()}: {text}", sqlstate=state)
 
     def _forget_if_forked(self) -> None:
         """In a child of ``fork()``, drop the parent's connections without closing them.
@@ -174,8 +238,9 @@ class PgDatabase:
         with self._pool_guard:
             while self._pool:
                 conn = self._pool.pop()
-                if not conn.closed and not conn.broken:
+                if _usable(conn):
                     return conn
+                conn.close()
         return self.connect()
 
     def give_back(self, conn: Any) -> None:
@@ -206,4 +271,4 @@ class PgDatabase:
                 self._conn = None
 
 
-__all__ = ["LOCK_POOL_SIZE", "PgDatabase", "advisory_key", "jsonb_copy"]
+__all__ = ["LOCK_POOL_SIZE", "PgDatabase", "advisory_key", "is_transient_connect_failure", "jsonb_copy"]

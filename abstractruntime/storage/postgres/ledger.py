@@ -8,12 +8,14 @@ Appends are conditional on the head the writer read: :meth:`PostgresLedgerStore.
 checks the head and inserts every line of a batch in one transaction, committed once (the
 equivalent of the file store's one fsync per batch). A head elsewhere, or a concurrent
 writer's rows at the same positions (the primary key), is :class:`LedgerConflictError` and
-nothing of the batch is written.
+nothing of the batch is written — nor the secret values its records redacted, which go in
+with the batch, in its transaction (:meth:`PostgresLedgerStore.put_secrets`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any, Iterator, List, Optional, Sequence
 
 from ...core.canonical import canonical_json
@@ -29,6 +31,14 @@ from .db import PgDatabase, jsonb_copy
 _NO_LIMIT = 1 << 62
 
 
+def _seq_of(entry: dict[str, Any]) -> int:
+    """The seq of the record a kept secret value belongs to."""
+    try:
+        return int(entry.get("seq") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 class PostgresLedgerStore(LedgerStore):
     """Hash-chained ledgers in PostgreSQL with conditional group appends and tail reads."""
 
@@ -37,6 +47,8 @@ class PostgresLedgerStore(LedgerStore):
     def __init__(self, db: PgDatabase | str) -> None:
         self.db = db if isinstance(db, PgDatabase) else PgDatabase(db)
         self._t = f"{self.db.s}.ledger"
+        # Per thread: run id -> secret entries waiting for the append of their records.
+        self._staged = threading.local()
 
     def _where(self, run_id: str) -> str:
         return f"ledger of run {run_id} in {self.db.describe()}"
@@ -71,13 +83,20 @@ class PostgresLedgerStore(LedgerStore):
             if doc.get("seq") != expect.seq + 1 + index or doc.get("run_id") != run_id:
                 raise InvalidInputError(f"run {run_id}: record {index} of the batch does not continue the ledger "
                                         f"from seq {expect.seq} (seq {doc.get('seq')!r})")
+        staged = self._take_staged(run_id)
+        batch = {(doc.get("seq"), doc.get("record_hash")) for doc in docs}
+        secrets = [e for e in staged if (_seq_of(e), e.get("record_hash")) in batch]
         with self.db.connection() as conn:
             if docs:
-                with self._conflicts_refused(run_id):
+                together = conn.transaction() if secrets else contextlib.nullcontext()
+                with self._conflicts_refused(run_id), together:
                     # One statement (one round trip, one commit): the rows go in only if the
                     # head is still the one this writer read; the primary key refuses a writer
-                    # that read the same head at the same moment.
+                    # that read the same head at the same moment. The batch's secret values
+                    # go in only with its rows.
                     inserted = conn.execute(self._conditional_insert, self._rows(run_id, docs, lines, expect)).fetchall()
+                    if secrets and len(inserted) == len(docs):
+                        self._insert_secrets(conn, run_id, secrets)
                 if len(inserted) == len(docs):
                     return LedgerHead(docs[-1]["seq"], docs[-1].get("record_hash"))
             head = self._head(conn, run_id)
@@ -218,11 +237,36 @@ class PostgresLedgerStore(LedgerStore):
         return doc if isinstance(doc, dict) else None
 
     def put_secrets(self, run_id: str, entries: Sequence[dict[str, Any]]) -> None:
-        """Keep the real values of redacted fields (committed before the records that need them)."""
+        """Keep the real values of redacted fields, committed with the records that need them.
+
+        Values of records already in the ledger go in at once. The others wait for the
+        :meth:`append_lines` of this thread that writes their records and go in with them, in
+        the same transaction: a batch refused (another writer moved the head) keeps none, so
+        no value is left that matches no record.
+        """
         if not entries:
             return
-        rows = [(run_id, int(e.get("seq") or 0), canonical_json(dict(e))) for e in entries]
-        with self.db.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        wanted = [dict(e) for e in entries]
+        with self.db.connection() as conn:
+            present = {(int(row[0]), row[1]) for row in conn.execute(
+                f"SELECT seq, record_hash FROM {self._t} WHERE run_id = %s AND seq = ANY(%s)",
+                [run_id, sorted({_seq_of(e) for e in wanted})]).fetchall()}
+            now = [e for e in wanted if (_seq_of(e), e.get("record_hash")) in present]
+            if now:
+                with conn.transaction():
+                    self._insert_secrets(conn, run_id, now)
+        later = [e for e in wanted if (_seq_of(e), e.get("record_hash")) not in present]
+        if later:
+            staged: dict[str, list[dict[str, Any]]] = self._staged.__dict__.setdefault("runs", {})
+            staged.setdefault(run_id, []).extend(later)
+
+    def _take_staged(self, run_id: str) -> List[dict[str, Any]]:
+        staged: dict[str, list[dict[str, Any]]] = self._staged.__dict__.get("runs", {})
+        return staged.pop(run_id, [])
+
+    def _insert_secrets(self, conn: Any, run_id: str, entries: Sequence[dict[str, Any]]) -> None:
+        rows = [(run_id, _seq_of(e), canonical_json(dict(e))) for e in entries]
+        with conn.cursor() as cur:
             cur.executemany(f"INSERT INTO {self.db.s}.secrets (run_id, seq, entry) VALUES (%s, %s, %s)", rows)
 
     def get_secrets(self, run_id: str) -> List[dict[str, Any]]:

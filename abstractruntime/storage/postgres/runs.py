@@ -10,7 +10,10 @@ Locking: ``lock(run_id)`` takes a PostgreSQL session-level advisory lock on a co
 its own and holds it for the block; the server releases it when that connection ends, so a
 writer killed with -9 frees its runs at once. A lock that is lost while held (the connection
 dropped) cannot corrupt the run: every ledger append is conditional on the head the writer
-read (:meth:`PostgresLedgerStore.append_lines`), so the loser's append is refused.
+read (:meth:`PostgresLedgerStore.append_lines`), so the loser's append is refused, and every
+checkpoint write is conditional on the ledger position the row already reflects
+(``ledger_seq``): a row never moves backwards, so the loser cannot put an older state back
+after the new writer's (:class:`LedgerConflictError`, nothing written).
 """
 
 from __future__ import annotations
@@ -22,7 +25,13 @@ from typing import Any, Iterator, Optional
 
 from ...core.canonical import canonical_json
 from ...core.clock import parse_iso
-from ...core.errors import CorruptRecordError, RunLockedError, RunNotFoundError, UnsupportedFormatError
+from ...core.errors import (
+    CorruptRecordError,
+    LedgerConflictError,
+    RunLockedError,
+    RunNotFoundError,
+    UnsupportedFormatError,
+)
 from ...core.models import RunState, RunStatus, WaitReason
 from ...core.ports import CHECKPOINT_FORMAT, Checkpoint, LedgerHead, RunStore
 from ...core.ids import validate_id
@@ -38,6 +47,20 @@ def _instant(value: Optional[str]) -> Optional[datetime]:
         return parse_iso(value)
     except ValueError:
         return None
+
+
+def row_columns(checkpoint: Checkpoint) -> list[Any]:
+    """The indexed columns of a checkpoint's row, in table order: run_id, status, workflow_id,
+    wait_reason, wait_key, until_ts, updated_ts, parent_run_id, ledger_seq."""
+    run, waiting = checkpoint.run, checkpoint.run.waiting
+    return [run.run_id, RunStatus(run.status).value, run.workflow_id,
+            WaitReason(waiting.reason).value if waiting else None, waiting.wait_key if waiting else None,
+            _instant(waiting.until) if waiting else None, _instant(run.updated_at), run.parent_run_id,
+            checkpoint.ledger.seq]
+
+
+ROW_COLUMNS = ("run_id", "status", "workflow_id", "wait_reason", "wait_key", "until_ts", "updated_ts",
+               "parent_run_id", "ledger_seq")
 
 
 class PostgresRunStore(RunStore):
@@ -65,11 +88,17 @@ class PostgresRunStore(RunStore):
                 old = None
             checkpoint = old if old is not None else Checkpoint(run=run, ledger=LedgerHead())
             checkpoint.run, checkpoint.external = run, True
-            self._upsert(conn, checkpoint)
+            # The row is locked and keeps its position (0 when it could not be read: the
+            # runtime then replays the whole ledger), so this write is not fenced.
+            self._upsert(conn, checkpoint, fenced=False)
         self._written.pop(run.run_id, None)  # an edit from outside the runtime: never taken as its own
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Insert or replace the run's row (one statement: atomic, committed at once)."""
+        """Insert or replace the run's row (one statement: atomic, committed at once).
+
+        Fenced: a row that already reflects a later ledger position is left as it is and the
+        write raises :class:`LedgerConflictError` (a writer that lost the run came back late).
+        """
         with self.db.connection() as conn:
             token = self._upsert(conn, checkpoint)
         if len(self._written) >= 4096:  # a cache: forgetting only costs one query later
@@ -80,25 +109,31 @@ class PostgresRunStore(RunStore):
         """A checkpoint from the exact bytes of its row (strict: corrupt or newer is refused)."""
         return self._parse(run_id, data)
 
-    def _upsert(self, conn: Any, checkpoint: Checkpoint) -> tuple[int, str]:
+    def _upsert(self, conn: Any, checkpoint: Checkpoint, *, fenced: bool = True) -> tuple[int, str]:
         run = checkpoint.run
         validate_id(run.run_id, "run id")
         data = canonical_json(checkpoint.to_dict())
-        waiting = run.waiting
+        seq = checkpoint.ledger.seq
+        # The fence: an existing row is replaced only by a checkpoint at its ledger position or later.
+        fence = f"WHERE {self._t}.ledger_seq <= EXCLUDED.ledger_seq" if fenced else ""
         row = conn.execute(
             f"""INSERT INTO {self._t} (run_id, status, workflow_id, wait_reason, wait_key, until_ts, updated_ts,
-                    parent_run_id, checkpoint, checkpoint_json)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)
+                    parent_run_id, ledger_seq, checkpoint, checkpoint_json)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)
                 ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, workflow_id = EXCLUDED.workflow_id,
                     wait_reason = EXCLUDED.wait_reason, wait_key = EXCLUDED.wait_key, until_ts = EXCLUDED.until_ts,
                     updated_ts = EXCLUDED.updated_ts, parent_run_id = EXCLUDED.parent_run_id,
-                    checkpoint = EXCLUDED.checkpoint, checkpoint_json = EXCLUDED.checkpoint_json,
-                    version = {self._t}.version + 1
+                    ledger_seq = EXCLUDED.ledger_seq, checkpoint = EXCLUDED.checkpoint,
+                    checkpoint_json = EXCLUDED.checkpoint_json, version = {self._t}.version + 1
+                {fence}
                 RETURNING version, xmin::text""",
-            [run.run_id, RunStatus(run.status).value, run.workflow_id,
-             WaitReason(waiting.reason).value if waiting else None, waiting.wait_key if waiting else None,
-             _instant(waiting.until) if waiting else None, _instant(run.updated_at), run.parent_run_id, jsonb_copy(data), data]
-        ).fetchone()
+            [*row_columns(checkpoint), jsonb_copy(data), data]).fetchone()
+        if row is None:
+            found = conn.execute(f"SELECT ledger_seq FROM {self._t} WHERE run_id = %s", [run.run_id]).fetchone()
+            at = int(found[0]) if found else "?"
+            raise LedgerConflictError(
+                f"run {run.run_id}: the stored checkpoint reflects the ledger up to seq {at}, this one only up to "
+                f"seq {seq} (another writer advanced the run); nothing was written", run_id=run.run_id, seq=at)
         return int(row[0]), str(row[1])
 
     def written_token(self, run_id: str) -> Optional[tuple[int, str]]:
@@ -294,4 +329,4 @@ class PostgresRunStore(RunStore):
         self.db.close()
 
 
-__all__ = ["PostgresRunStore"]
+__all__ = ["ROW_COLUMNS", "PostgresRunStore", "row_columns"]

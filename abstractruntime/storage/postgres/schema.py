@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ...core.errors import InvalidInputError, UnsupportedFormatError
+from ...core.errors import InvalidInputError, StorageError, UnsupportedFormatError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_SCHEMA = "abstractruntime"
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -114,6 +114,14 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
             claimed_at  timestamptz NOT NULL DEFAULT now())""",
         "CREATE INDEX runs_running ON {s}.runs (updated_ts, run_id) WHERE status = 'running'",
     )),
+    (4, "checkpoint rows fenced by their ledger position", (
+        # The ledger seq the row's checkpoint reflects: a checkpoint write is conditional on it
+        # (a row never moves backwards, whoever writes it). Adding a column with a constant
+        # default rewrites nothing; existing rows take their position from the checkpoint.
+        "ALTER TABLE {s}.runs ADD COLUMN ledger_seq bigint NOT NULL DEFAULT 0",
+        """UPDATE {s}.runs SET ledger_seq = (checkpoint -> 'ledger' ->> 'seq')::bigint
+            WHERE jsonb_typeof(checkpoint -> 'ledger' -> 'seq') = 'number'""",
+    )),
 ]
 
 
@@ -129,11 +137,49 @@ def quoted(name: str) -> str:
     return '"' + check_schema_name(name) + '"'
 
 
-def installed_version(conn: Any, schema: str) -> int:
-    """The highest applied migration (0 when the schema or its migrations table is absent)."""
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{quoted(schema)}.schema_migrations"]).fetchone()
-    if not row or not row[0]:
+def _tables_of() -> list[tuple[str, int]]:
+    """The tables a schema's migrations create, with the version that creates each."""
+    found = []
+    for version, _, statements in MIGRATIONS:
+        for statement in statements:
+            match = re.match(r"\s*CREATE TABLE \{s\}\.(\w+)", statement)
+            if match:
+                found.append((match.group(1), version))
+    return found
+
+
+def _foreign(schema: str, table: str, where: str, why: str) -> StorageError:
+    return StorageError(
+        f'the PostgreSQL schema "{schema}" in {where} holds a table "{table}" not created by abstractruntime '
+        f"({why}); abstractruntime keeps its tables in a schema of their own and does not touch another "
+        "program's: move that table, or open the store on another schema (PostgresStore(url, schema=...))",
+        schema=schema, table=table)
+
+
+def _refuse_foreign_tables(conn: Any, schema: str, where: str, *, after: int, why: str) -> None:
+    """Refuse a schema that already holds a table the migrations after version ``after`` create."""
+    present = {row[0] for row in conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [schema]).fetchall()}
+    for table, version in _tables_of():
+        if version > after and table in present:
+            raise _foreign(schema, table, where, why)
+
+
+def installed_version(conn: Any, schema: str, *, where: str = "the database") -> int:
+    """The highest applied migration (0 when the schema or its migrations table is absent).
+
+    A ``schema_migrations`` table of another shape, or — with none — a table of the names
+    abstractruntime creates, was made by another program: a :class:`StorageError` saying so,
+    before anything is read or written.
+    """
+    columns = dict(conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s"
+        " AND table_name = 'schema_migrations'", [schema]).fetchall())
+    if not columns:
+        _refuse_foreign_tables(conn, schema, where, after=0, why="there is no schema_migrations table beside it")
         return 0
+    if columns.get("version") not in ("integer", "bigint", "smallint") or "description" not in columns:
+        raise _foreign(schema, "schema_migrations", where, "its columns are not version, description, applied_at")
     row = conn.execute(f"SELECT coalesce(max(version), 0) FROM {quoted(schema)}.schema_migrations").fetchone()
     return int(row[0])
 
@@ -156,10 +202,13 @@ def migrate(conn: Any, schema: str, *, lock_key: int, where: str) -> int:
     with conn.transaction():
         # Serialises concurrent first opens; released at commit.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [lock_key])
-        before = installed_version(conn, schema)
+        before = installed_version(conn, schema, where=where)
         refuse_newer(before, where)
         if before == SCHEMA_VERSION:
             return before
+        if before:
+            _refuse_foreign_tables(conn, schema, where, after=before,
+                                   why=f"the installed abstractruntime schema is version {before}, which has no such table")
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
         conn.execute(f"""CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
             version     integer PRIMARY KEY,

@@ -4,8 +4,9 @@
     runtime = store.runtime()
     store.runs, store.ledger, store.snapshots, store.bookmarks, store.artifacts
 
-Credentials come only from the URL or libpq's ``PG*`` environment variables; every message
-shows the URL with its password replaced by ``***``.
+``url`` is a ``postgresql://`` URL or a libpq key/value string (``host=db dbname=runs``).
+Credentials come only from it or libpq's ``PG*`` environment variables; every message shows
+it with its password replaced by ``***``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from .ledger import PostgresLedgerStore
 from .marks import PostgresBookmarkStore, PostgresSnapshotStore
 from .runs import PostgresRunStore
 from .schema import DEFAULT_SCHEMA
-from .url import redact
 
 
 class PostgresStore:
@@ -32,8 +32,8 @@ class PostgresStore:
 
     @property
     def url(self) -> str:
-        """The connection URL with its password redacted (safe to print)."""
-        return redact(self.db.url)
+        """The connection string with its password redacted (safe to print)."""
+        return self.db.conninfo.redacted()
 
     def describe(self) -> str:
         """Where the store is, for messages: the redacted URL (and the schema when not the default)."""

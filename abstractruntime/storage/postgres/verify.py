@@ -4,6 +4,11 @@ The runs are exported to a temporary folder (their exact lines, checkpoints and 
 :func:`~.transfer.export_run`) and checked there by
 :mod:`abstractruntime.storage.verify`, so a run is verified by the same code whichever store
 holds it, with the same report. The reports name the database, never the temporary folder.
+
+What only a database has is checked here too (:func:`check_row`): the ``runs`` row's indexed
+columns — what ``runs list``, ``emit`` and workers read — must say what its checkpoint says
+(``row_columns_mismatch``), and a row that says *waiting* or *ended* must not be behind its
+ledger (``checkpoint_behind_ledger``: a stale row hides what the ledger says).
 """
 
 from __future__ import annotations
@@ -12,9 +17,71 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
+from ...core.errors import CorruptRecordError, RunLockedError, RunNotFoundError, UnsupportedFormatError
+from ...core.models import RunStatus
 from ..json_files import RUNS_DIR
 from .copy import run_ids
+from .runs import ROW_COLUMNS, row_columns
 from .transfer import export_run
+
+
+def _read_row(store: Any, run_id: str) -> Optional[tuple[Any, list[Any], int]]:
+    """``(checkpoint, indexed columns, ledger head seq)`` read in one statement (one snapshot),
+    or ``None`` when the run has no row or its checkpoint does not parse (the folder verifier
+    reports that one)."""
+    db = store.db
+    columns = ", ".join(f"r.{name}" for name in ROW_COLUMNS)
+    with db.connection() as conn:
+        row = conn.execute(
+            f"SELECT {columns}, r.checkpoint_json,"
+            f" (SELECT coalesce(max(seq), 0) FROM {db.s}.ledger l WHERE l.run_id = r.run_id)"
+            f" FROM {db.s}.runs r WHERE r.run_id = %s", [run_id]).fetchone()
+    if row is None:
+        return None
+    try:
+        checkpoint = store.runs.parse_checkpoint(run_id, row[len(ROW_COLUMNS)])
+    except (CorruptRecordError, UnsupportedFormatError):
+        return None
+    return checkpoint, list(row[:len(ROW_COLUMNS)]), int(row[-1])
+
+
+def _stale(found: Optional[tuple[Any, list[Any], int]]) -> bool:
+    if found is None:
+        return False
+    checkpoint, _, head = found
+    return checkpoint.ledger.seq < head and checkpoint.run.status is not RunStatus.RUNNING
+
+
+def check_row(store: Any, run_id: str, report: Any) -> None:
+    """Add to ``report`` what is wrong with run ``run_id``'s row of the ``runs`` table."""
+    found = _read_row(store, run_id)
+    if found is None:
+        return
+    checkpoint, stored, _ = found
+    wanted = row_columns(checkpoint)
+    differ = [f"{name}: row {have!r}, checkpoint {want!r}" for name, have, want in zip(ROW_COLUMNS, stored, wanted)
+              if have != want]
+    if differ:
+        report.problem("row_columns_mismatch", f"the runs row of run {run_id} disagrees with its own checkpoint "
+                       f"({'; '.join(differ)}): runs list, emit and workers read these columns",
+                       seq=checkpoint.ledger.seq)
+    if not _stale(found):
+        return
+    # A writer between its append and its checkpoint leaves the row behind for a moment: look
+    # again holding the run, as no writer is then.
+    try:
+        with store.runs.lock(run_id):
+            found = _read_row(store, run_id)
+    except (RunLockedError, RunNotFoundError):
+        report.note("run_in_progress", f"run {run_id} is being advanced; its row was not compared with its ledger")
+        return
+    if found is not None and _stale(found):
+        checkpoint, _, head = found
+        status = checkpoint.run.status.value
+        report.problem("checkpoint_behind_ledger",
+                       f"the runs row of run {run_id} says {status} at seq {checkpoint.ledger.seq}, but the ledger "
+                       f"goes on to seq {head}: runs list, emit and workers read the row (the run's next tick "
+                       "rebuilds it from the ledger)", seq=checkpoint.ledger.seq, ledger_seq=head, row_status=status)
 
 
 def _relabel(report: Any, store: Any, folder: Path) -> Any:
@@ -32,8 +99,10 @@ def verify_run(store: Any, run_id: str, *, expect_head: Optional[str] = None, pu
 
     with tempfile.TemporaryDirectory(prefix="abstractruntime-verify-") as tmp:
         export_run(store, run_id, tmp, durable=False)
-        return _relabel(verify_folder_run(tmp, run_id, expect_head=expect_head, public_key=public_key),
-                        store, Path(tmp))
+        report = _relabel(verify_folder_run(tmp, run_id, expect_head=expect_head, public_key=public_key),
+                          store, Path(tmp))
+    check_row(store, run_id, report)
+    return report
 
 
 def verify_store(store: Any, *, expect_head: Optional[str | Mapping[str, str]] = None,
@@ -46,10 +115,18 @@ def verify_store(store: Any, *, expect_head: Optional[str | Mapping[str, str]] =
         folder = Path(tmp)
         for run_id in run_ids(store):
             export_run(store, run_id, folder, durable=False)
-        relabelled = None if progress is None else (
-            lambda done, total, report: progress(done, total, _relabel(report, store, folder)))
+        done_ids: set[int] = set()
+
+        def checked(report: Any) -> Any:
+            if id(report) not in done_ids:  # progress sees the reports the list returns: once each
+                done_ids.add(id(report))
+                _relabel(report, store, folder)
+                check_row(store, report.run_id, report)
+            return report
+
+        relabelled = None if progress is None else (lambda done, total, report: progress(done, total, checked(report)))
         reports = verify_folder_store(folder, expect_head=expect_head, progress=relabelled, public_key=public_key)
-        return [_relabel(report, store, folder) for report in reports]
+        return [checked(report) for report in reports]
 
 
-__all__ = ["verify_run", "verify_store"]
+__all__ = ["check_row", "verify_run", "verify_store"]
