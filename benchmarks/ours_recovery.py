@@ -42,7 +42,7 @@ def recovery(sizes: Sizes, work: str) -> dict[str, Any]:
     target, behind = sizes.recovery_records, sizes.recovery_behind
     rt.tick(workflow=wf, run_id=run_id, max_steps=target - behind - 1)
     checkpoint = root / "runs" / run_id / "run.json"
-    rt.run_store.save_checkpoint(rt.get_checkpoint(run_id))  # a checkpoint exactly here
+    rt.checkpoint(run_id)  # a checkpoint exactly here
     early = root / "run.json.early"
     shutil.copyfile(checkpoint, early)
     rt.tick(workflow=wf, run_id=run_id, max_steps=behind)

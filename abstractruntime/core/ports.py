@@ -287,6 +287,22 @@ class StoredCheckpoint:
             return self.legacy.run
         return RunState.from_dict(_shown(self.run_doc))
 
+    def shown_checkpoint(self) -> Checkpoint:
+        """The checkpoint as readers see it (secrets shown redacted, stored values as references): for
+        choosing a run's workflow or showing it, never for advancing it (the runtime proves and
+        rebuilds the run from its ledger)."""
+        if self.legacy is not None:
+            return self.legacy
+        kernel = _shown(self.state["kernel"])
+        pending = kernel.get("pending")
+        try:
+            typed = Pending.from_dict(pending) if pending is not None else None
+        except ValueError:
+            typed = None
+        return Checkpoint(run=self.shown_run(), ledger=self.ledger, workflow=self.workflow,
+                          signature=self.signature, origin=kernel.get("origin"), pending=typed,
+                          effects=int(kernel.get("effects") or 0), metadata=kernel.get("metadata") or {})
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON document of ``run.json`` (format 3)."""
         doc: dict[str, Any] = {"format": CHECKPOINT_FORMAT, "state": self.state, "ledger": self.ledger.to_dict()}

@@ -30,10 +30,12 @@ from .effects import (
     make_wait_until,
 )
 from .errors import (
+    AbstractRuntimeError,
     InvalidInputError,
     RunExistsError,
     RunLockedError,
     RunNotFoundError,
+    StorageError,
     WorkflowDriftError,
 )
 from .ids import validate_id
@@ -42,7 +44,7 @@ from .policy import DefaultEffectPolicy, EffectPolicy
 from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, Pending, RunStore, has_capability
 from .recovery import OpenedRun, check_signed_head, open_run, state_at
 from .redaction import Redactor
-from .session import RunParts, RunSession, StorePorts, fail_run, new_record
+from .session import RunParts, RunSession, StorePorts, fail_run, is_finished, new_record
 from .spec import WorkflowSpec
 from .answers import prepare_retry, record_answer
 from .state import StateImage
@@ -184,7 +186,33 @@ class Runtime:
 
     def _ports(self) -> StorePorts:
         return StorePorts(runs=self._run_store, ledger=self._ledger_store, redactor=self._redactor,
-                          clock=self._clock, signer=self.signer)
+                          clock=self._clock, signer=self.signer, on_finished=self.release_secrets)
+
+    def release_secrets(self, checkpoint: Checkpoint) -> None:
+        """Drop the secret values of a finished run (``checkpoint``), and of its finished children.
+
+        Values a snapshot pins stay. A child run keeps its values until its parent finished too (the
+        parent may still read the child's output); so a finished run releases its own values when it
+        has no parent or its parent has finished, and those of every child that has finished. A
+        store that keeps no secrets (``SECRETS`` not declared) is left alone.
+        """
+        ledger = self._ledger_store
+        if not has_capability(ledger, Capability.SECRETS) or not is_finished(checkpoint):
+            return
+        run = checkpoint.run
+        if ledger.get_secrets(run.run_id) and (run.parent_run_id is None or self._finished(run.parent_run_id)):
+            ledger.retain_secrets(run.run_id, ())  # type: ignore[attr-defined]
+        if has_capability(self._run_store, Capability.QUERIES):
+            for child in self._run_store.list_children(parent_run_id=run.run_id):  # type: ignore[attr-defined]
+                # Its row may lag behind its ledger (a kill): ask the ledger whether it finished.
+                if ledger.get_secrets(child.run_id) and self._finished(child.run_id):
+                    ledger.retain_secrets(child.run_id, ())  # type: ignore[attr-defined]
+
+    def _finished(self, run_id: str) -> bool:
+        try:
+            return is_finished(open_run(self._run_store, self._ledger_store, run_id, for_writing=False).checkpoint)
+        except AbstractRuntimeError:
+            return False
 
     # -- public API --------------------------------------------------------------------
 
@@ -270,8 +298,15 @@ class Runtime:
 
     def get_checkpoint(self, run_id: str) -> Checkpoint:
         """The run's current state with its real values: the proven checkpoint with the ledger after it
-        replayed (a secret whose value is gone shows redacted)."""
-        return open_run(self._run_store, self._ledger_store, run_id, for_writing=False).checkpoint
+        replayed (a secret whose value is gone shows redacted). A finished run whose values were
+        not dropped yet (a process killed right after its last record) has them dropped now."""
+        opened = open_run(self._run_store, self._ledger_store, run_id, for_writing=False)
+        if is_finished(opened.checkpoint):
+            try:
+                self.release_secrets(opened.checkpoint)
+            except StorageError:
+                pass  # a read-only store: the next writer drops them
+        return opened.checkpoint
 
     def state_at(self, run_id: str, seq: int) -> Checkpoint:
         """The run as it was right after ledger record ``seq``, rebuilt from the ledger."""
@@ -399,6 +434,16 @@ class Runtime:
             session.save_checkpoint()
             return session.checkpoint
 
+    def checkpoint(self, run_id: str, *, lock_wait: float = 0.0) -> Checkpoint:
+        """Store a checkpoint of the run at its ledger head now (proven by a digest the ledger
+        carries there: a ``checkpoint`` record is appended when the head record carries none), so
+        the next open replays nothing."""
+        with self._run_store.lock(run_id, wait=lock_wait):
+            session = self._session(self._load(run_id))
+            session.save_checkpoint()
+            self.remember(session)
+            return session.checkpoint
+
     def cancel_run(self, run_id: str, *, reason: Optional[str] = None, lock_wait: float = 0.0) -> RunState:
         """RUNNING/WAITING → CANCELLED (``error=reason``); terminal runs are returned unchanged."""
         with self._run_store.lock(run_id, wait=lock_wait):
@@ -464,8 +509,8 @@ class Runtime:
     def _session(self, opened: OpenedRun) -> RunSession:
         session = RunSession(self._ports(), opened.parts, durable_head=opened.head, saved_head=opened.saved)
         session.saved_status = opened.saved_status
-        if session.run.status.is_terminal and opened.external is None:
-            session.release_secrets()  # a run that ended before its secrets were dropped (a kill)
+        if session.finished and opened.external is None:
+            self.release_secrets(session.checkpoint)  # a run that ended before its values were dropped (a kill)
         last = opened.last_record
         if opened.legacy:
             session.full_next = True  # older-format records before: the next record carries every field

@@ -60,6 +60,8 @@ class StorePorts:
     redactor: Redactor
     clock: Clock
     signer: Optional[Any] = None
+    # Called when a checkpoint shows the run finished: drops the secret values nothing needs now.
+    on_finished: Optional[Any] = None
 
 
 @dataclass
@@ -389,14 +391,13 @@ class RunSession:
                 "checkpoint": stored.to_dict()})
         self.saved = self.durable
         self.saved_status = self.run.status
-        if self.run.status.is_terminal:
-            self.release_secrets()
+        if self.finished and self.ports.on_finished is not None:
+            self.ports.on_finished(self.checkpoint)
 
-    def release_secrets(self) -> None:
-        """A finished run needs no secret any more: drop its values, but those a snapshot pins."""
-        ledger = self.ports.ledger
-        if has_capability(ledger, Capability.SECRETS) and (self.keeper.has_key or self.keeper.legacy):
-            ledger.retain_secrets(self.run_id, ())
+    @property
+    def finished(self) -> bool:
+        """True when nothing can continue the run (see :func:`is_finished`)."""
+        return is_finished(self.checkpoint)
 
     def _document(self) -> dict[str, Any]:
         import json
@@ -445,6 +446,13 @@ class RunSession:
         self.closed = reason
 
 
+def is_finished(checkpoint: Checkpoint) -> bool:
+    """True when nothing can continue the run: completed, cancelled, or failed with no effect left
+    to ``retry`` — its secret values are needed no more."""
+    status = checkpoint.run.status
+    return status.is_terminal and not (status is RunStatus.FAILED and checkpoint.pending is not None)
+
+
 def new_record(run: RunState, kind: RecordKind, node_id: Optional[str] = None) -> StepRecord:
     """A record of ``kind`` for the run's current node (or ``node_id``)."""
     rec = StepRecord.start(run=run, node_id=node_id or run.current_node, effect=None)
@@ -481,4 +489,4 @@ def set_nested(target: dict[str, Any], dotted_key: str, value: Any) -> None:
 
 
 __all__ = ["ANCHOR_EVERY", "CHECKPOINT_BYTES", "CHECKPOINT_EVERY", "RunParts", "RunSession", "StorePorts",
-           "fail_run", "new_record", "set_nested"]
+           "fail_run", "is_finished", "new_record", "set_nested"]

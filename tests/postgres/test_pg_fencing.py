@@ -76,7 +76,7 @@ def test_a_writer_whose_lock_backend_was_terminated_cannot_roll_the_row_back(ope
     real_save = first_store.runs.save_checkpoint
 
     def stalled_save(checkpoint: Any) -> None:
-        if checkpoint.run.status is RunStatus.WAITING:  # after its handler returned
+        if checkpoint.shown_run().status is RunStatus.WAITING:  # after its handler returned
             at_checkpoint.set()
             assert write_it.wait(30)
         real_save(checkpoint)
@@ -115,7 +115,7 @@ def test_a_writer_whose_lock_backend_was_terminated_cannot_roll_the_row_back(ope
 
     assert isinstance(outcome.get("error"), LedgerConflictError), outcome
     row = second_store.runs.load_checkpoint(run_id)
-    assert row.run.status is RunStatus.COMPLETED
+    assert row.shown_run().status is RunStatus.COMPLETED
     assert row.ledger == second_store.ledger.head(run_id)
     assert verify_ledger_chain(second_store.ledger.list(run_id))["ok"] is True
     assert second_store.runs.list_runs(status=RunStatus.WAITING) == []
@@ -208,7 +208,9 @@ def test_a_stale_writer_keeps_no_secret(open_pg: Callable[..., Any], admin: Any,
     kept = admin.execute(f'SELECT convert_from(entry, \'UTF8\') FROM "{pg_schema}".secrets WHERE run_id = %s',
                          [run_id]).fetchall()
     assert not any("first-writer-secret" in row[0] for row in kept), kept
-    assert second_store.runs.load(run_id).vars["api_token"] == {"value": "second-writer-secret"}
+    # The run finished: the values it no longer needs are gone; readers see the value redacted.
+    assert kept == []
+    assert second_store.runs.load(run_id).vars["api_token"] == "[REDACTED]"
     records = json.dumps(second_store.ledger.list(run_id))
     assert "second-writer-secret" not in records  # redacted in the ledger: the value is kept beside it
 

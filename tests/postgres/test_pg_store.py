@@ -210,18 +210,22 @@ def test_concurrent_writer_at_the_same_position_is_refused(open_pg: Callable[...
 
 
 def test_numbers_come_back_as_written(open_pg: Callable[..., Any]) -> None:
-    """jsonb rewrites 1e16 as an integer; the checkpoint is read from its exact JSON instead."""
+    """jsonb rewrites 1e300 as digits; the records are read from their exact JSON (RFC 8785) instead."""
+    from abstractruntime.core.errors import InvalidInputError
     from abstractruntime.core.models import StepPlan
     from abstractruntime.core.spec import WorkflowSpec
 
     wf = WorkflowSpec("num", "a", {"a": lambda run, ctx: StepPlan("a", next_node="b"),
                                    "b": lambda run, ctx: StepPlan("b", complete_output={"x": run.vars["x"]})})
     store = open_pg()
-    run_id = store.runtime().start(workflow=wf, vars={"x": 1e16, "y": -0.0, "z": 2**70})
+    run_id = store.runtime().start(workflow=wf, vars={"x": 1.5e300, "y": 0.1, "z": 2**50})
     state = open_pg().runs.load(run_id)
-    assert isinstance(state.vars["x"], float) and state.vars == {"x": 1e16, "y": -0.0, "z": 2**70}
-    assert str(state.vars["y"]) == "-0.0"
+    assert isinstance(state.vars["x"], float) and state.vars == {"x": 1.5e300, "y": 0.1, "z": 2**50}
     assert isinstance(store.runtime().tick(workflow=wf, run_id=run_id).output["x"], float)
+    # What RFC 8785 cannot carry exactly is refused at the source, naming it, before anything is written.
+    with pytest.raises(InvalidInputError, match="vars.z"):
+        store.runtime().start(workflow=wf, vars={"z": 2**70}, run_id="big")
+    assert not open_pg().runs.exists("big")
 
 
 def test_records_jsonb_cannot_hold_round_trip(open_pg: Callable[..., Any], admin: Any, pg_schema: str) -> None:
@@ -251,9 +255,16 @@ def test_secrets_and_anchors(open_pg: Callable[..., Any]) -> None:
                               {"record_hash": docs[1]["record_hash"], "seq": 2, "field": "result", "path": [],
                                "value": {"x": 1}}])
     assert [e["value"] for e in open_pg().ledger.get_secrets("r1")] == ["s1", {"x": 1}]
-    ledger.prune_secrets("r1", through_seq=1)
-    assert [e["seq"] for e in ledger.get_secrets("r1")] == [2]
-    assert ledger.get_secrets("other") == []
+    # Format-3 values: the run's key and committed values; only what is still needed is kept.
+    ledger.put_secrets("r2", [{"key": "00" * 32}, {"commitment": "a" * 64, "value": "v1"},
+                              {"commitment": "b" * 64, "value": "v2"}])
+    more, extra = _sealed("r2", LedgerHead(), 1)
+    ledger.append_lines("r2", more, extra, expect=LedgerHead())  # they go in with the next batch
+    assert len(open_pg().ledger.get_secrets("r2")) == 3
+    ledger.retain_secrets("r2", ["b" * 64])
+    assert open_pg().ledger.get_secrets("r2") == [{"key": "00" * 32}, {"commitment": "b" * 64, "value": "v2"}]
+    ledger.retain_secrets("r2", [])
+    assert ledger.get_secrets("r2") == [] and ledger.get_secrets("other") == []
 
     assert ledger.find_anchor("r1", 10) is None
     for seq in (5, 9):

@@ -2,7 +2,9 @@
 
 One row per record, keyed by ``(run_id, seq)``. ``line`` keeps the record exactly as the
 runtime sealed it, so its hash re-verifies byte for byte anywhere (``lines`` exports them as
-a ``ledger.jsonl`` would hold them); ``record`` is the same record as ``jsonb`` for queries.
+a ``ledger.jsonl`` would hold them) — the one copy: ``record`` (a ``jsonb`` copy) is filled only
+for records of older formats; the columns beside the line (status, idempotency key, effect
+position) serve the queries.
 
 Appends are conditional on the head the writer read: :meth:`PostgresLedgerStore.append_lines`
 checks the head and inserts every line of a batch in one transaction, committed once (the
@@ -16,19 +18,26 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, Collection, Iterator, List, Optional, Sequence
 
 from ...core.canonical import canonical_json
 from ...core.chain import seal_batch
 from ...core.errors import InvalidInputError, LedgerConflictError
 from ...core.models import StepRecord
-from ...core.ports import LedgerHead, LedgerStore
+from ...core.ports import Capability, LedgerHead, LedgerStore, retained
+from ...core.records import RECORD_FORMAT, expand_records
 from ..fsio import loads_strict
 from ..ledger_file import parse_ledger
 from .db import PgDatabase, jsonb_copy
 
 # Larger than any seq: "no upper bound" in a query that takes one.
 _NO_LIMIT = 1 << 62
+
+
+def _effect_id(doc: dict[str, Any]) -> Optional[int]:
+    """The effect position a format-3 effect record names (its column, for find_completed)."""
+    effect_id = doc.get("effect_id")
+    return effect_id if doc.get("format") == RECORD_FORMAT and isinstance(effect_id, int) else None
 
 
 def _seq_of(entry: dict[str, Any]) -> int:
@@ -43,6 +52,8 @@ class PostgresLedgerStore(LedgerStore):
     """Hash-chained ledgers in PostgreSQL with conditional group appends and tail reads."""
 
     chained = True
+    capabilities = frozenset({Capability.CHAINED, Capability.SEALED_LINES, Capability.POSITION_TOKENS,
+                              Capability.ANCHORS, Capability.SECRETS})
 
     def __init__(self, db: PgDatabase | str) -> None:
         self.db = db if isinstance(db, PgDatabase) else PgDatabase(db)
@@ -80,12 +91,15 @@ class PostgresLedgerStore(LedgerStore):
         if len(docs) != len(lines):
             raise InvalidInputError("append_lines needs one sealed line per record")
         for index, doc in enumerate(docs):
-            if doc.get("seq") != expect.seq + 1 + index or doc.get("run_id") != run_id:
+            if doc.get("seq") != expect.seq + 1 + index or doc.get("run_id", run_id) != run_id:
                 raise InvalidInputError(f"run {run_id}: record {index} of the batch does not continue the ledger "
                                         f"from seq {expect.seq} (seq {doc.get('seq')!r})")
         staged = self._take_staged(run_id)
         batch = {(doc.get("seq"), doc.get("record_hash")) for doc in docs}
-        secrets = [e for e in staged if (_seq_of(e), e.get("record_hash")) in batch]
+        # Format-2 values name their record; format-3 values (a key, committed values) go in with
+        # the next batch of this thread, whose records commit to them.
+        secrets = [e for e in staged if "record_hash" not in e or (_seq_of(e), e.get("record_hash")) in batch]
+        first_seq = docs[0]["seq"] if docs else 0
         with self.db.connection() as conn:
             if docs:
                 together = conn.transaction() if secrets else contextlib.nullcontext()
@@ -96,7 +110,7 @@ class PostgresLedgerStore(LedgerStore):
                     # go in only with its rows.
                     inserted = conn.execute(self._conditional_insert, self._rows(run_id, docs, lines, expect)).fetchall()
                     if secrets and len(inserted) == len(docs):
-                        self._insert_secrets(conn, run_id, secrets)
+                        self._insert_secrets(conn, run_id, secrets, seq=first_seq)
                 if len(inserted) == len(docs):
                     return LedgerHead(docs[-1]["seq"], docs[-1].get("record_hash"))
             head = self._head(conn, run_id)
@@ -116,21 +130,25 @@ class PostgresLedgerStore(LedgerStore):
                 SELECT coalesce(max(seq), 0) AS seq,
                        (SELECT record_hash FROM {t} WHERE run_id = %(r)s ORDER BY seq DESC LIMIT 1) AS hash
                 FROM {t} WHERE run_id = %(r)s)
-            INSERT INTO {t} (run_id, seq, line, record, record_hash, prev_hash, status, idempotency_key)
-            SELECT %(r)s, v.seq, v.line, v.record::jsonb, v.record_hash, v.prev_hash, v.status, v.idempotency_key
+            INSERT INTO {t} (run_id, seq, line, record, record_hash, prev_hash, status, idempotency_key, effect_id)
+            SELECT %(r)s, v.seq, v.line, v.record::jsonb, v.record_hash, v.prev_hash, v.status, v.idempotency_key,
+                   v.effect_id
             FROM unnest(%(seq)s::bigint[], %(line)s::bytea[], %(record)s::text[], %(hash)s::text[], %(prev)s::text[],
-                        %(status)s::text[], %(key)s::text[])
-                 AS v(seq, line, record, record_hash, prev_hash, status, idempotency_key), head
+                        %(status)s::text[], %(key)s::text[], %(effect)s::bigint[])
+                 AS v(seq, line, record, record_hash, prev_hash, status, idempotency_key, effect_id), head
             WHERE head.seq = %(eseq)s AND head.hash IS NOT DISTINCT FROM %(ehash)s
             RETURNING seq"""
 
     @staticmethod
     def _rows(run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes], expect: LedgerHead) -> dict[str, Any]:
         data = [bytes(line) for line in lines]
+        # The line is the one copy of a format-3 record (its jsonb twice the bytes for nothing).
+        record = [None if doc.get("format") == RECORD_FORMAT else jsonb_copy(line) for doc, line in zip(docs, data)]
         return {"r": run_id, "eseq": expect.seq, "ehash": expect.head_hash,
-                "seq": [doc["seq"] for doc in docs], "line": data, "record": [jsonb_copy(line) for line in data],
+                "seq": [doc["seq"] for doc in docs], "line": data, "record": record,
                 "hash": [doc.get("record_hash") for doc in docs], "prev": [doc.get("prev_hash") for doc in docs],
-                "status": [doc.get("status") for doc in docs], "key": [doc.get("idempotency_key") for doc in docs]}
+                "status": [doc.get("status") for doc in docs], "key": [doc.get("idempotency_key") for doc in docs],
+                "effect": [_effect_id(doc) for doc in docs]}
 
     @contextlib.contextmanager
     def _conflicts_refused(self, run_id: str) -> Iterator[None]:
@@ -159,9 +177,30 @@ class PostgresLedgerStore(LedgerStore):
     # -- reading ---------------------------------------------------------------------------
 
     def list(self, run_id: str) -> List[dict[str, Any]]:
-        """All records of the run as stored (hashes are not checked here: see ``verify``)."""
+        """All records of the run, expanded as upstream 0.0.1 code reads them (hashes are not
+        checked here: see ``verify``)."""
+        return expand_records(self.stored(run_id), run_id)
+
+    def stored(self, run_id: str) -> List[dict[str, Any]]:
+        """All records of the run exactly as stored."""
         data = b"".join(line + b"\n" for line in self.lines(run_id))
         return parse_ledger(data, path=self._where(run_id), verify_chain=False).records
+
+    def record_at(self, run_id: str, position: LedgerHead) -> Optional[dict[str, Any]]:
+        """The stored record at ``position``'s seq, or ``None``."""
+        found = self.records_at(run_id, [(position.seq, None)])
+        return found[0] if found else None
+
+    def records_at(self, run_id: str, positions: Sequence[tuple[int, Optional[int]]]) -> List[dict[str, Any]]:
+        """The stored records at the given seqs (offsets mean nothing here)."""
+        seqs = sorted({int(seq) for seq, _ in positions})
+        if not seqs:
+            return []
+        with self.db.connection() as conn:
+            rows = conn.execute(f"SELECT line FROM {self._t} WHERE run_id = %s AND seq = ANY(%s) ORDER BY seq",
+                                [run_id, seqs]).fetchall()
+        found = [loads_strict(bytes(row[0])) for row in rows]
+        return [doc for doc in found if isinstance(doc, dict)]
 
     def lines(self, run_id: str) -> List[bytes]:
         """The run's records exactly as sealed, oldest first (a ``ledger.jsonl`` without newlines)."""
@@ -207,11 +246,18 @@ class PostgresLedgerStore(LedgerStore):
         return head.seq, head.head_hash
 
     def find_completed(self, run_id: str, idempotency_key: str) -> Optional[dict[str, Any]]:
-        """The first COMPLETED record with this idempotency key (an index lookup)."""
+        """The first COMPLETED record with this idempotency key (index lookups): a record that names
+        the key itself (older formats), or the outcome of the effect whose intent named it."""
+        t = self._t
         with self.db.connection() as conn:
             row = conn.execute(
-                f"""SELECT line FROM {self._t} WHERE run_id = %s AND idempotency_key = %s AND status = 'completed'
-                    ORDER BY seq LIMIT 1""", [run_id, idempotency_key]).fetchone()
+                f"""SELECT line FROM {t} WHERE run_id = %(r)s AND seq = least(
+                        (SELECT min(seq) FROM {t} WHERE run_id = %(r)s AND idempotency_key = %(k)s
+                                AND status = 'completed'),
+                        (SELECT min(c.seq) FROM {t} c JOIN {t} i ON i.run_id = c.run_id AND i.effect_id = c.effect_id
+                         WHERE i.run_id = %(r)s AND i.idempotency_key = %(k)s AND i.status = 'started'
+                               AND c.status = 'completed' AND c.seq > i.seq))""",
+                {"r": run_id, "k": idempotency_key}).fetchone()
         return None if row is None else loads_strict(bytes(row[0]))
 
     # -- values kept beside the run ----------------------------------------------------------
@@ -247,6 +293,10 @@ class PostgresLedgerStore(LedgerStore):
         if not entries:
             return
         wanted = [dict(e) for e in entries]
+        if all("record_hash" not in e for e in wanted):  # format 3: with the next batch of this thread
+            staged: dict[str, list[dict[str, Any]]] = self._staged.__dict__.setdefault("runs", {})
+            staged.setdefault(run_id, []).extend(wanted)
+            return
         with self.db.connection() as conn:
             present = {(int(row[0]), row[1]) for row in conn.execute(
                 f"SELECT seq, record_hash FROM {self._t} WHERE run_id = %s AND seq = ANY(%s)",
@@ -257,15 +307,15 @@ class PostgresLedgerStore(LedgerStore):
                     self._insert_secrets(conn, run_id, now)
         later = [e for e in wanted if (_seq_of(e), e.get("record_hash")) not in present]
         if later:
-            staged: dict[str, list[dict[str, Any]]] = self._staged.__dict__.setdefault("runs", {})
-            staged.setdefault(run_id, []).extend(later)
+            waiting: dict[str, list[dict[str, Any]]] = self._staged.__dict__.setdefault("runs", {})
+            waiting.setdefault(run_id, []).extend(later)
 
     def _take_staged(self, run_id: str) -> List[dict[str, Any]]:
         staged: dict[str, list[dict[str, Any]]] = self._staged.__dict__.get("runs", {})
         return staged.pop(run_id, [])
 
-    def _insert_secrets(self, conn: Any, run_id: str, entries: Sequence[dict[str, Any]]) -> None:
-        rows = [(run_id, _seq_of(e), canonical_json(dict(e))) for e in entries]
+    def _insert_secrets(self, conn: Any, run_id: str, entries: Sequence[dict[str, Any]], *, seq: int = 0) -> None:
+        rows = [(run_id, _seq_of(e) or seq, canonical_json(dict(e))) for e in entries]
         with conn.cursor() as cur:
             cur.executemany(f"INSERT INTO {self.db.s}.secrets (run_id, seq, entry) VALUES (%s, %s, %s)", rows)
 
@@ -276,10 +326,13 @@ class PostgresLedgerStore(LedgerStore):
                                 [run_id]).fetchall()
         return [doc for doc in (loads_strict(bytes(row[0])) for row in rows) if isinstance(doc, dict)]
 
-    def prune_secrets(self, run_id: str, *, through_seq: int) -> None:
-        """Forget kept values of records up to ``through_seq`` (a checkpoint now covers them)."""
-        with self.db.connection() as conn:
-            conn.execute(f"DELETE FROM {self.db.s}.secrets WHERE run_id = %s AND seq <= %s", [run_id, through_seq])
+    def retain_secrets(self, run_id: str, commitments: Collection[str]) -> None:
+        """Keep only the values ``commitments`` (and snapshot pins) still need, in one transaction."""
+        keep = retained(self.get_secrets(run_id), commitments)
+        with self.db.connection() as conn, conn.transaction():
+            conn.execute(f"DELETE FROM {self.db.s}.secrets WHERE run_id = %s", [run_id])
+            if keep:
+                self._insert_secrets(conn, run_id, keep)
 
     def close(self) -> None:
         """Close the store's connections."""

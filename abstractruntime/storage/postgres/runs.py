@@ -33,7 +33,7 @@ from ...core.errors import (
     UnsupportedFormatError,
 )
 from ...core.models import RunState, RunStatus, WaitReason
-from ...core.ports import CHECKPOINT_FORMAT, Checkpoint, LedgerHead, RunStore
+from ...core.ports import CHECKPOINT_FORMAT, Capability, LedgerHead, RunStore, StoredCheckpoint
 from ...core.ids import validate_id
 from ..query import reason_value, status_value
 from .db import PgDatabase, jsonb_copy, parse_document
@@ -49,10 +49,11 @@ def _instant(value: Optional[str]) -> Optional[datetime]:
         return None
 
 
-def row_columns(checkpoint: Checkpoint) -> list[Any]:
+def row_columns(checkpoint: StoredCheckpoint) -> list[Any]:
     """The indexed columns of a checkpoint's row, in table order: run_id, status, workflow_id,
     wait_reason, wait_key, until_ts, updated_ts, parent_run_id, ledger_seq."""
-    run, waiting = checkpoint.run, checkpoint.run.waiting
+    run = checkpoint.shown_run()
+    waiting = run.waiting
     return [run.run_id, RunStatus(run.status).value, run.workflow_id,
             WaitReason(waiting.reason).value if waiting else None, waiting.wait_key if waiting else None,
             _instant(waiting.until) if waiting else None, _instant(run.updated_at), run.parent_run_id,
@@ -66,6 +67,10 @@ ROW_COLUMNS = ("run_id", "status", "workflow_id", "wait_reason", "wait_key", "un
 class PostgresRunStore(RunStore):
     """Checkpoints as rows of ``runs``; queryable; advisory-lock per run."""
 
+    capabilities = frozenset({Capability.CHECKPOINTS, Capability.LOCKS, Capability.CHECKPOINT_TOKENS,
+                              Capability.QUERIES, Capability.WAITING_ON, Capability.WORK_CLAIMS, Capability.WAKE,
+                              Capability.EDITS})
+
     def __init__(self, db: PgDatabase | str) -> None:
         self.db = db if isinstance(db, PgDatabase) else PgDatabase(db)
         self._t = f"{self.db.s}.runs"
@@ -75,10 +80,20 @@ class PostgresRunStore(RunStore):
     # -- writing ---------------------------------------------------------------------------
 
     def save(self, run: RunState) -> None:
-        """Store ``run`` as edited outside the runtime, keeping the rest of its checkpoint.
+        """Adopt ``run`` as edited outside the runtime (upstream 0.0.1's way of changing a run).
 
-        The runtime records such an edit in the ledger the next time it opens the run.
+        The edit is recorded in the run's ledger first (an ``edit`` record carrying the whole
+        state); a run with no ledger yet (a bare state saved for queries) gets a row only, which
+        no runtime takes for proven.
         """
+        from .ledger import PostgresLedgerStore
+
+        ledger = PostgresLedgerStore(self.db)
+        if ledger.head(run.run_id).seq:
+            from ...core.runtime import Runtime
+
+            Runtime(run_store=self, ledger_store=ledger).record_edit(run)
+            return
         with self.db.connection() as conn, conn.transaction():
             row = conn.execute(f"SELECT checkpoint_json FROM {self._t} WHERE run_id = %s FOR UPDATE",
                                [run.run_id]).fetchone()
@@ -86,14 +101,18 @@ class PostgresRunStore(RunStore):
                 old = self._parse(run.run_id, row[0]) if row else None
             except (CorruptRecordError, UnsupportedFormatError):
                 old = None
-            checkpoint = old if old is not None else Checkpoint(run=run, ledger=LedgerHead())
-            checkpoint.run, checkpoint.external = run, True
-            # The row is locked and keeps its position (0 when it could not be read: the
-            # runtime then replays the whole ledger), so this write is not fenced.
+            if old is not None and old.legacy is None:
+                old.state["run"] = run.to_dict()
+                checkpoint = old
+            else:
+                checkpoint = StoredCheckpoint(state={"run": run.to_dict(), "kernel": {
+                    "effects": 0, "pending": None, "metadata": {}, "workflow": None, "origin": None}},
+                    ledger=LedgerHead())
+            # The row is locked and keeps its position, so this write is not fenced.
             self._upsert(conn, checkpoint, fenced=False)
         self._written.pop(run.run_id, None)  # an edit from outside the runtime: never taken as its own
 
-    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+    def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         """Insert or replace the run's row (one statement: atomic, committed at once).
 
         Fenced: a row that already reflects a later ledger position is left as it is and the
@@ -103,15 +122,15 @@ class PostgresRunStore(RunStore):
             token = self._upsert(conn, checkpoint)
         if len(self._written) >= 4096:  # a cache: forgetting only costs one query later
             self._written.clear()
-        self._written[checkpoint.run.run_id] = token
+        self._written[checkpoint.run_id] = token
 
-    def parse_checkpoint(self, run_id: str, data: Any) -> Checkpoint:
+    def parse_checkpoint(self, run_id: str, data: Any) -> StoredCheckpoint:
         """A checkpoint from the exact bytes of its row (strict: corrupt or newer is refused)."""
         return self._parse(run_id, data)
 
-    def _upsert(self, conn: Any, checkpoint: Checkpoint, *, fenced: bool = True) -> tuple[int, str]:
-        run = checkpoint.run
-        validate_id(run.run_id, "run id")
+    def _upsert(self, conn: Any, checkpoint: StoredCheckpoint, *, fenced: bool = True) -> tuple[int, str]:
+        run_id = checkpoint.run_id
+        validate_id(run_id, "run id")
         data = canonical_json(checkpoint.to_dict())
         seq = checkpoint.ledger.seq
         # The fence: an existing row is replaced only by a checkpoint at its ledger position or later.
@@ -129,11 +148,11 @@ class PostgresRunStore(RunStore):
                 RETURNING version, xmin::text""",
             [*row_columns(checkpoint), jsonb_copy(data), data]).fetchone()
         if row is None:
-            found = conn.execute(f"SELECT ledger_seq FROM {self._t} WHERE run_id = %s", [run.run_id]).fetchone()
+            found = conn.execute(f"SELECT ledger_seq FROM {self._t} WHERE run_id = %s", [run_id]).fetchone()
             at = int(found[0]) if found else "?"
             raise LedgerConflictError(
-                f"run {run.run_id}: the stored checkpoint reflects the ledger up to seq {at}, this one only up to "
-                f"seq {seq} (another writer advanced the run); nothing was written", run_id=run.run_id, seq=at)
+                f"run {run_id}: the stored checkpoint reflects the ledger up to seq {at}, this one only up to "
+                f"seq {seq} (another writer advanced the run); nothing was written", run_id=run_id, seq=at)
         return int(row[0]), str(row[1])
 
     def written_token(self, run_id: str) -> Optional[tuple[int, str]]:
@@ -150,25 +169,30 @@ class PostgresRunStore(RunStore):
     # -- reading ---------------------------------------------------------------------------
 
     def load(self, run_id: str) -> Optional[RunState]:
-        """The stored run, or ``None``."""
+        """The stored run as readers see it (secrets redacted, stored values resolved), or ``None``."""
         checkpoint = self.load_checkpoint(run_id)
-        return checkpoint.run if checkpoint else None
+        if checkpoint is None:
+            return None
+        from ..views import resolved_view
+        from .ledger import PostgresLedgerStore
 
-    def load_checkpoint(self, run_id: str) -> Optional[Checkpoint]:
+        return resolved_view(checkpoint, PostgresLedgerStore(self.db))
+
+    def load_checkpoint(self, run_id: str) -> Optional[StoredCheckpoint]:
         """The stored checkpoint, or ``None`` if the run has none."""
         with self.db.connection() as conn:
             row = conn.execute(f"SELECT checkpoint_json FROM {self._t} WHERE run_id = %s", [run_id]).fetchone()
         return None if row is None else self._parse(run_id, row[0])
 
-    def _parse(self, run_id: str, data: Any) -> Checkpoint:
+    def _parse(self, run_id: str, data: Any) -> StoredCheckpoint:
         where = f"checkpoint of run {run_id} in {self.db.describe()}"
         doc = parse_document(data, where, kind="checkpoint", newest=CHECKPOINT_FORMAT)
         try:
-            checkpoint = Checkpoint.from_dict(doc)
+            checkpoint = StoredCheckpoint.from_dict(doc)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptRecordError(f"{where} is missing or has a bad field ({exc})") from None
-        if checkpoint.run.run_id != run_id:
-            raise CorruptRecordError(f"{where} describes run {checkpoint.run.run_id!r}")
+        if checkpoint.run_id != run_id:
+            raise CorruptRecordError(f"{where} describes run {checkpoint.run_id!r}")
         return checkpoint
 
     def checkpoint_token(self, run_id: str) -> Optional[tuple[int, str]]:
@@ -268,7 +292,7 @@ class PostgresRunStore(RunStore):
             params = [*params, max(limit, 0)]
         with self.db.connection() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [self._parse(row[0], row[1]).run for row in rows]
+        return [self._parse(row[0], row[1]).shown_run() for row in rows]
 
     def list_runs(
         self,
@@ -316,7 +340,8 @@ class PostgresRunStore(RunStore):
         :class:`~abstractruntime.storage.postgres.claims.PostgresClaims`."""
         from .claims import PostgresClaims
 
-        return PostgresClaims(self.db, owner=owner, lease_s=lease_s, parse=self.parse_checkpoint)
+        return PostgresClaims(self.db, owner=owner, lease_s=lease_s,
+                              parse=lambda run_id, data: self.parse_checkpoint(run_id, data).shown_checkpoint())
 
     def wake(self, run_ids: list[str]) -> None:
         """Tell idle workers (``NOTIFY``) that ``run_ids`` are ready to advance."""

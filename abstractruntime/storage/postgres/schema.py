@@ -15,7 +15,7 @@ from typing import Any
 
 from ...core.errors import InvalidInputError, StorageError, UnsupportedFormatError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DEFAULT_SCHEMA = "abstractruntime"
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -121,6 +121,13 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
         "ALTER TABLE {s}.runs ADD COLUMN ledger_seq bigint NOT NULL DEFAULT 0",
         """UPDATE {s}.runs SET ledger_seq = (checkpoint -> 'ledger' ->> 'seq')::bigint
             WHERE jsonb_typeof(checkpoint -> 'ledger' -> 'seq') = 'number'""",
+    )),
+    (5, "format-3 ledger records: effect positions", (
+        # A format-3 outcome names its effect by position and takes its idempotency key from its
+        # intent: find_completed goes from the intent's key to the completed record of that effect.
+        "ALTER TABLE {s}.ledger ADD COLUMN effect_id bigint",
+        """CREATE INDEX ledger_effect_completed ON {s}.ledger (run_id, effect_id, seq)
+            WHERE status = 'completed' AND effect_id IS NOT NULL""",
     )),
 ]
 

@@ -44,7 +44,7 @@ from ...core.errors import (
     VerificationFailedError,
 )
 from ...core.ids import validate_id
-from ...core.ports import CHECKPOINT_FORMAT, Checkpoint, LedgerHead
+from ...core.ports import CHECKPOINT_FORMAT, LedgerHead, StoredCheckpoint
 from ..bookmarks import BOOKMARKS_FILE, BOOKMARKS_FORMAT, Bookmark
 from ..fsio import atomic_write_bytes, dumps_compact, ensure_dir, fsync_dir, loads_strict, read_bytes
 from ..json_files import CHECKPOINT_FILE, LEDGER_FILE, RUNS_DIR, SECRETS_FILE
@@ -63,7 +63,7 @@ class RunCopy:
     run_id: str
     lines: list[bytes] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
-    checkpoint: Optional[Checkpoint] = None
+    checkpoint: Optional[StoredCheckpoint] = None
     secrets: list[dict[str, Any]] = field(default_factory=list)
     bookmarks: list[Bookmark] = field(default_factory=list)
     source: str = ""
@@ -152,14 +152,14 @@ def _read_folder_run(root: Path, run_id: str) -> RunCopy:
                    source=str(root))
 
 
-def _checkpoint(data: bytes, path: Path, run_id: str) -> Checkpoint:
+def _checkpoint(data: bytes, path: Path, run_id: str) -> StoredCheckpoint:
     doc = parse_document(data, str(path), kind="checkpoint", newest=CHECKPOINT_FORMAT)
     try:
-        checkpoint = Checkpoint.from_dict(doc)
+        checkpoint = StoredCheckpoint.from_dict(doc)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CorruptRecordError(f"checkpoint is missing or has a bad field ({exc})", path=str(path)) from None
-    if checkpoint.run.run_id != run_id:
-        raise CorruptRecordError(f"checkpoint describes run {checkpoint.run.run_id!r}", path=str(path))
+    if checkpoint.run_id != run_id:
+        raise CorruptRecordError(f"checkpoint describes run {checkpoint.run_id!r}", path=str(path))
     return checkpoint
 
 

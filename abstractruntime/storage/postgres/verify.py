@@ -49,7 +49,7 @@ def _stale(found: Optional[tuple[Any, list[Any], int]]) -> bool:
     if found is None:
         return False
     checkpoint, _, head = found
-    return checkpoint.ledger.seq < head and checkpoint.run.status is not RunStatus.RUNNING
+    return checkpoint.ledger.seq < head and checkpoint.shown_run().status is not RunStatus.RUNNING
 
 
 def check_row(store: Any, run_id: str, report: Any) -> None:
@@ -77,7 +77,7 @@ def check_row(store: Any, run_id: str, report: Any) -> None:
         return
     if found is not None and _stale(found):
         checkpoint, _, head = found
-        status = checkpoint.run.status.value
+        status = checkpoint.shown_run().status.value
         report.problem("checkpoint_behind_ledger",
                        f"the runs row of run {run_id} says {status} at seq {checkpoint.ledger.seq}, but the ledger "
                        f"goes on to seq {head}: runs list, emit and workers read the row (the run's next tick "
