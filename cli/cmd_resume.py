@@ -74,6 +74,9 @@ def resume_cmd(
     payload: Optional[str] = typer.Option(None, "--payload", metavar="JSON", help="A JSON payload ('-' reads stdin)."),
     payload_file: Optional[str] = typer.Option(None, "--payload-file", metavar="FILE", help="Read the JSON payload from FILE."),
     wait_key: Optional[str] = typer.Option(None, "--wait-key", metavar="KEY", help="Refuse unless the run waits on KEY."),
+    fire_timer: bool = typer.Option(False, "--fire-timer",
+                                    help="Fire the wait_until timer the run waits on now, before its time "
+                                         "(recorded as fired by an operator)."),
     workflow_file: Optional[str] = WorkflowOpt,
     attr: Optional[str] = AttrOpt,
     allow_drift: bool = DriftOpt,
@@ -93,7 +96,10 @@ def resume_cmd(
     --answer TEXT sends {"answer": TEXT} (a unique prefix of a choice, any case, picks that
     choice); --payload sends any JSON value. Without either, on a terminal the prompt is
     asked here; otherwise the command exits 5 and prints the wait handle.
+    A timer (wait_until) takes no answer (exit 2): it resumes when due (`tick --due`, a
+    worker), or now with --fire-timer, which the ledger records as an operator's action.
     """
+    from abstractruntime.core.answers import check_timer_rule
     from abstractruntime.core.errors import RunNotWaitingError
     from abstractruntime.core.models import RunStatus, WaitReason
 
@@ -105,11 +111,17 @@ def resume_cmd(
     s = settings(ctx, json_out)
     run_id, wait_id = split_handle(target)
     data = read_payload(answer=answer, answer_file=answer_file, payload=payload, payload_file=payload_file)
+    if fire_timer and data is not None:
+        from abstractruntime.core.errors import InvalidInputError
+
+        raise InvalidInputError("--fire-timer takes no --answer or --payload: the run gets what the clock "
+                                "would give it")
     flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url)
     store = s.open_store()
     state = store.runtime().get_state(run_id)
-    # Only an answer can reach the wrong wait; without one the command just shows the wait.
-    check_target(state, target, wait_id, current=current or data is None, interactive=s.may_prompt())
+    # Only an answer (or a firing) can reach the wrong wait; without one the command just shows the wait.
+    check_target(state, target, wait_id, current=current or (data is None and not fire_timer),
+                 interactive=s.may_prompt())
     if state.status is not RunStatus.WAITING or state.waiting is None:
         # Checked here too so that no workflow code is imported for a hopeless resume.
         hint = ""
@@ -118,13 +130,16 @@ def resume_cmd(
                     f"continue it with: abstractruntime tick {run_id}")
         raise RunNotWaitingError(f"Run {run_id} is not waiting (status: {state.status.value}){hint}",
                                  run_id=run_id, status=state.status.value)
+    if data is not None or fire_timer:
+        # The kernel's rule, asked before any workflow code is imported (and again under the lock).
+        check_timer_rule(run_id, state.waiting, data, fire_timer)
     if (answer is not None or answer_file is not None) and isinstance(data, dict):
         data = {"answer": match_choice(state.waiting, data["answer"])}
     if data is not None and _tool_wait(state.waiting):
         from abstractruntime.integrations.abstractcore.approval_checks import check_tool_payload
 
         check_tool_payload(state.waiting, data, store.runtime().get_ledger(run_id))
-    if data is None:
+    if data is None and not fire_timer:
         if state.waiting.reason is WaitReason.USER and s.may_prompt():
             data = ask(state.waiting)
         if data is None:
@@ -133,7 +148,9 @@ def resume_cmd(
                                              info=s.info)
     s.current_run = run_id
     # The kernel re-checks the wait id under the run's lock (two resumes racing on one handle).
-    extra = {"wait_id": wait_id} if wait_id is not None and resume_accepts_wait_id(runtime) else {}
+    extra: dict[str, Any] = {"wait_id": wait_id} if wait_id is not None and resume_accepts_wait_id(runtime) else {}
+    if fire_timer:
+        extra["fire_timer"] = True
     state = runtime.resume(workflow=loaded.workflow, run_id=run_id, wait_key=wait_key, payload=data,
                            allow_drift=allow_drift, lock_wait=wait, **extra)
     state = drive(s, runtime, loaded.workflow, state, allow_drift=allow_drift, lock_wait=wait)

@@ -41,6 +41,7 @@ ERROR_EXIT_CODES: dict[str, int] = {
     "payload_too_large": USAGE,
     "invalid_answer": USAGE,
     "wait_key_mismatch": USAGE,
+    "timer_wait": USAGE,
     "run_state": ERROR,
     "run_not_waiting": ERROR,
     "run_terminal": ERROR,
