@@ -170,12 +170,8 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
             yield Io(session.flush_before_effect)  # the intent (and every step before it) is durable first
         recorder = _part_recorder(session, plan, effect_id, key, attempt, parts)
         identity = EffectIdentity(run.run_id, effect_id, key, attempt, dict(parts), recorder)
-        rt.current_effect = (run.run_id, effect_id, key)
-        try:
-            outcome = yield EffectCall(handler, run, effect, plan.next_node, identity, _CURRENT, timeout,
-                                       _cancel_recorder(session, plan, effect_id, key, attempt))
-        finally:
-            rt.current_effect = None
+        outcome = yield EffectCall(handler, run, effect, plan.next_node, identity, _CURRENT, timeout,
+                                   _cancel_recorder(session, plan, effect_id, key, attempt))
         if outcome.status == "completed":
             try:
                 check_size(canonical_json(outcome.result), what=f"Result of {effect.type.value} effect")

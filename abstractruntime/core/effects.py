@@ -156,9 +156,13 @@ def make_start_subworkflow(runtime: "Runtime"):  # type: ignore[no-untyped-def]
         if child_spec is None:
             return EffectOutcome.failed(f"Workflow '{workflow_id}' not found in registry", retryable=False)
         # The child's id comes from this effect's position, so a crash never starts two
-        # children and a loop that starts the same subworkflow again gets a new one.
-        current = runtime.current_effect
-        key = current[2] if current and current[0] == run.run_id else \
+        # children and a loop that starts the same subworkflow again gets a new one. The
+        # position is this handler's context (one per run, also when one runtime advances many
+        # runs at once), never state kept on the shared runtime.
+        from .effect_exec import current_effect
+
+        identity = current_effect()
+        key = identity.key if identity is not None and identity.run_id == run.run_id else \
             runtime.effect_policy.idempotency_key(run=run, node_id=run.current_node, effect=effect)
         sub_run_id = child_run_id(run.run_id, key)
         if not runtime.run_exists(sub_run_id):

@@ -112,8 +112,6 @@ class Runtime:
         self._redactor = redactor or Redactor()
         self.signer = signer
         self.missing_handler = missing_handler
-        # (run_id, effect_id, idempotency_key) of the effect whose handler is running.
-        self.current_effect: Optional[tuple[str, int, str]] = None
         self._handlers: dict[EffectType, RegisteredHandler] = {}
         # run_id -> (file tokens, state) of runs this runtime advanced last (see _load).
         self._warm: dict[str, tuple[Any, OpenedRun]] = {}
