@@ -157,7 +157,7 @@ def scheduler_for(s: Settings, *, limit: int, allow_drift: bool, errors: list[st
         # Failures are reported by the command, once; the scheduler's own log lines are for -v.
         quiet_log.addHandler(logging.NullHandler())
     return Scheduler(runtime=store.runtime(), registry=WorkflowRegistry(), resolve_checkpoint=run_resolver(s, store, llm),
-                     allow_drift=allow_drift, batch_size=limit,
+                     allow_drift=allow_drift, batch_size=limit, events=store.events,
                      on_run_failed=lambda run_id, exc: errors.append(f"run {run_id}: {exc}"),
                      on_run_locked=lambda run_id: s.info(f"run {run_id} is locked by another writer; skipped"),
                      **options)

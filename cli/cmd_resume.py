@@ -165,6 +165,12 @@ def emit_cmd(
     payload_file: Optional[str] = typer.Option(None, "--payload-file", metavar="FILE", help="Read the JSON payload from FILE."),
     hand_off: bool = typer.Option(False, "--hand-off",
                                   help="Record the answers and leave the runs to a worker (woken at once on PostgreSQL)."),
+    event_id: Optional[str] = typer.Option(None, "--id", metavar="ID",
+                                           help="The event's id: an id is delivered at most once per store (a retried "
+                                                "emit of a delivered id does nothing, exit 0)."),
+    keep: Optional[str] = typer.Option(None, "--keep", metavar="DURATION",
+                                       help="With --id, when no run waits on EVENT_KEY: keep the event this long "
+                                            "(90s, 10m, 2h, 1d) for the first run that waits on it."),
     allow_drift: bool = typer.Option(False, "--allow-drift", help="Accept changed workflow files."),
     wait: float = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for runs locked by another process."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -173,6 +179,12 @@ def emit_cmd(
 
     Each run is advanced here until it waits again or ends; with --hand-off the answer is
     recorded and the run left `running` for `abstractruntime worker` to advance.
+    With --id, the event is delivered at most once per store: emitting a delivered id again
+    does nothing (exit 0, "already delivered"), even if a run started waiting on the key since;
+    an emit interrupted after it recorded the id is finished by emitting the same id again.
+    With --keep DURATION (and --id), an event no run waits on yet is kept (exit 0) and given to
+    the first run that waits on EVENT_KEY within DURATION, by the next `worker` pass or the
+    next emit of the same id; then it is dropped.
     """
     from abstractruntime.scheduler.events import EMIT_LOCK_WAIT, emit_event
 
@@ -193,14 +205,23 @@ def emit_cmd(
             check_tool_payload(run.waiting, answer, store.runtime().get_ledger(run.run_id))
 
     result = emit_event(store.runs, event_key, data, resolve=resolve, check=check, hand_off=hand_off,
-                        allow_drift=allow_drift, lock_wait=max(wait, EMIT_LOCK_WAIT))
+                        allow_drift=allow_drift, lock_wait=max(wait, EMIT_LOCK_WAIT),
+                        event_id=event_id, events=store.events if event_id is not None else None, keep=keep)
     elsewhere = result.already_answered
     if elsewhere:
-        s.info(f"{len(elsewhere)} run(s) already resumed by another process: {', '.join(elsewhere[:10])}"
+        s.info(f"{len(elsewhere)} run(s) already answered: {', '.join(elsewhere[:10])}"
                + (" ..." if len(elsewhere) > 10 else ""))
     errors = [f"run {run_id}: {message}" for run_id, message in result.errors.items()]
     verb = "handed off to workers" if hand_off else "resumed"
-    finish_batch(s, result.states, errors, f"{len(result.states)} run(s) {verb} on {event_key}")
+    named = f" (event {event_id})" if event_id is not None else ""
+    summary = {
+        "already_delivered": f"event {event_id} was already delivered; nothing was done",
+        "being_delivered": f"event {event_id} is being delivered by another process; nothing was done",
+        "kept": f"no run waits on {event_key} yet: event {event_id} is kept until {result.kept_until} for the "
+                "first run that waits on it (delivered by a worker, or by emitting this id again)",
+        "expired": f"event {event_id} was kept until {result.kept_until} and expired undelivered; nothing was done",
+    }.get(result.outcome, f"{len(result.states)} run(s) {verb} on {event_key}{named}")
+    finish_batch(s, result.states, errors, summary)
 
 
 @app.command("cancel")

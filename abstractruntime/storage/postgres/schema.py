@@ -14,8 +14,9 @@ import re
 from typing import Any
 
 from ...core.errors import InvalidInputError, UnsupportedFormatError
+from .events import EVENTS_MIGRATION
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 DEFAULT_SCHEMA = "abstractruntime"
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -114,6 +115,7 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
             claimed_at  timestamptz NOT NULL DEFAULT now())""",
         "CREATE INDEX runs_running ON {s}.runs (updated_ts, run_id) WHERE status = 'running'",
     )),
+    EVENTS_MIGRATION,  # the events table (storage/postgres/events.py)
 ]
 
 
