@@ -105,6 +105,7 @@ _EXPORTS: dict[str, str] = {
     "EffectFailedError": "abstractruntime.core.errors",
     "WorkflowNotRegisteredError": "abstractruntime.core.errors",
     "AlreadyAnsweredError": "abstractruntime.core.errors",
+    "TimerWaitError": "abstractruntime.core.errors",
     "RunExistsError": "abstractruntime.core.errors",
     "RunNotRetryableError": "abstractruntime.core.errors",
     "LedgerConflictError": "abstractruntime.core.errors",

@@ -168,7 +168,7 @@ def scheduler_for(s: Settings, *, limit: int, allow_drift: bool, errors: list[st
         quiet_log.addHandler(logging.NullHandler())
     return Scheduler(runtime=store.runtime(), registry=WorkflowRegistry(),
                      resolve_checkpoint=run_resolver(s, store, llm, allow_drift=allow_drift),
-                     allow_drift=allow_drift, batch_size=limit,
+                     allow_drift=allow_drift, batch_size=limit, events=store.events,
                      on_run_failed=lambda run_id, exc: errors.append(s.scrub(f"run {run_id}: {exc}")),
                      on_run_locked=lambda run_id: s.info(f"run {run_id} is locked by another writer; skipped"),
                      **options)

@@ -74,6 +74,9 @@ def resume_cmd(
     payload: Optional[str] = typer.Option(None, "--payload", metavar="JSON", help="A JSON payload ('-' reads stdin)."),
     payload_file: Optional[str] = typer.Option(None, "--payload-file", metavar="FILE", help="Read the JSON payload from FILE."),
     wait_key: Optional[str] = typer.Option(None, "--wait-key", metavar="KEY", help="Refuse unless the run waits on KEY."),
+    fire_timer: bool = typer.Option(False, "--fire-timer",
+                                    help="Fire the wait_until timer the run waits on now, before its time "
+                                         "(recorded as fired by an operator)."),
     workflow_file: Optional[str] = WorkflowOpt,
     attr: Optional[str] = AttrOpt,
     allow_drift: bool = DriftOpt,
@@ -93,7 +96,10 @@ def resume_cmd(
     --answer TEXT sends {"answer": TEXT} (a unique prefix of a choice, any case, picks that
     choice); --payload sends any JSON value. Without either, on a terminal the prompt is
     asked here; otherwise the command exits 5 and prints the wait handle.
+    A timer (wait_until) takes no answer (exit 2): it resumes when due (`tick --due`, a
+    worker), or now with --fire-timer, which the ledger records as an operator's action.
     """
+    from abstractruntime.core.answers import check_timer_rule
     from abstractruntime.core.errors import RunNotWaitingError
     from abstractruntime.core.models import RunStatus, WaitReason
 
@@ -105,11 +111,17 @@ def resume_cmd(
     s = settings(ctx, json_out)
     run_id, wait_id = split_handle(target)
     data = read_payload(answer=answer, answer_file=answer_file, payload=payload, payload_file=payload_file)
+    if fire_timer and data is not None:
+        from abstractruntime.core.errors import InvalidInputError
+
+        raise InvalidInputError("--fire-timer takes no --answer or --payload: the run gets what the clock "
+                                "would give it")
     flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url, ctx=ctx)
     store = s.open_store()
     state = store.runtime().get_state(run_id)
-    # Only an answer can reach the wrong wait; without one the command just shows the wait.
-    check_target(state, target, wait_id, current=current or data is None, interactive=s.may_prompt())
+    # Only an answer (or a firing) can reach the wrong wait; without one the command just shows the wait.
+    check_target(state, target, wait_id, current=current or (data is None and not fire_timer),
+                 interactive=s.may_prompt())
     if state.status is not RunStatus.WAITING or state.waiting is None:
         # Checked here too so that no workflow code is imported for a hopeless resume.
         hint = ""
@@ -118,13 +130,16 @@ def resume_cmd(
                     f"continue it with: abstractruntime tick {run_id}")
         raise RunNotWaitingError(f"Run {run_id} is not waiting (status: {state.status.value}){hint}",
                                  run_id=run_id, status=state.status.value)
+    if data is not None or fire_timer:
+        # The kernel's rule, asked before any workflow code is imported (and again under the lock).
+        check_timer_rule(run_id, state.waiting, data, fire_timer)
     if (answer is not None or answer_file is not None) and isinstance(data, dict):
         data = {"answer": match_choice(state.waiting, data["answer"])}
     if data is not None and _tool_wait(state.waiting):
         from abstractruntime.integrations.abstractcore.approval_checks import check_tool_payload
 
         check_tool_payload(state.waiting, data, store.runtime().get_ledger(run_id))
-    if data is None:
+    if data is None and not fire_timer:
         if state.waiting.reason is WaitReason.USER and s.may_prompt():
             data = ask(state.waiting)
         if data is None:
@@ -134,7 +149,9 @@ def resume_cmd(
     s.current_run = run_id
     s.redactor = runtime.redactor  # errors printed from here on: the workflow's own rules too
     # The kernel re-checks the wait id under the run's lock (two resumes racing on one handle).
-    extra = {"wait_id": wait_id} if wait_id is not None and resume_accepts_wait_id(runtime) else {}
+    extra: dict[str, Any] = {"wait_id": wait_id} if wait_id is not None and resume_accepts_wait_id(runtime) else {}
+    if fire_timer:
+        extra["fire_timer"] = True
     state = runtime.resume(workflow=loaded.workflow, run_id=run_id, wait_key=wait_key, payload=data,
                            allow_drift=allow_drift, lock_wait=wait, **extra)
     state = drive(s, runtime, loaded.workflow, state, allow_drift=allow_drift, lock_wait=wait)
@@ -149,6 +166,12 @@ def emit_cmd(
     payload_file: Optional[str] = typer.Option(None, "--payload-file", metavar="FILE", help="Read the JSON payload from FILE."),
     hand_off: bool = typer.Option(False, "--hand-off",
                                   help="Record the answers and leave the runs to a worker (woken at once on PostgreSQL)."),
+    event_id: Optional[str] = typer.Option(None, "--id", metavar="ID",
+                                           help="The event's id: an id is delivered at most once per store (a retried "
+                                                "emit of a delivered id does nothing, exit 0)."),
+    keep: Optional[str] = typer.Option(None, "--keep", metavar="DURATION",
+                                       help="With --id, when no run waits on EVENT_KEY: keep the event this long "
+                                            "(90s, 10m, 2h, 1d) for the first run that waits on it."),
     allow_drift: bool = typer.Option(False, "--allow-drift", help="Accept changed workflow files."),
     wait: float = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for runs locked by another process."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -157,6 +180,12 @@ def emit_cmd(
 
     Each run is advanced here until it waits again or ends; with --hand-off the answer is
     recorded and the run left `running` for `abstractruntime worker` to advance.
+    With --id, the event is delivered at most once per store: emitting a delivered id again
+    does nothing (exit 0, "already delivered"), even if a run started waiting on the key since;
+    an emit interrupted after it recorded the id is finished by emitting the same id again.
+    With --keep DURATION (and --id), an event no run waits on yet is kept (exit 0) and given to
+    the first run that waits on EVENT_KEY within DURATION, by the next `worker` pass or the
+    next emit of the same id; then it is dropped.
     """
     from abstractruntime.scheduler.events import EMIT_LOCK_WAIT, emit_event
 
@@ -177,14 +206,23 @@ def emit_cmd(
             check_tool_payload(run.waiting, answer, store.runtime().get_ledger(run.run_id))
 
     result = emit_event(store.runs, event_key, data, resolve=resolve, check=check, hand_off=hand_off,
-                        allow_drift=allow_drift, lock_wait=max(wait, EMIT_LOCK_WAIT))
+                        allow_drift=allow_drift, lock_wait=max(wait, EMIT_LOCK_WAIT),
+                        event_id=event_id, events=store.events if event_id is not None else None, keep=keep)
     elsewhere = result.already_answered
     if elsewhere:
-        s.info(f"{len(elsewhere)} run(s) already resumed by another process: {', '.join(elsewhere[:10])}"
+        s.info(f"{len(elsewhere)} run(s) already answered: {', '.join(elsewhere[:10])}"
                + (" ..." if len(elsewhere) > 10 else ""))
     errors = [f"run {run_id}: {message}" for run_id, message in result.errors.items()]
     verb = "handed off to workers" if hand_off else "resumed"
-    finish_batch(s, result.states, errors, f"{len(result.states)} run(s) {verb} on {event_key}")
+    named = f" (event {event_id})" if event_id is not None else ""
+    summary = {
+        "already_delivered": f"event {event_id} was already delivered; nothing was done",
+        "being_delivered": f"event {event_id} is being delivered by another process; nothing was done",
+        "kept": f"no run waits on {event_key} yet: event {event_id} is kept until {result.kept_until} for the "
+                "first run that waits on it (delivered by a worker, or by emitting this id again)",
+        "expired": f"event {event_id} was kept until {result.kept_until} and expired undelivered; nothing was done",
+    }.get(result.outcome, f"{len(result.states)} run(s) {verb} on {event_key}{named}")
+    finish_batch(s, result.states, errors, summary)
 
 
 @app.command("cancel")

@@ -42,6 +42,7 @@ ERROR_EXIT_CODES: dict[str, int] = {
     "invalid_answer": USAGE,
     "wait_key_mismatch": USAGE,
     "server_not_configured": USAGE,
+    "timer_wait": USAGE,
     "run_state": ERROR,
     "run_not_waiting": ERROR,
     "run_terminal": ERROR,

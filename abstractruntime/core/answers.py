@@ -1,7 +1,8 @@
 """Answering a wait, and preparing a retry: the checks that come before anything is written.
 
 :func:`record_answer` checks that an answer fits the wait it names (its ``wait_id``, the
-``wait_key``, the choices, the size) and records it; :func:`prepare_retry` checks that a run
+``wait_key``, the choices, the size; a timer takes no answer, only an explicit firing) and
+records it; :func:`prepare_retry` checks that a run
 failed on a retryable effect error and records the ``retry``. Both raise before writing.
 """
 
@@ -16,16 +17,23 @@ from .errors import (
     InvalidInputError,
     RunNotRetryableError,
     RunNotWaitingError,
+    TimerWaitError,
     WaitKeyMismatchError,
 )
-from .models import Effect, RecordKind, RunStatus, StepPlan, WaitReason
+from .models import Effect, RecordKind, RunStatus, StepPlan, WaitReason, WaitState
 from .ports import LedgerHead, LedgerStore, Pending
 from .session import RunSession, new_record, set_nested
 
 
 def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Optional[str], payload: Any,
-            encoded: bytes) -> None:
-    """Check the answer against the wait it names, then record it (nothing written on refusal)."""
+                  encoded: bytes, event_id: Optional[str] = None, fire_timer: bool = False) -> None:
+    """Check the answer against the wait it names, then record it (nothing written on refusal).
+
+    ``event_id`` (an event delivered by :func:`~abstractruntime.scheduler.events.emit_event`)
+    is recorded in the resume's result. A timer takes no answer: only ``fire_timer=True``
+    (an operator's explicit action, recorded as ``fired_by: "operator"``) resumes it before
+    its time, and only a timer can be fired.
+    """
     run, run_id = session.run, session.run_id
     wait = run.waiting
     if wait_id is not None:
@@ -37,6 +45,9 @@ def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Opti
         raise WaitKeyMismatchError(
             f"wait_key mismatch: run {run_id} waits on '{wait.wait_key}', got '{wait_key}'",
             run_id=run_id, expected=wait.wait_key, got=wait_key)
+    if check_timer_rule(run_id, wait, payload, fire_timer):
+        _fire_timer(session, wait)
+        return
     _check_answer(wait.choices, wait.allow_free_text, payload)
     _check_approval(wait.details, payload, run_id)
     check_size(encoded, what="Resume payload")
@@ -46,9 +57,53 @@ def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Opti
     if wait.resume_to_node:
         run.current_node = wait.resume_to_node
     rec = new_record(run, RecordKind.RESUME)
-    rec.finish_success({"reason": WaitReason(wait.reason).value, "wait_key": wait.wait_key,
-                        "wait_id": wait.wait_id, "payload": payload})
+    result = {"reason": WaitReason(wait.reason).value, "wait_key": wait.wait_key, "wait_id": wait.wait_id,
+              "payload": payload}
+    if event_id is not None:
+        result["event_id"] = event_id
+    rec.finish_success(result)
     session.record(rec, result=payload, result_path=["payload"])
+    session.answered = True
+
+
+def check_timer_rule(run_id: str, wait: WaitState, payload: Any, fire_timer: bool) -> bool:
+    """Whether this resume fires a timer; raises when it answers one, or fires something else.
+
+    A ``wait_until`` timer is resumed by the clock (a tick once it is due) or by an operator
+    who says so (``fire_timer``); an answer or an event never reaches it.
+    """
+    is_timer = WaitReason(wait.reason) is WaitReason.UNTIL
+    if fire_timer:
+        if not is_timer:
+            raise InvalidInputError(f"Run {run_id} waits on {WaitReason(wait.reason).value} ({wait.wait_id}), "
+                                    "not a timer: only a wait_until timer can be fired", run_id=run_id)
+        if payload is not None:
+            raise InvalidInputError("firing a timer takes no payload: the run gets what the clock would give it",
+                                    run_id=run_id)
+        return True
+    if is_timer:
+        handle = f"{run_id}@{wait.wait_id}" if wait.wait_id else run_id
+        raise TimerWaitError(
+            f"Run {run_id} waits on a timer until {wait.until}: a timer takes no answer. It resumes when it is "
+            f"due (tick --due, a worker); to fire it now, say so: resume(..., fire_timer=True) "
+            f"(CLI: abstractruntime resume {handle} --fire-timer). Nothing was written",
+            run_id=run_id, until=wait.until, wait_id=wait.wait_id)
+    return False
+
+
+def _fire_timer(session: RunSession, wait: WaitState) -> None:
+    """Resume a timer before its time, as the clock would, recording that an operator fired it."""
+    run = session.run
+    fired = {"until": wait.until, "ready": True}
+    if wait.result_key:
+        set_nested(run.vars, wait.result_key, fired)
+    run.status, run.waiting = RunStatus.RUNNING, None
+    if wait.resume_to_node:
+        run.current_node = wait.resume_to_node
+    rec = new_record(run, RecordKind.RESUME)
+    rec.finish_success({"reason": WaitReason.UNTIL.value, "wait_key": wait.wait_key, "wait_id": wait.wait_id,
+                        "until": wait.until, "fired_by": "operator"})
+    session.record(rec)
     session.answered = True
 
 def check_wait_id(session: RunSession, wait_id: str) -> None:

@@ -204,8 +204,10 @@ def make_start_subworkflow(runtime: "Runtime"):  # type: ignore[no-untyped-def]
         if child_spec is None:
             return EffectOutcome.failed(f"Workflow '{workflow_id}' not found in registry", retryable=False)
         # The child's id comes from this effect's position, so a crash never starts two
-        # children and a loop that starts the same subworkflow again gets a new one.
-        from .effect_exec import current_effect  # the identity of this effect, in this context only
+        # children and a loop that starts the same subworkflow again gets a new one. The
+        # position is this handler's context (one per run, also when one runtime advances many
+        # runs at once), never state kept on the shared runtime.
+        from .effect_exec import current_effect
 
         identity = current_effect()
         key = identity.key if identity is not None and identity.run_id == run.run_id else \

@@ -21,6 +21,7 @@ Hierarchy::
     │   ├── PayloadTooLargeError              payload_too_large
     │   ├── InvalidAnswerError                invalid_answer
     │   ├── WaitKeyMismatchError              wait_key_mismatch
+    │   ├── TimerWaitError                    timer_wait
     │   ├── RunExistsError                    run_exists
     │   ├── RunNotRetryableError              not_retryable
     │   └── ServerNotConfiguredError          server_not_configured
@@ -147,6 +148,17 @@ class WaitKeyMismatchError(InvalidInputError):
     """``resume`` was given a wait_key other than the one the run waits on."""
 
     code = "wait_key_mismatch"
+
+
+class TimerWaitError(InvalidInputError):
+    """An answer (or an event) sent to a run waiting on a ``wait_until`` timer.
+
+    A timer is resumed by the clock, or explicitly by an operator (``resume(...,
+    fire_timer=True)``, CLI ``resume RUN@wN --fire-timer``), which the ledger records as such.
+    Nothing is written.
+    """
+
+    code = "timer_wait"
 
 
 class RunExistsError(InvalidInputError):
@@ -324,6 +336,7 @@ __all__ = [
     "PayloadTooLargeError",
     "InvalidAnswerError",
     "WaitKeyMismatchError",
+    "TimerWaitError",
     "RunStateError",
     "RunNotWaitingError",
     "RunTerminalError",

@@ -2,7 +2,9 @@
 
 Restoring never rewrites history: a ``restore`` record carrying the snapshot's whole state is
 appended to the ledger (which keeps verifying), and the checkpoint follows it. Forking starts a new
-run whose checkpoint (``origin``) and first ledger record name the source run and snapshot.
+run whose checkpoint (``origin``) and first ledger record name the source run and snapshot, and
+which continues the source's effect numbering (so its wait handles never repeat one it was
+forked on).
 Both refuse a workflow whose source sha256 differs from the snapshot's unless
 ``allow_drift=True``. A fork records the workflow id and sha256 of the ``source`` the caller
 located (the CLI: through the operator's registry), never a path from the snapshot file.
@@ -14,7 +16,7 @@ import copy
 from typing import Any, Optional
 
 from .canonical import canonical_json, sha256_hex
-from .errors import WorkflowDriftError
+from .errors import AbstractRuntimeError, WorkflowDriftError
 from .ids import validate_id
 from .models import RecordKind, RunState
 from .ports import Checkpoint, LedgerHead
@@ -99,6 +101,26 @@ def restore_snapshot(
         return state
 
 
+def _effects_begun(runtime: Runtime, snapshot: Any, state: RunState) -> int:
+    """How many effects the source run had begun at the snapshot: where the fork's numbering goes on.
+
+    A wait is numbered by the effect that created it (``w3``), so a fork that counted from zero
+    would give its next question the handle of the one it was forked on, and a retried answer
+    would reach it. The count comes from the source's ledger at the snapshot's position; a
+    snapshot whose source is gone still never goes below the wait it holds.
+    """
+    counted = 0
+    seq = (snapshot.ledger or {}).get("seq") if isinstance(snapshot.ledger, dict) else None
+    if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0:
+        try:
+            counted = runtime.state_at(snapshot.run_id, seq).effects
+        except AbstractRuntimeError:  # the source run is gone or unreadable: the snapshot decides
+            counted = 0
+    wait_id = state.waiting.wait_id if state.waiting is not None else None
+    waited = int(wait_id[1:]) if isinstance(wait_id, str) and wait_id[1:].isdigit() else 0
+    return max(counted, waited)
+
+
 def fork_snapshot(
     runtime: Runtime,
     snapshot: Any,
@@ -128,7 +150,7 @@ def fork_snapshot(
     fresh.created_at = fresh.updated_at = runtime.now().isoformat()
     origin = {"run_id": snapshot.run_id, "snapshot_id": snapshot.snapshot_id, "ledger": snapshot.ledger}
     checkpoint = Checkpoint(run=fresh, ledger=LedgerHead(), workflow=keep_workflow, origin=origin,
-                            effects=int(getattr(snapshot, "effects", 0) or 0))
+                            effects=_effects_begun(runtime, snapshot, base))
     with runtime.create_lock(fresh.run_id):
         session = runtime.new_session(checkpoint)
         rec = new_record(fresh, RecordKind.START)

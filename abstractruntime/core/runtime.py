@@ -374,7 +374,8 @@ class Runtime:
 
     def resume(self, *, workflow: WorkflowSpec, run_id: str, wait_key: Optional[str] = None, payload: Any = None,
                allow_drift: bool = False, lock_wait: float = 0.0, max_steps: int = 100,
-               wait_id: Optional[str] = None) -> RunState:
+               wait_id: Optional[str] = None, fire_timer: bool = False,
+               event_id: Optional[str] = None) -> RunState:
         """Deliver ``payload`` to a waiting run and advance it.
 
         ``wait_id`` (``"w17"``, from a wait handle ``RUN@w17``) names the wait being answered:
@@ -383,21 +384,28 @@ class Runtime:
         as in 0.0.1 (:class:`WaitKeyMismatchError`); a run that is not waiting raises
         :class:`RunNotWaitingError`; an answer outside the choices when free text is not
         allowed raises :class:`InvalidAnswerError` — all before anything is written.
+
+        A ``wait_until`` timer takes no answer (:class:`TimerWaitError`): it is resumed by the
+        clock, or fired now with ``fire_timer=True`` and no payload (recorded as fired by an
+        operator). ``event_id`` is recorded in the resume's result (see ``emit_event``).
         """
         encoded = canonical_json(payload)
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._open(run_id, workflow, allow_drift)
-            record_answer(session, wait_id=wait_id, wait_key=wait_key, payload=payload, encoded=encoded)
+            record_answer(session, wait_id=wait_id, wait_key=wait_key, payload=payload, encoded=encoded,
+                          event_id=event_id, fire_timer=fire_timer)
             return self._finish(session, advance_steps(self, session, workflow, max_steps))
 
     async def aresume(self, *, workflow: WorkflowSpec, run_id: str, wait_key: Optional[str] = None,
                       payload: Any = None, allow_drift: bool = False, lock_wait: float = 0.0, max_steps: int = 100,
-                      wait_id: Optional[str] = None) -> RunState:
+                      wait_id: Optional[str] = None, fire_timer: bool = False,
+                      event_id: Optional[str] = None) -> RunState:
         """:meth:`resume` for an event loop (see :meth:`atick`)."""
         encoded = canonical_json(payload)
         async with self._alock(run_id, lock_wait):
             session = self._open(run_id, workflow, allow_drift)
-            record_answer(session, wait_id=wait_id, wait_key=wait_key, payload=payload, encoded=encoded)
+            record_answer(session, wait_id=wait_id, wait_key=wait_key, payload=payload, encoded=encoded,
+                          event_id=event_id, fire_timer=fire_timer)
             return await self._afinish(session, advance_steps(self, session, workflow, max_steps))
 
     def retry(self, *, workflow: WorkflowSpec, run_id: str, max_steps: int = 100, allow_drift: bool = False,

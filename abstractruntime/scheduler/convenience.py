@@ -90,8 +90,10 @@ class ScheduledRuntime:
         """Answer a waiting run without knowing its wait key.
 
         Raises :class:`~abstractruntime.core.errors.RunNotWaitingError` ("not waiting")
-        if the run is not waiting, and :class:`~abstractruntime.core.errors.RunStateError`
-        if its wait has no key (a timer: it resumes by itself).
+        if the run is not waiting, :class:`~abstractruntime.core.errors.RunStateError` if its
+        wait has no key, and :class:`~abstractruntime.core.errors.TimerWaitError` if it waits
+        on a timer: a timer resumes by itself (``runtime.resume(..., fire_timer=True)`` fires
+        it now, on the record).
         """
         state = self.runtime.get_state(run_id)
         if state.status != RunStatus.WAITING or state.waiting is None:

@@ -85,6 +85,8 @@ class Scheduler(RunTreeOperations, WorkPass):
     workflow file and metadata it recorded) and is used instead of ``resolve`` when given: the
     scheduler has just read the checkpoint, so the resolver need not read it again.
     ``allow_drift`` accepts workflow source that changed since a run started.
+    ``events`` (the store's event log, ``store.events``) makes each :meth:`work_pass` first
+    deliver the events ``emit --keep`` kept to the first runs now waiting on their keys.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class Scheduler(RunTreeOperations, WorkPass):
         allow_drift: bool = False,
         lease_s: float = 30.0,
         worker_id: Optional[str] = None,
+        events: Optional[Any] = None,
     ) -> None:
         run_store = runtime.run_store
         if not isinstance(run_store, QueryableRunStore):
@@ -133,6 +136,7 @@ class Scheduler(RunTreeOperations, WorkPass):
         self._lease_s = float(lease_s)
         self._worker_id = worker_id
         self._claims: Optional[WorkClaims] = None
+        self._events = events
 
         self._stats = SchedulerStats()
         self._stats_lock = threading.Lock()

@@ -8,6 +8,9 @@ workers; on PostgreSQL a claim is a lease renewed while the worker works on the 
 :mod:`abstractruntime.scheduler.claims`). With ``concurrency`` above 1 the runs advance on one
 event loop with ``atick``: while one awaits an LLM or a tool, the others go on.
 
+A pass first delivers the events ``emit --keep`` kept to the first runs now waiting on their keys
+(when the scheduler has the store's event log), then advances them with the rest.
+
 A stop (``stop_event`` set, e.g. by SIGTERM) ends the pass: a one-at-a-time pass finishes the
 run in hand first; a concurrent pass cancels its in-flight ticks (each interrupted effect is
 recorded as a failed attempt and runs again later, every lock is released). Claims are
@@ -104,6 +107,7 @@ class WorkPass:
     _lease_s: float
     _worker_id: Optional[str]
     _claims: Optional[WorkClaims]
+    _events: Optional[Any]
 
     def _advance_due(self, run: RunState, now: datetime, *, checkpoint: Optional["Checkpoint"] = None,
                      take_running: bool = False) -> Optional[RunState]:
@@ -119,6 +123,9 @@ class WorkPass:
         raise NotImplementedError  # provided by Scheduler
 
     def _resumed(self, state: RunState) -> None:
+        raise NotImplementedError  # provided by Scheduler
+
+    def _record_error(self, message: str) -> None:
         raise NotImplementedError  # provided by Scheduler
 
     @property
@@ -206,6 +213,7 @@ class WorkPass:
             raise InvalidInputError(f"limit must be >= 1, got {limit!r}")
         if concurrency < 1:
             raise InvalidInputError(f"concurrency must be >= 1, got {concurrency!r}")
+        self.deliver_kept_events()
         if concurrency > 1:
             return asyncio.run(self._awork_pass(limit, concurrency, stop_event))
         claims = self.work_claims()
@@ -226,6 +234,28 @@ class WorkPass:
                 if state is not None:
                     advanced.append(state)
         return advanced
+
+    def deliver_kept_events(self) -> list[RunState]:
+        """Give each event ``emit --keep`` kept to the first run now waiting on its key (and drop
+        the expired ones); the runs are left ``running``, for this pass to advance. Returns them.
+        Without the store's event log (``Scheduler(events=...)``) there is nothing to deliver."""
+        if self._events is None:
+            return []
+        from .events import deliver_kept_events
+
+        def resolve(run: RunState) -> Any:
+            return self._workflow_for(self._runtime.get_checkpoint(run.run_id))
+
+        try:
+            result = deliver_kept_events(self._events, self._run_store, resolve=resolve, now=self._runtime.now(),
+                                         allow_drift=self._allow_drift)
+        except Exception as exc:  # a store that fails here must not stop the pass
+            logger.exception("delivering kept events failed")
+            self._record_error(f"delivering kept events failed: {exc}")
+            return []
+        for run_id, message in result.errors.items():
+            self._fail(run_id, RuntimeError(message))
+        return result.states
 
     @contextlib.contextmanager
     def _beating(self, claims: WorkClaims) -> Iterator[_Heartbeat]:

@@ -2,7 +2,7 @@
 
     store = FileStore(".abstractruntime")
     runtime = store.runtime()              # Runtime over the store's run and ledger files
-    store.snapshots, store.artifacts, store.bookmarks
+    store.snapshots, store.artifacts, store.bookmarks, store.events
 
 The CLI uses exactly this; embedders may too, or assemble the stores themselves.
 :func:`locate_store` / :func:`find_store` find the store the way git finds ``.git``: an
@@ -136,6 +136,14 @@ class FileStore:
         from .bookmarks import BookmarkStore
 
         return BookmarkStore(self.root, durability=self.durability)
+
+    @cached_property
+    def events(self) -> Any:
+        """:class:`~abstractruntime.storage.event_ids.FileEventLog` under ``events/``: the event
+        ids ``emit --id`` delivered, one lookup each."""
+        from .event_ids import FileEventLog
+
+        return FileEventLog(self.root / "events", durability=self.durability)
 
     def runtime(self, **kwargs: Any) -> Any:
         """A :class:`~abstractruntime.core.runtime.Runtime` over this store (kwargs pass through)."""

@@ -19,7 +19,7 @@ from abstractruntime.core.errors import (
 from abstractruntime.core.models import RunState, StepRecord
 from abstractruntime.core.ports import LedgerHead
 from abstractruntime.storage.ledger_chain import verify_ledger_chain
-from abstractruntime.storage.postgres.schema import SCHEMA_VERSION
+from abstractruntime.storage.postgres.schema import MIGRATIONS, SCHEMA_VERSION
 from abstractruntime.storage.postgres.store import PostgresStore
 from abstractruntime.storage.dsn import redact
 from abstractruntime.storage.store import STORE_ENV, StoreNotFoundError, open_store
@@ -45,7 +45,7 @@ def test_schema_is_created_once_and_versioned(open_pg: Callable[..., Any], admin
     open_pg()
     open_pg()  # a second open migrates nothing
     rows = admin.execute(f'SELECT version FROM "{pg_schema}".schema_migrations ORDER BY version').fetchall()
-    assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
+    assert [r[0] for r in rows] == [version for version, _, _ in MIGRATIONS]
     tables = {r[0] for r in admin.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [pg_schema]).fetchall()}
     assert {"runs", "ledger", "secrets", "anchors", "snapshots", "bookmarks", "schema_migrations"} <= tables
@@ -66,13 +66,13 @@ def test_an_older_schema_is_upgraded_in_place(open_pg: Callable[..., Any], admin
     # A row as version 1 wrote it (no ledger_seq column yet).
     checkpoint = Checkpoint(run=RunState.new(workflow_id="wf", entry_node="a", run_id="kept"),
                             ledger=LedgerHead(3, "ab" * 32))
-    data = canonical_json(checkpoint.to_dict())
+    data = canonical_json({"format": 2, **checkpoint.to_dict()})  # a checkpoint as that release wrote it
     admin.execute(f'INSERT INTO "{pg_schema}".runs (run_id, status, workflow_id, checkpoint, checkpoint_json)'
                   " VALUES ('kept', 'running', 'wf', %s::jsonb, %s)", [data.decode(), data])
     new = open_pg()
     assert new.runs.load("kept").run_id == "kept"
     rows = admin.execute(f'SELECT version FROM "{pg_schema}".schema_migrations ORDER BY version').fetchall()
-    assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
+    assert [r[0] for r in rows] == [version for version, _, _ in MIGRATIONS]
     # Version 4 took each row's ledger position from its checkpoint (the fence starts there).
     assert admin.execute(f'SELECT ledger_seq FROM "{pg_schema}".runs').fetchall() == [(3,)]
 

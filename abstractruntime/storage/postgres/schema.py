@@ -14,8 +14,9 @@ import re
 from typing import Any
 
 from ...core.errors import InvalidInputError, StorageError, UnsupportedFormatError
+from .events import EVENTS_MIGRATION
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 DEFAULT_SCHEMA = "abstractruntime"
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -129,6 +130,7 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
         """CREATE INDEX ledger_effect_completed ON {s}.ledger (run_id, effect_id, seq)
             WHERE status = 'completed' AND effect_id IS NOT NULL""",
     )),
+    EVENTS_MIGRATION,  # the events table (storage/postgres/events.py)
 ]
 
 

@@ -2,7 +2,7 @@
 
     store = open_store("postgresql://app@db.internal/runs")   # or PostgresStore(url)
     runtime = store.runtime()
-    store.runs, store.ledger, store.snapshots, store.bookmarks, store.artifacts
+    store.runs, store.ledger, store.snapshots, store.bookmarks, store.artifacts, store.events
 
 ``url`` is a ``postgresql://`` URL or a libpq key/value string (``host=db dbname=runs``).
 Credentials come only from it or libpq's ``PG*`` environment variables; every message shows
@@ -16,6 +16,7 @@ from typing import Any
 
 from .artifacts import PostgresArtifactStore
 from .db import PgDatabase
+from .events import PostgresEventLog
 from .ledger import PostgresLedgerStore
 from .marks import PostgresBookmarkStore, PostgresSnapshotStore
 from .runs import PostgresRunStore
@@ -53,6 +54,11 @@ class PostgresStore:
     def artifacts(self) -> PostgresArtifactStore:
         """Artifacts in the ``artifacts`` table."""
         return PostgresArtifactStore(self.db)
+
+    @cached_property
+    def events(self) -> PostgresEventLog:
+        """Delivered event ids in the ``events`` table."""
+        return PostgresEventLog(self.db)
 
     def runtime(self, **kwargs: Any) -> Any:
         """A :class:`~abstractruntime.core.runtime.Runtime` over this store (kwargs pass through)."""
