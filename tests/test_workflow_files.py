@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from abstractruntime.core.errors import (RunNotFoundError, VerificationFailedError, WorkflowDriftError,
+from abstractruntime.core.errors import (RunNotFoundError, WorkflowDriftError,
                                          WorkflowNotRegisteredError)
 from abstractruntime.core.models import EffectType, RunState, RunStatus
 from abstractruntime.core.runtime import EffectOutcome

@@ -26,7 +26,7 @@ MAX_SAFE_INTEGER = 2**53 - 1
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
                             check_circular=True)
-_encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C: JSON.stringify's escaping
+_encode_string = json.encoder.encode_basestring  # C: JSON.stringify's escaping
 
 # Code points whose UTF-16 order differs from their code-point order: surrogate pairs (beyond
 # the BMP) sort before U+E000..U+FFFF in UTF-16. Keys below U+E000 sort the same either way.

@@ -29,7 +29,7 @@ RECORD_FIELDS = frozenset({
 })
 HASH_EXCLUDED = ("record_hash", "signature")
 _STEP_IDS = uuid.UUID("6f1c1b5e-8a55-4b6e-9a7e-3b1f1d0c2a77")
-_encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_string = json.encoder.encode_basestring
 
 
 def _fragment(key: str, value: Any) -> bytes:

@@ -208,7 +208,7 @@ def _proven_anchor(ledger: LedgerStore, run_id: str, upto: int) -> Optional[tupl
     """The last anchor at or before ``upto`` that the ledger proves."""
     if not has_capability(ledger, Capability.ANCHORS) or not upto:
         return None
-    anchor = ledger.find_anchor(run_id, upto)  # type: ignore[attr-defined]
+    anchor = ledger.find_anchor(run_id, upto)
     try:
         stored = StoredCheckpoint.from_dict(anchor["checkpoint"]) if anchor else None
     except (KeyError, TypeError, ValueError):

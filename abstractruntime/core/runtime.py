@@ -201,12 +201,12 @@ class Runtime:
             return
         run = checkpoint.run
         if ledger.get_secrets(run.run_id) and (run.parent_run_id is None or self._finished(run.parent_run_id)):
-            ledger.retain_secrets(run.run_id, ())  # type: ignore[attr-defined]
+            ledger.retain_secrets(run.run_id, ())
         if has_capability(self._run_store, Capability.QUERIES):
             for child in self._run_store.list_children(parent_run_id=run.run_id):  # type: ignore[attr-defined]
                 # Its row may lag behind its ledger (a kill): ask the ledger whether it finished.
                 if ledger.get_secrets(child.run_id) and self._finished(child.run_id):
-                    ledger.retain_secrets(child.run_id, ())  # type: ignore[attr-defined]
+                    ledger.retain_secrets(child.run_id, ())
 
     def _finished(self, run_id: str) -> bool:
         try:

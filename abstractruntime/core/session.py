@@ -21,7 +21,7 @@ from .encode import RecordEncoder
 from .errors import LedgerConflictError
 from .jcs import jcs
 from .models import RecordKind, RunState, RunStatus, StepRecord
-from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, Pending, RunStore, StoredCheckpoint, \
+from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, RunStore, StoredCheckpoint, \
     has_capability
 from .records import RECORD_FORMAT, seal, with_signature
 from .redaction import Redactor
@@ -196,7 +196,7 @@ class RunSession:
                 full: bool) -> tuple[dict[str, Any], list[Any], dict[str, Any]]:
         """The stored fields of ``rec``, the ``vars`` operations they hold, and the live view used
         to check what the record's kind implies."""
-        enc, ckpt, run = self.encoder, self.checkpoint, self.run
+        enc, run = self.encoder, self.run
         seq = self.head.seq + 1
         ops = [SetOp([], run.vars)] if full else self.tracker.diff(run.vars, result=result, result_path=result_path)
         at = rec.ended_at or rec.started_at
@@ -386,7 +386,7 @@ class RunSession:
         previous = self.saved.seq if self.saved is not None else 0
         if self.durable.seq // ANCHOR_EVERY > previous // ANCHOR_EVERY and has_capability(
                 self.ports.ledger, Capability.ANCHORS):
-            self.ports.ledger.put_anchor(self.run_id, {  # type: ignore[attr-defined]
+            self.ports.ledger.put_anchor(self.run_id, {
                 "seq": self.durable.seq, "head_hash": self.durable.head_hash, "offset": self.durable.offset,
                 "checkpoint": stored.to_dict()})
         self.saved = self.durable

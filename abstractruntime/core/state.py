@@ -21,7 +21,7 @@ KERNEL_FIELDS = ("effects", "pending", "metadata", "workflow", "origin")
 
 def blank_document(run_id: str) -> dict[str, Any]:
     """The state before a run's first record."""
-    run = {name: None for name in RUN_FIELDS}
+    run: dict[str, Any] = {name: None for name in RUN_FIELDS}
     run.update(run_id=run_id, workflow_id="", status="running", current_node="", vars={})
     return {"run": run, "kernel": {"effects": 0, "pending": None, "metadata": {}, "workflow": None, "origin": None}}
 

@@ -82,7 +82,7 @@ class HashChainedLedgerStore(LedgerStore):
         """The inner store's records."""
         return self._inner.list(run_id)
 
-    def stored(self, run_id: str) -> list[dict[str, Any]]:
+    def stored(self, run_id: str) -> builtins.list[dict[str, Any]]:
         """The inner store's records as stored."""
         return self._inner.stored(run_id)
 
@@ -90,7 +90,8 @@ class HashChainedLedgerStore(LedgerStore):
         """Delegates to the inner store."""
         return self._inner.record_at(run_id, position)
 
-    def records_at(self, run_id: str, positions: Sequence[tuple[int, Optional[int]]]) -> list[dict[str, Any]]:
+    def records_at(self, run_id: str,
+                   positions: Sequence[tuple[int, Optional[int]]]) -> builtins.list[dict[str, Any]]:
         """Delegates to the inner store."""
         return self._inner.records_at(run_id, positions)
 
@@ -104,7 +105,8 @@ class HashChainedLedgerStore(LedgerStore):
 
     def peek_head(self, run_id: str) -> LedgerHead:
         """Delegates to the inner store."""
-        return self._inner.peek_head(run_id)  # type: ignore[attr-defined]
+        head: LedgerHead = self._inner.peek_head(run_id)  # type: ignore[attr-defined]
+        return head
 
     def head(self, run_id: str) -> LedgerHead:
         """The chained head."""

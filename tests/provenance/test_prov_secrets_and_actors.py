@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from abstractruntime.core.effects import EffectOutcome
-from abstractruntime.core.models import Effect, EffectType, RunState, StepPlan, StepRecord
+from abstractruntime.core.models import Effect, EffectType, RunState, StepPlan
 from abstractruntime.core.redaction import Redactor
 from abstractruntime.core.restore import restore_snapshot, take_snapshot
 from abstractruntime.core.spec import WorkflowSpec
