@@ -43,7 +43,12 @@ def seal_record_line(record: StepRecord, *, head: LedgerHead, chained: bool = Tr
     record.record_hash, record.signature = None, None
     doc = record.to_dict()
     del doc["record_hash"], doc["signature"]
-    body = canonical_json(doc)
+    if record.format >= 3:  # hashed as format 3 is: RFC 8785
+        from .jcs import jcs
+
+        body = jcs(doc)
+    else:
+        body = canonical_json(doc)
     if chained:
         digest: Optional[str] = sha256_hex(body)
         line = body[:-1] + b',"record_hash":"' + str(digest).encode("ascii") + b'"' + _NULL_SIGNATURE_TAIL

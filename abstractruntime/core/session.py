@@ -343,8 +343,12 @@ class RunSession:
             head = ports.ledger.append_lines(self.run_id, self._docs, self._lines,  # type: ignore[attr-defined]
                                              expect=self.durable)
         else:
-            ports.ledger.append_batch([StepRecord.from_dict({"run_id": self.run_id, **doc}) for doc in self._docs])
-            head = LedgerHead(self.head.seq, self.head.head_hash)
+            # A store that keeps records as it likes (upstream 0.0.1 style): it (or its chaining
+            # wrapper) seals them itself, over what it stores; the head is then its to tell.
+            ports.ledger.append_batch([StepRecord.from_dict({**doc, "run_id": self.run_id, "record_hash": None,
+                                                             "prev_hash": None}) for doc in self._docs])
+            head = ports.ledger.head(self.run_id) if self.chained else LedgerHead(self.head.seq, None)
+            self.head = LedgerHead(head.seq, head.head_hash)
         if head.seq != self.head.seq:
             raise LedgerConflictError(f"run {self.run_id}: the ledger ended at seq {head.seq} after an append "
                                       f"that should end at {self.head.seq}")

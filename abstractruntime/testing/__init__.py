@@ -8,6 +8,8 @@ run the same classes (``tests/conformance/``); docs/testing-kit.md walks through
 - :class:`RunStoreConformance`, :class:`LedgerStoreConformance`, :class:`RuntimeConformance`:
   define ``backend``, returning a :class:`StoreBackend` (a run store, a ledger store and the
   capabilities they claim; a capability not claimed is skipped, not failed).
+- :class:`CapabilityConformance`: define ``backend`` too; tests each capability the stores declare
+  (``abstractruntime.core.ports.Capability``), and only those.
 - :class:`SnapshotStoreConformance`: define ``make_store``, returning a callable
   ``make_store(clock=None)`` that builds a new, empty snapshot store.
 - :class:`ArtifactStoreConformance`: define ``store``, a new, empty artifact store that reads
@@ -33,12 +35,14 @@ from __future__ import annotations
 
 from .artifact_store import ArtifactStoreConformance
 from .backend import StoreBackend
+from .capabilities import CapabilityConformance
 from .ledger_store import LedgerStoreConformance
 from .run_store import RunStoreConformance
 from .runtime import RuntimeConformance
 from .snapshot_store import SnapshotStoreConformance
 
 __all__ = [
+    "CapabilityConformance",
     "StoreBackend",
     "RunStoreConformance",
     "LedgerStoreConformance",

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..core.canonical import canonical_json
-from ..core.ports import LedgerStore, RunStore
+from ..core.ports import Capability, LedgerStore, RunStore, has_capability
 from ..core.runtime import Runtime
 
 
@@ -18,7 +18,8 @@ class StoreBackend:
     ``queryable``: the run store implements :class:`~abstractruntime.core.ports.QueryableRunStore`.
     ``locking``: ``lock(run_id)`` refuses a second holder. ``chained``: the ledger keeps the
     hash chain (``seq``, ``prev_hash``, ``record_hash``). ``checkpoints``: the run store keeps
-    full checkpoints, not only the run (the port's default). ``root``: the directory of a file
+    full checkpoints, not only the run (the port's default). Left out, each is what the stores
+    declare (``QUERIES``, ``LOCKS``, ``CHAINED``, ``CHECKPOINTS``). ``root``: the directory of a file
     backend (the suite then also compares the files). ``reopen``: builds a second backend over
     the same storage, to prove what survives a new process. ``closers`` run at teardown.
     """
@@ -27,12 +28,19 @@ class StoreBackend:
     runs: RunStore
     ledger: LedgerStore
     root: Optional[Path] = None
-    queryable: bool = True
-    locking: bool = True
-    chained: bool = True
-    checkpoints: bool = True
+    queryable: Optional[bool] = None
+    locking: Optional[bool] = None
+    chained: Optional[bool] = None
+    checkpoints: Optional[bool] = None
     reopen: Optional[Callable[[], "StoreBackend"]] = field(default=None, repr=False)
     closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        declared = {"queryable": (self.runs, Capability.QUERIES), "locking": (self.runs, Capability.LOCKS),
+                    "chained": (self.ledger, Capability.CHAINED), "checkpoints": (self.runs, Capability.CHECKPOINTS)}
+        for name, (store, capability) in declared.items():
+            if getattr(self, name) is None:
+                setattr(self, name, has_capability(store, capability))
 
     @property
     def files(self) -> bool:

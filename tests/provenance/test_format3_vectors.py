@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from independent_verifier import record_hash as independent_record_hash
 from independent_verifier import verify_lines
 
 from abstractruntime import Effect, EffectOutcome, EffectType, StepPlan, WorkflowSpec, open_store
-from abstractruntime.core.jcs import jcs
 from abstractruntime.core.records import seal
 from abstractruntime.core.secret_values import SecretKeeper
 from abstractruntime.core.state import digest_of
