@@ -27,9 +27,10 @@ Hierarchy::
     │   └── ServerNotConfiguredError          server_not_configured
     ├── RunStateError (ValueError)            run_state
     │   ├── RunNotWaitingError                run_not_waiting
-    │   ├── AlreadyAnsweredError              already_answered
+    │   │   └── AlreadyAnsweredError          already_answered
     │   └── RunTerminalError                  run_terminal
     ├── CorruptRecordError                    corrupt_record   (file + line)
+    │   └── MisplacedRecordError              corrupt_record   (content names another place)
     ├── UnsupportedFormatError                unsupported_format
     ├── VerificationFailedError               verification_failed
     │   └── SecretMissingError                secret_missing
@@ -40,7 +41,7 @@ Hierarchy::
     ├── WorkflowDriftError                    workflow_drift
     ├── WorkflowLoadError                     workflow_load
     ├── EffectFailedError                     effect_failed
-    ├── StorageError (OSError-like causes)    storage_error
+    ├── StorageError                          storage_error    (OS-level causes)
     │   └── DatabaseUnavailableError          database_unavailable
     └── MissingExtraError (ImportError)       missing_extra
 """
