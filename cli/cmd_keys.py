@@ -46,7 +46,8 @@ def keys_generate(
 def keys_rotate(
     ctx: typer.Context,
     runs: Optional[list[str]] = typer.Argument(None, metavar="[RUN]...", help="The runs to hand over."),
-    all_runs: bool = typer.Option(False, "--all", help="Every run the old key is in force for; others are skipped."),
+    all_runs: bool = typer.Option(False, "--all", help="Every unfinished run the old key is in force for; others "
+                                  "are skipped."),
     old: str = typer.Option(..., "--from", metavar="OLD_KEY", help="The private key in force (PEM file)."),
     new: str = typer.Option(..., "--to", metavar="NEW_KEY", help="The new private key (PEM file)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -57,9 +58,10 @@ def keys_rotate(
     key signs, then a batch the new key signs; from then on only the new key continues it
     (--signing-key NEW_KEY), and `verify --public-key OLD.pub` follows the hand-over. A run the
     old key is not in force for is refused (exit 3; skipped with --all). Running it again
-    finishes an interrupted rotation and leaves runs already handed over as they are.
+    finishes an interrupted rotation and leaves runs already handed over as they are. --all
+    leaves finished runs alone (nothing extends them; `verify` follows the key they ended with).
 
-    Prints RUN<TAB>rotated|already|skipped per run (--json: [{"run_id", "result", "message"}]).
+    Prints RUN<TAB>rotated|already|skipped|finished per run (--json: [{"run_id", "result", "message"}]).
     """
     from abstractruntime.storage.signing import Ed25519Signer
 
@@ -74,7 +76,8 @@ def keys_rotate(
 def keys_adopt(
     ctx: typer.Context,
     runs: Optional[list[str]] = typer.Argument(None, metavar="[RUN]...", help="The runs to adopt."),
-    all_runs: bool = typer.Option(False, "--all", help="Every run of the store the key does not sign yet."),
+    all_runs: bool = typer.Option(False, "--all", help="Every unfinished run of the store the key does not sign "
+                                  "yet."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Take runs over for the signing key (--signing-key) without advancing them.
@@ -83,9 +86,9 @@ def keys_adopt(
     signed by another key), writes a `signing` record {"adopt": {"key_id", "from_seq"}} in a
     batch the key signs: the key vouches from then on for the records before it that it never
     signed. Check the runs first (`verify`, `verify --expect-head`): adoption blesses whatever
-    the ledger holds. A run the key already signs is left as it is.
+    the ledger holds. A run the key already signs is left as it is; --all leaves finished runs alone.
 
-    Prints RUN<TAB>adopted|already per run (--json: [{"run_id", "result"}]).
+    Prints RUN<TAB>adopted|already|finished per run (--json: [{"run_id", "result"}]).
     """
     from abstractruntime.core.errors import InvalidInputError
 
@@ -108,6 +111,9 @@ def _for_each_run(s: Any, store: Any, runs: Optional[list[str]], all_runs: bool,
     rows: list[dict[str, Any]] = []
     refused = False
     for run_id in ids:
+        if all_runs and _finished(store, run_id):
+            rows.append({"run_id": run_id, "result": "finished"})  # no writer extends it: nothing to sign
+            continue
         before = store.ledger.head(run_id).seq
         try:
             act(run_id)
@@ -125,6 +131,16 @@ def _for_each_run(s: Any, store: Any, runs: Optional[list[str]], all_runs: bool,
         s.emit_table(["run_id", "result"], [[r["run_id"], r["result"]] for r in rows])
     if refused:
         raise typer.Exit(VERIFY_FAILED)
+
+
+def _finished(store: Any, run_id: str) -> bool:
+    from abstractruntime.core.errors import AbstractRuntimeError
+    from abstractruntime.core.session import is_finished
+
+    try:
+        return is_finished(store.runtime(signer=None).get_checkpoint(run_id))
+    except AbstractRuntimeError:
+        return False  # let the rotation or adoption say what is wrong with it
 
 
 def _every_run(store: Any) -> list[str]:

@@ -2,18 +2,20 @@
 
 A hash chain proves that records were not changed *relative to each other*; it cannot prove
 that nobody rewrote the whole chain. A signature by a key the writer alone holds can: with
-``Runtime(signer=Ed25519Signer.from_file(path))`` every checkpoint carries a signature of the
-ledger head it reflects, and :func:`abstractruntime.storage.verify.verify_run` checks it with
-the public key.
+``Runtime(signer=Ed25519Signer.from_file(path))`` the last record of every batch the runtime
+appends carries a signature of itself as the ledger's head, and
+:func:`abstractruntime.storage.verify.verify_run` checks it with the public key (following the
+key rotations the ledger records; docs/provenance.md, "Keys over months").
 
 The signed message is fixed and documented (docs/provenance.md)::
 
     b"abstractruntime-head/v1\\n" + run_id + b"\\n" + str(seq) + b"\\n" + head_hash
 
 (ASCII; ``head_hash`` is the 64 lower-case hex digits of the head record's hash, or the empty
-string for an empty ledger). The signature document stored in ``run.json`` is
-``{"alg": "ed25519", "key_id", "seq", "head_hash", "sig"}`` with ``sig`` in standard base64
-and ``key_id`` the first 16 hex digits of SHA-256 of the 32-byte raw public key.
+string for an empty ledger). The signature document, in the record's ``signature`` field (a
+copy in ``run.json`` is for display), is ``{"alg": "ed25519", "key_id", "seq", "head_hash",
+"sig"}`` with ``sig`` in standard base64 and ``key_id`` the first 16 hex digits of SHA-256 of
+the 32-byte raw public key.
 
 ``cryptography`` is imported only when a key is loaded or a signature checked; without it
 those calls raise :class:`~abstractruntime.core.errors.MissingExtraError`.

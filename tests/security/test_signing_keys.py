@@ -345,6 +345,9 @@ def test_keys_rotate_all_and_keys_generate(env: Env) -> None:
     first = env.run_waiting("old").split("@")[0]
     second = env.run_waiting("old").split("@")[0]
     unsigned = env.run_waiting(None).split("@")[0]
+    handle = env.run_waiting("old")
+    assert env.cli("resume", handle, "--answer", "1", key="old").returncode == 0
+    done = handle.split("@")[0]
     proc = env.cli("keys", "generate", str(env.tmp / "keys" / "fresh"), "--json")
     assert proc.returncode == 0, proc.stderr
     fresh = json.loads(proc.stdout)
@@ -352,7 +355,10 @@ def test_keys_rotate_all_and_keys_generate(env: Env) -> None:
     proc = env.cli("keys", "rotate", "--all", "--from", env.private("old"), "--to", fresh["private_key"], "--json")
     assert proc.returncode == 0, proc.stderr
     outcome = {doc["run_id"]: doc["result"] for doc in json.loads(proc.stdout)}
-    assert outcome == {first: "rotated", second: "rotated", unsigned: "skipped"}
+    assert outcome == {first: "rotated", second: "rotated", unsigned: "skipped", done: "finished"}
+    proc = env.cli("keys", "rotate", "--all", "--from", env.private("old"), "--to", fresh["private_key"], "--json")
+    again = {doc["run_id"]: doc["result"] for doc in json.loads(proc.stdout)}
+    assert again == {first: "already", second: "already", unsigned: "skipped", done: "finished"}
     for run_id in (first, second):
         code, report = env.verify(run_id, env.public("old"))
         assert code == 0 and report["signature_key_id"] == fresh["key_id"]
