@@ -422,8 +422,8 @@ def check_signed_head(opened: OpenedRun, *, signer: Any, ledger: LedgerStore, ru
     refuses a signed head: continuing it would leave the run's next records unsigned.
     """
     head = opened.head
-    if not head.seq:
-        return None
+    if not head.seq or not has_capability(ledger, Capability.CHAINED):
+        return None  # an unchained ledger (0.0.1's in-memory one) has no hashes to sign: nothing is signed
     signature = head_signature(opened)
     signed_by = signature.get("key_id") if signature is not None else None
     if signer is None:

@@ -422,3 +422,37 @@ def test_rotate_key_refuses_a_key_not_in_force(tmp_path: Path) -> None:
         open_store(root).runtime(signer=other).rotate_key(run_id, new)
     assert (root / "runs" / run_id / "ledger.jsonl").read_bytes() == before
 
+
+
+def test_run_store_save_has_no_key_and_record_edit_signs(tmp_path: Path) -> None:
+    # 0.0.1's way of editing a run (run_store.save) cannot sign: on a signed run it is refused,
+    # and the runtime that holds the key records the edit instead.
+    root = tmp_path / "store"
+    key = Ed25519Signer.generate()
+    _, run_id = _library_run(root, key)
+    store = open_store(root)
+    state = store.runtime(signer=key).get_state(run_id)
+    state.vars["note"] = "checked by Ann"
+    before = (root / "runs" / run_id / "ledger.jsonl").read_bytes()
+    with pytest.raises(VerificationFailedError, match="signing key"):
+        store.runs.save(state)
+    assert (root / "runs" / run_id / "ledger.jsonl").read_bytes() == before
+    store.runtime(signer=key).record_edit(state)
+    assert verify_run(root, run_id, public_key=key.public_key).signature == "valid"
+
+
+def test_a_signer_over_an_unchained_ledger_signs_nothing_and_refuses_nothing() -> None:
+    # Upstream 0.0.1's in-memory ledger keeps no hashes: there is no head to sign.
+    from abstractruntime import InMemoryLedgerStore, InMemoryRunStore, Runtime
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "provenance"))
+    from prov_helpers import ASK_ONLY
+
+    runtime = Runtime(run_store=InMemoryRunStore(), ledger_store=InMemoryLedgerStore(),
+                      signer=Ed25519Signer.generate())
+    run_id = runtime.start(workflow=ASK_ONLY)
+    waiting = runtime.tick(workflow=ASK_ONLY, run_id=run_id)
+    done = runtime.resume(workflow=ASK_ONLY, run_id=run_id, wait_key=waiting.waiting.wait_key,
+                          payload={"answer": "yes"})
+    assert done.status.value == "completed"
+    assert all(r.get("signature") is None for r in runtime.get_ledger(run_id))
