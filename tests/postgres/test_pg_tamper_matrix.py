@@ -400,3 +400,30 @@ def test_an_event_row_deleted_does_not_deliver_the_event_again(open_pg: Callable
     admin.execute(f"DELETE FROM {pg_schema}.events")
     emit(store, "inv-1", runtime)
     assert seen(store, run_id) == 1
+
+
+# -- signing keys on PostgreSQL ---------------------------------------------------------------------
+
+
+def test_keys_rotate_and_adopt_on_postgres(open_pg: Callable[..., Any], admin: Any, pg_schema: str) -> None:
+    from abstractruntime.storage.postgres.verify import verify_run
+
+    old, new = Ed25519Signer.generate(), Ed25519Signer.generate()
+    store = open_pg()
+    victim = start_victim(store, old)
+    store.runtime(signer=old).rotate_key("victim", new)
+    with pytest.raises(VerificationFailedError):
+        open_pg().runtime(signer=old).tick(workflow=PAYMENT, run_id="victim")
+    victim.signer = new
+    assert paid_once(victim, probe(open_pg(), victim))
+    for keys in (old.public_key, new.public_key, [old.public_key, new.public_key]):
+        report = verify_run(store, "victim", public_key=keys)
+        assert report.ok and report.signature == "valid", report.problems
+
+    plain = start_victim(store, None, run_id="plain")
+    plain.signer = new
+    outcome = probe(open_pg(), plain)
+    assert not outcome.ran and isinstance(outcome.error, VerificationFailedError)
+    open_pg().runtime(signer=new).adopt("plain")
+    assert paid_once(plain, probe(open_pg(), plain))
+    assert verify_run(store, "plain", public_key=new.public_key).signature == "valid"

@@ -256,6 +256,11 @@ def test_a_writer_with_another_key_refuses_and_may_adopt(env: Env) -> None:
     assert env.payments() == ["7"]
 
 
+def test_adopt_unsigned_needs_a_signing_key(env: Env) -> None:
+    proc = env.cli("runs", "list", "--adopt-unsigned")
+    assert proc.returncode == 2 and "--signing-key" in proc.stderr
+
+
 # -- keys over months: rotation -------------------------------------------------------------------
 
 
