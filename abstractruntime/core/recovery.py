@@ -459,6 +459,26 @@ def check_signed_head(opened: OpenedRun, *, signer: Any, ledger: LedgerStore, ru
         "adoption is recorded in the ledger and signed by this key", key_id=key_id)
 
 
+def rotation_step(opened: OpenedRun, *, old: Any, new: Any, ledger: LedgerStore, run_id: str) -> str:
+    """What handing the run over from ``old`` to ``new`` still needs: ``"done"`` (the new key signs
+    its head already), ``"acknowledge"`` (the old key's rotation is at the head, the new key's first
+    batch is missing: an interrupted rotation) or ``"rotate"``. Raises
+    :class:`VerificationFailedError` when ``old`` is not the key in force."""
+    try:
+        if check_signed_head(opened, signer=new, ledger=ledger, run_id=run_id) is None:
+            return "done"
+    except VerificationFailedError:
+        pass
+    rotation, signature = rotation_of(opened.last_record), head_signature(opened)
+    if rotation is not None and (rotation.get("from"), rotation.get("to")) == (old.key_id, new.key_id) \
+            and signature is not None and signature.get("key_id") == old.key_id:
+        if hasattr(old, "verify_head"):
+            old.verify_head(signature, run_id=run_id)  # raises when it is not the old key's own
+        return "acknowledge"
+    check_signed_head(opened, signer=old, ledger=ledger, run_id=run_id)
+    return "rotate"
+
+
 def _not_ours(signature: Optional[dict[str, Any]], signer: Any, run_id: str, head: LedgerHead) -> Optional[str]:
     """Why ``signature`` is not this signer's valid signature of ``head`` (``None`` when it is)."""
     if signature is None:

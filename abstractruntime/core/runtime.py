@@ -36,14 +36,13 @@ from .errors import (
     RunLockedError,
     RunNotFoundError,
     StorageError,
-    VerificationFailedError,
     WorkflowDriftError,
 )
 from .ids import validate_id
 from .models import EffectType, RecordKind, RunState, RunStatus, WaitReason
 from .policy import DefaultEffectPolicy, EffectPolicy
 from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, Pending, RunStore, has_capability
-from .recovery import OpenedRun, check_signed_head, head_signature, open_run, rotation_of, state_at
+from .recovery import OpenedRun, check_signed_head, open_run, rotation_step, state_at
 from .redaction import Redactor
 from .session import RunParts, RunSession, StorePorts, fail_run, is_finished, new_record
 from .spec import WorkflowSpec
@@ -497,21 +496,11 @@ class Runtime:
         with self._run_store.lock(run_id, wait=lock_wait):
             self._warm.pop(run_id, None)
             opened = open_run(self._run_store, self._ledger_store, run_id)
-            try:
-                if check_signed_head(opened, signer=to, ledger=self._ledger_store, run_id=run_id) is None:
-                    return opened.checkpoint  # the new key is in force already
-            except VerificationFailedError:
-                pass
-            rotation = rotation_of(opened.last_record)
-            signature = head_signature(opened)
-            interrupted = rotation is not None and rotation.get("from") == old.key_id \
-                and rotation.get("to") == new_id and signature is not None and signature.get("key_id") == old.key_id
-            if interrupted and hasattr(old, "verify_head"):
-                old.verify_head(signature, run_id=run_id)  # raises when it is not the old key's own
-            if not interrupted:
-                check_signed_head(opened, signer=old, ledger=self._ledger_store, run_id=run_id)
+            step = rotation_step(opened, old=old, new=to, ledger=self._ledger_store, run_id=run_id)
+            if step == "done":
+                return opened.checkpoint
             session = self._session(opened)
-            if not interrupted:
+            if step == "rotate":
                 rec = new_record(session.run, RecordKind.SIGNING)
                 rec.finish_success({"rotate": {"from": old.key_id, "to": new_id,
                                                "public_key": public_pem_text(to)}})

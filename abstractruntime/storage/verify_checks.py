@@ -190,9 +190,7 @@ def _check_signature(report: VerifyReport, scan: LedgerScan, checkpoint_signatur
                        seq=trail.first_unsigned_after)
     for kind, message, seq in trail.problems:
         report.problem(kind, message, seq=seq)
-    if trail.pending and trail.signed:
-        pass  # in the unsigned tail, already reported
-    elif trail.pending:
+    if trail.pending and not trail.signed:  # after a signed record they are the unsigned tail, reported above
         report.problem("signature_missing", f"the signing record at seq {trail.pending[0].seq} is in no signed batch",
                        seq=trail.pending[0].seq)
     _note_events(report, trail.events)
