@@ -252,6 +252,14 @@ def main_options(
         help="Register workflow files: a folder's *.py, a glob or a file; repeatable. Commands that continue "
              "a run find its code by workflow id and sha256 among these, $ABSTRACTRUNTIME_WORKFLOWS and "
              "[tool.abstractruntime] workflows in the nearest pyproject.toml."),
+    signing_key: Optional[str] = typer.Option(
+        None, "--signing-key", metavar="PEM_FILE", envvar="ABSTRACTRUNTIME_SIGNING_KEY", show_envvar=True,
+        help="Sign every batch a command writes with this ed25519 private key. A run whose head this key did "
+             "not sign is refused (exit 3) unless adopted; a signed run is refused without its key."),
+    adopt_unsigned: bool = typer.Option(
+        False, "--adopt-unsigned",
+        help="With --signing-key: take over a run whose head the key did not sign (begun without a key, "
+             "stripped, or another key's), recorded in the ledger as a signed adoption. Check the run first."),
     json_out: bool = typer.Option(False, "--json", help="Write results as JSON (every data command)."),
     no_input: bool = typer.Option(False, "--no-input", envvar="ABSTRACTRUNTIME_NO_INPUT", show_envvar=True,
                                   help="Never prompt; a run that waits exits 5."),
@@ -261,8 +269,11 @@ def main_options(
                                  help="Show the version and exit."),
 ) -> None:
     """Global options (before or after the command)."""
+    if adopt_unsigned and not signing_key:
+        raise typer.BadParameter("--adopt-unsigned adopts a run for a signing key: give --signing-key PEM_FILE",
+                                 param_hint="--adopt-unsigned")
     ctx.obj = Settings(store=store, json=json_out, no_input=no_input, quiet=quiet, verbose=verbose,
-                       workflows=list(workflows))
+                       workflows=list(workflows), signing_key=signing_key or None, adopt_unsigned=adopt_unsigned)
     if verbose:
         import logging
 

@@ -14,6 +14,8 @@ from typing import Any, Optional
 GLOBAL_OPTIONS: dict[str, bool] = {
     "--store": True,
     "--workflows": True,
+    "--signing-key": True,
+    "--adopt-unsigned": False,
     "--json": False,
     "--no-input": False,
     "-q": False,

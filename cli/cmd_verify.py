@@ -76,8 +76,11 @@ def verify_cmd(
     all_runs: bool = typer.Option(False, "--all", help="Verify every run in the store."),
     expect_head: Optional[str] = typer.Option(None, "--expect-head", metavar="HASH",
                                               help="Also require this ledger head hash (published elsewhere)."),
-    public_key: Optional[str] = typer.Option(None, "--public-key", metavar="PEM_FILE",
-                                             help="Require checkpoint signatures valid for this ed25519 key."),
+    public_key: list[str] = typer.Option(
+        [], "--public-key", metavar="PEM_FILE|DIR",
+        help="Require a head signed by this ed25519 key, or by a key it handed the run over to (rotations are "
+             "followed). Repeatable; a directory gives its *.pub/*.pem keys. With several keys, rotations are "
+             "followed from the key the run's first record names."),
     json_out: bool = typer.Option(False, "--json", help="The verification report(s) as JSON."),
 ) -> None:
     """Verify ledger hash chains, checkpoints and bookmarks (exit 0 ok, 3 failed).
@@ -90,6 +93,11 @@ def verify_cmd(
     s = settings(ctx, json_out)
     if all_runs == (run_id is not None):
         raise typer.BadParameter("give either RUN or --all", param_hint="RUN / --all")
+    keys: Any = None
+    if public_key:
+        from abstractruntime.storage.signing import load_keyring
+
+        keys = list(load_keyring(public_key).values())  # a missing or unusable key: exit 2, before any run
     store = s.open_store()
     if getattr(store, "root", None) is None:  # a PostgreSQL store: its rows, checked by the same verifier
         from abstractruntime.storage.postgres import verify as verify_mod
@@ -97,11 +105,11 @@ def verify_cmd(
         from abstractruntime.storage import verify as verify_mod  # type: ignore[no-redef]
     if run_id is not None:
         run_id = run_id_of(run_id)
-        docs = [verify_mod.verify_run(store, run_id, expect_head=expect_head, public_key=public_key).to_dict()]
+        docs = [verify_mod.verify_run(store, run_id, expect_head=expect_head, public_key=keys).to_dict()]
     else:
         with _Progress(enabled=sys.stderr.isatty() and not s.quiet) as progress:
             result = verify_mod.verify_store(store, expect_head=expect_head, progress=progress,
-                                             public_key=public_key)
+                                             public_key=keys)
         docs = [r.to_dict() for r in result]
         if not docs:
             # Nothing verified is not "all ok": a wrong --store would otherwise pass.

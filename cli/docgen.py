@@ -40,8 +40,8 @@ In a script, capture the wait handle `run` prints and answer it:
 
 ## Global options and the store
 
-Global options (`--store`, `--workflows`, `--no-input`, `--json`, `-q`, `-v`) go before or
-after the command: `abstractruntime --store DIR run wf.py` and `abstractruntime run wf.py
+Global options (`--store`, `--workflows`, `--signing-key`, `--adopt-unsigned`, `--no-input`,
+`--json`, `-q`, `-v`) go before or after the command: `abstractruntime --store DIR run wf.py` and `abstractruntime run wf.py
 --store DIR` are the same.
 
 The store is the directory `--store DIR`, else `$ABSTRACTRUNTIME_STORE`, else the nearest
@@ -222,6 +222,20 @@ recorded `calls_sha256` and that the hash-chained ledger recorded that same hash
 reports it as an error for that run, exit 1) unless the payload's `calls_sha256` is the pending
 calls' hash, so a recorded approval cannot be replayed onto other calls. A run not waiting
 on tool calls: exit 1.
+
+## Signing keys
+
+`--signing-key PEM_FILE` (or `$ABSTRACTRUNTIME_SIGNING_KEY`) makes every command that writes
+(`run`, `start`, `tick`, `resume`, `retry`, `emit`, `cancel`, `worker`, `tools`, `snapshot
+restore`) sign each batch it appends with that ed25519 key; a run started so names the key in
+its first record. Before extending a run such a command checks that the run's head carries
+that key's valid signature: an unsigned head (a run begun without a key, stripped signatures,
+an appended forgery), another key's, or a key the run was handed over from is refused (exit 3,
+nothing written) unless `--adopt-unsigned` adopts it, recorded in the ledger as a signed
+`signing` record. A command without a key refuses a signed run (exit 3). `keys generate DIR`
+writes a key pair, `keys rotate RUN|--all --from OLD --to NEW` hands runs over to a new key,
+`keys adopt RUN|--all` adopts runs without advancing them, and `verify --public-key KEY|DIR`
+(repeatable) follows rotations from the key given. Details: docs/provenance.md.
 """
 
 JSON_SCHEMAS = """\

@@ -91,10 +91,13 @@ class Settings:
     verbose: bool = False
     current_run: Optional[str] = None  # the run being advanced, named if the command is interrupted
     workflows: list[str] = field(default_factory=list)  # --workflows entries (the workflow registry)
+    signing_key: Optional[str] = None  # --signing-key / $ABSTRACTRUNTIME_SIGNING_KEY: a private key file
+    adopt_unsigned: bool = False
     _registry: Any = field(default=None, repr=False)
     redactor: Any = field(default=None, repr=False)  # the run's Redactor once a command has loaded one
     _file_store: Any = field(default=None, repr=False)
     _store_secrets: Optional[list[str]] = field(default=None, repr=False)
+    _signer: Any = field(default=None, repr=False)
 
     def open_store(self, *, create: bool = False) -> Any:
         """The :class:`~abstractruntime.storage.store.FileStore` the command means (opened once).
@@ -109,11 +112,11 @@ class Settings:
             from abstractruntime.storage.store import open_store as open_any_store
 
             target = self.store or os.environ.get(STORE_ENV)
+            signer = self.signer()  # a bad key is refused before a store is created
             if isinstance(target, str) and is_connection_string(target):
                 # A PostgreSQL store: the same commands, the same guarantees (docs/postgres.md).
                 self._file_store = open_any_store(target, create=create)
-                return self._file_store
-            if create:
+            elif create:
                 location = locate_store(self.store)
                 existed = location.exists
                 self._file_store = FileStore(location.path)
@@ -121,7 +124,20 @@ class Settings:
                     self.info(f"created store {location.path.absolute()}")
             else:
                 self._file_store = FileStore(find_store(self.store))
+            if signer is not None:
+                # Every runtime of the command signs: every path that writes a run goes through one.
+                self._file_store.runtime_defaults.update(signer=signer, adopt_unsigned=self.adopt_unsigned)
         return self._file_store
+
+    def signer(self) -> Any:
+        """The operator's signing key (``--signing-key``), loaded once; ``None`` without one."""
+        if self.signing_key is None:
+            return None
+        if self._signer is None:
+            from abstractruntime.storage.signing import Ed25519Signer
+
+            self._signer = Ed25519Signer.from_file(self.signing_key)
+        return self._signer
 
     def store_root(self) -> Optional[str]:
         """The opened store's directory (for messages), or ``None``."""

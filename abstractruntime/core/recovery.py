@@ -60,6 +60,8 @@ class OpenedRun:
     legacy: bool = False
     # Why the stored checkpoint was not used (for verify and logs).
     notes: list[str] = field(default_factory=list)
+    # The adoption a signing writer records before anything else (see check_signed_head).
+    adoption: Optional["Adoption"] = None
 
     @property
     def checkpoint(self) -> Checkpoint:
@@ -375,33 +377,141 @@ def _legacy_state_at(ledger: LedgerStore, run_id: str, seq: int) -> Checkpoint:
                          path=f"ledger of run {run_id}")
 
 
-def check_signed_head(opened: OpenedRun, *, signer: Any, ledger: LedgerStore, run_id: str) -> None:
-    """With a signing key, refuse to extend a head that does not carry our valid signature.
+@dataclass(frozen=True)
+class Adoption:
+    """A signing writer takes over a ledger its key did not sign: recorded as a ``signing`` record
+    ``{"adopt": {"key_id", "from_seq"}}`` at the start of its next batch, which that key signs.
+    ``from_seq`` is the first record no signature of that key covered."""
 
-    Every batch the runtime writes ends with a signed record, and a crash cannot produce
-    unsigned complete records after it: unsigned or badly signed records at the head are
-    tampering (:class:`VerificationFailedError`, nothing written). A run whose ledger was
-    never signed (begun before a key was configured) is adopted and signed from now on.
-    """
-    if signer is None or not opened.head.seq:
-        return
+    key_id: str
+    from_seq: int
+
+    def result(self) -> dict[str, Any]:
+        """The record's ``result``."""
+        return {"adopt": {"key_id": self.key_id, "from_seq": self.from_seq}}
+
+
+def rotation_of(doc: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The ``{"from", "to", "public_key"}`` of a ``signing`` record that rotates keys, else ``None``."""
+    if not doc or doc.get("kind") != "signing" or not isinstance(doc.get("result"), dict):
+        return None
+    rotate = doc["result"].get("rotate")
+    return rotate if isinstance(rotate, dict) else None
+
+
+def head_signature(opened: OpenedRun) -> Optional[dict[str, Any]]:
+    """The signature of the run's head as its ledger carries it (format 1: ``run.json``'s, since
+    those records carried none)."""
     last = opened.last_record
-    signature = last.get("signature") if last is not None else opened.checkpoint.signature
-    if signature is None:
-        if any(r.get("signature") for r in ledger.list(run_id)):
+    if last is None:
+        return None
+    signature = opened.checkpoint.signature if last.get("format") == 1 else last.get("signature")
+    return signature if isinstance(signature, dict) else None
+
+
+def check_signed_head(opened: OpenedRun, *, signer: Any, ledger: LedgerStore, run_id: str,
+                      adopt_unsigned: bool = False) -> Optional[Adoption]:
+    """Before a writer extends a ledger: the head must carry a valid signature of its key, in force.
+
+    A signing runtime signs the last record of every batch in the same write, and a crash
+    cannot leave whole records after it, so a head its key did not sign — unsigned (a run
+    begun without a key, stripped signatures, an appended forgery), signed by another key, or
+    by a key the run was handed over from — is refused with :class:`VerificationFailedError`
+    and nothing is written. ``adopt_unsigned`` (the operator's explicit choice) returns the
+    :class:`Adoption` the writer records, signed, before anything else. A writer without a key
+    refuses a signed head: continuing it would leave the run's next records unsigned.
+    """
+    head = opened.head
+    if not head.seq or not has_capability(ledger, Capability.CHAINED):
+        return None  # an unchained ledger (0.0.1's in-memory one) has no hashes to sign: nothing is signed
+    signature = head_signature(opened)
+    signed_by = signature.get("key_id") if signature is not None else None
+    if signer is None:
+        if signed_by is not None:
             raise VerificationFailedError(
-                f"run {run_id}: records after the last signed head are not signed (appended by someone "
-                "without the key?); refusing to adopt or sign them — run `abstractruntime verify`")
-        return
-    verify = getattr(signer, "verify_head", None)
-    if verify is None:
-        return  # a signer that cannot verify (a custom one): nothing to check against
-    try:
-        verify(signature, run_id=run_id)
-    except VerificationFailedError as exc:
-        raise VerificationFailedError(f"run {run_id}: the ledger head's signature does not verify ({exc}); "
-                                      "refusing to adopt or sign it") from None
-    if signature.get("seq") != opened.head.seq or signature.get("head_hash") != opened.head.head_hash:
+                f"run {run_id} is signed (its head carries a signature of key {signed_by}); continuing it without "
+                "that key would leave its next records unsigned: give the signing key (CLI --signing-key PEM_FILE "
+                "or $ABSTRACTRUNTIME_SIGNING_KEY; Runtime(signer=...)); nothing was written", key_id=signed_by)
+        return None
+    key_id = getattr(signer, "key_id", None)
+    last = opened.last_record
+    rotation = rotation_of(last)
+    why = _not_ours(signature, signer, run_id, head)
+    if why is None:
+        if rotation is not None and rotation.get("from") == key_id:
+            raise VerificationFailedError(
+                f"run {run_id} was handed over from key {key_id} to key {rotation.get('to')} (seq {head.seq}); this "
+                "writer's key is no longer in force there: continue it with the new key; nothing was written",
+                key_id=key_id)
+        return None
+    if rotation is not None and rotation.get("to") == key_id and signed_by == rotation.get("from") \
+            and not adopt_unsigned:
         raise VerificationFailedError(
-            f"run {run_id}: the signature covers seq {signature.get('seq')} but the ledger ends at seq "
-            f"{opened.head.seq}; records after the last signed head are tampering")
+            f"run {run_id} is being handed over from key {signed_by} to this writer's key {key_id} (seq {head.seq}), "
+            "but the new key has not signed it yet (the rotation was interrupted): run `abstractruntime keys rotate "
+            f"{run_id} --from OLD.pem --to NEW.pem` again; nothing was written", key_id=key_id)
+    if adopt_unsigned:
+        return Adoption(str(key_id), _first_not_signed_by(ledger, run_id, signer))
+    raise VerificationFailedError(
+        f"run {run_id}: its ledger head (seq {head.seq}) is not signed by this writer's key {key_id}: {why}; refusing "
+        "to extend it, nothing was written. Check the run (`abstractruntime verify`); to take it over, adopt it "
+        "explicitly (--adopt-unsigned, or `abstractruntime keys adopt RUN`; Runtime(adopt_unsigned=True)): the "
+        "adoption is recorded in the ledger and signed by this key", key_id=key_id)
+
+
+def rotation_step(opened: OpenedRun, *, old: Any, new: Any, ledger: LedgerStore, run_id: str) -> str:
+    """What handing the run over from ``old`` to ``new`` still needs: ``"done"`` (the new key signs
+    its head already), ``"acknowledge"`` (the old key's rotation is at the head, the new key's first
+    batch is missing: an interrupted rotation) or ``"rotate"``. Raises
+    :class:`VerificationFailedError` when ``old`` is not the key in force."""
+    try:
+        if check_signed_head(opened, signer=new, ledger=ledger, run_id=run_id) is None:
+            return "done"
+    except VerificationFailedError:
+        pass
+    rotation, signature = rotation_of(opened.last_record), head_signature(opened)
+    if rotation is not None and (rotation.get("from"), rotation.get("to")) == (old.key_id, new.key_id) \
+            and signature is not None and signature.get("key_id") == old.key_id:
+        if hasattr(old, "verify_head"):
+            old.verify_head(signature, run_id=run_id)  # raises when it is not the old key's own
+        return "acknowledge"
+    check_signed_head(opened, signer=old, ledger=ledger, run_id=run_id)
+    return "rotate"
+
+
+def _not_ours(signature: Optional[dict[str, Any]], signer: Any, run_id: str, head: LedgerHead) -> Optional[str]:
+    """Why ``signature`` is not this signer's valid signature of ``head`` (``None`` when it is)."""
+    if signature is None:
+        return "it carries no signature (a run begun without a key, signatures removed, or records appended " \
+               "without the key)"
+    if signature.get("key_id") != getattr(signer, "key_id", None):
+        return (f"it is signed by key {signature.get('key_id')} (to hand a run over to a new key: "
+                "`abstractruntime keys rotate RUN --from OLD.pem --to NEW.pem`)")
+    verify = getattr(signer, "verify_head", None)
+    if verify is not None:  # a signer that cannot verify (a custom one) is trusted by its key id
+        try:
+            verify(signature, run_id=run_id)
+        except VerificationFailedError as exc:
+            return f"its signature names this key but does not verify ({exc})"
+    if signature.get("seq") != head.seq or signature.get("head_hash") != head.head_hash:
+        return f"its signature covers seq {signature.get('seq')}, not the head"
+    return None
+
+
+def _first_not_signed_by(ledger: LedgerStore, run_id: str, signer: Any) -> int:
+    """1 + the seq of the last record carrying this signer's valid signature (1 if none does)."""
+    _, records = ledger.read_after(run_id, LedgerHead())
+    verify = getattr(signer, "verify_head", None)
+    key_id = getattr(signer, "key_id", None)
+    for doc in reversed(records):
+        signature = doc.get("signature")
+        if not isinstance(signature, dict) or signature.get("key_id") != key_id \
+                or signature.get("seq") != doc.get("seq") or signature.get("head_hash") != doc.get("record_hash"):
+            continue
+        try:
+            if verify is not None:
+                verify(signature, run_id=run_id)
+        except VerificationFailedError:
+            continue
+        return int(doc["seq"]) + 1
+    return 1

@@ -154,7 +154,8 @@ def fork_snapshot(
     with runtime.create_lock(fresh.run_id):
         session = runtime.new_session(checkpoint)
         rec = new_record(fresh, RecordKind.START)
-        rec.finish_success({"workflow_id": fresh.workflow_id, "forked_from": origin, "status": fresh.status.value})
+        rec.finish_success({"workflow_id": fresh.workflow_id, "forked_from": origin, "status": fresh.status.value,
+                            **runtime.signing_declaration()})
         session.record(rec, full=True)
         session.save_checkpoint()
     return fresh.run_id

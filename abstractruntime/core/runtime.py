@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, AsyncIterator, Iterator, Optional
 
@@ -42,7 +42,7 @@ from .ids import validate_id
 from .models import EffectType, RecordKind, RunState, RunStatus, WaitReason
 from .policy import DefaultEffectPolicy, EffectPolicy
 from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, Pending, RunStore, has_capability
-from .recovery import OpenedRun, check_signed_head, open_run, state_at
+from .recovery import OpenedRun, check_signed_head, open_run, rotation_step, state_at
 from .redaction import Redactor
 from .session import RunParts, RunSession, StorePorts, fail_run, is_finished, new_record
 from .spec import WorkflowSpec
@@ -84,7 +84,9 @@ class Runtime:
     ``effect_handlers`` (``{EffectType: handler}``) are merged over the built-ins.
     ``clock`` (a callable returning an aware UTC datetime) drives ``wait_until``.
     ``redactor`` scrubs secrets from ledger records; ``signer`` signs the head of every
-    durable batch. ``missing_handler="wait"`` makes an effect without a handler wait (its
+    durable batch, and refuses to extend a ledger whose head it did not sign unless
+    ``adopt_unsigned`` (then the adoption is recorded; docs/provenance.md, "Keys over months").
+    ``missing_handler="wait"`` makes an effect without a handler wait (its
     intent kept) until a tick brings one, instead of failing the run (0.0.1 behaviour).
     """
 
@@ -102,6 +104,7 @@ class Runtime:
         redactor: Optional[Redactor] = None,
         signer: Optional[Any] = None,
         missing_handler: str = "fail",
+        adopt_unsigned: bool = False,
     ) -> None:
         if missing_handler not in ("fail", "wait"):
             raise ValueError("missing_handler must be 'fail' or 'wait'")
@@ -114,6 +117,7 @@ class Runtime:
         self._effect_policy: EffectPolicy = effect_policy or DefaultEffectPolicy()
         self._redactor = redactor or Redactor()
         self.signer = signer
+        self.adopt_unsigned = adopt_unsigned
         self.missing_handler = missing_handler
         self._handlers: dict[EffectType, RegisteredHandler] = {}
         # run_id -> (file tokens, state) of runs this runtime advanced last (see _load).
@@ -247,12 +251,17 @@ class Runtime:
             checkpoint = Checkpoint(run=run, ledger=LedgerHead(), workflow=source, metadata=dict(metadata or {}))
             session = self.new_session(checkpoint)
             rec = new_record(run, RecordKind.START)
-            key_id = getattr(self.signer, "key_id", None)
             rec.finish_success({"workflow_id": workflow.workflow_id, "parent_run_id": parent_run_id,
-                                **({"signing": key_id} if key_id else {})})
+                                **self.signing_declaration()})
             session.record(rec, full=True)
             session.save_checkpoint()
         return run.run_id
+
+    def signing_declaration(self) -> dict[str, Any]:
+        """What a run's first record says about its signing key: ``{"signing": key_id}`` with a key
+        (hashed and chained, so the run never loses it), else nothing."""
+        key_id = getattr(self.signer, "key_id", None)
+        return {"signing": key_id} if key_id else {}
 
     @contextlib.contextmanager
     def create_lock(self, run_id: str) -> Iterator[None]:
@@ -452,6 +461,58 @@ class Runtime:
             self.remember(session)
             return session.checkpoint
 
+    def adopt(self, run_id: str, *, lock_wait: float = 0.0) -> Checkpoint:
+        """Take the run over with this runtime's key: when its head is not signed by that key
+        (a run begun without a key, stripped, or signed by another key), record a ``signing``
+        record ``{"adopt": {"key_id", "from_seq"}}`` signed by it. Nothing is written when the
+        key already signs the run."""
+        if self.signer is None:
+            raise InvalidInputError("adopting a run needs a signing key (Runtime(signer=...))")
+        with self._run_store.lock(run_id, wait=lock_wait):
+            self._warm.pop(run_id, None)
+            opened = open_run(self._run_store, self._ledger_store, run_id)
+            opened.adoption = check_signed_head(opened, signer=self.signer, ledger=self._ledger_store, run_id=run_id,
+                                                adopt_unsigned=True)
+            if opened.adoption is None:
+                return opened.checkpoint
+            session = self._session(opened)
+            session.save_checkpoint()
+            return session.checkpoint
+
+    def rotate_key(self, run_id: str, to: Any, *, lock_wait: float = 0.0) -> Checkpoint:
+        """Hand the run over from this runtime's key (the key in force) to ``to``, a signer of the new key.
+
+        Appends a ``signing`` record ``{"rotate": {"from", "to", "public_key"}}`` in a batch the old
+        key signs, then a ``checkpoint`` record in a batch the new key signs, so a writer holding
+        only the new key continues the run. A rotation interrupted between the two is finished by
+        calling this again; a run the new key already signs is left as it is.
+        """
+        old = self.signer
+        new_id = getattr(to, "key_id", None)
+        if old is None or not hasattr(to, "sign_head") or not hasattr(to, "public_key_pem") or not new_id:
+            raise InvalidInputError("rotate_key needs the runtime's signer (the old key) and a signer of the new key")
+        if new_id == getattr(old, "key_id", None):
+            raise InvalidInputError(f"key {new_id} is already the runtime's key")
+        with self._run_store.lock(run_id, wait=lock_wait):
+            self._warm.pop(run_id, None)
+            opened = open_run(self._run_store, self._ledger_store, run_id)
+            step = rotation_step(opened, old=old, new=to, ledger=self._ledger_store, run_id=run_id)
+            if step == "done":
+                return opened.checkpoint
+            session = self._session(opened)
+            if step == "rotate":
+                rec = new_record(session.run, RecordKind.SIGNING)
+                rec.finish_success({"rotate": {"from": old.key_id, "to": new_id,
+                                               "public_key": public_pem_text(to)}})
+                session.record(rec)
+                session.save_checkpoint()  # a batch of its own, signed by the old key
+            handed = RunSession(replace(self._ports(), signer=to), session.parts(), durable_head=session.durable,
+                                saved_head=session.saved)
+            handed.saved_status = session.saved_status
+            handed.record(new_record(handed.run, RecordKind.CHECKPOINT).finish_success(None))
+            handed.save_checkpoint()  # the new key's first batch
+            return handed.checkpoint
+
     def cancel_run(self, run_id: str, *, reason: Optional[str] = None, lock_wait: float = 0.0) -> RunState:
         """RUNNING/WAITING → CANCELLED (``error=reason``); terminal runs are returned unchanged."""
         with self._run_store.lock(run_id, wait=lock_wait):
@@ -476,7 +537,8 @@ class Runtime:
             # Nothing touched the run's files since this runtime last advanced it.
             return warm[1]
         opened = open_run(self._run_store, self._ledger_store, run_id)
-        check_signed_head(opened, signer=self.signer, ledger=self._ledger_store, run_id=run_id)
+        opened.adoption = check_signed_head(opened, signer=self.signer, ledger=self._ledger_store, run_id=run_id,
+                                            adopt_unsigned=self.adopt_unsigned)
         return opened
 
     def _tokens(self, run_id: str) -> Optional[tuple[Any, Any]]:
@@ -522,6 +584,9 @@ class Runtime:
         last = opened.last_record
         if opened.legacy:
             session.full_next = True  # older-format records before: the next record carries every field
+        if opened.adoption is not None:
+            # The operator adopts a head this key did not sign: said first, in a batch the key signs.
+            session.record(new_record(session.run, RecordKind.SIGNING).finish_success(opened.adoption.result()))
         if opened.external is not None:
             # A state saved with RunStore.save by a store that cannot record it itself (in memory):
             # record it, so the ledger stays the log, and reuse completed effects as 0.0.1 did.
@@ -601,6 +666,12 @@ class Runtime:
                  exception_type=type(exc).__name__)
         fresh.save_checkpoint()
         return fresh.run
+
+
+def public_pem_text(signer: Any) -> str:
+    """The PEM text of a signer's public key (what a rotation record carries)."""
+    pem = signer.public_key_pem()
+    return pem.decode("ascii") if isinstance(pem, bytes) else str(pem)
 
 
 # The reason an ``edit`` record gives for a state saved with ``RunStore.save``.

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from ..core.canonical import canonical_json
 from ..core.clock import parse_iso, to_iso, utc_now
-from ..core.errors import InvalidInputError
+from ..core.errors import CorruptRecordError, InvalidInputError
 from ..core.ids import MAX_ARTIFACT_ID_LENGTH, validate_artifact_id
 from ..core.json_codec import loads_strict
 
@@ -37,6 +37,24 @@ _REF_KEY = "$artifact"
 def compute_artifact_id(content: bytes) -> str:
     """The content address of ``content``: the first 32 hex digits of its SHA-256."""
     return hashlib.sha256(content).hexdigest()[:32]
+
+
+def is_content_address(artifact_id: str) -> bool:
+    """True for an id of 32 lower-case hex digits: it names content by its hash (a chosen id that
+    looks like one must be one: :meth:`ArtifactStore.store` refuses it otherwise)."""
+    return len(artifact_id) == 32 and all(c in "0123456789abcdef" for c in artifact_id)
+
+
+def check_content(artifact_id: str, data: bytes, meta: "ArtifactMetadata", where: str) -> None:
+    """:class:`CorruptRecordError` unless ``data`` is what ``meta`` and the id say: its size, its
+    sha256, and — for a content address — the hash the id is the prefix of (``.meta`` is
+    beside the bytes and can be rewritten with them; the id is what a run's ledger holds)."""
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) != meta.size_bytes or (meta.sha256 is not None and digest != meta.sha256):
+        raise CorruptRecordError(f"{where}: artifact content does not match the size/sha256 in its metadata")
+    if is_content_address(artifact_id) and digest[:32] != artifact_id:
+        raise CorruptRecordError(f"{where}: artifact content does not hash to its id {artifact_id} "
+                                 "(replaced, with its metadata?)")
 
 
 @dataclass
@@ -154,6 +172,9 @@ class ArtifactStore(ABC):
         data, tags_copy = _check_inputs(content, content_type, run_id, tags)
         digest = hashlib.sha256(data).hexdigest()
         chosen = digest[:32] if artifact_id is None else validate_artifact_id(artifact_id)
+        if is_content_address(chosen) and chosen != digest[:32]:
+            raise InvalidInputError(f"artifact id {chosen!r} looks like a content address (32 hex digits) but is not "
+                                    "this content's: choose another id, or let the store compute it")
         meta = ArtifactMetadata(
             artifact_id=chosen,
             content_type=content_type,

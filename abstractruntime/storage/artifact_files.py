@@ -8,7 +8,6 @@ store of that id overwrites. See docs/artifacts.md.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import threading
@@ -20,7 +19,7 @@ from ..core.clock import parse_iso
 from ..core.errors import CorruptRecordError, StorageError, UnsupportedFormatError
 from . import fsio
 from .artifact_base import (META_FORMAT, Artifact, ArtifactMetadata, ArtifactStore, _check_limit, _newest_first,
-                            _oldest_first, validate_artifact_id)
+                            _oldest_first, check_content, validate_artifact_id)
 
 
 class FileArtifactStore(ArtifactStore):
@@ -112,12 +111,7 @@ class FileArtifactStore(ArtifactStore):
                 data = fsio.read_bytes(bin_path)
             except FileNotFoundError:
                 raise CorruptRecordError("artifact content file is missing", path=str(bin_path)) from None
-        if len(data) != meta.size_bytes or (
-            meta.sha256 is not None and hashlib.sha256(data).hexdigest() != meta.sha256
-        ):
-            raise CorruptRecordError(
-                "artifact content does not match the size/sha256 in its .meta", path=str(bin_path)
-            )
+        check_content(artifact_id, data, meta, str(bin_path))
         return Artifact(metadata=meta, content=data)
 
     def get_metadata(self, artifact_id: str) -> ArtifactMetadata | None:

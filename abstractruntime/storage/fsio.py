@@ -276,15 +276,39 @@ class RunLock(FileLock):
     """Exclusive ``flock`` on ``<run dir>/.lock``, held by whoever advances the run.
 
     ``wait=0`` fails at once with :class:`RunLockedError`; ``wait=N`` polls up to N seconds.
+    ``directory`` (the run directory) is flocked too, after the file: a lock file deleted or
+    replaced while its holder works would otherwise let a second writer lock a new file and
+    run the holder's effect again; a directory that holds the run's files cannot be removed.
     """
 
-    def __init__(self, path: Path, run_id: str, *, wait: float = 0.0) -> None:
+    def __init__(self, path: Path, run_id: str, *, wait: float = 0.0, directory: Path | None = None) -> None:
         super().__init__(path, wait=wait, busy=lambda: RunLockedError(run_id))
         self._run_id = run_id
+        self._directory = directory
+        self._dir_fd: int | None = None
 
     def __enter__(self) -> "RunLock":
         super().__enter__()
+        if self._directory is not None:
+            try:
+                fd = os.open(self._directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            except OSError as exc:
+                super().__exit__(None, None, None)
+                raise StorageError(f"Cannot open run directory {self._directory}: {exc.strerror or exc}") from exc
+            try:
+                self._acquire(fd)
+            except BaseException:
+                os.close(fd)
+                super().__exit__(None, None, None)
+                raise
+            self._dir_fd = fd
         return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
+        super().__exit__(*exc_info)
 
 
 # ``atomic_write_bytes`` names its temp file ``.<target>.<pid>.<monotonic_ns>.tmp``.

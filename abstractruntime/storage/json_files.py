@@ -245,11 +245,12 @@ class JsonFileRunStore(RunStore):
         files.run_dir(run_id, create=create)
         if not create and not (files.ledger(run_id).exists() or files.checkpoint(run_id).exists()):
             raise RunNotFoundError(run_id)
+        run_dir = files.run_dir(run_id)
         if run_id not in self._tidied:
             # The first lock in this process also removes temp files a killed writer left.
             self._tidied.add(run_id)
-            return TidyRunLock(files.child(run_id, LOCK_FILE), run_id, wait=wait)
-        return RunLock(files.child(run_id, LOCK_FILE), run_id, wait=wait)
+            return TidyRunLock(files.child(run_id, LOCK_FILE), run_id, wait=wait, directory=run_dir)
+        return RunLock(files.child(run_id, LOCK_FILE), run_id, wait=wait, directory=run_dir)
 
     def list_runs(
         self,

@@ -2,18 +2,20 @@
 
 A hash chain proves that records were not changed *relative to each other*; it cannot prove
 that nobody rewrote the whole chain. A signature by a key the writer alone holds can: with
-``Runtime(signer=Ed25519Signer.from_file(path))`` every checkpoint carries a signature of the
-ledger head it reflects, and :func:`abstractruntime.storage.verify.verify_run` checks it with
-the public key.
+``Runtime(signer=Ed25519Signer.from_file(path))`` the last record of every batch the runtime
+appends carries a signature of itself as the ledger's head, and
+:func:`abstractruntime.storage.verify.verify_run` checks it with the public key (following the
+key rotations the ledger records; docs/provenance.md, "Keys over months").
 
 The signed message is fixed and documented (docs/provenance.md)::
 
     b"abstractruntime-head/v1\\n" + run_id + b"\\n" + str(seq) + b"\\n" + head_hash
 
 (ASCII; ``head_hash`` is the 64 lower-case hex digits of the head record's hash, or the empty
-string for an empty ledger). The signature document stored in ``run.json`` is
-``{"alg": "ed25519", "key_id", "seq", "head_hash", "sig"}`` with ``sig`` in standard base64
-and ``key_id`` the first 16 hex digits of SHA-256 of the 32-byte raw public key.
+string for an empty ledger). The signature document, in the record's ``signature`` field (a
+copy in ``run.json`` is for display), is ``{"alg": "ed25519", "key_id", "seq", "head_hash",
+"sig"}`` with ``sig`` in standard base64 and ``key_id`` the first 16 hex digits of SHA-256 of
+the 32-byte raw public key.
 
 ``cryptography`` is imported only when a key is loaded or a signature checked; without it
 those calls raise :class:`~abstractruntime.core.errors.MissingExtraError`.
@@ -199,6 +201,45 @@ def load_public_key(source: PublicKeySource) -> Any:
     return key
 
 
+def public_key_pem(public_key: Any) -> str:
+    """An ed25519 public key as PEM text (SubjectPublicKeyInfo), as a rotation record carries it."""
+    ser = _serialization()
+    pem: bytes = load_public_key(public_key).public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo)
+    return pem.decode("ascii")
+
+
+def _is_key_list(source: Any) -> bool:
+    return isinstance(source, (list, tuple, set, frozenset))
+
+
+def load_keyring(source: Any) -> dict[str, Any]:
+    """The public keys an auditor gives, by key id: one key (any :func:`load_public_key` source), a
+    list of them, or a directory, whose ``*.pub`` and ``*.pem`` files that hold a public key count
+    (private keys and other files beside them are left out). Raises :class:`InvalidInputError`
+    for a source that holds no public key."""
+    ring: dict[str, Any] = {}
+    for item in (source if _is_key_list(source) else [source]):
+        if isinstance(item, (str, os.PathLike)) and Path(item).is_dir():
+            found = 0
+            for path in sorted(Path(item).iterdir()):
+                if path.suffix not in (".pub", ".pem") or not path.is_file():
+                    continue
+                try:
+                    key = load_public_key(path)
+                except InvalidInputError:
+                    continue  # a private key or another PEM kept beside the public ones
+                ring[key_id_of(key)] = key
+                found += 1
+            if not found:
+                raise InvalidInputError(f"No ed25519 public key (*.pub, *.pem) in directory {item}")
+            continue
+        key = load_public_key(item)
+        ring[key_id_of(key)] = key
+    if not ring:
+        raise InvalidInputError("No public key given")
+    return ring
+
+
 def verify_head_signature(signature: Any, *, run_id: str, public_key: PublicKeySource) -> dict[str, Any]:
     """Check a signature document against ``public_key``; returns it, raises if it does not verify.
 
@@ -238,6 +279,8 @@ __all__ = [
     "generate_keypair",
     "head_message",
     "key_id_of",
+    "load_keyring",
     "load_public_key",
+    "public_key_pem",
     "verify_head_signature",
 ]

@@ -115,6 +115,9 @@ class FileStore:
         self.root = ensure_dir(Path(root), durable=durability == "fsync")
         self.runs = JsonFileRunStore(self.root, durability=durability)
         self.ledger = JsonlLedgerStore(self.root, durability=durability)
+        # Keyword arguments every runtime() of this store gets unless given otherwise: the CLI
+        # puts the operator's signing key here (--signing-key), so every command that writes signs.
+        self.runtime_defaults: dict[str, Any] = {}
 
     @cached_property
     def snapshots(self) -> Any:
@@ -146,10 +149,13 @@ class FileStore:
         return FileEventLog(self.root / "events", durability=self.durability)
 
     def runtime(self, **kwargs: Any) -> Any:
-        """A :class:`~abstractruntime.core.runtime.Runtime` over this store (kwargs pass through)."""
+        """A :class:`~abstractruntime.core.runtime.Runtime` over this store (kwargs pass through,
+        over :attr:`runtime_defaults`)."""
         from ..core.runtime import Runtime
 
         kwargs.setdefault("artifact_store", self.artifacts)
+        for name, value in self.runtime_defaults.items():
+            kwargs.setdefault(name, value)
         return Runtime(run_store=self.runs, ledger_store=self.ledger, **kwargs)
 
     def close(self) -> None:

@@ -19,14 +19,15 @@ Checkpoint: ``checkpoint_workflow_mismatch``, ``checkpoint_missing``, ``checkpoi
 ``checkpoint_head_mismatch``, ``checkpoint_rollback``. Bookmarks: ``bookmark_missing_record``,
 ``bookmark_mismatch``, ``bookmarks_corrupt``. Published head: ``expected_head_missing``,
 ``run_missing``. Signature: ``signature_missing``, ``signature_invalid``, ``signature_mismatch``,
-``unsigned_tail``.
+``signature_untrusted``, ``signature_not_in_force``, ``rotation_not_in_force``, ``rotation_invalid``,
+``signing_record_malformed``, ``unsigned_tail``.
 Store layout (:func:`verify_store` only, one report per entry of ``runs/`` that is not a run):
 ``symlinked_run_dir``, ``invalid_run_dir_name``, ``not_a_run_dir``.
 
 Notes never fail a run: ``torn_tail``, ``uncommitted_tail``, ``checkpoint_missing`` (a
 format-2 ledger rebuilds the run; or a format-1 start interrupted before its first
 checkpoint), ``no_ledger_position``, ``expected_head_found``, ``expected_head_uncommitted``,
-``signature_unchecked``. docs/provenance.md explains each one
+``signature_unchecked``, ``signing_rotated``, ``signing_adopted``. docs/provenance.md explains each one
 and what each layer can and cannot detect.
 """
 
@@ -47,6 +48,7 @@ from .bookmarks import BOOKMARKS_FILE
 from .fsio import validate_id
 from .json_files import CHECKPOINT_FILE, LEDGER_FILE, RUNS_DIR, RunFiles
 from .ledger_scan import LedgerScan, scan_runs_dir
+from .signing import load_keyring
 from .verify_checks import (_check_bookmarks, _check_checkpoint, _check_expected, _check_signature, _load_bookmarks,
                             _load_checkpoint)
 from .verify_report import MAX_FINDINGS, Finding, VerifyReport
@@ -79,15 +81,19 @@ def verify_run(
 
     ``expect_head`` is a record hash published elsewhere earlier (e.g. the ``head_hash`` of a
     previous report): it must appear somewhere in the chain, and ``expect_head_seq`` says
-    where (a head published earlier stays valid as the run grows). ``public_key`` (a PEM
-    file path, PEM bytes or a key object) makes the checkpoint's signature mandatory and
-    checked; it needs the ``[signing]`` extra. Raises :class:`RunNotFoundError` for an
-    unknown run and :class:`InvalidInputError` for a malformed ``expect_head``.
+    where (a head published earlier stays valid as the run grows). ``public_key`` makes a
+    signed head mandatory and checked (it needs the ``[signing]`` extra): one key (a PEM file
+    path, PEM bytes, 32 raw bytes or a key object), a list of them, or a directory of ``*.pub``
+    / ``*.pem`` public keys. From one key, rotations the run records are followed; from
+    several, they are followed from the key the run's first record names (docs/provenance.md,
+    "Keys over months"). Raises :class:`RunNotFoundError` for an unknown run and
+    :class:`InvalidInputError` for a malformed ``expect_head`` or a source with no public key.
     """
-    return _verify(_store_root(store), run_id, expect_head=expect_head, public_key=public_key, search=None)
+    keyring = load_keyring(public_key) if public_key is not None else None
+    return _verify(_store_root(store), run_id, expect_head=expect_head, keyring=keyring, search=None)
 
 
-def _verify(root: Path, run_id: str, *, expect_head: Optional[str], public_key: Any,
+def _verify(root: Path, run_id: str, *, expect_head: Optional[str], keyring: Optional[dict[str, Any]],
             search: Optional[str]) -> VerifyReport:
     validate_id(run_id, "run id")
     expected = _normalise_hash(expect_head) if expect_head is not None else None
@@ -125,7 +131,7 @@ def _verify(root: Path, run_id: str, *, expect_head: Optional[str], public_key: 
     _check_bookmarks(report, bookmarks, scan, checkpoint, ckpt_path)
     if expected is not None or search is not None:
         _check_expected(report, expected, search, scan)
-    _check_signature(report, scan, signature, public_key, checkpoint)
+    _check_signature(report, scan, signature, keyring, checkpoint)
     return report
 
 
@@ -154,6 +160,7 @@ def verify_store(
         mapping = {validate_id(k, "run id"): _normalise_hash(v) for k, v in expect_head.items()}
     elif expect_head is not None:
         single = _normalise_hash(expect_head)
+    keyring = load_keyring(public_key) if public_key is not None else None
     run_ids, stray_entries = scan_runs_dir(base / RUNS_DIR, CHECKPOINT_FILE, LEDGER_FILE)
     strays: dict[str, VerifyReport] = {}
     for name, kind, message in stray_entries:  # not runs: each fails, so --all cannot say "all ok"
@@ -169,7 +176,7 @@ def verify_store(
             report = VerifyReport(run_id=run_id, path=str(base / RUNS_DIR / run_id), expect_head=mapping[run_id])
             report.problem("run_missing", f"run {run_id} has an expected head but is not in the store")
         else:
-            report = _verify(base, run_id, expect_head=mapping.get(run_id), public_key=public_key, search=single)
+            report = _verify(base, run_id, expect_head=mapping.get(run_id), keyring=keyring, search=single)
         reports.append(report)
         if progress is not None:
             progress(len(reports), total, report)

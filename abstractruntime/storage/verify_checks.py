@@ -170,37 +170,61 @@ def _check_expected(report: VerifyReport, expected: Optional[str], search: Optio
                     seq=found[0])
 
 
-def _check_signature(report: VerifyReport, scan: LedgerScan, checkpoint_signature: Any, public_key: Any,
+def _check_signature(report: VerifyReport, scan: LedgerScan, checkpoint_signature: Any, keyring: Optional[dict[str, Any]],
                      checkpoint: Optional[Checkpoint]) -> None:
-    """The head's signature: the last signed record's (format 2: every batch is signed), else the
-    checkpoint's (format 1). Records after the last signed one are always a problem."""
+    """The head's signature and the keys the run was signed with.
+
+    The head's signature is the last signed record's (format 1: the checkpoint's, since those
+    records carried none; a later format never takes ``run.json``'s copy). Always checked:
+    records after the last signed one, a first record declaring a key with no signature, and
+    batches not signed by the key in force (:class:`~.record_rules.SignatureTrail`). With
+    ``keyring`` (key id -> public key): the head must be signed by a key trusted from the
+    auditor's key — one key given, that key; several, the key the run's first record names —
+    or by a key a rotation signed by a trusted key handed the run over to.
+    """
     trail = scan.signatures
     if trail.after_last:
         report.problem("unsigned_tail", f"{trail.after_last} record(s) after the last signed head (seq "
                        f"{trail.last_seq}) carry no signature: a signing writer signs every batch and a crash "
                        "cannot leave whole records after it, so they were appended without the key",
                        seq=trail.first_unsigned_after)
+    for kind, message, seq in trail.problems:
+        report.problem(kind, message, seq=seq)
+    if trail.pending and not trail.signed:  # after a signed record they are the unsigned tail, reported above
+        report.problem("signature_missing", f"the signing record at seq {trail.pending[0].seq} is in no signed batch",
+                       seq=trail.pending[0].seq)
+    _note_events(report, trail.events)
     if trail.last is not None:
         signature, covered = trail.last, (trail.last_seq, trail.last.get("head_hash"))
+    elif not trail.modern and checkpoint is not None:
+        signature, covered = checkpoint_signature, (checkpoint.ledger.seq, checkpoint.ledger.head_hash)
     else:
-        signature = checkpoint_signature
-        covered = (checkpoint.ledger.seq, checkpoint.ledger.head_hash) if checkpoint is not None else (None, None)
+        signature, covered = None, (None, None)
     if signature is None:
         if trail.declared is not None:
             report.problem("signature_missing", f"the run's first record says its batches are signed with key "
                            f"{trail.declared}, but no record carries a signature (removed?)")
-        elif public_key is not None and (checkpoint is not None or report.count):
+        elif keyring is not None and (checkpoint is not None or report.count):
             report.problem("signature_missing", "a public key was given but the run's head is not signed")
         return
     report.signature_key_id = signature.get("key_id") if isinstance(signature, dict) else None
-    if public_key is None:
+    if keyring is None:
         report.signature = "unchecked"
         report.note("signature_unchecked", "the head is signed; pass a public key to check the signature")
         return
     from .signing import verify_head_signature
 
+    trusted = _trusted_keys(report, trail, keyring)
+    if trusted is None:
+        report.signature = "invalid"
+        return
+    head_key = report.signature_key_id
+    if head_key not in trusted:
+        report.signature = "invalid"
+        report.problem(*_untrusted(head_key, trusted, keyring, trail), seq=covered[0])
+        return
     try:
-        verify_head_signature(signature, run_id=report.run_id, public_key=public_key)
+        verify_head_signature(signature, run_id=report.run_id, public_key=trusted[head_key])
     except VerificationFailedError as exc:
         report.signature = "invalid"
         report.problem("signature_invalid", str(exc))
@@ -212,3 +236,69 @@ def _check_signature(report: VerifyReport, scan: LedgerScan, checkpoint_signatur
                        f"stands for seq {covered[0]} (hash {covered[1]})", seq=signed[0])
         return
     report.signature = "valid"
+
+
+def _note_events(report: VerifyReport, events: list[Any]) -> None:
+    for event in events:
+        if event.kind == "rotate":
+            report.note("signing_rotated", f"seq {event.seq}: key {event.from_key} handed the run over to key "
+                        f"{event.key_id}", seq=event.seq, key_id=event.key_id, from_key=event.from_key)
+        elif event.kind == "adopt":
+            report.note("signing_adopted", f"seq {event.seq}: key {event.key_id} adopted the run; records "
+                        f"{event.from_seq}..{event.seq - 1} carry no signature of it (an operator's explicit "
+                        "choice)", seq=event.seq, key_id=event.key_id, from_seq=event.from_seq)
+        else:
+            report.note("signing_adopted", f"seq {event.batch_seq}: key {event.key_id} signed the run, begun "
+                        "without a key, without recording an adoption (an earlier release adopted such runs "
+                        "silently)", seq=event.batch_seq, key_id=event.key_id, implicit=True)
+
+
+def _trusted_keys(report: VerifyReport, trail: Any, keyring: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The keys trusted for this run: the auditor's anchor key, and every key a rotation signed by a
+    trusted key handed the run over to (``None`` when the anchor is not among the keys given)."""
+    from ..core.errors import InvalidInputError
+    from .signing import key_id_of, load_public_key, verify_head_signature
+
+    anchor = next(iter(keyring)) if len(keyring) == 1 else trail.first_key
+    if anchor not in keyring:
+        report.problem("signature_untrusted", f"none of the {len(keyring)} keys given ({', '.join(sorted(keyring))}) "
+                       f"is the key the run was first signed with ({anchor}): rotations are followed from that key")
+        return None
+    trusted = {anchor: keyring[anchor]}
+    for event in trail.events:
+        if event.kind != "rotate" or event.from_key not in trusted or event.signature is None:
+            continue
+        try:
+            verify_head_signature(event.signature, run_id=report.run_id, public_key=trusted[event.from_key])
+        except VerificationFailedError as exc:
+            report.problem("rotation_invalid", f"seq {event.seq}: the rotation from key {event.from_key} to "
+                           f"{event.key_id} is not signed by {event.from_key} ({exc})", seq=event.seq)
+            continue
+        try:
+            key = load_public_key(str(event.public_key).encode("utf-8"))
+        except InvalidInputError as exc:
+            report.problem("rotation_invalid", f"seq {event.seq}: the rotation's public key is unusable ({exc})",
+                           seq=event.seq)
+            continue
+        if key_id_of(key) != event.key_id:
+            report.problem("rotation_invalid", f"seq {event.seq}: the rotation names key {event.key_id} but its "
+                           f"public key is {key_id_of(key)}", seq=event.seq)
+            continue
+        trusted[event.key_id] = key
+    return trusted
+
+
+def _untrusted(head_key: Any, trusted: dict[str, Any], keyring: dict[str, Any], trail: Any) -> tuple[str, str]:
+    """The problem of a head signed by a key the auditor's key does not lead to."""
+    given = ", ".join(repr(k) for k in sorted(keyring))
+    adoption = next((e for e in reversed(trail.events) if e.kind in ("adopt", "implicit") and e.key_id == head_key),
+                    None)
+    if adoption is not None:
+        return ("signature_untrusted", f"the head is signed by key {head_key!r}, which adopted the run at seq "
+                f"{adoption.seq} instead of being handed it by a rotation from the key given ({given}): verify with "
+                f"key {head_key!r} alone to accept the adoption")
+    if head_key in keyring:
+        return ("signature_untrusted", f"the head is signed by key {head_key!r}, which no rotation from the run's "
+                f"first key hands the run over to")
+    return ("signature_invalid", f"signed by key {head_key!r}, but the public key given is {given}"
+            + (f" (trusted for this run through rotations: {', '.join(sorted(trusted))})" if len(trusted) > 1 else ""))

@@ -356,6 +356,40 @@ def test_signatures_removed_by_the_forger(signed: tuple[Path, str, Ed25519Signer
     assert problem_types(verify_run(root, run_id, public_key=signer.public_key)) == {"signature_missing"}
 
 
+def test_signatures_stripped_from_the_ledger_alone(signed: tuple[Path, str, Ed25519Signer]) -> None:
+    # run.json keeps its copy of the last signature: a copy is for display, never evidence.
+    root, run_id, signer = signed
+    records = read_records(ledger_path(root, run_id))
+    for record in records:
+        record.pop("signature", None)
+    write_records(ledger_path(root, run_id), records)
+    assert read_checkpoint_doc(root, run_id)["signature"] is not None
+
+    for key in (None, signer.public_key):
+        report = verify_run(root, run_id, public_key=key)
+        assert problem_types(report) == {"signature_missing"} and report.signature != "valid"
+
+
+def test_signatures_stripped_and_the_declaration_rechained_away(signed: tuple[Path, str, Ed25519Signer]) -> None:
+    # Without its declaration the run looks begun without a key: only the key (or a published
+    # head) tells. With the key, an unsigned head fails.
+    root, run_id, signer = signed
+    records = read_records(ledger_path(root, run_id))
+    for record in records:
+        record.pop("signature", None)
+    records[0]["result"].pop("signing")
+    forged = rechain(records)
+    write_records(ledger_path(root, run_id), forged)
+    point_checkpoint_at(root, run_id, forged)
+    doc = read_checkpoint_doc(root, run_id)
+    doc["signature"] = None
+    write_checkpoint_doc(root, run_id, doc)
+
+    assert verify_run(root, run_id).ok
+    report = verify_run(root, run_id, public_key=signer.public_key)
+    assert problem_types(report) == {"signature_missing"} and report.signature != "valid"
+
+
 def test_signature_by_the_forgers_own_key(signed: tuple[Path, str, Ed25519Signer]) -> None:
     root, run_id, signer = signed
     forger = Ed25519Signer.generate()
@@ -366,8 +400,10 @@ def test_signature_by_the_forgers_own_key(signed: tuple[Path, str, Ed25519Signer
     write_records(ledger_path(root, run_id), records)
 
     report = verify_run(root, run_id, public_key=signer.public_key)
-    assert problem_types(report) == {"signature_invalid"}
+    # Not the key in force (the run's first record names it): seen with or without the key.
+    assert problem_types(report) == {"signature_invalid", "signature_not_in_force"}
     assert signer.key_id in the_problem(report, "signature_invalid").message
+    assert problem_types(verify_run(root, run_id)) == {"signature_not_in_force"}
 
     # Claiming the real key's id does not help: the signature does not verify with it.
     records[-1]["signature"]["key_id"] = signer.key_id

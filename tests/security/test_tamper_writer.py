@@ -105,6 +105,36 @@ def test_a_forged_record_is_refused_by_a_signing_writer_and_never_signed(tmp_pat
         assert "unsigned_tail" in {p.type for p in report.problems}
 
 
+def test_stripped_signatures_and_a_forged_answer_are_refused_by_a_signing_writer(tmp_path: Path) -> None:
+    # Issue 20, item 5: remove every signature, append a forged answer. The first record names
+    # the key, so the run never loses it: the writer refuses (nothing written, nothing paid).
+    root, bank, wf = tmp_path / "store", Bank(), payment_workflow()
+    signer = Ed25519Signer.generate()
+    rt = open_store(root).runtime(effect_handlers={EffectType.TOOL_CALLS: bank.handler}, signer=signer)
+    run_id = rt.start(workflow=wf, run_id="r1")
+    waiting = rt.tick(workflow=wf, run_id=run_id)
+    path = root / "runs" / run_id / "ledger.jsonl"
+    records = [json.loads(line) for line in path.read_bytes().splitlines()]
+    for record in records:
+        record.pop("signature", None)
+    last, wait = records[-1], waiting.waiting
+    forged, _ = seal({"format": 3, "seq": last["seq"] + 1, "kind": "resume", "status": "completed",
+                      "at": "2030-01-01T00:00:00.000000+00:00", "prev_hash": last["record_hash"], "node_id": "pay",
+                      "result": {"payload": {"answer": 5000}, "reason": "user", "wait_id": wait.wait_id,
+                                 "wait_key": wait.wait_key},
+                      "delta": {"current_node": "pay", "status": "running", "waiting": None,
+                                "vars": [["r", ["amount"], ["payload"]]]}})
+    path.write_bytes(b"".join(jcs(r) + b"\n" for r in [*records, forged]))
+    before = _files(root, run_id)
+
+    fresh = open_store(root).runtime(effect_handlers={EffectType.TOOL_CALLS: bank.handler}, signer=signer)
+    with pytest.raises(VerificationFailedError, match="not signed"):
+        fresh.tick(workflow=wf, run_id=run_id)
+    assert _files(root, run_id) == before and bank.payments == []
+    for key in (None, signer.public_key):
+        assert "signature_missing" in {p.type for p in verify_run(root, run_id, public_key=key).problems}
+
+
 def test_without_a_key_an_appended_record_is_replayed_but_an_edit_is_caught(tmp_path: Path) -> None:
     # Without signing, a writer-capable attacker can append well-chained records (documented
     # in docs/provenance.md: only a key or a head published elsewhere stops that); what they

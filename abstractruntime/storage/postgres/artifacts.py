@@ -7,13 +7,12 @@ sha256 recorded with them is refused on load (:class:`CorruptRecordError`).
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Any, Callable
 
 from ...core.clock import parse_iso
 from ...core.canonical import canonical_json
-from ...core.errors import CorruptRecordError
+from ..artifact_base import check_content
 from ..artifacts import Artifact, ArtifactMetadata, ArtifactStore, _check_limit, validate_artifact_id
 from ..fsio import loads_strict
 from .db import PgDatabase, jsonb_copy
@@ -59,9 +58,7 @@ class PostgresArtifactStore(ArtifactStore):
         if row is None:
             return None
         meta, data = _meta(row), bytes(row[7])
-        if len(data) != meta.size_bytes or (meta.sha256 is not None and hashlib.sha256(data).hexdigest() != meta.sha256):
-            raise CorruptRecordError(f"artifact {artifact_id} in {self.db.describe()}: content does not match "
-                                     "its recorded size/sha256")
+        check_content(artifact_id, data, meta, f"artifact {artifact_id} in {self.db.describe()}")
         return Artifact(metadata=meta, content=data)
 
     def get_metadata(self, artifact_id: str) -> ArtifactMetadata | None:

@@ -30,6 +30,9 @@ class PostgresStore:
         self.db = PgDatabase(url, schema=schema, create=create)
         self.runs = PostgresRunStore(self.db)
         self.ledger = PostgresLedgerStore(self.db)
+        # Keyword arguments every runtime() of this store gets unless given otherwise: the CLI
+        # puts the operator's signing key here (--signing-key), so every command that writes signs.
+        self.runtime_defaults: dict[str, Any] = {}
 
     @property
     def url(self) -> str:
@@ -61,10 +64,13 @@ class PostgresStore:
         return PostgresEventLog(self.db)
 
     def runtime(self, **kwargs: Any) -> Any:
-        """A :class:`~abstractruntime.core.runtime.Runtime` over this store (kwargs pass through)."""
+        """A :class:`~abstractruntime.core.runtime.Runtime` over this store (kwargs pass through,
+        over :attr:`runtime_defaults`)."""
         from ...core.runtime import Runtime
 
         kwargs.setdefault("artifact_store", self.artifacts)
+        for name, value in self.runtime_defaults.items():
+            kwargs.setdefault(name, value)
         return Runtime(run_store=self.runs, ledger_store=self.ledger, **kwargs)
 
     def close(self) -> None:
