@@ -203,6 +203,16 @@ def continue_command(state: Any) -> str:
     return f"abstractruntime tick {state.run_id}"
 
 
+def _can_retry(s: Settings, run_id: str) -> bool:
+    """Whether ``retry`` would continue the failed run (the runtime's rule; ``False`` if unreadable)."""
+    from abstractruntime.core.errors import AbstractRuntimeError
+
+    try:
+        return bool(s.open_store().runtime().can_retry(run_id))
+    except (AbstractRuntimeError, OSError):
+        return False  # only a hint: the failure itself was already reported
+
+
 def _needs_handler(wait: Any) -> bool:
     return isinstance(wait.details, dict) and "needs_handler" in wait.details
 
@@ -357,6 +367,8 @@ def describe_state(s: Settings, state: Any) -> None:
             s.info(f"  resume with: abstractruntime emit {wait.wait_key} --payload JSON")
     elif status in ("failed", "cancelled"):
         s.info(f"run {state.run_id} {status}: {state.error}")
+        if status == "failed" and not s.quiet and _can_retry(s, state.run_id):
+            s.info(f"  continue with: abstractruntime retry {state.run_id}")
     else:
         s.info(f"run {state.run_id} is {status} at node {state.current_node}")
 

@@ -46,7 +46,7 @@ from .recovery import OpenedRun, check_signed_head, open_run, state_at
 from .redaction import Redactor
 from .session import RunParts, RunSession, StorePorts, fail_run, is_finished, new_record
 from .spec import WorkflowSpec
-from .answers import prepare_retry, record_answer
+from .answers import failed_retryably, prepare_retry, record_answer
 from .state import StateImage
 from .stepping import advance_steps, retry_steps
 from .timers import is_due
@@ -307,6 +307,10 @@ class Runtime:
             except StorageError:
                 pass  # a read-only store: the next writer drops them
         return opened.checkpoint
+
+    def can_retry(self, run_id: str) -> bool:
+        """Whether :meth:`retry` would continue the run: it failed on a retryable effect error."""
+        return failed_retryably(self._ledger_store, self.get_checkpoint(run_id))
 
     def state_at(self, run_id: str, seq: int) -> Checkpoint:
         """The run as it was right after ledger record ``seq``, rebuilt from the ledger."""
