@@ -299,6 +299,7 @@ def test_graph(cli, wf: Path) -> None:
     assert set(ids) == {"ask", "decide", "deploy", "rejected"}
     for a, b in (("ask", "decide"), ("decide", "deploy"), ("decide", "rejected")):
         assert f"{ids[a]} --> {ids[b]}" in text
+    assert f"{ids['deploy']} --> stop" in text and f"{ids['rejected']} --> stop" in text
     assert "class " not in text
     cli("run", str(wf / "approval.py"), "--run-id", "g1")
     cli("resume", "g1", "--current", "--answer", "no")
@@ -323,6 +324,7 @@ def test_graph_json(cli, wf: Path) -> None:
     doc = json.loads(cli("graph", str(wf / "approval.py"), "--run", "gj", "--json").stdout)
     assert doc["nodes"] == ["ask", "decide", "deploy", "rejected"]
     assert ["decide", "rejected"] in doc["edges"]
+    assert doc["ends"] == ["deploy", "rejected"]
     assert doc["visited"] == ["ask", "decide", "deploy"]
     assert doc["taken"] == [["ask", "decide"], ["decide", "deploy"]]
     assert doc["current_node"] == "deploy"
