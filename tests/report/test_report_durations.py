@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -69,3 +70,42 @@ def test_a_real_run_reports_the_handler_time_as_its_slowest_step(tmp_path: Path)
     assert stats["max_ms"] >= 300.0
     html, _ = build_page(load_run(store, run_id, related=0))
     assert f"(seq {outcome['seq']})" in html and "slowest step" in html
+
+
+def test_the_page_shows_the_workflow_the_chain_recorded_and_no_recorded_path(tmp_path: Path) -> None:
+    from abstractruntime.loader import load_workflow_file
+
+    repo = Path(__file__).resolve().parents[2]
+    store = FileStore(tmp_path / "store")
+    loaded = load_workflow_file(repo / "sample_runs" / "workflows" / "approval.py")
+    rt = store.runtime()
+    run_id = rt.start(workflow=loaded.workflow)
+    rt.tick(workflow=loaded.workflow, run_id=run_id)
+    # Someone edits run.json to name a file and another hash: the page believes neither.
+    ckpt = tmp_path / "store" / "runs" / run_id / "run.json"
+    doc = json.loads(ckpt.read_text())
+    doc["state"]["kernel"]["workflow"] = {"workflow_id": "approval", "sha256": "0" * 64,
+                                          "source": "/home/someone/evil.py"}
+    ckpt.write_text(json.dumps(doc))
+    html, _ = build_page(load_run(store, run_id, related=0))
+    header = html[html.index("<header>"):html.index("</header>")]
+    assert f'id="f-sha256">{loaded.sha256}<' in header
+    assert "evil.py" not in header and "0" * 64 not in header and "workflow file" not in header
+
+
+def test_a_sample_run_recorded_with_a_path_shows_only_id_and_sha256(tmp_path: Path) -> None:
+    import shutil
+
+    repo = Path(__file__).resolve().parents[2]
+    shutil.copytree(repo / "sample_runs" / "store", tmp_path / "store")
+    store = FileStore(tmp_path / "store")
+    data = load_run(store, "approval-approved", related=0)
+    recorded = json.loads((tmp_path / "store" / "runs" / "approval-approved" / "ledger.jsonl").read_text()
+                          .splitlines()[0])["delta"]["workflow"]
+    assert recorded["source"].endswith("approval.py")  # the format-2 start record names a path
+    html, _ = build_page(data)
+    header = html[html.index("<header>"):html.index("</header>")]
+    # The header names what the run recorded (id, sha256); the path is only in the record's own
+    # text on the timeline, as the ledger holds it.
+    assert recorded["source"] not in header and "workflow file" not in header
+    assert f'id="f-sha256">{recorded["sha256"]}<' in header and 'id="f-workflow">approval<' in header
