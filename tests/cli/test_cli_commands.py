@@ -329,3 +329,21 @@ def test_graph_json(cli, wf: Path) -> None:
     assert doc["taken"] == [["ask", "decide"], ["decide", "deploy"]]
     assert doc["current_node"] == "deploy"
     assert doc["mermaid"].startswith("flowchart TD")
+
+
+def test_worker_once_exit_code_says_whether_the_pass_failed(cli, wf: Path) -> None:
+    # Nothing runnable: exit 0, no lines.
+    r = cli("worker", "--once")
+    assert (r.exit_code, r.stdout) == (0, "")
+    # Work done: exit 0, one line per run advanced.
+    cli("run", str(wf / "event.py"), "--var", "order_id=o-1", "--run-id", "w1")
+    cli("emit", "payment:o-1", "--payload", "{}", "--hand-off")
+    r = cli("worker", "--once")
+    assert (r.exit_code, r.stdout) == (0, "w1\tcompleted\n")
+    # A failure: w2's code changed since it recorded it (drift), so it cannot be advanced.
+    cli("run", str(wf / "event.py"), "--var", "order_id=o-2", "--run-id", "w2")
+    cli("emit", "payment:o-2", "--payload", "{}", "--hand-off")
+    (wf / "event.py").write_text((wf / "event.py").read_text() + "\n# edited\n")
+    r = cli("worker", "--once")
+    assert (r.exit_code, r.stdout) == (1, "")
+    assert "error: run w2: " in r.stderr and "changed since" in r.stderr
