@@ -195,7 +195,7 @@ def continue_command(state: Any) -> str:
         if isinstance(wait.details, dict) and isinstance(wait.details.get("tool_calls"), list):
             return f"abstractruntime tools approve {state.run_id}"
         if reason in ("event", "job") and wait.wait_key and not _needs_handler(wait):
-            return f"abstractruntime emit {wait.wait_key} --payload JSON"
+            return f"abstractruntime emit {wait.wait_key} --id ID --payload JSON"
         if reason == "until":
             return "abstractruntime tick --due"
     if status in ("completed", "failed", "cancelled"):
@@ -364,7 +364,8 @@ def describe_state(s: Settings, state: Any) -> None:
             s.info(f"  approve with: abstractruntime tools approve {state.run_id}   "
                    f"(or: tools deny {state.run_id} --reason TEXT)")
         elif reason in ("event", "job") and wait.wait_key:
-            s.info(f"  resume with: abstractruntime emit {wait.wait_key} --payload JSON")
+            s.info(f"  resume with: abstractruntime emit {wait.wait_key} --id ID --payload JSON   "
+                   "(--id: the event's id, delivered once; a retried emit does nothing)")
     elif status in ("failed", "cancelled"):
         s.info(f"run {state.run_id} {status}: {state.error}")
         if status == "failed" and not s.quiet and _can_retry(s, state.run_id):

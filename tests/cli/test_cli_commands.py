@@ -347,3 +347,15 @@ def test_worker_once_exit_code_says_whether_the_pass_failed(cli, wf: Path) -> No
     r = cli("worker", "--once")
     assert (r.exit_code, r.stdout) == (1, "")
     assert "error: run w2: " in r.stderr and "changed since" in r.stderr
+
+
+def test_the_hint_after_an_event_wait_shows_emit_with_an_id(cli, wf: Path) -> None:
+    r = cli("run", str(wf / "event.py"), "--var", "order_id=o-5", "--run-id", "e5")
+    assert r.exit_code == 5
+    hint = next(line for line in r.stderr.splitlines() if "abstractruntime emit" in line)
+    assert "abstractruntime emit payment:o-5 --id ID --payload JSON" in hint
+    # The hint works as printed, and --id makes a retried emit a no-op.
+    for _ in range(2):
+        r = cli("emit", "payment:o-5", "--id", "pay-5", "--payload", '{"amount": 5}')
+        assert r.exit_code == 0, r.stderr
+    assert json.loads(cli("runs", "show", "e5", "--json").stdout)["run"]["status"] == "completed"
