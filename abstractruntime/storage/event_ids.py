@@ -125,6 +125,40 @@ class EventLog(Protocol):
         """Kept events still open, oldest first: what a worker pass tries to deliver."""
         ...
 
+    def records(self) -> list[EventRecord]:
+        """Every event the log holds, oldest first (``store copy``)."""
+        ...
+
+    def put(self, record: EventRecord) -> None:
+        """Write a whole record as another store holds it, state included, all or nothing
+        (``store copy``; the caller holds its lock and saw no record); durable on return."""
+        ...
+
+
+def same_event(a: EventRecord, b: EventRecord) -> bool:
+    """Whether two stores hold the same event: id, key, payload, times, targets and state
+    (times compared as instants: a database writes them in its own form)."""
+    def instant(value: Optional[str]) -> Any:
+        return parse_iso(value) if value else None
+
+    return (a.event_id, a.event_key, a.payload_sha256, a.state, a.targets) == \
+        (b.event_id, b.event_key, b.payload_sha256, b.state, b.targets) and \
+        all(instant(x) == instant(y) for x, y in ((a.created_at, b.created_at), (a.keep_until, b.keep_until),
+                                                 (a.finished_at, b.finished_at)))
+
+
+def copy_event(record: EventRecord, log: EventLog, *, wait: float = 10.0) -> str:
+    """Write ``record`` (read from another store) into ``log``: ``"copied"``, ``"already"`` (held
+    there identically) or ``"different"`` (another event under its id: left as it is)."""
+    with log.lock(record.event_id, wait=wait) as held:
+        if not held:
+            raise StorageError(f"event {record.event_id!r} stayed locked for {wait:g} s (an emit in progress?)")
+        there = log.get(record.event_id)
+        if there is None:
+            log.put(record)
+            return "copied"
+        return "already" if same_event(there, record) else "different"
+
 
 def _file_name(event_id: str) -> str:
     # Ids are free text: the file is named by a digest, and the file names its id.
@@ -252,6 +286,39 @@ class FileEventLog:
         found.sort(key=lambda r: (parse_iso(r.created_at), r.event_id))
         return found[: max(limit, 0)]
 
+    def records(self) -> list[EventRecord]:
+        try:
+            names = sorted(p for p in os.listdir(self.directory) if re.fullmatch(r"[0-9a-f]{64}\.jsonl", p))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StorageError(f"Cannot list {self.directory}: {exc.strerror or exc}") from exc
+        found = []
+        for name in names:
+            path = self.directory / name
+            try:
+                record = self._with_payload(_replay(read_bytes(path), str(path), None))
+            except FileNotFoundError:
+                continue
+            if record is not None:
+                found.append(record)
+        found.sort(key=lambda r: (parse_iso(r.created_at), r.event_id))
+        return found
+
+    def put(self, record: EventRecord) -> None:
+        self._ensure()
+        if record.kept and record.state == OPEN:
+            # The payload first, as create() writes it: an open kept event always finds it.
+            atomic_write_bytes(self._marker(record.event_id), canonical_json(record.payload), durable=self._durable)
+        doc: dict[str, Any] = {"format": EVENT_FORMAT, "event_id": record.event_id, "event_key": record.event_key,
+                               "payload_sha256": record.payload_sha256, "created_at": record.created_at,
+                               "keep_until": record.keep_until, "targets": record.targets}
+        if record.state != OPEN:
+            # A closed event copied whole is one line: a copy killed mid-write leaves a torn
+            # line (ignored, then cut), never an event that looks open.
+            doc.update(state=record.state, finished_at=record.finished_at or utc_now_iso())
+        self._append(record.event_id, doc, new=True)
+
     def _append(self, event_id: str, doc: dict[str, Any], *, new: bool = False) -> None:
         """Append one line (the caller holds the event's lock); cut an interrupted line first."""
         path = self._path(event_id)
@@ -321,10 +388,13 @@ def _first(doc: dict[str, Any], where: str, number: int, event_id: Optional[str]
     targets = doc.get("targets")
     if not isinstance(targets, list) or not all(isinstance(t, dict) for t in targets):
         raise CorruptRecordError("event targets must be a list of objects", path=where, line=number)
+    state = doc.get("state", OPEN)  # an event copied from another store may arrive closed
+    if state not in STATES:
+        raise CorruptRecordError(f"unknown event state {state!r}", path=where, line=number)
     return EventRecord(event_id=recorded, event_key=str(doc.get("event_key")),
                        payload_sha256=str(doc.get("payload_sha256")), created_at=str(doc.get("created_at")),
-                       keep_until=doc.get("keep_until"), payload=doc.get("payload"),
-                       targets=[dict(t) for t in targets])
+                       keep_until=doc.get("keep_until"), payload=None if state != OPEN else doc.get("payload"),
+                       targets=[dict(t) for t in targets], state=state, finished_at=doc.get("finished_at"))
 
 
 class InMemoryEventLog:
@@ -374,6 +444,18 @@ class InMemoryEventLog:
         found.sort(key=lambda r: (parse_iso(r.created_at), r.event_id))
         return found[: max(limit, 0)]
 
+    def records(self) -> list[EventRecord]:
+        with self._guard:
+            found = [replace(r, targets=[dict(t) for t in r.targets]) for r in self._records.values()]
+        found.sort(key=lambda r: (parse_iso(r.created_at), r.event_id))
+        return found
+
+    def put(self, record: EventRecord) -> None:
+        with self._guard:
+            if record.event_id in self._records:
+                raise StorageError(f"event {record.event_id!r} is already recorded")
+            self._records[record.event_id] = replace(record, targets=[dict(t) for t in record.targets])
+
 
 __all__ = ["DELIVERED", "EXPIRED", "EVENT_FORMAT", "EventLog", "EventRecord", "FileEventLog", "InMemoryEventLog",
-           "OPEN", "check_event_id", "payload_digest"]
+           "OPEN", "check_event_id", "copy_event", "payload_digest", "same_event"]
