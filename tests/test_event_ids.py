@@ -23,12 +23,12 @@ from abstractruntime import (
 from abstractruntime.core.errors import CorruptRecordError, InvalidInputError, NotFoundError, StorageError
 from abstractruntime.scheduler import Scheduler, WorkflowRegistry
 from abstractruntime.scheduler.events import deliver_kept_events, emit_event, parse_duration
+from abstractruntime.storage.event_files import FileEventLog
 from abstractruntime.storage.event_ids import (
     DELIVERED,
     EXPIRED,
     OPEN,
     EventRecord,
-    FileEventLog,
     InMemoryEventLog,
     payload_digest,
 )
