@@ -1,45 +1,32 @@
 """A workflow's graph: edges read from the handlers' source, a run's path, Mermaid text.
 
-Node handlers are Python functions, so edges are found by reading each handler's source:
-every string literal in it that names another node of the workflow is an edge (this catches
-``StepPlan(next_node="x")``, ``resume_to_node="x"`` and helper tables alike). Given a run's
-ledger records, the transitions it actually took are drawn bold, and any taken transition the
-source reading missed is added as a dotted edge.
+Edges are where each handler's ``StepPlan`` may go: its ``next_node`` (and a wait's
+``resume_to_node``) values, read from the source by :mod:`abstractruntime.transitions`; a
+string that merely appears in a handler (an output, a message) is no edge. A node whose
+handler can return ``complete_output`` gets an edge to the end. Given a run's ledger records,
+the transitions it actually took are drawn bold, and any taken transition the source reading
+missed is added as a dotted edge.
 """
 
 from __future__ import annotations
 
-import ast
-import inspect
-import textwrap
 from typing import Any, Optional
+
+from .transitions import read_nodes
 
 
 def static_edges(spec: Any) -> list[tuple[str, str]]:
-    """``(from, to)`` pairs found in the handlers' source, in node order."""
-    names = set(spec.nodes)
+    """``(from, to)`` pairs found in the handlers' source, in node order (targets that are nodes)."""
     edges: list[tuple[str, str]] = []
-    for node_id, handler in spec.nodes.items():
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(handler)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        targets: list[str] = []
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
-                if node.value != node_id or _is_next_node(tree, node):
-                    targets.append(node.value)
-        for target in dict.fromkeys(targets):
-            edges.append((node_id, target))
+    for reading in read_nodes(spec):
+        targets = [t.name for t in reading.targets if t.name in spec.nodes]
+        edges.extend((reading.node_id, target) for target in dict.fromkeys(targets))
     return edges
 
 
-def _is_next_node(tree: ast.AST, const: ast.Constant) -> bool:
-    """A literal naming the handler's own node counts only as an explicit loop (next_node=...)."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg in ("next_node", "resume_to_node") and node.value is const:
-            return True
-    return False
+def ending_nodes(spec: Any) -> list[str]:
+    """The nodes whose handler can complete the run (``complete_output`` not ``None``), in node order."""
+    return [reading.node_id for reading in read_nodes(spec) if reading.completes]
 
 
 def run_path(records: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -67,6 +54,14 @@ def run_path(records: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, 
     return visited, list(dict.fromkeys(taken))
 
 
+def _completed_at(records: list[dict[str, Any]]) -> Optional[str]:
+    """The node whose ``complete`` record ended the run (``None`` while it has not)."""
+    for rec in reversed(records):
+        if rec.get("kind") == "complete" and isinstance(rec.get("node_id"), str):
+            return str(rec["node_id"])
+    return None
+
+
 def _label(text: str) -> str:
     # Mermaid labels are quoted; quotes and angle brackets become entity codes.
     return text.replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
@@ -80,6 +75,9 @@ def mermaid(spec: Any, *, records: Optional[list[dict[str, Any]]] = None, curren
         lines.append(f'  {nid}["{_label(name)}"]')
     lines.append(f"  start --> {ids[spec.entry_node]}" if spec.entry_node in ids else "  start --> missing")
     edges = static_edges(spec)
+    ends = ending_nodes(spec)
+    if ends:
+        lines.append('  stop(("end"))')  # "end" is a Mermaid keyword: the id is stop, the label end
     visited: list[str] = []
     taken: list[tuple[str, str]] = []
     if records is not None:
@@ -96,6 +94,12 @@ def mermaid(spec: Any, *, records: Optional[list[dict[str, Any]]] = None, curren
             lines.append(f"  {ids[a]} -.-> {ids[b]}")
             bold.append(link)
             link += 1
+    completed_at = _completed_at(records) if records is not None else None
+    for name in ends:
+        lines.append(f"  {ids[name]} --> stop")
+        if name == completed_at:
+            bold.append(link)
+        link += 1
     if records is not None:
         lines.append("  classDef visited fill:#d7f5dd,stroke:#2e7d32,stroke-width:2px")
         lines.append("  classDef current fill:#fff3c4,stroke:#f9a825,stroke-width:3px")
@@ -109,4 +113,4 @@ def mermaid(spec: Any, *, records: Optional[list[dict[str, Any]]] = None, curren
     return "\n".join(lines)
 
 
-__all__ = ["static_edges", "run_path", "mermaid"]
+__all__ = ["ending_nodes", "static_edges", "run_path", "mermaid"]

@@ -33,6 +33,7 @@ from typing import Any, Callable, Optional
 
 from .core.errors import WorkflowDriftError, WorkflowLoadError
 from .core.spec import WorkflowSource, WorkflowSpec
+from .transitions import check_targets
 
 DEFAULT_ATTR = "workflow"
 
@@ -178,13 +179,17 @@ def load_workflow_file(
     attr: Optional[str] = None,
     workflow_id: Optional[str] = None,
     expected_sha256: Optional[str] = None,
+    check: bool = True,
 ) -> LoadedWorkflow:
     """Import a workflow file and return its spec (with ``source`` set), tools and handlers.
 
     ``attr`` names the spec attribute (default ``workflow``). When ``attr`` is not given and
     ``workflow_id`` is, a spec with that id is preferred (how ``resume`` finds the spec of a
     run started with ``--attr``). ``expected_sha256``: refuse (``WorkflowDriftError``) a
-    file whose bytes hash otherwise, before any of its code runs.
+    file whose bytes hash otherwise, before any of its code runs. ``check`` (default) refuses
+    a spec whose entry node, or a literal ``next_node`` its handlers' source names, is not
+    one of its nodes (:func:`abstractruntime.transitions.check_targets`); a run continuing
+    the very bytes it recorded skips it, so code a run already started under stays usable.
     """
     resolved = Path(path).expanduser().absolute()
     source = _read(resolved)
@@ -197,6 +202,9 @@ def load_workflow_file(
             recorded=expected_sha256, current=sha, path=str(resolved))
     module = _execute(resolved, source)
     spec = _pick(module, resolved, source, attr, workflow_id)
+    if check:
+        # The text read here is the text that ran: a file edited since is not what is checked.
+        check_targets(spec, path=str(resolved), sources={str(resolved): source.decode("utf-8", "replace")})
     handlers = getattr(module, "effect_handlers", None)
     if handlers is not None and not isinstance(handlers, dict):
         line = _line_of_assignment(source, "effect_handlers")

@@ -179,7 +179,9 @@ def load_for_run(store: Any, run_id: str, *, workflow_file: Optional[str | Path]
                                            registry=registry or registry_for(store), allow_drift=allow_drift)
     expected = None if allow_drift else recorded.sha256
     try:
-        loaded = load_workflow_file(path, attr=attr, workflow_id=recorded.workflow_id, expected_sha256=expected)
+        # The bytes the run recorded ran it so far: only other code (allow_drift) is checked anew.
+        loaded = load_workflow_file(path, attr=attr, workflow_id=recorded.workflow_id, expected_sha256=expected,
+                                    check=expected is None)
     except WorkflowDriftError as exc:
         raise WorkflowDriftError(
             f"Workflow '{recorded.workflow_id}' ({exc.details.get('path', path)}) changed since run {run_id} recorded "

@@ -195,12 +195,22 @@ def continue_command(state: Any) -> str:
         if isinstance(wait.details, dict) and isinstance(wait.details.get("tool_calls"), list):
             return f"abstractruntime tools approve {state.run_id}"
         if reason in ("event", "job") and wait.wait_key and not _needs_handler(wait):
-            return f"abstractruntime emit {wait.wait_key} --payload JSON"
+            return f"abstractruntime emit {wait.wait_key} --id ID --payload JSON"
         if reason == "until":
             return "abstractruntime tick --due"
     if status in ("completed", "failed", "cancelled"):
         return f"abstractruntime runs show {state.run_id}"
     return f"abstractruntime tick {state.run_id}"
+
+
+def _can_retry(s: Settings, run_id: str) -> bool:
+    """Whether ``retry`` would continue the failed run (the runtime's rule; ``False`` if unreadable)."""
+    from abstractruntime.core.errors import AbstractRuntimeError
+
+    try:
+        return bool(s.open_store().runtime().can_retry(run_id))
+    except (AbstractRuntimeError, OSError):
+        return False  # only a hint: the failure itself was already reported
 
 
 def _needs_handler(wait: Any) -> bool:
@@ -365,9 +375,12 @@ def describe_state(s: Settings, state: Any) -> None:
             s.info(f"  approve with: abstractruntime tools approve {state.run_id}   "
                    f"(or: tools deny {state.run_id} --reason TEXT)")
         elif reason in ("event", "job") and wait.wait_key:
-            s.info(f"  resume with: abstractruntime emit {wait.wait_key} --payload JSON")
+            s.info(f"  resume with: abstractruntime emit {wait.wait_key} --id ID --payload JSON   "
+                   "(--id: the event's id, delivered once; a retried emit does nothing)")
     elif status in ("failed", "cancelled"):
         s.info(f"run {state.run_id} {status}: {state.error}")
+        if status == "failed" and not s.quiet and _can_retry(s, state.run_id):
+            s.info(f"  continue with: abstractruntime retry {state.run_id}")
     else:
         s.info(f"run {state.run_id} is {status} at node {state.current_node}")
 

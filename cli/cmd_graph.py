@@ -18,10 +18,15 @@ def graph_cmd(
     workflow_file: str = typer.Argument(..., metavar="WORKFLOW.py"),
     attr: Optional[str] = AttrOpt,
     run_id: Optional[str] = typer.Option(None, "--run", metavar="RUN", help="Mark the path this run took."),
-    json_out: bool = typer.Option(False, "--json", help="Nodes, edges, the run's path and the Mermaid text as JSON."),
+    json_out: bool = typer.Option(False, "--json", help="Nodes, edges, the nodes that can end the run, the run's path and the Mermaid "
+                                                       "text as JSON."),
 ) -> None:
-    """Print the workflow as a Mermaid flowchart (paste it into any Mermaid renderer)."""
-    from abstractruntime.graph import mermaid, run_path, static_edges
+    """Print the workflow as a Mermaid flowchart (paste it into any Mermaid renderer).
+
+    Edges are the handlers' next_node (and resume_to_node) values read from their source; a
+    node that can return complete_output goes to an end marker.
+    """
+    from abstractruntime.graph import ending_nodes, mermaid, run_path, static_edges
 
     s = settings(ctx, json_out)
     records = None
@@ -41,7 +46,8 @@ def graph_cmd(
     if s.json:
         visited, taken = run_path(records) if records is not None else ([], [])
         s.emit_json({"workflow_id": spec.workflow_id, "entry_node": spec.entry_node, "nodes": list(spec.nodes),
-                     "edges": [list(e) for e in static_edges(spec)], "run_id": run_id, "visited": visited,
+                     "edges": [list(e) for e in static_edges(spec)], "ends": ending_nodes(spec),
+                     "run_id": run_id, "visited": visited,
                      "taken": [list(e) for e in taken], "current_node": current, "mermaid": text})
         return
     s.emit_lines([text])

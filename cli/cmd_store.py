@@ -22,7 +22,9 @@ def store_copy(
                            help="The destination store (created if missing)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Copy runs with their ledgers (byte for byte), snapshots, bookmarks and artifacts.
+    """Copy runs with their ledgers (byte for byte), snapshots, bookmarks and artifacts, and the
+    store's event ids (what `emit --id` delivered or `--keep` keeps: all for a whole store, those
+    of the named runs otherwise), so a retried emit stays a no-op there.
 
     One side is the current store (--store), the other --to: one is a folder and the other a
     PostgreSQL database. Each run is read at one moment, verified, and written whole or not at
@@ -30,7 +32,8 @@ def store_copy(
     skipped. A different run under an existing id is refused (exit 1), a run that does not
     verify too (exit 3); the others are copied either way.
 
-    Prints the runs copied, one per line (--json: {"copied", "already", "count", ...}).
+    Prints the runs copied, one per line (--json: {"copied", "already", "count", "snapshots",
+    "artifacts", "events"}).
     """
     from abstractruntime.core.errors import InvalidInputError
     from abstractruntime.storage.dsn import is_connection_string

@@ -41,6 +41,10 @@ def worker_cmd(
     died). SIGINT or SIGTERM end it cleanly (exit 0).
 
     Prints one line per advanced run: `run_id<TAB>status` (or a JSON object with --json).
+    With --once the exit code is 0 when the pass ran (its lines name the runs it advanced and
+    the status each reached, a failed run included; no line: nothing was runnable) and 1 when a
+    runnable run could not be advanced (each named on stderr; the others were still advanced)
+    or the store failed.
     Many workers may serve one store: each run has one writer at a time. On PostgreSQL, work
     is claimed with leases (FOR UPDATE SKIP LOCKED) and idle workers are woken at once by
     `emit --hand-off` (LISTEN/NOTIFY). With --concurrency N, up to N runs advance at the same
@@ -72,10 +76,12 @@ def worker_cmd(
         typer.echo(f"database available again after {seconds:.1f} s", err=True)
 
     errors: list[str] = []
+    failed: list[str] = []
 
     def after_pass(advanced: list[Any]) -> None:
         for line in errors:
             typer.echo(f"error: {line}", err=True)
+        failed.extend(errors)
         errors.clear()
 
     outage = Outage(max_outage=max_outage, on_start=outage_began, on_end=outage_ended)
@@ -103,6 +109,8 @@ def worker_cmd(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     s.info("worker stopped")
+    if once and failed:
+        raise typer.Exit(1)  # the pass could not advance every runnable run (each named above)
 
 
 def _limited(outage: "Outage", exc: "DatabaseUnavailableError", max_outage: Optional[float]) -> float:

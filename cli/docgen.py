@@ -171,7 +171,8 @@ and `tools approve|deny` reuse it without any option; options given to them over
 by field (a different `--llm` mode starts afresh) and the new configuration is recorded (a
 `metadata` ledger record). A key is sent only to the server configured for it (see below). An `llm_call` gets up to 3 attempts (backoff 1 s, then 2 s), the
 policy of the library's AbstractCore factories; a run that still failed on a retryable error
-(a timeout, a refused connection, HTTP 429/5xx) continues with `abstractruntime retry RUN`: the
+(a timeout, a refused connection, HTTP 429/5xx) continues with `abstractruntime retry RUN`
+(the command that failed says so on stderr: `continue with: abstractruntime retry RUN`): the
 failure stays in the ledger and a `retry` record starts new attempts. `retry` of any other
 run exits 1 and writes nothing.
 

@@ -23,12 +23,12 @@ from abstractruntime import (
 from abstractruntime.core.errors import CorruptRecordError, InvalidInputError, NotFoundError, StorageError
 from abstractruntime.scheduler import Scheduler, WorkflowRegistry
 from abstractruntime.scheduler.events import deliver_kept_events, emit_event, parse_duration
+from abstractruntime.storage.event_files import FileEventLog
 from abstractruntime.storage.event_ids import (
     DELIVERED,
     EXPIRED,
     OPEN,
     EventRecord,
-    FileEventLog,
     InMemoryEventLog,
     payload_digest,
 )
@@ -207,3 +207,32 @@ def test_kept_events_go_to_the_first_waiting_run_through_a_worker_pass_and_expir
     assert [s.run_id for s in advanced] == [first]
     assert runtime.get_state(first).output == {"got": {"n": 1}}
     assert runtime.get_state(second).status.value == "waiting" and events.get("k").state == DELIVERED
+
+
+def test_copy_event_writes_whole_records_once_and_refuses_a_different_one(make_log: Callable[[], Any]) -> None:
+    from abstractruntime.storage.event_ids import copy_event
+
+    log = make_log()
+    closed = _record("c1", state=DELIVERED, finished_at=(T0 + timedelta(seconds=5)).isoformat())
+    kept = _record("k1", keep_until=(T0 + timedelta(hours=1)).isoformat(), payload={"n": 1}, targets=[])
+    assert [copy_event(r, log) for r in (closed, kept)] == ["copied", "copied"]
+    assert [copy_event(r, log) for r in (closed, kept)] == ["already", "already"]
+    assert log.get("c1").state == DELIVERED and log.get("c1").finished_at == closed.finished_at
+    assert log.get("k1").payload == {"n": 1} and [r.event_id for r in log.open_kept()] == ["k1"]
+    assert [r.event_id for r in log.records()] == ["c1", "k1"]
+    other = _record("c1", event_key="elsewhere", state=DELIVERED, finished_at=closed.finished_at)
+    assert copy_event(other, log) == "different" and log.get("c1").event_key == "go"
+
+
+def test_a_copied_closed_event_is_one_line_and_a_torn_copy_leaves_nothing(tmp_path: Path) -> None:
+    from abstractruntime.storage.event_ids import copy_event
+
+    log = FileEventLog(tmp_path / "events")
+    closed = _record("c1", state=DELIVERED, finished_at=T0.isoformat(), keep_until=T0.isoformat())
+    with log.lock("c1"):
+        path = log._path("c1")
+        path.write_bytes(b'{"format": 1, "event_id": "c1", "ev')  # a copy killed mid-line
+    assert log.get("c1") is None and log.records() == []
+    assert copy_event(closed, log) == "copied"
+    assert path.read_bytes().count(b"\n") == 1  # the torn line was cut; the event is one whole line
+    assert log.get("c1").state == DELIVERED and log.open_kept() == []

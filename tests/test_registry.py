@@ -170,3 +170,29 @@ def test_an_unknown_id_names_the_three_ways(tmp_path: Path) -> None:
     for way in ("--workflow FILE", "--workflows", "$ABSTRACTRUNTIME_WORKFLOWS", "[tool.abstractruntime]"):
         assert way in message
     assert info.value.code == "workflow_not_registered"
+
+
+def test_pyproject_is_read_with_tomli_where_the_standard_library_has_no_tomllib(tmp_path: Path) -> None:
+    # Python 3.10 has no tomllib: the package depends on tomli there (pyproject.toml), and the
+    # reader uses it. A child interpreter without tomllib stands for 3.10.
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    assert "tomli>=2.0; python_version < \"3.11\"" in (importlib.metadata.requires("abstractruntime") or [])
+    _write(tmp_path / "pyproject.toml", '[tool.abstractruntime]\nworkflows = ["flows"]\n')
+    code = (
+        "import sys\n"
+        "class NoTomllib:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'tomllib':\n"
+        "            raise ModuleNotFoundError(\"No module named 'tomllib'\", name=name)\n"
+        "sys.meta_path.insert(0, NoTomllib())\n"
+        "from pathlib import Path\n"
+        "from abstractruntime.registry import pyproject_entries\n"
+        "found, entries = pyproject_entries(Path(sys.argv[1]))\n"
+        "print(entries, 'tomllib' in sys.modules, 'tomli' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['flows'] False True"

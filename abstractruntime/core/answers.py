@@ -21,7 +21,7 @@ from .errors import (
     WaitKeyMismatchError,
 )
 from .models import Effect, RecordKind, RunStatus, StepPlan, WaitReason, WaitState
-from .ports import LedgerHead, LedgerStore, Pending
+from .ports import Checkpoint, LedgerHead, LedgerStore, Pending
 from .session import RunSession, new_record, set_nested
 
 
@@ -126,11 +126,17 @@ def check_wait_id(session: RunSession, wait_id: str) -> None:
                                got=wanted)
 
 
+def failed_retryably(ledger: LedgerStore, checkpoint: Checkpoint) -> bool:
+    """True when the run failed on a retryable effect error: what ``retry`` continues."""
+    run = checkpoint.run
+    return (run.status is RunStatus.FAILED and checkpoint.pending is not None
+            and bool(_last_failure(ledger, run.run_id).get("retryable")))
+
+
 def prepare_retry(ledger: LedgerStore, session: RunSession) -> tuple[StepPlan, Pending]:
     """Check that the run failed on a retryable effect error and record the ``retry`` (raises before writing)."""
     run, pending, run_id = session.run, session.checkpoint.pending, session.run_id
-    last = _last_failure(ledger, run_id)
-    if run.status is not RunStatus.FAILED or pending is None or not last.get("retryable"):
+    if pending is None or not failed_retryably(ledger, session.checkpoint):
         why = "it did not fail" if run.status is not RunStatus.FAILED else \
             "its failure is not a retryable effect error"
         raise RunNotRetryableError(f"Run {run_id} cannot be retried: {why}", run_id=run_id)

@@ -34,6 +34,27 @@ def validate_id(value: object, what: str = "id") -> str:
     return value
 
 
+def _is_control(char: str) -> bool:
+    code = ord(char)
+    # C0 (NUL, tab, newline ...), DEL and C1, and the Unicode line and paragraph separators.
+    return code < 0x20 or 0x7F <= code < 0xA0 or code in (0x2028, 0x2029)
+
+
+def validate_workflow_id(value: object) -> str:
+    """Return ``value`` if it can be a workflow id, else raise :class:`InvalidIdError`.
+
+    A workflow id names code, not a file, so it keeps the freedom it had in AbstractRuntime
+    0.0.1 (spaces, ``:``, ``/`` ...); but it is written into every record, index row and
+    one-line message, so it must be a non-empty string without control characters (NUL, tab,
+    newline, DEL, C1, U+2028/U+2029).
+    """
+    if not isinstance(value, str) or not value or any(_is_control(c) for c in value):
+        shown = value if isinstance(value, str) else type(value).__name__
+        raise InvalidIdError(f"Invalid workflow id {shown!r}: use a non-empty string without control characters "
+                             "(NUL, tab, newline ...)", value=str(value))
+    return value
+
+
 def validate_artifact_id(artifact_id: object) -> str:
     """Return ``artifact_id`` if it is 1-128 of ``A-Z a-z 0-9 _ -``, else raise :class:`InvalidIdError`.
 

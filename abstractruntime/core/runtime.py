@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import threading
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, AsyncIterator, Iterator, Optional
@@ -46,7 +47,7 @@ from .recovery import OpenedRun, check_signed_head, open_run, rotation_step, sta
 from .redaction import Redactor
 from .session import RunParts, RunSession, StorePorts, fail_run, is_finished, new_record
 from .spec import WorkflowSpec
-from .answers import prepare_retry, record_answer
+from .answers import failed_retryably, prepare_retry, record_answer
 from .state import StateImage
 from .stepping import advance_steps, retry_steps
 from .timers import is_due
@@ -120,8 +121,11 @@ class Runtime:
         self.adopt_unsigned = adopt_unsigned
         self.missing_handler = missing_handler
         self._handlers: dict[EffectType, RegisteredHandler] = {}
-        # run_id -> (file tokens, state) of runs this runtime advanced last (see _load).
+        # run_id -> (file tokens, state) of runs this runtime advanced last (see _load). One
+        # runtime serves several threads (a scheduler's thread beside the caller's, worker
+        # threads), each under its own run's lock: the cache they share has a lock of its own.
         self._warm: dict[str, tuple[Any, OpenedRun]] = {}
+        self._warm_lock = threading.Lock()
         for effect_type, handler in ((EffectType.WAIT_EVENT, handle_wait_event), (EffectType.WAIT_JOB, handle_wait_job),
                                      (EffectType.ASK_USER, handle_ask_user),
                                      (EffectType.WAIT_UNTIL, make_wait_until(self)),
@@ -316,6 +320,10 @@ class Runtime:
             except StorageError:
                 pass  # a read-only store: the next writer drops them
         return opened.checkpoint
+
+    def can_retry(self, run_id: str) -> bool:
+        """Whether :meth:`retry` would continue the run: it failed on a retryable effect error."""
+        return failed_retryably(self._ledger_store, self.get_checkpoint(run_id))
 
     def state_at(self, run_id: str, seq: int) -> Checkpoint:
         """The run as it was right after ledger record ``seq``, rebuilt from the ledger."""
@@ -532,7 +540,8 @@ class Runtime:
     # -- internals ---------------------------------------------------------------------
 
     def _load(self, run_id: str) -> OpenedRun:
-        warm = self._warm.pop(run_id, None)
+        with self._warm_lock:
+            warm = self._warm.pop(run_id, None)
         if warm is not None and warm[0] is not None and warm[0] == self._tokens(run_id):
             # Nothing touched the run's files since this runtime last advanced it.
             return warm[1]
@@ -569,12 +578,13 @@ class Runtime:
         tokens = self._tokens_after_write(session)
         if tokens is None or session.queued or session.closed is not None:
             return
-        if len(self._warm) >= 64:
-            self._warm.pop(next(iter(self._warm)))
         parts = session.parts()
         parts.checkpoint = _detached(session.checkpoint)
-        self._warm[session.run_id] = (tokens, OpenedRun(parts=parts, saved=session.saved, head=session.durable,
-                                                        saved_status=session.saved_status))
+        opened = OpenedRun(parts=parts, saved=session.saved, head=session.durable, saved_status=session.saved_status)
+        with self._warm_lock:
+            if len(self._warm) >= 64:
+                self._warm.pop(next(iter(self._warm)))  # the oldest entry
+            self._warm[session.run_id] = (tokens, opened)
 
     def _session(self, opened: OpenedRun) -> RunSession:
         session = RunSession(self._ports(), opened.parts, durable_head=opened.head, saved_head=opened.saved)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
+from .ids import validate_workflow_id
 from .models import RunState, StepPlan
 
 
@@ -47,6 +48,9 @@ class WorkflowSpec:
     entry_node: str
     nodes: dict[str, NodeHandler]
     source: Optional[WorkflowSource] = None
+
+    def __post_init__(self) -> None:
+        validate_workflow_id(self.workflow_id)  # refused when the spec is made, before any run uses it
 
     def with_source(self, source: Optional[WorkflowSource]) -> "WorkflowSpec":
         """A copy of this spec that records ``source``."""

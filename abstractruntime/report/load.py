@@ -69,6 +69,21 @@ class RunData:
                     wid = result.get("workflow_id")
         return str(wid or "?")
 
+    @property
+    def recorded_workflow(self) -> dict[str, Any]:
+        """``{"workflow_id", "sha256"}`` of the workflow the run's hash chain recorded (the last
+        record that names one among those shown; a format-1 run: its checkpoint's). A path a run
+        recorded (``source``, older formats) is left out: code is located by the operator."""
+        for rec in reversed(self.records):
+            delta = rec.get("delta")
+            found = delta.get("workflow") if isinstance(delta, dict) else None
+            if isinstance(found, dict) and found.get("sha256"):
+                return {"workflow_id": found.get("workflow_id"), "sha256": found.get("sha256")}
+        stored = (self.checkpoint or {}).get("workflow")
+        if isinstance(stored, dict) and not any(isinstance(r.get("delta"), dict) for r in self.records[:1]):
+            return {"workflow_id": stored.get("workflow_id"), "sha256": stored.get("sha256")}
+        return {}
+
 
 def _checkpoint(store: Any, run_id: str, warnings: list[str]) -> Optional[dict[str, Any]]:
     try:

@@ -144,7 +144,7 @@ def build_page(data: RunData, *, layout: str = "auto", generated_at: Optional[st
     current = run.get("current_node") if not cut_unrebuilt else None
     graph = build_graph(data.records, related=data.related, current=current, status=status)
     svg, engine = render_graph(graph, layout=layout)
-    workflow = (data.checkpoint or {}).get("workflow") or {}
+    workflow = data.recorded_workflow
     at_text = f"{data.at} of {data.total_records}" if data.at is not None else None
     header = _fields([
         ("workflow", data.workflow_id, "f-workflow"), ("run id", data.run_id, "f-run"),
@@ -152,7 +152,7 @@ def build_page(data: RunData, *, layout: str = "auto", generated_at: Optional[st
         ("current node", current, None),
         ("created", run.get("created_at"), "f-created"), ("updated", run.get("updated_at"), "f-updated"),
         ("actor", run.get("actor_id") or "—", "f-actor"), ("parent run", run.get("parent_run_id"), None),
-        ("workflow file", workflow.get("source"), None), ("workflow sha256", workflow.get("sha256"), None),
+        ("workflow sha256", workflow.get("sha256"), "f-sha256"),
         ("forked from", _origin(data.checkpoint), None),
         ("store", data.store_path, None), ("report written", generated_at, None),
     ])

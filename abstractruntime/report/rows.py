@@ -157,15 +157,32 @@ def _detail_value(value: Any) -> Any:
     return {"truncated": True, "chars": len(text), "preview": text[:PREVIEW_CHARS]}
 
 
+def _attempt_key(rec: dict[str, Any]) -> Optional[tuple[Any, ...]]:
+    """What pairs an effect's intent with its outcome: its ``effect_id`` (format 3; older
+    formats: its ``step_id``) and the attempt."""
+    effect_id = rec.get("effect_id")
+    if effect_id is not None and not isinstance(effect_id, (dict, list)):
+        return ("effect", effect_id, rec.get("attempt"))
+    step = rec.get("step_id")
+    return ("step", step, rec.get("attempt")) if isinstance(step, str) else None
+
+
 def build_rows(records: list[dict[str, Any]], *, problems: Optional[dict[int, list[str]]] = None,
                marks: Optional[dict[int, list[dict[str, Any]]]] = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One row per record, plus totals (``max_ms``, ``max_wait_ms``, counts) for the page."""
+    """One row per record, plus totals (``max_ms``, ``max_wait_ms``, counts) for the page.
+
+    A row's ``ms`` is how long its step took: an effect's outcome row, from the effect's
+    intent record to the outcome (both records' ``at``: the handler's time, retries each on
+    their own); any other record, its own ``started_at`` to ``ended_at`` (a format-3 record is
+    made at one instant: 0). ``slowest`` is the seq of the row with the largest ``ms``.
+    """
     problems, marks = problems or {}, marks or {}
     rows: list[dict[str, Any]] = []
     t0 = next((t for t in (parse_time(r.get("started_at")) or parse_time(r.get("ended_at")) for r in records)
                if t is not None), None)
     effects_seen: dict[Any, tuple[int, str]] = {}
     waits: dict[Any, float] = {}
+    intents: dict[Any, float] = {}  # (effect, attempt) -> when its intent was recorded
     stats: dict[str, Any] = {"max_ms": 0.0, "max_wait_ms": 0.0, "llm_calls": 0, "tool_calls": 0, "waits": 0, "failures": 0,
              "retries": 0, "slowest": None}
     for index, rec in enumerate(records):
@@ -178,6 +195,12 @@ def build_rows(records: list[dict[str, Any]], *, problems: Optional[dict[int, li
                                "sum": _clip(_summary(rec, etype))}
         if start is not None and t0 is not None:
             row["off"] = round((start - t0) * 1000, 3)
+        attempt_key = _attempt_key(rec) if effect is not None else None
+        if attempt_key is not None and rec.get("status") == "started" and start is not None:
+            intents[attempt_key] = start
+        elif attempt_key is not None and attempt_key in intents and end is not None:
+            # An effect takes from its intent to its outcome (two records): the handler's time.
+            start = intents.pop(attempt_key)
         if start is not None and end is not None:
             row["ms"] = round(max(0.0, end - start) * 1000, 3)
         if effect is not None:

@@ -85,6 +85,9 @@ def parse_ledger(
             raise
         offset = start_offset + pos
         seq = doc.get("seq")
+        if seq is not None and (type(seq) is not int or seq < 1):
+            # Readers take a record's position from it: anything but a positive integer is damage.
+            raise CorruptRecordError("seq is not a positive integer", path=path, line=line_no)
         result.head = LedgerHead(seq=seq if isinstance(seq, int) else result.head.seq + 1,
                                  head_hash=doc.get("record_hash"))
         key = doc.get("idempotency_key")

@@ -142,9 +142,9 @@ class FileStore:
 
     @cached_property
     def events(self) -> Any:
-        """:class:`~abstractruntime.storage.event_ids.FileEventLog` under ``events/``: the event
+        """:class:`~abstractruntime.storage.event_files.FileEventLog` under ``events/``: the event
         ids ``emit --id`` delivered, one lookup each."""
-        from .event_ids import FileEventLog
+        from .event_files import FileEventLog
 
         return FileEventLog(self.root / "events", durability=self.durability)
 

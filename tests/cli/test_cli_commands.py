@@ -299,6 +299,7 @@ def test_graph(cli, wf: Path) -> None:
     assert set(ids) == {"ask", "decide", "deploy", "rejected"}
     for a, b in (("ask", "decide"), ("decide", "deploy"), ("decide", "rejected")):
         assert f"{ids[a]} --> {ids[b]}" in text
+    assert f"{ids['deploy']} --> stop" in text and f"{ids['rejected']} --> stop" in text
     assert "class " not in text
     cli("run", str(wf / "approval.py"), "--run-id", "g1")
     cli("resume", "g1", "--current", "--answer", "no")
@@ -323,7 +324,38 @@ def test_graph_json(cli, wf: Path) -> None:
     doc = json.loads(cli("graph", str(wf / "approval.py"), "--run", "gj", "--json").stdout)
     assert doc["nodes"] == ["ask", "decide", "deploy", "rejected"]
     assert ["decide", "rejected"] in doc["edges"]
+    assert doc["ends"] == ["deploy", "rejected"]
     assert doc["visited"] == ["ask", "decide", "deploy"]
     assert doc["taken"] == [["ask", "decide"], ["decide", "deploy"]]
     assert doc["current_node"] == "deploy"
     assert doc["mermaid"].startswith("flowchart TD")
+
+
+def test_worker_once_exit_code_says_whether_the_pass_failed(cli, wf: Path) -> None:
+    # Nothing runnable: exit 0, no lines.
+    r = cli("worker", "--once")
+    assert (r.exit_code, r.stdout) == (0, "")
+    # Work done: exit 0, one line per run advanced.
+    cli("run", str(wf / "event.py"), "--var", "order_id=o-1", "--run-id", "w1")
+    cli("emit", "payment:o-1", "--payload", "{}", "--hand-off")
+    r = cli("worker", "--once")
+    assert (r.exit_code, r.stdout) == (0, "w1\tcompleted\n")
+    # A failure: w2's code changed since it recorded it (drift), so it cannot be advanced.
+    cli("run", str(wf / "event.py"), "--var", "order_id=o-2", "--run-id", "w2")
+    cli("emit", "payment:o-2", "--payload", "{}", "--hand-off")
+    (wf / "event.py").write_text((wf / "event.py").read_text() + "\n# edited\n")
+    r = cli("worker", "--once")
+    assert (r.exit_code, r.stdout) == (1, "")
+    assert "error: run w2: " in r.stderr and "changed since" in r.stderr
+
+
+def test_the_hint_after_an_event_wait_shows_emit_with_an_id(cli, wf: Path) -> None:
+    r = cli("run", str(wf / "event.py"), "--var", "order_id=o-5", "--run-id", "e5")
+    assert r.exit_code == 5
+    hint = next(line for line in r.stderr.splitlines() if "abstractruntime emit" in line)
+    assert "abstractruntime emit payment:o-5 --id ID --payload JSON" in hint
+    # The hint works as printed, and --id makes a retried emit a no-op.
+    for _ in range(2):
+        r = cli("emit", "payment:o-5", "--id", "pay-5", "--payload", '{"amount": 5}')
+        assert r.exit_code == 0, r.stderr
+    assert json.loads(cli("runs", "show", "e5", "--json").stdout)["run"]["status"] == "completed"

@@ -168,3 +168,46 @@ def test_reliability_page_figures_hold() -> None:
     battery = "".join(f.read_text(encoding="utf-8") for f in (REPO / "tests" / "reliability").glob("test_*.py"))
     named = re.findall(r"`(test_\w+)`", text)
     assert named and all(f"def {name}(" in battery for name in named), named
+
+
+def _checked_script(block: str) -> str:
+    """A README block as a script that fails unless each command exits as its ``# exit N`` says (else 0)."""
+    import re
+
+    script = []
+    for line in block.replace("\\\n", " ").splitlines():
+        wanted = re.search(r"\s#\s*exit (\d+)", line)
+        command = line[:wanted.start()] if wanted else line
+        if not command.strip() or command.lstrip().startswith("#"):
+            continue
+        if command.rstrip().endswith("&") or re.match(r"\s*(export|while|kill|[A-Z_]+=)", command):
+            script.append(command)  # set-up lines: set -e stops the script if one fails
+            continue
+        code = wanted.group(1) if wanted else "0"
+        quoted = command.strip().replace("'", "'\\''")
+        script.append(f"rc=0; {command.strip()} >/dev/null || rc=$?; "
+                      f"[ \"$rc\" -eq {code} ] || {{ echo 'exit '$rc' (not {code}): {quoted}' >&2; exit 1; }}")
+    return "\n".join(script)
+
+
+def test_sample_runs_readme_commands_are_true(tmp_path: Path) -> None:
+    """Every ```sh block of sample_runs/README.md (but the not-run ones), in order, in one `sh -e`
+    session on a copy of the samples, each command exiting as the page says."""
+    import re
+
+    text = (SAMPLES / "README.md").read_text(encoding="utf-8")
+    blocks = [m.group("code") for m in re.finditer(r"(?P<before>[^\n]*)\n```sh\n(?P<code>.*?)```", text, re.S)
+              if "not-run" not in m.group("before")]
+    assert len(blocks) >= 5 and sum("not-run" in line for line in text.splitlines()) == 2
+    shutil.copytree(SAMPLES, tmp_path / "sample_runs", ignore=shutil.ignore_patterns("__pycache__", "index.sqlite3*"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")  # registers sample_runs/workflows
+    (tmp_path / "tmp").mkdir()
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path), "NO_COLOR": "1",
+           "TMPDIR": str(tmp_path / "tmp")}
+    script = "set -eu\n" + "\n".join(_checked_script(block) for block in blocks)
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # The commands ran for real: the copy's waiting run was answered, the agent's run finished.
+    answered = list((tmp_path / "tmp").glob("*/store/runs/approval-waiting/ledger.jsonl"))
+    assert len(answered) == 1 and b'"answer":"yes"' in answered[0].read_bytes().replace(b" ", b"")
+    assert (tmp_path / "sample_runs" / "reports" / "index.html").exists()

@@ -211,3 +211,30 @@ def test_keep_needs_an_id_and_a_duration(tmp_path: Path) -> None:
     bad = _cli(store, "emit", "go", "--id", "z", "--keep", "soon")
     assert bad.returncode == 2 and "duration" in bad.stderr
     assert not [p for p in store.rglob("*.jsonl") if p.parent.name == "events" and p.stat().st_size]
+
+
+def test_the_events_directory_is_as_the_file_format_page_describes(tmp_path: Path) -> None:
+    import hashlib
+
+    from abstractruntime.core.canonical import canonical_json, sha256_hex
+
+    store = tmp_path / "store"
+    _start(store, tmp_path, ONCE)
+    payload = {"n": 7, "é": [1.5, None]}
+    assert _cli(store, "emit", "go", "--id", "order 7/β", "--keep", "1h", "--payload",
+                json.dumps(payload)).returncode == 0
+    name = hashlib.sha256("order 7/β".encode("utf-8")).hexdigest()
+    event_file, kept = store / "events" / f"{name}.jsonl", store / "events" / "kept" / name
+    first = json.loads(event_file.read_text(encoding="utf-8").splitlines()[0])
+    assert set(first) == {"format", "event_id", "event_key", "payload_sha256", "created_at", "keep_until", "targets"}
+    assert (first["format"], first["event_id"], first["event_key"], first["targets"]) == (1, "order 7/β", "go", [])
+    assert first["payload_sha256"] == sha256_hex(canonical_json(payload)) and first["keep_until"]
+    assert kept.read_bytes() == canonical_json(payload) and "1.5" not in event_file.read_text()
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (event_file, kept)} == {0o600}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (store / "events", store / "events" / "kept")} == {0o700}
+    _start(store, tmp_path, ONCE, "r7")
+    assert _cli(store, "worker", "--once").returncode == 0
+    lines = [json.loads(line) for line in event_file.read_text(encoding="utf-8").splitlines()]
+    assert lines[1]["target"] == {"run_id": "r7", "wait_id": "w1"} and "at" in lines[1]
+    assert lines[2]["state"] == "delivered" and "at" in lines[2]
+    assert not kept.exists()

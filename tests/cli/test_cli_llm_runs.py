@@ -138,3 +138,23 @@ def test_retry_continues_a_run_that_failed_on_a_retryable_error(sh, store: Path,
     r = sh("retry", "L5")
     assert r.exit_code == 1 and "cannot be retried" in r.stderr
     assert store_files(store) == before
+
+
+def test_a_retryable_failure_says_how_to_continue_and_others_do_not(sh, tmp_path: Path,
+                                                                    server: OpenAIFixture) -> None:
+    wf = write(tmp_path, "llm_only.py", LLM_ONLY)
+    busy = Reply(status=503, body={"error": {"message": "busy"}})
+    server.script(busy, busy, busy)
+    r = sh("run", wf, "--run-id", "L6", *llm_args(server))
+    assert r.exit_code == 1
+    assert r.stdout.strip() == "L6"  # the hint is a message: stderr only
+    assert "continue with: abstractruntime retry L6" in r.stderr
+    # A client error is not retryable: no such hint (retry would refuse it).
+    server.script(Reply(status=400, body={"error": {"message": "bad request"}}))
+    r = sh("run", wf, "--run-id", "L7", *llm_args(server))
+    assert r.exit_code == 1 and "failed" in r.stderr
+    assert "abstractruntime retry" not in r.stderr
+    broken = write(tmp_path, "broken.py", LLM_ONLY.replace('return StepPlan("think"', 'raise RuntimeError("boom")\n'
+                                                                                    '    return StepPlan("think"'))
+    r = sh("run", broken, "--run-id", "L8")
+    assert r.exit_code == 1 and "boom" in r.stderr and "abstractruntime retry" not in r.stderr

@@ -65,12 +65,25 @@ def test_prompted_tool_calls_get_stable_ids(openai_server: OpenAIFixture) -> Non
     assert first == second
 
 
-def test_params_base_url_selects_another_endpoint(openai_server: OpenAIFixture) -> None:
+def test_a_payload_base_url_never_takes_the_operators_key_elsewhere(openai_server: OpenAIFixture,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    secret = "sk-operator-key-local-0042"
+    openai_server.script(chat_completion(content="from the configured endpoint"))
     with OpenAIFixture() as other:
-        other.script(chat_completion(content="from the other server"))
-        out = local_client(openai_server).generate(prompt="x", params={"base_url": other.v1_url})
-    assert out["content"] == "from the other server"
-    assert openai_server.chat_requests() == []
+        other.script(chat_completion(content="from the workflow's host"))
+        out = local_client(openai_server, api_key=secret).generate(prompt="x", params={"base_url": other.v1_url})
+        assert other.requests == []  # nothing, and no key, went to the host the payload named
+    assert out["content"] == "from the configured endpoint"
+    (req,) = openai_server.chat_requests()
+    assert req.headers["authorization"] == f"Bearer {secret}" and "base_url" not in req.body
+    assert "params.base_url ignored" in caplog.text
+
+
+def test_the_configured_base_url_in_params_is_no_warning(openai_server: OpenAIFixture,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    openai_server.script(chat_completion(content="ok"))
+    local_client(openai_server).generate(prompt="x", params={"base_url": openai_server.v1_url + "/"})
+    assert len(openai_server.chat_requests()) == 1 and "ignored" not in caplog.text
 
 
 @pytest.mark.parametrize("status, retryable", [(400, False), (401, False), (404, False), (429, True), (500, True)])

@@ -45,9 +45,26 @@ def test_request_shape(openai_server: OpenAIFixture) -> None:
     assert body["tools"] == [{"type": "function", "function": {
         "name": "add", "description": "Add", "parameters": {"type": "object", "properties": {}}}}]
     assert req.headers["authorization"] == f"Bearer {SERVER_TOKEN}"
-    assert req.headers["x-abstractcore-provider-api-key"] == PROVIDER_KEY
     assert req.headers["x-trace"] == "t-1"
+    # The payload routed the call (base_url): the operator's provider key is not sent with it.
+    assert "x-abstractcore-provider-api-key" not in req.headers
     assert "api_key" not in body and PROVIDER_KEY not in str(body)
+
+
+@pytest.mark.parametrize("configured", ["argument", "header"])
+def test_the_operators_provider_key_goes_only_with_calls_the_server_routes(openai_server: OpenAIFixture,
+                                                                           configured: str) -> None:
+    openai_server.script(chat_completion(content="a"), chat_completion(content="b"), chat_completion(content="c"))
+    kwargs: dict[str, object] = {"provider_api_key": PROVIDER_KEY} if configured == "argument" else \
+        {"headers": {"x-abstractcore-provider-api-key": PROVIDER_KEY}}
+    client = client_for(openai_server, **kwargs)
+    client.generate(prompt="x", params={"temperature": 0})
+    client.generate(prompt="x", params={"base_url": "http://attacker.example/v1"})
+    client.generate(prompt="x", params={"base_url": "http://other.example/v1", "provider_api_key": "sk-its-own"})
+    plain, routed, own = openai_server.chat_requests()
+    assert plain.headers["x-abstractcore-provider-api-key"] == PROVIDER_KEY
+    assert PROVIDER_KEY not in str(routed.headers) and routed.body["base_url"] == "http://attacker.example/v1"
+    assert own.headers["x-abstractcore-provider-api-key"] == "sk-its-own"
 
 
 def test_api_key_in_params_travels_as_header_not_body(openai_server: OpenAIFixture) -> None:

@@ -16,6 +16,9 @@ SERVER = REPO / "sample_runs" / "scripted_llm.py"
 
 def test_cli_shell_example_runs(tmp_path: Path) -> None:
     (block,) = re.findall(r"```sh\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
+    # Only `run` names the LLM (no ABSTRACTRUNTIME_* variable is set below): `tools approve`
+    # completing the run shows the configuration was stored with it.
+    assert block.count("--llm") == 1 and "ABSTRACTRUNTIME_LLM" not in block
     url_file = tmp_path / "url"
     server = subprocess.Popen([sys.executable, str(SERVER), str(url_file)])
     try:

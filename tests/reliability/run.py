@@ -118,8 +118,12 @@ def _atheris(seconds: int) -> dict[str, Any]:
         return {"skipped": {"exit": None, "reason": "atheris is not installed"}}
     out: dict[str, Any] = {}
     for target in ("ledger", "checkpoint", "snapshot", "bookmarks"):
-        proc = subprocess.run([sys.executable, "-m", f"{killloop.PACKAGE}.atheris_fuzz", target, str(seconds)],
-                              cwd=killloop.IMPORT_BASE, capture_output=True, text=True)
+        # libFuzzer ends the process from C (no Python clean-up): its temporary files go under
+        # a directory this process owns and removes.
+        with tempfile.TemporaryDirectory(prefix=f"atheris-{target}-") as tmp:
+            proc = subprocess.run([sys.executable, "-m", f"{killloop.PACKAGE}.atheris_fuzz", target, str(seconds)],
+                                  cwd=killloop.IMPORT_BASE, capture_output=True, text=True,
+                                  env={**os.environ, "TMPDIR": tmp})
         runs = re.findall(r"Done (\d+) runs", proc.stderr)
         out[target] = {"exit": proc.returncode, "runs": int(runs[-1]) if runs else None,
                        "tail": proc.stderr.strip().splitlines()[-1:] if proc.returncode else []}

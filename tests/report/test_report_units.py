@@ -95,7 +95,10 @@ def test_rows_summaries_waits_and_durations() -> None:
     assert rows[3]["sum"] == "answered: yes" and rows[3]["by"] == "ana"
     assert rows[3]["wait_ms"] == pytest.approx(1000.0)  # from the wait record's end to the answer's end
     assert rows[4]["sum"] == 'completed: {"ok": true}'
-    assert rows[0]["ms"] == pytest.approx(500.0) and stats["waits"] == 1 and stats["max_ms"] == pytest.approx(500.0)
+    assert rows[0]["ms"] == pytest.approx(500.0) and stats["waits"] == 1
+    # The ask_user effect: from its intent (seq 2 starts at :02) to its waiting outcome (ends at :03.5).
+    assert rows[2]["ms"] == pytest.approx(1500.0) and stats["max_ms"] == pytest.approx(1500.0)
+    assert stats["slowest"] == 3
 
 
 def test_rows_tolerate_other_formats_and_missing_fields() -> None:

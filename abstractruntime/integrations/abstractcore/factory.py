@@ -21,8 +21,8 @@ malformed responses) are never repeated.
 from __future__ import annotations
 
 import inspect
-
 import os
+import threading
 from typing import Any, Optional, Union, cast
 
 from ...core.errors import InvalidInputError
@@ -127,9 +127,36 @@ def build_mode_handlers(
         if mode == "remote":
             has_execute = tools is not None and callable(getattr(tools, "execute", None))
             executor = tools if has_execute else PassthroughToolExecutor()  # type: ignore[assignment]
+        elif tools is None:
+            # Hybrid needs only httpx: AbstractCore's global registry is reached (and the extra
+            # needed) only when a tool call actually arrives.
+            executor = GlobalRegistryExecutor()
         else:
             executor = make_tool_executor(tools)
     return build_effect_handlers(llm=llm, tools=executor)
+
+
+class GlobalRegistryExecutor:
+    """AbstractCore's global tool registry, opened at the first tool call, not when built.
+
+    What ``tools=None`` means in hybrid mode: a runtime whose workflow has no tools of its own
+    does not need AbstractCore installed until one of its ``tool_calls`` effects runs (then a
+    missing extra is that effect's :class:`~abstractruntime.core.errors.MissingExtraError`).
+    """
+
+    def __init__(self) -> None:
+        self._inner: Optional[AbstractCoreToolExecutor] = None
+        self._lock = threading.Lock()  # one runtime may run tool calls of several runs at once
+
+    def _executor(self) -> AbstractCoreToolExecutor:
+        with self._lock:
+            if self._inner is None:
+                self._inner = AbstractCoreToolExecutor()
+            return self._inner
+
+    def execute(self, *, tool_calls: list[dict[str, Any]]) -> dict[str, Any]:
+        """Run ``tool_calls`` through AbstractCore's global registry."""
+        return self._executor().execute(tool_calls=tool_calls)
 
 
 def _default_local_tools() -> ToolExecutor:

@@ -27,6 +27,7 @@ from typing import Any, Optional, Protocol
 from ...core.errors import EffectFailedError, InvalidInputError
 from ._support import import_abstractcore, jsonable, scrub, secret_header_values
 from .http_sender import AsyncHttpxRequestSender, HttpxRequestSender, RequestSender, display_url, is_retryable_status
+from .logging import get_logger
 from .wire import (
     convert_messages,
     flat_tool_spec,
@@ -35,6 +36,8 @@ from .wire import (
     openai_tool_spec,
     wire_messages,
 )
+
+logger = get_logger(__name__)
 
 # AbstractCore exception class names whose cause a retry cannot fix.
 _NON_RETRYABLE_CORE_ERRORS = frozenset(
@@ -51,6 +54,9 @@ _NON_RETRYABLE_CORE_ERRORS = frozenset(
 
 # Local providers get this HTTP timeout unless llm_kwargs["timeout"] says otherwise.
 DEFAULT_LOCAL_TIMEOUT_S = 600.0
+
+# The header carrying the upstream provider's key to an AbstractCore server.
+PROVIDER_KEY_HEADER = "X-AbstractCore-Provider-API-Key"
 
 # Body keys the remote client owns; params cannot override them.
 _RESERVED_BODY_KEYS = frozenset({"messages", "stream", "tools"})
@@ -101,8 +107,11 @@ class LocalAbstractCoreLLMClient:
     Needs the ``abstractcore`` extra (checked at construction: :class:`MissingExtraError`).
     The provider itself is created on the first call, so building a runtime never touches
     the network; a provider that cannot be reached fails that ``llm_call`` (and is retried
-    by the effect policy) instead of failing the process. ``params.base_url`` selects
-    another endpoint for one call (one provider per distinct base URL is kept).
+    by the effect policy) instead of failing the process. The endpoint is the operator's
+    (``llm_kwargs["base_url"]``, else the provider's default): a payload's ``params.base_url``
+    naming another one is ignored with a warning, as upstream 0.0.1 ignored it, so a workflow
+    cannot send the operator's key (``llm_kwargs["api_key"]`` or the provider's environment
+    variable) to a host of its choosing.
 
     Unless ``llm_kwargs`` says otherwise, the provider gets a 600 s HTTP ``timeout`` and
     ``retry_config=RetryConfig(max_attempts=1)``: retries belong to the runtime's effect
@@ -121,21 +130,26 @@ class LocalAbstractCoreLLMClient:
         self.provider = provider
         self.model = model
         self._llm_kwargs = dict(llm_kwargs or {})
-        self._providers: dict[Optional[str], Any] = {}
-        if llm is not None:
-            self._providers[None] = llm
+        self._llm: Any = llm
         self._lock = threading.Lock()
 
     def _secrets(self) -> list[str]:
         return [str(v) for k, v in self._llm_kwargs.items() if "key" in k.lower() or "token" in k.lower() if v]
 
-    def _llm_for(self, base_url: Optional[str]) -> Any:
+    def _check_endpoint(self, params: dict[str, Any]) -> None:
+        """Drop ``params.base_url``: only the operator's endpoint is used (warn when it names another)."""
+        requested = params.pop("base_url", None)
+        configured = self._llm_kwargs.get("base_url")
+        if requested and str(requested).rstrip("/") != str(configured or "").rstrip("/"):
+            logger.warning("llm_call params.base_url ignored: local mode calls only the configured endpoint",
+                           requested=display_url(str(requested)),
+                           configured=display_url(str(configured)) if configured else "the provider's default")
+
+    def _provider(self) -> Any:
         with self._lock:
-            llm = self._providers.get(base_url)
+            llm = self._llm
             if llm is None:
                 kwargs = dict(self._llm_kwargs)
-                if base_url:
-                    kwargs["base_url"] = base_url
                 kwargs.setdefault("timeout", DEFAULT_LOCAL_TIMEOUT_S)
                 if "retry_config" not in kwargs:
                     # The runtime's effect policy owns retries (each attempt is a ledger record);
@@ -144,7 +158,7 @@ class LocalAbstractCoreLLMClient:
 
                     kwargs["retry_config"] = RetryConfig(max_attempts=1)
                 llm = self._core.create_llm(self.provider, model=self.model, **kwargs)
-                self._providers[base_url] = llm
+                self._llm = llm
             return llm
 
     def generate(
@@ -158,13 +172,13 @@ class LocalAbstractCoreLLMClient:
     ) -> dict[str, Any]:
         """Call the model once (no streaming); see the module docstring for the result."""
         params = dict(params or {})
-        base_url = params.pop("base_url", None) or None
+        self._check_endpoint(params)
         history = convert_messages(messages) or None
         if not prompt and not history:
             raise InvalidInputError("llm_call requires payload.prompt or payload.messages")
         tool_specs = [flat_tool_spec(t) for t in tools] if tools else None
         try:
-            llm = self._llm_for(base_url)
+            llm = self._provider()
             resp = llm.generate(
                 prompt=str(prompt or ""),
                 messages=history,
@@ -185,12 +199,12 @@ class LocalAbstractCoreLLMClient:
     async def agenerate(self, **kwargs: Any) -> dict[str, Any]:
         """:meth:`generate` for an event loop, through the provider's own ``agenerate`` when it has one."""
         params = dict(kwargs.get("params") or {})
-        base_url = params.pop("base_url", None) or None
+        self._check_endpoint(params)
         history = convert_messages(kwargs.get("messages")) or None
         prompt = kwargs.get("prompt") or ""
         if not prompt and not history:
             raise InvalidInputError("llm_call requires payload.prompt or payload.messages")
-        llm = await asyncio.to_thread(self._llm_for, base_url)  # creating a provider may touch the network
+        llm = await asyncio.to_thread(self._provider)  # creating a provider may touch the network
         if not callable(getattr(llm, "agenerate", None)):
             return await asyncio.to_thread(lambda: self.generate(**kwargs))
         tools = kwargs.get("tools")
@@ -217,7 +231,9 @@ class RemoteAbstractCoreLLMClient:
     ``api_key`` is the server's bearer token (``Authorization``); ``provider_api_key`` is
     sent as ``X-AbstractCore-Provider-API-Key`` for the upstream provider. ``params`` are
     sent as top-level body fields (``temperature``, ``max_tokens``, ``base_url`` ...);
-    ``params.timeout_s`` overrides the timeout for one call.
+    ``params.timeout_s`` overrides the timeout for one call. A call whose ``params.base_url``
+    routes it to another endpoint (the payload is the workflow's data, not the operator's
+    configuration) is sent without the configured ``provider_api_key``.
     """
 
     def __init__(
@@ -240,7 +256,7 @@ class RemoteAbstractCoreLLMClient:
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         if provider_api_key:
-            self._headers["X-AbstractCore-Provider-API-Key"] = str(provider_api_key)
+            self._headers[PROVIDER_KEY_HEADER] = str(provider_api_key)
         self._sender: Optional[RequestSender] = request_sender
         self._async_sender: Optional[AsyncHttpxRequestSender] = None
 
@@ -265,10 +281,15 @@ class RemoteAbstractCoreLLMClient:
         params = dict(params or {})
         timeout = _check_timeout(params.pop("timeout_s", self.timeout_s))
         headers = {"Content-Type": "application/json", **self._headers}
+        if params.get("base_url"):
+            # The call is routed where the payload (data, not the operator) says: the provider
+            # key the operator configured is for the server's own routes and stays home. A key
+            # the payload brings itself (params.provider_api_key) goes with it.
+            headers = {k: v for k, v in headers.items() if k.lower() != PROVIDER_KEY_HEADER.lower()}
         for key in ("api_key", "provider_api_key"):  # a key in params travels as a header, not in the body
             value = params.pop(key, None)
             if value:
-                headers["X-AbstractCore-Provider-API-Key"] = str(value)
+                headers[PROVIDER_KEY_HEADER] = str(value)
         body: dict[str, Any] = {
             "model": str(params.pop("model", None) or self.model),
             "messages": wire_messages(prompt=str(prompt or ""), messages=messages, system_prompt=system_prompt),

@@ -1,4 +1,4 @@
-"""Copying whole stores between a folder and PostgreSQL: runs, snapshots and artifacts.
+"""Copying whole stores between a folder and PostgreSQL: runs, snapshots, artifacts and event ids.
 
 Each run goes over by the one transfer path (:mod:`.transfer`): read at one moment,
 verified, then written whole or not at all. So a copy can be run again after any failure:
@@ -7,7 +7,9 @@ snapshot or artifact under the same id is refused (never overwritten). A run tha
 verify is refused and the others are copied; the command then fails, naming it. Ledgers
 keep their bytes and hashes, so ``verify`` passes on either side. Snapshots of the copied
 runs and artifacts (those of the copied runs, and those of no run) follow each run, with
-their ids, timestamps and metadata unchanged.
+their ids, timestamps and metadata unchanged. The store's event ids (what ``emit --id``
+delivered, and events ``--keep`` keeps) follow too, each written whole, so an emit retried
+against the destination is still a no-op.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ...core.errors import (
     VerificationFailedError,
 )
 from ...core.ids import validate_id
+from ..event_ids import copy_event
 from ..json_files import LEDGER_FILE, RUNS_DIR
 from .store import PostgresStore
 from .transfer import read_run, transfer_run, where
@@ -56,11 +59,12 @@ class CopyReport:
     already: list[str] = field(default_factory=list)
     snapshots: int = 0
     artifacts: int = 0
+    events: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (the CLI's ``--json``)."""
         return {"copied": self.copied, "already": self.already, "count": len(self.copied),
-                "snapshots": self.snapshots, "artifacts": self.artifacts}
+                "snapshots": self.snapshots, "artifacts": self.artifacts, "events": self.events}
 
 
 class _Refusals:
@@ -117,8 +121,24 @@ def copy_store(src: Any, dst: Any, *, runs: Optional[Iterable[str]] = None,
         if on_run is not None:
             on_run(run_id, outcome)
     _copy_artifacts(src, dst, [m for m in src.artifacts.list_all(limit=_ALL) if m.run_id is None], report, refusals)
+    _copy_events(src, dst, None if runs is None else set(wanted), report, refusals)
     refusals.raise_if_any(report, src)
     return report
+
+
+def _copy_events(src: Any, dst: Any, runs: Optional[set[str]], report: CopyReport, refusals: _Refusals) -> None:
+    """The event ids ``emit --id`` delivered (and events ``--keep`` still keeps), so a retried emit
+    stays a no-op on the destination: all of them for a whole store, else those that went to the
+    runs copied."""
+    for record in src.events.records():
+        if runs is not None and not any(t.get("run_id") in runs for t in record.targets):
+            continue
+        outcome = copy_event(record, dst.events)
+        if outcome == "copied":
+            report.events += 1
+        elif outcome == "different":
+            refusals.different[f"event {record.event_id}"] = (
+                f"{where(dst)} holds a different event {record.event_id!r}; not overwritten")
 
 
 def _copy_marks(src: Any, dst: Any, run_id: str, report: CopyReport, refusals: _Refusals) -> None:

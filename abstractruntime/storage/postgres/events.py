@@ -138,6 +138,24 @@ class PostgresEventLog:
                     ORDER BY created_at, event_id LIMIT %s""", [max(limit, 0)]).fetchall()
         return [self._record(row) for row in rows]
 
+    def records(self) -> list[EventRecord]:
+        with self.db.connection() as conn:
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM {self._t} ORDER BY created_at, event_id").fetchall()
+        return [self._record(row) for row in rows]
+
+    def put(self, record: EventRecord) -> None:
+        open_kept = record.kept and record.state == OPEN
+        with self.db.connection() as conn:
+            inserted = conn.execute(
+                f"""INSERT INTO {self._t} ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                    ON CONFLICT (event_id) DO NOTHING""",
+                [check_event_id(record.event_id), record.event_key, record.payload_sha256,
+                 canonical_json(record.payload) if open_kept else None, parse_iso(record.created_at),
+                 parse_iso(record.keep_until) if record.keep_until else None, canonical_json(record.targets),
+                 record.state, parse_iso(record.finished_at) if record.finished_at else None]).rowcount
+        if not inserted:
+            raise StorageError(f"event {record.event_id!r} is already recorded in {self.db.describe()}")
+
     def _record(self, row: Any) -> EventRecord:
         from ..fsio import loads_strict
 
