@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = ("fsync_floor", "durable_steps", "effect_steps", "flat_cost", "ask_roundtrip", "verify",
-             "runs_list", "startup")
+             "runs_list", "startup", "checkpoint_proof")
 BASELINES = ("upstream", "langgraph", "dbos")
 BENCH_PYTHON = REPO / ".bench-venv" / "bin" / "python"
 
