@@ -150,6 +150,7 @@ class FileStore:
         from ..core.runtime import Runtime
 
         kwargs.setdefault("artifact_store", self.artifacts)
+        kwargs.setdefault("snapshot_store", self.snapshots)
         return Runtime(run_store=self.runs, ledger_store=self.ledger, **kwargs)
 
     def close(self) -> None:

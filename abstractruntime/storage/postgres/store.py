@@ -65,6 +65,7 @@ class PostgresStore:
         from ...core.runtime import Runtime
 
         kwargs.setdefault("artifact_store", self.artifacts)
+        kwargs.setdefault("snapshot_store", self.snapshots)
         return Runtime(run_store=self.runs, ledger_store=self.ledger, **kwargs)
 
     def close(self) -> None:
