@@ -153,8 +153,9 @@ def snapshot_delete(
     snapshot_id: str = typer.Argument(..., metavar="SNAPSHOT"),
     wait: float = WaitOpt,
 ) -> None:
-    """Delete a snapshot (exit 4 if there is none with this id); the secret values it kept in its
-    run's secrets store go too once the run has finished."""
+    """Delete a snapshot (exit 4 if there is none with this id).
+
+    The secret values it kept in its run's secrets store go too, once the run has finished."""
     from abstractruntime.core.errors import SnapshotNotFoundError
     from abstractruntime.core.restore import delete_snapshot
 

@@ -280,3 +280,21 @@ def test_format_1_snapshots_still_restore_and_fork(tmp_path: Path) -> None:
     assert restored.returncode == 0, restored.stderr
     assert json.loads(restored.stdout)["status"] == "waiting"
     assert MARK not in restored.stdout
+
+
+def test_store_copy_takes_a_snapshot_s_pinned_values_along(tmp_path: Path, database_url: str) -> None:
+    folder = Setup(Flow(tmp_path, str(tmp_path / "store")))
+    folder.waiting("r1")
+    snap_id = folder.cli("snapshot", "create", "r1", "--name", "asked").stdout.strip()
+    folder.finish("r1")
+    copied = folder.cli("store", "copy", "--to", database_url)
+    assert copied.returncode == 0, copied.stderr
+    pg = Setup(Flow(tmp_path, database_url), database_url)  # the same workflow file and marks
+    assert {e["pin"] for e in pg.secrets()["r1"] if "pin" in e} == {snap_id}
+    fork = pg.cli("snapshot", "restore", snap_id, "--fork", "--run-id", "f1")
+    assert fork.returncode == 0, fork.stderr
+    assert pg.cli("resume", "f1", "--current", "--answer", ANSWER).returncode == 1
+    assert "job_key=sk-live-S3CRET01startKey0123456789abcdef" in pg.flow.seen("f1")
+    assert pg.leaked() == {} and folder.leaked() == {}
+    assert pg.cli("snapshot", "delete", snap_id).returncode == 0
+    assert pg.secrets() == {}
