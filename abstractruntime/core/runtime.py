@@ -224,7 +224,7 @@ class Runtime:
         done = []
         for run_id in self._ledger_store.runs_keeping_secrets():
             try:
-                if not release.needs_release(run_id):
+                if not release.needs_release(run_id) or self._surely_unfinished(run_id):
                     continue
                 opened = open_run(self._run_store, self._ledger_store, run_id, for_writing=False, secrets=False)
             except AbstractRuntimeError:
@@ -234,6 +234,21 @@ class Runtime:
                     and release.release_unlocked(run_id):
                 done.append(run_id)
         return done
+
+    def _surely_unfinished(self, run_id: str) -> bool:
+        """True when the run's checkpoint is at its ledger's head and says it goes on (a cheap
+        check, so a sweep opens only the runs that may have finished)."""
+        stored = self._run_store.load_checkpoint(run_id) if has_capability(self._run_store, Capability.CHECKPOINTS) \
+            else None
+        if stored is None or stored.legacy is not None:
+            return False
+        ledger = self._ledger_store
+        head = ledger.peek_head(run_id) if has_capability(ledger, Capability.PEEK_HEAD) else ledger.head(run_id)  # type: ignore[attr-defined]
+        try:
+            status = RunStatus(stored.run_doc.get("status"))
+        except ValueError:
+            return False
+        return stored.ledger.seq == head.seq and not status.is_terminal
 
     def _release_on_open(self, checkpoint: Checkpoint) -> None:
         """A finished run opened by a reader: drop what a kill left (when its lock can be had)."""
@@ -368,7 +383,12 @@ class Runtime:
             return state_at(self._run_store, self._ledger_store, run_id, at, secrets=False)
         opened = open_run(self._run_store, self._ledger_store, run_id, for_writing=False, secrets=False)
         self._release_on_open(opened.checkpoint)
-        return opened.checkpoint
+        found = opened.checkpoint
+        if opened.legacy:
+            # A run written before format 3 may have a format-1 checkpoint holding real values: the
+            # rules judge them (past states of such runs show what the ledger redacted as redacted).
+            found.run = RunState.from_dict(self._redactor.redact(found.run.to_dict()))
+        return found
 
     def reveal(self, run_id: str, path: str) -> Any:
         """The real value at ``path`` of the run's current state (``"vars.api_key"``,
