@@ -68,3 +68,42 @@ def test_reveal_prints_the_real_value_while_the_run_holds_it(flow: Flow) -> None
     assert gone.returncode == 3 and gone.stdout == ""
     assert "vars.db_pass" in gone.stderr and "secrets" in gone.stderr
     assert flow.cli("runs", "show", "r1", "--reveal", "vars.plain").stdout == "visible value\n"
+
+
+GATED = '''
+from abstractruntime.core.models import Effect, EffectType, StepPlan
+from abstractruntime.core.spec import WorkflowSpec
+
+def launch(target: str, api_key: str) -> str:
+    """Launch something (needs approval)."""
+    return f"launched {target} with a key of {len(api_key)} characters"
+
+tools = [launch]
+require_approval = ["launch"]
+
+def go(run, ctx):
+    calls = [{"name": "launch", "arguments": {"target": "moon", "api_key": "sk-live-S3CRET40toolKey0123456789abcdef"},
+              "call_id": "c1"}]
+    return StepPlan("go", effect=Effect(EffectType.TOOL_CALLS, {"tool_calls": calls}, result_key="res"),
+                    next_node="done")
+
+workflow = WorkflowSpec("gated", "go", {"go": go, "done": lambda run, ctx: StepPlan(
+    "done", complete_output={"out": run.vars["res"]["results"][0]["output"]})})
+'''
+
+
+def test_tool_calls_waiting_for_approval_are_shown_redacted(flow: Flow) -> None:
+    gated = flow.flows / "gated.py"
+    gated.write_text(GATED)
+    started = flow.cli("--json", "run", str(gated), "--run-id", "g1")
+    assert started.returncode == 5, started.stderr
+    listed = flow.cli("tools", "list", "g1", "--json")
+    shown = [started, listed, flow.cli("tools", "list", "g1"), flow.cli("runs", "show", "g1", "--json")]
+    assert [leaks((r.stdout + r.stderr).encode()) for r in shown] == [[]] * len(shown)
+    calls = json.loads(listed.stdout)
+    assert calls["tool_calls"][0]["arguments"] == {"target": "moon", "api_key": "[REDACTED]"}
+    approved = flow.cli("tools", "approve", "g1", "--calls-sha256", calls["calls_sha256"], "--json")
+    assert approved.returncode == 0, approved.stderr
+    # The tool got the real key (the hash approved is the real calls'); the output shows none.
+    assert json.loads(approved.stdout)["output"] == {"out": "launched moon with a key of 39 characters"}
+    assert leaks(approved.stdout.encode()) == []
