@@ -110,24 +110,24 @@ class _SnapshotState:
     def live_run(self) -> tuple[RunState, list[KnownSecret]]:
         """The run part with its real values, and where its secrets sit (paths as records name them)."""
         run_doc = self.document["run"]
-        name, run_id = self.snapshot.snapshot_id, self.snapshot.run_id
-        gone = (f"snapshot {name}: run {run_id} is gone, and with it values its state needs (kept in the run's "
+        snap_id, run_id = self.snapshot.snapshot_id, self.snapshot.run_id
+        gone = (f"snapshot {snap_id}: run {run_id} is gone, and with it values its state needs (kept in the run's "
                 "secrets store and ledger) — they are missing; nothing was written")
         try:
             live, known = fill_secrets(run_doc, self.table, self.keeper)
         except SecretMissingError as exc:
             if not self.proven:
-                raise SecretMissingError(gone, snapshot_id=name) from None
+                raise SecretMissingError(gone, snapshot_id=snap_id) from None
             raise SecretMissingError(
-                f"snapshot {name}: {exc.message.rstrip('.')} (run {run_id}'s secret values were deleted, or dropped "
-                "before the snapshot pinned them); nothing was written", snapshot_id=name) from None
+                f"snapshot {snap_id}: {exc.message.rstrip('.')} (run {run_id}'s secret values were deleted, or dropped "
+                "before the snapshot pinned them); nothing was written", snapshot_id=snap_id) from None
         except (UndefinedValueError, AbstractRuntimeError) as exc:  # a value the ledger does not define
             if not self.proven:
-                raise VerificationFailedError(gone, snapshot_id=name) from None
+                raise VerificationFailedError(gone, snapshot_id=snap_id) from None
             raise VerificationFailedError(
-                f"snapshot {name}: its state refers to stored values run {run_id}'s ledger does not hold ({exc}); "
-                "nothing was written", snapshot_id=name) from None
-        run = RunState.from_dict({name: live.get(name) for name in RUN_FIELDS})
+                f"snapshot {snap_id}: its state refers to stored values run {run_id}'s ledger does not hold ({exc}); "
+                "nothing was written", snapshot_id=snap_id) from None
+        run = RunState.from_dict({field: live.get(field) for field in RUN_FIELDS})
         paths: list[KnownSecret] = []
         for path, real, shown in known:
             # Records name a variable by its name, and every other field by its own name.

@@ -193,9 +193,9 @@ class Runtime:
         return StorePorts(runs=self._run_store, ledger=self._ledger_store, redactor=redactor or self._redactor,
                           clock=self._clock, signer=self.signer, on_finished=self.release_secrets)
 
-    def release_secrets(self, checkpoint: Checkpoint) -> None:
-        """Drop the secret values of a finished run (``checkpoint``; the caller holds its lock), and
-        of its finished children.
+    def release_secrets(self, checkpoint: Checkpoint, *, locked: bool = True) -> None:
+        """Drop the secret values of a finished run (``checkpoint``; the caller holds its lock, unless
+        ``locked=False``: then only if it can be had at once), and of its finished children.
 
         Values a live snapshot pins stay. A child run keeps its values until its parent finished too
         (the parent may still read the child's output); so a finished run releases its own values
@@ -208,7 +208,10 @@ class Runtime:
             return
         run = checkpoint.run
         if release.needs_release(run.run_id) and (run.parent_run_id is None or self._finished(run.parent_run_id)):
-            release.release_locked(run.run_id)
+            if locked:
+                release.release_locked(run.run_id)
+            else:
+                release.release_unlocked(run.run_id)
         if has_capability(self._run_store, Capability.QUERIES):
             for child in self._run_store.list_children(parent_run_id=run.run_id):  # type: ignore[attr-defined]
                 # Its row may lag behind its ledger (a kill): ask the ledger whether it finished.
@@ -251,14 +254,10 @@ class Runtime:
         return stored.ledger.seq == head.seq and not status.is_terminal
 
     def _release_on_open(self, checkpoint: Checkpoint) -> None:
-        """A finished run opened by a reader: drop what a kill left (when its lock can be had)."""
-        release = self._release
-        if not release.keeps_secrets or not is_finished(checkpoint):
-            return
-        run = checkpoint.run
+        """A finished run opened by a reader: drop what a kill left, of it and of its finished
+        children (each when its lock can be had at once)."""
         try:
-            if release.needs_release(run.run_id) and (run.parent_run_id is None or self._finished(run.parent_run_id)):
-                release.release_unlocked(run.run_id)
+            self.release_secrets(checkpoint, locked=False)
         except StorageError:
             pass  # a read-only store: the next writer drops them
 
