@@ -184,7 +184,7 @@ KILL_ON_RELEASE = textwrap.dedent('''
     import os, signal, sys
     from abstractruntime.core import runtime
 
-    def release(self, checkpoint):
+    def release(self, checkpoint, **kwargs):
         if checkpoint.run.run_id == os.environ["KILL_ON_RELEASE"] and checkpoint.run.status.is_terminal:
             os.kill(os.getpid(), signal.SIGKILL)
 
