@@ -314,8 +314,25 @@ def settings(ctx: typer.Context, json_flag: bool = False) -> Settings:
     return obj
 
 
+def shown_state(s: Settings, state: Any) -> Any:
+    """``state`` as readers see it — every secret shown as its redacted text, as the ledger holds
+    it — which is what every command prints (a real value only with ``runs show --reveal``)."""
+    from abstractruntime.core.errors import AbstractRuntimeError
+
+    try:
+        shown = s.open_store().runtime().shown_checkpoint(state.run_id).run
+    except AbstractRuntimeError:
+        # The run cannot be read back (a store gone away): the default rules, over the live state.
+        from abstractruntime.core.models import RunState
+        from abstractruntime.core.redaction import Redactor
+
+        shown = RunState.from_dict(Redactor().redact(state.to_dict()))
+    return shown
+
+
 def finish_batch(s: Settings, states: list[Any], errors: list[str], summary: str) -> NoReturn:
     """Print the runs a batch command advanced, then its errors; exit 1 if any run failed to advance."""
+    states = [shown_state(s, st) for st in states]
     if s.json:
         s.emit_json([st.to_dict() for st in states])
     else:
@@ -329,6 +346,7 @@ def finish_batch(s: Settings, states: list[Any], errors: list[str], summary: str
 def finish_run(s: Settings, state: Any) -> NoReturn:
     """Print a run's outcome (run id on stdout, or its JSON) and exit with its status code."""
     status = state.status.value
+    state = shown_state(s, state)
     if s.json:
         s.emit_json(state_document(state))
     else:
@@ -386,4 +404,4 @@ def describe_state(s: Settings, state: Any) -> None:
 
 
 __all__ = ["app", "RootGroup", "Terminated", "on_sigterm", "settings", "finish_run", "finish_batch", "describe_state",
-           "state_document", "wait_handle", "continue_command", "report_error", "silence_stdout"]
+           "shown_state", "state_document", "wait_handle", "continue_command", "report_error", "silence_stdout"]

@@ -122,7 +122,7 @@ def start_cmd(
     loaded = workflows.load(workflow_file, attr=attr)
     runtime = workflows.runtime_for(s.open_store(create=True), loaded)
     new_id = runtime.start(workflow=loaded.workflow, vars=inputs, actor_id=actor, run_id=run_id)
-    state = runtime.get_state(new_id)
+    state = runtime.shown_checkpoint(new_id).run
     if s.json:
         s.emit_json(state.to_dict())
     else:

@@ -132,17 +132,26 @@ def runs_show(
     steps: int = typer.Option(10, "--steps", min=0, help="How many of the last ledger records to show."),
     at: Optional[str] = typer.Option(None, "--at", metavar="SEQ|BOOKMARK",
                                      help="Show the run as it was right after this ledger record (or bookmark)."),
+    reveal: Optional[str] = typer.Option(
+        None, "--reveal", metavar="PATH",
+        help="Print only the real value at PATH (e.g. vars.api_key), which every other output shows redacted; "
+             "exit 3 when the run's secrets no longer hold it."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Show a run: its state, what it waits for (prompt, choices, wait key) and its last steps."""
+    """Show a run: its state, what it waits for (prompt, choices, wait key) and its last steps.
+
+    Secrets are shown redacted, as the ledger holds them; --reveal PATH prints one real value."""
     s = settings(ctx, json_out)
     run_id = run_id_of(run_id)
     store = s.open_store()
     runtime = store.runtime()
+    if reveal is not None:
+        _reveal(s, runtime, run_id, reveal, at)
+        return
     if at is None:
-        checkpoint = runtime.get_checkpoint(run_id)
+        checkpoint = runtime.shown_checkpoint(run_id)
     else:
-        checkpoint = runtime.state_at(run_id, position_of(store, run_id, at))
+        checkpoint = runtime.shown_checkpoint(run_id, at=position_of(store, run_id, at))
     records = runtime.get_ledger(run_id)[: checkpoint.ledger.seq]
     last = records[-steps:] if steps else []
     if s.json:
@@ -208,6 +217,20 @@ def runs_show(
                 s.emit_lines(["step\t" + "\t".join(str(v if v is not None else "") for v in (
                     r.get("seq"), r.get("kind"), r.get("status"), r.get("node_id"))) + "\t" +
                     _step_summary(s, r).replace("\t", " ").replace("\n", " ")])
+
+
+def _reveal(s: Any, runtime: Any, run_id: str, path: str, at: Optional[str]) -> None:
+    """``runs show RUN --reveal PATH``: the one real value asked for (strings as they are, anything
+    else as JSON); with --json, ``{"run_id", "path", "value"}``."""
+    from abstractruntime.core.errors import InvalidInputError
+
+    if at is not None:
+        raise InvalidInputError("--reveal shows the run as it is now; it does not combine with --at")
+    value = runtime.reveal(run_id, path)
+    if s.json:
+        s.emit_json({"run_id": run_id, "path": path, "value": value})
+    else:
+        s.emit_lines([value if isinstance(value, str) else json_inline(value)])
 
 
 @ledger_app.command("show")

@@ -10,7 +10,7 @@ import typer
 
 from . import workflows
 from .handles import run_id_of
-from .app import app, describe_state, finish_batch, finish_run, settings
+from .app import app, describe_state, finish_batch, finish_run, settings, shown_state
 from .cmd_exec import AttrOpt, DriftOpt, JSON_HELP, WaitOpt, WorkflowOpt, drive
 from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_flags
 
@@ -249,6 +249,7 @@ def cancel_cmd(
     if state.status.value != "cancelled":  # it finished while we waited for its lock
         raise RunTerminalError(f"run {run_id} already {state.status.value}; nothing to cancel", run_id=run_id,
                                status=state.status.value)
+    state = shown_state(s, state)
     if s.json:
         s.emit_json(state.to_dict())
     else:

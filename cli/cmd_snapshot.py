@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from . import workflows
-from .app import app, describe_state, settings
+from .app import app, describe_state, settings, shown_state
 from .cmd_exec import JSON_HELP, WaitOpt
 from .handles import run_id_of
 
@@ -27,11 +27,14 @@ def snapshot_create(
     tag: list[str] = typer.Option([], "--tag", metavar="TAG", help="A tag; repeatable."),
     at: Optional[str] = typer.Option(None, "--at", metavar="SEQ|BOOKMARK",
                                      help="Snapshot the run as it was right after this ledger record (or bookmark)."),
+    wait: float = WaitOpt,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Snapshot a run as it is now (or at a past position); prints the snapshot id.
 
-    Restore or fork the snapshot to go back to, or branch from, that step."""
+    Restore or fork the snapshot to go back to, or branch from, that step. The snapshot holds no
+    real secret: the run keeps the values it needs while the snapshot exists (exit 3 when they
+    are gone already: a finished run's values are dropped)."""
     from abstractruntime.core.restore import take_snapshot
 
     from .cmd_inspect import position_of
@@ -40,7 +43,8 @@ def snapshot_create(
     run_id = run_id_of(run_id)
     store = s.open_store()
     seq = position_of(store, run_id, at) if at is not None else None
-    snapshot = take_snapshot(store.runtime(), run_id, name=name, description=description, tags=list(tag), at=seq)
+    snapshot = take_snapshot(store.runtime(), run_id, name=name, description=description, tags=list(tag), at=seq,
+                             lock_wait=wait)
     store.snapshots.save(snapshot)
     if s.json:
         s.emit_json(snapshot.to_dict())
@@ -131,9 +135,10 @@ def snapshot_restore(
     runtime = store.runtime()
     if fork:
         rid = fork_snapshot(runtime, snap, source=source, allow_drift=allow_drift, run_id=new_run_id)
-        state = runtime.get_state(rid)
+        state = runtime.shown_checkpoint(rid).run
     else:
-        state = restore_snapshot(runtime, snap, source=source, allow_drift=allow_drift, lock_wait=wait)
+        state = shown_state(s, restore_snapshot(runtime, snap, source=source, allow_drift=allow_drift,
+                                                lock_wait=wait))
     if s.json:
         s.emit_json(state.to_dict())
     else:
@@ -146,12 +151,17 @@ def snapshot_restore(
 def snapshot_delete(
     ctx: typer.Context,
     snapshot_id: str = typer.Argument(..., metavar="SNAPSHOT"),
+    wait: float = WaitOpt,
 ) -> None:
-    """Delete a snapshot (exit 4 if there is none with this id)."""
+    """Delete a snapshot (exit 4 if there is none with this id).
+
+    The secret values it kept in its run's secrets store go too, once the run has finished."""
     from abstractruntime.core.errors import SnapshotNotFoundError
+    from abstractruntime.core.restore import delete_snapshot
 
     s = settings(ctx)
-    if not s.open_store().snapshots.delete(snapshot_id):
+    store = s.open_store()
+    if not delete_snapshot(store.runtime(), store.snapshots, snapshot_id, lock_wait=wait):
         raise SnapshotNotFoundError(snapshot_id)
     s.info(f"deleted snapshot {snapshot_id}")
 

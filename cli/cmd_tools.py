@@ -36,6 +36,21 @@ def _summary(calls: list[dict[str, Any]]) -> list[list[Any]]:
     return [[c["call_id"], c["name"], c["arguments"]] for c in calls]
 
 
+def _shown_calls(runtime: Any, run_id: str, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calls as the ledger holds them: each secret argument as its redacted text (the hash
+    approved is still the real calls')."""
+    wait = runtime.shown_checkpoint(run_id).run.waiting
+    details = wait.details if wait is not None and isinstance(wait.details, dict) else {}
+    recorded = {c.get("call_id"): c for c in details.get("tool_calls") or [] if isinstance(c, dict)}
+    shown = []
+    for call in calls:
+        match = recorded.get(call.get("call_id"))
+        arguments = match.get("arguments") if match is not None and match.get("name") == call.get("name") \
+            else runtime.redactor.redact(call.get("arguments"))
+        shown.append({**call, "arguments": arguments})
+    return shown
+
+
 @tools_app.command("list")
 def tools_list(
     ctx: typer.Context,
@@ -50,6 +65,7 @@ def tools_list(
     runtime = s.open_store().runtime()
     waiting = require_tool_wait(run_id, runtime.get_state(run_id))
     calls, digest = checked_calls(waiting, None, ledger=runtime.get_ledger(run_id))
+    calls = _shown_calls(runtime, run_id, calls)
     if s.json:
         s.emit_json({"run_id": run_id, "wait_key": waiting.wait_key, "calls_sha256": digest, "tool_calls": calls})
         return

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from .app import app, settings
+from .app import app, settings, shown_state
 from .cmd_exec import scheduler_for
 from .output import json_inline
 
@@ -65,7 +65,7 @@ def worker_cmd(
         stop.set()
 
     def report(state: Any) -> None:
-        typer.echo(json_inline(state.to_dict()) if s.json else f"{state.run_id}\t{state.status.value}")
+        typer.echo(json_inline(shown_state(s, state).to_dict()) if s.json else f"{state.run_id}\t{state.status.value}")
 
     def outage_began(exc: BaseException) -> None:
         limit_note = f" for up to {max_outage:g} s (--max-outage)" if max_outage else ""

@@ -253,14 +253,17 @@ JSON_SCHEMAS = """\
  "created_at": "2026-01-01T00:00:00+00:00", "updated_at": "…", "actor_id": null, "parent_run_id": null}
 ```
 
-`status` is `running`, `waiting`, `completed`, `failed` or `cancelled`; `waiting` is `null`
+Every value is shown as the ledger holds it: a secret is its redacted text (`"[REDACTED]"`,
+`"Bearer [REDACTED]"`); `runs show RUN --reveal PATH` prints one real value
+(`--json`: `{"run_id", "path", "value"}`) while the run's secrets still hold it (exit 3 when
+they do not). `status` is `running`, `waiting`, `completed`, `failed` or `cancelled`; `waiting` is `null`
 unless the run waits (`reason`: `user`, `event`, `until`, `job`, `subworkflow`). A waiting
 run's document (`run`, `tick RUN`, `resume`, `tools approve|deny`) also has `"wait_id"` and
 `"wait_handle"` (`"RUN@wN"`, what `resume` takes).
 
 - `runs list`, `tick --due`, `emit`: a JSON array of runs.
 - `worker --json`: one run per line (JSON lines).
-- `runs show`: the checkpoint, `Checkpoint.to_dict()`, plus the last ledger records:
+- `runs show`: the checkpoint as readers see it, `Checkpoint.to_dict()`, plus the last ledger records:
   `{"format": 1, "run": {…run…}, "ledger": {"seq", "head_hash"},
   "workflow": {"source", "sha256", "workflow_id"} | null, "signature": … | null,
   "origin": {"run_id", "snapshot_id", "ledger"} | null, "last_steps": [record, …]}`, plus
@@ -277,7 +280,8 @@ run's document (`run`, `tick RUN`, `resume`, `tools approve|deny`) also has `"wa
   `{"type", "seq", "line", "message", "details"}` (types: docs/provenance.md).
   `verify --all --json`: an array of reports.
 - `snapshot create|show --json`: `Snapshot.to_dict()` (`snapshot_id`, `run_id`, `name`,
-  `description`, `tags`, `created_at`, `updated_at`, `workflow`, `ledger`, `run_state`);
+  `description`, `tags`, `created_at`, `updated_at`, `workflow`, `ledger`, `run_state`, `state`:
+  the state document with secrets as markers, docs/file-format.md);
   `snapshot list --json`: an array of them.
 - `graph --json`: `{"workflow_id", "entry_node", "nodes", "edges": [[from, to], …], "run_id",
   "visited", "taken": [[from, to], …], "current_node", "mermaid"}` (the run fields are

@@ -113,7 +113,7 @@ def test_file_layout_and_format(snap_dir: Path) -> None:
     path = snap_dir / f"{snap.snapshot_id}.json"
     assert sorted(os.listdir(snap_dir)) == [path.name]
     doc = json.loads(path.read_text(encoding="utf-8"))
-    assert doc["format"] == 1
+    assert doc["format"] == 2 and doc["state"] is None  # a snapshot of a bare RunState has no state document
     assert doc["snapshot_id"] == snap.snapshot_id and doc["name"] == "n" and doc["tags"] == ["t"]
     assert doc["run_state"]["run_id"] == "run-1" and doc["run_state"]["waiting"]["wait_key"] == "k1"
     assert store.path_for(snap.snapshot_id) == path
@@ -234,7 +234,7 @@ def test_newer_format_is_refused_not_misread(snap_dir: Path) -> None:
     snap = Snapshot.from_run(run=make_run(), name="from the future")
     store.save(snap)
     path = store.path_for(snap.snapshot_id)
-    path.write_text(json.dumps({**json.loads(path.read_text()), "format": 2}))
+    path.write_text(json.dumps({**json.loads(path.read_text()), "format": 3}))
     with pytest.raises(UnsupportedFormatError, match="newer"):
         store.load(snap.snapshot_id)
     assert store.list() == [] and store.last_skipped == (str(path),)

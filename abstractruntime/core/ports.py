@@ -513,6 +513,8 @@ class LedgerStore(ABC):
 
         The default keeps them in this process only; stores declaring ``SECRETS`` keep them
         durably before the records that commit to them (files: ``runs/<id>/secrets.jsonl``, 0600).
+        A snapshot's pin (``{"pin": snapshot_id, "commitments", "at"}``) and its removal
+        (``{"unpin": snapshot_id}``) are kept at once, not with a batch of records.
         """
         kept: dict[str, list[dict[str, Any]]] = self.__dict__.setdefault("_secrets_in_memory", {})
         kept.setdefault(run_id, []).extend(dict(e) for e in entries)
@@ -523,20 +525,38 @@ class LedgerStore(ABC):
         return list(kept.get(run_id, []))
 
     def retain_secrets(self, run_id: str, commitments: Collection[str]) -> None:
-        """Keep only the values committed to by ``commitments`` (and the key while any is kept);
-        an empty collection removes every value the run had."""
+        """Keep only the values committed to by ``commitments`` and by live snapshot pins (and the
+        key while any is kept; :func:`retained`); an empty collection removes every value no
+        snapshot pins. The runtime calls it holding the run's lock."""
         kept: dict[str, list[dict[str, Any]]] = self.__dict__.get("_secrets_in_memory", {})
         if run_id in kept:
             kept[run_id] = retained(kept[run_id], commitments)
+            if not kept[run_id]:
+                del kept[run_id]
+
+    def runs_keeping_secrets(self) -> builtins.list[str]:
+        """The runs whose secrets store holds entries (a worker drops those of finished runs)."""
+        kept: dict[str, list[dict[str, Any]]] = self.__dict__.get("_secrets_in_memory", {})
+        return sorted(run_id for run_id, entries in kept.items() if entries)
 
 
 def retained(entries: Sequence[dict[str, Any]], commitments: Collection[str]) -> list[dict[str, Any]]:
-    """The secret entries to keep when only ``commitments`` are still needed — and those a snapshot
-    pins (``{"pin": snapshot_id, "commitments": [...]}`` entries, kept with them)."""
-    pins = [e for e in entries if isinstance(e.get("pin"), str) and isinstance(e.get("commitments"), list)]
+    """The secret entries to keep when only ``commitments`` are still needed — and those a live
+    snapshot pins (``{"pin": snapshot_id, "commitments": [...]}`` entries, kept with them; a pin
+    whose snapshot was deleted is followed by ``{"unpin": snapshot_id}``, and both go)."""
+    unpinned = {e["unpin"] for e in entries if isinstance(e.get("unpin"), str)}
+    pins = [e for e in entries if isinstance(e.get("pin"), str) and isinstance(e.get("commitments"), list)
+            and e["pin"] not in unpinned]
     wanted = set(commitments) | {c for pin in pins for c in pin["commitments"]}
     values = [e for e in entries if e.get("commitment") in wanted]
     if not values and not pins:
         return []
     keys = [e for e in entries if "key" in e][:1]
     return [*keys, *values, *pins]
+
+
+def live_pins(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pin entries among a run's secret entries whose snapshot was not deleted."""
+    unpinned = {e["unpin"] for e in entries if isinstance(e.get("unpin"), str)}
+    return [e for e in entries if isinstance(e.get("pin"), str) and isinstance(e.get("commitments"), list)
+            and e["pin"] not in unpinned]

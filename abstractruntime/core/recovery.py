@@ -107,14 +107,18 @@ def prove(ledger: LedgerStore, run_id: str, stored: StoredCheckpoint) -> Optiona
     return doc
 
 
-def open_run(runs: RunStore, ledger: LedgerStore, run_id: str, *, for_writing: bool = True) -> OpenedRun:
+def open_run(runs: RunStore, ledger: LedgerStore, run_id: str, *, for_writing: bool = True,
+             secrets: bool = True) -> OpenedRun:
     """Rebuild ``run_id``: a proven checkpoint (or anchor, or nothing) + replay of the ledger after it.
 
     Raises :class:`RunNotFoundError` when neither exists, :class:`VerificationFailedError` when the
     checkpoint names a position the ledger does not have, :class:`CorruptRecordError` when the
     ledger cannot be replayed. ``for_writing``: a redacted secret whose value is gone raises
-    :class:`SecretMissingError` (for reading it is shown redacted).
+    :class:`SecretMissingError` (for reading it is shown redacted). ``secrets=False`` (reading
+    only) never reads the run's secrets store: every secret shows redacted, as readers see it.
     """
+    if not secrets and for_writing:
+        raise ValueError("a run opened for writing needs its secrets")
     unreadable: list[CorruptRecordError] = []
     stored = _load_stored(runs, run_id, unreadable)
     if stored is not None and not has_capability(runs, Capability.CHECKPOINTS):
@@ -143,7 +147,7 @@ def open_run(runs: RunStore, ledger: LedgerStore, run_id: str, *, for_writing: b
         if anchored is not None:
             base, start, base_doc = anchored
     if stored is not None and stored.legacy is not None and base is None:
-        return _open_legacy(runs, ledger, run_id, stored, for_writing, external)
+        return _open_legacy(runs, _hiding(ledger, secrets), run_id, stored, for_writing, external)
     head, tail = ledger.read_after(run_id, start)
     if base is None and not tail:
         if unreadable:
@@ -152,14 +156,14 @@ def open_run(runs: RunStore, ledger: LedgerStore, run_id: str, *, for_writing: b
             raise CorruptRecordError(f"run {run_id} has no checkpoint and its ledger cannot rebuild it")
         raise RunNotFoundError(run_id)
     if tail and tail[0].get("format") != RECORD_FORMAT and base is None:
-        return _open_legacy(runs, ledger, run_id, stored, for_writing, external)
+        return _open_legacy(runs, _hiding(ledger, secrets), run_id, stored, for_writing, external)
     image = base if base is not None else StateImage.blank(run_id)
     if base is not None:
         _file_values(ledger, run_id, table, image, stored.values if stored is not None and base_doc is not None
                      and start == stored.ledger else [], start)
     _replay(image, tail, table, run_id)
     last = tail[-1] if tail else base_doc
-    keeper = _keeper(ledger, run_id, image, tail)
+    keeper = _keeper(ledger, run_id, image, tail) if secrets else SecretKeeper()
     checkpoint = materialize(image, table, keeper, head, strict=for_writing)
     if external is not None:
         checkpoint.run = external  # a process-local edit (in-memory store): the runtime records it on write
@@ -329,12 +333,25 @@ def _fill_from(target: dict[str, Any], source: dict[str, Any]) -> None:
             _fill_from(value, source[key])
 
 
-def state_at(runs: RunStore, ledger: LedgerStore, run_id: str, seq: int) -> Checkpoint:
+def state_at(runs: RunStore, ledger: LedgerStore, run_id: str, seq: int, *, secrets: bool = True) -> Checkpoint:
     """The run as it was right after ledger record ``seq``, rebuilt from the ledger.
 
     Starts from the nearest proven anchor at or before ``seq``, or from the first record, and
-    replays up to ``seq``. Secrets show as their values while the run's secrets keep them.
+    replays up to ``seq``. Secrets show as their values while the run's secrets keep them
+    (``secrets=False``: always as readers see them, redacted).
     """
+    found = _image_at(ledger, run_id, seq)
+    if found is None:
+        return _legacy_state_at(_hiding(ledger, secrets), run_id, seq)
+    image, table, wanted, position = found
+    keeper = _keeper(ledger, run_id, image, wanted) if secrets else SecretKeeper()
+    return materialize(image, table, keeper, position, strict=False)
+
+
+def _image_at(ledger: LedgerStore, run_id: str,
+              seq: int) -> Optional[tuple[StateImage, ValueTable, list[dict[str, Any]], LedgerHead]]:
+    """The image of the run right after record ``seq``, the values filed on the way, the records
+    replayed and the position; ``None`` when records of an older format stand before it."""
     head = ledger.peek_head(run_id) if has_capability(ledger, Capability.PEEK_HEAD) else ledger.head(run_id)  # type: ignore[attr-defined]
     if not head.seq:
         raise RunNotFoundError(run_id)
@@ -346,13 +363,75 @@ def state_at(runs: RunStore, ledger: LedgerStore, run_id: str, seq: int) -> Chec
     _, wanted = ledger.read_after(run_id, start, until_seq=seq)
     if any(r.get("format") != RECORD_FORMAT for r in wanted) or (anchored is None and wanted
                                                                   and wanted[0].get("format") != RECORD_FORMAT):
-        return _legacy_state_at(ledger, run_id, seq)
+        return None
     if anchored is not None:
         _file_values(ledger, run_id, table, image, [], start)
     _replay(image, wanted, table, run_id)
-    keeper = _keeper(ledger, run_id, image, wanted)
-    return materialize(image, table, keeper, LedgerHead(seq, wanted[-1].get("record_hash") if wanted else None),
-                       strict=False)
+    last = wanted[-1] if wanted else anchored[2] if anchored is not None else None
+    return image, table, wanted, LedgerHead(seq, last.get("record_hash") if last else None)
+
+
+@dataclass
+class StateDocument:
+    """A run's state document at one ledger position, as the ledger holds it (docs/file-format.md,
+    "State digests"): secrets as markers committing to their values, large values as ``{"$v": id}``
+    references, which ``table`` resolves."""
+
+    document: dict[str, Any]
+    ledger: LedgerHead
+    table: ValueTable
+
+    def digest(self) -> str:
+        """The state digest of the document."""
+        return digest_of(self.document)
+
+    def shown(self) -> Checkpoint:
+        """The run as readers see it at this position: secrets shown redacted, stored values resolved."""
+        return materialize(StateImage(self.document), self.table, SecretKeeper(), self.ledger, strict=False)
+
+
+def state_document(runs: RunStore, ledger: LedgerStore, run_id: str,
+                   seq: Optional[int] = None) -> Optional[StateDocument]:
+    """The run's state document right after record ``seq`` (default: at its head), rebuilt from the
+    ledger (a proven checkpoint or anchor, and the records after it); reads no secret value.
+
+    ``None`` when the run's records are of an older format (they hold no state document).
+    Raises :class:`RunNotFoundError` for an unknown run and :class:`InvalidInputError` for a
+    ``seq`` the ledger does not have.
+    """
+    import json
+
+    from .jcs import jcs
+
+    if seq is None:
+        opened = open_run(runs, ledger, run_id, for_writing=False, secrets=False)
+        if opened.legacy:
+            return None
+        image, table, position = opened.parts.image, opened.parts.table, opened.head
+    else:
+        found = _image_at(ledger, run_id, seq)
+        if found is None:
+            return None
+        image, table, _, position = found
+    document: dict[str, Any] = json.loads(jcs(image.document()))
+    return StateDocument(document, position, table)
+
+
+class _HiddenSecrets:
+    """A ledger store whose secrets store reads as empty (a run opened as readers see it)."""
+
+    def __init__(self, ledger: LedgerStore) -> None:
+        self._ledger = ledger
+
+    def get_secrets(self, run_id: str) -> list[dict[str, Any]]:
+        return []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+
+def _hiding(ledger: LedgerStore, secrets: bool) -> LedgerStore:
+    return ledger if secrets else _HiddenSecrets(ledger)  # type: ignore[return-value]
 
 
 def _legacy_state_at(ledger: LedgerStore, run_id: str, seq: int) -> Checkpoint:

@@ -43,8 +43,9 @@ from .ids import validate_id
 from .models import EffectType, RecordKind, RunState, RunStatus, WaitReason
 from .policy import DefaultEffectPolicy, EffectPolicy
 from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, Pending, RunStore, has_capability
-from .recovery import OpenedRun, check_signed_head, open_run, rotation_step, state_at
+from .recovery import OpenedRun, StateDocument, check_signed_head, open_run, rotation_step, state_at, state_document
 from .redaction import Redactor
+from .secret_release import SecretRelease
 from .session import RunParts, RunSession, StorePorts, fail_run, is_finished, new_record
 from .spec import WorkflowSpec
 from .answers import failed_retryably, prepare_retry, record_answer
@@ -89,6 +90,8 @@ class Runtime:
     ``adopt_unsigned`` (then the adoption is recorded; docs/provenance.md, "Keys over months").
     ``missing_handler="wait"`` makes an effect without a handler wait (its
     intent kept) until a tick brings one, instead of failing the run (0.0.1 behaviour).
+    ``snapshot_store`` is where the store's snapshots live: a snapshot's pin on its run's
+    secret values is dropped once the snapshot cannot be found there.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class Runtime:
         signer: Optional[Any] = None,
         missing_handler: str = "fail",
         adopt_unsigned: bool = False,
+        snapshot_store: Optional[Any] = None,
     ) -> None:
         if missing_handler not in ("fail", "wait"):
             raise ValueError("missing_handler must be 'fail' or 'wait'")
@@ -120,6 +124,7 @@ class Runtime:
         self.signer = signer
         self.adopt_unsigned = adopt_unsigned
         self.missing_handler = missing_handler
+        self._release = SecretRelease(run_store, ledger_store, self._clock, snapshot_store)
         self._handlers: dict[EffectType, RegisteredHandler] = {}
         # run_id -> (file tokens, state) of runs this runtime advanced last (see _load). One
         # runtime serves several threads (a scheduler's thread beside the caller's, worker
@@ -192,33 +197,97 @@ class Runtime:
         """The registered handler for ``effect_type`` (or ``None``)."""
         return self._handlers.get(EffectType(effect_type))
 
-    def _ports(self) -> StorePorts:
-        return StorePorts(runs=self._run_store, ledger=self._ledger_store, redactor=self._redactor,
+    def _ports(self, redactor: Optional[Redactor] = None) -> StorePorts:
+        return StorePorts(runs=self._run_store, ledger=self._ledger_store, redactor=redactor or self._redactor,
                           clock=self._clock, signer=self.signer, on_finished=self.release_secrets)
 
-    def release_secrets(self, checkpoint: Checkpoint) -> None:
-        """Drop the secret values of a finished run (``checkpoint``), and of its finished children.
+    def release_secrets(self, checkpoint: Checkpoint, *, locked: bool = True) -> None:
+        """Drop the secret values of a finished run (``checkpoint``; the caller holds its lock, unless
+        ``locked=False``: then only if it can be had at once), and of its finished children.
 
-        Values a snapshot pins stay. A child run keeps its values until its parent finished too (the
-        parent may still read the child's output); so a finished run releases its own values when it
-        has no parent or its parent has finished, and those of every child that has finished. A
-        store that keeps no secrets (``SECRETS`` not declared) is left alone.
+        Values a live snapshot pins stay. A child run keeps its values until its parent finished too
+        (the parent may still read the child's output); so a finished run releases its own values
+        when it has no parent or its parent has finished, and those of every child that has
+        finished (each under its own lock, when it can be had at once). A store that keeps no
+        secrets (``SECRETS`` not declared) is left alone.
         """
-        ledger = self._ledger_store
-        if not has_capability(ledger, Capability.SECRETS) or not is_finished(checkpoint):
+        release = self._release
+        if not release.keeps_secrets or not is_finished(checkpoint):
             return
         run = checkpoint.run
-        if ledger.get_secrets(run.run_id) and (run.parent_run_id is None or self._finished(run.parent_run_id)):
-            ledger.retain_secrets(run.run_id, ())
+        if release.needs_release(run.run_id) and (run.parent_run_id is None or self._finished(run.parent_run_id)):
+            if locked:
+                release.release_locked(run.run_id)
+            else:
+                release.release_unlocked(run.run_id)
         if has_capability(self._run_store, Capability.QUERIES):
             for child in self._run_store.list_children(parent_run_id=run.run_id):  # type: ignore[attr-defined]
                 # Its row may lag behind its ledger (a kill): ask the ledger whether it finished.
-                if ledger.get_secrets(child.run_id) and self._finished(child.run_id):
-                    ledger.retain_secrets(child.run_id, ())
+                if release.needs_release(child.run_id) and self._finished(child.run_id):
+                    release.release_unlocked(child.run_id)
+
+    def release_finished_secrets(self) -> list[str]:
+        """Drop the values every finished run still keeps (a process killed right after a run's
+        last record leaves them); a worker pass calls it. Returns the runs released."""
+        release = self._release
+        if not release.keeps_secrets:
+            return []
+        done = []
+        for run_id in self._ledger_store.runs_keeping_secrets():
+            try:
+                if not release.needs_release(run_id) or self._surely_unfinished(run_id):
+                    continue
+                opened = open_run(self._run_store, self._ledger_store, run_id, for_writing=False, secrets=False)
+            except AbstractRuntimeError:
+                continue  # unreadable or gone: `verify` says why
+            run = opened.checkpoint.run
+            if is_finished(opened.checkpoint) and (run.parent_run_id is None or self._finished(run.parent_run_id)) \
+                    and release.release_unlocked(run_id):
+                done.append(run_id)
+        return done
+
+    def _surely_unfinished(self, run_id: str) -> bool:
+        """True when the run's checkpoint is at its ledger's head and says it goes on (a cheap
+        check, so a sweep opens only the runs that may have finished)."""
+        stored = self._run_store.load_checkpoint(run_id) if has_capability(self._run_store, Capability.CHECKPOINTS) \
+            else None
+        if stored is None or stored.legacy is not None:
+            return False
+        ledger = self._ledger_store
+        head = ledger.peek_head(run_id) if has_capability(ledger, Capability.PEEK_HEAD) else ledger.head(run_id)  # type: ignore[attr-defined]
+        try:
+            status = RunStatus(stored.run_doc.get("status"))
+        except ValueError:
+            return False
+        return stored.ledger.seq == head.seq and not status.is_terminal
+
+    def _release_on_open(self, checkpoint: Checkpoint) -> None:
+        """A finished run opened by a reader: drop what a kill left, of it and of its finished
+        children (each when its lock can be had at once)."""
+        try:
+            self.release_secrets(checkpoint, locked=False)
+        except StorageError:
+            pass  # a read-only store: the next writer drops them
+
+    def pin_secrets(self, run_id: str, snapshot_id: str, commitments: Any, *, lock_wait: float = 0.0) -> None:
+        """Keep the run's values ``commitments`` name while snapshot ``snapshot_id`` exists
+        (:class:`SecretMissingError` when some are gone already; nothing is written then)."""
+        self._release.pin(run_id, snapshot_id, commitments, lock_wait=lock_wait)
+
+    def unpin_secrets(self, run_id: str, snapshot_id: str, *, lock_wait: float = 0.0) -> bool:
+        """Let go of the values snapshot ``snapshot_id`` pinned: dropped now if the run has finished
+        (``False``: the run was locked; they go with its next release, the snapshot being gone)."""
+        try:
+            finished = is_finished(open_run(self._run_store, self._ledger_store, run_id, for_writing=False,
+                                            secrets=False).checkpoint)
+        except AbstractRuntimeError:
+            finished = True  # the run is gone or unreadable: nothing can continue it
+        return self._release.unpin(run_id, snapshot_id, finished=finished, lock_wait=lock_wait)
 
     def _finished(self, run_id: str) -> bool:
         try:
-            return is_finished(open_run(self._run_store, self._ledger_store, run_id, for_writing=False).checkpoint)
+            return is_finished(open_run(self._run_store, self._ledger_store, run_id, for_writing=False,
+                                        secrets=False).checkpoint)
         except AbstractRuntimeError:
             return False
 
@@ -284,14 +353,15 @@ class Runtime:
                 raise RunExistsError(f"Run {run_id} already exists", run_id=run_id)
             yield
 
-    def open_session(self, run_id: str) -> RunSession:
-        """A session over the run as rebuilt now (the caller holds the run's lock)."""
-        return self._session(self._load(run_id))
+    def open_session(self, run_id: str, *, redactor: Optional[Redactor] = None) -> RunSession:
+        """A session over the run as rebuilt now (the caller holds the run's lock); ``redactor``
+        replaces the runtime's for this session's records."""
+        return self._session(self._load(run_id), redactor=redactor)
 
-    def new_session(self, checkpoint: Checkpoint) -> RunSession:
+    def new_session(self, checkpoint: Checkpoint, *, redactor: Optional[Redactor] = None) -> RunSession:
         """A session for a run being created from ``checkpoint`` (the caller holds the create lock);
         its first record must carry every field (``record(..., full=True)``)."""
-        return RunSession(self._ports(), RunParts(checkpoint, StateImage.blank(checkpoint.run.run_id)))
+        return RunSession(self._ports(redactor), RunParts(checkpoint, StateImage.blank(checkpoint.run.run_id)))
 
     def run_exists(self, run_id: str) -> bool:
         """True when the run has a ledger or a checkpoint."""
@@ -314,16 +384,49 @@ class Runtime:
         replayed (a secret whose value is gone shows redacted). A finished run whose values were
         not dropped yet (a process killed right after its last record) has them dropped now."""
         opened = open_run(self._run_store, self._ledger_store, run_id, for_writing=False)
-        if is_finished(opened.checkpoint):
-            try:
-                self.release_secrets(opened.checkpoint)
-            except StorageError:
-                pass  # a read-only store: the next writer drops them
+        self._release_on_open(opened.checkpoint)
         return opened.checkpoint
 
     def can_retry(self, run_id: str) -> bool:
         """Whether :meth:`retry` would continue the run: it failed on a retryable effect error."""
         return failed_retryably(self._ledger_store, self.get_checkpoint(run_id))
+
+    def shown_checkpoint(self, run_id: str, *, at: Optional[int] = None) -> Checkpoint:
+        """The run as readers see it — now, or right after ledger record ``at`` — with every secret
+        shown as its redacted text (what ``runs show`` prints); the run's secrets are never read.
+        Like :meth:`get_checkpoint`, an open of a finished run drops what a kill left behind."""
+        if at is not None:
+            return state_at(self._run_store, self._ledger_store, run_id, at, secrets=False)
+        opened = open_run(self._run_store, self._ledger_store, run_id, for_writing=False, secrets=False)
+        self._release_on_open(opened.checkpoint)
+        found = opened.checkpoint
+        if opened.legacy:
+            # A run written before format 3 may have a format-1 checkpoint holding real values: the
+            # rules judge them (past states of such runs show what the ledger redacted as redacted).
+            found.run = RunState.from_dict(self._redactor.redact(found.run.to_dict()))
+        return found
+
+    def reveal(self, run_id: str, path: str) -> Any:
+        """The real value at ``path`` of the run's current state (``"vars.api_key"``,
+        ``"vars.headers.0.1"``, ``"output.token"``): what an operator asks for explicitly.
+
+        Raises :class:`InvalidInputError` when the run has no value there and
+        :class:`SecretMissingError` when a secret in it is no longer in the run's secrets store
+        (released when the run finished, or deleted).
+        """
+        from .reveal import reveal
+
+        found = state_document(self._run_store, self._ledger_store, run_id)
+        if found is None:  # older-format records: the live state is all there is
+            return reveal(self.get_checkpoint(run_id).run.to_dict(), path, run_id=run_id)
+        return reveal(found.document["run"], path, run_id=run_id, table=found.table,
+                      secrets=lambda: self._ledger_store.get_secrets(run_id))
+
+    def state_document(self, run_id: str, seq: Optional[int] = None) -> Optional[StateDocument]:
+        """The run's state document as the ledger holds it (secrets as markers, large values as
+        references), right after record ``seq`` or at its head; ``None`` for a run whose records
+        are of an older format. Reads no secret value."""
+        return state_document(self._run_store, self._ledger_store, run_id, seq)
 
     def state_at(self, run_id: str, seq: int) -> Checkpoint:
         """The run as it was right after ledger record ``seq``, rebuilt from the ledger."""
@@ -586,8 +689,8 @@ class Runtime:
                 self._warm.pop(next(iter(self._warm)))  # the oldest entry
             self._warm[session.run_id] = (tokens, opened)
 
-    def _session(self, opened: OpenedRun) -> RunSession:
-        session = RunSession(self._ports(), opened.parts, durable_head=opened.head, saved_head=opened.saved)
+    def _session(self, opened: OpenedRun, *, redactor: Optional[Redactor] = None) -> RunSession:
+        session = RunSession(self._ports(redactor), opened.parts, durable_head=opened.head, saved_head=opened.saved)
         session.saved_status = opened.saved_status
         if session.finished and opened.external is None:
             self.release_secrets(session.checkpoint)  # a run that ended before its values were dropped (a kill)

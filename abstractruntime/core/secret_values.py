@@ -17,12 +17,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from typing import Any, Iterable, Optional, Sequence
+import copy
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
 from .errors import SecretMissingError
 from .jcs import jcs
-from .markers import SECRET, SHOWN, escape, secret_marker
+from .markers import LIT, SECRET, SHOWN, escape, marker_kind, secret_marker
 from .redaction import REDACTED, Redactor
+
+if TYPE_CHECKING:
+    from .values import ValueTable
 
 KEY_FIELD, COMMITMENT_FIELD, VALUE_FIELD = "key", "commitment", "value"
 
@@ -173,4 +177,147 @@ def seal_value(value: Any, path: Sequence[Any], redactor: Redactor, keeper: Secr
     return redacted
 
 
-__all__ = ["SecretKeeper", "seal_value", "shown_text"]
+def commitments_in(stored: Any, table: "ValueTable") -> set[str]:
+    """The commitments of every secret marker in ``stored`` (a state document, a record's part),
+    including those inside the stored values it refers to (``table`` defines them)."""
+    found: set[str] = set()
+    stack: list[Any] = [stored]
+    for vid in table.closure(stored):
+        node = table.node(vid)
+        stack.extend(node[1:] if node[0] == "ext" else [node[1]])
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            if SECRET in item and marker_kind(item) == "secret":
+                found.add(item[SECRET])
+            else:
+                stack.extend(item.values())
+    return found
+
+
+class _Sealed:
+    """A secret met while resolving a stored value, to be filled in at a known path."""
+
+    __slots__ = ("marker",)
+
+    def __init__(self, marker: dict[str, Any]) -> None:
+        self.marker = marker
+
+
+KnownSecret = tuple[tuple[Any, ...], Any, str]
+"""``(path, real value, shown text)`` of a secret in a live value."""
+
+
+def resolve_sealed(stored: Any, table: "ValueTable") -> Any:
+    """``stored`` with its stored values resolved and each secret left sealed (an opaque object
+    :func:`fill_sealed` fills in), so the paths of the secrets in the live value can be known."""
+    return table.resolve(stored, _Sealed)
+
+
+def fill_sealed(value: Any, keeper: SecretKeeper, path: tuple[Any, ...] = (),
+                known: Optional[list["KnownSecret"]] = None) -> Any:
+    """``value`` (from :func:`resolve_sealed`) with every sealed secret filled in from ``keeper``
+    (:class:`SecretMissingError` when one is gone); each one's ``(path, value, shown)`` is added
+    to ``known``."""
+    if isinstance(value, _Sealed):
+        real = keeper.fill(value.marker)
+        if known is not None:
+            known.append((path, real, value.marker[SHOWN]))
+        return copy.deepcopy(real)
+    if isinstance(value, dict):
+        return {k: fill_sealed(v, keeper, (*path, k), known) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill_sealed(v, keeper, (*path, i), known) for i, v in enumerate(value)]
+    return value
+
+
+def is_sealed(value: Any) -> bool:
+    """True for a secret left sealed by :func:`resolve_sealed`."""
+    return isinstance(value, _Sealed)
+
+
+def fill_secrets(stored: Any, table: "ValueTable", keeper: SecretKeeper) -> tuple[Any, list["KnownSecret"]]:
+    """The live value ``stored`` stands for — stored values resolved, secrets filled in from
+    ``keeper`` (:class:`SecretMissingError` when one is gone) — and where each secret sits in it."""
+    known: list[KnownSecret] = []
+    return fill_sealed(resolve_sealed(stored, table), keeper, (), known), known
+
+
+class KeepingRedactor:
+    """A redactor that also seals, as secrets, values known to have been secrets at their paths.
+
+    Used when a state whose secrets were sealed by rules this process may not know (a
+    workflow's own ``redact_keys``, say) is recorded again — a restore, a fork: each value in
+    ``known`` (``(path, real value, shown text)``, paths as the records name them: a variable's
+    name first, or ``output``, ``waiting``, ``error``) is sealed where it still sits, with its
+    shown text, whatever the rules of ``base`` say. Everything else is ``base``'s.
+    """
+
+    def __init__(self, base: Redactor, known: Sequence[KnownSecret]) -> None:
+        self._base = base
+        self._known = [(tuple(path), jcs(escape(real)), real, shown) for path, real, shown in known]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+    def redact(self, value: Any) -> Any:
+        """``base``'s rules (values without a path are judged by them alone)."""
+        return self._base.redact(value)
+
+    def redact_at(self, path: Sequence[Any], value: Any) -> tuple[Any, list[tuple[tuple[Any, ...], Any]]]:
+        """``base``'s :meth:`~Redactor.redact_at`, plus every known secret under ``path``."""
+        at = getattr(self._base, "redact_at", None)
+        redacted, found = at(path, value) if at is not None else (self._base.redact(value), [])
+        root = tuple(path)
+        wanted = [(p[len(root):], encoded, real, shown) for p, encoded, real, shown in self._known
+                  if p[:len(root)] == root]
+        if not wanted:
+            return redacted, found
+        found = list(found)
+        copied = False
+        for rel, encoded, real, shown in wanted:
+            done = [f[0] for f in found]
+            if any(rel[:len(d)] == tuple(d) for d in done):
+                continue  # already sealed, whole
+            stored_path = _stored_path(value, rel)
+            if stored_path is None or jcs(_at(value, stored_path)) != encoded:
+                continue  # not the value it was (the run changed it): judged by the rules alone
+            if not stored_path:
+                return shown, [((), real)]
+            if not copied:
+                redacted, copied = copy.deepcopy(redacted), True
+            target = _at(redacted, stored_path[:-1])
+            target[stored_path[-1]] = shown
+            found = [f for f in found if tuple(f[0])[:len(stored_path)] != stored_path]
+            found.append((stored_path, real))
+        return redacted, found
+
+
+def _stored_path(value: Any, rel: tuple[Any, ...]) -> Optional[tuple[Any, ...]]:
+    """``rel`` (a path in the live value) as a path in its escaped form (through ``$lit`` wrappers)."""
+    out: list[Any] = []
+    node = value
+    for part in rel:
+        if isinstance(node, dict) and marker_kind(node) == "lit":
+            out.append(LIT)
+            node = node[LIT]
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return None
+        out.append(part)
+    return tuple(out)
+
+
+def _at(value: Any, path: Sequence[Any]) -> Any:
+    for part in path:
+        value = value[part]
+    return value
+
+
+__all__ = ["KeepingRedactor", "KnownSecret", "SecretKeeper", "commitments_in", "fill_sealed", "fill_secrets",
+           "is_sealed", "resolve_sealed", "seal_value", "shown_text"]

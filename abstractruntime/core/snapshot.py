@@ -5,6 +5,12 @@ name, a description and tags so people can find it again, plus where the run sto
 (its workflow source hash and ledger position) so a later restore or fork can refuse a
 changed workflow. Snapshots never change the run they were taken from.
 
+A snapshot taken of a run (format 2, :func:`~abstractruntime.core.restore.take_snapshot`)
+holds no real secret: ``state`` is the run's state document as the ledger holds it (secrets
+as markers committing to their values, large values as references), ``run_state`` the same
+state as readers see it (secrets shown redacted). The values stay in the run's secrets
+store while the snapshot exists, and a restore proves ``state`` against the run's ledger.
+
 The model lives in core because taking and restoring a snapshot are runtime operations
 (:mod:`abstractruntime.core.restore`); the stores that keep snapshots are in
 :mod:`abstractruntime.storage.snapshots`, the shared list semantics in
@@ -26,8 +32,9 @@ from .ids import validate_id
 from .json_codec import dumps_compact, loads_strict
 from .models import RunState
 
-SNAPSHOT_FORMAT = 1
-"""The ``format`` written in every snapshot file; newer files are refused, not misread."""
+SNAPSHOT_FORMAT = 2
+"""The ``format`` written in every snapshot file (1: ``run_state`` only, still read); newer files
+are refused, not misread."""
 
 MAX_NAME_CHARS = 200
 MAX_TAG_CHARS = 100
@@ -87,7 +94,10 @@ class Snapshot:
 
     ``workflow`` is ``{"source", "sha256", "workflow_id"}`` of the workflow the run used
     and ``ledger`` is ``{"seq", "head_hash"}`` of the ledger when the snapshot was
-    taken; both are optional. Timestamps are ISO-8601 UTC text.
+    taken; both are optional. Timestamps are ISO-8601 UTC text. ``state``, when present, is
+    the run's state document at ``ledger`` (secrets as markers) and ``run_state`` the readers'
+    view of it; a snapshot without ``state`` (format 1, or :meth:`from_run`) restores
+    ``run_state`` as it is.
     """
 
     snapshot_id: str
@@ -101,6 +111,28 @@ class Snapshot:
     run_state: dict[str, Any] = field(default_factory=dict)
     workflow: Optional[dict[str, Any]] = None
     ledger: Optional[dict[str, Any]] = None
+    state: Optional[dict[str, Any]] = None
+
+    @classmethod
+    def from_state(
+        cls,
+        *,
+        state: Mapping[str, Any],
+        run: RunState,
+        name: str,
+        ledger: Mapping[str, Any],
+        description: Optional[str] = None,
+        tags: Optional[Iterable[str]] = None,
+        workflow: Optional[Mapping[str, Any]] = None,
+        clock: Optional[ClockFn] = None,
+    ) -> "Snapshot":
+        """Snapshot a run's state document ``state`` at ledger position ``ledger`` (``run`` is the
+        same state as readers see it, secrets shown redacted), under a new random id."""
+        snapshot = cls.from_run(run=run, name=name, description=description, tags=tags, workflow=workflow,
+                                ledger=ledger, clock=clock)
+        snapshot.state = _json_copy(dict(state), "Snapshot state")
+        snapshot.validate()
+        return snapshot
 
     @classmethod
     def from_run(
@@ -159,6 +191,18 @@ class Snapshot:
                 raise InvalidInputError(f"Snapshot {what} is not an ISO-8601 timestamp: {value!r}") from None
         self._check_run_state()
         self._check_position()
+        self._check_state()
+
+    def _check_state(self) -> None:
+        if self.state is None:
+            return
+        state = self.state
+        if not isinstance(state, dict) or not isinstance(state.get("run"), dict) \
+                or not isinstance(state.get("kernel"), dict) or not isinstance(state["run"].get("vars"), dict):
+            raise InvalidInputError("Snapshot state must be a state document {run: {...}, kernel: {...}} or None")
+        if state["run"].get("run_id") != self.run_id:
+            raise InvalidInputError(f"Snapshot state belongs to run {state['run'].get('run_id')!r}, not "
+                                    f"{self.run_id!r}")
 
     def _check_run_state(self) -> None:
         if not isinstance(self.run_state, dict):
@@ -185,7 +229,9 @@ class Snapshot:
             _check_optional_str(self.ledger.get("head_hash"), "ledger.head_hash")
 
     def to_run_state(self) -> RunState:
-        """A fresh :class:`RunState` built from the stored state (nothing is shared)."""
+        """A fresh :class:`RunState` built from ``run_state`` (nothing is shared): as readers see it
+        when the snapshot has a ``state`` (secrets redacted; restore it with
+        :func:`~abstractruntime.core.restore.restore_snapshot` to get their values back)."""
         return RunState.from_dict(copy.deepcopy(self.run_state))
 
     def to_dict(self) -> dict[str, Any]:
@@ -194,7 +240,7 @@ class Snapshot:
             "snapshot_id": self.snapshot_id, "run_id": self.run_id, "step_id": self.step_id,
             "name": self.name, "description": self.description, "tags": self.tags,
             "created_at": self.created_at, "updated_at": self.updated_at,
-            "workflow": self.workflow, "ledger": self.ledger, "run_state": self.run_state,
+            "workflow": self.workflow, "ledger": self.ledger, "run_state": self.run_state, "state": self.state,
         })
 
     @classmethod
@@ -221,6 +267,7 @@ class Snapshot:
             run_state=data["run_state"],
             workflow=data.get("workflow"),
             ledger=data.get("ledger"),
+            state=data.get("state"),
         )
         snapshot.validate()
         return snapshot

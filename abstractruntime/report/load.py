@@ -181,6 +181,7 @@ def _snapshots(store: Any, run_id: str, warnings: list[str]) -> list[dict[str, A
     for snap in found:
         doc = snap.to_dict()
         state = doc.pop("run_state", None) or {}
+        doc.pop("state", None)  # the state document: markers and references, nothing a page shows
         doc["run_status"] = state.get("status") if isinstance(state, dict) else None
         out.append(doc)
     return sorted(out, key=lambda d: (((d.get("ledger") or {}).get("seq") or 0), d.get("created_at") or ""))

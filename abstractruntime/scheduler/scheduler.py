@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -44,6 +45,10 @@ WorkflowResolver = Callable[[RunState], "tuple[WorkflowSpec, Runtime]"]
 """``resolve(run) -> (workflow, runtime)``: what a due run is ticked with, when runs differ."""
 CheckpointResolver = Callable[["Checkpoint"], "tuple[WorkflowSpec, Runtime]"]
 """``resolve_checkpoint(checkpoint) -> (workflow, runtime)``: the same, from the run's checkpoint."""
+
+
+# How often a worker looks for finished runs whose secret values a kill left behind.
+RELEASE_EVERY_S = 60.0
 
 
 @dataclass
@@ -137,6 +142,7 @@ class Scheduler(RunTreeOperations, WorkPass):
         self._worker_id = worker_id
         self._claims: Optional[WorkClaims] = None
         self._events = events
+        self._next_release = 0.0  # monotonic time of the next sweep of kept secret values
 
         self._stats = SchedulerStats()
         self._stats_lock = threading.Lock()
@@ -360,6 +366,23 @@ class Scheduler(RunTreeOperations, WorkPass):
             except Exception as cb_exc:
                 logger.exception("on_run_failed callback failed")
                 self._record_error(f"on_run_failed callback failed for run {run_id}: {cb_exc}")
+
+    def release_kept_secrets(self) -> list[str]:
+        """Drop the secret values finished runs still keep (a process killed right after a run's
+        last record leaves them): on a worker's first pass, then at most every
+        ``RELEASE_EVERY_S`` seconds. Returns the runs released."""
+        now = time.monotonic()
+        if now < self._next_release:
+            return []
+        self._next_release = now + RELEASE_EVERY_S
+        try:
+            return self._runtime.release_finished_secrets()
+        except DatabaseUnavailableError:
+            raise
+        except Exception as exc:  # a store that fails here must not stop the pass
+            logger.exception("releasing the secret values of finished runs failed")
+            self._record_error(f"releasing the secret values of finished runs failed: {exc}")
+            return []
 
     def _record_error(self, message: str) -> None:
         line = f"{to_iso(self._runtime.now())}: {message}"

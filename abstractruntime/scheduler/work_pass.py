@@ -128,6 +128,9 @@ class WorkPass:
     def _record_error(self, message: str) -> None:
         raise NotImplementedError  # provided by Scheduler
 
+    def release_kept_secrets(self) -> list[str]:
+        raise NotImplementedError  # provided by Scheduler
+
     @property
     def worker_id(self) -> str:
         """This scheduler's name in the store's leases (host:pid:random unless given)."""
@@ -214,6 +217,7 @@ class WorkPass:
         if concurrency < 1:
             raise InvalidInputError(f"concurrency must be >= 1, got {concurrency!r}")
         self.deliver_kept_events()
+        self.release_kept_secrets()
         if concurrency > 1:
             return asyncio.run(self._awork_pass(limit, concurrency, stop_event))
         claims = self.work_claims()

@@ -143,3 +143,7 @@ class HashChainedLedgerStore(LedgerStore):
     def retain_secrets(self, run_id: str, commitments: Collection[str]) -> None:
         """Delegates to the inner store."""
         self._inner.retain_secrets(run_id, commitments)
+
+    def runs_keeping_secrets(self) -> builtins.list[str]:
+        """Delegates to the inner store."""
+        return self._inner.runs_keeping_secrets()

@@ -445,6 +445,15 @@ class JsonlLedgerStore(LedgerStore):
             return
         atomic_write_bytes(path, b"".join(canonical_json(e) + b"\n" for e in keep), durable=self._durable)
 
+    def runs_keeping_secrets(self) -> builtins.list[str]:
+        """The runs that have a ``secrets.jsonl`` (one directory listing and a stat per run)."""
+        runs = self._files.root / "runs"
+        try:
+            names = sorted(entry.name for entry in os.scandir(runs) if entry.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            return []
+        return [name for name in names if os.path.isfile(runs / name / SECRETS_FILE)]
+
     def get_secrets(self, run_id: str) -> builtins.list[dict[str, Any]]:
         """The kept values (a torn last line from an interrupted append is skipped)."""
         path = self._files.run_dir(run_id) / SECRETS_FILE

@@ -156,6 +156,7 @@ class FileStore:
         kwargs.setdefault("artifact_store", self.artifacts)
         for name, value in self.runtime_defaults.items():
             kwargs.setdefault(name, value)
+        kwargs.setdefault("snapshot_store", self.snapshots)
         return Runtime(run_store=self.runs, ledger_store=self.ledger, **kwargs)
 
     def close(self) -> None:

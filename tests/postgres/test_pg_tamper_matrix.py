@@ -249,8 +249,6 @@ def test_anchor_rows_edited_or_deleted_change_nothing(open_pg: Callable[..., Any
 # -- snapshots, bookmarks, artifacts ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="snapshot restore takes the snapshot row's run_state as it is: the state is "
-                   "not proven against the run's ledger (core/restore.py, storage/postgres/marks.py)")
 def test_a_snapshot_row_whose_state_was_edited_is_refused(open_pg: Callable[..., Any], admin: Any,
                                                           pg_schema: str) -> None:
     store = open_pg()

@@ -135,7 +135,7 @@ def test_a_snapshot_naming_other_code_is_not_forked_onto_it(setting: Setting) ->
     doc = json.loads(path.read_text())
     # The snapshot names the attacker's file (and its hash), and a source run that does not exist.
     doc["workflow"] = {"workflow_id": "job", "source": str(evil), "sha256": hashlib.sha256(evil.read_bytes()).hexdigest()}
-    doc["run_id"] = doc["run_state"]["run_id"] = "gone"
+    doc["run_id"] = doc["run_state"]["run_id"] = doc["state"]["run"]["run_id"] = "gone"
     path.write_text(json.dumps(doc))
     fork = setting.cli("snapshot", "restore", snap_id, "--fork", "--run-id", "f1")
     assert fork.returncode == 1, fork.stderr

@@ -404,8 +404,6 @@ def test_index_rows_edited_or_deleted_make_no_run_advance(tmp_path: Path) -> Non
 # -- snapshots/*.json (store level) ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="snapshot restore takes the snapshot file's run_state as it is: the state "
-                   "is not proven against the run's ledger (core/restore.py, storage/snapshots.py)")
 def test_a_snapshot_whose_state_was_edited_is_refused(tmp_path: Path, signer: Any) -> None:
     root = tmp_path / "store"
     store = open_store(root)

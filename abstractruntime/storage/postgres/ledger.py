@@ -288,11 +288,16 @@ class PostgresLedgerStore(LedgerStore):
         Values of records already in the ledger go in at once. The others wait for the
         :meth:`append_lines` of this thread that writes their records and go in with them, in
         the same transaction: a batch refused (another writer moved the head) keeps none, so
-        no value is left that matches no record.
+        no value is left that matches no record. A snapshot's pin and its removal, which
+        belong to no record, go in at once.
         """
         if not entries:
             return
         wanted = [dict(e) for e in entries]
+        if all("pin" in e or "unpin" in e for e in wanted):
+            with self.db.connection() as conn, conn.transaction():
+                self._insert_secrets(conn, run_id, wanted)
+            return
         if all("record_hash" not in e for e in wanted):  # format 3: with the next batch of this thread
             staged: dict[str, list[dict[str, Any]]] = self._staged.__dict__.setdefault("runs", {})
             staged.setdefault(run_id, []).extend(wanted)
@@ -325,6 +330,12 @@ class PostgresLedgerStore(LedgerStore):
             rows = conn.execute(f"SELECT entry FROM {self.db.s}.secrets WHERE run_id = %s ORDER BY id",
                                 [run_id]).fetchall()
         return [doc for doc in (loads_strict(bytes(row[0])) for row in rows) if isinstance(doc, dict)]
+
+    def runs_keeping_secrets(self) -> List[str]:
+        """The runs that have rows in ``secrets``."""
+        with self.db.connection() as conn:
+            rows = conn.execute(f"SELECT DISTINCT run_id FROM {self.db.s}.secrets ORDER BY run_id").fetchall()
+        return [str(row[0]) for row in rows]
 
     def retain_secrets(self, run_id: str, commitments: Collection[str]) -> None:
         """Keep only the values ``commitments`` (and snapshot pins) still need, in one transaction."""

@@ -71,6 +71,7 @@ class PostgresStore:
         kwargs.setdefault("artifact_store", self.artifacts)
         for name, value in self.runtime_defaults.items():
             kwargs.setdefault(name, value)
+        kwargs.setdefault("snapshot_store", self.snapshots)
         return Runtime(run_store=self.runs, ledger_store=self.ledger, **kwargs)
 
     def close(self) -> None:
