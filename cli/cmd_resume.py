@@ -207,7 +207,8 @@ def emit_cmd(
 
     result = emit_event(store.runs, event_key, data, resolve=resolve, check=check, hand_off=hand_off,
                         allow_drift=allow_drift, lock_wait=max(wait, EMIT_LOCK_WAIT),
-                        event_id=event_id, events=store.events if event_id is not None else None, keep=keep)
+                        event_id=event_id, events=store.events if event_id is not None else None, keep=keep,
+                        ledger=store.ledger)
     elsewhere = result.already_answered
     if elsewhere:
         s.info(f"{len(elsewhere)} run(s) already answered: {', '.join(elsewhere[:10])}"

@@ -129,7 +129,7 @@ def emit(store: Any, event_id: str, runtime: Any) -> Any:
     from abstractruntime.scheduler.events import emit_event
 
     return emit_event(store.runs, "invoice", {"invoice": event_id}, resolve=lambda run: (INVOICES, runtime),
-                      event_id=event_id, events=store.events)
+                      event_id=event_id, events=store.events, ledger=store.ledger)
 
 
 def seen(store: Any, run_id: str) -> int:

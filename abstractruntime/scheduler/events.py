@@ -14,6 +14,9 @@ waits it goes to — before any run is resumed; each resume names its wait and c
 
 - a second emit of a delivered id does nothing (``outcome == "already_delivered"``), even when
   a run started waiting on the key since;
+- an id the event log has no record of (its record deleted) is first looked for in the ledgers
+  of the runs waiting on the key (with ``ledger=store.ledger``): a run that was given the event and waits on the key again is
+  not given it twice (a recipient no longer waiting on the key is not consulted);
 - an emit killed after recording the id leaves it open: the next emit of the id resumes the
   waits it recorded that are still unanswered (a wait takes one answer, so none twice);
 - two emits of one id at once: one delivers, the other finds it delivered (or, if the first is
@@ -48,6 +51,7 @@ from ..storage.event_ids import (
 from ..storage.query import waiting_on
 
 if TYPE_CHECKING:
+    from ..core.ports import LedgerStore
     from ..core.runtime import Runtime
     from ..core.spec import WorkflowSpec
 
@@ -116,6 +120,7 @@ def emit_event(
     events: Optional[EventLog] = None,
     keep: Optional[Duration] = None,
     now: Optional[datetime] = None,
+    ledger: Optional["LedgerStore"] = None,
 ) -> EmitResult:
     """Answer every run waiting on ``event_key`` with ``payload``.
 
@@ -126,7 +131,9 @@ def emit_event(
 
     ``event_id`` (with ``events``, the store's event log) delivers the event at most once per
     store; ``keep`` (with an id) keeps it for the first run that waits on the key within that
-    duration. See the module docstring.
+    duration. ``ledger`` (the store's, ``store.ledger``) lets the first emit of an id the event
+    log has no record of find it in the ledgers of the runs waiting on the key. See the module
+    docstring.
     """
     delivery = _Delivery(run_store=run_store, resolve=resolve, hand_off=hand_off, allow_drift=allow_drift,
                          lock_wait=lock_wait, check=check, limit=limit)
@@ -156,6 +163,13 @@ def emit_event(
         record = events.get(event_id)
         if record is None:
             runs = waiting_on(run_store, event_key, limit=limit)
+            if ledger is not None and any(_given(ledger, run.run_id, event_id) for run in runs):
+                # The event log lost the id (deleted, or a store copied without it), but a waiting
+                # run's ledger shows the event delivered: record that, deliver nothing again.
+                events.create(EventRecord(event_id=event_id, event_key=event_key,
+                                          payload_sha256=payload_digest(payload), created_at=to_iso(moment)))
+                events.finish(event_id, DELIVERED)
+                return EmitResult(event_id=event_id, outcome="already_delivered")
             if not runs and keep_for is None:
                 raise NotFoundError(f"no run is waiting on {event_key!r}", event_key=event_key)
             record = EventRecord(
@@ -213,6 +227,23 @@ def deliver_kept_events(
             total.merge(delivery.kept(events, record, moment))
     delivery.wake(total)
     return total
+
+
+def _given(ledger: "LedgerStore", run_id: str, event_id: str) -> bool:
+    """Whether the run's ledger shows any of its waits answered with this event.
+
+    Read on the first emit of an id (the event log has no record of it), once per waiting run;
+    an emit of a recorded id reads no ledger. A run's ledger is its own proof of what it was given.
+    """
+    try:
+        records = ledger.list(run_id)
+    except AbstractRuntimeError:
+        return False  # the resume that follows reports what is wrong with the run
+    for doc in records:
+        result = doc.get("result")
+        if doc.get("kind") == "resume" and isinstance(result, dict) and result.get("event_id") == event_id:
+            return True
+    return False
 
 
 def _closed(record: EventRecord) -> EmitResult:

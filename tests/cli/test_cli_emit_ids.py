@@ -238,3 +238,19 @@ def test_the_events_directory_is_as_the_file_format_page_describes(tmp_path: Pat
     assert lines[1]["target"] == {"run_id": "r7", "wait_id": "w1"} and "at" in lines[1]
     assert lines[2]["state"] == "delivered" and "at" in lines[2]
     assert not kept.exists()
+
+
+def test_an_id_whose_record_was_deleted_is_not_given_again_to_the_run_that_got_it(tmp_path: Path) -> None:
+    # The event log is a convenience: the run's ledger shows the event given to it (result.event_id).
+    store = tmp_path / "store"
+    _start(store, tmp_path, TWICE, "a")
+    assert _cli(store, "emit", "go", "--id", "e1").returncode == 0
+    assert _deliveries(store, "a") == [("w1", "e1")]
+    for path in (store / "events").rglob("*"):
+        if path.is_file():
+            path.unlink()
+    again = _cli(store, "emit", "go", "--id", "e1")
+    assert again.returncode == 0 and "already delivered" in again.stderr, again
+    assert _deliveries(store, "a") == [("w1", "e1")] and _wait_id(store, "a") == "w2"
+    assert _cli(store, "emit", "go", "--id", "e2").returncode == 0
+    assert _deliveries(store, "a") == [("w1", "e1"), ("w2", "e2")]

@@ -389,8 +389,6 @@ def test_an_event_row_forged_as_delivered_is_not_delivered(open_pg: Callable[...
     assert emit(store, "inv-2", runtime).outcome == "already_delivered" and seen(store, run_id) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="the events table is the only record of which ids were delivered; a deleted "
-                   "row lets the id be delivered again to a run that waits on its key again")
 def test_an_event_row_deleted_does_not_deliver_the_event_again(open_pg: Callable[..., Any], admin: Any,
                                                                pg_schema: str) -> None:
     store = open_pg()
