@@ -15,9 +15,9 @@ from typing import Any, Optional, Sequence
 
 from .errors import InvalidInputError
 from .jcs import jcs
-from .redaction import Redactor
+from .redaction import NoRedaction, Redactor
 from .secret_values import SecretKeeper, seal_value
-from .values import ValueTable, ValueWriter
+from .values import ValueTable, ValueWriter, json_copy
 
 
 class RecordEncoder:
@@ -31,6 +31,9 @@ class RecordEncoder:
         self.table = table
         self.writer: Optional[ValueWriter] = ValueWriter(table) if store_values else None
         self._mark: Optional[tuple[int, int]] = None
+        # The built-in rules return new containers; another redactor may hand back the run's own
+        # objects, which the record's stored values must not share (the run changes them in place).
+        self._copy = not _returns_copies(redactor)
 
     def is_secret_path(self, path: Sequence[Any]) -> bool:
         """True when a key on ``path`` names a secret (the value there is redacted whole)."""
@@ -47,7 +50,7 @@ class RecordEncoder:
         except RecursionError:
             jcs(value, root=_name(root, path))  # a cycle: say where
             raise InvalidInputError("Value is nested too deeply to store") from None
-        return stored
+        return json_copy(stored) if self._copy else stored
 
     def slot(self, value: Any, path: Sequence[Any], seq: int, root: str = "vars") -> Any:
         """What a record stores for ``value`` found at ``path``: see the module docstring."""
@@ -91,6 +94,13 @@ class RecordEncoder:
             return text
         redact = getattr(self.redactor, "redact_text", None)
         return redact(text) if redact is not None else text
+
+
+def _returns_copies(redactor: Redactor) -> bool:
+    """True when ``redactor`` is the built-in one, whose walk builds every container anew."""
+    cls = type(redactor)
+    return isinstance(redactor, Redactor) and not isinstance(redactor, NoRedaction) and all(
+        getattr(cls, name) is getattr(Redactor, name) for name in ("redact_at", "redact_collect", "_walk", "_walk_dict"))
 
 
 def _name(root: str, path: Sequence[Any]) -> str:

@@ -198,7 +198,8 @@ class RunSession:
         to check what the record's kind implies."""
         enc, run = self.encoder, self.run
         seq = self.head.seq + 1
-        ops = [SetOp([], run.vars)] if full else self.tracker.diff(run.vars, result=result, result_path=result_path)
+        ops = [SetOp([], run.vars)] if full else self.tracker.diff(run.vars, result=result, result_path=result_path,
+                                                                   opaque=enc.is_secret_path)
         at = rec.ended_at or rec.started_at
         fields: dict[str, Any] = {"format": RECORD_FORMAT, "seq": seq, "kind": rec.kind,
                                   "status": getattr(rec.status, "value", rec.status), "at": at,

@@ -190,8 +190,11 @@ class ValueTable:
                 stack.append((item, True))  # after its contents: inner definitions come first
             if kind in ("ref", "secret"):
                 continue
-            inner = item[LIT] if kind == "lit" else item[VAL] if kind == "val" else item[ITEMS] if kind == "ext" else item
-            children = inner if isinstance(inner, list) else list(inner.values()) if isinstance(inner, dict) else []
+            if kind == "val":
+                children = [item[VAL]]  # the value itself, which may be a marker (a $lit, say)
+            else:
+                inner = item[LIT] if kind == "lit" else item[ITEMS] if kind == "ext" else item
+                children = inner if isinstance(inner, list) else list(inner.values())
             stack.extend((child, False) for child in reversed(children) if isinstance(child, (dict, list)))
         return found
 
@@ -212,9 +215,10 @@ class ValueTable:
             return {REF: value_id({EXT: stored[EXT], ITEMS: stored[ITEMS]})}
         if kind in ("ref", "secret"):
             return stored
-        if kind == "lit":
-            inner = self.ref_form(stored[LIT])
-            return stored if inner is stored[LIT] else {LIT: inner}
+        if kind == "lit":  # its keys are taken as they are; its values are values
+            literal = stored[LIT]
+            inner = {k: self.ref_form(v) if isinstance(v, (dict, list)) else v for k, v in literal.items()}
+            return stored if all(inner[k] is literal[k] for k in literal) else {LIT: inner}
         out = {k: self.ref_form(v) if isinstance(v, (dict, list)) else v for k, v in stored.items()}
         return out if any(out[k] is not stored[k] for k in stored) else stored
 
@@ -242,7 +246,10 @@ class ValueTable:
         if kind is None:
             return {k: self.resolve(v, secret, cache) if isinstance(v, (dict, list)) else v for k, v in stored.items()}
         if kind == "secret":
-            return secret(stored)
+            # A secret's value is kept as the record would have stored it (user objects using
+            # marker keys escaped): resolve it like any stored value.
+            real = secret(stored)
+            return self.resolve(real, secret, cache) if isinstance(real, (dict, list)) else real
         if kind == "lit":
             return {k: self.resolve(v, secret, cache) for k, v in stored[LIT].items()}
         if kind == "val":
@@ -308,8 +315,8 @@ class ValueTable:
                         stack.append(node[2])
             elif kind == "secret":
                 continue
-            elif kind == "lit":
-                stack.append(item[LIT])
+            elif kind == "lit":  # its keys are taken as they are; its values are values
+                stack.extend(item[LIT].values())
             elif kind == "val":
                 stack.append(item[VAL])
             elif kind == "ext":

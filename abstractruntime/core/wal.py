@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from .errors import InvalidInputError
-from .markers import LIT, REF, VAL, marker_kind
+from .markers import LIT, REF, VAL, has_marker_key, marker_kind
 from .state import RUN_FIELDS, StateImage
 from .values import ValueTable, is_ambiguous, json_copy, same_value
 
@@ -110,18 +110,21 @@ class DeltaTracker:
         self._private: dict[str, Any] = json_copy(variables)
         self._ambiguous = {name: is_ambiguous(value) for name, value in self._private.items()}
 
-    def diff(self, variables: Any, *, result: Any = None, result_path: Optional[Path] = None) -> list[VarOp]:
+    def diff(self, variables: Any, *, result: Any = None, result_path: Optional[Path] = None,
+             opaque: Optional[Callable[[Path], bool]] = None) -> list[VarOp]:
         """The operations that turn the last variables into ``variables`` (nothing is remembered
         until :meth:`commit`). ``result`` is the object the record holds as its result: a variable
-        that *is* it becomes a :class:`ResultOp` (``result_path``: where in the result it sits)."""
+        that *is* it becomes a :class:`ResultOp` (``result_path``: where in the result it sits).
+        ``opaque(path)``: the value there is stored whole (a secret), never changed by paths inside it."""
         if not isinstance(variables, dict):
             raise InvalidInputError(f"Run vars must be a JSON object, not {type(variables).__name__}")
         ops: list[VarOp] = []
-        self._diff(self._private, variables, [], ops, result, result_path, None)
+        self._diff(self._private, variables, [], ops, result, result_path, None, opaque)
         return ops
 
     def _diff(self, old: dict[str, Any], new: dict[str, Any], path: Path, ops: list[VarOp], result: Any,
-              result_path: Optional[Path], ambiguous: Optional[bool]) -> None:
+              result_path: Optional[Path], ambiguous: Optional[bool],
+              opaque: Optional[Callable[[Path], bool]]) -> None:
         for key in old:
             if key not in new:
                 ops.append(DeleteOp(path + [key]))
@@ -141,8 +144,11 @@ class DeltaTracker:
             flag = self._ambiguous.get(key, True) if ambiguous is None else ambiguous
             if same_value(prev, value, flag):
                 continue
-            if isinstance(prev, dict) and isinstance(value, dict):
-                self._diff(prev, value, here, ops, result, result_path, flag)
+            if isinstance(prev, dict) and isinstance(value, dict) and not has_marker_key(prev) \
+                    and not has_marker_key(value) and not (opaque is not None and opaque(here)):
+                # (An object using marker keys is stored whole, escaped, and a secret whole, as a
+                # marker: neither has paths inside.)
+                self._diff(prev, value, here, ops, result, result_path, flag, opaque)
             else:
                 ops.append(SetOp(here, value))
 
@@ -275,7 +281,7 @@ def apply_record(image: StateImage, doc: dict[str, Any], table: ValueTable, run_
 
 def _apply_op(image: StateImage, op: VarOp, result: Any, table: ValueTable) -> None:
     if isinstance(op, DeleteOp):
-        target = _walk_image(image.vars, op.path[:-1])
+        target = _walk_image(image.vars, op.path[:-1], table)
         target.pop(op.path[-1], None)
         image.touched([op.path[0]])
         return
@@ -290,19 +296,36 @@ def _apply_op(image: StateImage, op: VarOp, result: Any, table: ValueTable) -> N
         image.run["vars"] = value
         image.touched(None)
         return
-    target = _walk_image(image.vars, op.path[:-1])
+    target = _walk_image(image.vars, op.path[:-1], table)
     target[op.path[-1]] = value
     image.touched([op.path[0]])
 
 
-def _walk_image(root: dict[str, Any], path: Path) -> dict[str, Any]:
+def _walk_image(root: dict[str, Any], path: Path, table: ValueTable) -> dict[str, Any]:
+    """The object at ``path`` in the image's vars, for an operation to change it.
+
+    A path goes through values, not through how they are stored: a stored object met on the way
+    (``{"$v": id}``) is put in place as the object it stands for (its own stored form), and a
+    ``$lit`` object is entered by its literal keys. Anything else that is not an object is
+    replaced by a new, empty one.
+    """
     target = root
     for part in path:
-        nxt = target.get(part)
-        if not isinstance(nxt, dict) or marker_kind(nxt) is not None:
-            nxt = {}
-            target[part] = nxt
-        target = nxt
+        nxt: Any = target.get(part)
+        kind = marker_kind(nxt) if isinstance(nxt, dict) else "not an object"
+        if kind == "ref":
+            node = table.node(nxt[REF])
+            value = node[1] if node[0] == "val" else None
+            if isinstance(value, dict) and marker_kind(value) in (None, "lit"):
+                nxt = json_copy(table.ref_form(value))
+                target[part] = nxt
+                kind = marker_kind(nxt)
+        if kind == "lit":
+            target = nxt[LIT]
+        elif kind is None:
+            target = nxt
+        else:
+            target[part] = target = {}
     return target
 
 
