@@ -24,12 +24,15 @@ class RecordEncoder:
     """Turns live values into what a run's next record stores (one encoder per open run)."""
 
     def __init__(self, run_id: str, redactor: Redactor, keeper: SecretKeeper, table: ValueTable, *,
-                 store_values: bool) -> None:
+                 store_values: bool, writer: Optional[ValueWriter] = None) -> None:
         self.run_id = run_id
         self.redactor = redactor
         self.keeper = keeper
         self.table = table
-        self.writer: Optional[ValueWriter] = ValueWriter(table) if store_values else None
+        # ``writer``: the one an earlier session of the run used (it remembers what was stored).
+        if writer is None or writer.table is not table:
+            writer = ValueWriter(table)
+        self.writer: Optional[ValueWriter] = writer if store_values else None
         self._mark: Optional[tuple[int, int]] = None
         # The built-in rules return new containers; another redactor may hand back the run's own
         # objects, which the record's stored values must not share (the run changes them in place).
@@ -72,6 +75,16 @@ class RecordEncoder:
     def begin(self) -> None:
         """Start a record: what follows can be undone by :meth:`rollback`."""
         self._mark = (self.table.mark(), self.keeper.mark())
+        if self.writer is not None:
+            self.writer.begin_record()
+
+    def expect(self, ops: Sequence[Any]) -> None:
+        """Tell the writer which values of this record extend a list the delta tracker held."""
+        if self.writer is None:
+            return
+        for op in ops:
+            if getattr(op, "extends", 0) and op.private is not None:
+                self.writer.expect(op.value, op.base, op.private)
 
     def defined(self) -> list[str]:
         """The stored values defined since :meth:`begin`."""
@@ -85,6 +98,7 @@ class RecordEncoder:
         forgotten = self.table.rollback(table_mark)
         if self.writer is not None:
             self.writer.forget(forgotten)
+            self.writer.begin_record()
         self.keeper.rollback(keeper_mark)
         self._mark = None
 

@@ -34,7 +34,7 @@ from .records import RECORD_FORMAT, record_hash3
 from .secret_values import SecretKeeper, shown_text
 from .session import RunParts
 from .state import StateImage, digest_of
-from .values import UndefinedValueError, ValueTable
+from .values import UndefinedValueError, ValueTable, ValueWriter
 from .wal import apply_record, record_parts
 from .wal_legacy import replay as legacy_replay, secrets_by_record
 
@@ -159,13 +159,25 @@ def open_run(runs: RunStore, ledger: LedgerStore, run_id: str, *, for_writing: b
     last = tail[-1] if tail else base_doc
     keeper = _keeper(ledger, run_id, image, tail)
     checkpoint = materialize(image, table, keeper, head, strict=for_writing)
+    writer = _seeded_writer(image, table, checkpoint) if for_writing else None
     if external is not None:
         checkpoint.run = external  # a process-local edit (in-memory store): the runtime records it on write
-    parts = RunParts(checkpoint, image, table, keeper, head_digest=last.get("state") if last else None)
+    parts = RunParts(checkpoint, image, table, keeper, head_digest=last.get("state") if last else None,
+                     writer=writer)
     saved = start if base is not None and stored is not None and start == stored.ledger else None
     return OpenedRun(parts=parts, saved=saved, head=head, external=external, last_record=last,
                      saved_status=RunStatus(stored.run_doc.get("status")) if saved is not None and stored is not None
                      else None, notes=notes)
+
+
+def _seeded_writer(image: StateImage, table: ValueTable, checkpoint: Checkpoint) -> Optional[ValueWriter]:
+    """A writer that knows the stored values the run's variables are (so the next records refer to
+    them and extend them, instead of writing them again); none for a run that ended."""
+    if checkpoint.run.status.is_terminal:
+        return None
+    writer = ValueWriter(table)
+    writer.seed(image.vars, checkpoint.run.vars)
+    return writer
 
 
 def _replay(image: StateImage, docs: list[dict[str, Any]], table: ValueTable, run_id: str) -> None:
