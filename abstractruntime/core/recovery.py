@@ -234,15 +234,19 @@ def _proven_anchor(ledger: LedgerStore, run_id: str, upto: int) -> Optional[tupl
 
 
 def _keeper(ledger: LedgerStore, run_id: str, image: StateImage, tail: list[dict[str, Any]]) -> SecretKeeper:
-    """The run's secrets, read only when a marker needs them (most runs have none)."""
+    """The run's secrets: its key (new commitments must use it) and the values its markers commit to.
+
+    A marker may sit in the state, in a record of the tail, or inside a stored value the state
+    refers to (a conversation whose messages carry a key): a store that keeps secrets gives them
+    all, in one small read (most runs have none). Another store is asked only when a marker shows.
+    """
+    if has_capability(ledger, Capability.SECRETS):
+        return SecretKeeper.from_entries(ledger.get_secrets(run_id))
     from .jcs import jcs
 
     marker = ('"' + SECRET + '"').encode()
     if marker in jcs(image.document()) or any(marker in jcs(record_parts(doc)) for doc in tail):
         return SecretKeeper.from_entries(ledger.get_secrets(run_id))
-    if has_capability(ledger, Capability.SECRETS):
-        # Without markers the run still has its key, if any: new commitments must use it.
-        return SecretKeeper.from_entries(e for e in ledger.get_secrets(run_id) if "key" in e)
     return SecretKeeper()
 
 
