@@ -48,10 +48,9 @@ CHECKPOINT_BYTES = 1 << 20
 # Every ANCHOR_EVERY records a stored checkpoint is also kept as an anchor, so a past state
 # (state_at, --at) is rebuilt from the nearest anchor instead of from the start.
 ANCHOR_EVERY = 1024
-# A checkpoint names the ledger lines that define the values its state refers to, unless there
-# are more than HINT_DEFINITIONS of them and at least one record in DENSE_VALUES defines a value:
-# a reader then scans the ledger up to the checkpoint, which costs about the same.
-HINT_DEFINITIONS = 1024
+# A checkpoint names the ledger lines that define the values its state refers to, unless at
+# least one record in DENSE_VALUES defines a value: a reader then scans the ledger up to the
+# checkpoint, which costs about what reading the hinted lines would.
 DENSE_VALUES = 8
 _KERNEL_SMALL = ("metadata", "workflow", "origin")
 
@@ -418,17 +417,14 @@ class RunSession:
         return copied
 
     def _hints(self) -> list[list[int]]:
-        """Where the values the state refers to are defined — or nothing, when they are many and
-        most records define values (an agent's conversation refers to most of its ledger: a reader
-        scanning the ledger reads little more than the hinted lines, and a checkpoint then costs
-        the same at every length)."""
-        where, document = self.table.where, self.image.document()
-        ids = self.table.closure_within(document, HINT_DEFINITIONS)
-        if ids is None:
-            if len(self.table) * DENSE_VALUES >= self.durable.seq:
-                return []
-            ids = self.table.closure(document)
-        found = {where[vid] for vid in ids if vid in where}
+        """Where the values the state refers to are defined — or nothing when many records define
+        values (an agent's conversation refers to most of its ledger: a reader scanning the ledger
+        reads little more than the hinted lines, and a checkpoint then costs the same at every
+        length)."""
+        if len(self.table) * DENSE_VALUES >= self.durable.seq:
+            return []
+        where = self.table.where
+        found = {where[vid] for vid in self.table.closure(self.image.document()) if vid in where}
         return sorted([seq, offset] for seq, offset in found if offset is not None)
 
     def view(self) -> RunState:
@@ -509,5 +505,5 @@ def set_nested(target: dict[str, Any], dotted_key: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
-__all__ = ["ANCHOR_EVERY", "CHECKPOINT_BYTES", "CHECKPOINT_EVERY", "DENSE_VALUES", "HINT_DEFINITIONS", "RunParts",
+__all__ = ["ANCHOR_EVERY", "CHECKPOINT_BYTES", "CHECKPOINT_EVERY", "DENSE_VALUES", "RunParts",
            "RunSession", "StorePorts", "fail_run", "is_finished", "new_record", "set_nested"]

@@ -318,17 +318,9 @@ class ValueTable:
 
     def closure(self, stored: Any) -> set[str]:
         """The ids ``stored`` refers to, directly or through other stored values."""
-        found = self.closure_within(stored, None)
-        assert found is not None
-        return found
-
-    def closure_within(self, stored: Any, limit: Optional[int]) -> Optional[set[str]]:
-        """:meth:`closure`, or ``None`` as soon as it holds more than ``limit`` ids."""
         seen: set[str] = set()
         stack = [stored]
         while stack:
-            if limit is not None and len(seen) > limit:
-                return None
             item = stack.pop()
             if isinstance(item, list):
                 stack.extend(item)
