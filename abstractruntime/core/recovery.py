@@ -118,7 +118,10 @@ def open_run(runs: RunStore, ledger: LedgerStore, run_id: str, *, for_writing: b
     if stored is not None and not has_capability(runs, Capability.CHECKPOINTS):
         stored = None  # a 0.0.1-style store keeps only the RunState: the ledger rebuilds the rest
     external = stored.run_view() if stored is not None and stored.external else None
-    head = ledger.head(run_id)
+    # Where the ledger ends, to refuse a checkpoint beyond it; the chain-checked head comes with
+    # the tail read from the proven checkpoint below (a store that can, reads it off the last
+    # line instead of checking the whole ledger on every open).
+    head = ledger.peek_head(run_id) if has_capability(ledger, Capability.PEEK_HEAD) else ledger.head(run_id)  # type: ignore[attr-defined]
     if stored is not None and stored.ledger.seq > head.seq and stored.legacy is None:
         raise VerificationFailedError(
             f"run {run_id}: its checkpoint names ledger seq {stored.ledger.seq} but the ledger ends at seq {head.seq} "
