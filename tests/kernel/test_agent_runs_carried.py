@@ -1,6 +1,7 @@
 """An agent's run — its conversation stored once, extended by its tail — is carried whole by every
 path that reads or moves runs: ``state_at`` at any position, a rebuild from the ledger alone,
-the HTML report, ``store copy`` to PostgreSQL and back, and the PostgreSQL store itself.
+the HTML report, ``store copy`` to PostgreSQL and back, the PostgreSQL store itself, ``list()``
+in the dicts upstream 0.0.1 read, and snapshots (a fork, a restore in place).
 
 The run: 200 turns, each appending the model's 1 KB reply (every 40th carries an API key,
 redacted in the ledger) to ``vars["messages"]`` and calling the model with all of it, ticked a
@@ -197,3 +198,77 @@ def test_postgresql_runs_the_agent_loop_as_the_folder_does(agent_run: tuple[Path
         assert _vars(pg, run_id) == jcs(state.vars)
     finally:
         pg.close()
+
+
+def test_list_gives_upstream_dicts_with_the_conversation_resolved(agent_run: tuple[Path, str, Any]) -> None:
+    root, run_id, state = agent_run
+    store = FileStore(root, durability="none")
+    try:
+        records = store.runtime().get_ledger(run_id)
+    finally:
+        store.close()
+    effects = [r for r in records if r["effect_id"] is not None]
+    assert len(effects) >= 2 * TURNS
+    for record in records:
+        assert {"effect", "status", "attempt", "idempotency_key", "result", "record_hash", "prev_hash"} <= set(record)
+    for record in effects:
+        # Outcomes store neither their effect nor their key: list() gives both, as 0.0.1 did.
+        assert isinstance(record["effect"]["type"], str) and record["effect"]["type"] in ("llm_call", "ask_user")
+        assert isinstance(record["idempotency_key"], str) and len(record["idempotency_key"]) == 32
+        assert isinstance(record["attempt"], int)
+    final = state.vars["messages"]
+    for record in effects:
+        if record["effect"]["type"] == "llm_call":
+            shown = record["effect"]["payload"]["messages"]
+            assert len(shown) == record["effect_id"]
+            assert shown[-1]["content"] == final[record["effect_id"] - 1]["content"]
+            if record["status"] == "completed":
+                assert record["result"]["content"] == final[record["effect_id"]]["content"]
+    assert len({r["idempotency_key"] for r in effects}) == len({r["effect_id"] for r in effects})
+
+
+def test_a_snapshot_forks_and_restores_the_conversation_without_copying_it_again(
+        agent_run: tuple[Path, str, Any], tmp_path: Path) -> None:
+    from abstractruntime import fork_snapshot, restore_snapshot, take_snapshot
+
+    root, run_id, state = agent_run
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    store = FileStore(copy, durability="none")
+    try:
+        rt = store.runtime(effect_handlers=HANDLERS)
+        wf = agent()
+        snapshot = take_snapshot(rt, run_id, name="before-more")
+        store.snapshots.save(snapshot)
+        conversation = len(json.dumps(state.vars["messages"], separators=(",", ":")))
+        # A fork is a new run: its first record defines the conversation once, and it goes on.
+        fork = fork_snapshot(rt, snapshot, workflow=wf, run_id="agent-fork")
+        assert _vars(store, fork) == jcs(state.vars)
+        first = (copy / "runs" / fork / "ledger.jsonl").stat().st_size
+        assert first < 1.2 * conversation, (first, conversation)
+        waiting = rt.get_state(fork).waiting
+        after = rt.resume(workflow=wf, run_id=fork, wait_key=waiting.wait_key, payload={"answer": 5})
+        assert len(after.vars["messages"]) == TURNS + 6
+        grown = (copy / "runs" / fork / "ledger.jsonl").stat().st_size - first
+        assert grown < 5 * (2 * SIZE + 1200), grown
+        assert verify_run(store, fork).ok
+        # The source goes on, then is restored in place: the restore record refers to the
+        # conversation the run stored, it does not write it again.
+        waiting = rt.get_state(run_id).waiting
+        rt.resume(workflow=wf, run_id=run_id, wait_key=waiting.wait_key, payload={"answer": 3})
+        before = (copy / "runs" / run_id / "ledger.jsonl").stat().st_size
+        restored = restore_snapshot(rt, snapshot, workflow=wf)
+        assert jcs(restored.vars) == jcs(state.vars)
+        assert (copy / "runs" / run_id / "ledger.jsonl").stat().st_size - before < 4 * SIZE
+        assert _vars(store, run_id) == jcs(state.vars)
+        assert verify_run(store, run_id).ok
+    finally:
+        store.close()
+    store = FileStore(copy, durability="none")
+    try:
+        (copy / "runs" / run_id / "run.json").unlink()
+        (copy / "runs" / fork / "run.json").unlink()
+        assert _vars(store, run_id) == jcs(state.vars)  # both rebuilt from their ledgers alone
+        assert jcs(store.runtime().get_state(fork).vars["messages"][:TURNS + 1]) == jcs(state.vars["messages"])
+    finally:
+        store.close()
