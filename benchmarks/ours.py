@@ -58,6 +58,11 @@ class Sizes:
     fleet_workers: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     kill_runs: int = 400
     emit_samples: int = 30
+    # The agent loop (benchmarks/agent_loop.py)
+    agent_turns: list[int] = field(default_factory=lambda: [100, 200, 1000])
+    agent_variants: list[str] = field(default_factory=lambda: ["chat", "tools"])
+    agent_message_bytes: int = 1024
+    agent_langgraph_max_turns: int = 200
 
     @classmethod
     def quick(cls) -> "Sizes":
@@ -66,7 +71,8 @@ class Sizes:
                    flat_steps=10, roundtrips=3, cli_roundtrips=1, verify_records=500, list_counts=[300],
                    startup_reps=3, recovery_records=3000, recovery_behind=100, state_at_samples=5,
                    async_runs=40, async_serial_runs=5, pg_effect_steps=20, pg_rounds=1, pg_reps=1,
-                   pg_commit_samples=10, fleet_runs=30, fleet_workers=[1, 2], kill_runs=40, emit_samples=3)
+                   pg_commit_samples=10, fleet_runs=30, fleet_workers=[1, 2], kill_runs=40, emit_samples=3,
+                   agent_turns=[12, 24])
 
 
 def _store(work: str, durability: str) -> FileStore:

@@ -81,6 +81,11 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
 
     rows += cli_latency_rows(sc.get("cli_latency", {}))
     rows += _bytes_rows(sc.get("durable_steps", {}), up, lg, dbos)
+    from .agent_loop import rows as agent_rows  # here: that module builds its rows with Row
+
+    section = sc.get("agent_loop")
+    if not (isinstance(section, dict) and str(section.get("skipped", "")).startswith("not selected")):
+        rows += agent_rows(section)
     from .postgres import build_rows as postgres_rows  # here: that module builds its rows with Row
 
     rows += postgres_rows(results.get("postgres"))

@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import cli_latency, harness, ours, ours_async, ours_ops, ours_proof, ours_recovery, postgres, report
+from . import agent_loop, cli_latency, harness, ours, ours_async, ours_ops, ours_proof, ours_recovery, postgres, report
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -44,7 +44,11 @@ SCENARIOS: dict[str, Callable[[ours.Sizes, str], dict[str, Any]]] = {
     "checkpoint_proof": ours_proof.checkpoint_proof,
     "async_path": ours_async.async_path,
     "cli_latency": cli_latency.cli_latency,
+    "agent_loop": agent_loop.run,
 }
+# Scenarios that run their own baselines (in the bench venv, interleaved with ours): they get the
+# bench interpreter and the --baselines selection; the baselines above do not run for them alone.
+WITH_OWN_BASELINES = {"agent_loop"}
 VENV_HINT = "python -m venv .bench-venv && .bench-venv/bin/pip install -r benchmarks/requirements.txt"
 
 
@@ -129,6 +133,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     results: dict[str, Any] = {"format": 1, "started_at": started.isoformat(), "quick": args.quick,
                                "machine": machine(), "sizes": vars(sizes), "scenarios": {}, "baselines": {}}
     failed = False
+    python = bench_python(args.bench_python)
     with tempfile.TemporaryDirectory(prefix="abstractruntime-bench-") as work:
         for name, fn in SCENARIOS.items():
             if name not in only:
@@ -136,17 +141,23 @@ def main(argv: Optional[list[str]] = None) -> int:
                 continue
             console.print(f"[dim]measuring {name}…[/dim]")
             try:
-                results["scenarios"][name] = fn(sizes, work)
+                if name in WITH_OWN_BASELINES:
+                    results["scenarios"][name] = agent_loop.run(
+                        sizes, work, bench_python=python, baselines=set(wanted),
+                        log=lambda message: console.print(message, style="dim", markup=False, highlight=False))
+                else:
+                    results["scenarios"][name] = fn(sizes, work)
             except Exception as exc:  # report and go on: one broken scenario must not hide the others
                 failed = True
                 results["scenarios"][name] = {"error": f"{type(exc).__name__}: {exc}"}
                 console.print(traceback.format_exc(), markup=False)
-        python = bench_python(args.bench_python)
         for name in BASELINES:
             if name not in wanted:
                 results["baselines"][name] = {"skipped": "not selected (--baselines)"}
             elif not only:
                 results["baselines"][name] = {"skipped": "not selected (no file-store scenario selected)"}
+            elif set(only) <= WITH_OWN_BASELINES:
+                results["baselines"][name] = {"skipped": "not selected (the selected scenarios run their own)"}
             elif python is None:
                 results["baselines"][name] = {"skipped": f"no bench venv (create it: {VENV_HINT})"}
             else:
@@ -164,7 +175,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 console.print(f"[yellow]PostgreSQL group: {results['postgres']['skipped']}[/yellow]")
         else:
             results["postgres"] = {"skipped": "not selected (--postgres)"}
-    rows = report.build_rows(results)
+    # Scenarios left out by --only are in the JSON, not in the table.
+    rows = [r for r in report.build_rows(results) if not r.ours.startswith("skipped: not selected")]
     results["table"] = [r.to_dict() for r in rows]
     results["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
     out_dir = Path(args.output)
@@ -176,5 +188,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     out_console.print(report.render_rich(rows, f"abstractruntime benchmarks ({'quick' if args.quick else 'full'})"))
     if args.markdown:
         print(report.render_markdown(rows))
+        table = agent_loop.issue_table(results["scenarios"].get("agent_loop"))
+        if table:
+            print("\n" + table)
     print(f"results: {out_path}", file=sys.stderr)
     return 1 if failed else 0

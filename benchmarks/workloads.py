@@ -8,6 +8,7 @@ baseline scripts import this file from the bench venv.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -103,3 +104,65 @@ def run_to_end(runtime: Any, workflow: Any, run_id: str, *, max_steps: int = 100
         state = runtime.tick(workflow=workflow, run_id=run_id, max_steps=max_steps)
         if getattr(state.status, "value", state.status) != "running":
             return state
+
+
+# -- the agent loop (benchmarks/agent_loop.py and its baselines) ---------------------------------
+#
+# Each turn calls the model with the whole conversation and appends its reply; the "tools"
+# variant then calls one tool with the reply's tool call and appends the tool's output. Every
+# message is ``size`` bytes of compact JSON. The model and the tool look only at how many
+# messages they were given (a real client would also send them: the same cost for every system,
+# left out so that the numbers are the runtime's).
+
+
+def first_message() -> dict[str, Any]:
+    """The conversation's first message."""
+    return {"role": "user", "content": "Plan the migration, one step per turn."}
+
+
+def _padded(message: dict[str, Any], size: int) -> dict[str, Any]:
+    """``message`` with its ``content`` padded so that its compact JSON is ``size`` bytes."""
+    message["content"] = message.get("content", "")
+    missing = size - len(_compact(message))
+    if missing > 0:
+        message["content"] += " " + "x" * (missing - 1) if missing > 1 else " "
+    return message
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def model_reply(count: int, size: int, *, tools: bool) -> dict[str, Any]:
+    """The model's reply to a conversation of ``count`` messages (with one tool call when ``tools``)."""
+    message: dict[str, Any] = {"role": "assistant", "content": f"Reply to {count} messages."}
+    if tools:
+        message["tool_calls"] = [{"id": f"call_{count}", "type": "function",
+                                  "function": {"name": "search", "arguments": f'{{"query": "step {count}"}}'}}]
+    return _padded(message, size)
+
+
+def tool_output(call: dict[str, Any], size: int) -> dict[str, Any]:
+    """The tool's output for ``call``, as the message appended to the conversation."""
+    return _padded({"role": "tool", "tool_call_id": call["id"], "content": f"Results for {call['id']}."}, size)
+
+
+def conversation_bytes(messages: list[Any]) -> int:
+    """The conversation's own bytes: its compact JSON."""
+    return len(_compact(messages))
+
+
+def turn_costs(stamps: list[float], end: float, turns: int) -> dict[str, Any]:
+    """Mean seconds of turns 11–60 and of the last 50 turns (951–1,000 of 1,000).
+
+    ``stamps`` are the times of the model calls, one per turn: turn k lasts from call k to call
+    k + 1 (the last one to ``end``).
+    """
+    times = list(stamps[:turns]) + [end]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    early = gaps[10:60] or gaps[:len(gaps) // 2] or gaps
+    late = gaps[-50:] if len(gaps) >= 110 else gaps[len(gaps) // 2:] or gaps
+    first = 11 if len(gaps) >= 60 else 1
+    return {"early_turns": [first, first + len(early) - 1], "late_turns": [len(gaps) - len(late) + 1, len(gaps)],
+            "early_seconds": sum(early) / len(early) if early else 0.0,
+            "late_seconds": sum(late) / len(late) if late else 0.0}

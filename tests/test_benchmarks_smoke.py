@@ -120,3 +120,24 @@ def test_quick_postgres_group_with_dbos(tmp_path: Path) -> None:
         pytest.skip(dbos["skipped"])  # dbos (or its psycopg) not installed in the bench venv
     assert "error" not in dbos, dbos
     assert dbos["package"].startswith("dbos ") and dbos["steps"] == results["sizes"]["pg_effect_steps"]
+
+
+def test_agent_loop_group_runs_alone(tmp_path: Path) -> None:
+    """``python -m benchmarks.agent_loop --quick``: ours on every (turns, variant), the baselines of
+    the group in the bench venv when there is one (skipped with the reason otherwise), and none of
+    the other groups' baselines."""
+    results = _run(tmp_path, module="benchmarks.agent_loop")
+    section = results["scenarios"]["agent_loop"]
+    assert "error" not in section and "skipped" not in section, section
+    sizes = results["sizes"]
+    assert [(p["turns"], p["variant"]) for p in section["points"]] == [
+        (t, v) for t in sizes["agent_turns"] for v in sizes["agent_variants"]]
+    for point in section["points"]:
+        ours = point["ours"]
+        assert ours["disk_bytes"] >= ours["files"]["ledger"] > ours["conversation_bytes"]
+        for name in ("langgraph", "dbos"):
+            assert _measured_or_skipped(point[name]), (name, point[name])
+    for name in BASELINES:
+        assert results["baselines"][name]["skipped"], name
+    assert any(row["scenario"] == "agent loop" for row in results["table"])
+    assert not any(row["ours"].startswith("skipped: not selected") for row in results["table"])

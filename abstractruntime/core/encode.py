@@ -15,22 +15,28 @@ from typing import Any, Optional, Sequence
 
 from .errors import InvalidInputError
 from .jcs import jcs
-from .redaction import Redactor
+from .redaction import NoRedaction, Redactor
 from .secret_values import SecretKeeper, seal_value
-from .values import ValueTable, ValueWriter
+from .values import ValueTable, ValueWriter, json_copy
 
 
 class RecordEncoder:
     """Turns live values into what a run's next record stores (one encoder per open run)."""
 
     def __init__(self, run_id: str, redactor: Redactor, keeper: SecretKeeper, table: ValueTable, *,
-                 store_values: bool) -> None:
+                 store_values: bool, writer: Optional[ValueWriter] = None) -> None:
         self.run_id = run_id
         self.redactor = redactor
         self.keeper = keeper
         self.table = table
-        self.writer: Optional[ValueWriter] = ValueWriter(table) if store_values else None
+        # ``writer``: the one an earlier session of the run used (it remembers what was stored).
+        if writer is None or writer.table is not table:
+            writer = ValueWriter(table)
+        self.writer: Optional[ValueWriter] = writer if store_values else None
         self._mark: Optional[tuple[int, int]] = None
+        # The built-in rules return new containers; another redactor may hand back the run's own
+        # objects, which the record's stored values must not share (the run changes them in place).
+        self._copy = not _returns_copies(redactor)
 
     def is_secret_path(self, path: Sequence[Any]) -> bool:
         """True when a key on ``path`` names a secret (the value there is redacted whole)."""
@@ -47,7 +53,7 @@ class RecordEncoder:
         except RecursionError:
             jcs(value, root=_name(root, path))  # a cycle: say where
             raise InvalidInputError("Value is nested too deeply to store") from None
-        return stored
+        return json_copy(stored) if self._copy else stored
 
     def slot(self, value: Any, path: Sequence[Any], seq: int, root: str = "vars") -> Any:
         """What a record stores for ``value`` found at ``path``: see the module docstring."""
@@ -69,6 +75,16 @@ class RecordEncoder:
     def begin(self) -> None:
         """Start a record: what follows can be undone by :meth:`rollback`."""
         self._mark = (self.table.mark(), self.keeper.mark())
+        if self.writer is not None:
+            self.writer.begin_record()
+
+    def expect(self, ops: Sequence[Any]) -> None:
+        """Tell the writer which values of this record extend a list the delta tracker held."""
+        if self.writer is None:
+            return
+        for op in ops:
+            if getattr(op, "extends", 0) and op.private is not None:
+                self.writer.expect(op.value, op.base, op.private)
 
     def defined(self) -> list[str]:
         """The stored values defined since :meth:`begin`."""
@@ -82,6 +98,7 @@ class RecordEncoder:
         forgotten = self.table.rollback(table_mark)
         if self.writer is not None:
             self.writer.forget(forgotten)
+            self.writer.begin_record()
         self.keeper.rollback(keeper_mark)
         self._mark = None
 
@@ -91,6 +108,13 @@ class RecordEncoder:
             return text
         redact = getattr(self.redactor, "redact_text", None)
         return redact(text) if redact is not None else text
+
+
+def _returns_copies(redactor: Redactor) -> bool:
+    """True when ``redactor`` is the built-in one, whose walk builds every container anew."""
+    cls = type(redactor)
+    return isinstance(redactor, Redactor) and not isinstance(redactor, NoRedaction) and all(
+        getattr(cls, name) is getattr(Redactor, name) for name in ("redact_at", "redact_collect", "_walk", "_walk_dict"))
 
 
 def _name(root: str, path: Sequence[Any]) -> str:

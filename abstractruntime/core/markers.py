@@ -15,6 +15,7 @@ other object carrying a marker key is corruption (:func:`marker_kind` raises ``V
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 REF, VAL, EXT, ITEMS, SECRET, SHOWN, LIT = "$v", "$val", "$ext", "$items", "$secret", "$shown", "$lit"
@@ -58,8 +59,11 @@ def marker_kind(obj: dict[str, Any]) -> Optional[str]:
     return kind
 
 
+_ID = re.compile(r"[0-9a-f]{64}")
+
+
 def _is_id(value: Any) -> bool:
-    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    return isinstance(value, str) and len(value) == 64 and _ID.fullmatch(value) is not None
 
 
 def escape(value: Any) -> Any:

@@ -94,7 +94,8 @@ class Expander:
                 self._pending = delta["pending"]
             return doc
         run_id, table, pending = self.run_id, self._table, self._pending
-        seq = int(doc.get("seq") or self._count)
+        stated = doc.get("seq")
+        seq = stated if isinstance(stated, int) and not isinstance(stated, bool) and stated > 0 else self._count
         for part in record_parts(doc):
             table.collect(part, seq)
         delta = doc.get("delta") or {}

@@ -34,7 +34,7 @@ from .records import RECORD_FORMAT, record_hash3
 from .secret_values import SecretKeeper, shown_text
 from .session import RunParts
 from .state import StateImage, digest_of
-from .values import UndefinedValueError, ValueTable
+from .values import UndefinedValueError, ValueTable, ValueWriter
 from .wal import apply_record, record_parts
 from .wal_legacy import replay as legacy_replay, secrets_by_record
 
@@ -124,7 +124,10 @@ def open_run(runs: RunStore, ledger: LedgerStore, run_id: str, *, for_writing: b
     if stored is not None and not has_capability(runs, Capability.CHECKPOINTS):
         stored = None  # a 0.0.1-style store keeps only the RunState: the ledger rebuilds the rest
     external = stored.run_view() if stored is not None and stored.external else None
-    head = ledger.head(run_id)
+    # Where the ledger ends, to refuse a checkpoint beyond it; the chain-checked head comes with
+    # the tail read from the proven checkpoint below (a store that can, reads it off the last
+    # line instead of checking the whole ledger on every open).
+    head = ledger.peek_head(run_id) if has_capability(ledger, Capability.PEEK_HEAD) else ledger.head(run_id)  # type: ignore[attr-defined]
     if stored is not None and stored.ledger.seq > head.seq and stored.legacy is None:
         raise VerificationFailedError(
             f"run {run_id}: its checkpoint names ledger seq {stored.ledger.seq} but the ledger ends at seq {head.seq} "
@@ -165,13 +168,25 @@ def open_run(runs: RunStore, ledger: LedgerStore, run_id: str, *, for_writing: b
     last = tail[-1] if tail else base_doc
     keeper = _keeper(ledger, run_id, image, tail) if secrets else SecretKeeper()
     checkpoint = materialize(image, table, keeper, head, strict=for_writing)
+    writer = _seeded_writer(image, table, checkpoint) if for_writing else None
     if external is not None:
         checkpoint.run = external  # a process-local edit (in-memory store): the runtime records it on write
-    parts = RunParts(checkpoint, image, table, keeper, head_digest=last.get("state") if last else None)
+    parts = RunParts(checkpoint, image, table, keeper, head_digest=last.get("state") if last else None,
+                     writer=writer)
     saved = start if base is not None and stored is not None and start == stored.ledger else None
     return OpenedRun(parts=parts, saved=saved, head=head, external=external, last_record=last,
                      saved_status=RunStatus(stored.run_doc.get("status")) if saved is not None and stored is not None
                      else None, notes=notes)
+
+
+def _seeded_writer(image: StateImage, table: ValueTable, checkpoint: Checkpoint) -> Optional[ValueWriter]:
+    """A writer that knows the stored values the run's variables are (so the next records refer to
+    them and extend them, instead of writing them again); none for a run that ended."""
+    if checkpoint.run.status.is_terminal:
+        return None
+    writer = ValueWriter(table)
+    writer.seed(image.vars, checkpoint.run.vars)
+    return writer
 
 
 def _replay(image: StateImage, docs: list[dict[str, Any]], table: ValueTable, run_id: str) -> None:
@@ -228,15 +243,19 @@ def _proven_anchor(ledger: LedgerStore, run_id: str, upto: int) -> Optional[tupl
 
 
 def _keeper(ledger: LedgerStore, run_id: str, image: StateImage, tail: list[dict[str, Any]]) -> SecretKeeper:
-    """The run's secrets, read only when a marker needs them (most runs have none)."""
+    """The run's secrets: its key (new commitments must use it) and the values its markers commit to.
+
+    A marker may sit in the state, in a record of the tail, or inside a stored value the state
+    refers to (a conversation whose messages carry a key): a store that keeps secrets gives them
+    all, in one small read (most runs have none). Another store is asked only when a marker shows.
+    """
+    if has_capability(ledger, Capability.SECRETS):
+        return SecretKeeper.from_entries(ledger.get_secrets(run_id))
     from .jcs import jcs
 
     marker = ('"' + SECRET + '"').encode()
     if marker in jcs(image.document()) or any(marker in jcs(record_parts(doc)) for doc in tail):
         return SecretKeeper.from_entries(ledger.get_secrets(run_id))
-    if has_capability(ledger, Capability.SECRETS):
-        # Without markers the run still has its key, if any: new commitments must use it.
-        return SecretKeeper.from_entries(e for e in ledger.get_secrets(run_id) if "key" in e)
     return SecretKeeper()
 
 

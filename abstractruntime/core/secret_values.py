@@ -24,6 +24,7 @@ from .errors import SecretMissingError
 from .jcs import jcs
 from .markers import LIT, SECRET, SHOWN, escape, marker_kind, secret_marker
 from .redaction import REDACTED, Redactor
+from .values import json_copy
 
 if TYPE_CHECKING:
     from .values import ValueTable
@@ -94,6 +95,8 @@ class SecretKeeper:
             self._new_key = True
         commitment = self._hmac(value)
         if commitment not in self._values:
+            # A copy: the run may change the object in place before its record is written.
+            value = json_copy(value)
             self._values[commitment] = value
             self._unsaved.append({COMMITMENT_FIELD: commitment, VALUE_FIELD: value})
         return commitment

@@ -28,7 +28,7 @@ from .redaction import Redactor
 from .markers import SECRET
 from .secret_values import SecretKeeper, shown_text
 from .state import StateImage
-from .values import ValueTable
+from .values import ValueTable, ValueWriter
 from .wal import (
     DELTA_RUN_FIELDS,
     DeltaTracker,
@@ -48,6 +48,10 @@ CHECKPOINT_BYTES = 1 << 20
 # Every ANCHOR_EVERY records a stored checkpoint is also kept as an anchor, so a past state
 # (state_at, --at) is rebuilt from the nearest anchor instead of from the start.
 ANCHOR_EVERY = 1024
+# A checkpoint names the ledger lines that define the values its state refers to, unless at
+# least one record in DENSE_VALUES defines a value: a reader then scans the ledger up to the
+# checkpoint, which costs about what reading the hinted lines would.
+DENSE_VALUES = 8
 _KERNEL_SMALL = ("metadata", "workflow", "origin")
 
 
@@ -74,6 +78,10 @@ class RunParts:
     keeper: SecretKeeper = field(default_factory=SecretKeeper)
     # The digest the record at the durable head carries (None: none, or unknown).
     head_digest: Optional[str] = None
+    # What the run's writer remembers of the values it stored (None: nothing yet).
+    writer: Optional[ValueWriter] = None
+    # The variables as of the last record (None: take them from ``checkpoint``).
+    tracker: Optional[DeltaTracker] = None
 
 
 def _small_fields(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -104,7 +112,7 @@ class RunSession:
         self.chained = has_capability(ledger, Capability.CHAINED)
         self.sealed_lines = has_capability(ledger, Capability.SEALED_LINES)
         self.encoder = RecordEncoder(self.run_id, ports.redactor, self.keeper, self.table,
-                                     store_values=self.sealed_lines)
+                                     store_values=self.sealed_lines, writer=parts.writer)
         # The ledger head including queued records, and the head that is on disk.
         self.head = durable_head if durable_head is not None else parts.checkpoint.ledger
         self.durable = self.head
@@ -112,7 +120,7 @@ class RunSession:
         # The head the stored checkpoint reflects (None: no checkpoint stored yet).
         self.saved = saved_head
         self.saved_status: Optional[RunStatus] = parts.checkpoint.run.status if saved_head is not None else None
-        self.tracker = DeltaTracker(parts.checkpoint.run.vars)
+        self.tracker = parts.tracker if parts.tracker is not None else DeltaTracker(parts.checkpoint.run.vars)
         self._last = _small_fields(parts.checkpoint)
         self._last_pending = parts.checkpoint.pending.to_dict() if parts.checkpoint.pending else None
         self._last_effects = parts.checkpoint.effects
@@ -146,7 +154,8 @@ class RunSession:
 
     def parts(self) -> RunParts:
         """The session's state, to continue in another session (the caller stops using this one)."""
-        return RunParts(self.checkpoint, self.image, self.table, self.keeper, self.head_digest)
+        return RunParts(self.checkpoint, self.image, self.table, self.keeper, self.head_digest, self.encoder.writer,
+                        self.tracker)
 
     # -- recording -----------------------------------------------------------------------
 
@@ -198,7 +207,9 @@ class RunSession:
         to check what the record's kind implies."""
         enc, run = self.encoder, self.run
         seq = self.head.seq + 1
-        ops = [SetOp([], run.vars)] if full else self.tracker.diff(run.vars, result=result, result_path=result_path)
+        ops = [SetOp([], run.vars)] if full else self.tracker.diff(run.vars, result=result, result_path=result_path,
+                                                                   opaque=enc.is_secret_path)
+        enc.expect(ops)
         at = rec.ended_at or rec.started_at
         fields: dict[str, Any] = {"format": RECORD_FORMAT, "seq": seq, "kind": rec.kind,
                                   "status": getattr(rec.status, "value", rec.status), "at": at,
@@ -410,6 +421,12 @@ class RunSession:
         return copied
 
     def _hints(self) -> list[list[int]]:
+        """Where the values the state refers to are defined — or nothing when many records define
+        values (an agent's conversation refers to most of its ledger: a reader scanning the ledger
+        reads little more than the hinted lines, and a checkpoint then costs the same at every
+        length)."""
+        if len(self.table) * DENSE_VALUES >= self.durable.seq:
+            return []
         where = self.table.where
         found = {where[vid] for vid in self.table.closure(self.image.document()) if vid in where}
         return sorted([seq, offset] for seq, offset in found if offset is not None)
@@ -492,5 +509,5 @@ def set_nested(target: dict[str, Any], dotted_key: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
-__all__ = ["ANCHOR_EVERY", "CHECKPOINT_BYTES", "CHECKPOINT_EVERY", "RunParts", "RunSession", "StorePorts",
-           "fail_run", "is_finished", "new_record", "set_nested"]
+__all__ = ["ANCHOR_EVERY", "CHECKPOINT_BYTES", "CHECKPOINT_EVERY", "DENSE_VALUES", "RunParts",
+           "RunSession", "StorePorts", "fail_run", "is_finished", "new_record", "set_nested"]

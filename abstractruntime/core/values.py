@@ -8,9 +8,11 @@ definition met in a run's records is filed under its id (``sha256(JCS(node))``),
 extends one the writer stored is written as that list plus its new items.
 
 Finding that a value was stored before must cost what changed, not the size of the state: the
-writer keeps private copies of the values it stored lately and compares the run's value with
-them by content (``==`` runs in C; a value holding booleans, 0 or 1 is confirmed by
-:func:`strict_equal`, since Python says ``True == 1``). It never trusts object identity: a
+writer keeps private copies of the values it stored lately (:func:`private_copy`) and compares
+the run's value with them by content, with ``==``, which runs in C. Python says ``True == 1``
+and ``False == 0.0``; JSON does not, so a private copy holds every boolean and every number
+equal to 0 or 1 as an exact scalar (:class:`Exact`) whose ``==`` tells them apart: the
+comparison stays one C-level ``==`` and is exact. The writer never trusts object identity: a
 handler may have changed the object in place since.
 """
 
@@ -53,56 +55,76 @@ def json_copy(value: Any) -> Any:
 _NESTED = (dict, list, tuple)
 
 
-def is_ambiguous(value: Any) -> bool:
-    """True when ``value`` holds a boolean or a number equal to 0 or 1 (where ``==`` confuses types)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        cls = item.__class__
-        if cls is str or item is None:
-            continue
-        if cls is dict:
-            stack.extend(item.values())
-        elif cls is list or cls is tuple:
-            stack.extend(item)
-        elif isinstance(item, bool) or (isinstance(item, (int, float)) and item in (0, 1)):
-            return True
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-    return False
+class Exact:
+    """A boolean, 0 or 1 inside a private copy, equal only to what JSON holds equal to it.
+
+    ``True == 1`` and ``False == 0.0`` in Python; in JSON a boolean is never a number. A private
+    copy holds these scalars as the four instances of this class, so comparing it with a live
+    value stays one ``==`` (in C, calling back here only at these scalars) and is exact: ``1``
+    equals ``1.0`` (one JSON number) but not ``True``.
+    """
+
+    __slots__ = ("value",)
+    __hash__ = None  # type: ignore[assignment]  # only ever a value inside a container
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is Exact:
+            return other is self
+        value = self.value
+        if value is True or value is False:
+            return other is value
+        return isinstance(other, (int, float)) and not isinstance(other, bool) and other == value
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __repr__(self) -> str:
+        return f"Exact({self.value!r})"
 
 
-def strict_equal(a: Any, b: Any) -> bool:
-    """Equality as JSON sees it: like ``==`` but ``True`` is not ``1`` and ``False`` is not ``0``."""
-    stack = [(a, b)]
-    while stack:
-        x, y = stack.pop()
-        if isinstance(x, bool) or isinstance(y, bool):
-            if x is not y:
-                return False
-        elif isinstance(x, dict):
-            if not isinstance(y, dict) or x.keys() != y.keys():
-                return False
-            stack.extend((x[k], y[k]) for k in x)
-        elif isinstance(x, (list, tuple)):
-            if not isinstance(y, (list, tuple)) or type(x) is not type(y) or len(x) != len(y):
-                return False
-            stack.extend(zip(x, y))
-        elif x != y or isinstance(y, (dict, list, tuple)):
-            return False
-    return True
+_TRUE, _FALSE, _ZERO, _ONE = Exact(True), Exact(False), Exact(0), Exact(1)
+_SHARED = (str, type(None))
 
 
-def same_value(private: Any, live: Any, ambiguous: bool) -> bool:
-    """``live`` equals ``private`` (a copy the caller keeps), exactly as JSON data."""
+def private_copy(value: Any) -> Any:
+    """A copy of JSON data that nothing else holds, to compare later values with by ``==`` exactly.
+
+    Containers are copied (strings and other immutable scalars are shared); booleans and numbers
+    equal to 0 or 1 become :class:`Exact` scalars. Not for use as data: only for comparing.
+    """
+    cls = value.__class__
+    if cls is dict:
+        return {k: v if v.__class__ in _SHARED else private_copy(v) for k, v in value.items()}
+    if cls is list:
+        return [v if v.__class__ in _SHARED else private_copy(v) for v in value]
+    if cls is str or value is None:
+        return value
+    if cls is int or cls is float:
+        return _ZERO if value == 0 else _ONE if value == 1 else value
+    if cls is bool:
+        return _TRUE if value else _FALSE
+    if cls is tuple:
+        return tuple(private_copy(v) for v in value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):  # an IntEnum: JSON holds its number
+        return _ZERO if value == 0 else _ONE if value == 1 else value
+    if isinstance(value, dict):
+        return {k: private_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [private_copy(v) for v in value]
+    return value  # not JSON data: kept as it is (the encoder refuses it where it is written)
+
+
+def same_value(private: Any, live: Any) -> bool:
+    """``live`` equals ``private`` (a :func:`private_copy` the caller keeps), exactly as JSON data."""
     try:
-        if not private == live:
-            return False
+        return bool(private == live)
     except RecursionError:
         return False
-    return not ambiguous or strict_equal(private, live)
 
 
 def value_id(node: Any) -> str:
@@ -190,8 +212,11 @@ class ValueTable:
                 stack.append((item, True))  # after its contents: inner definitions come first
             if kind in ("ref", "secret"):
                 continue
-            inner = item[LIT] if kind == "lit" else item[VAL] if kind == "val" else item[ITEMS] if kind == "ext" else item
-            children = inner if isinstance(inner, list) else list(inner.values()) if isinstance(inner, dict) else []
+            if kind == "val":
+                children = [item[VAL]]  # the value itself, which may be a marker (a $lit, say)
+            else:
+                inner = item[LIT] if kind == "lit" else item[ITEMS] if kind == "ext" else item
+                children = inner if isinstance(inner, list) else list(inner.values())
             stack.extend((child, False) for child in reversed(children) if isinstance(child, (dict, list)))
         return found
 
@@ -212,9 +237,10 @@ class ValueTable:
             return {REF: value_id({EXT: stored[EXT], ITEMS: stored[ITEMS]})}
         if kind in ("ref", "secret"):
             return stored
-        if kind == "lit":
-            inner = self.ref_form(stored[LIT])
-            return stored if inner is stored[LIT] else {LIT: inner}
+        if kind == "lit":  # its keys are taken as they are; its values are values
+            literal = stored[LIT]
+            inner = {k: self.ref_form(v) if isinstance(v, (dict, list)) else v for k, v in literal.items()}
+            return stored if all(inner[k] is literal[k] for k in literal) else {LIT: inner}
         out = {k: self.ref_form(v) if isinstance(v, (dict, list)) else v for k, v in stored.items()}
         return out if any(out[k] is not stored[k] for k in stored) else stored
 
@@ -242,7 +268,10 @@ class ValueTable:
         if kind is None:
             return {k: self.resolve(v, secret, cache) if isinstance(v, (dict, list)) else v for k, v in stored.items()}
         if kind == "secret":
-            return secret(stored)
+            # A secret's value is kept as the record would have stored it (user objects using
+            # marker keys escaped): resolve it like any stored value.
+            real = secret(stored)
+            return self.resolve(real, secret, cache) if isinstance(real, (dict, list)) else real
         if kind == "lit":
             return {k: self.resolve(v, secret, cache) for k, v in stored[LIT].items()}
         if kind == "val":
@@ -308,8 +337,8 @@ class ValueTable:
                         stack.append(node[2])
             elif kind == "secret":
                 continue
-            elif kind == "lit":
-                stack.append(item[LIT])
+            elif kind == "lit":  # its keys are taken as they are; its values are values
+                stack.extend(item[LIT].values())
             elif kind == "val":
                 stack.append(item[VAL])
             elif kind == "ext":
@@ -326,7 +355,6 @@ class _Stored:
 
     vid: str
     copy: Any
-    ambiguous: bool
 
 
 class ValueWriter:
@@ -335,16 +363,48 @@ class ValueWriter:
     def __init__(self, table: ValueTable) -> None:
         self.table = table
         self._recent: OrderedDict[str, _Stored] = OrderedDict()
+        # For the record being encoded only (no user code runs until it is sealed, so nothing
+        # can change in between): lists known to extend a private copy, and values already stored.
+        self._expected: dict[int, tuple[Any, Any, Any]] = {}
+        self._done: dict[int, tuple[Any, str]] = {}
 
-    def remember(self, vid: str, live: Any, *, private: Any = None, ambiguous: Optional[bool] = None) -> None:
+    def begin_record(self) -> None:
+        """Forget what was known about the previous record's values."""
+        self._expected.clear()
+        self._done.clear()
+
+    def expect(self, live: list[Any], base: Any, private: Any) -> None:
+        """``live`` (a value of the record being encoded) is ``base`` — a private copy this writer
+        may remember — plus new items, and ``private`` is its private copy (the delta tracker
+        compared them already): storing it then costs no second comparison."""
+        self._expected[id(live)] = (live, base, private)
+
+    def remember(self, vid: str, live: Any, *, private: Any = None) -> None:
         """Keep a private copy of ``live`` (stored as ``vid``) to recognise it, or a list it grows into."""
         if not isinstance(live, (dict, list, tuple)):
             return
-        copy = private if private is not None else json_copy(live)
-        self._recent[vid] = _Stored(vid, copy, is_ambiguous(copy) if ambiguous is None else ambiguous)
+        copy = private if private is not None else private_copy(live)
+        self._recent[vid] = _Stored(vid, copy)
         self._recent.move_to_end(vid)
         while len(self._recent) > RECENT_VALUES:
             self._recent.popitem(last=False)
+
+    def seed(self, stored: dict[str, Any], live: dict[str, Any]) -> None:
+        """Remember the values a run's state refers to (``stored``: its variables as the state
+        document holds them; ``live``: the same variables resolved), so a run opened from its
+        records goes on referring to them and extending them."""
+        stack = [(stored, live)]
+        while stack:
+            doc, values = stack.pop()
+            for name, item in doc.items():
+                value = values.get(name) if isinstance(values, dict) else None
+                if not isinstance(item, dict) or not isinstance(value, (dict, list)):
+                    continue
+                kind = marker_kind(item)
+                if kind == "ref":
+                    self.remember(item[REF], value)
+                elif kind is None and isinstance(value, dict):
+                    stack.append((item, value))
 
     def forget(self, vids: list[str]) -> None:
         """Stop matching values whose definitions were rolled back."""
@@ -355,33 +415,50 @@ class ValueWriter:
         """A stored value equal to ``live``, if the writer remembers one."""
         if not isinstance(live, (dict, list, tuple)):
             return None
+        size = len(live)
         for stored in reversed(self._recent.values()):
-            if type(stored.copy) is type(live) and len(stored.copy) == len(live) \
-                    and same_value(stored.copy, live, stored.ambiguous):
+            if len(stored.copy) == size and same_value(stored.copy, live):
                 return stored
         return None
 
     def prefix(self, live: Any) -> Optional[_Stored]:
-        """The longest remembered list that ``live`` extends by appending."""
+        """The longest remembered list that ``live`` extends by appending.
+
+        Longest first, so the usual case — the list stored last, plus new items — costs one
+        comparison, whatever else is remembered.
+        """
         if not isinstance(live, list):
             return None
-        best: Optional[_Stored] = None
-        for stored in reversed(self._recent.values()):
-            size = len(stored.copy) if isinstance(stored.copy, list) else -1
-            if 0 < size < len(live) and (best is None or size > len(best.copy)) \
-                    and same_value(stored.copy, live[:size], stored.ambiguous):
-                best = stored
-        return best
+        expected = self._expected.get(id(live))
+        if expected is not None and expected[0] is live:
+            for stored in self._recent.values():
+                if stored.copy is expected[1]:
+                    return stored
+        size = len(live)
+        shorter = [s for s in self._recent.values() if s.copy.__class__ is list and 0 < len(s.copy) < size]
+        shorter.sort(key=lambda s: len(s.copy), reverse=True)
+        for stored in shorter:
+            copy, n = stored.copy, len(stored.copy)
+            # Cheap refusals first: the last and first items.
+            if same_value(copy[n - 1], live[n - 1]) and same_value(copy[0], live[0]) \
+                    and same_value(copy, live[:n]):
+                return stored
+        return None
 
     def store(self, live: Any, encode: Callable[[Any], tuple[Any, bytes]], seq: int) -> Any:
         """What a record writes for ``live``: a reference, a list extension, a definition, or ``live`` inline.
 
         ``encode(value)`` returns the value's stored form (redacted, escaped) and its JCS bytes.
         """
+        done = self._done.get(id(live))
+        if done is not None and done[0] is live:
+            return {REF: done[1]}  # the same object earlier in this record: unchanged since
         same = self.match(live)
         if same is not None:
             self._recent.move_to_end(same.vid)
-            return {REF: same.vid}
+            return self._stored(live, same.vid, {REF: same.vid})
+        expected = self._expected.get(id(live))
+        private = expected[2] if expected is not None and expected[0] is live else None
         base = self.prefix(live)
         if base is not None:
             tail = live[len(base.copy):]
@@ -389,21 +466,25 @@ class ValueWriter:
             node = {EXT: base.vid, ITEMS: items}
             vid = value_id(node)
             self.table.add_ext(vid, base.vid, items, seq)
-            tail_copy = [json_copy(item) for item in tail]
-            self.remember(vid, live, private=base.copy + tail_copy,
-                          ambiguous=base.ambiguous or is_ambiguous(tail_copy))
-            return node
+            if private is None:
+                private = base.copy + [private_copy(item) for item in tail]
+            self.remember(vid, live, private=private)
+            return self._stored(live, vid, node)
         stored, encoded = encode(live)
         if len(encoded) < VALUE_THRESHOLD or (isinstance(stored, dict) and SECRET in stored):
             return stored
         vid = sha256_hex(encoded)
+        self.remember(vid, live, private=private)
         if vid in self.table:
-            self.remember(vid, live)
-            return {REF: vid}
+            return self._stored(live, vid, {REF: vid})
         self.table.add_val(vid, stored, seq)
-        self.remember(vid, live)
-        return {VAL: stored}
+        return self._stored(live, vid, {VAL: stored})
+
+    def _stored(self, live: Any, vid: str, node: Any) -> Any:
+        if isinstance(live, (dict, list, tuple)):
+            self._done[id(live)] = (live, vid)
+        return node
 
 
-__all__ = ["RECENT_VALUES", "VALUE_THRESHOLD", "UndefinedValueError", "ValueTable", "ValueWriter", "is_ambiguous",
-           "json_copy", "same_value", "strict_equal", "value_id"]
+__all__ = ["RECENT_VALUES", "VALUE_THRESHOLD", "Exact", "UndefinedValueError", "ValueTable", "ValueWriter", "json_copy",
+           "private_copy", "same_value", "value_id"]

@@ -7,22 +7,23 @@ is a list of typed operations (:class:`SetOp`, :class:`DeleteOp`, :class:`Result
 
 Writers find the operations with a :class:`DeltaTracker`: it keeps a private copy of the
 variables as of the last record and compares the run's variables with it *by content* (``==``
-runs in C; see :func:`~abstractruntime.core.values.same_value`), descending only into objects
-that changed — so a record costs what changed, not the size of the state, and a handler that
-changes an object in place is seen. :func:`apply_record` replays a stored format-3 record onto
+runs in C, exactly as JSON compares; see :func:`~abstractruntime.core.values.private_copy`),
+descending only into objects that changed, and a list that grew by appending costs its new
+items — so a record costs what changed, not the size of the state, and a handler that changes
+an object in place is seen. :func:`apply_record` replays a stored format-3 record onto
 a :class:`~abstractruntime.core.state.StateImage`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Any, Optional, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Union
 
 from .errors import InvalidInputError
-from .markers import LIT, REF, VAL, marker_kind
+from .markers import LIT, REF, VAL, has_marker_key, marker_kind
 from .state import RUN_FIELDS, StateImage
-from .values import ValueTable, is_ambiguous, json_copy, same_value
+from .values import ValueTable, json_copy, private_copy, same_value
 
 Path = list[str]
 
@@ -35,10 +36,19 @@ DELTA_KERNEL_FIELDS = ("effects", "pending", "metadata", "workflow", "origin")
 
 @dataclass(frozen=True)
 class SetOp:
-    """``vars[path] = value`` (the empty path replaces all vars)."""
+    """``vars[path] = value`` (the empty path replaces all vars).
+
+    ``extends``: the value is the list the tracker held at ``path`` — ``base``, a private copy
+    of that many items — plus new ones; ``private`` is then the private copy of the whole value
+    (``base`` plus copies of the new items), made once and shared with the value writer, which
+    stores such a list by its tail.
+    """
 
     path: Path
     value: Any
+    extends: int = 0
+    base: Any = field(default=None, compare=False, repr=False)
+    private: Any = field(default=None, compare=False, repr=False)
 
     def encode(self, value: Any) -> list[Any]:
         """The stored operation, with ``value`` as the record stores it."""
@@ -107,21 +117,22 @@ class DeltaTracker:
 
     def reset(self, variables: dict[str, Any]) -> None:
         """Take ``variables`` as what the next operations are relative to."""
-        self._private: dict[str, Any] = json_copy(variables)
-        self._ambiguous = {name: is_ambiguous(value) for name, value in self._private.items()}
+        self._private: dict[str, Any] = private_copy(variables)
 
-    def diff(self, variables: Any, *, result: Any = None, result_path: Optional[Path] = None) -> list[VarOp]:
+    def diff(self, variables: Any, *, result: Any = None, result_path: Optional[Path] = None,
+             opaque: Optional[Callable[[Path], bool]] = None) -> list[VarOp]:
         """The operations that turn the last variables into ``variables`` (nothing is remembered
         until :meth:`commit`). ``result`` is the object the record holds as its result: a variable
-        that *is* it becomes a :class:`ResultOp` (``result_path``: where in the result it sits)."""
+        that *is* it becomes a :class:`ResultOp` (``result_path``: where in the result it sits).
+        ``opaque(path)``: the value there is stored whole (a secret), never changed by paths inside it."""
         if not isinstance(variables, dict):
             raise InvalidInputError(f"Run vars must be a JSON object, not {type(variables).__name__}")
         ops: list[VarOp] = []
-        self._diff(self._private, variables, [], ops, result, result_path, None)
+        self._diff(self._private, variables, [], ops, result, result_path, opaque)
         return ops
 
     def _diff(self, old: dict[str, Any], new: dict[str, Any], path: Path, ops: list[VarOp], result: Any,
-              result_path: Optional[Path], ambiguous: Optional[bool]) -> None:
+              result_path: Optional[Path], opaque: Optional[Callable[[Path], bool]]) -> None:
         for key in old:
             if key not in new:
                 ops.append(DeleteOp(path + [key]))
@@ -138,11 +149,17 @@ class DeltaTracker:
                 ops.append(SetOp(here, value))
                 continue
             prev = old[key]
-            flag = self._ambiguous.get(key, True) if ambiguous is None else ambiguous
-            if same_value(prev, value, flag):
+            if same_value(prev, value):
                 continue
-            if isinstance(prev, dict) and isinstance(value, dict):
-                self._diff(prev, value, here, ops, result, result_path, flag)
+            if prev.__class__ is dict and isinstance(value, dict) and not has_marker_key(prev) \
+                    and not has_marker_key(value) and not (opaque is not None and opaque(here)):
+                # (An object using marker keys is stored whole, escaped, and a secret whole, as a
+                # marker: neither has paths inside.)
+                self._diff(prev, value, here, ops, result, result_path, opaque)
+            elif prev.__class__ is list and isinstance(value, list) and _extends(prev, value):
+                n = len(prev)
+                ops.append(SetOp(here, value, extends=n, base=prev,
+                                 private=prev + [private_copy(item) for item in value[n:]]))
             else:
                 ops.append(SetOp(here, value))
 
@@ -151,20 +168,25 @@ class DeltaTracker:
         for op in ops:
             if isinstance(op, ResultOp):
                 # ``result`` is the object the variable holds (found at op.subpath in the record's result).
-                _set_path(self, op.path, json_copy(result))
+                _set_path(self, op.path, private_copy(result))
             elif isinstance(op, SetOp):
-                _set_path(self, op.path, json_copy(op.value))
+                # A private copy is never changed once made (the writer may hold the same one).
+                _set_path(self, op.path, op.private if op.private is not None else private_copy(op.value))
             else:
                 target = _walk(self._private, op.path[:-1])
                 if isinstance(target, dict):
                     target.pop(op.path[-1], None)
-                if len(op.path) == 1:
-                    self._ambiguous.pop(op.path[0], None)
 
     @property
     def private(self) -> dict[str, Any]:
-        """The variables as of the last record (the tracker's own copy: do not change it)."""
+        """The variables as of the last record (the tracker's own copy, only for comparing: do not change it)."""
         return self._private
+
+
+def _extends(prev: list[Any], value: list[Any]) -> bool:
+    """``value`` is ``prev`` (a private copy) plus more items at its end."""
+    n = len(prev)
+    return 0 < n < len(value) and same_value(prev[n - 1], value[n - 1]) and same_value(prev, value[:n])
 
 
 def _walk(root: dict[str, Any], path: Path) -> Any:
@@ -180,15 +202,10 @@ def _walk(root: dict[str, Any], path: Path) -> Any:
 
 def _set_path(tracker: DeltaTracker, path: Path, value: Any) -> None:
     if not path:
-        tracker.reset(value if isinstance(value, dict) else {})
+        tracker._private = value if isinstance(value, dict) else {}  # already a private copy
         return
     target = _walk(tracker._private, path[:-1])
     target[path[-1]] = value
-    top = path[0]
-    if len(path) == 1:
-        tracker._ambiguous[top] = is_ambiguous(value)
-    elif not tracker._ambiguous.get(top, False):
-        tracker._ambiguous[top] = is_ambiguous(value)
 
 
 # -- what record kinds imply ------------------------------------------------------------------
@@ -275,7 +292,7 @@ def apply_record(image: StateImage, doc: dict[str, Any], table: ValueTable, run_
 
 def _apply_op(image: StateImage, op: VarOp, result: Any, table: ValueTable) -> None:
     if isinstance(op, DeleteOp):
-        target = _walk_image(image.vars, op.path[:-1])
+        target = _walk_image(image.vars, op.path[:-1], table)
         target.pop(op.path[-1], None)
         image.touched([op.path[0]])
         return
@@ -290,19 +307,36 @@ def _apply_op(image: StateImage, op: VarOp, result: Any, table: ValueTable) -> N
         image.run["vars"] = value
         image.touched(None)
         return
-    target = _walk_image(image.vars, op.path[:-1])
+    target = _walk_image(image.vars, op.path[:-1], table)
     target[op.path[-1]] = value
     image.touched([op.path[0]])
 
 
-def _walk_image(root: dict[str, Any], path: Path) -> dict[str, Any]:
+def _walk_image(root: dict[str, Any], path: Path, table: ValueTable) -> dict[str, Any]:
+    """The object at ``path`` in the image's vars, for an operation to change it.
+
+    A path goes through values, not through how they are stored: a stored object met on the way
+    (``{"$v": id}``) is put in place as the object it stands for (its own stored form), and a
+    ``$lit`` object is entered by its literal keys. Anything else that is not an object is
+    replaced by a new, empty one.
+    """
     target = root
     for part in path:
-        nxt = target.get(part)
-        if not isinstance(nxt, dict) or marker_kind(nxt) is not None:
-            nxt = {}
-            target[part] = nxt
-        target = nxt
+        nxt: Any = target.get(part)
+        kind = marker_kind(nxt) if isinstance(nxt, dict) else "not an object"
+        if kind == "ref":
+            node = table.node(nxt[REF])
+            value = node[1] if node[0] == "val" else None
+            if isinstance(value, dict) and marker_kind(value) in (None, "lit"):
+                nxt = json_copy(table.ref_form(value))
+                target[part] = nxt
+                kind = marker_kind(nxt)
+        if kind == "lit":
+            target = nxt[LIT]
+        elif kind is None:
+            target = nxt
+        else:
+            target[part] = target = {}
     return target
 
 

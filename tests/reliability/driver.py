@@ -1,6 +1,6 @@
-"""Drives one ``crashy`` run to completion; the kill loop runs it as a subprocess and kills it.
+"""Drives one ``crashy`` (or ``agent``) run to completion; the kill loop runs it as a subprocess and kills it.
 
-    python -m tests.reliability.driver ROOT RUN_ID T0 [--die-at-op N]
+    python -m tests.reliability.driver ROOT RUN_ID T0 [--die-at-op N] [--workload agent]
 
 Prints ``READY`` once imported and the store is open, ``DURABLE <seq> <hash>`` after every
 ``start``/``tick``/``resume`` that returned (the ledger head its checkpoint reflects: a step
@@ -28,19 +28,27 @@ from . import fsops, workload
 TICK_STEPS = 3
 
 
-def make_runtime(store: FileStore, log: workload.EffectLog) -> Runtime:
+WORKLOADS = ("crashy", "agent")
+
+
+def make_runtime(store: FileStore, log: workload.EffectLog, name: str = "crashy") -> Runtime:
     """A runtime over ``store`` with the workload's handlers, policy and registry."""
+    if name == "agent":
+        return Runtime(run_store=store.runs, ledger_store=store.ledger, effect_handlers=workload.agent_handlers(log),
+                       effect_policy=workload.policy())
     return Runtime(run_store=store.runs, ledger_store=store.ledger, effect_handlers=workload.handlers(log),
                    effect_policy=workload.policy(), workflow_registry=workload.registry())
 
 
 def drive(root: Path, run_id: str, t0: str, log_path: Path, out: TextIO,
-          *, durability: str = "fsync", on_ready: Optional[Callable[[], None]] = None) -> RunState:
+          *, durability: str = "fsync", on_ready: Optional[Callable[[], None]] = None,
+          name: str = "crashy") -> RunState:
     """Start (if needed) and advance the run until it completes or fails; report durable steps."""
     store = FileStore(root, durability=durability)  # type: ignore[arg-type]
     try:
-        rt = make_runtime(store, workload.EffectLog(log_path))
-        spec = workload.parent_spec()
+        rt = make_runtime(store, workload.EffectLog(log_path), name)
+        spec = workload.agent_spec() if name == "agent" else workload.parent_spec()
+        first_vars = workload.agent_vars() if name == "agent" else {"t0": t0}
         out.write("READY\n")
         out.flush()
         if on_ready is not None:
@@ -54,7 +62,7 @@ def drive(root: Path, run_id: str, t0: str, log_path: Path, out: TextIO,
         try:
             state = rt.get_state(run_id)
         except RunNotFoundError:
-            rt.start(workflow=spec, vars={"t0": t0}, run_id=run_id)
+            rt.start(workflow=spec, vars=first_vars, run_id=run_id)
             durable()
             state = rt.get_state(run_id)
         while not state.status.is_terminal:
@@ -87,10 +95,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("t0")
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--die-at-op", type=int, default=0)
+    parser.add_argument("--workload", choices=WORKLOADS, default="crashy")
     args = parser.parse_args(argv)
     guard = fsops.die_at_op(args.die_at_op) if args.die_at_op > 0 else contextlib.nullcontext()
     with guard:
-        drive(args.root, args.run_id, args.t0, args.log, sys.stdout)
+        drive(args.root, args.run_id, args.t0, args.log, sys.stdout, name=args.workload)
     return 0
 
 

@@ -11,6 +11,10 @@ replaced"), then restarted, until the run completes. After every kill:
 - no effect whose completed record was on disk has been executed since.
 
 At the end the run's state and output equal those of an uncrashed reference run.
+
+``workload="agent"`` drives an agent's loop instead (:func:`workload.agent_spec`: a model call
+with the whole conversation and a tool call per turn): at the end its conversation must equal
+the uncrashed run's, message for message.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ class _Calibration:
     ops: int
 
 
-def calibrate(workdir: Path) -> _Calibration:
+def calibrate(workdir: Path, name: str = "crashy") -> _Calibration:
     """Time one uncrashed fsync run in-process and count its mutating file operations."""
     target = workdir / "calibration"
     shutil.rmtree(target, ignore_errors=True)
@@ -78,18 +82,20 @@ def calibrate(workdir: Path) -> _Calibration:
     guard, counter = fsops.count_ops()
     started = time.perf_counter()
     with guard:
-        driver.drive(target / "store", "calibrate", to_iso(utc_now()), target / "effects.log", io.StringIO())
+        driver.drive(target / "store", "calibrate", to_iso(utc_now()), target / "effects.log", io.StringIO(),
+                     name=name)
     elapsed = time.perf_counter() - started
     shutil.rmtree(target, ignore_errors=True)
     return _Calibration(run_seconds=elapsed, ops=counter["ops"])
 
 
-def reference_state(workdir: Path, run_id: str, t0: str) -> dict[str, Any]:
+def reference_state(workdir: Path, run_id: str, t0: str, name: str = "crashy") -> dict[str, Any]:
     """Final parent and child state of an uncrashed run with the same id and ``t0``."""
     target = workdir / f"reference-{run_id}"
     shutil.rmtree(target, ignore_errors=True)
     with _FORK_GUARD:
-        driver.drive(target / "store", run_id, t0, target / "effects.log", io.StringIO(), durability="none")
+        driver.drive(target / "store", run_id, t0, target / "effects.log", io.StringIO(), durability="none",
+                     name=name)
     result = final_state(target / "store", run_id)
     shutil.rmtree(target, ignore_errors=True)
     return result
@@ -102,7 +108,8 @@ def final_state(root: Path, run_id: str) -> dict[str, Any]:
         runtime = store.runtime()
         parent = runtime.get_state(run_id)
         out = {}
-        for rid in (run_id, parent.vars["child"]["sub_run_id"]):
+        child = parent.vars.get("child")
+        for rid in (run_id, child["sub_run_id"]) if child else (run_id,):
             run = runtime.get_state(rid)
             out[rid] = {"status": run.status.value, "current_node": run.current_node, "vars": run.vars,
                         "output": run.output, "error": run.error}
@@ -111,8 +118,8 @@ def final_state(root: Path, run_id: str) -> dict[str, Any]:
         store.close()
 
 
-def _spawn(root: Path, run_id: str, t0: str, log: Path, die_at: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", f"{PACKAGE}.driver", str(root), run_id, t0, "--log", str(log)]
+def _spawn(root: Path, run_id: str, t0: str, log: Path, die_at: int, name: str) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", f"{PACKAGE}.driver", str(root), run_id, t0, "--log", str(log), "--workload", name]
     if die_at:
         cmd += ["--die-at-op", str(die_at)]
     with _FORK_GUARD:
@@ -120,12 +127,12 @@ def _spawn(root: Path, run_id: str, t0: str, log: Path, die_at: int) -> subproce
 
 
 def run_episode(workdir: Path, index: int, rng: random.Random, stats: KillStats, calib: _Calibration,
-                kill_budget: int) -> None:
+                kill_budget: int, name: str = "crashy") -> None:
     """One run, killed and restarted until it completes (or the kill budget is spent)."""
     episode = workdir / f"ep{index}"
     root, log = episode / "store", episode / "effects.log"
     episode.mkdir(parents=True)
-    run_id = f"crashy-{index}"
+    run_id = f"{name}-{index}"
     t0 = to_iso(utc_now() + timedelta(seconds=0.05))
     effect_log = workload.EffectLog(log)
     acked: dict[int, str] = {}
@@ -140,7 +147,7 @@ def run_episode(workdir: Path, index: int, rng: random.Random, stats: KillStats,
         out_budget_spent = kills_here >= kill_budget
         mode = "none" if out_budget_spent else rng.choice(("timer", "op"))
         # Short lives (a third of a run at most) give several kills per episode.
-        proc = _spawn(root, run_id, t0, log, rng.randint(1, max(1, calib.ops // 3)) if mode == "op" else 0)
+        proc = _spawn(root, run_id, t0, log, rng.randint(1, max(1, calib.ops // 3)) if mode == "op" else 0, name)
         lines: list[str] = []
         if mode == "timer":
             # Unbuffered: communicate() reads the raw pipe, so nothing may sit in a buffer.
@@ -189,13 +196,13 @@ def run_episode(workdir: Path, index: int, rng: random.Random, stats: KillStats,
         stats.failures.append(f"episode {index}: run did not complete after {processes} processes")
         return
     stats.completed += 1
-    expected = reference_state(workdir, run_id, t0)
+    expected = reference_state(workdir, run_id, t0, name)
     got = final_state(root, run_id)
     if got != expected:
         stats.failures.append(f"episode {index}: final state differs from the reference run:\n"
-                              f"  got      {got}\n  expected {expected}")
+                              f"  got      {_short(got)}\n  expected {_short(expected)}")
     counts = effect_log.executions()
-    base = {"tool": 1, "flaky": 2}
+    base = {"tool": 1, "flaky": 2, "model": 1, "agent_tool": 1}
     kinds = {f[3]: f[0] for f in effect_log.lines()}
     for key, n in counts.items():
         extra = n - base[kinds[key]]
@@ -208,6 +215,12 @@ def run_episode(workdir: Path, index: int, rng: random.Random, stats: KillStats,
     shutil.rmtree(episode, ignore_errors=True)
 
 
+def _short(state: Any) -> str:
+    """A state for a failure message (an agent's conversation is long)."""
+    text = repr(state)
+    return text if len(text) <= 4000 else text[:2000] + " … " + text[-2000:]
+
+
 def _merge(total: KillStats, part: KillStats) -> None:
     for name, value in part.__dict__.items():
         if isinstance(value, int) and name != "seconds":
@@ -216,15 +229,16 @@ def _merge(total: KillStats, part: KillStats) -> None:
 
 
 def kill_loop(workdir: Path, *, kills: int, seed: int = 0, max_kills_per_episode: int = 40,
-              workers: int = 2) -> KillStats:
+              workers: int = 2, workload: str = "crashy") -> KillStats:
     """Kill and restart drivers until ``kills`` kills happened; every run must still finish right.
 
-    ``workers`` episodes run side by side (the drivers mostly wait on fsync).
+    ``workers`` episodes run side by side (the drivers mostly wait on fsync). ``workload``:
+    ``"crashy"`` (every kind of effect) or ``"agent"`` (an agent's conversation).
     """
     stats = KillStats()
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
-    calib = calibrate(workdir)
+    calib = calibrate(workdir, workload)
     lock = threading.Lock()
     counter = {"next": 0, "claimed": 0}
 
@@ -239,7 +253,7 @@ def kill_loop(workdir: Path, *, kills: int, seed: int = 0, max_kills_per_episode
                 counter["claimed"] += budget
             part = KillStats()
             try:
-                run_episode(workdir, index, random.Random(seed * 100003 + index), part, calib, budget)
+                run_episode(workdir, index, random.Random(seed * 100003 + index), part, calib, budget, workload)
             except Exception as exc:  # a harness error must fail the battery, not vanish with the thread
                 part.failures.append(f"episode {index}: {type(exc).__name__}: {exc}")
             with lock:

@@ -2,6 +2,7 @@
 
     python -m tests.reliability.run                      # everything, long form
     python -m tests.reliability.run --kills 1000 --only kill
+    python -m tests.reliability.run --agent-kills 500 --only agentkill   # the agent's loop
     python -m tests.reliability.run --only crash,race --json
 
 The kill, crash and race batteries run here directly (same code as the pytest tests);
@@ -24,7 +25,7 @@ from typing import Any
 from . import crashsim, killloop, racing
 
 HERE = Path(__file__).resolve().parent
-BATTERIES = ("kill", "crash", "race", "stateful", "badinput", "fuzz", "atheris")
+BATTERIES = ("kill", "agentkill", "crash", "race", "stateful", "badinput", "fuzz", "atheris")
 FSYNC_SITES = {
     "append_bytes": ("append_bytes",),
     "atomic_write_bytes file": ("atomic_write_bytes",),
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse options, run the chosen batteries, print a report."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=1000)
+    parser.add_argument("--agent-kills", type=int, default=300, help="kills of the agent-loop workload")
     parser.add_argument("--crash-samples", type=int, default=10, help="random crash states per crash point")
     parser.add_argument("--race-rounds", type=int, default=50)
     parser.add_argument("--stateful-examples", type=int, default=2000)
@@ -65,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         if "kill" in only:
             stats = killloop.kill_loop(work / "kill", kills=args.kills, seed=args.seed)
             report["kill"] = stats.to_dict()
+            ok &= not stats.failures
+        if "agentkill" in only:
+            stats = killloop.kill_loop(work / "agentkill", kills=args.agent_kills, seed=args.seed, workload="agent")
+            report["agentkill"] = stats.to_dict()
             ok &= not stats.failures
         if "crash" in only:
             started = time.perf_counter()

@@ -1,7 +1,8 @@
 """Battery 1: kill -9 a real process at random moments until its run completes.
 
-``RELIABILITY_KILLS`` sets the number of kills (CI: 200); ``python -m tests.reliability.run
---kills 1000`` runs the long form with the same code.
+``RELIABILITY_KILLS`` sets the number of kills (CI: 200) of the ``crashy`` workload,
+``RELIABILITY_AGENT_KILLS`` those of the agent's loop (CI: 60); ``python -m tests.reliability.run
+--kills 1000 --agent-kills 300`` runs the long form with the same code.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from . import checks, driver, killloop, workload
 from abstractruntime.core.clock import to_iso, utc_now
 
 KILLS = int(os.environ.get("RELIABILITY_KILLS", "200"))
+AGENT_KILLS = int(os.environ.get("RELIABILITY_AGENT_KILLS", "60"))
 SEED = int(os.environ.get("RELIABILITY_SEED", "0"))
 
 
@@ -33,6 +35,43 @@ def test_kill9_loop_loses_nothing_and_finishes_like_an_uncrashed_run(tmp_path: P
     assert stats.lost == 0
     assert stats.duplicate_effects == 0
     assert stats.durable_checked > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_kill9_loop_of_an_agent_loses_nothing_and_ends_with_the_uncrashed_conversation(tmp_path: Path) -> None:
+    stats = killloop.kill_loop(tmp_path, kills=AGENT_KILLS, seed=SEED, workload="agent")
+    print(f"kill loop (agent): {stats.to_dict()}")
+    assert stats.failures == []  # the final conversation equals the uncrashed run's, among others
+    assert stats.kills >= AGENT_KILLS
+    assert stats.timer_kills > 0 and stats.op_kills > 0
+    assert stats.episodes == stats.completed >= 1
+    assert stats.lost == 0
+    assert stats.duplicate_effects == 0
+    assert stats.durable_checked > 0
+
+
+def test_uncrashed_agent_run_stores_its_conversation_once(tmp_path: Path) -> None:
+    import io
+    import json
+
+    out = io.StringIO()
+    state = driver.drive(tmp_path / "store", "a1", to_iso(utc_now()), tmp_path / "fx.log", out, durability="none",
+                         name="agent")
+    assert state.status.value == "completed"
+    messages = state.vars["messages"]
+    assert len(messages) == 1 + 2 * workload.AGENT_TURNS
+    # Some tool outputs carry a key: real in the run, redacted in the ledger.
+    keys = [m["api_key"] for m in messages if "api_key" in m]
+    assert len(keys) == 8 and all(k.startswith("sk-live-") for k in keys)
+    ledger_path = tmp_path / "store" / "runs" / "a1" / "ledger.jsonl"
+    assert b"sk-live-" not in ledger_path.read_bytes()
+    lines = workload.EffectLog(tmp_path / "fx.log").lines()
+    assert sorted({f[0] for f in lines}) == ["agent_tool", "model"]
+    assert len(lines) == len({f[3] for f in lines}) == 2 * workload.AGENT_TURNS  # each effect once
+    conversation = len(json.dumps(messages, separators=(",", ":")))
+    ledger = ledger_path.stat().st_size
+    assert ledger < 2.5 * conversation, (ledger, conversation)  # stored once, not once per turn
 
 
 def test_uncrashed_driver_run_exercises_every_effect_kind(tmp_path: Path) -> None:

@@ -9,12 +9,16 @@ future, and a sync subworkflow (``crashy_child``, which has its own counted effe
 handler execution appends one line to a side file with the effect's key (from
 :func:`abstractruntime.current_effect`), so a test can count executions per effect.
 
+``agent`` (at the end of this file) is an agent's loop: a model call with the whole
+conversation and a tool call per turn, each appending a 1 KB message.
+
 Nodes may write ``run.vars`` freely: every step's changes are recorded in the ledger and
 no node body is entered twice for one step.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -201,3 +205,69 @@ def answer_for(run: RunState) -> dict[str, Any]:
     if reason is WaitReason.JOB:
         return {"job": (wait.details or {}).get("job_id"), "status": "done"}
     raise AssertionError(f"no answer for a {reason.value} wait")
+
+
+# -- the agent loop ---------------------------------------------------------------------------------
+#
+# ``agent``: each turn appends the last tool output to the conversation and calls the model with
+# all of it (``llm_call``), then appends the model's reply and calls the tool it asks for
+# (``tool_calls``). Messages are 1 KB; every fifth tool output carries an API key (redacted in
+# the ledger, real in the conversation). The conversation is stored once: each record adds one
+# message, and extends the stored conversation by its tail (docs/file-format.md).
+
+AGENT_TURNS = 40
+AGENT_MESSAGE_BYTES = 1024
+
+
+def _sized(message: dict[str, Any]) -> dict[str, Any]:
+    missing = AGENT_MESSAGE_BYTES - len(json.dumps(message, separators=(",", ":")))
+    message["content"] += " " + "x" * max(missing - 1, 0)
+    return message
+
+
+def agent_spec() -> WorkflowSpec:
+    """The ``agent`` workflow: ``AGENT_TURNS`` turns of model call + tool call."""
+
+    def agent(run: RunState, ctx: Any) -> StepPlan:
+        messages = run.vars["messages"]
+        if "tool" in run.vars:
+            messages.append(run.vars["tool"])
+        if (len(messages) - 1) // 2 >= AGENT_TURNS:
+            return StepPlan("agent", complete_output={"messages": len(messages)})
+        return StepPlan("agent", effect=Effect(EffectType.LLM_CALL, {"messages": messages}, result_key="reply"),
+                        next_node="act")
+
+    def act(run: RunState, ctx: Any) -> StepPlan:
+        reply = run.vars["reply"]
+        run.vars["messages"].append(reply)
+        return StepPlan("act", effect=Effect(EffectType.TOOL_CALLS, {"tool_calls": reply["tool_calls"]},
+                                             result_key="tool"), next_node="agent")
+
+    return WorkflowSpec("agent", "agent", {"agent": agent, "act": act})
+
+
+def agent_vars() -> dict[str, Any]:
+    """The run's first variables: the user's message."""
+    return {"messages": [{"role": "user", "content": "Plan the migration, one step per turn."}]}
+
+
+def agent_handlers(log: EffectLog) -> dict[EffectType, Callable[..., EffectOutcome]]:
+    """The model (its reply depends only on the conversation's length) and the tool, both counted."""
+
+    def model(run: RunState, effect: Effect) -> EffectOutcome:
+        count = len(effect.payload["messages"])
+        log.write("model", "ok", run.run_id, _key())
+        return EffectOutcome.completed(_sized({
+            "role": "assistant", "content": f"Reply to {count} messages.",
+            "tool_calls": [{"id": f"call_{count}", "type": "function",
+                            "function": {"name": "search", "arguments": f'{{"query": "step {count}"}}'}}]}))
+
+    def tool(run: RunState, effect: Effect) -> EffectOutcome:
+        call = effect.payload["tool_calls"][0]
+        log.write("agent_tool", "ok", run.run_id, _key())
+        output: dict[str, Any] = {"role": "tool", "tool_call_id": call["id"], "content": f"Results for {call['id']}."}
+        if int(call["id"].split("_")[1]) % 5 == 0:
+            output["api_key"] = f"sk-live-{run.run_id}-{call['id']}"
+        return EffectOutcome.completed(_sized(output))
+
+    return {EffectType.LLM_CALL: model, EffectType.TOOL_CALLS: tool}
