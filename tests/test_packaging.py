@@ -58,6 +58,24 @@ def test_import_abstractruntime_loads_only_the_standard_library() -> None:
     assert "abstractruntime.core.runtime" not in found["new"]
 
 
+SYNC_RUN = r"""
+import sys, tempfile
+from abstractruntime import FileStore, StepPlan, WorkflowSpec
+flow = WorkflowSpec("sync", "a", {"a": lambda run, ctx: StepPlan("a", complete_output={"ok": True})})
+runtime = FileStore(tempfile.mkdtemp()).runtime()
+run_id = runtime.start(workflow=flow)
+assert runtime.tick(workflow=flow, run_id=run_id).output == {"ok": True}
+print(sorted(m for m in ("asyncio", "ssl", "concurrent.futures") if m in sys.modules))
+"""
+
+
+def test_a_synchronous_program_never_loads_asyncio() -> None:
+    # asyncio with ssl and concurrent.futures would be a third of the import time of a CLI call.
+    proc = subprocess.run([sys.executable, "-c", SYNC_RUN], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("module", [f"abstractruntime.{p}" for p in KERNEL_PACKAGES])
 def test_kernel_packages_load_only_the_standard_library(module: str) -> None:
     assert _imported_by(module)["third_party"] == []

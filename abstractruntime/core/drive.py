@@ -14,9 +14,9 @@ same, so a run may be advanced by either, in turn.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import inspect
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +24,9 @@ from typing import Any, Callable, Generator, Optional
 
 from .effects import EffectOutcome
 from .errors import AsyncRequiredError
+
+# asyncio (with ssl and concurrent.futures, a third of the package's import time) is imported
+# only when an async node, handler or driver runs: a synchronous program never loads it.
 
 Step = Generator["Request", Any, Any]
 
@@ -35,6 +38,8 @@ def run_coroutine(awaitable: Any) -> Any:
 
     Refused inside a running event loop: there, the caller must use the ``a*`` methods.
     """
+    import asyncio
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -123,6 +128,8 @@ class EffectCall(Request):
             self.context_var.reset(token)
 
     async def run_async(self) -> EffectOutcome:
+        import asyncio
+
         token = self.context_var.set(self.identity)
         try:
             if getattr(self.handler, "pure", False) or _is_async(self.handler):
@@ -143,6 +150,8 @@ class EffectCall(Request):
             self.context_var.reset(token)
 
     async def _bounded(self, awaitable: Any) -> Any:
+        import asyncio
+
         if self.timeout is None:
             return await awaitable
         return await asyncio.wait_for(awaitable, timeout=self.timeout)
@@ -166,7 +175,9 @@ def _is_async(handler: Any) -> bool:
 
 
 def _failure(exc: BaseException, timeout: Optional[float]) -> EffectOutcome:
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and timeout is not None:
+    aio = sys.modules.get("asyncio")  # on 3.10 its TimeoutError is not the builtin one
+    timeouts = (TimeoutError, aio.TimeoutError) if aio is not None else (TimeoutError,)
+    if isinstance(exc, timeouts) and timeout is not None:
         return EffectOutcome.failed(f"Effect timed out after {timeout:g} s")
     return EffectOutcome.failed(f"Effect handler raised {type(exc).__name__}: {exc}")
 
@@ -189,6 +200,8 @@ class Sleep(Request):
         time.sleep(self.seconds)
 
     async def run_async(self) -> None:
+        import asyncio
+
         await asyncio.sleep(self.seconds)
 
 
@@ -203,6 +216,8 @@ class Io(Request):
         return self.fn(*self.args)
 
     async def run_async(self) -> Any:
+        import asyncio
+
         return await asyncio.to_thread(self.fn, *self.args)
 
 

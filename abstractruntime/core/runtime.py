@@ -10,7 +10,6 @@ side effects runs. See docs/concepts.md and docs/durability.md.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
 import threading
@@ -460,6 +459,8 @@ class Runtime:
         lock = self._run_store.lock(run_id, wait=lock_wait, create=create) if create else \
             self._run_store.lock(run_id, wait=lock_wait)
         if lock_wait > 0:
+            import asyncio  # loaded already: this runs on an event loop
+
             await asyncio.to_thread(lock.__enter__)  # waiting for a lock must not block the loop
         else:
             lock.__enter__()
@@ -766,6 +767,8 @@ class Runtime:
             state: RunState = await drive_async(steps)
             return state
         except InvalidInputError as exc:
+            import asyncio  # loaded already: this runs on an event loop
+
             return await asyncio.to_thread(self._fail_unstorable, session, exc)
 
     def _fail_unstorable(self, session: RunSession, exc: InvalidInputError) -> RunState:
