@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from typing import Any, Optional
 
 from .errors import InvalidInputError, PayloadTooLargeError
+from .jcs import jcs
+from .storable import CONTAINERS as _CONTAINERS
+from .storable import find_unstorable, format_path  # the messages of canonical_json name the path
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -34,8 +36,6 @@ MAX_RECORD_BYTES = 8 * 1024 * 1024
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
                             check_circular=True)
 
-_SCALARS = (str, int, float, bool, type(None))
-_CONTAINERS = (dict, list, tuple)
 
 
 def _check_keys(value: Any, root: str = "") -> Optional[str]:
@@ -72,59 +72,6 @@ def _has_bad_key(value: Any) -> bool:
         else:
             stack.extend(child for child in item if isinstance(child, _CONTAINERS))
     return False
-
-
-def format_path(path: tuple[Any, ...], root: str = "") -> str:
-    """``("run", "vars", "items", 3)`` → ``run.vars.items[3]`` (the root alone is ``root`` or ``(root)``)."""
-    if not path:
-        return root or "(root)"
-    text = root
-    for part in path:
-        if isinstance(part, int) and not isinstance(part, bool):
-            text += f"[{part}]"
-        else:
-            text += ("." if text else "") + str(part)
-    return text
-
-
-def find_unstorable(value: Any, *, root: str = "") -> Optional[str]:
-    """Describe the first part of ``value`` that canonical JSON cannot hold, or ``None``.
-
-    Iterative, depth-first, tracking the containers on the current path (so a cycle is told
-    apart from a container that is merely shared by two parents, which is fine). ``root``
-    names ``value`` in the paths (``root="vars"``: ``vars.self``).
-    """
-    on_path: set[int] = set()
-    # Each frame: (container, path, iterator over children); the container's id is in on_path.
-    stack: list[tuple[Any, tuple[Any, ...], Any]] = []
-
-    def enter(item: Any, path: tuple[Any, ...]) -> Optional[str]:
-        if isinstance(item, _CONTAINERS):
-            if id(item) in on_path:
-                return f"a reference cycle at {format_path(path, root)} (a container that contains itself)"
-            on_path.add(id(item))
-            children = item.items() if isinstance(item, dict) else enumerate(item)
-            stack.append((item, path, iter(children)))
-            return None
-        if isinstance(item, float) and not math.isfinite(item):
-            return f"{item!r} at {format_path(path, root)} (NaN and Infinity are not JSON)"
-        if not isinstance(item, _SCALARS):
-            return f"a value of type {type(item).__name__} at {format_path(path, root)}, which is not JSON data"
-        return None
-
-    problem = enter(value, ())
-    while problem is None and stack:
-        container, path, children = stack[-1]
-        step = next(children, None)
-        if step is None:
-            stack.pop()
-            on_path.discard(id(container))
-            continue
-        key, child = step
-        if isinstance(container, dict) and not isinstance(key, str):
-            return f"a non-string object key {key!r} in {format_path(path, root)}"
-        problem = enter(child, (*path, key))
-    return problem
 
 
 def canonical_json(value: Any, *, root: str = "") -> bytes:
@@ -175,8 +122,6 @@ def record_hash(record: dict[str, Any]) -> str:
     RFC 8785 for format-3 records, this module's Python form for older ones."""
     body = {k: v for k, v in record.items() if k not in HASH_EXCLUDED_FIELDS}
     if isinstance(record.get("format"), int) and record["format"] >= 3:
-        from .jcs import jcs  # jcs imports this module
-
         return sha256_hex(jcs(body))
     return sha256_hex(canonical_json(body))
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .canonical import find_unstorable, format_path
+from .storable import find_unstorable, format_path
 from .errors import InvalidInputError
 
 MAX_SAFE_INTEGER = 2**53 - 1

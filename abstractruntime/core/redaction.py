@@ -38,7 +38,7 @@ import functools
 import re
 from typing import Any, Iterable, Optional, Pattern, Sequence, Union
 
-from .canonical import find_unstorable
+from .storable import find_unstorable
 from .errors import InvalidInputError
 
 REDACTED = "[REDACTED]"

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from abstractruntime import (InMemoryLedgerStore, InMemoryRunStore, Runtime, RunStatus, StepPlan, WorkflowSpec,
                              open_store)
-from abstractruntime.core.canonical import canonical_json, find_unstorable
+from abstractruntime.core.canonical import canonical_json
+from abstractruntime.core.storable import find_unstorable
 from abstractruntime.core.errors import InvalidInputError
 
 # A hang here is the bug: stop it well before the suite's global timeout.
