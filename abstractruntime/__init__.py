@@ -11,7 +11,42 @@ the standard library.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what a type checker sees; at run time each name loads on first use (below)
+    from .core.models import (
+        Effect, EffectType, RecordKind, RunState, RunStatus, StepPlan, StepRecord, StepStatus, WaitReason, WaitState,
+    )
+    from .core.spec import WorkflowSource, WorkflowSpec
+    from .core.runtime import EffectOutcome, Runtime
+    from .core.effect_exec import EffectIdentity, current_effect
+    from .core.clock import FixedClock
+    from .core.redaction import Redactor
+    from .core.policy import DefaultEffectPolicy, EffectPolicy, NoRetryPolicy, RetryPolicy, compute_idempotency_key
+    from .storage.base import Checkpoint, LedgerHead, LedgerStore, QueryableRunStore, RunStore
+    from .storage.in_memory import InMemoryLedgerStore, InMemoryRunStore
+    from .storage.json_files import JsonFileRunStore, JsonlLedgerStore
+    from .storage.ledger_chain import HashChainedLedgerStore, verify_ledger_chain
+    from .storage.store import FileStore, open_store
+    from .storage.verify import VerifyReport, verify_run, verify_store
+    from .storage.bookmarks import Bookmark, BookmarkStore
+    from .storage.signing import Ed25519Signer, generate_keypair
+    from .loader import load_workflow_file
+    from .storage.snapshots import InMemorySnapshotStore, JsonSnapshotStore, Snapshot, SnapshotStore
+    from .core.restore import fork_snapshot, restore_snapshot, take_snapshot
+    from .storage.artifacts import (
+        Artifact, ArtifactMetadata, ArtifactStore, FileArtifactStore, InMemoryArtifactStore, artifact_ref,
+        compute_artifact_id, get_artifact_id, is_artifact_ref, resolve_artifact,
+    )
+    from .identity.fingerprint import ActorFingerprint
+    from .scheduler import ScheduledRuntime, Scheduler, SchedulerStats, WorkflowRegistry, create_scheduled_runtime
+    from .core.errors import (
+        AbstractRuntimeError, AlreadyAnsweredError, CorruptRecordError, EffectFailedError, InvalidInputError,
+        LedgerConflictError, NotFoundError, RunExistsError, RunLockedError, RunNotFoundError, RunNotRetryableError,
+        RunNotWaitingError, TimerWaitError, VerificationFailedError, WaitKeyMismatchError, WorkflowDriftError,
+        WorkflowNotRegisteredError,
+    )
+    from .core.waits import format_wait_handle, parse_wait_handle
 
 __version__ = "0.1.0"
 

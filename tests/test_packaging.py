@@ -147,3 +147,13 @@ def test_public_names_are_the_submodule_objects() -> None:
 
 def test_py_typed_marker() -> None:
     assert (PACKAGE / "py.typed").exists()
+
+
+def test_type_checkers_see_every_public_name_where_it_loads_from() -> None:
+    # The names load lazily (__getattr__), which a type checker cannot follow: the TYPE_CHECKING
+    # block imports each one from the module the lazy table names, so `Runtime` is not `Any`.
+    tree = ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8"))
+    block = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
+    seen = {alias.name: "abstractruntime." + str(node.module)
+            for node in block.body if isinstance(node, ast.ImportFrom) and node.level == 1 for alias in node.names}
+    assert seen == abstractruntime._EXPORTS

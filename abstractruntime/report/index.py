@@ -30,9 +30,9 @@ def _verified_runs(store: Any) -> dict[str, Optional[dict[str, Any]]]:
     return {run_id: None for run_id in sorted({r.run_id for r in store.runs.list_runs(limit=1_000_000)})}
 
 
-def _related_by_workflow(store: Any, run_ids: list[str]) -> dict[str, list[tuple[str, list, list]]]:
+def _related_by_workflow(store: Any, run_ids: list[str]) -> dict[str, list[tuple[str, list[Any], list[Any]]]]:
     """Each workflow's runs reduced to their transitions: the graph of the paths not taken."""
-    out: dict[str, list[tuple[str, list, list]]] = {}
+    out: dict[str, list[tuple[str, list[Any], list[Any]]]] = {}
     for run_id in run_ids:
         try:
             run = store.runs.load(run_id)

@@ -35,7 +35,7 @@ class Backoff:
 
     def next(self) -> float:
         """The next delay, in seconds."""
-        ceiling = min(self.cap, self.first * (2 ** self._attempt))
+        ceiling = min(self.cap, self.first * 2.0 ** self._attempt)
         self._attempt = min(self._attempt + 1, 32)
         return ceiling / 2 + self._rng() * ceiling / 2
 

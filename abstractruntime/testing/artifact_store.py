@@ -67,7 +67,7 @@ class ArtifactStoreConformance:
     def test_explicit_id_is_the_callers(self, store: ArtifactStore) -> None:
         meta = store.store(b"v1", artifact_id="report_2030-01")
         assert meta.artifact_id == "report_2030-01"
-        assert store.load("report_2030-01").content == b"v1"  # type: ignore[union-attr]
+        assert store.load("report_2030-01").content == b"v1"
 
     def test_restore_under_explicit_id_replaces_content_and_metadata(self, store: ArtifactStore) -> None:
         store.store(b"version one", artifact_id="doc", run_id="r1", content_type="text/plain")
@@ -132,14 +132,14 @@ class ArtifactStoreConformance:
         assert meta.content_type == "text/plain"
         assert meta.artifact_id == sha_id("héllo wörld".encode("utf-8"))
         assert store.load_text(meta.artifact_id) == "héllo wörld"
-        assert store.load(meta.artifact_id).as_text() == "héllo wörld"  # type: ignore[union-attr]
+        assert store.load(meta.artifact_id).as_text() == "héllo wörld"
 
     def test_json_helpers(self, store: ArtifactStore) -> None:
         value = {"results": [1, 2.5, None, True], "title": "ünïcode", "nested": {"k": "v"}}
         meta = store.store_json(value, tags={"source": "search"})
         assert meta.content_type == "application/json"
         assert store.load_json(meta.artifact_id) == value
-        assert store.load(meta.artifact_id).as_json() == value  # type: ignore[union-attr]
+        assert store.load(meta.artifact_id).as_json() == value
 
     def test_equal_json_values_share_an_id(self, store: ArtifactStore) -> None:
         assert store.store_json({"a": 1, "b": 2}).artifact_id == store.store_json({"b": 2, "a": 1}).artifact_id
@@ -153,7 +153,7 @@ class ArtifactStoreConformance:
 
     def test_content_must_be_bytes(self, store: ArtifactStore) -> None:
         with pytest.raises(ValueError, match="bytes"):
-            store.store("text, not bytes")  # type: ignore[arg-type]
+            store.store("text, not bytes")
         assert store.store(bytearray(b"ok")).artifact_id == sha_id(b"ok")
 
     @pytest.mark.parametrize("bad", ["../x", "a/b", ".", "a.b", "/etc/passwd", "x" * 129, "sp ace"])
@@ -181,8 +181,8 @@ class ArtifactStoreConformance:
         meta = store.store(b"x", tags=tags)
         tags["k"] = "changed by caller"
         meta.tags["k"] = "changed too"
-        store.get_metadata(meta.artifact_id).tags["k"] = "and again"  # type: ignore[union-attr]
-        assert store.get_metadata(meta.artifact_id).tags == {"k": "v"}  # type: ignore[union-attr]
+        store.get_metadata(meta.artifact_id).tags["k"] = "and again"
+        assert store.get_metadata(meta.artifact_id).tags == {"k": "v"}
 
     def test_references(self, store: ArtifactStore) -> None:
         meta = store.store_json({"big": list(range(100))})

@@ -83,16 +83,16 @@ class CapabilityConformance:
         ledger = backend.ledger
         _needs(ledger, Capability.SEALED_LINES)
         docs, lines = _sealed("c1", 3)
-        head = ledger.append_lines("c1", docs[:2], lines[:2], expect=LedgerHead())  # type: ignore[attr-defined]
+        head = ledger.append_lines("c1", docs[:2], lines[:2], expect=LedgerHead())
         assert head.seq == 2
         stale_docs, stale_lines = _sealed("c1", 1)  # a second writer that read the empty ledger
         with pytest.raises(LedgerConflictError):
-            ledger.append_lines("c1", stale_docs, stale_lines, expect=LedgerHead())  # type: ignore[attr-defined]
-        ledger.append_lines("c1", docs[2:], lines[2:], expect=head)  # type: ignore[attr-defined]
+            ledger.append_lines("c1", stale_docs, stale_lines, expect=LedgerHead())
+        ledger.append_lines("c1", docs[2:], lines[2:], expect=head)
         _, stored = ledger.read_after("c1", LedgerHead())
         assert [{k: v for k, v in d.items() if k != "signature"} for d in stored] == docs
-        assert ledger.stored("c1") == stored  # type: ignore[attr-defined]
-        assert ledger.record_at("c1", LedgerHead(2, docs[1]["record_hash"])) == docs[1]  # type: ignore[attr-defined]
+        assert ledger.stored("c1") == stored
+        assert ledger.record_at("c1", LedgerHead(2, docs[1]["record_hash"])) == docs[1]
         listed = ledger.list("c1")
         assert [r["seq"] for r in listed] == [1, 2, 3] and all(r["run_id"] == "c1" for r in listed)
 
@@ -110,12 +110,12 @@ class CapabilityConformance:
         _needs(ledger, Capability.POSITION_TOKENS)
         _needs(ledger, Capability.SEALED_LINES)
         docs, lines = _sealed("c2", 2)
-        ledger.append_lines("c2", docs[:1], lines[:1], expect=LedgerHead())  # type: ignore[attr-defined]
-        before = ledger.position_token("c2")  # type: ignore[attr-defined]
-        head = ledger.append_lines("c2", docs[1:], lines[1:], expect=LedgerHead(1, docs[0]["record_hash"]))  # type: ignore[attr-defined]
-        after = ledger.position_token("c2")  # type: ignore[attr-defined]
+        ledger.append_lines("c2", docs[:1], lines[:1], expect=LedgerHead())
+        before = ledger.position_token("c2")
+        head = ledger.append_lines("c2", docs[1:], lines[1:], expect=LedgerHead(1, docs[0]["record_hash"]))
+        after = ledger.position_token("c2")
         assert before != after
-        at = ledger.position_token_at("c2", head)  # type: ignore[attr-defined]
+        at = ledger.position_token_at("c2", head)
         assert at is None or at == after
 
     def test_anchors_are_found_at_or_before_a_position(self, backend: StoreBackend) -> None:
@@ -125,8 +125,8 @@ class CapabilityConformance:
         for seq in (5, 9):
             ledger.put_anchor("c3", {"seq": seq, "head_hash": f"h{seq}", "offset": None, "checkpoint": {"n": seq}})
         assert ledger.find_anchor("c3", 4) is None
-        assert ledger.find_anchor("c3", 8)["checkpoint"] == {"n": 5}  # type: ignore[index]
-        assert ledger.find_anchor("c3", 100)["head_hash"] == "h9"  # type: ignore[index]
+        assert ledger.find_anchor("c3", 8)["checkpoint"] == {"n": 5}
+        assert ledger.find_anchor("c3", 100)["head_hash"] == "h9"
 
     def test_secrets_are_kept_with_their_batch_and_retained_on_demand(self, backend: StoreBackend) -> None:
         ledger = backend.ledger
@@ -136,12 +136,12 @@ class CapabilityConformance:
                    {"pin": "snap-1", "commitments": ["b" * 64]}]
         ledger.put_secrets("c4", entries)
         docs, lines = _sealed("c4", 1)
-        ledger.append_lines("c4", docs, lines, expect=LedgerHead())  # type: ignore[attr-defined]
+        ledger.append_lines("c4", docs, lines, expect=LedgerHead())
         reader = backend.reopen().ledger if backend.reopen is not None else ledger
         assert reader.get_secrets("c4") == entries
-        ledger.retain_secrets("c4", ["a" * 64])  # type: ignore[attr-defined]
+        ledger.retain_secrets("c4", ["a" * 64])
         assert ledger.get_secrets("c4") == entries  # the pin keeps "b" too
-        ledger.retain_secrets("c4", [])  # type: ignore[attr-defined]
+        ledger.retain_secrets("c4", [])
         assert ledger.get_secrets("c4") == [entries[0], entries[2], entries[3]]
 
     def test_peek_head_is_the_head(self, backend: StoreBackend) -> None:
@@ -150,7 +150,7 @@ class CapabilityConformance:
         runtime = backend.runtime()
         run_id = runtime.start(workflow=_one_question())
         assert ledger.peek_head(run_id) == ledger.head(run_id) or \
-            ledger.peek_head(run_id).seq == ledger.head(run_id).seq  # type: ignore[attr-defined]
+            ledger.peek_head(run_id).seq == ledger.head(run_id).seq
 
     # -- run stores -----------------------------------------------------------------------------
 
@@ -172,11 +172,11 @@ class CapabilityConformance:
         _needs(runs, Capability.CHECKPOINT_TOKENS)
         runtime = backend.runtime()
         run_id = runtime.start(workflow=_one_question())
-        before = runs.checkpoint_token(run_id)  # type: ignore[attr-defined]
+        before = runs.checkpoint_token(run_id)
         runtime.tick(workflow=_one_question(), run_id=run_id)
-        after = runs.checkpoint_token(run_id)  # type: ignore[attr-defined]
+        after = runs.checkpoint_token(run_id)
         assert before != after
-        written = runs.written_token(run_id)  # type: ignore[attr-defined]
+        written = runs.written_token(run_id)
         assert written is None or written == after
 
     def test_locks_refuse_a_second_holder(self, backend: StoreBackend) -> None:
@@ -201,7 +201,7 @@ class CapabilityConformance:
         run_id = runtime.start(workflow=wf)
         state = runtime.tick(workflow=wf, run_id=run_id)
         assert state.waiting is not None and state.waiting.wait_key
-        found = runs.list_waiting_on(state.waiting.wait_key)  # type: ignore[attr-defined]
+        found = runs.list_waiting_on(state.waiting.wait_key)
         assert [r.run_id for r in found] == [run_id]
 
     def test_edits_are_recorded_in_the_ledger_first(self, backend: StoreBackend) -> None:

@@ -232,7 +232,7 @@ class AbstractCoreToolExecutor:
         if registry is not None:
             self._registry = registry
         elif tools is not None:
-            self._registry = ToolRegistry()
+            self._registry = ToolRegistry()  # type: ignore[no-untyped-call]  # AbstractCore ships no types
             for name, fn in tools_by_name(tools).items():
                 declared = getattr(fn, "_tool_definition", None)  # set by AbstractCore's @tool
                 if declared is None or getattr(declared, "function", None) is None:
