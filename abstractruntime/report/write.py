@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from ..core.redaction import Redactor
+from ..storage.fsio import FILE_MODE, atomic_write_bytes
 from .load import RELATED_RUNS, RunData, load_run
 from .page import build_page
 
@@ -53,24 +53,12 @@ def build_report(store: Any, run_id: str, *, at: Optional[int] = None, layout: s
     return html
 
 
-REPORT_MODE = 0o600  # a page shows what a run did: readable by its writer only, like the store's files
+REPORT_MODE = FILE_MODE  # a page shows what a run did: readable by its writer only, like the store's files
 
 
-def write_text(path: Path, content: str) -> None:
-    """Replace ``path`` with ``content`` (mode 0600) through a temporary file in the same directory."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent or "."))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-        os.chmod(tmp, REPORT_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def write_text(path: str | os.PathLike[str], content: str) -> None:
+    """Replace ``path`` with ``content`` (mode 0600), atomically and durably, as the store writes its files."""
+    atomic_write_bytes(Path(path), content.encode("utf-8"))
 
 
 def write_report(store: Any, run_id: str, path: str | os.PathLike[str], *, at: Optional[int] = None,
