@@ -15,6 +15,7 @@ import uuid
 from typing import Any, Iterable, Optional
 
 from .canonical import sha256_hex
+from .errors import CorruptRecordError
 from .jcs import jcs
 from .secret_values import shown_text
 from .values import ValueTable
@@ -86,13 +87,22 @@ class Expander:
         self._count = 0
 
     def push(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """The expanded form of the run's next stored record (older formats as they are)."""
+        """The expanded form of the run's next stored record (older formats as they are).
+
+        :class:`CorruptRecordError` for a record whose stored values or markers are malformed.
+        """
         self._count += 1
         if doc.get("format") != RECORD_FORMAT:
             delta = doc.get("delta")
             if isinstance(delta, dict) and "pending" in delta:
                 self._pending = delta["pending"]
             return doc
+        try:
+            return self._expand(doc)
+        except ValueError as exc:  # a marker in no valid shape, a value id that is not one
+            raise CorruptRecordError(f"run {self.run_id}: record {self._count} of the ledger cannot be read: {exc}") from None
+
+    def _expand(self, doc: dict[str, Any]) -> dict[str, Any]:
         run_id, table, pending = self.run_id, self._table, self._pending
         stated = doc.get("seq")
         seq = stated if isinstance(stated, int) and not isinstance(stated, bool) and stated > 0 else self._count

@@ -570,7 +570,7 @@ class Runtime:
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._session(self._load(run_id))
             session.save_checkpoint()
-            self.remember(session)
+            self.keep_warm(session)
             return session.checkpoint
 
     def adopt(self, run_id: str, *, lock_wait: float = 0.0) -> Checkpoint:
@@ -677,7 +677,7 @@ class Runtime:
             return at, token
         return self._tokens(session.run_id)
 
-    def remember(self, session: RunSession) -> None:
+    def keep_warm(self, session: RunSession) -> None:
         """Keep the run's state for this runtime's next tick, valid while its files are unchanged."""
         tokens = self._tokens_after_write(session)
         if tokens is None or session.queued or session.closed is not None:

@@ -39,7 +39,7 @@ def advance_steps(rt: "Runtime", session: RunSession, workflow: WorkflowSpec, ma
         if session.tail_is_long():
             yield Io(session.save_checkpoint)  # every CHECKPOINT_EVERY records, also inside a long tick
     yield Io(session.finish)
-    rt.remember(session)
+    rt.keep_warm(session)
     return run
 
 

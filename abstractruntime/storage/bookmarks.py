@@ -42,7 +42,7 @@ from .fsio import (
     validate_id,
 )
 from .json_files import CHECKPOINT_FILE, LEDGER_FILE, RunFiles, read_checkpoint
-from .ledger_file import parse_ledger
+from .ledger_parse import parse_ledger
 
 BOOKMARKS_FILE = "bookmarks.json"
 BOOKMARKS_FORMAT = 1

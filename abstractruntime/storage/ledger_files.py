@@ -27,7 +27,7 @@ from ..core.records import RECORD_FORMAT, expand_records
 from .fsio import Durability, append_bytes, atomic_write_bytes, check_durability, fsync_dir, loads_strict, open_append, read_bytes
 from .json_files import ANCHORS_FILE, LEDGER_FILE, SECRETS_FILE, RunFiles
 from ..core.chain import seal_batch
-from .ledger_file import parse_ledger
+from .ledger_parse import parse_ledger
 
 log = logging.getLogger("abstractruntime.storage")
 

@@ -1,6 +1,6 @@
 """One tolerant, streaming, read-only pass over a ledger file, for :mod:`.verify`.
 
-Unlike the writer's parser (:mod:`.ledger_file`), which stops at the first bad line, this
+Unlike the writer's parser (:mod:`.ledger_parse`), which stops at the first bad line, this
 scan reports every problem it meets (with its seq and 1-based line) into a
 :class:`~abstractruntime.storage.verify.VerifyReport` and carries on: after a line that is not
 a record it re-synchronises on the next record instead of reporting a cascade. It keeps only
@@ -23,7 +23,7 @@ from ..core.jcs import is_jcs_line
 from ..core.records import RECORD_FORMAT
 from .record_rules import SignatureTrail, signature_problem, unknown_fields
 from .fsio import brief_error, loads_strict, validate_id
-from .ledger_file import looks_torn
+from .ledger_parse import looks_torn
 from .verify_state import StateReplay
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from abstractruntime.core.errors import AbstractRuntimeError
 from abstractruntime.core.restore import take_snapshot
 from abstractruntime.storage.bookmarks import read_bookmarks
 from abstractruntime.storage.json_files import JsonlLedgerStore, read_checkpoint
-from abstractruntime.storage.ledger_file import parse_ledger
+from abstractruntime.storage.ledger_parse import parse_ledger
 from abstractruntime.storage.snapshots import JsonSnapshotStore, Snapshot
 from abstractruntime.storage.verify import verify_run
 from abstractruntime.storage.verify_report import VerifyReport

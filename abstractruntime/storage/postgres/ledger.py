@@ -27,7 +27,7 @@ from ...core.models import StepRecord
 from ...core.ports import Capability, LedgerHead, LedgerStore, retained
 from ...core.records import RECORD_FORMAT, expand_records
 from ..fsio import loads_strict
-from ..ledger_file import parse_ledger
+from ..ledger_parse import parse_ledger
 from .db import PgDatabase, jsonb_copy
 
 # Larger than any seq: "no upper bound" in a query that takes one.

@@ -18,7 +18,7 @@ from ...core.errors import BookmarkNotFoundError, CorruptRecordError, InvalidInp
 from ...core.ids import validate_id
 from ..bookmarks import MAX_NOTE_CHARS, Bookmark, bookmark_position
 from ..fsio import loads_strict
-from ..ledger_file import parse_ledger
+from ..ledger_parse import parse_ledger
 from ..snapshots import SNAPSHOT_FORMAT, Snapshot, _EditableStore, _json_copy, select_snapshots
 from .db import PgDatabase, jsonb_copy, parse_document
 

@@ -48,7 +48,7 @@ from ...core.ports import CHECKPOINT_FORMAT, LedgerHead, StoredCheckpoint
 from ..bookmarks import BOOKMARKS_FILE, BOOKMARKS_FORMAT, Bookmark
 from ..fsio import atomic_write_bytes, dumps_compact, ensure_dir, fsync_dir, loads_strict, read_bytes
 from ..json_files import CHECKPOINT_FILE, LEDGER_FILE, RUNS_DIR, SECRETS_FILE
-from ..ledger_file import parse_ledger
+from ..ledger_parse import parse_ledger
 from .db import parse_document
 
 # A folder run read while a writer keeps checkpointing it is read again, this many times at most.
