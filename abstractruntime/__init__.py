@@ -1,8 +1,8 @@
 """abstractruntime: a durable execution kernel for Python workflows and agents.
 
-A workflow is a graph of node handlers; a run advances node by node, pauses durably when
-a node asks for something slow (a human answer, a timer, an event, a job, an LLM or tool
-call) and resumes later in any process. Every step goes to a hash-chained ledger.
+A workflow is a graph of node handlers, or one plain function (``@workflow``); a run pauses
+durably when it asks for something slow (a human answer, a timer, an event, a job, an LLM or
+tool call) and resumes later in any process. Every step goes to a hash-chained ledger.
 
 Names are loaded on first use, so ``import abstractruntime`` stays fast and imports only
 the standard library.
@@ -29,6 +29,12 @@ _EXPORTS: dict[str, str] = {
     "WaitState": "abstractruntime.core.models",
     "WorkflowSpec": "abstractruntime.core.spec",
     "WorkflowSource": "abstractruntime.core.spec",
+    # code-first workflows
+    "workflow": "abstractruntime.flow",
+    "step": "abstractruntime.flow",
+    "Workflow": "abstractruntime.flow",
+    "Context": "abstractruntime.flow",
+    "AsyncContext": "abstractruntime.flow",
     # runtime
     "Runtime": "abstractruntime.core.runtime",
     "EffectOutcome": "abstractruntime.core.runtime",
@@ -109,6 +115,8 @@ _EXPORTS: dict[str, str] = {
     "RunExistsError": "abstractruntime.core.errors",
     "RunNotRetryableError": "abstractruntime.core.errors",
     "LedgerConflictError": "abstractruntime.core.errors",
+    "NondeterminismError": "abstractruntime.core.errors",
+    "StepFailedError": "abstractruntime.core.errors",
     # waits
     "format_wait_handle": "abstractruntime.core.waits",
     "parse_wait_handle": "abstractruntime.core.waits",

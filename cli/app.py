@@ -21,7 +21,8 @@ Runs live in a store directory: --store DIR, else $ABSTRACTRUNTIME_STORE, else t
 Only run and start create a store. Global options go before or after the command.
 Results go to stdout (JSON with --json, tab-separated when piped); messages go to stderr.
 Exit codes: 0 ok, 1 error or run failed, 2 bad input, 3 verification failed, 4 not found,
-5 run waiting, 130 interrupted, 143 terminated.
+5 run waiting, 6 run blocked (its code diverges from its history), 130 interrupted,
+143 terminated.
 """
 
 
@@ -252,6 +253,12 @@ def main_options(
         help="Register workflow files: a folder's *.py, a glob or a file; repeatable. Commands that continue "
              "a run find its code by workflow id and sha256 among these, $ABSTRACTRUNTIME_WORKFLOWS and "
              "[tool.abstractruntime] workflows in the nearest pyproject.toml."),
+    upgrade: bool = typer.Option(
+        False, "--upgrade", envvar="ABSTRACTRUNTIME_UPGRADE", show_envvar=True,
+        help="Allow upgrades: a run whose workflow file changed since it recorded it continues with the new file "
+             "when its history fits it (a code-first run's recorded steps replay; a graph run's nodes still "
+             "exist), and the new sha256 is recorded; otherwise refused, naming where it diverges. Per "
+             "workflow: upgrades = [...] under [tool.abstractruntime]."),
     json_out: bool = typer.Option(False, "--json", help="Write results as JSON (every data command)."),
     no_input: bool = typer.Option(False, "--no-input", envvar="ABSTRACTRUNTIME_NO_INPUT", show_envvar=True,
                                   help="Never prompt; a run that waits exits 5."),
@@ -262,7 +269,7 @@ def main_options(
 ) -> None:
     """Global options (before or after the command)."""
     ctx.obj = Settings(store=store, json=json_out, no_input=no_input, quiet=quiet, verbose=verbose,
-                       workflows=list(workflows))
+                       workflows=list(workflows), upgrade=upgrade)
     if verbose:
         import logging
 

@@ -14,6 +14,7 @@ from typing import Any, Optional
 GLOBAL_OPTIONS: dict[str, bool] = {
     "--store": True,
     "--workflows": True,
+    "--upgrade": False,
     "--json": False,
     "--no-input": False,
     "-q": False,

@@ -91,6 +91,7 @@ class Settings:
     verbose: bool = False
     current_run: Optional[str] = None  # the run being advanced, named if the command is interrupted
     workflows: list[str] = field(default_factory=list)  # --workflows entries (the workflow registry)
+    upgrade: bool = False  # --upgrade: a changed workflow file continues a run whose history fits it
     _registry: Any = field(default=None, repr=False)
     redactor: Any = field(default=None, repr=False)  # the run's Redactor once a command has loaded one
     _file_store: Any = field(default=None, repr=False)

@@ -82,7 +82,8 @@ def load_for_run(s: "Settings", store: Any, run_id: str, *, workflow_file: Optio
     check_key_destination(config, llm, metadata.get("llm"), run_id)
     loaded, runtime = library_load_for_run(store, run_id, workflow_file=workflow_file, attr=attr,
                                            llm_handlers=_llm_handlers(config), checkpoint=checkpoint,
-                                           registry=registry(s, store), allow_drift=allow_drift)
+                                           registry=registry(s, store), allow_drift=allow_drift,
+                                           allow_upgrade=s.upgrade)
     s.debug(f"run {run_id}: workflow {loaded.workflow.workflow_id} from {loaded.path}")
     if changed and config is not None:
         store.runtime().update_metadata(run_id, {"llm": config.to_metadata()})

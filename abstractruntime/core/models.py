@@ -96,6 +96,11 @@ class RecordKind(str, Enum):
     PART = "part"
     CHECKPOINT = "checkpoint"
     SIGNING = "signing"
+    # Code-first workflows (abstractruntime.flow): a step or recorded value, a patch marker,
+    # and an upgrade to a changed workflow file accepted by replaying the run's history.
+    STEP = "step"
+    PATCH = "patch"
+    UPGRADE = "upgrade"
 
 
 @dataclass(frozen=True)
@@ -304,6 +309,8 @@ class StepRecord:
     # record was made (one timestamp per record).
     next_node: Optional[str] = None
     at: Optional[str] = None
+    # Format 3: named extensions (docs/file-format.md), e.g. ``{"step": {"name", "kind"}}``.
+    ext: Optional[dict[str, Any]] = None
 
     @classmethod
     def start(
@@ -376,6 +383,7 @@ class StepRecord:
             # records): a hash taken over this dict must match one taken over what they store.
             "next_node": self.next_node,
             "at": self.at,
+            **({"ext": self.ext} if self.ext is not None else {}),
         }
 
     @classmethod
@@ -404,4 +412,5 @@ class StepRecord:
             delta=data.get("delta"),
             next_node=data.get("next_node"),
             at=data.get("at"),
+            ext=data.get("ext"),
         )

@@ -1,0 +1,395 @@
+"""A code-first run's history: what each position of the run recorded, read from its ledger.
+
+A code-first run is identified by position: every call of ``ctx`` that is recorded (a step,
+a wait, an LLM call, ``ctx.now()``, ``ctx.patched()``) takes the run's next position, which is
+the ``effect_id`` its records carry (the kernel numbers effects the same way). On resume the
+function runs again from the top and each call returns what its position recorded.
+
+:class:`History` turns the ledger's format-3 records into one :class:`Entry` per position:
+
+- ``step`` records (``ext.step`` = ``{"name", "kind"}``): a step's intent (``started``), its
+  value (``completed``, the ``result``) or a failed attempt (``failed``; the last one
+  ``ext.step.final``); ``ctx.now()``/``uuid()``/``random()`` are ``step`` records of kind
+  ``now``/``uuid``/``random``;
+- ``patch`` records (``ext.patch`` = ``{"name", "applied"}``);
+- ``effect`` records of the kernel's effects, and the ``resume`` record that answered a wait
+  (its ``wait_id`` ``w<N>`` names position N);
+- a ``restore`` takes the history back to the snapshot's position; a fork starts from its
+  source run's history at the fork's position.
+
+Reading is one pass over the records, linear in their number; stored values are resolved
+only when a position is replayed. :func:`history_for` keeps the durable part of a run's
+history per runtime, so a warm process reads only the records appended since.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+
+from ..core.errors import SecretMissingError, VerificationFailedError
+from ..core.ports import LedgerHead
+from ..core.records import RECORD_FORMAT
+from ..core.secret_values import SecretKeeper, shown_text
+from ..core.values import UndefinedValueError, ValueTable
+from ..core.wal import navigate, record_parts
+
+if TYPE_CHECKING:
+    from ..core.ports import LedgerStore
+    from ..core.runtime import Runtime
+    from ..core.session import RunSession
+
+STEP, PATCH, UPGRADE = "step", "patch", "upgrade"
+VALUE_KINDS = ("now", "uuid", "random")
+
+# States of a position.
+STARTED = "started"      # begun (a step's intent, an effect's intent), no outcome yet
+DONE = "done"            # has its value (a result, or the answer to its wait)
+RETRY = "retry"          # a failed attempt, more may come
+FAILED = "failed"        # failed for good (a step: raised again on replay; an effect: failed the run)
+WAITING = "waiting"      # the run waits on it, not answered yet
+
+# The ctx method behind each effect type (how a position is named in messages and compared).
+EFFECT_LABELS = {"ask_user": "ask", "wait_until": "sleep", "wait_event": "wait_event", "wait_job": "wait_job",
+                 "llm_call": "llm", "tool_calls": "tools", "start_subworkflow": "child"}
+
+
+def describe(kind: str, name: str) -> str:
+    """How a position reads in messages: ``step 'charge'``, ``ctx.ask()``, ``ctx.child('billing')``."""
+    if kind == STEP:
+        return f"step {name!r}"
+    if kind == PATCH:
+        return f"ctx.patched({name!r})"
+    if kind in VALUE_KINDS:
+        return f"ctx.{kind}()"
+    label = EFFECT_LABELS.get(kind, kind)
+    if label == "child" and ":" in name:
+        return f"ctx.child({name.split(':', 1)[1]!r})"
+    return f"ctx.{label}()"
+
+
+def effect_name(effect_type: str, workflow_id: Any = None) -> str:
+    """The name compared at an effect's position: its ctx method (a child also names its workflow)."""
+    label = EFFECT_LABELS.get(effect_type, effect_type)
+    return f"{label}:{workflow_id}" if label == "child" and workflow_id is not None else label
+
+
+@dataclass
+class Entry:
+    """What one position of the run recorded."""
+
+    position: int
+    kind: str
+    name: str
+    state: str
+    value: Any = None          # stored form: resolve with History.value()
+    answered: bool = False     # value is the answer to a wait (a resume's payload)
+    attempts: int = 0          # attempts begun
+    failures: int = 0          # failed attempts recorded
+    error: Optional[str] = None
+    exception_type: Optional[str] = None
+
+    def describe(self) -> str:
+        """See :func:`describe`."""
+        return describe(self.kind, self.name)
+
+
+@dataclass
+class History:
+    """The positions of one run, as its records so far say (see the module docstring)."""
+
+    run_id: str
+    entries: dict[int, Entry] = field(default_factory=dict)
+    table: ValueTable = field(default_factory=ValueTable)
+    # Every format-3 record absorbed (durable ones only), to take the history back on a restore.
+    docs: list[dict[str, Any]] = field(default_factory=list)
+    head: LedgerHead = field(default_factory=LedgerHead)
+    # Reads another run's history (a fork's source); set by the loaders.
+    source_reader: Optional[Callable[[str, int, Optional[str]], "History"]] = field(default=None, repr=False)
+    _collected: bool = field(default=False, repr=False)
+
+    @property
+    def last(self) -> int:
+        """The highest position recorded (0 when none)."""
+        return max(self.entries) if self.entries else 0
+
+    def get(self, position: int) -> Optional[Entry]:
+        """The entry at ``position`` (``None`` when nothing is recorded there)."""
+        return self.entries.get(position)
+
+    def overlay(self) -> "History":
+        """A copy for one tick: absorbing records not yet durable changes the copy only."""
+        return replace(self, entries=dict(self.entries), docs=self.docs)
+
+    # -- reading records ----------------------------------------------------------------
+
+    def extend(self, docs: Iterable[dict[str, Any]], *, keep: bool = True) -> None:
+        """Absorb records in ledger order; ``keep`` files them for a later restore (durable ones)."""
+        for doc in docs:
+            if doc.get("format") != RECORD_FORMAT:
+                continue  # older formats predate code-first runs
+            if keep:
+                self.docs.append(doc)
+            self.absorb(doc)
+
+    def absorb(self, doc: dict[str, Any]) -> None:
+        """Apply one stored record to the entries."""
+        kind = doc.get("kind")
+        effect_id = doc.get("effect_id")
+        position = effect_id if isinstance(effect_id, int) and not isinstance(effect_id, bool) else None
+        if kind == STEP and position is not None:
+            self._step(position, doc)
+        elif kind == PATCH and position is not None:
+            meta = _ext(doc, PATCH)
+            self.entries[position] = Entry(position, PATCH, str(meta.get("name")), DONE,
+                                           value=bool(meta.get("applied", True)))
+        elif kind == "effect" and position is not None:
+            self._effect(position, doc)
+        elif kind == "resume":
+            self._resume(doc)
+        elif kind == "fail":
+            result = self._plain(doc.get("result"))
+            failed = result.get("effect_id") if isinstance(result, dict) else None
+            entry = self.entries.get(failed) if isinstance(failed, int) else None
+            if entry is not None:
+                self.entries[failed] = replace(entry, state=FAILED, error=doc.get("error"))  # type: ignore[index]
+        elif kind == "restore":
+            self._restore(doc)
+        elif kind == "start":
+            self._start(doc)
+
+    def _step(self, position: int, doc: dict[str, Any]) -> None:
+        meta = _ext(doc, STEP)
+        prev = self.entries.get(position)
+        name, skind = str(meta.get("name", "")), str(meta.get("kind", STEP))
+        status = doc.get("status")
+        failures = prev.failures if prev is not None else 0
+        if status == "started":
+            attempt = meta.get("attempt", 1)
+            self.entries[position] = Entry(position, skind, name, STARTED,
+                                           attempts=attempt if isinstance(attempt, int) else 1, failures=failures)
+        elif status == "completed":
+            self.entries[position] = Entry(position, skind, name, DONE, value=doc.get("result"),
+                                           attempts=prev.attempts if prev is not None else 1, failures=failures)
+        elif status == "failed":
+            exc_type = meta.get("exception_type")
+            self.entries[position] = Entry(position, skind, name, FAILED if meta.get("final") else RETRY,
+                                           attempts=prev.attempts if prev is not None else 1, failures=failures + 1,
+                                           error=doc.get("error"),
+                                           exception_type=exc_type if isinstance(exc_type, str) else None)
+
+    def _effect(self, position: int, doc: dict[str, Any]) -> None:
+        prev = self.entries.get(position)
+        status = doc.get("status")
+        effect = doc.get("effect")
+        if isinstance(effect, dict) and isinstance(effect.get("type"), str):
+            etype = effect["type"]
+            workflow_id = None
+            if etype == "start_subworkflow":
+                workflow_id = self._plain(_navigate(effect, ["payload", "workflow_id"], self.table))
+            name = effect_name(etype, workflow_id)
+        elif prev is not None:
+            etype, name = prev.kind, prev.name
+        else:
+            return  # an outcome whose intent this history never saw (not a code-first position)
+        failures = prev.failures if prev is not None else 0
+        attempts = prev.attempts if prev is not None else 0
+        if status == "started":
+            attempt = doc.get("attempt", 1)
+            self.entries[position] = Entry(position, etype, name, STARTED, failures=failures,
+                                           attempts=attempt if isinstance(attempt, int) else attempts + 1)
+        elif status == "completed":
+            self.entries[position] = Entry(position, etype, name, DONE, value=doc.get("result"),
+                                           attempts=attempts, failures=failures)
+        elif status == "waiting":
+            self.entries[position] = Entry(position, etype, name, WAITING, attempts=attempts, failures=failures)
+        elif status == "failed":
+            self.entries[position] = Entry(position, etype, name, RETRY, attempts=attempts, failures=failures + 1,
+                                           error=doc.get("error"))
+
+    def _resume(self, doc: dict[str, Any]) -> None:
+        stored = doc.get("result")
+        result = self._plain(stored)
+        if not isinstance(result, dict):
+            return
+        wait_id = result.get("wait_id")
+        if not (isinstance(wait_id, str) and wait_id[:1] == "w" and wait_id[1:].isdigit()):
+            return
+        position = int(wait_id[1:])
+        entry = self.entries.get(position)
+        if entry is None or result.get("reason") == "handler":
+            return  # a handler arrived: the effect is performed again, nothing is answered
+        payload = _navigate(stored, ["payload"], self.table) if "payload" in result else None
+        self.entries[position] = replace(entry, state=DONE, value=payload, answered=True)
+
+    def _restore(self, doc: dict[str, Any]) -> None:
+        result = self._plain(doc.get("result"))
+        ledger = result.get("snapshot_ledger") if isinstance(result, dict) else None
+        seq = ledger.get("seq") if isinstance(ledger, dict) else None
+        if not isinstance(seq, int):
+            return
+        # The run went back to its state at `seq`: so does its history (the records in between
+        # stay in the ledger, as evidence, but are no longer the run's past).
+        kept = [d for d in self.docs if isinstance(d.get("seq"), int) and d["seq"] <= seq]
+        self.entries = {}
+        for old in kept:
+            self.absorb(old)
+
+    def _start(self, doc: dict[str, Any]) -> None:
+        result = self._plain(doc.get("result"))
+        origin = result.get("forked_from") if isinstance(result, dict) else None
+        if not isinstance(origin, dict) or self.source_reader is None:
+            return
+        found = origin.get("ledger")
+        ledger: dict[str, Any] = found if isinstance(found, dict) else {}
+        source, seq = origin.get("run_id"), ledger.get("seq")
+        if not isinstance(source, str) or not isinstance(seq, int):
+            return
+        base = self.source_reader(source, seq, ledger.get("head_hash"))
+        self.entries = dict(base.entries)
+        self.table = base.table  # the values the source's records defined
+        self._collected = True
+
+    # -- values ---------------------------------------------------------------------------
+
+    def _plain(self, stored: Any) -> Any:
+        """A record's field as readers see it (secrets shown, values resolved): for metadata only."""
+        if stored is None or not isinstance(stored, (dict, list)):
+            return stored
+        return self.resolve(stored, shown_text)
+
+    def resolve(self, stored: Any, fill: Callable[[dict[str, Any]], Any]) -> Any:
+        """The value ``stored`` stands for (fresh containers); a reference to a value defined in an
+        earlier record files every definition the history's records hold first (once)."""
+        try:
+            return self.table.resolve(stored, fill)
+        except UndefinedValueError:
+            if self._collected:
+                raise
+            self._collected = True
+            for doc in self.docs:
+                for part in record_parts(doc):
+                    self.table.collect(part, int(doc.get("seq") or 0))
+            return self.table.resolve(stored, fill)
+
+
+def _ext(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    ext = doc.get("ext")
+    member = ext.get(name) if isinstance(ext, dict) else None
+    return member if isinstance(member, dict) else {}
+
+
+def _navigate(stored: Any, path: list[str], table: ValueTable) -> Any:
+    try:
+        return navigate(stored, path, table)
+    except (ValueError, UndefinedValueError):
+        return None
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+def read_history(ledger: "LedgerStore", run_id: str, *, until_seq: Optional[int] = None,
+                 depth: int = 0) -> History:
+    """A run's history straight from its ledger (read only; up to ``until_seq``)."""
+    head, docs = ledger.read_after(run_id, LedgerHead(), until_seq=until_seq)
+    history = History(run_id, source_reader=_source_reader(ledger, depth))
+    history.extend(docs)
+    if docs:
+        last = docs[-1]
+        history.head = LedgerHead(int(last.get("seq") or 0), last.get("record_hash"))
+    return history
+
+
+def _source_reader(ledger: "LedgerStore", depth: int) -> Callable[[str, int, Optional[str]], History]:
+    def read(source: str, seq: int, head_hash: Optional[str]) -> History:
+        if depth > 32:
+            raise VerificationFailedError(f"fork chain of run {source} is deeper than 32 forks")
+        found = read_history(ledger, source, until_seq=seq, depth=depth + 1)
+        if found.head.seq != seq or (head_hash is not None and found.head.head_hash != head_hash):
+            raise VerificationFailedError(
+                f"the run this code-first run was forked from ({source}) no longer holds the record it was forked "
+                f"at (seq {seq}): its recorded steps cannot be replayed")
+        return found
+    return read
+
+
+class Keeper:
+    """Fills secret markers with their real values, loading the run's secrets on first need."""
+
+    def __init__(self, ledger: "LedgerStore", run_id: str, keeper: Optional[SecretKeeper] = None, *,
+                 shown_when_missing: bool = False) -> None:
+        self._ledger, self._run_id = ledger, run_id
+        self._keeper = keeper if keeper is not None else SecretKeeper()
+        self._loaded = False
+        self._shown = shown_when_missing
+
+    def fill(self, marker: dict[str, Any]) -> Any:
+        """The real value of ``marker`` (its shown text, for a read-only check, when it is gone)."""
+        try:
+            return self._keeper.fill(marker)
+        except SecretMissingError:
+            if not self._loaded:
+                self._loaded = True
+                self._keeper.load(self._ledger.get_secrets(self._run_id))
+                return self.fill(marker)
+            if self._shown:
+                return shown_text(marker)
+            raise
+
+
+# The durable history of recent runs, per runtime: valid while the ledger still continues it.
+_CACHE: "weakref.WeakKeyDictionary[Any, OrderedDict[str, History]]" = weakref.WeakKeyDictionary()
+_CACHE_GUARD = threading.Lock()
+CACHED_RUNS = 64
+
+
+def history_for(rt: "Runtime", session: "RunSession") -> History:
+    """The history of the session's run for this tick: the durable records (cached per runtime,
+    read from where the cache ends), then the records this session has not made durable yet."""
+    run_id, durable = session.run_id, session.durable
+    ledger = rt.ledger_store
+    with _CACHE_GUARD:
+        per_runtime = _CACHE.get(rt)
+        cached = per_runtime.pop(run_id, None) if per_runtime is not None else None
+    base = _continued(ledger, run_id, cached, durable) if cached is not None else None
+    if base is None:
+        base = read_history(ledger, run_id)
+    base.head = durable
+    with _CACHE_GUARD:
+        per_runtime = _CACHE.setdefault(rt, OrderedDict())
+        per_runtime[run_id] = base
+        while len(per_runtime) > CACHED_RUNS:
+            per_runtime.popitem(last=False)
+    tick = base.overlay()
+    tick.extend(session.queued_records, keep=False)
+    return tick
+
+
+def _continued(ledger: "LedgerStore", run_id: str, cached: History, durable: LedgerHead) -> Optional[History]:
+    """``cached`` extended to ``durable``, or ``None`` when the ledger does not continue it."""
+    head = cached.head
+    if head.seq > durable.seq:
+        return None
+    if head.seq == durable.seq:
+        return cached if head.head_hash == durable.head_hash else None
+    _, docs = ledger.read_after(run_id, head)
+    if not docs or docs[0].get("seq") != head.seq + 1 or docs[0].get("prev_hash") != head.head_hash:
+        return None  # read from the start (the store could not continue from there): rebuild
+    cached.extend(docs)
+    return cached
+
+
+def forget(rt: "Runtime", run_id: str) -> None:
+    """Drop the cached history of ``run_id`` (its ledger changed in a way the cache cannot follow)."""
+    with _CACHE_GUARD:
+        per_runtime = _CACHE.get(rt)
+        if per_runtime is not None:
+            per_runtime.pop(run_id, None)
+
+
+__all__ = ["DONE", "EFFECT_LABELS", "Entry", "FAILED", "History", "Keeper", "PATCH", "RETRY", "STARTED", "STEP",
+           "UPGRADE", "VALUE_KINDS", "WAITING", "describe", "effect_name", "forget", "history_for", "read_history"]
