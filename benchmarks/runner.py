@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import cli_latency, harness, ours, ours_async, ours_ops, ours_recovery, postgres, report
+from . import cli_latency, harness, ours, ours_async, ours_codefirst, ours_ops, ours_recovery, postgres, report
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -41,6 +41,7 @@ SCENARIOS: dict[str, Callable[[ours.Sizes, str], dict[str, Any]]] = {
     "runs_list": ours_ops.runs_list,
     "startup": ours_ops.startup,
     "recovery": ours_recovery.recovery,
+    "code_first_replay": ours_codefirst.code_first_replay,
     "async_path": ours_async.async_path,
     "cli_latency": cli_latency.cli_latency,
 }

@@ -63,7 +63,12 @@ class Context(_Base):
         execution and on every replay. Inside ``fn``, ``abstractruntime.current_effect()`` gives the
         step's idempotency key (stable across its attempts).
         """
-        return self._run.run_op(self._run.step_op(fn, args, kwargs))
+        run = self._run
+        if callable(fn):
+            entry = run.replayed("step", run.step_identity(fn)[0])
+            if entry is not None:  # the common case of a replay: the recorded value, at once
+                return run.value_of(entry)
+        return run.run_op(run.step_op(fn, args, kwargs))
 
     def ask(self, prompt: str, choices: Choices = None, *, free_text: Optional[bool] = None,
             details: Optional[dict[str, Any]] = None) -> Any:
@@ -140,7 +145,12 @@ class AsyncContext(_Base):
 
     async def step(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """See :meth:`Context.step`; an ``async def`` ``fn`` is awaited, a plain one runs in a thread."""
-        return await self._run.arun_op(self._run.step_op(fn, args, kwargs))
+        run = self._run
+        if callable(fn):
+            entry = run.replayed("step", run.step_identity(fn)[0])
+            if entry is not None:
+                return run.value_of(entry)
+        return await run.arun_op(run.step_op(fn, args, kwargs))
 
     async def ask(self, prompt: str, choices: Choices = None, *, free_text: Optional[bool] = None,
                   details: Optional[dict[str, Any]] = None) -> Any:

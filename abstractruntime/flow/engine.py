@@ -47,6 +47,7 @@ from ..core.errors import (
     VerificationFailedError,
 )
 from ..core.jcs import jcs
+from ..core.markers import has_marker_key
 from ..core.models import Effect, EffectType, RecordKind, RunStatus, StepPlan
 from ..core.session import fail_run, new_record
 from ..core.values import json_copy
@@ -114,6 +115,23 @@ class _Kernel:
     """Drive the kernel's stepping code for one effect (the session is held throughout)."""
 
     steps: "Step"
+
+
+_CONTAINERS = (dict, list)
+
+
+def is_plain(value: Any) -> bool:
+    """True when a stored value holds no marker (nothing to resolve: a copy is its value)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if item.__class__ is dict:
+            if has_marker_key(item):
+                return False
+            stack.extend(v for v in item.values() if v.__class__ in _CONTAINERS)
+        elif item.__class__ is list:
+            stack.extend(v for v in item if v.__class__ in _CONTAINERS)
+    return True
 
 
 def round_trip(value: Any) -> Any:
@@ -315,7 +333,9 @@ class FlowRun:
     ended: Optional[str] = None
     _thread: Optional[int] = None
     _lock: Optional[asyncio.Lock] = None
+    _waiting: int = 0  # operations waiting for the lock (async)
     _inflight: set[Any] = field(default_factory=set)
+    _names: dict[Any, tuple[str, StepOptions]] = field(default_factory=dict)
 
     @property
     def is_replaying(self) -> bool:
@@ -386,9 +406,43 @@ class FlowRun:
     def value_of(self, entry: Entry) -> Any:
         """The value a position recorded (fresh containers, secrets filled in)."""
         value = entry.value
-        if value is None or not isinstance(value, (dict, list)):
+        if value.__class__ not in _CONTAINERS:
             return value
+        plain = entry.plain
+        if plain is None:
+            plain = entry.plain = is_plain(value)
+        if plain:
+            return json_copy(value)  # nothing to resolve: a fresh copy (the function may change it)
         return self.history.resolve(value, self.fill)
+
+    # -- the replay fast path ----------------------------------------------------------------
+
+    def replayed(self, kind: str, name: str) -> Optional[Entry]:
+        """The entry of the next position when it finished as a ``kind``/``name`` call (the common
+        case of a replay), taking the position; ``None`` sends the call the full way."""
+        if self.diverged is not None or self.stopped or self.closed or self._waiting or _IN_STEP.get():
+            return None
+        lock = self._lock
+        if lock is not None:
+            if lock.locked():
+                return None  # an operation holds the session: positions are taken in turn
+        elif self._thread is not None and threading.get_ident() != self._thread:
+            return None
+        entry = self.history.entries.get(self.next_position)
+        if entry is None or entry.state != DONE or entry.kind != kind or entry.name != name:
+            return None
+        self.next_position += 1
+        return entry
+
+    def step_identity(self, fn: Any) -> tuple[str, StepOptions]:
+        """A step function's recorded name and options (looked up once per function)."""
+        try:
+            return self._names[fn]
+        except KeyError:
+            found = self._names[fn] = (step_name(fn), step_options(fn))
+            return found
+        except TypeError:  # an unhashable callable
+            return step_name(fn), step_options(fn)
 
     def stop(self) -> _Stop:
         """The run now waits (or failed): the function stops."""
@@ -401,7 +455,7 @@ class FlowRun:
         """``ctx.step``: replay a recorded step, or run it (attempts, backoff) and record it."""
         if not callable(fn):
             raise InvalidInputError(f"ctx.step needs a function, not {type(fn).__name__}")
-        name, options = step_name(fn), step_options(fn)
+        name, options = self.step_identity(fn)
         position, entry = self.claim(STEP, name)
         attempt = failures = 0
         if entry is not None:
@@ -621,7 +675,11 @@ class FlowRun:
         self._inflight.add(marker)
         held = False
         try:
-            await lock.acquire()
+            self._waiting += 1
+            try:
+                await lock.acquire()
+            finally:
+                self._waiting -= 1
             held = True
             request = op.send(None)
             while True:
@@ -629,7 +687,11 @@ class FlowRun:
                     lock.release()
                     held = False
                     value = await _perform_async(request)
-                    await lock.acquire()
+                    self._waiting += 1
+                    try:
+                        await lock.acquire()
+                    finally:
+                        self._waiting -= 1
                     held = True
                 else:
                     value = await _perform_async(request)

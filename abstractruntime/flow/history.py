@@ -91,6 +91,8 @@ class Entry:
     failures: int = 0          # failed attempts recorded
     error: Optional[str] = None
     exception_type: Optional[str] = None
+    # Whether ``value`` holds no marker (computed on first replay; None: not known yet).
+    plain: Optional[bool] = field(default=None, compare=False, repr=False)
 
     def describe(self) -> str:
         """See :func:`describe`."""
@@ -223,7 +225,7 @@ class History:
         if entry is None or result.get("reason") == "handler":
             return  # a handler arrived: the effect is performed again, nothing is answered
         payload = _navigate(stored, ["payload"], self.table) if "payload" in result else None
-        self.entries[position] = replace(entry, state=DONE, value=payload, answered=True)
+        self.entries[position] = replace(entry, state=DONE, value=payload, answered=True, plain=None)
 
     def _restore(self, doc: dict[str, Any]) -> None:
         result = self._plain(doc.get("result"))
