@@ -70,7 +70,7 @@ class _Calibration:
     ops: int
 
 
-def calibrate(workdir: Path) -> _Calibration:
+def calibrate(workdir: Path, kind: str = "graph") -> _Calibration:
     """Time one uncrashed fsync run in-process and count its mutating file operations."""
     target = workdir / "calibration"
     shutil.rmtree(target, ignore_errors=True)
@@ -78,18 +78,20 @@ def calibrate(workdir: Path) -> _Calibration:
     guard, counter = fsops.count_ops()
     started = time.perf_counter()
     with guard:
-        driver.drive(target / "store", "calibrate", to_iso(utc_now()), target / "effects.log", io.StringIO())
+        driver.drive(target / "store", "calibrate", to_iso(utc_now()), target / "effects.log", io.StringIO(),
+                     kind=kind)
     elapsed = time.perf_counter() - started
     shutil.rmtree(target, ignore_errors=True)
     return _Calibration(run_seconds=elapsed, ops=counter["ops"])
 
 
-def reference_state(workdir: Path, run_id: str, t0: str) -> dict[str, Any]:
+def reference_state(workdir: Path, run_id: str, t0: str, kind: str = "graph") -> dict[str, Any]:
     """Final parent and child state of an uncrashed run with the same id and ``t0``."""
     target = workdir / f"reference-{run_id}"
     shutil.rmtree(target, ignore_errors=True)
     with _FORK_GUARD:
-        driver.drive(target / "store", run_id, t0, target / "effects.log", io.StringIO(), durability="none")
+        driver.drive(target / "store", run_id, t0, target / "effects.log", io.StringIO(), durability="none",
+                     kind=kind)
     result = final_state(target / "store", run_id)
     shutil.rmtree(target, ignore_errors=True)
     return result
@@ -100,9 +102,10 @@ def final_state(root: Path, run_id: str) -> dict[str, Any]:
     store = FileStore(root, durability="none")
     try:
         runtime = store.runtime()
-        parent = runtime.get_state(run_id)
+        children = [child.run_id for child in store.runs.list_children(parent_run_id=run_id)]
+        assert len(children) == 1, children
         out = {}
-        for rid in (run_id, parent.vars["child"]["sub_run_id"]):
+        for rid in (run_id, *children):
             run = runtime.get_state(rid)
             out[rid] = {"status": run.status.value, "current_node": run.current_node, "vars": run.vars,
                         "output": run.output, "error": run.error}
@@ -111,8 +114,8 @@ def final_state(root: Path, run_id: str) -> dict[str, Any]:
         store.close()
 
 
-def _spawn(root: Path, run_id: str, t0: str, log: Path, die_at: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", f"{PACKAGE}.driver", str(root), run_id, t0, "--log", str(log)]
+def _spawn(root: Path, run_id: str, t0: str, log: Path, die_at: int, kind: str = "graph") -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", f"{PACKAGE}.driver", str(root), run_id, t0, "--log", str(log), "--workload", kind]
     if die_at:
         cmd += ["--die-at-op", str(die_at)]
     with _FORK_GUARD:
@@ -120,7 +123,7 @@ def _spawn(root: Path, run_id: str, t0: str, log: Path, die_at: int) -> subproce
 
 
 def run_episode(workdir: Path, index: int, rng: random.Random, stats: KillStats, calib: _Calibration,
-                kill_budget: int) -> None:
+                kill_budget: int, kind: str = "graph") -> None:
     """One run, killed and restarted until it completes (or the kill budget is spent)."""
     episode = workdir / f"ep{index}"
     root, log = episode / "store", episode / "effects.log"
@@ -140,7 +143,7 @@ def run_episode(workdir: Path, index: int, rng: random.Random, stats: KillStats,
         out_budget_spent = kills_here >= kill_budget
         mode = "none" if out_budget_spent else rng.choice(("timer", "op"))
         # Short lives (a third of a run at most) give several kills per episode.
-        proc = _spawn(root, run_id, t0, log, rng.randint(1, max(1, calib.ops // 3)) if mode == "op" else 0)
+        proc = _spawn(root, run_id, t0, log, rng.randint(1, max(1, calib.ops // 3)) if mode == "op" else 0, kind)
         lines: list[str] = []
         if mode == "timer":
             # Unbuffered: communicate() reads the raw pipe, so nothing may sit in a buffer.
@@ -189,13 +192,13 @@ def run_episode(workdir: Path, index: int, rng: random.Random, stats: KillStats,
         stats.failures.append(f"episode {index}: run did not complete after {processes} processes")
         return
     stats.completed += 1
-    expected = reference_state(workdir, run_id, t0)
+    expected = reference_state(workdir, run_id, t0, kind)
     got = final_state(root, run_id)
     if got != expected:
         stats.failures.append(f"episode {index}: final state differs from the reference run:\n"
                               f"  got      {got}\n  expected {expected}")
     counts = effect_log.executions()
-    base = {"tool": 1, "flaky": 2}
+    base = {"tool": 1, "flaky": 2, "step": 1, "flakystep": 2}  # executions of each counted effect or step
     kinds = {f[3]: f[0] for f in effect_log.lines()}
     for key, n in counts.items():
         extra = n - base[kinds[key]]
@@ -216,15 +219,16 @@ def _merge(total: KillStats, part: KillStats) -> None:
 
 
 def kill_loop(workdir: Path, *, kills: int, seed: int = 0, max_kills_per_episode: int = 40,
-              workers: int = 2) -> KillStats:
+              workers: int = 2, kind: str = "graph") -> KillStats:
     """Kill and restart drivers until ``kills`` kills happened; every run must still finish right.
 
-    ``workers`` episodes run side by side (the drivers mostly wait on fsync).
+    ``workers`` episodes run side by side (the drivers mostly wait on fsync). ``kind``: the
+    graph workload, or its code-first twin (``flow``: tests/reliability/workload_flow.py).
     """
     stats = KillStats()
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
-    calib = calibrate(workdir)
+    calib = calibrate(workdir, kind)
     lock = threading.Lock()
     counter = {"next": 0, "claimed": 0}
 
@@ -239,7 +243,7 @@ def kill_loop(workdir: Path, *, kills: int, seed: int = 0, max_kills_per_episode
                 counter["claimed"] += budget
             part = KillStats()
             try:
-                run_episode(workdir, index, random.Random(seed * 100003 + index), part, calib, budget)
+                run_episode(workdir, index, random.Random(seed * 100003 + index), part, calib, budget, kind)
             except Exception as exc:  # a harness error must fail the battery, not vanish with the thread
                 part.failures.append(f"episode {index}: {type(exc).__name__}: {exc}")
             with lock:

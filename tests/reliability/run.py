@@ -24,7 +24,7 @@ from typing import Any
 from . import crashsim, killloop, racing
 
 HERE = Path(__file__).resolve().parent
-BATTERIES = ("kill", "crash", "race", "stateful", "badinput", "fuzz", "atheris")
+BATTERIES = ("kill", "kill-flow", "crash", "race", "stateful", "badinput", "fuzz", "atheris")
 FSYNC_SITES = {
     "append_bytes": ("append_bytes",),
     "atomic_write_bytes file": ("atomic_write_bytes",),
@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         if "kill" in only:
             stats = killloop.kill_loop(work / "kill", kills=args.kills, seed=args.seed)
             report["kill"] = stats.to_dict()
+            ok &= not stats.failures
+        if "kill-flow" in only:  # the same battery over the code-first twin of the workload
+            stats = killloop.kill_loop(work / "kill-flow", kills=args.kills, seed=args.seed, kind="flow")
+            report["kill-flow"] = stats.to_dict()
             ok &= not stats.failures
         if "crash" in only:
             started = time.perf_counter()

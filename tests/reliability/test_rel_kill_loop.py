@@ -35,6 +35,45 @@ def test_kill9_loop_loses_nothing_and_finishes_like_an_uncrashed_run(tmp_path: P
     assert stats.durable_checked > 0
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_kill9_loop_with_a_code_first_workload_gives_the_same_figures(tmp_path: Path) -> None:
+    """The same battery, the same checks, the same expected figures, over ``crashy_flow``: one
+    function whose steps and effects are identified by position (tests/reliability/workload_flow.py)."""
+    stats = killloop.kill_loop(tmp_path, kills=KILLS, seed=SEED, kind="flow")
+    print(f"kill loop (code-first): {stats.to_dict()}")
+    assert stats.failures == []
+    assert stats.kills >= KILLS
+    assert stats.timer_kills > 0 and stats.op_kills > 0
+    assert stats.episodes == stats.completed >= 1
+    assert stats.lost == 0
+    assert stats.duplicate_effects == 0
+    assert stats.durable_checked > 0
+
+
+def test_uncrashed_code_first_driver_run_exercises_every_call(tmp_path: Path) -> None:
+    import io
+
+    out = io.StringIO()
+    state = driver.drive(tmp_path / "store", "one", to_iso(utc_now()), tmp_path / "fx.log", out, durability="none",
+                         kind="flow")
+    assert state.status.value == "completed", state.error
+    records = checks.ledger_records(tmp_path / "store", "one")
+    kinds = {(r.get("effect") or {}).get("type") for r in records}
+    assert {"tool_calls", "llm_call", "ask_user", "wait_event", "wait_job", "wait_until",
+            "start_subworkflow"} <= kinds
+    assert {r["ext"]["step"]["kind"] for r in records if r["kind"] == "step"} == {"step", "now", "uuid", "random"}
+    lines = workload.EffectLog(tmp_path / "fx.log").lines()
+    steps = workload.ROUNDS * workload.PURE_PER_ROUND + 1  # the child's step too
+    assert sum(1 for f in lines if f[0] == "step") == steps == len({f[3] for f in lines if f[0] == "step"})
+    assert [f[1] for f in lines if f[0] == "flakystep"] == ["fail", "ok"] * workload.ROUNDS
+    assert sum(1 for f in lines if f[0] == "tool") == 2 * workload.ROUNDS + 1
+    assert state.output["answers"]["user"] == "yes" and state.output["answers"]["event"] == {"event": "evt:go"}
+    assert state.output["answers"]["child"]["trail"] == [{"r": 100, "i": 2}]
+    assert state.output["values"] == workload.ROUNDS and state.output["draws_in_range"] is True
+    assert checks.store_problems(tmp_path / "store") == []
+
+
 def test_uncrashed_driver_run_exercises_every_effect_kind(tmp_path: Path) -> None:
     import io
 
