@@ -420,7 +420,7 @@ def test_nondeterministic_code_is_refused_with_nothing_written_and_the_run_block
     @workflow("flaky_code")
     def flaky_code(ctx: Any) -> dict[str, Any]:
         for name in order:
-            ctx.step(step(name=name)(lambda: name))
+            ctx.step(step(name=name)(lambda value=name: value))
         ctx.wait_event("go")
         return {}
 
