@@ -309,8 +309,10 @@ class StepRecord:
     # record was made (one timestamp per record).
     next_node: Optional[str] = None
     at: Optional[str] = None
-    # Format 3: named extensions (docs/file-format.md), e.g. ``{"step": {"name", "kind"}}``.
-    ext: Optional[dict[str, Any]] = None
+    # Format 3: named extensions (docs/file-format.md), e.g. ``{"step": {"name", "kind"}}``. Not a
+    # dataclass field on purpose: stores written for 0.0.1 keep ``asdict(record)``, and the hash
+    # taken over ``to_dict()`` must match it. Written by stores that keep sealed lines.
+    ext = None  # type: Optional[dict[str, Any]]
 
     @classmethod
     def start(
@@ -383,7 +385,6 @@ class StepRecord:
             # records): a hash taken over this dict must match one taken over what they store.
             "next_node": self.next_node,
             "at": self.at,
-            **({"ext": self.ext} if self.ext is not None else {}),
         }
 
     @classmethod
@@ -412,5 +413,4 @@ class StepRecord:
             delta=data.get("delta"),
             next_node=data.get("next_node"),
             at=data.get("at"),
-            ext=data.get("ext"),
         )

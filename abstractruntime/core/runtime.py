@@ -238,9 +238,9 @@ class Runtime:
             raise InvalidInputError("metadata must be a JSON object")
         if run_id is not None:
             validate_id(run_id, "run id")
-        check_inputs = getattr(workflow, "check_inputs", None)
-        if check_inputs is not None:  # a code-first workflow: its inputs are its function's parameters
-            check_inputs(vars)
+        check_start = getattr(workflow, "check_start", None)
+        if check_start is not None:  # a code-first workflow: its inputs are its function's parameters
+            check_start(self, vars)
         check_size(canonical_json(vars or {}), what="Run vars")
         run = RunState.new(workflow_id=workflow.workflow_id, entry_node=workflow.entry_node, actor_id=actor_id,
                            vars=vars, parent_run_id=parent_run_id, run_id=run_id)

@@ -65,7 +65,7 @@ from .history import (
     effect_name,
     history_for,
 )
-from .spec import StepOptions, Workflow, step_name, step_options
+from .spec import StepOptions, Workflow, check_inputs, step_name, step_options
 
 if TYPE_CHECKING:
     from ..core.drive import Step
@@ -637,9 +637,8 @@ class FlowRun:
         workflow_id = spec.workflow_id if spec is not None else workflow
         if not isinstance(workflow_id, str) or not workflow_id:
             raise InvalidInputError("ctx.child needs a workflow (or a registered workflow id)")
-        check = getattr(spec, "check_inputs", None)
-        if check is not None:
-            check(inputs)
+        if isinstance(spec, Workflow):
+            check_inputs(spec, inputs)
 
         def register(live: Live) -> None:
             if spec is not None:
@@ -901,6 +900,11 @@ def flow_steps(rt: "Runtime", session: "RunSession", flow: Workflow) -> "Step":
     marked blocked.
     """
     run = session.run
+    if not session.sealed_lines:
+        raise InvalidInputError(
+            f"run {session.run_id}: a code-first workflow needs a ledger store that keeps format-3 records as "
+            f"sealed (the SEALED_LINES capability: the file, PostgreSQL and in-memory stores); "
+            f"{type(rt.ledger_store).__name__} does not")
     history = history_for(rt, session)
     live = Live(rt, session, flow)
     live.positions = history.last

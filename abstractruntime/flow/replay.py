@@ -73,6 +73,7 @@ def check_run(workflow: Any, store: Any, run_id: str) -> ReplayResult:
     checked = min(flow_run.next_position - 1, history.last)
     if how == "diverged":
         details = value.details
+        checked = max(0, int(details.get("position") or 1) - 1)  # the positions that matched before it
         return ReplayResult(run_id, run.workflow_id, status, False, checked=checked,
                             position=details.get("position"), recorded=details.get("recorded"),
                             code=details.get("code"),

@@ -121,9 +121,17 @@ class Workflow(WorkflowSpec):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
 
-    def check_inputs(self, inputs: Optional[dict[str, Any]]) -> None:
-        """Refuse (``InvalidInputError``, before a run is created) inputs the function cannot take."""
+    def check_start(self, runtime: Any, inputs: Optional[dict[str, Any]]) -> None:
+        """Refuse (``InvalidInputError``, before a run is created) inputs the function cannot take,
+        and a ledger store that cannot keep a code-first run's records."""
+        from ..core.ports import Capability, has_capability
+
         check_inputs(self, inputs or {})
+        if not has_capability(runtime.ledger_store, Capability.SEALED_LINES):
+            raise InvalidInputError(
+                f"workflow '{self.workflow_id}' is code-first: it needs a ledger store that keeps format-3 records as "
+                f"sealed (the SEALED_LINES capability: the file, PostgreSQL and in-memory stores); "
+                f"{type(runtime.ledger_store).__name__} does not")
 
     def flow_steps(self, rt: "Runtime", session: "RunSession") -> "Step":
         """The kernel's hook (``core/stepping.py``): run the function from the top for one tick."""

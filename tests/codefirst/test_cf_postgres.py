@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from abstractruntime import NondeterminismError, step, workflow
+from abstractruntime.core.errors import InvalidInputError
 from abstractruntime.core.models import RunStatus
 
 BIN = str(Path(sys.executable).parent / "abstractruntime")
@@ -38,6 +39,11 @@ def deploy(ctx: Any, service: str) -> dict[str, Any]:
 def test_a_code_first_run_on_every_backend(backend: Any) -> None:
     CALLS.clear()
     rt = backend.runtime()
+    if "upstream-style" in backend.name:
+        # A ledger written for 0.0.1 keeps asdict(record): no place for a step's name. Refused at start.
+        with pytest.raises(InvalidInputError, match="SEALED_LINES"):
+            rt.start(workflow=deploy, vars={"service": "web"})
+        return
     run_id = rt.start(workflow=deploy, vars={"service": "web"})
     assert rt.tick(workflow=deploy, run_id=run_id).waiting.wait_id == "w2"
     fresh = backend.reopen().runtime() if backend.reopen is not None else rt  # as another process would
@@ -50,6 +56,8 @@ def test_a_code_first_run_on_every_backend(backend: Any) -> None:
 
 
 def test_a_divergence_on_every_backend_writes_nothing_and_marks_the_run(backend: Any) -> None:
+    if "upstream-style" in backend.name:
+        pytest.skip("code-first runs need a store that keeps sealed records (refused at start, above)")
     names = ["a", "b"]
 
     @workflow("cf_order")
