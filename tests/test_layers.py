@@ -21,12 +21,14 @@ PACKAGE = ROOT / "abstractruntime"
 CLI = ROOT / "cli"
 
 # Layers that may import nothing third-party, and what above them they must never import.
-KERNEL = ("core", "identity", "storage", "scheduler")
+# ``flow`` (code-first workflows) sits above the kernel, beside the loader: standard library only.
+KERNEL = ("core", "identity", "storage", "scheduler", "flow")
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "core": ("storage", "scheduler", "integrations", "cli", "report", "testing", "loader", "trust"),
-    "identity": ("storage", "scheduler", "integrations", "cli", "report", "testing"),
-    "storage": ("scheduler", "integrations", "cli", "report", "testing"),
-    "scheduler": ("integrations", "cli", "report", "testing"),
+    "core": ("storage", "scheduler", "integrations", "cli", "report", "testing", "loader", "trust", "flow"),
+    "identity": ("storage", "scheduler", "integrations", "cli", "report", "testing", "flow"),
+    "storage": ("scheduler", "integrations", "cli", "report", "testing", "flow"),
+    "scheduler": ("integrations", "cli", "report", "testing", "flow"),
+    "flow": ("integrations", "cli", "report", "testing", "loader", "registry", "workflow_files"),
     "integrations": ("cli", "testing"),
 }
 

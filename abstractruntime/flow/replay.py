@@ -23,7 +23,7 @@ from typing import Any, Iterable, Optional
 from ..core.errors import AbstractRuntimeError
 from ..core.recovery import open_run
 from ..core.upgrade import needed_nodes
-from .engine import FlowRun
+from .run import FlowRun
 from .history import Keeper, read_history
 from .spec import is_code_first
 
