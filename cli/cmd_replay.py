@@ -71,7 +71,7 @@ def replay_cmd(
 
 def _row(doc: dict[str, Any]) -> list[Any]:
     if doc["compatible"]:
-        unit = "positions" if doc["style"] == "code-first" else "nodes needed"
+        unit = ("position" if doc["checked"] == 1 else "positions") if doc["style"] == "code-first" else "nodes needed"
         return ["compatible", doc["run_id"], f"{doc['checked']} {unit} ({doc['status']})"]
     if doc.get("position") is not None:
         return ["diverges", doc["run_id"], f"at position {doc['position']}: recorded {doc['recorded']}, "

@@ -12,8 +12,9 @@ import pytest
 
 from cli_support import REPO, SAMPLES
 
-CLEAN_RUNS = ["agent-approved", "agent-denied", "agent-remote", "approval-approved", "approval-rejected",
-              "approval-waiting", "event-paid", "timer-done", "tools-run"]
+CLEAN_RUNS = ["agent-approved", "agent-denied", "agent-flow-approved", "agent-remote", "approval-approved",
+              "approval-flow-approved", "approval-flow-waiting", "approval-rejected", "approval-waiting", "event-paid",
+              "timer-done", "tools-run"]
 
 
 def test_cli_reference_is_up_to_date() -> None:
