@@ -86,6 +86,7 @@ class Entry:
     name: str
     state: str
     value: Any = None          # stored form: resolve with History.value()
+    effect_id: int = 0         # the id its records carry (its position, unless a restore renumbered)
     answered: bool = False     # value is the answer to a wait (a resume's payload)
     attempts: int = 0          # attempts begun
     failures: int = 0          # failed attempts recorded
@@ -105,18 +106,29 @@ class History:
 
     run_id: str
     entries: dict[int, Entry] = field(default_factory=dict)
+    # effect id -> position: equal, unless a restore took the run back (effect ids never repeat,
+    # so the calls made after a restore carry new ids at the positions the restore freed).
+    positions: dict[int, int] = field(default_factory=dict)
     table: ValueTable = field(default_factory=ValueTable)
     # Every format-3 record absorbed (durable ones only), to take the history back on a restore.
     docs: list[dict[str, Any]] = field(default_factory=list)
     head: LedgerHead = field(default_factory=LedgerHead)
     # Reads another run's history (a fork's source); set by the loaders.
     source_reader: Optional[Callable[[str, int, Optional[str]], "History"]] = field(default=None, repr=False)
-    _collected: bool = field(default=False, repr=False)
+    # ``collected``: the table holds the definitions of every record absorbed (shared with overlays).
+    _flags: dict[str, bool] = field(default_factory=lambda: {"collected": False}, repr=False)
 
     @property
     def last(self) -> int:
         """The highest position recorded (0 when none)."""
-        return max(self.entries) if self.entries else 0
+        return len(self.positions)
+
+    def _at(self, effect_id: int) -> int:
+        """The position of ``effect_id``: its own, or the next one for an id seen first."""
+        position = self.positions.get(effect_id)
+        if position is None:
+            position = self.positions[effect_id] = len(self.positions) + 1
+        return position
 
     def get(self, position: int) -> Optional[Entry]:
         """The entry at ``position`` (``None`` when nothing is recorded there)."""
@@ -124,7 +136,7 @@ class History:
 
     def overlay(self) -> "History":
         """A copy for one tick: absorbing records not yet durable changes the copy only."""
-        return replace(self, entries=dict(self.entries), docs=self.docs)
+        return replace(self, entries=dict(self.entries), positions=dict(self.positions), docs=self.docs)
 
     # -- reading records ----------------------------------------------------------------
 
@@ -135,35 +147,51 @@ class History:
                 continue  # older formats predate code-first runs
             if keep:
                 self.docs.append(doc)
+            if self._flags["collected"]:  # the table holds every definition so far: keep it so
+                self._collect(doc)
             self.absorb(doc)
+
+    def _collect(self, doc: dict[str, Any]) -> None:
+        for part in record_parts(doc):
+            self.table.collect(part, int(doc.get("seq") or 0))
+
+    def collect_all(self) -> None:
+        """File the definitions of every record absorbed (done once, when a value first refers back)."""
+        if not self._flags["collected"]:
+            self._flags["collected"] = True
+            for doc in self.docs:
+                self._collect(doc)
 
     def absorb(self, doc: dict[str, Any]) -> None:
         """Apply one stored record to the entries."""
         kind = doc.get("kind")
-        effect_id = doc.get("effect_id")
-        position = effect_id if isinstance(effect_id, int) and not isinstance(effect_id, bool) else None
-        if kind == STEP and position is not None:
-            self._step(position, doc)
-        elif kind == PATCH and position is not None:
+        found = doc.get("effect_id")
+        known = isinstance(found, int) and not isinstance(found, bool)
+        effect_id: int = found if known else 0  # type: ignore[assignment]
+        if kind == STEP and known:
+            self._step(self._at(effect_id), effect_id, doc)
+        elif kind == PATCH and known:
             meta = _ext(doc, PATCH)
+            position = self._at(effect_id)
             self.entries[position] = Entry(position, PATCH, str(meta.get("name")), DONE,
-                                           value=bool(meta.get("applied", True)))
-        elif kind == "effect" and position is not None:
-            self._effect(position, doc)
+                                           value=bool(meta.get("applied", True)), effect_id=effect_id)
+        elif kind == "effect" and known:
+            self._effect(effect_id, doc)
         elif kind == "resume":
             self._resume(doc)
         elif kind == "fail":
             result = self._plain(doc.get("result"))
             failed = result.get("effect_id") if isinstance(result, dict) else None
-            entry = self.entries.get(failed) if isinstance(failed, int) else None
+            at = self.positions.get(failed) if isinstance(failed, int) else None
+            entry = self.entries.get(at) if at is not None else None
             if entry is not None:
-                self.entries[failed] = replace(entry, state=FAILED, error=doc.get("error"))  # type: ignore[index]
+                self.entries[entry.position] = replace(entry, state=FAILED, error=doc.get("error"))
         elif kind == "restore":
             self._restore(doc)
         elif kind == "start":
             self._start(doc)
 
-    def _step(self, position: int, doc: dict[str, Any]) -> None:
+    def _step(self, position: int, effect_id: int, doc: dict[str, Any]) -> None:
         meta = _ext(doc, STEP)
         prev = self.entries.get(position)
         name, skind = str(meta.get("name", "")), str(meta.get("kind", STEP))
@@ -171,20 +199,21 @@ class History:
         failures = prev.failures if prev is not None else 0
         if status == "started":
             attempt = meta.get("attempt", 1)
-            self.entries[position] = Entry(position, skind, name, STARTED,
+            self.entries[position] = Entry(position, skind, name, STARTED, effect_id=effect_id,
                                            attempts=attempt if isinstance(attempt, int) else 1, failures=failures)
         elif status == "completed":
-            self.entries[position] = Entry(position, skind, name, DONE, value=doc.get("result"),
+            self.entries[position] = Entry(position, skind, name, DONE, value=doc.get("result"), effect_id=effect_id,
                                            attempts=prev.attempts if prev is not None else 1, failures=failures)
         elif status == "failed":
             exc_type = meta.get("exception_type")
             self.entries[position] = Entry(position, skind, name, FAILED if meta.get("final") else RETRY,
-                                           attempts=prev.attempts if prev is not None else 1, failures=failures + 1,
-                                           error=doc.get("error"),
+                                           effect_id=effect_id, attempts=prev.attempts if prev is not None else 1,
+                                           failures=failures + 1, error=doc.get("error"),
                                            exception_type=exc_type if isinstance(exc_type, str) else None)
 
-    def _effect(self, position: int, doc: dict[str, Any]) -> None:
-        prev = self.entries.get(position)
+    def _effect(self, effect_id: int, doc: dict[str, Any]) -> None:
+        known = self.positions.get(effect_id)
+        prev = self.entries.get(known) if known is not None else None
         status = doc.get("status")
         effect = doc.get("effect")
         if isinstance(effect, dict) and isinstance(effect.get("type"), str):
@@ -197,20 +226,22 @@ class History:
             etype, name = prev.kind, prev.name
         else:
             return  # an outcome whose intent this history never saw (not a code-first position)
+        position = self._at(effect_id)
         failures = prev.failures if prev is not None else 0
         attempts = prev.attempts if prev is not None else 0
         if status == "started":
             attempt = doc.get("attempt", 1)
-            self.entries[position] = Entry(position, etype, name, STARTED, failures=failures,
+            self.entries[position] = Entry(position, etype, name, STARTED, failures=failures, effect_id=effect_id,
                                            attempts=attempt if isinstance(attempt, int) else attempts + 1)
         elif status == "completed":
-            self.entries[position] = Entry(position, etype, name, DONE, value=doc.get("result"),
+            self.entries[position] = Entry(position, etype, name, DONE, value=doc.get("result"), effect_id=effect_id,
                                            attempts=attempts, failures=failures)
         elif status == "waiting":
-            self.entries[position] = Entry(position, etype, name, WAITING, attempts=attempts, failures=failures)
+            self.entries[position] = Entry(position, etype, name, WAITING, attempts=attempts, failures=failures,
+                                           effect_id=effect_id)
         elif status == "failed":
             self.entries[position] = Entry(position, etype, name, RETRY, attempts=attempts, failures=failures + 1,
-                                           error=doc.get("error"))
+                                           error=doc.get("error"), effect_id=effect_id)
 
     def _resume(self, doc: dict[str, Any]) -> None:
         stored = doc.get("result")
@@ -220,12 +251,12 @@ class History:
         wait_id = result.get("wait_id")
         if not (isinstance(wait_id, str) and wait_id[:1] == "w" and wait_id[1:].isdigit()):
             return
-        position = int(wait_id[1:])
-        entry = self.entries.get(position)
+        position = self.positions.get(int(wait_id[1:]))
+        entry = self.entries.get(position) if position is not None else None
         if entry is None or result.get("reason") == "handler":
             return  # a handler arrived: the effect is performed again, nothing is answered
         payload = _navigate(stored, ["payload"], self.table) if "payload" in result else None
-        self.entries[position] = replace(entry, state=DONE, value=payload, answered=True, plain=None)
+        self.entries[entry.position] = replace(entry, state=DONE, value=payload, answered=True, plain=None)
 
     def _restore(self, doc: dict[str, Any]) -> None:
         result = self._plain(doc.get("result"))
@@ -236,7 +267,7 @@ class History:
         # The run went back to its state at `seq`: so does its history (the records in between
         # stay in the ledger, as evidence, but are no longer the run's past).
         kept = [d for d in self.docs if isinstance(d.get("seq"), int) and d["seq"] <= seq]
-        self.entries = {}
+        self.entries, self.positions = {}, {}
         for old in kept:
             self.absorb(old)
 
@@ -251,9 +282,11 @@ class History:
         if not isinstance(source, str) or not isinstance(seq, int):
             return
         base = self.source_reader(source, seq, ledger.get("head_hash"))
-        self.entries = dict(base.entries)
-        self.table = base.table  # the values the source's records defined
-        self._collected = True
+        base.collect_all()
+        self.entries, self.positions = dict(base.entries), dict(base.positions)
+        self.table = base.table  # the values the source's records defined, and this run's from here on
+        self._flags["collected"] = True
+        self._collect(doc)  # the fork's own first record may define values its later records refer to
 
     # -- values ---------------------------------------------------------------------------
 
@@ -269,12 +302,9 @@ class History:
         try:
             return self.table.resolve(stored, fill)
         except UndefinedValueError:
-            if self._collected:
+            if self._flags["collected"]:
                 raise
-            self._collected = True
-            for doc in self.docs:
-                for part in record_parts(doc):
-                    self.table.collect(part, int(doc.get("seq") or 0))
+            self.collect_all()
             return self.table.resolve(stored, fill)
 
 

@@ -64,32 +64,27 @@ class Live:
         except Exception as exc:
             raise _Abort(exc) from exc
 
-    def _position(self, position: int, new: bool) -> None:
+    def new_effect_id(self) -> int:
+        """The effect id of a new position: the kernel's next (a run's positions are numbered by
+        their effect ids, which never repeat, also after a restore)."""
         ckpt = self.session.checkpoint
-        if not new:
-            return
-        if position != ckpt.effects + 1:
-            raise _Abort(VerificationFailedError(
-                f"run {self.session.run_id}: position {position} is not the next one (the run has begun "
-                f"{ckpt.effects}); its history and its effect count disagree"))
-        ckpt.effects = position
+        ckpt.effects += 1
+        return ckpt.effects
 
-    def _step_record(self, kind: str, position: int, name: str, *, new: bool = False,
-                     meta: Optional[dict[str, Any]] = None) -> Any:
-        self._position(position, new)
+    def _step_record(self, kind: str, effect_id: int, name: str, *, meta: Optional[dict[str, Any]] = None) -> Any:
         rec = new_record(self.session.run, RecordKind.STEP, self.node)
-        rec.effect_id = position
+        rec.effect_id = effect_id
         rec.ext = {"step": {"name": name, "kind": kind, **(meta or {})}}
         return rec
 
-    def step_intent(self, position: int, name: str, attempt: int, *, new: bool) -> None:
+    def step_intent(self, effect_id: int, name: str, attempt: int) -> None:
         """A step's intent (made durable by :meth:`flush` before its function runs)."""
-        rec = self._step_record(STEP, position, name, new=new, meta={"attempt": attempt} if attempt > 1 else None)
+        rec = self._step_record(STEP, effect_id, name, meta={"attempt": attempt} if attempt > 1 else None)
         self._guarded(rec)
 
-    def step_done(self, position: int, name: str, value: Any) -> Optional[str]:
+    def step_done(self, effect_id: int, name: str, value: Any) -> Optional[str]:
         """A step's value; the reason when it cannot be recorded (nothing queued then)."""
-        rec = self._step_record(STEP, position, name)
+        rec = self._step_record(STEP, effect_id, name)
         rec.finish_success(value)
         try:
             self._write(rec)
@@ -97,7 +92,7 @@ class Live:
             return str(exc)
         return None
 
-    def step_failed(self, position: int, name: str, attempt: int, error: str, exception_type: str,
+    def step_failed(self, effect_id: int, name: str, attempt: int, error: str, exception_type: str,
                     final: bool) -> None:
         """A failed attempt of a step (``final``: no more attempts)."""
         meta: dict[str, Any] = {"exception_type": exception_type}
@@ -105,21 +100,21 @@ class Live:
             meta["attempt"] = attempt
         if final:
             meta["final"] = True
-        rec = self._step_record(STEP, position, name, meta=meta)
+        rec = self._step_record(STEP, effect_id, name, meta=meta)
         rec.finish_failure(error)
         self._guarded(rec)
 
-    def value(self, position: int, kind: str, value: Any) -> None:
-        """A recorded value (``now``, ``uuid``, ``random``)."""
-        rec = self._step_record(kind, position, kind, new=True)
+    def value(self, kind: str, value: Any) -> None:
+        """A recorded value (``now``, ``uuid``, ``random``) at a new position."""
+        rec = self._step_record(kind, self.new_effect_id(), kind)
         rec.finish_success(value)
         self._guarded(rec)
 
-    def patch(self, position: int, name: str) -> None:
-        """The marker of ``ctx.patched(name)`` taking the new path."""
-        self._position(position, True)
+    def patch(self, name: str) -> None:
+        """The marker of ``ctx.patched(name)`` taking the new path, at a new position."""
+        effect_id = self.new_effect_id()
         rec = new_record(self.session.run, RecordKind.PATCH, self.node)
-        rec.effect_id = position
+        rec.effect_id = effect_id
         rec.ext = {"patch": {"name": name, "applied": True}}
         rec.finish_success(None)
         self._guarded(rec)
@@ -147,27 +142,23 @@ class Live:
 
     # -- kernel effects -------------------------------------------------------------------------
 
-    def effect_steps(self, position: int, effect: Effect) -> "Step":
-        """The kernel's stepping code performing ``effect`` at ``position``."""
-        ckpt = self.session.checkpoint
-        if position != ckpt.effects + 1:
-            raise _Abort(VerificationFailedError(
-                f"run {self.session.run_id}: position {position} is not the next one (the run has begun "
-                f"{ckpt.effects})"))
+    def effect_steps(self, effect: Effect) -> "Step":
+        """The kernel's stepping code performing ``effect`` at a new position (the kernel numbers it)."""
         return effect_steps(self.rt, self.session, StepPlan(node_id=self.node, effect=effect, next_node=self.node))
 
-    def effect_result(self, position: int) -> tuple[bool, Any]:
-        """``(True, result)`` once the effect at ``position`` completed; ``(False, None)`` when the
+    def effect_result(self) -> tuple[bool, Any]:
+        """``(True, result)`` once the effect just performed completed; ``(False, None)`` when the
         run now waits on it (or failed on it)."""
         session = self.session
         if session.run.status is not RunStatus.RUNNING:
             return False, None
         queued = session.queued_records
         doc = queued[-1] if queued else None
-        if doc is None or doc.get("kind") != "effect" or doc.get("effect_id") != position \
+        effect_id = session.checkpoint.effects
+        if doc is None or doc.get("kind") != "effect" or doc.get("effect_id") != effect_id \
                 or doc.get("status") != "completed":
-            raise _Abort(VerificationFailedError(f"run {session.run_id}: the effect at position {position} "
-                                                 "completed without its record"))
+            raise _Abort(VerificationFailedError(f"run {session.run_id}: effect {effect_id} completed without its "
+                                                 "record"))
         try:
             result = session.stored_result(doc)
         except Exception as exc:

@@ -72,11 +72,13 @@ class Operations:
             attempt, failures = entry.attempts, entry.failures
         live = self.need_live(position, STEP, name)
         allowed = live.attempts(options)
+        effect_id = entry.effect_id if entry is not None else live.new_effect_id()
         while True:
             attempt += 1
-            live.step_intent(position, name, attempt, new=entry is None and attempt == 1)
+            live.step_intent(effect_id, name, attempt)
             live.flush()  # the intent, and everything before it, is durable before the function runs
-            identity = EffectIdentity(self.run_id, position, positional_key(self.run_id, position), attempt)
+            # The step's key comes from its effect id: stable across its attempts, never another step's.
+            identity = EffectIdentity(self.run_id, effect_id, positional_key(self.run_id, effect_id), attempt)
             ok, result = yield _Call(fn, args, kwargs, identity)
             cause: BaseException
             if ok:
@@ -86,7 +88,7 @@ class Operations:
                     problem: Optional[str] = str(exc)
                 else:
                     # The value recorded is the one the function sees: every store then replays it alike.
-                    problem = live.step_done(position, name, seen)
+                    problem = live.step_done(effect_id, name, seen)
                     if problem is None:
                         return seen
                 cause = InvalidInputError(f"step {name!r} returned a value that cannot be recorded: {problem}")
@@ -96,7 +98,7 @@ class Operations:
                 error, retryable = f"{type(result).__name__}: {result}", True
             failures += 1
             final = not retryable or failures >= allowed
-            live.step_failed(position, name, attempt, error, type(cause).__name__, final)
+            live.step_failed(effect_id, name, attempt, error, type(cause).__name__, final)
             if final:
                 raise self._failure(position, name, error, type(cause).__name__) from cause
             yield _Pause(live.backoff(options, failures))
@@ -117,7 +119,7 @@ class Operations:
             raw = str(uuid_module.uuid4())
         else:
             raw = random_module.random()
-        live.value(position, kind, raw)
+        live.value(kind, raw)
         return _as_value(kind, raw)
         yield  # a generator, like every operation
 
@@ -141,7 +143,7 @@ class Operations:
         else:
             live = self.need_live(position, PATCH, name)
             self.next_position = position + 1
-            live.patch(position, name)
+            live.patch(name)
             decision = True
         self.patches[name] = decision
         return decision
@@ -163,8 +165,8 @@ class Operations:
         if before is not None:
             before(live)
         effect = Effect(effect_type, payload())
-        yield _Kernel(live.effect_steps(position, effect))
-        done, result = live.effect_result(position)
+        yield _Kernel(live.effect_steps(effect))
+        done, result = live.effect_result()
         if not done:
             raise self.stop()
         return convert(result)

@@ -502,3 +502,66 @@ def test_every_code_first_ledger_verifies(file_backend: Any) -> None:
     report = verify_run(file_backend.root, run_id)
     assert report.ok, report.problems
     assert rt.get_state(run_id).output == {"answer": "y"}
+
+
+def test_a_fork_replays_its_source_history_and_a_restore_takes_the_history_back(file_backend: Any) -> None:
+    from abstractruntime.core.restore import fork_snapshot, restore_snapshot, take_snapshot
+
+    calls: list[str] = []
+
+    def build(name: str) -> dict[str, Any]:
+        calls.append(name)
+        return {"built": name, "blob": "x" * 300}  # a stored value, referred to by later records
+
+    @workflow("forked")
+    def forked(ctx: Any) -> dict[str, Any]:
+        first = ctx.step(build, "one")
+        answer = ctx.ask("Go on?")
+        again = ctx.step(build, "one")  # the same value: a reference to the first's definition
+        second = ctx.ask("Finish?")
+        return {"first": first["built"], "again": again["blob"] == first["blob"], "answers": [answer, second]}
+
+    rt = file_backend.runtime()
+    run_id = rt.start(workflow=forked)
+    rt.tick(workflow=forked, run_id=run_id)
+    snap = take_snapshot(rt, run_id, name="at-first-question")
+    rt.resume(workflow=forked, run_id=run_id, wait_id="w2", payload={"answer": "a"})
+    assert calls == ["one", "one"]
+    fork_id = fork_snapshot(rt, snap, workflow=forked)
+    state = rt.resume(workflow=forked, run_id=fork_id, wait_id="w2", payload={"answer": "fork"})
+    assert state.waiting.wait_id == "w4"
+    done = rt.resume(workflow=forked, run_id=fork_id, wait_id="w4", payload={"answer": "end"})
+    assert done.output == {"first": "one", "again": True, "answers": ["fork", "end"]}
+    assert calls == ["one", "one", "one"]  # the fork's first step came from its source's history
+    restore_snapshot(rt, snap, workflow=forked)  # the source goes back to its first question
+    state = rt.resume(workflow=forked, run_id=run_id, wait_id="w2", payload={"answer": "b"})
+    # Positions 3 and 4 are asked for again; their effect ids go on from the run's count, so no
+    # wait handle of the run's past (w4) can answer its new question (w6).
+    assert state.waiting.wait_id == "w6" and calls == ["one", "one", "one", "one"]
+    with pytest.raises(Exception, match="already answered"):
+        rt.resume(workflow=forked, run_id=run_id, wait_id="w4", payload={"answer": "stale"})
+    done = rt.resume(workflow=forked, run_id=run_id, wait_id="w6", payload={"answer": "c"})
+    assert done.output["answers"] == ["b", "c"]
+    from abstractruntime.storage.verify import verify_run
+
+    assert verify_run(file_backend.root, run_id).ok and verify_run(file_backend.root, fork_id).ok
+
+
+def test_a_secret_in_a_step_result_is_redacted_in_the_ledger_and_real_on_replay(file_backend: Any) -> None:
+    seen: list[str] = []
+
+    @workflow("secretive")
+    def secretive(ctx: Any) -> dict[str, Any]:
+        token = ctx.step(lambda: {"access_token": "s3cret-value"})
+        seen.append(token["access_token"])
+        ctx.wait_event("go")
+        return {"length": len(token["access_token"])}
+
+    rt = file_backend.runtime()
+    run_id = rt.start(workflow=secretive)
+    rt.tick(workflow=secretive, run_id=run_id)
+    fresh = file_backend.reopen().runtime()  # a new process: values come from the secrets store
+    assert fresh.resume(workflow=secretive, run_id=run_id, wait_id="w2", payload={}).output == {"length": 12}
+    assert seen == ["s3cret-value", "s3cret-value"]
+    ledger = (file_backend.root / "runs" / run_id / "ledger.jsonl").read_text()
+    assert "s3cret-value" not in ledger and "[REDACTED]" in ledger
