@@ -290,6 +290,8 @@ def exit_code_section() -> str:
             "with no runs"),
         (5, "the run is waiting (answer, event, timer, job, tool approval or a missing handler); stdout carries "
             "the wait handle"),
+        (6, "the run is blocked: its code-first workflow's code diverges from the run's history (nothing written; "
+            "docs/workflows.md); `replay`: a run would diverge"),
         (130, "interrupted (Ctrl-C); the run stays as last checkpointed; the message names the command that continues it"),
         (143, "terminated (SIGTERM); as 130"),
     ]

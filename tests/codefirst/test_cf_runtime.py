@@ -565,3 +565,87 @@ def test_a_secret_in_a_step_result_is_redacted_in_the_ledger_and_real_on_replay(
     assert seen == ["s3cret-value", "s3cret-value"]
     ledger = (file_backend.root / "runs" / run_id / "ledger.jsonl").read_text()
     assert "s3cret-value" not in ledger and "[REDACTED]" in ledger
+
+
+def test_an_effect_that_fails_for_good_fails_the_run_and_retry_goes_on_from_there(rt_backend: Any) -> None:
+    down = {"on": True}
+    built: list[int] = []
+
+    def llm(run: Any, effect: Any) -> EffectOutcome:
+        if down["on"]:
+            return EffectOutcome.failed("server unavailable")
+        return EffectOutcome.completed({"content": "ok"})
+
+    @workflow("blip")
+    def blip(ctx: Any) -> dict[str, Any]:
+        ctx.step(lambda: built.append(1) or len(built))
+        return {"reply": ctx.llm("hi")["content"]}
+
+    rt = rt_backend.runtime(effect_handlers={EffectType.LLM_CALL: llm})
+    run_id = rt.start(workflow=blip)
+    failed = rt.tick(workflow=blip, run_id=run_id)
+    assert failed.status is RunStatus.FAILED and "server unavailable" in failed.error
+    down["on"] = False
+    done = rt.retry(workflow=blip, run_id=run_id)
+    assert done.status is RunStatus.COMPLETED and done.output == {"reply": "ok"}
+    assert built == [1]  # the step before the failed call ran once
+
+
+def test_a_child_that_waits_makes_its_parent_wait_until_the_scheduler_resumes_it(tmp_path: Any) -> None:
+    from abstractruntime import create_scheduled_runtime
+
+    @workflow("approver")
+    def approver(ctx: Any, item: str) -> dict[str, Any]:
+        return {"item": item, "ok": ctx.ask(f"Approve {item}?") == "yes"}
+
+    @workflow("batch")
+    def batch(ctx: Any) -> dict[str, Any]:
+        first = ctx.child(approver, item="a")
+        return {"first": first, "after": ctx.step(lambda: "done")}
+
+    sr = create_scheduled_runtime(workflows=[batch, approver], auto_start=False)
+    try:
+        run_id, state = sr.run(batch)
+        assert state.status is RunStatus.WAITING and state.waiting.reason.value == "subworkflow"
+        child_id = state.waiting.details["sub_run_id"]
+        child = sr.respond(child_id, {"answer": "yes"})
+        assert child.status is RunStatus.COMPLETED
+        parent = sr.resume_subworkflow_parent(child_run_id=child_id, child_output=child.output)
+        assert parent.status is RunStatus.COMPLETED
+        assert parent.output == {"first": {"item": "a", "ok": True}, "after": "done"}
+    finally:
+        sr.stop()
+
+
+def test_the_loader_finds_workflows_by_what_they_are(tmp_path: Any) -> None:
+    from abstractruntime.core.errors import WorkflowLoadError
+    from abstractruntime.loader import load_workflow_file, load_workflows
+    from abstractruntime.registry import declared_ids
+
+    source = (
+        "from abstractruntime import workflow, WorkflowSpec, StepPlan\n"
+        "from abstractruntime import workflow as flow\n"
+        "@workflow('alpha')\n"
+        "def first(ctx):\n    return {'a': 1}\n"
+        "@flow\n"
+        "async def beta(ctx):\n    return {'b': 2}\n"
+        "gamma_spec = WorkflowSpec('gamma', 'n', {'n': lambda run, ctx: StepPlan('n', complete_output={})})\n"
+    )
+    path = tmp_path / "several.py"
+    path.write_text(source)
+    assert declared_ids(source, "several") == ("alpha", "beta", "gamma")
+    with pytest.raises(WorkflowLoadError, match=r"several workflows \(alpha, beta, gamma\)"):
+        load_workflow_file(path)
+    assert load_workflow_file(path, attr="beta").workflow.workflow_id == "beta"  # by workflow id
+    assert load_workflow_file(path, attr="first").workflow.workflow_id == "alpha"  # by attribute
+    assert load_workflow_file(path, workflow_id="gamma").workflow.workflow_id == "gamma"  # as a run names it
+    _, specs = load_workflows(path)
+    assert [s.workflow_id for s in specs] == ["alpha", "beta", "gamma"]
+    assert all(s.source is not None and s.source.path == str(path) for s in specs)
+    single = tmp_path / "single.py"
+    single.write_text("from abstractruntime import workflow\n@workflow('solo')\ndef f(ctx):\n    return {}\n")
+    assert load_workflow_file(single).workflow.workflow_id == "solo"  # `workflow` is the decorator here
+    empty = tmp_path / "empty.py"
+    empty.write_text("from abstractruntime import workflow\n")
+    with pytest.raises(WorkflowLoadError, match="defines no attribute 'workflow' and no other workflow"):
+        load_workflow_file(empty)
