@@ -255,8 +255,6 @@ class Operations:
                                           lambda: {"workflow_id": workflow_id, "vars": dict(inputs)}, _child_output,
                                           register))
 
-    # -- drivers ---------------------------------------------------------------------------------
-
 
 def _answer(value: Any) -> Any:
     """What ``ctx.ask`` returns: the answer's text, or a structured answer's whole payload."""

@@ -165,8 +165,7 @@ class FlowRun(Operations):
         self.stopped = True
         return _Stop()
 
-    # -- operations (written once as generators; see run_op / arun_op) ----------------------------
-
+    # -- the drivers of the operations (written once as generators: .ops) ---------------------------
 
     def run_op(self, op: Op) -> Any:
         """Run an operation in this thread (a plain ``def`` workflow)."""
