@@ -86,6 +86,8 @@ def test_the_example_runs_to_a_wait_and_resumes_across_processes(example: Any, t
     assert ar("verify", "d1", store=store).returncode == 0
     report = ar("report", "d1", "-o", str(tmp_path / "d1.html"), store=store)
     assert report.returncode == 0 and (tmp_path / "d1.html").exists(), report.stderr
+    page = (tmp_path / "d1.html").read_text()
+    assert "step run_build started" in page and "ctx.ask" not in page  # steps named on the timeline
     ledger = ar("ledger", "show", "d1", store=store).stdout
     assert "step run_build @1" in ledger
 
