@@ -31,7 +31,7 @@ from ..core.drive import Request
 from ..core.errors import AbstractRuntimeError, InvalidInputError, NondeterminismError
 from ..core.models import RecordKind, RunStatus
 from ..core.session import fail_run, new_record
-from .history import Keeper, history_for
+from .load import Keeper, history_for
 from .live import Live
 from .requests import _Abort, round_trip
 from .run import FlowRun

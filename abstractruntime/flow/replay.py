@@ -24,7 +24,7 @@ from ..core.errors import AbstractRuntimeError
 from ..core.recovery import open_run
 from ..core.upgrade import needed_nodes
 from .run import FlowRun
-from .history import Keeper, read_history
+from .load import Keeper, read_history
 from .spec import is_code_first
 
 
