@@ -65,9 +65,10 @@ class Context(_Base):
         """
         run = self._run
         if callable(fn):
-            entry = run.replayed("step", run.step_identity(fn)[0])
+            name, _, convert = run.step_identity(fn)
+            entry = run.replayed("step", name)
             if entry is not None:  # the common case of a replay: the recorded value, at once
-                return run.value_of(entry)
+                return run.step_value(entry, convert)
         return run.run_op(run.step_op(fn, args, kwargs))
 
     def ask(self, prompt: str, choices: Choices = None, *, free_text: Optional[bool] = None,
@@ -147,9 +148,10 @@ class AsyncContext(_Base):
         """See :meth:`Context.step`; an ``async def`` ``fn`` is awaited, a plain one runs in a thread."""
         run = self._run
         if callable(fn):
-            entry = run.replayed("step", run.step_identity(fn)[0])
+            name, _, convert = run.step_identity(fn)
+            entry = run.replayed("step", name)
             if entry is not None:
-                return run.value_of(entry)
+                return run.step_value(entry, convert)
         return await run.arun_op(run.step_op(fn, args, kwargs))
 
     async def ask(self, prompt: str, choices: Choices = None, *, free_text: Optional[bool] = None,

@@ -36,6 +36,7 @@ from .live import Live
 from .requests import _Abort, round_trip
 from .run import FlowRun
 from .spec import Workflow
+from .typed import to_json
 
 if TYPE_CHECKING:
     from ..core.drive import Step
@@ -106,8 +107,9 @@ def flow_steps(rt: "Runtime", session: "RunSession", flow: Workflow) -> "Step":
 
 def _complete(session: "RunSession", node: str, value: Any) -> None:
     run = session.run
-    output = value if isinstance(value, dict) else {"result": value}
     try:
+        value = to_json(value)  # a dataclass (or any value typed.to_json knows) as JSON holds it
+        output = value if isinstance(value, dict) else {"result": value}
         output = round_trip(output)
         from ..core.canonical import canonical_json, check_size
 

@@ -22,6 +22,7 @@ from .history import DONE, FAILED, PATCH, STEP, Entry, History, effect_name
 from .live import Live
 from .requests import _Abort, _Call, _Kernel, _Pause, _Stop, round_trip
 from .spec import StepOptions, Workflow, check_inputs
+from .typed import Convert, TypeMismatch, to_json
 
 if TYPE_CHECKING:
     from ..core.runtime import Runtime
@@ -47,7 +48,10 @@ class Operations:
     def value_of(self, entry: Entry) -> Any:
         raise NotImplementedError  # provided by FlowRun
 
-    def step_identity(self, fn: Any) -> tuple[str, StepOptions]:
+    def step_identity(self, fn: Any) -> tuple[str, StepOptions, Optional[Convert]]:
+        raise NotImplementedError  # provided by FlowRun
+
+    def step_value(self, entry: Entry, convert: Optional[Convert]) -> Any:
         raise NotImplementedError  # provided by FlowRun
 
     def stop(self) -> _Stop:
@@ -60,12 +64,12 @@ class Operations:
         """``ctx.step``: replay a recorded step, or run it (attempts, backoff) and record it."""
         if not callable(fn):
             raise InvalidInputError(f"ctx.step needs a function, not {type(fn).__name__}")
-        name, options = self.step_identity(fn)
+        name, options, convert = self.step_identity(fn)
         position, entry = self.claim(STEP, name)
         attempt = failures = 0
         if entry is not None:
             if entry.state == DONE:
-                return self.value_of(entry)
+                return self.step_value(entry, convert)
             if entry.state == FAILED:
                 raise self._failure(position, entry.name, entry.error, entry.exception_type)
             # Begun when the run stopped (a crash, a stopped worker): it runs again (at least once).
@@ -83,14 +87,18 @@ class Operations:
             cause: BaseException
             if ok:
                 try:
-                    seen = round_trip(result)
+                    seen = round_trip(to_json(result))
+                    # What the function sees is built from the value recorded (typed by the step
+                    # function's return hint): every store then replays it alike.
+                    typed = convert(seen) if convert is not None else seen
                 except InvalidInputError as exc:
                     problem: Optional[str] = str(exc)
+                except TypeMismatch as exc:
+                    problem = f"it does not fit its declared return type: {exc}"
                 else:
-                    # The value recorded is the one the function sees: every store then replays it alike.
                     problem = live.step_done(effect_id, name, seen)
                     if problem is None:
-                        return seen
+                        return typed
                 cause = InvalidInputError(f"step {name!r} returned a value that cannot be recorded: {problem}")
                 error, retryable = str(cause), False
             else:
@@ -245,14 +253,14 @@ class Operations:
         if not isinstance(workflow_id, str) or not workflow_id:
             raise InvalidInputError("ctx.child needs a workflow (or a registered workflow id)")
         if isinstance(spec, Workflow):
-            check_inputs(spec, inputs)
+            check_inputs(spec, to_json(dict(inputs)))
 
         def register(live: Live) -> None:
             if spec is not None:
                 _ensure_registered(live.rt, spec)
 
         return (yield from self.effect_op(EffectType.START_SUBWORKFLOW, effect_name("start_subworkflow", workflow_id),
-                                          lambda: {"workflow_id": workflow_id, "vars": dict(inputs)}, _child_output,
+                                          lambda: {"workflow_id": workflow_id, "vars": to_json(dict(inputs))}, _child_output,
                                           register))
 
 

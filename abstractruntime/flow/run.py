@@ -24,6 +24,7 @@ from .live import Live
 from .ops import Op, Operations
 from .requests import _IN_STEP, _Abort, _Call, _Pause, _Stop, is_plain, perform_async, perform_sync
 from .spec import StepOptions, Workflow, step_name, step_options
+from .typed import Convert, TypeMismatch, build_inputs, return_converter
 
 _CONTAINERS = (dict, list)
 
@@ -51,7 +52,7 @@ class FlowRun(Operations):
     _lock: Optional[asyncio.Lock] = None
     _waiting: int = 0  # operations waiting for the lock (async)
     _inflight: set[Any] = field(default_factory=set)
-    _names: dict[Any, tuple[str, StepOptions]] = field(default_factory=dict)
+    _names: dict[Any, tuple[str, StepOptions, Optional[Convert]]] = field(default_factory=dict)
 
     @property
     def is_replaying(self) -> bool:
@@ -150,15 +151,28 @@ class FlowRun(Operations):
         self.next_position += 1
         return entry
 
-    def step_identity(self, fn: Any) -> tuple[str, StepOptions]:
-        """A step function's recorded name and options (looked up once per function)."""
+    def step_identity(self, fn: Any) -> tuple[str, StepOptions, Optional[Convert]]:
+        """A step function's recorded name, options and the converter of its declared return type
+        (looked up once per function)."""
         try:
             return self._names[fn]
         except KeyError:
-            found = self._names[fn] = (step_name(fn), step_options(fn))
+            found = self._names[fn] = (step_name(fn), step_options(fn), return_converter(fn))
             return found
         except TypeError:  # an unhashable callable
-            return step_name(fn), step_options(fn)
+            return step_name(fn), step_options(fn), return_converter(fn)
+
+    def step_value(self, entry: Entry, convert: Optional[Convert]) -> Any:
+        """A recorded step's value as its function declares it (``-> Build``): a recorded value
+        that no longer fits the declared type is a divergence (the code changed under the run)."""
+        value = self.value_of(entry)
+        if convert is None:
+            return value
+        try:
+            return convert(value)
+        except TypeMismatch as exc:
+            raise self.diverge(entry.position, f"{entry.describe()} returning {_shown(value)}",
+                               f"{entry.describe()} declared to return another type ({exc})") from None
 
     def stop(self) -> _Stop:
         """The run now waits (or failed): the function stops."""
@@ -223,6 +237,10 @@ class FlowRun(Operations):
 
     # -- the function --------------------------------------------------------------------------
 
+    def arguments(self) -> dict[str, Any]:
+        """The function's keyword arguments: the run's variables, typed by its parameters' hints."""
+        return build_inputs(self.flow.fn, json_copy(self.inputs), self.flow.workflow_id)
+
     def execute(self) -> tuple[str, Any]:
         """Run the function from the top in this thread; ``(how it ended, value)`` (see :func:`flow_steps`)."""
         if self.flow.is_async:
@@ -232,7 +250,7 @@ class FlowRun(Operations):
                 return "abort", exc
         self._thread = threading.get_ident()
         try:
-            value = self.flow.fn(Context(self), **json_copy(self.inputs))
+            value = self.flow.fn(Context(self), **self.arguments())
         except BaseException as exc:  # noqa: BLE001 - sorted below: every way out is an outcome
             return self._ended(exc)
         finally:
@@ -243,7 +261,7 @@ class FlowRun(Operations):
         """:meth:`execute` for an ``async def`` workflow, on the running event loop."""
         self._lock = asyncio.Lock()
         try:
-            value = await self.flow.fn(AsyncContext(self), **json_copy(self.inputs))
+            value = await self.flow.fn(AsyncContext(self), **self.arguments())
         except BaseException as exc:  # noqa: BLE001
             outcome = self._ended(exc)
         else:
@@ -280,6 +298,11 @@ class FlowRun(Operations):
         if left is not None:
             return "diverged", self.diverge(left.position, left.describe(), f"raised {type(exc).__name__}")
         return "raised", exc
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 __all__ = ["FlowRun"]

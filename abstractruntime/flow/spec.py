@@ -161,6 +161,19 @@ def check_inputs(flow: Workflow, inputs: dict[str, Any]) -> None:
     if missing:
         raise InvalidInputError(f"workflow '{flow.workflow_id}' needs the input {', '.join(map(repr, missing))} "
                                 f"(give it with --var {missing[0]}=VALUE)")
+    from .typed import build_inputs
+
+    build_inputs(flow.fn, inputs, flow.workflow_id)  # each input fits its parameter's type hint
+
+
+def text_inputs(workflow: Any) -> frozenset[str]:
+    """The inputs of a code-first workflow declared as text (``service: str``): the command line
+    takes ``--var service=123`` for them as the text ``"123"`` (empty for a graph workflow)."""
+    if not isinstance(workflow, Workflow):
+        return frozenset()
+    from .typed import text_inputs as declared
+
+    return declared(workflow.fn)
 
 
 @overload
@@ -219,4 +232,4 @@ def is_code_first(workflow: Any) -> bool:
 
 
 __all__ = ["STEP_OPTIONS", "StepOptions", "Workflow", "check_inputs", "is_code_first", "step", "step_name",
-           "step_options", "workflow"]
+           "step_options", "text_inputs", "workflow"]

@@ -180,7 +180,7 @@ def test_a_step_value_that_json_cannot_hold_is_a_final_failure(rt_backend: Any) 
     @workflow("bad_value")
     def bad_value(ctx: Any) -> dict[str, Any]:
         try:
-            ctx.step(lambda: {1, 2})
+            ctx.step(lambda: {"handle": object()})
         except StepFailedError as exc:
             return {"error": exc.details["exception_type"]}
         return {}
