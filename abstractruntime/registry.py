@@ -96,9 +96,23 @@ def declared_ids(source: str | bytes, stem: str) -> tuple[str, ...]:
         return (stem,)
     decorators = set(_DECORATORS) | _aliases(tree)
     found: list[tuple[int, int, Optional[str]]] = []
-    for node in ast.walk(tree):
+    inner: set[int] = set()  # ``workflow("id")`` of a ``workflow("id")(fn)``: counted with its call
+    decorating = {id(d) for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  for d in n.decorator_list}  # ``@workflow(...)``: counted with its function
+    for node in ast.walk(tree):  # breadth first: a call is seen before the calls inside it
         if isinstance(node, ast.Call) and _name_of(node.func) in _SPEC_CALLS:
             found.append((node.lineno, node.col_offset, _literal_id(node)))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Call) \
+                and _name_of(node.func.func) in decorators:
+            # deploy = workflow("deploy")(fn): the literal id, else the function's name
+            inner.add(id(node.func))
+            named = _literal_id(node.func) if node.func.args or any(
+                k.arg == "workflow_id" for k in node.func.keywords) else _arg_name(node)
+            found.append((node.lineno, node.col_offset, named))
+        elif isinstance(node, ast.Call) and id(node) not in inner and id(node) not in decorating \
+                and _name_of(node.func) in decorators:
+            # deploy = workflow(fn): the function's name
+            found.append((node.lineno, node.col_offset, _arg_name(node)))
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for deco in node.decorator_list:
                 if isinstance(deco, ast.Call) and _name_of(deco.func) in decorators:
@@ -111,6 +125,12 @@ def declared_ids(source: str | bytes, stem: str) -> tuple[str, ...]:
     found.sort(key=lambda item: (item[0], item[1]))  # source order
     ids = tuple(dict.fromkeys(i for _, _, i in found if i))
     return ids or (stem,)
+
+
+def _arg_name(call: ast.Call) -> Optional[str]:
+    """The name of a call's first argument when it is a plain name (``workflow(deploy_fn)``)."""
+    first = call.args[0] if call.args else None
+    return first.id if isinstance(first, ast.Name) else None
 
 
 def _aliases(tree: ast.Module) -> set[str]:
