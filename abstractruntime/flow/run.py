@@ -239,7 +239,7 @@ class FlowRun(Operations):
 
     def arguments(self) -> dict[str, Any]:
         """The function's keyword arguments: the run's variables, typed by its parameters' hints."""
-        return build_inputs(self.flow.fn, json_copy(self.inputs), self.flow.workflow_id)
+        return build_inputs(self.flow.fn, json_copy(self.inputs), self.flow.workflow_id, strict=False)
 
     def execute(self) -> tuple[str, Any]:
         """Run the function from the top in this thread; ``(how it ended, value)`` (see :func:`flow_steps`)."""

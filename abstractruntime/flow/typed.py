@@ -400,9 +400,12 @@ def _is_union(hint: Any) -> bool:
     return origin is typing.Union or (sys.version_info >= (3, 10) and origin is types.UnionType)
 
 
-def build_inputs(fn: Callable[..., Any], inputs: dict[str, Any], workflow_id: str) -> dict[str, Any]:
+def build_inputs(fn: Callable[..., Any], inputs: dict[str, Any], workflow_id: str, *,
+                 strict: bool = True) -> dict[str, Any]:
     """The function's keyword arguments from the run's variables (``InvalidInputError`` naming
-    the input that does not fit its hint)."""
+    the input that does not fit its hint). Not ``strict`` (a run that exists: its inputs were
+    checked when it started, perhaps by older code): an input that does not fit is passed as
+    recorded, as the function got it before."""
     hints = _hints(fn)
     built = dict(inputs)
     for name, hint in hints.items():
@@ -416,6 +419,8 @@ def build_inputs(fn: Callable[..., Any], inputs: dict[str, Any], workflow_id: st
             elif not _fits_hint(hint, value):
                 raise TypeMismatch(f"expected {_name(hint)}, got {type(value).__name__} {_show(value)}")
         except TypeMismatch as exc:
+            if not strict:
+                continue
             raise InvalidInputError(f"workflow '{workflow_id}': input {name!r} does not fit its type: {exc}") \
                 from None
     return built

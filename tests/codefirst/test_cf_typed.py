@@ -252,3 +252,23 @@ def test_a_text_input_takes_var_as_its_literal_text_on_the_command_line(tmp_path
     assert done.returncode == 0, done.stderr
     # `version: str` keeps the text; an input without a hint is parsed as JSON; a float is a float.
     assert json.loads(done.stdout)["output"] == {"version": "1.10", "count": 1.1, "ratio": 2.0}
+
+
+def test_a_run_started_before_its_inputs_were_typed_gets_them_as_recorded(rt_backend: Any) -> None:
+    @workflow("typed_later")
+    def before(ctx: Any, replicas: Any, tier: Any) -> dict[str, Any]:
+        ctx.wait_event("go")
+        return {}
+
+    @workflow("typed_later")
+    def after(ctx: Any, replicas: int, tier: Tier) -> dict[str, Any]:
+        ctx.wait_event("go")
+        return {"replicas": replicas, "tier": tier if isinstance(tier, str) else "typed"}
+
+    rt = rt_backend.runtime()
+    run_id = rt.start(workflow=before, vars={"replicas": "3", "tier": "huge"})  # fine for the old code
+    rt.tick(workflow=before, run_id=run_id)
+    state = rt.resume(workflow=after, run_id=run_id, wait_id="w1", payload={})
+    assert state.status is RunStatus.COMPLETED and state.output == {"replicas": "3", "tier": "huge"}
+    with pytest.raises(InvalidInputError, match="'replicas'"):
+        rt.start(workflow=after, vars={"replicas": "3", "tier": "small"})  # a new run is checked
