@@ -228,3 +228,37 @@ def test_samples_have_code_first_twins_that_run(tmp_path: Path) -> None:
     done = ar("resume", "a1@w1", "--answer", "yes", "--json", store=store,
               env={"ABSTRACTRUNTIME_WORKFLOWS": str(sample)})
     assert json.loads(done.stdout)["output"] == {"deployed": True, "service": "billing"}
+
+
+FAMILY = textwrap.dedent('''
+    from abstractruntime import workflow
+
+    @workflow("billing")
+    def billing(ctx, amount: int):
+        return {"charged": ctx.ask(f"Charge {amount}?", choices=["yes", "no"]) == "yes", "amount": amount}
+
+    @workflow("order")
+    async def order(ctx, item: str):
+        bill = await ctx.child(billing, amount=len(item))
+        return {"item": item, "bill": bill}
+''')
+
+
+def test_a_child_that_waits_is_answered_then_handed_to_its_parent_across_processes(tmp_path: Path) -> None:
+    code = tmp_path / "family.py"
+    code.write_text(FAMILY)
+    store = tmp_path / "store"
+    several = ar("run", str(code), "--var", "item=book", store=store)
+    assert several.returncode == 1 and "several workflows (billing, order)" in several.stderr
+    parent = ar("run", str(code), "--attr", "order", "--var", "item=book", "--run-id", "p1", "--json", store=store)
+    assert parent.returncode == 5, parent.stderr
+    waiting = json.loads(parent.stdout)["waiting"]
+    assert waiting["reason"] == "subworkflow" and waiting["wait_id"] == "w1"
+    child = waiting["details"]["sub_run_id"]
+    answered = ar("resume", f"{child}@w1", "--answer", "yes", "--json", store=store)
+    assert json.loads(answered.stdout)["output"] == {"charged": True, "amount": 4}
+    payload = json.dumps({"sub_run_id": child, "output": {"charged": True, "amount": 4}})
+    done = ar("resume", "p1@w1", "--payload", payload, "--json", store=store)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["output"] == {"item": "book", "bill": {"charged": True, "amount": 4}}
+    assert ar("verify", "--all", store=store).returncode == 0
