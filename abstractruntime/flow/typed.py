@@ -50,21 +50,32 @@ class TypeMismatch(ValueError):
 def to_json(value: Any) -> Any:
     """``value`` as JSON can hold it: dataclasses and pydantic models as their fields, enums as
     their values, dates and times as ISO-8601 text, ``UUID``/``Decimal``/``Path`` as text,
-    tuples as lists, sets as sorted lists. Anything else is left for the encoder to judge."""
+    tuples as lists, sets as sorted lists. Anything else is left for the encoder to judge (a
+    value nested too deeply, or holding a reference cycle, is returned as it is: the encoder
+    names the problem)."""
+    try:
+        return _to_json(value)
+    except RecursionError:
+        return value
+    except Exception as exc:  # noqa: BLE001 - a model's own dump failing: the value cannot be recorded
+        raise InvalidInputError(f"value cannot be made JSON: {type(exc).__name__}: {exc}") from None
+
+
+def _to_json(value: Any) -> Any:
     cls = value.__class__
     if cls in (str, int, float, bool) or value is None:
         return value
     if cls is dict:
-        return {_key(k): to_json(v) for k, v in value.items()}
+        return {_key(k): _to_json(v) for k, v in value.items()}
     if cls is list:
-        return [to_json(v) for v in value]
+        return [_to_json(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
     dump = getattr(value, "model_dump", None)
     if callable(dump) and not isinstance(value, type):
-        return to_json(dump(mode="json"))
+        return _to_json(dump(mode="json"))
     if isinstance(value, enum.Enum):
-        return to_json(value.value)
+        return _to_json(value.value)
     if isinstance(value, dt.datetime):
         return value.isoformat().replace("+00:00", "Z") if value.tzinfo is not None else value.isoformat()
     if isinstance(value, (dt.date, dt.time)):
@@ -74,11 +85,11 @@ def to_json(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, dict):
-        return {_key(k): to_json(v) for k, v in value.items()}
+        return {_key(k): _to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
+        return [_to_json(v) for v in value]
     if isinstance(value, (set, frozenset)):
-        items = [to_json(v) for v in value]
+        items = [_to_json(v) for v in value]
         try:
             return sorted(items)
         except TypeError:  # mixed kinds: an order that does not depend on the set's
@@ -92,7 +103,7 @@ def _key(key: Any) -> Any:
     if isinstance(key, enum.Enum):
         key = key.value
     if isinstance(key, (uuid.UUID, dt.date, dt.time, Decimal, PurePath)):
-        return to_json(key)
+        return _to_json(key)
     return key
 
 

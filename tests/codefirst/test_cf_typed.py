@@ -272,3 +272,31 @@ def test_a_run_started_before_its_inputs_were_typed_gets_them_as_recorded(rt_bac
     assert state.status is RunStatus.COMPLETED and state.output == {"replicas": "3", "tier": "huge"}
     with pytest.raises(InvalidInputError, match="'replicas'"):
         rt.start(workflow=after, vars={"replicas": "3", "tier": "small"})  # a new run is checked
+
+
+def test_a_cyclic_or_undumpable_step_value_is_a_final_failure_naming_the_problem(rt_backend: Any) -> None:
+    class Broken:
+        def model_dump(self, mode: str) -> Any:
+            raise ValueError("no dump today")
+
+    def cyclic() -> dict[str, Any]:
+        loop: dict[str, Any] = {}
+        loop["self"] = loop
+        return loop
+
+    @workflow("typed_cycle")
+    def deploy(ctx: Any) -> dict[str, Any]:
+        errors = []
+        for fn in (cyclic, Broken):
+            try:
+                ctx.step(fn)
+            except StepFailedError as exc:
+                errors.append(exc.details["error"])
+        return {"errors": errors}
+
+    rt = rt_backend.runtime()
+    run_id = rt.start(workflow=deploy)
+    state = rt.tick(workflow=deploy, run_id=run_id)
+    first, second = state.output["errors"]
+    assert "cannot be recorded" in first and "cycle" in first
+    assert "cannot be recorded" in second and "no dump today" in second
