@@ -252,6 +252,11 @@ def test_a_text_input_takes_var_as_its_literal_text_on_the_command_line(tmp_path
     assert done.returncode == 0, done.stderr
     # `version: str` keeps the text; an input without a hint is parsed as JSON; a float is a float.
     assert json.loads(done.stdout)["output"] == {"version": "1.10", "count": 1.1, "ratio": 2.0}
+    refused = subprocess.run([str(Path(sys.executable).parent / "abstractruntime"), "run", str(code), "--var",
+                              "version=2", "--var", "count=1", "--var", "ratio=fast", "--run-id", "r2"],
+                             capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    assert refused.returncode == 2 and "input 'ratio' does not fit its type" in refused.stderr
+    assert not (tmp_path / "store" / "runs" / "r2").exists()  # refused before a run was created
 
 
 def test_a_run_started_before_its_inputs_were_typed_gets_them_as_recorded(rt_backend: Any) -> None:
