@@ -305,7 +305,7 @@ def _fits_plain(option: Any, value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if origin in (str, bool, dict, list):
         return isinstance(value, origin)
-    return not isinstance(origin, type)  # a hint this module does not judge (Literal, a TypedDict...)
+    return True  # a hint this module does not judge (Literal, a TypedDict, a class of its own...)
 
 
 def _hints(target: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Literal, NamedTuple, Optional, TypedDict, Union
 
 import pytest
 
@@ -190,6 +190,22 @@ def test_inputs_are_built_by_their_hints_and_refused_before_a_run_when_they_do_n
         with pytest.raises(InvalidInputError, match=named):
             rt.start(workflow=deploy, vars=bad)
     assert len(rt.run_store.list_runs()) == before  # refused before a run was created
+
+
+class Settings(TypedDict):
+    region: str
+
+
+def test_hints_this_module_does_not_judge_let_the_value_through(rt_backend: Any) -> None:
+    @workflow("typed_loose")
+    def deploy(ctx: Any, settings: Settings, mode: Literal["fast", "slow"] = "fast",
+               either: Union[Settings, int] = 0) -> dict[str, Any]:
+        return {"settings": settings, "mode": mode, "either": either}
+
+    rt = rt_backend.runtime()
+    inputs = {"settings": {"region": "eu"}, "mode": "slow", "either": {"region": "us"}}
+    run_id = rt.start(workflow=deploy, vars=inputs)
+    assert rt.tick(workflow=deploy, run_id=run_id).output == inputs
 
 
 def test_to_json_and_converters() -> None:
