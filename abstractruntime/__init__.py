@@ -1,8 +1,8 @@
 """abstractruntime: a durable execution kernel for Python workflows and agents.
 
-A workflow is a graph of node handlers; a run advances node by node, pauses durably when
-a node asks for something slow (a human answer, a timer, an event, a job, an LLM or tool
-call) and resumes later in any process. Every step goes to a hash-chained ledger.
+A workflow is a graph of node handlers, or one plain function (``@workflow``); a run pauses
+durably when it asks for something slow (a human answer, a timer, an event, a job, an LLM or
+tool call) and resumes later in any process. Every step goes to a hash-chained ledger.
 
 Names are loaded on first use, so ``import abstractruntime`` stays fast and imports only
 the standard library.
@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # what a type checker sees; at run time each name loads on fi
         Effect, EffectType, RecordKind, RunState, RunStatus, StepPlan, StepRecord, StepStatus, WaitReason, WaitState,
     )
     from .core.spec import WorkflowSource, WorkflowSpec
+    from .flow import AsyncContext, Context, Workflow, step, workflow
     from .core.runtime import EffectOutcome, Runtime
     from .core.effect_exec import EffectIdentity, current_effect
     from .core.clock import FixedClock
@@ -42,9 +43,9 @@ if TYPE_CHECKING:  # what a type checker sees; at run time each name loads on fi
     from .scheduler import ScheduledRuntime, Scheduler, SchedulerStats, WorkflowRegistry, create_scheduled_runtime
     from .core.errors import (
         AbstractRuntimeError, AlreadyAnsweredError, CorruptRecordError, EffectFailedError, InvalidInputError,
-        LedgerConflictError, NotFoundError, RunExistsError, RunLockedError, RunNotFoundError, RunNotRetryableError,
-        RunNotWaitingError, TimerWaitError, VerificationFailedError, WaitKeyMismatchError, WorkflowDriftError,
-        WorkflowNotRegisteredError,
+        LedgerConflictError, NondeterminismError, NotFoundError, RunExistsError, RunLockedError, RunNotFoundError,
+        RunNotRetryableError, RunNotWaitingError, StepFailedError, TimerWaitError, VerificationFailedError,
+        WaitKeyMismatchError, WorkflowDriftError, WorkflowNotRegisteredError,
     )
     from .core.waits import format_wait_handle, parse_wait_handle
 
@@ -64,6 +65,12 @@ _EXPORTS: dict[str, str] = {
     "WaitState": "abstractruntime.core.models",
     "WorkflowSpec": "abstractruntime.core.spec",
     "WorkflowSource": "abstractruntime.core.spec",
+    # code-first workflows
+    "workflow": "abstractruntime.flow",
+    "step": "abstractruntime.flow",
+    "Workflow": "abstractruntime.flow",
+    "Context": "abstractruntime.flow",
+    "AsyncContext": "abstractruntime.flow",
     # runtime
     "Runtime": "abstractruntime.core.runtime",
     "EffectOutcome": "abstractruntime.core.runtime",
@@ -144,6 +151,8 @@ _EXPORTS: dict[str, str] = {
     "RunExistsError": "abstractruntime.core.errors",
     "RunNotRetryableError": "abstractruntime.core.errors",
     "LedgerConflictError": "abstractruntime.core.errors",
+    "NondeterminismError": "abstractruntime.core.errors",
+    "StepFailedError": "abstractruntime.core.errors",
     # waits
     "format_wait_handle": "abstractruntime.core.waits",
     "parse_wait_handle": "abstractruntime.core.waits",

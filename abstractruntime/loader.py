@@ -1,10 +1,13 @@
 """Load a workflow from a Python file: the ``abstractruntime run WORKFLOW.py`` contract.
 
-A workflow file is an ordinary Python module that exposes::
+A workflow file is an ordinary Python module that exposes its workflows — ``WorkflowSpec``
+objects and functions decorated with ``@workflow``, found by what they are, whatever their
+names (several per file: one is chosen by ``attr=``, an attribute or a workflow id, or by the
+workflow id a run recorded; a file with one workflow, or one named ``workflow``, needs
+neither) — and optionally::
 
-    workflow         a WorkflowSpec (or another attribute named with ``attr=``)
-    tools            optional: {name: callable} or a list of callables (tool_calls effects)
-    effect_handlers  optional: {EffectType or its value: handler}
+    tools            {name: callable} or a list of callables (tool_calls effects)
+    effect_handlers  {EffectType or its value: handler}
 
 The file is read once; its bytes are hashed (sha256) **before** they are executed, and the
 hash is exactly the code that runs. With ``expected_sha256`` (the hash a run recorded) other
@@ -148,21 +151,79 @@ def _as_spec(value: Any) -> Optional[WorkflowSpec]:
     return None
 
 
+def module_workflows(module: types.ModuleType, source: bytes, path: Path) -> list[tuple[str, WorkflowSpec]]:
+    """The workflows a module exposes, found by what they are (a ``WorkflowSpec``, or a function
+    decorated with ``@workflow``), whatever their names: ``(attribute, spec)``, the file's own
+    first (defined in it, or declared in its source), each object once."""
+    found = _found(module, source, path)
+    return [(key, spec) for key, spec, own in found if own] + [(key, spec) for key, spec, own in found if not own]
+
+
+def _found(module: types.ModuleType, source: bytes, path: Path) -> list[tuple[str, WorkflowSpec, bool]]:
+    from .registry import declared_ids
+
+    declared = set(declared_ids(source, path.stem))
+    found: list[tuple[str, WorkflowSpec, bool]] = []
+    seen: set[int] = set()
+    for key, value in vars(module).items():
+        if key.startswith("_") or id(value) in seen:
+            continue
+        spec = _as_spec(value)
+        if spec is None:
+            continue
+        seen.add(id(value))
+        fn = getattr(value, "fn", None)
+        # Imported from another file (a child workflow, say): offered only when nothing is the file's own.
+        own = getattr(fn, "__module__", None) == module.__name__ if fn is not None else spec.workflow_id in declared
+        found.append((key, spec, own))
+    return found
+
+
 def _pick(module: types.ModuleType, path: Path, source: bytes, attr: Optional[str],
           workflow_id: Optional[str]) -> WorkflowSpec:
-    """The spec named ``attr``; without one, ``workflow`` or the spec whose id matches."""
-    name = attr or DEFAULT_ATTR
-    if attr is None and workflow_id is not None:
-        # A run started with --attr other: find its spec by the workflow id it recorded.
-        default = _as_spec(getattr(module, DEFAULT_ATTR, None))
-        if default is None or default.workflow_id != workflow_id:
-            for key, value in vars(module).items():
-                spec = _as_spec(value) if not key.startswith("_") else None
-                if spec is not None and spec.workflow_id == workflow_id:
-                    return spec
-    if not hasattr(module, name):
-        hint = "" if attr else " (or name another attribute with --attr)"
-        raise WorkflowLoadError(f"{path}: defines no attribute '{name}'{hint}", path=str(path))
+    """The spec named ``attr`` (an attribute, or a workflow id); without one, the spec whose id a run
+    recorded (``workflow_id``), else ``workflow``, else the file's one workflow."""
+    flagged = _found(module, source, path)
+    found = [(key, spec) for key, spec, own in flagged if own] + [(key, spec) for key, spec, own in flagged if not own]
+    if attr is not None:
+        if hasattr(module, attr):
+            return _spec_attribute(module, path, source, attr)
+        by_id = [spec for _, spec in found if spec.workflow_id == attr]
+        if by_id:
+            return by_id[0]
+        raise WorkflowLoadError(f"{path}: defines no attribute '{attr}' (and no workflow with that id)", path=str(path))
+    default = _as_spec(getattr(module, DEFAULT_ATTR, None))
+    if workflow_id is not None:
+        # A run names its workflow by id: the spec with that id, whatever its attribute.
+        if default is not None and default.workflow_id == workflow_id:
+            return default
+        for _, spec in found:
+            if spec.workflow_id == workflow_id:
+                return spec
+    if default is not None:
+        return default
+    own = [spec for _, spec, mine in flagged if mine] or [spec for _, spec in found]
+    ids = list(dict.fromkeys(spec.workflow_id for spec in own))
+    if len(ids) == 1:
+        return own[0]
+    if ids:
+        raise WorkflowLoadError(f"{path}: defines several workflows ({', '.join(ids)}); choose one with --attr "
+                                "NAME (an attribute or a workflow id)", path=str(path))
+    value = getattr(module, DEFAULT_ATTR, None)
+    if hasattr(module, DEFAULT_ATTR) and not _is_decorator(value):
+        return _spec_attribute(module, path, source, DEFAULT_ATTR)
+    raise WorkflowLoadError(f"{path}: defines no attribute '{DEFAULT_ATTR}' and no other workflow (a WorkflowSpec, "
+                            "or a function decorated with @workflow)", path=str(path))
+
+
+def _is_decorator(value: Any) -> bool:
+    """True for ``abstractruntime.workflow`` itself (``from abstractruntime import workflow``)."""
+    from .flow.spec import workflow as decorator
+
+    return value is decorator
+
+
+def _spec_attribute(module: types.ModuleType, path: Path, source: bytes, name: str) -> WorkflowSpec:
     value = getattr(module, name)
     spec = _as_spec(value)
     if spec is None:
@@ -180,6 +241,7 @@ def load_workflow_file(
     workflow_id: Optional[str] = None,
     expected_sha256: Optional[str] = None,
     check: bool = True,
+    allow_upgrade: bool = False,
 ) -> LoadedWorkflow:
     """Import a workflow file and return its spec (with ``source`` set), tools and handlers.
 
@@ -190,6 +252,8 @@ def load_workflow_file(
     a spec whose entry node, or a literal ``next_node`` its handlers' source names, is not
     one of its nodes (:func:`abstractruntime.transitions.check_targets`); a run continuing
     the very bytes it recorded skips it, so code a run already started under stays usable.
+    ``allow_upgrade`` marks the source as an upgrade the operator allows
+    (``WorkflowSource.upgrade``: the runtime accepts it for a run whose history fits the new code).
     """
     resolved = Path(path).expanduser().absolute()
     source = _read(resolved)
@@ -212,7 +276,7 @@ def load_workflow_file(
         raise WorkflowLoadError(f"{where}: 'effect_handlers' must be a dict {{effect type: handler}}",
                                 path=str(resolved), line=line)
     return LoadedWorkflow(
-        workflow=spec.with_source(WorkflowSource(path=str(resolved), sha256=sha)),
+        workflow=spec.with_source(WorkflowSource(path=str(resolved), sha256=sha, upgrade=allow_upgrade)),
         path=resolved,
         sha256=sha,
         module=module,
@@ -221,9 +285,22 @@ def load_workflow_file(
     )
 
 
+def load_workflows(path: str | os.PathLike[str], *,
+                   allow_upgrade: bool = False) -> tuple[types.ModuleType, list[WorkflowSpec]]:
+    """Import a workflow file the operator named and return every workflow it exposes (its own
+    first), each with its ``source`` set (``allow_upgrade``: marked as an upgrade the operator allows)."""
+    resolved = Path(path).expanduser().absolute()
+    source = _read(resolved)
+    sha = hashlib.sha256(source).hexdigest()
+    module = _execute(resolved, source)
+    origin = WorkflowSource(path=str(resolved), sha256=sha, upgrade=allow_upgrade)
+    return module, [spec.with_source(origin) for _, spec in module_workflows(module, source, resolved)]
+
+
 def load_workflow(path: str | os.PathLike[str], *, attr: Optional[str] = None) -> WorkflowSpec:
     """Just the spec of :func:`load_workflow_file`."""
     return load_workflow_file(path, attr=attr).workflow
 
 
-__all__ = ["DEFAULT_ATTR", "LoadedWorkflow", "file_sha256", "load_workflow", "load_workflow_file", "read_source"]
+__all__ = ["DEFAULT_ATTR", "LoadedWorkflow", "file_sha256", "load_workflow", "load_workflow_file", "load_workflows",
+           "module_workflows", "read_source"]

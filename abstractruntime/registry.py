@@ -21,7 +21,8 @@ that matches nothing adds nothing.
 
 A file's ids are read **without importing it**: the literal first argument (or
 ``workflow_id=``) of each ``WorkflowSpec(...)`` call, and of each ``@workflow("id")``
-decorator; a file may declare several. A file that declares none (or cannot be parsed) is
+decorator (a bare ``@workflow`` declares the function's name), whatever the names they are
+bound to; a file may declare several. A file that declares none (or cannot be parsed) is
 known by its name without ``.py``.
 
 :meth:`WorkflowFileRegistry.locate` finds the file for a run: among the files registered for
@@ -93,15 +94,52 @@ def declared_ids(source: str | bytes, stem: str) -> tuple[str, ...]:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return (stem,)
-    calls: list[ast.Call] = []
-    for node in ast.walk(tree):
+    decorators = set(_DECORATORS) | _aliases(tree)
+    found: list[tuple[int, int, Optional[str]]] = []
+    inner: set[int] = set()  # ``workflow("id")`` of a ``workflow("id")(fn)``: counted with its call
+    decorating = {id(d) for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  for d in n.decorator_list}  # ``@workflow(...)``: counted with its function
+    for node in ast.walk(tree):  # breadth first: a call is seen before the calls inside it
         if isinstance(node, ast.Call) and _name_of(node.func) in _SPEC_CALLS:
-            calls.append(node)
+            found.append((node.lineno, node.col_offset, _literal_id(node)))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Call) \
+                and _name_of(node.func.func) in decorators:
+            # deploy = workflow("deploy")(fn): the literal id, else the function's name
+            inner.add(id(node.func))
+            named = _literal_id(node.func) if node.func.args or any(
+                k.arg == "workflow_id" for k in node.func.keywords) else _arg_name(node)
+            found.append((node.lineno, node.col_offset, named))
+        elif isinstance(node, ast.Call) and id(node) not in inner and id(node) not in decorating \
+                and _name_of(node.func) in decorators:
+            # deploy = workflow(fn): the function's name
+            found.append((node.lineno, node.col_offset, _arg_name(node)))
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            calls.extend(d for d in node.decorator_list if isinstance(d, ast.Call) and _name_of(d.func) in _DECORATORS)
-    calls.sort(key=lambda call: (call.lineno, call.col_offset))  # source order
-    ids = tuple(dict.fromkeys(i for i in map(_literal_id, calls) if i))
+            for deco in node.decorator_list:
+                if isinstance(deco, ast.Call) and _name_of(deco.func) in decorators:
+                    # @workflow("id"), or @workflow() / @workflow(node=...): the function's name
+                    named = _literal_id(deco) if deco.args or any(k.arg == "workflow_id" for k in deco.keywords) \
+                        else node.name
+                    found.append((deco.lineno, deco.col_offset, named))
+                elif _name_of(deco) in decorators:  # bare @workflow: the function's name
+                    found.append((deco.lineno, deco.col_offset, node.name))
+    found.sort(key=lambda item: (item[0], item[1]))  # source order
+    ids = tuple(dict.fromkeys(i for _, _, i in found if i))
     return ids or (stem,)
+
+
+def _arg_name(call: ast.Call) -> Optional[str]:
+    """The name of a call's first argument when it is a plain name (``workflow(deploy_fn)``)."""
+    first = call.args[0] if call.args else None
+    return first.id if isinstance(first, ast.Name) else None
+
+
+def _aliases(tree: ast.Module) -> set[str]:
+    """Local names of ``abstractruntime``'s ``workflow`` decorator (``from abstractruntime import workflow as wf``)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("abstractruntime"):
+            names.update(a.asname for a in node.names if a.name == "workflow" and a.asname)
+    return names
 
 
 @dataclass(frozen=True)
@@ -166,13 +204,12 @@ def _check_owner(path: Path) -> None:
                                 f"--workflows or ${WORKFLOWS_ENV}", path=str(path))
 
 
-def pyproject_entries(start: Optional[Path] = None) -> tuple[Optional[Path], list[str]]:
-    """``(pyproject.toml, its workflows entries)`` of the nearest ``pyproject.toml`` from ``start``
-    (default: the current directory) upward that has a ``[tool.abstractruntime]`` table;
-    ``(None, [])`` when there is none.
+def pyproject_table(start: Optional[Path] = None) -> tuple[Optional[Path], dict[str, Any]]:
+    """``(pyproject.toml, its [tool.abstractruntime] table)`` of the nearest ``pyproject.toml`` from
+    ``start`` (default: the current directory) upward that has one; ``(None, {})`` when there is none.
 
-    Raises :class:`WorkflowLoadError` naming the file when it is not valid TOML or its
-    ``workflows`` is not a list of strings.
+    Raises :class:`WorkflowLoadError` naming the file when it is not valid TOML, or when it (or its
+    directory) could have been planted or edited by someone else.
     """
     here = (start or Path.cwd()).absolute()
     for folder in (here, *here.parents):
@@ -193,14 +230,43 @@ def pyproject_entries(start: Optional[Path] = None) -> tuple[Optional[Path], lis
         if not isinstance(table, dict):
             continue
         _check_owner(candidate)
-        entries = table.get("workflows", [])
-        if isinstance(entries, str):
-            entries = [entries]
-        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
-            raise WorkflowLoadError(f"{candidate}: [tool.abstractruntime] workflows must be a list of paths "
-                                    "or globs", path=str(candidate))
-        return candidate, list(entries)
-    return None, []
+        return candidate, table
+    return None, {}
+
+
+def pyproject_upgrades(start: Optional[Path] = None) -> tuple[Optional[Path], "bool | frozenset[str]"]:
+    """The ``upgrades`` setting of the nearest ``[tool.abstractruntime]``: ``true`` (every workflow),
+    or the workflow ids whose runs may continue with a changed file when their history fits it."""
+    found, table = pyproject_table(start)
+    value = table.get("upgrades", False)
+    if isinstance(value, bool):
+        return found, value
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise WorkflowLoadError(f"{found}: [tool.abstractruntime] upgrades must be true, false or a list of workflow "
+                                "ids", path=str(found))
+    return found, frozenset(value)
+
+
+def pyproject_entries(start: Optional[Path] = None) -> tuple[Optional[Path], list[str]]:
+    """``(pyproject.toml, its workflows entries)`` of the nearest ``pyproject.toml`` from ``start``
+    (default: the current directory) upward that has a ``[tool.abstractruntime]`` table;
+    ``(None, [])`` when there is none.
+
+    Raises :class:`WorkflowLoadError` naming the file when it is not valid TOML or its
+    ``workflows`` is not a list of strings.
+    """
+    candidate, table = pyproject_table(start)
+    if candidate is None:
+        return None, []
+    entries = table.get("workflows", [])
+    if isinstance(entries, str):
+        entries = [entries]
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        raise WorkflowLoadError(f"{candidate}: [tool.abstractruntime] workflows must be a list of paths "
+                                "or globs", path=str(candidate))
+    return candidate, list(entries)
 
 
 @dataclass(frozen=True)
@@ -249,6 +315,15 @@ class WorkflowFileRegistry:
             if found is not None:
                 sources.append(_Source(str(found), found.parent, tuple(entries)))
         return sources
+
+    def upgrades_allowed(self, workflow_id: str) -> bool:
+        """Whether the operator's configuration allows upgrades for ``workflow_id``: its nearest
+        ``[tool.abstractruntime]`` says ``upgrades = true`` or lists the id (the CLI's
+        ``--upgrade`` allows them for one command)."""
+        if self._pyproject_from is None:
+            return False
+        _, allowed = pyproject_upgrades(self._pyproject_from)
+        return allowed if isinstance(allowed, bool) else workflow_id in allowed
 
     def describe(self) -> str:
         """Where this registry looks, in one line (for messages)."""
@@ -317,7 +392,8 @@ class WorkflowFileRegistry:
             raise WorkflowDriftError(
                 f"Workflow '{workflow_id}' changed since {whose} recorded it (recorded sha256 {sha256}; "
                 f"registered: {listed}); nothing of it was imported; pass --allow-drift to continue with the "
-                "new code", recorded=sha256, current=found[0].sha256 if len(distinct) == 1 else sorted(distinct))
+                "new code, or --upgrade to continue with it if the run's history fits it",
+                recorded=sha256, current=found[0].sha256 if len(distinct) == 1 else sorted(distinct))
         if len(distinct) > 1:
             listed = ", ".join(str(e.path) for e in found)
             why = "none has the recorded sha256" if sha256 is not None else f"{whose} recorded no sha256 to choose by"
@@ -327,4 +403,4 @@ class WorkflowFileRegistry:
 
 
 __all__ = ["HOW_TO_REGISTER", "PYPROJECT", "RegisteredFile", "WORKFLOWS_ENV", "WorkflowFileRegistry",
-           "declared_ids", "pyproject_entries"]
+           "declared_ids", "pyproject_entries", "pyproject_table", "pyproject_upgrades"]

@@ -151,7 +151,7 @@ def source_for_snapshot(snapshot: Any, *, workflow_file: Optional[str | Path] = 
 def load_for_run(store: Any, run_id: str, *, workflow_file: Optional[str | Path] = None, attr: Optional[str] = None,
                  llm_handlers: Optional[LlmHandlers] = None, checkpoint: Any = None,
                  registry: Optional[WorkflowFileRegistry] = None,
-                 allow_drift: bool = False) -> tuple[LoadedWorkflow, Any]:
+                 allow_drift: bool = False, allow_upgrade: bool = False) -> tuple[LoadedWorkflow, Any]:
     """The workflow file of run ``run_id`` imported, and a runtime over ``store`` to continue it with.
 
     ``store`` is anything with ``runtime(**kwargs)`` (what
@@ -162,7 +162,10 @@ def load_for_run(store: Any, run_id: str, *, workflow_file: Optional[str | Path]
     handlers (see the module docstring). ``checkpoint`` is the run's current checkpoint when
     the caller already read it (``Runtime.get_checkpoint``); otherwise it is read here.
     ``allow_drift`` accepts a file whose sha256 is not the one the run recorded (pass it to
-    ``tick``/``resume`` too, which record the change).
+    ``tick``/``resume`` too, which record the change). ``allow_upgrade`` (or the registry's
+    ``upgrades`` setting for the run's workflow) imports such a file as an *upgrade*: the runtime
+    continues the run with it only when the run's history fits the new code (a code-first run's
+    recorded steps replay; a graph run's nodes still exist), and records the new sha256.
 
     Raises :class:`~abstractruntime.core.errors.RunNotFoundError` for an unknown run,
     :class:`~abstractruntime.core.errors.WorkflowNotRegisteredError` when no file is
@@ -175,18 +178,22 @@ def load_for_run(store: Any, run_id: str, *, workflow_file: Optional[str | Path]
     plain = store.runtime()
     if checkpoint is None:
         checkpoint = plain.get_checkpoint(run_id)
+    registry = registry or registry_for(store)
+    recorded = recorded_workflow(plain, run_id, checkpoint)
+    upgrade = allow_upgrade or registry.upgrades_allowed(recorded.workflow_id)
     path, recorded = workflow_file_for_run(plain, run_id, checkpoint, workflow_file=workflow_file,
-                                           registry=registry or registry_for(store), allow_drift=allow_drift)
-    expected = None if allow_drift else recorded.sha256
+                                           registry=registry, allow_drift=allow_drift or upgrade)
+    expected = None if allow_drift or upgrade else recorded.sha256
     try:
         # The bytes the run recorded ran it so far: only other code (allow_drift) is checked anew.
         loaded = load_workflow_file(path, attr=attr, workflow_id=recorded.workflow_id, expected_sha256=expected,
-                                    check=expected is None)
+                                    check=expected is None, allow_upgrade=upgrade)
     except WorkflowDriftError as exc:
         raise WorkflowDriftError(
             f"Workflow '{recorded.workflow_id}' ({exc.details.get('path', path)}) changed since run {run_id} recorded "
             f"it (recorded sha256 {exc.details.get('recorded')}, now {exc.details.get('current')}); nothing of it "
-            "was imported; pass --allow-drift to continue with the new code", **exc.details) from None
+            "was imported; pass --allow-drift to continue with the new code, or --upgrade to continue with it if the "
+            "run's history fits it", **exc.details) from None
     return loaded, runtime_for(store, loaded, llm_handlers=llm_handlers)
 
 

@@ -76,6 +76,7 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
     from .ours_proof import rows as proof_rows  # here: that module builds its rows with Row
 
     rows += proof_rows(sc.get("checkpoint_proof", {}))
+    rows += _replay_rows(sc.get("code_first_replay", {}))
     rows += _async_rows(sc.get("async_path", {}))
     from .cli_latency import rows as cli_latency_rows  # here: that module builds its rows with Row
 
@@ -276,6 +277,19 @@ def _recovery_rows(r: Any) -> list[Row]:
             r["open_and_step_seconds"] < 0.1),
         Row(name, f"state_at, {r['state_at_samples']} positions: slowest", ms(r["state_at_max_seconds"]),
             f"median {ms(r['state_at_median_seconds'])}", None, "< 200 ms", r["state_at_max_seconds"] < 0.2),
+    ]
+
+
+def _replay_rows(r: Any) -> list[Row]:
+    name = "code-first replay"
+    if not _ok(r):
+        return [Row(name, "resume", _why(r))]
+    measure = f"{r['steps']:,} recorded steps ({r['records']:,} records)"
+    return [
+        Row(name, f"{measure}: resume, warm process", ms(r["warm_seconds"]), f"slowest {ms(r['warm_max_seconds'])}",
+            None, "< 150 ms", r["warm_seconds"] < 0.15),
+        Row(name, f"{measure}: first resume after recording them", ms(r["catch_up_seconds"])),
+        Row(name, f"{measure}: resume, new process (ledger chain-checked)", ms(r["cold_seconds"])),
     ]
 
 

@@ -22,7 +22,10 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import agent_loop, cli_latency, harness, ours, ours_async, ours_ops, ours_proof, ours_recovery, postgres, report
+from . import (
+    agent_loop, cli_latency, harness, ours, ours_async, ours_codefirst, ours_ops, ours_proof, ours_recovery, postgres,
+    report,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -42,6 +45,7 @@ SCENARIOS: dict[str, Callable[[ours.Sizes, str], dict[str, Any]]] = {
     "startup": ours_ops.startup,
     "recovery": ours_recovery.recovery,
     "checkpoint_proof": ours_proof.checkpoint_proof,
+    "code_first_replay": ours_codefirst.code_first_replay,
     "async_path": ours_async.async_path,
     "cli_latency": cli_latency.cli_latency,
     "agent_loop": agent_loop.run,

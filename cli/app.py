@@ -21,7 +21,8 @@ Runs live in a store directory: --store DIR, else $ABSTRACTRUNTIME_STORE, else t
 Only run and start create a store. Global options go before or after the command.
 Results go to stdout (JSON with --json, tab-separated when piped); messages go to stderr.
 Exit codes: 0 ok, 1 error or run failed, 2 bad input, 3 verification failed, 4 not found,
-5 run waiting, 130 interrupted, 143 terminated.
+5 run waiting, 6 run blocked (its code diverges from its history), 130 interrupted,
+143 terminated.
 """
 
 
@@ -270,6 +271,12 @@ def main_options(
         False, "--adopt-unsigned",
         help="With --signing-key: take over a run whose head the key did not sign (begun without a key, "
              "stripped, or another key's), recorded in the ledger as a signed adoption. Check the run first."),
+    upgrade: bool = typer.Option(
+        False, "--upgrade", envvar="ABSTRACTRUNTIME_UPGRADE", show_envvar=True,
+        help="Allow upgrades: a run whose workflow file changed since it recorded it continues with the new file "
+             "when its history fits it (a code-first run's recorded steps replay; a graph run's nodes still "
+             "exist), and the new sha256 is recorded; otherwise refused, naming where it diverges. Per "
+             "workflow: upgrades = [...] under [tool.abstractruntime]."),
     json_out: bool = typer.Option(False, "--json", help="Write results as JSON (every data command)."),
     no_input: bool = typer.Option(False, "--no-input", envvar="ABSTRACTRUNTIME_NO_INPUT", show_envvar=True,
                                   help="Never prompt; a run that waits exits 5."),
@@ -283,7 +290,8 @@ def main_options(
         raise typer.BadParameter("--adopt-unsigned adopts a run for a signing key: give --signing-key PEM_FILE",
                                  param_hint="--adopt-unsigned")
     ctx.obj = Settings(store=store, json=json_out, no_input=no_input, quiet=quiet, verbose=verbose,
-                       workflows=list(workflows), signing_key=signing_key or None, adopt_unsigned=adopt_unsigned)
+                       workflows=list(workflows), signing_key=signing_key or None, adopt_unsigned=adopt_unsigned,
+                       upgrade=upgrade)
     if verbose:
         import logging
 

@@ -16,6 +16,7 @@ GLOBAL_OPTIONS: dict[str, bool] = {
     "--workflows": True,
     "--signing-key": True,
     "--adopt-unsigned": False,
+    "--upgrade": False,
     "--json": False,
     "--no-input": False,
     "-q": False,

@@ -89,9 +89,11 @@ def run_cmd(
     llm_call with no --llm makes the run wait (exit 5, "needs --llm ...") rather than fail.
     """
     s = settings(ctx, json_out)
-    inputs = workflows.parse_vars(var, vars_json)
     config = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url).config()
     loaded = workflows.load(workflow_file, attr=attr)
+    from abstractruntime.flow.spec import text_inputs
+
+    inputs = workflows.parse_vars(var, vars_json, text_inputs(loaded.workflow))
     if config is not None:
         s.debug(config.describe())
     runtime = workflows.runtime_for(s.open_store(create=True), loaded, config)
@@ -118,8 +120,10 @@ def start_cmd(
 ) -> None:
     """Create a run without advancing it; prints its id (advance it with `tick RUN`)."""
     s = settings(ctx, json_out)
-    inputs = workflows.parse_vars(var, vars_json)
     loaded = workflows.load(workflow_file, attr=attr)
+    from abstractruntime.flow.spec import text_inputs
+
+    inputs = workflows.parse_vars(var, vars_json, text_inputs(loaded.workflow))
     runtime = workflows.runtime_for(s.open_store(create=True), loaded)
     new_id = runtime.start(workflow=loaded.workflow, vars=inputs, actor_id=actor, run_id=run_id)
     state = runtime.shown_checkpoint(new_id).run

@@ -56,11 +56,16 @@ def runs_list(
     limit: int = typer.Option(100, "--limit", min=0, help="At most this many runs."),
     sort: str = typer.Option("updated", "--sort", metavar="KEY", help="updated (newest first), created, status, workflow or id."),
     wide: bool = typer.Option(False, "--wide", help="On a terminal, show every column in full, however wide."),
+    blocked_only: bool = typer.Option(False, "--blocked", help="Only blocked runs (their code diverges from their "
+                                                                "history; see replay)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """List runs (newest first). Piped: run_id, status, workflow_id, node, wait reason, updated_at.
 
-    On a terminal run ids are never wrapped; other columns wrap to fit (or --wide).
+    On a terminal run ids are never wrapped; other columns wrap to fit (or --wide). A blocked
+    run (a code-first run whose code diverged from its history: nothing advances it until
+    compatible code is deployed, or it is forked or cancelled) shows as `waiting (blocked)` or
+    `running (blocked)`, and its JSON carries `blocked` (where it diverged).
     """
     from abstractruntime.core.errors import InvalidInputError
     from abstractruntime.core.models import RunStatus, WaitReason
@@ -73,13 +78,19 @@ def runs_list(
     store = s.open_store()
     # The index answers newest-first; other orders need every match before the limit applies.
     fetch = limit if sort == "updated" else 1_000_000
-    runs = _sort(store.runs.list_runs(status=st, wait_reason=wr, workflow_id=workflow, limit=fetch), sort)[:limit]
+    from abstractruntime.core.blocks import blocked_runs
+
+    blocks = blocked_runs(store.runs, store.ledger)
+    if blocked_only:
+        fetch = 1_000_000
+    runs = _sort(store.runs.list_runs(status=st, wait_reason=wr, workflow_id=workflow, limit=fetch), sort)
+    runs = [r for r in runs if r.run_id in blocks][:limit] if blocked_only else runs[:limit]
     if s.json:
-        s.emit_json([r.to_dict() for r in runs])
+        s.emit_json([{**r.to_dict(), **({"blocked": blocks[r.run_id]} if r.run_id in blocks else {})} for r in runs])
         return
     s.emit_table(
         ["run_id", "status", "workflow", "node", "waiting", "updated_at"],
-        [[r.run_id, r.status.value, r.workflow_id, r.current_node,
+        [[r.run_id, r.status.value + (" (blocked)" if r.run_id in blocks else ""), r.workflow_id, r.current_node,
           r.waiting.reason.value if r.waiting else None, r.updated_at] for r in runs],
         wide=wide,
     )
@@ -97,6 +108,15 @@ def _step_summary(s: Any, rec: dict[str, Any]) -> str:
         return f"-> {result['next_node']}"
     if what:
         return str(what)
+    ext = rec.get("ext") if isinstance(rec.get("ext"), dict) else {}
+    if isinstance(ext.get("step"), dict):  # a code-first step or recorded value, at its position
+        step = ext["step"]
+        label = f"step {step.get('name')}" if step.get("kind") == "step" else str(step.get("kind"))
+        return f"{label} @{rec.get('effect_id')}"
+    if isinstance(ext.get("patch"), dict):
+        return f"patched {ext['patch'].get('name')} @{rec.get('effect_id')}"
+    if rec.get("kind") == "upgrade" and isinstance(result, dict):
+        return f"upgrade ({result.get('checked')}) -> {str(result.get('to'))[:12]}"
     return ""
 
 
@@ -154,8 +174,13 @@ def runs_show(
         checkpoint = runtime.shown_checkpoint(run_id, at=position_of(store, run_id, at))
     records = runtime.get_ledger(run_id)[: checkpoint.ledger.seq]
     last = records[-steps:] if steps else []
+    from abstractruntime.core.blocks import current_block
+
+    block = current_block(store.runs, run_id, checkpoint.ledger) if at is None else None
     if s.json:
         doc = checkpoint.to_dict()
+        if block is not None:
+            doc["blocked"] = block
         if checkpoint.run.waiting is not None:
             doc["wait_id"] = getattr(checkpoint.run.waiting, "wait_id", None)
             doc["wait_handle"] = wait_handle(checkpoint.run)
@@ -203,6 +228,8 @@ def runs_show(
         pairs.append(("output", run.output))
     if run.error:
         pairs.append(("error", run.error))
+    if block is not None:
+        pairs.append(("blocked", block.get("message")))
     pairs.append(("vars", run.vars))
     s.emit_fields(pairs)
     if last:

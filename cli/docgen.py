@@ -118,12 +118,17 @@ cancel".
 
 ## Workflow files
 
-A workflow file is a Python module exposing `workflow` (a `WorkflowSpec`; another attribute
-with `--attr NAME`). It may also expose `tools` (`{name: callable}` or a list of functions:
+A workflow file is a Python module exposing its workflows: `WorkflowSpec`s and functions
+decorated with `@workflow` (docs/workflows.md), found by what they are, whatever their names;
+a file with several takes `--attr NAME` (an attribute or a workflow id) on `run` and `start`.
+It may also expose `tools` (`{name: callable}` or a list of functions:
 `tool_calls` effects then run them in-process, results
 `{"mode": "executed", "results": [{"call_id", "name", "success", "output", "error"}]}`)
 and `effect_handlers` (`{effect type: handler}`). Inputs: `--var key=value` (the value is
-parsed as JSON when it is valid JSON, else taken as text) and `--vars-json '{...}'`.
+parsed as JSON when it is valid JSON, else taken as text) and `--vars-json '{...}'`. A
+code-first workflow takes them as its function's keyword arguments: one declared `str` takes
+a `--var` as its literal text (`--var version=1.10` is `"1.10"`), and inputs that do not fit
+their type hints are refused before a run is created (exit 2).
 
 The run records the workflow id and the file's sha256, never a path: code is located by the
 operator, not by what the store says (docs/security.md). A command that continues a run
@@ -309,6 +314,8 @@ def exit_code_section() -> str:
             "with no runs"),
         (5, "the run is waiting (answer, event, timer, job, tool approval or a missing handler); stdout carries "
             "the wait handle"),
+        (6, "the run is blocked: its code-first workflow's code diverges from the run's history (nothing written; "
+            "docs/workflows.md); `replay`: a run would diverge"),
         (130, "interrupted (Ctrl-C); the run stays as last checkpointed; the message names the command that continues it"),
         (143, "terminated (SIGTERM); as 130"),
     ]

@@ -9,6 +9,7 @@ code   meaning
 3      verification failed
 4      not found (store, run, snapshot, bookmark, no run waiting on an event, no runs to verify)
 5      the run is waiting (for an answer, an event, a timer or a job)
+6      the run is blocked: its workflow code diverges from its recorded history (``replay``: a run diverges)
 130    interrupted (Ctrl-C)
 143    terminated (SIGTERM)
 =====  =========================================================================
@@ -22,6 +23,7 @@ USAGE = 2
 VERIFY_FAILED = 3
 NOT_FOUND = 4
 WAITING = 5
+BLOCKED = 6
 INTERRUPTED = 130
 TERMINATED = 143
 
@@ -59,6 +61,8 @@ ERROR_EXIT_CODES: dict[str, int] = {
     "async_required": ERROR,
     "workflow_drift": ERROR,
     "workflow_load": ERROR,
+    "nondeterminism": BLOCKED,
+    "step_failed": ERROR,
     "effect_failed": ERROR,
     "storage_error": ERROR,
     "database_unavailable": ERROR,
@@ -89,5 +93,5 @@ def exit_code_for_status(status: str) -> int:
     return STATUS_EXIT_CODES.get(status, ERROR)
 
 
-__all__ = ["OK", "ERROR", "USAGE", "VERIFY_FAILED", "NOT_FOUND", "WAITING", "INTERRUPTED", "TERMINATED",
+__all__ = ["OK", "ERROR", "USAGE", "VERIFY_FAILED", "NOT_FOUND", "WAITING", "BLOCKED", "INTERRUPTED", "TERMINATED",
            "ERROR_EXIT_CODES", "STATUS_EXIT_CODES", "exit_code_for", "exit_code_for_status"]

@@ -93,6 +93,7 @@ class Settings:
     workflows: list[str] = field(default_factory=list)  # --workflows entries (the workflow registry)
     signing_key: Optional[str] = None  # --signing-key / $ABSTRACTRUNTIME_SIGNING_KEY: a private key file
     adopt_unsigned: bool = False
+    upgrade: bool = False  # --upgrade: a changed workflow file continues a run whose history fits it
     _registry: Any = field(default=None, repr=False)
     redactor: Any = field(default=None, repr=False)  # the run's Redactor once a command has loaded one
     _file_store: Any = field(default=None, repr=False)

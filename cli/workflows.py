@@ -82,7 +82,8 @@ def load_for_run(s: "Settings", store: Any, run_id: str, *, workflow_file: Optio
     check_key_destination(config, llm, metadata.get("llm"), run_id)
     loaded, runtime = library_load_for_run(store, run_id, workflow_file=workflow_file, attr=attr,
                                            llm_handlers=_llm_handlers(config), checkpoint=checkpoint,
-                                           registry=registry(s, store), allow_drift=allow_drift)
+                                           registry=registry(s, store), allow_drift=allow_drift,
+                                           allow_upgrade=s.upgrade)
     s.debug(f"run {run_id}: workflow {loaded.workflow.workflow_id} from {loaded.path}")
     if changed and config is not None:
         store.runtime().update_metadata(run_id, {"llm": config.to_metadata()})
@@ -100,11 +101,12 @@ def source_for_snapshot(s: "Settings", store: Any, snapshot: Any, *, workflow_fi
                                        allow_drift=allow_drift)
 
 
-def parse_vars(pairs: list[str], vars_json: Optional[str]) -> dict[str, Any]:
+def parse_vars(pairs: list[str], vars_json: Optional[str], text: frozenset[str] = frozenset()) -> dict[str, Any]:
     """``--vars-json`` (an object) updated by ``--var key=value`` pairs.
 
     A ``--var`` value that parses as JSON (number, true, null, object...) is used as that
-    value; anything else is the literal string.
+    value; anything else is the literal string. A key in ``text`` (an input the workflow
+    declares as text) always takes the literal string: ``--var version=1.10`` stays ``"1.10"``.
     """
     from abstractruntime.core.errors import InvalidInputError
     from abstractruntime.core.json_codec import loads_strict
@@ -119,6 +121,9 @@ def parse_vars(pairs: list[str], vars_json: Optional[str]) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise InvalidInputError(f"--var expects key=value, got {pair!r}")
+        if key in text:
+            result[key] = raw
+            continue
         try:
             result[key] = loads_strict(raw)  # NaN or a key given twice is not JSON: the literal text
         except (ValueError, RecursionError):

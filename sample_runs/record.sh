@@ -53,6 +53,13 @@ expect 5 "$AR" --no-input run "$WF/approval.py" --run-id approval-rejected --var
 expect 0 "$AR" resume approval-rejected --current --answer no
 expect 5 "$AR" --no-input run "$WF/approval.py" --run-id approval-waiting --var service=payments
 
+# 1b. The same approval written as one function (approval_flow.py): approved, and one waiting.
+expect 5 "$AR" --no-input run "$WF/approval_flow.py" --run-id approval-flow-approved --var service=billing
+expect 0 "$AR" resume approval-flow-approved@w1 --answer yes
+expect 5 "$AR" --no-input run "$WF/approval_flow.py" --run-id approval-flow-waiting --var service=payments
+# The deploy check: the code-first runs replay against their file, writing nothing.
+expect 0 "$AR" replay --workflow "$WF/approval_flow.py" --all
+
 # 2. Timer: waits one second, then `tick --due` finishes it.
 expect 5 "$AR" run "$WF/timer.py" --run-id timer-done --var delay_seconds=1
 sleep 2
@@ -86,6 +93,9 @@ expect 5 "$AR" run "$WF/agent.py" --llm hybrid --run-id agent-denied --var quest
 expect 0 "$AR" tools deny agent-denied --llm hybrid --reason "no emails today"
 expect 5 "$AR" run "$WF/agent.py" --llm remote --run-id agent-remote --var question="$Q"
 expect 5 "$AR" tools approve agent-remote --llm remote
+# 5b. The agent written as one function (agent_flow.py), approved like agent-approved.
+expect 5 "$AR" run "$WF/agent_flow.py" --llm hybrid --run-id agent-flow-approved --var question="$Q"
+expect 0 "$AR" tools approve agent-flow-approved --llm hybrid
 unset ABSTRACTRUNTIME_SERVER ABSTRACTRUNTIME_MODEL
 kill "$LLM_PID"
 wait "$LLM_PID" 2>/dev/null || true

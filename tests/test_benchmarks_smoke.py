@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = ("fsync_floor", "durable_steps", "effect_steps", "flat_cost", "ask_roundtrip", "verify",
-             "runs_list", "startup", "checkpoint_proof")
+             "runs_list", "startup", "checkpoint_proof", "code_first_replay")
 BASELINES = ("upstream", "langgraph", "dbos")
 BENCH_PYTHON = REPO / ".bench-venv" / "bin" / "python"
 
@@ -57,7 +57,7 @@ def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
     assert "cli" in results["scenarios"]["ask_roundtrip"]
     assert results["scenarios"]["verify"]["records"] > 0
     scenarios_in_table = {row["scenario"] for row in results["table"]}
-    assert {"durable steps", "effect steps", "flat cost", "verify", "start-up"} <= scenarios_in_table
+    assert {"durable steps", "effect steps", "flat cost", "verify", "start-up", "code-first replay"} <= scenarios_in_table
 
 
 def test_missing_bench_venv_is_reported_as_skipped(tmp_path: Path) -> None:

@@ -55,8 +55,15 @@ def flow(ctx):
 @ar.workflow(workflow_id="code-first-2")
 async def flow2(ctx):
     return None
+
+def plain(ctx):
+    return None
+
+third = workflow("code-first-3")(plain)        # the decorator called, not written with @
+fourth = ar.workflow(plain)                    # no id: the function's name
 '''
-    assert declared_ids(source, "file_stem") == ("first", "second", "code-first", "code-first-2")
+    assert declared_ids(source, "file_stem") == ("first", "second", "code-first", "code-first-2", "code-first-3",
+                                                 "plain")
     assert declared_ids("x = 1\n", "helper") == ("helper",)          # the file name is the fallback
     assert declared_ids("def broken(:\n", "broken_file") == ("broken_file",)
     path = _write(tmp_path / "flows" / "many.py", source)

@@ -40,7 +40,9 @@ Hierarchy::
     ├── AsyncRequiredError                    async_required
     ├── WorkflowDriftError                    workflow_drift
     ├── WorkflowLoadError                     workflow_load
+    ├── NondeterminismError                   nondeterminism
     ├── EffectFailedError                     effect_failed
+    │   └── StepFailedError                   step_failed
     ├── StorageError                          storage_error    (OS-level causes)
     │   └── DatabaseUnavailableError          database_unavailable
     └── MissingExtraError (ImportError)       missing_extra
@@ -292,10 +294,27 @@ class WorkflowLoadError(AbstractRuntimeError):
     code = "workflow_load"
 
 
+class NondeterminismError(AbstractRuntimeError):
+    """A code-first workflow's code asked, at a position of its run, for something else than the
+    run recorded there (``details``: ``position``, ``recorded``, ``code``). Nothing was written;
+    the run is blocked until code that replays its history is deployed, or it is forked or
+    cancelled (docs/workflows.md)."""
+
+    code = "nondeterminism"
+
+
 class EffectFailedError(AbstractRuntimeError):
     """An effect handler failed after all its attempts."""
 
     code = "effect_failed"
+
+
+class StepFailedError(EffectFailedError):
+    """A code-first workflow's step failed after all its attempts: raised where ``ctx.step`` was
+    called, on the first execution and on every replay (``details``: ``position``, ``step``,
+    ``exception_type``, ``error``)."""
+
+    code = "step_failed"
 
 
 class StorageError(AbstractRuntimeError):
@@ -347,7 +366,9 @@ __all__ = [
     "RunLockedError",
     "WorkflowDriftError",
     "WorkflowLoadError",
+    "NondeterminismError",
     "EffectFailedError",
+    "StepFailedError",
     "StorageError",
     "DatabaseUnavailableError",
     "MissingExtraError",

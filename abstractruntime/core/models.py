@@ -96,6 +96,11 @@ class RecordKind(str, Enum):
     PART = "part"
     CHECKPOINT = "checkpoint"
     SIGNING = "signing"
+    # Code-first workflows (abstractruntime.flow): a step or recorded value, a patch marker,
+    # and an upgrade to a changed workflow file accepted by replaying the run's history.
+    STEP = "step"
+    PATCH = "patch"
+    UPGRADE = "upgrade"
 
 
 @dataclass(frozen=True)
@@ -304,6 +309,10 @@ class StepRecord:
     # record was made (one timestamp per record).
     next_node: Optional[str] = None
     at: Optional[str] = None
+    # Format 3: named extensions (docs/file-format.md), e.g. ``{"step": {"name", "kind"}}``. Not a
+    # dataclass field on purpose: stores written for 0.0.1 keep ``asdict(record)``, and the hash
+    # taken over ``to_dict()`` must match it. Written by stores that keep sealed lines.
+    ext = None  # type: Optional[dict[str, Any]]
 
     @classmethod
     def start(

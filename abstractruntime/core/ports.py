@@ -383,6 +383,26 @@ class RunStore(ABC):
         """
         return contextlib.nullcontext()
 
+    # Block marks (core/blocks.py): a code-first run whose code diverged from its history. A
+    # hint beside the ledger, never evidence; the default keeps them in this process only.
+
+    def put_block(self, run_id: str, mark: dict[str, Any]) -> None:
+        """Note that ``run_id`` is blocked (``mark``: see :func:`abstractruntime.core.blocks.block_mark`)."""
+        self.__dict__.setdefault("_blocks_in_memory", {})[run_id] = dict(mark)
+
+    def get_block(self, run_id: str) -> Optional[dict[str, Any]]:
+        """The run's block mark, or ``None`` (stale or not: :func:`~abstractruntime.core.blocks.is_fresh`)."""
+        found: Optional[dict[str, Any]] = self.__dict__.get("_blocks_in_memory", {}).get(run_id)
+        return dict(found) if found is not None else None
+
+    def list_blocks(self) -> dict[str, dict[str, Any]]:
+        """Every block mark kept, by run id."""
+        return {k: dict(v) for k, v in self.__dict__.get("_blocks_in_memory", {}).items()}
+
+    def drop_block(self, run_id: str) -> None:
+        """Forget the run's block mark (if any)."""
+        self.__dict__.get("_blocks_in_memory", {}).pop(run_id, None)
+
 
 @runtime_checkable
 class QueryableRunStore(Protocol):

@@ -36,7 +36,6 @@ from .errors import (
     RunLockedError,
     RunNotFoundError,
     StorageError,
-    WorkflowDriftError,
 )
 from .ids import validate_id
 from .models import EffectType, RecordKind, RunState, RunStatus, WaitReason
@@ -48,6 +47,7 @@ from .secret_release import SecretRelease
 from .session import RunParts, RunSession, StorePorts, fail_run, is_finished, new_record
 from .spec import WorkflowSpec
 from .answers import failed_retryably, prepare_retry, record_answer
+from .upgrade import check_source
 from .state import StateImage
 from .stepping import advance_steps, retry_steps
 from .timers import is_due
@@ -314,6 +314,9 @@ class Runtime:
             raise InvalidInputError("metadata must be a JSON object")
         if run_id is not None:
             validate_id(run_id, "run id")
+        check_start = getattr(workflow, "check_start", None)
+        if check_start is not None:  # a code-first workflow: its inputs are its function's parameters
+            check_start(self, vars)
         check_size(canonical_json(vars or {}), what="Run vars")
         run = RunState.new(workflow_id=workflow.workflow_id, entry_node=workflow.entry_node, actor_id=actor_id,
                            vars=vars, parent_run_id=parent_run_id, run_id=run_id)
@@ -733,24 +736,11 @@ class Runtime:
 
     def _open(self, run_id: str, workflow: WorkflowSpec, allow_drift: bool) -> RunSession:
         session = self._session(self._load(run_id))
-        checkpoint, run = session.checkpoint, session.run
+        run = session.run
         if run.workflow_id != workflow.workflow_id:
             raise InvalidInputError(
                 f"Run {run_id} belongs to workflow '{run.workflow_id}', not '{workflow.workflow_id}'")
-        recorded = checkpoint.workflow or {}
-        source = workflow.source
-        if source is not None and recorded.get("sha256") and recorded["sha256"] != source.sha256:
-            if not allow_drift:
-                raise WorkflowDriftError(
-                    f"Workflow {source.path} changed since run {run_id} recorded it "
-                    f"(recorded sha256 {recorded['sha256']}, now {source.sha256}); "
-                    "pass allow_drift=True (CLI: --allow-drift) to continue with the new code",
-                    recorded=recorded["sha256"], current=source.sha256)
-            if not run.status.is_terminal:
-                checkpoint.workflow = source.to_dict(workflow.workflow_id)
-                rec = new_record(run, RecordKind.NODE)
-                rec.finish_success({"workflow_drift": {"from": recorded["sha256"], "to": source.sha256}})
-                session.record(rec)
+        check_source(session, workflow, allow_drift)
         return session
 
     def _finish(self, session: RunSession, steps: Step) -> RunState:

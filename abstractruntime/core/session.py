@@ -248,6 +248,8 @@ class RunSession:
                 enc.sealed(rec.result, path)
         if rec.error is not None:
             fields["error"] = enc.error_text(rec.error)
+        if getattr(rec, "ext", None) is not None:
+            fields["ext"] = rec.ext  # named extensions (docs/file-format.md): plain data, hashed as it is
         delta = self._delta(ops, live, full, seq)
         if delta:
             fields["delta"] = delta
@@ -312,6 +314,11 @@ class RunSession:
     def queued(self) -> int:
         """Records sealed but not yet durable."""
         return len(self._lines)
+
+    @property
+    def queued_records(self) -> list[dict[str, Any]]:
+        """The records sealed but not yet durable, as stored, oldest first (read them, do not change them)."""
+        return list(self._docs)
 
     # -- making it durable ---------------------------------------------------------------
 

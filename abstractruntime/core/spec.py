@@ -34,6 +34,9 @@ class WorkflowSource:
 
     path: str
     sha256: str
+    # The operator allows an upgrade from the source a run recorded to this one: accepted when
+    # the run's history fits this code (core/upgrade.py). Never recorded.
+    upgrade: bool = False
 
     def to_dict(self, workflow_id: str) -> dict[str, Any]:
         """The ``workflow`` object of a checkpoint and of the run's first ledger record."""

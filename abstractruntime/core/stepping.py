@@ -96,6 +96,10 @@ def _step(rt: "Runtime", session: RunSession, workflow: WorkflowSpec) -> Step:
         plan = StepPlan(node_id=pending.node_id, effect=Effect.from_dict(pending.effect), next_node=pending.next_node)
         yield from effect_steps(rt, session, plan, pending=pending)
         return
+    flow = getattr(workflow, "flow_steps", None)
+    if flow is not None:  # a code-first workflow: its function runs from the top (abstractruntime.flow)
+        yield from flow(rt, session)
+        return
     node_id = run.current_node
     handler = workflow.nodes.get(node_id)
     if handler is None:

@@ -129,6 +129,17 @@ def _summary(rec: dict[str, Any], etype: Optional[str]) -> str:
         return f"completed: {_compact(result.get('output'))}"
     if kind in ("fail", "cancel"):
         return ("failed" if kind == "fail" else "cancelled") + (f": {_compact(result)}" if result else "")
+    ext: Any = rec.get("ext") if isinstance(rec.get("ext"), dict) else {}
+    if kind == "step" and isinstance(ext.get("step"), dict):  # a code-first step or recorded value
+        meta = ext["step"]
+        label = f"step {meta.get('name')}" if meta.get("kind") == "step" else f"ctx.{meta.get('kind')}()"
+        if status == "started":
+            return f"{label} started" + (f" (attempt {meta['attempt']})" if meta.get("attempt") else "")
+        return f"{label} → {_compact(result)}"
+    if kind == "patch" and isinstance(ext.get("patch"), dict):
+        return f"ctx.patched({_compact(ext['patch'].get('name'))}): new path"
+    if kind == "upgrade" and isinstance(result, dict):
+        return f"upgraded to {str(result.get('to'))[:12]}… (checked by {result.get('checked')})"
     if effect is not None and etype:
         payload = effect.get("payload") if isinstance(effect.get("payload"), dict) else {}
         if status == "started":

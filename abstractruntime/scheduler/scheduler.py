@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..core.clock import to_iso
+from ..core.blocks import skip_blocked
 from ..core.errors import DatabaseUnavailableError, InvalidInputError, RunLockedError, RunNotFoundError
 from ..core.models import RunState
 from ..storage.base import QueryableRunStore
@@ -309,6 +310,8 @@ class Scheduler(RunTreeOperations, WorkPass):
             if not runnable(current, now, take_running=take_running):
                 return None
             workflow, runtime = self._workflow_for(checkpoint)
+            if skip_blocked(runtime.run_store, checkpoint, workflow):
+                return None  # its code diverged from its history: not again with the same code
             # Re-checked under the run's lock, on the run as its ledger has it (the checkpoint
             # read here may be behind): a worker that lost the race gets None. Another process
             # advancing it holds its lock: RunLockedError, skipped below.

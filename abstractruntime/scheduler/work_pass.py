@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from ..core.clock import to_iso
+from ..core.blocks import skip_blocked
 from ..core.timers import run_is_due
 from ..core.errors import DatabaseUnavailableError, InvalidInputError, RunLockedError, RunNotFoundError
 from ..core.models import RunState, RunStatus
@@ -340,6 +341,8 @@ class WorkPass:
             if not runnable(current, self._runtime.now(), take_running=True):
                 return None
             workflow, runtime = self._workflow_for(checkpoint)
+            if skip_blocked(runtime.run_store, checkpoint, workflow):
+                return None  # its code diverged from its history: not again with the same code
             state: RunState = await runtime.atick(workflow=workflow, run_id=run_id, allow_drift=self._allow_drift)
         except RunLockedError:
             self._locked(run_id)

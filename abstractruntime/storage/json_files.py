@@ -309,6 +309,30 @@ class JsonFileRunStore(RunStore):
             None,
         )
 
+    @property
+    def _blocks(self) -> Any:
+        from .blocks import FileBlocks
+
+        return FileBlocks(self._files.root, durable=self.durability == "fsync")
+
+    def put_block(self, run_id: str, mark: dict[str, Any]) -> None:
+        """Note that the run is blocked (``blocked/<run_id>.json``; core/blocks.py)."""
+        self._blocks.put(run_id, mark)
+
+    def get_block(self, run_id: str) -> Optional[dict[str, Any]]:
+        """The run's block mark, or ``None``."""
+        found: Optional[dict[str, Any]] = self._blocks.get(run_id)
+        return found
+
+    def list_blocks(self) -> dict[str, dict[str, Any]]:
+        """Every block mark, by run id."""
+        found: dict[str, dict[str, Any]] = self._blocks.list()
+        return found
+
+    def drop_block(self, run_id: str) -> None:
+        """Forget the run's block mark."""
+        self._blocks.drop(run_id)
+
     def rebuild_index(self) -> int:
         """Recreate the query index from the run files; returns how many runs it holds."""
         return self._index.rebuild()

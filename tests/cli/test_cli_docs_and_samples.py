@@ -12,8 +12,9 @@ import pytest
 
 from cli_support import REPO, SAMPLES
 
-CLEAN_RUNS = ["agent-approved", "agent-denied", "agent-remote", "approval-approved", "approval-rejected",
-              "approval-waiting", "event-paid", "timer-done", "tools-run"]
+CLEAN_RUNS = ["agent-approved", "agent-denied", "agent-flow-approved", "agent-remote", "approval-approved",
+              "approval-flow-approved", "approval-flow-waiting", "approval-rejected", "approval-waiting", "event-paid",
+              "timer-done", "tools-run"]
 
 
 def test_cli_reference_is_up_to_date() -> None:
@@ -116,6 +117,7 @@ def test_scripting_guide_shell_blocks_run(tmp_path: Path) -> None:
     assert "waiting for an answer:" in proc.stdout
     assert "Deploy billing to production? [y/n] ['yes', 'no']" in proc.stdout
     assert '{"deployed": true, "service": "web"}' in proc.stdout
+    assert "the new code would strand a waiting run: not deploying" in proc.stdout  # replay caught it
 
 
 def test_docs_never_install_the_unrelated_pypi_project() -> None:

@@ -249,3 +249,40 @@ def test_local_mode_through_abstractcore(ar, openai_server: OpenAIFixture) -> No
     assert r.json()["output"]["answer"] == "Emailed."
     assert json.loads(tool_messages(openai_server, 2)["call_e"])["sent"] is True
     assert ar("verify", "l1").code == 0
+
+
+AGENT_FLOW = REPO / "sample_runs" / "workflows" / "agent_flow.py"
+
+
+@pytest.mark.parametrize("sample", [AGENT, AGENT_FLOW], ids=["graph", "code-first"])
+def test_both_styles_of_the_agent_send_the_same_requests_and_wait_alike(ar, openai_server: OpenAIFixture,
+                                                                         sample: Path) -> None:
+    """ctx.llm and ctx.tools are the kernel's llm_call and tool_calls effects: the --llm modes, the
+    approval gate and the wait handles serve a function as they serve a graph."""
+    openai_server.script(chat_completion(tool_calls=[WEATHER]), chat_completion(tool_calls=[EMAIL]),
+                         chat_completion(content="Done: emailed the forecast."))
+    env = {"ABSTRACTRUNTIME_API_KEY": SECRET}
+    r = ar("run", str(sample), *hybrid(openai_server), "--run-id", "h1", "--var", f"question={QUESTION}", env=env)
+    assert r.code == 5, r.err  # get_weather ran here; send_email waits for an operator
+    listed = ar("tools", "list", "h1", "--json").json()
+    assert [c["name"] for c in listed["tool_calls"]] == ["send_email"]
+    done = ar("tools", "approve", "h1", "--json", *hybrid(openai_server), env=env)  # another process
+    assert done.code == 0, done.err
+    assert done.json()["output"] == {"answer": "Done: emailed the forecast.", "turns": 3}
+    bodies = [req.body for req in openai_server.chat_requests()]
+    assert len(bodies) == 3 and bodies[0]["messages"][-1] == {"role": "user", "content": QUESTION}
+    assert json.loads(tool_messages(openai_server, 1)["call_w"])["city"] == "Paris"
+    assert json.loads(tool_messages(openai_server, 2)["call_e"])["sent"] is True
+    assert [t["function"]["name"] for t in bodies[0]["tools"]] == ["get_weather", "send_email"]
+    assert ar("verify", "h1").code == 0
+    assert all(SECRET.encode() not in data for data in store_bytes(ar.store).values())
+
+    # Remote: every call goes through the operator, and a subset is approved.
+    rome = {"id": "call_r", "name": "get_weather", "arguments": {"city": "Rome"}}
+    openai_server.script(chat_completion(tool_calls=[WEATHER, rome]), chat_completion(content="Paris only."))
+    r = ar("run", str(sample), *remote(openai_server), "--run-id", "r1", "--json")
+    assert r.code == 5 and [c["call_id"] for c in r.json()["waiting"]["details"]["tool_calls"]] == ["call_w", "call_r"]
+    r = ar("tools", "approve", "r1", "--only", "call_w", "--reason", "one city is enough", *remote(openai_server))
+    assert r.code == 0, r.err
+    turns = tool_messages(openai_server, 4)
+    assert json.loads(turns["call_w"])["city"] == "Paris" and "one city is enough" in turns["call_r"]

@@ -83,17 +83,32 @@ def durable_problems(root: Path, run_id: str, acked: dict[int, str]) -> list[str
     return problems
 
 
+def _is_step(rec: dict[str, Any]) -> bool:
+    """A code-first step's record (a side effect at its position, like an effect's)."""
+    ext = rec.get("ext") if isinstance(rec.get("ext"), dict) else {}
+    return rec.get("kind") == "step" and isinstance(ext.get("step"), dict) and ext["step"].get("kind") == "step"
+
+
+def _key(run_id: str, rec: dict[str, Any]) -> str:
+    """An effect's idempotency key; a step's is its position's (what ``current_effect().key`` gave it)."""
+    if _is_step(rec):
+        from abstractruntime.core.wal import positional_key
+
+        return positional_key(run_id, int(rec["effect_id"]))
+    return str(rec.get("idempotency_key") or "")
+
+
 def in_flight_effect_keys(root: Path) -> set[str]:
-    """Keys of effects whose latest intent has no outcome yet: the ones inside their window."""
+    """Keys of effects (and code-first steps) whose latest intent has no outcome yet: the ones inside their window."""
     keys: set[str] = set()
     for run_id in run_ids(root):
         open_intents: dict[int, str] = {}
         for rec in ledger_records(root, run_id):
             effect_id = rec.get("effect_id")
-            if rec.get("kind") != "effect" or effect_id is None:
+            if (rec.get("kind") != "effect" and not _is_step(rec)) or effect_id is None:
                 continue
             if rec.get("status") == "started":
-                open_intents[effect_id] = rec.get("idempotency_key") or ""
+                open_intents[effect_id] = _key(run_id, rec)
             else:
                 open_intents.pop(effect_id, None)
         keys.update(open_intents.values())
@@ -101,10 +116,14 @@ def in_flight_effect_keys(root: Path) -> set[str]:
 
 
 def completed_effect_keys(root: Path) -> set[str]:
-    """Idempotency keys with a completed effect record in any ledger of the store."""
+    """Idempotency keys with a completed effect (or code-first step) record in any ledger of the store."""
     keys: set[str] = set()
     for run_id in run_ids(root):
         for rec in ledger_records(root, run_id):
-            if rec.get("kind") == "effect" and rec.get("status") == "completed" and rec.get("idempotency_key"):
+            if rec.get("status") != "completed":
+                continue
+            if rec.get("kind") == "effect" and rec.get("idempotency_key"):
                 keys.add(rec["idempotency_key"])
+            elif _is_step(rec):
+                keys.add(_key(run_id, rec))
     return keys

@@ -1,6 +1,6 @@
-"""Drives one ``crashy`` (or ``agent``) run to completion; the kill loop runs it as a subprocess and kills it.
+"""Drives one ``crashy`` (or ``agent``, or code-first) run to completion; the kill loop runs it as a subprocess and kills it.
 
-    python -m tests.reliability.driver ROOT RUN_ID T0 [--die-at-op N] [--workload agent]
+    python -m tests.reliability.driver ROOT RUN_ID T0 [--die-at-op N] [--workload graph|agent|flow]
 
 Prints ``READY`` once imported and the store is open, ``DURABLE <seq> <hash>`` after every
 ``start``/``tick``/``resume`` that returned (the ledger head its checkpoint reflects: a step
@@ -15,7 +15,7 @@ import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO
 
 from abstractruntime.core.clock import parse_iso, utc_now
 from abstractruntime.core.errors import RunNotFoundError
@@ -23,32 +23,38 @@ from abstractruntime.core.models import RunState, RunStatus, WaitReason
 from abstractruntime.core.runtime import Runtime
 from abstractruntime.storage.store import FileStore
 
-from . import fsops, workload
+from . import fsops, workload, workload_flow
 
 TICK_STEPS = 3
 
 
-WORKLOADS = ("crashy", "agent")
+WORKLOADS = ("graph", "agent", "flow")
 
 
-def make_runtime(store: FileStore, log: workload.EffectLog, name: str = "crashy") -> Runtime:
+def make_runtime(store: FileStore, log: workload.EffectLog, kind: str = "graph") -> Runtime:
     """A runtime over ``store`` with the workload's handlers, policy and registry."""
-    if name == "agent":
+    if kind == "agent":
         return Runtime(run_store=store.runs, ledger_store=store.ledger, effect_handlers=workload.agent_handlers(log),
                        effect_policy=workload.policy())
+    registry = workload_flow.registry() if kind == "flow" else workload.registry()
     return Runtime(run_store=store.runs, ledger_store=store.ledger, effect_handlers=workload.handlers(log),
-                   effect_policy=workload.policy(), workflow_registry=workload.registry())
+                   effect_policy=workload.policy(), workflow_registry=registry)
 
 
 def drive(root: Path, run_id: str, t0: str, log_path: Path, out: TextIO,
-          *, durability: str = "fsync", on_ready: Optional[Callable[[], None]] = None,
-          name: str = "crashy") -> RunState:
-    """Start (if needed) and advance the run until it completes or fails; report durable steps."""
+          *, durability: str = "fsync", on_ready: Optional[Callable[[], None]] = None, kind: str = "graph") -> RunState:
+    """Start (if needed) and advance the run until it completes or fails; report durable steps.
+
+    ``kind``: the graph workload (``crashy``), an agent's conversation (``agent``) or the code-first
+    twin of ``crashy`` (``flow``)."""
     store = FileStore(root, durability=durability)  # type: ignore[arg-type]
     try:
-        rt = make_runtime(store, workload.EffectLog(log_path), name)
-        spec = workload.agent_spec() if name == "agent" else workload.parent_spec()
-        first_vars = workload.agent_vars() if name == "agent" else {"t0": t0}
+        log = workload.EffectLog(log_path)
+        rt = make_runtime(store, log, kind)
+        workload_flow.use_log(log)
+        spec: Any = {"agent": workload.agent_spec, "flow": lambda: workload_flow.crashy_flow}.get(
+            kind, workload.parent_spec)()
+        first_vars = workload.agent_vars() if kind == "agent" else {"t0": t0}
         out.write("READY\n")
         out.flush()
         if on_ready is not None:
@@ -95,11 +101,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("t0")
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--die-at-op", type=int, default=0)
-    parser.add_argument("--workload", choices=WORKLOADS, default="crashy")
+    parser.add_argument("--workload", choices=WORKLOADS, default="graph")
     args = parser.parse_args(argv)
     guard = fsops.die_at_op(args.die_at_op) if args.die_at_op > 0 else contextlib.nullcontext()
     with guard:
-        drive(args.root, args.run_id, args.t0, args.log, sys.stdout, name=args.workload)
+        drive(args.root, args.run_id, args.t0, args.log, sys.stdout, kind=args.workload)
     return 0
 
 

@@ -74,7 +74,7 @@ class _Calibration:
     ops: int
 
 
-def calibrate(workdir: Path, name: str = "crashy") -> _Calibration:
+def calibrate(workdir: Path, kind: str = "graph") -> _Calibration:
     """Time one uncrashed fsync run in-process and count its mutating file operations."""
     target = workdir / "calibration"
     shutil.rmtree(target, ignore_errors=True)
@@ -83,19 +83,19 @@ def calibrate(workdir: Path, name: str = "crashy") -> _Calibration:
     started = time.perf_counter()
     with guard:
         driver.drive(target / "store", "calibrate", to_iso(utc_now()), target / "effects.log", io.StringIO(),
-                     name=name)
+                     kind=kind)
     elapsed = time.perf_counter() - started
     shutil.rmtree(target, ignore_errors=True)
     return _Calibration(run_seconds=elapsed, ops=counter["ops"])
 
 
-def reference_state(workdir: Path, run_id: str, t0: str, name: str = "crashy") -> dict[str, Any]:
+def reference_state(workdir: Path, run_id: str, t0: str, kind: str = "graph") -> dict[str, Any]:
     """Final parent and child state of an uncrashed run with the same id and ``t0``."""
     target = workdir / f"reference-{run_id}"
     shutil.rmtree(target, ignore_errors=True)
     with _FORK_GUARD:
         driver.drive(target / "store", run_id, t0, target / "effects.log", io.StringIO(), durability="none",
-                     name=name)
+                     kind=kind)
     result = final_state(target / "store", run_id)
     shutil.rmtree(target, ignore_errors=True)
     return result
@@ -106,10 +106,10 @@ def final_state(root: Path, run_id: str) -> dict[str, Any]:
     store = FileStore(root, durability="none")
     try:
         runtime = store.runtime()
-        parent = runtime.get_state(run_id)
+        children = [child.run_id for child in store.runs.list_children(parent_run_id=run_id)]
+        assert len(children) <= 1, children  # crashy has one child, the agent's loop none
         out = {}
-        child = parent.vars.get("child")
-        for rid in (run_id, child["sub_run_id"]) if child else (run_id,):
+        for rid in (run_id, *children):
             run = runtime.get_state(rid)
             out[rid] = {"status": run.status.value, "current_node": run.current_node, "vars": run.vars,
                         "output": run.output, "error": run.error}
@@ -118,8 +118,8 @@ def final_state(root: Path, run_id: str) -> dict[str, Any]:
         store.close()
 
 
-def _spawn(root: Path, run_id: str, t0: str, log: Path, die_at: int, name: str) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", f"{PACKAGE}.driver", str(root), run_id, t0, "--log", str(log), "--workload", name]
+def _spawn(root: Path, run_id: str, t0: str, log: Path, die_at: int, kind: str = "graph") -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", f"{PACKAGE}.driver", str(root), run_id, t0, "--log", str(log), "--workload", kind]
     if die_at:
         cmd += ["--die-at-op", str(die_at)]
     with _FORK_GUARD:
@@ -127,12 +127,12 @@ def _spawn(root: Path, run_id: str, t0: str, log: Path, die_at: int, name: str) 
 
 
 def run_episode(workdir: Path, index: int, rng: random.Random, stats: KillStats, calib: _Calibration,
-                kill_budget: int, name: str = "crashy") -> None:
+                kill_budget: int, kind: str = "graph") -> None:
     """One run, killed and restarted until it completes (or the kill budget is spent)."""
     episode = workdir / f"ep{index}"
     root, log = episode / "store", episode / "effects.log"
     episode.mkdir(parents=True)
-    run_id = f"{name}-{index}"
+    run_id = f"{'crashy' if kind == 'graph' else kind}-{index}"
     t0 = to_iso(utc_now() + timedelta(seconds=0.05))
     effect_log = workload.EffectLog(log)
     acked: dict[int, str] = {}
@@ -147,7 +147,7 @@ def run_episode(workdir: Path, index: int, rng: random.Random, stats: KillStats,
         out_budget_spent = kills_here >= kill_budget
         mode = "none" if out_budget_spent else rng.choice(("timer", "op"))
         # Short lives (a third of a run at most) give several kills per episode.
-        proc = _spawn(root, run_id, t0, log, rng.randint(1, max(1, calib.ops // 3)) if mode == "op" else 0, name)
+        proc = _spawn(root, run_id, t0, log, rng.randint(1, max(1, calib.ops // 3)) if mode == "op" else 0, kind)
         lines: list[str] = []
         if mode == "timer":
             # Unbuffered: communicate() reads the raw pipe, so nothing may sit in a buffer.
@@ -196,13 +196,14 @@ def run_episode(workdir: Path, index: int, rng: random.Random, stats: KillStats,
         stats.failures.append(f"episode {index}: run did not complete after {processes} processes")
         return
     stats.completed += 1
-    expected = reference_state(workdir, run_id, t0, name)
+    expected = reference_state(workdir, run_id, t0, kind)
     got = final_state(root, run_id)
     if got != expected:
         stats.failures.append(f"episode {index}: final state differs from the reference run:\n"
                               f"  got      {_short(got)}\n  expected {_short(expected)}")
     counts = effect_log.executions()
-    base = {"tool": 1, "flaky": 2, "model": 1, "agent_tool": 1}
+    # Executions of each counted effect or step in an uncrashed run.
+    base = {"tool": 1, "flaky": 2, "model": 1, "agent_tool": 1, "step": 1, "flakystep": 2}
     kinds = {f[3]: f[0] for f in effect_log.lines()}
     for key, n in counts.items():
         extra = n - base[kinds[key]]
@@ -229,16 +230,17 @@ def _merge(total: KillStats, part: KillStats) -> None:
 
 
 def kill_loop(workdir: Path, *, kills: int, seed: int = 0, max_kills_per_episode: int = 40,
-              workers: int = 2, workload: str = "crashy") -> KillStats:
+              workers: int = 2, kind: str = "graph") -> KillStats:
     """Kill and restart drivers until ``kills`` kills happened; every run must still finish right.
 
-    ``workers`` episodes run side by side (the drivers mostly wait on fsync). ``workload``:
-    ``"crashy"`` (every kind of effect) or ``"agent"`` (an agent's conversation).
+    ``workers`` episodes run side by side (the drivers mostly wait on fsync). ``kind``: the
+    graph workload ``crashy`` (every kind of effect), ``agent`` (an agent's conversation), or the
+    code-first twin of ``crashy`` (``flow``: tests/reliability/workload_flow.py).
     """
     stats = KillStats()
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
-    calib = calibrate(workdir, workload)
+    calib = calibrate(workdir, kind)
     lock = threading.Lock()
     counter = {"next": 0, "claimed": 0}
 
@@ -253,7 +255,7 @@ def kill_loop(workdir: Path, *, kills: int, seed: int = 0, max_kills_per_episode
                 counter["claimed"] += budget
             part = KillStats()
             try:
-                run_episode(workdir, index, random.Random(seed * 100003 + index), part, calib, budget, workload)
+                run_episode(workdir, index, random.Random(seed * 100003 + index), part, calib, budget, kind)
             except Exception as exc:  # a harness error must fail the battery, not vanish with the thread
                 part.failures.append(f"episode {index}: {type(exc).__name__}: {exc}")
             with lock:

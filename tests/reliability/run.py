@@ -25,7 +25,7 @@ from typing import Any
 from . import crashsim, killloop, racing
 
 HERE = Path(__file__).resolve().parent
-BATTERIES = ("kill", "agentkill", "crash", "race", "stateful", "badinput", "fuzz", "atheris")
+BATTERIES = ("kill", "agentkill", "kill-flow", "crash", "race", "stateful", "badinput", "fuzz", "atheris")
 FSYNC_SITES = {
     "append_bytes": ("append_bytes",),
     "atomic_write_bytes file": ("atomic_write_bytes",),
@@ -69,8 +69,11 @@ def main(argv: list[str] | None = None) -> int:
             report["kill"] = stats.to_dict()
             ok &= not stats.failures
         if "agentkill" in only:
-            stats = killloop.kill_loop(work / "agentkill", kills=args.agent_kills, seed=args.seed, workload="agent")
+            stats = killloop.kill_loop(work / "agentkill", kills=args.agent_kills, seed=args.seed, kind="agent")
             report["agentkill"] = stats.to_dict()
+        if "kill-flow" in only:  # the same battery over the code-first twin of the workload
+            stats = killloop.kill_loop(work / "kill-flow", kills=args.kills, seed=args.seed, kind="flow")
+            report["kill-flow"] = stats.to_dict()
             ok &= not stats.failures
         if "crash" in only:
             started = time.perf_counter()

@@ -40,10 +40,21 @@ def test_kill9_loop_loses_nothing_and_finishes_like_an_uncrashed_run(tmp_path: P
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_kill9_loop_of_an_agent_loses_nothing_and_ends_with_the_uncrashed_conversation(tmp_path: Path) -> None:
-    stats = killloop.kill_loop(tmp_path, kills=AGENT_KILLS, seed=SEED, workload="agent")
+    stats = killloop.kill_loop(tmp_path, kills=AGENT_KILLS, seed=SEED, kind="agent")
     print(f"kill loop (agent): {stats.to_dict()}")
     assert stats.failures == []  # the final conversation equals the uncrashed run's, among others
     assert stats.kills >= AGENT_KILLS
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_kill9_loop_with_a_code_first_workload_gives_the_same_figures(tmp_path: Path) -> None:
+    """The same battery, the same checks, the same expected figures, over ``crashy_flow``: one
+    function whose steps and effects are identified by position (tests/reliability/workload_flow.py)."""
+    stats = killloop.kill_loop(tmp_path, kills=KILLS, seed=SEED, kind="flow")
+    print(f"kill loop (code-first): {stats.to_dict()}")
+    assert stats.failures == []
+    assert stats.kills >= KILLS
     assert stats.timer_kills > 0 and stats.op_kills > 0
     assert stats.episodes == stats.completed >= 1
     assert stats.lost == 0
@@ -57,7 +68,7 @@ def test_uncrashed_agent_run_stores_its_conversation_once(tmp_path: Path) -> Non
 
     out = io.StringIO()
     state = driver.drive(tmp_path / "store", "a1", to_iso(utc_now()), tmp_path / "fx.log", out, durability="none",
-                         name="agent")
+                         kind="agent")
     assert state.status.value == "completed"
     messages = state.vars["messages"]
     assert len(messages) == 1 + 2 * workload.AGENT_TURNS
@@ -72,6 +83,29 @@ def test_uncrashed_agent_run_stores_its_conversation_once(tmp_path: Path) -> Non
     conversation = len(json.dumps(messages, separators=(",", ":")))
     ledger = ledger_path.stat().st_size
     assert ledger < 2.5 * conversation, (ledger, conversation)  # stored once, not once per turn
+
+
+def test_uncrashed_code_first_driver_run_exercises_every_call(tmp_path: Path) -> None:
+    import io
+
+    out = io.StringIO()
+    state = driver.drive(tmp_path / "store", "one", to_iso(utc_now()), tmp_path / "fx.log", out, durability="none",
+                         kind="flow")
+    assert state.status.value == "completed", state.error
+    records = checks.ledger_records(tmp_path / "store", "one")
+    kinds = {(r.get("effect") or {}).get("type") for r in records}
+    assert {"tool_calls", "llm_call", "ask_user", "wait_event", "wait_job", "wait_until",
+            "start_subworkflow"} <= kinds
+    assert {r["ext"]["step"]["kind"] for r in records if r["kind"] == "step"} == {"step", "now", "uuid", "random"}
+    lines = workload.EffectLog(tmp_path / "fx.log").lines()
+    steps = workload.ROUNDS * workload.PURE_PER_ROUND + 1  # the child's step too
+    assert sum(1 for f in lines if f[0] == "step") == steps == len({f[3] for f in lines if f[0] == "step"})
+    assert [f[1] for f in lines if f[0] == "flakystep"] == ["fail", "ok"] * workload.ROUNDS
+    assert sum(1 for f in lines if f[0] == "tool") == 2 * workload.ROUNDS + 1
+    assert state.output["answers"]["user"] == "yes" and state.output["answers"]["event"] == {"event": "evt:go"}
+    assert state.output["answers"]["child"]["trail"] == [{"r": 100, "i": 2}]
+    assert state.output["values"] == workload.ROUNDS and state.output["draws_in_range"] is True
+    assert checks.store_problems(tmp_path / "store") == []
 
 
 def test_uncrashed_driver_run_exercises_every_effect_kind(tmp_path: Path) -> None:

@@ -57,7 +57,8 @@ def test_sample_report_in_the_browser(browser: Browser, site: tuple[Path, Path],
     # header and verdict
     checkpoint = json.loads((store / "runs" / run_id / "run.json").read_text())
     assert browser.js("return document.getElementById('f-run').textContent") == run_id
-    assert browser.js("return document.getElementById('status-badge').textContent") == checkpoint["run"]["status"]
+    run = checkpoint["run"] if "run" in checkpoint else checkpoint["state"]["run"]  # run.json format 2, or 3
+    assert browser.js("return document.getElementById('status-badge').textContent") == run["status"]
     ok = browser.js("return document.getElementById('verdict').dataset.ok")
     headline = browser.js("return document.querySelector('#verdict .headline').textContent")
     if run_id == "tampered":

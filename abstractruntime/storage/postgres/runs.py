@@ -166,6 +166,34 @@ class PostgresRunStore(RunStore):
         with self.db.connection() as conn:
             return bool(conn.execute(f"DELETE FROM {self._t} WHERE run_id = %s", [run_id]).rowcount > 0)
 
+    # -- block marks (core/blocks.py): rows of ``blocks``, hints beside the ledger ----------------
+
+    def put_block(self, run_id: str, mark: dict[str, Any]) -> None:
+        """Note that the run is blocked (replaces its mark)."""
+        validate_id(run_id, "run id")
+        data = canonical_json({**mark, "run_id": run_id})
+        with self.db.connection() as conn:
+            conn.execute(f"""INSERT INTO {self.db.s}.blocks (run_id, mark) VALUES (%s, %s)
+                             ON CONFLICT (run_id) DO UPDATE SET mark = EXCLUDED.mark""", [run_id, data])
+
+    def get_block(self, run_id: str) -> Optional[dict[str, Any]]:
+        """The run's block mark, or ``None``."""
+        with self.db.connection() as conn:
+            row = conn.execute(f"SELECT mark FROM {self.db.s}.blocks WHERE run_id = %s", [run_id]).fetchone()
+        return _mark(run_id, row[0]) if row is not None else None
+
+    def list_blocks(self) -> dict[str, dict[str, Any]]:
+        """Every block mark, by run id."""
+        with self.db.connection() as conn:
+            rows = conn.execute(f"SELECT run_id, mark FROM {self.db.s}.blocks ORDER BY run_id").fetchall()
+        found = {str(run_id): _mark(str(run_id), data) for run_id, data in rows}
+        return {k: v for k, v in found.items() if v is not None}
+
+    def drop_block(self, run_id: str) -> None:
+        """Forget the run's block mark."""
+        with self.db.connection() as conn:
+            conn.execute(f"DELETE FROM {self.db.s}.blocks WHERE run_id = %s", [run_id])
+
     # -- reading ---------------------------------------------------------------------------
 
     def load(self, run_id: str) -> Optional[RunState]:
@@ -355,3 +383,14 @@ class PostgresRunStore(RunStore):
 
 
 __all__ = ["ROW_COLUMNS", "PostgresRunStore", "row_columns"]
+
+
+def _mark(run_id: str, data: Any) -> Optional[dict[str, Any]]:
+    """A stored block mark (``None`` when it does not parse or names another run: a hint only)."""
+    from ...core.json_codec import loads_strict
+
+    try:
+        doc = loads_strict(bytes(data))
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("run_id") == run_id else None

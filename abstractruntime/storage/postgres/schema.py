@@ -16,7 +16,7 @@ from typing import Any
 from ...core.errors import InvalidInputError, StorageError, UnsupportedFormatError
 from .events import EVENTS_MIGRATION
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 DEFAULT_SCHEMA = "abstractruntime"
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -131,6 +131,13 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
             WHERE status = 'completed' AND effect_id IS NOT NULL""",
     )),
     EVENTS_MIGRATION,  # the events table (storage/postgres/events.py)
+    (7, "block marks of code-first runs", (
+        # A code-first run whose code diverged from its history (core/blocks.py): a hint for
+        # `runs list` and workers, never evidence; the mark names the ledger head it was made at.
+        """CREATE TABLE {s}.blocks (
+            run_id text PRIMARY KEY,
+            mark   bytea NOT NULL)""",
+    )),
 ]
 
 
