@@ -39,6 +39,7 @@ from .errors import (
     WorkflowDriftError,
 )
 from .ids import validate_id
+from .observe import InFlightLimits, end_all, notify
 from .models import EffectType, RecordKind, RunState, RunStatus, WaitReason
 from .policy import DefaultEffectPolicy, EffectPolicy
 from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, Pending, RunStore, has_capability
@@ -47,6 +48,7 @@ from .redaction import Redactor
 from .session import RunParts, RunSession, StorePorts, fail_run, is_finished, new_record
 from .spec import WorkflowSpec
 from .answers import prepare_retry, record_answer
+from .budget import BUDGET_KEY, check_budget
 from .state import StateImage
 from .stepping import advance_steps, retry_steps
 from .timers import is_due
@@ -115,6 +117,10 @@ class Runtime:
         self._redactor = redactor or Redactor()
         self.signer = signer
         self.missing_handler = missing_handler
+        # Told of ticks, effect attempts, durable batches and handler progress (core/observe.py).
+        self.observers: list[Any] = []
+        # Per-key limits on effects in flight across every process of the store (core/observe.py).
+        self.in_flight: Optional[InFlightLimits] = None
         self._handlers: dict[EffectType, RegisteredHandler] = {}
         # run_id -> (file tokens, state) of runs this runtime advanced last (see _load).
         self._warm: dict[str, tuple[Any, OpenedRun]] = {}
@@ -186,7 +192,24 @@ class Runtime:
 
     def _ports(self) -> StorePorts:
         return StorePorts(runs=self._run_store, ledger=self._ledger_store, redactor=self._redactor,
-                          clock=self._clock, signer=self.signer, on_finished=self.release_secrets)
+                          clock=self._clock, signer=self.signer, on_finished=self.release_secrets,
+                          on_durable=self._durable if self.observers else None)
+
+    def _durable(self, run_id: str, seq: int) -> None:
+        notify(self.observers, "durable", run_id, seq)
+
+    def publisher_for(self, run_id: str, effect_id: int, attempt: int) -> Optional[Any]:
+        """What ``current_effect().progress(data)`` calls for this attempt (``None``: nobody observes).
+
+        The data is redacted with the runtime's redactor before any observer sees it.
+        """
+        if not self.observers:
+            return None
+
+        def publish(data: Any) -> None:
+            notify(self.observers, "progress", run_id, effect_id, attempt, self._redactor.redact(dict(data)))
+
+        return publish
 
     def release_secrets(self, checkpoint: Checkpoint) -> None:
         """Drop the secret values of a finished run (``checkpoint``), and of its finished children.
@@ -225,17 +248,23 @@ class Runtime:
         parent_run_id: Optional[str] = None,
         run_id: Optional[str] = None,
         metadata: Optional[dict[str, Any]] = None,
+        budget: Optional[dict[str, Any]] = None,
     ) -> str:
         """Create a RUNNING run at the workflow's entry node; returns its id (nothing runs yet).
 
         Creating a run is exclusive: a second start of the same ``run_id`` raises
         :class:`RunExistsError` and writes nothing. ``metadata`` (run-level configuration,
-        never secrets) is recorded in the first ledger record.
+        never secrets) is recorded in the first ledger record. ``budget``
+        (``{"tokens"?, "cost"?, "calls"?}``; default: the workflow's ``budget`` attribute, if
+        any) pauses the run when its LLM calls reach it (:mod:`abstractruntime.core.budget`).
         """
         if vars is not None and not isinstance(vars, dict):
             raise InvalidInputError(f"vars must be a JSON object, not {type(vars).__name__}")
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidInputError("metadata must be a JSON object")
+        limits = check_budget(budget if budget is not None else getattr(workflow, "budget", None))
+        if limits is not None:
+            metadata = {**(metadata or {}), BUDGET_KEY: limits}
         if run_id is not None:
             validate_id(run_id, "run id")
         check_size(canonical_json(vars or {}), what="Run vars")
@@ -576,19 +605,47 @@ class Runtime:
 
     def _finish(self, session: RunSession, steps: Step) -> RunState:
         """Drive ``steps`` in this thread, failing the run on the record if its state cannot be stored."""
+        watched = self._tick_started(session)
+        state: Optional[RunState] = None
+        error: Optional[BaseException] = None
         try:
-            state: RunState = drive_sync(steps)
-            return state
+            done: RunState = drive_sync(steps)
+            state = done
+            return done
         except InvalidInputError as exc:  # includes PayloadTooLargeError
-            return self._fail_unstorable(session, exc)
+            state = self._fail_unstorable(session, exc)
+            return state
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if watched:
+                end_all(self.observers, "tick_ended", watched, state, error)
 
     async def _afinish(self, session: RunSession, steps: Step) -> RunState:
         """:meth:`_finish` under the async driver."""
+        watched = self._tick_started(session)
+        state: Optional[RunState] = None
+        error: Optional[BaseException] = None
         try:
-            state: RunState = await drive_async(steps)
-            return state
+            done: RunState = await drive_async(steps)
+            state = done
+            return done
         except InvalidInputError as exc:
-            return await asyncio.to_thread(self._fail_unstorable, session, exc)
+            state = await asyncio.to_thread(self._fail_unstorable, session, exc)
+            return state
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if watched:
+                end_all(self.observers, "tick_ended", watched, state, error)
+
+    def _tick_started(self, session: RunSession) -> Optional[list[Any]]:
+        if not self.observers:
+            return None
+        return notify(self.observers, "tick_started", session.run_id, session.run.workflow_id,
+                      session.run.status.value)
 
     def _fail_unstorable(self, session: RunSession, exc: InvalidInputError) -> RunState:
         """What was recorded stays; the run fails from the last recorded state."""

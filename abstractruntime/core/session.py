@@ -62,6 +62,8 @@ class StorePorts:
     signer: Optional[Any] = None
     # Called when a checkpoint shows the run finished: drops the secret values nothing needs now.
     on_finished: Optional[Any] = None
+    # Called with (run_id, seq) once a batch is durable (observers: live watching, tracing).
+    on_durable: Optional[Any] = None
 
 
 @dataclass
@@ -151,13 +153,14 @@ class RunSession:
     # -- recording -----------------------------------------------------------------------
 
     def record(self, rec: StepRecord, *, result: Any = None, result_path: Optional[list[str]] = None,
-               full: bool = False) -> dict[str, Any]:
+               full: bool = False, ext: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         """Seal ``rec`` with the state change since the previous record and queue its line.
 
         ``result`` is the object the run stored in its vars from this record's result (so the
         delta refers to it instead of copying it); ``full`` records every field (a run's first
-        record, a restore, an edit). Raises ``InvalidInputError`` (``PayloadTooLargeError``)
-        before queueing anything when the state or the record cannot be stored.
+        record, a restore, an edit); ``ext`` holds the record's named extensions (``ext.usage``).
+        Raises ``InvalidInputError`` (``PayloadTooLargeError``) before queueing anything when the
+        state or the record cannot be stored.
         """
         if self.closed is not None:
             from .errors import SessionClosedError
@@ -167,6 +170,8 @@ class RunSession:
         self.encoder.begin()
         try:
             fields, ops, doc = self._encode(rec, result=result, result_path=result_path, full=full)
+            if ext:
+                fields["ext"] = ext
             doc, line = seal(fields, chained=self.chained)
             check_size(line, what=f"Ledger record for node {rec.node_id!r}")
             apply_record(self.image, doc, self.table, self.run_id)
@@ -364,6 +369,8 @@ class RunSession:
         self._fields, self._docs, self._lines, self._secrets, self._batch_defs = [], [], [], [], []
         self._queued_keys = {}
         self.uncommitted_nodes = []
+        if ports.on_durable is not None:
+            ports.on_durable(self.run_id, head.seq)
 
     def flush_before_effect(self) -> None:
         """Make everything before an effect durable (its intent included). A run answered in this

@@ -1,0 +1,260 @@
+"""Usage on the record and budgets that pause, in the kernel (a scripted in-process LLM handler).
+
+The kernel knows numbers, not providers: a handler reports ``ext.usage`` and the runtime
+records it, keeps the run's totals, pauses the run at its budget and records every decision.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from abstractruntime.core.budget import totals_of
+from abstractruntime.core.errors import AlreadyAnsweredError, InvalidInputError
+from abstractruntime.core.models import Effect, EffectType, RunState, RunStatus, StepPlan, WaitReason
+from abstractruntime.core.runtime import EffectOutcome, Runtime
+from abstractruntime.core.spec import WorkflowSpec
+from abstractruntime.scheduler import WorkflowRegistry
+from abstractruntime.storage.store import FileStore
+from abstractruntime.storage.verify import verify_run
+
+PRICES = {"models": {"m": {"input_per_million": 2.0, "output_per_million": 10.0}}, "currency": "USD"}
+
+
+class ScriptedLLM:
+    """An ``llm_call`` handler: each call spends 100 input and 50 output tokens (cost 0.0007)."""
+
+    def __init__(self, prices: Any = PRICES) -> None:
+        self.calls: list[str] = []
+        self.prices = prices
+
+    def __call__(self, run: RunState, effect: Effect) -> EffectOutcome:
+        prompt = str(effect.payload.get("prompt"))
+        self.calls.append(prompt)
+        usage = {"provider": "scripted", "model": "m", "input_tokens": 100, "output_tokens": 50, "latency_ms": 3,
+                 "cost": 0.0007}
+        ext: dict[str, Any] = {"usage": usage}
+        if self.prices is not None:
+            ext["prices"] = self.prices
+        return EffectOutcome.completed({"content": f"answer to {prompt}"}, ext=ext)
+
+
+def chat(n: int, wf_id: str = "chat") -> WorkflowSpec:
+    """``n`` LLM calls in a row, then complete with the replies."""
+
+    def make(i: int) -> Any:
+        def node(run: RunState, ctx: Any) -> StepPlan:
+            nxt = f"ask{i + 1}" if i + 1 < n else "done"
+            return StepPlan(f"ask{i}", effect=Effect(EffectType.LLM_CALL, {"prompt": f"q{i}"}, result_key=f"r{i}"),
+                            next_node=nxt)
+        return node
+
+    nodes: dict[str, Any] = {f"ask{i}": make(i) for i in range(n)}
+    nodes["done"] = lambda run, ctx: StepPlan("done", complete_output={
+        "replies": [run.vars[f"r{i}"]["content"] for i in range(n)]})
+    return WorkflowSpec(wf_id, "ask0", nodes)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileStore:
+    return FileStore(tmp_path / "store", durability="none")
+
+
+def runtime(store: FileStore, llm: ScriptedLLM, **kwargs: Any) -> Runtime:
+    return store.runtime(effect_handlers={EffectType.LLM_CALL: llm}, **kwargs)
+
+
+def records(rt: Runtime, run_id: str) -> list[dict[str, Any]]:
+    return rt.get_ledger(run_id)
+
+
+def test_usage_is_on_each_llm_record_and_totalled_in_the_state(store: FileStore) -> None:
+    llm = ScriptedLLM()
+    rt, wf = runtime(store, llm), chat(3)
+    run_id = rt.start(workflow=wf)
+    state = rt.tick(workflow=wf, run_id=run_id)
+    assert state.status is RunStatus.COMPLETED
+    outcomes = [r for r in records(rt, run_id) if r["kind"] == "effect" and r["status"] == "completed"]
+    assert [r["ext"]["usage"]["input_tokens"] for r in outcomes] == [100, 100, 100]
+    # The price table is recorded where it comes into force, not on every call.
+    assert ["prices" in r["ext"] for r in outcomes] == [True, False, False]
+    totals = totals_of(rt.get_checkpoint(run_id).metadata)
+    assert totals["calls"] == 3 and totals["input_tokens"] == 300 and totals["output_tokens"] == 150
+    assert totals["cost"] == pytest.approx(0.0021)
+    assert verify_run(store, run_id).ok
+    # A fresh runtime rebuilds the same totals from the ledger alone (the checkpoint is a cache).
+    (store.root / "runs" / run_id / "run.json").unlink()
+    assert totals_of(store.runtime().get_checkpoint(run_id).metadata) == totals
+
+
+def test_a_changed_price_table_is_recorded_again(store: FileStore) -> None:
+    llm = ScriptedLLM()
+    wf = chat(3)
+    rt = runtime(store, llm)
+    run_id = rt.start(workflow=wf)
+    rt.tick(workflow=wf, run_id=run_id, max_steps=1)
+    llm.prices = {"models": {"m": {"input_per_million": 3.0, "output_per_million": 10.0}}, "currency": "USD"}
+    rt.tick(workflow=wf, run_id=run_id)
+    outcomes = [r for r in records(rt, run_id) if r["kind"] == "effect" and r["status"] == "completed"]
+    assert [r["ext"].get("prices", {}).get("models", {}).get("m", {}).get("input_per_million") for r in outcomes] \
+        == [2.0, 3.0, None]
+
+
+def test_a_call_that_crosses_the_budget_is_recorded_then_the_run_pauses(store: FileStore) -> None:
+    llm = ScriptedLLM()
+    rt, wf = runtime(store, llm), chat(4)
+    run_id = rt.start(workflow=wf, budget={"tokens": 250})
+    state = rt.tick(workflow=wf, run_id=run_id)
+    # Calls 1 (150 tokens) and 2 (300: crosses 250) ran; the run paused right after the second.
+    assert llm.calls == ["q0", "q1"]
+    assert state.status is RunStatus.WAITING and state.waiting is not None
+    wait = state.waiting
+    assert wait.reason is WaitReason.BUDGET and wait.wait_id == "w3" and wait.resume_to_node == "ask2"
+    assert wait.details is not None and wait.details["reached"] == ["tokens"]
+    assert wait.details["spent"]["input_tokens"] == 200 and wait.details["before_call"] is False
+    assert "tokens 300 of 250" in (wait.prompt or "")
+    pause = records(rt, run_id)[-1]
+    assert pause["kind"] == "pause" and pause["status"] == "waiting" and pause["result"]["pause"] == "budget"
+    assert state.vars["r1"]["content"] == "answer to q1"  # the crossing call's result is kept
+
+    # Too small a raise is refused before anything is written.
+    before = (store.root / "runs" / run_id / "ledger.jsonl").read_bytes()
+    with pytest.raises(InvalidInputError, match="still reached"):
+        rt.resume(workflow=wf, run_id=run_id, wait_id="w3", payload={"raise": {"tokens": 50}})
+    assert (store.root / "runs" / run_id / "ledger.jsonl").read_bytes() == before
+
+    state = rt.resume(workflow=wf, run_id=run_id, wait_id="w3", payload={"raise": {"tokens": 1000}})
+    assert state.status is RunStatus.COMPLETED, state.error
+    assert llm.calls == ["q0", "q1", "q2", "q3"]  # nothing ran twice
+    decision = next(r for r in records(rt, run_id) if r["kind"] == "resume")
+    assert decision["result"]["decision"] == "raise" and decision["result"]["budget"] == {"tokens": 1250}
+    assert rt.get_checkpoint(run_id).metadata["budget"] == {"tokens": 1250}
+    # A retried answer to the same handle is refused, never applied to anything else.
+    with pytest.raises(AlreadyAnsweredError):
+        rt.resume(workflow=wf, run_id=run_id, wait_id="w3", payload={"raise": {"tokens": 1}})
+    assert verify_run(store, run_id).ok
+
+
+def test_a_call_is_not_started_once_the_budget_is_reached(store: FileStore) -> None:
+    llm = ScriptedLLM()
+    rt, wf = runtime(store, llm), chat(2)
+    run_id = rt.start(workflow=wf, budget={"calls": 0})
+    state = rt.tick(workflow=wf, run_id=run_id)
+    assert llm.calls == [] and state.status is RunStatus.WAITING
+    assert state.waiting is not None and state.waiting.details is not None
+    assert state.waiting.details["before_call"] is True and state.waiting.wait_id == "w2"
+    pending = rt.get_checkpoint(run_id).pending
+    assert pending is not None and pending.effect_id == 1 and pending.attempt == 0
+    # No intent was written for the call that did not start.
+    assert not [r for r in records(rt, run_id) if r["kind"] == "effect"]
+
+    # Another process raises it: the pending call is performed once, without re-entering its node.
+    other = runtime(FileStore(store.root, durability="none"), llm)
+    state = other.resume(workflow=wf, run_id=run_id, wait_id="w2", payload={"raise": {"calls": 1}})
+    assert llm.calls == ["q0"]
+    # The second call is not started either: effect 3, paused as w4.
+    assert state.status is RunStatus.WAITING and state.waiting is not None and state.waiting.wait_id == "w4"
+    intents = [r for r in records(rt, run_id) if r["kind"] == "effect" and r["status"] == "started"]
+    assert [(r["effect_id"], r["attempt"]) for r in intents] == [(1, 1)]
+    state = other.resume(workflow=wf, run_id=run_id, wait_id="w4", payload={"set": {"calls": 5}})
+    assert state.status is RunStatus.COMPLETED and llm.calls == ["q0", "q1"]
+    assert verify_run(store, run_id).ok
+
+
+def test_stop_ends_the_run_and_is_recorded(store: FileStore) -> None:
+    llm = ScriptedLLM()
+    rt, wf = runtime(store, llm), chat(3)
+    run_id = rt.start(workflow=wf, budget={"cost": 0.001})
+    state = rt.tick(workflow=wf, run_id=run_id)
+    assert state.status is RunStatus.WAITING and state.waiting is not None
+    assert state.waiting.details is not None and state.waiting.details["reached"] == ["cost"]
+    state = rt.resume(workflow=wf, run_id=run_id, wait_id=state.waiting.wait_id, payload={"answer": "stop"})
+    assert state.status is RunStatus.CANCELLED and "stopped at its budget" in (state.error or "")
+    cancel = records(rt, run_id)[-1]
+    assert cancel["kind"] == "cancel" and cancel["result"]["decision"] == "stop"
+    assert llm.calls == ["q0", "q1"]
+    assert verify_run(store, run_id).ok
+
+
+@pytest.mark.parametrize("payload", [{"answer": "yes"}, {"raise": {"dollars": 5}}, {"raise": {"tokens": -1}},
+                                     {"raise": "lots"}, None, {"answer": "stop", "raise": {"tokens": 1}}])
+def test_unusable_answers_to_a_budget_wait_are_refused(store: FileStore, payload: Any) -> None:
+    llm = ScriptedLLM()
+    rt, wf = runtime(store, llm), chat(2)
+    run_id = rt.start(workflow=wf, budget={"calls": 1})
+    wait = rt.tick(workflow=wf, run_id=run_id).waiting
+    assert wait is not None and wait.reason is WaitReason.BUDGET
+    with pytest.raises(InvalidInputError):
+        rt.resume(workflow=wf, run_id=run_id, wait_id=wait.wait_id, payload=payload)
+    assert rt.get_state(run_id).status is RunStatus.WAITING
+
+
+def test_bad_budgets_are_refused_at_start(store: FileStore) -> None:
+    rt = runtime(store, ScriptedLLM())
+    for bad in ({"tokens": -5}, {"tokens": 1.5}, {"euros": 3}, {"cost": float("nan")}, "100"):
+        with pytest.raises(InvalidInputError):
+            rt.start(workflow=chat(1), budget=bad)  # type: ignore[arg-type]
+
+
+def test_a_workflow_may_declare_its_budget(store: FileStore) -> None:
+    class Budgeted(WorkflowSpec):
+        budget = {"calls": 1}
+
+    base = chat(2)
+    wf = Budgeted(base.workflow_id, base.entry_node, base.nodes)
+    llm = ScriptedLLM()
+    rt = runtime(store, llm)
+    run_id = rt.start(workflow=wf)
+    assert rt.tick(workflow=wf, run_id=run_id).status is RunStatus.WAITING and llm.calls == ["q0"]
+
+
+def test_a_child_gets_what_remains_and_its_spend_counts_toward_its_parent(store: FileStore) -> None:
+    llm = ScriptedLLM(prices=None)
+    child = chat(3, wf_id="child")
+
+    def start(run: RunState, ctx: Any) -> StepPlan:
+        return StepPlan("start", effect=Effect(EffectType.START_SUBWORKFLOW, {"workflow_id": "child"},
+                                               result_key="sub"), next_node="after")
+
+    def after(run: RunState, ctx: Any) -> StepPlan:
+        return StepPlan("after", effect=Effect(EffectType.LLM_CALL, {"prompt": "parent"}, result_key="p"),
+                        next_node="end")
+
+    parent = WorkflowSpec("parent", "start", {"start": start, "after": after,
+                                              "end": lambda run, ctx: StepPlan("end", complete_output={"ok": True})})
+    registry = WorkflowRegistry()
+    registry.register(child)
+    rt = runtime(store, llm, workflow_registry=registry)
+    run_id = rt.start(workflow=parent, budget={"calls": 4})
+    state = rt.tick(workflow=parent, run_id=run_id)
+    assert state.status is RunStatus.COMPLETED, state.error
+    assert llm.calls == ["q0", "q1", "q2", "parent"]
+    sub_id = state.vars["sub"]["sub_run_id"]
+    assert rt.get_checkpoint(sub_id).metadata["budget"] == {"calls": 4}
+    parent_totals = totals_of(rt.get_checkpoint(run_id).metadata)
+    assert parent_totals["calls"] == 4 and parent_totals["input_tokens"] == 400
+    collected = next(r for r in records(rt, run_id) if "child_usage" in (r.get("ext") or {}))
+    assert collected["ext"]["child_usage"]["run_id"] == sub_id and collected["ext"]["child_usage"]["calls"] == 3
+
+    # With less left, the child pauses on its allotment before it can overspend the parent's.
+    llm2 = ScriptedLLM(prices=None)
+    rt2 = runtime(store, llm2, workflow_registry=registry)
+    run2 = rt2.start(workflow=parent, budget={"calls": 2})
+    state = rt2.tick(workflow=parent, run_id=run2)
+    assert state.status is RunStatus.WAITING and state.waiting is not None
+    assert state.waiting.reason is WaitReason.SUBWORKFLOW
+    assert state.waiting.details is not None and state.waiting.details["sub_waiting"]["reason"] == "budget"
+    assert llm2.calls == ["q0", "q1"]
+
+
+def test_an_unusable_usage_report_fails_the_attempt_without_retry(store: FileStore) -> None:
+    def bad(run: RunState, effect: Effect) -> EffectOutcome:
+        return EffectOutcome.completed({"content": "x"}, ext={"usage": {"input_tokens": -3}})
+
+    rt = store.runtime(effect_handlers={EffectType.LLM_CALL: bad})
+    wf = chat(1)
+    run_id = rt.start(workflow=wf)
+    state = rt.tick(workflow=wf, run_id=run_id)
+    assert state.status is RunStatus.FAILED and "unusable ext" in (state.error or "")
