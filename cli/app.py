@@ -192,6 +192,8 @@ def continue_command(state: Any) -> str:
         reason = wait.reason.value
         if reason == "user":
             return f"abstractruntime resume {wait_handle(state)} --answer TEXT"
+        if reason == "budget":
+            return f"abstractruntime resume {wait_handle(state)} --raise-budget {_budget_limit(wait)}=+N"
         if isinstance(wait.details, dict) and isinstance(wait.details.get("tool_calls"), list):
             return f"abstractruntime tools approve {state.run_id}"
         if reason in ("event", "job") and wait.wait_key and not _needs_handler(wait):
@@ -201,6 +203,12 @@ def continue_command(state: Any) -> str:
     if status in ("completed", "failed", "cancelled"):
         return f"abstractruntime runs show {state.run_id}"
     return f"abstractruntime tick {state.run_id}"
+
+
+def _budget_limit(wait: Any) -> str:
+    """The first limit a budget wait reached (``tokens`` when it does not say)."""
+    reached = wait.details.get("reached") if isinstance(wait.details, dict) else None
+    return str(reached[0]) if isinstance(reached, list) and reached else "tokens"
 
 
 def _needs_handler(wait: Any) -> bool:
@@ -257,18 +265,46 @@ def main_options(
                                   help="Never prompt; a run that waits exits 5."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No messages on stderr (errors still shown)."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="More messages; tracebacks for unexpected errors."),
+    prices: Optional[str] = typer.Option(
+        None, "--prices", metavar="FILE", envvar="ABSTRACTRUNTIME_PRICES", show_envvar=True,
+        help="A price table (TOML or JSON, docs/llm.md): LLM calls record their cost."),
+    max_in_flight: list[str] = typer.Option(
+        [], "--max-in-flight", metavar="KEY=N",
+        help="At most N effects in flight for KEY (e.g. llm:openai=4) among every process of the store; "
+             "repeatable [env var: ABSTRACTRUNTIME_MAX_IN_FLIGHT, comma-separated]."),
+    stream: bool = typer.Option(False, "--stream", envvar="ABSTRACTRUNTIME_LLM_STREAM", show_envvar=True,
+                                help="LLM calls stream their reply (`abstractruntime watch` shows it token by token)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Show the version and exit."),
 ) -> None:
     """Global options (before or after the command)."""
     ctx.obj = Settings(store=store, json=json_out, no_input=no_input, quiet=quiet, verbose=verbose,
                        workflows=list(workflows))
+    _llm_run_options(prices, max_in_flight, stream)
     if verbose:
         import logging
 
         handler = logging.StreamHandler()
         handler.setFormatter(_scrubbing_formatter(ctx.obj, "%(levelname)s %(name)s: %(message)s"))
         logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+def _llm_run_options(prices: Optional[str], max_in_flight: list[str], stream: bool) -> None:
+    """Check the LLM run options now (bad input exits 2 before anything runs) and hand them to
+    the handlers this process builds, through the environment variables they read."""
+    if prices:
+        from abstractruntime.integrations.abstractcore.usage import PRICES_ENV, PriceTable
+
+        PriceTable.load(prices)
+        os.environ[PRICES_ENV] = prices
+    from abstractruntime.equip import LIMITS_ENV, parse_limits
+
+    items = [*filter(None, [os.environ.get(LIMITS_ENV)]), *max_in_flight]
+    if items:
+        limits = parse_limits(items)
+        os.environ[LIMITS_ENV] = ",".join(f"{k}={v}" for k, v in limits.items())
+    if stream:
+        os.environ["ABSTRACTRUNTIME_LLM_STREAM"] = "1"
 
 
 def _scrubbing_formatter(s: Settings, fmt: str) -> Any:
@@ -338,15 +374,21 @@ def describe_state(s: Settings, state: Any) -> None:
         s.info(f"run {state.run_id} is waiting ({reason})" + (f" on {wait.wait_key}" if wait.wait_key else ""))
         if wait.prompt:
             s.info(f"  prompt: {wait.prompt}")
-        if wait.choices:
+        if wait.choices and reason != "budget":
             s.info("  choices: " + ", ".join(wait.choices))
         if wait.until:
             s.info(f"  until: {wait.until} (then: abstractruntime tick --due)")
+        delayed = wait.details.get("retry_after") if isinstance(wait.details, dict) else None
+        if isinstance(delayed, dict):
+            s.info(f"  waiting out a rate limit, not a failed attempt: {delayed.get('reason')}")
         if _needs_handler(wait):
             s.info(f"  needs --llm MODE --model MODEL ... to perform {wait.details['needs_handler']}; then: "
                    f"abstractruntime tick {state.run_id} --llm MODE ...")
         elif reason == "user":
             s.info(f"  answer with: abstractruntime resume {wait_handle(state)} --answer TEXT")
+        elif reason == "budget":
+            s.info(f"  raise with: abstractruntime resume {wait_handle(state)} --raise-budget "
+                   f"{_budget_limit(wait)}=+N   (or end it: --answer stop)")
         elif isinstance(wait.details, dict) and isinstance(wait.details.get("tool_calls"), list):
             for call in wait.details["tool_calls"]:
                 if isinstance(call, dict):

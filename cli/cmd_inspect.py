@@ -75,7 +75,16 @@ def runs_list(
     fetch = limit if sort == "updated" else 1_000_000
     runs = _sort(store.runs.list_runs(status=st, wait_reason=wr, workflow_id=workflow, limit=fetch), sort)[:limit]
     if s.json:
-        s.emit_json([r.to_dict() for r in runs])
+        from abstractruntime.usage import stored_totals
+
+        docs = []
+        for r in runs:
+            doc = r.to_dict()
+            totals = stored_totals(store, r.run_id)  # what the run spent on LLM calls, from its checkpoint
+            if totals is not None:
+                doc["usage"] = totals
+            docs.append(doc)
+        s.emit_json(docs)
         return
     s.emit_table(
         ["run_id", "status", "workflow", "node", "waiting", "updated_at"],
@@ -145,8 +154,13 @@ def runs_show(
         checkpoint = runtime.state_at(run_id, position_of(store, run_id, at))
     records = runtime.get_ledger(run_id)[: checkpoint.ledger.seq]
     last = records[-steps:] if steps else []
+    from abstractruntime.usage import describe_totals, run_totals
+
+    totals = run_totals(checkpoint.metadata)
     if s.json:
         doc = checkpoint.to_dict()
+        if totals is not None:
+            doc["usage"] = totals
         if checkpoint.run.waiting is not None:
             doc["wait_id"] = getattr(checkpoint.run.waiting, "wait_id", None)
             doc["wait_handle"] = wait_handle(checkpoint.run)
@@ -170,6 +184,10 @@ def runs_show(
         pairs.append(("forked_from", checkpoint.origin.get("run_id")))
     pairs.append(("ledger_seq", checkpoint.ledger.seq))
     pairs.append(("ledger_head", checkpoint.ledger.head_hash))
+    if totals is not None:
+        pairs.append(("usage", describe_totals(totals)))
+        if totals.get("budget"):
+            pairs.append(("budget", ", ".join(f"{k} {v:g}" for k, v in totals["budget"].items())))
     wait = run.waiting
     if wait is not None:
         pairs.append(("wait_handle", wait_handle(run)))
