@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import cli_latency, harness, ours, ours_async, ours_ops, ours_recovery, postgres, report
+from . import cli_latency, harness, ours, ours_async, ours_ops, ours_recovery, postgres, report, usage_bench
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -43,6 +43,7 @@ SCENARIOS: dict[str, Callable[[ours.Sizes, str], dict[str, Any]]] = {
     "recovery": ours_recovery.recovery,
     "async_path": ours_async.async_path,
     "cli_latency": cli_latency.cli_latency,
+    "usage_accounting": usage_bench.usage_accounting,
 }
 VENV_HINT = "python -m venv .bench-venv && .bench-venv/bin/pip install -r benchmarks/requirements.txt"
 

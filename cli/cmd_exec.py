@@ -123,14 +123,32 @@ def start_cmd(
     vars_json: Optional[str] = typer.Option(None, "--vars-json", metavar="JSON", help="Input variables as a JSON object."),
     run_id: Optional[str] = typer.Option(None, "--run-id", metavar="ID", help="Use this run id instead of a random one."),
     actor: Optional[str] = typer.Option(None, "--actor", metavar="ID", help="Actor id recorded on the run."),
+    llm: Optional[str] = LlmOpt,
+    provider: Optional[str] = ProviderOpt,
+    model: Optional[str] = ModelOpt,
+    server: Optional[str] = ServerOpt,
+    base_url: Optional[str] = BaseUrlOpt,
+    budget: list[str] = typer.Option([], "--budget", metavar="LIMIT=N",
+                                     help="Pause the run when its LLM calls reach N (tokens, cost or calls); "
+                                          "repeatable."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Create a run without advancing it; prints its id (advance it with `tick RUN`)."""
+    """Create a run without advancing it; prints its id (advance it with `tick RUN` or a worker).
+
+    With --llm ... the LLM configuration is recorded with the run (never a key), so a worker
+    serves its llm_call effects; --budget as for `run`.
+    """
     s = settings(ctx, json_out)
+    limits = parse_budget(budget)
     inputs = workflows.parse_vars(var, vars_json)
+    config = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url).config()
     loaded = workflows.load(workflow_file, attr=attr)
     runtime = workflows.runtime_for(s.open_store(create=True), loaded)
-    new_id = runtime.start(workflow=loaded.workflow, vars=inputs, actor_id=actor, run_id=run_id)
+    metadata = {"llm": config.to_metadata()} if config is not None else None
+    declared = getattr(loaded.module, "budget", None)
+    merged = {**(declared if isinstance(declared, dict) else {}), **limits} or None
+    new_id = runtime.start(workflow=loaded.workflow, vars=inputs, actor_id=actor, run_id=run_id, metadata=metadata,
+                           budget=merged)
     state = runtime.get_state(new_id)
     if s.json:
         s.emit_json(state.to_dict())

@@ -69,7 +69,7 @@ def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Opti
     rec.finish_success(result)
     # A child's spend counts toward its parent: collected with the child's result.
     report = budgets.child_usage_of(session, wait) if WaitReason(wait.reason) is WaitReason.SUBWORKFLOW else None
-    recorded = budgets.account(session.checkpoint, {"child_usage": report}) if report else None
+    recorded = budgets.account(session, {"child_usage": report}) if report else None
     session.record(rec, result=payload, result_path=["payload"], ext=recorded)
     session.answered = True
     if report:

@@ -3,9 +3,15 @@
 An effect handler reports what an attempt spent in ``EffectOutcome.ext["usage"]``
 (``input_tokens``, ``output_tokens``, ``cost``, and anything else it wants recorded: provider,
 model, latency). The runtime records it on the outcome's ledger record (``ext.usage``, see
-docs/file-format.md) and adds the numbers to the run's totals, kept in the run's metadata
-under ``"usage"`` — so the totals are part of the state the ledger proves, rebuilt with it
-after any crash, and never recomputed by scanning the ledger.
+docs/file-format.md) and adds the numbers to the run's totals.
+
+The totals are kept in the run's metadata under ``"usage"`` — part of the state the ledger
+proves — and *settled* there once per tick (and before every pause and every stored
+checkpoint), with ``"through"``: the seq of the record that wrote them. Within a tick the
+session keeps them in memory, so a call costs one ``ext`` on its record, not a state change.
+A writer that dies mid-tick leaves records with ``ext.usage`` after the last settlement; the
+next session adds those from the ledger's tail (the records after the stored checkpoint, which
+recovery reads anyway), so the totals are never short.
 
 A run's budget (``metadata["budget"]``: ``tokens`` = input + output tokens, ``cost``, ``calls``)
 is checked at two points:
@@ -32,6 +38,7 @@ totals are added to the parent's when the parent collects its result (``ext.chil
 from __future__ import annotations
 
 import math
+import weakref
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from .canonical import canonical_json, sha256_hex
@@ -45,6 +52,7 @@ if TYPE_CHECKING:
 USAGE_KEY = "usage"
 BUDGET_KEY = "budget"
 LIMITS = ("tokens", "cost", "calls")
+_LIMIT_SET = frozenset(LIMITS)
 METERED_EFFECTS = frozenset({"llm_call"})
 _COUNTS = ("calls", "input_tokens", "output_tokens")
 
@@ -62,6 +70,18 @@ def _number(value: Any, what: str, *, integer: bool) -> float:
     return int(value) if integer else float(value)
 
 
+def _plain_budget(budget: Any) -> bool:
+    """Whether ``budget`` is already a budget as stored (the check of every call: no copy)."""
+    if type(budget) is not dict or not budget:
+        return False
+    for name, value in budget.items():
+        kind = type(value)
+        if name not in _LIMIT_SET or not (kind is int or (kind is float and name == "cost" and math.isfinite(value))) \
+                or value < 0:
+            return False
+    return True
+
+
 def check_budget(budget: Any) -> Optional[dict[str, Any]]:
     """A budget as stored: ``{"tokens"?: int, "cost"?: float, "calls"?: int}`` (``None`` when empty).
 
@@ -69,6 +89,8 @@ def check_budget(budget: Any) -> Optional[dict[str, Any]]:
     """
     if budget is None:
         return None
+    if _plain_budget(budget):
+        return dict(budget)
     if not isinstance(budget, Mapping):
         raise InvalidInputError(f"a budget is an object like {{\"tokens\": 100000}}, not {type(budget).__name__}")
     checked: dict[str, Any] = {}
@@ -81,7 +103,12 @@ def check_budget(budget: Any) -> Optional[dict[str, Any]]:
 
 def budget_of(checkpoint: "Checkpoint") -> Optional[dict[str, Any]]:
     """The run's budget (``None``: unlimited). A malformed recorded budget counts as none."""
-    raw = checkpoint.metadata.get(BUDGET_KEY) if isinstance(checkpoint.metadata, dict) else None
+    metadata = checkpoint.metadata
+    raw = metadata.get(BUDGET_KEY) if isinstance(metadata, dict) else None
+    if raw is None:  # the common case, on every call: no budget
+        return None
+    if _plain_budget(raw):
+        return raw  # type: ignore[no-any-return]  # read only by the callers
     try:
         return check_budget(raw)
     except InvalidInputError:
@@ -92,8 +119,10 @@ def budget_of(checkpoint: "Checkpoint") -> Optional[dict[str, Any]]:
 
 
 def totals_of(metadata: Any) -> dict[str, Any]:
-    """The run's totals from its metadata (zeros when it spent nothing yet)."""
-    raw = metadata.get(USAGE_KEY) if isinstance(metadata, Mapping) else None
+    """The run's totals from its metadata (zeros when it spent nothing yet); a copy."""
+    raw = metadata.get(USAGE_KEY) if type(metadata) is dict else None
+    if type(raw) is dict and _plain_totals(raw):
+        return dict(raw)  # what account() wrote (the state is proven): the check of every call
     totals: dict[str, Any] = {"calls": 0, "input_tokens": 0, "output_tokens": 0}
     if isinstance(raw, Mapping):
         for name, value in raw.items():
@@ -101,9 +130,25 @@ def totals_of(metadata: Any) -> dict[str, Any]:
                 totals[name] = int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
             elif name == "cost" and isinstance(value, (int, float)) and not isinstance(value, bool):
                 totals["cost"] = float(value)
-            elif name == "prices" and isinstance(value, str):
-                totals["prices"] = value
+            elif name in ("prices", "through") and isinstance(value, int) and not isinstance(value, bool):
+                totals[name] = value
     return totals
+
+
+_TOTAL_INTS = frozenset({"calls", "input_tokens", "output_tokens", "unpriced", "through", "prices"})
+
+
+def _plain_totals(raw: dict[str, Any]) -> bool:
+    if "calls" not in raw or "input_tokens" not in raw or "output_tokens" not in raw:
+        return False
+    for name, value in raw.items():
+        kind = type(value)
+        if name in _TOTAL_INTS:
+            if kind is not int:
+                return False
+        elif name != "cost" or (kind is not float and kind is not int):
+            return False
+    return True
 
 
 def spent(totals: Mapping[str, Any], limit: str) -> float:
@@ -127,12 +172,12 @@ def exceeded(totals: Mapping[str, Any], budget: Optional[Mapping[str, Any]]) -> 
     return [name for name in LIMITS if name in budget and spent(totals, name) > budget[name]]
 
 
-def remaining(checkpoint: "Checkpoint") -> Optional[dict[str, Any]]:
+def remaining(session: "RunSession") -> Optional[dict[str, Any]]:
     """What is left of the run's budget per limit (``None`` without a budget): a child's allotment."""
-    budget = budget_of(checkpoint)
+    budget = budget_of(session.checkpoint)
     if budget is None:
         return None
-    totals = totals_of(checkpoint.metadata)
+    totals = live_totals(session)
     left: dict[str, Any] = {}
     for name, limit in budget.items():
         value = limit - spent(totals, name)
@@ -156,6 +201,17 @@ def usage_numbers(usage: Any, *, child: bool = False) -> dict[str, Any]:
     defaults to 1 (a child's report gives its count). Anything else is an
     :class:`InvalidInputError` naming the field.
     """
+    if type(usage) is dict and not child:
+        # The common case, on every call: whole numbers and a float cost, as the handlers report them.
+        calls, tokens_in, tokens_out, cost = (usage.get("calls", 1), usage.get("input_tokens") or 0,
+                                              usage.get("output_tokens") or 0, usage.get("cost"))
+        if type(calls) is int and type(tokens_in) is int and type(tokens_out) is int and calls >= 0 \
+                and tokens_in >= 0 and tokens_out >= 0 and (cost is None or (
+                    type(cost) in (float, int) and 0 <= cost < math.inf)):
+            fast: dict[str, Any] = {"calls": calls, "input_tokens": tokens_in, "output_tokens": tokens_out}
+            if cost is not None:
+                fast["cost"] = float(cost)
+            return fast
     if not isinstance(usage, Mapping):
         raise InvalidInputError(f"usage must be an object, not {type(usage).__name__}")
     numbers: dict[str, Any] = {
@@ -170,38 +226,135 @@ def usage_numbers(usage: Any, *, child: bool = False) -> dict[str, Any]:
     return numbers
 
 
-def account(checkpoint: "Checkpoint", ext: Mapping[str, Any]) -> dict[str, Any]:
+class _Live:
+    """A session's totals, settled and not (see the module docstring)."""
+
+    __slots__ = ("totals", "dirty")
+
+    def __init__(self, totals: dict[str, Any]) -> None:
+        self.totals = totals
+        self.dirty = False
+
+
+# One entry per live session: the sessions are the runtime's, this module only keeps its numbers.
+_LIVE: "weakref.WeakKeyDictionary[Any, _Live]" = weakref.WeakKeyDictionary()
+
+
+def _live(session: "RunSession") -> _Live:
+    live = _LIVE.get(session)
+    if live is None:
+        live = _LIVE[session] = _Live(_recovered(session))
+    return live
+
+
+def live_totals(session: "RunSession") -> dict[str, Any]:
+    """The run's totals now: what its state settled, plus what this session spent since."""
+    return _live(session).totals
+
+
+def _add(totals: dict[str, Any], numbers: Mapping[str, Any], is_child: bool) -> None:
+    for name in _COUNTS:
+        totals[name] += numbers[name]
+    if "cost" in numbers:
+        totals["cost"] = round(float(totals.get("cost") or 0) + numbers["cost"], 10)
+    unpriced = numbers.get("unpriced", 0) if is_child else (0 if "cost" in numbers else numbers["calls"])
+    if unpriced:
+        totals["unpriced"] = int(totals.get("unpriced") or 0) + unpriced
+
+
+def _prices_digest(prices: Any) -> int:
+    # A table names its own digest (the AbstractCore handler's do); else it is computed. 52 bits of
+    # it tell one table from another, kept as a number (cheap in the state).
+    named = prices.get("sha256") if type(prices) is dict else None
+    text = named if isinstance(named, str) and len(named) == 64 else sha256_hex(canonical_json(prices))
+    return int(text[:13], 16)
+
+
+def _recovered(session: "RunSession") -> dict[str, Any]:
+    """The state's settled totals, plus the usage of tail records a writer left unsettled (a crash)."""
+    totals = totals_of(session.checkpoint.metadata)
+    saved, head = session.saved, session.durable
+    start = saved if saved is not None and saved.seq else None
+    if start is not None and head.seq <= start.seq:
+        return totals  # nothing after the stored checkpoint, which is always settled
+    from .ports import LedgerHead
+
+    after = max(int(totals.get("through") or 0), start.seq if start is not None else 0)
+    try:
+        _, records = session.ports.ledger.read_after(session.run_id, start or LedgerHead())
+    except Exception:  # cannot read the tail now: the totals stay as settled
+        return totals
+    for doc in records:
+        seq = doc.get("seq")
+        ext = doc.get("ext")
+        if not isinstance(seq, int) or seq <= after or not isinstance(ext, dict):
+            continue
+        for name, is_child in (("usage", False), ("child_usage", True)):
+            if ext.get(name) is not None:
+                try:
+                    _add(totals, usage_numbers(ext[name], child=is_child), is_child)
+                except InvalidInputError:
+                    pass  # a record the writer would have refused: nothing to count
+        if ext.get("prices") is not None:
+            totals["prices"] = _prices_digest(ext["prices"])
+    return totals
+
+
+def account(session: "RunSession", ext: Mapping[str, Any]) -> dict[str, Any]:
     """Add an outcome's ``ext`` usage to the run's totals; returns the ``ext`` to record.
 
     ``ext["prices"]`` (the price table the handler used) is kept only when it differs from the
     one the run recorded last, so the table in force is on the record where it changes.
+    Raises :class:`InvalidInputError` (and changes nothing) for a report that is not usable.
     """
+    if type(ext) is not dict or not all(type(k) is str for k in ext):
+        raise InvalidInputError(f"ext must be an object with named members, not {type(ext).__name__}")
     recorded = dict(ext)
     usage, child = ext.get("usage"), ext.get("child_usage")
     prices = ext.get("prices")
     if usage is None and child is None and prices is None:
         return recorded
-    totals = totals_of(checkpoint.metadata)
-    for report, is_child in ((usage, False), (child, True)):
-        if report is None:
-            continue
-        numbers = usage_numbers(report, child=is_child)
-        for name in _COUNTS:
-            totals[name] += numbers[name]
-        if "cost" in numbers:
-            totals["cost"] = round(float(totals.get("cost") or 0) + numbers["cost"], 10)
-        unpriced = numbers.get("unpriced", 0) if is_child else (0 if "cost" in numbers else numbers["calls"])
-        if unpriced:
-            totals["unpriced"] = int(totals.get("unpriced") or 0) + unpriced
+    # Every report is checked before anything changes: a bad one changes nothing.
+    reports = [(usage_numbers(report, child=is_child), is_child)
+               for report, is_child in ((usage, False), (child, True)) if report is not None]
+    live = _live(session)
+    totals = live.totals
+    for numbers, is_child in reports:
+        _add(totals, numbers, is_child)
     if prices is not None:
-        digest = sha256_hex(canonical_json(prices))
+        digest = _prices_digest(prices)
         if totals.get("prices") == digest:
             recorded.pop("prices")
         else:
             totals["prices"] = digest
-    # A new dict: the session diffs the metadata object against the previous record's.
-    checkpoint.metadata = {**checkpoint.metadata, USAGE_KEY: totals}
+    live.dirty = True
     return recorded
+
+
+def stamp(session: "RunSession") -> None:
+    """Put the session's totals in the state, to be carried by the next record (``through`` is its seq)."""
+    live = _LIVE.get(session)
+    if live is None or not live.dirty:
+        return
+    totals = dict(live.totals)
+    totals["through"] = session.head.seq + 1
+    # A new dict: the session diffs the metadata object against the previous record's.
+    session.checkpoint.metadata = {**session.checkpoint.metadata, USAGE_KEY: totals}
+    live.dirty = False
+
+
+def settle(session: "RunSession") -> None:
+    """At the end of a tick (or before a stored checkpoint): record the totals spent since the last
+    settlement in the run's state (a ``metadata`` record), if any — a tick that ends with the run
+    waiting or complete has them on that record already (:func:`stamp`)."""
+    live = _LIVE.get(session)
+    if live is None or not live.dirty or session.closed is not None:
+        return
+    from .session import new_record
+
+    stamp(session)
+    rec = new_record(session.run, RecordKind.METADATA)
+    session.record(rec.finish_success({"updated": [USAGE_KEY]}))
 
 
 # -- pauses ---------------------------------------------------------------------------------
@@ -236,6 +389,7 @@ def pause(session: "RunSession", *, why: str, reason: WaitReason, node_id: str, 
                      resume_to_node=resume_to_node, prompt=prompt, choices=choices,
                      allow_free_text=choices is None, details=details, wait_id=wait_id)
     run.status, run.waiting = RunStatus.WAITING, wait
+    stamp(session)  # a paused run's state carries its totals
     rec = new_record(run, RecordKind.PAUSE, node_id)
     rec.effect_id = effect_id
     rec.finish_waiting(wait)
@@ -247,8 +401,8 @@ def pause(session: "RunSession", *, why: str, reason: WaitReason, node_id: str, 
 
 def _pause_for_budget(session: "RunSession", budget: Mapping[str, Any], hit: list[str], *, node_id: str,
                       resume_to_node: str, effect_id: Optional[int], before_call: bool) -> WaitState:
-    run, totals = session.run, totals_of(session.checkpoint.metadata)
-    shown = {k: v for k, v in totals.items() if k != "prices"}
+    run, totals = session.run, live_totals(session)
+    shown = shown_totals(totals)
     spend = describe(totals, budget)
     when = "before starting an llm_call" if before_call else "after an llm_call crossed it"
     details = {"budget": dict(budget), "spent": shown, "reached": hit, "effect_id": effect_id,
@@ -268,8 +422,10 @@ def gate(session: "RunSession", effect_type: str, pending: "Pending") -> bool:
     if effect_type not in METERED_EFFECTS:
         return False
     budget = budget_of(session.checkpoint)
-    hit = reached(totals_of(session.checkpoint.metadata), budget)
-    if not hit or budget is None:
+    if budget is None:
+        return False
+    hit = reached(live_totals(session), budget)
+    if not hit:
         return False
     pending.attempt = 0
     session.checkpoint.pending = pending
@@ -285,11 +441,11 @@ def pause_if_crossed(session: "RunSession", *, node_id: str, effect_id: Optional
     without another call); the next call is not started (:func:`gate`).
     """
     run = session.run
-    if run.status is not RunStatus.RUNNING:
-        return False
     budget = budget_of(session.checkpoint)
-    hit = exceeded(totals_of(session.checkpoint.metadata), budget)
-    if not hit or budget is None:
+    if budget is None or run.status is not RunStatus.RUNNING:
+        return False
+    hit = exceeded(live_totals(session), budget)
+    if not hit:
         return False
     _pause_for_budget(session, budget, hit, node_id=node_id, resume_to_node=run.current_node, effect_id=effect_id,
                       before_call=False)
@@ -334,9 +490,10 @@ def answer(session: "RunSession", wait: WaitState, payload: Any) -> None:
     run, ckpt = session.run, session.checkpoint
     decision = decision_of(payload)
     budget = budget_of(ckpt) or {}
-    totals = totals_of(ckpt.metadata)
-    details = {"wait_id": wait.wait_id, "budget": budget, "spent": {k: v for k, v in totals.items() if k != "prices"}}
+    totals = live_totals(session)
+    details = {"wait_id": wait.wait_id, "budget": budget, "spent": shown_totals(totals)}
     if decision == "stop":
+        stamp(session)
         previous = run.status.value
         run.status, run.error, run.waiting = RunStatus.CANCELLED, f"stopped at its budget ({describe(totals, budget)})", \
             None
@@ -352,6 +509,7 @@ def answer(session: "RunSession", wait: WaitState, payload: Any) -> None:
         name = still[0]
         raise InvalidInputError(f"the new budget is still reached ({describe(totals, new)}): raise {name} above "
                                 f"{spent(totals, name):g}; nothing was written", run_id=run.run_id)
+    stamp(session)
     ckpt.metadata = {**ckpt.metadata, BUDGET_KEY: new}
     run.status, run.waiting = RunStatus.RUNNING, None
     if wait.resume_to_node:
@@ -363,12 +521,17 @@ def answer(session: "RunSession", wait: WaitState, payload: Any) -> None:
     session.answered = True
 
 
+def shown_totals(totals: Mapping[str, Any]) -> dict[str, Any]:
+    """The totals as they are shown (without the bookkeeping: ``prices`` digest, ``through``)."""
+    return {k: v for k, v in totals.items() if k not in ("prices", "through")}
+
+
 def child_report(checkpoint: "Checkpoint", run_id: str) -> Optional[dict[str, Any]]:
     """A finished child's totals as its parent records them (``ext.child_usage``), or ``None``."""
     totals = totals_of(checkpoint.metadata)
     if not totals["calls"]:
         return None
-    report: dict[str, Any] = {"run_id": run_id, **{k: v for k, v in totals.items() if k != "prices"}}
+    report: dict[str, Any] = {"run_id": run_id, **shown_totals(totals)}
     return report
 
 
@@ -389,5 +552,5 @@ def child_usage_of(session: "RunSession", wait: WaitState) -> Optional[dict[str,
 
 
 __all__ = ["BUDGET_KEY", "LIMITS", "METERED_EFFECTS", "USAGE_KEY", "account", "answer", "budget_of", "check_budget",
-           "child_report", "child_usage_of", "combine", "decision_of", "describe", "exceeded", "gate", "pause", "pause_if_crossed", "reached",
+           "child_report", "child_usage_of", "combine", "live_totals", "settle", "shown_totals", "stamp", "decision_of", "describe", "exceeded", "gate", "pause", "pause_if_crossed", "reached",
            "remaining", "spent", "totals_of", "usage_numbers"]

@@ -198,10 +198,10 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
         if not handler.pure:
             yield Io(session.flush_before_effect)  # the intent (and every step before it) is durable first
         recorder = _part_recorder(session, plan, effect_id, key, attempt, parts)
-        identity = EffectIdentity(run.run_id, effect_id, key, attempt, dict(parts), recorder,
-                                  budget_left=budgets.remaining(ckpt), publisher=rt.publisher_for(run.run_id, effect_id,
-                                                                                                 attempt),
-                                  limits=rt.in_flight)
+        # What remains of the budget is a child's allotment: only a subworkflow needs it.
+        left = budgets.remaining(session) if effect.type is EffectType.START_SUBWORKFLOW else None
+        identity = EffectIdentity(run.run_id, effect_id, key, attempt, dict(parts), recorder, budget_left=left,
+                                  publisher=rt.publisher_for(run.run_id, effect_id, attempt), limits=rt.in_flight)
         observers = rt.observers
         watched = notify(observers, "effect_started", run.run_id, effect_id, EffectType(effect.type).value, attempt,
                          plan.node_id) if observers else None
@@ -209,15 +209,18 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
                                    _cancel_recorder(session, plan, effect_id, key, attempt))
         if watched:
             end_all(observers, "effect_ended", watched, outcome.status, outcome.ext, outcome.error)
-        outcome = _checked_ext(outcome)
         if outcome.status == "completed":
             try:
                 check_size(canonical_json(outcome.result), what=f"Result of {effect.type.value} effect")
             except (InvalidInputError, PayloadTooLargeError) as exc:
                 outcome = EffectOutcome.failed(str(exc), retryable=False, ext=outcome.ext)
             else:
-                _complete(session, plan, effect_id, key, outcome.result, attempt=attempt, ext=outcome.ext)
-                return
+                recorded, problem = _accounted(session, outcome.ext)
+                if problem is None:
+                    _complete(session, plan, effect_id, key, outcome.result, attempt=attempt, ext=recorded,
+                              metered=outcome.ext is not None)
+                    return
+                outcome = EffectOutcome.failed(problem, retryable=False)
         if outcome.status == "delayed":
             _delay(rt, session, plan, effect_id, attempt, outcome)
             return
@@ -226,6 +229,7 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
             wait.wait_id = wait_id_of(effect_id)
             ckpt.pending = None
             run.status, run.waiting = RunStatus.WAITING, wait
+            budgets.stamp(session)  # a waiting run's state carries its usage totals
             done = StepRecord.start(run=run, node_id=plan.node_id, effect=effect, attempt=attempt, idempotency_key=key)
             done.effect_id = effect_id
             session.record(done.finish_waiting(wait))
@@ -234,7 +238,10 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
         failed += 1
         if ckpt.pending is not None:
             ckpt.pending.failed = failed
-        _record_failure(session, plan, effect_id, key, attempt, last_error, ext=outcome.ext)
+        recorded, problem = _accounted(session, outcome.ext)
+        if problem is not None:
+            last_error, retryable = problem, False
+        _record_failure(session, plan, effect_id, key, attempt, last_error, ext=recorded)
         if not retryable:
             break
         if attempt < last_attempt:
@@ -262,25 +269,18 @@ def _record_failure(session: RunSession, plan: StepPlan, effect_id: int, key: st
     failed = StepRecord.start(run=session.run, node_id=plan.node_id, effect=plan.effect, attempt=attempt,
                               idempotency_key=key)
     failed.effect_id = effect_id
-    recorded = budgets.account(session.checkpoint, ext) if ext else None
-    session.record(failed.finish_failure(error), ext=recorded)
+    session.record(failed.finish_failure(error), ext=ext)
 
 
-def _checked_ext(outcome: EffectOutcome) -> EffectOutcome:
-    """The outcome, or a failed one (not retried) when its ``ext`` cannot be recorded."""
-    ext = outcome.ext
+def _accounted(session: RunSession, ext: Any) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """``(ext to record, None)`` with its usage added to the run's totals, or ``(None, why)`` when
+    the handler's ``ext`` cannot be recorded (the attempt then fails, not retried)."""
     if ext is None:
-        return outcome
+        return None, None
     try:
-        if not isinstance(ext, dict) or not all(isinstance(k, str) for k in ext):
-            raise InvalidInputError(f"ext must be an object with named members, not {type(ext).__name__}")
-        canonical_json(ext, root="ext")
-        for name, is_child in (("usage", False), ("child_usage", True)):
-            if ext.get(name) is not None:
-                budgets.usage_numbers(ext[name], child=is_child)
+        return budgets.account(session, ext) or None, None
     except InvalidInputError as exc:
-        return EffectOutcome.failed(f"the handler reported an unusable ext: {exc}", retryable=False)
-    return outcome
+        return None, f"the handler reported an unusable ext: {exc}"
 
 
 def _delay(rt: "Runtime", session: RunSession, plan: StepPlan, effect_id: int, attempt: int,
@@ -292,7 +292,7 @@ def _delay(rt: "Runtime", session: RunSession, plan: StepPlan, effect_id: int, a
     """
     seconds = float(outcome.delay_s or 0.0)
     until = (rt.now() + timedelta(seconds=seconds)).isoformat()
-    recorded = budgets.account(session.checkpoint, outcome.ext) if outcome.ext else None
+    recorded, _ = _accounted(session, outcome.ext)
     budgets.pause(session, why="retry_after", reason=WaitReason.UNTIL, node_id=plan.node_id,
                   resume_to_node=plan.node_id, effect_id=effect_id, until=until, ext=recorded,
                   details={"retry_after": {"seconds": seconds, "reason": outcome.error, "attempt": attempt,
@@ -330,7 +330,7 @@ def _part_recorder(session: RunSession, plan: StepPlan, effect_id: int, key: str
 
 
 def _complete(session: RunSession, plan: StepPlan, effect_id: int, key: str, result: Any, *, attempt: int,
-              reused: bool = False, ext: Optional[dict[str, Any]] = None) -> None:
+              reused: bool = False, ext: Optional[dict[str, Any]] = None, metered: bool = False) -> None:
     run, effect = session.run, plan.effect
     assert effect is not None
     session.checkpoint.pending = None
@@ -345,9 +345,8 @@ def _complete(session: RunSession, plan: StepPlan, effect_id: int, key: str, res
     rec.finish_success(result)
     if reused:
         rec.kind = RecordKind.EFFECT.value
-    recorded = budgets.account(session.checkpoint, ext) if ext else None
-    session.record(rec, result=result, ext=recorded)
-    if ext and ("usage" in ext or "child_usage" in ext):
+    session.record(rec, result=result, ext=ext)
+    if metered:  # usage was added to the totals (``ext`` is what was accounted and recorded)
         budgets.pause_if_crossed(session, node_id=plan.node_id, effect_id=effect_id)
 
 

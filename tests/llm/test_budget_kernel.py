@@ -258,3 +258,35 @@ def test_an_unusable_usage_report_fails_the_attempt_without_retry(store: FileSto
     run_id = rt.start(workflow=wf)
     state = rt.tick(workflow=wf, run_id=run_id)
     assert state.status is RunStatus.FAILED and "unusable ext" in (state.error or "")
+
+
+def test_totals_are_settled_once_per_tick_and_recovered_after_a_crash(store: FileStore) -> None:
+    class Crash(BaseException):
+        """Stands for the process dying inside a handler (nothing after it runs)."""
+
+    llm = ScriptedLLM(prices=None)
+
+    def dies_on_the_third(run: RunState, effect: Effect) -> EffectOutcome:
+        if len(llm.calls) == 2:
+            raise Crash()
+        return llm(run, effect)
+
+    wf = chat(4)
+    rt = store.runtime(effect_handlers={EffectType.LLM_CALL: dies_on_the_third})
+    run_id = rt.start(workflow=wf, budget={"tokens": 400})
+    with pytest.raises(Crash):
+        rt.tick(workflow=wf, run_id=run_id)
+    # Two calls are on the record; the tick never ended, so nothing settled them in the state.
+    assert "usage" not in store.runtime().get_checkpoint(run_id).metadata
+    # The next process counts them from the ledger: call 3 (450 tokens, over 400) pauses the run.
+    fresh = runtime(FileStore(store.root, durability="none"), llm)
+    state = fresh.tick(workflow=wf, run_id=run_id)
+    assert llm.calls == ["q0", "q1", "q2"]
+    assert state.status is RunStatus.WAITING and state.waiting is not None
+    assert state.waiting.details is not None and state.waiting.details["spent"]["input_tokens"] == 300
+    totals = totals_of(fresh.get_checkpoint(run_id).metadata)
+    assert totals["calls"] == 3 and totals["through"] == fresh.get_ledger(run_id)[-1]["seq"]
+    # One settlement per tick, not one per call: the pause record carried them.
+    carriers = [r for r in fresh.get_ledger(run_id) if "metadata" in (r.get("stored", {}).get("delta") or {})]
+    assert [r["kind"] for r in carriers] == ["start", "pause"]
+    assert verify_run(store, run_id).ok

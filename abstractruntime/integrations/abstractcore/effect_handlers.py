@@ -71,6 +71,7 @@ class _Meter:
     def __init__(self, llm: Any, prices: Optional[PriceTable], slot_key: Optional[str]) -> None:
         self.llm = llm
         self.prices = prices
+        self.price_record = prices.to_record() if prices is not None else None  # recorded as ext.prices
         self.provider = getattr(llm, "usage_provider", None) or getattr(llm, "provider", None)
         self.slot_key = slot_key or f"llm:{self.provider or 'default'}"
 
@@ -82,8 +83,8 @@ class _Meter:
         ext: dict[str, Any] = {"usage": usage_record(result.get("usage"), provider=self.provider,
                                                      model=str(model) if model else None,
                                                      latency_ms=seconds * 1000.0, prices=self.prices)}
-        if self.prices is not None:
-            ext["prices"] = self.prices.to_record()
+        if self.price_record is not None:
+            ext["prices"] = self.price_record
         return ext
 
     def text_sink(self, identity: Optional[EffectIdentity]) -> Optional[TextPublisher]:

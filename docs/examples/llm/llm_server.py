@@ -1,6 +1,7 @@
 """A scripted OpenAI-compatible server on 127.0.0.1 for the sessions of docs/llm.md (stdlib only).
 
     python3 docs/examples/llm/llm_server.py URL_FILE [--rate-limit N] [--delay SECONDS] [--token-delay SECONDS]
+                                            [--stats FILE]
 
 Writes its base URL (``http://127.0.0.1:PORT``) to URL_FILE, then serves
 ``POST /v1/chat/completions`` until it is terminated. Every answer is decided by the request:
@@ -11,7 +12,8 @@ Writes its base URL (``http://127.0.0.1:PORT``) to URL_FILE, then serves
 - with ``"stream": true`` the reply comes as server-sent events, one word per event
   (``--token-delay`` apart), the usage in the last one;
 - ``--rate-limit N``: the first N requests are answered ``429 Too Many Requests`` with
-  ``Retry-After: 2``; ``--delay``: every answer waits that long (to see calls overlap).
+  ``Retry-After: 2``; ``--delay``: every answer waits that long (to see calls overlap);
+- ``--stats FILE``: the most requests it answered at the same time, rewritten as it grows.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ class State:
     delay = 0.0
     token_delay = 0.0
     requests = 0
+    in_flight = 0
+    max_in_flight = 0
+    stats: Path | None = None
     lock = threading.Lock()
 
 
@@ -70,6 +75,18 @@ class Handler(BaseHTTPRequestHandler):
         with State.lock:
             State.requests += 1
             limited = State.requests <= State.rate_limited
+            State.in_flight += 1
+            if State.in_flight > State.max_in_flight:
+                State.max_in_flight = State.in_flight
+                if State.stats is not None:
+                    State.stats.write_text(f"most calls in flight at once: {State.max_in_flight}\n")
+        try:
+            self._answer(body, limited)
+        finally:
+            with State.lock:
+                State.in_flight -= 1
+
+    def _answer(self, body: dict[str, Any], limited: bool) -> None:
         if limited:
             return self._send(429, {"error": {"message": "rate limit reached, retry in 2 s"}}, {"Retry-After": "2"})
         if State.delay:
@@ -119,8 +136,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rate-limit", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--token-delay", type=float, default=0.0)
+    parser.add_argument("--stats")
     args = parser.parse_args(argv[1:])
     State.rate_limited, State.delay, State.token_delay = args.rate_limit, args.delay, args.token_delay
+    State.stats = Path(args.stats) if args.stats else None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
