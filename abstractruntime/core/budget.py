@@ -238,6 +238,14 @@ class _Live:
 
 # One entry per live session: the sessions are the runtime's, this module only keeps its numbers.
 _LIVE: "weakref.WeakKeyDictionary[Any, _Live]" = weakref.WeakKeyDictionary()
+# The ledger head each session opened at (records after it are the session's own).
+_OPENED: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+
+
+def opened(session: "RunSession") -> None:
+    """Note where the session's ledger stood when it began advancing the run (no I/O)."""
+    if session not in _OPENED:
+        _OPENED[session] = session.durable.seq
 
 
 def _live(session: "RunSession") -> _Live:
@@ -273,10 +281,11 @@ def _prices_digest(prices: Any) -> int:
 def _recovered(session: "RunSession") -> dict[str, Any]:
     """The state's settled totals, plus the usage of tail records a writer left unsettled (a crash)."""
     totals = totals_of(session.checkpoint.metadata)
-    saved, head = session.saved, session.durable
+    saved = session.saved
+    head = _OPENED.get(session, session.durable.seq)
     start = saved if saved is not None and saved.seq else None
-    if start is not None and head.seq <= start.seq:
-        return totals  # nothing after the stored checkpoint, which is always settled
+    if start is not None and head <= start.seq:
+        return totals  # nothing after the stored checkpoint (always settled) but this session's own
     from .ports import LedgerHead
 
     after = max(int(totals.get("through") or 0), start.seq if start is not None else 0)
@@ -552,5 +561,5 @@ def child_usage_of(session: "RunSession", wait: WaitState) -> Optional[dict[str,
 
 
 __all__ = ["BUDGET_KEY", "LIMITS", "METERED_EFFECTS", "USAGE_KEY", "account", "answer", "budget_of", "check_budget",
-           "child_report", "child_usage_of", "combine", "live_totals", "settle", "shown_totals", "stamp", "decision_of", "describe", "exceeded", "gate", "pause", "pause_if_crossed", "reached",
+           "child_report", "child_usage_of", "combine", "live_totals", "opened", "settle", "shown_totals", "stamp", "decision_of", "describe", "exceeded", "gate", "pause", "pause_if_crossed", "reached",
            "remaining", "spent", "totals_of", "usage_numbers"]
