@@ -13,6 +13,16 @@ from .handles import run_id_of
 from .output import json_inline
 
 
+# Control characters other than newline and tab: a model's reply (or an edited live file) must
+# not drive the terminal (escape sequences), so they are shown as U+FFFD.
+_CONTROLS = {c: "\ufffd" for c in [*range(0x00, 0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0)]}
+
+
+def printable(text: str) -> str:
+    """``text`` without terminal control characters (newlines and tabs kept)."""
+    return text.translate(_CONTROLS)
+
+
 def record_line(record: dict[str, Any]) -> str:
     """One line for a record: seq, kind, status, node, and what it did."""
     effect = record.get("effect") if isinstance(record.get("effect"), dict) else {}
@@ -79,14 +89,14 @@ def watch_cmd(
             typer.echo(json_inline(s.scrub_errors(doc)))
             sys.stdout.flush()
         elif event.kind == "text" and event.text is not None:
-            sys.stdout.write(event.text)
+            sys.stdout.write(printable(event.text))
             sys.stdout.flush()
             streaming = True
         elif event.kind == "record" and event.record is not None:
             if streaming:
                 sys.stdout.write("\n")
                 streaming = False
-            typer.echo(s.scrub(record_line(event.record)))
+            typer.echo(printable(s.scrub(record_line(event.record))))
         if event.kind == "end":
             end_state = event.state
     if streaming:

@@ -60,11 +60,17 @@ _COUNTS = ("calls", "input_tokens", "output_tokens")
 # -- budgets --------------------------------------------------------------------------------
 
 
+# The largest whole number a record can carry exactly (RFC 8785: an IEEE-754 double).
+_MAX_EXACT = 2**53 - 1
+
+
 def _number(value: Any, what: str, *, integer: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInputError(f"{what} must be a number, got {value!r}")
     if not math.isfinite(value) or value < 0:
         raise InvalidInputError(f"{what} must be a finite number >= 0, got {value!r}")
+    if value > _MAX_EXACT:
+        raise InvalidInputError(f"{what} is too large ({value!r}; at most {_MAX_EXACT})")
     if integer and value != int(value):
         raise InvalidInputError(f"{what} must be a whole number, got {value!r}")
     return int(value) if integer else float(value)
@@ -77,7 +83,7 @@ def _plain_budget(budget: Any) -> bool:
     for name, value in budget.items():
         kind = type(value)
         if name not in _LIMIT_SET or not (kind is int or (kind is float and name == "cost" and math.isfinite(value))) \
-                or value < 0:
+                or not 0 <= value <= _MAX_EXACT:
             return False
     return True
 
@@ -205,9 +211,9 @@ def usage_numbers(usage: Any, *, child: bool = False) -> dict[str, Any]:
         # The common case, on every call: whole numbers and a float cost, as the handlers report them.
         calls, tokens_in, tokens_out, cost = (usage.get("calls", 1), usage.get("input_tokens") or 0,
                                               usage.get("output_tokens") or 0, usage.get("cost"))
-        if type(calls) is int and type(tokens_in) is int and type(tokens_out) is int and calls >= 0 \
-                and tokens_in >= 0 and tokens_out >= 0 and (cost is None or (
-                    type(cost) in (float, int) and 0 <= cost < math.inf)):
+        if type(calls) is int and type(tokens_in) is int and type(tokens_out) is int \
+                and 0 <= calls <= _MAX_EXACT and 0 <= tokens_in <= _MAX_EXACT and 0 <= tokens_out <= _MAX_EXACT \
+                and (cost is None or (type(cost) in (float, int) and 0 <= cost <= _MAX_EXACT)):
             fast: dict[str, Any] = {"calls": calls, "input_tokens": tokens_in, "output_tokens": tokens_out}
             if cost is not None:
                 fast["cost"] = float(cost)

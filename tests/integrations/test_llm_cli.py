@@ -145,7 +145,8 @@ def test_a_budget_pauses_the_run_and_another_process_raises_it(ar: Env) -> None:
 
 
 def test_stop_ends_a_run_at_its_budget(ar: Env) -> None:
-    r = ar("run", str(BRIEF), *ar.llm(), "--run-id", "s1", "--budget", "calls=1")
+    # (with tracing on: without an SDK configured the spans go nowhere, and the run is the same)
+    r = ar("run", str(BRIEF), *ar.llm(), "--run-id", "s1", "--budget", "calls=1", env={"ABSTRACTRUNTIME_OTEL": "1"})
     assert r.code == 5 and r.out.strip() == "s1@w3", r.err  # call 2 was not started (w3: its pause)
     assert "raise with: abstractruntime resume s1@w3 --raise-budget calls=+N" in r.err
     assert len(ar.prompts()) == 1

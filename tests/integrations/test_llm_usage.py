@@ -251,12 +251,13 @@ def test_local_mode_waits_out_a_429_when_asked(tmp_path: Path, openai_server: Op
 
 @pytest.mark.parametrize(("status", "headers", "seconds"), [
     (429, {"Retry-After": "2"}, 2.0),
-    (429, {"retry-after-ms": "1500"}, 1.5),
+    (429, {"retry-after-ms": "2500"}, 2.5),
     (503, {"Retry-After": "Wed, 01 Jan 2031 00:00:10 GMT"}, 10.0),
     (429, {"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "6m0s"}, 360.0),
-    (429, {"x-ratelimit-reset-tokens": "20ms"}, 0.02),
+    (429, {"x-ratelimit-reset-tokens": "20ms"}, 1.0),  # at least a second: no tight loop of calls
     (429, {"anthropic-ratelimit-requests-reset": "2031-01-01T00:00:30Z"}, 30.0),
-    (429, {"Retry-After": "-5"}, 0.0),
+    (429, {"Retry-After": "-5"}, 1.0),
+    (429, {"Retry-After": "0"}, 1.0),
     (429, {"Retry-After": "99999999"}, 7 * 24 * 3600.0),
     (429, {}, None),
     (429, {"Retry-After": "soon"}, None),

@@ -207,3 +207,19 @@ def test_the_cli_refuses_bad_llm_run_options(tmp_path: Path) -> None:
                                                                       "runs", "list"]):
         proc = subprocess.run([binary, *args], capture_output=True, text=True, env=env, timeout=60)
         assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
+
+
+def test_watch_shows_no_terminal_control_characters() -> None:
+    from abstractruntime.cli.cmd_watch import printable
+
+    assert printable("ok\x1b]0;owned\x07 line\nnext\tcol\x9b31m") == "ok\ufffd]0;owned\ufffd line\nnext\tcol\ufffd31m"
+
+
+def test_budgets_and_reports_stay_within_what_a_record_can_carry() -> None:
+    from abstractruntime.core.budget import check_budget, usage_numbers
+
+    with pytest.raises(InvalidInputError, match="too large"):
+        check_budget({"tokens": 2**60})
+    with pytest.raises(InvalidInputError, match="too large"):
+        usage_numbers({"input_tokens": 2**60})
+    assert check_budget({"tokens": 2**53 - 1}) == {"tokens": 2**53 - 1}

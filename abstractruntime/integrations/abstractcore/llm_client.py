@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional, Protocol
 from ...core.errors import EffectFailedError, InvalidInputError
 from ._support import import_abstractcore, jsonable, scrub, secret_header_values
 from .http_sender import AsyncHttpxRequestSender, HttpxRequestSender, RequestSender, display_url, is_retryable_status
-from .rate_limits import MAX_DELAY_S, RATE_LIMIT_STATUSES
+from .rate_limits import MAX_DELAY_S, MIN_DELAY_S, RATE_LIMIT_STATUSES
 from .streaming import CompletionAssembler
 from .wire import (
     convert_messages,
@@ -203,7 +203,7 @@ class LocalAbstractCoreLLMClient:
         delay = getattr(exc, "retry_after_s", None)
         rate_limited = type(exc).__name__ == "RateLimitError" or status in RATE_LIMIT_STATUSES
         if rate_limited and isinstance(delay, (int, float)) and not isinstance(delay, bool) and math.isfinite(delay):
-            details["retry_after_s"] = min(max(float(delay), 0.0), MAX_DELAY_S)
+            details["retry_after_s"] = min(max(float(delay), MIN_DELAY_S), MAX_DELAY_S)
         return EffectFailedError(message, retryable=retryable, **details)
 
     async def agenerate(self, **kwargs: Any) -> dict[str, Any]:

@@ -10,7 +10,9 @@ this order:
 - ``anthropic-ratelimit-*-reset`` and other ``*ratelimit*reset`` headers holding an RFC 3339
   time or a number of seconds.
 
-A delay is capped at :data:`MAX_DELAY_S` (a week): a server cannot park a run forever.
+A delay is at least :data:`MIN_DELAY_S` (a second: a server answering ``Retry-After: 0``
+forever does not get a tight loop of calls) and at most :data:`MAX_DELAY_S` (a week: a server
+cannot park a run forever).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Mapping, Optional
 from ...core.clock import parse_iso
 
 RATE_LIMIT_STATUSES = frozenset({429, 503})
+MIN_DELAY_S = 1.0
 MAX_DELAY_S = 7 * 24 * 3600.0
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(ms|h|m|s))")
 
@@ -74,7 +77,7 @@ def retry_after_seconds(status: int, headers: Mapping[str, str], *, now: Optiona
         found = max(known) if known else None
     if found is None or found != found:  # NaN
         return None
-    return min(max(found, 0.0), MAX_DELAY_S)
+    return min(max(found, MIN_DELAY_S), MAX_DELAY_S)
 
 
-__all__ = ["MAX_DELAY_S", "RATE_LIMIT_STATUSES", "retry_after_seconds"]
+__all__ = ["MAX_DELAY_S", "MIN_DELAY_S", "RATE_LIMIT_STATUSES", "retry_after_seconds"]
