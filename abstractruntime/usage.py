@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Optional
 
-from .core.budget import BUDGET_KEY, check_budget, totals_of
+from .core.budget import BUDGET_KEY, check_budget
+from .core.usage_totals import totals_of
 from .core.errors import InvalidInputError
 
 GROUPS = ("model", "workflow", "day", "run")

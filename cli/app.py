@@ -280,31 +280,15 @@ def main_options(
     """Global options (before or after the command)."""
     ctx.obj = Settings(store=store, json=json_out, no_input=no_input, quiet=quiet, verbose=verbose,
                        workflows=list(workflows))
-    _llm_run_options(prices, max_in_flight, stream)
+    from .llm import llm_run_options
+
+    llm_run_options(prices, max_in_flight, stream)
     if verbose:
         import logging
 
         handler = logging.StreamHandler()
         handler.setFormatter(_scrubbing_formatter(ctx.obj, "%(levelname)s %(name)s: %(message)s"))
         logging.basicConfig(level=logging.INFO, handlers=[handler])
-
-
-def _llm_run_options(prices: Optional[str], max_in_flight: list[str], stream: bool) -> None:
-    """Check the LLM run options now (bad input exits 2 before anything runs) and hand them to
-    the handlers this process builds, through the environment variables they read."""
-    if prices:
-        from abstractruntime.integrations.abstractcore.usage import PRICES_ENV, PriceTable
-
-        PriceTable.load(prices)
-        os.environ[PRICES_ENV] = prices
-    from abstractruntime.equip import LIMITS_ENV, parse_limits
-
-    items = [*filter(None, [os.environ.get(LIMITS_ENV)]), *max_in_flight]
-    if items:
-        limits = parse_limits(items)
-        os.environ[LIMITS_ENV] = ",".join(f"{k}={v}" for k, v in limits.items())
-    if stream:
-        os.environ["ABSTRACTRUNTIME_LLM_STREAM"] = "1"
 
 
 def _scrubbing_formatter(s: Settings, fmt: str) -> Any:

@@ -269,6 +269,24 @@ def mode_handlers(config: LLMConfig, tools: Any) -> dict[str, Any]:
     return {getattr(k, "value", k): v for k, v in handlers.items()}
 
 
-__all__ = ["LLMConfig", "LlmFlags", "llm_flags", "resolve_llm", "llm_config", "check_key_destination", "mode_handlers",
+def llm_run_options(prices: Optional[str], max_in_flight: list[str], stream: bool) -> None:
+    """Check the LLM run options now (bad input exits 2 before anything runs) and hand them to
+    the handlers this process builds, through the environment variables they read."""
+    if prices:
+        from abstractruntime.integrations.abstractcore.usage import PRICES_ENV, PriceTable
+
+        PriceTable.load(prices)
+        os.environ[PRICES_ENV] = prices
+    from abstractruntime.equip import LIMITS_ENV, parse_limits
+
+    items = [*filter(None, [os.environ.get(LIMITS_ENV)]), *max_in_flight]
+    if items:
+        limits = parse_limits(items)
+        os.environ[LIMITS_ENV] = ",".join(f"{k}={v}" for k, v in limits.items())
+    if stream:
+        os.environ["ABSTRACTRUNTIME_LLM_STREAM"] = "1"
+
+
+__all__ = ["llm_run_options", "LLMConfig", "LlmFlags", "llm_flags", "resolve_llm", "llm_config", "check_key_destination", "mode_handlers",
            "LlmOpt", "ProviderOpt", "ModelOpt", "ServerOpt", "BaseUrlOpt", "API_KEY_ENV", "PROVIDER_API_KEY_ENV",
            "SERVER_ENV", "BASE_URL_ENV"]

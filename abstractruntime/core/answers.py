@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from . import budget as budgets
+from . import usage_totals
 from .canonical import check_size
 from .errors import (
     AlreadyAnsweredError,
@@ -68,8 +69,8 @@ def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Opti
         result["event_id"] = event_id
     rec.finish_success(result)
     # A child's spend counts toward its parent: collected with the child's result.
-    report = budgets.child_usage_of(session, wait) if WaitReason(wait.reason) is WaitReason.SUBWORKFLOW else None
-    recorded = budgets.account(session, {"child_usage": report}) if report else None
+    report = usage_totals.child_usage_of(session, wait) if WaitReason(wait.reason) is WaitReason.SUBWORKFLOW else None
+    recorded = usage_totals.account(session, {"child_usage": report}) if report else None
     session.record(rec, result=payload, result_path=["payload"], ext=recorded)
     session.answered = True
     if report:

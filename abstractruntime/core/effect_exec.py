@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Optional, Union
 
 from . import budget as budgets
+from . import usage_totals
 from .canonical import canonical_json, check_size
 from .effects import EffectOutcome
 from .errors import InvalidInputError, PayloadTooLargeError
@@ -229,7 +230,7 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
             wait.wait_id = wait_id_of(effect_id)
             ckpt.pending = None
             run.status, run.waiting = RunStatus.WAITING, wait
-            budgets.stamp(session)  # a waiting run's state carries its usage totals
+            usage_totals.stamp(session)  # a waiting run's state carries its usage totals
             done = StepRecord.start(run=run, node_id=plan.node_id, effect=effect, attempt=attempt, idempotency_key=key)
             done.effect_id = effect_id
             session.record(done.finish_waiting(wait))
@@ -278,7 +279,7 @@ def _accounted(session: RunSession, ext: Any) -> tuple[Optional[dict[str, Any]],
     if ext is None:
         return None, None
     try:
-        return budgets.account(session, ext) or None, None
+        return usage_totals.account(session, ext) or None, None
     except InvalidInputError as exc:
         return None, f"the handler reported an unusable ext: {exc}"
 

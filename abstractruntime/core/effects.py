@@ -234,7 +234,8 @@ def make_start_subworkflow(runtime: "Runtime"):  # type: ignore[no-untyped-def]
         # children and a loop that starts the same subworkflow again gets a new one. The
         # position is this handler's context (one per run, also when one runtime advances many
         # runs at once), never state kept on the shared runtime.
-        from .budget import child_report, combine
+        from .budget import combine
+        from .usage_totals import child_report
         from .effect_exec import current_effect
 
         identity = current_effect()

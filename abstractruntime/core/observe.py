@@ -25,7 +25,7 @@ import logging
 import random
 import threading
 import time
-from typing import Any, AsyncIterator, Iterator, Mapping, Optional, Protocol
+from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional, Protocol
 
 from .errors import InvalidInputError
 
@@ -89,6 +89,42 @@ def end_all(observers: Any, method: str, tokens: list[Any], *args: Any) -> None:
             fn(token, *args)
         except Exception as exc:
             logger.warning("observer %r failed in %s: %s: %s", observer, method, type(exc).__name__, exc)
+
+
+class Tick:
+    """What :func:`observed_tick` reports when the tick ends: the state it left (set by the caller)."""
+
+    state: Any = None
+
+
+@contextlib.contextmanager
+def observed_tick(observers: Any, session: Any) -> Iterator[Tick]:
+    """Tell the observers a tick of ``session``'s run begins, and how it ended (state, or the error)."""
+    tick = Tick()
+    tokens = notify(observers, "tick_started", session.run_id, session.run.workflow_id,
+                    session.run.status.value) if observers else None
+    error: Optional[BaseException] = None
+    try:
+        yield tick
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        if tokens:
+            end_all(observers, "tick_ended", tokens, tick.state, error)
+
+
+def publisher(observers: Any, redactor: Any, run_id: str, effect_id: int,
+              attempt: int) -> Optional[Callable[[Mapping[str, Any]], None]]:
+    """What a handler's ``progress(data)`` calls (``None`` when nobody observes): ``data`` redacted,
+    then handed to every observer's ``progress``."""
+    if not observers:
+        return None
+
+    def publish(data: Mapping[str, Any]) -> None:
+        notify(observers, "progress", run_id, effect_id, attempt, redactor.redact(dict(data)))
+
+    return publish
 
 
 class SlotBackend(Protocol):
@@ -190,4 +226,5 @@ class InFlightLimits:
             await asyncio.to_thread(self.backend.release, handle)
 
 
-__all__ = ["InFlightLimits", "LocalSlots", "RunObserver", "SlotBackend", "check_limits", "end_all", "notify"]
+__all__ = ["InFlightLimits", "LocalSlots", "RunObserver", "SlotBackend", "Tick", "check_limits", "end_all", "notify",
+           "observed_tick", "publisher"]

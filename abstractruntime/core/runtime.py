@@ -39,7 +39,7 @@ from .errors import (
     WorkflowDriftError,
 )
 from .ids import validate_id
-from .observe import InFlightLimits, end_all, notify
+from .observe import InFlightLimits, notify, observed_tick, publisher
 from .models import EffectType, RecordKind, RunState, RunStatus, WaitReason
 from .policy import DefaultEffectPolicy, EffectPolicy
 from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, Pending, RunStore, has_capability
@@ -199,17 +199,9 @@ class Runtime:
         notify(self.observers, "durable", run_id, seq)
 
     def publisher_for(self, run_id: str, effect_id: int, attempt: int) -> Optional[Any]:
-        """What ``current_effect().progress(data)`` calls for this attempt (``None``: nobody observes).
-
-        The data is redacted with the runtime's redactor before any observer sees it.
-        """
-        if not self.observers:
-            return None
-
-        def publish(data: Any) -> None:
-            notify(self.observers, "progress", run_id, effect_id, attempt, self._redactor.redact(dict(data)))
-
-        return publish
+        """What ``current_effect().progress(data)`` calls for this attempt (``None``: nobody observes);
+        the data is redacted with the runtime's redactor first."""
+        return publisher(self.observers, self._redactor, run_id, effect_id, attempt)
 
     def release_secrets(self, checkpoint: Checkpoint) -> None:
         """Drop the secret values of a finished run (``checkpoint``), and of its finished children.
@@ -605,47 +597,23 @@ class Runtime:
 
     def _finish(self, session: RunSession, steps: Step) -> RunState:
         """Drive ``steps`` in this thread, failing the run on the record if its state cannot be stored."""
-        watched = self._tick_started(session)
-        state: Optional[RunState] = None
-        error: Optional[BaseException] = None
-        try:
-            done: RunState = drive_sync(steps)
-            state = done
-            return done
-        except InvalidInputError as exc:  # includes PayloadTooLargeError
-            state = self._fail_unstorable(session, exc)
+        with observed_tick(self.observers, session) as tick:
+            try:
+                state: RunState = drive_sync(steps)
+            except InvalidInputError as exc:  # includes PayloadTooLargeError
+                state = self._fail_unstorable(session, exc)
+            tick.state = state
             return state
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            if watched:
-                end_all(self.observers, "tick_ended", watched, state, error)
 
     async def _afinish(self, session: RunSession, steps: Step) -> RunState:
         """:meth:`_finish` under the async driver."""
-        watched = self._tick_started(session)
-        state: Optional[RunState] = None
-        error: Optional[BaseException] = None
-        try:
-            done: RunState = await drive_async(steps)
-            state = done
-            return done
-        except InvalidInputError as exc:
-            state = await asyncio.to_thread(self._fail_unstorable, session, exc)
+        with observed_tick(self.observers, session) as tick:
+            try:
+                state: RunState = await drive_async(steps)
+            except InvalidInputError as exc:
+                state = await asyncio.to_thread(self._fail_unstorable, session, exc)
+            tick.state = state
             return state
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            if watched:
-                end_all(self.observers, "tick_ended", watched, state, error)
-
-    def _tick_started(self, session: RunSession) -> Optional[list[Any]]:
-        if not self.observers:
-            return None
-        return notify(self.observers, "tick_started", session.run_id, session.run.workflow_id,
-                      session.run.status.value)
 
     def _fail_unstorable(self, session: RunSession, exc: InvalidInputError) -> RunState:
         """What was recorded stays; the run fails from the last recorded state."""

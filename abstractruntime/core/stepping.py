@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .budget import opened, settle, stamp
+from .usage_totals import opened, settle, stamp
 from .canonical import canonical_json, check_size
 from .drive import Io, NodeCall, Step
 from .effect_exec import effect_steps

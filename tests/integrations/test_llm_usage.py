@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from abstractruntime.core.budget import totals_of
+from abstractruntime.core.usage_totals import totals_of
 from abstractruntime.core.errors import InvalidInputError
 from abstractruntime.core.models import Effect, EffectType, RunState, RunStatus, StepPlan, WaitReason
 from abstractruntime.core.policy import DefaultEffectPolicy, NoRetryPolicy

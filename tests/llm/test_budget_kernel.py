@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from abstractruntime.core.budget import totals_of
+from abstractruntime.core.usage_totals import totals_of
 from abstractruntime.core.errors import AlreadyAnsweredError, InvalidInputError
 from abstractruntime.core.models import Effect, EffectType, RunState, RunStatus, StepPlan, WaitReason
 from abstractruntime.core.runtime import EffectOutcome, Runtime

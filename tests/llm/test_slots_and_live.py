@@ -216,7 +216,8 @@ def test_watch_shows_no_terminal_control_characters() -> None:
 
 
 def test_budgets_and_reports_stay_within_what_a_record_can_carry() -> None:
-    from abstractruntime.core.budget import check_budget, usage_numbers
+    from abstractruntime.core.budget import check_budget
+    from abstractruntime.core.usage_totals import usage_numbers
 
     with pytest.raises(InvalidInputError, match="too large"):
         check_budget({"tokens": 2**60})

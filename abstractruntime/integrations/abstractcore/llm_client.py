@@ -28,7 +28,7 @@ from ...core.errors import EffectFailedError, InvalidInputError
 from ._support import import_abstractcore, jsonable, scrub, secret_header_values
 from .http_sender import AsyncHttpxRequestSender, HttpxRequestSender, RequestSender, display_url, is_retryable_status
 from .rate_limits import MAX_DELAY_S, MIN_DELAY_S, RATE_LIMIT_STATUSES
-from .streaming import CompletionAssembler
+from .streaming import CompletionAssembler, joined_stream, streamed_body
 from .wire import (
     convert_messages,
     flat_tool_spec,
@@ -187,7 +187,7 @@ class LocalAbstractCoreLLMClient:
                 **params,
             )
             if stream:
-                resp = _joined_stream(resp, on_text)
+                resp = joined_stream(resp, on_text)
         except EffectFailedError:
             raise
         except Exception as exc:  # AbstractCore raises its own tree; classify it without importing it
@@ -240,22 +240,6 @@ class LocalAbstractCoreLLMClient:
     def usage_model(self) -> str:
         """The model recorded in ``ext.usage``."""
         return self.model
-
-
-def _joined_stream(chunks: Any, on_text: Any) -> dict[str, Any]:
-    """One response from AbstractCore's streamed chunks, passing each piece of text on."""
-    content: list[str] = []
-    last: dict[str, Any] = {"usage": None, "model": None, "finish_reason": None, "tool_calls": None}
-    for chunk in chunks:
-        piece = getattr(chunk, "content", None)
-        if isinstance(piece, str) and piece:
-            content.append(piece)
-            on_text(piece)
-        for name in last:
-            value = getattr(chunk, name, None)
-            if value:
-                last[name] = value
-    return {"content": "".join(content), **{k: jsonable(v) for k, v in last.items()}}
 
 
 # --------------------------------------------------------------------------- remote
@@ -373,7 +357,7 @@ class RemoteAbstractCoreLLMClient:
             if on_text is not None and self.streams:
                 assembler = CompletionAssembler(on_text)
                 for event in self._sender.post_stream(  # type: ignore[attr-defined]
-                        self.url, headers=headers, json=_streamed(body), timeout=timeout):
+                        self.url, headers=headers, json=streamed_body(body), timeout=timeout):
                     assembler.add(event)
                 resp = assembler.completion()
             else:
@@ -398,7 +382,7 @@ class RemoteAbstractCoreLLMClient:
         try:
             if on_text is not None and self._stream:
                 assembler = CompletionAssembler(on_text)
-                await self._async_sender.post_stream(self.url, headers=headers, json=_streamed(body), timeout=timeout,
+                await self._async_sender.post_stream(self.url, headers=headers, json=streamed_body(body), timeout=timeout,
                                                      on_event=assembler.add)
                 resp = assembler.completion()
             else:
@@ -414,7 +398,3 @@ class RemoteAbstractCoreLLMClient:
         except EffectFailedError as exc:
             raise EffectFailedError(scrub(exc.message, secrets), **exc.details) from None
 
-
-def _streamed(body: dict[str, Any]) -> dict[str, Any]:
-    """The streaming form of a request body (usage asked for in the last event)."""
-    return {**body, "stream": True, "stream_options": {"include_usage": True}}

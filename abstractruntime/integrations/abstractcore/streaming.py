@@ -14,6 +14,7 @@ import json
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from ...core.errors import EffectFailedError
+from ._support import jsonable
 
 
 def sse_events(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
@@ -131,4 +132,25 @@ class TextPublisher:
             self._publish({"text": piece})
 
 
-__all__ = ["CompletionAssembler", "TextPublisher", "sse_events"]
+def joined_stream(chunks: Any, on_text: Any) -> dict[str, Any]:
+    """One response from AbstractCore's streamed chunks, passing each piece of text on."""
+    content: list[str] = []
+    last: dict[str, Any] = {"usage": None, "model": None, "finish_reason": None, "tool_calls": None}
+    for chunk in chunks:
+        piece = getattr(chunk, "content", None)
+        if isinstance(piece, str) and piece:
+            content.append(piece)
+            on_text(piece)
+        for name in last:
+            value = getattr(chunk, name, None)
+            if value:
+                last[name] = value
+    return {"content": "".join(content), **{k: jsonable(v) for k, v in last.items()}}
+
+
+def streamed_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The streaming form of a request body (usage asked for in the last event)."""
+    return {**body, "stream": True, "stream_options": {"include_usage": True}}
+
+
+__all__ = ["CompletionAssembler", "TextPublisher", "joined_stream", "sse_events", "streamed_body"]
