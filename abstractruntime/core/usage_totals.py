@@ -198,11 +198,17 @@ def _recovered(session: "RunSession") -> dict[str, Any]:
     return totals
 
 
+def _redacted(session: "RunSession", ext: dict[str, Any]) -> dict[str, Any]:
+    redact = getattr(session.ports.redactor, "redact", None)
+    return redact(ext) if redact is not None else ext
+
+
 def account(session: "RunSession", ext: Mapping[str, Any]) -> dict[str, Any]:
     """Add an outcome's ``ext`` usage to the run's totals; returns the ``ext`` to record.
 
     ``ext["prices"]`` (the price table the handler used) is kept only when it differs from the
-    one the run recorded last, so the table in force is on the record where it changes.
+    one the run recorded last, so the table in force is on the record where it changes. What is
+    recorded is redacted like every other part of a record (a model name is the server's text).
     Raises :class:`InvalidInputError` (and changes nothing) for a report that is not usable.
     """
     if type(ext) is not dict or not all(type(k) is str for k in ext):
@@ -211,7 +217,7 @@ def account(session: "RunSession", ext: Mapping[str, Any]) -> dict[str, Any]:
     usage, child = ext.get("usage"), ext.get("child_usage")
     prices = ext.get("prices")
     if usage is None and child is None and prices is None:
-        return recorded
+        return _redacted(session, recorded)
     # Every report is checked before anything changes: a bad one changes nothing.
     reports = [(usage_numbers(report, child=is_child), is_child)
                for report, is_child in ((usage, False), (child, True)) if report is not None]
@@ -226,7 +232,7 @@ def account(session: "RunSession", ext: Mapping[str, Any]) -> dict[str, Any]:
         else:
             totals["prices"] = digest
     live.dirty = True
-    return recorded
+    return _redacted(session, recorded)
 
 
 def stamp(session: "RunSession") -> None:

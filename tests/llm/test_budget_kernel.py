@@ -290,3 +290,17 @@ def test_totals_are_settled_once_per_tick_and_recovered_after_a_crash(store: Fil
     carriers = [r for r in fresh.get_ledger(run_id) if "metadata" in (r.get("stored", {}).get("delta") or {})]
     assert [r["kind"] for r in carriers] == ["start", "pause"]
     assert verify_run(store, run_id).ok
+
+
+def test_what_a_handler_reports_is_redacted_on_the_record(store: FileStore) -> None:
+    secret = "sk-live-abcdefghijklmnopqrstuvwxyz0123"
+
+    def leaky(run: RunState, effect: Effect) -> EffectOutcome:
+        return EffectOutcome.completed({"content": "ok"}, ext={"usage": {"model": f"m {secret}", "input_tokens": 1},
+                                                               "note": {"api_key": "hunter2-hunter2"}})
+
+    rt, wf = store.runtime(effect_handlers={EffectType.LLM_CALL: leaky}), chat(1)
+    run_id = rt.start(workflow=wf)
+    rt.tick(workflow=wf, run_id=run_id)
+    text = (store.root / "runs" / run_id / "ledger.jsonl").read_text()
+    assert secret not in text and "hunter2-hunter2" not in text and "[REDACTED]" in text
