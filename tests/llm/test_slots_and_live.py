@@ -210,6 +210,7 @@ def test_the_cli_refuses_bad_llm_run_options(tmp_path: Path) -> None:
 
 
 def test_watch_shows_no_terminal_control_characters() -> None:
+    import abstractruntime.cli.main  # noqa: F401  (the commands register in their order first)
     from abstractruntime.cli.cmd_watch import printable
 
     assert printable("ok\x1b]0;owned\x07 line\nnext\tcol\x9b31m") == "ok\ufffd]0;owned\ufffd line\nnext\tcol\ufffd31m"
