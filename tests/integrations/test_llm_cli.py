@@ -315,7 +315,9 @@ def test_watch_follows_a_streaming_run_and_exits_with_its_code(ar: Env) -> None:
     ar.server.responder = slow_words
     start_runs(ar, ["w1"])  # running, and nobody advances it yet
     watcher = ar.popen("watch", "w1", "--interval", "0.05")
-    time.sleep(0.5)
+    assert watcher.stdout is not None
+    first = watcher.stdout.readline()  # the records so far: the watcher follows from here on
+    assert first.startswith("1\tstart")
     r = ar("--stream", "tick", "w1")
     assert r.code == 0, r.err
     out, err = watcher.communicate(timeout=30)
@@ -354,7 +356,7 @@ def test_watch_on_postgresql_is_woken_by_notify(tmp_path: Path, openai_server: O
     ar = Env(tmp_path, openai_server, store=database_url)
     start_runs(ar, ["p1"])
     watcher = ar.popen("watch", "p1", "--interval", "5")  # a slow poll: NOTIFY must wake it
-    time.sleep(1.0)
+    assert watcher.stdout is not None and watcher.stdout.readline().startswith("1\tstart")
     started = time.monotonic()
     assert ar("--stream", "tick", "p1").code == 0
     out, err = watcher.communicate(timeout=30)
