@@ -239,9 +239,7 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
         failed += 1
         if ckpt.pending is not None:
             ckpt.pending.failed = failed
-        recorded, problem = _accounted(session, outcome.ext)
-        if problem is not None:
-            last_error, retryable = problem, False
+        recorded, _ = _accounted(session, outcome.ext)  # an unusable report of a failure is left out
         _record_failure(session, plan, effect_id, key, attempt, last_error, ext=recorded)
         if not retryable:
             break

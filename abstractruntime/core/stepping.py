@@ -41,7 +41,7 @@ def advance_steps(rt: "Runtime", session: RunSession, workflow: WorkflowSpec, ma
         if session.tail_is_long():
             settle(session)  # a stored checkpoint always carries the run's usage totals
             yield Io(session.save_checkpoint)  # every CHECKPOINT_EVERY records, also inside a long tick
-    settle(session)  # what the tick's LLM calls spent, into the run's state (core/budget.py)
+    settle(session)  # what the tick's LLM calls spent, into the run's state (core/usage_totals.py)
     yield Io(session.finish)
     rt.remember(session)
     return run
