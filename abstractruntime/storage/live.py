@@ -62,6 +62,9 @@ class FileLiveChannel:
         if streamed:
             line = json.dumps({"effect_id": effect_id, "attempt": attempt, "done": True, "status": status})
             self._write(run_id, (effect_id, attempt), line)
+            with self._guard:  # a worker serves many runs: keep nothing of a run between its calls
+                if self._current.get(run_id) == (effect_id, attempt):
+                    del self._current[run_id]
 
     def _write(self, run_id: str, attempt: tuple[int, int], line: str) -> None:
         with self._guard:
