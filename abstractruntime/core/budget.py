@@ -4,8 +4,8 @@ What a run spent is :mod:`.usage_totals`' (the totals of its ``ext.usage`` repor
 A run's budget (``metadata["budget"]``: ``tokens`` = input + output tokens, ``cost``, ``calls``)
 is checked at two points:
 
-- before an ``llm_call`` is started: once a total has reached its limit the call is not
-  started; its intent is kept and the run **pauses** (waiting, reason ``budget``);
+- before an ``llm_call`` is attempted (also a retry): once a total has reached its limit the
+  call is not started; its intent is kept and the run **pauses** (waiting, reason ``budget``);
 - after an effect whose outcome reported usage: a call that went over a limit is recorded,
   and the run pauses right after it (a call that lands exactly on a limit does not pause the
   run: it may still finish; its next call is not started).
@@ -21,6 +21,9 @@ anything is written.
 A child run started by ``start_subworkflow`` gets what remains of its parent's budget as its
 own (with the child workflow's own budget, whichever is lower), and a synchronous child's
 totals are added to the parent's when the parent collects its result (``ext.child_usage``).
+An ``async`` child's spend counts toward its parent's budget as it goes (its id is kept in the
+parent's ``metadata["budget_children"]`` and its ledger read at the parent's checks), and its
+totals are added to the parent's once it has ended (a ``metadata`` record with ``ext.child_usage``).
 """
 
 from __future__ import annotations
@@ -30,13 +33,15 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from .errors import InvalidInputError
 from .models import RecordKind, RunStatus, WaitReason, WaitState
-from .usage_totals import MAX_EXACT, live_totals, number, shown_totals, stamp
+from .usage_totals import MAX_EXACT, account, add_report, live_totals, number, report_of, run_now, shown_totals, stamp
 
 if TYPE_CHECKING:
     from .ports import Checkpoint, Pending
     from .session import RunSession
 
 BUDGET_KEY = "budget"
+# The ``async`` children of a run with a budget whose spend is not in its totals yet (metadata).
+CHILDREN_KEY = "budget_children"
 LIMITS = ("tokens", "cost", "calls")
 _LIMIT_SET = frozenset(LIMITS)
 METERED_EFFECTS = frozenset({"llm_call"})
@@ -116,7 +121,7 @@ def remaining(session: "RunSession") -> Optional[dict[str, Any]]:
     budget = budget_of(session.checkpoint)
     if budget is None:
         return None
-    totals = live_totals(session)
+    totals = budget_totals(session)
     left: dict[str, Any] = {}
     for name, limit in budget.items():
         value = limit - spent(totals, name)
@@ -131,6 +136,61 @@ def combine(*budgets: Optional[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
         for name, value in (check_budget(budget) or {}).items():
             out[name] = min(out[name], value) if name in out else value
     return out or None
+
+
+# -- async children -------------------------------------------------------------------------
+
+
+def async_children(checkpoint: "Checkpoint") -> list[str]:
+    """The ``async`` children whose spend counts toward the run's budget and is not in its totals yet."""
+    metadata = checkpoint.metadata
+    raw = metadata.get(CHILDREN_KEY) if isinstance(metadata, dict) else None
+    return [child for child in raw if isinstance(child, str)] if isinstance(raw, list) else []
+
+
+def note_async_child(session: "RunSession", child_id: str) -> None:
+    """An ``async`` child was started: its spend counts toward this run's budget from now on (the
+    id joins the state, carried by the record of the ``start_subworkflow`` outcome)."""
+    ckpt = session.checkpoint
+    if budget_of(ckpt) is None:
+        return
+    children = async_children(ckpt)
+    if child_id not in children:
+        ckpt.metadata = {**ckpt.metadata, CHILDREN_KEY: [*children, child_id]}
+
+
+def budget_totals(session: "RunSession") -> dict[str, Any]:
+    """What counts against the run's budget: its totals plus what its running ``async`` children
+    spent so far (read from their ledgers; a synchronous child's totals are in the run's own)."""
+    totals = live_totals(session)
+    children = async_children(session.checkpoint)
+    if not children:
+        return totals
+    combined = dict(totals)
+    for child_id in children:
+        found = run_now(session.ports, child_id)
+        report = report_of(found[0], child_id) if found is not None else None
+        if report is not None:
+            add_report(combined, report)
+    return combined
+
+
+def collect_children(session: "RunSession") -> None:
+    """Add the totals of the finished ``async`` children to the run's own, once each: a ``metadata``
+    record that carries the child's totals (``ext.child_usage``) and drops it from the list."""
+    from .session import new_record
+
+    for child_id in async_children(session.checkpoint):
+        found = run_now(session.ports, child_id)
+        if found is None or not found[1]:
+            continue  # running (or unreadable): counted as it goes, collected once it ends
+        report = report_of(found[0], child_id)
+        recorded = account(session, {"child_usage": report}) if report is not None else None
+        ckpt = session.checkpoint
+        ckpt.metadata = {**ckpt.metadata, CHILDREN_KEY: [c for c in async_children(ckpt) if c != child_id]}
+        stamp(session)
+        rec = new_record(session.run, RecordKind.METADATA)
+        session.record(rec.finish_success({"updated": [CHILDREN_KEY], "collected": child_id}), ext=recorded)
 
 
 # -- pauses ---------------------------------------------------------------------------------
@@ -177,7 +237,7 @@ def pause(session: "RunSession", *, why: str, reason: WaitReason, node_id: str, 
 
 def _pause_for_budget(session: "RunSession", budget: Mapping[str, Any], hit: list[str], *, node_id: str,
                       resume_to_node: str, effect_id: Optional[int], before_call: bool) -> WaitState:
-    run, totals = session.run, live_totals(session)
+    run, totals = session.run, budget_totals(session)
     shown = shown_totals(totals)
     spend = describe(totals, budget)
     when = "before starting an llm_call" if before_call else "after an llm_call crossed it"
@@ -190,20 +250,23 @@ def _pause_for_budget(session: "RunSession", budget: Mapping[str, Any], hit: lis
 
 
 def gate(session: "RunSession", effect_type: str, pending: "Pending") -> bool:
-    """Before a metered effect starts: pause instead when the run's budget is reached.
+    """Before each attempt of a metered effect (the first, a retry, or one performed again after a
+    crash): pause instead when the run's budget is reached.
 
-    ``pending`` is the effect about to start; it is kept (attempt 0) so the run performs it,
-    without re-entering its node, once the budget is raised. True when the run paused.
+    ``pending`` is the effect about to be attempted (``attempt``: the attempts made so far); it
+    is kept so the run performs it, without re-entering its node, once the budget is raised —
+    numbering its attempts on, and with the retries it has left. True when the run paused.
     """
     if effect_type not in METERED_EFFECTS:
         return False
     budget = budget_of(session.checkpoint)
     if budget is None:
         return False
-    hit = reached(live_totals(session), budget)
+    if CHILDREN_KEY in session.checkpoint.metadata:
+        collect_children(session)
+    hit = reached(budget_totals(session), budget)
     if not hit:
         return False
-    pending.attempt = 0
     session.checkpoint.pending = pending
     _pause_for_budget(session, budget, hit, node_id=pending.node_id, resume_to_node=pending.node_id,
                       effect_id=pending.effect_id, before_call=True)
@@ -220,7 +283,7 @@ def pause_if_crossed(session: "RunSession", *, node_id: str, effect_id: Optional
     budget = budget_of(session.checkpoint)
     if budget is None or run.status is not RunStatus.RUNNING:
         return False
-    hit = exceeded(live_totals(session), budget)
+    hit = exceeded(budget_totals(session), budget)
     if not hit:
         return False
     _pause_for_budget(session, budget, hit, node_id=node_id, resume_to_node=run.current_node, effect_id=effect_id,
@@ -266,7 +329,7 @@ def answer(session: "RunSession", wait: WaitState, payload: Any) -> None:
     run, ckpt = session.run, session.checkpoint
     decision = decision_of(payload)
     budget = budget_of(ckpt) or {}
-    totals = live_totals(session)
+    totals = budget_totals(session)
     details = {"wait_id": wait.wait_id, "budget": budget, "spent": shown_totals(totals)}
     if decision == "stop":
         stamp(session)
@@ -297,5 +360,6 @@ def answer(session: "RunSession", wait: WaitState, payload: Any) -> None:
     session.answered = True
 
 
-__all__ = ["BUDGET_KEY", "LIMITS", "METERED_EFFECTS", "answer", "budget_of", "check_budget", "combine",
-           "decision_of", "describe", "exceeded", "gate", "pause", "pause_if_crossed", "reached", "remaining", "spent"]
+__all__ = ["BUDGET_KEY", "CHILDREN_KEY", "LIMITS", "METERED_EFFECTS", "answer", "async_children", "budget_of",
+           "budget_totals", "check_budget", "collect_children", "combine", "decision_of", "describe", "exceeded", "gate",
+           "note_async_child", "pause", "pause_if_crossed", "reached", "remaining", "spent"]

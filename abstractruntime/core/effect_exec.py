@@ -172,16 +172,16 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
     if prior is not None:
         _complete(session, plan, effect_id, key, prior, attempt=first_attempt, reused=True)
         return
-    if (pending is None or pending.attempt == 0) and budgets.gate(
-            session, EffectType(effect.type).value,
-            Pending(effect_id=effect_id, node_id=plan.node_id, effect=effect.to_dict(), next_node=plan.next_node,
-                    idempotency_key=key, attempt=0, explicit=explicit, parts=dict(parts), failed=failed)):
-        return  # the budget is reached: the call is not started, the run pauses (its intent kept)
     budget = extra_attempts if extra_attempts is not None else rt.effect_policy.max_attempts(effect) - failed
     last_attempt = first_attempt + max(budget, 1) - 1
     last_error, retryable, attempt = "unknown error", True, first_attempt - 1
     timeout = _timeout_of(effect)
     while attempt < last_attempt:
+        if budgets.gate(session, EffectType(effect.type).value,
+                        Pending(effect_id=effect_id, node_id=plan.node_id, effect=effect.to_dict(),
+                                next_node=plan.next_node, idempotency_key=key, attempt=attempt, explicit=explicit,
+                                parts=dict(parts), failed=failed)):
+            return  # the budget is reached: no attempt is started (a retry neither), the run pauses
         attempt += 1
         rec = StepRecord.start(run=run, node_id=plan.node_id, effect=effect, attempt=attempt, idempotency_key=key)
         rec.effect_id, rec.next_node = effect_id, plan.next_node
@@ -338,6 +338,9 @@ def _complete(session: RunSession, plan: StepPlan, effect_id: int, key: str, res
         return
     if effect.result_key and result is not None:
         set_nested(run.vars, effect.result_key, result)
+    if effect.type is EffectType.START_SUBWORKFLOW and type(result) is dict and result.get("async") is True \
+            and isinstance(result.get("sub_run_id"), str):
+        budgets.note_async_child(session, result["sub_run_id"])  # its spend counts toward this run's budget
     run.current_node = plan.next_node
     rec = StepRecord.start(run=run, node_id=plan.node_id, effect=effect, attempt=attempt, idempotency_key=key)
     rec.effect_id = effect_id

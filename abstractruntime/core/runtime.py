@@ -49,6 +49,7 @@ from .session import RunParts, RunSession, StorePorts, fail_run, is_finished, ne
 from .spec import WorkflowSpec
 from .answers import prepare_retry, record_answer
 from .budget import BUDGET_KEY, check_budget
+from .usage_totals import stamp
 from .state import StateImage
 from .stepping import advance_steps, retry_steps
 from .timers import is_due
@@ -481,6 +482,7 @@ class Runtime:
             if run.status.is_terminal:
                 return run
             previous = run.status.value
+            stamp(session)  # what a killed writer left unsettled is counted on the run's last record
             run.status, run.error, run.waiting = RunStatus.CANCELLED, reason or "Cancelled", None
             session.checkpoint.pending = None
             rec = new_record(run, RecordKind.CANCEL)

@@ -28,6 +28,7 @@ from .redaction import Redactor
 from .markers import SECRET
 from .secret_values import SecretKeeper, shown_text
 from .state import StateImage
+from .usage_totals import settle
 from .values import ValueTable
 from .wal import (
     DELTA_RUN_FIELDS,
@@ -76,6 +77,9 @@ class RunParts:
     keeper: SecretKeeper = field(default_factory=SecretKeeper)
     # The digest the record at the durable head carries (None: none, or unknown).
     head_digest: Optional[str] = None
+    # The ``ext`` of records a writer left with usage its state does not count yet (a process killed
+    # mid-tick): counted and settled before the next stored checkpoint (core/usage_totals.py).
+    unsettled: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _small_fields(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -111,6 +115,7 @@ class RunSession:
         self.head = durable_head if durable_head is not None else parts.checkpoint.ledger
         self.durable = self.head
         self.head_digest = parts.head_digest
+        self.unsettled = parts.unsettled
         # The head the stored checkpoint reflects (None: no checkpoint stored yet).
         self.saved = saved_head
         self.saved_status: Optional[RunStatus] = parts.checkpoint.run.status if saved_head is not None else None
@@ -148,7 +153,7 @@ class RunSession:
 
     def parts(self) -> RunParts:
         """The session's state, to continue in another session (the caller stops using this one)."""
-        return RunParts(self.checkpoint, self.image, self.table, self.keeper, self.head_digest)
+        return RunParts(self.checkpoint, self.image, self.table, self.keeper, self.head_digest, self.unsettled)
 
     # -- recording -----------------------------------------------------------------------
 
@@ -383,7 +388,9 @@ class RunSession:
 
     def save_checkpoint(self) -> None:
         """Make everything durable, then store the checkpoint at the durable head, proven by the
-        digest its record carries (no fsync needed: the ledger is the log)."""
+        digest its record carries (no fsync needed: the ledger is the log). The state it stores
+        always counts every usage report before it (the checkpoint is where the next writer starts)."""
+        settle(self)
         if self._lines:
             self.flush(checkpoint=True)
         elif self.head_digest is None or self.head_digest != self.image.digest():

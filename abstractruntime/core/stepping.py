@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .usage_totals import opened, settle, stamp
+from .usage_totals import settle, stamp
 from .canonical import canonical_json, check_size
 from .drive import Io, NodeCall, Step
 from .effect_exec import effect_steps
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 def advance_steps(rt: "Runtime", session: RunSession, workflow: WorkflowSpec, max_steps: int) -> Step:
     """Advance the run until it waits, completes, fails or ``max_steps`` nodes ran; returns its state."""
     run = session.run
-    opened(session)
     if run.status is RunStatus.WAITING:
         _resume_due_timer(rt, session)
         _resume_for_handler(rt, session)
@@ -39,8 +38,8 @@ def advance_steps(rt: "Runtime", session: RunSession, workflow: WorkflowSpec, ma
         steps += 1
         yield from _step(rt, session, workflow)
         if session.tail_is_long():
-            settle(session)  # a stored checkpoint always carries the run's usage totals
-            yield Io(session.save_checkpoint)  # every CHECKPOINT_EVERY records, also inside a long tick
+            # Every CHECKPOINT_EVERY records, also inside a long tick (the usage totals settled first).
+            yield Io(session.save_checkpoint)
     settle(session)  # what the tick's LLM calls spent, into the run's state (core/usage_totals.py)
     yield Io(session.finish)
     rt.remember(session)
@@ -51,7 +50,6 @@ def retry_steps(rt: "Runtime", session: RunSession, workflow: WorkflowSpec, plan
                 pending: Pending, max_steps: int) -> Step:
     """Attempt a failed run's pending effect again with a fresh budget, then advance it."""
     assert plan.effect is not None
-    opened(session)
     yield from effect_steps(rt, session, plan, pending=pending,
                             extra_attempts=rt.effect_policy.max_attempts(plan.effect))
     return (yield from advance_steps(rt, session, workflow, max_steps))

@@ -10,8 +10,9 @@ proves — and *settled* there once per tick (and before every pause, wait, comp
 checkpoint: :func:`stamp`, :func:`settle`), with ``"through"``: the seq of the record that wrote
 them. Within a tick the session keeps them in memory, so a call costs one ``ext`` on its record,
 not a state change. A writer that dies mid-tick leaves records with ``ext.usage`` after the last
-settlement; the next session adds those from the ledger's tail (the records after the stored
-checkpoint, which recovery reads anyway), so the totals are never short.
+settlement; opening the run notes them while it replays the ledger's tail (the records after the
+stored checkpoint: :func:`unsettled_reports`), and the next session counts them and settles them
+before anything else stores a checkpoint, so the totals are never short.
 
 The kernel knows numbers, not providers; budgets over these totals are :mod:`.budget`'s.
 """
@@ -127,25 +128,65 @@ class _Live:
 
 # One entry per live session: the sessions are the runtime's, this module only keeps its numbers.
 _LIVE: "weakref.WeakKeyDictionary[Any, _Live]" = weakref.WeakKeyDictionary()
-# The ledger head each session opened at (records after it are the session's own).
-_OPENED: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+_REPORTS = ("usage", "child_usage", "prices")
 
 
-def opened(session: "RunSession") -> None:
-    """Note where the session's ledger stood when it began advancing the run (no I/O)."""
-    if session not in _OPENED:
-        _OPENED[session] = session.durable.seq
+def unsettled_reports(metadata: Any, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``ext`` of the ``records`` (a ledger tail, replayed into ``metadata``) whose usage the
+    state does not count yet: after the seq its totals were settled through (a writer killed mid-tick)."""
+    if not records:
+        return []
+    raw = metadata.get(USAGE_KEY) if type(metadata) is dict else None
+    through = raw.get("through") if type(raw) is dict else None
+    after = through if type(through) is int else 0
+    found = []
+    for doc in records:
+        ext, seq = doc.get("ext"), doc.get("seq")
+        if type(ext) is dict and type(seq) is int and seq > after and any(ext.get(k) is not None for k in _REPORTS):
+            found.append(ext)
+    return found
 
 
 def _live(session: "RunSession") -> _Live:
     live = _LIVE.get(session)
     if live is None:
-        live = _LIVE[session] = _Live(_recovered(session))
+        live = _LIVE[session] = _Live(totals_of(session.checkpoint.metadata))
+        if session.unsettled:
+            _recover(live, session)
     return live
 
 
+def _recover(live: _Live, session: "RunSession") -> None:
+    """Add the usage of the records a writer left unsettled (a crash) to the session's totals: they
+    are settled in the state by the end of this session's tick, or before its stored checkpoint."""
+    _count(live.totals, session.unsettled)
+    session.unsettled = []
+    live.dirty = True
+
+
+def _count(totals: dict[str, Any], exts: list[dict[str, Any]]) -> None:
+    for ext in exts:
+        for name, is_child in (("usage", False), ("child_usage", True)):
+            if ext.get(name) is not None:
+                try:
+                    _add(totals, usage_numbers(ext[name], child=is_child), is_child)
+                except InvalidInputError:
+                    pass  # a record the writer would have refused: nothing to count
+        if ext.get("prices") is not None:
+            totals["prices"] = _prices_digest(ext["prices"])
+
+
+def add_report(totals: dict[str, Any], report: Mapping[str, Any]) -> None:
+    """Add another run's totals (a :func:`child_report`) to ``totals`` in place (an unusable one adds nothing)."""
+    try:
+        _add(totals, usage_numbers(report, child=True), True)
+    except InvalidInputError:
+        pass
+
+
 def live_totals(session: "RunSession") -> dict[str, Any]:
-    """The run's totals now: what its state settled, plus what this session spent since."""
+    """The run's totals now: what its state settled, plus what was spent since (by this session,
+    or by a writer killed before it settled them)."""
     return _live(session).totals
 
 
@@ -165,37 +206,6 @@ def _prices_digest(prices: Any) -> int:
     named = prices.get("sha256") if type(prices) is dict else None
     text = named if isinstance(named, str) and len(named) == 64 else sha256_hex(canonical_json(prices))
     return int(text[:13], 16)
-
-
-def _recovered(session: "RunSession") -> dict[str, Any]:
-    """The state's settled totals, plus the usage of tail records a writer left unsettled (a crash)."""
-    totals = totals_of(session.checkpoint.metadata)
-    saved = session.saved
-    head = _OPENED.get(session, session.durable.seq)
-    start = saved if saved is not None and saved.seq else None
-    if start is not None and head <= start.seq:
-        return totals  # nothing after the stored checkpoint (always settled) but this session's own
-    from .ports import LedgerHead
-
-    after = max(int(totals.get("through") or 0), start.seq if start is not None else 0)
-    try:
-        _, records = session.ports.ledger.read_after(session.run_id, start or LedgerHead())
-    except Exception:  # cannot read the tail now: the totals stay as settled
-        return totals
-    for doc in records:
-        seq = doc.get("seq")
-        ext = doc.get("ext")
-        if not isinstance(seq, int) or seq <= after or not isinstance(ext, dict):
-            continue
-        for name, is_child in (("usage", False), ("child_usage", True)):
-            if ext.get(name) is not None:
-                try:
-                    _add(totals, usage_numbers(ext[name], child=is_child), is_child)
-                except InvalidInputError:
-                    pass  # a record the writer would have refused: nothing to count
-        if ext.get("prices") is not None:
-            totals["prices"] = _prices_digest(ext["prices"])
-    return totals
 
 
 def _redacted(session: "RunSession", ext: dict[str, Any]) -> dict[str, Any]:
@@ -237,7 +247,7 @@ def account(session: "RunSession", ext: Mapping[str, Any]) -> dict[str, Any]:
 
 def stamp(session: "RunSession") -> None:
     """Put the session's totals in the state, to be carried by the next record (``through`` is its seq)."""
-    live = _LIVE.get(session)
+    live = _LIVE.get(session) if not session.unsettled else _live(session)
     if live is None or not live.dirty:
         return
     totals = dict(live.totals)
@@ -251,8 +261,10 @@ def settle(session: "RunSession") -> None:
     """At the end of a tick (or before a stored checkpoint): record the totals spent since the last
     settlement in the run's state (a ``metadata`` record), if any — a tick that ends with the run
     waiting or complete has them on that record already (:func:`stamp`)."""
-    live = _LIVE.get(session)
-    if live is None or not live.dirty or session.closed is not None:
+    if session.closed is not None:
+        return
+    live = _LIVE.get(session) if not session.unsettled else _live(session)
+    if live is None or not live.dirty:
         return
     from .session import new_record
 
@@ -268,28 +280,40 @@ def shown_totals(totals: Mapping[str, Any]) -> dict[str, Any]:
 
 def child_report(checkpoint: "Checkpoint", run_id: str) -> Optional[dict[str, Any]]:
     """A finished child's totals as its parent records them (``ext.child_usage``), or ``None``."""
-    totals = totals_of(checkpoint.metadata)
-    if not totals["calls"]:
+    return report_of(totals_of(checkpoint.metadata), run_id)
+
+
+def run_now(ports: Any, run_id: str) -> Optional[tuple[dict[str, Any], bool]]:
+    """Another run's totals as its ledger holds them now — also what a killed writer left
+    unsettled — and whether it finished; ``None`` when it cannot be read (nothing counted)."""
+    from .recovery import open_run
+
+    try:
+        opened = open_run(ports.runs, ports.ledger, run_id, for_writing=False)
+    except Exception:  # a run that cannot be read counts nothing; its own ledger still holds its spend
         return None
-    report: dict[str, Any] = {"run_id": run_id, **shown_totals(totals)}
-    return report
+    totals = totals_of(opened.checkpoint.metadata)
+    _count(totals, opened.parts.unsettled)
+    return totals, opened.checkpoint.run.status.is_terminal
+
+
+def report_of(totals: Mapping[str, Any], run_id: str) -> Optional[dict[str, Any]]:
+    """A run's totals as another run records them (``ext.child_usage``), or ``None`` when it spent nothing."""
+    if not totals.get("calls"):
+        return None
+    return {"run_id": run_id, **shown_totals(totals)}
 
 
 def child_usage_of(session: "RunSession", wait: WaitState) -> Optional[dict[str, Any]]:
     """The totals of the finished child a subworkflow wait names (read from its ledger), or ``None``."""
-    from .recovery import open_run
-
     child_id = (wait.details or {}).get("sub_run_id") if isinstance(wait.details, dict) else None
     if not isinstance(child_id, str):
         return None
-    try:
-        opened = open_run(session.ports.runs, session.ports.ledger, child_id, for_writing=False)
-    except Exception:  # a child that cannot be read counts nothing; its own ledger still holds its spend
+    found = run_now(session.ports, child_id)
+    if found is None or not found[1]:
         return None
-    if not opened.checkpoint.run.status.is_terminal:
-        return None
-    return child_report(opened.checkpoint, child_id)
+    return report_of(found[0], child_id)
 
 
-__all__ = ["MAX_EXACT", "USAGE_KEY", "account", "child_report", "child_usage_of", "live_totals", "number", "opened", "settle",
-           "shown_totals", "stamp", "totals_of", "usage_numbers"]
+__all__ = ["MAX_EXACT", "USAGE_KEY", "account", "add_report", "child_report", "child_usage_of", "live_totals", "number",
+           "report_of", "run_now", "settle", "shown_totals", "stamp", "totals_of", "unsettled_reports", "usage_numbers"]

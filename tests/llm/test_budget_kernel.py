@@ -13,6 +13,7 @@ import pytest
 
 from abstractruntime.core.usage_totals import totals_of
 from abstractruntime.core.errors import AlreadyAnsweredError, InvalidInputError
+from abstractruntime.core.policy import DefaultEffectPolicy
 from abstractruntime.core.models import Effect, EffectType, RunState, RunStatus, StepPlan, WaitReason
 from abstractruntime.core.runtime import EffectOutcome, Runtime
 from abstractruntime.core.spec import WorkflowSpec
@@ -304,3 +305,198 @@ def test_what_a_handler_reports_is_redacted_on_the_record(store: FileStore) -> N
     rt.tick(workflow=wf, run_id=run_id)
     text = (store.root / "runs" / run_id / "ledger.jsonl").read_text()
     assert secret not in text and "hunter2-hunter2" not in text and "[REDACTED]" in text
+
+
+def test_a_crash_never_makes_the_totals_short_even_when_the_next_tick_calls_no_llm(store: FileStore) -> None:
+    class Crash(BaseException):
+        """Stands for the process dying inside a handler (nothing after it runs)."""
+
+    llm = ScriptedLLM(prices=None)
+    crash = [True]
+
+    def tool(run: RunState, effect: Effect) -> EffectOutcome:
+        if crash[0]:
+            raise Crash()
+        return EffectOutcome.completed({"tool": "ok"})
+
+    def ask(i: int) -> Any:
+        return lambda run, ctx: StepPlan(f"ask{i}", effect=Effect(EffectType.LLM_CALL, {"prompt": f"q{i}"}),
+                                         next_node=f"ask{i + 1}" if i == 0 else "tool")
+
+    wf = WorkflowSpec("tools", "ask0", {
+        "ask0": ask(0), "ask1": ask(1),
+        "tool": lambda run, ctx: StepPlan("tool", effect=Effect(EffectType.TOOL_CALLS, {"calls": []}),
+                                          next_node="done"),
+        "done": lambda run, ctx: StepPlan("done", complete_output={"ok": True})})
+    handlers = {EffectType.LLM_CALL: llm, EffectType.TOOL_CALLS: tool}
+    rt = store.runtime(effect_handlers=handlers)
+    run_id = rt.start(workflow=wf)
+    with pytest.raises(Crash):
+        rt.tick(workflow=wf, run_id=run_id)
+    assert llm.calls == ["q0", "q1"]
+    # An operator stores a checkpoint first (no tick): it must carry what the crashed tick spent.
+    fresh = FileStore(store.root, durability="none").runtime(effect_handlers=handlers)
+    fresh.checkpoint(run_id)
+    assert totals_of(fresh.get_checkpoint(run_id).metadata)["calls"] == 2
+    crash[0] = False
+    # The next tick performs the tool call again and completes, calling no LLM: the totals stay whole.
+    again = FileStore(store.root, durability="none").runtime(effect_handlers=handlers)
+    assert again.tick(workflow=wf, run_id=run_id).status is RunStatus.COMPLETED
+    totals = totals_of(again.get_checkpoint(run_id).metadata)
+    assert totals["calls"] == 2 and totals["input_tokens"] == 200
+    assert totals_of(store.runtime().state_at(run_id, again.get_ledger(run_id)[-1]["seq"]).metadata)["calls"] == 2
+    assert verify_run(store, run_id).ok
+
+
+def test_a_crash_then_a_tick_without_llm_calls_keeps_the_totals(store: FileStore) -> None:
+    class Crash(BaseException):
+        """Stands for the process dying inside a handler (nothing after it runs)."""
+
+    llm = ScriptedLLM(prices=None)
+    crash = [True]
+
+    def tool(run: RunState, effect: Effect) -> EffectOutcome:
+        if crash[0]:
+            raise Crash()
+        return EffectOutcome.completed({"tool": "ok"})
+
+    wf = WorkflowSpec("tools2", "ask", {
+        "ask": lambda run, ctx: StepPlan("ask", effect=Effect(EffectType.LLM_CALL, {"prompt": "q"}), next_node="tool"),
+        "tool": lambda run, ctx: StepPlan("tool", effect=Effect(EffectType.TOOL_CALLS, {"calls": []}),
+                                          next_node="done"),
+        "done": lambda run, ctx: StepPlan("done", complete_output={"ok": True})})
+    handlers = {EffectType.LLM_CALL: llm, EffectType.TOOL_CALLS: tool}
+    run_id = store.runtime(effect_handlers=handlers).start(workflow=wf)
+    with pytest.raises(Crash):
+        store.runtime(effect_handlers=handlers).tick(workflow=wf, run_id=run_id)
+    crash[0] = False
+    again = FileStore(store.root, durability="none").runtime(effect_handlers=handlers)
+    assert again.tick(workflow=wf, run_id=run_id).status is RunStatus.COMPLETED
+    assert totals_of(again.get_checkpoint(run_id).metadata)["calls"] == 1
+    assert llm.calls == ["q"]
+
+
+def test_an_async_childs_spend_counts_toward_its_parents_budget_once(store: FileStore) -> None:
+    llm = ScriptedLLM(prices=None)
+
+    def child_ask(run: RunState, ctx: Any) -> StepPlan:
+        return StepPlan("ask", effect=Effect(EffectType.LLM_CALL, {"prompt": "child"}), next_node="hold")
+
+    def child_hold(run: RunState, ctx: Any) -> StepPlan:
+        return StepPlan("hold", effect=Effect(EffectType.WAIT_EVENT, {"wait_key": f"go:{run.run_id}"}),
+                        next_node="end")
+
+    child = WorkflowSpec("bg", "ask", {"ask": child_ask, "hold": child_hold,
+                                       "end": lambda run, ctx: StepPlan("end", complete_output={"ok": True})})
+
+    def spawn(run: RunState, ctx: Any) -> StepPlan:
+        return StepPlan("spawn", effect=Effect(EffectType.START_SUBWORKFLOW, {"workflow_id": "bg", "async": True},
+                                               result_key="sub"), next_node="hold")
+
+    def hold(run: RunState, ctx: Any) -> StepPlan:
+        return StepPlan("hold", effect=Effect(EffectType.WAIT_EVENT, {"wait_key": "parent-go"}), next_node="ask0")
+
+    def ask(i: int) -> Any:
+        return lambda run, ctx: StepPlan(f"ask{i}", effect=Effect(EffectType.LLM_CALL, {"prompt": f"p{i}"}),
+                                         next_node=f"ask{i + 1}" if i < 2 else "end")
+
+    parent = WorkflowSpec("spawner", "spawn", {
+        "spawn": spawn, "hold": hold, "ask0": ask(0), "ask1": ask(1), "ask2": ask(2),
+        "end": lambda run, ctx: StepPlan("end", complete_output={"ok": True})})
+    registry = WorkflowRegistry()
+    registry.register(child)
+    rt = runtime(store, llm, workflow_registry=registry)
+    run_id = rt.start(workflow=parent, budget={"calls": 3})
+    state = rt.tick(workflow=parent, run_id=run_id)
+    sub_id = state.vars["sub"]["sub_run_id"]
+    assert rt.get_checkpoint(run_id).metadata["budget_children"] == [sub_id]
+    # The child runs on its own and spends one call, then waits.
+    assert rt.tick(workflow=child, run_id=sub_id).status is RunStatus.WAITING and llm.calls == ["child"]
+    state = rt.resume(workflow=parent, run_id=run_id, wait_key="parent-go", payload={})
+    # The parent's own 2 calls and the running child's 1 reach 3: its third call is not started.
+    assert llm.calls == ["child", "p0", "p1"]
+    assert state.status is RunStatus.WAITING and state.waiting is not None
+    assert state.waiting.reason is WaitReason.BUDGET and state.waiting.details is not None
+    assert state.waiting.details["spent"]["calls"] == 3 and state.waiting.details["before_call"] is True
+    assert totals_of(rt.get_checkpoint(run_id).metadata)["calls"] == 2  # the child's spend is still its own
+    # A raise that the running child's spend still reaches is refused.
+    with pytest.raises(InvalidInputError, match="still reached"):
+        rt.resume(workflow=parent, run_id=run_id, wait_id=state.waiting.wait_id, payload={"set": {"calls": 3}})
+    # The child ends; the parent, raised, collects its totals once and finishes.
+    assert rt.resume(workflow=child, run_id=sub_id, wait_key=f"go:{sub_id}", payload={}).status \
+        is RunStatus.COMPLETED
+    state = rt.resume(workflow=parent, run_id=run_id, wait_id=state.waiting.wait_id, payload={"raise": {"calls": 1}})
+    assert state.status is RunStatus.COMPLETED, state.error
+    assert llm.calls == ["child", "p0", "p1", "p2"]
+    checkpoint = rt.get_checkpoint(run_id)
+    assert totals_of(checkpoint.metadata)["calls"] == 4 and checkpoint.metadata["budget_children"] == []
+    collected = [r for r in records(rt, run_id) if "child_usage" in (r.get("ext") or {})]
+    assert len(collected) == 1 and collected[0]["kind"] == "metadata"
+    assert collected[0]["ext"]["child_usage"]["run_id"] == sub_id and collected[0]["ext"]["child_usage"]["calls"] == 1
+    assert verify_run(store, run_id).ok
+
+
+def test_a_child_raised_past_its_parents_budget_pauses_the_parent_when_collected(store: FileStore) -> None:
+    llm = ScriptedLLM(prices=None)
+    child = chat(3, wf_id="child3")
+
+    def start(run: RunState, ctx: Any) -> StepPlan:
+        return StepPlan("start", effect=Effect(EffectType.START_SUBWORKFLOW, {"workflow_id": "child3"},
+                                               result_key="sub"), next_node="after")
+
+    def after(run: RunState, ctx: Any) -> StepPlan:
+        return StepPlan("after", effect=Effect(EffectType.LLM_CALL, {"prompt": "parent"}), next_node="end")
+
+    parent = WorkflowSpec("parent3", "start", {"start": start, "after": after,
+                                               "end": lambda run, ctx: StepPlan("end", complete_output={"ok": True})})
+    registry = WorkflowRegistry()
+    registry.register(child)
+    rt = runtime(store, llm, workflow_registry=registry)
+    run_id = rt.start(workflow=parent, budget={"calls": 2})
+    state = rt.tick(workflow=parent, run_id=run_id)
+    assert state.status is RunStatus.WAITING and state.waiting is not None
+    sub_id = state.waiting.details["sub_run_id"] if state.waiting.details else None
+    assert isinstance(sub_id, str) and llm.calls == ["q0", "q1"]
+    # The child's budget is its own: the operator raises it and the child finishes.
+    child_wait = rt.get_state(sub_id).waiting
+    assert child_wait is not None and child_wait.reason is WaitReason.BUDGET
+    done = rt.resume(workflow=child, run_id=sub_id, wait_id=child_wait.wait_id, payload={"raise": {"calls": 1}})
+    assert done.status is RunStatus.COMPLETED and llm.calls == ["q0", "q1", "q2"]
+    # The parent collects the child's 3 calls (over its 2) and pauses before its own call.
+    state = rt.resume(workflow=parent, run_id=run_id, wait_key=state.waiting.wait_key,
+                      payload={"sub_run_id": sub_id, "output": done.output})
+    assert state.status is RunStatus.WAITING and state.waiting is not None
+    assert state.waiting.reason is WaitReason.BUDGET and state.waiting.details is not None
+    assert state.waiting.details["spent"]["calls"] == 3 and llm.calls == ["q0", "q1", "q2"]
+    state = rt.resume(workflow=parent, run_id=run_id, wait_id=state.waiting.wait_id, payload={"raise": {"calls": 5}})
+    assert state.status is RunStatus.COMPLETED and llm.calls == ["q0", "q1", "q2", "parent"]
+    assert totals_of(rt.get_checkpoint(run_id).metadata)["calls"] == 4
+    assert len([r for r in records(rt, run_id) if "child_usage" in (r.get("ext") or {})]) == 1
+
+
+def test_a_retry_is_not_started_once_the_budget_is_reached(store: FileStore) -> None:
+    tries: list[int] = []
+
+    def spends_then_fails(run: RunState, effect: Effect) -> EffectOutcome:
+        tries.append(len(tries) + 1)
+        if len(tries) < 3:  # the reply was paid for, but could not be used
+            return EffectOutcome.failed("unparseable reply", ext={"usage": {"input_tokens": 100, "output_tokens": 50}})
+        return EffectOutcome.completed({"content": "ok"}, ext={"usage": {"input_tokens": 100, "output_tokens": 50}})
+
+    policy = DefaultEffectPolicy(default_max_attempts=3, default_backoff_base=0.0)
+    rt = store.runtime(effect_handlers={EffectType.LLM_CALL: spends_then_fails}, effect_policy=policy)
+    wf = chat(1)
+    run_id = rt.start(workflow=wf, budget={"tokens": 150})
+    state = rt.tick(workflow=wf, run_id=run_id)
+    # The first attempt spent the whole budget: its retry is not started, the run pauses.
+    assert tries == [1] and state.status is RunStatus.WAITING and state.waiting is not None
+    assert state.waiting.reason is WaitReason.BUDGET and state.waiting.details is not None
+    assert state.waiting.details["before_call"] is True
+    pending = rt.get_checkpoint(run_id).pending
+    assert pending is not None and pending.attempt == 1 and pending.failed == 1
+    state = rt.resume(workflow=wf, run_id=run_id, wait_id=state.waiting.wait_id, payload={"raise": {"tokens": 1000}})
+    assert state.status is RunStatus.COMPLETED, state.error
+    assert tries == [1, 2, 3]
+    attempts = [(r["attempt"], r["status"]) for r in records(rt, run_id) if r["kind"] == "effect"]
+    assert attempts == [(1, "started"), (1, "failed"), (2, "started"), (2, "failed"), (3, "started"), (3, "completed")]
+    assert totals_of(rt.get_checkpoint(run_id).metadata)["input_tokens"] == 300
