@@ -500,3 +500,57 @@ def test_a_retry_is_not_started_once_the_budget_is_reached(store: FileStore) -> 
     attempts = [(r["attempt"], r["status"]) for r in records(rt, run_id) if r["kind"] == "effect"]
     assert attempts == [(1, "started"), (1, "failed"), (2, "started"), (2, "failed"), (3, "started"), (3, "completed")]
     assert totals_of(rt.get_checkpoint(run_id).metadata)["input_tokens"] == 300
+
+
+@pytest.fixture(params=["file", "postgres"])
+def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """``reopen()`` → the same store opened again, as another process would (files or PostgreSQL)."""
+    if request.param == "file":
+        yield lambda: FileStore(tmp_path / "store", durability="none")
+        return
+    import uuid
+
+    from abstractruntime.storage.postgres.store import PostgresStore
+
+    url, schema, opened = request.getfixturevalue("postgres_url"), f"t_{uuid.uuid4().hex[:12]}", []
+
+    def open_() -> Any:
+        opened.append(PostgresStore(url, schema=schema))
+        return opened[-1]
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+def test_budgets_and_totals_hold_on_every_store(reopen: Any) -> None:
+    class Crash(BaseException):
+        """Stands for the process dying inside a handler (nothing after it runs)."""
+
+    llm = ScriptedLLM(prices=None)
+    crash = [True]
+
+    def dies_on_the_second(run: RunState, effect: Effect) -> EffectOutcome:
+        if len(llm.calls) == 1 and crash[0]:
+            crash[0] = False
+            raise Crash()
+        return llm(run, effect)
+
+    wf = chat(4)
+    rt = reopen().runtime(effect_handlers={EffectType.LLM_CALL: dies_on_the_second})
+    run_id = rt.start(workflow=wf, budget={"calls": 2})
+    with pytest.raises(Crash):
+        rt.tick(workflow=wf, run_id=run_id)
+    # Another process: the call the crash interrupted is performed again, and the run pauses at 2.
+    state = reopen().runtime(effect_handlers={EffectType.LLM_CALL: dies_on_the_second}).tick(workflow=wf, run_id=run_id)
+    assert llm.calls == ["q0", "q1"] and state.status is RunStatus.WAITING and state.waiting is not None
+    assert state.waiting.reason is WaitReason.BUDGET and state.waiting.details is not None
+    assert state.waiting.details["spent"]["calls"] == 2
+    third = reopen().runtime(effect_handlers={EffectType.LLM_CALL: llm})
+    with pytest.raises(AlreadyAnsweredError):
+        third.resume(workflow=wf, run_id=run_id, wait_id="w1", payload={"raise": {"calls": 2}})
+    state = third.resume(workflow=wf, run_id=run_id, wait_id=state.waiting.wait_id, payload={"raise": {"calls": 2}})
+    assert state.status is RunStatus.COMPLETED and llm.calls == ["q0", "q1", "q2", "q3"]
+    fourth = reopen().runtime()
+    assert totals_of(fourth.get_checkpoint(run_id).metadata)["calls"] == 4
+    assert [r["kind"] for r in fourth.get_ledger(run_id)].count("pause") == 1
