@@ -185,7 +185,10 @@ def collect_children(session: "RunSession") -> None:
         if found is None or not found[1]:
             continue  # running (or unreadable): counted as it goes, collected once it ends
         report = report_of(found[0], child_id)
-        recorded = account(session, {"child_usage": report}) if report is not None else None
+        try:
+            recorded = account(session, {"child_usage": report}) if report is not None else None
+        except InvalidInputError:  # a child's totals this run cannot count (never written so): none
+            recorded = None
         ckpt = session.checkpoint
         ckpt.metadata = {**ckpt.metadata, CHILDREN_KEY: [c for c in async_children(ckpt) if c != child_id]}
         stamp(session)
