@@ -81,6 +81,9 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
     from .cli_latency import rows as cli_latency_rows  # here: that module builds its rows with Row
 
     rows += cli_latency_rows(sc.get("cli_latency", {}))
+    from .usage_bench import rows as usage_rows  # here: that module builds its rows with Row
+
+    rows += usage_rows(sc.get("usage_accounting", {}))
     rows += _bytes_rows(sc.get("durable_steps", {}), up, lg, dbos)
     from .agent_loop import rows as agent_rows  # here: that module builds its rows with Row
 

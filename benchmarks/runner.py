@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 from . import (
     agent_loop, cli_latency, harness, ours, ours_async, ours_codefirst, ours_ops, ours_proof, ours_recovery, postgres,
-    report,
+    report, usage_bench,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +49,7 @@ SCENARIOS: dict[str, Callable[[ours.Sizes, str], dict[str, Any]]] = {
     "async_path": ours_async.async_path,
     "cli_latency": cli_latency.cli_latency,
     "agent_loop": agent_loop.run,
+    "usage_accounting": usage_bench.usage_accounting,
 }
 # Scenarios that run their own baselines (in the bench venv, interleaved with ours): they get the
 # bench interpreter and the --baselines selection; the baselines above do not run for them alone.

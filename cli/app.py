@@ -193,6 +193,8 @@ def continue_command(state: Any) -> str:
         reason = wait.reason.value
         if reason == "user":
             return f"abstractruntime resume {wait_handle(state)} --answer TEXT"
+        if reason == "budget":
+            return f"abstractruntime resume {wait_handle(state)} --raise-budget {_budget_limit(wait)}=+N"
         if isinstance(wait.details, dict) and isinstance(wait.details.get("tool_calls"), list):
             return f"abstractruntime tools approve {state.run_id}"
         if reason in ("event", "job") and wait.wait_key and not _needs_handler(wait):
@@ -212,6 +214,12 @@ def _can_retry(s: Settings, run_id: str) -> bool:
         return bool(s.open_store().runtime().can_retry(run_id))
     except (AbstractRuntimeError, OSError):
         return False  # only a hint: the failure itself was already reported
+
+
+def _budget_limit(wait: Any) -> str:
+    """The first limit a budget wait reached (``tokens`` when it does not say)."""
+    reached = wait.details.get("reached") if isinstance(wait.details, dict) else None
+    return str(reached[0]) if isinstance(reached, list) and reached else "tokens"
 
 
 def _needs_handler(wait: Any) -> bool:
@@ -282,6 +290,15 @@ def main_options(
                                   help="Never prompt; a run that waits exits 5."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No messages on stderr (errors still shown)."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="More messages; tracebacks for unexpected errors."),
+    prices: Optional[str] = typer.Option(
+        None, "--prices", metavar="FILE", envvar="ABSTRACTRUNTIME_PRICES", show_envvar=True,
+        help="A price table (TOML or JSON, docs/llm.md): LLM calls record their cost."),
+    max_in_flight: list[str] = typer.Option(
+        [], "--max-in-flight", metavar="KEY=N",
+        help="At most N effects in flight for KEY (e.g. llm:openai=4) among every process of the store; "
+             "repeatable [env var: ABSTRACTRUNTIME_MAX_IN_FLIGHT, comma-separated]."),
+    stream: bool = typer.Option(False, "--stream", envvar="ABSTRACTRUNTIME_LLM_STREAM", show_envvar=True,
+                                help="LLM calls stream their reply (`abstractruntime watch` shows it token by token)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Show the version and exit."),
 ) -> None:
@@ -292,6 +309,9 @@ def main_options(
     ctx.obj = Settings(store=store, json=json_out, no_input=no_input, quiet=quiet, verbose=verbose,
                        workflows=list(workflows), signing_key=signing_key or None, adopt_unsigned=adopt_unsigned,
                        upgrade=upgrade)
+    from .llm import llm_run_options
+
+    llm_run_options(prices, max_in_flight, stream)
     if verbose:
         import logging
 
@@ -385,15 +405,21 @@ def describe_state(s: Settings, state: Any) -> None:
         s.info(f"run {state.run_id} is waiting ({reason})" + (f" on {wait.wait_key}" if wait.wait_key else ""))
         if wait.prompt:
             s.info(f"  prompt: {wait.prompt}")
-        if wait.choices:
+        if wait.choices and reason != "budget":
             s.info("  choices: " + ", ".join(wait.choices))
         if wait.until:
             s.info(f"  until: {wait.until} (then: abstractruntime tick --due)")
+        delayed = wait.details.get("retry_after") if isinstance(wait.details, dict) else None
+        if isinstance(delayed, dict):
+            s.info(f"  waiting out a rate limit, not a failed attempt: {delayed.get('reason')}")
         if _needs_handler(wait):
             s.info(f"  needs --llm MODE --model MODEL ... to perform {wait.details['needs_handler']}; then: "
                    f"abstractruntime tick {state.run_id} --llm MODE ...")
         elif reason == "user":
             s.info(f"  answer with: abstractruntime resume {wait_handle(state)} --answer TEXT")
+        elif reason == "budget":
+            s.info(f"  raise with: abstractruntime resume {wait_handle(state)} --raise-budget "
+                   f"{_budget_limit(wait)}=+N   (or end it: --answer stop)")
         elif isinstance(wait.details, dict) and isinstance(wait.details.get("tool_calls"), list):
             for call in wait.details["tool_calls"]:
                 if isinstance(call, dict):

@@ -23,6 +23,9 @@ GLOBAL_OPTIONS: dict[str, bool] = {
     "--quiet": False,
     "-v": False,
     "--verbose": False,
+    "--prices": True,
+    "--max-in-flight": True,
+    "--stream": False,
 }
 _SHORT_FLAGS = {"q", "v"}
 

@@ -78,6 +78,9 @@ def run_cmd(
     model: Optional[str] = ModelOpt,
     server: Optional[str] = ServerOpt,
     base_url: Optional[str] = BaseUrlOpt,
+    budget: list[str] = typer.Option([], "--budget", metavar="LIMIT=N",
+                                     help="Pause the run when its LLM calls reach N: tokens=100000, cost=2.5 or "
+                                          "calls=20; repeatable (over the workflow file's `budget`)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Start a run and advance it until it completes, fails or waits (exit 0, 1 or 5).
@@ -87,8 +90,11 @@ def run_cmd(
     With --llm, llm_call and tool_calls effects go to an LLM (API keys: environment only); the
     configuration is recorded with the run (never a key) and reused by later commands. An
     llm_call with no --llm makes the run wait (exit 5, "needs --llm ...") rather than fail.
+    With a budget, a run whose calls reach it waits (reason budget, exit 5) for
+    `resume RUN@wN --raise-budget tokens=+N` or `--answer stop`.
     """
     s = settings(ctx, json_out)
+    limits = parse_budget(budget)
     config = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url).config()
     loaded = workflows.load(workflow_file, attr=attr)
     from abstractruntime.flow.spec import text_inputs
@@ -100,7 +106,10 @@ def run_cmd(
     s.redactor = runtime.redactor  # errors printed from here on: the workflow's own rules too
     # The LLM configuration goes with the run, so later commands need no --llm again.
     metadata = {"llm": config.to_metadata()} if config is not None else None
-    new_id = runtime.start(workflow=loaded.workflow, vars=inputs, actor_id=actor, run_id=run_id, metadata=metadata)
+    declared = getattr(loaded.module, "budget", None)
+    merged = {**(declared if isinstance(declared, dict) else {}), **limits} or None
+    new_id = runtime.start(workflow=loaded.workflow, vars=inputs, actor_id=actor, run_id=run_id, metadata=metadata,
+                           budget=merged)
     s.current_run = new_id
     s.debug(f"started run {new_id}")
     state = drive(s, runtime, loaded.workflow, runtime.get_state(new_id), max_steps=max_steps)
@@ -116,22 +125,57 @@ def start_cmd(
     vars_json: Optional[str] = typer.Option(None, "--vars-json", metavar="JSON", help="Input variables as a JSON object."),
     run_id: Optional[str] = typer.Option(None, "--run-id", metavar="ID", help="Use this run id instead of a random one."),
     actor: Optional[str] = typer.Option(None, "--actor", metavar="ID", help="Actor id recorded on the run."),
+    llm: Optional[str] = LlmOpt,
+    provider: Optional[str] = ProviderOpt,
+    model: Optional[str] = ModelOpt,
+    server: Optional[str] = ServerOpt,
+    base_url: Optional[str] = BaseUrlOpt,
+    budget: list[str] = typer.Option([], "--budget", metavar="LIMIT=N",
+                                     help="Pause the run when its LLM calls reach N (tokens, cost or calls); "
+                                          "repeatable."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Create a run without advancing it; prints its id (advance it with `tick RUN`)."""
+    """Create a run without advancing it; prints its id (advance it with `tick RUN` or a worker).
+
+    With --llm ... the LLM configuration is recorded with the run (never a key), so a worker
+    serves its llm_call effects; --budget as for `run`.
+    """
     s = settings(ctx, json_out)
+    limits = parse_budget(budget)
+    config = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url).config()
     loaded = workflows.load(workflow_file, attr=attr)
     from abstractruntime.flow.spec import text_inputs
 
     inputs = workflows.parse_vars(var, vars_json, text_inputs(loaded.workflow))
     runtime = workflows.runtime_for(s.open_store(create=True), loaded)
-    new_id = runtime.start(workflow=loaded.workflow, vars=inputs, actor_id=actor, run_id=run_id)
+    metadata = {"llm": config.to_metadata()} if config is not None else None
+    declared = getattr(loaded.module, "budget", None)
+    merged = {**(declared if isinstance(declared, dict) else {}), **limits} or None
+    new_id = runtime.start(workflow=loaded.workflow, vars=inputs, actor_id=actor, run_id=run_id, metadata=metadata,
+                           budget=merged)
     state = runtime.shown_checkpoint(new_id).run
     if s.json:
         s.emit_json(state.to_dict())
     else:
         s.emit_lines([new_id])
         s.info(f"run {new_id} created at node {state.current_node}")
+
+
+def parse_budget(items: list[str], *, option: str = "--budget") -> dict[str, Any]:
+    """``{"tokens": 100000}`` from ``LIMIT=N`` items (checked: exit 2 on anything else)."""
+    from abstractruntime.core.budget import check_budget
+    from abstractruntime.core.errors import InvalidInputError
+
+    limits: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInputError(f"{option} expects LIMIT=N (tokens, cost or calls), got {item!r}")
+        try:
+            limits[name.strip()] = float(value) if name.strip() == "cost" else int(value)
+        except ValueError:
+            raise InvalidInputError(f"{option} {item!r}: N must be a number") from None
+    return check_budget(limits) or {}
 
 
 def run_resolver(s: Settings, store: Any, llm: Any = None, *,

@@ -86,7 +86,18 @@ def runs_list(
     runs = _sort(store.runs.list_runs(status=st, wait_reason=wr, workflow_id=workflow, limit=fetch), sort)
     runs = [r for r in runs if r.run_id in blocks][:limit] if blocked_only else runs[:limit]
     if s.json:
-        s.emit_json([{**r.to_dict(), **({"blocked": blocks[r.run_id]} if r.run_id in blocks else {})} for r in runs])
+        from abstractruntime.usage import stored_totals
+
+        docs = []
+        for r in runs:
+            doc = r.to_dict()
+            if r.run_id in blocks:
+                doc["blocked"] = blocks[r.run_id]
+            totals = stored_totals(store, r.run_id)  # what the run spent on LLM calls, from its checkpoint
+            if totals is not None:
+                doc["usage"] = totals
+            docs.append(doc)
+        s.emit_json(docs)
         return
     s.emit_table(
         ["run_id", "status", "workflow", "node", "waiting", "updated_at"],
@@ -175,12 +186,16 @@ def runs_show(
     records = runtime.get_ledger(run_id)[: checkpoint.ledger.seq]
     last = records[-steps:] if steps else []
     from abstractruntime.core.blocks import current_block
+    from abstractruntime.usage import describe_totals, run_totals
 
     block = current_block(store.runs, run_id, checkpoint.ledger) if at is None else None
+    totals = run_totals(checkpoint.metadata)
     if s.json:
         doc = checkpoint.to_dict()
         if block is not None:
             doc["blocked"] = block
+        if totals is not None:
+            doc["usage"] = totals
         if checkpoint.run.waiting is not None:
             doc["wait_id"] = getattr(checkpoint.run.waiting, "wait_id", None)
             doc["wait_handle"] = wait_handle(checkpoint.run)
@@ -204,6 +219,10 @@ def runs_show(
         pairs.append(("forked_from", checkpoint.origin.get("run_id")))
     pairs.append(("ledger_seq", checkpoint.ledger.seq))
     pairs.append(("ledger_head", checkpoint.ledger.head_hash))
+    if totals is not None:
+        pairs.append(("usage", describe_totals(totals)))
+        if totals.get("budget"):
+            pairs.append(("budget", ", ".join(f"{k} {v:g}" for k, v in totals["budget"].items())))
     wait = run.waiting
     if wait is not None:
         pairs.append(("wait_handle", wait_handle(run)))

@@ -51,6 +51,20 @@ def read_payload(*, answer: Optional[str], answer_file: Optional[str], payload: 
     return None
 
 
+def budget_payload(items: list[str]) -> dict[str, Any]:
+    """The answer to a budget wait from ``--raise-budget`` items: ``{"raise": {...}, "set": {...}}``."""
+    from .cmd_exec import parse_budget
+
+    raised = [i.replace("=+", "=", 1) for i in items if "=+" in i]
+    fixed = [i for i in items if "=+" not in i]
+    payload: dict[str, Any] = {}
+    if raised:
+        payload["raise"] = parse_budget(raised, option="--raise-budget")
+    if fixed:
+        payload["set"] = parse_budget(fixed, option="--raise-budget")
+    return payload
+
+
 def _tool_wait(waiting: Any) -> bool:
     """Whether the run waits for tool-call approval (the integration is imported only then)."""
     details = getattr(waiting, "details", None)
@@ -77,6 +91,9 @@ def resume_cmd(
     fire_timer: bool = typer.Option(False, "--fire-timer",
                                     help="Fire the wait_until timer the run waits on now, before its time "
                                          "(recorded as fired by an operator)."),
+    raise_budget: list[str] = typer.Option([], "--raise-budget", metavar="LIMIT=+N|LIMIT=N",
+                                           help="Answer a budget wait: raise a limit by N (tokens=+50000) or set it "
+                                                "(cost=5); repeatable. `--answer stop` ends the run instead."),
     workflow_file: Optional[str] = WorkflowOpt,
     attr: Optional[str] = AttrOpt,
     allow_drift: bool = DriftOpt,
@@ -98,6 +115,8 @@ def resume_cmd(
     asked here; otherwise the command exits 5 and prints the wait handle.
     A timer (wait_until) takes no answer (exit 2): it resumes when due (`tick --due`, a
     worker), or now with --fire-timer, which the ledger records as an operator's action.
+    A run that reached its budget waits (reason budget): --raise-budget tokens=+50000 raises
+    it and the run goes on (the decision is recorded); --answer stop ends it (cancelled).
     """
     from abstractruntime.core.answers import check_timer_rule
     from abstractruntime.core.errors import RunNotWaitingError
@@ -111,6 +130,12 @@ def resume_cmd(
     s = settings(ctx, json_out)
     run_id, wait_id = split_handle(target)
     data = read_payload(answer=answer, answer_file=answer_file, payload=payload, payload_file=payload_file)
+    if raise_budget:
+        if data is not None:
+            from abstractruntime.core.errors import InvalidInputError
+
+            raise InvalidInputError("--raise-budget takes no --answer or --payload")
+        data = budget_payload(raise_budget)
     if fire_timer and data is not None:
         from abstractruntime.core.errors import InvalidInputError
 

@@ -262,17 +262,19 @@ Every value is shown as the ledger holds it: a secret is its redacted text (`"[R
 `"Bearer [REDACTED]"`); `runs show RUN --reveal PATH` prints one real value
 (`--json`: `{"run_id", "path", "value"}`) while the run's secrets still hold it (exit 3 when
 they do not). `status` is `running`, `waiting`, `completed`, `failed` or `cancelled`; `waiting` is `null`
-unless the run waits (`reason`: `user`, `event`, `until`, `job`, `subworkflow`). A waiting
+unless the run waits (`reason`: `user`, `event`, `until`, `job`, `subworkflow`, `budget`). A waiting
 run's document (`run`, `tick RUN`, `resume`, `tools approve|deny`) also has `"wait_id"` and
 `"wait_handle"` (`"RUN@wN"`, what `resume` takes).
 
-- `runs list`, `tick --due`, `emit`: a JSON array of runs.
+- `runs list`, `tick --due`, `emit`: a JSON array of runs; `runs list --json` adds `"usage"` to a
+  run that made LLM calls or has a budget: `{"calls", "input_tokens", "output_tokens", "tokens",
+  "cost"?, "unpriced"?, "budget"?}` (docs/llm.md).
 - `worker --json`: one run per line (JSON lines).
 - `runs show`: the checkpoint as readers see it, `Checkpoint.to_dict()`, plus the last ledger records:
   `{"format": 1, "run": {…run…}, "ledger": {"seq", "head_hash"},
   "workflow": {"source", "sha256", "workflow_id"} | null, "signature": … | null,
   "origin": {"run_id", "snapshot_id", "ledger"} | null, "last_steps": [record, …]}`, plus
-  `"wait_id"` and `"wait_handle"` when the run waits.
+  `"wait_id"` and `"wait_handle"` when the run waits, and `"usage"` as in `runs list`.
 - An error (any command, with `--json`): `{"error": {"code", "message", "exit_code", …}}`.
 - `ledger show --json`: an array of ledger records; `--jsonl`: one record per line. A record
   is `{"format", "run_id", "step_id", "node_id", "status", "kind", "effect", "result",
@@ -296,6 +298,10 @@ run's document (`run`, `tick RUN`, `resume`, `tools approve|deny`) also has `"wa
   `{"index", "runs": [that, …]}`. What the HTML page shows: [report](report.md).
 - `tools list --json`: `{"run_id", "wait_key", "calls_sha256", "tool_calls": [{"name",
   "arguments", "call_id"}, …]}`; `tools approve|deny --json`: the run, as `resume`.
+- `usage --json`: `{"by", "runs": [run_id, …], "rows": [{"key", "calls", "input_tokens",
+  "output_tokens", "tokens", "cost", "unpriced", "runs"}, …], "total": {…the same…}}`.
+- `watch --json`: one event per line: `{"event": "record", "record": {…}}`,
+  `{"event": "text", "text", "effect_id"}`, and last `{"event": "end", "state": {…run…}}`.
 - `bookmark add --json`: the bookmark, `Bookmark.to_dict()` (`name`, `seq`, `record_hash`,
   `note`, `created_at`, `checkpoint_seq`);
   `bookmark list --json`: an array of them.

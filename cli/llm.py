@@ -27,6 +27,7 @@ PROVIDER_API_KEY_ENV = "ABSTRACTRUNTIME_PROVIDER_API_KEY"
 TIMEOUT_ENV = "ABSTRACTRUNTIME_LLM_TIMEOUT"
 SERVER_ENV = "ABSTRACTRUNTIME_SERVER"
 BASE_URL_ENV = "ABSTRACTRUNTIME_BASE_URL"
+STREAM_ENV = "ABSTRACTRUNTIME_LLM_STREAM"
 
 # Reused as defaults by several commands; typer reads each command's signature separately.
 LlmOpt = typer.Option(None, "--llm", metavar="MODE", envvar="ABSTRACTRUNTIME_LLM", show_envvar=True,
@@ -238,8 +239,13 @@ def mode_handlers(config: LLMConfig, tools: Any) -> dict[str, Any]:
     and hybrid run them with ``tools`` (``None`` means AbstractCore's global registry).
     """
     from abstractruntime.integrations.abstractcore import build_mode_handlers
+    from abstractruntime.integrations.abstractcore.usage import prices_from_env
 
     api_key = os.environ.get(API_KEY_ENV) or None
+    # The price table in force (--prices, $ABSTRACTRUNTIME_PRICES) and streaming (--stream);
+    # rate limits wait (429/503 with Retry-After become a durable timer), the CLI's default.
+    extra: dict[str, Any] = {"prices": prices_from_env(), "rate_limits": "wait",
+                             "stream": os.environ.get(STREAM_ENV, "").strip().lower() in ("1", "true", "yes", "on")}
     if config.mode == "local":
         llm_kwargs: dict[str, Any] = {}
         if config.base_url:
@@ -249,7 +255,7 @@ def mode_handlers(config: LLMConfig, tools: Any) -> dict[str, Any]:
         elif api_key:
             llm_kwargs["api_key"] = api_key
         handlers = build_mode_handlers(mode="local", provider=config.provider, model=config.model,
-                                       tools=tools, llm_kwargs=llm_kwargs or None)
+                                       tools=tools, llm_kwargs=llm_kwargs or None, **extra)
     else:
         # An AbstractCore server routes "provider/model"; a bare model goes as given.
         model = config.model
@@ -258,11 +264,29 @@ def mode_handlers(config: LLMConfig, tools: Any) -> dict[str, Any]:
         handlers = build_mode_handlers(
             mode=config.mode, model=model, server_base_url=config.server,
             tools=tools if config.mode == "hybrid" else None, timeout_s=_timeout(), api_key=api_key,
-            provider_api_key=os.environ.get(PROVIDER_API_KEY_ENV) or None,
+            provider_api_key=os.environ.get(PROVIDER_API_KEY_ENV) or None, **extra,
         )
     return {getattr(k, "value", k): v for k, v in handlers.items()}
 
 
-__all__ = ["LLMConfig", "LlmFlags", "llm_flags", "resolve_llm", "llm_config", "check_key_destination", "mode_handlers",
+def llm_run_options(prices: Optional[str], max_in_flight: list[str], stream: bool) -> None:
+    """Check the LLM run options now (bad input exits 2 before anything runs) and hand them to
+    the handlers this process builds, through the environment variables they read."""
+    if prices:
+        from abstractruntime.integrations.abstractcore.usage import PRICES_ENV, PriceTable
+
+        PriceTable.load(prices)
+        os.environ[PRICES_ENV] = prices
+    from abstractruntime.equip import LIMITS_ENV, parse_limits
+
+    items = [*filter(None, [os.environ.get(LIMITS_ENV)]), *max_in_flight]
+    if items:
+        limits = parse_limits(items)
+        os.environ[LIMITS_ENV] = ",".join(f"{k}={v}" for k, v in limits.items())
+    if stream:
+        os.environ["ABSTRACTRUNTIME_LLM_STREAM"] = "1"
+
+
+__all__ = ["llm_run_options", "LLMConfig", "LlmFlags", "llm_flags", "resolve_llm", "llm_config", "check_key_destination", "mode_handlers",
            "LlmOpt", "ProviderOpt", "ModelOpt", "ServerOpt", "BaseUrlOpt", "API_KEY_ENV", "PROVIDER_API_KEY_ENV",
            "SERVER_ENV", "BASE_URL_ENV"]

@@ -42,7 +42,20 @@ def runtime_for(store: Any, loaded: Optional["LoadedWorkflow"], llm: Optional["L
     (:func:`abstractruntime.workflow_files.runtime_for`)."""
     from abstractruntime.workflow_files import runtime_for as library_runtime_for
 
-    return library_runtime_for(store, loaded, llm_handlers=_llm_handlers(llm))
+    return equipped(library_runtime_for(store, loaded, llm_handlers=_llm_handlers(llm)), store)
+
+
+def equipped(runtime: Any, store: Any) -> Any:
+    """The runtime with the store's live channel, the in-flight limits of ``--max-in-flight``
+    (``$ABSTRACTRUNTIME_MAX_IN_FLIGHT``) and, with ``$ABSTRACTRUNTIME_OTEL=1``, tracing
+    (:func:`abstractruntime.equip.equip`)."""
+    import os
+
+    from abstractruntime.equip import LIMITS_ENV, equip, parse_limits
+
+    raw = os.environ.get(LIMITS_ENV)
+    tracing = os.environ.get("ABSTRACTRUNTIME_OTEL", "").strip().lower() in ("1", "true", "yes", "on")
+    return equip(runtime, store, limits=parse_limits([raw]) if raw else None, tracing=tracing)
 
 
 def load(path: str | Path, *, attr: Optional[str] = None, workflow_id: Optional[str] = None) -> "LoadedWorkflow":
@@ -85,6 +98,7 @@ def load_for_run(s: "Settings", store: Any, run_id: str, *, workflow_file: Optio
                                            registry=registry(s, store), allow_drift=allow_drift,
                                            allow_upgrade=s.upgrade)
     s.debug(f"run {run_id}: workflow {loaded.workflow.workflow_id} from {loaded.path}")
+    runtime = equipped(runtime, store)
     if changed and config is not None:
         store.runtime().update_metadata(run_id, {"llm": config.to_metadata()})
         s.info(f"run {run_id}: recorded the new LLM configuration ({config.describe()})")
@@ -142,5 +156,5 @@ def parse_json(text: str, what: str) -> Any:
         raise InvalidInputError(f"{what} is not valid JSON: {exc}") from None
 
 
-__all__ = ["handlers_for", "runtime_for", "load", "load_for_run", "registry", "source_for_snapshot", "parse_vars",
+__all__ = ["equipped", "handlers_for", "runtime_for", "load", "load_for_run", "registry", "source_for_snapshot", "parse_vars",
            "parse_json"]

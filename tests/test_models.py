@@ -147,7 +147,9 @@ def test_checkpoint_round_trip(run: RunState, seq: int, head: str | None) -> Non
 
 def test_enum_values_are_the_upstream_strings() -> None:
     assert {s.value for s in RunStatus} == {"running", "waiting", "completed", "failed", "cancelled"}
-    assert {r.value for r in WaitReason} == {"event", "until", "user", "job", "subworkflow"}
+    # Every upstream reason, plus ours (``budget``: a run that reached its LLM budget).
+    assert {r.value for r in WaitReason} >= {"event", "until", "user", "job", "subworkflow"}
+    assert {r.value for r in WaitReason} - {"event", "until", "user", "job", "subworkflow"} == {"budget"}
     assert {e.value for e in EffectType} >= {"wait_event", "wait_until", "ask_user", "llm_call", "tool_calls",
                                              "start_subworkflow", "wait_job"}
     assert {s.value for s in StepStatus} == {"started", "completed", "failed", "waiting"}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from . import budget as budgets
+from . import usage_totals
 from .canonical import check_size
 from .errors import (
     AlreadyAnsweredError,
@@ -48,6 +50,10 @@ def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Opti
     if check_timer_rule(run_id, wait, payload, fire_timer):
         _fire_timer(session, wait)
         return
+    if WaitReason(wait.reason) is WaitReason.BUDGET:
+        check_size(encoded, what="Resume payload")
+        budgets.answer(session, wait, payload)  # raise the budget and go on, or stop the run
+        return
     _check_answer(wait.choices, wait.allow_free_text, payload)
     _check_approval(wait.details, payload, run_id)
     check_size(encoded, what="Resume payload")
@@ -62,8 +68,13 @@ def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Opti
     if event_id is not None:
         result["event_id"] = event_id
     rec.finish_success(result)
-    session.record(rec, result=payload, result_path=["payload"])
+    # A child's spend counts toward its parent: collected with the child's result.
+    report = usage_totals.child_usage_of(session, wait) if WaitReason(wait.reason) is WaitReason.SUBWORKFLOW else None
+    recorded = usage_totals.account(session, {"child_usage": report}) if report else None
+    session.record(rec, result=payload, result_path=["payload"], ext=recorded)
     session.answered = True
+    if report:
+        budgets.pause_if_crossed(session, node_id=rec.node_id, effect_id=None)
 
 
 def check_timer_rule(run_id: str, wait: WaitState, payload: Any, fire_timer: bool) -> bool:

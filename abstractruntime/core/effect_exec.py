@@ -12,15 +12,20 @@ deduplicates across the run: a completed effect with that key is reused.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Optional, Union
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Optional, Union
 
+from . import budget as budgets
+from . import usage_totals
 from .canonical import canonical_json, check_size
 from .effects import EffectOutcome
 from .errors import InvalidInputError, PayloadTooLargeError
 from .models import Effect, EffectType, RecordKind, RunState, RunStatus, StepPlan, StepRecord, WaitReason, WaitState
+from .observe import end_all, notify
 from .policy import DefaultEffectPolicy, compute_idempotency_key
 from .drive import EffectCall, Io, Sleep, Step, drive_sync
 from .ports import Pending
@@ -46,6 +51,10 @@ class EffectIdentity:
     ``parts`` holds the partial results this effect recorded before (e.g. the tool calls of a
     ``tool_calls`` effect that finished before a crash); :meth:`record_part` makes one durable
     at once, each in its own ledger record, so a re-run performs only what has no result.
+
+    ``budget_left`` is what remains of the run's budget (``None``: no budget); :meth:`progress`
+    publishes transient data to the runtime's observers (never recorded); :meth:`slot` /
+    :meth:`aslot` hold one of a key's in-flight slots (see :mod:`abstractruntime.core.observe`).
     """
 
     run_id: str
@@ -54,12 +63,43 @@ class EffectIdentity:
     attempt: int
     parts: Mapping[str, Any] = field(default_factory=dict)
     recorder: Optional[Callable[[str, Any], None]] = field(default=None, repr=False, compare=False)
+    budget_left: Optional[Mapping[str, Any]] = None
+    publisher: Optional[Callable[[Mapping[str, Any]], None]] = field(default=None, repr=False, compare=False)
+    limits: Optional[Any] = field(default=None, repr=False, compare=False)
 
     def record_part(self, name: str, value: Any) -> None:
         """Record ``value`` as this effect's part ``name`` (durable when this returns)."""
         if self.recorder is None:
             raise InvalidInputError("this effect cannot record partial results")
         self.recorder(name, value)
+
+    @property
+    def publishes(self) -> bool:
+        """Whether anyone receives :meth:`progress` (a handler may skip streaming otherwise)."""
+        return self.publisher is not None
+
+    def progress(self, data: Mapping[str, Any]) -> None:
+        """Publish transient ``data`` (e.g. ``{"text": "next tokens"}``), redacted, to the observers."""
+        if self.publisher is not None:
+            self.publisher(data)
+
+    @contextlib.contextmanager
+    def slot(self, key: str) -> Iterator[None]:
+        """Hold one of ``key``'s in-flight slots for the block (no limit configured: no wait)."""
+        if self.limits is None:
+            yield
+            return
+        with self.limits.slot(key):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def aslot(self, key: str) -> AsyncIterator[None]:
+        """:meth:`slot` for an event loop."""
+        if self.limits is None:
+            yield
+            return
+        async with self.limits.aslot(key):
+            yield
 
 
 _CURRENT: contextvars.ContextVar[Optional[EffectIdentity]] = contextvars.ContextVar(
@@ -137,6 +177,11 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
     last_error, retryable, attempt = "unknown error", True, first_attempt - 1
     timeout = _timeout_of(effect)
     while attempt < last_attempt:
+        if budgets.gate(session, EffectType(effect.type).value,
+                        Pending(effect_id=effect_id, node_id=plan.node_id, effect=effect.to_dict(),
+                                next_node=plan.next_node, idempotency_key=key, attempt=attempt, explicit=explicit,
+                                parts=dict(parts), failed=failed)):
+            return  # the budget is reached: no attempt is started (a retry neither), the run pauses
         attempt += 1
         rec = StepRecord.start(run=run, node_id=plan.node_id, effect=effect, attempt=attempt, idempotency_key=key)
         rec.effect_id, rec.next_node = effect_id, plan.next_node
@@ -154,22 +199,38 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
         if not handler.pure:
             yield Io(session.flush_before_effect)  # the intent (and every step before it) is durable first
         recorder = _part_recorder(session, plan, effect_id, key, attempt, parts)
-        identity = EffectIdentity(run.run_id, effect_id, key, attempt, dict(parts), recorder)
+        # What remains of the budget is a child's allotment: only a subworkflow needs it.
+        left = budgets.remaining(session) if effect.type is EffectType.START_SUBWORKFLOW else None
+        identity = EffectIdentity(run.run_id, effect_id, key, attempt, dict(parts), recorder, budget_left=left,
+                                  publisher=rt.publisher_for(run.run_id, effect_id, attempt), limits=rt.in_flight)
+        observers = rt.observers
+        watched = notify(observers, "effect_started", run.run_id, effect_id, EffectType(effect.type).value, attempt,
+                         plan.node_id) if observers else None
         outcome = yield EffectCall(handler, run, effect, plan.next_node, identity, _CURRENT, timeout,
                                    _cancel_recorder(session, plan, effect_id, key, attempt))
+        if watched:
+            end_all(observers, "effect_ended", watched, outcome.status, outcome.ext, outcome.error)
         if outcome.status == "completed":
             try:
                 check_size(canonical_json(outcome.result), what=f"Result of {effect.type.value} effect")
             except (InvalidInputError, PayloadTooLargeError) as exc:
-                outcome = EffectOutcome.failed(str(exc), retryable=False)
+                outcome = EffectOutcome.failed(str(exc), retryable=False, ext=outcome.ext)
             else:
-                _complete(session, plan, effect_id, key, outcome.result, attempt=attempt)
-                return
+                recorded, problem = _accounted(session, outcome.ext)
+                if problem is None:
+                    _complete(session, plan, effect_id, key, outcome.result, attempt=attempt, ext=recorded,
+                              metered=outcome.ext is not None)
+                    return
+                outcome = EffectOutcome.failed(problem, retryable=False)
+        if outcome.status == "delayed":
+            _delay(rt, session, plan, effect_id, attempt, outcome)
+            return
         if outcome.status == "waiting" and outcome.wait is not None:
             wait = outcome.wait
             wait.wait_id = wait_id_of(effect_id)
             ckpt.pending = None
             run.status, run.waiting = RunStatus.WAITING, wait
+            usage_totals.stamp(session)  # a waiting run's state carries its usage totals
             done = StepRecord.start(run=run, node_id=plan.node_id, effect=effect, attempt=attempt, idempotency_key=key)
             done.effect_id = effect_id
             session.record(done.finish_waiting(wait))
@@ -178,7 +239,8 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
         failed += 1
         if ckpt.pending is not None:
             ckpt.pending.failed = failed
-        _record_failure(session, plan, effect_id, key, attempt, last_error)
+        recorded, _ = _accounted(session, outcome.ext)  # an unusable report of a failure is left out
+        _record_failure(session, plan, effect_id, key, attempt, last_error, ext=recorded)
         if not retryable:
             break
         if attempt < last_attempt:
@@ -201,11 +263,39 @@ def _timeout_of(effect: Effect) -> Optional[float]:
     return None
 
 
-def _record_failure(session: RunSession, plan: StepPlan, effect_id: int, key: str, attempt: int, error: str) -> None:
+def _record_failure(session: RunSession, plan: StepPlan, effect_id: int, key: str, attempt: int, error: str,
+                    ext: Optional[dict[str, Any]] = None) -> None:
     failed = StepRecord.start(run=session.run, node_id=plan.node_id, effect=plan.effect, attempt=attempt,
                               idempotency_key=key)
     failed.effect_id = effect_id
-    session.record(failed.finish_failure(error))
+    session.record(failed.finish_failure(error), ext=ext)
+
+
+def _accounted(session: RunSession, ext: Any) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """``(ext to record, None)`` with its usage added to the run's totals, or ``(None, why)`` when
+    the handler's ``ext`` cannot be recorded (the attempt then fails, not retried)."""
+    if ext is None:
+        return None, None
+    try:
+        return usage_totals.account(session, ext) or None, None
+    except InvalidInputError as exc:
+        return None, f"the handler reported an unusable ext: {exc}"
+
+
+def _delay(rt: "Runtime", session: RunSession, plan: StepPlan, effect_id: int, attempt: int,
+           outcome: EffectOutcome) -> None:
+    """The service asked to try again later: wait on a durable timer, keeping the effect pending.
+
+    Not a failed attempt: the pending effect's failure count is unchanged, so the wait does not
+    use up its retry budget; when the timer is due the same effect is performed again.
+    """
+    seconds = float(outcome.delay_s or 0.0)
+    until = (rt.now() + timedelta(seconds=seconds)).isoformat()
+    recorded, _ = _accounted(session, outcome.ext)
+    budgets.pause(session, why="retry_after", reason=WaitReason.UNTIL, node_id=plan.node_id,
+                  resume_to_node=plan.node_id, effect_id=effect_id, until=until, ext=recorded,
+                  details={"retry_after": {"seconds": seconds, "reason": outcome.error, "attempt": attempt,
+                                           "effect_id": effect_id}})
 
 
 def _cancel_recorder(session: RunSession, plan: StepPlan, effect_id: int, key: str,
@@ -239,7 +329,7 @@ def _part_recorder(session: RunSession, plan: StepPlan, effect_id: int, key: str
 
 
 def _complete(session: RunSession, plan: StepPlan, effect_id: int, key: str, result: Any, *, attempt: int,
-              reused: bool = False) -> None:
+              reused: bool = False, ext: Optional[dict[str, Any]] = None, metered: bool = False) -> None:
     run, effect = session.run, plan.effect
     assert effect is not None
     session.checkpoint.pending = None
@@ -248,13 +338,18 @@ def _complete(session: RunSession, plan: StepPlan, effect_id: int, key: str, res
         return
     if effect.result_key and result is not None:
         set_nested(run.vars, effect.result_key, result)
+    if effect.type is EffectType.START_SUBWORKFLOW and type(result) is dict and result.get("async") is True \
+            and isinstance(result.get("sub_run_id"), str):
+        budgets.note_async_child(session, result["sub_run_id"])  # its spend counts toward this run's budget
     run.current_node = plan.next_node
     rec = StepRecord.start(run=run, node_id=plan.node_id, effect=effect, attempt=attempt, idempotency_key=key)
     rec.effect_id = effect_id
     rec.finish_success(result)
     if reused:
         rec.kind = RecordKind.EFFECT.value
-    session.record(rec, result=result)
+    session.record(rec, result=result, ext=ext)
+    if metered:  # usage was added to the totals (``ext`` is what was accounted and recorded)
+        budgets.pause_if_crossed(session, node_id=plan.node_id, effect_id=effect_id)
 
 
 def _prior_result(rt: "Runtime", session: RunSession, plan: StepPlan, key: str, explicit: bool) -> Optional[Any]:

@@ -62,10 +62,19 @@ def check_wait_key(key: object, *, what: str = "wait key") -> str:
 
 @dataclass(frozen=True)
 class EffectOutcome:
-    """What an effect handler returns: completed with a result, waiting, or failed.
+    """What an effect handler returns: completed with a result, waiting, failed, or delayed.
 
     ``retryable=False`` on a failure tells the runtime not to spend further attempts
     (e.g. an HTTP 4xx: the same request would fail the same way).
+
+    ``ext`` holds named extensions the runtime records on the outcome's ledger record
+    (docs/file-format.md): ``ext["usage"]`` (what an LLM call spent: ``input_tokens``,
+    ``output_tokens``, ``cost`` ...) is added to the run's totals and checked against its
+    budget; ``ext["prices"]`` (the price table in force) is recorded only when it changed.
+
+    A *delayed* outcome (:meth:`delayed`: the service said "try again in N seconds", an HTTP
+    429 with ``Retry-After``) is not a failed attempt: the run waits on a durable timer and the
+    same effect is performed again when it is due, without using up its retry budget.
     """
 
     status: str
@@ -73,15 +82,18 @@ class EffectOutcome:
     wait: Optional[WaitState] = None
     error: Optional[str] = None
     retryable: bool = True
+    ext: Optional[dict[str, Any]] = None
+    delay_s: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.wait is not None and self.wait.wait_key is not None:
             check_wait_key(self.wait.wait_key)
 
     @classmethod
-    def completed(cls, result: Optional[dict[str, Any]] = None) -> "EffectOutcome":
-        """The effect is done; ``result`` goes to ``vars[result_key]``."""
-        return cls(status="completed", result=result)
+    def completed(cls, result: Optional[dict[str, Any]] = None, *,
+                  ext: Optional[dict[str, Any]] = None) -> "EffectOutcome":
+        """The effect is done; ``result`` goes to ``vars[result_key]``; ``ext`` goes on its record."""
+        return cls(status="completed", result=result, ext=ext)
 
     @classmethod
     def waiting(cls, wait: WaitState) -> "EffectOutcome":
@@ -93,9 +105,24 @@ class EffectOutcome:
         return cls(status="waiting", wait=wait)
 
     @classmethod
-    def failed(cls, error: str, *, retryable: bool = True) -> "EffectOutcome":
-        """The attempt failed with ``error``."""
-        return cls(status="failed", error=error, retryable=retryable)
+    def failed(cls, error: str, *, retryable: bool = True, ext: Optional[dict[str, Any]] = None) -> "EffectOutcome":
+        """The attempt failed with ``error`` (``ext``: what it spent nonetheless, recorded on the failure)."""
+        return cls(status="failed", error=error, retryable=retryable, ext=ext)
+
+    @classmethod
+    def delayed(cls, seconds: float, reason: str, *, ext: Optional[dict[str, Any]] = None) -> "EffectOutcome":
+        """Perform this effect again in ``seconds`` (a durable timer; not a failed attempt).
+
+        ``reason`` says why (recorded in the wait's details, e.g. ``"HTTP 429: Retry-After 2"``).
+        A delay that is not a finite, non-negative number of seconds is a failed attempt instead.
+        """
+        try:
+            value = float(seconds)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not value >= 0 or value == float("inf"):
+            return cls.failed(f"{reason} (an unusable delay: {seconds!r})", ext=ext)
+        return cls(status="delayed", error=str(reason), ext=ext, delay_s=value)
 
 
 def _resume_to(effect: Effect, default_next_node: Optional[str]) -> Optional[str]:
@@ -207,6 +234,8 @@ def make_start_subworkflow(runtime: "Runtime"):  # type: ignore[no-untyped-def]
         # children and a loop that starts the same subworkflow again gets a new one. The
         # position is this handler's context (one per run, also when one runtime advances many
         # runs at once), never state kept on the shared runtime.
+        from .budget import combine
+        from .usage_totals import child_report
         from .effect_exec import current_effect
 
         identity = current_effect()
@@ -214,9 +243,13 @@ def make_start_subworkflow(runtime: "Runtime"):  # type: ignore[no-untyped-def]
             runtime.effect_policy.idempotency_key(run=run, node_id=run.current_node, effect=effect)
         sub_run_id = child_run_id(run.run_id, key)
         if not runtime.run_exists(sub_run_id):
+            # The child's budget is what remains of this run's (or its own, whichever is lower).
+            mine = identity is not None and identity.run_id == run.run_id
+            allotment = combine(identity.budget_left if mine and identity is not None else None,
+                                getattr(child_spec, "budget", None))
             try:
                 runtime.start(workflow=child_spec, vars=dict(effect.payload.get("vars") or {}),
-                              actor_id=run.actor_id, parent_run_id=run.run_id, run_id=sub_run_id)
+                              actor_id=run.actor_id, parent_run_id=run.run_id, run_id=sub_run_id, budget=allotment)
             except RunExistsError:
                 pass  # started before a crash (its ledger holds it): continue that child
         if effect.payload.get("async"):
@@ -226,7 +259,10 @@ def make_start_subworkflow(runtime: "Runtime"):  # type: ignore[no-untyped-def]
         except Exception as exc:  # the child's own failure is recorded in its ledger
             return EffectOutcome.failed(f"Subworkflow '{workflow_id}' failed: {exc}")
         if child.status is RunStatus.COMPLETED:
-            return EffectOutcome.completed({"sub_run_id": sub_run_id, "output": child.output})
+            # The child's spend counts toward this run's totals and budget (ext.child_usage).
+            report = child_report(runtime.get_checkpoint(sub_run_id), sub_run_id)
+            return EffectOutcome.completed({"sub_run_id": sub_run_id, "output": child.output},
+                                           ext={"child_usage": report} if report else None)
         if child.status is RunStatus.WAITING:
             sub_wait = child.waiting.to_dict() if child.waiting else {}
             return EffectOutcome.waiting(WaitState(

@@ -56,6 +56,8 @@ class WaitReason(str, Enum):
     USER = "user"
     JOB = "job"
     SUBWORKFLOW = "subworkflow"
+    # The run reached its budget (tokens, cost or calls): an operator raises it or stops the run.
+    BUDGET = "budget"
 
 
 class EffectType(str, Enum):
@@ -101,6 +103,8 @@ class RecordKind(str, Enum):
     STEP = "step"
     PATCH = "patch"
     UPGRADE = "upgrade"
+    # The kernel paused the run (a budget reached, a rate limit to wait out): the whole change is in its delta.
+    PAUSE = "pause"
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from .records import RECORD_FORMAT, record_hash3
 from .secret_values import SecretKeeper, shown_text
 from .session import RunParts
 from .state import StateImage, digest_of
+from .usage_totals import unsettled_reports
 from .values import UndefinedValueError, ValueTable, ValueWriter
 from .wal import apply_record, record_parts
 from .wal_legacy import replay as legacy_replay, secrets_by_record
@@ -172,7 +173,7 @@ def open_run(runs: RunStore, ledger: LedgerStore, run_id: str, *, for_writing: b
     if external is not None:
         checkpoint.run = external  # a process-local edit (in-memory store): the runtime records it on write
     parts = RunParts(checkpoint, image, table, keeper, head_digest=last.get("state") if last else None,
-                     writer=writer)
+                     writer=writer, unsettled=unsettled_reports(checkpoint.metadata, tail))
     saved = start if base is not None and stored is not None and start == stored.ledger else None
     return OpenedRun(parts=parts, saved=saved, head=head, external=external, last_record=last,
                      saved_status=RunStatus(stored.run_doc.get("status")) if saved is not None and stored is not None

@@ -38,6 +38,7 @@ from .errors import (
     StorageError,
 )
 from .ids import validate_id
+from .observe import InFlightLimits, notify, observed_tick, publisher
 from .models import EffectType, RecordKind, RunState, RunStatus, WaitReason
 from .policy import DefaultEffectPolicy, EffectPolicy
 from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, Pending, RunStore, has_capability
@@ -47,7 +48,9 @@ from .secret_release import SecretRelease
 from .session import RunParts, RunSession, StorePorts, fail_run, is_finished, new_record
 from .spec import WorkflowSpec
 from .answers import failed_retryably, prepare_retry, record_answer
+from .budget import BUDGET_KEY, check_budget
 from .upgrade import check_source
+from .usage_totals import stamp
 from .state import StateImage
 from .stepping import advance_steps, retry_steps
 from .timers import is_due
@@ -124,6 +127,10 @@ class Runtime:
         self.adopt_unsigned = adopt_unsigned
         self.missing_handler = missing_handler
         self._release = SecretRelease(run_store, ledger_store, self._clock, snapshot_store)
+        # Told of ticks, effect attempts, durable batches and handler progress (core/observe.py).
+        self.observers: list[Any] = []
+        # Per-key limits on effects in flight across every process of the store (core/observe.py).
+        self.in_flight: Optional[InFlightLimits] = None
         self._handlers: dict[EffectType, RegisteredHandler] = {}
         # run_id -> (file tokens, state) of runs this runtime advanced last (see _load). One
         # runtime serves several threads (a scheduler's thread beside the caller's, worker
@@ -198,7 +205,16 @@ class Runtime:
 
     def _ports(self, redactor: Optional[Redactor] = None) -> StorePorts:
         return StorePorts(runs=self._run_store, ledger=self._ledger_store, redactor=redactor or self._redactor,
-                          clock=self._clock, signer=self.signer, on_finished=self.release_secrets)
+                          clock=self._clock, signer=self.signer, on_finished=self.release_secrets,
+                          on_durable=self._durable if self.observers else None)
+
+    def _durable(self, run_id: str, seq: int) -> None:
+        notify(self.observers, "durable", run_id, seq)
+
+    def publisher_for(self, run_id: str, effect_id: int, attempt: int) -> Optional[Any]:
+        """What ``current_effect().progress(data)`` calls for this attempt (``None``: nobody observes);
+        the data is redacted with the runtime's redactor first."""
+        return publisher(self.observers, self._redactor, run_id, effect_id, attempt)
 
     def release_secrets(self, checkpoint: Checkpoint, *, locked: bool = True) -> None:
         """Drop the secret values of a finished run (``checkpoint``; the caller holds its lock, unless
@@ -301,17 +317,23 @@ class Runtime:
         parent_run_id: Optional[str] = None,
         run_id: Optional[str] = None,
         metadata: Optional[dict[str, Any]] = None,
+        budget: Optional[dict[str, Any]] = None,
     ) -> str:
         """Create a RUNNING run at the workflow's entry node; returns its id (nothing runs yet).
 
         Creating a run is exclusive: a second start of the same ``run_id`` raises
         :class:`RunExistsError` and writes nothing. ``metadata`` (run-level configuration,
-        never secrets) is recorded in the first ledger record.
+        never secrets) is recorded in the first ledger record. ``budget``
+        (``{"tokens"?, "cost"?, "calls"?}``; default: the workflow's ``budget`` attribute, if
+        any) pauses the run when its LLM calls reach it (:mod:`abstractruntime.core.budget`).
         """
         if vars is not None and not isinstance(vars, dict):
             raise InvalidInputError(f"vars must be a JSON object, not {type(vars).__name__}")
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidInputError("metadata must be a JSON object")
+        limits = check_budget(budget if budget is not None else getattr(workflow, "budget", None))
+        if limits is not None:
+            metadata = {**(metadata or {}), BUDGET_KEY: limits}
         if run_id is not None:
             validate_id(run_id, "run id")
         check_start = getattr(workflow, "check_start", None)
@@ -636,6 +658,7 @@ class Runtime:
             if run.status.is_terminal:
                 return run
             previous = run.status.value
+            stamp(session)  # what a killed writer left unsettled is counted on the run's last record
             run.status, run.error, run.waiting = RunStatus.CANCELLED, reason or "Cancelled", None
             session.checkpoint.pending = None
             rec = new_record(run, RecordKind.CANCEL)
@@ -745,21 +768,25 @@ class Runtime:
 
     def _finish(self, session: RunSession, steps: Step) -> RunState:
         """Drive ``steps`` in this thread, failing the run on the record if its state cannot be stored."""
-        try:
-            state: RunState = drive_sync(steps)
+        with observed_tick(self.observers, session) as tick:
+            try:
+                state: RunState = drive_sync(steps)
+            except InvalidInputError as exc:  # includes PayloadTooLargeError
+                state = self._fail_unstorable(session, exc)
+            tick.state = state
             return state
-        except InvalidInputError as exc:  # includes PayloadTooLargeError
-            return self._fail_unstorable(session, exc)
 
     async def _afinish(self, session: RunSession, steps: Step) -> RunState:
         """:meth:`_finish` under the async driver."""
-        try:
-            state: RunState = await drive_async(steps)
-            return state
-        except InvalidInputError as exc:
-            import asyncio  # loaded already: this runs on an event loop
+        with observed_tick(self.observers, session) as tick:
+            try:
+                state: RunState = await drive_async(steps)
+            except InvalidInputError as exc:
+                import asyncio  # loaded already: this runs on an event loop
 
-            return await asyncio.to_thread(self._fail_unstorable, session, exc)
+                state = await asyncio.to_thread(self._fail_unstorable, session, exc)
+            tick.state = state
+            return state
 
     def _fail_unstorable(self, session: RunSession, exc: InvalidInputError) -> RunState:
         """What was recorded stays; the run fails from the last recorded state."""

@@ -28,6 +28,7 @@ from .redaction import Redactor
 from .markers import SECRET
 from .secret_values import SecretKeeper, shown_text
 from .state import StateImage
+from .usage_totals import settle
 from .values import ValueTable, ValueWriter
 from .wal import (
     DELTA_RUN_FIELDS,
@@ -66,6 +67,8 @@ class StorePorts:
     signer: Optional[Any] = None
     # Called when a checkpoint shows the run finished: drops the secret values nothing needs now.
     on_finished: Optional[Any] = None
+    # Called with (run_id, seq) once a batch is durable (observers: live watching, tracing).
+    on_durable: Optional[Any] = None
 
 
 @dataclass
@@ -82,6 +85,9 @@ class RunParts:
     writer: Optional[ValueWriter] = None
     # The variables as of the last record (None: take them from ``checkpoint``).
     tracker: Optional[DeltaTracker] = None
+    # The ``ext`` of records a writer left with usage its state does not count yet (a process killed
+    # mid-tick): counted and settled before the next stored checkpoint (core/usage_totals.py).
+    unsettled: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _small_fields(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -117,6 +123,7 @@ class RunSession:
         self.head = durable_head if durable_head is not None else parts.checkpoint.ledger
         self.durable = self.head
         self.head_digest = parts.head_digest
+        self.unsettled = parts.unsettled
         # The head the stored checkpoint reflects (None: no checkpoint stored yet).
         self.saved = saved_head
         self.saved_status: Optional[RunStatus] = parts.checkpoint.run.status if saved_head is not None else None
@@ -155,18 +162,19 @@ class RunSession:
     def parts(self) -> RunParts:
         """The session's state, to continue in another session (the caller stops using this one)."""
         return RunParts(self.checkpoint, self.image, self.table, self.keeper, self.head_digest, self.encoder.writer,
-                        self.tracker)
+                        self.tracker, self.unsettled)
 
     # -- recording -----------------------------------------------------------------------
 
     def record(self, rec: StepRecord, *, result: Any = None, result_path: Optional[list[str]] = None,
-               full: bool = False) -> dict[str, Any]:
+               full: bool = False, ext: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         """Seal ``rec`` with the state change since the previous record and queue its line.
 
         ``result`` is the object the run stored in its vars from this record's result (so the
         delta refers to it instead of copying it); ``full`` records every field (a run's first
-        record, a restore, an edit). Raises ``InvalidInputError`` (``PayloadTooLargeError``)
-        before queueing anything when the state or the record cannot be stored.
+        record, a restore, an edit); ``ext`` holds the record's named extensions (``ext.usage``).
+        Raises ``InvalidInputError`` (``PayloadTooLargeError``) before queueing anything when the
+        state or the record cannot be stored.
         """
         if self.closed is not None:
             from .errors import SessionClosedError
@@ -176,6 +184,8 @@ class RunSession:
         self.encoder.begin()
         try:
             fields, ops, doc = self._encode(rec, result=result, result_path=result_path, full=full)
+            if ext:
+                fields["ext"] = ext
             doc, line = seal(fields, chained=self.chained)
             check_size(line, what=f"Ledger record for node {rec.node_id!r}")
             apply_record(self.image, doc, self.table, self.run_id)
@@ -382,6 +392,8 @@ class RunSession:
         self._fields, self._docs, self._lines, self._secrets, self._batch_defs = [], [], [], [], []
         self._queued_keys = {}
         self.uncommitted_nodes = []
+        if ports.on_durable is not None:
+            ports.on_durable(self.run_id, head.seq)
 
     def flush_before_effect(self) -> None:
         """Make everything before an effect durable (its intent included). A run answered in this
@@ -394,7 +406,9 @@ class RunSession:
 
     def save_checkpoint(self) -> None:
         """Make everything durable, then store the checkpoint at the durable head, proven by the
-        digest its record carries (no fsync needed: the ledger is the log)."""
+        digest its record carries (no fsync needed: the ledger is the log). The state it stores
+        always counts every usage report before it (the checkpoint is where the next writer starts)."""
+        settle(self)
         if self._lines:
             self.flush(checkpoint=True)
         elif self.head_digest is None or self.head_digest != self.image.digest():

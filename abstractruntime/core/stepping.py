@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .usage_totals import settle, stamp
 from .canonical import canonical_json, check_size
 from .drive import Io, NodeCall, Step
 from .effect_exec import effect_steps
@@ -37,7 +38,9 @@ def advance_steps(rt: "Runtime", session: RunSession, workflow: WorkflowSpec, ma
         steps += 1
         yield from _step(rt, session, workflow)
         if session.tail_is_long():
-            yield Io(session.save_checkpoint)  # every CHECKPOINT_EVERY records, also inside a long tick
+            # Every CHECKPOINT_EVERY records, also inside a long tick (the usage totals settled first).
+            yield Io(session.save_checkpoint)
+    settle(session)  # what the tick's LLM calls spent, into the run's state (core/usage_totals.py)
     yield Io(session.finish)
     rt.keep_warm(session)
     return run
@@ -134,6 +137,7 @@ def _complete(session: RunSession, plan: StepPlan) -> None:
         fail_run(session, plan.node_id, str(exc))
         return
     run.status, run.output, run.waiting = RunStatus.COMPLETED, plan.complete_output, None
+    stamp(session)  # the run's last record carries its usage totals
     rec = new_record(run, RecordKind.COMPLETE, plan.node_id)
     session.record(rec.finish_success({"completed": True}))
 

@@ -118,6 +118,36 @@ def _state_blocks(run: dict[str, Any]) -> str:
     return "".join(parts) or '<p class="muted">No output, error, wait or variables.</p>'
 
 
+def _usage(records: list[dict[str, Any]]) -> Optional[str]:
+    """What the run's LLM calls (and the children it collected) spent, from the records shown."""
+    from ..usage import describe_totals
+
+    def number(value: Any) -> int:
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+    calls = tokens_in = tokens_out = unpriced = 0
+    cost: Optional[float] = None
+    for rec in records:
+        ext: Any = rec.get("ext")
+        for name in ("usage", "child_usage"):
+            report = ext.get(name) if isinstance(ext, dict) else None
+            if not isinstance(report, dict):
+                continue
+            calls += number(report.get("calls", 1 if name == "usage" else 0))
+            tokens_in += number(report.get("input_tokens"))
+            tokens_out += number(report.get("output_tokens"))
+            unpriced += number(report.get("unpriced"))
+            value = report.get("cost")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                cost = round((cost or 0.0) + float(value), 10)
+            elif name == "usage":
+                unpriced += 1
+    if not calls:
+        return None
+    return describe_totals({"calls": calls, "input_tokens": tokens_in, "output_tokens": tokens_out,
+                            "tokens": tokens_in + tokens_out, "cost": cost, "unpriced": unpriced})
+
+
 def _stats(stats: dict[str, Any], rows: int) -> str:
     items = [("records", rows), ("LLM calls", stats["llm_calls"]), ("tool call batches", stats["tool_calls"]),
              ("waits", stats["waits"]), ("failures", stats["failures"]), ("retries", stats["retries"]),
@@ -154,6 +184,7 @@ def build_page(data: RunData, *, layout: str = "auto", generated_at: Optional[st
         ("actor", run.get("actor_id") or "—", "f-actor"), ("parent run", run.get("parent_run_id"), None),
         ("workflow sha256", workflow.get("sha256"), "f-sha256"),
         ("forked from", _origin(data.checkpoint), None),
+        ("LLM usage", _usage(data.records), "f-usage"),
         ("store", data.store_path, None), ("report written", generated_at, None),
     ])
     warnings = "".join(f"<li>{text(w)}</li>" for w in data.warnings)

@@ -7,6 +7,11 @@ is recorded (method, path, headers, parsed JSON body) so tests can assert what a
 Replies are taken from a FIFO queue (:meth:`OpenAIFixture.script`); when the queue is empty
 the optional ``responder(body) -> Reply`` decides, else the server answers 500 so a test that
 forgot to script a reply fails loudly instead of hanging.
+
+A reply may carry headers (``Retry-After`` on a 429). A request with ``"stream": true`` gets
+its 200 reply as server-sent events, one word of the content per event (``token_delay_s``
+apart) and the usage in the last one. :attr:`OpenAIFixture.max_in_flight` is the most chat
+requests the server was answering at the same time.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ class Reply:
     body: Union[dict[str, Any], str, bytes] = field(default_factory=dict)
     delay_s: float = 0.0
     content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    token_delay_s: float = 0.0
 
 
 @dataclass
@@ -92,6 +99,8 @@ class OpenAIFixture:
         self.responder: Optional[Callable[[Any], Reply]] = None
         self._queue: deque[Reply] = deque()
         self._lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._server: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -125,7 +134,54 @@ class OpenAIFixture:
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     self._send(Reply(status=404, body={"error": {"message": f"no route {self.path}"}}))
                     return
-                self._send(fixture._next_reply(body))
+                with fixture._lock:
+                    fixture.in_flight += 1
+                    fixture.max_in_flight = max(fixture.max_in_flight, fixture.in_flight)
+                try:
+                    reply = fixture._next_reply(body)
+                    if isinstance(body, dict) and body.get("stream") and reply.status == 200 \
+                            and isinstance(reply.body, dict):
+                        self._stream(reply)
+                    else:
+                        self._send(reply)
+                finally:
+                    with fixture._lock:
+                        fixture.in_flight -= 1
+
+            def _stream(self, reply: Reply) -> None:
+                if reply.delay_s:
+                    time.sleep(reply.delay_s)
+                assert isinstance(reply.body, dict)
+                doc = reply.body
+                message = doc["choices"][0]["message"]
+                words = (message.get("content") or "").split(" ")
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    for i, word in enumerate(w for w in words if w or len(words) == 1):
+                        piece = word if i == 0 else " " + word
+                        self._event({"model": doc["model"], "choices": [
+                            {"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+                        if reply.token_delay_s:
+                            time.sleep(reply.token_delay_s)
+                    if message.get("tool_calls"):
+                        calls = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+                        self._event({"model": doc["model"], "choices": [
+                            {"index": 0, "delta": {"tool_calls": calls}, "finish_reason": None}]})
+                    self._event({"model": doc["model"], "choices": [
+                        {"index": 0, "delta": {}, "finish_reason": doc["choices"][0]["finish_reason"]}]})
+                    self._event({"model": doc["model"], "choices": [], "usage": doc.get("usage")})
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.close_connection = True
+
+            def _event(self, data: dict[str, Any]) -> None:
+                self.wfile.write(b"data: " + json.dumps(data).encode("utf-8") + b"\n\n")
+                self.wfile.flush()
 
             def _send(self, reply: Reply) -> None:
                 if reply.delay_s:
@@ -140,6 +196,8 @@ class OpenAIFixture:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", reply.content_type)
                     self.send_header("Content-Length", str(len(data)))
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):

@@ -29,6 +29,8 @@ from .factory import (
 from .http_sender import HttpxRequestSender, RequestSender
 from .llm_client import AbstractCoreLLMClient, LocalAbstractCoreLLMClient, RemoteAbstractCoreLLMClient
 from .messages import assistant_message, tool_result_messages
+from .rate_limits import retry_after_seconds
+from .usage import PriceTable, usage_record
 from .tool_executor import (
     AbstractCoreToolExecutor,
     LocalToolExecutor,
@@ -62,4 +64,7 @@ __all__ = [
     "pending_tool_calls",
     "approve_tool_calls",
     "deny_tool_calls",
+    "PriceTable",
+    "usage_record",
+    "retry_after_seconds",
 ]

@@ -14,6 +14,13 @@ the file stores under ``store_dir`` are used (default ``$ABSTRACTRUNTIME_STORE``
 (exponential backoff from 1 s) and everything else once; non-retryable failures (HTTP 4xx,
 malformed responses) are never repeated.
 
+Rate limits: with ``rate_limits="wait"`` — the default of :func:`build_mode_handlers`,
+:func:`create_remote_runtime` and :func:`create_hybrid_runtime` — a 429/503 that says when to
+come back is a durable timer wait, not a failed attempt. :func:`create_local_runtime` keeps
+upstream 0.0.1's behaviour (``"fail"``) unless told ``rate_limits="wait"``. ``prices`` (a
+:class:`~.usage.PriceTable`) prices each call's recorded usage; ``stream=True`` lets calls
+stream their text to whoever watches the run.
+
 :func:`build_mode_handlers` gives the handlers alone, for a caller that builds its own
 ``Runtime`` (the CLI does).
 """
@@ -34,6 +41,7 @@ from ._support import abstractcore_installed
 from .effect_handlers import build_effect_handlers
 from .http_sender import RequestSender
 from .llm_client import LocalAbstractCoreLLMClient, RemoteAbstractCoreLLMClient
+from .usage import PriceTable
 from .tool_executor import (
     AbstractCoreToolExecutor,
     LocalToolExecutor,
@@ -105,11 +113,17 @@ def build_mode_handlers(
     api_key: Optional[str] = None,
     provider_api_key: Optional[str] = None,
     request_sender: Optional[RequestSender] = None,
+    rate_limits: str = "wait",
+    prices: Optional[PriceTable] = None,
+    stream: bool = False,
+    slot_key: Optional[str] = None,
 ) -> dict[EffectType, Any]:
     """The ``llm_call`` / ``tool_calls`` handlers for ``mode`` (``local``, ``remote``, ``hybrid``).
 
     ``local`` needs ``provider``; ``remote`` and ``hybrid`` need ``server_base_url``. In remote
     mode ``tools`` is ignored unless it is an executor (tools are passed through by default).
+    ``rate_limits``, ``prices``, ``stream`` and ``slot_key``: see the module docstring and
+    :func:`~.effect_handlers.make_llm_call_handler`.
     """
     missing = missing_mode_setting(mode, provider=provider, server_base_url=server_base_url)
     if missing == "provider":
@@ -117,12 +131,13 @@ def build_mode_handlers(
     if missing is not None:
         raise InvalidInputError(f"{mode} mode needs server_base_url (an AbstractCore server)")
     if mode == "local":
-        llm: Any = LocalAbstractCoreLLMClient(provider=cast(str, provider), model=model, llm_kwargs=llm_kwargs)
+        llm: Any = LocalAbstractCoreLLMClient(provider=cast(str, provider), model=model, llm_kwargs=llm_kwargs,
+                                              stream=stream)
         executor = make_tool_executor(tools) if tools is not None else _default_local_tools()
     else:
         llm = RemoteAbstractCoreLLMClient(
             server_base_url=cast(str, server_base_url), model=model, timeout_s=timeout_s, headers=headers,
-            request_sender=request_sender, api_key=api_key, provider_api_key=provider_api_key,
+            request_sender=request_sender, api_key=api_key, provider_api_key=provider_api_key, stream=stream,
         )
         if mode == "remote":
             has_execute = tools is not None and callable(getattr(tools, "execute", None))
@@ -133,7 +148,7 @@ def build_mode_handlers(
             executor = GlobalRegistryExecutor()
         else:
             executor = make_tool_executor(tools)
-    return build_effect_handlers(llm=llm, tools=executor)
+    return build_effect_handlers(llm=llm, tools=executor, rate_limits=rate_limits, prices=prices, slot_key=slot_key)
 
 
 class GlobalRegistryExecutor:
@@ -207,16 +222,22 @@ def create_local_runtime(
     llm_kwargs: Optional[dict[str, Any]] = None,
     tool_executor: Optional[ToolExecutor] = None,
     effect_handlers: Optional[dict[Any, Any]] = None,
+    rate_limits: str = "fail",
+    prices: Optional[PriceTable] = None,
+    stream: bool = False,
     **runtime_kwargs: Any,
 ) -> Runtime:
     """A runtime whose LLM runs in-process through AbstractCore and whose tools run here.
 
     ``tools``: callables, a ``{name: callable}`` dict or an executor; none → AbstractCore's
     global tool registry. ``llm_kwargs`` go to ``create_llm`` (``base_url``, ``api_key`` ...).
+    ``rate_limits`` is ``"fail"`` as in upstream 0.0.1 (a 429 is a failed attempt); pass
+    ``"wait"`` to wait out ``Retry-After`` on a durable timer instead.
     Extra keyword arguments (``context``, ``artifact_store``, ``clock`` ...) go to ``Runtime``.
     """
     handlers = build_mode_handlers(mode="local", provider=provider, model=model,
-                                   tools=tool_executor or tools, llm_kwargs=llm_kwargs)
+                                   tools=tool_executor or tools, llm_kwargs=llm_kwargs, rate_limits=rate_limits,
+                                   prices=prices, stream=stream)
     return _runtime(handlers, run_store=run_store, ledger_store=ledger_store, store_dir=store_dir,
                     effect_policy=effect_policy, effect_handlers=effect_handlers, runtime_kwargs=runtime_kwargs)
 
@@ -236,6 +257,9 @@ def create_remote_runtime(
     tool_executor: Optional[ToolExecutor] = None,
     request_sender: Optional[RequestSender] = None,
     effect_handlers: Optional[dict[Any, Any]] = None,
+    rate_limits: str = "wait",
+    prices: Optional[PriceTable] = None,
+    stream: bool = False,
     **runtime_kwargs: Any,
 ) -> Runtime:
     """A runtime whose LLM is an AbstractCore server and whose tool calls wait for approval.
@@ -246,6 +270,7 @@ def create_remote_runtime(
     handlers = build_mode_handlers(
         mode="remote", model=model, server_base_url=server_base_url, tools=tool_executor, headers=headers,
         timeout_s=timeout_s, api_key=api_key, provider_api_key=provider_api_key, request_sender=request_sender,
+        rate_limits=rate_limits, prices=prices, stream=stream,
     )
     return _runtime(handlers, run_store=run_store, ledger_store=ledger_store, store_dir=store_dir,
                     effect_policy=effect_policy, effect_handlers=effect_handlers, runtime_kwargs=runtime_kwargs)
@@ -266,6 +291,9 @@ def create_hybrid_runtime(
     effect_policy: Optional[EffectPolicy] = None,
     request_sender: Optional[RequestSender] = None,
     effect_handlers: Optional[dict[Any, Any]] = None,
+    rate_limits: str = "wait",
+    prices: Optional[PriceTable] = None,
+    stream: bool = False,
     **runtime_kwargs: Any,
 ) -> Runtime:
     """A runtime whose LLM is an AbstractCore server and whose tools run here.
@@ -277,6 +305,7 @@ def create_hybrid_runtime(
     handlers = build_mode_handlers(
         mode="hybrid", model=model, server_base_url=server_base_url, tools=tools, headers=headers,
         timeout_s=timeout_s, api_key=api_key, provider_api_key=provider_api_key, request_sender=request_sender,
+        rate_limits=rate_limits, prices=prices, stream=stream,
     )
     return _runtime(handlers, run_store=run_store, ledger_store=ledger_store, store_dir=store_dir,
                     effect_policy=effect_policy, effect_handlers=effect_handlers, runtime_kwargs=runtime_kwargs)

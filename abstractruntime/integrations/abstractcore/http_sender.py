@@ -14,7 +14,13 @@ other HTTP 4xx              ``... HTTP N ... (client error; not retried)``   no
 body is not JSON            ``malformed response ... not JSON``              no
 ==========================  ==============================================  =========
 
+A 429 or 503 that says when to come back (``Retry-After`` or a reset header,
+:mod:`.rate_limits`) also carries ``details["retry_after_s"]``: the ``llm_call`` handler turns
+it into a durable timer wait instead of a failed attempt.
+
 A timeout is always set: there is no way to make a call that can hang forever.
+:meth:`HttpxRequestSender.post_stream` is the streaming form of ``post``: it yields the
+server-sent events of a ``"stream": true`` call, with the same errors.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ...core.errors import EffectFailedError
 from ._support import scrub, secret_header_values
+from .rate_limits import retry_after_seconds
+from .streaming import sse_events
 
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 _MAX_ECHO_CHARS = 300  # how much of a server's error body is quoted in a failure message
@@ -80,16 +88,24 @@ def server_error_text(body: bytes, limit: int = _MAX_ECHO_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def http_status_error(status: int, reason: str, url: str, body: bytes, secrets: list[str]) -> EffectFailedError:
-    """The failure for a non-2xx answer, with the retry decision in ``details``."""
+def http_status_error(status: int, reason: str, url: str, body: bytes, secrets: list[str],
+                      headers: Optional[Any] = None) -> EffectFailedError:
+    """The failure for a non-2xx answer, with the retry decision in ``details`` (and, for a 429
+    or 503 that says when to come back, ``retry_after_s``)."""
     retryable = is_retryable_status(status)
     kind = ("server error; retryable" if status >= 500 else "retryable") if retryable else "client error; not retried"
     echo = server_error_text(body)
     message = f"AbstractCore server returned HTTP {status} {reason} for POST {display_url(url)}"
     if echo:
         message += f": {echo}"
+    retry_after = retry_after_seconds(status, dict(headers.items()) if headers is not None else {})
+    if retry_after is not None:
+        kind += f"; retry after {retry_after:g} s"
     message = scrub(f"{message} ({kind})", secrets)
-    return EffectFailedError(message, retryable=retryable, status_code=status)
+    details: dict[str, Any] = {"status_code": status}
+    if retry_after is not None:
+        details["retry_after_s"] = retry_after
+    return EffectFailedError(message, retryable=retryable, **details)
 
 
 def decode_json_body(body: bytes, url: str) -> dict[str, Any]:
@@ -150,6 +166,26 @@ class HttpxRequestSender:
             resp = self._client.post(url, headers=headers, json=json, timeout=httpx.Timeout(timeout))
         return _decoded(resp, url, secrets)
 
+    def post_stream(self, url: str, *, headers: dict[str, str], json: dict[str, Any],
+                    timeout: float) -> Iterator[dict[str, Any]]:
+        """POST a streaming request and yield its server-sent events (failures as :meth:`post`'s)."""
+        httpx = self._httpx
+        if not self._own and self._client.is_closed:
+            self._client = _default_client(httpx)
+        secrets = secret_header_values(headers)
+        with _mapped_errors(httpx, url, timeout, secrets):
+            with self._client.stream("POST", url, headers=headers, json=json,
+                                     timeout=httpx.Timeout(timeout)) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise http_status_error(resp.status_code, resp.reason_phrase or "", url, resp.content, secrets,
+                                            resp.headers)
+                if _is_json(resp):  # a server that does not stream answers with the whole completion
+                    resp.read()
+                    yield decode_json_body(resp.content, url)
+                    return
+                yield from sse_events(resp.iter_lines())
+
 
 class AsyncHttpxRequestSender:
     """:class:`HttpxRequestSender` over ``httpx.AsyncClient``: the same requests and errors, awaited.
@@ -181,6 +217,29 @@ class AsyncHttpxRequestSender:
             resp = await self._client().post(url, headers=headers, json=json, timeout=httpx.Timeout(timeout))
         return _decoded(resp, url, secrets)
 
+    async def post_stream(self, url: str, *, headers: dict[str, str], json: dict[str, Any], timeout: float,
+                          on_event: Any) -> None:
+        """POST a streaming request, calling ``on_event(event)`` for each server-sent event."""
+        httpx = self._httpx
+        secrets = secret_header_values(headers)
+        with _mapped_errors(httpx, url, timeout, secrets):
+            async with self._client().stream("POST", url, headers=headers, json=json,
+                                             timeout=httpx.Timeout(timeout)) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise http_status_error(resp.status_code, resp.reason_phrase or "", url, resp.content, secrets,
+                                            resp.headers)
+                if _is_json(resp):
+                    await resp.aread()
+                    on_event(decode_json_body(resp.content, url))
+                    return
+                lines: list[str] = []
+                async for line in resp.aiter_lines():
+                    lines.append(line)
+                    for event in sse_events(lines):
+                        on_event(event)
+                    lines.clear()
+
 
 @contextlib.contextmanager
 def _mapped_errors(httpx: Any, url: str, timeout: float, secrets: list[str]) -> Iterator[None]:
@@ -206,7 +265,11 @@ def _mapped_errors(httpx: Any, url: str, timeout: float, secrets: list[str]) -> 
         ) from None
 
 
+def _is_json(resp: Any) -> bool:
+    return str(resp.headers.get("content-type", "")).split(";")[0].strip().lower() == "application/json"
+
+
 def _decoded(resp: Any, url: str, secrets: list[str]) -> dict[str, Any]:
     if resp.status_code >= 400:
-        raise http_status_error(resp.status_code, resp.reason_phrase or "", url, resp.content, secrets)
+        raise http_status_error(resp.status_code, resp.reason_phrase or "", url, resp.content, secrets, resp.headers)
     return decode_json_body(resp.content, url)

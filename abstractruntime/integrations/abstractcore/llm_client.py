@@ -22,12 +22,14 @@ import asyncio
 
 import math
 import threading
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from ...core.errors import EffectFailedError, InvalidInputError
 from ._support import import_abstractcore, jsonable, scrub, secret_header_values
 from .http_sender import AsyncHttpxRequestSender, HttpxRequestSender, RequestSender, display_url, is_retryable_status
 from .logging import get_logger
+from .rate_limits import MAX_DELAY_S, MIN_DELAY_S, RATE_LIMIT_STATUSES
+from .streaming import CompletionAssembler, joined_stream, streamed_body
 from .wire import (
     convert_messages,
     flat_tool_spec,
@@ -116,6 +118,9 @@ class LocalAbstractCoreLLMClient:
     Unless ``llm_kwargs`` says otherwise, the provider gets a 600 s HTTP ``timeout`` and
     ``retry_config=RetryConfig(max_attempts=1)``: retries belong to the runtime's effect
     policy, where every attempt is recorded.
+
+    ``stream=True`` lets a call stream its text to ``on_text`` (the ``llm_call`` handler does
+    so when someone observes the run); a call with tools never streams here.
     """
 
     def __init__(
@@ -125,10 +130,12 @@ class LocalAbstractCoreLLMClient:
         model: str,
         llm_kwargs: Optional[dict[str, Any]] = None,
         llm: Any = None,
+        stream: bool = False,
     ) -> None:
         self._core = import_abstractcore("Local LLM mode")
         self.provider = provider
         self.model = model
+        self.streams = bool(stream)
         self._llm_kwargs = dict(llm_kwargs or {})
         self._llm: Any = llm
         self._lock = threading.Lock()
@@ -169,14 +176,20 @@ class LocalAbstractCoreLLMClient:
         system_prompt: Optional[str] = None,
         tools: Optional[list[dict[str, Any]]] = None,
         params: Optional[dict[str, Any]] = None,
+        on_text: Optional[Callable[[str], None]] = None,
     ) -> dict[str, Any]:
-        """Call the model once (no streaming); see the module docstring for the result."""
+        """Call the model once; see the module docstring for the result.
+
+        With ``on_text`` (and ``stream=True`` at construction, and no tools) the reply streams:
+        each piece of text is passed to ``on_text`` as it arrives; the result is the same.
+        """
         params = dict(params or {})
         self._check_endpoint(params)
         history = convert_messages(messages) or None
         if not prompt and not history:
             raise InvalidInputError("llm_call requires payload.prompt or payload.messages")
         tool_specs = [flat_tool_spec(t) for t in tools] if tools else None
+        stream = bool(on_text is not None and self.streams and not tool_specs)
         try:
             llm = self._provider()
             resp = llm.generate(
@@ -184,20 +197,34 @@ class LocalAbstractCoreLLMClient:
                 messages=history,
                 system_prompt=system_prompt,
                 tools=tool_specs,
-                stream=False,
+                stream=stream,
                 **params,
             )
+            if stream:
+                resp = joined_stream(resp, on_text)
         except EffectFailedError:
             raise
         except Exception as exc:  # AbstractCore raises its own tree; classify it without importing it
-            retryable = _core_error_is_retryable(exc)
-            hint = "retryable" if retryable else "not retried"
-            message = scrub(f"{self.provider}/{self.model}: {type(exc).__name__}: {exc} ({hint})", self._secrets())
-            raise EffectFailedError(message, retryable=retryable, error_type=type(exc).__name__) from None
+            raise self._failure(exc) from None
         return normalize_generate_response(resp)
+
+    def _failure(self, exc: BaseException) -> EffectFailedError:
+        retryable = _core_error_is_retryable(exc)
+        hint = "retryable" if retryable else "not retried"
+        message = scrub(f"{self.provider}/{self.model}: {type(exc).__name__}: {exc} ({hint})", self._secrets())
+        details: dict[str, Any] = {"error_type": type(exc).__name__}
+        status = getattr(exc, "status_code", None)
+        delay = getattr(exc, "retry_after_s", None)
+        rate_limited = type(exc).__name__ == "RateLimitError" or status in RATE_LIMIT_STATUSES
+        if rate_limited and isinstance(delay, (int, float)) and not isinstance(delay, bool) and math.isfinite(delay):
+            details["retry_after_s"] = min(max(float(delay), MIN_DELAY_S), MAX_DELAY_S)
+        return EffectFailedError(message, retryable=retryable, **details)
 
     async def agenerate(self, **kwargs: Any) -> dict[str, Any]:
         """:meth:`generate` for an event loop, through the provider's own ``agenerate`` when it has one."""
+        if kwargs.get("on_text") is not None:  # a streamed call is iterated in a worker thread
+            return await asyncio.to_thread(lambda: self.generate(**kwargs))
+        kwargs.pop("on_text", None)
         params = dict(kwargs.get("params") or {})
         self._check_endpoint(params)
         history = convert_messages(kwargs.get("messages")) or None
@@ -215,11 +242,18 @@ class LocalAbstractCoreLLMClient:
         except EffectFailedError:
             raise
         except Exception as exc:
-            retryable = _core_error_is_retryable(exc)
-            hint = "retryable" if retryable else "not retried"
-            message = scrub(f"{self.provider}/{self.model}: {type(exc).__name__}: {exc} ({hint})", self._secrets())
-            raise EffectFailedError(message, retryable=retryable, error_type=type(exc).__name__) from None
+            raise self._failure(exc) from None
         return normalize_generate_response(resp)
+
+    @property
+    def usage_provider(self) -> str:
+        """The provider recorded in ``ext.usage``."""
+        return self.provider
+
+    @property
+    def usage_model(self) -> str:
+        """The model recorded in ``ext.usage``."""
+        return self.model
 
 
 # --------------------------------------------------------------------------- remote
@@ -233,7 +267,9 @@ class RemoteAbstractCoreLLMClient:
     sent as top-level body fields (``temperature``, ``max_tokens``, ``base_url`` ...);
     ``params.timeout_s`` overrides the timeout for one call. A call whose ``params.base_url``
     routes it to another endpoint (the payload is the workflow's data, not the operator's
-    configuration) is sent without the configured ``provider_api_key``.
+    configuration) is sent without the configured ``provider_api_key``. ``stream=True`` lets a
+    call stream (``"stream": true``, server-sent events) when it is given ``on_text`` and the
+    sender can (``post_stream``); the result is the same as without streaming.
     """
 
     def __init__(
@@ -246,6 +282,7 @@ class RemoteAbstractCoreLLMClient:
         request_sender: Optional[RequestSender] = None,
         api_key: Optional[str] = None,
         provider_api_key: Optional[str] = None,
+        stream: bool = False,
     ) -> None:
         if not server_base_url or not str(server_base_url).startswith(("http://", "https://")):
             raise InvalidInputError(f"server_base_url must be an http(s) URL, got {server_base_url!r}")
@@ -259,6 +296,24 @@ class RemoteAbstractCoreLLMClient:
             self._headers[PROVIDER_KEY_HEADER] = str(provider_api_key)
         self._sender: Optional[RequestSender] = request_sender
         self._async_sender: Optional[AsyncHttpxRequestSender] = None
+        self._stream = bool(stream)
+
+    @property
+    def streams(self) -> bool:
+        """Whether calls given ``on_text`` stream (asked for, and the sender can)."""
+        return self._stream and (self._sender is None or callable(getattr(self._sender, "post_stream", None)))
+
+    @property
+    def usage_provider(self) -> str:
+        """The provider recorded in ``ext.usage``: the ``provider/`` prefix of the model, else the server."""
+        if "/" in self.model:
+            return self.model.split("/", 1)[0]
+        return display_url(self.server_base_url).split("://", 1)[-1]
+
+    @property
+    def usage_model(self) -> str:
+        """The model recorded in ``ext.usage`` (without the provider prefix)."""
+        return self.model.split("/", 1)[1] if "/" in self.model else self.model
 
     @property
     def url(self) -> str:
@@ -310,6 +365,7 @@ class RemoteAbstractCoreLLMClient:
         system_prompt: Optional[str] = None,
         tools: Optional[list[dict[str, Any]]] = None,
         params: Optional[dict[str, Any]] = None,
+        on_text: Optional[Callable[[str], None]] = None,
     ) -> dict[str, Any]:
         """POST one chat completion and normalise the answer (see the module docstring)."""
         headers, body, timeout = self.build_request(
@@ -319,7 +375,14 @@ class RemoteAbstractCoreLLMClient:
         if self._sender is None:
             self._sender = HttpxRequestSender()
         try:
-            resp = self._sender.post(self.url, headers=headers, json=body, timeout=timeout)
+            if on_text is not None and self.streams:
+                assembler = CompletionAssembler(on_text)
+                for event in self._sender.post_stream(  # type: ignore[attr-defined]
+                        self.url, headers=headers, json=streamed_body(body), timeout=timeout):
+                    assembler.add(event)
+                resp = assembler.completion()
+            else:
+                resp = self._sender.post(self.url, headers=headers, json=body, timeout=timeout)
         except EffectFailedError as exc:
             raise EffectFailedError(scrub(exc.message, secrets), **exc.details) from None
         except Exception as exc:  # an injected sender's own errors: count as transient
@@ -332,12 +395,19 @@ class RemoteAbstractCoreLLMClient:
         ``request_sender`` runs in a worker thread), with the same errors, redaction and timeout."""
         if self._sender is not None:
             return await asyncio.to_thread(lambda: self.generate(**kwargs))
+        on_text = kwargs.pop("on_text", None)
         headers, body, timeout = self.build_request(**kwargs)
         secrets = secret_header_values(headers)
         if self._async_sender is None:
             self._async_sender = AsyncHttpxRequestSender()
         try:
-            resp = await self._async_sender.post(self.url, headers=headers, json=body, timeout=timeout)
+            if on_text is not None and self._stream:
+                assembler = CompletionAssembler(on_text)
+                await self._async_sender.post_stream(self.url, headers=headers, json=streamed_body(body), timeout=timeout,
+                                                     on_event=assembler.add)
+                resp = assembler.completion()
+            else:
+                resp = await self._async_sender.post(self.url, headers=headers, json=body, timeout=timeout)
         except EffectFailedError as exc:
             raise EffectFailedError(scrub(exc.message, secrets), **exc.details) from None
         return self._normalized(resp, secrets)
@@ -348,3 +418,4 @@ class RemoteAbstractCoreLLMClient:
             return normalize_chat_response(resp)
         except EffectFailedError as exc:
             raise EffectFailedError(scrub(exc.message, secrets), **exc.details) from None
+
