@@ -50,7 +50,9 @@ def _calls(calls: Any) -> str:
     parts = []
     for call in calls:
         if isinstance(call, dict):
-            parts.append(f"{call.get('name')}({_compact(call.get('arguments'))})")
+            # A model's tool call names its function inside "function" (OpenAI's shape).
+            inner = call.get("function") if "name" not in call and isinstance(call.get("function"), dict) else call
+            parts.append(f"{inner.get('name')}({_compact(inner.get('arguments'))})")
     return ", ".join(parts)
 
 

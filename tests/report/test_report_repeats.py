@@ -84,3 +84,14 @@ def test_a_list_equal_to_one_shown_and_nested_lists() -> None:
     assert short[1]["result"]["rows"][0]["cells"] == [placeholder(MIN_ITEMS, 1), {"n": 99}]
     assert short[2]["result"]["again"] == [placeholder(MIN_ITEMS, 1)]
     assert items_in(short[2]["result"]["again"]) == MIN_ITEMS
+
+
+def test_a_tool_call_in_the_models_shape_is_summarised_by_its_function() -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "search", "arguments": '{"q": "x"}'}}
+    records = [{"seq": 1, "kind": "effect", "status": "started", "effect_id": 1,
+                "effect": {"type": "tool_calls", "payload": {"tool_calls": [call]}}},
+               {"seq": 2, "kind": "effect", "status": "started", "effect_id": 2,
+                "effect": {"type": "tool_calls", "payload": {"tool_calls": [{"name": "add", "arguments": {"a": 1}}]}}}]
+    rows, _ = build_rows(records)
+    assert rows[0]["sum"] == 'tool calls: search({"q": "x"})'
+    assert rows[1]["sum"] == 'tool calls: add({"a": 1})'
