@@ -51,7 +51,8 @@ def _calls(calls: Any) -> str:
     for call in calls:
         if isinstance(call, dict):
             # A model's tool call names its function inside "function" (OpenAI's shape).
-            inner = call.get("function") if "name" not in call and isinstance(call.get("function"), dict) else call
+            function = call.get("function")
+            inner: dict[str, Any] = function if "name" not in call and isinstance(function, dict) else call
             parts.append(f"{inner.get('name')}({_compact(inner.get('arguments'))})")
     return ", ".join(parts)
 
