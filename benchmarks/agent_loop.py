@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -70,14 +71,16 @@ def workflow(turns: int, size: int, tools: bool) -> Any:
     return WorkflowSpec(f"agent_loop_{'tools' if tools else 'chat'}", "agent", nodes)
 
 
-def handlers(size: int, tools: bool, stamps: list[float]) -> dict[Any, Any]:
-    """The model (1 KB replies, stamped) and the tool (1 KB outputs): they look only at how many
-    messages they were given."""
+def handlers(size: int, tools: bool, stamps: list[float], cpu: Optional[list[float]] = None) -> dict[Any, Any]:
+    """The model (1 KB replies, stamped; ``cpu``: the process's CPU time too) and the tool (1 KB
+    outputs): they look only at how many messages they were given."""
     from abstractruntime.core.models import EffectType
     from abstractruntime.core.runtime import EffectOutcome
 
     def model(run: Any, effect: Any) -> Any:
         stamps.append(harness.clock())
+        if cpu is not None:
+            cpu.append(time.process_time())
         return EffectOutcome.completed(workloads.model_reply(len(effect.payload["messages"]), size, tools=tools))
 
     def tool(run: Any, effect: Any) -> Any:
@@ -103,16 +106,21 @@ def measure_ours(turns: int, variant: str, size: int, work: str) -> dict[str, An
     """The loop on a fresh file store with fsync on; times, bytes on disk, the conversation's bytes."""
     from abstractruntime.storage.store import FileStore
 
+    from abstractruntime.report import build_report
+    from abstractruntime.storage.verify import verify_run
+
     tools = variant == "tools"
     store = FileStore(tempfile.mkdtemp(dir=work), durability="fsync")
     stamps: list[float] = []
+    cpu: list[float] = []
     try:
         wf = workflow(turns, size, tools)
-        rt = store.runtime(effect_handlers=handlers(size, tools, stamps))
+        rt = store.runtime(effect_handlers=handlers(size, tools, stamps, cpu))
         t0 = harness.clock()
         run_id = rt.start(workflow=wf, vars={"messages": [workloads.first_message()]})
         state = workloads.run_to_end(rt, wf, run_id)
         end = harness.clock()
+        cpu_end = time.process_time()
         assert state.status.value == "completed", (state.status, state.error)
         messages = state.vars["messages"]
         assert len(messages) == 1 + turns * (2 if tools else 1), len(messages)
@@ -121,9 +129,22 @@ def measure_ours(turns: int, variant: str, size: int, work: str) -> dict[str, An
     finally:
         store.close()
     files = run_files(store.root / "runs" / run_id)
+    # Reading it back: the whole verify, and the HTML report, of the finished run.
+    reader = FileStore(store.root, durability="none")
+    try:
+        t1 = harness.clock()
+        assert verify_run(reader, run_id).ok
+        t2 = harness.clock()
+        page = build_report(reader, run_id)
+        t3 = harness.clock()
+    finally:
+        reader.close()
+    cpu_costs = workloads.turn_costs(cpu, cpu_end, turns)
     return {"turns": turns, "variant": variant, "seconds": end - t0, "conversation_bytes": conversation,
             "disk_bytes": files["total"], "files": files, "records": records,
             "store_bytes": harness.tree_bytes(store.root), **workloads.turn_costs(stamps, end, turns),
+            "cpu_early_seconds": cpu_costs["early_seconds"], "cpu_late_seconds": cpu_costs["late_seconds"],
+            "verify_seconds": t2 - t1, "report_seconds": t3 - t2, "report_bytes": len(page.encode("utf-8")),
             "durability": 'FileStore(durability="fsync"): one write + fsync per effect (intent first)'}
 
 
@@ -207,6 +228,14 @@ def rows(section: Any) -> list[Row]:
         out.append(Row(name, f"{what}: mean turn, turns {late[0]:,}–{late[1]:,} ÷ turns {early[0]}–{early[1]}",
                        f"{ms(ours['late_seconds'])} / {ms(ours['early_seconds'])}", ", ".join(others), flat,
                        f"≤ {FLAT_TARGET:g}×" if need else "", (flat is not None and flat <= FLAT_TARGET) if need else None))
+        if ours.get("cpu_early_seconds"):
+            # The same windows in the process's CPU time: the runtime's own work, whatever the disk.
+            out.append(Row(name, f"{what}: CPU per turn, turns {late[0]:,}–{late[1]:,} ÷ turns {early[0]}–{early[1]}",
+                           f"{ms(ours['cpu_late_seconds'])} / {ms(ours['cpu_early_seconds'])}", "",
+                           _ratio(ours["cpu_late_seconds"], ours["cpu_early_seconds"])))
+        if "verify_seconds" in ours:
+            out.append(Row(name, f"{what}: verify, then the HTML report ({_kb(ours['report_bytes'])})",
+                           f"{_s(ours['verify_seconds'])} + {_s(ours['report_seconds'])}", "", None))
         for key in ("dbos", "langgraph"):
             theirs = point.get(key, {})
             if not _ok(theirs):

@@ -135,9 +135,12 @@ def test_agent_loop_group_runs_alone(tmp_path: Path) -> None:
     for point in section["points"]:
         ours = point["ours"]
         assert ours["disk_bytes"] >= ours["files"]["ledger"] > ours["conversation_bytes"]
+        assert ours["verify_seconds"] > 0 and ours["report_seconds"] > 0 and ours["report_bytes"] > 0
+        assert ours["cpu_late_seconds"] > 0 and ours["cpu_early_seconds"] > 0
         for name in ("langgraph", "dbos"):
             assert _measured_or_skipped(point[name]), (name, point[name])
     for name in BASELINES:
         assert results["baselines"][name]["skipped"], name
     assert any(row["scenario"] == "agent loop" for row in results["table"])
+    assert any("verify, then the HTML report" in row["measure"] for row in results["table"])
     assert not any(row["ours"].startswith("skipped: not selected") for row in results["table"])

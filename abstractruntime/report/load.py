@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.json_codec import loads_strict
+from .repeats import abbreviate
 from ..core.redaction import Redactor
 from ..core.errors import (
     AbstractRuntimeError,
@@ -241,6 +242,7 @@ def load_run(store: Any, run_id: str, *, at: Optional[int] = None, related: int 
         if at < 1 or at > (last or 0):
             raise InvalidInputError(f"--at {at} is outside the ledger of run {run_id} (seq 1..{last})")
         records = [r for r in records if (_seq(r) or 0) <= at]
+    records = abbreviate(records)  # an agent's conversation shown once, not at every turn
     run = dict((checkpoint or {}).get("run") or {})
     rebuilt = None
     if at is not None:

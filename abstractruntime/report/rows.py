@@ -10,6 +10,7 @@ import json
 from typing import Any, Optional
 
 from ..storage.query import timestamp
+from .repeats import items_in
 
 SUMMARY_CHARS = 240
 # A single record's detail larger than this is cut to a preview in the page (the full
@@ -49,15 +50,18 @@ def _calls(calls: Any) -> str:
     parts = []
     for call in calls:
         if isinstance(call, dict):
-            parts.append(f"{call.get('name')}({_compact(call.get('arguments'))})")
+            # A model's tool call names its function inside "function" (OpenAI's shape).
+            function = call.get("function")
+            inner: dict[str, Any] = function if "name" not in call and isinstance(function, dict) else call
+            parts.append(f"{inner.get('name')}({_compact(inner.get('arguments'))})")
     return ", ".join(parts)
 
 
 def _effect_summary(etype: str, payload: dict[str, Any]) -> str:
     if etype == "llm_call":
         msgs: Any = payload.get("messages")
-        count = len(msgs) if isinstance(msgs, list) else 0
-        last = msgs[-1] if count and isinstance(msgs[-1], dict) else {}
+        count = items_in(msgs) if isinstance(msgs, list) else 0
+        last = msgs[-1] if msgs and isinstance(msgs, list) and isinstance(msgs[-1], dict) else {}
         prompt = payload.get("prompt")
         text = last.get("content") if last else prompt
         return f"LLM call, {count} message(s): {_compact(text) if text is not None else ''}"
@@ -215,7 +219,8 @@ def build_rows(records: list[dict[str, Any]], *, problems: Optional[dict[int, li
         if start is not None and end is not None:
             row["ms"] = round(max(0.0, end - start) * 1000, 3)
         if effect is not None:
-            key = rec.get("step_id") or rec.get("effect_id")
+            # An effect's records share its effect_id (format 3 gives each record its own step_id).
+            key = rec.get("effect_id") if rec.get("effect_id") is not None else rec.get("step_id")
             text = _compact(effect)
             earlier = effects_seen.get(key) if key else None
             if earlier is not None and earlier[1] == text:

@@ -3,7 +3,8 @@
 :class:`StateReplay` rebuilds the state document record by record, the way the runtime does,
 from the ledger alone (no secret is needed: digests cover the redacted state and its
 commitments). It reports a reference to a value the run never defined (``value_undefined``),
-a malformed marker (``bad_marker``), a record that cannot be replayed (``unreplayable``) and a
+a list extension of a value that is not a list (``value_not_a_list``), a malformed marker
+(``bad_marker``), a record that cannot be replayed (``unreplayable``) and a
 record whose ``state`` digest is not the digest of the state it ends
 (``state_digest_mismatch``). After the first record it cannot replay it stops: the state is
 unknown from there, and every later digest would be a cascade of the same problem.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from ..core.markers import EXT, ITEMS, LIT, REF, VAL, marker_kind
 from ..core.records import RECORD_FORMAT
 from ..core.state import StateImage
 from ..core.values import UndefinedValueError, ValueTable
@@ -45,10 +47,16 @@ class StateReplay:
         except ValueError as exc:
             self.stopped = True
             return "bad_marker", f"record holds a malformed marker ({exc})"
-        missing = [vid for part in record_parts(doc) for vid in self.table.closure(part) if vid not in self.table]
-        if missing:
-            self.stopped = True
-            return "value_undefined", f"record refers to stored value {missing[0][:16]}…, which the run never defined"
+        # Only the ids this record names: every definition filed earlier had its own checked when
+        # its record was seen, so checking the whole closure again would cost the conversation
+        # at every record.
+        for vid, extended in _references(record_parts(doc)):
+            if vid not in self.table:
+                self.stopped = True
+                return "value_undefined", f"record refers to stored value {vid[:16]}…, which the run never defined"
+            if extended and not _is_list(self.table, vid):
+                self.stopped = True
+                return "value_not_a_list", f"record extends stored value {vid[:16]}…, which is not a list"
         try:
             apply_record(self.image, doc, self.table, self.run_id)
         except (ValueError, TypeError, KeyError, UndefinedValueError) as exc:
@@ -62,6 +70,48 @@ class StateReplay:
                 return ("state_digest_mismatch", "the record's state digest is not the digest of the state the "
                         "ledger rebuilds there (a digest written by someone else?)")
         return None
+
+
+def _is_list(table: ValueTable, vid: str) -> bool:
+    """The stored value ``vid`` is a list (an ``$ext``, or a ``$val`` of a list, perhaps through references)."""
+    seen: set[str] = set()
+    while vid not in seen:
+        seen.add(vid)
+        node = table.node(vid)
+        if node[0] == "ext" or isinstance(node[1], list):
+            return True
+        inner = node[1]
+        if not (isinstance(inner, dict) and marker_kind(inner) == "ref" and inner[REF] in table):
+            return False
+        vid = inner[REF]
+    return False
+
+
+def _references(parts: list[Any]) -> list[tuple[str, bool]]:
+    """The stored-value ids ``parts`` name (``{"$v": id}``, and the list a ``$ext`` extends, with
+    ``True``), without following them into other records' definitions."""
+    found: list[tuple[str, bool]] = []
+    stack: list[Any] = list(parts)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+            continue
+        if not isinstance(item, dict):
+            continue
+        kind = marker_kind(item)
+        if kind == "ref":
+            found.append((item[REF], False))
+        elif kind == "ext":
+            found.append((item[EXT], True))
+            stack.append(item[ITEMS])
+        elif kind == "val":
+            stack.append(item[VAL])
+        elif kind == "lit":
+            stack.extend(item[LIT].values())
+        elif kind is None:
+            stack.extend(item.values())
+    return found
 
 
 __all__ = ["StateReplay"]

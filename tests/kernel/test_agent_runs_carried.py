@@ -143,12 +143,20 @@ def test_the_report_shows_the_run_verified(agent_run: tuple[Path, str, Any]) -> 
     finally:
         store.close()
     assert 'data-ok="true"' in html
+    # The conversation is shown once, each turn its new message: the page grows like the ledger.
+    ledger = (root / "runs" / run_id / "ledger.jsonl").stat().st_size
+    assert len(html.encode()) < 5 * ledger, (len(html.encode()), ledger)
     payload = json.loads(re.search(r'id="report-data">(.*?)</script>', html, re.S)[1])  # type: ignore[index]
     assert len(payload["rows"]) == rows
     assert "sk-live-" not in html  # from redacted values only
     # Every model call, with the conversation it was given.
     calls = [row for row in payload["rows"] if row.get("etype") == "llm_call" and "eff" in row]
     assert {row["seq"] for row in calls} >= {r["seq"] for r in store_records if r["status"] == "started"}
+    last = max(calls, key=lambda row: row["seq"])
+    assert last["sum"].startswith(f"LLM call, {TURNS} message(s): Reply to {TURNS - 1} messages.")
+    shown = last["eff"]["payload"]["messages"]
+    # The previous model call showed the rest.
+    assert len(shown) == 2 and shown[0].endswith(" items as shown at seq " + str(last["seq"] - 2) + " …")
 
 
 def test_store_copy_to_postgresql_and_back_and_the_run_goes_on_there(agent_run: tuple[Path, str, Any],

@@ -133,3 +133,52 @@ def rechain_without_replay(records: list[dict[str, Any]]) -> list[dict[str, Any]
         record["record_hash"] = prev = documented_hash(record)
         out.append(record)
     return out
+
+
+def _forge(tmp_path: Path, change: Any) -> set[str]:
+    """Run the appender, let ``change(records)`` edit its records, rechain them; verify's problems."""
+    store = FileStore(tmp_path, durability="none")
+    try:
+        run_id = run_appender(store).run_id
+    finally:
+        store.close()
+    records = read_records(ledger_path(tmp_path, run_id))
+    change(records)
+    for record in records:
+        record.pop("state", None)
+    write_records(ledger_path(tmp_path, run_id), rechain_without_replay(records))
+    (tmp_path / "runs" / run_id / "run.json").unlink()
+    store = FileStore(tmp_path, durability="none")
+    try:
+        return problem_types(verify_run(store, run_id))
+    finally:
+        store.close()
+
+
+def _extensions(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [op[2] for r in records for op in (r.get("delta") or {}).get("vars", [])
+            if op[0] == "s" and isinstance(op[2], dict) and "$ext" in op[2]]
+
+
+def test_an_agent_like_run_verifies(tmp_path: Path) -> None:
+    assert _forge(tmp_path, lambda records: None) == set()
+
+
+def test_a_reference_to_a_value_never_defined_is_reported(tmp_path: Path) -> None:
+    def change(records: list[dict[str, Any]]) -> None:
+        # Deep inside a definition: the new item of the last extension.
+        _extensions(records)[-1]["$items"] = [{"$v": "ab" * 32}]
+
+    assert "value_undefined" in _forge(tmp_path, change)
+
+
+def test_an_extension_of_a_value_that_is_not_a_list_is_reported(tmp_path: Path) -> None:
+    from abstractruntime.core.values import value_id
+
+    def change(records: list[dict[str, Any]]) -> None:
+        exts = _extensions(records)
+        item = exts[0]["$items"][0]  # a log entry, stored as a value of its own: a string
+        assert "$val" in item and isinstance(item["$val"], str)
+        exts[-1]["$ext"] = value_id(item["$val"])
+
+    assert "value_not_a_list" in _forge(tmp_path, change)
