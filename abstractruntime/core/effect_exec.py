@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Optional, U
 
 from .canonical import canonical_json, check_size
 from .effects import EffectOutcome
-from .errors import InvalidInputError, PayloadTooLargeError
+from .errors import InvalidInputError, PayloadTooLargeError, SessionClosedError
 from .models import Effect, EffectType, RecordKind, RunState, RunStatus, StepPlan, StepRecord, WaitReason, WaitState
 from .policy import DefaultEffectPolicy, compute_idempotency_key
 from .drive import EffectCall, Io, Sleep, Step, drive_sync
@@ -153,10 +153,13 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
             break
         if not handler.pure:
             yield Io(session.flush_before_effect)  # the intent (and every step before it) is durable first
-        recorder = _part_recorder(session, plan, effect_id, key, attempt, parts)
+        # Parts may be recorded from several threads at once, and a cancellation may come at the
+        # same moment: one guard orders them, and nothing is written after the cancellation.
+        guard = threading.Lock()
+        recorder = _part_recorder(session, plan, effect_id, key, attempt, parts, guard)
         identity = EffectIdentity(run.run_id, effect_id, key, attempt, dict(parts), recorder)
         outcome = yield EffectCall(handler, run, effect, plan.next_node, identity, _CURRENT, timeout,
-                                   _cancel_recorder(session, plan, effect_id, key, attempt))
+                                   _cancel_recorder(session, plan, effect_id, key, attempt, guard))
         if outcome.status == "completed":
             try:
                 check_size(canonical_json(outcome.result), what=f"Result of {effect.type.value} effect")
@@ -209,23 +212,30 @@ def _record_failure(session: RunSession, plan: StepPlan, effect_id: int, key: st
 
 
 def _cancel_recorder(session: RunSession, plan: StepPlan, effect_id: int, key: str,
-                     attempt: int) -> Callable[[str], None]:
-    """Record a cancelled attempt and make it durable (the intent stays pending: the next tick retries)."""
+                     attempt: int, guard: threading.Lock) -> Callable[[str], None]:
+    """Record a cancelled attempt and make it durable (the intent stays pending: the next tick
+    retries), then close the session: a thread the handler left behind cannot write any more."""
 
     def record(message: str) -> None:
-        _record_failure(session, plan, effect_id, key, attempt, message)
-        session.flush()
+        with guard:
+            try:
+                _record_failure(session, plan, effect_id, key, attempt, message)
+                session.flush()
+            finally:
+                session.close("its effect was cancelled")
 
     return record
 
 
 def _part_recorder(session: RunSession, plan: StepPlan, effect_id: int, key: str, attempt: int,
-                   parts: dict[str, Any]) -> Callable[[str, Any], None]:
-    """``record_part`` for one attempt: each part is its own record, durable before it returns."""
-    guard = threading.Lock()  # tools of one effect may finish on several threads at once
+                   parts: dict[str, Any], guard: threading.Lock) -> Callable[[str, Any], None]:
+    """``record_part`` for one attempt: each part is its own record, durable before it returns
+    (:class:`SessionClosedError`, nothing written, once the session was given up)."""
 
     def record(name: str, value: Any) -> None:
         with guard:
+            if session.closed is not None:
+                raise SessionClosedError(f"run {session.run_id}: {session.closed}; the part {name!r} was not recorded")
             parts[str(name)] = value
             ckpt = session.checkpoint
             if ckpt.pending is not None:

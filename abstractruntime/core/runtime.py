@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Iterator, Optional
 
 from .canonical import canonical_json, check_size
 from .clock import Clock, utc_now
-from .drive import Step, drive_async, drive_sync
+from .drive import Io, Request, Step, StepsStopped, drive_async, drive_sync, run_blocking, settle_in_thread
 from .effect_exec import EffectHandler, RegisteredHandler
 from .effects import (
     EffectOutcome,
@@ -340,7 +340,13 @@ class Runtime:
         lock = self._run_store.lock(run_id, wait=lock_wait, create=create) if create else \
             self._run_store.lock(run_id, wait=lock_wait)
         if lock_wait > 0:
-            await asyncio.to_thread(lock.__enter__)  # waiting for a lock must not block the loop
+            # Waiting for a lock must not block the loop; a lock granted after a cancellation is
+            # given back at once, never left held by a thread nobody waits for.
+            waiting = Request()
+            await settle_in_thread(waiting, lock.__enter__)
+            if waiting.interrupted:
+                lock.__exit__(None, None, None)
+                raise asyncio.CancelledError
         else:
             lock.__enter__()
         with contextlib.ExitStack() as held:
@@ -575,20 +581,36 @@ class Runtime:
         return session
 
     def _finish(self, session: RunSession, steps: Step) -> RunState:
-        """Drive ``steps`` in this thread, failing the run on the record if its state cannot be stored."""
+        """Drive ``steps`` in this thread, failing the run on the record if its state cannot be stored.
+
+        A tick that ends by an exception closes its session before its lock is given up: a
+        thread a handler left behind cannot write for the run any more.
+        """
         try:
-            state: RunState = drive_sync(steps)
+            state: RunState = drive_sync(_stoppable(session, steps))
             return state
         except InvalidInputError as exc:  # includes PayloadTooLargeError
             return self._fail_unstorable(session, exc)
+        except BaseException:
+            _abandon(session)
+            raise
 
     async def _afinish(self, session: RunSession, steps: Step) -> RunState:
-        """:meth:`_finish` under the async driver."""
+        """:meth:`_finish` under the async driver. A cancellation is raised only once nothing runs for
+        the run: a synchronous handler in a thread ends first and its outcome is recorded."""
         try:
-            state: RunState = await drive_async(steps)
+            state: RunState = await drive_async(_stoppable(session, steps))
             return state
         except InvalidInputError as exc:
-            return await asyncio.to_thread(self._fail_unstorable, session, exc)
+            try:
+                failed: RunState = await run_blocking(self._fail_unstorable, session, exc)
+                return failed
+            except BaseException:
+                _abandon(session)
+                raise
+        except BaseException:
+            _abandon(session)
+            raise
 
     def _fail_unstorable(self, session: RunSession, exc: InvalidInputError) -> RunState:
         """What was recorded stays; the run fails from the last recorded state."""
@@ -601,6 +623,24 @@ class Runtime:
                  exception_type=type(exc).__name__)
         fresh.save_checkpoint()
         return fresh.run
+
+
+def _stoppable(session: RunSession, steps: Step) -> Step:
+    """``steps``, stopped at their next step when the driver says so (a worker's stop, a
+    cancellation): what was recorded is made durable, nothing new begins, and the run goes on
+    from there at its next tick (an effect whose intent is durable is performed then)."""
+    try:
+        state: RunState = yield from steps
+        return state
+    except StepsStopped:
+        yield Io(session.finish)
+        return session.run
+
+
+def _abandon(session: RunSession) -> None:
+    """Close a session its tick gave up (an exception, a cancellation) before the lock goes."""
+    if session.closed is None:
+        session.close("its tick was interrupted; the run's lock is given up")
 
 
 # The reason an ``edit`` record gives for a state saved with ``RunStore.save``.

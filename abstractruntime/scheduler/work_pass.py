@@ -11,10 +11,12 @@ event loop with ``atick``: while one awaits an LLM or a tool, the others go on.
 A pass first delivers the events ``emit --keep`` kept to the first runs now waiting on their keys
 (when the scheduler has the store's event log), then advances them with the rest.
 
-A stop (``stop_event`` set, e.g. by SIGTERM) ends the pass: a one-at-a-time pass finishes the
-run in hand first; a concurrent pass cancels its in-flight ticks (each interrupted effect is
-recorded as a failed attempt and runs again later, every lock is released). Claims are
-released either way.
+A stop (``stop_event`` set, e.g. by SIGTERM) ends the pass: nothing more is claimed, and each
+run in hand stops at its next step. A one-at-a-time pass lets the step in hand end; a
+concurrent pass cancels its in-flight ticks: an async handler is cancelled (recorded as a failed
+attempt, performed again later), a synchronous handler — a thread, which nothing can interrupt
+— is waited for and its result recorded. A run's lock and claim are given up only once nothing
+runs for it any more (:meth:`WorkPass.in_hand` names the runs still in hand meanwhile).
 
 :meth:`WorkPass.serve` is the worker's loop: passes, and waits for work in between. A store
 that becomes unavailable (:class:`~abstractruntime.core.errors.DatabaseUnavailableError`: a
@@ -35,6 +37,7 @@ from ..core.clock import to_iso
 from ..core.timers import run_is_due
 from ..core.errors import DatabaseUnavailableError, InvalidInputError, RunLockedError, RunNotFoundError
 from ..core.models import RunState, RunStatus
+from ..core.drive import stop_when
 from .claims import WorkClaims, claims_for, new_worker_id
 from .outage import Outage
 
@@ -65,6 +68,11 @@ class _Heartbeat:
     def add(self, run_ids: list[str]) -> None:
         with self._guard:
             self._held.update(run_ids)
+
+    def held(self) -> list[str]:
+        """The runs in hand now."""
+        with self._guard:
+            return sorted(self._held)
 
     def done(self, run_ids: list[str]) -> None:
         """Stop renewing ``run_ids``; their claims go with the next claim (or at :meth:`close`)."""
@@ -108,6 +116,7 @@ class WorkPass:
     _worker_id: Optional[str]
     _claims: Optional[WorkClaims]
     _events: Optional[Any]
+    _beat: Optional[_Heartbeat] = None
 
     def _advance_due(self, run: RunState, now: datetime, *, checkpoint: Optional["Checkpoint"] = None,
                      take_running: bool = False) -> Optional[RunState]:
@@ -157,6 +166,11 @@ class WorkPass:
             if until_due > 0:
                 timeout = min(timeout, until_due)
         return claims.wait_for_work(timeout, stop_event)
+
+    def in_hand(self) -> list[str]:
+        """The runs a pass is advancing right now (e.g. still in a handler after a stop)."""
+        beat = self._beat
+        return beat.held() if beat is not None else []
 
     def close_claims(self) -> None:
         """Close what the claims hold open (a ``LISTEN`` connection)."""
@@ -228,7 +242,9 @@ class WorkPass:
                 tried.update(ids)
                 beat.add(ids)
                 try:
-                    state = self._advance_claimed(ids[0], now)
+                    # A stop ends the tick at its next step: the step in hand ends and is recorded.
+                    with stop_when(stop_event):
+                        state = self._advance_claimed(ids[0], now)
                 finally:
                     beat.done(ids)
                 if state is not None:
@@ -259,10 +275,11 @@ class WorkPass:
 
     @contextlib.contextmanager
     def _beating(self, claims: WorkClaims) -> Iterator[_Heartbeat]:
-        beat = _Heartbeat(claims, self._lease_s)
+        beat = self._beat = _Heartbeat(claims, self._lease_s)
         try:
             yield beat
         finally:
+            self._beat = None
             beat.close()
 
     def _checkpoint(self, run_id: str) -> "Checkpoint":
@@ -323,7 +340,10 @@ class WorkPass:
                     raise unavailable[0]
             finally:
                 for task in tasks:
-                    task.cancel()  # a stop: every in-flight tick unwinds and releases its run
+                    # A stop: every in-flight tick stops at its next step. An async handler is
+                    # cancelled; a synchronous one (a thread) ends first and its result is recorded.
+                    # Each run's lock and claim go only once nothing runs for it.
+                    task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
         return advanced
 
