@@ -3,6 +3,7 @@
     python -m tests.reliability.run                      # everything, long form
     python -m tests.reliability.run --kills 1000 --only kill
     python -m tests.reliability.run --only crash,race --json
+    python -m tests.reliability.run --only sigterm --sigterms 100     # folder and PostgreSQL
 
 The kill, crash and race batteries run here directly (same code as the pytest tests);
 the stateful, fuzz and bad-input batteries run through pytest with their counts raised.
@@ -21,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import crashsim, killloop, racing
+from . import crashsim, killloop, racing, sigterm
 
 HERE = Path(__file__).resolve().parent
-BATTERIES = ("kill", "crash", "race", "stateful", "badinput", "fuzz", "atheris")
+BATTERIES = ("kill", "crash", "race", "sigterm", "stateful", "badinput", "fuzz", "atheris")
 FSYNC_SITES = {
     "append_bytes": ("append_bytes",),
     "atomic_write_bytes file": ("atomic_write_bytes",),
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=1000)
     parser.add_argument("--crash-samples", type=int, default=10, help="random crash states per crash point")
     parser.add_argument("--race-rounds", type=int, default=50)
+    parser.add_argument("--sigterms", type=int, default=100, help="SIGTERMs per store (folder, PostgreSQL)")
     parser.add_argument("--stateful-examples", type=int, default=2000)
     parser.add_argument("--fuzz-examples", type=int, default=5000)
     parser.add_argument("--atheris-seconds", type=int, default=60, help="per target (needs atheris)")
@@ -90,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
                                        "seconds": round(time.perf_counter() - started, 1)}
                 ok &= not resume.failures and not due.failures
             report["race"] = race
+        if "sigterm" in only:
+            report["sigterm"] = _sigterm(work / "sigterm", args.sigterms, args.seed)
+            ok &= all(not entry.get("failures") for entry in report["sigterm"].values())
         if "stateful" in only:
             report["stateful"] = _pytest("test_rel_stateful.py",
                                          {"RELIABILITY_STATEFUL_EXAMPLES": str(args.stateful_examples)})
@@ -109,6 +114,29 @@ def main(argv: list[str] | None = None) -> int:
         for name, entry in report.items():
             print(f"== {name}\n{json.dumps(entry, indent=2, default=str)}")
     return 0 if ok else 1
+
+
+def _sigterm(work: Path, signals: int, seed: int) -> dict[str, Any]:
+    """The SIGTERM battery on a folder store and, when PostgreSQL is installed, on a throwaway cluster."""
+    import importlib.util
+
+    out = {"folder": sigterm.sigterm_battery(work / "folder", signals=signals, seed=seed).to_dict()}
+    spec = importlib.util.spec_from_file_location("abstractruntime_tests_pg_cluster", HERE.parent / "postgres" /
+                                                  "cluster.py")
+    assert spec is not None and spec.loader is not None
+    cluster_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cluster_module)
+    bindir = cluster_module.find_bindir()
+    if bindir is None:
+        out["postgresql"] = {"skipped": "PostgreSQL is not installed"}
+        return out
+    cluster = cluster_module.Cluster(bindir)
+    try:
+        url = cluster.start()
+        out["postgresql"] = sigterm.sigterm_battery(work / "pg", store_url=url, signals=signals, seed=seed).to_dict()
+    finally:
+        cluster.stop()
+    return out
 
 
 def _atheris(seconds: int) -> dict[str, Any]:
