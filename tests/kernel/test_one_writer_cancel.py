@@ -204,3 +204,47 @@ def test_the_file_append_is_one_compare_and_write_across_store_objects(tmp_path:
     assert sorted(type(v).__name__ for v in outcomes.values()) == ["LedgerConflictError", "LedgerHead"], outcomes
     assert verify_run(tmp_path / "store", run_id).ok
     assert JsonlLedgerStore(tmp_path / "store").head(run_id).seq == head.seq + 1
+
+
+def test_tools_running_in_threads_finish_and_are_recorded_when_their_effect_is_cancelled(tmp_path: Path) -> None:
+    from abstractruntime.integrations.abstractcore.effect_handlers import make_tool_calls_handler
+    from abstractruntime.integrations.abstractcore.tool_executor import LocalToolExecutor
+
+    ran: list[str] = []
+    started: list[str] = []
+    begun = threading.Event()
+
+    def slow(city: str) -> str:
+        started.append(city)
+        begun.set()
+        time.sleep(0.4)
+        ran.append(city)
+        return f"sunny in {city}"
+
+    calls = [{"name": "slow", "arguments": {"city": c}, "call_id": c} for c in ("Paris", "Rome")]
+    wf = WorkflowSpec("tools", "work", {
+        "work": lambda run, ctx: StepPlan("work", next_node="end",
+                                          effect=Effect(EffectType.TOOL_CALLS, {"tool_calls": calls}, "r")),
+        "end": lambda run, ctx: StepPlan("end", complete_output={"r": run.vars["r"]}),
+    })
+    handler = make_tool_calls_handler(tools=LocalToolExecutor([slow], max_threads=2))
+    rt = open_store(tmp_path / "store").runtime(effect_handlers={EffectType.TOOL_CALLS: handler})
+    run_id = rt.start(workflow=wf)
+
+    async def cancel_it() -> None:
+        task = asyncio.create_task(rt.atick(workflow=wf, run_id=run_id))
+        while not begun.is_set():
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ran and sorted(ran) == sorted(started)  # what began ended before the cancellation was told
+
+    asyncio.run(cancel_it())
+    parts = [r["result"]["part"] for r in rt.get_ledger(run_id) if r["kind"] == "part"]
+    assert sorted(parts) == sorted(ran)  # and is recorded
+    state = open_store(tmp_path / "store").runtime(effect_handlers={EffectType.TOOL_CALLS: handler}).tick(
+        workflow=wf, run_id=run_id)
+    assert [r["output"] for r in state.output["r"]["results"]] == ["sunny in Paris", "sunny in Rome"]
+    assert sorted(ran) == ["Paris", "Rome"]  # not run again
+    assert verify_run(tmp_path / "store", run_id).ok
