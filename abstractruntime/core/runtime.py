@@ -46,6 +46,7 @@ from .recovery import OpenedRun, check_signed_head, open_run, state_at
 from .redaction import Redactor
 from .session import RunParts, RunSession, StorePorts, fail_run, is_finished, new_record
 from .spec import WorkflowSpec
+from .ahead import session_class
 from .answers import prepare_retry, record_answer
 from .state import StateImage
 from .stepping import advance_steps, retry_steps
@@ -278,7 +279,7 @@ class Runtime:
     def new_session(self, checkpoint: Checkpoint) -> RunSession:
         """A session for a run being created from ``checkpoint`` (the caller holds the create lock);
         its first record must carry every field (``record(..., full=True)``)."""
-        return RunSession(self._ports(), RunParts(checkpoint, StateImage.blank(checkpoint.run.run_id)))
+        return session_class(self._run_store)(self._ports(), RunParts(checkpoint, StateImage.blank(checkpoint.run.run_id)))
 
     def run_exists(self, run_id: str) -> bool:
         """True when the run has a ledger or a checkpoint."""
@@ -451,7 +452,11 @@ class Runtime:
     def checkpoint(self, run_id: str, *, lock_wait: float = 0.0) -> Checkpoint:
         """Store a checkpoint of the run at its ledger head now (proven by a digest the ledger
         carries there: a ``checkpoint`` record is appended when the head record carries none), so
-        the next open replays nothing."""
+        the next open replays nothing. A run whose ledger went past its checkpoint (a writer
+        stopped between its append and its checkpoint) is then seen by queries, workers and
+        ``emit`` as its ledger says, and a run store's mark that it may be ahead is cleared: a
+        worker does this for a marked run its ledger says it cannot advance. Runs no node, needs
+        no workflow."""
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._session(self._load(run_id))
             session.save_checkpoint()
@@ -521,7 +526,8 @@ class Runtime:
                                                         saved_status=session.saved_status))
 
     def _session(self, opened: OpenedRun) -> RunSession:
-        session = RunSession(self._ports(), opened.parts, durable_head=opened.head, saved_head=opened.saved)
+        session = session_class(self._run_store)(self._ports(), opened.parts, durable_head=opened.head,
+                                                 saved_head=opened.saved)
         session.saved_status = opened.saved_status
         if session.finished and opened.external is None:
             self.release_secrets(session.checkpoint)  # a run that ended before its values were dropped (a kill)

@@ -2,7 +2,10 @@
 
 :meth:`WorkPass.work_pass` is what ``abstractruntime worker`` runs in a loop. Runnable means a
 due ``wait_until`` timer or a run left ``running`` (handed off by ``emit --hand-off``, cut
-short by ``max_steps``, or abandoned by a worker that died). Work is claimed in small batches
+short by ``max_steps``, or abandoned by a worker that died) — and, on a store that marks them
+(:mod:`abstractruntime.core.ahead`), a run whose ledger went past its checkpoint because its
+writer stopped between the two: advanced when its ledger says it can go on, else its
+checkpoint is stored, so it is never left stuck. Work is claimed in small batches
 (as many runs as there are free slots), so the runs of a queue spread evenly over a fleet of
 workers; on PostgreSQL a claim is a lease renewed while the worker works on the run (see
 :mod:`abstractruntime.scheduler.claims`). With ``concurrency`` above 1 the runs advance on one
@@ -37,7 +40,7 @@ from ..core.clock import to_iso
 from ..core.timers import run_is_due
 from ..core.errors import DatabaseUnavailableError, InvalidInputError, RunLockedError, RunNotFoundError
 from ..core.models import RunState, RunStatus
-from ..core.drive import stop_when
+from ..core.drive import run_blocking, stop_when
 from .claims import WorkClaims, claims_for, new_worker_id
 from .outage import Outage
 
@@ -290,7 +293,12 @@ class WorkPass:
     def _advance_claimed(self, run_id: str, now: datetime) -> Optional[RunState]:
         try:
             checkpoint = self._checkpoint(run_id)
+            if self._settled(run_id, checkpoint.run, now):
+                return None
         except RunNotFoundError:
+            return None
+        except RunLockedError:
+            self._locked(run_id)
             return None
         except DatabaseUnavailableError:
             raise  # the store's outage, not the run's failure: the pass ends (see serve)
@@ -298,6 +306,14 @@ class WorkPass:
             self._fail(run_id, exc)
             return None
         return self._advance_due(checkpoint.run, now, checkpoint=checkpoint, take_running=True)
+
+    def _settled(self, run_id: str, current: RunState, now: datetime) -> bool:
+        """A run claimed because its ledger may be past its checkpoint, which its ledger says cannot
+        go on (waiting, or ended): its checkpoint is stored (the mark goes with it); ``True`` then."""
+        if not self.work_claims().was_ahead(run_id) or runnable(current, now, take_running=True):
+            return False
+        self._runtime.checkpoint(run_id)
+        return True
 
     async def _awork_pass(self, limit: int, concurrency: int,
                           stop_event: Optional[threading.Event]) -> list[RunState]:
@@ -353,6 +369,8 @@ class WorkPass:
             checkpoint = await asyncio.to_thread(self._checkpoint, run_id)
             current = checkpoint.run
             before = current.waiting.wait_id if current.status is RunStatus.WAITING and current.waiting else None
+            if await run_blocking(self._settled, run_id, current, self._runtime.now()):
+                return None
             if not runnable(current, self._runtime.now(), take_running=True):
                 return None
             workflow, runtime = self._workflow_for(checkpoint)

@@ -16,7 +16,7 @@ from typing import Any
 from ...core.errors import InvalidInputError, StorageError, UnsupportedFormatError
 from .events import EVENTS_MIGRATION
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 DEFAULT_SCHEMA = "abstractruntime"
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -131,6 +131,15 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
             WHERE status = 'completed' AND effect_id IS NOT NULL""",
     )),
     EVENTS_MIGRATION,  # the events table (storage/postgres/events.py)
+    (7, "runs whose ledger may be past their checkpoint", (
+        # Set by the statement that appends to a run's ledger past its checkpoint, cleared by the
+        # checkpoint at the ledger's head (core/ahead.py): a writer killed in between leaves the run
+        # marked, so workers find it with an index scan. Runs already behind are marked here.
+        "ALTER TABLE {s}.runs ADD COLUMN ledger_ahead boolean NOT NULL DEFAULT false",
+        "CREATE INDEX runs_ahead ON {s}.runs (updated_ts, run_id) WHERE ledger_ahead",
+        """UPDATE {s}.runs r SET ledger_ahead = true
+            WHERE EXISTS (SELECT 1 FROM {s}.ledger l WHERE l.run_id = r.run_id AND l.seq > r.ledger_seq)""",
+    )),
 ]
 
 
