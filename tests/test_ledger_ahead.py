@@ -133,3 +133,25 @@ def test_a_run_marked_but_never_appended_to_is_cleared(store: Any, monkeypatch: 
     scheduler.work_pass()
     assert store.runs.list_ahead(limit=10) == []
     assert _listed(store, run_id) == "waiting"
+
+
+def test_a_run_whose_creator_was_killed_before_its_first_checkpoint_is_found(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from abstractruntime import open_store
+
+    store = open_store(tmp_path / "store", durability="none")
+    runtime, scheduler, flow, calls = _setup(store)
+    store.runs.list_runs()  # the index exists and knows the runs directory as it is
+    with monkeypatch.context() as patch:
+        _killed_at_checkpoint(store, patch)
+        with pytest.raises(Killed):
+            runtime.start(workflow=flow, run_id="new")
+    fresh = open_store(tmp_path / "store", durability="none")  # another process
+    assert "new" in fresh.runs.list_ahead(limit=10)
+    assert _listed(fresh, "new") == "running"
+    fresh_runtime, fresh_scheduler, _, _ = _setup(fresh)
+    fresh_scheduler.work_pass()
+    assert fresh_runtime.get_state("new").status is RunStatus.WAITING
+    assert fresh.runs.list_ahead(limit=10) == [] and _listed(fresh, "new") == "waiting"
+    fresh.close()
+    store.close()

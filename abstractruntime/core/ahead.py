@@ -12,7 +12,9 @@ checkpoint at the ledger's head clears the mark. A marked run is found by an ind
 :meth:`Runtime.checkpoint <abstractruntime.core.runtime.Runtime.checkpoint>`).
 
 One mark per checkpoint: a session whose stored checkpoint is at the durable head marks before
-it appends; once the ledger is past the checkpoint, the mark is already there.
+it appends; once the ledger is past the checkpoint, the mark is already there. A run being
+created (an empty ledger) is not marked: a store finds a run with a ledger and no checkpoint by
+itself (the folder store's index notices the new run directory and reads the run's ledger).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ class MarkingSession(RunSession):
 
     def flush(self, *, checkpoint: bool = False) -> None:
         """Mark the run when this batch takes the ledger past the stored checkpoint, then append."""
-        if self.queued and self.closed is None and (self.saved is None or self.saved.seq == self.durable.seq):
+        if self.queued and self.closed is None and self.durable.seq and (
+                self.saved is None or self.saved.seq == self.durable.seq):
             self.ports.runs.mark_ahead(self.run_id)  # type: ignore[attr-defined]
         super().flush(checkpoint=checkpoint)
 

@@ -238,6 +238,9 @@ class RunIndex:
             db = self._db()
             if db is None or not self._rows_usable:
                 return []
+            row = db.execute("SELECT value FROM meta WHERE key = 'runs_mtime_ns'").fetchone()
+            if row is None or row[0] != str(self._runs_mtime()):
+                self._suspects(db, False)  # new run directories: one a killed creator left gets its dirty row
             rows = db.execute("SELECT run_id FROM runs WHERE dirty = 1 ORDER BY updated_ts, run_id LIMIT ?",
                               (max(int(limit), 0),)).fetchall()
             return [str(row[0]) for row in rows]
@@ -365,6 +368,13 @@ class RunIndex:
                 run = suspects[run_id] = self._safe_load(run_id)
                 if run is not None:
                     self._best_effort(_INSERT.replace("OR REPLACE", "OR IGNORE"), _row(run, 0, identity))
+                elif identity == _MISSING and self._examine is not None:
+                    # No checkpoint: a run whose creator was killed before writing it. Its ledger
+                    # says what it is; the row is dirty, so a worker finds it and finishes it.
+                    run = suspects[run_id] = self._safe_load_ledger(run_id) if self._safe_examine(run_id)[1] \
+                        else None
+                    if run is not None:
+                        self._best_effort(_INSERT.replace("OR REPLACE", "OR IGNORE"), _row(run, 1, identity))
             for run_id in known - on_disk:
                 suspects[run_id] = None
                 self._best_effort("DELETE FROM runs WHERE run_id = ? AND dirty = 0", (run_id,))
