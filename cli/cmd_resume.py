@@ -121,7 +121,7 @@ def resume_cmd(
     state = store.runtime().get_state(run_id)
     # Only an answer (or a firing) can reach the wrong wait; without one the command just shows the wait.
     check_target(state, target, wait_id, current=current or (data is None and not fire_timer),
-                 interactive=s.may_prompt())
+                 interactive=s.may_prompt(), runtime=store.runtime())
     if state.status is not RunStatus.WAITING or state.waiting is None:
         # Checked here too so that no workflow code is imported for a hopeless resume.
         hint = ""

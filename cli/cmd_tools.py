@@ -73,7 +73,7 @@ def _decide(s: Settings, run_id: str, *, decision: str, only: list[str], reason:
     store = s.open_store()
     state = store.runtime().get_state(run_id)
     # A handle (RUN@wN) must still name the pending batch: a retried approve is refused.
-    check_target(state, given, wait_id, current=True, interactive=True)
+    check_target(state, given, wait_id, current=True, interactive=True, runtime=store.runtime())
     waiting = require_tool_wait(run_id, state)
     calls, digest = checked_calls(waiting, expected_sha256, ledger=store.runtime().get_ledger(run_id))
     ids = [c["call_id"] for c in calls]

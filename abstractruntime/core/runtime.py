@@ -47,7 +47,7 @@ from .redaction import Redactor
 from .session import RunParts, RunSession, StorePorts, fail_run, is_finished, new_record
 from .spec import WorkflowSpec
 from .ahead import session_class
-from .answers import prepare_retry, record_answer
+from .answers import prepare_retry, record_answer, refuse_other_wait
 from .state import StateImage
 from .stepping import advance_steps, retry_steps
 from .timers import is_due
@@ -414,6 +414,16 @@ class Runtime:
             record_answer(session, wait_id=wait_id, wait_key=wait_key, payload=payload, encoded=encoded,
                           event_id=event_id, fire_timer=fire_timer)
             return await self._afinish(session, advance_steps(self, session, workflow, max_steps))
+
+    def check_wait(self, run_id: str, wait_id: str) -> Checkpoint:
+        """What :meth:`resume` would say about an answer to wait ``wait_id`` (``RUN@wN``), asked
+        before any workflow code is loaded: returns the run when it waits on that wait, else raises
+        :class:`AlreadyAnsweredError` (a resume of it is recorded), :class:`RunNotWaitingError` (the
+        run left it unanswered, or its record never became durable: ``tick`` the run) or
+        :class:`WaitKeyMismatchError` (no such wait). Reads only; ``resume`` asks again under the lock."""
+        checkpoint = self.get_checkpoint(run_id)
+        refuse_other_wait(checkpoint.run, checkpoint.effects, wait_id, lambda: self._ledger_store.list(run_id))
+        return checkpoint
 
     def retry(self, *, workflow: WorkflowSpec, run_id: str, max_steps: int = 100, allow_drift: bool = False,
               lock_wait: float = 0.0) -> RunState:
