@@ -22,17 +22,21 @@ from .errors import (
 )
 from .models import Effect, RecordKind, RunState, RunStatus, StepPlan, WaitReason, WaitState
 from .ports import LedgerHead, LedgerStore, Pending
+from .approvals import check_calls_hash, decision_in_progress
 from .session import RunSession, new_record, set_nested
 
 
 def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Optional[str], payload: Any,
-                  encoded: bytes, event_id: Optional[str] = None, fire_timer: bool = False) -> None:
+                  encoded: bytes, event_id: Optional[str] = None, fire_timer: bool = False,
+                  require_calls_hash: bool = False) -> None:
     """Check the answer against the wait it names, then record it (nothing written on refusal).
 
     ``event_id`` (an event delivered by :func:`~abstractruntime.scheduler.events.emit_event`)
     is recorded in the resume's result. A timer takes no answer: only ``fire_timer=True``
     (an operator's explicit action, recorded as ``fired_by: "operator"``) resumes it before
-    its time, and only a timer can be fired.
+    its time, and only a timer can be fired. An answer to a wait on tool calls is checked by
+    :func:`~abstractruntime.core.approvals.check_calls_hash` (``require_calls_hash``: it must
+    name the calls' hash); one whose decision is recorded is finished by that decision only.
     """
     run, run_id = session.run, session.run_id
     wait = run.waiting
@@ -49,7 +53,13 @@ def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Opti
         _fire_timer(session, wait)
         return
     _check_answer(wait.choices, wait.allow_free_text, payload)
-    _check_approval(wait.details, payload, run_id)
+    check_calls_hash(wait, payload, run_id, required=require_calls_hash)
+    decided = decision_in_progress(session.checkpoint)
+    if decided is not None:
+        raise InvalidInputError(
+            f"run {run_id}: a decision on the calls it waits on is recorded ({decided.get('decision')}) and was cut "
+            "short; it is finished by deciding the same again (tools approve|deny), which performs only the calls "
+            "without a result; nothing was written", run_id=run_id)
     check_size(encoded, what="Resume payload")
     if wait.result_key:
         set_nested(run.vars, wait.result_key, payload)
@@ -116,8 +126,9 @@ def refuse_other_wait(run: RunState, effects: int, wait_id: str,
                       records: Callable[[], list[dict[str, Any]]]) -> None:
     """Refuse an answer to wait ``wait_id`` unless the run waits on it now (raises; returns if it does).
 
-    "Already answered" (:class:`AlreadyAnsweredError`) only when a resume of that wait is
-    recorded (or the wait belongs to the history a restored or edited run took over). A wait
+    "Already answered" (:class:`AlreadyAnsweredError`) only when a resume of that wait (or a
+    decision on its tool calls) is recorded, or the wait belongs to the history a restored or
+    edited run took over. A wait
     the run had and left otherwise (cancelled, restored away) is :class:`RunNotWaitingError`;
     so is one whose record never became durable (a torn tail): the run is at the step that makes
     it wait, and ``tick`` makes it wait again. A wait the run never had is
@@ -160,7 +171,8 @@ def _wait_history(records: list[dict[str, Any]], wait_id: str) -> tuple[bool, bo
     answered = had = inherited = False
     for doc in records:
         kind, result = doc.get("kind"), doc.get("result")
-        if kind == RecordKind.RESUME.value and isinstance(result, dict) and result.get("wait_id") == wait_id:
+        if kind in (RecordKind.RESUME.value, RecordKind.DECISION.value) and isinstance(result, dict) \
+                and result.get("wait_id") == wait_id:
             answered = True
         elif doc.get("status") == "waiting" and isinstance(result, dict) and isinstance(result.get("wait"), dict) \
                 and result["wait"].get("wait_id") == wait_id:
@@ -206,16 +218,3 @@ def _check_answer(choices: Optional[list[str]], allow_free_text: bool, payload: 
             shown = shown[:77] + "..."
         raise InvalidAnswerError(
             f"Answer {shown} is not one of the choices: {', '.join(choices)}", choices=list(choices))
-
-
-def _check_approval(details: Any, payload: Any, run_id: str) -> None:
-    """A wait on tool calls names their hash; an answer that names a hash must name that one.
-
-    So an approval reviewed for some calls can never be replayed onto other calls. (An answer
-    without a hash is taken as 0.0.1 took it; the CLI's `tools approve|deny` always send one.)
-    """
-    expected = details.get("calls_sha256") if isinstance(details, dict) else None
-    given = payload.get("calls_sha256") if isinstance(payload, dict) else None
-    if expected is not None and given is not None and given != expected:
-        raise InvalidInputError(f"calls_sha256 mismatch: run {run_id} waits on calls {expected}, the answer names "
-                                f"{given}; review the pending calls and decide again", run_id=run_id)

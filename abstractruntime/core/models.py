@@ -96,6 +96,7 @@ class RecordKind(str, Enum):
     PART = "part"
     CHECKPOINT = "checkpoint"
     SIGNING = "signing"
+    DECISION = "decision"
 
 
 @dataclass(frozen=True)

@@ -382,7 +382,7 @@ class Runtime:
     def resume(self, *, workflow: WorkflowSpec, run_id: str, wait_key: Optional[str] = None, payload: Any = None,
                allow_drift: bool = False, lock_wait: float = 0.0, max_steps: int = 100,
                wait_id: Optional[str] = None, fire_timer: bool = False,
-               event_id: Optional[str] = None) -> RunState:
+               event_id: Optional[str] = None, require_calls_hash: bool = False) -> RunState:
         """Deliver ``payload`` to a waiting run and advance it.
 
         ``wait_id`` (``"w17"``, from a wait handle ``RUN@w17``) names the wait being answered:
@@ -395,13 +395,57 @@ class Runtime:
         A ``wait_until`` timer takes no answer (:class:`TimerWaitError`): it is resumed by the
         clock, or fired now with ``fire_timer=True`` and no payload (recorded as fired by an
         operator). ``event_id`` is recorded in the resume's result (see ``emit_event``).
+
+        A wait on tool calls is decided with :meth:`approve_tool_calls` / :meth:`deny_tool_calls`;
+        a raw answer to it that names a ``calls_sha256`` must name the pending calls' hash, and
+        with ``require_calls_hash`` (what the command line asks) it must name one.
         """
         encoded = canonical_json(payload)
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._open(run_id, workflow, allow_drift)
             record_answer(session, wait_id=wait_id, wait_key=wait_key, payload=payload, encoded=encoded,
-                          event_id=event_id, fire_timer=fire_timer)
+                          event_id=event_id, fire_timer=fire_timer, require_calls_hash=require_calls_hash)
             return self._finish(session, advance_steps(self, session, workflow, max_steps))
+
+    def approve_tool_calls(self, *, workflow: WorkflowSpec, run_id: str, executor: Any,
+                           only: Optional[list[str]] = None, reason: Optional[str] = None,
+                           calls_sha256: Optional[str] = None, by: Optional[str] = None, wait_id: Optional[str] = None,
+                           allow_drift: bool = False, lock_wait: float = 0.0, max_steps: int = 100) -> RunState:
+        """Approve the tool calls the run waits on, perform them with ``executor`` and go on.
+
+        Under the run's lock: a ``decision`` record bound to the calls' ``calls_sha256`` (and
+        ``by``, who decided), durable before any call runs; then each approved call — ``only``
+        those call ids, the others refused with ``reason`` — through ``executor.execute(tool_calls=
+        [call])``, its result recorded before the next starts; then the results answer the wait
+        (``{"mode": "executed", "results", "calls_sha256", "approval"}`` at its ``result_key``) and
+        the run advances as :meth:`resume` does. ``calls_sha256`` refuses calls other than the ones
+        reviewed; ``wait_id`` names the wait (``RUN@wN``) as for :meth:`resume`.
+
+        A crash inside a call leaves the run waiting with the decision recorded: approving again
+        performs the calls without a result only. Two approvals at once run the calls once (the
+        second gets :class:`RunLockedError`, or :class:`AlreadyAnsweredError` after ``lock_wait``).
+        See :mod:`abstractruntime.core.approvals`.
+        """
+        from .approvals import APPROVED, decide, decision_steps
+
+        with self._run_store.lock(run_id, wait=lock_wait):
+            session = self._open(run_id, workflow, allow_drift)
+            made = decide(session, decision=APPROVED, only=only, reason=reason, expected_sha256=calls_sha256, by=by,
+                          wait_id=wait_id)  # refusals come before anything is written
+            return self._finish(session, decision_steps(self, session, workflow, made, executor, max_steps))
+
+    def deny_tool_calls(self, *, workflow: WorkflowSpec, run_id: str, reason: Optional[str] = None,
+                        calls_sha256: Optional[str] = None, by: Optional[str] = None, wait_id: Optional[str] = None,
+                        allow_drift: bool = False, lock_wait: float = 0.0, max_steps: int = 100) -> RunState:
+        """Refuse every tool call the run waits on (``Tool call refused: <reason>`` for each) and go on:
+        a ``decision`` record as in :meth:`approve_tool_calls`, then the refusals answer the wait."""
+        from .approvals import DENIED, decide, decision_steps
+
+        with self._run_store.lock(run_id, wait=lock_wait):
+            session = self._open(run_id, workflow, allow_drift)
+            made = decide(session, decision=DENIED, only=None, reason=reason, expected_sha256=calls_sha256, by=by,
+                          wait_id=wait_id)
+            return self._finish(session, decision_steps(self, session, workflow, made, None, max_steps))
 
     async def aresume(self, *, workflow: WorkflowSpec, run_id: str, wait_key: Optional[str] = None,
                       payload: Any = None, allow_drift: bool = False, lock_wait: float = 0.0, max_steps: int = 100,

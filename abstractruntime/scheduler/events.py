@@ -116,6 +116,7 @@ def emit_event(
     events: Optional[EventLog] = None,
     keep: Optional[Duration] = None,
     now: Optional[datetime] = None,
+    require_calls_hash: bool = False,
 ) -> EmitResult:
     """Answer every run waiting on ``event_key`` with ``payload``.
 
@@ -126,10 +127,11 @@ def emit_event(
 
     ``event_id`` (with ``events``, the store's event log) delivers the event at most once per
     store; ``keep`` (with an id) keeps it for the first run that waits on the key within that
-    duration. See the module docstring.
+    duration. ``require_calls_hash``: a run waiting on tool calls takes the event only if it names
+    their ``calls_sha256`` (see :meth:`Runtime.resume`). See the module docstring.
     """
     delivery = _Delivery(run_store=run_store, resolve=resolve, hand_off=hand_off, allow_drift=allow_drift,
-                         lock_wait=lock_wait, check=check, limit=limit)
+                         lock_wait=lock_wait, check=check, limit=limit, require_calls_hash=require_calls_hash)
     if event_id is None:
         if keep is not None:
             raise InvalidInputError("keeping an event needs an event id (emit KEY --id ID --keep DURATION): "
@@ -231,6 +233,7 @@ class _Delivery:
     lock_wait: float
     check: Optional[Check]
     limit: int
+    require_calls_hash: bool = False
 
     def resume(self, run: RunState, wait_id: Optional[str], key: str, payload: Any, event_id: Optional[str],
                result: EmitResult) -> bool:
@@ -240,9 +243,10 @@ class _Delivery:
                 self.check(run, payload)
             workflow, runtime = self.resolve(run)
             # A short lock wait lets a concurrent emitter finish with the run first.
+            strict = {"require_calls_hash": True} if self.require_calls_hash else {}
             state = runtime.resume(workflow=workflow, run_id=run.run_id, wait_key=key, wait_id=wait_id,
                                    payload=payload, allow_drift=self.allow_drift, lock_wait=self.lock_wait,
-                                   max_steps=0 if self.hand_off else 100, event_id=event_id)
+                                   max_steps=0 if self.hand_off else 100, event_id=event_id, **strict)
         except AlreadyAnsweredError:
             result.already_answered.append(run.run_id)
             return False
