@@ -225,11 +225,16 @@ class RunIndex:
 
     def mark(self, run_id: str) -> None:
         """Mark the run's row dirty before its ledger goes past its checkpoint (a row is made if
-        there is none: a run being created). Raises :class:`StorageError` when it cannot be
-        written, so the append it comes before is not made either."""
+        there is none). The index is a cache: a mark that cannot be written (a full disk, an I/O
+        error) is only logged — the ledger's own write says what is wrong, and ``runs reindex``
+        marks every run whose ledger is past its checkpoint."""
         with self._lock:
-            self._write("INSERT INTO runs (run_id, dirty) VALUES (?, 1) ON CONFLICT (run_id) DO UPDATE SET dirty = 1",
-                        (run_id,))
+            try:
+                self._write("INSERT INTO runs (run_id, dirty) VALUES (?, 1) "
+                            "ON CONFLICT (run_id) DO UPDATE SET dirty = 1", (run_id,))
+            except StorageError as exc:
+                log.warning("%s; run %s is not marked as ahead of its checkpoint (runs reindex marks it)", exc,
+                            run_id)
 
     def ahead(self, limit: int) -> list[str]:
         """Runs whose rows are dirty (their ledgers may be past their checkpoints), least recently

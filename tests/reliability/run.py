@@ -4,6 +4,7 @@
     python -m tests.reliability.run --kills 1000 --only kill
     python -m tests.reliability.run --only crash,race --json
     python -m tests.reliability.run --only sigterm --sigterms 100     # folder and PostgreSQL
+    python -m tests.reliability.run --only stuck                      # kills at every step of resume/emit
 
 The kill, crash and race batteries run here directly (same code as the pytest tests);
 the stateful, fuzz and bad-input batteries run through pytest with their counts raised.
@@ -22,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import crashsim, killloop, racing, sigterm
+from . import crashsim, killloop, racing, sigterm, stuck
 
 HERE = Path(__file__).resolve().parent
-BATTERIES = ("kill", "crash", "race", "sigterm", "stateful", "badinput", "fuzz", "atheris")
+BATTERIES = ("kill", "crash", "race", "sigterm", "stuck", "stateful", "badinput", "fuzz", "atheris")
 FSYNC_SITES = {
     "append_bytes": ("append_bytes",),
     "atomic_write_bytes file": ("atomic_write_bytes",),
@@ -95,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         if "sigterm" in only:
             report["sigterm"] = _sigterm(work / "sigterm", args.sigterms, args.seed)
             ok &= all(not entry.get("failures") for entry in report["sigterm"].values())
+        if "stuck" in only:
+            report["stuck"] = _with_postgres(work / "stuck", lambda root, url: stuck.stuck_battery(
+                root, store_url=url).to_dict())
+            ok &= all(not entry.get("failures") for entry in report["stuck"].values())
         if "stateful" in only:
             report["stateful"] = _pytest("test_rel_stateful.py",
                                          {"RELIABILITY_STATEFUL_EXAMPLES": str(args.stateful_examples)})
@@ -118,9 +123,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _sigterm(work: Path, signals: int, seed: int) -> dict[str, Any]:
     """The SIGTERM battery on a folder store and, when PostgreSQL is installed, on a throwaway cluster."""
+    return _with_postgres(work, lambda root, url: sigterm.sigterm_battery(
+        root, store_url=url, signals=signals, seed=seed).to_dict())
+
+
+def _with_postgres(work: Path, battery: Any) -> dict[str, Any]:
+    """``battery(root, url)`` on a folder store (``url`` None) and on a throwaway PostgreSQL cluster."""
     import importlib.util
 
-    out = {"folder": sigterm.sigterm_battery(work / "folder", signals=signals, seed=seed).to_dict()}
+    out = {"folder": battery(work / "folder", None)}
     spec = importlib.util.spec_from_file_location("abstractruntime_tests_pg_cluster", HERE.parent / "postgres" /
                                                   "cluster.py")
     assert spec is not None and spec.loader is not None
@@ -132,8 +143,7 @@ def _sigterm(work: Path, signals: int, seed: int) -> dict[str, Any]:
         return out
     cluster = cluster_module.Cluster(bindir)
     try:
-        url = cluster.start()
-        out["postgresql"] = sigterm.sigterm_battery(work / "pg", store_url=url, signals=signals, seed=seed).to_dict()
+        out["postgresql"] = battery(work / "pg", cluster.start())
     finally:
         cluster.stop()
     return out
