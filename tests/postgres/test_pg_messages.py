@@ -93,3 +93,30 @@ def test_a_table_made_by_another_program_gets_one_clear_sentence(database_url: s
         assert "does not exist" not in lines[0] and "already exists" not in lines[0]
     with psycopg.connect(database_url, autocommit=True) as conn:  # their table is untouched
         assert conn.execute(f"SELECT name FROM abstractruntime.{table}").fetchall() == [("theirs",)]
+
+
+@pytest.mark.parametrize("delete", ["all", "newest"])
+def test_a_schema_whose_migration_rows_were_deleted_gets_one_clear_sentence(database_url: str, delete: str) -> None:
+    import psycopg
+
+    started = _cli(database_url, "run", str(APPROVAL), "--run-id", "r1", "--var", "service=x")
+    assert started.returncode == 5, started.stderr
+    where = "" if delete == "all" else " WHERE version = (SELECT max(version) FROM abstractruntime.schema_migrations)"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM abstractruntime.schema_migrations" + where)
+    # With every row gone even a read refuses (the store looks absent); with the newest gone a
+    # read of what is there still works, and any open that would migrate refuses.
+    reads = (("runs", "list"), ("worker", "--once")) if delete == "all" else ()
+    if delete == "newest":
+        assert _cli(database_url, "runs", "list").stdout.split("\t")[0] == "r1"
+    for args in (*reads, ("run", str(APPROVAL), "--var", "service=x")):
+        result = _cli(database_url, *args)
+        assert result.returncode == 1, result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        assert "schema_migrations" in lines[0] and "by hand" in lines[0], lines[0]
+        assert "already exists" not in lines[0] and "not created by abstractruntime" not in lines[0]
+    with psycopg.connect(database_url, autocommit=True) as conn:  # nothing was created, changed or recorded
+        assert conn.execute("SELECT run_id FROM abstractruntime.runs").fetchall() == [("r1",)]
+        versions = conn.execute("SELECT count(*) FROM abstractruntime.schema_migrations").fetchone()
+        assert versions == ((0,) if delete == "all" else (6,))
