@@ -5,6 +5,7 @@
     python -m tests.reliability.run --only crash,race --json
     python -m tests.reliability.run --only sigterm --sigterms 100     # folder and PostgreSQL
     python -m tests.reliability.run --only stuck                      # kills at every step of resume/emit
+    python -m tests.reliability.run --only positions --position-rounds 20   # 50 runs at once, both stores
 
 The kill, crash and race batteries run here directly (same code as the pytest tests);
 the stateful, fuzz and bad-input batteries run through pytest with their counts raised.
@@ -23,10 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import crashsim, killloop, racing, sigterm, stuck
+from . import crashsim, killloop, positions, racing, sigterm, stuck
 
 HERE = Path(__file__).resolve().parent
-BATTERIES = ("kill", "crash", "race", "sigterm", "stuck", "stateful", "badinput", "fuzz", "atheris")
+BATTERIES = ("kill", "crash", "race", "sigterm", "stuck", "positions", "stateful", "badinput", "fuzz", "atheris")
 FSYNC_SITES = {
     "append_bytes": ("append_bytes",),
     "atomic_write_bytes file": ("atomic_write_bytes",),
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crash-samples", type=int, default=10, help="random crash states per crash point")
     parser.add_argument("--race-rounds", type=int, default=50)
     parser.add_argument("--sigterms", type=int, default=100, help="SIGTERMs per store (folder, PostgreSQL)")
+    parser.add_argument("--position-rounds", type=int, default=20, help="rounds of 50 runs per store")
     parser.add_argument("--stateful-examples", type=int, default=2000)
     parser.add_argument("--fuzz-examples", type=int, default=5000)
     parser.add_argument("--atheris-seconds", type=int, default=60, help="per target (needs atheris)")
@@ -100,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
             report["stuck"] = _with_postgres(work / "stuck", lambda root, url: stuck.stuck_battery(
                 root, store_url=url).to_dict())
             ok &= all(not entry.get("failures") for entry in report["stuck"].values())
+        if "positions" in only:
+            report["positions"] = _with_postgres(work / "positions", lambda root, url: positions.positions_battery(
+                root, store_url=url, rounds=args.position_rounds).to_dict())
+            ok &= all(not entry.get("failures") and not any(entry.get(k) for k in positions.BAD)
+                      for entry in report["positions"].values())
         if "stateful" in only:
             report["stateful"] = _pytest("test_rel_stateful.py",
                                          {"RELIABILITY_STATEFUL_EXAMPLES": str(args.stateful_examples)})

@@ -10,7 +10,7 @@ its end. After each kill:
   durable — still waits on the same wait, and the same command, run again, completes it;
 - the run verifies, and its effect ran once (plus once if the kill landed inside it).
 
-A run that is neither is *stuck* (what issue 21 found: answered in the ledger, waiting in its
+A run that is neither is *stuck* (answered in the ledger, waiting in its
 row, and no worker ever claiming it).
 """
 
