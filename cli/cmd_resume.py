@@ -65,16 +65,6 @@ def budget_payload(items: list[str]) -> dict[str, Any]:
     return payload
 
 
-def _tool_wait(waiting: Any) -> bool:
-    """Whether the run waits for tool-call approval (the integration is imported only then)."""
-    details = getattr(waiting, "details", None)
-    if not (isinstance(details, dict) and "tool_calls" in details):
-        return False
-    from abstractruntime.integrations.abstractcore import is_tool_approval_wait
-
-    return bool(is_tool_approval_wait(waiting))
-
-
 @app.command("resume")
 def resume_cmd(
     ctx: typer.Context,
@@ -146,7 +136,7 @@ def resume_cmd(
     state = store.runtime().get_state(run_id)
     # Only an answer (or a firing) can reach the wrong wait; without one the command just shows the wait.
     check_target(state, target, wait_id, current=current or (data is None and not fire_timer),
-                 interactive=s.may_prompt())
+                 interactive=s.may_prompt(), runtime=store.runtime())
     if state.status is not RunStatus.WAITING or state.waiting is None:
         # Checked here too so that no workflow code is imported for a hopeless resume.
         hint = ""
@@ -160,10 +150,11 @@ def resume_cmd(
         check_timer_rule(run_id, state.waiting, data, fire_timer)
     if (answer is not None or answer_file is not None) and isinstance(data, dict):
         data = {"answer": match_choice(state.waiting, data["answer"])}
-    if data is not None and _tool_wait(state.waiting):
-        from abstractruntime.integrations.abstractcore.approval_checks import check_tool_payload
+    if data is not None:
+        # The kernel's rule for an answer to a wait on tool calls (asked again under the lock).
+        from abstractruntime.core.approvals import check_calls_hash
 
-        check_tool_payload(state.waiting, data, store.runtime().get_ledger(run_id))
+        check_calls_hash(state.waiting, data, run_id, required=True)
     if data is None and not fire_timer:
         if state.waiting.reason is WaitReason.USER and s.may_prompt():
             data = ask(state.waiting)
@@ -177,8 +168,9 @@ def resume_cmd(
     extra: dict[str, Any] = {"wait_id": wait_id} if wait_id is not None and resume_accepts_wait_id(runtime) else {}
     if fire_timer:
         extra["fire_timer"] = True
+    # Tool calls are decided with `tools approve|deny`; a raw answer to them must name their hash.
     state = runtime.resume(workflow=loaded.workflow, run_id=run_id, wait_key=wait_key, payload=data,
-                           allow_drift=allow_drift, lock_wait=wait, **extra)
+                           allow_drift=allow_drift, lock_wait=wait, require_calls_hash=True, **extra)
     state = drive(s, runtime, loaded.workflow, state, allow_drift=allow_drift, lock_wait=wait)
     finish_run(s, state)
 
@@ -223,15 +215,10 @@ def emit_cmd(
         loaded, runtime = workflows.load_for_run(s, store, run.run_id, allow_drift=allow_drift)
         return loaded.workflow, runtime
 
-    def check(run: Any, answer: Any) -> None:
-        if _tool_wait(run.waiting):
-            # Tool calls are decided with `tools approve|deny`; a raw event needs their hash.
-            from abstractruntime.integrations.abstractcore.approval_checks import check_tool_payload
-
-            check_tool_payload(run.waiting, answer, store.runtime().get_ledger(run.run_id))
-
-    result = emit_event(store.runs, event_key, data, resolve=resolve, check=check, hand_off=hand_off,
-                        allow_drift=allow_drift, lock_wait=max(wait, EMIT_LOCK_WAIT),
+    # Tool calls are decided with `tools approve|deny`; a raw event to them must name their hash
+    # (the kernel checks it under each run's lock).
+    result = emit_event(store.runs, event_key, data, resolve=resolve, hand_off=hand_off,
+                        allow_drift=allow_drift, lock_wait=max(wait, EMIT_LOCK_WAIT), require_calls_hash=True,
                         event_id=event_id, events=store.events if event_id is not None else None, keep=keep,
                         ledger=store.ledger)
     elsewhere = result.already_answered

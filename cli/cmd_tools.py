@@ -5,11 +5,12 @@ the workflow lists in ``require_approval``) parks the run with the calls and the
 ``calls_sha256``. ``tools approve`` runs them with the workflow file's own ``tools`` and
 resumes the run with the results; ``tools deny`` resumes it with a refusal for each call.
 
-The resume payload carries ``calls_sha256`` (the hash of the exact calls decided on) and an
-``approval`` record, both kept in the run's ledger. Before resuming, the command re-hashes
-the pending calls against the recorded hash (an edited checkpoint is refused, exit 3) and,
-with ``--calls-sha256``, against the hash the operator reviewed (a different set of calls
-is refused, exit 2), so an approval cannot be replayed onto other arguments.
+Both are kernel operations (``Runtime.approve_tool_calls`` / ``deny_tool_calls``): under the
+run's lock a ``decision`` record binds the decision to the calls' ``calls_sha256`` before any
+call runs, each call's result is recorded before the next starts, and the results — with
+``calls_sha256`` and an ``approval`` record — answer the wait. Calls that do not hash to their
+recorded hash are refused (exit 3), and with ``--calls-sha256`` so are calls other than the
+ones the operator reviewed (exit 2): an approval cannot be replayed onto other arguments.
 """
 
 from __future__ import annotations
@@ -75,11 +76,9 @@ def tools_list(
 
 def _decide(s: Settings, run_id: str, *, decision: str, only: list[str], reason: Optional[str],
             expected_sha256: Optional[str], workflow_file: Optional[str], attr: Optional[str], allow_drift: bool,
-            lock_wait: float, config: Any) -> Any:
-    from abstractruntime.core.errors import InvalidInputError, WorkflowLoadError
-    from abstractruntime.integrations.abstractcore import approve_tool_calls, deny_tool_calls
-    from abstractruntime.integrations.abstractcore.approval_checks import (checked_calls, record_decision,
-                                                                           require_tool_wait)
+            lock_wait: float, config: Any, by: Optional[str]) -> Any:
+    from abstractruntime.core.approvals import pending_calls
+    from abstractruntime.core.errors import WorkflowLoadError
     from abstractruntime.integrations.abstractcore.workflow_tools import local_executor
 
     from .handles import check_target, split_handle
@@ -87,39 +86,43 @@ def _decide(s: Settings, run_id: str, *, decision: str, only: list[str], reason:
     given = run_id
     run_id, wait_id = split_handle(given)
     store = s.open_store()
-    state = store.runtime().get_state(run_id)
-    # A handle (RUN@wN) must still name the pending batch: a retried approve is refused.
-    check_target(state, given, wait_id, current=True, interactive=True)
-    waiting = require_tool_wait(run_id, state)
-    calls, digest = checked_calls(waiting, expected_sha256, ledger=store.runtime().get_ledger(run_id))
-    ids = [c["call_id"] for c in calls]
-    unknown = [i for i in only if i not in ids]
-    if unknown:
-        raise InvalidInputError(f"--only {unknown[0]}: no such pending call (pending: {', '.join(ids)})")
+    reader = store.runtime()
+    state = reader.get_state(run_id)
+    # Asked before any workflow code is loaded (the kernel asks again under the run's lock).
+    check_target(state, given, wait_id, current=True, interactive=True, runtime=reader)
+    calls, _ = pending_calls(state)
     loaded, runtime = workflows.load_for_run(s, store, run_id, workflow_file=workflow_file, attr=attr, llm=config,
                                              allow_drift=allow_drift)
     s.current_run = run_id
+    common: dict[str, Any] = {"workflow": loaded.workflow, "run_id": run_id, "reason": reason,
+                              "calls_sha256": expected_sha256, "by": by or _operator(), "wait_id": wait_id,
+                              "allow_drift": allow_drift, "lock_wait": lock_wait}
     if decision == "approved":
         executor = local_executor(loaded)
         if executor is None:
             raise WorkflowLoadError(f"{loaded.path}: the workflow file exposes no tools to run the calls with",
                                     path=str(loaded.path))
-        approved = [i for i in ids if not only or i in only]
-        refusal = reason or "not approved"
-        # Re-read under the same checks right before running anything: the run may have moved on.
-        waiting = require_tool_wait(run_id, runtime.get_state(run_id))
-        checked_calls(waiting, digest, ledger=runtime.get_ledger(run_id))
-        payload = approve_tool_calls(waiting, executor, only=approved, reason=refusal)
+        state = runtime.approve_tool_calls(executor=executor, only=only or None, **common)
+        approved = len(only) if only else len(calls)
     else:
-        approved = []
-        payload = deny_tool_calls(waiting, reason=reason or "denied by operator")
-    record_decision(payload, digest=digest, decision=decision, call_ids=ids, approved=approved, reason=reason)
-    s.debug(f"{decision} {len(approved)} of {len(ids)} call(s) of run {run_id} ({digest})")
-    # The wait key embeds the calls' hash: the runtime refuses it if the run waits on other calls now.
-    state = runtime.resume(workflow=loaded.workflow, run_id=run_id, wait_key=waiting.wait_key, payload=payload,
-                           allow_drift=allow_drift, lock_wait=lock_wait)
-    s.info(f"run {run_id}: {len(approved)} call(s) approved, {len(ids) - len(approved)} refused")
+        state = runtime.deny_tool_calls(**common)
+        approved = 0
+    s.info(f"run {run_id}: {approved} call(s) approved, {len(calls) - approved} refused")
     return drive(s, runtime, loaded.workflow, state, allow_drift=allow_drift, lock_wait=lock_wait)
+
+
+def _operator() -> Optional[str]:
+    """Who decides, when --by does not say: the operating-system user running the command."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
+
+
+ByOpt = typer.Option(None, "--by", metavar="NAME",
+                     help="Who decides, recorded with the decision [default: the operating-system user].")
 
 
 @tools_app.command("approve")
@@ -130,6 +133,7 @@ def tools_approve(
                                    help="Approve only this call (repeatable); the others are refused."),
     reason: Optional[str] = typer.Option(None, "--reason", metavar="TEXT", help="Why the calls left out were refused."),
     calls_sha256: Optional[str] = ShaOpt,
+    by: Optional[str] = ByOpt,
     workflow_file: Optional[str] = WorkflowOpt,
     attr: Optional[str] = AttrOpt,
     allow_drift: bool = DriftOpt,
@@ -143,13 +147,17 @@ def tools_approve(
 ) -> None:
     """Run the pending tool calls with the workflow file's tools and resume the run.
 
+    Under the run's lock the decision is recorded (bound to the calls' calls_sha256) before any
+    call runs, and each call's result before the next starts: after a crash, approving again
+    runs only the calls without a result; two approvals at once run the calls once.
     Exit like `resume`: 0 completed, 1 failed, 5 waiting again (e.g. on the next calls).
     A run not waiting on tool calls is an error (exit 1); an unknown run exit 4.
     """
     s = settings(ctx, json_out)
     config = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url, ctx=ctx)
     state = _decide(s, run_id, decision="approved", only=only, reason=reason, expected_sha256=calls_sha256,
-                    workflow_file=workflow_file, attr=attr, allow_drift=allow_drift, lock_wait=wait, config=config)
+                    workflow_file=workflow_file, attr=attr, allow_drift=allow_drift, lock_wait=wait, config=config,
+                    by=by)
     finish_run(s, state)
 
 
@@ -160,6 +168,7 @@ def tools_deny(
     reason: str = typer.Option("denied by operator", "--reason", metavar="TEXT",
                                help="Why; the workflow sees 'Tool call refused: TEXT' for each call."),
     calls_sha256: Optional[str] = ShaOpt,
+    by: Optional[str] = ByOpt,
     workflow_file: Optional[str] = WorkflowOpt,
     attr: Optional[str] = AttrOpt,
     allow_drift: bool = DriftOpt,
@@ -175,7 +184,8 @@ def tools_deny(
     s = settings(ctx, json_out)
     config = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url, ctx=ctx)
     state = _decide(s, run_id, decision="denied", only=[], reason=reason, expected_sha256=calls_sha256,
-                    workflow_file=workflow_file, attr=attr, allow_drift=allow_drift, lock_wait=wait, config=config)
+                    workflow_file=workflow_file, attr=attr, allow_drift=allow_drift, lock_wait=wait, config=config,
+                    by=by)
     finish_run(s, state)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -34,11 +36,16 @@ def worker_cmd(
     max_outage: Optional[float] = typer.Option(
         None, "--max-outage", metavar="SECONDS", min=0.1,
         help="Exit (1) when the store stays unreachable this long (default: keep retrying)."),
+    grace: float = typer.Option(30.0, "--grace", metavar="SECONDS", min=0.0,
+                                help="On SIGTERM/SIGINT, how long synchronous handlers in hand may take to "
+                                     "finish (their results are recorded); after it, exit 143 (130) at once, "
+                                     "leaving those runs to expire."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per advanced run (JSON lines)."),
 ) -> None:
     """Advance runnable runs until stopped: due timers, and runs left `running` (handed off by
     `emit --hand-off`, started with `start`, cut short by --max-steps, or left by a worker that
-    died). SIGINT or SIGTERM end it cleanly (exit 0).
+    died). SIGINT or SIGTERM stop it: nothing more is claimed, each run in hand stops at its
+    next step, and the worker exits 0 once every result is recorded and every run released.
 
     Prints one line per advanced run: `run_id<TAB>status` (or a JSON object with --json).
     With --once the exit code is 0 when the pass ran (its lines name the runs it advanced and
@@ -48,7 +55,11 @@ def worker_cmd(
     Many workers may serve one store: each run has one writer at a time. On PostgreSQL, work
     is claimed with leases (FOR UPDATE SKIP LOCKED) and idle workers are woken at once by
     `emit --hand-off` (LISTEN/NOTIFY). With --concurrency N, up to N runs advance at the same
-    time; a stop cancels the in-flight ones: each interrupted effect is recorded and runs again later.
+    time; a stop cancels their async handlers (each interrupted effect is recorded and runs again
+    later) and lets their synchronous handlers finish (their results are recorded). A handler
+    still running after --grace SECONDS (30) ends with the worker: exit 143 (130 on SIGINT)
+    without releasing its run, which another worker takes once the lease expires (PostgreSQL) or
+    at once (a folder: its lock ends with the process). A second signal does that at once.
 
     When the database goes away (a restart, a cut connection) the worker keeps going: it
     retries with capped exponential backoff and jitter, prints one line when the outage
@@ -60,9 +71,32 @@ def worker_cmd(
 
     s = settings(ctx, json_out)
     stop = threading.Event()
+    scheduler: Any = None
+    watchdog: list[threading.Timer] = []
+
+    def abandon(signum: int, why: str) -> None:
+        held = scheduler.in_hand() if scheduler is not None else []
+        if held:
+            shown = ", ".join(held[:10]) + (" ..." if len(held) > 10 else "")
+            typer.echo(f"warning: {why}: {len(held)} run(s) still in a handler ({shown}); exiting without "
+                       "releasing them (their leases expire, their locks end with this process)", err=True)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        # No clean-up may run now: it would release what a handler thread still writes for.
+        os._exit(128 + signum)
 
     def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            abandon(signum, "a second signal")
+            return
         stop.set()
+        timer = threading.Timer(grace, abandon, args=(signum, f"--grace {grace:g} s passed"))
+        timer.daemon = True
+        watchdog.append(timer)
+        timer.start()
 
     def report(state: Any) -> None:
         typer.echo(json_inline(shown_state(s, state).to_dict()) if s.json else f"{state.run_id}\t{state.status.value}")
@@ -86,7 +120,6 @@ def worker_cmd(
 
     outage = Outage(max_outage=max_outage, on_start=outage_began, on_end=outage_ended)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    scheduler = None
     try:
         while scheduler is None and not stop.is_set():
             try:  # a database that is not up yet is waited for like any outage
@@ -106,6 +139,8 @@ def worker_cmd(
     finally:
         if scheduler is not None:
             scheduler.close_claims()
+        for timer in watchdog:
+            timer.cancel()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     s.info("worker stopped")

@@ -108,7 +108,11 @@ command says which run, the node it stopped at and its status, and the command t
 continues it, e.g. `error: interrupted: run R stopped at node fetch (running); continue
 with: abstractruntime tick R` (with `--json` also `{"error": {"code": "interrupted",
 "run_id", "status", "node", "continue_with", ...}}`). `resume` of a run left `running`
-exits 1 and points to `tick`. `worker` ends cleanly on either signal (exit 0).
+exits 1 and points to `tick`. `worker` stops on either signal: it claims nothing more, lets
+the step in hand end (a synchronous handler finishes and its result is recorded; an async one
+is cancelled and recorded) and exits 0; a handler still running after `--grace SECONDS` (30)
+ends with the worker, exit 143 (130 on SIGINT), its run left to the next worker (at once on a
+folder; once its lease expires on PostgreSQL). A second signal does that at once.
 
 ## Cancelling
 
@@ -220,14 +224,20 @@ file lists in `require_approval` (a list of tool names; the whole batch waits). 
 - `--calls-sha256 HEX` (both) refuses, exit 2, unless the run still waits on exactly the calls
   with that hash: approve what you reviewed, not whatever is pending by then.
 
-The resume payload is `{"mode": "executed", "results": [...], "calls_sha256": HEX,
-"approval": {"decision", "calls_sha256", "approved", "denied", "reason"}}`; it is recorded in
-the ledger. Before anything runs the command checks that the pending calls hash to their
-recorded `calls_sha256` and that the hash-chained ledger recorded that same hash for the wait
-(an edited checkpoint: exit 3). `resume --payload` on a tool wait is refused (exit 2; `emit`
-reports it as an error for that run, exit 1) unless the payload's `calls_sha256` is the pending
-calls' hash, so a recorded approval cannot be replayed onto other calls. A run not waiting
-on tool calls: exit 1.
+- `--by NAME` (both) names who decides (default: the operating-system user).
+
+Both are kernel operations (`Runtime.approve_tool_calls` / `deny_tool_calls`). Under the run's
+lock a `decision` record binds the decision to the calls' `calls_sha256` (with `by`), durable
+before any call runs; each approved call's result is then recorded (a `part`) before the next
+starts; and `{"mode": "executed", "results": [...], "calls_sha256": HEX, "approval":
+{"decision", "calls_sha256", "approved", "denied", "reason", "by"}}` answers the wait. A
+command killed inside a tool leaves the run waiting with the decision recorded: `tools approve`
+again runs only the calls without a result (the one cut short runs again). Two approvals at
+once run the calls once; the other is told the wait was already answered (with `--wait`) or
+that the run is locked. Calls that do not hash to their recorded `calls_sha256` are refused
+(exit 3). `resume --payload` on a tool wait is refused (exit 2; `emit` reports it as an error
+for that run, exit 1) unless the payload's `calls_sha256` is the pending calls' hash, so a
+recorded approval cannot be replayed onto other calls. A run not waiting on tool calls: exit 1.
 
 ## Signing keys
 

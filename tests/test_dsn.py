@@ -90,6 +90,23 @@ def test_redact_hides_every_form_in_free_text() -> None:
     assert dsn.redact("postgres://bob@db/x") == "postgres://bob@db/x"
 
 
+def test_redact_hides_a_password_with_spaces_in_a_url_as_the_redaction_rules_do() -> None:
+    from abstractruntime.core.redaction import Redactor
+
+    cases = [
+        f"could not connect to postgresql://bob:{SECRET} tail-fragment@db:5432/x: refused",
+        f"postgresql://bob:x9 {SECRET}@t@db:5432/x",
+        f"see https://key:pass {SECRET} word@llm.example/v1 for details",
+    ]
+    for text in cases:
+        for redacted in (dsn.redact(text), Redactor().redact_text(text)):
+            assert SECRET not in redacted and "tail-fragment" not in redacted, redacted
+            assert "@" in redacted and "://" in redacted  # the rest of the URL stays readable
+    assert dsn.redact(cases[0]) == "could not connect to postgresql://bob:***@db:5432/x: refused"
+    assert dsn.redact("db at postgresql://db:5432/x ready, user bob: ok") == \
+        "db at postgresql://db:5432/x ready, user bob: ok"
+
+
 def test_scrub_removes_what_libpq_quotes() -> None:
     parsed = dsn.parse(f"host=db user=app password={SECRET}")
     message = f'connection to server failed: FATAL: password "{SECRET}" rejected for {parsed.text}'

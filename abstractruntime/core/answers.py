@@ -13,8 +13,8 @@ from typing import Any, Optional
 from . import budget as budgets
 from . import usage_totals
 from .canonical import check_size
+from .child_usage import child_usage_of
 from .errors import (
-    AlreadyAnsweredError,
     InvalidAnswerError,
     InvalidInputError,
     RunNotRetryableError,
@@ -24,17 +24,22 @@ from .errors import (
 )
 from .models import Effect, RecordKind, RunStatus, StepPlan, WaitReason, WaitState
 from .ports import Checkpoint, LedgerHead, LedgerStore, Pending
+from .approvals import check_calls_hash, decision_in_progress
 from .session import RunSession, new_record, set_nested
+from .wait_checks import refuse_other_wait
 
 
 def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Optional[str], payload: Any,
-                  encoded: bytes, event_id: Optional[str] = None, fire_timer: bool = False) -> None:
+                  encoded: bytes, event_id: Optional[str] = None, fire_timer: bool = False,
+                  require_calls_hash: bool = False) -> None:
     """Check the answer against the wait it names, then record it (nothing written on refusal).
 
     ``event_id`` (an event delivered by :func:`~abstractruntime.scheduler.events.emit_event`)
     is recorded in the resume's result. A timer takes no answer: only ``fire_timer=True``
     (an operator's explicit action, recorded as ``fired_by: "operator"``) resumes it before
-    its time, and only a timer can be fired.
+    its time, and only a timer can be fired. An answer to a wait on tool calls is checked by
+    :func:`~abstractruntime.core.approvals.check_calls_hash` (``require_calls_hash``: it must
+    name the calls' hash); one whose decision is recorded is finished by that decision only.
     """
     run, run_id = session.run, session.run_id
     wait = run.waiting
@@ -55,7 +60,13 @@ def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Opti
         budgets.answer(session, wait, payload)  # raise the budget and go on, or stop the run
         return
     _check_answer(wait.choices, wait.allow_free_text, payload)
-    _check_approval(wait.details, payload, run_id)
+    check_calls_hash(wait, payload, run_id, required=require_calls_hash)
+    decided = decision_in_progress(session.checkpoint)
+    if decided is not None:
+        raise InvalidInputError(
+            f"run {run_id}: a decision on the calls it waits on is recorded ({decided.get('decision')}) and was cut "
+            "short; it is finished by deciding the same again (tools approve|deny), which performs only the calls "
+            "without a result; nothing was written", run_id=run_id)
     check_size(encoded, what="Resume payload")
     if wait.result_key:
         set_nested(run.vars, wait.result_key, payload)
@@ -69,7 +80,7 @@ def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Opti
         result["event_id"] = event_id
     rec.finish_success(result)
     # A child's spend counts toward its parent: collected with the child's result.
-    report = usage_totals.child_usage_of(session, wait) if WaitReason(wait.reason) is WaitReason.SUBWORKFLOW else None
+    report = child_usage_of(session, wait) if WaitReason(wait.reason) is WaitReason.SUBWORKFLOW else None
     recorded = usage_totals.account(session, {"child_usage": report}) if report else None
     session.record(rec, result=payload, result_path=["payload"], ext=recorded)
     session.answered = True
@@ -119,22 +130,8 @@ def _fire_timer(session: RunSession, wait: WaitState) -> None:
 
 def check_wait_id(session: RunSession, wait_id: str) -> None:
     """Refuse an answer naming a wait that is not the one the run waits on (nothing written)."""
-    run = session.run
-    text = str(wait_id)
-    number = text[1:] if text[:1] == "w" else text
-    if not number.isdigit():
-        raise InvalidInputError(f"{wait_id!r} is not a wait id (expected w<number>, e.g. w3)")
-    wanted = f"w{int(number)}"
-    current = run.waiting.wait_id if run.status is RunStatus.WAITING and run.waiting else None
-    if current == wanted:
-        return
-    if int(number) <= session.checkpoint.effects:
-        now = f"it now waits on {current}" if current else f"it is now {run.status.value}"
-        raise AlreadyAnsweredError(f"Wait {run.run_id}@{wanted} was already answered ({now}); nothing was written",
-                                   run_id=run.run_id, wait_id=wanted, current_wait_id=current)
-    raise WaitKeyMismatchError(f"Run {run.run_id} has no wait {wanted} (it has begun "
-                               f"{session.checkpoint.effects} effects)", run_id=run.run_id, expected=current,
-                               got=wanted)
+    refuse_other_wait(session.run, session.checkpoint.effects, wait_id,
+                      lambda: session.ports.ledger.list(session.run_id))
 
 
 def failed_retryably(ledger: LedgerStore, checkpoint: Checkpoint) -> bool:
@@ -179,16 +176,3 @@ def _check_answer(choices: Optional[list[str]], allow_free_text: bool, payload: 
             shown = shown[:77] + "..."
         raise InvalidAnswerError(
             f"Answer {shown} is not one of the choices: {', '.join(choices)}", choices=list(choices))
-
-
-def _check_approval(details: Any, payload: Any, run_id: str) -> None:
-    """A wait on tool calls names their hash; an answer that names a hash must name that one.
-
-    So an approval reviewed for some calls can never be replayed onto other calls. (An answer
-    without a hash is taken as 0.0.1 took it; the CLI's `tools approve|deny` always send one.)
-    """
-    expected = details.get("calls_sha256") if isinstance(details, dict) else None
-    given = payload.get("calls_sha256") if isinstance(payload, dict) else None
-    if expected is not None and given is not None and given != expected:
-        raise InvalidInputError(f"calls_sha256 mismatch: run {run_id} waits on calls {expected}, the answer names "
-                                f"{given}; review the pending calls and decide again", run_id=run_id)

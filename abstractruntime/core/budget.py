@@ -32,8 +32,9 @@ import math
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from .errors import InvalidInputError
-from .models import RecordKind, RunStatus, WaitReason, WaitState
-from .usage_totals import MAX_EXACT, account, add_report, live_totals, number, report_of, run_now, shown_totals, stamp
+from .models import RecordKind, RunStatus, WaitReason, WaitState, new_record
+from .child_usage import run_now
+from .usage_totals import MAX_EXACT, account, add_report, live_totals, number, report_of, shown_totals, stamp
 
 if TYPE_CHECKING:
     from .ports import Checkpoint, Pending
@@ -178,8 +179,6 @@ def budget_totals(session: "RunSession") -> dict[str, Any]:
 def collect_children(session: "RunSession") -> None:
     """Add the totals of the finished ``async`` children to the run's own, once each: a ``metadata``
     record that carries the child's totals (``ext.child_usage``) and drops it from the list."""
-    from .session import new_record
-
     for child_id in async_children(session.checkpoint):
         found = run_now(session.ports, child_id)
         if found is None or not found[1]:
@@ -219,8 +218,6 @@ def pause(session: "RunSession", *, why: str, reason: WaitReason, node_id: str, 
 
     The wait gets the run's next effect ordinal as its id, so every pause is answered once.
     """
-    from .session import new_record
-
     ckpt, run = session.checkpoint, session.run
     ckpt.effects += 1
     wait_id = f"w{ckpt.effects}"
@@ -327,8 +324,6 @@ def decision_of(payload: Any) -> str:
 
 def answer(session: "RunSession", wait: WaitState, payload: Any) -> None:
     """Record the operator's decision on a budget wait (checked first: nothing written on refusal)."""
-    from .session import new_record
-
     run, ckpt = session.run, session.checkpoint
     decision = decision_of(payload)
     budget = budget_of(ckpt) or {}

@@ -14,13 +14,15 @@ same, so a run may be advanced by either, in turn.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import functools
 import inspect
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Optional
+from typing import Any, Callable, Generator, Iterator, Optional
 
 from .effects import EffectOutcome
 from .errors import AsyncRequiredError
@@ -55,8 +57,19 @@ def run_coroutine(awaitable: Any) -> Any:
     return loop.run_until_complete(awaitable)
 
 
+class StepsStopped(Exception):
+    """Thrown into stepping code in place of its next step once its driver was told to stop (a
+    worker's stop, a cancellation): what was recorded is made durable, nothing new begins."""
+
+
 class Request:
     """Something the stepping code needs done; each driver performs it its own way."""
+
+    # Whether performing it begins something new for the run (a node, a handler, a backoff):
+    # a stopped driver does not (it throws StepsStopped instead); it still finishes store I/O.
+    begins_work = True
+    # Set when a cancellation arrived while it ran in a thread: it ran to its end regardless.
+    interrupted = False
 
     def run_sync(self) -> Any:  # pragma: no cover - every request overrides it
         raise NotImplementedError
@@ -135,8 +148,10 @@ class EffectCall(Request):
             if getattr(self.handler, "pure", False) or _is_async(self.handler):
                 result = self._call()
             else:
-                # A blocking handler runs in a worker thread, so other runs keep advancing.
-                result = await asyncio.to_thread(contextvars.copy_context().run, self._call)
+                # A blocking handler runs in a worker thread, so other runs keep advancing. A
+                # thread cannot be interrupted: a cancellation waits for it, and its outcome is
+                # recorded before the run's lock is given up (settle_in_thread).
+                result = await settle_in_thread(self, self._call)
             if inspect.isawaitable(result):
                 result = await self._bounded(result)
             return _checked(result, self.effect)
@@ -202,7 +217,10 @@ class Sleep(Request):
     async def run_async(self) -> None:
         import asyncio
 
-        await asyncio.sleep(self.seconds)
+        try:
+            await asyncio.sleep(self.seconds)
+        except asyncio.CancelledError:
+            self.interrupted = True  # nothing left to wait for: the run stops at its next step
 
 
 @dataclass
@@ -212,30 +230,103 @@ class Io(Request):
     fn: Callable[[], Any]
     args: tuple[Any, ...] = field(default_factory=tuple)
 
+    begins_work = False  # a batch or a checkpoint: finished even by a stopped driver
+
     def run_sync(self) -> Any:
         return self.fn(*self.args)
 
     async def run_async(self) -> Any:
-        import asyncio
+        # Half an append must never be left to a thread after the run's lock is given up.
+        return await settle_in_thread(self, self.fn, *self.args)
 
-        return await asyncio.to_thread(self.fn, *self.args)
+
+async def settle_in_thread(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread: what it returns (or raises), awaited to its end.
+
+    A thread cannot be interrupted, so a cancellation that arrives meanwhile does not end the
+    wait: it sets ``request.interrupted`` and the wait goes on until ``fn`` has ended (the driver
+    then stops the run at its next step and raises the cancellation). Whoever cancelled is told
+    only once nothing runs for the run any more: its lock is given up after, never before.
+    """
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(None, functools.partial(contextvars.copy_context().run, fn, *args))
+    while True:
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.cancelled():
+                raise  # the executor was shut down before the call began: nothing runs
+            request.interrupted = True
+
+
+async def run_blocking(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread, for async code that writes for a run: a cancellation
+    waits for ``fn`` to end, then propagates (see :func:`settle_in_thread`)."""
+    import asyncio
+
+    holder = Request()
+    value = await settle_in_thread(holder, fn, *args)
+    if holder.interrupted:
+        raise asyncio.CancelledError
+    return value
+
+
+# Set around a synchronous tick that must stop at its next step once the event is set (a worker
+# being stopped): see :func:`stop_when`.
+_STOP: contextvars.ContextVar[Optional[threading.Event]] = contextvars.ContextVar("abstractruntime_stop",
+                                                                                  default=None)
+
+
+@contextlib.contextmanager
+def stop_when(event: Optional[threading.Event]) -> Iterator[None]:
+    """Ticks driven synchronously in this block stop at their next step once ``event`` is set:
+    the step in hand ends and is recorded, nothing new begins, the run goes on at its next tick."""
+    token = _STOP.set(event)
+    try:
+        yield
+    finally:
+        _STOP.reset(token)
 
 
 def drive_sync(step: Step) -> Any:
     """Run stepping code to its end, performing each request in this thread."""
+    stop = _STOP.get()
     try:
         request = next(step)
         while True:
+            if stop is not None and request.begins_work and stop.is_set():
+                request = step.throw(StepsStopped())
+                continue
             request = step.send(request.run_sync())
-    except StopIteration as stop:
-        return stop.value
+    except StopIteration as stop_iteration:
+        return stop_iteration.value
 
 
 async def drive_async(step: Step) -> Any:
-    """Run stepping code to its end, awaiting each request."""
+    """Run stepping code to its end, awaiting each request.
+
+    A cancellation that arrives while a request runs in a thread lets it end (its outcome is
+    recorded), then stops the stepping at its next step (:class:`StepsStopped`) and is raised.
+    """
+    import asyncio  # loaded already: this runs on an event loop
+
+    stopping = False
     try:
         request = next(step)
         while True:
-            request = step.send(await request.run_async())
-    except StopIteration as stop:
-        return stop.value
+            if stopping and request.begins_work:
+                request = step.throw(StepsStopped())
+                continue
+            try:
+                value = await request.run_async()
+            finally:
+                stopping = stopping or request.interrupted
+            request = step.send(value)
+    except StopIteration as stop_iteration:
+        if stopping:
+            raise asyncio.CancelledError from None
+        return stop_iteration.value
+    except StepsStopped:
+        raise asyncio.CancelledError from None

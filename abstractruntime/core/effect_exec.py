@@ -23,7 +23,7 @@ from . import budget as budgets
 from . import usage_totals
 from .canonical import canonical_json, check_size
 from .effects import EffectOutcome
-from .errors import InvalidInputError, PayloadTooLargeError
+from .errors import InvalidInputError, PayloadTooLargeError, SessionClosedError
 from .models import Effect, EffectType, RecordKind, RunState, RunStatus, StepPlan, StepRecord, WaitReason, WaitState
 from .observe import end_all, notify
 from .policy import DefaultEffectPolicy, compute_idempotency_key
@@ -198,7 +198,10 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
             break
         if not handler.pure:
             yield Io(session.flush_before_effect)  # the intent (and every step before it) is durable first
-        recorder = _part_recorder(session, plan, effect_id, key, attempt, parts)
+        # Parts may be recorded from several threads at once, and a cancellation may come at the
+        # same moment: one guard orders them, and nothing is written after the cancellation.
+        guard = threading.Lock()
+        recorder = _part_recorder(session, plan, effect_id, key, attempt, parts, guard)
         # What remains of the budget is a child's allotment: only a subworkflow needs it.
         left = budgets.remaining(session) if effect.type is EffectType.START_SUBWORKFLOW else None
         identity = EffectIdentity(run.run_id, effect_id, key, attempt, dict(parts), recorder, budget_left=left,
@@ -207,7 +210,7 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
         watched = notify(observers, "effect_started", run.run_id, effect_id, EffectType(effect.type).value, attempt,
                          plan.node_id) if observers else None
         outcome = yield EffectCall(handler, run, effect, plan.next_node, identity, _CURRENT, timeout,
-                                   _cancel_recorder(session, plan, effect_id, key, attempt))
+                                   _cancel_recorder(session, plan, effect_id, key, attempt, guard))
         if watched:
             end_all(observers, "effect_ended", watched, outcome.status, outcome.ext, outcome.error)
         if outcome.status == "completed":
@@ -299,23 +302,30 @@ def _delay(rt: "Runtime", session: RunSession, plan: StepPlan, effect_id: int, a
 
 
 def _cancel_recorder(session: RunSession, plan: StepPlan, effect_id: int, key: str,
-                     attempt: int) -> Callable[[str], None]:
-    """Record a cancelled attempt and make it durable (the intent stays pending: the next tick retries)."""
+                     attempt: int, guard: threading.Lock) -> Callable[[str], None]:
+    """Record a cancelled attempt and make it durable (the intent stays pending: the next tick
+    retries), then close the session: a thread the handler left behind cannot write any more."""
 
     def record(message: str) -> None:
-        _record_failure(session, plan, effect_id, key, attempt, message)
-        session.flush()
+        with guard:
+            try:
+                _record_failure(session, plan, effect_id, key, attempt, message)
+                session.flush()
+            finally:
+                session.close("its effect was cancelled")
 
     return record
 
 
 def _part_recorder(session: RunSession, plan: StepPlan, effect_id: int, key: str, attempt: int,
-                   parts: dict[str, Any]) -> Callable[[str, Any], None]:
-    """``record_part`` for one attempt: each part is its own record, durable before it returns."""
-    guard = threading.Lock()  # tools of one effect may finish on several threads at once
+                   parts: dict[str, Any], guard: threading.Lock) -> Callable[[str, Any], None]:
+    """``record_part`` for one attempt: each part is its own record, durable before it returns
+    (:class:`SessionClosedError`, nothing written, once the session was given up)."""
 
     def record(name: str, value: Any) -> None:
         with guard:
+            if session.closed is not None:
+                raise SessionClosedError(f"run {session.run_id}: {session.closed}; the part {name!r} was not recorded")
             parts[str(name)] = value
             ckpt = session.checkpoint
             if ckpt.pending is not None:

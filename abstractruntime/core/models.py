@@ -105,6 +105,8 @@ class RecordKind(str, Enum):
     UPGRADE = "upgrade"
     # The kernel paused the run (a budget reached, a rate limit to wait out): the whole change is in its delta.
     PAUSE = "pause"
+    # Approving or denying tool calls: bound to the calls' hash before any of them runs.
+    DECISION = "decision"
 
 
 @dataclass(frozen=True)
@@ -418,3 +420,10 @@ class StepRecord:
             next_node=data.get("next_node"),
             at=data.get("at"),
         )
+
+
+def new_record(run: RunState, kind: RecordKind, node_id: Optional[str] = None) -> StepRecord:
+    """A record of ``kind`` for the run's current node (or ``node_id``)."""
+    rec = StepRecord.start(run=run, node_id=node_id or run.current_node, effect=None)
+    rec.kind = kind.value
+    return rec

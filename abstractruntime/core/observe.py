@@ -19,7 +19,6 @@ Three small hooks, all optional and all outside the ledger:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import random
@@ -210,6 +209,8 @@ class InFlightLimits:
     @contextlib.asynccontextmanager
     async def aslot(self, key: str) -> AsyncIterator[None]:
         """:meth:`slot` for an event loop (the wait does not block the loop)."""
+        import asyncio  # loaded already: this runs on an event loop
+
         limit = self.limit_for(key)
         if limit is None:
             yield

@@ -49,7 +49,11 @@ class Capability(str, Enum):
     ``QUERIES`` answers :class:`QueryableRunStore`; ``WAITING_ON`` finds runs waiting on a key
     from an index (``list_waiting_on``); ``WORK_CLAIMS`` hands a worker fleet leases
     (``work_claims``); ``WAKE`` wakes idle workers (``wake``); ``EDITS`` records a state saved
-    with ``save(run)`` in the ledger itself, before anything acts on it.
+    with ``save(run)`` in the ledger itself, before anything acts on it; ``LEDGER_MARKS`` marks a
+    run whose ledger may be ahead of its checkpoint (``mark_ahead(run_id)``, called before the
+    first append after a checkpoint — a store may make the mark part of the append itself — and
+    cleared by ``save_checkpoint`` at the ledger's head), lists the marked runs from an index
+    (``list_ahead(limit=)``) and answers queries about them as their ledgers say.
     """
 
     CHAINED = "chained"
@@ -66,6 +70,7 @@ class Capability(str, Enum):
     WORK_CLAIMS = "work_claims"
     WAKE = "wake"
     EDITS = "edits"
+    LEDGER_MARKS = "ledger_marks"
 
 
 def has_capability(store: Any, capability: Capability) -> bool:

@@ -81,6 +81,13 @@ PROVIDER_KEY_PATTERN = (
     r"|hf_[A-Za-z0-9]{30,}|glpat-[A-Za-z0-9_-]{20,}|npm_[A-Za-z0-9]{36}|ya29\.[A-Za-z0-9_-]{20,})"
     r"(?![A-Za-z0-9])"
 )
+# The password of a URL (any scheme) in text, as group ``secret``. It runs to the last ``@``
+# before a host, so one holding ``/``, a space or an unencoded ``@`` goes whole;
+# ``host:8080/...`` (a port, no password) is left alone. Shared with the connection-string
+# rules (storage/dsn.py), so a message and a ledger hide the same part of a URL.
+URL_PASSWORD_PATTERN = (r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@?#\"']*:(?!\d+(?:[/?#\s]|$))"
+                        r"(?P<secret>[^\s\"'](?:[^\r\n\t\"']{0,254}?[^\s\"'])?)"
+                        r"@(?=[A-Za-z0-9\[][A-Za-z0-9.:%_\[\]-]*(?:[/?#\s\"'<>,;)\]}]|$))")
 # Each entry: (name, pattern, triggers). A group named ``secret`` marks the part replaced;
 # without one the whole match is. ``triggers`` are groups of lower-case substrings the text
 # must contain (one of each group) for the pattern to be tried at all: scanning a long text
@@ -99,11 +106,7 @@ DEFAULT_VALUE_PATTERNS: tuple[tuple[str, str, tuple[tuple[str, ...], ...]], ...]
     ("provider_key", PROVIDER_KEY_PATTERN, (("sk-", "sk_", "rk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_",
                                              "github_pat_", "xox", "xapp-", "akia", "asia", "aiza", "whsec_",
                                              "hf_", "glpat-", "npm_", "ya29."),)),
-    # The password of a URL runs to the last ``@`` before a host, so one holding ``/``, a space or
-    # an unencoded ``@`` goes whole; ``host:8080/...`` (a port, no password) is left alone.
-    ("url_password", r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@?#\"']*:(?!\d+(?:[/?#\s]|$))"
-                     r"(?P<secret>[^\s\"'](?:[^\r\n\t\"']{0,254}?[^\s\"'])?)"
-                     r"@(?=[A-Za-z0-9\[][A-Za-z0-9.:%_\[\]-]*(?:[/?#\s\"'<>,;)\]}]|$))", (("://",), ("@",))),
+    ("url_password", URL_PASSWORD_PATTERN, (("://",), ("@",))),
     # curl's ``-u user:password`` / ``--user user:password`` (quoted or not).
     ("curl_user", r"\bcurl\b[^\n]*?(?<!\S)(?:-u|--user)(?:[ \t]+|=)?(?P<q>['\"])?[^\s:'\"]*:"
                   r"(?P<secret>(?(q)[^'\"\n]+|[^\s'\"]+))", (("curl",), ("-u", "--user"))),

@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Iterator, Optional
 
 from .canonical import canonical_json, check_size
 from .clock import Clock, utc_now
-from .drive import Step, drive_async, drive_sync
+from .drive import Io, Request, Step, StepsStopped, drive_async, drive_sync, run_blocking, settle_in_thread
 from .effect_exec import EffectHandler, RegisteredHandler
 from .effects import (
     EffectOutcome,
@@ -47,9 +47,11 @@ from .redaction import Redactor
 from .secret_release import SecretRelease
 from .session import RunParts, RunSession, StorePorts, fail_run, is_finished, new_record
 from .spec import WorkflowSpec
+from .ahead import session_class
 from .answers import failed_retryably, prepare_retry, record_answer
 from .budget import BUDGET_KEY, check_budget
 from .upgrade import check_source
+from .wait_checks import refuse_other_wait
 from .usage_totals import stamp
 from .state import StateImage
 from .stepping import advance_steps, retry_steps
@@ -385,7 +387,8 @@ class Runtime:
     def new_session(self, checkpoint: Checkpoint, *, redactor: Optional[Redactor] = None) -> RunSession:
         """A session for a run being created from ``checkpoint`` (the caller holds the create lock);
         its first record must carry every field (``record(..., full=True)``)."""
-        return RunSession(self._ports(redactor), RunParts(checkpoint, StateImage.blank(checkpoint.run.run_id)))
+        return session_class(self._run_store)(self._ports(redactor),
+                                              RunParts(checkpoint, StateImage.blank(checkpoint.run.run_id)))
 
     def run_exists(self, run_id: str) -> bool:
         """True when the run has a ledger or a checkpoint."""
@@ -486,7 +489,13 @@ class Runtime:
         if lock_wait > 0:
             import asyncio  # loaded already: this runs on an event loop
 
-            await asyncio.to_thread(lock.__enter__)  # waiting for a lock must not block the loop
+            # Waiting for a lock must not block the loop; a lock granted after a cancellation is
+            # given back at once, never left held by a thread nobody waits for.
+            waiting = Request()
+            await settle_in_thread(waiting, lock.__enter__)
+            if waiting.interrupted:
+                lock.__exit__(None, None, None)
+                raise asyncio.CancelledError
         else:
             lock.__enter__()
         with contextlib.ExitStack() as held:
@@ -521,7 +530,7 @@ class Runtime:
     def resume(self, *, workflow: WorkflowSpec, run_id: str, wait_key: Optional[str] = None, payload: Any = None,
                allow_drift: bool = False, lock_wait: float = 0.0, max_steps: int = 100,
                wait_id: Optional[str] = None, fire_timer: bool = False,
-               event_id: Optional[str] = None) -> RunState:
+               event_id: Optional[str] = None, require_calls_hash: bool = False) -> RunState:
         """Deliver ``payload`` to a waiting run and advance it.
 
         ``wait_id`` (``"w17"``, from a wait handle ``RUN@w17``) names the wait being answered:
@@ -534,13 +543,57 @@ class Runtime:
         A ``wait_until`` timer takes no answer (:class:`TimerWaitError`): it is resumed by the
         clock, or fired now with ``fire_timer=True`` and no payload (recorded as fired by an
         operator). ``event_id`` is recorded in the resume's result (see ``emit_event``).
+
+        A wait on tool calls is decided with :meth:`approve_tool_calls` / :meth:`deny_tool_calls`;
+        a raw answer to it that names a ``calls_sha256`` must name the pending calls' hash, and
+        with ``require_calls_hash`` (what the command line asks) it must name one.
         """
         encoded = canonical_json(payload)
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._open(run_id, workflow, allow_drift)
             record_answer(session, wait_id=wait_id, wait_key=wait_key, payload=payload, encoded=encoded,
-                          event_id=event_id, fire_timer=fire_timer)
+                          event_id=event_id, fire_timer=fire_timer, require_calls_hash=require_calls_hash)
             return self._finish(session, advance_steps(self, session, workflow, max_steps))
+
+    def approve_tool_calls(self, *, workflow: WorkflowSpec, run_id: str, executor: Any,
+                           only: Optional[list[str]] = None, reason: Optional[str] = None,
+                           calls_sha256: Optional[str] = None, by: Optional[str] = None, wait_id: Optional[str] = None,
+                           allow_drift: bool = False, lock_wait: float = 0.0, max_steps: int = 100) -> RunState:
+        """Approve the tool calls the run waits on, perform them with ``executor`` and go on.
+
+        Under the run's lock: a ``decision`` record bound to the calls' ``calls_sha256`` (and
+        ``by``, who decided), durable before any call runs; then each approved call — ``only``
+        those call ids, the others refused with ``reason`` — through ``executor.execute(tool_calls=
+        [call])``, its result recorded before the next starts; then the results answer the wait
+        (``{"mode": "executed", "results", "calls_sha256", "approval"}`` at its ``result_key``) and
+        the run advances as :meth:`resume` does. ``calls_sha256`` refuses calls other than the ones
+        reviewed; ``wait_id`` names the wait (``RUN@wN``) as for :meth:`resume`.
+
+        A crash inside a call leaves the run waiting with the decision recorded: approving again
+        performs the calls without a result only. Two approvals at once run the calls once (the
+        second gets :class:`RunLockedError`, or :class:`AlreadyAnsweredError` after ``lock_wait``).
+        See :mod:`abstractruntime.core.approvals`.
+        """
+        from .approvals import APPROVED, decide, decision_steps
+
+        with self._run_store.lock(run_id, wait=lock_wait):
+            session = self._open(run_id, workflow, allow_drift)
+            made = decide(session, decision=APPROVED, only=only, reason=reason, expected_sha256=calls_sha256, by=by,
+                          wait_id=wait_id)  # refusals come before anything is written
+            return self._finish(session, decision_steps(self, session, workflow, made, executor, max_steps))
+
+    def deny_tool_calls(self, *, workflow: WorkflowSpec, run_id: str, reason: Optional[str] = None,
+                        calls_sha256: Optional[str] = None, by: Optional[str] = None, wait_id: Optional[str] = None,
+                        allow_drift: bool = False, lock_wait: float = 0.0, max_steps: int = 100) -> RunState:
+        """Refuse every tool call the run waits on (``Tool call refused: <reason>`` for each) and go on:
+        a ``decision`` record as in :meth:`approve_tool_calls`, then the refusals answer the wait."""
+        from .approvals import DENIED, decide, decision_steps
+
+        with self._run_store.lock(run_id, wait=lock_wait):
+            session = self._open(run_id, workflow, allow_drift)
+            made = decide(session, decision=DENIED, only=None, reason=reason, expected_sha256=calls_sha256, by=by,
+                          wait_id=wait_id)
+            return self._finish(session, decision_steps(self, session, workflow, made, None, max_steps))
 
     async def aresume(self, *, workflow: WorkflowSpec, run_id: str, wait_key: Optional[str] = None,
                       payload: Any = None, allow_drift: bool = False, lock_wait: float = 0.0, max_steps: int = 100,
@@ -553,6 +606,16 @@ class Runtime:
             record_answer(session, wait_id=wait_id, wait_key=wait_key, payload=payload, encoded=encoded,
                           event_id=event_id, fire_timer=fire_timer)
             return await self._afinish(session, advance_steps(self, session, workflow, max_steps))
+
+    def check_wait(self, run_id: str, wait_id: str) -> Checkpoint:
+        """What :meth:`resume` would say about an answer to wait ``wait_id`` (``RUN@wN``), asked
+        before any workflow code is loaded: returns the run when it waits on that wait, else raises
+        :class:`AlreadyAnsweredError` (a resume of it is recorded), :class:`RunNotWaitingError` (the
+        run left it unanswered, or its record never became durable: ``tick`` the run) or
+        :class:`WaitKeyMismatchError` (no such wait). Reads only; ``resume`` asks again under the lock."""
+        checkpoint = self.get_checkpoint(run_id)
+        refuse_other_wait(checkpoint.run, checkpoint.effects, wait_id, lambda: self._ledger_store.list(run_id))
+        return checkpoint
 
     def retry(self, *, workflow: WorkflowSpec, run_id: str, max_steps: int = 100, allow_drift: bool = False,
               lock_wait: float = 0.0) -> RunState:
@@ -591,7 +654,11 @@ class Runtime:
     def checkpoint(self, run_id: str, *, lock_wait: float = 0.0) -> Checkpoint:
         """Store a checkpoint of the run at its ledger head now (proven by a digest the ledger
         carries there: a ``checkpoint`` record is appended when the head record carries none), so
-        the next open replays nothing."""
+        the next open replays nothing. A run whose ledger went past its checkpoint (a writer
+        stopped between its append and its checkpoint) is then seen by queries, workers and
+        ``emit`` as its ledger says, and a run store's mark that it may be ahead is cleared: a
+        worker does this for a marked run its ledger says it cannot advance. Runs no node, needs
+        no workflow."""
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._session(self._load(run_id))
             session.save_checkpoint()
@@ -643,8 +710,8 @@ class Runtime:
                                                "public_key": public_pem_text(to)}})
                 session.record(rec)
                 session.save_checkpoint()  # a batch of its own, signed by the old key
-            handed = RunSession(replace(self._ports(), signer=to), session.parts(), durable_head=session.durable,
-                                saved_head=session.saved)
+            handed = session_class(self._run_store)(replace(self._ports(), signer=to), session.parts(),
+                                                    durable_head=session.durable, saved_head=session.saved)
             handed.saved_status = session.saved_status
             handed.record(new_record(handed.run, RecordKind.CHECKPOINT).finish_success(None))
             handed.save_checkpoint()  # the new key's first batch
@@ -717,7 +784,8 @@ class Runtime:
             self._warm[session.run_id] = (tokens, opened)
 
     def _session(self, opened: OpenedRun, *, redactor: Optional[Redactor] = None) -> RunSession:
-        session = RunSession(self._ports(redactor), opened.parts, durable_head=opened.head, saved_head=opened.saved)
+        session = session_class(self._run_store)(self._ports(redactor), opened.parts, durable_head=opened.head,
+                                                 saved_head=opened.saved)
         session.saved_status = opened.saved_status
         if session.finished and opened.external is None:
             self.release_secrets(session.checkpoint)  # a run that ended before its values were dropped (a kill)
@@ -767,24 +835,37 @@ class Runtime:
         return session
 
     def _finish(self, session: RunSession, steps: Step) -> RunState:
-        """Drive ``steps`` in this thread, failing the run on the record if its state cannot be stored."""
+        """Drive ``steps`` in this thread, failing the run on the record if its state cannot be stored.
+
+        A tick that ends by an exception closes its session before its lock is given up: a
+        thread a handler left behind cannot write for the run any more.
+        """
         with observed_tick(self.observers, session) as tick:
             try:
-                state: RunState = drive_sync(steps)
+                state: RunState = drive_sync(_stoppable(session, steps))
             except InvalidInputError as exc:  # includes PayloadTooLargeError
                 state = self._fail_unstorable(session, exc)
+            except BaseException:
+                _abandon(session)
+                raise
             tick.state = state
             return state
 
     async def _afinish(self, session: RunSession, steps: Step) -> RunState:
-        """:meth:`_finish` under the async driver."""
+        """:meth:`_finish` under the async driver. A cancellation is raised only once nothing runs for
+        the run: a synchronous handler in a thread ends first and its outcome is recorded."""
         with observed_tick(self.observers, session) as tick:
             try:
-                state: RunState = await drive_async(steps)
+                state: RunState = await drive_async(_stoppable(session, steps))
             except InvalidInputError as exc:
-                import asyncio  # loaded already: this runs on an event loop
-
-                state = await asyncio.to_thread(self._fail_unstorable, session, exc)
+                try:
+                    state = await run_blocking(self._fail_unstorable, session, exc)
+                except BaseException:
+                    _abandon(session)
+                    raise
+            except BaseException:
+                _abandon(session)
+                raise
             tick.state = state
             return state
 
@@ -805,6 +886,24 @@ def public_pem_text(signer: Any) -> str:
     """The PEM text of a signer's public key (what a rotation record carries)."""
     pem = signer.public_key_pem()
     return pem.decode("ascii") if isinstance(pem, bytes) else str(pem)
+
+
+def _stoppable(session: RunSession, steps: Step) -> Step:
+    """``steps``, stopped at their next step when the driver says so (a worker's stop, a
+    cancellation): what was recorded is made durable, nothing new begins, and the run goes on
+    from there at its next tick (an effect whose intent is durable is performed then)."""
+    try:
+        state: RunState = yield from steps
+        return state
+    except StepsStopped:
+        yield Io(session.finish)
+        return session.run
+
+
+def _abandon(session: RunSession) -> None:
+    """Close a session its tick gave up (an exception, a cancellation) before the lock goes."""
+    if session.closed is None:
+        session.close("its tick was interrupted; the run's lock is given up")
 
 
 # The reason an ``edit`` record gives for a state saved with ``RunStore.save``.

@@ -20,7 +20,7 @@ from .clock import Clock
 from .encode import RecordEncoder
 from .errors import LedgerConflictError
 from .jcs import jcs
-from .models import RecordKind, RunState, RunStatus, StepRecord
+from .models import RecordKind, RunState, RunStatus, StepRecord, new_record
 from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, RunStore, StoredCheckpoint, \
     has_capability
 from .records import RECORD_FORMAT, seal, with_signature
@@ -493,13 +493,6 @@ def is_finished(checkpoint: Checkpoint) -> bool:
     to ``retry`` — its secret values are needed no more."""
     status = checkpoint.run.status
     return status.is_terminal and not (status is RunStatus.FAILED and checkpoint.pending is not None)
-
-
-def new_record(run: RunState, kind: RecordKind, node_id: Optional[str] = None) -> StepRecord:
-    """A record of ``kind`` for the run's current node (or ``node_id``)."""
-    rec = StepRecord.start(run=run, node_id=node_id or run.current_node, effect=None)
-    rec.kind = kind.value
-    return rec
 
 
 def fail_run(session: RunSession, node_id: str, message: str, *, exception_type: Optional[str] = None,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from .canonical import canonical_json, sha256_hex
 from .errors import InvalidInputError
-from .models import RecordKind, WaitState
+from .models import RecordKind, new_record
 
 if TYPE_CHECKING:
     from .ports import Checkpoint
@@ -159,12 +159,13 @@ def _live(session: "RunSession") -> _Live:
 def _recover(live: _Live, session: "RunSession") -> None:
     """Add the usage of the records a writer left unsettled (a crash) to the session's totals: they
     are settled in the state by the end of this session's tick, or before its stored checkpoint."""
-    _count(live.totals, session.unsettled)
+    count_reports(live.totals, session.unsettled)
     session.unsettled = []
     live.dirty = True
 
 
-def _count(totals: dict[str, Any], exts: list[dict[str, Any]]) -> None:
+def count_reports(totals: dict[str, Any], exts: list[dict[str, Any]]) -> None:
+    """Add to ``totals`` the usage (and children's usage) the records' ``ext`` report."""
     for ext in exts:
         for name, is_child in (("usage", False), ("child_usage", True)):
             if ext.get(name) is not None:
@@ -266,8 +267,6 @@ def settle(session: "RunSession") -> None:
     live = _LIVE.get(session) if not session.unsettled else _live(session)
     if live is None or not live.dirty:
         return
-    from .session import new_record
-
     stamp(session)
     rec = new_record(session.run, RecordKind.METADATA)
     session.record(rec.finish_success({"updated": [USAGE_KEY]}))
@@ -283,20 +282,6 @@ def child_report(checkpoint: "Checkpoint", run_id: str) -> Optional[dict[str, An
     return report_of(totals_of(checkpoint.metadata), run_id)
 
 
-def run_now(ports: Any, run_id: str) -> Optional[tuple[dict[str, Any], bool]]:
-    """Another run's totals as its ledger holds them now — also what a killed writer left
-    unsettled — and whether it finished; ``None`` when it cannot be read (nothing counted)."""
-    from .recovery import open_run
-
-    try:
-        opened = open_run(ports.runs, ports.ledger, run_id, for_writing=False)
-    except Exception:  # a run that cannot be read counts nothing; its own ledger still holds its spend
-        return None
-    totals = totals_of(opened.checkpoint.metadata)
-    _count(totals, opened.parts.unsettled)
-    return totals, opened.checkpoint.run.status.is_terminal
-
-
 def report_of(totals: Mapping[str, Any], run_id: str) -> Optional[dict[str, Any]]:
     """A run's totals as another run records them (``ext.child_usage``), or ``None`` when it spent nothing."""
     if not totals.get("calls"):
@@ -304,16 +289,5 @@ def report_of(totals: Mapping[str, Any], run_id: str) -> Optional[dict[str, Any]
     return {"run_id": run_id, **shown_totals(totals)}
 
 
-def child_usage_of(session: "RunSession", wait: WaitState) -> Optional[dict[str, Any]]:
-    """The totals of the finished child a subworkflow wait names (read from its ledger), or ``None``."""
-    child_id = (wait.details or {}).get("sub_run_id") if isinstance(wait.details, dict) else None
-    if not isinstance(child_id, str):
-        return None
-    found = run_now(session.ports, child_id)
-    if found is None or not found[1]:
-        return None
-    return report_of(found[0], child_id)
-
-
-__all__ = ["MAX_EXACT", "USAGE_KEY", "account", "add_report", "child_report", "child_usage_of", "live_totals", "number",
-           "report_of", "run_now", "settle", "shown_totals", "stamp", "totals_of", "unsettled_reports", "usage_numbers"]
+__all__ = ["MAX_EXACT", "USAGE_KEY", "account", "add_report", "child_report", "count_reports", "live_totals", "number",
+           "report_of", "settle", "shown_totals", "stamp", "totals_of", "unsettled_reports", "usage_numbers"]

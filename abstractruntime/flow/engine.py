@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..core.drive import Request
+from ..core.drive import Request, settle_in_thread
 from ..core.errors import AbstractRuntimeError, InvalidInputError, NondeterminismError
 from ..core.models import RecordKind, RunStatus
 from ..core.session import fail_run, new_record
@@ -55,10 +55,10 @@ class FlowCall(Request):
     async def run_async(self) -> tuple[str, Any]:
         if self.flow_run.flow.is_async:
             return await self.flow_run.aexecute()
-        # A plain def workflow blocks on its steps: it runs in a worker thread.
-        import asyncio  # loaded already: this runs on an event loop
-
-        return await asyncio.to_thread(self.flow_run.execute)
+        # A plain def workflow blocks on its steps: it runs in a worker thread, which a
+        # cancellation waits for (its records are written before the run's lock is given up).
+        result: tuple[str, Any] = await settle_in_thread(self, self.flow_run.execute)
+        return result
 
 
 def flow_steps(rt: "Runtime", session: "RunSession", flow: Workflow) -> "Step":

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..core.drive import drive_async, drive_sync, run_coroutine
+from ..core.drive import drive_async, drive_sync, run_blocking, run_coroutine
 from ..core.effect_exec import _CURRENT, EffectIdentity
 from ..core.errors import AsyncRequiredError
 from ..core.jcs import jcs
@@ -147,10 +147,10 @@ async def _call_async(call: _Call) -> tuple[bool, Any]:
         finally:
             _IN_STEP.reset(inside)
             _CURRENT.reset(current)
-    # A blocking function runs in a worker thread, so other steps (and runs) go on.
-    import asyncio  # loaded already: this runs on an event loop
-
-    return await asyncio.to_thread(contextvars.copy_context().run, _call_sync, call)
+    # A blocking function runs in a worker thread, so other steps (and runs) go on; a
+    # cancellation waits for it to end, then propagates (nothing of it is left writing).
+    result: tuple[bool, Any] = await run_blocking(_call_sync, call)
+    return result
 
 
 __all__ = ["_Abort", "_Call", "_IN_STEP", "_Kernel", "_Pause", "_Stop", "is_plain", "perform_async", "perform_sync",

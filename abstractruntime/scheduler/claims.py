@@ -3,8 +3,10 @@
 A store may offer claims of its own (``run_store.work_claims(owner=, lease_s=)``): the
 PostgreSQL store leases runs with ``FOR UPDATE SKIP LOCKED`` and wakes idle workers with
 ``LISTEN/NOTIFY`` (:mod:`abstractruntime.storage.postgres.claims`). Every other queryable
-run store gets :class:`ListingClaims`: it lists due timers and runs left ``running``, and the
-run's lock decides which of several workers advances each one.
+run store gets :class:`ListingClaims`: it lists due timers, runs left ``running`` and runs
+whose ledger may be past their checkpoint (a store with ``LEDGER_MARKS``:
+:mod:`abstractruntime.core.ahead`), and the run's lock decides which of several workers
+advances each one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import datetime
 from typing import Any, Iterable, Optional, Protocol
 
 from ..core.models import RunStatus
+from ..core.ports import Capability, has_capability
 from ..storage.base import QueryableRunStore
 
 # Runs one listing asks for (at least): enough for a pass of the default limit.
@@ -46,6 +49,11 @@ class WorkClaims(Protocol):
 
     def take_checkpoint(self, run_id: str) -> Optional[Any]:
         """The checkpoint read with the run's claim, when the claim read it (else ``None``)."""
+        ...
+
+    def was_ahead(self, run_id: str) -> bool:
+        """Whether the run was claimed because its ledger may be past its checkpoint (a writer
+        stopped between the two): read it from its ledger; store its checkpoint if it cannot go on."""
         ...
 
     def listen(self) -> None:
@@ -79,6 +87,8 @@ class ListingClaims:
         # Listed, not handed out yet: one listing serves the one-run claims of a whole pass
         # (a worker claims one run at a time; listing each time would read the runs again).
         self._listed: list[str] = []
+        self._ahead: set[str] = set()
+        self._marks = has_capability(run_store, Capability.LEDGER_MARKS)
 
     def claim(self, *, now_iso: str, limit: int, exclude: Iterable[str] = (),
               release: Iterable[str] = ()) -> list[str]:
@@ -91,7 +101,18 @@ class ListingClaims:
         if len(picked) < limit:
             fetch = max(limit, LISTING_BATCH) + len(skip)
             self._listed = [run.run_id for run in self._runs.list_due_wait_until(now_iso=now_iso, limit=fetch)]
-            self._listed += [run.run_id for run in self._runs.list_runs(status=RunStatus.RUNNING, limit=fetch)]
+            if self._marks:
+                # As the rows say: a run whose ledger went past its row is in a writer's hands, or
+                # listed below as ahead.
+                running = self._runs.list_runs(status=RunStatus.RUNNING, limit=fetch,  # type: ignore[call-arg]
+                                               as_stored=True)
+            else:
+                running = self._runs.list_runs(status=RunStatus.RUNNING, limit=fetch)
+            self._listed += [run.run_id for run in running]
+            if self._marks:
+                ahead = self._runs.list_ahead(limit=fetch)  # type: ignore[attr-defined]
+                self._ahead = set(ahead)
+                self._listed += ahead  # those listed above too are taken once (see _take)
             picked += self._take(skip, limit - len(picked))
         return picked
 
@@ -119,6 +140,10 @@ class ListingClaims:
         """Listing reads no checkpoint: ``None``."""
         return None
 
+    def was_ahead(self, run_id: str) -> bool:
+        """See :class:`WorkClaims` (listed by ``list_ahead``, maybe also as due or running)."""
+        return run_id in self._ahead
+
     def listen(self) -> None:
         """No wake-ups on this store."""
 
@@ -130,6 +155,7 @@ class ListingClaims:
     def reset(self) -> None:
         """Forget the listing (it is read again)."""
         self._listed = []
+        self._ahead = set()
 
     def close(self) -> None:
         """Nothing held open."""

@@ -121,6 +121,7 @@ def emit_event(
     keep: Optional[Duration] = None,
     now: Optional[datetime] = None,
     ledger: Optional["LedgerStore"] = None,
+    require_calls_hash: bool = False,
 ) -> EmitResult:
     """Answer every run waiting on ``event_key`` with ``payload``.
 
@@ -132,11 +133,12 @@ def emit_event(
     ``event_id`` (with ``events``, the store's event log) delivers the event at most once per
     store; ``keep`` (with an id) keeps it for the first run that waits on the key within that
     duration. ``ledger`` (the store's, ``store.ledger``) lets the first emit of an id the event
-    log has no record of find it in the ledgers of the runs waiting on the key. See the module
-    docstring.
+    log has no record of find it in the ledgers of the runs waiting on the key.
+    ``require_calls_hash``: a run waiting on tool calls takes the event only if it names their
+    ``calls_sha256`` (see :meth:`Runtime.resume`). See the module docstring.
     """
     delivery = _Delivery(run_store=run_store, resolve=resolve, hand_off=hand_off, allow_drift=allow_drift,
-                         lock_wait=lock_wait, check=check, limit=limit)
+                         lock_wait=lock_wait, check=check, limit=limit, require_calls_hash=require_calls_hash)
     if event_id is None:
         if keep is not None:
             raise InvalidInputError("keeping an event needs an event id (emit KEY --id ID --keep DURATION): "
@@ -262,6 +264,7 @@ class _Delivery:
     lock_wait: float
     check: Optional[Check]
     limit: int
+    require_calls_hash: bool = False
 
     def resume(self, run: RunState, wait_id: Optional[str], key: str, payload: Any, event_id: Optional[str],
                result: EmitResult) -> bool:
@@ -271,9 +274,10 @@ class _Delivery:
                 self.check(run, payload)
             workflow, runtime = self.resolve(run)
             # A short lock wait lets a concurrent emitter finish with the run first.
+            strict = {"require_calls_hash": True} if self.require_calls_hash else {}
             state = runtime.resume(workflow=workflow, run_id=run.run_id, wait_key=key, wait_id=wait_id,
                                    payload=payload, allow_drift=self.allow_drift, lock_wait=self.lock_wait,
-                                   max_steps=0 if self.hand_off else 100, event_id=event_id)
+                                   max_steps=0 if self.hand_off else 100, event_id=event_id, **strict)
         except AlreadyAnsweredError:
             result.already_answered.append(run.run_id)
             return False

@@ -2,7 +2,10 @@
 
 :meth:`WorkPass.work_pass` is what ``abstractruntime worker`` runs in a loop. Runnable means a
 due ``wait_until`` timer or a run left ``running`` (handed off by ``emit --hand-off``, cut
-short by ``max_steps``, or abandoned by a worker that died). Work is claimed in small batches
+short by ``max_steps``, or abandoned by a worker that died) — and, on a store that marks them
+(:mod:`abstractruntime.core.ahead`), a run whose ledger went past its checkpoint because its
+writer stopped between the two: advanced when its ledger says it can go on, else its
+checkpoint is stored, so it is never left stuck. Work is claimed in small batches
 (as many runs as there are free slots), so the runs of a queue spread evenly over a fleet of
 workers; on PostgreSQL a claim is a lease renewed while the worker works on the run (see
 :mod:`abstractruntime.scheduler.claims`). With ``concurrency`` above 1 the runs advance on one
@@ -11,10 +14,12 @@ event loop with ``atick``: while one awaits an LLM or a tool, the others go on.
 A pass first delivers the events ``emit --keep`` kept to the first runs now waiting on their keys
 (when the scheduler has the store's event log), then advances them with the rest.
 
-A stop (``stop_event`` set, e.g. by SIGTERM) ends the pass: a one-at-a-time pass finishes the
-run in hand first; a concurrent pass cancels its in-flight ticks (each interrupted effect is
-recorded as a failed attempt and runs again later, every lock is released). Claims are
-released either way.
+A stop (``stop_event`` set, e.g. by SIGTERM) ends the pass: nothing more is claimed, and each
+run in hand stops at its next step. A one-at-a-time pass lets the step in hand end; a
+concurrent pass cancels its in-flight ticks: an async handler is cancelled (recorded as a failed
+attempt, performed again later), a synchronous handler — a thread, which nothing can interrupt
+— is waited for and its result recorded. A run's lock and claim are given up only once nothing
+runs for it any more (:meth:`WorkPass.in_hand` names the runs still in hand meanwhile).
 
 :meth:`WorkPass.serve` is the worker's loop: passes, and waits for work in between. A store
 that becomes unavailable (:class:`~abstractruntime.core.errors.DatabaseUnavailableError`: a
@@ -36,6 +41,7 @@ from ..core.blocks import skip_blocked
 from ..core.timers import run_is_due
 from ..core.errors import DatabaseUnavailableError, InvalidInputError, RunLockedError, RunNotFoundError
 from ..core.models import RunState, RunStatus
+from ..core.drive import run_blocking, stop_when
 from .claims import WorkClaims, claims_for, new_worker_id
 from .outage import Outage
 
@@ -66,6 +72,11 @@ class _Heartbeat:
     def add(self, run_ids: list[str]) -> None:
         with self._guard:
             self._held.update(run_ids)
+
+    def held(self) -> list[str]:
+        """The runs in hand now."""
+        with self._guard:
+            return sorted(self._held)
 
     def done(self, run_ids: list[str]) -> None:
         """Stop renewing ``run_ids``; their claims go with the next claim (or at :meth:`close`)."""
@@ -109,6 +120,7 @@ class WorkPass:
     _worker_id: Optional[str]
     _claims: Optional[WorkClaims]
     _events: Optional[Any]
+    _beat: Optional[_Heartbeat] = None
 
     def _advance_due(self, run: RunState, now: datetime, *, checkpoint: Optional["Checkpoint"] = None,
                      take_running: bool = False) -> Optional[RunState]:
@@ -161,6 +173,11 @@ class WorkPass:
             if until_due > 0:
                 timeout = min(timeout, until_due)
         return claims.wait_for_work(timeout, stop_event)
+
+    def in_hand(self) -> list[str]:
+        """The runs a pass is advancing right now (e.g. still in a handler after a stop)."""
+        beat = self._beat
+        return beat.held() if beat is not None else []
 
     def close_claims(self) -> None:
         """Close what the claims hold open (a ``LISTEN`` connection)."""
@@ -233,7 +250,9 @@ class WorkPass:
                 tried.update(ids)
                 beat.add(ids)
                 try:
-                    state = self._advance_claimed(ids[0], now)
+                    # A stop ends the tick at its next step: the step in hand ends and is recorded.
+                    with stop_when(stop_event):
+                        state = self._advance_claimed(ids[0], now)
                 finally:
                     beat.done(ids)
                 if state is not None:
@@ -264,10 +283,11 @@ class WorkPass:
 
     @contextlib.contextmanager
     def _beating(self, claims: WorkClaims) -> Iterator[_Heartbeat]:
-        beat = _Heartbeat(claims, self._lease_s)
+        beat = self._beat = _Heartbeat(claims, self._lease_s)
         try:
             yield beat
         finally:
+            self._beat = None
             beat.close()
 
     def _checkpoint(self, run_id: str) -> "Checkpoint":
@@ -278,7 +298,12 @@ class WorkPass:
     def _advance_claimed(self, run_id: str, now: datetime) -> Optional[RunState]:
         try:
             checkpoint = self._checkpoint(run_id)
+            if self._settled(run_id, checkpoint.run, now):
+                return None
         except RunNotFoundError:
+            return None
+        except RunLockedError:
+            self._locked(run_id)
             return None
         except DatabaseUnavailableError:
             raise  # the store's outage, not the run's failure: the pass ends (see serve)
@@ -286,6 +311,14 @@ class WorkPass:
             self._fail(run_id, exc)
             return None
         return self._advance_due(checkpoint.run, now, checkpoint=checkpoint, take_running=True)
+
+    def _settled(self, run_id: str, current: RunState, now: datetime) -> bool:
+        """A run claimed because its ledger may be past its checkpoint, which its ledger says cannot
+        go on (waiting, or ended): its checkpoint is stored (the mark goes with it); ``True`` then."""
+        if not self.work_claims().was_ahead(run_id) or runnable(current, now, take_running=True):
+            return False
+        self._runtime.checkpoint(run_id)
+        return True
 
     async def _awork_pass(self, limit: int, concurrency: int,
                           stop_event: Optional[threading.Event]) -> list[RunState]:
@@ -328,7 +361,10 @@ class WorkPass:
                     raise unavailable[0]
             finally:
                 for task in tasks:
-                    task.cancel()  # a stop: every in-flight tick unwinds and releases its run
+                    # A stop: every in-flight tick stops at its next step. An async handler is
+                    # cancelled; a synchronous one (a thread) ends first and its result is recorded.
+                    # Each run's lock and claim go only once nothing runs for it.
+                    task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
         return advanced
 
@@ -338,6 +374,8 @@ class WorkPass:
             checkpoint = await asyncio.to_thread(self._checkpoint, run_id)
             current = checkpoint.run
             before = current.waiting.wait_id if current.status is RunStatus.WAITING and current.waiting else None
+            if await run_blocking(self._settled, run_id, current, self._runtime.now()):
+                return None
             if not runnable(current, self._runtime.now(), take_running=True):
                 return None
             workflow, runtime = self._workflow_for(checkpoint)

@@ -25,6 +25,7 @@ from typing import Optional
 from urllib.parse import unquote
 
 from ..core.errors import InvalidInputError
+from ..core.redaction import URL_PASSWORD_PATTERN
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 MASK = "***"
@@ -49,6 +50,9 @@ _ANY_KEYWORD = re.compile(r"(?:^|\s)(" + "|".join(sorted(KEYWORDS)) + r")\s*=")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # In free text: a URL up to the next whitespace, and password=... pairs (quoted or not).
 _URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*")
+# A URL whose password holds a space runs past the next whitespace: the redaction rules' URL
+# pattern finds it (one rule for messages and for ledgers).
+_URL_PASSWORD = re.compile(URL_PASSWORD_PATTERN)
 _SECRET_PAIR = re.compile(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&'\"]+)", re.IGNORECASE)
 
 
@@ -130,9 +134,12 @@ def redact(text: str) -> str:
     """``text`` with the password of every URL (any scheme) and every ``password=`` value
     replaced by ``***``.
 
-    A URL's user information is taken to run to the *last* ``@`` before the next space, so a
-    password holding an unencoded ``@`` or ``/`` is hidden whole (the host may be hidden with it).
+    A URL's password runs to the last ``@`` before a host (the redaction rules'
+    :data:`~abstractruntime.core.redaction.URL_PASSWORD_PATTERN`), so one holding a space, an
+    unencoded ``@`` or ``/`` is hidden whole; then within a URL up to the next space, to its last
+    ``@`` (the host may be hidden with it).
     """
+    text = _URL_PASSWORD.sub(lambda m: text[m.start():m.start("secret")] + MASK + text[m.end("secret"):m.end()], text)
     text = _URL_IN_TEXT.sub(lambda m: _redact_url_loose(m.group(0)), text)
     return _SECRET_PAIR.sub(lambda m: m.group(1) + MASK, text)
 

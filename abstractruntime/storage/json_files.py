@@ -135,12 +135,14 @@ class JsonFileRunStore(RunStore):
     """Checkpoints as ``runs/<id>/run.json``, queryable through a SQLite index, flock per run."""
 
     capabilities = frozenset({Capability.CHECKPOINTS, Capability.LOCKS, Capability.CHECKPOINT_TOKENS,
-                              Capability.QUERIES, Capability.WAITING_ON, Capability.EDITS})
+                              Capability.QUERIES, Capability.WAITING_ON, Capability.EDITS,
+                              Capability.LEDGER_MARKS})
 
     def __init__(self, base_dir: str | os.PathLike[str], *, durability: Durability = "fsync") -> None:
         self.durability = check_durability(durability)
         self._files = RunFiles(base_dir, durable=durability == "fsync")
-        self._index = RunIndex(self._files.root, self._files.runs, self._view)
+        self._index = RunIndex(self._files.root, self._files.runs, self._view, ledger_loader=self._ledger_view,
+                               examine=self._examine)
         self._tidied: set[str] = set()
 
     @property
@@ -210,6 +212,45 @@ class JsonFileRunStore(RunStore):
         checkpoint = self.load_checkpoint(run_id)
         return checkpoint.shown_run() if checkpoint is not None else None
 
+    def _ledger_view(self, run_id: str) -> Optional[RunState]:
+        """The run as its ledger says (a run whose ledger may be past its checkpoint)."""
+        from .ledger_files import JsonlLedgerStore
+        from .views import ledger_view
+
+        return ledger_view(self, JsonlLedgerStore(self._files.root, durability=self.durability), run_id)
+
+    def _examine(self, run_id: str) -> tuple[Optional[RunState], bool]:
+        """The stored run (as :meth:`_view`) and whether its ledger goes past its checkpoint (the
+        ledger file is longer than the checkpoint's offset, or there is a ledger and no checkpoint)."""
+        try:
+            size = os.lstat(self._files.ledger(run_id)).st_size
+        except FileNotFoundError:
+            size = 0
+        checkpoint = self.load_checkpoint(run_id)
+        if checkpoint is None:
+            return None, size > 0
+        offset = checkpoint.ledger.offset
+        return checkpoint.shown_run(), offset is not None and size > offset
+
+    # -- runs whose ledger may be past their checkpoint (core/ahead.py) --------------------------
+
+    def mark_ahead(self, run_id: str) -> None:
+        """Mark the run's index row before an append takes its ledger past its checkpoint (the
+        checkpoint at the ledger's head clears it): a writer killed in between leaves the run
+        found by :meth:`list_ahead`, and shown by queries as its ledger says."""
+        self._index.mark(run_id)
+
+    def list_ahead(self, *, limit: int = 100) -> list[str]:
+        """Runs marked as maybe ahead of their checkpoints (an indexed query), least recently updated first."""
+        found = []
+        for run_id in self._index.ahead(limit):
+            run_dir = self._files.run_dir(run_id)
+            if (run_dir / LEDGER_FILE).exists() or (run_dir / CHECKPOINT_FILE).exists():
+                found.append(run_id)
+            else:
+                self._index.forget(run_id)  # a writer killed between the mark and a new run's first record
+        return found
+
     def load_checkpoint(self, run_id: str) -> Optional[StoredCheckpoint]:
         """The stored checkpoint, or ``None`` if the run has none."""
         path = self._files.checkpoint(run_id)
@@ -259,8 +300,11 @@ class JsonFileRunStore(RunStore):
         wait_reason: Optional[WaitReason] = None,
         workflow_id: Optional[str] = None,
         limit: int = 100,
+        as_stored: bool = False,
     ) -> list[RunState]:
-        """Runs matching the filters, most recently updated first (index-backed)."""
+        """Runs matching the filters, most recently updated first (index-backed), each as its ledger
+        says: a run whose writer stopped between its append and its checkpoint is shown as the
+        ledger has it. ``as_stored``: as their checkpoints say (cheaper; a worker's listing)."""
         st, wr = status_value(status), reason_value(wait_reason)
         where, params = ["1"], []
         for column, value in (("status", st), ("wait_reason", wr), ("workflow_id", workflow_id)):
@@ -272,6 +316,7 @@ class JsonFileRunStore(RunStore):
             lambda r: matches(r, status=st, wait_reason=wr, workflow_id=workflow_id),
             newest_key,
             max(limit, 0),
+            ledger=not as_stored,
         )
 
     def list_due_wait_until(self, *, now_iso: str, limit: int = 100) -> list[RunState]:

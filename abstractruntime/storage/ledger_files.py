@@ -11,6 +11,7 @@ written. Appends happen under the run's lock (the runtime takes it).
 from __future__ import annotations
 
 import builtins
+import fcntl
 import logging
 import os
 import stat as stat_module
@@ -104,25 +105,39 @@ class JsonlLedgerStore(LedgerStore):
 
     def append_lines(self, run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
                      *, expect: LedgerHead) -> LedgerHead:
-        """Append sealed records (one write, one fsync) if the ledger still ends at ``expect``."""
+        """Append sealed records (one write, one fsync) if the ledger still ends at ``expect``.
+
+        The check and the write are one step for every writer of the file, in any process: an
+        ``flock`` on the ledger itself is held from the read of its end to the write, so a writer
+        that lost its run's lock while it worked cannot slip its batch in beside the new writer's.
+        """
         with self._guard(run_id):
             path = self._files.run_dir(run_id, create=True) / LEDGER_FILE
-            cache = self._refresh(run_id, path, repair=True)
-            if cache.head.seq != expect.seq or cache.head.head_hash != expect.head_hash:
-                raise LedgerConflictError(
-                    f"run {run_id}: the ledger is at seq {cache.head.seq}, not {expect.seq} as this writer read "
-                    "it (another writer appended); nothing was written")
-            return self._write(run_id, path, docs, lines)
+            fd = open_append(path)
+            try:
+                _lock_for_append(fd, path)
+                cache = self._refresh(run_id, path, repair=True)
+                if cache.head.seq != expect.seq or cache.head.head_hash != expect.head_hash:
+                    raise LedgerConflictError(
+                        f"run {run_id}: the ledger is at seq {cache.head.seq}, not {expect.seq} as this writer read "
+                        "it (another writer appended); nothing was written")
+                return self._write(run_id, path, docs, lines, fd=fd)
+            finally:
+                os.close(fd)  # releases the flock
 
-    def _write(self, run_id: str, path: Path, docs: Sequence[dict[str, Any]], lines: Sequence[bytes]) -> LedgerHead:
+    def _write(self, run_id: str, path: Path, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
+               *, fd: Optional[int] = None) -> LedgerHead:
         cache = self._cache[run_id]
         payload = b"".join(line + b"\n" for line in lines)
-        fd = open_append(path)
+        own = fd is None
+        if fd is None:
+            fd = open_append(path)
         try:
             append_bytes(fd, payload, path=path, durable=self._durable)
             stat = os.fstat(fd)
         finally:
-            os.close(fd)
+            if own:
+                os.close(fd)
         if cache.size == 0 and self._durable:
             fsync_dir(path.parent)  # a new ledger file's directory entry must be durable too
         offset = cache.size
@@ -472,6 +487,15 @@ class JsonlLedgerStore(LedgerStore):
             if isinstance(doc, dict):
                 entries.append(doc)
         return entries
+
+
+def _lock_for_append(fd: int, path: Path) -> None:
+    """Hold an exclusive ``flock`` on the ledger while its end is compared and written (released
+    when ``fd`` is closed). Readers take no lock; only appenders wait for each other."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as exc:
+        raise StorageError(f"Cannot lock {path} for an append: {exc.strerror or exc}") from exc
 
 
 __all__ = ["JsonlLedgerStore"]

@@ -5,7 +5,10 @@
 ``run.json`` it was taken from; schema and migrations in :mod:`.run_index_schema`). It is a
 cache of the ``run.json`` files, which stay the truth:
 
-- a row is marked ``dirty`` while its checkpoint is being written; queries re-read dirty rows;
+- a row is marked ``dirty`` before a writer appends past the run's checkpoint, and made clean
+  by the checkpoint at the ledger's head (:mod:`abstractruntime.core.ahead`): a writer killed in
+  between leaves it dirty, so the run is found (:meth:`RunIndex.ahead`) and finished by the
+  next worker; queries read dirty rows' runs from their ledgers, as the ledger says;
 - every query ``stat``-s each clean row's ``run.json`` and re-reads the runs whose file is not
   the one the row was taken from (restored, edited, or written while the index could not be),
   so a stale row never hides a run; rows are repaired in place when the store is writable;
@@ -55,11 +58,17 @@ log = logging.getLogger("abstractruntime.storage")
 class RunIndex:
     """The SQLite index of one store's runs (thread-safe, shared by processes)."""
 
-    def __init__(self, root: Path, runs_dir: Path, loader: Callable[[str], Optional[RunState]]) -> None:
+    def __init__(self, root: Path, runs_dir: Path, loader: Callable[[str], Optional[RunState]],
+                 ledger_loader: Optional[Callable[[str], Optional[RunState]]] = None,
+                 examine: Optional[Callable[[str], tuple[Optional[RunState], bool]]] = None) -> None:
         self._path = root / INDEX_FILENAME
         self._root = root
         self._runs_dir = runs_dir
         self._load = loader
+        # The run as its ledger says (for dirty rows), and a run's checkpoint with whether its
+        # ledger is past it (for a rebuild); without them a dirty row is read from its checkpoint.
+        self._ledger_load = ledger_loader or loader
+        self._examine = examine
         self._lock = threading.RLock()
         self._conn: Optional[sqlite3.Connection] = None
         self._readonly = False  # set once the store turns out not to be writable
@@ -214,6 +223,33 @@ class RunIndex:
                 self._row_failed = True  # so note_runs_dir does not vouch for a run without a row
                 log.warning("%s; run %s is found by re-reading the files", exc, run.run_id)
 
+    def mark(self, run_id: str) -> None:
+        """Mark the run's row dirty before its ledger goes past its checkpoint (a row is made if
+        there is none). The index is a cache: a mark that cannot be written (a full disk, an I/O
+        error) is only logged — the ledger's own write says what is wrong, and ``runs reindex``
+        marks every run whose ledger is past its checkpoint."""
+        with self._lock:
+            try:
+                self._write("INSERT INTO runs (run_id, dirty) VALUES (?, 1) "
+                            "ON CONFLICT (run_id) DO UPDATE SET dirty = 1", (run_id,))
+            except StorageError as exc:
+                log.warning("%s; run %s is not marked as ahead of its checkpoint (runs reindex marks it)", exc,
+                            run_id)
+
+    def ahead(self, limit: int) -> list[str]:
+        """Runs whose rows are dirty (their ledgers may be past their checkpoints), least recently
+        updated first: an indexed query."""
+        with self._lock:
+            db = self._db()
+            if db is None or not self._rows_usable:
+                return []
+            row = db.execute("SELECT value FROM meta WHERE key = 'runs_mtime_ns'").fetchone()
+            if row is None or row[0] != str(self._runs_mtime()):
+                self._suspects(db, False)  # new run directories: one a killed creator left gets its dirty row
+            rows = db.execute("SELECT run_id FROM runs WHERE dirty = 1 ORDER BY updated_ts, run_id LIMIT ?",
+                              (max(int(limit), 0),)).fetchall()
+            return [str(row[0]) for row in rows]
+
     def forget(self, run_id: str) -> None:
         """Drop a run's row."""
         with self._lock:
@@ -237,7 +273,7 @@ class RunIndex:
                                    path=str(self._path))
             mtime = self._runs_mtime()
             self.last_unreadable = []
-            rows = [_row(run, 0, identity) for run, identity in self._scan()]
+            rows = [_row(run, dirty, identity) for run, identity, dirty in self._scan()]
             try:
                 with db:  # one transaction: committed whole, or rolled back on any exception
                     db.execute("BEGIN IMMEDIATE")
@@ -250,18 +286,36 @@ class RunIndex:
                                    path=str(self._path)) from exc
             return len(rows)
 
-    def _scan(self) -> Iterator[tuple[RunState, Identity]]:
+    def _scan(self) -> Iterator[tuple[RunState, Identity, int]]:
+        """Every run: its row's fields, the identity of its ``run.json`` and whether it is dirty (its
+        ledger past its checkpoint, or no checkpoint yet: then the fields are the ledger's)."""
         try:
             names = sorted(os.listdir(self._runs_dir))
         except FileNotFoundError:
             return
         for name in names:
             identity = self._identity(name)  # before reading: a later change then shows as a mismatch
-            run = self._safe_load(name)
+            run, ahead = self._safe_examine(name)
+            if run is None and ahead:
+                run = self._safe_load_ledger(name)  # a run created by a writer killed before its checkpoint
             if run is not None:
-                yield run, identity
+                yield run, identity, 1 if ahead else 0
             elif identity != _MISSING:
                 self.last_unreadable.append(name)
+
+    def _safe_examine(self, run_id: str) -> tuple[Optional[RunState], bool]:
+        if self._examine is None:
+            return self._safe_load(run_id), False
+        try:
+            return self._examine(run_id)
+        except Exception:  # an unreadable run must not hide the others
+            return None, False
+
+    def _safe_load_ledger(self, run_id: str) -> Optional[RunState]:
+        try:
+            return self._ledger_load(run_id) or self._load(run_id)
+        except Exception:
+            return self._safe_load(run_id)
 
     def _safe_load(self, run_id: str) -> Optional[RunState]:
         try:
@@ -280,16 +334,18 @@ class RunIndex:
                 self._readonly = True
             log.warning("%s: could not record a repair (%s); the query is answered from the files", self._path, exc)
 
-    def _suspects(self, db: sqlite3.Connection) -> dict[str, Optional[RunState]]:
-        """Runs whose rows cannot be trusted — dirty, ``run.json`` changed since, or not indexed yet —
-        re-read from their files (``None``: gone or unreadable); rows are repaired when possible."""
+    def _suspects(self, db: sqlite3.Connection, ledger: bool) -> dict[str, Optional[RunState]]:
+        """Runs whose rows cannot be trusted — ``run.json`` changed since, not indexed yet, or (with
+        ``ledger``) dirty: ledger maybe past the checkpoint — re-read from their files (dirty ones
+        from their ledgers; ``None``: gone or unreadable); rows are repaired when possible."""
         suspects: dict[str, Optional[RunState]] = {}
         rows = db.execute(f"SELECT run_id, dirty, {self._identity_sql} FROM runs").fetchall()
         known = set()
         for run_id, dirty, *recorded in rows:
             known.add(run_id)
-            if dirty:
-                suspects[run_id] = self._safe_load(run_id)
+            if dirty and ledger:
+                # Its ledger may be past its checkpoint: show the run as the ledger says.
+                suspects[run_id] = self._safe_load_ledger(run_id)
                 continue
             if not self.self_check and self._rows_usable:
                 continue
@@ -298,13 +354,13 @@ class RunIndex:
                 continue
             run = self._safe_load(run_id)
             suspects[run_id] = run
-            # Compare-and-set on the identity just seen: only the run's writer clears ``dirty``,
-            # and a writer that got in between wins.
-            where = " WHERE run_id = ? AND dirty = 0 AND ck_mtime_ns IS ? AND ck_size IS ? AND ck_ino IS ?"
+            # Compare-and-set on the identity just seen: a writer that got in between wins. The
+            # dirty mark is left as it is (only the checkpoint at the ledger's head clears it).
+            where = " WHERE run_id = ? AND ck_mtime_ns IS ? AND ck_size IS ? AND ck_ino IS ?"
             if run is not None:
                 self._best_effort(f"UPDATE runs SET {REPAIR_SET}" + where, (*fields(run), *identity, run_id, *recorded))
-            elif identity == _MISSING:
-                self._best_effort("DELETE FROM runs" + where, (run_id, *recorded))
+            elif identity == _MISSING and not dirty:
+                self._best_effort("DELETE FROM runs" + where + " AND dirty = 0", (run_id, *recorded))
         mtime = self._runs_mtime()
         row = db.execute("SELECT value FROM meta WHERE key = 'runs_mtime_ns'").fetchone()
         if row is None or row[0] != str(mtime):
@@ -317,6 +373,13 @@ class RunIndex:
                 run = suspects[run_id] = self._safe_load(run_id)
                 if run is not None:
                     self._best_effort(_INSERT.replace("OR REPLACE", "OR IGNORE"), _row(run, 0, identity))
+                elif identity == _MISSING and self._examine is not None:
+                    # No checkpoint: a run whose creator was killed before writing it. Its ledger
+                    # says what it is; the row is dirty, so a worker finds it and finishes it.
+                    run = suspects[run_id] = self._safe_load_ledger(run_id) if self._safe_examine(run_id)[1] \
+                        else None
+                    if run is not None:
+                        self._best_effort(_INSERT.replace("OR REPLACE", "OR IGNORE"), _row(run, 1, identity))
             for run_id in known - on_disk:
                 suspects[run_id] = None
                 self._best_effort("DELETE FROM runs WHERE run_id = ? AND dirty = 0", (run_id,))
@@ -324,22 +387,30 @@ class RunIndex:
         return suspects
 
     def query(self, where: str, params: Iterable[object], order: str, accept: Callable[[RunState], bool],
-              sort_key: Callable[[RunState], object], limit: Optional[int]) -> list[RunState]:
-        """Runs whose rows match ``where``, re-read and re-checked with ``accept``, in ``order``."""
+              sort_key: Callable[[RunState], object], limit: Optional[int], *, ledger: bool = False) -> list[RunState]:
+        """Runs whose rows match ``where``, re-read and re-checked with ``accept``, in ``order``.
+
+        ``ledger``: a run whose row is dirty (its ledger may be past its checkpoint) is shown as its
+        ledger says (a replay of its tail); without it, as its checkpoint says — what a worker's
+        listing needs, since such a run is either in a writer's hands or found by :meth:`ahead`.
+        """
         with self._lock:
             try:
-                return self._query(where, tuple(params), order, accept, sort_key, limit)
+                return self._query(where, tuple(params), order, accept, sort_key, limit, ledger)
             except sqlite3.DatabaseError as exc:
                 self._handle(exc, "querying")  # a corrupt index is set aside: answer from a fresh one
-                return self._query(where, tuple(params), order, accept, sort_key, limit)
+                return self._query(where, tuple(params), order, accept, sort_key, limit, ledger)
 
     def _query(self, where: str, params: tuple[object, ...], order: str, accept: Callable[[RunState], bool],
-               sort_key: Callable[[RunState], object], limit: Optional[int]) -> list[RunState]:
+               sort_key: Callable[[RunState], object], limit: Optional[int], ledger: bool) -> list[RunState]:
         db = self._db()
         # A read-only store without an index: every run is a suspect, read from its file.
-        suspects = self._suspects(db) if db is not None else {run.run_id: run for run, _ in self._scan()}
+        suspects = self._suspects(db, ledger) if db is not None else {
+            run.run_id: (self._safe_load_ledger(run.run_id) if dirty and ledger else run)
+            for run, _, dirty in self._scan()}
         found = [run for run in suspects.values() if run is not None and accept(run)]
-        cursor = db.execute(f"SELECT run_id FROM runs WHERE dirty = 0 AND ({where}) ORDER BY {order}", params) \
+        clean_rows = "dirty = 0 AND " if ledger else ""
+        cursor = db.execute(f"SELECT run_id FROM runs WHERE {clean_rows}({where}) ORDER BY {order}", params) \
             if db is not None and self._rows_usable else ()
         wanted = None if limit is None else limit + len(found)
         clean: list[RunState] = []

@@ -1,11 +1,12 @@
-"""The run as readers see it, from a stored checkpoint: secrets shown redacted, stored values resolved."""
+"""The run as readers see it, from a stored checkpoint (secrets shown redacted, stored values
+resolved) or from its ledger (a run whose ledger went past its checkpoint)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from ..core.models import RunState
-from ..core.ports import LedgerStore, StoredCheckpoint
+from ..core.ports import LedgerStore, RunStore, StoredCheckpoint
 from ..core.records import RECORD_FORMAT
 from ..core.secret_values import shown_text
 from ..core.values import UndefinedValueError, ValueTable
@@ -38,4 +39,16 @@ def resolved_view(checkpoint: StoredCheckpoint, ledger: LedgerStore) -> RunState
         return checkpoint.shown_run()
 
 
-__all__ = ["resolved_view", "value_table"]
+def ledger_view(runs: RunStore, ledger: LedgerStore, run_id: str) -> Optional[RunState]:
+    """The run as its ledger says — the proven checkpoint with the records after it replayed —
+    shown as an index row shows a run (secrets redacted, stored values as references); ``None``
+    for a run whose records are older formats (its checkpoint is what readers go by)."""
+    from ..core.recovery import open_run
+
+    opened = open_run(runs, ledger, run_id, for_writing=False)
+    if opened.legacy:
+        return None
+    return StoredCheckpoint(state=opened.parts.image.document(), ledger=opened.head).shown_run()
+
+
+__all__ = ["ledger_view", "resolved_view", "value_table"]

@@ -355,3 +355,38 @@ class RunStoreConformance:
                 rt.cancel_run(run_id)
         assert backend.fingerprint(run_id) == before
         assert rt.tick(workflow=wf, run_id=run_id).status is RunStatus.COMPLETED
+
+    # -- runs whose ledger is ahead of their checkpoint (Capability.LEDGER_MARKS) ---------------
+
+    def test_a_run_whose_ledger_went_past_its_checkpoint_is_marked_until_the_next(self,
+                                                                                   backend: StoreBackend) -> None:
+        """A writer that appends and stops before its checkpoint leaves the run listed by
+        ``list_ahead`` and shown by ``list_runs`` as its ledger says; the checkpoint at the
+        ledger's head clears the mark."""
+        from abstractruntime.core.models import Effect, EffectType, RecordKind, StepPlan
+        from abstractruntime.core.ports import Capability, has_capability
+        from abstractruntime.core.session import new_record
+        from abstractruntime.core.spec import WorkflowSpec
+
+        if not has_capability(backend.runs, Capability.LEDGER_MARKS):
+            pytest.skip(f"{backend.name} run store does not mark runs ahead of their checkpoints")
+        runs = backend.runs
+        wf = WorkflowSpec("wf", "ask", {
+            "ask": lambda run, ctx: StepPlan("ask", next_node="end", effect=Effect(
+                EffectType.ASK_USER, {"prompt": "?"}, "answer")),
+            "end": lambda run, ctx: StepPlan("end", complete_output={"ok": 1})})
+        rt = backend.runtime()
+        run_id = rt.start(workflow=wf)
+        assert rt.tick(workflow=wf, run_id=run_id).status is RunStatus.WAITING
+        assert run_id not in runs.list_ahead(limit=100)
+        with runs.lock(run_id):
+            session = rt.open_session(run_id)
+            session.run.status, session.run.waiting = RunStatus.CANCELLED, None
+            session.record(new_record(session.run, RecordKind.CANCEL).finish_success({"reason": "t"}))
+            session.flush()  # durable; the writer stops here, before its checkpoint
+        assert run_id in runs.list_ahead(limit=100)
+        assert [r.status for r in runs.list_runs(limit=100) if r.run_id == run_id] == [RunStatus.CANCELLED]
+        rt.checkpoint(run_id)
+        assert run_id not in runs.list_ahead(limit=100)
+        assert [r.status for r in runs.list_runs(limit=100, status=RunStatus.CANCELLED)
+                if r.run_id == run_id] == [RunStatus.CANCELLED]

@@ -538,7 +538,7 @@ def test_a_fork_replays_its_source_history_and_a_restore_takes_the_history_back(
     # Positions 3 and 4 are asked for again; their effect ids go on from the run's count, so no
     # wait handle of the run's past (w4) can answer its new question (w6).
     assert state.waiting.wait_id == "w6" and calls == ["one", "one", "one", "one"]
-    with pytest.raises(Exception, match="already answered"):
+    with pytest.raises(Exception, match="not waiting on w4 any more: it left that wait unanswered"):
         rt.resume(workflow=forked, run_id=run_id, wait_id="w4", payload={"answer": "stale"})
     done = rt.resume(workflow=forked, run_id=run_id, wait_id="w6", payload={"answer": "c"})
     assert done.output["answers"] == ["b", "c"]

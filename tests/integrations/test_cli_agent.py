@@ -112,9 +112,13 @@ def test_hybrid_agent_waits_for_email_approval_then_completes(ar, openai_server:
 
     assert ar("verify", "a1").code == 0
     ledger = ar("ledger", "show", "a1", "--json").json()
-    (resume,) = [rec for rec in ledger if rec["kind"] == "resume"]
-    payload = json.dumps(resume, sort_keys=True)
-    assert digest in payload and '"decision": "approved"' in payload
+    # The decision, bound to the calls' hash, is recorded before the call ran; the results after it.
+    (decision,) = [rec for rec in ledger if rec["kind"] == "decision"]
+    assert decision["result"]["calls_sha256"] == digest and decision["result"]["decision"] == "approved"
+    assert decision["result"]["approved"] == ["call_e"] and decision["result"]["by"]
+    after = ledger[ledger.index(decision) + 1:]
+    assert [r["kind"] for r in after[:2]] == ["part", "effect"] and after[1]["status"] == "completed"
+    assert after[1]["result"]["approval"]["calls_sha256"] == digest
     assert all(SECRET.encode() not in data for data in store_bytes(ar.store).values())
 
 
@@ -172,9 +176,10 @@ def test_approval_cannot_be_replayed_onto_other_calls(ar, openai_server: OpenAIF
     r = ar("tools", "approve", "p1", "--calls-sha256", first["calls_sha256"], *hybrid(openai_server))
     assert r.code == 2 and "calls_sha256 mismatch" in r.err
     # Nor does the first approval's recorded payload, replayed through `resume`.
-    (approval,) = [rec for rec in ar("ledger", "show", "p1", "--json").json() if rec["kind"] == "resume"]
-    assert approval["result"]["payload"]["calls_sha256"] == first["calls_sha256"]
-    replay = json.dumps(approval["result"]["payload"])
+    (approval,) = [rec for rec in ar("ledger", "show", "p1", "--json").json()
+                   if rec["kind"] == "effect" and rec["status"] == "completed" and "approval" in (rec["result"] or {})]
+    assert approval["result"]["calls_sha256"] == first["calls_sha256"]
+    replay = json.dumps(approval["result"])
     r = ar("resume", "p1", "--current", "--payload", replay, *hybrid(openai_server))
     assert r.code == 2 and "calls_sha256" in r.err
     # A hand-made payload without the hash is refused too.

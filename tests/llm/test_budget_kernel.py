@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from abstractruntime.core.usage_totals import totals_of
-from abstractruntime.core.errors import AlreadyAnsweredError, InvalidInputError
+from abstractruntime.core.errors import AlreadyAnsweredError, InvalidInputError, WaitKeyMismatchError
 from abstractruntime.core.policy import DefaultEffectPolicy
 from abstractruntime.core.models import Effect, EffectType, RunState, RunStatus, StepPlan, WaitReason
 from abstractruntime.core.runtime import EffectOutcome, Runtime
@@ -547,7 +547,7 @@ def test_budgets_and_totals_hold_on_every_store(reopen: Any) -> None:
     assert state.waiting.reason is WaitReason.BUDGET and state.waiting.details is not None
     assert state.waiting.details["spent"]["calls"] == 2
     third = reopen().runtime(effect_handlers={EffectType.LLM_CALL: llm})
-    with pytest.raises(AlreadyAnsweredError):
+    with pytest.raises(WaitKeyMismatchError):  # w1 was a call, never a wait: nothing to answer there
         third.resume(workflow=wf, run_id=run_id, wait_id="w1", payload={"raise": {"calls": 2}})
     state = third.resume(workflow=wf, run_id=run_id, wait_id=state.waiting.wait_id, payload={"raise": {"calls": 2}})
     assert state.status is RunStatus.COMPLETED and llm.calls == ["q0", "q1", "q2", "q3"]

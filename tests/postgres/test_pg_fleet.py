@@ -349,7 +349,7 @@ def test_a_run_whose_resume_was_killed_inside_an_effect_is_taken_by_a_worker(fle
     _all_verify(fleet, ["a1"])
 
 
-def test_sigterm_lets_the_worker_finish_its_run_and_release_its_claims(fleet: Any) -> None:
+def test_sigterm_lets_the_worker_finish_its_step_and_release_its_claims(fleet: Any) -> None:
     fleet.start("t1")
     worker = fleet.worker("--interval", "0.2", seconds=1.5)
     _started(worker)
@@ -357,6 +357,11 @@ def test_sigterm_lets_the_worker_finish_its_run_and_release_its_claims(fleet: An
     worker.send_signal(signal.SIGTERM)
     out, err = worker.communicate(timeout=60)
     assert worker.returncode == 0, err
-    assert out == "t1\tcompleted\n"
+    # The effect in hand ended and its result is recorded; the run stopped at its next step.
+    assert out == "t1\trunning\n"
     assert fleet.leases() == 0 and fleet.executions() == {"t1": 1}
+    again = fleet.worker("--once")
+    assert again.wait(timeout=60) == 0
+    assert fleet.runs.runs.load("t1").status is RunStatus.COMPLETED
+    assert fleet.executions() == {"t1": 1}  # not performed again
     _all_verify(fleet, ["t1"])

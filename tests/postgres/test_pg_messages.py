@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from abstractruntime.storage.postgres.schema import MIGRATIONS
+
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "abstractruntime")
 APPROVAL = REPO / "sample_runs" / "workflows" / "approval.py"
@@ -93,3 +95,26 @@ def test_a_table_made_by_another_program_gets_one_clear_sentence(database_url: s
         assert "does not exist" not in lines[0] and "already exists" not in lines[0]
     with psycopg.connect(database_url, autocommit=True) as conn:  # their table is untouched
         assert conn.execute(f"SELECT name FROM abstractruntime.{table}").fetchall() == [("theirs",)]
+
+
+@pytest.mark.parametrize("delete", ["all", "newest"])
+def test_a_schema_whose_migration_rows_were_deleted_gets_one_clear_sentence(database_url: str, delete: str) -> None:
+    import psycopg
+
+    started = _cli(database_url, "run", str(APPROVAL), "--run-id", "r1", "--var", "service=x")
+    assert started.returncode == 5, started.stderr
+    where = "" if delete == "all" else " WHERE version = (SELECT max(version) FROM abstractruntime.schema_migrations)"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM abstractruntime.schema_migrations" + where)
+    # Every open refuses, a read as well (an open upgrades an older schema in place).
+    for args in (("runs", "list"), ("worker", "--once"), ("run", str(APPROVAL), "--var", "service=x")):
+        result = _cli(database_url, *args)
+        assert result.returncode == 1, result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        assert "schema_migrations" in lines[0] and "by hand" in lines[0], lines[0]
+        assert "already exists" not in lines[0] and "not created by abstractruntime" not in lines[0]
+    with psycopg.connect(database_url, autocommit=True) as conn:  # nothing was created, changed or recorded
+        assert conn.execute("SELECT run_id FROM abstractruntime.runs").fetchall() == [("r1",)]
+        versions = conn.execute("SELECT count(*) FROM abstractruntime.schema_migrations").fetchone()
+        assert versions == ((0,) if delete == "all" else (len(MIGRATIONS) - 1,))

@@ -77,6 +77,23 @@ def test_an_older_schema_is_upgraded_in_place(open_pg: Callable[..., Any], admin
     assert admin.execute(f'SELECT ledger_seq FROM "{pg_schema}".runs').fetchall() == [(3,)]
 
 
+def test_an_older_schema_is_upgraded_by_an_open_that_creates_nothing(open_pg: Callable[..., Any], admin: Any,
+                                                                     pg_schema: str) -> None:
+    from abstractruntime import Effect, EffectType, StepPlan, WorkflowSpec
+
+    assert MIGRATIONS[-1][2][0].startswith("ALTER TABLE {s}.runs ADD COLUMN ledger_ahead")
+    open_pg().runtime().start(workflow=WorkflowSpec("wf", "a", {"a": lambda run, ctx: StepPlan(
+        "a", effect=Effect(EffectType.WAIT_EVENT, {"wait_key": "k"}), next_node="a")}), run_id="kept")
+    # The database as the release before the last migration left it.
+    admin.execute(f'ALTER TABLE "{pg_schema}".runs DROP COLUMN ledger_ahead')
+    admin.execute(f'DELETE FROM "{pg_schema}".schema_migrations WHERE version = %s', [SCHEMA_VERSION])
+    # What a worker or `runs list` opens after an upgrade: no store is created, this one is upgraded.
+    store = open_pg(create=False)
+    assert [info.run_id for info in store.runs.list_runs()] == ["kept"]
+    rows = admin.execute(f'SELECT max(version) FROM "{pg_schema}".schema_migrations').fetchone()
+    assert rows == (SCHEMA_VERSION,)
+
+
 def test_newer_schema_is_refused(open_pg: Callable[..., Any], admin: Any, pg_schema: str) -> None:
     open_pg()
     admin.execute(f'INSERT INTO "{pg_schema}".schema_migrations (version, description) VALUES (%s, %s)',

@@ -4,6 +4,9 @@
     python -m tests.reliability.run --kills 1000 --only kill
     python -m tests.reliability.run --agent-kills 500 --only agentkill   # the agent's loop
     python -m tests.reliability.run --only crash,race --json
+    python -m tests.reliability.run --only sigterm --sigterms 100     # folder and PostgreSQL
+    python -m tests.reliability.run --only stuck                      # kills at every step of resume/emit
+    python -m tests.reliability.run --only positions --position-rounds 20   # 50 runs at once, both stores
 
 The kill, crash and race batteries run here directly (same code as the pytest tests);
 the stateful, fuzz and bad-input batteries run through pytest with their counts raised.
@@ -22,10 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import crashsim, killloop, racing
+from . import crashsim, killloop, positions, racing, sigterm, stuck
 
 HERE = Path(__file__).resolve().parent
-BATTERIES = ("kill", "agentkill", "kill-flow", "crash", "race", "stateful", "badinput", "fuzz", "atheris")
+BATTERIES = ("kill", "agentkill", "kill-flow", "crash", "race", "sigterm", "stuck", "positions", "stateful",
+             "badinput", "fuzz", "atheris")
 FSYNC_SITES = {
     "append_bytes": ("append_bytes",),
     "atomic_write_bytes file": ("atomic_write_bytes",),
@@ -52,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agent-kills", type=int, default=300, help="kills of the agent-loop workload")
     parser.add_argument("--crash-samples", type=int, default=10, help="random crash states per crash point")
     parser.add_argument("--race-rounds", type=int, default=50)
+    parser.add_argument("--sigterms", type=int, default=100, help="SIGTERMs per store (folder, PostgreSQL)")
+    parser.add_argument("--position-rounds", type=int, default=20, help="rounds of 50 runs per store")
     parser.add_argument("--stateful-examples", type=int, default=2000)
     parser.add_argument("--fuzz-examples", type=int, default=5000)
     parser.add_argument("--atheris-seconds", type=int, default=60, help="per target (needs atheris)")
@@ -99,6 +105,18 @@ def main(argv: list[str] | None = None) -> int:
                                        "seconds": round(time.perf_counter() - started, 1)}
                 ok &= not resume.failures and not due.failures
             report["race"] = race
+        if "sigterm" in only:
+            report["sigterm"] = _sigterm(work / "sigterm", args.sigterms, args.seed)
+            ok &= all(not entry.get("failures") for entry in report["sigterm"].values())
+        if "stuck" in only:
+            report["stuck"] = _with_postgres(work / "stuck", lambda root, url: stuck.stuck_battery(
+                root, store_url=url).to_dict())
+            ok &= all(not entry.get("failures") for entry in report["stuck"].values())
+        if "positions" in only:
+            report["positions"] = _with_postgres(work / "positions", lambda root, url: positions.positions_battery(
+                root, store_url=url, rounds=args.position_rounds).to_dict())
+            ok &= all(not entry.get("failures") and not any(entry.get(k) for k in positions.BAD)
+                      for entry in report["positions"].values())
         if "stateful" in only:
             report["stateful"] = _pytest("test_rel_stateful.py",
                                          {"RELIABILITY_STATEFUL_EXAMPLES": str(args.stateful_examples)})
@@ -118,6 +136,34 @@ def main(argv: list[str] | None = None) -> int:
         for name, entry in report.items():
             print(f"== {name}\n{json.dumps(entry, indent=2, default=str)}")
     return 0 if ok else 1
+
+
+def _sigterm(work: Path, signals: int, seed: int) -> dict[str, Any]:
+    """The SIGTERM battery on a folder store and, when PostgreSQL is installed, on a throwaway cluster."""
+    return _with_postgres(work, lambda root, url: sigterm.sigterm_battery(
+        root, store_url=url, signals=signals, seed=seed).to_dict())
+
+
+def _with_postgres(work: Path, battery: Any) -> dict[str, Any]:
+    """``battery(root, url)`` on a folder store (``url`` None) and on a throwaway PostgreSQL cluster."""
+    import importlib.util
+
+    out = {"folder": battery(work / "folder", None)}
+    spec = importlib.util.spec_from_file_location("abstractruntime_tests_pg_cluster", HERE.parent / "postgres" /
+                                                  "cluster.py")
+    assert spec is not None and spec.loader is not None
+    cluster_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cluster_module)
+    bindir = cluster_module.find_bindir()
+    if bindir is None:
+        out["postgresql"] = {"skipped": "PostgreSQL is not installed"}
+        return out
+    cluster = cluster_module.Cluster(bindir)
+    try:
+        out["postgresql"] = battery(work / "pg", cluster.start())
+    finally:
+        cluster.stop()
+    return out
 
 
 def _atheris(seconds: int) -> dict[str, Any]:

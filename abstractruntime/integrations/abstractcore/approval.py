@@ -2,8 +2,16 @@
 
 A pass-through ``tool_calls`` effect parks the run (reason ``event``) with
 ``waiting.details = {"mode": "passthrough", "tool_calls": [...], "calls_sha256": ...}``.
-A host decides what to do with the calls and resumes the run with a payload of the same
-shape a local executor produces, so the workflow reads one shape either way::
+Decide on the calls with the kernel's operations, which record the decision before any call
+runs and each result before the next, under the run's lock (a crash or a second operator never
+runs a call twice beyond the documented window; :mod:`abstractruntime.core.approvals`)::
+
+    runtime.approve_tool_calls(workflow=wf, run_id=run_id, executor=executor, by="ana")
+    runtime.deny_tool_calls(workflow=wf, run_id=run_id, reason="not today", by="ana")
+
+The helpers below build the same payload for a host that runs the calls itself and resumes the
+run with it (upstream 0.0.1's pass-through contract) — outside that protocol: nothing is
+recorded before the calls run::
 
     payload = approve_tool_calls(state.waiting, executor)       # run them here
     payload = deny_tool_calls(state.waiting, reason="not today")  # refuse them all

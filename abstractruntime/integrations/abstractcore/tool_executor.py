@@ -25,7 +25,7 @@ import inspect
 import typing
 from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Union
 
-from ...core.drive import run_coroutine
+from ...core.drive import Request, run_coroutine, settle_in_thread
 from ...core.errors import InvalidInputError
 from ._support import import_abstractcore, jsonable, normalize_tool_calls
 from .logging import get_logger
@@ -151,7 +151,14 @@ class LocalToolExecutor:
                 result = await self._arun(call, fn)
             elif threads is not None:
                 async with threads:
-                    result = await asyncio.to_thread(self._run, call)
+                    # A thread cannot be interrupted: a cancelled effect waits for its tools to end
+                    # and records what they returned, so no later attempt runs them beside these.
+                    waiting = Request()
+                    result = await settle_in_thread(waiting, self._run, call)
+                if waiting.interrupted:
+                    if on_result is not None:
+                        on_result(call["call_id"], result)
+                    raise asyncio.CancelledError
             else:
                 result = self._run(call)
             if on_result is not None:
@@ -161,7 +168,16 @@ class LocalToolExecutor:
         if threads is None and not any(inspect.iscoroutinefunction(self._tools.get(c["name"])) for c in calls):
             results = [await one(call) for call in calls]  # nothing to overlap: keep the calls' order
         else:
-            results = list(await asyncio.gather(*(one(call) for call in calls)))
+            tasks = [asyncio.ensure_future(one(call)) for call in calls]
+            try:
+                results = list(await asyncio.gather(*tasks))
+            except asyncio.CancelledError:
+                # Every call ends before the cancellation goes on (a tool in a thread runs to its
+                # end and is recorded): gather alone would stop waiting at the first cancelled call.
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
         return {"mode": "executed", "results": results}
 
     async def _arun(self, call: dict[str, Any], fn: Callable[..., Any]) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """Work claims of a worker fleet on PostgreSQL: leases taken with ``FOR UPDATE SKIP LOCKED``,
 wake-ups through ``LISTEN/NOTIFY``.
 
-A worker asks :meth:`PostgresClaims.claim` for runnable runs — a due ``wait_until`` timer, or
-a run left ``running`` (handed off by ``emit --hand-off``, cut short by ``max_steps``, or left
-by a worker that died) — that no live lease covers. The claim locks those ``runs`` rows with
+A worker asks :meth:`PostgresClaims.claim` for runnable runs — a due ``wait_until`` timer, a
+run left ``running`` (handed off by ``emit --hand-off``, cut short by ``max_steps``, or left
+by a worker that died), or a run whose row is marked as behind its ledger (``ledger_ahead``: its
+writer stopped between an append and the checkpoint; core/ahead.py) — that no live lease covers. The claim locks those ``runs`` rows with
 ``SKIP LOCKED`` (two workers claiming at once take different runs, neither waits) and records
 a lease ``(owner, until)`` in the ``leases`` table, in one statement. The worker renews its
 leases while it works and deletes them when done; a worker killed with -9 leaves leases that
@@ -55,6 +56,8 @@ class PostgresClaims:
         self._parse = parse
         # run id -> the checkpoint bytes read with its claim (see take_checkpoint).
         self._claimed: dict[str, bytes] = {}
+        # Runs claimed because their rows are marked as behind their ledgers (see was_ahead).
+        self._ahead: set[str] = set()
         self._listen: Optional[Any] = None
         self._listen_guard = threading.Lock()
 
@@ -79,20 +82,30 @@ class PostgresClaims:
             -- Two index scans (runs_due, runs_running), each stopping after ``limit`` free rows:
             -- the cost of a claim does not grow with the queue.
             due AS (
-                SELECT r.run_id, r.checkpoint_json FROM {s}.runs r
+                SELECT r.run_id, r.checkpoint_json, r.ledger_ahead FROM {s}.runs r
                 WHERE r.status = 'waiting' AND r.wait_reason = 'until' AND r.until_ts <= %(now)s
                   AND r.run_id <> ALL(%(exclude)s) AND {free}
                 ORDER BY r.until_ts, r.run_id
                 LIMIT %(limit)s
                 FOR UPDATE OF r SKIP LOCKED),
             running AS (
-                SELECT r.run_id, r.checkpoint_json FROM {s}.runs r
+                SELECT r.run_id, r.checkpoint_json, r.ledger_ahead FROM {s}.runs r
                 WHERE r.status = 'running' AND r.run_id <> ALL(%(exclude)s) AND {free}
                 ORDER BY r.updated_ts, r.run_id
                 LIMIT %(limit)s
                 FOR UPDATE OF r SKIP LOCKED),
+            -- Rows behind their ledgers that the two scans above do not take (index runs_ahead).
+            ahead AS (
+                SELECT r.run_id, r.checkpoint_json, r.ledger_ahead FROM {s}.runs r
+                WHERE r.ledger_ahead AND r.status <> 'running'
+                  AND NOT (r.status = 'waiting' AND r.wait_reason = 'until' AND r.until_ts <= %(now)s)
+                  AND r.run_id <> ALL(%(exclude)s) AND {free}
+                ORDER BY r.updated_ts, r.run_id
+                LIMIT %(limit)s
+                FOR UPDATE OF r SKIP LOCKED),
             picked AS (
-                SELECT * FROM (SELECT * FROM due UNION ALL SELECT * FROM running) AS both_kinds LIMIT %(limit)s),
+                SELECT * FROM (SELECT * FROM due UNION ALL SELECT * FROM running UNION ALL SELECT * FROM ahead)
+                    AS every_kind LIMIT %(limit)s),
             leased AS (
                 INSERT INTO {s}.leases (run_id, owner, until)
                     SELECT run_id, %(owner)s, now() + make_interval(secs => %(lease)s) FROM picked
@@ -100,7 +113,7 @@ class PostgresClaims:
                     claimed_at = now()
                     WHERE {s}.leases.until < now()
                 RETURNING run_id)
-            SELECT leased.run_id, picked.checkpoint_json FROM leased JOIN picked USING (run_id)"""
+            SELECT leased.run_id, picked.checkpoint_json, picked.ledger_ahead FROM leased JOIN picked USING (run_id)"""
         params = {"now": now, "exclude": sorted({*exclude, *done}), "limit": int(limit), "owner": self.owner,
                   "lease": self.lease_s, "release": done}
         with self.db.connection() as conn:
@@ -111,9 +124,11 @@ class PostgresClaims:
                 conn.execute(f"DELETE FROM {s}.leases WHERE until < now()")
         if not rows:
             self._claimed.clear()  # whatever was not taken is stale by now
-        claimed = {str(row[0]): bytes(row[1]) for row in rows}
-        self._claimed.update(claimed)
-        return sorted(claimed)
+        self._ahead.difference_update(done)
+        # A row behind its ledger: its checkpoint is not handed on, the worker reads the run's ledger.
+        self._ahead.update(str(row[0]) for row in rows if row[2])
+        self._claimed.update({str(row[0]): bytes(row[1]) for row in rows if not row[2]})
+        return sorted(str(row[0]) for row in rows)
 
     def take_checkpoint(self, run_id: str) -> Optional[Any]:
         """The checkpoint of a run claimed by the last :meth:`claim`, as its row held it then (once;
@@ -121,6 +136,10 @@ class PostgresClaims:
         append and its checkpoint): good for choosing the workflow, the tick reopens the run."""
         data = self._claimed.pop(run_id, None)
         return None if data is None or self._parse is None else self._parse(run_id, data)
+
+    def was_ahead(self, run_id: str) -> bool:
+        """Whether the run was claimed because its row is marked as behind its ledger."""
+        return run_id in self._ahead
 
     def renew(self, run_ids: Iterable[str]) -> None:
         """Extend this worker's leases on ``run_ids`` by ``lease_s`` from now."""
@@ -192,6 +211,7 @@ class PostgresClaims:
         cut short; nothing is in hand now), so its runs are claimable at once, and forget what
         the last claims read."""
         self._claimed.clear()
+        self._ahead.clear()
         with self.db.connection() as conn:
             conn.execute(f"DELETE FROM {self._s}.leases WHERE owner = %s", [self.owner])
 

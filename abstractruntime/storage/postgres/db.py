@@ -35,7 +35,15 @@ from ...core.errors import (
     UnsupportedFormatError,
 )
 from ..dsn import parse as parse_connection_string
-from .schema import DEFAULT_SCHEMA, check_schema_name, installed_version, migrate, quoted, refuse_newer
+from .schema import (
+    DEFAULT_SCHEMA,
+    SCHEMA_VERSION,
+    check_schema_name,
+    installed_version,
+    migrate,
+    quoted,
+    refuse_newer,
+)
 
 # Idle lock connections kept for reuse (more are opened when needed and closed on release).
 LOCK_POOL_SIZE = 4
@@ -151,6 +159,12 @@ class PgDatabase:
                 migrate(conn, self.schema, lock_key=advisory_key("migrate", self.schema), where=self.describe())
                 return
             version = installed_version(conn, self.schema, where=self.describe())
+            if 0 < version < SCHEMA_VERSION:
+                # ``create=False`` keeps a store from being made where there is none; a store of
+                # an older release is upgraded in place as on any open, or every query naming a
+                # newer column would fail (a worker after an upgrade, on every pass).
+                migrate(conn, self.schema, lock_key=advisory_key("migrate", self.schema), where=self.describe())
+                return
         if version == 0:
             from ..store import StoreNotFoundError
 

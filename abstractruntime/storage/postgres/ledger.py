@@ -8,7 +8,9 @@ position) serve the queries.
 
 Appends are conditional on the head the writer read: :meth:`PostgresLedgerStore.append_lines`
 checks the head and inserts every line of a batch in one transaction, committed once (the
-equivalent of the file store's one fsync per batch). A head elsewhere, or a concurrent
+equivalent of the file store's one fsync per batch). The same statement marks the run's
+``runs`` row as ahead of its checkpoint (``ledger_ahead``; cleared by the checkpoint at the
+head), so a writer killed between its append and its checkpoint leaves the run found. A head elsewhere, or a concurrent
 writer's rows at the same positions (the primary key), is :class:`LedgerConflictError` and
 nothing of the batch is written — nor the secret values its records redacted, which go in
 with the batch, in its transaction (:meth:`PostgresLedgerStore.put_secrets`).
@@ -129,15 +131,22 @@ class PostgresLedgerStore(LedgerStore):
             WITH head AS (
                 SELECT coalesce(max(seq), 0) AS seq,
                        (SELECT record_hash FROM {t} WHERE run_id = %(r)s ORDER BY seq DESC LIMIT 1) AS hash
-                FROM {t} WHERE run_id = %(r)s)
-            INSERT INTO {t} (run_id, seq, line, record, record_hash, prev_hash, status, idempotency_key, effect_id)
-            SELECT %(r)s, v.seq, v.line, v.record::jsonb, v.record_hash, v.prev_hash, v.status, v.idempotency_key,
-                   v.effect_id
-            FROM unnest(%(seq)s::bigint[], %(line)s::bytea[], %(record)s::text[], %(hash)s::text[], %(prev)s::text[],
-                        %(status)s::text[], %(key)s::text[], %(effect)s::bigint[])
-                 AS v(seq, line, record, record_hash, prev_hash, status, idempotency_key, effect_id), head
-            WHERE head.seq = %(eseq)s AND head.hash IS NOT DISTINCT FROM %(ehash)s
-            RETURNING seq"""
+                FROM {t} WHERE run_id = %(r)s),
+            inserted AS (
+                INSERT INTO {t} (run_id, seq, line, record, record_hash, prev_hash, status, idempotency_key, effect_id)
+                SELECT %(r)s, v.seq, v.line, v.record::jsonb, v.record_hash, v.prev_hash, v.status, v.idempotency_key,
+                       v.effect_id
+                FROM unnest(%(seq)s::bigint[], %(line)s::bytea[], %(record)s::text[], %(hash)s::text[],
+                            %(prev)s::text[], %(status)s::text[], %(key)s::text[], %(effect)s::bigint[])
+                     AS v(seq, line, record, record_hash, prev_hash, status, idempotency_key, effect_id), head
+                WHERE head.seq = %(eseq)s AND head.hash IS NOT DISTINCT FROM %(ehash)s
+                RETURNING seq),
+            -- The run's row is marked in the same statement: its ledger is now past its checkpoint
+            -- until the checkpoint at the head clears the mark (core/ahead.py).
+            marked AS (
+                UPDATE {self.db.s}.runs SET ledger_ahead = true
+                WHERE run_id = %(r)s AND NOT ledger_ahead AND EXISTS (SELECT 1 FROM inserted))
+            SELECT seq FROM inserted"""
 
     @staticmethod
     def _rows(run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes], expect: LedgerHead) -> dict[str, Any]:

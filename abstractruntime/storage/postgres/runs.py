@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 from datetime import datetime
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from ...core.canonical import canonical_json
 from ...core.clock import parse_iso
@@ -35,7 +35,17 @@ from ...core.errors import (
 from ...core.models import RunState, RunStatus, WaitReason
 from ...core.ports import CHECKPOINT_FORMAT, Capability, LedgerHead, RunStore, StoredCheckpoint
 from ...core.ids import validate_id
-from ..query import reason_value, status_value
+from ..query import (
+    is_due,
+    is_waiting_on,
+    matches,
+    newest_key,
+    oldest_key,
+    reason_value,
+    status_value,
+    timestamp,
+    until_key,
+)
 from .db import PgDatabase, jsonb_copy, parse_document
 
 
@@ -69,7 +79,7 @@ class PostgresRunStore(RunStore):
 
     capabilities = frozenset({Capability.CHECKPOINTS, Capability.LOCKS, Capability.CHECKPOINT_TOKENS,
                               Capability.QUERIES, Capability.WAITING_ON, Capability.WORK_CLAIMS, Capability.WAKE,
-                              Capability.EDITS})
+                              Capability.EDITS, Capability.LEDGER_MARKS})
 
     def __init__(self, db: PgDatabase | str) -> None:
         self.db = db if isinstance(db, PgDatabase) else PgDatabase(db)
@@ -135,18 +145,22 @@ class PostgresRunStore(RunStore):
         seq = checkpoint.ledger.seq
         # The fence: an existing row is replaced only by a checkpoint at its ledger position or later.
         fence = f"WHERE {self._t}.ledger_seq <= EXCLUDED.ledger_seq" if fenced else ""
+        # The row stays marked as ahead while the ledger has records after this checkpoint (a
+        # writer that lost the run may write a checkpoint behind the new writer's records).
         row = conn.execute(
             f"""INSERT INTO {self._t} (run_id, status, workflow_id, wait_reason, wait_key, until_ts, updated_ts,
-                    parent_run_id, ledger_seq, checkpoint, checkpoint_json)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)
+                    parent_run_id, ledger_seq, checkpoint, checkpoint_json, ledger_ahead)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s,
+                        EXISTS (SELECT 1 FROM {self.db.s}.ledger WHERE run_id = %s AND seq > %s))
                 ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, workflow_id = EXCLUDED.workflow_id,
                     wait_reason = EXCLUDED.wait_reason, wait_key = EXCLUDED.wait_key, until_ts = EXCLUDED.until_ts,
                     updated_ts = EXCLUDED.updated_ts, parent_run_id = EXCLUDED.parent_run_id,
                     ledger_seq = EXCLUDED.ledger_seq, checkpoint = EXCLUDED.checkpoint,
-                    checkpoint_json = EXCLUDED.checkpoint_json, version = {self._t}.version + 1
+                    checkpoint_json = EXCLUDED.checkpoint_json, ledger_ahead = EXCLUDED.ledger_ahead,
+                    version = {self._t}.version + 1
                 {fence}
                 RETURNING version, xmin::text""",
-            [*row_columns(checkpoint), jsonb_copy(data), data]).fetchone()
+            [*row_columns(checkpoint), jsonb_copy(data), data, run_id, seq]).fetchone()
         if row is None:
             found = conn.execute(f"SELECT ledger_seq FROM {self._t} WHERE run_id = %s", [run_id]).fetchone()
             at = int(found[0]) if found else "?"
@@ -313,14 +327,40 @@ class PostgresRunStore(RunStore):
 
     # -- queries ---------------------------------------------------------------------------
 
-    def _select(self, where: str, params: list[Any], order: str, limit: Optional[int]) -> list[RunState]:
-        sql = f"SELECT run_id, checkpoint_json FROM {self._t} WHERE {where} ORDER BY {order}"
+    def _select(self, where: str, params: list[Any], order: str, limit: Optional[int],
+                accept: Callable[[RunState], bool], sort_key: Callable[[RunState], Any], *,
+                ledger: bool = False) -> list[RunState]:
+        """Rows matching ``where`` in ``order``. ``ledger``: rows marked ahead of their checkpoints
+        are read from their ledgers instead (an index scan), filtered with ``accept`` and merged."""
+        filtered = f"NOT ledger_ahead AND ({where})" if ledger else where
+        sql = f"SELECT run_id, checkpoint_json FROM {self._t} WHERE {filtered} ORDER BY {order}"
         if limit is not None:
             sql += " LIMIT %s"
             params = [*params, max(limit, 0)]
         with self.db.connection() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [self._parse(row[0], row[1]).shown_run() for row in rows]
+            ahead = conn.execute(f"SELECT run_id, checkpoint_json FROM {self._t} WHERE ledger_ahead").fetchall() \
+                if ledger else []
+        found = [self._parse(row[0], row[1]).shown_run() for row in rows]
+        if not ahead:
+            return found
+        for run_id, data in ahead:
+            run = self._ledger_view(run_id, data)
+            if accept(run):
+                found.append(run)
+        found.sort(key=sort_key)
+        return found if limit is None else found[: max(limit, 0)]
+
+    def _ledger_view(self, run_id: str, data: Any) -> RunState:
+        """A marked run as its ledger says (its row's checkpoint when the ledger cannot tell)."""
+        from ..views import ledger_view
+        from .ledger import PostgresLedgerStore
+
+        try:
+            run = ledger_view(self, PostgresLedgerStore(self.db), run_id)
+        except (CorruptRecordError, RunNotFoundError, UnsupportedFormatError):
+            run = None
+        return run if run is not None else self._parse(run_id, data).shown_run()
 
     def list_runs(
         self,
@@ -329,28 +369,35 @@ class PostgresRunStore(RunStore):
         wait_reason: Optional[WaitReason] = None,
         workflow_id: Optional[str] = None,
         limit: int = 100,
+        as_stored: bool = False,
     ) -> list[RunState]:
-        """Runs matching all given filters, most recently updated first."""
+        """Runs matching all given filters, most recently updated first, each as its ledger says (a
+        run whose writer stopped between its append and its checkpoint is read from its ledger).
+        ``as_stored``: as their rows say (cheaper; a worker's listing)."""
         where, params = ["TRUE"], []
         for column, value in (("status", status_value(status)), ("wait_reason", reason_value(wait_reason)),
                               ("workflow_id", workflow_id)):
             if value is not None:
                 where.append(f"{column} = %s")
                 params.append(value)
-        return self._select(" AND ".join(where), params, "updated_ts DESC NULLS LAST, run_id", limit)
+        return self._select(" AND ".join(where), params, "updated_ts DESC NULLS LAST, run_id", limit,
+                            lambda r: matches(r, status=status_value(status), wait_reason=reason_value(wait_reason),
+                                              workflow_id=workflow_id), newest_key, ledger=not as_stored)
 
     def list_due_wait_until(self, *, now_iso: str, limit: int = 100) -> list[RunState]:
         """WAITING runs with reason UNTIL whose ``until`` <= ``now_iso``, earliest first."""
         now = _instant(now_iso)
         if now is None:
             raise ValueError(f"now_iso is not an ISO timestamp: {now_iso!r}")
+        now_ts = timestamp(now_iso)
         return self._select("status = 'waiting' AND wait_reason = 'until' AND until_ts <= %s", [now],
-                            "until_ts, run_id", limit)
+                            "until_ts, run_id", limit, lambda r: now_ts is not None and is_due(r, now_ts), until_key)
 
     def list_waiting_on(self, wait_key: str, *, limit: int = 1000) -> list[RunState]:
         """WAITING runs whose wait is on ``wait_key``, least recently updated first (index ``runs_wait_key``)."""
         return self._select("wait_key = %s AND status = 'waiting'", [wait_key],
-                            "updated_ts ASC NULLS FIRST, run_id", limit)
+                            "updated_ts ASC NULLS FIRST, run_id", limit, lambda r: is_waiting_on(r, wait_key),
+                            oldest_key)
 
     def list_children(self, *, parent_run_id: str, status: Optional[RunStatus] = None) -> list[RunState]:
         """Runs whose ``parent_run_id`` is the given run, most recently updated first."""
@@ -359,7 +406,21 @@ class PostgresRunStore(RunStore):
         if wanted is not None:
             where.append("status = %s")
             params.append(wanted)
-        return self._select(" AND ".join(where), params, "updated_ts DESC NULLS LAST, run_id", None)
+        return self._select(" AND ".join(where), params, "updated_ts DESC NULLS LAST, run_id", None,
+                            lambda r: matches(r, parent_run_id=parent_run_id, status=wanted), newest_key)
+
+    # -- runs whose ledger may be past their checkpoint (core/ahead.py) --------------------------
+
+    def mark_ahead(self, run_id: str) -> None:
+        """Nothing to do: the ledger's append statement marks the row itself (``ledger_ahead``), in
+        the same transaction as the records; the checkpoint at the ledger's head clears it."""
+
+    def list_ahead(self, *, limit: int = 100) -> list[str]:
+        """Runs marked as maybe ahead of their checkpoints (index ``runs_ahead``), least recently updated first."""
+        with self.db.connection() as conn:
+            rows = conn.execute(f"SELECT run_id FROM {self._t} WHERE ledger_ahead ORDER BY updated_ts, run_id LIMIT %s",
+                                [max(int(limit), 0)]).fetchall()
+        return [str(row[0]) for row in rows]
 
     # -- a worker fleet ----------------------------------------------------------------------
 

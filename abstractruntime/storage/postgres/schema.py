@@ -16,7 +16,7 @@ from typing import Any
 from ...core.errors import InvalidInputError, StorageError, UnsupportedFormatError
 from .events import EVENTS_MIGRATION
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 DEFAULT_SCHEMA = "abstractruntime"
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -138,6 +138,15 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
             run_id text PRIMARY KEY,
             mark   bytea NOT NULL)""",
     )),
+    (8, "runs whose ledger may be past their checkpoint", (
+        # Set by the statement that appends to a run's ledger past its checkpoint, cleared by the
+        # checkpoint at the ledger's head (core/ahead.py): a writer killed in between leaves the run
+        # marked, so workers find it with an index scan. Runs already behind are marked here.
+        "ALTER TABLE {s}.runs ADD COLUMN ledger_ahead boolean NOT NULL DEFAULT false",
+        "CREATE INDEX runs_ahead ON {s}.runs (updated_ts, run_id) WHERE ledger_ahead",
+        """UPDATE {s}.runs r SET ledger_ahead = true
+            WHERE EXISTS (SELECT 1 FROM {s}.ledger l WHERE l.run_id = r.run_id AND l.seq > r.ledger_seq)""",
+    )),
 ]
 
 
@@ -172,12 +181,34 @@ def _foreign(schema: str, table: str, where: str, why: str) -> StorageError:
         schema=schema, table=table)
 
 
-def _refuse_foreign_tables(conn: Any, schema: str, where: str, *, after: int, why: str) -> None:
-    """Refuse a schema that already holds a table the migrations after version ``after`` create."""
+def _edited(schema: str, where: str, version: int, found: str) -> StorageError:
+    """The error for a schema whose ``schema_migrations`` rows say less than its tables hold."""
+    recorded = "no migration" if version == 0 else f"version {version}"
+    return StorageError(
+        f'the PostgreSQL schema "{schema}" in {where} already holds {found}, but its schema_migrations table '
+        f"records {recorded}: rows of schema_migrations were deleted or edited by hand (or by another program); "
+        "put them back, or restore a backup, before opening it: abstractruntime does not guess a schema's version "
+        "and does not create its tables twice",
+        schema=schema, recorded=version)
+
+
+# SQLSTATEs of a migration statement meeting what it was about to create: duplicate_table,
+# duplicate_column, duplicate_object (an index or constraint of that name).
+_DUPLICATE = {"42P07": "a table", "42701": "a column", "42710": "an object"}
+
+
+def _refuse_foreign_tables(conn: Any, schema: str, where: str, *, after: int, why: str | None = None) -> None:
+    """Refuse a schema that already holds a table the migrations after version ``after`` create.
+
+    With ``why`` the table is another program's; without, abstractruntime's own tables with
+    ``schema_migrations`` rows missing.
+    """
     present = {row[0] for row in conn.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [schema]).fetchall()}
     for table, version in _tables_of():
         if version > after and table in present:
+            if why is None:
+                raise _edited(schema, where, after, f'a table "{table}" (made by schema version {version})')
             raise _foreign(schema, table, where, why)
 
 
@@ -197,7 +228,11 @@ def installed_version(conn: Any, schema: str, *, where: str = "the database") ->
     if columns.get("version") not in ("integer", "bigint", "smallint") or "description" not in columns:
         raise _foreign(schema, "schema_migrations", where, "its columns are not version, description, applied_at")
     row = conn.execute(f"SELECT coalesce(max(version), 0) FROM {quoted(schema)}.schema_migrations").fetchone()
-    return int(row[0])
+    version = int(row[0])
+    if version == 0:
+        # An empty schema_migrations beside abstractruntime's tables: its rows were deleted.
+        _refuse_foreign_tables(conn, schema, where, after=0)
+    return version
 
 
 def refuse_newer(version: int, where: str) -> None:
@@ -223,8 +258,7 @@ def migrate(conn: Any, schema: str, *, lock_key: int, where: str) -> int:
         if before == SCHEMA_VERSION:
             return before
         if before:
-            _refuse_foreign_tables(conn, schema, where, after=before,
-                                   why=f"the installed abstractruntime schema is version {before}, which has no such table")
+            _refuse_foreign_tables(conn, schema, where, after=before)
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
         conn.execute(f"""CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
             version     integer PRIMARY KEY,
@@ -234,7 +268,15 @@ def migrate(conn: Any, schema: str, *, lock_key: int, where: str) -> int:
             if version <= before:
                 continue
             for statement in statements:
-                conn.execute(statement.format(s=s))
+                try:
+                    conn.execute(statement.format(s=s))
+                except Exception as exc:
+                    # What a migration adds is already there (a column, an index): the recorded
+                    # version is behind the schema. The transaction rolls back whole.
+                    kind = _DUPLICATE.get(str(getattr(exc, "sqlstate", "") or ""))
+                    if kind is None:
+                        raise
+                    raise _edited(schema, where, before, f"{kind} that schema version {version} adds") from None
             conn.execute(f"INSERT INTO {s}.schema_migrations (version, description) VALUES (%s, %s)",
                          [version, description])
     return before
