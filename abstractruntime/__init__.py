@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # what a type checker sees; at run time each name loads on fi
     from .core.spec import WorkflowSource, WorkflowSpec
     from .flow import AsyncContext, Context, Workflow, step, workflow
     from .core.runtime import EffectOutcome, Runtime
-    from .core.effect_exec import EffectIdentity, current_effect
+    from .core.effect_context import EffectIdentity, current_effect
     from .core.clock import FixedClock
     from .core.redaction import Redactor
     from .core.policy import DefaultEffectPolicy, EffectPolicy, NoRetryPolicy, RetryPolicy, compute_idempotency_key
@@ -74,8 +74,8 @@ _EXPORTS: dict[str, str] = {
     # runtime
     "Runtime": "abstractruntime.core.runtime",
     "EffectOutcome": "abstractruntime.core.runtime",
-    "current_effect": "abstractruntime.core.effect_exec",
-    "EffectIdentity": "abstractruntime.core.effect_exec",
+    "current_effect": "abstractruntime.core.effect_context",
+    "EffectIdentity": "abstractruntime.core.effect_context",
     "FixedClock": "abstractruntime.core.clock",
     "Redactor": "abstractruntime.core.redaction",
     # policies

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from .canonical import canonical_json, sha256_hex
 from .drive import Io, Request, Step, settle_in_thread
-from .effect_exec import _CURRENT, EffectIdentity, _complete, _part_recorder
+from .effect_context import CURRENT_EFFECT, EffectIdentity
+from .effect_exec import _complete, _part_recorder
 from .errors import InvalidInputError, RunNotWaitingError, VerificationFailedError
 from .models import Effect, EffectType, RecordKind, RunState, RunStatus, StepPlan, WaitState
 from .ports import Checkpoint, Pending
@@ -200,7 +201,7 @@ class ToolCall(Request):
     identity: EffectIdentity
 
     def _call(self) -> dict[str, Any]:
-        token = _CURRENT.set(self.identity)
+        token = CURRENT_EFFECT.set(self.identity)
         try:
             try:
                 ran = self.executor.execute(tool_calls=[self.call])
@@ -213,7 +214,7 @@ class ToolCall(Request):
             except Exception as exc:  # a tool's failure is that call's failed result
                 return _failed(self.call, f"Tool '{self.call.get('name')}' raised {type(exc).__name__}: {exc}")
         finally:
-            _CURRENT.reset(token)
+            CURRENT_EFFECT.reset(token)
 
     def run_sync(self) -> dict[str, Any]:
         return self._call()

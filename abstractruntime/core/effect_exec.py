@@ -12,12 +12,10 @@ deduplicates across the run: a completed effect with that key is reused.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 
 from . import budget as budgets
 from . import usage_totals
@@ -28,6 +26,7 @@ from .models import Effect, EffectType, RecordKind, RunState, RunStatus, StepPla
 from .observe import end_all, notify
 from .policy import DefaultEffectPolicy, compute_idempotency_key
 from .drive import EffectCall, Io, Sleep, Step, drive_sync
+from .effect_context import CURRENT_EFFECT, EffectIdentity
 from .ports import Pending
 from .session import RunSession, fail_run, new_record, set_nested
 from .wal import explicit_key, positional_key
@@ -37,78 +36,6 @@ if TYPE_CHECKING:
 
 # A handler returns an outcome, or (``async def``) an awaitable of one.
 EffectHandler = Callable[..., Union[EffectOutcome, Awaitable[EffectOutcome]]]
-
-
-@dataclass(frozen=True)
-class EffectIdentity:
-    """Which effect a running handler performs: its run, its position and its idempotency key.
-
-    ``key`` is stable across the re-executions of one effect (after a crash, or a retry), and
-    different for every other effect of the run: pass it as the idempotency key of the
-    external API the handler calls, so the documented at-least-once window becomes
-    exactly-once on that side.
-
-    ``parts`` holds the partial results this effect recorded before (e.g. the tool calls of a
-    ``tool_calls`` effect that finished before a crash); :meth:`record_part` makes one durable
-    at once, each in its own ledger record, so a re-run performs only what has no result.
-
-    ``budget_left`` is what remains of the run's budget (``None``: no budget); :meth:`progress`
-    publishes transient data to the runtime's observers (never recorded); :meth:`slot` /
-    :meth:`aslot` hold one of a key's in-flight slots (see :mod:`abstractruntime.core.observe`).
-    """
-
-    run_id: str
-    effect_id: int
-    key: str
-    attempt: int
-    parts: Mapping[str, Any] = field(default_factory=dict)
-    recorder: Optional[Callable[[str, Any], None]] = field(default=None, repr=False, compare=False)
-    budget_left: Optional[Mapping[str, Any]] = None
-    publisher: Optional[Callable[[Mapping[str, Any]], None]] = field(default=None, repr=False, compare=False)
-    limits: Optional[Any] = field(default=None, repr=False, compare=False)
-
-    def record_part(self, name: str, value: Any) -> None:
-        """Record ``value`` as this effect's part ``name`` (durable when this returns)."""
-        if self.recorder is None:
-            raise InvalidInputError("this effect cannot record partial results")
-        self.recorder(name, value)
-
-    @property
-    def publishes(self) -> bool:
-        """Whether anyone receives :meth:`progress` (a handler may skip streaming otherwise)."""
-        return self.publisher is not None
-
-    def progress(self, data: Mapping[str, Any]) -> None:
-        """Publish transient ``data`` (e.g. ``{"text": "next tokens"}``), redacted, to the observers."""
-        if self.publisher is not None:
-            self.publisher(data)
-
-    @contextlib.contextmanager
-    def slot(self, key: str) -> Iterator[None]:
-        """Hold one of ``key``'s in-flight slots for the block (no limit configured: no wait)."""
-        if self.limits is None:
-            yield
-            return
-        with self.limits.slot(key):
-            yield
-
-    @contextlib.asynccontextmanager
-    async def aslot(self, key: str) -> AsyncIterator[None]:
-        """:meth:`slot` for an event loop."""
-        if self.limits is None:
-            yield
-            return
-        async with self.limits.aslot(key):
-            yield
-
-
-_CURRENT: contextvars.ContextVar[Optional[EffectIdentity]] = contextvars.ContextVar(
-    "abstractruntime_current_effect", default=None)
-
-
-def current_effect() -> Optional[EffectIdentity]:
-    """The effect whose handler is running in this context (``None`` outside a handler)."""
-    return _CURRENT.get()
 
 
 @dataclass(frozen=True)
@@ -209,7 +136,7 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
         observers = rt.observers
         watched = notify(observers, "effect_started", run.run_id, effect_id, EffectType(effect.type).value, attempt,
                          plan.node_id) if observers else None
-        outcome = yield EffectCall(handler, run, effect, plan.next_node, identity, _CURRENT, timeout,
+        outcome = yield EffectCall(handler, run, effect, plan.next_node, identity, CURRENT_EFFECT, timeout,
                                    _cancel_recorder(session, plan, effect_id, key, attempt, guard))
         if watched:
             end_all(observers, "effect_ended", watched, outcome.status, outcome.ext, outcome.error)

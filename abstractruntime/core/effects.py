@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from .clock import parse_iso, to_iso
+from .effect_context import current_effect
 from .errors import InvalidInputError, RunExistsError
 from .models import Effect, RunState, RunStatus, WaitReason, WaitState
 
@@ -236,8 +237,6 @@ def make_start_subworkflow(runtime: "Runtime"):  # type: ignore[no-untyped-def]
         # runs at once), never state kept on the shared runtime.
         from .budget import combine
         from .usage_totals import child_report
-        from .effect_exec import current_effect
-
         identity = current_effect()
         key = identity.key if identity is not None and identity.run_id == run.run_id else \
             runtime.effect_policy.idempotency_key(run=run, node_id=run.current_node, effect=effect)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Generator, Optional
 
 from ..core.clock import parse_iso, to_iso
-from ..core.effect_exec import EffectIdentity
+from ..core.effect_context import EffectIdentity
 from ..core.errors import InvalidInputError, StepFailedError, VerificationFailedError
 from ..core.models import Effect, EffectType
 from ..core.wal import positional_key

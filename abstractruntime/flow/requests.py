@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..core.drive import drive_async, drive_sync, run_blocking, run_coroutine
-from ..core.effect_exec import _CURRENT, EffectIdentity
+from ..core.effect_context import CURRENT_EFFECT, EffectIdentity
 from ..core.errors import AsyncRequiredError
 from ..core.jcs import jcs
 from ..core.markers import has_marker_key
@@ -121,7 +121,7 @@ async def perform_async(request: Any) -> Any:
 
 
 def _call_sync(call: _Call) -> tuple[bool, Any]:
-    current, inside = _CURRENT.set(call.identity), _IN_STEP.set(True)
+    current, inside = CURRENT_EFFECT.set(call.identity), _IN_STEP.set(True)
     try:
         result = call.fn(*call.args, **call.kwargs)
         if inspect.isawaitable(result):
@@ -133,20 +133,20 @@ def _call_sync(call: _Call) -> tuple[bool, Any]:
         return False, exc
     finally:
         _IN_STEP.reset(inside)
-        _CURRENT.reset(current)
+        CURRENT_EFFECT.reset(current)
 
 
 async def _call_async(call: _Call) -> tuple[bool, Any]:
     if inspect.iscoroutinefunction(call.fn) or inspect.iscoroutinefunction(
             inspect.getattr_static(type(call.fn), "__call__", None)):
-        current, inside = _CURRENT.set(call.identity), _IN_STEP.set(True)
+        current, inside = CURRENT_EFFECT.set(call.identity), _IN_STEP.set(True)
         try:
             return True, await call.fn(*call.args, **call.kwargs)
         except (Exception, SystemExit) as exc:
             return False, exc
         finally:
             _IN_STEP.reset(inside)
-            _CURRENT.reset(current)
+            CURRENT_EFFECT.reset(current)
     # A blocking function runs in a worker thread, so other steps (and runs) go on; a
     # cancellation waits for it to end, then propagates (nothing of it is left writing).
     result: tuple[bool, Any] = await run_blocking(_call_sync, call)

@@ -31,7 +31,7 @@ import contextlib
 import time
 from typing import Any, Awaitable, Callable, Optional, Union
 
-from ...core.effect_exec import EffectIdentity, current_effect
+from ...core.effect_context import EffectIdentity, current_effect
 from ...core.runtime import EffectOutcome
 from ...core.errors import AbstractRuntimeError, EffectFailedError, InvalidInputError
 from ...core.models import Effect, EffectType, RunState, WaitReason, WaitState
