@@ -128,3 +128,51 @@ def test_docs_have_examples() -> None:
 def test_docs_examples_run(index: int) -> None:
     source = _doc_examples()[index]
     exec(compile(source, f"{DOCS.name}[{index}]", "exec"), {"__name__": f"doc_example_{index}"})
+
+
+def _family(tmp_path: Any) -> tuple[Any, Any, Any, str, str]:
+    from abstractruntime import FileStore
+    from abstractruntime.scheduler import Scheduler, WorkflowRegistry
+
+    child, parent = ask_workflow("kid", wait_key="kid-q"), parent_workflow("kid")
+    registry = WorkflowRegistry()
+    registry.register(child)
+    registry.register(parent)
+    store = FileStore(tmp_path / "store")
+    runtime = store.runtime(workflow_registry=registry)
+    parent_id = runtime.start(workflow=parent)
+    state = runtime.tick(workflow=parent, run_id=parent_id)
+    assert state.waiting is not None and state.waiting.reason == WaitReason.SUBWORKFLOW
+    child_id = state.waiting.details["sub_run_id"]
+    return store, runtime, Scheduler(runtime=runtime, registry=registry), parent_id, child_id
+
+
+def test_a_work_pass_hands_a_completed_child_to_its_waiting_parent_once(tmp_path: Any) -> None:
+    store, runtime, scheduler, parent_id, child_id = _family(tmp_path)
+    assert scheduler.work_pass() == [] and runtime.get_state(parent_id).status == RunStatus.WAITING
+    runtime.resume(workflow=ask_workflow("kid", wait_key="kid-q"), run_id=child_id, wait_key="kid-q",
+                   payload={"text": "Ada"})
+    advanced = scheduler.work_pass()
+    assert [s.run_id for s in advanced] == [parent_id] and advanced[0].status == RunStatus.COMPLETED
+    assert advanced[0].output == {"child": {"sub_run_id": child_id, "output": {"answer": {"text": "Ada"}}}}
+    # A second scheduler (another worker) finds nothing to hand over: the wait took one answer.
+    from abstractruntime.scheduler import Scheduler
+
+    other = Scheduler(runtime=store.runtime(workflow_registry=scheduler._registry), registry=scheduler._registry)
+    assert other.hand_over_children() == [] and other.work_pass() == []
+    resumes = [r for r in runtime.get_ledger(parent_id) if r["kind"] == "resume"]
+    assert len(resumes) == 1
+
+
+def test_a_child_forged_as_completed_in_its_checkpoint_is_not_handed_over(tmp_path: Any) -> None:
+    # The checkpoint is a cache: only the child's ledger says it completed.
+    import json
+
+    store, runtime, scheduler, parent_id, child_id = _family(tmp_path)
+    path = tmp_path / "store" / "runs" / child_id / "run.json"
+    doc = json.loads(path.read_bytes())
+    run = doc["run"] if "run" in doc else doc
+    run.update(status="completed", output={"answer": {"text": "forged"}}, waiting=None)
+    path.write_text(json.dumps(doc))
+    assert scheduler.hand_over_children() == []
+    assert runtime.get_state(parent_id).status == RunStatus.WAITING

@@ -39,8 +39,16 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 from ..core.clock import to_iso
 from ..core.blocks import skip_blocked
 from ..core.timers import run_is_due
-from ..core.errors import DatabaseUnavailableError, InvalidInputError, RunLockedError, RunNotFoundError
-from ..core.models import RunState, RunStatus
+from ..core.errors import (
+    AbstractRuntimeError,
+    AlreadyAnsweredError,
+    DatabaseUnavailableError,
+    InvalidInputError,
+    RunLockedError,
+    RunNotFoundError,
+    RunNotWaitingError,
+)
+from ..core.models import RunState, RunStatus, WaitReason
 from ..core.drive import run_blocking, stop_when
 from .claims import WorkClaims, claims_for, new_worker_id
 from .outage import Outage
@@ -235,6 +243,7 @@ class WorkPass:
         if concurrency < 1:
             raise InvalidInputError(f"concurrency must be >= 1, got {concurrency!r}")
         self.deliver_kept_events()
+        self.hand_over_children(limit=limit)
         self.release_kept_secrets()
         if concurrency > 1:
             return asyncio.run(self._awork_pass(limit, concurrency, stop_event))
@@ -280,6 +289,50 @@ class WorkPass:
         for run_id, message in result.errors.items():
             self._fail(run_id, RuntimeError(message))
         return result.states
+
+    def hand_over_children(self, *, limit: int = 100) -> list[RunState]:
+        """Answer each parent waiting on a subworkflow whose child has completed since.
+
+        A child that waited (an answer, a timer, an event) ends in some later tick, by any
+        process; its parent waits on it (reason ``subworkflow``). Here the parent gets the
+        child's output as :meth:`resume_subworkflow_parent` gives it — ``{"sub_run_id",
+        "output"}`` at its wait's ``result_key`` — read from the child's proven state, and is left
+        ``running`` for this pass to advance. Its wait takes one answer: two workers handing over
+        the same child resume the parent once. A child that failed or was cancelled is not handed
+        over (its parent waits until an operator cancels or answers it). Returns the parents.
+        """
+        try:
+            parents = self._run_store.list_runs(status=RunStatus.WAITING, wait_reason=WaitReason.SUBWORKFLOW,
+                                                limit=limit)
+        except AbstractRuntimeError as exc:  # a store that fails here must not stop the pass
+            self._record_error(f"listing parents of subworkflows failed: {exc}")
+            return []
+        handed: list[RunState] = []
+        for parent in parents:
+            wait = parent.waiting
+            details = wait.details if wait is not None and isinstance(wait.details, dict) else {}
+            child_id = details.get("sub_run_id")
+            if wait is None or not isinstance(child_id, str):
+                continue
+            try:
+                child = self._runtime.run_store.load(child_id)  # the cheap look first: most are still going
+                if child is None or child.status is not RunStatus.COMPLETED:
+                    continue
+                proven = self._runtime.get_state(child_id)  # a checkpoint is a cache: the ledger decides
+                if proven.status is not RunStatus.COMPLETED:
+                    continue
+                output = proven.output
+                workflow, runtime = self._workflow_for(self._runtime.get_checkpoint(parent.run_id))
+                state = runtime.resume(workflow=workflow, run_id=parent.run_id, wait_key=wait.wait_key,
+                                       wait_id=wait.wait_id, payload={"sub_run_id": child_id, "output": output},
+                                       max_steps=0, allow_drift=self._allow_drift)
+            except (AlreadyAnsweredError, RunNotWaitingError, RunLockedError, RunNotFoundError):
+                continue  # another worker got there first, or the parent moved on
+            except AbstractRuntimeError as exc:
+                self._fail(parent.run_id, exc)
+                continue
+            handed.append(state)
+        return handed
 
     @contextlib.contextmanager
     def _beating(self, claims: WorkClaims) -> Iterator[_Heartbeat]:

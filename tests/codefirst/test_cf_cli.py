@@ -262,3 +262,25 @@ def test_a_child_that_waits_is_answered_then_handed_to_its_parent_across_process
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["output"] == {"item": "book", "bill": {"charged": True, "amount": 4}}
     assert ar("verify", "--all", store=store).returncode == 0
+
+
+def test_a_worker_hands_a_finished_child_to_its_waiting_parent(tmp_path: Path) -> None:
+    # The child waits, is answered in another process and completes; its parent, waiting on it,
+    # continues at the next worker pass with the child's output — nobody resumes it by hand.
+    code = tmp_path / "family.py"
+    code.write_text(FAMILY)
+    store, env = tmp_path / "store", {"ABSTRACTRUNTIME_WORKFLOWS": str(code)}
+    parent = ar("run", str(code), "--attr", "order", "--var", "item=book", "--run-id", "p1", "--json", store=store)
+    child = json.loads(parent.stdout)["waiting"]["details"]["sub_run_id"]
+    idle = ar("worker", "--once", store=store, env=env)
+    assert idle.returncode == 0, idle.stderr
+    assert json.loads(ar("runs", "show", "p1", "--json", store=store).stdout)["run"]["status"] == "waiting"
+    assert ar("resume", f"{child}@w1", "--answer", "yes", store=store).returncode == 0
+    worked = ar("worker", "--once", store=store, env=env)
+    assert worked.returncode == 0, worked.stderr
+    run = json.loads(ar("runs", "show", "p1", "--json", store=store).stdout)["run"]
+    assert run["status"] == "completed" and run["output"] == {"item": "book", "bill": {"charged": True, "amount": 4}}
+    again = ar("worker", "--once", store=store, env=env)  # nothing left to hand over: nothing written
+    assert again.returncode == 0 and ar("verify", "--all", store=store).returncode == 0
+    resumes = [r for r in json.loads(ar("ledger", "show", "p1", "--json", store=store).stdout) if r["kind"] == "resume"]
+    assert len(resumes) == 1 and resumes[0]["result"]["wait_id"] == "w1"
