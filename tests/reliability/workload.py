@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 
 from abstractruntime.core.clock import parse_iso, to_iso
 from abstractruntime.core.models import Effect, EffectType, RunState, StepPlan, WaitReason
-from abstractruntime.core.effect_exec import current_effect
+from abstractruntime.core.effect_context import current_effect
 from abstractruntime.core.policy import DefaultEffectPolicy
 from abstractruntime.core.runtime import EffectOutcome
 from abstractruntime.core.spec import WorkflowSpec
