@@ -154,7 +154,8 @@ class TickDecision:
     worker: str = ""
     first_tick: Optional[str] = None
     """For a ``skip`` standing for several consecutive missed ticks: the first of them."""
-    ticks: int = 1
+    ticks: Optional[int] = 1
+    """How many ticks the decision stands for (``None``: more than a pass counts, after a long outage)."""
 
     @property
     def run_id(self) -> Optional[str]:
@@ -183,7 +184,13 @@ class TickDecision:
         first = doc.get("first_tick")
         return cls(schedule=name, tick=tick, action=str(doc["action"]), reason=str(doc.get("reason", "")),
                    decided_at=str(doc.get("decided_at", "")), worker=str(doc.get("worker", "")),
-                   first_tick=str(first) if first is not None else None, ticks=int(doc.get("ticks", 1) or 1))
+                   first_tick=str(first) if first is not None else None, ticks=_count(doc))
+
+
+def _count(doc: dict[str, Any]) -> Optional[int]:
+    """The ``ticks`` of a stored decision: 1 when absent, ``None`` for "more than a pass counts"."""
+    value = doc.get("ticks", 1)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
 
 @dataclass
@@ -351,6 +358,14 @@ class Schedules:
         latest = parse_iso(recent[0].tick) if recent else None
         after = max(since, latest) if latest is not None else since
         due = ticks_between(schedule.cron, schedule.tz, after, now, limit=MAX_TICKS)
+        plan = _plan(due, now, schedule)
+        if len(due) == MAX_TICKS and schedule.catch_up != "all":
+            # More ticks were missed than one pass lists (a long outage): they are skipped as one
+            # range, and the policy is applied to the latest ticks only.
+            tail = _tail(schedule, due[-1], now)
+            skipped = (due[-1], False, f"missed ({schedule.catch_up}): {MAX_TICKS} or more ticks before "
+                       f"{to_iso(tail[0]) if tail else to_iso(now)}", due[0], None)
+            plan = [skipped, *_plan(tail, now, schedule)]
         resolved: list[tuple[Any, Any]] = []
 
         def code() -> tuple[Any, Any]:
@@ -358,7 +373,7 @@ class Schedules:
                 resolved.append(resolve(schedule))  # before any start decision: an error decides nothing
             return resolved[0]
 
-        for tick, fire, reason, first, count in _plan(due, now, schedule):
+        for tick, fire, reason, first, count in plan:
             action = "start" if fire else "skip"
             if fire:
                 going = _going(recent, runtime)
@@ -414,8 +429,11 @@ class Schedules:
         result.started.append(run_id)
 
 
-def _plan(due: list[datetime], now: datetime,
-          schedule: Schedule) -> list[tuple[datetime, bool, str, Optional[datetime], int]]:
+Plan = list[tuple[datetime, bool, str, Optional[datetime], Optional[int]]]
+"""``(tick, to fire, reason, first tick, how many ticks)`` for each decision a pass makes."""
+
+
+def _plan(due: list[datetime], now: datetime, schedule: Schedule) -> "Plan":
     """``(tick, to fire, reason, first tick, count)`` for the due ticks, by the catch-up policy;
     missed ticks in a row become one ``skip`` (keyed by the last, naming the first and the count)."""
     if not due:
@@ -427,7 +445,7 @@ def _plan(due: list[datetime], now: datetime,
         fire = [False] * (len(due) - 1) + [True]
     else:
         fire = [now - tick <= grace for tick in due]
-    plan: list[tuple[datetime, bool, str, Optional[datetime], int]] = []
+    plan: Plan = []
     run: list[datetime] = []
     for tick, go in zip(due, fire):
         if not go:
@@ -440,6 +458,18 @@ def _plan(due: list[datetime], now: datetime,
     if run:
         plan.append(_missed(run, schedule))
     return plan
+
+
+def _tail(schedule: Schedule, after: datetime, now: datetime) -> list[datetime]:
+    """The latest ticks in ``(after, now]``: those of the shortest window back from ``now`` that
+    holds two (an hour holds at most 60 ticks of a five-field expression)."""
+    found: list[datetime] = []
+    for hours in (1, 24, 24 * 32, 24 * 367, 24 * 3700):
+        start = max(after, now - timedelta(hours=hours))
+        found = ticks_between(schedule.cron, schedule.tz, start, now, limit=MAX_TICKS)
+        if len(found) >= 2 or start == after:
+            break
+    return found
 
 
 def _missed(run: list[datetime], schedule: Schedule) -> tuple[datetime, bool, str, Optional[datetime], int]:

@@ -3,7 +3,8 @@
 - ``log.jsonl`` is the schedule's append-only log (``added``, ``paused``, ``resumed``,
   ``removed``), one JSON object per line, appended under an ``flock`` of ``.lock`` beside it
   (the check that the name is free, or the schedule exists, runs under the same lock). A
-  last line without its newline is a torn append and is ignored; a bad line before it is a
+  last line without its newline is a torn append: ignored, and cut by the next append; a bad
+  line before it is a
   :class:`~abstractruntime.core.errors.CorruptRecordError` naming file and line.
 - ``ticks/<YYYYMMDDTHHMMSSZ>.json`` is the one decision for that tick. It is written whole to
   a temporary file, then published with ``link(2)``, which fails when the name exists: of
@@ -72,10 +73,10 @@ class FileScheduleStore:
             try:
                 record = loads_strict(line)
             except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-                raise CorruptRecordError(f"{path}:{number}: not valid JSON ({exc})", path=str(path),
+                raise CorruptRecordError(f"not valid JSON ({exc})", path=str(path),
                                          line=number) from None
             if not isinstance(record, dict) or record.get("format") != 1 or not isinstance(record.get("event"), str):
-                raise CorruptRecordError(f"{path}:{number}: not a schedule record", path=str(path), line=number)
+                raise CorruptRecordError("not a schedule record", path=str(path), line=number)
             out.append(record)
         return out
 
@@ -89,9 +90,10 @@ class FileScheduleStore:
                 check(self.records(name))
             fd = open_append(path)
             try:
-                size = os.fstat(fd).st_size
-                if size and read_bytes(path, offset=size - 1) != b"\n":
-                    append_bytes(fd, b"\n", path=path, durable=False)  # seal a torn append before ours
+                data = read_bytes(path)
+                if data and not data.endswith(b"\n"):
+                    # A torn append (its writer was killed): never read, so cut before ours follows it.
+                    os.ftruncate(fd, data.rfind(b"\n") + 1)
                 append_bytes(fd, line, path=path, durable=self._durable)
             finally:
                 os.close(fd)
@@ -138,15 +140,15 @@ class FileScheduleStore:
         try:
             doc = loads_strict(read_bytes(path))
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise CorruptRecordError(f"{path}: not valid JSON ({exc})", path=str(path)) from None
+            raise CorruptRecordError(f"not valid JSON ({exc})", path=str(path)) from None
         if not isinstance(doc, dict):
-            raise CorruptRecordError(f"{path}: not a tick decision", path=str(path))
+            raise CorruptRecordError("not a tick decision", path=str(path))
         try:
             placed = parse_iso(str(doc.get("tick"))).strftime("%Y%m%dT%H%M%SZ") == key
         except ValueError:
             placed = False
         if not placed:  # its content must agree with its place: no tick moved under another's name
-            raise CorruptRecordError(f"{path}: names tick {doc.get('tick')!r}, not the tick of its file name",
+            raise CorruptRecordError(f"names tick {doc.get('tick')!r}, not the tick of its file name",
                                      path=str(path))
         return doc
 
