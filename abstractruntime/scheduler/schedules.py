@@ -40,7 +40,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, List, Optional, Protocol
 
 from ..core.clock import Clock, parse_iso, to_iso, utc_now
 from ..core.errors import (CorruptRecordError, DatabaseUnavailableError, InvalidInputError, RunExistsError, RunNotFoundError,
@@ -241,7 +241,7 @@ def _replace(schedule: Schedule, **changes: Any) -> Schedule:
     return replace(schedule, **changes)
 
 
-class Schedules:
+class Schedules:  # typing.List below: the method ``list`` hides the builtin in the class body
     """The schedules of one store (``store.schedules``), and the pass that starts their due ticks.
 
     ``clock`` stamps the log records (default: the system clock, UTC); :meth:`fire_due` takes
@@ -307,7 +307,7 @@ class Schedules:
         self.get(name)
         self.store.append(name, self._record("removed"), self._exists(name))
 
-    def decisions(self, name: str, *, limit: int = 20) -> list[TickDecision]:
+    def decisions(self, name: str, *, limit: int = 20) -> List[TickDecision]:
         """The schedule's latest decisions, latest tick first."""
         check_schedule_name(name)
         return [TickDecision.from_dict(d, name=name) for d in self.store.recent(name, limit)]
@@ -320,8 +320,8 @@ class Schedules:
     def _record(self, event: str, **fields: Any) -> dict[str, Any]:
         return {"format": SCHEDULE_FORMAT, "event": event, "at": to_iso(self._clock()), **fields}
 
-    def _exists(self, name: str) -> Callable[[list[dict[str, Any]]], None]:
-        def check(records: list[dict[str, Any]]) -> None:
+    def _exists(self, name: str) -> Callable[[List[dict[str, Any]]], None]:
+        def check(records: List[dict[str, Any]]) -> None:
             if _fold(name, records) is None:
                 raise ScheduleNotFoundError(f"no schedule {name!r} in this store", name=name)
         return check
@@ -366,7 +366,7 @@ class Schedules:
             skipped = (due[-1], False, f"missed ({schedule.catch_up}): {MAX_TICKS} or more ticks before "
                        f"{to_iso(tail[0]) if tail else to_iso(now)}", due[0], None)
             plan = [skipped, *_plan(tail, now, schedule)]
-        resolved: list[tuple[Any, Any]] = []
+        resolved: List[tuple[Any, Any]] = []
 
         def code() -> tuple[Any, Any]:
             if not resolved:
@@ -397,11 +397,11 @@ class Schedules:
                 self._start(schedule, taken, code, result)
         self._start_pending(schedule, recent, runtime, code, result)
 
-    def _start_pending(self, schedule: Schedule, recent: list[TickDecision], runtime: Any,
+    def _start_pending(self, schedule: Schedule, recent: List[TickDecision], runtime: Any,
                        code: Callable[[], tuple[Any, Any]], result: FireResult) -> None:
         """Start what was decided but has no run yet: a ``start`` whose worker died before creating
         the run, or the first ``queue`` once every run before it has finished."""
-        waiting: list[TickDecision] = []
+        waiting: List[TickDecision] = []
         for decision in recent:  # latest first, down to the latest run that exists
             if decision.action == "skip":
                 continue

@@ -80,11 +80,10 @@ class PostgresScheduleStore:
 
     def append(self, name: str, record: dict[str, Any],
                check: Optional[Callable[[list[dict[str, Any]]], None]] = None) -> None:
-        from .db import advisory_key
-
-        key = advisory_key("schedule", self.db.schema, name)
+        key = "\x1f".join(("abstractruntime", "schedule", self.db.schema, name))
         with self.db.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", [key])  # one appender per schedule at a time
+            # One appender per schedule at a time (the key hashed by the server: a 64-bit lock key).
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
             rows = conn.execute(f"SELECT seq, record FROM {self._log} WHERE name = %s ORDER BY seq",
                                 [name]).fetchall()
             if check is not None:
