@@ -353,7 +353,10 @@ class Schedules:  # typing.List below: the method ``list`` hides the builtin in 
     def _fire(self, schedule: Schedule, now: datetime, runtime: Any, resolve: Resolver, worker: str,
               result: FireResult) -> None:
         name = schedule.name
-        recent = [TickDecision.from_dict(d, name=name) for d in self.store.recent(name, RECENT)]
+        added = parse_iso(schedule.created_at)
+        # Decisions of this schedule since it was (last) added: a removed one's queue never starts.
+        recent = [d for d in (TickDecision.from_dict(d, name=name) for d in self.store.recent(name, RECENT))
+                  if parse_iso(d.tick) > added]
         since = parse_iso(schedule.since)
         latest = parse_iso(recent[0].tick) if recent else None
         after = max(since, latest) if latest is not None else since

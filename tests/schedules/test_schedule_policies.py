@@ -131,3 +131,33 @@ def test_a_tick_in_the_spring_gap_lands_on_no_other_tick_twice() -> None:
     assert ticks == sorted(set(ticks))
     assert ticks == [_utc(2030, 3, 31, 0), _utc(2030, 3, 31, 0, 30), _utc(2030, 3, 31, 1), _utc(2030, 3, 31, 1, 30),
                      _utc(2030, 3, 31, 2)]
+
+
+def test_a_removed_schedule_s_queue_never_starts_even_under_its_name_again(tmp_path: Path) -> None:
+    clock, book, worker, sha, store = _one_worker(tmp_path, "2030-01-07T08:59:00+00:00", SLOW, "slow")
+    book.add("hourly", cron="0 * * * *", workflow_id="slow", sha256=sha, overlap="queue")
+    for hour in ("09", "10"):
+        clock.set(f"2030-01-07T{hour}:00:00+00:00")
+        worker.work_pass()
+    assert [d.action for d in book.decisions("hourly")] == ["queue", "start"]
+    book.remove("hourly")
+    _answer(store, tmp_path, "hourly.20300107T090000Z")
+    clock.set("2030-01-07T10:30:00+00:00")
+    book.add("hourly", cron="0 * * * *", workflow_id="slow", sha256=sha, overlap="queue")
+    worker.work_pass()
+    assert list(scheduled_runs(store, "hourly")) == ["hourly.20300107T090000Z"]  # 10:00 stays queued, unstarted
+    clock.set("2030-01-07T11:00:00+00:00")
+    worker.work_pass()
+    assert sorted(scheduled_runs(store, "hourly")) == ["hourly.20300107T090000Z", "hourly.20300107T110000Z"]
+
+
+def test_a_long_outage_is_skipped_as_one_range(tmp_path: Path) -> None:
+    clock, book, worker, sha, store = _one_worker(tmp_path, "2030-01-07T08:59:30+00:00")
+    book.add("minutely", cron="* * * * *", workflow_id="quick", sha256=sha)
+    clock.set("2030-01-10T12:00:30+00:00")  # three days, ~4,500 ticks, no worker
+    worker.work_pass()
+    assert list(scheduled_runs(store, "minutely")) == ["minutely.20300110T120000Z"]  # within grace
+    decisions = book.decisions("minutely")
+    assert [d.action for d in decisions] == ["start", "skip", "skip"]
+    assert decisions[1].ticks == 59 and decisions[2].ticks is None
+    assert decisions[2].first_tick == "2030-01-07T09:00:00+00:00"

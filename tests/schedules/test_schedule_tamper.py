@@ -109,3 +109,30 @@ def test_a_torn_last_line_of_the_log_is_ignored_and_sealed(tmp_path: Path) -> No
     book.pause("hourly")
     assert book.get("hourly").paused
     assert [r["event"] for r in store.schedules.records("hourly")] == ["added", "paused"]
+
+
+def test_a_row_edited_in_postgres_is_refused_or_the_registry_s_choice(tmp_path: Path, postgres_url: str) -> None:
+    import psycopg
+
+    from tests.schedules.schedule_support import Opener
+
+    opener = Opener("postgres", tmp_path, postgres_url)
+    try:
+        evil, marker = _evil(tmp_path)
+        clock = FixedClock("2030-01-07T08:59:00+00:00")
+        quick = write_workflow(tmp_path / "flows", "quick", QUICK)
+        worker = Worker(opener(), clock, WorkflowFileRegistry([str(tmp_path / "flows")]), "w1")
+        book = Schedules(opener().schedules, clock=clock)
+        book.add("hourly", cron="0 * * * *", workflow_id="quick", sha256=file_sha256(quick))
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            (raw,) = admin.execute(f'SELECT record FROM "{opener.schema}".schedule_log WHERE seq = 1').fetchone()
+            record = json.loads(bytes(raw))
+            record["schedule"].update(sha256=file_sha256(evil), path=str(evil))
+            admin.execute(f'UPDATE "{opener.schema}".schedule_log SET record = %s WHERE seq = 1',
+                          [json.dumps(record).encode()])
+        clock.set("2030-01-07T09:00:00+00:00")
+        worker.work_pass()
+        assert scheduled_runs(worker.store, "hourly") == {} and book.decisions("hourly") == []
+        assert "changed since" in worker.errors[0] and not marker.exists()
+    finally:
+        opener.close()
