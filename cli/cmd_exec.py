@@ -216,8 +216,14 @@ def scheduler_for(s: Settings, *, limit: int, allow_drift: bool, errors: list[st
         from abstractruntime.scheduler.schedules import Schedules
         from abstractruntime.workflow_files import schedule_resolver
 
-        options.update(schedules=Schedules(store.schedules),
-                       resolve_schedule=schedule_resolver(store, registry=workflows.registry(s, store)),
+        built: list[Callable[[Any], Any]] = []
+
+        def resolve_schedule(schedule: Any) -> Any:
+            if not built:  # the registry is read when a tick is first due, as for runs
+                built.append(schedule_resolver(store, registry=workflows.registry(s, store)))
+            return built[0](schedule)
+
+        options.update(schedules=Schedules(store.schedules), resolve_schedule=resolve_schedule,
                        on_schedule_failed=lambda name, message: errors.append(s.scrub(message)))
     quiet_log = logging.getLogger("abstractruntime.scheduler")
     if not s.verbose and not quiet_log.handlers:

@@ -99,3 +99,39 @@ def test_a_worker_names_a_schedule_whose_workflow_is_not_registered(cli: Any, sh
     other.mkdir()
     warned = cli("--workflows", str(other), "schedule", "add", "late", str(flow), "--cron", "* * * * *")
     assert warned.exit_code == 0 and "workers will start no run of it yet" in warned.stderr
+
+
+def _backdate(store_files: Path, name: str, minutes: int) -> None:
+    """As if schedule ``name`` had been added ``minutes`` ago (the log stamps the real time)."""
+    from datetime import datetime, timedelta, timezone
+
+    log = store_files / "schedules" / name / "log.jsonl"
+    record = json.loads(log.read_text(encoding="utf-8"))
+    at = datetime.now(timezone.utc).replace(second=30, microsecond=0) - timedelta(minutes=minutes)
+    record["at"] = at.isoformat()
+    log.write_text(json.dumps(record) + "\n", encoding="utf-8")
+
+
+def test_two_worker_processes_start_one_run_per_tick(cli: Any, tmp_path: Path, store: Path) -> None:
+    """Two `worker --once` processes at the same moment, 30 ticks to catch up: 30 runs, 30 decisions."""
+    import os
+    import subprocess
+
+    from tests.cli.cli_support import BIN
+
+    flow = _flow(tmp_path)
+    assert cli("schedule", "add", "every", str(flow), "--cron", "* * * * *", "--catch-up", "all",
+               "--overlap", "allow").exit_code == 0
+    _backdate(store, "every", 30)
+    env = {**os.environ, "ABSTRACTRUNTIME_STORE": str(store), "NO_COLOR": "1"}
+    command = [str(BIN), "--workflows", str(tmp_path / "flows"), "worker", "--once", "--json"]
+    procs = [subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    runs = sorted(p.name for p in (store / "runs").iterdir() if p.name.startswith("every."))
+    history = json.loads(cli("schedule", "history", "every", "--limit", "100", "--json").stdout)
+    assert len(runs) in (30, 31)  # the minute may turn while the workers run
+    assert sorted(d["run_id"] for d in history) == runs and {d["action"] for d in history} == {"start"}
+    advanced = [json.loads(line)["run_id"] for out, _ in outputs for line in out.splitlines()]
+    assert sorted(advanced) == runs  # each run advanced by one of the two, once
