@@ -1,4 +1,4 @@
-"""Schedules in a folder store: ``schedules/<name>/log.jsonl`` and ``schedules/<name>/ticks/<tick>.json``.
+"""Schedules in a folder store: ``schedules/<name>/log.jsonl`` and ``schedules/<name>/ticks/<day>/<tick>.json``.
 
 - ``log.jsonl`` is the schedule's append-only log (``added``, ``paused``, ``resumed``,
   ``removed``), one JSON object per line, appended under an ``flock`` of ``.lock`` beside it
@@ -6,7 +6,8 @@
   last line without its newline is a torn append: ignored, and cut by the next append; a bad
   line before it is a
   :class:`~abstractruntime.core.errors.CorruptRecordError` naming file and line.
-- ``ticks/<YYYYMMDDTHHMMSSZ>.json`` is the one decision for that tick. It is written whole to
+- ``ticks/<YYYYMMDD>/<YYYYMMDDTHHMMSSZ>.json`` is the one decision for that tick (a folder per
+  UTC day, so a pass reads the latest day, not a year of ticks). It is written whole to
   a temporary file, then published with ``link(2)``, which fails when the name exists: of
   two workers deciding the same tick, exactly one publishes, and a reader never sees half a
   decision.
@@ -32,6 +33,7 @@ from .fsio import (FILE_MODE, FileLock, append_bytes, child_path, ensure_dir, fs
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _KEY = re.compile(r"\d{8}T\d{6}Z")
+_DAY = re.compile(r"\d{8}")
 
 
 def _check_name(name: str) -> str:
@@ -103,7 +105,7 @@ class FileScheduleStore:
     def decide(self, name: str, key: str, decision: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         if not _KEY.fullmatch(key):
             raise InvalidInputError(f"bad tick key {key!r}")
-        ticks = ensure_dir(self._dir(name) / "ticks", durable=self._durable)
+        ticks = ensure_dir(self._dir(name) / "ticks" / key[:8], durable=self._durable)
         final = ticks / f"{key}.json"
         tmp = ticks / f".{key}.{os.getpid()}.{time.monotonic_ns()}.tmp"
         try:
@@ -155,11 +157,18 @@ class FileScheduleStore:
     def recent(self, name: str, limit: int) -> list[dict[str, Any]]:
         ticks = self._dir(name) / "ticks"
         try:
-            keys = sorted((e[:-5] for e in os.listdir(ticks) if e.endswith(".json") and _KEY.fullmatch(e[:-5])),
-                          reverse=True)
+            days = sorted((e for e in os.listdir(ticks) if _DAY.fullmatch(e)), reverse=True)
         except FileNotFoundError:
             return []
-        return [self._read_decision(ticks / f"{key}.json", key) for key in keys[:max(limit, 0)]]
+        out: list[dict[str, Any]] = []
+        for day in days:  # latest day first: a pass reads a day or two, however long the schedule ran
+            keys = sorted((e[:-5] for e in os.listdir(ticks / day)
+                           if e.endswith(".json") and _KEY.fullmatch(e[:-5]) and e.startswith(day)), reverse=True)
+            for key in keys:
+                if len(out) >= limit:
+                    return out
+                out.append(self._read_decision(ticks / day / f"{key}.json", key))
+        return out
 
 
 __all__ = ["FileScheduleStore"]

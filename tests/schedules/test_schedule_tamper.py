@@ -92,7 +92,7 @@ def test_a_decision_moved_under_another_tick_is_corrupt(tmp_path: Path) -> None:
     clock, book, worker, store, _ = _setup(tmp_path)
     clock.set("2030-01-07T09:00:00+00:00")
     worker.work_pass()
-    ticks = store.root / "schedules" / "hourly" / "ticks"
+    ticks = store.root / "schedules" / "hourly" / "ticks" / "20300107"
     (ticks / "20300107T100000Z.json").write_bytes((ticks / "20300107T090000Z.json").read_bytes())
     clock.set("2030-01-07T10:00:00+00:00")
     worker.work_pass()
