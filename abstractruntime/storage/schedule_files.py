@@ -50,8 +50,9 @@ class FileScheduleStore:
         self.directory = Path(directory)
         self._durable = durability == "fsync"
 
-    def _dir(self, name: str) -> Path:
-        ensure_dir(self.directory, durable=self._durable)
+    def _dir(self, name: str, *, create: bool = False) -> Path:
+        if create:  # reads create nothing
+            ensure_dir(self.directory, durable=self._durable)
         return child_path(self.directory, _check_name(name))
 
     def names(self) -> list[str]:
@@ -84,7 +85,7 @@ class FileScheduleStore:
 
     def append(self, name: str, record: dict[str, Any],
                check: Optional[Callable[[list[dict[str, Any]]], None]] = None) -> None:
-        folder = ensure_dir(self._dir(name), durable=self._durable)
+        folder = ensure_dir(self._dir(name, create=True), durable=self._durable)
         path = folder / "log.jsonl"
         line = canonical_json(record) + b"\n"
         with FileLock(folder / ".lock"):
@@ -105,7 +106,7 @@ class FileScheduleStore:
     def decide(self, name: str, key: str, decision: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         if not _KEY.fullmatch(key):
             raise InvalidInputError(f"bad tick key {key!r}")
-        ticks = ensure_dir(self._dir(name) / "ticks" / key[:8], durable=self._durable)
+        ticks = ensure_dir(self._dir(name, create=True) / "ticks" / key[:8], durable=self._durable)
         final = ticks / f"{key}.json"
         tmp = ticks / f".{key}.{os.getpid()}.{time.monotonic_ns()}.tmp"
         try:
