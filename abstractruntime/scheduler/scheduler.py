@@ -153,6 +153,7 @@ class Scheduler(RunTreeOperations, WorkPass):
         self._schedules = schedules
         self._resolve_schedule = resolve_schedule
         self._on_schedule_failed = on_schedule_failed
+        self._schedule_errors: dict[str, str] = {}
         self._next_release = 0.0  # monotonic time of the next sweep of kept secret values
 
         self._stats = SchedulerStats()

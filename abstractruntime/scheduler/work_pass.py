@@ -123,6 +123,7 @@ class WorkPass:
     _schedules: Optional[Any] = None
     _resolve_schedule: Optional[Callable[[Any], Any]] = None
     _on_schedule_failed: Optional[Callable[[str, str], None]] = None
+    _schedule_errors: dict[str, str]
     _beat: Optional[_Heartbeat] = None
 
     def _advance_due(self, run: RunState, now: datetime, *, checkpoint: Optional["Checkpoint"] = None,
@@ -267,7 +268,8 @@ class WorkPass:
         """Start the runs of the schedules' due ticks, each once across every worker
         (:meth:`Schedules.fire_due <abstractruntime.scheduler.schedules.Schedules.fire_due>`); the
         runs are left ``running``, for this pass to advance. Returns their ids. Without schedules
-        (``Scheduler(schedules=..., resolve_schedule=...)``) there is nothing to fire."""
+        (``Scheduler(schedules=..., resolve_schedule=...)``) there is nothing to fire. A schedule
+        that cannot be served is reported (``on_schedule_failed``) once per failure, not every pass."""
         if self._schedules is None or self._resolve_schedule is None:
             return []
         try:
@@ -278,7 +280,13 @@ class WorkPass:
             logger.exception("firing schedules failed")
             self._record_error(f"firing schedules failed: {exc}")
             return []
+        told = self._schedule_errors
+        for name in [n for n in told if n not in result.errors]:
+            del told[name]  # served again: a new failure is news
         for name, message in sorted(result.errors.items()):
+            if told.get(name) == message:
+                continue  # said once; the tick stays due and the next passes try again quietly
+            told[name] = message
             logger.error("%s", message)
             self._record_error(message)
             if self._on_schedule_failed is not None:

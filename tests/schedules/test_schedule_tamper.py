@@ -57,6 +57,9 @@ def test_a_hash_edited_to_code_nobody_registered_starts_nothing(tmp_path: Path) 
     assert book.decisions("hourly") == []  # nothing decided: the tick stays due
     assert len(worker.errors) == 1 and "schedule hourly" in worker.errors[0] and "changed since" in worker.errors[0]
     assert not marker.exists()  # the path in the record was never imported
+    worker.work_pass()
+    assert len(worker.errors) == 1  # said once, not every pass
+    assert scheduled_runs(store, "hourly") == {}
 
 
 def test_a_path_added_to_the_record_is_ignored(tmp_path: Path) -> None:
