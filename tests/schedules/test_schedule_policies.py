@@ -161,3 +161,17 @@ def test_a_long_outage_is_skipped_as_one_range(tmp_path: Path) -> None:
     assert [d.action for d in decisions] == ["start", "skip", "skip"]
     assert decisions[1].ticks == 59 and decisions[2].ticks is None
     assert decisions[2].first_tick == "2030-01-07T09:00:00+00:00"
+
+
+def test_a_full_queue_skips_the_tick(tmp_path: Path) -> None:
+    from abstractruntime.scheduler.schedules import QUEUE_LIMIT
+
+    clock, book, worker, sha, store = _one_worker(tmp_path, "2030-01-07T00:30:00+00:00", SLOW, "slow")
+    book.add("hourly", cron="0 * * * *", workflow_id="slow", sha256=sha, overlap="queue")
+    for hour in range(1, QUEUE_LIMIT + 3):
+        clock.set(f"2030-01-07T{hour:02d}:00:00+00:00")
+        worker.work_pass()
+    actions = [d.action for d in reversed(book.decisions("hourly", limit=100))]
+    assert actions == ["start"] + ["queue"] * QUEUE_LIMIT + ["skip"]
+    assert book.decisions("hourly")[0].reason == f"overlap: {QUEUE_LIMIT} ticks queued already"
+    assert len(scheduled_runs(store, "hourly")) == 1
