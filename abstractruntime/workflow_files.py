@@ -197,5 +197,33 @@ def load_for_run(store: Any, run_id: str, *, workflow_file: Optional[str | Path]
     return loaded, runtime_for(store, loaded, llm_handlers=llm_handlers)
 
 
-__all__ = ["LlmHandlers", "handlers_for", "load_for_run", "registry_for", "runtime_for", "source_for_snapshot",
-           "workflow_file_for_run"]
+def schedule_resolver(store: Any, *, registry: Optional[WorkflowFileRegistry] = None,
+                      llm_handlers: Optional[LlmHandlers] = None) -> Callable[[Any], tuple[Any, Any]]:
+    """``resolve(schedule) -> (workflow, runtime)`` for
+    :meth:`Schedules.fire_due <abstractruntime.scheduler.schedules.Schedules.fire_due>` and
+    ``Scheduler(resolve_schedule=...)``: the file ``registry`` (default: the operator's,
+    :func:`registry_for`) holds for the workflow id and sha256 the schedule recorded, hashed again
+    before it is imported, and a runtime over ``store`` with its handlers. A schedule never names
+    a path: an id no file declares is :class:`~abstractruntime.core.errors.WorkflowNotRegisteredError`,
+    other bytes than the recorded ones :class:`~abstractruntime.core.errors.WorkflowDriftError`,
+    and nothing is imported. Loaded once per workflow id and sha256.
+    """
+    found = registry or registry_for(store)
+    cache: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def resolve(schedule: Any) -> tuple[Any, Any]:
+        key = (schedule.workflow_id, schedule.sha256)
+        if key not in cache:
+            entry = found.locate(schedule.workflow_id, schedule.sha256, recorded_by=f"schedule {schedule.name}")
+            loaded = load_workflow_file(entry.path, workflow_id=schedule.workflow_id, expected_sha256=schedule.sha256)
+            if loaded.workflow.workflow_id != schedule.workflow_id:
+                raise WorkflowLoadError(f"{entry.path}: its workflow is '{loaded.workflow.workflow_id}', not "
+                                        f"'{schedule.workflow_id}' (schedule {schedule.name})", path=str(entry.path))
+            cache[key] = (loaded.workflow, runtime_for(store, loaded, llm_handlers=llm_handlers))
+        return cache[key]
+
+    return resolve
+
+
+__all__ = ["LlmHandlers", "handlers_for", "load_for_run", "registry_for", "runtime_for", "schedule_resolver",
+           "source_for_snapshot", "workflow_file_for_run"]

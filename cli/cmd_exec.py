@@ -202,14 +202,29 @@ def run_resolver(s: Settings, store: Any, llm: Any = None, *,
 
 
 def scheduler_for(s: Settings, *, limit: int, allow_drift: bool, errors: list[str], llm: Any = None,
-                  **options: Any) -> Any:
+                  schedules: bool = False, **options: Any) -> Any:
     """A :class:`~abstractruntime.scheduler.Scheduler` over the store that serves runs of any
-    workflow file (:func:`run_resolver`); failures go to ``errors`` (reported once, by the command)."""
+    workflow file (:func:`run_resolver`); failures go to ``errors`` (reported once, by the command).
+    With ``schedules`` each pass first starts the runs of the store's due schedule ticks, their
+    workflow files located through the operator's registry."""
     import logging
 
     from abstractruntime.scheduler import Scheduler, WorkflowRegistry
 
     store = s.open_store()
+    if schedules:
+        from abstractruntime.scheduler.schedules import Schedules
+        from abstractruntime.workflow_files import schedule_resolver
+
+        built: list[Callable[[Any], Any]] = []
+
+        def resolve_schedule(schedule: Any) -> Any:
+            if not built:  # the registry is read when a tick is first due, as for runs
+                built.append(schedule_resolver(store, registry=workflows.registry(s, store)))
+            return built[0](schedule)
+
+        options.update(schedules=Schedules(store.schedules), resolve_schedule=resolve_schedule,
+                       on_schedule_failed=lambda name, message: errors.append(s.scrub(message)))
     quiet_log = logging.getLogger("abstractruntime.scheduler")
     if not s.verbose and not quiet_log.handlers:
         # Failures are reported by the command, once; the scheduler's own log lines are for -v.

@@ -44,7 +44,8 @@ def worker_cmd(
 ) -> None:
     """Advance runnable runs until stopped: due timers, and runs left `running` (handed off by
     `emit --hand-off`, started with `start`, cut short by --max-steps, or left by a worker that
-    died). SIGINT or SIGTERM stop it: nothing more is claimed, each run in hand stops at its
+    died). Each pass first starts the runs of due schedule ticks (`schedule add`), each tick's
+    run once across every worker. SIGINT or SIGTERM stop it: nothing more is claimed, each run in hand stops at its
     next step, and the worker exits 0 once every result is recorded and every run released.
 
     Prints one line per advanced run: `run_id<TAB>status` (or a JSON object with --json).
@@ -124,7 +125,7 @@ def worker_cmd(
         while scheduler is None and not stop.is_set():
             try:  # a database that is not up yet is waited for like any outage
                 scheduler = scheduler_for(s, limit=limit, allow_drift=allow_drift, errors=errors,
-                                          on_run_resumed=report, lease_s=lease)
+                                          on_run_resumed=report, lease_s=lease, schedules=True)
             except DatabaseUnavailableError as exc:
                 stop.wait(_limited(outage, exc, max_outage))
         if scheduler is None:

@@ -37,6 +37,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 # psycopg through importlib when a store is opened, so it never shows up as an import here.
 LAZY_EXTRAS: dict[str, set[str]] = {
     "abstractruntime.storage.signing": {"cryptography"},
+    "abstractruntime.scheduler.cron": {"croniter"},
 }
 
 

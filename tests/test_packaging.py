@@ -15,7 +15,7 @@ import abstractruntime
 PACKAGE = Path(abstractruntime.__file__).resolve().parent
 KERNEL_PACKAGES = ["core", "storage", "scheduler", "identity"]
 # Optional extras a kernel module may import lazily (inside a function), never at import time.
-LAZY_EXTRAS = {"cryptography"}
+LAZY_EXTRAS = {"cryptography", "croniter"}
 
 # Compat contract §1: what upstream 0.0.1 callers import from the top level.
 UPSTREAM_TOP_LEVEL = """

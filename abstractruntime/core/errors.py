@@ -15,7 +15,8 @@ Hierarchy::
     │   ├── RunNotFoundError (KeyError)       run_not_found
     │   ├── SnapshotNotFoundError (KeyError)  snapshot_not_found
     │   ├── BookmarkNotFoundError (KeyError)  bookmark_not_found
-    │   └── WorkflowNotRegisteredError (KeyError) workflow_not_registered
+    │   ├── WorkflowNotRegisteredError (KeyError) workflow_not_registered
+    │   └── ScheduleNotFoundError (KeyError)  schedule_not_found
     ├── InvalidInputError (ValueError)        invalid_input
     │   ├── InvalidIdError                    invalid_id
     │   ├── PayloadTooLargeError              payload_too_large
@@ -23,6 +24,7 @@ Hierarchy::
     │   ├── WaitKeyMismatchError              wait_key_mismatch
     │   ├── TimerWaitError                    timer_wait
     │   ├── RunExistsError                    run_exists
+    │   ├── ScheduleExistsError               schedule_exists
     │   ├── RunNotRetryableError              not_retryable
     │   └── ServerNotConfiguredError          server_not_configured
     ├── RunStateError (ValueError)            run_state
@@ -123,6 +125,12 @@ class WorkflowNotRegisteredError(NotFoundError, KeyError):
         self.workflow_id = workflow_id
 
 
+class ScheduleNotFoundError(NotFoundError, KeyError):
+    """No schedule of that name in the store (never added, or removed)."""
+
+    code = "schedule_not_found"
+
+
 class InvalidInputError(AbstractRuntimeError, ValueError):
     """Input rejected before anything was written."""
 
@@ -168,6 +176,12 @@ class RunExistsError(InvalidInputError):
     """``start`` with the id of a run that already exists (creating a run is exclusive)."""
 
     code = "run_exists"
+
+
+class ScheduleExistsError(InvalidInputError):
+    """Adding a schedule under a name a schedule of the store already has (remove it first)."""
+
+    code = "schedule_exists"
 
 
 class RunNotRetryableError(InvalidInputError):
@@ -351,6 +365,8 @@ __all__ = [
     "SnapshotNotFoundError",
     "BookmarkNotFoundError",
     "WorkflowNotRegisteredError",
+    "ScheduleNotFoundError",
+    "ScheduleExistsError",
     "InvalidInputError",
     "InvalidIdError",
     "PayloadTooLargeError",

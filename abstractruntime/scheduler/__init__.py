@@ -1,6 +1,7 @@
-"""Timers and explicit resumes: the scheduler, its workflow registry and a bundled runtime.
+"""Timers and explicit resumes: the scheduler, its workflow registry and a bundled runtime;
+cron schedules (:class:`Schedules`, whose expressions need the ``schedules`` extra).
 
-Standard library only. See docs/scheduler.md.
+Standard library only. See docs/scheduler.md and docs/schedules.md.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from .convenience import ScheduledRuntime, create_scheduled_runtime
 from .registry import WorkflowNotRegisteredError, WorkflowRegistry
 from .scheduler import Scheduler, SchedulerStats
+from .schedules import Schedule, Schedules
 
 __all__ = [
     "WorkflowRegistry",
@@ -16,4 +18,6 @@ __all__ = [
     "SchedulerStats",
     "ScheduledRuntime",
     "create_scheduled_runtime",
+    "Schedule",
+    "Schedules",
 ]

@@ -93,6 +93,10 @@ class Scheduler(RunTreeOperations, WorkPass):
     ``allow_drift`` accepts workflow source that changed since a run started.
     ``events`` (the store's event log, ``store.events``) makes each :meth:`work_pass` first
     deliver the events ``emit --keep`` kept to the first runs now waiting on their keys.
+    ``schedules`` (a :class:`~abstractruntime.scheduler.schedules.Schedules`) with
+    ``resolve_schedule(schedule) -> (workflow, runtime)`` makes each :meth:`work_pass` first
+    start the runs of the schedules' due ticks (:meth:`fire_schedules`);
+    ``on_schedule_failed(name, message)`` hears of a schedule that could not be served.
     """
 
     def __init__(
@@ -112,6 +116,9 @@ class Scheduler(RunTreeOperations, WorkPass):
         lease_s: float = 30.0,
         worker_id: Optional[str] = None,
         events: Optional[Any] = None,
+        schedules: Optional[Any] = None,
+        resolve_schedule: Optional[Callable[[Any], "tuple[WorkflowSpec, Runtime]"]] = None,
+        on_schedule_failed: Optional[Callable[[str, str], None]] = None,
     ) -> None:
         run_store = runtime.run_store
         if not isinstance(run_store, QueryableRunStore):
@@ -143,6 +150,10 @@ class Scheduler(RunTreeOperations, WorkPass):
         self._worker_id = worker_id
         self._claims: Optional[WorkClaims] = None
         self._events = events
+        self._schedules = schedules
+        self._resolve_schedule = resolve_schedule
+        self._on_schedule_failed = on_schedule_failed
+        self._schedule_errors: dict[str, str] = {}
         self._next_release = 0.0  # monotonic time of the next sweep of kept secret values
 
         self._stats = SchedulerStats()

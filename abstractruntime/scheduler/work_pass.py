@@ -128,6 +128,10 @@ class WorkPass:
     _worker_id: Optional[str]
     _claims: Optional[WorkClaims]
     _events: Optional[Any]
+    _schedules: Optional[Any] = None
+    _resolve_schedule: Optional[Callable[[Any], Any]] = None
+    _on_schedule_failed: Optional[Callable[[str, str], None]] = None
+    _schedule_errors: dict[str, str]
     _beat: Optional[_Heartbeat] = None
 
     def _advance_due(self, run: RunState, now: datetime, *, checkpoint: Optional["Checkpoint"] = None,
@@ -245,6 +249,7 @@ class WorkPass:
         self.deliver_kept_events()
         self.hand_over_children(limit=limit)
         self.release_kept_secrets()
+        self.fire_schedules()
         if concurrency > 1:
             return asyncio.run(self._awork_pass(limit, concurrency, stop_event))
         claims = self.work_claims()
@@ -267,6 +272,40 @@ class WorkPass:
                 if state is not None:
                     advanced.append(state)
         return advanced
+
+    def fire_schedules(self) -> list[str]:
+        """Start the runs of the schedules' due ticks, each once across every worker
+        (:meth:`Schedules.fire_due <abstractruntime.scheduler.schedules.Schedules.fire_due>`); the
+        runs are left ``running``, for this pass to advance. Returns their ids. Without schedules
+        (``Scheduler(schedules=..., resolve_schedule=...)``) there is nothing to fire. A schedule
+        that cannot be served is reported (``on_schedule_failed``) once per failure, not every pass."""
+        if self._schedules is None or self._resolve_schedule is None:
+            return []
+        try:
+            result = self._schedules.fire_due(self._runtime, self._resolve_schedule, worker=self.worker_id)
+        except DatabaseUnavailableError:
+            raise
+        except Exception as exc:  # a store that fails here must not stop the pass
+            logger.exception("firing schedules failed")
+            self._record_error(f"firing schedules failed: {exc}")
+            return []
+        told = self._schedule_errors
+        for name in [n for n in told if n not in result.errors]:
+            del told[name]  # served again: a new failure is news
+        for name, message in sorted(result.errors.items()):
+            if told.get(name) == message:
+                continue  # said once; the tick stays due and the next passes try again quietly
+            told[name] = message
+            logger.error("%s", message)
+            self._record_error(message)
+            if self._on_schedule_failed is not None:
+                try:
+                    self._on_schedule_failed(name, message)
+                except Exception as cb_exc:
+                    logger.exception("on_schedule_failed callback failed")
+                    self._record_error(f"on_schedule_failed callback failed for schedule {name}: {cb_exc}")
+        started: list[str] = result.started
+        return started
 
     def deliver_kept_events(self) -> list[RunState]:
         """Give each event ``emit --keep`` kept to the first run now waiting on its key (and drop

@@ -148,6 +148,14 @@ class FileStore:
 
         return FileEventLog(self.root / "events", durability=self.durability)
 
+    @cached_property
+    def schedules(self) -> Any:
+        """:class:`~abstractruntime.storage.schedule_files.FileScheduleStore` under ``schedules/``
+        (read through :class:`~abstractruntime.scheduler.schedules.Schedules`)."""
+        from .schedule_files import FileScheduleStore
+
+        return FileScheduleStore(self.root / "schedules", durability=self.durability)
+
     def runtime(self, **kwargs: Any) -> Any:
         """A :class:`~abstractruntime.core.runtime.Runtime` over this store (kwargs pass through,
         over :attr:`runtime_defaults`)."""

@@ -15,8 +15,9 @@ from typing import Any
 
 from ...core.errors import InvalidInputError, StorageError, UnsupportedFormatError
 from .events import EVENTS_MIGRATION
+from .schedules import SCHEDULES_MIGRATION
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 DEFAULT_SCHEMA = "abstractruntime"
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -147,6 +148,7 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
         """UPDATE {s}.runs r SET ledger_ahead = true
             WHERE EXISTS (SELECT 1 FROM {s}.ledger l WHERE l.run_id = r.run_id AND l.seq > r.ledger_seq)""",
     )),
+    SCHEDULES_MIGRATION,  # schedule_log, schedule_ticks (storage/postgres/schedules.py)
 ]
 
 

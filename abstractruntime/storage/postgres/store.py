@@ -2,7 +2,8 @@
 
     store = open_store("postgresql://app@db.internal/runs")   # or PostgresStore(url)
     runtime = store.runtime()
-    store.runs, store.ledger, store.snapshots, store.bookmarks, store.artifacts, store.events
+    store.runs, store.ledger, store.snapshots, store.bookmarks, store.artifacts, store.events,
+    store.schedules
 
 ``url`` is a ``postgresql://`` URL or a libpq key/value string (``host=db dbname=runs``).
 Credentials come only from it or libpq's ``PG*`` environment variables; every message shows
@@ -20,6 +21,7 @@ from .events import PostgresEventLog
 from .ledger import PostgresLedgerStore
 from .marks import PostgresBookmarkStore, PostgresSnapshotStore
 from .runs import PostgresRunStore
+from .schedules import PostgresScheduleStore
 from .schema import DEFAULT_SCHEMA
 
 
@@ -62,6 +64,11 @@ class PostgresStore:
     def events(self) -> PostgresEventLog:
         """Delivered event ids in the ``events`` table."""
         return PostgresEventLog(self.db)
+
+    @cached_property
+    def schedules(self) -> PostgresScheduleStore:
+        """Schedules in the ``schedule_log`` and ``schedule_ticks`` tables."""
+        return PostgresScheduleStore(self.db)
 
     def runtime(self, **kwargs: Any) -> Any:
         """A :class:`~abstractruntime.core.runtime.Runtime` over this store (kwargs pass through,
