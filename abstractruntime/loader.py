@@ -218,7 +218,7 @@ def _pick(module: types.ModuleType, path: Path, source: bytes, attr: Optional[st
 
 def _is_decorator(value: Any) -> bool:
     """True for ``abstractruntime.workflow`` itself (``from abstractruntime import workflow``)."""
-    from .flow.spec import workflow as decorator
+    from .flow.decorator import workflow as decorator
 
     return value is decorator
 

@@ -20,6 +20,7 @@ call returns what its position recorded. See docs/workflows.md.
 from __future__ import annotations
 
 from .context import AsyncContext, Context
-from .spec import StepOptions, Workflow, is_code_first, step, workflow
+from .decorator import workflow
+from .spec import StepOptions, Workflow, is_code_first, step
 
 __all__ = ["AsyncContext", "Context", "StepOptions", "Workflow", "is_code_first", "step", "workflow"]

@@ -11,10 +11,9 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from ..core.errors import InvalidInputError
-from ..core.ids import validate_id
 from ..core.models import RunState, StepPlan
 from ..core.spec import WorkflowSource, WorkflowSpec
 
@@ -92,7 +91,7 @@ def step_name(fn: Any) -> str:
     return name.replace(".<locals>.", ".")
 
 
-def _not_a_node(run: RunState, ctx: Any) -> StepPlan:
+def not_a_node(run: RunState, ctx: Any) -> StepPlan:
     """What the node of a code-first workflow is if something calls it as a graph node."""
     raise InvalidInputError(f"run {run.run_id}: workflow '{run.workflow_id}' is a code-first workflow; "
                             "its function runs through the runtime (tick/resume), not as a graph node")
@@ -107,7 +106,10 @@ class Workflow(WorkflowSpec):
     stand-in ``ctx``).
     """
 
-    fn: Callable[..., Any] = field(default=_not_a_node, compare=False, repr=False)
+    fn: Callable[..., Any] = field(default=not_a_node, compare=False, repr=False)
+    # What runs the function for one tick (flow/engine.py's ``flow_steps``), set by ``@workflow``:
+    # kept as a field so this module, which the engine imports, need not import the engine.
+    runner: Optional[Callable[..., Any]] = field(default=None, compare=False, repr=False)
 
     @property
     def is_async(self) -> bool:
@@ -116,7 +118,7 @@ class Workflow(WorkflowSpec):
 
     def with_source(self, source: Optional[WorkflowSource]) -> "Workflow":
         """A copy of this workflow that records ``source``."""
-        return _wrap(replace(self, source=source), self.fn)
+        return wrap(replace(self, source=source), self.fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -135,9 +137,10 @@ class Workflow(WorkflowSpec):
 
     def flow_steps(self, rt: "Runtime", session: "RunSession") -> "Step":
         """The kernel's hook (``core/stepping.py``): run the function from the top for one tick."""
-        from .engine import flow_steps
-
-        return flow_steps(rt, session, self)
+        if self.runner is None:
+            raise InvalidInputError(f"workflow '{self.workflow_id}' was not made with @workflow: nothing runs it")
+        steps: "Step" = self.runner(rt, session, self)
+        return steps
 
 
 def check_inputs(flow: Workflow, inputs: dict[str, Any]) -> None:
@@ -176,46 +179,7 @@ def text_inputs(workflow: Any) -> frozenset[str]:
     return declared(workflow.fn)
 
 
-@overload
-def workflow(workflow_id: Callable[..., Any]) -> Workflow: ...
-
-
-@overload
-def workflow(workflow_id: Optional[str] = None, *, node: Optional[str] = None) -> Callable[[Callable[..., Any]], Workflow]: ...
-
-
-def workflow(workflow_id: Any = None, *, node: Optional[str] = None) -> Any:
-    """Make a plain (sync or ``async def``) function a durable workflow: ``@workflow("deploy")``.
-
-    The function takes ``ctx`` (a :class:`~abstractruntime.flow.context.Context`, or an
-    :class:`~abstractruntime.flow.context.AsyncContext` for ``async def``) and the run's inputs
-    as keyword arguments; its return value is the run's output. ``@workflow`` without an id
-    uses the function's name. ``node`` names the run's one node (default: the function's name).
-    """
-    if callable(workflow_id) and not isinstance(workflow_id, str):
-        return _make(workflow_id, None, node)
-    if workflow_id is not None:
-        validate_id(workflow_id, "workflow id")
-
-    def decorate(fn: Callable[..., Any]) -> Workflow:
-        return _make(fn, workflow_id, node)
-
-    return decorate
-
-
-def _make(fn: Callable[..., Any], workflow_id: Optional[str], node: Optional[str]) -> Workflow:
-    if not callable(fn) or isinstance(fn, WorkflowSpec):
-        raise InvalidInputError(f"@workflow applies to a function, not {type(fn).__name__}")
-    name = getattr(fn, "__name__", None)
-    if not isinstance(name, str) or not name.isidentifier():
-        raise InvalidInputError("@workflow needs a named function (or give the id: @workflow(\"id\"))")
-    wid = workflow_id or name
-    validate_id(wid, "workflow id")
-    node_id = node or name
-    return _wrap(Workflow(workflow_id=wid, entry_node=node_id, nodes={node_id: _not_a_node}, fn=fn), fn)
-
-
-def _wrap(flow: Workflow, fn: Callable[..., Any]) -> Workflow:
+def wrap(flow: Workflow, fn: Callable[..., Any]) -> Workflow:
     """Give ``flow`` the function's name, docstring and module, as ``functools.wraps`` would
     (set past the frozen dataclass: these are not fields)."""
     for name in ("__module__", "__name__", "__qualname__", "__doc__"):
@@ -232,4 +196,4 @@ def is_code_first(workflow: Any) -> bool:
 
 
 __all__ = ["STEP_OPTIONS", "StepOptions", "Workflow", "check_inputs", "is_code_first", "step", "step_name",
-           "step_options", "text_inputs", "workflow"]
+           "step_options", "text_inputs"]
