@@ -231,10 +231,8 @@ def wait_handle(state: Any) -> str:
     wait_id = getattr(state.waiting, "wait_id", None) if state.waiting is not None else None
     if not wait_id:
         return state.run_id
-    try:
-        from abstractruntime.core.waits import format_wait_handle
-    except ImportError:
-        return f"{state.run_id}@{wait_id}"
+    from abstractruntime.core.waits import format_wait_handle
+
     return format_wait_handle(state.run_id, wait_id)
 
 

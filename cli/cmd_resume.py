@@ -114,8 +114,7 @@ def resume_cmd(
 
     from .prompt import ask
 
-    from .handles import check_target, resume_accepts_wait_id, split_handle
-    from .prompt import match_choice
+    from .handles import check_target, split_handle
 
     s = settings(ctx, json_out)
     run_id, wait_id = split_handle(target)
@@ -148,8 +147,6 @@ def resume_cmd(
     if data is not None or fire_timer:
         # The kernel's rule, asked before any workflow code is imported (and again under the lock).
         check_timer_rule(run_id, state.waiting, data, fire_timer)
-    if (answer is not None or answer_file is not None) and isinstance(data, dict):
-        data = {"answer": match_choice(state.waiting, data["answer"])}
     if data is not None:
         # The kernel's rule for an answer to a wait on tool calls (asked again under the lock).
         from abstractruntime.core.approvals import check_calls_hash
@@ -165,7 +162,7 @@ def resume_cmd(
     s.current_run = run_id
     s.redactor = runtime.redactor  # errors printed from here on: the workflow's own rules too
     # The kernel re-checks the wait id under the run's lock (two resumes racing on one handle).
-    extra: dict[str, Any] = {"wait_id": wait_id} if wait_id is not None and resume_accepts_wait_id(runtime) else {}
+    extra: dict[str, Any] = {"wait_id": wait_id} if wait_id is not None else {}
     if fire_timer:
         extra["fire_timer"] = True
     # Tool calls are decided with `tools approve|deny`; a raw answer to them must name their hash.

@@ -62,14 +62,4 @@ def check_target(state: Any, given: str, wait_id: Optional[str], *, current: boo
                                 "whatever the run waits on now)", run_id=state.run_id, wait_handle=handle)
 
 
-def resume_accepts_wait_id(runtime: Any) -> bool:
-    """Whether the kernel's ``resume`` takes ``wait_id=`` (it then re-checks under the run's lock)."""
-    import inspect
-
-    try:
-        return "wait_id" in inspect.signature(runtime.resume).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-__all__ = ["split_handle", "run_id_of", "current_wait_id", "check_target", "resume_accepts_wait_id"]
+__all__ = ["split_handle", "run_id_of", "current_wait_id", "check_target"]

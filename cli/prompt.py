@@ -14,6 +14,8 @@ from typing import Any, Optional
 from rich.console import Console
 from rich.text import Text
 
+from abstractruntime.core.waits import match_choice
+
 
 def _read_line() -> Optional[str]:
     sys.stderr.write("> ")
@@ -22,27 +24,6 @@ def _read_line() -> Optional[str]:
     if not line:
         return None  # EOF (Ctrl-D): no answer
     return line.rstrip("\r\n")
-
-
-def match_choice(wait: Any, text: str) -> str:
-    """The choice ``text`` picks (same text in any case, or a unique prefix), else ``text`` itself.
-
-    With free text allowed only a whole choice (any case) is taken as that choice: a short
-    free-text answer must not turn into a choice it happens to begin.
-    """
-    choices = list(getattr(wait, "choices", None) or [])
-    if not choices or text in choices:
-        return text
-    wanted = text.strip().casefold()
-    if not wanted:
-        return text
-    same = [c for c in choices if c.casefold() == wanted]
-    if len(same) == 1:
-        return same[0]
-    if getattr(wait, "allow_free_text", False):
-        return text
-    prefixed = [c for c in choices if c.casefold().startswith(wanted)]
-    return prefixed[0] if len(prefixed) == 1 else text
 
 
 def ask(wait: Any) -> Optional[dict[str, Any]]:
@@ -61,7 +42,7 @@ def ask(wait: Any) -> Optional[dict[str, Any]]:
         text = line.strip()
         if choices and text.isdigit() and 1 <= int(text) <= len(choices):
             return {"answer": choices[int(text) - 1]}
-        picked = match_choice(wait, text)
+        picked = match_choice(choices, bool(wait.allow_free_text), text)
         if choices and picked in choices:
             return {"answer": picked}
         if choices and not wait.allow_free_text:
@@ -73,4 +54,4 @@ def ask(wait: Any) -> Optional[dict[str, Any]]:
         return {"answer": line}
 
 
-__all__ = ["ask", "match_choice"]
+__all__ = ["ask"]

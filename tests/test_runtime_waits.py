@@ -74,7 +74,7 @@ def test_closed_choices_refuse_a_wrong_answer_and_write_nothing(rt_backend: "Bac
     run_id = rt.start(workflow=wf)
     assert rt.tick(workflow=wf, run_id=run_id).waiting.allow_free_text is False
     before = rt_backend.fingerprint(run_id)
-    for bad in ({"answer": "maybe"}, {"answer": "YES"}, {"reply": "yes"}, {}):
+    for bad in ({"answer": "maybe"}, {"answer": "yess"}, {"reply": "yes"}, {}):
         with pytest.raises(InvalidAnswerError) as info:
             rt.resume(workflow=wf, run_id=run_id, wait_key="k", payload=bad)
         assert isinstance(info.value, ValueError) and "yes" in str(info.value)
@@ -82,6 +82,36 @@ def test_closed_choices_refuse_a_wrong_answer_and_write_nothing(rt_backend: "Bac
     assert rt.get_state(run_id).status is RunStatus.WAITING
     state = rt.resume(workflow=wf, run_id=run_id, wait_key="k", payload={"answer": "no"})
     assert state.status is RunStatus.COMPLETED and state.output["vars"]["answer"] == {"answer": "no"}
+
+
+@pytest.mark.parametrize(("choices", "free", "given", "recorded"), [
+    (["yes", "no"], False, "YES", "yes"),
+    (["yes", "no"], False, "Y", "yes"),
+    (["yes", "no"], False, " n ", "no"),
+    (["yes", "no"], True, "Yes", "yes"),   # a whole choice in any case is that choice
+    (["yes", "no"], True, "y", "y"),       # free text: a short answer stays the answer given
+    (["no", "none"], True, "nothing", "nothing"),
+])
+def test_an_answer_picks_its_choice_by_one_rule(rt_backend: "Backend", choices: list[str], free: bool, given: str,
+                                                recorded: str) -> None:
+    # The rule the prompt uses is the kernel's: resume, emit and the prompt record the same choice.
+    rt = rt_backend.runtime()
+    wf = ask({"prompt": "Ship?", "choices": choices, "allow_free_text": free, "wait_key": "k"})
+    run_id = rt.start(workflow=wf)
+    rt.tick(workflow=wf, run_id=run_id)
+    state = rt.resume(workflow=wf, run_id=run_id, wait_key="k", payload={"answer": given})
+    assert state.output["vars"]["answer"] == {"answer": recorded}
+    resumed = [r for r in rt.get_ledger(run_id) if r["kind"] == "resume"]
+    assert resumed[-1]["result"]["payload"] == {"answer": recorded}
+
+
+def test_an_answer_that_could_be_two_choices_is_refused(rt_backend: "Backend") -> None:
+    rt = rt_backend.runtime()
+    wf = ask({"prompt": "Which?", "choices": ["no", "none"], "allow_free_text": False, "wait_key": "k"})
+    run_id = rt.start(workflow=wf)
+    rt.tick(workflow=wf, run_id=run_id)
+    with pytest.raises(InvalidAnswerError):
+        rt.resume(workflow=wf, run_id=run_id, wait_key="k", payload={"answer": "n"})
 
 
 # -- wait_event / wait_job -----------------------------------------------------------------

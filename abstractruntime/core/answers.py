@@ -27,6 +27,7 @@ from .ports import Checkpoint, LedgerHead, LedgerStore, Pending
 from .approvals import check_calls_hash, decision_in_progress
 from .session import RunSession, new_record, set_nested
 from .wait_checks import refuse_other_wait
+from .waits import match_choice
 
 
 def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Optional[str], payload: Any,
@@ -59,7 +60,7 @@ def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Opti
         check_size(encoded, what="Resume payload")
         budgets.answer(session, wait, payload)  # raise the budget and go on, or stop the run
         return
-    _check_answer(wait.choices, wait.allow_free_text, payload)
+    payload = _check_answer(wait.choices, wait.allow_free_text, payload)
     check_calls_hash(wait, payload, run_id, required=require_calls_hash)
     decided = decision_in_progress(session.checkpoint)
     if decided is not None:
@@ -165,14 +166,20 @@ def _last_failure(ledger: LedgerStore, run_id: str) -> dict[str, Any]:
     return {}
 
 
-def _check_answer(choices: Optional[list[str]], allow_free_text: bool, payload: Any) -> None:
-    """Refuse an answer outside ``choices`` when free text is not allowed."""
-    if not choices or allow_free_text:
-        return
+def _check_answer(choices: Optional[list[str]], allow_free_text: bool, payload: Any) -> Any:
+    """The payload with its answer as the choice it picks (:func:`~.waits.match_choice`: ``Y``
+    is ``yes``); an answer outside ``choices`` is refused when free text is not allowed."""
     answer = payload.get("answer") if isinstance(payload, dict) else None
+    if choices and isinstance(answer, str):
+        picked = match_choice(choices, allow_free_text, answer)
+        if picked != answer:
+            payload, answer = {**payload, "answer": picked}, picked
+    if not choices or allow_free_text:
+        return payload
     if answer not in choices:
         shown = repr(answer)
         if len(shown) > 80:
             shown = shown[:77] + "..."
         raise InvalidAnswerError(
             f"Answer {shown} is not one of the choices: {', '.join(choices)}", choices=list(choices))
+    return payload

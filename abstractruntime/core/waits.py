@@ -12,7 +12,7 @@ applied to the run's next wait.
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Optional, Sequence
 
 from .errors import InvalidInputError
 from .ids import validate_id
@@ -41,3 +41,25 @@ def parse_wait_handle(text: str) -> tuple[str, Optional[str]]:
     if not _WAIT_ID.fullmatch(wait_id):
         raise InvalidInputError(f"{text!r} is not a wait handle: after '@' comes a wait id such as w3")
     return run_id, wait_id
+
+
+def match_choice(choices: Optional[Sequence[str]], allow_free_text: bool, text: str) -> str:
+    """The choice ``text`` picks — the same text in any case, or a unique prefix — else ``text``.
+
+    One rule for every way an answer arrives (``resume``, ``emit``, the prompt): ``Y`` or ``y``
+    picks ``yes`` from ``yes``/``no``. With free text allowed only a whole choice (any case) is
+    taken as that choice: a short free-text answer must not turn into a choice it happens to begin.
+    """
+    options = list(choices or [])
+    if not options or text in options:
+        return text
+    wanted = text.strip().casefold()
+    if not wanted:
+        return text
+    same = [c for c in options if c.casefold() == wanted]
+    if len(same) == 1:
+        return same[0]
+    if allow_free_text:
+        return text
+    prefixed = [c for c in options if c.casefold().startswith(wanted)]
+    return prefixed[0] if len(prefixed) == 1 else text
