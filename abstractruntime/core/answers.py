@@ -25,7 +25,8 @@ from .errors import (
 from .models import Effect, RecordKind, RunStatus, StepPlan, WaitReason, WaitState
 from .ports import Checkpoint, LedgerHead, LedgerStore, Pending
 from .approvals import check_calls_hash, decision_in_progress
-from .session import RunSession, new_record, set_nested
+from .session import RunSession, leave_wait, new_record
+from .session import fire_timer as fire_timer_now
 from .wait_checks import refuse_other_wait
 from .waits import match_choice
 
@@ -54,7 +55,8 @@ def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Opti
             f"wait_key mismatch: run {run_id} waits on '{wait.wait_key}', got '{wait_key}'",
             run_id=run_id, expected=wait.wait_key, got=wait_key)
     if check_timer_rule(run_id, wait, payload, fire_timer):
-        _fire_timer(session, wait)
+        fire_timer_now(session, wait, fired_by="operator")
+        session.answered = True
         return
     if WaitReason(wait.reason) is WaitReason.BUDGET:
         check_size(encoded, what="Resume payload")
@@ -69,11 +71,7 @@ def record_answer(session: RunSession, *, wait_id: Optional[str], wait_key: Opti
             "short; it is finished by deciding the same again (tools approve|deny), which performs only the calls "
             "without a result; nothing was written", run_id=run_id)
     check_size(encoded, what="Resume payload")
-    if wait.result_key:
-        set_nested(run.vars, wait.result_key, payload)
-    run.status, run.waiting = RunStatus.RUNNING, None
-    if wait.resume_to_node:
-        run.current_node = wait.resume_to_node
+    leave_wait(run, wait, payload)
     rec = new_record(run, RecordKind.RESUME)
     result = {"reason": WaitReason(wait.reason).value, "wait_key": wait.wait_key, "wait_id": wait.wait_id,
               "payload": payload}
@@ -113,21 +111,6 @@ def check_timer_rule(run_id: str, wait: WaitState, payload: Any, fire_timer: boo
             run_id=run_id, until=wait.until, wait_id=wait.wait_id)
     return False
 
-
-def _fire_timer(session: RunSession, wait: WaitState) -> None:
-    """Resume a timer before its time, as the clock would, recording that an operator fired it."""
-    run = session.run
-    fired = {"until": wait.until, "ready": True}
-    if wait.result_key:
-        set_nested(run.vars, wait.result_key, fired)
-    run.status, run.waiting = RunStatus.RUNNING, None
-    if wait.resume_to_node:
-        run.current_node = wait.resume_to_node
-    rec = new_record(run, RecordKind.RESUME)
-    rec.finish_success({"reason": WaitReason.UNTIL.value, "wait_key": wait.wait_key, "wait_id": wait.wait_id,
-                        "until": wait.until, "fired_by": "operator"})
-    session.record(rec)
-    session.answered = True
 
 def check_wait_id(session: RunSession, wait_id: str) -> None:
     """Refuse an answer naming a wait that is not the one the run waits on (nothing written)."""

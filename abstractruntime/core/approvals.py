@@ -39,7 +39,7 @@ from .effect_exec import _complete, _part_recorder
 from .errors import InvalidInputError, RunNotWaitingError, VerificationFailedError
 from .models import Effect, EffectType, RecordKind, RunState, RunStatus, StepPlan, WaitState
 from .ports import Checkpoint, Pending
-from .session import RunSession, new_record
+from .session import RunSession, leave_wait, new_record
 from .wait_checks import refuse_other_wait
 from .wal import positional_key
 
@@ -250,9 +250,7 @@ def decision_steps(rt: "Runtime", session: RunSession, workflow: "WorkflowSpec",
             yield Io(functools.partial(recorder, call["call_id"], result))  # durable before the next call starts
     results = [parts.get(c["call_id"]) or _refused(c, refusal) for c in made.calls]
     payload = {"mode": "executed", "results": results, "calls_sha256": made.digest, "approval": made.record()}
-    run.status, run.waiting = RunStatus.RUNNING, None
-    if made.wait.resume_to_node:
-        run.current_node = made.wait.resume_to_node
+    leave_wait(run, made.wait)
     _complete(session, made.plan, made.effect_id, made.key, payload, attempt=1)
     return (yield from advance_steps(rt, session, workflow, max_steps))
 

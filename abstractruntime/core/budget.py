@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from .errors import InvalidInputError
 from .models import RecordKind, RunStatus, WaitReason, WaitState, new_record
+from .session import leave_wait
 from .child_usage import run_now
 from .usage_totals import MAX_EXACT, account, add_report, live_totals, number, report_of, shown_totals, stamp
 
@@ -348,9 +349,7 @@ def answer(session: "RunSession", wait: WaitState, payload: Any) -> None:
                                 f"{spent(totals, name):g}; nothing was written", run_id=run.run_id)
     stamp(session)
     ckpt.metadata = {**ckpt.metadata, BUDGET_KEY: new}
-    run.status, run.waiting = RunStatus.RUNNING, None
-    if wait.resume_to_node:
-        run.current_node = wait.resume_to_node
+    leave_wait(run, wait)
     rec = new_record(run, RecordKind.RESUME)
     rec.finish_success({"reason": WaitReason.BUDGET.value, "wait_key": wait.wait_key, "wait_id": wait.wait_id,
                         "payload": dict(payload), "decision": "raise", "budget": new, "previous_budget": budget})

@@ -20,7 +20,7 @@ from .clock import Clock
 from .encode import RecordEncoder
 from .errors import LedgerConflictError
 from .jcs import jcs
-from .models import RecordKind, RunState, RunStatus, StepRecord, new_record
+from .models import RecordKind, RunState, RunStatus, StepRecord, WaitReason, WaitState, new_record
 from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, RunStore, StoredCheckpoint, \
     has_capability
 from .records import RECORD_FORMAT, seal, with_signature
@@ -510,6 +510,32 @@ def fail_run(session: RunSession, node_id: str, message: str, *, exception_type:
     session.record(rec)
 
 
+_UNSET: Any = object()
+
+
+def leave_wait(run: RunState, wait: WaitState, value: Any = _UNSET) -> None:
+    """The run leaves ``wait``: ``value`` (when given) lands at the wait's ``result_key``, and the
+    run runs again at the node the wait resumes to. What every answer, timer and decision does."""
+    if value is not _UNSET and wait.result_key:
+        set_nested(run.vars, wait.result_key, value)
+    run.status, run.waiting = RunStatus.RUNNING, None
+    if wait.resume_to_node:
+        run.current_node = wait.resume_to_node
+
+
+def fire_timer(session: RunSession, wait: WaitState, *, fired_by: Optional[str] = None) -> None:
+    """Resume a ``wait_until`` timer as the clock does (``fired_by="operator"``: an operator fired
+    it before its time, and the record says so)."""
+    leave_wait(session.run, wait, {"until": wait.until, "ready": True})
+    rec = new_record(session.run, RecordKind.RESUME)
+    result: dict[str, Any] = {"reason": WaitReason.UNTIL.value, "wait_key": wait.wait_key, "wait_id": wait.wait_id,
+                              "until": wait.until}
+    if fired_by is not None:
+        result["fired_by"] = fired_by
+    rec.finish_success(result)
+    session.record(rec)
+
+
 def set_nested(target: dict[str, Any], dotted_key: str, value: Any) -> None:
     """``target[a][b] = value`` for ``"a.b"``, creating dicts on the way."""
     parts = dotted_key.split(".")
@@ -524,4 +550,5 @@ def set_nested(target: dict[str, Any], dotted_key: str, value: Any) -> None:
 
 
 __all__ = ["ANCHOR_EVERY", "CHECKPOINT_BYTES", "CHECKPOINT_EVERY", "DENSE_VALUES", "RunParts",
-           "RunSession", "StorePorts", "fail_run", "is_finished", "new_record", "set_nested"]
+           "RunSession", "StorePorts", "fail_run", "fire_timer", "is_finished", "leave_wait", "new_record",
+           "set_nested"]

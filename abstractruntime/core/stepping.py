@@ -19,7 +19,7 @@ from .effect_exec import effect_steps
 from .errors import InvalidInputError, PayloadTooLargeError
 from .models import Effect, RecordKind, RunStatus, StepPlan, WaitReason
 from .ports import Pending
-from .session import RunSession, fail_run, new_record, set_nested
+from .session import RunSession, fail_run, fire_timer, new_record
 from .spec import WorkflowSpec
 from .timers import is_due
 
@@ -66,16 +66,7 @@ def _resume_due_timer(rt: "Runtime", session: RunSession) -> None:
         return
     if not due:
         return
-    fired = {"until": wait.until, "ready": True}
-    if wait.result_key:
-        set_nested(run.vars, wait.result_key, fired)
-    run.status, run.waiting = RunStatus.RUNNING, None
-    if wait.resume_to_node:
-        run.current_node = wait.resume_to_node
-    rec = new_record(run, RecordKind.RESUME)
-    rec.finish_success({"reason": WaitReason.UNTIL.value, "wait_key": wait.wait_key, "wait_id": wait.wait_id,
-                        "until": wait.until})
-    session.record(rec)
+    fire_timer(session, wait)
 
 
 def _resume_for_handler(rt: "Runtime", session: RunSession) -> None:
