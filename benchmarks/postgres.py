@@ -23,7 +23,7 @@ Adding a scenario (fleet scaling, kill -9 of a worker, emit → pickup latency, 
    ratio | target | met);
 3. add ``"pg_my_scenario": PgScenario(my_scenario, my_rows, "one line")`` to
    :data:`PG_SCENARIOS`. ``--only pg_my_scenario`` selects it; the smoke test
-   (tests/test_benchmarks_smoke.py) runs every registered scenario with ``--quick``.
+   (tests/packaging/test_benchmarks_smoke.py) runs every registered scenario with ``--quick``.
 
 A scenario that raises is reported as ``{"error": ...}`` and the others still run.
 """

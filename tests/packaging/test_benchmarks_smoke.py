@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = ("fsync_floor", "durable_steps", "effect_steps", "flat_cost", "ask_roundtrip", "verify",
              "runs_list", "startup", "checkpoint_proof", "code_first_replay")
 BASELINES = ("upstream", "langgraph", "dbos")
