@@ -24,8 +24,14 @@ def _first_problem(doc: dict[str, Any]) -> str:
 
 def _row(doc: dict[str, Any]) -> list[Any]:
     ok = bool(doc.get("ok"))
-    return ["ok" if ok else "FAILED", doc.get("run_id"), doc.get("count"),
-            doc.get("head_hash") if ok else _first_problem(doc)]
+    # A pruned run is accounted for by its tombstone: "pruned" with the head it sealed.
+    verdict = ("pruned" if doc.get("pruned") and not _present(doc) else "ok") if ok else "FAILED"
+    return [verdict, doc.get("run_id"), doc.get("count"), doc.get("head_hash") if ok else _first_problem(doc)]
+
+
+def _present(doc: dict[str, Any]) -> bool:
+    """Whether a tombstoned run is still in the store (a prune to be finished)."""
+    return any(n.get("type") == "prune_pending" for n in doc.get("notes") or [])
 
 
 def _emit(s: Settings, docs: list[dict[str, Any]], *, single: bool) -> None:
@@ -87,7 +93,8 @@ def verify_cmd(
 
     Piped output: one line per run, `ok<TAB>run_id<TAB>records<TAB>head_hash` or
     `FAILED<TAB>run_id<TAB>records<TAB>first problem`; each problem is also an `error:` line
-    on stderr. With --all, --expect-head must appear in some run; a store with no runs is
+    on stderr. A pruned run is `pruned<TAB>run_id<TAB>records<TAB>head_hash` from its tombstone;
+    a damaged tombstone log is a FAILED line named `(tombstones)`. With --all, --expect-head must appear in some run; a store with no runs is
     exit 4 ("no runs to verify"), never "all ok". Workflow code is never imported.
     """
     s = settings(ctx, json_out)

@@ -49,6 +49,7 @@ ERROR_EXIT_CODES: dict[str, int] = {
     "run_not_waiting": ERROR,
     "run_terminal": ERROR,
     "run_exists": ERROR,
+    "run_pruned": ERROR,
     "already_answered": ERROR,
     "not_retryable": ERROR,
     "corrupt_record": ERROR,

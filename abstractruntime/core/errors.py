@@ -23,6 +23,7 @@ Hierarchy::
     │   ├── WaitKeyMismatchError              wait_key_mismatch
     │   ├── TimerWaitError                    timer_wait
     │   ├── RunExistsError                    run_exists
+    │   │   └── RunPrunedError                run_pruned
     │   ├── RunNotRetryableError              not_retryable
     │   └── ServerNotConfiguredError          server_not_configured
     ├── RunStateError (ValueError)            run_state
@@ -168,6 +169,13 @@ class RunExistsError(InvalidInputError):
     """``start`` with the id of a run that already exists (creating a run is exclusive)."""
 
     code = "run_exists"
+
+
+class RunPrunedError(RunExistsError):
+    """``start`` with the id of a run that was pruned: its tombstone keeps the id, which can never
+    name another run (a verifier would otherwise see two runs under one id)."""
+
+    code = "run_pruned"
 
 
 class RunNotRetryableError(InvalidInputError):
@@ -357,6 +365,8 @@ __all__ = [
     "InvalidAnswerError",
     "WaitKeyMismatchError",
     "TimerWaitError",
+    "RunExistsError",
+    "RunPrunedError",
     "RunStateError",
     "RunNotWaitingError",
     "RunTerminalError",

@@ -33,6 +33,7 @@ from .errors import (
     AbstractRuntimeError,
     InvalidInputError,
     RunExistsError,
+    RunPrunedError,
     RunLockedError,
     RunNotFoundError,
     StorageError,
@@ -368,6 +369,7 @@ class Runtime:
 
         A lock held by another process means the id is being created or advanced: it exists.
         """
+        self._refuse_pruned(run_id)  # before the lock, which makes a folder run's directory
         try:
             lock = self._run_store.lock(run_id, create=True)
             lock.__enter__()
@@ -377,7 +379,13 @@ class Runtime:
             held.push(lock)  # entered above: leave it as a ``with`` statement would
             if self._exists(run_id):
                 raise RunExistsError(f"Run {run_id} already exists", run_id=run_id)
+            self._refuse_pruned(run_id)  # again under the lock: a prune may have just finished
             yield
+
+    def _refuse_pruned(self, run_id: str) -> None:
+        if self._run_store.pruned(run_id):
+            raise RunPrunedError(f"Run {run_id} was pruned: its tombstone keeps the id, which cannot name a new run; "
+                                 "choose another run id", run_id=run_id)
 
     def open_session(self, run_id: str, *, redactor: Optional[Redactor] = None) -> RunSession:
         """A session over the run as rebuilt now (the caller holds the run's lock); ``redactor``

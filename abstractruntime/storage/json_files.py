@@ -276,6 +276,14 @@ class JsonFileRunStore(RunStore):
         run_dir = self._files.run_dir(run_id)
         return (run_dir / CHECKPOINT_FILE).exists() or (run_dir / LEDGER_FILE).exists()
 
+    def pruned(self, run_id: str) -> bool:
+        """Whether ``run_id`` was pruned (``pruned/<run_id>``: :mod:`~abstractruntime.storage.tombstones`)."""
+        return (self._files.root / "pruned" / validate_id(run_id, "run id")).exists()
+
+    def forget(self, run_id: str) -> None:
+        """Drop a removed run's row of the query index."""
+        self._index.forget(run_id)
+
     def lock(self, run_id: str, *, wait: float = 0.0, create: bool = False) -> ContextManager[Any]:
         """The run's flock (``RunLockedError`` when another writer holds it).
 
