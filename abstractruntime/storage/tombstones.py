@@ -249,6 +249,10 @@ class FileTombstones:
                                      path=str(self.path), line=line)
         tombstone, line_bytes = seal(previous=current.last, **fields)
         existed = self.path.exists()
+        if not existed and not self.head_path.exists():
+            # The head before the first line: from then on a log without its head was tampered with.
+            atomic_write_bytes(self.head_path, canonical_json({"seq": 0, "hash": None}) + b"\n",
+                               durable=self.durable)
         if existed and current.valid_end < self.path.stat().st_size:
             os.truncate(self.path, current.valid_end)  # a torn line left by a crash
         fd = open_append(self.path)
