@@ -37,7 +37,7 @@ from ..core.errors import CorruptRecordError, InvalidInputError, RunLockedError,
 from ..core.models import RunStatus
 from .fsio import ensure_dir, fsync_dir
 from .json_files import RUNS_DIR
-from .tombstones import FileTombstones, Tombstone
+from .tombstones import FileTombstones, Tombstone, refuse_damaged
 
 FINISHED = ("completed", "failed", "cancelled")
 # A limit larger than any store holds: list every run of a status.
@@ -109,6 +109,7 @@ def prune_store(store: Any, *, finished_before: datetime | timedelta, statuses: 
     report = PruneReport(dry_run=dry_run)
     pruner = _Pruner(store, clock, report, include_snapshotted=include_snapshotted,
                      include_bookmarked=include_bookmarked, dry_run=dry_run, on_run=on_run)
+    pruner.check_log()  # once, whole: each append then reads only the log's end
     if not dry_run:
         pruner.finish_interrupted()
     candidates: list[tuple[str, datetime]] = []
@@ -146,6 +147,15 @@ class _Pruner:
         self._snapshotted: Optional[dict[str, list[str]]] = None
         self._events: Optional[list[Any]] = None
         self.pruned_ids: set[str] = set()
+
+    def check_log(self) -> None:
+        """Refuse to add to a tombstone log that does not verify."""
+        if self.files is not None:
+            refuse_damaged(self.files.read(), str(self.files.path))
+            return
+        from .postgres.tombstones import check
+
+        refuse_damaged(check(self.store), f"{self.store.describe()} tombstones")
 
     # -- what names a run --------------------------------------------------------------------
 

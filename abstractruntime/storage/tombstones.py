@@ -48,6 +48,8 @@ TOMBSTONES_HEAD_FILE = "tombstones.head.json"
 TOMBSTONES_LOCK_FILE = ".tombstones.lock"
 PRUNED_DIR = "pruned"
 PRUNING_DIR = "pruning"
+# How much of the log's end an append reads: far more than one tombstone line.
+TAIL_BYTES = 1 << 16
 TOMBSTONE_FORMAT = 1
 
 # The fields of a tombstone line, in the order the docs list them.
@@ -240,21 +242,18 @@ class FileTombstones:
 
     def append(self, fields: dict[str, Any]) -> Tombstone:
         """Seal ``fields`` after the last tombstone and append it durably (the caller holds
-        :meth:`lock`). A log that does not verify is refused (:class:`CorruptRecordError`): a
-        tombstone chained to an edited log would seal the edit."""
-        current = self.read()
-        if not current.ok:
-            kind, message, line = current.problems[0]
-            raise CorruptRecordError(f"the tombstone log does not verify ({kind}: {message}); nothing pruned",
-                                     path=str(self.path), line=line)
-        tombstone, line_bytes = seal(previous=current.last, **fields)
-        existed = self.path.exists()
+        :meth:`lock`). Only the log's end is read (a prune checks the whole log once, first:
+        :func:`refuse_damaged`); an end that is not the recorded head is refused
+        (:class:`CorruptRecordError`): a tombstone chained to an edited log would seal the edit."""
+        last, valid_end, size = self._tail()
+        existed = size > 0 or self.path.exists()
         if not existed and not self.head_path.exists():
             # The head before the first line: from then on a log without its head was tampered with.
             atomic_write_bytes(self.head_path, canonical_json({"seq": 0, "hash": None}) + b"\n",
                                durable=self.durable)
-        if existed and current.valid_end < self.path.stat().st_size:
-            os.truncate(self.path, current.valid_end)  # a torn line left by a crash
+        tombstone, line_bytes = seal(previous=last, **fields)
+        if valid_end < size:
+            os.truncate(self.path, valid_end)  # a torn line left by a crash
         fd = open_append(self.path)
         try:
             append_bytes(fd, line_bytes + b"\n", path=self.path, durable=self.durable)
@@ -262,10 +261,44 @@ class FileTombstones:
             os.close(fd)
         if not existed and self.durable:
             fsync_dir(self.root)
-        # After the line: a crash in between leaves a log longer than its head, which reads fine.
+        # After the line: a crash in between leaves a log one line past its head, which reads fine.
         atomic_write_bytes(self.head_path, canonical_json({"seq": tombstone.seq, "hash": tombstone.hash}) + b"\n",
                            durable=self.durable)
         return tombstone
+
+    def _tail(self) -> tuple[Optional[Tombstone], int, int]:
+        """``(last tombstone, end of the last whole line, file size)``, the last line checked
+        against the recorded head."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        start = max(0, size - TAIL_BYTES)
+        data = read_bytes(self.path, offset=start) if size else b""
+        end = data.rfind(b"\n")
+        head = self._head()
+        if end < 0:
+            if start:
+                raise self._damaged("its last line is longer than a tombstone can be")
+            if head not in (None, {"seq": 0, "hash": None}):
+                raise self._damaged("it holds no tombstone but its head names one")
+            return None, 0, size
+        begin = data.rfind(b"\n", 0, end) + 1
+        if begin == 0 and start:
+            raise self._damaged("its last line is longer than a tombstone can be")
+        last, kind, message = parse_line(data[begin:end])
+        if last is None:
+            raise self._damaged(f"its last line: {kind}: {message}")
+        at_head = head is not None and (head.get("seq"), head.get("hash")) == (last.seq, last.hash)
+        # A prune killed between the line and its head leaves the log one line past the head.
+        one_past = head is not None and head.get("seq") == last.seq - 1 and head.get("hash") == last.prev_hash
+        if not (at_head or one_past):
+            raise self._damaged("it does not end at its recorded head")
+        return last, start + end + 1, size
+
+    def _damaged(self, why: str) -> CorruptRecordError:
+        return CorruptRecordError(f"the tombstone log does not verify ({why}); nothing pruned: run verify --all",
+                                  path=str(self.path))
 
     # -- markers ---------------------------------------------------------------------------
 
@@ -311,10 +344,18 @@ class FileTombstones:
             pass
 
 
+def refuse_damaged(found: LogCheck, where: str) -> None:
+    """:class:`CorruptRecordError` naming the first problem of a log that does not verify."""
+    if not found.ok:
+        kind, message, line = found.problems[0]
+        raise CorruptRecordError(f"the tombstone log does not verify ({kind}: {message}); nothing pruned",
+                                 path=where, line=line)
+
+
 def _with_problem(found: LogCheck, kind: str, message: str) -> LogCheck:
     found.problems.append((kind, message, None))
     return found
 
 
 __all__ = ["FIELDS", "FileTombstones", "LogCheck", "PRUNED_DIR", "PRUNING_DIR", "TOMBSTONES_FILE",
-           "TOMBSTONES_HEAD_FILE", "TOMBSTONE_FORMAT", "Tombstone", "check_log", "check_rows", "parse_line", "seal"]
+           "TOMBSTONES_HEAD_FILE", "TOMBSTONE_FORMAT", "Tombstone", "check_log", "check_rows", "parse_line", "refuse_damaged", "seal"]
