@@ -80,6 +80,8 @@ def verify_cmd(
     ctx: typer.Context,
     run_id: Optional[str] = typer.Argument(None, metavar="[RUN]", help="The run to verify."),
     all_runs: bool = typer.Option(False, "--all", help="Verify every run in the store."),
+    archive: Optional[str] = typer.Option(None, "--archive", metavar="FILE.tar.gz",
+                                          help="Verify an archive written by `store export` (offline, no store)."),
     expect_head: Optional[str] = typer.Option(None, "--expect-head", metavar="HASH",
                                               help="Also require this ledger head hash (published elsewhere)."),
     public_key: list[str] = typer.Option(
@@ -96,15 +98,31 @@ def verify_cmd(
     on stderr. A pruned run is `pruned<TAB>run_id<TAB>records<TAB>head_hash` from its tombstone;
     a damaged tombstone log is a FAILED line named `(tombstones)`. With --all, --expect-head must appear in some run; a store with no runs is
     exit 4 ("no runs to verify"), never "all ok". Workflow code is never imported.
+
+    --archive FILE checks an archive of `store export` without any store: every member listed
+    in its manifest with its size and SHA-256, nothing added or missing, every run's chain,
+    checkpoint, bookmarks (and signatures with --public-key), and each run's head as the
+    manifest names it. Its own problems are reported as `(archive)`.
     """
     s = settings(ctx, json_out)
-    if all_runs == (run_id is not None):
-        raise typer.BadParameter("give either RUN or --all", param_hint="RUN / --all")
+    if (archive is not None) + all_runs + (run_id is not None) != 1:
+        raise typer.BadParameter("give one of RUN, --all or --archive FILE", param_hint="RUN / --all / --archive")
     keys: Any = None
     if public_key:
         from abstractruntime.storage.signing import load_keyring
 
         keys = list(load_keyring(public_key).values())  # a missing or unusable key: exit 2, before any run
+    if archive is not None:
+        from abstractruntime.storage.archive import verify_archive
+
+        checked = verify_archive(archive, public_key=keys)
+        docs = [r.to_dict() for r in checked.reports]
+        _emit(s, docs, single=False)
+        bad = [d for d in docs if not d.get("ok")]
+        s.info(f"archive {archive}: " + ("all ok" if not bad else f"{len(bad)} failed"))
+        if bad:
+            raise typer.Exit(VERIFY_FAILED)
+        return
     store = s.open_store()
     if getattr(store, "root", None) is None:  # a PostgreSQL store: its rows, checked by the same verifier
         from abstractruntime.storage.postgres import verify as verify_mod

@@ -99,28 +99,46 @@ def prune_store(store: Any, *, finished_before: datetime | timedelta, statuses: 
     run (``"pruned"`` or why it was kept). The tombstone of each pruned run is in the report.
     """
     clock = now or (lambda: datetime.now(timezone.utc))
-    cutoff = _as_utc(clock() - finished_before if isinstance(finished_before, timedelta) else finished_before)
-    wanted = []
-    for status in statuses:
-        if status not in FINISHED:
-            raise InvalidInputError(f"only finished runs are pruned: status must be one of {', '.join(FINISHED)}, "
-                                    f"not {status!r}")
-        wanted.append(status)
+    cutoff = _cutoff(finished_before, clock)
+    wanted = _statuses(statuses)
     report = PruneReport(dry_run=dry_run)
     pruner = _Pruner(store, clock, report, include_snapshotted=include_snapshotted,
                      include_bookmarked=include_bookmarked, dry_run=dry_run, on_run=on_run)
     pruner.check_log()  # once, whole: each append then reads only the log's end
     if not dry_run:
         pruner.finish_interrupted()
-    candidates: list[tuple[str, datetime]] = []
-    for status in wanted:
+    for run_id in finished_runs(store, cutoff, statuses=wanted):
+        pruner.prune(run_id, cutoff, wanted)
+    return report
+
+
+def _cutoff(finished_before: datetime | timedelta, clock: Callable[[], datetime]) -> datetime:
+    return _as_utc(clock() - finished_before if isinstance(finished_before, timedelta) else finished_before)
+
+
+def _statuses(statuses: Iterable[str]) -> list[str]:
+    wanted = []
+    for status in statuses:
+        if status not in FINISHED:
+            raise InvalidInputError(f"only finished runs are selected: status must be one of {', '.join(FINISHED)}, "
+                                    f"not {status!r}")
+        wanted.append(status)
+    return wanted
+
+
+def finished_runs(store: Any, finished_before: datetime | timedelta, *, statuses: Iterable[str] = FINISHED,
+                  now: Optional[Callable[[], datetime]] = None) -> list[str]:
+    """The runs of ``store`` that finished (with one of ``statuses``) before ``finished_before``
+    (a moment, or an age before ``now()``), oldest first, as the store's index lists them
+    (a prune checks each one again under its lock)."""
+    cutoff = _cutoff(finished_before, now or (lambda: datetime.now(timezone.utc)))
+    candidates: list[tuple[datetime, str]] = []
+    for status in _statuses(statuses):
         for run in store.runs.list_runs(status=RunStatus(status), limit=_ALL, as_stored=True):
             finished = _finished_at(run.updated_at)
             if finished is not None and finished < cutoff:
-                candidates.append((run.run_id, finished))
-    for run_id, _ in sorted(candidates, key=lambda c: (c[1], c[0])):
-        pruner.prune(run_id, cutoff, wanted)
-    return report
+                candidates.append((finished, run.run_id))
+    return [run_id for _, run_id in sorted(candidates)]
 
 
 def _finished_at(value: Optional[str]) -> Optional[datetime]:
@@ -323,4 +341,4 @@ class _Pruner:
         self.report.finished.append(run_id)
 
 
-__all__ = ["FINISHED", "PruneReport", "parse_age", "prune_store"]
+__all__ = ["FINISHED", "PruneReport", "finished_runs", "parse_age", "prune_store"]
