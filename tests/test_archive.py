@@ -240,3 +240,24 @@ def test_signed_runs_verify_with_the_public_key(tmp_path: Path) -> None:
     assert verify_archive(out, public_key=signer.public_key).ok
     wrong = verify_archive(out, public_key=stranger.public_key)
     assert not wrong.ok and any(p.type.startswith("signature") for r in wrong.reports for p in r.problems)
+
+
+def test_a_store_that_pruned_a_run_does_not_take_it_back(source: FileStore, tmp_path: Path) -> None:
+    from abstractruntime.storage.prune import prune_store
+    from abstractruntime.storage.verify import verify_store
+
+    out = tmp_path / "all.tar.gz"
+    export_archive(source, out)
+    pruned = prune_store(source, finished_before=parse_age("30d"), now=later, statuses=["cancelled"])
+    assert [t["run_id"] for t in pruned.pruned] == ["cancelled-1"]
+    with pytest.raises(RunExistsError) as info:
+        import_archive(out, source)
+    assert "cancelled-1" in str(info.value) and "pruned" in json.dumps(info.value.details["refused"])
+    assert not (source.root / "runs" / "cancelled-1").exists()
+    assert all(r.ok for r in verify_store(source))
+    # Another store takes it.
+    other = FileStore(tmp_path / "other", durability="none")
+    try:
+        assert "cancelled-1" in import_archive(out, other).copied
+    finally:
+        other.close()

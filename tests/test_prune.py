@@ -283,6 +283,8 @@ def test_a_prune_killed_anywhere_leaves_each_run_or_its_tombstone(tmp_path: Path
             {r: before[r] for r in ("done-1", "done-2", "done-3")}
         with pytest.raises(RunPrunedError):
             run_start(store, "done-1")()
+        assert sorted(r.run_id for r in store.runs.list_runs(limit=100)) == \
+            ["cancelled-1", "failed-1", "waiting-1"]
     finally:
         store.close()
 

@@ -185,6 +185,7 @@ def verify_store(
     log = tombstones.read()
     tombstoned = log.by_run()
     gone = sorted(set(tombstoned) - set(run_ids) - set(strays))
+    intended = set(tombstones.intended()) if gone else set()
     missing = sorted(set(mapping) - set(run_ids) - set(tombstoned))
     total = len(run_ids) + len(missing) + len(strays) + len(gone) + (0 if log.ok else 1)
     reports: list[VerifyReport] = []
@@ -195,7 +196,7 @@ def verify_store(
             report = VerifyReport(run_id=run_id, path=str(base / RUNS_DIR / run_id), expect_head=mapping[run_id])
             report.problem("run_missing", f"run {run_id} has an expected head but is not in the store")
         elif run_id in gone:
-            report = _pruned_report(tombstones, tombstoned[run_id], mapping.get(run_id))
+            report = _pruned_report(tombstones, tombstoned[run_id], mapping.get(run_id), intended)
         else:
             report = _verify(base, run_id, expect_head=mapping.get(run_id), keyring=keyring, search=single)
             if run_id in tombstoned:
@@ -217,8 +218,11 @@ def verify_store(
     return reports
 
 
-def _pruned_report(tombstones: FileTombstones, tombstone: Tombstone, expected: Optional[str]) -> VerifyReport:
+def _pruned_report(tombstones: FileTombstones, tombstone: Tombstone, expected: Optional[str],
+                   intended: Optional[set[str]] = None) -> VerifyReport:
     """A pruned run, accounted for by its tombstone: its head, record count and final status."""
+    if intended is None:
+        intended = set(tombstones.intended())
     report = VerifyReport(run_id=tombstone.run_id, path=f"{tombstones.path} seq {tombstone.seq}",
                           count=tombstone.count, head_seq=tombstone.head_seq, head_hash=tombstone.head_hash,
                           run_status=tombstone.status, pruned=tombstone.to_dict(),
@@ -232,7 +236,7 @@ def _pruned_report(tombstones: FileTombstones, tombstone: Tombstone, expected: O
         else:
             report.problem("expected_head_missing", f"run {tombstone.run_id} was pruned with head "
                            f"{tombstone.head_hash}, not the expected head {report.expect_head}")
-    if not tombstones.marked(tombstone.run_id) and tombstone.run_id not in tombstones.intended():
+    if not tombstones.marked(tombstone.run_id) and tombstone.run_id not in intended:
         report.problem("tombstone_marker_missing", f"{tombstones.root / PRUNED_DIR / tombstone.run_id} is missing: "
                        "nothing keeps the pruned id from naming a new run (removed by hand?)")
     return report
