@@ -309,3 +309,37 @@ def test_secrets_and_event_records_go_with_the_run(store: FileStore) -> None:
     assert store.events.get("evt-1") is not None
     _prune(store)
     assert store.events.get("evt-1") is None and not (store.root / "runs" / "ev-1").exists()
+
+
+def test_a_child_whose_parent_is_still_going_stays(store: FileStore) -> None:
+    from tests.retention_support import ask_workflow
+
+    fill(store)
+    rt = store.runtime()
+    quick = ask_workflow()
+    for parent in ("waiting-1", "done-1"):
+        child = f"child-of-{parent}"
+        rt.start(workflow=quick, run_id=child, parent_run_id=parent)
+        rt.cancel_run(child)
+    report = _prune(store, statuses=["cancelled"])
+    kept = {k["run_id"]: k["reason"] for k in report.kept}
+    assert "parent run waiting-1" in kept["child-of-waiting-1"]
+    assert sorted(t["run_id"] for t in report.pruned) == ["cancelled-1", "child-of-done-1"]
+
+
+def test_verify_of_one_run_notes_an_interrupted_prune(store: FileStore) -> None:
+    fill(store)
+    files = FileTombstones(store.root)
+    files.intend("done-1")
+    with files.lock():
+        files.append({"run_id": "done-1", "workflow_id": "retention", "status": "completed",
+                      "head_seq": store.ledger.head("done-1").seq, "head_hash": store.ledger.head("done-1").head_hash,
+                      "count": store.ledger.head("done-1").seq, "signature": None,
+                      "pruned_at": "2026-01-01T00:00:00+00:00"})
+    files.mark("done-1")
+    report = verify_run(store, "done-1")
+    assert report.ok and "prune_pending" in [n.type for n in report.notes]
+    with pytest.raises(RunPrunedError):
+        run_start(store, "done-1")()
+    assert _prune(store, statuses=["failed"]).finished == ["done-1"]
+    assert verify_run(store, "done-1").pruned is not None and not (store.root / "runs" / "done-1").exists()

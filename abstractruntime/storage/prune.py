@@ -11,7 +11,8 @@ row and the closed event records that went only to pruned runs. Artifacts stay: 
 content-addressed and may serve other runs.
 
 What is never pruned, and why it is kept (each listed in the report's ``kept``): a run that
-is waiting or running (its status is not a finished one); a run a snapshot names, unless
+is waiting or running (its status is not a finished one); a subworkflow run whose parent is
+still going (the parent reads its child's outcome); a run a snapshot names, unless
 ``include_snapshotted`` (its snapshots then go with it); a run with bookmarks, unless
 ``include_bookmarked``; a run being advanced (its lock is held); a run whose checkpoint is
 behind its ledger; and a run that does not verify — a tombstone sealing a damaged run would
@@ -223,6 +224,10 @@ class _Pruner:
         finished = _finished_at(run.updated_at)
         if run.status.value not in statuses or finished is None or finished >= cutoff:
             return  # it changed since it was listed (e.g. retried): not a candidate any more
+        parent = self._live_parent(run.parent_run_id)
+        if parent is not None:
+            self.keep(run_id, f"its parent run {parent} is still going and may read it")
+            return
         snapshots = self.snapshots_of(run_id)
         if snapshots and not self.include_snapshotted:
             self.keep(run_id, f"named by snapshot {snapshots[0]} (--include-snapshotted prunes it with its snapshots)")
@@ -242,6 +247,18 @@ class _Pruner:
         self.pruned_ids.add(run_id)
         if self.on_run is not None:
             self.on_run(run_id, "pruned")
+
+    def _live_parent(self, parent_run_id: Optional[str]) -> Optional[str]:
+        """The parent run's id when it exists and has not finished (a subworkflow's parent)."""
+        if not parent_run_id:
+            return None
+        try:
+            parent = self.store.runs.load(parent_run_id)
+        except (CorruptRecordError, StorageError):
+            return parent_run_id  # unreadable: assume it still needs its child
+        if parent is None or parent.status.value in FINISHED:
+            return None
+        return parent_run_id
 
     def _verify(self, run_id: str) -> tuple[Any, Any]:
         """The run's checkpoint and its verification report, read while its lock is held."""
@@ -298,7 +315,10 @@ class _Pruner:
     # -- prunes a killed process left ----------------------------------------------------------
 
     def finish_interrupted(self) -> None:
-        """Finish every prune a killed process began (folder stores; PostgreSQL's are atomic)."""
+        """Finish every prune a killed process began (folder stores; PostgreSQL's are atomic).
+
+        Each is decided holding the run's lock, so a prune still at work (it holds the lock
+        from its intent to its end) is left alone."""
         if self.files is None:
             return
         root = Path(self.store.root)
@@ -307,21 +327,24 @@ class _Pruner:
         intended = self.files.intended()
         if not intended:
             return
-        log = self.files.read()
-        tombstoned = log.by_run()
+        tombstoned = self.files.read().by_run()
         for run_id in intended:
-            tombstone = tombstoned.get(run_id)
-            if tombstone is None:
-                # Killed before its tombstone was written: the run is whole; prune it again if
-                # it still qualifies (the filters of this call decide).
-                self.files.done(run_id)
-                continue
             try:
                 with self.store.runs.lock(run_id):
-                    self._complete(run_id, tombstone)
+                    tombstone = tombstoned.get(run_id) or self.files.read().by_run().get(run_id)
+                    if tombstone is None:
+                        # Killed before its tombstone was written: the run is whole; prune it again
+                        # if it still qualifies (the filters of this call decide).
+                        self.files.done(run_id)
+                    else:
+                        self._complete(run_id, tombstone)
             except RunNotFoundError:
-                self._finish_folder(run_id, self._all_snapshots(run_id), self.events_of(run_id))
-                self.report.finished.append(run_id)
+                # The run is out of runs/ already: only what follows the removal remained.
+                if run_id in tombstoned or run_id in self.files.read().by_run():
+                    self._finish_folder(run_id, self._all_snapshots(run_id), self.events_of(run_id))
+                    self.report.finished.append(run_id)
+                else:
+                    self.files.done(run_id)
             except RunLockedError:
                 self.keep(run_id, "its prune was interrupted and its lock is held: run prune again")
 

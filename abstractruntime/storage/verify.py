@@ -96,7 +96,13 @@ def verify_run(
     keyring = load_keyring(public_key) if public_key is not None else None
     root = _store_root(store)
     try:
-        return _verify(root, run_id, expect_head=expect_head, keyring=keyring, search=None)
+        report = _verify(root, run_id, expect_head=expect_head, keyring=keyring, search=None)
+        tombstones = FileTombstones(root)
+        if tombstones.marked(run_id):  # a prune of it was interrupted (or a run put under a pruned id)
+            tombstone = tombstones.read().by_run().get(run_id)
+            if tombstone is not None:
+                _pending_prune(tombstones, tombstone, report)
+        return report
     except RunNotFoundError:
         # A pruned run is accounted for by its tombstone (when the log holds it).
         tombstones = FileTombstones(root)
