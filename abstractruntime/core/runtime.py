@@ -369,7 +369,6 @@ class Runtime:
 
         A lock held by another process means the id is being created or advanced: it exists.
         """
-        self._refuse_pruned(run_id)  # before the lock, which makes a folder run's directory
         try:
             lock = self._run_store.lock(run_id, create=True)
             lock.__enter__()
@@ -379,7 +378,7 @@ class Runtime:
             held.push(lock)  # entered above: leave it as a ``with`` statement would
             if self._exists(run_id):
                 raise RunExistsError(f"Run {run_id} already exists", run_id=run_id)
-            self._refuse_pruned(run_id)  # again under the lock: a prune may have just finished
+            self._refuse_pruned(run_id)  # under the lock: a prune holds it while it tombstones the run
             yield
 
     def _refuse_pruned(self, run_id: str) -> None:
