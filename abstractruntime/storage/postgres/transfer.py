@@ -290,10 +290,12 @@ def transfer_run(copy: RunCopy, store: Any) -> str:
             raise
         return "copied"
     root = _folder_root(store)
+    # A store opened without fsync (a staging folder, a throwaway copy) is written without it.
+    durable = getattr(store, "durability", "fsync") != "none"
     with _staging(root) as staging:
-        run_dir = write_folder_run(copy, staging)
+        run_dir = write_folder_run(copy, staging, durable=durable)
         check_copy(copy, staging)
-        runs = ensure_dir(root / RUNS_DIR, durable=True)
+        runs = ensure_dir(root / RUNS_DIR, durable=durable)
         try:
             os.rename(run_dir, runs / copy.run_id)  # one step: the run is in runs/ whole, or not at all
         except OSError:
@@ -301,7 +303,8 @@ def transfer_run(copy: RunCopy, store: Any) -> str:
                 return _same_or_refuse(store, copy)
             raise StorageError(f"cannot move run {copy.run_id} into {runs}: {runs / copy.run_id} is in the way "
                                "(a directory without a ledger); remove it and copy again", run_id=copy.run_id) from None
-        fsync_dir(runs)
+        if durable:
+            fsync_dir(runs)
     return "copied"
 
 
