@@ -101,3 +101,9 @@ def test_cli_export_verify_import(database_url: str, tmp_path: Path) -> None:
     assert listed.returncode == 0
     assert {d["run_id"]: d["head_hash"] for d in json.loads(listed.stdout)} == \
         {r: original[r] for r in ("done-1", "done-2")}
+    pruned = run("--store", database_url, "prune", "--finished-before", "0s", "--json")
+    assert pruned.returncode == 0 and json.loads(pruned.stdout)["count"] == 2, pruned.stderr
+    after = run("--store", database_url, "verify", "--all")
+    assert after.returncode == 0 and [line.split("\t")[0] for line in after.stdout.splitlines()] == ["pruned"] * 2
+    refused = run("--store", database_url, "store", "import", str(out))
+    assert refused.returncode == 1 and "pruned" in refused.stderr
