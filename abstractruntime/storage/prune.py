@@ -211,14 +211,14 @@ class _Pruner:
             pass  # removed meanwhile (another prune)
 
     def _prune_locked(self, run_id: str, cutoff: datetime, statuses: list[str]) -> None:
-        verdict = self._verify(run_id)
-        checkpoint, verified = verdict
+        checkpoint, verified = self._verify(run_id)
         if verified is None or not verified.ok:
             first = verified.problems[0].type if verified is not None and verified.problems else "unreadable"
             self.keep(run_id, f"does not verify ({first}): a tombstone would vouch for it")
             return
         if checkpoint is None or checkpoint.ledger.seq != verified.head_seq:
-            self.keep(run_id, "its checkpoint is behind its ledger (open it, e.g. runs show, then prune again)")
+            self.keep(run_id, "its checkpoint is behind its ledger (a writer stopped between them): the next worker "
+                      "pass stores it; prune again after")
             return
         run = checkpoint.shown_run()
         finished = _finished_at(run.updated_at)
