@@ -31,8 +31,9 @@ def prune_cmd(
     store's tombstone log. `verify --all` then reports each pruned run with its head, and a
     pruned run id can never be started again.
 
-    Never pruned: waiting or running runs, runs a snapshot names or with bookmarks (unless
-    told), runs being advanced, and runs that do not verify. A run's ledger, checkpoint,
+    Never pruned: waiting or running runs, subworkflow runs whose parent is still going, runs
+    a snapshot names or with bookmarks (unless told), runs being advanced, and runs that do not
+    verify. A run's ledger, checkpoint,
     secret values, bookmarks and the closed event records that went only to pruned runs go
     with it; artifacts stay. A prune killed at any point leaves each run or its tombstone; the
     next prune finishes what it began.
