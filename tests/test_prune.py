@@ -343,3 +343,34 @@ def test_verify_of_one_run_notes_an_interrupted_prune(store: FileStore) -> None:
         run_start(store, "done-1")()
     assert _prune(store, statuses=["failed"]).finished == ["done-1"]
     assert verify_run(store, "done-1").pruned is not None and not (store.root / "runs" / "done-1").exists()
+
+
+def test_a_signed_run_keeps_its_head_signature_in_its_tombstone(tmp_path: Path) -> None:
+    pytest.importorskip("cryptography")
+    from abstractruntime.storage.signing import Ed25519Signer
+
+    signer, stranger = Ed25519Signer.generate(), Ed25519Signer.generate()
+    store = FileStore(tmp_path / "signed", durability="none")
+    store.runtime_defaults["signer"] = signer
+    try:
+        fill(store)
+        _prune(store, statuses=["completed"])
+        tombstone = FileTombstones(store.root).read().by_run()["done-1"]
+        assert tombstone.signature and tombstone.signature["head_hash"] == tombstone.head_hash
+        with_key = _by_id(verify_store(store, public_key=signer.public_key))
+        assert with_key["done-1"].ok and with_key["done-1"].signature == "valid"
+        wrong = _by_id(verify_store(store, public_key=stranger.public_key))
+        assert "signature_untrusted" in [p.type for p in wrong["done-1"].problems]
+        assert verify_run(store, "done-2", public_key=signer.public_key).signature == "valid"
+    finally:
+        store.close()
+
+
+def test_an_unsigned_pruned_run_fails_verify_with_a_key(store: FileStore) -> None:
+    pytest.importorskip("cryptography")
+    from abstractruntime.storage.signing import Ed25519Signer
+
+    fill(store)
+    _prune(store, statuses=["completed"])
+    report = verify_run(store, "done-1", public_key=Ed25519Signer.generate().public_key)
+    assert "signature_missing" in [p.type for p in report.problems]

@@ -111,7 +111,7 @@ def verify_run(
         tombstone = tombstones.read().by_run().get(run_id)
         if tombstone is None:
             raise
-        return _pruned_report(tombstones, tombstone, expect_head)
+        return _pruned_report(tombstones, tombstone, expect_head, keyring=keyring)
 
 
 def _verify(root: Path, run_id: str, *, expect_head: Optional[str], keyring: Optional[dict[str, Any]],
@@ -193,7 +193,7 @@ def verify_store(
     gone = sorted(set(tombstoned) - set(run_ids) - set(strays))
     intended = set(tombstones.intended()) if gone else set()
     missing = sorted(set(mapping) - set(run_ids) - set(tombstoned))
-    total = len(run_ids) + len(missing) + len(strays) + len(gone) + (0 if log.ok else 1)
+    total = len(run_ids) + len(missing) + len(strays) + len(gone) + (0 if log.ok and not log.notes else 1)
     reports: list[VerifyReport] = []
     for run_id in sorted(set(run_ids) | set(missing) | set(strays) | set(gone)):
         if run_id in strays:
@@ -202,7 +202,7 @@ def verify_store(
             report = VerifyReport(run_id=run_id, path=str(base / RUNS_DIR / run_id), expect_head=mapping[run_id])
             report.problem("run_missing", f"run {run_id} has an expected head but is not in the store")
         elif run_id in gone:
-            report = _pruned_report(tombstones, tombstoned[run_id], mapping.get(run_id), intended)
+            report = _pruned_report(tombstones, tombstoned[run_id], mapping.get(run_id), intended, keyring)
         else:
             report = _verify(base, run_id, expect_head=mapping.get(run_id), keyring=keyring, search=single)
             if run_id in tombstoned:
@@ -210,7 +210,7 @@ def verify_store(
         reports.append(report)
         if progress is not None:
             progress(len(reports), total, report)
-    if not log.ok:
+    if not log.ok or log.notes:  # a torn last line is a note: said, not failed
         reports.append(_log_report(tombstones, log))
         if progress is not None:
             progress(len(reports), total, reports[-1])
@@ -225,7 +225,7 @@ def verify_store(
 
 
 def _pruned_report(tombstones: FileTombstones, tombstone: Tombstone, expected: Optional[str],
-                   intended: Optional[set[str]] = None) -> VerifyReport:
+                   intended: Optional[set[str]] = None, keyring: Optional[dict[str, Any]] = None) -> VerifyReport:
     """A pruned run, accounted for by its tombstone: its head, record count and final status."""
     if intended is None:
         intended = set(tombstones.intended())
@@ -242,10 +242,45 @@ def _pruned_report(tombstones: FileTombstones, tombstone: Tombstone, expected: O
         else:
             report.problem("expected_head_missing", f"run {tombstone.run_id} was pruned with head "
                            f"{tombstone.head_hash}, not the expected head {report.expect_head}")
+    if keyring is not None:
+        _check_tombstone_signature(report, tombstone, keyring)
     if not tombstones.marked(tombstone.run_id) and tombstone.run_id not in intended:
         report.problem("tombstone_marker_missing", f"{tombstones.root / PRUNED_DIR / tombstone.run_id} is missing: "
                        "nothing keeps the pruned id from naming a new run (removed by hand?)")
     return report
+
+
+def _check_tombstone_signature(report: VerifyReport, tombstone: Tombstone, keyring: dict[str, Any]) -> None:
+    """With keys given, a pruned run's head must carry a signature one of them made, of that head."""
+    from .signing import verify_head_signature
+
+    signature = tombstone.signature
+    if not signature:
+        report.problem("signature_missing", f"the tombstone of run {tombstone.run_id} carries no signature of its "
+                       "head, and a public key was given", seq=tombstone.head_seq)
+        return
+    key_id = signature.get("key_id") if isinstance(signature, dict) else None
+    report.signature_key_id = key_id if isinstance(key_id, str) else None
+    key = keyring.get(key_id) if isinstance(key_id, str) else None
+    if key is None:
+        report.signature = "invalid"
+        report.problem("signature_untrusted", f"run {tombstone.run_id}'s head is signed by key {key_id!r}, not one "
+                       "of the keys given (the rotations its pruned ledger recorded cannot be followed: give that "
+                       "key)", seq=tombstone.head_seq)
+        return
+    try:
+        verify_head_signature(signature, run_id=tombstone.run_id, public_key=key)
+    except VerificationFailedError as exc:
+        report.signature = "invalid"
+        report.problem("signature_invalid", f"the head signature in run {tombstone.run_id}'s tombstone: {exc}",
+                       seq=tombstone.head_seq)
+        return
+    if (signature.get("seq"), signature.get("head_hash")) != (tombstone.head_seq, tombstone.head_hash):
+        report.signature = "invalid"
+        report.problem("signature_mismatch", f"the signature in run {tombstone.run_id}'s tombstone covers seq "
+                       f"{signature.get('seq')}, not the head it sealed", seq=tombstone.head_seq)
+        return
+    report.signature = "valid"
 
 
 def _pending_prune(tombstones: FileTombstones, tombstone: Tombstone, report: VerifyReport) -> None:
