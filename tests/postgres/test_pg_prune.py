@@ -107,3 +107,49 @@ def test_a_failed_prune_leaves_the_run_and_no_tombstone(open_pg: Callable[..., A
     assert check(pg).entries == [] and not pg.runs.pruned("done-1")
     monkeypatch.undo()
     assert len(_prune(pg, statuses=["completed"]).pruned) == 3
+
+
+KILLED_CHILD = """
+import os, signal, sys
+from datetime import timedelta
+from abstractruntime.storage.postgres import tombstones
+from abstractruntime.storage.postgres.store import PostgresStore
+from abstractruntime.storage.prune import prune_store
+
+
+class Killer(tuple):
+    # Iterated by prune_run inside its transaction: the process dies after the tombstone and
+    # three of the run's tables were written, before the commit.
+    def __add__(self, other):
+        return Killer(tuple(self) + tuple(other))
+
+    def __iter__(self):
+        for index, table in enumerate(tuple.__iter__(self)):
+            if index == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield table
+
+
+tombstones.RUN_TABLES = Killer(tombstones.RUN_TABLES)
+prune_store(PostgresStore(sys.argv[1], schema=sys.argv[2]), finished_before=timedelta(0), statuses=["completed"])
+print("not killed")
+"""
+
+
+def test_a_prune_killed_inside_its_transaction_leaves_the_run(open_pg: Callable[..., Any], postgres_url: str,
+                                                                pg_schema: str) -> None:
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pg = open_pg()
+    before = heads(pg, list(fill(pg)))
+    child = subprocess.run([sys.executable, "-c", KILLED_CHILD, postgres_url, pg_schema], capture_output=True,
+                           text=True, cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
+    assert check(pg).ok and check(pg).entries == []
+    assert {"done-1", "done-2", "done-3"} <= set(run_ids(pg)) and heads(pg, ["done-1"]) == {"done-1": before["done-1"]}
+    assert all(r.ok for r in pg_verify.verify_store(pg))
+    assert sorted(t["run_id"] for t in _prune(pg, statuses=["completed"]).pruned) == ["done-1", "done-2", "done-3"]
+    assert all(r.ok for r in pg_verify.verify_store(pg))
