@@ -115,7 +115,7 @@ def verify_cmd(
     if archive is not None:
         from abstractruntime.storage.archive import verify_archive
 
-        checked = verify_archive(archive, public_key=keys)
+        checked = verify_archive(archive, public_key=keys, expect_head=expect_head)
         docs = [r.to_dict() for r in checked.reports]
         _emit(s, docs, single=False)
         bad = [d for d in docs if not d.get("ok")]

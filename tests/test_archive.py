@@ -261,3 +261,13 @@ def test_a_store_that_pruned_a_run_does_not_take_it_back(source: FileStore, tmp_
         assert "cancelled-1" in import_archive(out, other).copied
     finally:
         other.close()
+
+
+def test_a_published_head_is_looked_for_in_the_archive(source: FileStore, tmp_path: Path) -> None:
+    out = tmp_path / "all.tar.gz"
+    export_archive(source, out)
+    head = heads(source, ["done-2"])["done-2"]
+    found = verify_archive(out, expect_head=head)
+    assert found.ok and {r.run_id: r.expect_head_seq for r in found.reports}["done-2"] == 5
+    missing = verify_archive(out, expect_head="0" * 64)
+    assert not missing.ok

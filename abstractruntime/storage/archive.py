@@ -344,7 +344,8 @@ def _relabel(reports: list[VerifyReport], folder: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def opened_archive(path: str | os.PathLike[str], *, public_key: Any = None) -> Iterator[tuple[ArchiveCheck, Path]]:
+def opened_archive(path: str | os.PathLike[str], *, public_key: Any = None,
+                   expect_head: Optional[str] = None) -> Iterator[tuple[ArchiveCheck, Path]]:
     """The archive verified and unpacked in a temporary folder store (removed afterwards)."""
     from .verify import verify_store
 
@@ -358,7 +359,7 @@ def opened_archive(path: str | os.PathLike[str], *, public_key: Any = None) -> I
         if check.manifest is not None:
             _check_files(folder, check.manifest, problems)
             if (folder / RUNS_DIR).is_dir():
-                check.reports = verify_store(folder, public_key=public_key)
+                check.reports = verify_store(folder, public_key=public_key, expect_head=expect_head)
                 _relabel(check.reports, folder, source)
             _check_runs(folder, check.manifest, check.reports, problems)
         if problems.problems or problems.notes or not check.reports:
@@ -368,10 +369,12 @@ def opened_archive(path: str | os.PathLike[str], *, public_key: Any = None) -> I
         yield check, folder
 
 
-def verify_archive(path: str | os.PathLike[str], *, public_key: Any = None) -> ArchiveCheck:
+def verify_archive(path: str | os.PathLike[str], *, public_key: Any = None,
+                   expect_head: Optional[str] = None) -> ArchiveCheck:
     """Check an archive offline (see the module docstring); ``public_key`` as for
-    :func:`~abstractruntime.storage.verify.verify_run`."""
-    with opened_archive(path, public_key=public_key) as (check, _):
+    :func:`~abstractruntime.storage.verify.verify_run`; ``expect_head``, a head published
+    elsewhere, must be in one of its runs (as for ``verify --all``)."""
+    with opened_archive(path, public_key=public_key, expect_head=expect_head) as (check, _):
         return check
 
 
