@@ -271,3 +271,74 @@ def test_a_published_head_is_looked_for_in_the_archive(source: FileStore, tmp_pa
     assert found.ok and {r.run_id: r.expect_head_seq for r in found.reports}["done-2"] == 5
     missing = verify_archive(out, expect_head="0" * 64)
     assert not missing.ok
+
+
+IMPORT_KILLED = """
+import os, signal, sys
+from abstractruntime.storage import archive
+from abstractruntime.storage.postgres import transfer
+from abstractruntime.storage.store import FileStore
+
+done = []
+original = transfer.write_folder_run
+
+
+def write_then_die(copy, root, **kwargs):
+    # The third run is laid out in its staging folder, not yet renamed into runs/: the process dies.
+    path = original(copy, root, **kwargs)
+    done.append(copy.run_id)
+    if len(done) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return path
+
+
+transfer.write_folder_run = write_then_die
+archive.import_archive(sys.argv[1], FileStore(sys.argv[2]))
+print("not killed")
+"""
+
+EXPORT_KILLED = """
+import os, signal, sys
+from abstractruntime.storage import archive
+from abstractruntime.storage.store import FileStore
+
+
+def die(data, target):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+archive._durable_rename = die
+archive.export_archive(FileStore(sys.argv[1]), sys.argv[2])
+print("not killed")
+"""
+
+
+def test_killed_import_and_export(source: FileStore, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "all.tar.gz"
+    export_archive(source, out)
+    target = tmp_path / "target"
+    child = subprocess.run([sys.executable, "-c", IMPORT_KILLED, str(out), str(target)], capture_output=True,
+                           text=True, cwd=repo, timeout=120)
+    assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
+    from abstractruntime.storage.verify import verify_store
+
+    present = sorted(p.name for p in (target / "runs").iterdir())
+    assert present == ALL[:2]  # whole runs only: the third never reached runs/
+    assert all(r.ok for r in verify_store(target))
+    store = FileStore(target)
+    try:
+        again = import_archive(out, store)
+        assert again.already == ALL[:2] and again.copied == ALL[2:]
+        assert heads(store, ALL) == heads(source, ALL)
+    finally:
+        store.close()
+    second = tmp_path / "second.tar.gz"
+    child = subprocess.run([sys.executable, "-c", EXPORT_KILLED, str(source.root), str(second)],
+                           capture_output=True, text=True, cwd=repo, timeout=120)
+    assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
+    assert not second.exists()  # no archive rather than a partial one
