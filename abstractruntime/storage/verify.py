@@ -162,6 +162,7 @@ def verify_store(
     expect_head: Optional[str | Mapping[str, str]] = None,
     progress: Optional[Callable[[int, int, VerifyReport], None]] = None,
     public_key: Any = None,
+    check_markers: bool = True,
 ) -> list[VerifyReport]:
     """Verify every run under ``root`` (a ``FileStore`` or path), in run-id order.
 
@@ -171,6 +172,10 @@ def verify_store(
     no run has it, every report carries ``expected_head_missing``, and an empty store
     raises :class:`VerificationFailedError`). ``progress(done, total, report)`` is called
     after each run (a single hash found in no run is reported afterwards, in the returned list).
+
+    Each pruned run gets a report from its tombstone (``pruned``), and a damaged tombstone log a
+    failed report named ``"(tombstones)"``. ``check_markers=False`` skips the check that each
+    pruned id still has its ``pruned/<run_id>`` marker (a database's rows are their own markers).
     """
     base = _store_root(root)
     if not base.is_dir():
@@ -191,7 +196,7 @@ def verify_store(
     log = tombstones.read()
     tombstoned = log.by_run()
     gone = sorted(set(tombstoned) - set(run_ids) - set(strays))
-    intended = set(tombstones.intended()) if gone else set()
+    intended = set(tombstones.intended()) if gone and check_markers else set()
     missing = sorted(set(mapping) - set(run_ids) - set(tombstoned))
     total = len(run_ids) + len(missing) + len(strays) + len(gone) + (0 if log.ok and not log.notes else 1)
     reports: list[VerifyReport] = []
@@ -202,7 +207,8 @@ def verify_store(
             report = VerifyReport(run_id=run_id, path=str(base / RUNS_DIR / run_id), expect_head=mapping[run_id])
             report.problem("run_missing", f"run {run_id} has an expected head but is not in the store")
         elif run_id in gone:
-            report = _pruned_report(tombstones, tombstoned[run_id], mapping.get(run_id), intended, keyring)
+            report = _pruned_report(tombstones, tombstoned[run_id], mapping.get(run_id), intended, keyring,
+                                    check_marker=check_markers)
         else:
             report = _verify(base, run_id, expect_head=mapping.get(run_id), keyring=keyring, search=single)
             if run_id in tombstoned:
@@ -225,7 +231,8 @@ def verify_store(
 
 
 def _pruned_report(tombstones: FileTombstones, tombstone: Tombstone, expected: Optional[str],
-                   intended: Optional[set[str]] = None, keyring: Optional[dict[str, Any]] = None) -> VerifyReport:
+                   intended: Optional[set[str]] = None, keyring: Optional[dict[str, Any]] = None,
+                   check_marker: bool = True) -> VerifyReport:
     """A pruned run, accounted for by its tombstone: its head, record count and final status."""
     if intended is None:
         intended = set(tombstones.intended())
@@ -244,7 +251,7 @@ def _pruned_report(tombstones: FileTombstones, tombstone: Tombstone, expected: O
                            f"{tombstone.head_hash}, not the expected head {report.expect_head}")
     if keyring is not None:
         _check_tombstone_signature(report, tombstone, keyring)
-    if not tombstones.marked(tombstone.run_id) and tombstone.run_id not in intended:
+    if check_marker and not tombstones.marked(tombstone.run_id) and tombstone.run_id not in intended:
         report.problem("tombstone_marker_missing", f"{tombstones.root / PRUNED_DIR / tombstone.run_id} is missing: "
                        "nothing keeps the pruned id from naming a new run (removed by hand?)")
     return report

@@ -21,7 +21,6 @@ from ...core.errors import CorruptRecordError, RunLockedError, RunNotFoundError,
 from ...core.models import RunStatus
 from ...core.canonical import canonical_json
 from ...core.ids import validate_id
-from ..fsio import loads_strict
 from ..json_files import RUNS_DIR
 from ..tombstones import TOMBSTONES_FILE
 from .copy import run_ids
@@ -103,9 +102,10 @@ def _relabel(report: Any, store: Any, folder: Path) -> Any:
     return report
 
 
-def _stage_tombstones(store: Any, folder: Path) -> None:
-    """Lay the store's tombstone rows out as a folder store's log, head and markers (each row
-    keeps its id, as ``pruned/<id>`` does), so the folder verifier checks them."""
+def _stage_tombstones(store: Any, folder: Path, *, marker: Optional[str] = None) -> None:
+    """Lay the store's tombstone rows out as a folder store's log and head, so the folder
+    verifier checks them; ``marker``: the one pruned id verified alone (a row keeps its id, as
+    ``pruned/<id>`` does in a folder)."""
     from ..tombstones import PRUNED_DIR, TOMBSTONES_HEAD_FILE
     from .tombstones import read_log
 
@@ -116,14 +116,9 @@ def _stage_tombstones(store: Any, folder: Path) -> None:
     (folder / TOMBSTONES_FILE).write_bytes(b"".join(line + b"\n" for line in lines))
     if head is not None:
         (folder / TOMBSTONES_HEAD_FILE).write_bytes(canonical_json(head) + b"\n")
-    markers = folder / PRUNED_DIR
-    markers.mkdir(exist_ok=True)
-    for line in lines:
-        try:
-            run_id = validate_id(loads_strict(line).get("run_id"), "run id")
-        except (ValueError, AttributeError, UnicodeDecodeError):
-            continue  # the checker reports the line
-        (markers / run_id).touch()
+    if marker is not None:
+        (folder / PRUNED_DIR).mkdir(exist_ok=True)
+        (folder / PRUNED_DIR / validate_id(marker, "run id")).touch()
 
 
 def verify_run(store: Any, run_id: str, *, expect_head: Optional[str] = None, public_key: Any = None) -> Any:
@@ -136,7 +131,7 @@ def verify_run(store: Any, run_id: str, *, expect_head: Optional[str] = None, pu
         except RunNotFoundError:
             if not store.runs.pruned(run_id):
                 raise
-            _stage_tombstones(store, Path(tmp))  # a pruned run: reported from its tombstone
+            _stage_tombstones(store, Path(tmp), marker=run_id)  # a pruned run: reported from its tombstone
         report = _relabel(verify_folder_run(tmp, run_id, expect_head=expect_head, public_key=public_key),
                           store, Path(tmp))
     if report.pruned is None:
@@ -166,7 +161,8 @@ def verify_store(store: Any, *, expect_head: Optional[str | Mapping[str, str]] =
             return report
 
         relabelled = None if progress is None else (lambda done, total, report: progress(done, total, checked(report)))
-        reports = verify_folder_store(folder, expect_head=expect_head, progress=relabelled, public_key=public_key)
+        reports = verify_folder_store(folder, expect_head=expect_head, progress=relabelled, public_key=public_key,
+                                      check_markers=False)
         return [checked(report) for report in reports]
 
 
