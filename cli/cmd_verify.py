@@ -24,8 +24,14 @@ def _first_problem(doc: dict[str, Any]) -> str:
 
 def _row(doc: dict[str, Any]) -> list[Any]:
     ok = bool(doc.get("ok"))
-    return ["ok" if ok else "FAILED", doc.get("run_id"), doc.get("count"),
-            doc.get("head_hash") if ok else _first_problem(doc)]
+    # A pruned run is accounted for by its tombstone: "pruned" with the head it sealed.
+    verdict = ("pruned" if doc.get("pruned") and not _present(doc) else "ok") if ok else "FAILED"
+    return [verdict, doc.get("run_id"), doc.get("count"), doc.get("head_hash") if ok else _first_problem(doc)]
+
+
+def _present(doc: dict[str, Any]) -> bool:
+    """Whether a tombstoned run is still in the store (a prune to be finished)."""
+    return any(n.get("type") == "prune_pending" for n in doc.get("notes") or [])
 
 
 def _emit(s: Settings, docs: list[dict[str, Any]], *, single: bool) -> None:
@@ -74,6 +80,8 @@ def verify_cmd(
     ctx: typer.Context,
     run_id: Optional[str] = typer.Argument(None, metavar="[RUN]", help="The run to verify."),
     all_runs: bool = typer.Option(False, "--all", help="Verify every run in the store."),
+    archive: Optional[str] = typer.Option(None, "--archive", metavar="FILE.tar.gz",
+                                          help="Verify an archive written by `store export` (offline, no store)."),
     expect_head: Optional[str] = typer.Option(None, "--expect-head", metavar="HASH",
                                               help="Also require this ledger head hash (published elsewhere)."),
     public_key: list[str] = typer.Option(
@@ -87,17 +95,34 @@ def verify_cmd(
 
     Piped output: one line per run, `ok<TAB>run_id<TAB>records<TAB>head_hash` or
     `FAILED<TAB>run_id<TAB>records<TAB>first problem`; each problem is also an `error:` line
-    on stderr. With --all, --expect-head must appear in some run; a store with no runs is
+    on stderr. A pruned run is `pruned<TAB>run_id<TAB>records<TAB>head_hash` from its tombstone;
+    a damaged tombstone log is a FAILED line named `(tombstones)`. With --all, --expect-head must appear in some run; a store with no runs is
     exit 4 ("no runs to verify"), never "all ok". Workflow code is never imported.
+
+    --archive FILE checks an archive of `store export` without any store: every member listed
+    in its manifest with its size and SHA-256, nothing added or missing, every run's chain,
+    checkpoint, bookmarks (and signatures with --public-key), and each run's head as the
+    manifest names it. Its own problems are reported as `(archive)`.
     """
     s = settings(ctx, json_out)
-    if all_runs == (run_id is not None):
-        raise typer.BadParameter("give either RUN or --all", param_hint="RUN / --all")
+    if (archive is not None) + all_runs + (run_id is not None) != 1:
+        raise typer.BadParameter("give one of RUN, --all or --archive FILE", param_hint="RUN / --all / --archive")
     keys: Any = None
     if public_key:
         from abstractruntime.storage.signing import load_keyring
 
         keys = list(load_keyring(public_key).values())  # a missing or unusable key: exit 2, before any run
+    if archive is not None:
+        from abstractruntime.storage.archive import verify_archive
+
+        checked = verify_archive(archive, public_key=keys, expect_head=expect_head)
+        docs = [r.to_dict() for r in checked.reports]
+        _emit(s, docs, single=False)
+        bad = [d for d in docs if not d.get("ok")]
+        s.info(f"archive {archive}: " + ("all ok" if not bad else f"{len(bad)} failed"))
+        if bad:
+            raise typer.Exit(VERIFY_FAILED)
+        return
     store = s.open_store()
     if getattr(store, "root", None) is None:  # a PostgreSQL store: its rows, checked by the same verifier
         from abstractruntime.storage.postgres import verify as verify_mod

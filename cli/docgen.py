@@ -292,10 +292,12 @@ run's document (`run`, `tick RUN`, `resume`, `tools approve|deny`) also has `"wa
   "prev_hash", "record_hash", "signature"}`.
 - `verify RUN --json`: the report, `VerifyReport.to_dict()`: `{"ok", "run_id", "path",
   "count", "lines", "head_seq", "head_hash", "checkpoint_head", "run_status", "expect_head",
-  "expect_head_seq", "signature", "signature_key_id", "bookmarks_checked", "problems",
+  "expect_head_seq", "signature", "signature_key_id", "bookmarks_checked", "pruned", "problems",
   "problems_omitted", "notes", "notes_omitted"}`; each problem and note is
-  `{"type", "seq", "line", "message", "details"}` (types: docs/provenance.md).
-  `verify --all --json`: an array of reports.
+  `{"type", "seq", "line", "message", "details"}` (types: docs/provenance.md). `pruned` is
+  the tombstone of a pruned run (`null` otherwise).
+  `verify --all --json`: an array of reports, with one per pruned run and, when the tombstone
+  log is damaged, one with `run_id` `"(tombstones)"`.
 - `snapshot create|show --json`: `Snapshot.to_dict()` (`snapshot_id`, `run_id`, `name`,
   `description`, `tags`, `created_at`, `updated_at`, `workflow`, `ledger`, `run_state`, `state`:
   the state document with secrets as markers, docs/file-format.md);

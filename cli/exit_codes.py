@@ -51,6 +51,7 @@ ERROR_EXIT_CODES: dict[str, int] = {
     "run_terminal": ERROR,
     "run_exists": ERROR,
     "schedule_exists": ERROR,
+    "run_pruned": ERROR,
     "already_answered": ERROR,
     "not_retryable": ERROR,
     "corrupt_record": ERROR,

@@ -10,7 +10,7 @@ import typer
 
 from . import cmd_exec, cmd_graph, cmd_inspect, cmd_resume, cmd_snapshot, cmd_tools, cmd_verify  # noqa: F401  (register)
 from . import cmd_keys, cmd_replay, cmd_report, cmd_store, cmd_worker  # noqa: F401,E402  (register)
-from . import cmd_schedule, cmd_usage, cmd_watch  # noqa: F401,E402  (register)
+from . import cmd_prune, cmd_schedule, cmd_usage, cmd_watch  # noqa: F401,E402  (register)
 from .app import app, on_sigterm, silence_stdout
 from .exit_codes import INTERRUPTED
 

@@ -24,6 +24,7 @@ Hierarchy::
     │   ├── WaitKeyMismatchError              wait_key_mismatch
     │   ├── TimerWaitError                    timer_wait
     │   ├── RunExistsError                    run_exists
+    │   │   └── RunPrunedError                run_pruned
     │   ├── ScheduleExistsError               schedule_exists
     │   ├── RunNotRetryableError              not_retryable
     │   └── ServerNotConfiguredError          server_not_configured
@@ -182,6 +183,13 @@ class ScheduleExistsError(InvalidInputError):
     """Adding a schedule under a name a schedule of the store already has (remove it first)."""
 
     code = "schedule_exists"
+
+
+class RunPrunedError(RunExistsError):
+    """``start`` with the id of a run that was pruned: its tombstone keeps the id, which can never
+    name another run (a verifier would otherwise see two runs under one id)."""
+
+    code = "run_pruned"
 
 
 class RunNotRetryableError(InvalidInputError):
@@ -373,6 +381,8 @@ __all__ = [
     "InvalidAnswerError",
     "WaitKeyMismatchError",
     "TimerWaitError",
+    "RunExistsError",
+    "RunPrunedError",
     "RunStateError",
     "RunNotWaitingError",
     "RunTerminalError",

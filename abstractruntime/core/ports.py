@@ -388,6 +388,11 @@ class RunStore(ABC):
         """
         return contextlib.nullcontext()
 
+    def pruned(self, run_id: str) -> bool:
+        """Whether ``run_id`` was pruned: a tombstone keeps its id, so ``start`` refuses it
+        (:class:`~abstractruntime.core.errors.RunPrunedError`). Default: a store that cannot prune."""
+        return False
+
     # Block marks (core/blocks.py): a code-first run whose code diverged from its history. A
     # hint beside the ledger, never evidence; the default keeps them in this process only.
 

@@ -33,6 +33,7 @@ from .errors import (
     AbstractRuntimeError,
     InvalidInputError,
     RunExistsError,
+    RunPrunedError,
     RunLockedError,
     RunNotFoundError,
     StorageError,
@@ -377,7 +378,13 @@ class Runtime:
             held.push(lock)  # entered above: leave it as a ``with`` statement would
             if self._exists(run_id):
                 raise RunExistsError(f"Run {run_id} already exists", run_id=run_id)
+            self._refuse_pruned(run_id)  # under the lock: a prune holds it while it tombstones the run
             yield
+
+    def _refuse_pruned(self, run_id: str) -> None:
+        if self._run_store.pruned(run_id):
+            raise RunPrunedError(f"Run {run_id} was pruned: its tombstone keeps the id, which cannot name a new run; "
+                                 "choose another run id", run_id=run_id)
 
     def open_session(self, run_id: str, *, redactor: Optional[Redactor] = None) -> RunSession:
         """A session over the run as rebuilt now (the caller holds the run's lock); ``redactor``

@@ -123,6 +123,14 @@ class FileEventLog:
                "keep_until": record.keep_until, "targets": record.targets}
         self._append(record.event_id, doc, new=True)
 
+    def delete(self, event_id: str) -> None:
+        """Remove a closed event's file (its runs were pruned); the kept payload too, if any."""
+        for path in (self._marker(event_id), self._path(event_id)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        if self._durable and self.directory.is_dir():
+            fsync_dir(self.directory)
+
     def add_target(self, event_id: str, target: dict[str, Any]) -> None:
         self._append(event_id, {"target": {"run_id": target["run_id"], "wait_id": target.get("wait_id")},
                                 "at": utc_now_iso()})

@@ -23,11 +23,12 @@ import stat as stat_module
 from pathlib import Path
 from typing import Any, ContextManager, Optional
 
-from ..core.errors import CorruptRecordError, MisplacedRecordError, RunNotFoundError
+from ..core.errors import CorruptRecordError, MisplacedRecordError, RunNotFoundError, RunPrunedError
 from ..core.canonical import canonical_json
 from ..core.models import RunState, RunStatus, WaitReason
 from ..core.ports import Capability, StoredCheckpoint
 from .base import CHECKPOINT_FORMAT, LedgerHead, RunStore
+from .tombstones import PRUNED_DIR
 from .fsio import (
     Durability,
     RunLock,
@@ -276,6 +277,14 @@ class JsonFileRunStore(RunStore):
         run_dir = self._files.run_dir(run_id)
         return (run_dir / CHECKPOINT_FILE).exists() or (run_dir / LEDGER_FILE).exists()
 
+    def pruned(self, run_id: str) -> bool:
+        """Whether ``run_id`` was pruned (``pruned/<run_id>``: :mod:`~abstractruntime.storage.tombstones`)."""
+        return (self._files.root / PRUNED_DIR / validate_id(run_id, "run id")).exists()
+
+    def forget(self, run_id: str) -> None:
+        """Drop a removed run's row of the query index."""
+        self._index.forget(run_id)
+
     def lock(self, run_id: str, *, wait: float = 0.0, create: bool = False) -> ContextManager[Any]:
         """The run's flock (``RunLockedError`` when another writer holds it).
 
@@ -283,6 +292,9 @@ class JsonFileRunStore(RunStore):
         the same id serialise on this lock, and the second finds the first one's ledger.
         """
         files = self._files
+        if create and self.pruned(run_id):  # refused before its directory is made
+            raise RunPrunedError(f"Run {run_id} was pruned: its tombstone keeps the id, which cannot name a new "
+                                 "run; choose another run id", run_id=run_id)
         files.run_dir(run_id, create=create)
         if not create and not (files.ledger(run_id).exists() or files.checkpoint(run_id).exists()):
             raise RunNotFoundError(run_id)

@@ -51,7 +51,11 @@ from .ledger_scan import LedgerScan, scan_runs_dir
 from .signing import load_keyring
 from .verify_checks import (_check_bookmarks, _check_checkpoint, _check_expected, _check_signature, _load_bookmarks,
                             _load_checkpoint)
+from .tombstones import PRUNED_DIR, FileTombstones, LogCheck, Tombstone
 from .verify_report import MAX_FINDINGS, Finding, VerifyReport
+
+# The run_id of the report on the tombstone log itself (not a valid run id: it names no run).
+TOMBSTONE_LOG = "(tombstones)"
 
 def _store_root(store: Any) -> Path:
     """A ``FileStore`` (anything with ``.root``) or a path."""
@@ -90,7 +94,24 @@ def verify_run(
     :class:`InvalidInputError` for a malformed ``expect_head`` or a source with no public key.
     """
     keyring = load_keyring(public_key) if public_key is not None else None
-    return _verify(_store_root(store), run_id, expect_head=expect_head, keyring=keyring, search=None)
+    root = _store_root(store)
+    try:
+        report = _verify(root, run_id, expect_head=expect_head, keyring=keyring, search=None)
+        tombstones = FileTombstones(root)
+        if tombstones.marked(run_id):  # a prune of it was interrupted (or a run put under a pruned id)
+            tombstone = tombstones.read().by_run().get(run_id)
+            if tombstone is not None:
+                _pending_prune(tombstones, tombstone, report)
+        return report
+    except RunNotFoundError:
+        # A pruned run is accounted for by its tombstone (when the log holds it).
+        tombstones = FileTombstones(root)
+        if not tombstones.marked(run_id):
+            raise
+        tombstone = tombstones.read().by_run().get(run_id)
+        if tombstone is None:
+            raise
+        return _pruned_report(tombstones, tombstone, expect_head, keyring=keyring)
 
 
 def _verify(root: Path, run_id: str, *, expect_head: Optional[str], keyring: Optional[dict[str, Any]],
@@ -141,6 +162,7 @@ def verify_store(
     expect_head: Optional[str | Mapping[str, str]] = None,
     progress: Optional[Callable[[int, int, VerifyReport], None]] = None,
     public_key: Any = None,
+    check_markers: bool = True,
 ) -> list[VerifyReport]:
     """Verify every run under ``root`` (a ``FileStore`` or path), in run-id order.
 
@@ -150,6 +172,10 @@ def verify_store(
     no run has it, every report carries ``expected_head_missing``, and an empty store
     raises :class:`VerificationFailedError`). ``progress(done, total, report)`` is called
     after each run (a single hash found in no run is reported afterwards, in the returned list).
+
+    Each pruned run gets a report from its tombstone (``pruned``), and a damaged tombstone log a
+    failed report named ``"(tombstones)"``. ``check_markers=False`` skips the check that each
+    pruned id still has its ``pruned/<run_id>`` marker (a database's rows are their own markers).
     """
     base = _store_root(root)
     if not base.is_dir():
@@ -166,20 +192,34 @@ def verify_store(
     for name, kind, message in stray_entries:  # not runs: each fails, so --all cannot say "all ok"
         strays[name] = VerifyReport(run_id=name, path=str(base / RUNS_DIR / name))
         strays[name].problem(kind, message, entry=name)
-    missing = sorted(set(mapping) - set(run_ids))
-    total = len(run_ids) + len(missing) + len(strays)
+    tombstones = FileTombstones(base)
+    log = tombstones.read()
+    tombstoned = log.by_run()
+    gone = sorted(set(tombstoned) - set(run_ids) - set(strays))
+    intended = set(tombstones.intended()) if gone and check_markers else set()
+    missing = sorted(set(mapping) - set(run_ids) - set(tombstoned))
+    total = len(run_ids) + len(missing) + len(strays) + len(gone) + (0 if log.ok and not log.notes else 1)
     reports: list[VerifyReport] = []
-    for run_id in sorted(set(run_ids) | set(missing) | set(strays)):
+    for run_id in sorted(set(run_ids) | set(missing) | set(strays) | set(gone)):
         if run_id in strays:
             report = strays[run_id]
         elif run_id in missing:
             report = VerifyReport(run_id=run_id, path=str(base / RUNS_DIR / run_id), expect_head=mapping[run_id])
             report.problem("run_missing", f"run {run_id} has an expected head but is not in the store")
+        elif run_id in gone:
+            report = _pruned_report(tombstones, tombstoned[run_id], mapping.get(run_id), intended, keyring,
+                                    check_marker=check_markers)
         else:
             report = _verify(base, run_id, expect_head=mapping.get(run_id), keyring=keyring, search=single)
+            if run_id in tombstoned:
+                _pending_prune(tombstones, tombstoned[run_id], report)
         reports.append(report)
         if progress is not None:
             progress(len(reports), total, report)
+    if not log.ok or log.notes:  # a torn last line is a note: said, not failed
+        reports.append(_log_report(tombstones, log))
+        if progress is not None:
+            progress(len(reports), total, reports[-1])
     if single is not None and not any(r.expect_head == single for r in reports):
         if not reports:
             raise VerificationFailedError(f"The expected head {single} is in no run: the store has no runs",
@@ -190,4 +230,88 @@ def verify_store(
     return reports
 
 
-__all__ = ["Finding", "VerifyReport", "verify_run", "verify_store", "MAX_FINDINGS"]
+def _pruned_report(tombstones: FileTombstones, tombstone: Tombstone, expected: Optional[str],
+                   intended: Optional[set[str]] = None, keyring: Optional[dict[str, Any]] = None,
+                   check_marker: bool = True) -> VerifyReport:
+    """A pruned run, accounted for by its tombstone: its head, record count and final status."""
+    if intended is None:
+        intended = set(tombstones.intended())
+    report = VerifyReport(run_id=tombstone.run_id, path=f"{tombstones.path} seq {tombstone.seq}",
+                          count=tombstone.count, head_seq=tombstone.head_seq, head_hash=tombstone.head_hash,
+                          run_status=tombstone.status, pruned=tombstone.to_dict(),
+                          signature="unchecked" if tombstone.signature else "absent")
+    report.note("pruned", f"run {tombstone.run_id} was pruned at {tombstone.pruned_at}; its tombstone (seq "
+                f"{tombstone.seq}) keeps its head", seq=tombstone.head_seq)
+    if expected is not None:
+        report.expect_head = _normalise_hash(expected)
+        if report.expect_head == tombstone.head_hash:
+            report.expect_head_seq = tombstone.head_seq
+        else:
+            report.problem("expected_head_missing", f"run {tombstone.run_id} was pruned with head "
+                           f"{tombstone.head_hash}, not the expected head {report.expect_head}")
+    if keyring is not None:
+        _check_tombstone_signature(report, tombstone, keyring)
+    if check_marker and not tombstones.marked(tombstone.run_id) and tombstone.run_id not in intended:
+        report.problem("tombstone_marker_missing", f"{tombstones.root / PRUNED_DIR / tombstone.run_id} is missing: "
+                       "nothing keeps the pruned id from naming a new run (removed by hand?)")
+    return report
+
+
+def _check_tombstone_signature(report: VerifyReport, tombstone: Tombstone, keyring: dict[str, Any]) -> None:
+    """With keys given, a pruned run's head must carry a signature one of them made, of that head."""
+    from .signing import verify_head_signature
+
+    signature = tombstone.signature
+    if not signature:
+        report.problem("signature_missing", f"the tombstone of run {tombstone.run_id} carries no signature of its "
+                       "head, and a public key was given", seq=tombstone.head_seq)
+        return
+    key_id = signature.get("key_id") if isinstance(signature, dict) else None
+    report.signature_key_id = key_id if isinstance(key_id, str) else None
+    key = keyring.get(key_id) if isinstance(key_id, str) else None
+    if key is None:
+        report.signature = "invalid"
+        report.problem("signature_untrusted", f"run {tombstone.run_id}'s head is signed by key {key_id!r}, not one "
+                       "of the keys given (the rotations its pruned ledger recorded cannot be followed: give that "
+                       "key)", seq=tombstone.head_seq)
+        return
+    try:
+        verify_head_signature(signature, run_id=tombstone.run_id, public_key=key)
+    except VerificationFailedError as exc:
+        report.signature = "invalid"
+        report.problem("signature_invalid", f"the head signature in run {tombstone.run_id}'s tombstone: {exc}",
+                       seq=tombstone.head_seq)
+        return
+    if (signature.get("seq"), signature.get("head_hash")) != (tombstone.head_seq, tombstone.head_hash):
+        report.signature = "invalid"
+        report.problem("signature_mismatch", f"the signature in run {tombstone.run_id}'s tombstone covers seq "
+                       f"{signature.get('seq')}, not the head it sealed", seq=tombstone.head_seq)
+        return
+    report.signature = "valid"
+
+
+def _pending_prune(tombstones: FileTombstones, tombstone: Tombstone, report: VerifyReport) -> None:
+    """A run still in the store with a tombstone: a prune killed before it removed the run (the
+    next prune finishes it), which must still have the head its tombstone sealed."""
+    report.pruned = tombstone.to_dict()
+    if (report.head_seq, report.head_hash) != (tombstone.head_seq, tombstone.head_hash):
+        report.problem("tombstone_mismatch", f"run {report.run_id} ends at seq {report.head_seq} but its tombstone "
+                       f"(seq {tombstone.seq}) sealed head seq {tombstone.head_seq} {tombstone.head_hash}: a run "
+                       "under a pruned id", seq=report.head_seq)
+    else:
+        report.note("prune_pending", f"run {report.run_id} has a tombstone (seq {tombstone.seq}) but is still in "
+                    "the store: a prune was interrupted; the next prune removes it")
+
+
+def _log_report(tombstones: FileTombstones, log: LogCheck) -> VerifyReport:
+    """The tombstone log's own problems (edited, reordered or cut), as one failed report."""
+    report = VerifyReport(run_id=TOMBSTONE_LOG, path=str(tombstones.path), count=len(log.entries),
+                          head_seq=len(log.entries), head_hash=log.last.hash if log.last else None)
+    for kind, message, line in log.problems:
+        report.problem(kind, f"{tombstones.path}: {message}", line=line)
+    for kind, message, line in log.notes:
+        report.note(kind, f"{tombstones.path}: {message}", line=line)
+    return report
+
+
+__all__ = ["Finding", "TOMBSTONE_LOG", "VerifyReport", "verify_run", "verify_store", "MAX_FINDINGS"]

@@ -47,6 +47,8 @@ class VerifyReport:
     signature: str = "absent"  # absent | unchecked | valid | invalid
     signature_key_id: Optional[str] = None
     bookmarks_checked: int = 0
+    # A pruned run: its tombstone (the run's files are gone; the head is the tombstone's).
+    pruned: Optional[dict[str, Any]] = None
     problems: list[Finding] = field(default_factory=list)
     notes: list[Finding] = field(default_factory=list)
     problems_omitted: int = 0
@@ -90,6 +92,7 @@ class VerifyReport:
             "signature": self.signature,
             "signature_key_id": self.signature_key_id,
             "bookmarks_checked": self.bookmarks_checked,
+            "pruned": self.pruned,
             "problems": [p.to_dict() for p in self.problems],
             "problems_omitted": self.problems_omitted,
             "notes": [n.to_dict() for n in self.notes],

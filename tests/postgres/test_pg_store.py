@@ -81,17 +81,18 @@ def test_an_older_schema_is_upgraded_by_an_open_that_creates_nothing(open_pg: Ca
                                                                      pg_schema: str) -> None:
     from abstractruntime import Effect, EffectType, StepPlan, WorkflowSpec
 
-    assert MIGRATIONS[-1][2][0].lstrip().startswith("CREATE TABLE {s}.schedule_log")
+    assert MIGRATIONS[-1][2][0].startswith("CREATE TABLE {s}.tombstones")
     open_pg().runtime().start(workflow=WorkflowSpec("wf", "a", {"a": lambda run, ctx: StepPlan(
         "a", effect=Effect(EffectType.WAIT_EVENT, {"wait_key": "k"}), next_node="a")}), run_id="kept")
     # The database as the release before the last migration left it.
-    admin.execute(f'DROP TABLE "{pg_schema}".schedule_log, "{pg_schema}".schedule_ticks')
+    admin.execute(f'DROP TABLE "{pg_schema}".tombstones, "{pg_schema}".tombstone_head')
     admin.execute(f'DELETE FROM "{pg_schema}".schema_migrations WHERE version = %s', [SCHEMA_VERSION])
     # What a worker or `runs list` opens after an upgrade: no store is created, this one is upgraded.
     store = open_pg(create=False)
     assert [info.run_id for info in store.runs.list_runs()] == ["kept"]
     rows = admin.execute(f'SELECT max(version) FROM "{pg_schema}".schema_migrations').fetchone()
     assert rows == (SCHEMA_VERSION,)
+    assert not store.runs.pruned("kept")  # the table is back
 
 
 def test_newer_schema_is_refused(open_pg: Callable[..., Any], admin: Any, pg_schema: str) -> None:

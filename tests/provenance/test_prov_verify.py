@@ -39,8 +39,8 @@ from prov_helpers import (
 )
 
 REPORT_KEYS = {"ok", "run_id", "path", "count", "lines", "head_seq", "head_hash", "checkpoint_head", "run_status",
-               "expect_head", "expect_head_seq", "signature", "signature_key_id", "bookmarks_checked", "problems",
-               "problems_omitted", "notes", "notes_omitted"}
+               "expect_head", "expect_head_seq", "signature", "signature_key_id", "bookmarks_checked", "pruned",
+               "problems", "problems_omitted", "notes", "notes_omitted"}
 
 
 def test_clean_report(tmp_path: Path) -> None:

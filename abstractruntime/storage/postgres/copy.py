@@ -105,6 +105,14 @@ def copy_store(src: Any, dst: Any, *, runs: Optional[Iterable[str]] = None,
     to_postgres = isinstance(dst, PostgresStore)
     if to_postgres == isinstance(src, PostgresStore):
         raise InvalidInputError("store copy moves runs between a folder store and a PostgreSQL store")
+    return transfer_store(src, dst, runs=runs, on_run=on_run)
+
+
+def transfer_store(src: Any, dst: Any, *, runs: Optional[Iterable[str]] = None,
+                   on_run: Optional[Callable[[str, str], None]] = None, unattached: bool = True) -> CopyReport:
+    """:func:`copy_store` between any two stores, of the same kind too (archives go through a
+    folder on each side: :mod:`abstractruntime.storage.archive`). ``unattached=False`` leaves
+    out the artifacts of no run."""
     wanted = sorted(validate_id(r, "run id") for r in runs) if runs is not None else run_ids(src)
     report, refusals = CopyReport(), _Refusals()
     for run_id in wanted:
@@ -120,7 +128,9 @@ def copy_store(src: Any, dst: Any, *, runs: Optional[Iterable[str]] = None,
         _copy_marks(src, dst, run_id, report, refusals)
         if on_run is not None:
             on_run(run_id, outcome)
-    _copy_artifacts(src, dst, [m for m in src.artifacts.list_all(limit=_ALL) if m.run_id is None], report, refusals)
+    if unattached:
+        _copy_artifacts(src, dst, [m for m in src.artifacts.list_all(limit=_ALL) if m.run_id is None], report,
+                        refusals)
     _copy_events(src, dst, None if runs is None else set(wanted), report, refusals)
     refusals.raise_if_any(report, src)
     return report
@@ -169,4 +179,4 @@ def _copy_artifacts(src: Any, dst: Any, metas: list[Any], report: CopyReport, re
             report.artifacts += 1
 
 
-__all__ = ["CopyReport", "copy_store", "run_ids"]
+__all__ = ["CopyReport", "copy_store", "run_ids", "transfer_store"]

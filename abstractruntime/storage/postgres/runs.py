@@ -255,6 +255,13 @@ class PostgresRunStore(RunStore):
                 f" OR EXISTS (SELECT 1 FROM {self.db.s}.ledger WHERE run_id = %s)", [run_id, run_id]).fetchone()
         return bool(row[0])
 
+    def pruned(self, run_id: str) -> bool:
+        """Whether ``run_id`` was pruned (a row of the ``tombstones`` table keeps it)."""
+        with self.db.connection() as conn:
+            row = conn.execute(f"SELECT EXISTS (SELECT 1 FROM {self.db.s}.tombstones WHERE run_id = %s)",
+                               [run_id]).fetchone()
+        return bool(row[0])
+
     # -- locking ---------------------------------------------------------------------------
 
     @contextlib.contextmanager

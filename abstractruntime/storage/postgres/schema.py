@@ -17,7 +17,7 @@ from ...core.errors import InvalidInputError, StorageError, UnsupportedFormatErr
 from .events import EVENTS_MIGRATION
 from .schedules import SCHEDULES_MIGRATION
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 DEFAULT_SCHEMA = "abstractruntime"
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -149,6 +149,20 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
             WHERE EXISTS (SELECT 1 FROM {s}.ledger l WHERE l.run_id = r.run_id AND l.seq > r.ledger_seq)""",
     )),
     SCHEDULES_MIGRATION,  # schedule_log, schedule_ticks (storage/postgres/schedules.py)
+    (10, "tombstones of pruned runs", (
+        # The store's tombstone log (storage/tombstones.py): one sealed line per pruned run, chained
+        # by hash; run_id is unique, so a pruned id is never tombstoned (nor created) twice.
+        """CREATE TABLE {s}.tombstones (
+            seq    bigint PRIMARY KEY CHECK (seq >= 1),
+            run_id text NOT NULL UNIQUE,
+            line   bytea NOT NULL,
+            hash   text NOT NULL)""",
+        # The log's head, written in the transaction of each tombstone: a log cut short misses it.
+        """CREATE TABLE {s}.tombstone_head (
+            id   smallint PRIMARY KEY CHECK (id = 1),
+            seq  bigint NOT NULL,
+            hash text NOT NULL)""",
+    )),
 ]
 
 

@@ -18,7 +18,8 @@ A run moves in three steps, each its own function so other carriers (archives) r
    lines with an append conditional on an empty ledger); into a folder by verifying a
    staging directory and renaming it into ``runs/`` in one step. A run already at the
    destination with the same ledger head is left as it is (``"already"``); a different run
-   under the same id is refused (:class:`RunExistsError`).
+   under the same id is refused (:class:`RunExistsError`), and so is a run under an id the
+   destination pruned (:class:`RunPrunedError`: its tombstone keeps the id).
 
 The lines are never re-serialised, so every ``record_hash`` is the same on both sides.
 """
@@ -40,6 +41,7 @@ from ...core.errors import (
     LedgerConflictError,
     RunExistsError,
     RunNotFoundError,
+    RunPrunedError,
     StorageError,
     VerificationFailedError,
 )
@@ -49,6 +51,7 @@ from ..bookmarks import BOOKMARKS_FILE, BOOKMARKS_FORMAT, Bookmark
 from ..fsio import atomic_write_bytes, dumps_compact, ensure_dir, fsync_dir, loads_strict, read_bytes
 from ..json_files import CHECKPOINT_FILE, LEDGER_FILE, RUNS_DIR, SECRETS_FILE
 from ..ledger_parse import parse_ledger
+from ..tombstones import PRUNED_DIR
 from .db import parse_document
 
 # A folder run read while a writer keeps checkpointing it is read again, this many times at most.
@@ -238,6 +241,13 @@ def holds(store: Any, run_id: str) -> bool:
     return (_folder_root(store) / RUNS_DIR / run_id / LEDGER_FILE).is_file()
 
 
+def _pruned(store: Any, run_id: str) -> bool:
+    """Whether ``store`` pruned ``run_id`` (:mod:`abstractruntime.storage.tombstones`)."""
+    if _is_database(store):
+        return bool(store.runs.pruned(run_id))
+    return (_folder_root(store) / PRUNED_DIR / run_id).exists()
+
+
 def _head_at(store: Any, run_id: str) -> tuple[int, Optional[str]]:
     if _is_database(store):
         head = store.ledger.head(run_id)
@@ -263,6 +273,9 @@ def transfer_run(copy: RunCopy, store: Any) -> str:
     if copy.damaged is not None:
         raise VerificationFailedError(f"run {copy.run_id} in {copy.source} does not verify ({copy.damaged}); "
                                       "not copied", run_id=copy.run_id)
+    if _pruned(store, copy.run_id):
+        raise RunPrunedError(f"{where(store)} pruned run {copy.run_id}: its tombstone keeps the id, which names no "
+                             "run there again; not copied", run_id=copy.run_id)
     if holds(store, copy.run_id):
         return _same_or_refuse(store, copy)
     if _is_database(store):
@@ -277,10 +290,12 @@ def transfer_run(copy: RunCopy, store: Any) -> str:
             raise
         return "copied"
     root = _folder_root(store)
+    # A store opened without fsync (a staging folder, a throwaway copy) is written without it.
+    durable = getattr(store, "durability", "fsync") != "none"
     with _staging(root) as staging:
-        run_dir = write_folder_run(copy, staging)
+        run_dir = write_folder_run(copy, staging, durable=durable)
         check_copy(copy, staging)
-        runs = ensure_dir(root / RUNS_DIR, durable=True)
+        runs = ensure_dir(root / RUNS_DIR, durable=durable)
         try:
             os.rename(run_dir, runs / copy.run_id)  # one step: the run is in runs/ whole, or not at all
         except OSError:
@@ -288,7 +303,8 @@ def transfer_run(copy: RunCopy, store: Any) -> str:
                 return _same_or_refuse(store, copy)
             raise StorageError(f"cannot move run {copy.run_id} into {runs}: {runs / copy.run_id} is in the way "
                                "(a directory without a ledger); remove it and copy again", run_id=copy.run_id) from None
-        fsync_dir(runs)
+        if durable:
+            fsync_dir(runs)
     return "copied"
 
 

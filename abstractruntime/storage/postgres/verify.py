@@ -19,7 +19,10 @@ from typing import Any, Callable, Mapping, Optional
 
 from ...core.errors import CorruptRecordError, RunLockedError, RunNotFoundError, UnsupportedFormatError
 from ...core.models import RunStatus
+from ...core.canonical import canonical_json
+from ...core.ids import validate_id
 from ..json_files import RUNS_DIR
+from ..tombstones import TOMBSTONES_FILE
 from .copy import run_ids
 from .runs import ROW_COLUMNS, row_columns
 from .transfer import export_run
@@ -85,12 +88,37 @@ def check_row(store: Any, run_id: str, report: Any) -> None:
 
 
 def _relabel(report: Any, store: Any, folder: Path) -> Any:
-    label = f"{store.describe()} run {report.run_id}"
-    where = str(folder / RUNS_DIR / report.run_id)
-    report.path = label
+    described = store.describe()
+    log = str(folder / TOMBSTONES_FILE)
+    if report.path.startswith(log):  # a pruned run or the log itself: named by the tombstone rows
+        where, label = log, f"{described} tombstones"
+        report.path = report.path.replace(where, label)
+    else:
+        label = f"{described} run {report.run_id}"
+        where = str(folder / RUNS_DIR / report.run_id)
+        report.path = label
     for finding in [*report.problems, *report.notes]:
-        finding.message = finding.message.replace(where, label)
+        finding.message = finding.message.replace(where, label).replace(str(folder), described)
     return report
+
+
+def _stage_tombstones(store: Any, folder: Path, *, marker: Optional[str] = None) -> None:
+    """Lay the store's tombstone rows out as a folder store's log and head, so the folder
+    verifier checks them; ``marker``: the one pruned id verified alone (a row keeps its id, as
+    ``pruned/<id>`` does in a folder)."""
+    from ..tombstones import PRUNED_DIR, TOMBSTONES_HEAD_FILE
+    from .tombstones import read_log
+
+    lines, head = read_log(store)
+    if not lines and head is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / TOMBSTONES_FILE).write_bytes(b"".join(line + b"\n" for line in lines))
+    if head is not None:
+        (folder / TOMBSTONES_HEAD_FILE).write_bytes(canonical_json(head) + b"\n")
+    if marker is not None:
+        (folder / PRUNED_DIR).mkdir(exist_ok=True)
+        (folder / PRUNED_DIR / validate_id(marker, "run id")).touch()
 
 
 def verify_run(store: Any, run_id: str, *, expect_head: Optional[str] = None, public_key: Any = None) -> Any:
@@ -98,10 +126,16 @@ def verify_run(store: Any, run_id: str, *, expect_head: Optional[str] = None, pu
     from ..verify import verify_run as verify_folder_run
 
     with tempfile.TemporaryDirectory(prefix="abstractruntime-verify-") as tmp:
-        export_run(store, run_id, tmp, durable=False)
+        try:
+            export_run(store, run_id, tmp, durable=False)
+        except RunNotFoundError:
+            if not store.runs.pruned(run_id):
+                raise
+            _stage_tombstones(store, Path(tmp), marker=run_id)  # a pruned run: reported from its tombstone
         report = _relabel(verify_folder_run(tmp, run_id, expect_head=expect_head, public_key=public_key),
                           store, Path(tmp))
-    check_row(store, run_id, report)
+    if report.pruned is None:
+        check_row(store, run_id, report)
     return report
 
 
@@ -115,17 +149,20 @@ def verify_store(store: Any, *, expect_head: Optional[str | Mapping[str, str]] =
         folder = Path(tmp)
         for run_id in run_ids(store):
             export_run(store, run_id, folder, durable=False)
+        _stage_tombstones(store, folder)
         done_ids: set[int] = set()
 
         def checked(report: Any) -> Any:
             if id(report) not in done_ids:  # progress sees the reports the list returns: once each
                 done_ids.add(id(report))
                 _relabel(report, store, folder)
-                check_row(store, report.run_id, report)
+                if report.pruned is None:
+                    check_row(store, report.run_id, report)
             return report
 
         relabelled = None if progress is None else (lambda done, total, report: progress(done, total, checked(report)))
-        reports = verify_folder_store(folder, expect_head=expect_head, progress=relabelled, public_key=public_key)
+        reports = verify_folder_store(folder, expect_head=expect_head, progress=relabelled, public_key=public_key,
+                                      check_markers=False)
         return [checked(report) for report in reports]
 
 
