@@ -16,7 +16,8 @@ Hierarchy::
     │   ├── SnapshotNotFoundError (KeyError)  snapshot_not_found
     │   ├── BookmarkNotFoundError (KeyError)  bookmark_not_found
     │   ├── WorkflowNotRegisteredError (KeyError) workflow_not_registered
-    │   └── ScheduleNotFoundError (KeyError)  schedule_not_found
+    │   ├── ScheduleNotFoundError (KeyError)  schedule_not_found
+    │   └── StoreNotFoundError                store_not_found
     ├── InvalidInputError (ValueError)        invalid_input
     │   ├── InvalidIdError                    invalid_id
     │   ├── PayloadTooLargeError              payload_too_large
@@ -81,6 +82,12 @@ class NotFoundError(AbstractRuntimeError):
     """Something named by id does not exist."""
 
     code = "not_found"
+
+
+class StoreNotFoundError(NotFoundError):
+    """No store where one was looked for (``searched`` lists the paths, in order)."""
+
+    code = "store_not_found"
 
 
 class RunNotFoundError(NotFoundError, KeyError):

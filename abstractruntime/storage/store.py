@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..core.errors import NotFoundError
+from ..core.errors import StoreNotFoundError
 from .fsio import Durability, check_durability, ensure_dir
 from .json_files import JsonFileRunStore, JsonlLedgerStore
 
@@ -27,12 +27,6 @@ if TYPE_CHECKING:
 
 DEFAULT_STORE_DIR = ".abstractruntime"
 STORE_ENV = "ABSTRACTRUNTIME_STORE"
-
-
-class StoreNotFoundError(NotFoundError):
-    """No store where one was looked for (``searched`` lists the paths, in order)."""
-
-    code = "store_not_found"
 
 
 @dataclass(frozen=True)

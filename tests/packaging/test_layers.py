@@ -212,11 +212,6 @@ def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
 KNOWN_CIRCLES: list[list[str]] = [
     ["abstractruntime.storage.json_files", "abstractruntime.storage.ledger_files",
      "abstractruntime.storage.reindex", "abstractruntime.storage.run_index"],
-    ["abstractruntime.storage.postgres.artifacts", "abstractruntime.storage.postgres.claims",
-     "abstractruntime.storage.postgres.db", "abstractruntime.storage.postgres.events",
-     "abstractruntime.storage.postgres.ledger", "abstractruntime.storage.postgres.marks",
-     "abstractruntime.storage.postgres.runs", "abstractruntime.storage.postgres.schema",
-     "abstractruntime.storage.postgres.store", "abstractruntime.storage.store"],
 ]
 
 

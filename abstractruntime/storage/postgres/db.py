@@ -20,7 +20,6 @@ An idle connection the server closed (a restart, ``idle_session_timeout``,
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import os
 import select
@@ -28,6 +27,7 @@ import threading
 from typing import Any, Iterator, Optional
 
 from ...core.errors import (
+    StoreNotFoundError,
     CorruptRecordError,
     DatabaseUnavailableError,
     MissingExtraError,
@@ -35,6 +35,7 @@ from ...core.errors import (
     UnsupportedFormatError,
 )
 from ..dsn import parse as parse_connection_string
+from .keys import advisory_key
 from .schema import (
     DEFAULT_SCHEMA,
     SCHEMA_VERSION,
@@ -118,12 +119,6 @@ def parse_document(data: Any, where: str, *, kind: str, newest: int) -> dict[str
     return doc
 
 
-def advisory_key(*parts: str) -> int:
-    """A signed 64-bit advisory-lock key for ``parts`` (stable across processes and versions)."""
-    digest = hashlib.sha256("\x1f".join(("abstractruntime", *parts)).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
 class PgDatabase:
     """The connections of one store: ``url`` (libpq URL; ``PG*`` variables fill the gaps) and
     the PostgreSQL ``schema`` holding its tables.
@@ -166,8 +161,6 @@ class PgDatabase:
                 migrate(conn, self.schema, lock_key=advisory_key("migrate", self.schema), where=self.describe())
                 return
         if version == 0:
-            from ..store import StoreNotFoundError
-
             raise StoreNotFoundError(f"no abstractruntime store in {self.describe()}", path=self.describe())
         refuse_newer(version, self.describe())
 

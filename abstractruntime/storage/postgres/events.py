@@ -20,6 +20,7 @@ from ...core.canonical import canonical_json
 from ...core.clock import parse_iso, to_iso, utc_now_iso
 from ...core.errors import CorruptRecordError, InvalidInputError, StorageError
 from ..event_ids import DELIVERED, EXPIRED, OPEN, EventRecord, check_event_id
+from .keys import advisory_key
 
 if TYPE_CHECKING:
     from .db import PgDatabase
@@ -60,8 +61,6 @@ class PostgresEventLog:
 
     @contextlib.contextmanager
     def lock(self, event_id: str, *, wait: float = 0.0) -> Iterator[bool]:
-        from .db import advisory_key
-
         key = advisory_key("event", self.db.schema, check_event_id(event_id))
         conn = self.db.take_lock_connection()
         try:

@@ -10,6 +10,7 @@ rows it does not understand.
 
 from __future__ import annotations
 
+
 import re
 from typing import Any
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Optional
 
-from .db import advisory_key
+from .keys import advisory_key
 
 if TYPE_CHECKING:
     from .db import PgDatabase
