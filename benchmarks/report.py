@@ -327,7 +327,9 @@ def render_markdown(rows: list[Row]) -> str:
     for r in rows:
         ratio = f"{r.ratio:,.2f}×" if r.ratio is not None else ""
         cells = (r.scenario, r.measure, r.ours, r.versus, ratio, r.target, verdict(r.met))
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        # A cell a scenario left as None (an empty "compared with") renders empty, never crashes
+        # the report after minutes of measuring.
+        lines.append("| " + " | ".join((c or "").replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -341,6 +343,6 @@ def render_rich(rows: list[Row], title: str) -> Any:
         table.add_column(col, **kw)
     for r in rows:
         met = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: ""}[r.met]
-        table.add_row(r.scenario, r.measure, r.ours, r.versus,
+        table.add_row(r.scenario, r.measure, r.ours, r.versus or "",
                       f"{r.ratio:,.2f}×" if r.ratio is not None else "", r.target, met)
     return table
