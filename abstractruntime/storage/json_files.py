@@ -17,12 +17,12 @@ from the ledger. ``durability="none"`` skips fsyncs (tests, benchmarks).
 
 from __future__ import annotations
 
-import logging
 import os
 import stat as stat_module
 from pathlib import Path
 from typing import Any, ContextManager, Optional
 
+from ..core.logs import get_logger
 from ..core.errors import CorruptRecordError, MisplacedRecordError, RunNotFoundError
 from ..core.canonical import canonical_json
 from ..core.models import RunState, RunStatus, WaitReason
@@ -53,7 +53,7 @@ from .query import (
 )
 from .run_index import RunIndex
 
-log = logging.getLogger("abstractruntime.storage")
+log = get_logger("abstractruntime.storage")
 
 RUNS_DIR = "runs"
 CHECKPOINT_FILE = "run.json"

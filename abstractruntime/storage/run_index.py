@@ -26,13 +26,13 @@ per-row check repairs.
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
+from ..core.logs import get_logger
 from ..core.errors import StorageError
 from ..core.models import RunState
 from .run_index_schema import (
@@ -52,7 +52,7 @@ from .run_index_schema import (
 INDEX_FILENAME = "index.sqlite3"
 CHECKPOINT_NAME = "run.json"
 
-log = logging.getLogger("abstractruntime.storage")
+log = get_logger("abstractruntime.storage")
 
 
 class RunIndex:
