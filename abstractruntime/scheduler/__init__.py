@@ -5,9 +5,22 @@ Standard library only. See docs/scheduler.md.
 
 from __future__ import annotations
 
-from .convenience import ScheduledRuntime, create_scheduled_runtime
-from .registry import WorkflowNotRegisteredError, WorkflowRegistry
-from .scheduler import Scheduler, SchedulerStats
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # at run time each name loads on first use (below): `scheduler.events` alone stays light
+    from .convenience import ScheduledRuntime, create_scheduled_runtime
+    from .registry import WorkflowNotRegisteredError, WorkflowRegistry
+    from .scheduler import Scheduler, SchedulerStats
+
+_EXPORTS = {
+    "ScheduledRuntime": "convenience",
+    "create_scheduled_runtime": "convenience",
+    "WorkflowNotRegisteredError": "registry",
+    "WorkflowRegistry": "registry",
+    "Scheduler": "scheduler",
+    "SchedulerStats": "scheduler",
+}
 
 __all__ = [
     "WorkflowRegistry",
@@ -17,3 +30,16 @@ __all__ = [
     "ScheduledRuntime",
     "create_scheduled_runtime",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
