@@ -265,3 +265,49 @@ def test_step_cost_does_not_grow_with_the_ledger(root: Path, monkeypatch: pytest
     state = rt.tick(workflow=wf, run_id=run_id, max_steps=1001)  # includes an effect (idempotency lookup)
     assert state.vars["n"] == 6001
     assert sum(read) < 2_000, read  # only what this process had not seen yet
+
+
+def test_a_rebuild_never_follows_a_symlinked_run_directory(root: Path, tmp_path: Path) -> None:
+    store = JsonFileRunStore(root, durability="none")
+    store.save(_hand_run("r1", 1, RunStatus.WAITING))
+    store.close()
+    # A run elsewhere on disk, linked in as if it were one of the store's runs.
+    elsewhere = tmp_path / "elsewhere"
+    _write_run_by_hand(elsewhere, _hand_run("r2", 2, RunStatus.WAITING))
+    (root / "runs" / "r2").symlink_to(elsewhere / "runs" / "r2", target_is_directory=True)
+    (root / "runs" / "r3").mkdir()  # an interrupted start: no files yet
+    for path in root.glob("index.sqlite3*"):
+        path.unlink()
+    store = JsonFileRunStore(root, durability="none")
+    assert [r.run_id for r in store.list_runs(status=RunStatus.WAITING)] == ["r1"]
+    assert store.rebuild_index() == 1
+    assert store._index.last_unreadable == ["r2"]
+    store.close()
+
+
+def test_the_query_after_a_rebuild_checks_every_row_again(root: Path) -> None:
+    store = JsonFileRunStore(root, durability="none")
+    store.save(_hand_run("r1", 1, RunStatus.WAITING))
+    store.close()
+    for path in root.glob("index.sqlite3*"):
+        path.unlink()
+    store = JsonFileRunStore(root, durability="none")
+    assert [r.run_id for r in store.list_runs(status=RunStatus.WAITING)] == ["r1"]  # rebuilt by this query
+    # Replaced behind the index after the rebuild: the next query sees it.
+    atomic_write_bytes(root / "runs" / "r1" / "run.json", canonical_json(StoredCheckpoint(
+        state={"run": _hand_run("r1", 2).to_dict(), "kernel": {}}, ledger=LedgerHead()).to_dict()), durable=False)
+    assert store.list_runs(status=RunStatus.WAITING) == []
+    assert [r.run_id for r in store.list_runs(status=RunStatus.COMPLETED)] == ["r1"]
+    store.close()
+
+
+def test_the_shown_run_a_read_built_is_handed_out_once() -> None:
+    run = _hand_run("r1", 1, RunStatus.WAITING)
+    stored = StoredCheckpoint.from_dict(StoredCheckpoint(state={"run": run.to_dict(), "kernel": {}},
+                                                         ledger=LedgerHead()).to_dict())
+    first, second = stored.shown_run(), stored.shown_run()
+    assert first is not second and first.to_dict() == second.to_dict() == run.to_dict()
+    # A state document replaced after the read is what the next view shows.
+    stored = StoredCheckpoint.from_dict(stored.to_dict())
+    stored.state["run"] = _hand_run("r1", 5).to_dict()
+    assert stored.shown_run().status is RunStatus.COMPLETED

@@ -76,6 +76,7 @@ class RunFiles:
         # resolve symlinks, which costs more than the rest of a step.
         self._known: dict[str, Path] = {}
         self._children: dict[tuple[str, str], tuple[Path, Path]] = {}
+        self._runs_checked = False
 
     def run_dir(self, run_id: str, *, create: bool = False) -> Path:
         """``runs/<run_id>`` (validated; created 0700 when asked)."""
@@ -98,6 +99,24 @@ class RunFiles:
         if path.is_dir():
             self._known[run_id] = path
         return path
+
+    def scanned_dir(self, run_id: str) -> Optional[str]:
+        """``runs/<run_id>`` for a pass over many runs (index rebuilds), or ``None`` when it is not a
+        directory: the same fences as :meth:`run_dir` — the id validated, ``runs/`` inside the root,
+        the run directory itself no symlink — with ``runs/`` resolved once, not once per run, and
+        nothing cached per run."""
+        validate_id(run_id, "run id")
+        if not self._runs_checked:
+            refuse_symlink(child_path(self.root, RUNS_DIR))
+            self._runs_checked = True
+        path = f"{self.runs}{os.sep}{run_id}"
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return None
+        if stat_module.S_ISLNK(mode):
+            refuse_symlink(Path(path))  # raises, naming the path
+        return path if stat_module.S_ISDIR(mode) else None
 
     def child(self, run_id: str, name: str) -> Path:
         """``runs/<run_id>/<name>`` (the run directory re-checked; the joined path cached)."""
@@ -222,11 +241,17 @@ class JsonFileRunStore(RunStore):
     def _examine(self, run_id: str) -> tuple[Optional[RunState], bool]:
         """The stored run (as :meth:`_view`) and whether its ledger goes past its checkpoint (the
         ledger file is longer than the checkpoint's offset, or there is a ledger and no checkpoint)."""
+        run_dir = self._files.scanned_dir(run_id)
+        if run_dir is None:
+            return None, False
         try:
-            size = os.lstat(self._files.ledger(run_id)).st_size
+            size = os.lstat(f"{run_dir}{os.sep}{LEDGER_FILE}").st_size
         except FileNotFoundError:
             size = 0
-        checkpoint = self.load_checkpoint(run_id)
+        try:
+            checkpoint: Optional[StoredCheckpoint] = read_checkpoint(Path(run_dir, CHECKPOINT_FILE))
+        except FileNotFoundError:
+            checkpoint = None
         if checkpoint is None:
             return None, size > 0
         offset = checkpoint.ledger.offset

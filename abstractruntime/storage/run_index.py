@@ -64,6 +64,7 @@ class RunIndex:
         self._path = root / INDEX_FILENAME
         self._root = root
         self._runs_dir = runs_dir
+        self._runs_prefix = f"{runs_dir}{os.sep}"  # string paths: a Path join per row costs more than its lstat
         self._load = loader
         # The run as its ledger says (for dirty rows), and a run's checkpoint with whether its
         # ledger is past it (for a rebuild); without them a dirty row is read from its checkpoint.
@@ -77,6 +78,9 @@ class RunIndex:
         self._identity_sql = ", ".join(IDENTITY_COLUMNS)
         self._rows_usable = True  # False: a read-only index from an older release, every row re-read
         self._row_failed = False
+        # Set by rebuild(): the rows were just taken from the files, whose identities were read
+        # before each file was; the query whose _db() rebuilt the index need not stat them again.
+        self._fresh = False
         self.self_check = True
         """Compare every clean row with its ``run.json`` on each query (one ``stat`` per run)."""
 
@@ -201,7 +205,7 @@ class RunIndex:
 
     def _identity(self, run_id: str) -> Identity:
         try:
-            st = os.lstat(os.path.join(self._runs_dir, run_id, CHECKPOINT_NAME))
+            st = os.lstat(f"{self._runs_prefix}{run_id}{os.sep}{CHECKPOINT_NAME}")
         except OSError:
             return _MISSING
         return (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -280,6 +284,7 @@ class RunIndex:
                     db.execute("DELETE FROM runs")
                     db.executemany(_INSERT, rows)
                     db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(mtime)))
+                self._fresh = True
             except sqlite3.DatabaseError as exc:
                 self._handle(exc, "rebuilding")
                 raise StorageError(f"The run index {self._path} could not be rebuilt: {exc}",
@@ -341,13 +346,14 @@ class RunIndex:
         suspects: dict[str, Optional[RunState]] = {}
         rows = db.execute(f"SELECT run_id, dirty, {self._identity_sql} FROM runs").fetchall()
         known = set()
+        fresh, self._fresh = self._fresh, False
         for run_id, dirty, *recorded in rows:
             known.add(run_id)
             if dirty and ledger:
                 # Its ledger may be past its checkpoint: show the run as the ledger says.
                 suspects[run_id] = self._safe_load_ledger(run_id)
                 continue
-            if not self.self_check and self._rows_usable:
+            if (fresh or not self.self_check) and self._rows_usable:
                 continue
             identity = self._identity(run_id)
             if identity == tuple(recorded):
@@ -403,6 +409,7 @@ class RunIndex:
 
     def _query(self, where: str, params: tuple[object, ...], order: str, accept: Callable[[RunState], bool],
                sort_key: Callable[[RunState], object], limit: Optional[int], ledger: bool) -> list[RunState]:
+        self._fresh = False  # only a rebuild made by this very query vouches for its rows
         db = self._db()
         # A read-only store without an index: every run is a suspect, read from its file.
         suspects = self._suspects(db, ledger) if db is not None else {

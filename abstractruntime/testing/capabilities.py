@@ -37,6 +37,7 @@ METHODS: dict[Capability, tuple[str, ...]] = {
     Capability.WORK_CLAIMS: ("work_claims",),
     Capability.WAKE: ("wake",),
     Capability.EDITS: ("save",),
+    Capability.LEDGER_MARKS: ("mark_ahead", "list_ahead"),
 }
 
 
