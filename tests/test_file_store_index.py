@@ -30,6 +30,7 @@ from abstractruntime.core.spec import WorkflowSpec
 from abstractruntime.storage.base import LedgerHead, StoredCheckpoint
 from abstractruntime.storage.fsio import atomic_write_bytes
 from abstractruntime.storage.json_files import JsonFileRunStore, JsonlLedgerStore
+from abstractruntime.storage.run_index import boot_id
 
 from file_store_support import save_run, root, ledger, runs  # noqa: F401 - pytest fixtures
 
@@ -285,7 +286,7 @@ def test_a_rebuild_never_follows_a_symlinked_run_directory(root: Path, tmp_path:
     store.close()
 
 
-def test_the_query_after_a_rebuild_checks_every_row_again(root: Path) -> None:
+def test_a_row_out_of_step_after_a_rebuild_is_caught_by_the_next_query(root: Path) -> None:
     store = JsonFileRunStore(root, durability="none")
     store.save(_hand_run("r1", 1, RunStatus.WAITING))
     store.close()
@@ -311,3 +312,48 @@ def test_the_shown_run_a_read_built_is_handed_out_once() -> None:
     stored = StoredCheckpoint.from_dict(stored.to_dict())
     stored.state["run"] = _hand_run("r1", 5).to_dict()
     assert stored.shown_run().status is RunStatus.COMPLETED
+
+
+def _counting_lstat(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    import abstractruntime.storage.run_index as run_index
+
+    seen: list[str] = []
+    real = run_index.os.lstat
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path).endswith("run.json"):
+            seen.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(run_index.os, "lstat", lstat)
+    return seen
+
+
+@pytest.mark.skipif(boot_id() is None, reason="no boot id on this platform: every query checks every row")
+def test_rows_in_step_are_not_checked_until_a_writer_loses_a_row(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = JsonFileRunStore(root, durability="none")
+    for i in range(20):
+        store.save(_hand_run(f"r{i:02d}", i, RunStatus.WAITING if i % 2 else RunStatus.COMPLETED))
+    assert len(store.list_runs(status=RunStatus.WAITING)) == 10  # the first query checks every row
+    assert (root / "index.checked").read_bytes() == boot_id()
+    stats = _counting_lstat(monkeypatch)
+    assert len(store.list_runs(status=RunStatus.WAITING)) == 10
+    assert stats == []  # in step: no stat per row
+
+    # A writer whose row write fails (here: the index turned read-only) leaves its signal...
+    other = JsonFileRunStore(root, durability="none")
+    other._index._readonly = True
+    other.save(_hand_run("r00", 100, RunStatus.WAITING))
+    other.close()
+    assert (root / "index.unchecked").exists()
+    # ... so the next query checks every row, sees the run, repairs its row and clears the signal.
+    assert "r00" in [r.run_id for r in store.list_runs(status=RunStatus.WAITING)]
+    assert len(stats) >= 20 and not (root / "index.unchecked").exists()
+    stats.clear()
+    assert len(store.list_runs(status=RunStatus.WAITING)) == 11 and stats == []
+
+    # After a reboot (a power cut may have lost the index's last commits) the first query checks.
+    (root / "index.checked").write_bytes(b"an earlier boot")
+    assert len(store.list_runs(status=RunStatus.WAITING)) == 11
+    assert len(stats) >= 20 and (root / "index.checked").read_bytes() == boot_id()
+    store.close()

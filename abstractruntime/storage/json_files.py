@@ -183,6 +183,10 @@ class JsonFileRunStore(RunStore):
             ledger = JsonlLedgerStore(self._files.root, durability=self.durability)
             Runtime(run_store=self, ledger_store=ledger).record_edit(run)
             return
+        # No session marks this write: the row is marked first, so a process killed between the
+        # file and its clean row leaves a row that is re-read, not trusted.
+        if self._files.checkpoint(run.run_id).exists():
+            self._index.mark(run.run_id)
         try:
             old = self.load_checkpoint(run.run_id)
         except CorruptRecordError:
@@ -209,7 +213,9 @@ class JsonFileRunStore(RunStore):
         data = canonical_json(checkpoint.to_dict()) + b"\n"
         atomic_write_bytes(path, data, durable=False)
         # One index write after the file: the row records the file's identity (inode, mtime,
-        # size), so a crash before this line leaves a row that is re-read, not trusted.
+        # size). A crash before this line leaves the row its writer marked dirty before (a
+        # session before its append, save() before the file), or no row for a new run (found
+        # through the runs/ directory): re-read, not trusted.
         self._index.put(checkpoint.shown_run(), dirty=False)
         if is_new:
             self._index.note_runs_dir()

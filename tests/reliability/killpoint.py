@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 
 def _install(limit: int, log: str | None) -> None:
-    from abstractruntime.storage.event_ids import FileEventLog
+    from abstractruntime.storage.event_files import FileEventLog
     from abstractruntime.storage.json_files import JsonFileRunStore
     from abstractruntime.storage.ledger_files import JsonlLedgerStore
     from abstractruntime.storage.run_index import RunIndex
