@@ -272,19 +272,16 @@ class RunIndex:
         boot = boot_id()
         if boot is None or self._readonly or self._repair_failed:
             return
-        tmp = f"{self._checked}.{os.getpid()}.tmp"
+        # Written in place, no temp file to leave behind: a torn or concurrent write only ever
+        # holds something other than the boot id, which means "check".
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            fd = os.open(self._checked, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             try:
                 os.write(fd, boot)
             finally:
                 os.close(fd)
-            os.replace(tmp, self._checked)
         except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            pass
 
     def close(self) -> None:
         """Close the SQLite connection."""
