@@ -203,7 +203,7 @@ class JsonFileRunStore(RunStore):
         """Atomically replace the run's checkpoint, then its index row.
 
         No fsync: the ledger is the log, and a checkpoint lost with the page cache is
-        rebuilt from it (the index row self-checks against the file it describes).
+        rebuilt from it; the index row follows the file (see :mod:`.run_index`).
         """
         run_id = checkpoint.run_id
         path = self._files.run_dir(run_id, create=True) / CHECKPOINT_FILE
