@@ -261,11 +261,11 @@ def worker_kill_rows(e: Any) -> list[Row]:
     measure = f"kill -9 of 1 of {e['workers']} workers mid-drain of {e['runs']} runs"
     beyond = e["executed_more"] + max(0, e["executed_twice"] - 1)
     return [
-        Row(name, f"{measure}: runs lost", str(e["lost"] + e["never_executed"]), None, None, "0",
+        Row(name, f"{measure}: runs lost", str(e["lost"] + e["never_executed"]), "", None, "0",
             e["lost"] + e["never_executed"] == 0),
         Row(name, f"{measure}: effects executed beyond once + once per kill inside its window", str(beyond),
             f"executed twice: {e['executed_twice']}", None, "0", beyond == 0),
-        Row(name, f"{measure}: ledgers that do not verify", str(e["not_verifying"]), None, None, "0",
+        Row(name, f"{measure}: ledgers that do not verify", str(e["not_verifying"]), "", None, "0",
             e["not_verifying"] == 0),
         Row(name, f"{measure}: from the kill to every run completed", f"{e['drained_after_kill_s']:.1f} s",
             f"lease {e['lease_s']:g} s"),

@@ -1,7 +1,7 @@
 """The typer application, its global options and the one place errors become exit codes."""
 
-from __future__ import annotations
-
+# Annotations stay evaluated (no __future__ import): typer reads every command's signature at
+# start-up, and string annotations would cost it an eval per parameter.
 import os
 import sys
 import traceback

@@ -1,8 +1,8 @@
 """``graph``: print a workflow as Mermaid flowchart text (:mod:`abstractruntime.graph`), optionally
 with a run's path marked."""
 
-from __future__ import annotations
-
+# Annotations stay evaluated (no __future__ import): typer reads every command's signature at
+# start-up, and string annotations would cost it an eval per parameter.
 from typing import Optional
 
 import typer

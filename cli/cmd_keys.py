@@ -1,7 +1,7 @@
 """``keys``: signing keys — generate a key pair, hand runs over to a new key, adopt runs for a key."""
 
-from __future__ import annotations
-
+# Annotations stay evaluated (no __future__ import): typer reads every command's signature at
+# start-up, and string annotations would cost it an eval per parameter.
 from typing import Any, Callable, Optional
 
 import typer

@@ -1,7 +1,5 @@
 """``prune``: remove finished runs, keeping a sealed tombstone of each."""
 
-from __future__ import annotations
-
 from typing import Optional
 
 import typer

@@ -1,7 +1,7 @@
 """``replay``: check new workflow code against recorded runs, writing nothing (the deploy check)."""
 
-from __future__ import annotations
-
+# Annotations stay evaluated (no __future__ import): typer reads every command's signature at
+# start-up, and string annotations would cost it an eval per parameter.
 from typing import Any, Optional
 
 import typer

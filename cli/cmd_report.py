@@ -1,7 +1,7 @@
 """``report``: a run as one self-contained HTML page (``abstractruntime.report`` does the work)."""
 
-from __future__ import annotations
-
+# Annotations stay evaluated (no __future__ import): typer reads every command's signature at
+# start-up, and string annotations would cost it an eval per parameter.
 import sys
 from typing import Optional
 

@@ -1,7 +1,7 @@
 """Commands that deliver something to runs: resume, emit, cancel."""
 
-from __future__ import annotations
-
+# Annotations stay evaluated (no __future__ import): typer reads every command's signature at
+# start-up, and string annotations would cost it an eval per parameter.
 import sys
 from pathlib import Path
 from typing import Any, Optional

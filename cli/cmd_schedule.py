@@ -1,7 +1,5 @@
 """``schedule``: start runs of a workflow on a cron schedule (add, list, pause, resume, remove, history)."""
 
-from __future__ import annotations
-
 from typing import Any, Optional
 
 import typer

@@ -1,7 +1,7 @@
 """``snapshot`` and ``bookmark`` commands."""
 
-from __future__ import annotations
-
+# Annotations stay evaluated (no __future__ import): typer reads every command's signature at
+# start-up, and string annotations would cost it an eval per parameter.
 from typing import Optional
 
 import typer

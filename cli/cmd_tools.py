@@ -13,8 +13,8 @@ recorded hash are refused (exit 3), and with ``--calls-sha256`` so are calls oth
 ones the operator reviewed (exit 2): an approval cannot be replayed onto other arguments.
 """
 
-from __future__ import annotations
-
+# Annotations stay evaluated (no __future__ import): typer reads every command's signature at
+# start-up, and string annotations would cost it an eval per parameter.
 from typing import Any, Optional
 
 import typer

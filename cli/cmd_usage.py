@@ -1,7 +1,7 @@
 """``usage``: what runs spent on LLM calls, added up from their ledgers (``abstractruntime.usage``)."""
 
-from __future__ import annotations
-
+# Annotations stay evaluated (no __future__ import): typer reads every command's signature at
+# start-up, and string annotations would cost it an eval per parameter.
 from typing import Any, Optional
 
 import typer

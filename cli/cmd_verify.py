@@ -1,7 +1,7 @@
 """``verify``: check ledgers offline. It reads files only; it never imports workflow code."""
 
-from __future__ import annotations
-
+# Annotations stay evaluated (no __future__ import): typer reads every command's signature at
+# start-up, and string annotations would cost it an eval per parameter.
 import sys
 from typing import Any, Optional
 

@@ -1,7 +1,7 @@
 """``watch``: follow a run as it advances (``abstractruntime.watch`` does the work)."""
 
-from __future__ import annotations
-
+# Annotations stay evaluated (no __future__ import): typer reads every command's signature at
+# start-up, and string annotations would cost it an eval per parameter.
 import sys
 from typing import Any, Optional
 

@@ -1,7 +1,7 @@
 """The `worker` command: scheduler work passes in a loop, waiting for work in between."""
 
-from __future__ import annotations
-
+# Annotations stay evaluated (no __future__ import): typer reads every command's signature at
+# start-up, and string annotations would cost it an eval per parameter.
 import os
 import signal
 import sys

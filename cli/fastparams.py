@@ -5,6 +5,11 @@ and building the adapters costs more than the rest of a short command (``runs sh
 ``resume``). Every parameter of this CLI is a ``str``, ``int``, ``float``, ``bool`` or
 ``list[str]``, which need no pydantic: this module gives those parameters a converter with
 the same results (and ``min``/``max``/``clamp`` bounds) and leaves any other type to typer.
+
+typer has no public hook for this: the converter is the private ``_runtime_param`` of each
+parameter, built from its ``type_descriptor``. typer is pinned below the next minor release
+(pyproject.toml), and tests/cli/test_cli_fastparams.py fails when those names change (a
+command would then import pydantic again: tests/cli/test_cli_lazy_imports.py).
 """
 
 from __future__ import annotations

@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+
+# rich is imported by the two methods that draw on a terminal: a piped or --json command, and
+# --help, never pay for it.
 
 
 def stdout_is_tty() -> bool:
@@ -250,6 +249,11 @@ class Settings:
             for row in rows:
                 typer.echo("\t".join(tsv_cell(v) for v in row))
             return
+        from rich import box
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(title=Text(title) if title else None, show_lines=False, box=box.SIMPLE_HEAD, pad_edge=False)
         cells = [[Text(_short_cell(_display(col, v))) for col, v in zip(columns, row)] for row in rows]
         for i, column in enumerate(columns):
@@ -272,6 +276,10 @@ class Settings:
             for key, value in pairs:
                 typer.echo(f"{key}\t{tsv_cell(value)}")
             return
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(show_header=False, box=None, pad_edge=False)
         table.add_column(style="bold")
         table.add_column(overflow="fold")

@@ -11,9 +11,6 @@ from __future__ import annotations
 import sys
 from typing import Any, Optional
 
-from rich.console import Console
-from rich.text import Text
-
 from abstractruntime.core.waits import match_choice
 
 
@@ -28,6 +25,10 @@ def _read_line() -> Optional[str]:
 
 def ask(wait: Any) -> Optional[dict[str, Any]]:
     """Ask the wait's prompt; ``{"answer": text}``, or ``None`` if the user gave none (EOF)."""
+    # rich only once a person is asked: commands that merely stop at a wait never load it.
+    from rich.console import Console
+    from rich.text import Text
+
     console = Console(stderr=True, highlight=False)
     console.print(Text(wait.prompt or "Answer:", style="bold"))
     choices = list(wait.choices or [])

@@ -14,13 +14,14 @@ of a store that cannot hold it.
 from __future__ import annotations
 
 import hashlib
-import uuid
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from .clock import parse_iso, to_iso
 from .effect_context import current_effect
 from .errors import InvalidInputError, RunExistsError
+from .ids import uuid_text
 from .models import Effect, RunState, RunStatus, WaitReason, WaitState
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def _resume_to(effect: Effect, default_next_node: Optional[str]) -> Optional[str
 
 def _fresh_wait_suffix() -> str:
     # Generated wait keys are unique per wait, so a repeated resume of an old wait is refused.
-    return uuid.uuid4().hex[:12]
+    return os.urandom(6).hex()  # the first 12 hex digits of a uuid4: all random
 
 
 def handle_wait_event(run: RunState, effect: Effect, default_next_node: Optional[str]) -> EffectOutcome:
@@ -213,7 +214,7 @@ def make_wait_until(runtime: "Runtime"):  # type: ignore[no-untyped-def]
 def child_run_id(parent_run_id: str, idempotency_key: str) -> str:
     """The deterministic id of a sync subworkflow's child run, so a crash never starts two."""
     digest = hashlib.sha256(f"{parent_run_id}:{idempotency_key}".encode()).digest()[:16]
-    return str(uuid.UUID(bytes=digest))
+    return uuid_text(int.from_bytes(digest, "big"))
 
 
 def make_start_subworkflow(runtime: "Runtime"):  # type: ignore[no-untyped-def]

@@ -8,7 +8,10 @@ stored by either release stay valid.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+from typing import Optional
 
 from .errors import InvalidIdError
 
@@ -68,3 +71,28 @@ def validate_artifact_id(artifact_id: object) -> str:
             value=str(artifact_id),
         )
     return artifact_id
+
+
+# UUID text is written here rather than with the uuid module: importing uuid loads platform,
+# a few milliseconds on every start-up for ids that are only ever stored as text.
+_VERSION_MASK = ~((0xF000 << 64) | (0xC000 << 48))
+
+
+def uuid_text(value: int, version: Optional[int] = None) -> str:
+    """The canonical text of the 128-bit UUID ``value`` (``str(uuid.UUID(int=value, version=version))``)."""
+    if version is not None:  # RFC 4122 variant and the version nibble, as uuid.UUID sets them
+        value = (value & _VERSION_MASK) | (0x8000 << 48) | (version << 76)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def uuid4_text() -> str:
+    """A random (version 4) UUID as text, as ``str(uuid.uuid4())``."""
+    return uuid_text(int.from_bytes(os.urandom(16), "big"), 4)
+
+
+def uuid5_text(namespace: str, name: str) -> str:
+    """The name-based (version 5, SHA-1) UUID as text, as ``str(uuid.uuid5(uuid.UUID(namespace), name))``."""
+    ns = bytes.fromhex(namespace.replace("-", ""))
+    digest = hashlib.sha1(ns + name.encode("utf-8"), usedforsecurity=False).digest()[:16]
+    return uuid_text(int.from_bytes(digest, "big"), 5)

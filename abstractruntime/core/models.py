@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import random
-import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
 from .clock import utc_now_iso
+from .ids import uuid4_text, uuid_text
 
 # Step ids only need to be unique, not unpredictable: drawn from a generator seeded once from
 # the OS, because os.urandom per record (uuid4) costs hundreds of microseconds on some VMs.
@@ -25,7 +25,7 @@ if hasattr(os, "register_at_fork"):  # a forked child must not repeat its parent
 
 def _step_id() -> str:
     """A random (version 4) UUID for a ledger record."""
-    return str(uuid.UUID(int=_STEP_IDS.getrandbits(128), version=4))
+    return uuid_text(_STEP_IDS.getrandbits(128), 4)
 
 
 # Version of one ledger line; bumped only with a reader for the old form. Format 2 records
@@ -226,7 +226,7 @@ class RunState:
     ) -> "RunState":
         """A fresh RUNNING run at ``entry_node`` (random uuid4 id unless ``run_id`` is given)."""
         return cls(
-            run_id=run_id or str(uuid.uuid4()),
+            run_id=run_id or uuid4_text(),
             workflow_id=workflow_id,
             status=RunStatus.RUNNING,
             current_node=entry_node,

@@ -20,15 +20,15 @@ Three small hooks, all optional and all outside the ledger:
 from __future__ import annotations
 
 import contextlib
-import logging
 import random
 import threading
 import time
 from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional, Protocol
 
 from .errors import InvalidInputError
+from .logs import get_logger
 
-logger = logging.getLogger("abstractruntime.observe")
+logger = get_logger("abstractruntime.observe")
 
 # Polling a busy slot: first wait, growth factor and cap (seconds); jittered so a fleet spreads out.
 SLOT_POLL_FIRST, SLOT_POLL_GROWTH, SLOT_POLL_MAX = 0.02, 1.5, 0.5

@@ -258,6 +258,9 @@ class StoredCheckpoint:
     legacy: Optional[Checkpoint] = None
     view: Optional[Callable[[], RunState]] = field(default=None, repr=False, compare=False)
     external: bool = False
+    # The shown run from_dict built to check the document, handed to the first shown_run() call
+    # (index rebuilds read each checkpoint for exactly that) and then dropped: never shared.
+    _first_shown: Optional[tuple[dict[str, Any], RunState]] = field(default=None, repr=False, compare=False)
 
     @property
     def run_doc(self) -> dict[str, Any]:
@@ -290,6 +293,9 @@ class StoredCheckpoint:
         (enough for an index row: status, wait, times)."""
         if self.legacy is not None:
             return self.legacy.run
+        first, self._first_shown = self._first_shown, None
+        if first is not None and first[0] is self.run_doc:
+            return first[1]
         return RunState.from_dict(_shown(self.run_doc))
 
     def shown_checkpoint(self) -> Checkpoint:
@@ -330,7 +336,7 @@ class StoredCheckpoint:
         if not isinstance(state, dict) or not isinstance(state.get("run"), dict) \
                 or not isinstance(state.get("kernel"), dict):
             raise ValueError("checkpoint.state must be an object with run and kernel objects")
-        RunState.from_dict(_shown(state["run"]))  # the run part must at least read as a run
+        shown = RunState.from_dict(_shown(state["run"]))  # the run part must at least read as a run
         signature = data.get("signature")
         if signature is not None and not isinstance(signature, dict):
             raise ValueError("checkpoint.signature must be an object or null")
@@ -340,7 +346,7 @@ class StoredCheckpoint:
                                                             for n in v if n is not None) for v in values):
             raise ValueError("checkpoint.values must be a list of [seq, offset] pairs")
         return cls(state=state, ledger=LedgerHead.from_dict(data.get("ledger")), signature=signature,
-                   values=values)
+                   values=values, _first_shown=(state["run"], shown))
 
 
 def _shown(run: dict[str, Any]) -> dict[str, Any]:

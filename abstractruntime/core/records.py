@@ -11,11 +11,11 @@ redacted — from the stored records, in one pass.
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any, Iterable, Optional
 
 from .canonical import sha256_hex
 from .errors import CorruptRecordError
+from .ids import uuid5_text
 from .jcs import jcs
 from .secret_values import shown_text
 from .values import ValueTable
@@ -29,7 +29,7 @@ RECORD_FIELDS = frozenset({
     "effect", "next_node", "attempt", "idempotency_key", "result", "error", "delta", "state", "signature", "ext",
 })
 HASH_EXCLUDED = ("record_hash", "signature")
-_STEP_IDS = uuid.UUID("6f1c1b5e-8a55-4b6e-9a7e-3b1f1d0c2a77")
+_STEP_IDS = "6f1c1b5e-8a55-4b6e-9a7e-3b1f1d0c2a77"
 _encode_string = json.encoder.encode_basestring
 
 
@@ -72,7 +72,7 @@ def record_hash3(doc: dict[str, Any]) -> str:
 
 def step_id(run_id: str, seq: int) -> str:
     """The stable ``step_id`` the expanded view gives record ``seq`` of a run."""
-    return str(uuid.uuid5(_STEP_IDS, f"{run_id}/{seq}"))
+    return uuid5_text(_STEP_IDS, f"{run_id}/{seq}")
 
 
 class Expander:

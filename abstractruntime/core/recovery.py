@@ -14,7 +14,6 @@ not keep); a format-1 prefix, which has no deltas, takes its state from the chec
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -26,6 +25,7 @@ from .errors import (
     SecretMissingError,
     VerificationFailedError,
 )
+from .logs import get_logger
 from .markers import SECRET
 from .models import RunState, RunStatus, WaitState
 from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, Pending, RunStore, StoredCheckpoint, \
@@ -39,7 +39,7 @@ from .values import UndefinedValueError, ValueTable, ValueWriter
 from .wal import apply_record, record_parts
 from .wal_legacy import replay as legacy_replay, secrets_by_record
 
-log = logging.getLogger("abstractruntime.recovery")
+log = get_logger("abstractruntime.recovery")
 
 
 @dataclass

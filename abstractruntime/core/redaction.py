@@ -32,7 +32,6 @@ Workflows add rules with ``Redactor(extra_keys=..., extra_patterns=...)`` or by 
 
 from __future__ import annotations
 
-import base64
 import binascii
 import functools
 import re
@@ -499,6 +498,8 @@ def _pair_object_name(value: dict[str, Any]) -> Optional[str]:
 
 def _is_basic_credential(text: str) -> bool:
     """``Basic`` auth is base64 of ``user:password``; plain words after "basic" are not."""
+    import base64  # only when a "Basic" header is seen: not on every start-up
+
     try:
         return b":" in base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import copy
 import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, cast, runtime_checkable
 
 from .clock import parse_iso, to_iso, utc_now_iso
 from .errors import InvalidInputError, SnapshotNotFoundError
-from .ids import validate_id
+from .ids import uuid4_text, validate_id
 from .json_codec import dumps_compact, loads_strict
 from .models import RunState
 
@@ -158,7 +157,7 @@ class Snapshot:
             raise InvalidInputError(f"Snapshot.from_run needs a RunState, not {type(run).__name__}")
         now = _now_iso(clock)
         snapshot = cls(
-            snapshot_id=str(uuid.uuid4()),
+            snapshot_id=uuid4_text(),
             run_id=run.run_id,
             step_id=step_id,
             name=_check_name(name),

@@ -29,7 +29,6 @@ up the claims it held, listens again and goes on (:mod:`abstractruntime.schedule
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
@@ -251,6 +250,8 @@ class WorkPass:
         self.release_kept_secrets()
         self.fire_schedules()
         if concurrency > 1:
+            import asyncio  # only for concurrent passes: emit and one-at-a-time workers never load it
+
             return asyncio.run(self._awork_pass(limit, concurrency, stop_event))
         claims = self.work_claims()
         advanced: list[RunState] = []
@@ -414,6 +415,8 @@ class WorkPass:
 
     async def _awork_pass(self, limit: int, concurrency: int,
                           stop_event: Optional[threading.Event]) -> list[RunState]:
+        import asyncio
+
         claims = self.work_claims()
         advanced: list[RunState] = []
         tried: set[str] = set()
@@ -461,6 +464,8 @@ class WorkPass:
         return advanced
 
     async def _aadvance(self, run_id: str) -> Optional[RunState]:
+        import asyncio
+
         """One claimed run on the event loop (``atick``); ``None`` when skipped or not advanced."""
         try:
             checkpoint = await asyncio.to_thread(self._checkpoint, run_id)

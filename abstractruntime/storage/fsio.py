@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 import re
 import stat as stat_module
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from ..core.logs import get_logger
 from ..core.errors import (
     CorruptRecordError,
     InvalidIdError as InvalidIdError,  # re-exported: callers catch it from here
@@ -381,6 +381,6 @@ class TidyRunLock(RunLock):
         super().__enter__()
         removed = remove_stale_tmp_files(self._path.parent)
         if removed:
-            logging.getLogger("abstractruntime.storage").info(
+            get_logger("abstractruntime.storage").info(
                 "removed %d temp file(s) left by interrupted writes in %s", len(removed), self._path.parent)
         return self

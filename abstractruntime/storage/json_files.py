@@ -17,12 +17,12 @@ from the ledger. ``durability="none"`` skips fsyncs (tests, benchmarks).
 
 from __future__ import annotations
 
-import logging
 import os
 import stat as stat_module
 from pathlib import Path
 from typing import Any, ContextManager, Optional
 
+from ..core.logs import get_logger
 from ..core.errors import CorruptRecordError, MisplacedRecordError, RunNotFoundError, RunPrunedError
 from ..core.canonical import canonical_json
 from ..core.models import RunState, RunStatus, WaitReason
@@ -54,7 +54,7 @@ from .query import (
 )
 from .run_index import RunIndex
 
-log = logging.getLogger("abstractruntime.storage")
+log = get_logger("abstractruntime.storage")
 
 RUNS_DIR = "runs"
 CHECKPOINT_FILE = "run.json"
@@ -77,6 +77,7 @@ class RunFiles:
         # resolve symlinks, which costs more than the rest of a step.
         self._known: dict[str, Path] = {}
         self._children: dict[tuple[str, str], tuple[Path, Path]] = {}
+        self._runs_checked = False
 
     def run_dir(self, run_id: str, *, create: bool = False) -> Path:
         """``runs/<run_id>`` (validated; created 0700 when asked)."""
@@ -99,6 +100,24 @@ class RunFiles:
         if path.is_dir():
             self._known[run_id] = path
         return path
+
+    def scanned_dir(self, run_id: str) -> Optional[str]:
+        """``runs/<run_id>`` for a pass over many runs (index rebuilds), or ``None`` when it is not a
+        directory: the same fences as :meth:`run_dir` — the id validated, ``runs/`` inside the root,
+        the run directory itself no symlink — with ``runs/`` resolved once, not once per run, and
+        nothing cached per run."""
+        validate_id(run_id, "run id")
+        if not self._runs_checked:
+            refuse_symlink(child_path(self.root, RUNS_DIR))
+            self._runs_checked = True
+        path = f"{self.runs}{os.sep}{run_id}"
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return None
+        if stat_module.S_ISLNK(mode):
+            refuse_symlink(Path(path))  # raises, naming the path
+        return path if stat_module.S_ISDIR(mode) else None
 
     def child(self, run_id: str, name: str) -> Path:
         """``runs/<run_id>/<name>`` (the run directory re-checked; the joined path cached)."""
@@ -165,6 +184,10 @@ class JsonFileRunStore(RunStore):
             ledger = JsonlLedgerStore(self._files.root, durability=self.durability)
             Runtime(run_store=self, ledger_store=ledger).record_edit(run)
             return
+        # No session marks this write: the row is marked first, so a process killed between the
+        # file and its clean row leaves a row that is re-read, not trusted.
+        if self._files.checkpoint(run.run_id).exists():
+            self._index.mark(run.run_id)
         try:
             old = self.load_checkpoint(run.run_id)
         except CorruptRecordError:
@@ -181,7 +204,7 @@ class JsonFileRunStore(RunStore):
         """Atomically replace the run's checkpoint, then its index row.
 
         No fsync: the ledger is the log, and a checkpoint lost with the page cache is
-        rebuilt from it (the index row self-checks against the file it describes).
+        rebuilt from it; the index row follows the file (see :mod:`.run_index`).
         """
         run_id = checkpoint.run_id
         path = self._files.run_dir(run_id, create=True) / CHECKPOINT_FILE
@@ -191,7 +214,9 @@ class JsonFileRunStore(RunStore):
         data = canonical_json(checkpoint.to_dict()) + b"\n"
         atomic_write_bytes(path, data, durable=False)
         # One index write after the file: the row records the file's identity (inode, mtime,
-        # size), so a crash before this line leaves a row that is re-read, not trusted.
+        # size). A crash before this line leaves the row its writer marked dirty before (a
+        # session before its append, save() before the file), or no row for a new run (found
+        # through the runs/ directory): re-read, not trusted.
         self._index.put(checkpoint.shown_run(), dirty=False)
         if is_new:
             self._index.note_runs_dir()
@@ -223,11 +248,17 @@ class JsonFileRunStore(RunStore):
     def _examine(self, run_id: str) -> tuple[Optional[RunState], bool]:
         """The stored run (as :meth:`_view`) and whether its ledger goes past its checkpoint (the
         ledger file is longer than the checkpoint's offset, or there is a ledger and no checkpoint)."""
+        run_dir = self._files.scanned_dir(run_id)
+        if run_dir is None:
+            return None, False
         try:
-            size = os.lstat(self._files.ledger(run_id)).st_size
+            size = os.lstat(f"{run_dir}{os.sep}{LEDGER_FILE}").st_size
         except FileNotFoundError:
             size = 0
-        checkpoint = self.load_checkpoint(run_id)
+        try:
+            checkpoint: Optional[StoredCheckpoint] = read_checkpoint(Path(run_dir, CHECKPOINT_FILE))
+        except FileNotFoundError:
+            checkpoint = None
         if checkpoint is None:
             return None, size > 0
         offset = checkpoint.ledger.offset

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import builtins
 import fcntl
-import logging
 import os
 import stat as stat_module
 import threading
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection, Optional, Sequence
 
+from ..core.logs import get_logger
 from ..core.canonical import canonical_json
 from ..core.errors import LedgerConflictError, StorageError
 from ..core.models import StepRecord
@@ -30,7 +30,7 @@ from .json_files import ANCHORS_FILE, LEDGER_FILE, SECRETS_FILE, RunFiles
 from ..core.chain import seal_batch
 from .ledger_parse import parse_ledger
 
-log = logging.getLogger("abstractruntime.storage")
+log = get_logger("abstractruntime.storage")
 
 # How far before a recorded offset to look for the line that must end there.
 _ANCHOR_WINDOW = 4096

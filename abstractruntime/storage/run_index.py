@@ -9,9 +9,13 @@ cache of the ``run.json`` files, which stay the truth:
   by the checkpoint at the ledger's head (:mod:`abstractruntime.core.ahead`): a writer killed in
   between leaves it dirty, so the run is found (:meth:`RunIndex.ahead`) and finished by the
   next worker; queries read dirty rows' runs from their ledgers, as the ledger says;
-- every query ``stat``-s each clean row's ``run.json`` and re-reads the runs whose file is not
-  the one the row was taken from (restored, edited, or written while the index could not be),
-  so a stale row never hides a run; rows are repaired in place when the store is writable;
+- the rows are checked against their files — each clean row's ``run.json`` ``stat``-ed, the runs
+  whose file is not the one the row was taken from re-read and their rows repaired — whenever
+  they may be out of step: on the first query after a reboot (a power cut may have lost the
+  index's last commits: ``index.checked`` holds the boot id of the last check), after a writer
+  lost a row write (it leaves ``index.unchecked``), on a read-only index, and when a query's
+  own results show a row that its file contradicts (a file edited or restored by hand); a
+  query in step reads only its matching rows and the dirty ones;
 - query results are re-read from ``run.json`` and re-checked against the filter;
 - run directories copied in by hand are found through the ``runs/`` directory's mtime;
 - :func:`rebuild_index` (CLI: ``abstractruntime runs reindex``) recreates it from the files.
@@ -21,18 +25,19 @@ read-only connection, or from the run files when there is no index: nothing is w
 moved. Only a file SQLite reports as corrupt is set aside (``index.sqlite3.damaged``) and
 rebuilt; a full disk or an I/O error is a :class:`StorageError` naming the cause.
 WAL mode with ``synchronous=NORMAL``: after power loss the index may lag the files, which the
-per-row check repairs.
+first query after the reboot repairs. A ``run.json`` replaced by hand that no query's rows
+point at is seen after ``runs reindex`` (or on every query with ``always_check``).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
+from ..core.logs import get_logger
 from ..core.errors import StorageError
 from ..core.models import RunState
 from .run_index_schema import (
@@ -51,8 +56,28 @@ from .run_index_schema import (
 
 INDEX_FILENAME = "index.sqlite3"
 CHECKPOINT_NAME = "run.json"
+# The boot id of the last check of every row against its file: while it is this boot's and no
+# writer has left UNCHECKED_FILENAME, the rows are in step with the files and a query reads
+# only dirty rows and new run directories.
+CHECKED_FILENAME = "index.checked"
+# Left by a writer whose row write was lost (a full disk, a locked or read-only index).
+UNCHECKED_FILENAME = "index.unchecked"
+_BOOT_ID: list[Optional[bytes]] = []
 
-log = logging.getLogger("abstractruntime.storage")
+
+def boot_id() -> Optional[bytes]:
+    """This boot of the machine (Linux), or ``None`` where it is not known: then every query checks
+    every row. A power cut may lose the index's last commits (``synchronous=NORMAL``) while the
+    checkpoints, written with fsync, survive; the next boot has a new id, so its first query checks."""
+    if not _BOOT_ID:
+        try:
+            with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+                _BOOT_ID.append(f.read().strip() or None)
+        except OSError:
+            _BOOT_ID.append(None)
+    return _BOOT_ID[0]
+
+log = get_logger("abstractruntime.storage")
 
 
 class RunIndex:
@@ -62,8 +87,13 @@ class RunIndex:
                  ledger_loader: Optional[Callable[[str], Optional[RunState]]] = None,
                  examine: Optional[Callable[[str], tuple[Optional[RunState], bool]]] = None) -> None:
         self._path = root / INDEX_FILENAME
+        self._checked = str(root / CHECKED_FILENAME)
+        self._unchecked = str(root / UNCHECKED_FILENAME)
+        self._repair_failed = False
+        self._checked_now = False
         self._root = root
         self._runs_dir = runs_dir
+        self._runs_prefix = f"{runs_dir}{os.sep}"  # string paths: a Path join per row costs more than its lstat
         self._load = loader
         # The run as its ledger says (for dirty rows), and a run's checkpoint with whether its
         # ledger is past it (for a rebuild); without them a dirty row is read from its checkpoint.
@@ -77,8 +107,16 @@ class RunIndex:
         self._identity_sql = ", ".join(IDENTITY_COLUMNS)
         self._rows_usable = True  # False: a read-only index from an older release, every row re-read
         self._row_failed = False
+        # Set by rebuild(): the rows were just taken from the files, whose identities were read
+        # before each file was; the query whose _db() rebuilt the index need not stat them again.
+        self._fresh = False
         self.self_check = True
-        """Compare every clean row with its ``run.json`` on each query (one ``stat`` per run)."""
+        """Compare every clean row with its ``run.json`` (one ``stat`` per run) when the rows may be
+        out of step with the files: after a reboot, after a writer lost a row write, on a read-only
+        index; ``False``: never (the rows are trusted, dirty ones still re-read)."""
+        self.always_check = False
+        """Compare every clean row with its ``run.json`` on every query (a file replaced by hand
+        is then seen by the next query, not only after ``runs reindex``)."""
 
     def _writable(self) -> bool:
         # access() reports a read-only mount even to root; permission bits only bind non-root.
@@ -116,7 +154,8 @@ class RunIndex:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            migrate(conn)  # an index from an older release gets its new columns in place
+            if migrate(conn):  # an index from an older release gets its new columns in place
+                self.signal_unchecked()  # ... and its rows are refilled by the next query's check
         except BaseException:
             conn.close()
             raise
@@ -182,15 +221,67 @@ class RunIndex:
         for attempt in (1, 2):
             db = self._db()
             if db is None or self._readonly:
+                self.signal_unchecked()  # the files change without their rows
                 return
             try:
                 db.execute(sql, params)
                 return
             except sqlite3.DatabaseError as exc:
                 if attempt == 2:
+                    self.signal_unchecked()
                     raise StorageError(f"The run index {self._path} could not be written: {exc}",
                                        path=str(self._path)) from exc
                 self._handle(exc, "writing")
+
+    def signal_unchecked(self) -> None:
+        """Say that a run file changed without its row: the next query checks every row."""
+        try:
+            os.close(os.open(self._unchecked, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        except OSError:
+            try:  # no room for a new file: removing the check's marker needs none
+                os.unlink(self._checked)
+            except OSError:
+                pass
+
+    def _in_step(self) -> bool:
+        """Whether the rows may be trusted without a stat each (see :data:`CHECKED_FILENAME`)."""
+        boot = boot_id()
+        if boot is None or self._readonly or self.always_check:
+            return False
+        try:
+            with open(self._checked, "rb") as f:
+                if f.read(100) != boot:
+                    return False
+        except OSError:
+            return False
+        return not os.path.lexists(self._unchecked)
+
+    def _begin_check(self) -> None:
+        # Before the first stat: a writer that loses a row write from here on leaves its signal
+        # for the next query.
+        self._repair_failed = False
+        if not self._readonly:
+            try:
+                os.unlink(self._unchecked)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                self._repair_failed = True
+
+    def _end_check(self) -> None:
+        boot = boot_id()
+        if boot is None or self._readonly or self._repair_failed:
+            return
+        # Written in place, no temp file to leave behind: a torn or concurrent write only ever
+        # holds something other than the boot id, which means "check".
+        try:
+            fd = os.open(self._checked, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, boot)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
 
     def close(self) -> None:
         """Close the SQLite connection."""
@@ -201,7 +292,7 @@ class RunIndex:
 
     def _identity(self, run_id: str) -> Identity:
         try:
-            st = os.lstat(os.path.join(self._runs_dir, run_id, CHECKPOINT_NAME))
+            st = os.lstat(f"{self._runs_prefix}{run_id}{os.sep}{CHECKPOINT_NAME}")
         except OSError:
             return _MISSING
         return (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -273,6 +364,7 @@ class RunIndex:
                                    path=str(self._path))
             mtime = self._runs_mtime()
             self.last_unreadable = []
+            self._begin_check()
             rows = [_row(run, dirty, identity) for run, identity, dirty in self._scan()]
             try:
                 with db:  # one transaction: committed whole, or rolled back on any exception
@@ -280,6 +372,8 @@ class RunIndex:
                     db.execute("DELETE FROM runs")
                     db.executemany(_INSERT, rows)
                     db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(mtime)))
+                self._fresh = True
+                self._end_check()
             except sqlite3.DatabaseError as exc:
                 self._handle(exc, "rebuilding")
                 raise StorageError(f"The run index {self._path} could not be rebuilt: {exc}",
@@ -330,16 +424,30 @@ class RunIndex:
         try:
             self._conn.execute(sql, params)
         except sqlite3.DatabaseError as exc:
+            self._repair_failed = True
             if _error_kind(exc) == "readonly":
                 self._readonly = True
             log.warning("%s: could not record a repair (%s); the query is answered from the files", self._path, exc)
 
-    def _suspects(self, db: sqlite3.Connection, ledger: bool) -> dict[str, Optional[RunState]]:
+    def _suspects(self, db: sqlite3.Connection, ledger: bool, force: bool = False) -> dict[str, Optional[RunState]]:
         """Runs whose rows cannot be trusted — ``run.json`` changed since, not indexed yet, or (with
         ``ledger``) dirty: ledger maybe past the checkpoint — re-read from their files (dirty ones
         from their ledgers; ``None``: gone or unreadable); rows are repaired when possible."""
         suspects: dict[str, Optional[RunState]] = {}
-        rows = db.execute(f"SELECT run_id, dirty, {self._identity_sql} FROM runs").fetchall()
+        fresh, self._fresh = self._fresh, False
+        check = self.self_check and not fresh and (force or not self._in_step())
+        self._checked_now = check or fresh
+        if check:
+            self._begin_check()
+        # Taken before the rows are read: a run directory made meanwhile shows as a change next time.
+        mtime = self._runs_mtime()
+        row = db.execute("SELECT value FROM meta WHERE key = 'runs_mtime_ns'").fetchone()
+        new_dirs = row is None or row[0] != str(mtime)
+        select = f"SELECT run_id, dirty, {self._identity_sql} FROM runs"
+        if check or new_dirs or not self._rows_usable:
+            rows = db.execute(select).fetchall()
+        else:  # rows in step, no run directory added or removed: only dirty rows need reading
+            rows = db.execute(select + " WHERE dirty = 1").fetchall() if ledger else []
         known = set()
         for run_id, dirty, *recorded in rows:
             known.add(run_id)
@@ -347,7 +455,7 @@ class RunIndex:
                 # Its ledger may be past its checkpoint: show the run as the ledger says.
                 suspects[run_id] = self._safe_load_ledger(run_id)
                 continue
-            if not self.self_check and self._rows_usable:
+            if not check and self._rows_usable:
                 continue
             identity = self._identity(run_id)
             if identity == tuple(recorded):
@@ -361,9 +469,7 @@ class RunIndex:
                 self._best_effort(f"UPDATE runs SET {REPAIR_SET}" + where, (*fields(run), *identity, run_id, *recorded))
             elif identity == _MISSING and not dirty:
                 self._best_effort("DELETE FROM runs" + where + " AND dirty = 0", (run_id, *recorded))
-        mtime = self._runs_mtime()
-        row = db.execute("SELECT value FROM meta WHERE key = 'runs_mtime_ns'").fetchone()
-        if row is None or row[0] != str(mtime):
+        if new_dirs:
             try:
                 on_disk = set(os.listdir(self._runs_dir))
             except FileNotFoundError:
@@ -384,6 +490,8 @@ class RunIndex:
                 suspects[run_id] = None
                 self._best_effort("DELETE FROM runs WHERE run_id = ? AND dirty = 0", (run_id,))
             self._best_effort("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(mtime)))
+        if check:
+            self._end_check()
         return suspects
 
     def query(self, where: str, params: Iterable[object], order: str, accept: Callable[[RunState], bool],
@@ -402,10 +510,13 @@ class RunIndex:
                 return self._query(where, tuple(params), order, accept, sort_key, limit, ledger)
 
     def _query(self, where: str, params: tuple[object, ...], order: str, accept: Callable[[RunState], bool],
-               sort_key: Callable[[RunState], object], limit: Optional[int], ledger: bool) -> list[RunState]:
+               sort_key: Callable[[RunState], object], limit: Optional[int], ledger: bool,
+               force: bool = False) -> list[RunState]:
+        self._fresh = False  # only a rebuild made by this very query vouches for its rows
+        self._checked_now = False
         db = self._db()
         # A read-only store without an index: every run is a suspect, read from its file.
-        suspects = self._suspects(db, ledger) if db is not None else {
+        suspects = self._suspects(db, ledger, force) if db is not None else {
             run.run_id: (self._safe_load_ledger(run.run_id) if dirty and ledger else run)
             for run, _, dirty in self._scan()}
         found = [run for run in suspects.values() if run is not None and accept(run)]
@@ -414,6 +525,7 @@ class RunIndex:
             if db is not None and self._rows_usable else ()
         wanted = None if limit is None else limit + len(found)
         clean: list[RunState] = []
+        stale = False
         for (run_id,) in cursor:
             if run_id in suspects:
                 continue
@@ -422,6 +534,12 @@ class RunIndex:
                 clean.append(run)
                 if wanted is not None and len(clean) >= wanted:
                     break
+            else:
+                stale = True  # the row said otherwise: it is out of step with its file
+        if stale and not self._checked_now and db is not None:
+            # Evidence that rows and files differ (a file changed by hand, restored, deleted):
+            # check every row now and answer again.
+            return self._query(where, params, order, accept, sort_key, limit, ledger, force=True)
         merged = sorted(found + clean, key=sort_key)  # type: ignore[arg-type]
         return merged if limit is None else merged[:limit]
 

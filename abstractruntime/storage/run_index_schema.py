@@ -80,13 +80,15 @@ def columns(conn: sqlite3.Connection) -> set[str]:
     return {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
 
 
-def migrate(conn: sqlite3.Connection) -> None:
-    """Create the schema, or bring an older index up to date in place (one transaction).
+def migrate(conn: sqlite3.Connection) -> bool:
+    """Create the schema, or bring an older index up to date in place (one transaction); ``True``
+    when rows were left to be refilled from their files.
 
     ``BEGIN IMMEDIATE`` serialises processes opening an old index at the same moment: the
     second finds the columns already there.
     """
     conn.executescript(SCHEMA)
+    refill = False
     if not {c for c, _ in ADDED_COLUMNS} <= columns(conn):
         with conn:
             conn.execute("BEGIN IMMEDIATE")
@@ -97,7 +99,9 @@ def migrate(conn: sqlite3.Connection) -> None:
             if "wait_key" not in have:
                 # Existing rows have no wait key: make each one re-read from its file and refilled.
                 conn.execute(f"UPDATE runs SET {', '.join(f'{c} = NULL' for c in IDENTITY_COLUMNS)}")
+                refill = True
     conn.execute(_WAIT_KEY_INDEX)
+    return refill
 
 
 _CODES = {11: "corrupt", 26: "corrupt", 8: "readonly", 13: "full", 10: "io", 14: "io", 5: "busy", 6: "busy"}

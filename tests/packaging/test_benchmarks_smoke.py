@@ -101,7 +101,7 @@ def _pg_group(results: dict) -> dict:
 
 def test_quick_postgres_group_ours(tmp_path: Path) -> None:
     _require_postgres()
-    results = _run(tmp_path, "--baselines", "none", module="benchmarks.postgres")
+    results = _run(tmp_path, "--baselines", "none", "--markdown", module="benchmarks.postgres")
     group = _pg_group(results)
     effects = group["scenarios"]["pg_effect_steps"]
     assert effects["ours"]["steps"] == results["sizes"]["pg_effect_steps"]
@@ -120,6 +120,21 @@ def test_quick_postgres_group_with_dbos(tmp_path: Path) -> None:
         pytest.skip(dbos["skipped"])  # dbos (or its psycopg) not installed in the bench venv
     assert "error" not in dbos, dbos
     assert dbos["package"].startswith("dbos ") and dbos["steps"] == results["sizes"]["pg_effect_steps"]
+
+
+def test_fleet_fault_rows_render_as_markdown() -> None:
+    """The kill -9 rows have no "compared with" cell: the table still renders, cells are text."""
+    from benchmarks.pg_fleet import worker_kill_rows
+    from benchmarks.report import render_markdown
+
+    rows = worker_kill_rows({"runs": 40, "workers": 4, "lease_s": 2.0, "lost": 0, "never_executed": 0,
+                             "executed_twice": 1, "executed_more": 0, "not_verifying": 0,
+                             "drained_after_kill_s": 3.5})
+    for row in rows:
+        assert all(isinstance(cell, str) for cell in (row.scenario, row.measure, row.ours, row.versus, row.target))
+    table = render_markdown(rows).splitlines()
+    assert len(table) == 2 + len(rows)
+    assert table[2].startswith("| fleet fault (PostgreSQL) | kill -9 of 1 of 4 workers") and "| 0 |  |" in table[2]
 
 
 def test_agent_loop_group_runs_alone(tmp_path: Path) -> None:

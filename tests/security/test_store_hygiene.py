@@ -152,6 +152,7 @@ def test_a_lost_index_write_does_not_hide_a_run_and_is_repaired(store: FileStore
     stale = index_row(root, "r1")
     store.runs.save(_run("r1", RunStatus.COMPLETED, 3))
     put_index_row(root, stale)  # the index write of the completion was lost (power failure)
+    (root / "index.checked").write_bytes(b"the boot before the power cut")
     fresh = FileStore(root, durability="none")
     assert _ids(fresh.runs.list_runs(status=RunStatus.COMPLETED)) == ["r1"]
     assert _ids(fresh.runs.list_runs(status=RunStatus.WAITING)) == ["r2"]
@@ -163,16 +164,33 @@ def test_a_lost_index_write_does_not_hide_a_run_and_is_repaired(store: FileStore
 def test_a_checkpoint_replaced_behind_the_index_is_seen(store: FileStore, tmp_path: Path) -> None:
     root = store.root
     store.runs.save(_run("r1", RunStatus.WAITING, 1))
+    store.runs.save(_run("r2", RunStatus.COMPLETED, 1))
     saved = tmp_path / "run.json.copy"
     shutil.copy2(root / "runs" / "r1" / "run.json", saved)  # cp -p keeps the mtime
     store.runs.save(_run("r1", RunStatus.COMPLETED, 2))
     assert _ids(store.runs.list_runs(status=RunStatus.WAITING)) == []
     shutil.copy2(saved, root / "runs" / "r1" / "run.json")  # restored from a backup
+    # A query whose row no longer matches its file checks every row and answers again.
+    assert _ids(store.runs.list_runs(status=RunStatus.COMPLETED)) == ["r2"]
     assert _ids(store.runs.list_runs(status=RunStatus.WAITING)) == ["r1"]
-    assert _ids(store.runs.list_runs(status=RunStatus.COMPLETED)) == []
+    assert index_row(root, "r1")[2] == "waiting"  # repaired
+
+    # A restore that no query's rows point at is seen after `runs reindex` (or on every query
+    # with always_check), as docs/durability.md says.
+    store.runs.save(_run("r1", RunStatus.COMPLETED, 3))
+    shutil.copy2(saved, root / "runs" / "r1" / "run.json")
+    proc = subprocess.run([*CLI, "--store", str(root), "runs", "reindex"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
     proc = subprocess.run([*CLI, "--store", str(root), "runs", "list", "--status", "waiting"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and "r1" in proc.stdout, proc.stderr
+    store.runs.save(_run("r1", RunStatus.COMPLETED, 4))
+    shutil.copy2(saved, root / "runs" / "r1" / "run.json")
+    checking = FileStore(root, durability="none")
+    checking.runs._index.always_check = True
+    assert _ids(checking.runs.list_runs(status=RunStatus.WAITING)) == ["r1"]
+    checking.close()
 
 
 def test_a_row_whose_run_directory_vanished_is_dropped(store: FileStore) -> None:

@@ -30,6 +30,7 @@ from abstractruntime.core.spec import WorkflowSpec
 from abstractruntime.storage.base import LedgerHead, StoredCheckpoint
 from abstractruntime.storage.fsio import atomic_write_bytes
 from abstractruntime.storage.json_files import JsonFileRunStore, JsonlLedgerStore
+from abstractruntime.storage.run_index import boot_id
 
 from file_store_support import save_run, root, ledger, runs  # noqa: F401 - pytest fixtures
 
@@ -265,3 +266,94 @@ def test_step_cost_does_not_grow_with_the_ledger(root: Path, monkeypatch: pytest
     state = rt.tick(workflow=wf, run_id=run_id, max_steps=1001)  # includes an effect (idempotency lookup)
     assert state.vars["n"] == 6001
     assert sum(read) < 2_000, read  # only what this process had not seen yet
+
+
+def test_a_rebuild_never_follows_a_symlinked_run_directory(root: Path, tmp_path: Path) -> None:
+    store = JsonFileRunStore(root, durability="none")
+    store.save(_hand_run("r1", 1, RunStatus.WAITING))
+    store.close()
+    # A run elsewhere on disk, linked in as if it were one of the store's runs.
+    elsewhere = tmp_path / "elsewhere"
+    _write_run_by_hand(elsewhere, _hand_run("r2", 2, RunStatus.WAITING))
+    (root / "runs" / "r2").symlink_to(elsewhere / "runs" / "r2", target_is_directory=True)
+    (root / "runs" / "r3").mkdir()  # an interrupted start: no files yet
+    for path in root.glob("index.sqlite3*"):
+        path.unlink()
+    store = JsonFileRunStore(root, durability="none")
+    assert [r.run_id for r in store.list_runs(status=RunStatus.WAITING)] == ["r1"]
+    assert store.rebuild_index() == 1
+    assert store._index.last_unreadable == ["r2"]
+    store.close()
+
+
+def test_a_row_out_of_step_after_a_rebuild_is_caught_by_the_next_query(root: Path) -> None:
+    store = JsonFileRunStore(root, durability="none")
+    store.save(_hand_run("r1", 1, RunStatus.WAITING))
+    store.close()
+    for path in root.glob("index.sqlite3*"):
+        path.unlink()
+    store = JsonFileRunStore(root, durability="none")
+    assert [r.run_id for r in store.list_runs(status=RunStatus.WAITING)] == ["r1"]  # rebuilt by this query
+    # Replaced behind the index after the rebuild: the next query sees it.
+    atomic_write_bytes(root / "runs" / "r1" / "run.json", canonical_json(StoredCheckpoint(
+        state={"run": _hand_run("r1", 2).to_dict(), "kernel": {}}, ledger=LedgerHead()).to_dict()), durable=False)
+    assert store.list_runs(status=RunStatus.WAITING) == []
+    assert [r.run_id for r in store.list_runs(status=RunStatus.COMPLETED)] == ["r1"]
+    store.close()
+
+
+def test_the_shown_run_a_read_built_is_handed_out_once() -> None:
+    run = _hand_run("r1", 1, RunStatus.WAITING)
+    stored = StoredCheckpoint.from_dict(StoredCheckpoint(state={"run": run.to_dict(), "kernel": {}},
+                                                         ledger=LedgerHead()).to_dict())
+    first, second = stored.shown_run(), stored.shown_run()
+    assert first is not second and first.to_dict() == second.to_dict() == run.to_dict()
+    # A state document replaced after the read is what the next view shows.
+    stored = StoredCheckpoint.from_dict(stored.to_dict())
+    stored.state["run"] = _hand_run("r1", 5).to_dict()
+    assert stored.shown_run().status is RunStatus.COMPLETED
+
+
+def _counting_lstat(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    import abstractruntime.storage.run_index as run_index
+
+    seen: list[str] = []
+    real = run_index.os.lstat
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path).endswith("run.json"):
+            seen.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(run_index.os, "lstat", lstat)
+    return seen
+
+
+@pytest.mark.skipif(boot_id() is None, reason="no boot id on this platform: every query checks every row")
+def test_rows_in_step_are_not_checked_until_a_writer_loses_a_row(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = JsonFileRunStore(root, durability="none")
+    for i in range(20):
+        store.save(_hand_run(f"r{i:02d}", i, RunStatus.WAITING if i % 2 else RunStatus.COMPLETED))
+    assert len(store.list_runs(status=RunStatus.WAITING)) == 10  # the first query checks every row
+    assert (root / "index.checked").read_bytes() == boot_id()
+    stats = _counting_lstat(monkeypatch)
+    assert len(store.list_runs(status=RunStatus.WAITING)) == 10
+    assert stats == []  # in step: no stat per row
+
+    # A writer whose row write fails (here: the index turned read-only) leaves its signal...
+    other = JsonFileRunStore(root, durability="none")
+    other._index._readonly = True
+    other.save(_hand_run("r00", 100, RunStatus.WAITING))
+    other.close()
+    assert (root / "index.unchecked").exists()
+    # ... so the next query checks every row, sees the run, repairs its row and clears the signal.
+    assert "r00" in [r.run_id for r in store.list_runs(status=RunStatus.WAITING)]
+    assert len(stats) >= 20 and not (root / "index.unchecked").exists()
+    stats.clear()
+    assert len(store.list_runs(status=RunStatus.WAITING)) == 11 and stats == []
+
+    # After a reboot (a power cut may have lost the index's last commits) the first query checks.
+    (root / "index.checked").write_bytes(b"an earlier boot")
+    assert len(store.list_runs(status=RunStatus.WAITING)) == 11
+    assert len(stats) >= 20 and (root / "index.checked").read_bytes() == boot_id()
+    store.close()

@@ -1,0 +1,49 @@
+"""What a short command loads: rich only to draw on a terminal, asyncio only for async work."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+EVENT_WORKFLOW = '''\
+from abstractruntime import Effect, EffectType, StepPlan, WorkflowSpec
+
+def wait(run, ctx):
+    return StepPlan("wait", next_node="done", effect=Effect(EffectType.WAIT_EVENT, {"wait_key": "k:1"},
+                                                            result_key="event"))
+
+def done(run, ctx):
+    return StepPlan("done", complete_output={"event": run.vars["event"]})
+
+workflow = WorkflowSpec("lazy_event", entry_node="wait", nodes={"wait": wait, "done": done})
+'''
+
+# Runs one command in this process and reports (on stderr) which heavy modules it loaded.
+PROBE = r"""
+import json, sys
+from abstractruntime.cli.entry import run
+code = run(sys.argv[1:])
+sys.stderr.write(json.dumps({"code": code, "loaded": sorted(
+    m for m in ("rich", "asyncio", "logging", "pydantic") if m in sys.modules)}) + "\n")
+"""
+
+
+def _probe(tmp_path: Path, *args: str) -> dict:
+    env = {**os.environ, "ABSTRACTRUNTIME_STORE": str(tmp_path / "store"), "NO_COLOR": "1"}
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env=env, stdin=subprocess.DEVNULL)
+    return json.loads(proc.stderr.strip().splitlines()[-1])
+
+
+def test_help_loads_neither_rich_nor_asyncio(tmp_path: Path) -> None:
+    assert _probe(tmp_path, "--help") == {"code": 0, "loaded": []}
+
+
+def test_run_to_a_wait_and_emit_piped_load_neither_rich_nor_asyncio(tmp_path: Path) -> None:
+    (tmp_path / "wf.py").write_text(EVENT_WORKFLOW, encoding="utf-8")
+    assert _probe(tmp_path, "run", "wf.py") == {"code": 5, "loaded": []}  # 5: the run waits
+    assert _probe(tmp_path, "runs", "list") == {"code": 0, "loaded": []}
+    assert _probe(tmp_path, "emit", "k:1", "--payload", "{}") == {"code": 0, "loaded": []}
