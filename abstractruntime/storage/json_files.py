@@ -23,7 +23,7 @@ import stat as stat_module
 from pathlib import Path
 from typing import Any, ContextManager, Optional
 
-from ..core.errors import CorruptRecordError, MisplacedRecordError, RunNotFoundError, RunPrunedError
+from ..core.errors import CorruptRecordError, MisplacedRecordError, RunNotFoundError, RunPrunedError, StorageError
 from ..core.canonical import canonical_json
 from ..core.models import RunState, RunStatus, WaitReason
 from ..core.ports import Capability, StoredCheckpoint
@@ -53,6 +53,7 @@ from .query import (
     until_key,
 )
 from .run_index import RunIndex
+from .segments import has_ledger, ledger_size
 
 log = logging.getLogger("abstractruntime.storage")
 
@@ -158,7 +159,7 @@ class JsonFileRunStore(RunStore):
         state — so the ledger stays the only truth; a run with no ledger yet (a bare state saved
         for queries) gets a checkpoint only, which no runtime takes for proven.
         """
-        if self._files.ledger(run.run_id).exists():
+        if has_ledger(self._files.run_dir(run.run_id)):
             from ..core.runtime import Runtime
             from .ledger_files import JsonlLedgerStore
 
@@ -224,8 +225,8 @@ class JsonFileRunStore(RunStore):
         """The stored run (as :meth:`_view`) and whether its ledger goes past its checkpoint (the
         ledger file is longer than the checkpoint's offset, or there is a ledger and no checkpoint)."""
         try:
-            size = os.lstat(self._files.ledger(run_id)).st_size
-        except FileNotFoundError:
+            size = ledger_size(self._files.run_dir(run_id))
+        except (FileNotFoundError, StorageError):
             size = 0
         checkpoint = self.load_checkpoint(run_id)
         if checkpoint is None:
@@ -246,7 +247,7 @@ class JsonFileRunStore(RunStore):
         found = []
         for run_id in self._index.ahead(limit):
             run_dir = self._files.run_dir(run_id)
-            if (run_dir / LEDGER_FILE).exists() or (run_dir / CHECKPOINT_FILE).exists():
+            if has_ledger(run_dir) or (run_dir / CHECKPOINT_FILE).exists():
                 found.append(run_id)
             else:
                 self._index.forget(run_id)  # a writer killed between the mark and a new run's first record
@@ -275,7 +276,7 @@ class JsonFileRunStore(RunStore):
     def exists(self, run_id: str) -> bool:
         """True when the run has a checkpoint or a ledger."""
         run_dir = self._files.run_dir(run_id)
-        return (run_dir / CHECKPOINT_FILE).exists() or (run_dir / LEDGER_FILE).exists()
+        return (run_dir / CHECKPOINT_FILE).exists() or has_ledger(run_dir)
 
     def pruned(self, run_id: str) -> bool:
         """Whether ``run_id`` was pruned (``pruned/<run_id>``: :mod:`~abstractruntime.storage.tombstones`)."""
@@ -296,7 +297,7 @@ class JsonFileRunStore(RunStore):
             raise RunPrunedError(f"Run {run_id} was pruned: its tombstone keeps the id, which cannot name a new "
                                  "run; choose another run id", run_id=run_id)
         files.run_dir(run_id, create=create)
-        if not create and not (files.ledger(run_id).exists() or files.checkpoint(run_id).exists()):
+        if not create and not (has_ledger(files.run_dir(run_id)) or files.checkpoint(run_id).exists()):
             raise RunNotFoundError(run_id)
         run_dir = files.run_dir(run_id)
         if run_id not in self._tidied:

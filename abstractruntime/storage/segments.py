@@ -135,6 +135,16 @@ def list_parts(run_dir: Path, ledger_name: str = "ledger.jsonl") -> Parts:
     return parts
 
 
+def has_ledger(run_dir: Path, ledger_name: str = "ledger.jsonl") -> bool:
+    """True when the run has a ledger file (the live one, or sealed segments after a rotation)."""
+    return (run_dir / ledger_name).exists() or (run_dir / SEGMENTS_DIR).is_dir()
+
+
+def ledger_size(run_dir: Path, ledger_name: str = "ledger.jsonl") -> int:
+    """The length of the run's whole ledger (the offset its next record will start at)."""
+    return list_parts(run_dir, ledger_name).size
+
+
 def iter_bytes(parts: Parts, offset: int = 0, end: Optional[int] = None, *,
                chunk: int = 1 << 20) -> Iterator[bytes]:
     """The ledger's bytes from ``offset`` to ``end`` (the whole rest by default), in chunks."""
@@ -209,5 +219,5 @@ def rename(source: Path, target: Path) -> None:
     os.rename(source, target)
 
 
-__all__ = ["Part", "Parts", "SEGMENTS_DIR", "SEGMENT_BYTES", "SEGMENT_KIND", "SEGMENT_RECORDS", "iter_bytes",
+__all__ = ["Part", "Parts", "has_ledger", "ledger_size", "SEGMENTS_DIR", "SEGMENT_BYTES", "SEGMENT_KIND", "SEGMENT_RECORDS", "iter_bytes",
            "last_record", "list_parts", "read_range", "seal_tail", "segment_name"]

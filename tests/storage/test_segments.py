@@ -152,3 +152,26 @@ def test_the_writer_refuses_a_ledger_with_a_damaged_segment(grown: Path, tmp_pat
     store = FileStore(root)
     with pytest.raises(AbstractRuntimeError):
         store.ledger.read_after("long", LedgerHead())  # what a writer reads the whole chain with
+
+
+def _ledger_files(root: Path) -> dict[str, bytes]:
+    run_dir = root / "runs" / "long"
+    found = {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in run_dir.rglob("*.jsonl")
+             if p.name in {"ledger.jsonl"} or p.parent.name == "segments"}
+    return found
+
+
+def test_an_archive_carries_the_segments_byte_for_byte(grown: Path, tmp_path: Path) -> None:
+    from abstractruntime.storage.archive import export_archive, import_archive, verify_archive
+
+    archive = tmp_path / "long.tar.gz"
+    export_archive(FileStore(grown), archive)
+    assert verify_archive(archive).ok
+    target = FileStore(tmp_path / "restored")
+    import_archive(archive, target)
+    assert _ledger_files(tmp_path / "restored") == _ledger_files(grown)
+    assert sorted(_ledger_files(grown)) == ["ledger.jsonl", "segments/000001.jsonl", "segments/000002.jsonl",
+                                            "segments/000003.jsonl"]
+    assert not _problems(tmp_path / "restored")
+    state = target.runtime().tick(workflow=spinner(), run_id="long", max_steps=2)
+    assert state.vars["i"] > 1800
