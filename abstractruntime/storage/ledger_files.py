@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Collection, Optional, Sequence
 
 from ..core.canonical import canonical_json
-from ..core.errors import LedgerConflictError, StorageError
+from ..core.errors import CorruptRecordError, LedgerConflictError, StorageError
 from ..core.models import StepRecord
 from ..core.ports import Capability, LedgerHead, LedgerStore, retained
 from ..core.records import RECORD_FORMAT, expand_records
@@ -226,8 +226,8 @@ class JsonlLedgerStore(LedgerStore):
         cache.intent_keys = parsed.intent_keys
         if parsed.torn_bytes:
             if parts.tail is None or parsed.valid_end < parts.base:
-                raise StorageError(f"{where}: a sealed segment of run {run_id} does not end with a whole record "
-                                   "(truncated or edited); refusing to write")
+                raise CorruptRecordError(f"a sealed segment of run {run_id} does not end with a whole record "
+                                         "(truncated or edited); refusing to write", path=where)
             log.warning("%s: torn tail of %d bytes after line %d (an interrupted append)%s",
                         parts.tail.path, parsed.torn_bytes, parsed.lines, "; truncated" if repair else "; ignored")
             if repair:
@@ -314,8 +314,8 @@ class JsonlLedgerStore(LedgerStore):
             number = result.get("segment") if isinstance(result, dict) else None
             parts = self._parts(run_id)
             if number != len(parts.sealed) + 1:
-                raise StorageError(f"{path}: its segment record says segment {number!r}, but "
-                                   f"{len(parts.sealed)} segment(s) are sealed; refusing to rename it")
+                raise CorruptRecordError(f"its segment record says segment {number!r}, but {len(parts.sealed)} "
+                                         "segment(s) are sealed; refusing to rename it", path=str(path))
             seal_tail(run_dir, number, durable=self._durable)
             cache = self._cache.get(run_id)
             if cache is not None:
@@ -419,8 +419,8 @@ class JsonlLedgerStore(LedgerStore):
                 completed=dict(parsed.completed_offsets) if start == 0 else None,
                 intent_keys=parsed.intent_keys if start == 0 else {}, pending_seal=pending)
             if parsed.torn_bytes and parsed.valid_end < parts.base:
-                raise StorageError(f"a sealed segment of run {run_id} does not end with a whole record "
-                                   "(truncated or edited)")
+                raise CorruptRecordError(f"a sealed segment of run {run_id} does not end with a whole record "
+                                         "(truncated or edited)", path=str(path))
             return self._cache[run_id].head, records
 
     @staticmethod

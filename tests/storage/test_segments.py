@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from abstractruntime.core.errors import AbstractRuntimeError
+from abstractruntime.core.errors import CorruptRecordError
 from abstractruntime.core.ports import LedgerHead
 from abstractruntime.storage.store import FileStore
 from abstractruntime.storage.verify import verify_run
@@ -150,7 +150,7 @@ def test_verify_reports_a_damaged_segment(grown: Path, tmp_path: Path, how: str)
 def test_the_writer_refuses_a_ledger_with_a_damaged_segment(grown: Path, tmp_path: Path, how: str) -> None:
     root = _attack(grown, tmp_path, how)
     store = FileStore(root)
-    with pytest.raises(AbstractRuntimeError):
+    with pytest.raises(CorruptRecordError):
         store.ledger.read_after("long", LedgerHead())  # what a writer reads the whole chain with
 
 
