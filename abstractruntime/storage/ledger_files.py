@@ -28,8 +28,8 @@ from .fsio import Durability, append_bytes, atomic_write_bytes, check_durability
 from .json_files import ANCHORS_FILE, LEDGER_FILE, SECRETS_FILE, RunFiles
 from ..core.chain import seal_batch
 from .ledger_parse import parse_ledger
-from .segments import (SEGMENT_BYTES, SEGMENT_KIND, SEGMENT_RECORDS, Parts, iter_bytes, last_record, list_parts,
-                       read_range, seal_tail)
+from .segments import (SEGMENT_BYTES, SEGMENT_KIND, SEGMENT_RECORDS, Parts, check_seals, iter_bytes, last_record,
+                       list_parts, read_range, seal_tail)
 
 log = logging.getLogger("abstractruntime.storage")
 
@@ -215,6 +215,7 @@ class JsonlLedgerStore(LedgerStore):
         ident = parts.identity()
         if cache is None or not _extends(cache.ident, ident):
             cache = _LedgerCache()
+            _check_seals(parts, self._files.ledger(run_id))
         if parts.size == cache.size:
             cache.ident = ident
             self._cache[run_id] = cache
@@ -397,6 +398,7 @@ class JsonlLedgerStore(LedgerStore):
             if not parts.exists:
                 self._cache[run_id] = _LedgerCache(completed={})
                 return LedgerHead(), []
+            _check_seals(parts, path)
             start, start_head = 0, LedgerHead()
             if position.seq and position.offset is not None and _anchored(parts, position):
                 start, start_head = position.offset, LedgerHead(position.seq, position.head_hash)
@@ -583,6 +585,15 @@ class JsonlLedgerStore(LedgerStore):
             if isinstance(doc, dict):
                 entries.append(doc)
         return entries
+
+
+def _check_seals(parts: Parts, path: Path) -> None:
+    """Refuse a ledger whose sealed segments were deleted, cut, renamed or reordered (their last
+    lines only are read: an open must not read old segments)."""
+    if parts.sealed or parts.strays:
+        problem = check_seals(parts)
+        if problem is not None:
+            raise CorruptRecordError(f"{problem}; refusing the run's ledger", path=str(path.parent / "segments"))
 
 
 def _line_ending_at(parts: Parts, offset: int) -> Optional[bytes]:

@@ -38,7 +38,8 @@ SEGMENT_BYTES = 64 << 20
 SEGMENT_RECORDS = 100_000
 
 _NAME = re.compile(r"^([0-9]{6,9})\.jsonl$")
-_WINDOW = 1 << 16
+# A segment record is a few hundred bytes: its line is always inside this window.
+_WINDOW = 1 << 13
 
 
 def segment_name(number: int) -> str:
@@ -187,6 +188,25 @@ def last_record(path: Path) -> Optional[dict[str, Any]]:
     return doc if isinstance(doc, dict) else None
 
 
+def check_seals(parts: Parts) -> Optional[str]:
+    """What is wrong with the sealed segments' order, read off their last lines only (one small
+    read per segment), or ``None``: each must end with the ``segment`` record of its own number,
+    continuing from the hash the segment before it ended at. Edits inside a segment are the
+    chain check's to find (``verify``, and every reader of that segment)."""
+    if parts.strays:
+        return f"segments/{parts.strays[0]} is not a segment file name"
+    before: Optional[str] = None
+    for index, part in enumerate(parts.sealed, start=1):
+        doc = last_record(part.path) or {}
+        result = doc.get("result") if doc.get("kind") == SEGMENT_KIND else None
+        if part.number != index:
+            return f"segment {index} is missing (the next file is {part.path.name})"
+        if not isinstance(result, dict) or result.get("segment") != index or result.get("head_hash") != before:
+            return f"{part.path.name} does not end with the segment record of segment {index} (cut, renamed or reordered)"
+        before = doc.get("record_hash")
+    return None
+
+
 def seal_tail(run_dir: Path, number: int, *, durable: bool, ledger_name: str = "ledger.jsonl") -> Path:
     """Rename the live file to ``segments/<number>.jsonl`` and make both entries durable.
 
@@ -219,5 +239,5 @@ def rename(source: Path, target: Path) -> None:
     os.rename(source, target)
 
 
-__all__ = ["Part", "Parts", "has_ledger", "ledger_size", "SEGMENTS_DIR", "SEGMENT_BYTES", "SEGMENT_KIND", "SEGMENT_RECORDS", "iter_bytes",
+__all__ = ["Part", "Parts", "check_seals", "has_ledger", "ledger_size", "SEGMENTS_DIR", "SEGMENT_BYTES", "SEGMENT_KIND", "SEGMENT_RECORDS", "iter_bytes",
            "last_record", "list_parts", "read_range", "seal_tail", "segment_name"]
