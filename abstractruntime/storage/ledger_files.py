@@ -156,7 +156,7 @@ class JsonlLedgerStore(LedgerStore):
         run_dir = self._files.run_dir(run_id, create=True)
         path = run_dir / LEDGER_FILE
         for _ in range(8):
-            cache = self._refresh(run_id, repair=True)
+            cache = self._refresh(run_id, repair=False)  # a torn tail is cut only under the flock
             if cache.pending_seal:
                 self._seal_pending(run_id)
             fd = open_append(path)
@@ -176,7 +176,7 @@ class JsonlLedgerStore(LedgerStore):
 
     def _write(self, run_id: str, path: Path, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
                *, fd: int) -> LedgerHead:
-        cache = self._refresh(run_id, repair=False)
+        cache = self._cache[run_id]  # refreshed by the caller, under the flock
         payload = b"".join(line + b"\n" for line in lines)
         before = os.fstat(fd).st_size
         append_bytes(fd, payload, path=path, durable=self._durable)

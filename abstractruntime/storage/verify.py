@@ -197,7 +197,7 @@ def verify_store(
     elif expect_head is not None:
         single = _normalise_hash(expect_head)
     keyring = load_keyring(public_key) if public_key is not None else None
-    run_ids, stray_entries = scan_runs_dir(base / RUNS_DIR, CHECKPOINT_FILE, LEDGER_FILE)
+    run_ids, stray_entries = scan_runs_dir(base / RUNS_DIR, CHECKPOINT_FILE, LEDGER_FILE, SEGMENTS_DIR)
     strays: dict[str, VerifyReport] = {}
     for name, kind, message in stray_entries:  # not runs: each fails, so --all cannot say "all ok"
         strays[name] = VerifyReport(run_id=name, path=str(base / RUNS_DIR / name))
