@@ -3,6 +3,7 @@
 Layout under the store root (the ``base_dir`` both stores are given)::
 
     runs/<run_id>/ledger.jsonl   hash-chained records, one per line: the write-ahead log
+    runs/<run_id>/segments/      sealed segments of a long ledger, before ledger.jsonl (segments.py)
     runs/<run_id>/run.json       checkpoint: a cache of the state at one ledger position
     runs/<run_id>/secrets.jsonl  real values the ledger redacted (0600, never hashed)
     runs/<run_id>/anchors.jsonl  redacted states every 1,024 records, for point-in-time reads

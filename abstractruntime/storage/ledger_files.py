@@ -6,6 +6,9 @@ recovery reads only the tail after a checkpoint (:meth:`JsonlLedgerStore.read_af
 to the byte offset the checkpoint recorded). Appends are conditional on the head the writer
 read: another writer's records in between raise :class:`LedgerConflictError` and nothing is
 written. Appends happen under the run's lock (the runtime takes it).
+
+A long ledger is sealed into ``segments/`` (:mod:`.segments`); every offset counts in the
+concatenation of the sealed segments and ``ledger.jsonl``, so readers see one file.
 """
 
 from __future__ import annotations
