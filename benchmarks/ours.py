@@ -46,6 +46,9 @@ class Sizes:
     async_serial_runs: int = 100
     recovery_records: int = 100_000
     recovery_behind: int = 1_000
+    # The long ledger (benchmarks/ours_long.py): steps, and records per sealed segment (the default).
+    long_steps: int = 1_000_000
+    long_segment_records: int = 100_000
     state_at_samples: int = 20
     replay_steps: int = 10_000  # code-first replay (benchmarks/ours_codefirst.py)
     replay_reps: int = 5
@@ -72,6 +75,7 @@ class Sizes:
         return cls(steps=50, effect_steps=30, reps=1, baseline_reps=1, fsync_samples=20, flat_lengths=[20, 200],
                    flat_steps=10, roundtrips=3, cli_roundtrips=1, verify_records=500, list_counts=[300],
                    startup_reps=3, recovery_records=3000, recovery_behind=100, state_at_samples=5,
+                   long_steps=5000, long_segment_records=1000,
                    replay_steps=200, replay_reps=2,
                    async_runs=40, async_serial_runs=5, pg_effect_steps=20, pg_rounds=1, pg_reps=1,
                    pg_commit_samples=10, fleet_runs=30, fleet_workers=[1, 2], kill_runs=40, emit_samples=3,

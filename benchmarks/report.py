@@ -73,6 +73,9 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
     rows += _list_rows(sc.get("runs_list", {}))
     rows += _startup_rows(sc.get("startup", {}))
     rows += _recovery_rows(sc.get("recovery", {}))
+    from .ours_long import rows as long_rows  # here: that module builds its rows with Row
+
+    rows += long_rows(sc.get("long_ledger", {}))
     from .ours_proof import rows as proof_rows  # here: that module builds its rows with Row
 
     rows += proof_rows(sc.get("checkpoint_proof", {}))

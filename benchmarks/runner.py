@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import (
-    agent_loop, cli_latency, harness, ours, ours_async, ours_codefirst, ours_ops, ours_proof, ours_recovery, postgres,
+    agent_loop, cli_latency, harness, ours, ours_async, ours_codefirst, ours_ops, ours_long, ours_proof, ours_recovery,
+    postgres,
     report, usage_bench,
 )
 
@@ -44,6 +45,7 @@ SCENARIOS: dict[str, Callable[[ours.Sizes, str], dict[str, Any]]] = {
     "runs_list": ours_ops.runs_list,
     "startup": ours_ops.startup,
     "recovery": ours_recovery.recovery,
+    "long_ledger": ours_long.long_ledger,
     "checkpoint_proof": ours_proof.checkpoint_proof,
     "code_first_replay": ours_codefirst.code_first_replay,
     "async_path": ours_async.async_path,

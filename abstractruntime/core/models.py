@@ -107,6 +107,8 @@ class RecordKind(str, Enum):
     PAUSE = "pause"
     # Approving or denying tool calls: bound to the calls' hash before any of them runs.
     DECISION = "decision"
+    # Closes a sealed segment of a long ledger (a file store's): changes nothing in the run.
+    SEGMENT = "segment"
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,9 @@ class Capability(str, Enum):
     ``position_token_at(run_id, head)`` for a head the caller just wrote, or ``None``);
     ``ANCHORS`` keeps point-in-time checkpoints (``put_anchor``/``find_anchor``); ``SECRETS``
     keeps the values the ledger redacted durably (``put_secrets``/``get_secrets``/``drop_secrets``);
-    ``PEEK_HEAD`` reads the head without a chain check (``peek_head``).
+    ``PEEK_HEAD`` reads the head without a chain check (``peek_head``); ``SEGMENTS`` seals a long
+    ledger into segments (``segment_due(run_id)`` tells when, ``seal_segment(run_id)`` renames the
+    file once the ``segment`` record closing it is durable).
 
     Run stores: ``CHECKPOINTS`` keeps whole checkpoint documents (``save_checkpoint`` /
     ``load_checkpoint``); ``LOCKS`` gives exclusive access (``lock``); ``CHECKPOINT_TOKENS``
@@ -61,6 +63,7 @@ class Capability(str, Enum):
     POSITION_TOKENS = "position_tokens"
     ANCHORS = "anchors"
     SECRETS = "secrets"
+    SEGMENTS = "segments"
     PEEK_HEAD = "peek_head"
     CHECKPOINTS = "checkpoints"
     LOCKS = "locks"

@@ -416,6 +416,7 @@ class RunSession:
             rec = new_record(self.run, RecordKind.CHECKPOINT)
             self.record(rec.finish_success(None))
             self.flush(checkpoint=True)
+        self._rotate()
         stored = StoredCheckpoint(state=self._document(), ledger=self.durable, signature=self.checkpoint.signature,
                                   values=self._hints(), view=self.view)
         self.ports.runs.save_checkpoint(stored)
@@ -429,6 +430,22 @@ class RunSession:
         self.saved_status = self.run.status
         if self.finished and self.ports.on_finished is not None:
             self.ports.on_finished(self.checkpoint)
+
+    def _rotate(self) -> None:
+        """Close the ledger's live file with a ``segment`` record and seal it, when the store
+        says it is full. The record changes nothing but ``updated_at``; it carries the state
+        digest, so the checkpoint stored next is proven by it. A kill after its append leaves a
+        live file ending with it, and the store finishes the rename before its next append."""
+        ledger = self.ports.ledger
+        if not (self.chained and self.sealed_lines and has_capability(ledger, Capability.SEGMENTS)):
+            return
+        due = ledger.segment_due(self.run_id)  # type: ignore[attr-defined]
+        if due is None:
+            return
+        rec = new_record(self.run, RecordKind.SEGMENT)
+        self.record(rec.finish_success(due))
+        self.flush(checkpoint=True)
+        ledger.seal_segment(self.run_id)  # type: ignore[attr-defined]
 
     @property
     def finished(self) -> bool:

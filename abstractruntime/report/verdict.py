@@ -10,7 +10,9 @@ from .escape import text
 # Problem types by the layer that detects them (abstractruntime.storage.verify).
 LAYERS: dict[str, tuple[str, ...]] = {
     "chain": ("invalid_json", "invalid_record", "unsupported_format", "unreadable_ledger", "seq_mismatch",
-              "prev_hash_mismatch", "missing_record_hash", "record_hash_mismatch", "wrong_run", "not_an_object"),
+              "prev_hash_mismatch", "missing_record_hash", "record_hash_mismatch", "wrong_run", "not_an_object",
+              "segment_missing", "segment_unsealed", "segment_mismatch", "segment_truncated", "segment_misplaced",
+              "segment_stray"),
     "checkpoint": ("checkpoint_missing", "checkpoint_corrupt", "ledger_truncated", "checkpoint_head_mismatch",
                    "checkpoint_rollback"),
     "bookmarks": ("bookmark_missing_record", "bookmark_mismatch", "bookmarks_corrupt"),

@@ -38,9 +38,9 @@ from .fsio import (
     check_durability,
     dumps_compact,
     load_json_file,
-    read_bytes,
     validate_id,
 )
+from .segments import list_parts, read_range
 from .json_files import CHECKPOINT_FILE, LEDGER_FILE, RunFiles, read_checkpoint
 from .ledger_parse import parse_ledger
 
@@ -196,19 +196,20 @@ class BookmarkStore:
 
     def _record_at(self, run_id: str, ledger_path: Path, seq: Optional[int]) -> tuple[int, str]:
         """(seq, record_hash) of the wanted record, read from a chain-checked ledger."""
-        try:
-            data = read_bytes(ledger_path)
-        except FileNotFoundError:
-            data = b""
+        data = read_range(list_parts(ledger_path.parent))
         parsed = parse_ledger(data, path=str(ledger_path), verify_chain=True, run_id=run_id)
         wanted = bookmark_position(run_id, parsed.head.seq, seq)
         if self.durability == "fsync":
             # The record we name must survive power loss, even if its writer has not fsynced yet.
-            fd = os.open(ledger_path, os.O_RDONLY | os.O_NOFOLLOW)
             try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+                fd = os.open(ledger_path, os.O_RDONLY | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                fd = -1  # all sealed into segments, which were fsynced when sealed
+            if fd >= 0:
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         record = parsed.records[wanted - 1]  # the chain check guarantees records[i] has seq i + 1
         return wanted, str(record["record_hash"])
 

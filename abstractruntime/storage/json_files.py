@@ -3,6 +3,7 @@
 Layout under the store root (the ``base_dir`` both stores are given)::
 
     runs/<run_id>/ledger.jsonl   hash-chained records, one per line: the write-ahead log
+    runs/<run_id>/segments/      sealed segments of a long ledger, before ledger.jsonl (segments.py)
     runs/<run_id>/run.json       checkpoint: a cache of the state at one ledger position
     runs/<run_id>/secrets.jsonl  real values the ledger redacted (0600, never hashed)
     runs/<run_id>/anchors.jsonl  redacted states every 1,024 records, for point-in-time reads
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, ContextManager, Optional
 
 from ..core.logs import get_logger
-from ..core.errors import CorruptRecordError, MisplacedRecordError, RunNotFoundError, RunPrunedError
+from ..core.errors import CorruptRecordError, MisplacedRecordError, RunNotFoundError, RunPrunedError, StorageError
 from ..core.canonical import canonical_json
 from ..core.models import RunState, RunStatus, WaitReason
 from ..core.ports import Capability, StoredCheckpoint
@@ -53,6 +54,7 @@ from .query import (
     until_key,
 )
 from .run_index import RunIndex
+from .segments import has_ledger, ledger_size
 
 log = get_logger("abstractruntime.storage")
 
@@ -177,7 +179,7 @@ class JsonFileRunStore(RunStore):
         state — so the ledger stays the only truth; a run with no ledger yet (a bare state saved
         for queries) gets a checkpoint only, which no runtime takes for proven.
         """
-        if self._files.ledger(run.run_id).exists():
+        if has_ledger(self._files.run_dir(run.run_id)):
             from ..core.runtime import Runtime
             from .ledger_files import JsonlLedgerStore
 
@@ -252,8 +254,8 @@ class JsonFileRunStore(RunStore):
         if run_dir is None:
             return None, False
         try:
-            size = os.lstat(f"{run_dir}{os.sep}{LEDGER_FILE}").st_size
-        except FileNotFoundError:
+            size = ledger_size(Path(run_dir))  # across its sealed segments too: offsets count them
+        except (FileNotFoundError, StorageError):
             size = 0
         try:
             checkpoint: Optional[StoredCheckpoint] = read_checkpoint(Path(run_dir, CHECKPOINT_FILE))
@@ -277,7 +279,7 @@ class JsonFileRunStore(RunStore):
         found = []
         for run_id in self._index.ahead(limit):
             run_dir = self._files.run_dir(run_id)
-            if (run_dir / LEDGER_FILE).exists() or (run_dir / CHECKPOINT_FILE).exists():
+            if has_ledger(run_dir) or (run_dir / CHECKPOINT_FILE).exists():
                 found.append(run_id)
             else:
                 self._index.forget(run_id)  # a writer killed between the mark and a new run's first record
@@ -306,7 +308,7 @@ class JsonFileRunStore(RunStore):
     def exists(self, run_id: str) -> bool:
         """True when the run has a checkpoint or a ledger."""
         run_dir = self._files.run_dir(run_id)
-        return (run_dir / CHECKPOINT_FILE).exists() or (run_dir / LEDGER_FILE).exists()
+        return (run_dir / CHECKPOINT_FILE).exists() or has_ledger(run_dir)
 
     def pruned(self, run_id: str) -> bool:
         """Whether ``run_id`` was pruned (``pruned/<run_id>``: :mod:`~abstractruntime.storage.tombstones`)."""
@@ -327,7 +329,7 @@ class JsonFileRunStore(RunStore):
             raise RunPrunedError(f"Run {run_id} was pruned: its tombstone keeps the id, which cannot name a new "
                                  "run; choose another run id", run_id=run_id)
         files.run_dir(run_id, create=create)
-        if not create and not (files.ledger(run_id).exists() or files.checkpoint(run_id).exists()):
+        if not create and not (has_ledger(files.run_dir(run_id)) or files.checkpoint(run_id).exists()):
             raise RunNotFoundError(run_id)
         run_dir = files.run_dir(run_id)
         if run_id not in self._tidied:

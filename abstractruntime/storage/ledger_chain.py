@@ -103,6 +103,15 @@ class HashChainedLedgerStore(LedgerStore):
         """Delegates to the inner store."""
         return self._inner.position_token_at(run_id, head)  # type: ignore[attr-defined]
 
+    def segment_due(self, run_id: str) -> Optional[dict[str, Any]]:
+        """Delegates to the inner store (declared only when it declares ``SEGMENTS``)."""
+        due: Optional[dict[str, Any]] = self._inner.segment_due(run_id)  # type: ignore[attr-defined]
+        return due
+
+    def seal_segment(self, run_id: str) -> bool:
+        """Delegates to the inner store."""
+        return bool(self._inner.seal_segment(run_id))  # type: ignore[attr-defined]
+
     def peek_head(self, run_id: str) -> LedgerHead:
         """Delegates to the inner store."""
         head: LedgerHead = self._inner.peek_head(run_id)  # type: ignore[attr-defined]

@@ -6,6 +6,9 @@ recovery reads only the tail after a checkpoint (:meth:`JsonlLedgerStore.read_af
 to the byte offset the checkpoint recorded). Appends are conditional on the head the writer
 read: another writer's records in between raise :class:`LedgerConflictError` and nothing is
 written. Appends happen under the run's lock (the runtime takes it).
+
+A long ledger is sealed into ``segments/`` (:mod:`.segments`); every offset counts in the
+concatenation of the sealed segments and ``ledger.jsonl``, so readers see one file.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import builtins
 import fcntl
 import os
-import stat as stat_module
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any, Collection, Optional, Sequence
 
 from ..core.logs import get_logger
 from ..core.canonical import canonical_json
-from ..core.errors import LedgerConflictError, StorageError
+from ..core.errors import CorruptRecordError, LedgerConflictError, StorageError
 from ..core.models import StepRecord
 from ..core.ports import Capability, LedgerHead, LedgerStore, retained
 from ..core.records import RECORD_FORMAT, expand_records
@@ -29,6 +31,8 @@ from .fsio import Durability, append_bytes, atomic_write_bytes, check_durability
 from .json_files import ANCHORS_FILE, LEDGER_FILE, SECRETS_FILE, RunFiles
 from ..core.chain import seal_batch
 from .ledger_parse import parse_ledger
+from .segments import (SEGMENT_BYTES, SEGMENT_KIND, SEGMENT_RECORDS, Parts, check_seals, iter_bytes, last_record,
+                       list_parts, read_range, seal_tail)
 
 log = get_logger("abstractruntime.storage")
 
@@ -40,7 +44,8 @@ _ANCHOR_WINDOW = 4096
 class _LedgerCache:
     """What this process knows of one ledger file, valid while size and inode match."""
 
-    inode: int = 0
+    # (inode, size) of each ledger file (sealed segments, then ledger.jsonl) as last read.
+    ident: list[tuple[int, int]] = field(default_factory=list)
     size: int = 0
     lines: int = 0
     head: LedgerHead = field(default_factory=LedgerHead)
@@ -48,6 +53,20 @@ class _LedgerCache:
     completed: Optional[dict[str, int]] = None
     # effect_id -> the key its intent named (format 3 outcomes do not repeat it).
     intent_keys: dict[int, str] = field(default_factory=dict)
+    # The live file ends with a segment record whose rename has not happened yet.
+    pending_seal: bool = False
+    # (inode of the last sealed segment, seq and hash of its last record).
+    sealed_end: Optional[tuple[int, int, Optional[str]]] = None
+
+
+def _extends(old: list[tuple[int, int]], new: list[tuple[int, int]]) -> bool:
+    """True when the files ``new`` describes still hold every byte ``old`` described (appended to,
+    or the live file renamed into a segment): only the new bytes then need reading."""
+    if not old:
+        return True
+    if len(new) < len(old) or new[: len(old) - 1] != old[:-1]:
+        return False
+    return new[len(old) - 1][0] == old[-1][0] and new[len(old) - 1][1] >= old[-1][1]
 
 
 class JsonlLedgerStore(LedgerStore):
@@ -55,10 +74,14 @@ class JsonlLedgerStore(LedgerStore):
 
     chained = True
     capabilities = frozenset({Capability.CHAINED, Capability.SEALED_LINES, Capability.POSITION_TOKENS,
-                              Capability.ANCHORS, Capability.SECRETS, Capability.PEEK_HEAD})
+                              Capability.ANCHORS, Capability.SECRETS, Capability.PEEK_HEAD,
+                              Capability.SEGMENTS})
 
-    def __init__(self, base_dir: str | os.PathLike[str], *, durability: Durability = "fsync") -> None:
+    def __init__(self, base_dir: str | os.PathLike[str], *, durability: Durability = "fsync",
+                 segment_bytes: int = SEGMENT_BYTES, segment_records: int = SEGMENT_RECORDS) -> None:
         self.durability = check_durability(durability)
+        # The live file is sealed into a segment once it holds this many bytes or records.
+        self.segment_bytes, self.segment_records = segment_bytes, segment_records
         self._files = RunFiles(base_dir, durable=durability == "fsync")
         self._cache: dict[str, _LedgerCache] = {}
         # One lock per run, so one run's fsync never holds up another run's reads or appends
@@ -99,9 +122,12 @@ class JsonlLedgerStore(LedgerStore):
             by_run.setdefault(record.run_id, []).append(record)
         for run_id, batch in by_run.items():
             with self._guard(run_id):
-                path = self._files.run_dir(run_id, create=True) / LEDGER_FILE
-                docs, lines = seal_batch(batch, head=self._refresh(run_id, path, repair=True).head)
-                self._write(run_id, path, docs, lines)
+                fd, path = self._open_live(run_id)
+                try:
+                    docs, lines = seal_batch(batch, head=self._refresh(run_id, repair=True).head)
+                    self._write(run_id, path, docs, lines, fd=fd)
+                finally:
+                    os.close(fd)
 
     def append_lines(self, run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
                      *, expect: LedgerHead) -> LedgerHead:
@@ -112,11 +138,9 @@ class JsonlLedgerStore(LedgerStore):
         that lost its run's lock while it worked cannot slip its batch in beside the new writer's.
         """
         with self._guard(run_id):
-            path = self._files.run_dir(run_id, create=True) / LEDGER_FILE
-            fd = open_append(path)
+            fd, path = self._open_live(run_id)
             try:
-                _lock_for_append(fd, path)
-                cache = self._refresh(run_id, path, repair=True)
+                cache = self._refresh(run_id, repair=True)
                 if cache.head.seq != expect.seq or cache.head.head_hash != expect.head_hash:
                     raise LedgerConflictError(
                         f"run {run_id}: the ledger is at seq {cache.head.seq}, not {expect.seq} as this writer read "
@@ -125,20 +149,42 @@ class JsonlLedgerStore(LedgerStore):
             finally:
                 os.close(fd)  # releases the flock
 
-    def _write(self, run_id: str, path: Path, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
-               *, fd: Optional[int] = None) -> LedgerHead:
-        cache = self._cache[run_id]
-        payload = b"".join(line + b"\n" for line in lines)
-        own = fd is None
-        if fd is None:
+    def _open_live(self, run_id: str) -> tuple[int, Path]:
+        """An append descriptor on ``ledger.jsonl``, ``flock``-ed, after finishing a pending seal.
+
+        The descriptor is checked to still be the file named ``ledger.jsonl`` once locked: a
+        writer that opened it just before another process renamed it into a segment opens the
+        new live file instead, so nothing is ever appended to a sealed segment.
+        """
+        run_dir = self._files.run_dir(run_id, create=True)
+        path = run_dir / LEDGER_FILE
+        for _ in range(8):
+            cache = self._refresh(run_id, repair=False)  # a torn tail is cut only under the flock
+            if cache.pending_seal:
+                self._seal_pending(run_id)
             fd = open_append(path)
-        try:
-            append_bytes(fd, payload, path=path, durable=self._durable)
-            stat = os.fstat(fd)
-        finally:
-            if own:
+            try:
+                _lock_for_append(fd, path)
+                try:
+                    same = os.lstat(path).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+            except BaseException:
                 os.close(fd)
-        if cache.size == 0 and self._durable:
+                raise
+            if same:
+                return fd, path
+            os.close(fd)
+        raise StorageError(f"Cannot open {path} for an append: it keeps being replaced")
+
+    def _write(self, run_id: str, path: Path, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
+               *, fd: int) -> LedgerHead:
+        cache = self._cache[run_id]  # refreshed by the caller, under the flock
+        payload = b"".join(line + b"\n" for line in lines)
+        before = os.fstat(fd).st_size
+        append_bytes(fd, payload, path=path, durable=self._durable)
+        stat = os.fstat(fd)
+        if before == 0 and self._durable:
             fsync_dir(path.parent)  # a new ledger file's directory entry must be durable too
         offset = cache.size
         for doc, line in zip(docs, lines):
@@ -153,55 +199,141 @@ class JsonlLedgerStore(LedgerStore):
                 cache.completed.setdefault(key, offset)
             offset += len(line) + 1
         last = docs[-1]
-        cache.inode, cache.size, cache.lines = stat.st_ino, stat.st_size, cache.lines + len(lines)
-        cache.head = LedgerHead(last["seq"], last["record_hash"], offset=stat.st_size)
+        if cache.ident and cache.ident[-1][0] == stat.st_ino:
+            cache.ident = cache.ident[:-1] + [(stat.st_ino, stat.st_size)]
+        else:
+            cache.ident = cache.ident + [(stat.st_ino, stat.st_size)]
+        cache.size, cache.lines = offset, cache.lines + len(lines)
+        cache.pending_seal = last.get("kind") == SEGMENT_KIND
+        cache.head = LedgerHead(last["seq"], last["record_hash"], offset=offset)
         return cache.head
 
-    def _refresh(self, run_id: str, path: Path, *, repair: bool) -> _LedgerCache:
-        """Bring the cache up to date with the file, reading only bytes it has not seen."""
+    def _refresh(self, run_id: str, *, repair: bool) -> _LedgerCache:
+        """Bring the cache up to date with the files, reading only bytes it has not seen."""
         cache = self._cache.get(run_id)
-        try:
-            stat = os.lstat(path)
-        except FileNotFoundError:
+        parts = self._parts(run_id)
+        if not parts.exists:
             cache = self._cache[run_id] = _LedgerCache(completed={})
             return cache
-        if not stat_module.S_ISREG(stat.st_mode):
-            raise StorageError(f"Refusing {path}: the ledger must be a regular file, not a symlink")
-        if cache is None or cache.inode != stat.st_ino or stat.st_size < cache.size:
-            cache = _LedgerCache(inode=stat.st_ino)
-        if stat.st_size == cache.size:
+        ident = parts.identity()
+        if cache is None or not _extends(cache.ident, ident):
+            cache = _LedgerCache()
+            _check_seals(parts, self._files.ledger(run_id))
+        if parts.size == cache.size:
+            cache.ident = ident
             self._cache[run_id] = cache
             return cache
-        data = read_bytes(path, offset=cache.size)
-        parsed = parse_ledger(data, path=str(path), start_offset=cache.size, start_line=cache.lines,
+        data = read_range(parts, cache.size)
+        where = str(parts.tail.path if parts.tail is not None else parts.sealed[-1].path)
+        parsed = parse_ledger(data, path=where, start_offset=cache.size, start_line=cache.lines,
                               head=cache.head, keep_records=False, run_id=run_id, intent_keys=cache.intent_keys)
         cache.intent_keys = parsed.intent_keys
         if parsed.torn_bytes:
+            if parts.tail is None or parsed.valid_end < parts.base:
+                raise CorruptRecordError(f"a sealed segment of run {run_id} does not end with a whole record "
+                                         "(truncated or edited); refusing to write", path=where)
             log.warning("%s: torn tail of %d bytes after line %d (an interrupted append)%s",
-                        path, parsed.torn_bytes, parsed.lines, "; truncated" if repair else "; ignored")
+                        parts.tail.path, parsed.torn_bytes, parsed.lines, "; truncated" if repair else "; ignored")
             if repair:
-                os.truncate(path, parsed.valid_end)
+                os.truncate(parts.tail.path, parsed.valid_end - parts.base)
                 if self._durable:
-                    fd = os.open(path, os.O_WRONLY)
+                    fd = os.open(parts.tail.path, os.O_WRONLY)
                     try:
                         os.fsync(fd)
                     finally:
                         os.close(fd)
+                ident = ident[:-1] + [(parts.tail.inode, parsed.valid_end - parts.base)]
         if cache.completed is not None:
             for key, offset in parsed.completed_offsets.items():
                 cache.completed.setdefault(key, offset)
         elif cache.size == 0:
             cache.completed = dict(parsed.completed_offsets)
-        cache.size, cache.lines = parsed.valid_end, parsed.lines
+        cache.size, cache.lines, cache.ident = parsed.valid_end, parsed.lines, ident
         cache.head = LedgerHead(parsed.head.seq, parsed.head.head_hash, offset=parsed.valid_end)
+        live = parts.tail
+        if live is not None and parsed.valid_end > parts.base:
+            doc = last_record(live.path)
+            cache.pending_seal = bool(doc) and doc.get("kind") == SEGMENT_KIND  # type: ignore[union-attr]
+        else:
+            cache.pending_seal = False
         self._cache[run_id] = cache
         return cache
+
+    def _parts(self, run_id: str) -> Parts:
+        return list_parts(self._files.run_dir(run_id))
+
+    # -- segments ------------------------------------------------------------------------
+
+    def segment_due(self, run_id: str) -> Optional[dict[str, Any]]:
+        """The ``result`` of the ``segment`` record that should close the live file now
+        (``{"segment", "head_hash", "count"}``, the count including that record), or ``None``
+        while it holds fewer than ``segment_bytes`` bytes and ``segment_records`` records."""
+        with self._guard(run_id):
+            cache = self._refresh(run_id, repair=False)
+            parts = self._parts(run_id)
+            if parts.tail is None or parts.tail.size == 0 or cache.pending_seal:
+                return None
+            end_seq, end_hash = self._sealed_end(cache, parts)
+            count = cache.head.seq - end_seq
+            if parts.tail.size < self.segment_bytes and count < self.segment_records:
+                return None
+            return {"segment": len(parts.sealed) + 1, "head_hash": end_hash, "count": count + 1}
+
+    def _sealed_end(self, cache: _LedgerCache, parts: Parts) -> tuple[int, Optional[str]]:
+        """Seq and hash of the last sealed segment's last record (0, None without segments)."""
+        if not parts.sealed:
+            return 0, None
+        last = parts.sealed[-1]
+        if cache.sealed_end is None or cache.sealed_end[0] != last.inode:
+            doc = last_record(last.path) or {}
+            seq = doc.get("seq")
+            cache.sealed_end = (last.inode, seq if isinstance(seq, int) else 0, doc.get("record_hash"))
+        return cache.sealed_end[1], cache.sealed_end[2]
+
+    def seal_segment(self, run_id: str) -> bool:
+        """Rename ``ledger.jsonl`` into ``segments/`` if it ends with a ``segment`` record (True
+        when it did). The runtime calls it right after appending that record; a writer finds a
+        seal a kill interrupted and finishes it before its next append."""
+        with self._guard(run_id):
+            return self._seal_pending(run_id)
+
+    def _seal_pending(self, run_id: str) -> bool:
+        run_dir = self._files.run_dir(run_id)
+        path = run_dir / LEDGER_FILE
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return False
+        try:
+            _lock_for_append(fd, path)
+            try:
+                if os.lstat(path).st_ino != os.fstat(fd).st_ino:
+                    return False  # another process sealed it meanwhile
+            except FileNotFoundError:
+                return False
+            doc = last_record(path)
+            if not doc or doc.get("kind") != SEGMENT_KIND:
+                return False
+            result = doc.get("result")
+            number = result.get("segment") if isinstance(result, dict) else None
+            parts = self._parts(run_id)
+            if number != len(parts.sealed) + 1:
+                raise CorruptRecordError(f"its segment record says segment {number!r}, but {len(parts.sealed)} "
+                                         "segment(s) are sealed; refusing to rename it", path=str(path))
+            seal_tail(run_dir, number, durable=self._durable)
+            cache = self._cache.get(run_id)
+            if cache is not None:
+                cache.pending_seal = False
+            return True
+        finally:
+            os.close(fd)
 
     # -- reading -----------------------------------------------------------------------
 
     def list(self, run_id: str) -> builtins.list[dict[str, Any]]:
         """All records of the run, expanded as upstream 0.0.1 code reads them (each with the
-        record as stored under ``"stored"``). Hashes are not checked here: see ``verify``.
+        record as stored under ``"stored"``), sealed segments first. Hashes are not checked
+        here: see ``verify``.
 
         A torn tail is skipped with a warning; a bad line before it raises
         :class:`CorruptRecordError` naming the file and line.
@@ -210,12 +342,11 @@ class JsonlLedgerStore(LedgerStore):
 
     def stored(self, run_id: str) -> builtins.list[dict[str, Any]]:
         """All records of the run exactly as stored (format 3: compact, values by reference)."""
-        path = self._files.ledger(run_id)
-        try:
-            data = read_bytes(path)
-        except FileNotFoundError:
+        parts = self._parts(run_id)
+        if not parts.exists:
             return []
-        parsed = parse_ledger(data, path=str(path), verify_chain=False)
+        path = self._files.ledger(run_id)
+        parsed = parse_ledger(read_range(parts), path=str(path), verify_chain=False)
         if parsed.torn_bytes:
             log.warning("%s: ignoring a torn tail of %d bytes after line %d", path, parsed.torn_bytes, parsed.lines)
         return parsed.records
@@ -235,37 +366,24 @@ class JsonlLedgerStore(LedgerStore):
         """The stored records at ``(seq, offset)`` positions: the line starting at each offset
         (``ending``: the line ending just before it). Positions whose line does not hold that
         seq are skipped: the offsets are hints, never trusted."""
-        path = self._files.ledger(run_id)
+        parts = self._parts(run_id)
         found: builtins.list[dict[str, Any]] = []
-        try:
-            handle = open(path, "rb")
-        except FileNotFoundError:
-            return found
-        with handle:
-            size = os.fstat(handle.fileno()).st_size
-            for seq, offset in positions:
-                if offset is None or offset < 0 or offset > size:
+        size = parts.size
+        for seq, offset in positions:
+            if offset is None or offset < 0 or offset > size:
+                continue
+            if ending:
+                raw = _line_ending_at(parts, offset)
+                if raw is None:
                     continue
-                if ending:
-                    begin = max(0, offset - _ANCHOR_WINDOW)
-                    handle.seek(begin)
-                    window = handle.read(offset - begin)
-                    if not window.endswith(b"\n"):
-                        continue
-                    raw = window[:-1].rsplit(b"\n", 1)[-1]
-                    if len(raw) + 1 >= len(window) and begin > 0:
-                        handle.seek(0)  # a line longer than the window: read it whole
-                        head = handle.read(offset)[:-1]
-                        raw = head.rsplit(b"\n", 1)[-1]
-                else:
-                    handle.seek(offset)
-                    raw = handle.readline().rstrip(b"\n")
-                try:
-                    doc = loads_strict(raw)
-                except (ValueError, UnicodeDecodeError):
-                    continue
-                if isinstance(doc, dict) and doc.get("seq") == seq:
-                    found.append(doc)
+            else:
+                raw = _line_starting_at(parts, offset)
+            try:
+                doc = loads_strict(raw)
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(doc, dict) and doc.get("seq") == seq:
+                found.append(doc)
         return found
 
     def read_after(self, run_id: str, position: LedgerHead, *,
@@ -273,75 +391,76 @@ class JsonlLedgerStore(LedgerStore):
         """The chain-checked records after ``position`` and the head they end at.
 
         Reads from ``position.offset`` when the line ending there is the record
-        ``position`` names; otherwise (no offset, another file) reads the whole ledger. A
-        torn tail is left for the writer to truncate. Seeds the writer's cache.
+        ``position`` names (so sealed segments before it are not read); otherwise (no offset,
+        another file) reads the whole ledger. A torn tail is left for the writer to truncate.
+        Seeds the writer's cache.
         """
         with self._guard(run_id):
             path = self._files.ledger(run_id)
-            try:
-                stat = os.lstat(path)
-            except FileNotFoundError:
+            parts = self._parts(run_id)
+            if not parts.exists:
                 self._cache[run_id] = _LedgerCache(completed={})
                 return LedgerHead(), []
-            if not stat_module.S_ISREG(stat.st_mode):
-                raise StorageError(f"Refusing {path}: the ledger must be a regular file, not a symlink")
+            _check_seals(parts, path)
             start, start_head = 0, LedgerHead()
-            if position.seq and position.offset is not None and self._anchored(path, position, stat.st_size):
+            if position.seq and position.offset is not None and _anchored(parts, position):
                 start, start_head = position.offset, LedgerHead(position.seq, position.head_hash)
             if until_seq is not None:
                 # A partial read (point in time): only the bytes it needs, and no cache seeded.
-                records = self._read_until(path, run_id, start, start_head, until_seq)
+                records = self._read_until(parts, path, run_id, start, start_head, until_seq)
                 return self.peek_head(run_id), [r for r in records if r.get("seq", 0) > position.seq]
-            data = read_bytes(path, offset=start)
+            data = read_range(parts, start)
             parsed = parse_ledger(data, path=str(path), start_offset=start, start_line=start_head.seq,
                                   head=start_head, run_id=run_id)
             records = [r for r in parsed.records if r.get("seq", 0) > position.seq] if start == 0 else parsed.records
+            live = parts.tail
+            pending = False
+            if live is not None and parsed.valid_end > parts.base:
+                doc = last_record(live.path)
+                pending = bool(doc) and doc.get("kind") == SEGMENT_KIND  # type: ignore[union-attr]
             self._cache[run_id] = _LedgerCache(
-                inode=stat.st_ino, size=parsed.valid_end, lines=parsed.lines,
+                ident=parts.identity(), size=parsed.valid_end, lines=parsed.lines,
                 head=LedgerHead(parsed.head.seq, parsed.head.head_hash, offset=parsed.valid_end),
                 completed=dict(parsed.completed_offsets) if start == 0 else None,
-                intent_keys=parsed.intent_keys if start == 0 else {})
+                intent_keys=parsed.intent_keys if start == 0 else {}, pending_seal=pending)
+            if parsed.torn_bytes and parsed.valid_end < parts.base:
+                raise CorruptRecordError(f"a sealed segment of run {run_id} does not end with a whole record "
+                                         "(truncated or edited)", path=str(path))
             return self._cache[run_id].head, records
 
     @staticmethod
-    def _read_until(path: Path, run_id: str, start: int, head: LedgerHead, until_seq: int) -> builtins.list[dict[str, Any]]:
+    def _read_until(parts: Parts, path: Path, run_id: str, start: int, head: LedgerHead,
+                    until_seq: int) -> builtins.list[dict[str, Any]]:
         """Chain-checked records from byte ``start`` up to seq ``until_seq``, read in chunks."""
         records: builtins.list[dict[str, Any]] = []
         offset, line, pending = start, head.seq, b""
-        with open(path, "rb") as handle:
-            handle.seek(start)
-            while head.seq < until_seq:
-                chunk = handle.read(1 << 18)
-                if not chunk:
-                    break
-                data = pending + chunk
-                cut = data.rfind(b"\n") + 1
-                if cut == 0:
-                    pending = data
-                    continue
-                parsed = parse_ledger(data[:cut], path=str(path), start_offset=offset, start_line=line, head=head,
-                                      run_id=run_id, until_seq=until_seq)
-                records.extend(parsed.records)
-                head, line = parsed.head, parsed.lines
-                offset += cut
-                pending = data[cut:]
+        for chunk in iter_bytes(parts, start, chunk=1 << 18):
+            if head.seq >= until_seq:
+                break
+            data = pending + chunk
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                pending = data
+                continue
+            parsed = parse_ledger(data[:cut], path=str(path), start_offset=offset, start_line=line, head=head,
+                                  run_id=run_id, until_seq=until_seq)
+            records.extend(parsed.records)
+            head, line = parsed.head, parsed.lines
+            offset += cut
+            pending = data[cut:]
         return records
 
     def peek_head(self, run_id: str) -> LedgerHead:
-        """The head as this process last saw it, else read off the file's last line (not chain-checked)."""
+        """The head as this process last saw it, else read off the ledger's last line (not chain-checked)."""
         with self._guard(run_id):
             cache = self._cache.get(run_id)
-            path = self._files.ledger(run_id)
-            try:
-                size = os.lstat(path).st_size
-            except FileNotFoundError:
+            parts = self._parts(run_id)
+            if not parts.exists:
                 return LedgerHead()
-            if cache is not None and cache.size == size:
+            if cache is not None and cache.ident == parts.identity():
                 return cache.head
-            begin = max(0, size - _ANCHOR_WINDOW * 16)
-            with open(path, "rb") as handle:
-                handle.seek(begin)
-                window = handle.read()
+            size = parts.size
+            window = read_range(parts, max(0, size - _ANCHOR_WINDOW * 16), size)
             for raw in reversed(window.rstrip(b"\n").split(b"\n")):
                 try:
                     doc = loads_strict(raw)
@@ -351,56 +470,38 @@ class JsonlLedgerStore(LedgerStore):
                     return LedgerHead(doc["seq"], doc.get("record_hash"))
             return self.head(run_id)
 
-    @staticmethod
-    def _anchored(path: Path, position: LedgerHead, size: int) -> bool:
-        """True when the line ending at ``position.offset`` carries ``position.head_hash``."""
-        offset = position.offset or 0
-        if offset > size or not position.head_hash:
-            return False
-        begin = max(0, offset - _ANCHOR_WINDOW)
-        try:
-            with open(path, "rb") as handle:
-                handle.seek(begin)
-                window = handle.read(offset - begin)
-        except OSError:
-            return False
-        if not window.endswith(b"\n"):
-            return False
-        last_line = window[:-1].rsplit(b"\n", 1)[-1]
-        return b'"record_hash":"' + position.head_hash.encode("ascii", "replace") + b'"' in last_line
-
     def position_token_at(self, run_id: str, head: LedgerHead) -> None:
         """Not known without looking at the file: ``None`` (ask :meth:`position_token`)."""
         return None
 
     def position_token(self, run_id: str) -> Optional[tuple[int, int]]:
-        """``(inode, size)`` of the ledger file: changes with every append by anyone."""
-        try:
-            stat = os.lstat(self._files.ledger(run_id))
-        except FileNotFoundError:
+        """``(inode, size)``: the live file's inode (or the last segment's) and the ledger's
+        whole length — changes with every append by anyone."""
+        parts = self._parts(run_id)
+        files = parts.all
+        if not files:
             return None
-        return stat.st_ino, stat.st_size
+        return files[-1].inode, parts.size
 
     def head(self, run_id: str) -> LedgerHead:
         """The last valid record's seq and hash (chain-checked)."""
         with self._guard(run_id):
-            return self._refresh(run_id, self._files.ledger(run_id), repair=False).head
+            return self._refresh(run_id, repair=False).head
 
     def find_completed(self, run_id: str, idempotency_key: str) -> Optional[dict[str, Any]]:
         """The first completed record with this key (an index built on first use, then O(1))."""
         with self._guard(run_id):
             path = self._files.ledger(run_id)
-            cache = self._refresh(run_id, path, repair=False)
+            cache = self._refresh(run_id, repair=False)
+            parts = self._parts(run_id)
             if cache.completed is None:
-                data = read_bytes(path)[: cache.size]
+                data = read_range(parts, 0, cache.size)
                 full = parse_ledger(data, path=str(path), keep_records=False, verify_chain=False)
                 cache.completed, cache.intent_keys = dict(full.completed_offsets), full.intent_keys
             offset = cache.completed.get(idempotency_key)
             if offset is None:
                 return None
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                line = handle.readline()
+            line = _line_starting_at(parts, offset) + b"\n"
         parsed = parse_ledger(line, path=str(path), verify_chain=False)
         return parsed.records[0] if parsed.records else None
 
@@ -487,6 +588,54 @@ class JsonlLedgerStore(LedgerStore):
             if isinstance(doc, dict):
                 entries.append(doc)
         return entries
+
+
+def _check_seals(parts: Parts, path: Path) -> None:
+    """Refuse a ledger whose sealed segments were deleted, cut, renamed or reordered (their last
+    lines only are read: an open must not read old segments)."""
+    if parts.sealed or parts.strays:
+        problem = check_seals(parts)
+        if problem is not None:
+            raise CorruptRecordError(f"{problem}; refusing the run's ledger", path=str(path.parent / "segments"))
+
+
+def _line_ending_at(parts: Parts, offset: int) -> Optional[bytes]:
+    """The line whose newline ends just before ``offset`` (``None`` when no line ends there)."""
+    begin = max(0, offset - _ANCHOR_WINDOW)
+    window = read_range(parts, begin, offset)
+    if not window.endswith(b"\n"):
+        return None
+    raw = window[:-1].rsplit(b"\n", 1)[-1]
+    if len(raw) + 1 >= len(window) and begin > 0:
+        raw = read_range(parts, 0, offset)[:-1].rsplit(b"\n", 1)[-1]  # a line longer than the window
+    return raw
+
+
+def _line_starting_at(parts: Parts, offset: int) -> bytes:
+    """The line that starts at ``offset``, without its newline."""
+    out = bytearray()
+    for chunk in iter_bytes(parts, offset, chunk=_ANCHOR_WINDOW):
+        cut = chunk.find(b"\n")
+        if cut >= 0:
+            out += chunk[:cut]
+            break
+        out += chunk
+    return bytes(out)
+
+
+def _anchored(parts: Parts, position: LedgerHead) -> bool:
+    """True when the line ending at ``position.offset`` carries ``position.head_hash``."""
+    offset = position.offset or 0
+    if offset > parts.size or not position.head_hash:
+        return False
+    try:
+        window = read_range(parts, max(0, offset - _ANCHOR_WINDOW), offset)
+    except OSError:
+        return False
+    if not window.endswith(b"\n"):
+        return False
+    last_line = window[:-1].rsplit(b"\n", 1)[-1]
+    return b'"record_hash":"' + position.head_hash.encode("ascii", "replace") + b'"' in last_line
 
 
 def _lock_for_append(fd: int, path: Path) -> None:

@@ -24,6 +24,7 @@ from ..core.records import RECORD_FORMAT
 from .record_rules import SignatureTrail, signature_problem, unknown_fields
 from .fsio import brief_error, loads_strict, validate_id
 from .ledger_parse import looks_torn
+from .segments import SEGMENT_KIND, Parts
 from .verify_state import StateReplay
 
 if TYPE_CHECKING:
@@ -62,10 +63,53 @@ class LedgerScan:
         self.state_at: dict[int, Optional[str]] = {}
         self._prev_hash: Optional[str] = None
         self._prev_seq, self._resync = 0, False
+        self._sealed = False
+        self._last_doc: Optional[dict[str, Any]] = None
+        self._file_segments: list[dict[str, Any]] = []
 
-    def run(self, path: Path) -> None:
-        """Scan the file at ``path`` (a missing file is an empty ledger; ``exists`` tells which)."""
+    def run_parts(self, parts: Parts) -> None:
+        """Scan a ledger stored as sealed segments then ``ledger.jsonl``, as one chain, checking
+        that each segment is numbered in order, whole, and closed by its ``segment`` record."""
         report = self.report
+        for name in parts.strays:
+            report.problem("segment_stray", f"segments/{name} is not a segment file name (renamed?)", file=name)
+        for index, part in enumerate(parts.sealed, start=1):
+            if part.number != index:
+                report.problem("segment_missing", f"segment {index} is missing: the next file is "
+                               f"segments/{part.path.name} (deleted or renamed?)", segment=index)
+            count, start_hash = report.count, self._prev_hash
+            self._file_segments = []
+            self.run(part.path, sealed=True)
+            closing = self._file_segments[-1] if self._file_segments else None
+            result = closing.get("result") if closing is not None else None
+            if closing is None or closing is not self._last_doc or not isinstance(result, dict):
+                report.problem("segment_unsealed", f"segments/{part.path.name} does not end with the segment "
+                               "record that closes it (truncated or edited?)", segment=part.number)
+            elif (result.get("segment"), result.get("count"), result.get("head_hash")) != (
+                    part.number, report.count - count, start_hash):
+                report.problem("segment_mismatch", f"segments/{part.path.name} holds {report.count - count} records "
+                               f"after {start_hash!r}, its segment record says segment {result.get('segment')!r}, "
+                               f"{result.get('count')!r} records after {result.get('head_hash')!r} (renamed, "
+                               "reordered or cut?)", segment=part.number)
+            for doc in self._file_segments[:-1]:
+                report.problem("segment_misplaced", "a segment record in the middle of a segment",
+                               seq=doc.get("seq"))
+        if parts.tail is not None:
+            self._file_segments = []
+            self.run(parts.tail.path)
+            for doc in self._file_segments:
+                if doc is self._last_doc:
+                    report.note("segment_pending", "ledger.jsonl ends with a segment record not yet renamed "
+                                "into segments/ (the next writer does it)", seq=doc.get("seq"))
+                else:
+                    report.problem("segment_misplaced", "a segment record in the middle of ledger.jsonl",
+                                   seq=doc.get("seq"))
+
+    def run(self, path: Path, *, sealed: bool = False) -> None:
+        """Scan the file at ``path`` (a missing file is an empty ledger; ``exists`` tells which);
+        ``sealed``: a sealed segment, where a torn last line is damage, not an interrupted append."""
+        report = self.report
+        self._sealed = sealed
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
@@ -77,7 +121,7 @@ class LedgerScan:
         try:
             with os.fdopen(fd, "rb") as handle:
                 pending: Optional[tuple[int, bytes]] = None
-                for line_no, raw in enumerate(handle, start=1):
+                for line_no, raw in enumerate(handle, start=report.lines + 1):
                     if pending is not None:
                         self._line(*pending, last=False)
                     pending = (line_no, raw)
@@ -88,6 +132,9 @@ class LedgerScan:
 
     def _line(self, line_no: int, raw: bytes, *, last: bool) -> None:
         report = self.report
+        if not raw.endswith(b"\n") and self._sealed:
+            report.problem("segment_truncated", "a sealed segment ends without a newline (truncated?)", line=line_no)
+            return
         if not raw.endswith(b"\n"):
             report.note("torn_tail", f"the file ends in {len(raw)} bytes without a newline (an interrupted "
                         "append; the next writer truncates it)", line=line_no, bytes=len(raw))
@@ -157,6 +204,9 @@ class LedgerScan:
                            seq=seq, line=line_no, stored=stored, computed=computed)
         self._resync = False
         self._prev_seq, self._prev_hash = (seq if seq is not None else expected), stored
+        self._last_doc = doc
+        if doc.get("kind") == SEGMENT_KIND:
+            self._file_segments.append(doc)
         report.count += 1
         report.head_seq, report.head_hash = self._prev_seq, stored
         if doc.get("kind") != "start":

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from ..core.errors import StoreNotFoundError
 from .fsio import Durability, check_durability, ensure_dir
 from .json_files import JsonFileRunStore, JsonlLedgerStore
+from .segments import SEGMENT_BYTES, SEGMENT_RECORDS
 
 if TYPE_CHECKING:
     from .postgres.store import PostgresStore
@@ -104,11 +105,14 @@ def default_store_path(explicit: Optional[str | os.PathLike[str]] = None) -> Pat
 class FileStore:
     """The file stores of one store root (runs, ledgers, snapshots, artifacts, bookmarks)."""
 
-    def __init__(self, root: str | os.PathLike[str], *, durability: Durability = "fsync") -> None:
+    def __init__(self, root: str | os.PathLike[str], *, durability: Durability = "fsync",
+                 segment_bytes: int = SEGMENT_BYTES, segment_records: int = SEGMENT_RECORDS) -> None:
         self.durability = check_durability(durability)
         self.root = ensure_dir(Path(root), durable=durability == "fsync")
         self.runs = JsonFileRunStore(self.root, durability=durability)
-        self.ledger = JsonlLedgerStore(self.root, durability=durability)
+        # A run's ledger is sealed into segments/ every segment_bytes or segment_records (file-format.md).
+        self.ledger = JsonlLedgerStore(self.root, durability=durability, segment_bytes=segment_bytes,
+                                       segment_records=segment_records)
         # Keyword arguments every runtime() of this store gets unless given otherwise: the CLI
         # puts the operator's signing key here (--signing-key), so every command that writes signs.
         self.runtime_defaults: dict[str, Any] = {}

@@ -42,10 +42,12 @@ from ..core.errors import (
     InvalidInputError,
     NotFoundError,
     RunNotFoundError,
+    StorageError,
     VerificationFailedError,
 )
 from .bookmarks import BOOKMARKS_FILE
 from .fsio import validate_id
+from .segments import SEGMENTS_DIR, list_parts
 from .json_files import CHECKPOINT_FILE, LEDGER_FILE, RUNS_DIR, RunFiles
 from .ledger_scan import LedgerScan, scan_runs_dir
 from .signing import load_keyring
@@ -122,7 +124,7 @@ def _verify(root: Path, run_id: str, *, expect_head: Optional[str], keyring: Opt
         raise RunNotFoundError(run_id)
     run_dir = RunFiles(root, create=False).run_dir(run_id)
     ckpt_path, ledger_path = run_dir / CHECKPOINT_FILE, run_dir / LEDGER_FILE
-    if not (ckpt_path.exists() or ledger_path.exists() or ledger_path.is_symlink()):
+    if not (ckpt_path.exists() or ledger_path.exists() or ledger_path.is_symlink() or (run_dir / SEGMENTS_DIR).exists()):
         raise RunNotFoundError(run_id)
     report = VerifyReport(run_id=run_id, path=str(run_dir), expect_head=expected)
 
@@ -135,7 +137,15 @@ def _verify(root: Path, run_id: str, *, expect_head: Optional[str], keyring: Opt
     want_hashes = {h for h in (expected, search) if h}
     scan = LedgerScan(report, want_seqs=want_seqs, want_hashes=want_hashes,
                       committed_seq=checkpoint.ledger.seq if checkpoint else None)
-    scan.run(ledger_path)
+    try:
+        parts = list_parts(run_dir)
+    except StorageError as exc:
+        report.problem("unreadable_ledger", str(exc))
+        parts = None
+    if parts is not None and (parts.sealed or parts.strays):
+        scan.run_parts(parts)
+    else:
+        scan.run(ledger_path)
     if scan.replayable:
         # A format-2 ledger is the log and run.json only its cache, written without fsync: a
         # damaged one is rebuilt on the next open, so it is worth a note, not a failure.
@@ -187,7 +197,7 @@ def verify_store(
     elif expect_head is not None:
         single = _normalise_hash(expect_head)
     keyring = load_keyring(public_key) if public_key is not None else None
-    run_ids, stray_entries = scan_runs_dir(base / RUNS_DIR, CHECKPOINT_FILE, LEDGER_FILE)
+    run_ids, stray_entries = scan_runs_dir(base / RUNS_DIR, CHECKPOINT_FILE, LEDGER_FILE, SEGMENTS_DIR)
     strays: dict[str, VerifyReport] = {}
     for name, kind, message in stray_entries:  # not runs: each fails, so --all cannot say "all ok"
         strays[name] = VerifyReport(run_id=name, path=str(base / RUNS_DIR / name))

@@ -29,6 +29,7 @@ METHODS: dict[Capability, tuple[str, ...]] = {
     Capability.ANCHORS: ("put_anchor", "find_anchor"),
     Capability.SECRETS: ("put_secrets", "get_secrets", "retain_secrets"),
     Capability.PEEK_HEAD: ("peek_head",),
+    Capability.SEGMENTS: ("segment_due", "seal_segment"),
     Capability.CHECKPOINTS: ("save_checkpoint", "load_checkpoint"),
     Capability.LOCKS: ("lock",),
     Capability.CHECKPOINT_TOKENS: ("checkpoint_token", "written_token"),

@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = ("fsync_floor", "durable_steps", "effect_steps", "flat_cost", "ask_roundtrip", "verify",
-             "runs_list", "startup", "checkpoint_proof", "code_first_replay")
+             "runs_list", "startup", "checkpoint_proof", "code_first_replay", "long_ledger")
 BASELINES = ("upstream", "langgraph", "dbos")
 BENCH_PYTHON = REPO / ".bench-venv" / "bin" / "python"
 
@@ -56,6 +56,7 @@ def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
     assert "api" in results["scenarios"]["ask_roundtrip"]
     assert "cli" in results["scenarios"]["ask_roundtrip"]
     assert results["scenarios"]["verify"]["records"] > 0
+    assert results["scenarios"]["long_ledger"]["segments"] >= 2  # the quick run is sealed into segments too
     scenarios_in_table = {row["scenario"] for row in results["table"]}
     assert {"durable steps", "effect steps", "flat cost", "verify", "start-up", "code-first replay"} <= scenarios_in_table
 

@@ -26,7 +26,8 @@ from ...core.errors import (
 )
 from ...core.ids import validate_id
 from ..event_ids import copy_event
-from ..json_files import LEDGER_FILE, RUNS_DIR
+from ..json_files import RUNS_DIR
+from ..segments import has_ledger
 from .store import PostgresStore
 from .transfer import read_run, transfer_run, where
 
@@ -47,7 +48,7 @@ def run_ids(store: Any) -> list[str]:
         return []
     # A directory without a ledger holds no run (e.g. a start that failed before its first record).
     return sorted(p.name for p in runs.iterdir()
-                  if not p.is_symlink() and not p.name.startswith(".") and (p / LEDGER_FILE).is_file())
+                  if not p.is_symlink() and not p.name.startswith(".") and has_ledger(p))
 
 
 @dataclass

@@ -10,7 +10,7 @@ A run moves in three steps, each its own function so other carriers (archives) r
    covers them and prunes those values). So the checkpoint never claims a position the
    copied ledger lacks, and no secret value the copied records need is missing.
 2. :func:`write_folder_run` lays it out as a folder store's ``runs/<id>/`` (``ledger.jsonl``
-   with the exact lines, ``secrets.jsonl``, ``bookmarks.json``, ``run.json`` last), and
+   and sealed ``segments/`` with the exact lines, ``secrets.jsonl``, ``bookmarks.json``, ``run.json`` last), and
    :func:`check_copy` verifies that layout with the offline verifier
    (:mod:`abstractruntime.storage.verify`): a tampered run is refused before it is written
    anywhere.
@@ -51,6 +51,7 @@ from ..bookmarks import BOOKMARKS_FILE, BOOKMARKS_FORMAT, Bookmark
 from ..fsio import atomic_write_bytes, dumps_compact, ensure_dir, fsync_dir, loads_strict, read_bytes
 from ..json_files import CHECKPOINT_FILE, LEDGER_FILE, RUNS_DIR, SECRETS_FILE
 from ..ledger_parse import parse_ledger
+from ..segments import SEGMENT_KIND, SEGMENTS_DIR, has_ledger, list_parts, read_range, segment_name
 from ..tombstones import PRUNED_DIR
 from .db import parse_document
 
@@ -140,7 +141,7 @@ def _read_folder_run(root: Path, run_id: str) -> RunCopy:
     for _ in range(READ_ATTEMPTS):
         before = _read_optional(run_dir / CHECKPOINT_FILE)
         marks = _read_optional(run_dir / BOOKMARKS_FILE)
-        ledger = _read_optional(run_dir / LEDGER_FILE)
+        ledger = read_range(list_parts(run_dir)) if has_ledger(run_dir) else None
         kept = _read_optional(run_dir / SECRETS_FILE)
         if _read_optional(run_dir / CHECKPOINT_FILE) == before:
             break
@@ -203,7 +204,7 @@ def write_folder_run(copy: RunCopy, root: str | os.PathLike[str], *, durable: bo
     if run_dir.exists():
         raise RunExistsError(f"Run {copy.run_id} already exists in {root}", run_id=copy.run_id)
     ensure_dir(run_dir, durable=durable)
-    atomic_write_bytes(run_dir / LEDGER_FILE, b"".join(line + b"\n" for line in copy.lines), durable=durable)
+    _write_ledger(copy, run_dir, durable=durable)
     if copy.secrets:
         atomic_write_bytes(run_dir / SECRETS_FILE, b"".join(canonical_json(e) + b"\n" for e in copy.secrets),
                            durable=durable)
@@ -216,6 +217,24 @@ def write_folder_run(copy: RunCopy, root: str | os.PathLike[str], *, durable: bo
         atomic_write_bytes(run_dir / CHECKPOINT_FILE, canonical_json(copy.checkpoint.to_dict()) + b"\n",
                            durable=durable)
     return run_dir
+
+
+def _write_ledger(copy: RunCopy, run_dir: Path, *, durable: bool) -> None:
+    """The lines as sealed segments (each up to the ``segment`` record that closes it) and the
+    rest as ``ledger.jsonl``: the same bytes, laid out as a folder store keeps a long ledger."""
+    start, number = 0, 1
+    if len(copy.records) == len(copy.lines):
+        for index, doc in enumerate(copy.records):
+            result = doc.get("result")
+            if doc.get("kind") != SEGMENT_KIND or not isinstance(result, dict) or result.get("segment") != number:
+                continue
+            seg_dir = ensure_dir(run_dir / SEGMENTS_DIR, durable=durable)
+            atomic_write_bytes(seg_dir / segment_name(number),
+                               b"".join(line + b"\n" for line in copy.lines[start:index + 1]), durable=durable)
+            start, number = index + 1, number + 1
+    if start < len(copy.lines) or start == 0:
+        atomic_write_bytes(run_dir / LEDGER_FILE, b"".join(line + b"\n" for line in copy.lines[start:]),
+                           durable=durable)
 
 
 def check_copy(copy: RunCopy, root: str | os.PathLike[str]) -> None:
@@ -238,7 +257,7 @@ def holds(store: Any, run_id: str) -> bool:
     """Whether ``store`` holds run ``run_id`` (a checkpoint or ledger records; in a folder, a ledger)."""
     if _is_database(store):
         return bool(store.runs.exists(run_id))
-    return (_folder_root(store) / RUNS_DIR / run_id / LEDGER_FILE).is_file()
+    return has_ledger(_folder_root(store) / RUNS_DIR / run_id)
 
 
 def _pruned(store: Any, run_id: str) -> bool:
@@ -253,7 +272,8 @@ def _head_at(store: Any, run_id: str) -> tuple[int, Optional[str]]:
         head = store.ledger.head(run_id)
     else:
         path = _folder_root(store) / RUNS_DIR / run_id / LEDGER_FILE
-        head = parse_ledger(read_bytes(path), path=str(path), verify_chain=False, keep_records=False).head
+        head = parse_ledger(read_range(list_parts(path.parent)), path=str(path), verify_chain=False,
+                            keep_records=False).head
     return head.seq, head.head_hash
 
 
