@@ -149,7 +149,7 @@ def _every_run(store: Any) -> list[str]:
         from abstractruntime.storage.postgres.copy import run_ids
 
         return run_ids(store)
-    from abstractruntime.storage.json_files import CHECKPOINT_FILE, LEDGER_FILE, RUNS_DIR
+    from abstractruntime.storage.run_files import CHECKPOINT_FILE, LEDGER_FILE, RUNS_DIR
     from abstractruntime.storage.ledger_scan import scan_runs_dir
 
     found, _strays = scan_runs_dir(root / RUNS_DIR, CHECKPOINT_FILE, LEDGER_FILE)

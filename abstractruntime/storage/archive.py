@@ -46,7 +46,7 @@ from ..core.canonical import canonical_json, is_sha256_hex
 from ..core.errors import InvalidInputError, NotFoundError, StorageError, VerificationFailedError
 from ..core.ids import validate_id
 from .fsio import FILE_MODE, loads_strict
-from .json_files import RUNS_DIR, SECRETS_FILE
+from .run_files import RUNS_DIR, SECRETS_FILE
 from .verify_report import VerifyReport
 
 ARCHIVE_FORMAT = 1

@@ -41,7 +41,8 @@ from .fsio import (
     validate_id,
 )
 from .segments import list_parts, read_range
-from .json_files import CHECKPOINT_FILE, LEDGER_FILE, RunFiles, read_checkpoint
+from .json_files import read_checkpoint
+from .run_files import CHECKPOINT_FILE, LEDGER_FILE, RunFiles
 from .ledger_parse import parse_ledger
 
 BOOKMARKS_FILE = "bookmarks.json"

@@ -19,7 +19,6 @@ from the ledger. ``durability="none"`` skips fsyncs (tests, benchmarks).
 from __future__ import annotations
 
 import os
-import stat as stat_module
 from pathlib import Path
 from typing import Any, ContextManager, Optional
 
@@ -36,10 +35,7 @@ from .fsio import (
     TidyRunLock,
     atomic_write_bytes,
     check_durability,
-    child_path,
-    ensure_dir,
     load_json_file,
-    refuse_symlink,
     validate_id,
 )
 from .query import (
@@ -53,92 +49,12 @@ from .query import (
     timestamp,
     until_key,
 )
+from .ledger_files import JsonlLedgerStore  # importable from here too, as in 0.0.1
+from .run_files import CHECKPOINT_FILE, LEDGER_FILE, LOCK_FILE, RUNS_DIR, RunFiles
 from .run_index import RunIndex
 from .segments import has_ledger, ledger_size
 
 log = get_logger("abstractruntime.storage")
-
-RUNS_DIR = "runs"
-CHECKPOINT_FILE = "run.json"
-LEDGER_FILE = "ledger.jsonl"
-SECRETS_FILE = "secrets.jsonl"
-ANCHORS_FILE = "anchors.jsonl"
-LOCK_FILE = ".lock"
-
-
-class RunFiles:
-    """Paths of one store root; every run path is validated and kept under the root."""
-
-    def __init__(self, base_dir: str | os.PathLike[str], *, create: bool = True, durable: bool = True) -> None:
-        self.root = Path(base_dir)
-        self.durable = durable
-        if create:
-            ensure_dir(self.root, durable=durable)
-        self.runs = self.root / RUNS_DIR
-        # Run directories already validated (and existing) in this process: path checks
-        # resolve symlinks, which costs more than the rest of a step.
-        self._known: dict[str, Path] = {}
-        self._children: dict[tuple[str, str], tuple[Path, Path]] = {}
-        self._runs_checked = False
-
-    def run_dir(self, run_id: str, *, create: bool = False) -> Path:
-        """``runs/<run_id>`` (validated; created 0700 when asked)."""
-        known = self._known.get(run_id)
-        if known is not None:
-            try:
-                # Cheap re-check: still a real directory (not swapped for a symlink, not deleted).
-                if stat_module.S_ISDIR(os.lstat(known).st_mode):
-                    return known
-            except FileNotFoundError:
-                pass
-            del self._known[run_id]
-        validate_id(run_id, "run id")
-        if create:
-            ensure_dir(self.runs, durable=self.durable)
-        path = child_path(self.root, RUNS_DIR, run_id)
-        refuse_symlink(path)
-        if create and not path.exists():
-            ensure_dir(path, durable=self.durable)
-        if path.is_dir():
-            self._known[run_id] = path
-        return path
-
-    def scanned_dir(self, run_id: str) -> Optional[str]:
-        """``runs/<run_id>`` for a pass over many runs (index rebuilds), or ``None`` when it is not a
-        directory: the same fences as :meth:`run_dir` — the id validated, ``runs/`` inside the root,
-        the run directory itself no symlink — with ``runs/`` resolved once, not once per run, and
-        nothing cached per run."""
-        validate_id(run_id, "run id")
-        if not self._runs_checked:
-            refuse_symlink(child_path(self.root, RUNS_DIR))
-            self._runs_checked = True
-        path = f"{self.runs}{os.sep}{run_id}"
-        try:
-            mode = os.lstat(path).st_mode
-        except FileNotFoundError:
-            return None
-        if stat_module.S_ISLNK(mode):
-            refuse_symlink(Path(path))  # raises, naming the path
-        return path if stat_module.S_ISDIR(mode) else None
-
-    def child(self, run_id: str, name: str) -> Path:
-        """``runs/<run_id>/<name>`` (the run directory re-checked; the joined path cached)."""
-        run_dir = self.run_dir(run_id)
-        cached = self._children.get((run_id, name))
-        if cached is not None and cached[0] is run_dir:
-            return cached[1]
-        path = run_dir / name
-        self._children[(run_id, name)] = (run_dir, path)
-        return path
-
-    def checkpoint(self, run_id: str) -> Path:
-        """``runs/<run_id>/run.json``."""
-        return self.child(run_id, CHECKPOINT_FILE)
-
-    def ledger(self, run_id: str) -> Path:
-        """``runs/<run_id>/ledger.jsonl``."""
-        return self.child(run_id, LEDGER_FILE)
-
 
 def read_checkpoint(path: Path) -> StoredCheckpoint:
     """Parse one ``run.json`` strictly (errors name the file); its run id must be its directory's."""
@@ -432,7 +348,6 @@ class JsonFileRunStore(RunStore):
         self._index.close()
 
 
-from .ledger_files import JsonlLedgerStore  # noqa: E402  (kept importable from here, as in 0.0.1)
 
 __all__ = ["CHECKPOINT_FILE", "LEDGER_FILE", "RUNS_DIR", "JsonFileRunStore", "JsonlLedgerStore", "RunFiles",
            "read_checkpoint"]

@@ -28,7 +28,7 @@ from ..core.models import StepRecord
 from ..core.ports import Capability, LedgerHead, LedgerStore, retained
 from ..core.records import RECORD_FORMAT, expand_records
 from .fsio import Durability, append_bytes, atomic_write_bytes, check_durability, fsync_dir, loads_strict, open_append, read_bytes
-from .json_files import ANCHORS_FILE, LEDGER_FILE, SECRETS_FILE, RunFiles
+from .run_files import ANCHORS_FILE, LEDGER_FILE, SECRETS_FILE, RunFiles
 from ..core.chain import seal_batch
 from .ledger_parse import parse_ledger
 from .segments import (SEGMENT_BYTES, SEGMENT_KIND, SEGMENT_RECORDS, Parts, check_seals, iter_bytes, last_record,

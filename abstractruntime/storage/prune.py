@@ -37,7 +37,7 @@ from ..core.clock import parse_iso
 from ..core.errors import CorruptRecordError, InvalidInputError, RunLockedError, RunNotFoundError, StorageError
 from ..core.models import RunStatus
 from .fsio import ensure_dir, fsync_dir
-from .json_files import RUNS_DIR
+from .run_files import RUNS_DIR
 from .tombstones import FileTombstones, Tombstone, refuse_damaged
 
 FINISHED = ("completed", "failed", "cancelled")

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .json_files import JsonFileRunStore
+
 
 @dataclass
 class ReindexReport:
@@ -32,7 +34,6 @@ def rebuild_index(store: Any) -> ReindexReport:
     many runs were indexed and which run directories could not be read (they are left out;
     ``verify`` says why). Raises :class:`StorageError` when the store cannot be written.
     """
-    from .json_files import JsonFileRunStore  # json_files imports run_index, which imports this module
 
     runs = getattr(store, "runs", store)
     own = not isinstance(runs, JsonFileRunStore)

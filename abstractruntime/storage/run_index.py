@@ -18,7 +18,8 @@ cache of the ``run.json`` files, which stay the truth:
   query in step reads only its matching rows and the dirty ones;
 - query results are re-read from ``run.json`` and re-checked against the filter;
 - run directories copied in by hand are found through the ``runs/`` directory's mtime;
-- :func:`rebuild_index` (CLI: ``abstractruntime runs reindex``) recreates it from the files.
+- :func:`~abstractruntime.storage.reindex.rebuild_index` (CLI: ``abstractruntime runs reindex``)
+  recreates it from the files.
 
 A store that cannot be written (read-only mount, no write permission) is queried through a
 read-only connection, or from the run files when there is no index: nothing is written or
@@ -544,6 +545,5 @@ class RunIndex:
         return merged if limit is None else merged[:limit]
 
 
-from .reindex import ReindexReport, rebuild_index  # noqa: E402  (``runs reindex``; imports this module lazily)
 
-__all__ = ["RunIndex", "ReindexReport", "rebuild_index", "INDEX_FILENAME"]
+__all__ = ["RunIndex", "INDEX_FILENAME"]

@@ -48,7 +48,7 @@ from ..core.errors import (
 from .bookmarks import BOOKMARKS_FILE
 from .fsio import validate_id
 from .segments import SEGMENTS_DIR, list_parts
-from .json_files import CHECKPOINT_FILE, LEDGER_FILE, RUNS_DIR, RunFiles
+from .run_files import CHECKPOINT_FILE, LEDGER_FILE, RUNS_DIR, RunFiles
 from .ledger_scan import LedgerScan, scan_runs_dir
 from .signing import load_keyring
 from .verify_checks import (_check_bookmarks, _check_checkpoint, _check_expected, _check_signature, _load_bookmarks,

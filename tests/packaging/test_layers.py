@@ -208,17 +208,10 @@ def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(found)
 
 
-# Circles not yet taken apart; this list may only shrink (an entry that no longer exists fails).
-KNOWN_CIRCLES: list[list[str]] = [
-    ["abstractruntime.storage.json_files", "abstractruntime.storage.ledger_files",
-     "abstractruntime.storage.reindex", "abstractruntime.storage.run_index"],
-]
-
-
 def test_no_import_circles() -> None:
     # A circle (module level or lazy) means neither module can be understood, tested or loaded
     # without the other; a lazy import that only dodges the load order is still one.
-    assert _circles(_import_graph(ALL)) == KNOWN_CIRCLES
+    assert _circles(_import_graph(ALL)) == []
 
 
 def test_the_circle_check_sees_a_lazy_circle_and_ignores_typing_only_imports(tmp_path: Path) -> None:

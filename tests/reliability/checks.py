@@ -8,7 +8,8 @@ from typing import Any
 from abstractruntime.core.errors import CorruptRecordError
 from abstractruntime.storage.bookmarks import BOOKMARKS_FILE, read_bookmarks
 from abstractruntime.storage.fsio import read_bytes
-from abstractruntime.storage.json_files import CHECKPOINT_FILE, LEDGER_FILE, read_checkpoint
+from abstractruntime.storage.json_files import read_checkpoint
+from abstractruntime.storage.run_files import CHECKPOINT_FILE, LEDGER_FILE
 from abstractruntime.core.records import expand_records
 from abstractruntime.storage.ledger_parse import parse_ledger
 from abstractruntime.storage.verify import verify_run

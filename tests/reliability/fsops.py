@@ -1,7 +1,7 @@
 """Intercepting the file operations of the storage layer.
 
 Every durable write in abstractruntime goes through ``os.*`` calls made by
-``storage/fsio.py``, ``storage/json_files.py`` and ``storage/bookmarks.py`` (plus
+``storage/fsio.py``, ``storage/json_files.py``, ``storage/run_files.py`` and ``storage/bookmarks.py`` (plus
 ``fsio.ensure_dir`` for new directories). :func:`intercept` swaps the ``os`` name in those
 modules for an :class:`OsProxy` that reports each call to a listener, and wraps
 ``ensure_dir`` so new directories are reported too. Nothing else in the process is touched.
@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from abstractruntime.storage import bookmarks, fsio, json_files, snapshots, store
+from abstractruntime.storage import bookmarks, fsio, json_files, run_files, snapshots, store
 
 Listener = Callable[[tuple[Any, ...]], None]
-PATCHED_MODULES = (fsio, json_files, bookmarks, snapshots)
+PATCHED_MODULES = (fsio, json_files, run_files, bookmarks, snapshots)
 # Modules that imported ensure_dir by name.
-ENSURE_DIR_USERS = (fsio, json_files, snapshots, store)
+ENSURE_DIR_USERS = (fsio, run_files, snapshots, store)
 
 
 class OsProxy:

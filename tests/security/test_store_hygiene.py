@@ -20,7 +20,7 @@ import pytest
 from abstractruntime.core.errors import StorageError
 from abstractruntime.core.models import RunState, RunStatus, WaitReason, WaitState
 from abstractruntime.storage.fsio import TidyRunLock, atomic_write_bytes, remove_stale_tmp_files
-from abstractruntime.storage.run_index import ReindexReport, rebuild_index
+from abstractruntime.storage.reindex import ReindexReport, rebuild_index
 from abstractruntime.storage.store import FileStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -221,7 +221,7 @@ def test_rebuild_index_from_a_path(store: FileStore) -> None:
 def test_rebuild_index_refuses_a_readonly_store(store: FileStore) -> None:
     readonly_mode("read-only mount")
     store.runs.save(_run("r1", RunStatus.COMPLETED, 1))
-    script = ("import sys\nfrom abstractruntime.storage.run_index import rebuild_index\n"
+    script = ("import sys\nfrom abstractruntime.storage.reindex import rebuild_index\n"
               "from abstractruntime.core.errors import StorageError\n"
               "try:\n    rebuild_index(sys.argv[1])\nexcept StorageError as exc:\n    print('refused:', exc)\n")
     proc = run_readonly("read-only mount", store.root, [sys.executable, "-c", script, str(store.root)])

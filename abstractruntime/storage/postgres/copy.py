@@ -26,7 +26,7 @@ from ...core.errors import (
 )
 from ...core.ids import validate_id
 from ..event_ids import copy_event
-from ..json_files import RUNS_DIR
+from ..run_files import RUNS_DIR
 from ..segments import has_ledger
 from .store import PostgresStore
 from .transfer import read_run, transfer_run, where

@@ -49,7 +49,7 @@ from ...core.ids import validate_id
 from ...core.ports import CHECKPOINT_FORMAT, LedgerHead, StoredCheckpoint
 from ..bookmarks import BOOKMARKS_FILE, BOOKMARKS_FORMAT, Bookmark
 from ..fsio import atomic_write_bytes, dumps_compact, ensure_dir, fsync_dir, loads_strict, read_bytes
-from ..json_files import CHECKPOINT_FILE, LEDGER_FILE, RUNS_DIR, SECRETS_FILE
+from ..run_files import CHECKPOINT_FILE, LEDGER_FILE, RUNS_DIR, SECRETS_FILE
 from ..ledger_parse import parse_ledger
 from ..segments import SEGMENT_KIND, SEGMENTS_DIR, has_ledger, list_parts, read_range, segment_name
 from ..tombstones import PRUNED_DIR

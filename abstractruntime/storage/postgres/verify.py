@@ -21,7 +21,7 @@ from ...core.errors import CorruptRecordError, RunLockedError, RunNotFoundError,
 from ...core.models import RunStatus
 from ...core.canonical import canonical_json
 from ...core.ids import validate_id
-from ..json_files import RUNS_DIR
+from ..run_files import RUNS_DIR
 from ..tombstones import TOMBSTONES_FILE
 from .copy import run_ids
 from .runs import ROW_COLUMNS, row_columns
