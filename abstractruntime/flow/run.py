@@ -199,6 +199,14 @@ class FlowRun(Operations):
         except StopIteration as stop:
             return stop.value
 
+    async def _acquire(self, lock: "asyncio.Lock") -> None:
+        """Take the session's lock, counted in ``_waiting`` while it is awaited."""
+        self._waiting += 1
+        try:
+            await lock.acquire()
+        finally:
+            self._waiting -= 1
+
     async def arun_op(self, op: Op) -> Any:
         """Run an operation on the event loop (an ``async def`` workflow): the session is held while
         it is recorded, released while a step's function runs, so steps overlap."""
@@ -210,11 +218,7 @@ class FlowRun(Operations):
         self._inflight.add(marker)
         held = False
         try:
-            self._waiting += 1
-            try:
-                await lock.acquire()
-            finally:
-                self._waiting -= 1
+            await self._acquire(lock)
             held = True
             request = op.send(None)
             while True:
@@ -222,11 +226,7 @@ class FlowRun(Operations):
                     lock.release()
                     held = False
                     value = await perform_async(request)
-                    self._waiting += 1
-                    try:
-                        await lock.acquire()
-                    finally:
-                        self._waiting -= 1
+                    await self._acquire(lock)
                     held = True
                 else:
                     value = await perform_async(request)
