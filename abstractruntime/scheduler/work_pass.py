@@ -344,6 +344,8 @@ class WorkPass:
         try:
             parents = self._run_store.list_runs(status=RunStatus.WAITING, wait_reason=WaitReason.SUBWORKFLOW,
                                                 limit=limit)
+        except DatabaseUnavailableError:
+            raise  # the store's outage ends the pass (see serve), as for every run
         except AbstractRuntimeError as exc:  # a store that fails here must not stop the pass
             self._record_error(f"listing parents of subworkflows failed: {exc}")
             return []
@@ -368,6 +370,8 @@ class WorkPass:
                                        max_steps=0, allow_drift=self._allow_drift)
             except (AlreadyAnsweredError, RunNotWaitingError, RunLockedError, RunNotFoundError):
                 continue  # another worker got there first, or the parent moved on
+            except DatabaseUnavailableError:
+                raise  # an outage, not the parent's failure
             except AbstractRuntimeError as exc:
                 self._fail(parent.run_id, exc)
                 continue

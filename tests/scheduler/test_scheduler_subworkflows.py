@@ -176,3 +176,20 @@ def test_a_child_forged_as_completed_in_its_checkpoint_is_not_handed_over(tmp_pa
     path.write_text(json.dumps(doc))
     assert scheduler.hand_over_children() == []
     assert runtime.get_state(parent_id).status == RunStatus.WAITING
+
+
+def test_an_outage_while_handing_over_children_ends_the_pass_not_a_run(tmp_path: Any,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # A database outage is the store's, not a parent's failure: it propagates to serve(), which
+    # waits the outage out, instead of being recorded against the runs it touched.
+    from abstractruntime.core.errors import DatabaseUnavailableError
+
+    store, runtime, scheduler, parent_id, child_id = _family(tmp_path)
+
+    def gone(**kwargs: Any) -> Any:
+        raise DatabaseUnavailableError("the database went away")
+
+    monkeypatch.setattr(scheduler._run_store, "list_runs", gone)
+    with pytest.raises(DatabaseUnavailableError):
+        scheduler.hand_over_children()
+    assert scheduler.stats.errors == []
