@@ -59,6 +59,8 @@ _TOP = {RUNS_DIR, "snapshots", "artifacts", "events"}
 # Members of a store that an archive leaves out: caches, locks, temporary files.
 _LEFT_OUT = re.compile(r"(^|/)(\.lock|\.[^/]*\.tmp|index\.sqlite3.*)$")
 _CHUNK = 1 << 20
+# A manifest larger than this is refused before it is read (a million runs list well under it).
+MAX_MANIFEST_BYTES = 256 << 20
 
 
 @dataclass
@@ -244,11 +246,22 @@ def _safe_name(name: str) -> Optional[str]:
     return norm
 
 
-def _unpack(path: Path, folder: Path, problems: VerifyReport) -> Optional[dict[str, Any]]:
+def _unpack(path: Path, folder: Path, problems: VerifyReport,
+            max_bytes: Optional[int] = None) -> tuple[Optional[dict[str, Any]], set[str]]:
     """Unpack the archive's regular files into ``folder`` (this module writes each one) and
-    return the manifest (``None`` when it is missing or unreadable: reported)."""
+    return the manifest (``None`` when it is missing or unreadable: reported) and the names
+    of listed members that were refused unwritten (reported here, not again as missing).
+
+    The manifest is the first member (as :func:`export_archive` writes it): nothing reaches
+    the disk before it, and then only members it lists, with the size it names — so an
+    archive unpacks to at most the manifest's total, which must fit in ``max_bytes`` and in
+    the free space of the folder. A crafted archive (a gzip bomb, a member swollen past its
+    listed size) is refused before it fills the temporary directory.
+    """
     manifest: Optional[dict[str, Any]] = None
+    listed: dict[str, Any] = {}
     seen: set[str] = set()
+    refused: set[str] = set()
     try:
         with tarfile.open(path, mode="r:gz") as tar:
             for member in tar:
@@ -266,14 +279,32 @@ def _unpack(path: Path, folder: Path, problems: VerifyReport) -> Optional[dict[s
                     problems.problem("archive_member_duplicate", f"member {name} appears twice")
                     continue
                 seen.add(name)
+                if manifest is None:
+                    if name != MANIFEST or seen != {MANIFEST}:
+                        break  # reported below: an archive starts with its manifest
+                    if member.size > MAX_MANIFEST_BYTES:
+                        problems.problem("archive_too_large", f"{MANIFEST} is {member.size} bytes, over the "
+                                         f"{MAX_MANIFEST_BYTES} a manifest may have")
+                        return None, refused
+                    source = tar.extractfile(member)
+                    manifest = _manifest(source.read() if source is not None else b"", problems)
+                    if manifest is None or not _fits(manifest, folder, problems, max_bytes):
+                        return None, refused
+                    listed = manifest["files"]
+                    continue
+                if name.split("/", 1)[0] not in _TOP or name not in listed:
+                    problems.problem("archive_file_unlisted", f"member {name} is not in the manifest (added)"
+                                     if name.split("/", 1)[0] in _TOP else
+                                     f"member {name} is not part of a store's layout")
+                    continue
+                entry = listed[name]
+                if not isinstance(entry, dict) or entry.get("size") != member.size:
+                    problems.problem("archive_file_mismatch", f"member {name} is {member.size} bytes, not the "
+                                     "size the manifest names (edited): refused unwritten")
+                    refused.add(name)
+                    continue
                 source = tar.extractfile(member)
                 if source is None:
-                    continue
-                if name == MANIFEST:
-                    manifest = _manifest(source.read(), problems)
-                    continue
-                if name.split("/", 1)[0] not in _TOP:
-                    problems.problem("archive_file_unlisted", f"member {name} is not part of a store's layout")
                     continue
                 target = folder / name
                 target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -282,10 +313,28 @@ def _unpack(path: Path, folder: Path, problems: VerifyReport) -> Optional[dict[s
                     shutil.copyfileobj(source, out, _CHUNK)
     except (tarfile.TarError, OSError, EOFError) as exc:
         problems.problem("archive_unreadable", f"{path}: not a readable .tar.gz archive ({exc})")
-        return manifest
+        return manifest, refused
     if manifest is None and not problems.problems:
-        problems.problem("archive_manifest_missing", f"{path} has no {MANIFEST}")
-    return manifest
+        problems.problem("archive_manifest_missing", f"{path} does not start with {MANIFEST}")
+    return manifest, refused
+
+
+def _fits(manifest: dict[str, Any], folder: Path, problems: VerifyReport, max_bytes: Optional[int]) -> bool:
+    """Whether the members the manifest lists fit in ``max_bytes`` and in the free space."""
+    sizes = [e.get("size") if isinstance(e, dict) else None for e in manifest["files"].values()]
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in sizes):
+        problems.problem("archive_manifest_invalid", f"{MANIFEST} lists a member without a size")
+        return False
+    total = sum(sizes)  # type: ignore[arg-type]
+    if max_bytes is not None and total > max_bytes:
+        problems.problem("archive_too_large", f"the archive unpacks to {total} bytes, over the limit of {max_bytes}")
+        return False
+    free = shutil.disk_usage(folder).free
+    if total > free:
+        problems.problem("archive_too_large", f"the archive unpacks to {total} bytes; {folder.parent} has "
+                         f"{free} free (set TMPDIR to a larger file system)")
+        return False
+    return True
 
 
 def _manifest(data: bytes, problems: VerifyReport) -> Optional[dict[str, Any]]:
@@ -305,12 +354,12 @@ def _manifest(data: bytes, problems: VerifyReport) -> Optional[dict[str, Any]]:
     return doc
 
 
-def _check_files(folder: Path, manifest: dict[str, Any], problems: VerifyReport) -> None:
+def _check_files(folder: Path, manifest: dict[str, Any], problems: VerifyReport, refused: set[str]) -> None:
     listed: dict[str, Any] = manifest["files"]
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     for name in sorted(present - set(listed)):
         problems.problem("archive_file_unlisted", f"member {name} is not in the manifest (added)")
-    for name in sorted(set(listed) - present):
+    for name in sorted(set(listed) - present - refused):
         problems.problem("archive_file_missing", f"member {name} of the manifest is not in the archive (removed)")
     for name in sorted(present & set(listed)):
         entry = listed[name]
@@ -344,9 +393,10 @@ def _relabel(reports: list[VerifyReport], folder: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def opened_archive(path: str | os.PathLike[str], *, public_key: Any = None,
-                   expect_head: Optional[str] = None) -> Iterator[tuple[ArchiveCheck, Path]]:
-    """The archive verified and unpacked in a temporary folder store (removed afterwards)."""
+def opened_archive(path: str | os.PathLike[str], *, public_key: Any = None, expect_head: Optional[str] = None,
+                   max_bytes: Optional[int] = None) -> Iterator[tuple[ArchiveCheck, Path]]:
+    """The archive verified and unpacked in a temporary folder store (removed afterwards);
+    ``max_bytes`` caps what it may unpack (it must fit in the free space in any case)."""
     from .verify import verify_store
 
     source = Path(path)
@@ -355,9 +405,9 @@ def opened_archive(path: str | os.PathLike[str], *, public_key: Any = None,
     with _scratch("abstractruntime-archive-") as folder:
         check = ArchiveCheck()
         problems = VerifyReport(run_id=ARCHIVE_REPORT, path=str(source))
-        check.manifest = _unpack(source, folder, problems)
+        check.manifest, refused = _unpack(source, folder, problems, max_bytes)
         if check.manifest is not None:
-            _check_files(folder, check.manifest, problems)
+            _check_files(folder, check.manifest, problems, refused)
             if (folder / RUNS_DIR).is_dir():
                 check.reports = verify_store(folder, public_key=public_key, expect_head=expect_head)
                 _relabel(check.reports, folder, source)
@@ -369,16 +419,18 @@ def opened_archive(path: str | os.PathLike[str], *, public_key: Any = None,
         yield check, folder
 
 
-def verify_archive(path: str | os.PathLike[str], *, public_key: Any = None,
-                   expect_head: Optional[str] = None) -> ArchiveCheck:
+def verify_archive(path: str | os.PathLike[str], *, public_key: Any = None, expect_head: Optional[str] = None,
+                   max_bytes: Optional[int] = None) -> ArchiveCheck:
     """Check an archive offline (see the module docstring); ``public_key`` as for
     :func:`~abstractruntime.storage.verify.verify_run`; ``expect_head``, a head published
-    elsewhere, must be in one of its runs (as for ``verify --all``)."""
-    with opened_archive(path, public_key=public_key, expect_head=expect_head) as (check, _):
+    elsewhere, must be in one of its runs (as for ``verify --all``); ``max_bytes`` caps the
+    bytes it may unpack (an archive listing more is refused, ``archive_too_large``)."""
+    with opened_archive(path, public_key=public_key, expect_head=expect_head, max_bytes=max_bytes) as (check, _):
         return check
 
 
-def import_archive(path: str | os.PathLike[str], store: Any, *, public_key: Any = None) -> ArchiveReport:
+def import_archive(path: str | os.PathLike[str], store: Any, *, public_key: Any = None,
+                   max_bytes: Optional[int] = None) -> ArchiveReport:
     """Restore an archive into ``store`` (a folder store or a PostgreSQL store) by the transfer
     path of ``store copy``: runs the store holds identically are skipped, a different run under
     an archived id is refused (:class:`~abstractruntime.core.errors.RunExistsError`). An
@@ -386,7 +438,7 @@ def import_archive(path: str | os.PathLike[str], store: Any, *, public_key: Any 
     from .postgres.copy import transfer_store
     from .store import FileStore
 
-    with opened_archive(path, public_key=public_key) as (check, folder):
+    with opened_archive(path, public_key=public_key, max_bytes=max_bytes) as (check, folder):
         if not check.ok or check.manifest is None:
             bad = [r for r in check.reports if not r.ok]
             first = bad[0].problems[0] if bad and bad[0].problems else None

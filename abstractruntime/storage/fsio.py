@@ -327,6 +327,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def writer_gone(pid: int, mtime: float, *, max_age: float = STALE_TMP_AGE) -> bool:
+    """Whether a temporary file or folder named with writer ``pid`` and last changed at
+    ``mtime`` is garbage: its writer is gone, or it is older than ``max_age`` seconds (pids are
+    reused). This process's own are kept unless that old: another thread may be writing them."""
+    if time.time() - mtime > max_age:
+        return True
+    return pid != os.getpid() and not _pid_alive(pid)
+
+
 def remove_stale_tmp_files(directory: Path, *, max_age: float = STALE_TMP_AGE,
                            targets: tuple[str, ...] | None = None) -> list[Path]:
     """Delete the temp files that :func:`atomic_write_bytes` left in ``directory`` when killed.
@@ -345,8 +354,6 @@ def remove_stale_tmp_files(directory: Path, *, max_age: float = STALE_TMP_AGE,
         names = os.listdir(directory)
     except OSError:
         return removed
-    now = time.time()
-    me = os.getpid()
     for name in names:
         match = _TMP_RE.fullmatch(name)
         if match is None or (targets is not None and match.group("target") not in targets):
@@ -358,9 +365,7 @@ def remove_stale_tmp_files(directory: Path, *, max_age: float = STALE_TMP_AGE,
             continue
         if not stat_module.S_ISREG(st.st_mode):
             continue
-        pid = int(match.group("pid"))
-        old = now - st.st_mtime > max_age
-        if not old and (pid == me or _pid_alive(pid)):
+        if not writer_gone(int(match.group("pid")), st.st_mtime, max_age=max_age):
             continue
         try:
             os.unlink(path)

@@ -10,7 +10,8 @@
   UTC day, so a pass reads the latest day, not a year of ticks). It is written whole to
   a temporary file, then published with ``link(2)``, which fails when the name exists: of
   two workers deciding the same tick, exactly one publishes, and a reader never sees half a
-  decision.
+  decision. A temporary file left by a worker killed before it published is removed by a
+  later decision (of that day or the next that has ticks) once its writer is gone.
 
 Standard library only; see :mod:`abstractruntime.scheduler.schedules` for what the records mean.
 """
@@ -29,7 +30,7 @@ from ..core.clock import parse_iso
 from ..core.errors import CorruptRecordError, InvalidInputError, StorageError
 from ..core.json_codec import loads_strict
 from .fsio import (FILE_MODE, FileLock, append_bytes, child_path, ensure_dir, fsync_dir, open_append, read_bytes,
-                   refuse_symlink)
+                   refuse_symlink, remove_stale_tmp_files)
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _KEY = re.compile(r"\d{8}T\d{6}Z")
@@ -135,8 +136,20 @@ class FileScheduleStore:
         if won:
             if self._durable:
                 fsync_dir(ticks)
+            self._sweep(ticks.parent, key[:8])
             return decision, True
         return self._read_decision(final, key), False
+
+    @staticmethod
+    def _sweep(ticks: Path, day: str) -> None:
+        """Remove the temporary decision files a killed worker left in the folder of ``day`` and
+        of the day before it that has ticks (a daily schedule's next decision is in a new folder)."""
+        try:
+            days = sorted(e for e in os.listdir(ticks) if _DAY.fullmatch(e) and e <= day)
+        except OSError:
+            return
+        for folder in days[-2:]:
+            remove_stale_tmp_files(ticks / folder)
 
     def _read_decision(self, path: Path, key: str) -> dict[str, Any]:
         refuse_symlink(path)

@@ -139,3 +139,28 @@ def test_a_row_edited_in_postgres_is_refused_or_the_registry_s_choice(tmp_path: 
         assert "changed since" in worker.errors[0] and not marker.exists()
     finally:
         opener.close()
+
+
+def test_temporary_decision_files_of_killed_workers_are_swept(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from abstractruntime.storage.schedule_files import FileScheduleStore
+
+    book = FileScheduleStore(tmp_path / "schedules", durability="none")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    pid = int(dead.stdout)
+    ticks = tmp_path / "schedules" / "daily" / "ticks"
+    yesterday, today = ticks / "20261205", ticks / "20261206"
+    for folder in (yesterday, today):
+        folder.mkdir(parents=True)
+    left = [yesterday / f".20261205T090000Z.{pid}.1.tmp", today / f".20261206T080000Z.{pid}.2.tmp"]
+    mine = today / f".20261206T070000Z.{os.getpid()}.3.tmp"  # a live writer's: kept
+    for path in [*left, mine]:
+        path.write_bytes(b"{}")
+    _, won = book.decide("daily", "20261206T090000Z", {"tick": "2026-12-06T09:00:00+00:00", "action": "started"})
+    assert won
+    assert not any(p.exists() for p in left) and mine.exists()
+    assert (today / "20261206T090000Z.json").exists()

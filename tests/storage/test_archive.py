@@ -342,3 +342,84 @@ def test_killed_import_and_export(source: FileStore, tmp_path: Path) -> None:
                            capture_output=True, text=True, cwd=repo, timeout=120)
     assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
     assert not second.exists()  # no archive rather than a partial one
+
+
+def test_a_swollen_member_is_refused_before_it_reaches_the_disk(source: FileStore, tmp_path: Path) -> None:
+    """A gzip bomb: a listed member whose tar header says 64 MB of zeros (a few KB compressed)."""
+    out = tmp_path / "all.tar.gz"
+    export_archive(source, out)
+    bomb = b"\0" * (64 << 20)
+    _rewrite(out, lambda m: {**m, "runs/done-1/ledger.jsonl": bomb})
+    assert out.stat().st_size < (1 << 20)
+    from abstractruntime.storage.archive import opened_archive
+
+    with opened_archive(out) as (checked, folder):
+        written = max((p.stat().st_size for p in folder.rglob("*") if p.is_file()), default=0)
+        assert written < (1 << 20), "the swollen member was written"
+        assert not (folder / "runs/done-1/ledger.jsonl").exists()
+    found = [p.type for r in checked.reports for p in r.problems]
+    assert "archive_file_mismatch" in found and "archive_file_missing" not in found, found
+    assert not checked.ok
+
+
+def test_an_archive_listing_more_than_the_limit_or_the_free_space_is_refused(source: FileStore,
+                                                                            tmp_path: Path) -> None:
+    out = tmp_path / "all.tar.gz"
+    export_archive(source, out)
+    assert verify_archive(out).ok
+    capped = verify_archive(out, max_bytes=100)
+    assert [p.type for r in capped.reports for p in r.problems] == ["archive_too_large"]
+    target = FileStore(tmp_path / "target", durability="none")
+    try:
+        with pytest.raises(VerificationFailedError, match="archive_too_large"):
+            import_archive(out, target, max_bytes=100)
+    finally:
+        target.close()
+
+    def huge(members: dict[str, bytes]) -> dict[str, bytes]:
+        manifest = json.loads(members["manifest.json"])
+        manifest["files"]["runs/done-1/ledger.jsonl"]["size"] = 1 << 60  # more than any disk
+        return {**members, "manifest.json": canonical_json(manifest) + b"\n"}
+
+    _rewrite(out, huge)
+    checked = verify_archive(out)
+    assert [p.type for r in checked.reports for p in r.problems] == ["archive_too_large"]
+
+
+def test_an_archive_must_start_with_its_manifest(source: FileStore, tmp_path: Path) -> None:
+    out = tmp_path / "all.tar.gz"
+    export_archive(source, out)
+
+    def manifest_last(members: dict[str, bytes]) -> dict[str, bytes]:
+        manifest = members.pop("manifest.json")
+        return {**members, "manifest.json": manifest}
+
+    _rewrite(out, manifest_last)
+    from abstractruntime.storage.archive import opened_archive
+
+    with opened_archive(out) as (checked, folder):
+        assert not any(p.is_file() for p in folder.rglob("*")), "members were unpacked before the manifest"
+    assert "archive_manifest_missing" in [p.type for r in checked.reports for p in r.problems]
+
+
+def test_staging_folders_of_killed_copies_are_swept(source: FileStore, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "all.tar.gz"
+    export_archive(source, out)
+    target = FileStore(tmp_path / "target", durability="none")
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    left = target.root / f".copy-{dead}-0123456789ab"  # a copy killed between its writes and its rename
+    (left / "done-1").mkdir(parents=True)
+    (left / "done-1" / "ledger.jsonl").write_bytes(b"half a run\n")
+    live = target.root / f".copy-{os.getpid()}-ba9876543210"  # another copy, still running
+    live.mkdir()
+    try:
+        import_archive(out, target)
+        assert not left.exists() and live.is_dir()
+        assert sorted(p.name for p in (target.root / "runs").iterdir()) == ALL
+    finally:
+        target.close()

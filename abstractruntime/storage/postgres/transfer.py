@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -48,7 +49,7 @@ from ...core.errors import (
 from ...core.ids import validate_id
 from ...core.ports import CHECKPOINT_FORMAT, LedgerHead, StoredCheckpoint
 from ..bookmarks import BOOKMARKS_FILE, BOOKMARKS_FORMAT, Bookmark
-from ..fsio import atomic_write_bytes, dumps_compact, ensure_dir, fsync_dir, loads_strict, read_bytes
+from ..fsio import atomic_write_bytes, dumps_compact, ensure_dir, fsync_dir, loads_strict, read_bytes, writer_gone
 from ..run_files import CHECKPOINT_FILE, LEDGER_FILE, RUNS_DIR, SECRETS_FILE
 from ..ledger_parse import parse_ledger
 from ..segments import SEGMENT_KIND, SEGMENTS_DIR, has_ledger, list_parts, read_range, segment_name
@@ -58,6 +59,7 @@ from .db import parse_document
 # A folder run read while a writer keeps checkpointing it is read again, this many times at most.
 READ_ATTEMPTS = 50
 STAGING_PREFIX = ".copy-"
+_STAGING_RE = re.compile(r"\.copy-([0-9]+)-[0-9a-f]{12}")
 
 
 @dataclass
@@ -328,12 +330,34 @@ def transfer_run(copy: RunCopy, store: Any) -> str:
     return "copied"
 
 
+def remove_stale_staging(root: Path) -> list[Path]:
+    """Remove the staging folders that copies killed before they finished left beside ``runs/``
+    (named ``.copy-<pid>-<random>``: their writer is gone, or they are hours old); returns them."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _STAGING_RE.fullmatch(entry.name)
+        try:
+            if match is None or not entry.is_dir(follow_symlinks=False):
+                continue
+            if writer_gone(int(match.group(1)), entry.stat(follow_symlinks=False).st_mtime):
+                shutil.rmtree(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue  # gone already, or not ours to remove: the next copy tries again
+    return removed
+
+
 @contextlib.contextmanager
 def _staging(root: Path) -> Iterator[Path]:
     """A hidden directory beside ``runs/`` on the same file system (so a rename moves a run into
     place at once); removed afterwards, whatever happened."""
     ensure_dir(root, durable=True)
-    staging = root / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+    remove_stale_staging(root)
+    staging = root / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
     try:
         yield staging
     finally:
@@ -385,4 +409,4 @@ def import_run(store: Any, run_id: str, root: str | os.PathLike[str]) -> LedgerH
 
 
 __all__ = ["READ_ATTEMPTS", "RunCopy", "check_copy", "export_run", "holds", "import_run", "insert_run", "read_run",
-           "transfer_run", "where", "write_folder_run"]
+           "remove_stale_staging", "transfer_run", "where", "write_folder_run"]
