@@ -389,14 +389,8 @@ class Scheduler(RunTreeOperations, WorkPass):
         if now < self._next_release:
             return []
         self._next_release = now + RELEASE_EVERY_S
-        try:
-            return self._runtime.release_finished_secrets()
-        except DatabaseUnavailableError:
-            raise
-        except Exception as exc:  # a store that fails here must not stop the pass
-            logger.exception("releasing the secret values of finished runs failed")
-            self._record_error(f"releasing the secret values of finished runs failed: {exc}")
-            return []
+        return self._side_job("releasing the secret values of finished runs",
+                              self._runtime.release_finished_secrets, [])
 
     def _record_error(self, message: str) -> None:
         line = f"{to_iso(self._runtime.now())}: {message}"

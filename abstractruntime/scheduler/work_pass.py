@@ -33,7 +33,7 @@ import contextlib
 import logging
 import threading
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TypeVar
 
 from ..core.clock import to_iso
 from ..core.blocks import skip_blocked
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from ..core.runtime import Runtime
 
 logger = logging.getLogger("abstractruntime.scheduler")
+_T = TypeVar("_T")
 
 # PostgreSQL's SQLSTATE for a session it closed after idle_session_timeout.
 IDLE_SESSION_CLOSED = "57P05"
@@ -154,6 +155,21 @@ class WorkPass:
 
     def release_kept_secrets(self) -> list[str]:
         raise NotImplementedError  # provided by Scheduler
+
+    def _side_job(self, what: str, job: Callable[[], _T], nothing: _T) -> _T:
+        """``job()``, one of the chores a pass does before it claims runs (deliver kept events,
+        hand children over, release kept secrets, fire schedules). The store's outage
+        (:class:`DatabaseUnavailableError`) ends the pass, as it does for every run (see
+        :meth:`serve`); any other failure is logged and recorded in ``stats`` and gives
+        ``nothing``, so one chore that fails never stops the runs of the pass."""
+        try:
+            return job()
+        except DatabaseUnavailableError:
+            raise
+        except Exception as exc:
+            logger.exception("%s failed", what)
+            self._record_error(f"{what} failed: {exc}")
+            return nothing
 
     @property
     def worker_id(self) -> str:
@@ -280,15 +296,12 @@ class WorkPass:
         runs are left ``running``, for this pass to advance. Returns their ids. Without schedules
         (``Scheduler(schedules=..., resolve_schedule=...)``) there is nothing to fire. A schedule
         that cannot be served is reported (``on_schedule_failed``) once per failure, not every pass."""
-        if self._schedules is None or self._resolve_schedule is None:
+        schedules, resolve = self._schedules, self._resolve_schedule
+        if schedules is None or resolve is None:
             return []
-        try:
-            result = self._schedules.fire_due(self._runtime, self._resolve_schedule, worker=self.worker_id)
-        except DatabaseUnavailableError:
-            raise
-        except Exception as exc:  # a store that fails here must not stop the pass
-            logger.exception("firing schedules failed")
-            self._record_error(f"firing schedules failed: {exc}")
+        result = self._side_job("firing schedules",
+                                lambda: schedules.fire_due(self._runtime, resolve, worker=self.worker_id), None)
+        if result is None:
             return []
         told = self._schedule_errors
         for name in [n for n in told if n not in result.errors]:
@@ -312,19 +325,19 @@ class WorkPass:
         """Give each event ``emit --keep`` kept to the first run now waiting on its key (and drop
         the expired ones); the runs are left ``running``, for this pass to advance. Returns them.
         Without the store's event log (``Scheduler(events=...)``) there is nothing to deliver."""
-        if self._events is None:
+        events = self._events
+        if events is None:
             return []
         from .events import deliver_kept_events
 
         def resolve(run: RunState) -> Any:
             return self._workflow_for(self._runtime.get_checkpoint(run.run_id))
 
-        try:
-            result = deliver_kept_events(self._events, self._run_store, resolve=resolve, now=self._runtime.now(),
-                                         allow_drift=self._allow_drift)
-        except Exception as exc:  # a store that fails here must not stop the pass
-            logger.exception("delivering kept events failed")
-            self._record_error(f"delivering kept events failed: {exc}")
+        result = self._side_job("delivering kept events",
+                                lambda: deliver_kept_events(events, self._run_store, resolve=resolve,
+                                                            now=self._runtime.now(), allow_drift=self._allow_drift),
+                                None)
+        if result is None:
             return []
         for run_id, message in result.errors.items():
             self._fail(run_id, RuntimeError(message))
@@ -341,14 +354,10 @@ class WorkPass:
         the same child resume the parent once. A child that failed or was cancelled is not handed
         over (its parent waits until an operator cancels or answers it). Returns the parents.
         """
-        try:
-            parents = self._run_store.list_runs(status=RunStatus.WAITING, wait_reason=WaitReason.SUBWORKFLOW,
-                                                limit=limit)
-        except DatabaseUnavailableError:
-            raise  # the store's outage ends the pass (see serve), as for every run
-        except AbstractRuntimeError as exc:  # a store that fails here must not stop the pass
-            self._record_error(f"listing parents of subworkflows failed: {exc}")
-            return []
+        parents: list[RunState] = self._side_job(
+            "listing parents of subworkflows",
+            lambda: self._run_store.list_runs(status=RunStatus.WAITING, wait_reason=WaitReason.SUBWORKFLOW,
+                                              limit=limit), [])
         handed: list[RunState] = []
         for parent in parents:
             wait = parent.waiting

@@ -139,3 +139,34 @@ def test_emit_reports_a_run_answered_meanwhile_as_already_answered(tmp_path: Pat
     result = emit_event(runtime.run_store, "k", {"second": True}, resolve=answered_first)
     assert result.states == [] and result.already_answered == ["a"]
     assert runtime.get_state("a").output == {"event": {"first": True}}
+
+
+class _BrokenEvents:
+    """An event log whose every read fails with ``error`` (a chore of the pass that breaks)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise self.error
+        return fail
+
+
+def test_a_failing_chore_is_recorded_and_the_runs_still_advance_but_an_outage_ends_the_pass(
+        tmp_path: Path) -> None:
+    from abstractruntime.core.errors import DatabaseUnavailableError
+
+    runtime, _, flow, calls = _setup(tmp_path)
+    registry = WorkflowRegistry()
+    registry.register(flow)
+    run_id = runtime.start(workflow=flow, run_id="r1")
+    broken = Scheduler(runtime=runtime, registry=registry, events=_BrokenEvents(OSError("disk on fire")))
+    assert [s.run_id for s in broken.work_pass()] == [run_id] and calls == [run_id]
+    assert any("delivering kept events failed: disk on fire" in e for e in broken.stats.errors)
+
+    down = Scheduler(runtime=runtime, registry=registry, events=_BrokenEvents(DatabaseUnavailableError("gone")))
+    runtime.start(workflow=flow, run_id="r2")
+    with pytest.raises(DatabaseUnavailableError):
+        down.work_pass()
+    assert calls == [run_id]  # the pass ended before it claimed anything
