@@ -63,6 +63,11 @@ def tool_call_text(call: dict[str, Any]) -> str:
     return f"{call.get('call_id')} {call.get('name')} {json_inline(call.get('arguments'))}"
 
 
+def mapping(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (a record's optional sections)."""
+    return value if isinstance(value, dict) else {}
+
+
 # Keys of a --json document whose strings are error text (run errors, effect and tool errors,
 # error reports): scrubbed by Settings.scrub_errors before printing.
 ERROR_KEYS = frozenset({"error", "errors", "message"})
@@ -300,4 +305,4 @@ def _short_cell(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["Settings", "stdout_is_tty", "interactive", "tsv_cell", "ERROR_KEYS"]
+__all__ = ["Settings", "stdout_is_tty", "interactive", "tsv_cell", "mapping", "ERROR_KEYS"]
