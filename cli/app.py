@@ -172,14 +172,14 @@ def _report_interrupt(ctx: "ClickContext", code: int) -> None:
     """Where the run stopped and the command that continues it."""
     what = "terminated" if code == TERMINATED else "interrupted"
     s = _settings_of(ctx)
-    run_id = s.current_run if s is not None else None
-    if run_id is None:
+    if s is None or s.current_run is None:
         report_error(ctx, what, what, code)
         return
+    run_id = s.current_run
     message = f"{what}: run {run_id}"
     details: dict[str, Any] = {"run_id": run_id}
     try:
-        state = s.open_store().runtime().get_state(run_id)  # type: ignore[union-attr]
+        state = s.open_store().runtime().get_state(run_id)
     except Exception:  # the store may be mid-write; the run id and tick are still right
         state = None
     if state is not None:

@@ -20,9 +20,12 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
 import typer
+
+if TYPE_CHECKING:  # the library is imported when a command needs it, not at start-up
+    from abstractruntime.registry import WorkflowFileRegistry
 
 # rich is imported by the two methods that draw on a terminal: a piped or --json command, and
 # --help, never pay for it.
@@ -98,7 +101,7 @@ class Settings:
     signing_key: Optional[str] = None  # --signing-key / $ABSTRACTRUNTIME_SIGNING_KEY: a private key file
     adopt_unsigned: bool = False
     upgrade: bool = False  # --upgrade: a changed workflow file continues a run whose history fits it
-    _registry: Any = field(default=None, repr=False)
+    _registry: Optional["WorkflowFileRegistry"] = field(default=None, repr=False)
     redactor: Any = field(default=None, repr=False)  # the run's Redactor once a command has loaded one
     _file_store: Any = field(default=None, repr=False)
     _store_secrets: Optional[list[str]] = field(default=None, repr=False)

@@ -72,7 +72,7 @@ def registry(s: "Settings", store: Any) -> "WorkflowFileRegistry":
         from abstractruntime.workflow_files import registry_for
 
         s._registry = registry_for(store, s.workflows)
-    return s._registry  # type: ignore[no-any-return]
+    return s._registry
 
 
 def load_for_run(s: "Settings", store: Any, run_id: str, *, workflow_file: Optional[str] = None,
