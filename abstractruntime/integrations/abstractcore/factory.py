@@ -22,7 +22,8 @@ upstream 0.0.1's behaviour (``"fail"``) unless told ``rate_limits="wait"``. ``pr
 stream their text to whoever watches the run.
 
 :func:`build_mode_handlers` gives the handlers alone, for a caller that builds its own
-``Runtime`` (the CLI does).
+``Runtime``; :func:`handlers_for_config` gives them for a configuration a run recorded
+(:mod:`abstractruntime.llm_config`), as the CLI does.
 """
 
 from __future__ import annotations
