@@ -5,7 +5,7 @@
 import os
 import sys
 import traceback
-from typing import Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional, cast
 
 import typer
 from typer.core import TyperGroup
@@ -13,6 +13,14 @@ from typer.core import TyperGroup
 from .argv import hoist_global_options, wants_json
 from .exit_codes import INTERRUPTED, TERMINATED, USAGE, exit_code_for, exit_code_for_status
 from .output import Settings, json_document, json_inline, tool_call_text
+
+if TYPE_CHECKING:
+    # typer vendors click and gives its Context and ClickException no public name; these are the
+    # classes typer's own TyperGroup is typed with, so the overrides below keep its signatures.
+    from typer._click import ClickException
+    from typer._click import Context as ClickContext
+
+    from abstractruntime.core.models import RunState, WaitState
 
 HELP = """Run, resume, inspect and verify durable workflow runs.
 
@@ -28,8 +36,8 @@ Exit codes: 0 ok, 1 error or run failed, 2 bad input, 3 verification failed, 4 n
 
 # Usage errors are the option parser's to print. Newer typer releases vendor click, so their
 # base class is taken from typer.BadParameter itself.
-_CLICK_EXCEPTION: type[BaseException] = next(
-    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_CLICK_EXCEPTION = cast("type[ClickException]", next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"))
 
 
 class Terminated(KeyboardInterrupt):
@@ -41,22 +49,22 @@ def on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
-def _settings_of(ctx: typer.Context) -> Optional[Settings]:
+def _settings_of(ctx: "ClickContext") -> Optional[Settings]:
     obj = ctx.find_object(Settings)
     return obj if isinstance(obj, Settings) else None
 
 
-def _json_wanted(ctx: typer.Context) -> bool:
+def _json_wanted(ctx: "ClickContext") -> bool:
     s = _settings_of(ctx)
     return bool((s is not None and s.json) or wants_json(ctx.meta.get("abstractruntime.argv", [])))
 
 
-def _scrubber(ctx: typer.Context) -> Settings:
+def _scrubber(ctx: "ClickContext") -> Settings:
     """The settings that scrub printed text (fresh ones before the global options are parsed)."""
     return _settings_of(ctx) or Settings()
 
 
-def report_error(ctx: typer.Context, code: str, message: str, exit_code: int, **details: Any) -> None:
+def report_error(ctx: "ClickContext", code: str, message: str, exit_code: int, **details: Any) -> None:
     """One ``error:`` line on stderr; with ``--json`` also ``{"error": {...}}`` on stdout.
 
     The message and every string of ``details`` are scrubbed of secrets first (:meth:`Settings.scrub`).
@@ -69,7 +77,7 @@ def report_error(ctx: typer.Context, code: str, message: str, exit_code: int, **
         typer.echo(json_document({"error": doc}, lenient=True))
 
 
-def _scrub_usage_error(ctx: typer.Context, exc: Any) -> None:
+def _scrub_usage_error(ctx: "ClickContext", exc: "ClickException") -> None:
     """Click prints a usage error itself, quoting arguments: scrub its message in place first."""
     message = getattr(exc, "message", None)
     if isinstance(message, str):
@@ -89,7 +97,7 @@ def silence_stdout() -> None:
 class RootGroup(TyperGroup):
     """Accepts global options anywhere; turns every error into one stderr line and an exit code."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: "ClickContext", args: list[str]) -> list[str]:
         ctx.meta["abstractruntime.argv"] = list(args)
         try:
             return super().parse_args(ctx, hoist_global_options(self, ctx, list(args)))
@@ -97,7 +105,7 @@ class RootGroup(TyperGroup):
             _scrub_usage_error(ctx, exc)
             raise
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: "ClickContext") -> Any:
         from abstractruntime.core.errors import AbstractRuntimeError
 
         try:
@@ -123,9 +131,9 @@ class RootGroup(TyperGroup):
             _traceback_if_verbose(ctx)
             raise typer.Exit(exit_code) from None
         except KeyboardInterrupt as exc:
-            code = TERMINATED if isinstance(exc, Terminated) else INTERRUPTED
-            _report_interrupt(ctx, code)
-            raise typer.Exit(code) from None
+            signal_exit = TERMINATED if isinstance(exc, Terminated) else INTERRUPTED
+            _report_interrupt(ctx, signal_exit)
+            raise typer.Exit(signal_exit) from None
         except Exception as exc:  # a bug or an environment problem: one line, traceback with -v
             exit_code = exit_code_for(exc)
             report_error(ctx, "error", _one_line(f"{type(exc).__name__}: {exc}") + " (run with -v for the traceback)",
@@ -142,13 +150,13 @@ def _one_line(text: str) -> str:
     return " ".join(text.split()) if "\n" in text else text
 
 
-def _traceback_if_verbose(ctx: typer.Context) -> None:
+def _traceback_if_verbose(ctx: "ClickContext") -> None:
     s = _settings_of(ctx)
     if s is not None and s.verbose:
         typer.echo(s.scrub(traceback.format_exc().rstrip()), err=True)
 
 
-def _with_store(ctx: typer.Context, exc: Exception) -> str:
+def _with_store(ctx: "ClickContext", exc: Exception) -> str:
     """The error's message; a run/snapshot/bookmark not found also names the store searched."""
     from abstractruntime.core.errors import NotFoundError
 
@@ -160,18 +168,18 @@ def _with_store(ctx: typer.Context, exc: Exception) -> str:
     return message
 
 
-def _report_interrupt(ctx: typer.Context, code: int) -> None:
+def _report_interrupt(ctx: "ClickContext", code: int) -> None:
     """Where the run stopped and the command that continues it."""
     what = "terminated" if code == TERMINATED else "interrupted"
     s = _settings_of(ctx)
-    run_id = s.current_run if s is not None else None
-    if run_id is None:
+    if s is None or s.current_run is None:
         report_error(ctx, what, what, code)
         return
+    run_id = s.current_run
     message = f"{what}: run {run_id}"
     details: dict[str, Any] = {"run_id": run_id}
     try:
-        state = s.open_store().runtime().get_state(run_id)  # type: ignore[union-attr]
+        state = s.open_store().runtime().get_state(run_id)
     except Exception:  # the store may be mid-write; the run id and tick are still right
         state = None
     if state is not None:
@@ -185,7 +193,7 @@ def _report_interrupt(ctx: typer.Context, code: int) -> None:
     report_error(ctx, what, f"{message}; continue with: {cont}", code, **details)
 
 
-def continue_command(state: Any) -> str:
+def continue_command(state: "RunState") -> str:
     """The command that moves a stopped run on (``tick`` unless it waits for someone)."""
     status = state.status.value
     wait = state.waiting
@@ -216,17 +224,17 @@ def _can_retry(s: Settings, run_id: str) -> bool:
         return False  # only a hint: the failure itself was already reported
 
 
-def _budget_limit(wait: Any) -> str:
+def _budget_limit(wait: "WaitState") -> str:
     """The first limit a budget wait reached (``tokens`` when it does not say)."""
     reached = wait.details.get("reached") if isinstance(wait.details, dict) else None
     return str(reached[0]) if isinstance(reached, list) and reached else "tokens"
 
 
-def _needs_handler(wait: Any) -> bool:
+def _needs_handler(wait: "WaitState") -> bool:
     return isinstance(wait.details, dict) and "needs_handler" in wait.details
 
 
-def wait_handle(state: Any) -> str:
+def wait_handle(state: "RunState") -> str:
     """What ``resume`` takes for the run's current wait: ``RUN@wN`` when waits have ids, else the run id."""
     wait_id = getattr(state.waiting, "wait_id", None) if state.waiting is not None else None
     if not wait_id:
@@ -340,23 +348,23 @@ def settings(ctx: typer.Context, json_flag: bool = False) -> Settings:
     return obj
 
 
-def shown_state(s: Settings, state: Any) -> Any:
+def shown_state(s: Settings, state: "RunState") -> "RunState":
     """``state`` as readers see it — every secret shown as its redacted text, as the ledger holds
     it — which is what every command prints (a real value only with ``runs show --reveal``)."""
     from abstractruntime.core.errors import AbstractRuntimeError
+    from abstractruntime.core.models import RunState
 
     try:
-        shown = s.open_store().runtime().shown_checkpoint(state.run_id).run
+        shown: RunState = s.open_store().runtime().shown_checkpoint(state.run_id).run
     except AbstractRuntimeError:
         # The run cannot be read back (a store gone away): the default rules, over the live state.
-        from abstractruntime.core.models import RunState
         from abstractruntime.core.redaction import Redactor
 
         shown = RunState.from_dict(Redactor().redact(state.to_dict()))
     return shown
 
 
-def finish_batch(s: Settings, states: list[Any], errors: list[str], summary: str) -> NoReturn:
+def finish_batch(s: Settings, states: "list[RunState]", errors: list[str], summary: str) -> NoReturn:
     """Print the runs a batch command advanced, then its errors; exit 1 if any run failed to advance."""
     states = [shown_state(s, st) for st in states]
     if s.json:
@@ -369,7 +377,7 @@ def finish_batch(s: Settings, states: list[Any], errors: list[str], summary: str
     raise typer.Exit(1 if errors else 0)
 
 
-def finish_run(s: Settings, state: Any) -> NoReturn:
+def finish_run(s: Settings, state: "RunState") -> NoReturn:
     """Print a run's outcome (run id on stdout, or its JSON) and exit with its status code."""
     status = state.status.value
     state = shown_state(s, state)
@@ -381,7 +389,7 @@ def finish_run(s: Settings, state: Any) -> NoReturn:
     raise typer.Exit(exit_code_for_status(status))
 
 
-def state_document(state: Any) -> dict[str, Any]:
+def state_document(state: "RunState") -> dict[str, Any]:
     """``RunState.to_dict()``, plus ``wait_id`` and ``wait_handle`` when the run waits."""
     doc = state.to_dict()
     if state.waiting is not None:
@@ -390,7 +398,7 @@ def state_document(state: Any) -> dict[str, Any]:
     return doc
 
 
-def describe_state(s: Settings, state: Any) -> None:
+def describe_state(s: Settings, state: "RunState") -> None:
     """A short human summary of a run on stderr."""
     status = state.status.value
     if status == "completed":
@@ -410,7 +418,7 @@ def describe_state(s: Settings, state: Any) -> None:
         delayed = wait.details.get("retry_after") if isinstance(wait.details, dict) else None
         if isinstance(delayed, dict):
             s.info(f"  waiting out a rate limit, not a failed attempt: {delayed.get('reason')}")
-        if _needs_handler(wait):
+        if isinstance(wait.details, dict) and "needs_handler" in wait.details:
             s.info(f"  needs --llm MODE --model MODEL ... to perform {wait.details['needs_handler']}; then: "
                    f"abstractruntime tick {state.run_id} --llm MODE ...")
         elif reason == "user":

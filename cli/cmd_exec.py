@@ -2,7 +2,7 @@
 
 # Annotations stay evaluated (no __future__ import): typer reads every command's signature at
 # start-up, and string annotations would cost it an eval per parameter.
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 
@@ -11,6 +11,10 @@ from .app import app, finish_batch, finish_run, settings
 from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_flags
 from .handles import run_id_of
 from .output import Settings, json_inline
+
+if TYPE_CHECKING:
+    from abstractruntime.core.models import RunState
+    from abstractruntime.core.runtime import Runtime
 
 JSON_HELP = "Write JSON to stdout (schema: docs/cli.md)."
 AttrOpt = typer.Option(None, "--attr", metavar="NAME", help="Attribute holding the WorkflowSpec [default: workflow].")
@@ -21,8 +25,8 @@ DriftOpt = typer.Option(False, "--allow-drift", help="Accept a workflow file tha
 WaitOpt = typer.Option(0.0, "--wait", metavar="SECONDS", help="Wait this long for a run locked by another process.")
 
 
-def drive(s: Settings, runtime: Any, workflow: Any, state: Any, *, allow_drift: bool = False,
-          lock_wait: float = 0.0, max_steps: int = 10_000) -> Any:
+def drive(s: Settings, runtime: "Runtime", workflow: Any, state: "RunState", *, allow_drift: bool = False,
+          lock_wait: float = 0.0, max_steps: int = 10_000) -> "RunState":
     """Tick until the run stops running; on a terminal, answer ask_user prompts and go on."""
     from abstractruntime.core.models import RunStatus, WaitReason
 

@@ -9,7 +9,7 @@ import typer
 from .app import app, settings, wait_handle
 from .cmd_exec import JSON_HELP
 from .handles import run_id_of
-from .output import json_inline, tool_call_text
+from .output import Settings, json_inline, mapping, tool_call_text
 
 runs_app = typer.Typer(help="List and inspect runs.", no_args_is_help=True)
 ledger_app = typer.Typer(help="Read a run's ledger.", no_args_is_help=True)
@@ -109,7 +109,7 @@ def runs_list(
         s.info("no runs match")
 
 
-def _step_summary(s: Any, rec: dict[str, Any]) -> str:
+def _step_summary(s: Settings, rec: dict[str, Any]) -> str:
     effect = rec.get("effect") or {}
     what = effect.get("type") if isinstance(effect, dict) else None
     result = rec.get("result") or {}
@@ -119,7 +119,7 @@ def _step_summary(s: Any, rec: dict[str, Any]) -> str:
         return f"-> {result['next_node']}"
     if what:
         return str(what)
-    ext = rec.get("ext") if isinstance(rec.get("ext"), dict) else {}
+    ext = mapping(rec.get("ext"))
     if isinstance(ext.get("step"), dict):  # a code-first step or recorded value, at its position
         step = ext["step"]
         label = f"step {step.get('name')}" if step.get("kind") == "step" else str(step.get("kind"))
@@ -265,7 +265,7 @@ def runs_show(
                     _step_summary(s, r).replace("\t", " ").replace("\n", " ")])
 
 
-def _reveal(s: Any, runtime: Any, run_id: str, path: str, at: Optional[str]) -> None:
+def _reveal(s: Settings, runtime: Any, run_id: str, path: str, at: Optional[str]) -> None:
     """``runs show RUN --reveal PATH``: the one real value asked for (strings as they are, anything
     else as JSON); with --json, ``{"run_id", "path", "value"}``."""
     from abstractruntime.core.errors import InvalidInputError

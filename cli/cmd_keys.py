@@ -10,6 +10,7 @@ from .app import app, settings
 from .cmd_exec import JSON_HELP
 from .exit_codes import VERIFY_FAILED
 from .handles import run_id_of
+from .output import Settings
 
 keys_app = typer.Typer(help="Signing keys: generate a key pair, hand runs over to a new key, adopt runs.",
                        no_args_is_help=True)
@@ -101,7 +102,7 @@ def keys_adopt(
     _for_each_run(s, store, runs, all_runs, lambda run_id: runtime.adopt(run_id), "adopted")
 
 
-def _for_each_run(s: Any, store: Any, runs: Optional[list[str]], all_runs: bool, act: Callable[[str], Any],
+def _for_each_run(s: Settings, store: Any, runs: Optional[list[str]], all_runs: bool, act: Callable[[str], Any],
                   done: str) -> None:
     from abstractruntime.core.errors import VerificationFailedError
 

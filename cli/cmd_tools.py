@@ -15,7 +15,7 @@ ones the operator reviewed (exit 2): an approval cannot be replayed onto other a
 
 # Annotations stay evaluated (no __future__ import): typer reads every command's signature at
 # start-up, and string annotations would cost it an eval per parameter.
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -25,6 +25,10 @@ from .cmd_exec import AttrOpt, DriftOpt, JSON_HELP, WaitOpt, WorkflowOpt, drive
 from .handles import run_id_of
 from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_flags
 from .output import Settings
+
+if TYPE_CHECKING:
+    from abstractruntime.core.models import RunState
+    from abstractruntime.llm_config import LlmFlags
 
 tools_app = typer.Typer(help="Approve or deny the tool calls a run is waiting on.", no_args_is_help=True)
 app.add_typer(tools_app, name="tools")
@@ -76,7 +80,7 @@ def tools_list(
 
 def _decide(s: Settings, run_id: str, *, decision: str, only: list[str], reason: Optional[str],
             expected_sha256: Optional[str], workflow_file: Optional[str], attr: Optional[str], allow_drift: bool,
-            lock_wait: float, config: Any, by: Optional[str]) -> Any:
+            lock_wait: float, config: Optional["LlmFlags"], by: Optional[str]) -> "RunState":
     from abstractruntime.core.approvals import pending_calls
     from abstractruntime.core.errors import WorkflowLoadError
     from abstractruntime.integrations.abstractcore.workflow_tools import local_executor

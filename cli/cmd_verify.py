@@ -3,6 +3,7 @@
 # Annotations stay evaluated (no __future__ import): typer reads every command's signature at
 # start-up, and string annotations would cost it an eval per parameter.
 import sys
+from types import ModuleType
 from typing import Any, Optional
 
 import typer
@@ -124,10 +125,15 @@ def verify_cmd(
             raise typer.Exit(VERIFY_FAILED)
         return
     store = s.open_store()
+    verify_mod: ModuleType  # the two verifiers have the same functions
     if getattr(store, "root", None) is None:  # a PostgreSQL store: its rows, checked by the same verifier
-        from abstractruntime.storage.postgres import verify as verify_mod
+        from abstractruntime.storage.postgres import verify as pg_verify
+
+        verify_mod = pg_verify
     else:
-        from abstractruntime.storage import verify as verify_mod  # type: ignore[no-redef]
+        from abstractruntime.storage import verify as file_verify
+
+        verify_mod = file_verify
     if run_id is not None:
         run_id = run_id_of(run_id)
         docs = [verify_mod.verify_run(store, run_id, expect_head=expect_head, public_key=keys).to_dict()]

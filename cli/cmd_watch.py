@@ -10,7 +10,7 @@ import typer
 from .app import app, describe_state, settings, state_document, wait_handle
 from .exit_codes import exit_code_for_status
 from .handles import run_id_of
-from .output import json_inline
+from .output import json_inline, mapping
 
 
 # Control characters other than newline and tab: a model's reply (or an edited live file) must
@@ -25,11 +25,11 @@ def printable(text: str) -> str:
 
 def record_line(record: dict[str, Any]) -> str:
     """One line for a record: seq, kind, status, node, and what it did."""
-    effect = record.get("effect") if isinstance(record.get("effect"), dict) else {}
+    effect = mapping(record.get("effect"))
     kind, status = record.get("kind"), record.get("status")
     what = ""
-    ext = record.get("ext") if isinstance(record.get("ext"), dict) else {}
-    usage = ext.get("usage") if isinstance(ext, dict) else None
+    ext = mapping(record.get("ext"))
+    usage = ext.get("usage")
     if kind == "effect" and status == "started":
         what = f"{effect.get('type')} in flight (effect {record.get('effect_id')}, attempt {record.get('attempt')})"
     elif kind == "effect":

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import typer
 
 from .exit_codes import ERROR_EXIT_CODES, STATUS_EXIT_CODES
-from .main import app
+from .main import build_command
 
 WIDTH = 100
 
@@ -360,7 +360,7 @@ def _walk(cmd: Any, ctx: Any, path: list[str]) -> Iterator[tuple[list[str], Any,
 
 def reference_section() -> str:
     """Every command's ``--help`` text."""
-    root = typer.main.get_command(app)
+    root = build_command()
     ctx = typer.Context(root, info_name="abstractruntime", terminal_width=WIDTH, max_content_width=WIDTH)
     parts = ["## Command reference", ""]
     for path, cmd, sub_ctx in _walk(root, ctx, []):

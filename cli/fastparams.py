@@ -80,7 +80,7 @@ def _plain(annotation: Any) -> Optional[tuple[type, bool]]:
     if annotation in (str, int, float, bool):
         return annotation, False
     if getattr(annotation, "__origin__", None) is list:
-        args = getattr(annotation, "__args__", ())
+        args: tuple[Any, ...] = getattr(annotation, "__args__", ())
         if len(args) == 1 and args[0] in (str, int, float):
             return args[0], True
     return None

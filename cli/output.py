@@ -20,9 +20,12 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
 import typer
+
+if TYPE_CHECKING:  # the library is imported when a command needs it, not at start-up
+    from abstractruntime.registry import WorkflowFileRegistry
 
 # rich is imported by the two methods that draw on a terminal: a piped or --json command, and
 # --help, never pay for it.
@@ -63,6 +66,11 @@ def tool_call_text(call: dict[str, Any]) -> str:
     return f"{call.get('call_id')} {call.get('name')} {json_inline(call.get('arguments'))}"
 
 
+def mapping(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (a record's optional sections)."""
+    return value if isinstance(value, dict) else {}
+
+
 # Keys of a --json document whose strings are error text (run errors, effect and tool errors,
 # error reports): scrubbed by Settings.scrub_errors before printing.
 ERROR_KEYS = frozenset({"error", "errors", "message"})
@@ -93,7 +101,7 @@ class Settings:
     signing_key: Optional[str] = None  # --signing-key / $ABSTRACTRUNTIME_SIGNING_KEY: a private key file
     adopt_unsigned: bool = False
     upgrade: bool = False  # --upgrade: a changed workflow file continues a run whose history fits it
-    _registry: Any = field(default=None, repr=False)
+    _registry: Optional["WorkflowFileRegistry"] = field(default=None, repr=False)
     redactor: Any = field(default=None, repr=False)  # the run's Redactor once a command has loaded one
     _file_store: Any = field(default=None, repr=False)
     _store_secrets: Optional[list[str]] = field(default=None, repr=False)
@@ -300,4 +308,4 @@ def _short_cell(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["Settings", "stdout_is_tty", "interactive", "tsv_cell", "ERROR_KEYS"]
+__all__ = ["Settings", "stdout_is_tty", "interactive", "tsv_cell", "mapping", "ERROR_KEYS"]

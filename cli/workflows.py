@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # the kernel is imported when a command needs it, not at star
     from abstractruntime.registry import WorkflowFileRegistry
     from abstractruntime.workflow_files import LlmHandlers
 
-    from .llm import LLMConfig, LlmFlags
+    from abstractruntime.llm_config import LLMConfig, LlmFlags
+
     from .output import Settings
 
 
@@ -71,7 +72,7 @@ def registry(s: "Settings", store: Any) -> "WorkflowFileRegistry":
         from abstractruntime.workflow_files import registry_for
 
         s._registry = registry_for(store, s.workflows)
-    return s._registry  # type: ignore[no-any-return]
+    return s._registry
 
 
 def load_for_run(s: "Settings", store: Any, run_id: str, *, workflow_file: Optional[str] = None,
@@ -81,18 +82,16 @@ def load_for_run(s: "Settings", store: Any, run_id: str, *, workflow_file: Optio
 
     The LLM configuration is the one the run recorded, with ``llm`` (the options given to
     this command) over it; an API key goes only to a server the operator configured
-    (:func:`.llm.check_key_destination`); a changed configuration is recorded in the run's
-    metadata once the workflow has loaded.
+    (:func:`abstractruntime.llm_config.llm_for_run`); a changed configuration is recorded in
+    the run's metadata once the workflow has loaded.
     """
+    from abstractruntime.llm_config import llm_for_run
     from abstractruntime.workflow_files import load_for_run as library_load_for_run
-
-    from .llm import check_key_destination, resolve_llm
 
     checkpoint = store.runtime().get_checkpoint(run_id)
     metadata = getattr(checkpoint, "metadata", None) or {}
     # Bad options and a key bound for another server fail before any code is imported.
-    config, changed = resolve_llm(llm, metadata.get("llm"))
-    check_key_destination(config, llm, metadata.get("llm"), run_id)
+    config, changed = llm_for_run(llm, metadata.get("llm"), run_id)
     loaded, runtime = library_load_for_run(store, run_id, workflow_file=workflow_file, attr=attr,
                                            llm_handlers=_llm_handlers(config), checkpoint=checkpoint,
                                            registry=registry(s, store), allow_drift=allow_drift,

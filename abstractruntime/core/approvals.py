@@ -44,7 +44,7 @@ from .wait_checks import refuse_other_wait
 from .wal import positional_key
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .host import StepHost
     from .spec import WorkflowSpec
 
 APPROVED, DENIED = "approved", "denied"
@@ -229,7 +229,7 @@ def _failed(call: dict[str, Any], error: str) -> dict[str, Any]:
             "error": error}
 
 
-def decision_steps(rt: "Runtime", session: RunSession, workflow: "WorkflowSpec", made: Decision, executor: Any,
+def decision_steps(rt: "StepHost", session: RunSession, workflow: "WorkflowSpec", made: Decision, executor: Any,
                    max_steps: int) -> Step:
     """After :func:`decide`: make the decision durable, perform the approved calls (each result
     durable before the next), answer the wait with every result, then advance the run (stepping

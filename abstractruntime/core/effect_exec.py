@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 
 from . import budget as budgets
@@ -32,7 +32,10 @@ from .session import RunSession, fail_run, new_record, set_nested
 from .wal import explicit_key, positional_key
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .host import EffectHost
+    from .policy import EffectPolicy
+    from .ports import LedgerStore
+    from .redaction import Redactor
 
 # A handler returns an outcome, or (``async def``) an awaitable of one.
 EffectHandler = Callable[..., Union[EffectOutcome, Awaitable[EffectOutcome]]]
@@ -56,24 +59,23 @@ def wait_id_of(effect_id: int) -> str:
     return f"w{effect_id}"
 
 
-def _key_for(rt: "Runtime", run: RunState, node_id: str, effect: Effect, effect_id: int) -> tuple[str, bool]:
+def _key_for(policy: "EffectPolicy", run: RunState, node_id: str, effect: Effect, effect_id: int) -> tuple[str, bool]:
     """``(key, explicit)``: the workflow's own key when it names one, else the position."""
     named = effect.payload.get("idempotency_key") if isinstance(effect.payload, dict) else None
     if isinstance(named, str) and named:
         return explicit_key(run.run_id, named), True
-    policy = rt.effect_policy
     if type(policy).idempotency_key is not DefaultEffectPolicy.idempotency_key and hasattr(policy, "idempotency_key"):
         return str(policy.idempotency_key(run=run, node_id=node_id, effect=effect)), True
     return positional_key(run.run_id, effect_id), False
 
 
-def run_effect(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending: Optional[Pending] = None,
+def run_effect(rt: "EffectHost", session: RunSession, plan: StepPlan, *, pending: Optional[Pending] = None,
                extra_attempts: Optional[int] = None) -> None:
     """Perform ``plan.effect`` in this thread (see :func:`effect_steps`)."""
     drive_sync(effect_steps(rt, session, plan, pending=pending, extra_attempts=extra_attempts))
 
 
-def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending: Optional[Pending] = None,
+def effect_steps(rt: "EffectHost", session: RunSession, plan: StepPlan, *, pending: Optional[Pending] = None,
                  extra_attempts: Optional[int] = None) -> Step:
     """Perform ``plan.effect`` (or resume the ``pending`` one after a crash or a retry).
 
@@ -94,8 +96,8 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
     else:
         ckpt.effects += 1
         effect_id, first_attempt, parts, failed = ckpt.effects, 1, {}, 0
-        key, explicit = _key_for(rt, run, plan.node_id, effect, effect_id)
-    prior = _prior_result(rt, session, plan, key, explicit)
+        key, explicit = _key_for(rt.effect_policy, run, plan.node_id, effect, effect_id)
+    prior = _prior_result(rt.ledger_store, rt.redactor, session, plan, key, explicit)
     if prior is not None:
         _complete(session, plan, effect_id, key, prior, attempt=first_attempt, reused=True)
         return
@@ -153,7 +155,7 @@ def effect_steps(rt: "Runtime", session: RunSession, plan: StepPlan, *, pending:
                     return
                 outcome = EffectOutcome.failed(problem, retryable=False)
         if outcome.status == "delayed":
-            _delay(rt, session, plan, effect_id, attempt, outcome)
+            _delay(rt.now(), session, plan, effect_id, attempt, outcome)
             return
         if outcome.status == "waiting" and outcome.wait is not None:
             wait = outcome.wait
@@ -212,7 +214,7 @@ def _accounted(session: RunSession, ext: Any) -> tuple[Optional[dict[str, Any]],
         return None, f"the handler reported an unusable ext: {exc}"
 
 
-def _delay(rt: "Runtime", session: RunSession, plan: StepPlan, effect_id: int, attempt: int,
+def _delay(now: datetime, session: RunSession, plan: StepPlan, effect_id: int, attempt: int,
            outcome: EffectOutcome) -> None:
     """The service asked to try again later: wait on a durable timer, keeping the effect pending.
 
@@ -220,7 +222,7 @@ def _delay(rt: "Runtime", session: RunSession, plan: StepPlan, effect_id: int, a
     use up its retry budget; when the timer is due the same effect is performed again.
     """
     seconds = float(outcome.delay_s or 0.0)
-    until = (rt.now() + timedelta(seconds=seconds)).isoformat()
+    until = (now + timedelta(seconds=seconds)).isoformat()
     recorded, _ = _accounted(session, outcome.ext)
     budgets.pause(session, why="retry_after", reason=WaitReason.UNTIL, node_id=plan.node_id,
                   resume_to_node=plan.node_id, effect_id=effect_id, until=until, ext=recorded,
@@ -289,16 +291,17 @@ def _complete(session: RunSession, plan: StepPlan, effect_id: int, key: str, res
         budgets.pause_if_crossed(session, node_id=plan.node_id, effect_id=effect_id)
 
 
-def _prior_result(rt: "Runtime", session: RunSession, plan: StepPlan, key: str, explicit: bool) -> Optional[Any]:
+def _prior_result(ledger: "LedgerStore", redactor: "Redactor", session: RunSession, plan: StepPlan, key: str,
+                  explicit: bool) -> Optional[Any]:
     """A completed result to reuse: by explicit key, or by node and payload after an outside edit."""
     run_id = session.run_id
     found: Optional[dict[str, Any]] = None
     if explicit:
-        found = session.queued_completed(key) or rt.ledger_store.find_completed(run_id, key)
+        found = session.queued_completed(key) or ledger.find_completed(run_id, key)
     elif session.legacy_reuse and plan.effect is not None:
-        wanted = rt.redactor.redact(plan.effect.to_dict())
+        wanted = redactor.redact(plan.effect.to_dict())
         legacy = compute_idempotency_key(run_id=run_id, node_id=plan.node_id, effect=plan.effect)
-        for doc in rt.ledger_store.list(run_id):
+        for doc in ledger.list(run_id):
             if doc.get("status") != "completed" or doc.get("node_id") != plan.node_id or doc.get("kind") != "effect":
                 continue
             if doc.get("effect") == wanted or doc.get("idempotency_key") == legacy:

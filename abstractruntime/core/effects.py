@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .clock import parse_iso, to_iso
 from .effect_context import current_effect
@@ -184,10 +185,14 @@ def handle_ask_user(run: RunState, effect: Effect, default_next_node: Optional[s
     ))
 
 
-def make_wait_until(runtime: "Runtime"):  # type: ignore[no-untyped-def]
+# A built-in handler: (run, effect, default_next_node) -> outcome.
+BuiltinHandler = Callable[[RunState, Effect, Optional[str]], EffectOutcome]
+
+
+def make_wait_until(clock: Callable[[], datetime]) -> BuiltinHandler:
     """WAIT_UNTIL ``{until: ISO}`` → completes at once when due, else waits (reason UNTIL).
 
-    Times are compared as aware datetimes from the runtime's clock, never as strings.
+    Times are compared as aware datetimes from ``clock`` (the runtime's), never as strings.
     """
 
     def handle_wait_until(run: RunState, effect: Effect, default_next_node: Optional[str]) -> EffectOutcome:
@@ -198,7 +203,7 @@ def make_wait_until(runtime: "Runtime"):  # type: ignore[no-untyped-def]
             moment = parse_iso(str(until))
         except ValueError:
             return EffectOutcome.failed(f"wait_until: {until!r} is not an ISO-8601 timestamp", retryable=False)
-        if runtime.now() >= moment:
+        if clock() >= moment:
             return EffectOutcome.completed({"until": str(until), "ready": True})
         return EffectOutcome.waiting(WaitState(
             reason=WaitReason.UNTIL,
@@ -217,8 +222,11 @@ def child_run_id(parent_run_id: str, idempotency_key: str) -> str:
     return uuid_text(int.from_bytes(digest, "big"))
 
 
-def make_start_subworkflow(runtime: "Runtime"):  # type: ignore[no-untyped-def]
-    """START_SUBWORKFLOW ``{workflow_id, vars?, async?}`` through the runtime's registry."""
+def make_start_subworkflow(runtime: "Runtime") -> BuiltinHandler:
+    """START_SUBWORKFLOW ``{workflow_id, vars?, async?}`` through the runtime's registry.
+
+    It takes the whole runtime: it starts the child run and, for a sync child, advances it.
+    """
 
     def handle_start_subworkflow(run: RunState, effect: Effect, default_next_node: Optional[str]) -> EffectOutcome:
         workflow_id = effect.payload.get("workflow_id")

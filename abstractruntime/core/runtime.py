@@ -142,12 +142,12 @@ class Runtime:
         self._warm_lock = threading.Lock()
         for effect_type, handler in ((EffectType.WAIT_EVENT, handle_wait_event), (EffectType.WAIT_JOB, handle_wait_job),
                                      (EffectType.ASK_USER, handle_ask_user),
-                                     (EffectType.WAIT_UNTIL, make_wait_until(self)),
+                                     (EffectType.WAIT_UNTIL, make_wait_until(self.now)),
                                      (EffectType.START_SUBWORKFLOW, make_start_subworkflow(self))):
             self.register_effect_handler(effect_type, handler)
         self._handlers[EffectType.WAIT_UNTIL] = RegisteredHandler(self._handlers[EffectType.WAIT_UNTIL].fn, True, True)
-        for key, handler in (effect_handlers or {}).items():
-            self.register_effect_handler(key, handler)
+        for key, given in (effect_handlers or {}).items():
+            self.register_effect_handler(key, given)
 
     # -- configuration -----------------------------------------------------------------
 

@@ -10,7 +10,8 @@ except through the session.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Callable, Optional
 
 from .usage_totals import settle, stamp
 from .canonical import canonical_json, check_size
@@ -24,15 +25,16 @@ from .spec import WorkflowSpec
 from .timers import is_due
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .effect_exec import RegisteredHandler
+    from .host import StepHost
 
 
-def advance_steps(rt: "Runtime", session: RunSession, workflow: WorkflowSpec, max_steps: int) -> Step:
+def advance_steps(rt: "StepHost", session: RunSession, workflow: WorkflowSpec, max_steps: int) -> Step:
     """Advance the run until it waits, completes, fails or ``max_steps`` nodes ran; returns its state."""
     run = session.run
     if run.status is RunStatus.WAITING:
-        _resume_due_timer(rt, session)
-        _resume_for_handler(rt, session)
+        _resume_due_timer(session, rt.now)
+        _resume_for_handler(session, rt.handler_for)
     steps = 0
     while run.status is RunStatus.RUNNING and steps < max_steps:
         steps += 1
@@ -46,7 +48,7 @@ def advance_steps(rt: "Runtime", session: RunSession, workflow: WorkflowSpec, ma
     return run
 
 
-def retry_steps(rt: "Runtime", session: RunSession, workflow: WorkflowSpec, plan: StepPlan,
+def retry_steps(rt: "StepHost", session: RunSession, workflow: WorkflowSpec, plan: StepPlan,
                 pending: Pending, max_steps: int) -> Step:
     """Attempt a failed run's pending effect again with a fresh budget, then advance it."""
     assert plan.effect is not None
@@ -55,12 +57,12 @@ def retry_steps(rt: "Runtime", session: RunSession, workflow: WorkflowSpec, plan
     return (yield from advance_steps(rt, session, workflow, max_steps))
 
 
-def _resume_due_timer(rt: "Runtime", session: RunSession) -> None:
+def _resume_due_timer(session: RunSession, clock: Callable[[], datetime]) -> None:
     run, wait = session.run, session.run.waiting
     if wait is None or WaitReason(wait.reason) is not WaitReason.UNTIL or not wait.until:
         return
     try:
-        due = is_due(wait, rt.now())
+        due = is_due(wait, clock())
     except ValueError:
         fail_run(session, run.current_node, f"wait_until: {wait.until!r} is not an ISO-8601 timestamp")
         return
@@ -69,10 +71,11 @@ def _resume_due_timer(rt: "Runtime", session: RunSession) -> None:
     fire_timer(session, wait)
 
 
-def _resume_for_handler(rt: "Runtime", session: RunSession) -> None:
+def _resume_for_handler(session: RunSession,
+                        handler_for: Callable[[str], Optional["RegisteredHandler"]]) -> None:
     run, wait, pending = session.run, session.run.waiting, session.checkpoint.pending
     needed = (wait.details or {}).get("needs_handler") if wait is not None else None
-    if not needed or pending is None or rt.handler_for(needed) is None:
+    if not needed or pending is None or handler_for(needed) is None:
         return
     run.status, run.waiting = RunStatus.RUNNING, None
     rec = new_record(run, RecordKind.RESUME)
@@ -80,7 +83,7 @@ def _resume_for_handler(rt: "Runtime", session: RunSession) -> None:
     session.record(rec)
 
 
-def _step(rt: "Runtime", session: RunSession, workflow: WorkflowSpec) -> Step:
+def _step(rt: "StepHost", session: RunSession, workflow: WorkflowSpec) -> Step:
     run = session.run
     session.uncommitted_nodes.append(run.current_node)
     pending = session.checkpoint.pending

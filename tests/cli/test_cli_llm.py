@@ -91,7 +91,8 @@ def test_without_llm_an_llm_call_waits_for_a_handler(cli) -> None:
 
 
 def test_llm_config_and_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
-    from abstractruntime.cli.llm import llm_config, mode_handlers
+    from abstractruntime.cli.llm import mode_handlers
+    from abstractruntime.llm_config import llm_config
 
     assert llm_config(None, provider="p", model="m", server=None, base_url=None) is None
     assert llm_config("  ", provider=None, model=None, server=None, base_url=None) is None

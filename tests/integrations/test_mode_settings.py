@@ -1,4 +1,4 @@
-"""One rule for what each LLM mode needs, shared by the factories and the CLI's --llm options."""
+"""One rule for what each LLM mode needs, shared by the factories and the --llm configuration."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def test_missing_mode_setting() -> None:
 
 
 def test_the_factory_and_the_cli_refuse_the_same_configurations() -> None:
-    from abstractruntime.cli.llm import llm_config
+    from abstractruntime.llm_config import llm_config
 
     with pytest.raises(InvalidInputError, match="needs a provider"):
         build_mode_handlers(mode="local", model="m")

@@ -192,7 +192,7 @@ RECORDED = {"mode": "remote", "model": "m", "server": EVIL, "provider": None, "b
      False),                                                                                 # a new mode starts afresh
 ])
 def test_the_rule_as_a_function(flags: dict | None, environ: dict[str, str], refused: bool) -> None:
-    from abstractruntime.cli.llm import LlmFlags, check_key_destination, resolve_llm
+    from abstractruntime.llm_config import LlmFlags, check_key_destination, resolve_llm
     from abstractruntime.core.errors import ServerNotConfiguredError
 
     given = None

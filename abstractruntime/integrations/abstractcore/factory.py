@@ -22,7 +22,8 @@ upstream 0.0.1's behaviour (``"fail"``) unless told ``rate_limits="wait"``. ``pr
 stream their text to whoever watches the run.
 
 :func:`build_mode_handlers` gives the handlers alone, for a caller that builds its own
-``Runtime`` (the CLI does).
+``Runtime``; :func:`handlers_for_config` gives them for a configuration a run recorded
+(:mod:`abstractruntime.llm_config`), as the CLI does.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from ...core.errors import InvalidInputError
 from ...core.models import EffectType
 from ...core.policy import DefaultEffectPolicy, EffectPolicy
 from ...core.runtime import Runtime
+from ...llm_config import MODES as MODES  # the modes this module builds (defined with their rules)
+from ...llm_config import LLMConfig, missing_mode_setting
 from ...storage.base import LedgerStore, RunStore
 from ._support import abstractcore_installed
 from .effect_handlers import build_effect_handlers
@@ -51,20 +54,7 @@ from .tool_executor import (
     tools_by_name,
 )
 
-MODES = ("local", "remote", "hybrid")
 ToolsSpec = Union[ToolExecutor, ToolsArg, None]
-
-
-def missing_mode_setting(mode: str, *, provider: Optional[str], server_base_url: Optional[str]) -> Optional[str]:
-    """The setting ``mode`` needs and lacks: ``"provider"`` (local) or ``"server_base_url"`` (remote, hybrid).
-
-    ``None`` when nothing is missing; an unknown mode is :class:`InvalidInputError`.
-    """
-    if mode not in MODES:
-        raise InvalidInputError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
-    if mode == "local":
-        return None if provider else "provider"
-    return None if server_base_url else "server_base_url"
 
 
 def default_effect_policy() -> EffectPolicy:
@@ -149,6 +139,42 @@ def build_mode_handlers(
         else:
             executor = make_tool_executor(tools)
     return build_effect_handlers(llm=llm, tools=executor, rate_limits=rate_limits, prices=prices, slot_key=slot_key)
+
+
+def handlers_for_config(
+    config: LLMConfig,
+    *,
+    tools: ToolsSpec = None,
+    api_key: Optional[str] = None,
+    provider_api_key: Optional[str] = None,
+    timeout_s: float = 60.0,
+    prices: Optional[PriceTable] = None,
+    stream: bool = False,
+    rate_limits: str = "wait",
+) -> dict[EffectType, Any]:
+    """The handlers of a run's recorded configuration (:class:`~abstractruntime.llm_config.LLMConfig`).
+
+    Local mode hands ``api_key`` to the provider's client; with a ``base_url`` (an
+    OpenAI-compatible endpoint) the client gets a key even when none is set, since it needs a
+    value to be built. Remote and hybrid send the model as ``provider/model``
+    (:func:`~abstractruntime.llm_config.routed_model`); remote passes tool calls through (the
+    run waits for approval) and hybrid runs them with ``tools``. Keys come from the caller,
+    never from the configuration.
+    """
+    if config.mode == "local":
+        llm_kwargs: dict[str, Any] = {}
+        if config.base_url:
+            llm_kwargs["base_url"] = config.base_url
+            llm_kwargs["api_key"] = api_key or ""
+        elif api_key:
+            llm_kwargs["api_key"] = api_key
+        return build_mode_handlers(mode="local", provider=config.provider, model=config.model, tools=tools,
+                                   llm_kwargs=llm_kwargs or None, prices=prices, stream=stream,
+                                   rate_limits=rate_limits)
+    return build_mode_handlers(mode=config.mode, model=config.server_model, server_base_url=config.server,
+                               tools=tools if config.mode == "hybrid" else None, timeout_s=timeout_s,
+                               api_key=api_key, provider_api_key=provider_api_key, prices=prices, stream=stream,
+                               rate_limits=rate_limits)
 
 
 class GlobalRegistryExecutor:

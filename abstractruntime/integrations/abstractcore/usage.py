@@ -25,6 +25,7 @@ from typing import Any, Mapping, Optional, Union
 
 from ...core.canonical import canonical_json, sha256_hex
 from ...core.errors import InvalidInputError
+from ...llm_config import routed_model
 
 PRICES_ENV = "ABSTRACTRUNTIME_PRICES"
 _RATES = ("input_per_million", "output_per_million")
@@ -98,7 +99,7 @@ class PriceTable:
         """The entry for ``provider/model``, else for ``model`` alone (``None``: not priced)."""
         if not model:
             return None
-        for name in ((f"{provider}/{model}" if provider and "/" not in model else model), model):
+        for name in (routed_model(provider, model), model):
             entry = self.models.get(name)
             if entry is not None:
                 return entry
