@@ -21,9 +21,10 @@ from ..core.canonical import record_hash
 from ..core.errors import InvalidInputError, StorageError
 from ..core.jcs import is_jcs_line
 from ..core.records import RECORD_FORMAT
-from .record_rules import SignatureTrail, signature_problem, unknown_fields
+from .record_rules import FIELDS_BY_FORMAT, SignatureTrail, signature_problem, unknown_fields
 from .fsio import brief_error, loads_strict, validate_id
 from .ledger_parse import looks_torn
+from .verify_lines import canonical_record
 from .segments import SEGMENT_KIND, Parts
 from .verify_state import StateReplay
 
@@ -141,6 +142,10 @@ class LedgerScan:
             return
         report.lines = line_no
         body = raw[:-1]
+        fast = canonical_record(body)
+        if fast is not None:  # the common case, decided with one parse (verify_lines.py says why it is exact)
+            self._record(fast[0], line_no, computed=fast[1], markers=b'"$' in body)
+            return
         try:
             doc = loads_strict(body)
         except (ValueError, RecursionError, UnicodeDecodeError) as exc:
@@ -170,7 +175,10 @@ class LedgerScan:
                            "(rewritten by another program?)", seq=doc.get("seq"), line=line_no)
         self._record(doc, line_no)
 
-    def _record(self, doc: dict[str, Any], line_no: int) -> None:
+    def _record(self, doc: dict[str, Any], line_no: int, *, computed: Optional[str] = None,
+                markers: bool = True) -> None:
+        """Check one parsed record; ``computed``: its content hash when already known, ``markers``:
+        False when its line holds no ``"$`` (so no stored-value or secret marker)."""
         report = self.report
         problems_before = len(report.problems) + report.problems_omitted
         seq = int_or_none(doc.get("seq"))
@@ -192,10 +200,11 @@ class LedgerScan:
         if doc.get("run_id", implied_run) != report.run_id:
             report.problem("wrong_run", f"record belongs to run {doc.get('run_id')!r}", seq=seq, line=line_no)
         stored: Optional[str] = doc.get("record_hash")
-        try:
-            computed: Optional[str] = record_hash(doc)
-        except InvalidInputError:
-            computed = None
+        if computed is None:
+            try:
+                computed = record_hash(doc)
+            except InvalidInputError:
+                computed = None
         if not isinstance(stored, str) or not stored:
             report.problem("missing_record_hash", "record has no record_hash", seq=seq, line=line_no)
             stored = None
@@ -218,7 +227,7 @@ class LedgerScan:
             # The chain is broken here: what follows is not the run's history, so its states are not
             # judged (each would be a cascade of the problem already reported).
             self.replay.stopped = True
-        found = self.replay.see(doc, seq if seq is not None else expected)
+        found = self.replay.see(doc, seq if seq is not None else expected, markers=markers)
         if found is not None:
             report.problem(found[0], found[1], seq=seq, line=line_no)
         if stored in self.want_hashes and stored not in self.hash_at:
@@ -230,7 +239,8 @@ class LedgerScan:
                 self.workflow_in_chain = True  # the first record names the run's workflow
             if "workflow" in delta:
                 self.workflow = delta["workflow"]  # the workflow record as the chain has it
-        extra = unknown_fields(doc)
+        fields = FIELDS_BY_FORMAT.get(doc.get("format"))  # type: ignore[arg-type]
+        extra = unknown_fields(doc) if fields is not None and not doc.keys() <= fields else None
         if extra:
             report.problem("unknown_field", f"record has fields its format never has: {', '.join(extra)}",
                            seq=seq, line=line_no, fields=extra)

@@ -54,6 +54,7 @@ from .signing import load_keyring
 from .verify_checks import (_check_bookmarks, _check_checkpoint, _check_expected, _check_signature, _load_bookmarks,
                             _load_checkpoint)
 from .tombstones import PRUNED_DIR, FileTombstones, LogCheck, Tombstone
+from .verify_parallel import default_jobs, scan_parallel
 from .verify_report import MAX_FINDINGS, Finding, VerifyReport
 
 # The run_id of the report on the tombstone log itself (not a valid run id: it names no run).
@@ -69,6 +70,14 @@ def _store_root(store: Any) -> Path:
     return Path(root)
 
 
+def _jobs(jobs: Optional[int]) -> int:
+    if jobs is None:
+        return default_jobs()
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise InvalidInputError(f"jobs must be a whole number of at least 1, not {jobs!r}")
+    return jobs
+
+
 def _normalise_hash(value: Any) -> str:
     text = value.strip().lower() if isinstance(value, str) else ""
     if not is_sha256_hex(text):
@@ -82,6 +91,7 @@ def verify_run(
     *,
     expect_head: Optional[str] = None,
     public_key: Any = None,
+    jobs: Optional[int] = None,
 ) -> VerifyReport:
     """Verify one run of a file store (a ``FileStore`` or its root path); see the module docstring.
 
@@ -92,13 +102,17 @@ def verify_run(
     path, PEM bytes, 32 raw bytes or a key object), a list of them, or a directory of ``*.pub``
     / ``*.pem`` public keys. From one key, rotations the run records are followed; from
     several, they are followed from the key the run's first record names (docs/provenance.md,
-    "Keys over months"). Raises :class:`RunNotFoundError` for an unknown run and
-    :class:`InvalidInputError` for a malformed ``expect_head`` or a source with no public key.
+    "Keys over months"). ``jobs`` (default: the CPUs this process may use) is how many processes
+    check a long ledger (:mod:`~abstractruntime.storage.verify_parallel`); the report is the same
+    with any number. Raises :class:`RunNotFoundError` for an unknown run,
+    :class:`InvalidInputError` for a malformed ``expect_head``, a source with no public key or
+    ``jobs`` below 1, and :class:`StorageError` when a worker process dies.
     """
     keyring = load_keyring(public_key) if public_key is not None else None
     root = _store_root(store)
+    workers = _jobs(jobs)
     try:
-        report = _verify(root, run_id, expect_head=expect_head, keyring=keyring, search=None)
+        report = _verify(root, run_id, expect_head=expect_head, keyring=keyring, search=None, jobs=workers)
         tombstones = FileTombstones(root)
         if tombstones.marked(run_id):  # a prune of it was interrupted (or a run put under a pruned id)
             tombstone = tombstones.read().by_run().get(run_id)
@@ -117,7 +131,7 @@ def verify_run(
 
 
 def _verify(root: Path, run_id: str, *, expect_head: Optional[str], keyring: Optional[dict[str, Any]],
-            search: Optional[str]) -> VerifyReport:
+            search: Optional[str], jobs: int = 1) -> VerifyReport:
     validate_id(run_id, "run id")
     expected = _normalise_hash(expect_head) if expect_head is not None else None
     if not root.is_dir():
@@ -142,7 +156,9 @@ def _verify(root: Path, run_id: str, *, expect_head: Optional[str], keyring: Opt
     except StorageError as exc:
         report.problem("unreadable_ledger", str(exc))
         parts = None
-    if parts is not None and (parts.sealed or parts.strays):
+    if parts is not None and jobs > 1 and scan_parallel(scan, parts, run_dir, jobs=jobs):
+        pass  # a long, clean ledger, checked on several cores (anything found: checked again below)
+    elif parts is not None and (parts.sealed or parts.strays):
         scan.run_parts(parts)
     else:
         scan.run(ledger_path)
