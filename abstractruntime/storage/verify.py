@@ -33,7 +33,11 @@ and what each layer can and cannot detect.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -54,6 +58,7 @@ from .signing import load_keyring
 from .verify_checks import (_check_bookmarks, _check_checkpoint, _check_expected, _check_signature, _load_bookmarks,
                             _load_checkpoint)
 from .tombstones import PRUNED_DIR, FileTombstones, LogCheck, Tombstone
+from . import verify_parallel
 from .verify_parallel import default_jobs, scan_parallel
 from .verify_report import MAX_FINDINGS, Finding, VerifyReport
 
@@ -189,6 +194,7 @@ def verify_store(
     progress: Optional[Callable[[int, int, VerifyReport], None]] = None,
     public_key: Any = None,
     check_markers: bool = True,
+    jobs: Optional[int] = None,
 ) -> list[VerifyReport]:
     """Verify every run under ``root`` (a ``FileStore`` or path), in run-id order.
 
@@ -202,7 +208,11 @@ def verify_store(
     Each pruned run gets a report from its tombstone (``pruned``), and a damaged tombstone log a
     failed report named ``"(tombstones)"``. ``check_markers=False`` skips the check that each
     pruned id still has its ``pruned/<run_id>`` marker (a database's rows are their own markers).
+
+    ``jobs`` (default: the CPUs this process may use) processes verify the runs side by side, and
+    each long ledger on that many cores; reports and progress still come in run-id order.
     """
+    workers = _jobs(jobs)
     base = _store_root(root)
     if not base.is_dir():
         raise NotFoundError(f"No abstractruntime store at {base}", path=str(base))
@@ -226,22 +236,26 @@ def verify_store(
     missing = sorted(set(mapping) - set(run_ids) - set(tombstoned))
     total = len(run_ids) + len(missing) + len(strays) + len(gone) + (0 if log.ok and not log.notes else 1)
     reports: list[VerifyReport] = []
-    for run_id in sorted(set(run_ids) | set(missing) | set(strays) | set(gone)):
-        if run_id in strays:
-            report = strays[run_id]
-        elif run_id in missing:
-            report = VerifyReport(run_id=run_id, path=str(base / RUNS_DIR / run_id), expect_head=mapping[run_id])
-            report.problem("run_missing", f"run {run_id} has an expected head but is not in the store")
-        elif run_id in gone:
-            report = _pruned_report(tombstones, tombstoned[run_id], mapping.get(run_id), intended, keyring,
-                                    check_marker=check_markers)
-        else:
-            report = _verify(base, run_id, expect_head=mapping.get(run_id), keyring=keyring, search=single)
-            if run_id in tombstoned:
-                _pending_prune(tombstones, tombstoned[run_id], report)
-        reports.append(report)
-        if progress is not None:
-            progress(len(reports), total, report)
+    ahead = _RunsAhead(base, sorted(run_ids), mapping, keyring, single, workers)
+    try:
+        for run_id in sorted(set(run_ids) | set(missing) | set(strays) | set(gone)):
+            if run_id in strays:
+                report = strays[run_id]
+            elif run_id in missing:
+                report = VerifyReport(run_id=run_id, path=str(base / RUNS_DIR / run_id), expect_head=mapping[run_id])
+                report.problem("run_missing", f"run {run_id} has an expected head but is not in the store")
+            elif run_id in gone:
+                report = _pruned_report(tombstones, tombstoned[run_id], mapping.get(run_id), intended, keyring,
+                                        check_marker=check_markers)
+            else:
+                report = ahead.report(run_id)
+                if run_id in tombstoned:
+                    _pending_prune(tombstones, tombstoned[run_id], report)
+            reports.append(report)
+            if progress is not None:
+                progress(len(reports), total, report)
+    finally:
+        ahead.close()
     if not log.ok or log.notes:  # a torn last line is a note: said, not failed
         reports.append(_log_report(tombstones, log))
         if progress is not None:
@@ -254,6 +268,76 @@ def verify_store(
             report.expect_head = single
             report.problem("expected_head_missing", f"the expected head {single} is in no run of the store")
     return reports
+
+
+# What the worker processes of verify_store read (set before they are forked, so never pickled:
+# a keyring may hold key objects that do not pickle).
+_SHARED: dict[str, Any] = {}
+_FORK_LOCK = threading.Lock()
+# Runs verified by one worker task: each task costs a round trip, each run a millisecond or so.
+_BATCH_RUNS = 16
+
+
+def _verify_batch(run_ids: list[str]) -> list[VerifyReport]:
+    """Verify ``run_ids`` in a worker process, one process each (no nested workers)."""
+    shared = _SHARED
+    return [_verify(shared["root"], run_id, expect_head=shared["mapping"].get(run_id), keyring=shared["keyring"],
+                    search=shared["search"]) for run_id in run_ids]
+
+
+class _RunsAhead:
+    """The reports of a store's runs, verified ahead in worker processes when there are several runs
+    and CPUs (forked workers only: elsewhere, or with one CPU, each run is verified when asked for).
+    A run whose ledger is long is left to the parent, which checks it on every core itself."""
+
+    def __init__(self, root: Path, run_ids: list[str], mapping: dict[str, str], keyring: Optional[dict[str, Any]],
+                 search: Optional[str], jobs: int) -> None:
+        self.root, self.mapping, self.keyring, self.search, self.jobs = root, mapping, keyring, search, jobs
+        self.pool: Any = None
+        self.pending: dict[str, Any] = {}
+        if jobs < 2 or len(run_ids) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+            return
+        small = [r for r in run_ids if not _long_ledger(root, r)]
+        if len(small) < 2:
+            return
+        with _FORK_LOCK:  # forked workers start at the first submit, with _SHARED as it is then
+            _SHARED.update(root=root, mapping=mapping, keyring=keyring, search=search)
+            self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"))
+            for start in range(0, len(small), _BATCH_RUNS):
+                batch = small[start:start + _BATCH_RUNS]
+                future = self.pool.submit(_verify_batch, batch)
+                for index, run_id in enumerate(batch):
+                    self.pending[run_id] = (future, index)
+
+    def report(self, run_id: str) -> VerifyReport:
+        """The report of ``run_id`` (from a worker, or verified now)."""
+        entry = self.pending.pop(run_id, None)
+        if entry is None:
+            return _verify(self.root, run_id, expect_head=self.mapping.get(run_id), keyring=self.keyring,
+                           search=self.search, jobs=self.jobs)
+        try:
+            report: VerifyReport = entry[0].result()[entry[1]]
+        except BrokenProcessPool as exc:
+            self.close()
+            raise StorageError("A verify worker process died before it finished (killed, or out of memory); "
+                               "run verify again, or with --jobs 1 to use one process") from exc
+        return report
+
+    def close(self) -> None:
+        """Stop the workers (those still running finish their batch first)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+def _long_ledger(root: Path, run_id: str) -> bool:
+    """A run the parent verifies itself, on every core: a long live ledger, or sealed segments."""
+    run_dir = root / RUNS_DIR / run_id
+    try:
+        return os.lstat(run_dir / LEDGER_FILE).st_size >= verify_parallel.PARALLEL_MIN_BYTES \
+            or os.path.isdir(run_dir / SEGMENTS_DIR)
+    except OSError:
+        return os.path.isdir(run_dir / SEGMENTS_DIR)
 
 
 def _pruned_report(tombstones: FileTombstones, tombstone: Tombstone, expected: Optional[str],
