@@ -58,6 +58,7 @@ class LedgerScan:
         self.replayable = False
         self.workflow: Any = None
         self.workflow_in_chain = False
+        self.workflow_set = False  # a record's delta named the workflow (``workflow`` may be None)
         self.signatures = SignatureTrail()
         self.replay = StateReplay(report.run_id)
         # seq -> the "state" digest its record carries (for the seqs the caller wants).
@@ -124,12 +125,24 @@ class LedgerScan:
                 pending: Optional[tuple[int, bytes]] = None
                 for line_no, raw in enumerate(handle, start=report.lines + 1):
                     if pending is not None:
-                        self._line(*pending, last=False)
+                        if pending[1].endswith(b"\n"):
+                            self._body(pending[0], pending[1][:-1])
+                        else:
+                            self._line(*pending, last=False)
                     pending = (line_no, raw)
                 if pending is not None:
                     self._line(*pending, last=True)
         except OSError as exc:
             report.problem("unreadable_ledger", f"error while reading {path}: {exc.strerror or exc}")
+
+    def _body(self, line_no: int, body: bytes) -> None:
+        """One whole line (``body``: without its newline) that is not the file's last."""
+        fast = canonical_record(body)
+        if fast is None:
+            self._line(line_no, body + b"\n", last=False)
+        else:
+            self.report.lines = line_no
+            self._record(fast[0], line_no, computed=fast[1], markers=b'"$' in body)
 
     def _line(self, line_no: int, raw: bytes, *, last: bool) -> None:
         report = self.report
@@ -181,7 +194,9 @@ class LedgerScan:
         False when its line holds no ``"$`` (so no stored-value or secret marker)."""
         report = self.report
         problems_before = len(report.problems) + report.problems_omitted
-        seq = int_or_none(doc.get("seq"))
+        raw_seq = doc.get("seq")
+        seq = raw_seq if raw_seq.__class__ is int else int_or_none(raw_seq)
+        kind = doc.get("kind")
         expected = self._prev_seq + 1
         if not self._resync:  # after an unreadable line the link cannot be judged; it is already reported
             if seq != expected:
@@ -214,16 +229,16 @@ class LedgerScan:
         self._resync = False
         self._prev_seq, self._prev_hash = (seq if seq is not None else expected), stored
         self._last_doc = doc
-        if doc.get("kind") == SEGMENT_KIND:
+        if kind == SEGMENT_KIND:
             self._file_segments.append(doc)
         report.count += 1
         report.head_seq, report.head_hash = self._prev_seq, stored
-        if doc.get("kind") != "start":
+        if kind != "start":
             self.only_starts = False
         if seq in self.want_seqs and seq not in self.at_seq:
             self.at_seq[seq] = (stored, line_no)
             self.state_at[seq] = doc.get("state")
-        if len(report.problems) + report.problems_omitted > problems_before or self._resync:
+        if len(report.problems) + report.problems_omitted > problems_before:
             # The chain is broken here: what follows is not the run's history, so its states are not
             # judged (each would be a cascade of the problem already reported).
             self.replay.stopped = True
@@ -239,12 +254,13 @@ class LedgerScan:
                 self.workflow_in_chain = True  # the first record names the run's workflow
             if "workflow" in delta:
                 self.workflow = delta["workflow"]  # the workflow record as the chain has it
+                self.workflow_set = True
         fields = FIELDS_BY_FORMAT.get(doc.get("format"))  # type: ignore[arg-type]
         extra = unknown_fields(doc) if fields is not None and not doc.keys() <= fields else None
         if extra:
             report.problem("unknown_field", f"record has fields its format never has: {', '.join(extra)}",
                            seq=seq, line=line_no, fields=extra)
-        bad_signature = signature_problem(doc)
+        bad_signature = signature_problem(doc) if "signature" in doc else None
         if bad_signature is not None:
             report.problem("signature_malformed", bad_signature, seq=seq, line=line_no)
         else:

@@ -186,7 +186,6 @@ class _RangeScan(LedgerScan):
         self.task = task
         self.signatures = _TrailLog()
         self.witness_log: list[tuple[dict[str, Any], int, int]] = []
-        self.workflow_set = False
         self._prev_seq, self._prev_hash = task.prev
 
     def _track_commit_witness(self, doc: dict[str, Any], seq: Optional[int], line_no: int) -> None:
@@ -194,16 +193,6 @@ class _RangeScan(LedgerScan):
                 and isinstance(doc.get("step_id"), str):
             self.witness_log.append((doc, seq, line_no))
 
-    def _record(self, doc: dict[str, Any], line_no: int, *, computed: Optional[str] = None,
-                markers: bool = True) -> None:
-        if doc.get("format") != RECORD_FORMAT:
-            self.odd = True  # an older record: its replay resets the state; the careful pass decides
-        delta = doc.get("delta")
-        if isinstance(delta, dict) and "workflow" in delta:
-            self.workflow_set = True
-        super()._record(doc, line_no, computed=computed, markers=markers)
-
-    odd = False
 
 
 def _blocks(path: str, start: int, end: int) -> Iterator[bytes]:
@@ -279,24 +268,23 @@ def _scan_range(task: _Task) -> _Outcome:
             carry = pieces.pop()
             for body in pieces:
                 line_no += 1
-                before = report.count
-                scan._line(line_no, body + b"\n", last=False)
-                if report.count == before:
-                    return _Outcome(clean=False)  # a line that is no record: the careful pass names it
+                scan._body(line_no, body)
                 doc = scan._last_doc
+                if report.count != line_no or doc is None or doc.get("format") != RECORD_FORMAT:
+                    # Not a record, or one of an older format (whose replay starts over): the careful pass decides.
+                    return _Outcome(clean=False)
                 seen.count += 1
-                assert doc is not None
                 seen.last_hash = doc.get("record_hash")
                 if doc.get("kind") == SEGMENT_KIND:
                     seen.segments.append((int_or_none(doc.get("seq")), doc.get("result"), False))
-            if report.problems or report.notes or report.problems_omitted or scan.odd:
+            if report.problems or report.notes or report.problems_omitted:
                 return _Outcome(clean=False)
         if carry:
             return _Outcome(clean=False)  # a line cut by the end of its file (torn, or a cut anchor)
         if seen.segments and seen.reaches_end and seen.segments[-1][0] == report.head_seq:
             last = seen.segments[-1]
             seen.segments[-1] = (last[0], last[1], True)
-    if report.problems or report.notes or report.problems_omitted or scan.odd or report.count == 0:
+    if report.problems or report.notes or report.problems_omitted or report.count == 0:
         return _Outcome(clean=False)
     return _Outcome(clean=True, count=report.count, lines=line_no, head=(report.head_seq, report.head_hash),
                     start_digest=start_digest, end_digest=scan.replay.digests.get(report.head_seq),

@@ -62,11 +62,12 @@ def _tool(run: RunState, effect: Effect) -> EffectOutcome:
 
 
 def grow(root: Path, run_id: str, *, steps: int, segment_records: Optional[int] = None,
-         workflow: WorkflowSpec = TALK, vars: Optional[dict[str, Any]] = None) -> Path:
-    """A completed run of ``steps`` steps, checkpointed every 3 steps; returns its directory."""
+         workflow: WorkflowSpec = TALK, vars: Optional[dict[str, Any]] = None, signer: Any = None) -> Path:
+    """A completed run of ``steps`` steps, ticked 3 steps at a time; returns its directory."""
     kwargs: dict[str, Any] = {} if segment_records is None else {"segment_records": segment_records}
     store = FileStore(root, durability="none", **kwargs)
-    runtime = store.runtime(effect_handlers={EffectType.TOOL_CALLS: _tool})
+    runtime = store.runtime(effect_handlers={EffectType.TOOL_CALLS: _tool},
+                            **({"signer": signer} if signer is not None else {}))
     runtime.start(workflow=workflow, run_id=run_id, vars={"steps": steps, **(vars or {})})
     for _ in range(steps * 3):
         state = runtime.tick(workflow=workflow, run_id=run_id, max_steps=3)
@@ -255,6 +256,29 @@ def test_without_anchors_the_ledger_is_verified_in_one_process(long_run: tuple[P
     (root / "runs" / run_id / "anchors.jsonl").unlink()
     assert not parallel_clean(root, run_id)
     assert assert_same(root, run_id)["ok"]
+
+
+def test_a_signed_run_is_cleared_in_parallel_and_its_trail_joined(tmp_path: Path) -> None:
+    """Every batch ends with a signed record: the trail crosses the ranges, and is judged whole."""
+    pytest.importorskip("cryptography")
+    from abstractruntime.storage.signing import Ed25519Signer
+
+    signer = Ed25519Signer.generate()
+    root = tmp_path / "store"
+    run_dir = grow(root, "signed", steps=40, signer=signer)
+    assert parallel_clean(root, "signed", 3)
+    for key in (None, signer.public_key):
+        one = verify_run(root, "signed", public_key=key, jobs=1).to_dict()
+        assert verify_run(root, "signed", public_key=key, jobs=3).to_dict() == one
+        assert one["ok"] and one["signature"] == ("valid" if key is not None else "unchecked")
+    lines = Lines(run_dir)  # the last signature stripped: the tail after the one before it is unsigned
+    index = max(i for i in range(len(lines.lines)) if "signature" in lines.record(i))
+    doc = lines.record(index)
+    del doc["signature"]
+    lines.lines[index] = (lines.lines[index][0], line_of(doc))
+    lines.save()
+    report = assert_same(root, "signed", 3)
+    assert "unsigned_tail" in {p["type"] for p in report["problems"]}
 
 
 # -- the tamper matrix, on the parallel pass -------------------------------------------------------
