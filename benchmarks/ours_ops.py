@@ -163,12 +163,43 @@ def verify_throughput(sizes: Sizes, work: str) -> dict[str, Any]:
         runs["one"].append(check(1)[0])
         runs["bare"].append(bare())
     verify_s, one_s, bare_s = (harness.median(runs[k]) for k in ("seconds", "one", "bare"))
-    return {"records": records, "bytes": len(data), "function": how, "jobs": default_jobs(), "seconds": verify_s,
+    many = _verify_many(sizes, work)
+    return {"store": many, "records": records, "bytes": len(data), "function": how, "jobs": default_jobs(), "seconds": verify_s,
             "seconds_min": min(runs["seconds"]), "seconds_max": max(runs["seconds"]),
             "cpu_seconds": harness.median(runs["cpu"]), "records_per_s": records / verify_s,
             "one_process_seconds": one_s, "one_process_records_per_s": records / one_s,
             "bare_seconds": bare_s, "bare_seconds_min": min(runs["bare"]), "bare_seconds_max": max(runs["bare"]),
             "bare_records_per_s": records / bare_s}
+
+
+def _verify_many(sizes: Sizes, work: str) -> dict[str, Any]:
+    """``verify --all``'s library call over a store of 100 runs holding as many records as the long
+    ledger above, on every core and in one process, in interleaved rounds."""
+    try:
+        from abstractruntime.storage.verify import verify_store
+    except ImportError:
+        return {"skipped": "no verify_store"}
+    runs = 100
+    per_run = max(sizes.verify_records // runs, 2)
+    wf = workloads.flat(API, spin=per_run, measured=0, stamps=[])
+    store = FileStore(tempfile.mkdtemp(dir=work), durability="none")
+    rt = store.runtime()
+    for n in range(runs):
+        run_id = rt.start(workflow=wf, run_id=f"r{n:03d}")
+        rt.tick(workflow=wf, run_id=run_id, max_steps=per_run + 10)
+    store.close()
+    records = sum((store.root / "runs" / f"r{n:03d}" / "ledger.jsonl").read_bytes().count(b"\n") for n in range(runs))
+    times: dict[str, list[float]] = {"every": [], "one": []}
+    for _ in range(max(sizes.reps, 5)):
+        for key, jobs in (("every", None), ("one", 1)):
+            t0 = harness.clock()
+            reports = verify_store(store.root, jobs=jobs)
+            times[key].append(harness.clock() - t0)
+            assert len(reports) == runs and all(r.ok for r in reports)
+    every, one = harness.median(times["every"]), harness.median(times["one"])
+    return {"runs": runs, "records": records, "seconds": every, "seconds_min": min(times["every"]),
+            "seconds_max": max(times["every"]), "records_per_s": records / every, "one_process_seconds": one,
+            "one_process_records_per_s": records / one}
 
 
 def _cpu_seconds() -> float:

@@ -222,6 +222,13 @@ def _verify_rows(v: Any) -> list[Row]:
                         _ratio(v["one_process_seconds"], v["bare_seconds"])))
         rows.append(Row(name, f"{measure}: CPU time, every process", ms(v["cpu_seconds"]),
                         f"one process {ms(v['one_process_seconds'])} wall"))
+    many = v.get("store")
+    if _ok(many):
+        rows.append(Row(name, f"--all: {many['runs']} runs, {many['records']:,} records",
+                        rate(many["records_per_s"], "records/s"),
+                        f"one process {rate(many['one_process_records_per_s'], 'records/s')} (spread "
+                        f"{ms(many['seconds_min'])}–{ms(many['seconds_max'])})",
+                        _ratio(many["one_process_seconds"], many["seconds"])))
     return rows
 
 

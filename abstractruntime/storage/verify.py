@@ -297,9 +297,10 @@ class _RunsAhead:
         self.pending: dict[str, Any] = {}
         if jobs < 2 or len(run_ids) < 2 or "fork" not in multiprocessing.get_all_start_methods():
             return
-        small = [r for r in run_ids if not _long_ledger(root, r)]
-        if len(small) < 2:
-            return
+        sizes = {r: _ledger_bytes(root, r) for r in run_ids}
+        small = [r for r in run_ids if sizes[r] < verify_parallel.PARALLEL_MIN_BYTES]
+        if len(small) < 2 or sum(sizes[r] for r in small) < verify_parallel.PARALLEL_STORE_MIN_BYTES:
+            return  # starting workers would cost more than it saves
         with _FORK_LOCK:  # forked workers start at the first submit, with _SHARED as it is then
             _SHARED.update(root=root, mapping=mapping, keyring=keyring, search=search)
             self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"))
@@ -330,14 +331,15 @@ class _RunsAhead:
             self.pool = None
 
 
-def _long_ledger(root: Path, run_id: str) -> bool:
-    """A run the parent verifies itself, on every core: a long live ledger, or sealed segments."""
+def _ledger_bytes(root: Path, run_id: str) -> int:
+    """The size of the run's live ledger file; a run with sealed segments counts as long."""
     run_dir = root / RUNS_DIR / run_id
+    if os.path.isdir(run_dir / SEGMENTS_DIR):
+        return verify_parallel.PARALLEL_MIN_BYTES
     try:
-        return os.lstat(run_dir / LEDGER_FILE).st_size >= verify_parallel.PARALLEL_MIN_BYTES \
-            or os.path.isdir(run_dir / SEGMENTS_DIR)
+        return os.lstat(run_dir / LEDGER_FILE).st_size
     except OSError:
-        return os.path.isdir(run_dir / SEGMENTS_DIR)
+        return 0
 
 
 def _pruned_report(tombstones: FileTombstones, tombstone: Tombstone, expected: Optional[str],

@@ -50,6 +50,9 @@ from .verify_report import VerifyReport
 
 # Ledgers smaller than this are verified in one process: starting workers costs more than it saves.
 PARALLEL_MIN_BYTES = 4 << 20
+# verify --all verifies runs in worker processes only when the ledgers below PARALLEL_MIN_BYTES
+# add up to this much.
+PARALLEL_STORE_MIN_BYTES = 1 << 20
 _BLOCK = 4 << 20  # bytes read at a time
 _DEFINES = re.compile(rb'"\$(?:val|ext)"')  # a line that may define a stored value
 
@@ -407,4 +410,4 @@ def _stitch(scan: LedgerScan, parts: Parts, cuts: list[Any], outcomes: list[_Out
     return True
 
 
-__all__ = ["PARALLEL_MIN_BYTES", "default_jobs", "scan_parallel", "scan_range"]
+__all__ = ["PARALLEL_MIN_BYTES", "PARALLEL_STORE_MIN_BYTES", "default_jobs", "scan_parallel", "scan_range"]

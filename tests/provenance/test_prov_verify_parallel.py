@@ -84,6 +84,7 @@ def _small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(session, "CHECKPOINT_EVERY", 5)
     monkeypatch.setattr(session, "ANCHOR_EVERY", 8)
     monkeypatch.setattr(verify_parallel, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(verify_parallel, "PARALLEL_STORE_MIN_BYTES", 1)
 
 
 def parallel_clean(root: Path, run_id: str, jobs: int = 2) -> bool:
