@@ -287,7 +287,8 @@ def _verify_batch(run_ids: list[str]) -> list[VerifyReport]:
 
 class _RunsAhead:
     """The reports of a store's runs, verified ahead in worker processes when there are several runs
-    and CPUs (forked workers only: elsewhere, or with one CPU, each run is verified when asked for).
+    and CPUs (forked workers only: where the process cannot fork safely, or with one CPU, each run is
+    verified when asked for).
     A run whose ledger is long is left to the parent, which checks it on every core itself."""
 
     def __init__(self, root: Path, run_ids: list[str], mapping: dict[str, str], keyring: Optional[dict[str, Any]],
@@ -295,7 +296,7 @@ class _RunsAhead:
         self.root, self.mapping, self.keyring, self.search, self.jobs = root, mapping, keyring, search, jobs
         self.pool: Any = None
         self.pending: dict[str, Any] = {}
-        if jobs < 2 or len(run_ids) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        if jobs < 2 or len(run_ids) < 2 or not verify_parallel.can_fork():
             return
         sizes = {r: _ledger_bytes(root, r) for r in run_ids}
         small = [r for r in run_ids if sizes[r] < verify_parallel.PARALLEL_MIN_BYTES]

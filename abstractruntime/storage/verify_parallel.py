@@ -22,8 +22,9 @@ does not fit, a segment out of shape, or a record of an older format makes it gi
 caller verifies the run in one process, which then names what is wrong exactly as it always
 has. A worker that dies raises :class:`~abstractruntime.core.errors.StorageError`.
 
-Workers are forked where the platform allows (spawned elsewhere), only for ledgers of at least
-:data:`PARALLEL_MIN_BYTES`. Only the standard library is used.
+Workers are forked where the platform allows and this process runs no other thread (else started
+as fresh interpreters), only for ledgers of at least :data:`PARALLEL_MIN_BYTES`. Only the standard
+library is used.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -65,10 +67,18 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def can_fork() -> bool:
+    """Whether workers may be forked: the platform forks and this process runs no other thread (a
+    child forked while another thread holds a lock could wait for it forever)."""
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+
+
 def _context() -> Any:
-    """Fork where the platform has it (no re-import: a worker starts in milliseconds), else spawn."""
+    """Fork when it is safe (no re-import: a worker starts in milliseconds), else a fresh interpreter."""
+    if can_fork():
+        return multiprocessing.get_context("fork")
     methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
 @dataclass
@@ -410,4 +420,4 @@ def _stitch(scan: LedgerScan, parts: Parts, cuts: list[Any], outcomes: list[_Out
     return True
 
 
-__all__ = ["PARALLEL_MIN_BYTES", "PARALLEL_STORE_MIN_BYTES", "default_jobs", "scan_parallel", "scan_range"]
+__all__ = ["PARALLEL_MIN_BYTES", "PARALLEL_STORE_MIN_BYTES", "can_fork", "default_jobs", "scan_parallel", "scan_range"]

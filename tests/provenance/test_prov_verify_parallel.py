@@ -391,6 +391,26 @@ def test_a_killed_worker_is_a_clear_error_not_a_hang(long_run: tuple[Path, str],
         verify_run(root, run_id, jobs=2)
 
 
+def test_with_other_threads_running_workers_are_fresh_interpreters(long_run: tuple[Path, str]) -> None:
+    """Forking while another thread may hold a lock could leave a child waiting forever: a process
+    with threads starts its workers as new interpreters instead, and gets the same report."""
+    import threading
+
+    root, run_id = long_run
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert not verify_parallel.can_fork()
+        assert verify_parallel._context().get_start_method() != "fork"
+        assert parallel_clean(root, run_id, 2)
+        assert assert_same(root, run_id, 2)["ok"]
+    finally:
+        stop.set()
+        thread.join()
+    assert verify_parallel.can_fork() == ("fork" in __import__("multiprocessing").get_all_start_methods())
+
+
 def test_jobs_must_be_a_positive_whole_number(long_run: tuple[Path, str]) -> None:
     from abstractruntime.core.errors import InvalidInputError
 
