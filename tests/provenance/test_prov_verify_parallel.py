@@ -69,10 +69,8 @@ def grow(root: Path, run_id: str, *, steps: int, segment_records: Optional[int] 
     runtime = store.runtime(effect_handlers={EffectType.TOOL_CALLS: _tool},
                             **({"signer": signer} if signer is not None else {}))
     runtime.start(workflow=workflow, run_id=run_id, vars={"steps": steps, **(vars or {})})
-    for _ in range(steps * 3):
-        state = runtime.tick(workflow=workflow, run_id=run_id, max_steps=3)
-        if state.status.value != "running":
-            break
+    while runtime.tick(workflow=workflow, run_id=run_id, max_steps=3).status.value == "running":
+        pass
     store.close()
     return root / "runs" / run_id
 
@@ -524,6 +522,8 @@ def test_parallel_and_one_process_agree_on_random_ledgers(tmp_path_factory: pyte
         return  # a value JSON (RFC 8785) cannot carry: refused before anything is written
     one = verify_run(root, "rand", jobs=1).to_dict()
     assert one["ok"], one["problems"]
+    assert one["count"] > len(values)
+    assert parallel_clean(root, "rand", 3)
     assert verify_run(root, "rand", jobs=3).to_dict() == one
 
 
