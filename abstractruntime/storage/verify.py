@@ -304,7 +304,8 @@ class _RunsAhead:
             return  # starting workers would cost more than it saves
         with _FORK_LOCK:  # forked workers start at the first submit, with _SHARED as it is then
             _SHARED.update(root=root, mapping=mapping, keyring=keyring, search=search)
-            self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"))
+            self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
+                                            initializer=verify_parallel.start_worker)
             for start in range(0, len(small), _BATCH_RUNS):
                 batch = small[start:start + _BATCH_RUNS]
                 future = self.pool.submit(_verify_batch, batch)

@@ -33,6 +33,7 @@ import multiprocessing
 import os
 import re
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -79,6 +80,19 @@ def _context() -> Any:
         return multiprocessing.get_context("fork")
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def start_worker() -> None:
+    """In each worker: end it when its parent is gone (killed: nothing would ever read its result,
+    and a forked worker waiting for work would wait forever)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="verify-parent-watch", daemon=True).start()
 
 
 @dataclass
@@ -341,7 +355,7 @@ def scan_parallel(scan: LedgerScan, parts: Parts, run_dir: Path, *, jobs: int,
 def _run(tasks: list[_Task]) -> Optional[list[_Outcome]]:
     """The outcomes of ``tasks``: the first in this process, the others in workers."""
     try:
-        with ProcessPoolExecutor(max_workers=len(tasks) - 1, mp_context=_context()) as pool:
+        with ProcessPoolExecutor(max_workers=len(tasks) - 1, mp_context=_context(), initializer=start_worker) as pool:
             futures: list[Future[_Outcome]] = [pool.submit(scan_range, task) for task in tasks[1:]]
             first = scan_range(tasks[0])
             if not first.clean:
@@ -420,4 +434,4 @@ def _stitch(scan: LedgerScan, parts: Parts, cuts: list[Any], outcomes: list[_Out
     return True
 
 
-__all__ = ["PARALLEL_MIN_BYTES", "PARALLEL_STORE_MIN_BYTES", "can_fork", "default_jobs", "scan_parallel", "scan_range"]
+__all__ = ["PARALLEL_MIN_BYTES", "PARALLEL_STORE_MIN_BYTES", "can_fork", "default_jobs", "start_worker", "scan_parallel", "scan_range"]

@@ -409,6 +409,59 @@ def test_with_other_threads_running_workers_are_fresh_interpreters(long_run: tup
     assert verify_parallel.can_fork() == ("fork" in __import__("multiprocessing").get_all_start_methods())
 
 
+_VERIFY_FOREVER = """
+import sys
+from abstractruntime.storage import verify_parallel
+from abstractruntime.storage.verify import verify_run
+verify_parallel.PARALLEL_MIN_BYTES = 1
+while True:
+    assert verify_run(sys.argv[1], sys.argv[2], jobs=3).ok
+"""
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_killing_verify_leaves_no_worker_behind(long_run: tuple[Path, str]) -> None:
+    """kill -9 of a verify while its workers scan: they notice their parent is gone and exit."""
+    import subprocess
+    import sys
+    import time
+
+    if not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists():
+        pytest.skip("needs /proc/<pid>/task/<tid>/children")
+    root, run_id = long_run
+    proc = subprocess.Popen([sys.executable, "-c", _VERIFY_FOREVER, str(root), run_id])
+    try:
+        deadline = time.monotonic() + 60
+        workers: set[int] = set()
+        while not workers and time.monotonic() < deadline:
+            workers = _children(proc.pid)
+            time.sleep(0.01)
+        assert workers, "verify started no worker"
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(w) for w in workers), "a worker outlived its killed parent"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_jobs_must_be_a_positive_whole_number(long_run: tuple[Path, str]) -> None:
     from abstractruntime.core.errors import InvalidInputError
 
