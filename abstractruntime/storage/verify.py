@@ -33,11 +33,7 @@ and what each layer can and cannot detect.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -59,7 +55,8 @@ from .verify_checks import (_check_bookmarks, _check_checkpoint, _check_expected
                             _load_checkpoint)
 from .tombstones import PRUNED_DIR, FileTombstones, LogCheck, Tombstone
 from . import verify_parallel
-from .verify_parallel import default_jobs, scan_parallel
+from .verify_parallel import scan_parallel
+from .verify_pool import RunsAhead, default_jobs
 from .verify_report import MAX_FINDINGS, Finding, VerifyReport
 
 # The run_id of the report on the tombstone log itself (not a valid run id: it names no run).
@@ -236,7 +233,8 @@ def verify_store(
     missing = sorted(set(mapping) - set(run_ids) - set(tombstoned))
     total = len(run_ids) + len(missing) + len(strays) + len(gone) + (0 if log.ok and not log.notes else 1)
     reports: list[VerifyReport] = []
-    ahead = _RunsAhead(base, sorted(run_ids), mapping, keyring, single, workers)
+    ahead = RunsAhead(base, sorted(run_ids), _verify, mapping=mapping, keyring=keyring, search=single, jobs=workers,
+                      long_bytes=verify_parallel.PARALLEL_MIN_BYTES)
     try:
         for run_id in sorted(set(run_ids) | set(missing) | set(strays) | set(gone)):
             if run_id in strays:
@@ -268,80 +266,6 @@ def verify_store(
             report.expect_head = single
             report.problem("expected_head_missing", f"the expected head {single} is in no run of the store")
     return reports
-
-
-# What the worker processes of verify_store read (set before they are forked, so never pickled:
-# a keyring may hold key objects that do not pickle).
-_SHARED: dict[str, Any] = {}
-_FORK_LOCK = threading.Lock()
-# Runs verified by one worker task: each task costs a round trip, each run a millisecond or so.
-_BATCH_RUNS = 16
-
-
-def _verify_batch(run_ids: list[str]) -> list[VerifyReport]:
-    """Verify ``run_ids`` in a worker process, one process each (no nested workers)."""
-    shared = _SHARED
-    return [_verify(shared["root"], run_id, expect_head=shared["mapping"].get(run_id), keyring=shared["keyring"],
-                    search=shared["search"]) for run_id in run_ids]
-
-
-class _RunsAhead:
-    """The reports of a store's runs, verified ahead in worker processes when there are several runs
-    and CPUs (forked workers only: where the process cannot fork safely, or with one CPU, each run is
-    verified when asked for).
-    A run whose ledger is long is left to the parent, which checks it on every core itself."""
-
-    def __init__(self, root: Path, run_ids: list[str], mapping: dict[str, str], keyring: Optional[dict[str, Any]],
-                 search: Optional[str], jobs: int) -> None:
-        self.root, self.mapping, self.keyring, self.search, self.jobs = root, mapping, keyring, search, jobs
-        self.pool: Any = None
-        self.pending: dict[str, Any] = {}
-        if jobs < 2 or len(run_ids) < 2 or not verify_parallel.can_fork():
-            return
-        sizes = {r: _ledger_bytes(root, r) for r in run_ids}
-        small = [r for r in run_ids if sizes[r] < verify_parallel.PARALLEL_MIN_BYTES]
-        if len(small) < 2 or sum(sizes[r] for r in small) < verify_parallel.PARALLEL_STORE_MIN_BYTES:
-            return  # starting workers would cost more than it saves
-        with _FORK_LOCK:  # forked workers start at the first submit, with _SHARED as it is then
-            _SHARED.update(root=root, mapping=mapping, keyring=keyring, search=search)
-            self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
-                                            initializer=verify_parallel.start_worker)
-            for start in range(0, len(small), _BATCH_RUNS):
-                batch = small[start:start + _BATCH_RUNS]
-                future = self.pool.submit(_verify_batch, batch)
-                for index, run_id in enumerate(batch):
-                    self.pending[run_id] = (future, index)
-
-    def report(self, run_id: str) -> VerifyReport:
-        """The report of ``run_id`` (from a worker, or verified now)."""
-        entry = self.pending.pop(run_id, None)
-        if entry is None:
-            return _verify(self.root, run_id, expect_head=self.mapping.get(run_id), keyring=self.keyring,
-                           search=self.search, jobs=self.jobs)
-        try:
-            report: VerifyReport = entry[0].result()[entry[1]]
-        except BrokenProcessPool as exc:
-            self.close()
-            raise StorageError("A verify worker process died before it finished (killed, or out of memory); "
-                               "run verify again, or with --jobs 1 to use one process") from exc
-        return report
-
-    def close(self) -> None:
-        """Stop the workers (those still running finish their batch first)."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
-
-
-def _ledger_bytes(root: Path, run_id: str) -> int:
-    """The size of the run's live ledger file; a run with sealed segments counts as long."""
-    run_dir = root / RUNS_DIR / run_id
-    if os.path.isdir(run_dir / SEGMENTS_DIR):
-        return verify_parallel.PARALLEL_MIN_BYTES
-    try:
-        return os.lstat(run_dir / LEDGER_FILE).st_size
-    except OSError:
-        return 0
 
 
 def _pruned_report(tombstones: FileTombstones, tombstone: Tombstone, expected: Optional[str],

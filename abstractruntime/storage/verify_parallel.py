@@ -22,25 +22,19 @@ does not fit, a segment out of shape, or a record of an older format makes it gi
 caller verifies the run in one process, which then names what is wrong exactly as it always
 has. A worker that dies raises :class:`~abstractruntime.core.errors.StorageError`.
 
-Workers are forked where the platform allows and this process runs no other thread (else started
-as fresh interpreters), only for ledgers of at least :data:`PARALLEL_MIN_BYTES`. Only the standard
-library is used.
+Workers (:mod:`.verify_pool`) are started only for ledgers of at least :data:`PARALLEL_MIN_BYTES`.
+Only the standard library is used.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import re
-import threading
-import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from ..core.errors import StorageError
 from ..core.records import RECORD_FORMAT
 from ..core.state import StateImage
 from ..core.wal import record_parts
@@ -49,50 +43,13 @@ from .ledger_scan import LedgerScan, int_or_none
 from .record_rules import SignatureTrail
 from .run_files import ANCHORS_FILE
 from .segments import SEGMENT_KIND, Parts
+from .verify_pool import context, start_worker, worker_died
 from .verify_report import VerifyReport
 
 # Ledgers smaller than this are verified in one process: starting workers costs more than it saves.
 PARALLEL_MIN_BYTES = 4 << 20
-# verify --all verifies runs in worker processes only when the ledgers below PARALLEL_MIN_BYTES
-# add up to this much.
-PARALLEL_STORE_MIN_BYTES = 1 << 20
 _BLOCK = 4 << 20  # bytes read at a time
 _DEFINES = re.compile(rb'"\$(?:val|ext)"')  # a line that may define a stored value
-
-
-def default_jobs() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def can_fork() -> bool:
-    """Whether workers may be forked: the platform forks and this process runs no other thread (a
-    child forked while another thread holds a lock could wait for it forever)."""
-    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
-
-
-def _context() -> Any:
-    """Fork when it is safe (no re-import: a worker starts in milliseconds), else a fresh interpreter."""
-    if can_fork():
-        return multiprocessing.get_context("fork")
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-
-
-def start_worker() -> None:
-    """In each worker: end it when its parent is gone (killed: nothing would ever read its result,
-    and a forked worker waiting for work would wait forever)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.2)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="verify-parent-watch", daemon=True).start()
 
 
 @dataclass
@@ -355,7 +312,7 @@ def scan_parallel(scan: LedgerScan, parts: Parts, run_dir: Path, *, jobs: int,
 def _run(tasks: list[_Task]) -> Optional[list[_Outcome]]:
     """The outcomes of ``tasks``: the first in this process, the others in workers."""
     try:
-        with ProcessPoolExecutor(max_workers=len(tasks) - 1, mp_context=_context(), initializer=start_worker) as pool:
+        with ProcessPoolExecutor(max_workers=len(tasks) - 1, mp_context=context(), initializer=start_worker) as pool:
             futures: list[Future[_Outcome]] = [pool.submit(scan_range, task) for task in tasks[1:]]
             first = scan_range(tasks[0])
             if not first.clean:
@@ -364,8 +321,7 @@ def _run(tasks: list[_Task]) -> Optional[list[_Outcome]]:
                 return None
             return [first] + [future.result() for future in futures]
     except BrokenProcessPool as exc:
-        raise StorageError("A verify worker process died before it finished (killed, or out of memory); "
-                           "run verify again, or with --jobs 1 to use one process") from exc
+        raise worker_died() from exc
 
 
 def _stitch(scan: LedgerScan, parts: Parts, cuts: list[Any], outcomes: list[_Outcome]) -> bool:
@@ -434,4 +390,4 @@ def _stitch(scan: LedgerScan, parts: Parts, cuts: list[Any], outcomes: list[_Out
     return True
 
 
-__all__ = ["PARALLEL_MIN_BYTES", "PARALLEL_STORE_MIN_BYTES", "can_fork", "default_jobs", "start_worker", "scan_parallel", "scan_range"]
+__all__ = ["PARALLEL_MIN_BYTES", "scan_parallel", "scan_range"]

@@ -30,7 +30,7 @@ from abstractruntime.core.canonical import record_hash
 from abstractruntime.core.errors import StorageError
 from abstractruntime.core.jcs import is_jcs_line, jcs
 from abstractruntime.core.json_codec import loads_strict
-from abstractruntime.storage import verify_parallel
+from abstractruntime.storage import verify_parallel, verify_pool
 from abstractruntime.storage.ledger_scan import LedgerScan
 from abstractruntime.storage.segments import list_parts
 from abstractruntime.storage.store import FileStore
@@ -82,7 +82,7 @@ def _small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(session, "CHECKPOINT_EVERY", 5)
     monkeypatch.setattr(session, "ANCHOR_EVERY", 8)
     monkeypatch.setattr(verify_parallel, "PARALLEL_MIN_BYTES", 1)
-    monkeypatch.setattr(verify_parallel, "PARALLEL_STORE_MIN_BYTES", 1)
+    monkeypatch.setattr(verify_pool, "PARALLEL_STORE_MIN_BYTES", 1)
 
 
 def parallel_clean(root: Path, run_id: str, jobs: int = 2) -> bool:
@@ -399,19 +399,19 @@ def test_with_other_threads_running_workers_are_fresh_interpreters(long_run: tup
     thread = threading.Thread(target=stop.wait)
     thread.start()
     try:
-        assert not verify_parallel.can_fork()
-        assert verify_parallel._context().get_start_method() != "fork"
+        assert not verify_pool.can_fork()
+        assert verify_pool.context().get_start_method() != "fork"
         assert parallel_clean(root, run_id, 2)
         assert assert_same(root, run_id, 2)["ok"]
     finally:
         stop.set()
         thread.join()
-    assert verify_parallel.can_fork() == ("fork" in __import__("multiprocessing").get_all_start_methods())
+    assert verify_pool.can_fork() == ("fork" in __import__("multiprocessing").get_all_start_methods())
 
 
 _VERIFY_FOREVER = """
 import sys
-from abstractruntime.storage import verify_parallel
+from abstractruntime.storage import verify_parallel, verify_pool
 from abstractruntime.storage.verify import verify_run
 verify_parallel.PARALLEL_MIN_BYTES = 1
 while True:
@@ -503,13 +503,11 @@ def _dying_batch(run_ids: list[str]) -> Any:
 
 
 def test_a_killed_store_worker_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from abstractruntime.storage import verify as verify_mod
-
     root = tmp_path / "store"
     for n in range(4):
         grow(root, f"r{n}", steps=3)
     monkeypatch.setattr(verify_parallel, "PARALLEL_MIN_BYTES", 1 << 30)
-    monkeypatch.setattr(verify_mod, "_verify_batch", _dying_batch)
+    monkeypatch.setattr(verify_pool, "verify_batch", _dying_batch)
     with pytest.raises(StorageError, match="worker process died"):
         verify_store(root, jobs=2)
 
