@@ -29,8 +29,6 @@ Only the standard library is used.
 from __future__ import annotations
 
 import re
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -311,6 +309,9 @@ def scan_parallel(scan: LedgerScan, parts: Parts, run_dir: Path, *, jobs: int,
 
 def _run(tasks: list[_Task]) -> Optional[list[_Outcome]]:
     """The outcomes of ``tasks``: the first in this process, the others in workers."""
+    from concurrent.futures import Future, ProcessPoolExecutor  # only when workers start (start-up time)
+    from concurrent.futures.process import BrokenProcessPool
+
     try:
         with ProcessPoolExecutor(max_workers=len(tasks) - 1, mp_context=context(), initializer=start_worker) as pool:
             futures: list[Future[_Outcome]] = [pool.submit(scan_range, task) for task in tasks[1:]]

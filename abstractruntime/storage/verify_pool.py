@@ -10,12 +10,9 @@ Each worker ends itself when its parent is gone, and a worker that dies makes th
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -38,14 +35,22 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# multiprocessing and concurrent.futures are imported when workers are started, never before:
+# they would be a good part of the start-up time of every command that can verify.
+
+
 def can_fork() -> bool:
     """Whether workers may be forked: the platform forks and this process runs no other thread (a
     child forked while another thread holds a lock could wait for it forever)."""
+    import multiprocessing
+
     return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
 
 
 def context() -> Any:
     """Fork when it is safe (no re-import: a worker starts in milliseconds), else a fresh interpreter."""
+    import multiprocessing
+
     if can_fork():
         return multiprocessing.get_context("fork")
     methods = multiprocessing.get_all_start_methods()
@@ -103,6 +108,9 @@ class RunsAhead:
         small = [r for r in run_ids if sizes[r] < long_bytes]
         if len(small) < 2 or sum(sizes[r] for r in small) < PARALLEL_STORE_MIN_BYTES:
             return  # starting workers would cost more than it saves
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         with _FORK_LOCK:  # forked workers start at the first submit, with _SHARED as it is then
             _SHARED.update(verify=verify, root=root, mapping=mapping, keyring=keyring, search=search)
             self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
@@ -119,6 +127,8 @@ class RunsAhead:
         if entry is None:
             return self.verify(self.root, run_id, expect_head=self.mapping.get(run_id), keyring=self.keyring,
                                search=self.search, jobs=self.jobs)
+        from concurrent.futures.process import BrokenProcessPool
+
         try:
             return entry[0].result()[entry[1]]
         except BrokenProcessPool as exc:
