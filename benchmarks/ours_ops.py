@@ -213,7 +213,7 @@ def _cpu_seconds() -> float:
 def default_jobs() -> int:
     """The CPUs verify uses by default."""
     try:
-        from abstractruntime.storage.verify_parallel import default_jobs as jobs
+        from abstractruntime.storage.verify_pool import default_jobs as jobs
 
         return jobs()
     except ImportError:
