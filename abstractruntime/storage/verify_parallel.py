@@ -231,6 +231,8 @@ def scan_range(task: _Task) -> _Outcome:
         return _scan_range(task)
     except OSError:
         return _Outcome(clean=False)  # a file gone or unreadable meanwhile: the careful pass reports it
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return _Outcome(clean=False)  # an anchor's state that is no state (edited): it is not believed
 
 
 def _scan_range(task: _Task) -> _Outcome:

@@ -332,7 +332,8 @@ def test_segment_damage_is_caught(segmented_run: tuple[Path, str], damage: str) 
     assert not assert_same(root, run_id, 3)["ok"]
 
 
-@pytest.mark.parametrize("change", ["state", "offset", "seq", "head_hash", "garbage"])
+@pytest.mark.parametrize("change", ["state", "offset", "seq", "head_hash", "garbage", "unhashable state",
+                                    "not a state"])
 def test_tampered_anchors_change_nothing(long_run: tuple[Path, str], change: str) -> None:
     """Anchors are a cache: one that does not fit the ledger is not believed, and the run is clean."""
     root, run_id = long_run
@@ -347,7 +348,12 @@ def test_tampered_anchors_change_nothing(long_run: tuple[Path, str], change: str
             doc["seq"] += 1
         elif change == "head_hash":
             doc["head_hash"] = "0" * 64
+        elif change == "not a state":
+            doc["checkpoint"]["state"]["kernel"]["effects"] = {"not": "a count"}
+            doc["checkpoint"]["state"]["run"]["vars"] = [1, 2]
     data = b"".join(json.dumps(d).encode() + b"\n" for d in docs)
+    if change == "unhashable state":  # 1e400 reads as an infinite float, which no canonical form has
+        data = data.replace(b'"vars": {', b'"vars": {"huge": 1e400, ')
     path.write_bytes(b"{garbage\n" * len(docs) if change == "garbage" else data)
     assert not parallel_clean(root, run_id, 3)
     assert assert_same(root, run_id, 3)["ok"]
