@@ -28,7 +28,9 @@ Only the standard library is used.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -62,9 +64,18 @@ def _anchors(run_dir: Path) -> list[_Anchor]:
     """The well-formed anchors of the run, by offset (none when the file is missing or unreadable)."""
     found: dict[int, _Anchor] = {}
     try:
-        data = (run_dir / ANCHORS_FILE).read_bytes()
+        # Not followed if a symlink, not waited on if a FIFO: anything but a regular file is no cache.
+        fd = os.open(run_dir / ANCHORS_FILE, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return []
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return []
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read()
+        except OSError:
+            return []
     for raw in data.split(b"\n"):
         try:
             doc = loads_strict(raw)
@@ -178,7 +189,8 @@ class _RangeScan(LedgerScan):
 
 
 def _blocks(path: str, start: int, end: int) -> Iterator[bytes]:
-    with open(path, "rb") as handle:
+    """The bytes ``[start, end)`` of a ledger file (never through a symlink), a block at a time."""
+    with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb") as handle:
         handle.seek(start)
         left = end - start
         while left > 0:

@@ -359,6 +359,23 @@ def test_tampered_anchors_change_nothing(long_run: tuple[Path, str], change: str
     assert assert_same(root, run_id, 3)["ok"]
 
 
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "directory"])
+def test_anchors_that_are_no_file_are_not_read(long_run: tuple[Path, str], kind: str) -> None:
+    """A symlink is not followed (to /dev/zero it would never end), a FIFO not waited on."""
+    root, run_id = long_run
+    path = root / "runs" / run_id / "anchors.jsonl"
+    real = path.with_name("real-anchors")
+    path.rename(real)
+    if kind == "symlink":
+        path.symlink_to(real)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    assert not parallel_clean(root, run_id, 3)
+    assert assert_same(root, run_id, 3)["ok"]
+
+
 def test_an_anchor_with_another_true_state_is_not_believed(long_run: tuple[Path, str]) -> None:
     """An anchor moved to another record's position, with its own state: the digests do not join."""
     root, run_id = long_run
