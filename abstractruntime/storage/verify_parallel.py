@@ -60,15 +60,17 @@ class _Anchor:
     state: dict[str, Any]
 
 
-def _anchors(run_dir: Path) -> list[_Anchor]:
-    """The well-formed anchors of the run, by offset (none when the file is missing or unreadable)."""
+def _anchors(run_dir: Path, ledger_bytes: int) -> list[_Anchor]:
+    """The well-formed anchors of the run, by offset (none when the file is missing, unreadable, or
+    larger than ``ledger_bytes`` and 64 MiB together: a cache that size was put there to exhaust memory)."""
     found: dict[int, _Anchor] = {}
     try:
         # Not followed if a symlink, not waited on if a FIFO: anything but a regular file is no cache.
         fd = os.open(run_dir / ANCHORS_FILE, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return []
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > ledger_bytes + (64 << 20):
         os.close(fd)
         return []
     with os.fdopen(fd, "rb") as handle:
@@ -305,7 +307,7 @@ def scan_parallel(scan: LedgerScan, parts: Parts, run_dir: Path, *, jobs: int,
     size = parts.size
     if jobs < 2 or size < max(threshold, 1) or not parts.exists or not _segments_in_shape(parts):
         return False
-    cuts = _cuts(_anchors(run_dir), size, jobs)
+    cuts = _cuts(_anchors(run_dir, size), size, jobs)
     if not cuts:
         return False
     files = [(str(p.path), p.start, p.size, p.number is not None) for p in parts.all]

@@ -187,7 +187,7 @@ ATTACKS: dict[str, Callable[[Lines, int], None]] = {
 def _positions(run_dir: Path, jobs: int) -> dict[str, int]:
     """Line indexes worth attacking: early, around each cut the parallel pass makes, and late."""
     parts = list_parts(run_dir)
-    cuts = verify_parallel._cuts(verify_parallel._anchors(run_dir), parts.size, jobs)
+    cuts = verify_parallel._cuts(verify_parallel._anchors(run_dir, parts.size), parts.size, jobs)
     assert cuts, "the fixture must give the parallel pass an anchor to cut at"
     lines = Lines(run_dir)
     found = {"early": 2, "late": len(lines.lines) - 3}
@@ -356,6 +356,15 @@ def test_tampered_anchors_change_nothing(long_run: tuple[Path, str], change: str
         data = data.replace(b'"vars": {', b'"vars": {"huge": 1e400, ')
     path.write_bytes(b"{garbage\n" * len(docs) if change == "garbage" else data)
     assert not parallel_clean(root, run_id, 3)
+    assert assert_same(root, run_id, 3)["ok"]
+
+
+def test_anchors_larger_than_the_ledger_and_64_mib_are_not_read(long_run: tuple[Path, str]) -> None:
+    root, run_id = long_run
+    path = root / "runs" / run_id / "anchors.jsonl"
+    with open(path, "ab") as handle:
+        handle.truncate(path.stat().st_size + (65 << 20))  # sparse: the size counts, not the disk
+    assert verify_parallel._anchors(path.parent, 10) == []
     assert assert_same(root, run_id, 3)["ok"]
 
 
