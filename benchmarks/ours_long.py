@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from abstractruntime.core.models import StepPlan
 from abstractruntime.core.spec import WorkflowSpec
@@ -76,11 +76,19 @@ def long_ledger(sizes: Sizes, work: str) -> dict[str, Any]:
     report = verify_run(root, run_id)
     verify_seconds = harness.clock() - t0
     assert report.ok, [p.type for p in report.problems[:5]]
+    try:  # the same in one process, right after (a package without ``jobs`` has nothing else)
+        t0 = harness.clock()
+        one = verify_run(root, run_id, jobs=1)
+        one_seconds: Optional[float] = harness.clock() - t0
+        assert one.to_dict() == report.to_dict()
+    except TypeError:
+        one_seconds = None
     return {"steps": sizes.long_steps, "records": head, "segments": segments, "segment_records": segment_records,
             "build_seconds": build, "disk_bytes": disk, "bytes_per_step": disk / sizes.long_steps,
             "open_and_step_seconds": harness.median(opens), "state_at_median_seconds": harness.median(times),
             "state_at_max_seconds": max(times), "state_at_samples": len(times),
-            "verify_seconds": verify_seconds, "verify_records_per_second": head / verify_seconds}
+            "verify_seconds": verify_seconds, "verify_records_per_second": head / verify_seconds,
+            "verify_one_process_seconds": one_seconds}
 
 
 def rows(r: Any) -> list[Row]:
@@ -98,7 +106,9 @@ def rows(r: Any) -> list[Row]:
         Row(name, f"{measure}: state_at, {r['state_at_samples']} positions: slowest", ms(r["state_at_max_seconds"]),
             f"median {ms(r['state_at_median_seconds'])}"),
         Row(name, f"{measure}: verify, every segment in order", f"{r['verify_records_per_second']:,.0f} records/s",
-            f"{r['verify_seconds']:.1f} s"),
+            f"{r['verify_seconds']:.1f} s"
+            + (f"; one process {r['verify_one_process_seconds']:.1f} s" if r.get("verify_one_process_seconds") else ""),
+            r["verify_one_process_seconds"] / r["verify_seconds"] if r.get("verify_one_process_seconds") else None),
     ]
 
 

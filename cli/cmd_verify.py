@@ -90,6 +90,10 @@ def verify_cmd(
         help="Require a head signed by this ed25519 key, or by a key it handed the run over to (rotations are "
              "followed). Repeatable; a directory gives its *.pub/*.pem keys. With several keys, rotations are "
              "followed from the key the run's first record names."),
+    jobs: Optional[int] = typer.Option(
+        None, "--jobs", min=1, metavar="N",
+        help="Processes to verify with: runs side by side with --all, and a long ledger split at its anchors "
+             "(default: the CPUs available; 1: one process). The report is the same with any N."),
     json_out: bool = typer.Option(False, "--json", help="The verification report(s) as JSON."),
 ) -> None:
     """Verify ledger hash chains, checkpoints and bookmarks (exit 0 ok, 3 failed).
@@ -126,6 +130,7 @@ def verify_cmd(
         return
     store = s.open_store()
     verify_mod: ModuleType  # the two verifiers have the same functions
+    options: dict[str, Any] = {}
     if getattr(store, "root", None) is None:  # a PostgreSQL store: its rows, checked by the same verifier
         from abstractruntime.storage.postgres import verify as pg_verify
 
@@ -134,13 +139,14 @@ def verify_cmd(
         from abstractruntime.storage import verify as file_verify
 
         verify_mod = file_verify
+        options["jobs"] = jobs
     if run_id is not None:
         run_id = run_id_of(run_id)
-        docs = [verify_mod.verify_run(store, run_id, expect_head=expect_head, public_key=keys).to_dict()]
+        docs = [verify_mod.verify_run(store, run_id, expect_head=expect_head, public_key=keys, **options).to_dict()]
     else:
         with _Progress(enabled=sys.stderr.isatty() and not s.quiet) as progress:
             result = verify_mod.verify_store(store, expect_head=expect_head, progress=progress,
-                                             public_key=keys)
+                                             public_key=keys, **options)
         docs = [r.to_dict() for r in result]
         if not docs:
             # Nothing verified is not "all ok": a wrong --store would otherwise pass.

@@ -21,9 +21,10 @@ from ..core.canonical import record_hash
 from ..core.errors import InvalidInputError, StorageError
 from ..core.jcs import is_jcs_line
 from ..core.records import RECORD_FORMAT
-from .record_rules import SignatureTrail, signature_problem, unknown_fields
+from .record_rules import FIELDS_BY_FORMAT, SignatureTrail, signature_problem, unknown_fields
 from .fsio import brief_error, loads_strict, validate_id
 from .ledger_parse import looks_torn
+from .verify_lines import canonical_record
 from .segments import SEGMENT_KIND, Parts
 from .verify_state import StateReplay
 
@@ -57,6 +58,7 @@ class LedgerScan:
         self.replayable = False
         self.workflow: Any = None
         self.workflow_in_chain = False
+        self.workflow_set = False  # a record's delta named the workflow (``workflow`` may be None)
         self.signatures = SignatureTrail()
         self.replay = StateReplay(report.run_id)
         # seq -> the "state" digest its record carries (for the seqs the caller wants).
@@ -123,12 +125,24 @@ class LedgerScan:
                 pending: Optional[tuple[int, bytes]] = None
                 for line_no, raw in enumerate(handle, start=report.lines + 1):
                     if pending is not None:
-                        self._line(*pending, last=False)
+                        if pending[1].endswith(b"\n"):
+                            self._body(pending[0], pending[1][:-1])
+                        else:
+                            self._line(*pending, last=False)
                     pending = (line_no, raw)
                 if pending is not None:
                     self._line(*pending, last=True)
         except OSError as exc:
             report.problem("unreadable_ledger", f"error while reading {path}: {exc.strerror or exc}")
+
+    def _body(self, line_no: int, body: bytes) -> None:
+        """One whole line (``body``: without its newline) that is not the file's last."""
+        fast = canonical_record(body)
+        if fast is None:
+            self._line(line_no, body + b"\n", last=False)
+        else:
+            self.report.lines = line_no
+            self._record(fast[0], line_no, computed=fast[1], markers=b'"$' in body)
 
     def _line(self, line_no: int, raw: bytes, *, last: bool) -> None:
         report = self.report
@@ -141,6 +155,10 @@ class LedgerScan:
             return
         report.lines = line_no
         body = raw[:-1]
+        fast = canonical_record(body)
+        if fast is not None:  # the common case, decided with one parse (verify_lines.py says why it is exact)
+            self._record(fast[0], line_no, computed=fast[1], markers=b'"$' in body)
+            return
         try:
             doc = loads_strict(body)
         except (ValueError, RecursionError, UnicodeDecodeError) as exc:
@@ -170,10 +188,15 @@ class LedgerScan:
                            "(rewritten by another program?)", seq=doc.get("seq"), line=line_no)
         self._record(doc, line_no)
 
-    def _record(self, doc: dict[str, Any], line_no: int) -> None:
+    def _record(self, doc: dict[str, Any], line_no: int, *, computed: Optional[str] = None,
+                markers: bool = True) -> None:
+        """Check one parsed record; ``computed``: its content hash when already known, ``markers``:
+        False when its line holds no ``"$`` (so no stored-value or secret marker)."""
         report = self.report
         problems_before = len(report.problems) + report.problems_omitted
-        seq = int_or_none(doc.get("seq"))
+        raw_seq = doc.get("seq")
+        seq = raw_seq if raw_seq.__class__ is int else int_or_none(raw_seq)
+        kind = doc.get("kind")
         expected = self._prev_seq + 1
         if not self._resync:  # after an unreadable line the link cannot be judged; it is already reported
             if seq != expected:
@@ -192,10 +215,11 @@ class LedgerScan:
         if doc.get("run_id", implied_run) != report.run_id:
             report.problem("wrong_run", f"record belongs to run {doc.get('run_id')!r}", seq=seq, line=line_no)
         stored: Optional[str] = doc.get("record_hash")
-        try:
-            computed: Optional[str] = record_hash(doc)
-        except InvalidInputError:
-            computed = None
+        if computed is None:
+            try:
+                computed = record_hash(doc)
+            except InvalidInputError:
+                computed = None
         if not isinstance(stored, str) or not stored:
             report.problem("missing_record_hash", "record has no record_hash", seq=seq, line=line_no)
             stored = None
@@ -205,20 +229,20 @@ class LedgerScan:
         self._resync = False
         self._prev_seq, self._prev_hash = (seq if seq is not None else expected), stored
         self._last_doc = doc
-        if doc.get("kind") == SEGMENT_KIND:
+        if kind == SEGMENT_KIND:
             self._file_segments.append(doc)
         report.count += 1
         report.head_seq, report.head_hash = self._prev_seq, stored
-        if doc.get("kind") != "start":
+        if kind != "start":
             self.only_starts = False
         if seq in self.want_seqs and seq not in self.at_seq:
             self.at_seq[seq] = (stored, line_no)
             self.state_at[seq] = doc.get("state")
-        if len(report.problems) + report.problems_omitted > problems_before or self._resync:
+        if len(report.problems) + report.problems_omitted > problems_before:
             # The chain is broken here: what follows is not the run's history, so its states are not
             # judged (each would be a cascade of the problem already reported).
             self.replay.stopped = True
-        found = self.replay.see(doc, seq if seq is not None else expected)
+        found = self.replay.see(doc, seq if seq is not None else expected, markers=markers)
         if found is not None:
             report.problem(found[0], found[1], seq=seq, line=line_no)
         if stored in self.want_hashes and stored not in self.hash_at:
@@ -230,11 +254,13 @@ class LedgerScan:
                 self.workflow_in_chain = True  # the first record names the run's workflow
             if "workflow" in delta:
                 self.workflow = delta["workflow"]  # the workflow record as the chain has it
-        extra = unknown_fields(doc)
+                self.workflow_set = True
+        fields = FIELDS_BY_FORMAT.get(doc.get("format"))  # type: ignore[arg-type]
+        extra = unknown_fields(doc) if fields is not None and not doc.keys() <= fields else None
         if extra:
             report.problem("unknown_field", f"record has fields its format never has: {', '.join(extra)}",
                            seq=seq, line=line_no, fields=extra)
-        bad_signature = signature_problem(doc)
+        bad_signature = signature_problem(doc) if "signature" in doc else None
         if bad_signature is not None:
             report.problem("signature_malformed", bad_signature, seq=seq, line=line_no)
         else:

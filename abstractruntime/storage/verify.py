@@ -54,6 +54,9 @@ from .signing import load_keyring
 from .verify_checks import (_check_bookmarks, _check_checkpoint, _check_expected, _check_signature, _load_bookmarks,
                             _load_checkpoint)
 from .tombstones import PRUNED_DIR, FileTombstones, LogCheck, Tombstone
+from . import verify_parallel
+from .verify_parallel import scan_parallel
+from .verify_pool import RunsAhead, default_jobs
 from .verify_report import MAX_FINDINGS, Finding, VerifyReport
 
 # The run_id of the report on the tombstone log itself (not a valid run id: it names no run).
@@ -69,6 +72,14 @@ def _store_root(store: Any) -> Path:
     return Path(root)
 
 
+def _jobs(jobs: Optional[int]) -> int:
+    if jobs is None:
+        return default_jobs()
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise InvalidInputError(f"jobs must be a whole number of at least 1, not {jobs!r}")
+    return jobs
+
+
 def _normalise_hash(value: Any) -> str:
     text = value.strip().lower() if isinstance(value, str) else ""
     if not is_sha256_hex(text):
@@ -82,6 +93,7 @@ def verify_run(
     *,
     expect_head: Optional[str] = None,
     public_key: Any = None,
+    jobs: Optional[int] = None,
 ) -> VerifyReport:
     """Verify one run of a file store (a ``FileStore`` or its root path); see the module docstring.
 
@@ -92,13 +104,17 @@ def verify_run(
     path, PEM bytes, 32 raw bytes or a key object), a list of them, or a directory of ``*.pub``
     / ``*.pem`` public keys. From one key, rotations the run records are followed; from
     several, they are followed from the key the run's first record names (docs/provenance.md,
-    "Keys over months"). Raises :class:`RunNotFoundError` for an unknown run and
-    :class:`InvalidInputError` for a malformed ``expect_head`` or a source with no public key.
+    "Keys over months"). ``jobs`` (default: the CPUs this process may use) is how many processes
+    check a long ledger (:mod:`~abstractruntime.storage.verify_parallel`); the report is the same
+    with any number. Raises :class:`RunNotFoundError` for an unknown run,
+    :class:`InvalidInputError` for a malformed ``expect_head``, a source with no public key or
+    ``jobs`` below 1, and :class:`StorageError` when a worker process dies.
     """
     keyring = load_keyring(public_key) if public_key is not None else None
     root = _store_root(store)
+    workers = _jobs(jobs)
     try:
-        report = _verify(root, run_id, expect_head=expect_head, keyring=keyring, search=None)
+        report = _verify(root, run_id, expect_head=expect_head, keyring=keyring, search=None, jobs=workers)
         tombstones = FileTombstones(root)
         if tombstones.marked(run_id):  # a prune of it was interrupted (or a run put under a pruned id)
             tombstone = tombstones.read().by_run().get(run_id)
@@ -117,7 +133,7 @@ def verify_run(
 
 
 def _verify(root: Path, run_id: str, *, expect_head: Optional[str], keyring: Optional[dict[str, Any]],
-            search: Optional[str]) -> VerifyReport:
+            search: Optional[str], jobs: int = 1) -> VerifyReport:
     validate_id(run_id, "run id")
     expected = _normalise_hash(expect_head) if expect_head is not None else None
     if not root.is_dir():
@@ -142,7 +158,9 @@ def _verify(root: Path, run_id: str, *, expect_head: Optional[str], keyring: Opt
     except StorageError as exc:
         report.problem("unreadable_ledger", str(exc))
         parts = None
-    if parts is not None and (parts.sealed or parts.strays):
+    if parts is not None and jobs > 1 and scan_parallel(scan, parts, run_dir, jobs=jobs):
+        pass  # a long, clean ledger, checked on several cores (anything found: checked again below)
+    elif parts is not None and (parts.sealed or parts.strays):
         scan.run_parts(parts)
     else:
         scan.run(ledger_path)
@@ -173,6 +191,7 @@ def verify_store(
     progress: Optional[Callable[[int, int, VerifyReport], None]] = None,
     public_key: Any = None,
     check_markers: bool = True,
+    jobs: Optional[int] = None,
 ) -> list[VerifyReport]:
     """Verify every run under ``root`` (a ``FileStore`` or path), in run-id order.
 
@@ -186,7 +205,11 @@ def verify_store(
     Each pruned run gets a report from its tombstone (``pruned``), and a damaged tombstone log a
     failed report named ``"(tombstones)"``. ``check_markers=False`` skips the check that each
     pruned id still has its ``pruned/<run_id>`` marker (a database's rows are their own markers).
+
+    ``jobs`` (default: the CPUs this process may use) processes verify the runs side by side, and
+    each long ledger on that many cores; reports and progress still come in run-id order.
     """
+    workers = _jobs(jobs)
     base = _store_root(root)
     if not base.is_dir():
         raise NotFoundError(f"No abstractruntime store at {base}", path=str(base))
@@ -210,22 +233,27 @@ def verify_store(
     missing = sorted(set(mapping) - set(run_ids) - set(tombstoned))
     total = len(run_ids) + len(missing) + len(strays) + len(gone) + (0 if log.ok and not log.notes else 1)
     reports: list[VerifyReport] = []
-    for run_id in sorted(set(run_ids) | set(missing) | set(strays) | set(gone)):
-        if run_id in strays:
-            report = strays[run_id]
-        elif run_id in missing:
-            report = VerifyReport(run_id=run_id, path=str(base / RUNS_DIR / run_id), expect_head=mapping[run_id])
-            report.problem("run_missing", f"run {run_id} has an expected head but is not in the store")
-        elif run_id in gone:
-            report = _pruned_report(tombstones, tombstoned[run_id], mapping.get(run_id), intended, keyring,
-                                    check_marker=check_markers)
-        else:
-            report = _verify(base, run_id, expect_head=mapping.get(run_id), keyring=keyring, search=single)
-            if run_id in tombstoned:
-                _pending_prune(tombstones, tombstoned[run_id], report)
-        reports.append(report)
-        if progress is not None:
-            progress(len(reports), total, report)
+    ahead = RunsAhead(base, sorted(run_ids), _verify, mapping=mapping, keyring=keyring, search=single, jobs=workers,
+                      long_bytes=verify_parallel.PARALLEL_MIN_BYTES)
+    try:
+        for run_id in sorted(set(run_ids) | set(missing) | set(strays) | set(gone)):
+            if run_id in strays:
+                report = strays[run_id]
+            elif run_id in missing:
+                report = VerifyReport(run_id=run_id, path=str(base / RUNS_DIR / run_id), expect_head=mapping[run_id])
+                report.problem("run_missing", f"run {run_id} has an expected head but is not in the store")
+            elif run_id in gone:
+                report = _pruned_report(tombstones, tombstoned[run_id], mapping.get(run_id), intended, keyring,
+                                        check_marker=check_markers)
+            else:
+                report = ahead.report(run_id)
+                if run_id in tombstoned:
+                    _pending_prune(tombstones, tombstoned[run_id], report)
+            reports.append(report)
+            if progress is not None:
+                progress(len(reports), total, report)
+    finally:
+        ahead.close()
     if not log.ok or log.notes:  # a torn last line is a note: said, not failed
         reports.append(_log_report(tombstones, log))
         if progress is not None:

@@ -18,7 +18,7 @@ from ..core.markers import EXT, ITEMS, LIT, REF, VAL, marker_kind
 from ..core.records import RECORD_FORMAT
 from ..core.state import StateImage
 from ..core.values import UndefinedValueError, ValueTable
-from ..core.wal import apply_record, record_parts
+from ..core.wal import DELTA_RUN_FIELDS, apply_record, record_parts
 
 
 class StateReplay:
@@ -32,8 +32,12 @@ class StateReplay:
         # seq -> the digest of the state right after that record, for records that carry one.
         self.digests: dict[int, str] = {}
 
-    def see(self, doc: dict[str, Any], seq: int) -> Optional[tuple[str, str]]:
-        """Replay one stored record; ``(problem type, message)`` when something is wrong."""
+    def see(self, doc: dict[str, Any], seq: int, *, markers: bool = True) -> Optional[tuple[str, str]]:
+        """Replay one stored record; ``(problem type, message)`` when something is wrong.
+
+        ``markers=False``: the record's line holds no ``"$``, so it defines and names no stored
+        value (every marker key begins with ``$``) and there is nothing to file or check.
+        """
         if self.stopped:
             return None
         if doc.get("format") != RECORD_FORMAT:
@@ -41,24 +45,14 @@ class StateReplay:
             return None
         if self.image is None:
             self.image = StateImage.blank(self.run_id)
-        try:
-            for part in record_parts(doc):
-                self.table.collect(part, seq)
-        except ValueError as exc:
-            self.stopped = True
-            return "bad_marker", f"record holds a malformed marker ({exc})"
-        # Only the ids this record names: every definition filed earlier had its own checked when
-        # its record was seen, so checking the whole closure again would cost the conversation
-        # at every record.
-        for vid, extended in _references(record_parts(doc)):
-            if vid not in self.table:
+        if markers:
+            found = self._markers(doc, seq)
+            if found is not None:
                 self.stopped = True
-                return "value_undefined", f"record refers to stored value {vid[:16]}…, which the run never defined"
-            if extended and not _is_list(self.table, vid):
-                self.stopped = True
-                return "value_not_a_list", f"record extends stored value {vid[:16]}…, which is not a list"
+                return found
         try:
-            apply_record(self.image, doc, self.table, self.run_id)
+            if markers or not _apply_simple(self.image, doc):
+                apply_record(self.image, doc, self.table, self.run_id)
         except (ValueError, TypeError, KeyError, UndefinedValueError) as exc:
             self.stopped = True
             return "unreplayable", f"record cannot be replayed ({exc})"
@@ -70,6 +64,62 @@ class StateReplay:
                 return ("state_digest_mismatch", "the record's state digest is not the digest of the state the "
                         "ledger rebuilds there (a digest written by someone else?)")
         return None
+
+    def _markers(self, doc: dict[str, Any], seq: int) -> Optional[tuple[str, str]]:
+        """File the record's stored-value definitions and check the ids it names."""
+        try:
+            for part in record_parts(doc):
+                self.table.collect(part, seq)
+        except ValueError as exc:
+            return "bad_marker", f"record holds a malformed marker ({exc})"
+        # Only the ids this record names: every definition filed earlier had its own checked when
+        # its record was seen, so checking the whole closure again would cost the conversation
+        # at every record.
+        for vid, extended in _references(record_parts(doc)):
+            if vid not in self.table:
+                return "value_undefined", f"record refers to stored value {vid[:16]}…, which the run never defined"
+            if extended and not _is_list(self.table, vid):
+                return "value_not_a_list", f"record extends stored value {vid[:16]}…, which is not a list"
+        return None
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+def _apply_simple(image: StateImage, doc: dict[str, Any]) -> bool:
+    """Apply ``doc`` the quick way when it is the commonest shape of record — a kind that implies no
+    change, a delta that only sets top-level variables and run fields to scalars, no marker — and
+    say whether it was (``False``: nothing was changed; :func:`~abstractruntime.core.wal.apply_record`
+    applies it). What it does is what ``apply_record`` does for such a record (the pending effect
+    and the effect count stay as they are, each set lands where it says, ``updated_at`` becomes
+    ``at``), without copying the pending effect again."""
+    if doc.get("kind") in ("effect", "part"):  # the kinds that imply a change (docs/file-format.md)
+        return False
+    delta = doc.get("delta")
+    if delta is None:
+        delta = {}
+    elif delta.__class__ is not dict:
+        return False
+    for key, value in delta.items():
+        if key == "vars":
+            if value.__class__ is not list:
+                return False
+            for op in value:
+                if op.__class__ is not list or len(op) != 3 or op[0] != "s" or op[1].__class__ is not list \
+                        or len(op[1]) != 1 or op[1][0].__class__ is not str or op[2].__class__ not in _SCALARS:
+                    return False
+        elif key not in DELTA_RUN_FIELDS or value.__class__ not in _SCALARS:
+            return False
+    variables = image.vars
+    for key, value in delta.items():
+        if key == "vars":
+            for op in value:
+                variables[op[1][0]] = op[2]
+            image.touched([op[1][0] for op in value])
+        else:
+            image.run[key] = value
+    stamp = doc.get("at")
+    if isinstance(stamp, str):
+        image.run["updated_at"] = stamp
+    return True
 
 
 def _is_list(table: ValueTable, vid: str) -> bool:

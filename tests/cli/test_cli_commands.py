@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 
 from abstractruntime.core.models import RunState
 
@@ -284,6 +286,21 @@ def test_verify_single_and_all(cli, wf: Path, store: Path) -> None:
     assert r.exit_code == 3 and r.stdout.startswith("FAILED\tv1\t")
     assert "error: run v1:" in r.stderr
     assert cli("verify").exit_code == 2
+
+
+def test_verify_jobs(cli, wf: Path, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from abstractruntime.storage import verify_pool
+
+    monkeypatch.setattr(verify_pool, "PARALLEL_STORE_MIN_BYTES", 1)  # the runs go to worker processes
+    for n, name in enumerate(["tools.py", "approval.py", "tools.py"]):
+        cli("run", str(wf / name), "--run-id", f"j{n}")
+    one = cli("verify", "--all", "--jobs", "1", "--json")
+    two = cli("verify", "--all", "--jobs", "2", "--json")
+    assert one.exit_code == two.exit_code == 0
+    assert json.loads(one.stdout) == json.loads(two.stdout)
+    assert cli("verify", "j1", "--jobs", "2").exit_code == 0
+    r = cli("verify", "--all", "--jobs", "0")
+    assert r.exit_code == 2 and "--jobs" in r.stderr
 
 
 def test_graph(cli, wf: Path) -> None:
