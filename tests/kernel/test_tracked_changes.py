@@ -84,9 +84,10 @@ def _vars(root: Path, run_id: str, *, ledger_only: bool = False) -> bytes:
         store.close()
 
 
-def run_loop(root: Path, loop: Loop, *, max_steps: int = 1000, first: Optional[list[Any]] = None) -> tuple[str, bytes]:
-    """Run ``loop`` to its end; returns the run id and the live variables' canonical JSON, after
-    checking that the files, the ledger alone and every record's ``state_at`` agree with it."""
+def run_loop(root: Path, loop: Loop, *, max_steps: int = 4, first: Optional[list[Any]] = None) -> tuple[str, bytes]:
+    """Run ``loop`` to its end in ticks of ``max_steps`` nodes (a tick starts from a copy of the
+    variables in containers that report their changes); returns the run id and the live
+    variables' canonical JSON, after checking that the files, the ledger alone and every record's ``state_at`` agree with it."""
     store = FileStore(root, durability="none")
     try:
         wf = loop.workflow()
@@ -138,8 +139,8 @@ CHANGES: dict[str, Change] = {
     "an old message's content": _content(3),
     "deep inside an old message": _deep(4),
     "a middle item replaced": lambda v: v["messages"].__setitem__(5, {"role": "user", "content": "replaced"}),
-    "a key removed from an old message": lambda v: v["messages"][6].pop("role", None),
-    "del of a key": lambda v: v["messages"][7].__delitem__("content") if "content" in v["messages"][7] else None,
+    "a key removed from an old message": lambda v: v["messages"][4].pop("role", None),
+    "del of a key": lambda v: v["messages"][5].__delitem__("content") if "content" in v["messages"][5] else None,
     "an item inserted at the front": lambda v: v["messages"].insert(0, {"role": "system", "content": "first"}),
     "an item removed from the middle": lambda v: v["messages"].pop(4),
     "the list reversed": lambda v: v["messages"].reverse(),
@@ -171,10 +172,10 @@ CHANGES: dict[str, Change] = {
 @pytest.mark.parametrize("name", sorted(CHANGES))
 def test_a_change_after_many_records_is_recorded(tmp_path: Path, name: str, where: str) -> None:
     change = CHANGES[name]
-    # The change runs twice (the heapq cases set up their list first), after 8 turns of history.
-    loop = Loop(14, {9: (where, change), 11: (where, change)})
+    # The change runs twice, in two ticks (the heapq cases set up their list first), after some history.
+    loop = Loop(14, {6: (where, change), 10: (where, change)})
     run_loop(tmp_path / "store", loop)
-    assert loop.marks == [9, 11]
+    assert loop.marks == [6, 10]
 
 
 def test_a_change_undone_later_is_in_the_state_of_the_record_after_it(tmp_path: Path) -> None:
@@ -218,11 +219,44 @@ def test_an_object_moved_between_variables_is_watched_at_its_new_place(tmp_path:
         v["kept"]["content"] = "kept changed"
         v["messages"][4]["content"] = "changed through the list"
 
-    _, live = run_loop(tmp_path / "store", Loop(12, {6: ("node", move), 9: ("handler", change)}))
-    assert live.count(b"changed through the list") == 2 and live.count(b"kept changed") == 2
+    # (A tick starts from a copy: objects shared at turn 6 are no longer shared at turn 9.)
+    _, live = run_loop(tmp_path / "store", Loop(12, {6: ("node", move), 9: ("handler", change), 10: ("node", move),
+                                                     11: ("node", change)}))
+    assert b"changed through the list" in live and b"kept changed" in live
 
 
-@pytest.mark.parametrize("max_steps", [1, 3, 1000])
+def test_an_object_changed_away_from_its_place_and_put_back_is_compared(tmp_path: Path) -> None:
+    """Its place kept an equal copy meanwhile: what it was sealed against there is no longer its content."""
+    def setup(v: dict[str, Any]) -> None:
+        v["a"] = {"k": 1}
+        v["lst"] = []
+
+    def away(v: dict[str, Any]) -> None:
+        obj = v["a"]
+        v["lst"].append(obj)
+        v["a"] = copy.deepcopy(obj)
+        obj["x"] = "changed away"
+
+    def back(v: dict[str, Any]) -> None:
+        v["a"] = v["lst"][-1]
+
+    _, live = run_loop(tmp_path / "store", Loop(10, {2: ("node", setup), 6: ("node", away), 7: ("node", back)}))
+    assert live.count(b"changed away") == 2
+
+
+def test_a_list_reordered_by_heapq_in_a_later_tick(tmp_path: Path) -> None:
+    """``heapq`` writes into the list without calling its methods."""
+    def setup(v: dict[str, Any]) -> None:
+        v["heap"] = [5, 1, 3, 2]
+
+    def heapify(v: dict[str, Any]) -> None:
+        heapq.heapify(v["heap"])
+
+    _, live = run_loop(tmp_path / "store", Loop(10, {2: ("node", setup), 6: ("handler", heapify)}))
+    assert b'"heap":[1,2,3,5]' in live
+
+
+@pytest.mark.parametrize("max_steps", [1, 3, 7, 1000])
 def test_changes_across_tick_boundaries(tmp_path: Path, max_steps: int) -> None:
     changes = {4: ("node", _content(2)), 7: ("handler", _deep(3)), 9: ("node", CHANGES["a middle item replaced"])}
     run_loop(tmp_path / "store", Loop(12, changes), max_steps=max_steps)
@@ -276,7 +310,7 @@ def _random_change(kind: str, seed: int) -> Change:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                    HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(2, 13), st.sampled_from(["node", "handler"]), OPS), min_size=1, max_size=6),
-       st.sampled_from([2, 5, 1000]))
+       st.sampled_from([2, 5, 9, 1000]))
 def test_random_changes_in_place_replay_exactly(tmp_path_factory: Any, plan: list[Any], max_steps: int) -> None:
     changes: dict[int, tuple[str, Change]] = {}
     for n, (turn, where, kind) in enumerate(plan):
@@ -315,3 +349,12 @@ def test_containers_the_run_hands_out_copy_and_pickle_as_plain_json(tmp_path: Pa
         assert type(seen[name]) is list and all(type(m) is dict for m in seen[name]), name
         assert seen[name] == seen["json"]
     assert type(seen["shallow"]) is dict
+
+
+def test_canonical_json_of_tracked_containers_is_that_of_plain_ones() -> None:
+    """Nested subclasses of dict and list with numbers JCS writes its own way (``0.0``, ``1e21``)."""
+    from abstractruntime.core.tracked import tracked_copy
+
+    value = {"r": {"v": [0.0, [1e21, {"x": -0.0}]], "w": [[0.5], [2.0]]}, "s": [[1.0], [[3.0]]]}
+    assert jcs(tracked_copy(value)) == jcs(value) == (b'{"r":{"v":[0,[1e+21,{"x":0}]],"w":[[0.5],[2]]},'
+                                                      b'"s":[[1],[[3]]]}')
