@@ -9,8 +9,10 @@ Writers find the operations with a :class:`DeltaTracker`: it keeps a private cop
 variables as of the last record and compares the run's variables with it *by content* (``==``
 runs in C, exactly as JSON compares; see :func:`~abstractruntime.core.values.private_copy`),
 descending only into objects that changed, and a list that grew by appending costs its new
-items — so a record costs what changed, not the size of the state, and a handler that changes
-an object in place is seen. :func:`apply_record` replays a stored format-3 record onto
+items. A container that reports its own changes (:mod:`~abstractruntime.core.tracked`), sealed
+at the last record against the private copy now at its place and unchanged since, is not
+compared at all — so a record costs what changed, not the size of the state, and a handler
+that changes an object in place is seen. :func:`apply_record` replays a stored format-3 record onto
 a :class:`~abstractruntime.core.state.StateImage`.
 """
 

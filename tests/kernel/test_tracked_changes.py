@@ -358,3 +358,41 @@ def test_canonical_json_of_tracked_containers_is_that_of_plain_ones() -> None:
     value = {"r": {"v": [0.0, [1e21, {"x": -0.0}]], "w": [[0.5], [2.0]]}, "s": [[1.0], [[3.0]]]}
     assert jcs(tracked_copy(value)) == jcs(value) == (b'{"r":{"v":[0,[1e+21,{"x":0}]],"w":[[0.5],[2]]},'
                                                       b'"s":[[1],[[3]]]}')
+
+
+def test_an_append_costs_its_tail_and_an_unchanged_list_costs_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tracker compares no old item of a sealed list that only grew (a spy on the comparison
+    records the size of what it compares), and still finds an old item changed in place."""
+    from abstractruntime.core import wal
+    from abstractruntime.core.tracked import tracked_copy
+    from abstractruntime.core.wal import DeltaTracker, SetOp
+
+    compared: list[int] = []
+    real = wal.same_value
+
+    def spy(private: Any, live: Any) -> bool:
+        compared.append(len(live) if isinstance(live, (list, dict)) else 0)
+        return real(private, live)
+
+    monkeypatch.setattr(wal, "same_value", spy)
+    plain = {"messages": [{"role": "user", "content": f"m{i}", "meta": {"n": [i]}} for i in range(1000)], "n": 1}
+    tracker = DeltaTracker(plain)
+    live = {key: tracked_copy(value) for key, value in plain.items()}
+    tracker.adopt(plain, live)
+    compared.clear()
+
+    assert tracker.diff(live) == []
+    live["messages"].append({"role": "assistant", "content": "new"})
+    ops = tracker.diff(live)
+    assert [(type(op), op.path, getattr(op, "extends", 0)) for op in ops] == [(SetOp, ["messages"], 1000)]
+    assert max(compared, default=0) < 1000, compared
+    tracker.commit(ops, None, live)
+
+    live["messages"][500]["meta"]["n"].append("changed deep inside")
+    ops = tracker.diff(live)
+    assert [(type(op), op.path, getattr(op, "extends", 0)) for op in ops] == [(SetOp, ["messages"], 0)]
+    tracker.commit(ops, None, live)
+    assert tracker.private["messages"][500]["meta"]["n"] == [500, "changed deep inside"]
+    compared.clear()
+    assert tracker.diff(live) == []
+    assert max(compared, default=0) < 1000, compared
