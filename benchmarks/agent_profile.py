@@ -4,7 +4,8 @@ Runs the agent loop of benchmarks/agent_loop.py once on a fresh file store and t
 phases of the records it writes, wrapping the kernel's functions with a clock: the comparison
 of the variables with the last record (``DeltaTracker.diff``), storing values and redacting
 (``RecordEncoder.slot``), JCS + SHA-256 of each record (``seal``), the replay of the record
-onto the state image (``apply_record``) and the ledger's write + fsync (``append_bytes``).
+onto the state image (``apply_record``), the ledger's write + fsync (``append_bytes``) and,
+once per tick, the copy of the variables the next tick starts from (``_detached``).
 Prints the mean per turn for turns 11–60 and for the last 50 (the issue's windows). For a
 function-level profile, run the loop under ``python -m cProfile`` instead.
 """
@@ -26,6 +27,7 @@ PHASES = (
     ("replay onto the state image (apply_record)", "abstractruntime.core.session", "apply_record"),
     ("write + fsync (append_bytes)", "abstractruntime.storage.ledger_files", "append_bytes"),
     ("everything record() does", "abstractruntime.core.session", "RunSession.record"),
+    ("copy of the state for the next tick (_detached)", "abstractruntime.core.runtime", "_detached"),
 )
 
 

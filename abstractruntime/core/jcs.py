@@ -88,6 +88,7 @@ def _inspect(value: Any) -> bool:
     slow = False
     stack: list[Any] = [value]
     seen: set[int] = set()  # containers walked once: a cycle is left for the encoder to report
+    held: list[Any] = []
     while stack:
         item = stack.pop()
         cls = item.__class__
@@ -123,10 +124,12 @@ def _inspect(value: Any) -> bool:
             stack.append(int(item))  # an IntEnum is written as its number
         elif isinstance(item, float):
             stack.append(float(item))
-        elif isinstance(item, dict):
-            stack.append(dict(item))
-        elif isinstance(item, (list, tuple)):
-            stack.append(list(item))
+        elif isinstance(item, (dict, list, tuple)):
+            # A subclass, walked as a copy the walk keeps alive: a copy freed early could give
+            # its id to the next one, which ``seen`` would then skip unwalked.
+            copy: Any = dict(item) if isinstance(item, dict) else list(item)
+            held.append(copy)
+            stack.append(copy)
         else:
             raise _Refused
     return slow

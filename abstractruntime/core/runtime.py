@@ -57,6 +57,7 @@ from .usage_totals import stamp
 from .state import StateImage
 from .stepping import advance_steps, retry_steps
 from .timers import is_due
+from .tracked import tracked_copy
 from .values import json_copy
 
 __all__ = ["Runtime", "EffectOutcome", "EffectHandler", "DefaultRunContext"]
@@ -779,11 +780,15 @@ class Runtime:
 
     def keep_warm(self, session: RunSession) -> None:
         """Keep the run's state for this runtime's next tick, valid while its files are unchanged."""
+        if session.run.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+            return  # nothing advances it again: the copy would only be thrown away
         tokens = self._tokens_after_write(session)
         if tokens is None or session.queued or session.closed is not None:
             return
         parts = session.parts()
         parts.checkpoint = _detached(session.checkpoint)
+        if parts.tracker is not None:
+            parts.tracker.adopt(session.run.vars, parts.checkpoint.run.vars)
         opened = OpenedRun(parts=parts, saved=session.saved, head=session.durable, saved_status=session.saved_status)
         with self._warm_lock:
             if len(self._warm) >= 64:
@@ -919,7 +924,11 @@ EDIT_REASON = "state saved outside the runtime"
 
 def _detached(checkpoint: Checkpoint) -> Checkpoint:
     """A copy of a live checkpoint that shares nothing with it (the caller keeps the original)."""
-    run = RunState.from_dict(json_copy(checkpoint.run.to_dict()))
+    data = checkpoint.run.to_dict()
+    variables = data.pop("vars")
+    run = RunState.from_dict(json_copy(data))
+    # Containers that report their changes, so the next tick's records cost what changed (core/tracked.py).
+    run.vars = {key: tracked_copy(value) for key, value in variables.items()}
     pending = Pending.from_dict(json_copy(checkpoint.pending.to_dict())) if checkpoint.pending else None
     return Checkpoint(run=run, ledger=checkpoint.ledger, workflow=json_copy(checkpoint.workflow),
                       signature=json_copy(checkpoint.signature), origin=json_copy(checkpoint.origin),

@@ -192,7 +192,7 @@ class RunSession:
         except BaseException:
             self.encoder.rollback()
             raise
-        self.tracker.commit(ops, result)
+        self.tracker.commit(ops, result, self.run.vars)
         self.full_next = False
         self._last = _small_fields(self.checkpoint)
         self._last_pending = self.checkpoint.pending.to_dict() if self.checkpoint.pending else None

@@ -9,8 +9,10 @@ Writers find the operations with a :class:`DeltaTracker`: it keeps a private cop
 variables as of the last record and compares the run's variables with it *by content* (``==``
 runs in C, exactly as JSON compares; see :func:`~abstractruntime.core.values.private_copy`),
 descending only into objects that changed, and a list that grew by appending costs its new
-items — so a record costs what changed, not the size of the state, and a handler that changes
-an object in place is seen. :func:`apply_record` replays a stored format-3 record onto
+items. A container that reports its own changes (:mod:`~abstractruntime.core.tracked`), sealed
+at the last record against the private copy now at its place and unchanged since, is not
+compared at all — so a record costs what changed, not the size of the state, and a handler
+that changes an object in place is seen. :func:`apply_record` replays a stored format-3 record onto
 a :class:`~abstractruntime.core.state.StateImage`.
 """
 
@@ -23,6 +25,7 @@ from typing import Any, Callable, Optional, Union
 from .errors import InvalidInputError
 from .markers import LIT, REF, VAL, has_marker_key, marker_kind
 from .state import RUN_FIELDS, StateImage
+from .tracked import ChangeLog, TrackedDict, TrackedList, appended_only, reset, seal, unchanged
 from .values import ValueTable, json_copy, private_copy, same_value
 
 Path = list[str]
@@ -110,7 +113,12 @@ def explicit_key(run_id: str, key: str) -> str:
 
 
 class DeltaTracker:
-    """The variables as of the last record, privately copied, and the operations since."""
+    """The variables as of the last record, privately copied, and the operations since.
+
+    The private copy is never changed in place: a record's operations copy the objects on their
+    way (so a tracked container sealed against one of them, :mod:`~abstractruntime.core.tracked`,
+    is known equal to it for as long as it reports no change).
+    """
 
     def __init__(self, variables: dict[str, Any]) -> None:
         self.reset(variables)
@@ -118,6 +126,10 @@ class DeltaTracker:
     def reset(self, variables: dict[str, Any]) -> None:
         """Take ``variables`` as what the next operations are relative to."""
         self._private: dict[str, Any] = private_copy(variables)
+        self._log = ChangeLog()
+        # Tracked containers the last diff found equal to their twins (or changed only by
+        # appends): (live holder, key, path, appended), sealed when the record is committed.
+        self._later: list[tuple[Any, str, Path, bool]] = []
 
     def diff(self, variables: Any, *, result: Any = None, result_path: Optional[Path] = None,
              opaque: Optional[Callable[[Path], bool]] = None) -> list[VarOp]:
@@ -128,11 +140,13 @@ class DeltaTracker:
         if not isinstance(variables, dict):
             raise InvalidInputError(f"Run vars must be a JSON object, not {type(variables).__name__}")
         ops: list[VarOp] = []
+        self._later = []
         self._diff(self._private, variables, [], ops, result, result_path, opaque)
         return ops
 
     def _diff(self, old: dict[str, Any], new: dict[str, Any], path: Path, ops: list[VarOp], result: Any,
               result_path: Optional[Path], opaque: Optional[Callable[[Path], bool]]) -> None:
+        log = self._log
         for key in old:
             if key not in new:
                 ops.append(DeleteOp(path + [key]))
@@ -149,12 +163,31 @@ class DeltaTracker:
                 ops.append(SetOp(here, value))
                 continue
             prev = old[key]
+            tracked = value.__class__ is TrackedDict or value.__class__ is TrackedList
+            if tracked:
+                # A container that reports its changes: known equal to ``prev`` without comparing,
+                # or ``prev`` plus appended items (core/tracked.py says what is checked).
+                if unchanged(value, prev, log):
+                    continue
+                if prev.__class__ is list and appended_only(value, prev, log):
+                    n = len(prev)
+                    if len(value) > n:
+                        tail = value[n:]
+                        ops.append(SetOp(here, value, extends=n, base=prev,
+                                         private=prev + [private_copy(item) for item in tail]) if n else
+                                   SetOp(here, value))
+                    self._later.append((new, key, here, bool(n)))
+                    continue
             if same_value(prev, value):
+                if tracked:
+                    self._later.append((new, key, here, False))
                 continue
             if prev.__class__ is dict and isinstance(value, dict) and not has_marker_key(prev) \
                     and not has_marker_key(value) and not (opaque is not None and opaque(here)):
                 # (An object using marker keys is stored whole, escaped, and a secret whole, as a
                 # marker: neither has paths inside.)
+                if tracked:
+                    self._later.append((new, key, here, False))
                 self._diff(prev, value, here, ops, result, result_path, opaque)
             elif prev.__class__ is list and isinstance(value, list) and _extends(prev, value):
                 n = len(prev)
@@ -163,19 +196,96 @@ class DeltaTracker:
             else:
                 ops.append(SetOp(here, value))
 
-    def commit(self, ops: list[VarOp], result: Any) -> None:
-        """Remember the operations (after the record holding them was sealed)."""
+    def commit(self, ops: list[VarOp], result: Any, variables: Optional[dict[str, Any]] = None) -> None:
+        """Remember the operations (after the record holding them was sealed); ``variables``: the
+        live variables they were found in, whose tracked containers are then sealed."""
+        fresh: dict[int, Any] = {}  # private objects this commit made (changed in place from here)
         for op in ops:
             if isinstance(op, ResultOp):
                 # ``result`` is the object the variable holds (found at op.subpath in the record's result).
-                _set_path(self, op.path, private_copy(result))
+                self._put(op.path, private_copy(result), fresh)
             elif isinstance(op, SetOp):
                 # A private copy is never changed once made (the writer may hold the same one).
-                _set_path(self, op.path, op.private if op.private is not None else private_copy(op.value))
+                self._put(op.path, op.private if op.private is not None else private_copy(op.value), fresh)
             else:
-                target = _walk(self._private, op.path[:-1])
-                if isinstance(target, dict):
-                    target.pop(op.path[-1], None)
+                target = self._writable(op.path[:-1], fresh)
+                target.pop(op.path[-1], None)
+        if variables is not None:
+            self._seal(ops, variables)
+        self._later = []
+        reset(self._log)
+
+    def _writable(self, path: Path, fresh: dict[int, Any]) -> dict[str, Any]:
+        """The private object at ``path``, and each on the way, copied once by this commit."""
+        root = self._private
+        if id(root) not in fresh:
+            root = self._private = dict(root)
+            fresh[id(root)] = root
+        target = root
+        for part in path:
+            nxt = target.get(part)
+            if nxt.__class__ is not dict:
+                nxt = {}
+            elif id(nxt) in fresh:
+                target = nxt
+                continue
+            else:
+                nxt = dict(nxt)
+            fresh[id(nxt)] = nxt
+            target[part] = nxt
+            target = nxt
+        return target
+
+    def _put(self, path: Path, value: Any, fresh: dict[int, Any]) -> None:
+        if not path:
+            self._private = value if isinstance(value, dict) else {}  # already a private copy
+            return
+        self._writable(path[:-1], fresh)[path[-1]] = value
+
+    def _seal(self, ops: list[VarOp], variables: dict[str, Any]) -> None:
+        """Seal each tracked container the record compared against the private copy now at its place."""
+        places: dict[tuple[str, ...], tuple[Any, str, Path, bool]] = {}
+        for op in ops:
+            if isinstance(op, DeleteOp):
+                continue
+            if not op.path:
+                for key in variables:
+                    places.setdefault((key,), (variables, key, [key], False))
+                continue
+            holder = _live(variables, op.path[:-1])
+            if holder is not None:
+                places.setdefault(tuple(op.path), (holder, op.path[-1], op.path, False))
+        for entry in self._later:
+            places[tuple(entry[2])] = entry  # found changed only by appends: only its new items are looked at
+        log = self._log
+        for holder, key, path, appended in places.values():
+            live = dict.get(holder, key)
+            cls = live.__class__
+            if cls is not TrackedDict and cls is not TrackedList:
+                continue
+            twin = _private_at(self._private, path)
+            if twin.__class__ is (dict if cls is TrackedDict else list):
+                seal(live, twin, log, appended=appended)
+
+    def adopt(self, live: dict[str, Any], copy: dict[str, Any]) -> None:
+        """``copy``, a :func:`~abstractruntime.core.tracked.tracked_copy` of each of ``live``'s
+        variables, is what the run's next tick starts from: when ``live`` still equals what the
+        last record left, its containers are sealed against their private copies at once (the
+        next record then compares nothing it did not change)."""
+        try:
+            if self.diff(live):
+                return
+        except InvalidInputError:
+            return
+        finally:
+            self._later = []
+        log = self._log
+        for key, value in copy.items():
+            twin = self._private.get(key)
+            if (value.__class__ is TrackedList and twin.__class__ is list) or \
+                    (value.__class__ is TrackedDict and twin.__class__ is dict):
+                if value._ar_log is None:  # never sealed: as tracked_copy made it
+                    seal(value, twin, log, fresh=True)
 
     @property
     def private(self) -> dict[str, Any]:
@@ -189,23 +299,20 @@ def _extends(prev: list[Any], value: list[Any]) -> bool:
     return 0 < n < len(value) and same_value(prev[n - 1], value[n - 1]) and same_value(prev, value[:n])
 
 
-def _walk(root: dict[str, Any], path: Path) -> Any:
+def _live(variables: dict[str, Any], path: Path) -> Optional[dict[str, Any]]:
+    target: Any = variables
+    for part in path:
+        target = dict.get(target, part) if isinstance(target, dict) else None
+    return target if isinstance(target, dict) else None
+
+
+def _private_at(root: dict[str, Any], path: Path) -> Any:
     target: Any = root
     for part in path:
-        nxt = target.get(part) if isinstance(target, dict) else None
-        if not isinstance(nxt, dict):
-            nxt = {}
-            target[part] = nxt
-        target = nxt
+        if target.__class__ is not dict:
+            return None
+        target = target.get(part)
     return target
-
-
-def _set_path(tracker: DeltaTracker, path: Path, value: Any) -> None:
-    if not path:
-        tracker._private = value if isinstance(value, dict) else {}  # already a private copy
-        return
-    target = _walk(tracker._private, path[:-1])
-    target[path[-1]] = value
 
 
 # -- what record kinds imply ------------------------------------------------------------------

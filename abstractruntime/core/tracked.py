@@ -1,0 +1,419 @@
+"""Containers that report their own changes, so that a record costs what changed.
+
+At a tick's start the runtime copies the run's variables into :class:`TrackedDict` and
+:class:`TrackedList` containers (:func:`tracked_copy`; a tick started from a copy before, so no
+object is shared with the previous tick either way): a ``dict`` and a ``list`` in every way a
+workflow can tell (``isinstance``, ``==``, JSON; their copies and pickles are plain), whose
+methods that change them also mark them changed, and mark every tracked container holding them
+"changed below". After each record the delta tracker (:class:`~abstractruntime.core.wal.DeltaTracker`)
+*seals* the tracked containers it compared against its private copy of them (their *twin*);
+at the next record it skips a container sealed against the very twin it now compares with,
+unchanged since, and a list changed only by appends costs its new items. Nothing is ever
+replaced: the workflow's own objects stay where it put them.
+
+Nothing here trusts object identity alone. A container is skipped only when its own methods
+say nothing changed in it or below it, and what those methods cannot see is checked directly:
+
+- a list's items are compared by identity with those it held when sealed (C code such as
+  ``heapq`` and ``list.__setitem__(x, …)`` writes into a list without calling its methods),
+  as is its length;
+- a plain ``dict`` or ``list`` the workflow put inside a tracked one (a message it built) cannot
+  report changes: the holder keeps where such children sit, and each is compared by content
+  with its twin, every record (until the next tick makes it tracked);
+- a plain container deeper down (inside a tracked child) makes every holder above it "deep":
+  compared by content until the next tick.
+
+Changes made by calling ``dict``'s or ``list``'s own methods on a tracked container
+(``dict.__setitem__(d, k, v)``) other than through a list's items are not seen; workflow code
+changes its variables through their methods (docs/file-format.md, "How a writer finds the
+state change").
+
+Standard library only (a kernel module).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional, SupportsIndex
+
+from .values import same_value
+
+CLEAN, APPENDED, CHANGED = 0, 1, 2
+
+
+class ChangeLog:
+    """The tracked containers marked changed since a tracker's last record (reset by it)."""
+
+    __slots__ = ("marked",)
+
+    def __init__(self) -> None:
+        self.marked: list[Any] = []
+
+
+_SLOTS = ("_ar_log", "_ar_twin", "_ar_up", "_ar_state", "_ar_below", "_ar_pure", "_ar_deep", "_ar_logged",
+          "_ar_items", "_ar_plain", "__weakref__")
+
+
+def _init(obj: Any) -> None:
+    obj._ar_log = None     # the tracker's log it was sealed in
+    obj._ar_twin = None    # the tracker's private copy it equalled when sealed
+    obj._ar_up = None      # tracked containers holding it (former holders may stay: only more is marked)
+    obj._ar_state = CLEAN  # changed itself since sealed: APPENDED (lists: only at the end) or CHANGED
+    obj._ar_below = False  # something inside it changed since
+    obj._ar_pure = True    # it holds no plain dict or list
+    obj._ar_deep = False   # some tracked container inside it holds one (until the next tick)
+    obj._ar_logged = None  # the log it is listed in until that tracker's next record
+    obj._ar_items = None   # (lists) its items when sealed, compared by identity
+    obj._ar_plain = ()     # where its plain children sat when sealed (indexes or keys)
+
+
+def _mark(obj: Any, state: int, values: Iterable[Any]) -> None:
+    """``obj`` changed (``state``), ``values`` were put in it: mark it and every holder above."""
+    if state > obj._ar_state:
+        obj._ar_state = state
+    plain = deep = False
+    for value in values:
+        cls = value.__class__
+        if cls is TrackedDict or cls is TrackedList:
+            _link(value, obj)
+            if not value._ar_pure or value._ar_deep:
+                deep = True
+        elif isinstance(value, (dict, list, tuple)):
+            plain = True
+    if plain:
+        obj._ar_pure = False
+    if deep:
+        obj._ar_deep = True
+    _note(obj)
+    # Every holder, every time (a container may be held at several places, and a holder's marks
+    # are reset by its own tracker's record, whatever the marks below it).
+    stack = list(obj._ar_up) if obj._ar_up else []
+    seen: set[int] = set()
+    while stack:
+        holder = stack.pop()
+        if id(holder) in seen:
+            continue
+        seen.add(id(holder))
+        holder._ar_below = True
+        if plain or deep:
+            holder._ar_deep = True
+        _note(holder)
+        if holder._ar_up:
+            stack.extend(holder._ar_up)
+
+
+def _note(obj: Any) -> None:
+    log = obj._ar_log
+    if log is not None and obj._ar_logged is not log:
+        obj._ar_logged = log
+        log.marked.append(obj)
+
+
+def _link(child: Any, holder: Any) -> None:
+    up = child._ar_up
+    if up is None:
+        child._ar_up = [holder]
+    elif not any(h is holder for h in up):
+        up.append(holder)
+
+
+class TrackedDict(dict):  # type: ignore[type-arg]
+    """A ``dict`` of a run's variables that marks itself changed (see the module docstring)."""
+
+    __slots__ = _SLOTS
+    _ar_log: Optional[ChangeLog]
+    _ar_twin: Any
+    _ar_up: Optional[list[Any]]
+    _ar_state: int
+    _ar_below: bool
+    _ar_pure: bool
+    _ar_deep: bool
+    _ar_logged: Optional[ChangeLog]
+    _ar_items: Optional[list[Any]]
+    _ar_plain: tuple[Any, ...]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        _init(self)
+        super().__init__(*args, **kwargs)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        _mark(self, CHANGED, (value,))
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        _mark(self, CHANGED, ())
+        dict.__delitem__(self, key)
+
+    def pop(self, *args: Any) -> Any:
+        """``dict.pop``, marking the dict changed."""
+        _mark(self, CHANGED, ())
+        return dict.pop(self, *args)
+
+    def popitem(self) -> tuple[Any, Any]:
+        """``dict.popitem``, marking the dict changed."""
+        _mark(self, CHANGED, ())
+        return dict.popitem(self)
+
+    def clear(self) -> None:
+        """``dict.clear``, marking the dict changed."""
+        _mark(self, CHANGED, ())
+        dict.clear(self)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """``dict.update``, marking the dict changed."""
+        merged = dict(*args, **kwargs)
+        _mark(self, CHANGED, merged.values())
+        dict.update(self, merged)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        """``dict.setdefault``, marking the dict changed when it adds the key."""
+        if key not in self:
+            _mark(self, CHANGED, (default,))
+        return dict.setdefault(self, key, default)
+
+    def __ior__(self, other: Any) -> "TrackedDict":  # type: ignore[misc]
+        self.update(other)
+        return self
+
+    def __copy__(self) -> dict[Any, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[Any, Any]:
+        import copy
+
+        out: dict[Any, Any] = {}
+        memo[id(self)] = out
+        for key, value in dict.items(self):
+            out[copy.deepcopy(key, memo)] = copy.deepcopy(value, memo)
+        return out
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
+        return (dict, (dict(self),))
+
+
+class TrackedList(list):  # type: ignore[type-arg]
+    """A ``list`` of a run's variables that marks itself changed (see the module docstring)."""
+
+    __slots__ = _SLOTS
+    _ar_log: Optional[ChangeLog]
+    _ar_twin: Any
+    _ar_up: Optional[list[Any]]
+    _ar_state: int
+    _ar_below: bool
+    _ar_pure: bool
+    _ar_deep: bool
+    _ar_logged: Optional[ChangeLog]
+    _ar_items: Optional[list[Any]]
+    _ar_plain: tuple[Any, ...]
+
+    def __init__(self, *args: Any) -> None:
+        _init(self)
+        super().__init__(*args)
+
+    def append(self, value: Any) -> None:
+        """``list.append``: a change at the end."""
+        _mark(self, APPENDED, (value,))
+        list.append(self, value)
+
+    def extend(self, values: Iterable[Any]) -> None:
+        """``list.extend``: a change at the end."""
+        values = list(values)
+        _mark(self, APPENDED, values)
+        list.extend(self, values)
+
+    def __iadd__(self, values: Iterable[Any]) -> "TrackedList":  # type: ignore[misc]
+        self.extend(values)
+        return self
+
+    def insert(self, index: SupportsIndex, value: Any) -> None:
+        """``list.insert``, marking the list changed."""
+        _mark(self, CHANGED, (value,))
+        list.insert(self, index, value)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        if isinstance(index, slice):
+            value = list(value)
+            _mark(self, CHANGED, value)
+        else:
+            _mark(self, CHANGED, (value,))
+        list.__setitem__(self, index, value)
+
+    def __delitem__(self, index: Any) -> None:
+        _mark(self, CHANGED, ())
+        list.__delitem__(self, index)
+
+    def pop(self, index: SupportsIndex = -1) -> Any:
+        """``list.pop``, marking the list changed."""
+        _mark(self, CHANGED, ())
+        return list.pop(self, index)
+
+    def remove(self, value: Any) -> None:
+        """``list.remove``, marking the list changed."""
+        _mark(self, CHANGED, ())
+        list.remove(self, value)
+
+    def clear(self) -> None:
+        """``list.clear``, marking the list changed."""
+        _mark(self, CHANGED, ())
+        list.clear(self)
+
+    def reverse(self) -> None:
+        """``list.reverse``, marking the list changed."""
+        _mark(self, CHANGED, ())
+        list.reverse(self)
+
+    def sort(self, *args: Any, **kwargs: Any) -> None:
+        """``list.sort``, marking the list changed."""
+        _mark(self, CHANGED, ())
+        list.sort(self, *args, **kwargs)
+
+    def __imul__(self, n: SupportsIndex) -> "TrackedList":
+        _mark(self, CHANGED, ())
+        return list.__imul__(self, n)
+
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        import copy
+
+        out: list[Any] = []
+        memo[id(self)] = out
+        out.extend(copy.deepcopy(value, memo) for value in list.__iter__(self))
+        return out
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
+        return (list, (list(self),))
+
+
+TRACKED = (TrackedDict, TrackedList)
+
+
+def tracked_copy(value: Any, holder: Any = None) -> Any:
+    """``value`` with every ``dict`` and ``list`` in it (and tuple: JSON holds it as a list) a new
+    tracked container linked to the one holding it; scalars are shared."""
+    cls = value.__class__
+    if cls is dict or (cls is not list and cls is not tuple and isinstance(value, dict)):
+        out: Any = _new_dict(_DICT)
+        dict.update(out, {k: v if v.__class__ not in _NESTED and not isinstance(v, _CONTAINERS) else tracked_copy(v, out)
+                          for k, v in value.items()})
+    elif isinstance(value, (list, tuple)):
+        out = _new_list(_LIST)
+        list.extend(out, [v if v.__class__ not in _NESTED and not isinstance(v, _CONTAINERS) else tracked_copy(v, out)
+                          for v in value])
+    else:
+        return value
+    # The fields of _init, set here without a call (a tick copies every container of the state).
+    out._ar_log = out._ar_twin = out._ar_logged = out._ar_items = None
+    out._ar_up = [holder] if holder is not None else None
+    out._ar_state = CLEAN
+    out._ar_below = out._ar_deep = False
+    out._ar_pure = True
+    out._ar_plain = ()
+    return out
+
+
+_NESTED = (dict, list, tuple)
+_CONTAINERS = (dict, list, tuple)
+_DICT, _LIST = TrackedDict, TrackedList
+_new_dict = dict.__new__
+_new_list = list.__new__
+
+
+def unchanged(obj: Any, twin: Any, log: ChangeLog) -> bool:
+    """True when tracked ``obj`` is known equal to ``twin`` (the tracker's private copy at this
+    place) without comparing it whole: sealed against that very copy, nothing changed in or
+    below it since, its items the same objects, and its plain children equal to their twins."""
+    if obj._ar_twin is not twin or obj._ar_log is not log or obj._ar_state != CLEAN or obj._ar_below \
+            or obj._ar_deep:
+        return False
+    if obj.__class__ is TrackedList and not _same_items(obj, len(obj)):
+        return False
+    return _plain_equal(obj, twin)
+
+
+def appended_only(obj: Any, twin: Any, log: ChangeLog) -> bool:
+    """True when tracked list ``obj`` is ``twin`` plus the items after ``len(twin)``: sealed
+    against ``twin``, changed since only by appends, its old items the same objects, unchanged."""
+    return (obj.__class__ is TrackedList and obj._ar_twin is twin and obj._ar_log is log
+            and obj._ar_state == APPENDED and not obj._ar_below and not obj._ar_deep and len(obj) >= len(twin)
+            and _same_items(obj, len(twin)) and _plain_equal(obj, twin))
+
+
+def _same_items(obj: Any, n: int) -> bool:
+    items = obj._ar_items
+    if items is None or len(items) != n:
+        return False
+    # ``is`` first, in C (then ``==``, which only a replaced item reaches: equal to the one it
+    # replaced is equal to its twin, since the replaced one, tracked, would have marked this list).
+    return bool(items == (obj[:n] if n != len(obj) else obj))
+
+
+def _plain_equal(obj: Any, twin: Any) -> bool:
+    for where in obj._ar_plain:
+        try:
+            if not same_value(twin[where], obj[where]):
+                return False
+        except (KeyError, IndexError):
+            return False
+    return True
+
+
+def seal(obj: Any, twin: Any, log: ChangeLog, *, appended: bool = False, fresh: bool = False) -> None:
+    """``obj`` (tracked) equals ``twin`` after a record: remember both and reset its marks.
+
+    ``appended``: the record found ``obj`` changed only by appends since it was last sealed (only
+    its new items are looked at). ``fresh``: ``obj`` is a :func:`tracked_copy` nothing changed
+    yet (every container in it tracked and linked: nothing to look at)."""
+    if fresh:
+        obj._ar_items = list(list.__iter__(obj)) if obj.__class__ is TrackedList else None
+        obj._ar_log, obj._ar_twin = log, twin
+        return
+    start = len(obj._ar_items) if appended and obj._ar_items is not None else 0
+    plain = list(obj._ar_plain) if start else []
+    deep = obj._ar_deep if start else False
+    if obj.__class__ is TrackedList:
+        items = list(list.__iter__(obj))
+        for index in range(start, len(items)):
+            item = items[index]
+            cls = item.__class__
+            if cls is TrackedDict or cls is TrackedList:
+                _link(item, obj)
+                if not item._ar_pure or item._ar_deep:
+                    deep = True
+            elif isinstance(item, (dict, list, tuple)):
+                plain.append(index)
+        obj._ar_items = items
+    else:
+        for key, item in dict.items(obj):
+            cls = item.__class__
+            if cls is TrackedDict or cls is TrackedList:
+                _link(item, obj)
+                if not item._ar_pure or item._ar_deep:
+                    deep = True
+            elif isinstance(item, (dict, list, tuple)):
+                plain.append(key)
+    obj._ar_plain = tuple(plain)
+    obj._ar_pure = not plain
+    obj._ar_deep = deep
+    obj._ar_log = log
+    obj._ar_twin = twin
+    obj._ar_state = CLEAN
+    obj._ar_below = False
+
+
+def reset(log: ChangeLog) -> None:
+    """After a record (and its :func:`seal` calls): a container marked since the last record and
+    not sealed again no longer equals its twin: it forgets it and is compared from now on."""
+    for obj in log.marked:
+        if obj._ar_logged is log:
+            obj._ar_logged = None
+        if obj._ar_log is log and (obj._ar_state != CLEAN or obj._ar_below):
+            obj._ar_twin = None
+            obj._ar_items = None
+            obj._ar_state = CLEAN
+            obj._ar_below = False
+    log.marked.clear()
+
+
+__all__ = ["APPENDED", "CHANGED", "CLEAN", "TRACKED", "ChangeLog", "TrackedDict", "TrackedList", "appended_only",
+           "reset", "seal", "tracked_copy", "unchanged"]
