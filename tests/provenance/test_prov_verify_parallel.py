@@ -413,9 +413,21 @@ def _dying_range(task: Any) -> Any:
 _real_scan_range = verify_parallel.scan_range
 
 
+def _forked_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers forked whatever threads earlier tests left idle in this process, so that they run
+    the function patched here (a fresh interpreter would import the real one)."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    monkeypatch.setattr(verify_parallel, "context", lambda: multiprocessing.get_context("fork"))
+    monkeypatch.setattr(verify_pool, "can_fork", lambda: True)
+
+
 def test_a_killed_worker_is_a_clear_error_not_a_hang(long_run: tuple[Path, str],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     root, run_id = long_run
+    _forked_workers(monkeypatch)
     monkeypatch.setattr(verify_parallel, "scan_range", _dying_range)
     with pytest.raises(StorageError, match="worker process died"):
         verify_run(root, run_id, jobs=2)
@@ -427,6 +439,7 @@ def test_with_other_threads_running_workers_are_fresh_interpreters(long_run: tup
     import threading
 
     root, run_id = long_run
+    forkable = verify_pool.can_fork()  # False already when earlier tests left threads behind
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait)
     thread.start()
@@ -438,7 +451,7 @@ def test_with_other_threads_running_workers_are_fresh_interpreters(long_run: tup
     finally:
         stop.set()
         thread.join()
-    assert verify_pool.can_fork() == ("fork" in __import__("multiprocessing").get_all_start_methods())
+    assert verify_pool.can_fork() == forkable
 
 
 _VERIFY_FOREVER = """
@@ -539,6 +552,7 @@ def test_a_killed_store_worker_is_a_clear_error(tmp_path: Path, monkeypatch: pyt
     for n in range(4):
         grow(root, f"r{n}", steps=3)
     monkeypatch.setattr(verify_parallel, "PARALLEL_MIN_BYTES", 1 << 30)
+    _forked_workers(monkeypatch)
     monkeypatch.setattr(verify_pool, "verify_batch", _dying_batch)
     with pytest.raises(StorageError, match="worker process died"):
         verify_store(root, jobs=2)
