@@ -356,6 +356,7 @@ class Runtime:
                                 **self.signing_declaration()})
             session.record(rec, full=True)
             session.save_checkpoint()
+            self.keep_warm(session)  # the first tick, often the caller's next call, needs no open
         return run.run_id
 
     def signing_declaration(self) -> dict[str, Any]:
