@@ -228,7 +228,7 @@ class Sleep(Request):
 class Io(Request):
     """Blocking store I/O (a batch's fsync, a checkpoint): a worker thread under the async driver."""
 
-    fn: Callable[[], Any]
+    fn: Callable[..., Any]
     args: tuple[Any, ...] = field(default_factory=tuple)
 
     begins_work = False  # a batch or a checkpoint: finished even by a stopped driver
