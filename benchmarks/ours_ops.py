@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -62,22 +63,51 @@ def _run(cmd: list[str], *, expect: int, cwd: Optional[str] = None,
     return elapsed, proc.stdout
 
 
+def _ask_once(rt: Any, wf: Any) -> None:
+    run_id = rt.start(workflow=wf)
+    state = rt.tick(workflow=wf, run_id=run_id)
+    assert state.status is RunStatus.WAITING and state.waiting is not None, state
+    state = rt.resume(workflow=wf, run_id=run_id, wait_key=state.waiting.wait_key, payload={"answer": "yes"})
+    assert state.output == {"answer": {"answer": "yes"}}, state.output
+
+
+def _counted_fsyncs(rt: Any, wf: Any) -> dict[str, int]:
+    """The fsyncs of one round trip, by what they make durable: ``directory`` (a new entry in it)
+    or the name of the file (``ledger.jsonl``, ...)."""
+    counts: dict[str, int] = {}
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        what = "directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        counts[what] = counts.get(what, 0) + 1
+        real(fd)
+
+    os.fsync = counting  # type: ignore[assignment]
+    try:
+        _ask_once(rt, wf)
+    finally:
+        os.fsync = real
+    return counts
+
+
 def ask_roundtrip(sizes: Sizes, work: str) -> dict[str, Any]:
-    """start → wait → resume → complete: through the API (fsync) and through the CLI."""
+    """start → wait → resume → complete: through the API (fsync, and fsync off), its fsyncs
+    counted, and through the CLI."""
     wf = workloads.ask(API)
-    store = FileStore(tempfile.mkdtemp(dir=work))
-    rt = store.runtime(effect_handlers=HANDLERS)
-    times = []
+    stores = {d: FileStore(tempfile.mkdtemp(dir=work), durability=d) for d in ("fsync", "none")}
+    rts = {d: s.runtime(effect_handlers=HANDLERS) for d, s in stores.items()}
+    times: dict[str, list[float]] = {"fsync": [], "none": []}
     for _ in range(sizes.roundtrips):
-        t0 = harness.clock()
-        run_id = rt.start(workflow=wf)
-        state = rt.tick(workflow=wf, run_id=run_id)
-        assert state.status is RunStatus.WAITING and state.waiting is not None, state
-        state = rt.resume(workflow=wf, run_id=run_id, wait_key=state.waiting.wait_key, payload={"answer": "yes"})
-        times.append(harness.clock() - t0)
-        assert state.output == {"answer": {"answer": "yes"}}, state.output
-    store.close()
-    out: dict[str, Any] = {"api": {"seconds": harness.median(times), "roundtrips": len(times)}}
+        for durability, rt in rts.items():  # interleaved: both sides see the same moments of the disk
+            t0 = harness.clock()
+            _ask_once(rt, wf)
+            times[durability].append(harness.clock() - t0)
+    fsyncs = _counted_fsyncs(rts["fsync"], wf) if os.path.isdir("/proc/self/fd") else {}
+    for store in stores.values():
+        store.close()
+    out: dict[str, Any] = {"api": {"seconds": harness.median(times["fsync"]), "roundtrips": len(times["fsync"]),
+                                   "fsyncs": fsyncs},
+                           "api_no_fsync": {"seconds": harness.median(times["none"])}}
     cli = cli_command()
     if cli is None:
         out["cli"] = {"skipped": "the abstractruntime CLI is not installed"}

@@ -18,6 +18,7 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import os
 import sys
 import threading
 import time
@@ -227,7 +228,7 @@ class Sleep(Request):
 class Io(Request):
     """Blocking store I/O (a batch's fsync, a checkpoint): a worker thread under the async driver."""
 
-    fn: Callable[[], Any]
+    fn: Callable[..., Any]
     args: tuple[Any, ...] = field(default_factory=tuple)
 
     begins_work = False  # a batch or a checkpoint: finished even by a stopped driver
@@ -237,21 +238,53 @@ class Io(Request):
 
     async def run_async(self) -> Any:
         # Half an append must never be left to a thread after the run's lock is given up.
-        return await settle_in_thread(self, self.fn, *self.args)
+        return await settle_in_thread(self, self.fn, *self.args, executor=store_executor())
 
 
-async def settle_in_thread(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
+# Store I/O of the async driver (appends and their fsyncs, checkpoints, opening runs) runs in a
+# pool of its own, sized for disks rather than CPUs: a worker advancing a hundred runs has dozens
+# of fsyncs in flight, which the file system commits together, and the loop's default pool (a few
+# threads per CPU) is left to blocking handlers and user code.
+STORE_THREADS = 32
+_STORE_POOL: Optional[Any] = None
+_STORE_POOL_LOCK = threading.Lock()
+
+
+def store_executor() -> Any:
+    """The process-wide thread pool the async driver gives store I/O to (created on first use)."""
+    global _STORE_POOL
+    if _STORE_POOL is None:
+        with _STORE_POOL_LOCK:
+            if _STORE_POOL is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                _STORE_POOL = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="abstractruntime-store")
+    return _STORE_POOL
+
+
+def _forget_store_pool() -> None:
+    # A forked child has none of its parent's threads: a pool inherited from it would wait forever.
+    global _STORE_POOL
+    _STORE_POOL = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_store_pool)
+
+
+async def settle_in_thread(request: Request, fn: Callable[..., Any], *args: Any, executor: Any = None) -> Any:
     """``fn(*args)`` in a worker thread: what it returns (or raises), awaited to its end.
 
     A thread cannot be interrupted, so a cancellation that arrives meanwhile does not end the
     wait: it sets ``request.interrupted`` and the wait goes on until ``fn`` has ended (the driver
     then stops the run at its next step and raises the cancellation). Whoever cancelled is told
     only once nothing runs for the run any more: its lock is given up after, never before.
+    ``executor``: the pool to use (the loop's default one when ``None``).
     """
     import asyncio
 
     loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(None, functools.partial(contextvars.copy_context().run, fn, *args))
+    future = loop.run_in_executor(executor, functools.partial(contextvars.copy_context().run, fn, *args))
     while True:
         try:
             return await asyncio.shield(future)
@@ -261,13 +294,13 @@ async def settle_in_thread(request: Request, fn: Callable[..., Any], *args: Any)
             request.interrupted = True
 
 
-async def run_blocking(fn: Callable[..., Any], *args: Any) -> Any:
+async def run_blocking(fn: Callable[..., Any], *args: Any, executor: Any = None) -> Any:
     """``fn(*args)`` in a worker thread, for async code that writes for a run: a cancellation
     waits for ``fn`` to end, then propagates (see :func:`settle_in_thread`)."""
     import asyncio
 
     holder = Request()
-    value = await settle_in_thread(holder, fn, *args)
+    value = await settle_in_thread(holder, fn, *args, executor=executor)
     if holder.interrupted:
         raise asyncio.CancelledError
     return value

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Optional
 from .canonical import sha256_hex
 from .errors import CorruptRecordError
 from .ids import uuid5_text
-from .jcs import jcs
+from .jcs import MAX_SAFE_INTEGER, jcs
 from .secret_values import shown_text
 from .values import ValueTable
 from .wal import implied_pending, positional_key, record_parts
@@ -33,8 +33,28 @@ _STEP_IDS = "6f1c1b5e-8a55-4b6e-9a7e-3b1f1d0c2a77"
 _encode_string = json.encoder.encode_basestring
 
 
+_KEYS: dict[str, bytes] = {}  # a field's name as its JCS member prefix, ``"seq":`` (few names: kept)
+
+
 def _fragment(key: str, value: Any) -> bytes:
-    return _encode_string(key).encode("utf-8") + b":" + jcs(value, root=key)
+    prefix = _KEYS.get(key)
+    if prefix is None:
+        prefix = _encode_string(key).encode("utf-8") + b":"
+        if key in RECORD_FIELDS:
+            _KEYS[key] = prefix
+    # Most fields are plain scalars, written here as jcs writes them; the rest goes through jcs
+    # (containers, floats, big integers, and a string that is not valid Unicode, which it refuses).
+    cls = value.__class__
+    if cls is str:
+        try:
+            return prefix + _encode_string(value).encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+    elif cls is int and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        return prefix + str(value).encode("ascii")
+    elif value is None:
+        return prefix + b"null"
+    return prefix + jcs(value, root=key)
 
 
 def seal(fields: dict[str, Any], *, chained: bool = True) -> tuple[dict[str, Any], bytes]:

@@ -19,7 +19,8 @@ from typing import Any, AsyncIterator, Iterator, Optional
 
 from .canonical import canonical_json, check_size
 from .clock import Clock, utc_now
-from .drive import Io, Request, Step, StepsStopped, drive_async, drive_sync, run_blocking, settle_in_thread
+from .drive import Io, Request, Step, StepsStopped, drive_async, drive_sync, run_blocking, settle_in_thread, \
+    store_executor
 from .effect_exec import EffectHandler, RegisteredHandler
 from .effects import (
     EffectOutcome,
@@ -356,6 +357,7 @@ class Runtime:
                                 **self.signing_declaration()})
             session.record(rec, full=True)
             session.save_checkpoint()
+            self.keep_warm(session)  # the first tick, often the caller's next call, needs no open
         return run.run_id
 
     def signing_declaration(self) -> dict[str, Any]:
@@ -486,29 +488,34 @@ class Runtime:
                     lock_wait: float = 0.0) -> RunState:
         """:meth:`tick` for an event loop: ``async def`` nodes and handlers are awaited, blocking
         handlers and file I/O run in worker threads, so many runs advance at once."""
-        async with self._alock(run_id, lock_wait):
-            session = self._open(run_id, workflow, allow_drift)
+        async with self._aopen(run_id, workflow, allow_drift, lock_wait) as session:
             return await self._afinish(session, advance_steps(self, session, workflow, max_steps))
 
     @contextlib.asynccontextmanager
-    async def _alock(self, run_id: str, lock_wait: float, *, create: bool = False) -> AsyncIterator[None]:
-        lock = self._run_store.lock(run_id, wait=lock_wait, create=create) if create else \
-            self._run_store.lock(run_id, wait=lock_wait)
-        if lock_wait > 0:
-            import asyncio  # loaded already: this runs on an event loop
+    async def _aopen(self, run_id: str, workflow: WorkflowSpec, allow_drift: bool,
+                     lock_wait: float) -> AsyncIterator[RunSession]:
+        """The run locked and opened (``_open``) in one hop to a store thread: waiting for the lock,
+        reading the checkpoint and the ledger's tail never block the loop. A cancellation that
+        arrives meanwhile waits for the thread, then gives the lock back before it propagates."""
+        import asyncio  # loaded already: this runs on an event loop
 
-            # Waiting for a lock must not block the loop; a lock granted after a cancellation is
-            # given back at once, never left held by a thread nobody waits for.
-            waiting = Request()
-            await settle_in_thread(waiting, lock.__enter__)
-            if waiting.interrupted:
-                lock.__exit__(None, None, None)
-                raise asyncio.CancelledError
-        else:
+        def lock_and_open() -> tuple[Any, RunSession]:
+            lock = self._run_store.lock(run_id, wait=lock_wait)
             lock.__enter__()
+            try:
+                return lock, self._open(run_id, workflow, allow_drift)
+            except BaseException:
+                lock.__exit__(None, None, None)
+                raise
+
+        waiting = Request()
+        lock, session = await settle_in_thread(waiting, lock_and_open, executor=store_executor())
         with contextlib.ExitStack() as held:
-            held.push(lock)  # entered above: leave it as a ``with`` statement would
-            yield
+            held.push(lock)  # entered in the thread: leave it as a ``with`` statement would
+            if waiting.interrupted:
+                _abandon(session)
+                raise asyncio.CancelledError
+            yield session
 
     def tick_if_due(self, *, workflow: WorkflowSpec, run_id: str, max_steps: int = 100, allow_drift: bool = False,
                     lock_wait: float = 0.0, running: bool = False) -> Optional[RunState]:
@@ -609,8 +616,7 @@ class Runtime:
                       event_id: Optional[str] = None) -> RunState:
         """:meth:`resume` for an event loop (see :meth:`atick`)."""
         encoded = canonical_json(payload)
-        async with self._alock(run_id, lock_wait):
-            session = self._open(run_id, workflow, allow_drift)
+        async with self._aopen(run_id, workflow, allow_drift, lock_wait) as session:
             record_answer(session, wait_id=wait_id, wait_key=wait_key, payload=payload, encoded=encoded,
                           event_id=event_id, fire_timer=fire_timer)
             return await self._afinish(session, advance_steps(self, session, workflow, max_steps))
@@ -641,8 +647,7 @@ class Runtime:
     async def aretry(self, *, workflow: WorkflowSpec, run_id: str, max_steps: int = 100, allow_drift: bool = False,
                      lock_wait: float = 0.0) -> RunState:
         """:meth:`retry` for an event loop (see :meth:`atick`)."""
-        async with self._alock(run_id, lock_wait):
-            session = self._open(run_id, workflow, allow_drift)
+        async with self._aopen(run_id, workflow, allow_drift, lock_wait) as session:
             plan, pending = prepare_retry(self._ledger_store, session)
             return await self._afinish(session, retry_steps(self, session, workflow, plan, pending, max_steps))
 
@@ -779,11 +784,12 @@ class Runtime:
         return self._tokens(session.run_id)
 
     def keep_warm(self, session: RunSession) -> None:
-        """Keep the run's state for this runtime's next tick, valid while its files are unchanged."""
-        if session.run.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
-            return  # nothing advances it again: the copy would only be thrown away
+        """Keep the run's state for this runtime's next tick, valid while its files are unchanged
+        (a finished run is not kept: nothing continues it)."""
+        if session.queued or session.closed is not None or session.finished:
+            return
         tokens = self._tokens_after_write(session)
-        if tokens is None or session.queued or session.closed is not None:
+        if tokens is None:
             return
         parts = session.parts()
         parts.checkpoint = _detached(session.checkpoint)

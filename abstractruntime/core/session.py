@@ -131,6 +131,7 @@ class RunSession:
         self._last = _small_fields(parts.checkpoint)
         self._last_pending = parts.checkpoint.pending.to_dict() if parts.checkpoint.pending else None
         self._last_effects = parts.checkpoint.effects
+        self._now: tuple[dict[str, Any], Optional[dict[str, Any]]] = (self._last, self._last_pending)
         self._fields: list[dict[str, Any]] = []
         self._docs: list[dict[str, Any]] = []
         self._lines: list[bytes] = []
@@ -194,8 +195,9 @@ class RunSession:
             raise
         self.tracker.commit(ops, result, self.run.vars)
         self.full_next = False
-        self._last = _small_fields(self.checkpoint)
-        self._last_pending = self.checkpoint.pending.to_dict() if self.checkpoint.pending else None
+        # The fields as this record left them (_delta took them from the checkpoint, which nothing
+        # changed since).
+        self._last, self._last_pending = self._now
         self._last_effects = self.checkpoint.effects
         self.run.updated_at = doc["at"]
         index = len(self._docs)
@@ -280,13 +282,14 @@ class RunSession:
                     encoded.append(op.encode())
             delta["vars"] = encoded
         now = _small_fields(ckpt)
+        pending = ckpt.pending.to_dict() if ckpt.pending is not None else None
+        self._now = (now, pending)
         for name, value in now.items():
             if full or value != self._last.get(name) or type(value) is not type(self._last.get(name)):
                 if name == "output":
                     delta[name] = enc.slot(value, ["output"], seq, "") if value is not None else None
                 elif name in DELTA_RUN_FIELDS or name in _KERNEL_SMALL:
                     delta[name] = enc.sealed(value, [name]) if value is not None else None
-        pending = ckpt.pending.to_dict() if ckpt.pending is not None else None
         implied = implied_pending(self._last_pending, live, self.run_id) if not full else None
         if full or pending != implied:
             delta["pending"] = enc.sealed(pending, ["pending"]) if pending is not None else None

@@ -43,9 +43,15 @@ def advance_steps(rt: "StepHost", session: RunSession, workflow: WorkflowSpec, m
             # Every CHECKPOINT_EVERY records, also inside a long tick (the usage totals settled first).
             yield Io(session.save_checkpoint)
     settle(session)  # what the tick's LLM calls spent, into the run's state (core/usage_totals.py)
-    yield Io(session.finish)
-    rt.keep_warm(session)
+    # One store hop for the last batch, the checkpoint and the warm copy (its stats and its copy
+    # of the state are store work too: under the async driver none of it runs on the loop).
+    yield Io(_finish_warm, (rt, session))
     return run
+
+
+def _finish_warm(rt: "StepHost", session: RunSession) -> None:
+    session.finish()
+    rt.keep_warm(session)
 
 
 def retry_steps(rt: "StepHost", session: RunSession, workflow: WorkflowSpec, plan: StepPlan,

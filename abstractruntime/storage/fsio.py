@@ -105,8 +105,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` atomically (temp file, fsync, rename, fsync dir)."""
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> os.stat_result:
+    """Replace ``path`` with ``data`` atomically (temp file, fsync, rename, fsync dir); returns the
+    new file's status as written (the rename keeps its inode, size and modification time)."""
     directory = path.parent
     tmp = directory / f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
     try:
@@ -115,6 +116,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
             _write_all(fd, data)
             if durable:
                 os.fsync(fd)
+            written = os.fstat(fd)
         finally:
             os.close(fd)
         refuse_symlink(path)
@@ -124,6 +126,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
     except OSError as exc:
         _unlink_quietly(tmp)
         raise StorageError(f"Cannot write {path}: {exc.strerror or exc}") from exc
+    return written
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -82,6 +82,8 @@ class JsonFileRunStore(RunStore):
         self._index = RunIndex(self._files.root, self._files.runs, self._view, ledger_loader=self._ledger_view,
                                examine=self._examine)
         self._tidied: set[str] = set()
+        # The token of the checkpoint this store last wrote, per run (see written_token).
+        self._written: dict[str, tuple[int, int, int]] = {}
 
     @property
     def base_dir(self) -> Path:
@@ -130,7 +132,10 @@ class JsonFileRunStore(RunStore):
         # The proof is over the document's JCS form (digest_of), not these bytes: a bare state
         # saved for queries may hold what JCS cannot (a big integer) and still round-trips.
         data = canonical_json(checkpoint.to_dict()) + b"\n"
-        atomic_write_bytes(path, data, durable=False)
+        written = atomic_write_bytes(path, data, durable=False)
+        if len(self._written) >= 4096:
+            self._written.clear()  # a bound: a token not found is only asked of the file again
+        self._written[run_id] = (written.st_ino, written.st_mtime_ns, written.st_size)
         # One index write after the file: the row records the file's identity (inode, mtime,
         # size). A crash before this line leaves the row its writer marked dirty before (a
         # session before its append, save() before the file), or no row for a new run (found
@@ -217,9 +222,11 @@ class JsonFileRunStore(RunStore):
             return None
         return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
-    def written_token(self, run_id: str) -> None:
-        """Not known without a stat: ``None`` (ask :meth:`checkpoint_token`)."""
-        return None
+    def written_token(self, run_id: str) -> Optional[tuple[int, int, int]]:
+        """:meth:`checkpoint_token` of the checkpoint this store last wrote for the run, as its write
+        saw it (``None``: none written here). Only ever compared with a fresh token: a file
+        replaced since has another inode."""
+        return self._written.get(run_id)
 
     def exists(self, run_id: str) -> bool:
         """True when the run has a checkpoint or a ledger."""

@@ -122,9 +122,9 @@ class JsonlLedgerStore(LedgerStore):
             by_run.setdefault(record.run_id, []).append(record)
         for run_id, batch in by_run.items():
             with self._guard(run_id):
-                fd, path = self._open_live(run_id)
+                fd, path, cache = self._open_live(run_id)
                 try:
-                    docs, lines = seal_batch(batch, head=self._refresh(run_id, repair=True).head)
+                    docs, lines = seal_batch(batch, head=cache.head)
                     self._write(run_id, path, docs, lines, fd=fd)
                 finally:
                     os.close(fd)
@@ -138,9 +138,8 @@ class JsonlLedgerStore(LedgerStore):
         that lost its run's lock while it worked cannot slip its batch in beside the new writer's.
         """
         with self._guard(run_id):
-            fd, path = self._open_live(run_id)
+            fd, path, cache = self._open_live(run_id)
             try:
-                cache = self._refresh(run_id, repair=True)
                 if cache.head.seq != expect.seq or cache.head.head_hash != expect.head_hash:
                     raise LedgerConflictError(
                         f"run {run_id}: the ledger is at seq {cache.head.seq}, not {expect.seq} as this writer read "
@@ -149,19 +148,23 @@ class JsonlLedgerStore(LedgerStore):
             finally:
                 os.close(fd)  # releases the flock
 
-    def _open_live(self, run_id: str) -> tuple[int, Path]:
-        """An append descriptor on ``ledger.jsonl``, ``flock``-ed, after finishing a pending seal.
+    def _open_live(self, run_id: str) -> tuple[int, Path, _LedgerCache]:
+        """An append descriptor on ``ledger.jsonl``, ``flock``-ed, after finishing a pending seal,
+        and the cache brought up to date under that flock (a torn tail cut).
 
         The descriptor is checked to still be the file named ``ledger.jsonl`` once locked: a
         writer that opened it just before another process renamed it into a segment opens the
-        new live file instead, so nothing is ever appended to a sealed segment.
+        new live file instead, so nothing is ever appended to a sealed segment. A live file found
+        to end with a ``segment`` record (a seal a kill interrupted, or one done by another
+        process since this one last looked) is sealed first, and the open starts again.
         """
         run_dir = self._files.run_dir(run_id, create=True)
         path = run_dir / LEDGER_FILE
         for _ in range(8):
-            cache = self._refresh(run_id, repair=False)  # a torn tail is cut only under the flock
-            if cache.pending_seal:
-                self._seal_pending(run_id)
+            known = self._cache.get(run_id)
+            if known is None or known.pending_seal:
+                if self._refresh(run_id, repair=False).pending_seal:  # a torn tail is cut only under the flock
+                    self._seal_pending(run_id)
             fd = open_append(path)
             try:
                 _lock_for_append(fd, path)
@@ -169,12 +172,13 @@ class JsonlLedgerStore(LedgerStore):
                     same = os.lstat(path).st_ino == os.fstat(fd).st_ino
                 except FileNotFoundError:
                     same = False
+                cache = self._refresh(run_id, repair=True) if same else None
             except BaseException:
                 os.close(fd)
                 raise
-            if same:
-                return fd, path
-            os.close(fd)
+            if cache is not None and not cache.pending_seal:
+                return fd, path, cache
+            os.close(fd)  # replaced meanwhile, or its end is a seal to finish first: look again
         raise StorageError(f"Cannot open {path} for an append: it keeps being replaced")
 
     def _write(self, run_id: str, path: Path, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
@@ -210,11 +214,15 @@ class JsonlLedgerStore(LedgerStore):
 
     def _refresh(self, run_id: str, *, repair: bool) -> _LedgerCache:
         """Bring the cache up to date with the files, reading only bytes it has not seen."""
+        return self._refresh_parts(run_id, repair=repair)[0]
+
+    def _refresh_parts(self, run_id: str, *, repair: bool) -> tuple[_LedgerCache, Parts]:
+        """:meth:`_refresh`, and the listing of the files it was brought up to date with."""
         cache = self._cache.get(run_id)
         parts = self._parts(run_id)
         if not parts.exists:
             cache = self._cache[run_id] = _LedgerCache(completed={})
-            return cache
+            return cache, parts
         ident = parts.identity()
         if cache is None or not _extends(cache.ident, ident):
             cache = _LedgerCache()
@@ -222,7 +230,7 @@ class JsonlLedgerStore(LedgerStore):
         if parts.size == cache.size:
             cache.ident = ident
             self._cache[run_id] = cache
-            return cache
+            return cache, parts
         data = read_range(parts, cache.size)
         where = str(parts.tail.path if parts.tail is not None else parts.sealed[-1].path)
         parsed = parse_ledger(data, path=where, start_offset=cache.size, start_line=cache.lines,
@@ -257,7 +265,9 @@ class JsonlLedgerStore(LedgerStore):
         else:
             cache.pending_seal = False
         self._cache[run_id] = cache
-        return cache
+        if parsed.torn_bytes and repair:
+            parts = self._parts(run_id)  # the live file was cut: list it as it is now
+        return cache, parts
 
     def _parts(self, run_id: str) -> Parts:
         return list_parts(self._files.run_dir(run_id))
@@ -269,8 +279,7 @@ class JsonlLedgerStore(LedgerStore):
         (``{"segment", "head_hash", "count"}``, the count including that record), or ``None``
         while it holds fewer than ``segment_bytes`` bytes and ``segment_records`` records."""
         with self._guard(run_id):
-            cache = self._refresh(run_id, repair=False)
-            parts = self._parts(run_id)
+            cache, parts = self._refresh_parts(run_id, repair=False)
             if parts.tail is None or parts.tail.size == 0 or cache.pending_seal:
                 return None
             end_seq, end_hash = self._sealed_end(cache, parts)
@@ -470,9 +479,16 @@ class JsonlLedgerStore(LedgerStore):
                     return LedgerHead(doc["seq"], doc.get("record_hash"))
             return self.head(run_id)
 
-    def position_token_at(self, run_id: str, head: LedgerHead) -> None:
-        """Not known without looking at the file: ``None`` (ask :meth:`position_token`)."""
-        return None
+    def position_token_at(self, run_id: str, head: LedgerHead) -> Optional[tuple[int, int]]:
+        """:meth:`position_token` as it was right after this process appended the record ``head``
+        names (the inode and length its own write saw), or ``None`` when its view of the ledger
+        ends elsewhere (ask :meth:`position_token`). A token is only ever compared with a fresh one."""
+        with self._guard(run_id):
+            cache = self._cache.get(run_id)
+            if cache is None or not cache.ident or cache.head.seq != head.seq \
+                    or cache.head.head_hash != head.head_hash:
+                return None
+            return cache.ident[-1][0], cache.size
 
     def position_token(self, run_id: str) -> Optional[tuple[int, int]]:
         """``(inode, size)``: the live file's inode (or the last segment's) and the ledger's

@@ -112,8 +112,9 @@ def list_parts(run_dir: Path, ledger_name: str = "ledger.jsonl") -> Parts:
     seg_dir = run_dir / SEGMENTS_DIR
     numbered: list[tuple[int, Path]] = []
     try:
-        if os.path.islink(seg_dir):
-            raise StorageError(f"Refusing {seg_dir}: the segments directory must not be a symlink")
+        # One lstat answers both "is there one" (most runs have none) and "is it a symlink".
+        if not stat_module.S_ISDIR(os.lstat(seg_dir).st_mode):
+            raise StorageError(f"Refusing {seg_dir}: the segments directory must be a directory, not a symlink")
         for entry in os.scandir(seg_dir):
             match = _NAME.match(entry.name)
             if match is None:

@@ -55,6 +55,10 @@ def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
     # Nested parts that may be unavailable are explicitly skipped, never silently absent.
     assert "api" in results["scenarios"]["ask_roundtrip"]
     assert "cli" in results["scenarios"]["ask_roundtrip"]
+    # A new run answered once: two new directory entries and three appends, each made durable once.
+    assert results["scenarios"]["ask_roundtrip"]["api"]["fsyncs"] == {"directory": 2, "ledger.jsonl": 3}
+    fsync_rows = [row for row in results["table"] if row["measure"] == "API: fsyncs per round trip"]
+    assert fsync_rows and fsync_rows[0]["met"] is True
     assert results["scenarios"]["verify"]["records"] > 0
     assert results["scenarios"]["long_ledger"]["segments"] >= 2  # the quick run is sealed into segments too
     scenarios_in_table = {row["scenario"] for row in results["table"]}

@@ -7,6 +7,7 @@ parse-and-encode and that nothing JCS cannot carry is ever written.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -106,3 +107,29 @@ def test_a_non_canonical_line_is_told_apart() -> None:
     assert not is_jcs_line(b'{"b":1,"a":2}', {"b": 1, "a": 2})
     assert not is_jcs_line(b'{"a":1.0}', {"a": 1.0})
     assert is_jcs_line(b'{"a":1}', {"a": 1})
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(["seq", "kind", "at", "node_id", "x\u00e9", "attempt", "result"]),
+                       st.one_of(st.none(), st.booleans(), st.text(), st.floats(allow_nan=False),
+                                 st.integers(min_value=-(2**60), max_value=2**60),
+                                 st.lists(st.integers(min_value=-5, max_value=5), max_size=3))))
+def test_a_sealed_record_is_the_jcs_form_of_its_fields_whatever_their_scalars(fields: dict) -> None:
+    from abstractruntime.core.records import seal
+
+    try:
+        expected = jcs(fields)
+    except InvalidInputError:
+        with pytest.raises(InvalidInputError):
+            seal(fields)
+        return
+    doc, line = seal(fields)
+    assert line == jcs(doc) and doc["record_hash"] == hashlib.sha256(expected).hexdigest()
+
+
+@pytest.mark.parametrize("value", ["\ud800", "a\udfffb", 2**53, -(2**53), float("nan")])
+def test_sealing_refuses_a_scalar_jcs_cannot_carry(value: object) -> None:
+    from abstractruntime.core.records import seal
+
+    with pytest.raises(InvalidInputError):
+        seal({"format": 3, "seq": 1, "node_id": value})

@@ -184,3 +184,30 @@ def test_opening_a_run_whose_segments_moved_refuses_it(grown: Path, tmp_path: Pa
     root = _attack(grown, tmp_path, how)
     with pytest.raises(CorruptRecordError):
         FileStore(root).runtime().tick(workflow=spinner(), run_id="long", max_steps=1)
+
+
+
+def test_a_writer_whose_view_is_older_than_an_interrupted_seal_finishes_it_before_appending(tmp_path: Path) -> None:
+    # This store object knows the ledger (its cache is warm); another process appends a segment
+    # record and is killed before the rename. An append must not go after the record that closed the file.
+    from abstractruntime.core.records import seal
+    from abstractruntime.storage.ledger_files import JsonlLedgerStore
+    from tests.storage.segments_child import spinner
+
+    rt = FileStore(tmp_path).runtime()
+    rt.start(workflow=spinner(), run_id="long")
+    rt.tick(workflow=spinner(), run_id="long", max_steps=5)
+    ledger = JsonlLedgerStore(tmp_path)
+    ledger.head("long")  # its view: before the other process's records
+    assert _grow(tmp_path, "after_segment_record") == -signal.SIGKILL
+    head = JsonlLedgerStore(tmp_path).head("long")
+    doc, line = seal({"format": 3, "seq": head.seq + 1, "kind": "checkpoint", "status": "completed",
+                      "at": "2026-01-01T00:00:00+00:00", "prev_hash": head.head_hash})
+    assert ledger.append_lines("long", [doc], [line], expect=head).seq == head.seq + 1
+    names = _segments(tmp_path)
+    assert names == ["000001.jsonl"]
+    closing = (tmp_path / "runs" / "long" / "segments" / names[0]).read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    assert b'"kind":"segment"' in closing  # nothing was appended after the record that closed it
+    assert (tmp_path / "runs" / "long" / "ledger.jsonl").read_bytes() == line + b"\n"
+    records = FileStore(tmp_path).ledger.list("long")
+    assert [r["seq"] for r in records] == list(range(1, head.seq + 2))
