@@ -391,3 +391,21 @@ def test_the_append_that_marks_the_row_keeps_its_token_known(open_pg: Callable[.
     docs, lines = _sealed(run_id, head, 1)
     ledger.append_lines(run_id, docs, lines, expect=head)
     assert store.runs.written_token(run_id) != store.runs.checkpoint_token(run_id)
+
+
+def test_a_long_batch_is_many_small_rows(open_pg: Callable[..., Any], admin: Any, pg_schema: str) -> None:
+    """A tick of many pure steps (or a copied ledger) is one append: its rows stay small, so that
+    reading one record reads little; every record is still found by its seq."""
+    from abstractruntime.storage.postgres.ledger import ROW_BYTES, ROW_RECORDS
+
+    ledger = open_pg().ledger
+    docs, lines = _sealed("r1", LedgerHead(), 3 * ROW_RECORDS + 5)
+    ledger.append_lines("r1", docs, lines, expect=LedgerHead())
+    rows = admin.execute(f'SELECT seq, coalesce(last_seq, seq), length(line) FROM "{pg_schema}".ledger '
+                         "WHERE run_id = 'r1' ORDER BY seq").fetchall()
+    assert len(rows) > 3 and rows[0][0] == 1 and rows[-1][1] == len(docs)
+    assert all(last - first < ROW_RECORDS and size < ROW_BYTES + 600 for first, last, size in rows)
+    assert all(nxt[0] == row[1] + 1 for row, nxt in zip(rows, rows[1:]))  # no gap, no overlap
+    assert ledger.lines("r1") == lines
+    wanted = [(1, None), (rows[1][0], None), (rows[1][0] - 1, None), (len(docs), None)]
+    assert [doc["seq"] for doc in ledger.records_at("r1", wanted)] == sorted(seq for seq, _ in wanted)

@@ -36,6 +36,9 @@ from ..fsio import loads_strict
 from ..ledger_parse import parse_ledger
 from .db import PgDatabase
 
+# A ledger row holds at most this many records, and takes no more once its lines pass ROW_BYTES.
+ROW_RECORDS = 64
+ROW_BYTES = 8192
 # Larger than any seq: "no upper bound" in a query that takes one.
 _NO_LIMIT = 1 << 62
 
@@ -205,8 +208,16 @@ class PostgresLedgerStore(LedgerStore):
         (the head after it). A record that the lookup columns must describe — one naming an
         idempotency key, a completed effect outcome — starts a row, whose status, key and effect
         position are its first record's. One row per step instead of one per record: half the
-        rows, half the primary-key entries, and the WAL that goes with them."""
-        starts = [i for i, doc in enumerate(docs) if i == 0 or _described(doc)]
+        rows, half the primary-key entries, and the WAL that goes with them. A row is kept small
+        (:data:`ROW_RECORDS` records, about :data:`ROW_BYTES` bytes) so that reading one record,
+        as proving a checkpoint does, reads little: a long tick or a copied ledger is many rows."""
+        starts: list[int] = []
+        size = 0
+        for index, doc in enumerate(docs):
+            if not starts or _described(doc) or index - starts[-1] >= ROW_RECORDS or size >= ROW_BYTES:
+                starts.append(index)
+                size = 0
+            size += len(lines[index]) + 1
         ends = [*starts[1:], len(docs)]
         first = [docs[i] for i in starts]
         last = [docs[end - 1] for end in ends]
