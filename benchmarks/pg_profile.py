@@ -104,6 +104,18 @@ def _wal_by_relation(cluster: Any, database: str, url: str, start: str, end: str
     return dict(sizes)
 
 
+def _index_reads(url: str, *, settle: float = 0.5) -> dict[str, float]:
+    """Index entries read so far, by index (``pg_stat_user_indexes``; a closed session's counts are
+    in once it has exited, hence ``settle``)."""
+    import psycopg
+
+    time.sleep(settle)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        return {str(name): float(read) for name, read in conn.execute(
+            "SELECT indexrelname, idx_tup_read FROM pg_stat_user_indexes").fetchall()}
+
+
 def measure(url: str, steps: int, tick: int) -> dict[str, Any]:
     """Per step on the database at ``url``: statements, round trips, wall time, time inside psycopg;
     ``wal_lsn``: the server's WAL positions around the measured run."""
@@ -117,13 +129,19 @@ def measure(url: str, steps: int, tick: int) -> dict[str, Any]:
 
     wf = workloads.effects(_api(), steps)
     handlers = {EffectType.TOOL_CALLS: workloads.make_handler(EffectOutcome)}
+    warm = open_store(url)
+    try:
+        rt = warm.runtime(effect_handlers=handlers)
+        workloads.run_to_end(rt, wf, rt.start(workflow=wf), max_steps=tick)  # warm-up
+    finally:
+        warm.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")  # every page's first change after it logs a full-page image
+        start_lsn = str(conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])
+    before = _index_reads(url)
     store = open_store(url)
     try:
         rt = store.runtime(effect_handlers=handlers)
-        workloads.run_to_end(rt, wf, rt.start(workflow=wf), max_steps=tick)  # warm-up
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("CHECKPOINT")  # every page's first change after it logs a full-page image
-            start_lsn = str(conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])
         counts: dict[str, int] = defaultdict(int)
         waits = [0.0]
         undo = _wrap(counts, waits)
@@ -139,11 +157,15 @@ def measure(url: str, steps: int, tick: int) -> dict[str, Any]:
         store.close()
     with psycopg.connect(url, autocommit=True) as conn:
         end_lsn = str(conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])
+    after = _index_reads(url)
+    index_reads = {name: (after[name] - before.get(name, 0)) / steps for name in after
+                   if after[name] != before.get(name, 0)}
     statements = {k: v / steps for k, v in counts.items() if k != "(fetch)"}
     trips = sum(v for k, v in counts.items() if k != "(fetch)" and not k.startswith("BEGIN")) \
         + 2 * counts.get("BEGIN + COMMIT (explicit transaction)", 0)
     return {"steps": steps, "tick": tick, "step_seconds": wall / steps, "inside_psycopg_seconds": waits[0] / steps,
-            "round_trips": trips / steps, "statements": statements, "wal_lsn": (start_lsn, end_lsn)}
+            "round_trips": trips / steps, "statements": statements, "index_reads": index_reads,
+            "wal_lsn": (start_lsn, end_lsn)}
 
 
 def profile(steps: int, tick: int) -> dict[str, Any]:
@@ -174,6 +196,9 @@ def render(result: dict[str, Any]) -> str:
              f"Python {(step - result['inside_psycopg_seconds']) * ms:.3f} ms",
              f"  round trips per step {result['round_trips']:.2f}", "statements per step:"]
     for label, count in sorted(result["statements"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {count:7.3f}  {label}")
+    lines.append("index entries read per step:")
+    for label, count in sorted(result["index_reads"].items(), key=lambda kv: -kv[1]):
         lines.append(f"  {count:7.3f}  {label}")
     total = sum(result["wal_bytes"].values())
     lines.append(f"WAL bytes per step: {total:,.0f}")

@@ -179,10 +179,11 @@ class PostgresLedgerStore(LedgerStore):
         t = self._t
         return f"""
             WITH last AS (
-                SELECT coalesce(last_seq, seq) AS seq, record_hash AS hash FROM {t} WHERE run_id = %(r)s
-                ORDER BY seq DESC LIMIT 1),
+                -- (ordered by the column, not by an output name: the primary key's last entry)
+                SELECT coalesce(l.last_seq, l.seq) AS head_seq, l.record_hash AS hash FROM {t} l
+                WHERE l.run_id = %(r)s ORDER BY l.seq DESC LIMIT 1),
             head AS (
-                SELECT coalesce((SELECT seq FROM last), 0) AS seq, (SELECT hash FROM last) AS hash),
+                SELECT coalesce((SELECT head_seq FROM last), 0) AS seq, (SELECT hash FROM last) AS hash),
             inserted AS (
                 INSERT INTO {t} (run_id, seq, last_seq, line, record_hash, status, idempotency_key, effect_id)
                 SELECT %(r)s, v.seq, v.last_seq, v.line, v.record_hash, v.status, v.idempotency_key, v.effect_id{source}
