@@ -129,9 +129,9 @@ def _until(predicate: Callable[[], bool], timeout: float) -> bool:
 
 
 def _row(store: Any, run_id: str) -> dict[str, Any]:
-    """Every column of a run's row (the jsonb copy as text)."""
+    """Every column of a run's row."""
     with store.db.connection() as conn:
-        cur = conn.execute(f"SELECT *, checkpoint::text AS checkpoint FROM {store.db.s}.runs WHERE run_id = %s",
+        cur = conn.execute(f"SELECT * FROM {store.db.s}.runs WHERE run_id = %s",
                            [run_id])
         names = [column.name for column in cur.description]
         return dict(zip(names, cur.fetchone()))
@@ -140,11 +140,11 @@ def _row(store: Any, run_id: str) -> dict[str, Any]:
 def _put_row(store: Any, run_id: str, row: dict[str, Any]) -> None:
     """Put a row read by :func:`_row` back, as a writer killed before its next checkpoint leaves it
     (the runtime's own writes are fenced and never move a row backwards)."""
-    names = [name for name in row if name not in ("run_id", "checkpoint")]
+    names = [name for name in row if name != "run_id"]
     assignments = ", ".join(f"{name} = %s" for name in names)
     with store.db.connection() as conn:
-        conn.execute(f"UPDATE {store.db.s}.runs SET {assignments}, checkpoint = %s::jsonb WHERE run_id = %s",
-                     [*(row[name] for name in names), row["checkpoint"], run_id])
+        conn.execute(f"UPDATE {store.db.s}.runs SET {assignments} WHERE run_id = %s",
+                     [*(row[name] for name in names), run_id])
 
 
 def _all_verify(fleet: Any, run_ids: list[str]) -> None:

@@ -1,5 +1,5 @@
 """The PostgreSQL stores beyond the shared conformance suite: schema versioning, opening,
-redacted credentials, byte-exact ledger lines, conditional appends and what jsonb cannot hold."""
+redacted credentials, byte-exact ledger lines, conditional appends and values jsonb could not hold."""
 
 from __future__ import annotations
 
@@ -77,24 +77,6 @@ def test_an_older_schema_is_upgraded_in_place(open_pg: Callable[..., Any], admin
     assert admin.execute(f'SELECT ledger_seq FROM "{pg_schema}".runs').fetchall() == [(3,)]
 
 
-def test_an_older_schema_is_upgraded_by_an_open_that_creates_nothing(open_pg: Callable[..., Any], admin: Any,
-                                                                     pg_schema: str) -> None:
-    from abstractruntime import Effect, EffectType, StepPlan, WorkflowSpec
-
-    assert MIGRATIONS[-1][2][0].startswith("CREATE TABLE {s}.tombstones")
-    open_pg().runtime().start(workflow=WorkflowSpec("wf", "a", {"a": lambda run, ctx: StepPlan(
-        "a", effect=Effect(EffectType.WAIT_EVENT, {"wait_key": "k"}), next_node="a")}), run_id="kept")
-    # The database as the release before the last migration left it.
-    admin.execute(f'DROP TABLE "{pg_schema}".tombstones, "{pg_schema}".tombstone_head')
-    admin.execute(f'DELETE FROM "{pg_schema}".schema_migrations WHERE version = %s', [SCHEMA_VERSION])
-    # What a worker or `runs list` opens after an upgrade: no store is created, this one is upgraded.
-    store = open_pg(create=False)
-    assert [info.run_id for info in store.runs.list_runs()] == ["kept"]
-    rows = admin.execute(f'SELECT max(version) FROM "{pg_schema}".schema_migrations').fetchone()
-    assert rows == (SCHEMA_VERSION,)
-    assert not store.runs.pruned("kept")  # the table is back
-
-
 def test_newer_schema_is_refused(open_pg: Callable[..., Any], admin: Any, pg_schema: str) -> None:
     open_pg()
     admin.execute(f'INSERT INTO "{pg_schema}".schema_migrations (version, description) VALUES (%s, %s)',
@@ -169,10 +151,28 @@ def test_lines_are_stored_byte_for_byte(open_pg: Callable[..., Any], admin: Any,
     assert ledger.lines("r1") == lines
     assert ledger.list("r1") == [json.loads(line) for line in lines]
     assert verify_ledger_chain(ledger.list("r1"))["ok"] is True
-    # The jsonb copy serves queries; the indexed columns match the record.
-    row = admin.execute(f'SELECT record ->> \'node_id\', record_hash, prev_hash FROM "{pg_schema}".ledger '
-                        "WHERE run_id = 'r1' AND seq = 2").fetchone()
-    assert row == ("n1", docs[1]["record_hash"], docs[0]["record_hash"])
+    # The records of one append share a row: their exact lines joined by newlines (the one copy),
+    # keyed by the first seq, with the last seq and the head's hash beside them.
+    rows = admin.execute(f'SELECT seq, last_seq, line, record_hash, status FROM "{pg_schema}".ledger '
+                         "WHERE run_id = 'r1'").fetchall()
+    assert rows == [(1, 3, b"\n".join(lines), docs[-1]["record_hash"], "completed")]
+    # An operator's query reads records out of the lines (docs/postgres.md).
+    found = admin.execute(
+        "SELECT l.seq + r.n - 1, r.record::jsonb ->> 'node_id', r.record::jsonb ->> 'prev_hash' "
+        f'FROM "{pg_schema}".ledger l, unnest(string_to_array(convert_from(l.line, \'UTF8\'), E\'\\n\')) '
+        "WITH ORDINALITY AS r(record, n) WHERE l.run_id = 'r1' ORDER BY 1").fetchall()
+    assert found == [(1, "n0", None), (2, "n1", docs[0]["record_hash"]), (3, "n2", docs[1]["record_hash"])]
+    columns = {r[0] for r in admin.execute("SELECT column_name FROM information_schema.columns "
+                                           "WHERE table_schema = %s AND table_name = 'ledger'", [pg_schema])}
+    assert columns == {"run_id", "seq", "last_seq", "line", "record_hash", "status", "idempotency_key", "effect_id"}
+    # Another append starts a row of its own.
+    more_docs, more_lines = _sealed("r1", head, 1, node="m")
+    assert ledger.append_lines("r1", more_docs, more_lines, expect=head).seq == 4
+    assert admin.execute(f'SELECT seq, last_seq FROM "{pg_schema}".ledger WHERE run_id = \'r1\' ORDER BY seq'
+                         ).fetchall() == [(1, 3), (4, None)]
+    assert ledger.lines("r1") == [*lines, *more_lines]
+    assert [doc["seq"] for doc in ledger.records_at("r1", [(3, None), (4, None), (2, None)])] == [2, 3, 4]
+    assert ledger.read_after("r1", LedgerHead(2, docs[1]["record_hash"]), until_seq=3)[1] == [docs[2]]
 
 
 def test_append_is_conditional_on_the_head(open_pg: Callable[..., Any]) -> None:
@@ -205,9 +205,8 @@ def test_concurrent_writer_at_the_same_position_is_refused(open_pg: Callable[...
     outcome: dict[str, Any] = {}
     with admin.transaction():
         # The first writer's batch, inserted but not committed.
-        admin.execute(f'INSERT INTO "{pg_schema}".ledger (run_id, seq, line, record_hash, prev_hash) '
-                      "VALUES (%s, %s, %s, %s, %s)",
-                      ["r1", 2, first_lines[0], first_docs[0]["record_hash"], first_docs[0]["prev_hash"]])
+        admin.execute(f'INSERT INTO "{pg_schema}".ledger (run_id, seq, line, record_hash) '
+                      "VALUES (%s, %s, %s, %s)", ["r1", 2, first_lines[0], first_docs[0]["record_hash"]])
 
         def second() -> None:
             try:
@@ -259,8 +258,10 @@ def test_records_jsonb_cannot_hold_round_trip(open_pg: Callable[..., Any], admin
     assert state.output == {"echo": "a\x00b"}
     assert open_pg().runs.load(run_id).vars["s"] == "a\x00b"
     assert verify_ledger_chain(store.ledger.list(run_id))["ok"] is True
-    row = admin.execute(f'SELECT checkpoint IS NULL FROM "{pg_schema}".runs WHERE run_id = %s', [run_id]).fetchone()
-    assert row == (True,)  # no jsonb copy for queries; the exact JSON is what is read
+    # The exact JSON is the one copy: a jsonb column could not have held this checkpoint.
+    columns = {r[0] for r in admin.execute("SELECT data_type FROM information_schema.columns "
+                                           "WHERE table_schema = %s AND table_name = 'runs'", [pg_schema])}
+    assert "jsonb" not in columns
 
 
 def test_secrets_and_anchors(open_pg: Callable[..., Any]) -> None:
@@ -346,3 +347,65 @@ def test_a_dropped_connection_fails_one_call_then_reconnects(open_pg: Callable[.
     except StorageError as exc:
         assert "PostgreSQL" in str(exc)
     assert store.runs.load("r1").run_id == "r1"
+
+
+# -- the row's token, as this store's own writes left it --------------------------------------------
+
+
+def _effects_workflow(count: int) -> Any:
+    from abstractruntime import Effect, EffectType, StepPlan, WorkflowSpec
+
+    def node(k: int) -> Any:
+        if k == count:
+            return lambda run, ctx: StepPlan(f"e{k}", complete_output={"done": True})
+        return lambda run, ctx: StepPlan(f"e{k}", effect=Effect(EffectType.TOOL_CALLS, {"k": k}, result_key="r"),
+                                         next_node=f"e{k + 1}")
+
+    return WorkflowSpec("effects", "e0", {f"e{k}": node(k) for k in range(count + 1)})
+
+
+def test_the_append_that_marks_the_row_keeps_its_token_known(open_pg: Callable[..., Any], admin: Any,
+                                                             pg_schema: str) -> None:
+    """A tick that ends without a checkpoint leaves the row marked ahead by its first append: the
+    store still knows the row's token (so the next tick keeps the run's state instead of replaying
+    the ledger), and loses it as soon as anyone else changes the row."""
+    from abstractruntime import EffectOutcome, EffectType, RunStatus
+
+    store = open_pg()
+    wf = _effects_workflow(50)
+    rt = store.runtime(effect_handlers={EffectType.TOOL_CALLS: lambda run, effect: EffectOutcome.completed({})})
+    run_id = rt.start(workflow=wf)
+    written = store.runs.written_token(run_id)
+    assert written == store.runs.checkpoint_token(run_id)
+    assert rt.tick(workflow=wf, run_id=run_id, max_steps=5).status is RunStatus.RUNNING
+    row = admin.execute(f'SELECT ledger_ahead, ledger_seq FROM "{pg_schema}".runs WHERE run_id = %s',
+                        [run_id]).fetchone()
+    assert row[0] is True and row[1] < store.ledger.head(run_id).seq  # appended past the checkpoint, marked
+    assert store.runs.written_token(run_id) == store.runs.checkpoint_token(run_id) != written
+    # Someone else's change of the row — here between a checkpoint and the append that marks it.
+    store.runs.save_checkpoint(store.runs.load_checkpoint(run_id))
+    admin.execute(f'UPDATE "{pg_schema}".runs SET ledger_ahead = false, updated_ts = updated_ts WHERE run_id = %s',
+                  [run_id])
+    ledger = store.ledger
+    head = ledger.head(run_id)
+    docs, lines = _sealed(run_id, head, 1)
+    ledger.append_lines(run_id, docs, lines, expect=head)
+    assert store.runs.written_token(run_id) != store.runs.checkpoint_token(run_id)
+
+
+def test_a_long_batch_is_many_small_rows(open_pg: Callable[..., Any], admin: Any, pg_schema: str) -> None:
+    """A tick of many pure steps (or a copied ledger) is one append: its rows stay small, so that
+    reading one record reads little; every record is still found by its seq."""
+    from abstractruntime.storage.postgres.ledger import ROW_BYTES, ROW_RECORDS
+
+    ledger = open_pg().ledger
+    docs, lines = _sealed("r1", LedgerHead(), 3 * ROW_RECORDS + 5)
+    ledger.append_lines("r1", docs, lines, expect=LedgerHead())
+    rows = admin.execute(f'SELECT seq, coalesce(last_seq, seq), length(line) FROM "{pg_schema}".ledger '
+                         "WHERE run_id = 'r1' ORDER BY seq").fetchall()
+    assert len(rows) > 3 and rows[0][0] == 1 and rows[-1][1] == len(docs)
+    assert all(last - first < ROW_RECORDS and size < ROW_BYTES + 600 for first, last, size in rows)
+    assert all(nxt[0] == row[1] + 1 for row, nxt in zip(rows, rows[1:]))  # no gap, no overlap
+    assert ledger.lines("r1") == lines
+    wanted = [(1, None), (rows[1][0], None), (rows[1][0] - 1, None), (len(docs), None)]
+    assert [doc["seq"] for doc in ledger.records_at("r1", wanted)] == sorted(seq for seq, _ in wanted)

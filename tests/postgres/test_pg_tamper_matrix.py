@@ -38,8 +38,10 @@ def signer(request: pytest.FixtureRequest) -> Optional[Ed25519Signer]:
 
 
 def ledger_rows(admin: Any, schema: str, run_id: str = "victim") -> list[tuple[int, bytes]]:
-    return [(int(seq), bytes(line)) for seq, line in admin.execute(
-        f"SELECT seq, line FROM {schema}.ledger WHERE run_id = %s ORDER BY seq", [run_id]).fetchall()]
+    """``(seq, line)`` of every record (a row holds the records of one append, joined by newlines)."""
+    return [(int(first) + index, line) for first, data in admin.execute(
+        f"SELECT seq, line FROM {schema}.ledger WHERE run_id = %s ORDER BY seq", [run_id]).fetchall()
+        for index, line in enumerate(bytes(data).split(b"\n"))]
 
 
 def table_state(admin: Any, schema: str) -> dict[str, Any]:
@@ -70,7 +72,7 @@ def _edit_checkpoint_row(admin: Any, schema: str, change: Callable[[dict[str, An
     (raw,) = admin.execute(f"SELECT checkpoint_json FROM {schema}.runs WHERE run_id = 'victim'").fetchone()
     doc = json.loads(bytes(raw))
     change(doc)
-    admin.execute(f"UPDATE {schema}.runs SET checkpoint_json = %s, checkpoint = NULL WHERE run_id = 'victim'",
+    admin.execute(f"UPDATE {schema}.runs SET checkpoint_json = %s WHERE run_id = 'victim'",
                   [json.dumps(doc).encode()])
 
 
@@ -121,11 +123,15 @@ def test_runs_columns_edited_make_no_run_advance(open_pg: Callable[..., Any], ad
 
 
 def _rewrite_line(admin: Any, schema: str, seq: int, change: Callable[[dict[str, Any]], None]) -> None:
-    (raw,) = admin.execute(f"SELECT line FROM {schema}.ledger WHERE run_id = 'victim' AND seq = %s",
-                           [seq]).fetchone()
-    doc = json.loads(bytes(raw))
+    """Edit the record at ``seq`` in the row that holds it, leaving the row's other records as they are."""
+    first, raw = admin.execute(f"SELECT seq, line FROM {schema}.ledger WHERE run_id = 'victim' AND seq <= %s "
+                               "ORDER BY seq DESC LIMIT 1", [seq]).fetchone()
+    lines = bytes(raw).split(b"\n")
+    doc = json.loads(lines[seq - first])
     change(doc)
-    admin.execute(f"UPDATE {schema}.ledger SET line = %s WHERE run_id = 'victim' AND seq = %s", [jcs(doc), seq])
+    lines[seq - first] = jcs(doc)
+    admin.execute(f"UPDATE {schema}.ledger SET line = %s WHERE run_id = 'victim' AND seq = %s",
+                  [b"\n".join(lines), first])
 
 
 @pytest.mark.parametrize("attack", ["head line edited", "last row deleted", "signatures stripped"])
@@ -139,7 +145,8 @@ def test_ledger_rows_edited_deleted_or_stripped_are_refused(open_pg: Callable[..
     if attack == "head line edited":
         _rewrite_line(admin, pg_schema, rows[-1][0], lambda doc: doc.update(at="2031-01-01T00:00:00.000000+00:00"))
     elif attack == "last row deleted":
-        admin.execute(f"DELETE FROM {pg_schema}.ledger WHERE run_id = 'victim' AND seq = %s", [rows[-1][0]])
+        admin.execute(f"DELETE FROM {pg_schema}.ledger WHERE run_id = 'victim' AND seq = "
+                      f"(SELECT max(seq) FROM {pg_schema}.ledger WHERE run_id = 'victim')")
     else:
         for seq, _ in rows:
             _rewrite_line(admin, pg_schema, seq, lambda doc: doc.pop("signature", None))
@@ -174,9 +181,8 @@ def test_ledger_rows_appended_by_a_forger_are_refused_with_a_key(open_pg: Callab
                       "result": {"payload": {"answer": 5000}, "reason": "user", "wait_id": victim.wait_id},
                       "delta": {"current_node": "pay", "status": "running", "waiting": None,
                                 "vars": [["r", ["amount"], ["payload"]]]}})
-    admin.execute(f"INSERT INTO {pg_schema}.ledger (run_id, seq, line, record_hash, prev_hash, status) "
-                  "VALUES ('victim', %s, %s, %s, %s, 'completed')", [doc["seq"], line, doc["record_hash"],
-                                                                     doc["prev_hash"]])
+    admin.execute(f"INSERT INTO {pg_schema}.ledger (run_id, seq, line, record_hash, status) "
+                  "VALUES ('victim', %s, %s, %s, 'completed')", [doc["seq"], line, doc["record_hash"]])
     before = table_state(admin, pg_schema)
     assert_refused(probe(open_pg(), victim, answer=False), victim, before, admin, pg_schema)
     assert "unsigned_tail" in verify(store, signer)
@@ -261,7 +267,7 @@ def test_a_snapshot_row_whose_state_was_edited_is_refused(open_pg: Callable[...,
         if state is not None:
             state.update(status="running", current_node="pay", waiting=None)
             state["vars"]["amount"] = {"answer": 5000}
-    admin.execute(f"UPDATE {pg_schema}.snapshots SET snapshot_json = %s, snapshot = NULL",
+    admin.execute(f"UPDATE {pg_schema}.snapshots SET snapshot_json = %s",
                   [json.dumps(doc).encode()])
     fresh = open_pg()
     runtime = victim.runtime(fresh)

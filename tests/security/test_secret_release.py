@@ -42,7 +42,7 @@ class Store:
         if self.root is not None:
             (self.root / "runs" / run_id / "run.json").unlink()
         else:
-            self.sql(f"UPDATE {SCHEMA}.runs SET checkpoint_json = %s, checkpoint = NULL WHERE run_id = %s",
+            self.sql(f"UPDATE {SCHEMA}.runs SET checkpoint_json = %s WHERE run_id = %s",
                      b"{}", run_id)
 
     def delete_secrets(self, run_id: str) -> None:

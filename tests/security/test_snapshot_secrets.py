@@ -52,9 +52,9 @@ class Setup:
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as conn:
-            row = conn.execute(f"SELECT snapshot_json, snapshot::text FROM {SCHEMA}.snapshots WHERE snapshot_id = %s",
+            row = conn.execute(f"SELECT snapshot_json FROM {SCHEMA}.snapshots WHERE snapshot_id = %s",
                                [snapshot_id]).fetchone()
-        return bytes(row[0]) + b"\n" + row[1].encode()
+        return bytes(row[0])
 
     def secrets(self) -> dict[str, list[dict[str, Any]]]:
         return secret_files(self.root) if self.root is not None else secret_rows(self.url, SCHEMA)

@@ -15,7 +15,7 @@ from ...core.canonical import canonical_json
 from ..artifact_base import check_content
 from ..artifacts import Artifact, ArtifactMetadata, ArtifactStore, _check_limit, validate_artifact_id
 from ..fsio import loads_strict
-from .db import PgDatabase, jsonb_copy
+from .db import PgDatabase
 
 _COLUMNS = "artifact_id, content_type, size_bytes, created_at, run_id, tags_json, sha256"
 
@@ -34,20 +34,18 @@ class PostgresArtifactStore(ArtifactStore):
         self._t = f"{db.s}.artifacts"
 
     def _put(self, content: bytes, meta: ArtifactMetadata) -> None:
-        # Exact JSON is what is read back; jsonb (rewrites numbers) is the copy for queries.
-        tags = canonical_json(meta.tags)
+        tags = canonical_json(meta.tags)  # exact JSON, the one copy (schema migration 11)
         with self.db.connection() as conn:
             conn.execute(
                 f"""INSERT INTO {self._t} (artifact_id, content, content_type, size_bytes, sha256, created_at,
-                        created_ts, run_id, tags, tags_json)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)
+                        created_ts, run_id, tags_json)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
                     ON CONFLICT (artifact_id) DO UPDATE SET content = EXCLUDED.content,
                         content_type = EXCLUDED.content_type, size_bytes = EXCLUDED.size_bytes,
                         sha256 = EXCLUDED.sha256, created_at = EXCLUDED.created_at,
-                        created_ts = EXCLUDED.created_ts, run_id = EXCLUDED.run_id, tags = EXCLUDED.tags,
-                        tags_json = EXCLUDED.tags_json""",
+                        created_ts = EXCLUDED.created_ts, run_id = EXCLUDED.run_id, tags_json = EXCLUDED.tags_json""",
                 [meta.artifact_id, content, meta.content_type, meta.size_bytes, meta.sha256, meta.created_at,
-                 parse_iso(meta.created_at), meta.run_id, jsonb_copy(tags), tags])
+                 parse_iso(meta.created_at), meta.run_id, tags])
 
     def load(self, artifact_id: str) -> Artifact | None:
         """The artifact; :class:`CorruptRecordError` if its bytes do not match its size/sha256."""

@@ -49,7 +49,6 @@ from .schema import (
 # Idle lock connections kept for reuse (more are opened when needed and closed on release).
 LOCK_POOL_SIZE = 4
 APPLICATION_NAME = "abstractruntime"
-_NUL_ESCAPE = b"\\u0000"
 
 # SQLSTATEs of a lost or refused connection that a later attempt may not meet: class 08
 # (connection exception), the server shutting down or starting up, an idle-session timeout,
@@ -89,15 +88,6 @@ def _psycopg() -> Any:
         return importlib.import_module("psycopg")
     except ImportError:
         raise MissingExtraError("psycopg", "postgres", "A PostgreSQL store") from None
-
-
-def jsonb_copy(data: bytes) -> Optional[str]:
-    """The text for a ``jsonb`` query column beside exact JSON ``data``, or ``None`` when jsonb
-    cannot hold it (it has no U+0000, which canonical JSON writes as an escape).
-
-    The jsonb copy is never read back by the stores: jsonb rewrites numbers and key order.
-    """
-    return None if _NUL_ESCAPE in data else data.decode("utf-8")
 
 
 def parse_document(data: Any, where: str, *, kind: str, newest: int) -> dict[str, Any]:
@@ -142,6 +132,10 @@ class PgDatabase:
         self._conn: Optional[Any] = None
         self._depth = 0
         self._pid = os.getpid()
+        # run id -> the checkpoint_token (version, xmin) of its ``runs`` row as this store's own
+        # writes left it: a checkpoint written, or the ledger append that marked the row ahead.
+        # Shared by the run and ledger stores of this database (see PostgresRunStore.written_token).
+        self.written_tokens: dict[str, tuple[int, str]] = {}
         try:
             self._prepare(create)
         except BaseException:
@@ -278,4 +272,4 @@ class PgDatabase:
                 self._conn = None
 
 
-__all__ = ["LOCK_POOL_SIZE", "PgDatabase", "advisory_key", "is_transient_connect_failure", "jsonb_copy"]
+__all__ = ["LOCK_POOL_SIZE", "PgDatabase", "advisory_key", "is_transient_connect_failure"]

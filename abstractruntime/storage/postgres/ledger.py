@@ -1,10 +1,14 @@
 """``PostgresLedgerStore``: the hash-chained ledger (the write-ahead log) in the ``ledger`` table.
 
-One row per record, keyed by ``(run_id, seq)``. ``line`` keeps the record exactly as the
-runtime sealed it, so its hash re-verifies byte for byte anywhere (``lines`` exports them as
-a ``ledger.jsonl`` would hold them) — the one copy: ``record`` (a ``jsonb`` copy) is filled only
-for records of older formats; the columns beside the line (status, idempotency key, effect
-position) serve the queries.
+A row holds one record, or several consecutive records of one append (schema migration 11),
+keyed by ``(run_id, seq)``, the seq of its first record; ``last_seq`` is its last record's
+(NULL when it holds one). ``line`` keeps the records exactly as the runtime sealed them, joined
+by newlines as in a ``ledger.jsonl``, so each hash re-verifies byte for byte anywhere (``lines``
+exports them one by one) — the one copy (migration 11 dropped the ``jsonb`` copy and
+``prev_hash``). The narrow columns beside the line, filled by the writer, serve the queries:
+``record_hash``, the hash of the row's last record (the head a conditional append compares);
+``status``, ``idempotency_key`` and ``effect_id``, its first record's (``find_completed``: a
+record they must describe starts a row).
 
 Appends are conditional on the head the writer read: :meth:`PostgresLedgerStore.append_lines`
 checks the head and inserts every line of a batch in one transaction, committed once (the
@@ -30,8 +34,11 @@ from ...core.ports import Capability, LedgerHead, LedgerStore, retained
 from ...core.records import RECORD_FORMAT, expand_records
 from ..fsio import loads_strict
 from ..ledger_parse import parse_ledger
-from .db import PgDatabase, jsonb_copy
+from .db import PgDatabase
 
+# A ledger row holds at most this many records, and takes no more once its lines pass ROW_BYTES.
+ROW_RECORDS = 64
+ROW_BYTES = 8192
 # Larger than any seq: "no upper bound" in a query that takes one.
 _NO_LIMIT = 1 << 62
 
@@ -40,6 +47,23 @@ def _effect_id(doc: dict[str, Any]) -> Optional[int]:
     """The effect position a format-3 effect record names (its column, for find_completed)."""
     effect_id = doc.get("effect_id")
     return effect_id if doc.get("format") == RECORD_FORMAT and isinstance(effect_id, int) else None
+
+
+def _described(doc: dict[str, Any]) -> bool:
+    """Whether ``find_completed``'s columns must describe this record: it names an idempotency
+    key (older formats; a format-3 intent with the workflow's own key), or it is the completed
+    outcome of a format-3 effect. Such a record starts a row of its own."""
+    return doc.get("idempotency_key") is not None or (_effect_id(doc) is not None and doc.get("status") == "completed")
+
+
+def _split(first_seq: int, data: Any) -> list[tuple[int, bytes]]:
+    """A row's records as ``(seq, line)``: its lines, numbered from its first seq."""
+    return [(first_seq + index, line) for index, line in enumerate(bytes(data).split(b"\n"))]
+
+
+def _scalars(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a one-row insert: each array's only element."""
+    return {key: value[0] if isinstance(value, list) else value for key, value in params.items()}
 
 
 def _seq_of(entry: dict[str, Any]) -> int:
@@ -110,10 +134,13 @@ class PostgresLedgerStore(LedgerStore):
                     # head is still the one this writer read; the primary key refuses a writer
                     # that read the same head at the same moment. The batch's secret values
                     # go in only with its rows.
-                    inserted = conn.execute(self._conditional_insert, self._rows(run_id, docs, lines, expect)).fetchall()
-                    if secrets and len(inserted) == len(docs):
+                    params = self._rows(run_id, docs, lines, expect)
+                    sql = self._insert_one if len(params["seq"]) == 1 else self._insert_rows
+                    inserted = conn.execute(sql, _scalars(params) if len(params["seq"]) == 1 else params).fetchall()
+                    if secrets and len(inserted) == len(params["seq"]):
                         self._insert_secrets(conn, run_id, secrets, seq=first_seq)
-                if len(inserted) == len(docs):
+                if len(inserted) == len(params["seq"]):
+                    self._follow_mark(run_id, inserted[0])
                     return LedgerHead(docs[-1]["seq"], docs[-1].get("record_hash"))
             head = self._head(conn, run_id)
         if head.seq != expect.seq or head.head_hash != expect.head_hash:
@@ -124,40 +151,83 @@ class PostgresLedgerStore(LedgerStore):
             raise LedgerConflictError(f"run {run_id}: the batch was not written", run_id=run_id)
         return head
 
+    def _follow_mark(self, run_id: str, row: Sequence[Any]) -> None:
+        """The append marked the run's row ahead: if the row was as this database's stores last
+        wrote it, its new token is theirs too (any other change in between keeps it unknown)."""
+        version, before, after = row[1], row[2], row[3]
+        tokens = self.db.written_tokens
+        if version is not None and after is not None and tokens.get(run_id) == (int(version), before):
+            tokens[run_id] = (int(version), str(after))
+
     @property
-    def _conditional_insert(self) -> str:
+    def _insert_rows(self) -> str:
+        """The conditional insert of several rows (arrays, one element per row)."""
+        return self._conditional_insert("""
+                FROM unnest(%(seq)s::bigint[], %(last)s::bigint[], %(line)s::bytea[], %(hash)s::text[],
+                            %(status)s::text[], %(key)s::text[], %(effect)s::bigint[])
+                     AS v(seq, last_seq, line, record_hash, status, idempotency_key, effect_id), head""")
+
+    @property
+    def _insert_one(self) -> str:
+        """The conditional insert of one row (a step's batch: scalars, cheaper to send than arrays)."""
+        return self._conditional_insert("""
+                FROM (SELECT %(seq)s::bigint, %(last)s::bigint, %(line)s::bytea, %(hash)s::text, %(status)s::text,
+                             %(key)s::text, %(effect)s::bigint)
+                     AS v(seq, last_seq, line, record_hash, status, idempotency_key, effect_id), head""")
+
+    def _conditional_insert(self, source: str) -> str:
         t = self._t
         return f"""
-            WITH head AS (
-                SELECT coalesce(max(seq), 0) AS seq,
-                       (SELECT record_hash FROM {t} WHERE run_id = %(r)s ORDER BY seq DESC LIMIT 1) AS hash
-                FROM {t} WHERE run_id = %(r)s),
+            WITH last AS (
+                -- (ordered by the column, not by an output name: the primary key's last entry)
+                SELECT coalesce(l.last_seq, l.seq) AS head_seq, l.record_hash AS hash FROM {t} l
+                WHERE l.run_id = %(r)s ORDER BY l.seq DESC LIMIT 1),
+            head AS (
+                SELECT coalesce((SELECT head_seq FROM last), 0) AS seq, (SELECT hash FROM last) AS hash),
             inserted AS (
-                INSERT INTO {t} (run_id, seq, line, record, record_hash, prev_hash, status, idempotency_key, effect_id)
-                SELECT %(r)s, v.seq, v.line, v.record::jsonb, v.record_hash, v.prev_hash, v.status, v.idempotency_key,
-                       v.effect_id
-                FROM unnest(%(seq)s::bigint[], %(line)s::bytea[], %(record)s::text[], %(hash)s::text[],
-                            %(prev)s::text[], %(status)s::text[], %(key)s::text[], %(effect)s::bigint[])
-                     AS v(seq, line, record, record_hash, prev_hash, status, idempotency_key, effect_id), head
+                INSERT INTO {t} (run_id, seq, last_seq, line, record_hash, status, idempotency_key, effect_id)
+                SELECT %(r)s, v.seq, v.last_seq, v.line, v.record_hash, v.status, v.idempotency_key, v.effect_id{source}
                 WHERE head.seq = %(eseq)s AND head.hash IS NOT DISTINCT FROM %(ehash)s
                 RETURNING seq),
             -- The run's row is marked in the same statement: its ledger is now past its checkpoint
-            -- until the checkpoint at the head clears the mark (core/ahead.py).
+            -- until the checkpoint at the head clears the mark (core/ahead.py). The row's token
+            -- before and after the mark come back, so a writer that knows the row as it wrote it
+            -- still knows it (the runtime keeps the run's state warm between ticks on it).
+            unmarked AS (
+                SELECT xmin::text AS x FROM {self.db.s}.runs WHERE run_id = %(r)s AND NOT ledger_ahead),
             marked AS (
                 UPDATE {self.db.s}.runs SET ledger_ahead = true
-                WHERE run_id = %(r)s AND NOT ledger_ahead AND EXISTS (SELECT 1 FROM inserted))
-            SELECT seq FROM inserted"""
+                WHERE run_id = %(r)s AND NOT ledger_ahead AND EXISTS (SELECT 1 FROM inserted)
+                RETURNING version, xmin::text AS x)
+            SELECT i.seq, m.version, u.x, m.x FROM inserted i
+                LEFT JOIN marked m ON true LEFT JOIN unmarked u ON true"""
 
     @staticmethod
     def _rows(run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes], expect: LedgerHead) -> dict[str, Any]:
-        data = [bytes(line) for line in lines]
-        # The line is the one copy of a format-3 record (its jsonb twice the bytes for nothing).
-        record = [None if doc.get("format") == RECORD_FORMAT else jsonb_copy(line) for doc, line in zip(docs, data)]
+        """The batch as rows: consecutive records share a row (their lines joined by newlines, as in
+        a ``ledger.jsonl``), keyed by its first seq, with its last seq and the last record's hash
+        (the head after it). A record that the lookup columns must describe — one naming an
+        idempotency key, a completed effect outcome — starts a row, whose status, key and effect
+        position are its first record's. One row per step instead of one per record: half the
+        rows, half the primary-key entries, and the WAL that goes with them. A row is kept small
+        (:data:`ROW_RECORDS` records, about :data:`ROW_BYTES` bytes) so that reading one record,
+        as proving a checkpoint does, reads little: a long tick or a copied ledger is many rows."""
+        starts: list[int] = []
+        size = 0
+        for index, doc in enumerate(docs):
+            if not starts or _described(doc) or index - starts[-1] >= ROW_RECORDS or size >= ROW_BYTES:
+                starts.append(index)
+                size = 0
+            size += len(lines[index]) + 1
+        ends = [*starts[1:], len(docs)]
+        first = [docs[i] for i in starts]
+        last = [docs[end - 1] for end in ends]
         return {"r": run_id, "eseq": expect.seq, "ehash": expect.head_hash,
-                "seq": [doc["seq"] for doc in docs], "line": data, "record": record,
-                "hash": [doc.get("record_hash") for doc in docs], "prev": [doc.get("prev_hash") for doc in docs],
-                "status": [doc.get("status") for doc in docs], "key": [doc.get("idempotency_key") for doc in docs],
-                "effect": [_effect_id(doc) for doc in docs]}
+                "seq": [doc["seq"] for doc in first],
+                "last": [None if end - start == 1 else docs[end - 1]["seq"] for start, end in zip(starts, ends)],
+                "line": [b"\n".join(bytes(line) for line in lines[start:end]) for start, end in zip(starts, ends)],
+                "hash": [doc.get("record_hash") for doc in last], "status": [doc.get("status") for doc in first],
+                "key": [doc.get("idempotency_key") for doc in first], "effect": [_effect_id(doc) for doc in first]}
 
     @contextlib.contextmanager
     def _conflicts_refused(self, run_id: str) -> Iterator[None]:
@@ -171,16 +241,16 @@ class PostgresLedgerStore(LedgerStore):
     def _insert(self, conn: Any, run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes]) -> None:
         rows = []
         for doc, line in zip(docs, lines):
-            rows.append((run_id, doc["seq"], bytes(line), jsonb_copy(bytes(line)), doc.get("record_hash"), doc.get("prev_hash"),
-                         doc.get("status"), doc.get("idempotency_key")))
+            rows.append((run_id, doc["seq"], bytes(line), doc.get("record_hash"), doc.get("status"),
+                         doc.get("idempotency_key")))
         with conn.cursor() as cur:
             cur.executemany(
-                f"""INSERT INTO {self._t} (run_id, seq, line, record, record_hash, prev_hash, status, idempotency_key)
-                    VALUES (%s, %s, %s, %s::jsonb, %s, %s, %s, %s)""", rows)
+                f"""INSERT INTO {self._t} (run_id, seq, line, record_hash, status, idempotency_key)
+                    VALUES (%s, %s, %s, %s, %s, %s)""", rows)
 
     def _head(self, conn: Any, run_id: str) -> LedgerHead:
-        row = conn.execute(f"SELECT seq, record_hash FROM {self._t} WHERE run_id = %s ORDER BY seq DESC LIMIT 1",
-                           [run_id]).fetchone()
+        row = conn.execute(f"SELECT coalesce(last_seq, seq), record_hash FROM {self._t} WHERE run_id = %s "
+                           "ORDER BY seq DESC LIMIT 1", [run_id]).fetchone()
         return LedgerHead() if row is None else LedgerHead(int(row[0]), row[1])
 
     # -- reading ---------------------------------------------------------------------------
@@ -206,16 +276,21 @@ class PostgresLedgerStore(LedgerStore):
         if not seqs:
             return []
         with self.db.connection() as conn:
-            rows = conn.execute(f"SELECT line FROM {self._t} WHERE run_id = %s AND seq = ANY(%s) ORDER BY seq",
-                                [run_id, seqs]).fetchall()
-        found = [loads_strict(bytes(row[0])) for row in rows]
-        return [doc for doc in found if isinstance(doc, dict)]
+            # The row holding each seq: the one with the highest first seq not after it.
+            rows = conn.execute(
+                f"""SELECT DISTINCT l.seq, l.line FROM unnest(%s::bigint[]) AS w(seq)
+                    CROSS JOIN LATERAL (SELECT seq, line FROM {self._t} WHERE run_id = %s AND seq <= w.seq
+                                        ORDER BY seq DESC LIMIT 1) l ORDER BY l.seq""", [seqs, run_id]).fetchall()
+        wanted = set(seqs)
+        found = [loads_strict(line) for first, data in rows for seq, line in _split(int(first), data) if seq in wanted]
+        # A record is the one whose own seq is asked for (a row edited out of shape holds others).
+        return [doc for doc in found if isinstance(doc, dict) and doc.get("seq") in wanted]
 
     def lines(self, run_id: str) -> List[bytes]:
         """The run's records exactly as sealed, oldest first (a ``ledger.jsonl`` without newlines)."""
         with self.db.connection() as conn:
-            rows = conn.execute(f"SELECT line FROM {self._t} WHERE run_id = %s ORDER BY seq", [run_id]).fetchall()
-        return [bytes(row[0]) for row in rows]
+            rows = conn.execute(f"SELECT seq, line FROM {self._t} WHERE run_id = %s ORDER BY seq", [run_id]).fetchall()
+        return [line for first, data in rows for _, line in _split(int(first), data)]
 
     def read_after(self, run_id: str, position: LedgerHead, *,
                    until_seq: Optional[int] = None) -> tuple[LedgerHead, List[dict[str, Any]]]:
@@ -227,15 +302,20 @@ class PostgresLedgerStore(LedgerStore):
         """
         upper = _NO_LIMIT if until_seq is None else until_seq
         with self.db.connection() as conn:
+            # The rows from the one holding the record after ``position`` up to ``until_seq``, and
+            # the last row (the head).
             rows = conn.execute(
-                f"""SELECT seq, record_hash, line FROM {self._t}
-                    WHERE run_id = %(r)s AND ((seq > %(p)s AND seq <= %(u)s)
+                f"""SELECT seq, coalesce(last_seq, seq), record_hash, line FROM {self._t}
+                    WHERE run_id = %(r)s AND ((seq <= %(u)s AND seq >= coalesce(
+                              (SELECT seq FROM {self._t} WHERE run_id = %(r)s AND seq <= %(p)s + 1
+                               ORDER BY seq DESC LIMIT 1), 0))
                           OR seq = (SELECT max(seq) FROM {self._t} WHERE run_id = %(r)s))
                     ORDER BY seq""", {"r": run_id, "p": position.seq, "u": upper}).fetchall()
         if not rows:
             return LedgerHead(), []
-        head = LedgerHead(int(rows[-1][0]), rows[-1][1])
-        data = b"".join(bytes(row[2]) + b"\n" for row in rows if position.seq < row[0] <= upper)
+        head = LedgerHead(int(rows[-1][1]), rows[-1][2])
+        data = b"".join(line + b"\n" for first, _, _, row in rows if first <= upper
+                        for seq, line in _split(int(first), row) if position.seq < seq <= upper)
         start = LedgerHead(position.seq, position.head_hash) if position.seq else LedgerHead()
         parsed = parse_ledger(data, path=self._where(run_id), start_line=position.seq, head=start, run_id=run_id)
         return head, parsed.records
@@ -255,19 +335,23 @@ class PostgresLedgerStore(LedgerStore):
         return head.seq, head.head_hash
 
     def find_completed(self, run_id: str, idempotency_key: str) -> Optional[dict[str, Any]]:
-        """The first COMPLETED record with this idempotency key (index lookups): a record that names
-        the key itself (older formats), or the outcome of the effect whose intent named it."""
+        """The first COMPLETED record with this idempotency key: a record that names the key itself
+        (older formats; index ``ledger_completed``), or the outcome of the effect whose intent named
+        it (index ``ledger_intent_keys``, then the primary key from the intent on, up to the outcome)."""
         t = self._t
         with self.db.connection() as conn:
             row = conn.execute(
                 f"""SELECT line FROM {t} WHERE run_id = %(r)s AND seq = least(
                         (SELECT min(seq) FROM {t} WHERE run_id = %(r)s AND idempotency_key = %(k)s
                                 AND status = 'completed'),
-                        (SELECT min(c.seq) FROM {t} c JOIN {t} i ON i.run_id = c.run_id AND i.effect_id = c.effect_id
+                        (SELECT min(c.seq) FROM {t} i CROSS JOIN LATERAL (
+                            SELECT seq FROM {t} WHERE run_id = i.run_id AND seq > i.seq AND effect_id = i.effect_id
+                                   AND status = 'completed' ORDER BY seq LIMIT 1) c
                          WHERE i.run_id = %(r)s AND i.idempotency_key = %(k)s AND i.status = 'started'
-                               AND c.status = 'completed' AND c.seq > i.seq))""",
+                               AND i.effect_id IS NOT NULL))""",
                 {"r": run_id, "k": idempotency_key}).fetchone()
-        return None if row is None else loads_strict(bytes(row[0]))
+        # The row starts with the record looked up (a described record starts its row).
+        return None if row is None else loads_strict(bytes(row[0]).split(b"\n", 1)[0])
 
     # -- values kept beside the run ----------------------------------------------------------
 
@@ -311,14 +395,12 @@ class PostgresLedgerStore(LedgerStore):
             staged: dict[str, list[dict[str, Any]]] = self._staged.__dict__.setdefault("runs", {})
             staged.setdefault(run_id, []).extend(wanted)
             return
-        with self.db.connection() as conn:
-            present = {(int(row[0]), row[1]) for row in conn.execute(
-                f"SELECT seq, record_hash FROM {self._t} WHERE run_id = %s AND seq = ANY(%s)",
-                [run_id, sorted({_seq_of(e) for e in wanted})]).fetchall()}
-            now = [e for e in wanted if (_seq_of(e), e.get("record_hash")) in present]
-            if now:
-                with conn.transaction():
-                    self._insert_secrets(conn, run_id, now)
+        present = {(doc.get("seq"), doc.get("record_hash"))
+                   for doc in self.records_at(run_id, [(_seq_of(e), None) for e in wanted])}
+        now = [e for e in wanted if (_seq_of(e), e.get("record_hash")) in present]
+        if now:
+            with self.db.connection() as conn, conn.transaction():
+                self._insert_secrets(conn, run_id, now)
         later = [e for e in wanted if (_seq_of(e), e.get("record_hash")) not in present]
         if later:
             waiting: dict[str, list[dict[str, Any]]] = self._staged.__dict__.setdefault("runs", {})

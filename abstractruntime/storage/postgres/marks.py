@@ -1,7 +1,7 @@
 """Snapshots and bookmarks on PostgreSQL, with the semantics of their folder-store versions.
 
-``PostgresSnapshotStore`` keeps one row per snapshot (the document exactly as written, and a
-``jsonb`` copy for queries) and filters by run in SQL; tags and text search use the same
+``PostgresSnapshotStore`` keeps one row per snapshot (the document exactly as written, the one
+copy) and filters by run in SQL; tags and text search use the same
 :func:`~abstractruntime.storage.snapshots.select_snapshots` as the other stores.
 ``PostgresBookmarkStore`` keeps one row per bookmark; adding one chain-checks the ledger up to
 its head first, so a bookmark never blesses tampering.
@@ -20,7 +20,7 @@ from ..bookmarks import MAX_NOTE_CHARS, Bookmark, bookmark_position
 from ..fsio import loads_strict
 from ..ledger_parse import parse_ledger
 from ..snapshots import SNAPSHOT_FORMAT, Snapshot, _EditableStore, _json_copy, select_snapshots
-from .db import PgDatabase, jsonb_copy, parse_document
+from .db import PgDatabase, parse_document
 
 
 class PostgresSnapshotStore(_EditableStore):
@@ -38,12 +38,11 @@ class PostgresSnapshotStore(_EditableStore):
         data = canonical_json(doc)
         with self.db.connection() as conn:
             conn.execute(
-                f"""INSERT INTO {self._t} (snapshot_id, run_id, created_ts, snapshot, snapshot_json)
-                    VALUES (%s, %s, %s, %s::jsonb, %s)
+                f"""INSERT INTO {self._t} (snapshot_id, run_id, created_ts, snapshot_json)
+                    VALUES (%s, %s, %s, %s)
                     ON CONFLICT (snapshot_id) DO UPDATE SET run_id = EXCLUDED.run_id,
-                        created_ts = EXCLUDED.created_ts, snapshot = EXCLUDED.snapshot,
-                        snapshot_json = EXCLUDED.snapshot_json""",
-                [snapshot.snapshot_id, snapshot.run_id, parse_iso(snapshot.created_at), jsonb_copy(data), data])
+                        created_ts = EXCLUDED.created_ts, snapshot_json = EXCLUDED.snapshot_json""",
+                [snapshot.snapshot_id, snapshot.run_id, parse_iso(snapshot.created_at), data])
 
     def _parse(self, snapshot_id: str, data: Any) -> Snapshot:
         where = f"snapshot {snapshot_id} in {self.db.describe()}"

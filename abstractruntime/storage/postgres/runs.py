@@ -1,7 +1,7 @@
 """``PostgresRunStore``: run checkpoints in the ``runs`` table, one writer per run by advisory lock.
 
-A row holds the checkpoint (exactly as written, and a ``jsonb`` copy for operators' queries)
-and the columns the scheduler and the CLI query:
+A row holds the checkpoint (exactly as written: the one copy) and the columns the scheduler
+and the CLI query, filled by the writer from the checkpoint:
 status, workflow, wait reason and key, due time, parent, last update. As on files, the
 checkpoint is a cache of the state at a ledger position: the ledger is the log, and a run
 whose checkpoint is behind is rebuilt from it (core/recovery.py).
@@ -46,7 +46,7 @@ from ..query import (
     timestamp,
     until_key,
 )
-from .db import PgDatabase, jsonb_copy, parse_document
+from .db import PgDatabase, parse_document
 
 
 def _instant(value: Optional[str]) -> Optional[datetime]:
@@ -84,8 +84,8 @@ class PostgresRunStore(RunStore):
     def __init__(self, db: PgDatabase | str) -> None:
         self.db = db if isinstance(db, PgDatabase) else PgDatabase(db)
         self._t = f"{self.db.s}.runs"
-        # run id -> checkpoint_token of the row as this store last wrote it (see written_token).
-        self._written: dict[str, tuple[int, str]] = {}
+        # run id -> checkpoint_token of the row as this database's stores last wrote it (see written_token).
+        self._written = self.db.written_tokens
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -149,18 +149,18 @@ class PostgresRunStore(RunStore):
         # writer that lost the run may write a checkpoint behind the new writer's records).
         row = conn.execute(
             f"""INSERT INTO {self._t} (run_id, status, workflow_id, wait_reason, wait_key, until_ts, updated_ts,
-                    parent_run_id, ledger_seq, checkpoint, checkpoint_json, ledger_ahead)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s,
-                        EXISTS (SELECT 1 FROM {self.db.s}.ledger WHERE run_id = %s AND seq > %s))
+                    parent_run_id, ledger_seq, checkpoint_json, ledger_ahead)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                        coalesce((SELECT coalesce(last_seq, seq) FROM {self.db.s}.ledger WHERE run_id = %s
+                                  ORDER BY seq DESC LIMIT 1), 0) > %s)
                 ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, workflow_id = EXCLUDED.workflow_id,
                     wait_reason = EXCLUDED.wait_reason, wait_key = EXCLUDED.wait_key, until_ts = EXCLUDED.until_ts,
                     updated_ts = EXCLUDED.updated_ts, parent_run_id = EXCLUDED.parent_run_id,
-                    ledger_seq = EXCLUDED.ledger_seq, checkpoint = EXCLUDED.checkpoint,
-                    checkpoint_json = EXCLUDED.checkpoint_json, ledger_ahead = EXCLUDED.ledger_ahead,
+                    ledger_seq = EXCLUDED.ledger_seq, checkpoint_json = EXCLUDED.checkpoint_json, ledger_ahead = EXCLUDED.ledger_ahead,
                     version = {self._t}.version + 1
                 {fence}
                 RETURNING version, xmin::text""",
-            [*row_columns(checkpoint), jsonb_copy(data), data, run_id, seq]).fetchone()
+            [*row_columns(checkpoint), data, run_id, seq]).fetchone()
         if row is None:
             found = conn.execute(f"SELECT ledger_seq FROM {self._t} WHERE run_id = %s", [run_id]).fetchone()
             at = int(found[0]) if found else "?"

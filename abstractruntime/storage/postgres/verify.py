@@ -37,7 +37,8 @@ def _read_row(store: Any, run_id: str) -> Optional[tuple[Any, list[Any], int]]:
     with db.connection() as conn:
         row = conn.execute(
             f"SELECT {columns}, r.checkpoint_json,"
-            f" (SELECT coalesce(max(seq), 0) FROM {db.s}.ledger l WHERE l.run_id = r.run_id)"
+            f" coalesce((SELECT coalesce(last_seq, seq) FROM {db.s}.ledger l WHERE l.run_id = r.run_id"
+            " ORDER BY seq DESC LIMIT 1), 0)"
             f" FROM {db.s}.runs r WHERE r.run_id = %s", [run_id]).fetchone()
     if row is None:
         return None
