@@ -21,7 +21,8 @@ import inspect
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
+from .fastclass import dataclass
 from typing import Any, Callable, Generator, Iterator, Optional
 
 from .effects import EffectOutcome

@@ -20,7 +20,8 @@ Standard library only: the kernel may import it without the ``postgres`` extra.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
+from ..core.fastclass import dataclass
 from typing import Optional
 from urllib.parse import unquote
 

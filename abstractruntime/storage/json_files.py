@@ -28,7 +28,6 @@ from ..core.canonical import canonical_json
 from ..core.models import RunState, RunStatus, WaitReason
 from ..core.ports import Capability, StoredCheckpoint
 from .base import CHECKPOINT_FORMAT, LedgerHead, RunStore
-from .tombstones import PRUNED_DIR
 from .fsio import (
     Durability,
     RunLock,
@@ -50,7 +49,7 @@ from .query import (
     until_key,
 )
 from .ledger_files import JsonlLedgerStore  # importable from here too, as in 0.0.1
-from .run_files import CHECKPOINT_FILE, LEDGER_FILE, LOCK_FILE, RUNS_DIR, RunFiles
+from .run_files import CHECKPOINT_FILE, LEDGER_FILE, LOCK_FILE, PRUNED_DIR, RUNS_DIR, RunFiles
 from .run_index import RunIndex
 from .segments import has_ledger, ledger_size
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 import os
 import re
 import stat as stat_module
-from dataclasses import dataclass, field
+from dataclasses import field
+from ..core.fastclass import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
