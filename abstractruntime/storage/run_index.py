@@ -20,7 +20,7 @@ cache of the ``run.json`` files, which stay the truth:
 - run directories copied in by hand are found through the ``runs/`` directory's mtime;
 - :func:`~abstractruntime.storage.reindex.rebuild_index` (CLI: ``abstractruntime runs reindex``)
   recreates it from the files. A rebuild over :data:`PARALLEL_MIN` runs or more cuts the sorted
-  run ids into one share per CPU and hands all but the first to helper processes (the same
+  run ids into one share per idle CPU and hands all but the first to helper processes (the same
   Python, reading the same files); the rows are written in one transaction once every share is
   in, and a share whose helper fails is scanned by the builder. A builder killed before that
   commit leaves an index without ``runs_mtime_ns``, which the next open rebuilds whole.
@@ -131,7 +131,8 @@ class RunIndex:
         self.parallel_min = PARALLEL_MIN
         """A rebuild over this many runs or more shares the scan with helper processes."""
         self.helpers: Optional[int] = None
-        """How many helper processes such a rebuild starts (``None``: one per further CPU)."""
+        """How many helper processes such a rebuild starts (``None``: one per further CPU that
+        the load average leaves idle)."""
         self.last_helpers = 0
         """How many helpers' shares the last rebuild took from them (a failed one is rescanned here)."""
         self._lock = threading.RLock()
@@ -458,7 +459,7 @@ class RunIndex:
         return rows, unreadable
 
     def _helpers(self, count: int) -> int:
-        """How many helper processes a scan of ``count`` runs gets: one per further CPU."""
+        """How many helper processes a scan of ``count`` runs gets: one per further idle CPU."""
         if self._scanner is None or count < max(self.parallel_min, 2) or not sys.executable:
             return 0
         if self.helpers is not None:
@@ -467,7 +468,13 @@ class RunIndex:
             cpus = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):
             cpus = os.cpu_count() or 1
-        return max(0, min(cpus - 1, 15, count - 1))
+        # CPUs that others keep busy would only be fought over: a helper per CPU left idle by the
+        # last minute's load (less this process, which counts in it when it has been busy).
+        try:
+            busy = max(os.getloadavg()[0] - 1.0, 0.0)
+        except OSError:
+            busy = 0.0
+        return max(0, min(cpus - 1, int(cpus - busy) - 1, 15, count - 1))
 
     def _scan_all(self) -> tuple[list[tuple[object, ...]], list[str]]:
         """Every run's row, and the run directories that could not be read: the sorted run ids cut
