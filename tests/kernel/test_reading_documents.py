@@ -1,4 +1,5 @@
-"""``show`` answers as the one-pass definition does, and hands back a marker-free value itself."""
+"""Reading stored documents: ``show`` answers as its one-pass definition does (and hands a
+marker-free value back itself); a key given twice is refused, named, at any depth."""
 
 from __future__ import annotations
 
@@ -55,3 +56,15 @@ def test_show_matches_its_definition(value: Any) -> None:
                     | st.dictionaries(st.text(max_size=3).filter(lambda k: not k.startswith("$")), inner, max_size=4)))
 def test_a_value_without_markers_is_handed_back_itself(value: Any) -> None:
     assert show(value) is value
+
+
+def test_a_key_given_twice_is_refused_at_any_depth_and_named() -> None:
+    import pytest
+
+    from abstractruntime.core.json_codec import loads_strict
+
+    assert loads_strict(b'{"a": 1, "b": {"c": [{"d": 2}]}}') == {"a": 1, "b": {"c": [{"d": 2}]}}
+    for text, key in (('{"a": 1, "b": 2, "b": 3, "a": 4}', "b"), ('{"x": {"y": 1, "y": 1}}', "y"),
+                      ('[{"k": 1}, {"k": 1, "j": 2, "k": 3}]', "k")):
+        with pytest.raises(ValueError, match=f"duplicate key '{key}'"):
+            loads_strict(text)
