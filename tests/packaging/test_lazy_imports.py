@@ -49,14 +49,3 @@ def test_a_step_on_a_file_store_loads_none_of_the_modules_it_does_not_use() -> N
     loaded = _loaded()
     assert [m for m in NEVER_FOR_A_STEP if m in loaded["run"]] == []
 
-
-def test_the_kernel_classes_are_built_without_compiling_each_method() -> None:
-    # core/fastclass.py compiles one __init__ per class; the standard decorator compiles up to six.
-    probe = ("import sys, dataclasses\nfrom abstractruntime import Runtime, FileStore\n"
-             "slow = [f'{n}.{v.__qualname__}' for n, m in list(sys.modules.items()) if n.startswith('abstractruntime')"
-             " for v in vars(m).values() if isinstance(v, type) and v.__module__ == n"
-             " and dataclasses.is_dataclass(v) and '__create_fn__' in getattr(v.__init__.__code__, 'co_qualname', '')]\n"
-             "print(slow)")
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
