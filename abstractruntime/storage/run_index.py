@@ -105,6 +105,13 @@ def boot_id() -> Optional[bytes]:
 log = get_logger("abstractruntime.storage")
 
 
+def _python_executable() -> bool:
+    """Whether ``sys.executable`` is an interpreter that runs ``-c CODE``: not a frozen application
+    or a server embedding Python (their executable would start itself again)."""
+    name = os.path.basename(sys.executable or "").lower()
+    return not getattr(sys, "frozen", False) and name.startswith(("python", "pypy"))
+
+
 class RunIndex:
     """The SQLite index of one store's runs (thread-safe, shared by processes)."""
 
@@ -460,7 +467,7 @@ class RunIndex:
 
     def _helpers(self, count: int) -> int:
         """How many helper processes a scan of ``count`` runs gets: one per further idle CPU."""
-        if self._scanner is None or count < max(self.parallel_min, 2) or not sys.executable:
+        if self._scanner is None or count < max(self.parallel_min, 2) or not _python_executable():
             return 0
         if self.helpers is not None:
             return max(0, min(self.helpers, count - 1))

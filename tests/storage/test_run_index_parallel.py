@@ -200,3 +200,12 @@ def test_a_builder_killed_mid_scan_leaves_a_usable_store(store_root: Path) -> No
     while not all(_gone(pid) for pid in helpers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert all(_gone(pid) for pid in helpers)
+
+
+def test_a_frozen_application_scans_alone(store_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its sys.executable is the application itself: started with -c it would run the application.
+    alone, unreadable, _ = _rebuilt(store_root, helpers=0)
+    _drop_index(store_root)
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    shared, shared_unreadable, used = _rebuilt(store_root, helpers=2)
+    assert used == 0 and shared == alone and shared_unreadable == unreadable
