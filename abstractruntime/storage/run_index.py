@@ -207,7 +207,7 @@ class RunIndex:
         # has no runs_mtime_ns: rebuilt whole, as a new one is, so runs whose ledgers are past
         # their checkpoints get their dirty rows.
         if fresh or conn.execute("SELECT 1 FROM meta WHERE key = 'runs_mtime_ns'").fetchone() is None:
-            self.rebuild()
+            self.rebuild(unless_built=True)
         return conn
 
     def _open_readonly(self) -> Optional[sqlite3.Connection]:
@@ -401,8 +401,13 @@ class RunIndex:
     def _runs_mtime(self) -> int:
         return os.stat(self._runs_dir).st_mtime_ns if os.path.isdir(self._runs_dir) else 0
 
-    def rebuild(self) -> int:
-        """Recreate every row from the run files; the number indexed (StorageError if read-only)."""
+    def rebuild(self, *, unless_built: bool = False) -> int:
+        """Recreate every row from the run files; the number indexed (StorageError if read-only).
+
+        ``unless_built``: the rebuild an open makes of a new (or never built) index, which writes
+        nothing if another process's rebuild committed while this one scanned: that one's rows,
+        and the marks its writers made since, stand.
+        """
         with self._lock:
             db = self._db()
             if db is None or self._readonly:
@@ -414,11 +419,15 @@ class RunIndex:
             try:
                 with db:  # one transaction: committed whole, or rolled back on any exception
                     db.execute("BEGIN IMMEDIATE")
-                    db.execute("DELETE FROM runs")
-                    db.executemany(_INSERT, rows)
-                    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(mtime)))
-                self._fresh = True
-                self._end_check()
+                    built = unless_built and db.execute(
+                        "SELECT 1 FROM meta WHERE key = 'runs_mtime_ns'").fetchone() is not None
+                    if not built:
+                        db.execute("DELETE FROM runs")
+                        db.executemany(_INSERT, rows)
+                        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(mtime)))
+                if not built:
+                    self._fresh = True
+                    self._end_check()
             except sqlite3.DatabaseError as exc:
                 self._handle(exc, "rebuilding")
                 raise StorageError(f"The run index {self._path} could not be rebuilt: {exc}",

@@ -209,3 +209,21 @@ def test_a_frozen_application_scans_alone(store_root: Path, monkeypatch: pytest.
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     shared, shared_unreadable, used = _rebuilt(store_root, helpers=2)
     assert used == 0 and shared == alone and shared_unreadable == unreadable
+
+
+def test_the_rebuild_an_open_makes_leaves_a_rebuild_committed_meanwhile_alone(store_root: Path) -> None:
+    # Two processes opening a new index at once both scan; the second to commit finds the
+    # first's rebuild (and the dirty mark a writer made after it) and writes nothing.
+    first = JsonFileRunStore(store_root, durability="none")
+    first.list_runs()
+    first._index.mark("run-001")
+    second = JsonFileRunStore(store_root, durability="none")
+    second._index._db()
+    assert second._index.rebuild(unless_built=True) > 0
+    with sqlite3.connect(store_root / "index.sqlite3") as db:
+        assert db.execute("SELECT dirty FROM runs WHERE run_id = 'run-001'").fetchone() == (1,)
+    assert second._index.rebuild() > 0  # runs reindex: rebuilt from the files whatever is there
+    with sqlite3.connect(store_root / "index.sqlite3") as db:
+        assert db.execute("SELECT dirty FROM runs WHERE run_id = 'run-001'").fetchone() == (0,)
+    first.close()
+    second.close()
