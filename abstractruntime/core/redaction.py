@@ -143,6 +143,7 @@ RedactionPath = tuple[Union[str, int], ...]
 PatternLike = Union[str, Pattern[str]]
 
 
+@functools.lru_cache(maxsize=4096)  # every Redactor splits the same default names; a run, the same keys
 def key_words(key: str) -> tuple[str, ...]:
     """``"AWS_SECRET_ACCESS_KEY"``, ``"awsSecretAccessKey"`` → ``("aws", "secret", "access", "key")``.
 
