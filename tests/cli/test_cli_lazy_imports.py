@@ -81,3 +81,24 @@ def test_a_graph_workflow_run_loads_no_code_first_machinery(tmp_path: Path) -> N
         "from abstractruntime import workflow\n\n@workflow\ndef greet(ctx, name: str):\n    return {'hi': name}\n",
         encoding="utf-8")
     assert probe("run", "cf.py", "--var", "name=7") == {"code": 0, "loaded": ["abstractruntime.flow"]}
+
+
+GC_PROBE = r"""
+import gc, json, sys
+if sys.argv[1] == "off":
+    gc.disable()
+from abstractruntime.cli.entry import run
+code = run(["--help"])
+sys.stderr.write(json.dumps({"code": code, "enabled": gc.isenabled(), "frozen": gc.get_freeze_count() > 0}) + "\n")
+"""
+
+
+def test_start_up_freezes_what_the_command_line_import_made_and_leaves_the_collector_as_found(
+        tmp_path: Path) -> None:
+    def probe(mode: str) -> dict:
+        proc = subprocess.run([sys.executable, "-c", GC_PROBE, mode], capture_output=True, text=True, timeout=120,
+                              cwd=tmp_path, stdin=subprocess.DEVNULL)
+        return json.loads(proc.stderr.strip().splitlines()[-1])
+
+    assert probe("on") == {"code": 0, "enabled": True, "frozen": True}
+    assert probe("off") == {"code": 0, "enabled": False, "frozen": False}  # an embedder's choice stands
