@@ -30,7 +30,7 @@ import os
 import sys
 import traceback
 import types
-from dataclasses import dataclass
+from .core.fastclass import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 

@@ -41,7 +41,7 @@ import glob
 import hashlib
 import importlib
 import os
-from dataclasses import dataclass
+from .core.fastclass import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -271,6 +271,8 @@ def pyproject_entries(start: Optional[Path] = None) -> tuple[Optional[Path], lis
 
 @dataclass(frozen=True)
 class _Source:
+    """Where a list of registry entries came from."""
+
     label: str          # "--workflows", "$ABSTRACTRUNTIME_WORKFLOWS", a pyproject.toml path, "entries"
     base: Path          # what relative entries are relative to
     entries: tuple[str, ...]

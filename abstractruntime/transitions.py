@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import ast
 import linecache
-from dataclasses import dataclass, field
+from dataclasses import field
+from .core.fastclass import dataclass
 from typing import Any, Iterator, Mapping, Optional
 
 from .core.errors import WorkflowLoadError

@@ -11,7 +11,7 @@ the whole trust model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .core.fastclass import dataclass
 from typing import Any, Optional
 
 from .core.errors import VerificationFailedError

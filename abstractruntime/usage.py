@@ -13,7 +13,8 @@ the group was priced) and ``unpriced`` (calls without a price). Reading writes n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+from .core.fastclass import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Optional
 
 from .core.budget import BUDGET_KEY, check_budget

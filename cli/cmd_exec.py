@@ -2,6 +2,7 @@
 
 # Annotations stay evaluated (no __future__ import): typer reads every command's signature at
 # start-up, and string annotations would cost it an eval per parameter.
+import sys
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
@@ -101,9 +102,10 @@ def run_cmd(
     limits = parse_budget(budget)
     config = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url).config()
     loaded = workflows.load(workflow_file, attr=attr)
-    from abstractruntime.flow.spec import text_inputs
-
-    inputs = workflows.parse_vars(var, vars_json, text_inputs(loaded.workflow))
+    # Only a code-first workflow has typed inputs, and its file imported abstractruntime.flow:
+    # a graph workflow's run does not load that package.
+    flow = sys.modules.get("abstractruntime.flow.spec")
+    inputs = workflows.parse_vars(var, vars_json, flow.text_inputs(loaded.workflow) if flow else frozenset())
     if config is not None:
         s.debug(config.describe())
     runtime = workflows.runtime_for(s.open_store(create=True), loaded, config)
@@ -148,9 +150,10 @@ def start_cmd(
     limits = parse_budget(budget)
     config = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url).config()
     loaded = workflows.load(workflow_file, attr=attr)
-    from abstractruntime.flow.spec import text_inputs
-
-    inputs = workflows.parse_vars(var, vars_json, text_inputs(loaded.workflow))
+    # Only a code-first workflow has typed inputs, and its file imported abstractruntime.flow:
+    # a graph workflow's run does not load that package.
+    flow = sys.modules.get("abstractruntime.flow.spec")
+    inputs = workflows.parse_vars(var, vars_json, flow.text_inputs(loaded.workflow) if flow else frozenset())
     runtime = workflows.runtime_for(s.open_store(create=True), loaded)
     metadata = {"llm": config.to_metadata()} if config is not None else None
     declared = getattr(loaded.module, "budget", None)

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import functools
 import threading
-from dataclasses import dataclass, field
+from dataclasses import field
+from .fastclass import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from .canonical import canonical_json, sha256_hex

@@ -22,7 +22,8 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
+from .fastclass import dataclass
 from typing import Any, Callable, Generator, Iterator, Optional
 
 from .effects import EffectOutcome

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from dataclasses import dataclass, field
+from dataclasses import field
+from .fastclass import dataclass
 from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional
 
 from .errors import InvalidInputError

@@ -13,7 +13,7 @@ deduplicates across the run: a completed effect with that key is reused.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from .fastclass import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from .fastclass import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Optional
 

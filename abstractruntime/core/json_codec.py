@@ -17,19 +17,28 @@ def _reject_constant(name: str) -> Any:
 
 
 def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
+    result = dict(pairs)  # in C; a key given twice leaves fewer entries than pairs
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
     return result
+
+
+# One decoder for every read: json.loads given options builds a new decoder (and its scanner) per
+# call, which costs as much as parsing a small document. Shared as json's own default one is.
+_STRICT = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_object)
 
 
 def loads_strict(data: bytes | str) -> Any:
     """Parse JSON refusing NaN/Infinity and duplicate keys (raises ``ValueError``)."""
     if isinstance(data, bytes):
         data = data.decode("utf-8")
-    return json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_unique_object)
+    if data.startswith("\ufeff"):  # as json.loads refuses it
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", data, 0)
+    return _STRICT.decode(data)
 
 
 def dumps_compact(doc: Any) -> bytes:

@@ -98,6 +98,29 @@ def show(value: Any) -> Any:
     Stored-value markers are left as they are (see :func:`~abstractruntime.core.values.ValueTable.resolve`
     to resolve them). Returns ``value`` itself when there is nothing to show differently.
     """
+    # Most documents hold no marker at all: one pass that builds nothing says so (an index
+    # rebuild shows every run's checkpoint); only a document with a marker key is rebuilt.
+    return _show(value) if _has_marker(value) else value
+
+
+def _has_marker(value: Any) -> bool:
+    """Whether any object in ``value`` uses a marker key (nothing is built)."""
+    if isinstance(value, dict):
+        if has_marker_key(value):
+            return True
+        for item in value.values():
+            if (isinstance(item, (dict, list)) and item) and _has_marker(item):
+                return True
+        return False
+    if isinstance(value, list):
+        for item in value:
+            if (isinstance(item, (dict, list)) and item) and _has_marker(item):
+                return True
+    return False
+
+
+def _show(value: Any) -> Any:
+    """What :func:`show` returns, built (the document holds a marker key somewhere)."""
     if isinstance(value, dict):
         if has_marker_key(value):
             kind = marker_kind(value)
@@ -105,12 +128,12 @@ def show(value: Any) -> Any:
                 return value[SHOWN]
             if kind == "lit":
                 inner = value[LIT]
-                return {k: show(v) for k, v in inner.items()}
+                return {k: _show(v) for k, v in inner.items()}
             return value
-        out = {k: show(v) for k, v in value.items()}
+        out = {k: _show(v) for k, v in value.items()}
         return out if any(out[k] is not value[k] for k in value) else value
     if isinstance(value, list):
-        items = [show(item) for item in value]
+        items = [_show(item) for item in value]
         return items if any(a is not b for a, b in zip(items, value)) else value
     return value
 

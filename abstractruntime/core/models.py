@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import field
+from .fastclass import dataclass
 from enum import Enum
 from typing import Any, Optional
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import builtins
 import contextlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import field
+from .fastclass import dataclass
 from enum import Enum
 from typing import Any, Callable, Collection, ContextManager, Optional, Protocol, Sequence, runtime_checkable
 

@@ -14,7 +14,8 @@ not keep); a format-1 prefix, which has no deltas, takes its state from the chec
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+from .fastclass import dataclass
 from typing import Any, Optional
 
 from .errors import (

@@ -143,6 +143,7 @@ RedactionPath = tuple[Union[str, int], ...]
 PatternLike = Union[str, Pattern[str]]
 
 
+@functools.lru_cache(maxsize=4096)  # every Redactor splits the same default names; a run, the same keys
 def key_words(key: str) -> tuple[str, ...]:
     """``"AWS_SECRET_ACCESS_KEY"``, ``"awsSecretAccessKey"`` → ``("aws", "secret", "access", "key")``.
 
@@ -152,6 +153,12 @@ def key_words(key: str) -> tuple[str, ...]:
     while words and words[-1].isdigit():
         words.pop()
     return tuple(words)
+
+
+@functools.lru_cache(maxsize=None)
+def _compile_builtin(pattern: str) -> Pattern[str]:
+    """A built-in value pattern, compiled once per process on first use."""
+    return re.compile(pattern)
 
 
 def _compile(pattern: PatternLike) -> Pattern[str]:
@@ -193,10 +200,19 @@ class Redactor:
         self.suffixes = tuple(w for w in (key_words(s) for s in (*a["suffixes"], *a["extra_suffixes"])) if w)
         self.words = frozenset(w for k in a["words"] for w in key_words(k))
         self.safe_keys = frozenset("_".join(key_words(k)) for k in a["safe_keys"])
-        self.patterns = tuple(_compile(p) for p in (*a["patterns"], *a["extra_patterns"]))
-        self._scans = tuple((p, _TRIGGERS.get(p.pattern, ())) for p in self.patterns)
+        # The built-in patterns are compiled when a text first passes their triggers (most
+        # never do in a process); any other is compiled now, so a bad one is refused here.
+        sources = tuple(p if isinstance(p, str) and p in _TRIGGERS else _compile(p)
+                        for p in (*a["patterns"], *a["extra_patterns"]))
+        self._scans: list[tuple[PatternLike, tuple[tuple[str, ...], ...]]] = [
+            (p, _TRIGGERS.get(p if isinstance(p, str) else p.pattern, ())) for p in sources]
         self._name_triggers = _name_triggers(self.keys, self.suffixes, self.words)
         self._verdicts: dict[str, bool] = {}
+
+    @property
+    def patterns(self) -> tuple[Pattern[str], ...]:
+        """The value patterns, compiled, in the order they are tried."""
+        return tuple(_compile_builtin(p) if isinstance(p, str) else p for p, _ in self._scans)
 
     def is_secret_key(self, key: object) -> bool:
         """True when values under ``key`` must never be recorded (see the module docstring)."""
@@ -260,6 +276,8 @@ class Redactor:
                 else:
                     break  # no trigger of this group: the pattern cannot match
             else:
+                if isinstance(pattern, str):
+                    pattern = _compile_builtin(pattern)
                 text = pattern.sub(replace, text)
         if "=" in text or ":" in text:
             for words in self._name_triggers:

@@ -24,7 +24,7 @@ located (the CLI: through the operator's registry), never a path from the snapsh
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from .fastclass import dataclass
 from typing import Any, Optional, cast
 
 from .canonical import canonical_json, sha256_hex

@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from .fastclass import dataclass
 from datetime import datetime
 from typing import Any, AsyncIterator, Iterator, Optional
 

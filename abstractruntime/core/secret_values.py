@@ -15,7 +15,6 @@ status, a node or an answer. A marker whose value is gone raises :class:`SecretM
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 import copy
 from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
@@ -103,9 +102,13 @@ class SecretKeeper:
 
     def _hmac(self, value: Any) -> str:
         assert self._key is not None
+        import hmac  # on first use: a run that holds no secret never commits to one
+
         return hmac.new(self._key, jcs(value), hashlib.sha256).hexdigest()
 
     def _matches(self, commitment: str, value: Any) -> bool:
+        import hmac
+
         try:
             return hmac.compare_digest(self._hmac(value), commitment)
         except Exception:  # a stored value that cannot even be encoded commits to nothing

@@ -12,7 +12,8 @@ image's digest, so the checkpoint is proven before anyone uses it (docs/file-for
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+from .fastclass import dataclass
 from typing import Any, Optional
 
 from .canonical import check_size

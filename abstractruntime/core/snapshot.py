@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
+from .fastclass import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, cast, runtime_checkable
 

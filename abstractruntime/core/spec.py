@@ -6,7 +6,7 @@ effects in effects: a pure node may be re-run after a crash (docs/durability.md)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .fastclass import dataclass
 from typing import Any, Callable, Optional, Protocol
 
 from .ids import validate_workflow_id

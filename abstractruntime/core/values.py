@@ -19,7 +19,7 @@ handler may have changed the object in place since.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from .fastclass import dataclass
 from typing import Any, Callable, Optional
 
 from .canonical import sha256_hex

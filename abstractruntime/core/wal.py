@@ -19,7 +19,8 @@ a :class:`~abstractruntime.core.state.StateImage`.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import field
+from .fastclass import dataclass
 from typing import Any, Callable, Optional, Union
 
 from .errors import InvalidInputError

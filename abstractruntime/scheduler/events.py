@@ -32,7 +32,8 @@ again. An event no run took in time is dropped (``expired``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
+from ..core.fastclass import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 

@@ -14,7 +14,8 @@ import copy
 import dataclasses
 import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import field
+from ..core.fastclass import dataclass
 from datetime import datetime
 from typing import Any, Callable
 

@@ -24,7 +24,7 @@ lock because the file is replaced atomically.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from ..core.fastclass import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional

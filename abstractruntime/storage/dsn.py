@@ -20,7 +20,8 @@ Standard library only: the kernel may import it without the ``postgres`` extra.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
+from ..core.fastclass import dataclass
 from typing import Optional
 from urllib.parse import unquote
 
@@ -44,16 +45,18 @@ KEYWORDS = frozenset("""
 """.split())
 SECRET_KEYWORDS = frozenset({"password", "sslpassword"})
 
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-_KEYWORD_START = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=")
-_ANY_KEYWORD = re.compile(r"(?:^|\s)(" + "|".join(sorted(KEYWORDS)) + r")\s*=")
-_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# Patterns, compiled on first use (re caches them): every command that opens a store asks
+# is_connection_string about its path, which for a folder needs only _KEYWORD_START.
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.-]*://"
+_KEYWORD_START = r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*="
+_ANY_KEYWORD = r"(?:^|\s)(" + "|".join(sorted(KEYWORDS)) + r")\s*="
+_BAD_ESCAPE = r"%(?![0-9A-Fa-f]{2})"
 # In free text: a URL up to the next whitespace, and password=... pairs (quoted or not).
-_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*")
+_URL_IN_TEXT = r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*"
 # A URL whose password holds a space runs past the next whitespace: the redaction rules' URL
 # pattern finds it (one rule for messages and for ledgers).
-_URL_PASSWORD = re.compile(URL_PASSWORD_PATTERN)
-_SECRET_PAIR = re.compile(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&'\"]+)", re.IGNORECASE)
+_URL_PASSWORD = URL_PASSWORD_PATTERN
+_SECRET_PAIR = r"(?i)(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&'\"]+)"
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ def is_connection_string(value: object) -> bool:
     text = value.strip()
     if text.lower().startswith(URL_SCHEMES):
         return True
-    return bool(_KEYWORD_START.match(text)) and bool(_ANY_KEYWORD.search(text))
+    return bool(re.match(_KEYWORD_START, text)) and bool(re.search(_ANY_KEYWORD, text))
 
 
 def is_url(value: object) -> bool:
@@ -139,16 +142,16 @@ def redact(text: str) -> str:
     unencoded ``@`` or ``/`` is hidden whole; then within a URL up to the next space, to its last
     ``@`` (the host may be hidden with it).
     """
-    text = _URL_PASSWORD.sub(lambda m: text[m.start():m.start("secret")] + MASK + text[m.end("secret"):m.end()], text)
-    text = _URL_IN_TEXT.sub(lambda m: _redact_url_loose(m.group(0)), text)
-    return _SECRET_PAIR.sub(lambda m: m.group(1) + MASK, text)
+    text = re.sub(_URL_PASSWORD, lambda m: text[m.start():m.start("secret")] + MASK + text[m.end("secret"):m.end()], text)
+    text = re.sub(_URL_IN_TEXT, lambda m: _redact_url_loose(m.group(0)), text)
+    return re.sub(_SECRET_PAIR, lambda m: m.group(1) + MASK, text)
 
 
 # -- URLs ------------------------------------------------------------------------------------
 
 
 def _redact_url_loose(url: str) -> str:
-    scheme = _SCHEME.match(url)
+    scheme = re.match(_SCHEME, url)
     if scheme is None:
         return url
     head, rest = url[:scheme.end()], url[scheme.end():]
@@ -161,7 +164,7 @@ def _redact_url_loose(url: str) -> str:
 
 
 def _userinfo_password_raw(url: str) -> Optional[str]:
-    scheme = _SCHEME.match(url)
+    scheme = re.match(_SCHEME, url)
     rest = url[scheme.end():] if scheme else url
     at = rest.rfind("@")
     if at < 0:
@@ -178,9 +181,9 @@ def _refuse_url(why: str) -> InvalidInputError:
 def _parse_url(url: str) -> ConnectionString:
     if any(ch.isspace() for ch in url):
         raise _refuse_url("it contains a space; percent-encode it (%20), also inside a password")
-    if _BAD_ESCAPE.search(url):
+    if re.search(_BAD_ESCAPE, url):
         raise _refuse_url("a '%' is not followed by two hex digits; write a literal '%' as %25")
-    scheme = _SCHEME.match(url)
+    scheme = re.match(_SCHEME, url)
     assert scheme is not None
     rest = url[scheme.end():]
     # libpq: the user information ends at the first '@' seen before any '/'.

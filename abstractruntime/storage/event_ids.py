@@ -22,7 +22,8 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
+from ..core.fastclass import dataclass
 from typing import Any, Iterator, Optional, Protocol
 
 from ..core.canonical import canonical_json, sha256_hex

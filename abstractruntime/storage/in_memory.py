@@ -12,7 +12,7 @@ import copy
 import threading
 from typing import Any, Iterator, Optional, Sequence
 
-from dataclasses import dataclass
+from ..core.fastclass import dataclass
 
 from ..core.errors import LedgerConflictError, RunLockedError, RunNotFoundError
 from ..core.models import RunState, RunStatus, StepRecord, StepStatus, WaitReason

@@ -28,7 +28,6 @@ from ..core.canonical import canonical_json
 from ..core.models import RunState, RunStatus, WaitReason
 from ..core.ports import Capability, StoredCheckpoint
 from .base import CHECKPOINT_FORMAT, LedgerHead, RunStore
-from .tombstones import PRUNED_DIR
 from .fsio import (
     Durability,
     RunLock,
@@ -50,7 +49,7 @@ from .query import (
     until_key,
 )
 from .ledger_files import JsonlLedgerStore  # importable from here too, as in 0.0.1
-from .run_files import CHECKPOINT_FILE, LEDGER_FILE, LOCK_FILE, RUNS_DIR, RunFiles
+from .run_files import CHECKPOINT_FILE, LEDGER_FILE, LOCK_FILE, PRUNED_DIR, RUNS_DIR, RunFiles
 from .run_index import RunIndex
 from .segments import has_ledger, ledger_size
 
@@ -69,6 +68,16 @@ def read_checkpoint(path: Path) -> StoredCheckpoint:
     return checkpoint
 
 
+def index_rows(root: str, first: str, last: str) -> tuple[list[tuple[object, ...]], list[str]]:
+    """The index rows of the runs of the store at ``root`` whose ids sort from ``first`` to ``last``,
+    and the run directories that could not be read: a share of a rebuild, in a helper process."""
+    store = JsonFileRunStore(root, durability="none")
+    try:
+        return store._index.scan_rows(first, last)
+    finally:
+        store.close()
+
+
 class JsonFileRunStore(RunStore):
     """Checkpoints as ``runs/<id>/run.json``, queryable through a SQLite index, flock per run."""
 
@@ -80,7 +89,7 @@ class JsonFileRunStore(RunStore):
         self.durability = check_durability(durability)
         self._files = RunFiles(base_dir, durable=durability == "fsync")
         self._index = RunIndex(self._files.root, self._files.runs, self._view, ledger_loader=self._ledger_view,
-                               examine=self._examine)
+                               examine=self._examine, scanner=f"{__name__}:index_rows")
         self._tidied: set[str] = set()
         # The token of the checkpoint this store last wrote, per run (see written_token).
         self._written: dict[str, tuple[int, int, int]] = {}
@@ -175,7 +184,7 @@ class JsonFileRunStore(RunStore):
         if run_dir is None:
             return None, False
         try:
-            size = ledger_size(Path(run_dir))  # across its sealed segments too: offsets count them
+            size = ledger_size(run_dir)  # across its sealed segments too: offsets count them
         except (FileNotFoundError, StorageError):
             size = 0
         try:

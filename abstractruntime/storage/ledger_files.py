@@ -17,7 +17,8 @@ import builtins
 import fcntl
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import field
+from ..core.fastclass import dataclass
 from pathlib import Path
 from typing import Any, Collection, Optional, Sequence
 

@@ -10,7 +10,8 @@ and the line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+from ..core.fastclass import dataclass
 from typing import Any, Optional
 
 from ..core.canonical import record_hash

@@ -12,7 +12,8 @@ someone without the key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+from ..core.fastclass import dataclass
 from typing import Any, Optional
 
 from ..core.records import RECORD_FIELDS

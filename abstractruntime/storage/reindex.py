@@ -7,7 +7,8 @@ start (after restoring a backup, say) or to learn which run directories cannot b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+from ..core.fastclass import dataclass
 from pathlib import Path
 from typing import Any
 

@@ -17,6 +17,8 @@ LEDGER_FILE = "ledger.jsonl"
 SECRETS_FILE = "secrets.jsonl"
 ANCHORS_FILE = "anchors.jsonl"
 LOCK_FILE = ".lock"
+# A pruned run's id is kept here for ever (storage/tombstones.py): `start` refuses it.
+PRUNED_DIR = "pruned"
 
 
 class RunFiles:
@@ -93,4 +95,4 @@ class RunFiles:
         return self.child(run_id, LEDGER_FILE)
 
 
-__all__ = ["ANCHORS_FILE", "CHECKPOINT_FILE", "LEDGER_FILE", "LOCK_FILE", "RUNS_DIR", "RunFiles", "SECRETS_FILE"]
+__all__ = ["ANCHORS_FILE", "CHECKPOINT_FILE", "LEDGER_FILE", "LOCK_FILE", "PRUNED_DIR", "RUNS_DIR", "RunFiles", "SECRETS_FILE"]

@@ -19,7 +19,11 @@ cache of the ``run.json`` files, which stay the truth:
 - query results are re-read from ``run.json`` and re-checked against the filter;
 - run directories copied in by hand are found through the ``runs/`` directory's mtime;
 - :func:`~abstractruntime.storage.reindex.rebuild_index` (CLI: ``abstractruntime runs reindex``)
-  recreates it from the files.
+  recreates it from the files. A rebuild over :data:`PARALLEL_MIN` runs or more cuts the sorted
+  run ids into one share per idle CPU and hands all but the first to helper processes (the same
+  Python, reading the same files); the rows are written in one transaction once every share is
+  in, and a share whose helper fails is scanned by the builder. A builder killed before that
+  commit leaves an index without ``runs_mtime_ns``, which the next open rebuilds whole.
 
 A store that cannot be written (read-only mount, no write permission) is queried through a
 read-only connection, or from the run files when there is no index: nothing is written or
@@ -32,11 +36,13 @@ point at is seen after ``runs reindex`` (or on every query with ``always_check``
 
 from __future__ import annotations
 
+import marshal
 import os
 import sqlite3
+import sys
 import threading
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 
 from ..core.logs import get_logger
 from ..core.errors import StorageError
@@ -55,6 +61,9 @@ from .run_index_schema import (
     row as _row,
 )
 
+if TYPE_CHECKING:
+    import subprocess
+
 INDEX_FILENAME = "index.sqlite3"
 CHECKPOINT_NAME = "run.json"
 # The boot id of the last check of every row against its file: while it is this boot's and no
@@ -64,6 +73,21 @@ CHECKED_FILENAME = "index.checked"
 # Left by a writer whose row write was lost (a full disk, a locked or read-only index).
 UNCHECKED_FILENAME = "index.unchecked"
 _BOOT_ID: list[Optional[bytes]] = []
+# A rebuild over at least this many run directories shares them with helper processes (one per
+# further CPU): each run costs 50-90 µs of parsing, a helper about 0.1 s to start.
+PARALLEL_MIN = 4000
+# What a helper process runs: it reads its task (sys.path, the scanner, the store root and the
+# first and last run id of its share) from stdin and writes the rows, marshalled, to stdout.
+# Everything it is handed is the parent's own; a parent killed meanwhile closes the pipe, and the
+# helper's write then fails and it exits.
+_HELPER = (
+    "import marshal, sys\n"
+    "path, scanner, root, first, last = marshal.load(sys.stdin.buffer)\n"
+    "sys.path[:0] = [p for p in path if p not in sys.path]\n"
+    "from importlib import import_module\n"
+    "module, name = scanner.split(':')\n"
+    "sys.stdout.buffer.write(marshal.dumps(getattr(import_module(module), name)(root, first, last)))\n"
+)
 
 
 def boot_id() -> Optional[bytes]:
@@ -81,12 +105,20 @@ def boot_id() -> Optional[bytes]:
 log = get_logger("abstractruntime.storage")
 
 
+def _python_executable() -> bool:
+    """Whether ``sys.executable`` is an interpreter that runs ``-c CODE``: not a frozen application
+    or a server embedding Python (their executable would start itself again)."""
+    name = os.path.basename(sys.executable or "").lower()
+    return not getattr(sys, "frozen", False) and name.startswith(("python", "pypy"))
+
+
 class RunIndex:
     """The SQLite index of one store's runs (thread-safe, shared by processes)."""
 
     def __init__(self, root: Path, runs_dir: Path, loader: Callable[[str], Optional[RunState]],
                  ledger_loader: Optional[Callable[[str], Optional[RunState]]] = None,
-                 examine: Optional[Callable[[str], tuple[Optional[RunState], bool]]] = None) -> None:
+                 examine: Optional[Callable[[str], tuple[Optional[RunState], bool]]] = None,
+                 scanner: Optional[str] = None) -> None:
         self._path = root / INDEX_FILENAME
         self._checked = str(root / CHECKED_FILENAME)
         self._unchecked = str(root / UNCHECKED_FILENAME)
@@ -100,6 +132,16 @@ class RunIndex:
         # ledger is past it (for a rebuild); without them a dirty row is read from its checkpoint.
         self._ledger_load = ledger_loader or loader
         self._examine = examine
+        # "module:function" taking (root, first, last) and returning scan_rows() of that range of
+        # run ids for this store, from a fresh process: a rebuild's helpers call it.
+        self._scanner = scanner
+        self.parallel_min = PARALLEL_MIN
+        """A rebuild over this many runs or more shares the scan with helper processes."""
+        self.helpers: Optional[int] = None
+        """How many helper processes such a rebuild starts (``None``: one per further CPU that
+        the load average leaves idle)."""
+        self.last_helpers = 0
+        """How many helpers' shares the last rebuild took from them (a failed one is rescanned here)."""
         self._lock = threading.RLock()
         self._conn: Optional[sqlite3.Connection] = None
         self._readonly = False  # set once the store turns out not to be writable
@@ -161,8 +203,11 @@ class RunIndex:
             conn.close()
             raise
         self._conn = conn
-        if fresh:
-            self.rebuild()
+        # An index whose first rebuild never committed (its builder was killed while scanning)
+        # has no runs_mtime_ns: rebuilt whole, as a new one is, so runs whose ledgers are past
+        # their checkpoints get their dirty rows.
+        if fresh or conn.execute("SELECT 1 FROM meta WHERE key = 'runs_mtime_ns'").fetchone() is None:
+            self.rebuild(unless_built=True)
         return conn
 
     def _open_readonly(self) -> Optional[sqlite3.Connection]:
@@ -356,47 +401,157 @@ class RunIndex:
     def _runs_mtime(self) -> int:
         return os.stat(self._runs_dir).st_mtime_ns if os.path.isdir(self._runs_dir) else 0
 
-    def rebuild(self) -> int:
-        """Recreate every row from the run files; the number indexed (StorageError if read-only)."""
+    def rebuild(self, *, unless_built: bool = False) -> int:
+        """Recreate every row from the run files; the number indexed (StorageError if read-only).
+
+        ``unless_built``: the rebuild an open makes of a new (or never built) index, which writes
+        nothing if another process's rebuild committed while this one scanned: that one's rows,
+        and the marks its writers made since, stand.
+        """
         with self._lock:
             db = self._db()
             if db is None or self._readonly:
                 raise StorageError(f"Cannot rebuild the run index: the store {self._root} is read-only",
                                    path=str(self._path))
             mtime = self._runs_mtime()
-            self.last_unreadable = []
             self._begin_check()
-            rows = [_row(run, dirty, identity) for run, identity, dirty in self._scan()]
+            rows, self.last_unreadable = self._scan_all()
             try:
                 with db:  # one transaction: committed whole, or rolled back on any exception
                     db.execute("BEGIN IMMEDIATE")
-                    db.execute("DELETE FROM runs")
-                    db.executemany(_INSERT, rows)
-                    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(mtime)))
-                self._fresh = True
-                self._end_check()
+                    built = unless_built and db.execute(
+                        "SELECT 1 FROM meta WHERE key = 'runs_mtime_ns'").fetchone() is not None
+                    if not built:
+                        db.execute("DELETE FROM runs")
+                        db.executemany(_INSERT, rows)
+                        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(mtime)))
+                if not built:
+                    self._fresh = True
+                    self._end_check()
             except sqlite3.DatabaseError as exc:
                 self._handle(exc, "rebuilding")
                 raise StorageError(f"The run index {self._path} could not be rebuilt: {exc}",
                                    path=str(self._path)) from exc
             return len(rows)
 
+    def _names(self) -> list[str]:
+        try:
+            return sorted(os.listdir(self._runs_dir))
+        except FileNotFoundError:
+            return []
+
     def _scan(self) -> Iterator[tuple[RunState, Identity, int]]:
         """Every run: its row's fields, the identity of its ``run.json`` and whether it is dirty (its
         ledger past its checkpoint, or no checkpoint yet: then the fields are the ledger's)."""
-        try:
-            names = sorted(os.listdir(self._runs_dir))
-        except FileNotFoundError:
-            return
+        for name in self._names():
+            found = self._scan_one(name, self.last_unreadable)
+            if found is not None:
+                yield found
+
+    def _scan_one(self, name: str, unreadable: list[str]) -> Optional[tuple[RunState, Identity, int]]:
+        identity = self._identity(name)  # before reading: a later change then shows as a mismatch
+        run, ahead = self._safe_examine(name)
+        if run is None and ahead:
+            run = self._safe_load_ledger(name)  # a run created by a writer killed before its checkpoint
+        if run is not None:
+            return run, identity, 1 if ahead else 0
+        if identity != _MISSING:
+            unreadable.append(name)
+        return None
+
+    def scan_rows(self, first: Optional[str] = None, last: Optional[str] = None,
+                  names: Optional[list[str]] = None) -> tuple[list[tuple[object, ...]], list[str]]:
+        """The index rows of the runs whose ids sort between ``first`` and ``last`` (both included;
+        ``None``: no bound), or of ``names``, and the run directories that could not be read."""
+        if names is None:
+            names = [n for n in self._names() if (first is None or n >= first) and (last is None or n <= last)]
+        rows: list[tuple[object, ...]] = []
+        unreadable: list[str] = []
         for name in names:
-            identity = self._identity(name)  # before reading: a later change then shows as a mismatch
-            run, ahead = self._safe_examine(name)
-            if run is None and ahead:
-                run = self._safe_load_ledger(name)  # a run created by a writer killed before its checkpoint
-            if run is not None:
-                yield run, identity, 1 if ahead else 0
-            elif identity != _MISSING:
-                self.last_unreadable.append(name)
+            found = self._scan_one(name, unreadable)
+            if found is not None:
+                run, identity, dirty = found
+                rows.append(_row(run, dirty, identity))
+        return rows, unreadable
+
+    def _helpers(self, count: int) -> int:
+        """How many helper processes a scan of ``count`` runs gets: one per further idle CPU."""
+        if self._scanner is None or count < max(self.parallel_min, 2) or not _python_executable():
+            return 0
+        if self.helpers is not None:
+            return max(0, min(self.helpers, count - 1))
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+        # CPUs that others keep busy would only be fought over: a helper per CPU left idle by the
+        # last minute's load (less this process, which counts in it when it has been busy).
+        try:
+            busy = max(os.getloadavg()[0] - 1.0, 0.0)
+        except OSError:
+            busy = 0.0
+        return max(0, min(cpus - 1, int(cpus - busy) - 1, 15, count - 1))
+
+    def _scan_all(self) -> tuple[list[tuple[object, ...]], list[str]]:
+        """Every run's row, and the run directories that could not be read: the sorted run ids cut
+        into one contiguous share per CPU, this process taking the first. A helper that fails (it
+        cannot start, it is killed, its output is short) has its share scanned here instead."""
+        names = self._names()
+        helpers = self._helpers(len(names))
+        self.last_helpers = 0
+        if not helpers:
+            return self.scan_rows(names=names)
+        size = -(-len(names) // (helpers + 1))
+        shares = [names[i:i + size] for i in range(0, len(names), size)]
+        started = [(share, self._start_helper(share[0], share[-1])) for share in shares[1:]]
+        rows, unreadable = self.scan_rows(names=shares[0])
+        for share, proc in started:
+            found = self._finish_helper(proc)
+            if found is None:
+                found = self.scan_rows(names=share)
+            else:
+                self.last_helpers += 1
+            rows += found[0]
+            unreadable += found[1]
+        return rows, unreadable
+
+    def _start_helper(self, first: str, last: str) -> Optional[subprocess.Popen[bytes]]:
+        task = marshal.dumps(([p for p in sys.path if isinstance(p, str)], self._scanner, str(self._root), first,
+                              last))
+        import subprocess  # on first use: only a rebuild over many runs starts processes
+
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", _HELPER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, close_fds=True)
+        except OSError as exc:
+            log.info("%s: scanning without helper processes (%s)", self._path, exc)
+            return None
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(task)  # a few hundred bytes: well under a pipe's buffer, never blocks
+            proc.stdin.close()
+        except OSError:
+            pass  # it died at once: _finish_helper sees it
+        return proc
+
+    def _finish_helper(self, proc: Optional[subprocess.Popen[bytes]]
+                       ) -> Optional[tuple[list[tuple[object, ...]], list[str]]]:
+        if proc is None:
+            return None
+        try:
+            assert proc.stdout is not None
+            data = proc.stdout.read()
+            proc.stdout.close()
+        finally:
+            code = proc.wait()
+        if code != 0:
+            log.info("%s: a scan helper exited %s; its share is scanned again here", self._path, code)
+            return None
+        try:
+            rows, unreadable = marshal.loads(data)
+            return [tuple(r) for r in rows], list(unreadable)
+        except (EOFError, ValueError, TypeError):
+            return None
 
     def _safe_examine(self, run_id: str) -> tuple[Optional[RunState], bool]:
         if self._examine is None:

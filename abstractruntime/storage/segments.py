@@ -23,7 +23,8 @@ from __future__ import annotations
 import os
 import re
 import stat as stat_module
-from dataclasses import dataclass, field
+from dataclasses import field
+from ..core.fastclass import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -142,9 +143,22 @@ def has_ledger(run_dir: Path, ledger_name: str = "ledger.jsonl") -> bool:
     return (run_dir / ledger_name).exists() or (run_dir / SEGMENTS_DIR).is_dir()
 
 
-def ledger_size(run_dir: Path, ledger_name: str = "ledger.jsonl") -> int:
+def ledger_size(run_dir: str | Path, ledger_name: str = "ledger.jsonl") -> int:
     """The length of the run's whole ledger (the offset its next record will start at)."""
-    return list_parts(run_dir, ledger_name).size
+    try:
+        os.lstat(f"{run_dir}{os.sep}{SEGMENTS_DIR}")
+    except FileNotFoundError:
+        # No sealed segments (most runs): the live file alone, one lstat and no path objects,
+        # which an index rebuild pays once per run.
+        tail = f"{run_dir}{os.sep}{ledger_name}"
+        try:
+            st = os.lstat(tail)
+        except FileNotFoundError:
+            return 0
+        if not stat_module.S_ISREG(st.st_mode):
+            raise StorageError(f"Refusing {tail}: a ledger file must be a regular file, not a symlink") from None
+        return st.st_size
+    return list_parts(Path(run_dir), ledger_name).size
 
 
 def iter_bytes(parts: Parts, offset: int = 0, end: Optional[int] = None, *,

@@ -27,7 +27,7 @@ import base64
 import binascii
 import hashlib
 import os
-from dataclasses import dataclass
+from ..core.fastclass import dataclass
 from pathlib import Path
 from typing import Any, Optional
 

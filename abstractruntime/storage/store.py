@@ -13,7 +13,7 @@ directory in the current directory or a parent.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from ..core.fastclass import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional

@@ -24,13 +24,15 @@ held no complete tombstone; its run is still there, and the next append cuts it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
+from ..core.fastclass import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from ..core.canonical import canonical_json, is_sha256_hex, sha256_hex
 from ..core.errors import CorruptRecordError, StorageError
 from ..core.ids import validate_id
+from .run_files import PRUNED_DIR
 from .fsio import (
     FILE_MODE,
     FileLock,
@@ -46,7 +48,6 @@ from .fsio import (
 TOMBSTONES_FILE = "tombstones.jsonl"
 TOMBSTONES_HEAD_FILE = "tombstones.head.json"
 TOMBSTONES_LOCK_FILE = ".tombstones.lock"
-PRUNED_DIR = "pruned"
 PRUNING_DIR = "pruning"
 # How much of the log's end an append reads: far more than one tombstone line.
 TAIL_BYTES = 1 << 16

@@ -5,7 +5,8 @@ The problem and note types are listed, by layer, in :mod:`abstractruntime.storag
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+from ..core.fastclass import dataclass
 from typing import Any, Optional
 
 from .base import LedgerHead
