@@ -116,10 +116,11 @@ def _link(child: Any, holder: Any) -> None:
         up.append(holder)
 
 
-class TrackedDict(dict):  # type: ignore[type-arg]
-    """A ``dict`` of a run's variables that marks itself changed (see the module docstring)."""
+class _Tracking:
+    """The bookkeeping both tracked containers carry in their slots (declared here for type
+    checkers; each container class lays the slots out itself)."""
 
-    __slots__ = _SLOTS
+    __slots__ = ()
     _ar_log: Optional[ChangeLog]
     _ar_twin: Any
     _ar_up: Optional[list[Any]]
@@ -130,6 +131,12 @@ class TrackedDict(dict):  # type: ignore[type-arg]
     _ar_logged: Optional[ChangeLog]
     _ar_items: Optional[list[Any]]
     _ar_plain: tuple[Any, ...]
+
+
+class TrackedDict(_Tracking, dict):  # type: ignore[type-arg]
+    """A ``dict`` of a run's variables that marks itself changed (see the module docstring)."""
+
+    __slots__ = _SLOTS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         _init(self)
@@ -190,20 +197,10 @@ class TrackedDict(dict):  # type: ignore[type-arg]
         return (dict, (dict(self),))
 
 
-class TrackedList(list):  # type: ignore[type-arg]
+class TrackedList(_Tracking, list):  # type: ignore[type-arg]
     """A ``list`` of a run's variables that marks itself changed (see the module docstring)."""
 
     __slots__ = _SLOTS
-    _ar_log: Optional[ChangeLog]
-    _ar_twin: Any
-    _ar_up: Optional[list[Any]]
-    _ar_state: int
-    _ar_below: bool
-    _ar_pure: bool
-    _ar_deep: bool
-    _ar_logged: Optional[ChangeLog]
-    _ar_items: Optional[list[Any]]
-    _ar_plain: tuple[Any, ...]
 
     def __init__(self, *args: Any) -> None:
         _init(self)
@@ -371,27 +368,21 @@ def seal(obj: Any, twin: Any, log: ChangeLog, *, appended: bool = False, fresh: 
     start = len(obj._ar_items) if appended and obj._ar_items is not None else 0
     plain = list(obj._ar_plain) if start else []
     deep = obj._ar_deep if start else False
+    pairs: Iterable[tuple[Any, Any]]
     if obj.__class__ is TrackedList:
         items = list(list.__iter__(obj))
-        for index in range(start, len(items)):
-            item = items[index]
-            cls = item.__class__
-            if cls is TrackedDict or cls is TrackedList:
-                _link(item, obj)
-                if not item._ar_pure or item._ar_deep:
-                    deep = True
-            elif isinstance(item, (dict, list, tuple)):
-                plain.append(index)
         obj._ar_items = items
+        pairs = enumerate(items[start:], start)  # only the new items after appends
     else:
-        for key, item in dict.items(obj):
-            cls = item.__class__
-            if cls is TrackedDict or cls is TrackedList:
-                _link(item, obj)
-                if not item._ar_pure or item._ar_deep:
-                    deep = True
-            elif isinstance(item, (dict, list, tuple)):
-                plain.append(key)
+        pairs = dict.items(obj)
+    for where, item in pairs:
+        cls = item.__class__
+        if cls is TrackedDict or cls is TrackedList:
+            _link(item, obj)
+            if not item._ar_pure or item._ar_deep:
+                deep = True
+        elif isinstance(item, (dict, list, tuple)):
+            plain.append(where)
     obj._ar_plain = tuple(plain)
     obj._ar_pure = not plain
     obj._ar_deep = deep
