@@ -65,6 +65,7 @@ svg.fallback .edge text{font-size:10px;fill:var(--ok)}
 .stat .n{font-weight:700;font-size:16px}
 table.marks td,table.marks th{border-bottom:1px solid var(--line);padding:4px 12px 4px 0;text-align:left;
 overflow-wrap:anywhere}
+table.marks td:nth-child(-n+3),table.marks th:nth-child(-n+3){white-space:nowrap;overflow-wrap:normal}
 .controls{display:flex;flex-wrap:wrap;gap:14px;align-items:center;margin-bottom:8px}
 .controls input{width:220px}
 .pager button{min-width:34px}
