@@ -148,10 +148,19 @@ def _usage(records: list[dict[str, Any]]) -> Optional[str]:
                             "tokens": tokens_in + tokens_out, "cost": cost, "unpriced": unpriced})
 
 
+def _duration(ms: float) -> str:
+    """A duration as people read it: ``0.253 ms``, ``41 ms``, ``4.10 s``."""
+    if ms < 10:
+        return f"{ms:.3f} ms"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    return f"{ms / 1000:.2f} s"
+
+
 def _stats(stats: dict[str, Any], rows: int) -> str:
     items = [("records", rows), ("LLM calls", stats["llm_calls"]), ("tool call batches", stats["tool_calls"]),
              ("waits", stats["waits"]), ("failures", stats["failures"]), ("retries", stats["retries"]),
-             ("slowest step", f"{stats['max_ms'] / 1000:.3f} s (seq {stats['slowest']})"
+             ("slowest step", f"{_duration(stats['max_ms'])} (seq {stats['slowest']})"
               if stats["slowest"] is not None else None)]
     return "".join(f'<div class="stat"><span class="n">{text(v)}</span> {text(k)}</div>'
                    for k, v in items if v is not None)

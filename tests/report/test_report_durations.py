@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,14 @@ def test_a_real_run_reports_the_handler_time_as_its_slowest_step(tmp_path: Path)
     assert stats["max_ms"] >= 300.0
     html, _ = build_page(load_run(store, run_id, related=0))
     assert f"(seq {outcome['seq']})" in html and "slowest step" in html
+    shown = re.search(r'<span class="n">([0-9.]+) (ms|s) \(seq', html)
+    assert shown is not None and shown.group(2) == "ms" and 300 <= float(shown.group(1)) < 1000, shown
+
+
+def test_durations_read_as_people_read_them() -> None:
+    from abstractruntime.report.page import _duration
+
+    assert [_duration(ms) for ms in (0.253, 41.4, 4100.0)] == ["0.253 ms", "41 ms", "4.10 s"]
 
 
 def test_the_page_shows_the_workflow_the_chain_recorded_and_no_recorded_path(tmp_path: Path) -> None:
