@@ -16,15 +16,16 @@ say nothing changed in it or below it, and what those methods cannot see is chec
 
 - a list's items are compared by identity with those it held when sealed (C code such as
   ``heapq`` and ``list.__setitem__(x, …)`` writes into a list without calling its methods),
-  as is its length;
+  as is its length — every tracked list sealed in a tracker's log, however deep (a list inside
+  a container known unchanged is not reached by the comparison: :func:`check_lists` marks it);
 - a plain ``dict`` or ``list`` the workflow put inside a tracked one (a message it built) cannot
   report changes: the holder keeps where such children sit, and each is compared by content
   with its twin, every record (until the next tick makes it tracked);
 - a plain container deeper down (inside a tracked child) makes every holder above it "deep":
   compared by content until the next tick.
 
-Changes made by calling ``dict``'s or ``list``'s own methods on a tracked container
-(``dict.__setitem__(d, k, v)``) other than through a list's items are not seen; workflow code
+Changes made by calling ``dict``'s own methods on a tracked container
+(``dict.__setitem__(d, k, v)``) are not seen; workflow code
 changes its variables through their methods (docs/file-format.md, "How a writer finds the
 state change").
 
@@ -33,6 +34,7 @@ Standard library only (a kernel module).
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Iterable, Optional, SupportsIndex
 
 from .values import same_value
@@ -41,12 +43,15 @@ CLEAN, APPENDED, CHANGED = 0, 1, 2
 
 
 class ChangeLog:
-    """The tracked containers marked changed since a tracker's last record (reset by it)."""
+    """The tracked containers marked changed since a tracker's last record (reset by it), and
+    the tracked lists sealed in it, looked at before each record (:func:`check_lists`)."""
 
-    __slots__ = ("marked",)
+    __slots__ = ("marked", "lists")
 
     def __init__(self) -> None:
         self.marked: list[Any] = []
+        # id -> weak reference: a list the state let go of is not kept alive by its tracker.
+        self.lists: dict[int, "weakref.ref[Any]"] = {}
 
 
 _SLOTS = ("_ar_log", "_ar_twin", "_ar_up", "_ar_state", "_ar_below", "_ar_pure", "_ar_deep", "_ar_logged",
@@ -367,6 +372,7 @@ def seal(obj: Any, twin: Any, log: ChangeLog, *, appended: bool = False, fresh: 
     if fresh:
         obj._ar_items = list(list.__iter__(obj)) if obj.__class__ is TrackedList else None
         obj._ar_log, obj._ar_twin = log, twin
+        _register(obj, log, 0)
         return
     start = len(obj._ar_items) if appended and obj._ar_items is not None else 0
     plain = list(obj._ar_plain) if start else []
@@ -399,6 +405,55 @@ def seal(obj: Any, twin: Any, log: ChangeLog, *, appended: bool = False, fresh: 
     obj._ar_twin = twin
     obj._ar_state = CLEAN
     obj._ar_below = False
+    _register(obj, log, start)
+
+
+def _register(obj: Any, log: ChangeLog, start: int) -> None:
+    """Remember, in ``log``, every tracked list in ``obj`` (from its item ``start`` on, for a
+    list) and ``obj`` itself with the items it holds now, so that :func:`check_lists` sees C code
+    writing into any of them, however deep (its holders may be skipped unseen)."""
+    lists = log.lists
+    stack: list[Any] = [obj]
+    first = True
+    while stack:
+        here = stack.pop()
+        cls = here.__class__
+        if cls is TrackedList:
+            if not first and (here._ar_log is not log or here._ar_items is None or here._ar_state != CLEAN
+                              or here._ar_below):
+                # Sealed along with a holder, which equals its twin: so does this list, as it is now.
+                here._ar_items = list(list.__iter__(here))
+                here._ar_log, here._ar_twin = log, _UNTWINNED
+                here._ar_state, here._ar_below = CLEAN, False
+            lists[id(here)] = weakref.ref(here)
+            children: Iterable[Any] = here._ar_items[start:] if first and start else list.__iter__(here)
+        elif cls is TrackedDict:
+            children = dict.values(here)
+        else:
+            continue
+        first = False
+        stack.extend(c for c in children if c.__class__ is TrackedList or c.__class__ is TrackedDict)
+
+
+# The twin of a list sealed only along with a holder: never a tracker's private copy, so the list
+# is never skipped on its own account (only its items are remembered, for check_lists).
+_UNTWINNED = object()
+
+
+def check_lists(log: ChangeLog) -> None:
+    """Before a record: mark changed each tracked list sealed in ``log`` whose items are no longer
+    those it held then (C code — ``heapq``, ``list.append(x, …)`` — wrote into it without calling
+    its methods), so that no holder of it is skipped as unchanged."""
+    lists = log.lists
+    gone = []
+    for key, ref in lists.items():
+        obj = ref()
+        if obj is None or obj._ar_log is not log or obj._ar_items is None:
+            gone.append(key)
+        elif obj._ar_state == CLEAN and not _same_items(obj, len(obj)):
+            _mark(obj, CHANGED, ())
+    for key in gone:
+        del lists[key]
 
 
 def reset(log: ChangeLog) -> None:
@@ -416,4 +471,4 @@ def reset(log: ChangeLog) -> None:
 
 
 __all__ = ["APPENDED", "CHANGED", "CLEAN", "TRACKED", "ChangeLog", "TrackedDict", "TrackedList", "appended_only",
-           "reset", "seal", "tracked_copy", "unchanged"]
+           "check_lists", "reset", "seal", "tracked_copy", "unchanged"]

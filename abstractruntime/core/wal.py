@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional, Union
 from .errors import InvalidInputError
 from .markers import LIT, REF, VAL, has_marker_key, marker_kind
 from .state import RUN_FIELDS, StateImage
-from .tracked import ChangeLog, TrackedDict, TrackedList, appended_only, reset, seal, unchanged
+from .tracked import ChangeLog, TrackedDict, TrackedList, appended_only, check_lists, reset, seal, unchanged
 from .values import ValueTable, json_copy, private_copy, same_value
 
 Path = list[str]
@@ -142,6 +142,7 @@ class DeltaTracker:
             raise InvalidInputError(f"Run vars must be a JSON object, not {type(variables).__name__}")
         ops: list[VarOp] = []
         self._later = []
+        check_lists(self._log)  # C code may have written into a list no comparison reaches
         self._diff(self._private, variables, [], ops, result, result_path, opaque)
         return ops
 
