@@ -34,7 +34,8 @@ Standard library only (a kernel module).
 
 from __future__ import annotations
 
-import weakref
+from itertools import compress
+from operator import attrgetter, ne
 from typing import Any, Iterable, Optional, SupportsIndex
 
 from .values import same_value
@@ -50,8 +51,8 @@ class ChangeLog:
 
     def __init__(self) -> None:
         self.marked: list[Any] = []
-        # id -> weak reference: a list the state let go of is not kept alive by its tracker.
-        self.lists: dict[int, "weakref.ref[Any]"] = {}
+        # id -> list (emptied when a tick starts from a new copy: see DeltaTracker.adopt).
+        self.lists: dict[int, Any] = {}
 
 
 _SLOTS = ("_ar_log", "_ar_twin", "_ar_up", "_ar_state", "_ar_below", "_ar_pure", "_ar_deep", "_ar_logged",
@@ -425,7 +426,7 @@ def _register(obj: Any, log: ChangeLog, start: int) -> None:
                 here._ar_items = list(list.__iter__(here))
                 here._ar_log, here._ar_twin = log, _UNTWINNED
                 here._ar_state, here._ar_below = CLEAN, False
-            lists[id(here)] = weakref.ref(here)
+            lists[id(here)] = here
             children: Iterable[Any] = here._ar_items[start:] if first and start else list.__iter__(here)
         elif cls is TrackedDict:
             children = dict.values(here)
@@ -445,15 +446,19 @@ def check_lists(log: ChangeLog) -> None:
     those it held then (C code — ``heapq``, ``list.append(x, …)`` — wrote into it without calling
     its methods), so that no holder of it is skipped as unchanged."""
     lists = log.lists
+    held = lists.values()
+    # Every list against its items when sealed, in C (``is`` first): Python looks only at those that differ.
     gone = []
-    for key, ref in lists.items():
-        obj = ref()
-        if obj is None or obj._ar_log is not log or obj._ar_items is None:
-            gone.append(key)
+    for obj in compress(list(held), map(ne, held, map(_ITEMS, held))):
+        if obj._ar_log is not log or obj._ar_items is None:
+            gone.append(id(obj))
         elif obj._ar_state == CLEAN and not _same_items(obj, len(obj)):
             _mark(obj, CHANGED, ())
     for key in gone:
         del lists[key]
+
+
+_ITEMS = attrgetter("_ar_items")
 
 
 def reset(log: ChangeLog) -> None:

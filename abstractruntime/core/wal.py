@@ -281,6 +281,8 @@ class DeltaTracker:
             return
         finally:
             self._later = []
+            # The live lists are no longer the run's (the copy's are registered as they are sealed below).
+            self._log.lists.clear()
         log = self._log
         for key, value in copy.items():
             twin = self._private.get(key)
