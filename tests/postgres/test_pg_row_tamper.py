@@ -234,3 +234,58 @@ def test_the_same_lines_cut_into_other_rows_change_nothing(open_pg: Callable[...
     assert _verify(store) == set()
     assert _copy_out(store, tmp_path) == ["victim"]
     assert paid_once(victim, probe(open_pg(), victim))
+
+
+_WRITER = r"""
+import sys
+from abstractruntime import StepPlan, WorkflowSpec
+from abstractruntime.storage.postgres.store import PostgresStore
+
+def spin(run, ctx):
+    run.vars["i"] = run.vars.get("i", 0) + 1
+    run.vars.setdefault("log", []).append({"i": run.vars["i"], "text": "x" * 300})
+    return StepPlan("spin", next_node="spin") if run.vars["i"] < 100000 else StepPlan("spin", complete_output={})
+
+wf = WorkflowSpec("spinner", "spin", {"spin": spin})
+store = PostgresStore(sys.argv[1], schema=sys.argv[2])
+rt = store.runtime()
+if not store.ledger.head("spun").seq:
+    rt.start(workflow=wf, run_id="spun", vars={})
+print("ready", flush=True)
+while True:
+    rt.tick(workflow=wf, run_id="spun", max_steps=500)
+"""
+
+
+def test_a_writer_killed_with_9_mid_append_leaves_rows_that_verify(open_pg: Callable[..., Any], postgres_url: str,
+                                                                   pg_schema: str, admin: Any) -> None:
+    """Killed at random moments while it appends rows of many records: each time, every row is
+    whole (or absent), the ledger verifies, and the next writer goes on from it."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from abstractruntime.storage.postgres.verify import verify_run
+
+    rnd = random.Random(7)
+    open_pg().close()  # the schema exists before the writers race to create it
+    heads = []
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, postgres_url, pg_schema],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            time.sleep(rnd.uniform(0.2, 0.8))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        store = open_pg()
+        assert store.ledger.row_problems("spun") == []
+        report = verify_run(store, "spun")
+        assert report.ok, [p.message for p in report.problems]
+        heads.append(store.ledger.head("spun").seq)
+    assert heads == sorted(heads) and heads[-1] > heads[0], heads
+    multi = admin.execute(f"SELECT count(*) FROM {pg_schema}.ledger WHERE run_id = 'spun' AND last_seq IS NOT NULL")
+    assert multi.fetchone()[0] > 0
