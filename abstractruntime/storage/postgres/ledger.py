@@ -284,7 +284,7 @@ class PostgresLedgerStore(LedgerStore):
             rows = conn.execute(f"SELECT seq, last_seq, line, record_hash, status, idempotency_key, effect_id "
                                 f"FROM {self._t} WHERE run_id = %s ORDER BY seq", [run_id]).fetchall()
         for first, last_seq, data, head_hash, status, key, effect in rows:
-            docs = []
+            docs: List[dict[str, Any]] = []
             for seq, line in _split(int(first), data):
                 try:
                     doc = loads_strict(line)
