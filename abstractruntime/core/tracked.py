@@ -35,7 +35,7 @@ Standard library only (a kernel module).
 from __future__ import annotations
 
 from itertools import compress
-from operator import attrgetter, ne
+from operator import ne
 from typing import Any, Iterable, Optional, SupportsIndex
 
 from .values import same_value
@@ -47,12 +47,22 @@ class ChangeLog:
     """The tracked containers marked changed since a tracker's last record (reset by it), and
     the tracked lists sealed in it, looked at before each record (:func:`check_lists`)."""
 
-    __slots__ = ("marked", "lists")
+    __slots__ = ("marked", "lists", "held", "items")
 
     def __init__(self) -> None:
         self.marked: list[Any] = []
-        # id -> list (emptied when a tick starts from a new copy: see DeltaTracker.adopt).
-        self.lists: dict[int, Any] = {}
+        # The lists, side by side with the items each held when sealed (compared pairwise in C),
+        # and where each sits in them by id (emptied when a tick starts from a new copy: see
+        # DeltaTracker.adopt, and :meth:`forget_lists`).
+        self.lists: dict[int, int] = {}
+        self.held: list[Any] = []
+        self.items: list[Any] = []
+
+    def forget_lists(self) -> None:
+        """Stop looking at the lists registered so far (they are no longer the run's)."""
+        self.lists.clear()
+        self.held.clear()
+        self.items.clear()
 
 
 _SLOTS = ("_ar_log", "_ar_twin", "_ar_up", "_ar_state", "_ar_below", "_ar_pure", "_ar_deep", "_ar_logged",
@@ -413,7 +423,7 @@ def _register(obj: Any, log: ChangeLog, start: int) -> None:
     """Remember, in ``log``, every tracked list in ``obj`` (from its item ``start`` on, for a
     list) and ``obj`` itself with the items it holds now, so that :func:`check_lists` sees C code
     writing into any of them, however deep (its holders may be skipped unseen)."""
-    lists = log.lists
+    lists, held, sealed = log.lists, log.held, log.items
     stack: list[Any] = [obj]
     first = True
     while stack:
@@ -426,7 +436,13 @@ def _register(obj: Any, log: ChangeLog, start: int) -> None:
                 here._ar_items = list(list.__iter__(here))
                 here._ar_log, here._ar_twin = log, _UNTWINNED
                 here._ar_state, here._ar_below = CLEAN, False
-            lists[id(here)] = here
+            at = lists.get(id(here))
+            if at is None or held[at] is not here:
+                lists[id(here)] = len(held)
+                held.append(here)
+                sealed.append(here._ar_items)
+            else:
+                sealed[at] = here._ar_items
             children: Iterable[Any] = here._ar_items[start:] if first and start else list.__iter__(here)
         elif cls is TrackedDict:
             children = dict.values(here)
@@ -445,20 +461,22 @@ def check_lists(log: ChangeLog) -> None:
     """Before a record: mark changed each tracked list sealed in ``log`` whose items are no longer
     those it held then (C code — ``heapq``, ``list.append(x, …)`` — wrote into it without calling
     its methods), so that no holder of it is skipped as unchanged."""
-    lists = log.lists
-    held = lists.values()
-    # Every list against its items when sealed, in C (``is`` first): Python looks only at those that differ.
-    gone = []
-    for obj in compress(list(held), map(ne, held, map(_ITEMS, held))):
+    held, sealed = log.held, log.items
+    gone = False
+    # Every list against its items when sealed, pairwise in C (``is`` first): Python looks only at those that differ.
+    for at in compress(range(len(held)), map(ne, held, sealed)):
+        obj = held[at]
         if obj._ar_log is not log or obj._ar_items is None:
-            gone.append(id(obj))
+            gone = True  # changed through its methods and not sealed again, or sealed elsewhere
+            sealed[at] = None
         elif obj._ar_state == CLEAN and not _same_items(obj, len(obj)):
             _mark(obj, CHANGED, ())
-    for key in gone:
-        del lists[key]
-
-
-_ITEMS = attrgetter("_ar_items")
+    if gone:
+        keep = [at for at, items in enumerate(sealed) if items is not None]
+        log.held[:] = [held[at] for at in keep]
+        log.items[:] = [sealed[at] for at in keep]
+        log.lists.clear()
+        log.lists.update((id(obj), at) for at, obj in enumerate(log.held))
 
 
 def reset(log: ChangeLog) -> None:

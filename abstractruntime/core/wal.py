@@ -282,7 +282,7 @@ class DeltaTracker:
         finally:
             self._later = []
             # The live lists are no longer the run's (the copy's are registered as they are sealed below).
-            self._log.lists.clear()
+            self._log.forget_lists()
         log = self._log
         for key, value in copy.items():
             twin = self._private.get(key)
