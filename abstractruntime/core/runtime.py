@@ -808,9 +808,10 @@ class Runtime:
         if tokens is None:
             return
         parts = session.parts()
-        parts.checkpoint = _detached(session.checkpoint)
+        made: list[Any] = []
+        parts.checkpoint = _detached(session.checkpoint, made)
         if parts.tracker is not None:
-            parts.tracker.adopt(session.run.vars, parts.checkpoint.run.vars)
+            parts.tracker.adopt(session.run.vars, parts.checkpoint.run.vars, made)
         opened = OpenedRun(parts=parts, saved=session.saved, head=session.durable, saved_status=session.saved_status)
         with self._warm_lock:
             if len(self._warm) >= 64:
@@ -944,13 +945,14 @@ def _abandon(session: RunSession) -> None:
 EDIT_REASON = "state saved outside the runtime"
 
 
-def _detached(checkpoint: Checkpoint) -> Checkpoint:
-    """A copy of a live checkpoint that shares nothing with it (the caller keeps the original)."""
+def _detached(checkpoint: Checkpoint, made: Optional[list[Any]] = None) -> Checkpoint:
+    """A copy of a live checkpoint that shares nothing with it (the caller keeps the original);
+    ``made`` receives the tracked lists of its variables."""
     data = checkpoint.run.to_dict()
     variables = data.pop("vars")
     run = RunState.from_dict(json_copy(data))
     # Containers that report their changes, so the next tick's records cost what changed (core/tracked.py).
-    run.vars = {key: tracked_copy(value) for key, value in variables.items()}
+    run.vars = {key: tracked_copy(value, None, made) for key, value in variables.items()}
     pending = Pending.from_dict(json_copy(checkpoint.pending.to_dict())) if checkpoint.pending else None
     return Checkpoint(run=run, ledger=checkpoint.ledger, workflow=json_copy(checkpoint.workflow),
                       signature=json_copy(checkpoint.signature), origin=json_copy(checkpoint.origin),

@@ -304,28 +304,57 @@ class TrackedList(list):  # type: ignore[type-arg]
 TRACKED = (TrackedDict, TrackedList)
 
 
-def tracked_copy(value: Any, holder: Any = None) -> Any:
+def tracked_copy(value: Any, holder: Any = None, made: Optional[list[Any]] = None) -> Any:
     """``value`` with every ``dict`` and ``list`` in it (and tuple: JSON holds it as a list) a new
-    tracked container linked to the one holding it; scalars are shared."""
+    tracked container linked to the one holding it; scalars are shared. ``made``: a list that
+    receives every tracked list made (each remembers the items it was made with)."""
     cls = value.__class__
+    items: Any = None
     if cls is dict or (cls is not list and cls is not tuple and isinstance(value, dict)):
         out: Any = _new_dict(_DICT)
-        dict.update(out, {k: v if v.__class__ not in _NESTED and not isinstance(v, _CONTAINERS) else tracked_copy(v, out)
-                          for k, v in value.items()})
+        dict.update(out, {k: v if v.__class__ not in _NESTED and not isinstance(v, _CONTAINERS) else
+                          tracked_copy(v, out, made) for k, v in value.items()})
     elif isinstance(value, (list, tuple)):
         out = _new_list(_LIST)
-        list.extend(out, [v if v.__class__ not in _NESTED and not isinstance(v, _CONTAINERS) else tracked_copy(v, out)
-                          for v in value])
+        items = [v if v.__class__ not in _NESTED and not isinstance(v, _CONTAINERS) else tracked_copy(v, out, made)
+                 for v in value]
+        list.extend(out, items)
+        if made is not None:
+            made.append(out)
     else:
         return value
     # The fields of _init, set here without a call (a tick copies every container of the state).
-    out._ar_log = out._ar_twin = out._ar_logged = out._ar_items = None
+    out._ar_log = out._ar_twin = out._ar_logged = None
+    out._ar_items = items  # (never changed: a seal replaces it)
     out._ar_up = [holder] if holder is not None else None
     out._ar_state = CLEAN
     out._ar_below = out._ar_deep = False
     out._ar_pure = True
     out._ar_plain = ()
     return out
+
+
+def tracked_copy_lists(value: Any, made: list[Any]) -> None:
+    """Append to ``made`` every tracked list in ``value`` (through tracked containers only)."""
+    stack = [value]
+    while stack:
+        here = stack.pop()
+        if here.__class__ is TrackedList:
+            made.append(here)
+            stack.extend(list.__iter__(here))
+        elif here.__class__ is TrackedDict:
+            stack.extend(dict.values(here))
+
+
+def register_made(lists: list[Any], log: ChangeLog) -> None:
+    """Look, before each record of ``log``'s tracker, at the lists :func:`tracked_copy` made
+    (``made``) for the tick it starts: each against the items it was made with."""
+    held = log.held
+    start = len(held)
+    fresh = [obj for obj in lists if id(obj) not in log.lists]
+    held.extend(fresh)
+    log.items.extend([obj._ar_items for obj in fresh])
+    log.lists.update(zip(map(id, fresh), range(start, start + len(fresh))))
 
 
 _NESTED = (dict, list, tuple)
@@ -383,7 +412,8 @@ def seal(obj: Any, twin: Any, log: ChangeLog, *, appended: bool = False, fresh: 
     if fresh:
         obj._ar_items = list(list.__iter__(obj)) if obj.__class__ is TrackedList else None
         obj._ar_log, obj._ar_twin = log, twin
-        _register(obj, log, 0)
+        if obj.__class__ is TrackedList:  # (the lists inside it: register_made)
+            _register_one(obj, log)
         return
     start = len(obj._ar_items) if appended and obj._ar_items is not None else 0
     plain = list(obj._ar_plain) if start else []
@@ -417,6 +447,16 @@ def seal(obj: Any, twin: Any, log: ChangeLog, *, appended: bool = False, fresh: 
     obj._ar_state = CLEAN
     obj._ar_below = False
     _register(obj, log, start)
+
+
+def _register_one(obj: Any, log: ChangeLog) -> None:
+    at = log.lists.get(id(obj))
+    if at is None or log.held[at] is not obj:
+        log.lists[id(obj)] = len(log.held)
+        log.held.append(obj)
+        log.items.append(obj._ar_items)
+    else:
+        log.items[at] = obj._ar_items
 
 
 def _register(obj: Any, log: ChangeLog, start: int) -> None:
@@ -466,7 +506,7 @@ def check_lists(log: ChangeLog) -> None:
     # Every list against its items when sealed, pairwise in C (``is`` first): Python looks only at those that differ.
     for at in compress(range(len(held)), map(ne, held, sealed)):
         obj = held[at]
-        if obj._ar_log is not log or obj._ar_items is None:
+        if obj._ar_items is None or (obj._ar_log is not log and obj._ar_log is not None):
             gone = True  # changed through its methods and not sealed again, or sealed elsewhere
             sealed[at] = None
         elif obj._ar_state == CLEAN and not _same_items(obj, len(obj)):
@@ -494,4 +534,4 @@ def reset(log: ChangeLog) -> None:
 
 
 __all__ = ["APPENDED", "CHANGED", "CLEAN", "TRACKED", "ChangeLog", "TrackedDict", "TrackedList", "appended_only",
-           "check_lists", "reset", "seal", "tracked_copy", "unchanged"]
+           "check_lists", "register_made", "reset", "seal", "tracked_copy", "tracked_copy_lists", "unchanged"]
