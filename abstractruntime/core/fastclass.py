@@ -13,7 +13,8 @@ see, and ``__dataclass_params__`` reports the options given.
 
 Only the shapes the kernel uses take the fast path; any other (``order``, ``unsafe_hash``,
 ``slots``, ``init=False``, an ``InitVar``, a dataclass base class, a class without a
-docstring, a method the decorator would have to respect) goes to the standard decorator
+docstring, a method the decorator would have to respect, a field named ``self`` or ``__ar_…``
+like the helpers ``__init__``'s source names) goes to the standard decorator
 unchanged. ``tests/kernel/test_fastclass.py`` compares both on every shape taken here.
 
 Type checkers see ``dataclasses.dataclass`` itself.
@@ -52,6 +53,9 @@ def _plain(cls: type) -> bool:
     if any(hasattr(base, "__dataclass_fields__") for base in cls.__mro__[1:]):
         return False
     annotations = own.get("__annotations__", {})
+    # A field named ``self`` or like the names ``__init__``'s source uses for its helpers would clash with them.
+    if any(name == "self" or name.startswith("__ar_") for name in annotations):
+        return False
     return not any("InitVar" in str(annotation) for annotation in annotations.values())
 
 
@@ -115,7 +119,7 @@ def _build(cls: type, *, frozen: bool, eq: bool, repr: bool, kw_only: bool, matc
     dataclasses.dataclass(cls, init=False, repr=False, eq=False, frozen=False, kw_only=kw_only,
                           match_args=match_args)
     fields = dataclasses.fields(cls)
-    namespace: dict[str, Any] = {"_MISSING": _FACTORY, "_set": object.__setattr__}
+    namespace: dict[str, Any] = {"__ar_missing__": _FACTORY, "__ar_set__": object.__setattr__}
     args: list[str] = []
     kw_args: list[str] = []
     body: list[str] = []
@@ -123,25 +127,25 @@ def _build(cls: type, *, frozen: bool, eq: bool, repr: bool, kw_only: bool, matc
         name = f.name
         has_factory = f.default_factory is not dataclasses.MISSING
         if has_factory:
-            namespace[f"_factory_{name}"] = f.default_factory
+            namespace[f"__ar_factory_{name}__"] = f.default_factory
         if f.init:
             if f.default is not dataclasses.MISSING:
-                namespace[f"_default_{name}"] = f.default
-                arg = f"{name}=_default_{name}"
+                namespace[f"__ar_default_{name}__"] = f.default
+                arg = f"{name}=__ar_default_{name}__"
             elif has_factory:
-                arg = f"{name}=_MISSING"
+                arg = f"{name}=__ar_missing__"
             else:
                 arg = name
             (kw_args if f.kw_only else args).append(arg)
-            value = f"_factory_{name}() if {name} is _MISSING else {name}" if has_factory else name
+            value = f"__ar_factory_{name}__() if {name} is __ar_missing__ else {name}" if has_factory else name
         elif has_factory:
-            value = f"_factory_{name}()"
+            value = f"__ar_factory_{name}__()"
         elif f.default is not dataclasses.MISSING:
-            namespace[f"_default_{name}"] = f.default
-            value = f"_default_{name}"
+            namespace[f"__ar_default_{name}__"] = f.default
+            value = f"__ar_default_{name}__"
         else:
             continue
-        body.append(f"  _set(self, {name!r}, {value})" if frozen else f"  self.{name} = {value}")
+        body.append(f"  __ar_set__(self, {name!r}, {value})" if frozen else f"  self.{name} = {value}")
     if hasattr(cls, "__post_init__"):
         body.append("  self.__post_init__()")
     params = ", ".join(["self", *args, *(["*", *kw_args] if kw_args else [])])

@@ -495,13 +495,16 @@ class Runtime:
     @contextlib.asynccontextmanager
     async def _aopen(self, run_id: str, workflow: WorkflowSpec, allow_drift: bool,
                      lock_wait: float) -> AsyncIterator[RunSession]:
-        """The run locked and opened (``_open``) in one hop to a store thread: waiting for the lock,
-        reading the checkpoint and the ledger's tail never block the loop. A cancellation that
-        arrives meanwhile waits for the thread, then gives the lock back before it propagates."""
+        """The run locked and opened (``_open``) in one hop to a store thread: reading the
+        checkpoint and the ledger's tail never block the loop. A lock held by another writer is
+        waited for on the loop (tried again after short sleeps until ``lock_wait`` has passed),
+        never in a store thread: ticks waiting for one run would otherwise fill the store pool
+        and starve the writer holding it of the thread its next append needs. A cancellation
+        that arrives while the thread runs waits for it, then gives the lock back before it propagates."""
         import asyncio  # loaded already: this runs on an event loop
 
         def lock_and_open() -> tuple[Any, RunSession]:
-            lock = self._run_store.lock(run_id, wait=lock_wait)
+            lock = self._run_store.lock(run_id, wait=0.0)
             lock.__enter__()
             try:
                 return lock, self._open(run_id, workflow, allow_drift)
@@ -509,8 +512,20 @@ class Runtime:
                 lock.__exit__(None, None, None)
                 raise
 
-        waiting = Request()
-        lock, session = await settle_in_thread(waiting, lock_and_open, executor=store_executor())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + lock_wait
+        pause = 0.002
+        while True:
+            waiting = Request()
+            try:
+                lock, session = await settle_in_thread(waiting, lock_and_open, executor=store_executor())
+                break
+            except RunLockedError:
+                left = deadline - loop.time()
+                if waiting.interrupted or left <= 0:
+                    raise
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.05)
         with contextlib.ExitStack() as held:
             held.push(lock)  # entered in the thread: leave it as a ``with`` statement would
             if waiting.interrupted:
@@ -793,9 +808,10 @@ class Runtime:
         if tokens is None:
             return
         parts = session.parts()
-        parts.checkpoint = _detached(session.checkpoint)
+        made: list[Any] = []
+        parts.checkpoint = _detached(session.checkpoint, made)
         if parts.tracker is not None:
-            parts.tracker.adopt(session.run.vars, parts.checkpoint.run.vars)
+            parts.tracker.adopt(session.run.vars, parts.checkpoint.run.vars, made)
         opened = OpenedRun(parts=parts, saved=session.saved, head=session.durable, saved_status=session.saved_status)
         with self._warm_lock:
             if len(self._warm) >= 64:
@@ -929,13 +945,14 @@ def _abandon(session: RunSession) -> None:
 EDIT_REASON = "state saved outside the runtime"
 
 
-def _detached(checkpoint: Checkpoint) -> Checkpoint:
-    """A copy of a live checkpoint that shares nothing with it (the caller keeps the original)."""
+def _detached(checkpoint: Checkpoint, made: Optional[list[Any]] = None) -> Checkpoint:
+    """A copy of a live checkpoint that shares nothing with it (the caller keeps the original);
+    ``made`` receives the tracked lists of its variables."""
     data = checkpoint.run.to_dict()
     variables = data.pop("vars")
     run = RunState.from_dict(json_copy(data))
     # Containers that report their changes, so the next tick's records cost what changed (core/tracked.py).
-    run.vars = {key: tracked_copy(value) for key, value in variables.items()}
+    run.vars = {key: tracked_copy(value, None, made) for key, value in variables.items()}
     pending = Pending.from_dict(json_copy(checkpoint.pending.to_dict())) if checkpoint.pending else None
     return Checkpoint(run=run, ledger=checkpoint.ledger, workflow=json_copy(checkpoint.workflow),
                       signature=json_copy(checkpoint.signature), origin=json_copy(checkpoint.origin),

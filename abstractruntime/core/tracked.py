@@ -16,15 +16,16 @@ say nothing changed in it or below it, and what those methods cannot see is chec
 
 - a list's items are compared by identity with those it held when sealed (C code such as
   ``heapq`` and ``list.__setitem__(x, …)`` writes into a list without calling its methods),
-  as is its length;
+  as is its length — every tracked list sealed in a tracker's log, however deep (a list inside
+  a container known unchanged is not reached by the comparison: :func:`check_lists` marks it);
 - a plain ``dict`` or ``list`` the workflow put inside a tracked one (a message it built) cannot
   report changes: the holder keeps where such children sit, and each is compared by content
   with its twin, every record (until the next tick makes it tracked);
 - a plain container deeper down (inside a tracked child) makes every holder above it "deep":
   compared by content until the next tick.
 
-Changes made by calling ``dict``'s or ``list``'s own methods on a tracked container
-(``dict.__setitem__(d, k, v)``) other than through a list's items are not seen; workflow code
+Changes made by calling ``dict``'s own methods on a tracked container
+(``dict.__setitem__(d, k, v)``) are not seen; workflow code
 changes its variables through their methods (docs/file-format.md, "How a writer finds the
 state change").
 
@@ -33,6 +34,8 @@ Standard library only (a kernel module).
 
 from __future__ import annotations
 
+from itertools import compress
+from operator import ne
 from typing import Any, Iterable, Optional, SupportsIndex
 
 from .values import same_value
@@ -41,12 +44,25 @@ CLEAN, APPENDED, CHANGED = 0, 1, 2
 
 
 class ChangeLog:
-    """The tracked containers marked changed since a tracker's last record (reset by it)."""
+    """The tracked containers marked changed since a tracker's last record (reset by it), and
+    the tracked lists sealed in it, looked at before each record (:func:`check_lists`)."""
 
-    __slots__ = ("marked",)
+    __slots__ = ("marked", "lists", "held", "items")
 
     def __init__(self) -> None:
         self.marked: list[Any] = []
+        # The lists, side by side with the items each held when sealed (compared pairwise in C),
+        # and where each sits in them by id (emptied when a tick starts from a new copy: see
+        # DeltaTracker.adopt, and :meth:`forget_lists`).
+        self.lists: dict[int, int] = {}
+        self.held: list[Any] = []
+        self.items: list[Any] = []
+
+    def forget_lists(self) -> None:
+        """Stop looking at the lists registered so far (they are no longer the run's)."""
+        self.lists.clear()
+        self.held.clear()
+        self.items.clear()
 
 
 _SLOTS = ("_ar_log", "_ar_twin", "_ar_up", "_ar_state", "_ar_below", "_ar_pure", "_ar_deep", "_ar_logged",
@@ -285,28 +301,57 @@ class TrackedList(_Tracking, list):  # type: ignore[type-arg]
 TRACKED = (TrackedDict, TrackedList)
 
 
-def tracked_copy(value: Any, holder: Any = None) -> Any:
+def tracked_copy(value: Any, holder: Any = None, made: Optional[list[Any]] = None) -> Any:
     """``value`` with every ``dict`` and ``list`` in it (and tuple: JSON holds it as a list) a new
-    tracked container linked to the one holding it; scalars are shared."""
+    tracked container linked to the one holding it; scalars are shared. ``made``: a list that
+    receives every tracked list made (each remembers the items it was made with)."""
     cls = value.__class__
+    items: Any = None
     if cls is dict or (cls is not list and cls is not tuple and isinstance(value, dict)):
         out: Any = _new_dict(_DICT)
-        dict.update(out, {k: v if v.__class__ not in _NESTED and not isinstance(v, _CONTAINERS) else tracked_copy(v, out)
-                          for k, v in value.items()})
+        dict.update(out, {k: v if v.__class__ not in _NESTED and not isinstance(v, _CONTAINERS) else
+                          tracked_copy(v, out, made) for k, v in value.items()})
     elif isinstance(value, (list, tuple)):
         out = _new_list(_LIST)
-        list.extend(out, [v if v.__class__ not in _NESTED and not isinstance(v, _CONTAINERS) else tracked_copy(v, out)
-                          for v in value])
+        items = [v if v.__class__ not in _NESTED and not isinstance(v, _CONTAINERS) else tracked_copy(v, out, made)
+                 for v in value]
+        list.extend(out, items)
+        if made is not None:
+            made.append(out)
     else:
         return value
     # The fields of _init, set here without a call (a tick copies every container of the state).
-    out._ar_log = out._ar_twin = out._ar_logged = out._ar_items = None
+    out._ar_log = out._ar_twin = out._ar_logged = None
+    out._ar_items = items  # (never changed: a seal replaces it)
     out._ar_up = [holder] if holder is not None else None
     out._ar_state = CLEAN
     out._ar_below = out._ar_deep = False
     out._ar_pure = True
     out._ar_plain = ()
     return out
+
+
+def tracked_copy_lists(value: Any, made: list[Any]) -> None:
+    """Append to ``made`` every tracked list in ``value`` (through tracked containers only)."""
+    stack = [value]
+    while stack:
+        here = stack.pop()
+        if here.__class__ is TrackedList:
+            made.append(here)
+            stack.extend(list.__iter__(here))
+        elif here.__class__ is TrackedDict:
+            stack.extend(dict.values(here))
+
+
+def register_made(lists: list[Any], log: ChangeLog) -> None:
+    """Look, before each record of ``log``'s tracker, at the lists :func:`tracked_copy` made
+    (``made``) for the tick it starts: each against the items it was made with."""
+    held = log.held
+    start = len(held)
+    fresh = [obj for obj in lists if id(obj) not in log.lists]
+    held.extend(fresh)
+    log.items.extend([obj._ar_items for obj in fresh])
+    log.lists.update(zip(map(id, fresh), range(start, start + len(fresh))))
 
 
 _NESTED = (dict, list, tuple)
@@ -364,6 +409,8 @@ def seal(obj: Any, twin: Any, log: ChangeLog, *, appended: bool = False, fresh: 
     if fresh:
         obj._ar_items = list(list.__iter__(obj)) if obj.__class__ is TrackedList else None
         obj._ar_log, obj._ar_twin = log, twin
+        if obj.__class__ is TrackedList:  # (the lists inside it: register_made)
+            _register_one(obj, log)
         return
     start = len(obj._ar_items) if appended and obj._ar_items is not None else 0
     plain = list(obj._ar_plain) if start else []
@@ -390,6 +437,77 @@ def seal(obj: Any, twin: Any, log: ChangeLog, *, appended: bool = False, fresh: 
     obj._ar_twin = twin
     obj._ar_state = CLEAN
     obj._ar_below = False
+    _register(obj, log, start)
+
+
+def _register_one(obj: Any, log: ChangeLog) -> None:
+    at = log.lists.get(id(obj))
+    if at is None or log.held[at] is not obj:
+        log.lists[id(obj)] = len(log.held)
+        log.held.append(obj)
+        log.items.append(obj._ar_items)
+    else:
+        log.items[at] = obj._ar_items
+
+
+def _register(obj: Any, log: ChangeLog, start: int) -> None:
+    """Remember, in ``log``, every tracked list in ``obj`` (from its item ``start`` on, for a
+    list) and ``obj`` itself with the items it holds now, so that :func:`check_lists` sees C code
+    writing into any of them, however deep (its holders may be skipped unseen)."""
+    lists, held, sealed = log.lists, log.held, log.items
+    stack: list[Any] = [obj]
+    first = True
+    while stack:
+        here = stack.pop()
+        cls = here.__class__
+        if cls is TrackedList:
+            if not first and (here._ar_log is not log or here._ar_items is None or here._ar_state != CLEAN
+                              or here._ar_below):
+                # Sealed along with a holder, which equals its twin: so does this list, as it is now.
+                here._ar_items = list(list.__iter__(here))
+                here._ar_log, here._ar_twin = log, _UNTWINNED
+                here._ar_state, here._ar_below = CLEAN, False
+            at = lists.get(id(here))
+            if at is None or held[at] is not here:
+                lists[id(here)] = len(held)
+                held.append(here)
+                sealed.append(here._ar_items)
+            else:
+                sealed[at] = here._ar_items
+            children: Iterable[Any] = here._ar_items[start:] if first and start else list.__iter__(here)
+        elif cls is TrackedDict:
+            children = dict.values(here)
+        else:
+            continue
+        first = False
+        stack.extend(c for c in children if c.__class__ is TrackedList or c.__class__ is TrackedDict)
+
+
+# The twin of a list sealed only along with a holder: never a tracker's private copy, so the list
+# is never skipped on its own account (only its items are remembered, for check_lists).
+_UNTWINNED = object()
+
+
+def check_lists(log: ChangeLog) -> None:
+    """Before a record: mark changed each tracked list sealed in ``log`` whose items are no longer
+    those it held then (C code — ``heapq``, ``list.append(x, …)`` — wrote into it without calling
+    its methods), so that no holder of it is skipped as unchanged."""
+    held, sealed = log.held, log.items
+    gone = False
+    # Every list against its items when sealed, pairwise in C (``is`` first): Python looks only at those that differ.
+    for at in compress(range(len(held)), map(ne, held, sealed)):
+        obj = held[at]
+        if obj._ar_items is None or (obj._ar_log is not log and obj._ar_log is not None):
+            gone = True  # changed through its methods and not sealed again, or sealed elsewhere
+            sealed[at] = None
+        elif obj._ar_state == CLEAN and not _same_items(obj, len(obj)):
+            _mark(obj, CHANGED, ())
+    if gone:
+        keep = [at for at, items in enumerate(sealed) if items is not None]
+        log.held[:] = [held[at] for at in keep]
+        log.items[:] = [sealed[at] for at in keep]
+        log.lists.clear()
+        log.lists.update((id(obj), at) for at, obj in enumerate(log.held))
 
 
 def reset(log: ChangeLog) -> None:
@@ -407,4 +525,4 @@ def reset(log: ChangeLog) -> None:
 
 
 __all__ = ["APPENDED", "CHANGED", "CLEAN", "TRACKED", "ChangeLog", "TrackedDict", "TrackedList", "appended_only",
-           "reset", "seal", "tracked_copy", "unchanged"]
+           "check_lists", "register_made", "reset", "seal", "tracked_copy", "tracked_copy_lists", "unchanged"]

@@ -26,7 +26,8 @@ from typing import Any, Callable, Optional, Union
 from .errors import InvalidInputError
 from .markers import LIT, REF, VAL, has_marker_key, marker_kind
 from .state import RUN_FIELDS, StateImage
-from .tracked import ChangeLog, TrackedDict, TrackedList, appended_only, reset, seal, unchanged
+from .tracked import (ChangeLog, TrackedDict, TrackedList, appended_only, check_lists, register_made, reset, seal,
+                      tracked_copy_lists, unchanged)
 from .values import ValueTable, json_copy, private_copy, same_value
 
 Path = list[str]
@@ -142,6 +143,7 @@ class DeltaTracker:
             raise InvalidInputError(f"Run vars must be a JSON object, not {type(variables).__name__}")
         ops: list[VarOp] = []
         self._later = []
+        check_lists(self._log)  # C code may have written into a list no comparison reaches
         self._diff(self._private, variables, [], ops, result, result_path, opaque)
         return ops
 
@@ -268,11 +270,12 @@ class DeltaTracker:
             if twin.__class__ is (dict if cls is TrackedDict else list):
                 seal(live, twin, log, appended=appended)
 
-    def adopt(self, live: dict[str, Any], copy: dict[str, Any]) -> None:
+    def adopt(self, live: dict[str, Any], copy: dict[str, Any], made: Optional[list[Any]] = None) -> None:
         """``copy``, a :func:`~abstractruntime.core.tracked.tracked_copy` of each of ``live``'s
         variables, is what the run's next tick starts from: when ``live`` still equals what the
         last record left, its containers are sealed against their private copies at once (the
-        next record then compares nothing it did not change)."""
+        next record then compares nothing it did not change). ``made``: every tracked list the
+        copy made (looked at before each record, for writes by C code; found in ``copy`` if not given)."""
         try:
             if self.diff(live):
                 return
@@ -280,6 +283,8 @@ class DeltaTracker:
             return
         finally:
             self._later = []
+            # The live lists are no longer the run's (the copy's are registered as they are sealed below).
+            self._log.forget_lists()
         log = self._log
         for key, value in copy.items():
             twin = self._private.get(key)
@@ -287,6 +292,11 @@ class DeltaTracker:
                     (value.__class__ is TrackedDict and twin.__class__ is dict):
                 if value._ar_log is None:  # never sealed: as tracked_copy made it
                     seal(value, twin, log, fresh=True)
+        if made is None:
+            made = []
+            for value in copy.values():
+                tracked_copy_lists(value, made)
+        register_made(made, log)
 
     @property
     def private(self) -> dict[str, Any]:

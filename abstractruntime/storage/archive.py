@@ -60,6 +60,9 @@ _TOP = {RUNS_DIR, "snapshots", "artifacts", "events"}
 # Members of a store that an archive leaves out: caches, locks, temporary files.
 _LEFT_OUT = re.compile(r"(^|/)(\.lock|\.[^/]*\.tmp|index\.sqlite3.*)$")
 _CHUNK = 1 << 20
+# What the members after the manifest may declare beyond the sizes it lists (a stray small
+# member is then named for what it is; a bomb in one is refused before it is decompressed).
+_SKIP_SLACK = 1 << 20
 # A manifest larger than this is refused before it is read (a million runs list well under it).
 MAX_MANIFEST_BYTES = 256 << 20
 
@@ -257,15 +260,29 @@ def _unpack(path: Path, folder: Path, problems: VerifyReport,
     the disk before it, and then only members it lists, with the size it names — so an
     archive unpacks to at most the manifest's total, which must fit in ``max_bytes`` and in
     the free space of the folder. A crafted archive (a gzip bomb, a member swollen past its
-    listed size) is refused before it fills the temporary directory.
+    listed size) is refused before it fills the temporary directory, and before it is
+    decompressed: the members after the manifest may declare no more bytes than it lists.
     """
     manifest: Optional[dict[str, Any]] = None
     listed: dict[str, Any] = {}
+    budget = 0
     seen: set[str] = set()
     refused: set[str] = set()
     try:
         with tarfile.open(path, mode="r:gz") as tar:
             for member in tar:
+                # Every member's data is decompressed to be read or skipped: nothing but the manifest
+                # may come before it, and the members after it may together declare little more than
+                # it lists (a gzip bomb in a member refused, unlisted or repeated would cost its size in CPU).
+                if manifest is None:
+                    if member.name != MANIFEST and member.size:
+                        break  # reported below: an archive starts with its manifest
+                else:
+                    budget -= member.size
+                    if budget < 0:
+                        problems.problem("archive_too_large", f"member {member.name!r} declares {member.size} bytes, "
+                                         "more than the manifest lists for the members left: not read further")
+                        return None, refused
                 name = _safe_name(member.name)
                 if name is None:
                     problems.problem("archive_member_refused", f"member {member.name!r} has an unsafe name")
@@ -292,6 +309,7 @@ def _unpack(path: Path, folder: Path, problems: VerifyReport,
                     if manifest is None or not _fits(manifest, folder, problems, max_bytes):
                         return None, refused
                     listed = manifest["files"]
+                    budget = sum(e["size"] for e in listed.values()) + _SKIP_SLACK
                     continue
                 if name.split("/", 1)[0] not in _TOP or name not in listed:
                     problems.problem("archive_file_unlisted", f"member {name} is not in the manifest (added)"

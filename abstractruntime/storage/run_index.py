@@ -78,12 +78,13 @@ _BOOT_ID: list[Optional[bytes]] = []
 PARALLEL_MIN = 4000
 # What a helper process runs: it reads its task (sys.path, the scanner, the store root and the
 # first and last run id of its share) from stdin and writes the rows, marshalled, to stdout.
-# Everything it is handed is the parent's own; a parent killed meanwhile closes the pipe, and the
-# helper's write then fails and it exits.
+# Everything it is handed is the parent's own; its path is the parent's path exactly (``-c`` would
+# put the working directory first, where a package of the same name may sit). A parent killed
+# meanwhile closes the pipe, and the helper's write then fails and it exits.
 _HELPER = (
     "import marshal, sys\n"
     "path, scanner, root, first, last = marshal.load(sys.stdin.buffer)\n"
-    "sys.path[:0] = [p for p in path if p not in sys.path]\n"
+    "sys.path[:] = path\n"
     "from importlib import import_module\n"
     "module, name = scanner.split(':')\n"
     "sys.stdout.buffer.write(marshal.dumps(getattr(import_module(module), name)(root, first, last)))\n"

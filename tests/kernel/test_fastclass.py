@@ -208,3 +208,93 @@ def test_every_kernel_dataclass_used_at_import_takes_the_fast_path() -> None:
                 if "__create_fn__" in getattr(value.__init__.__code__, "co_qualname", ""):
                     slow.append(f"{name}.{value.__qualname__}")
     assert slow == []
+
+
+def _clashing(decorate: Callable[..., Any]) -> list[Any]:
+    """Classes whose field names are the names an ``__init__`` written from source might use."""
+    @decorate(frozen=True)
+    class Setter:
+        """A frozen record with a field named like a helper."""
+
+        _set: int
+        items: list[int] = dataclasses.field(default_factory=list)
+
+    @decorate
+    class Missing:
+        """A field named like the factory marker."""
+
+        _MISSING: int = 0
+        items: list[int] = dataclasses.field(default_factory=list)
+
+    @decorate
+    class Self:
+        """A field named self."""
+
+        self: int = 0
+
+    @decorate
+    class Defaults:
+        """A field named like another's default."""
+
+        x: int = 0
+        _default_x: int = 5
+
+    return [Setter(1), Missing(), Self(3), Defaults()]
+
+
+def test_fields_named_like_the_generated_code_s_own_names() -> None:
+    fast_made, real_made = _clashing(fast), _clashing(dataclasses.dataclass)
+    assert [repr(o).split(".")[-1] for o in fast_made] == [repr(o).split(".")[-1] for o in real_made]
+    assert [dataclasses.asdict(o) for o in fast_made] == [dataclasses.asdict(o) for o in real_made]
+
+
+@fast(frozen=True)
+class FastKey:
+    """A frozen record at module level (pickle finds it by name)."""
+
+    key: str
+    size: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RealKey:
+    """The same with the standard decorator."""
+
+    key: str
+    size: int = 1
+
+
+class _Sub(FastKey):
+    """A user's plain subclass of a fast frozen class."""
+
+
+def test_pickles_subclasses_and_match_behave_as_with_the_standard_class() -> None:
+    import pickle
+
+    for cls in (FastKey, RealKey):
+        one = cls("k", 2)
+        assert pickle.loads(pickle.dumps(one)) == one
+        match one:
+            case cls(key, size):  # type: ignore[misc]
+                assert (key, size) == ("k", 2)
+            case _:
+                raise AssertionError("__match_args__ did not match")
+
+        @dataclasses.dataclass(frozen=True)
+        class More(cls):  # type: ignore[misc,valid-type]
+            """A dataclass subclass with a field of its own."""
+
+            more: int = 3
+
+        m = More("k", 2)
+        assert (m.key, m.size, m.more) == ("k", 2, 3) and dataclasses.replace(m, more=4).more == 4
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            m.more = 5  # type: ignore[misc]
+    sub = _Sub("k")
+    sub.note = "a plain subclass may add attributes"  # type: ignore[attr-defined]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sub.key = "x"  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(sub)).key == "k"
+    a, b = FAST["Plain"]("a"), FAST["Plain"]("b")
+    a.tags.append("only a")
+    assert b.tags == []  # a factory's default is not shared

@@ -660,3 +660,46 @@ def test_the_one_parse_check_never_accepts_what_the_careful_check_refuses(value:
 ])
 def test_lines_the_one_parse_check_leaves_to_the_careful_one(line: bytes) -> None:
     assert canonical_record(line) is None
+
+
+@pytest.mark.parametrize("change", ["duplicated", "reversed", "offset mid-line", "offset past the end",
+                                    "offset zero", "every anchor at the first one's place", "one in a thousand"])
+def test_anchors_rearranged_change_nothing(long_run: tuple[Path, str], change: str) -> None:
+    """Anchors repeated, out of order, or pointing inside a line or past the ledger: the run is still clean."""
+    root, run_id = long_run
+    path = root / "runs" / run_id / "anchors.jsonl"
+    docs = [json.loads(line) for line in path.read_bytes().splitlines()]
+    if change == "duplicated":
+        docs = [d for doc in docs for d in (doc, doc)]
+    elif change == "reversed":
+        docs.reverse()
+    elif change == "offset mid-line":
+        for doc in docs:
+            doc["offset"] -= 5
+    elif change == "offset past the end":
+        for doc in docs:
+            doc["offset"] += 1 << 40
+    elif change == "offset zero":
+        for doc in docs:
+            doc["offset"] = 0
+    elif change == "every anchor at the first one's place":
+        docs = [{**doc, "offset": docs[0]["offset"], "seq": docs[0]["seq"]} for doc in docs]
+    else:
+        docs = docs[:1] * 1000
+    path.write_bytes(b"".join(json.dumps(d).encode() + b"\n" for d in docs))
+    assert assert_same(root, run_id, 3)["ok"]
+
+
+def test_a_ledger_torn_where_an_anchor_points_is_reported_in_parallel_as_in_one_process(
+        long_run: tuple[Path, str]) -> None:
+    """The line an anchor ends at loses its last bytes: the anchor points past a torn line."""
+    root, run_id = long_run
+    run_dir = root / "runs" / run_id
+    anchor = json.loads((run_dir / "anchors.jsonl").read_bytes().splitlines()[0])
+    ledger = run_dir / "ledger.jsonl"
+    data = ledger.read_bytes()
+    at = anchor["offset"]
+    assert data[at - 1:at] == b"\n"
+    ledger.write_bytes(data[:at - 10] + b"\n" + data[at:])
+    assert not parallel_clean(root, run_id, 3)
+    assert not assert_same(root, run_id, 3)["ok"]

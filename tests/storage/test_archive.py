@@ -358,7 +358,8 @@ def test_a_swollen_member_is_refused_before_it_reaches_the_disk(source: FileStor
         assert written < (1 << 20), "the swollen member was written"
         assert not (folder / "runs/done-1/ledger.jsonl").exists()
     found = [p.type for r in checked.reports for p in r.problems]
-    assert "archive_file_mismatch" in found and "archive_file_missing" not in found, found
+    # Its header declares more than the manifest lists: refused before it is even decompressed.
+    assert found == ["archive_too_large"], found
     assert not checked.ok
 
 
@@ -384,6 +385,30 @@ def test_an_archive_listing_more_than_the_limit_or_the_free_space_is_refused(sou
     _rewrite(out, huge)
     checked = verify_archive(out)
     assert [p.type for r in checked.reports for p in r.problems] == ["archive_too_large"]
+
+
+@pytest.mark.parametrize("where", ["unlisted", "escaping name", "repeated", "before the manifest"])
+def test_a_bomb_in_a_member_that_is_never_written_is_not_decompressed(source: FileStore, tmp_path: Path,
+                                                                      where: str) -> None:
+    """64 MB of zeros (a few KB compressed) in a member the unpacking skips: its header is enough to refuse it."""
+    out = tmp_path / "all.tar.gz"
+    export_archive(source, out)
+    bomb = b"\0" * (64 << 20)
+    if where == "before the manifest":
+        _rewrite(out, lambda m: {"runs/done-1/junk": bomb, **m})
+    else:
+        name = {"unlisted": "runs/done-1/junk", "escaping name": "../junk", "repeated": "runs/done-1/run.json"}[where]
+        _rewrite(out, lambda m: m, extra=lambda tar: tar.addfile(_info(name, len(bomb)), io.BytesIO(bomb)))
+    assert out.stat().st_size < (1 << 20)
+    found = [p.type for r in verify_archive(out).reports for p in r.problems]
+    assert found[-1] in ("archive_too_large", "archive_manifest_missing"), found
+    assert not verify_archive(out).ok
+
+
+def _info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info
 
 
 def test_an_archive_must_start_with_its_manifest(source: FileStore, tmp_path: Path) -> None:

@@ -227,3 +227,31 @@ def test_the_rebuild_an_open_makes_leaves_a_rebuild_committed_meanwhile_alone(st
         assert db.execute("SELECT dirty FROM runs WHERE run_id = 'run-001'").fetchone() == (0,)
     first.close()
     second.close()
+
+
+_PLANTED_BUILDER = r"""
+import sys
+sys.path[:] = [p for p in sys.path if p not in ("", ".")] # this process imports the real package
+from abstractruntime.storage.json_files import JsonFileRunStore
+store = JsonFileRunStore(sys.argv[1], durability="none")
+index = store._index
+index.parallel_min, index.helpers = 2, 2
+index.rebuild()
+print(index.last_helpers)
+store.close()
+"""
+
+
+def test_helpers_import_what_their_builder_imported_not_the_working_directory_s(store_root: Path,
+                                                                               tmp_path: Path) -> None:
+    """A rebuild started in a directory holding a package of the same name (a checkout, a shared
+    directory): the helpers, started with ``-c``, would find it first on their path."""
+    planted = tmp_path / "cwd"
+    (planted / "abstractruntime").mkdir(parents=True)
+    marker = tmp_path / "planted-code-ran"
+    (planted / "abstractruntime" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    done = subprocess.run([sys.executable, "-c", _PLANTED_BUILDER, str(store_root)], cwd=planted,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists(), "a helper imported the working directory's package"
+    assert done.stdout.strip() == "2"  # both helpers ran and sent their rows

@@ -28,7 +28,7 @@ from typing import Any, Collection, Iterator, List, Optional, Sequence
 
 from ...core.canonical import canonical_json
 from ...core.chain import seal_batch
-from ...core.errors import InvalidInputError, LedgerConflictError
+from ...core.errors import CorruptRecordError, InvalidInputError, LedgerConflictError
 from ...core.models import StepRecord
 from ...core.ports import Capability, LedgerHead, LedgerStore, retained
 from ...core.records import RECORD_FORMAT, expand_records
@@ -104,7 +104,7 @@ class PostgresLedgerStore(LedgerStore):
         with self.db.connection() as conn:
             with self._conflicts_refused(", ".join(by_run)), conn.transaction():
                 for run_id, batch in by_run.items():
-                    docs, lines = seal_batch(batch, head=self._head(conn, run_id))
+                    docs, lines = seal_batch(batch, head=self._head(conn, run_id, checked=True))
                     self._insert(conn, run_id, docs, lines)
 
     def append_lines(self, run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
@@ -248,10 +248,65 @@ class PostgresLedgerStore(LedgerStore):
                 f"""INSERT INTO {self._t} (run_id, seq, line, record_hash, status, idempotency_key)
                     VALUES (%s, %s, %s, %s, %s, %s)""", rows)
 
-    def _head(self, conn: Any, run_id: str) -> LedgerHead:
-        row = conn.execute(f"SELECT coalesce(last_seq, seq), record_hash FROM {self._t} WHERE run_id = %s "
+    def _head(self, conn: Any, run_id: str, *, checked: bool = False) -> LedgerHead:
+        """The head the last row's columns name (a position token, compared with what a writer
+        knows); ``checked``: also read its last line, which must say the same (a head to chain onto)."""
+        line = ", line" if checked else ""
+        row = conn.execute(f"SELECT coalesce(last_seq, seq), record_hash{line} FROM {self._t} WHERE run_id = %s "
                            "ORDER BY seq DESC LIMIT 1", [run_id]).fetchone()
-        return LedgerHead() if row is None else LedgerHead(int(row[0]), row[1])
+        if row is None:
+            return LedgerHead()
+        return self._checked_head(run_id, row[0], row[1], row[2]) if checked else LedgerHead(int(row[0]), row[1])
+
+    def _checked_head(self, run_id: str, seq: Any, head_hash: Any, data: Any) -> LedgerHead:
+        """The head the last row's columns name, when its last line says the same; else the row
+        was edited behind the store's back: :class:`CorruptRecordError` (a writer chaining onto a
+        column would write a record the ledger's lines do not continue into)."""
+        raw = bytes(data)
+        try:
+            last = loads_strict(raw[raw.rfind(b"\n") + 1:])
+        except ValueError:
+            last = None
+        if not isinstance(last, dict) or last.get("seq") != seq or last.get("record_hash") != head_hash:
+            raise CorruptRecordError(f"the last ledger row's columns (seq {seq}, hash {str(head_hash)[:12]}) are "
+                                     "not its last record's; the row was edited", path=self._where(run_id),
+                                     line=int(seq))
+        return LedgerHead(int(seq), head_hash)
+
+    def row_problems(self, run_id: str) -> List[str]:
+        """What is wrong with the run's rows as rows: a key, ``last_seq``, ``record_hash``,
+        ``status``, ``idempotency_key`` or ``effect_id`` column that is not what its lines say,
+        a line that is not a record, a record out of its place in the row, or one that
+        ``find_completed`` must find in the middle of a row. The lines themselves are checked by
+        ``verify`` (the chain); this is what the queries read beside them."""
+        problems: List[str] = []
+        with self.db.connection() as conn:
+            rows = conn.execute(f"SELECT seq, last_seq, line, record_hash, status, idempotency_key, effect_id "
+                                f"FROM {self._t} WHERE run_id = %s ORDER BY seq", [run_id]).fetchall()
+        for first, last_seq, data, head_hash, status, key, effect in rows:
+            docs: List[dict[str, Any]] = []
+            for seq, line in _split(int(first), data):
+                try:
+                    doc = loads_strict(line)
+                except ValueError:
+                    doc = None
+                if not isinstance(doc, dict) or doc.get("seq") != seq:
+                    problems.append(f"row {first}: the line at seq {seq} is not the record of that seq")
+                    break
+                if docs and _described(doc):
+                    problems.append(f"row {first}: record {seq} starts no row, but the lookup columns must describe it")
+                docs.append(doc)
+            else:
+                head, tail = docs[0], docs[-1]
+                wanted = {"last_seq": tail["seq"] if len(docs) > 1 else None, "record_hash": tail.get("record_hash"),
+                          "status": head.get("status"), "idempotency_key": head.get("idempotency_key")}
+                have = {"last_seq": last_seq, "record_hash": head_hash, "status": status, "idempotency_key": key}
+                if effect is not None or _effect_id(head) is not None and head.get("format") == RECORD_FORMAT:
+                    # (Rows from before migration 11 leave effect_id empty.)
+                    wanted["effect_id"], have["effect_id"] = _effect_id(head), effect
+                problems.extend(f"row {first}: {name} is {have[name]!r}, its lines say {want!r}"
+                                for name, want in wanted.items() if have[name] != want)
+        return problems
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -313,7 +368,7 @@ class PostgresLedgerStore(LedgerStore):
                     ORDER BY seq""", {"r": run_id, "p": position.seq, "u": upper}).fetchall()
         if not rows:
             return LedgerHead(), []
-        head = LedgerHead(int(rows[-1][1]), rows[-1][2])
+        head = self._checked_head(run_id, rows[-1][1], rows[-1][2], rows[-1][3])
         data = b"".join(line + b"\n" for first, _, _, row in rows if first <= upper
                         for seq, line in _split(int(first), row) if position.seq < seq <= upper)
         start = LedgerHead(position.seq, position.head_hash) if position.seq else LedgerHead()

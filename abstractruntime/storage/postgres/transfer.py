@@ -120,10 +120,14 @@ def _read_database_run(store: Any, run_id: str) -> RunCopy:
         # Every read below sees the database as it was at the first one.
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         lines = store.ledger.lines(run_id)
+        rows = store.ledger.row_problems(run_id)  # keys and columns that are not what their lines say
         checkpoint = store.runs.load_checkpoint(run_id)
         secrets = store.ledger.get_secrets(run_id)
         bookmarks = store.bookmarks.list(run_id)
     label = f"ledger of run {run_id} in {store.describe()}"
+    if rows:
+        return RunCopy(run_id, lines, [], checkpoint, secrets, bookmarks, source=store.describe(),
+                       damaged=f"ledger_row_mismatch: {rows[0]}")
     try:
         records = parse_ledger(b"".join(line + b"\n" for line in lines), path=label, verify_chain=False).records
     except CorruptRecordError as exc:  # laid out as it is all the same: verify reports it

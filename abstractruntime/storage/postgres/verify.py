@@ -57,7 +57,10 @@ def _stale(found: Optional[tuple[Any, list[Any], int]]) -> bool:
 
 
 def check_row(store: Any, run_id: str, report: Any) -> None:
-    """Add to ``report`` what is wrong with run ``run_id``'s row of the ``runs`` table."""
+    """Add to ``report`` what is wrong with run ``run_id``'s row of the ``runs`` table, and with
+    its ledger rows as rows (their keys and columns against their lines)."""
+    for message in store.ledger.row_problems(run_id):
+        report.problem("ledger_row_mismatch", f"run {run_id}: {message} (the queries and the writer read these)")
     found = _read_row(store, run_id)
     if found is None:
         return
