@@ -131,32 +131,12 @@ SECRET_PLACES: dict[str, Change] = {
 
 def run_secret_loop(root: Path, loop: Loop, *, max_steps: int) -> None:
     """``run_loop`` for runs holding secrets: the files and the ledger alone (their secrets filled
-    from the secrets store by commitment) and ``state_at`` of the last record give the live state,
-    and no file outside the secrets store holds a secret, after any tick."""
-    store = FileStore(root, durability="none")
-    try:
-        wf = loop.workflow()
-        rt = store.runtime(effect_handlers={EffectType.LLM_CALL: loop.model})
-        run_id = rt.start(workflow=wf, vars={"messages": [{"role": "user", "content": "go"}]})
-        while True:
-            state = rt.tick(workflow=wf, run_id=run_id, max_steps=max_steps)
-            live = jcs(state.vars)
-            if state.status.value != "running":  # its secrets are dropped: readers see their redacted text
-                live = live.replace(SECRET.encode(), b"[REDACTED]").replace(NAMED.encode(), b"[REDACTED]")
-            _no_secret_in_files(root)
-            assert _vars(root, run_id) == live, "the files rebuild another state than the live one"
-            if state.status.value != "running":
-                break
-        head = rt.get_ledger(run_id)[-1]["seq"]
-        assert jcs(rt.state_at(run_id, head).run.vars) == live
-    finally:
-        store.close()
-    assert _vars(root, run_id, ledger_only=True) == live, "the ledger alone replays to another state"
-    reader = FileStore(root, durability="none")
-    try:
-        assert verify_run(reader, run_id).ok
-    finally:
-        reader.close()
+    from the secrets store by commitment) and ``state_at`` of the last record give the live state
+    (once the run ends its secrets are dropped: readers see their redacted text), and no file
+    outside the secrets store holds a secret, after any tick."""
+    run_loop(root, loop, max_steps=max_steps,
+             finished=lambda live: live.replace(SECRET.encode(), b"[REDACTED]").replace(NAMED.encode(), b"[REDACTED]"),
+             each_tick=lambda: _no_secret_in_files(root))
     _no_secret_in_files(root)
 
 

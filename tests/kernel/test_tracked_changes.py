@@ -84,10 +84,15 @@ def _vars(root: Path, run_id: str, *, ledger_only: bool = False) -> bytes:
         store.close()
 
 
-def run_loop(root: Path, loop: Loop, *, max_steps: int = 4, first: Optional[list[Any]] = None) -> tuple[str, bytes]:
+def run_loop(root: Path, loop: Loop, *, max_steps: int = 4, first: Optional[list[Any]] = None,
+             finished: Callable[[bytes], bytes] = lambda live: live,
+             each_tick: Callable[[], None] = lambda: None) -> tuple[str, bytes]:
     """Run ``loop`` to its end in ticks of ``max_steps`` nodes (a tick starts from a copy of the
     variables in containers that report their changes); returns the run id and the live
-    variables' canonical JSON, after checking that the files, the ledger alone and every record's ``state_at`` agree with it."""
+    variables' canonical JSON, after checking that the files, the ledger alone and every record's ``state_at`` agree with it.
+
+    ``finished``: what readers see of the live state once the run ended (e.g. its secrets
+    redacted); ``each_tick``: a check run after every tick."""
     store = FileStore(root, durability="none")
     try:
         wf = loop.workflow()
@@ -97,6 +102,9 @@ def run_loop(root: Path, loop: Loop, *, max_steps: int = 4, first: Optional[list
         while True:
             state = rt.tick(workflow=wf, run_id=run_id, max_steps=max_steps)
             live = jcs(state.vars)
+            if state.status.value != "running":
+                live = finished(live)
+            each_tick()
             assert _vars(root, run_id) == live, "the files rebuild another state than the live one"
             if state.status.value != "running":
                 break
