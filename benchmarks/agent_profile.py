@@ -16,9 +16,9 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from . import agent_loop, workloads
+from . import agent_loop, harness, workloads
 
 PHASES = (
     ("compare with the last record (DeltaTracker.diff)", "abstractruntime.core.wal", "DeltaTracker.diff"),
@@ -33,31 +33,16 @@ PHASES = (
 
 def profile(turns: int, variant: str, durability: str) -> dict[str, Any]:
     """``{"turn": (early, late), phase: (early, late)}``: mean seconds per turn."""
-    import importlib
-
     from abstractruntime.storage.store import FileStore
 
     totals: dict[tuple[str, str], float] = defaultdict(float)
     window: dict[str, Optional[str]] = {"now": None}
-    undo: list[Callable[[], None]] = []
-    for label, module_name, attr in PHASES:
-        module = importlib.import_module(module_name)
-        owner: Any = module
-        name = attr
-        if "." in attr:
-            owner, name = getattr(module, attr.split(".")[0]), attr.split(".")[1]
-        original = getattr(owner, name)
 
-        def timed(*args: Any, _original: Any = original, _label: str = label, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                if window["now"] is not None:
-                    totals[(window["now"], _label)] += time.perf_counter() - start
+    def record(label: str, seconds: float) -> None:
+        if window["now"] is not None:
+            totals[(window["now"], label)] += seconds
 
-        setattr(owner, name, timed)
-        undo.append(lambda owner=owner, name=name, original=original: setattr(owner, name, original))
+    undo = harness.time_functions(PHASES, record)
     tools = variant == "tools"
     stamps: list[float] = []
     handlers = agent_loop.handlers(1024, tools, stamps)

@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 from typing import Any, Callable, Optional
 
-from . import workloads
+from . import harness, workloads
 
 PHASES = (
     ("records: delta, values, redaction, JCS + SHA-256, replay (RunSession.record)",
@@ -36,27 +36,11 @@ PHASES = (
 
 
 def _wrap(totals: dict[str, float], counts: dict[str, int]) -> list[Callable[[], None]]:
-    import importlib
+    def record(label: str, seconds: float) -> None:
+        totals[label] += seconds
+        counts[label] += 1
 
-    undo: list[Callable[[], None]] = []
-    for label, module_name, attr in PHASES:
-        module = importlib.import_module(module_name)
-        owner: Any = module
-        name = attr
-        if "." in attr:
-            owner, name = getattr(module, attr.split(".")[0]), attr.split(".")[1]
-        original = getattr(owner, name)
-
-        def timed(*args: Any, _original: Any = original, _label: str = label, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                totals[_label] += time.perf_counter() - start
-                counts[_label] += 1
-
-        setattr(owner, name, timed)
-        undo.append(lambda owner=owner, name=name, original=original: setattr(owner, name, original))
+    undo = harness.time_functions(PHASES, record)
     real_fsync = os.fsync
 
     def fsync(fd: int) -> None:

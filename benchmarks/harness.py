@@ -84,3 +84,45 @@ def sqlite_bytes(path: str) -> int:
 def clock() -> float:
     """A monotonic high-resolution clock."""
     return time.perf_counter()
+
+
+def time_functions(phases: Any, record: Callable[[str, float], None]) -> list[Callable[[], None]]:
+    """Wrap each ``(label, module, "name" or "Class.name")`` of ``phases`` with a clock that calls
+    ``record(label, seconds)`` after every call; returns the functions that put the originals back."""
+    import importlib
+
+    undo: list[Callable[[], None]] = []
+    for label, module_name, attr in phases:
+        module = importlib.import_module(module_name)
+        owner: Any = module
+        name = attr
+        if "." in attr:
+            owner, name = getattr(module, attr.split(".")[0]), attr.split(".")[1]
+        original = getattr(owner, name)
+
+        def timed(*args: Any, _original: Any = original, _label: str = label, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                record(_label, time.perf_counter() - start)
+
+        setattr(owner, name, timed)
+        undo.append(lambda owner=owner, name=name, original=original: setattr(owner, name, original))
+    return undo
+
+
+def state_at_times(store: Any, run_id: str, samples: int, seed: int) -> tuple[int, list[float]]:
+    """The run's head seq, and the seconds ``state_at`` took at ``samples`` random positions
+    (chosen with ``seed``), each checked to land where it was asked."""
+    import random
+
+    head: int = store.ledger.head(run_id).seq
+    picks = sorted(random.Random(seed).sample(range(1, head + 1), k=min(samples, head)))
+    times = []
+    for seq in picks:
+        t0 = clock()
+        past = store.runtime().state_at(run_id, seq)
+        times.append(clock() - t0)
+        assert past.ledger.seq == seq
+    return head, times

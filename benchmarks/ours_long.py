@@ -8,7 +8,6 @@ of positions spread over every segment, bytes on disk per step, and ``verify`` o
 
 from __future__ import annotations
 
-import random
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -62,14 +61,7 @@ def long_ledger(sizes: Sizes, work: str) -> dict[str, Any]:
     assert state.vars["i"] >= sizes.long_steps, state.vars["i"]
 
     fresh = FileStore(root, durability="none", segment_records=segment_records)
-    head = fresh.ledger.head(run_id).seq
-    picks = sorted(random.Random(11).sample(range(1, head + 1), k=min(sizes.state_at_samples, head)))
-    times = []
-    for seq in picks:
-        t0 = harness.clock()
-        past = fresh.runtime().state_at(run_id, seq)
-        times.append(harness.clock() - t0)
-        assert past.ledger.seq == seq
+    head, times = harness.state_at_times(fresh, run_id, sizes.state_at_samples, seed=11)
     fresh.close()
 
     t0 = harness.clock()

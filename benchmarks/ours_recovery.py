@@ -9,7 +9,6 @@ the whole run.
 
 from __future__ import annotations
 
-import random
 import shutil
 import tempfile
 from pathlib import Path
@@ -59,14 +58,7 @@ def recovery(sizes: Sizes, work: str) -> dict[str, Any]:
         shutil.copyfile(early, checkpoint)
     assert state.vars["i"] >= target - 1, state.vars["i"]
     fresh = FileStore(root, durability="none")
-    head = fresh.ledger.head(run_id).seq
-    picks = sorted(random.Random(7).sample(range(1, head + 1), k=min(sizes.state_at_samples, head)))
-    times = []
-    for seq in picks:
-        t0 = harness.clock()
-        past = fresh.runtime().state_at(run_id, seq)
-        times.append(harness.clock() - t0)
-        assert past.ledger.seq == seq
+    head, times = harness.state_at_times(fresh, run_id, sizes.state_at_samples, seed=7)
     fresh.close()
     return {"records": head, "checkpoint_behind": behind, "open_and_step_seconds": harness.median(opens),
             "state_at_median_seconds": harness.median(times), "state_at_max_seconds": max(times),
