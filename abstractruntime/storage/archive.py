@@ -275,7 +275,7 @@ def _unpack(path: Path, folder: Path, problems: VerifyReport,
                 # may come before it, and the members after it may together declare little more than
                 # it lists (a gzip bomb in a member refused, unlisted or repeated would cost its size in CPU).
                 if manifest is None:
-                    if member.name != MANIFEST and member.size:
+                    if member.name != MANIFEST and not member.isdir():
                         break  # reported below: an archive starts with its manifest
                 else:
                     budget -= member.size
@@ -297,19 +297,18 @@ def _unpack(path: Path, folder: Path, problems: VerifyReport,
                     problems.problem("archive_member_duplicate", f"member {name} appears twice")
                     continue
                 seen.add(name)
-                if manifest is None:
-                    if name != MANIFEST or seen != {MANIFEST}:
-                        break  # reported below: an archive starts with its manifest
+                if manifest is None:  # the manifest itself: nothing but folders came before it
                     if member.size > MAX_MANIFEST_BYTES:
                         problems.problem("archive_too_large", f"{MANIFEST} is {member.size} bytes, over the "
                                          f"{MAX_MANIFEST_BYTES} a manifest may have")
                         return None, refused
                     source = tar.extractfile(member)
                     manifest = _manifest(source.read() if source is not None else b"", problems)
-                    if manifest is None or not _fits(manifest, folder, problems, max_bytes):
+                    total = _fits(manifest, folder, problems, max_bytes) if manifest is not None else None
+                    if manifest is None or total is None:
                         return None, refused
                     listed = manifest["files"]
-                    budget = sum(e["size"] for e in listed.values()) + _SKIP_SLACK
+                    budget = total + _SKIP_SLACK
                     continue
                 if name.split("/", 1)[0] not in _TOP or name not in listed:
                     problems.problem("archive_file_unlisted", f"member {name} is not in the manifest (added)"
@@ -338,22 +337,23 @@ def _unpack(path: Path, folder: Path, problems: VerifyReport,
     return manifest, refused
 
 
-def _fits(manifest: dict[str, Any], folder: Path, problems: VerifyReport, max_bytes: Optional[int]) -> bool:
-    """Whether the members the manifest lists fit in ``max_bytes`` and in the free space."""
+def _fits(manifest: dict[str, Any], folder: Path, problems: VerifyReport, max_bytes: Optional[int]) -> Optional[int]:
+    """The bytes the members the manifest lists add up to, when they fit in ``max_bytes`` and in
+    the free space; ``None`` (reported) when they do not."""
     sizes = [e.get("size") if isinstance(e, dict) else None for e in manifest["files"].values()]
     if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in sizes):
         problems.problem("archive_manifest_invalid", f"{MANIFEST} lists a member without a size")
-        return False
-    total = sum(sizes)  # type: ignore[arg-type]
+        return None
+    total: int = sum(sizes)  # type: ignore[arg-type]
     if max_bytes is not None and total > max_bytes:
         problems.problem("archive_too_large", f"the archive unpacks to {total} bytes, over the limit of {max_bytes}")
-        return False
+        return None
     free = shutil.disk_usage(folder).free
     if total > free:
         problems.problem("archive_too_large", f"the archive unpacks to {total} bytes; {folder.parent} has "
                          f"{free} free (set TMPDIR to a larger file system)")
-        return False
-    return True
+        return None
+    return total
 
 
 def _manifest(data: bytes, problems: VerifyReport) -> Optional[dict[str, Any]]:
