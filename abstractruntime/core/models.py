@@ -12,7 +12,7 @@ import random
 from dataclasses import field
 from .fastclass import dataclass
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .clock import utc_now_iso
 from .ids import uuid4_text, uuid_text
@@ -282,6 +282,42 @@ class RunState:
             actor_id=data.get("actor_id"),
             parent_run_id=data.get("parent_run_id"),
         )
+
+
+class DeferredVars:
+    """Variables a :class:`RunState` holds as a snapshot, copied when first read: what a tick
+    returns when the runtime keeps the live variables for the run's next tick (a caller that
+    never looks at them pays nothing for the copy). ``copy`` makes them; a pickle or a deep copy
+    of the state holds the copy itself."""
+
+    __slots__ = ("_copy",)
+
+    def __init__(self, copy: Callable[[], dict[str, Any]]) -> None:
+        self._copy = copy
+
+    def materialize(self) -> dict[str, Any]:
+        """The variables, as a new ``dict`` nothing else holds."""
+        return self._copy()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (self._copy(),))
+
+
+def _get_vars(self: RunState) -> dict[str, Any]:
+    own = self.__dict__
+    value = own["_vars"]
+    if value.__class__ is DeferredVars:
+        value = own["_vars"] = value.materialize()
+    return value  # type: ignore[no-any-return]
+
+
+def _set_vars(self: RunState, value: Any) -> None:
+    self.__dict__["_vars"] = value
+
+
+# ``vars`` is a field of the dataclass (its ``__init__``, ``__eq__``, ``fields`` and ``replace``
+# see it as one) read through a property, so that a tick may return its snapshot unmade.
+RunState.vars = property(_get_vars, _set_vars, doc="The run's variables (a JSON object).")  # type: ignore[assignment]
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import threading
+from functools import partial
 from dataclasses import replace
 from .fastclass import dataclass
 from datetime import datetime
@@ -42,7 +43,7 @@ from .errors import (
 )
 from .ids import validate_id
 from .observe import InFlightLimits, notify, observed_tick, publisher
-from .models import EffectType, RecordKind, RunState, RunStatus, WaitReason
+from .models import DeferredVars, EffectType, RecordKind, RunState, RunStatus, WaitReason
 from .policy import DefaultEffectPolicy, EffectPolicy
 from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, Pending, RunStore, has_capability
 from .recovery import OpenedRun, StateDocument, check_signed_head, open_run, rotation_step, state_at, state_document
@@ -60,7 +61,7 @@ from .state import StateImage
 from .stepping import advance_steps, retry_steps
 from .timers import is_due
 from .tracked import tracked_copy
-from .values import json_copy
+from .values import json_copy, public_copy
 
 __all__ = ["Runtime", "EffectOutcome", "EffectHandler", "DefaultRunContext"]
 
@@ -769,8 +770,12 @@ class Runtime:
         with self._warm_lock:
             warm = self._warm.pop(run_id, None)
         if warm is not None and warm[0] is not None and warm[0] == self._tokens(run_id):
-            # Nothing touched the run's files since this runtime last advanced it.
-            return warm[1]
+            # Nothing touched the run's files since this runtime last advanced it (nor, when the
+            # last tick's variables were kept as they were, anything else touched those).
+            tracker = warm[1].parts.tracker
+            variables = warm[1].parts.checkpoint.run.vars
+            if tracker is None or tracker.intact(variables):
+                return warm[1]
         opened = open_run(self._run_store, self._ledger_store, run_id)
         opened.adoption = check_signed_head(opened, signer=self.signer, ledger=self._ledger_store, run_id=run_id,
                                             adopt_unsigned=self.adopt_unsigned)
@@ -808,10 +813,16 @@ class Runtime:
         if tokens is None:
             return
         parts = session.parts()
-        made: list[Any] = []
-        parts.checkpoint = _detached(session.checkpoint, made)
-        if parts.tracker is not None:
-            parts.tracker.adopt(session.run.vars, parts.checkpoint.run.vars, made)
+        if parts.tracker is not None and parts.tracker.hand_over(session.run.vars):
+            # The variables, as the last record left them, start the next tick; the caller's run
+            # (what the tick returned) is given a copy of them, made from the tracker's own copy
+            # (never changed in place) when first read.
+            parts.checkpoint = _detached(session.checkpoint, snapshot=parts.tracker.private)
+        else:
+            made: list[Any] = []
+            parts.checkpoint = _detached(session.checkpoint, made)
+            if parts.tracker is not None:
+                parts.tracker.adopt(session.run.vars, parts.checkpoint.run.vars, made)
         opened = OpenedRun(parts=parts, saved=session.saved, head=session.durable, saved_status=session.saved_status)
         with self._warm_lock:
             if len(self._warm) >= 64:
@@ -945,14 +956,21 @@ def _abandon(session: RunSession) -> None:
 EDIT_REASON = "state saved outside the runtime"
 
 
-def _detached(checkpoint: Checkpoint, made: Optional[list[Any]] = None) -> Checkpoint:
+def _detached(checkpoint: Checkpoint, made: Optional[list[Any]] = None, *,
+              snapshot: Optional[dict[str, Any]] = None) -> Checkpoint:
     """A copy of a live checkpoint that shares nothing with it (the caller keeps the original);
-    ``made`` receives the tracked lists of its variables."""
+    ``made`` receives the tracked lists of its variables. ``snapshot``: a private copy of the
+    variables (core/values.py) — the copy takes the live variables themselves, and the original
+    a copy of the snapshot, made when first read."""
     data = checkpoint.run.to_dict()
     variables = data.pop("vars")
     run = RunState.from_dict(json_copy(data))
-    # Containers that report their changes, so the next tick's records cost what changed (core/tracked.py).
-    run.vars = {key: tracked_copy(value, None, made) for key, value in variables.items()}
+    if snapshot is not None:
+        run.vars = variables
+        checkpoint.run.vars = DeferredVars(partial(public_copy, snapshot))  # type: ignore[assignment]
+    else:
+        # Containers that report their changes, so the next tick's records cost what changed (core/tracked.py).
+        run.vars = {key: tracked_copy(value, None, made) for key, value in variables.items()}
     pending = Pending.from_dict(json_copy(checkpoint.pending.to_dict())) if checkpoint.pending else None
     return Checkpoint(run=run, ledger=checkpoint.ledger, workflow=json_copy(checkpoint.workflow),
                       signature=json_copy(checkpoint.signature), origin=json_copy(checkpoint.origin),

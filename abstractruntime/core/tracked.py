@@ -1,15 +1,16 @@
 """Containers that report their own changes, so that a record costs what changed.
 
-At a tick's start the runtime copies the run's variables into :class:`TrackedDict` and
-:class:`TrackedList` containers (:func:`tracked_copy`; a tick started from a copy before, so no
-object is shared with the previous tick either way): a ``dict`` and a ``list`` in every way a
-workflow can tell (``isinstance``, ``==``, JSON; their copies and pickles are plain), whose
-methods that change them also mark them changed, and mark every tracked container holding them
-"changed below". After each record the delta tracker (:class:`~abstractruntime.core.wal.DeltaTracker`)
+The variables a tick works on are :class:`TrackedDict` and :class:`TrackedList` containers
+(:func:`tracked_copy` of a run opened from its files; between two ticks of one runtime the
+same containers, made to hold no plain one by :func:`settle`, when nothing changed them — core/wal.py
+``DeltaTracker.hand_over``): a ``dict`` and a ``list`` in every way a workflow can tell
+(``isinstance``, ``==``, JSON; their copies and pickles are plain), whose methods that change
+them also mark them changed, and mark every tracked container holding them "changed below". After each record the delta tracker (:class:`~abstractruntime.core.wal.DeltaTracker`)
 *seals* the tracked containers it compared against its private copy of them (their *twin*);
 at the next record it skips a container sealed against the very twin it now compares with,
-unchanged since, and a list changed only by appends costs its new items. Nothing is ever
-replaced: the workflow's own objects stay where it put them.
+unchanged since, and a list changed only by appends costs its new items. Nothing is replaced
+during a tick: the workflow's own objects stay where it put them (between ticks, the plain
+ones it put in become tracked copies).
 
 Nothing here trusts object identity alone. A container is skipped only when its own methods
 say nothing changed in it or below it, and what those methods cannot see is checked directly:
@@ -322,7 +323,7 @@ def tracked_copy(value: Any, holder: Any = None, made: Optional[list[Any]] = Non
         return value
     # The fields of _init, set here without a call (a tick copies every container of the state).
     out._ar_log = out._ar_twin = out._ar_logged = None
-    out._ar_items = items  # (never changed: a seal replaces it)
+    out._ar_items = items  # (a seal after appends extends it)
     out._ar_up = [holder] if holder is not None else None
     out._ar_state = CLEAN
     out._ar_below = out._ar_deep = False
@@ -417,9 +418,16 @@ def seal(obj: Any, twin: Any, log: ChangeLog, *, appended: bool = False, fresh: 
     deep = obj._ar_deep if start else False
     pairs: Iterable[tuple[Any, Any]]
     if obj.__class__ is TrackedList:
-        items = list(list.__iter__(obj))
-        obj._ar_items = items
-        pairs = enumerate(items[start:], start)  # only the new items after appends
+        held = obj._ar_items
+        if start and held is not None:
+            # Its first ``start`` items are those it held (checked by the comparison that found
+            # only appends): the new ones are added to that list, not the whole copied again.
+            new = obj[start:]
+            held.extend(new)
+            pairs = enumerate(new, start)
+        else:
+            obj._ar_items = list(list.__iter__(obj))
+            pairs = enumerate(obj._ar_items)
     else:
         pairs = dict.items(obj)
     for where, item in pairs:
@@ -527,6 +535,50 @@ def check_lists(log: ChangeLog) -> None:
         log.lists.update((id(obj), at) for at, obj in enumerate(log.held))
 
 
+def settle(obj: Any, twin: Any, log: ChangeLog, made: list[Any]) -> bool:
+    """Between two ticks: tracked ``obj``, equal to ``twin`` (the tracker's private copy at its
+    place), keeps no plain container in or below it. Each plain one a handler put there is
+    replaced by a tracked copy sealed against its twin, and the containers on the way are sealed
+    again, so that the next tick's records skip all of it until something changes (a plain child
+    would be compared by content at every record). ``made``: receives the tracked lists made.
+    True when nothing plain is left in or below ``obj``."""
+    if obj._ar_pure and not obj._ar_deep and obj._ar_twin is twin and obj._ar_log is log:
+        return True
+    is_list = obj.__class__ is TrackedList
+    if twin.__class__ is not (list if is_list else dict) or len(twin) != len(obj):
+        return False  # (not its twin: compared at the next record, as before)
+    if obj._ar_twin is not twin or obj._ar_log is not log or obj._ar_state != CLEAN or obj._ar_below:
+        # Not sealed against this very twin: sealed whole (its items, its children's links).
+        seal(obj, twin, log)
+        if obj._ar_pure and not obj._ar_deep:
+            return True
+    put = list.__setitem__ if is_list else dict.__setitem__
+    for where in obj._ar_plain:
+        child = obj[where]
+        if child.__class__ is TrackedDict or child.__class__ is TrackedList:
+            continue
+        copy = tracked_copy(child, obj, made)
+        put(obj, where, copy)
+        there = twin[where]
+        if copy.__class__ is (TrackedList if there.__class__ is list else TrackedDict if there.__class__ is dict
+                              else None):
+            seal(copy, there, log, fresh=True)
+    deep = False
+    if obj._ar_deep:
+        for where, child in (enumerate(list.__iter__(obj)) if is_list else dict.items(obj)):
+            if (child.__class__ is TrackedDict or child.__class__ is TrackedList) \
+                    and (not child._ar_pure or child._ar_deep) and not settle(child, twin[where], log, made):
+                deep = True
+    # Sealed against ``twin`` already: only what changed here is remembered again.
+    obj._ar_plain = ()
+    obj._ar_pure = True
+    obj._ar_deep = deep
+    if is_list:
+        obj._ar_items = list(list.__iter__(obj))
+        _register_one(obj, log)
+    return not deep
+
+
 def reset(log: ChangeLog) -> None:
     """After a record (and its :func:`seal` calls): a container marked since the last record and
     not sealed again no longer equals its twin: it forgets it and is compared from now on."""
@@ -542,4 +594,5 @@ def reset(log: ChangeLog) -> None:
 
 
 __all__ = ["APPENDED", "CHANGED", "CLEAN", "TRACKED", "ChangeLog", "TrackedDict", "TrackedList", "appended_only",
-           "check_lists", "register_made", "reset", "seal", "tracked_copy", "tracked_copy_lists", "unchanged"]
+           "check_lists", "register_made", "reset", "seal", "settle", "tracked_copy",
+           "tracked_copy_lists", "unchanged"]

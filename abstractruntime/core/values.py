@@ -119,6 +119,21 @@ def private_copy(value: Any) -> Any:
     return value  # not JSON data: kept as it is (the encoder refuses it where it is written)
 
 
+def public_copy(private: Any) -> Any:
+    """JSON data equal to ``private`` (a :func:`private_copy`), every container new: what the
+    state it was copied from held, as JSON holds it (a number ``1.0`` may come back ``1``)."""
+    cls = private.__class__
+    if cls is dict:
+        return {k: v if v.__class__ in _SHARED else public_copy(v) for k, v in private.items()}
+    if cls is list:
+        return [v if v.__class__ in _SHARED else public_copy(v) for v in private]
+    if cls is Exact:
+        return private.value
+    if cls is tuple:
+        return tuple(public_copy(v) for v in private)
+    return private
+
+
 def same_value(private: Any, live: Any) -> bool:
     """``live`` equals ``private`` (a :func:`private_copy` the caller keeps), exactly as JSON data."""
     try:

@@ -27,7 +27,7 @@ from .errors import InvalidInputError
 from .markers import LIT, REF, VAL, has_marker_key, marker_kind
 from .state import RUN_FIELDS, StateImage
 from .tracked import (ChangeLog, TrackedDict, TrackedList, appended_only, check_lists, register_made, reset, seal,
-                      tracked_copy_lists, unchanged)
+                      settle, tracked_copy, tracked_copy_lists, unchanged)
 from .values import ValueTable, json_copy, private_copy, same_value
 
 Path = list[str]
@@ -132,6 +132,8 @@ class DeltaTracker:
         # Tracked containers the last diff found equal to their twins (or changed only by
         # appends): (live holder, key, path, appended), sealed when the record is committed.
         self._later: list[tuple[Any, str, Path, bool]] = []
+        # The variables :meth:`hand_over` kept for the next tick (None: none).
+        self._handed: Optional[dict[str, Any]] = None
 
     def diff(self, variables: Any, *, result: Any = None, result_path: Optional[Path] = None,
              opaque: Optional[Callable[[Path], bool]] = None) -> list[VarOp]:
@@ -297,6 +299,54 @@ class DeltaTracker:
             for value in copy.values():
                 tracked_copy_lists(value, made)
         register_made(made, log)
+
+    def hand_over(self, live: dict[str, Any]) -> bool:
+        """At a tick's end: keep ``live``, the run's variables, to start the next tick with as
+        they are, when they still equal what the last record left (False: they do not, or hold
+        what cannot be stored; nothing is kept). Their containers are sealed against the private
+        copy and the plain ones handlers put in are replaced by tracked copies (:func:`settle`),
+        so the next tick's records cost what it changes. The caller keeps ``live`` only for the
+        runtime: the tick's caller is shown a copy of the private one, equal to ``live`` (checked
+        whole here, so that it shows exactly what the handlers left)."""
+        self._handed = None
+        try:
+            if self.diff(live):
+                return False
+        except InvalidInputError:
+            return False
+        if not same_value(self._private, live):
+            # A change the last records did not see (``dict``'s own methods called on a tracked
+            # container): the caller is shown the live objects as they are, and the next tick
+            # starts from a copy of them, as for any other state.
+            self._later = []
+            return False
+        self._seal([], live)  # what the comparison found equal by content
+        self._later = []
+        reset(self._log)
+        log, private = self._log, self._private
+        made: list[Any] = []
+        for key, value in live.items():
+            twin = private.get(key)
+            cls = value.__class__
+            if cls is TrackedDict or cls is TrackedList:
+                settle(value, twin, log, made)
+            elif isinstance(value, (dict, list, tuple)):
+                copy = tracked_copy(value, None, made)
+                dict.__setitem__(live, key, copy)
+                if twin.__class__ is (list if copy.__class__ is TrackedList else dict):
+                    seal(copy, twin, log, fresh=True)
+        register_made(made, log)
+        self._handed = live
+        return True
+
+    def intact(self, live: dict[str, Any]) -> bool:
+        """False when ``live`` are the variables :meth:`hand_over` kept and something changed them
+        since (a handler may have kept references to their objects: a change through their
+        methods, by C code or by ``dict``'s own methods is seen alike, by one comparison in C of
+        the whole state); True for any others (a copy nobody else holds)."""
+        if live is not self._handed:
+            return True
+        return not self._log.marked and same_value(self._private, live)
 
     @property
     def private(self) -> dict[str, Any]:
