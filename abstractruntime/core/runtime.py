@@ -359,7 +359,9 @@ class Runtime:
                                 **self.signing_declaration()})
             session.record(rec, full=True)
             session.save_checkpoint()
-            self.keep_warm(session)  # the first tick, often the caller's next call, needs no open
+            # The first tick, often the caller's next call, needs no open (from a copy: the
+            # variables are the caller's own objects).
+            self._keep_warm(session, hand_over=False)
         return run.run_id
 
     def signing_declaration(self) -> dict[str, Any]:
@@ -807,13 +809,18 @@ class Runtime:
     def keep_warm(self, session: RunSession) -> None:
         """Keep the run's state for this runtime's next tick, valid while its files are unchanged
         (a finished run is not kept: nothing continues it)."""
+        self._keep_warm(session, hand_over=True)
+
+    def _keep_warm(self, session: RunSession, *, hand_over: bool) -> None:
+        """:meth:`keep_warm`; ``hand_over``: the live variables may be kept as they are (the
+        runtime's own objects, not a caller's)."""
         if session.queued or session.closed is not None or session.finished:
             return
         tokens = self._tokens_after_write(session)
         if tokens is None:
             return
         parts = session.parts()
-        if parts.tracker is not None and parts.tracker.hand_over(session.run.vars):
+        if hand_over and parts.tracker is not None and parts.tracker.hand_over(session.run.vars):
             # The variables, as the last record left them, start the next tick; the caller's run
             # (what the tick returned) is given a copy of them, made from the tracker's own copy
             # (never changed in place) when first read.

@@ -198,3 +198,24 @@ def test_a_run_ticked_by_two_runtimes_in_turns_starts_each_tick_from_the_files(t
     finally:
         for s in stores:
             s.close()
+
+
+def test_starting_a_run_leaves_the_caller_s_variables_alone(tmp_path: Path) -> None:
+    loop = Loop(4, {})
+    store = FileStore(tmp_path / "store", durability="none")
+    try:
+        wf = loop.workflow()
+        rt = store.runtime(effect_handlers={EffectType.LLM_CALL: loop.model})
+        messages = [{"role": "user", "content": "go"}]
+        variables = {"messages": messages}
+        run_id = rt.start(workflow=wf, vars=variables)
+        assert variables == {"messages": [{"role": "user", "content": "go"}]}
+        assert variables["messages"] is messages and type(messages) is list and type(messages[0]) is dict
+        # What the caller does with its objects afterwards is not the run's.
+        messages.append({"role": "user", "content": "later"})
+        variables["extra"] = 1
+        state = rt.tick(workflow=wf, run_id=run_id, max_steps=2)
+        assert "extra" not in state.vars and all(m.get("content") != "later" for m in state.vars["messages"])
+        assert _vars(tmp_path / "store", run_id) == jcs(state.vars)
+    finally:
+        store.close()
