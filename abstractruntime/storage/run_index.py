@@ -423,8 +423,13 @@ class RunIndex:
                     built = unless_built and db.execute(
                         "SELECT 1 FROM meta WHERE key = 'runs_mtime_ns'").fetchone() is not None
                     if not built:
+                        # A writer may have marked a run (its ledger about to pass its checkpoint)
+                        # after the scan read it: the mark stands, whatever the scan saw.
+                        marked = db.execute("SELECT run_id FROM runs WHERE dirty = 1").fetchall()
                         db.execute("DELETE FROM runs")
                         db.executemany(_INSERT, rows)
+                        db.executemany("INSERT INTO runs (run_id, dirty) VALUES (?, 1) "
+                                       "ON CONFLICT (run_id) DO UPDATE SET dirty = 1", marked)
                         db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(mtime)))
                 if not built:
                     self._fresh = True

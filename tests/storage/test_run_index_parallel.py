@@ -222,9 +222,10 @@ def test_the_rebuild_an_open_makes_leaves_a_rebuild_committed_meanwhile_alone(st
     assert second._index.rebuild(unless_built=True) > 0
     with sqlite3.connect(store_root / "index.sqlite3") as db:
         assert db.execute("SELECT dirty FROM runs WHERE run_id = 'run-001'").fetchone() == (1,)
-    assert second._index.rebuild() > 0  # runs reindex: rebuilt from the files whatever is there
+    assert second._index.rebuild() > 0  # runs reindex: rebuilt from the files...
     with sqlite3.connect(store_root / "index.sqlite3") as db:
-        assert db.execute("SELECT dirty FROM runs WHERE run_id = 'run-001'").fetchone() == (0,)
+        # ... and a writer's mark stands (it may have been made after the scan read the run).
+        assert db.execute("SELECT dirty FROM runs WHERE run_id = 'run-001'").fetchone() == (1,)
     first.close()
     second.close()
 
@@ -255,3 +256,35 @@ def test_helpers_import_what_their_builder_imported_not_the_working_directory_s(
     assert done.returncode == 0, done.stderr
     assert not marker.exists(), "a helper imported the working directory's package"
     assert done.stdout.strip() == "2"  # both helpers ran and sent their rows
+
+
+def test_a_writer_s_mark_made_while_a_rebuild_scans_survives_it(store_root: Path) -> None:
+    """A writer marks its run (its ledger about to pass its checkpoint) after the rebuild read it,
+    then dies before its checkpoint: the rebuilt index still finds the run ahead."""
+    flow = _flow()
+    writer = FileStore(store_root, durability="none")
+    rebuilder = JsonFileRunStore(store_root, durability="none")
+    index = rebuilder._index
+    index.parallel_min = 10**9
+    try:
+        runtime = writer.runtime()
+        run_id = runtime.start(workflow=flow, run_id="run-marked-late")
+        checkpoint = (store_root / "runs" / run_id / "run.json").read_bytes()
+        scan = index._scan_all
+
+        def scan_then_write() -> Any:
+            found = scan()
+            # The scan saw the run at its checkpoint; now its writer goes past it and is "killed"
+            # before the checkpoint (the old run.json put back).
+            runtime.tick(workflow=flow, run_id=run_id)
+            (store_root / "runs" / run_id / "run.json").write_bytes(checkpoint)
+            writer.runs._index.mark(run_id)  # (what it marked before appending, as a kill leaves it)
+            return found
+
+        index._scan_all = scan_then_write  # type: ignore[method-assign]
+        index.rebuild()
+        index._scan_all = scan  # type: ignore[method-assign]
+        assert run_id in index.ahead(1000)
+    finally:
+        rebuilder.close()
+        writer.close()
