@@ -19,7 +19,8 @@ import dataclasses
 import heapq
 import pickle
 from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import pytest
 
@@ -33,6 +34,17 @@ from abstractruntime.storage.verify import verify_run
 from tests.kernel.test_tracked_changes import Loop, _vars, run_loop
 
 Kept = dict[str, Any]
+
+
+@contextmanager
+def _looping(tmp_path: Path, loop: Loop) -> Iterator[tuple[Any, WorkflowSpec]]:
+    """A runtime on a fresh store whose model is ``loop``'s, and ``loop``'s workflow."""
+    store = FileStore(tmp_path / "store", durability="none")
+    try:
+        yield store.runtime(effect_handlers={EffectType.LLM_CALL: loop.model}), loop.workflow()
+    finally:
+        store.close()
+
 
 
 class KeepingLoop(Loop):
@@ -81,10 +93,7 @@ def test_changes_made_after_a_tick_through_kept_references_do_not_reach_the_next
 
 def test_the_states_ticks_returned_stay_what_each_tick_left(tmp_path: Path) -> None:
     loop = Loop(10, {})
-    store = FileStore(tmp_path / "store", durability="none")
-    try:
-        wf = loop.workflow()
-        rt = store.runtime(effect_handlers={EffectType.LLM_CALL: loop.model})
+    with _looping(tmp_path, loop) as (rt, wf):
         run_id = rt.start(workflow=wf, vars={"messages": [{"role": "user", "content": "go"}]})
         states: list[tuple[RunState, bytes, int]] = []
         while True:
@@ -97,16 +106,11 @@ def test_the_states_ticks_returned_stay_what_each_tick_left(tmp_path: Path) -> N
             assert jcs(state.vars) == (seen or jcs(rt.state_at(run_id, seq).run.vars))
             assert jcs(state.vars) == jcs(rt.state_at(run_id, seq).run.vars)
         assert len({jcs(s.vars) for s, _, _ in states}) == len(states)
-    finally:
-        store.close()
 
 
 def test_the_returned_state_holds_plain_containers_of_its_own(tmp_path: Path) -> None:
     loop = Loop(6, {})
-    store = FileStore(tmp_path / "store", durability="none")
-    try:
-        wf = loop.workflow()
-        rt = store.runtime(effect_handlers={EffectType.LLM_CALL: loop.model})
+    with _looping(tmp_path, loop) as (rt, wf):
         run_id = rt.start(workflow=wf, vars={"messages": [{"role": "user", "content": "go"}], "n": 1.5,
                                              "flag": True, "one": 1, "zero": 0})
         first = rt.tick(workflow=wf, run_id=run_id, max_steps=2)
@@ -121,16 +125,11 @@ def test_the_returned_state_holds_plain_containers_of_its_own(tmp_path: Path) ->
         second = rt.tick(workflow=wf, run_id=run_id, max_steps=2)
         assert all(m.get("content") != "caller" for m in second.vars["messages"])
         assert _vars(tmp_path / "store", run_id) == jcs(second.vars)
-    finally:
-        store.close()
 
 
 def test_a_returned_state_copies_pickles_compares_and_replaces_like_any_other(tmp_path: Path) -> None:
     loop = Loop(6, {})
-    store = FileStore(tmp_path / "store", durability="none")
-    try:
-        wf = loop.workflow()
-        rt = store.runtime(effect_handlers={EffectType.LLM_CALL: loop.model})
+    with _looping(tmp_path, loop) as (rt, wf):
         run_id = rt.start(workflow=wf, vars={"messages": [{"role": "user", "content": "go"}]})
         rt.tick(workflow=wf, run_id=run_id, max_steps=2)
         states = [rt.tick(workflow=wf, run_id=run_id, max_steps=2) for _ in range(5)]  # none of them read yet
@@ -144,8 +143,6 @@ def test_a_returned_state_copies_pickles_compares_and_replaces_like_any_other(tm
         assert "messages" in repr(last)
         last.vars = {"set": 1}
         assert last.vars == {"set": 1}
-    finally:
-        store.close()
 
 
 def test_plain_objects_a_handler_put_in_are_tracked_from_the_next_tick_and_every_later_change_recorded(
@@ -202,10 +199,7 @@ def test_a_run_ticked_by_two_runtimes_in_turns_starts_each_tick_from_the_files(t
 
 def test_starting_a_run_leaves_the_caller_s_variables_alone(tmp_path: Path) -> None:
     loop = Loop(4, {})
-    store = FileStore(tmp_path / "store", durability="none")
-    try:
-        wf = loop.workflow()
-        rt = store.runtime(effect_handlers={EffectType.LLM_CALL: loop.model})
+    with _looping(tmp_path, loop) as (rt, wf):
         messages = [{"role": "user", "content": "go"}]
         variables = {"messages": messages}
         run_id = rt.start(workflow=wf, vars=variables)
@@ -217,5 +211,3 @@ def test_starting_a_run_leaves_the_caller_s_variables_alone(tmp_path: Path) -> N
         state = rt.tick(workflow=wf, run_id=run_id, max_steps=2)
         assert "extra" not in state.vars and all(m.get("content") != "later" for m in state.vars["messages"])
         assert _vars(tmp_path / "store", run_id) == jcs(state.vars)
-    finally:
-        store.close()
