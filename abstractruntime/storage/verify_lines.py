@@ -32,7 +32,7 @@ import re
 from typing import Any, Optional
 
 from ..core.jcs import MAX_SAFE_INTEGER, es_number
-from ..core.records import RECORD_FORMAT
+from ..core.records import JCS_FORMATS
 
 def _encoder() -> Any:
     """The C encoder ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)``
@@ -92,7 +92,7 @@ def canonical_record(body: bytes) -> Optional[tuple[dict[str, Any], str]]:
         return None
     if end != len(text):
         return None
-    if doc.__class__ is not dict or doc.get("format") != RECORD_FORMAT or "signature" in doc:
+    if doc.__class__ is not dict or doc.get("format") not in JCS_FORMATS or "signature" in doc:
         return None
     stored = doc.get("record_hash")
     if stored.__class__ is not str:

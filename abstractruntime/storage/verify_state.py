@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..core.markers import EXT, ITEMS, LIT, REF, VAL, marker_kind
-from ..core.records import RECORD_FORMAT
+from ..core.records import JCS_FORMATS
 from ..core.state import StateImage
 from ..core.values import UndefinedValueError, ValueTable
 from ..core.wal import DELTA_RUN_FIELDS, apply_record, record_parts
@@ -40,7 +40,7 @@ class StateReplay:
         """
         if self.stopped:
             return None
-        if doc.get("format") != RECORD_FORMAT:
+        if doc.get("format") not in JCS_FORMATS:
             self.image = None  # an older record: the next format-3 record carries the whole state
             return None
         if self.image is None:
