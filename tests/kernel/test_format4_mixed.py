@@ -183,3 +183,34 @@ def test_the_recorded_sample_runs_go_on_in_format_4(tmp_path: Path) -> None:
     docs = _check_ledger(root, run_id)
     assert [d["format"] for d in docs] == [3] * len(before) + [4] * (len(docs) - len(before))
     assert docs[-1]["kind"] == "complete"
+
+
+@pytest.mark.parametrize("backend", ["files", "postgres"])
+def test_a_format_5_record_is_refused_not_misread(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A record of a newer format, correctly chained, stops every reader (nothing is written)."""
+    from abstractruntime.core.errors import UnsupportedFormatError
+    from abstractruntime.core.records import seal
+
+    if backend == "files":
+        store: Any = FileStore(tmp_path / "store", durability="none")
+    else:
+        from abstractruntime.storage.postgres.store import PostgresStore
+
+        store = PostgresStore(request.getfixturevalue("postgres_url"), schema="format5")
+    try:
+        rt = store.runtime(effect_handlers={EffectType.LLM_CALL: lambda run, effect: EffectOutcome.completed({})})
+        run_id = rt.start(workflow=WORKFLOW)
+        rt.tick(workflow=WORKFLOW, run_id=run_id)
+        head = store.ledger.head(run_id)
+        doc, line = seal({"format": 5, "seq": head.seq + 1, "kind": "node", "status": "completed",
+                          "at": "2030-01-01T00:00:00+00:00", "prev_hash": head.head_hash, "node_id": "check"})
+        store.ledger.append_lines(run_id, [doc], [line], expect=head)
+        with pytest.raises(UnsupportedFormatError, match="upgrade abstractruntime"):
+            store.ledger.list(run_id)
+        with pytest.raises(UnsupportedFormatError):
+            store.runtime().tick(workflow=WORKFLOW, run_id=run_id)
+        assert store.ledger.head(run_id).seq == head.seq + 1  # nothing written after it
+        if backend == "files":
+            assert "unsupported_format" in {p.type for p in verify_run(store, run_id).problems}
+    finally:
+        store.close()
