@@ -88,7 +88,7 @@ def _load_stored(runs: RunStore, run_id: str, unreadable: list[CorruptRecordErro
 
 
 def prove(ledger: LedgerStore, run_id: str, stored: StoredCheckpoint) -> Optional[dict[str, Any]]:
-    """The ledger record proving ``stored`` (format 3), or ``None`` when it does not prove.
+    """The ledger record proving ``stored`` (format 3 or 4), or ``None`` when it does not prove.
 
     It proves when the record at its position has that position's hash, is unedited, and
     carries the digest of the checkpoint's state.
@@ -196,7 +196,7 @@ def _replay(image: StateImage, docs: list[dict[str, Any]], table: ValueTable, ru
         seq = doc.get("seq")
         if doc.get("format") not in JCS_FORMATS:
             raise CorruptRecordError(f"record seq {seq} of run {run_id} is format {doc.get('format')} after "
-                                     "format-3 records")
+                                     "format-3 or format-4 records")
         try:
             for part in record_parts(doc):
                 table.collect(part, int(seq or 0), doc.get("_offset"))
@@ -314,7 +314,7 @@ def _open_legacy(runs: RunStore, ledger: LedgerStore, run_id: str, stored: Optio
     """A run whose records are format 1 or 2: rebuilt as those formats were (see the module docstring)."""
     head, records = ledger.read_after(run_id, LedgerHead())
     if any(r.get("format") in JCS_FORMATS for r in records):
-        raise CorruptRecordError(f"run {run_id}: format-3 records follow older ones without carrying the whole state")
+        raise CorruptRecordError(f"run {run_id}: format-3 or format-4 records follow older ones without carrying the whole state")
     legacy = stored.legacy if stored is not None else None
     if not records and legacy is None:
         raise RunNotFoundError(run_id)

@@ -1,4 +1,4 @@
-"""Replaying a run's format-3 records while verifying: stored values, markers and state digests.
+"""Replaying a run's format-3 and format-4 records while verifying: stored values, markers and state digests.
 
 :class:`StateReplay` rebuilds the state document record by record, the way the runtime does,
 from the ledger alone (no secret is needed: digests cover the redacted state and its
@@ -41,7 +41,7 @@ class StateReplay:
         if self.stopped:
             return None
         if doc.get("format") not in JCS_FORMATS:
-            self.image = None  # an older record: the next format-3 record carries the whole state
+            self.image = None  # an older record: the next format-3/4 record carries the whole state
             return None
         if self.image is None:
             self.image = StateImage.blank(self.run_id)
