@@ -4,7 +4,9 @@ Random workflows over three nodes run to the end: pure steps, effects whose ``ne
 node they run in or another one, effects that fail once and are retried by the policy, effects
 whose every attempt fails (the run fails, and ``retry`` performs the effect again), ``ask_user``
 and ``wait_event`` waits answered later (some resuming to another node than the intent named),
-and effects with an explicit idempotency key, whose later repetitions reuse the first result.
+tool calls waiting for a decision (approved or denied: the ``decision`` record makes the effect
+pending again, by its delta, and the outcome closes it), and effects with an explicit
+idempotency key, whose later repetitions reuse the first result.
 Between actions the run is sometimes opened from its files by a new runtime.
 
 After every action the node the run is at is the one an independent reader of the ledger finds
@@ -30,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from abstractruntime.core.jcs import jcs
-from abstractruntime.core.models import Effect, EffectType, StepPlan
+from abstractruntime.core.models import Effect, EffectType, StepPlan, WaitReason, WaitState
 from abstractruntime.core.policy import DefaultEffectPolicy
 from abstractruntime.core.runtime import EffectOutcome
 from abstractruntime.core.spec import WorkflowSpec
@@ -43,7 +45,7 @@ from independent_verifier import verify_lines as independent_verify  # noqa: E40
 
 EXAMPLES = int(os.environ.get("FORMAT4_EXAMPLES", "40"))
 NODES = ("n0", "n1", "n2")
-KINDS = ("pure", "ok", "flaky", "fail", "ask", "event", "keyed")
+KINDS = ("pure", "ok", "flaky", "fail", "ask", "event", "keyed", "tools")
 # One step: what it does, the node it names as next, and a spare choice (where a wait resumes, which key).
 STEPS = st.tuples(st.sampled_from(KINDS), st.integers(0, 2), st.integers(0, 2))
 PLANS = st.tuples(st.lists(STEPS, min_size=1, max_size=10),
@@ -81,6 +83,10 @@ class Flow:
             if kind == "event":
                 return StepPlan(name, effect=Effect(EffectType.WAIT_EVENT, {"wait_key": f"evt:{i}"},
                                                     result_key="event"), next_node=target)
+            if kind == "tools":
+                calls = [{"name": "add", "arguments": {"a": i, "b": spare}, "call_id": f"c{i}"}]
+                return StepPlan(name, effect=Effect(EffectType.TOOL_CALLS, {"tool_calls": calls, "step": i},
+                                                    result_key="tools"), next_node=target)
             payload = {"step": i}
             if kind == "keyed":
                 payload["idempotency_key"] = f"key-{spare}"
@@ -99,8 +105,25 @@ class Flow:
         return EffectOutcome.completed({"step": i, "attempt": n})
 
 
+    def tools(self, run: Any, effect: Effect) -> EffectOutcome:
+        """Tool calls wait for a person's decision; the wait resumes to the step's spare node."""
+        from abstractruntime.integrations.abstractcore._support import canonical_sha256, normalize_tool_calls
+
+        pending = normalize_tool_calls(effect.payload["tool_calls"])
+        spare = self.steps[effect.payload["step"]][2]
+        return EffectOutcome.waiting(WaitState(
+            reason=WaitReason.EVENT, wait_key=f"tools:{run.run_id}:{effect.payload['step']}",
+            resume_to_node=NODES[spare], result_key=effect.result_key,
+            details={"mode": "passthrough", "tool_calls": pending, "calls_sha256": canonical_sha256(pending)}))
+
+
+def add(a: int, b: int) -> int:
+    """The one tool: a sum."""
+    return a + b
+
+
 def _options(flow: Flow) -> dict[str, Any]:
-    return {"effect_handlers": {EffectType.LLM_CALL: flow.llm},
+    return {"effect_handlers": {EffectType.LLM_CALL: flow.llm, EffectType.TOOL_CALLS: flow.tools},
             "effect_policy": DefaultEffectPolicy(default_max_attempts=2, default_backoff_base=0.0)}
 
 
@@ -118,7 +141,17 @@ def _drive(flow: Flow, open_store: Any, ticks: list[tuple[int, bool]], lines_of:
             store = open_store()
             rt = store.runtime(**_options(flow))
         status = state.status.value
-        if status == "waiting":
+        details = state.waiting.details if state.waiting is not None else None
+        if status == "waiting" and isinstance(details, dict) and details.get("mode") == "passthrough":
+            from abstractruntime.integrations.abstractcore import LocalToolExecutor
+
+            answers += 1
+            if answers % 2:
+                state = rt.approve_tool_calls(workflow=wf, run_id=run_id, executor=LocalToolExecutor([add]),
+                                              max_steps=max_steps)
+            else:
+                state = rt.deny_tool_calls(workflow=wf, run_id=run_id, reason="not now", max_steps=max_steps)
+        elif status == "waiting":
             answers += 1
             state = rt.resume(workflow=wf, run_id=run_id, wait_key=state.waiting.wait_key,
                               payload={"answer": answers}, max_steps=max_steps)
