@@ -5,7 +5,7 @@ and killed with SIGKILL inside its effect's handler — its intent durable, its 
 is resumed by this release: the attempt is made again (a format-4 intent taking its next node
 from the format-3 one), the outcome is format 4, names no node, and the run is at the node the
 first intent named. The same with a format-4 writer killed at the same
-place. The recorded sample runs (format 3) go on in format 4 and verify. Every ledger here is
+place; both on the file store and on PostgreSQL. The recorded sample runs (format 3) go on in format 4 and verify. Every ledger here is
 also checked by the independent verifier (tests/provenance/independent_verifier.py).
 """
 
@@ -61,63 +61,91 @@ WORKFLOW = WorkflowSpec("mixed", "plan", {"plan": _plan, "call": _call, "check":
 CHILD = """
 import os, signal, sys
 sys.path.insert(0, {here!r})
-if sys.argv[2] == "3":
+if sys.argv[1] == "3":
     import abstractruntime.core.session as session
     session.RECORD_FORMAT = 3  # the previous release's writer
 from abstractruntime.core.models import EffectType
-from abstractruntime.storage.store import FileStore
-from test_format4_mixed import WORKFLOW
+from test_format4_mixed import WORKFLOW, open_backend
 
 def die(run, effect):
     os.kill(os.getpid(), signal.SIGKILL)
 
-store = FileStore(sys.argv[1], durability="fsync")
+store = open_backend(sys.argv[2], sys.argv[3], sys.argv[4])
 rt = store.runtime(effect_handlers={{EffectType.LLM_CALL: die}})
 rt.start(workflow=WORKFLOW, run_id="victim")
 rt.tick(workflow=WORKFLOW, run_id="victim")
 """
 
 
+def open_backend(backend: str, where: str, schema: str = "") -> Any:
+    """A file store at ``where``, or a PostgreSQL store at the URL ``where`` in ``schema``."""
+    if backend == "files":
+        return FileStore(where, durability="fsync")
+    from abstractruntime.storage.postgres.store import PostgresStore
+
+    return PostgresStore(where, schema=schema)
+
+
 def _lines(root: Path, run_id: str) -> list[bytes]:
     return (root / "runs" / run_id / "ledger.jsonl").read_bytes().splitlines(keepends=True)
 
 
-def _check_ledger(root: Path, run_id: str) -> list[dict[str, Any]]:
+def _store_lines(store: Any, run_id: str) -> list[bytes]:
+    if isinstance(store, FileStore):
+        return _lines(store.root, run_id)
+    return [line + b"\n" for line in store.ledger.lines(run_id)]
+
+
+def _verify(store: Any, run_id: str) -> Any:
+    if isinstance(store, FileStore):
+        return verify_run(store.root, run_id)
+    from abstractruntime.storage.postgres.verify import verify_run as pg_verify_run
+
+    return pg_verify_run(store, run_id)
+
+
+def _check_store(store: Any, run_id: str) -> list[dict[str, Any]]:
     """The ledger verifies (package and independent code), and ``state_at`` every record is at
     the node the independent reader finds there."""
-    lines = _lines(root, run_id)
+    lines = _store_lines(store, run_id)
     ok, _, message = independent_verify(lines)
     assert ok, message
-    report = verify_run(root, run_id)
+    report = _verify(store, run_id)
     assert report.ok, [(p.type, p.message) for p in report.problems]
     found = independent_nodes(lines)
-    store = FileStore(root, durability="none")
-    try:
-        rt = store.runtime()
-        assert [rt.state_at(run_id, seq).run.current_node for seq in range(1, len(lines) + 1)] == found
-    finally:
-        store.close()
+    rt = store.runtime()
+    assert [rt.state_at(run_id, seq).run.current_node for seq in range(1, len(lines) + 1)] == found
     return [json.loads(line) for line in lines]
 
 
-@pytest.mark.parametrize("first_format", [3, 4])
-def test_killed_between_intent_and_outcome_resumes_at_the_named_node(tmp_path: Path, first_format: int) -> None:
-    root = tmp_path / "store"
-    child = subprocess.run([sys.executable, "-c", CHILD.format(here=str(Path(__file__).parent)), str(root),
-                            str(first_format)], capture_output=True, text=True, timeout=120)
-    assert child.returncode == -signal.SIGKILL, child.stderr
-    before = [json.loads(line) for line in _lines(root, "victim")]
-    intent = before[-1]
-    assert (intent["kind"], intent["status"], intent["next_node"]) == ("effect", "started", "check")
-    assert {doc["format"] for doc in before} == {first_format}
-
-    store = FileStore(root, durability="fsync")
+def _check_ledger(root: Path, run_id: str) -> list[dict[str, Any]]:
+    store = FileStore(root, durability="none")
     try:
+        return _check_store(store, run_id)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("backend", ["files", "postgres"])
+@pytest.mark.parametrize("first_format", [3, 4])
+def test_killed_between_intent_and_outcome_resumes_at_the_named_node(tmp_path: Path, first_format: int, backend: str,
+                                                                      request: pytest.FixtureRequest) -> None:
+    where = str(tmp_path / "store") if backend == "files" else request.getfixturevalue("postgres_url")
+    schema = f"format4kill{first_format}"
+    child = subprocess.run([sys.executable, "-c", CHILD.format(here=str(Path(__file__).parent)), str(first_format),
+                            backend, where, schema], capture_output=True, text=True, timeout=120)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    store = open_backend(backend, where, schema)
+    try:
+        before = [json.loads(line) for line in _store_lines(store, "victim")]
+        intent = before[-1]
+        assert (intent["kind"], intent["status"], intent["next_node"]) == ("effect", "started", "check")
+        assert {doc["format"] for doc in before} == {first_format}
         rt = store.runtime(effect_handlers={EffectType.LLM_CALL: lambda run, effect: EffectOutcome.completed(
             {"content": "fine"})})
         state = rt.tick(workflow=WORKFLOW, run_id="victim")
         assert (state.status.value, state.current_node) == ("waiting", "check")
-        docs = _check_ledger(root, "victim")
+        docs = _check_store(store, "victim")
         # The interrupted attempt is made again: a second intent, which takes its node, effect and
         # next node from the pending effect the first one (of either format) left; then the outcome.
         again, outcome = docs[len(before)], docs[len(before) + 1]
@@ -132,7 +160,7 @@ def test_killed_between_intent_and_outcome_resumes_at_the_named_node(tmp_path: P
                           payload={"answer": "yes"})
         assert state.status.value == "completed" and state.output == {"answer": {"answer": "yes"}}
         assert state.vars["reply"] == {"content": "fine"}
-        docs = _check_ledger(root, "victim")
+        docs = _check_store(store, "victim")
         assert [d["format"] for d in docs] == [first_format] * len(before) + [4] * (len(docs) - len(before))
     finally:
         store.close()
