@@ -4,9 +4,10 @@ A run begun by a format-3 writer (the writer's format pinned to 3, as the previo
 and killed with SIGKILL inside its effect's handler — its intent durable, its outcome not —
 is resumed by this release: the attempt is made again (a format-4 intent taking its next node
 from the format-3 one), the outcome is format 4, names no node, and the run is at the node the
-first intent named. The same with a format-4 writer killed at the same
-place; both on the file store and on PostgreSQL. The recorded sample runs (format 3) go on in format 4 and verify. Every ledger here is
-also checked by the independent verifier (tests/provenance/independent_verifier.py).
+first intent named. The same with a format-4 writer killed at the same place; both on the file
+store and on PostgreSQL. The recorded sample runs (format 3) go on in format 4 and verify; a
+format-5 record is refused. Every ledger here is also checked by the independent verifier
+(tests/provenance/independent_verifier.py).
 """
 
 from __future__ import annotations
