@@ -120,7 +120,7 @@ class Expander:
         if doc.get("format") not in JCS_FORMATS:
             delta = doc.get("delta")
             if isinstance(delta, dict) and "pending" in delta:
-                self._pending = delta["pending"]
+                self._pending = _pending_of(delta)
             return doc
         try:
             return self._expand(doc)
@@ -167,8 +167,14 @@ class Expander:
         except ValueError:
             self._pending = None
         if isinstance(delta, dict) and "pending" in delta:
-            self._pending = delta["pending"]
+            self._pending = _pending_of(delta)
         return expanded
+
+
+def _pending_of(delta: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The pending effect a delta sets (one that is no object is none: the view shows, ``verify`` judges)."""
+    pending = delta["pending"]
+    return pending if isinstance(pending, dict) else None
 
 
 def expand_records(docs: Iterable[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:

@@ -431,6 +431,9 @@ def apply_record(image: StateImage, doc: dict[str, Any], table: ValueTable, run_
         elif key in DELTA_KERNEL_FIELDS:
             if key == "effects" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ValueError("delta.effects must be a non-negative integer")
+            if key == "pending" and value is not None and not isinstance(value, dict):
+                # The next record's implied changes read the pending effect as an object.
+                raise ValueError("delta.pending must be an object or null")
             kernel[key] = json_copy(table.ref_form(value)) if key != "metadata" or value is not None else {}
         else:
             raise ValueError(f"unknown delta field {key!r}")

@@ -141,3 +141,28 @@ def test_a_forged_node_moves_the_rebuilt_run(demo: tuple[Path, str]) -> None:
         assert runtime.state_at(run_id, OUTCOME_SEQ).run.current_node == "start"
     finally:
         store.close()
+
+
+def test_a_pending_effect_that_is_no_object_is_unreplayable_not_a_crash(demo: tuple[Path, str]) -> None:
+    """The implied changes of the records after it read the pending effect as an object: a delta
+    that makes it anything else is refused where it stands (re-hashed with the chain after it)."""
+    from abstractruntime.core.errors import CorruptRecordError
+
+    root, run_id = demo
+    records = read_records(ledger_path(root, run_id))
+    records[1].setdefault("delta", {})["pending"] = ["not", "an", "effect"]  # seq 2, a node step
+    prev = None
+    for record in records:
+        record["prev_hash"] = prev
+        record["record_hash"] = prev = documented_hash(record)
+    write_records(ledger_path(root, run_id), records)
+    report = verify_run(root, run_id)
+    unreplayable = next(p for p in report.problems if p.type == "unreplayable")
+    assert unreplayable.seq == 2 and "pending" in unreplayable.message
+    store, runtime = open_demo(root)
+    try:
+        with pytest.raises(CorruptRecordError, match="pending"):
+            runtime.state_at(run_id, 3)
+        assert len(store.ledger.list(run_id)) == len(records)  # the records are still shown as they are
+    finally:
+        store.close()
