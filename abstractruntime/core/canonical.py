@@ -119,7 +119,7 @@ def is_sha256_hex(value: object) -> bool:
 
 def record_hash(record: dict[str, Any]) -> str:
     """SHA-256 of the canonical form of ``record`` without ``record_hash`` and ``signature``:
-    RFC 8785 for format-3 records, this module's Python form for older ones."""
+    RFC 8785 for format-3 and later records, this module's Python form for older ones."""
     body = {k: v for k, v in record.items() if k not in HASH_EXCLUDED_FIELDS}
     if isinstance(record.get("format"), int) and record["format"] >= 3:
         return sha256_hex(jcs(body))

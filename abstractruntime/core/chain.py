@@ -104,8 +104,8 @@ def verify_ledger_chain(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
             prev_stored = None
             continue
         stored = rec.get("stored")
-        if isinstance(stored, dict) and stored.get("format") == 3:
-            # An expanded format-3 record (LedgerStore.list): the hash covers the stored record,
+        if isinstance(stored, dict) and stored.get("format") in (3, 4):
+            # An expanded format-3 or format-4 record (LedgerStore.list): the hash covers the stored record,
             # and the expanded view must be exactly what the stored records expand to.
             from .records import Expander
 

@@ -1,4 +1,4 @@
-"""Format-3 ledger records: sealing one into its line, and the expanded view ``list()`` returns.
+"""Ledger records (format 4, and format 3 read): sealing one into its line, and the expanded view ``list()`` returns.
 
 A stored record omits every field whose value is its default (docs/file-format.md, "Fields"):
 an effect's outcome names its effect by ``effect_id`` instead of repeating it, a positional
@@ -21,9 +21,14 @@ from .secret_values import shown_text
 from .values import ValueTable
 from .wal import implied_pending, positional_key, record_parts
 
-RECORD_FORMAT = 3
+RECORD_FORMAT = 4
+# The formats whose records are RFC 8785 lines with default fields omitted and changes implied by
+# their kind: 3, and 4 (a format-3 record whose effect outcome may leave its intent's next node
+# implied, docs/file-format.md). Written as a tuple: ``x in JCS_FORMATS`` compares, never hashes,
+# so a record whose ``format`` is a list or an object is simply not one of them.
+JCS_FORMATS = (3, 4)
 
-# The fields a format-3 record may carry (anything else is `unknown_field` to verify).
+# The fields a format-3 or format-4 record may carry (anything else is `unknown_field` to verify).
 RECORD_FIELDS = frozenset({
     "format", "seq", "kind", "status", "at", "prev_hash", "record_hash", "run_id", "node_id", "effect_id",
     "effect", "next_node", "attempt", "idempotency_key", "result", "error", "delta", "state", "signature", "ext",
@@ -81,12 +86,12 @@ def with_signature(doc: dict[str, Any], signature: dict[str, Any]) -> bytes:
 
 
 def hashed_body(doc: dict[str, Any]) -> dict[str, Any]:
-    """What a format-3 record's hash covers: the record without ``record_hash`` and ``signature``."""
+    """What a format-3 or format-4 record's hash covers: the record without ``record_hash`` and ``signature``."""
     return {k: v for k, v in doc.items() if k not in HASH_EXCLUDED}
 
 
 def record_hash3(doc: dict[str, Any]) -> str:
-    """The hash a format-3 record must carry."""
+    """The hash a format-3 or format-4 record must carry."""
     return sha256_hex(jcs(hashed_body(doc)))
 
 
@@ -112,10 +117,10 @@ class Expander:
         :class:`CorruptRecordError` for a record whose stored values or markers are malformed.
         """
         self._count += 1
-        if doc.get("format") != RECORD_FORMAT:
+        if doc.get("format") not in JCS_FORMATS:
             delta = doc.get("delta")
             if isinstance(delta, dict) and "pending" in delta:
-                self._pending = delta["pending"]
+                self._pending = _pending_of(delta)
             return doc
         try:
             return self._expand(doc)
@@ -145,7 +150,7 @@ class Expander:
             return table.resolve(value, shown_text, self._cache) if value is not None else None
 
         expanded = {
-            "format": RECORD_FORMAT, "run_id": doc.get("run_id", run_id), "step_id": step_id(run_id, seq),
+            "format": doc.get("format"), "run_id": doc.get("run_id", run_id), "step_id": step_id(run_id, seq),
             "node_id": doc.get("node_id", base.get("node_id")), "status": doc.get("status"), "kind": doc.get("kind"),
             "effect": shown(effect), "result": shown(doc.get("result")), "error": doc.get("error"),
             "started_at": at, "ended_at": None if started else at, "actor_id": self._actor,
@@ -162,8 +167,14 @@ class Expander:
         except ValueError:
             self._pending = None
         if isinstance(delta, dict) and "pending" in delta:
-            self._pending = delta["pending"]
+            self._pending = _pending_of(delta)
         return expanded
+
+
+def _pending_of(delta: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The pending effect a delta sets (one that is no object is none: the view shows, ``verify`` judges)."""
+    pending = delta["pending"]
+    return pending if isinstance(pending, dict) else None
 
 
 def expand_records(docs: Iterable[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:
@@ -176,5 +187,5 @@ def expand_records(docs: Iterable[dict[str, Any]], run_id: str) -> list[dict[str
     return [expander.push(doc) for doc in docs]
 
 
-__all__ = ["Expander", "HASH_EXCLUDED", "RECORD_FIELDS", "RECORD_FORMAT", "expand_records", "hashed_body", "record_hash3",
+__all__ = ["Expander", "HASH_EXCLUDED", "JCS_FORMATS", "RECORD_FIELDS", "RECORD_FORMAT", "expand_records", "hashed_body", "record_hash3",
            "seal", "step_id", "with_signature"]

@@ -31,7 +31,7 @@ from .markers import SECRET
 from .models import RunState, RunStatus, WaitState
 from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, Pending, RunStore, StoredCheckpoint, \
     has_capability
-from .records import RECORD_FORMAT, record_hash3
+from .records import JCS_FORMATS, record_hash3
 from .secret_values import SecretKeeper, shown_text
 from .session import RunParts
 from .state import StateImage, digest_of
@@ -88,7 +88,7 @@ def _load_stored(runs: RunStore, run_id: str, unreadable: list[CorruptRecordErro
 
 
 def prove(ledger: LedgerStore, run_id: str, stored: StoredCheckpoint) -> Optional[dict[str, Any]]:
-    """The ledger record proving ``stored`` (format 3), or ``None`` when it does not prove.
+    """The ledger record proving ``stored`` (format 3 or 4), or ``None`` when it does not prove.
 
     It proves when the record at its position has that position's hash, is unedited, and
     carries the digest of the checkpoint's state.
@@ -97,7 +97,7 @@ def prove(ledger: LedgerStore, run_id: str, stored: StoredCheckpoint) -> Optiona
     if not position.seq or stored.legacy is not None:
         return None
     doc = ledger.record_at(run_id, position)
-    if doc is None or doc.get("format") != RECORD_FORMAT or doc.get("record_hash") != position.head_hash:
+    if doc is None or doc.get("format") not in JCS_FORMATS or doc.get("record_hash") != position.head_hash:
         return None
     try:
         # An unchained ledger (upstream 0.0.1's in-memory one) has no hashes: the digest alone decides.
@@ -160,7 +160,7 @@ def open_run(runs: RunStore, ledger: LedgerStore, run_id: str, *, for_writing: b
         if head.seq:
             raise CorruptRecordError(f"run {run_id} has no checkpoint and its ledger cannot rebuild it")
         raise RunNotFoundError(run_id)
-    if tail and tail[0].get("format") != RECORD_FORMAT and base is None:
+    if tail and tail[0].get("format") not in JCS_FORMATS and base is None:
         return _open_legacy(runs, _hiding(ledger, secrets), run_id, stored, for_writing, external)
     image = base if base is not None else StateImage.blank(run_id)
     if base is not None:
@@ -194,9 +194,9 @@ def _seeded_writer(image: StateImage, table: ValueTable, checkpoint: Checkpoint)
 def _replay(image: StateImage, docs: list[dict[str, Any]], table: ValueTable, run_id: str) -> None:
     for doc in docs:
         seq = doc.get("seq")
-        if doc.get("format") != RECORD_FORMAT:
+        if doc.get("format") not in JCS_FORMATS:
             raise CorruptRecordError(f"record seq {seq} of run {run_id} is format {doc.get('format')} after "
-                                     "format-3 records")
+                                     "format-3 or format-4 records")
         try:
             for part in record_parts(doc):
                 table.collect(part, int(seq or 0), doc.get("_offset"))
@@ -221,7 +221,7 @@ def _file_values(ledger: LedgerStore, run_id: str, table: ValueTable, image: Sta
             return
     _, prefix = ledger.read_after(run_id, LedgerHead(), until_seq=upto.seq)
     for doc in prefix:
-        if doc.get("format") == RECORD_FORMAT:
+        if doc.get("format") in JCS_FORMATS:
             for part in record_parts(doc):
                 table.collect(part, int(doc.get("seq") or 0), doc.get("_offset"))
 
@@ -313,8 +313,8 @@ def _open_legacy(runs: RunStore, ledger: LedgerStore, run_id: str, stored: Optio
                  for_writing: bool, external: Optional[RunState]) -> OpenedRun:
     """A run whose records are format 1 or 2: rebuilt as those formats were (see the module docstring)."""
     head, records = ledger.read_after(run_id, LedgerHead())
-    if any(r.get("format") == RECORD_FORMAT for r in records):
-        raise CorruptRecordError(f"run {run_id}: format-3 records follow older ones without carrying the whole state")
+    if any(r.get("format") in JCS_FORMATS for r in records):
+        raise CorruptRecordError(f"run {run_id}: format-3 or format-4 records follow older ones without carrying the whole state")
     legacy = stored.legacy if stored is not None else None
     if not records and legacy is None:
         raise RunNotFoundError(run_id)
@@ -382,8 +382,8 @@ def _image_at(ledger: LedgerStore, run_id: str,
     anchored = _proven_anchor(ledger, run_id, seq)
     image, start = (anchored[0], anchored[1]) if anchored is not None else (StateImage.blank(run_id), LedgerHead())
     _, wanted = ledger.read_after(run_id, start, until_seq=seq)
-    if any(r.get("format") != RECORD_FORMAT for r in wanted) or (anchored is None and wanted
-                                                                  and wanted[0].get("format") != RECORD_FORMAT):
+    if any(r.get("format") not in JCS_FORMATS for r in wanted) or (anchored is None and wanted
+                                                                  and wanted[0].get("format") not in JCS_FORMATS):
         return None
     if anchored is not None:
         _file_values(ledger, run_id, table, image, [], start)
@@ -462,11 +462,11 @@ def _legacy_state_at(ledger: LedgerStore, run_id: str, seq: int) -> Checkpoint:
     if any(r.get("delta") is None for r in wanted):
         raise InvalidInputError(f"Run {run_id}: records up to seq {seq} were written before point-in-time "
                                 "records (format 2); its past states cannot be rebuilt")
-    if any(r.get("format") == RECORD_FORMAT for r in wanted):
+    if any(r.get("format") in JCS_FORMATS for r in wanted):
         image, table = None, ValueTable()
         checkpoint = blank_checkpoint(run_id)
         for index, doc in enumerate(wanted):
-            if doc.get("format") == RECORD_FORMAT:
+            if doc.get("format") in JCS_FORMATS:
                 image = StateImage.blank(run_id)
                 _replay(image, wanted[index:], table, run_id)
                 keeper = _keeper(ledger, run_id, image, wanted[index:])

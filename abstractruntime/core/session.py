@@ -1,6 +1,6 @@
 """One locked run being advanced: its live state, the records not yet durable, and group commit.
 
-:meth:`RunSession.record` turns a step into a sealed format-3 ledger line at once (the state
+:meth:`RunSession.record` turns a step into a sealed format-4 ledger line at once (the state
 change it made, redacted with commitments, large values stored once), so later mutations of
 the run cannot leak into it, and applies the same line to the run's
 :class:`~abstractruntime.core.state.StateImage` — the state as the ledger holds it.
@@ -24,7 +24,7 @@ from .jcs import jcs
 from .models import RecordKind, RunState, RunStatus, StepRecord, WaitReason, WaitState, new_record
 from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, RunStore, StoredCheckpoint, \
     has_capability
-from .records import RECORD_FORMAT, seal, with_signature
+from .records import JCS_FORMATS, RECORD_FORMAT, seal, with_signature
 from .redaction import Redactor
 from .markers import SECRET
 from .secret_values import SecretKeeper, shown_text
@@ -38,6 +38,7 @@ from .wal import (
     SetOp,
     apply_record,
     implied_effects,
+    implied_node,
     implied_pending,
     positional_key,
     record_parts,
@@ -285,8 +286,15 @@ class RunSession:
         now = _small_fields(ckpt)
         pending = ckpt.pending.to_dict() if ckpt.pending is not None else None
         self._now = (now, pending)
+        last = self._last
+        # An outcome closing its intent takes the run to the node the intent named (format 4): its
+        # delta names the node only when the run went elsewhere. Found from the pending effect as
+        # the ledger holds it (the image), exactly as a reader finds it.
+        moved = None if full else implied_node(self.image.kernel["pending"], live)
+        if moved is not None:
+            last = {**last, "current_node": moved}
         for name, value in now.items():
-            if full or value != self._last.get(name) or type(value) is not type(self._last.get(name)):
+            if full or value != last.get(name) or type(value) is not type(last.get(name)):
                 if name == "output":
                     delta[name] = enc.slot(value, ["output"], seq, "") if value is not None else None
                 elif name in DELTA_RUN_FIELDS or name in _KERNEL_SMALL:
@@ -304,7 +312,7 @@ class RunSession:
 
     def stored_result(self, doc: dict[str, Any]) -> Any:
         """The real result a stored record holds: stored values resolved, secrets filled in."""
-        if doc.get("format") != RECORD_FORMAT:
+        if doc.get("format") not in JCS_FORMATS:
             from .wal_legacy import restore_secrets
 
             self._load_secrets()
@@ -314,7 +322,7 @@ class RunSession:
         if any(vid not in self.table for vid in self.table.closure(result)):
             _, records = self.ports.ledger.read_after(self.run_id, LedgerHead())
             for stored in records:
-                if stored.get("format") == RECORD_FORMAT:
+                if stored.get("format") in JCS_FORMATS:
                     for part in record_parts(stored):
                         self.table.collect(part, int(stored.get("seq") or 0))
         if ('"' + SECRET + '"').encode() in jcs(result):

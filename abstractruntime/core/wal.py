@@ -1,4 +1,4 @@
-"""The ledger as the write-ahead log (format 3): state changes, what record kinds imply, and replay.
+"""The ledger as the write-ahead log (format 4): state changes, what record kinds imply, and replay.
 
 Every record changes the run's state by (1) what its kind implies (:func:`implied_pending`),
 (2) its ``delta``, (3) ``updated_at = at`` (docs/file-format.md). The ``vars`` part of a delta
@@ -12,8 +12,8 @@ descending only into objects that changed, and a list that grew by appending cos
 items. A container that reports its own changes (:mod:`~abstractruntime.core.tracked`), sealed
 at the last record against the private copy now at its place and unchanged since, is not
 compared at all — so a record costs what changed, not the size of the state, and a handler
-that changes an object in place is seen. :func:`apply_record` replays a stored format-3 record onto
-a :class:`~abstractruntime.core.state.StateImage`.
+that changes an object in place is seen. :func:`apply_record` replays a stored format-3 or
+format-4 record onto a :class:`~abstractruntime.core.state.StateImage`.
 """
 
 from __future__ import annotations
@@ -380,7 +380,7 @@ def _private_at(root: dict[str, Any], path: Path) -> Any:
 
 
 def implied_pending(previous: Optional[dict[str, Any]], doc: dict[str, Any], run_id: str) -> Optional[dict[str, Any]]:
-    """The pending effect after ``doc`` (a format-3 record, stored form), before its delta.
+    """The pending effect after ``doc`` (a format-3 or format-4 record, stored form), before its delta.
 
     ``previous`` is the pending effect before it (a ``Pending.to_dict()``-shaped object, or
     ``None``). See the table of kinds in docs/file-format.md.
@@ -416,6 +416,33 @@ def implied_pending(previous: Optional[dict[str, Any]], doc: dict[str, Any], run
     return previous
 
 
+# From this record format on, an effect's outcome that closes its intent implies the node the
+# intent named (docs/file-format.md, "Format 4"): the run goes to ``next_node`` unless the
+# outcome's delta says otherwise.
+NODE_IMPLIED_FORMAT = 4
+
+
+def implied_node(previous: Optional[dict[str, Any]], doc: dict[str, Any]) -> Optional[str]:
+    """The node ``doc`` (stored form) moves the run to by its kind alone, or ``None`` when it implies none.
+
+    A format-4 effect outcome ``completed`` whose ``effect_id`` is the pending effect's
+    (``previous``, before the record) implies that effect's ``next_node``, when that is a string.
+    Nothing else implies a node: a ``waiting`` or ``failed`` outcome leaves the run where it is,
+    an outcome of another effect (a result reused by an explicit key) closes no intent, and a
+    format-3 record implies nothing. A ``current_node`` in the record's delta replaces it.
+    """
+    if not isinstance(previous, dict) or doc.get("kind") != "effect" or doc.get("status") != "completed":
+        return None
+    fmt = doc.get("format")
+    if fmt.__class__ is not int or fmt < NODE_IMPLIED_FORMAT:
+        return None
+    effect_id = doc.get("effect_id")
+    if effect_id is None or previous.get("effect_id") != effect_id:
+        return None
+    node = previous.get("next_node")
+    return node if node.__class__ is str else None
+
+
 def implied_effects(effects: int, doc: dict[str, Any]) -> int:
     """``effects`` after ``doc``: the highest effect id a record of an effect names."""
     effect_id = doc.get("effect_id")
@@ -428,13 +455,17 @@ def implied_effects(effects: int, doc: dict[str, Any]) -> int:
 
 
 def apply_record(image: StateImage, doc: dict[str, Any], table: ValueTable, run_id: str) -> None:
-    """Apply one stored format-3 record to ``image`` (definitions in it must be filed in ``table``).
+    """Apply one stored format-3 or format-4 record to ``image`` (definitions in it must be filed in ``table``).
 
     Raises :class:`ValueError` when the record cannot be replayed.
     """
     kernel = image.kernel
+    previous = kernel["pending"]
+    node = implied_node(previous, doc)
+    if node is not None:
+        image.run["current_node"] = node  # (the delta, applied below, may set another)
     # The image never shares an object with the record: later records change the image in place.
-    kernel["pending"] = json_copy(table.ref_form(implied_pending(kernel["pending"], doc, run_id)))
+    kernel["pending"] = json_copy(table.ref_form(implied_pending(previous, doc, run_id)))
     kernel["effects"] = implied_effects(int(kernel["effects"] or 0), doc)
     delta = doc.get("delta") or {}
     if not isinstance(delta, dict):
@@ -450,6 +481,9 @@ def apply_record(image: StateImage, doc: dict[str, Any], table: ValueTable, run_
         elif key in DELTA_KERNEL_FIELDS:
             if key == "effects" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ValueError("delta.effects must be a non-negative integer")
+            if key == "pending" and value is not None and not isinstance(value, dict):
+                # The next record's implied changes read the pending effect as an object.
+                raise ValueError("delta.pending must be an object or null")
             kernel[key] = json_copy(table.ref_form(value)) if key != "metadata" or value is not None else {}
         else:
             raise ValueError(f"unknown delta field {key!r}")
@@ -541,6 +575,7 @@ def record_parts(doc: dict[str, Any]) -> list[Any]:
     return [doc.get(name) for name in ("effect", "result", "delta") if doc.get(name) is not None]
 
 
-__all__ = ["DELETE", "DELTA_KERNEL_FIELDS", "DELTA_RUN_FIELDS", "RESULT", "RUN_FIELDS", "SET", "DeleteOp",
-           "DeltaTracker", "Path", "ResultOp", "SetOp", "VarOp", "apply_record", "decode_op", "explicit_key",
-           "implied_effects", "implied_pending", "navigate", "positional_key", "record_parts"]
+__all__ = ["DELETE", "DELTA_KERNEL_FIELDS", "DELTA_RUN_FIELDS", "NODE_IMPLIED_FORMAT", "RESULT", "RUN_FIELDS", "SET",
+           "DeleteOp", "DeltaTracker", "Path", "ResultOp", "SetOp", "VarOp", "apply_record", "decode_op",
+           "explicit_key", "implied_effects", "implied_node", "implied_pending", "navigate", "positional_key",
+           "record_parts"]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Optional
 
 from ..core.ports import LedgerHead
-from ..core.records import RECORD_FORMAT
+from ..core.records import JCS_FORMATS
 from ..core.secret_values import shown_text
 from ..core.values import UndefinedValueError, ValueTable
 from ..core.wal import navigate, record_parts
@@ -134,7 +134,7 @@ class History:
     def extend(self, docs: Iterable[dict[str, Any]], *, keep: bool = True) -> None:
         """Absorb records in ledger order; ``keep`` files them for a later restore (durable ones)."""
         for doc in docs:
-            if doc.get("format") != RECORD_FORMAT:
+            if doc.get("format") not in JCS_FORMATS:
                 continue  # older formats predate code-first runs
             if keep:
                 self.docs.append(doc)

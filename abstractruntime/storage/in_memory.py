@@ -17,7 +17,7 @@ from ..core.fastclass import dataclass
 from ..core.errors import LedgerConflictError, RunLockedError, RunNotFoundError
 from ..core.models import RunState, RunStatus, StepRecord, StepStatus, WaitReason
 from ..core.ports import Capability, StoredCheckpoint
-from ..core.records import RECORD_FORMAT, expand_records
+from ..core.records import JCS_FORMATS, expand_records
 from .base import LedgerHead, LedgerStore, RunStore
 from .ledger_chain import seal_record_line
 from ..core.canonical import check_size
@@ -221,7 +221,7 @@ class InMemoryLedgerStore(LedgerStore):
         for doc in docs:
             rows.append(doc)
             key, effect_id = doc.get("idempotency_key"), doc.get("effect_id")
-            if doc.get("format") == RECORD_FORMAT and isinstance(effect_id, int):
+            if doc.get("format") in JCS_FORMATS and isinstance(effect_id, int):
                 if key and doc.get("status") == StepStatus.STARTED.value:
                     self._intent_keys[(run_id, effect_id)] = key
                 elif key is None and doc.get("kind") == "effect":

@@ -27,7 +27,7 @@ from ..core.canonical import canonical_json
 from ..core.errors import CorruptRecordError, LedgerConflictError, StorageError
 from ..core.models import StepRecord
 from ..core.ports import Capability, LedgerHead, LedgerStore, retained
-from ..core.records import RECORD_FORMAT, expand_records
+from ..core.records import JCS_FORMATS, expand_records
 from .fsio import Durability, append_bytes, atomic_write_bytes, check_durability, fsync_dir, loads_strict, open_append, read_bytes
 from .run_files import ANCHORS_FILE, LEDGER_FILE, SECRETS_FILE, RunFiles
 from ..core.chain import seal_batch
@@ -195,7 +195,7 @@ class JsonlLedgerStore(LedgerStore):
         for doc, line in zip(docs, lines):
             key = doc.get("idempotency_key")
             effect_id = doc.get("effect_id")
-            if doc.get("format") == RECORD_FORMAT and isinstance(effect_id, int):
+            if doc.get("format") in JCS_FORMATS and isinstance(effect_id, int):
                 if key and doc.get("status") == "started":
                     cache.intent_keys[effect_id] = key
                 elif key is None and doc.get("kind") == "effect":

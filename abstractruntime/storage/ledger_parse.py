@@ -17,7 +17,7 @@ from typing import Any, Optional
 from ..core.canonical import record_hash
 from ..core.errors import CorruptRecordError
 from ..core.models import StepStatus
-from ..core.records import RECORD_FORMAT
+from ..core.records import JCS_FORMATS, RECORD_FORMAT
 from .base import LedgerHead
 from .fsio import brief_error, check_format, loads_strict
 
@@ -95,7 +95,7 @@ def parse_ledger(
         if key is not None and not isinstance(key, str):
             raise CorruptRecordError("idempotency_key is not a string", path=path, line=line_no)
         effect_id = doc.get("effect_id")
-        if doc.get("format") == RECORD_FORMAT and isinstance(effect_id, int):
+        if doc.get("format") in JCS_FORMATS and isinstance(effect_id, int):
             if key and doc.get("status") == StepStatus.STARTED.value:
                 result.intent_keys[effect_id] = key
             elif key is None and doc.get("kind") == "effect":
@@ -139,7 +139,7 @@ def _check_link(doc: dict[str, Any], head: LedgerHead, *, path: str, line_no: in
         raise CorruptRecordError(f"seq {doc.get('seq')!r} where {head.seq + 1} was expected", path=path, line=line_no)
     if doc.get("prev_hash") != head.head_hash:
         raise CorruptRecordError("prev_hash does not match the previous record", path=path, line=line_no)
-    if run_id is not None and doc.get("run_id", run_id if doc.get("format") == RECORD_FORMAT else None) != run_id:
+    if run_id is not None and doc.get("run_id", run_id if doc.get("format") in JCS_FORMATS else None) != run_id:
         raise CorruptRecordError(f"record belongs to run {doc.get('run_id')!r}", path=path, line=line_no)
     try:
         digest = record_hash(doc)

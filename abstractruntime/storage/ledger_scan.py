@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from ..core.canonical import record_hash
 from ..core.errors import InvalidInputError, StorageError
 from ..core.jcs import is_jcs_line
-from ..core.records import RECORD_FORMAT
+from ..core.records import JCS_FORMATS, RECORD_FORMAT
 from .record_rules import FIELDS_BY_FORMAT, SignatureTrail, signature_problem, unknown_fields
 from .fsio import brief_error, loads_strict, validate_id
 from .ledger_parse import looks_torn
@@ -183,8 +183,8 @@ class LedgerScan:
                            seq=doc.get("seq"), line=line_no)
             self._resync = self.replay.stopped = True
             return
-        if fmt == RECORD_FORMAT and not is_jcs_line(body, doc):
-            report.problem("not_canonical", "a format-3 line is not the RFC 8785 form of its own content "
+        if fmt in JCS_FORMATS and not is_jcs_line(body, doc):
+            report.problem("not_canonical", f"a format-{fmt} line is not the RFC 8785 form of its own content "
                            "(rewritten by another program?)", seq=doc.get("seq"), line=line_no)
         self._record(doc, line_no)
 
@@ -211,7 +211,7 @@ class LedgerScan:
                            "(records removed, inserted, reordered or re-hashed?)")
                 report.problem("prev_hash_mismatch", message, seq=seq, line=line_no,
                                expected=self._prev_hash, actual=doc.get("prev_hash"))
-        implied_run = report.run_id if doc.get("format") == RECORD_FORMAT and seq != 1 else None
+        implied_run = report.run_id if doc.get("format") in JCS_FORMATS and seq != 1 else None
         if doc.get("run_id", implied_run) != report.run_id:
             report.problem("wrong_run", f"record belongs to run {doc.get('run_id')!r}", seq=seq, line=line_no)
         stored: Optional[str] = doc.get("record_hash")

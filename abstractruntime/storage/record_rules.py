@@ -23,7 +23,7 @@ COMMON_FIELDS = frozenset({
     "ended_at", "actor_id", "attempt", "idempotency_key", "seq", "prev_hash", "record_hash", "signature",
 })
 FIELDS_BY_FORMAT = {1: COMMON_FIELDS, 2: COMMON_FIELDS | {"effect_id", "delta", "next_node", "at"},
-                    3: RECORD_FIELDS}
+                    3: RECORD_FIELDS, 4: RECORD_FIELDS}
 SIGNATURE_FIELDS = frozenset({"alg", "key_id", "seq", "head_hash", "sig"})
 
 

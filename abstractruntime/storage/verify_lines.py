@@ -1,7 +1,7 @@
-"""The fast path of reading one ledger line while verifying: a canonical format-3 line, parsed once.
+"""The fast path of reading one ledger line while verifying: a canonical format-3 or format-4 line, parsed once.
 
 :func:`canonical_record` answers, for the bytes of one line (without its newline), "is this the
-RFC 8785 form of a format-3 record, and what is the hash of its content?" with one parse, one
+RFC 8785 form of a format-3 or format-4 record, and what is the hash of its content?" with one parse, one
 encoding by the standard library's C encoder and one SHA-256 — or ``None``, and the caller
 takes the careful path (:func:`~abstractruntime.core.jcs.is_jcs_line`,
 :func:`~abstractruntime.core.canonical.record_hash`), which then names what is wrong. It never
@@ -32,7 +32,7 @@ import re
 from typing import Any, Optional
 
 from ..core.jcs import MAX_SAFE_INTEGER, es_number
-from ..core.records import RECORD_FORMAT
+from ..core.records import JCS_FORMATS
 
 def _encoder() -> Any:
     """The C encoder ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)``
@@ -84,7 +84,7 @@ _SCAN = json.JSONDecoder(parse_float=_float, parse_int=_int, parse_constant=_con
 
 def canonical_record(body: bytes) -> Optional[tuple[dict[str, Any], str]]:
     """``(record, sha256 of its content)`` when ``body`` is the canonical line of an unsigned
-    format-3 record that has a string ``record_hash``; ``None`` when it needs the careful path."""
+    format-3 or format-4 record that has a string ``record_hash``; ``None`` when it needs the careful path."""
     try:
         text = body.decode("utf-8")
         doc, end = _SCAN(text, 0)
@@ -92,7 +92,7 @@ def canonical_record(body: bytes) -> Optional[tuple[dict[str, Any], str]]:
         return None
     if end != len(text):
         return None
-    if doc.__class__ is not dict or doc.get("format") != RECORD_FORMAT or "signature" in doc:
+    if doc.__class__ is not dict or doc.get("format") not in JCS_FORMATS or "signature" in doc:
         return None
     stored = doc.get("record_hash")
     if stored.__class__ is not str:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from ..core.records import RECORD_FORMAT
+from ..core.records import JCS_FORMATS
 from ..core.state import StateImage
 from ..core.wal import record_parts
 from .fsio import loads_strict
@@ -232,7 +232,7 @@ def _file_definitions(table: Any, line: bytes) -> None:
     try:
         doc = loads_strict(line)
         seq = doc.get("seq") if isinstance(doc, dict) else None
-        if isinstance(seq, int) and doc.get("format") == RECORD_FORMAT:
+        if isinstance(seq, int) and doc.get("format") in JCS_FORMATS:
             for part in record_parts(doc):
                 table.collect(part, seq)
     except (ValueError, RecursionError, UnicodeDecodeError, TypeError, AttributeError):
@@ -268,7 +268,7 @@ def _scan_range(task: _Task) -> _Outcome:
                 line_no += 1
                 scan._body(line_no, body)
                 doc = scan._last_doc
-                if report.count != line_no or doc is None or doc.get("format") != RECORD_FORMAT:
+                if report.count != line_no or doc is None or doc.get("format") not in JCS_FORMATS:
                     # Not a record, or one of an older format (whose replay starts over): the careful pass decides.
                     return _Outcome(clean=False)
                 seen.count += 1

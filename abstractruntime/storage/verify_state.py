@@ -1,4 +1,4 @@
-"""Replaying a run's format-3 records while verifying: stored values, markers and state digests.
+"""Replaying a run's format-3 and format-4 records while verifying: stored values, markers and state digests.
 
 :class:`StateReplay` rebuilds the state document record by record, the way the runtime does,
 from the ledger alone (no secret is needed: digests cover the redacted state and its
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..core.markers import EXT, ITEMS, LIT, REF, VAL, marker_kind
-from ..core.records import RECORD_FORMAT
+from ..core.records import JCS_FORMATS
 from ..core.state import StateImage
 from ..core.values import UndefinedValueError, ValueTable
 from ..core.wal import DELTA_RUN_FIELDS, apply_record, record_parts
@@ -40,8 +40,8 @@ class StateReplay:
         """
         if self.stopped:
             return None
-        if doc.get("format") != RECORD_FORMAT:
-            self.image = None  # an older record: the next format-3 record carries the whole state
+        if doc.get("format") not in JCS_FORMATS:
+            self.image = None  # an older record: the next format-3/4 record carries the whole state
             return None
         if self.image is None:
             self.image = StateImage.blank(self.run_id)

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from ..core.models import RunState
 from ..core.ports import LedgerStore, RunStore, StoredCheckpoint
-from ..core.records import RECORD_FORMAT
+from ..core.records import JCS_FORMATS
 from ..core.secret_values import shown_text
 from ..core.values import UndefinedValueError, ValueTable
 from ..core.wal import record_parts
@@ -17,7 +17,7 @@ def value_table(ledger: LedgerStore, run_id: str) -> ValueTable:
     """Every stored value a run's ledger defines."""
     table = ValueTable()
     for doc in ledger.stored(run_id):
-        if doc.get("format") == RECORD_FORMAT:
+        if doc.get("format") in JCS_FORMATS:
             for part in record_parts(doc):
                 table.collect(part, int(doc.get("seq") or 0))
     return table

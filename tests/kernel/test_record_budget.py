@@ -1,4 +1,4 @@
-"""The envelope budget of format-3 records (docs/file-format.md, "The envelope budget").
+"""The envelope budget of ledger records (docs/file-format.md, "The envelope budget").
 
 A record's *envelope* is everything but its ``effect``, ``result``, ``delta`` and ``error``: the
 chain, its position, kind and status, its time, and the ids that say what it belongs to. A pure
@@ -7,6 +7,10 @@ whatever the run's length; an effect's intent, which names its node *and* the no
 to next, at most 384. Measured on the lines a file store writes, with ``seq`` and ``effect_id``
 counted as if they had seven digits (a run of up to 9,999,999 records). A signature and a state
 digest are not counted: they are on the last record of a signed batch or a checkpoint only.
+
+Beyond the envelope, an effect's outcome that takes the run to the node its intent named spends
+nothing on the move (format 4): its delta holds its variables only, where a format-3 outcome
+named the node again (49 bytes with 32-character ids).
 """
 
 from __future__ import annotations
@@ -86,6 +90,21 @@ def test_a_pure_step_and_an_effects_records_stay_within_the_envelope_budget(tmp_
              "effect outcome": max(map(envelope, outcomes))}
     assert sizes["pure step"] <= BUDGET and sizes["effect outcome"] <= BUDGET, sizes
     assert sizes["effect intent"] <= INTENT_BUDGET, sizes
+
+
+def test_an_outcome_that_goes_where_its_intent_said_names_no_node(tmp_path: Path) -> None:
+    lines = _lines(tmp_path)
+    docs = [json.loads(line) for line in lines]
+    outcomes = [(docs[i - 1], doc) for i, doc in enumerate(docs) if doc["kind"] == "effect"
+                and doc["status"] == "completed"]
+    assert outcomes
+    for intent, outcome in outcomes:
+        # Every outcome here moves the run to another node than the one it ran in (NEXT -> NODE or "end").
+        assert intent["node_id"] == NEXT and intent["next_node"] != NEXT
+        assert outcome["format"] == 4
+        assert set(outcome.get("delta", {})) <= {"vars"}, outcome["delta"]
+    # A pure step still names where it goes: its record is the only one that says so.
+    assert all(doc["delta"]["current_node"] == NEXT for doc in docs if doc["kind"] == "node")
 
 
 def _agent(turns: int, size: int) -> WorkflowSpec:

@@ -180,5 +180,5 @@ def test_runs_written_in_format_1_list_show_verify_and_resume(tmp_path: Path) ->
                      payload={"answer": "yes"}, allow_drift=True)
     assert done.status.value == "completed"
     formats = [r["format"] for r in rt.get_ledger("approval-waiting")]
-    assert formats[0] == 1 and formats[-1] == 3  # new records are the current format
+    assert formats[0] == 1 and formats[-1] == 4  # new records are the current format
     assert verify_run(store, "approval-waiting").ok

@@ -63,7 +63,7 @@ def _as_release_10(admin: Any, pg_schema: str) -> None:
             admin.execute(f"DELETE FROM {s}.ledger WHERE run_id = %s AND seq = %s", [run_id, first])
             for seq, line in enumerate(bytes(data).split(b"\n"), start=first):
                 doc = json.loads(line)
-                effect_id = doc.get("effect_id") if doc.get("format") == 3 else None
+                effect_id = doc.get("effect_id") if doc.get("format") in (3, 4) else None
                 admin.execute(f"INSERT INTO {s}.ledger (run_id, seq, line, record_hash, status, idempotency_key,"
                               " effect_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                               [run_id, seq, line, doc["record_hash"], doc.get("status"), doc.get("idempotency_key"),

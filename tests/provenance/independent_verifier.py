@@ -4,8 +4,9 @@ It imports nothing from the package: only the Python standard library. Run it as
 ledger file (``python independent_verifier.py runs/<id>/ledger.jsonl``); it prints ``ok`` and
 the head hash, or the first problem, and exits 0 or 1. It checks, for every line:
 
-- format 3: the line is exactly the RFC 8785 (JCS) form of its content; ``record_hash`` is the
-  SHA-256 of the JCS form of the record without ``record_hash`` and ``signature``;
+- formats 3 and 4: the line is exactly the RFC 8785 (JCS) form of its content; ``record_hash``
+  is the SHA-256 of the JCS form of the record without ``record_hash`` and ``signature``;
+- a format newer than 4 is refused (not misread);
 - formats 1 and 2: ``record_hash`` over the older canonical form (keys sorted by code point,
   compact separators, numbers as Python writes them);
 - the chain: ``seq`` 1, 2, 3, ...; ``prev_hash`` the previous ``record_hash`` (null first);
@@ -14,7 +15,11 @@ the head hash, or the first problem, and exits 0 or 1. It checks, for every line
   ``{"$ext": ID, "$items": [...]}`` (id ``sha256(JCS(that object))``) defined in this record or
   an earlier one; markers have their documented shapes.
 
-What it does not do is replay state changes (state digests need the replay rules of the page).
+It replays one part of the state: where the run is (:func:`nodes`) — the node each record
+leaves the run at, by the kind rules of the page (an effect's intent makes it pending; a
+format-4 outcome that closes it moves the run to the node the intent named, unless its delta
+names one) and the ``current_node`` and ``pending`` a delta sets. What it does not replay is the
+rest of the state (state digests need every replay rule of the page).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import sys
 from typing import Any, Optional
 
 MARKERS = {"$v", "$val", "$ext", "$items", "$secret", "$shown", "$lit"}
+NEWEST_FORMAT = 4
 
 
 # -- RFC 8785 -----------------------------------------------------------------------------------
@@ -160,6 +166,8 @@ def verify_lines(lines: list[bytes]) -> tuple[bool, Optional[str], str]:
         text = raw[:-1].decode("utf-8")
         record = json.loads(text)
         fmt = record.get("format")
+        if not isinstance(fmt, int) or isinstance(fmt, bool) or not 1 <= fmt <= NEWEST_FORMAT:
+            return False, prev, f"line {number}: format {fmt!r} is not one this verifier reads (1 to {NEWEST_FORMAT})"
         if record.get("seq") != number:
             return False, prev, f"line {number}: seq {record.get('seq')} where {number} was expected"
         if record.get("prev_hash") != prev:
@@ -186,6 +194,37 @@ def verify_lines(lines: list[bytes]) -> tuple[bool, Optional[str], str]:
                 return False, prev, f"line {number}: refers to a stored value never defined ({missing[0][:12]}...)"
         prev = record["record_hash"]
     return True, prev, "ok"
+
+
+# -- where the run is -------------------------------------------------------------------------
+
+def nodes(lines: list[bytes]) -> list[Optional[str]]:
+    """The run's ``current_node`` right after each line (``None`` while it is not known: format-1
+    records carry no state change). The lines are taken as they are: verify them first."""
+    node: Optional[str] = None
+    pending: Optional[dict[str, Any]] = None
+    out: list[Optional[str]] = []
+    for raw in lines:
+        record = json.loads(raw)
+        fmt = record.get("format")
+        delta = record.get("delta") if isinstance(record.get("delta"), dict) else {}
+        if fmt >= 3:
+            kind, status, effect_id = record.get("kind"), record.get("status"), record.get("effect_id")
+            closes = pending is not None and effect_id is not None and pending.get("effect_id") == effect_id
+            if kind == "effect" and status == "started":
+                named = record["next_node"] if "next_node" in record else \
+                    (pending.get("next_node") if closes and pending is not None else None)
+                pending = {"effect_id": effect_id, "next_node": named}
+            elif kind == "effect" and status in ("completed", "waiting") and closes and pending is not None:
+                if fmt >= 4 and status == "completed" and isinstance(pending.get("next_node"), str):
+                    node = pending["next_node"]  # the outcome implies the node its intent named
+                pending = None
+        if "pending" in delta:
+            pending = delta["pending"] if isinstance(delta["pending"], dict) else None
+        if "current_node" in delta:
+            node = delta["current_node"]
+        out.append(node)
+    return out
 
 
 def main(argv: list[str]) -> int:

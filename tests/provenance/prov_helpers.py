@@ -104,7 +104,7 @@ def write_records(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 def line_of(record: dict[str, Any]) -> bytes:
-    """A record's line: RFC 8785 for format 3 (docs/file-format.md), plain JSON for older ones."""
+    """A record's line: RFC 8785 for formats 3 and 4 (docs/file-format.md), plain JSON for older ones."""
     if record.get("format", 1) >= 3:
         return jcs(record).encode("utf-8")
     return json.dumps(record, ensure_ascii=False).encode("utf-8")
@@ -151,7 +151,7 @@ class _Replay:
     def apply(self, record: dict[str, Any]) -> Optional[str]:
         from abstractruntime.core.wal import apply_record, record_parts
 
-        if record.get("format") != 3:
+        if record.get("format") not in (3, 4):
             return None
         for part in record_parts(record):
             self.table.collect(part, int(record.get("seq") or 0))
@@ -176,7 +176,7 @@ def point_checkpoint_at(root: Path, run_id: str, records: list[dict[str, Any]]) 
     ledger file rewritten with it; ``records`` is updated in place)."""
     doc = read_checkpoint_doc(root, run_id)
     last = records[-1]
-    if last.get("format") == 3:
+    if last.get("format") in (3, 4):
         replay = _Replay(run_id)
         for record in records:
             digest = replay.apply(record)

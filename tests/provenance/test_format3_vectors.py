@@ -1,4 +1,4 @@
-"""Test vectors of record format 3 (docs/file-format.md), and the independent verifier on real ledgers.
+"""Test vectors of record formats 3 and 4 (docs/file-format.md), and the independent verifier on real ledgers.
 
 The hashes below were computed once by ``independent_verifier.py`` — written from the page alone,
 sharing no code with the package — and are pinned here: the package must seal the same records to
@@ -15,14 +15,16 @@ from typing import Any
 import pytest
 
 from independent_verifier import jcs as independent_jcs
+from independent_verifier import nodes as independent_nodes
 from independent_verifier import record_hash as independent_record_hash
 from independent_verifier import verify_lines
 
 from abstractruntime import Effect, EffectOutcome, EffectType, StepPlan, WorkflowSpec, open_store
 from abstractruntime.core.records import seal
 from abstractruntime.core.secret_values import SecretKeeper
-from abstractruntime.core.state import digest_of
-from abstractruntime.core.values import value_id
+from abstractruntime.core.state import StateImage, digest_of
+from abstractruntime.core.values import ValueTable, value_id
+from abstractruntime.core.wal import apply_record, record_parts
 
 GENESIS: dict[str, Any] = {
     "format": 3, "seq": 1, "kind": "start", "status": "completed", "at": "2026-12-06T10:00:00.000000+00:00",
@@ -46,6 +48,20 @@ INTENT: dict[str, Any] = {
     "effect": {"type": "llm_call", "payload": {"messages": {"$val": MESSAGES}}, "result_key": "reply"}}
 INTENT_HASH = "8885f6a71edd3e542ca695e3b2e6105393271a0758e0862383843a8afc4ffc12"
 MESSAGES_ID = "501ee671ca5181d6f7b442ee4361e5e98d0e521cc7fedeffb71c873ce6bffcfe"
+# Format 4: the outcome of that (format-3) intent. It names no node: the run goes to "done", the
+# node the intent named. The same outcome whose delta names "ask" keeps the run at "ask".
+OUTCOME: dict[str, Any] = {
+    "format": 4, "seq": 3, "kind": "effect", "status": "completed", "at": "2026-12-06T10:00:00.200000+00:00",
+    "prev_hash": INTENT_HASH, "effect_id": 1, "result": {"role": "assistant", "content": "Approved."},
+    "delta": {"vars": [["r", ["reply"]]]}}
+OUTCOME_HASH = "7ea7b5ee76d496b0a94dcafd29fcc8225a7f429cf424f71f92e818ced001985d"
+OUTCOME_LINE = (
+    b'{"at":"2026-12-06T10:00:00.200000+00:00","delta":{"vars":[["r",["reply"]]]},"effect_id":1,"format":4,'
+    b'"kind":"effect","prev_hash":"8885f6a71edd3e542ca695e3b2e6105393271a0758e0862383843a8afc4ffc12",'
+    b'"record_hash":"7ea7b5ee76d496b0a94dcafd29fcc8225a7f429cf424f71f92e818ced001985d",'
+    b'"result":{"content":"Approved.","role":"assistant"},"seq":3,"status":"completed"}')
+OUTCOME_STAYS: dict[str, Any] = {**OUTCOME, "delta": {"vars": [["r", ["reply"]]], "current_node": "ask"}}
+OUTCOME_STAYS_HASH = "a8786aee77e7df01ec51e7faa1278817c423a4ccf84fc18809d04aca7eefaccc"
 # HMAC-SHA256(key = bytes 0..31, JCS("hunter2")): a secret's commitment.
 COMMITMENT = "d21965d819fbbae9edced814ab4e2e32051f8b608a3009118f77cb8c05dfc655"
 
@@ -64,6 +80,62 @@ def test_the_independent_verifier_agrees_with_the_pins() -> None:
     intent_line = independent_jcs({**INTENT, "record_hash": INTENT_HASH}).encode() + b"\n"
     ok, head, message = verify_lines([GENESIS_LINE + b"\n", intent_line])
     assert ok and head == INTENT_HASH, message
+
+
+def _lines(*records: dict[str, Any]) -> list[bytes]:
+    return [independent_jcs({**r, "record_hash": independent_record_hash(r)}).encode() + b"\n" for r in records]
+
+
+def _package_nodes(lines: list[bytes]) -> list[Any]:
+    """The current node after each line, as the package replays them."""
+    import json
+
+    image, table, out = StateImage.blank("run-1"), ValueTable(), []
+    for line in lines:
+        doc = json.loads(line)
+        for part in record_parts(doc):
+            table.collect(part, doc["seq"])
+        apply_record(image, doc, table, "run-1")
+        out.append(image.run["current_node"])
+    return out
+
+
+def test_format_4_vectors() -> None:
+    doc, line = seal(dict(OUTCOME))
+    assert doc["record_hash"] == OUTCOME_HASH and line == OUTCOME_LINE
+    assert independent_record_hash(OUTCOME) == OUTCOME_HASH
+    assert independent_jcs({**OUTCOME, "record_hash": OUTCOME_HASH}).encode() == OUTCOME_LINE
+    assert seal(dict(OUTCOME_STAYS))[0]["record_hash"] == OUTCOME_STAYS_HASH
+    assert independent_record_hash(OUTCOME_STAYS) == OUTCOME_STAYS_HASH
+    # A format-4 outcome closes a format-3 intent: one chain, both formats.
+    lines = [GENESIS_LINE + b"\n", *_lines(INTENT), OUTCOME_LINE + b"\n"]
+    ok, head, message = verify_lines(lines)
+    assert ok and head == OUTCOME_HASH, message
+
+
+@pytest.mark.parametrize("outcome, after", [(OUTCOME, "done"), (OUTCOME_STAYS, "ask"),
+                                            ({**OUTCOME, "format": 3}, "ask"),
+                                            ({**OUTCOME, "status": "waiting", "result": None}, "ask"),
+                                            ({**OUTCOME, "status": "failed", "result": None}, "ask"),
+                                            ({**OUTCOME, "effect_id": 2}, "ask")],
+                         ids=["implied", "delta-wins", "format-3-implies-nothing", "waiting-stays",
+                              "failed-stays", "another-effect"])
+def test_where_an_outcome_leaves_the_run(outcome: dict[str, Any], after: str) -> None:
+    lines = _lines(GENESIS, INTENT, {k: v for k, v in outcome.items() if v is not None or k != "result"})
+    assert verify_lines(lines)[0]
+    assert independent_nodes(lines) == ["ask", "ask", after]
+    assert _package_nodes(lines) == ["ask", "ask", after]
+
+
+def test_an_intent_that_names_no_next_node_implies_none() -> None:
+    intent = {k: v for k, v in INTENT.items() if k != "next_node"}
+    lines = _lines(GENESIS, intent, OUTCOME)
+    assert independent_nodes(lines) == _package_nodes(lines) == ["ask", "ask", "ask"]
+
+
+def test_a_newer_format_is_refused_by_the_independent_verifier() -> None:
+    ok, _, message = verify_lines(_lines(GENESIS, INTENT, {**OUTCOME, "format": 5}))
+    assert not ok and "format 5" in message
 
 
 def test_stored_values_and_commitments() -> None:

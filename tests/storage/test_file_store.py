@@ -136,7 +136,7 @@ def test_tampered_last_record_is_not_taken_for_a_torn_tail(ledger: JsonlLedgerSt
 def test_newer_ledger_format_is_refused(ledger: JsonlLedgerStore) -> None:
     path = append_records(ledger, "r1", 2)
     lines = ledger_lines(path)
-    lines.insert(1, b'{"format":4,"run_id":"r1"}\n')
+    lines.insert(1, b'{"format":5,"run_id":"r1"}\n')
     path.write_bytes(b"".join(lines))
     with pytest.raises(UnsupportedFormatError) as info:
         JsonlLedgerStore(path.parents[2], durability="none").list("r1")

@@ -31,7 +31,7 @@ from ...core.chain import seal_batch
 from ...core.errors import CorruptRecordError, InvalidInputError, LedgerConflictError
 from ...core.models import StepRecord
 from ...core.ports import Capability, LedgerHead, LedgerStore, retained
-from ...core.records import RECORD_FORMAT, expand_records
+from ...core.records import JCS_FORMATS, expand_records
 from ..fsio import loads_strict
 from ..ledger_parse import parse_ledger
 from .db import PgDatabase
@@ -46,7 +46,7 @@ _NO_LIMIT = 1 << 62
 def _effect_id(doc: dict[str, Any]) -> Optional[int]:
     """The effect position a format-3 effect record names (its column, for find_completed)."""
     effect_id = doc.get("effect_id")
-    return effect_id if doc.get("format") == RECORD_FORMAT and isinstance(effect_id, int) else None
+    return effect_id if doc.get("format") in JCS_FORMATS and isinstance(effect_id, int) else None
 
 
 def _described(doc: dict[str, Any]) -> bool:
@@ -301,7 +301,7 @@ class PostgresLedgerStore(LedgerStore):
                 wanted = {"last_seq": tail["seq"] if len(docs) > 1 else None, "record_hash": tail.get("record_hash"),
                           "status": head.get("status"), "idempotency_key": head.get("idempotency_key")}
                 have = {"last_seq": last_seq, "record_hash": head_hash, "status": status, "idempotency_key": key}
-                if effect is not None or _effect_id(head) is not None and head.get("format") == RECORD_FORMAT:
+                if effect is not None or _effect_id(head) is not None and head.get("format") in JCS_FORMATS:
                     # (Rows from before migration 11 leave effect_id empty.)
                     wanted["effect_id"], have["effect_id"] = _effect_id(head), effect
                 problems.extend(f"row {first}: {name} is {have[name]!r}, its lines say {want!r}"
