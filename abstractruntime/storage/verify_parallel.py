@@ -329,7 +329,8 @@ def _run(tasks: list[_Task]) -> Optional[list[_Outcome]]:
     from concurrent.futures.process import BrokenProcessPool
 
     try:
-        with ProcessPoolExecutor(max_workers=len(tasks) - 1, mp_context=context(), initializer=start_worker) as pool:
+        with ProcessPoolExecutor(max_workers=len(tasks) - 1, mp_context=context(), initializer=start_worker,
+                                 initargs=(os.getpid(),)) as pool:
             futures: list[Future[_Outcome]] = [pool.submit(scan_range, task) for task in tasks[1:]]
             first = scan_range(tasks[0])
             if not first.clean:

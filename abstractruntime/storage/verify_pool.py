@@ -57,10 +57,11 @@ def context() -> Any:
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def start_worker() -> None:
-    """In each worker: end it when its parent is gone (killed: nothing would ever read its result,
-    and a forked worker waiting for work would wait forever)."""
-    parent = os.getppid()
+def start_worker(parent: int) -> None:
+    """In each worker: end it when its parent (``parent``: the pid of the process that made the
+    pool, passed from there — a worker that starts after its parent was killed would otherwise
+    take its new parent for its own) is gone: nothing would ever read its result, and a forked
+    worker waiting for work would wait forever."""
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -114,7 +115,7 @@ class RunsAhead:
         with _FORK_LOCK:  # forked workers start at the first submit, with _SHARED as it is then
             _SHARED.update(verify=verify, root=root, mapping=mapping, keyring=keyring, search=search)
             self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
-                                            initializer=start_worker)
+                                            initializer=start_worker, initargs=(os.getpid(),))
             for start in range(0, len(small), _BATCH_RUNS):
                 batch = small[start:start + _BATCH_RUNS]
                 future = self.pool.submit(verify_batch, batch)

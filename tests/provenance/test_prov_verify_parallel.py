@@ -479,15 +479,34 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_killing_verify_leaves_no_worker_behind(long_run: tuple[Path, str]) -> None:
-    """kill -9 of a verify while its workers scan: they notice their parent is gone and exit."""
+def _running_with(argument: str) -> set[int]:
+    """Processes whose command line holds ``argument`` (forked workers keep their parent's)."""
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argument.encode() in args and _alive(int(entry.name)):
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.15, 0.3, 0.6])
+def test_killing_verify_leaves_no_worker_behind(long_run: tuple[Path, str], tmp_path: Path, delay: float) -> None:
+    """kill -9 of a verify while its workers start or scan (each verify makes a new pool): every
+    worker, however late it started, notices its parent is gone and exits."""
+    import shutil
     import subprocess
     import sys
     import time
 
     if not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists():
         pytest.skip("needs /proc/<pid>/task/<tid>/children")
-    root, run_id = long_run
+    source, run_id = long_run
+    root = tmp_path / "verified"  # a path of its own: the processes carrying it are this test's
+    shutil.copytree(source, root)
     proc = subprocess.Popen([sys.executable, "-c", _VERIFY_FOREVER, str(root), run_id])
     try:
         deadline = time.monotonic() + 60
@@ -496,15 +515,32 @@ def test_killing_verify_leaves_no_worker_behind(long_run: tuple[Path, str]) -> N
             workers = _children(proc.pid)
             time.sleep(0.01)
         assert workers, "verify started no worker"
+        time.sleep(delay)
         proc.kill()
         proc.wait()
         deadline = time.monotonic() + 30
-        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        while _running_with(str(root)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not any(_alive(w) for w in workers), "a worker outlived its killed parent"
+        assert not _running_with(str(root)), "a worker outlived its killed parent"
     finally:
         proc.kill()
         proc.wait()
+        for pid in _running_with(str(root)):
+            os.kill(pid, 9)
+
+
+def test_a_worker_that_starts_after_its_parent_died_exits() -> None:
+    """The pool's maker is named to the worker: one whose parent is already gone when it starts
+    (killed between the fork and the initializer) does not take its new parent for it."""
+    import subprocess
+    import sys
+
+    script = ("import time\nfrom abstractruntime.storage.verify_pool import start_worker\n"
+              "start_worker(2**22 + 12345)\nprint('watching', flush=True)\n"  # a pid that is not its parent's
+              "time.sleep(30)\nprint('still here')\n")
+    done = subprocess.run([sys.executable, "-c", script], timeout=20, capture_output=True, text=True)
+    # Ended by its watcher (at once, or right after it said it watches), not by an error.
+    assert done.returncode == 1 and done.stderr == "" and "still here" not in done.stdout, (done.stdout, done.stderr)
 
 
 def test_jobs_must_be_a_positive_whole_number(long_run: tuple[Path, str]) -> None:
