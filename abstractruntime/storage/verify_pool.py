@@ -58,17 +58,28 @@ def context() -> Any:
 
 
 def start_worker(parent: int) -> None:
-    """In each worker: end it when its parent (``parent``: the pid of the process that made the
-    pool, passed from there — a worker that starts after its parent was killed would otherwise
-    take its new parent for its own) is gone: nothing would ever read its result, and a forked
-    worker waiting for work would wait forever."""
+    """In each worker: end it when the process that made its pool (``parent``, its pid passed
+    from there) is gone: nothing would ever read its result, and a forked worker waiting for work
+    would wait forever. Asked by pid, not as "my parent": a forkserver's workers are the server's
+    children, and a worker that starts after its maker was killed already has a new parent."""
+    first = os.getppid()
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while os.getppid() == first and _exists(parent):
             time.sleep(0.2)
         os._exit(1)
 
     threading.Thread(target=watch, name="verify-parent-watch", daemon=True).start()
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process of that number: not ours to judge
+    return True
 
 
 def worker_died() -> StorageError:
