@@ -41,6 +41,7 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 
@@ -104,6 +105,22 @@ def boot_id() -> Optional[bytes]:
     return _BOOT_ID[0]
 
 log = get_logger("abstractruntime.storage")
+
+
+# A directory's mtime is the kernel's coarse clock (one tick: 1-10 ms; whole seconds on some
+# file systems): a run directory made within the same tick as the mtime recorded leaves it as it
+# was. An mtime this recent is recorded so that it never matches: the next look lists the directory.
+RACY_NS = 50_000_000
+RACY_WHOLE_SECONDS_NS = 2_000_000_000
+
+
+def vouched(mtime: int) -> str:
+    """What the index records of the ``runs/`` directory's ``mtime``: the number itself once no
+    later change can share it, else a value no mtime equals (the directory is listed next time)."""
+    age = time.time_ns() - mtime
+    if age < RACY_NS or (mtime % 1_000_000_000 == 0 and age < RACY_WHOLE_SECONDS_NS):
+        return f"{mtime}?"
+    return str(mtime)
 
 
 def _python_executable() -> bool:
@@ -397,7 +414,7 @@ class RunIndex:
         """Remember the ``runs/`` directory's mtime (after this process created a run and its row)."""
         with self._lock:
             if not self._row_failed:
-                self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(self._runs_mtime())))
+                self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", vouched(self._runs_mtime())))
 
     def _runs_mtime(self) -> int:
         return os.stat(self._runs_dir).st_mtime_ns if os.path.isdir(self._runs_dir) else 0
@@ -430,7 +447,7 @@ class RunIndex:
                         db.executemany(_INSERT, rows)
                         db.executemany("INSERT INTO runs (run_id, dirty) VALUES (?, 1) "
                                        "ON CONFLICT (run_id) DO UPDATE SET dirty = 1", marked)
-                        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(mtime)))
+                        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", vouched(mtime)))
                 if not built:
                     self._fresh = True
                     self._end_check()
@@ -651,7 +668,7 @@ class RunIndex:
             for run_id in known - on_disk:
                 suspects[run_id] = None
                 self._best_effort("DELETE FROM runs WHERE run_id = ? AND dirty = 0", (run_id,))
-            self._best_effort("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", str(mtime)))
+            self._best_effort("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", vouched(mtime)))
         if check:
             self._end_check()
         return suspects

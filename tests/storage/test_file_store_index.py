@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from abstractruntime.core.spec import WorkflowSpec
 from abstractruntime.storage.base import LedgerHead, StoredCheckpoint
 from abstractruntime.storage.fsio import atomic_write_bytes
 from abstractruntime.storage.json_files import JsonFileRunStore, JsonlLedgerStore
-from abstractruntime.storage.run_index import boot_id
+from abstractruntime.storage.run_index import RACY_NS, boot_id
 
 from file_store_support import save_run, root, ledger, runs  # noqa: F401 - pytest fixtures
 
@@ -147,6 +148,8 @@ def test_rebuild_index(root: Path) -> None:
     store = JsonFileRunStore(root, durability="none")
     for i in range(5):
         store.save(_hand_run(f"r{i}", i))
+    time.sleep(2 * RACY_NS / 1e9)  # the runs/ directory's mtime is then recorded as it is (not racy)
+    store.list_runs()
     store.close()
     # Rows lost behind the store's back (a damaged or stale index).
     with sqlite3.connect(root / "index.sqlite3") as db:
