@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from abstractruntime.core.jcs import jcs
 from abstractruntime.core.models import EffectType, RunState, StepPlan
@@ -34,7 +36,8 @@ from abstractruntime.core.spec import WorkflowSpec
 from abstractruntime.storage.store import FileStore
 from abstractruntime.storage.verify import verify_run
 
-from tests.kernel.test_tracked_changes import Loop, _vars, run_loop
+from tests.kernel.test_tracked_attacks import SECRET_PLACES, run_secret_loop
+from tests.kernel.test_tracked_changes import Loop, _random_change, _vars, run_loop
 
 Node = Callable[[Any, Any], StepPlan]
 Step = Callable[[dict[str, Any]], None]
@@ -129,10 +132,12 @@ def _change_through_a(v: dict[str, Any]) -> None:
     v["a"]["new"] = True
 
 
+@pytest.mark.parametrize("max_steps", [1, 2])
 @pytest.mark.parametrize("name", sorted(ALIASES))
-def test_an_object_put_at_a_second_place_is_two_objects_at_the_next_tick(tmp_path: Path, name: str) -> None:
+def test_an_object_put_at_a_second_place_is_two_objects_at_the_next_tick(tmp_path: Path, name: str,
+                                                                        max_steps: int) -> None:
     # Turn 2 shares an object; turn 3 (the next tick) changes it through one of its names.
-    live = warm_equals_cold(tmp_path, {1: _setup, 2: ALIASES[name], 3: _change_through_a}, 5)
+    live = warm_equals_cold(tmp_path, {1: _setup, 2: ALIASES[name], 3: _change_through_a}, 5, max_steps=max_steps)
     assert b'"k":1' in live and b'"new":true' in live
 
 
@@ -220,16 +225,17 @@ def _c_setup(v: dict[str, Any]) -> None:
     v["messages"].append({"plain": ["p"]})
 
 
-@pytest.mark.parametrize("where", ["same tick", "next tick", "two ticks later"])
+@pytest.mark.parametrize("where", ["same step", "a later step of the tick", "next tick", "two ticks later"])
 @pytest.mark.parametrize("name", sorted(C_PLAIN))
 def test_a_plain_object_put_by_c_code_then_changed_is_recorded(tmp_path: Path, name: str, where: str) -> None:
     """Only the plain object changes afterwards (nothing marks its holders): it is recorded all the same."""
     put, change = C_PLAIN[name]
-    if where == "same tick":
+    if where == "same step":
         steps: dict[int, Step] = {1: _c_setup, 3: lambda v: (put(v), change(v))}
     else:
-        steps = {1: _c_setup, 3: put, (4 if where == "next tick" else 5): change}
-    live = warm_equals_cold(tmp_path, steps, 7)
+        steps = {1: _c_setup, 3: put, (5 if where == "two ticks later" else 4): change}
+    # (ticks of two steps: turns 3 and 4 are one tick)
+    live = warm_equals_cold(tmp_path, steps, 7, max_steps=2 if where == "a later step of the tick" else 1)
     assert b'[1,2]' in live
 
 
@@ -635,3 +641,70 @@ def test_a_runtime_ticking_more_runs_than_it_keeps_warm(tmp_path: Path) -> None:
     finally:
         store.close()
         other.close()
+
+
+# -- 7. random changes, warm and cold alike ---------------------------------------------------------------------
+
+def _handover_change(kind: str, seed: int) -> Step:
+    """Changes a tick boundary may mishandle: objects shared, put by C code, equal copies."""
+    def change(v: dict[str, Any]) -> None:
+        messages = v["messages"]
+        m = messages[seed % len(messages)]
+        if kind == "share_into_box":
+            v.setdefault("box", []).append(m)
+        elif kind == "share_as_variable":
+            v[f"var{seed % 3}"] = m
+        elif kind == "change_shared":
+            for name in ("box", "var0", "var1", "var2"):
+                if isinstance(v.get(name), dict):
+                    v[name]["shared"] = seed
+                elif isinstance(v.get(name), list) and v[name]:
+                    v[name][0]["shared"] = seed
+        elif kind == "c_append_plain":
+            list.append(messages, {"c": [seed]})
+        elif kind == "c_equal_copy":
+            list.__setitem__(messages, seed % len(messages), copy.deepcopy(m))
+        elif kind == "change_c":
+            for item in messages:
+                if isinstance(item.get("c"), list):
+                    item["c"].append(seed)
+            m.setdefault("c", []).append(-seed) if isinstance(m.get("c", []), list) else None
+        elif kind == "plain_nested":
+            m["plain"] = {"l": [seed]}
+        elif kind == "change_plain":
+            for item in messages:
+                if isinstance(item.get("plain"), dict):
+                    item["plain"]["l"].append(seed)
+                    break
+        else:
+            _random_change(kind, seed)(v)
+    return change
+
+
+KINDS = ["share_into_box", "share_as_variable", "change_shared", "c_append_plain", "c_equal_copy", "change_c",
+         "plain_nested", "change_plain", "content", "deep", "replace", "insert", "pop", "reverse", "nest",
+         "nest_change", "alias", "heapify", "extend_inner", "swap"]
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(2, 11), st.sampled_from(KINDS)), min_size=2, max_size=8),
+       st.sampled_from([1, 2, 3]))
+def test_random_changes_end_warm_where_they_end_cold(tmp_path_factory: Any, plan: list[Any], max_steps: int) -> None:
+    steps: dict[int, Step] = {1: lambda v: v["messages"].extend({"content": f"m{i}", "tool_calls": [
+        {"id": str(i), "function": {"name": "f", "arguments": "{}"}}]} for i in range(4))}
+    for n, (turn, kind) in enumerate(plan):
+        new = _handover_change(kind, n + 1)
+        first = steps.get(turn)
+        steps[turn] = new if first is None else (lambda v, a=first, b=new: (a(v), b(v)))  # type: ignore[misc]
+    warm_equals_cold(tmp_path_factory.mktemp("handover"), steps, 12, max_steps=max_steps)
+
+
+# -- 8. secrets across tick boundaries (the PostgreSQL store: tests/postgres/test_pg_handover.py) ----------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(SECRET_PLACES))
+def test_a_secret_placed_and_kept_across_ticks_never_reaches_the_files(tmp_path: Path, name: str) -> None:
+    """Every tick hands its variables over (one step a tick), the secret's holders among them."""
+    loop = Loop(56, {50: ("handler", SECRET_PLACES[name]), 52: ("node", SECRET_PLACES[name]),
+                     53: ("node", lambda v: v.__setitem__("shared", v["messages"][31]))})
+    run_secret_loop(tmp_path / "store", loop, max_steps=1)
