@@ -725,3 +725,38 @@ def test_a_secret_placed_and_kept_across_ticks_never_reaches_the_files(tmp_path:
     loop = Loop(56, {50: ("handler", SECRET_PLACES[name]), 52: ("node", SECRET_PLACES[name]),
                      53: ("node", lambda v: v.__setitem__("shared", v["messages"][31]))})
     run_secret_loop(tmp_path / "store", loop, max_steps=1)
+
+
+_OTHER = r"""
+import sys
+sys.path.insert(0, {root!r})
+from tests.kernel.test_handover_attacks import _steps_loop, KILL_STEPS
+from abstractruntime.storage.store import FileStore
+store = FileStore({store!r}, durability="none")
+store.runtime().tick(workflow=_steps_loop(KILL_STEPS, 40, name="kill").workflow(), run_id=sys.argv[1], max_steps=2)
+store.close()
+"""
+
+
+def test_a_run_another_process_ticked_under_a_warm_entry_starts_from_its_files(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    loop = _steps_loop(KILL_STEPS, 40, name="kill")
+    wf = loop.workflow()
+    code = _OTHER.format(root=str(Path(__file__).resolve().parents[2]), store=str(root))
+    store = FileStore(root, durability="none")
+    try:
+        rt = store.runtime()
+        run_id = rt.start(workflow=wf, vars={"messages": [{"role": "user", "content": "go"}]})
+        n = 0
+        while (state := rt.tick(workflow=wf, run_id=run_id, max_steps=1)).status.value == "running":
+            n += 1
+            if n % 4 == 0:  # the other process's tick changes the files under this runtime's warm entry
+                subprocess.run([sys.executable, "-c", code, run_id], check=True, timeout=60)
+        assert state.status.value == "completed", state.error
+        live = jcs(state.vars)
+        assert verify_run(store, run_id).ok
+    finally:
+        store.close()
+    assert _vars(root, run_id) == live == _vars(root, run_id, ledger_only=True)
+    assert live == run_cold(tmp_path / "cold", _steps_loop(KILL_STEPS, 40, name="kill"),
+                            first={"messages": [{"role": "user", "content": "go"}]})
