@@ -35,7 +35,7 @@ Standard library only (a kernel module).
 
 from __future__ import annotations
 
-from itertools import chain, compress
+from itertools import chain, compress, repeat
 from operator import is_, ne
 from typing import Any, Iterable, Optional, SupportsIndex
 
@@ -619,8 +619,8 @@ def lists_identical(log: ChangeLog) -> bool:
     not ``==``: C code may have put an equal object in, which :func:`check_lists` lets pass —
     a plain container, or a tracked one held elsewhere too). Once per tick, in C."""
     held, items = log.held, log.items
-    return list(map(len, held)) == list(map(len, items)) \
-        and all(map(is_, chain.from_iterable(held), chain.from_iterable(items)))
+    # (``==`` first, identity first in C: the lengths, so that the items pair up)
+    return held == items and all(map(is_, chain.from_iterable(held), chain.from_iterable(items)))
 
 
 def settle(obj: Any, twin: Any, log: ChangeLog, made: list[Any]) -> bool:
@@ -682,16 +682,21 @@ def part_moved(log: ChangeLog, made: list[Any]) -> None:
             continue
         done.add((id(holder), id(value)))
         is_list = holder.__class__ is TrackedList
+        # (where it is, by identity, in C)
         if is_list:
-            places: Iterable[Any] = [at for at, item in enumerate(list.__iter__(holder)) if item is value]
+            places: Iterable[Any] = list(compress(range(len(holder)), map(is_, list.__iter__(holder), repeat(value))))
         else:
-            places = [key for key, item in dict.items(holder) if item is value]
+            places = list(compress(dict.keys(holder), map(is_, dict.values(holder), repeat(value))))
         items = holder._ar_items if is_list else None
         for where in places:
             copy = tracked_copy(value, holder, made)
             (list.__setitem__ if is_list else dict.__setitem__)(holder, where, copy)
             if items is not None and where < len(items) and items[where] is value:
                 items[where] = copy
+        up = value._ar_up
+        if up:
+            # No longer held there (a variable that is ``value`` need not be copied as well).
+            up[:] = [h for h in up if h is not holder]
     log.moved.clear()
 
 

@@ -285,7 +285,14 @@ BETWEEN: dict[str, Step] = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(BETWEEN))
+# What is not seen between ticks (docs/file-format.md, "How a writer finds the state change"): an
+# object put by C code where an equal one was is found at the tick's end, not before it starts.
+NOT_SEEN_BETWEEN = {"a nested object put where an equal one was"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.xfail(
+    strict=True, reason="an object C code put between ticks where an equal one was is seen at the next tick's end"))
+    if name in NOT_SEEN_BETWEEN else name for name in sorted(BETWEEN)])
 def test_a_thread_changing_kept_objects_after_its_tick_does_not_reach_the_next_tick(tmp_path: Path,
                                                                                      name: str) -> None:
     loops = [KeptLoop(BETWEEN[name]), KeptLoop(BETWEEN[name])]
