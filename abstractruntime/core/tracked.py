@@ -676,28 +676,34 @@ def part_moved(log: ChangeLog, made: list[Any]) -> None:
     is replaced there by a tracked copy, so that no object is at two places of the variables
     the next tick starts from (it may still be held where it was). The copy equals it: its
     holder stays sealed. ``made``: receives the tracked lists made."""
-    done: set[tuple[int, int]] = set()
+    holders: dict[int, tuple[Any, dict[int, Any]]] = {}
     for holder, value in log.moved:
-        if (id(holder), id(value)) in done:
-            continue
-        done.add((id(holder), id(value)))
+        holders.setdefault(id(holder), (holder, {}))[1][id(value)] = value
+    log.moved.clear()
+    for holder, values in holders.values():
         is_list = holder.__class__ is TrackedList
-        # (where it is, by identity, in C)
-        if is_list:
-            places: Iterable[Any] = list(compress(range(len(holder)), map(is_, list.__iter__(holder), repeat(value))))
+        # Each holder looked at once, whatever was put in it (a slice may put a thousand items).
+        if len(values) == 1:  # (the usual: by identity, in C)
+            one = repeat(next(iter(values.values())))
+            places: list[Any] = list(compress(range(len(holder)), map(is_, list.__iter__(holder), one))) if is_list \
+                else list(compress(dict.keys(holder), map(is_, dict.values(holder), one)))
+        elif is_list:
+            places = [at for at, item in enumerate(list.__iter__(holder)) if id(item) in values]
         else:
-            places = list(compress(dict.keys(holder), map(is_, dict.values(holder), repeat(value))))
+            places = [key for key, item in dict.items(holder) if id(item) in values]
         items = holder._ar_items if is_list else None
+        put = list.__setitem__ if is_list else dict.__setitem__
         for where in places:
+            value = holder[where]
             copy = tracked_copy(value, holder, made)
-            (list.__setitem__ if is_list else dict.__setitem__)(holder, where, copy)
+            put(holder, where, copy)
             if items is not None and where < len(items) and items[where] is value:
                 items[where] = copy
-        up = value._ar_up
-        if up:
-            # No longer held there (a variable that is ``value`` need not be copied as well).
-            up[:] = [h for h in up if h is not holder]
-    log.moved.clear()
+        for value in values.values():
+            up = value._ar_up
+            if up:
+                # No longer held there (a variable that is ``value`` need not be copied as well).
+                up[:] = [h for h in up if h is not holder]
 
 
 def reset(log: ChangeLog) -> None:

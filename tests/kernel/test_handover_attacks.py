@@ -509,6 +509,9 @@ PLAIN: dict[str, tuple[Step, Step]] = {
     "a plain list in a tracked dict in a plain dict": (
         lambda v: (v.__setitem__("outer", {"mid": v["messages"][0]}), v["messages"][0].__setitem__("l", [1])),
         lambda v: (v["outer"]["mid"]["l"].append(2), v["messages"][0]["l"].append(3))),
+    "a long list cut by a slice of itself, then an item changed": (
+        lambda v: v["messages"].extend({"n": i, "l": [i]} for i in range(3000)),
+        lambda v: (v["messages"].__setitem__(slice(None), v["messages"][-2000:]), v["messages"][5]["l"].append(0))),
     "a plain list C-appended into a tracked list": (
         lambda v: list.append(v["messages"], {"c": [1]}), lambda v: v["messages"][-1]["c"].append(2)),
 }
