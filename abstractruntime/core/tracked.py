@@ -2,7 +2,8 @@
 
 The variables a tick works on are :class:`TrackedDict` and :class:`TrackedList` containers
 (:func:`tracked_copy` of a run opened from its files; between two ticks of one runtime the
-same containers, made to hold no plain one by :func:`settle`, when nothing changed them — core/wal.py
+same containers, made to hold no plain one by :func:`settle` and no object at two places by
+:func:`part_moved`, as a run opened from its files holds none, when nothing changed them — core/wal.py
 ``DeltaTracker.hand_over``): a ``dict`` and a ``list`` in every way a workflow can tell
 (``isinstance``, ``==``, JSON; their copies and pickles are plain), whose methods that change
 them also mark them changed, and mark every tracked container holding them "changed below". After each record the delta tracker (:class:`~abstractruntime.core.wal.DeltaTracker`)
