@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from dataclasses import field
 from .fastclass import dataclass
 from enum import Enum
@@ -290,17 +291,26 @@ class DeferredVars:
     never looks at them pays nothing for the copy). ``copy`` makes them; a pickle or a deep copy
     of the state holds the copy itself."""
 
-    __slots__ = ("_copy",)
+    __slots__ = ("_copy", "_made", "_lock")
 
     def __init__(self, copy: Callable[[], dict[str, Any]]) -> None:
         self._copy = copy
+        self._made: Optional[dict[str, Any]] = None
+        self._lock = threading.Lock()
 
     def materialize(self) -> dict[str, Any]:
-        """The variables, as a new ``dict`` nothing else holds."""
-        return self._copy()
+        """The variables: a ``dict`` nothing else holds, made once (threads reading the state for
+        the first time at once get the same one, so that none loses what another wrote in it)."""
+        made = self._made
+        if made is None:
+            with self._lock:
+                made = self._made
+                if made is None:
+                    made = self._made = self._copy()
+        return made
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (dict, (self._copy(),))
+        return (dict, (self.materialize(),))
 
 
 def _get_vars(self: RunState) -> dict[str, Any]:

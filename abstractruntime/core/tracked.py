@@ -2,7 +2,8 @@
 
 The variables a tick works on are :class:`TrackedDict` and :class:`TrackedList` containers
 (:func:`tracked_copy` of a run opened from its files; between two ticks of one runtime the
-same containers, made to hold no plain one by :func:`settle`, when nothing changed them — core/wal.py
+same containers, made to hold no plain one by :func:`settle` and no object at two places by
+:func:`part_moved`, as a run opened from its files holds none, when nothing changed them — core/wal.py
 ``DeltaTracker.hand_over``): a ``dict`` and a ``list`` in every way a workflow can tell
 (``isinstance``, ``==``, JSON; their copies and pickles are plain), whose methods that change
 them also mark them changed, and mark every tracked container holding them "changed below". After each record the delta tracker (:class:`~abstractruntime.core.wal.DeltaTracker`)
@@ -35,8 +36,8 @@ Standard library only (a kernel module).
 
 from __future__ import annotations
 
-from itertools import compress
-from operator import ne
+from itertools import chain, compress, repeat
+from operator import is_, ne
 from typing import Any, Iterable, Optional, SupportsIndex
 
 from .values import same_value
@@ -48,10 +49,15 @@ class ChangeLog:
     """The tracked containers marked changed since a tracker's last record (reset by it), and
     the tracked lists sealed in it, looked at before each record (:func:`check_lists`)."""
 
-    __slots__ = ("marked", "lists", "held", "items")
+    __slots__ = ("marked", "lists", "held", "items", "moved")
 
     def __init__(self) -> None:
         self.marked: list[Any] = []
+        # (holder, value): a tracked container put into ``holder`` since the tick began, perhaps
+        # while still held elsewhere. A run opened from its files holds no object at two places:
+        # between two ticks these are made copies (DeltaTracker.hand_over), so that a run kept
+        # for its next tick holds none either.
+        self.moved: list[tuple[Any, Any]] = []
         # The lists, side by side with the items each held when sealed (compared pairwise in C),
         # and where each sits in them by id (emptied when a tick starts from a new copy: see
         # DeltaTracker.adopt, and :meth:`forget_lists`).
@@ -88,14 +94,18 @@ def _mark(obj: Any, state: int, values: Iterable[Any]) -> None:
     if state > obj._ar_state:
         obj._ar_state = state
     plain = deep = False
+    moved: Optional[list[Any]] = None
     for value in values:
         cls = value.__class__
         if cls is TrackedDict or cls is TrackedList:
             _link(value, obj)
+            moved = [value] if moved is None else moved + [value]
             if not value._ar_pure or value._ar_deep:
                 deep = True
         elif isinstance(value, (dict, list, tuple)):
             plain = True
+    if moved is not None:
+        _moved(obj, moved)
     if plain:
         obj._ar_pure = False
     if deep:
@@ -116,6 +126,33 @@ def _mark(obj: Any, state: int, values: Iterable[Any]) -> None:
         _note(holder)
         if holder._ar_up:
             stack.extend(holder._ar_up)
+
+
+# Tracked containers put into a container that no tracker's log reaches (counted: a tracker
+# that sees this change during a tick keeps nothing for the next one).
+UNLOGGED_MOVES = [0]
+
+
+def _moved(obj: Any, values: list[Any]) -> None:
+    """``values`` (tracked) were put into ``obj``: noted in the log of every tracker whose
+    containers hold ``obj`` (the first logged ones on each way up)."""
+    logs: list[ChangeLog] = []
+    stack, seen = [obj], set()
+    while stack:
+        here = stack.pop()
+        if id(here) in seen:
+            continue
+        seen.add(id(here))
+        log = here._ar_log
+        if log is not None:
+            if not any(known is log for known in logs):
+                logs.append(log)
+        elif here._ar_up:
+            stack.extend(here._ar_up)
+    if not logs:
+        UNLOGGED_MOVES[0] += 1
+    for log in logs:
+        log.moved.extend((obj, value) for value in values)
 
 
 def _note(obj: Any) -> None:
@@ -433,7 +470,10 @@ def seal(obj: Any, twin: Any, log: ChangeLog, *, appended: bool = False, fresh: 
     for where, item in pairs:
         cls = item.__class__
         if cls is TrackedDict or cls is TrackedList:
-            _link(item, obj)
+            up = item._ar_up
+            if up is None or not any(h is obj for h in up):
+                log.moved.append((obj, item))  # put here by C code (a method links what it puts)
+                _link(item, obj)
             if not item._ar_pure or item._ar_deep:
                 deep = True
         elif isinstance(item, (dict, list, tuple)):
@@ -471,10 +511,15 @@ def _register(obj: Any, log: ChangeLog, start: int) -> None:
         if cls is TrackedList:
             if not first and (here._ar_log is not log or here._ar_items is None or here._ar_state != CLEAN
                               or here._ar_below):
-                # Sealed along with a holder, which equals its twin: so does this list, as it is now.
+                # Sealed along with a holder, which equals its twin: so does this list, as it is now
+                # (what C code put in it is looked at: a plain container, or a tracked one perhaps
+                # held elsewhere too).
                 here._ar_items = list(list.__iter__(here))
                 here._ar_log, here._ar_twin = log, _UNTWINNED
                 here._ar_state, here._ar_below = CLEAN, False
+                _look_at_items(here, log)
+            if not first and (not here._ar_pure or here._ar_deep):
+                _deepen(here)
             at = lists.get(id(here))
             if at is None or held[at] is not here:
                 lists[id(here)] = len(held)
@@ -484,11 +529,46 @@ def _register(obj: Any, log: ChangeLog, start: int) -> None:
                 sealed[at] = here._ar_items
             children: Iterable[Any] = here._ar_items[start:] if first and start else list.__iter__(here)
         elif cls is TrackedDict:
+            if not first and (not here._ar_pure or here._ar_deep):
+                _deepen(here)
             children = dict.values(here)
         else:
             continue
         first = False
         stack.extend(c for c in children if c.__class__ is TrackedList or c.__class__ is TrackedDict)
+
+
+def _look_at_items(obj: Any, log: ChangeLog) -> None:
+    """Tracked list ``obj``'s items as they are now are what it is sealed with: the plain
+    containers among them are remembered (compared by content until the next tick), and the
+    tracked ones not linked to it (put by C code) are linked and noted as moved."""
+    plain = []
+    for where, item in enumerate(list.__iter__(obj)):
+        cls = item.__class__
+        if cls is TrackedDict or cls is TrackedList:
+            up = item._ar_up
+            if up is None or not any(h is obj for h in up):
+                log.moved.append((obj, item))
+                _link(item, obj)
+        elif isinstance(item, (dict, list, tuple)):
+            plain.append(where)
+    obj._ar_plain = tuple(plain)
+    obj._ar_pure = not plain
+
+
+def _deepen(obj: Any) -> None:
+    """``obj`` holds a plain container in or below it: every tracked container above it is
+    compared by content (not skipped) until the next tick makes it tracked."""
+    stack = list(obj._ar_up) if obj._ar_up else []
+    seen: set[int] = set()
+    while stack:
+        holder = stack.pop()
+        if id(holder) in seen:
+            continue
+        seen.add(id(holder))
+        holder._ar_deep = True
+        if holder._ar_up:
+            stack.extend(holder._ar_up)
 
 
 # The twin of a list sealed only along with a holder: never a tracker's private copy, so the list
@@ -535,6 +615,15 @@ def check_lists(log: ChangeLog) -> None:
         log.lists.update((id(obj), at) for at, obj in enumerate(log.held))
 
 
+def lists_identical(log: ChangeLog) -> bool:
+    """Every tracked list sealed in ``log`` holds the very objects it held then (by identity,
+    not ``==``: C code may have put an equal object in, which :func:`check_lists` lets pass —
+    a plain container, or a tracked one held elsewhere too). Once per tick, in C."""
+    held, items = log.held, log.items
+    # (``==`` first, identity first in C: the lengths, so that the items pair up)
+    return held == items and all(map(is_, chain.from_iterable(held), chain.from_iterable(items)))
+
+
 def settle(obj: Any, twin: Any, log: ChangeLog, made: list[Any]) -> bool:
     """Between two ticks: tracked ``obj``, equal to ``twin`` (the tracker's private copy at its
     place), keeps no plain container in or below it. Each plain one a handler put there is
@@ -553,12 +642,17 @@ def settle(obj: Any, twin: Any, log: ChangeLog, made: list[Any]) -> bool:
         if obj._ar_pure and not obj._ar_deep:
             return True
     put = list.__setitem__ if is_list else dict.__setitem__
+    items = obj._ar_items if is_list else None
     for where in obj._ar_plain:
         child = obj[where]
         if child.__class__ is TrackedDict or child.__class__ is TrackedList:
             continue
         copy = tracked_copy(child, obj, made)
         put(obj, where, copy)
+        if items is not None and where < len(items) and items[where] is child:
+            # (only what it was sealed with is replaced: an item C code put in since, equal to the
+            # one it replaced, stays unknown to it, and is seen when it changes)
+            items[where] = copy
         there = twin[where]
         if copy.__class__ is (TrackedList if there.__class__ is list else TrackedDict if there.__class__ is dict
                               else None):
@@ -574,9 +668,43 @@ def settle(obj: Any, twin: Any, log: ChangeLog, made: list[Any]) -> bool:
     obj._ar_pure = True
     obj._ar_deep = deep
     if is_list:
-        obj._ar_items = list(list.__iter__(obj))
         _register_one(obj, log)
     return not deep
+
+
+def part_moved(log: ChangeLog, made: list[Any]) -> None:
+    """Between two ticks: each tracked container put somewhere during the tick (``log.moved``)
+    is replaced there by a tracked copy, so that no object is at two places of the variables
+    the next tick starts from (it may still be held where it was). The copy equals it: its
+    holder stays sealed. ``made``: receives the tracked lists made."""
+    holders: dict[int, tuple[Any, dict[int, Any]]] = {}
+    for holder, value in log.moved:
+        holders.setdefault(id(holder), (holder, {}))[1][id(value)] = value
+    log.moved.clear()
+    for holder, values in holders.values():
+        is_list = holder.__class__ is TrackedList
+        # Each holder looked at once, whatever was put in it (a slice may put a thousand items).
+        if len(values) == 1:  # (the usual: by identity, in C)
+            one = repeat(next(iter(values.values())))
+            places: list[Any] = list(compress(range(len(holder)), map(is_, list.__iter__(holder), one))) if is_list \
+                else list(compress(dict.keys(holder), map(is_, dict.values(holder), one)))
+        elif is_list:
+            places = [at for at, item in enumerate(list.__iter__(holder)) if id(item) in values]
+        else:
+            places = [key for key, item in dict.items(holder) if id(item) in values]
+        items = holder._ar_items if is_list else None
+        put = list.__setitem__ if is_list else dict.__setitem__
+        for where in places:
+            value = holder[where]
+            copy = tracked_copy(value, holder, made)
+            put(holder, where, copy)
+            if items is not None and where < len(items) and items[where] is value:
+                items[where] = copy
+        for value in values.values():
+            up = value._ar_up
+            if up:
+                # No longer held there (a variable that is ``value`` need not be copied as well).
+                up[:] = [h for h in up if h is not holder]
 
 
 def reset(log: ChangeLog) -> None:
@@ -594,5 +722,5 @@ def reset(log: ChangeLog) -> None:
 
 
 __all__ = ["APPENDED", "CHANGED", "CLEAN", "TRACKED", "ChangeLog", "TrackedDict", "TrackedList", "appended_only",
-           "check_lists", "register_made", "reset", "seal", "settle", "tracked_copy",
+           "check_lists", "lists_identical", "part_moved", "register_made", "reset", "seal", "settle", "tracked_copy",
            "tracked_copy_lists", "unchanged"]

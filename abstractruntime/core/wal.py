@@ -26,8 +26,8 @@ from typing import Any, Callable, Optional, Union
 from .errors import InvalidInputError
 from .markers import LIT, REF, VAL, has_marker_key, marker_kind
 from .state import RUN_FIELDS, StateImage
-from .tracked import (ChangeLog, TrackedDict, TrackedList, appended_only, check_lists, register_made, reset, seal,
-                      settle, tracked_copy, tracked_copy_lists, unchanged)
+from .tracked import (UNLOGGED_MOVES, ChangeLog, TrackedDict, TrackedList, appended_only, check_lists,
+                      lists_identical, part_moved, register_made, reset, seal, settle, tracked_copy, tracked_copy_lists, unchanged)
 from .values import ValueTable, json_copy, private_copy, same_value
 
 Path = list[str]
@@ -134,6 +134,8 @@ class DeltaTracker:
         self._later: list[tuple[Any, str, Path, bool]] = []
         # The variables :meth:`hand_over` kept for the next tick (None: none).
         self._handed: Optional[dict[str, Any]] = None
+        # Tracked containers put where no tracker's log sees them, as counted when the tick began.
+        self._unlogged = UNLOGGED_MOVES[0]
 
     def diff(self, variables: Any, *, result: Any = None, result_path: Optional[Path] = None,
              opaque: Optional[Callable[[Path], bool]] = None) -> list[VarOp]:
@@ -287,6 +289,8 @@ class DeltaTracker:
             self._later = []
             # The live lists are no longer the run's (the copy's are registered as they are sealed below).
             self._log.forget_lists()
+            self._log.moved.clear()
+            self._unlogged = UNLOGGED_MOVES[0]
         log = self._log
         for key, value in copy.items():
             twin = self._private.get(key)
@@ -309,10 +313,16 @@ class DeltaTracker:
         runtime: the tick's caller is shown a copy of the private one, equal to ``live`` (checked
         whole here, so that it shows exactly what the handlers left)."""
         self._handed = None
+        log = self._log
         try:
             if self.diff(live):
                 return False
         except InvalidInputError:
+            return False
+        if self._unlogged != UNLOGGED_MOVES[0]:
+            # A tracked container was put where no log saw it (perhaps this run's, held at two
+            # places): the next tick starts from a copy.
+            self._later = []
             return False
         if not same_value(self._private, live):
             # A change the last records did not see (``dict``'s own methods called on a tracked
@@ -322,21 +332,33 @@ class DeltaTracker:
             return False
         self._seal([], live)  # what the comparison found equal by content
         self._later = []
-        reset(self._log)
-        log, private = self._log, self._private
+        reset(log)
+        if not lists_identical(log):
+            # C code put an object equal to an item in its place (a plain one, or one held
+            # elsewhere too): the next tick starts from a copy.
+            return False
+        private = self._private
         made: list[Any] = []
+        # A run opened from its files holds no object at two places: neither does one kept. The
+        # tracked containers put somewhere during the tick are copies there, and so is a
+        # variable that is another one, or was inside one.
+        part_moved(log, made)
+        seen: set[int] = set()
         for key, value in live.items():
             twin = private.get(key)
             cls = value.__class__
-            if cls is TrackedDict or cls is TrackedList:
+            if (cls is TrackedDict or cls is TrackedList) and not value._ar_up and id(value) not in seen:
+                seen.add(id(value))
                 settle(value, twin, log, made)
             elif isinstance(value, (dict, list, tuple)):
                 copy = tracked_copy(value, None, made)
                 dict.__setitem__(live, key, copy)
+                seen.add(id(copy))
                 if twin.__class__ is (list if copy.__class__ is TrackedList else dict):
                     seal(copy, twin, log, fresh=True)
         register_made(made, log)
         self._handed = live
+        self._unlogged = UNLOGGED_MOVES[0]
         return True
 
     def intact(self, live: dict[str, Any]) -> bool:
@@ -346,7 +368,18 @@ class DeltaTracker:
         the whole state); True for any others (a copy nobody else holds)."""
         if live is not self._handed:
             return True
-        return not self._log.marked and same_value(self._private, live)
+        if self._log.marked or not same_value(self._private, live):
+            return False
+        # One object at two variables (or a variable that is also inside another) is not a
+        # content change: the next tick must not start with it.
+        seen: set[int] = set()
+        for value in live.values():
+            if value.__class__ is TrackedDict or value.__class__ is TrackedList:
+                if value._ar_up or id(value) in seen:
+                    return False
+                seen.add(id(value))
+        self._unlogged = UNLOGGED_MOVES[0]
+        return True
 
     @property
     def private(self) -> dict[str, Any]:
