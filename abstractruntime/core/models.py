@@ -315,18 +315,20 @@ class DeferredVars:
 
 def _get_vars(self: RunState) -> dict[str, Any]:
     own = self.__dict__
-    value = own["_vars"]
+    value = own["vars"]
     if value.__class__ is DeferredVars:
-        value = own["_vars"] = value.materialize()
+        value = own["vars"] = value.materialize()
     return value  # type: ignore[no-any-return]
 
 
 def _set_vars(self: RunState, value: Any) -> None:
-    self.__dict__["_vars"] = value
+    self.__dict__["vars"] = value
 
 
 # ``vars`` is a field of the dataclass (its ``__init__``, ``__eq__``, ``fields`` and ``replace``
-# see it as one) read through a property, so that a tick may return its snapshot unmade.
+# see it as one) read through a property, so that a tick may return its snapshot unmade; the
+# property keeps the value in the instance's ``__dict__`` under the field's own name, so that
+# ``vars(state)["vars"]`` is the variables once read (until then, the snapshot's maker).
 RunState.vars = property(_get_vars, _set_vars, doc="The run's variables (a JSON object).")  # type: ignore[assignment]
 
 

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from abstractruntime.core.jcs import jcs
-from abstractruntime.core.models import EffectType, RunState, StepPlan
+from abstractruntime.core.models import DeferredVars, EffectType, RunState, StepPlan
 from abstractruntime.core.runtime import EffectOutcome
 from abstractruntime.core.spec import WorkflowSpec
 from abstractruntime.storage.store import FileStore
@@ -424,15 +424,15 @@ def test_the_returned_state_given_back_to_save_is_an_edit_of_the_ledger_s_state(
 
 
 def test_what_a_caller_sees_in_the_returned_state_s_dict(tmp_path: Path) -> None:
-    """``vars(state)`` holds the variables under ``_vars`` (a snapshot made when first read through
-    ``state.vars``, until then); ``state.vars`` is the field every dataclass tool sees."""
+    """``vars(state)`` holds the variables under ``vars``, as a dataclass's ``__dict__`` does, once
+    read through ``state.vars`` (until then, the snapshot they are made from when first read)."""
     store, rt, wf, run_id = _ticks(tmp_path, 6, {1: _setup})
     try:
         rt.tick(workflow=wf, run_id=run_id, max_steps=1)
         state = rt.tick(workflow=wf, run_id=run_id, max_steps=1)
-        assert "vars" not in vars(state) and "_vars" in vars(state)
+        assert isinstance(vars(state)["vars"], DeferredVars) and "_vars" not in vars(state)
         assert state.vars["a"] == {"inner": {"k": 0}, "items": [1]}
-        assert vars(state)["_vars"] is state.vars
+        assert vars(state)["vars"] is state.vars
         twin = copy.copy(state)
         assert twin.vars is state.vars  # a shallow copy shares the variables, as a dataclass's does
     finally:
