@@ -5,7 +5,8 @@ phases of the records it writes, wrapping the kernel's functions with a clock: t
 of the variables with the last record (``DeltaTracker.diff``), storing values and redacting
 (``RecordEncoder.slot``), JCS + SHA-256 of each record (``seal``), the replay of the record
 onto the state image (``apply_record``), the ledger's write + fsync (``append_bytes``) and,
-once per tick, the copy of the variables the next tick starts from (``_detached``).
+once per tick, keeping the variables for the next tick (``Runtime.keep_warm``: the hand-over
+and the returned state's snapshot) and taking them up again (``Runtime._load``: checked whole).
 Prints the mean per turn for turns 11–60 and for the last 50 (the issue's windows). For a
 function-level profile, run the loop under ``python -m cProfile`` instead.
 """
@@ -22,12 +23,14 @@ from . import agent_loop, harness, workloads
 
 PHASES = (
     ("compare with the last record (DeltaTracker.diff)", "abstractruntime.core.wal", "DeltaTracker.diff"),
+    ("of which: lists looked at for C code's writes", "abstractruntime.core.wal", "check_lists"),
     ("store values, redact (RecordEncoder.slot)", "abstractruntime.core.encode", "RecordEncoder.slot"),
     ("JCS + SHA-256 of the record (seal)", "abstractruntime.core.session", "seal"),
     ("replay onto the state image (apply_record)", "abstractruntime.core.session", "apply_record"),
     ("write + fsync (append_bytes)", "abstractruntime.storage.ledger_files", "append_bytes"),
     ("everything record() does", "abstractruntime.core.session", "RunSession.record"),
-    ("copy of the state for the next tick (_detached)", "abstractruntime.core.runtime", "_detached"),
+    ("state kept for the next tick (Runtime.keep_warm)", "abstractruntime.core.runtime", "Runtime.keep_warm"),
+    ("kept state taken up (Runtime._load)", "abstractruntime.core.runtime", "Runtime._load"),
 )
 
 
