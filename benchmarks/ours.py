@@ -68,6 +68,9 @@ class Sizes:
     agent_variants: list[str] = field(default_factory=lambda: ["chat", "tools"])
     agent_message_bytes: int = 1024
     agent_langgraph_max_turns: int = 200
+    # Runs of ours at the flat-cost length: one run's two windows of 50 turns move with the disk's
+    # fsync times, so the flat row is the median of these runs (each run's ratio shown).
+    agent_flat_runs: int = 3
 
     @classmethod
     def quick(cls) -> "Sizes":
@@ -79,7 +82,7 @@ class Sizes:
                    replay_steps=200, replay_reps=2,
                    async_runs=40, async_serial_runs=5, pg_effect_steps=20, pg_rounds=1, pg_reps=1,
                    pg_commit_samples=10, fleet_runs=30, fleet_workers=[1, 2], kill_runs=40, emit_samples=3,
-                   agent_turns=[12, 24])
+                   agent_turns=[12, 24], agent_flat_runs=1)
 
 
 def _store(work: str, durability: str) -> FileStore:
