@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from itertools import chain, compress, repeat
 from operator import is_, ne
-from typing import Any, Iterable, Optional, SupportsIndex
+from typing import Any, Iterable, Iterator, Optional, SupportsIndex
 
 from .values import same_value
 
@@ -113,6 +113,15 @@ def _mark(obj: Any, state: int, values: Iterable[Any]) -> None:
     _note(obj)
     # Every holder, every time (a container may be held at several places, and a holder's marks
     # are reset by its own tracker's record, whatever the marks below it).
+    for holder in _holders(obj):
+        holder._ar_below = True
+        if plain or deep:
+            holder._ar_deep = True
+        _note(holder)
+
+
+def _holders(obj: Any) -> Iterator[Any]:
+    """Every tracked container holding ``obj``, however far up, each once."""
     stack = list(obj._ar_up) if obj._ar_up else []
     seen: set[int] = set()
     while stack:
@@ -120,10 +129,7 @@ def _mark(obj: Any, state: int, values: Iterable[Any]) -> None:
         if id(holder) in seen:
             continue
         seen.add(id(holder))
-        holder._ar_below = True
-        if plain or deep:
-            holder._ar_deep = True
-        _note(holder)
+        yield holder
         if holder._ar_up:
             stack.extend(holder._ar_up)
 
@@ -559,16 +565,8 @@ def _look_at_items(obj: Any, log: ChangeLog) -> None:
 def _deepen(obj: Any) -> None:
     """``obj`` holds a plain container in or below it: every tracked container above it is
     compared by content (not skipped) until the next tick makes it tracked."""
-    stack = list(obj._ar_up) if obj._ar_up else []
-    seen: set[int] = set()
-    while stack:
-        holder = stack.pop()
-        if id(holder) in seen:
-            continue
-        seen.add(id(holder))
+    for holder in _holders(obj):
         holder._ar_deep = True
-        if holder._ar_up:
-            stack.extend(holder._ar_up)
 
 
 # The twin of a list sealed only along with a holder: never a tracker's private copy, so the list

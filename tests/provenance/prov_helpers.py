@@ -116,6 +116,19 @@ def documented_hash(record: dict[str, Any]) -> str:
     return independent_record_hash(record)
 
 
+def rehash(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records (copies) with each ``prev_hash`` / ``record_hash`` made consistent again, their
+    state digests left as they are (a forger who cannot replay the state)."""
+    prev = None
+    out = []
+    for record in records:
+        record = dict(record)
+        record["prev_hash"] = prev
+        record["record_hash"] = prev = documented_hash(record)
+        out.append(record)
+    return out
+
+
 def rechain(records: list[dict[str, Any]], *, renumber: bool = True) -> list[dict[str, Any]]:
     """Give every record a consistent seq / prev_hash / record_hash — and every state digest the
     state the forged records rebuild — as a careful forger would."""

@@ -20,13 +20,13 @@ import pytest
 from abstractruntime.storage.verify import verify_run
 
 from prov_helpers import (
-    documented_hash,
     ledger_path,
     open_demo,
     point_checkpoint_at,
     problem_types,
     read_records,
     rechain,
+    rehash,
     run_demo,
     write_records,
 )
@@ -87,12 +87,7 @@ def test_an_edited_outcome_rehashed_with_its_chain(demo: tuple[Path, str], edit:
     """Hashes recomputed, the stored state digests left as they were (the forger cannot guess the
     state without replaying): the next digest catches a state change; the checkpoint catches the rest."""
     root, run_id = demo
-    records = _edited(root, run_id, edit)
-    prev = None
-    for record in records:
-        record["prev_hash"] = prev
-        record["record_hash"] = prev = documented_hash(record)
-    write_records(ledger_path(root, run_id), records)
+    write_records(ledger_path(root, run_id), rehash(_edited(root, run_id, edit)))
     report = verify_run(root, run_id)
     found = problem_types(report)
     assert not report.ok
@@ -113,34 +108,31 @@ def test_an_edited_outcome_with_every_digest_recomputed_contradicts_the_checkpoi
     assert "checkpoint_head_mismatch" in problem_types(report)
 
 
+def _rechained_and_read(root: Path, run_id: str, edit: str) -> tuple[bool, str, str]:
+    """The ledger edited, its chain and checkpoint made to agree: whether it verifies, the node
+    ``state_at`` of the outcome finds, and the run's status."""
+    records = rechain(_edited(root, run_id, edit))
+    point_checkpoint_at(root, run_id, records)
+    ok = verify_run(root, run_id).ok
+    store, runtime = open_demo(root)
+    try:
+        return ok, runtime.state_at(run_id, OUTCOME_SEQ).run.current_node, runtime.get_state(run_id).status.value
+    finally:
+        store.close()
+
+
 def test_an_outcome_that_names_its_implied_node_is_not_an_edit(demo: tuple[Path, str]) -> None:
     """Writers may still write the implied node: a ledger written so (chain and checkpoint made to
     agree) verifies, and the run is where it was."""
-    root, run_id = demo
-    records = rechain(_edited(root, run_id, "implied node added"))
-    point_checkpoint_at(root, run_id, records)
-    assert verify_run(root, run_id).ok
-    store, runtime = open_demo(root)
-    try:
-        assert runtime.state_at(run_id, OUTCOME_SEQ).run.current_node == "ask"
-        assert runtime.get_state(run_id).status.value == "completed"
-    finally:
-        store.close()
+    assert _rechained_and_read(*demo, "implied node added") == (True, "ask", "completed")
 
 
 def test_a_forged_node_moves_the_rebuilt_run(demo: tuple[Path, str]) -> None:
     """The chain and checkpoint forged to agree (no signature, no published head): the ledger is
     believed, and the node a forged delta names is where a reader finds the run — which is why a
     ledger that must hold against its owner is signed (docs/provenance.md)."""
-    root, run_id = demo
-    records = rechain(_edited(root, run_id, "node added"))
-    point_checkpoint_at(root, run_id, records)
-    assert verify_run(root, run_id).ok
-    store, runtime = open_demo(root)
-    try:
-        assert runtime.state_at(run_id, OUTCOME_SEQ).run.current_node == "start"
-    finally:
-        store.close()
+    ok, node, _ = _rechained_and_read(*demo, "node added")
+    assert ok and node == "start"
 
 
 def test_a_pending_effect_that_is_no_object_is_unreplayable_not_a_crash(demo: tuple[Path, str]) -> None:
@@ -151,11 +143,7 @@ def test_a_pending_effect_that_is_no_object_is_unreplayable_not_a_crash(demo: tu
     root, run_id = demo
     records = read_records(ledger_path(root, run_id))
     records[1].setdefault("delta", {})["pending"] = ["not", "an", "effect"]  # seq 2, a node step
-    prev = None
-    for record in records:
-        record["prev_hash"] = prev
-        record["record_hash"] = prev = documented_hash(record)
-    write_records(ledger_path(root, run_id), records)
+    write_records(ledger_path(root, run_id), rehash(records))
     report = verify_run(root, run_id)
     unreplayable = next(p for p in report.problems if p.type == "unreplayable")
     assert unreplayable.seq == 2 and "pending" in unreplayable.message

@@ -123,16 +123,9 @@ def rechain_without_replay(records: list[dict[str, Any]]) -> list[dict[str, Any]
         return rechain(records)
     except ValueError:
         pass
-    from prov_helpers import documented_hash
+    from prov_helpers import rehash
 
-    prev = None
-    out = []
-    for record in records:
-        record = dict(record)
-        record["prev_hash"] = prev
-        record["record_hash"] = prev = documented_hash(record)
-        out.append(record)
-    return out
+    return rehash(records)
 
 
 def _forge(tmp_path: Path, change: Any) -> set[str]:
