@@ -62,9 +62,9 @@ class _LedgerCache:
 
 @dataclass
 class _TailLine:
-    """The ledger's last line as :meth:`JsonlLedgerStore.peek_head` just read it, so the rest of
-    one open (the record proving the checkpoint, the tail read after it) does not read and parse
-    it again. Used only while the live file has the inode, size, mtime and ctime it had before it
+    """The ledger's last line as :meth:`JsonlLedgerStore.peek_head` (a process that has not read the
+    ledger yet) or :meth:`JsonlLedgerStore.record_at` just read it, so the rest of one open (the
+    record proving the checkpoint, the tail read after it) does not read and parse it again. Used only while the live file has the inode, size, mtime and ctime it had before it
     was read (any write to it changes its ctime, which no one can set back), and once."""
 
     stamp: tuple[int, int, int, int]
@@ -389,9 +389,19 @@ class JsonlLedgerStore(LedgerStore):
                     tail.doc = None
                     if tail.stamp == _stamp(self._files.ledger(run_id)):
                         return doc
-            found = self.records_at(run_id, [(position.seq, position.offset)], ending=True)
-            if found:
-                return found[0]
+                parts = self._parts(run_id)
+                stamp = _stamp(parts.tail.path) if parts.tail is not None else None  # before the read
+                found = self._records_at(parts, [(position.seq, position.offset)], ending=True)
+                if found:
+                    doc = found[0]
+                    if position.offset == parts.size and stamp is not None and parts.tail is not None \
+                            and stamp[1] == parts.tail.size > 0:
+                        # The line ends the ledger: the tail read after it (read_after) need not read it again.
+                        kind, record_hash = doc.get("kind"), doc.get("record_hash")
+                        self._tails[run_id] = _TailLine(
+                            stamp, parts.size, position.seq, record_hash if isinstance(record_hash, str) else None,
+                            kind if isinstance(kind, str) else None, None)
+                    return doc
         _, records = self.read_after(run_id, LedgerHead(), until_seq=position.seq)
         return records[-1] if records and records[-1].get("seq") == position.seq else None
 
@@ -400,7 +410,11 @@ class JsonlLedgerStore(LedgerStore):
         """The stored records at ``(seq, offset)`` positions: the line starting at each offset
         (``ending``: the line ending just before it). Positions whose line does not hold that
         seq are skipped: the offsets are hints, never trusted."""
-        parts = self._parts(run_id)
+        return self._records_at(self._parts(run_id), positions, ending=ending)
+
+    @staticmethod
+    def _records_at(parts: Parts, positions: Sequence[tuple[int, Optional[int]]], *,
+                    ending: bool) -> builtins.list[dict[str, Any]]:
         found: builtins.list[dict[str, Any]] = []
         size = parts.size
         for seq, offset in positions:

@@ -64,6 +64,17 @@ def test_a_cold_open_reads_the_ledger_once(root: Path, monkeypatch: pytest.Monke
     store.close()
 
 
+def test_an_open_by_the_process_that_wrote_the_run_reads_the_ledger_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FileStore(tmp_path / "w", durability="none")
+    store.runtime().start(workflow=_workflow(), run_id="r1")
+    reads = _ledger_reads(monkeypatch)
+    opened = open_run(store.runs, store.ledger, "r1")  # what a runtime does for a run it keeps no copy of
+    assert len(reads) == 1, reads
+    assert opened.saved is not None and opened.saved.seq == 1 and opened.checkpoint.run.current_node == "call"
+    store.close()
+
+
 def test_a_run_opened_cold_advances_and_verifies(root: Path) -> None:
     store = FileStore(root, durability="fsync")
     rt = store.runtime(effect_handlers={EffectType.LLM_CALL: _llm})
