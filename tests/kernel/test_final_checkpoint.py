@@ -4,6 +4,8 @@ survive a kill at every write of a run's last tick."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from abstractruntime.core.records import record_hash3, reseal, seal, seal_pieces
 from abstractruntime.core.runtime import EffectOutcome
 from abstractruntime.core.spec import WorkflowSpec
 from abstractruntime.core.state import digest_of
+from abstractruntime.scheduler.concurrent import advance_many
 from abstractruntime.storage.store import FileStore
 from abstractruntime.storage.verify import verify_run
 
@@ -150,3 +153,41 @@ def test_a_kill_at_every_write_of_the_last_tick_leaves_a_run_that_finishes_and_v
         assert "state" in records[-1] and records[-1]["kind"] == "complete"
         store.close()
         n += 1
+
+
+async def _quick_llm(run: Any, effect: Effect) -> EffectOutcome:
+    await asyncio.sleep(0)
+    return EffectOutcome.completed({"content": "ok"})
+
+
+@pytest.mark.parametrize("after", [0.002, 0.005, 0.01, 0.015, 0.02, 0.03])
+def test_a_cancelled_drain_leaves_runs_that_finish_and_verify(tmp_path: Path, after: float) -> None:
+    """Cancel many runs in flight ``after`` seconds (the moment only spreads the cancellation over
+    the runs' ticks: the open, the intent's batch, the effect, the last batch and its checkpoint;
+    nothing here depends on it), then finish them with a new runtime: every ledger verifies, every
+    stored checkpoint is proven by the record at its position."""
+    store = FileStore(tmp_path / "s", durability="none")
+    rt = store.runtime(effect_handlers={EffectType.LLM_CALL: _quick_llm})
+    wf = _workflow()
+    ids = [rt.start(workflow=wf) for _ in range(12)]
+
+    async def drain_then_cancel() -> None:
+        task = asyncio.ensure_future(advance_many(rt, [(wf, i) for i in ids], concurrency=12))
+        await asyncio.sleep(after)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(drain_then_cancel())
+    store.close()
+    store = FileStore(tmp_path / "s", durability="none")
+    rt = store.runtime(effect_handlers={EffectType.LLM_CALL: _quick_llm})
+    result = asyncio.run(advance_many(rt, [(wf, i) for i in ids], concurrency=12))
+    assert not result.errors and not result.locked
+    for run_id in ids:
+        assert rt.get_state(run_id).output == {"got": "ok"}
+        assert verify_run(store.root, run_id).ok
+        stored = store.runs.load_checkpoint(run_id)
+        assert stored is not None
+        assert _records(store.root, run_id)[stored.ledger.seq - 1]["state"] == digest_of(stored.state)
+    store.close()
