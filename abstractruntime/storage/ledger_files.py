@@ -286,6 +286,11 @@ class JsonlLedgerStore(LedgerStore):
             parts = self._parts(run_id)  # the live file was cut: list it as it is now
         return cache, parts
 
+    def _keep_tail(self, run_id: str, tail: _TailLine) -> None:
+        if len(self._tails) >= 4096:
+            self._tails.clear()  # a bound: a line not found is only read again
+        self._tails[run_id] = tail
+
     def _parts(self, run_id: str) -> Parts:
         return list_parts(self._files.run_dir(run_id))
 
@@ -398,9 +403,9 @@ class JsonlLedgerStore(LedgerStore):
                             and stamp[1] == parts.tail.size > 0:
                         # The line ends the ledger: the tail read after it (read_after) need not read it again.
                         kind, record_hash = doc.get("kind"), doc.get("record_hash")
-                        self._tails[run_id] = _TailLine(
+                        self._keep_tail(run_id, _TailLine(
                             stamp, parts.size, position.seq, record_hash if isinstance(record_hash, str) else None,
-                            kind if isinstance(kind, str) else None, None)
+                            kind if isinstance(kind, str) else None, None))
                     return doc
         _, records = self.read_after(run_id, LedgerHead(), until_seq=position.seq)
         return records[-1] if records and records[-1].get("seq") == position.seq else None
@@ -536,9 +541,9 @@ class JsonlLedgerStore(LedgerStore):
                     if whole and stamp is not None and parts.tail is not None and stamp[1] == parts.tail.size > 0 \
                             and (begin == 0 or len(raw) + 1 < len(window)):
                         kind, record_hash = doc.get("kind"), doc.get("record_hash")
-                        self._tails[run_id] = _TailLine(
+                        self._keep_tail(run_id, _TailLine(
                             stamp, size, doc["seq"], record_hash if isinstance(record_hash, str) else None,
-                            kind if isinstance(kind, str) else None, doc)
+                            kind if isinstance(kind, str) else None, doc))
                     return LedgerHead(doc["seq"], doc.get("record_hash"))
                 whole = False
             return self.head(run_id)
