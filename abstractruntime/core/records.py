@@ -10,6 +10,7 @@ redacted — from the stored records, in one pass.
 
 from __future__ import annotations
 
+import bisect
 import json
 from typing import Any, Iterable, Optional
 
@@ -68,12 +69,39 @@ def seal(fields: dict[str, Any], *, chained: bool = True) -> tuple[dict[str, Any
     The hash is taken over the JCS form of ``fields``; the line is the JCS form of the record with
     its ``record_hash`` — each field is encoded once and the two are assembled from the pieces.
     """
+    doc, line, _ = seal_pieces(fields, chained=chained)
+    return doc, line
+
+
+def seal_pieces(fields: dict[str, Any], *,
+                chained: bool = True) -> tuple[dict[str, Any], bytes, dict[str, bytes]]:
+    """:func:`seal`, also returning each field's encoded member (``"name":value``), so a field
+    added later (:func:`reseal`) costs its own encoding and one hash, not the whole record's."""
     pieces = {key: _fragment(key, value) for key, value in fields.items()}
+    doc, line = _assemble(fields, pieces, chained)
+    return doc, line, pieces
+
+
+def reseal(fields: dict[str, Any], pieces: dict[str, bytes], key: str, value: Any, *,
+           chained: bool = True) -> tuple[dict[str, Any], dict[str, Any], bytes, dict[str, bytes]]:
+    """The record ``fields`` sealed again with ``key`` set to ``value``: the new fields, record,
+    line and pieces — byte for byte what :func:`seal` gives for the new fields (the other
+    members are reused as they were encoded; the hash is taken again over all of them)."""
+    fields = dict(fields)
+    fields[key] = value
+    pieces = dict(pieces)
+    pieces[key] = _fragment(key, value)
+    doc, line = _assemble(fields, pieces, chained)
+    return fields, doc, line, pieces
+
+
+def _assemble(fields: dict[str, Any], pieces: dict[str, bytes], chained: bool) -> tuple[dict[str, Any], bytes]:
     order = sorted(pieces)  # every field name is ASCII: code-point order is JCS's order
-    body = b"{" + b",".join(pieces[k] for k in order) + b"}"
+    members = [pieces[k] for k in order]
+    body = b"{" + b",".join(members) + b"}"
     digest = sha256_hex(body) if chained else None
-    pieces["record_hash"] = _fragment("record_hash", digest)
-    line = b"{" + b",".join(pieces[k] for k in sorted(pieces)) + b"}"
+    members.insert(bisect.bisect(order, "record_hash"), _fragment("record_hash", digest))
+    line = b"{" + b",".join(members) + b"}"
     doc = dict(fields)
     doc["record_hash"] = digest
     return doc, line
@@ -187,5 +215,5 @@ def expand_records(docs: Iterable[dict[str, Any]], run_id: str) -> list[dict[str
     return [expander.push(doc) for doc in docs]
 
 
-__all__ = ["Expander", "HASH_EXCLUDED", "JCS_FORMATS", "RECORD_FIELDS", "RECORD_FORMAT", "expand_records", "hashed_body", "record_hash3",
-           "seal", "step_id", "with_signature"]
+__all__ = ["Expander", "HASH_EXCLUDED", "JCS_FORMATS", "RECORD_FIELDS", "RECORD_FORMAT", "expand_records", "hashed_body",
+           "record_hash3", "reseal", "seal", "seal_pieces", "step_id", "with_signature"]

@@ -24,7 +24,7 @@ from .jcs import jcs
 from .models import RecordKind, RunState, RunStatus, StepRecord, WaitReason, WaitState, new_record
 from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, RunStore, StoredCheckpoint, \
     has_capability
-from .records import JCS_FORMATS, RECORD_FORMAT, seal, with_signature
+from .records import JCS_FORMATS, RECORD_FORMAT, reseal, seal_pieces, with_signature
 from .redaction import Redactor
 from .markers import SECRET
 from .secret_values import SecretKeeper, shown_text
@@ -135,6 +135,7 @@ class RunSession:
         self._last_effects = parts.checkpoint.effects
         self._now: tuple[dict[str, Any], Optional[dict[str, Any]]] = (self._last, self._last_pending)
         self._fields: list[dict[str, Any]] = []
+        self._pieces: list[dict[str, bytes]] = []  # each queued record's encoded members (reseal)
         self._docs: list[dict[str, Any]] = []
         self._lines: list[bytes] = []
         self._secrets: list[dict[str, Any]] = []
@@ -189,7 +190,7 @@ class RunSession:
             fields, ops, doc = self._encode(rec, result=result, result_path=result_path, full=full)
             if ext:
                 fields["ext"] = ext
-            doc, line = seal(fields, chained=self.chained)
+            doc, line, pieces = seal_pieces(fields, chained=self.chained)
             check_size(line, what=f"Ledger record for node {rec.node_id!r}")
             apply_record(self.image, doc, self.table, self.run_id)
         except BaseException:
@@ -208,6 +209,7 @@ class RunSession:
         if rec.kind == RecordKind.EFFECT.value and doc["status"] == "completed" and rec.idempotency_key:
             self._queued_keys.setdefault(rec.idempotency_key, doc)
         self._fields.append(fields)
+        self._pieces.append(pieces)
         self._docs.append(doc)
         self._lines.append(line)
         self.head = LedgerHead(doc["seq"], doc["record_hash"])
@@ -345,12 +347,13 @@ class RunSession:
     # -- making it durable ---------------------------------------------------------------
 
     def _attach_digest(self) -> None:
-        """Put the image's digest on the last queued record (a checkpoint will be stored there)."""
+        """Put the image's digest on the last queued record (a checkpoint will be stored there).
+
+        The record is sealed again — its hash covers the digest — from the members it was encoded
+        into, so only the digest is encoded anew."""
         digest = self.image.digest()
-        fields = dict(self._fields[-1])
-        fields["state"] = digest
-        doc, line = seal(fields, chained=self.chained)
-        self._fields[-1], self._docs[-1], self._lines[-1] = fields, doc, line
+        fields, doc, line, pieces = reseal(self._fields[-1], self._pieces[-1], "state", digest, chained=self.chained)
+        self._fields[-1], self._pieces[-1], self._docs[-1], self._lines[-1] = fields, pieces, doc, line
         self.head = LedgerHead(doc["seq"], doc["record_hash"])
         self.head_digest = digest
 
@@ -401,7 +404,7 @@ class RunSession:
                 self.table.locate(vid, self._docs[index]["seq"], offsets[index])
         self.head = self.durable = head
         self.checkpoint.ledger = head
-        self._fields, self._docs, self._lines, self._secrets, self._batch_defs = [], [], [], [], []
+        self._fields, self._pieces, self._docs, self._lines, self._secrets, self._batch_defs = [], [], [], [], [], []
         self._queued_keys = {}
         self.uncommitted_nodes = []
         if ports.on_durable is not None:

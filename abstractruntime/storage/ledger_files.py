@@ -60,6 +60,21 @@ class _LedgerCache:
     sealed_end: Optional[tuple[int, int, Optional[str]]] = None
 
 
+@dataclass
+class _TailLine:
+    """The ledger's last line as :meth:`JsonlLedgerStore.peek_head` (a process that has not read the
+    ledger yet) or :meth:`JsonlLedgerStore.record_at` just read it, so the rest of one open (the
+    record proving the checkpoint, the tail read after it) does not read and parse it again. Used only while the live file has the inode, size, mtime and ctime it had before it
+    was read (any write to it changes its ctime, which no one can set back), and once."""
+
+    stamp: tuple[int, int, int, int]
+    end: int  # the offset its newline ends at: the ledger's length then
+    seq: int
+    record_hash: Optional[str]
+    kind: Optional[str]
+    doc: Optional[dict[str, Any]]  # handed out once (by record_at): a caller may keep it
+
+
 def _extends(old: list[tuple[int, int]], new: list[tuple[int, int]]) -> bool:
     """True when the files ``new`` describes still hold every byte ``old`` described (appended to,
     or the live file renamed into a segment): only the new bytes then need reading."""
@@ -85,6 +100,7 @@ class JsonlLedgerStore(LedgerStore):
         self.segment_bytes, self.segment_records = segment_bytes, segment_records
         self._files = RunFiles(base_dir, durable=durability == "fsync")
         self._cache: dict[str, _LedgerCache] = {}
+        self._tails: dict[str, _TailLine] = {}
         # One lock per run, so one run's fsync never holds up another run's reads or appends
         # (a worker advances many runs at once); _guards_lock only guards the dict.
         self._guards: dict[str, threading.RLock] = {}
@@ -270,6 +286,11 @@ class JsonlLedgerStore(LedgerStore):
             parts = self._parts(run_id)  # the live file was cut: list it as it is now
         return cache, parts
 
+    def _keep_tail(self, run_id: str, tail: _TailLine) -> None:
+        if len(self._tails) >= 4096:
+            self._tails.clear()  # a bound: a line not found is only read again
+        self._tails[run_id] = tail
+
     def _parts(self, run_id: str) -> Parts:
         return list_parts(self._files.run_dir(run_id))
 
@@ -365,9 +386,27 @@ class JsonlLedgerStore(LedgerStore):
         """The stored record at ``position``: the line ending at its byte offset when it has one
         (else found by reading), or ``None`` when the ledger has no such record."""
         if position.offset is not None:
-            found = self.records_at(run_id, [(position.seq, position.offset)], ending=True)
-            if found:
-                return found[0]
+            with self._guard(run_id):
+                tail = self._tails.get(run_id)
+                doc = tail.doc if tail is not None and tail.end == position.offset and tail.seq == position.seq \
+                    else None
+                if doc is not None and tail is not None:
+                    tail.doc = None
+                    if tail.stamp == _stamp(self._files.ledger(run_id)):
+                        return doc
+                parts = self._parts(run_id)
+                stamp = _stamp(parts.tail.path) if parts.tail is not None else None  # before the read
+                found = self._records_at(parts, [(position.seq, position.offset)], ending=True)
+                if found:
+                    doc = found[0]
+                    if position.offset == parts.size and stamp is not None and parts.tail is not None \
+                            and stamp[1] == parts.tail.size > 0:
+                        # The line ends the ledger: the tail read after it (read_after) need not read it again.
+                        kind, record_hash = doc.get("kind"), doc.get("record_hash")
+                        self._keep_tail(run_id, _TailLine(
+                            stamp, parts.size, position.seq, record_hash if isinstance(record_hash, str) else None,
+                            kind if isinstance(kind, str) else None, None))
+                    return doc
         _, records = self.read_after(run_id, LedgerHead(), until_seq=position.seq)
         return records[-1] if records and records[-1].get("seq") == position.seq else None
 
@@ -376,7 +415,11 @@ class JsonlLedgerStore(LedgerStore):
         """The stored records at ``(seq, offset)`` positions: the line starting at each offset
         (``ending``: the line ending just before it). Positions whose line does not hold that
         seq are skipped: the offsets are hints, never trusted."""
-        parts = self._parts(run_id)
+        return self._records_at(self._parts(run_id), positions, ending=ending)
+
+    @staticmethod
+    def _records_at(parts: Parts, positions: Sequence[tuple[int, Optional[int]]], *,
+                    ending: bool) -> builtins.list[dict[str, Any]]:
         found: builtins.list[dict[str, Any]] = []
         size = parts.size
         for seq, offset in positions:
@@ -408,12 +451,18 @@ class JsonlLedgerStore(LedgerStore):
         with self._guard(run_id):
             path = self._files.ledger(run_id)
             parts = self._parts(run_id)
+            seen = self._tails.pop(run_id, None)
+            if seen is not None and (parts.tail is None or seen.stamp != _stamp(parts.tail.path)):
+                seen = None
             if not parts.exists:
                 self._cache[run_id] = _LedgerCache(completed={})
                 return LedgerHead(), []
             _check_seals(parts, path)
             start, start_head = 0, LedgerHead()
-            if position.seq and position.offset is not None and _anchored(parts, position):
+            if position.seq and position.offset is not None and (
+                    (seen is not None and seen.end == position.offset and seen.seq == position.seq
+                     and seen.record_hash == position.head_hash and bool(seen.record_hash))
+                    or _anchored(parts, position)):
                 start, start_head = position.offset, LedgerHead(position.seq, position.head_hash)
             if until_seq is not None:
                 # A partial read (point in time): only the bytes it needs, and no cache seeded.
@@ -426,8 +475,15 @@ class JsonlLedgerStore(LedgerStore):
             live = parts.tail
             pending = False
             if live is not None and parsed.valid_end > parts.base:
-                doc = last_record(live.path)
-                pending = bool(doc) and doc.get("kind") == SEGMENT_KIND  # type: ignore[union-attr]
+                # Whether the live file ends with a segment record: its last line, when this read
+                # or peek_head had it already.
+                if parsed.records and parsed.valid_end == parts.size:
+                    pending = parsed.records[-1].get("kind") == SEGMENT_KIND
+                elif seen is not None and seen.end == parsed.valid_end == parts.size:
+                    pending = seen.kind == SEGMENT_KIND
+                else:
+                    doc = last_record(live.path)
+                    pending = bool(doc) and doc.get("kind") == SEGMENT_KIND  # type: ignore[union-attr]
             self._cache[run_id] = _LedgerCache(
                 ident=parts.identity(), size=parsed.valid_end, lines=parsed.lines,
                 head=LedgerHead(parsed.head.seq, parsed.head.head_hash, offset=parsed.valid_end),
@@ -465,19 +521,31 @@ class JsonlLedgerStore(LedgerStore):
         with self._guard(run_id):
             cache = self._cache.get(run_id)
             parts = self._parts(run_id)
+            self._tails.pop(run_id, None)
             if not parts.exists:
                 return LedgerHead()
             if cache is not None and cache.ident == parts.identity():
                 return cache.head
+            stamp = _stamp(parts.tail.path) if parts.tail is not None else None  # before the read
             size = parts.size
-            window = read_range(parts, max(0, size - _ANCHOR_WINDOW * 16), size)
+            begin = max(0, size - _ANCHOR_WINDOW * 16)
+            window = read_range(parts, begin, size)
+            whole = window.endswith(b"\n") and not window.endswith(b"\n\n")  # the last line ends the file
             for raw in reversed(window.rstrip(b"\n").split(b"\n")):
                 try:
                     doc = loads_strict(raw)
                 except (ValueError, UnicodeDecodeError):
+                    whole = False
                     continue
                 if isinstance(doc, dict) and isinstance(doc.get("seq"), int):
+                    if whole and stamp is not None and parts.tail is not None and stamp[1] == parts.tail.size > 0 \
+                            and (begin == 0 or len(raw) + 1 < len(window)):
+                        kind, record_hash = doc.get("kind"), doc.get("record_hash")
+                        self._keep_tail(run_id, _TailLine(
+                            stamp, size, doc["seq"], record_hash if isinstance(record_hash, str) else None,
+                            kind if isinstance(kind, str) else None, doc))
                     return LedgerHead(doc["seq"], doc.get("record_hash"))
+                whole = False
             return self.head(run_id)
 
     def position_token_at(self, run_id: str, head: LedgerHead) -> Optional[tuple[int, int]]:
@@ -638,6 +706,15 @@ def _line_starting_at(parts: Parts, offset: int) -> bytes:
             break
         out += chunk
     return bytes(out)
+
+
+def _stamp(path: Path) -> tuple[int, int, int, int]:
+    """``(inode, size, mtime_ns, ctime_ns)`` of a ledger file (zeros when it is gone)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return (0, 0, 0, 0)
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _anchored(parts: Parts, position: LedgerHead) -> bool:
