@@ -25,7 +25,7 @@ PHASES = (
     ("compare with the last record (DeltaTracker.diff)", "abstractruntime.core.wal", "DeltaTracker.diff"),
     ("of which: lists looked at for C code's writes", "abstractruntime.core.wal", "check_lists"),
     ("store values, redact (RecordEncoder.slot)", "abstractruntime.core.encode", "RecordEncoder.slot"),
-    ("JCS + SHA-256 of the record (seal)", "abstractruntime.core.session", "seal"),
+    ("JCS + SHA-256 of the record (seal_pieces)", "abstractruntime.core.session", "seal_pieces"),
     ("replay onto the state image (apply_record)", "abstractruntime.core.session", "apply_record"),
     ("write + fsync (append_bytes)", "abstractruntime.storage.ledger_files", "append_bytes"),
     ("everything record() does", "abstractruntime.core.session", "RunSession.record"),

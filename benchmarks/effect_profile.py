@@ -26,7 +26,7 @@ from . import harness, workloads
 PHASES = (
     ("records: delta, values, redaction, JCS + SHA-256, replay (RunSession.record)",
      "abstractruntime.core.session", "RunSession.record"),
-    ("  of which JCS + SHA-256 (seal)", "abstractruntime.core.session", "seal"),
+    ("  of which JCS + SHA-256 (seal_pieces)", "abstractruntime.core.session", "seal_pieces"),
     ("ledger write + fsync (append_bytes)", "abstractruntime.storage.ledger_files", "append_bytes"),
     ("run.json replaced, no fsync (atomic_write_bytes)", "abstractruntime.storage.json_files", "atomic_write_bytes"),
     ("index row marked dirty before the append (RunIndex.mark)", "abstractruntime.storage.run_index",

@@ -114,6 +114,9 @@ def explicit_key(run_id: str, key: str) -> str:
     return hashlib.sha256(f"{run_id}\x00key\x00{key}".encode()).hexdigest()[:32]
 
 
+_ABSENT = object()  # (a variable not there)
+
+
 class DeltaTracker:
     """The variables as of the last record, privately copied, and the operations since.
 
@@ -134,6 +137,7 @@ class DeltaTracker:
         self._later: list[tuple[Any, str, Path, bool]] = []
         # The variables :meth:`hand_over` kept for the next tick (None: none).
         self._handed: Optional[dict[str, Any]] = None
+        self._handed_top: dict[str, Any] = {}
         # Tracked containers put where no tracker's log sees them, as counted when the tick began.
         self._unlogged = UNLOGGED_MOVES[0]
 
@@ -358,17 +362,22 @@ class DeltaTracker:
                     seal(copy, twin, log, fresh=True)
         register_made(made, log)
         self._handed = live
+        self._handed_top = dict(live)  # what each variable was (the variables' dict reports nothing)
         self._unlogged = UNLOGGED_MOVES[0]
         return True
 
     def intact(self, live: dict[str, Any]) -> bool:
         """False when ``live`` are the variables :meth:`hand_over` kept and something changed them
-        since (a handler may have kept references to their objects: a change through their
-        methods, by C code or by ``dict``'s own methods is seen alike, by one comparison in C of
-        the whole state); True for any others (a copy nobody else holds)."""
+        since (a handler may have kept references to their objects): a change through their
+        methods, C code writing into a list, a variable set, replaced or removed. As during a
+        tick, a change made by calling ``dict``'s own methods on a tracked container is not seen
+        (core/tracked.py). True for any others (a copy nobody else holds)."""
         if live is not self._handed:
             return True
-        if self._log.marked or not same_value(self._private, live):
+        check_lists(self._log)  # C code writing into a list marks it
+        top = self._handed_top
+        if self._log.marked or len(live) != len(top) or any(
+                dict.get(live, key, _ABSENT) is not value for key, value in top.items()):
             return False
         # One object at two variables (or a variable that is also inside another) is not a
         # content change: the next tick must not start with it.

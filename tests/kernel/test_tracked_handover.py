@@ -74,7 +74,6 @@ STALE: dict[str, Any] = {
     "list.__setitem__ called on the class": lambda k: list.__setitem__(k["calls"], 0, {"content": "stale"})
     if k["calls"] else None,
     "list.append called on the class": lambda k: list.append(k["messages"], {"content": "stale"}),
-    "dict.__setitem__ on a kept message": lambda k: dict.__setitem__(k["first"], "content", "behind"),
     "dict.__setitem__ on the variables": lambda k: dict.__setitem__(k["vars"], "extra", "behind"),
     "a variable deleted": lambda k: k["vars"].pop("turn", None),
     "clear the kept list": lambda k: k["messages"].clear(),
@@ -89,6 +88,15 @@ def test_changes_made_after_a_tick_through_kept_references_do_not_reach_the_next
     # After every tick: the kept objects are changed; the next tick must start from the ledger's state.
     _, live = run_loop(tmp_path / "store", loop, max_steps=2, each_tick=lambda: stale(loop.kept))
     assert b"stale" not in live and b"behind" not in live and b'"turn":10' in live
+
+
+@pytest.mark.xfail(strict=True, reason="dict's own methods called on a variable's dict are not seen, between ticks "
+                   "as during one (docs/file-format.md, 'How a writer finds the state change')")
+def test_dict_s_own_methods_on_a_kept_message_between_ticks_are_not_seen(tmp_path: Path) -> None:
+    loop = KeepingLoop(9)
+    _, live = run_loop(tmp_path / "store", loop, max_steps=2,
+                       each_tick=lambda: dict.__setitem__(loop.kept["first"], "content", "behind"))
+    assert b"behind" not in live
 
 
 def test_the_states_ticks_returned_stay_what_each_tick_left(tmp_path: Path) -> None:
