@@ -94,11 +94,19 @@ def _anchors(run_dir: Path, ledger_bytes: int) -> list[_Anchor]:
     return [found[k] for k in sorted(found)]
 
 
+# The first range is scanned by this process, which starts at once; each other range waits for a
+# worker to start and sends its outcome back: the first range is this much larger than the others
+# (measured on 2 CPUs, 50,000 records: 0.08 took 324 ms, even ranges 342 ms, 0.15 332 ms).
+FIRST_RANGE_EXTRA = 0.08
+
+
 def _cuts(anchors: list[_Anchor], size: int, ranges: int) -> list[_Anchor]:
-    """The anchors nearest to cutting ``size`` bytes into ``ranges`` equal ranges (in order, distinct)."""
+    """The anchors nearest to cutting ``size`` bytes into ``ranges`` ranges (in order, distinct):
+    equal ranges, but for the first, :data:`FIRST_RANGE_EXTRA` larger."""
     chosen: list[_Anchor] = []
+    total = ranges + FIRST_RANGE_EXTRA
     for k in range(1, ranges):
-        target = size * k // ranges
+        target = int(size * (k + FIRST_RANGE_EXTRA) / total)
         best = min((a for a in anchors if 0 < a.offset < size and (not chosen or a.offset > chosen[-1].offset)),
                    key=lambda a: abs(a.offset - target), default=None)
         if best is not None:
