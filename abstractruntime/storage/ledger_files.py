@@ -65,9 +65,11 @@ class _TailLine:
     """The ledger's last line as :meth:`JsonlLedgerStore.peek_head` (a process that has not read the
     ledger yet) or :meth:`JsonlLedgerStore.record_at` just read it, so the rest of one open (the
     record proving the checkpoint, the tail read after it) does not read and parse it again. Used only while the live file has the inode, size, mtime and ctime it had before it
-    was read (any write to it changes its ctime, which no one can set back), and once."""
+    was read (any write to it changes its ctime, which no one can set back) and the sealed
+    segments before it keep their inodes and sizes (its offset counts them), and once."""
 
     stamp: tuple[int, int, int, int]
+    files: list[tuple[int, int]]  # ``Parts.identity()`` of the listing it was read with
     end: int  # the offset its newline ends at: the ledger's length then
     seq: int
     record_hash: Optional[str]
@@ -390,11 +392,11 @@ class JsonlLedgerStore(LedgerStore):
                 tail = self._tails.get(run_id)
                 doc = tail.doc if tail is not None and tail.end == position.offset and tail.seq == position.seq \
                     else None
+                parts = self._parts(run_id)
                 if doc is not None and tail is not None:
                     tail.doc = None
-                    if tail.stamp == _stamp(self._files.ledger(run_id)):
+                    if tail.files == parts.identity() and tail.stamp == _stamp(self._files.ledger(run_id)):
                         return doc
-                parts = self._parts(run_id)
                 stamp = _stamp(parts.tail.path) if parts.tail is not None else None  # before the read
                 found = self._records_at(parts, [(position.seq, position.offset)], ending=True)
                 if found:
@@ -404,7 +406,7 @@ class JsonlLedgerStore(LedgerStore):
                         # The line ends the ledger: the tail read after it (read_after) need not read it again.
                         kind, record_hash = doc.get("kind"), doc.get("record_hash")
                         self._keep_tail(run_id, _TailLine(
-                            stamp, parts.size, position.seq, record_hash if isinstance(record_hash, str) else None,
+                            stamp, parts.identity(), parts.size, position.seq, record_hash if isinstance(record_hash, str) else None,
                             kind if isinstance(kind, str) else None, None))
                     return doc
         _, records = self.read_after(run_id, LedgerHead(), until_seq=position.seq)
@@ -452,8 +454,9 @@ class JsonlLedgerStore(LedgerStore):
             path = self._files.ledger(run_id)
             parts = self._parts(run_id)
             seen = self._tails.pop(run_id, None)
-            if seen is not None and (parts.tail is None or seen.stamp != _stamp(parts.tail.path)):
-                seen = None
+            if seen is not None and (parts.tail is None or seen.files != parts.identity()
+                                     or seen.stamp != _stamp(parts.tail.path)):
+                seen = None  # a segment before it resized or replaced moves every offset: look again
             if not parts.exists:
                 self._cache[run_id] = _LedgerCache(completed={})
                 return LedgerHead(), []
@@ -542,7 +545,7 @@ class JsonlLedgerStore(LedgerStore):
                             and (begin == 0 or len(raw) + 1 < len(window)):
                         kind, record_hash = doc.get("kind"), doc.get("record_hash")
                         self._keep_tail(run_id, _TailLine(
-                            stamp, size, doc["seq"], record_hash if isinstance(record_hash, str) else None,
+                            stamp, parts.identity(), size, doc["seq"], record_hash if isinstance(record_hash, str) else None,
                             kind if isinstance(kind, str) else None, doc))
                     return LedgerHead(doc["seq"], doc.get("record_hash"))
                 whole = False
