@@ -60,6 +60,16 @@ def _shortest(value: float) -> tuple[str, int]:
         text = f"{value:.{significant - 1}e}"
         if float(text) == value:
             break
+        # The nearest string of that many digits may fall outside the value's rounding interval
+        # while its neighbour on the other side lies inside (the interval is lopsided at a power
+        # of two): 2**-24 is 5.960464477539063e-8, not 5.960464477539062e-8.
+        mantissa, exp = text.split("e")
+        whole = int(mantissa.replace(".", "")) + (1 if float(text) < value else -1)
+        other = f"{whole}e{int(exp) - significant + 1}"
+        if float(other) == value:
+            digits = str(whole)
+            text = f"{digits[0]}.{digits[1:]}e{int(exp) + len(digits) - significant}"
+            break
     mantissa, exp = text.split("e")
     digits = mantissa.replace(".", "").rstrip("0") or "0"
     return digits, int(exp) + 1
