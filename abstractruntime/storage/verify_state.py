@@ -18,7 +18,7 @@ from ..core.markers import EXT, ITEMS, LIT, REF, VAL, marker_kind
 from ..core.records import JCS_FORMATS
 from ..core.state import StateImage
 from ..core.values import UndefinedValueError, ValueTable
-from ..core.wal import DELTA_RUN_FIELDS, apply_record, record_parts
+from ..core.wal import DELTA_KERNEL_FIELDS, DELTA_RUN_FIELDS, apply_record, record_parts
 
 
 class StateReplay:
@@ -29,6 +29,7 @@ class StateReplay:
         self.table = ValueTable()
         self.image: Optional[StateImage] = None
         self.stopped = False
+        self.older = False  # a format-1 or format-2 record was seen
         # seq -> the digest of the state right after that record, for records that carry one.
         self.digests: dict[int, str] = {}
 
@@ -41,9 +42,17 @@ class StateReplay:
         if self.stopped:
             return None
         if doc.get("format") not in JCS_FORMATS:
-            self.image = None  # an older record: the next format-3/4 record carries the whole state
-            return None
+            if self.image is not None:
+                # Formats never go down in a ledger: the opener refuses such a record where it stands.
+                self.stopped = True
+                return "unreplayable", f"a format-{doc.get('format')} record after format-3 or format-4 records"
+            self.older = True
+            return None  # an older record: the next format-3/4 record carries the whole state
         if self.image is None:
+            if self.older and not carries_whole_state(doc):
+                # Replayed on a blank state it would prove nothing, and the opener refuses it.
+                self.stopped = True
+                return "unreplayable", "the first format-3 or format-4 record after older ones does not carry the whole state"
             self.image = StateImage.blank(self.run_id)
         if markers:
             found = self._markers(doc, seq)
@@ -81,6 +90,17 @@ class StateReplay:
             if extended and not _is_list(self.table, vid):
                 return "value_not_a_list", f"record extends stored value {vid[:16]}…, which is not a list"
         return None
+
+
+def carries_whole_state(doc: dict[str, Any]) -> bool:
+    """True when ``doc``'s delta sets every run and kernel field and replaces all vars (as the first
+    record, ``restore``, ``edit`` and the first record after older formats do)."""
+    delta = doc.get("delta")
+    if not isinstance(delta, dict) or not all(name in delta for name in (*DELTA_RUN_FIELDS, *DELTA_KERNEL_FIELDS)):
+        return False
+    ops = delta.get("vars")
+    return isinstance(ops, list) and any(isinstance(op, list) and len(op) == 3 and op[0] == "s" and op[1] == []
+                                         for op in ops)
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})

@@ -6,7 +6,9 @@ the head hash, or the first problem, and exits 0 or 1. It checks, for every line
 
 - formats 3 and 4: the line is exactly the RFC 8785 (JCS) form of its content; ``record_hash``
   is the SHA-256 of the JCS form of the record without ``record_hash`` and ``signature``;
-- a format newer than 4 is refused (not misread);
+- a format newer than 4 is refused (not misread), and so is a format-1 or format-2 record after a
+  format-3 or format-4 one (formats never go down), and a first format-3 or format-4 record after
+  older ones that does not carry the whole state;
 - formats 1 and 2: ``record_hash`` over the older canonical form (keys sorted by code point,
   compact separators, numbers as Python writes them);
 - the chain: ``seq`` 1, 2, 3, ...; ``prev_hash`` the previous ``record_hash`` (null first);
@@ -165,11 +167,26 @@ def _values(value: Any, defined: set[str], used: list[str]) -> None:
 
 # -- the ledger ---------------------------------------------------------------------------------
 
+RUN_FIELDS = ("workflow_id", "status", "current_node", "waiting", "output", "error", "created_at", "actor_id",
+              "parent_run_id")
+KERNEL_FIELDS = ("effects", "pending", "metadata", "workflow", "origin")
+
+
+def _whole_state(record: dict[str, Any]) -> bool:
+    """Whether the record's delta sets every run and kernel field and replaces all vars."""
+    delta = record.get("delta")
+    if not isinstance(delta, dict) or any(name not in delta for name in RUN_FIELDS + KERNEL_FIELDS):
+        return False
+    ops = delta.get("vars")
+    return isinstance(ops, list) and any(isinstance(op, list) and op[:2] == ["s", []] and len(op) == 3 for op in ops)
+
+
 def verify_lines(lines: list[bytes]) -> tuple[bool, Optional[str], str]:
     """``(ok, head hash, message)`` for the newline-terminated lines of a ledger file."""
     prev: Optional[str] = None
     run_id: Optional[str] = None
     defined: set[str] = set()
+    newest = 0
     for number, raw in enumerate(lines, start=1):
         if not raw.endswith(b"\n"):
             return False, prev, f"line {number}: no newline (a torn tail)"
@@ -178,6 +195,11 @@ def verify_lines(lines: list[bytes]) -> tuple[bool, Optional[str], str]:
         fmt = record.get("format")
         if not isinstance(fmt, int) or isinstance(fmt, bool) or not 1 <= fmt <= NEWEST_FORMAT:
             return False, prev, f"line {number}: format {fmt!r} is not one this verifier reads (1 to {NEWEST_FORMAT})"
+        if fmt < 3 <= newest:
+            return False, prev, f"line {number}: format {fmt} after a format-{newest} record (formats never go down)"
+        if fmt >= 3 and 1 <= newest < 3 and not _whole_state(record):
+            return False, prev, f"line {number}: the first format-{fmt} record after older ones lacks the whole state"
+        newest = max(newest, fmt)
         if record.get("seq") != number:
             return False, prev, f"line {number}: seq {record.get('seq')} where {number} was expected"
         if record.get("prev_hash") != prev:

@@ -4,19 +4,26 @@ outcomes close effects oddly are read alike by the package and by the independen
 
 from __future__ import annotations
 
+import copy
 import json
 import math
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from abstractruntime.core.errors import InvalidInputError
+from abstractruntime.core.errors import AbstractRuntimeError, InvalidInputError
 from abstractruntime.core.jcs import jcs
 from abstractruntime.core.records import reseal, seal, seal_pieces, with_signature
+from abstractruntime.core.recovery import open_run
+from abstractruntime.storage.verify import verify_run
 
 import independent_verifier as iv
+from prov_helpers import ledger_path, open_demo, read_records, rechain, rehash, run_demo, write_records
+
+RUN = "forged"
 
 # -- a record resealed from its pieces ----------------------------------------------------------
 
@@ -89,3 +96,130 @@ def test_a_value_jcs_refuses_is_refused_resealed_as_sealed_whole(value: Any) -> 
             outcomes.append(("refused", type(exc).__name__))
     assert outcomes[0] == outcomes[1], outcomes
     assert outcomes[2][0] == outcomes[3][0], outcomes
+
+
+# -- hand-made ledgers: where an outcome leaves the run ------------------------------------------
+
+def _demo_records(tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """The demo run's first four records: start, the node step to ``fetch``, the intent of effect 1
+    (``next_node`` ``ask``) and its outcome."""
+    root = tmp_path / "store"
+    store, runtime = open_demo(root)
+    run_demo(runtime, RUN)
+    store.close()
+    records = read_records(ledger_path(root, RUN))[:4]
+    assert [r["kind"] for r in records] == ["start", "node", "effect", "effect"] and records[2]["next_node"] == "ask"
+    return root, records
+
+
+def _outcome(records: list[dict[str, Any]], **changes: Any) -> dict[str, Any]:
+    return {**copy.deepcopy(records[3]), **changes}
+
+
+def _cancel(seq: int, delta: dict[str, Any]) -> dict[str, Any]:
+    return {"format": 4, "kind": "cancel", "node_id": "fetch", "run_id": RUN, "seq": seq, "status": "completed",
+            "at": "2026-01-01T00:00:00+00:00", "result": {"reason": "stop"}, "delta": delta}
+
+
+def _decision(seq: int, pending: Any) -> dict[str, Any]:
+    return {"format": 4, "kind": "node", "node_id": "fetch", "run_id": RUN, "seq": seq, "status": "completed",
+            "at": "2026-01-01T00:00:00+00:00", "result": {"decided": True}, "delta": {"pending": pending}}
+
+
+def _pending(effect_id: Any, next_node: Any) -> dict[str, Any]:
+    return {"effect_id": effect_id, "node_id": "fetch", "effect": {"type": "llm_call", "payload": {}, "result_key": "x"},
+            "next_node": next_node, "idempotency_key": "k", "attempt": 1, "explicit": False, "parts": {}, "failed": 0}
+
+
+def _format_2(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as format 2 wrote it: every field on the line, no state digest, no stored values."""
+    return {**{k: v for k, v in record.items() if k != "state"}, "format": 2, "run_id": RUN}
+
+
+def _with_intent(records: list[dict[str, Any]], **changes: Any) -> list[dict[str, Any]]:
+    out = copy.deepcopy(records)
+    out[2].update(changes)
+    return out
+
+
+LEDGERS: dict[str, Callable[[list[dict[str, Any]]], list[dict[str, Any]]]] = {
+    "as written": lambda r: r,
+    "outcome of another effect": lambda r: r[:3] + [_outcome(r, effect_id=2)],
+    "outcome naming effect true": lambda r: r[:3] + [_outcome(r, effect_id=True)],
+    "outcome naming effect '1'": lambda r: r[:3] + [_outcome(r, effect_id="1")],
+    "outcome naming no effect": lambda r: r[:3] + [{k: v for k, v in _outcome(r).items() if k != "effect_id"}],
+    "two outcomes of one intent": lambda r: r + [_outcome(r, seq=5)],
+    "a second outcome moving elsewhere": lambda r: r + [_outcome(r, seq=5, delta={"current_node": "start"})],
+    "outcome after a cancel": lambda r: r[:3] + [_cancel(4, {"status": "cancelled"}), _outcome(r, seq=5)],
+    "outcome after a cancel clearing pending": lambda r: r[:3] + [_cancel(4, {"status": "cancelled", "pending": None}),
+                                                                   _outcome(r, seq=5)],
+    "next_node null": lambda r: _with_intent(r, next_node=None),
+    "next_node a number": lambda r: _with_intent(r, next_node=5),
+    "next_node a list": lambda r: _with_intent(r, next_node=["ask"]),
+    "next_node an object": lambda r: _with_intent(r, next_node={"node": "ask"}),
+    "next_node absent": lambda r: [*r[:2], {k: v for k, v in r[2].items() if k != "next_node"}, r[3]],
+    "pending set by a decision, then its outcome": lambda r: r[:2] + [_decision(3, _pending(7, "done")),
+                                                                      _outcome(r, effect_id=7)],
+    "pending set by a decision naming no string": lambda r: r[:2] + [_decision(3, _pending(7, 9)),
+                                                                       _outcome(r, effect_id=7)],
+    "pending replaced by a decision after the intent": lambda r: r[:3] + [_decision(4, _pending(7, "done")),
+                                                                           _outcome(r, seq=5)],
+    "pending cleared by a decision after the intent": lambda r: r[:3] + [_decision(4, None), _outcome(r, seq=5)],
+    "outcome in format 3": lambda r: r[:3] + [_outcome(r, format=3)],
+    "intent in format 3": lambda r: _with_intent(r, format=3),
+    "outcome in format 4 after an intent in format 2": lambda r: [*r[:2], _format_2(r[2]), r[3]],
+    "a format-2 ledger going on with a format-4 outcome": lambda r: [_format_2(x) for x in r[:3]] + r[3:],
+    "a waiting outcome then a completed one": lambda r: r[:3] + [_outcome(r, status="waiting", delta={}),
+                                                                  _outcome(r, seq=5)],
+    "a failed outcome then a completed one": lambda r: r[:3] + [_outcome(r, status="failed", delta={}),
+                                                                 _outcome(r, seq=5)],
+    "the intent again (a retry), then its outcome": lambda r: r[:3] + [
+        {k: v for k, v in r[2].items() if k not in ("next_node", "effect", "node_id")} | {"seq": 4}, _outcome(r, seq=5)],
+}
+
+
+def _package(root: Path) -> tuple[str, Any]:
+    """What the package's readers say of the ledger: the node after its last record (verify, state_at
+    and an open from the ledger alone must agree), or that they refuse it."""
+    (root / "runs" / RUN / "anchors.jsonl").unlink(missing_ok=True)
+    (root / "runs" / RUN / "run.json").unlink()
+    report = verify_run(root, RUN)
+    store, runtime = open_demo(root)
+    try:
+        last = len(read_records(ledger_path(root, RUN)))
+        try:
+            at = runtime.state_at(RUN, last).run.current_node
+        except AbstractRuntimeError:
+            at = None
+        try:
+            opened: Any = open_run(store.runs, store.ledger, RUN, for_writing=False).checkpoint.run.current_node
+        except AbstractRuntimeError:
+            opened = None
+    finally:
+        store.close()
+    if at is None or opened is None or not report.ok:
+        assert at is None and opened is None, (at, opened)
+        assert not report.ok, report.problems
+        return "refused", None
+    assert at == opened
+    return "node", at
+
+
+def _independent(root: Path) -> tuple[str, Any]:
+    lines = ledger_path(root, RUN).read_bytes().splitlines(keepends=True)
+    ok, _, _ = iv.verify_lines(lines)
+    if not ok:
+        return "refused", None
+    return "node", iv.nodes(lines)[-1]
+
+
+@pytest.mark.parametrize("name", sorted(LEDGERS))
+def test_the_package_and_the_independent_verifier_agree_on_the_node(tmp_path: Path, name: str) -> None:
+    root, records = _demo_records(tmp_path)
+    forged = LEDGERS[name](copy.deepcopy(records))
+    try:
+        chained = rechain(forged)
+    except (ValueError, KeyError, TypeError):
+        chained = rehash(forged)  # the library cannot replay it: digests left as they were
+    write_records(ledger_path(root, RUN), chained)
+    assert _package(root) == _independent(root)
