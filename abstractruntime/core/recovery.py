@@ -37,7 +37,7 @@ from .session import RunParts
 from .state import StateImage, digest_of
 from .usage_totals import unsettled_reports
 from .values import UndefinedValueError, ValueTable, ValueWriter
-from .wal import apply_record, record_parts
+from .wal import apply_record, carries_whole_state, record_parts
 from .wal_legacy import replay as legacy_replay, secrets_by_record
 
 log = get_logger("abstractruntime.recovery")
@@ -161,7 +161,10 @@ def open_run(runs: RunStore, ledger: LedgerStore, run_id: str, *, for_writing: b
             raise CorruptRecordError(f"run {run_id} has no checkpoint and its ledger cannot rebuild it")
         raise RunNotFoundError(run_id)
     if tail and tail[0].get("format") not in JCS_FORMATS and base is None:
-        return _open_legacy(runs, _hiding(ledger, secrets), run_id, stored, for_writing, external)
+        upgraded = _upgraded_at(tail)
+        if upgraded is None:
+            return _open_legacy(runs, _hiding(ledger, secrets), run_id, stored, for_writing, external)
+        tail = tail[upgraded:]  # a run begun in an older format: its first newer record carries the whole state
     image = base if base is not None else StateImage.blank(run_id)
     if base is not None:
         _file_values(ledger, run_id, table, image, stored.values if stored is not None and base_doc is not None
@@ -307,6 +310,17 @@ def image_of(checkpoint: Checkpoint, seal: Any) -> StateImage:
                    "origin": seal(checkpoint.origin, ["origin"])},
     }
     return StateImage(document)
+
+
+def _upgraded_at(records: list[dict[str, Any]]) -> Optional[int]:
+    """The index of the first format-3 or format-4 record after older ones, when it carries the whole
+    state and no older record follows it (the run rebuilds from it alone), else ``None``."""
+    for index, doc in enumerate(records):
+        if doc.get("format") in JCS_FORMATS:
+            if carries_whole_state(doc) and all(r.get("format") in JCS_FORMATS for r in records[index:]):
+                return index
+            return None
+    return None
 
 
 def _open_legacy(runs: RunStore, ledger: LedgerStore, run_id: str, stored: Optional[StoredCheckpoint],

@@ -493,6 +493,17 @@ def implied_effects(effects: int, doc: dict[str, Any]) -> int:
     return effects
 
 
+def carries_whole_state(doc: dict[str, Any]) -> bool:
+    """True when ``doc``'s delta sets every run and kernel field and replaces all vars (as the first
+    record, ``restore``, ``edit`` and the first record after older formats do)."""
+    delta = doc.get("delta")
+    if not isinstance(delta, dict) or not all(name in delta for name in (*DELTA_RUN_FIELDS, *DELTA_KERNEL_FIELDS)):
+        return False
+    ops = delta.get("vars")
+    return isinstance(ops, list) and any(isinstance(op, list) and len(op) == 3 and op[0] == "s" and op[1] == []
+                                         for op in ops)
+
+
 # -- replay of a stored record onto the state image -------------------------------------------
 
 
@@ -618,6 +629,7 @@ def record_parts(doc: dict[str, Any]) -> list[Any]:
 
 
 __all__ = ["DELETE", "DELTA_KERNEL_FIELDS", "DELTA_RUN_FIELDS", "NODE_IMPLIED_FORMAT", "RESULT", "RUN_FIELDS", "SET",
+           "carries_whole_state",
            "DeleteOp", "DeltaTracker", "Path", "ResultOp", "SetOp", "VarOp", "apply_record", "decode_op",
            "explicit_key", "implied_effects", "implied_node", "implied_pending", "navigate", "positional_key",
            "record_parts"]

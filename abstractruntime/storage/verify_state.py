@@ -18,7 +18,7 @@ from ..core.markers import EXT, ITEMS, LIT, REF, VAL, marker_kind
 from ..core.records import JCS_FORMATS
 from ..core.state import StateImage
 from ..core.values import UndefinedValueError, ValueTable
-from ..core.wal import DELTA_KERNEL_FIELDS, DELTA_RUN_FIELDS, apply_record, record_parts
+from ..core.wal import DELTA_RUN_FIELDS, apply_record, carries_whole_state, record_parts
 
 
 class StateReplay:
@@ -90,17 +90,6 @@ class StateReplay:
             if extended and not _is_list(self.table, vid):
                 return "value_not_a_list", f"record extends stored value {vid[:16]}…, which is not a list"
         return None
-
-
-def carries_whole_state(doc: dict[str, Any]) -> bool:
-    """True when ``doc``'s delta sets every run and kernel field and replaces all vars (as the first
-    record, ``restore``, ``edit`` and the first record after older formats do)."""
-    delta = doc.get("delta")
-    if not isinstance(delta, dict) or not all(name in delta for name in (*DELTA_RUN_FIELDS, *DELTA_KERNEL_FIELDS)):
-        return False
-    ops = delta.get("vars")
-    return isinstance(ops, list) and any(isinstance(op, list) and len(op) == 3 and op[0] == "s" and op[1] == []
-                                         for op in ops)
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})

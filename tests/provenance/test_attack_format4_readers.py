@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +19,8 @@ from abstractruntime.core.errors import AbstractRuntimeError, InvalidInputError
 from abstractruntime.core.jcs import jcs
 from abstractruntime.core.records import reseal, seal, seal_pieces, with_signature
 from abstractruntime.core.recovery import open_run
+from abstractruntime.loader import load_workflow
+from abstractruntime.storage.store import FileStore
 from abstractruntime.storage.verify import verify_run
 
 import independent_verifier as iv
@@ -223,3 +226,30 @@ def test_the_package_and_the_independent_verifier_agree_on_the_node(tmp_path: Pa
         chained = rehash(forged)  # the library cannot replay it: digests left as they were
     write_records(ledger_path(root, RUN), chained)
     assert _package(root) == _independent(root)
+
+
+def test_a_run_upgraded_from_format_1_rebuilds_from_its_ledger_alone(tmp_path: Path) -> None:
+    """A format-1 run resumed in format 4 (its first format-4 record carries the whole state), its
+    run.json removed: verify and the opener agree, and the run rebuilt is the one run.json held."""
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "format1"
+    root = tmp_path / "store"
+    shutil.copytree(fixtures / "store", root)
+    store = FileStore(root, durability="none")
+    runtime = store.runtime()
+    waiting = runtime.get_state("approval-waiting")
+    assert waiting.waiting is not None
+    workflow = load_workflow(fixtures / "workflows" / "approval.py")
+    runtime.resume(workflow=workflow, run_id="approval-waiting", wait_key=waiting.waiting.wait_key,
+                   payload={"answer": "yes"}, allow_drift=True)
+    formats = [r["format"] for r in runtime.get_ledger("approval-waiting")]
+    assert formats[0] == 1 and formats[-1] == 4
+    kept = runtime.get_state("approval-waiting").to_dict()
+    store.close()
+    run_dir = root / "runs" / "approval-waiting"
+    for name in ("run.json", "anchors.jsonl"):
+        (run_dir / name).unlink(missing_ok=True)
+    assert verify_run(root, "approval-waiting").ok
+    store = FileStore(root, durability="none")
+    rebuilt = store.runtime().get_state("approval-waiting").to_dict()
+    store.close()
+    assert rebuilt == kept and rebuilt["status"] == "completed"
