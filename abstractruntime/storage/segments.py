@@ -108,34 +108,51 @@ def _regular(path: Path) -> Optional[os.stat_result]:
 
 
 def list_parts(run_dir: Path, ledger_name: str = "ledger.jsonl") -> Parts:
-    """The files of the ledger in ``run_dir`` (one directory listing and a stat per file)."""
-    parts = Parts()
+    """The files of the ledger in ``run_dir`` (one directory listing and a stat per file).
+
+    ``segments/`` is listed again after the live file was looked at: a seal (the live file renamed
+    into a segment) between the two would otherwise give a listing that never existed — the new
+    segment missing, so the ledger would seem to end a segment early."""
     seg_dir = run_dir / SEGMENTS_DIR
-    numbered: list[tuple[int, Path]] = []
+    for _ in range(16):
+        scanned = _scan(seg_dir)
+        parts = Parts()
+        start = 0
+        if scanned is not None:
+            numbered, parts.strays = scanned
+            for number, name in numbered:
+                path = seg_dir / name
+                st = _regular(path)
+                if st is None:
+                    continue
+                parts.sealed.append(Part(path, number, start, st.st_size, st.st_ino))
+                start += st.st_size
+        tail = run_dir / ledger_name
+        st = _regular(tail)
+        if st is not None:
+            parts.tail = Part(tail, None, start, st.st_size, st.st_ino)
+        if _scan(seg_dir) == scanned:
+            return parts
+    raise StorageError(f"Cannot list the ledger files of {run_dir}: its segments keep changing")
+
+
+def _scan(seg_dir: Path) -> Optional[tuple[list[tuple[int, str]], list[str]]]:
+    """The numbered entries of ``segments/`` (sorted) and its strays, or ``None`` without one."""
     try:
         # One lstat answers both "is there one" (most runs have none) and "is it a symlink".
         if not stat_module.S_ISDIR(os.lstat(seg_dir).st_mode):
             raise StorageError(f"Refusing {seg_dir}: the segments directory must be a directory, not a symlink")
+        numbered: list[tuple[int, str]] = []
+        strays: list[str] = []
         for entry in os.scandir(seg_dir):
             match = _NAME.match(entry.name)
             if match is None:
-                parts.strays.append(entry.name)
+                strays.append(entry.name)
             else:
-                numbered.append((int(match.group(1)), seg_dir / entry.name))
+                numbered.append((int(match.group(1)), entry.name))
     except FileNotFoundError:
-        pass
-    start = 0
-    for number, path in sorted(numbered):
-        st = _regular(path)
-        if st is None:
-            continue
-        parts.sealed.append(Part(path, number, start, st.st_size, st.st_ino))
-        start += st.st_size
-    tail = run_dir / ledger_name
-    st = _regular(tail)
-    if st is not None:
-        parts.tail = Part(tail, None, start, st.st_size, st.st_ino)
-    return parts
+        return None
+    return sorted(numbered), sorted(strays)
 
 
 def has_ledger(run_dir: Path, ledger_name: str = "ledger.jsonl") -> bool:
@@ -168,7 +185,16 @@ def iter_bytes(parts: Parts, offset: int = 0, end: Optional[int] = None, *,
     for part in parts.all:
         if part.end <= offset or part.start >= stop:
             continue
-        with open(part.path, "rb") as handle:
+        try:
+            handle = open(part.path, "rb")
+        except FileNotFoundError:
+            handle = None
+        if handle is None or os.fstat(handle.fileno()).st_ino != part.inode:
+            if handle is not None:
+                handle.close()
+            raise StorageError(f"{part.path} was sealed into a segment or replaced while it was being read; "
+                               "read the ledger again")
+        with handle:
             handle.seek(max(0, offset - part.start))
             left = min(part.end, stop) - max(offset, part.start)
             while left > 0:

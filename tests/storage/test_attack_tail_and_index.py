@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import pytest
 
-from abstractruntime.core.errors import AbstractRuntimeError
+from abstractruntime.core.errors import AbstractRuntimeError, StorageError
 from abstractruntime.core import session
 from abstractruntime.core.models import StepPlan
 from abstractruntime.core.recovery import open_run
@@ -233,3 +233,56 @@ def test_a_tick_after_a_segment_resized_during_its_open_writes_nothing(
     assert live.read_bytes() == before
     assert not verify_run(root, "r1").ok
     store.close()
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["two stores", "one store"])
+def test_opens_racing_a_writer_thread_each_find_a_state_the_ledger_holds(tmp_path: Path, shared: bool) -> None:
+    """A thread opens the run over and over while another ticks it (through another store of the
+    same process, or the same store): every open is the state the ledger holds at the head it names."""
+    import threading
+
+    root = tmp_path / "s"
+    _grow(root, ticks=1).close()
+    writer = FileStore(root, durability="none", segment_records=SEGMENT_RECORDS)
+    reader = writer if shared else FileStore(root, durability="none", segment_records=SEGMENT_RECORDS)
+    seen: list[tuple[int, dict[str, Any], str]] = []
+    errors: list[BaseException] = []
+    retried: list[int] = []
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                try:
+                    opened = open_run(reader.runs, reader.ledger, "r1", for_writing=False)
+                except StorageError as exc:
+                    # The live file sealed into a segment under the read: said so, to be read again.
+                    assert "read the ledger again" in str(exc)
+                    retried.append(1)
+                    continue
+                run = opened.checkpoint.run
+                seen.append((opened.head.seq, dict(run.vars), run.current_node))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        rt = writer.runtime()
+        for _ in range(25):
+            rt.tick(workflow=_counter(), run_id="r1", max_steps=2)
+    finally:
+        done.set()
+        thread.join()
+    assert not errors, errors
+    assert len(seen) > 1
+    fresh = FileStore(root, durability="none", segment_records=SEGMENT_RECORDS)
+    rt = fresh.runtime()
+    for seq, variables, node in seen:
+        state = rt.state_at("r1", seq).run
+        assert (dict(state.vars), state.current_node) == (variables, node), seq
+    assert verify_run(root, "r1").ok
+    fresh.close()
+    writer.close()
+    if not shared:
+        reader.close()
