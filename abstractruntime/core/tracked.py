@@ -473,17 +473,8 @@ def seal(obj: Any, twin: Any, log: ChangeLog, *, appended: bool = False, fresh: 
             pairs = enumerate(obj._ar_items)
     else:
         pairs = dict.items(obj)
-    for where, item in pairs:
-        cls = item.__class__
-        if cls is TrackedDict or cls is TrackedList:
-            up = item._ar_up
-            if up is None or not any(h is obj for h in up):
-                log.moved.append((obj, item))  # put here by C code (a method links what it puts)
-                _link(item, obj)
-            if not item._ar_pure or item._ar_deep:
-                deep = True
-        elif isinstance(item, (dict, list, tuple)):
-            plain.append(where)
+    if _look_at(obj, pairs, log, plain):
+        deep = True
     obj._ar_plain = tuple(plain)
     obj._ar_pure = not plain
     obj._ar_deep = deep
@@ -508,7 +499,6 @@ def _register(obj: Any, log: ChangeLog, start: int) -> None:
     """Remember, in ``log``, every tracked list in ``obj`` (from its item ``start`` on, for a
     list) and ``obj`` itself with the items it holds now, so that :func:`check_lists` sees C code
     writing into any of them, however deep (its holders may be skipped unseen)."""
-    lists, held, sealed = log.lists, log.held, log.items
     stack: list[Any] = [obj]
     first = True
     while stack:
@@ -526,13 +516,7 @@ def _register(obj: Any, log: ChangeLog, start: int) -> None:
                 _look_at_items(here, log)
             if not first and (not here._ar_pure or here._ar_deep):
                 _deepen(here)
-            at = lists.get(id(here))
-            if at is None or held[at] is not here:
-                lists[id(here)] = len(held)
-                held.append(here)
-                sealed.append(here._ar_items)
-            else:
-                sealed[at] = here._ar_items
+            _register_one(here, log)
             children: Iterable[Any] = here._ar_items[start:] if first and start else list.__iter__(here)
         elif cls is TrackedDict:
             if not first and (not here._ar_pure or here._ar_deep):
@@ -548,18 +532,30 @@ def _look_at_items(obj: Any, log: ChangeLog) -> None:
     """Tracked list ``obj``'s items as they are now are what it is sealed with: the plain
     containers among them are remembered (compared by content until the next tick), and the
     tracked ones not linked to it (put by C code) are linked and noted as moved."""
-    plain = []
-    for where, item in enumerate(list.__iter__(obj)):
+    plain: list[Any] = []
+    _look_at(obj, enumerate(list.__iter__(obj)), log, plain)
+    obj._ar_plain = tuple(plain)
+    obj._ar_pure = not plain
+
+
+def _look_at(obj: Any, pairs: Iterable[tuple[Any, Any]], log: ChangeLog, plain: list[Any]) -> bool:
+    """The items (``(place, item)`` pairs) tracked ``obj`` holds, as it is sealed with them: the
+    places of the plain containers go to ``plain``, the tracked ones not linked to it (put by C
+    code: a method links what it puts) are linked and noted as moved. True when one of those
+    holds a plain container in or below it."""
+    deep = False
+    for where, item in pairs:
         cls = item.__class__
         if cls is TrackedDict or cls is TrackedList:
             up = item._ar_up
             if up is None or not any(h is obj for h in up):
                 log.moved.append((obj, item))
                 _link(item, obj)
+            if not item._ar_pure or item._ar_deep:
+                deep = True
         elif isinstance(item, (dict, list, tuple)):
             plain.append(where)
-    obj._ar_plain = tuple(plain)
-    obj._ar_pure = not plain
+    return deep
 
 
 def _deepen(obj: Any) -> None:
@@ -639,22 +635,12 @@ def settle(obj: Any, twin: Any, log: ChangeLog, made: list[Any]) -> bool:
         seal(obj, twin, log)
         if obj._ar_pure and not obj._ar_deep:
             return True
-    put = list.__setitem__ if is_list else dict.__setitem__
     items = obj._ar_items if is_list else None
     for where in obj._ar_plain:
         child = obj[where]
         if child.__class__ is TrackedDict or child.__class__ is TrackedList:
             continue
-        copy = tracked_copy(child, obj, made)
-        put(obj, where, copy)
-        if items is not None and where < len(items) and items[where] is child:
-            # (only what it was sealed with is replaced: an item C code put in since, equal to the
-            # one it replaced, stays unknown to it, and is seen when it changes)
-            items[where] = copy
-        there = twin[where]
-        if copy.__class__ is (TrackedList if there.__class__ is list else TrackedDict if there.__class__ is dict
-                              else None):
-            seal(copy, there, log, fresh=True)
+        seal_copy(_copied_in(obj, where, child, items, made), twin[where], log)
     deep = False
     if obj._ar_deep:
         for where, child in (enumerate(list.__iter__(obj)) if is_list else dict.items(obj)):
@@ -668,6 +654,26 @@ def settle(obj: Any, twin: Any, log: ChangeLog, made: list[Any]) -> bool:
     if is_list:
         _register_one(obj, log)
     return not deep
+
+
+def _copied_in(holder: Any, where: Any, value: Any, items: Optional[list[Any]], made: list[Any]) -> Any:
+    """``value``, at ``where`` in tracked ``holder``, replaced there by a tracked copy (returned);
+    ``items``: the list holder's sealed items, where only what it was sealed with is replaced (an
+    item C code put in since, equal to the one it replaced, stays unknown to it, and is seen when
+    it changes)."""
+    copy = tracked_copy(value, holder, made)
+    (list.__setitem__ if holder.__class__ is TrackedList else dict.__setitem__)(holder, where, copy)
+    if items is not None and where < len(items) and items[where] is value:
+        items[where] = copy
+    return copy
+
+
+def seal_copy(copy: Any, twin: Any, log: ChangeLog) -> None:
+    """Seal ``copy``, a :func:`tracked_copy` nothing changed yet, against ``twin`` (the private copy
+    at its place) when that is its plain counterpart (a tuple's is not: it is compared instead)."""
+    if (copy.__class__ is TrackedList and twin.__class__ is list) or \
+            (copy.__class__ is TrackedDict and twin.__class__ is dict):
+        seal(copy, twin, log, fresh=True)
 
 
 def part_moved(log: ChangeLog, made: list[Any]) -> None:
@@ -691,13 +697,8 @@ def part_moved(log: ChangeLog, made: list[Any]) -> None:
         else:
             places = [key for key, item in dict.items(holder) if id(item) in values]
         items = holder._ar_items if is_list else None
-        put = list.__setitem__ if is_list else dict.__setitem__
         for where in places:
-            value = holder[where]
-            copy = tracked_copy(value, holder, made)
-            put(holder, where, copy)
-            if items is not None and where < len(items) and items[where] is value:
-                items[where] = copy
+            _copied_in(holder, where, holder[where], items, made)
         for value in values.values():
             up = value._ar_up
             if up:
@@ -720,5 +721,5 @@ def reset(log: ChangeLog) -> None:
 
 
 __all__ = ["APPENDED", "CHANGED", "CLEAN", "TRACKED", "ChangeLog", "TrackedDict", "TrackedList", "appended_only",
-           "check_lists", "lists_identical", "part_moved", "register_made", "reset", "seal", "settle", "tracked_copy",
+           "check_lists", "lists_identical", "part_moved", "register_made", "reset", "seal", "seal_copy", "settle", "tracked_copy",
            "tracked_copy_lists", "unchanged"]

@@ -27,7 +27,8 @@ from .errors import InvalidInputError
 from .markers import LIT, REF, VAL, has_marker_key, marker_kind
 from .state import RUN_FIELDS, StateImage
 from .tracked import (UNLOGGED_MOVES, ChangeLog, TrackedDict, TrackedList, appended_only, check_lists,
-                      lists_identical, part_moved, register_made, reset, seal, settle, tracked_copy, tracked_copy_lists, unchanged)
+                      lists_identical, part_moved, register_made, reset, seal, seal_copy, settle, tracked_copy,
+                      tracked_copy_lists, unchanged)
 from .values import ValueTable, json_copy, private_copy, same_value
 
 Path = list[str]
@@ -298,10 +299,8 @@ class DeltaTracker:
         log = self._log
         for key, value in copy.items():
             twin = self._private.get(key)
-            if (value.__class__ is TrackedList and twin.__class__ is list) or \
-                    (value.__class__ is TrackedDict and twin.__class__ is dict):
-                if value._ar_log is None:  # never sealed: as tracked_copy made it
-                    seal(value, twin, log, fresh=True)
+            if (value.__class__ is TrackedList or value.__class__ is TrackedDict) and value._ar_log is None:
+                seal_copy(value, twin, log)  # never sealed: as tracked_copy made it
         if made is None:
             made = []
             for value in copy.values():
@@ -358,8 +357,7 @@ class DeltaTracker:
                 copy = tracked_copy(value, None, made)
                 dict.__setitem__(live, key, copy)
                 seen.add(id(copy))
-                if twin.__class__ is (list if copy.__class__ is TrackedList else dict):
-                    seal(copy, twin, log, fresh=True)
+                seal_copy(copy, twin, log)
         register_made(made, log)
         self._handed = live
         self._handed_top = dict(live)  # what each variable was (the variables' dict reports nothing)
