@@ -64,9 +64,10 @@ class _LedgerCache:
 class _TailLine:
     """The ledger's last line as :meth:`JsonlLedgerStore.peek_head` (a process that has not read the
     ledger yet) or :meth:`JsonlLedgerStore.record_at` just read it, so the rest of one open (the
-    record proving the checkpoint, the tail read after it) does not read and parse it again. Used only while the live file has the inode, size, mtime and ctime it had before it
-    was read (any write to it changes its ctime, which no one can set back) and the sealed
-    segments before it keep their inodes and sizes (its offset counts them), and once."""
+    record proving the checkpoint, the tail read after it) does not read and parse it again.
+    Used only while the live file has the inode, size, mtime and ctime it had before it was read
+    (any write to it changes its ctime, which no one can set back) and the sealed segments before
+    it keep their inodes and sizes (its offset counts them), and once."""
 
     stamp: tuple[int, int, int, int]
     files: list[tuple[int, int]]  # ``Parts.identity()`` of the listing it was read with
@@ -75,6 +76,18 @@ class _TailLine:
     record_hash: Optional[str]
     kind: Optional[str]
     doc: Optional[dict[str, Any]]  # handed out once (by record_at): a caller may keep it
+
+    @classmethod
+    def of(cls, stamp: tuple[int, int, int, int], parts: Parts, end: int, doc: dict[str, Any], *,
+           keep_doc: bool) -> "_TailLine":
+        """The line ``doc`` ending at ``end``, read with ``parts`` while the live file was ``stamp``."""
+        kind, record_hash = doc.get("kind"), doc.get("record_hash")
+        return cls(stamp, parts.identity(), end, doc["seq"], record_hash if isinstance(record_hash, str) else None,
+                   kind if isinstance(kind, str) else None, doc if keep_doc else None)
+
+    def holds(self, parts: Parts) -> bool:
+        """Whether the ledger is still as it was when the line was read (listing and live file)."""
+        return parts.tail is not None and self.files == parts.identity() and self.stamp == _stamp(parts.tail.path)
 
 
 def _extends(old: list[tuple[int, int]], new: list[tuple[int, int]]) -> bool:
@@ -395,7 +408,7 @@ class JsonlLedgerStore(LedgerStore):
                 parts = self._parts(run_id)
                 if doc is not None and tail is not None:
                     tail.doc = None
-                    if tail.files == parts.identity() and tail.stamp == _stamp(self._files.ledger(run_id)):
+                    if tail.holds(parts):
                         return doc
                 stamp = _stamp(parts.tail.path) if parts.tail is not None else None  # before the read
                 found = self._records_at(parts, [(position.seq, position.offset)], ending=True)
@@ -404,10 +417,7 @@ class JsonlLedgerStore(LedgerStore):
                     if position.offset == parts.size and stamp is not None and parts.tail is not None \
                             and stamp[1] == parts.tail.size > 0:
                         # The line ends the ledger: the tail read after it (read_after) need not read it again.
-                        kind, record_hash = doc.get("kind"), doc.get("record_hash")
-                        self._keep_tail(run_id, _TailLine(
-                            stamp, parts.identity(), parts.size, position.seq, record_hash if isinstance(record_hash, str) else None,
-                            kind if isinstance(kind, str) else None, None))
+                        self._keep_tail(run_id, _TailLine.of(stamp, parts, parts.size, doc, keep_doc=False))
                     return doc
         _, records = self.read_after(run_id, LedgerHead(), until_seq=position.seq)
         return records[-1] if records and records[-1].get("seq") == position.seq else None
@@ -454,8 +464,7 @@ class JsonlLedgerStore(LedgerStore):
             path = self._files.ledger(run_id)
             parts = self._parts(run_id)
             seen = self._tails.pop(run_id, None)
-            if seen is not None and (parts.tail is None or seen.files != parts.identity()
-                                     or seen.stamp != _stamp(parts.tail.path)):
+            if seen is not None and not seen.holds(parts):
                 seen = None  # a segment before it resized or replaced moves every offset: look again
             if not parts.exists:
                 self._cache[run_id] = _LedgerCache(completed={})
@@ -543,10 +552,7 @@ class JsonlLedgerStore(LedgerStore):
                 if isinstance(doc, dict) and isinstance(doc.get("seq"), int):
                     if whole and stamp is not None and parts.tail is not None and stamp[1] == parts.tail.size > 0 \
                             and (begin == 0 or len(raw) + 1 < len(window)):
-                        kind, record_hash = doc.get("kind"), doc.get("record_hash")
-                        self._keep_tail(run_id, _TailLine(
-                            stamp, parts.identity(), size, doc["seq"], record_hash if isinstance(record_hash, str) else None,
-                            kind if isinstance(kind, str) else None, doc))
+                        self._keep_tail(run_id, _TailLine.of(stamp, parts, size, doc, keep_doc=True))
                     return LedgerHead(doc["seq"], doc.get("record_hash"))
                 whole = False
             return self.head(run_id)
