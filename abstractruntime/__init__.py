@@ -11,9 +11,12 @@ the standard library.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+# typing.TYPE_CHECKING without importing typing (type checkers read any TYPE_CHECKING as true).
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # what a type checker sees; at run time each name loads on first use (below)
+    from typing import Any
+
     from .core.models import (
         Effect, EffectType, RecordKind, RunState, RunStatus, StepPlan, StepRecord, StepStatus, WaitReason, WaitState,
     )

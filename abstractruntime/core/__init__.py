@@ -7,7 +7,11 @@ Names load on first use: ``core.runtime`` depends on ``storage.base``, which dep
 from __future__ import annotations
 
 import importlib
-from typing import Any
+
+# typing.TYPE_CHECKING without importing typing (type checkers read any TYPE_CHECKING as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _EXPORTS = {
     "AbstractRuntimeError": "errors",

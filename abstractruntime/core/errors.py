@@ -54,7 +54,10 @@ Hierarchy::
 
 from __future__ import annotations
 
-from typing import Any
+# typing.TYPE_CHECKING without importing typing (type checkers read any TYPE_CHECKING as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class AbstractRuntimeError(Exception):

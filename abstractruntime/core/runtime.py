@@ -11,72 +11,120 @@ side effects runs. See docs/concepts.md and docs/durability.md.
 from __future__ import annotations
 
 import contextlib
-import inspect
-import threading
 from functools import partial
-from dataclasses import replace
-from .fastclass import dataclass
-from datetime import datetime
-from typing import Any, AsyncIterator, Iterator, Optional
 
-from .canonical import canonical_json, check_size
-from .clock import Clock, utc_now
-from .drive import Io, Request, Step, StepsStopped, drive_async, drive_sync, run_blocking, settle_in_thread, \
-    store_executor
-from .effect_exec import EffectHandler, RegisteredHandler
-from .effects import (
-    EffectOutcome,
-    handle_ask_user,
-    handle_wait_event,
-    handle_wait_job,
-    make_start_subworkflow,
-    make_wait_until,
-)
-from .errors import (
-    AbstractRuntimeError,
-    InvalidInputError,
-    RunExistsError,
-    RunPrunedError,
-    RunLockedError,
-    RunNotFoundError,
-    StorageError,
-)
-from .ids import validate_id
-from .observe import InFlightLimits, notify, observed_tick, publisher
-from .models import DeferredVars, EffectType, RecordKind, RunState, RunStatus, WaitReason
-from .policy import DefaultEffectPolicy, EffectPolicy
-from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, Pending, RunStore, has_capability
-from .recovery import OpenedRun, StateDocument, check_signed_head, open_run, rotation_step, state_at, state_document
-from .redaction import Redactor
-from .secret_release import SecretRelease
-from .session import RunParts, RunSession, StorePorts, fail_run, is_finished, new_record
-from .spec import WorkflowSpec
-from .ahead import session_class
-from .answers import failed_retryably, prepare_retry, record_answer
-from .budget import BUDGET_KEY, check_budget
-from .upgrade import check_source
-from .wait_checks import refuse_other_wait
-from .usage_totals import stamp
-from .state import StateImage
-from .stepping import advance_steps, retry_steps
-from .timers import is_due
-from .tracked import tracked_copy
-from .values import json_copy, public_copy
+from .lazy import LazyNames
+
+# typing.TYPE_CHECKING without importing typing (type checkers read any TYPE_CHECKING as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import inspect
+    import threading
+    from dataclasses import replace
+    from datetime import datetime
+    from typing import Any, AsyncIterator, Iterator, Optional
+
+    from .canonical import canonical_json, check_size
+    from .clock import Clock, utc_now
+    from .drive import Io, Request, Step, StepsStopped, drive_async, drive_sync, run_blocking, settle_in_thread, \
+        store_executor
+    from .effect_exec import EffectHandler, RegisteredHandler
+    from .effects import (
+        EffectOutcome,
+        handle_ask_user,
+        handle_wait_event,
+        handle_wait_job,
+        make_start_subworkflow,
+        make_wait_until,
+    )
+    from .errors import (
+        AbstractRuntimeError,
+        InvalidInputError,
+        RunExistsError,
+        RunPrunedError,
+        RunLockedError,
+        RunNotFoundError as RunNotFoundError,  # importable from here, as before the runtime was split
+        StorageError,
+    )
+    from .ids import validate_id
+    from .observe import InFlightLimits, notify, observed_tick, publisher
+    from .models import DeferredVars, EffectType, RecordKind, RunState, RunStatus, WaitReason
+    from .policy import DefaultEffectPolicy, EffectPolicy
+    from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, Pending, RunStore, has_capability
+    from .recovery import OpenedRun, StateDocument, check_signed_head, open_run, rotation_step, state_at, state_document
+    from .redaction import Redactor
+    from .secret_release import SecretRelease
+    from .session import RunParts, RunSession, StorePorts, fail_run, is_finished, new_record
+    from .spec import WorkflowSpec
+    from .ahead import session_class
+    from .answers import failed_retryably, prepare_retry, record_answer
+    from .budget import BUDGET_KEY, check_budget
+    from .upgrade import check_source
+    from .wait_checks import refuse_other_wait
+    from .usage_totals import stamp
+    from .state import StateImage
+    from .stepping import advance_steps, retry_steps
+    from .timers import is_due
+    from .tracked import tracked_copy
+    from .values import json_copy, public_copy
+    from .run_context import DefaultRunContext
+
+# What the runtime's code uses, imported by the first ``Runtime()`` (or the first lookup of one
+# of these names here), so that ``from abstractruntime import Runtime`` loads none of it; the
+# block above says the same to type checkers (tests/packaging/test_lazy_imports.py checks that
+# they agree). The names from ``typing`` are for annotations only.
+_USES = LazyNames(globals(), __package__, {
+    "inspect": (),
+    "threading": (),
+    "dataclasses": ("replace",),
+    "datetime": ("datetime",),
+    ".canonical": ("canonical_json", "check_size"),
+    ".clock": ("Clock", "utc_now"),
+    ".drive": (
+        "Io", "Request", "Step", "StepsStopped", "drive_async", "drive_sync", "run_blocking", "settle_in_thread",
+        "store_executor",
+    ),
+    ".effect_exec": ("EffectHandler", "RegisteredHandler"),
+    ".effects": (
+        "EffectOutcome", "handle_ask_user", "handle_wait_event", "handle_wait_job", "make_start_subworkflow",
+        "make_wait_until",
+    ),
+    ".errors": (
+        "AbstractRuntimeError", "InvalidInputError", "RunExistsError", "RunPrunedError", "RunLockedError",
+        "RunNotFoundError", "StorageError",
+    ),
+    ".ids": ("validate_id",),
+    ".observe": ("InFlightLimits", "notify", "observed_tick", "publisher"),
+    ".models": ("DeferredVars", "EffectType", "RecordKind", "RunState", "RunStatus", "WaitReason"),
+    ".policy": ("DefaultEffectPolicy", "EffectPolicy"),
+    ".ports": ("Capability", "Checkpoint", "LedgerHead", "LedgerStore", "Pending", "RunStore", "has_capability"),
+    ".recovery": (
+        "OpenedRun", "StateDocument", "check_signed_head", "open_run", "rotation_step", "state_at", "state_document",
+    ),
+    ".redaction": ("Redactor",),
+    ".secret_release": ("SecretRelease",),
+    ".session": ("RunParts", "RunSession", "StorePorts", "fail_run", "is_finished", "new_record"),
+    ".spec": ("WorkflowSpec",),
+    ".ahead": ("session_class",),
+    ".answers": ("failed_retryably", "prepare_retry", "record_answer"),
+    ".budget": ("BUDGET_KEY", "check_budget"),
+    ".upgrade": ("check_source",),
+    ".wait_checks": ("refuse_other_wait",),
+    ".usage_totals": ("stamp",),
+    ".state": ("StateImage",),
+    ".stepping": ("advance_steps", "retry_steps"),
+    ".timers": ("is_due",),
+    ".tracked": ("tracked_copy",),
+    ".values": ("json_copy", "public_copy"),
+    ".run_context": ("DefaultRunContext",),
+})
 
 __all__ = ["Runtime", "EffectOutcome", "EffectHandler", "DefaultRunContext"]
 
-_PURE_BUILTINS = (handle_ask_user, handle_wait_event, handle_wait_job)
 
-
-@dataclass
-class DefaultRunContext:
-    """The ``ctx`` node handlers receive: the runtime's clock as ISO text."""
-
-    clock: Clock = utc_now
-
-    def now_iso(self) -> str:
-        """Current UTC time, ISO-8601."""
-        return self.clock().isoformat()
+def __getattr__(name: str) -> Any:
+    """The names above, for code that imports them from here (``EffectOutcome``, as in 0.0.1)."""
+    return _USES.attribute(name)
 
 
 def _takes_next_node(handler: EffectHandler) -> bool:
@@ -120,6 +168,7 @@ class Runtime:
         adopt_unsigned: bool = False,
         snapshot_store: Optional[Any] = None,
     ) -> None:
+        _USES.load()  # the first runtime imports what its methods use
         if missing_handler not in ("fail", "wait"):
             raise ValueError("missing_handler must be 'fail' or 'wait'")
         self._run_store = run_store
@@ -204,7 +253,7 @@ class Runtime:
     def register_effect_handler(self, effect_type: EffectType | str, handler: EffectHandler) -> None:
         """Add or replace the handler for one effect type (its arity is read once, here)."""
         self._handlers[EffectType(effect_type)] = RegisteredHandler(
-            handler, _takes_next_node(handler), pure=handler in _PURE_BUILTINS)
+            handler, _takes_next_node(handler), pure=handler in (handle_ask_user, handle_wait_event, handle_wait_job))
 
     def handler_for(self, effect_type: EffectType | str) -> Optional[RegisteredHandler]:
         """The registered handler for ``effect_type`` (or ``None``)."""
@@ -982,7 +1031,3 @@ def _detached(checkpoint: Checkpoint, made: Optional[list[Any]] = None, *,
     return Checkpoint(run=run, ledger=checkpoint.ledger, workflow=json_copy(checkpoint.workflow),
                       signature=json_copy(checkpoint.signature), origin=json_copy(checkpoint.origin),
                       pending=pending, effects=checkpoint.effects, metadata=json_copy(checkpoint.metadata))
-
-
-# Kept importable for code that reached for it before the runtime was split.
-RunNotFoundError = RunNotFoundError

@@ -13,106 +13,59 @@ directory in the current directory or a parent.
 from __future__ import annotations
 
 import os
-from ..core.fastclass import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
 
-from ..core.errors import StoreNotFoundError
-from .fsio import Durability, check_durability, ensure_dir
-from .json_files import JsonFileRunStore, JsonlLedgerStore
-from .segments import SEGMENT_BYTES, SEGMENT_RECORDS
+from ..core.lazy import LazyNames
 
+# typing.TYPE_CHECKING without importing typing (type checkers read any TYPE_CHECKING as true).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Optional
+
+    from ..core.errors import StoreNotFoundError as StoreNotFoundError
+    from .fsio import Durability, check_durability, ensure_dir
+    from .json_files import JsonFileRunStore, JsonlLedgerStore
+    # Defined in location.py, importable from here as before.
+    from .location import StoreLocation as StoreLocation, default_store_path as default_store_path, \
+        find_store as find_store, locate_store as locate_store
     from .postgres.store import PostgresStore
+
+# What this module's code uses, imported by the first ``FileStore()`` or ``open_store()`` (or the
+# first lookup of one of these names here), so that ``from abstractruntime import FileStore``
+# loads none of it; the block above says the same to type checkers (tests/packaging/
+# test_lazy_imports.py checks that they agree).
+_USES = LazyNames(globals(), __package__, {
+    "..core.errors": ("StoreNotFoundError",),
+    ".fsio": ("check_durability", "ensure_dir"),
+    ".json_files": ("JsonFileRunStore", "JsonlLedgerStore"),
+    ".location": ("StoreLocation", "default_store_path", "find_store", "locate_store"),
+})
+
+
+def __getattr__(name: str) -> Any:
+    """The names above, for code that imports them from here (``locate_store``, ``StoreLocation``)."""
+    return _USES.attribute(name)
+
 
 DEFAULT_STORE_DIR = ".abstractruntime"
 STORE_ENV = "ABSTRACTRUNTIME_STORE"
-
-
-@dataclass(frozen=True)
-class StoreLocation:
-    """Where the store is (or would be created) and how that was decided.
-
-    ``source`` is ``"option"`` (an explicit path), ``"env"`` (``$ABSTRACTRUNTIME_STORE``),
-    ``"found"`` (a ``.abstractruntime`` directory in the start directory or a parent) or
-    ``"default"`` (none found: ``<start>/.abstractruntime``, not created yet).
-    """
-
-    path: Path
-    source: str
-    searched: tuple[Path, ...] = ()
-
-    @property
-    def exists(self) -> bool:
-        """Whether the store directory is there."""
-        return self.path.is_dir()
-
-    def describe(self) -> str:
-        """Where the store came from, for messages."""
-        return {"option": "--store", "env": f"${STORE_ENV}"}.get(self.source, "")
-
-
-def locate_store(explicit: Optional[str | os.PathLike[str]] = None, *,
-                 start: Optional[str | os.PathLike[str]] = None) -> StoreLocation:
-    """Decide which store a command means, the way git finds ``.git``.
-
-    ``explicit``, else ``$ABSTRACTRUNTIME_STORE``, else the nearest ``.abstractruntime``
-    directory in ``start`` (default: the current directory) or one of its parents, else
-    ``<start>/.abstractruntime`` (source ``"default"``). Nothing is created.
-    """
-    if explicit:
-        return StoreLocation(Path(explicit), "option", (Path(explicit),))
-    env = os.environ.get(STORE_ENV)
-    if env:
-        return StoreLocation(Path(env), "env", (Path(env),))
-    here = Path(start) if start is not None else Path.cwd()
-    here = here.absolute()
-    searched: list[Path] = []
-    for directory in (here, *here.parents):
-        candidate = directory / DEFAULT_STORE_DIR
-        searched.append(candidate)
-        if candidate.is_dir():
-            return StoreLocation(candidate, "found", tuple(searched))
-    return StoreLocation(here / DEFAULT_STORE_DIR, "default", tuple(searched))
-
-
-def find_store(explicit: Optional[str | os.PathLike[str]] = None, *,
-               start: Optional[str | os.PathLike[str]] = None) -> Path:
-    """The path of an existing store (see :func:`locate_store`); ``StoreNotFoundError`` if none."""
-    location = locate_store(explicit, start=start)
-    if not location.exists:
-        raise StoreNotFoundError(_missing_message(location), path=str(location.path),
-                                 searched=[str(p) for p in location.searched])
-    return location.path
-
-
-def _missing_message(location: StoreLocation) -> str:
-    if location.source in ("option", "env"):
-        return f"no store at {location.path} (from {location.describe()})"
-    first, last = location.searched[0], location.searched[-1]
-    where = str(first) if first == last else f"{first} and every parent up to {last}"
-    return f"no store found: looked for {where}; give --store DIR or set ${STORE_ENV}"
-
-
-def default_store_path(explicit: Optional[str | os.PathLike[str]] = None) -> Path:
-    """``explicit``, else ``$ABSTRACTRUNTIME_STORE``, else the nearest ``.abstractruntime``
-    up from the current directory, else ``./.abstractruntime``."""
-    location = locate_store(explicit)
-    return Path(DEFAULT_STORE_DIR) if location.source == "default" else location.path
 
 
 class FileStore:
     """The file stores of one store root (runs, ledgers, snapshots, artifacts, bookmarks)."""
 
     def __init__(self, root: str | os.PathLike[str], *, durability: Durability = "fsync",
-                 segment_bytes: int = SEGMENT_BYTES, segment_records: int = SEGMENT_RECORDS) -> None:
+                 segment_bytes: Optional[int] = None, segment_records: Optional[int] = None) -> None:
+        _USES.load()  # the first store imports what its methods use
         self.durability = check_durability(durability)
         self.root = ensure_dir(Path(root), durable=durability == "fsync")
         self.runs = JsonFileRunStore(self.root, durability=durability)
-        # A run's ledger is sealed into segments/ every segment_bytes or segment_records (file-format.md).
-        self.ledger = JsonlLedgerStore(self.root, durability=durability, segment_bytes=segment_bytes,
-                                       segment_records=segment_records)
+        # A run's ledger is sealed into segments/ every segment_bytes or segment_records (file-format.md);
+        # None: the ledger store's default, 64 MiB or 100,000 records (storage/segments.py).
+        sizes = {"segment_bytes": segment_bytes, "segment_records": segment_records}
+        self.ledger = JsonlLedgerStore(self.root, durability=durability,
+                                       **{name: size for name, size in sizes.items() if size is not None})
         # Keyword arguments every runtime() of this store gets unless given otherwise: the CLI
         # puts the operator's signing key here (--signing-key), so every command that writes signs.
         self.runtime_defaults: dict[str, Any] = {}
@@ -184,6 +137,7 @@ def open_store(root: Optional[str | os.PathLike[str]] = None, *, durability: Dur
     """
     from .dsn import is_connection_string
 
+    _USES.load()
     target = root if root else os.environ.get(STORE_ENV)
     if isinstance(target, str) and is_connection_string(target):
         from .postgres.store import PostgresStore

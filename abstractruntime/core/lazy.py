@@ -1,0 +1,64 @@
+"""The names a module's code uses, imported into it when first needed, all at once.
+
+``from abstractruntime import Runtime, FileStore`` should cost little more than starting Python:
+a class can exist without the modules its methods call (the ledger, the WAL, hashing, the
+query index). Such a module lists what its code uses in a :class:`LazyNames` table, repeats
+the same imports under ``if TYPE_CHECKING:`` for type checkers (a test checks that the two
+agree), and calls :meth:`LazyNames.load` where it is first used (``Runtime.__init__``). Its
+module ``__getattr__`` hands the names to code that imports them from it.
+
+A load binds every name or none: an import that fails (a broken install) raises its
+``ImportError`` and leaves the module as it was, so the next use tries again and fails the
+same way, never with a ``NameError`` half-way through a method.
+"""
+
+from __future__ import annotations
+
+# typing.TYPE_CHECKING without importing typing (type checkers read any TYPE_CHECKING as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["LazyNames"]
+
+
+class LazyNames:
+    """A table ``{module: names}`` bound into ``namespace`` (a module's ``globals()``) on first use.
+
+    A module named with no names (``"inspect": ()``) is bound itself, under its last part.
+    Relative module names (``".drive"``) are resolved against ``package``.
+    """
+
+    def __init__(self, namespace: dict[str, Any], package: str, table: dict[str, tuple[str, ...]]) -> None:
+        self._namespace = namespace
+        self._package = package
+        self.table = table
+        self.names = frozenset(name for module, names in table.items()
+                               for name in (names or (module.rpartition(".")[2],)))
+        self.loaded = False
+
+    def load(self) -> None:
+        """Import every module of the table and bind its names (once; later calls return at once)."""
+        if self.loaded:
+            return
+        import importlib
+
+        found: dict[str, Any] = {}
+        for module_name, names in self.table.items():
+            module = importlib.import_module(module_name, self._package)
+            if not names:
+                found[module_name.rpartition(".")[2]] = module
+            for name in names:
+                try:
+                    found[name] = getattr(module, name)
+                except AttributeError:
+                    raise ImportError(f"cannot import name {name!r} from {module.__name__!r}") from None
+        self._namespace.update(found)  # only now: a failed import above binds nothing
+        self.loaded = True
+
+    def attribute(self, name: str) -> Any:
+        """``name`` for the module's ``__getattr__``: loads the table when ``name`` is in it."""
+        if name not in self.names:
+            raise AttributeError(f"module {self._namespace.get('__name__')!r} has no attribute {name!r}")
+        self.load()
+        return self._namespace[name]
