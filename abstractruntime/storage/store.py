@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 # test_lazy_imports.py checks that they agree).
 _USES = LazyNames(globals(), __package__, {
     "..core.errors": ("StoreNotFoundError",),
-    ".fsio": ("check_durability", "ensure_dir"),
+    ".fsio": ("Durability", "check_durability", "ensure_dir"),
     ".json_files": ("JsonFileRunStore", "JsonlLedgerStore"),
     ".location": ("StoreLocation", "default_store_path", "find_store", "locate_store"),
 })
