@@ -5,7 +5,8 @@ a class can exist without the modules its methods call (the ledger, the WAL, has
 query index). Such a module lists what its code uses in a :class:`LazyNames` table, repeats
 the same imports under ``if TYPE_CHECKING:`` for type checkers (a test checks that the two
 agree), and calls :meth:`LazyNames.load` where it is first used (``Runtime.__init__``). Its
-module ``__getattr__`` hands the names to code that imports them from it.
+module ``__getattr__`` hands the names to code that imports them from it, importing only the
+module that has the name asked for.
 
 A load binds every name or none: an import that fails (a broken install) raises its
 ``ImportError`` and leaves the module as it was, so the next use tries again and fails the
@@ -33,32 +34,42 @@ class LazyNames:
         self._namespace = namespace
         self._package = package
         self.table = table
-        self.names = frozenset(name for module, names in table.items()
-                               for name in (names or (module.rpartition(".")[2],)))
+        self._module_of = {name: module for module, names in table.items()
+                           for name in (names or (module.rpartition(".")[2],))}
+        self.names = frozenset(self._module_of)
         self.loaded = False
 
     def load(self) -> None:
         """Import every module of the table and bind its names (once; later calls return at once)."""
         if self.loaded:
             return
-        import importlib
-
         found: dict[str, Any] = {}
-        for module_name, names in self.table.items():
-            module = importlib.import_module(module_name, self._package)
-            if not names:
-                found[module_name.rpartition(".")[2]] = module
-            for name in names:
-                try:
-                    found[name] = getattr(module, name)
-                except AttributeError:
-                    raise ImportError(f"cannot import name {name!r} from {module.__name__!r}") from None
+        for module_name in self.table:
+            found.update(self._import(module_name))
         self._namespace.update(found)  # only now: a failed import above binds nothing
         self.loaded = True
 
     def attribute(self, name: str) -> Any:
-        """``name`` for the module's ``__getattr__``: loads the table when ``name`` is in it."""
-        if name not in self.names:
+        """``name`` for the module's ``__getattr__``: imports the one module of the table that has
+        it (a constant stays readable, to report an error, when another module cannot load)."""
+        module_name = self._module_of.get(name)
+        if module_name is None:
             raise AttributeError(f"module {self._namespace.get('__name__')!r} has no attribute {name!r}")
-        self.load()
+        if name not in self._namespace:
+            self._namespace.update(self._import(module_name))
         return self._namespace[name]
+
+    def _import(self, module_name: str) -> dict[str, Any]:
+        import importlib
+
+        module = importlib.import_module(module_name, self._package)
+        names = self.table[module_name]
+        if not names:
+            return {module_name.rpartition(".")[2]: module}
+        found: dict[str, Any] = {}
+        for name in names:
+            try:
+                found[name] = getattr(module, name)
+            except AttributeError:
+                raise ImportError(f"cannot import name {name!r} from {module.__name__!r}") from None
+        return found

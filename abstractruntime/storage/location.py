@@ -8,9 +8,11 @@ from typing import Optional
 
 from ..core.errors import StoreNotFoundError
 from ..core.fastclass import dataclass
-from .store import DEFAULT_STORE_DIR, STORE_ENV
 
-__all__ = ["StoreLocation", "default_store_path", "find_store", "locate_store"]
+__all__ = ["DEFAULT_STORE_DIR", "STORE_ENV", "StoreLocation", "default_store_path", "find_store", "locate_store"]
+
+DEFAULT_STORE_DIR = ".abstractruntime"
+STORE_ENV = "ABSTRACTRUNTIME_STORE"
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
     from .fsio import Durability, check_durability, ensure_dir
     from .json_files import JsonFileRunStore, JsonlLedgerStore
     # Defined in location.py, importable from here as before.
-    from .location import StoreLocation as StoreLocation, default_store_path as default_store_path, \
-        find_store as find_store, locate_store as locate_store
+    from .location import DEFAULT_STORE_DIR as DEFAULT_STORE_DIR, STORE_ENV as STORE_ENV, \
+        StoreLocation as StoreLocation, default_store_path as default_store_path, find_store as find_store, \
+        locate_store as locate_store
     from .postgres.store import PostgresStore
 
 # What this module's code uses, imported by the first ``FileStore()`` or ``open_store()`` (or the
@@ -39,17 +40,14 @@ _USES = LazyNames(globals(), __package__, {
     "..core.errors": ("StoreNotFoundError",),
     ".fsio": ("Durability", "check_durability", "ensure_dir"),
     ".json_files": ("JsonFileRunStore", "JsonlLedgerStore"),
-    ".location": ("StoreLocation", "default_store_path", "find_store", "locate_store"),
+    ".location": ("DEFAULT_STORE_DIR", "STORE_ENV", "StoreLocation", "default_store_path", "find_store",
+                  "locate_store"),
 })
 
 
 def __getattr__(name: str) -> Any:
     """The names above, for code that imports them from here (``locate_store``, ``StoreLocation``)."""
     return _USES.attribute(name)
-
-
-DEFAULT_STORE_DIR = ".abstractruntime"
-STORE_ENV = "ABSTRACTRUNTIME_STORE"
 
 
 class FileStore:

@@ -67,6 +67,23 @@ def _imports(module: str, path: Path) -> Iterator[tuple[str, int, bool]]:
             names = [f"{target}.{a.name}" for a in node.names] if not node.module else [target]
             for name in names:
                 yield name, node.lineno, id(node) in top_level
+    for key in _lazy_table_keys(tree):
+        # A LazyNames table (core/lazy.py) imports its modules on first use: a lazy import.
+        module_name = str(key.value)
+        level = len(module_name) - len(module_name.lstrip("."))
+        if level:
+            base = module.split(".")
+            base = base[: len(base) - level + (1 if is_package else 0)]
+            module_name = ".".join(base + [module_name.lstrip(".")])
+        yield module_name, key.lineno, False
+
+
+def _lazy_table_keys(tree: ast.AST) -> Iterator[ast.Constant]:
+    """The module names of every ``LazyNames(namespace, package, {module: names})`` table."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("LazyNames") and len(node.args) == 3 \
+                and isinstance(node.args[2], ast.Dict):
+            yield from (key for key in node.args[2].keys if isinstance(key, ast.Constant))
 
 
 def _layer(module: str) -> str:
@@ -138,6 +155,19 @@ def test_the_contract_catches_an_upward_import(tmp_path: Path) -> None:
     assert _layer(found[0]) in FORBIDDEN["core"]
 
 
+
+def test_the_contract_sees_the_modules_of_a_lazy_table(tmp_path: Path) -> None:
+    """A LazyNames table (core/lazy.py) counts as lazy imports of its modules."""
+    core = tmp_path / "core"
+    core.mkdir()
+    path = core / "bad.py"
+    path.write_text("_USES = LazyNames(globals(), __package__, {\n    '..storage.store': ('FileStore',),\n"
+                    "    '.ids': ('validate_id',),\n    'inspect': (),\n})\n")
+    found = [(t, line, top) for t, line, top in _imports("abstractruntime.core.bad", path)]
+    assert found == [("abstractruntime.storage.store", 2, False), ("abstractruntime.core.ids", 3, False),
+                     ("inspect", 4, False)]
+
+
 def _runtime_imports(module: str, path: Path) -> Iterator[str]:
     """Every import that runs (module level or inside a function), not those under ``TYPE_CHECKING``."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
@@ -147,6 +177,7 @@ def _runtime_imports(module: str, path: Path) -> Iterator[str]:
             typing_only.update(id(inner) for stmt in node.body for inner in ast.walk(stmt))
     lines = {node.lineno for node in ast.walk(tree)
              if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in typing_only}
+    lines.update(key.lineno for key in _lazy_table_keys(tree))
     for target, line, _ in _imports(module, path):
         if line in lines:
             yield target

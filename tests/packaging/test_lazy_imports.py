@@ -177,9 +177,13 @@ for name, make in (("store", lambda: FileStore(tempfile.mkdtemp())),
 out["bound"] = sorted(n for n in ("canonical_json", "open_run", "RunState", "Redactor") if n in vars(runtime_module))
 out["store_bound"] = sorted(n for n in ("check_durability", "ensure_dir") if n in vars(store_module))
 try:
-    runtime_module.EffectOutcome
+    runtime_module.drive_sync
 except ImportError as exc:
     out["attribute"] = type(exc).__name__
+# A name from a module that does load is still handed out (what upstream code imports from here).
+out["outcome"] = runtime_module.EffectOutcome.completed({"a": 1}).result
+from abstractruntime.storage.store import STORE_ENV  # what the command line reads to report an error
+out["env"] = STORE_ENV
 try:
     runtime_module.no_such_name
 except AttributeError as exc:
@@ -204,6 +208,7 @@ def test_a_collaborator_that_fails_to_import_binds_nothing_and_fails_the_same_wa
         "ModuleNotFoundError: import of abstractruntime.core.drive halted; None in sys.modules"
     assert out["bound"] == [] and out["store_bound"] == []
     assert out["attribute"] == "ModuleNotFoundError"
+    assert out["outcome"] == {"a": 1} and out["env"] == "ABSTRACTRUNTIME_STORE"
     assert out["missing"] == "module 'abstractruntime.core.runtime' has no attribute 'no_such_name'"
     assert out["state"] == "completed"
 
@@ -217,6 +222,7 @@ sys.exit(run(sys.argv[1:]))
 
 
 def test_the_command_line_reports_a_collaborator_that_fails_to_import_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
     proc = subprocess.run([sys.executable, "-c", BROKEN_CLI, "--store", str(tmp_path / "s"), "runs", "list"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
