@@ -346,10 +346,13 @@ def startup(sizes: Sizes, work: str) -> dict[str, Any]:
         _run(cmd, expect=0, cwd=work, env=env)  # warm the page cache, write the .pyc files
     # Interleaved rounds (every command once per round): a neighbour's burst of load then hits
     # the yardstick and the measured commands alike, and the ratios stay comparable.
+    # Each round starts at the next command: the one that runs first, right after the heaviest
+    # of the previous round, is not always the yardstick.
     samples: dict[str, list[float]] = {name: [] for name in commands}
-    for _ in range(sizes.startup_reps):
-        for name, cmd in commands.items():
-            samples[name].append(_run(cmd, expect=0, cwd=work, env=env)[0])
+    names = list(commands)
+    for rep in range(sizes.startup_reps):
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
+            samples[name].append(_run(commands[name], expect=0, cwd=work, env=env)[0])
     for name, cmd in commands.items():
         out[name] = {"seconds": harness.median(samples[name]), "samples": samples[name],
                      "command": " ".join(Path(cmd[0]).name if i == 0 else c for i, c in enumerate(cmd))}
