@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
-from pathlib import Path
 
 from ..core.lazy import LazyNames
 
 # typing.TYPE_CHECKING without importing typing (type checkers read any TYPE_CHECKING as true).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any, Optional
 
     from ..core.errors import StoreNotFoundError as StoreNotFoundError
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 # loads none of it; the block above says the same to type checkers (tests/packaging/
 # test_lazy_imports.py checks that they agree).
 _USES = LazyNames(globals(), __package__, {
+    "pathlib": ("Path",),
     "..core.errors": ("StoreNotFoundError",),
     ".fsio": ("Durability", "check_durability", "ensure_dir"),
     ".json_files": ("JsonFileRunStore", "JsonlLedgerStore"),
