@@ -72,12 +72,14 @@ if TYPE_CHECKING:
 # What the runtime's code uses, imported by the first ``Runtime()`` (or the first lookup of one
 # of these names here), so that ``from abstractruntime import Runtime`` loads none of it; the
 # block above says the same to type checkers (tests/packaging/test_lazy_imports.py checks that
-# they agree). The names from ``typing`` are for annotations only.
+# they agree). The names from ``typing`` serve annotations only, bound too so that
+# ``typing.get_type_hints`` can read them once a runtime exists (the modules below load typing).
 _USES = LazyNames(globals(), __package__, {
     "inspect": (),
     "threading": (),
     "dataclasses": ("replace",),
     "datetime": ("datetime",),
+    "typing": ("Any", "AsyncIterator", "Iterator", "Optional"),
     ".canonical": ("canonical_json", "check_size"),
     ".clock": ("Clock", "utc_now"),
     ".drive": (

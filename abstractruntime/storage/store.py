@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 # test_lazy_imports.py checks that they agree).
 _USES = LazyNames(globals(), __package__, {
     "pathlib": ("Path",),
+    "typing": ("Any", "Optional"),  # annotations only: for typing.get_type_hints (the modules below load typing)
     "..core.errors": ("StoreNotFoundError",),
     ".fsio": ("Durability", "check_durability", "ensure_dir"),
     ".json_files": ("JsonFileRunStore", "JsonlLedgerStore"),
@@ -49,6 +50,10 @@ _USES = LazyNames(globals(), __package__, {
 def __getattr__(name: str) -> Any:
     """The names above, for code that imports them from here (``locate_store``, ``StoreLocation``)."""
     return _USES.attribute(name)
+
+
+__all__ = ["DEFAULT_STORE_DIR", "STORE_ENV", "FileStore", "StoreLocation", "default_store_path", "find_store",
+           "locate_store", "open_store"]
 
 
 class FileStore:

@@ -150,6 +150,23 @@ print(json.dumps({"records": len(runtime.get_ledger(run_id))}))
 """
 
 
+TYPE_HINTS = r"""
+import tempfile, typing
+from abstractruntime import Runtime, FileStore
+FileStore(tempfile.mkdtemp(), durability="none").runtime()
+hints = typing.get_type_hints(Runtime.tick)
+assert hints["return"].__name__ == "RunState" and hints["max_steps"] is int, hints
+assert "segment_bytes" in typing.get_type_hints(FileStore.__init__)
+from abstractruntime.storage.store import *  # noqa: F403
+assert callable(locate_store) and StoreLocation.__name__ == "StoreLocation"  # noqa: F405
+"""
+
+
+def test_annotations_resolve_once_a_runtime_exists_and_star_import_gives_the_public_names() -> None:
+    proc = subprocess.run([sys.executable, "-c", TYPE_HINTS], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_start_tick_resume_and_verify_work_right_after_the_bare_import() -> None:
     proc = subprocess.run([sys.executable, "-c", COLD_ROUND_TRIP], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -247,7 +264,7 @@ def test_the_type_checking_block_imports_what_the_lazy_table_binds(path: Path) -
         if isinstance(node, ast.Import):
             for alias in node.names:
                 seen.setdefault(alias.name, set())
-        elif isinstance(node, ast.ImportFrom) and node.module != "typing":
+        elif isinstance(node, ast.ImportFrom):
             module = "." * node.level + (node.module or "")
             names = seen.setdefault(module, set())
             names.update(alias.name for alias in node.names)
