@@ -46,7 +46,10 @@ class LazyNames:
         found: dict[str, Any] = {}
         for module_name in self.table:
             found.update(self._import(module_name))
-        self._namespace.update(found)  # only now: a failed import above binds nothing
+        # Only now: a failed import above binds nothing. A name already there stays (bound by
+        # __getattr__ to the same object, or replaced by a caller: a test's patch holds).
+        for name, value in found.items():
+            self._namespace.setdefault(name, value)
         self.loaded = True
 
     def attribute(self, name: str) -> Any:

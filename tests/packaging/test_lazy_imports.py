@@ -162,6 +162,26 @@ assert callable(locate_store) and StoreLocation.__name__ == "StoreLocation"  # n
 """
 
 
+PATCHED_BEFORE_THE_FIRST_RUNTIME = r"""
+import abstractruntime.core.runtime as runtime_module
+from abstractruntime import InMemoryLedgerStore, InMemoryRunStore, Runtime
+seen = []
+real = runtime_module.validate_id
+runtime_module.validate_id = lambda value, what: seen.append(value) or real(value, what)
+runtime = Runtime(run_store=InMemoryRunStore(), ledger_store=InMemoryLedgerStore())
+from abstractruntime import StepPlan, WorkflowSpec
+flow = WorkflowSpec("p", "a", {"a": lambda run, ctx: StepPlan("a", complete_output={})})
+runtime.start(workflow=flow, run_id="r1")
+assert seen == ["r1"], seen
+"""
+
+
+def test_a_name_replaced_before_the_first_runtime_stays_replaced() -> None:
+    proc = subprocess.run([sys.executable, "-c", PATCHED_BEFORE_THE_FIRST_RUNTIME], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_annotations_resolve_once_a_runtime_exists_and_star_import_gives_the_public_names() -> None:
     proc = subprocess.run([sys.executable, "-c", TYPE_HINTS], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
