@@ -146,6 +146,11 @@ class _Group:
 
     def write(self, index: "RunIndex", sql: str, params: tuple[object, ...]) -> Optional[StorageError]:
         """Commit ``sql`` with ``params`` (with others'); the error it met, or ``None``."""
+        owned = getattr(index._lock, "_is_owned", None)
+        if owned is not None and owned():
+            # Called under the index's own lock (a write from within a query): waiting for a
+            # leader that needs that lock would never end, so this statement goes alone.
+            return index._write_all([(sql, params)])[0]
         slot: list[Any] = [None, False]  # the error, and whether it was written
         with self._cond:
             self._pending.append((sql, params, slot))

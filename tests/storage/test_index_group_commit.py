@@ -88,3 +88,28 @@ def test_a_mark_left_by_a_writer_is_found_by_the_next_store(tmp_path: Path) -> N
     assert sorted(other.list_ahead(limit=10)) == ["r1", "r3"] and sorted(done) == ["r1", "r3"]
     other.close()
     store.close()
+
+
+def test_a_mark_made_under_the_index_lock_does_not_wait_for_itself(tmp_path: Path) -> None:
+    # A write from a thread that already holds the index (as a query's loader would) while
+    # another thread waits to lead a group: it goes alone instead of waiting for that leader.
+    root = tmp_path / "store"
+    store = JsonFileRunStore(root, durability="none")
+    store.save_checkpoint(_checkpoint("r1"))
+    store.save_checkpoint(_checkpoint("r2"))
+    other = threading.Thread(target=store.mark_ahead, args=("r2",))
+    done = threading.Event()
+
+    def under_lock() -> None:
+        with store._index._lock:
+            other.start()
+            threading.Event().wait(0.1)  # the other thread now leads, waiting for the lock
+            store.mark_ahead("r1")
+        done.set()
+
+    mine = threading.Thread(target=under_lock, daemon=True)
+    mine.start()
+    assert done.wait(30), "the write under the index lock waited for a leader that needed the lock"
+    other.join(timeout=30)
+    assert _dirty(root, "r1") == 1 and _dirty(root, "r2") == 1
+    store.close()
