@@ -148,8 +148,11 @@ class JsonFileRunStore(RunStore):
         # One index write after the file: the row records the file's identity (inode, mtime,
         # size). A crash before this line leaves the row its writer marked dirty before (a
         # session before its append, save() before the file), or no row for a new run (found
-        # through the runs/ directory): re-read, not trusted.
-        self._index.put(checkpoint.shown_run(), dirty=False)
+        # through the runs/ directory): re-read, not trusted. Committed with the rows other threads
+        # write at the same moment (runs finishing together on an async worker), and before this
+        # returns: the caller gives up the run's lock only after it, so a later writer's mark is
+        # never overwritten by this clean row.
+        self._index.put_together(checkpoint.shown_run())
         if is_new:
             self._index.note_runs_dir()
 
@@ -201,8 +204,9 @@ class JsonFileRunStore(RunStore):
     def mark_ahead(self, run_id: str) -> None:
         """Mark the run's index row before an append takes its ledger past its checkpoint (the
         checkpoint at the ledger's head clears it): a writer killed in between leaves the run
-        found by :meth:`list_ahead`, and shown by queries as its ledger says."""
-        self._index.mark(run_id)
+        found by :meth:`list_ahead`, and shown by queries as its ledger says. Committed (with
+        the marks and rows other threads hand in meanwhile) before this returns."""
+        self._index.mark_together(run_id)
 
     def list_ahead(self, *, limit: int = 100) -> list[str]:
         """Runs marked as maybe ahead of their checkpoints (an indexed query), least recently updated first."""

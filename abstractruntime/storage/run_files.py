@@ -50,11 +50,25 @@ class RunFiles:
         validate_id(run_id, "run id")
         if create:
             ensure_dir(self.runs, durable=self.durable)
-        path = child_path(self.root, RUNS_DIR, run_id)
-        refuse_symlink(path)
-        if create and not path.exists():
+        # The fences of a full resolve (the path stays under the root, no symlink on the way) for
+        # two lstats, looked at again on every first look at a run (either may have been swapped
+        # since): a validated id is one plain name, so ``runs/<id>`` can only leave the root
+        # through ``runs/`` or the run directory being a symlink, and both are refused. Resolving
+        # every component of the path cost more than the rest of a run's checkpoint.
+        path = self.runs / run_id
+        for probe in (self.runs, path):
+            try:
+                mode = os.lstat(probe).st_mode
+            except FileNotFoundError:
+                break
+            if stat_module.S_ISLNK(mode):
+                refuse_symlink(probe)  # raises, naming the path
+        else:
+            if stat_module.S_ISDIR(mode):
+                self._known[run_id] = path
+                return path
+        if create:
             ensure_dir(path, durable=self.durable)
-        if path.is_dir():
             self._known[run_id] = path
         return path
 

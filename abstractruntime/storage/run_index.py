@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 from ..core.logs import get_logger
 from ..core.errors import StorageError
@@ -130,6 +130,51 @@ def _python_executable() -> bool:
     return not getattr(sys, "frozen", False) and name.startswith(("python", "pypy"))
 
 
+_MARK = "INSERT INTO runs (run_id, dirty) VALUES (?, 1) ON CONFLICT (run_id) DO UPDATE SET dirty = 1"
+
+
+class _Group:
+    """Group commit of index writes from many threads: the first thread to arrive writes what
+    every thread handed in until then, in one transaction, while the others wait for it; each
+    returns once its own statement is committed. Many runs finishing together on an async
+    worker's store threads then pay one commit, not one each."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending: list[tuple[str, tuple[object, ...], list[Any]]] = []
+        self._writing = False
+
+    def write(self, index: "RunIndex", sql: str, params: tuple[object, ...]) -> Optional[StorageError]:
+        """Commit ``sql`` with ``params`` (with others'); the error it met, or ``None``."""
+        owned = getattr(index._lock, "_is_owned", None)
+        if owned is not None and owned():
+            # Called under the index's own lock (a write from within a query): waiting for a
+            # leader that needs that lock would never end, so this statement goes alone.
+            return index._write_all([(sql, params)])[0]
+        slot: list[Any] = [None, False]  # the error, and whether it was written
+        with self._cond:
+            self._pending.append((sql, params, slot))
+            while self._writing and not slot[1]:
+                self._cond.wait()
+            if slot[1]:
+                return slot[0]  # type: ignore[no-any-return]
+            self._writing = True
+            batch, self._pending = self._pending, []
+        failures: list[Optional[StorageError]] = []
+        try:
+            failures = index._write_all([(sql, params) for sql, params, _ in batch])
+        finally:
+            with self._cond:
+                for at, (_, _, done) in enumerate(batch):
+                    # A leader stopped by an exception (KeyboardInterrupt) tells its followers so.
+                    done[0] = failures[at] if at < len(failures) else StorageError(
+                        "The run index write was interrupted")
+                    done[1] = True
+                self._writing = False
+                self._cond.notify_all()
+        return slot[0]  # type: ignore[no-any-return]
+
+
 class RunIndex:
     """The SQLite index of one store's runs (thread-safe, shared by processes)."""
 
@@ -161,6 +206,7 @@ class RunIndex:
         self.last_helpers = 0
         """How many helpers' shares the last rebuild took from them (a failed one is rescanned here)."""
         self._lock = threading.RLock()
+        self._group = _Group()
         self._conn: Optional[sqlite3.Connection] = None
         self._readonly = False  # set once the store turns out not to be writable
         self._no_index = False  # read-only and no usable index: queries read the files
@@ -390,6 +436,53 @@ class RunIndex:
             except StorageError as exc:
                 log.warning("%s; run %s is not marked as ahead of its checkpoint (runs reindex marks it)", exc,
                             run_id)
+
+    def put_together(self, run: RunState) -> None:
+        """:meth:`put` of a clean row, committed in one transaction with the rows and marks other
+        threads of this process hand in meanwhile (:meth:`mark_together`); returns once this row
+        is committed, so a caller holding the run's lock gives it up after its row, never before."""
+        row = _row(run, 0, self._identity(run.run_id))
+        failed = self._group.write(self, _INSERT, row)
+        self._row_failed = failed is not None
+        if failed is not None:
+            log.warning("%s; run %s is found by re-reading the files", failed, run.run_id)
+
+    def mark_together(self, run_id: str) -> None:
+        """:meth:`mark`, committed with what other threads hand in meanwhile; returns once the
+        mark is committed (before the append it announces)."""
+        failed = self._group.write(self, _MARK, (run_id,))
+        if failed is not None:
+            log.warning("%s; run %s is not marked as ahead of its checkpoint (runs reindex marks it)", failed,
+                        run_id)
+
+    def _write_all(self, batch: list[tuple[str, tuple[object, ...]]]) -> list[Optional[StorageError]]:
+        """Every statement of ``batch`` in one transaction; if that fails, each on its own through
+        :meth:`_write` (which sets a corrupt index aside, turns read-only, or names the error)."""
+        with self._lock:
+            if len(batch) > 1:
+                try:
+                    db = self._db()
+                    if db is not None and not self._readonly:
+                        db.execute("BEGIN IMMEDIATE")
+                        try:
+                            for sql, params in batch:
+                                db.execute(sql, params)
+                            db.execute("COMMIT")
+                        except BaseException:
+                            if db.in_transaction:
+                                db.execute("ROLLBACK")
+                            raise
+                        return [None] * len(batch)
+                except (sqlite3.DatabaseError, StorageError):
+                    pass  # written one by one below, each with _write's handling
+            failures: list[Optional[StorageError]] = []
+            for sql, params in batch:
+                try:
+                    self._write(sql, params)
+                    failures.append(None)
+                except StorageError as exc:
+                    failures.append(exc)
+            return failures
 
     def ahead(self, limit: int) -> list[str]:
         """Runs whose rows are dirty (their ledgers may be past their checkpoints), least recently

@@ -112,7 +112,7 @@ _CHILD = textwrap.dedent("""
     rt = store.runtime(effect_handlers={{EffectType.LLM_CALL: _llm}})
     run_id = rt.start(workflow=_workflow(), run_id="killed")
     for owner, names in ((JsonlLedgerStore, ("append_lines", "put_secrets")),
-                         (JsonFileRunStore, ("save_checkpoint",)), (RunIndex, ("mark", "put"))):
+                         (JsonFileRunStore, ("save_checkpoint",)), (RunIndex, ("mark", "put", "mark_together", "put_together"))):
         for name in names:
             wrap(owner, name)
     rt.tick(workflow=_workflow(), run_id=run_id)

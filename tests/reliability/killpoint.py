@@ -45,7 +45,7 @@ def _install(limit: int, log: str | None) -> None:
 
     for owner, names in ((JsonlLedgerStore, ("append_lines", "put_secrets")),
                          (JsonFileRunStore, ("save_checkpoint",)),
-                         (RunIndex, ("mark", "put")),
+                         (RunIndex, ("mark", "put", "mark_together", "put_together")),
                          (FileEventLog, ("create", "finish", "add_target"))):
         for name in names:
             wrap(owner, name)

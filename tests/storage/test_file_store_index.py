@@ -183,14 +183,10 @@ def test_dirty_mark_is_not_skipped_on_stale_knowledge(root: Path) -> None:
     mine, theirs = JsonFileRunStore(root, durability="none"), JsonFileRunStore(root, durability="none")
     mine.save(_hand_run("r1", 1, RunStatus.RUNNING))       # this process indexed r1 clean as running
     theirs.save(_hand_run("r1", 2, RunStatus.WAITING))     # another process moved it on
-    real_put = mine._index.put
+    def crash_before_clean(run: RunState) -> None:
+        raise _Crash()
 
-    def crash_before_clean(run: RunState, *, dirty: bool) -> None:
-        if not dirty:
-            raise _Crash()
-        real_put(run, dirty=dirty)
-
-    mine._index.put = crash_before_clean  # type: ignore[method-assign]
+    mine._index.put_together = crash_before_clean  # type: ignore[method-assign]
     with pytest.raises(_Crash):
         mine.save(_hand_run("r1", 3, RunStatus.RUNNING))   # checkpoint written, then the process dies
     assert JsonFileRunStore(root, durability="none").load("r1").status is RunStatus.RUNNING

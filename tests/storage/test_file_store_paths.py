@@ -83,6 +83,62 @@ def test_symlinked_run_directory_is_refused(runs: JsonFileRunStore, tmp_path: Pa
         runs.load("alias")
 
 
+def test_a_symlinked_runs_directory_is_refused_even_after_runs_were_opened(tmp_path: Path) -> None:
+    # run_dir proves a run's path with two lstats (runs/ and runs/<id>), not a resolve of every
+    # component: runs/ swapped for a symlink after the store looked at it is still refused.
+    root = tmp_path / "store"
+    runs, ledger = JsonFileRunStore(root, durability="none"), JsonlLedgerStore(root, durability="none")
+    save_run(runs, "r1")
+    append_one(ledger, "r1", "x")
+    outside = tmp_path / "outside"
+    other = JsonFileRunStore(outside, durability="none")
+    save_run(other, "r2")
+    other.close()
+    before = (outside / "runs" / "r2" / "run.json").read_bytes()
+    os.rename(root / "runs", tmp_path / "moved")
+    (root / "runs").symlink_to(outside / "runs", target_is_directory=True)
+    for call in (lambda: runs.load("r2"), lambda: save_run(runs, "r2"), lambda: save_run(runs, "r3"),
+                 lambda: ledger.list("r2"), lambda: append_one(ledger, "r2", "y"), lambda: runs.lock("r2")):
+        with pytest.raises(StorageError):
+            call()
+    # A store opened afresh refuses it too, and so does one whose runs/ points inside its own root.
+    fresh = JsonFileRunStore(root, durability="none")
+    with pytest.raises(StorageError):
+        fresh.load("r2")
+    (root / "runs").unlink()
+    (root / "inner").mkdir()
+    os.rename(tmp_path / "moved", root / "inner" / "runs")
+    (root / "runs").symlink_to(root / "inner" / "runs", target_is_directory=True)
+    with pytest.raises(StorageError):
+        JsonFileRunStore(root, durability="none").load("r1")
+    assert (outside / "runs" / "r2" / "run.json").read_bytes() == before
+    assert sorted(p.name for p in (outside / "runs").iterdir()) == ["r2"]
+    runs.close()
+    fresh.close()
+
+
+def test_a_run_directory_swapped_for_a_symlink_after_use_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    runs, ledger = JsonFileRunStore(root, durability="none"), JsonlLedgerStore(root, durability="none")
+    save_run(runs, "r1")
+    append_one(ledger, "r1", "x")
+    assert runs.load("r1") is not None and len(ledger.list("r1")) == 1
+    target = tmp_path / "elsewhere"
+    os.rename(root / "runs" / "r1", target)
+    (root / "runs" / "r1").symlink_to(target, target_is_directory=True)
+    for call in (lambda: runs.load("r1"), lambda: ledger.list("r1"), lambda: append_one(ledger, "r1", "y")):
+        with pytest.raises(StorageError):
+            call()
+    assert len((target / "ledger.jsonl").read_bytes().splitlines()) == 1
+    # A plain file where the run directory should be is not taken for one either.
+    (root / "runs" / "r1").unlink()
+    (root / "runs" / "r1").write_bytes(b"not a directory")
+    with pytest.raises(StorageError):
+        save_run(runs, "r1")
+    assert (root / "runs" / "r1").read_bytes() == b"not a directory"
+    runs.close()
+
+
 def test_symlinked_files_are_refused(runs: JsonFileRunStore, ledger: JsonlLedgerStore, tmp_path: Path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_bytes(b"do not touch\n")
