@@ -67,8 +67,10 @@ def cluster_module() -> types.ModuleType:
     return module
 
 
-def start_cluster(*, fsync: bool = True) -> Any:
+def start_cluster(*, fsync: bool = True, settings: tuple[str, ...] = ()) -> Any:
     """A started throwaway cluster (``.stop()`` it); ``fsync=False`` is the tests' setting.
+    ``settings``: more ``name=value`` server options (e.g. a profile's
+    ``shared_preload_libraries=pg_stat_statements``).
 
     tests/postgres/cluster.py starts the server with ``-c fsync=off -c full_page_writes=off``;
     with ``fsync=True`` both are turned back on by later ``-c`` options on the same command
@@ -86,9 +88,10 @@ def start_cluster(*, fsync: bool = True) -> Any:
 
     class BenchCluster(module.Cluster):  # type: ignore[name-defined,misc]
         def _run(self, *args: str) -> Any:
-            if fsync and args[0] == "pg_ctl" and "start" in args and "-o" in args:
+            if args[0] == "pg_ctl" and "start" in args and "-o" in args:
+                more = (["fsync=on", "full_page_writes=on"] if fsync else []) + list(settings)
                 at = args.index("-o") + 1
-                args = (*args[:at], args[at] + " -c fsync=on -c full_page_writes=on", *args[at + 1:])
+                args = (*args[:at], args[at] + "".join(f" -c {option}" for option in more), *args[at + 1:])
             return super()._run(*args)
 
     cluster = BenchCluster(bindir)
