@@ -10,6 +10,8 @@ step:
   of an explicit transaction; a pipeline's sync counts once);
 - the wall time of the step, split into the kernel's Python (outside the store's methods), the
   store's own Python (inside its methods, outside psycopg) and the time inside psycopg calls;
+  and the CPU time of the process, split into the kernel's and the store's (psycopg and libpq
+  included) — on a busy machine the CPU times move less than the wall times;
   that last part split again by the server's own counters: the time it spent executing (and
   planning) the statements (``pg_stat_statements``), the time its commits waited on the WAL's
   fsync (``pg_stat_wal.wal_sync_time``, with ``track_wal_io_timing``), and the rest (the network,
@@ -81,8 +83,9 @@ def _wrap(counts: dict[str, int], waits: list[float]) -> list[Callable[[], None]
 
 
 def _time_store(seconds: list[float]) -> list[Callable[[], None]]:
-    """Add the time spent inside the PostgreSQL stores' methods to ``seconds[0]`` (the outermost
-    call only: a method calling another counts once); undone by the callables."""
+    """Add the time spent inside the PostgreSQL stores' methods to ``seconds[0]`` and the CPU
+    time of this process in them to ``seconds[1]`` (the outermost call only: a method calling
+    another counts once); undone by the callables."""
     import inspect
 
     from abstractruntime.storage import postgres as package
@@ -96,11 +99,12 @@ def _time_store(seconds: list[float]) -> list[Callable[[], None]]:
             if depth[0]:
                 return function(*args, **kwargs)
             depth[0] += 1
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             try:
                 return function(*args, **kwargs)
             finally:
                 seconds[0] += time.perf_counter() - start
+                seconds[1] += time.process_time() - cpu
                 depth[0] -= 1
 
         return call
@@ -226,12 +230,12 @@ def measure(url: str, steps: int, tick: int) -> dict[str, Any]:
         rt = store.runtime(effect_handlers=handlers)
         counts: dict[str, int] = defaultdict(int)
         waits = [0.0]
-        in_store = [0.0]
+        in_store = [0.0, 0.0]
         undo = _wrap(counts, waits) + _time_store(in_store)
         try:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             state = workloads.run_to_end(rt, wf, rt.start(workflow=wf), max_steps=tick)
-            wall = time.perf_counter() - t0
+            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         finally:
             for step in undo:
                 step()
@@ -251,6 +255,7 @@ def measure(url: str, steps: int, tick: int) -> dict[str, Any]:
         + 2 * counts.get("BEGIN + COMMIT (explicit transaction)", 0)
     return {"steps": steps, "tick": tick, "step_seconds": wall / steps, "inside_psycopg_seconds": waits[0] / steps,
             "store_seconds": in_store[0] / steps, "server_seconds": server,
+            "client_cpu_seconds": cpu / steps, "store_cpu_seconds": in_store[1] / steps,
             "round_trips": trips / steps, "statements": statements, "index_reads": index_reads,
             "wal_lsn": (start_lsn, end_lsn)}
 
@@ -291,6 +296,10 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"  inside psycopg calls {inside * ms:.3f} ms, Python {(step - inside) * ms:.3f} ms")
     else:
         server = result.get("server_seconds", {})
+        if "client_cpu_seconds" in result:
+            cpu, store_cpu = result["client_cpu_seconds"], result["store_cpu_seconds"]
+            lines.append(f"  CPU time of this process {cpu * ms:.3f} ms: the kernel {(cpu - store_cpu) * ms:.3f} ms, "
+                         f"the store with psycopg and libpq {store_cpu * ms:.3f} ms")
         lines += [f"  the kernel's Python (outside the store) {(step - store) * ms:.3f} ms",
                   f"  the store's Python (inside it, outside psycopg) {(store - inside) * ms:.3f} ms",
                   f"  inside psycopg calls {inside * ms:.3f} ms, of which:"]

@@ -334,8 +334,9 @@ def effect_steps_rows(e: Any) -> list[Row]:
             mine, theirs = ours["per_step_server"].get(key), dbos.get("per_step_server", {}).get(key)
             if mine is not None and theirs is not None:
                 fmt = "{:,.0f} B" if key == "wal_bytes" else "{:,.2f}"
+                target = "≤ 2×" if key == "wal_bytes" else ""
                 rows.append(Row(name, f"{n} effect steps: {label}", fmt.format(mine), f"DBOS {fmt.format(theirs)}",
-                                _ratio(mine, theirs)))
+                                _ratio(mine, theirs), target, mine <= 2 * theirs if target else None))
     else:
         rows.append(Row(name, measure, rate(ours["steps_per_s"], "steps/s"), f"DBOS on PostgreSQL: {_why(dbos)}",
                         None, "≥ 2×"))

@@ -242,7 +242,7 @@ class PgDatabase:
         """
         if self._pid != os.getpid():
             with self._pool_guard:
-                self._conn, self._pool, self._pid = None, [], os.getpid()
+                self._conn, self._cursor, self._pool, self._pid = None, None, [], os.getpid()
 
     def take_lock_connection(self) -> Any:
         """A connection for holding one advisory lock (from the pool, else a new one)."""
@@ -280,7 +280,7 @@ class PgDatabase:
                 conn.close()
             if self._conn is not None:
                 self._conn.close()
-                self._conn = None
+                self._conn = self._cursor = None
 
 
 __all__ = ["LOCK_POOL_SIZE", "PgDatabase", "advisory_key", "is_transient_connect_failure"]
