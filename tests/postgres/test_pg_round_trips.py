@@ -21,3 +21,6 @@ def test_an_effect_step_is_one_statement(database_url: str) -> None:
     # The head an append compares is the primary key's last entry, not a scan of the run's rows:
     # a step reads a few index entries however long the ledger is.
     assert result["index_reads"].get("ledger_pkey", 0) <= 3, result["index_reads"]
+    # The run's row is read through its key: twice a step (the mark, the row's token before it),
+    # and a few times a tick (the lock, the tokens).
+    assert result["index_reads"].get("runs_pkey", 0) <= 3, result["index_reads"]

@@ -409,3 +409,57 @@ def test_a_long_batch_is_many_small_rows(open_pg: Callable[..., Any], admin: Any
     assert ledger.lines("r1") == lines
     wanted = [(1, None), (rows[1][0], None), (rows[1][0] - 1, None), (len(docs), None)]
     assert [doc["seq"] for doc in ledger.records_at("r1", wanted)] == sorted(seq for seq, _ in wanted)
+
+
+@pytest.mark.parametrize("count", [2, 3 * 64 + 5], ids=["one row", "many rows"])
+def test_a_refused_append_writes_no_row_and_marks_nothing(open_pg: Callable[..., Any], admin: Any, pg_schema: str,
+                                                          count: int) -> None:
+    """The head check, the insert and the run row's mark are one statement: a batch refused (a
+    stale head, or a forged hash at the right seq) leaves neither a row nor the mark; the batch
+    accepted leaves all its rows and the mark."""
+    store = open_pg()
+    store.runs.save(RunState.new(workflow_id="wf", entry_node="a", run_id="r1"))
+    ledger = store.ledger
+    docs, lines = _sealed("r1", LedgerHead(), 2)
+    head = ledger.append_lines("r1", docs, lines, expect=LedgerHead())
+    admin.execute(f'UPDATE "{pg_schema}".runs SET ledger_ahead = false WHERE run_id = %s', ["r1"])
+
+    def state() -> tuple[Any, Any]:
+        return (admin.execute(f'SELECT ledger_ahead FROM "{pg_schema}".runs WHERE run_id = %s', ["r1"]).fetchone()[0],
+                admin.execute(f'SELECT count(*) FROM "{pg_schema}".ledger WHERE run_id = %s', ["r1"]).fetchone()[0])
+
+    for stale in (LedgerHead(), LedgerHead(1, docs[0]["record_hash"]), LedgerHead(2, "0" * 64)):
+        stale_docs, stale_lines = _sealed("r1", stale, count, node="stale")
+        with pytest.raises(LedgerConflictError):
+            ledger.append_lines("r1", stale_docs, stale_lines, expect=stale)
+        assert state() == (False, 1)
+    more_docs, more_lines = _sealed("r1", head, count, node="more")
+    assert ledger.append_lines("r1", more_docs, more_lines, expect=head).seq == 2 + count
+    marked, rows = state()
+    assert marked is True and rows > 1
+    assert ledger.lines("r1") == [*lines, *more_lines]
+
+
+def test_an_append_after_the_connection_was_dropped_goes_through_the_new_one(open_pg: Callable[..., Any],
+                                                                            admin: Any) -> None:
+    """The statement of a step goes through a cursor kept with the shared connection: once the
+    server dropped that connection, the next append runs on its replacement (at most one call
+    fails, writing nothing), and the head it returns is the ledger's."""
+    store = open_pg()
+    ledger = store.ledger
+    docs, lines = _sealed("r1", LedgerHead(), 2)
+    head = ledger.append_lines("r1", docs, lines, expect=LedgerHead())
+    with store.db.connection() as conn:
+        pid = conn.info.backend_pid
+    admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    more_docs, more_lines = _sealed("r1", head, 2, node="more")
+    try:
+        head = ledger.append_lines("r1", more_docs, more_lines, expect=head)
+    except StorageError as exc:
+        assert "PostgreSQL" in str(exc)
+        assert ledger.head("r1") == head  # nothing of the batch was written
+        head = ledger.append_lines("r1", more_docs, more_lines, expect=head)
+    assert head == ledger.head("r1") == LedgerHead(4, more_docs[-1]["record_hash"])
+    with store.db.connection() as conn:
+        assert conn.info.backend_pid != pid
+    assert ledger.lines("r1") == [*lines, *more_lines]

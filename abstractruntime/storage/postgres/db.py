@@ -74,7 +74,7 @@ def _usable(conn: Any) -> bool:
     if conn.closed or conn.broken:
         return False
     try:
-        if conn.info.transaction_status != 0:  # inside a transaction of an enclosing block
+        if conn.pgconn.transaction_status != 0:  # inside a transaction of an enclosing block
             return True
         readable, _, _ = select.select([conn.fileno()], [], [], 0)
     except (OSError, ValueError, AttributeError):
@@ -130,6 +130,9 @@ class PgDatabase:
         self._pool: list[Any] = []
         self._closed = False
         self._conn: Optional[Any] = None
+        # A cursor of the shared connection kept for the statements of every step (a new
+        # cursor per statement costs more Python than the rest of psycopg's work on it).
+        self._cursor: Optional[Any] = None
         self._depth = 0
         self._pid = os.getpid()
         # run id -> the checkpoint_token (version, xmin) of its ``runs`` row as this store's own
@@ -212,6 +215,14 @@ class PgDatabase:
             finally:
                 self._depth -= 1
 
+    def cursor(self, conn: Any) -> Any:
+        """A cursor of ``conn`` (the connection of an enclosing :meth:`connection` block), kept
+        and reused while ``conn`` is the shared connection."""
+        cursor = self._cursor
+        if cursor is None or cursor.connection is not conn or cursor.closed:
+            cursor = self._cursor = conn.cursor()
+        return cursor
+
     def storage_error(self, exc: BaseException, *, lost: bool = False) -> StorageError:
         """A redacted :class:`StorageError` for a psycopg error: a
         :class:`DatabaseUnavailableError` when the connection was ``lost`` or the server says it
@@ -231,7 +242,7 @@ class PgDatabase:
         """
         if self._pid != os.getpid():
             with self._pool_guard:
-                self._conn, self._pool, self._pid = None, [], os.getpid()
+                self._conn, self._cursor, self._pool, self._pid = None, None, [], os.getpid()
 
     def take_lock_connection(self) -> Any:
         """A connection for holding one advisory lock (from the pool, else a new one)."""
@@ -269,7 +280,7 @@ class PgDatabase:
                 conn.close()
             if self._conn is not None:
                 self._conn.close()
-                self._conn = None
+                self._conn = self._cursor = None
 
 
 __all__ = ["LOCK_POOL_SIZE", "PgDatabase", "advisory_key", "is_transient_connect_failure"]

@@ -61,9 +61,49 @@ def _split(first_seq: int, data: Any) -> list[tuple[int, bytes]]:
     return [(first_seq + index, line) for index, line in enumerate(bytes(data).split(b"\n"))]
 
 
-def _scalars(params: dict[str, Any]) -> dict[str, Any]:
-    """The parameters of a one-row insert: each array's only element."""
-    return {key: value[0] if isinstance(value, list) else value for key, value in params.items()}
+# The rows of a conditional append, as ``v(seq, last_seq, line, record_hash, status,
+# idempotency_key, effect_id)``: one row (a step's batch) as scalars, cheaper to send than
+# arrays; several as arrays, one element per row.
+_ONE_ROW = """(SELECT %(seq)s::bigint, %(last)s::bigint, %(line)s::bytea, %(hash)s::text, %(status)s::text,
+                      %(key)s::text, %(effect)s::bigint)"""
+_ROWS = """unnest(%(seq)s::bigint[], %(last)s::bigint[], %(line)s::bytea[], %(hash)s::text[], %(status)s::text[],
+                  %(key)s::text[], %(effect)s::bigint[])"""
+
+
+def _conditional_append(ledger: str, runs: str, rows: str) -> str:
+    """The one statement of an append: insert ``rows`` into ``ledger`` if the run's head is
+    still ``(eseq, ehash)``, and mark its row of ``runs`` ahead of its checkpoint.
+
+    Its one row: how many rows went in (all or none), then, when this statement made the mark,
+    the run row's version and its token (``xmin``) before and after the mark, so a writer that
+    knows the row as it wrote it still knows it (the runtime keeps the run's state warm between
+    ticks on it).
+    """
+    return f"""
+        WITH last AS (
+            -- The head: the primary key's last entry of the run (ordered by the column, not by
+            -- an output name).
+            SELECT coalesce(l.last_seq, l.seq) AS seq, l.record_hash AS hash FROM {ledger} l
+            WHERE l.run_id = %(r)s ORDER BY l.seq DESC LIMIT 1),
+        inserted AS (
+            INSERT INTO {ledger} (run_id, seq, last_seq, line, record_hash, status, idempotency_key, effect_id)
+            SELECT %(r)s, v.seq, v.last_seq, v.line, v.record_hash, v.status, v.idempotency_key, v.effect_id
+            FROM {rows} AS v(seq, last_seq, line, record_hash, status, idempotency_key, effect_id)
+            WHERE coalesce((SELECT seq FROM last), 0) = %(eseq)s
+                  AND (SELECT hash FROM last) IS NOT DISTINCT FROM %(ehash)s
+            RETURNING 1),
+        -- The run's row is marked in the same statement: its ledger is now past its checkpoint
+        -- until the checkpoint at the head clears the mark (core/ahead.py).
+        marked AS (
+            UPDATE {runs} SET ledger_ahead = true
+            WHERE run_id = %(r)s AND NOT ledger_ahead AND EXISTS (SELECT 1 FROM inserted)
+            RETURNING version, xmin::text AS x),
+        -- The row as it was before the mark (one snapshot: the update is not seen here). Made
+        -- conditional on the mark, this read of a cached page cost the server more than it saved.
+        unmarked AS (
+            SELECT xmin::text AS x FROM {runs} WHERE run_id = %(r)s AND NOT ledger_ahead)
+        SELECT (SELECT count(*) FROM inserted), (SELECT version FROM marked), (SELECT x FROM unmarked),
+               (SELECT x FROM marked)"""
 
 
 def _seq_of(entry: dict[str, Any]) -> int:
@@ -84,6 +124,8 @@ class PostgresLedgerStore(LedgerStore):
     def __init__(self, db: PgDatabase | str) -> None:
         self.db = db if isinstance(db, PgDatabase) else PgDatabase(db)
         self._t = f"{self.db.s}.ledger"
+        self._append_one = _conditional_append(self._t, f"{self.db.s}.runs", _ONE_ROW)
+        self._append_rows = _conditional_append(self._t, f"{self.db.s}.runs", _ROWS)
         # Per thread: run id -> secret entries waiting for the append of their records.
         self._staged = threading.local()
 
@@ -121,26 +163,28 @@ class PostgresLedgerStore(LedgerStore):
                 raise InvalidInputError(f"run {run_id}: record {index} of the batch does not continue the ledger "
                                         f"from seq {expect.seq} (seq {doc.get('seq')!r})")
         staged = self._take_staged(run_id)
-        batch = {(doc.get("seq"), doc.get("record_hash")) for doc in docs}
-        # Format-2 values name their record; format-3 values (a key, committed values) go in with
-        # the next batch of this thread, whose records commit to them.
-        secrets = [e for e in staged if "record_hash" not in e or (_seq_of(e), e.get("record_hash")) in batch]
-        first_seq = docs[0]["seq"] if docs else 0
+        secrets: List[dict[str, Any]] = []
+        if staged:
+            batch = {(doc.get("seq"), doc.get("record_hash")) for doc in docs}
+            # Format-2 values name their record; format-3 values (a key, committed values) go in
+            # with the next batch of this thread, whose records commit to them.
+            secrets = [e for e in staged if "record_hash" not in e or (_seq_of(e), e.get("record_hash")) in batch]
         with self.db.connection() as conn:
             if docs:
+                params, rows = self._params(run_id, docs, lines, expect)
                 together = conn.transaction() if secrets else contextlib.nullcontext()
                 with self._conflicts_refused(run_id), together:
                     # One statement (one round trip, one commit): the rows go in only if the
                     # head is still the one this writer read; the primary key refuses a writer
                     # that read the same head at the same moment. The batch's secret values
                     # go in only with its rows.
-                    params = self._rows(run_id, docs, lines, expect)
-                    sql = self._insert_one if len(params["seq"]) == 1 else self._insert_rows
-                    inserted = conn.execute(sql, _scalars(params) if len(params["seq"]) == 1 else params).fetchall()
-                    if secrets and len(inserted) == len(params["seq"]):
-                        self._insert_secrets(conn, run_id, secrets, seq=first_seq)
-                if len(inserted) == len(params["seq"]):
-                    self._follow_mark(run_id, inserted[0])
+                    found = self.db.cursor(conn).execute(self._append_one if rows == 1 else self._append_rows,
+                                                         params).fetchone()
+                    if secrets and found[0] == rows:
+                        self._insert_secrets(conn, run_id, secrets, seq=docs[0]["seq"])
+                if found[0] == rows:
+                    if found[1] is not None:
+                        self._follow_mark(run_id, found)
                     return LedgerHead(docs[-1]["seq"], docs[-1].get("record_hash"))
             head = self._head(conn, run_id)
         if head.seq != expect.seq or head.head_hash != expect.head_hash:
@@ -151,83 +195,52 @@ class PostgresLedgerStore(LedgerStore):
             raise LedgerConflictError(f"run {run_id}: the batch was not written", run_id=run_id)
         return head
 
-    def _follow_mark(self, run_id: str, row: Sequence[Any]) -> None:
+    def _follow_mark(self, run_id: str, found: Sequence[Any]) -> None:
         """The append marked the run's row ahead: if the row was as this database's stores last
         wrote it, its new token is theirs too (any other change in between keeps it unknown)."""
-        version, before, after = row[1], row[2], row[3]
+        version, before, after = found[1], found[2], found[3]
         tokens = self.db.written_tokens
-        if version is not None and after is not None and tokens.get(run_id) == (int(version), before):
+        if after is not None and tokens.get(run_id) == (int(version), before):
             tokens[run_id] = (int(version), str(after))
 
-    @property
-    def _insert_rows(self) -> str:
-        """The conditional insert of several rows (arrays, one element per row)."""
-        return self._conditional_insert("""
-                FROM unnest(%(seq)s::bigint[], %(last)s::bigint[], %(line)s::bytea[], %(hash)s::text[],
-                            %(status)s::text[], %(key)s::text[], %(effect)s::bigint[])
-                     AS v(seq, last_seq, line, record_hash, status, idempotency_key, effect_id), head""")
-
-    @property
-    def _insert_one(self) -> str:
-        """The conditional insert of one row (a step's batch: scalars, cheaper to send than arrays)."""
-        return self._conditional_insert("""
-                FROM (SELECT %(seq)s::bigint, %(last)s::bigint, %(line)s::bytea, %(hash)s::text, %(status)s::text,
-                             %(key)s::text, %(effect)s::bigint)
-                     AS v(seq, last_seq, line, record_hash, status, idempotency_key, effect_id), head""")
-
-    def _conditional_insert(self, source: str) -> str:
-        t = self._t
-        return f"""
-            WITH last AS (
-                -- (ordered by the column, not by an output name: the primary key's last entry)
-                SELECT coalesce(l.last_seq, l.seq) AS head_seq, l.record_hash AS hash FROM {t} l
-                WHERE l.run_id = %(r)s ORDER BY l.seq DESC LIMIT 1),
-            head AS (
-                SELECT coalesce((SELECT head_seq FROM last), 0) AS seq, (SELECT hash FROM last) AS hash),
-            inserted AS (
-                INSERT INTO {t} (run_id, seq, last_seq, line, record_hash, status, idempotency_key, effect_id)
-                SELECT %(r)s, v.seq, v.last_seq, v.line, v.record_hash, v.status, v.idempotency_key, v.effect_id{source}
-                WHERE head.seq = %(eseq)s AND head.hash IS NOT DISTINCT FROM %(ehash)s
-                RETURNING seq),
-            -- The run's row is marked in the same statement: its ledger is now past its checkpoint
-            -- until the checkpoint at the head clears the mark (core/ahead.py). The row's token
-            -- before and after the mark come back, so a writer that knows the row as it wrote it
-            -- still knows it (the runtime keeps the run's state warm between ticks on it).
-            unmarked AS (
-                SELECT xmin::text AS x FROM {self.db.s}.runs WHERE run_id = %(r)s AND NOT ledger_ahead),
-            marked AS (
-                UPDATE {self.db.s}.runs SET ledger_ahead = true
-                WHERE run_id = %(r)s AND NOT ledger_ahead AND EXISTS (SELECT 1 FROM inserted)
-                RETURNING version, xmin::text AS x)
-            SELECT i.seq, m.version, u.x, m.x FROM inserted i
-                LEFT JOIN marked m ON true LEFT JOIN unmarked u ON true"""
-
     @staticmethod
-    def _rows(run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes], expect: LedgerHead) -> dict[str, Any]:
-        """The batch as rows: consecutive records share a row (their lines joined by newlines, as in
-        a ``ledger.jsonl``), keyed by its first seq, with its last seq and the last record's hash
+    def _params(run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
+                expect: LedgerHead) -> tuple[dict[str, Any], int]:
+        """The batch as rows, and how many: the parameters of :data:`_ONE_ROW` (a step's batch, one
+        row) or of :data:`_ROWS` (arrays, one element per row).
+
+        Consecutive records share a row (their lines joined by newlines, as in a
+        ``ledger.jsonl``), keyed by its first seq, with its last seq and the last record's hash
         (the head after it). A record that the lookup columns must describe — one naming an
         idempotency key, a completed effect outcome — starts a row, whose status, key and effect
         position are its first record's. One row per step instead of one per record: half the
         rows, half the primary-key entries, and the WAL that goes with them. A row is kept small
         (:data:`ROW_RECORDS` records, about :data:`ROW_BYTES` bytes) so that reading one record,
         as proving a checkpoint does, reads little: a long tick or a copied ledger is many rows."""
-        starts: list[int] = []
-        size = 0
-        for index, doc in enumerate(docs):
-            if not starts or _described(doc) or index - starts[-1] >= ROW_RECORDS or size >= ROW_BYTES:
+        starts = [0]
+        size = len(lines[0]) + 1
+        for index in range(1, len(docs)):
+            if _described(docs[index]) or index - starts[-1] >= ROW_RECORDS or size >= ROW_BYTES:
                 starts.append(index)
                 size = 0
             size += len(lines[index]) + 1
+        params: dict[str, Any] = {"r": run_id, "eseq": expect.seq, "ehash": expect.head_hash}
+        if len(starts) == 1:
+            first, last = docs[0], docs[-1]
+            params.update(seq=first["seq"], last=None if len(docs) == 1 else last["seq"],
+                          line=bytes(lines[0]) if len(lines) == 1 else b"\n".join(lines),
+                          hash=last.get("record_hash"), status=first.get("status"),
+                          key=first.get("idempotency_key"), effect=_effect_id(first))
+            return params, 1
         ends = [*starts[1:], len(docs)]
-        first = [docs[i] for i in starts]
-        last = [docs[end - 1] for end in ends]
-        return {"r": run_id, "eseq": expect.seq, "ehash": expect.head_hash,
-                "seq": [doc["seq"] for doc in first],
-                "last": [None if end - start == 1 else docs[end - 1]["seq"] for start, end in zip(starts, ends)],
-                "line": [b"\n".join(bytes(line) for line in lines[start:end]) for start, end in zip(starts, ends)],
-                "hash": [doc.get("record_hash") for doc in last], "status": [doc.get("status") for doc in first],
-                "key": [doc.get("idempotency_key") for doc in first], "effect": [_effect_id(doc) for doc in first]}
+        heads = [docs[i] for i in starts]
+        params.update(seq=[doc["seq"] for doc in heads],
+                      last=[None if end - start == 1 else docs[end - 1]["seq"] for start, end in zip(starts, ends)],
+                      line=[b"\n".join(lines[start:end]) for start, end in zip(starts, ends)],
+                      hash=[docs[end - 1].get("record_hash") for end in ends],
+                      status=[doc.get("status") for doc in heads], key=[doc.get("idempotency_key") for doc in heads],
+                      effect=[_effect_id(doc) for doc in heads])
+        return params, len(starts)
 
     @contextlib.contextmanager
     def _conflicts_refused(self, run_id: str) -> Iterator[None]:
