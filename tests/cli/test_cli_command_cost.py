@@ -44,7 +44,10 @@ workflow = WorkflowSpec("cost_event", entry_node="wait", nodes={"wait": wait, "d
 '''
 
 WATCHED = ("rich", "asyncio", "logging", "pydantic", "abstractruntime.llm_config", "abstractruntime.storage.dsn",
-           "abstractruntime.cli.prompt")
+           "abstractruntime.cli.prompt", "abstractruntime.registry", "abstractruntime.trust")
+# What continuing a run needs: the LLM configuration it recorded, the registry that finds its
+# workflow file, the checks of the workflow it recorded.
+CONTINUING = {"abstractruntime.llm_config", "abstractruntime.registry", "abstractruntime.trust"}
 
 PROBE = r"""
 import json, sys
@@ -76,13 +79,11 @@ def test_the_everyday_commands_load_only_what_they_use(probe) -> None:  # type: 
     assert (code, loaded) == (5, [])
     run_id = handle.split("@")[0]
     assert probe("runs", "show", run_id)[:2] == (0, [])
-    # resume and emit continue runs with the LLM configuration each recorded (none here): reading
-    # it is their job.
     code, loaded, _ = probe("resume", handle, "--answer", "yes")
-    assert (code, [m for m in loaded if m != "abstractruntime.llm_config"]) == (0, [])
+    assert (code, [m for m in loaded if m not in CONTINUING]) == (0, [])
     assert probe("run", "event.py")[:2] == (5, [])
     code, loaded, _ = probe("emit", "cost:1", "--payload", "{}")
-    assert (code, [m for m in loaded if m != "abstractruntime.llm_config"]) == (0, [])
+    assert (code, [m for m in loaded if m not in CONTINUING]) == (0, [])
 
 
 def test_a_store_folder_named_like_a_key_value_pair_is_still_a_folder(tmp_path: Path) -> None:
