@@ -7,6 +7,10 @@ names build the whole tree. Every command must come out the same either way.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -78,3 +82,60 @@ def test_help_and_usage_errors_are_unchanged(sh: Any) -> None:
     assert missing.exit_code == 2 and "Missing argument" in missing.stderr
     alone = sh("resume", "--help")
     assert alone.exit_code == 0 and alone.stdout.startswith("Usage: abstractruntime resume [OPTIONS]")
+
+
+# Which command modules a process imported, after the app and each module in turn.
+REGISTERS = r"""
+import importlib, json, sys
+from abstractruntime.cli.app import app
+from abstractruntime.cli.launch import COMMAND_MODULES
+def names():
+    return [c.name for c in app.registered_commands] + [g.name for g in app.registered_groups]
+found = {}
+for module in dict.fromkeys(COMMAND_MODULES.values()):
+    before = set(names())
+    importlib.import_module("abstractruntime.cli." + module)
+    for name in names():
+        if name not in before:
+            found[name] = module
+print(json.dumps(found))
+"""
+
+LOADED = r"""
+import json, sys
+from abstractruntime.cli.entry import run
+code = run(sys.argv[1:])
+print(json.dumps(sorted(m.rsplit(".", 1)[1] for m in sys.modules if m.startswith("abstractruntime.cli.cmd_"))))
+"""
+
+
+def test_the_table_of_command_modules_is_what_each_module_registers() -> None:
+    from abstractruntime.cli.launch import COMMAND_MODULES
+
+    proc = subprocess.run([sys.executable, "-c", REGISTERS], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(proc.stdout) == COMMAND_MODULES
+    assert set(COMMAND_MODULES) == set(FULL.commands)
+    # ... and help lists the commands in the same order through the console script, which imports
+    # the modules itself, as through abstractruntime.cli.main, which imports them all first.
+    script = subprocess.run([sys.executable, "-m", "abstractruntime", "--help"], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "NO_COLOR": "1", "COLUMNS": "100"})
+    library = subprocess.run([sys.executable, "-c", "import sys, abstractruntime.cli.main as m; "
+                              "sys.exit(m.main(['--help']))"], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "NO_COLOR": "1", "COLUMNS": "100"})
+    assert script.returncode == library.returncode == 0
+    assert script.stdout == library.stdout and "schedule" in script.stdout
+
+
+@pytest.mark.parametrize("argv, modules", [
+    (["verify", "--help"], ["cmd_verify"]),
+    (["runs", "show", "--help"], ["cmd_exec", "cmd_inspect"]),  # cmd_exec: options other modules share
+    (["run", "--help"], ["cmd_exec"]),
+    (["--help"], None),
+    (["nosuch"], None),
+])
+def test_a_command_line_imports_the_module_of_its_command_alone(argv: list[str], modules: Any) -> None:
+    from abstractruntime.cli.launch import COMMAND_MODULES
+
+    proc = subprocess.run([sys.executable, "-c", LOADED, *argv], capture_output=True, text=True, timeout=60)
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert loaded == (modules if modules is not None else sorted(set(COMMAND_MODULES.values())))
