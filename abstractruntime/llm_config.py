@@ -20,10 +20,10 @@ with or without an LLM.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any, Collection, Mapping, Optional, cast
 
 from .core.errors import InvalidInputError, ServerNotConfiguredError
+from .core.fastclass import dataclass  # the standard decorator's code generation would double this import
 
 MODES = ("local", "remote", "hybrid")
 

@@ -183,12 +183,24 @@ def _pick(module: types.ModuleType, path: Path, source: bytes, attr: Optional[st
           workflow_id: Optional[str]) -> WorkflowSpec:
     """The spec named ``attr`` (an attribute, or a workflow id); without one, the spec whose id a run
     recorded (``workflow_id``), else ``workflow``, else the file's one workflow."""
-    flagged = _found(module, source, path)
-    found = [(key, spec) for key, spec, own in flagged if own] + [(key, spec) for key, spec, own in flagged if not own]
+    # What the module offers (its source parsed for the ids it declares) is looked at only when
+    # the name asked for, or the default attribute, does not settle it.
+    looked: list[list[tuple[str, WorkflowSpec, bool]]] = []
+
+    def offered() -> list[tuple[str, WorkflowSpec, bool]]:
+        if not looked:
+            looked.append(_found(module, source, path))
+        return looked[0]
+
+    def own_first() -> list[tuple[str, WorkflowSpec]]:
+        flagged = offered()
+        return [(key, spec) for key, spec, own in flagged if own] + \
+            [(key, spec) for key, spec, own in flagged if not own]
+
     if attr is not None:
         if hasattr(module, attr):
             return _spec_attribute(module, path, source, attr)
-        by_id = [spec for _, spec in found if spec.workflow_id == attr]
+        by_id = [spec for _, spec in own_first() if spec.workflow_id == attr]
         if by_id:
             return by_id[0]
         raise WorkflowLoadError(f"{path}: defines no attribute '{attr}' (and no workflow with that id)", path=str(path))
@@ -197,12 +209,13 @@ def _pick(module: types.ModuleType, path: Path, source: bytes, attr: Optional[st
         # A run names its workflow by id: the spec with that id, whatever its attribute.
         if default is not None and default.workflow_id == workflow_id:
             return default
-        for _, spec in found:
+        for _, spec in own_first():
             if spec.workflow_id == workflow_id:
                 return spec
     if default is not None:
         return default
-    own = [spec for _, spec, mine in flagged if mine] or [spec for _, spec in found]
+    found = own_first()
+    own = [spec for _, spec, mine in offered() if mine] or [spec for _, spec in found]
     ids = list(dict.fromkeys(spec.workflow_id for spec in own))
     if len(ids) == 1:
         return own[0]

@@ -41,13 +41,17 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 from .core.errors import WorkflowDriftError, WorkflowLoadError
 from .core.spec import WorkflowSource
 from .loader import LoadedWorkflow, load_workflow_file, read_source
-from .registry import WorkflowFileRegistry, declared_ids
-from .trust import RecordedWorkflow, recorded_workflow
+
+if TYPE_CHECKING:
+    # Imported where used: starting a run from a file it was given needs neither the registry
+    # (with glob and the source parser) nor the recorded-workflow checks.
+    from .registry import WorkflowFileRegistry
+    from .trust import RecordedWorkflow
 
 LlmHandlers = Callable[[Any], Mapping[Any, Callable[..., Any]]]
 """Builds an LLM mode's effect handlers from the workflow file's tool executor (or ``None``)."""
@@ -102,6 +106,8 @@ def registry_for(store: Any, entries: Sequence[str] = ()) -> WorkflowFileRegistr
     """The operator's registry (:meth:`WorkflowFileRegistry.configured`) with ``entries`` first,
     never listing a file inside ``store``'s directory."""
     root = getattr(store, "root", None)
+    from .registry import WorkflowFileRegistry
+
     return WorkflowFileRegistry.configured(entries, exclude=[root] if root is not None else [])
 
 
@@ -115,6 +121,8 @@ def workflow_file_for_run(runtime: Any, run_id: str, checkpoint: Any, *,
     otherwise ``registry`` (default: the operator's, :func:`registry_for`) locates the file by
     the id and sha256 the run's hash chain recorded. Nothing is imported here.
     """
+    from .trust import recorded_workflow
+
     recorded = recorded_workflow(runtime, run_id, checkpoint)
     if workflow_file is not None:
         return Path(workflow_file), recorded
@@ -137,6 +145,8 @@ def source_for_snapshot(snapshot: Any, *, workflow_file: Optional[str | Path] = 
     if workflow_file is not None:
         path = Path(workflow_file).expanduser().absolute()
         data = read_source(path)
+        from .registry import declared_ids
+
         if workflow_id not in declared_ids(data, path.stem):
             raise WorkflowLoadError(f"{path}: declares no workflow '{workflow_id}' (the snapshot's)", path=str(path))
         return WorkflowSource(str(path), hashlib.sha256(data).hexdigest())
@@ -179,6 +189,8 @@ def load_for_run(store: Any, run_id: str, *, workflow_file: Optional[str | Path]
     if checkpoint is None:
         checkpoint = plain.get_checkpoint(run_id)
     registry = registry or registry_for(store)
+    from .trust import recorded_workflow
+
     recorded = recorded_workflow(plain, run_id, checkpoint)
     upgrade = allow_upgrade or registry.upgrades_allowed(recorded.workflow_id)
     path, recorded = workflow_file_for_run(plain, run_id, checkpoint, workflow_file=workflow_file,

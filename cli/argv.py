@@ -43,6 +43,11 @@ def _split_root(args: list[str]) -> int:
     return i
 
 
+def command_start(args: list[str]) -> int:
+    """Index of the command name in ``args``: after the root's global options (and their values)."""
+    return _split_root(args)
+
+
 def _own_options(command: Any) -> tuple[set[str], set[str]]:
     """(every option name of ``command``, the names that take a value)."""
     names: set[str] = set()
@@ -121,4 +126,4 @@ def wants_json(args: list[str]) -> bool:
     return False
 
 
-__all__ = ["GLOBAL_OPTIONS", "hoist_global_options", "wants_json"]
+__all__ = ["GLOBAL_OPTIONS", "command_start", "hoist_global_options", "wants_json"]

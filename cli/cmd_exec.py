@@ -9,7 +9,7 @@ import typer
 
 from . import workflows
 from .app import app, finish_batch, finish_run, settings
-from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_flags
+from .llm import BaseUrlOpt, LlmOpt, ModelOpt, ProviderOpt, ServerOpt, llm_config_of, llm_flags
 from .handles import run_id_of
 from .output import Settings, json_inline
 
@@ -31,8 +31,6 @@ def drive(s: Settings, runtime: "Runtime", workflow: Any, state: "RunState", *, 
     """Tick until the run stops running; on a terminal, answer ask_user prompts and go on."""
     from abstractruntime.core.models import RunStatus, WaitReason
 
-    from .prompt import ask
-
     budget = max_steps
     while True:
         if state.status is RunStatus.RUNNING and budget > 0:
@@ -44,6 +42,8 @@ def drive(s: Settings, runtime: "Runtime", workflow: Any, state: "RunState", *, 
         wait = state.waiting
         if (state.status is RunStatus.WAITING and wait is not None and wait.reason is WaitReason.USER
                 and s.may_prompt()):
+            from .prompt import ask  # a person answers here: only then
+
             payload = ask(wait)
             if payload is None:
                 return state
@@ -99,8 +99,8 @@ def run_cmd(
     `resume RUN@wN --raise-budget tokens=+N` or `--answer stop`.
     """
     s = settings(ctx, json_out)
-    limits = parse_budget(budget)
-    config = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url).config()
+    limits = parse_budget(budget) if budget else {}
+    config = llm_config_of(llm, provider=provider, model=model, server=server, base_url=base_url)
     loaded = workflows.load(workflow_file, attr=attr)
     # Only a code-first workflow has typed inputs, and its file imported abstractruntime.flow:
     # a graph workflow's run does not load that package.
@@ -147,8 +147,8 @@ def start_cmd(
     serves its llm_call effects; --budget as for `run`.
     """
     s = settings(ctx, json_out)
-    limits = parse_budget(budget)
-    config = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url).config()
+    limits = parse_budget(budget) if budget else {}
+    config = llm_config_of(llm, provider=provider, model=model, server=server, base_url=base_url)
     loaded = workflows.load(workflow_file, attr=attr)
     # Only a code-first workflow has typed inputs, and its file imported abstractruntime.flow:
     # a graph workflow's run does not load that package.

@@ -112,8 +112,6 @@ def resume_cmd(
     from abstractruntime.core.errors import RunNotWaitingError
     from abstractruntime.core.models import RunStatus, WaitReason
 
-    from .prompt import ask
-
     from .handles import check_target, split_handle
 
     s = settings(ctx, json_out)
@@ -154,6 +152,8 @@ def resume_cmd(
         check_calls_hash(state.waiting, data, run_id, required=True)
     if data is None and not fire_timer:
         if state.waiting.reason is WaitReason.USER and s.may_prompt():
+            from .prompt import ask  # a person answers here: only then
+
             data = ask(state.waiting)
         if data is None:
             finish_run(s, state)

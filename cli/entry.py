@@ -1,6 +1,6 @@
 """The console script's entry point: the command line, with Ctrl-C covered from the first instant.
 
-``abstractruntime.cli.main`` imports typer, rich and every command module, which takes a
+``abstractruntime.cli.launch`` imports typer and the command line's application, which takes a
 moment; a Ctrl-C (or SIGTERM) arriving then would otherwise end in a Python traceback. This
 module imports nothing heavy, so the interrupt is caught while those imports run as well.
 """
@@ -20,11 +20,11 @@ def run(argv: Optional[list[str]] = None) -> int:
     # the collector, run every few hundred allocations, would scan them some thirty times for
     # nothing (5-15% of a short command). None runs while they are made; then they are frozen
     # out of later collections.
-    pause = "abstractruntime.cli.main" not in sys.modules and gc.isenabled()
+    pause = "abstractruntime.cli.launch" not in sys.modules and gc.isenabled()
     if pause:
         gc.disable()
     try:
-        from .main import main
+        from .launch import main
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return INTERRUPTED

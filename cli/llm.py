@@ -48,6 +48,15 @@ def _typed(ctx: Any, name: str) -> bool:
     return getattr(source, "name", "") == "COMMANDLINE"
 
 
+def llm_config_of(mode: Optional[str], *, provider: Optional[str], model: Optional[str], server: Optional[str],
+                  base_url: Optional[str]) -> "Optional[LLMConfig]":
+    """The configuration the options make for a new run (:meth:`LlmFlags.config`); ``None`` when
+    none is given, without loading the configuration module."""
+    if mode is None and provider is None and model is None and server is None and base_url is None:
+        return None
+    return llm_flags(mode, provider=provider, model=model, server=server, base_url=base_url).config()
+
+
 def llm_flags(mode: Optional[str], *, provider: Optional[str], model: Optional[str], server: Optional[str],
               base_url: Optional[str], ctx: Any = None) -> "LlmFlags":
     """The options as given, each checked on its own (:func:`abstractruntime.llm_config.llm_flags`).

@@ -87,6 +87,12 @@ def tsv_cell(value: Any) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
+def _is_connection_string(target: str) -> bool:
+    from abstractruntime.storage.dsn import is_connection_string
+
+    return is_connection_string(target)
+
+
 @dataclass
 class Settings:
     """Global options, shared by every command through ``ctx.obj``."""
@@ -115,13 +121,14 @@ class Settings:
         for every other command a missing store is exit 4 naming where it was looked for.
         """
         if self._file_store is None:
-            from abstractruntime.storage.dsn import is_connection_string
             from abstractruntime.storage.store import STORE_ENV, FileStore, find_store, locate_store
             from abstractruntime.storage.store import open_store as open_any_store
 
             target = self.store or os.environ.get(STORE_ENV)
             signer = self.signer()  # a bad key is refused before a store is created
-            if isinstance(target, str) and is_connection_string(target):
+            # A connection string has "://" (a URL) or "=" (key/value pairs): a plain path is
+            # told apart without loading the parser.
+            if isinstance(target, str) and ("://" in target or "=" in target) and _is_connection_string(target):
                 # A PostgreSQL store: the same commands, the same guarantees (docs/postgres.md).
                 self._file_store = open_any_store(target, create=create)
             elif create:

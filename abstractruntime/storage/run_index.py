@@ -29,9 +29,16 @@ A store that cannot be written (read-only mount, no write permission) is queried
 read-only connection, or from the run files when there is no index: nothing is written or
 moved. Only a file SQLite reports as corrupt is set aside (``index.sqlite3.damaged``) and
 rebuilt; a full disk or an I/O error is a :class:`StorageError` naming the cause.
-WAL mode with ``synchronous=NORMAL``: after power loss the index may lag the files, which the
-first query after the reboot repairs. A ``run.json`` replaced by hand that no query's rows
-point at is seen after ``runs reindex`` (or on every query with ``always_check``).
+WAL mode with ``synchronous=OFF`` where the machine's boot id is known (:func:`boot_id`): no
+fsync on commit or on the checkpoint a closing connection makes. A killed process loses nothing
+SQLite wrote (the OS has it); an OS crash or power cut may lose or tear the last writes, and
+the machine then boots with a new id. The index records the boot its rows were rebuilt in
+(``meta`` ``boot_id``); an index of another boot is checked (``PRAGMA quick_check``: a damaged
+one is set aside) and rebuilt from the files by the first process to open it, which also marks
+again every run whose ledger is past its checkpoint — a mark the crash lost. Where no boot id
+is known the index keeps ``synchronous=NORMAL`` (consistent after a power cut, perhaps behind
+the files) and every query checks every row. A ``run.json`` replaced by hand that no query's
+rows point at is seen after ``runs reindex`` (or on every query with ``always_check``).
 """
 
 from __future__ import annotations
@@ -92,17 +99,30 @@ _HELPER = (
 )
 
 
+# Test hook: the file the boot id is read from (tests point it elsewhere to stand for another
+# boot, or at a missing file for a platform without one). Read once per process.
+BOOT_ID_FILE_ENV = "ABSTRACTRUNTIME_BOOT_ID_FILE"
+_BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+
+
 def boot_id() -> Optional[bytes]:
-    """This boot of the machine (Linux), or ``None`` where it is not known: then every query checks
-    every row. A power cut may lose the index's last commits (``synchronous=NORMAL``) while the
-    checkpoints, written with fsync, survive; the next boot has a new id, so its first query checks."""
+    """This boot of the machine (Linux), or ``None`` where it is not known.
+
+    The index is written with ``synchronous=OFF`` when it is known: what SQLite wrote survives a
+    killed process (the OS has it) but not an OS crash or power cut, after which the machine
+    boots with a new id. So an index file is trusted only when it was rebuilt in this very boot
+    (its ``meta`` row ``boot_id``); one written in another boot is checked and rebuilt from the
+    files on first open. Without a boot id the index keeps ``synchronous=NORMAL`` (consistent
+    after a power cut, perhaps behind the files) and every query checks every row.
+    """
     if not _BOOT_ID:
         try:
-            with open("/proc/sys/kernel/random/boot_id", "rb") as f:
-                _BOOT_ID.append(f.read().strip() or None)
+            with open(os.environ.get(BOOT_ID_FILE_ENV) or _BOOT_ID_FILE, "rb") as f:
+                _BOOT_ID.append(f.read(100).strip() or None)
         except OSError:
             _BOOT_ID.append(None)
     return _BOOT_ID[0]
+
 
 log = get_logger("abstractruntime.storage")
 
@@ -208,6 +228,7 @@ class RunIndex:
         self._lock = threading.RLock()
         self._group = _Group()
         self._conn: Optional[sqlite3.Connection] = None
+        self._opened: Optional[tuple[int, int]] = None  # (device, inode) of the file the connection has
         self._readonly = False  # set once the store turns out not to be writable
         self._no_index = False  # read-only and no usable index: queries read the files
         self.last_unreadable: list[str] = []
@@ -233,6 +254,11 @@ class RunIndex:
 
     def _db(self) -> Optional[sqlite3.Connection]:
         """The connection, or ``None`` when queries must read the run files instead."""
+        if self._conn is not None and not self._readonly and self._path_identity() != self._opened:
+            # The file was deleted (or replaced) by hand while this process had it open: what it
+            # wrote would go to a file nobody else reads. The new one is opened (or made) instead.
+            log.info("%s was replaced while open; opening the new one", self._path)
+            self.close()
         if self._conn is not None or self._no_index:
             return self._conn
         if not self._readonly and not self._writable():
@@ -250,29 +276,63 @@ class RunIndex:
         return self._open_readonly()
 
     def _open(self) -> sqlite3.Connection:
-        fresh = not self._path.exists()
-        if fresh:
-            # Create it 0600 before SQLite does (SQLite would use the umask).
-            try:
-                os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
-            except OSError as exc:
-                raise StorageError(f"Cannot create the run index {self._path}: {exc.strerror or exc}") from exc
+        fresh = not self._path.exists() and self._create()
+        # Taken before the connection: a file replaced meanwhile is found replaced by the next _db().
+        opened = self._path_identity()
         conn = sqlite3.connect(self._path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        boot = boot_id()
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            # No fsync on commit or checkpoint where the boot is known: a file that an OS crash
+            # may have torn belongs to another boot, and is rebuilt below before it is used.
+            conn.execute("PRAGMA synchronous=OFF" if boot is not None else "PRAGMA synchronous=NORMAL")
             if migrate(conn):  # an index from an older release gets its new columns in place
                 self.signal_unchecked()  # ... and its rows are refilled by the next query's check
+            meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('runs_mtime_ns', 'boot_id')"))
+            # Written in another boot (or by a release that did not record it): SQLite may have
+            # lost or torn its last writes in an OS crash. A structure SQLite finds damaged is
+            # set aside (the caller's corrupt path); the rows are then rebuilt from the files.
+            other_boot = boot is not None and not fresh and "runs_mtime_ns" in meta \
+                and meta.get("boot_id") != boot.decode("ascii", "replace")
+            if other_boot:
+                found = [r[0] for r in conn.execute("PRAGMA quick_check(1)")]
+                if found != ["ok"]:
+                    raise sqlite3.DatabaseError(f"database disk image is malformed ({found[0]})")
         except BaseException:
             conn.close()
             raise
         self._conn = conn
+        self._opened = opened
         # An index whose first rebuild never committed (its builder was killed while scanning)
         # has no runs_mtime_ns: rebuilt whole, as a new one is, so runs whose ledgers are past
-        # their checkpoints get their dirty rows.
-        if fresh or conn.execute("SELECT 1 FROM meta WHERE key = 'runs_mtime_ns'").fetchone() is None:
+        # their checkpoints get their dirty rows. One from another boot is rebuilt whole too (its
+        # dirty marks may be lost); of several processes opening it at once, the first rebuilds.
+        if fresh or "runs_mtime_ns" not in meta or other_boot:
+            if other_boot:
+                log.info("%s was last written in another boot; rebuilding it from the run files", self._path)
             self.rebuild(unless_built=True)
         return conn
+
+    def _create(self) -> bool:
+        """Create the index file empty and 0600 (SQLite would use the umask); ``True``.
+
+        A ``-wal`` (or ``-journal``) left beside a deleted index names no database: SQLite would
+        apply it to whatever file has the index's name. It never does to an empty one: a write-ahead
+        log or hot journal found beside a database of zero pages is deleted when SQLite opens it
+        (``tests/storage/test_run_index_boot.py`` holds it to that), so the new index starts empty.
+        """
+        try:
+            os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        except OSError as exc:
+            raise StorageError(f"Cannot create the run index {self._path}: {exc.strerror or exc}") from exc
+        return True
+
+    def _path_identity(self) -> Optional[tuple[int, int]]:
+        try:
+            st = os.stat(self._path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
 
     def _open_readonly(self) -> Optional[sqlite3.Connection]:
         if not self._path.exists():
@@ -515,9 +575,9 @@ class RunIndex:
     def rebuild(self, *, unless_built: bool = False) -> int:
         """Recreate every row from the run files; the number indexed (StorageError if read-only).
 
-        ``unless_built``: the rebuild an open makes of a new (or never built) index, which writes
-        nothing if another process's rebuild committed while this one scanned: that one's rows,
-        and the marks its writers made since, stand.
+        ``unless_built``: the rebuild an open makes of a new (or never built, or another boot's)
+        index, which writes nothing if another process's rebuild committed in this boot while this
+        one scanned: that one's rows, and the marks its writers made since, stand.
         """
         with self._lock:
             db = self._db()
@@ -525,13 +585,16 @@ class RunIndex:
                 raise StorageError(f"Cannot rebuild the run index: the store {self._root} is read-only",
                                    path=str(self._path))
             mtime = self._runs_mtime()
+            known = boot_id()
+            boot = None if known is None else known.decode("ascii", "replace")
             self._begin_check()
             rows, self.last_unreadable = self._scan_all()
             try:
                 with db:  # one transaction: committed whole, or rolled back on any exception
                     db.execute("BEGIN IMMEDIATE")
-                    built = unless_built and db.execute(
-                        "SELECT 1 FROM meta WHERE key = 'runs_mtime_ns'").fetchone() is not None
+                    # Built by another process meanwhile: its rebuild recorded this boot with its rows.
+                    meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('runs_mtime_ns', 'boot_id')"))
+                    built = unless_built and "runs_mtime_ns" in meta and (boot is None or meta.get("boot_id") == boot)
                     if not built:
                         # A writer may have marked a run (its ledger about to pass its checkpoint)
                         # after the scan read it: the mark stands, whatever the scan saw.
@@ -541,6 +604,8 @@ class RunIndex:
                         db.executemany("INSERT INTO runs (run_id, dirty) VALUES (?, 1) "
                                        "ON CONFLICT (run_id) DO UPDATE SET dirty = 1", marked)
                         db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("runs_mtime_ns", vouched(mtime)))
+                        if boot is not None:  # the rows are this boot's: written with synchronous=OFF from now on
+                            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("boot_id", boot))
                 if not built:
                     self._fresh = True
                     self._end_check()

@@ -1,0 +1,98 @@
+"""What the everyday commands (run, runs show, resume, emit) load beyond their job, piped.
+
+Each module named here is one a command used to load for nothing: rich (no terminal), the
+LLM configuration (no --llm given to a new run), the connection-string parser (the store is a
+folder), the prompt (nobody to ask), asyncio and logging. The index's fsyncs are the other
+half of a short command's cost: tests/storage/test_run_index_boot.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ASK = '''\
+from abstractruntime import Effect, EffectType, StepPlan, WorkflowSpec
+
+def ask(run, ctx):
+    return StepPlan("ask", next_node="done", effect=Effect(
+        EffectType.ASK_USER, {"prompt": "Ship it?", "choices": ["yes", "no"], "allow_free_text": False},
+        result_key="reply"))
+
+def done(run, ctx):
+    return StepPlan("done", complete_output={"ship": run.vars["reply"]["answer"] == "yes"})
+
+workflow = WorkflowSpec("cost_ask", entry_node="ask", nodes={"ask": ask, "done": done})
+'''
+
+EVENT = '''\
+from abstractruntime import Effect, EffectType, StepPlan, WorkflowSpec
+
+def wait(run, ctx):
+    return StepPlan("wait", next_node="done", effect=Effect(EffectType.WAIT_EVENT, {"wait_key": "cost:1"},
+                                                            result_key="event"))
+
+def done(run, ctx):
+    return StepPlan("done", complete_output={"event": run.vars["event"]})
+
+workflow = WorkflowSpec("cost_event", entry_node="wait", nodes={"wait": wait, "done": done})
+'''
+
+WATCHED = ("rich", "asyncio", "logging", "pydantic", "abstractruntime.llm_config", "abstractruntime.storage.dsn",
+           "abstractruntime.cli.prompt", "abstractruntime.registry", "abstractruntime.trust")
+# What continuing a run needs: the LLM configuration it recorded, the registry that finds its
+# workflow file, the checks of the workflow it recorded.
+CONTINUING = {"abstractruntime.llm_config", "abstractruntime.registry", "abstractruntime.trust"}
+
+PROBE = r"""
+import json, sys
+from abstractruntime.cli.entry import run
+code = run(sys.argv[2:])
+sys.stderr.write(json.dumps({"code": code, "loaded": sorted(m for m in json.loads(sys.argv[1]) if m in sys.modules)})
+                 + "\n")
+"""
+
+
+@pytest.fixture
+def probe(tmp_path: Path):  # type: ignore[no-untyped-def]
+    (tmp_path / "ask.py").write_text(ASK, encoding="utf-8")
+    (tmp_path / "event.py").write_text(EVENT, encoding="utf-8")
+    env = {**os.environ, "ABSTRACTRUNTIME_STORE": str(tmp_path / "store"), "ABSTRACTRUNTIME_WORKFLOWS": str(tmp_path),
+           "NO_COLOR": "1"}
+
+    def run(*args: str) -> tuple[int, list[str], str]:
+        proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(WATCHED), *args], capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL)
+        found = json.loads(proc.stderr.strip().splitlines()[-1])
+        return found["code"], found["loaded"], proc.stdout.strip()
+
+    return run
+
+
+def test_the_everyday_commands_load_only_what_they_use(probe) -> None:  # type: ignore[no-untyped-def]
+    code, loaded, handle = probe("run", "ask.py", "--no-input")
+    assert (code, loaded) == (5, [])
+    run_id = handle.split("@")[0]
+    assert probe("runs", "show", run_id)[:2] == (0, [])
+    code, loaded, _ = probe("resume", handle, "--answer", "yes")
+    assert (code, [m for m in loaded if m not in CONTINUING]) == (0, [])
+    assert probe("run", "event.py")[:2] == (5, [])
+    code, loaded, _ = probe("emit", "cost:1", "--payload", "{}")
+    assert (code, [m for m in loaded if m not in CONTINUING]) == (0, [])
+
+
+def test_a_store_folder_named_like_a_key_value_pair_is_still_a_folder(tmp_path: Path) -> None:
+    """The connection-string parser is skipped only for paths that cannot be one."""
+    (tmp_path / "ask.py").write_text(ASK, encoding="utf-8")
+    store = tmp_path / "a=b"
+    env = {**os.environ, "NO_COLOR": "1"}
+    proc = subprocess.run([sys.executable, "-m", "abstractruntime", "--store", str(store), "run", "ask.py",
+                           "--no-input"], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 5, proc.stderr
+    assert (store / "runs").is_dir()
