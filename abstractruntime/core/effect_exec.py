@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 
 from . import budget as budgets
 from . import usage_totals
-from .canonical import canonical_json, check_size
+from .canonical import MAX_RECORD_BYTES, canonical_json, check_size
 from .effects import EffectOutcome
 from .errors import InvalidInputError, PayloadTooLargeError, SessionClosedError
 from .models import Effect, EffectType, RecordKind, RunState, RunStatus, StepPlan, StepRecord, WaitReason, WaitState
@@ -147,7 +147,9 @@ def effect_steps(rt: "EffectHost", session: RunSession, plan: StepPlan, *, pendi
             end_all(observers, "effect_ended", watched, outcome.status, outcome.ext, outcome.error)
         if outcome.status == "completed":
             try:
-                check_size(canonical_json(outcome.result), what=f"Result of {effect.type.value} effect")
+                encoded = canonical_json(outcome.result)
+                if len(encoded) > MAX_RECORD_BYTES:
+                    check_size(encoded, what=f"Result of {kind} effect")
             except (InvalidInputError, PayloadTooLargeError) as exc:
                 outcome = EffectOutcome.failed(str(exc), retryable=False, ext=outcome.ext)
             else:
