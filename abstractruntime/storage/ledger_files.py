@@ -376,6 +376,12 @@ class JsonlLedgerStore(LedgerStore):
         if held is not None and held.forks == _FORKS:
             os.close(held.fd)
 
+    def release(self, run_id: str) -> None:
+        """Close the descriptor of ``run_id``'s ledger kept between appends (before the run's
+        files are removed: an open descriptor would keep the file's space in use)."""
+        with self._guard(run_id):
+            self._forget_held(run_id)
+
     def close(self) -> None:
         """Close the ledger descriptors kept between appends (the store stays usable: the next
         append opens its file again)."""

@@ -355,6 +355,24 @@ def test_a_forked_child_appends_through_its_own_descriptor(tmp_path: Path) -> No
     assert verify_run(root, "r1").ok
 
 
+def test_a_pruned_run_s_descriptor_is_closed(tmp_path: Path) -> None:
+    from tests.retention_support import ask_workflow, later
+    from abstractruntime.storage.prune import parse_age, prune_store
+
+    store = _store(tmp_path / "s")
+    rt = store.runtime()
+    wf = ask_workflow()
+    rt.start(workflow=wf, run_id="done")
+    rt.tick(workflow=wf, run_id="done")
+    rt.resume(workflow=wf, run_id="done", payload={"answer": "yes"})
+    fd = store.ledger._held["done"].fd
+    assert prune_store(store, finished_before=parse_age("30d"), now=later).pruned
+    assert "done" not in store.ledger._held
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    store.close()
+
+
 def test_descriptors_are_bounded_and_closed_with_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ledger_files, "KEPT_DESCRIPTORS", 3)
     store = _store(tmp_path / "s")
