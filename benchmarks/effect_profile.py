@@ -5,11 +5,15 @@ with a trivial handler) once on a fresh file store, wrapping the kernel's functi
 clock, and prints the mean per step and per ledger record of each phase next to the fsync
 floor measured right before (one fsync'd append of a ledger-sized line): the records'
 encoding (``RunSession.record``: delta, stored values, redaction, JCS + SHA-256, replay onto
-the state image), the ledger's write + fsync (``append_bytes``), the checkpoint
+the state image), the ledger append as a whole (``append_lines``: the kept descriptor's flock
+and identity checks, or the open, then the write) and its write + fsync alone
+(``append_bytes``), the checkpoint
 (``atomic_write_bytes`` of ``run.json``, no fsync), the index row marked dirty before the
 append and made clean after the checkpoint (``RunIndex.mark`` / ``RunIndex.put``), and the
-fsync calls counted. What is left of a step is the runtime's own bookkeeping (planning the
-node, the effect's identity and policy, locks, the handler call).
+fsync calls counted; and the process's CPU time per step, taken in a second run without the
+wrapping clocks (with ``none`` it is the whole Python of a step). What is left of a step is the
+runtime's own bookkeeping (planning the node, the effect's identity and policy, locks, the
+handler call).
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ PHASES = (
     ("records: delta, values, redaction, JCS + SHA-256, replay (RunSession.record)",
      "abstractruntime.core.session", "RunSession.record"),
     ("  of which JCS + SHA-256 (seal_pieces)", "abstractruntime.core.session", "seal_pieces"),
-    ("ledger write + fsync (append_bytes)", "abstractruntime.storage.ledger_files", "append_bytes"),
+    ("ledger append: lock, file checks, write + fsync (append_lines)", "abstractruntime.storage.ledger_files",
+     "JsonlLedgerStore.append_lines"),
+    ("  of which write + fsync (append_bytes)", "abstractruntime.storage.ledger_files", "append_bytes"),
     ("run.json replaced, no fsync (atomic_write_bytes)", "abstractruntime.storage.json_files", "atomic_write_bytes"),
     ("index row marked dirty before the append (RunIndex.mark)", "abstractruntime.storage.run_index",
      "RunIndex.mark"),
@@ -52,8 +58,26 @@ def _wrap(totals: dict[str, float], counts: dict[str, int]) -> list[Callable[[],
     return undo
 
 
+def _cpu_per_step(steps: int, durability: str, work: str) -> float:
+    """CPU seconds of this process per step over one whole run, no function wrapped."""
+    from abstractruntime import EffectOutcome, EffectType, FileStore
+
+    from .ours import API
+
+    wf = workloads.effects(API, steps)
+    store = FileStore(tempfile.mkdtemp(dir=work), durability=durability)  # type: ignore[arg-type]
+    rt = store.runtime(effect_handlers={EffectType.TOOL_CALLS: workloads.make_handler(EffectOutcome)})
+    try:
+        start = time.process_time()
+        workloads.run_to_end(rt, wf, rt.start(workflow=wf))
+        return (time.process_time() - start) / steps
+    finally:
+        store.close()
+
+
 def profile(steps: int, durability: str) -> dict[str, Any]:
-    """Seconds per step of the whole step and of each phase, records and fsyncs per step, the floor."""
+    """Seconds per step of the whole step and of each phase, records and fsyncs per step, the floor,
+    and the CPU time per step of an unwrapped run."""
     from abstractruntime import EffectOutcome, EffectType, FileStore
 
     from .ours import API, Sizes, fsync_costs
@@ -78,7 +102,8 @@ def profile(steps: int, durability: str) -> dict[str, Any]:
             restore()
         store.close()
     records = (store.root / "runs" / run_id / "ledger.jsonl").read_bytes().count(b"\n")
-    return {"steps": steps, "durability": durability, "step_seconds": elapsed / steps, "records": records,
+    cpu = _cpu_per_step(steps, durability, work)
+    return {"cpu_seconds_per_step": cpu, "steps": steps, "durability": durability, "step_seconds": elapsed / steps, "records": records,
             "floor_append_fsync_seconds": floor["append_fsync_seconds"],
             "fsyncs_per_step": counts["fsync"] / steps,
             "phases": {label: {"per_step_seconds": totals[label] / steps, "calls_per_step": counts[label] / steps}
@@ -94,7 +119,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     per_record = p["steps"] / p["records"]
     floor = p["floor_append_fsync_seconds"]
     print(f"{steps} effect steps, durability={durability}: {p['records'] / steps:.2f} records, "
-          f"{p['fsyncs_per_step']:.2f} fsyncs per step; floor (append + fsync) {floor * 1e3:.3f} ms")
+          f"{p['fsyncs_per_step']:.2f} fsyncs per step; floor (append + fsync) {floor * 1e3:.3f} ms; "
+          f"CPU time per step (a run without the clocks) {p['cpu_seconds_per_step'] * 1e3:.3f} ms")
     print("| phase | per step | per record | calls per step | × floor |")
     print("|---|---|---|---|---|")
     rows = [("a whole step", p["step_seconds"], 1.0)]

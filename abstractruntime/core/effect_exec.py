@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 
 from . import budget as budgets
 from . import usage_totals
-from .canonical import canonical_json, check_size
+from .canonical import MAX_RECORD_BYTES, canonical_json, check_size
 from .effects import EffectOutcome
 from .errors import InvalidInputError, PayloadTooLargeError, SessionClosedError
 from .models import Effect, EffectType, RecordKind, RunState, RunStatus, StepPlan, StepRecord, WaitReason, WaitState
@@ -105,11 +105,14 @@ def effect_steps(rt: "EffectHost", session: RunSession, plan: StepPlan, *, pendi
     last_attempt = first_attempt + max(budget, 1) - 1
     last_error, retryable, attempt = "unknown error", True, first_attempt - 1
     timeout = _timeout_of(effect)
+    kind = EffectType(effect.type).value
+    # Only a metered effect can be held back by a budget (the gate answers False for any other).
+    metered = kind in budgets.METERED_EFFECTS
     while attempt < last_attempt:
-        if budgets.gate(session, EffectType(effect.type).value,
-                        Pending(effect_id=effect_id, node_id=plan.node_id, effect=effect.to_dict(),
-                                next_node=plan.next_node, idempotency_key=key, attempt=attempt, explicit=explicit,
-                                parts=dict(parts), failed=failed)):
+        if metered and budgets.gate(session, kind,
+                                    Pending(effect_id=effect_id, node_id=plan.node_id, effect=effect.to_dict(),
+                                            next_node=plan.next_node, idempotency_key=key, attempt=attempt,
+                                            explicit=explicit, parts=dict(parts), failed=failed)):
             return  # the budget is reached: no attempt is started (a retry neither), the run pauses
         attempt += 1
         rec = StepRecord.start(run=run, node_id=plan.node_id, effect=effect, attempt=attempt, idempotency_key=key)
@@ -123,7 +126,7 @@ def effect_steps(rt: "EffectHost", session: RunSession, plan: StepPlan, *, pendi
             if rt.missing_handler == "wait":
                 _wait_for_handler(session, plan, effect, effect_id, rec)
                 return
-            last_error, retryable = f"No effect handler registered for {EffectType(effect.type).value}", False
+            last_error, retryable = f"No effect handler registered for {kind}", False
             break
         if not handler.pure:
             yield Io(session.flush_before_effect)  # the intent (and every step before it) is durable first
@@ -136,7 +139,7 @@ def effect_steps(rt: "EffectHost", session: RunSession, plan: StepPlan, *, pendi
         identity = EffectIdentity(run.run_id, effect_id, key, attempt, dict(parts), recorder, budget_left=left,
                                   publisher=rt.publisher_for(run.run_id, effect_id, attempt), limits=rt.in_flight)
         observers = rt.observers
-        watched = notify(observers, "effect_started", run.run_id, effect_id, EffectType(effect.type).value, attempt,
+        watched = notify(observers, "effect_started", run.run_id, effect_id, kind, attempt,
                          plan.node_id) if observers else None
         outcome = yield EffectCall(handler, run, effect, plan.next_node, identity, CURRENT_EFFECT, timeout,
                                    _cancel_recorder(session, plan, effect_id, key, attempt, guard))
@@ -144,7 +147,9 @@ def effect_steps(rt: "EffectHost", session: RunSession, plan: StepPlan, *, pendi
             end_all(observers, "effect_ended", watched, outcome.status, outcome.ext, outcome.error)
         if outcome.status == "completed":
             try:
-                check_size(canonical_json(outcome.result), what=f"Result of {effect.type.value} effect")
+                encoded = canonical_json(outcome.result)
+                if len(encoded) > MAX_RECORD_BYTES:
+                    check_size(encoded, what=f"Result of {kind} effect")
             except (InvalidInputError, PayloadTooLargeError) as exc:
                 outcome = EffectOutcome.failed(str(exc), retryable=False, ext=outcome.ext)
             else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from .errors import InvalidInputError
-from .jcs import jcs
+from .jcs import MAX_SAFE_INTEGER, jcs
 from .redaction import NoRedaction, Redactor
 from .secret_values import SecretKeeper, seal_value
 from .values import ValueTable, ValueWriter, json_copy
@@ -37,6 +37,9 @@ class RecordEncoder:
         # The built-in rules return new containers; another redactor may hand back the run's own
         # objects, which the record's stored values must not share (the run changes them in place).
         self._copy = not _returns_copies(redactor)
+        # With the built-in rules a number or a constant off a secret key is stored as it is
+        # (their walk returns it unchanged): :meth:`slot` then skips the walk and the encoding.
+        self._plain_scalars = not self._copy or type(redactor) is NoRedaction
 
     def is_secret_path(self, path: Sequence[Any]) -> bool:
         """True when a key on ``path`` names a secret (the value there is redacted whole)."""
@@ -57,7 +60,11 @@ class RecordEncoder:
 
     def slot(self, value: Any, path: Sequence[Any], seq: int, root: str = "vars") -> Any:
         """What a record stores for ``value`` found at ``path``: see the module docstring."""
-        if self.writer is None or self.is_secret_path(path) or not isinstance(value, (dict, list, tuple, str)):
+        secret = self.is_secret_path(path)
+        if not secret and self._plain_scalars and (value is None or value.__class__ is bool or (
+                value.__class__ is int and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)):
+            return value  # what sealed() and jcs() would give and accept: the value itself
+        if self.writer is None or secret or not isinstance(value, (dict, list, tuple, str)):
             stored = self.sealed(value, path, root)
             jcs(stored, root=_name(root, path))  # refused here, naming the value, not later naming the record
             return stored

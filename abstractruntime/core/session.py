@@ -16,7 +16,7 @@ from dataclasses import field
 from .fastclass import dataclass
 from typing import Any, Optional
 
-from .canonical import check_size
+from .canonical import MAX_RECORD_BYTES, check_size
 from .clock import Clock
 from .encode import RecordEncoder
 from .errors import LedgerConflictError
@@ -56,6 +56,10 @@ ANCHOR_EVERY = 1024
 # checkpoint, which costs about what reading the hinted lines would.
 DENSE_VALUES = 8
 _KERNEL_SMALL = ("metadata", "workflow", "origin")
+# The record kinds a step compares with, as plain strings (an enum member's ``.value`` is a
+# descriptor call, several a record).
+_EFFECT_KIND = RecordKind.EFFECT.value
+_OF_EFFECT = (RecordKind.EFFECT.value, RecordKind.PART.value)
 
 
 @dataclass
@@ -96,7 +100,7 @@ def _small_fields(checkpoint: Checkpoint) -> dict[str, Any]:
     """The run's and kernel's fields a delta carries when they change, as JSON-ready values."""
     run = checkpoint.run
     fields: dict[str, Any] = {
-        "workflow_id": run.workflow_id, "status": RunStatus(run.status).value, "current_node": run.current_node,
+        "workflow_id": run.workflow_id, "status": RunStatus(run.status)._value_, "current_node": run.current_node,
         "waiting": run.waiting.to_dict() if run.waiting is not None else None, "output": run.output,
         "error": run.error, "created_at": run.created_at, "actor_id": run.actor_id,
         "parent_run_id": run.parent_run_id,
@@ -191,7 +195,8 @@ class RunSession:
             if ext:
                 fields["ext"] = ext
             doc, line, pieces = seal_pieces(fields, chained=self.chained)
-            check_size(line, what=f"Ledger record for node {rec.node_id!r}")
+            if len(line) > MAX_RECORD_BYTES:
+                check_size(line, what=f"Ledger record for node {rec.node_id!r}")
             apply_record(self.image, doc, self.table, self.run_id)
         except BaseException:
             self.encoder.rollback()
@@ -206,7 +211,7 @@ class RunSession:
         index = len(self._docs)
         self._batch_defs.extend((vid, index) for vid in self.encoder.defined())
         self._secrets.extend(self.keeper.take_unsaved())
-        if rec.kind == RecordKind.EFFECT.value and doc["status"] == "completed" and rec.idempotency_key:
+        if rec.kind == _EFFECT_KIND and doc["status"] == "completed" and rec.idempotency_key:
             self._queued_keys.setdefault(rec.idempotency_key, doc)
         self._fields.append(fields)
         self._pieces.append(pieces)
@@ -234,8 +239,8 @@ class RunSession:
             fields["run_id"] = self.run_id
         prev = self._last_pending
         effect_id = rec.effect_id
-        of_effect = effect_id is not None and rec.kind in (RecordKind.EFFECT.value, RecordKind.PART.value)
-        intent = rec.kind == RecordKind.EFFECT.value and fields["status"] == "started"
+        of_effect = effect_id is not None and rec.kind in _OF_EFFECT
+        intent = rec.kind == _EFFECT_KIND and fields["status"] == "started"
         compact = self.sealed_lines  # a store that keeps lines as sealed; others get every field
         # Node, effect, next node, key and attempt of the pending effect's records come from it.
         implied = compact and of_effect and prev is not None and prev.get("effect_id") == effect_id

@@ -105,9 +105,22 @@ def decode_op(op: Any) -> VarOp:
     raise ValueError(f"bad vars operation {op!r}")
 
 
+# (run_id, effect_id) -> its positional key: a writer derives the key of the effect it performs
+# several times a step (to leave it out of the record, and to replay the record). Bounded.
+_POSITIONAL: dict[tuple[str, int], str] = {}
+
+
 def positional_key(run_id: str, effect_id: int) -> str:
     """The 32-hex idempotency key of the run's ``effect_id``-th effect."""
-    return hashlib.sha256(f"{run_id}\x00effect\x00{effect_id}".encode()).hexdigest()[:32]
+    if effect_id.__class__ is not int:  # (True would share 1's entry; the key spells it "True")
+        return hashlib.sha256(f"{run_id}\x00effect\x00{effect_id}".encode()).hexdigest()[:32]
+    key = _POSITIONAL.get((run_id, effect_id))
+    if key is None:
+        if len(_POSITIONAL) >= 4096:
+            _POSITIONAL.clear()
+        key = _POSITIONAL[(run_id, effect_id)] = hashlib.sha256(
+            f"{run_id}\x00effect\x00{effect_id}".encode()).hexdigest()[:32]
+    return key
 
 
 def explicit_key(run_id: str, key: str) -> str:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import builtins
 import fcntl
 import os
+import stat as stat_module
 import threading
+import weakref
 from dataclasses import field
 from ..core.fastclass import dataclass
 from pathlib import Path
@@ -32,13 +34,54 @@ from .fsio import Durability, append_bytes, atomic_write_bytes, check_durability
 from .run_files import ANCHORS_FILE, LEDGER_FILE, SECRETS_FILE, RunFiles
 from ..core.chain import seal_batch
 from .ledger_parse import parse_ledger
-from .segments import (SEGMENT_BYTES, SEGMENT_KIND, SEGMENT_RECORDS, Parts, check_seals, iter_bytes, last_record,
-                       list_parts, read_range, seal_tail)
+from .segments import (SEGMENT_BYTES, SEGMENT_KIND, SEGMENT_RECORDS, SEGMENTS_DIR, Parts, check_seals, iter_bytes,
+                       last_record, list_parts, read_range, seal_tail)
 
 log = get_logger("abstractruntime.storage")
 
 # How far before a recorded offset to look for the line that must end there.
 _ANCHOR_WINDOW = 4096
+# Ledger descriptors a store keeps open between appends (one per run: a worker's runs in flight);
+# past it one not in use is closed.
+KEPT_DESCRIPTORS = 32
+
+
+@dataclass
+class _Held:
+    """A live ledger file's descriptor kept open between appends (its flock is taken per append)."""
+
+    fd: int
+    forks: int  # _FORKS when it was opened: a forked child opens its own
+    ident: tuple[int, int]  # (st_dev, st_ino) of the file it was opened on
+    dir_ident: tuple[int, int]  # (st_dev, st_ino) of the run directory then
+    path: Path
+    run_dir: str
+    ledger: str
+    segments: str
+
+
+# How many forks this process descends from (counted in the child, so a kept descriptor is known
+# to be inherited without a getpid() system call per append).
+_FORKS = 0
+
+
+def _forked() -> None:
+    global _FORKS
+    _FORKS += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def _close_held(held: dict[str, _Held]) -> None:
+    """Close the kept descriptors of a store being collected (those this process opened)."""
+    for entry in builtins.list(held.values()):
+        if entry.forks == _FORKS:
+            try:
+                os.close(entry.fd)
+            except OSError:
+                pass
+    held.clear()
 
 
 @dataclass
@@ -120,6 +163,10 @@ class JsonlLedgerStore(LedgerStore):
         # (a worker advances many runs at once); _guards_lock only guards the dict.
         self._guards: dict[str, threading.RLock] = {}
         self._guards_lock = threading.Lock()
+        # run_id -> the live file's descriptor kept from its last append (see _held_live).
+        self._held: dict[str, _Held] = {}
+        self._held_lock = threading.Lock()
+        weakref.finalize(self, _close_held, self._held)
 
     @property
     def base_dir(self) -> Path:
@@ -154,12 +201,14 @@ class JsonlLedgerStore(LedgerStore):
             by_run.setdefault(record.run_id, []).append(record)
         for run_id, batch in by_run.items():
             with self._guard(run_id):
-                fd, path, cache = self._open_live(run_id)
+                fd, path, cache, live = self._open_live(run_id)
                 try:
                     docs, lines = seal_batch(batch, head=cache.head)
-                    self._write(run_id, path, docs, lines, fd=fd)
-                finally:
-                    os.close(fd)
+                    self._write(run_id, path, docs, lines, fd=fd, live=live)
+                except BaseException:
+                    self._drop(run_id, fd)
+                    raise
+                self._unlock(run_id, fd)
 
     def append_lines(self, run_id: str, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
                      *, expect: LedgerHead) -> LedgerHead:
@@ -170,26 +219,37 @@ class JsonlLedgerStore(LedgerStore):
         that lost its run's lock while it worked cannot slip its batch in beside the new writer's.
         """
         with self._guard(run_id):
-            fd, path, cache = self._open_live(run_id)
+            fd, path, cache, live = self._open_live(run_id)
             try:
                 if cache.head.seq != expect.seq or cache.head.head_hash != expect.head_hash:
                     raise LedgerConflictError(
                         f"run {run_id}: the ledger is at seq {cache.head.seq}, not {expect.seq} as this writer read "
                         "it (another writer appended); nothing was written")
-                return self._write(run_id, path, docs, lines, fd=fd)
-            finally:
-                os.close(fd)  # releases the flock
+                head = self._write(run_id, path, docs, lines, fd=fd, live=live)
+            except BaseException:
+                self._drop(run_id, fd)  # closing it releases the flock
+                raise
+            self._unlock(run_id, fd)
+            return head
 
-    def _open_live(self, run_id: str) -> tuple[int, Path, _LedgerCache]:
+    def _open_live(self, run_id: str) -> tuple[int, Path, _LedgerCache, tuple[int, int]]:
         """An append descriptor on ``ledger.jsonl``, ``flock``-ed, after finishing a pending seal,
-        and the cache brought up to date under that flock (a torn tail cut).
+        the cache brought up to date under that flock (a torn tail cut), and the live file's
+        inode and size.
 
-        The descriptor is checked to still be the file named ``ledger.jsonl`` once locked: a
-        writer that opened it just before another process renamed it into a segment opens the
-        new live file instead, so nothing is ever appended to a sealed segment. A live file found
-        to end with a ``segment`` record (a seal a kill interrupted, or one done by another
-        process since this one last looked) is sealed first, and the open starts again.
+        The descriptor of the previous append is used again when, under its flock, the file
+        named ``ledger.jsonl`` is still the one it holds with the length this process wrote, in
+        the same run directory, with no ``segments/`` beside it (:meth:`_held_live`). Otherwise
+        the file is opened: the descriptor is checked to still be the file named
+        ``ledger.jsonl`` once locked — a writer that opened it just before another process
+        renamed it into a segment opens the new live file instead, so nothing is ever appended
+        to a sealed segment. A live file found to end with a ``segment`` record (a seal a kill
+        interrupted, or one done by another process since this one last looked) is sealed
+        first, and the open starts again.
         """
+        held = self._held_live(run_id)
+        if held is not None:
+            return held
         run_dir = self._files.run_dir(run_id, create=True)
         path = run_dir / LEDGER_FILE
         for _ in range(8):
@@ -201,25 +261,144 @@ class JsonlLedgerStore(LedgerStore):
             try:
                 _lock_for_append(fd, path)
                 try:
-                    same = os.lstat(path).st_ino == os.fstat(fd).st_ino
+                    st = os.fstat(fd)
+                    same = os.lstat(path).st_ino == st.st_ino
                 except FileNotFoundError:
                     same = False
                 cache = self._refresh(run_id, repair=True) if same else None
+                before = os.fstat(fd).st_size if cache is not None else 0  # after a torn tail's cut
             except BaseException:
                 os.close(fd)
                 raise
             if cache is not None and not cache.pending_seal:
-                return fd, path, cache
+                self._hold(run_id, fd, st, run_dir, path)
+                return fd, path, cache, (st.st_ino, before)
             os.close(fd)  # replaced meanwhile, or its end is a seal to finish first: look again
         raise StorageError(f"Cannot open {path} for an append: it keeps being replaced")
 
+    # -- the descriptor kept between appends ----------------------------------------------
+
+    def _held_live(self, run_id: str) -> Optional[tuple[int, Path, _LedgerCache, tuple[int, int]]]:
+        """The kept descriptor of ``run_id``'s live file, ``flock``-ed, when it is still the
+        ledger as this process last knew it; else ``None`` (the descriptor closed).
+
+        What is checked under the flock, in this order: the run directory is the directory it
+        was (``lstat``); ``ledger.jsonl`` is a regular file with the kept descriptor's device and
+        inode — not renamed into a segment, replaced, removed — and exactly the length this
+        process's cache covers (another writer's append, a truncation, a torn tail all change
+        it); the cache knows the ledger as that one file, not ending with a seal; and there is
+        no ``segments/`` (a seal by another process, or a stray). A writer that follows the
+        protocol renames or cuts the live file only under its flock, so what holds here holds
+        until the write. The kept descriptor also keeps its inode allocated, so no new file
+        can come to carry the same inode number.
+        """
+        held = self._held.get(run_id)
+        if held is None:
+            return None
+        if held.forks != _FORKS:
+            # Inherited over a fork: the parent's open file (and flock). Only this copy is closed.
+            self._held.pop(run_id, None)
+            os.close(held.fd)
+            return None
+        cache = self._cache.get(run_id)
+        if cache is None or cache.pending_seal or len(cache.ident) != 1:
+            self._drop(run_id, held.fd)
+            return None
+        try:
+            _lock_for_append(held.fd, held.path)
+            st = os.lstat(held.run_dir)
+            if (st.st_dev, st.st_ino) == held.dir_ident:
+                st = os.lstat(held.ledger)
+                if stat_module.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) == held.ident \
+                        and cache.ident[0] == (st.st_ino, st.st_size) and cache.size == st.st_size:
+                    try:
+                        os.lstat(held.segments)
+                    except FileNotFoundError:
+                        return held.fd, held.path, cache, (st.st_ino, st.st_size)
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            self._drop(run_id, held.fd)
+            raise
+        self._drop(run_id, held.fd)  # closing it releases the flock
+        return None
+
+    def _hold(self, run_id: str, fd: int, st: os.stat_result, run_dir: Path, path: Path) -> None:
+        """Keep ``fd`` (just opened on ``path``, flock-ed) for the run's next appends."""
+        try:
+            dir_st = os.lstat(run_dir)
+        except FileNotFoundError:
+            return  # not kept: the run directory went away; the caller closes it after its write
+        with self._held_lock:
+            if len(self._held) >= KEPT_DESCRIPTORS:
+                self._evict()
+            if len(self._held) < KEPT_DESCRIPTORS:
+                self._held[run_id] = _Held(fd, _FORKS, (st.st_dev, st.st_ino), (dir_st.st_dev, dir_st.st_ino),
+                                           path, str(run_dir), str(path), str(run_dir / SEGMENTS_DIR))
+
+    def _evict(self) -> None:
+        """Close a kept descriptor no thread is using (called with ``_held_lock`` held)."""
+        for other, held in builtins.list(self._held.items()):
+            guard = self._guard(other)
+            if guard.acquire(blocking=False):  # never wait for another run's guard: no lock order to keep
+                try:
+                    if self._held.get(other) is held:
+                        del self._held[other]
+                        if held.forks == _FORKS:
+                            os.close(held.fd)
+                finally:
+                    guard.release()
+                return
+
+    def _unlock(self, run_id: str, fd: int) -> None:
+        """End an append: release the flock of a kept descriptor, close any other."""
+        held = self._held.get(run_id)
+        if held is not None and held.fd == fd:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return
+            except OSError:
+                pass
+        self._drop(run_id, fd)
+
+    def _drop(self, run_id: str, fd: int) -> None:
+        """Close ``fd`` (releasing its flock), and forget it when it is the run's kept descriptor."""
+        with self._held_lock:
+            held = self._held.get(run_id)
+            if held is not None and held.fd == fd:
+                del self._held[run_id]
+        os.close(fd)
+
+    def _forget_held(self, run_id: str) -> None:
+        """Close the run's kept descriptor, if any (its file was sealed into a segment)."""
+        with self._held_lock:
+            held = self._held.pop(run_id, None)
+        if held is not None and held.forks == _FORKS:
+            os.close(held.fd)
+
+    def release(self, run_id: str) -> None:
+        """Close the descriptor of ``run_id``'s ledger kept between appends (before the run's
+        files are removed: an open descriptor would keep the file's space in use)."""
+        with self._guard(run_id):
+            self._forget_held(run_id)
+
+    def close(self) -> None:
+        """Close the ledger descriptors kept between appends (the store stays usable: the next
+        append opens its file again)."""
+        for run_id in builtins.list(self._held):
+            with self._guard(run_id):
+                self._forget_held(run_id)
+
     def _write(self, run_id: str, path: Path, docs: Sequence[dict[str, Any]], lines: Sequence[bytes],
-               *, fd: int) -> LedgerHead:
+               *, fd: int, live: tuple[int, int]) -> LedgerHead:
+        """Append ``lines`` on ``fd`` (flock-ed; ``live``: its inode and size) and move the cache."""
         cache = self._cache[run_id]  # refreshed by the caller, under the flock
         payload = b"".join(line + b"\n" for line in lines)
-        before = os.fstat(fd).st_size
         append_bytes(fd, payload, path=path, durable=self._durable)
-        stat = os.fstat(fd)
+        # O_APPEND under the flock: the file now ends where this write ended. An outside append
+        # without the flock makes the file longer than this, which the next append sees.
+        inode, before = live
+        size = before + len(payload)
         if before == 0 and self._durable:
             fsync_dir(path.parent)  # a new ledger file's directory entry must be durable too
         offset = cache.size
@@ -235,10 +414,10 @@ class JsonlLedgerStore(LedgerStore):
                 cache.completed.setdefault(key, offset)
             offset += len(line) + 1
         last = docs[-1]
-        if cache.ident and cache.ident[-1][0] == stat.st_ino:
-            cache.ident = cache.ident[:-1] + [(stat.st_ino, stat.st_size)]
+        if cache.ident and cache.ident[-1][0] == inode:
+            cache.ident = cache.ident[:-1] + [(inode, size)]
         else:
-            cache.ident = cache.ident + [(stat.st_ino, stat.st_size)]
+            cache.ident = cache.ident + [(inode, size)]
         cache.size, cache.lines = offset, cache.lines + len(lines)
         cache.pending_seal = last.get("kind") == SEGMENT_KIND
         cache.head = LedgerHead(last["seq"], last["record_hash"], offset=offset)
@@ -366,6 +545,7 @@ class JsonlLedgerStore(LedgerStore):
             if number != len(parts.sealed) + 1:
                 raise CorruptRecordError(f"its segment record says segment {number!r}, but {len(parts.sealed)} "
                                          "segment(s) are sealed; refusing to rename it", path=str(path))
+            self._forget_held(run_id)  # its kept descriptor would name the sealed segment
             seal_tail(run_dir, number, durable=self._durable)
             cache = self._cache.get(run_id)
             if cache is not None:

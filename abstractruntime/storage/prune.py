@@ -304,6 +304,9 @@ class _Pruner:
         root = Path(self.store.root)
         runs = root / RUNS_DIR
         run_dir = runs / run_id
+        release = getattr(getattr(self.store, "ledger", None), "release", None)
+        if release is not None:
+            release(run_id)  # this process's kept ledger descriptor would keep the deleted file's space
         if run_dir.is_dir():
             # One rename takes the run out of runs/ whole; the directory is deleted after.
             aside = ensure_dir(root, durable=True) / f"{_REMOVING_PREFIX}{run_id}-{uuid.uuid4().hex[:8]}"

@@ -123,8 +123,9 @@ class FileStore:
         return Runtime(run_store=self.runs, ledger_store=self.ledger, **kwargs)
 
     def close(self) -> None:
-        """Release the query index connection."""
+        """Release the query index connection and the ledger descriptors kept between appends."""
         self.runs.close()
+        self.ledger.close()
 
 
 def open_store(root: Optional[str | os.PathLike[str]] = None, *, durability: Durability = "fsync",
