@@ -70,11 +70,13 @@ def build_command(argv: Optional[list[str]] = None) -> Any:
 
 def _named(argv: list[str]) -> list[str]:
     """The command names at the head of ``argv``, after the root's global options (at most two:
-    a group and its command)."""
+    a group and its command); none when the root's ``--help`` comes first."""
     from .argv import command_start
 
     names: list[str] = []
     i = command_start(argv)
+    if any(token in ("-h", "--help") for token in argv[:i]):
+        return []  # the root's own help (eager: the command after it never runs) lists every command
     while i < len(argv) and len(names) < 2 and not argv[i].startswith("-"):
         names.append(argv[i])
         i += 1
