@@ -599,6 +599,10 @@ class RunIndex:
                         # A writer may have marked a run (its ledger about to pass its checkpoint)
                         # after the scan read it: the mark stands, whatever the scan saw.
                         marked = db.execute("SELECT run_id FROM runs WHERE dirty = 1").fetchall()
+                        # A writer may also have checkpointed a run (and committed its row) after
+                        # the scan read it: that run is read again, now that this transaction holds
+                        # the write lock (a writer's row committed later comes after these rows).
+                        rows = self._rescan_changed(rows)
                         db.execute("DELETE FROM runs")
                         db.executemany(_INSERT, rows)
                         db.executemany("INSERT INTO runs (run_id, dirty) VALUES (?, 1) "
@@ -614,6 +618,24 @@ class RunIndex:
                 raise StorageError(f"The run index {self._path} could not be rebuilt: {exc}",
                                    path=str(self._path)) from exc
             return len(rows)
+
+    def _rescan_changed(self, rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+        """``rows`` with those whose ``run.json`` is no longer the file they were taken from
+        (its identity, recorded before it was read) taken again from the files."""
+        at = ROW_COLUMNS.index(IDENTITY_COLUMNS[0])
+        kept: list[tuple[object, ...]] = []
+        changed: list[str] = []
+        for row in rows:
+            run_id = str(row[0])
+            if self._identity(run_id) == row[at:at + len(IDENTITY_COLUMNS)]:
+                kept.append(row)
+            else:
+                changed.append(run_id)
+        if not changed:
+            return rows
+        again, unreadable = self.scan_rows(names=changed)
+        self.last_unreadable += unreadable
+        return kept + again
 
     def _names(self) -> list[str]:
         try:
