@@ -296,9 +296,16 @@ class JsonlLedgerStore(LedgerStore):
         if held is None:
             return None
         if held.forks != _FORKS:
-            # Inherited over a fork: the parent's open file (and flock). Only this copy is closed.
+            # Inherited over a fork: the parent's open file (and flock). Only this copy is closed,
+            # and only while the number still names that file: a child that closed its inherited
+            # descriptors (a daemon) may hold its own file under the number now.
             self._held.pop(run_id, None)
-            os.close(held.fd)
+            try:
+                st = os.fstat(held.fd)
+                if (st.st_dev, st.st_ino) == held.ident:
+                    os.close(held.fd)
+            except OSError:
+                pass
             return None
         cache = self._cache.get(run_id)
         if cache is None or cache.pending_seal or len(cache.ident) != 1:
