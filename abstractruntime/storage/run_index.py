@@ -349,6 +349,14 @@ class RunIndex:
                 self._rows_usable = set(ROW_COLUMNS) <= columns(conn)
                 self._identity_sql = ", ".join(IDENTITY_COLUMNS if self._rows_usable else ["NULL"] * 3)
                 conn.execute(f"SELECT run_id, dirty, {self._identity_sql} FROM runs LIMIT 1").fetchall()
+                if not self._this_boot(conn):
+                    # Written in another boot without fsync: an OS crash may have lost its last
+                    # commits (a row, a mark) or torn it, and a read-only index cannot be rebuilt.
+                    conn.close()
+                    log.info("%s was last written in another boot and cannot be rebuilt here (read-only); "
+                             "reading the run files instead", self._path)
+                    self._no_index = True
+                    return None
                 self._conn = conn
                 return conn
             except sqlite3.Error:
@@ -356,6 +364,19 @@ class RunIndex:
         log.warning("%s cannot be opened read-only; reading the run files instead", self._path)
         self._no_index = True
         return None
+
+    @staticmethod
+    def _this_boot(conn: sqlite3.Connection) -> bool:
+        """Whether the index ``conn`` reads was rebuilt in this boot (always, where no boot id is
+        known: such an index was written with ``synchronous=NORMAL``)."""
+        boot = boot_id()
+        if boot is None:
+            return True
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'boot_id'").fetchone()
+        except sqlite3.Error:
+            return False
+        return row is not None and row[0] == boot.decode("ascii", "replace")
 
     def _handle(self, exc: sqlite3.DatabaseError, doing: str) -> None:
         """React to an SQLite error: set a corrupt file aside, go read-only, or raise StorageError."""

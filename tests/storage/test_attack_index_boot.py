@@ -6,6 +6,7 @@ What the rebuild commits must not put that run back as it was, nor vouch for row
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +83,75 @@ def test_a_run_created_while_the_index_is_rebuilt_is_found(tmp_path: Path, boot_
     for store in (builder, writer, JsonFileRunStore(root, durability="none")):
         assert {r.run_id for r in store.list_runs(status=RunStatus.RUNNING)} == {"r1", "r2"}
         store.close()
+
+
+# -- a store that cannot be written, opened in another boot --------------------------------------
+
+
+def _in_boot(boot_file: Path, monkeypatch: pytest.MonkeyPatch, boot: bytes) -> None:
+    boot_file.write_bytes(boot)
+    monkeypatch.setattr(run_index, "_BOOT_ID", [])
+
+
+def _damage_pages(index: Path) -> None:
+    """Every page but the first (the header and schema) overwritten with garbage."""
+    data = bytearray(index.read_bytes())
+    page = int.from_bytes(data[16:18], "big") or 65536
+    assert len(data) >= 2 * page
+    data[page:] = b"\xa5" * (len(data) - page)
+    index.write_bytes(bytes(data))
+
+
+def _many(root: Path) -> None:
+    store = JsonFileRunStore(root, durability="none")
+    for i in range(40):
+        store.save(_run(f"r{i:02d}"))
+    store.close()
+
+
+def test_a_read_only_store_does_not_trust_rows_of_another_boot(tmp_path: Path, boot_file: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OS crash may have lost the index's last commits (written without fsync): a store that
+    cannot be rebuilt (a crashed machine's disk mounted read-only) reads the files instead."""
+    root = tmp_path / "s"
+    _many(root)
+    conn = sqlite3.connect(root / "index.sqlite3", isolation_level=None)
+    # What the crash may leave: the rows of the last commits gone (a run created, its row lost),
+    # and a row whose last write was lost (the status it had before).
+    conn.execute("DELETE FROM runs WHERE run_id = 'r39'")
+    conn.execute("UPDATE runs SET status = 'completed' WHERE run_id = 'r07'")
+    conn.close()
+    _in_boot(boot_file, monkeypatch, b"boot-B")
+    monkeypatch.setattr(run_index.RunIndex, "_writable", lambda self: False)
+    before = (root / "index.sqlite3").read_bytes()
+    store = JsonFileRunStore(root, durability="none")
+    assert len(store.list_runs(status=RunStatus.RUNNING, limit=1000)) == 40
+    assert store.list_runs(status=RunStatus.COMPLETED) == []
+    store.close()
+    assert (root / "index.sqlite3").read_bytes() == before  # nothing written
+
+
+def test_a_read_only_store_with_a_damaged_index_of_another_boot_reads_the_files(
+        tmp_path: Path, boot_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "s"
+    _many(root)
+    _damage_pages(root / "index.sqlite3")
+    _in_boot(boot_file, monkeypatch, b"boot-B")
+    monkeypatch.setattr(run_index.RunIndex, "_writable", lambda self: False)
+    store = JsonFileRunStore(root, durability="none")
+    assert len(store.list_runs(status=RunStatus.RUNNING, limit=1000)) == 40
+    store.close()
+    assert not (root / "index.sqlite3.damaged").exists()  # nothing moved
+
+
+def test_a_read_only_store_trusts_checked_rows_of_this_boot(tmp_path: Path, boot_file: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the boot that wrote it, a read-only store still answers from the index (each row checked
+    against its file): a row whose file says otherwise is repaired in the answer."""
+    root = tmp_path / "s"
+    _many(root)
+    monkeypatch.setattr(run_index.RunIndex, "_writable", lambda self: False)
+    store = JsonFileRunStore(root, durability="none")
+    assert store._index._db() is not None and not store._index._no_index
+    assert len(store.list_runs(status=RunStatus.RUNNING, limit=1000)) == 40
+    store.close()
