@@ -609,6 +609,7 @@ class RunIndex:
             known = boot_id()
             boot = None if known is None else known.decode("ascii", "replace")
             self._begin_check()
+            version = db.execute("PRAGMA data_version").fetchone()[0]
             rows, self.last_unreadable = self._scan_all()
             try:
                 with db:  # one transaction: committed whole, or rolled back on any exception
@@ -621,9 +622,11 @@ class RunIndex:
                         # after the scan read it: the mark stands, whatever the scan saw.
                         marked = db.execute("SELECT run_id FROM runs WHERE dirty = 1").fetchall()
                         # A writer may also have checkpointed a run (and committed its row) after
-                        # the scan read it: that run is read again, now that this transaction holds
+                        # the scan read it: when another connection committed meanwhile, the runs
+                        # whose run.json changed are read again, now that this transaction holds
                         # the write lock (a writer's row committed later comes after these rows).
-                        rows = self._rescan_changed(rows)
+                        if db.execute("PRAGMA data_version").fetchone()[0] != version:
+                            rows = self._rescan_changed(rows)
                         db.execute("DELETE FROM runs")
                         db.executemany(_INSERT, rows)
                         db.executemany("INSERT INTO runs (run_id, dirty) VALUES (?, 1) "
