@@ -26,8 +26,8 @@ cache of the ``run.json`` files, which stay the truth:
   commit leaves an index without ``runs_mtime_ns``, which the next open rebuilds whole.
 
 A store that cannot be written (read-only mount, no write permission) is queried through a
-read-only connection, or from the run files when there is no index: nothing is written or
-moved. Only a file SQLite reports as corrupt is set aside (``index.sqlite3.damaged``) and
+read-only connection, or from the run files when there is no index, when it is damaged, or
+when it was written in another boot: nothing is written or moved. Only a file SQLite reports as corrupt is set aside (``index.sqlite3.damaged``) and
 rebuilt; a full disk or an I/O error is a :class:`StorageError` naming the cause.
 WAL mode with ``synchronous=OFF`` where the machine's boot id is known (:func:`boot_id`): no
 fsync on commit or on the checkpoint a closing connection makes. A killed process loses nothing
@@ -381,6 +381,12 @@ class RunIndex:
     def _handle(self, exc: sqlite3.DatabaseError, doing: str) -> None:
         """React to an SQLite error: set a corrupt file aside, go read-only, or raise StorageError."""
         kind = _error_kind(exc)
+        if kind == "corrupt" and self._readonly:
+            # Nothing is moved in a store that cannot be written: its queries read the files.
+            self.close()
+            self._no_index = True
+            log.warning("%s is damaged (%s); reading the run files instead", self._path, exc)
+            return
         if kind == "corrupt":
             self._set_aside(exc)
             return

@@ -155,3 +155,24 @@ def test_a_read_only_store_trusts_checked_rows_of_this_boot(tmp_path: Path, boot
     assert store._index._db() is not None and not store._index._no_index
     assert len(store.list_runs(status=RunStatus.RUNNING, limit=1000)) == 40
     store.close()
+
+
+def test_a_read_only_store_with_an_index_damaged_past_its_first_rows_reads_the_files(
+        tmp_path: Path, boot_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Damage the open does not meet (its first rows are whole) is met by a query: a store that
+    cannot be written moves nothing aside and answers from the run files."""
+    root = tmp_path / "s"
+    store = JsonFileRunStore(root, durability="none")
+    for i in range(400):
+        store.save(_run(f"r{i:03d}"))
+    store.close()
+    index = root / "index.sqlite3"
+    data = bytearray(index.read_bytes())
+    assert len(data) > 16 * 4096
+    data[len(data) // 2:] = b"\xa5" * (len(data) - len(data) // 2)
+    index.write_bytes(bytes(data))
+    monkeypatch.setattr(run_index.RunIndex, "_writable", lambda self: False)
+    store = JsonFileRunStore(root, durability="none")
+    assert len(store.list_runs(status=RunStatus.RUNNING, limit=1000)) == 400
+    store.close()
+    assert index.read_bytes() == bytes(data) and not (root / "index.sqlite3.damaged").exists()
