@@ -53,6 +53,8 @@ class _Held:
     fd: int
     forks: int  # _FORKS when it was opened: a forked child opens its own
     ident: tuple[int, int]  # (st_dev, st_ino) of the file it was opened on
+    access: tuple[int, int, int]  # (st_mode, st_uid, st_gid) of that file then: a chmod or chown since
+    # would decide an open (a ledger made read-only), so the file is opened again
     dir_ident: tuple[int, int]  # (st_dev, st_ino) of the run directory then
     path: Path
     run_dir: str
@@ -284,7 +286,8 @@ class JsonlLedgerStore(LedgerStore):
 
         What is checked under the flock, in this order: the run directory is the directory it
         was (``lstat``); ``ledger.jsonl`` is a regular file with the kept descriptor's device and
-        inode — not renamed into a segment, replaced, removed — and exactly the length this
+        inode — not renamed into a segment, replaced, removed — with the mode and owner it had
+        (a chmod or chown would decide an open: a ledger made read-only), and exactly the length this
         process's cache covers (another writer's append, a truncation, a torn tail all change
         it); the cache knows the ledger as that one file, not ending with a seal; and there is
         no ``segments/`` (a seal by another process, or a stray). A writer that follows the
@@ -317,6 +320,7 @@ class JsonlLedgerStore(LedgerStore):
             if (st.st_dev, st.st_ino) == held.dir_ident:
                 st = os.lstat(held.ledger)
                 if stat_module.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) == held.ident \
+                        and (st.st_mode, st.st_uid, st.st_gid) == held.access \
                         and cache.ident[0] == (st.st_ino, st.st_size) and cache.size == st.st_size:
                     try:
                         os.lstat(held.segments)
@@ -340,8 +344,9 @@ class JsonlLedgerStore(LedgerStore):
             if len(self._held) >= KEPT_DESCRIPTORS:
                 self._evict()
             if len(self._held) < KEPT_DESCRIPTORS:
-                self._held[run_id] = _Held(fd, _FORKS, (st.st_dev, st.st_ino), (dir_st.st_dev, dir_st.st_ino),
-                                           path, str(run_dir), str(path), str(run_dir / SEGMENTS_DIR))
+                self._held[run_id] = _Held(fd, _FORKS, (st.st_dev, st.st_ino), (st.st_mode, st.st_uid, st.st_gid),
+                                           (dir_st.st_dev, dir_st.st_ino), path, str(run_dir), str(path),
+                                           str(run_dir / SEGMENTS_DIR))
 
     def _evict(self) -> None:
         """Close a kept descriptor no thread is using (called with ``_held_lock`` held)."""
