@@ -152,10 +152,15 @@ class _Group:
             # leader that needs that lock would never end, so this statement goes alone.
             return index._write_all([(sql, params)])[0]
         slot: list[Any] = [None, False]  # the error, and whether it was written
+        item = (sql, params, slot)
         with self._cond:
-            self._pending.append((sql, params, slot))
-            while self._writing and not slot[1]:
-                self._cond.wait()
+            self._pending.append(item)
+            try:
+                while self._writing and not slot[1]:
+                    self._cond.wait()
+            except BaseException:
+                self._stopped(item)
+                raise
             if slot[1]:
                 return slot[0]  # type: ignore[no-any-return]
             self._writing = True
@@ -173,6 +178,22 @@ class _Group:
                 self._writing = False
                 self._cond.notify_all()
         return slot[0]  # type: ignore[no-any-return]
+
+    def _stopped(self, item: tuple[str, tuple[object, ...], list[Any]]) -> None:
+        """A waiting writer stopped by an exception (KeyboardInterrupt), the condition's lock held.
+
+        A statement still queued is withdrawn: written later by another thread, after the caller
+        let go of the run's lock, a clean row could overwrite the mark of the run's next writer.
+        One a leader has taken is waited for (further interrupts too), for the same reason."""
+        for at, queued in enumerate(self._pending):
+            if queued is item:
+                del self._pending[at]
+                return
+        while not item[2][1]:
+            try:
+                self._cond.wait()
+            except BaseException:  # a second Ctrl-C: the first one is raised once the row is in
+                continue
 
 
 class RunIndex:

@@ -1,0 +1,108 @@
+"""A writer stopped while it waits for the index's group commit (Ctrl-C in the main thread) must
+not leave its statement queued: written later by another thread's transaction, after the caller
+let go of the run's lock, a clean row would overwrite the mark of the run's next writer (another
+process that marked the run before its append), and the run's ledger would be past a row that
+says it is not."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Optional
+
+import pytest
+
+from abstractruntime.core.models import RunState, RunStatus
+from abstractruntime.core.ports import StoredCheckpoint
+from abstractruntime.storage.base import LedgerHead
+from abstractruntime.storage.json_files import JsonFileRunStore
+
+
+def _dirty(root: Path, run_id: str) -> object:
+    # A connection of its own: what is committed, not what a writer's connection sees.
+    with sqlite3.connect(root / "index.sqlite3") as db:
+        row = db.execute("SELECT dirty FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    return None if row is None else row[0]
+
+
+def _checkpoint(run_id: str, status: RunStatus = RunStatus.RUNNING) -> StoredCheckpoint:
+    run = RunState.new(workflow_id="wf", entry_node="a", run_id=run_id)
+    run.status = status
+    document = {"run": run.to_dict(), "kernel": {"effects": 0, "pending": None, "metadata": {}, "workflow": None,
+                                                 "origin": None}}
+    return StoredCheckpoint(state=document, ledger=LedgerHead())
+
+
+def _until(condition: "object", what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never: {what}")
+        time.sleep(0.005)
+
+
+def _interrupted(signum: int, frame: Optional[FrameType]) -> None:
+    raise KeyboardInterrupt
+
+
+def test_a_row_whose_writer_was_interrupted_while_queued_never_overwrites_a_later_mark(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    store = JsonFileRunStore(root, durability="none")
+    store.save_checkpoint(_checkpoint("x"))
+    index = store._index
+    group = index._group
+    main = threading.main_thread()
+    assert threading.current_thread() is main  # SIGINT is handled in the main thread only
+
+    # Another thread of this process leads a group commit that cannot start yet (the index is held).
+    held, let_go = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with index._lock:
+            held.set()
+            let_go.wait(60)
+
+    def leader() -> None:
+        store.mark_ahead("other")
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=leader)]
+    threads[0].start()
+    held.wait(30)
+    threads[1].start()
+    _until(lambda: group._writing, "a leader writing")
+
+    # The main thread checkpoints run x: its clean row queues behind that leader, and Ctrl-C
+    # stops it there.
+    def interrupt() -> None:
+        _until(lambda: len(group._pending) == 1, "the main thread's row queued")
+        signal.pthread_kill(main.ident or 0, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, _interrupted)
+    try:
+        killer = threading.Thread(target=interrupt)
+        killer.start()
+        with pytest.raises(KeyboardInterrupt):
+            store.save_checkpoint(_checkpoint("x", RunStatus.COMPLETED))
+        killer.join(30)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+    # The run's lock is free: its next writer (another process, its own connection) marks it
+    # before an append, and is killed before its checkpoint.
+    other = JsonFileRunStore(root, durability="none")
+    other.mark_ahead("x")
+    other.close()
+    assert _dirty(root, "x") == 1
+
+    let_go.set()
+    for thread in threads:
+        thread.join(30)
+    store.mark_ahead("later")  # any later index write of the interrupted process
+    assert _dirty(root, "later") == 1
+    assert _dirty(root, "x") == 1, "an interrupted writer's queued clean row overwrote a later mark"
+    assert "x" in store.list_ahead(limit=100)
+    store.close()
