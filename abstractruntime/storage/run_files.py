@@ -8,6 +8,7 @@ import stat as stat_module
 from pathlib import Path
 from typing import Optional
 
+from ..core.errors import StorageError
 from ..core.ids import validate_id
 from .fsio import child_path, ensure_dir, refuse_symlink
 
@@ -44,8 +45,8 @@ class RunFiles:
                 # Cheap re-check: still a real directory (not swapped for a symlink, not deleted).
                 if stat_module.S_ISDIR(os.lstat(known).st_mode):
                     return known
-            except FileNotFoundError:
-                pass
+            except (FileNotFoundError, NotADirectoryError):
+                pass  # looked at again below (runs/ replaced by a file is refused there)
             del self._known[run_id]
         validate_id(run_id, "run id")
         if create:
@@ -61,6 +62,9 @@ class RunFiles:
                 mode = os.lstat(probe).st_mode
             except FileNotFoundError:
                 break
+            except OSError as exc:  # runs/ a file (ENOTDIR), unreadable: one line, not an OSError
+                raise StorageError(f"Cannot use the run directory {path}: {exc.strerror or exc}",
+                                   path=str(probe)) from exc
             if stat_module.S_ISLNK(mode):
                 refuse_symlink(probe)  # raises, naming the path
         else:
