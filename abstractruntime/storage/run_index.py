@@ -154,8 +154,8 @@ class _Group:
         slot: list[Any] = [None, False]  # the error, and whether it was written
         item = (sql, params, slot)
         with self._cond:
-            self._pending.append(item)
             try:
+                self._pending.append(item)
                 while self._writing and not slot[1]:
                     self._cond.wait()
             except BaseException:
@@ -170,11 +170,19 @@ class _Group:
             failures = index._write_all([(sql, params) for sql, params, _ in batch])
         finally:
             with self._cond:
-                for at, (_, _, done) in enumerate(batch):
-                    # A leader stopped by an exception (KeyboardInterrupt) tells its followers so.
-                    done[0] = failures[at] if at < len(failures) else StorageError(
-                        "The run index write was interrupted")
-                    done[1] = True
+                handed_back = []
+                for at, queued in enumerate(batch):
+                    if at < len(failures):
+                        queued[2][0] = failures[at]
+                        queued[2][1] = True
+                    elif queued is not item:
+                        # A leader stopped by an exception (KeyboardInterrupt, SystemExit) before
+                        # its commit: its followers were not stopped, so their statements go back
+                        # in the queue (the next leader, or their own writer, writes them) and
+                        # each still returns only once its own is committed. The leader's own is
+                        # not written: it raises, and may no longer hold its run's lock.
+                        handed_back.append(queued)
+                self._pending[:0] = handed_back
                 self._writing = False
                 self._cond.notify_all()
         return slot[0]  # type: ignore[no-any-return]
@@ -184,12 +192,15 @@ class _Group:
 
         A statement still queued is withdrawn: written later by another thread, after the caller
         let go of the run's lock, a clean row could overwrite the mark of the run's next writer.
-        One a leader has taken is waited for (further interrupts too), for the same reason."""
-        for at, queued in enumerate(self._pending):
-            if queued is item:
-                del self._pending[at]
-                return
+        One a leader has taken is waited for (further interrupts too), for the same reason, unless
+        that leader is stopped too and hands it back."""
         while not item[2][1]:
+            for at, queued in enumerate(self._pending):
+                if queued is item:  # still queued, or handed back by a leader that was stopped
+                    del self._pending[at]
+                    return
+            if not self._writing:
+                return  # never queued (stopped before), or its leader is gone and handed it back
             try:
                 self._cond.wait()
             except BaseException:  # a second Ctrl-C: the first one is raised once the row is in

@@ -7,6 +7,7 @@ says it is not."""
 from __future__ import annotations
 
 import signal
+import sys
 import sqlite3
 import threading
 import time
@@ -45,6 +46,12 @@ def _until(condition: "object", what: str) -> None:
         time.sleep(0.005)
 
 
+def _in(thread: threading.Thread, function: str) -> bool:
+    """Whether ``thread`` is running (or blocked in) ``function`` now."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    return frame is not None and frame.f_code.co_name == function
+
+
 def _interrupted(signum: int, frame: Optional[FrameType]) -> None:
     raise KeyboardInterrupt
 
@@ -78,7 +85,7 @@ def test_a_row_whose_writer_was_interrupted_while_queued_never_overwrites_a_late
     # The main thread checkpoints run x: its clean row queues behind that leader, and Ctrl-C
     # stops it there.
     def interrupt() -> None:
-        _until(lambda: len(group._pending) == 1, "the main thread's row queued")
+        _until(lambda: _in(main, "wait") and len(group._pending) == 1, "the main thread's row queued")
         signal.pthread_kill(main.ident or 0, signal.SIGINT)
 
     previous = signal.signal(signal.SIGINT, _interrupted)
@@ -105,4 +112,66 @@ def test_a_row_whose_writer_was_interrupted_while_queued_never_overwrites_a_late
     assert _dirty(root, "later") == 1
     assert _dirty(root, "x") == 1, "an interrupted writer's queued clean row overwrote a later mark"
     assert "x" in store.list_ahead(limit=100)
+    store.close()
+
+
+def test_a_leader_interrupted_mid_transaction_leaves_its_followers_statements_to_them(tmp_path: Path) -> None:
+    """The main thread leads a group commit holding another thread's mark and is stopped (Ctrl-C)
+    before its transaction commits: that thread was not interrupted, so its mark must still be
+    committed before its mark_ahead returns (the append it announces comes next)."""
+    root = tmp_path / "store"
+    store = JsonFileRunStore(root, durability="none")
+    store.save_checkpoint(_checkpoint("f"))
+    index = store._index
+    group = index._group
+    main = threading.main_thread()
+    assert threading.current_thread() is main
+
+    # A follower queues its mark while a leader's transaction is under way (a group's state as
+    # another thread's commit leaves it: writing, the follower waiting for it).
+    with group._cond:
+        group._writing = True
+    seen: list[object] = []
+
+    def follower() -> None:
+        store.mark_ahead("f")
+        seen.append(_dirty(root, "f"))  # what the append that follows the mark can rely on
+
+    writer = threading.Thread(target=follower)
+    writer.start()
+    _until(lambda: len(group._pending) == 1, "the follower's mark queued")
+    with group._cond:
+        group._writing = False  # that commit is over; the follower has not woken yet
+
+    # The index is held by another thread: the main thread, next to write, leads the batch of
+    # both marks and waits for the index inside it, where Ctrl-C reaches it.
+    held, let_go = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with index._lock:
+            held.set()
+            let_go.wait(60)
+
+    gate = threading.Thread(target=holder)
+    gate.start()
+    held.wait(30)
+
+    def interrupt() -> None:
+        _until(lambda: _in(main, "_write_all"), "the main thread leading the batch, waiting for the index")
+        signal.pthread_kill(main.ident or 0, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, _interrupted)
+    try:
+        killer = threading.Thread(target=interrupt)
+        killer.start()
+        with pytest.raises(KeyboardInterrupt):
+            store.mark_ahead("m")
+        killer.join(30)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    let_go.set()
+    gate.join(30)
+    writer.join(30)
+    assert seen == [1], "the follower's mark_ahead returned without its mark committed"
+    assert "f" in store.list_ahead(limit=100)
     store.close()
