@@ -31,9 +31,9 @@ class RunFiles:
         if create:
             ensure_dir(self.root, durable=durable)
         self.runs = self.root / RUNS_DIR
-        # Run directories already validated (and existing) in this process: path checks
-        # resolve symlinks, which costs more than the rest of a step.
-        self._known: dict[str, Path] = {}
+        # Run directories already validated (and existing) in this process, with their device and
+        # inode: path checks resolve symlinks, which costs more than the rest of a step.
+        self._known: dict[str, tuple[Path, int, int]] = {}
         self._children: dict[tuple[str, str], tuple[Path, Path]] = {}
         self._runs_checked = False
 
@@ -42,9 +42,12 @@ class RunFiles:
         known = self._known.get(run_id)
         if known is not None:
             try:
-                # Cheap re-check: still a real directory (not swapped for a symlink, not deleted).
-                if stat_module.S_ISDIR(os.lstat(known).st_mode):
-                    return known
+                # Cheap re-check: still the same real directory (not swapped for a symlink, not
+                # deleted). The lstat follows runs/: a runs/ swapped for a symlink to another
+                # directory shows as another inode, and the full look below refuses it.
+                st = os.lstat(known[0])
+                if stat_module.S_ISDIR(st.st_mode) and st.st_ino == known[2] and st.st_dev == known[1]:
+                    return known[0]
             except (FileNotFoundError, NotADirectoryError):
                 pass  # looked at again below (runs/ replaced by a file is refused there)
             del self._known[run_id]
@@ -59,7 +62,8 @@ class RunFiles:
         path = self.runs / run_id
         for probe in (self.runs, path):
             try:
-                mode = os.lstat(probe).st_mode
+                st = os.lstat(probe)
+                mode = st.st_mode
             except FileNotFoundError:
                 break
             except OSError as exc:  # runs/ a file (ENOTDIR), unreadable: one line, not an OSError
@@ -69,11 +73,12 @@ class RunFiles:
                 refuse_symlink(probe)  # raises, naming the path
         else:
             if stat_module.S_ISDIR(mode):
-                self._known[run_id] = path
+                self._known[run_id] = (path, st.st_dev, st.st_ino)
                 return path
         if create:
             ensure_dir(path, durable=self.durable)
-            self._known[run_id] = path
+            st = os.lstat(path)
+            self._known[run_id] = (path, st.st_dev, st.st_ino)
         return path
 
     def scanned_dir(self, run_id: str) -> Optional[str]:

@@ -78,3 +78,24 @@ def test_the_command_line_reports_runs_replaced_by_a_file_as_a_storage_error(tmp
     error = json.loads(done.stdout or done.stderr)["error"]
     assert error["code"] == "storage_error", error
     assert "NotADirectoryError" not in error["message"]
+
+
+def test_runs_swapped_for_a_symlink_after_the_run_directory_is_known_is_refused(tmp_path: Path) -> None:
+    """A process that knows a run directory looks at it with one lstat of ``runs/<id>``; that
+    lstat follows ``runs/`` itself. ``runs/`` swapped for a symlink to a directory elsewhere that
+    holds a run directory of the same name must not send the run's reads and writes there."""
+    root = tmp_path / "store"
+    run_id = _store_with_run(root)
+    store = FileStore(root, durability="none")
+    assert store.runs.load(run_id) is not None  # the run directory is known to this store
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(root / "runs", elsewhere)
+    os.rename(root / "runs", tmp_path / "runs.moved")
+    os.symlink(elsewhere, root / "runs")
+    with pytest.raises(StorageError, match="symlink"):
+        store.runs.load(run_id)
+    with pytest.raises(StorageError, match="symlink"):
+        store.runtime().cancel_run(run_id, reason="through the swapped directory")
+    assert json.loads((elsewhere / run_id / "run.json").read_bytes()) == json.loads(
+        (tmp_path / "runs.moved" / run_id / "run.json").read_bytes())
+    store.close()
