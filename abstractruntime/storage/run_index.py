@@ -130,6 +130,18 @@ def _python_executable() -> bool:
     return not getattr(sys, "frozen", False) and name.startswith(("python", "pypy"))
 
 
+def _run_names(runs_dir: "str | os.PathLike[str]") -> list[str]:
+    """The names in ``runs/`` (none when it is missing); a ``runs/`` that cannot be listed (a file,
+    no permission) is a :class:`StorageError`, one line, not an ``OSError``."""
+    try:
+        return os.listdir(runs_dir)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise StorageError(f"Cannot list the run directories in {runs_dir}: {exc.strerror or exc}",
+                           path=os.fspath(runs_dir)) from exc
+
+
 _MARK = "INSERT INTO runs (run_id, dirty) VALUES (?, 1) ON CONFLICT (run_id) DO UPDATE SET dirty = 1"
 
 
@@ -583,10 +595,7 @@ class RunIndex:
             return len(rows)
 
     def _names(self) -> list[str]:
-        try:
-            return sorted(os.listdir(self._runs_dir))
-        except FileNotFoundError:
-            return []
+        return sorted(_run_names(self._runs_dir))
 
     def _scan(self) -> Iterator[tuple[RunState, Identity, int]]:
         """Every run: its row's fields, the identity of its ``run.json`` and whether it is dirty (its
@@ -774,10 +783,7 @@ class RunIndex:
             elif identity == _MISSING and not dirty:
                 self._best_effort("DELETE FROM runs" + where + " AND dirty = 0", (run_id, *recorded))
         if new_dirs:
-            try:
-                on_disk = set(os.listdir(self._runs_dir))
-            except FileNotFoundError:
-                on_disk = set()
+            on_disk = set(_run_names(self._runs_dir))
             for run_id in sorted(on_disk - known):
                 identity = self._identity(run_id)
                 run = suspects[run_id] = self._safe_load(run_id)

@@ -99,3 +99,18 @@ def test_runs_swapped_for_a_symlink_after_the_run_directory_is_known_is_refused(
     assert json.loads((elsewhere / run_id / "run.json").read_bytes()) == json.loads(
         (tmp_path / "runs.moved" / run_id / "run.json").read_bytes())
     store.close()
+
+
+def test_listing_runs_when_runs_is_a_file_is_a_storage_error(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    _store_with_run(root)
+    _runs_replaced_by_a_file(root)
+    store = FileStore(root, durability="none")
+    with pytest.raises(StorageError):
+        store.runs.list_runs()
+    store.close()
+    done = subprocess.run([CLI, "--store", str(root), "runs", "list", "--json"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"})
+    assert done.returncode == 1, done
+    error = json.loads(done.stdout or done.stderr)["error"]
+    assert error["code"] == "storage_error", error
