@@ -507,8 +507,11 @@ class RunIndex:
                 try:
                     db = self._db()
                     if db is not None and not self._readonly:
-                        db.execute("BEGIN IMMEDIATE")
                         try:
+                            # Inside the try: an interrupt raised as the BEGIN returns (it waited
+                            # for another process's write) must not leave the transaction open,
+                            # holding the index's write lock, with every later statement in it.
+                            db.execute("BEGIN IMMEDIATE")
                             for sql, params in batch:
                                 db.execute(sql, params)
                             db.execute("COMMIT")

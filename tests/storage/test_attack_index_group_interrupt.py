@@ -6,6 +6,7 @@ says it is not."""
 
 from __future__ import annotations
 
+import inspect
 import signal
 import sys
 import sqlite3
@@ -50,6 +51,12 @@ def _in(thread: threading.Thread, function: str) -> bool:
     """Whether ``thread`` is running (or blocked in) ``function`` now."""
     frame = sys._current_frames().get(thread.ident or 0)
     return frame is not None and frame.f_code.co_name == function
+
+
+def _line(thread: threading.Thread) -> int:
+    """The line ``thread`` is at now (0: none)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    return frame.f_lineno if frame is not None else 0
 
 
 def _interrupted(signum: int, frame: Optional[FrameType]) -> None:
@@ -174,4 +181,62 @@ def test_a_leader_interrupted_mid_transaction_leaves_its_followers_statements_to
     writer.join(30)
     assert seen == [1], "the follower's mark_ahead returned without its mark committed"
     assert "f" in store.list_ahead(limit=100)
+    store.close()
+
+
+def test_a_leader_interrupted_as_its_transaction_begins_leaves_no_transaction_open(tmp_path: Path) -> None:
+    """Ctrl-C reaches the leader of a batch while its ``BEGIN IMMEDIATE`` waits for another
+    process's write: the transaction begins, then the interrupt is raised. It must be rolled back:
+    a transaction left open holds the index's write lock for ever (every other process's marks
+    fail) and every later statement of this process is written into it, never committed."""
+    root = tmp_path / "store"
+    store = JsonFileRunStore(root, durability="none")
+    store.save_checkpoint(_checkpoint("f"))
+    index = store._index
+    group = index._group
+    main = threading.main_thread()
+    assert threading.current_thread() is main
+
+    with group._cond:  # a follower queued behind another thread's commit, as in the test above
+        group._writing = True
+
+    def follower() -> None:
+        store.mark_ahead("f")
+
+    writer = threading.Thread(target=follower)
+    writer.start()
+    _until(lambda: len(group._pending) == 1, "the follower's mark queued")
+    with group._cond:
+        group._writing = False
+
+    # Another process is writing the index: the main thread's BEGIN IMMEDIATE waits for it.
+    other = sqlite3.connect(root / "index.sqlite3", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    begin_line = next(number for number, line in enumerate(inspect.getsourcelines(index._write_all)[0],
+                                                           start=index._write_all.__code__.co_firstlineno)
+                      if '"BEGIN IMMEDIATE"' in line)
+
+    def interrupt() -> None:
+        _until(lambda: _in(main, "_write_all") and _line(main) == begin_line, "the main thread's BEGIN waiting")
+        signal.pthread_kill(main.ident or 0, signal.SIGINT)
+        time.sleep(0.1)
+        other.execute("COMMIT")  # the BEGIN goes through, then the interrupt is raised
+
+    previous = signal.signal(signal.SIGINT, _interrupted)
+    try:
+        killer = threading.Thread(target=interrupt)
+        killer.start()
+        with pytest.raises(KeyboardInterrupt):
+            store.mark_ahead("m")
+        killer.join(30)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    writer.join(30)
+    other.close()
+    assert not index._conn.in_transaction  # type: ignore[union-attr]
+    assert _dirty(root, "f") == 1, "the follower's mark is not committed"
+    # Another process can write the index.
+    third = sqlite3.connect(root / "index.sqlite3", isolation_level=None, timeout=1.0)
+    third.execute("UPDATE runs SET dirty = 1 WHERE run_id = 'f'")
+    third.close()
     store.close()
