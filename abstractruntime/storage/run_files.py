@@ -8,6 +8,7 @@ import stat as stat_module
 from pathlib import Path
 from typing import Optional
 
+from ..core.errors import StorageError
 from ..core.ids import validate_id
 from .fsio import child_path, ensure_dir, refuse_symlink
 
@@ -30,9 +31,9 @@ class RunFiles:
         if create:
             ensure_dir(self.root, durable=durable)
         self.runs = self.root / RUNS_DIR
-        # Run directories already validated (and existing) in this process: path checks
-        # resolve symlinks, which costs more than the rest of a step.
-        self._known: dict[str, Path] = {}
+        # Run directories already validated (and existing) in this process, with their device and
+        # inode: path checks resolve symlinks, which costs more than the rest of a step.
+        self._known: dict[str, tuple[Path, int, int]] = {}
         self._children: dict[tuple[str, str], tuple[Path, Path]] = {}
         self._runs_checked = False
 
@@ -41,11 +42,14 @@ class RunFiles:
         known = self._known.get(run_id)
         if known is not None:
             try:
-                # Cheap re-check: still a real directory (not swapped for a symlink, not deleted).
-                if stat_module.S_ISDIR(os.lstat(known).st_mode):
-                    return known
-            except FileNotFoundError:
-                pass
+                # Cheap re-check: still the same real directory (not swapped for a symlink, not
+                # deleted). The lstat follows runs/: a runs/ swapped for a symlink to another
+                # directory shows as another inode, and the full look below refuses it.
+                st = os.lstat(known[0])
+                if stat_module.S_ISDIR(st.st_mode) and st.st_ino == known[2] and st.st_dev == known[1]:
+                    return known[0]
+            except (FileNotFoundError, NotADirectoryError):
+                pass  # looked at again below (runs/ replaced by a file is refused there)
             del self._known[run_id]
         validate_id(run_id, "run id")
         if create:
@@ -58,18 +62,23 @@ class RunFiles:
         path = self.runs / run_id
         for probe in (self.runs, path):
             try:
-                mode = os.lstat(probe).st_mode
+                st = os.lstat(probe)
+                mode = st.st_mode
             except FileNotFoundError:
                 break
+            except OSError as exc:  # runs/ a file (ENOTDIR), unreadable: one line, not an OSError
+                raise StorageError(f"Cannot use the run directory {path}: {exc.strerror or exc}",
+                                   path=str(probe)) from exc
             if stat_module.S_ISLNK(mode):
                 refuse_symlink(probe)  # raises, naming the path
         else:
             if stat_module.S_ISDIR(mode):
-                self._known[run_id] = path
+                self._known[run_id] = (path, st.st_dev, st.st_ino)
                 return path
         if create:
             ensure_dir(path, durable=self.durable)
-            self._known[run_id] = path
+            st = os.lstat(path)
+            self._known[run_id] = (path, st.st_dev, st.st_ino)
         return path
 
     def scanned_dir(self, run_id: str) -> Optional[str]:

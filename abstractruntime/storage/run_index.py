@@ -150,6 +150,18 @@ def _python_executable() -> bool:
     return not getattr(sys, "frozen", False) and name.startswith(("python", "pypy"))
 
 
+def _run_names(runs_dir: "str | os.PathLike[str]") -> list[str]:
+    """The names in ``runs/`` (none when it is missing); a ``runs/`` that cannot be listed (a file,
+    no permission) is a :class:`StorageError`, one line, not an ``OSError``."""
+    try:
+        return os.listdir(runs_dir)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise StorageError(f"Cannot list the run directories in {runs_dir}: {exc.strerror or exc}",
+                           path=os.fspath(runs_dir)) from exc
+
+
 _MARK = "INSERT INTO runs (run_id, dirty) VALUES (?, 1) ON CONFLICT (run_id) DO UPDATE SET dirty = 1"
 
 
@@ -172,10 +184,15 @@ class _Group:
             # leader that needs that lock would never end, so this statement goes alone.
             return index._write_all([(sql, params)])[0]
         slot: list[Any] = [None, False]  # the error, and whether it was written
+        item = (sql, params, slot)
         with self._cond:
-            self._pending.append((sql, params, slot))
-            while self._writing and not slot[1]:
-                self._cond.wait()
+            try:
+                self._pending.append(item)
+                while self._writing and not slot[1]:
+                    self._cond.wait()
+            except BaseException:
+                self._stopped(item)
+                raise
             if slot[1]:
                 return slot[0]  # type: ignore[no-any-return]
             self._writing = True
@@ -185,14 +202,41 @@ class _Group:
             failures = index._write_all([(sql, params) for sql, params, _ in batch])
         finally:
             with self._cond:
-                for at, (_, _, done) in enumerate(batch):
-                    # A leader stopped by an exception (KeyboardInterrupt) tells its followers so.
-                    done[0] = failures[at] if at < len(failures) else StorageError(
-                        "The run index write was interrupted")
-                    done[1] = True
+                handed_back = []
+                for at, queued in enumerate(batch):
+                    if at < len(failures):
+                        queued[2][0] = failures[at]
+                        queued[2][1] = True
+                    elif queued is not item:
+                        # A leader stopped by an exception (KeyboardInterrupt, SystemExit) before
+                        # its commit: its followers were not stopped, so their statements go back
+                        # in the queue (the next leader, or their own writer, writes them) and
+                        # each still returns only once its own is committed. The leader's own is
+                        # not written: it raises, and may no longer hold its run's lock.
+                        handed_back.append(queued)
+                self._pending[:0] = handed_back
                 self._writing = False
                 self._cond.notify_all()
         return slot[0]  # type: ignore[no-any-return]
+
+    def _stopped(self, item: tuple[str, tuple[object, ...], list[Any]]) -> None:
+        """A waiting writer stopped by an exception (KeyboardInterrupt), the condition's lock held.
+
+        A statement still queued is withdrawn: written later by another thread, after the caller
+        let go of the run's lock, a clean row could overwrite the mark of the run's next writer.
+        One a leader has taken is waited for (further interrupts too), for the same reason, unless
+        that leader is stopped too and hands it back."""
+        while not item[2][1]:
+            for at, queued in enumerate(self._pending):
+                if queued is item:  # still queued, or handed back by a leader that was stopped
+                    del self._pending[at]
+                    return
+            if not self._writing:
+                return  # never queued (stopped before), or its leader is gone and handed it back
+            try:
+                self._cond.wait()
+            except BaseException:  # a second Ctrl-C: the first one is raised once the row is in
+                continue
 
 
 class RunIndex:
@@ -550,8 +594,11 @@ class RunIndex:
                 try:
                     db = self._db()
                     if db is not None and not self._readonly:
-                        db.execute("BEGIN IMMEDIATE")
                         try:
+                            # Inside the try: an interrupt raised as the BEGIN returns (it waited
+                            # for another process's write) must not leave the transaction open,
+                            # holding the index's write lock, with every later statement in it.
+                            db.execute("BEGIN IMMEDIATE")
                             for sql, params in batch:
                                 db.execute(sql, params)
                             db.execute("COMMIT")
@@ -668,10 +715,7 @@ class RunIndex:
         return kept + again
 
     def _names(self) -> list[str]:
-        try:
-            return sorted(os.listdir(self._runs_dir))
-        except FileNotFoundError:
-            return []
+        return sorted(_run_names(self._runs_dir))
 
     def _scan(self) -> Iterator[tuple[RunState, Identity, int]]:
         """Every run: its row's fields, the identity of its ``run.json`` and whether it is dirty (its
@@ -859,10 +903,7 @@ class RunIndex:
             elif identity == _MISSING and not dirty:
                 self._best_effort("DELETE FROM runs" + where + " AND dirty = 0", (run_id, *recorded))
         if new_dirs:
-            try:
-                on_disk = set(os.listdir(self._runs_dir))
-            except FileNotFoundError:
-                on_disk = set()
+            on_disk = set(_run_names(self._runs_dir))
             for run_id in sorted(on_disk - known):
                 identity = self._identity(run_id)
                 run = suspects[run_id] = self._safe_load(run_id)

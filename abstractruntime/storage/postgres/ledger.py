@@ -92,16 +92,25 @@ def _conditional_append(ledger: str, runs: str, rows: str) -> str:
             WHERE coalesce((SELECT seq FROM last), 0) = %(eseq)s
                   AND (SELECT hash FROM last) IS NOT DISTINCT FROM %(ehash)s
             RETURNING 1),
-        -- The run's row is marked in the same statement: its ledger is now past its checkpoint
-        -- until the checkpoint at the head clears the mark (core/ahead.py).
-        marked AS (
-            UPDATE {runs} SET ledger_ahead = true
-            WHERE run_id = %(r)s AND NOT ledger_ahead AND EXISTS (SELECT 1 FROM inserted)
-            RETURNING version, xmin::text AS x),
         -- The row as it was before the mark (one snapshot: the update is not seen here). Made
         -- conditional on the mark, this read of a cached page cost the server more than it saved.
         unmarked AS (
-            SELECT xmin::text AS x FROM {runs} WHERE run_id = %(r)s AND NOT ledger_ahead)
+            SELECT xmin::text AS x FROM {runs} WHERE run_id = %(r)s AND NOT ledger_ahead),
+        -- The run's row is marked in the same statement: its ledger is now past its checkpoint
+        -- until the checkpoint at the head clears the mark (core/ahead.py). Its tokens come back
+        -- only when the row marked is the one read above: a change another writer committed
+        -- while this statement waited for the row is not taken for this writer's own.
+        marked AS (
+            UPDATE {runs} SET ledger_ahead = true
+            WHERE run_id = %(r)s AND NOT ledger_ahead AND EXISTS (SELECT 1 FROM inserted)
+                  AND xmin::text = (SELECT x FROM unmarked)
+            RETURNING version, xmin::text AS x),
+        -- That row changed meanwhile: the mark is made all the same, on the row as it is now
+        -- (only then is the row read a second time).
+        remarked AS (
+            UPDATE {runs} SET ledger_ahead = true
+            WHERE run_id = %(r)s AND NOT ledger_ahead AND EXISTS (SELECT 1 FROM inserted)
+                  AND EXISTS (SELECT 1 FROM unmarked) AND NOT EXISTS (SELECT 1 FROM marked))
         SELECT (SELECT count(*) FROM inserted), (SELECT version FROM marked), (SELECT x FROM unmarked),
                (SELECT x FROM marked)"""
 
