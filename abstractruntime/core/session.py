@@ -194,7 +194,9 @@ class RunSession:
             fields, ops, doc = self._encode(rec, result=result, result_path=result_path, full=full)
             if ext:
                 fields["ext"] = ext
-            doc, line, pieces = seal_pieces(fields, chained=self.chained)
+            result_bytes = self.encoder.encoded(fields.get("result"))
+            doc, line, pieces = seal_pieces(fields, chained=self.chained,
+                                            encoded={"result": result_bytes} if result_bytes is not None else None)
             if len(line) > MAX_RECORD_BYTES:
                 check_size(line, what=f"Ledger record for node {rec.node_id!r}")
             apply_record(self.image, doc, self.table, self.run_id)
