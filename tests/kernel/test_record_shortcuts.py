@@ -124,3 +124,48 @@ def test_each_effect_record_holds_the_bytes_of_its_own_stored_result(results: li
         assert replayed["last"]["r"] == live_vars["last"]["r"] == json.loads(jcs(results[-1]))
     finally:
         fresh.close()
+
+
+# -- a record's step id, drawn when first read ---------------------------------------------------
+
+def _started() -> Any:
+    from abstractruntime.core.models import RunState, StepRecord
+
+    return StepRecord.start(run=RunState.new(workflow_id="wf", entry_node="a", run_id="r1"), node_id="a", effect=None)
+
+
+def test_a_started_record_has_one_step_id_of_its_own_however_it_is_read() -> None:
+    import copy
+    import dataclasses
+    import pickle
+    import uuid
+
+    from abstractruntime.core.models import StepRecord
+
+    first, second = _started(), _started()
+    assert first.step_id == first.step_id and first.step_id != second.step_id
+    assert uuid.UUID(first.step_id).version == 4
+    # Whatever reads it first, every reader sees the same id.
+    for read in (lambda r: r.to_dict()["step_id"], lambda r: dataclasses.asdict(r)["step_id"],
+                 lambda r: StepRecord.from_dict(r.to_dict()).step_id):
+        rec = _started()
+        assert read(rec) == rec.step_id == read(rec)
+    rec = _started()
+    assert "not drawn" not in repr(rec) and rec.step_id in repr(rec)
+    # Copies made before it is read carry the same id as the record (not one drawn each).
+    for duplicate in (copy.copy, copy.deepcopy, lambda r: pickle.loads(pickle.dumps(r)), dataclasses.replace):
+        rec = _started()
+        twin = duplicate(rec)
+        assert twin.step_id == rec.step_id and twin == rec
+    rec = _started()
+    assert rec == dataclasses.replace(rec) and rec != _started()
+
+
+def test_a_step_id_given_is_kept_even_the_text_of_the_undrawn_marker() -> None:
+    from abstractruntime.core.models import StepRecord, StepStatus
+
+    text = "step id " + "not drawn yet"
+    assert StepRecord(run_id="r", step_id=text, node_id="a", status=StepStatus.STARTED).step_id == text
+    rec = _started()
+    rec.step_id = "mine"
+    assert rec.step_id == "mine" and rec.to_dict()["step_id"] == "mine"
