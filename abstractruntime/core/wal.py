@@ -29,7 +29,7 @@ from .state import RUN_FIELDS, StateImage
 from .tracked import (UNLOGGED_MOVES, ChangeLog, TrackedDict, TrackedList, appended_only, check_lists,
                       lists_identical, part_moved, register_made, reset, seal, seal_copy, settle, tracked_copy,
                       tracked_copy_lists, unchanged)
-from .values import ValueTable, json_copy, private_copy, same_value
+from .values import ValueTable, private_copy, same_value
 
 Path = list[str]
 
