@@ -1,4 +1,4 @@
-"""Where the time of an effect step goes: ``python -m benchmarks.effect_profile [STEPS] [fsync|none]``.
+"""Where the time of an effect step goes: ``python -m benchmarks.effect_profile [STEPS] [fsync|none] [--cprofile]``.
 
 Runs the effect workflow of the ``effect_steps`` scenario (each node a ``tool_calls`` effect
 with a trivial handler) once on a fresh file store, wrapping the kernel's functions with a
@@ -13,7 +13,9 @@ append and made clean after the checkpoint (``RunIndex.mark`` / ``RunIndex.put``
 fsync calls counted; and the process's CPU time per step, taken in a second run without the
 wrapping clocks (with ``none`` it is the whole Python of a step). What is left of a step is the
 runtime's own bookkeeping (planning the node, the effect's identity and policy, locks, the
-handler call).
+handler call). With ``--cprofile`` it prints instead the functions of one unwrapped run under
+:mod:`cProfile`, by their own time (a warm-up run first, so imports and first-use work are left
+out).
 """
 
 from __future__ import annotations
@@ -110,9 +112,30 @@ def profile(steps: int, durability: str) -> dict[str, Any]:
                        for label, _, _ in PHASES}}
 
 
+def cprofile(steps: int, durability: str, top: int = 30) -> str:
+    """The ``top`` functions of one unwrapped run of ``steps`` effect steps by their own time (cProfile)."""
+    import cProfile
+    import io
+    import pstats
+
+    work = tempfile.mkdtemp()
+    _cpu_per_step(min(steps, 200), durability, work)  # imports and first-use work, left out
+    profiler = cProfile.Profile()
+    profiler.enable()
+    _cpu_per_step(steps, durability, work)
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    """Print the profile as the Markdown table docs/performance.md shows."""
-    args = argv if argv is not None else sys.argv[1:]
+    """Print the profile as the Markdown table docs/performance.md shows (or cProfile's, ``--cprofile``)."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    if "--cprofile" in args:
+        args.remove("--cprofile")
+        print(cprofile(int(args[0]) if args else 1000, args[1] if len(args) > 1 else "none"))
+        return 0
     steps = int(args[0]) if args else 1000
     durability = args[1] if len(args) > 1 else "fsync"
     p = profile(steps, durability)

@@ -34,6 +34,9 @@ class RecordEncoder:
             writer = ValueWriter(table)
         self.writer: Optional[ValueWriter] = writer if store_values else None
         self._mark: Optional[tuple[int, int]] = None
+        # The JCS bytes :meth:`slot` made of a value it returned to be stored inline in this
+        # record (``id`` -> the value and its bytes): the record's line reuses them (:meth:`encoded`).
+        self._bytes: dict[int, tuple[Any, bytes]] = {}
         # The built-in rules return new containers; another redactor may hand back the run's own
         # objects, which the record's stored values must not share (the run changes them in place).
         self._copy = not _returns_copies(redactor)
@@ -66,22 +69,35 @@ class RecordEncoder:
             return value  # what sealed() and jcs() would give and accept: the value itself
         if self.writer is None or secret or not isinstance(value, (dict, list, tuple, str)):
             stored = self.sealed(value, path, root)
-            jcs(stored, root=_name(root, path))  # refused here, naming the value, not later naming the record
+            # Refused here, naming the value, not later naming the record.
+            self._bytes[id(stored)] = (stored, jcs(stored, root=_name(root, path)))
             return stored
+        last: list[Any] = [None, b""]
 
         def encode(live: Any) -> tuple[Any, bytes]:
             stored = self.sealed(live, path, root)
-            return stored, jcs(stored, root=_name(root, path))
+            last[0], last[1] = stored, jcs(stored, root=_name(root, path))
+            return stored, last[1]
 
         try:
-            return self.writer.store(value, encode, seq)
+            out = self.writer.store(value, encode, seq)
         except RecursionError:
             jcs(value, root=_name(root, path))
             raise InvalidInputError("Value is nested too deeply to store") from None
+        if out is last[0]:  # stored inline (not a reference, a definition or a list extension)
+            self._bytes[id(out)] = (out, last[1])
+        return out
+
+    def encoded(self, stored: Any) -> Optional[bytes]:
+        """The JCS bytes of ``stored`` when :meth:`slot` returned it for this record and made them
+        (the values it returns are fresh and nothing changes them before the record is sealed)."""
+        known = self._bytes.get(id(stored))
+        return known[1] if known is not None and known[0] is stored else None
 
     def begin(self) -> None:
         """Start a record: what follows can be undone by :meth:`rollback`."""
         self._mark = (self.table.mark(), self.keeper.mark())
+        self._bytes.clear()
         if self.writer is not None:
             self.writer.begin_record()
 

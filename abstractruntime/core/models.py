@@ -30,6 +30,13 @@ def _step_id() -> str:
     return uuid_text(_STEP_IDS.getrandbits(128), 4)
 
 
+# What ``StepRecord.start`` gives as the record's ``step_id``: drawn the first time it is read.
+# Format-3 and format-4 records never store it (their expanded view derives one from the run and
+# ``seq``), so a record a sealed-lines store writes never draws one. Compared by identity: a
+# string a caller passes is kept as it is.
+_UNDRAWN = "".join(("step id ", "not drawn yet"))
+
+
 # Version of one ledger line; bumped only with a reader for the old form. Format 2 records
 # carry the state change they made (``delta``) and their effect's position (``effect_id``).
 LEDGER_RECORD_FORMAT = 2
@@ -384,7 +391,7 @@ class StepRecord:
         """A STARTED record for ``node_id`` (an effect's intent, or a plain node step)."""
         return cls(
             run_id=run.run_id,
-            step_id=_step_id(),
+            step_id=_UNDRAWN,
             node_id=node_id,
             status=StepStatus.STARTED,
             effect=effect.to_dict() if effect is not None else None,
@@ -471,6 +478,32 @@ class StepRecord:
             next_node=data.get("next_node"),
             at=data.get("at"),
         )
+
+
+def _get_step_id(self: StepRecord) -> str:
+    own = self.__dict__
+    value = own["step_id"]
+    if value is _UNDRAWN:
+        value = own["step_id"] = _step_id()
+    return value  # type: ignore[no-any-return]
+
+
+def _set_step_id(self: StepRecord, value: str) -> None:
+    self.__dict__["step_id"] = value
+
+
+def _record_state(self: StepRecord) -> dict[str, Any]:
+    """What pickling a record keeps: its fields, the step id drawn (the marker is this process's)."""
+    _get_step_id(self)
+    return dict(self.__dict__)
+
+
+# ``step_id`` is a field of the dataclass read through a property, like ``RunState.vars``: the
+# value lives in the instance's ``__dict__`` under the field's name, and a record made by
+# ``start`` draws its id only when something reads it (``to_dict``, ``asdict``, ``==``, ``repr``).
+StepRecord.step_id = property(_get_step_id, _set_step_id,  # type: ignore[assignment]
+                              doc="The record's id (a version-4 UUID unless one was given).")
+StepRecord.__getstate__ = _record_state  # type: ignore[attr-defined]
 
 
 def new_record(run: RunState, kind: RecordKind, node_id: Optional[str] = None) -> StepRecord:

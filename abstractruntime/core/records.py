@@ -42,12 +42,19 @@ _encode_string = json.encoder.encode_basestring
 _KEYS: dict[str, bytes] = {}  # a field's name as its JCS member prefix, ``"seq":`` (few names: kept)
 
 
-def _fragment(key: str, value: Any) -> bytes:
+def _prefix(key: str) -> bytes:
     prefix = _KEYS.get(key)
     if prefix is None:
         prefix = _encode_string(key).encode("utf-8") + b":"
         if key in RECORD_FIELDS:
             _KEYS[key] = prefix
+    return prefix
+
+
+def _fragment(key: str, value: Any) -> bytes:
+    prefix = _KEYS.get(key)
+    if prefix is None:
+        prefix = _prefix(key)
     # Most fields are plain scalars, written here as jcs writes them; the rest goes through jcs
     # (containers, floats, big integers, and a string that is not valid Unicode, which it refuses).
     cls = value.__class__
@@ -73,11 +80,17 @@ def seal(fields: dict[str, Any], *, chained: bool = True) -> tuple[dict[str, Any
     return doc, line
 
 
-def seal_pieces(fields: dict[str, Any], *,
-                chained: bool = True) -> tuple[dict[str, Any], bytes, dict[str, bytes]]:
+def seal_pieces(fields: dict[str, Any], *, chained: bool = True,
+                encoded: Optional[dict[str, bytes]] = None) -> tuple[dict[str, Any], bytes, dict[str, bytes]]:
     """:func:`seal`, also returning each field's encoded member (``"name":value``), so a field
-    added later (:func:`reseal`) costs its own encoding and one hash, not the whole record's."""
-    pieces = {key: _fragment(key, value) for key, value in fields.items()}
+    added later (:func:`reseal`) costs its own encoding and one hash, not the whole record's.
+
+    ``encoded`` gives the JCS bytes of some fields' values, already made (they must be exactly
+    ``jcs(fields[name])``): those are not encoded again.
+    """
+    pieces = {key: _fragment(key, value) for key, value in fields.items()} if not encoded else \
+        {key: _fragment(key, value) if key not in encoded else _prefix(key) + encoded[key]
+         for key, value in fields.items()}
     doc, line = _assemble(fields, pieces, chained)
     return doc, line, pieces
 

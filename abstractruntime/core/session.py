@@ -110,6 +110,34 @@ def _small_fields(checkpoint: Checkpoint) -> dict[str, Any]:
     return fields
 
 
+# The JCS bytes of a delta that only places the record's result in the variables (an effect's
+# outcome stored at its ``result_key``): the same for every outcome of a node, so encoded once
+# (keyed by the operations' paths; bounded).
+_RESULT_DELTAS: dict[tuple[Any, ...], bytes] = {}
+
+
+def _result_delta_bytes(delta: Any, ops: list[Any]) -> Optional[bytes]:
+    """The bytes of ``delta`` when it is ``{"vars": ops}`` and every operation is a :class:`ResultOp`."""
+    if not ops or delta.__class__ is not dict or len(delta) != 1 or "vars" not in delta:
+        return None
+    key = []
+    for op in ops:
+        if op.__class__ is not ResultOp:
+            return None
+        path, sub = tuple(op.path), tuple(op.subpath) if op.subpath else None
+        # A path part that is not exactly a str (a subclass) is left to the encoder.
+        if any(part.__class__ is not str for part in path) or (sub and any(p.__class__ is not str for p in sub)):
+            return None
+        key.append((path, sub))
+    found = _RESULT_DELTAS.get(tuple(key))
+    if found is None:
+        found = jcs(delta, root="delta")
+        if len(_RESULT_DELTAS) >= 1024:
+            _RESULT_DELTAS.clear()
+        _RESULT_DELTAS[tuple(key)] = found
+    return found
+
+
 class RunSession:
     """One locked run being advanced: its live checkpoint, its image, and the records not yet durable."""
 
@@ -194,7 +222,14 @@ class RunSession:
             fields, ops, doc = self._encode(rec, result=result, result_path=result_path, full=full)
             if ext:
                 fields["ext"] = ext
-            doc, line, pieces = seal_pieces(fields, chained=self.chained)
+            known: dict[str, bytes] = {}
+            result_bytes = self.encoder.encoded(fields.get("result"))
+            if result_bytes is not None:
+                known["result"] = result_bytes
+            delta_bytes = _result_delta_bytes(fields.get("delta"), ops)
+            if delta_bytes is not None:
+                known["delta"] = delta_bytes
+            doc, line, pieces = seal_pieces(fields, chained=self.chained, encoded=known)
             if len(line) > MAX_RECORD_BYTES:
                 check_size(line, what=f"Ledger record for node {rec.node_id!r}")
             apply_record(self.image, doc, self.table, self.run_id)
@@ -300,7 +335,12 @@ class RunSession:
         moved = None if full else implied_node(self.image.kernel["pending"], live)
         if moved is not None:
             last = {**last, "current_node": moved}
-        for name, value in now.items():
+        # Most records change none of these fields: one comparison of the whole dicts (and of the
+        # fields' types, as the loop compares them) settles it. Equal dicts hold the same names in
+        # the same order (both made by _small_fields), so their types line up.
+        same = not full and now == last and [v.__class__ for v in now.values()] == [
+            v.__class__ for v in last.values()]
+        for name, value in () if same else now.items():
             if full or value != last.get(name) or type(value) is not type(last.get(name)):
                 if name == "output":
                     delta[name] = enc.slot(value, ["output"], seq, "") if value is not None else None

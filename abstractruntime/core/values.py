@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 from .canonical import sha256_hex
 from .jcs import jcs
-from .markers import EXT, ITEMS, LIT, REF, SECRET, VAL, marker_kind
+from .markers import EXT, ITEMS, LIT, REF, SECRET, VAL, has_marker_key, marker_kind
 
 # A value whose JCS form is at least this long is stored once and referred to by id.
 VALUE_THRESHOLD = 256
@@ -53,6 +53,8 @@ def json_copy(value: Any) -> Any:
 
 
 _NESTED = (dict, list, tuple)
+# Exact classes a copy keeps as they are (a subclass, a str Enum say, takes the general path).
+_ATOMS = (str, int, float, bool, type(None))
 
 
 class Exact:
@@ -258,6 +260,24 @@ class ValueTable:
             return stored if all(inner[k] is literal[k] for k in literal) else {LIT: inner}
         out = {k: self.ref_form(v) if isinstance(v, (dict, list)) else v for k, v in stored.items()}
         return out if any(out[k] is not stored[k] for k in stored) else stored
+
+    def ref_copy(self, stored: Any) -> Any:
+        """``json_copy(self.ref_form(stored))`` in one walk: the state's form of ``stored``, sharing no
+        container with it (what a replay puts in the state image).
+
+        Plain objects and lists — what records hold — are copied as they are walked; a marker, a
+        tuple or a subclass goes the two-pass way, so the result is always equal to it.
+        """
+        cls = stored.__class__
+        if cls is dict:
+            if has_marker_key(stored):
+                return json_copy(self.ref_form(stored))
+            return {k: v if v.__class__ in _ATOMS else self.ref_copy(v) for k, v in stored.items()}
+        if cls is list:
+            return [v if v.__class__ in _ATOMS else self.ref_copy(v) for v in stored]
+        if cls in _ATOMS:
+            return stored
+        return json_copy(self.ref_form(stored))
 
     def node(self, vid: str) -> tuple[Any, ...]:
         """The definition filed under ``vid`` (:class:`UndefinedValueError` if none)."""

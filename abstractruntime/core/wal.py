@@ -29,7 +29,7 @@ from .state import RUN_FIELDS, StateImage
 from .tracked import (UNLOGGED_MOVES, ChangeLog, TrackedDict, TrackedList, appended_only, check_lists,
                       lists_identical, part_moved, register_made, reset, seal, seal_copy, settle, tracked_copy,
                       tracked_copy_lists, unchanged)
-from .values import ValueTable, json_copy, private_copy, same_value
+from .values import ValueTable, private_copy, same_value
 
 Path = list[str]
 
@@ -529,7 +529,7 @@ def apply_record(image: StateImage, doc: dict[str, Any], table: ValueTable, run_
     if node is not None:
         image.run["current_node"] = node  # (the delta, applied below, may set another)
     # The image never shares an object with the record: later records change the image in place.
-    kernel["pending"] = json_copy(table.ref_form(implied_pending(previous, doc, run_id)))
+    kernel["pending"] = table.ref_copy(implied_pending(previous, doc, run_id))
     kernel["effects"] = implied_effects(int(kernel["effects"] or 0), doc)
     delta = doc.get("delta") or {}
     if not isinstance(delta, dict):
@@ -541,14 +541,14 @@ def apply_record(image: StateImage, doc: dict[str, Any], table: ValueTable, run_
             for raw in value:
                 _apply_op(image, decode_op(raw), doc.get("result"), table)
         elif key in DELTA_RUN_FIELDS:
-            image.run[key] = json_copy(table.ref_form(value))
+            image.run[key] = table.ref_copy(value)
         elif key in DELTA_KERNEL_FIELDS:
             if key == "effects" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ValueError("delta.effects must be a non-negative integer")
             if key == "pending" and value is not None and not isinstance(value, dict):
                 # The next record's implied changes read the pending effect as an object.
                 raise ValueError("delta.pending must be an object or null")
-            kernel[key] = json_copy(table.ref_form(value)) if key != "metadata" or value is not None else {}
+            kernel[key] = table.ref_copy(value) if key != "metadata" or value is not None else {}
         else:
             raise ValueError(f"unknown delta field {key!r}")
     stamp = doc.get("at")
@@ -566,7 +566,7 @@ def _apply_op(image: StateImage, op: VarOp, result: Any, table: ValueTable) -> N
         value = navigate(result, op.subpath or [], table)
     else:
         value = op.value
-    value = json_copy(table.ref_form(value))
+    value = table.ref_copy(value)
     if not op.path:
         if not isinstance(value, dict) or marker_kind(value) is not None:
             raise ValueError("only an object may replace all vars")
@@ -594,7 +594,7 @@ def _walk_image(root: dict[str, Any], path: Path, table: ValueTable) -> dict[str
             node = table.node(nxt[REF])
             value = node[1] if node[0] == "val" else None
             if isinstance(value, dict) and marker_kind(value) in (None, "lit"):
-                nxt = json_copy(table.ref_form(value))
+                nxt = table.ref_copy(value)
                 target[part] = nxt
                 kind = marker_kind(nxt)
         if kind == "lit":
