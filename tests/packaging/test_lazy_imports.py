@@ -294,3 +294,31 @@ def test_the_type_checking_block_imports_what_the_lazy_table_binds(path: Path) -
     # Only the PostgreSQL backend (an extra) is left out of the table: open_store imports it when asked.
     seen.pop(".postgres.store", None)
     assert seen == table
+
+
+def test_importtime_reports_the_modules_a_lazy_table_loads() -> None:
+    """Profiling a command with ``python -X importtime`` sees what the first runtime imports."""
+    statement = "import tempfile; from abstractruntime import FileStore; FileStore(tempfile.mkdtemp()).runtime()"
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", statement], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    reported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
+    assert {"abstractruntime.core.drive", "abstractruntime.storage.json_files", "dataclasses"} <= reported
+
+
+@pytest.mark.parametrize(("name", "package", "absolute"), [
+    ("inspect", "abstractruntime.core", "inspect"), (".drive", "abstractruntime.core", "abstractruntime.core.drive"),
+    ("..core.errors", "abstractruntime.storage", "abstractruntime.core.errors"),
+    ("..", "abstractruntime.storage", "abstractruntime"),
+])
+def test_relative_names_of_a_lazy_table_resolve_against_its_package(name: str, package: str, absolute: str) -> None:
+    from abstractruntime.core.lazy import _absolute
+
+    assert _absolute(name, package) == absolute
+
+
+def test_a_relative_name_above_the_top_package_is_an_import_error() -> None:
+    from abstractruntime.core.lazy import _absolute
+
+    with pytest.raises(ImportError):
+        _absolute("...x", "abstractruntime.core")
