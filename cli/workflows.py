@@ -88,7 +88,8 @@ def load_for_run(s: "Settings", store: Any, run_id: str, *, workflow_file: Optio
     from abstractruntime.llm_config import llm_for_run
     from abstractruntime.workflow_files import load_for_run as library_load_for_run
 
-    checkpoint = store.runtime().get_checkpoint(run_id)
+    reader = store.runtime()
+    checkpoint = reader.get_checkpoint(run_id)
     metadata = getattr(checkpoint, "metadata", None) or {}
     # Bad options and a key bound for another server fail before any code is imported.
     config, changed = llm_for_run(llm, metadata.get("llm"), run_id)
@@ -99,7 +100,7 @@ def load_for_run(s: "Settings", store: Any, run_id: str, *, workflow_file: Optio
     s.debug(f"run {run_id}: workflow {loaded.workflow.workflow_id} from {loaded.path}")
     runtime = equipped(runtime, store)
     if changed and config is not None:
-        store.runtime().update_metadata(run_id, {"llm": config.to_metadata()})
+        reader.update_metadata(run_id, {"llm": config.to_metadata()})
         s.info(f"run {run_id}: recorded the new LLM configuration ({config.describe()})")
     return loaded, runtime
 

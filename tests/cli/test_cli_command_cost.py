@@ -96,3 +96,39 @@ def test_a_store_folder_named_like_a_key_value_pair_is_still_a_folder(tmp_path: 
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 5, proc.stderr
     assert (store / "runs").is_dir()
+
+
+OPENS = r"""
+import collections, json, sys
+opens = collections.Counter()
+
+def hook(event, args):
+    if event == "open" and isinstance(args[0], str):
+        opens[args[0]] += 1
+
+sys.addaudithook(hook)
+from abstractruntime.cli.entry import run
+code = run(sys.argv[1:])
+sys.stderr.write(json.dumps({"code": code, "opens": opens}) + "\n")
+"""
+
+
+def test_a_continuing_command_reads_the_operators_pyproject_once(tmp_path: Path) -> None:
+    """The registry's entries and its upgrades setting come from one reading of pyproject.toml."""
+    (tmp_path / "ask.py").write_text(ASK, encoding="utf-8")
+    (tmp_path / "pyproject.toml").write_text('[tool.abstractruntime]\nworkflows = ["ask.py"]\nupgrades = false\n',
+                                             encoding="utf-8")
+    env = {**os.environ, "ABSTRACTRUNTIME_STORE": str(tmp_path / "store"), "NO_COLOR": "1"}
+    env.pop("ABSTRACTRUNTIME_WORKFLOWS", None)
+
+    def run(*args: str) -> tuple[int, dict[str, int], str]:
+        proc = subprocess.run([sys.executable, "-c", OPENS, *args], capture_output=True, text=True, timeout=120,
+                              cwd=tmp_path, env=env, stdin=subprocess.DEVNULL)
+        found = json.loads(proc.stderr.strip().splitlines()[-1])
+        return found["code"], found["opens"], proc.stdout.strip()
+
+    code, _, handle = run("run", "ask.py", "--no-input")
+    assert code == 5
+    code, opens, _ = run("resume", handle, "--answer", "yes")
+    assert code == 0
+    assert opens.get(str(tmp_path / "pyproject.toml")) == 1, opens
