@@ -128,7 +128,9 @@ def resume_cmd(
 
         raise InvalidInputError("--fire-timer takes no --answer or --payload: the run gets what the clock "
                                 "would give it")
-    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url, ctx=ctx)
+    # No LLM option given: nothing to check, and the LLM configuration loads only if the run recorded one.
+    given = any(v is not None for v in (llm, provider, model, server, base_url))
+    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url, ctx=ctx) if given else None
     store = s.open_store()
     reader = store.runtime()  # one for every read before the workflow loads
     state = reader.get_state(run_id)

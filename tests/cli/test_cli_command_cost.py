@@ -45,9 +45,9 @@ workflow = WorkflowSpec("cost_event", entry_node="wait", nodes={"wait": wait, "d
 
 WATCHED = ("rich", "asyncio", "logging", "pydantic", "abstractruntime.llm_config", "abstractruntime.storage.dsn",
            "abstractruntime.cli.prompt", "abstractruntime.registry", "abstractruntime.trust")
-# What continuing a run needs: the LLM configuration it recorded, the registry that finds its
-# workflow file, the checks of the workflow it recorded.
-CONTINUING = {"abstractruntime.llm_config", "abstractruntime.registry", "abstractruntime.trust"}
+# What continuing a run needs: the registry that finds its workflow file, the checks of the
+# workflow it recorded (the LLM configuration only for a run that recorded one, or an --llm option).
+CONTINUING = {"abstractruntime.registry", "abstractruntime.trust"}
 
 PROBE = r"""
 import json, sys
