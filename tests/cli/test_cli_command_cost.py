@@ -45,6 +45,10 @@ workflow = WorkflowSpec("cost_event", entry_node="wait", nodes={"wait": wait, "d
 
 WATCHED = ("rich", "asyncio", "logging", "pydantic", "abstractruntime.llm_config", "abstractruntime.storage.dsn",
            "abstractruntime.cli.prompt", "abstractruntime.registry", "abstractruntime.trust")
+# What only advancing a run uses (core/runtime.py's second lazy table), watched for `runs show`.
+ADVANCING = ("abstractruntime.core.drive", "abstractruntime.core.effect_exec", "abstractruntime.core.stepping",
+             "abstractruntime.core.answers", "abstractruntime.core.ahead", "abstractruntime.core.upgrade")
+WATCHED += ADVANCING
 # What continuing a run needs: the registry that finds its workflow file, the checks of the
 # workflow it recorded (the LLM configuration only for a run that recorded one, or an --llm option).
 CONTINUING = {"abstractruntime.registry", "abstractruntime.trust"}
@@ -76,14 +80,19 @@ def probe(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_the_everyday_commands_load_only_what_they_use(probe) -> None:  # type: ignore[no-untyped-def]
     code, loaded, handle = probe("run", "ask.py", "--no-input")
-    assert (code, loaded) == (5, [])
+    assert (code, [m for m in loaded if m not in ADVANCING]) == (5, [])
+    assert set(ADVANCING) <= set(loaded)  # the watch itself works: running a step loads them
     run_id = handle.split("@")[0]
     assert probe("runs", "show", run_id)[:2] == (0, [])
+    # Reading a run runs no step: the effect execution, the stepping loop and its driver stay unloaded.
+    code, loaded, _ = probe("runs", "show", run_id, "--json")
+    assert (code, [m for m in loaded if m in ADVANCING]) == (0, [])
     code, loaded, _ = probe("resume", handle, "--answer", "yes")
-    assert (code, [m for m in loaded if m not in CONTINUING]) == (0, [])
-    assert probe("run", "event.py")[:2] == (5, [])
+    assert (code, [m for m in loaded if m not in CONTINUING and m not in ADVANCING]) == (0, [])
+    code, loaded, _ = probe("run", "event.py")
+    assert (code, [m for m in loaded if m not in ADVANCING]) == (5, [])
     code, loaded, _ = probe("emit", "cost:1", "--payload", "{}")
-    assert (code, [m for m in loaded if m not in CONTINUING]) == (0, [])
+    assert (code, [m for m in loaded if m not in CONTINUING and m not in ADVANCING]) == (0, [])
 
 
 def test_a_store_folder_named_like_a_key_value_pair_is_still_a_folder(tmp_path: Path) -> None:
