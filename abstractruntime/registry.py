@@ -237,7 +237,10 @@ def pyproject_table(start: Optional[Path] = None) -> tuple[Optional[Path], dict[
 def pyproject_upgrades(start: Optional[Path] = None) -> tuple[Optional[Path], "bool | frozenset[str]"]:
     """The ``upgrades`` setting of the nearest ``[tool.abstractruntime]``: ``true`` (every workflow),
     or the workflow ids whose runs may continue with a changed file when their history fits it."""
-    found, table = pyproject_table(start)
+    return _upgrades_of(*pyproject_table(start))
+
+
+def _upgrades_of(found: Optional[Path], table: dict[str, Any]) -> tuple[Optional[Path], "bool | frozenset[str]"]:
     value = table.get("upgrades", False)
     if isinstance(value, bool):
         return found, value
@@ -257,7 +260,10 @@ def pyproject_entries(start: Optional[Path] = None) -> tuple[Optional[Path], lis
     Raises :class:`WorkflowLoadError` naming the file when it is not valid TOML or its
     ``workflows`` is not a list of strings.
     """
-    candidate, table = pyproject_table(start)
+    return _entries_of(*pyproject_table(start))
+
+
+def _entries_of(candidate: Optional[Path], table: dict[str, Any]) -> tuple[Optional[Path], list[str]]:
     if candidate is None:
         return None, []
     entries = table.get("workflows", [])
@@ -293,6 +299,9 @@ class WorkflowFileRegistry:
         self._pyproject_from: Optional[Path] = None
         self._exclude = [Path(p).absolute().resolve() for p in exclude]
         self._files: Optional[list[RegisteredFile]] = None
+        # The nearest [tool.abstractruntime] table, read once per scan (the entries and the
+        # upgrades setting of one command come from one reading of one file).
+        self._pyproject: Optional[tuple[Optional[Path], dict[str, Any]]] = None
 
     @classmethod
     def configured(cls, entries: Sequence[str] = (), *, cwd: Optional[Path] = None,
@@ -310,10 +319,17 @@ class WorkflowFileRegistry:
         registry._pyproject_from = here
         return registry
 
+    def _pyproject_table(self) -> tuple[Optional[Path], dict[str, Any]]:
+        if self._pyproject_from is None:
+            return None, {}
+        if self._pyproject is None:
+            self._pyproject = pyproject_table(self._pyproject_from)
+        return self._pyproject
+
     def _all_sources(self) -> list[_Source]:
         sources = list(self._sources)
         if self._pyproject_from is not None:
-            found, entries = pyproject_entries(self._pyproject_from)
+            found, entries = _entries_of(*self._pyproject_table())
             if found is not None:
                 sources.append(_Source(str(found), found.parent, tuple(entries)))
         return sources
@@ -324,7 +340,7 @@ class WorkflowFileRegistry:
         ``--upgrade`` allows them for one command)."""
         if self._pyproject_from is None:
             return False
-        _, allowed = pyproject_upgrades(self._pyproject_from)
+        _, allowed = _upgrades_of(*self._pyproject_table())
         return allowed if isinstance(allowed, bool) else workflow_id in allowed
 
     def describe(self) -> str:
@@ -378,7 +394,8 @@ class WorkflowFileRegistry:
         scanned_before = self._files is not None
         found = self.candidates(workflow_id)
         if scanned_before and (not found or (sha256 is not None and sha256 not in {f.sha256 for f in found})):
-            self._files = None  # scanned before a file was added or deployed (a long-running worker): look again
+            # Scanned before a file was added or deployed (a long-running worker): look again.
+            self._files = self._pyproject = None
             found = self.candidates(workflow_id)
         if not found:
             raise WorkflowNotRegisteredError(

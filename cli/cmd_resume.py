@@ -128,12 +128,15 @@ def resume_cmd(
 
         raise InvalidInputError("--fire-timer takes no --answer or --payload: the run gets what the clock "
                                 "would give it")
-    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url, ctx=ctx)
+    # No LLM option given: nothing to check, and the LLM configuration loads only if the run recorded one.
+    given = any(v is not None for v in (llm, provider, model, server, base_url))
+    flags = llm_flags(llm, provider=provider, model=model, server=server, base_url=base_url, ctx=ctx) if given else None
     store = s.open_store()
-    state = store.runtime().get_state(run_id)
+    reader = store.runtime()  # one for every read before the workflow loads
+    state = reader.get_state(run_id)
     # Only an answer (or a firing) can reach the wrong wait; without one the command just shows the wait.
     check_target(state, target, wait_id, current=current or (data is None and not fire_timer),
-                 interactive=s.may_prompt(), runtime=store.runtime())
+                 interactive=s.may_prompt(), runtime=reader)
     if state.status is not RunStatus.WAITING or state.waiting is None:
         # Checked here too so that no workflow code is imported for a hopeless resume.
         hint = ""

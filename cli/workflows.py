@@ -85,13 +85,18 @@ def load_for_run(s: "Settings", store: Any, run_id: str, *, workflow_file: Optio
     (:func:`abstractruntime.llm_config.llm_for_run`); a changed configuration is recorded in
     the run's metadata once the workflow has loaded.
     """
-    from abstractruntime.llm_config import llm_for_run
     from abstractruntime.workflow_files import load_for_run as library_load_for_run
 
-    checkpoint = store.runtime().get_checkpoint(run_id)
+    reader = store.runtime()
+    checkpoint = reader.get_checkpoint(run_id)
     metadata = getattr(checkpoint, "metadata", None) or {}
-    # Bad options and a key bound for another server fail before any code is imported.
-    config, changed = llm_for_run(llm, metadata.get("llm"), run_id)
+    config: Optional["LLMConfig"] = None
+    changed = False
+    if llm is not None or metadata.get("llm") is not None:  # else there is no configuration to check or use
+        from abstractruntime.llm_config import llm_for_run
+
+        # Bad options and a key bound for another server fail before any code is imported.
+        config, changed = llm_for_run(llm, metadata.get("llm"), run_id)
     loaded, runtime = library_load_for_run(store, run_id, workflow_file=workflow_file, attr=attr,
                                            llm_handlers=_llm_handlers(config), checkpoint=checkpoint,
                                            registry=registry(s, store), allow_drift=allow_drift,
@@ -99,7 +104,7 @@ def load_for_run(s: "Settings", store: Any, run_id: str, *, workflow_file: Optio
     s.debug(f"run {run_id}: workflow {loaded.workflow.workflow_id} from {loaded.path}")
     runtime = equipped(runtime, store)
     if changed and config is not None:
-        store.runtime().update_metadata(run_id, {"llm": config.to_metadata()})
+        reader.update_metadata(run_id, {"llm": config.to_metadata()})
         s.info(f"run {run_id}: recorded the new LLM configuration ({config.describe()})")
     return loaded, runtime
 

@@ -20,7 +20,6 @@ Three small hooks, all optional and all outside the ledger:
 from __future__ import annotations
 
 import contextlib
-import random
 import threading
 import time
 from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional, Protocol
@@ -33,6 +32,13 @@ logger = get_logger("abstractruntime.observe")
 # Polling a busy slot: first wait, growth factor and cap (seconds); jittered so a fleet spreads out.
 SLOT_POLL_FIRST, SLOT_POLL_GROWTH, SLOT_POLL_MAX = 0.02, 1.5, 0.5
 
+
+
+def _jitter() -> float:
+    """A factor in [0.5, 1.5) that spreads the polls of the processes waiting for one slot."""
+    import random  # only a process that waits for a slot needs it (some 1 ms to import)
+
+    return 0.5 + random.random()
 
 class RunObserver(Protocol):
     """What an observer may implement (every method is optional; the runtime calls those it has).
@@ -198,7 +204,7 @@ class InFlightLimits:
         delay = SLOT_POLL_FIRST
         handle = self.backend.try_acquire(key, limit)
         while handle is None:
-            time.sleep(delay * (0.5 + random.random()))
+            time.sleep(delay * _jitter())
             delay = min(delay * SLOT_POLL_GROWTH, SLOT_POLL_MAX)
             handle = self.backend.try_acquire(key, limit)
         try:
@@ -218,7 +224,7 @@ class InFlightLimits:
         delay = SLOT_POLL_FIRST
         handle = await asyncio.to_thread(self.backend.try_acquire, key, limit)
         while handle is None:
-            await asyncio.sleep(delay * (0.5 + random.random()))
+            await asyncio.sleep(delay * _jitter())
             delay = min(delay * SLOT_POLL_GROWTH, SLOT_POLL_MAX)
             handle = await asyncio.to_thread(self.backend.try_acquire, key, limit)
         try:

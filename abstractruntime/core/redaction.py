@@ -470,7 +470,22 @@ def _name_triggers(keys: frozenset[str], suffixes: tuple[tuple[str, ...], ...],
     is checked for all of them (``api`` and ``key`` for ``api_key``). Computed once per rule set.
     """
     names = {_trigger_of(w) for w in (*map(key_words, keys), *suffixes, *((w,) for w in words)) if w}
-    return tuple(sorted(t for t in names if not any(o != t and _implies(t, o) for o in names)))
+    # Every process that writes a record makes a Redactor: the pairwise test below is written
+    # for speed (one joined string per trigger, plain loops), as ``_implies`` over every pair.
+    others = sorted(names, key=len)  # one-word groups first: most triggers are implied by one of them
+    kept = []
+    for trigger in names:
+        joined = "\0".join(trigger)  # a word is in one of trigger's words iff it is in the joined text
+        for other in others:
+            if other != trigger:
+                for word in other:
+                    if word not in joined:
+                        break
+                else:
+                    break  # trigger passes whenever other does: redundant
+        else:
+            kept.append(trigger)
+    return tuple(sorted(kept))
 
 
 # Words too common in ordinary text to tell that a text may name a secret key on their own.

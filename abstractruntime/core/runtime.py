@@ -82,11 +82,6 @@ _USES = LazyNames(globals(), __package__, {
     "typing": ("Any", "AsyncIterator", "Iterator", "Optional"),
     ".canonical": ("canonical_json", "check_size"),
     ".clock": ("Clock", "utc_now"),
-    ".drive": (
-        "Io", "Request", "Step", "StepsStopped", "drive_async", "drive_sync", "run_blocking", "settle_in_thread",
-        "store_executor",
-    ),
-    ".effect_exec": ("EffectHandler", "RegisteredHandler"),
     ".effects": (
         "EffectOutcome", "handle_ask_user", "handle_wait_event", "handle_wait_job", "make_start_subworkflow",
         "make_wait_until",
@@ -107,18 +102,29 @@ _USES = LazyNames(globals(), __package__, {
     ".secret_release": ("SecretRelease",),
     ".session": ("RunParts", "RunSession", "StorePorts", "fail_run", "is_finished", "new_record"),
     ".spec": ("WorkflowSpec",),
+    ".state": ("StateImage",),
+    ".values": ("json_copy", "public_copy"),
+    ".run_context": ("DefaultRunContext",),
+})
+
+# What only advancing a run uses (ticks, answers, retries, effects, the stepping loop):
+# loaded by the first method that advances one, so that opening a store and reading a
+# run (``runs show``, ``get_state``) loads none of it.
+_ADVANCE = LazyNames(globals(), __package__, {
+    ".drive": (
+        "Io", "Request", "Step", "StepsStopped", "drive_async", "drive_sync", "run_blocking", "settle_in_thread",
+        "store_executor",
+    ),
+    ".effect_exec": ("EffectHandler", "RegisteredHandler"),
     ".ahead": ("session_class",),
     ".answers": ("failed_retryably", "prepare_retry", "record_answer"),
     ".budget": ("BUDGET_KEY", "check_budget"),
     ".upgrade": ("check_source",),
     ".wait_checks": ("refuse_other_wait",),
     ".usage_totals": ("stamp",),
-    ".state": ("StateImage",),
     ".stepping": ("advance_steps", "retry_steps"),
     ".timers": ("is_due",),
     ".tracked": ("tracked_copy",),
-    ".values": ("json_copy", "public_copy"),
-    ".run_context": ("DefaultRunContext",),
 })
 
 __all__ = ["Runtime", "EffectOutcome", "EffectHandler", "DefaultRunContext"]
@@ -126,7 +132,13 @@ __all__ = ["Runtime", "EffectOutcome", "EffectHandler", "DefaultRunContext"]
 
 def __getattr__(name: str) -> Any:
     """The names above, for code that imports them from here (``EffectOutcome``, as in 0.0.1)."""
-    return _USES.attribute(name)
+    return (_ADVANCE if name in _ADVANCE.names else _USES).attribute(name)
+
+
+def _registered(handler: EffectHandler) -> RegisteredHandler:
+    """``handler`` with its arity read (the effect execution module is loaded by then)."""
+    return RegisteredHandler(handler, _takes_next_node(handler),
+                             pure=handler in (handle_ask_user, handle_wait_event, handle_wait_job))
 
 
 def _takes_next_node(handler: EffectHandler) -> bool:
@@ -189,18 +201,18 @@ class Runtime:
         self.observers: list[Any] = []
         # Per-key limits on effects in flight across every process of the store (core/observe.py).
         self.in_flight: Optional[InFlightLimits] = None
-        self._handlers: dict[EffectType, RegisteredHandler] = {}
+        # The effect handlers as given, made into a table (their arity read) by the first use of
+        # one: the effect execution module loads then, so a runtime that only reads runs never needs it.
+        self._handlers: Optional[dict[EffectType, RegisteredHandler]] = None
+        self._given: list[tuple[EffectType, Any, bool]] = [
+            (EffectType.WAIT_EVENT, handle_wait_event, False), (EffectType.WAIT_JOB, handle_wait_job, False),
+            (EffectType.ASK_USER, handle_ask_user, False), (EffectType.WAIT_UNTIL, make_wait_until(self.now), True),
+            (EffectType.START_SUBWORKFLOW, make_start_subworkflow(self), False)]
         # run_id -> (file tokens, state) of runs this runtime advanced last (see _load). One
         # runtime serves several threads (a scheduler's thread beside the caller's, worker
         # threads), each under its own run's lock: the cache they share has a lock of its own.
         self._warm: dict[str, tuple[Any, OpenedRun]] = {}
         self._warm_lock = threading.Lock()
-        for effect_type, handler in ((EffectType.WAIT_EVENT, handle_wait_event), (EffectType.WAIT_JOB, handle_wait_job),
-                                     (EffectType.ASK_USER, handle_ask_user),
-                                     (EffectType.WAIT_UNTIL, make_wait_until(self.now)),
-                                     (EffectType.START_SUBWORKFLOW, make_start_subworkflow(self))):
-            self.register_effect_handler(effect_type, handler)
-        self._handlers[EffectType.WAIT_UNTIL] = RegisteredHandler(self._handlers[EffectType.WAIT_UNTIL].fn, True, True)
         for key, given in (effect_handlers or {}).items():
             self.register_effect_handler(key, given)
 
@@ -253,13 +265,30 @@ class Runtime:
         return self._clock()
 
     def register_effect_handler(self, effect_type: EffectType | str, handler: EffectHandler) -> None:
-        """Add or replace the handler for one effect type (its arity is read once, here)."""
-        self._handlers[EffectType(effect_type)] = RegisteredHandler(
-            handler, _takes_next_node(handler), pure=handler in (handle_ask_user, handle_wait_event, handle_wait_job))
+        """Add or replace the handler for one effect type (its arity is read once, when the
+        runtime first uses a handler, or here after that)."""
+        key = EffectType(effect_type)  # an unknown type is refused here, as always
+        with self._warm_lock:
+            if self._handlers is None:
+                self._given.append((key, handler, False))
+                return
+            self._handlers[key] = _registered(handler)
 
     def handler_for(self, effect_type: EffectType | str) -> Optional[RegisteredHandler]:
         """The registered handler for ``effect_type`` (or ``None``)."""
-        return self._handlers.get(EffectType(effect_type))
+        key = EffectType(effect_type)
+        table = self._handlers
+        if table is None:
+            _ADVANCE.load()
+            with self._warm_lock:
+                if self._handlers is None:
+                    made: dict[EffectType, RegisteredHandler] = {}
+                    for given_type, handler, timer in self._given:
+                        # The built-in timer takes the next node and is pure (its wait is its outcome).
+                        made[given_type] = RegisteredHandler(handler, True, True) if timer else _registered(handler)
+                    self._handlers, self._given = made, []
+                table = self._handlers
+        return table.get(key)
 
     def _ports(self, redactor: Optional[Redactor] = None) -> StorePorts:
         return StorePorts(runs=self._run_store, ledger=self._ledger_store, redactor=redactor or self._redactor,
@@ -385,6 +414,7 @@ class Runtime:
         (``{"tokens"?, "cost"?, "calls"?}``; default: the workflow's ``budget`` attribute, if
         any) pauses the run when its LLM calls reach it (:mod:`abstractruntime.core.budget`).
         """
+        _ADVANCE.load()
         if vars is not None and not isinstance(vars, dict):
             raise InvalidInputError(f"vars must be a JSON object, not {type(vars).__name__}")
         if metadata is not None and not isinstance(metadata, dict):
@@ -452,6 +482,7 @@ class Runtime:
     def new_session(self, checkpoint: Checkpoint, *, redactor: Optional[Redactor] = None) -> RunSession:
         """A session for a run being created from ``checkpoint`` (the caller holds the create lock);
         its first record must carry every field (``record(..., full=True)``)."""
+        _ADVANCE.load()
         return session_class(self._run_store)(self._ports(redactor),
                                               RunParts(checkpoint, StateImage.blank(checkpoint.run.run_id)))
 
@@ -481,6 +512,7 @@ class Runtime:
 
     def can_retry(self, run_id: str) -> bool:
         """Whether :meth:`retry` would continue the run: it failed on a retryable effect error."""
+        _ADVANCE.load()
         return failed_retryably(self._ledger_store, self.get_checkpoint(run_id))
 
     def shown_checkpoint(self, run_id: str, *, at: Optional[int] = None) -> Checkpoint:
@@ -535,6 +567,7 @@ class Runtime:
         A run waiting on a due ``wait_until`` continues (so does one waiting for an effect
         handler this runtime now has); other waits are returned unchanged.
         """
+        _ADVANCE.load()
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._open(run_id, workflow, allow_drift)
             return self._finish(session, advance_steps(self, session, workflow, max_steps))
@@ -543,6 +576,7 @@ class Runtime:
                     lock_wait: float = 0.0) -> RunState:
         """:meth:`tick` for an event loop: ``async def`` nodes and handlers are awaited, blocking
         handlers and file I/O run in worker threads, so many runs advance at once."""
+        _ADVANCE.load()
         async with self._aopen(run_id, workflow, allow_drift, lock_wait) as session:
             return await self._afinish(session, advance_steps(self, session, workflow, max_steps))
 
@@ -555,6 +589,7 @@ class Runtime:
         never in a store thread: ticks waiting for one run would otherwise fill the store pool
         and starve the writer holding it of the thread its next append needs. A cancellation
         that arrives while the thread runs waits for it, then gives the lock back before it propagates."""
+        _ADVANCE.load()
         import asyncio  # loaded already: this runs on an event loop
 
         def lock_and_open() -> tuple[Any, RunSession]:
@@ -595,6 +630,7 @@ class Runtime:
         Returns ``None`` when it is not due (any more): with several workers, exactly the
         one that resumes the timer gets a state back.
         """
+        _ADVANCE.load()
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._open(run_id, workflow, allow_drift)
             wait = session.run.waiting
@@ -633,6 +669,7 @@ class Runtime:
         a raw answer to it that names a ``calls_sha256`` must name the pending calls' hash, and
         with ``require_calls_hash`` (what the command line asks) it must name one.
         """
+        _ADVANCE.load()
         encoded = canonical_json(payload)
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._open(run_id, workflow, allow_drift)
@@ -685,6 +722,7 @@ class Runtime:
                       wait_id: Optional[str] = None, fire_timer: bool = False,
                       event_id: Optional[str] = None) -> RunState:
         """:meth:`resume` for an event loop (see :meth:`atick`)."""
+        _ADVANCE.load()
         encoded = canonical_json(payload)
         async with self._aopen(run_id, workflow, allow_drift, lock_wait) as session:
             record_answer(session, wait_id=wait_id, wait_key=wait_key, payload=payload, encoded=encoded,
@@ -697,6 +735,7 @@ class Runtime:
         :class:`AlreadyAnsweredError` (a resume of it is recorded), :class:`RunNotWaitingError` (the
         run left it unanswered, or its record never became durable: ``tick`` the run) or
         :class:`WaitKeyMismatchError` (no such wait). Reads only; ``resume`` asks again under the lock."""
+        _ADVANCE.load()
         checkpoint = self.get_checkpoint(run_id)
         refuse_other_wait(checkpoint.run, checkpoint.effects, wait_id, lambda: self._ledger_store.list(run_id))
         return checkpoint
@@ -709,6 +748,7 @@ class Runtime:
         fresh budget of attempts per the effect policy. Raises :class:`RunNotRetryableError`
         for any other run.
         """
+        _ADVANCE.load()
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._open(run_id, workflow, allow_drift)
             plan, pending = prepare_retry(self._ledger_store, session)
@@ -717,6 +757,7 @@ class Runtime:
     async def aretry(self, *, workflow: WorkflowSpec, run_id: str, max_steps: int = 100, allow_drift: bool = False,
                      lock_wait: float = 0.0) -> RunState:
         """:meth:`retry` for an event loop (see :meth:`atick`)."""
+        _ADVANCE.load()
         async with self._aopen(run_id, workflow, allow_drift, lock_wait) as session:
             plan, pending = prepare_retry(self._ledger_store, session)
             return await self._afinish(session, retry_steps(self, session, workflow, plan, pending, max_steps))
@@ -774,6 +815,7 @@ class Runtime:
         only the new key continues the run. A rotation interrupted between the two is finished by
         calling this again; a run the new key already signs is left as it is.
         """
+        _ADVANCE.load()
         old = self.signer
         new_id = getattr(to, "key_id", None)
         if old is None or not hasattr(to, "sign_head") or not hasattr(to, "public_key_pem") or not new_id:
@@ -802,6 +844,7 @@ class Runtime:
 
     def cancel_run(self, run_id: str, *, reason: Optional[str] = None, lock_wait: float = 0.0) -> RunState:
         """RUNNING/WAITING → CANCELLED (``error=reason``); terminal runs are returned unchanged."""
+        _ADVANCE.load()
         with self._run_store.lock(run_id, wait=lock_wait):
             session = self._session(self._load(run_id))
             run = session.run
@@ -888,6 +931,7 @@ class Runtime:
             self._warm[session.run_id] = (tokens, opened)
 
     def _session(self, opened: OpenedRun, *, redactor: Optional[Redactor] = None) -> RunSession:
+        _ADVANCE.load()
         session = session_class(self._run_store)(self._ports(redactor), opened.parts, durable_head=opened.head,
                                                  saved_head=opened.saved)
         session.saved_status = opened.saved_status
@@ -930,6 +974,7 @@ class Runtime:
             return session.checkpoint
 
     def _open(self, run_id: str, workflow: WorkflowSpec, allow_drift: bool) -> RunSession:
+        _ADVANCE.load()
         session = self._session(self._load(run_id))
         run = session.run
         if run.workflow_id != workflow.workflow_id:
@@ -944,6 +989,7 @@ class Runtime:
         A tick that ends by an exception closes its session before its lock is given up: a
         thread a handler left behind cannot write for the run any more.
         """
+        _ADVANCE.load()
         with observed_tick(self.observers, session) as tick:
             try:
                 state: RunState = drive_sync(_stoppable(session, steps))
@@ -958,6 +1004,7 @@ class Runtime:
     async def _afinish(self, session: RunSession, steps: Step) -> RunState:
         """:meth:`_finish` under the async driver. A cancellation is raised only once nothing runs for
         the run: a synchronous handler in a thread ends first and its outcome is recorded."""
+        _ADVANCE.load()
         with observed_tick(self.observers, session) as tick:
             try:
                 state: RunState = await drive_async(_stoppable(session, steps))
@@ -996,6 +1043,7 @@ def _stoppable(session: RunSession, steps: Step) -> Step:
     """``steps``, stopped at their next step when the driver says so (a worker's stop, a
     cancellation): what was recorded is made durable, nothing new begins, and the run goes on
     from there at its next tick (an effect whose intent is durable is performed then)."""
+    _ADVANCE.load()
     try:
         state: RunState = yield from steps
         return state
@@ -1020,6 +1068,7 @@ def _detached(checkpoint: Checkpoint, made: Optional[list[Any]] = None, *,
     ``made`` receives the tracked lists of its variables. ``snapshot``: a private copy of the
     variables (core/values.py) — the copy takes the live variables themselves, and the original
     a copy of the snapshot, made when first read."""
+    _ADVANCE.load()
     data = checkpoint.run.to_dict()
     variables = data.pop("vars")
     run = RunState.from_dict(json_copy(data))

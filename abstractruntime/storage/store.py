@@ -84,7 +84,7 @@ class FileStore:
     @cached_property
     def artifacts(self) -> Any:
         """:class:`~abstractruntime.storage.artifacts.FileArtifactStore` under ``artifacts/``."""
-        from .artifacts import FileArtifactStore
+        from .artifact_files import FileArtifactStore  # its module alone: not the in-memory store beside it
 
         return FileArtifactStore(self.root, durability=self.durability)
 

@@ -45,9 +45,13 @@ workflow = WorkflowSpec("cost_event", entry_node="wait", nodes={"wait": wait, "d
 
 WATCHED = ("rich", "asyncio", "logging", "pydantic", "abstractruntime.llm_config", "abstractruntime.storage.dsn",
            "abstractruntime.cli.prompt", "abstractruntime.registry", "abstractruntime.trust")
-# What continuing a run needs: the LLM configuration it recorded, the registry that finds its
-# workflow file, the checks of the workflow it recorded.
-CONTINUING = {"abstractruntime.llm_config", "abstractruntime.registry", "abstractruntime.trust"}
+# What only advancing a run uses (core/runtime.py's second lazy table), watched for `runs show`.
+ADVANCING = ("abstractruntime.core.drive", "abstractruntime.core.effect_exec", "abstractruntime.core.stepping",
+             "abstractruntime.core.answers", "abstractruntime.core.ahead", "abstractruntime.core.upgrade")
+WATCHED += ADVANCING
+# What continuing a run needs: the registry that finds its workflow file, the checks of the
+# workflow it recorded (the LLM configuration only for a run that recorded one, or an --llm option).
+CONTINUING = {"abstractruntime.registry", "abstractruntime.trust"}
 
 PROBE = r"""
 import json, sys
@@ -76,14 +80,19 @@ def probe(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_the_everyday_commands_load_only_what_they_use(probe) -> None:  # type: ignore[no-untyped-def]
     code, loaded, handle = probe("run", "ask.py", "--no-input")
-    assert (code, loaded) == (5, [])
+    assert (code, [m for m in loaded if m not in ADVANCING]) == (5, [])
+    assert set(ADVANCING) <= set(loaded)  # the watch itself works: running a step loads them
     run_id = handle.split("@")[0]
     assert probe("runs", "show", run_id)[:2] == (0, [])
+    # Reading a run runs no step: the effect execution, the stepping loop and its driver stay unloaded.
+    code, loaded, _ = probe("runs", "show", run_id, "--json")
+    assert (code, [m for m in loaded if m in ADVANCING]) == (0, [])
     code, loaded, _ = probe("resume", handle, "--answer", "yes")
-    assert (code, [m for m in loaded if m not in CONTINUING]) == (0, [])
-    assert probe("run", "event.py")[:2] == (5, [])
+    assert (code, [m for m in loaded if m not in CONTINUING and m not in ADVANCING]) == (0, [])
+    code, loaded, _ = probe("run", "event.py")
+    assert (code, [m for m in loaded if m not in ADVANCING]) == (5, [])
     code, loaded, _ = probe("emit", "cost:1", "--payload", "{}")
-    assert (code, [m for m in loaded if m not in CONTINUING]) == (0, [])
+    assert (code, [m for m in loaded if m not in CONTINUING and m not in ADVANCING]) == (0, [])
 
 
 def test_a_store_folder_named_like_a_key_value_pair_is_still_a_folder(tmp_path: Path) -> None:
@@ -96,3 +105,39 @@ def test_a_store_folder_named_like_a_key_value_pair_is_still_a_folder(tmp_path: 
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 5, proc.stderr
     assert (store / "runs").is_dir()
+
+
+OPENS = r"""
+import collections, json, sys
+opens = collections.Counter()
+
+def hook(event, args):
+    if event == "open" and isinstance(args[0], str):
+        opens[args[0]] += 1
+
+sys.addaudithook(hook)
+from abstractruntime.cli.entry import run
+code = run(sys.argv[1:])
+sys.stderr.write(json.dumps({"code": code, "opens": opens}) + "\n")
+"""
+
+
+def test_a_continuing_command_reads_the_operators_pyproject_once(tmp_path: Path) -> None:
+    """The registry's entries and its upgrades setting come from one reading of pyproject.toml."""
+    (tmp_path / "ask.py").write_text(ASK, encoding="utf-8")
+    (tmp_path / "pyproject.toml").write_text('[tool.abstractruntime]\nworkflows = ["ask.py"]\nupgrades = false\n',
+                                             encoding="utf-8")
+    env = {**os.environ, "ABSTRACTRUNTIME_STORE": str(tmp_path / "store"), "NO_COLOR": "1"}
+    env.pop("ABSTRACTRUNTIME_WORKFLOWS", None)
+
+    def run(*args: str) -> tuple[int, dict[str, int], str]:
+        proc = subprocess.run([sys.executable, "-c", OPENS, *args], capture_output=True, text=True, timeout=120,
+                              cwd=tmp_path, env=env, stdin=subprocess.DEVNULL)
+        found = json.loads(proc.stderr.strip().splitlines()[-1])
+        return found["code"], found["opens"], proc.stdout.strip()
+
+    code, _, handle = run("run", "ask.py", "--no-input")
+    assert code == 5
+    code, opens, _ = run("resume", handle, "--answer", "yes")
+    assert code == 0
+    assert opens.get(str(tmp_path / "pyproject.toml")) == 1, opens

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import abstractruntime
+from abstractruntime.core.lazy import LazyNames
 
 ONE_STEP = r"""
 import json, sys, tempfile
@@ -202,6 +203,7 @@ import abstractruntime.core.runtime as runtime_module
 import abstractruntime.storage.store as store_module
 out = {}
 sys.modules["abstractruntime.core.drive"] = None
+sys.modules["abstractruntime.core.recovery"] = None
 sys.modules["abstractruntime.storage.json_files"] = None
 for name, make in (("store", lambda: FileStore(tempfile.mkdtemp())),
                    ("runtime", lambda: Runtime(run_store=None, ledger_store=None))):
@@ -225,11 +227,21 @@ try:
     runtime_module.no_such_name
 except AttributeError as exc:
     out["missing"] = str(exc)
-del sys.modules["abstractruntime.core.drive"], sys.modules["abstractruntime.storage.json_files"]
+del sys.modules["abstractruntime.core.recovery"], sys.modules["abstractruntime.storage.json_files"]
 store = FileStore(tempfile.mkdtemp(), durability="none")  # mended: both load now
 from abstractruntime import Effect, EffectType, StepPlan, WorkflowSpec
 flow = WorkflowSpec("mended", "a", {"a": lambda run, ctx: StepPlan("a", complete_output={"ok": True})})
-runtime = store.runtime()
+runtime = store.runtime()  # reading needs no drive: made
+for attempt in (1, 2):  # starting or advancing a run does: it fails the same way twice
+    try:
+        runtime.start(workflow=flow)
+        out[f"tick{attempt}"] = "started"
+    except ImportError as exc:
+        out[f"tick{attempt}"] = f"{type(exc).__name__}: {exc}"
+out["advance_bound"] = sorted(n for n in ("advance_steps", "drive_sync", "RegisteredHandler", "check_budget")
+                              if n in vars(runtime_module))
+out["read"] = runtime.run_exists("no-such-run")
+del sys.modules["abstractruntime.core.drive"]
 out["state"] = runtime.tick(workflow=flow, run_id=runtime.start(workflow=flow)).status.value
 print(json.dumps(out))
 """
@@ -242,7 +254,10 @@ def test_a_collaborator_that_fails_to_import_binds_nothing_and_fails_the_same_wa
     assert out["store1"] == out["store2"] == \
         "ModuleNotFoundError: import of abstractruntime.storage.json_files halted; None in sys.modules"
     assert out["runtime1"] == out["runtime2"] == \
+        "ModuleNotFoundError: import of abstractruntime.core.recovery halted; None in sys.modules"
+    assert out["tick1"] == out["tick2"] == \
         "ModuleNotFoundError: import of abstractruntime.core.drive halted; None in sys.modules"
+    assert out["advance_bound"] == [] and out["read"] is False
     assert out["bound"] == [] and out["store_bound"] == []
     assert out["attribute"] == "ModuleNotFoundError"
     assert out["outcome"] == {"a": 1} and out["env"] == "ABSTRACTRUNTIME_STORE"
@@ -290,7 +305,74 @@ def test_the_type_checking_block_imports_what_the_lazy_table_binds(path: Path) -
             names.update(alias.name for alias in node.names)
     module = importlib.import_module(
         "abstractruntime." + str(path.relative_to(path.parents[1])).removesuffix(".py").replace("/", "."))
-    table = {name: set(names) for name, names in module._USES.table.items()}
+    table: dict[str, set[str]] = {}
+    for lazy in (value for value in vars(module).values() if isinstance(value, LazyNames)):
+        for name, names in lazy.table.items():
+            assert name not in table, f"{name} is in two lazy tables"
+            table[name] = set(names)
     # Only the PostgreSQL backend (an extra) is left out of the table: open_store imports it when asked.
     seen.pop(".postgres.store", None)
     assert seen == table
+
+
+def test_importtime_reports_the_modules_a_lazy_table_loads() -> None:
+    """Profiling a command with ``python -X importtime`` sees what the first runtime imports."""
+    statement = "import tempfile; from abstractruntime import FileStore; FileStore(tempfile.mkdtemp()).runtime()"
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", statement], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    reported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
+    assert {"abstractruntime.core.recovery", "abstractruntime.storage.json_files", "dataclasses"} <= reported
+
+
+@pytest.mark.parametrize(("name", "package", "absolute"), [
+    ("inspect", "abstractruntime.core", "inspect"), (".drive", "abstractruntime.core", "abstractruntime.core.drive"),
+    ("..core.errors", "abstractruntime.storage", "abstractruntime.core.errors"),
+    ("..", "abstractruntime.storage", "abstractruntime"),
+])
+def test_relative_names_of_a_lazy_table_resolve_against_its_package(name: str, package: str, absolute: str) -> None:
+    from abstractruntime.core.lazy import _absolute
+
+    assert _absolute(name, package) == absolute
+
+
+def test_a_relative_name_above_the_top_package_is_an_import_error() -> None:
+    from abstractruntime.core.lazy import _absolute
+
+    with pytest.raises(ImportError):
+        _absolute("...x", "abstractruntime.core")
+
+
+def test_every_runtime_function_that_uses_an_advancing_name_loads_that_table_first() -> None:
+    """core/runtime.py binds the names of ``_ADVANCE`` on first use: a function (or method) using
+    one must call ``_ADVANCE.load()`` before, else a process that has only read runs would meet a
+    ``NameError`` there."""
+    import abstractruntime.core.runtime as runtime_module
+
+    path = Path(runtime_module.__file__)
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    advancing = runtime_module._ADVANCE.names
+    functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    def evaluated(node: ast.AST) -> list[ast.Name]:
+        """The names ``node`` evaluates when it runs (annotations are not: the module has
+        ``from __future__ import annotations``)."""
+        if isinstance(node, ast.AnnAssign):
+            return [*evaluated(node.target), *(evaluated(node.value) if node.value else [])]
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return []  # a nested function is checked on its own
+        found = [node] if isinstance(node, ast.Name) else []
+        for child in ast.iter_child_nodes(node):
+            found += evaluated(child)
+        return found
+
+    missing = []
+    for fn in functions:
+        used = [n for st in fn.body for n in evaluated(st) if n.id in advancing]
+        if not used or fn.name == "_registered":  # called only once the table has been loaded
+            continue
+        loads = [n for n in ast.walk(fn) if isinstance(n, ast.Call) and ast.unparse(n.func) == "_ADVANCE.load"]
+        first_use = min(n.lineno for n in used)
+        if not loads or min(n.lineno for n in loads) > first_use:
+            missing.append(fn.name)
+    assert missing == []
+    assert len(functions) > 20 and advancing >= {"drive_sync", "advance_steps", "RegisteredHandler"}
