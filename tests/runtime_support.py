@@ -43,3 +43,21 @@ def two_questions() -> WorkflowSpec:
 
     return WorkflowSpec("two", "q1", {"q1": q1, "q2": q2,
                                       "end": lambda run, ctx: StepPlan(node_id="end", complete_output=run.vars)})
+
+
+def ask_workflow_source(workflow_id: str) -> str:
+    """The source of a workflow file asking "Ship it?" (yes/no) and completing with ``ship``: what the
+    command-line tests run, continue and measure."""
+    return f'''\
+from abstractruntime import Effect, EffectType, StepPlan, WorkflowSpec
+
+def ask(run, ctx):
+    return StepPlan("ask", next_node="done", effect=Effect(
+        EffectType.ASK_USER, {{"prompt": "Ship it?", "choices": ["yes", "no"], "allow_free_text": False}},
+        result_key="reply"))
+
+def done(run, ctx):
+    return StepPlan("done", complete_output={{"ship": run.vars["reply"]["answer"] == "yes"}})
+
+workflow = WorkflowSpec({workflow_id!r}, entry_node="ask", nodes={{"ask": ask, "done": done}})
+'''

@@ -15,20 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from runtime_support import ask_workflow_source
 
-ASK = '''\
-from abstractruntime import Effect, EffectType, StepPlan, WorkflowSpec
-
-def ask(run, ctx):
-    return StepPlan("ask", next_node="done", effect=Effect(
-        EffectType.ASK_USER, {"prompt": "Ship it?", "choices": ["yes", "no"], "allow_free_text": False},
-        result_key="reply"))
-
-def done(run, ctx):
-    return StepPlan("done", complete_output={"ship": run.vars["reply"]["answer"] == "yes"})
-
-workflow = WorkflowSpec("cost_ask", entry_node="ask", nodes={"ask": ask, "done": done})
-'''
+ASK = ask_workflow_source("cost_ask")
 
 EVENT = '''\
 from abstractruntime import Effect, EffectType, StepPlan, WorkflowSpec

@@ -19,24 +19,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+from runtime_support import ask_workflow_source
 
 import abstractruntime.storage.run_index as run_index
 from abstractruntime.core.models import RunState, RunStatus
 from abstractruntime.storage.json_files import JsonFileRunStore
 
-ASK = '''\
-from abstractruntime import Effect, EffectType, StepPlan, WorkflowSpec
-
-def ask(run, ctx):
-    return StepPlan("ask", next_node="done", effect=Effect(
-        EffectType.ASK_USER, {"prompt": "Ship it?", "choices": ["yes", "no"], "allow_free_text": False},
-        result_key="reply"))
-
-def done(run, ctx):
-    return StepPlan("done", complete_output={"ship": run.vars["reply"]["answer"] == "yes"})
-
-workflow = WorkflowSpec("boot_ask", entry_node="ask", nodes={"ask": ask, "done": done})
-'''
+ASK = ask_workflow_source("boot_ask")
 
 REPO = Path(__file__).resolve().parents[2]
 
