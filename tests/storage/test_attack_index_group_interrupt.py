@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 
@@ -63,6 +63,20 @@ def _interrupted(signum: int, frame: Optional[FrameType]) -> None:
     raise KeyboardInterrupt
 
 
+def _interrupt_main_during(write: Callable[[], object], interrupt: Callable[[], None]) -> None:
+    """Run ``write`` in the main thread while ``interrupt`` (another thread) sends it SIGINT; the
+    write must end in ``KeyboardInterrupt``."""
+    previous = signal.signal(signal.SIGINT, _interrupted)
+    try:
+        killer = threading.Thread(target=interrupt)
+        killer.start()
+        with pytest.raises(KeyboardInterrupt):
+            write()
+        killer.join(30)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_a_row_whose_writer_was_interrupted_while_queued_never_overwrites_a_later_mark(tmp_path: Path) -> None:
     root = tmp_path / "store"
     store = JsonFileRunStore(root, durability="none")
@@ -95,15 +109,7 @@ def test_a_row_whose_writer_was_interrupted_while_queued_never_overwrites_a_late
         _until(lambda: _in(main, "wait") and len(group._pending) == 1, "the main thread's row queued")
         signal.pthread_kill(main.ident or 0, signal.SIGINT)
 
-    previous = signal.signal(signal.SIGINT, _interrupted)
-    try:
-        killer = threading.Thread(target=interrupt)
-        killer.start()
-        with pytest.raises(KeyboardInterrupt):
-            store.save_checkpoint(_checkpoint("x", RunStatus.COMPLETED))
-        killer.join(30)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    _interrupt_main_during(lambda: store.save_checkpoint(_checkpoint("x", RunStatus.COMPLETED)), interrupt)
 
     # The run's lock is free: its next writer (another process, its own connection) marks it
     # before an append, and is killed before its checkpoint.
@@ -167,15 +173,7 @@ def test_a_leader_interrupted_mid_transaction_leaves_its_followers_statements_to
         _until(lambda: _in(main, "_write_all"), "the main thread leading the batch, waiting for the index")
         signal.pthread_kill(main.ident or 0, signal.SIGINT)
 
-    previous = signal.signal(signal.SIGINT, _interrupted)
-    try:
-        killer = threading.Thread(target=interrupt)
-        killer.start()
-        with pytest.raises(KeyboardInterrupt):
-            store.mark_ahead("m")
-        killer.join(30)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    _interrupt_main_during(lambda: store.mark_ahead("m"), interrupt)
     let_go.set()
     gate.join(30)
     writer.join(30)
@@ -222,15 +220,7 @@ def test_a_leader_interrupted_as_its_transaction_begins_leaves_no_transaction_op
         time.sleep(0.1)
         other.execute("COMMIT")  # the BEGIN goes through, then the interrupt is raised
 
-    previous = signal.signal(signal.SIGINT, _interrupted)
-    try:
-        killer = threading.Thread(target=interrupt)
-        killer.start()
-        with pytest.raises(KeyboardInterrupt):
-            store.mark_ahead("m")
-        killer.join(30)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    _interrupt_main_during(lambda: store.mark_ahead("m"), interrupt)
     writer.join(30)
     other.close()
     assert not index._conn.in_transaction  # type: ignore[union-attr]
