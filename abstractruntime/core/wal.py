@@ -24,7 +24,7 @@ from .fastclass import dataclass
 from typing import Any, Callable, Optional, Union
 
 from .errors import InvalidInputError
-from .markers import LIT, REF, VAL, has_marker_key, marker_kind
+from .markers import LIT, MARKER_KEYS, REF, VAL, has_marker_key, marker_kind, vars_names
 from .state import RUN_FIELDS, StateImage
 from .tracked import (UNLOGGED_MOVES, ChangeLog, TrackedDict, TrackedList, appended_only, check_lists,
                       lists_identical, part_moved, register_made, reset, seal, seal_copy, settle, tracked_copy,
@@ -566,28 +566,32 @@ def _apply_op(image: StateImage, op: VarOp, result: Any, table: ValueTable) -> N
         value = navigate(result, op.subpath or [], table)
     else:
         value = op.value
-    value = table.ref_copy(value)
     if not op.path:
-        if not isinstance(value, dict) or marker_kind(value) is not None:
-            raise ValueError("only an object may replace all vars")
-        image.run["vars"] = value
+        # The whole variables are one stored value (a ``$lit`` wrapper when a name uses a marker
+        # key); the image's root holds the names themselves (docs/file-format.md).
+        image.run["vars"] = {name: table.ref_copy(item) for name, item in vars_names(value).items()}
         image.touched(None)
         return
-    target = _walk_image(image.vars, op.path[:-1], table)
+    value = table.ref_copy(value)
+    target = _walk_image(image.vars, op.path[:-1], table, literal=op.path[-1] in MARKER_KEYS)
     target[op.path[-1]] = value
     image.touched([op.path[0]])
 
 
-def _walk_image(root: dict[str, Any], path: Path, table: ValueTable) -> dict[str, Any]:
+def _walk_image(root: dict[str, Any], path: Path, table: ValueTable, *, literal: bool = False) -> dict[str, Any]:
     """The object at ``path`` in the image's vars, for an operation to change it.
 
-    A path goes through values, not through how they are stored: a stored object met on the way
-    (``{"$v": id}``) is put in place as the object it stands for (its own stored form), and a
-    ``$lit`` object is entered by its literal keys. Anything else that is not an object is
-    replaced by a new, empty one.
+    The root holds the variables by name (never a marker). A path goes through values, not
+    through how they are stored: a stored object met on the way (``{"$v": id}``) is put in place
+    as the object it stands for (its own stored form), and a ``$lit`` object is entered by its
+    literal keys. Anything else that is not an object is replaced by a new, empty one.
+    ``literal``: the operation writes a marker key into the object found, which, below the root,
+    is then kept wrapped in ``$lit`` (so the image stays in stored form).
     """
     target = root
+    holder: Optional[dict[str, Any]] = None
     for part in path:
+        holder = target
         nxt: Any = target.get(part)
         kind = marker_kind(nxt) if isinstance(nxt, dict) else "not an object"
         if kind == "ref":
@@ -599,10 +603,13 @@ def _walk_image(root: dict[str, Any], path: Path, table: ValueTable) -> dict[str
                 kind = marker_kind(nxt)
         if kind == "lit":
             target = nxt[LIT]
+            holder = None
         elif kind is None:
             target = nxt
         else:
             target[part] = target = {}
+    if literal and holder is not None:
+        holder[path[-1]] = {LIT: target}  # (the same object, now read by its literal keys)
     return target
 
 
