@@ -347,3 +347,21 @@ def test_a_run_killed_mid_effect_resumes_with_marker_names(tmp_path: Path) -> No
     assert _fresh_vars(root, "killed-run") == canonical(expected)
     assert verify_run(root, "killed-run").ok
     _independent_ok(root, "killed-run")
+
+
+def test_an_edit_carrying_marker_names_is_recorded_and_replayed(tmp_path: Path) -> None:
+    """An ``edit`` record replaces every variable at once (``["s", [], {"$lit": …}]``)."""
+    store = FileStore(tmp_path, durability="none")
+    rt = store.runtime(redactor=NoRedaction())
+    run_id = rt.start(workflow=NODE, vars={"a": 1})
+    run = rt.get_state(run_id)
+    run.vars = {"$v": {"$v": 1}, "$lit": 2, "a": {"$ext": "x", "$items": []}}
+    rt.record_edit(run)
+    assert rt.tick(workflow=NODE, run_id=run_id).output == {"names": ["$lit", "$v", "a"]}
+    store.close()
+    expected = canonical({"$v": {"$v": 1}, "$lit": 2, "a": {"$ext": "x", "$items": []}})
+    assert _fresh_vars(tmp_path, run_id) == expected
+    (tmp_path / "runs" / run_id / "run.json").unlink()
+    assert _fresh_vars(tmp_path, run_id) == expected, "the ledger alone replays to another state"
+    assert verify_run(tmp_path, run_id).ok
+    _independent_ok(tmp_path, run_id)

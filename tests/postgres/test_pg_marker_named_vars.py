@@ -13,7 +13,7 @@ from abstractruntime.core.models import Effect, EffectType, RunStatus, StepPlan
 from abstractruntime.core.redaction import NoRedaction
 from abstractruntime.core.runtime import EffectOutcome
 from abstractruntime.core.spec import WorkflowSpec
-from abstractruntime.storage.postgres.transfer import export_run
+from abstractruntime.storage.postgres.transfer import export_run, import_run
 from abstractruntime.storage.verify import verify_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "provenance"))
@@ -35,7 +35,8 @@ def _last(run: Any, ctx: Any) -> StepPlan:
 WF = WorkflowSpec("pg_marker_names", "first", {"first": _first, "last": _last})
 
 
-def test_marker_named_variables_round_trip_on_postgres(open_pg: Callable[..., Any], tmp_path: Path) -> None:
+def test_marker_named_variables_round_trip_on_postgres(open_pg: Callable[..., Any], pg_schema: str,
+                                                       tmp_path: Path) -> None:
     expected = {name: value for name, value in START.items() if name != "$shown"}
     expected["$v"] = 7
     expected["$lit"] = {"x": 1, "$lit": ["$lit"], "$v": {"$val": 2}}
@@ -61,3 +62,8 @@ def test_marker_named_variables_round_trip_on_postgres(open_pg: Callable[..., An
     lines = (tmp_path / "offline" / "runs" / run_id / "ledger.jsonl").read_bytes().splitlines(keepends=True)
     ok, _, message = independent_verify(lines)
     assert ok, message
+
+    # Imported into a fresh schema, the run reads the same.
+    third = open_pg(schema=f"{pg_schema}_import")
+    import_run(third, run_id, tmp_path / "offline")
+    assert jcs(third.runtime().get_state(run_id).vars) == jcs(expected)
