@@ -227,6 +227,18 @@ def test_a_start_record_wraps_marker_names_and_nothing_else(tmp_path: Path) -> N
     assert sorted(doc["state"]["run"]["vars"]) == sorted(MARKER_KEYS)
     store.close()
     assert _fresh_vars(tmp_path, marked) == canonical(ALL_NAMES)
+    # Every reader decodes the root name by name: the stored run, the index's shown run, reveal.
+    reader = FileStore(tmp_path, durability="none")
+    try:
+        loaded = reader.runs.load(marked)
+        assert loaded is not None and canonical(loaded.vars) == canonical(ALL_NAMES)
+        checkpoint = reader.runs.load_checkpoint(marked)
+        assert checkpoint is not None
+        assert sorted(checkpoint.shown_run().vars) == sorted(MARKER_KEYS)
+        assert reader.runtime().reveal(marked, "vars.$lit") == ALL_NAMES["$lit"]
+        assert [r.run_id for r in reader.runs.list_runs() if sorted(r.vars) == sorted(MARKER_KEYS)] == [marked]
+    finally:
+        reader.close()
     assert verify_run(tmp_path, marked).ok
     _independent_ok(tmp_path, marked)
 

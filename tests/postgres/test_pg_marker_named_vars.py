@@ -51,7 +51,10 @@ def test_marker_named_variables_round_trip_on_postgres(open_pg: Callable[..., An
 
     second = open_pg()  # another process
     assert jcs(second.runtime().get_state(run_id).vars) == jcs(expected)
-    assert [r.run_id for r in second.runs.list_runs(status=RunStatus.COMPLETED)] == [run_id]
+    listed = second.runs.list_runs(status=RunStatus.COMPLETED)
+    assert [r.run_id for r in listed] == [run_id] and sorted(listed[0].vars) == sorted(expected)
+    loaded = second.runs.load(run_id)
+    assert loaded is not None and jcs(loaded.vars) == jcs(expected)
     head = len(second.ledger.list(run_id))
     assert jcs(second.runtime().state_at(run_id, head).run.vars) == jcs(expected)
     assert jcs(second.runtime().state_at(run_id, 1).run.vars) == jcs(START)
