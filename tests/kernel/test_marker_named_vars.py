@@ -377,3 +377,45 @@ def test_an_edit_carrying_marker_names_is_recorded_and_replayed(tmp_path: Path) 
     assert _fresh_vars(tmp_path, run_id) == expected, "the ledger alone replays to another state"
     assert verify_run(tmp_path, run_id).ok
     _independent_ok(tmp_path, run_id)
+
+
+def test_the_command_shows_marker_names_as_variables(tmp_path: Path) -> None:
+    """``runs show --json`` prints each variable under its name; ``report`` writes its page;
+    ``verify`` passes (the installed command, as a user runs it)."""
+    store = FileStore(tmp_path, durability="none")
+    rt = store.runtime(redactor=NoRedaction())
+    run_id = rt.start(workflow=NODE, vars=copy.deepcopy(ALL_NAMES), run_id="marked")
+    rt.tick(workflow=NODE, run_id=run_id)
+    store.close()
+
+    def command(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "abstractruntime", "--store", str(tmp_path), *args],
+                              capture_output=True, text=True, timeout=120, cwd=REPO)
+
+    shown = command("runs", "show", run_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert canonical(json.loads(shown.stdout)["run"]["vars"]) == canonical(ALL_NAMES)
+    page = command("report", run_id, "-o", str(tmp_path / "page.html"))
+    assert page.returncode == 0 and "Traceback" not in page.stderr, page.stderr
+    assert (tmp_path / "page.html").stat().st_size > 0
+    checked = command("verify", run_id)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_variable_named_secret_is_redacted_by_its_name_and_read_back(tmp_path: Path) -> None:
+    """With the default redactor a variable named ``$secret`` is a secret (by its name): the
+    ledger holds its marker, the run reopened holds its real value, and it verifies."""
+    store = FileStore(tmp_path, durability="none")
+    rt = store.runtime()
+    start = {"$secret": "hunter2-value", "$shown": {"$secret": "other-value", "a": 1}, "$v": "plain"}
+    run_id = rt.start(workflow=NODE, vars=copy.deepcopy(start))
+    store.close()
+    ledger = (tmp_path / "runs" / run_id / "ledger.jsonl").read_text()
+    assert "hunter2-value" not in ledger and "other-value" not in ledger
+    assert _fresh_vars(tmp_path, run_id) == canonical(start)
+    store = FileStore(tmp_path, durability="none")
+    state = store.runtime().tick(workflow=NODE, run_id=run_id)
+    assert state.output == {"names": ["$secret", "$shown", "$v"]}
+    store.close()
+    assert verify_run(tmp_path, run_id).ok
+    _independent_ok(tmp_path, run_id)
