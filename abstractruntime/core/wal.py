@@ -584,14 +584,19 @@ def _walk_image(root: dict[str, Any], path: Path, table: ValueTable, *, literal:
     The root holds the variables by name (never a marker). A path goes through values, not
     through how they are stored: a stored object met on the way (``{"$v": id}``) is put in place
     as the object it stands for (its own stored form), and a ``$lit`` object is entered by its
-    literal keys. Anything else that is not an object is replaced by a new, empty one.
-    ``literal``: the operation writes a marker key into the object found, which, below the root,
-    is then kept wrapped in ``$lit`` (so the image stays in stored form).
+    literal keys. Anything else that is not an object is replaced by a new, empty one. An object
+    below the root that a marker key is written into — one on the way, or the one found when
+    ``literal`` (the operation writes a marker key into it) — is wrapped in ``$lit`` in its
+    place, so the image stays in stored form (our writer sets such an object whole; a path
+    through one is still a valid record).
     """
     target = root
-    holder: Optional[dict[str, Any]] = None
+    # Where ``target`` sits when a marker key written into it must wrap it (None: the root,
+    # whose keys are names, or an object already read by its literal keys).
+    place: Optional[tuple[dict[str, Any], str]] = None
     for part in path:
-        holder = target
+        if place is not None and part in MARKER_KEYS:
+            place[0][place[1]] = {LIT: target}  # (the same object, now read by its literal keys)
         nxt: Any = target.get(part)
         kind = marker_kind(nxt) if isinstance(nxt, dict) else "not an object"
         if kind == "ref":
@@ -602,14 +607,14 @@ def _walk_image(root: dict[str, Any], path: Path, table: ValueTable, *, literal:
                 target[part] = nxt
                 kind = marker_kind(nxt)
         if kind == "lit":
-            target = nxt[LIT]
-            holder = None
+            target, place = nxt[LIT], None
         elif kind is None:
-            target = nxt
+            target, place = nxt, (target, part)
         else:
-            target[part] = target = {}
-    if literal and holder is not None:
-        holder[path[-1]] = {LIT: target}  # (the same object, now read by its literal keys)
+            nxt = target[part] = {}
+            target, place = nxt, (target, part)
+    if literal and place is not None:
+        place[0][place[1]] = {LIT: target}
     return target
 
 

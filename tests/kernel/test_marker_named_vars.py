@@ -279,6 +279,12 @@ def test_a_path_below_the_root_writing_a_marker_key_keeps_the_image_in_stored_fo
     assert image.vars == {"a": {"$lit": {"b": 1, "$v": 7}}, "$v": {"$lit": {"$lit": 8}}}
     assert table.resolve(run_value(image.run), shown_text)["vars"] == {"a": {"b": 1, "$v": 7}, "$v": {"$lit": 8}}
     assert table.closure(run_value(image.run)) == set()
+    # A path through a marker key below the root: each object it is written into is wrapped.
+    apply_record(image, {"kind": "edit", "delta": {"vars": [["s", ["b", "$v", "$val", "c"], 1],
+                                                            ["d", ["a", "$v"]]]}}, table, "r")
+    assert table.resolve(run_value(image.run), shown_text)["vars"] == {
+        "a": {"b": 1}, "$v": {"$lit": 8}, "b": {"$v": {"$val": {"c": 1}}}}
+    assert image.vars["b"] == {"$lit": {"$v": {"$lit": {"$val": {"c": 1}}}}}
 
 
 def test_snapshot_restore_and_fork_carry_marker_names(tmp_path: Path) -> None:
