@@ -425,3 +425,34 @@ def test_a_variable_named_secret_is_redacted_by_its_name_and_read_back(tmp_path:
     store.close()
     assert verify_run(tmp_path, run_id).ok
     _independent_ok(tmp_path, run_id)
+
+
+def test_a_ledger_replacing_all_vars_with_a_stored_value_is_unreplayable(tmp_path: Path) -> None:
+    """A forger rewrites the start record's whole variables as ``{"$val": …}`` (a valid stored
+    value, but not the variables' object) and rehashes the chain: ``verify`` says the record
+    cannot be replayed and opening the run is refused, one line, no traceback."""
+    from abstractruntime.core.errors import CorruptRecordError
+    from prov_helpers import read_records, rehash, write_records
+
+    store = FileStore(tmp_path, durability="none")
+    rt = store.runtime(redactor=NoRedaction())
+    run_id = rt.start(workflow=NODE, vars={"$v": 1})
+    store.close()
+    ledger = tmp_path / "runs" / run_id / "ledger.jsonl"
+    records = read_records(ledger)
+    records[0]["delta"]["vars"] = [["s", [], {"$val": {"$lit": {"$v": 1}}}]]
+    write_records(ledger, rehash(records))
+    report = verify_run(tmp_path, run_id)
+    assert not report.ok and "unreplayable" in json.dumps(report.to_dict()), report.to_dict()
+    (tmp_path / "runs" / run_id / "run.json").unlink()
+    reader = FileStore(tmp_path, durability="none")
+    try:
+        rt = reader.runtime()
+        try:
+            rt.get_state(run_id)
+        except CorruptRecordError as exc:
+            assert "replace all vars" in str(exc) and "\n" not in str(exc)
+        else:
+            raise AssertionError("a $val object was taken as the variables")
+    finally:
+        reader.close()
