@@ -87,6 +87,55 @@ def escape(value: Any) -> Any:
     return value
 
 
+def vars_value(variables: dict[str, Any]) -> dict[str, Any]:
+    """The run's variables as one stored value (a record's ``["s", [], value]``).
+
+    The variables' root holds names, taken literally; as a value it is an object like any other,
+    so names that use a marker key are wrapped in ``{"$lit": ...}``. Only the root is wrapped here
+    (each variable's value is the caller's, already in stored form).
+    """
+    return {LIT: variables} if has_marker_key(variables) else variables
+
+
+def vars_names(stored: Any) -> dict[str, Any]:
+    """The variables by name from their stored form as one value (the inverse of :func:`vars_value`).
+
+    Raises :class:`ValueError` for anything but an object or a ``$lit`` wrapper.
+    """
+    if isinstance(stored, dict):
+        kind = marker_kind(stored)
+        if kind is None:
+            return stored
+        if kind == "lit":
+            names: dict[str, Any] = stored[LIT]
+            return names
+    raise ValueError("only an object may replace all vars")
+
+
+def run_value(run: dict[str, Any]) -> dict[str, Any]:
+    """The run part of a state document as one stored value, for walkers that read values
+    (resolving, showing, finding references).
+
+    In a state document ``run.vars`` holds names literally (a variable may be named ``$v``);
+    as a value its root is wrapped in ``$lit`` when a name uses a marker key. Returns ``run``
+    itself when nothing needed wrapping.
+    """
+    variables = run.get("vars")
+    if isinstance(variables, dict) and has_marker_key(variables):
+        return {**run, "vars": {LIT: variables}}
+    return run
+
+
+def document_value(document: dict[str, Any]) -> dict[str, Any]:
+    """A state document as one stored value (its ``run`` through :func:`run_value`)."""
+    run = document.get("run")
+    if isinstance(run, dict):
+        shaped = run_value(run)
+        if shaped is not run:
+            return {**document, "run": shaped}
+    return document
+
+
 def secret_marker(commitment: str, shown: str) -> dict[str, str]:
     """The marker of a redacted secret."""
     return {SECRET: commitment, SHOWN: shown}
@@ -138,5 +187,5 @@ def _show(value: Any) -> Any:
     return value
 
 
-__all__ = ["EXT", "ITEMS", "LIT", "MARKER_KEYS", "REF", "SECRET", "SHOWN", "VAL", "escape", "has_marker_key",
-           "marker_kind", "secret_marker", "show"]
+__all__ = ["EXT", "ITEMS", "LIT", "MARKER_KEYS", "REF", "SECRET", "SHOWN", "VAL", "document_value", "escape",
+           "has_marker_key", "marker_kind", "run_value", "secret_marker", "show", "vars_names", "vars_value"]

@@ -354,9 +354,9 @@ class StoredCheckpoint:
 
 
 def _shown(run: dict[str, Any]) -> dict[str, Any]:
-    from .markers import show
+    from .markers import run_value, show
 
-    shown: dict[str, Any] = show(run)
+    shown: dict[str, Any] = show(run_value(run))
     return shown
 
 

@@ -27,7 +27,7 @@ from .errors import (
     VerificationFailedError,
 )
 from .logs import get_logger
-from .markers import SECRET
+from .markers import SECRET, document_value, run_value
 from .models import RunState, RunStatus, WaitState
 from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, Pending, RunStore, StoredCheckpoint, \
     has_capability
@@ -212,14 +212,14 @@ def _replay(image: StateImage, docs: list[dict[str, Any]], table: ValueTable, ru
 def _file_values(ledger: LedgerStore, run_id: str, table: ValueTable, image: StateImage,
                  hints: list[list[int]], upto: LedgerHead) -> None:
     """File the definitions the image refers to: from the hinted lines, else by reading the ledger."""
-    needed = table.closure(image.document())
+    needed = table.closure(document_value(image.document()))
     if not needed:
         return
     if hints:
         for doc in ledger.records_at(run_id, [(int(h[0]), h[1]) for h in hints]):
             for part in record_parts(doc):
                 table.collect(part, int(doc.get("seq") or 0))
-        needed = {vid for vid in table.closure(image.document()) if vid not in table}
+        needed = {vid for vid in table.closure(document_value(image.document())) if vid not in table}
         if not needed:
             return
     _, prefix = ledger.read_after(run_id, LedgerHead(), until_seq=upto.seq)
@@ -283,7 +283,7 @@ def materialize(image: StateImage, table: ValueTable, keeper: SecretKeeper, head
         return shown_text(marker)
 
     try:
-        run_doc = table.resolve(image.run, fill)
+        run_doc = table.resolve(run_value(image.run), fill)
         kernel = table.resolve(image.kernel, fill)
     except UndefinedValueError as exc:
         raise CorruptRecordError(f"run {image.run.get('run_id')}: {exc}") from exc

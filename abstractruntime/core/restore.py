@@ -31,6 +31,7 @@ from .canonical import canonical_json, sha256_hex
 from .errors import AbstractRuntimeError, InvalidInputError, RunNotFoundError, SecretMissingError, \
     VerificationFailedError, WorkflowDriftError
 from .ids import validate_id
+from .markers import document_value, run_value
 from .models import RecordKind, RunState
 from .ports import Checkpoint, LedgerHead
 from .redaction import Redactor
@@ -73,7 +74,7 @@ def take_snapshot(
     snapshot = Snapshot.from_state(state=found.document, run=shown.run, name=name, description=description,
                                    tags=tags, workflow=copy.deepcopy(shown.workflow), ledger=found.ledger.to_dict(),
                                    clock=runtime.now)
-    commitments = commitments_in(found.document, found.table)
+    commitments = commitments_in(document_value(found.document), found.table)  # (vars: names, literally)
     if commitments:
         runtime.pin_secrets(run_id, snapshot.snapshot_id, commitments, lock_wait=lock_wait)
     return snapshot
@@ -114,7 +115,7 @@ class _SnapshotState:
         gone = (f"snapshot {snap_id}: run {run_id} is gone, and with it values its state needs (kept in the run's "
                 "secrets store and ledger) — they are missing; nothing was written")
         try:
-            live, known = fill_secrets(run_doc, self.table, self.keeper)
+            live, known = fill_secrets(run_value(run_doc), self.table, self.keeper)
         except SecretMissingError as exc:
             if not self.proven:
                 raise SecretMissingError(gone, snapshot_id=snap_id) from None

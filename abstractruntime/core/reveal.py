@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .errors import InvalidInputError, SecretMissingError
+from .markers import run_value
 from .secret_values import SecretKeeper, fill_sealed, is_sealed, resolve_sealed
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ def reveal(run_doc: dict[str, Any], path: str, *, run_id: str, table: Optional["
                 f"run {run_id}: the real value of {path} is no longer in the run's secrets store (dropped when "
                 "the run finished, or deleted); only its redacted text is left", run_id=run_id, path=path) from None
 
-    node: Any = resolve_sealed(run_doc, table) if table is not None else run_doc
+    # (A state document's vars root holds names: as a value it is wrapped when one is a marker key.)
+    node: Any = resolve_sealed(run_value(run_doc), table) if table is not None else run_doc
     for depth, part in enumerate(parts):
         if is_sealed(node):
             node = fill(node)

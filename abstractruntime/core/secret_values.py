@@ -196,8 +196,11 @@ def commitments_in(stored: Any, table: "ValueTable") -> set[str]:
         if isinstance(item, list):
             stack.extend(item)
         elif isinstance(item, dict):
-            if SECRET in item and marker_kind(item) == "secret":
+            kind = marker_kind(item)
+            if kind == "secret":
                 found.add(item[SECRET])
+            elif kind == "lit":  # (its keys are names: only its values are values)
+                stack.extend(item[LIT].values())
             else:
                 stack.extend(item.values())
     return found

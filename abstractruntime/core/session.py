@@ -26,7 +26,7 @@ from .ports import Capability, Checkpoint, LedgerHead, LedgerStore, RunStore, St
     has_capability
 from .records import JCS_FORMATS, RECORD_FORMAT, reseal, seal_pieces, with_signature
 from .redaction import Redactor
-from .markers import SECRET
+from .markers import SECRET, document_value, run_value, vars_value
 from .secret_values import SecretKeeper, shown_text
 from .state import StateImage
 from .usage_totals import settle
@@ -320,8 +320,9 @@ class RunSession:
             encoded = []
             for op in ops:
                 if isinstance(op, SetOp):
+                    # The whole variables are one value: names that use marker keys are wrapped.
                     encoded.append(op.encode(enc.slot(op.value, op.path, seq) if op.path else
-                                             {k: enc.slot(v, [k], seq) for k, v in op.value.items()}))
+                                             vars_value({k: enc.slot(v, [k], seq) for k, v in op.value.items()})))
                 else:
                     encoded.append(op.encode())
             delta["vars"] = encoded
@@ -526,12 +527,12 @@ class RunSession:
         if len(self.table) * DENSE_VALUES >= self.durable.seq:
             return []
         where = self.table.where
-        found = {where[vid] for vid in self.table.closure(self.image.document()) if vid in where}
+        found = {where[vid] for vid in self.table.closure(document_value(self.image.document())) if vid in where}
         return sorted([seq, offset] for seq, offset in found if offset is not None)
 
     def view(self) -> RunState:
         """The run as readers see it now: secrets shown redacted, stored values resolved."""
-        return RunState.from_dict(self.table.resolve(self.image.run, shown_text))
+        return RunState.from_dict(self.table.resolve(run_value(self.image.run), shown_text))
 
     def finish(self) -> None:
         """End of a tick: flush, and store the checkpoint when it pays.

@@ -24,7 +24,7 @@ from .fastclass import dataclass
 from typing import Any, Callable, Optional, Union
 
 from .errors import InvalidInputError
-from .markers import LIT, REF, VAL, has_marker_key, marker_kind
+from .markers import LIT, MARKER_KEYS, REF, VAL, has_marker_key, marker_kind, vars_names
 from .state import RUN_FIELDS, StateImage
 from .tracked import (UNLOGGED_MOVES, ChangeLog, TrackedDict, TrackedList, appended_only, check_lists,
                       lists_identical, part_moved, register_made, reset, seal, seal_copy, settle, tracked_copy,
@@ -566,28 +566,37 @@ def _apply_op(image: StateImage, op: VarOp, result: Any, table: ValueTable) -> N
         value = navigate(result, op.subpath or [], table)
     else:
         value = op.value
-    value = table.ref_copy(value)
     if not op.path:
-        if not isinstance(value, dict) or marker_kind(value) is not None:
-            raise ValueError("only an object may replace all vars")
-        image.run["vars"] = value
+        # The whole variables are one stored value (a ``$lit`` wrapper when a name uses a marker
+        # key); the image's root holds the names themselves (docs/file-format.md).
+        image.run["vars"] = {name: table.ref_copy(item) for name, item in vars_names(value).items()}
         image.touched(None)
         return
-    target = _walk_image(image.vars, op.path[:-1], table)
+    value = table.ref_copy(value)
+    target = _walk_image(image.vars, op.path[:-1], table, literal=op.path[-1] in MARKER_KEYS)
     target[op.path[-1]] = value
     image.touched([op.path[0]])
 
 
-def _walk_image(root: dict[str, Any], path: Path, table: ValueTable) -> dict[str, Any]:
+def _walk_image(root: dict[str, Any], path: Path, table: ValueTable, *, literal: bool = False) -> dict[str, Any]:
     """The object at ``path`` in the image's vars, for an operation to change it.
 
-    A path goes through values, not through how they are stored: a stored object met on the way
-    (``{"$v": id}``) is put in place as the object it stands for (its own stored form), and a
-    ``$lit`` object is entered by its literal keys. Anything else that is not an object is
-    replaced by a new, empty one.
+    The root holds the variables by name (never a marker). A path goes through values, not
+    through how they are stored: a stored object met on the way (``{"$v": id}``) is put in place
+    as the object it stands for (its own stored form), and a ``$lit`` object is entered by its
+    literal keys. Anything else that is not an object is replaced by a new, empty one. An object
+    below the root that a marker key is written into — one on the way, or the one found when
+    ``literal`` (the operation writes a marker key into it) — is wrapped in ``$lit`` in its
+    place, so the image stays in stored form (our writer sets such an object whole; a path
+    through one is still a valid record).
     """
     target = root
+    # Where ``target`` sits when a marker key written into it must wrap it (None: the root,
+    # whose keys are names, or an object already read by its literal keys).
+    place: Optional[tuple[dict[str, Any], str]] = None
     for part in path:
+        if place is not None and part in MARKER_KEYS:
+            place[0][place[1]] = {LIT: target}  # (the same object, now read by its literal keys)
         nxt: Any = target.get(part)
         kind = marker_kind(nxt) if isinstance(nxt, dict) else "not an object"
         if kind == "ref":
@@ -598,11 +607,14 @@ def _walk_image(root: dict[str, Any], path: Path, table: ValueTable) -> dict[str
                 target[part] = nxt
                 kind = marker_kind(nxt)
         if kind == "lit":
-            target = nxt[LIT]
+            target, place = nxt[LIT], None
         elif kind is None:
-            target = nxt
+            target, place = nxt, (target, part)
         else:
-            target[part] = target = {}
+            nxt = target[part] = {}
+            target, place = nxt, (target, part)
+    if literal and place is not None:
+        place[0][place[1]] = {LIT: target}
     return target
 
 

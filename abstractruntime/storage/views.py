@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from ..core.markers import run_value
 from ..core.models import RunState
 from ..core.ports import LedgerStore, RunStore, StoredCheckpoint
 from ..core.records import JCS_FORMATS
@@ -29,7 +30,7 @@ def resolved_view(checkpoint: StoredCheckpoint, ledger: LedgerStore) -> RunState
     A value the ledger does not define stays a ``{"$v": id}`` reference (the checkpoint is not
     proven here: readers only show it).
     """
-    run_doc: dict[str, Any] = checkpoint.run_doc
+    run_doc: dict[str, Any] = run_value(checkpoint.run_doc)  # (its vars root holds names)
     table = ValueTable()
     if table.closure(run_doc):
         table = value_table(ledger, checkpoint.run_id)
