@@ -83,16 +83,6 @@ def _status(site: Path, run_id: str) -> str:
 # -- the index's synchronous setting follows what is known of the boot -----------------------
 
 
-@pytest.fixture
-def boot_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The boot id of this process read from a file of the test's (re-read: the cache is reset)."""
-    path = tmp_path / "boot"
-    path.write_bytes(b"boot-A")
-    monkeypatch.setenv(run_index.BOOT_ID_FILE_ENV, str(path))
-    monkeypatch.setattr(run_index, "_BOOT_ID", [])
-    return path
-
-
 def _run(run_id: str) -> RunState:
     return RunState.new(workflow_id="wf", entry_node="a", run_id=run_id)
 
