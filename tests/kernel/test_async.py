@@ -292,9 +292,9 @@ FLEET = textwrap.dedent('''
 ''')
 
 
-def test_kill_9_of_a_worker_advancing_100_runs_at_once_loses_nothing(tmp_path: Path) -> None:
-    from tests.reliability import checks
-
+def _fleet_killed_mid_drain(tmp_path: Path, effects_done: int) -> tuple[Path, Path, Path, dict[str, str]]:
+    """A store of 100 fleet runs whose draining worker was killed (SIGKILL) once ``effects_done``
+    effects had run: the script, the store, the effects' log and the environment to drain again."""
     script = tmp_path / "fleet.py"
     script.write_text(FLEET)
     store, log = tmp_path / "store", tmp_path / "fleet.log"
@@ -302,11 +302,18 @@ def test_kill_9_of_a_worker_advancing_100_runs_at_once_loses_nothing(tmp_path: P
     assert subprocess.run([sys.executable, str(script), str(store), "start"], env=env, timeout=120).returncode == 0
     worker = subprocess.Popen([sys.executable, str(script), str(store), "drain"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    while not log.exists() or len(log.read_text().splitlines()) < 120:  # mid-drain: some runs half done
-        time.sleep(0.01)
+    while not log.exists() or len(log.read_text().splitlines()) < effects_done:
+        time.sleep(0.005)
         assert worker.poll() is None, worker.communicate()
     worker.kill()
     worker.wait(timeout=60)
+    return script, store, log, env
+
+
+def test_kill_9_of_a_worker_advancing_100_runs_at_once_loses_nothing(tmp_path: Path) -> None:
+    from tests.reliability import checks
+
+    script, store, log, env = _fleet_killed_mid_drain(tmp_path, 120)  # mid-drain: some runs half done
     in_window = checks.in_flight_effect_keys(store)  # intents without an outcome at the kill
     again = subprocess.run([sys.executable, str(script), str(store), "drain"], env=env, capture_output=True,
                            text=True, timeout=120)
@@ -331,18 +338,7 @@ def test_kill_9_mid_drain_leaves_every_run_past_its_checkpoint_marked(tmp_path: 
     # (found by list_ahead), and each resumes and verifies.
     from abstractruntime.storage.json_files import JsonFileRunStore, JsonlLedgerStore
 
-    script = tmp_path / "fleet.py"
-    script.write_text(FLEET)
-    store, log = tmp_path / "store", tmp_path / "fleet.log"
-    env = {**os.environ, "FLEET_LOG": str(log)}
-    assert subprocess.run([sys.executable, str(script), str(store), "start"], env=env, timeout=120).returncode == 0
-    worker = subprocess.Popen([sys.executable, str(script), str(store), "drain"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    while not log.exists() or len(log.read_text().splitlines()) < killed_after:
-        time.sleep(0.005)
-        assert worker.poll() is None, worker.communicate()
-    worker.kill()
-    worker.wait(timeout=60)
+    script, store, log, env = _fleet_killed_mid_drain(tmp_path, killed_after)
     runs, ledger = JsonFileRunStore(store, durability="none"), JsonlLedgerStore(store, durability="none")
     ahead = set(runs.list_ahead(limit=1000))
     past = {f"f{i}" for i in range(100)
