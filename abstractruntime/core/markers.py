@@ -126,6 +126,17 @@ def run_value(run: dict[str, Any]) -> dict[str, Any]:
     return run
 
 
+def stored_run(run: dict[str, Any]) -> dict[str, Any]:
+    """The run part of a state document from a run's plain form (``RunState.to_dict()``): every
+    value in stored form (user objects that use a marker key wrapped in ``$lit``), ``vars`` by
+    name. The inverse of resolving :func:`run_value`."""
+    variables = run.get("vars")
+    rest = escape({k: v for k, v in run.items() if k != "vars"})
+    if isinstance(variables, dict):
+        rest["vars"] = {name: escape(value) for name, value in variables.items()}
+    return rest  # type: ignore[no-any-return]
+
+
 def document_value(document: dict[str, Any]) -> dict[str, Any]:
     """A state document as one stored value (its ``run`` through :func:`run_value`)."""
     run = document.get("run")
@@ -188,4 +199,4 @@ def _show(value: Any) -> Any:
 
 
 __all__ = ["EXT", "ITEMS", "LIT", "MARKER_KEYS", "REF", "SECRET", "SHOWN", "VAL", "document_value", "escape",
-           "has_marker_key", "marker_kind", "run_value", "secret_marker", "show", "vars_names", "vars_value"]
+           "has_marker_key", "marker_kind", "run_value", "secret_marker", "show", "stored_run", "vars_names", "vars_value"]

@@ -96,6 +96,8 @@ def decode_op(op: Any) -> VarOp:
     if kind == SET and len(op) == 3:
         return SetOp(op[1], op[2])
     if kind == DELETE and len(op) == 2:
+        if not op[1]:  # the variables are replaced (``["s", [], {}]``), never deleted
+            raise ValueError("a delete operation needs a non-empty path")
         return DeleteOp(op[1])
     if kind == RESULT and len(op) in (2, 3):
         sub = op[2] if len(op) == 3 else None

@@ -15,6 +15,7 @@ from typing import Any, Iterator, Optional, Sequence
 from ..core.fastclass import dataclass
 
 from ..core.errors import LedgerConflictError, RunLockedError, RunNotFoundError
+from ..core.markers import stored_run
 from ..core.models import RunState, RunStatus, StepRecord, StepStatus, WaitReason
 from ..core.ports import Capability, StoredCheckpoint
 from ..core.records import JCS_FORMATS, expand_records
@@ -69,7 +70,7 @@ class InMemoryRunStore(RunStore):
         with self._guard:
             old = self._checkpoints.get(run.run_id)
             document = copy.deepcopy(old.document) if old is not None else {
-                "format": 3, "state": {"run": run.to_dict(), "kernel": {}}, "ledger": {"seq": 0, "head_hash": None}}
+                "format": 3, "state": {"run": stored_run(run.to_dict()), "kernel": {}}, "ledger": {"seq": 0, "head_hash": None}}
             self._checkpoints[run.run_id] = _Kept(document, _copy_run(run), external=True)
             self._versions[run.run_id] = self._versions.get(run.run_id, 0) + 1
 

@@ -25,6 +25,7 @@ from typing import Any, ContextManager, Optional
 from ..core.logs import get_logger
 from ..core.errors import CorruptRecordError, MisplacedRecordError, RunNotFoundError, RunPrunedError, StorageError
 from ..core.canonical import canonical_json
+from ..core.markers import stored_run
 from ..core.models import RunState, RunStatus, WaitReason
 from ..core.ports import Capability, StoredCheckpoint
 from .base import CHECKPOINT_FORMAT, LedgerHead, RunStore
@@ -122,10 +123,10 @@ class JsonFileRunStore(RunStore):
         except CorruptRecordError:
             old = None
         if old is not None and old.legacy is None:
-            old.state["run"] = run.to_dict()
+            old.state["run"] = stored_run(run.to_dict())
             self.save_checkpoint(old)
             return
-        document = {"run": run.to_dict(), "kernel": {"effects": 0, "pending": None, "metadata": {}, "workflow": None,
+        document = {"run": stored_run(run.to_dict()), "kernel": {"effects": 0, "pending": None, "metadata": {}, "workflow": None,
                                                      "origin": None}}
         self.save_checkpoint(StoredCheckpoint(state=document, ledger=LedgerHead()))
 

@@ -32,6 +32,7 @@ from ...core.errors import (
     RunNotFoundError,
     UnsupportedFormatError,
 )
+from ...core.markers import stored_run
 from ...core.models import RunState, RunStatus, WaitReason
 from ...core.ports import CHECKPOINT_FORMAT, Capability, LedgerHead, RunStore, StoredCheckpoint
 from ...core.ids import validate_id
@@ -112,10 +113,10 @@ class PostgresRunStore(RunStore):
             except (CorruptRecordError, UnsupportedFormatError):
                 old = None
             if old is not None and old.legacy is None:
-                old.state["run"] = run.to_dict()
+                old.state["run"] = stored_run(run.to_dict())
                 checkpoint = old
             else:
-                checkpoint = StoredCheckpoint(state={"run": run.to_dict(), "kernel": {
+                checkpoint = StoredCheckpoint(state={"run": stored_run(run.to_dict()), "kernel": {
                     "effects": 0, "pending": None, "metadata": {}, "workflow": None, "origin": None}},
                     ledger=LedgerHead())
             # The row is locked and keeps its position, so this write is not fenced.
