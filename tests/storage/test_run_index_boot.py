@@ -297,7 +297,11 @@ def test_writing_commands_killed_at_any_moment_leave_an_index_that_is_right(site
 
     rng = random.Random(7)
     env = _env(site)
-    handles: list[str] = []
+    # One command left to finish makes the store and says how long a command lasts on this machine
+    # now: the kills are spread over that time (fixed times all fall in start-up when it is loaded).
+    began = time.monotonic()
+    handles: list[str] = [_cli(site, "run", "ask.py", "--no-input", expect=5).stdout.strip()]
+    lasts = time.monotonic() - began
     for i in range(16):
         if i % 2 and handles:
             args = ["resume", handles.pop(), "--answer", "yes"]
@@ -305,7 +309,7 @@ def test_writing_commands_killed_at_any_moment_leave_an_index_that_is_right(site
             args = ["run", "ask.py", "--no-input"]
         proc = subprocess.Popen([sys.executable, "-m", "abstractruntime", *args], cwd=site, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.01, 0.3))  # where it is killed: anywhere from start-up to exit
+        time.sleep(rng.uniform(0.01, 1.2 * lasts))  # where it is killed: anywhere from start-up to exit
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()
         if proc.returncode == 5 and args[0] == "run":
