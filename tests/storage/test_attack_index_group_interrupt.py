@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 
@@ -128,17 +128,23 @@ def test_a_row_whose_writer_was_interrupted_while_queued_never_overwrites_a_late
     store.close()
 
 
-def test_a_leader_interrupted_mid_transaction_leaves_its_followers_statements_to_them(tmp_path: Path) -> None:
-    """The main thread leads a group commit holding another thread's mark and is stopped (Ctrl-C)
-    before its transaction commits: that thread was not interrupted, so its mark must still be
-    committed before its mark_ahead returns (the append it announces comes next)."""
+def _store_of_run_f(tmp_path: Path) -> "tuple[Path, JsonFileRunStore, Any, Any, threading.Thread]":
+    """A store holding run ``f``'s checkpoint, its index and group commit, and the main thread
+    (which the test runs in, to be interrupted there)."""
     root = tmp_path / "store"
     store = JsonFileRunStore(root, durability="none")
     store.save_checkpoint(_checkpoint("f"))
     index = store._index
-    group = index._group
     main = threading.main_thread()
     assert threading.current_thread() is main
+    return root, store, index, index._group, main
+
+
+def test_a_leader_interrupted_mid_transaction_leaves_its_followers_statements_to_them(tmp_path: Path) -> None:
+    """The main thread leads a group commit holding another thread's mark and is stopped (Ctrl-C)
+    before its transaction commits: that thread was not interrupted, so its mark must still be
+    committed before its mark_ahead returns (the append it announces comes next)."""
+    root, store, index, group, main = _store_of_run_f(tmp_path)
 
     # A follower queues its mark while a leader's transaction is under way (a group's state as
     # another thread's commit leaves it: writing, the follower waiting for it).
@@ -187,13 +193,7 @@ def test_a_leader_interrupted_as_its_transaction_begins_leaves_no_transaction_op
     process's write: the transaction begins, then the interrupt is raised. It must be rolled back:
     a transaction left open holds the index's write lock for ever (every other process's marks
     fail) and every later statement of this process is written into it, never committed."""
-    root = tmp_path / "store"
-    store = JsonFileRunStore(root, durability="none")
-    store.save_checkpoint(_checkpoint("f"))
-    index = store._index
-    group = index._group
-    main = threading.main_thread()
-    assert threading.current_thread() is main
+    root, store, index, group, main = _store_of_run_f(tmp_path)
 
     with group._cond:  # a follower queued behind another thread's commit, as in the test above
         group._writing = True
